@@ -1,0 +1,203 @@
+//! The sparse time index: one entry per ~64 KiB block of records with the block's exchange-time
+//! range, so a window query reads only the blocks that can hold its trades. It is a hint: any
+//! entry that fails its CRC or does not chain is ignored and the records are scanned instead.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::Path;
+
+use crate::log::segment::HEADER_LEN;
+use crate::record::{self, FRAME_HEADER};
+use crate::{Error, Result};
+
+pub const INDEX_MAGIC: [u8; 8] = *b"PWINDEX1";
+pub const INDEX_VERSION: u16 = 1;
+pub const INDEX_HEADER_LEN: usize = 16;
+pub const ENTRY_LEN: usize = 48;
+pub const BLOCK_BYTES: u64 = 64 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub start: u64,
+    pub end: u64,
+    pub min_ts: i64,
+    pub max_ts: i64,
+    pub trades: u32,
+    pub others: u32,
+}
+
+impl IndexEntry {
+    fn empty(start: u64) -> IndexEntry {
+        IndexEntry { start, end: start, min_ts: i64::MAX, max_ts: i64::MIN, trades: 0, others: 0 }
+    }
+
+    /// Whether the block may hold a trade with `start <= ts < end`.
+    #[inline]
+    pub fn overlaps(&self, start: i64, end: i64) -> bool {
+        self.trades > 0 && self.min_ts < end && self.max_ts >= start
+    }
+
+    pub fn encode(&self) -> [u8; ENTRY_LEN] {
+        let mut b = [0u8; ENTRY_LEN];
+        b[0..8].copy_from_slice(&self.start.to_le_bytes());
+        b[8..16].copy_from_slice(&self.end.to_le_bytes());
+        b[16..24].copy_from_slice(&self.min_ts.to_le_bytes());
+        b[24..32].copy_from_slice(&self.max_ts.to_le_bytes());
+        b[32..36].copy_from_slice(&self.trades.to_le_bytes());
+        b[36..40].copy_from_slice(&self.others.to_le_bytes());
+        let crc = crc32c::crc32c(&b[0..40]);
+        b[40..44].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Option<IndexEntry> {
+        if b.len() < ENTRY_LEN {
+            return None;
+        }
+        let u64_at = |i: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b[i..i + 8]);
+            u64::from_le_bytes(a)
+        };
+        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        if crc32c::crc32c(&b[0..40]) != u32_at(40) {
+            return None;
+        }
+        Some(IndexEntry {
+            start: u64_at(0),
+            end: u64_at(8),
+            min_ts: u64_at(16) as i64,
+            max_ts: u64_at(24) as i64,
+            trades: u32_at(32),
+            others: u32_at(36),
+        })
+    }
+}
+
+/// Accumulates records into blocks as they are appended (or walked during recovery).
+#[derive(Clone, Debug)]
+pub struct BlockBuilder {
+    current: IndexEntry,
+}
+
+impl BlockBuilder {
+    pub fn new(start: u64) -> BlockBuilder {
+        BlockBuilder { current: IndexEntry::empty(start) }
+    }
+
+    /// Continues filling a block that recovery found unfinished.
+    pub fn resume(partial: IndexEntry) -> BlockBuilder {
+        BlockBuilder { current: partial }
+    }
+
+    /// Adds the record at `off`; returns the finished block when this record completes one.
+    #[inline]
+    pub fn observe(&mut self, off: u64, payload: &[u8]) -> Option<IndexEntry> {
+        let c = &mut self.current;
+        debug_assert_eq!(off, c.end);
+        c.end = off + (FRAME_HEADER + payload.len()) as u64;
+        match record::peek_trade_ts(payload) {
+            Some(ts) => {
+                c.trades += 1;
+                c.min_ts = c.min_ts.min(ts);
+                c.max_ts = c.max_ts.max(ts);
+            }
+            None => c.others += 1,
+        }
+        if c.end - c.start >= BLOCK_BYTES {
+            let done = *c;
+            *c = IndexEntry::empty(done.end);
+            Some(done)
+        } else {
+            None
+        }
+    }
+
+    /// The unfinished block, if it holds any record.
+    pub fn pending(&self) -> Option<IndexEntry> {
+        (self.current.end > self.current.start).then_some(self.current)
+    }
+}
+
+fn index_header() -> [u8; INDEX_HEADER_LEN] {
+    let mut h = [0u8; INDEX_HEADER_LEN];
+    h[0..8].copy_from_slice(&INDEX_MAGIC);
+    h[8..10].copy_from_slice(&INDEX_VERSION.to_le_bytes());
+    h[10..12].copy_from_slice(&(ENTRY_LEN as u16).to_le_bytes());
+    h
+}
+
+/// The valid, chained entries of an index file that lie within `segment_end`.
+pub fn read_index(path: &Path, segment_end: u64) -> Vec<IndexEntry> {
+    let mut bytes = Vec::new();
+    let ok = File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).is_ok();
+    if !ok || bytes.len() < INDEX_HEADER_LEN || bytes[0..8] != INDEX_MAGIC {
+        return Vec::new();
+    }
+    let mut out = Vec::with_capacity((bytes.len() - INDEX_HEADER_LEN) / ENTRY_LEN);
+    let mut expect_start = HEADER_LEN as u64;
+    for chunk in bytes[INDEX_HEADER_LEN..].chunks_exact(ENTRY_LEN) {
+        match IndexEntry::decode(chunk) {
+            Some(e) if e.start == expect_start && e.end > e.start && e.end <= segment_end => {
+                expect_start = e.end;
+                out.push(e);
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
+/// Replaces an index file with `entries` (write to a temporary name, then rename).
+pub fn write_index(path: &Path, entries: &[IndexEntry]) -> Result<()> {
+    let tmp = path.with_extension("pwidx.tmp");
+    let mut buf = Vec::with_capacity(INDEX_HEADER_LEN + entries.len() * ENTRY_LEN);
+    buf.extend_from_slice(&index_header());
+    for e in entries {
+        buf.extend_from_slice(&e.encode());
+    }
+    std::fs::write(&tmp, &buf).map_err(|e| Error::io(format!("writing index {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("renaming index {}", path.display()), e))
+}
+
+/// Appends entries to the active segment's index as blocks complete.
+pub struct IndexAppender {
+    file: File,
+}
+
+impl IndexAppender {
+    /// Opens `path` for appending; the caller has just rewritten it with `write_index`.
+    pub fn open(path: &Path) -> Result<IndexAppender> {
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::io(format!("opening index {}", path.display()), e))?;
+        Ok(IndexAppender { file })
+    }
+
+    pub fn append(&mut self, e: &IndexEntry) -> Result<()> {
+        self.file.write_all(&e.encode()).map_err(|err| Error::io("appending to the time index", err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.pwidx");
+        let a = IndexEntry { start: 64, end: 70000, min_ts: 5, max_ts: 9, trades: 3, others: 1 };
+        let b = IndexEntry { start: 70000, end: 140000, min_ts: 1, max_ts: 2, trades: 1, others: 0 };
+        let gap = IndexEntry { start: 150000, end: 160000, min_ts: 1, max_ts: 2, trades: 1, others: 0 };
+        write_index(&p, &[a, b, gap]).unwrap();
+        assert_eq!(read_index(&p, 1 << 20), vec![a, b]);
+        assert_eq!(read_index(&p, 100000), vec![a]);
+        let mut raw = std::fs::read(&p).unwrap();
+        raw[INDEX_HEADER_LEN + 3] ^= 1;
+        std::fs::write(&p, raw).unwrap();
+        assert!(read_index(&p, 1 << 20).is_empty());
+        assert!(a.overlaps(9, 10) && !a.overlaps(10, 20) && a.overlaps(0, 6) && !a.overlaps(0, 5));
+    }
+}

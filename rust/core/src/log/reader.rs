@@ -1,0 +1,516 @@
+//! Reading the log: segment views (the writer's own, or read-only maps in another process),
+//! window queries through the sparse index, markers, quarantined frames, and `verify`.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::Mmap;
+
+use super::index::{self, BlockBuilder, IndexEntry};
+use super::scan::{self, Span};
+use super::segment::{self, ActiveMap, HeaderCheck, HEADER_LEN, STATE_SEALED};
+use super::DamageReport;
+use crate::record::{self, Marker, Record, FRAME_HEADER, KIND_MARKER, KIND_QUARANTINE};
+use crate::venue::Venue;
+use crate::{Error, Result};
+
+pub const LOG_DIR: &str = "log";
+pub const LOCK_FILE: &str = "LOCK";
+
+pub enum SegmentBytes {
+    ReadOnly(Mmap),
+    Active(Arc<ActiveMap>),
+}
+
+/// An immutable view of one segment up to `end`: what a query reads.
+#[derive(Clone)]
+pub struct SegmentView {
+    pub seq: u64,
+    pub name: String,
+    pub bytes: Arc<SegmentBytes>,
+    pub end: usize,
+    pub entries: Arc<Vec<IndexEntry>>,
+}
+
+impl SegmentView {
+    pub fn data(&self) -> &[u8] {
+        match &*self.bytes {
+            SegmentBytes::ReadOnly(m) => &m[..self.end.min(m.len())],
+            SegmentBytes::Active(a) => a.bytes(self.end),
+        }
+    }
+
+    /// Byte ranges to read for records: the index blocks `want` selects, then the un-indexed tail.
+    fn ranges(&self, want: impl Fn(&IndexEntry) -> bool) -> Vec<(usize, usize)> {
+        let mut out: Vec<(usize, usize)> = Vec::new();
+        for e in self.entries.iter() {
+            if want(e) {
+                let (s, t) = (e.start as usize, e.end as usize);
+                match out.last_mut() {
+                    Some(last) if last.1 == s => last.1 = t,
+                    _ => out.push((s, t)),
+                }
+            }
+        }
+        let indexed_end = self.entries.last().map_or(HEADER_LEN, |e| e.end as usize);
+        if indexed_end < self.end {
+            out.push((indexed_end, self.end));
+        }
+        out
+    }
+
+    fn for_each_record(&self, want: impl Fn(&IndexEntry) -> bool, mut f: impl FnMut(usize, &[u8])) {
+        let data = self.data();
+        for (s, t) in self.ranges(want) {
+            scan::walk(data, s, t, &mut f);
+        }
+    }
+}
+
+/// Which trades a query wants.
+#[derive(Clone, Debug)]
+pub struct TradeQuery {
+    pub start_ns: i64,
+    pub end_ns: i64,
+    /// Bit `code` set for each wanted venue; `None` = all.
+    pub venues: Option<u16>,
+    pub symbols: Option<Vec<Vec<u8>>>,
+    /// Records that consume an id but are not trades (Binance USDⓈ-M `X=NA`).
+    pub include_non_trades: bool,
+}
+
+impl TradeQuery {
+    pub fn window(start_ns: i64, end_ns: i64) -> TradeQuery {
+        TradeQuery { start_ns, end_ns, venues: None, symbols: None, include_non_trades: false }
+    }
+
+    pub fn venue_mask(venues: &[Venue]) -> u16 {
+        venues.iter().fold(0u16, |m, v| m | (1 << v.code()))
+    }
+
+    #[inline]
+    fn wants(&self, t: &record::TradeRef<'_>) -> bool {
+        if !self.include_non_trades && t.flags & record::flags::NON_TRADE != 0 {
+            return false;
+        }
+        if let Some(mask) = self.venues {
+            if mask & (1 << t.venue.code()) == 0 {
+                return false;
+            }
+        }
+        if let Some(symbols) = &self.symbols {
+            if !symbols.iter().any(|s| s.as_slice() == t.symbol) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// A string column in Arrow's layout: `offsets[i]..offsets[i+1]` into `data`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StrColumn {
+    pub offsets: Vec<i32>,
+    pub data: Vec<u8>,
+}
+
+impl StrColumn {
+    fn with_capacity(n: usize, bytes: usize) -> StrColumn {
+        let mut offsets = Vec::with_capacity(n + 1);
+        offsets.push(0);
+        StrColumn { offsets, data: Vec::with_capacity(bytes) }
+    }
+    #[inline]
+    fn push(&mut self, s: &[u8]) {
+        self.data.extend_from_slice(s);
+        self.close_value();
+    }
+    #[inline]
+    fn close_value(&mut self) {
+        // Checked by `TradeColumns::check_size` before building.
+        self.offsets.push(self.data.len() as i32);
+    }
+    pub fn get(&self, i: usize) -> &[u8] {
+        &self.data[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+}
+
+/// Query result, column by column, ready to become a `pyarrow.Table` without a copy per value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TradeColumns {
+    pub len: usize,
+    pub venue: StrColumn,
+    pub symbol: StrColumn,
+    pub trade_id: StrColumn,
+    pub price: StrColumn,
+    pub qty: StrColumn,
+    pub side: StrColumn,
+    pub ts_ns: Vec<i64>,
+    pub recv_ns: Vec<i64>,
+    pub flags: Vec<u16>,
+}
+
+/// Trades of `views` matching `q`, ordered by exchange time (ties in log order).
+pub fn query_trades(views: &[SegmentView], q: &TradeQuery) -> Result<TradeColumns> {
+    // Pass 1: find the matching records (time, where) in log order.
+    let mut hits: Vec<(i64, u32, u32)> = Vec::new();
+    for (vi, view) in views.iter().enumerate() {
+        view.for_each_record(
+            |e| e.overlaps(q.start_ns, q.end_ns),
+            |off, payload| {
+                if let Some(ts) = record::peek_trade_ts(payload) {
+                    if ts >= q.start_ns && ts < q.end_ns {
+                        if let Ok(t) = record::decode_trade(payload) {
+                            if q.wants(&t) {
+                                hits.push((ts, vi as u32, off as u32));
+                            }
+                        }
+                    }
+                }
+            },
+        );
+    }
+    // Stable: equal times keep log order.
+    hits.sort_by_key(|h| h.0);
+
+    // Pass 2: decode in output order into columns.
+    let n = hits.len();
+    let mut text_bytes = 0usize;
+    for &(_, vi, off) in &hits {
+        text_bytes += payload_at(&views[vi as usize], off as usize).len();
+    }
+    if text_bytes > i32::MAX as usize {
+        return Err(Error::InvalidInput(format!(
+            "the window holds {n} trades, more text than one Arrow string column can hold; \
+             query a shorter window"
+        )));
+    }
+    let mut c = TradeColumns {
+        len: n,
+        venue: StrColumn::with_capacity(n, n * 12),
+        symbol: StrColumn::with_capacity(n, n * 10),
+        trade_id: StrColumn::with_capacity(n, n * 12),
+        price: StrColumn::with_capacity(n, n * 10),
+        qty: StrColumn::with_capacity(n, n * 8),
+        side: StrColumn::with_capacity(n, n * 4),
+        ts_ns: Vec::with_capacity(n),
+        recv_ns: Vec::with_capacity(n),
+        flags: Vec::with_capacity(n),
+    };
+    for &(_, vi, off) in &hits {
+        let payload = payload_at(&views[vi as usize], off as usize);
+        let Ok(t) = record::decode_trade(payload) else { continue };
+        c.venue.push(t.venue.id().as_bytes());
+        c.symbol.push(t.symbol);
+        record::render_id(payload, t.trade_id, &mut c.trade_id.data);
+        c.trade_id.close_value();
+        c.price.push(t.price);
+        c.qty.push(t.qty);
+        c.side.push(t.side.as_str().as_bytes());
+        c.ts_ns.push(t.ts_ns);
+        c.recv_ns.push(t.recv_ns);
+        c.flags.push(t.flags);
+    }
+    Ok(c)
+}
+
+fn payload_at(view: &SegmentView, off: usize) -> &[u8] {
+    let data = view.data();
+    let len = u32::from_le_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]]) as usize;
+    &data[off + FRAME_HEADER..off + FRAME_HEADER + len]
+}
+
+/// Which markers a query wants: those whose time or span touches `[start_ns, end_ns)`.
+#[derive(Clone, Copy, Debug)]
+pub struct MarkerQuery {
+    pub start_ns: i64,
+    pub end_ns: i64,
+}
+
+pub fn query_markers(views: &[SegmentView], q: &MarkerQuery) -> Vec<Marker> {
+    let mut out = Vec::new();
+    for view in views {
+        view.for_each_record(
+            |e| e.others > 0,
+            |_, payload| {
+                if payload[0] != KIND_MARKER {
+                    return;
+                }
+                if let Ok(Record::Marker(m)) = record::decode(payload) {
+                    let at = m.ts_ns >= q.start_ns && m.ts_ns < q.end_ns;
+                    let span = m.from_ts_ns != 0
+                        && m.to_ts_ns != 0
+                        && m.from_ts_ns < q.end_ns
+                        && m.to_ts_ns >= q.start_ns;
+                    if at || span {
+                        out.push(m);
+                    }
+                }
+            },
+        );
+    }
+    out
+}
+
+/// A quarantined frame as read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuarantinedFrame {
+    pub venue: Option<Venue>,
+    pub recv_ns: i64,
+    pub reason: String,
+    pub raw: Vec<u8>,
+}
+
+pub fn query_quarantined(views: &[SegmentView], start_ns: i64, end_ns: i64) -> Vec<QuarantinedFrame> {
+    let mut out = Vec::new();
+    for view in views {
+        view.for_each_record(
+            |e| e.others > 0,
+            |_, payload| {
+                if payload[0] != KIND_QUARANTINE {
+                    return;
+                }
+                if let Ok(Record::Quarantined { venue, recv_ns, reason, raw }) = record::decode(payload) {
+                    if recv_ns >= start_ns && recv_ns < end_ns {
+                        out.push(QuarantinedFrame {
+                            venue,
+                            recv_ns,
+                            reason: String::from_utf8_lossy(reason).into_owned(),
+                            raw: raw.to_vec(),
+                        });
+                    }
+                }
+            },
+        );
+    }
+    out
+}
+
+/// Builds a segment's index by walking it (when its index file is missing or short).
+pub fn build_index(data: &[u8], end: usize) -> (Vec<IndexEntry>, scan::WalkOutcome) {
+    let mut builder = BlockBuilder::new(HEADER_LEN as u64);
+    let mut entries = Vec::new();
+    let mut last_end = HEADER_LEN as u64;
+    let outcome = scan::walk(data, HEADER_LEN, end, |off, payload| {
+        if off as u64 != last_end {
+            // A damaged span was skipped: close the block before it and start a new one after.
+            if let Some(p) = builder.pending() {
+                entries.push(p);
+            }
+            builder = BlockBuilder::new(off as u64);
+        }
+        if let Some(done) = builder.observe(off as u64, payload) {
+            entries.push(done);
+        }
+        last_end = (off + FRAME_HEADER + payload.len()) as u64;
+    });
+    if let Some(p) = builder.pending() {
+        entries.push(p);
+    }
+    (entries, outcome)
+}
+
+/// Read-only maps of the segments of a directory, refreshed on demand: segments sealed once are
+/// kept; the active one is re-read (header, index) each refresh so appends show up.
+#[derive(Default)]
+pub struct SegmentSet {
+    cached: BTreeMap<u64, SegmentView>,
+    sealed: BTreeMap<u64, bool>,
+}
+
+impl SegmentSet {
+    /// Views of every segment with a sequence number below `below` (all when `None`).
+    pub fn refresh(&mut self, log_dir: &Path, below: Option<u64>) -> Result<Vec<SegmentView>> {
+        let listed = segment::list_segments(log_dir)?;
+        let present: Vec<u64> = listed.iter().map(|(s, _)| *s).collect();
+        self.cached.retain(|seq, _| present.contains(seq));
+        self.sealed.retain(|seq, _| present.contains(seq));
+        let mut out = Vec::new();
+        for (seq, path) in listed {
+            if below.is_some_and(|b| seq >= b) {
+                continue;
+            }
+            if self.sealed.get(&seq).copied().unwrap_or(false) {
+                if let Some(v) = self.cached.get(&seq) {
+                    out.push(v.clone());
+                    continue;
+                }
+            }
+            if let Some(view) = self.load(seq, &path, below.is_some())? {
+                out.push(view);
+            }
+        }
+        Ok(out)
+    }
+
+    fn load(&mut self, seq: u64, path: &Path, writer_side: bool) -> Result<Option<SegmentView>> {
+        // Reuse the current map unless the file has grown past it.
+        let reuse = self.cached.get(&seq).and_then(|v| match &*v.bytes {
+            SegmentBytes::ReadOnly(m) => {
+                let published = segment::load_published_end(m) as usize;
+                (published <= m.len()).then(|| v.bytes.clone())
+            }
+            SegmentBytes::Active(_) => None,
+        });
+        let bytes = match reuse {
+            Some(b) => b,
+            None => match segment::map_readonly(path)? {
+                Some(m) => Arc::new(SegmentBytes::ReadOnly(m)),
+                None => return Ok(None),
+            },
+        };
+        let SegmentBytes::ReadOnly(map) = &*bytes else { return Ok(None) };
+        let (end, sealed) = match segment::decode_header(map) {
+            HeaderCheck::Ok(h) => {
+                let published = segment::load_published_end(map) as usize;
+                let sealed = segment::load_state(map) == STATE_SEALED || writer_side;
+                let end = if sealed && h.state != STATE_SEALED { map.len() } else { published.min(map.len()) };
+                (end, sealed)
+            }
+            HeaderCheck::NewerVersion(v) => {
+                return Err(Error::Format {
+                    path: path.to_owned(),
+                    detail: format!(
+                        "it was written by a newer PumpWatch (format {v}, this one reads up to {}); \
+                         upgrade PumpWatch",
+                        segment::FORMAT_VERSION
+                    ),
+                })
+            }
+            // A damaged header: the records are still there; read the whole file, validating.
+            HeaderCheck::Damaged => (map.len(), writer_side),
+        };
+        let end = end.max(HEADER_LEN.min(map.len()));
+        let mut entries = index::read_index(&segment::index_path(path), end as u64);
+        let indexed_to = entries.last().map_or(HEADER_LEN, |e| e.end as usize);
+        if sealed && indexed_to < end {
+            // A sealed segment never changes: build its index once instead of scanning per query.
+            entries = build_index(map, end).0;
+        }
+        let view = SegmentView {
+            seq,
+            name: segment::segment_file_name(seq),
+            bytes: bytes.clone(),
+            end,
+            entries: Arc::new(entries),
+        };
+        self.cached.insert(seq, view.clone());
+        self.sealed.insert(seq, sealed);
+        Ok(Some(view))
+    }
+}
+
+/// Reads a data directory while a writer (in this or another process) appends to it.
+pub struct LogReader {
+    pub dir: PathBuf,
+    set: SegmentSet,
+}
+
+impl LogReader {
+    pub fn open(dir: &Path) -> Result<LogReader> {
+        if !dir.is_dir() {
+            return Err(Error::InvalidInput(format!(
+                "{} is not a PumpWatch data directory (it does not exist); pass the directory \
+                 the recorder writes to (`--data-dir`)",
+                dir.display()
+            )));
+        }
+        Ok(LogReader { dir: dir.to_owned(), set: SegmentSet::default() })
+    }
+
+    pub fn views(&mut self) -> Result<Vec<SegmentView>> {
+        self.set.refresh(&self.dir.join(LOG_DIR), None)
+    }
+}
+
+/// What `verify` found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub segments: u64,
+    pub records: u64,
+    pub trades: u64,
+    pub markers: u64,
+    pub quarantined: u64,
+    pub bytes: u64,
+    pub damaged: Vec<DamageReport>,
+    pub torn_tail: Vec<DamageReport>,
+    pub headers: Vec<DamageReport>,
+    pub writer_running: bool,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.damaged.is_empty() && self.torn_tail.is_empty() && self.headers.is_empty()
+    }
+}
+
+/// Whether a writer holds the directory's lock right now.
+pub fn writer_running(dir: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(f) = File::open(dir.join(LOCK_FILE)) else { return false };
+    // SAFETY: plain syscalls on an owned descriptor.
+    let got = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
+    if got {
+        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_UN) };
+    }
+    !got
+}
+
+/// Walks every record of every segment and reports what is damaged. Read-only.
+pub fn verify(dir: &Path) -> Result<VerifyReport> {
+    let mut report = VerifyReport { writer_running: writer_running(dir), ..Default::default() };
+    let segments = segment::list_segments(&dir.join(LOG_DIR))?;
+    let last = segments.last().map(|(s, _)| *s);
+    for (seq, path) in segments {
+        let name = segment::segment_file_name(seq);
+        let Some(map) = segment::map_readonly(&path)? else {
+            report.headers.push(DamageReport { segment: name, offset: 0, length: 0, reason: "empty segment file".into() });
+            continue;
+        };
+        report.segments += 1;
+        let mut end = map.len();
+        match segment::decode_header(&map) {
+            HeaderCheck::Ok(h) => {
+                if h.state != STATE_SEALED && report.writer_running && Some(seq) == last {
+                    // Beyond the published end the writer is at work: not damage.
+                    end = (segment::load_published_end(&map) as usize).min(end);
+                }
+            }
+            HeaderCheck::NewerVersion(v) => {
+                return Err(Error::Format { path, detail: format!("format version {v} is newer than this PumpWatch") })
+            }
+            HeaderCheck::Damaged => report.headers.push(DamageReport {
+                segment: name.clone(),
+                offset: 0,
+                length: HEADER_LEN as u64,
+                reason: "segment header damaged (magic or CRC wrong); the writer repairs it on open".into(),
+            }),
+        }
+        report.bytes += end as u64;
+        let mut counts = [0u64; 4];
+        let outcome = scan::walk(&map, HEADER_LEN, end, |_, p| counts[p[0] as usize & 3] += 1);
+        report.records += outcome.records;
+        report.trades += counts[1];
+        report.markers += counts[2];
+        report.quarantined += counts[3];
+        for Span { start, end } in outcome.damaged {
+            report.damaged.push(DamageReport {
+                segment: name.clone(),
+                offset: start as u64,
+                length: (end - start) as u64,
+                reason: "bytes between valid records fail their length or CRC check; they are skipped".into(),
+            });
+        }
+        if let Some(Span { start, end }) = outcome.torn {
+            report.torn_tail.push(DamageReport {
+                segment: name.clone(),
+                offset: start as u64,
+                length: (end - start) as u64,
+                reason: "invalid bytes after the last valid record (torn write); the writer truncates them on open".into(),
+            });
+        }
+    }
+    Ok(report)
+}

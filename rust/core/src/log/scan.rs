@@ -1,0 +1,197 @@
+//! Walking frames: the one place that decides what a valid record is, used by recovery,
+//! readers and `verify` alike.
+
+use crate::record::{self, FRAME_HEADER, KIND_MARKER, KIND_QUARANTINE, KIND_TRADE, MAX_PAYLOAD};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub start: usize,
+    pub end: usize,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WalkOutcome {
+    /// Offset just past the last valid frame.
+    pub valid_end: usize,
+    /// Invalid bytes between valid frames: reported and skipped.
+    pub damaged: Vec<Span>,
+    /// Invalid, non-zero bytes after the last valid frame (a torn or corrupt tail).
+    pub torn: Option<Span>,
+    pub records: u64,
+}
+
+#[inline]
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// The payload of the valid frame starting at `off`, if there is one inside `bytes[..end]`.
+#[inline]
+pub fn frame_at(bytes: &[u8], off: usize, end: usize) -> Option<&[u8]> {
+    let end = end.min(bytes.len());
+    if off.checked_add(FRAME_HEADER)? > end {
+        return None;
+    }
+    let len = le_u32(bytes, off) as usize;
+    if len == 0 || len > MAX_PAYLOAD || off + FRAME_HEADER + len > end {
+        return None;
+    }
+    let payload = &bytes[off + FRAME_HEADER..off + FRAME_HEADER + len];
+    if !matches!(payload[0], KIND_TRADE | KIND_MARKER | KIND_QUARANTINE) {
+        return None;
+    }
+    if crc32c::crc32c(payload) != le_u32(bytes, off + 4) {
+        return None;
+    }
+    let well_formed = if payload[0] == KIND_TRADE {
+        record::decode_trade(payload).is_ok()
+    } else {
+        record::decode(payload).is_ok()
+    };
+    well_formed.then_some(payload)
+}
+
+/// First non-zero byte in `bytes[from..end]`.
+pub fn first_nonzero(bytes: &[u8], from: usize, end: usize) -> Option<usize> {
+    let end = end.min(bytes.len());
+    if from >= end {
+        return None;
+    }
+    let region = &bytes[from..end];
+    let mut i = 0;
+    // Word at a time: the preallocated tail of an active segment is mostly zeros.
+    while i + 64 <= region.len() {
+        if region[i..i + 64].iter().any(|&b| b != 0) {
+            break;
+        }
+        i += 64;
+    }
+    region[i..].iter().position(|&b| b != 0).map(|p| from + i + p)
+}
+
+/// Last non-zero byte in `bytes[from..end]`.
+fn last_nonzero(bytes: &[u8], from: usize, end: usize) -> Option<usize> {
+    let end = end.min(bytes.len());
+    if from >= end {
+        return None;
+    }
+    bytes[from..end].iter().rposition(|&b| b != 0).map(|p| from + p)
+}
+
+/// The next offset at or after `from` where a valid frame starts.
+pub fn resync(bytes: &[u8], from: usize, end: usize) -> Option<usize> {
+    let end = end.min(bytes.len());
+    let mut o = from;
+    while o + FRAME_HEADER < end {
+        if bytes[o..o + 4] == [0, 0, 0, 0] {
+            // A frame's length has a non-zero byte within its first four: jump to the next
+            // non-zero byte minus three instead of trying every zero offset.
+            let nz = first_nonzero(bytes, o + 4, end)?;
+            o = (nz.saturating_sub(3)).max(o + 1);
+            continue;
+        }
+        if frame_at(bytes, o, end).is_some() {
+            return Some(o);
+        }
+        o += 1;
+    }
+    None
+}
+
+/// Walks the frames of `bytes[start..end]`, calling `on_record(offset, payload)` for each valid
+/// one, skipping damaged spans, and reporting a torn tail.
+pub fn walk(bytes: &[u8], start: usize, end: usize, mut on_record: impl FnMut(usize, &[u8])) -> WalkOutcome {
+    let end = end.min(bytes.len());
+    let mut out = WalkOutcome { valid_end: start, ..Default::default() };
+    let mut off = start;
+    loop {
+        if let Some(payload) = frame_at(bytes, off, end) {
+            on_record(off, payload);
+            out.records += 1;
+            off += FRAME_HEADER + payload.len();
+            out.valid_end = off;
+            continue;
+        }
+        if off >= end {
+            break;
+        }
+        match resync(bytes, off + 1, end) {
+            Some(next) => {
+                out.damaged.push(Span { start: off, end: next });
+                off = next;
+            }
+            None => {
+                if let Some(last) = last_nonzero(bytes, off, end) {
+                    out.torn = Some(Span { start: off, end: last + 1 });
+                }
+                break;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{frame_into, Trade};
+
+    fn log_of(n: usize) -> (Vec<u8>, Vec<usize>) {
+        let mut buf = vec![0u8; 64];
+        let mut offs = Vec::new();
+        for i in 0..n {
+            offs.push(buf.len());
+            let t = Trade::new("okx-spot", "BTC-USDT", &format!("{}", 1000 + i), "30243.5", "0.001", "buy", i as i64, i as i64, 0)
+                .unwrap();
+            frame_into(&mut buf, |o| t.as_ref().encode_payload(o));
+        }
+        (buf, offs)
+    }
+
+    #[test]
+    fn clean_log_with_zero_tail() {
+        let (mut buf, offs) = log_of(10);
+        let valid = buf.len();
+        buf.extend(std::iter::repeat(0).take(4096));
+        let w = walk(&buf, 64, buf.len(), |_, _| {});
+        assert_eq!(w.records, 10);
+        assert_eq!(w.valid_end, valid);
+        assert!(w.damaged.is_empty() && w.torn.is_none());
+        assert_eq!(offs.len(), 10);
+    }
+
+    #[test]
+    fn every_single_byte_flip_loses_at_most_the_hit_record() {
+        let (mut buf, offs) = log_of(6);
+        let data_end = buf.len();
+        buf.extend(std::iter::repeat(0).take(256));
+        for pos in 64..buf.len() {
+            let mut b = buf.clone();
+            b[pos] ^= 0x5a;
+            let mut seen = Vec::new();
+            let w = walk(&b, 64, b.len(), |o, _| seen.push(o));
+            if pos < data_end {
+                let hit = offs.iter().rposition(|&o| o <= pos).unwrap();
+                let mut expected = offs.clone();
+                expected.remove(hit);
+                assert_eq!(seen, expected, "flip at {pos}");
+            } else {
+                assert_eq!(seen, offs, "flip in the zero tail at {pos}");
+                assert_eq!(w.valid_end, data_end);
+                assert_eq!(w.torn, Some(Span { start: data_end, end: pos + 1 }));
+            }
+        }
+    }
+
+    #[test]
+    fn truncation_keeps_every_complete_record() {
+        let (buf, offs) = log_of(5);
+        let ends: Vec<usize> = offs.iter().skip(1).copied().chain([buf.len()]).collect();
+        for cut in 64..=buf.len() {
+            let w = walk(&buf[..cut], 64, cut, |_, _| {});
+            let complete = ends.iter().filter(|&&e| e <= cut).count();
+            assert_eq!(w.records as usize, complete, "cut at {cut}");
+            assert_eq!(w.valid_end, ends.iter().copied().filter(|&e| e <= cut).last().unwrap_or(64));
+        }
+    }
+}

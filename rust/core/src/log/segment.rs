@@ -1,0 +1,252 @@
+//! Segment files: naming, the 64-byte header, and the memory maps the writer and readers use.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use memmap2::{Mmap, MmapOptions, MmapRaw};
+
+use crate::{Error, Result};
+
+pub const MAGIC: [u8; 8] = *b"PUMPWLOG";
+pub const FORMAT_VERSION: u16 = 1;
+pub const HEADER_LEN: usize = 64;
+pub const STATE_ACTIVE: u32 = 0;
+pub const STATE_SEALED: u32 = 1;
+const STATE_AT: usize = 36;
+const PUBLISHED_END_AT: usize = 40;
+
+pub const SEGMENT_EXT: &str = "pwlog";
+pub const INDEX_EXT: &str = "pwidx";
+
+pub fn segment_file_name(seq: u64) -> String {
+    format!("{seq:020}.{SEGMENT_EXT}")
+}
+
+pub fn index_path(segment: &Path) -> PathBuf {
+    segment.with_extension(INDEX_EXT)
+}
+
+/// The sequence number a segment file name stands for, if it is one.
+pub fn parse_segment_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".pwlog")?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+/// Segment files of a log directory, in order.
+pub fn list_segments(log_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let rd = match std::fs::read_dir(log_dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(format!("listing {}", log_dir.display()), e)),
+    };
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io(format!("listing {}", log_dir.display()), e))?;
+        if let Some(seq) = entry.file_name().to_str().and_then(parse_segment_name) {
+            out.push((seq, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub seq: u64,
+    pub created_ns: i64,
+    pub state: u32,
+    pub published_end: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeaderCheck {
+    Ok(Header),
+    /// Magic or CRC wrong, or too short: damage (a writer repairs it from the file name).
+    Damaged,
+    /// A valid header from a newer PumpWatch.
+    NewerVersion(u16),
+}
+
+pub fn encode_header(h: &Header) -> [u8; HEADER_LEN] {
+    let mut b = [0u8; HEADER_LEN];
+    b[0..8].copy_from_slice(&MAGIC);
+    b[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    b[10..12].copy_from_slice(&(HEADER_LEN as u16).to_le_bytes());
+    b[16..24].copy_from_slice(&h.seq.to_le_bytes());
+    b[24..32].copy_from_slice(&h.created_ns.to_le_bytes());
+    let crc = crc32c::crc32c(&b[0..32]);
+    b[32..36].copy_from_slice(&crc.to_le_bytes());
+    b[STATE_AT..STATE_AT + 4].copy_from_slice(&h.state.to_le_bytes());
+    b[PUBLISHED_END_AT..PUBLISHED_END_AT + 8].copy_from_slice(&h.published_end.to_le_bytes());
+    b
+}
+
+pub fn decode_header(b: &[u8]) -> HeaderCheck {
+    if b.len() < HEADER_LEN || b[0..8] != MAGIC {
+        return HeaderCheck::Damaged;
+    }
+    let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    let u64_at = |i: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[i..i + 8]);
+        u64::from_le_bytes(a)
+    };
+    if crc32c::crc32c(&b[0..32]) != u32_at(32) {
+        return HeaderCheck::Damaged;
+    }
+    let version = u16::from_le_bytes([b[8], b[9]]);
+    if version > FORMAT_VERSION {
+        return HeaderCheck::NewerVersion(version);
+    }
+    HeaderCheck::Ok(Header {
+        seq: u64_at(16),
+        created_ns: u64_at(24) as i64,
+        state: u32_at(STATE_AT),
+        published_end: u64_at(PUBLISHED_END_AT),
+    })
+}
+
+/// The writer's map of its active segment. The virtual range is reserved once for the whole
+/// segment; the file behind it grows by `fallocate`, and nothing is ever written past what was
+/// allocated, so a full disk is an error from `fallocate`, never a SIGBUS.
+pub struct ActiveMap {
+    pub seq: u64,
+    pub path: PathBuf,
+    pub file: File,
+    map: MmapRaw,
+    pub map_len: usize,
+}
+
+impl ActiveMap {
+    pub fn open(path: &Path, seq: u64, map_len: usize) -> Result<ActiveMap> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| Error::io(format!("opening segment {}", path.display()), e))?;
+        let map = MmapOptions::new()
+            .len(map_len)
+            .map_raw(&file)
+            .map_err(|e| Error::io(format!("mapping segment {}", path.display()), e))?;
+        Ok(ActiveMap { seq, path: path.to_owned(), file, map, map_len })
+    }
+
+    /// The first `len` bytes. Safety of the aliasing: the writer only writes past the published
+    /// end, and `len` never exceeds what was allocated; bytes before the published end are
+    /// never written again.
+    pub fn bytes(&self, len: usize) -> &[u8] {
+        let len = len.min(self.map_len);
+        // SAFETY: the mapping is `map_len` bytes long and lives as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr(), len) }
+    }
+
+    /// Copies `data` to `off`. The caller guarantees `off + data.len()` is allocated and that
+    /// no reader is reading there yet (it is past the published end).
+    pub fn write_at(&self, off: usize, data: &[u8]) {
+        assert!(off + data.len() <= self.map_len, "write past the segment's mapping");
+        // SAFETY: bounds checked above; single writer.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_mut_ptr().add(off), data.len()) }
+    }
+
+    /// Publishes a new end: every byte before it is complete. Release order makes the records
+    /// visible to readers in other processes before the end that covers them.
+    pub fn publish_end(&self, end: u64) {
+        // SAFETY: offset 40 of a page-aligned mapping is 8-aligned; the header is allocated.
+        let cell = unsafe { &*(self.map.as_mut_ptr().add(PUBLISHED_END_AT) as *const AtomicU64) };
+        cell.store(end, Ordering::Release);
+    }
+
+    pub fn set_state(&self, state: u32) {
+        self.write_at(STATE_AT, &state.to_le_bytes());
+    }
+
+    /// Writes the given range of the map to disk (msync).
+    pub fn sync_range(&self, from: usize, to: usize) -> std::io::Result<()> {
+        if to > from {
+            self.map.flush_range(from, to - from)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the published end of a mapped segment with acquire order (pairs with `publish_end`).
+pub fn load_published_end(bytes: &[u8]) -> u64 {
+    if bytes.len() < HEADER_LEN {
+        return 0;
+    }
+    // SAFETY: as in `publish_end`; loads never write to the (possibly read-only) mapping.
+    let cell = unsafe { &*(bytes.as_ptr().add(PUBLISHED_END_AT) as *const AtomicU64) };
+    cell.load(Ordering::Acquire)
+}
+
+pub fn load_state(bytes: &[u8]) -> u32 {
+    if bytes.len() < HEADER_LEN {
+        return STATE_SEALED;
+    }
+    u32::from_le_bytes([bytes[STATE_AT], bytes[STATE_AT + 1], bytes[STATE_AT + 2], bytes[STATE_AT + 3]])
+}
+
+/// A read-only map of a whole segment file as it is now.
+pub fn map_readonly(path: &Path) -> Result<Option<Mmap>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("opening segment {}", path.display()), e)),
+    };
+    let len = file.metadata().map_err(|e| Error::io(format!("reading {}", path.display()), e))?.len();
+    if len == 0 {
+        return Ok(None);
+    }
+    // SAFETY: the file is append-only while mapped; readers stay below the published end,
+    // which never passes the file's length.
+    let map = unsafe { MmapOptions::new().len(len as usize).map(&file) }
+        .map_err(|e| Error::io(format!("mapping segment {}", path.display()), e))?;
+    Ok(Some(map))
+}
+
+/// `posix_fallocate`: reserve disk blocks so writes through the map cannot hit a full disk.
+pub fn allocate(file: &File, len: u64, path: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let len_off = libc::off_t::try_from(len)
+        .map_err(|_| Error::InvalidInput(format!("segment size {len} is too large for this system")))?;
+    // SAFETY: plain syscall on an owned descriptor.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len_off) };
+    if rc != 0 {
+        let e = std::io::Error::from_raw_os_error(rc);
+        if crate::error::is_disk_full(&e) {
+            return Err(Error::DiskFull { path: path.to_owned(), needed: len, source: e });
+        }
+        return Err(Error::io(format!("reserving {len} bytes for {}", path.display()), e));
+    }
+    Ok(())
+}
+
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    let d = File::open(dir).map_err(|e| Error::io(format!("opening {}", dir.display()), e))?;
+    d.sync_all().map_err(|e| Error::io(format!("syncing {}", dir.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trip_and_damage() {
+        let h = Header { seq: 42, created_ns: 1_700_000_000_000_000_000, state: STATE_ACTIVE, published_end: 64 };
+        let b = encode_header(&h);
+        assert_eq!(decode_header(&b), HeaderCheck::Ok(h));
+        for i in 0..32 {
+            let mut d = b;
+            d[i] ^= 1;
+            assert_ne!(decode_header(&d), HeaderCheck::Ok(h), "flip at {i}");
+        }
+        assert_eq!(parse_segment_name(&segment_file_name(7)), Some(7));
+        assert_eq!(parse_segment_name("7.pwlog"), None);
+    }
+}

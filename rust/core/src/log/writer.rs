@@ -1,0 +1,670 @@
+//! The one writer of a data directory: recovery on open, appends through the map, group
+//! commit, rolling and sealing segments.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::index::{self, BlockBuilder, IndexAppender, IndexEntry, BLOCK_BYTES};
+use super::reader::{self, SegmentBytes, SegmentSet, SegmentView, LOCK_FILE, LOG_DIR};
+use super::scan::Span;
+use super::segment::{self, ActiveMap, Header, HeaderCheck, HEADER_LEN, STATE_ACTIVE, STATE_SEALED};
+use super::{now_ns, DamageReport};
+use crate::record::{self, frame_into, Marker, Quarantined, TradeRef, FRAME_HEADER, MAX_PAYLOAD};
+use crate::ring::RingWriter;
+use crate::{Error, Result};
+
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// Group commit period; zero commits every batch before `append` returns.
+    pub fsync_interval: Duration,
+    /// A segment is rolled once it is this old.
+    pub segment_span: Duration,
+    /// A segment is rolled before it would pass this size.
+    pub segment_max_bytes: u64,
+    /// Disk is reserved for the active segment in steps of this size.
+    pub prealloc_chunk: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            fsync_interval: Duration::from_secs(1),
+            segment_span: Duration::from_secs(3600),
+            segment_max_bytes: 1 << 30,
+            prealloc_chunk: 64 << 20,
+        }
+    }
+}
+
+impl LogConfig {
+    pub fn check(&self) -> Result<()> {
+        if self.segment_max_bytes < (1 << 16) {
+            return Err(Error::InvalidInput(format!(
+                "segment_max_bytes {} is too small; use at least 65536",
+                self.segment_max_bytes
+            )));
+        }
+        if self.segment_max_bytes > (1 << 40) {
+            return Err(Error::InvalidInput(format!(
+                "segment_max_bytes {} is too large; use at most 1 TiB",
+                self.segment_max_bytes
+            )));
+        }
+        if self.segment_span.is_zero() {
+            return Err(Error::InvalidInput("segment_span must be positive".into()));
+        }
+        if self.prealloc_chunk < 4096 {
+            return Err(Error::InvalidInput("prealloc_chunk must be at least 4096 bytes".into()));
+        }
+        Ok(())
+    }
+
+    fn map_len(&self) -> usize {
+        // Room for a segment at its limit plus one record that is larger than the rest allowed.
+        (self.segment_max_bytes as usize + MAX_PAYLOAD + FRAME_HEADER + HEADER_LEN).next_multiple_of(4096)
+    }
+
+    fn piece_limit(&self) -> usize {
+        self.segment_max_bytes as usize - HEADER_LEN
+    }
+}
+
+/// What recovery found and did when the writer opened the directory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub segments: u64,
+    pub records_in_active: u64,
+    /// Bytes cut off the end of the active segment (a torn or corrupt tail).
+    pub truncated: Vec<DamageReport>,
+    /// Where the cut bytes were saved, for forensics.
+    pub saved_to: Vec<PathBuf>,
+    /// Damaged spans between valid records: kept in place, skipped by readers.
+    pub damaged: Vec<DamageReport>,
+    /// Segments left active by a crash and sealed now.
+    pub sealed: Vec<String>,
+    pub headers_repaired: Vec<String>,
+}
+
+/// Durability work to do outside the writer's lock.
+pub struct SyncJob {
+    ranges: Vec<(Arc<ActiveMap>, usize, usize)>,
+    datasync: Option<Arc<ActiveMap>>,
+}
+
+impl SyncJob {
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty() && self.datasync.is_none()
+    }
+
+    pub fn run(self) -> std::io::Result<()> {
+        for (map, from, to) in &self.ranges {
+            map.sync_range(*from, *to)?;
+        }
+        if let Some(map) = self.datasync {
+            map.file.sync_data()?;
+        }
+        Ok(())
+    }
+}
+
+struct Active {
+    map: Arc<ActiveMap>,
+    created_ns: i64,
+    end: usize,
+    allocated: usize,
+    entries: Vec<IndexEntry>,
+    block: BlockBuilder,
+    index: IndexAppender,
+    /// Start of the bytes not yet committed to disk.
+    dirty_from: usize,
+    size_changed: bool,
+}
+
+pub struct LogWriter {
+    pub dir: PathBuf,
+    log_dir: PathBuf,
+    cfg: LogConfig,
+    _lock: File,
+    active: Active,
+    sealed: SegmentSet,
+    /// Ranges of segments rolled since the last commit.
+    pending: Vec<(Arc<ActiveMap>, usize, usize)>,
+    scratch: Vec<u8>,
+    sync_error: Option<String>,
+    last_sync: Instant,
+    ring: Option<RingWriter>,
+    pub recovery: RecoveryReport,
+    pub appended_records: u64,
+}
+
+fn lock_dir(dir: &Path) -> Result<File> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(LOCK_FILE);
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io(format!("opening lock file {}", path.display()), e))?;
+    // SAFETY: plain syscall on an owned descriptor.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut holder = String::new();
+        let _ = f.read_to_string(&mut holder);
+        let holder = match holder.trim() {
+            "" => "another process".to_owned(),
+            h => format!("another process ({h}, see {})", path.display()),
+        };
+        return Err(Error::Locked { dir: dir.to_owned(), holder });
+    }
+    let _ = f.set_len(0);
+    let _ = f.seek(std::io::SeekFrom::Start(0));
+    let _ = writeln!(f, "pid {}", std::process::id());
+    Ok(f)
+}
+
+fn poisoned<T>(r: std::sync::LockResult<MutexGuard<'_, T>>) -> MutexGuard<'_, T> {
+    r.unwrap_or_else(|p| p.into_inner())
+}
+
+impl LogWriter {
+    pub fn open(dir: &Path, cfg: LogConfig) -> Result<LogWriter> {
+        cfg.check()?;
+        let log_dir = dir.join(LOG_DIR);
+        std::fs::create_dir_all(&log_dir)
+            .map_err(|e| Error::io(format!("creating data directory {}", log_dir.display()), e))?;
+        let lock = lock_dir(dir)?;
+        let mut recovery = RecoveryReport::default();
+        let segments = segment::list_segments(&log_dir)?;
+        recovery.segments = segments.len() as u64;
+
+        // Older segments a crash left active: recover and seal them.
+        let (last, older) = match segments.split_last() {
+            Some((last, older)) => (Some(last.clone()), older.to_vec()),
+            None => (None, Vec::new()),
+        };
+        for (seq, path) in &older {
+            let map = segment::map_readonly(path)?;
+            let needs_seal = match map.as_deref().map(segment::decode_header) {
+                Some(HeaderCheck::Ok(h)) => h.state != STATE_SEALED,
+                Some(HeaderCheck::NewerVersion(v)) => {
+                    return Err(Error::Format { path: path.clone(), detail: format!("format version {v} is newer than this PumpWatch; upgrade") })
+                }
+                Some(HeaderCheck::Damaged) | None => true,
+            };
+            drop(map);
+            if needs_seal {
+                let mut a = recover_active(dir, path, *seq, &cfg, &mut recovery)?;
+                seal(&mut a)?;
+                recovery.sealed.push(segment::segment_file_name(*seq));
+            }
+        }
+
+        let active = match last {
+            Some((seq, path)) => {
+                let sealed_already = matches!(
+                    segment::map_readonly(&path)?.as_deref().map(segment::decode_header),
+                    Some(HeaderCheck::Ok(Header { state: STATE_SEALED, .. }))
+                );
+                if sealed_already {
+                    create_segment(&log_dir, seq + 1, &cfg)?
+                } else {
+                    recover_active(dir, &path, seq, &cfg, &mut recovery)?
+                }
+            }
+            None => create_segment(&log_dir, 1, &cfg)?,
+        };
+        segment::fsync_dir(&log_dir)?;
+        Ok(LogWriter {
+            dir: dir.to_owned(),
+            log_dir,
+            cfg,
+            _lock: lock,
+            active,
+            sealed: SegmentSet::default(),
+            pending: Vec::new(),
+            scratch: Vec::with_capacity(1 << 20),
+            sync_error: None,
+            last_sync: Instant::now(),
+            ring: None,
+            recovery,
+            appended_records: 0,
+        })
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.cfg
+    }
+
+    /// Every trade appended from now on is also pushed to `ring` for live readers.
+    pub fn attach_ring(&mut self, ring: RingWriter) {
+        self.ring = Some(ring);
+    }
+
+    /// Appends a batch of trades. Every trade is checked first: a bad one rejects the whole
+    /// batch (naming its row) and nothing of it is written.
+    pub fn append_trades<'a>(&mut self, trades: impl IntoIterator<Item = TradeRef<'a>>) -> Result<usize> {
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        let mut n = 0usize;
+        for t in trades {
+            if let Err(e) = t.check() {
+                self.scratch = buf;
+                return Err(Error::InvalidInput(format!("trade {n} of the batch: {e}")));
+            }
+            frame_into(&mut buf, |out| t.encode_payload(out));
+            n += 1;
+        }
+        let r = self.append_frames(&buf);
+        self.scratch = buf;
+        r.map(|_| n)
+    }
+
+    pub fn append_marker(&mut self, m: &Marker) -> Result<()> {
+        m.check()?;
+        let mut buf = Vec::with_capacity(64 + m.detail.len());
+        frame_into(&mut buf, |out| m.encode_payload(out));
+        self.append_frames(&buf)
+    }
+
+    pub fn append_quarantined(&mut self, q: &Quarantined) -> Result<()> {
+        let mut buf = Vec::with_capacity(32 + q.raw.len() + q.reason.len());
+        frame_into(&mut buf, |out| q.encode_payload(out));
+        self.append_frames(&buf)
+    }
+
+    /// Appends whole frames (as `record::frame_into` builds them) and publishes them.
+    pub fn append_frames(&mut self, frames: &[u8]) -> Result<()> {
+        if let Some(e) = self.sync_error.take() {
+            return Err(Error::Io {
+                context: "the disk reported an error while committing earlier records (they may not \
+                          survive a power loss; check the disk)"
+                    .into(),
+                source: std::io::Error::other(e),
+            });
+        }
+        let limit = self.cfg.piece_limit();
+        let mut start = 0;
+        let mut off = 0;
+        // Split at record boundaries so each piece fits one segment.
+        while off < frames.len() {
+            let len = FRAME_HEADER + frame_payload_len(frames, off);
+            if off > start && off + len - start > limit {
+                self.write_piece(&frames[start..off])?;
+                start = off;
+            }
+            off += len;
+        }
+        if off > start {
+            self.write_piece(&frames[start..off])?;
+        }
+        if self.cfg.fsync_interval.is_zero() {
+            self.sync_now()?;
+        }
+        Ok(())
+    }
+
+    fn write_piece(&mut self, piece: &[u8]) -> Result<()> {
+        let a = &self.active;
+        let too_old = now_ns().saturating_sub(a.created_ns) >= self.cfg.segment_span.as_nanos() as i64;
+        let too_big = a.end + piece.len() > self.cfg.segment_max_bytes as usize;
+        if a.end > HEADER_LEN && (too_old || too_big) {
+            self.roll()?;
+        }
+        let a = &mut self.active;
+        let need = a.end + piece.len();
+        if need > a.allocated {
+            let target = (need as u64).next_multiple_of(self.cfg.prealloc_chunk).min(a.map.map_len as u64);
+            segment::allocate(&a.map.file, target, &a.map.path)?;
+            a.allocated = target as usize;
+            a.size_changed = true;
+        }
+        let base = a.end;
+        a.map.write_at(base, piece);
+        let mut off = 0;
+        while off < piece.len() {
+            let plen = frame_payload_len(piece, off);
+            let payload = &piece[off + FRAME_HEADER..off + FRAME_HEADER + plen];
+            if let Some(done) = a.block.observe((base + off) as u64, payload) {
+                a.entries.push(done);
+                a.index.append(&done)?;
+            }
+            if let Some(ring) = self.ring.as_mut() {
+                if payload[0] == record::KIND_TRADE {
+                    ring.push(payload);
+                }
+            }
+            off += FRAME_HEADER + plen;
+            self.appended_records += 1;
+        }
+        a.end = base + piece.len();
+        a.map.publish_end(a.end as u64);
+        Ok(())
+    }
+
+    /// Seals the active segment and starts the next. The new one is created first, so a full
+    /// disk leaves the writer on its current segment.
+    pub fn roll(&mut self) -> Result<()> {
+        let next = create_segment(&self.log_dir, self.active.map.seq + 1, &self.cfg)?;
+        let mut old = std::mem::replace(&mut self.active, next);
+        seal(&mut old)?;
+        segment::fsync_dir(&self.log_dir)?;
+        Ok(())
+    }
+
+    /// Takes what must be committed; run it without holding the writer.
+    pub fn take_sync_job(&mut self) -> SyncJob {
+        let a = &mut self.active;
+        let mut ranges = std::mem::take(&mut self.pending);
+        if a.end > a.dirty_from {
+            // The header holds the published end: commit it with the records.
+            ranges.push((a.map.clone(), 0, HEADER_LEN));
+            ranges.push((a.map.clone(), a.dirty_from, a.end));
+            a.dirty_from = a.end;
+        }
+        let datasync = std::mem::take(&mut a.size_changed).then(|| a.map.clone());
+        self.last_sync = Instant::now();
+        SyncJob { ranges, datasync }
+    }
+
+    pub fn sync_due(&self) -> bool {
+        self.last_sync.elapsed() >= self.cfg.fsync_interval
+    }
+
+    pub fn record_sync_error(&mut self, e: std::io::Error) {
+        self.sync_error = Some(e.to_string());
+    }
+
+    /// Commits everything appended so far to disk now.
+    pub fn sync_now(&mut self) -> Result<()> {
+        self.take_sync_job().run().map_err(|e| Error::io("committing the log to disk", e))
+    }
+
+    /// A view of the active segment as published now.
+    pub fn active_view(&self) -> SegmentView {
+        let a = &self.active;
+        SegmentView {
+            seq: a.map.seq,
+            name: segment::segment_file_name(a.map.seq),
+            bytes: Arc::new(SegmentBytes::Active(a.map.clone())),
+            end: a.end,
+            entries: Arc::new(a.entries.clone()),
+        }
+    }
+
+    /// Views of every segment, oldest first: what a query from the writer's process reads.
+    pub fn views(&mut self) -> Result<Vec<SegmentView>> {
+        let mut v = self.sealed.refresh(&self.log_dir, Some(self.active.map.seq))?;
+        v.push(self.active_view());
+        Ok(v)
+    }
+
+    pub fn active_segment(&self) -> (u64, usize) {
+        (self.active.map.seq, self.active.end)
+    }
+
+    /// Commits and seals the active segment, so the next open starts a fresh one.
+    pub fn seal_active(&mut self) -> Result<()> {
+        self.sync_now()?;
+        if self.active.end > HEADER_LEN {
+            self.roll()?;
+        }
+        Ok(())
+    }
+}
+
+fn frame_payload_len(frames: &[u8], off: usize) -> usize {
+    u32::from_le_bytes([frames[off], frames[off + 1], frames[off + 2], frames[off + 3]]) as usize
+}
+
+fn create_segment(log_dir: &Path, seq: u64, cfg: &LogConfig) -> Result<Active> {
+    let path = log_dir.join(segment::segment_file_name(seq));
+    let created_ns = now_ns();
+    let build = || -> Result<Active> {
+        let map = ActiveMap::open(&path, seq, cfg.map_len())?;
+        let allocated = (cfg.prealloc_chunk as usize).min(cfg.segment_max_bytes as usize).max(HEADER_LEN);
+        segment::allocate(&map.file, allocated as u64, &path)?;
+        let header = segment::encode_header(&Header {
+            seq,
+            created_ns,
+            state: STATE_ACTIVE,
+            published_end: HEADER_LEN as u64,
+        });
+        map.write_at(0, &header);
+        map.sync_range(0, HEADER_LEN).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        let idx_path = segment::index_path(&path);
+        index::write_index(&idx_path, &[])?;
+        let index = IndexAppender::open(&idx_path)?;
+        Ok(Active {
+            map: Arc::new(map),
+            created_ns,
+            end: HEADER_LEN,
+            allocated,
+            entries: Vec::new(),
+            block: BlockBuilder::new(HEADER_LEN as u64),
+            index,
+            dirty_from: HEADER_LEN,
+            size_changed: true,
+        })
+    };
+    build().inspect_err(|_| {
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(segment::index_path(&path));
+    })
+}
+
+/// Recovery of a segment that was being written: keep every valid record, skip (and report)
+/// damaged spans between valid records, cut a torn tail exactly after the last valid record.
+fn recover_active(dir: &Path, path: &Path, seq: u64, cfg: &LogConfig, report: &mut RecoveryReport) -> Result<Active> {
+    let name = segment::segment_file_name(seq);
+    let file_len = std::fs::metadata(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?.len() as usize;
+    let map_len = cfg.map_len().max(file_len.next_multiple_of(4096));
+    let map = ActiveMap::open(path, seq, map_len)?;
+    if file_len < HEADER_LEN {
+        segment::allocate(&map.file, HEADER_LEN as u64, path)?;
+    }
+    let file_len = file_len.max(HEADER_LEN);
+    let header = segment::decode_header(map.bytes(HEADER_LEN));
+    let created_ns = match header {
+        HeaderCheck::Ok(h) => h.created_ns,
+        HeaderCheck::NewerVersion(v) => {
+            return Err(Error::Format { path: path.to_owned(), detail: format!("format version {v} is newer than this PumpWatch; upgrade") })
+        }
+        HeaderCheck::Damaged => {
+            map.write_at(0, &segment::encode_header(&Header { seq, created_ns: now_ns(), state: STATE_ACTIVE, published_end: HEADER_LEN as u64 }));
+            report.headers_repaired.push(name.clone());
+            now_ns()
+        }
+    };
+
+    let (mut entries, outcome) = reader::build_index(map.bytes(file_len), file_len);
+    let valid_end = outcome.valid_end;
+    report.records_in_active = outcome.records;
+    for Span { start, end } in &outcome.damaged {
+        report.damaged.push(DamageReport {
+            segment: name.clone(),
+            offset: *start as u64,
+            length: (end - start) as u64,
+            reason: "damaged bytes between valid records, kept in place and skipped".into(),
+        });
+    }
+    if let Some(Span { start, end }) = outcome.torn {
+        let cut = &map.bytes(end)[start..end];
+        let saved = save_cut_bytes(dir, &name, start, cut);
+        report.truncated.push(DamageReport {
+            segment: name.clone(),
+            offset: start as u64,
+            length: (end - start) as u64,
+            reason: "torn or corrupt tail after the last valid record, cut off".into(),
+        });
+        if let Some(p) = saved {
+            report.saved_to.push(p);
+        }
+    }
+    // Cut everything after the last valid record, then reserve again: the reserved bytes read
+    // as zeros, so the next append cannot be confused with left-over garbage.
+    map.file.set_len(valid_end as u64).map_err(|e| Error::io(format!("truncating {}", path.display()), e))?;
+    let allocated = (valid_end as u64).next_multiple_of(cfg.prealloc_chunk).min(map_len as u64).max(valid_end as u64);
+    segment::allocate(&map.file, allocated, path)?;
+    map.publish_end(valid_end as u64);
+    map.sync_range(0, HEADER_LEN).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    map.file.sync_all().map_err(|e| Error::io(format!("syncing {}", path.display()), e))?;
+
+    // The last block is unfinished unless it is full: keep filling it.
+    let unfinished = entries.last().is_some_and(|e| e.end as usize == valid_end && e.end - e.start < BLOCK_BYTES);
+    let block = match entries.pop() {
+        Some(partial) if unfinished => BlockBuilder::resume(partial),
+        Some(full) => {
+            entries.push(full);
+            BlockBuilder::new(valid_end as u64)
+        }
+        None => BlockBuilder::new(valid_end as u64),
+    };
+    let idx_path = segment::index_path(path);
+    index::write_index(&idx_path, &entries)?;
+    let index = IndexAppender::open(&idx_path)?;
+    Ok(Active {
+        map: Arc::new(map),
+        created_ns,
+        end: valid_end,
+        allocated: allocated as usize,
+        entries,
+        block,
+        index,
+        dirty_from: valid_end,
+        size_changed: false,
+    })
+}
+
+fn save_cut_bytes(dir: &Path, segment_name: &str, offset: usize, bytes: &[u8]) -> Option<PathBuf> {
+    const KEEP_AT_MOST: usize = 64 << 20;
+    let rdir = dir.join("recovered");
+    std::fs::create_dir_all(&rdir).ok()?;
+    let p = rdir.join(format!("{segment_name}.{offset}.{}.torn", now_ns()));
+    std::fs::write(&p, &bytes[..bytes.len().min(KEEP_AT_MOST)]).ok()?;
+    Some(p)
+}
+
+/// Seals a segment: final index, header state and end, file cut to its records, all synced.
+fn seal(a: &mut Active) -> Result<()> {
+    let path = a.map.path.clone();
+    let io = |what: &str, e: std::io::Error| Error::io(format!("{what} {}", path.display()), e);
+    if let Some(p) = a.block.pending() {
+        a.entries.push(p);
+        a.block = BlockBuilder::new(p.end);
+    }
+    a.map.sync_range(HEADER_LEN.min(a.dirty_from), a.end).map_err(|e| io("syncing", e))?;
+    a.map.set_state(STATE_SEALED);
+    a.map.publish_end(a.end as u64);
+    a.map.sync_range(0, HEADER_LEN).map_err(|e| io("syncing", e))?;
+    a.map.file.set_len(a.end as u64).map_err(|e| io("truncating", e))?;
+    a.map.file.sync_all().map_err(|e| io("syncing", e))?;
+    a.dirty_from = a.end;
+    index::write_index(&segment::index_path(&path), &a.entries)
+}
+
+/// The writer shared between appending threads and a background committer that runs the group
+/// commit every `fsync_interval` outside the writer's lock.
+pub struct SharedLog {
+    writer: Arc<Mutex<Option<LogWriter>>>,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    committer: Option<JoinHandle<()>>,
+}
+
+impl SharedLog {
+    pub fn open(dir: &Path, cfg: LogConfig) -> Result<SharedLog> {
+        let interval = cfg.fsync_interval;
+        let writer = Arc::new(Mutex::new(Some(LogWriter::open(dir, cfg)?)));
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let committer = if interval.is_zero() {
+            None
+        } else {
+            let (w, s) = (writer.clone(), stop.clone());
+            Some(
+                std::thread::Builder::new()
+                    .name("pumpwatch-commit".into())
+                    .spawn(move || commit_loop(w, s, interval))
+                    .map_err(|e| Error::io("starting the commit thread", e))?,
+            )
+        };
+        Ok(SharedLog { writer, stop, committer })
+    }
+
+    /// Runs `f` on the writer; an error if the log was closed.
+    pub fn with<T>(&self, f: impl FnOnce(&mut LogWriter) -> Result<T>) -> Result<T> {
+        let mut g = poisoned(self.writer.lock());
+        match g.as_mut() {
+            Some(w) => f(w),
+            None => Err(Error::Closed),
+        }
+    }
+
+    /// Commits now (outside the lock) and reports any earlier commit error.
+    pub fn flush(&self) -> Result<()> {
+        let job = self.with(|w| {
+            if let Some(e) = w.sync_error.take() {
+                return Err(Error::io("committing the log to disk", std::io::Error::other(e)));
+            }
+            Ok(w.take_sync_job())
+        })?;
+        job.run().map_err(|e| Error::io("committing the log to disk", e))
+    }
+
+    /// Stops the committer, commits, optionally seals, and releases the directory.
+    pub fn close(&mut self, seal: bool) -> Result<()> {
+        {
+            let (m, cv) = &*self.stop;
+            *poisoned(m.lock()) = true;
+            cv.notify_all();
+        }
+        if let Some(h) = self.committer.take() {
+            let _ = h.join();
+        }
+        let taken = poisoned(self.writer.lock()).take();
+        match taken {
+            Some(mut w) => {
+                if seal {
+                    w.seal_active()
+                } else {
+                    w.sync_now()
+                }
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for SharedLog {
+    fn drop(&mut self) {
+        let _ = self.close(false);
+    }
+}
+
+fn commit_loop(writer: Arc<Mutex<Option<LogWriter>>>, stop: Arc<(Mutex<bool>, Condvar)>, interval: Duration) {
+    let (m, cv) = &*stop;
+    loop {
+        {
+            let g = poisoned(m.lock());
+            let (g, _) = cv.wait_timeout(g, interval).unwrap_or_else(|p| p.into_inner());
+            if *g {
+                return;
+            }
+        }
+        let job = match poisoned(writer.lock()).as_mut() {
+            Some(w) => w.take_sync_job(),
+            None => return,
+        };
+        if job.is_empty() {
+            continue;
+        }
+        if let Err(e) = job.run() {
+            if let Some(w) = poisoned(writer.lock()).as_mut() {
+                w.record_sync_error(e);
+            }
+        }
+    }
+}

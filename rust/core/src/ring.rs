@@ -1,0 +1,292 @@
+//! A lock-free ring of the most recent trades: one writer (the ingest path), any number of
+//! readers (dashboard rates, capture of the newest seconds). The writer overwrites the oldest
+//! entries and never waits; a reader that falls behind learns how many trades it missed.
+//!
+//! Entries are variable length (the trade's log payload), stored in `AtomicU64` words so that
+//! a reader racing the writer reads torn values, never undefined behaviour; a seqlock-style
+//! check of `tail` after the copy tells the reader whether what it copied was overwritten.
+
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::Arc;
+
+const PAD: u64 = u64::MAX;
+const ENTRY_HEADER_WORDS: u64 = 2;
+
+pub struct RingShared {
+    words: Box<[AtomicU64]>,
+    cap: u64,
+    /// End of the published entries (word position, grows forever).
+    head: AtomicU64,
+    /// Start of the oldest entry still intact; moved forward before anything is overwritten.
+    tail: AtomicU64,
+    /// Sequence number the next pushed entry gets.
+    next_seq: AtomicU64,
+}
+
+impl RingShared {
+    #[inline]
+    fn word(&self, pos: u64) -> u64 {
+        self.words[(pos % self.cap) as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// Creates a ring holding about `capacity_bytes` of entries (rounded to a power of two words,
+/// at least 4 KiB).
+pub fn ring(capacity_bytes: usize) -> (RingWriter, Arc<RingShared>) {
+    let cap = (capacity_bytes / 8).next_power_of_two().max(512) as u64;
+    let words = (0..cap).map(|_| AtomicU64::new(0)).collect::<Vec<_>>().into_boxed_slice();
+    let shared = Arc::new(RingShared {
+        words,
+        cap,
+        head: AtomicU64::new(0),
+        tail: AtomicU64::new(0),
+        next_seq: AtomicU64::new(0),
+    });
+    (RingWriter { shared: shared.clone(), dropped_too_large: 0 }, shared)
+}
+
+fn entry_words(len: usize) -> u64 {
+    ENTRY_HEADER_WORDS + len.div_ceil(8) as u64
+}
+
+/// Length in words of the entry (or padding) at `pos`, as the writer wrote it.
+fn span_at(s: &RingShared, pos: u64) -> u64 {
+    let idx = pos % s.cap;
+    if s.cap - idx < ENTRY_HEADER_WORDS {
+        return s.cap - idx;
+    }
+    match s.word(pos + 1) {
+        PAD => s.cap - idx,
+        len => entry_words(len as usize),
+    }
+}
+
+pub struct RingWriter {
+    shared: Arc<RingShared>,
+    pub dropped_too_large: u64,
+}
+
+impl RingWriter {
+    pub fn shared(&self) -> Arc<RingShared> {
+        self.shared.clone()
+    }
+
+    /// Pushes one entry, overwriting the oldest as needed. Never blocks.
+    pub fn push(&mut self, payload: &[u8]) {
+        let s = &*self.shared;
+        let need = entry_words(payload.len());
+        if need > s.cap / 2 {
+            self.dropped_too_large += 1;
+            return;
+        }
+        let head = s.head.load(Ordering::Relaxed);
+        let idx = head % s.cap;
+        let pad = if idx + need > s.cap { s.cap - idx } else { 0 };
+        let new_head = head + pad + need;
+
+        // Retire the entries this write will overwrite, before overwriting them.
+        let mut tail = s.tail.load(Ordering::Relaxed);
+        if new_head > s.cap + tail {
+            while new_head > s.cap + tail {
+                tail += span_at(s, tail);
+            }
+            s.tail.store(tail, Ordering::Relaxed);
+            fence(Ordering::Release);
+        }
+
+        if pad >= ENTRY_HEADER_WORDS {
+            s.words[(idx + 1) as usize].store(PAD, Ordering::Relaxed);
+        }
+        let start = head + pad;
+        let seq = s.next_seq.load(Ordering::Relaxed);
+        s.words[(start % s.cap) as usize].store(seq, Ordering::Relaxed);
+        s.words[((start + 1) % s.cap) as usize].store(payload.len() as u64, Ordering::Relaxed);
+        for (i, chunk) in payload.chunks(8).enumerate() {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            s.words[((start + 2 + i as u64) % s.cap) as usize].store(u64::from_le_bytes(w), Ordering::Relaxed);
+        }
+        s.next_seq.store(seq + 1, Ordering::Relaxed);
+        s.head.store(new_head, Ordering::Release);
+    }
+}
+
+/// A reader's cursor. Readers are independent; each keeps its own position.
+pub struct RingReader {
+    shared: Arc<RingShared>,
+    pos: u64,
+    next_seq: Option<u64>,
+    /// Entries overwritten before this reader got to them, since it was created.
+    pub missed: u64,
+}
+
+impl RingReader {
+    /// A reader that starts at the oldest entry still held (`from_oldest`) or at the newest end.
+    pub fn new(shared: Arc<RingShared>, from_oldest: bool) -> RingReader {
+        let (pos, next_seq) = loop {
+            let h = shared.head.load(Ordering::Acquire);
+            let seq = shared.next_seq.load(Ordering::Acquire);
+            let t = shared.tail.load(Ordering::Acquire);
+            if shared.head.load(Ordering::Acquire) != h {
+                continue;
+            }
+            if !from_oldest || t == h {
+                break (h, Some(seq));
+            }
+            // Counting from the oldest entry: its sequence number is where "missed" starts.
+            // (Padding at the tail is skipped by `poll`; its successor carries the count.)
+            let oldest = shared.word(t);
+            let intact = shared.word(t + 1) != PAD && (shared.cap - t % shared.cap) >= ENTRY_HEADER_WORDS;
+            fence(Ordering::Acquire);
+            if shared.tail.load(Ordering::Relaxed) == t {
+                break (t, intact.then_some(oldest));
+            }
+        };
+        RingReader { shared, pos, next_seq, missed: 0 }
+    }
+
+    /// Copies up to `max` entries into `out` (payloads back to back, with their lengths in
+    /// `lens`). Returns how many it read and how many it found missed during this call.
+    pub fn poll(&mut self, max: usize, out: &mut Vec<u8>, lens: &mut Vec<usize>) -> (usize, u64) {
+        let s = &*self.shared;
+        let mut got = 0;
+        let mut missed_now = 0;
+        let mut word = Vec::<u64>::new();
+        while got < max {
+            let head = s.head.load(Ordering::Acquire);
+            if self.pos >= head {
+                break;
+            }
+            let tail = s.tail.load(Ordering::Acquire);
+            if self.pos < tail {
+                self.pos = tail;
+                continue;
+            }
+            let idx = self.pos % s.cap;
+            if s.cap - idx < ENTRY_HEADER_WORDS {
+                self.pos += s.cap - idx;
+                continue;
+            }
+            let seq = s.word(self.pos);
+            let len = s.word(self.pos + 1);
+            let nwords = if len == PAD { 0 } else { (len as usize).div_ceil(8) as u64 };
+            let fits = len == PAD || idx + ENTRY_HEADER_WORDS + nwords <= s.cap;
+            word.clear();
+            if len != PAD && fits {
+                for i in 0..nwords {
+                    word.push(s.word(self.pos + ENTRY_HEADER_WORDS + i));
+                }
+            }
+            fence(Ordering::Acquire);
+            if s.tail.load(Ordering::Relaxed) > self.pos {
+                // Overwritten while we copied: what we hold may be torn. Start again at the tail.
+                continue;
+            }
+            if len == PAD {
+                self.pos += s.cap - idx;
+                continue;
+            }
+            if !fits {
+                // Cannot happen for an intact entry; stop rather than read garbage.
+                break;
+            }
+            let expected = self.next_seq.unwrap_or(seq);
+            if seq > expected {
+                missed_now += seq - expected;
+            }
+            self.next_seq = Some(seq + 1);
+            let start = out.len();
+            for w in &word {
+                out.extend_from_slice(&w.to_le_bytes());
+            }
+            out.truncate(start + len as usize);
+            lens.push(len as usize);
+            self.pos += ENTRY_HEADER_WORDS + nwords;
+            got += 1;
+        }
+        self.missed += missed_now;
+        (got, missed_now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(i: u64, len: usize) -> Vec<u8> {
+        let mut p = i.to_le_bytes().to_vec();
+        p.resize(len.max(8), (i % 251) as u8);
+        p
+    }
+
+    #[test]
+    fn reader_sees_everything_when_keeping_up() {
+        let (mut w, shared) = ring(4096);
+        let mut r = RingReader::new(shared, true);
+        let mut total = 0;
+        for round in 0..50u64 {
+            for i in 0..7 {
+                w.push(&payload(round * 7 + i, 8 + (i as usize * 5)));
+            }
+            let (mut out, mut lens) = (Vec::new(), Vec::new());
+            let (n, missed) = r.poll(1000, &mut out, &mut lens);
+            assert_eq!((n, missed), (7, 0));
+            let mut at = 0;
+            for (k, l) in lens.iter().enumerate() {
+                let id = u64::from_le_bytes(out[at..at + 8].try_into().unwrap());
+                assert_eq!(id, round * 7 + k as u64);
+                assert_eq!(&out[at..at + l], &payload(id, 8 + k * 5)[..]);
+                at += l;
+            }
+            total += n;
+        }
+        assert_eq!(total, 350);
+    }
+
+    #[test]
+    fn slow_reader_is_told_what_it_missed() {
+        let (mut w, shared) = ring(4096);
+        let mut r = RingReader::new(shared, true);
+        let n = 10_000u64;
+        for i in 0..n {
+            w.push(&payload(i, 40));
+        }
+        let (mut out, mut lens) = (Vec::new(), Vec::new());
+        let (got, missed) = r.poll(usize::MAX, &mut out, &mut lens);
+        assert_eq!(got as u64 + missed, n);
+        assert!(missed > 0 && got > 0);
+        let last = u64::from_le_bytes(out[out.len() - 40..out.len() - 32].try_into().unwrap());
+        assert_eq!(last, n - 1);
+    }
+
+    #[test]
+    fn concurrent_reader_gets_intact_entries_in_order() {
+        let (mut w, shared) = ring(8192);
+        let n = 200_000u64;
+        let mut r = RingReader::new(shared, true);
+        let reader = std::thread::spawn(move || {
+            let (mut out, mut lens) = (Vec::new(), Vec::new());
+            let (mut seen, mut last) = (0u64, None::<u64>);
+            while last != Some(n - 1) {
+                out.clear();
+                lens.clear();
+                r.poll(64, &mut out, &mut lens);
+                let mut at = 0;
+                for l in &lens {
+                    let id = u64::from_le_bytes(out[at..at + 8].try_into().unwrap());
+                    assert_eq!(&out[at..at + l], &payload(id, *l)[..], "torn entry {id}");
+                    assert!(last.map_or(true, |p| id > p));
+                    last = Some(id);
+                    seen += 1;
+                    at += l;
+                }
+            }
+            (seen, r.missed)
+        });
+        for i in 0..n {
+            w.push(&payload(i, 8 + (i % 40) as usize));
+        }
+        let (seen, missed) = reader.join().unwrap();
+        assert_eq!(seen + missed, n);
+    }
+}
