@@ -1,0 +1,45 @@
+"""PumpWatch: records every public trade on twelve overseas venues and captures Upbit KRW listing pumps.
+
+The hot path (parsing, the segment log, the ring buffer) is Rust (`pumpwatch._core`); this package
+is its Python face. `pumpwatch.purepy` does the same jobs in plain Python, as the benchmark baseline and
+the oracle of differential tests.
+"""
+
+from importlib.metadata import PackageNotFoundError, version as _version
+
+from ._core import FLAGS, FORMAT_VERSION, VENUES, RingReader, Trade, TradeRing
+from .errors import (
+    CorruptLogError,
+    DiskFullError,
+    InvalidInputError,
+    InvalidTradeError,
+    StoreClosedError,
+    StoreError,
+    StoreLockedError,
+)
+from .store import TRADE_SCHEMA, ReadOnlyStore, Store, verify
+
+try:
+    __version__ = _version("pumpwatch")
+except PackageNotFoundError:  # running from a source tree without an install
+    __version__ = "0+unknown"
+
+__all__ = [
+    "FLAGS",
+    "FORMAT_VERSION",
+    "TRADE_SCHEMA",
+    "VENUES",
+    "CorruptLogError",
+    "DiskFullError",
+    "InvalidInputError",
+    "InvalidTradeError",
+    "ReadOnlyStore",
+    "RingReader",
+    "Store",
+    "StoreClosedError",
+    "StoreError",
+    "StoreLockedError",
+    "Trade",
+    "TradeRing",
+    "verify",
+]

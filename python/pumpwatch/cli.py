@@ -1,0 +1,68 @@
+"""The `pumpwatch` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import __version__
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .store import verify
+
+    report = verify(args.data_dir)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console()
+        t = Table(title=f"pumpwatch verify {args.data_dir}")
+        t.add_column("what")
+        t.add_column("count", justify="right")
+        for key in ("segments", "records", "trades", "markers", "quarantined", "bytes"):
+            t.add_row(key, f"{report[key]:,}")
+        console.print(t)
+        for kind in ("headers", "damaged", "torn_tail"):
+            for d in report[kind]:
+                console.print(
+                    f"[red]{kind}[/red] {d['segment']} at byte {d['offset']:,} ({d['length']:,} bytes): {d['reason']}"
+                )
+        console.print("[green]log is intact[/green]" if report["ok"] else "[red]log has damage (see above)[/red]")
+    return 0 if report["ok"] else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pumpwatch", description=__doc__)
+    p.add_argument("--version", action="version", version=f"pumpwatch {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    v = sub.add_parser("verify", help="check the integrity of a recording and report any damage")
+    v.add_argument("--data-dir", default="./pumpwatch-data", help="data directory (default ./pumpwatch-data)")
+    v.add_argument("--json", action="store_true", help="print the report as JSON")
+    v.set_defaults(func=_cmd_verify)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except Exception as e:  # noqa: BLE001 - a CLI reports what went wrong in one line
+        from .errors import StoreError
+
+        if isinstance(e, (StoreError, OSError)):
+            print(f"pumpwatch: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""The Python face of the Rust segment log: `Store` (the one writer of a data directory),
+`ReadOnlyStore` (a reader in any process) and `verify`.
+
+Trades cross into Rust either as `Trade` objects or as the Arrow buffers of a `pyarrow.Table`
+(no Python object per trade); query results come back as Arrow buffers and become a
+`pyarrow.Table` without a copy per value.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable, Sequence
+
+import pyarrow as pa
+
+from . import _core
+from .errors import InvalidTradeError
+
+#: Columns of a trade table, in order. Prices and quantities are the venue's exact decimal text.
+TRADE_SCHEMA = pa.schema(
+    [
+        pa.field("venue", pa.string(), nullable=False),
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("trade_id", pa.string(), nullable=False),
+        pa.field("price", pa.string(), nullable=False),
+        pa.field("qty", pa.string(), nullable=False),
+        pa.field("side", pa.string(), nullable=False),
+        pa.field("ts_ns", pa.int64(), nullable=False),
+        pa.field("recv_ns", pa.int64(), nullable=False),
+        pa.field("flags", pa.uint16(), nullable=False),
+    ]
+)
+
+MARKER_SCHEMA = pa.schema(
+    [
+        pa.field("kind", pa.string()),
+        pa.field("venue", pa.string()),
+        pa.field("symbol", pa.string()),
+        pa.field("ts_ns", pa.int64()),
+        pa.field("from_ts_ns", pa.int64()),
+        pa.field("to_ts_ns", pa.int64()),
+        pa.field("from_id", pa.string()),
+        pa.field("to_id", pa.string()),
+        pa.field("detail", pa.string()),
+    ]
+)
+
+_STRING_COLUMNS = ("venue", "symbol", "trade_id", "price", "qty", "side")
+_TIME_COLUMNS = ("ts_ns", "recv_ns")
+_ALL_TIME = (-(2**63), 2**63 - 1)
+
+
+def _column(table: pa.Table, name: str) -> pa.Array:
+    if name not in table.column_names:
+        raise InvalidTradeError(
+            f"the table has no column {name!r}; a trade table has the columns "
+            f"{', '.join(TRADE_SCHEMA.names)} (flags optional)"
+        )
+    col = table.column(name)
+    if col.null_count:
+        raise InvalidTradeError(f"column {name!r} has {col.null_count} nulls; every trade needs a {name}")
+    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+
+
+def _string_buffers(arr: pa.Array, name: str) -> tuple[Any, Any, int]:
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    if pa.types.is_integer(arr.type) and name == "trade_id":
+        arr = arr.cast(pa.string())
+    if not pa.types.is_string(arr.type):
+        if pa.types.is_large_string(arr.type) or pa.types.is_string_view(arr.type):
+            arr = arr.cast(pa.string())
+        else:
+            raise InvalidTradeError(
+                f"column {name!r} is {arr.type}; it must be text (prices and quantities as the "
+                f"venue's exact decimal text, never floats)"
+            )
+    _, offsets, data = arr.buffers()
+    return offsets, data if data is not None else b"", arr.offset
+
+
+def _int_buffer(arr: pa.Array, name: str, typ: pa.DataType) -> tuple[Any, int]:
+    if pa.types.is_timestamp(arr.type):
+        arr = arr.cast(pa.timestamp("ns", tz=arr.type.tz)).view(pa.int64())
+    if arr.type != typ:
+        if not pa.types.is_integer(arr.type):
+            raise InvalidTradeError(f"column {name!r} is {arr.type}; it must be {typ}")
+        arr = arr.cast(typ)  # safe cast: raises on overflow
+    return arr.buffers()[1], arr.offset
+
+
+def _table_from_columns(cols: dict) -> pa.Table:
+    n = cols["n"]
+    arrays = []
+    for name in _STRING_COLUMNS:
+        offsets, data = cols[name]
+        arrays.append(pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)]))
+    for name in _TIME_COLUMNS:
+        arrays.append(pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(cols[name])]))
+    arrays.append(pa.Array.from_buffers(pa.uint16(), n, [None, pa.py_buffer(cols["flags"])]))
+    return pa.Table.from_arrays(arrays, schema=TRADE_SCHEMA)
+
+
+def _window(start_ns: int | None, end_ns: int | None) -> tuple[int, int]:
+    return (_ALL_TIME[0] if start_ns is None else int(start_ns), _ALL_TIME[1] if end_ns is None else int(end_ns))
+
+
+class _Reading:
+    """Queries shared by the writer and read-only stores."""
+
+    _log: Any
+
+    def query(
+        self,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        venues: Sequence[str] | None = None,
+        symbols: Sequence[str] | None = None,
+        *,
+        include_non_trades: bool = False,
+    ) -> pa.Table:
+        """Trades with `start_ns <= exchange time < end_ns`, ordered by exchange time (ties in log
+        order), as a `pyarrow.Table` with `TRADE_SCHEMA`. `include_non_trades` adds records that
+        consume a trade id without being a trade (Binance USDⓈ-M `X=NA`)."""
+        start, end = _window(start_ns, end_ns)
+        cols = self._log.query_columns(
+            start,
+            end,
+            list(venues) if venues is not None else None,
+            list(symbols) if symbols is not None else None,
+            include_non_trades,
+        )
+        return _table_from_columns(cols)
+
+    def markers(self, start_ns: int | None = None, end_ns: int | None = None) -> pa.Table:
+        """Markers (connection up/down, gaps found/filled/unfillable...) whose time or span
+        touches the window, in log order."""
+        start, end = _window(start_ns, end_ns)
+        return pa.Table.from_pylist(self._log.markers(start, end), schema=MARKER_SCHEMA)
+
+    def quarantined(self, start_ns: int | None = None, end_ns: int | None = None) -> list[tuple]:
+        """Frames that could not be parsed, kept raw: `(venue, recv_ns, reason, raw bytes)`."""
+        start, end = _window(start_ns, end_ns)
+        return self._log.quarantined(start, end)
+
+
+class Store(_Reading):
+    """Opens a data directory for writing (one writer per directory).
+
+    Appends go to a memory-mapped segment: once `append_trades` returns, a crash of this
+    process loses nothing of the batch; `fsync_interval` (seconds, 0 = every batch) bounds what
+    a power loss can take.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        fsync_interval: float = 1.0,
+        segment_span_s: float = 3600.0,
+        segment_max_bytes: int = 1 << 30,
+        ring_bytes: int = 128 << 20,
+    ) -> None:
+        self.path = os.fspath(path)
+        self._log = _core.LogWriter(self.path, fsync_interval, segment_span_s, segment_max_bytes, ring_bytes)
+
+    @classmethod
+    def open_readonly(cls, path: str | os.PathLike[str]) -> "ReadOnlyStore":
+        """A reader of `path` that takes no lock and sees what a writer (in any process) has
+        published, up to the moment of each query."""
+        return ReadOnlyStore(path)
+
+    def append_trades(self, trades: "Iterable[_core.Trade] | pa.Table") -> int:
+        """Appends a batch (a list of `Trade`, or a `pyarrow.Table` with `TRADE_SCHEMA`'s
+        columns; `flags` optional) and returns the number appended once it is in the log. A bad
+        trade rejects the whole batch with `InvalidTradeError` naming its row."""
+        if isinstance(trades, pa.Table):
+            return self._append_table(trades)
+        if isinstance(trades, pa.RecordBatch):
+            return self._append_table(pa.Table.from_batches([trades]))
+        batch = trades if isinstance(trades, list) else list(trades)
+        return self._log.append_trades(batch)
+
+    def _append_table(self, table: pa.Table) -> int:
+        n = table.num_rows
+        if n == 0:
+            return 0
+        strings = {name: _string_buffers(_column(table, name), name) for name in _STRING_COLUMNS}
+        times = {name: _int_buffer(_column(table, name), name, pa.int64()) for name in _TIME_COLUMNS}
+        flags = _int_buffer(_column(table, "flags"), "flags", pa.uint16()) if "flags" in table.column_names else None
+        try:
+            return self._log.append_columns(n, **strings, **times, flags=flags)
+        except ValueError as e:
+            if isinstance(e, InvalidTradeError) or not str(e).startswith("row "):
+                raise
+            raise InvalidTradeError(str(e)) from None
+
+    def append_marker(
+        self,
+        kind: str,
+        *,
+        ts_ns: int,
+        venue: str | None = None,
+        symbol: str = "",
+        from_ts_ns: int = 0,
+        to_ts_ns: int = 0,
+        from_id: str = "",
+        to_id: str = "",
+        detail: str = "",
+    ) -> None:
+        """Records a coverage fact: `connection_up`, `connection_down`, `gap_found`,
+        `gap_filled`, `gap_unfillable`, `subscription_set`, `recorder_start`, `recorder_stop`."""
+        self._log.append_marker(kind, ts_ns, venue, symbol, from_ts_ns, to_ts_ns, from_id, to_id, detail)
+
+    def append_quarantined(self, venue: str | None, recv_ns: int, reason: str, raw: bytes) -> None:
+        """Keeps a frame that could not be parsed, raw, with the reason."""
+        self._log.append_quarantined(venue, recv_ns, reason, bytes(raw))
+
+    def flush(self) -> None:
+        """Commits everything appended so far to disk now."""
+        self._log.flush()
+
+    def ring_reader(self, from_oldest: bool = False) -> _core.RingReader:
+        """A reader of the most recent trades appended by this store (lock-free; the writer never
+        waits for it; `poll()` says how many it missed)."""
+        return self._log.ring_reader(from_oldest)
+
+    @property
+    def recovery_report(self) -> dict:
+        """What recovery found and did when the directory was opened."""
+        return self._log.recovery_report()
+
+    def roll(self) -> None:
+        """Seals the active segment now and starts a new one."""
+        self._log.roll()
+
+    def close(self, seal: bool = False) -> None:
+        """Commits and releases the directory (`seal=True` also seals the active segment)."""
+        self._log.close(seal)
+
+    @property
+    def closed(self) -> bool:
+        return self._log.closed
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.path!r})"
+
+
+class ReadOnlyStore(_Reading):
+    """Reads a data directory without locking it, while a writer appends."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._log = _core.LogReader(self.path)
+
+    def close(self) -> None:
+        self._log = None
+
+    def __enter__(self) -> "ReadOnlyStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def verify(path: str | os.PathLike[str]) -> dict:
+    """Walks every record of every segment and reports records, segments and any damage:
+    `{"ok", "segments", "records", "trades", "markers", "quarantined", "bytes", "damaged",
+    "torn_tail", "headers", "writer_running"}`. Read-only; safe while the recorder runs."""
+    return _core.verify(os.fspath(path))
