@@ -188,12 +188,7 @@ class Store(_Reading):
         strings = {name: _string_buffers(_column(table, name), name) for name in _STRING_COLUMNS}
         times = {name: _int_buffer(_column(table, name), name, pa.int64()) for name in _TIME_COLUMNS}
         flags = _int_buffer(_column(table, "flags"), "flags", pa.uint16()) if "flags" in table.column_names else None
-        try:
-            return self._log.append_columns(n, **strings, **times, flags=flags)
-        except ValueError as e:
-            if isinstance(e, InvalidTradeError) or not str(e).startswith("row "):
-                raise
-            raise InvalidTradeError(str(e)) from None
+        return self._log.append_columns(n, **strings, **times, flags=flags)
 
     def append_marker(
         self,

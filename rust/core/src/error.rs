@@ -11,6 +11,8 @@ pub enum Error {
     DiskFull { path: PathBuf, needed: u64, source: std::io::Error },
     /// A value handed to the store is not valid (bad decimal, unknown venue, field too long...).
     InvalidInput(String),
+    /// A trade of a batch is not valid; the batch was not written.
+    InvalidTrade(String),
     /// A file in the data directory is not a PumpWatch file or has a version we cannot read.
     Format { path: PathBuf, detail: String },
     /// The store was closed.
@@ -51,6 +53,7 @@ impl fmt::Display for Error {
                 if *needed > 0 { format!(" while reserving {needed} bytes") } else { String::new() }
             ),
             Error::InvalidInput(msg) => write!(f, "{msg}"),
+            Error::InvalidTrade(msg) => write!(f, "{msg}; nothing of this batch was written"),
             Error::Format { path, detail } => write!(
                 f,
                 "{} is not a readable PumpWatch log file: {detail}; move it out of the data directory \

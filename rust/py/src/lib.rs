@@ -22,6 +22,7 @@ fn to_py(e: Error) -> PyErr {
             Error::Locked { .. } => "StoreLockedError",
             Error::DiskFull { .. } => "DiskFullError",
             Error::InvalidInput(_) => "InvalidInputError",
+            Error::InvalidTrade(_) => "InvalidTradeError",
             Error::Format { .. } => "CorruptLogError",
             Error::Closed => "StoreClosedError",
             Error::Io { .. } => "StoreError",
@@ -577,7 +578,7 @@ impl LogWriter {
             let mut last = None;
             let mut rows = Vec::with_capacity(cols.n);
             for i in 0..cols.n {
-                rows.push(cols.row(i, &mut last).map_err(|e| Error::InvalidInput(format!("row {i} of the table: {e}")))?);
+                rows.push(cols.row(i, &mut last).map_err(|e| Error::InvalidTrade(format!("row {i} of the batch: {e}")))?);
             }
             self.with_core(|log| log.with(|w| w.append_trades(rows.iter().copied())))
         })

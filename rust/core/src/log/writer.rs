@@ -254,7 +254,7 @@ impl LogWriter {
         for t in trades {
             if let Err(e) = t.check() {
                 self.scratch = buf;
-                return Err(Error::InvalidInput(format!("trade {n} of the batch: {e}")));
+                return Err(Error::InvalidTrade(format!("row {n} of the batch: {e}")));
             }
             frame_into(&mut buf, |out| t.encode_payload(out));
             n += 1;
