@@ -58,6 +58,9 @@ INDEX_MAGIC = b"PWINDEX1"
 INDEX_HEADER_LEN = 16
 INDEX_ENTRY_LEN = 48
 BLOCK_BYTES = 64 << 10
+# The active segment grows in preallocated steps of this size, so that the bytes past its last
+# record are zeros and an append cannot run out of space halfway through a record.
+PREALLOC_CHUNK = 64 << 20
 
 I64_MIN = -(1 << 63)
 I64_MAX = (1 << 63) - 1
@@ -302,7 +305,6 @@ class FrameWalk:
             self.end = end + base
             yield pos + base, end + base, record
             pos = end
-        self.end = self.stop
 
     def run(self) -> FrameWalk:
         """Walks to the end without keeping the records (for callers that need only the outcome)."""
@@ -568,13 +570,18 @@ def _frame(payload: bytes) -> bytes:
     return _FRAME.pack(len(payload), crc32c.crc32c(payload)) + payload
 
 
-def _text_bytes(field: str, value, required: bool) -> bytes:
+def _utf8(field: str, value) -> bytes:
     if not isinstance(value, str):
         raise ValueError(f"{field} must be text (str), got {type(value).__name__}")
     try:
-        b = value.encode("utf-8")
+        return value.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError(f"{field} is not valid UTF-8") from None
+
+
+def _text_bytes(field: str, value, required: bool) -> bytes:
+    """A short text field: at most 255 bytes of UTF-8, non-empty when required."""
+    b = _utf8(field, value)
     if required and not b:
         raise ValueError(f"{field} is empty")
     if len(b) > TEXT_MAX:
@@ -590,7 +597,7 @@ def _decimal_bytes(field: str, value) -> bytes:
             f"{field} must be the venue's text (str) or a Decimal, got {type(value).__name__}: "
             f"a float would round it"
         )
-    b = value.encode("utf-8", "surrogateescape")
+    b = value.encode("utf-8", "replace")
     if len(b) > TEXT_MAX:
         raise ValueError(f"{field} is {len(b)} characters long; at most {TEXT_MAX} are stored")
     if not _PLAIN_DECIMAL.fullmatch(b):
@@ -631,7 +638,7 @@ def _canonical_u64(b: bytes) -> int | None:
 def _encode_trade(venue, symbol, trade_id, price, qty, side, ts_ns, recv_ns, flags) -> tuple[bytes, int]:
     """The framed trade and its exchange time; ValueError says which field is wrong and why."""
     venue_code = _venue_code(venue, optional=False)
-    side_code = _SIDE_CODE.get(side.encode("utf-8", "surrogateescape").lower()) if isinstance(side, str) else None
+    side_code = _SIDE_CODE.get(side.encode("utf-8", "replace").lower()) if isinstance(side, str) else None
     if side_code is None:
         raise ValueError(f'side {_q(side)} is not "buy" or "sell" (the taker\'s side)')
     price_b = _decimal_bytes("price", price)
@@ -701,9 +708,7 @@ def _encode_marker(kind, venue, symbol, ts_ns, from_ts_ns, to_ts_ns, from_id, to
     symbol_b = _text_bytes("marker symbol", symbol, required=False)
     from_b = _text_bytes("marker from_id", from_id, required=False)
     to_b = _text_bytes("marker to_id", to_id, required=False)
-    if not isinstance(detail, str):
-        raise ValueError(f"marker detail must be text (str), got {type(detail).__name__}")
-    detail_b = detail.encode("utf-8", "surrogateescape")
+    detail_b = _utf8("marker detail", detail)
     if len(detail_b) > DETAIL_MAX:
         raise ValueError(f"marker detail is {len(detail_b)} bytes; at most {DETAIL_MAX} are stored")
     fixed = _MARKER.pack(
@@ -716,17 +721,15 @@ def _encode_marker(kind, venue, symbol, ts_ns, from_ts_ns, to_ts_ns, from_id, to
 def _encode_quarantined(venue, recv_ns, reason, raw) -> bytes:
     venue_code = _venue_code(venue, optional=True)
     recv_ns = _int64("recv_ns", recv_ns)
-    if not isinstance(reason, str):
-        raise ValueError(f"reason must be text (str), got {type(reason).__name__}")
-    if isinstance(raw, str):
-        raw = raw.encode("utf-8", "surrogateescape")  # a text websocket frame, as received
-    raw = bytes(raw)
+    _utf8("reason", reason)
+    # A text websocket frame is kept as the UTF-8 bytes it arrived as.
+    raw = _utf8("raw", raw) if isinstance(raw, str) else bytes(raw)
     if len(raw) > QUARANTINE_RAW_MAX:
         # Cut, and say so, so that one frame fits one record (as the Rust side does).
         reason += f" (frame of {len(raw)} bytes cut to {QUARANTINE_RAW_MAX})"
         raw = raw[:QUARANTINE_RAW_MAX]
     # Cut at a character boundary: the dropped partial character is the only invalid UTF-8.
-    reason_b = reason.encode("utf-8", "surrogateescape")[:DETAIL_MAX].decode("utf-8", "ignore").encode()
+    reason_b = reason.encode()[:DETAIL_MAX].decode("utf-8", "ignore").encode()
     fixed = _QUARANTINE.pack(KIND_QUARANTINE, venue_code, len(reason_b), len(raw), recv_ns)
     return _frame(b"".join((fixed, reason_b, raw)))
 
@@ -866,8 +869,6 @@ class _ActiveSegment:
         end = start + len(chunk)
         _pwrite_all(self.fd, _U64.pack(end), PUBLISHED_END_AT)
         self.end = end
-        if end > self.allocated:
-            self.allocated = end
         finished = []
         offset = start
         for size, ts in zip(frame_sizes, trade_ts):
@@ -1147,12 +1148,14 @@ class Store:
             reserved: list[_ActiveSegment] = []
             try:
                 for first, stop, new in chunks:
-                    needed_end = HEADER_LEN + sum(sizes[first:stop])
+                    chunk_bytes = sum(sizes[first:stop])
                     if new:
                         seq = self._last_seq + 1 + len(reserved)
-                        reserved.append(_ActiveSegment.reserve(self._log_dir, seq, needed_end, self._max_bytes))
+                        reserved.append(
+                            _ActiveSegment.reserve(self._log_dir, seq, HEADER_LEN + chunk_bytes, self._max_bytes)
+                        )
                     else:
-                        self._active.ensure_allocated(self._active.end + needed_end - HEADER_LEN, self._max_bytes)
+                        self._active.ensure_allocated(self._active.end + chunk_bytes, self._max_bytes)
             except OSError as exc:
                 for segment in reserved:
                     segment.discard()

@@ -318,9 +318,9 @@ impl LogWriter {
         let a = &mut self.active;
         let need = a.end + piece.len();
         if need > a.allocated {
-            let target = (need as u64).next_multiple_of(self.cfg.prealloc_chunk).min(a.map.map_len as u64);
-            segment::allocate(&a.map.file, target, &a.map.path)?;
-            a.allocated = target as usize;
+            let chunk = (need as u64).next_multiple_of(self.cfg.prealloc_chunk).min(a.map.map_len as u64);
+            let exact = (need as u64).next_multiple_of(4096).min(a.map.map_len as u64);
+            a.allocated = allocate_or_less(&a.map, chunk, exact)? as usize;
             a.size_changed = true;
         }
         let base = a.end;
@@ -417,6 +417,18 @@ impl LogWriter {
     }
 }
 
+/// Reserves `chunk` bytes of the segment, or, when the disk cannot give that much, only the
+/// `least` the next write needs: a nearly full disk is used to its last block before appends fail.
+fn allocate_or_less(map: &ActiveMap, chunk: u64, least: u64) -> Result<u64> {
+    match segment::allocate(&map.file, chunk, &map.path) {
+        Err(Error::DiskFull { .. }) if least < chunk => {
+            segment::allocate(&map.file, least, &map.path)?;
+            Ok(least)
+        }
+        other => other.map(|_| chunk),
+    }
+}
+
 fn frame_payload_len(frames: &[u8], off: usize) -> usize {
     u32::from_le_bytes([frames[off], frames[off + 1], frames[off + 2], frames[off + 3]]) as usize
 }
@@ -426,8 +438,8 @@ fn create_segment(log_dir: &Path, seq: u64, cfg: &LogConfig) -> Result<Active> {
     let created_ns = now_ns();
     let build = || -> Result<Active> {
         let map = ActiveMap::open(&path, seq, cfg.map_len())?;
-        let allocated = (cfg.prealloc_chunk as usize).min(cfg.segment_max_bytes as usize).max(HEADER_LEN);
-        segment::allocate(&map.file, allocated as u64, &path)?;
+        let chunk = cfg.prealloc_chunk.min(cfg.segment_max_bytes).max(4096);
+        let allocated = allocate_or_less(&map, chunk, 4096)? as usize;
         let header = segment::encode_header(&Header {
             seq,
             created_ns,
