@@ -574,13 +574,10 @@ impl LogWriter {
             },
         };
         py.detach(|| {
-            // Check every row before writing any, so a bad row rejects the whole batch.
+            // Rows are checked and encoded one by one; a bad row rejects the whole batch.
             let mut last = None;
-            let mut rows = Vec::with_capacity(cols.n);
-            for i in 0..cols.n {
-                rows.push(cols.row(i, &mut last).map_err(|e| Error::InvalidTrade(format!("row {i} of the batch: {e}")))?);
-            }
-            self.with_core(|log| log.with(|w| w.append_trades(rows.iter().copied())))
+            let rows = (0..cols.n).map(|i| cols.row(i, &mut last));
+            self.with_core(|log| log.with(|w| w.append_rows(rows)))
         })
         .map_err(to_py)
     }

@@ -121,6 +121,8 @@ struct Active {
     index: IndexAppender,
     /// Start of the bytes not yet committed to disk.
     dirty_from: usize,
+    /// End of the range already handed to the prefaulter.
+    prefault_requested: usize,
     size_changed: bool,
 }
 
@@ -137,6 +139,7 @@ pub struct LogWriter {
     sync_error: Option<String>,
     last_sync: Instant,
     ring: Option<RingWriter>,
+    prefaulter: Option<Arc<Prefaulter>>,
     pub recovery: RecoveryReport,
     pub appended_records: u64,
 }
@@ -231,6 +234,7 @@ impl LogWriter {
             sync_error: None,
             last_sync: Instant::now(),
             ring: None,
+            prefaulter: None,
             recovery,
             appended_records: 0,
         })
@@ -248,19 +252,31 @@ impl LogWriter {
     /// Appends a batch of trades. Every trade is checked first: a bad one rejects the whole
     /// batch (naming its row) and nothing of it is written.
     pub fn append_trades<'a>(&mut self, trades: impl IntoIterator<Item = TradeRef<'a>>) -> Result<usize> {
+        self.append_rows(trades.into_iter().map(Ok))
+    }
+
+    /// Like `append_trades`, for rows whose extraction can itself fail (columns from Python):
+    /// rows are encoded as they come, with no per-row allocation.
+    pub fn append_rows<'a>(&mut self, rows: impl IntoIterator<Item = std::result::Result<TradeRef<'a>, String>>) -> Result<usize> {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
         let mut n = 0usize;
-        for t in trades {
-            if let Err(e) = t.check() {
-                self.scratch = buf;
-                return Err(Error::InvalidTrade(format!("row {n} of the batch: {e}")));
+        for row in rows {
+            let checked = row.and_then(|t| t.check().map(|_| t).map_err(|e| e.to_string()));
+            match checked {
+                Ok(t) => frame_into(&mut buf, |out| t.encode_payload(out)),
+                Err(e) => {
+                    self.scratch = buf;
+                    return Err(Error::InvalidTrade(format!("row {n} of the batch: {e}")));
+                }
             }
-            frame_into(&mut buf, |out| t.encode_payload(out));
             n += 1;
         }
         let r = self.append_frames(&buf);
-        self.scratch = buf;
+        // Keep the buffer for the next batch, unless one huge batch made it huge.
+        if buf.capacity() <= 256 << 20 {
+            self.scratch = buf;
+        }
         r.map(|_| n)
     }
 
@@ -324,7 +340,7 @@ impl LogWriter {
             a.size_changed = true;
         }
         let base = a.end;
-        a.map.write_at(base, piece);
+        a.map.append_at(base, piece).map_err(|e| Error::io(format!("appending to {}", a.map.path.display()), e))?;
         let mut off = 0;
         while off < piece.len() {
             let plen = frame_payload_len(piece, off);
@@ -343,6 +359,13 @@ impl LogWriter {
         }
         a.end = base + piece.len();
         a.map.publish_end(a.end as u64);
+        if let Some(p) = self.prefaulter.as_ref().filter(|_| std::env::var_os("PW_NOPF").is_none()) {
+            if a.prefault_requested < (a.end + PREFAULT_AHEAD).min(a.allocated) {
+                let to = (a.end + 2 * PREFAULT_AHEAD).min(a.allocated);
+                p.request(a.map.clone(), a.prefault_requested.max(a.end), to);
+                a.prefault_requested = to;
+            }
+        }
         Ok(())
     }
 
@@ -460,6 +483,7 @@ fn create_segment(log_dir: &Path, seq: u64, cfg: &LogConfig) -> Result<Active> {
             block: BlockBuilder::new(HEADER_LEN as u64),
             index,
             dirty_from: HEADER_LEN,
+            prefault_requested: HEADER_LEN,
             size_changed: true,
         })
     };
@@ -548,6 +572,7 @@ fn recover_active(dir: &Path, path: &Path, seq: u64, cfg: &LogConfig, report: &m
         block,
         index,
         dirty_from: valid_end,
+        prefault_requested: valid_end,
         size_changed: false,
     })
 }
@@ -585,12 +610,75 @@ pub struct SharedLog {
     writer: Arc<Mutex<Option<LogWriter>>>,
     stop: Arc<(Mutex<bool>, Condvar)>,
     committer: Option<JoinHandle<()>>,
+    prefaulter: Arc<Prefaulter>,
+    prefault_thread: Option<JoinHandle<()>>,
+}
+
+/// How far ahead of the append position pages are prepared.
+const PREFAULT_AHEAD: usize = 16 << 20;
+
+/// Prepares the pages the writer is about to fill (`MADV_POPULATE_WRITE`) on another thread,
+/// so the append path copies into ready pages instead of taking a page fault (and the kernel's
+/// zeroing of the page) every 4 KiB. It never changes the contents of a page.
+pub struct Prefaulter {
+    job: Mutex<(Option<(Arc<ActiveMap>, usize, usize)>, bool)>,
+    cv: Condvar,
+}
+
+impl Prefaulter {
+    fn new() -> Prefaulter {
+        Prefaulter { job: Mutex::new((None, false)), cv: Condvar::new() }
+    }
+
+    fn request(&self, map: Arc<ActiveMap>, from: usize, to: usize) {
+        let mut g = poisoned(self.job.lock());
+        g.0 = Some(match g.0.take() {
+            // Still pending on the same segment: widen it.
+            Some((m, f, _)) if Arc::ptr_eq(&m, &map) => (m, f.min(from), to),
+            _ => (map, from, to),
+        });
+        self.cv.notify_one();
+    }
+
+    fn stop(&self) {
+        poisoned(self.job.lock()).1 = true;
+        self.cv.notify_all();
+    }
+
+    fn run(&self) {
+        loop {
+            let job = {
+                let mut g = poisoned(self.job.lock());
+                while g.0.is_none() && !g.1 {
+                    g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+                }
+                if g.1 {
+                    return;
+                }
+                g.0.take()
+            };
+            if let Some((map, from, to)) = job {
+                // Best effort: an old kernel without MADV_POPULATE_WRITE just faults on write.
+                map.populate_for_write(from, to);
+            }
+        }
+    }
 }
 
 impl SharedLog {
     pub fn open(dir: &Path, cfg: LogConfig) -> Result<SharedLog> {
         let interval = cfg.fsync_interval;
-        let writer = Arc::new(Mutex::new(Some(LogWriter::open(dir, cfg)?)));
+        let mut w = LogWriter::open(dir, cfg)?;
+        let prefaulter = Arc::new(Prefaulter::new());
+        w.prefaulter = Some(prefaulter.clone());
+        let writer = Arc::new(Mutex::new(Some(w)));
+        let p = prefaulter.clone();
+        let prefault_thread = Some(
+            std::thread::Builder::new()
+                .name("pumpwatch-prefault".into())
+                .spawn(move || p.run())
+                .map_err(|e| Error::io("starting the prefault thread", e))?,
+        );
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let committer = if interval.is_zero() {
             None
@@ -603,7 +691,7 @@ impl SharedLog {
                     .map_err(|e| Error::io("starting the commit thread", e))?,
             )
         };
-        Ok(SharedLog { writer, stop, committer })
+        Ok(SharedLog { writer, stop, committer, prefaulter, prefault_thread })
     }
 
     /// Runs `f` on the writer; an error if the log was closed.
@@ -634,6 +722,10 @@ impl SharedLog {
             cv.notify_all();
         }
         if let Some(h) = self.committer.take() {
+            let _ = h.join();
+        }
+        self.prefaulter.stop();
+        if let Some(h) = self.prefault_thread.take() {
             let _ = h.join();
         }
         let taken = poisoned(self.writer.lock()).take();
