@@ -340,7 +340,11 @@ impl LogWriter {
             a.size_changed = true;
         }
         let base = a.end;
-        a.map.append_at(base, piece).map_err(|e| Error::io(format!("appending to {}", a.map.path.display()), e))?;
+        if piece.len() >= PWRITE_FROM {
+            a.map.append_at(base, piece).map_err(|e| Error::io(format!("appending to {}", a.map.path.display()), e))?;
+        } else {
+            a.map.write_at(base, piece);
+        }
         let mut off = 0;
         while off < piece.len() {
             let plen = frame_payload_len(piece, off);
@@ -613,6 +617,10 @@ pub struct SharedLog {
     prefaulter: Arc<Prefaulter>,
     prefault_thread: Option<JoinHandle<()>>,
 }
+
+/// Pieces this large go through `pwrite` (no page fault per fresh page); smaller ones, such as
+/// the records of one frame, are a plain copy into the prefaulted map (no system call).
+const PWRITE_FROM: usize = 256 << 10;
 
 /// How far ahead of the append position pages are prepared.
 const PREFAULT_AHEAD: usize = 16 << 20;
