@@ -11,12 +11,14 @@ from ._core import FLAGS, FORMAT_VERSION, VENUES, RingReader, Trade, TradeRing
 from .errors import (
     CorruptLogError,
     DiskFullError,
+    FrameError,
     InvalidInputError,
     InvalidTradeError,
     StoreClosedError,
     StoreError,
     StoreLockedError,
 )
+from .frames import ParseResult, parse
 from .store import TRADE_SCHEMA, ReadOnlyStore, Store, verify
 
 try:
@@ -31,6 +33,8 @@ __all__ = [
     "VENUES",
     "CorruptLogError",
     "DiskFullError",
+    "FrameError",
+    "ParseResult",
     "InvalidInputError",
     "InvalidTradeError",
     "ReadOnlyStore",
@@ -41,5 +45,6 @@ __all__ = [
     "StoreLockedError",
     "Trade",
     "TradeRing",
+    "parse",
     "verify",
 ]

@@ -31,3 +31,7 @@ class InvalidInputError(StoreError, ValueError):
 
 class InvalidTradeError(InvalidInputError):
     """A trade in a batch is not valid; the batch was not written."""
+
+
+class FrameError(ValueError):
+    """A venue frame could not be parsed (the ingest path quarantines such frames instead)."""

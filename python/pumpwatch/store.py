@@ -163,6 +163,9 @@ class Store(_Reading):
     ) -> None:
         self.path = os.fspath(path)
         self._log = _core.LogWriter(self.path, fsync_interval, segment_span_s, segment_max_bytes, ring_bytes)
+        # The hot path calls straight into Rust: no Python frame between a socket and the log.
+        self.ingest = self._log.ingest
+        self.ingest_many = self._log.ingest_many
 
     @classmethod
     def open_readonly(cls, path: str | os.PathLike[str]) -> "ReadOnlyStore":
@@ -189,6 +192,37 @@ class Store(_Reading):
         times = {name: _int_buffer(_column(table, name), name, pa.int64()) for name in _TIME_COLUMNS}
         flags = _int_buffer(_column(table, "flags"), "flags", pa.uint16()) if "flags" in table.column_names else None
         return self._log.append_columns(n, **strings, **times, flags=flags)
+
+    def ingest(self, venue: str, frame: bytes | str, recv_ns: int) -> tuple[int, list[tuple] | None]:
+        """Parses one frame of `venue`, drops duplicates, checks the id sequence and stores the
+        new trades. Returns `(trades stored, events)`, events None when there is nothing to act
+        on, else a list of tuples:
+        `("gap", venue, symbol, first_missing_id, last_missing_id, from_ts_ns, to_ts_ns)`,
+        `("gap_filled", venue, symbol, first_missing_id, last_missing_id)`,
+        `("control", venue, kind, detail)` and `("quarantined", venue, reason)`. A frame that does
+        not parse is stored raw and reported; it never raises. (Bound to Rust in `__init__`.)"""
+        return self._log.ingest(venue, frame, recv_ns)
+
+    def ingest_many(self, venue: str, frames: list, recv_ns: int | list[int]) -> tuple[int, list[tuple] | None]:
+        """`ingest` for many frames of one venue at once (one append, the GIL released)."""
+        return self._log.ingest_many(venue, frames, recv_ns)
+
+    def ingest_trades(self, trades: "list[_core.Trade]") -> tuple[int, list[tuple] | None]:
+        """Stores trades from a REST backfill or a snapshot through the same duplicate and
+        sequence checks as frames (filling gaps reports `gap_filled`)."""
+        return self._log.ingest_trades(trades if isinstance(trades, list) else list(trades))
+
+    def set_phemex_spot_scales(self, symbol: str, price_scale: int, qty_scale: int) -> None:
+        """Scales of a Phemex spot symbol's scaled integers, from the venue's product list."""
+        self._log.set_phemex_spot_scales(symbol, price_scale, qty_scale)
+
+    def ingest_stats(self) -> dict:
+        """Counters of the ingest path: frames, trades, duplicates, quarantined, gaps, gaps_filled."""
+        return self._log.ingest_stats()
+
+    def open_gaps(self, venue: str, symbol: str) -> list[tuple[int, int]]:
+        """Id ranges of a symbol still missing (inclusive), oldest first."""
+        return self._log.open_gaps(venue, symbol)
 
     def append_marker(
         self,

@@ -5,7 +5,9 @@
 
 pub mod decimal;
 pub mod error;
+pub mod ingest;
 pub mod log;
+pub mod parse;
 pub mod record;
 pub mod ring;
 pub mod venue;

@@ -474,6 +474,8 @@ impl TradeRing {
 #[pyclass(module = "pumpwatch._core")]
 pub struct LogWriter {
     log: Mutex<Option<SharedLog>>,
+    /// Locked before the log when both are needed.
+    ingestor: Mutex<Ingestor>,
     ring: Arc<RingShared>,
     path: PathBuf,
 }
@@ -518,7 +520,7 @@ impl LogWriter {
             Ok(())
         })
         .map_err(to_py)?;
-        Ok(LogWriter { log: Mutex::new(Some(log)), ring, path })
+        Ok(LogWriter { log: Mutex::new(Some(log)), ingestor: Mutex::new(Ingestor::default()), ring, path })
     }
 
     #[getter]
@@ -671,6 +673,87 @@ impl LogWriter {
     fn closed(&self) -> bool {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).is_none()
     }
+
+    /// Parses and stores one frame: (trades stored, events or None). A frame that does not
+    /// parse is kept raw (quarantined) and reported as an event; it never raises.
+    fn ingest<'py>(&self, py: Python<'py>, venue: &str, frame: &Bound<'py, PyAny>, recv_ns: i64) -> PyResult<(usize, Option<Bound<'py, PyList>>)> {
+        let venue = Venue::parse(venue).map_err(to_py)?;
+        let bytes = frame_bytes(frame)?;
+        let mut events = Vec::new();
+        let mut ing = self.ingestor.lock().unwrap_or_else(|p| p.into_inner());
+        let n = self.with(|log| log.with(|w| ing.ingest_frame(w, venue, bytes, recv_ns, &mut events)))?;
+        Ok((n, events_to_py(py, &events)?))
+    }
+
+    /// The batch form of `ingest`: many frames of one venue, one append, the GIL released.
+    /// `recv_ns` is one time for all frames or one per frame.
+    fn ingest_many<'py>(&self, py: Python<'py>, venue: &str, frames: &Bound<'py, PyList>, recv_ns: &Bound<'py, PyAny>) -> PyResult<(usize, Option<Bound<'py, PyList>>)> {
+        let venue = Venue::parse(venue).map_err(to_py)?;
+        let items: Vec<Bound<'py, PyAny>> = frames.iter().collect();
+        let slices = items.iter().map(frame_bytes).collect::<PyResult<Vec<&[u8]>>>()?;
+        let times: Vec<i64> = match recv_ns.extract::<i64>() {
+            Ok(t) => vec![t; slices.len()],
+            Err(_) => recv_ns.extract::<Vec<i64>>()?,
+        };
+        if times.len() != slices.len() {
+            return Err(invalid(format!("{} frames but {} receive times", slices.len(), times.len())));
+        }
+        let mut events = Vec::new();
+        let n = py.detach(|| {
+            let mut ing = self.ingestor.lock().unwrap_or_else(|p| p.into_inner());
+            self.with_core(|log| log.with(|w| ing.ingest_frames(w, venue, slices.iter().copied().zip(times.iter().copied()), &mut events)))
+        })
+        .map_err(to_py)?;
+        Ok((n, events_to_py(py, &events)?))
+    }
+
+    /// Stores trades from a REST backfill or a snapshot through the same duplicate and
+    /// sequence checks as frames.
+    fn ingest_trades<'py>(&self, py: Python<'py>, trades: &Bound<'py, PyList>) -> PyResult<(usize, Option<Bound<'py, PyList>>)> {
+        let mut owned: Vec<record::Trade> = Vec::with_capacity(trades.len());
+        for (i, item) in trades.iter().enumerate() {
+            let t = item.cast::<Trade>().map_err(|_| PyTypeError::new_err(format!("item {i} of the batch is not a pumpwatch.Trade")))?;
+            owned.push(t.get().inner.clone());
+        }
+        let mut events = Vec::new();
+        let n = py.detach(|| {
+            let mut ing = self.ingestor.lock().unwrap_or_else(|p| p.into_inner());
+            self.with_core(|log| log.with(|w| ing.ingest_trades(w, owned.iter().map(|t| t.as_ref()), &mut events)))
+        })
+        .map_err(to_py)?;
+        Ok((n, events_to_py(py, &events)?))
+    }
+
+    /// Scales of a Phemex spot symbol (from the product list): price (8) and quantity.
+    fn set_phemex_spot_scales(&self, symbol: &str, price_scale: u8, qty_scale: u8) {
+        self.ingestor.lock().unwrap_or_else(|p| p.into_inner()).ctx.set_phemex_spot_scales(symbol, price_scale, qty_scale);
+    }
+
+    /// Counters of the ingest path.
+    fn ingest_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.ingestor.lock().unwrap_or_else(|p| p.into_inner()).stats.clone();
+        let d = PyDict::new(py);
+        d.set_item("frames", s.frames)?;
+        d.set_item("trades", s.trades)?;
+        d.set_item("duplicates", s.duplicates)?;
+        d.set_item("quarantined", s.quarantined)?;
+        d.set_item("gaps", s.gaps)?;
+        d.set_item("gaps_filled", s.gaps_filled)?;
+        Ok(d)
+    }
+
+    /// Id ranges of `symbol` still missing (inclusive), oldest first.
+    fn open_gaps(&self, venue: &str, symbol: &str) -> PyResult<Vec<(u64, u64)>> {
+        let venue = Venue::parse(venue).map_err(to_py)?;
+        Ok(self.ingestor.lock().unwrap_or_else(|p| p.into_inner()).open_gaps(venue, symbol))
+    }
+
+    /// Continues a symbol's id sequence from the log after a restart.
+    fn seed_last_id(&self, venue: &str, symbol: &str, last_id: u64, last_ts_ns: i64) -> PyResult<()> {
+        let venue = Venue::parse(venue).map_err(to_py)?;
+        self.ingestor.lock().unwrap_or_else(|p| p.into_inner()).seed_last_id(venue, symbol, last_id, last_ts_ns);
+        Ok(())
+    }
 }
 
 fn damage_to_py<'py>(py: Python<'py>, d: &plog::DamageReport) -> PyResult<Bound<'py, PyDict>> {
@@ -740,6 +823,34 @@ fn verify<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
     Ok(d)
 }
 
+/// Parses one frame with the Rust parser, storing nothing: `(trades, sequences, control)`,
+/// where `sequences[i]` is the id range trade `i` covers on venues with an id sequence.
+#[pyfunction]
+#[pyo3(signature = (venue, frame, recv_ns = 0, phemex_spot_scales = None))]
+fn parse_frame<'py>(
+    py: Python<'py>,
+    venue: &str,
+    frame: &Bound<'py, PyAny>,
+    recv_ns: i64,
+    phemex_spot_scales: Option<std::collections::HashMap<String, (u8, u8)>>,
+) -> PyResult<(Vec<Trade>, Vec<Option<(u64, u64)>>, Option<(&'static str, String)>)> {
+    let venue = Venue::parse(venue).map_err(to_py)?;
+    let bytes = frame_bytes(frame)?;
+    let mut ctx = ParseContext::new();
+    for (symbol, (p, q)) in phemex_spot_scales.unwrap_or_default() {
+        ctx.set_phemex_spot_scales(&symbol, p, q);
+    }
+    let mut out = ParsedFrame::new();
+    if let Err(e) = vparse::parse_frame(venue, bytes, &ctx, &mut out) {
+        let cls = py.import("pumpwatch.errors")?.getattr("FrameError")?;
+        return Err(PyErr::from_value(cls.call1((e.to_string(),))?));
+    }
+    let trades = (0..out.trades.len()).map(|i| Trade { inner: out.trade(i, venue, recv_ns).to_owned() }).collect();
+    let seqs = out.trades.iter().map(|t| t.seq_first.zip(t.seq_last)).collect();
+    let control = out.control.as_ref().map(|c| (c.kind(), c.detail().to_owned()));
+    Ok((trades, seqs, control))
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Trade>()?;
@@ -748,6 +859,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<TradeRing>()?;
     m.add_class::<RingReader>()?;
     m.add_function(wrap_pyfunction!(verify, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_frame, m)?)?;
     m.add("FORMAT_VERSION", plog::FORMAT_VERSION)?;
     m.add("VENUES", pumpwatch_core::venue::ALL.iter().map(|v| v.id()).collect::<Vec<_>>())?;
     let flags = PyDict::new(m.py());
@@ -765,4 +877,44 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     }
     m.add("FLAGS", flags)?;
     Ok(())
+}
+
+// ---- ingest and parse -------------------------------------------------------------------
+
+use pumpwatch_core::ingest::{IngestEvent, Ingestor};
+use pumpwatch_core::parse::{self as vparse, ParseContext, ParsedFrame};
+
+/// Frame bytes from `bytes`, `bytearray`-free fast paths: websockets hands text frames as `str`.
+fn frame_bytes<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Ok(b.as_bytes());
+    }
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Ok(s.to_str()?.as_bytes());
+    }
+    Err(PyTypeError::new_err(format!("a frame must be bytes or str, not {}", obj.get_type().name()?)))
+}
+
+fn event_to_py<'py>(py: Python<'py>, e: &IngestEvent) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match e {
+        IngestEvent::Gap { venue, symbol, first_missing, last_missing, from_ts_ns, to_ts_ns } => {
+            ("gap", venue.id(), symbol, *first_missing, *last_missing, *from_ts_ns, *to_ts_ns).into_pyobject(py)?.into_any()
+        }
+        IngestEvent::GapFilled { venue, symbol, first_missing, last_missing } => {
+            ("gap_filled", venue.id(), symbol, *first_missing, *last_missing).into_pyobject(py)?.into_any()
+        }
+        IngestEvent::Control { venue, kind, detail } => ("control", venue.id(), *kind, detail).into_pyobject(py)?.into_any(),
+        IngestEvent::Quarantined { venue, reason } => ("quarantined", venue.id(), reason).into_pyobject(py)?.into_any(),
+    })
+}
+
+fn events_to_py<'py>(py: Python<'py>, events: &[IngestEvent]) -> PyResult<Option<Bound<'py, PyList>>> {
+    if events.is_empty() {
+        return Ok(None);
+    }
+    let l = PyList::empty(py);
+    for e in events {
+        l.append(event_to_py(py, e)?)?;
+    }
+    Ok(Some(l))
 }

@@ -1,0 +1,539 @@
+//! Binance spot and USDⓈ-M futures: `<symbol>@trade` (and `@aggTrade`) frames, raw or wrapped in
+//! the combined-stream envelope `{"stream":"btcusdt@trade","data":{...}}`.
+//!
+//! * trade (`"e":"trade"`): id `t` (text kept), `seq_first = seq_last = t` (per-symbol consecutive;
+//!   USDⓈ-M counts `X` = `NA`/`ADL`/`INSURANCE_FUND` frames), price `p`, qty `q`, time `T` (ms),
+//!   side from `m` (`m=true`: the buyer is the maker, so the taker sold).
+//! * USDⓈ-M `X`: `MARKET` -> 0, `RPI` -> RPI, `INSURANCE_FUND` -> INSURANCE_FUND, `ADL` -> ADL,
+//!   `NA` -> NON_TRADE (a spent id: emitted as a trade with price "0" qty "0" as sent, so the id
+//!   sequence stays whole); absent (older frames) -> 0; any other value is an error.
+//! * aggTrade (`"e":"aggTrade"`, not what PumpWatch subscribes to): a trade with id `a` and no
+//!   sequence (aggregate ids are another id space than `t`); a frame without `a` (seen in 2019
+//!   USDⓈ-M data) gets the id `"<f>-<l>"`.
+//! * control: `{"result":null,"id":..}` -> SubscribeAck (any other `result`, e.g. a
+//!   LIST_SUBSCRIPTIONS answer -> Other); `{"code":..,"msg":..}` or `{"error":{..}}` -> Error;
+//!   `serverShutdown` event -> ShutdownNotice; other events and echoed requests (`method`) -> Other.
+
+use super::json::Doc;
+use super::*;
+
+#[derive(Default)]
+struct Fields {
+    data: Option<usize>,
+    e: Option<usize>,
+    result: Option<usize>,
+    code: Option<usize>,
+    error: Option<usize>,
+    method: Option<usize>,
+    s: Option<usize>,
+    t: Option<usize>,
+    p: Option<usize>,
+    q: Option<usize>,
+    tt: Option<usize>,
+    m: Option<usize>,
+    x: Option<usize>,
+    a: Option<usize>,
+    f: Option<usize>,
+    l: Option<usize>,
+}
+
+fn scan(doc: &Doc<'_>, obj: usize) -> Fields {
+    let mut kb = [0u8; 32];
+    let mut fs = Fields::default();
+    for (k, v) in doc.members(obj) {
+        let slot = match doc.key(k, &mut kb) {
+            b"data" => &mut fs.data,
+            b"e" => &mut fs.e,
+            b"result" => &mut fs.result,
+            b"code" => &mut fs.code,
+            b"error" => &mut fs.error,
+            b"method" => &mut fs.method,
+            b"s" => &mut fs.s,
+            b"t" => &mut fs.t,
+            b"p" => &mut fs.p,
+            b"q" => &mut fs.q,
+            b"T" => &mut fs.tt,
+            b"m" => &mut fs.m,
+            b"X" => &mut fs.x,
+            b"a" => &mut fs.a,
+            b"f" => &mut fs.f,
+            b"l" => &mut fs.l,
+            _ => continue,
+        };
+        *slot = Some(v);
+    }
+    fs
+}
+
+pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>) -> PResult<()> {
+    let root = root_object(doc)?;
+    let top = scan(doc, root);
+    let (fs, wrapped) = match top.data {
+        Some(d) => (scan(doc, object(doc, d, field("data"))?), true),
+        None => (top, false),
+    };
+    if let Some(e) = fs.e {
+        let ev = str_field(doc, e, field("e"))?;
+        return match &*ev {
+            b"trade" => trade(doc, &fs, sink, false),
+            b"aggTrade" => trade(doc, &fs, sink, true),
+            b"serverShutdown" => {
+                sink.set_control(|detail| Control::ShutdownNotice { detail });
+                Ok(())
+            }
+            _ => {
+                sink.other();
+                Ok(())
+            }
+        };
+    }
+    if wrapped {
+        return fail("combined-stream \"data\" has no event type \"e\"".to_owned());
+    }
+    if fs.error.is_some_and(|v| !doc.is_null(v)) || fs.code.is_some() {
+        sink.set_control(|detail| Control::Error { detail });
+        return Ok(());
+    }
+    if let Some(r) = fs.result {
+        if doc.is_null(r) {
+            sink.set_control(|detail| Control::SubscribeAck { detail });
+        } else {
+            sink.other();
+        }
+        return Ok(());
+    }
+    if fs.method.is_some() {
+        sink.other();
+        return Ok(());
+    }
+    fail("not a Binance trade, ack, error or event frame (no \"e\", \"result\", \"code\" or \"method\")".to_owned())
+}
+
+fn trade(doc: &Doc<'_>, fs: &Fields, sink: &mut Sink<'_>, agg: bool) -> PResult<()> {
+    let mut flags = 0u16;
+    if let Some(x) = fs.x {
+        let xv = str_field(doc, x, field("X"))?;
+        flags = match &*xv {
+            b"MARKET" => 0,
+            b"RPI" => flags::RPI,
+            b"INSURANCE_FUND" => flags::INSURANCE_FUND,
+            b"ADL" => flags::ADL,
+            b"NA" => flags::NON_TRADE,
+            other => {
+                return fail(format!(
+                    "execution type \"X\" {} is not MARKET, RPI, INSURANCE_FUND, ADL or NA",
+                    show(other)
+                ))
+            }
+        };
+    }
+    let m = need(fs.m, field("m"))?;
+    let side = match doc.kind(m) {
+        json::Kind::True => Side::Sell,
+        json::Kind::False => Side::Buy,
+        _ => return fail(format!("field \"m\" is {}, not a boolean", doc.kind_name(m))),
+    };
+    let ts_ns = time_ns(doc, need(fs.tt, field("T"))?, field("T"), 6)?;
+    let symbol = sink.text(doc, need(fs.s, field("s"))?, field("s"))?;
+    let (trade_id, seq) = if !agg {
+        let (r, n) = seq_id(sink.id(doc, need(fs.t, field("t"))?, field("t"))?, field("t"), sink)?;
+        (r, Some(n))
+    } else if let Some(a) = fs.a {
+        (sink.id(doc, a, field("a"))?.0, None)
+    } else {
+        let first = uint(doc, need(fs.f, field("a"))?, field("f"))?;
+        let last = uint(doc, need(fs.l, field("l"))?, field("l"))?;
+        let start = sink.arena.len();
+        push_u64(sink.arena, first);
+        sink.arena.push(b'-');
+        push_u64(sink.arena, last);
+        (sink.finish(start, field("a"))?, None)
+    };
+    let price = sink.decimal(doc, need(fs.p, field("p"))?, field("p"), true)?;
+    let qty = sink.decimal(doc, need(fs.q, field("q"))?, field("q"), false)?;
+    sink.push(ParsedTrade {
+        symbol,
+        trade_id,
+        price,
+        qty,
+        side,
+        ts_ns,
+        flags,
+        seq_first: seq,
+        seq_last: seq,
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+
+    const SPOT: &str = include_str!("../../../../tests/samples/binance_spot.jsonl");
+    const SPOT_TARDIS: &str = include_str!("../../../../tests/samples/binance_spot.tardis.jsonl");
+    const USDM: &str = include_str!("../../../../tests/samples/binance_usdm.jsonl");
+    const USDM_TARDIS: &str = include_str!("../../../../tests/samples/binance_usdm.tardis.jsonl");
+    const USDM_CONTROL: &str = include_str!("../../../../tests/samples/binance_usdm.control.jsonl");
+
+    fn line(text: &str, n: usize) -> &str {
+        lines(text).nth(n - 1).unwrap()
+    }
+
+    #[test]
+    fn every_sample_line_parses() {
+        let ctx = ParseContext::new();
+        assert_eq!(all_parse(Venue::BinanceSpot, SPOT, false, &ctx), 6);
+        assert_eq!(all_parse(Venue::BinanceSpot, SPOT_TARDIS, false, &ctx), 2);
+        assert_eq!(all_parse(Venue::BinanceUsdm, USDM, false, &ctx), 9);
+        assert_eq!(all_parse(Venue::BinanceUsdm, USDM_TARDIS, false, &ctx), 4);
+        assert_eq!(all_parse(Venue::BinanceUsdm, USDM_CONTROL, true, &ctx), 1);
+        assert_eq!(all_parse(Venue::BinanceSpot, USDM_CONTROL, true, &ctx), 1);
+    }
+
+    #[test]
+    fn spot_values() {
+        let ctx = ParseContext::new();
+        let v = Venue::BinanceSpot;
+        let out = parse_ok(v, line(SPOT, 3), &ctx);
+        assert_eq!(out.trades.len(), 1);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "BTCUSDT",
+                id: "5052328858",
+                price: "107407.88000000",
+                qty: "0.00024000",
+                side: Side::Sell,
+                ts_ns: 1_751_132_780_368_000_000,
+                flags: 0,
+                seq: Some((5052328858, 5052328858)),
+            },
+        );
+        // Raw payload (no wrapper), m=false: the buyer took.
+        let out = parse_ok(v, line(SPOT, 4), &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "SOLFDUSD",
+                id: "94442617",
+                price: "136.20000000",
+                qty: "0.06200000",
+                side: Side::Buy,
+                ts_ns: 1_718_713_969_545_000_000,
+                flags: 0,
+                seq: Some((94442617, 94442617)),
+            },
+        );
+        // Pre-2024 shape with b/a order ids: `a` is not the aggregate id here.
+        let out = parse_ok(v, line(SPOT, 5), &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "BTCUSDT",
+                id: "3370034463",
+                price: "43520.00000000",
+                qty: "0.00022000",
+                side: Side::Sell,
+                ts_ns: 1_705_085_312_568_000_000,
+                flags: 0,
+                seq: Some((3370034463, 3370034463)),
+            },
+        );
+        // aggTrade: id = a, no sequence.
+        let out = parse_ok(v, line(SPOT, 1), &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "NKNUSDT",
+                id: "15683430",
+                price: "0.35280000",
+                qty: "58.00000000",
+                side: Side::Buy,
+                ts_ns: 1_633_998_523_963_000_000,
+                flags: 0,
+                seq: None,
+            },
+        );
+        let out = parse_ok(v, line(SPOT_TARDIS, 2), &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "BNBBTC",
+                id: "60276726",
+                price: "0.00219650",
+                qty: "6.48000000",
+                side: Side::Sell,
+                ts_ns: 1_567_296_001_034_000_000,
+                flags: 0,
+                seq: Some((60276726, 60276726)),
+            },
+        );
+    }
+
+    #[test]
+    fn usdm_values_and_flags() {
+        let ctx = ParseContext::new();
+        let v = Venue::BinanceUsdm;
+        let out = parse_ok(v, line(USDM, 1), &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "BTCUSDT",
+                id: "8121136411",
+                price: "83680.00",
+                qty: "0.001",
+                side: Side::Sell,
+                ts_ns: 1_790_370_834_848_000_000,
+                flags: 0,
+                seq: Some((8121136411, 8121136411)),
+            },
+        );
+        let out = parse_ok(v, line(USDM, 2), &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "1000PEPEUSDT",
+                id: "2804511605",
+                price: "0.0044478",
+                qty: "10403",
+                side: Side::Buy,
+                ts_ns: 1_790_371_723_021_000_000,
+                flags: flags::RPI,
+                seq: Some((2804511605, 2804511605)),
+            },
+        );
+        let out = parse_ok(v, line(USDM, 3), &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "DOGEUSDT",
+                id: "3488255295",
+                price: "0",
+                qty: "0",
+                side: Side::Sell,
+                ts_ns: 1_790_371_725_748_000_000,
+                flags: flags::NON_TRADE,
+                seq: Some((3488255295, 3488255295)),
+            },
+        );
+        // NA id followed by the next MARKET id: the sequence stays whole.
+        let na = parse_ok(v, line(USDM, 6), &ctx);
+        let mkt = parse_ok(v, line(USDM, 7), &ctx);
+        assert_eq!(na.trades[0].flags, flags::NON_TRADE);
+        assert_eq!(na.trades[0].seq_last.unwrap() + 1, mkt.trades[0].seq_first.unwrap());
+        assert_trade(
+            &mkt,
+            v,
+            0,
+            &Want {
+                symbol: "BTCUSDT",
+                id: "7950493455",
+                price: "63884.20",
+                qty: "0.01",
+                side: Side::Sell,
+                ts_ns: 1_785_780_046_071_000_000,
+                flags: 0,
+                seq: Some((7950493455, 7950493455)),
+            },
+        );
+        // aggTrade with a = 3863267 and f..l = 15146241..15146244.
+        let out = parse_ok(v, line(USDM, 9), &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "GASUSDT",
+                id: "3863267",
+                price: "6.279000",
+                qty: "141.2",
+                side: Side::Buy,
+                ts_ns: 1_698_796_799_890_000_000,
+                flags: 0,
+                seq: None,
+            },
+        );
+        // 2019 aggTrade without `a`: id "<f>-<l>".
+        let out = parse_ok(v, line(USDM_TARDIS, 1), &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "BTCUSDT",
+                id: "181349-181349",
+                price: "10223.74",
+                qty: "0.236",
+                side: Side::Buy,
+                ts_ns: 1_568_693_103_463_000_000,
+                flags: 0,
+                seq: None,
+            },
+        );
+        let out = parse_ok(v, line(USDM_TARDIS, 3), &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "ETHUSDT",
+                id: "73701056",
+                price: "2366.55",
+                qty: "0.070",
+                side: Side::Sell,
+                ts_ns: 1_596_034_530_235_000_000,
+                flags: flags::INSURANCE_FUND,
+                seq: Some((73701056, 73701056)),
+            },
+        );
+    }
+
+    #[test]
+    fn control_frames() {
+        let ctx = ParseContext::new();
+        let v = Venue::BinanceUsdm;
+        let c = |f: &str| parse_ok(v, f, &ctx).control.unwrap();
+        assert_eq!(
+            c(r#"{"result":null,"id":1}"#),
+            Control::SubscribeAck {
+                detail: r#"{"result":null,"id":1}"#.into()
+            }
+        );
+        assert_eq!(c(r#"{"result":["btcusdt@trade"],"id":3}"#).kind(), "other");
+        assert_eq!(
+            c(r#"{"code":2,"msg":"Invalid request: unknown variant"}"#).kind(),
+            "error"
+        );
+        assert_eq!(
+            c(r#"{"error":{"code":2,"msg":"Invalid request"},"id":4}"#).kind(),
+            "error"
+        );
+        assert_eq!(
+            c(r#"{"e":"serverShutdown","E":1746671534000}"#).kind(),
+            "shutdown_notice"
+        );
+        assert_eq!(
+            c(r#"{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1746671534000}}"#).kind(),
+            "shutdown_notice"
+        );
+        assert_eq!(
+            c(r#"{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":1}"#).kind(),
+            "other"
+        );
+        assert_eq!(
+            c(r#"{"stream":"btcusdt@depth","data":{"e":"depthUpdate","E":1}}"#).kind(),
+            "other"
+        );
+        let mut out = ParsedFrame::new();
+        for bad in [
+            r#"{"stream":"btcusdt@trade","data":[1]}"#,
+            r#"{"stream":"btcusdt@trade","data":{"E":1}}"#,
+            r#"{"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1,"m":true,"X":"WEIRD"}"#,
+            r#"{"e":"trade","s":"BTCUSDT","t":-1,"p":"1","q":"1","T":1,"m":true}"#,
+            r#"{"e":"trade","s":"BTCUSDT","t":1.5,"p":"1","q":"1","T":1,"m":true}"#,
+            r#"{"e":"trade","s":"BTCUSDT","t":"0x1","p":"1","q":"1","T":1,"m":true}"#,
+            r#"{"e":"trade","s":"BTCUSDT","t":1,"p":1e-7,"q":"1","T":1,"m":true}"#,
+            r#"{"e":"trade","s":"BTCUSDT","t":1,"p":"1","q":"-1","T":1,"m":true}"#,
+            r#"{"e":"trade","s":"BTCUSDT","t":1,"p":"1","q":"1","T":1,"m":"true"}"#,
+            r#"{"e":"trade","s":"BTCUSDT","t":1,"p":"1","q":"1","T":92233720368548,"m":true}"#,
+            r#"{"e":"trade","s":"","t":1,"p":"1","q":"1","T":1,"m":true}"#,
+            r#"{"e":"trade","s":"BTCUSDT","t":1,"p":"1","q":"1","m":true}"#,
+            r#"{"e":1}"#,
+            r#"{"x":1}"#,
+        ] {
+            let r = parse_frame(v, bad.as_bytes(), &ctx, &mut out);
+            assert!(r.is_err(), "{bad}");
+            assert!(r.unwrap_err().0.starts_with("binance-usdm: "));
+        }
+        // A JSON number price is taken by its text.
+        let out = parse_ok(
+            v,
+            r#"{"e":"trade","s":"X","t":18446744073709551615,"p":12.50,"q":3,"T":0,"m":false}"#,
+            &ctx,
+        );
+        assert_eq!(out.trade(0, v, 0).price, b"12.50");
+        assert_eq!(out.trades[0].seq_first, Some(u64::MAX));
+    }
+
+    #[test]
+    fn duplicate_keys_take_the_last() {
+        let ctx = ParseContext::new();
+        let out = parse_ok(
+            Venue::BinanceSpot,
+            r#"{"e":"trade","s":"A","t":1,"t":2,"p":"1","q":"1","T":1,"m":true}"#,
+            &ctx,
+        );
+        assert_eq!(out.trade(0, Venue::BinanceSpot, 0).trade_id, b"2");
+    }
+
+    #[test]
+    fn buffers_are_reused() {
+        let ctx = ParseContext::new();
+        let mut out = ParsedFrame::new();
+        let f = line(USDM, 1).as_bytes();
+        parse_frame(Venue::BinanceUsdm, f, &ctx, &mut out).unwrap();
+        let (cap_a, cap_t) = (out.arena.capacity(), out.trades.capacity());
+        for _ in 0..1000 {
+            parse_frame(Venue::BinanceUsdm, f, &ctx, &mut out).unwrap();
+        }
+        assert_eq!((out.arena.capacity(), out.trades.capacity()), (cap_a, cap_t));
+    }
+
+    /// Throughput smoke test: `cargo test -p pumpwatch-core --release -- --ignored --nocapture throughput`.
+    #[test]
+    #[ignore = "timing only; meaningful in a release build"]
+    fn throughput() {
+        let ctx = ParseContext::new();
+        let mut out = ParsedFrame::new();
+        for (v, f) in [(Venue::BinanceUsdm, line(USDM, 1)), (Venue::BinanceSpot, line(SPOT, 4))] {
+            let n = 2_000_000u32;
+            let t = std::time::Instant::now();
+            let mut trades = 0usize;
+            for _ in 0..n {
+                parse_frame(v, std::hint::black_box(f.as_bytes()), &ctx, &mut out).unwrap();
+                trades += out.trades.len();
+            }
+            let dt = t.elapsed();
+            assert_eq!(trades, n as usize);
+            println!(
+                "{}: {:.0} ns/frame, {:.2} M frames/s",
+                v.id(),
+                dt.as_nanos() as f64 / f64::from(n),
+                f64::from(n) / dt.as_secs_f64() / 1e6
+            );
+        }
+    }
+
+    #[test]
+    fn mutations_never_panic() {
+        let ctx = ParseContext::new();
+        let mut n = 0;
+        for (v, text) in [
+            (Venue::BinanceSpot, SPOT),
+            (Venue::BinanceSpot, SPOT_TARDIS),
+            (Venue::BinanceUsdm, USDM),
+            (Venue::BinanceUsdm, USDM_TARDIS),
+            (Venue::BinanceUsdm, USDM_CONTROL),
+        ] {
+            n += mutate_all(v, text, &ctx);
+        }
+        assert!(n > 10_000, "{n}");
+    }
+}

@@ -1,0 +1,364 @@
+//! Bybit v5 spot and linear: `publicTrade.<SYMBOL>` pushes, several fills per frame.
+//!
+//! * each element of `data`: symbol `s`, id `i` (numeric string on spot, UUID on linear; text
+//!   kept), price `p`, qty `v`, time `T` (ms), side `S` (taker side), `BT` true -> BLOCK_TRADE,
+//!   `RPI` true -> RPI. No id sequence (`seq_first`/`seq_last` are `None`): spot ids have holes,
+//!   linear ids are UUIDs, and `seq` is shared by the fills of one match.
+//! * an empty `data` list and pushes of other topics are `Control::Other`.
+//! * control: `success:false` -> Error; `op` `ping`/`pong` or `ret_msg` `pong` -> Pong;
+//!   `op:"subscribe"` with `success:true` -> SubscribeAck; other ops and echoed requests -> Other.
+
+use super::json::Doc;
+use super::*;
+
+pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>) -> PResult<()> {
+    let root = root_object(doc)?;
+    let mut kb = [0u8; 32];
+    let (mut topic, mut data, mut success, mut op, mut ret_msg) = (None, None, None, None, None);
+    for (k, v) in doc.members(root) {
+        match doc.key(k, &mut kb) {
+            b"topic" => topic = Some(v),
+            b"data" => data = Some(v),
+            b"success" => success = Some(v),
+            b"op" => op = Some(v),
+            b"ret_msg" => ret_msg = Some(v),
+            _ => {}
+        }
+    }
+    if let Some(topic) = topic {
+        let t = str_field(doc, topic, field("topic"))?;
+        if !t.starts_with(b"publicTrade.") {
+            sink.other();
+            return Ok(());
+        }
+        let data = need(data, field("data"))?;
+        if doc.kind(data) != json::Kind::Arr {
+            return fail(format!(
+                "field \"data\" is {}, not an array of trades",
+                doc.kind_name(data)
+            ));
+        }
+        for (i, el) in doc.elements(data).enumerate() {
+            trade(doc, el, i, sink)?;
+        }
+        if sink.trades.is_empty() {
+            sink.other();
+        }
+        return Ok(());
+    }
+    if success.is_some() || op.is_some() {
+        let ok = match success {
+            None => None,
+            Some(s) => match doc.kind(s) {
+                json::Kind::True => Some(true),
+                json::Kind::False => Some(false),
+                _ => return fail(format!("field \"success\" is {}, not a boolean", doc.kind_name(s))),
+            },
+        };
+        let op = match op {
+            Some(o) => Some(str_field(doc, o, field("op"))?),
+            None => None,
+        };
+        let pong_msg = ret_msg.and_then(|r| doc.str_cow(r)).is_some_and(|m| &*m == b"pong");
+        if ok == Some(false) {
+            sink.set_control(|detail| Control::Error { detail });
+        } else if pong_msg || op.as_deref().is_some_and(|o| o == b"ping" || o == b"pong") {
+            sink.pong();
+        } else if ok == Some(true) && op.as_deref() == Some(b"subscribe") {
+            sink.set_control(|detail| Control::SubscribeAck { detail });
+        } else {
+            sink.other();
+        }
+        return Ok(());
+    }
+    fail("not a Bybit trade push or op response (no \"topic\", \"op\" or \"success\")".to_owned())
+}
+
+fn trade(doc: &Doc<'_>, obj: usize, i: usize, sink: &mut Sink<'_>) -> PResult<()> {
+    if doc.kind(obj) != json::Kind::Obj {
+        return fail(format!("trade {i} is {}, not an object", doc.kind_name(obj)));
+    }
+    let mut kb = [0u8; 32];
+    let (mut tt, mut s, mut side_v, mut v, mut p, mut id, mut bt, mut rpi) =
+        (None, None, None, None, None, None, None, None);
+    for (k, val) in doc.members(obj) {
+        match doc.key(k, &mut kb) {
+            b"T" => tt = Some(val),
+            b"s" => s = Some(val),
+            b"S" => side_v = Some(val),
+            b"v" => v = Some(val),
+            b"p" => p = Some(val),
+            b"i" => id = Some(val),
+            b"BT" => bt = Some(val),
+            b"RPI" => rpi = Some(val),
+            _ => {}
+        }
+    }
+    let mut flags = 0u16;
+    if flag(doc, bt, tfield("BT", i))? {
+        flags |= flags::BLOCK_TRADE;
+    }
+    if flag(doc, rpi, tfield("RPI", i))? {
+        flags |= flags::RPI;
+    }
+    let side = side(doc, need(side_v, tfield("S", i))?, tfield("S", i))?;
+    let ts_ns = time_ns(doc, need(tt, tfield("T", i))?, tfield("T", i), 6)?;
+    let symbol = sink.text(doc, need(s, tfield("s", i))?, tfield("s", i))?;
+    let (trade_id, _) = sink.id(doc, need(id, tfield("i", i))?, tfield("i", i))?;
+    let price = sink.decimal(doc, need(p, tfield("p", i))?, tfield("p", i), true)?;
+    let qty = sink.decimal(doc, need(v, tfield("v", i))?, tfield("v", i), false)?;
+    sink.push(ParsedTrade {
+        symbol,
+        trade_id,
+        price,
+        qty,
+        side,
+        ts_ns,
+        flags,
+        seq_first: None,
+        seq_last: None,
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+
+    const SPOT: &str = include_str!("../../../../tests/samples/bybit_spot.jsonl");
+    const SPOT_TARDIS: &str = include_str!("../../../../tests/samples/bybit_spot.tardis.jsonl");
+    const SPOT_CONTROL: &str = include_str!("../../../../tests/samples/bybit_spot.control.jsonl");
+    const LINEAR: &str = include_str!("../../../../tests/samples/bybit_linear.jsonl");
+    const LINEAR_TARDIS: &str = include_str!("../../../../tests/samples/bybit_linear.tardis.jsonl");
+    const LINEAR_CONTROL: &str = include_str!("../../../../tests/samples/bybit_linear.control.jsonl");
+
+    fn line(text: &str, n: usize) -> &str {
+        lines(text).nth(n - 1).unwrap()
+    }
+
+    #[test]
+    fn every_sample_line_parses() {
+        let ctx = ParseContext::new();
+        assert_eq!(all_parse(Venue::BybitSpot, SPOT, false, &ctx), 5);
+        assert_eq!(all_parse(Venue::BybitSpot, SPOT_TARDIS, false, &ctx), 2);
+        assert_eq!(all_parse(Venue::BybitSpot, SPOT_CONTROL, true, &ctx), 2);
+        assert_eq!(all_parse(Venue::BybitLinear, LINEAR, false, &ctx), 10);
+        assert_eq!(all_parse(Venue::BybitLinear, LINEAR_TARDIS, false, &ctx), 2);
+        assert_eq!(all_parse(Venue::BybitLinear, LINEAR_CONTROL, true, &ctx), 2);
+    }
+
+    #[test]
+    fn spot_values() {
+        let ctx = ParseContext::new();
+        let v = Venue::BybitSpot;
+        let out = parse_ok(v, line(SPOT, 2), &ctx);
+        assert_eq!(out.trades.len(), 1);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "BTCUSDT",
+                id: "2290000001189048101",
+                price: "65140.5",
+                qty: "0.002705",
+                side: Side::Buy,
+                ts_ns: 1_786_310_822_605_000_000,
+                flags: 0,
+                seq: None,
+            },
+        );
+        let out = parse_ok(v, line(SPOT, 4), &ctx);
+        assert_eq!(out.trades.len(), 2);
+        assert_trade(
+            &out,
+            v,
+            1,
+            &Want {
+                symbol: "ETHUSDT",
+                id: "2280000001739247421",
+                price: "1923.29",
+                qty: "0.00032",
+                side: Side::Buy,
+                ts_ns: 1_786_310_826_369_000_000,
+                flags: 0,
+                seq: None,
+            },
+        );
+        let out = parse_ok(v, line(SPOT, 1), &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "ETHUSDT",
+                id: "2280000001739247417",
+                price: "1923.28",
+                qty: "0.04537",
+                side: Side::Sell,
+                ts_ns: 1_786_310_821_917_000_000,
+                flags: 0,
+                seq: None,
+            },
+        );
+        let out = parse_ok(v, line(SPOT_TARDIS, 1), &ctx);
+        assert_eq!(out.trades.len(), 4);
+        assert_trade(
+            &out,
+            v,
+            3,
+            &Want {
+                symbol: "BTCUSDT",
+                id: "2290000000050703792",
+                price: "28165.38",
+                qty: "0.055371",
+                side: Side::Sell,
+                ts_ns: 1_680_652_847_524_000_000,
+                flags: 0,
+                seq: None,
+            },
+        );
+    }
+
+    #[test]
+    fn linear_values() {
+        let ctx = ParseContext::new();
+        let v = Venue::BybitLinear;
+        let out = parse_ok(v, line(LINEAR, 2), &ctx);
+        assert_eq!(out.trades.len(), 5);
+        assert_trade(
+            &out,
+            v,
+            1,
+            &Want {
+                symbol: "ETHUSDT",
+                id: "4d4ad26c-901f-5146-adc0-1db29b6b9ab6",
+                price: "1922.50",
+                qty: "1.30",
+                side: Side::Buy,
+                ts_ns: 1_786_310_820_346_000_000,
+                flags: 0,
+                seq: None,
+            },
+        );
+        assert_trade(
+            &out,
+            v,
+            4,
+            &Want {
+                symbol: "ETHUSDT",
+                id: "3f8f151c-8889-5f3a-84c1-9582dd71695b",
+                price: "1922.50",
+                qty: "0.16",
+                side: Side::Buy,
+                ts_ns: 1_786_310_820_346_000_000,
+                flags: 0,
+                seq: None,
+            },
+        );
+        let out = parse_ok(v, line(LINEAR, 6), &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "SOLUSDT",
+                id: "4b0832c3-70e8-5f68-a914-c53f304f507c",
+                price: "77.300",
+                qty: "5.1",
+                side: Side::Sell,
+                ts_ns: 1_786_310_821_322_000_000,
+                flags: 0,
+                seq: None,
+            },
+        );
+        let out = parse_ok(v, line(LINEAR_TARDIS, 1), &ctx);
+        assert_eq!(out.trades.len(), 3);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "BTCUSD",
+                id: "0cbf2330-952d-5d03-a462-4bf826c867af",
+                price: "28560.50",
+                qty: "5823",
+                side: Side::Buy,
+                ts_ns: 1_680_673_823_564_000_000,
+                flags: 0,
+                seq: None,
+            },
+        );
+    }
+
+    #[test]
+    fn flags_and_control() {
+        let ctx = ParseContext::new();
+        let v = Venue::BybitLinear;
+        let f = r#"{"topic":"publicTrade.BTCUSDT","type":"snapshot","ts":1,"data":[{"T":1,"s":"BTCUSDT","S":"Sell","v":"5","p":"1.0","i":"x","BT":true,"RPI":true}]}"#;
+        let out = parse_ok(v, f, &ctx);
+        assert_eq!(out.trades[0].flags, flags::BLOCK_TRADE | flags::RPI);
+        let c = |f: &str| parse_ok(v, f, &ctx).control.unwrap();
+        assert_eq!(c(line(LINEAR_CONTROL, 2)).kind(), "subscribe_ack");
+        assert_eq!(c(line(SPOT_CONTROL, 2)).kind(), "subscribe_ack");
+        assert_eq!(c(line(SPOT_CONTROL, 1)).kind(), "other");
+        assert_eq!(
+            c(r#"{"success":true,"ret_msg":"pong","conn_id":"0970e817-426e-429a-a679-ff7f55e0b16a","op":"ping"}"#),
+            Control::Pong
+        );
+        assert_eq!(
+            c(r#"{"req_id":"1","op":"pong","args":["1675418560633"],"conn_id":"x"}"#),
+            Control::Pong
+        );
+        assert_eq!(
+            c(r#"{"success":false,"ret_msg":"error:handler not found","conn_id":"x","req_id":"","op":"subscribe"}"#)
+                .kind(),
+            "error"
+        );
+        assert_eq!(
+            c(r#"{"success":true,"ret_msg":"","conn_id":"x","op":"unsubscribe"}"#).kind(),
+            "other"
+        );
+        assert_eq!(
+            c(r#"{"topic":"orderbook.1.BTCUSDT","type":"snapshot","data":{}}"#).kind(),
+            "other"
+        );
+        assert_eq!(
+            c(r#"{"topic":"publicTrade.BTCUSDT","type":"snapshot","ts":1,"data":[]}"#).kind(),
+            "other"
+        );
+        let mut out = ParsedFrame::new();
+        for bad in [
+            r#"{"topic":"publicTrade.BTCUSDT","data":{}}"#,
+            r#"{"topic":"publicTrade.BTCUSDT"}"#,
+            r#"{"topic":"publicTrade.BTCUSDT","data":[{"T":1,"s":"A","S":"Up","v":"5","p":"1","i":"x"}]}"#,
+            r#"{"topic":"publicTrade.BTCUSDT","data":[{"T":1,"s":"A","S":"Buy","v":"5","p":"1","i":"x","BT":"no"}]}"#,
+            r#"{"topic":"publicTrade.BTCUSDT","data":[{"T":1,"s":"A","S":"Buy","v":"5","p":"1"}]}"#,
+            r#"{"topic":"publicTrade.BTCUSDT","data":[{"T":1,"s":"A","S":"Buy","v":"5","p":"1","i":"x"},3]}"#,
+            r#"{"success":"yes","op":"subscribe"}"#,
+            r#"{"ret_msg":"pong"}"#,
+        ] {
+            assert!(parse_frame(v, bad.as_bytes(), &ctx, &mut out).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn mutations_never_panic() {
+        let ctx = ParseContext::new();
+        let mut n = 0;
+        for (v, text) in [
+            (Venue::BybitSpot, SPOT),
+            (Venue::BybitSpot, SPOT_TARDIS),
+            (Venue::BybitSpot, SPOT_CONTROL),
+            (Venue::BybitLinear, LINEAR_TARDIS),
+            (Venue::BybitLinear, LINEAR_CONTROL),
+        ] {
+            n += mutate_all(v, text, &ctx);
+        }
+        // The long linear file: the first three lines (one and several fills).
+        let head: String = lines(LINEAR).take(3).collect::<Vec<_>>().join("\n");
+        n += mutate_all(Venue::BybitLinear, &head, &ctx);
+        assert!(n > 10_000, "{n}");
+    }
+}

@@ -1,0 +1,520 @@
+//! Gate v4 spot (`spot.trades`) and USDT futures (`futures.trades`) `update` pushes.
+//!
+//! Spot (`result` is one object; an array of them is accepted too):
+//! * symbol `currency_pair`, price `price`, qty `amount`, side `side` (taker).
+//! * id: `id_market` when present (per-market consecutive, equals REST `sequence_id`), else `id`
+//!   (pre-2025 frames: an all-market id, so no sequence).
+//! * sequence: `range` `"start-end"` when present, else `id_market..=id_market`, else none.
+//! * time: `create_time_ms` (ms, string with a fraction such as `"1606292218213.4578"`, converted
+//!   exactly), else `create_time` (s).
+//!
+//! Futures (`result` is an array):
+//! * symbol `contract`, id `id` (sequence `id..=id`), price `price`; `size` is signed contracts
+//!   (integer, or a decimal string with `X-Gate-Size-Decimal`): positive = taker buy, negative =
+//!   taker sell, qty = its absolute value's text; a zero size is an error (no side).
+//! * `is_internal: true` (insurance fund / ADL takeover) -> INTERNAL.
+//! * time: `create_time_ms` (ms), else `create_time` (s).
+//!
+//! Both: an empty `result` and pushes of other channels are `Control::Other`. Control: a
+//! `*.pong` channel -> Pong; a non-null `error` -> Error; `event:"subscribe"` with
+//! `result.status == "success"` -> SubscribeAck (another status -> Error; no `result`: the echoed
+//! request -> Other); any other event (`unsubscribe`) -> Other.
+
+use super::json::Doc;
+use super::*;
+
+pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>, futures: bool) -> PResult<()> {
+    let root = root_object(doc)?;
+    let mut kb = [0u8; 32];
+    let (mut channel, mut event, mut result, mut error) = (None, None, None, None);
+    for (k, v) in doc.members(root) {
+        match doc.key(k, &mut kb) {
+            b"channel" => channel = Some(v),
+            b"event" => event = Some(v),
+            b"result" => result = Some(v),
+            b"error" => error = Some(v),
+            _ => {}
+        }
+    }
+    let channel = str_field(doc, need(channel, field("channel"))?, field("channel"))?;
+    if channel.ends_with(b".pong") {
+        sink.pong();
+        return Ok(());
+    }
+    if error.is_some_and(|e| !doc.is_null(e)) {
+        sink.set_control(|detail| Control::Error { detail });
+        return Ok(());
+    }
+    let event = str_field(doc, need(event, field("event"))?, field("event"))?;
+    match &*event {
+        b"subscribe" => {
+            match result.filter(|r| !doc.is_null(*r)) {
+                None => sink.other(),
+                Some(r) => {
+                    let mut status = None;
+                    for (k, v) in doc.members(r) {
+                        if doc.key(k, &mut kb) == b"status" {
+                            status = Some(v);
+                        }
+                    }
+                    if status.and_then(|s| doc.str_cow(s)).is_some_and(|s| &*s == b"success") {
+                        sink.set_control(|detail| Control::SubscribeAck { detail });
+                    } else {
+                        sink.set_control(|detail| Control::Error { detail });
+                    }
+                }
+            }
+            Ok(())
+        }
+        b"update" | b"all" => {
+            let want: &[u8] = if futures { b"futures.trades" } else { b"spot.trades" };
+            if &*channel != want {
+                sink.other();
+                return Ok(());
+            }
+            let result = need(result, field("result"))?;
+            match doc.kind(result) {
+                json::Kind::Obj => one(doc, result, 0, sink, futures)?,
+                json::Kind::Arr => {
+                    for (i, el) in doc.elements(result).enumerate() {
+                        if doc.kind(el) != json::Kind::Obj {
+                            return fail(format!("trade {i} is {}, not an object", doc.kind_name(el)));
+                        }
+                        one(doc, el, i, sink, futures)?;
+                    }
+                }
+                _ => {
+                    return fail(format!(
+                        "field \"result\" is {}, not a trade object or array",
+                        doc.kind_name(result)
+                    ))
+                }
+            }
+            if sink.trades.is_empty() {
+                sink.other();
+            }
+            Ok(())
+        }
+        _ => {
+            sink.other();
+            Ok(())
+        }
+    }
+}
+
+fn one(doc: &Doc<'_>, obj: usize, i: usize, sink: &mut Sink<'_>, futures: bool) -> PResult<()> {
+    if futures {
+        futures_trade(doc, obj, i, sink)
+    } else {
+        spot_trade(doc, obj, i, sink)
+    }
+}
+
+fn trade_time(doc: &Doc<'_>, ms: Option<usize>, s: Option<usize>, i: usize) -> PResult<i64> {
+    match (ms, s) {
+        (Some(v), _) if !doc.is_null(v) => time_ns(doc, v, tfield("create_time_ms", i), 6),
+        (_, Some(v)) => time_ns(doc, v, tfield("create_time", i), 9),
+        _ => fail(format!(
+            "{} and \"create_time\" are missing",
+            tfield("create_time_ms", i)
+        )),
+    }
+}
+
+/// Parses `"start-end"` into two u64 with start <= end.
+fn parse_range(text: &[u8]) -> Option<(u64, u64)> {
+    let dash = text.iter().position(|&b| b == b'-')?;
+    let a = parse_u64(text.get(..dash)?)?;
+    let b = parse_u64(text.get(dash + 1..)?)?;
+    (a <= b).then_some((a, b))
+}
+
+fn spot_trade(doc: &Doc<'_>, obj: usize, i: usize, sink: &mut Sink<'_>) -> PResult<()> {
+    let mut kb = [0u8; 32];
+    let (mut id, mut id_market, mut ct, mut ct_ms, mut side_v, mut pair, mut amount, mut price, mut range) =
+        (None, None, None, None, None, None, None, None, None);
+    for (k, v) in doc.members(obj) {
+        match doc.key(k, &mut kb) {
+            b"id" => id = Some(v),
+            b"id_market" => id_market = Some(v),
+            b"create_time" => ct = Some(v),
+            b"create_time_ms" => ct_ms = Some(v),
+            b"side" => side_v = Some(v),
+            b"currency_pair" => pair = Some(v),
+            b"amount" => amount = Some(v),
+            b"price" => price = Some(v),
+            b"range" => range = Some(v),
+            _ => {}
+        }
+    }
+    let side = side(doc, need(side_v, tfield("side", i))?, tfield("side", i))?;
+    let ts_ns = trade_time(doc, ct_ms, ct, i)?;
+    let range = match range.filter(|r| !doc.is_null(*r)) {
+        None => None,
+        Some(r) => {
+            let text = str_field(doc, r, tfield("range", i))?;
+            match parse_range(&text) {
+                Some(ab) => Some(ab),
+                None => {
+                    return fail(format!(
+                        "{} {} is not \"start-end\" with start <= end",
+                        tfield("range", i),
+                        show(&text)
+                    ));
+                }
+            }
+        }
+    };
+    let symbol = sink.text(doc, need(pair, tfield("currency_pair", i))?, tfield("currency_pair", i))?;
+    let (trade_id, seq) = match id_market.filter(|v| !doc.is_null(*v)) {
+        Some(m) => {
+            let f = tfield("id_market", i);
+            let (r, n) = seq_id(sink.id(doc, m, f)?, f, sink)?;
+            (r, Some(range.unwrap_or((n, n))))
+        }
+        None => {
+            let (r, _) = sink.id(doc, need(id, tfield("id", i))?, tfield("id", i))?;
+            (r, range)
+        }
+    };
+    let price = sink.decimal(doc, need(price, tfield("price", i))?, tfield("price", i), true)?;
+    let qty = sink.decimal(doc, need(amount, tfield("amount", i))?, tfield("amount", i), false)?;
+    sink.push(ParsedTrade {
+        symbol,
+        trade_id,
+        price,
+        qty,
+        side,
+        ts_ns,
+        flags: 0,
+        seq_first: seq.map(|s| s.0),
+        seq_last: seq.map(|s| s.1),
+    });
+    Ok(())
+}
+
+fn futures_trade(doc: &Doc<'_>, obj: usize, i: usize, sink: &mut Sink<'_>) -> PResult<()> {
+    let mut kb = [0u8; 32];
+    let (mut id, mut size, mut ct, mut ct_ms, mut price, mut contract, mut internal) =
+        (None, None, None, None, None, None, None);
+    for (k, v) in doc.members(obj) {
+        match doc.key(k, &mut kb) {
+            b"id" => id = Some(v),
+            b"size" => size = Some(v),
+            b"create_time" => ct = Some(v),
+            b"create_time_ms" => ct_ms = Some(v),
+            b"price" => price = Some(v),
+            b"contract" => contract = Some(v),
+            b"is_internal" => internal = Some(v),
+            _ => {}
+        }
+    }
+    let flags = if flag(doc, internal, tfield("is_internal", i))? {
+        flags::INTERNAL
+    } else {
+        0
+    };
+    let ts_ns = trade_time(doc, ct_ms, ct, i)?;
+    let symbol = sink.text(doc, need(contract, tfield("contract", i))?, tfield("contract", i))?;
+    let f = tfield("id", i);
+    let (trade_id, n) = seq_id(sink.id(doc, need(id, f)?, f)?, f, sink)?;
+    let price = sink.decimal(doc, need(price, tfield("price", i))?, tfield("price", i), true)?;
+    // Signed size: the sign is the taker side, the absolute value the quantity.
+    let f = tfield("size", i);
+    let full = sink.decimal(doc, need(size, f)?, f, true)?;
+    let text = sink.arena.get(full.start as usize..full.end as usize).unwrap_or(&[]);
+    let negative = text.first() == Some(&b'-');
+    if !text.iter().any(|&b| (b'1'..=b'9').contains(&b)) {
+        return fail(format!("{f} {} is zero: no taker side", show(text)));
+    }
+    let qty = if negative { full.start + 1..full.end } else { full };
+    let side = if negative { Side::Sell } else { Side::Buy };
+    sink.push(ParsedTrade {
+        symbol,
+        trade_id,
+        price,
+        qty,
+        side,
+        ts_ns,
+        flags,
+        seq_first: Some(n),
+        seq_last: Some(n),
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+
+    const SPOT: &str = include_str!("../../../../tests/samples/gateio_spot.jsonl");
+    const SPOT_TARDIS: &str = include_str!("../../../../tests/samples/gateio_spot.tardis.jsonl");
+    const SPOT_CONTROL: &str = include_str!("../../../../tests/samples/gateio_spot.control.jsonl");
+    const FUT: &str = include_str!("../../../../tests/samples/gateio_futures.jsonl");
+    const FUT_TARDIS: &str = include_str!("../../../../tests/samples/gateio_futures.tardis.jsonl");
+    const FUT_CONTROL: &str = include_str!("../../../../tests/samples/gateio_futures.control.jsonl");
+
+    fn line(text: &str, n: usize) -> &str {
+        lines(text).nth(n - 1).unwrap()
+    }
+
+    #[test]
+    fn every_sample_line_parses() {
+        let ctx = ParseContext::new();
+        assert_eq!(all_parse(Venue::GateSpot, SPOT, false, &ctx), 4);
+        assert_eq!(all_parse(Venue::GateSpot, SPOT_TARDIS, false, &ctx), 1);
+        assert_eq!(all_parse(Venue::GateSpot, SPOT_CONTROL, true, &ctx), 3);
+        assert_eq!(all_parse(Venue::GateFutures, FUT, false, &ctx), 1);
+        assert_eq!(all_parse(Venue::GateFutures, FUT_TARDIS, false, &ctx), 3);
+        assert_eq!(all_parse(Venue::GateFutures, FUT_CONTROL, true, &ctx), 2);
+    }
+
+    #[test]
+    fn spot_values() {
+        let ctx = ParseContext::new();
+        let v = Venue::GateSpot;
+        let out = parse_ok(v, line(SPOT, 1), &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "DIS_USDT",
+                id: "816995772",
+                price: "121.5800000000",
+                qty: "0.2010000000",
+                side: Side::Sell,
+                ts_ns: 1_619_093_543_708_264_200,
+                flags: 0,
+                seq: None,
+            },
+        );
+        let out = parse_ok(v, line(SPOT, 2), &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "NEO_BTC",
+                id: "816995970",
+                price: "0.0018735000",
+                qty: "0.5000000000",
+                side: Side::Buy,
+                ts_ns: 1_619_093_546_958_116_000,
+                flags: 0,
+                seq: None,
+            },
+        );
+        let out = parse_ok(v, line(SPOT, 4), &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "BTC_USDT",
+                id: "217831625",
+                price: "77474",
+                qty: "0.000021",
+                side: Side::Sell,
+                ts_ns: 1_788_336_082_402_208_000,
+                flags: 0,
+                seq: Some((217831625, 217831625)),
+            },
+        );
+        let out = parse_ok(v, line(SPOT_TARDIS, 1), &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "TLOS_BTC",
+                id: "5541729598",
+                price: "0.00000644",
+                qty: "89.238",
+                side: Side::Buy,
+                ts_ns: 1_682_689_046_123_000_000,
+                flags: 0,
+                seq: None,
+            },
+        );
+        // The documentation's example: a range of several fills.
+        let f = r#"{"time":1606292218,"time_ms":1606292218231,"channel":"spot.trades","event":"update","result":{"id":309143071,"id_market":2390904,"create_time":1606292218,"create_time_ms":"1606292218213.4578","side":"sell","currency_pair":"GT_USDT","amount":"16.4700000000","price":"0.4705000000","range":"2390902-2390904"}}"#;
+        let out = parse_ok(v, f, &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "GT_USDT",
+                id: "2390904",
+                price: "0.4705000000",
+                qty: "16.4700000000",
+                side: Side::Sell,
+                ts_ns: 1_606_292_218_213_457_800,
+                flags: 0,
+                seq: Some((2390902, 2390904)),
+            },
+        );
+    }
+
+    #[test]
+    fn futures_values() {
+        let ctx = ParseContext::new();
+        let v = Venue::GateFutures;
+        let out = parse_ok(v, line(FUT, 1), &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "BTC_USDT",
+                id: "825348721",
+                price: "76520",
+                qty: "2",
+                side: Side::Sell,
+                ts_ns: 1_788_347_173_767_000_000,
+                flags: 0,
+                seq: Some((825348721, 825348721)),
+            },
+        );
+        // No create_time_ms: seconds.
+        let out = parse_ok(v, line(FUT_TARDIS, 1), &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "COMP_USDT",
+                id: "31615",
+                price: "217.2",
+                qty: "1",
+                side: Side::Buy,
+                ts_ns: 1_593_561_616_000_000_000,
+                flags: 0,
+                seq: Some((31615, 31615)),
+            },
+        );
+        let out = parse_ok(v, line(FUT_TARDIS, 3), &ctx);
+        assert_eq!(out.trades.len(), 3);
+        assert_trade(
+            &out,
+            v,
+            1,
+            &Want {
+                symbol: "BTC_USDT",
+                id: "13654527",
+                price: "45300",
+                qty: "2000",
+                side: Side::Buy,
+                ts_ns: 1_614_556_850_860_000_000,
+                flags: 0,
+                seq: Some((13654527, 13654527)),
+            },
+        );
+        // Decimal size string (X-Gate-Size-Decimal) and is_internal.
+        let f = r#"{"time":1,"channel":"futures.trades","event":"update","result":[{"id":7,"size":"-0.25","create_time":1,"create_time_ms":1700000000123,"price":"100.5","contract":"ETH_USDT","is_internal":true}]}"#;
+        let out = parse_ok(v, f, &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "ETH_USDT",
+                id: "7",
+                price: "100.5",
+                qty: "0.25",
+                side: Side::Sell,
+                ts_ns: 1_700_000_000_123_000_000,
+                flags: flags::INTERNAL,
+                seq: Some((7, 7)),
+            },
+        );
+    }
+
+    #[test]
+    fn control_frames() {
+        let ctx = ParseContext::new();
+        let c = |v: Venue, f: &str| parse_ok(v, f, &ctx).control.unwrap();
+        assert_eq!(c(Venue::GateSpot, line(SPOT_CONTROL, 1)).kind(), "other");
+        assert_eq!(c(Venue::GateSpot, line(SPOT_CONTROL, 2)).kind(), "subscribe_ack");
+        assert_eq!(c(Venue::GateSpot, line(SPOT_CONTROL, 3)).kind(), "subscribe_ack");
+        assert_eq!(c(Venue::GateFutures, line(FUT_CONTROL, 2)).kind(), "subscribe_ack");
+        assert_eq!(
+            c(
+                Venue::GateSpot,
+                r#"{"time":1,"channel":"spot.pong","event":"","error":null,"result":null}"#
+            ),
+            Control::Pong
+        );
+        assert_eq!(
+            c(
+                Venue::GateFutures,
+                r#"{"time":1,"channel":"futures.pong","event":"","error":null,"result":null}"#
+            ),
+            Control::Pong
+        );
+        assert_eq!(
+            c(Venue::GateSpot, r#"{"time":1,"channel":"spot.trades","event":"subscribe","error":{"code":2,"message":"unknown currency pair GT_USD"},"result":null}"#).kind(),
+            "error"
+        );
+        assert_eq!(
+            c(
+                Venue::GateSpot,
+                r#"{"time":1,"channel":"spot.trades","event":"unsubscribe","result":{"status":"success"}}"#
+            )
+            .kind(),
+            "other"
+        );
+        assert_eq!(
+            c(
+                Venue::GateFutures,
+                r#"{"time":1,"channel":"futures.trades","event":"update","result":[]}"#
+            )
+            .kind(),
+            "other"
+        );
+        assert_eq!(c(Venue::GateFutures, line(SPOT, 1)).kind(), "other");
+        let mut o = ParsedFrame::new();
+        for bad in [
+            r#"{"time":1,"event":"update","result":[]}"#,
+            r#"{"time":1,"channel":"futures.trades","event":"update","result":[{"id":7,"size":0,"create_time":1,"price":"1","contract":"A"}]}"#,
+            r#"{"time":1,"channel":"futures.trades","event":"update","result":[{"id":7,"size":1.5e3,"create_time":1,"price":"1","contract":"A"}]}"#,
+            r#"{"time":1,"channel":"futures.trades","event":"update","result":[{"id":"x","size":1,"create_time":1,"price":"1","contract":"A"}]}"#,
+            r#"{"time":1,"channel":"futures.trades","event":"update","result":[{"id":7,"size":1,"price":"1","contract":"A"}]}"#,
+            r#"{"time":1,"channel":"futures.trades","event":"update","result":"x"}"#,
+        ] {
+            assert!(
+                parse_frame(Venue::GateFutures, bad.as_bytes(), &ctx, &mut o).is_err(),
+                "{bad}"
+            );
+        }
+        for bad in [
+            r#"{"time":1,"channel":"spot.trades","event":"update","result":{"id":1,"id_market":5,"create_time_ms":"1.5","side":"buy","currency_pair":"A","amount":"1","price":"1","range":"6-5"}}"#,
+            r#"{"time":1,"channel":"spot.trades","event":"update","result":{"id":1,"id_market":5,"create_time_ms":"1.5","side":"buy","currency_pair":"A","amount":"1","price":"1","range":"5"}}"#,
+            r#"{"time":1,"channel":"spot.trades","event":"update","result":{"id":1,"create_time_ms":"1.5.5","side":"buy","currency_pair":"A","amount":"1","price":"1"}}"#,
+        ] {
+            assert!(
+                parse_frame(Venue::GateSpot, bad.as_bytes(), &ctx, &mut o).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn mutations_never_panic() {
+        let ctx = ParseContext::new();
+        let mut n = 0;
+        for (v, text) in [
+            (Venue::GateSpot, SPOT),
+            (Venue::GateSpot, SPOT_TARDIS),
+            (Venue::GateSpot, SPOT_CONTROL),
+            (Venue::GateFutures, FUT),
+            (Venue::GateFutures, FUT_TARDIS),
+            (Venue::GateFutures, FUT_CONTROL),
+        ] {
+            n += mutate_all(v, text, &ctx);
+        }
+        assert!(n > 10_000, "{n}");
+    }
+}

@@ -1,0 +1,291 @@
+//! KuCoin spot (`/market/match:<SYMBOL>`, subject `trade.l3match`) and futures
+//! (`/contractMarket/execution:<SYMBOL>`, subject `match`). One trade per message.
+//!
+//! * `data`: symbol `symbol`, id `tradeId` (24-hex ObjectId or numeric; text kept), price `price`
+//!   (string, or a JSON number in some futures frames), qty `size` (string on spot, integer
+//!   contracts on futures), side `side` (taker), time in ns: `ts` (futures, integer > 2^53, taken
+//!   from its text) or else `time` (spot, string). No id sequence (`sequence` skips values).
+//! * control: `type` `welcome` -> Welcome, `ack` -> SubscribeAck, `pong` -> Pong, `error` ->
+//!   Error; `message` pushes of other topics, any other type, and echoed requests -> Other.
+
+use super::json::Doc;
+use super::*;
+
+pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>) -> PResult<()> {
+    let root = root_object(doc)?;
+    let mut kb = [0u8; 32];
+    let (mut ty, mut topic, mut data) = (None, None, None);
+    for (k, v) in doc.members(root) {
+        match doc.key(k, &mut kb) {
+            b"type" => ty = Some(v),
+            b"topic" => topic = Some(v),
+            b"data" => data = Some(v),
+            _ => {}
+        }
+    }
+    let ty = str_field(doc, need(ty, field("type"))?, field("type"))?;
+    match &*ty {
+        b"message" => {
+            let topic = str_field(doc, need(topic, field("topic"))?, field("topic"))?;
+            if topic.starts_with(b"/market/match:") || topic.starts_with(b"/contractMarket/execution:") {
+                let data = object(doc, need(data, field("data"))?, field("data"))?;
+                trade(doc, data, sink)
+            } else {
+                sink.other();
+                Ok(())
+            }
+        }
+        b"welcome" => {
+            sink.welcome();
+            Ok(())
+        }
+        b"ack" => {
+            sink.set_control(|detail| Control::SubscribeAck { detail });
+            Ok(())
+        }
+        b"pong" => {
+            sink.pong();
+            Ok(())
+        }
+        b"error" => {
+            sink.set_control(|detail| Control::Error { detail });
+            Ok(())
+        }
+        _ => {
+            sink.other();
+            Ok(())
+        }
+    }
+}
+
+fn trade(doc: &Doc<'_>, obj: usize, sink: &mut Sink<'_>) -> PResult<()> {
+    let mut kb = [0u8; 32];
+    let (mut sym, mut id, mut price, mut size, mut side_v, mut ts, mut time) =
+        (None, None, None, None, None, None, None);
+    for (k, v) in doc.members(obj) {
+        match doc.key(k, &mut kb) {
+            b"symbol" => sym = Some(v),
+            b"tradeId" => id = Some(v),
+            b"price" => price = Some(v),
+            b"size" => size = Some(v),
+            b"side" => side_v = Some(v),
+            b"ts" => ts = Some(v),
+            b"time" => time = Some(v),
+            _ => {}
+        }
+    }
+    let side = side(doc, need(side_v, field("side"))?, field("side"))?;
+    let ts_ns = match (ts, time) {
+        (Some(v), _) => time_ns(doc, v, field("ts"), 0)?,
+        (None, Some(v)) => time_ns(doc, v, field("time"), 0)?,
+        (None, None) => return fail("field \"ts\" (futures) or \"time\" (spot) is missing".to_owned()),
+    };
+    let symbol = sink.text(doc, need(sym, field("symbol"))?, field("symbol"))?;
+    let (trade_id, _) = sink.id(doc, need(id, field("tradeId"))?, field("tradeId"))?;
+    let price = sink.decimal(doc, need(price, field("price"))?, field("price"), true)?;
+    let qty = sink.decimal(doc, need(size, field("size"))?, field("size"), false)?;
+    sink.push(ParsedTrade {
+        symbol,
+        trade_id,
+        price,
+        qty,
+        side,
+        ts_ns,
+        flags: 0,
+        seq_first: None,
+        seq_last: None,
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+
+    const SPOT: &str = include_str!("../../../../tests/samples/kucoin_spot.jsonl");
+    const SPOT_TARDIS: &str = include_str!("../../../../tests/samples/kucoin_spot.tardis.jsonl");
+    const SPOT_CONTROL: &str = include_str!("../../../../tests/samples/kucoin_spot.control.jsonl");
+    const FUT: &str = include_str!("../../../../tests/samples/kucoin_futures.jsonl");
+    const FUT_TARDIS: &str = include_str!("../../../../tests/samples/kucoin_futures.tardis.jsonl");
+
+    fn line(text: &str, n: usize) -> &str {
+        lines(text).nth(n - 1).unwrap()
+    }
+
+    #[test]
+    fn every_sample_line_parses() {
+        let ctx = ParseContext::new();
+        assert_eq!(all_parse(Venue::KucoinSpot, SPOT, false, &ctx), 5);
+        assert_eq!(all_parse(Venue::KucoinSpot, SPOT_TARDIS, false, &ctx), 3);
+        assert_eq!(all_parse(Venue::KucoinSpot, SPOT_CONTROL, true, &ctx), 3);
+        assert_eq!(all_parse(Venue::KucoinFutures, SPOT_CONTROL, true, &ctx), 3);
+        assert_eq!(all_parse(Venue::KucoinFutures, FUT, false, &ctx), 2);
+        assert_eq!(all_parse(Venue::KucoinFutures, FUT_TARDIS, false, &ctx), 2);
+    }
+
+    #[test]
+    fn spot_values() {
+        let ctx = ParseContext::new();
+        let v = Venue::KucoinSpot;
+        let out = parse_ok(v, line(SPOT, 1), &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "DAPPT-BTC",
+                id: "6085c09769bc506996295e36",
+                price: "0.0000001117",
+                qty: "81.8814",
+                side: Side::Buy,
+                ts_ns: 1_619_378_327_739_050_725,
+                flags: 0,
+                seq: None,
+            },
+        );
+        let out = parse_ok(v, line(SPOT, 5), &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "BTC-USDT",
+                id: "11067996711960577",
+                price: "67523",
+                qty: "0.003",
+                side: Side::Buy,
+                ts_ns: 1_729_843_222_921_000_000,
+                flags: 0,
+                seq: None,
+            },
+        );
+        let out = parse_ok(v, line(SPOT_TARDIS, 2), &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "LMR-BTC",
+                id: "455391760226305",
+                price: "0.000001094",
+                qty: "12.9629",
+                side: Side::Sell,
+                ts_ns: 1_660_608_000_023_000_000,
+                flags: 0,
+                seq: None,
+            },
+        );
+    }
+
+    #[test]
+    fn futures_values() {
+        let ctx = ParseContext::new();
+        let v = Venue::KucoinFutures;
+        // Price sent as a JSON number, size integer contracts, ts an integer > 2^53.
+        let out = parse_ok(v, line(FUT, 1), &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "ETHUSDCM",
+                id: "63f940400000650065f4996f",
+                price: "23083",
+                qty: "35",
+                side: Side::Buy,
+                ts_ns: 1_677_279_296_134_648_800,
+                flags: 0,
+                seq: None,
+            },
+        );
+        let out = parse_ok(v, line(FUT, 2), &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "XBTUSDTM",
+                id: "1794100537695",
+                price: "90503.9",
+                qty: "2",
+                side: Side::Buy,
+                ts_ns: 1_731_898_619_520_000_000,
+                flags: 0,
+                seq: None,
+            },
+        );
+        let out = parse_ok(v, line(FUT_TARDIS, 1), &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "SOLUSDTM",
+                id: "1701197946092",
+                price: "93.624",
+                qty: "10",
+                side: Side::Sell,
+                ts_ns: 1_705_708_799_998_000_000,
+                flags: 0,
+                seq: None,
+            },
+        );
+        // An odd ns value that f64 cannot hold exactly survives.
+        let f = r#"{"type":"message","topic":"/contractMarket/execution:X","subject":"match","data":{"symbol":"X","side":"sell","size":1,"price":"1","tradeId":"1","ts":1731898619520000001}}"#;
+        assert_eq!(parse_ok(v, f, &ctx).trades[0].ts_ns, 1_731_898_619_520_000_001);
+    }
+
+    #[test]
+    fn control_frames() {
+        let ctx = ParseContext::new();
+        let c = |f: &str| parse_ok(Venue::KucoinSpot, f, &ctx).control.unwrap();
+        assert_eq!(c(line(SPOT_CONTROL, 1)).kind(), "other");
+        assert_eq!(c(line(SPOT_CONTROL, 2)), Control::Welcome);
+        assert_eq!(
+            c(line(SPOT_CONTROL, 3)),
+            Control::SubscribeAck {
+                detail: r#"{"id":"1","type":"ack"}"#.into()
+            }
+        );
+        assert_eq!(c(r#"{"id":"1545910590801","type":"pong"}"#), Control::Pong);
+        assert_eq!(
+            c(r#"{"id":"1","type":"error","code":404,"data":"topic /market/matc is not found"}"#).kind(),
+            "error"
+        );
+        assert_eq!(
+            c(r#"{"type":"message","topic":"/market/ticker:BTC-USDT","subject":"trade.ticker","data":{}}"#).kind(),
+            "other"
+        );
+        let mut o = ParsedFrame::new();
+        for bad in [
+            r#"{"id":"1"}"#,
+            r#"{"type":5}"#,
+            r#"{"type":"message","topic":"/market/match:A","data":[]}"#,
+            r#"{"type":"message","topic":"/market/match:A","data":{"symbol":"A","side":"buy","size":"1","price":"1","tradeId":"x"}}"#,
+            r#"{"type":"message","topic":"/market/match:A","data":{"symbol":"A","side":"buy","size":"1","price":"1","tradeId":"x","time":"-1"}}"#,
+            r#"{"type":"message","topic":"/market/match:A","data":{"symbol":"A","side":"buy","size":"1","price":"1","tradeId":"","time":"1"}}"#,
+        ] {
+            assert!(
+                parse_frame(Venue::KucoinSpot, bad.as_bytes(), &ctx, &mut o).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn mutations_never_panic() {
+        let ctx = ParseContext::new();
+        let mut n = 0;
+        for (v, text) in [
+            (Venue::KucoinSpot, SPOT),
+            (Venue::KucoinSpot, SPOT_TARDIS),
+            (Venue::KucoinSpot, SPOT_CONTROL),
+            (Venue::KucoinFutures, FUT),
+            (Venue::KucoinFutures, FUT_TARDIS),
+        ] {
+            n += mutate_all(v, text, &ctx);
+        }
+        assert!(n > 10_000, "{n}");
+    }
+}

@@ -1,0 +1,1464 @@
+//! Venue trade-frame parsers: one WebSocket text frame in, trades (or a control message) out.
+//!
+//! The hot path allocates nothing per trade once a `ParsedFrame` has been used a few times: the
+//! frame is tokenised into a reusable tape (`json` below, a small strict JSON parser that keeps
+//! every number's exact text, so no integer is ever rounded through `f64` and no dependency
+//! feature such as `arbitrary_precision` is needed), and every text field of every trade is
+//! copied into one reusable byte arena. Control frames allocate their `detail` string.
+//!
+//! Rules shared by every venue (the venue files say the rest; the real frames in `tests/samples/`,
+//! the repository's copy of `shared/samples/`, are their tests):
+//!
+//! * price and quantity are the venue's text, byte for byte (`"83680.00"` stays `83680.00`); a JSON
+//!   number is taken as its literal text when that is a plain decimal; Phemex spot scaled integers
+//!   become decimal text by inserting the point (`769100000` at scale 8 is `7.69100000`). Every
+//!   price and quantity emitted satisfies `decimal::is_plain_decimal`; a quantity is never negative.
+//! * times are converted exactly from their text (`"1606292218213.4578"` ms is
+//!   `1606292218213457800` ns: fraction digits padded or cut to the unit), with checked arithmetic.
+//! * side is the taker's side.
+//! * a frame is trades (at least one), a control message, or an error; an error leaves `out`
+//!   empty. A frame that is valid JSON of a known non-trade kind (acks, pongs, pushes of other
+//!   channels, an empty trade list, a request frame echoed into a recording) is
+//!   `Control::Other`; a frame of no known shape is an error, so that the caller quarantines it.
+//! * `Control` details are the frame's text (surrounding whitespace removed) cut to at most
+//!   `DETAIL_MAX` bytes on a character boundary; the pure-Python parser produces the same text.
+//! * nothing here panics on any input: every access to external data is checked.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+
+use crate::decimal::{canonical_u64, is_plain_decimal};
+use crate::record::{Side, TradeRef};
+use crate::venue::Venue;
+
+mod binance;
+mod bybit;
+mod gate;
+mod kucoin;
+mod okx;
+mod phemex;
+
+pub use crate::record::flags;
+
+/// Longest `Control` detail, in bytes.
+pub const DETAIL_MAX: usize = 1024;
+/// Deepest JSON nesting accepted (real frames nest at most 4 levels).
+pub const MAX_DEPTH: usize = 128;
+/// Largest frame accepted, in bytes.
+pub const MAX_FRAME: usize = 64 << 20;
+/// Longest text field (symbol, id, price, qty) the log can store.
+const MAX_TEXT: usize = u8::MAX as usize;
+
+/// One trade of a frame; its text fields are byte ranges into `ParsedFrame::arena`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParsedTrade {
+    pub symbol: Range<u32>,
+    pub trade_id: Range<u32>,
+    pub price: Range<u32>,
+    pub qty: Range<u32>,
+    pub side: Side,
+    pub ts_ns: i64,
+    pub flags: u16,
+    /// First and last id of the venue's per-symbol consecutive id sequence that this trade
+    /// covers: Binance `t` (USDⓈ-M including NA/ADL/INSURANCE_FUND frames), OKX
+    /// `tradeId-count+1..=tradeId`, Gate spot `range` (else `id_market`), Gate futures `id`.
+    /// `None` for venues without such a sequence (Bybit, KuCoin, Phemex) and for Binance
+    /// `aggTrade` and pre-2025 Gate spot frames (global `id` only).
+    pub seq_first: Option<u64>,
+    pub seq_last: Option<u64>,
+}
+
+/// A frame that carries no trade.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Control {
+    SubscribeAck { detail: String },
+    Pong,
+    Welcome,
+    ShutdownNotice { detail: String },
+    Error { detail: String },
+    Other { detail: String },
+}
+
+impl Control {
+    /// The kind's name, as the pure-Python parser spells it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Control::SubscribeAck { .. } => "subscribe_ack",
+            Control::Pong => "pong",
+            Control::Welcome => "welcome",
+            Control::ShutdownNotice { .. } => "shutdown_notice",
+            Control::Error { .. } => "error",
+            Control::Other { .. } => "other",
+        }
+    }
+
+    /// The frame text kept with the control message (empty for `Pong`).
+    pub fn detail(&self) -> &str {
+        match self {
+            Control::SubscribeAck { detail }
+            | Control::ShutdownNotice { detail }
+            | Control::Error { detail }
+            | Control::Other { detail } => detail,
+            Control::Pong => "",
+            Control::Welcome => "",
+        }
+    }
+}
+
+/// The result of parsing one frame; reuse one across frames to keep the hot path allocation-free.
+#[derive(Debug, Default)]
+pub struct ParsedFrame {
+    pub trades: Vec<ParsedTrade>,
+    pub arena: Vec<u8>,
+    pub control: Option<Control>,
+    nodes: Vec<json::Node>,
+    stack: Vec<u32>,
+}
+
+impl ParsedFrame {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn clear(&mut self) {
+        self.trades.clear();
+        self.arena.clear();
+        self.control = None;
+        self.nodes.clear();
+        self.stack.clear();
+    }
+
+    /// The bytes of one of this frame's text ranges.
+    pub fn text(&self, r: &Range<u32>) -> &[u8] {
+        self.arena.get(r.start as usize..r.end as usize).unwrap_or(&[])
+    }
+
+    /// Trade `i` as a `TradeRef` borrowing from the arena. Panics if `i >= self.trades.len()`.
+    pub fn trade(&self, i: usize, venue: Venue, recv_ns: i64) -> TradeRef<'_> {
+        let t = &self.trades[i];
+        TradeRef {
+            venue,
+            symbol: self.text(&t.symbol),
+            trade_id: self.text(&t.trade_id),
+            price: self.text(&t.price),
+            qty: self.text(&t.qty),
+            side: t.side,
+            ts_ns: t.ts_ns,
+            recv_ns,
+            flags: t.flags,
+        }
+    }
+}
+
+/// Per-symbol facts some venues' frames need to be read exactly.
+#[derive(Clone, Debug, Default)]
+pub struct ParseContext {
+    phemex_spot: HashMap<String, (u8, u8)>,
+}
+
+/// Phemex spot price scale: "All spot symbols use the same price scale factor (Ep) = 8".
+pub const PHEMEX_SPOT_PRICE_SCALE: u8 = 8;
+/// Phemex spot quantity scale when the symbol's base currency `valueScale` is not configured.
+pub const PHEMEX_SPOT_DEFAULT_QTY_SCALE: u8 = 8;
+/// Largest scale accepted (keeps the decimal text within the log's 255-byte field).
+pub const MAX_SCALE: u8 = 30;
+
+impl ParseContext {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the scales of a Phemex spot symbol (`sBTCUSDT`): price scale (8 for every spot
+    /// symbol) and quantity scale (the base currency's `valueScale` from `/public/cfg/v2/products`).
+    pub fn set_phemex_spot_scales(&mut self, symbol: &str, price_scale: u8, qty_scale: u8) {
+        self.phemex_spot.insert(symbol.to_owned(), (price_scale, qty_scale));
+    }
+
+    /// The (price, qty) scales of a Phemex spot symbol; (8, 8) unless configured.
+    pub fn phemex_spot_scales(&self, symbol: &str) -> (u8, u8) {
+        self.phemex_spot
+            .get(symbol)
+            .copied()
+            .unwrap_or((PHEMEX_SPOT_PRICE_SCALE, PHEMEX_SPOT_DEFAULT_QTY_SCALE))
+    }
+}
+
+/// Why a frame could not be parsed; the message says what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError(pub String);
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+pub(crate) type PResult<T> = Result<T, ParseError>;
+
+pub(crate) fn fail<T>(msg: String) -> PResult<T> {
+    Err(ParseError(msg))
+}
+
+/// Parses one frame of `venue` into `out` (cleared first). On error `out` is left empty.
+pub fn parse_frame(venue: Venue, frame: &[u8], ctx: &ParseContext, out: &mut ParsedFrame) -> Result<(), ParseError> {
+    out.clear();
+    let r = parse_inner(venue, frame, ctx, out);
+    match r {
+        Ok(()) => {
+            if out.trades.is_empty() && out.control.is_none() {
+                out.clear();
+                return Err(ParseError(format!(
+                    "{}: frame carried neither trades nor a control message",
+                    venue.id()
+                )));
+            }
+            Ok(())
+        }
+        Err(ParseError(msg)) => {
+            out.clear();
+            Err(ParseError(format!("{}: {msg}", venue.id())))
+        }
+    }
+}
+
+fn parse_inner(venue: Venue, frame: &[u8], ctx: &ParseContext, out: &mut ParsedFrame) -> PResult<()> {
+    if frame.len() > MAX_FRAME {
+        return fail(format!(
+            "frame of {} bytes is larger than the {MAX_FRAME} accepted",
+            frame.len()
+        ));
+    }
+    if let Err(e) = std::str::from_utf8(frame) {
+        return fail(format!(
+            "frame is not valid UTF-8 (bad byte at offset {})",
+            e.valid_up_to()
+        ));
+    }
+    if matches!(venue, Venue::OkxSpot | Venue::OkxSwap) && json::trim_ws(frame) == b"pong" {
+        out.control = Some(Control::Pong);
+        return Ok(());
+    }
+    let ParsedFrame {
+        trades,
+        arena,
+        control,
+        nodes,
+        stack,
+    } = out;
+    json::parse_into(frame, nodes, stack).map_err(ParseError)?;
+    let doc = json::Doc { src: frame, nodes };
+    let mut sink = Sink {
+        trades,
+        arena,
+        control,
+        frame,
+    };
+    match venue {
+        Venue::BinanceSpot | Venue::BinanceUsdm => binance::parse(&doc, &mut sink),
+        Venue::BybitSpot | Venue::BybitLinear => bybit::parse(&doc, &mut sink),
+        Venue::OkxSpot | Venue::OkxSwap => okx::parse(&doc, &mut sink),
+        Venue::KucoinSpot | Venue::KucoinFutures => kucoin::parse(&doc, &mut sink),
+        Venue::GateSpot => gate::parse(&doc, &mut sink, false),
+        Venue::GateFutures => gate::parse(&doc, &mut sink, true),
+        Venue::PhemexSpot => phemex::parse(&doc, &mut sink, ctx, true),
+        Venue::PhemexPerp => phemex::parse(&doc, &mut sink, ctx, false),
+    }
+}
+
+/// The frame's text for a `Control` detail: JSON whitespace trimmed, cut to `DETAIL_MAX` bytes on
+/// a character boundary.
+pub(crate) fn detail_of(frame: &[u8]) -> String {
+    let t = json::trim_ws(frame);
+    let mut cut = t.len().min(DETAIL_MAX);
+    // Back up to a character boundary (a UTF-8 continuation byte is 0b10xx_xxxx).
+    while cut > 0 && cut < t.len() && t.get(cut).is_some_and(|b| b & 0xC0 == 0x80) {
+        cut -= 1;
+    }
+    String::from_utf8_lossy(t.get(..cut).unwrap_or(&[])).into_owned()
+}
+
+/// Names a field in error messages: `"p"` or `trade 3 field "p"`.
+#[derive(Clone, Copy)]
+pub(crate) struct Field<'s> {
+    pub name: &'s str,
+    pub idx: Option<usize>,
+}
+
+impl fmt::Display for Field<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.idx {
+            Some(i) => write!(f, "trade {i} field \"{}\"", self.name),
+            None => write!(f, "field \"{}\"", self.name),
+        }
+    }
+}
+
+pub(crate) fn field(name: &str) -> Field<'_> {
+    Field { name, idx: None }
+}
+
+pub(crate) fn tfield(name: &str, idx: usize) -> Field<'_> {
+    Field { name, idx: Some(idx) }
+}
+
+pub(crate) fn show(b: &[u8]) -> String {
+    let s = String::from_utf8_lossy(b);
+    if s.chars().count() > 40 {
+        let head: String = s.chars().take(40).collect();
+        format!("{head:?}...")
+    } else {
+        format!("{s:?}")
+    }
+}
+
+/// A required member: `Ok(v)` or an error naming the missing field.
+pub(crate) fn need(v: Option<usize>, f: Field<'_>) -> PResult<usize> {
+    match v {
+        Some(v) => Ok(v),
+        None => fail(format!("{f} is missing")),
+    }
+}
+
+/// Where parsed trades go.
+pub(crate) struct Sink<'o> {
+    pub trades: &'o mut Vec<ParsedTrade>,
+    pub arena: &'o mut Vec<u8>,
+    pub control: &'o mut Option<Control>,
+    pub frame: &'o [u8],
+}
+
+/// The unconverted text of a scalar: raw JSON number text, or a string's content (escaped flag).
+pub(crate) enum Scalar<'a> {
+    Num(&'a [u8]),
+    Str(&'a [u8], bool),
+}
+
+impl<'o> Sink<'o> {
+    pub fn set_control(&mut self, make: fn(String) -> Control) {
+        *self.control = Some(make(detail_of(self.frame)));
+    }
+
+    pub fn pong(&mut self) {
+        *self.control = Some(Control::Pong);
+    }
+
+    pub fn welcome(&mut self) {
+        *self.control = Some(Control::Welcome);
+    }
+
+    pub fn other(&mut self) {
+        self.set_control(|detail| Control::Other { detail });
+    }
+
+    /// The range of the text appended since `start`, checked against the log's length limit.
+    pub fn finish(&self, start: usize, f: Field<'_>) -> PResult<Range<u32>> {
+        let end = self.arena.len();
+        let len = end.saturating_sub(start);
+        if len > MAX_TEXT {
+            let txt = show(self.arena.get(start..end).unwrap_or(&[]));
+            return fail(format!("{f} {txt} is {len} bytes long; at most {MAX_TEXT} are stored"));
+        }
+        match (u32::try_from(start), u32::try_from(end)) {
+            (Ok(a), Ok(b)) => Ok(a..b),
+            _ => fail("frame produced more than 4 GiB of trade text".to_owned()),
+        }
+    }
+
+    /// Copies a scalar's text into the arena (unescaping a string); returns the start offset.
+    fn copy_scalar(&mut self, s: &Scalar<'_>, f: Field<'_>) -> PResult<usize> {
+        let start = self.arena.len();
+        match *s {
+            Scalar::Num(raw) | Scalar::Str(raw, false) => self.arena.extend_from_slice(raw),
+            Scalar::Str(raw, true) => {
+                let arena = &mut *self.arena;
+                if let Err(e) = json::unescape_with(raw, false, |b| arena.extend_from_slice(b)) {
+                    self.arena.truncate(start);
+                    return fail(format!("{f} is a string with a bad escape: {e}"));
+                }
+            }
+        }
+        Ok(start)
+    }
+
+    /// A required non-empty string (symbol).
+    pub fn text(&mut self, doc: &json::Doc<'_>, v: usize, f: Field<'_>) -> PResult<Range<u32>> {
+        let s = match doc.scalar(v) {
+            Some(s @ Scalar::Str(..)) => s,
+            _ => return fail(format!("{f} is {}, not a string", doc.kind_name(v))),
+        };
+        let start = self.copy_scalar(&s, f)?;
+        if self.arena.len() == start {
+            return fail(format!("{f} is an empty string"));
+        }
+        self.finish(start, f)
+    }
+
+    /// A price or quantity: a string or a JSON number whose text is a plain decimal.
+    pub fn decimal(
+        &mut self,
+        doc: &json::Doc<'_>,
+        v: usize,
+        f: Field<'_>,
+        allow_negative: bool,
+    ) -> PResult<Range<u32>> {
+        let s = match doc.scalar(v) {
+            Some(s) => s,
+            None => return fail(format!("{f} is {}, not a decimal string or number", doc.kind_name(v))),
+        };
+        let start = self.copy_scalar(&s, f)?;
+        let text = self.arena.get(start..).unwrap_or(&[]);
+        if !is_plain_decimal(text) {
+            let shown = show(text);
+            self.arena.truncate(start);
+            return fail(format!(
+                "{f} {shown} is not a plain decimal (digits with an optional point, no exponent)"
+            ));
+        }
+        if !allow_negative && text.first() == Some(&b'-') {
+            let shown = show(text);
+            self.arena.truncate(start);
+            return fail(format!("{f} {shown} is negative"));
+        }
+        self.finish(start, f)
+    }
+
+    /// A trade id: a non-empty string, or a non-negative JSON integer. Returns the id's range and
+    /// its value when the text is a canonical unsigned integer.
+    pub fn id(&mut self, doc: &json::Doc<'_>, v: usize, f: Field<'_>) -> PResult<(Range<u32>, Option<u64>)> {
+        let s = match doc.scalar(v) {
+            Some(Scalar::Num(raw)) if !is_uint_text(raw) => {
+                return fail(format!("{f} {} is not a non-negative integer", show(raw)));
+            }
+            Some(s) => s,
+            None => return fail(format!("{f} is {}, not a string or integer id", doc.kind_name(v))),
+        };
+        let start = self.copy_scalar(&s, f)?;
+        if self.arena.len() == start {
+            return fail(format!("{f} is an empty string"));
+        }
+        let r = self.finish(start, f)?;
+        let num = canonical_u64(self.arena.get(start..).unwrap_or(&[]));
+        Ok((r, num))
+    }
+
+    pub fn push(&mut self, t: ParsedTrade) {
+        self.trades.push(t);
+    }
+}
+
+/// Appends the decimal digits of `n`.
+pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        if let Some(d) = buf.get_mut(i) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(buf.get(i..).unwrap_or(&[]));
+}
+
+fn is_uint_text(b: &[u8]) -> bool {
+    !b.is_empty() && b.iter().all(u8::is_ascii_digit)
+}
+
+/// Parses `digits` (ASCII digits only, non-empty) as u64, `None` on overflow or other bytes.
+pub(crate) fn parse_u64(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(v)
+}
+
+/// A required id that must be a canonical unsigned integer (for a sequence).
+pub(crate) fn seq_id(r: (Range<u32>, Option<u64>), f: Field<'_>, sink: &Sink<'_>) -> PResult<(Range<u32>, u64)> {
+    match r.1 {
+        Some(n) => Ok((r.0, n)),
+        None => fail(format!(
+            "{f} {} is not a canonical unsigned integer (the venue's ids are consecutive integers)",
+            show(sink.arena.get(r.0.start as usize..r.0.end as usize).unwrap_or(&[]))
+        )),
+    }
+}
+
+/// An unsigned integer from a JSON integer or a string of digits.
+pub(crate) fn uint(doc: &json::Doc<'_>, v: usize, f: Field<'_>) -> PResult<u64> {
+    let Some(raw) = doc.scalar_text(v) else {
+        return fail(format!("{f} is {}, not an unsigned integer", doc.kind_name(v)));
+    };
+    match parse_u64(&raw) {
+        Some(n) => Ok(n),
+        None => fail(format!(
+            "{f} {} is not an unsigned integer that fits 64 bits",
+            show(&raw)
+        )),
+    }
+}
+
+/// Converts a non-negative decimal text in a unit of 10^-9 * 10^`unit_digits` seconds to ns:
+/// `"1606292218213.4578"` with unit ms (6 digits) is 1606292218213457800. Fraction digits beyond
+/// the unit are cut (sub-ns), missing ones padded. `None` if not `[0-9]+(\.[0-9]+)?` or overflow.
+pub(crate) fn ns_from_text(text: &[u8], unit_digits: u32) -> Option<i64> {
+    let (int, frac) = match text.iter().position(|&b| b == b'.') {
+        Some(p) => (text.get(..p)?, Some(text.get(p + 1..)?)),
+        None => (text, None),
+    };
+    if int.is_empty() || !int.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    if let Some(fr) = frac {
+        if fr.is_empty() || !fr.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+    }
+    // Leading zeros do not change the value; skip them so that long zero runs do not overflow.
+    let int = match int.iter().position(|&b| b != b'0') {
+        Some(p) => int.get(p..)?,
+        None => &[][..],
+    };
+    let mut v: i64 = 0;
+    for &b in int {
+        v = v.checked_mul(10)?.checked_add(i64::from(b - b'0'))?;
+    }
+    v = v.checked_mul(10i64.checked_pow(unit_digits)?)?;
+    let fr = frac.unwrap_or(&[]);
+    let mut f: i64 = 0;
+    for i in 0..unit_digits as usize {
+        let d = fr.get(i).map_or(0, |&b| i64::from(b - b'0'));
+        f = f * 10 + d;
+    }
+    v.checked_add(f)
+}
+
+/// A time field in `unit_digits` (0 ns, 3 us, 6 ms, 9 s) from a JSON number or string.
+pub(crate) fn time_ns(doc: &json::Doc<'_>, v: usize, f: Field<'_>, unit_digits: u32) -> PResult<i64> {
+    let Some(raw) = doc.scalar_text(v) else {
+        return fail(format!("{f} is {}, not a timestamp number or string", doc.kind_name(v)));
+    };
+    match ns_from_text(&raw, unit_digits) {
+        Some(ns) => Ok(ns),
+        None => fail(format!(
+            "{f} {} is not a non-negative timestamp (digits with an optional fraction) that fits i64 nanoseconds",
+            show(&raw)
+        )),
+    }
+}
+
+/// An optional boolean flag: absent or null is false.
+pub(crate) fn flag(doc: &json::Doc<'_>, v: Option<usize>, f: Field<'_>) -> PResult<bool> {
+    let Some(v) = v else { return Ok(false) };
+    match doc.kind(v) {
+        json::Kind::True => Ok(true),
+        json::Kind::False | json::Kind::Null => Ok(false),
+        _ => fail(format!("{f} is {}, not a boolean", doc.kind_name(v))),
+    }
+}
+
+/// The taker side from `buy`/`sell` text (any ASCII case).
+pub(crate) fn side(doc: &json::Doc<'_>, v: usize, f: Field<'_>) -> PResult<Side> {
+    match doc.str_cow(v) {
+        Some(s) => match Side::parse(&s) {
+            Ok(side) => Ok(side),
+            Err(_) => fail(format!("{f} {} is not \"buy\" or \"sell\"", show(&s))),
+        },
+        None => fail(format!("{f} is {}, not a string", doc.kind_name(v))),
+    }
+}
+
+/// A required string value as bytes (unescaped), for matching envelope fields.
+pub(crate) fn str_field<'a>(doc: &json::Doc<'a>, v: usize, f: Field<'_>) -> PResult<std::borrow::Cow<'a, [u8]>> {
+    match doc.str_cow(v) {
+        Some(s) => Ok(s),
+        None => fail(format!("{f} is {}, not a string", doc.kind_name(v))),
+    }
+}
+
+/// The object at `v`, or an error naming the field.
+pub(crate) fn object(doc: &json::Doc<'_>, v: usize, f: Field<'_>) -> PResult<usize> {
+    if doc.kind(v) == json::Kind::Obj {
+        Ok(v)
+    } else {
+        fail(format!("{f} is {}, not an object", doc.kind_name(v)))
+    }
+}
+
+/// The root of the frame, which must be an object.
+pub(crate) fn root_object(doc: &json::Doc<'_>) -> PResult<usize> {
+    if doc.kind(0) == json::Kind::Obj {
+        Ok(0)
+    } else {
+        fail(format!("frame is {}, not a JSON object", doc.kind_name(0)))
+    }
+}
+
+/// A minimal strict JSON (RFC 8259) tokenizer into a flat tape, keeping raw text spans.
+pub(crate) mod json {
+    use std::borrow::Cow;
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Kind {
+        Null,
+        False,
+        True,
+        Num,
+        Str,
+        Obj,
+        Arr,
+    }
+
+    /// One token. Strings: `start..end` is the content between the quotes and `esc` tells
+    /// whether it has backslash escapes. Numbers: the literal. Containers: the brackets.
+    /// `next` is the index of the node after this one's subtree (its next sibling).
+    #[derive(Clone, Copy, Debug)]
+    pub struct Node {
+        pub kind: Kind,
+        pub esc: bool,
+        pub start: u32,
+        pub end: u32,
+        pub next: u32,
+    }
+
+    const NONE: Node = Node {
+        kind: Kind::Null,
+        esc: false,
+        start: 0,
+        end: 0,
+        next: u32::MAX,
+    };
+
+    #[inline]
+    fn is_ws(b: u8) -> bool {
+        matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+    }
+
+    pub fn trim_ws(b: &[u8]) -> &[u8] {
+        let start = b.iter().position(|&c| !is_ws(c)).unwrap_or(b.len());
+        let end = b.iter().rposition(|&c| !is_ws(c)).map_or(start, |p| p + 1);
+        b.get(start..end).unwrap_or(&[])
+    }
+
+    #[inline]
+    fn skip_ws(src: &[u8], mut pos: usize) -> usize {
+        while let Some(&b) = src.get(pos) {
+            if !is_ws(b) {
+                break;
+            }
+            pos += 1;
+        }
+        pos
+    }
+
+    fn at(src: &[u8], pos: usize) -> String {
+        match src.get(pos) {
+            Some(&b) if (0x20..0x7f).contains(&b) => format!("'{}' at byte {pos}", b as char),
+            Some(&b) => format!("byte 0x{b:02x} at offset {pos}"),
+            None => format!("end of frame at byte {pos} (truncated JSON?)"),
+        }
+    }
+
+    /// Tokenizes `src` (which the caller has checked is UTF-8) into `nodes`.
+    pub fn parse_into(src: &[u8], nodes: &mut Vec<Node>, stack: &mut Vec<u32>) -> Result<(), String> {
+        nodes.clear();
+        stack.clear();
+        if src.len() >= u32::MAX as usize {
+            return Err("frame is too large".to_owned());
+        }
+        let len = src.len();
+        let mut pos = skip_ws(src, 0);
+        if pos == len {
+            return Err("frame is empty (no JSON value)".to_owned());
+        }
+        'value: loop {
+            let c = match src.get(pos) {
+                Some(&c) => c,
+                None => return Err(format!("expected a value but found {}", at(src, pos))),
+            };
+            match c {
+                b'{' | b'[' => {
+                    if stack.len() >= super::MAX_DEPTH {
+                        return Err(format!(
+                            "JSON nested deeper than {} levels at byte {pos}",
+                            super::MAX_DEPTH
+                        ));
+                    }
+                    let idx = nodes.len() as u32;
+                    let kind = if c == b'{' { Kind::Obj } else { Kind::Arr };
+                    nodes.push(Node {
+                        kind,
+                        esc: false,
+                        start: pos as u32,
+                        end: 0,
+                        next: 0,
+                    });
+                    stack.push(idx);
+                    pos = skip_ws(src, pos + 1);
+                    let close = if c == b'{' { b'}' } else { b']' };
+                    if src.get(pos) == Some(&close) {
+                        pos += 1;
+                        close_top(nodes, stack, pos);
+                    } else if c == b'{' {
+                        pos = parse_key(src, pos, nodes)?;
+                        continue 'value;
+                    } else {
+                        continue 'value;
+                    }
+                }
+                b'"' => pos = parse_string(src, pos, nodes)?,
+                b't' => pos = literal(src, pos, b"true", Kind::True, nodes)?,
+                b'f' => pos = literal(src, pos, b"false", Kind::False, nodes)?,
+                b'n' => pos = literal(src, pos, b"null", Kind::Null, nodes)?,
+                b'-' | b'0'..=b'9' => pos = parse_number(src, pos, nodes)?,
+                _ => return Err(format!("expected a JSON value but found {}", at(src, pos))),
+            }
+            // A value is complete: close containers or move to the next member.
+            loop {
+                pos = skip_ws(src, pos);
+                let Some(&top) = stack.last() else {
+                    if pos != len {
+                        return Err(format!("unexpected data after the JSON value: {}", at(src, pos)));
+                    }
+                    return Ok(());
+                };
+                let is_obj = nodes.get(top as usize).is_some_and(|n| n.kind == Kind::Obj);
+                match src.get(pos) {
+                    Some(b',') => {
+                        pos = skip_ws(src, pos + 1);
+                        if is_obj {
+                            pos = parse_key(src, pos, nodes)?;
+                        }
+                        continue 'value;
+                    }
+                    Some(b'}') if is_obj => {
+                        pos += 1;
+                        close_top(nodes, stack, pos);
+                    }
+                    Some(b']') if !is_obj => {
+                        pos += 1;
+                        close_top(nodes, stack, pos);
+                    }
+                    _ => {
+                        let want = if is_obj { "',' or '}'" } else { "',' or ']'" };
+                        return Err(format!("expected {want} but found {}", at(src, pos)));
+                    }
+                }
+            }
+        }
+    }
+
+    fn close_top(nodes: &mut [Node], stack: &mut Vec<u32>, end: usize) {
+        let next = nodes.len() as u32;
+        if let Some(top) = stack.pop() {
+            if let Some(n) = nodes.get_mut(top as usize) {
+                n.end = end as u32;
+                n.next = next;
+            }
+        }
+    }
+
+    fn parse_key(src: &[u8], pos: usize, nodes: &mut Vec<Node>) -> Result<usize, String> {
+        if src.get(pos) != Some(&b'"') {
+            return Err(format!("expected a string key but found {}", at(src, pos)));
+        }
+        let pos = skip_ws(src, parse_string(src, pos, nodes)?);
+        if src.get(pos) != Some(&b':') {
+            return Err(format!("expected ':' after an object key but found {}", at(src, pos)));
+        }
+        Ok(skip_ws(src, pos + 1))
+    }
+
+    fn parse_string(src: &[u8], pos: usize, nodes: &mut Vec<Node>) -> Result<usize, String> {
+        let mut i = pos + 1;
+        let mut esc = false;
+        loop {
+            match src.get(i) {
+                None => return Err(format!("unterminated string starting at byte {pos} (truncated JSON?)")),
+                Some(b'"') => break,
+                Some(b'\\') => {
+                    esc = true;
+                    match src.get(i + 1) {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
+                        Some(b'u') => {
+                            let hex = src.get(i + 2..i + 6);
+                            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                                return Err(format!("bad \\u escape in string at byte {i}"));
+                            }
+                            i += 6;
+                        }
+                        _ => return Err(format!("bad escape in string at byte {i}")),
+                    }
+                }
+                Some(&b) if b < 0x20 => {
+                    return Err(format!("unescaped control character 0x{b:02x} in string at byte {i}"));
+                }
+                Some(_) => i += 1,
+            }
+        }
+        nodes.push(Node {
+            kind: Kind::Str,
+            esc,
+            start: (pos + 1) as u32,
+            end: i as u32,
+            next: nodes.len() as u32 + 1,
+        });
+        Ok(i + 1)
+    }
+
+    fn literal(src: &[u8], pos: usize, word: &[u8], kind: Kind, nodes: &mut Vec<Node>) -> Result<usize, String> {
+        if src.get(pos..pos + word.len()) != Some(word) {
+            return Err(format!(
+                "invalid literal at byte {pos} (expected {})",
+                String::from_utf8_lossy(word)
+            ));
+        }
+        let end = pos + word.len();
+        nodes.push(Node {
+            kind,
+            esc: false,
+            start: pos as u32,
+            end: end as u32,
+            next: nodes.len() as u32 + 1,
+        });
+        Ok(end)
+    }
+
+    fn digits(src: &[u8], mut i: usize) -> usize {
+        while src.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        i
+    }
+
+    fn parse_number(src: &[u8], pos: usize, nodes: &mut Vec<Node>) -> Result<usize, String> {
+        let bad = || format!("invalid number at byte {pos}");
+        let mut i = pos;
+        if src.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        match src.get(i) {
+            Some(b'0') => i += 1,
+            Some(b'1'..=b'9') => i = digits(src, i + 1),
+            _ => return Err(bad()),
+        }
+        if src.get(i) == Some(&b'.') {
+            let j = digits(src, i + 1);
+            if j == i + 1 {
+                return Err(bad());
+            }
+            i = j;
+        }
+        if matches!(src.get(i), Some(b'e' | b'E')) {
+            i += 1;
+            if matches!(src.get(i), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            let j = digits(src, i);
+            if j == i {
+                return Err(bad());
+            }
+            i = j;
+        }
+        nodes.push(Node {
+            kind: Kind::Num,
+            esc: false,
+            start: pos as u32,
+            end: i as u32,
+            next: nodes.len() as u32 + 1,
+        });
+        Ok(i)
+    }
+
+    fn hex4(h: Option<&[u8]>) -> Option<u32> {
+        let h = h?;
+        let mut v = 0u32;
+        for &b in h {
+            v = v * 16 + (b as char).to_digit(16)?;
+        }
+        Some(v)
+    }
+
+    /// Decodes the content of an escaped string, handing out UTF-8 pieces. Lone surrogates are
+    /// an error (they have no UTF-8 form), or U+FFFD when `lossy`.
+    pub fn unescape_with(raw: &[u8], lossy: bool, mut emit: impl FnMut(&[u8])) -> Result<(), &'static str> {
+        let mut i = 0;
+        while i < raw.len() {
+            let run_end = raw
+                .get(i..)
+                .and_then(|r| r.iter().position(|&c| c == b'\\'))
+                .map_or(raw.len(), |p| i + p);
+            if run_end > i {
+                emit(raw.get(i..run_end).unwrap_or(&[]));
+                i = run_end;
+                continue;
+            }
+            let simple = match raw.get(i + 1) {
+                Some(b'"') => b'"',
+                Some(b'\\') => b'\\',
+                Some(b'/') => b'/',
+                Some(b'b') => 0x08,
+                Some(b'f') => 0x0c,
+                Some(b'n') => b'\n',
+                Some(b'r') => b'\r',
+                Some(b't') => b'\t',
+                Some(b'u') => 0,
+                _ => return Err("invalid escape"),
+            };
+            if raw.get(i + 1) != Some(&b'u') {
+                emit(&[simple]);
+                i += 2;
+                continue;
+            }
+            let cp = hex4(raw.get(i + 2..i + 6)).ok_or("invalid \\u escape")?;
+            i += 6;
+            let ch = if (0xD800..0xDC00).contains(&cp) {
+                let lo = if raw.get(i..i + 2) == Some(b"\\u") {
+                    hex4(raw.get(i + 2..i + 6))
+                } else {
+                    None
+                };
+                match lo {
+                    Some(lo) if (0xDC00..0xE000).contains(&lo) => {
+                        i += 6;
+                        char::from_u32(0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00))
+                    }
+                    _ => None,
+                }
+            } else {
+                char::from_u32(cp)
+            };
+            let ch = match ch {
+                Some(c) => c,
+                None if lossy => char::REPLACEMENT_CHARACTER,
+                None => return Err("lone UTF-16 surrogate in \\u escape"),
+            };
+            let mut buf = [0u8; 4];
+            emit(ch.encode_utf8(&mut buf).as_bytes());
+        }
+        Ok(())
+    }
+
+    /// A tokenized frame.
+    pub struct Doc<'a> {
+        pub src: &'a [u8],
+        pub nodes: &'a [Node],
+    }
+
+    /// Iterates an object's (key, value) node indices.
+    pub struct Members<'d> {
+        nodes: &'d [Node],
+        i: usize,
+        end: usize,
+    }
+
+    impl Iterator for Members<'_> {
+        type Item = (usize, usize);
+        fn next(&mut self) -> Option<(usize, usize)> {
+            if self.i >= self.end {
+                return None;
+            }
+            let k = self.i;
+            let v = k + 1;
+            let next = self.nodes.get(v).map_or(usize::MAX, |n| n.next as usize);
+            if v >= self.end || next <= v {
+                self.i = self.end;
+                return None;
+            }
+            self.i = next;
+            Some((k, v))
+        }
+    }
+
+    /// Iterates an array's element node indices.
+    pub struct Elements<'d> {
+        nodes: &'d [Node],
+        i: usize,
+        end: usize,
+    }
+
+    impl Iterator for Elements<'_> {
+        type Item = usize;
+        fn next(&mut self) -> Option<usize> {
+            if self.i >= self.end {
+                return None;
+            }
+            let v = self.i;
+            let next = self.nodes.get(v).map_or(usize::MAX, |n| n.next as usize);
+            self.i = if next <= v { self.end } else { next };
+            Some(v)
+        }
+    }
+
+    impl<'a> Doc<'a> {
+        #[inline]
+        pub fn node(&self, i: usize) -> Node {
+            self.nodes.get(i).copied().unwrap_or(NONE)
+        }
+
+        #[inline]
+        pub fn kind(&self, i: usize) -> Kind {
+            self.node(i).kind
+        }
+
+        pub fn kind_name(&self, i: usize) -> &'static str {
+            match self.kind(i) {
+                Kind::Null => "null",
+                Kind::False | Kind::True => "a boolean",
+                Kind::Num => "a number",
+                Kind::Str => "a string",
+                Kind::Obj => "an object",
+                Kind::Arr => "an array",
+            }
+        }
+
+        #[inline]
+        pub fn raw(&self, i: usize) -> &'a [u8] {
+            let n = self.node(i);
+            self.src.get(n.start as usize..n.end as usize).unwrap_or(&[])
+        }
+
+        pub fn members(&self, obj: usize) -> Members<'a> {
+            let n = self.node(obj);
+            let end = if n.kind == Kind::Obj {
+                (n.next as usize).min(self.nodes.len())
+            } else {
+                0
+            };
+            Members {
+                nodes: self.nodes,
+                i: obj + 1,
+                end,
+            }
+        }
+
+        pub fn elements(&self, arr: usize) -> Elements<'a> {
+            let n = self.node(arr);
+            let end = if n.kind == Kind::Arr {
+                (n.next as usize).min(self.nodes.len())
+            } else {
+                0
+            };
+            Elements {
+                nodes: self.nodes,
+                i: arr + 1,
+                end,
+            }
+        }
+
+        /// A key's unescaped bytes; an escaped key is decoded into `buf` (keys longer than the
+        /// buffer cannot be any key we look for and come back empty).
+        #[inline]
+        pub fn key<'b>(&self, k: usize, buf: &'b mut [u8; 32]) -> &'b [u8]
+        where
+            'a: 'b,
+        {
+            let n = self.node(k);
+            let raw = self.raw(k);
+            if !n.esc {
+                return raw;
+            }
+            let mut len = 0usize;
+            let mut overflow = false;
+            let ok = unescape_with(raw, false, |piece| {
+                if let Some(dst) = buf.get_mut(len..len + piece.len()) {
+                    dst.copy_from_slice(piece);
+                    len += piece.len();
+                } else {
+                    overflow = true;
+                }
+            });
+            if ok.is_err() || overflow {
+                return &[];
+            }
+            buf.get(..len).unwrap_or(&[])
+        }
+
+        pub fn scalar(&self, i: usize) -> Option<super::Scalar<'a>> {
+            let n = self.node(i);
+            match n.kind {
+                Kind::Num => Some(super::Scalar::Num(self.raw(i))),
+                Kind::Str => Some(super::Scalar::Str(self.raw(i), n.esc)),
+                _ => None,
+            }
+        }
+
+        /// A string's unescaped bytes, lone surrogates as U+FFFD (`None` if not a string). For
+        /// matching envelope values only: the text that is stored goes through `Sink`.
+        pub fn str_cow(&self, i: usize) -> Option<Cow<'a, [u8]>> {
+            let n = self.node(i);
+            if n.kind != Kind::Str {
+                return None;
+            }
+            if !n.esc {
+                return Some(Cow::Borrowed(self.raw(i)));
+            }
+            let mut v = Vec::new();
+            unescape_with(self.raw(i), true, |p| v.extend_from_slice(p)).ok()?;
+            Some(Cow::Owned(v))
+        }
+
+        /// A number's literal or a string's strictly unescaped bytes (`None` otherwise).
+        pub fn scalar_text(&self, i: usize) -> Option<Cow<'a, [u8]>> {
+            let n = self.node(i);
+            match n.kind {
+                Kind::Num => Some(Cow::Borrowed(self.raw(i))),
+                Kind::Str if !n.esc => Some(Cow::Borrowed(self.raw(i))),
+                Kind::Str => {
+                    let mut v = Vec::new();
+                    unescape_with(self.raw(i), false, |p| v.extend_from_slice(p)).ok()?;
+                    Some(Cow::Owned(v))
+                }
+                _ => None,
+            }
+        }
+
+        pub fn is_null(&self, i: usize) -> bool {
+            self.kind(i) == Kind::Null
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    //! Shared test helpers: sample-file checks and the mutation ("never panic") harness.
+    use super::*;
+
+    /// Parses `line`, panicking with the error message if it fails.
+    pub fn parse_ok(venue: Venue, line: &str, ctx: &ParseContext) -> ParsedFrame {
+        let mut out = ParsedFrame::new();
+        if let Err(e) = parse_frame(venue, line.as_bytes(), ctx, &mut out) {
+            panic!("{} line failed: {e}\n{line}", venue.id());
+        }
+        check_invariants(venue, &out);
+        out
+    }
+
+    /// Everything a successful parse promises.
+    pub fn check_invariants(venue: Venue, out: &ParsedFrame) {
+        assert!(
+            out.trades.is_empty() != out.control.is_none(),
+            "exactly one of trades / control"
+        );
+        for i in 0..out.trades.len() {
+            let t = out.trade(i, venue, 0);
+            if let Err(e) = t.check() {
+                panic!("trade {i} fails TradeRef::check: {e} ({t:?})");
+            }
+            assert!(is_plain_decimal(t.price) && is_plain_decimal(t.qty));
+            assert!(t.qty.first() != Some(&b'-'));
+            let p = &out.trades[i];
+            assert_eq!(p.seq_first.is_some(), p.seq_last.is_some());
+            if let (Some(a), Some(b)) = (p.seq_first, p.seq_last) {
+                assert!(a <= b);
+            }
+            assert!(p.ts_ns >= 0);
+        }
+    }
+
+    /// Expected values of one trade.
+    pub struct Want<'s> {
+        pub symbol: &'s str,
+        pub id: &'s str,
+        pub price: &'s str,
+        pub qty: &'s str,
+        pub side: Side,
+        pub ts_ns: i64,
+        pub flags: u16,
+        pub seq: Option<(u64, u64)>,
+    }
+
+    pub fn assert_trade(out: &ParsedFrame, venue: Venue, i: usize, w: &Want<'_>) {
+        let t = out.trade(i, venue, 0);
+        let s = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+        assert_eq!(s(t.symbol), w.symbol, "symbol");
+        assert_eq!(s(t.trade_id), w.id, "id");
+        assert_eq!(s(t.price), w.price, "price");
+        assert_eq!(s(t.qty), w.qty, "qty");
+        assert_eq!(t.side, w.side, "side");
+        assert_eq!(t.ts_ns, w.ts_ns, "ts_ns");
+        assert_eq!(t.flags, w.flags, "flags");
+        let p = &out.trades[i];
+        assert_eq!(p.seq_first.zip(p.seq_last), w.seq, "seq");
+    }
+
+    pub fn lines(text: &str) -> impl Iterator<Item = &str> {
+        text.lines().filter(|l| !l.trim().is_empty())
+    }
+
+    /// Parses every line; all must yield trades (or, with `control`, a control message).
+    pub fn all_parse(venue: Venue, text: &str, control: bool, ctx: &ParseContext) -> usize {
+        let mut n = 0;
+        for line in lines(text) {
+            let out = parse_ok(venue, line, ctx);
+            if control {
+                assert!(out.control.is_some(), "expected control for {line}");
+            } else {
+                assert!(!out.trades.is_empty(), "expected trades for {line}");
+            }
+            n += 1;
+        }
+        n
+    }
+
+    fn try_parse(venue: Venue, frame: &[u8], ctx: &ParseContext, out: &mut ParsedFrame) {
+        match parse_frame(venue, frame, ctx, out) {
+            Ok(()) => check_invariants(venue, out),
+            Err(e) => {
+                assert!(out.trades.is_empty() && out.control.is_none() && out.arena.is_empty());
+                assert!(!e.0.is_empty());
+            }
+        }
+    }
+
+    /// Spans of the JSON scalars (and containers) in a frame, found with the crate's tokenizer.
+    fn value_spans(line: &[u8]) -> Vec<(usize, usize, json::Kind)> {
+        let mut nodes = Vec::new();
+        let mut stack = Vec::new();
+        json::parse_into(line, &mut nodes, &mut stack).unwrap();
+        nodes
+            .iter()
+            .map(|n| {
+                let (s, e) = if n.kind == json::Kind::Str {
+                    (n.start as usize - 1, n.end as usize + 1)
+                } else {
+                    (n.start as usize, n.end as usize)
+                };
+                (s, e, n.kind)
+            })
+            .collect()
+    }
+
+    /// Mutates a valid frame in many ways; every result must be `Err` or a valid `Ok`, never a panic.
+    pub fn mutate_all(venue: Venue, text: &str, ctx: &ParseContext) -> usize {
+        let mut out = ParsedFrame::new();
+        let mut count = 0usize;
+        let replacements: &[&[u8]] = &[
+            b"null",
+            b"true",
+            b"false",
+            b"0",
+            b"-1",
+            b"1e400",
+            b"-0.0",
+            b"1.5",
+            b"18446744073709551616",
+            b"9223372036854775807",
+            b"99999999999999999999999999999999999999999999999999",
+            b"\"\"",
+            b"\"x\"",
+            b"\"-5\"",
+            b"\"1e5\"",
+            b"\"\\ud800\"",
+            b"\"\\u0041\\n\"",
+            b"\"99999999999999999999999999.5\"",
+            b"[]",
+            b"{}",
+            b"[[[[[[[[[[1]]]]]]]]]]",
+            b"{\"a\":{\"b\":{\"c\":[1,2,{}]}}}",
+            b"[1,\"Buy\",2,3]",
+            b"[[1,\"Buy\",2,3],[1,\"Sell\",2,3]]",
+        ];
+        let deep: Vec<u8> = {
+            let mut v = vec![b'['; 5000];
+            v.extend_from_slice(&[b']'; 5000]);
+            v
+        };
+        let long_str: Vec<u8> = {
+            let mut v = vec![b'"'];
+            v.extend_from_slice(&[b'7'; 300]);
+            v.push(b'"');
+            v
+        };
+        for line in lines(text) {
+            let b = line.as_bytes();
+            // Truncation at every offset.
+            for cut in 0..=b.len() {
+                try_parse(venue, &b[..cut], ctx, &mut out);
+                count += 1;
+            }
+            // Byte flips.
+            for i in 0..b.len() {
+                for v in [0u8, b'"', b'{', b']', b'\\', b'9', b'-', b'.', 0x80, 0xff, b' ', b'e'] {
+                    let mut m = b.to_vec();
+                    m[i] = v;
+                    try_parse(venue, &m, ctx, &mut out);
+                    count += 1;
+                }
+            }
+            // Every value replaced with wrong types, huge numbers, deep nesting.
+            for (s, e, _) in value_spans(b) {
+                let mut reps: Vec<&[u8]> = replacements.to_vec();
+                reps.push(&deep);
+                reps.push(&long_str);
+                for r in reps {
+                    let mut m = b[..s].to_vec();
+                    m.extend_from_slice(r);
+                    m.extend_from_slice(&b[e..]);
+                    try_parse(venue, &m, ctx, &mut out);
+                    count += 1;
+                }
+                // Value removed (leaves `"k":,` or a dangling comma).
+                let mut m = b[..s].to_vec();
+                m.extend_from_slice(&b[e..]);
+                try_parse(venue, &m, ctx, &mut out);
+                count += 1;
+            }
+            // Whole-frame oddities.
+            for m in [
+                format!("  {line}  \n"),
+                format!("[{line}]"),
+                format!("{line}{line}"),
+                format!("{{\"stream\":\"x\",\"data\":{line}}}"),
+                format!("{{\"data\":{line}}}"),
+            ] {
+                try_parse(venue, m.as_bytes(), ctx, &mut out);
+                count += 1;
+            }
+        }
+        for m in [
+            &b""[..],
+            b" ",
+            b"pong",
+            b"ping",
+            b"null",
+            b"[]",
+            b"{}",
+            b"\"x\"",
+            b"1",
+            &deep,
+            b"{\"a\":1}garbage",
+        ] {
+            try_parse(venue, m, ctx, &mut out);
+            count += 1;
+        }
+        count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ns_conversion_is_exact() {
+        assert_eq!(ns_from_text(b"1606292218213.4578", 6), Some(1_606_292_218_213_457_800));
+        assert_eq!(
+            ns_from_text(b"1788336082402.208000", 6),
+            Some(1_788_336_082_402_208_000)
+        );
+        assert_eq!(ns_from_text(b"1619093546958.116", 6), Some(1_619_093_546_958_116_000));
+        assert_eq!(ns_from_text(b"1682689046123.0", 6), Some(1_682_689_046_123_000_000));
+        assert_eq!(ns_from_text(b"1.1234567891", 6), Some(1_123_456));
+        assert_eq!(ns_from_text(b"1751132780368", 6), Some(1_751_132_780_368_000_000));
+        assert_eq!(ns_from_text(b"1625342244127840967", 0), Some(1_625_342_244_127_840_967));
+        assert_eq!(ns_from_text(b"9223372036854775807", 0), Some(i64::MAX));
+        assert_eq!(ns_from_text(b"9223372036854775808", 0), None);
+        assert_eq!(ns_from_text(b"9223372036855", 6), None);
+        assert_eq!(ns_from_text(b"0000000000000000000000001", 9), Some(1_000_000_000));
+        for bad in [&b""[..], b"-1", b"1e5", b"1.", b".5", b"1.2.3", b" 1", b"+1"] {
+            assert_eq!(ns_from_text(bad, 6), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn json_tape_accepts_and_rejects() {
+        let mut nodes = Vec::new();
+        let mut stack = Vec::new();
+        for ok in [
+            &br#"{"a":[1,2,{"b":null}],"c":"x\"y","d":-0.5e+3,"e":true}"#[..],
+            b" [ ] ",
+            b"0",
+            b"\"\\ud83d\\ude00\"",
+            b"{}",
+        ] {
+            json::parse_into(ok, &mut nodes, &mut stack).unwrap();
+        }
+        for bad in [
+            &b""[..],
+            b"{",
+            b"{\"a\"}",
+            b"{\"a\":}",
+            b"[1,]",
+            b"{\"a\":1,}",
+            b"01",
+            b"1.",
+            b"-",
+            b"NaN",
+            b"\"\t\"",
+            b"\"\\x\"",
+            b"[1]x",
+            b"{1:2}",
+            b"tru",
+            b"\"abc",
+        ] {
+            assert!(
+                json::parse_into(bad, &mut nodes, &mut stack).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let deep = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
+        assert!(json::parse_into(deep.as_bytes(), &mut nodes, &mut stack).is_err());
+        let ok = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        assert!(json::parse_into(ok.as_bytes(), &mut nodes, &mut stack).is_ok());
+    }
+
+    #[test]
+    fn escaped_keys_and_values_are_decoded() {
+        let frame = br#"{"e":"trade","E":1,"\u0073":"BTC\u0055SDT","t":5,"p":"1.5","q":"2","T":1000,"m":false}"#;
+        let mut out = ParsedFrame::new();
+        parse_frame(Venue::BinanceSpot, frame, &ParseContext::new(), &mut out).unwrap();
+        assert_eq!(out.trade(0, Venue::BinanceSpot, 0).symbol, b"BTCUSDT");
+        // A lone surrogate in a field we keep is an error, elsewhere it is ignored.
+        let bad = br#"{"e":"trade","s":"\ud800","t":5,"p":"1.5","q":"2","T":1000,"m":false}"#;
+        assert!(parse_frame(Venue::BinanceSpot, bad, &ParseContext::new(), &mut out).is_err());
+        let ignored = br#"{"e":"trade","x":"\ud800","s":"A","t":5,"p":"1.5","q":"2","T":1000,"m":false}"#;
+        parse_frame(Venue::BinanceSpot, ignored, &ParseContext::new(), &mut out).unwrap();
+    }
+
+    #[test]
+    fn detail_is_trimmed_and_cut_on_char_boundary() {
+        assert_eq!(detail_of(b"  {\"a\":1}\n"), "{\"a\":1}");
+        let mut long = String::from("{\"x\":\"");
+        while long.len() < DETAIL_MAX + 10 {
+            long.push('é');
+        }
+        long.push_str("\"}");
+        let d = detail_of(long.as_bytes());
+        assert!(d.len() <= DETAIL_MAX && d.len() >= DETAIL_MAX - 1);
+        assert!(long.starts_with(&d));
+    }
+
+    #[test]
+    fn invalid_utf8_and_garbage_are_errors() {
+        let mut out = ParsedFrame::new();
+        let ctx = ParseContext::new();
+        for v in crate::venue::ALL {
+            for f in [
+                &b"\xff"[..],
+                b"",
+                b"   ",
+                b"{\"a\":\"\xc3\"}",
+                b"nonsense",
+                b"{}",
+                b"[]",
+                b"null",
+            ] {
+                assert!(parse_frame(v, f, &ctx, &mut out).is_err(), "{} {:?}", v.id(), f);
+            }
+        }
+    }
+}

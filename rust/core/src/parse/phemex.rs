@@ -1,0 +1,544 @@
+//! Phemex spot (`trade.subscribe`, `sXXX` symbols, scaled integers) and USDⓈ-M perpetual
+//! (`trade_p.subscribe`, `trades_p` rows with real decimal strings).
+//!
+//! * a row is `[timestamp_ns, side, price, qty]` (extra elements ignored); side `Buy`/`Sell` is
+//!   the taker side; the timestamp is an integer > 2^53, taken from its text.
+//! * phemex-spot `trades`: price and qty are non-negative JSON integers scaled by 10^scale; they
+//!   become decimal text by inserting the point and keeping every digit (`769100000` at scale 8 is
+//!   `7.69100000`). Scales come from `ParseContext::set_phemex_spot_scales` (price 8, qty 8 when not
+//!   set). The symbol must start with `s`: COIN-M contracts (`BTCUSD`, also `trades` with scaled
+//!   integers but other scales) are refused rather than mis-scaled. A spot frame with `trades_p`
+//!   rows is read like the perpetual one.
+//! * phemex-perp `trades_p`: price and qty are the strings as sent. A `trades` frame (COIN-M
+//!   scaled integers) is an error: not one of PumpWatch's venues.
+//! * `"type":"snapshot"` (sent on every (re)subscribe) -> SNAPSHOT flag on each trade.
+//! * no trade id exists: the id is the content key `<ts_ns>:<b|s>:<price>:<qty>`, and the k-th
+//!   (k >= 2) identical row within one frame gets `#<k>` appended. The store dedups Phemex by this
+//!   key, so a reconnect snapshot overlapping already-recorded trades adds nothing; two identical
+//!   fills in the same nanosecond arriving in different frames collapse into one until a
+//!   snapshot holding both restores the second (`#2`). No id sequence.
+//! * an empty row list is `Control::Other`.
+//! * control: `{"error":null,"id":..,"result":{"status":"success"}}` -> SubscribeAck;
+//!   `"result":"pong"` -> Pong; a non-null `error` -> Error; other results and echoed requests
+//!   (`method`) -> Other.
+
+use super::json::Doc;
+use super::*;
+
+pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>, ctx: &ParseContext, spot: bool) -> PResult<()> {
+    let root = root_object(doc)?;
+    let mut kb = [0u8; 32];
+    let (mut trades, mut trades_p, mut symbol, mut ty, mut error, mut result, mut method) =
+        (None, None, None, None, None, None, None);
+    for (k, v) in doc.members(root) {
+        match doc.key(k, &mut kb) {
+            b"trades" => trades = Some(v),
+            b"trades_p" => trades_p = Some(v),
+            b"symbol" => symbol = Some(v),
+            b"type" => ty = Some(v),
+            b"error" => error = Some(v),
+            b"result" => result = Some(v),
+            b"method" => method = Some(v),
+            _ => {}
+        }
+    }
+    if trades.is_some() || trades_p.is_some() {
+        let (rows, scaled) = match (trades, trades_p) {
+            (Some(t), _) if spot => (t, true),
+            (_, Some(t)) => (t, false),
+            _ => {
+                return fail(
+                    "a \"trades\" frame (COIN-M contract, scaled integers) is not a phemex-perp frame; \
+                     USDⓈ-M perpetuals send \"trades_p\" (trade_p.subscribe)"
+                        .to_owned(),
+                )
+            }
+        };
+        return trade_rows(doc, sink, ctx, rows, scaled, symbol, ty);
+    }
+    if error.is_some() || result.is_some() {
+        if error.is_some_and(|e| !doc.is_null(e)) {
+            sink.set_control(|detail| Control::Error { detail });
+            return Ok(());
+        }
+        let r = result.unwrap_or(usize::MAX);
+        if doc.str_cow(r).is_some_and(|s| &*s == b"pong") {
+            sink.pong();
+            return Ok(());
+        }
+        if doc.kind(r) == json::Kind::Obj {
+            let mut status = None;
+            for (k, v) in doc.members(r) {
+                if doc.key(k, &mut kb) == b"status" {
+                    status = Some(v);
+                }
+            }
+            if status.and_then(|s| doc.str_cow(s)).is_some_and(|s| &*s == b"success") {
+                sink.set_control(|detail| Control::SubscribeAck { detail });
+                return Ok(());
+            }
+        }
+        sink.other();
+        return Ok(());
+    }
+    if method.is_some() {
+        sink.other();
+        return Ok(());
+    }
+    fail(
+        "not a Phemex trade push or response (no \"trades\", \"trades_p\", \"result\", \"error\" or \"method\")"
+            .to_owned(),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn trade_rows(
+    doc: &Doc<'_>,
+    sink: &mut Sink<'_>,
+    ctx: &ParseContext,
+    rows: usize,
+    scaled: bool,
+    symbol: Option<usize>,
+    ty: Option<usize>,
+) -> PResult<()> {
+    let rows_name = if scaled { "trades" } else { "trades_p" };
+    if doc.kind(rows) != json::Kind::Arr {
+        return fail(format!(
+            "field \"{rows_name}\" is {}, not an array of rows",
+            doc.kind_name(rows)
+        ));
+    }
+    let flags = match ty {
+        None => 0,
+        Some(t) => match &*str_field(doc, t, field("type"))? {
+            b"snapshot" => flags::SNAPSHOT,
+            b"incremental" => 0,
+            other => {
+                return fail(format!(
+                    "field \"type\" {} is not \"snapshot\" or \"incremental\"",
+                    show(other)
+                ))
+            }
+        },
+    };
+    let sym = sink.text(doc, need(symbol, field("symbol"))?, field("symbol"))?;
+    let sym_text = sink.arena.get(sym.start as usize..sym.end as usize).unwrap_or(&[]);
+    let (price_scale, qty_scale) = if scaled {
+        if sym_text.first() != Some(&b's') {
+            return fail(format!(
+                "symbol {} is not a Phemex spot symbol (they start with 's'); COIN-M contract frames are not supported",
+                show(sym_text)
+            ));
+        }
+        let s = std::str::from_utf8(sym_text).unwrap_or("");
+        let (p, q) = ctx.phemex_spot_scales(s);
+        if p > MAX_SCALE || q > MAX_SCALE {
+            return fail(format!(
+                "configured scales ({p}, {q}) of {s} are larger than {MAX_SCALE}"
+            ));
+        }
+        (p, q)
+    } else {
+        (0, 0)
+    };
+    let first_trade = sink.trades.len();
+    for (i, row) in doc.elements(rows).enumerate() {
+        if doc.kind(row) != json::Kind::Arr {
+            return fail(format!(
+                "row {i} of \"{rows_name}\" is {}, not an array",
+                doc.kind_name(row)
+            ));
+        }
+        let mut el = doc.elements(row);
+        let (Some(ts_v), Some(side_v), Some(price_v), Some(qty_v)) = (el.next(), el.next(), el.next(), el.next())
+        else {
+            return fail(format!(
+                "row {i} of \"{rows_name}\" has fewer than 4 elements [ts, side, price, qty]"
+            ));
+        };
+        let ts_ns = time_ns(doc, ts_v, tfield("timestamp", i), 0)?;
+        let side = side(doc, side_v, tfield("side", i))?;
+        let (price, qty) = if scaled {
+            (
+                scaled_decimal(doc, price_v, price_scale, tfield("priceEp", i), sink)?,
+                scaled_decimal(doc, qty_v, qty_scale, tfield("qty", i), sink)?,
+            )
+        } else {
+            (
+                sink.decimal(doc, price_v, tfield("price", i), true)?,
+                sink.decimal(doc, qty_v, tfield("qty", i), false)?,
+            )
+        };
+        // Content id: <ts_ns>:<b|s>:<price>:<qty>[#k].
+        let start = sink.arena.len();
+        push_u64(sink.arena, ts_ns as u64);
+        sink.arena
+            .extend_from_slice(if side == Side::Buy { b":b:" } else { b":s:" });
+        sink.arena.extend_from_within(price.start as usize..price.end as usize);
+        sink.arena.push(b':');
+        sink.arena.extend_from_within(qty.start as usize..qty.end as usize);
+        let base_end = sink.arena.len();
+        let arena: &[u8] = sink.arena;
+        let base = arena.get(start..base_end).unwrap_or(&[]);
+        let dups = sink
+            .trades
+            .get(first_trade..)
+            .unwrap_or(&[])
+            .iter()
+            .filter(|t| {
+                t.ts_ns == ts_ns && {
+                    let id = arena
+                        .get(t.trade_id.start as usize..t.trade_id.end as usize)
+                        .unwrap_or(&[]);
+                    id.len() >= base.len()
+                        && id.get(..base.len()) == Some(base)
+                        && (id.len() == base.len() || id.get(base.len()) == Some(&b'#'))
+                }
+            })
+            .count();
+        if dups > 0 {
+            sink.arena.push(b'#');
+            push_u64(sink.arena, dups as u64 + 1);
+        }
+        let trade_id = sink.finish(start, tfield("id", i))?;
+        sink.push(ParsedTrade {
+            symbol: sym.clone(),
+            trade_id,
+            price,
+            qty,
+            side,
+            ts_ns,
+            flags,
+            seq_first: None,
+            seq_last: None,
+        });
+    }
+    if sink.trades.is_empty() {
+        sink.other();
+    }
+    Ok(())
+}
+
+/// A non-negative JSON integer scaled by 10^scale, written as exact decimal text.
+fn scaled_decimal(doc: &Doc<'_>, v: usize, scale: u8, f: Field<'_>, sink: &mut Sink<'_>) -> PResult<Range<u32>> {
+    let digits = match doc.scalar(v) {
+        Some(Scalar::Num(raw)) if raw.iter().all(u8::is_ascii_digit) => raw,
+        Some(Scalar::Num(raw)) => return fail(format!("{f} {} is not a non-negative scaled integer", show(raw))),
+        _ => return fail(format!("{f} is {}, not a scaled integer", doc.kind_name(v))),
+    };
+    let start = sink.arena.len();
+    write_scaled(sink.arena, digits, scale as usize);
+    sink.finish(start, f)
+}
+
+/// Inserts a decimal point `scale` digits from the right of `digits` (canonical integer text).
+pub(crate) fn write_scaled(out: &mut Vec<u8>, digits: &[u8], scale: usize) {
+    if scale == 0 {
+        out.extend_from_slice(digits);
+    } else if digits.len() > scale {
+        let (int, frac) = digits.split_at(digits.len() - scale);
+        out.extend_from_slice(int);
+        out.push(b'.');
+        out.extend_from_slice(frac);
+    } else {
+        out.extend_from_slice(b"0.");
+        out.resize(out.len() + (scale - digits.len()), b'0');
+        out.extend_from_slice(digits);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+
+    const SPOT: &str = include_str!("../../../../tests/samples/phemex_spot.jsonl");
+    const CONTRACT: &str = include_str!("../../../../tests/samples/phemex_contract.jsonl");
+    const TARDIS: &str = include_str!("../../../../tests/samples/phemex.tardis.jsonl");
+    const CONTROL: &str = include_str!("../../../../tests/samples/phemex.control.jsonl");
+
+    fn line(text: &str, n: usize) -> &str {
+        lines(text).nth(n - 1).unwrap()
+    }
+
+    /// Which of our venues a phemex.tardis line belongs to (None: COIN-M, not ours).
+    fn venue_of(line: &str) -> Option<Venue> {
+        if line.contains("\"trades_p\"") {
+            Some(Venue::PhemexPerp)
+        } else if line.contains("\"symbol\":\"s") {
+            Some(Venue::PhemexSpot)
+        } else {
+            None
+        }
+    }
+
+    #[test]
+    fn every_sample_line_parses() {
+        let ctx = ParseContext::new();
+        assert_eq!(all_parse(Venue::PhemexSpot, SPOT, false, &ctx), 8);
+        assert_eq!(all_parse(Venue::PhemexSpot, CONTROL, true, &ctx), 2);
+        assert_eq!(all_parse(Venue::PhemexPerp, CONTROL, true, &ctx), 2);
+        let mut out = ParsedFrame::new();
+        let mut ours = 0;
+        for l in lines(TARDIS) {
+            match venue_of(l) {
+                Some(v) => {
+                    assert!(!parse_ok(v, l, &ctx).trades.is_empty());
+                    ours += 1;
+                }
+                None => {
+                    // COIN-M: refused by both of our Phemex venues.
+                    for v in [Venue::PhemexSpot, Venue::PhemexPerp] {
+                        assert!(parse_frame(v, l.as_bytes(), &ctx, &mut out).is_err(), "{l}");
+                    }
+                }
+            }
+        }
+        assert_eq!(ours, 5);
+        for l in lines(CONTRACT) {
+            for v in [Venue::PhemexSpot, Venue::PhemexPerp] {
+                let e = parse_frame(v, l.as_bytes(), &ctx, &mut out).unwrap_err();
+                assert!(e.0.contains("COIN-M"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn spot_values() {
+        let ctx = ParseContext::new();
+        let v = Venue::PhemexSpot;
+        let out = parse_ok(v, line(SPOT, 1), &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "sSUSHIUSDT",
+                id: "1625342244127840967:b:7.69100000:1.68200000",
+                price: "7.69100000",
+                qty: "1.68200000",
+                side: Side::Buy,
+                ts_ns: 1_625_342_244_127_840_967,
+                flags: 0,
+                seq: None,
+            },
+        );
+        let out = parse_ok(v, line(SPOT, 3), &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "sGRTUSDT",
+                id: "1625342248051974866:s:0.67269000:255.00000000",
+                price: "0.67269000",
+                qty: "255.00000000",
+                side: Side::Sell,
+                ts_ns: 1_625_342_248_051_974_866,
+                flags: 0,
+                seq: None,
+            },
+        );
+        let out = parse_ok(v, line(SPOT, 6), &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "sLINKUSDT",
+                id: "1625342253520262496:s:18.71060000:54.15000000",
+                price: "18.71060000",
+                qty: "54.15000000",
+                side: Side::Sell,
+                ts_ns: 1_625_342_253_520_262_496,
+                flags: 0,
+                seq: None,
+            },
+        );
+        let out = parse_ok(v, line(TARDIS, 8), &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "sOLUSDT",
+                id: "1772323222771984119:s:0.01228700:412.50000000",
+                price: "0.01228700",
+                qty: "412.50000000",
+                side: Side::Sell,
+                ts_ns: 1_772_323_222_771_984_119,
+                flags: 0,
+                seq: None,
+            },
+        );
+        // Configured quantity scale.
+        let mut ctx = ParseContext::new();
+        ctx.set_phemex_spot_scales("sBTCUSDT", 8, 6);
+        let out = parse_ok(v, line(TARDIS, 4), &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "sBTCUSDT",
+                id: "1591268226414925245:s:9544.88000000:0.279100",
+                price: "9544.88000000",
+                qty: "0.279100",
+                side: Side::Sell,
+                ts_ns: 1_591_268_226_414_925_245,
+                flags: 0,
+                seq: None,
+            },
+        );
+    }
+
+    #[test]
+    fn perp_values() {
+        let ctx = ParseContext::new();
+        let v = Venue::PhemexPerp;
+        let out = parse_ok(v, line(TARDIS, 6), &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "BTCUSDT",
+                id: "1669198793402790477:b:16545.6:0.7",
+                price: "16545.6",
+                qty: "0.7",
+                side: Side::Buy,
+                ts_ns: 1_669_198_793_402_790_477,
+                flags: 0,
+                seq: None,
+            },
+        );
+        let out = parse_ok(v, line(TARDIS, 7), &ctx);
+        assert_trade(
+            &out,
+            v,
+            0,
+            &Want {
+                symbol: "XRPUSDT",
+                id: "1669198857616162039:b:0.3758:244.65",
+                price: "0.3758",
+                qty: "244.65",
+                side: Side::Buy,
+                ts_ns: 1_669_198_857_616_162_039,
+                flags: 0,
+                seq: None,
+            },
+        );
+    }
+
+    #[test]
+    fn snapshot_flag_and_duplicate_ids() {
+        let ctx = ParseContext::new();
+        let v = Venue::PhemexPerp;
+        let f = r#"{"sequence":1,"symbol":"BTCUSDT","trades_p":[[5,"Buy","1.0","2"],[5,"Buy","1.0","2"],[5,"Sell","1.0","2"],[6,"Buy","1.0","2"],[5,"Buy","1.0","2"],[5,"Buy","1.0","20"]],"type":"snapshot"}"#;
+        let out = parse_ok(v, f, &ctx);
+        let ids: Vec<String> = (0..out.trades.len())
+            .map(|i| String::from_utf8(out.trade(i, v, 0).trade_id.to_vec()).unwrap())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "5:b:1.0:2",
+                "5:b:1.0:2#2",
+                "5:s:1.0:2",
+                "6:b:1.0:2",
+                "5:b:1.0:2#3",
+                "5:b:1.0:20"
+            ]
+        );
+        assert!(out.trades.iter().all(|t| t.flags == flags::SNAPSHOT));
+        let c = |f: &str| parse_ok(v, f, &ctx).control.unwrap();
+        assert_eq!(
+            c(r#"{"sequence":1,"symbol":"BTCUSDT","trades_p":[],"type":"snapshot"}"#).kind(),
+            "other"
+        );
+        assert_eq!(c(line(CONTROL, 1)).kind(), "other");
+        assert_eq!(c(line(CONTROL, 2)).kind(), "subscribe_ack");
+        assert_eq!(c(r#"{"error":null,"id":0,"result":"pong"}"#), Control::Pong);
+        assert_eq!(
+            c(r#"{"error":{"code":6001,"message":"invalid argument"},"id":1,"result":null}"#).kind(),
+            "error"
+        );
+        let mut o = ParsedFrame::new();
+        for (venue, bad) in [
+            (
+                Venue::PhemexPerp,
+                r#"{"symbol":"BTCUSDT","trades_p":[[5,"Buy","1.0"]],"type":"incremental"}"#,
+            ),
+            (
+                Venue::PhemexPerp,
+                r#"{"symbol":"BTCUSDT","trades_p":[[5e3,"Buy","1.0","1"]],"type":"incremental"}"#,
+            ),
+            (
+                Venue::PhemexPerp,
+                r#"{"symbol":"BTCUSDT","trades_p":[[5,"Buy","1.0","1"]],"type":"delta"}"#,
+            ),
+            (
+                Venue::PhemexPerp,
+                r#"{"symbol":"BTCUSDT","trades_p":{},"type":"incremental"}"#,
+            ),
+            (
+                Venue::PhemexPerp,
+                r#"{"trades_p":[[5,"Buy","1.0","1"]],"type":"incremental"}"#,
+            ),
+            (
+                Venue::PhemexSpot,
+                r#"{"symbol":"sBTCUSDT","trades":[[5,"Buy","100","1"]],"type":"incremental"}"#,
+            ),
+            (
+                Venue::PhemexSpot,
+                r#"{"symbol":"sBTCUSDT","trades":[[5,"Buy",-100,1]],"type":"incremental"}"#,
+            ),
+            (
+                Venue::PhemexSpot,
+                r#"{"symbol":"sBTCUSDT","trades":[[5,"Buy",1.5,1]],"type":"incremental"}"#,
+            ),
+            (
+                Venue::PhemexSpot,
+                r#"{"symbol":"sBTCUSDT","trades":[[5,"Hold",1,1]],"type":"incremental"}"#,
+            ),
+            (Venue::PhemexSpot, r#"{"sequence":1}"#),
+        ] {
+            assert!(parse_frame(venue, bad.as_bytes(), &ctx, &mut o).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn scaled_text() {
+        let s = |d: &str, k: usize| {
+            let mut v = Vec::new();
+            write_scaled(&mut v, d.as_bytes(), k);
+            String::from_utf8(v).unwrap()
+        };
+        assert_eq!(s("769100000", 8), "7.69100000");
+        assert_eq!(s("1228700", 8), "0.01228700");
+        assert_eq!(s("0", 8), "0.00000000");
+        assert_eq!(s("64000000000", 8), "640.00000000");
+        assert_eq!(s("100000000", 8), "1.00000000");
+        assert_eq!(s("12", 0), "12");
+        assert_eq!(s("12345678901234567890123", 4), "1234567890123456789.0123");
+    }
+
+    #[test]
+    fn mutations_never_panic() {
+        let ctx = ParseContext::new();
+        let mut n = 0;
+        for (v, text) in [
+            (Venue::PhemexSpot, SPOT),
+            (Venue::PhemexSpot, TARDIS),
+            (Venue::PhemexPerp, TARDIS),
+            (Venue::PhemexSpot, CONTRACT),
+            (Venue::PhemexPerp, CONTROL),
+        ] {
+            n += mutate_all(v, text, &ctx);
+        }
+        let mut big = ParseContext::new();
+        big.set_phemex_spot_scales("sSUSHIUSDT", 255, 255);
+        n += mutate_all(Venue::PhemexSpot, line(SPOT, 1), &big);
+        assert!(n > 10_000, "{n}");
+    }
+}
