@@ -5,13 +5,9 @@ the baseline the benchmarks measure the Rust path against, and the oracle the di
 compare it with: when the two disagree, the format spec decides which one is wrong.
 """
 
+# Binding the function after its module is imported keeps `pumpwatch.purepy.parse` the function
+# (importing a submodule would otherwise set the package attribute to the module).
+from .parse import ParseContext, ParseResult, parse
 from .store import Store, verify
 
-__all__ = ["Store", "verify", "parse"]
-
-
-def parse(venue, frame):
-    """Parses one venue frame into trades (pure Python); imported on first use."""
-    from .parse import parse as _p
-
-    return _p(venue, frame)
+__all__ = ["ParseContext", "ParseResult", "Store", "parse", "verify"]
