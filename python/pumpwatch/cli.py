@@ -35,10 +35,65 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report["ok"] else 1
 
 
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    """Replays a file of raw frames (one WebSocket text frame per line, as recorded) through the
+    same ingest path the daemon uses: parse, drop duplicates, check id sequences, store."""
+    import time
+    from collections import Counter
+
+    from rich.console import Console
+
+    from . import VENUES
+    from .errors import InvalidInputError
+    from .store import Store
+
+    console = Console(stderr=True)
+    venue = args.venue
+    if venue not in VENUES:
+        raise InvalidInputError(f"unknown venue {venue!r}; the venues are: {', '.join(VENUES)}")
+    events: Counter[str] = Counter()
+    stored = frames = 0
+    with Store(args.data_dir) as store, open(args.file, "rb") as f:
+        batch: list[bytes] = []
+
+        def flush() -> None:
+            nonlocal stored
+            n, evs = store.ingest_many(venue, batch, time.time_ns())
+            stored += n
+            for e in evs or []:
+                events[e[0] if e[0] != "control" else f"control:{e[2]}"] += 1
+            batch.clear()
+
+        for line in f:
+            line = line.rstrip(b"\r\n")
+            if not line:
+                continue
+            batch.append(line)
+            frames += 1
+            if len(batch) >= 10_000:
+                flush()
+        if batch:
+            flush()
+        stats = store.ingest_stats()
+    console.print(
+        f"{args.file}: {frames:,} frames, {stored:,} trades stored, {stats['duplicates']:,} duplicates, "
+        f"{stats['gaps']:,} id gaps, {stats['quarantined']:,} frames quarantined (kept raw) -> {args.data_dir}"
+    )
+    for name, n in sorted(events.items()):
+        console.print(f"  {name}: {n:,}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pumpwatch", description=__doc__)
     p.add_argument("--version", action="version", version=f"pumpwatch {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    i = sub.add_parser("ingest", help="store a file of raw venue frames (one per line) through the ingest path")
+    i.add_argument("venue", help="venue id, e.g. binance-usdm")
+    i.add_argument("file", help="file with one raw WebSocket text frame per line")
+    i.add_argument("--data-dir", default="./pumpwatch-data", help="data directory (default ./pumpwatch-data)")
+    i.set_defaults(func=_cmd_ingest)
 
     v = sub.add_parser("verify", help="check the integrity of a recording and report any damage")
     v.add_argument("--data-dir", default="./pumpwatch-data", help="data directory (default ./pumpwatch-data)")
@@ -58,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - a CLI reports what went wrong in one line
         from .errors import StoreError
 
-        if isinstance(e, (StoreError, OSError)):
+        if isinstance(e, (StoreError, OSError, ValueError)):
             print(f"pumpwatch: {e}", file=sys.stderr)
             return 1
         raise

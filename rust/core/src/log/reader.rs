@@ -488,10 +488,10 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
                 reason: "segment header damaged (magic or CRC wrong); the writer repairs it on open".into(),
             }),
         }
-        report.bytes += end as u64;
         let mut counts = [0u64; 4];
         let outcome = scan::walk(&map, HEADER_LEN, end, |_, p| counts[p[0] as usize & 3] += 1);
         report.records += outcome.records;
+        report.bytes += outcome.valid_end as u64;
         report.trades += counts[1];
         report.markers += counts[2];
         report.quarantined += counts[3];
