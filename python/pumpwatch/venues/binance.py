@@ -1,0 +1,141 @@
+"""Binance spot and USDⓈ-M futures (VENUES §1, §2)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .._core import FLAGS
+from ..errors import InvalidInputError
+from . import (
+    CLOSED,
+    DAY_S,
+    HALTED,
+    PRE_TRADING,
+    TRADING,
+    BackfillRule,
+    HeartbeatRule,
+    HttpRequest,
+    Instrument,
+    VenueSpec,
+    backfill_row,
+    dumps,
+    exact_json,
+    make_instrument,
+    to_ns,
+)
+
+_SPOT_STATUS = {"TRADING": TRADING, "PRE_TRADING": PRE_TRADING}  # BREAK, HALT, END_OF_DAY...: halted
+_PERP_STATUS = {
+    "TRADING": TRADING,
+    "PENDING_TRADING": PRE_TRADING,
+    "PRE_DELIVERING": CLOSED,
+    "DELIVERING": CLOSED,
+    "DELIVERED": CLOSED,
+    "CLOSE": CLOSED,
+}  # SETTLING, PRE_SETTLE: halted for a while
+
+
+@dataclass(frozen=True, kw_only=True)
+class BinanceSpec(VenueSpec):
+    instruments_path: str
+    trades_path: str
+
+    def _topic(self, symbol: str) -> str:
+        return f"{symbol.lower()}@trade"  # stream names are lowercase (§1.1)
+
+    def _render(self, op: str, topics: list[Any], request_id: int) -> str:
+        return dumps({"method": op.upper(), "params": topics, "id": request_id})
+
+    def instruments_request(self) -> list[HttpRequest]:
+        return [HttpRequest("GET", self.instruments_path)]
+
+    def parse_instruments(self, bodies: Sequence[str | bytes]) -> list[Instrument]:
+        out = []
+        for body in bodies:
+            for s in exact_json(body)["symbols"]:
+                if s.get("quoteAsset") != "USDT":
+                    continue
+                if self.kind == "perp":
+                    if s.get("contractType") != "PERPETUAL" or s.get("marginAsset", "USDT") != "USDT":
+                        continue
+                    status = _PERP_STATUS.get(s.get("status"), HALTED)
+                else:
+                    status = _SPOT_STATUS.get(s.get("status"), HALTED)
+                out.append(make_instrument(self.id, s["symbol"], s["baseAsset"], "USDT", self.kind, status=status))
+        return out
+
+    def _page(self, symbol: str, from_id: int, limit: int) -> HttpRequest:
+        return HttpRequest("GET", self.trades_path, {"symbol": symbol, "fromId": str(from_id), "limit": str(limit)})
+
+    def backfill_requests(self, symbol, *, after_id=None, before_id=None, start_ns=None, end_ns=None):
+        # historicalTrades pages forwards from an id; it has no time parameter (§1.3, §2.3).
+        if after_id is None:
+            raise InvalidInputError(
+                f"{self.id} backfills by trade id (historicalTrades fromId): "
+                "pass after_id, the last id held before the hole"
+            )
+        first = int(after_id) + 1
+        rows = self.backfill.max_rows
+        if before_id is None:
+            return [self._page(symbol, first, rows)]
+        last = int(before_id) - 1
+        return [self._page(symbol, start, min(rows, last - start + 1)) for start in range(first, last + 1, rows)]
+
+    def next_backfill_request(self, previous, rows, *, after_id=None, before_id=None, start_ns=None, end_ns=None):
+        # A bounded hole was planned page by page; an open one follows the tape until a short page.
+        if before_id is not None or len(rows) < int(previous.params["limit"]):
+            return None
+        newest = max(int(r["trade_id"]) for r in rows)
+        return self._page(previous.params["symbol"], newest + 1, int(previous.params["limit"]))
+
+    def parse_backfill(self, body, symbol, *, instrument=None) -> list[dict]:
+        out = []
+        for r in exact_json(body):
+            # isBuyerMaker: the buyer rested, so the taker sold (§1.2).
+            side = "sell" if r["isBuyerMaker"] is True else "buy"
+            flags = FLAGS["RPI"] if r.get("isRPITrade") is True else 0
+            out.append(
+                backfill_row(self.id, symbol, r["id"], r["price"], r["qty"], side, to_ns(r["time"], 1_000_000), flags)
+            )
+        return out
+
+
+SPOT = BinanceSpec(
+    id="binance-spot",
+    exchange="binance",
+    kind="spot",
+    ws_url="wss://stream.binance.com:9443",
+    ws_path="/stream",  # combined streams: frames arrive as {"stream":..,"data":..} (§1.1)
+    rest_url="https://api.binance.com",
+    max_streams_per_connection=1024,  # §1.1
+    max_topics_per_subscribe=100,  # no documented cap; third-party recorders send 100 per SUBSCRIBE (§1.1)
+    max_client_messages_per_s=5,  # pings, pongs and JSON control messages all count (§1.1)
+    connection_lifetime_s=DAY_S,  # "a single connection is only valid for 24 hours" (§1.1)
+    heartbeat=HeartbeatRule(who="server", interval_s=20, timeout_s=60),  # ping every 20 s, pong within 1 min
+    # historicalTrades: max 1000, whole history, weight 25 of 6,000/min (§1.3)
+    backfill=BackfillRule(reach="by_id", max_rows=1000, max_age_s=None, requests_per_s=6000 / 60 / 25),
+    instruments_path="/api/v3/exchangeInfo",
+    trades_path="/api/v3/historicalTrades",
+)
+
+USDM = BinanceSpec(
+    id="binance-usdm",
+    exchange="binance",
+    kind="perp",
+    ws_url="wss://fstream.binance.com",
+    # @trade lives on /public since 2026-04-23; a socket on the wrong path acks and stays silent (§2.1)
+    ws_path="/public/stream",
+    rest_url="https://fapi.binance.com",
+    max_streams_per_connection=1024,  # §2.1
+    max_topics_per_subscribe=100,  # as spot
+    max_client_messages_per_s=10,  # §2.1
+    connection_lifetime_s=DAY_S,  # §2.1
+    heartbeat=HeartbeatRule(who="server", interval_s=180, timeout_s=600),  # ping every 3 min, pong within 10 min
+    # historicalTrades: max 500, last three months, market trades only (so REST has id holes where the
+    # WS had NA/ADL/INSURANCE_FUND ids), weight 20 of 2,400/min (§2.3)
+    backfill=BackfillRule(reach="by_id", max_rows=500, max_age_s=90 * DAY_S, requests_per_s=2400 / 60 / 20),
+    instruments_path="/fapi/v1/exchangeInfo",
+    trades_path="/fapi/v1/historicalTrades",
+)

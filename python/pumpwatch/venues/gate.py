@@ -1,0 +1,197 @@
+"""Gate v4 spot and USDT futures (VENUES §7, §8)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .._core import FLAGS
+from ..errors import InvalidInputError
+from . import (
+    CLOSED,
+    DAY_S,
+    DELISTING,
+    HALTED,
+    PRE_TRADING,
+    TRADING,
+    UNDOCUMENTED_STREAMS_PER_CONNECTION,
+    BackfillRule,
+    HeartbeatRule,
+    HttpRequest,
+    Instrument,
+    VenueSpec,
+    backfill_row,
+    dumps,
+    exact_json,
+    make_instrument,
+    taker_side,
+    to_ns,
+)
+
+# buyable/sellable pairs still print trades (one side only), so they count as trading.
+_SPOT_STATUS = {"tradable": TRADING, "buyable": TRADING, "sellable": TRADING, "untradable": HALTED}
+_FUTURES_STATUS = {
+    "trading": TRADING,
+    "prelaunch": PRE_TRADING,
+    "delisting": DELISTING,
+    "delisted": CLOSED,
+    "circuit_breaker": HALTED,
+}
+MAX_SPOT_OFFSET = 100_000  # spot trades: limit * (page - 1) <= 100000 (§7.3)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GateSpec(VenueSpec):
+    channel_prefix: str  # "spot" or "futures": channels spot.trades / futures.ping ...
+    instruments_path: str
+    trades_path: str
+    symbol_param: str  # currency_pair (spot) or contract (futures)
+
+    def ping_frame(self) -> str:
+        # Gate requests carry `time` (docs: within 60 s of server time, §7.1)
+        return dumps({"time": int(time.time()), "channel": f"{self.channel_prefix}.ping"})
+
+    def _topic(self, symbol: str) -> str:
+        return symbol
+
+    def _render(self, op: str, topics: list[Any], request_id: int) -> str:
+        return dumps(
+            {
+                "time": int(time.time()),
+                "id": request_id,
+                "channel": f"{self.channel_prefix}.trades",
+                "event": op,
+                "payload": topics,
+            }
+        )
+
+    def instruments_request(self) -> list[HttpRequest]:
+        return [HttpRequest("GET", self.instruments_path)]
+
+    def parse_instruments(self, bodies: Sequence[str | bytes]) -> list[Instrument]:
+        out = []
+        for body in bodies:
+            for s in exact_json(body):
+                if self.kind == "spot":
+                    if s.get("quote") != "USDT":
+                        continue
+                    status = _SPOT_STATUS.get(s.get("trade_status"), HALTED)
+                    out.append(make_instrument(self.id, s["id"], s["base"], "USDT", "spot", status=status))
+                    continue
+                base, _, quote = s["name"].partition("_")
+                if quote != "USDT":
+                    continue
+                status = _FUTURES_STATUS.get(s.get("status"), TRADING if "status" not in s else HALTED)
+                if status == TRADING and s.get("in_delisting") is True:
+                    status = DELISTING
+                out.append(
+                    make_instrument(
+                        self.id,
+                        s["name"],
+                        base,
+                        "USDT",
+                        "perp",
+                        status=status,
+                        contract_multiplier=s["quanto_multiplier"],
+                    )
+                )
+        return out
+
+    def backfill_requests(self, symbol, *, after_id=None, before_id=None, start_ns=None, end_ns=None):
+        # Ids cannot be asked for (`last_id` is no longer supported/recommended): a hole is a time range
+        # in whole seconds, widened outwards; overlap is deduplicated by id downstream (§7.3, §8).
+        params = {self.symbol_param: symbol, "limit": str(self.backfill.max_rows)}
+        if start_ns is not None:
+            params["from"] = str(start_ns // 1_000_000_000)
+        if end_ns is not None:
+            params["to"] = str(-(-end_ns // 1_000_000_000))
+        params.update({"page": "1"} if self.kind == "spot" else {"offset": "0"})
+        return [HttpRequest("GET", self.trades_path, params)]
+
+    def next_backfill_request(self, previous, rows, *, after_id=None, before_id=None, start_ns=None, end_ns=None):
+        limit = int(previous.params["limit"])
+        if len(rows) < limit:
+            return None
+        params = dict(previous.params)
+        if self.kind == "spot":
+            page = int(params["page"]) + 1
+            if limit * (page - 1) > MAX_SPOT_OFFSET:
+                return None  # deeper pages are refused: the rest of the range is unreachable
+            params["page"] = str(page)
+        else:
+            params["offset"] = str(int(params["offset"]) + limit)
+        return HttpRequest(previous.method, previous.path, params)
+
+    def parse_backfill(self, body, symbol, *, instrument=None) -> list[dict]:
+        rows = exact_json(body)
+        return [self._spot_row(r, symbol) if self.kind == "spot" else self._futures_row(r, symbol) for r in rows]
+
+    def _spot_row(self, r: dict, symbol: str) -> dict:
+        # sequence_id is the per-market consecutive id, the WS `id_market`; `id` is all-market (§7.2, §7.3)
+        if "sequence_id" not in r:
+            raise InvalidInputError(f"gate-spot trade row without sequence_id: {r}")
+        ts = to_ns(r["create_time_ms"], 1_000_000) if "create_time_ms" in r else to_ns(r["create_time"], 1_000_000_000)
+        return backfill_row(self.id, symbol, r["sequence_id"], r["price"], r["amount"], taker_side(r["side"]), ts)
+
+    def _futures_row(self, r: dict, symbol: str) -> dict:
+        # size > 0: taker bought, < 0: taker sold; in contracts of quanto_multiplier (§8)
+        size = str(r["size"])
+        side = "sell" if size.startswith("-") else "buy"
+        ts = to_ns(r["create_time_ms"], 1_000_000) if "create_time_ms" in r else to_ns(r["create_time"], 1_000_000_000)
+        flags = FLAGS["INTERNAL"] if r.get("is_internal") is True else 0
+        return backfill_row(self.id, symbol, r["id"], r["price"], size.lstrip("-"), side, ts, flags)
+
+
+_COMMON = dict(
+    exchange="gate",
+    rest_url="https://api.gateio.ws",
+    max_streams_per_connection=UNDOCUMENTED_STREAMS_PER_CONNECTION,  # not documented
+    max_topics_per_subscribe=100,  # not documented; subscriptions add up across requests (§7.1)
+    max_connections=300,  # per IP (§7.1)
+)
+
+SPOT = GateSpec(
+    id="gate-spot",
+    kind="spot",
+    ws_url="wss://api.gateio.ws",
+    ws_path="/ws/v4/",
+    # The server pings at protocol level (answered by websockets); our app-level spot.ping also resets
+    # the server's timer and proves a quiet connection alive (§7.1).
+    heartbeat=HeartbeatRule(
+        who="client",
+        interval_s=10,
+        timeout_s=10,
+        ping_frame='{"time":1611541000,"channel":"spot.ping"}',
+        pong_frame='{"time":1611541000,"channel":"spot.pong","event":"","error":null,"result":null}',
+    ),
+    # spot trades: limit max 1000, the last 30 days by default, 200 requests / 10 s (§7.1, §7.3)
+    backfill=BackfillRule(reach="by_time", max_rows=1000, max_age_s=30 * DAY_S, requests_per_s=200 / 10),
+    channel_prefix="spot",
+    instruments_path="/api/v4/spot/currency_pairs",
+    trades_path="/api/v4/spot/trades",
+    symbol_param="currency_pair",
+    **_COMMON,
+)
+
+FUTURES = GateSpec(
+    id="gate-futures",
+    kind="perp",
+    ws_url="wss://fx-ws.gateio.ws",
+    ws_path="/v4/ws/usdt",
+    heartbeat=HeartbeatRule(
+        who="client",
+        interval_s=10,
+        timeout_s=10,
+        ping_frame='{"time":1611541000,"channel":"futures.ping"}',
+        pong_frame='{"time":1611541000,"channel":"futures.pong","event":"","error":null,"result":null}',
+    ),
+    # futures trades: from/to + offset, no documented age limit (§8)
+    backfill=BackfillRule(reach="by_time", max_rows=1000, max_age_s=None, requests_per_s=200 / 10),
+    channel_prefix="futures",
+    instruments_path="/api/v4/futures/usdt/contracts",
+    trades_path="/api/v4/futures/usdt/trades",
+    symbol_param="contract",
+    **_COMMON,
+)

@@ -1,0 +1,168 @@
+"""KuCoin spot and futures (VENUES §5, §6)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from ..errors import InvalidInputError
+from . import (
+    CLOSED,
+    HALTED,
+    PRE_TRADING,
+    TRADING,
+    BackfillRule,
+    HeartbeatRule,
+    HttpFetch,
+    HttpRequest,
+    Instrument,
+    VenueSpec,
+    backfill_row,
+    dumps,
+    exact_json,
+    make_instrument,
+    taker_side,
+)
+
+ALIASES = {"XBT": "BTC"}  # futures name bitcoin XBT (XBTUSDTM)
+_FUTURES_STATUS = {"Open": TRADING, "Init": PRE_TRADING, "Paused": HALTED, "CancelOnly": HALTED}  # settled...: closed
+PERPETUAL = "FFWCSX"  # contract `type` of perpetuals (FFICSX: dated futures)
+BULLET = HttpRequest("POST", "/api/v1/bullet-public")  # no auth (§5.1)
+
+
+def connect_url_from_bullet(body: str | bytes, connect_id: str) -> str:
+    """`endpoint?token=..&connectId=..` from a bullet-public response (§5.1)."""
+    reply = exact_json(body)
+    if reply.get("code") != "200000":
+        raise InvalidInputError(f"KuCoin bullet-public refused: {reply.get('code')} {reply.get('msg', '')}".rstrip())
+    data = reply["data"]
+    endpoint = data["instanceServers"][0]["endpoint"]
+    return f"{endpoint}?{urlencode({'token': data['token'], 'connectId': connect_id})}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class KucoinSpec(VenueSpec):
+    topic_prefix: str  # trade topic, symbols comma-joined after it
+    instruments_path: str
+    trades_path: str
+
+    def connect_url(self, symbols: Sequence[str] = ()) -> str:
+        raise InvalidInputError(f"{self.id} connects with a fresh token: use resolve_connection(http)")
+
+    async def resolve_connection(
+        self, http: HttpFetch, symbols: Sequence[str] = (), *, connect_id: str | None = None
+    ) -> str:
+        # Each connection takes a new token; tokens expire, so never reuse one across reconnects.
+        body = await http(self.rest_url, BULLET)
+        return connect_url_from_bullet(body, connect_id or uuid.uuid4().hex)
+
+    def ping_frame(self) -> str:
+        return dumps({"id": str(time.time_ns() // 1_000_000), "type": "ping"})  # id echoed by the pong
+
+    def _topic(self, symbol: str) -> str:
+        return symbol
+
+    def _render(self, op: str, topics: list[Any], request_id: int) -> str:
+        return dumps(
+            {
+                "id": request_id,
+                "type": op,
+                "topic": self.topic_prefix + ",".join(topics),
+                "privateChannel": False,
+                "response": True,
+            }
+        )
+
+    def instruments_request(self) -> list[HttpRequest]:
+        return [HttpRequest("GET", self.instruments_path)]
+
+    def parse_instruments(self, bodies: Sequence[str | bytes]) -> list[Instrument]:
+        out = []
+        for body in bodies:
+            for s in exact_json(body)["data"]:
+                if s.get("quoteCurrency") != "USDT":
+                    continue
+                if self.kind == "spot":
+                    status = TRADING if s.get("enableTrading") is True else HALTED
+                    out.append(make_instrument(self.id, s["symbol"], s["baseCurrency"], "USDT", "spot", status=status))
+                    continue
+                if s.get("type") != PERPETUAL or s.get("settleCurrency") != "USDT" or s.get("isInverse") is True:
+                    continue
+                out.append(
+                    make_instrument(
+                        self.id,
+                        s["symbol"],
+                        s["baseCurrency"],
+                        "USDT",
+                        "perp",
+                        status=_FUTURES_STATUS.get(s.get("status"), CLOSED),
+                        contract_multiplier=s["multiplier"],  # `size` is in contracts of this much base (§6)
+                        aliases=ALIASES,
+                    )
+                )
+        return out
+
+    def backfill_requests(self, symbol, *, after_id=None, before_id=None, start_ns=None, end_ns=None):
+        # the last 100 trades, no paging parameters at all (§5.3, §6)
+        return [HttpRequest("GET", self.trades_path, {"symbol": symbol})]
+
+    def parse_backfill(self, body, symbol, *, instrument=None) -> list[dict]:
+        out = []
+        for r in exact_json(body)["data"]:
+            # Spot REST rows carry no tradeId, only `sequence` (§5.3): it is the trade id of newer
+            # symbols on the WS too; old symbols' WS ids are hex ObjectIds and will not match it.
+            # Futures rows carry tradeId (= sequence, §6).
+            trade_id = r.get("tradeId") or r["sequence"]
+            ts = r["time"] if self.kind == "spot" else r["ts"]  # both ns integers
+            out.append(backfill_row(self.id, symbol, trade_id, r["price"], r["size"], taker_side(r["side"]), int(ts)))
+        return out
+
+
+_HEARTBEAT = HeartbeatRule(
+    who="client",
+    interval_s=18,  # bullet `pingInterval` 18000 ms (§5.1)
+    timeout_s=10,  # bullet `pingTimeout` 10000 ms
+    ping_frame='{"id":"1545910590801","type":"ping"}',
+    pong_frame='{"id":"1545910590801","type":"pong"}',
+)
+_COMMON = dict(
+    exchange="kucoin",
+    ws_path="/",
+    max_topics_per_subscribe=100,  # "100 topics per batch subscription" (§5.1)
+    max_client_messages_per_s=100 / 10,  # "100 uplink messages per 10 s" (§5.1)
+    subscribe_after_welcome=True,  # wait for {"type":"welcome"} before subscribing (§5.1)
+    # Tokens are reported to last ~24 h (third-party, not in official text), so no fixed lifetime here.
+    heartbeat=_HEARTBEAT,
+)
+
+SPOT = KucoinSpec(
+    id="kucoin-spot",
+    kind="spot",
+    ws_url="wss://ws-api-spot.kucoin.com",  # what bullet-public returns today; the bullet's endpoint wins
+    rest_url="https://api.kucoin.com",
+    max_streams_per_connection=400,  # "400 topics per connection (spot)" (§5.1)
+    # market/histories: last 100, weight 3 of the public pool's 2,000 / 30 s (§5.3)
+    backfill=BackfillRule(reach="recent_only", max_rows=100, max_age_s=None, requests_per_s=2000 / 30 / 3),
+    topic_prefix="/market/match:",
+    instruments_path="/api/v2/symbols",
+    trades_path="/api/v1/market/histories",
+    **_COMMON,
+)
+
+FUTURES = KucoinSpec(
+    id="kucoin-futures",
+    kind="perp",
+    ws_url="wss://ws-api-futures.kucoin.com",
+    rest_url="https://api-futures.kucoin.com",
+    max_streams_per_connection=400,  # futures have no per-connection cap (§5.1); we keep spot's
+    # trade/history: last 100, weight 5 (§6)
+    backfill=BackfillRule(reach="recent_only", max_rows=100, max_age_s=None, requests_per_s=2000 / 30 / 5),
+    topic_prefix="/contractMarket/execution:",
+    instruments_path="/api/v1/contracts/active",
+    trades_path="/api/v1/trade/history",
+    **_COMMON,
+)

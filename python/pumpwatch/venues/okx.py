@@ -1,0 +1,145 @@
+"""OKX v5 SPOT and SWAP (VENUES §4)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from . import (
+    DAY_S,
+    HALTED,
+    PRE_TRADING,
+    TRADING,
+    UNDOCUMENTED_STREAMS_PER_CONNECTION,
+    BackfillRule,
+    HeartbeatRule,
+    HttpRequest,
+    Instrument,
+    VenueSpec,
+    backfill_row,
+    dumps,
+    exact_json,
+    make_instrument,
+    taker_side,
+    to_ns,
+)
+
+_STATUS = {"live": TRADING, "preopen": PRE_TRADING, "suspend": HALTED}
+_HISTORY = "/api/v5/market/history-trades"
+
+# `trades-all` (one fill per push, tradeId +1) rather than `trades` (aggregated with `count`): a tick
+# recorder wants every fill (§4.2). It is served on /ws/v5/business, not /ws/v5/public (§4.1).
+CHANNEL = "trades-all"
+
+
+@dataclass(frozen=True, kw_only=True)
+class OkxSpec(VenueSpec):
+    inst_type: str  # "SPOT" or "SWAP"
+
+    def _topic(self, symbol: str) -> dict:
+        return {"channel": CHANNEL, "instId": symbol}
+
+    def _render(self, op: str, topics: list[Any], request_id: int) -> str:
+        return dumps({"id": str(request_id), "op": op, "args": topics})
+
+    def instruments_request(self) -> list[HttpRequest]:
+        return [HttpRequest("GET", "/api/v5/public/instruments", {"instType": self.inst_type})]
+
+    def parse_instruments(self, bodies: Sequence[str | bytes]) -> list[Instrument]:
+        out = []
+        for body in bodies:
+            for s in exact_json(body)["data"]:
+                if s.get("state") == "test":  # test instruments are not markets
+                    continue
+                status = _STATUS.get(s.get("state"), HALTED)
+                if self.kind == "spot":
+                    if s.get("quoteCcy") != "USDT":
+                        continue
+                    out.append(make_instrument(self.id, s["instId"], s["baseCcy"], "USDT", "spot", status=status))
+                    continue
+                if s.get("settleCcy") != "USDT" or s.get("ctType") != "linear":
+                    continue
+                # SWAP `sz` is in contracts of ctVal x ctMult units of ctValCcy (§4.2).
+                multiplier = s["ctVal"]
+                if s.get("ctMult") not in (None, "", "1"):
+                    multiplier = format(Decimal(s["ctVal"]) * Decimal(s["ctMult"]), "f")
+                base = s.get("ctValCcy") or s["instId"].split("-")[0]
+                out.append(
+                    make_instrument(
+                        self.id, s["instId"], base, "USDT", "perp", status=status, contract_multiplier=multiplier
+                    )
+                )
+        return out
+
+    def _page(self, symbol: str, limit: int, after: int | None = None, by_time: bool = False) -> HttpRequest:
+        # type 1 pages by tradeId, type 2 by timestamp; `after` asks for records older than it (§4.3).
+        params = {"instId": symbol, "type": "2" if by_time else "1", "limit": str(limit)}
+        if after is not None:
+            params["after"] = str(after)
+        return HttpRequest("GET", _HISTORY, params)
+
+    def backfill_requests(self, symbol, *, after_id=None, before_id=None, start_ns=None, end_ns=None):
+        rows = self.backfill.max_rows
+        if before_id is not None and after_id is not None:
+            # tradeId is consecutive per instId, so the whole walk back is known: after=b, b-100, ...
+            low = int(after_id)
+            cursor = int(before_id)
+            pages = []
+            while cursor - 1 > low:
+                pages.append(self._page(symbol, min(rows, cursor - 1 - low), cursor))
+                cursor -= rows
+            return pages
+        if before_id is not None:
+            return [self._page(symbol, rows, int(before_id))]
+        if after_id is None and end_ns is not None:
+            return [self._page(symbol, rows, -(-end_ns // 1_000_000), by_time=True)]
+        return [self._page(symbol, rows)]  # newest first; follow with next_backfill_request
+
+    def next_backfill_request(self, previous, rows, *, after_id=None, before_id=None, start_ns=None, end_ns=None):
+        limit = int(previous.params["limit"])
+        if len(rows) < limit or (after_id is not None and before_id is not None):
+            return None
+        oldest_id = min(int(r["trade_id"]) for r in rows)
+        symbol = previous.params["instId"]
+        if after_id is not None:
+            remaining = oldest_id - 1 - int(after_id)
+            return self._page(symbol, min(self.backfill.max_rows, remaining), oldest_id) if remaining > 0 else None
+        if start_ns is not None:
+            # trades at the boundary millisecond may sit on the next page, so go on while >= start
+            return (
+                self._page(symbol, self.backfill.max_rows, oldest_id)
+                if min(r["ts_ns"] for r in rows) >= start_ns
+                else None
+            )
+        if before_id is not None:  # open towards the past: the caller stops once the hole is filled
+            return self._page(symbol, self.backfill.max_rows, oldest_id)
+        return None
+
+    def parse_backfill(self, body, symbol, *, instrument=None) -> list[dict]:
+        return [
+            backfill_row(
+                self.id, symbol, r["tradeId"], r["px"], r["sz"], taker_side(r["side"]), to_ns(r["ts"], 1_000_000)
+            )
+            for r in exact_json(body)["data"]
+        ]
+
+
+_COMMON = dict(
+    exchange="okx",
+    ws_url="wss://ws.okx.com:8443",
+    ws_path="/ws/v5/business",
+    rest_url="https://www.okx.com",
+    max_streams_per_connection=UNDOCUMENTED_STREAMS_PER_CONNECTION,  # no count documented for public channels
+    max_topics_per_subscribe=None,  # many args per message, bounded by bytes:
+    max_subscribe_bytes=64 * 1024,  # "total ≤ 64 KB" per message (§4.1)
+    max_subscribe_requests_per_hour=480,  # subscribe/unsubscribe/login per connection (§4.1)
+    # The server drops a connection with no push for 30 s; send "ping" when idle for N < 30 s (§4.1).
+    heartbeat=HeartbeatRule(who="client", interval_s=15, timeout_s=10, ping_frame="ping", pong_frame="pong"),
+    # history-trades: limit max 100, last 3 months, 20 requests / 2 s per IP (§4.3)
+    backfill=BackfillRule(reach="by_id_backwards", max_rows=100, max_age_s=90 * DAY_S, requests_per_s=20 / 2),
+)
+
+SPOT = OkxSpec(id="okx-spot", kind="spot", inst_type="SPOT", **_COMMON)
+SWAP = OkxSpec(id="okx-swap", kind="perp", inst_type="SWAP", **_COMMON)
