@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
+
 use crate::log::LogWriter;
 use crate::parse::{self, ParseContext, ParsedFrame};
 use crate::record::{frame_into, Marker, MarkerKind, Quarantined, TradeRef};
@@ -88,6 +89,37 @@ enum Verdict {
     Duplicate,
 }
 
+/// A hasher for the short keys of the hot path (symbols): SipHash's flood resistance buys
+/// nothing for names a venue's instrument list gave us.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for &b in bytes {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type SymbolMap = HashMap<Box<[u8]>, SymbolState, std::hash::BuildHasherDefault<Fnv>>;
+
+/// The state of a symbol, created on its first trade.
+fn symbol_state<'m>(symbols: &'m mut [SymbolMap], venue: Venue, symbol: &[u8]) -> &'m mut SymbolState {
+    let map = &mut symbols[venue.code() as usize];
+    if !map.contains_key(symbol) {
+        map.insert(symbol.into(), SymbolState::default());
+    }
+    // Present: inserted just above if it was not.
+    map.get_mut(symbol).expect("symbol state present")
+}
+
 /// 64-bit FNV-1a: cheap, and collisions among a few thousand recent ids are negligible.
 fn id_key(id: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -111,7 +143,7 @@ pub struct Ingestor {
     pub ctx: ParseContext,
     undo: Vec<Undo>,
     frame: ParsedFrame,
-    symbols: Vec<HashMap<Box<[u8]>, SymbolState>>,
+    symbols: Vec<SymbolMap>,
     recent_cap: usize,
     scratch: Vec<u8>,
     pub stats: IngestStats,
@@ -131,7 +163,7 @@ impl Ingestor {
             ctx: ParseContext::new(),
             frame: ParsedFrame::new(),
             undo: Vec::new(),
-            symbols: (0..=crate::venue::ALL.len()).map(|_| HashMap::new()).collect(),
+            symbols: (0..=crate::venue::ALL.len()).map(|_| SymbolMap::default()).collect(),
             recent_cap: recent_ids_per_symbol.max(1),
             scratch: Vec::with_capacity(64 << 10),
             stats: IngestStats::default(),
@@ -139,12 +171,7 @@ impl Ingestor {
     }
 
     fn state(&mut self, venue: Venue, symbol: &[u8]) -> &mut SymbolState {
-        let map = &mut self.symbols[venue.code() as usize];
-        if !map.contains_key(symbol) {
-            map.insert(symbol.into(), SymbolState::default());
-        }
-        // Present: inserted just above if it was not.
-        map.get_mut(symbol).expect("symbol state present")
+        symbol_state(&mut self.symbols, venue, symbol)
     }
 
     /// Decides whether a trade is new, recording gaps and filled gaps into `events` and `markers`.
@@ -159,7 +186,7 @@ impl Ingestor {
         markers: &mut Vec<Marker>,
     ) -> Verdict {
         let cap = self.recent_cap;
-        let st = self.state(venue, t.symbol);
+        let st = symbol_state(&mut self.symbols, venue, t.symbol);
         let Some((first, last)) = seq else {
             let recent = st.recent.get_or_insert_with(RecentIds::new);
             let key = id_key(t.trade_id);
@@ -169,15 +196,13 @@ impl Ingestor {
             self.undo.push(Undo::Recent { venue, symbol: id_key(t.symbol), key });
             return Verdict::Store;
         };
-        let before = Undo::Sequence {
+        self.undo.push(Undo::Sequence {
             venue,
             symbol: id_key(t.symbol),
             last_id: st.last_id,
             last_ts_ns: st.last_ts_ns,
             open_gaps: st.open_gaps.clone(),
-        };
-        self.undo.push(before);
-        let st = self.state(venue, t.symbol);
+        });
         let symbol = || String::from_utf8_lossy(t.symbol).into_owned();
         match st.last_id {
             None => {

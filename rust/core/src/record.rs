@@ -353,6 +353,17 @@ impl Quarantined {
         Quarantined { venue, recv_ns, reason, raw: raw.to_vec() }
     }
 
+    pub fn check(&self) -> Result<()> {
+        if self.reason.len() > u16::MAX as usize || QUARANTINE_FIXED + self.reason.len() + self.raw.len() > MAX_PAYLOAD {
+            return Err(Error::InvalidInput(format!(
+                "quarantined frame of {} bytes with a reason of {} bytes does not fit one record; build it with Quarantined::new",
+                self.raw.len(),
+                self.reason.len()
+            )));
+        }
+        Ok(())
+    }
+
     pub fn encode_payload(&self, out: &mut Vec<u8>) {
         out.push(KIND_QUARANTINE);
         out.push(self.venue.map_or(0, Venue::code));

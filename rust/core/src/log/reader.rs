@@ -155,7 +155,7 @@ pub struct TradeColumns {
 /// Trades of `views` matching `q`, ordered by exchange time (ties in log order).
 pub fn query_trades(views: &[SegmentView], q: &TradeQuery) -> Result<TradeColumns> {
     // Pass 1: find the matching records (time, where) in log order.
-    let mut hits: Vec<(i64, u32, u32)> = Vec::new();
+    let mut hits: Vec<(i64, u32, u64)> = Vec::new();
     for (vi, view) in views.iter().enumerate() {
         view.for_each_record(
             |e| e.overlaps(q.start_ns, q.end_ns),
@@ -164,7 +164,7 @@ pub fn query_trades(views: &[SegmentView], q: &TradeQuery) -> Result<TradeColumn
                     if ts >= q.start_ns && ts < q.end_ns {
                         if let Ok(t) = record::decode_trade(payload) {
                             if q.wants(&t) {
-                                hits.push((ts, vi as u32, off as u32));
+                                hits.push((ts, vi as u32, off as u64));
                             }
                         }
                     }

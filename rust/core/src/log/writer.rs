@@ -123,6 +123,8 @@ struct Active {
     dirty_from: usize,
     /// End of the range already handed to the prefaulter.
     prefault_requested: usize,
+    /// Records found in the segment when it was opened (0 for a new one).
+    records: u64,
     size_changed: bool,
 }
 
@@ -154,8 +156,18 @@ fn lock_dir(dir: &Path) -> Result<File> {
         .truncate(false)
         .open(&path)
         .map_err(|e| Error::io(format!("opening lock file {}", path.display()), e))?;
-    // SAFETY: plain syscall on an owned descriptor.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    // A reader probing whether a writer runs (`verify`) holds a shared lock for an instant:
+    // try for a little while before saying the directory is taken.
+    let mut locked = false;
+    for _ in 0..50 {
+        // SAFETY: plain syscall on an owned descriptor.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            locked = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if !locked {
         let mut holder = String::new();
         let _ = f.read_to_string(&mut holder);
         let holder = match holder.trim() {
@@ -216,7 +228,9 @@ impl LogWriter {
                 if sealed_already {
                     create_segment(&log_dir, seq + 1, &cfg)?
                 } else {
-                    recover_active(dir, &path, seq, &cfg, &mut recovery)?
+                    let a = recover_active(dir, &path, seq, &cfg, &mut recovery)?;
+                    recovery.records_in_active = a.records;
+                    a
                 }
             }
             None => create_segment(&log_dir, 1, &cfg)?,
@@ -288,6 +302,7 @@ impl LogWriter {
     }
 
     pub fn append_quarantined(&mut self, q: &Quarantined) -> Result<()> {
+        q.check()?;
         let mut buf = Vec::with_capacity(32 + q.raw.len() + q.reason.len());
         frame_into(&mut buf, |out| q.encode_payload(out));
         self.append_frames(&buf)
@@ -326,7 +341,7 @@ impl LogWriter {
 
     fn write_piece(&mut self, piece: &[u8]) -> Result<()> {
         let a = &self.active;
-        let too_old = now_ns().saturating_sub(a.created_ns) >= self.cfg.segment_span.as_nanos() as i64;
+        let too_old = coarse_now_ns().saturating_sub(a.created_ns) >= self.cfg.segment_span.as_nanos() as i64;
         let too_big = a.end + piece.len() > self.cfg.segment_max_bytes as usize;
         if a.end > HEADER_LEN && (too_old || too_big) {
             self.roll()?;
@@ -363,7 +378,7 @@ impl LogWriter {
         }
         a.end = base + piece.len();
         a.map.publish_end(a.end as u64);
-        if let Some(p) = self.prefaulter.as_ref().filter(|_| std::env::var_os("PW_NOPF").is_none()) {
+        if let Some(p) = &self.prefaulter {
             if a.prefault_requested < (a.end + PREFAULT_AHEAD).min(a.allocated) {
                 let to = (a.end + 2 * PREFAULT_AHEAD).min(a.allocated);
                 p.request(a.map.clone(), a.prefault_requested.max(a.end), to);
@@ -456,6 +471,17 @@ fn allocate_or_less(map: &ActiveMap, chunk: u64, least: u64) -> Result<u64> {
     }
 }
 
+/// Wall clock to a few milliseconds, at a fraction of the cost of the precise one: the segment
+/// time roll is checked on every append and needs no better.
+fn coarse_now_ns() -> i64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: plain syscall (vDSO) writing into a local.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } != 0 {
+        return now_ns();
+    }
+    (ts.tv_sec as i64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as i64)
+}
+
 fn frame_payload_len(frames: &[u8], off: usize) -> usize {
     u32::from_le_bytes([frames[off], frames[off + 1], frames[off + 2], frames[off + 3]]) as usize
 }
@@ -488,6 +514,7 @@ fn create_segment(log_dir: &Path, seq: u64, cfg: &LogConfig) -> Result<Active> {
             index,
             dirty_from: HEADER_LEN,
             prefault_requested: HEADER_LEN,
+            records: 0,
             size_changed: true,
         })
     };
@@ -523,7 +550,6 @@ fn recover_active(dir: &Path, path: &Path, seq: u64, cfg: &LogConfig, report: &m
 
     let (mut entries, outcome) = reader::build_index(map.bytes(file_len), file_len);
     let valid_end = outcome.valid_end;
-    report.records_in_active = outcome.records;
     for Span { start, end } in &outcome.damaged {
         report.damaged.push(DamageReport {
             segment: name.clone(),
@@ -577,6 +603,7 @@ fn recover_active(dir: &Path, path: &Path, seq: u64, cfg: &LogConfig, report: &m
         index,
         dirty_from: valid_end,
         prefault_requested: valid_end,
+        records: outcome.records,
         size_changed: false,
     })
 }
