@@ -1,6 +1,8 @@
 """Segment log store in plain Python: the reference implementation of docs/FORMAT.md.
 
-Writes files the Rust core reads and reads files it writes. The layout in brief:
+It writes files the Rust core reads and reads files the Rust core writes, and behaves like the
+Rust-backed `pumpwatch.Store` (same rolls, same recovery, same query results), so it can serve as
+the oracle of differential tests. The layout in brief:
 
     <dir>/LOCK                    flock of the one writer, holding "pid <n>"
     <dir>/log/<seq:020>.pwlog     segments: 64-byte header, then frames `len u32 | crc32c u32 | payload`
@@ -16,6 +18,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import math
 import mmap
 import operator
 import os
@@ -31,9 +34,17 @@ from typing import NamedTuple
 import crc32c
 import pyarrow as pa
 
-from ..errors import CorruptLogError, DiskFullError, InvalidTradeError, StoreError, StoreLockedError
+from ..errors import (
+    CorruptLogError,
+    DiskFullError,
+    InvalidInputError,
+    InvalidTradeError,
+    StoreClosedError,
+    StoreLockedError,
+)
 
-__all__ = ["Store", "verify", "FrameWalk", "TradeRecord", "MarkerRecord", "QuarantinedRecord"]
+__all__ = ["Store", "verify", "FrameWalk", "TradeRecord", "MarkerRecord", "QuarantinedRecord", "TRADE_SCHEMA",
+           "MARKER_SCHEMA"]
 
 # --- Format constants (docs/FORMAT.md) -------------------------------------------------------------
 
@@ -58,13 +69,11 @@ INDEX_MAGIC = b"PWINDEX1"
 INDEX_HEADER_LEN = 16
 INDEX_ENTRY_LEN = 48
 BLOCK_BYTES = 64 << 10
-# The active segment grows in preallocated steps of this size, so that the bytes past its last
-# record are zeros and an append cannot run out of space halfway through a record.
-PREALLOC_CHUNK = 64 << 20
 
 I64_MIN = -(1 << 63)
 I64_MAX = (1 << 63) - 1
 U64_MAX = (1 << 64) - 1
+FLAG_NON_TRADE = 32
 FLAGS_ALL = 0xFF
 TEXT_MAX = 255
 DETAIL_MAX = 0xFFFF
@@ -81,6 +90,16 @@ MARKER_KINDS = (
     "subscription_set", "recorder_start", "recorder_stop",
 )
 SIDES = ("buy", "sell")
+
+# --- Writer settings (the same limits as the Rust writer) ------------------------------------------
+
+# The active segment grows in preallocated steps of this size, so that the bytes past its last
+# record are zeros and an append cannot run out of space halfway through a record.
+PREALLOC_CHUNK = 64 << 20
+PAGE = 4096
+SEGMENT_MAX_BYTES_RANGE = (1 << 16, 1 << 40)
+# Cut bytes kept per recovery, at most: a tail of garbage can be as long as the preallocation.
+RECOVERED_KEEP_MAX = 64 << 20
 
 _VENUE_CODE = {venue: code for code, venue in enumerate(VENUES, 1)}
 _MARKER_CODE = {kind: code for code, kind in enumerate(MARKER_KINDS, 1)}
@@ -111,9 +130,15 @@ _KIND_BYTE = re.compile(rb"[\x01-\x03]")
 _DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 TRADE_SCHEMA = pa.schema([
-    ("venue", pa.string()), ("symbol", pa.string()), ("trade_id", pa.string()),
-    ("price", pa.string()), ("qty", pa.string()), ("side", pa.string()),
-    ("ts_ns", pa.int64()), ("recv_ns", pa.int64()), ("flags", pa.uint16()),
+    pa.field("venue", pa.string(), nullable=False),
+    pa.field("symbol", pa.string(), nullable=False),
+    pa.field("trade_id", pa.string(), nullable=False),
+    pa.field("price", pa.string(), nullable=False),
+    pa.field("qty", pa.string(), nullable=False),
+    pa.field("side", pa.string(), nullable=False),
+    pa.field("ts_ns", pa.int64(), nullable=False),
+    pa.field("recv_ns", pa.int64(), nullable=False),
+    pa.field("flags", pa.uint16(), nullable=False),
 ])
 MARKER_SCHEMA = pa.schema([
     ("kind", pa.string()), ("venue", pa.string()), ("symbol", pa.string()),
@@ -151,6 +176,7 @@ class MarkerRecord(NamedTuple):
 
 
 class QuarantinedRecord(NamedTuple):
+    """A frame that could not be parsed; the tuple `Store.quarantined` returns."""
     venue: str | None
     recv_ns: int
     reason: str
@@ -269,15 +295,28 @@ def _resync(buf, pos: int, stop: int) -> int | None:
         pos = candidate + 1
 
 
+def _last_nonzero_end(buf, start: int, stop: int) -> int | None:
+    """Offset just past the last non-zero byte of buf[start:stop], or None when all are zero."""
+    chunk = 1 << 20
+    while stop > start:
+        lo = max(start, stop - chunk)
+        kept = len(buf[lo:stop].rstrip(b"\x00"))
+        if kept:
+            return lo + kept
+        stop = lo
+    return None
+
+
 class FrameWalk:
     """One pass over the frames in the byte range [start, stop) of a segment.
 
     `buf` holds the file from offset `base` on (bytes or an mmap). Iterating yields
     `(offset, end, record)` for each valid frame in log order. Invalid bytes followed by a valid
     frame (found by trying every later offset) are a damaged span: recorded in `damaged` as
-    `(offset, length, reason)` and skipped. Invalid bytes with nothing valid after them end the walk:
-    `end` is then the end of the last valid frame, where they start, and `tail_reason` says why the
-    first of them is not a frame. After a full walk, `end == stop` when there is no tail.
+    `(offset, length, reason)` and skipped. When no valid frame follows, the walk ends: `end` is
+    the end of the last valid frame, and if any byte after it is non-zero, `torn` is the torn tail
+    `(offset, length, reason)` reaching to the last non-zero byte. Zeros alone after the last
+    record are how records end (preallocated space), not damage.
     """
 
     def __init__(self, buf, start: int, stop: int, base: int = 0):
@@ -287,7 +326,7 @@ class FrameWalk:
         self.stop = stop
         self.end = start
         self.damaged: list[tuple[int, int, str]] = []
-        self.tail_reason: str | None = None
+        self.torn: tuple[int, int, str] | None = None
 
     def __iter__(self):
         buf, base = self._buf, self._base
@@ -297,7 +336,9 @@ class FrameWalk:
             if record is None:
                 resume = _resync(buf, pos + 1, stop)
                 if resume is None:
-                    self.tail_reason = end
+                    nonzero_end = _last_nonzero_end(buf, pos, stop)
+                    if nonzero_end is not None:
+                        self.torn = (pos + base, nonzero_end - pos, end)
                     return
                 self.damaged.append((pos + base, resume - pos, end))
                 pos = resume
@@ -305,41 +346,6 @@ class FrameWalk:
             self.end = end + base
             yield pos + base, end + base, record
             pos = end
-
-    def run(self) -> FrameWalk:
-        """Walks to the end without keeping the records (for callers that need only the outcome)."""
-        for _ in self:
-            pass
-        return self
-
-
-def _last_nonzero_end(buf, start: int, stop: int, base: int = 0) -> int:
-    """Offset just past the last non-zero byte in [start, stop), or start when all are zero."""
-    chunk = 1 << 20
-    hi = stop - base
-    lo = start - base
-    while hi > lo:
-        a = max(lo, hi - chunk)
-        kept = len(buf[a:hi].rstrip(b"\x00"))
-        if kept:
-            return a + kept + base
-        hi = a
-    return start
-
-
-def _torn_span(walk: FrameWalk, buf, published_end: int, base: int = 0) -> tuple[int, int] | None:
-    """The torn tail a finished walk left, as (offset, length), or None.
-
-    Past the published end of an active segment, zeros are preallocated space: they end the records
-    and are no damage. Anything else after the last valid frame is torn: non-zero bytes, and any byte
-    the header claims was published.
-    """
-    if walk.tail_reason is None:
-        return None
-    torn_end = max(min(published_end, walk.stop), _last_nonzero_end(buf, walk.end, walk.stop, base))
-    if torn_end <= walk.end:
-        return None
-    return walk.end, torn_end - walk.end
 
 
 # --- Segment headers and files --------------------------------------------------------------------
@@ -357,41 +363,23 @@ def _pack_header(seq: int, created_ns: int, state: int, published_end: int) -> b
     return ident + _HEADER_REST.pack(crc32c.crc32c(ident), state, published_end)
 
 
-def _header_problem(data: bytes, seq: int) -> str | None:
+def _parse_header(data: bytes, path) -> SegmentHeader | None:
+    """The header, or None when it is damaged (too short, magic or CRC wrong): the records after
+    it are still there, and a writer repairs the header from the file name.
+
+    A header from a newer format version is no damage but unreadable: CorruptLogError.
+    """
     if len(data) < HEADER_LEN:
-        return f"the file is {len(data)} bytes, shorter than the {HEADER_LEN}-byte header"
-    magic, version, header_len, _, header_seq, _ = _HEADER_ID.unpack_from(data)
-    if magic != SEGMENT_MAGIC:
-        return f"magic {magic!r} is not {SEGMENT_MAGIC!r}"
-    if version != FORMAT_VERSION:
-        return f"format version {version}; this build reads version {FORMAT_VERSION}"
-    if header_len != HEADER_LEN:
-        return f"header length {header_len}, expected {HEADER_LEN}"
-    crc = _HEADER_REST.unpack_from(data, 32)[0]
-    if crc32c.crc32c(data[:32]) != crc:
-        return "header CRC mismatch"
-    if header_seq != seq:
-        return f"sequence number {header_seq} in the header does not match the file name"
-    state, published_end = _HEADER_REST.unpack_from(data, 32)[1:]
-    if state not in (STATE_ACTIVE, STATE_SEALED):
-        return f"unknown segment state {state}"
-    if published_end < HEADER_LEN:
-        return f"published end {published_end} is inside the header"
-    return None
-
-
-def _parse_header(data: bytes, seq: int) -> SegmentHeader:
-    _, _, _, _, _, created_ns = _HEADER_ID.unpack_from(data)
-    _, state, published_end = _HEADER_REST.unpack_from(data, 32)
+        return None
+    magic, version, _, _, seq, created_ns = _HEADER_ID.unpack_from(data)
+    crc, state, published_end = _HEADER_REST.unpack_from(data, 32)
+    if magic != SEGMENT_MAGIC or crc32c.crc32c(data[:32]) != crc:
+        return None
+    if version > FORMAT_VERSION:
+        raise CorruptLogError(_format_error(
+            path, f"it was written by a newer PumpWatch (format {version}, this one reads up to "
+                  f"{FORMAT_VERSION}); upgrade PumpWatch"))
     return SegmentHeader(seq, created_ns, state, published_end)
-
-
-def _read_header(fd: int, path: Path, seq: int) -> SegmentHeader:
-    data = os.pread(fd, HEADER_LEN, 0)
-    problem = _header_problem(data, seq)
-    if problem:
-        raise CorruptLogError(_format_error(path, problem))
-    return _parse_header(data, seq)
 
 
 def _format_error(path, detail: str) -> str:
@@ -452,8 +440,8 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _is_disk_full(exc: OSError) -> bool:
-    return exc.errno in _DISK_FULL_ERRNOS
+def _round_up(n: int, step: int) -> int:
+    return -(-n // step) * step
 
 
 def _disk_full(exc: OSError, path, needed: int = 0) -> DiskFullError:
@@ -464,6 +452,10 @@ def _disk_full(exc: OSError, path, needed: int = 0) -> DiskFullError:
         f"stored was touched and this batch was not written: free disk space (or lower retention) "
         f"and append again",
     )
+
+
+def _damage(segment: str, offset: int, length: int, reason: str) -> dict:
+    return {"segment": segment, "offset": offset, "length": length, "reason": reason}
 
 
 # --- Sparse time index ----------------------------------------------------------------------------
@@ -477,6 +469,11 @@ class IndexEntry(NamedTuple):
     trades: int
     others: int
 
+    def overlaps(self, start_ns: int, end_ns: int) -> bool:
+        """Whether the block may hold a trade with start_ns <= ts < end_ns. Exchange times are not
+        monotonic (backfills), so it is the block's [min, max] that must overlap."""
+        return self.trades > 0 and self.min_ts < end_ns and self.max_ts >= start_ns
+
 
 def _pack_entry(e: IndexEntry) -> bytes:
     body = _INDEX_BODY.pack(*e)
@@ -488,7 +485,11 @@ _INDEX_FILE_HEADER = _INDEX_HEADER.pack(INDEX_MAGIC, 1, INDEX_ENTRY_LEN, 0)
 
 class _BlockIndex:
     """Groups consecutive records into blocks: a block closes after the record that brings it to
-    BLOCK_BYTES or more, and each closed block becomes an index entry."""
+    BLOCK_BYTES or more, and each closed block becomes an index entry.
+
+    A damaged span is not a record boundary the index needs to know about: the block around it
+    spans it, so the entries stay chained and readers walk over the damage inside the block.
+    """
 
     def __init__(self, start: int = HEADER_LEN):
         self._open(start)
@@ -532,7 +533,7 @@ def _read_index(path: Path, limit: int) -> list[IndexEntry]:
         data = path.read_bytes()
     except FileNotFoundError:
         return []
-    if len(data) < INDEX_HEADER_LEN or data[:INDEX_HEADER_LEN] != _INDEX_FILE_HEADER:
+    if len(data) < INDEX_HEADER_LEN or data[:8] != INDEX_MAGIC:
         return []
     entries = []
     expected_start = HEADER_LEN
@@ -572,7 +573,7 @@ def _frame(payload: bytes) -> bytes:
 
 def _utf8(field: str, value) -> bytes:
     if not isinstance(value, str):
-        raise ValueError(f"{field} must be text (str), got {type(value).__name__}")
+        raise ValueError(f"{field} must be text (str), not {type(value).__name__}")
     try:
         return value.encode("utf-8")
     except UnicodeEncodeError:
@@ -592,10 +593,12 @@ def _text_bytes(field: str, value, required: bool) -> bytes:
 def _decimal_bytes(field: str, value) -> bytes:
     if isinstance(value, Decimal):
         value = format(value, "f")  # never an exponent; NaN and Infinity fail the check below
-    if not isinstance(value, str):
+    elif isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    elif not isinstance(value, str):
         raise ValueError(
-            f"{field} must be the venue's text (str) or a Decimal, got {type(value).__name__}: "
-            f"a float would round it"
+            f'{field} must be exact: pass the venue\'s text (e.g. "83680.00") or a decimal.Decimal, '
+            f"not {type(value).__name__}"
         )
     b = value.encode("utf-8", "replace")
     if len(b) > TEXT_MAX:
@@ -612,7 +615,7 @@ def _int64(field: str, value) -> int:
     try:
         n = operator.index(value)
     except TypeError:
-        raise ValueError(f"{field} must be an integer (ns since the Unix epoch), got {type(value).__name__}") from None
+        raise ValueError(f"{field} must be an integer (ns since the Unix epoch), not {type(value).__name__}") from None
     if not I64_MIN <= n <= I64_MAX:
         raise ValueError(f"{field} {n} does not fit a signed 64-bit integer")
     return n
@@ -644,11 +647,13 @@ def _encode_trade(venue, symbol, trade_id, price, qty, side, ts_ns, recv_ns, fla
     price_b = _decimal_bytes("price", price)
     qty_b = _decimal_bytes("qty", qty)
     symbol_b = _text_bytes("symbol", symbol, required=True)
+    if isinstance(trade_id, int) and not isinstance(trade_id, bool):
+        trade_id = str(trade_id)  # venues send numeric ids as JSON numbers
     id_b = _text_bytes("trade_id", trade_id, required=True)
     try:
         flags = operator.index(flags)
     except TypeError:
-        raise ValueError(f"flags must be an integer, got {type(flags).__name__}") from None
+        raise ValueError(f"flags must be an integer, not {type(flags).__name__}") from None
     if not 0 <= flags <= FLAGS_ALL:
         raise ValueError(f"flags {flags:#x} has bits no PumpWatch flag uses (known: 0..=0xff)")
     ts_ns = _int64("ts_ns", ts_ns)
@@ -663,19 +668,25 @@ def _encode_trade(venue, symbol, trade_id, price, qty, side, ts_ns, recv_ns, fla
 
 
 _TRADE_FIELDS = ("venue", "symbol", "trade_id", "price", "qty", "side", "ts_ns", "recv_ns")
+_MISSING = object()
 
 
 def _trade_rows(trades):
     """The batch as tuples in _encode_trade's argument order (flags defaulting to 0)."""
+    if isinstance(trades, pa.RecordBatch):
+        trades = pa.Table.from_batches([trades])
     if isinstance(trades, pa.Table):
         missing = [name for name in _TRADE_FIELDS if name not in trades.column_names]
         if missing:
-            raise InvalidTradeError(f"the table has no column {', '.join(map(_q, missing))}")
+            raise InvalidTradeError(
+                f"the table has no column {', '.join(map(_q, missing))}; a trade table has the columns "
+                f"{', '.join(TRADE_SCHEMA.names)} (flags optional)"
+            )
         columns = []
         for name in _TRADE_FIELDS:
             column = trades.column(name)
             if pa.types.is_timestamp(column.type):
-                column = column.cast(pa.int64())  # as_py() would round to microseconds
+                column = column.cast(pa.timestamp("ns", tz=column.type.tz)).cast(pa.int64())
             columns.append(column.to_pylist())
         if "flags" in trades.column_names:
             columns.append(trades.column("flags").to_pylist())
@@ -693,11 +704,8 @@ def _trade_rows(trades):
             values.append(getattr(trade, "flags", 0))
         for name, value in zip(_TRADE_FIELDS, values):
             if value is _MISSING:
-                raise InvalidTradeError(f"trade row {row}: has no field {name}")
+                raise InvalidTradeError(f"row {row} of the batch: has no field {name}")
         yield values
-
-
-_MISSING = object()
 
 
 def _encode_marker(kind, venue, symbol, ts_ns, from_ts_ns, to_ts_ns, from_id, to_id, detail) -> bytes:
@@ -737,6 +745,26 @@ def _encode_quarantined(venue, recv_ns, reason, raw) -> bytes:
 # --- The active segment (writer side) -------------------------------------------------------------
 
 
+class _RecoveryReport:
+    """What recovery found and did when the writer opened the directory (as the Rust writer's)."""
+
+    def __init__(self):
+        self.segments = 0
+        self.records_in_active = 0
+        self.truncated: list[dict] = []
+        self.saved_to: list[Path] = []
+        self.damaged: list[dict] = []
+        self.sealed: list[str] = []
+        self.headers_repaired: list[str] = []
+
+    def as_dict(self) -> dict:
+        return {
+            "segments": self.segments, "records_in_active": self.records_in_active,
+            "truncated": list(self.truncated), "damaged": list(self.damaged), "saved_to": list(self.saved_to),
+            "sealed": list(self.sealed), "headers_repaired": list(self.headers_repaired),
+        }
+
+
 class _ActiveSegment:
     """The one segment the writer appends to: file, published end, preallocation and open block."""
 
@@ -756,72 +784,90 @@ class _ActiveSegment:
     def index_path(self) -> Path:
         return _index_path(self.path)
 
+    @property
+    def _tmp_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".tmp")
+
     # Creation in two steps, so that a batch can reserve all its space before writing anything.
 
     @classmethod
     def reserve(cls, log_dir: Path, seq: int, needed_end: int, max_bytes: int) -> _ActiveSegment:
         """Creates the segment under a temporary name with its header and space for `needed_end`."""
         path = log_dir / _segment_name(seq)
-        tmp = path.with_name(path.name + ".tmp")
         created_ns = time.time_ns()
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(path.with_name(path.name + ".tmp"), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         seg = cls(path, seq, fd, created_ns, HEADER_LEN, 0)
         try:
             _pwrite_all(fd, _pack_header(seq, created_ns, STATE_ACTIVE, HEADER_LEN), 0)
             seg.allocated = HEADER_LEN
             seg.ensure_allocated(needed_end, max_bytes)
         except BaseException:
-            os.close(fd)
-            os.unlink(tmp)
+            seg.discard()
             raise
         return seg
 
     def discard(self) -> None:
         """Drops a reserved segment that was never activated."""
         os.close(self.fd)
-        os.unlink(self.path.with_name(self.path.name + ".tmp"))
+        os.unlink(self._tmp_path)
 
     def activate(self) -> None:
         """Gives a reserved segment its real name, visible to readers and to recovery."""
-        os.replace(self.path.with_name(self.path.name + ".tmp"), self.path)
+        os.replace(self._tmp_path, self.path)
         _fsync_dir(self.path.parent)
         self._start_index([])
 
     @classmethod
-    def recover(cls, path: Path, seq: int, recovered_dir: Path) -> _ActiveSegment:
-        """Opens a segment left active: walks every byte of it, cuts a torn tail exactly at the end
-        of the last valid frame (saving the cut bytes when any is non-zero), publishes what is
-        kept, and rebuilds its index."""
+    def recover(cls, path: Path, seq: int, data_dir: Path, report: _RecoveryReport) -> _ActiveSegment:
+        """Opens a segment left active: keeps every valid record, skips (and reports) damaged spans
+        between them, cuts a torn tail exactly after the last valid record (saving the cut bytes
+        under recovered/), repairs a damaged header, publishes what is kept and rebuilds the index."""
+        name = path.name
         fd = os.open(path, os.O_RDWR)
         try:
-            header = _read_header(fd, path, seq)
             size = os.fstat(fd).st_size
+            if size < HEADER_LEN:
+                os.ftruncate(fd, HEADER_LEN)
+                size = HEADER_LEN
+            header = _parse_header(os.pread(fd, HEADER_LEN, 0), path)
+            if header is None:
+                header = SegmentHeader(seq, time.time_ns(), STATE_ACTIVE, HEADER_LEN)
+                _pwrite_all(fd, _pack_header(*header), 0)
+                report.headers_repaired.append(name)
             blocks = _BlockIndex()
             entries = []
+            records = 0
             with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as view:
                 # The whole file, not just up to the published end: complete records written just
                 # before a crash, after the last header update, are kept.
                 walk = FrameWalk(view, HEADER_LEN, size)
                 for _, end, record in walk:
+                    records += 1
                     entry = blocks.add(end, record.ts_ns if type(record) is TradeRecord else None)
                     if entry:
                         entries.append(entry)
-                torn = _torn_span(walk, view, header.published_end)
-                cut = view[torn[0]:torn[0] + torn[1]] if torn else b""
+                cut = view[walk.torn[0]:walk.torn[0] + min(walk.torn[1], RECOVERED_KEEP_MAX)] if walk.torn else b""
+            for offset, length, _ in walk.damaged:
+                report.damaged.append(_damage(
+                    name, offset, length, "damaged bytes between valid records, kept in place and skipped"))
+            if walk.torn:
+                offset, length, _ = walk.torn
+                report.truncated.append(_damage(
+                    name, offset, length, "torn or corrupt tail after the last valid record, cut off"))
+                saved = _save_cut(data_dir / "recovered", name, offset, cut)
+                if saved:
+                    report.saved_to.append(saved)
+            # Cut everything after the last valid record: the space preallocated again later reads
+            # as zeros, so the next append cannot be confused with left-over garbage.
             end = walk.end
-            if torn:
-                if cut.strip(b"\x00"):
-                    _save_cut(recovered_dir, path, torn[0], cut)
-                # Truncate, so that the space after the last record is zeros again once preallocated.
-                os.ftruncate(fd, end)
-                size = end
-            if header.published_end != end:
-                _pwrite_all(fd, _U64.pack(end), PUBLISHED_END_AT)
+            os.ftruncate(fd, end)
+            _pwrite_all(fd, _U64.pack(end), PUBLISHED_END_AT)
             os.fsync(fd)
         except BaseException:
             os.close(fd)
             raise
-        seg = cls(path, seq, fd, header.created_ns, end, size)
+        report.records_in_active = records
+        seg = cls(path, seq, fd, header.created_ns, end, end)
         seg.blocks = blocks
         seg._start_index(entries)
         return seg
@@ -837,19 +883,29 @@ class _ActiveSegment:
             self._index_fd = None
 
     def ensure_allocated(self, needed_end: int, max_bytes: int) -> None:
-        """Preallocates in PREALLOC_CHUNK steps (capped at the segment's size limit) so that the
-        bytes after the last record read as zeros and appends do not run out of space midway."""
+        """Preallocates in PREALLOC_CHUNK steps (not past the segment's size limit) so that the
+        bytes after the last record read as zeros and appends cannot run out of space midway.
+        When the disk cannot give a whole step, it gives what this append needs: a nearly full
+        disk is used to its last block before appends fail."""
         if needed_end <= self.allocated:
             return
-        target = -(-needed_end // PREALLOC_CHUNK) * PREALLOC_CHUNK
-        target = max(needed_end, min(target, max_bytes))
+        step_end = max(needed_end, min(_round_up(needed_end, PREALLOC_CHUNK), max_bytes))
+        least_end = _round_up(needed_end, PAGE)
         try:
-            os.posix_fallocate(self.fd, self.allocated, target - self.allocated)
+            self._allocate(step_end)
+        except DiskFullError:
+            if least_end >= step_end:
+                raise
+            self._allocate(least_end)
+
+    def _allocate(self, new_end: int) -> None:
+        try:
+            os.posix_fallocate(self.fd, self.allocated, new_end - self.allocated)
         except OSError as exc:
-            if _is_disk_full(exc):
-                raise _disk_full(exc, self.path, target - self.allocated) from exc
+            if exc.errno in _DISK_FULL_ERRNOS:
+                raise _disk_full(exc, self.path, new_end - self.allocated) from exc
             raise
-        self.allocated = target
+        self.allocated = new_end
 
     def write(self, chunk: bytes, frame_sizes: list[int], trade_ts: list[int | None]) -> None:
         """Appends records (space already reserved), then publishes them, then indexes them."""
@@ -862,7 +918,7 @@ class _ActiveSegment:
                 _pwrite_all(self.fd, bytes(len(chunk)), start)
             except OSError:
                 pass
-            if _is_disk_full(exc):
+            if exc.errno in _DISK_FULL_ERRNOS:
                 raise _disk_full(exc, self.path) from exc
             raise
         # Release order: the records are in the file before the header says they are.
@@ -899,12 +955,12 @@ class _ActiveSegment:
     def seal(self) -> None:
         """Makes the segment immutable: truncated to its published end, state 1, full index."""
         os.ftruncate(self.fd, self.end)
-        header = _pack_header(self.seq, self.created_ns, STATE_SEALED, self.end)
-        _pwrite_all(self.fd, header, 0)
+        _pwrite_all(self.fd, _pack_header(self.seq, self.created_ns, STATE_SEALED, self.end), 0)
         os.fsync(self.fd)
         last = self.blocks.finish()
         if last:
             self.entries.append(last)
+            self.blocks = _BlockIndex(last.end)
         try:
             _write_index(self.index_path, self.entries)
         except OSError:
@@ -920,27 +976,32 @@ class _ActiveSegment:
             self.fd = -1
 
 
-def _save_cut(recovered_dir: Path, segment: Path, offset: int, data: bytes) -> None:
-    recovered_dir.mkdir(exist_ok=True)
-    target = recovered_dir / f"{segment.name}.at-{offset}.{time.time_ns()}.torn"
-    with open(target, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    _fsync_dir(recovered_dir)
+def _save_cut(recovered_dir: Path, segment_name: str, offset: int, data: bytes) -> Path | None:
+    """Keeps bytes cut off a torn tail for forensics. Best effort: a full disk must not stop the
+    writer from opening, and the bytes are not records."""
+    target = recovered_dir / f"{segment_name}.{offset}.{time.time_ns()}.torn"
+    try:
+        recovered_dir.mkdir(exist_ok=True)
+        with open(target, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(recovered_dir)
+    except OSError:
+        return None
+    return target
 
 
 # --- Reading --------------------------------------------------------------------------------------
 
 
-def _merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    merged: list[list[int]] = []
-    for start, stop in ranges:
-        if merged and merged[-1][1] == start:
-            merged[-1][1] = stop
-        else:
-            merged.append([start, stop])
-    return [(a, b) for a, b in merged]
+def _readable_end(fd: int, path: Path, size: int) -> int:
+    """Where readers stop: the published end; the whole file when the header is damaged (the
+    records are still there, and each frame is checked anyway)."""
+    header = _parse_header(os.pread(fd, HEADER_LEN, 0), path)
+    if header is None:
+        return size
+    return max(HEADER_LEN, min(header.published_end, size))
 
 
 def _read_records(log_dir: Path, wants_block=None):
@@ -950,20 +1011,28 @@ def _read_records(log_dir: Path, wants_block=None):
     valid index entry are always read. Directory, headers and indexes are read afresh each call,
     so a reader in another process sees what the writer has published since.
     """
-    for seq, path in _list_segments(log_dir):
+    for _, path in _list_segments(log_dir):
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             continue  # removed by retention since the listing
         try:
-            header = _read_header(fd, path, seq)
-            limit = min(header.published_end, os.fstat(fd).st_size)
+            size = os.fstat(fd).st_size
+            if size == 0:
+                continue
+            limit = _readable_end(fd, path, size)
             entries = _read_index(_index_path(path), limit)
-            ranges = [(e.start, e.end) for e in entries if wants_block is None or wants_block(e)]
+            wanted = [(e.start, e.end) for e in entries if wants_block is None or wants_block(e)]
             tail_start = entries[-1].end if entries else HEADER_LEN
             if tail_start < limit:
-                ranges.append((tail_start, limit))
-            for start, stop in _merge_ranges(ranges):
+                wanted.append((tail_start, limit))
+            ranges: list[list[int]] = []
+            for start, stop in wanted:
+                if ranges and ranges[-1][1] == start:
+                    ranges[-1][1] = stop  # adjacent blocks: one read, one walk
+                else:
+                    ranges.append([start, stop])
+            for start, stop in ranges:
                 buf = _pread_range(fd, start, stop)
                 for _, _, record in FrameWalk(buf, start, start + len(buf), base=start):
                     yield record
@@ -979,6 +1048,22 @@ def _as_set(values) -> set | None:
     return set(values)
 
 
+def _window(start_ns, end_ns) -> tuple[int, int]:
+    # The same defaults as the Rust path: the end bound stays exclusive.
+    return (I64_MIN if start_ns is None else int(start_ns), I64_MAX if end_ns is None else int(end_ns))
+
+
+def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
+    columns = list(zip(*rows)) if rows else [()] * len(schema)
+    return pa.Table.from_arrays(
+        [pa.array(column, type=field.type) for column, field in zip(columns, schema)], schema=schema
+    )
+
+
+def _holds_others(entry: IndexEntry) -> bool:
+    return entry.others > 0
+
+
 # --- The store ------------------------------------------------------------------------------------
 
 
@@ -986,27 +1071,33 @@ class Store:
     """A PumpWatch data directory: one writer (holding <dir>/LOCK) or any number of readers.
 
     `Store(path)` opens it for writing; `Store.open_readonly(path)` for reading alongside a writer
-    in another process. Appends are durable once fsynced: group commit fsyncs a batch when
-    `fsync_interval` seconds have passed since the last fsync (0: every batch); `flush()` and
-    `close()` fsync at once. The fsync that covers a quiet period's last batch happens on the next
-    append, flush or close.
+    in another process. Once `append_*` returns, a crash of this process loses nothing of the
+    batch; `fsync_interval` (seconds, 0 = every batch) bounds what a power loss can take. Group
+    commit runs on appends: a batch is fsynced when `fsync_interval` has passed since the last
+    fsync, so the last batch before a quiet period is fsynced by the next append, `flush()` or
+    `close()`.
     """
 
     def __init__(self, path, *, fsync_interval: float = 1.0, segment_span_s: float = 3600.0,
                  segment_max_bytes: int = 1 << 30):
-        if fsync_interval < 0 or segment_span_s < 0:
-            raise ValueError("fsync_interval and segment_span_s must be >= 0 seconds")
-        if segment_max_bytes <= HEADER_LEN:
-            raise ValueError(f"segment_max_bytes must be more than the {HEADER_LEN}-byte header")
+        for name, seconds in (("fsync_interval", fsync_interval), ("segment_span_s", segment_span_s)):
+            if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and 0 <= seconds < 1e9):
+                raise InvalidInputError(f"{name} must be a number of seconds >= 0, not {seconds}")
+        if segment_span_s == 0:
+            raise InvalidInputError("segment_span must be positive")
+        low, high = SEGMENT_MAX_BYTES_RANGE
+        if not low <= segment_max_bytes <= high:
+            raise InvalidInputError(
+                f"segment_max_bytes {segment_max_bytes} is out of range; use {low} to {high} (1 TiB)")
         self._init_paths(path)
         self._writable = True
         self._fsync_interval = fsync_interval
         self._span_ns = int(segment_span_s * 1e9)
         self._max_bytes = segment_max_bytes
         self._active: _ActiveSegment | None = None
-        self._last_seq = 0
         self._dirty = False
         self._last_sync = time.monotonic()
+        self._recovery = _RecoveryReport()
         self._log_dir.mkdir(parents=True, exist_ok=True)
         self._lock_fd = self._take_lock()
         try:
@@ -1022,16 +1113,19 @@ class Store:
         self = cls.__new__(cls)
         self._init_paths(path)
         if not self._dir.is_dir():
-            raise StoreError(f"no PumpWatch data directory at {self._dir}")
+            raise InvalidInputError(
+                f"{self._dir} is not a PumpWatch data directory (it does not exist); pass the "
+                f"directory the recorder writes to (`--data-dir`)"
+            )
         self._writable = False
         self._active = None
         self._lock_fd = None
         return self
 
     def _init_paths(self, path) -> None:
+        self.path = os.fspath(path)
         self._dir = Path(path)
         self._log_dir = self._dir / "log"
-        self._recovered_dir = self._dir / "recovered"
         self._mutex = threading.RLock()
         self._closed = False
 
@@ -1043,14 +1137,15 @@ class Store:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode("utf-8", "replace").strip() or "another process"
+            holder = os.pread(fd, 64, 0).decode("utf-8", "replace").strip()
             os.close(fd)
+            holder = f"another process ({holder}, see {lock_path})" if holder else "another process"
             raise StoreLockedError(
                 f"data directory {self._dir} is already open for writing by {holder}; stop that "
                 f"recorder, or open the directory read-only (Store.open_readonly) to read it while it runs"
             ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
         return fd
 
     def _open_log(self) -> None:
@@ -1060,32 +1155,39 @@ class Store:
             if name.endswith(".tmp"):
                 os.unlink(self._log_dir / name)
         segments = _list_segments(self._log_dir)
-        if not segments:
-            return
-        self._last_seq = segments[-1][0]
+        self._recovery.segments = len(segments)
         for seq, path in segments:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                state = _read_header(fd, path, seq).state
-            finally:
-                os.close(fd)
-            if state != STATE_ACTIVE:
+            with open(path, "rb") as f:
+                header = _parse_header(f.read(HEADER_LEN), path)
+            if header is not None and header.state == STATE_SEALED:
                 continue
-            segment = _ActiveSegment.recover(path, seq, self._recovered_dir)
-            if seq == self._last_seq:
+            segment = _ActiveSegment.recover(path, seq, self._dir, self._recovery)
+            if seq == segments[-1][0]:
                 self._active = segment
             else:
                 # Left active by a crash during a roll: finish the roll.
                 segment.seal()
+                self._recovery.sealed.append(path.name)
+        if self._active is None:
+            # A writer always has an active segment: the first one, or the one after a sealed last.
+            seq = segments[-1][0] + 1 if segments else 1
+            self._active = self._create_segment(seq, HEADER_LEN)
+        _fsync_dir(self._log_dir)
+
+    def _create_segment(self, seq: int, needed_end: int) -> _ActiveSegment:
+        segment = _ActiveSegment.reserve(self._log_dir, seq, needed_end, self._max_bytes)
+        segment.activate()
+        return segment
 
     # -- appending
 
     def append_trades(self, trades) -> int:
-        """Appends a batch of trades (objects or mappings with venue, symbol, trade_id, price, qty,
-        side, ts_ns, recv_ns and optionally flags, or a pyarrow.Table with those columns).
+        """Appends a batch of trades (objects such as `pumpwatch.Trade` or mappings with venue,
+        symbol, trade_id, price, qty, side, ts_ns, recv_ns and optionally flags, or a
+        pyarrow.Table / RecordBatch with those columns). Returns the number appended.
 
-        Every row is checked before anything is written; a bad one raises InvalidTradeError naming
-        the row and the field. Returns the number of trades appended.
+        Every row is checked before anything is written; a bad one raises InvalidTradeError
+        naming the row and the field, and nothing of the batch is written.
         """
         frames = []
         trade_ts = []
@@ -1093,21 +1195,22 @@ class Store:
             try:
                 frame, ts_ns = _encode_trade(*values)
             except ValueError as exc:
-                raise InvalidTradeError(f"trade row {row}: {exc}") from None
+                raise InvalidTradeError(f"row {row} of the batch: {exc}") from None
             frames.append(frame)
             trade_ts.append(ts_ns)
         if frames:
             self._append(frames, trade_ts)
         return len(frames)
 
-    def append_marker(self, kind: str, *, venue: str | None = None, symbol: str = "", ts_ns: int,
+    def append_marker(self, kind: str, *, ts_ns: int, venue: str | None = None, symbol: str = "",
                       from_ts_ns: int = 0, to_ts_ns: int = 0, from_id: str = "", to_id: str = "",
                       detail: str = "") -> None:
-        """Appends a coverage fact: connection up or down, gap found, filled or unfillable..."""
+        """Records a coverage fact: `connection_up`, `connection_down`, `gap_found`, `gap_filled`,
+        `gap_unfillable`, `subscription_set`, `recorder_start`, `recorder_stop`."""
         try:
             frame = _encode_marker(kind, venue, symbol, ts_ns, from_ts_ns, to_ts_ns, from_id, to_id, detail)
         except ValueError as exc:
-            raise InvalidTradeError(str(exc)) from None
+            raise InvalidInputError(str(exc)) from None
         self._append([frame], [None])
 
     def append_quarantined(self, venue: str | None, recv_ns: int, reason: str, raw: bytes) -> None:
@@ -1115,109 +1218,129 @@ class Store:
         try:
             frame = _encode_quarantined(venue, recv_ns, reason, raw)
         except ValueError as exc:
-            raise InvalidTradeError(str(exc)) from None
+            raise InvalidInputError(str(exc)) from None
         self._append([frame], [None])
 
-    def _plan(self, frame_sizes: list[int]) -> list[tuple[int, int, bool]]:
-        """Splits a batch into (first, stop, needs_new_segment) chunks at record boundaries.
+    def _plan(self, sizes: list[int]) -> list[tuple[int, int, int, bool]]:
+        """Splits a batch into pieces `(first, stop, bytes, needs_new_segment)`.
 
-        A new segment starts when there is none, when the active one's span has passed, and when
-        the next record would push a segment past segment_max_bytes (a record bigger than that on
-        its own gets a segment of its own).
+        As the Rust writer does: a batch is cut at record boundaries into pieces that each fit an
+        empty segment (a record bigger than that is a piece of its own), and a piece goes to a new
+        segment when the active one holds records and is either older than segment_span_s or
+        would pass segment_max_bytes with it.
         """
-        active = self._active
-        new = active is None or time.time_ns() >= active.created_ns + self._span_ns
-        fill = HEADER_LEN if new else active.end
-        chunks = []
-        first = 0
-        for i, size in enumerate(frame_sizes):
-            if fill > HEADER_LEN and fill + size > self._max_bytes:
-                chunks.append((first, i, new))
-                first, fill, new = i, HEADER_LEN, True
-            fill += size
-        chunks.append((first, len(frame_sizes), new))
-        return chunks
+        limit = self._max_bytes - HEADER_LEN
+        pieces = []
+        first = nbytes = 0
+        for i, size in enumerate(sizes):
+            if i > first and nbytes + size > limit:
+                pieces.append((first, i, nbytes))
+                first, nbytes = i, 0
+            nbytes += size
+        pieces.append((first, len(sizes), nbytes))
+        fill = self._active.end
+        too_old = time.time_ns() - self._active.created_ns >= self._span_ns
+        plan = []
+        for first, stop, nbytes in pieces:
+            new = fill > HEADER_LEN and (too_old or fill + nbytes > self._max_bytes)
+            if new:
+                fill, too_old = HEADER_LEN, False
+            plan.append((first, stop, nbytes, new))
+            fill += nbytes
+        return plan
 
     def _append(self, frames: list[bytes], trade_ts: list[int | None]) -> None:
         with self._mutex:
             self._check_writable()
             sizes = [len(f) for f in frames]
-            chunks = self._plan(sizes)
+            plan = self._plan(sizes)
             # Reserve every byte the batch needs before writing any: running out of space then
             # leaves the store exactly as it was.
+            active_end = self._active.end
+            new_segment_ends: list[int] = []
+            for _, _, nbytes, new in plan:
+                if new:
+                    new_segment_ends.append(HEADER_LEN + nbytes)
+                elif new_segment_ends:
+                    new_segment_ends[-1] += nbytes
+                else:
+                    active_end += nbytes
             reserved: list[_ActiveSegment] = []
             try:
-                for first, stop, new in chunks:
-                    chunk_bytes = sum(sizes[first:stop])
-                    if new:
-                        seq = self._last_seq + 1 + len(reserved)
-                        reserved.append(
-                            _ActiveSegment.reserve(self._log_dir, seq, HEADER_LEN + chunk_bytes, self._max_bytes)
-                        )
-                    else:
-                        self._active.ensure_allocated(self._active.end + chunk_bytes, self._max_bytes)
+                self._active.ensure_allocated(active_end, self._max_bytes)
+                for seq, needed_end in enumerate(new_segment_ends, self._active.seq + 1):
+                    reserved.append(_ActiveSegment.reserve(self._log_dir, seq, needed_end, self._max_bytes))
             except OSError as exc:
                 for segment in reserved:
                     segment.discard()
-                if isinstance(exc, DiskFullError):
-                    raise
-                if _is_disk_full(exc):
+                if exc.errno in _DISK_FULL_ERRNOS and not isinstance(exc, DiskFullError):
                     raise _disk_full(exc, self._log_dir) from exc
                 raise
             pending = iter(reserved)
-            for first, stop, new in chunks:
+            for first, stop, _, new in plan:
                 if new:
-                    self._roll(next(pending))
+                    self._switch_to(next(pending))
                 self._active.write(b"".join(frames[first:stop]), sizes[first:stop], trade_ts[first:stop])
             self._dirty = True
             if self._fsync_interval == 0 or time.monotonic() - self._last_sync >= self._fsync_interval:
                 self._sync()
 
-    def _roll(self, segment: _ActiveSegment) -> None:
+    def _switch_to(self, segment: _ActiveSegment) -> None:
         # The new segment is named before the old one is sealed: a crash in between leaves two
         # active segments, and opening seals the older one.
         segment.activate()
-        self._last_seq = segment.seq
-        if self._active is not None:
-            self._active.seal()
-        self._active = segment
+        old, self._active = self._active, segment
+        old.seal()
+
+    def roll(self) -> None:
+        """Seals the active segment now and starts a new one."""
+        with self._mutex:
+            self._check_writable()
+            self._switch_to(_ActiveSegment.reserve(self._log_dir, self._active.seq + 1, HEADER_LEN, self._max_bytes))
+            _fsync_dir(self._log_dir)
 
     def _sync(self) -> None:
-        if self._active is not None and self._dirty:
+        if self._dirty:
             self._active.sync()
         self._dirty = False
         self._last_sync = time.monotonic()
 
     def flush(self) -> None:
-        """fsyncs everything appended so far."""
+        """Commits everything appended so far to disk now."""
         with self._mutex:
             self._check_writable()
             self._sync()
 
+    @property
+    def recovery_report(self) -> dict:
+        """What recovery found and did when the directory was opened."""
+        self._check_writable()
+        return self._recovery.as_dict()
+
     # -- reading
 
-    def query(self, start_ns: int, end_ns: int, venues=None, symbols=None) -> pa.Table:
-        """Trades with start_ns <= ts_ns < end_ns, ordered by ts_ns, equal times in log order."""
+    def query(self, start_ns: int | None = None, end_ns: int | None = None, venues=None, symbols=None, *,
+              include_non_trades: bool = False) -> pa.Table:
+        """Trades with start_ns <= ts_ns < end_ns, ordered by ts_ns (ties in log order), as a
+        pyarrow.Table with TRADE_SCHEMA. `include_non_trades` adds the records that consume a
+        trade id without being a trade (flag NON_TRADE, Binance USDⓈ-M `X=NA`)."""
+        start_ns, end_ns = _window(start_ns, end_ns)
         venue_set = _as_set(venues)
         if venue_set is not None:
             unknown = venue_set - set(VENUES)
             if unknown:
-                raise InvalidTradeError(
-                    f"unknown venue {', '.join(map(_q, sorted(unknown)))}; the venues are: {', '.join(VENUES)}"
-                )
+                raise InvalidInputError(
+                    f"unknown venue {', '.join(map(_q, sorted(unknown)))}; the venues are: {', '.join(VENUES)}")
         symbol_set = _as_set(symbols)
-
-        def overlaps(entry: IndexEntry) -> bool:
-            # Exchange times are not monotonic (backfills): any block whose range overlaps counts.
-            return entry.trades > 0 and entry.min_ts < end_ns and entry.max_ts >= start_ns
-
+        skip_flags = 0 if include_non_trades else FLAG_NON_TRADE
         rows = []
         with self._mutex:
             self._check_open()
-            for record in _read_records(self._log_dir, overlaps):
+            for record in _read_records(self._log_dir, lambda e: e.overlaps(start_ns, end_ns)):
                 if (
                     type(record) is TradeRecord
                     and start_ns <= record.ts_ns < end_ns
+                    and not record.flags & skip_flags
                     and (venue_set is None or record.venue in venue_set)
                     and (symbol_set is None or record.symbol in symbol_set)
                 ):
@@ -1226,49 +1349,59 @@ class Store:
         return _table(rows, TRADE_SCHEMA)
 
     def markers(self, start_ns: int | None = None, end_ns: int | None = None) -> pa.Table:
-        """Markers with start_ns <= ts_ns < end_ns (either bound optional), ordered like trades."""
-        lo = I64_MIN if start_ns is None else start_ns
-        hi = I64_MAX + 1 if end_ns is None else end_ns
+        """Markers whose time, or whose known span (both ends non-zero), touches
+        [start_ns, end_ns), in log order."""
+        start_ns, end_ns = _window(start_ns, end_ns)
         with self._mutex:
             self._check_open()
             rows = [
                 r for r in _read_records(self._log_dir, _holds_others)
-                if type(r) is MarkerRecord and lo <= r.ts_ns < hi
+                if type(r) is MarkerRecord and (
+                    start_ns <= r.ts_ns < end_ns
+                    or (r.from_ts_ns != 0 and r.to_ts_ns != 0 and r.from_ts_ns < end_ns and r.to_ts_ns >= start_ns)
+                )
             ]
-        rows.sort(key=operator.attrgetter("ts_ns"))
         return _table(rows, MARKER_SCHEMA)
 
-    def quarantined(self) -> list[tuple[str | None, int, str, bytes]]:
-        """Every quarantined frame as (venue or None, recv_ns, reason, raw), in log order."""
+    def quarantined(self, start_ns: int | None = None, end_ns: int | None = None) -> list[tuple]:
+        """Frames that could not be parsed, kept raw, received in [start_ns, end_ns):
+        `(venue or None, recv_ns, reason, raw bytes)` in log order."""
+        start_ns, end_ns = _window(start_ns, end_ns)
         with self._mutex:
             self._check_open()
             return [
                 tuple(r) for r in _read_records(self._log_dir, _holds_others)
-                if type(r) is QuarantinedRecord
+                if type(r) is QuarantinedRecord and start_ns <= r.recv_ns < end_ns
             ]
 
     # -- lifetime
 
     def _check_open(self) -> None:
         if self._closed:
-            raise StoreError("the store is closed; open it again to append or query")
+            raise StoreClosedError("the store is closed; open it again to append or query")
 
     def _check_writable(self) -> None:
         self._check_open()
         if not self._writable:
-            raise StoreError(
+            raise InvalidInputError(
                 f"{self._dir} was opened read-only (Store.open_readonly); open it with Store(path) "
                 f"to append (one writer at a time)"
             )
 
-    def close(self) -> None:
-        """fsyncs and releases the lock. The active segment stays active: the next writer goes on
-        appending to it."""
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self, seal: bool = False) -> None:
+        """Commits and releases the directory. The active segment stays active, and the next
+        writer appends to it; `seal=True` seals it (and starts a new, empty one) first."""
         with self._mutex:
             if self._closed:
                 return
             try:
                 if self._writable:
+                    if seal and self._active.end > HEADER_LEN:
+                        self.roll()
                     self._sync()
             finally:
                 self._closed = True
@@ -1290,61 +1423,70 @@ class Store:
 
     def __repr__(self) -> str:
         mode = "closed" if self._closed else ("writer" if self._writable else "read-only")
-        return f"<pumpwatch.purepy.Store {str(self._dir)!r} {mode}>"
-
-
-def _holds_others(entry: IndexEntry) -> bool:
-    return entry.others > 0
-
-
-def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
-    columns = list(zip(*rows)) if rows else [[] for _ in schema]
-    return pa.Table.from_arrays(
-        [pa.array(column, type=field.type) for column, field in zip(columns, schema)], schema=schema
-    )
+        return f"<pumpwatch.purepy.Store {self.path!r} {mode}>"
 
 
 # --- verify ---------------------------------------------------------------------------------------
 
 
-def verify(path) -> dict:
-    """Walks every segment in full, read-only, and reports what it found.
+def _writer_running(data_dir: Path) -> bool:
+    """Whether a writer holds the directory's lock now (probed with a shared lock, released at once)."""
+    try:
+        fd = os.open(data_dir / "LOCK", os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases the probe
+    return False
 
-    Sealed segments are walked up to their published end; the active segment to the end of its
-    file, as the writer's recovery would, so that a torn tail recovery would cut is reported.
-    (A batch being written by a live writer at that moment can show as a torn tail.) The torn tail
-    of the last segment is `torn_tail`; anything wrong elsewhere, including a torn tail in an older
-    segment or a sealed file shorter than its published end, is in `damaged`.
+
+def verify(path) -> dict:
+    """Walks every record of every segment, read-only, and reports what it found, in the shape
+    the Rust `pumpwatch.verify` gives.
+
+    Sealed segments are walked up to their published end, the active segment to the end of its
+    file, as the writer's recovery would, so that a torn tail recovery would cut is reported; while
+    a writer runs, only up to its published end (beyond it the writer is at work). Torn tails are
+    in `torn_tail`, damaged spans and a sealed file shorter than its published end in `damaged`,
+    damaged segment headers in `headers`; `bytes` counts the bytes of valid records.
     """
     data_dir = Path(path)
     if not data_dir.is_dir():
-        raise StoreError(f"no PumpWatch data directory at {data_dir}")
+        raise InvalidInputError(f"{data_dir} is not a PumpWatch data directory (it does not exist)")
+    writer_running = _writer_running(data_dir)
     segments = _list_segments(data_dir / "log")
     report = {
-        "segments": len(segments), "records": 0, "trades": 0, "markers": 0, "quarantined": 0,
-        "damaged": [], "torn_tail": None, "ok": True,
+        "segments": 0, "records": 0, "trades": 0, "markers": 0, "quarantined": 0, "bytes": 0,
+        "damaged": [], "torn_tail": [], "headers": [], "writer_running": writer_running, "ok": True,
     }
     counts = {TradeRecord: "trades", MarkerRecord: "markers", QuarantinedRecord: "quarantined"}
     damaged = report["damaged"]
-    for i, (seq, seg_path) in enumerate(segments):
+    for seq, seg_path in segments:
         name = seg_path.name
+        is_last = seq == segments[-1][0]
         with open(seg_path, "rb") as f:
-            fd = f.fileno()
-            size = os.fstat(fd).st_size
-            data = _pread_range(fd, 0, size)
-        problem = _header_problem(data[:HEADER_LEN], seq)
-        if problem:
-            damaged.append({"segment": name, "offset": 0, "length": min(size, HEADER_LEN),
-                            "reason": f"header: {problem}"})
-            # Without a trusted header, walk all of it as an active segment would be.
-            header = SegmentHeader(seq, 0, STATE_ACTIVE, HEADER_LEN)
-        else:
-            header = _parse_header(data, seq)
-        if header.state == STATE_SEALED:
+            data = _pread_range(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        if not data:
+            report["headers"].append(_damage(name, 0, 0, "empty segment file"))
+            continue
+        report["segments"] += 1
+        size = len(data)
+        header = _parse_header(data, seg_path)
+        if header is None:
+            report["headers"].append(_damage(
+                name, 0, HEADER_LEN, "segment header damaged (magic or CRC wrong); the writer repairs it on open"))
+            stop = size
+        elif header.state == STATE_SEALED:
             stop = min(header.published_end, size)
             if size < header.published_end:
-                damaged.append({"segment": name, "offset": size, "length": header.published_end - size,
-                                "reason": "sealed segment file ends before its published end"})
+                damaged.append(_damage(name, size, header.published_end - size,
+                                       "sealed segment file ends before its published end"))
+        elif writer_running and is_last:
+            stop = max(HEADER_LEN, min(header.published_end, size))
         else:
             stop = size
         walk = FrameWalk(data, HEADER_LEN, stop)
@@ -1352,13 +1494,10 @@ def verify(path) -> dict:
             report["records"] += 1
             report[counts[type(record)]] += 1
         for offset, length, reason in walk.damaged:
-            damaged.append({"segment": name, "offset": offset, "length": length, "reason": reason})
-        torn = _torn_span(walk, data, header.published_end)
-        if torn:
-            if i == len(segments) - 1:
-                report["torn_tail"] = {"segment": name, "offset": torn[0], "length": torn[1]}
-            else:
-                damaged.append({"segment": name, "offset": torn[0], "length": torn[1],
-                                "reason": f"torn tail: {walk.tail_reason}"})
-    report["ok"] = not damaged and report["torn_tail"] is None
+            damaged.append(_damage(name, offset, length, reason))
+        report["bytes"] += walk.end
+        if walk.torn:
+            offset, length, reason = walk.torn
+            report["torn_tail"].append(_damage(name, offset, length, f"torn tail: {reason}"))
+    report["ok"] = not damaged and not report["torn_tail"] and not report["headers"]
     return report

@@ -90,6 +90,11 @@ impl BlockBuilder {
         BlockBuilder { current: partial }
     }
 
+    /// Extends the block over bytes that hold no valid record (a damaged span).
+    pub fn skip_to(&mut self, off: u64) {
+        self.current.end = self.current.end.max(off);
+    }
+
     /// Adds the record at `off`; returns the finished block when this record completes one.
     #[inline]
     pub fn observe(&mut self, off: u64, payload: &[u8]) -> Option<IndexEntry> {

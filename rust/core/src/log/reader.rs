@@ -295,11 +295,9 @@ pub fn build_index(data: &[u8], end: usize) -> (Vec<IndexEntry>, scan::WalkOutco
     let mut last_end = HEADER_LEN as u64;
     let outcome = scan::walk(data, HEADER_LEN, end, |off, payload| {
         if off as u64 != last_end {
-            // A damaged span was skipped: close the block before it and start a new one after.
-            if let Some(p) = builder.pending() {
-                entries.push(p);
-            }
-            builder = BlockBuilder::new(off as u64);
+            // A damaged span was skipped: the block spans it, so the entries keep chaining and a
+            // query walks (and resyncs over) the damage instead of losing the index after it.
+            builder.skip_to(off as u64);
         }
         if let Some(done) = builder.observe(off as u64, payload) {
             entries.push(done);
@@ -473,9 +471,20 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
         let mut end = map.len();
         match segment::decode_header(&map) {
             HeaderCheck::Ok(h) => {
-                if h.state != STATE_SEALED && report.writer_running && Some(seq) == last {
+                let published = segment::load_published_end(&map) as usize;
+                if h.state == STATE_SEALED {
+                    if published > end {
+                        report.damaged.push(DamageReport {
+                            segment: name.clone(),
+                            offset: end as u64,
+                            length: (published - end) as u64,
+                            reason: "sealed segment file ends before its published end (cut short)".into(),
+                        });
+                    }
+                    end = published.min(end);
+                } else if report.writer_running && Some(seq) == last {
                     // Beyond the published end the writer is at work: not damage.
-                    end = (segment::load_published_end(&map) as usize).min(end);
+                    end = published.min(end);
                 }
             }
             HeaderCheck::NewerVersion(v) => {

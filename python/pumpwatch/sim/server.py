@@ -1,0 +1,654 @@
+"""The asyncio server behind each simulated venue, and the simulator of all twelve.
+
+One port per venue on 127.0.0.1 serves both the venue's WebSocket paths and its REST routes (plain
+HTTP requests are answered from the `process_request` hook of `websockets`). What every venue does
+the same way lives here: the market clock, fan-out of trade messages to subscribers, the record of
+every trade sent (the truth a test compares against), the faults, heartbeat enforcement and REST
+token buckets. What differs is asked of the venue's protocol class (venues.py).
+
+Time: trade timestamps are wall-clock; `time_scale` shrinks the venues' protocol timers (heartbeat
+intervals and timeouts, connection lifetimes, maintenance notices) so a test sees a 30 s timeout
+in 0.3 s with `time_scale=0.01`. Trade rates, fault durations and REST rate windows are in real
+seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import json
+import logging
+import random
+import time
+from collections import deque
+from typing import Any
+from urllib.parse import parse_qs
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+
+from .market import ASSETS, DEFAULT_BASES, MEAN_FILLS_PER_ORDER, Fill, Instrument, Tape, asset_for
+from .venues import FAMILIES, VENUE_IDS, BadRequest, Publication, SentTrade
+
+log = logging.getLogger("pumpwatch.sim")
+
+HOST = "127.0.0.1"  # the simulator never listens anywhere else
+MAX_OUTBOX = 50_000  # frames queued for one client before it is cut as a slow consumer
+CLOSE_GRACE_S = 1.0  # a closing handshake that takes longer ends with an abort
+MAX_SLEEP_S = 0.05  # the market clock wakes at least this often (bursts and listings take effect)
+PRICE_KEYS = ("p", "px", "price")
+
+
+class TokenBucket:
+    """A venue's REST rate limit: `capacity` tokens, refilled evenly over `period_s`."""
+
+    def __init__(self, capacity: int, period_s: float):
+        self.capacity = float(capacity)
+        self.rate = capacity / period_s
+        self.tokens = float(capacity)
+        self.stamp = time.monotonic()
+
+    def take(self, n: int) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < n:
+            return False
+        self.tokens -= n
+        return True
+
+    def retry_after(self, n: int) -> float:
+        return max(0.0, (n - self.tokens) / self.rate)
+
+
+class _Connection(ServerConnection):
+    """A server connection that tells its client about incoming protocol pings, which
+    `websockets` answers by itself: they count against message limits, and as a heartbeat on
+    venues that accept one (Phemex)."""
+
+    sim_role: str | None = None
+    sim_client: Client | None = None
+
+    def process_event(self, event: Any) -> None:
+        if isinstance(event, Frame) and event.opcode is Opcode.PING and self.sim_client is not None:
+            self.sim_client.on_protocol_ping()
+        super().process_event(event)
+
+
+class Client:
+    """One connected socket: its subscriptions, heartbeat clocks and outgoing queue.
+
+    Venue classes use `send`, `close`, `heartbeat`, `answer_ping`, `topics`, `state`, `role`,
+    `dialect`, `conn_id`, `path` and `query`.
+    """
+
+    def __init__(self, venue: SimVenue, ws: _Connection, role: str):
+        self.venue = venue
+        self.ws = ws
+        self.role = role
+        self.dialect = ""  # which rendering of a publication this socket receives
+        path, _, qs = ws.request.path.partition("?")
+        self.path = path or "/"
+        self.query = {k: v[0] for k, v in parse_qs(qs, keep_blank_values=True).items()}
+        self.conn_id = f"{venue.conn_rng.getrandbits(64):016x}"
+        self.topics: set[str] = set()
+        self.state: dict[str, Any] = {}
+        self.closed = False
+        now = time.monotonic()
+        self.opened = now
+        self.last_heartbeat = now  # the client's own last sign of life
+        self.last_sent = now  # anything sent to it
+        self.last_data = now  # trade data sent to it
+        self.last_server_ping = now
+        self.unanswered_since: float | None = None  # oldest server ping without a pong
+        self.incoming: deque[float] = deque()
+        self.outbox: asyncio.Queue[str | bytes | tuple[int, str]] = asyncio.Queue()
+        self.sender = asyncio.get_running_loop().create_task(self._send_loop())
+
+    # -- what venue classes call
+
+    def send(self, frame: str | bytes, *, data: bool = False) -> None:
+        if self.closed or self.venue.stalled:
+            return  # a stalled venue sends nothing at all
+        if self.outbox.qsize() >= MAX_OUTBOX:
+            return self.close(1008, "slow consumer")
+        self.outbox.put_nowait(frame)
+        self.last_sent = time.monotonic()
+        if data:
+            self.last_data = self.last_sent
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Closes after what is already queued (an error frame, say) has gone out."""
+        if self.closed:
+            return
+        self.closed = True
+        self.venue._forget(self)
+        self.outbox.put_nowait((code, reason))
+        asyncio.get_running_loop().call_later(CLOSE_GRACE_S, self.abort)
+
+    def abort(self) -> None:
+        """Drops the TCP connection with no closing handshake, as a crashed server would."""
+        self.closed = True
+        self.venue._forget(self)
+        if self.ws.transport is not None:
+            self.ws.transport.abort()
+
+    def heartbeat(self) -> None:
+        self.last_heartbeat = time.monotonic()
+
+    def answer_ping(self) -> None:
+        """The client answered the server's ping (a pong, or Gate's app-level ping)."""
+        self.unanswered_since = None
+        self.heartbeat()
+
+    # -- machinery
+
+    def on_protocol_ping(self) -> None:
+        self.venue._count_incoming(self)
+        if self.venue.protocol.heartbeat.protocol_ping_is_heartbeat:
+            self.heartbeat()
+
+    def ping(self) -> None:
+        self.last_server_ping = time.monotonic()
+        if self.unanswered_since is None:
+            self.unanswered_since = self.last_server_ping
+
+        async def send_ping() -> None:
+            try:
+                pong = await self.ws.ping()
+            except ConnectionClosed:
+                return
+            pong.add_done_callback(lambda f: None if f.cancelled() or f.exception() else self.answer_ping())
+
+        asyncio.get_running_loop().create_task(send_ping())
+
+    async def _send_loop(self) -> None:
+        try:
+            while True:
+                frame = await self.outbox.get()
+                if isinstance(frame, tuple):
+                    await self.ws.close(*frame)
+                    return
+                await self.ws.send(frame)
+        except ConnectionClosed:
+            pass
+
+
+class SimVenue:
+    """One simulated venue on its own port: WebSocket and REST, trades, faults, truth.
+
+    `symbols`: base assets (`"BTC"`, `"0G"`) or the venue's own symbols (`"BTCUSDT"`); default
+    BTC, ETH, SOL, DOGE. `trades_per_s`: the venue's rate of trades (fills), in real seconds,
+    shared by the symbols by weight. `time_scale`: multiplies every protocol timer. `backlog`:
+    fills per symbol already on the tape at start (REST history, Phemex snapshots).
+    """
+
+    def __init__(self, venue_id: str, *, seed: int = 0, symbols: list[str] | None = None, trades_per_s: float = 20.0,
+                 time_scale: float = 1.0, backlog: int = 0, port: int = 0, max_history: int = 1_000_000):
+        if venue_id not in FAMILIES:
+            raise ValueError(f"unknown venue {venue_id!r}; the venues are: {', '.join(VENUE_IDS)}")
+        if time_scale <= 0 or trades_per_s < 0:
+            raise ValueError("time_scale must be positive and trades_per_s not negative")
+        self.venue_id = venue_id
+        self.seed = seed
+        self.trades_per_s = trades_per_s
+        self.time_scale = time_scale
+        self.backlog = backlog
+        self.port = port
+        self.max_history = max_history
+        # Connection ids, tokens and gateway sequences come from their own generator, so how
+        # clients connect never changes the trades.
+        self.conn_rng = random.Random(f"{seed}/{venue_id}/connections")
+        self.protocol = FAMILIES[venue_id](venue_id, self)
+        self.instruments: dict[str, Instrument] = {}
+        self._tapes: dict[str, Tape] = {}
+        self._history: dict[str, list[Fill]] = {}
+        self._pending: dict[str, list[Fill]] = {}
+        self._sent: dict[str, list[SentTrade]] = {c: [] for c in self.protocol.channels}
+        self._withheld: dict[str, list[SentTrade]] = {c: [] for c in self.protocol.channels}
+        self.malformed_sent: list[str | bytes] = []  # every broken frame sent, in order
+        natives = {self.protocol.symbol_for(b): b for b in ASSETS}
+        for s in symbols or DEFAULT_BASES:
+            self._add(self.protocol.instrument(asset_for(natives.get(s, s))))
+        self._weight_total = sum(i.weight for i in self.instruments.values()) or 1.0
+        self._clients: set[Client] = set()
+        self._subscribers: dict[str, set[Client]] = {}
+        self._buckets = {name: TokenBucket(*spec) for name, spec in self.protocol.buckets.items()}
+        self._stall_until = 0.0
+        self._drop = self._duplicate = self._malformed = 0
+        self._burst = (1.0, 0.0)
+        self._server: Server | None = None
+        self._tasks: list[asyncio.Task] = []
+        self.ws_origin = self.ws_url = self.rest_url = ""
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        self._server = await serve(
+            self._handle, HOST, self.port, process_request=self._process_request, create_connection=_Connection,
+            ping_interval=None, compression=None, close_timeout=CLOSE_GRACE_S, logger=log,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.ws_origin = f"ws://{HOST}:{self.port}"
+        self.ws_url = self.ws_origin + self.protocol.ws_path
+        self.rest_url = f"http://{HOST}:{self.port}"
+        self._mono0, self._wall0 = time.monotonic(), time.time_ns()
+        self._write_backlog()
+        self._tasks = [asyncio.get_running_loop().create_task(t) for t in (self._run_market(), self._watch_heartbeats())]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        for c in list(self._clients):
+            c.abort()
+        if self._server is not None:
+            self._server.close(close_connections=False)
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> SimVenue:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()
+
+    # -- the truth
+
+    def sent_trades(self, symbol: str | None = None, *, channel: str | None = None) -> list[dict]:
+        """Every trade the venue emitted on its live stream, in emission order, as a correct
+        parser of that stream produces them (pumpwatch.Trade keys without recv_ns/flags).
+        `channel`: OKX sends `trades-all` (default, one per fill) and `trades` (one per taker
+        order and price, with `count`); other venues have one channel."""
+        return [t.as_dict(self.venue_id) for t in self._sent[channel or self.protocol.channels[0]]
+                if symbol is None or t.symbol == symbol]
+
+    def withheld_trades(self, symbol: str | None = None, *, channel: str | None = None) -> list[dict]:
+        """Trades that subscribers never got: their frames were dropped, or sent during a stall."""
+        return [t.as_dict(self.venue_id) for t in self._withheld[channel or self.protocol.channels[0]]
+                if symbol is None or t.symbol == symbol]
+
+    @property
+    def client_count(self) -> int:
+        return len(self._clients)
+
+    @property
+    def heartbeat_timeout(self) -> float:
+        """Seconds (scaled) after which a client that sends no heartbeat is cut."""
+        return self.scaled(self.protocol.heartbeat.cut_after())
+
+    # -- faults, all on demand
+
+    def disconnect_all(self) -> None:
+        """Closes every client socket abruptly (no closing handshake)."""
+        for c in list(self._clients):
+            c.abort()
+
+    def stall(self, seconds: float) -> None:
+        """Sockets stay open but nothing is sent for `seconds`; trades still happen and count as
+        sent, so a client must backfill them."""
+        self._stall_until = max(self._stall_until, time.monotonic() + seconds)
+
+    def drop_frames(self, n: int) -> None:
+        """The next `n` trade messages that have subscribers reach none of them."""
+        self._drop += n
+
+    def duplicate_frames(self, n: int) -> None:
+        """The next `n` trade messages that have subscribers are sent twice."""
+        self._duplicate += n
+
+    def malformed_frames(self, n: int) -> None:
+        """Sends `n` broken frames, each ahead of one of the next trade messages: in turn a
+        truncated JSON text, the message with prices of the wrong JSON type, and the message
+        with invalid UTF-8 (as a binary frame: an invalid text frame would make the client's
+        WebSocket library close the connection before any parser saw it)."""
+        self._malformed += n
+
+    def burst(self, multiplier: float, seconds: float) -> None:
+        """Trades arrive `multiplier` times as fast for `seconds` (a pump is ~50x)."""
+        self._burst = (multiplier, time.monotonic() + seconds)
+
+    def schedule_listing(self, base: str, at_ns: int, pump: float = 1.5) -> None:
+        """`base` appears in the REST instrument list at `at_ns` (wall clock) and starts trading,
+        many times as fast as usual at first, its price rising to `pump` x over ~20 s."""
+        inst = self.protocol.instrument(asset_for(base))
+        if inst.symbol in self.instruments:
+            raise ValueError(f"{self.venue_id} already lists {inst.symbol}")
+        inst.listed_at_ns, inst.pump = at_ns, pump
+        self._add(inst)
+
+    def announce_shutdown(self, grace_s: float = 60.0) -> None:
+        """Maintenance: sends the venue's notice where it has one (Binance `serverShutdown`, OKX
+        `notice` 64008), then closes every current connection after `grace_s` (scaled)."""
+        clients = list(self._clients)
+        for c in clients:
+            notice = self.protocol.shutdown_notice(c)
+            if notice is not None:
+                c.send(notice)
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.scaled(grace_s), lambda: [c.close(1001, "service upgrade") for c in clients])
+
+    # -- services for the venue classes
+
+    def scaled(self, seconds: float) -> float:
+        return seconds * self.time_scale
+
+    def now_ns(self) -> int:
+        return time.time_ns()
+
+    def listed_instruments(self) -> list[Instrument]:
+        now = self.now_ns()
+        return [i for i in self.instruments.values() if i.listed(now)]
+
+    def history(self, symbol: str) -> list[Fill]:
+        """Published fills of `symbol`, oldest first (Binance `X=NA` records included)."""
+        return self._history.get(symbol, [])
+
+    def subscribe(self, client: Client, topic: str) -> None:
+        client.topics.add(topic)
+        self._subscribers.setdefault(topic, set()).add(client)
+
+    def unsubscribe(self, client: Client, topic: str) -> None:
+        client.topics.discard(topic)
+        self._subscribers.get(topic, set()).discard(client)
+
+    @property
+    def stalled(self) -> bool:
+        return time.monotonic() < self._stall_until
+
+    # -- the market
+
+    def _add(self, inst: Instrument) -> None:
+        self.instruments[inst.symbol] = inst
+        self._tapes[inst.symbol] = Tape(inst, self.seed, self.protocol.id_scheme(inst))
+        self._history[inst.symbol] = []
+        self._pending[inst.symbol] = []
+
+    def _wall_ns(self, mono: float) -> int:
+        return self._wall0 + int((mono - self._mono0) * 1e9)
+
+    def _mono(self, wall_ns: int) -> float:
+        return self._mono0 + (wall_ns - self._wall0) / 1e9
+
+    def _order_rate(self, tape: Tape, mono: float) -> float:
+        """Taker orders per second on `tape` now."""
+        multiplier, until = self._burst
+        burst = multiplier if mono < until else 1.0
+        share = tape.inst.weight / self._weight_total
+        return self.trades_per_s / MEAN_FILLS_PER_ORDER * share * burst * tape.intensity(self._wall_ns(mono))
+
+    def _order(self, tape: Tape, wall_ns: int) -> list[Fill]:
+        p = self.protocol
+        return tape.next_order(wall_ns, p.resolution_ns, p.strictly_increasing_ts)
+
+    def _write_backlog(self) -> None:
+        """Trades from before the start, `backlog` fills per symbol, spaced at the normal rate."""
+        for tape in self._tapes.values():
+            if self.backlog <= 0 or tape.inst.listed_at_ns is not None:
+                continue
+            rate = self._order_rate(tape, self._mono0) or 1.0  # a venue started with no live trading
+            gap_ns = max(1_000, int(1e9 / rate))
+            ts, fills = self._wall0 - (self.backlog + 1) * gap_ns, 0
+            while fills < self.backlog:
+                order = self._order(tape, ts)
+                self._publish(tape.inst, order)
+                fills += sum(not f.placeholder for f in order)
+                ts += gap_ns
+
+    def _due(self, t0: float, t1: float) -> list[tuple[float, Tape]]:
+        """Orders arriving in (t0, t1], per tape a Poisson process in 'activity time'."""
+        due = []
+        for tape in list(self._tapes.values()):
+            inst = tape.inst
+            start = t0 if inst.listed_at_ns is None else max(t0, self._mono(inst.listed_at_ns))
+            if start >= t1:
+                continue
+            rate = self._order_rate(tape, t1)
+            if rate <= 0:
+                continue
+            t = start
+            while True:
+                need = tape.next_arrival - tape.activity
+                if need > (t1 - t) * rate:
+                    tape.activity += (t1 - t) * rate
+                    break
+                t += need / rate
+                tape.activity = tape.next_arrival
+                tape.next_arrival += tape.arrivals.expovariate(1.0)
+                due.append((t, tape))
+        due.sort(key=lambda e: e[0])
+        return due
+
+    def _time_to_next(self, now: float) -> float:
+        waits = [(tape.next_arrival - tape.activity) / rate for tape in self._tapes.values()
+                 if (rate := self._order_rate(tape, now)) > 0]
+        return min(waits, default=MAX_SLEEP_S)
+
+    async def _run_market(self) -> None:
+        batch = self.protocol.batch_interval
+        prev = time.monotonic()
+        while True:
+            now = time.monotonic()
+            for t, tape in self._due(prev, now):
+                order = self._order(tape, self._wall_ns(t))
+                if batch:
+                    self._pending[tape.inst.symbol].extend(order)
+                else:
+                    self._publish(tape.inst, order)
+            prev = now
+            if batch:
+                for symbol, fills in self._pending.items():
+                    if fills:
+                        self._pending[symbol] = []
+                        self._publish(self.instruments[symbol], fills)
+                delay = batch
+            else:
+                delay = min(MAX_SLEEP_S, self._time_to_next(now))
+            await asyncio.sleep(max(0.001, delay))
+
+    def _publish(self, inst: Instrument, fills: list[Fill]) -> None:
+        history = self._history[inst.symbol]
+        history.extend(fills)
+        if len(history) > self.max_history * 1.1:
+            del history[: len(history) - self.max_history]
+        for pub in self.protocol.publications(inst, fills):
+            sent = self._sent[pub.channel]
+            sent.extend(pub.trades)
+            if len(sent) > self.max_history * len(self.instruments) * 1.1:
+                del sent[: len(sent) - self.max_history * len(self.instruments)]
+            self._deliver(pub)
+
+    def _deliver(self, pub: Publication) -> None:
+        recipients = [c for c in self._subscribers.get(pub.topic, ()) if not c.closed]
+        if not recipients:
+            return
+        if self.stalled or self._drop > 0:
+            if not self.stalled:
+                self._drop -= 1
+            self._withheld[pub.channel].extend(pub.trades)
+            return
+        if self._malformed > 0:
+            self._malformed -= 1
+            bad = self._malform(next(iter(pub.frames.values())), len(self.malformed_sent))
+            self.malformed_sent.append(bad)
+            for c in recipients:
+                c.send(bad, data=True)
+        copies = 1
+        if self._duplicate > 0:
+            self._duplicate -= 1
+            copies = 2
+        for c in recipients:
+            frame = pub.frames.get(c.dialect) or pub.frames[""]
+            for _ in range(copies):
+                c.send(frame, data=True)
+
+    @staticmethod
+    def _malform(frame: str, nth: int) -> str | bytes:
+        kind = nth % 3
+        if kind == 1:
+            broken = json.loads(frame)
+            if _wrong_types(broken):
+                return json.dumps(broken, separators=(",", ":"))
+        if kind == 2:
+            raw = frame.encode()
+            cut = raw.find(b'"', 2) + 1
+            return raw[:cut] + b"\xc3\x28\xff" + raw[cut:]
+        return frame[: len(frame) // 2]
+
+    # -- connections
+
+    def _forget(self, client: Client) -> None:
+        self._clients.discard(client)
+        for topic in client.topics:
+            self._subscribers.get(topic, set()).discard(client)
+
+    def _count_incoming(self, client: Client) -> None:
+        limit = self.protocol.incoming_limit
+        if limit is None:
+            return
+        count, window = limit
+        now = time.monotonic()
+        client.incoming.append(now)
+        while client.incoming and client.incoming[0] <= now - window:
+            client.incoming.popleft()
+        if len(client.incoming) > count:
+            client.close(1008, "too many messages")
+
+    async def _handle(self, ws: _Connection) -> None:
+        client = Client(self, ws, ws.sim_role or "")
+        ws.sim_client = client
+        self._clients.add(client)
+        try:
+            self.protocol.on_open(client)
+            async for message in ws:
+                if client.closed:
+                    break
+                self._count_incoming(client)
+                if client.closed:
+                    break
+                text = message if isinstance(message, str) else message.decode("utf-8", "replace")
+                try:
+                    self.protocol.on_text(client, text)
+                except Exception:  # a venue bug must not look like a venue hanging up
+                    log.exception("%s: handling %r failed", self.venue_id, text[:200])
+        except ConnectionClosed:
+            pass
+        finally:
+            self._forget(client)
+            client.closed = True
+            await asyncio.sleep(0)  # let a queued close frame go out
+            if not client.sender.done() and client.outbox.empty():
+                client.sender.cancel()
+
+    async def _watch_heartbeats(self) -> None:
+        hb = self.protocol.heartbeat
+        limits = [self.scaled(t) for t in hb.limits()]
+        if not limits:
+            return
+        period = max(0.002, min(limits) / 10)
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for c in list(self._clients):
+                if c.closed:
+                    continue
+                if hb.lifetime and now - c.opened >= self.scaled(hb.lifetime):
+                    c.close(1000, "connection lifetime reached")
+                    continue
+                if hb.server_ping_every and not self.stalled and now - c.last_server_ping >= self.scaled(hb.server_ping_every):
+                    c.ping()
+                if hb.pong_within and c.unanswered_since is not None and now - c.unanswered_since > self.scaled(hb.pong_within):
+                    c.close(1000, "pong timeout")
+                    continue
+                if hb.client_ping_within:
+                    last = max(c.last_heartbeat, c.last_data) if hb.data_is_heartbeat else c.last_heartbeat
+                    if now - last > self.scaled(hb.client_ping_within):
+                        c.close(1000, "no ping")
+                        continue
+                if hb.quiet_limit and now - c.last_sent > self.scaled(hb.quiet_limit):
+                    c.close(1000, "no data")
+
+    # -- REST
+
+    def _process_request(self, connection: _Connection, request: Request) -> Response | None:
+        path, _, qs = request.path.partition("?")
+        path = path or "/"
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            role = self.protocol.ws_role(path, request.headers)
+            if role is None:
+                return _response(404, {"msg": f"no WebSocket at {path}"})
+            connection.sim_role = role
+            return None
+        route = self.protocol.routes.get((request.method, path))
+        if route is None:
+            return _response(404, {"msg": f"no route {request.method} {path}"})
+        bucket = self._buckets[route.bucket]
+        if not bucket.take(route.weight):
+            retry = {"Retry-After": str(max(1, round(bucket.retry_after(route.weight))))}
+            return _response(self.protocol.rate_limited_status, self.protocol.rate_limited_body, retry)
+        query = {k: v[0] for k, v in parse_qs(qs, keep_blank_values=True).items()}
+        try:
+            status, body = route.handler(query)
+        except BadRequest as e:
+            status, body = e.status, e.body
+        return _response(status, body)
+
+    def urls(self) -> dict[str, str]:
+        return {"ws_url": self.ws_url, "rest_url": self.rest_url, "ws_origin": self.ws_origin}
+
+
+def _wrong_types(o: Any) -> bool:
+    """Replaces every price in a trade message with an array: a type no parser may accept."""
+    found = False
+    if isinstance(o, dict):
+        for k, v in o.items():
+            if k in PRICE_KEYS and isinstance(v, (str, int)) and not isinstance(v, bool):
+                o[k] = [v]
+                found = True
+            else:
+                found |= _wrong_types(v)
+    elif isinstance(o, list):
+        if len(o) == 4 and isinstance(o[0], int) and o[1] in ("Buy", "Sell"):  # a Phemex row
+            o[2] = [o[2]]
+            return True
+        for v in o:
+            found |= _wrong_types(v)
+    return found
+
+
+def _response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    text = body if isinstance(body, str) else json.dumps(body, separators=(",", ":"))
+    data = text.encode()
+    kind = "text/plain" if isinstance(body, str) else "application/json"
+    h = Headers([("Content-Type", kind), ("Content-Length", str(len(data))), ("Connection", "close")])
+    for k, v in (headers or {}).items():
+        h[k] = v
+    return Response(status, http.HTTPStatus(status).phrase, h, data)
+
+
+class Simulator:
+    """All twelve venues (or `venues`), each on its own port, sharing `seed` and options."""
+
+    def __init__(self, venues: list[str] | None = None, *, seed: int = 0, **kw: Any):
+        self.venues: dict[str, SimVenue] = {v: SimVenue(v, seed=seed, **kw) for v in (venues or VENUE_IDS)}
+
+    async def start(self) -> None:
+        await asyncio.gather(*(v.start() for v in self.venues.values()))
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(v.stop() for v in self.venues.values()))
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()
+
+    def urls(self) -> dict[str, dict[str, str]]:
+        return {vid: v.urls() for vid, v in self.venues.items()}

@@ -1,0 +1,1181 @@
+"""What differs between the simulated exchanges: one small class per exchange family.
+
+Each class holds only its venue's facts (VENUES.md, cited as §n): WebSocket paths, subscribe /
+ack / error frames, its heartbeat rule, frame shapes of trades, REST routes with their limits and
+rate buckets. Everything shared (sockets, fan-out, faults, heartbeat enforcement, token buckets,
+the record of what was sent) lives in server.py; the trade generator and id semantics in market.py.
+
+Frames are written with compact separators and the key order of the real frames in
+tests/samples, so they are byte-shaped like what the exchanges send.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+
+from .market import (
+    Asset,
+    BybitLinearIds,
+    BybitSpotIds,
+    ConsecutiveIds,
+    ContentIds,
+    Fill,
+    IdScheme,
+    Instrument,
+    KucoinIds,
+    make_instrument,
+    units_text,
+)
+
+if TYPE_CHECKING:
+    from .server import Client, SimVenue
+
+DAY_S = 86_400.0
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def loads(text: str | bytes) -> Any:
+    """The client's JSON, or None when it is not JSON."""
+    try:
+        return json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared vocabulary
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """How a venue decides a connection is dead. Times are real-venue seconds; the simulator
+    multiplies them by its `time_scale`.
+
+    - `server_ping_every` / `pong_within`: the server sends protocol pings and cuts a client that
+      leaves one unanswered this long (Binance, Gate).
+    - `client_ping_within`: the client's own heartbeat must arrive this often (KuCoin, Phemex,
+      Bybit); `data_is_heartbeat` lets stream data sent by the server count too (Bybit: "no
+      ping-pong and no stream data"), `protocol_ping_is_heartbeat` lets WS ping frames count
+      (Phemex).
+    - `quiet_limit`: the server cuts a connection it has sent nothing on this long (OKX).
+    - `lifetime`: the connection is closed at this age whatever happens (Binance 24 h).
+    """
+
+    server_ping_every: float | None = None
+    pong_within: float | None = None
+    client_ping_within: float | None = None
+    data_is_heartbeat: bool = False
+    protocol_ping_is_heartbeat: bool = False
+    quiet_limit: float | None = None
+    lifetime: float | None = None
+
+    def limits(self) -> list[float]:
+        return [t for t in (self.server_ping_every, self.pong_within, self.client_ping_within,
+                            self.quiet_limit, self.lifetime) if t]
+
+    def cut_after(self) -> float:
+        """How long a silent client survives (real seconds): what a heartbeat test waits for."""
+        if self.pong_within:
+            return (self.server_ping_every or 0.0) + self.pong_within
+        return self.client_ping_within or self.quiet_limit or self.lifetime or 0.0
+
+
+class SentTrade(NamedTuple):
+    """A trade as a correct parser of the venue's live stream produces it."""
+
+    symbol: str
+    trade_id: str
+    price: str
+    qty: str
+    side: str
+    ts_ns: int
+
+    def as_dict(self, venue: str) -> dict:
+        return {"venue": venue, "symbol": self.symbol, "trade_id": self.trade_id, "price": self.price,
+                "qty": self.qty, "side": self.side, "ts_ns": self.ts_ns}
+
+
+@dataclass
+class Publication:
+    """One trade message on one topic: its text per client dialect ("" is the default), and the
+    trades it carries on which channel (empty for Binance `X=NA` records)."""
+
+    topic: str
+    frames: dict[str, str]
+    trades: list[SentTrade]
+    channel: str
+
+
+@dataclass(frozen=True)
+class Route:
+    handler: Callable[[dict[str, str]], tuple[int, Any]]
+    bucket: str
+    weight: int = 1
+
+
+class BadRequest(Exception):
+    """A REST parameter the venue would refuse; `body` is the venue's error payload."""
+
+    def __init__(self, body: Any, status: int = 400):
+        super().__init__(str(body))
+        self.body, self.status = body, status
+
+
+def _ms(ts_ns: int) -> int:
+    return ts_ns // 1_000_000
+
+
+def _side_cap(side: str) -> str:
+    return "Buy" if side == "buy" else "Sell"
+
+
+def quote_qty(inst: Instrument, f: Fill) -> str:
+    """price x quantity, exact (Binance `quoteQty`)."""
+    return units_text(f.price * f.qty, inst.price_places + inst.qty_places)
+
+
+def trailing(items: list, n: int) -> list:
+    return items[-n:] if n > 0 else []
+
+
+# ---------------------------------------------------------------------------------------------
+# The base: what every venue has, and defaults for what most do the same way
+
+
+class Venue:
+    """One venue's protocol. Subclasses set the class attributes and override what differs."""
+
+    ws_path = "/"  # the path in `ws_url`
+    heartbeat = Heartbeat()
+    resolution_ns = 1_000_000  # the unit of the exchange's trade time
+    strictly_increasing_ts = False
+    batch_interval: float | None = None  # push period where trades are batched (Phemex 20 ms)
+    incoming_limit: tuple[int, float] | None = None  # (messages, seconds) before the socket is cut
+    channels: tuple[str, ...] = ("trades",)  # kinds of trade stream; the first is the default
+    rate_limited_status = 429
+    rate_limited_body: Any = {"msg": "Too Many Requests"}
+    buckets: dict[str, tuple[int, float]] = {}  # name -> (capacity, refill period in seconds)
+
+    def __init__(self, venue_id: str, sim: SimVenue):
+        self.venue_id = venue_id
+        self.sim = sim
+        self.routes: dict[tuple[str, str], Route] = {}
+
+    # -- instruments
+
+    def symbol_for(self, base: str) -> str:
+        raise NotImplementedError
+
+    def instrument(self, asset: Asset) -> Instrument:
+        return make_instrument(self.venue_id, self.symbol_for(asset.base), asset)
+
+    def id_scheme(self, inst: Instrument) -> IdScheme:
+        return ConsecutiveIds(10**8, 9 * 10**8)
+
+    def listed(self) -> list[Instrument]:
+        return self.sim.listed_instruments()
+
+    def instrument_or_none(self, symbol: str | None) -> Instrument | None:
+        inst = self.sim.instruments.get(symbol or "")
+        return inst if inst is not None and inst.listed(self.sim.now_ns()) else None
+
+    # -- WebSocket
+
+    def ws_role(self, path: str, headers: Any) -> str | None:
+        """The kind of socket a WebSocket request for `path` opens, or None (404)."""
+        return "public" if path == self.ws_path else None
+
+    def on_open(self, client: Client) -> None:
+        pass
+
+    def on_text(self, client: Client, text: str) -> None:
+        raise NotImplementedError
+
+    def publications(self, inst: Instrument, fills: list[Fill]) -> list[Publication]:
+        raise NotImplementedError
+
+    def shutdown_notice(self, client: Client) -> str | None:
+        """The frame announcing a maintenance disconnect, where the venue sends one."""
+        return None
+
+    def trade(self, inst: Instrument, f: Fill, trade_id: str | None = None, qty: str | None = None) -> SentTrade:
+        return SentTrade(inst.symbol, f.trade_id if trade_id is None else trade_id, inst.price_text(f.price),
+                         inst.qty_text(f.qty) if qty is None else qty, f.side, f.ts_ns)
+
+    # -- REST helpers
+
+    def route(self, method: str, path: str, handler, bucket: str, weight: int = 1) -> None:
+        self.routes[(method, path)] = Route(handler, bucket, weight)
+
+    @staticmethod
+    def int_param(q: dict[str, str], name: str, default: int | None, low: int, high: int,
+                  error: Callable[[str], Any]) -> int | None:
+        """An integer parameter; values above the venue's maximum are served at the maximum."""
+        raw = q.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            v = int(raw)
+        except ValueError:
+            raise BadRequest(error(f"{name} must be an integer")) from None
+        if v < low:
+            raise BadRequest(error(f"{name} must be at least {low}"))
+        return min(v, high)
+
+    def real_fills(self, symbol: str) -> list[Fill]:
+        return [f for f in self.sim.history(symbol) if not f.placeholder]
+
+
+# ---------------------------------------------------------------------------------------------
+# Binance spot and USDⓈ-M (§1, §2)
+
+_BINANCE_STREAM = re.compile(r"^[a-z0-9]+@trade$")
+
+
+class Binance(Venue):
+    heartbeat = Heartbeat(server_ping_every=20, pong_within=60, lifetime=DAY_S)  # §1.1
+    incoming_limit = (5, 1.0)  # 5 incoming messages/s, pings and pongs included; more: disconnect
+    ws_path = "/stream"
+    buckets = {"weight": (6000, 60.0)}  # REQUEST_WEIGHT 6,000/min (§1.3)
+    rate_limited_body = {"code": -1003, "msg": "Too many requests; current limit is 6000 request weight per 1 MINUTE."}
+    max_streams = 1024
+    futures = False
+
+    def __init__(self, venue_id, sim):
+        super().__init__(venue_id, sim)
+        p = "/fapi/v1" if self.futures else "/api/v3"
+        heavy = 20 if self.futures else 25
+        self.route("GET", f"{p}/exchangeInfo", self.rest_exchange_info, "weight", 1 if self.futures else 20)
+        self.route("GET", f"{p}/historicalTrades", self.rest_historical_trades, "weight", heavy)
+        self.route("GET", f"{p}/trades", self.rest_trades, "weight", 5 if self.futures else 25)
+
+    def symbol_for(self, base):
+        return f"{base}USDT"
+
+    def instrument(self, asset):
+        # Spot writes 8 decimals everywhere (`107407.88000000`); USDⓈ-M its tick's (`83680.00`).
+        if self.futures:
+            return make_instrument(self.venue_id, self.symbol_for(asset.base), asset, pad_to_tick=True)
+        return make_instrument(self.venue_id, self.symbol_for(asset.base), asset, price_pad=8, qty_pad=8)
+
+    def id_scheme(self, inst):
+        return ConsecutiveIds(10**9, 9 * 10**9)
+
+    # -- WebSocket: /stream (combined) and /ws (raw); a stream may be named in the URL
+
+    def ws_role(self, path, headers):
+        if path == "/stream":
+            return "combined"
+        if path == "/ws" or path.startswith("/ws/"):
+            return "raw"
+        return None
+
+    def on_open(self, client):
+        role = client.role
+        client.dialect = role.split("-")[0]
+        client.state["streams"] = []
+        named = client.query.get("streams", "").split("/") if client.dialect == "combined" else []
+        if client.path.startswith(("/ws/", "/public/ws/", "/market/ws/")):
+            named = [client.path.rsplit("/", 1)[1]]
+        self._subscribe(client, [s for s in named if s])
+
+    def _subscribe(self, client: Client, streams: list[str]) -> None:
+        for s in streams:
+            if s in client.state["streams"]:
+                continue
+            client.state["streams"].append(s)
+            # Anything that is not an @trade stream is accepted and stays silent: only trades
+            # are simulated. On the wrong USDⓈ-M path even @trade stays silent (§2.1).
+            if _BINANCE_STREAM.match(s) and not client.role.endswith("silent"):
+                self.sim.subscribe(client, s)
+
+    def _error(self, client: Client, code: int, msg: str, req_id: Any = None) -> None:
+        client.send(dumps({"code": code, "msg": msg, "id": req_id}))
+
+    def on_text(self, client, text):
+        msg = loads(text)
+        if not isinstance(msg, dict):
+            return self._error(client, 3, "Invalid JSON: expected value at line 1 column 1")
+        req_id = msg.get("id")
+        if not (req_id is None or (isinstance(req_id, int) and not isinstance(req_id, bool) and req_id >= 0)
+                or (isinstance(req_id, str) and req_id.isalnum() and len(req_id) <= 36)):
+            return self._error(client, 2, "Invalid request: request ID must be an unsigned integer")
+        method, params = msg.get("method"), msg.get("params", [])
+        if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
+            if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
+                return self._error(client, 1, "Invalid value type: expected array of strings", req_id)
+            if method == "SUBSCRIBE":
+                if len(set(client.state["streams"]) | set(params)) > self.max_streams:
+                    return self._error(client, 2, f"Invalid request: at most {self.max_streams} streams per connection", req_id)
+                self._subscribe(client, params)
+            else:
+                for s in params:
+                    if s in client.state["streams"]:
+                        client.state["streams"].remove(s)
+                        self.sim.unsubscribe(client, s)
+            return client.send(dumps({"result": None, "id": req_id}))
+        if method == "LIST_SUBSCRIPTIONS":
+            return client.send(dumps({"result": list(client.state["streams"]), "id": req_id}))
+        if method in ("SET_PROPERTY", "GET_PROPERTY"):
+            return client.send(dumps({"result": None if method == "SET_PROPERTY" else True, "id": req_id}))
+        self._error(client, 2, f"Invalid request: unknown variant {method!r}, expected one of SUBSCRIBE, "
+                    "UNSUBSCRIBE, LIST_SUBSCRIPTIONS, SET_PROPERTY, GET_PROPERTY", req_id)
+
+    def shutdown_notice(self, client):
+        event = {"e": "serverShutdown", "E": _ms(self.sim.now_ns())}
+        if client.dialect == "combined":
+            return dumps({"stream": "!serverShutdown", "data": event})
+        return dumps(event)
+
+    def _payload(self, inst: Instrument, f: Fill) -> dict:
+        t = _ms(f.ts_ns)
+        price = "0" if f.placeholder else inst.price_text(f.price)
+        qty = "0" if f.placeholder else inst.qty_text(f.qty)
+        m = f.side == "sell"  # the buyer was the maker: the taker sold
+        return {"e": "trade", "E": t + 1, "s": inst.symbol, "t": f.num_id, "p": price, "q": qty, "T": t,
+                "m": m, "M": True}
+
+    def publications(self, inst, fills):
+        topic = f"{inst.symbol.lower()}@trade"
+        out = []
+        for f in fills:
+            data = self._payload(inst, f)
+            out.append(Publication(topic, {"combined": dumps({"stream": topic, "data": data}), "raw": dumps(data)},
+                                   [] if f.placeholder else [self.trade(inst, f)], "trades"))
+        return out
+
+    # -- REST (§1.3, §2.3)
+
+    def _symbol(self, q) -> Instrument:
+        inst = self.instrument_or_none(q.get("symbol"))
+        if inst is None:
+            raise BadRequest({"code": -1121, "msg": "Invalid symbol."})
+        return inst
+
+    @staticmethod
+    def _param_error(msg):
+        return {"code": -1100, "msg": f"Illegal characters found in a parameter: {msg}."}
+
+    def _row(self, inst: Instrument, f: Fill) -> dict:
+        row = {"id": f.num_id, "price": inst.price_text(f.price), "qty": inst.qty_text(f.qty),
+               "quoteQty": quote_qty(inst, f), "time": _ms(f.ts_ns), "isBuyerMaker": f.side == "sell"}
+        if self.futures:
+            row["isRPITrade"] = f.rpi
+        else:
+            row["isBestMatch"] = True
+        return row
+
+    def rest_historical_trades(self, q):
+        inst = self._symbol(q)
+        default, most = (100, 500) if self.futures else (500, 1000)
+        limit = self.int_param(q, "limit", default, 1, most, self._param_error)
+        from_id = self.int_param(q, "fromId", None, 0, 2**63 - 1, self._param_error)
+        history = self.sim.history(inst.symbol)
+        if from_id is None:
+            rows = trailing([f for f in history[-4 * limit:] if not f.placeholder], limit)
+        else:
+            start = bisect.bisect_left(history, from_id, key=lambda f: f.num_id)
+            rows = []
+            for f in history[start:]:
+                if len(rows) == limit:
+                    break
+                if not f.placeholder:  # market trades only: NA/ADL ids are holes in REST (§2.3)
+                    rows.append(f)
+        return 200, [self._row(inst, f) for f in rows]
+
+    def rest_trades(self, q):
+        inst = self._symbol(q)
+        limit = self.int_param(q, "limit", 500, 1, 1000, self._param_error)
+        fills = [f for f in self.sim.history(inst.symbol)[-4 * limit:] if not f.placeholder]
+        return 200, [self._row(inst, f) for f in trailing(fills, limit)]
+
+    def rest_exchange_info(self, q):
+        symbols = []
+        for inst in self.listed():
+            tick, lot = inst.price_text(inst.tick_units), inst.qty_text(inst.lot_units)
+            filters = [{"filterType": "PRICE_FILTER", "minPrice": tick, "maxPrice": inst.price_text(10**7 * 10**inst.price_places), "tickSize": tick},
+                       {"filterType": "LOT_SIZE", "minQty": lot, "maxQty": inst.qty_text(9 * 10**6 * 10**inst.qty_places), "stepSize": lot}]
+            if self.futures:
+                symbols.append({"symbol": inst.symbol, "pair": inst.symbol, "contractType": "PERPETUAL",
+                                "deliveryDate": 4133404800000, "onboardDate": _ms(inst.listed_at_ns or 1_569_398_400_000_000_000),
+                                "status": "TRADING", "baseAsset": inst.base, "quoteAsset": inst.quote, "marginAsset": "USDT",
+                                "pricePrecision": inst.price_places, "quantityPrecision": inst.qty_places,
+                                "underlyingType": "COIN", "filters": filters})
+            else:
+                symbols.append({"symbol": inst.symbol, "status": "TRADING", "baseAsset": inst.base, "baseAssetPrecision": 8,
+                                "quoteAsset": inst.quote, "quotePrecision": 8, "quoteAssetPrecision": 8,
+                                "orderTypes": ["LIMIT", "MARKET"], "isSpotTradingAllowed": True, "filters": filters})
+        capacity, period = self.buckets["weight"]
+        return 200, {"timezone": "UTC", "serverTime": _ms(self.sim.now_ns()),
+                     "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": int(period // 60), "limit": capacity}],
+                     "exchangeFilters": [], "symbols": symbols}
+
+
+class BinanceUsdm(Binance):
+    futures = True
+    heartbeat = Heartbeat(server_ping_every=180, pong_within=600, lifetime=DAY_S)  # §2.1
+    incoming_limit = (10, 1.0)
+    ws_path = "/public/stream"
+    buckets = {"weight": (2400, 60.0)}
+    rate_limited_body = {"code": -1003, "msg": "Too many requests; current limit is 2400 request weight per 1 MINUTE."}
+
+    def id_scheme(self, inst):
+        # ~0.4 % of ids go to zero-price X=NA records in the real stream (§2.2); more here so
+        # every test run sees some.
+        return ConsecutiveIds(10**9, 9 * 10**9, placeholder_p=0.02, rpi_p=0.03)
+
+    def ws_role(self, path, headers):
+        # @trade lives on /public; a path-less socket behaves like /public; any other path acks a
+        # SUBSCRIBE and then never sends (the legacy /ws and /stream included) (§2.1).
+        if path in ("/public/stream", "/stream", "/market/stream"):
+            return "combined" if path == "/public/stream" else "combined-silent"
+        if path in ("/public/ws", "/") or path.startswith("/public/ws/"):
+            return "raw"
+        if path in ("/ws", "/market/ws") or path.startswith(("/ws/", "/market/ws/")):
+            return "raw-silent"
+        return None
+
+    def _payload(self, inst, f):
+        t = _ms(f.ts_ns)
+        if f.placeholder:
+            x, price, qty = "NA", "0", "0"
+        else:
+            x, price, qty = ("RPI" if f.rpi else "MARKET"), inst.price_text(f.price), inst.qty_text(f.qty)
+        return {"e": "trade", "E": t + 1, "T": t, "s": inst.symbol, "t": f.num_id, "p": price, "q": qty,
+                "X": x, "m": True if f.placeholder else f.side == "sell", "st": 1}
+
+
+# ---------------------------------------------------------------------------------------------
+# Bybit v5 spot and linear (§3)
+
+
+class Bybit(Venue):
+    # No ping-pong and no stream data for 10 minutes cuts the connection (§3.1).
+    heartbeat = Heartbeat(client_ping_within=600, data_is_heartbeat=True)
+    buckets = {"ip": (600, 5.0)}  # 600 requests / 5 s per IP (§3.1)
+    rate_limited_status = 403  # Bybit answers an IP over its limit with 403 "access too frequent" (§3.1)
+    rate_limited_body = "access too frequent"
+    max_args_chars = 21_000  # characters of `args` per connection (§3.1)
+
+    def __init__(self, venue_id, sim):
+        super().__init__(venue_id, sim)
+        self.spot = venue_id == "bybit-spot"
+        self.category = "spot" if self.spot else "linear"
+        self.ws_path = f"/v5/public/{self.category}"
+        self.max_args = 10 if self.spot else None  # spot: <= 10 args per subscribe request
+        self.route("GET", "/v5/market/instruments-info", self.rest_instruments, "ip")
+        self.route("GET", "/v5/market/recent-trade", self.rest_recent_trade, "ip")
+        self.last_tick: dict[str, tuple[int, str]] = {}
+
+    def symbol_for(self, base):
+        return f"{base}USDT"
+
+    def instrument(self, asset):
+        # Linear writes the tick's decimals (`65114.20`, `1.30`); spot trims (`65140.5`).
+        return make_instrument(self.venue_id, self.symbol_for(asset.base), asset, pad_to_tick=not self.spot)
+
+    def id_scheme(self, inst):
+        return BybitSpotIds() if self.spot else BybitLinearIds()
+
+    def _reply(self, client: Client, op: str, success: bool, ret_msg: str, req_id: Any) -> None:
+        # Key order and req_id presence as recorded (samples/bybit_*.control.jsonl): linear always
+        # carries req_id, spot only when the request had one.
+        msg: dict[str, Any] = {"success": success, "ret_msg": ret_msg, "conn_id": client.conn_id}
+        if not self.spot or req_id is not None:
+            msg["req_id"] = "" if req_id is None else req_id
+        msg["op"] = op
+        client.send(dumps(msg))
+
+    def on_text(self, client, text):
+        msg = loads(text)
+        if not isinstance(msg, dict):
+            return self._reply(client, "", False, "error:unmarshal request failed", None)
+        op, req_id, args = msg.get("op"), msg.get("req_id"), msg.get("args", [])
+        if op == "ping":
+            client.heartbeat()
+            return self._reply(client, "ping", True, "pong", req_id)
+        if op not in ("subscribe", "unsubscribe"):
+            return self._reply(client, str(op), False, f"error:handler not found,op:{op}", req_id)
+        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            return self._reply(client, op, False, "error:args must be an array of strings", req_id)
+        if op == "unsubscribe":
+            for topic in args:
+                self.sim.unsubscribe(client, topic)
+            return self._reply(client, op, True, "" if not self.spot else op, req_id)
+        if self.max_args is not None and len(args) > self.max_args:
+            return self._reply(client, op, False, f"args size >{self.max_args}", req_id)
+        bad = [a for a in args if not (a.startswith("publicTrade.") and self.instrument_or_none(a[12:]))]
+        if bad:
+            return self._reply(client, op, False, f"Invalid symbol :[{','.join(bad)}]", req_id)
+        chars = sum(len(dumps(t)) + 1 for t in set(client.topics) | set(args))
+        if chars > self.max_args_chars:
+            return self._reply(client, op, False, f"args exceed {self.max_args_chars} characters per connection", req_id)
+        for topic in args:
+            self.sim.subscribe(client, topic)
+        self._reply(client, op, True, "subscribe" if self.spot else "", req_id)
+
+    def _tick_direction(self, symbol: str, price: int) -> str:
+        last_price, last_dir = self.last_tick.get(symbol, (price, "ZeroPlusTick"))
+        if price > last_price:
+            d = "PlusTick"
+        elif price < last_price:
+            d = "MinusTick"
+        else:
+            d = "ZeroPlusTick" if last_dir in ("PlusTick", "ZeroPlusTick") else "ZeroMinusTick"
+        self.last_tick[symbol] = (price, d)
+        return d
+
+    def _row(self, inst: Instrument, f: Fill) -> dict:
+        t = _ms(f.ts_ns)
+        p, v, s = inst.price_text(f.price), inst.qty_text(f.qty), _side_cap(f.side)
+        if self.spot:
+            return {"i": f.trade_id, "T": t, "p": p, "v": v, "S": s, "seq": f.extra["seq"], "s": inst.symbol,
+                    "BT": False, "RPI": f.rpi}
+        return {"T": t, "s": inst.symbol, "S": s, "v": v, "p": p, "L": self._tick_direction(inst.symbol, f.price),
+                "i": f.trade_id, "BT": False, "RPI": f.rpi, "seq": f.extra["seq"]}
+
+    def publications(self, inst, fills):
+        # One message per match, up to 1024 fills each (§3.2).
+        topic = f"publicTrade.{inst.symbol}"
+        out = []
+        for start in range(0, len(fills), 1024):
+            chunk = fills[start:start + 1024]
+            ts = _ms(chunk[-1].ts_ns) + 1
+            data = [self._row(inst, f) for f in chunk]
+            if self.spot:
+                msg = {"topic": topic, "ts": ts, "type": "snapshot", "data": data}
+            else:
+                msg = {"topic": topic, "type": "snapshot", "ts": ts, "data": data}
+            out.append(Publication(topic, {"": dumps(msg)}, [self.trade(inst, f) for f in chunk], "trades"))
+        return out
+
+    # -- REST (§3.3)
+
+    def _envelope(self, result: Any, code: int = 0, msg: str = "OK") -> tuple[int, Any]:
+        return 200, {"retCode": code, "retMsg": msg, "result": result, "retExtInfo": {}, "time": _ms(self.sim.now_ns())}
+
+    def rest_recent_trade(self, q):
+        if q.get("category") != self.category:
+            return self._envelope({}, 10001, "params error: category")
+        inst = self.instrument_or_none(q.get("symbol"))
+        if inst is None:
+            return self._envelope({}, 10001, "params error: symbol invalid")
+        # The latest <= 60 (spot) / <= 1000 (linear) only: no cursor, no time range.
+        default, most = (60, 60) if self.spot else (500, 1000)
+        limit = self.int_param(q, "limit", default, 1, most, lambda m: {"retCode": 10001, "retMsg": f"params error: {m}"})
+        rows = [{"execId": f.trade_id, "symbol": inst.symbol, "price": inst.price_text(f.price), "size": inst.qty_text(f.qty),
+                 "side": _side_cap(f.side), "time": str(_ms(f.ts_ns)), "isBlockTrade": False, "isRPITrade": f.rpi,
+                 "seq": str(f.extra["seq"])}
+                for f in reversed(trailing(self.sim.history(inst.symbol), limit))]
+        return self._envelope({"category": self.category, "list": rows})
+
+    def rest_instruments(self, q):
+        if q.get("category") != self.category:
+            return self._envelope({"category": q.get("category", ""), "list": [], "nextPageCursor": ""})
+        out = []
+        for inst in self.listed():
+            tick, lot = inst.price_text(inst.tick_units), inst.qty_text(inst.lot_units)
+            if self.spot:
+                out.append({"symbol": inst.symbol, "baseCoin": inst.base, "quoteCoin": inst.quote, "innovation": "0",
+                            "status": "Trading", "marginTrading": "none",
+                            "lotSizeFilter": {"basePrecision": lot, "quotePrecision": "0.00000001", "minOrderQty": lot, "maxOrderQty": "100000"},
+                            "priceFilter": {"tickSize": tick}})
+            else:
+                out.append({"symbol": inst.symbol, "contractType": "LinearPerpetual", "status": "Trading",
+                            "baseCoin": inst.base, "quoteCoin": inst.quote, "settleCoin": "USDT",
+                            "launchTime": str(_ms(inst.listed_at_ns or 1_585_526_400_000_000_000)),
+                            "priceScale": str(inst.price_places),
+                            "priceFilter": {"minPrice": tick, "maxPrice": inst.price_text(10**7 * 10**inst.price_places), "tickSize": tick},
+                            "lotSizeFilter": {"maxOrderQty": "1000000", "minOrderQty": lot, "qtyStep": lot}})
+        return self._envelope({"category": self.category, "list": out, "nextPageCursor": ""})
+
+
+# ---------------------------------------------------------------------------------------------
+# OKX v5 SPOT and SWAP (§4)
+
+
+class Okx(Venue):
+    # "The connection will break automatically if the subscription is not established or data
+    # has not been pushed for more than 30 seconds" (§4.1): a pong counts as data pushed.
+    heartbeat = Heartbeat(quiet_limit=30)
+    ws_path = "/ws/v5/business"  # trades-all, one fill per push: what a tick recorder uses (§4.2)
+    channels = ("trades-all", "trades")
+    buckets = {"history": (20, 2.0), "trades": (100, 2.0), "instruments": (20, 2.0)}  # §4.3
+    rate_limited_body = {"msg": "Too Many Requests", "code": "50011"}
+
+    def __init__(self, venue_id, sim):
+        super().__init__(venue_id, sim)
+        self.swap = venue_id == "okx-swap"
+        self.inst_type = "SWAP" if self.swap else "SPOT"
+        self.route("GET", "/api/v5/public/instruments", self.rest_instruments, "instruments")
+        self.route("GET", "/api/v5/market/history-trades", self.rest_history_trades, "history")
+        self.route("GET", "/api/v5/market/trades", self.rest_trades, "trades")
+
+    def symbol_for(self, base):
+        return f"{base}-USDT-SWAP" if self.swap else f"{base}-USDT"
+
+    def instrument(self, asset):
+        return make_instrument(self.venue_id, self.symbol_for(asset.base), asset, contracts=self.swap)
+
+    def ws_role(self, path, headers):
+        return {"/ws/v5/public": "public", "/ws/v5/business": "business"}.get(path)
+
+    def _send(self, client: Client, req_id: Any, body: dict) -> None:
+        client.send(dumps(({"id": req_id} if req_id is not None else {}) | body | {"connId": client.conn_id}))
+
+    def on_text(self, client, text):
+        if text == "ping":
+            return client.send("pong")
+        msg = loads(text)
+        if not isinstance(msg, dict) or msg.get("op") not in ("subscribe", "unsubscribe") or not isinstance(msg.get("args"), list):
+            return self._send(client, msg.get("id") if isinstance(msg, dict) else None,
+                              {"event": "error", "code": "60012", "msg": f"Invalid request: {text[:200]}"})
+        op, req_id = msg["op"], msg.get("id")
+        for arg in msg["args"]:
+            if not isinstance(arg, dict):
+                return self._send(client, req_id, {"event": "error", "code": "60012", "msg": f"Invalid request: {text[:200]}"})
+            channel, inst_id = arg.get("channel"), arg.get("instId")
+            # trades is served on /public, trades-all on /business only (§4.1).
+            wanted = {"trades": "public", "trades-all": "business"}.get(channel)
+            if wanted != client.role or self.instrument_or_none(inst_id) is None:
+                return self._send(client, req_id, {
+                    "event": "error", "code": "60018",
+                    "msg": f"Wrong URL or channel:{channel},instId:{inst_id} doesn't exist. Please use the correct URL, "
+                           "channel and parameters referring to API document."})
+        for arg in msg["args"]:
+            topic = f"{arg['channel']}:{arg['instId']}"
+            (self.sim.subscribe if op == "subscribe" else self.sim.unsubscribe)(client, topic)
+            self._send(client, req_id, {"event": op, "arg": {"channel": arg["channel"], "instId": arg["instId"]}})
+
+    def shutdown_notice(self, client):
+        # Sent 60 s before a service-upgrade disconnect (§4.1).
+        return dumps({"event": "notice", "code": "64008",
+                      "msg": "The connection will soon be closed for a service upgrade. Please reconnect.",
+                      "connId": client.conn_id})
+
+    def publications(self, inst, fills):
+        out = []
+        all_topic = f"trades-all:{inst.symbol}"
+        for f in fills:
+            row = {"instId": inst.symbol, "tradeId": f.trade_id, "px": inst.price_text(f.price), "sz": inst.qty_text(f.qty),
+                   "side": f.side, "source": "0", "ts": str(_ms(f.ts_ns))}
+            out.append(Publication(all_topic, {"": dumps({"arg": {"channel": "trades-all", "instId": inst.symbol}, "data": [row]})},
+                                   [self.trade(inst, f)], "trades-all"))
+        # `trades` aggregates per taker order and price: tradeId is the last id, count the fills,
+        # sz the sum (§4.2).
+        topic = f"trades:{inst.symbol}"
+        for level in _levels(fills):
+            last, qty = level[-1], inst.qty_text(sum(f.qty for f in level))
+            row = {"instId": inst.symbol, "tradeId": last.trade_id, "px": inst.price_text(last.price), "sz": qty,
+                   "side": last.side, "ts": str(_ms(last.ts_ns)), "count": str(len(level))}
+            out.append(Publication(topic, {"": dumps({"arg": {"channel": "trades", "instId": inst.symbol}, "data": [row]})},
+                                   [self.trade(inst, last, qty=qty)], "trades"))
+        return out
+
+    # -- REST (§4.3)
+
+    def _ok(self, data: list) -> tuple[int, Any]:
+        return 200, {"code": "0", "msg": "", "data": data}
+
+    def _row(self, inst: Instrument, f: Fill) -> dict:
+        return {"instId": inst.symbol, "side": f.side, "sz": inst.qty_text(f.qty), "px": inst.price_text(f.price),
+                "source": "0", "tradeId": f.trade_id, "ts": str(_ms(f.ts_ns))}
+
+    @staticmethod
+    def _error(msg):
+        return {"code": "51000", "msg": f"Parameter {msg}", "data": []}
+
+    def _inst(self, q) -> Instrument:
+        inst = self.instrument_or_none(q.get("instId"))
+        if inst is None:
+            raise BadRequest({"code": "51001", "msg": "Instrument ID doesn't exist.", "data": []}, status=200)
+        return inst
+
+    def rest_history_trades(self, q):
+        inst = self._inst(q)
+        limit = self.int_param(q, "limit", 100, 1, 100, self._error)
+        by_time = q.get("type", "1") == "2"
+        after = self.int_param(q, "after", None, 0, 2**63 - 1, self._error)
+        before = self.int_param(q, "before", None, 0, 2**63 - 1, self._error)
+        history = self.sim.history(inst.symbol)
+        key = (lambda f: _ms(f.ts_ns)) if by_time else (lambda f: f.num_id)
+        # `after`: records older than it; `before`: newer; newest first (§4.3).
+        hi = len(history) if after is None else bisect.bisect_left(history, after, key=key)
+        lo = 0 if before is None else bisect.bisect_right(history, before, key=key)
+        rows = history[max(lo, hi - limit):hi] if before is None or after is not None else history[lo:lo + limit]
+        return self._ok([self._row(inst, f) for f in reversed(rows)])
+
+    def rest_trades(self, q):
+        inst = self._inst(q)
+        limit = self.int_param(q, "limit", 100, 1, 500, self._error)
+        return self._ok([self._row(inst, f) for f in reversed(trailing(self.sim.history(inst.symbol), limit))])
+
+    def rest_instruments(self, q):
+        if q.get("instType") != self.inst_type:
+            return self._ok([])
+        out = []
+        for inst in self.listed():
+            tick, lot = inst.price_text(inst.tick_units), inst.qty_text(inst.lot_units)
+            row = {"instType": self.inst_type, "instId": inst.symbol, "uly": "", "instFamily": "", "baseCcy": inst.base,
+                   "quoteCcy": inst.quote, "settleCcy": "", "ctVal": "", "ctMult": "", "ctValCcy": "", "ctType": "",
+                   "tickSz": tick, "lotSz": lot, "minSz": lot, "state": "live",
+                   "listTime": str(_ms(inst.listed_at_ns or 1_548_000_000_000_000_000))}
+            if self.swap:
+                pair = f"{inst.base}-{inst.quote}"
+                row |= {"uly": pair, "instFamily": pair, "baseCcy": "", "quoteCcy": "", "settleCcy": "USDT",
+                        "ctVal": inst.contract_value, "ctMult": "1", "ctValCcy": inst.base, "ctType": "linear"}
+            out.append(row)
+        return self._ok(out)
+
+
+def _levels(fills: list[Fill]) -> list[list[Fill]]:
+    """Fills grouped by (taker order, price level), in order."""
+    groups: list[list[Fill]] = []
+    for f in fills:
+        if f.placeholder:
+            continue
+        if groups and (groups[-1][-1].order, groups[-1][-1].level) == (f.order, f.level):
+            groups[-1].append(f)
+        else:
+            groups.append([f])
+    return groups
+
+
+# ---------------------------------------------------------------------------------------------
+# KuCoin spot and futures (§5, §6)
+
+
+class Kucoin(Venue):
+    resolution_ns = 1  # `time` / `ts` are nanoseconds
+    ping_interval_ms, ping_timeout_ms = 18_000, 10_000  # advertised by bullet-public (§5.1)
+    heartbeat = Heartbeat(client_ping_within=(ping_interval_ms + ping_timeout_ms) / 1000)
+    buckets = {"public": (2000, 30.0)}  # public pool 2000 / 30 s per IP (§5.3)
+    rate_limited_body = {"code": "429000", "msg": "Too Many Requests"}
+    max_symbols_per_topic = 100
+    max_topics = 400  # per connection, spot (§5.1); futures has none
+
+    def __init__(self, venue_id, sim):
+        super().__init__(venue_id, sim)
+        self.futures = venue_id == "kucoin-futures"
+        self.topic_prefix = "/contractMarket/execution:" if self.futures else "/market/match:"
+        self.tokens: set[str] = set()
+        self.route("POST", "/api/v1/bullet-public", self.rest_bullet, "public", 10)
+        if self.futures:
+            self.route("GET", "/api/v1/contracts/active", self.rest_contracts, "public", 1)
+            self.route("GET", "/api/v1/trade/history", self.rest_history, "public", 5)
+        else:
+            self.route("GET", "/api/v2/symbols", self.rest_symbols, "public", 4)
+            self.route("GET", "/api/v1/market/histories", self.rest_history, "public", 3)
+
+    def symbol_for(self, base):
+        if self.futures:
+            return f"{'XBT' if base == 'BTC' else base}USDTM"
+        return f"{base}-USDT"
+
+    def instrument(self, asset):
+        inst = make_instrument(self.venue_id, self.symbol_for(asset.base), asset, contracts=self.futures)
+        if self.futures and asset.base == "BTC":
+            inst.base = "XBT"
+        return inst
+
+    def id_scheme(self, inst):
+        # Older spot symbols carry 24-hex ObjectIds; newer ones (and futures) the numeric sequence.
+        return KucoinIds(numeric=self.futures or inst.base not in ("ETH", "SOL", "DOGE"), numeric_orders=self.futures)
+
+    def on_open(self, client):
+        connect_id = client.query.get("connectId") or client.conn_id
+        token = client.query.get("token")
+        if token not in self.tokens:
+            client.send(dumps({"id": connect_id, "type": "error", "code": 401, "data": "token is invalid"}))
+            return client.close(4001, "token is invalid")
+        client.send(dumps({"id": connect_id, "type": "welcome"}))
+
+    def _error(self, client: Client, req_id: Any, code: int, data: str) -> None:
+        client.send(dumps({"id": str(req_id), "type": "error", "code": code, "data": data}))
+
+    def on_text(self, client, text):
+        msg = loads(text)
+        if not isinstance(msg, dict):
+            return self._error(client, "", 400, "malformed request")
+        kind, req_id = msg.get("type"), msg.get("id", "")
+        if kind == "ping":
+            client.heartbeat()
+            return client.send(dumps({"id": str(req_id), "type": "pong"}))
+        if kind not in ("subscribe", "unsubscribe"):
+            return self._error(client, req_id, 404, f"type {kind} is not supported")
+        topic = msg.get("topic")
+        if not isinstance(topic, str) or not topic.startswith(self.topic_prefix):
+            return self._error(client, req_id, 404, f"topic {topic} is not found")
+        symbols = [s for s in topic[len(self.topic_prefix):].split(",") if s]
+        if not self.futures and len(symbols) > self.max_symbols_per_topic:
+            return self._error(client, req_id, 509, f"exceed max subscription count limitation of {self.max_symbols_per_topic} per time")
+        topics = [self.topic_prefix + s for s in symbols]
+        if kind == "subscribe":
+            if not self.futures and len(set(client.topics) | set(topics)) > self.max_topics:
+                return self._error(client, req_id, 509, f"exceed max subscription count limitation of {self.max_topics} per session")
+            for t in topics:
+                self.sim.subscribe(client, t)
+        else:
+            for t in topics:
+                self.sim.unsubscribe(client, t)
+        if msg.get("response"):
+            client.send(dumps({"id": str(req_id), "type": "ack"}))
+
+    def publications(self, inst, fills):
+        topic = self.topic_prefix + inst.symbol
+        out = []
+        for f in fills:
+            if self.futures:
+                seq = f.extra["sequence"]
+                msg = {"topic": topic, "type": "message", "subject": "match", "sn": seq,
+                       "data": {"symbol": inst.symbol, "sequence": seq, "side": f.side, "size": int(inst.qty_text(f.qty)),
+                                "price": inst.price_text(f.price), "takerOrderId": f.extra["taker"],
+                                "makerOrderId": f.extra["maker"], "tradeId": f.trade_id, "ts": f.ts_ns}}
+            else:
+                msg = {"topic": topic, "type": "message", "subject": "trade.l3match",
+                       "data": {"makerOrderId": f.extra["maker"], "price": inst.price_text(f.price),
+                                "sequence": str(f.extra["sequence"]), "side": f.side, "size": inst.qty_text(f.qty),
+                                "symbol": inst.symbol, "takerOrderId": f.extra["taker"], "time": str(f.ts_ns),
+                                "tradeId": f.trade_id, "type": "match"}}
+            out.append(Publication(topic, {"": dumps(msg)}, [self.trade(inst, f)], "trades"))
+        return out
+
+    # -- REST (§5.1, §5.3, §6)
+
+    def rest_bullet(self, q):
+        token = f"{self.sim.conn_rng.getrandbits(256):064x}"
+        self.tokens.add(token)
+        scale = self.sim.time_scale
+        return 200, {"code": "200000", "data": {"token": token, "instanceServers": [{
+            "endpoint": self.sim.ws_origin + "/", "encrypt": False, "protocol": "websocket",
+            "pingInterval": max(1, round(self.ping_interval_ms * scale)),
+            "pingTimeout": max(1, round(self.ping_timeout_ms * scale))}]}}
+
+    def rest_history(self, q):
+        inst = self.instrument_or_none(q.get("symbol"))
+        if inst is None:
+            raise BadRequest({"code": "400100", "msg": "symbol invalid"})
+        rows = []
+        for f in reversed(trailing(self.sim.history(inst.symbol), 100)):  # the last 100, no paging
+            if self.futures:
+                rows.append({"sequence": f.extra["sequence"], "contractId": 1, "tradeId": f.trade_id,
+                             "makerOrderId": f.extra["maker"], "takerOrderId": f.extra["taker"], "ts": f.ts_ns,
+                             "size": int(inst.qty_text(f.qty)), "price": inst.price_text(f.price), "side": f.side})
+            else:  # no tradeId in the spot REST rows: merge by sequence (§5.3)
+                rows.append({"sequence": str(f.extra["sequence"]), "price": inst.price_text(f.price),
+                             "size": inst.qty_text(f.qty), "side": f.side, "time": f.ts_ns})
+        return 200, {"code": "200000", "data": rows}
+
+    def rest_symbols(self, q):
+        data = [{"symbol": i.symbol, "name": i.symbol, "baseCurrency": i.base, "quoteCurrency": i.quote,
+                 "feeCurrency": i.quote, "market": "USDS", "baseMinSize": i.lot, "quoteMinSize": "0.1",
+                 "baseMaxSize": "10000000000", "quoteMaxSize": "99999999", "baseIncrement": i.lot,
+                 "quoteIncrement": "0.000001", "priceIncrement": i.tick, "priceLimitRate": "0.1", "minFunds": "0.1",
+                 "isMarginEnabled": False, "enableTrading": True} for i in self.listed()]
+        return 200, {"code": "200000", "data": data}
+
+    def rest_contracts(self, q):
+        # KuCoin writes these as JSON numbers; float() of the exact text prints back the same text.
+        data = [{"symbol": i.symbol, "rootSymbol": "USDT", "type": "FFWCSX", "baseCurrency": i.base,
+                 "quoteCurrency": i.quote, "settleCurrency": "USDT", "isInverse": False, "status": "Open",
+                 "multiplier": float(i.contract_value), "lotSize": 1, "tickSize": float(i.tick),
+                 "firstOpenDate": _ms(i.listed_at_ns or 1_585_526_400_000_000_000)} for i in self.listed()]
+        return 200, {"code": "200000", "data": data}
+
+
+# ---------------------------------------------------------------------------------------------
+# Gate v4 spot and USDT futures (§7, §8)
+
+
+class Gate(Venue):
+    # Server protocol pings; a client that does not answer is disconnected. The interval and the
+    # timeout are not documented: 10 s and 30 s here. An app-level spot.ping/futures.ping resets
+    # the server's timer (§7.1).
+    heartbeat = Heartbeat(server_ping_every=10, pong_within=30)
+    buckets = {"trades": (200, 10.0), "instruments": (200, 10.0)}  # 200 req / 10 s per endpoint (§7.1)
+    rate_limited_body = {"label": "TOO_MANY_REQUESTS", "message": "Request Rate Limit Exceeded"}
+
+    def __init__(self, venue_id, sim):
+        super().__init__(venue_id, sim)
+        self.futures = venue_id == "gate-futures"
+        self.prefix = "futures" if self.futures else "spot"
+        self.ws_path = "/v4/ws/usdt" if self.futures else "/ws/v4/"
+        # Spot create_time_ms has a fraction (`1788336082402.208000`): microseconds.
+        self.resolution_ns = 1_000_000 if self.futures else 1_000
+        if self.futures:
+            self.route("GET", "/api/v4/futures/usdt/contracts", self.rest_contracts, "instruments")
+            self.route("GET", "/api/v4/futures/usdt/trades", self.rest_trades, "trades")
+        else:
+            self.route("GET", "/api/v4/spot/currency_pairs", self.rest_pairs, "instruments")
+            self.route("GET", "/api/v4/spot/trades", self.rest_trades, "trades")
+
+    def symbol_for(self, base):
+        return f"{base}_USDT"
+
+    def instrument(self, asset):
+        return make_instrument(self.venue_id, self.symbol_for(asset.base), asset, contracts=self.futures)
+
+    def ws_role(self, path, headers):
+        if path != self.ws_path:
+            return None
+        # With `X-Gate-Size-Decimal: 1` futures sizes arrive as strings (§8).
+        return "size-decimal" if self.futures and headers.get("X-Gate-Size-Decimal") == "1" else "public"
+
+    def on_open(self, client):
+        client.dialect = "size-decimal" if client.role == "size-decimal" else ""
+
+    def _reply(self, client: Client, channel: str, event: str, req_id: Any, **body: Any) -> None:
+        now = self.sim.now_ns()
+        msg: dict[str, Any] = {"time": now // 10**9, "time_ms": _ms(now)}
+        if req_id is not None:
+            msg["id"] = req_id
+        if not self.futures:
+            msg["conn_id"] = client.conn_id
+        client.send(dumps(msg | {"channel": channel, "event": event} | body))
+
+    def on_text(self, client, text):
+        msg = loads(text)
+        channel = msg.get("channel") if isinstance(msg, dict) else None
+        req_id = msg.get("id") if isinstance(msg, dict) else None
+        if channel == f"{self.prefix}.ping":
+            client.answer_ping()
+            return self._reply(client, f"{self.prefix}.pong", "", req_id, error=None, result=None)
+        trades = f"{self.prefix}.trades"
+        event = msg.get("event") if isinstance(msg, dict) else None
+        payload = msg.get("payload") if isinstance(msg, dict) else None
+        if channel != trades or event not in ("subscribe", "unsubscribe") or not isinstance(payload, list):
+            return self._reply(client, str(channel or ""), str(event or ""), req_id,
+                               error={"code": 1, "message": "invalid argument struct"}, result={"status": "fail"})
+        unknown = [p for p in payload if not isinstance(p, str) or self.instrument_or_none(p) is None]
+        if unknown:
+            word = "contract" if self.futures else "currency pair"
+            return self._reply(client, trades, event, req_id,
+                               error={"code": 2, "message": f"unknown {word} {unknown[0]}"}, result={"status": "fail"})
+        for p in payload:  # subscriptions are additive across requests (§7.1)
+            (self.sim.subscribe if event == "subscribe" else self.sim.unsubscribe)(client, f"{trades}:{p}")
+        if self.futures:
+            self._reply(client, trades, event, req_id, error=None, result={"status": "success"})
+        else:  # the 2026 spot ack echoes the payload and has no `error` key
+            self._reply(client, trades, event, req_id, payload=payload, result={"status": "success"})
+
+    def publications(self, inst, fills):
+        topic = f"{self.prefix}.trades:{inst.symbol}"
+        if self.futures:
+            # One message per match; `size` is signed contracts: positive = taker buy (§8).
+            now = fills[-1].ts_ns
+            rows = {"": [], "size-decimal": []}
+            for f in fills:
+                size = int(inst.qty_text(f.qty)) * (1 if f.side == "buy" else -1)
+                for dialect, value in (("", size), ("size-decimal", str(size))):
+                    rows[dialect].append({"id": f.num_id, "size": value, "create_time": f.ts_ns // 10**9,
+                                          "create_time_ms": _ms(f.ts_ns), "price": inst.price_text(f.price),
+                                          "contract": inst.symbol})
+            frames = {d: dumps({"time": now // 10**9, "time_ms": _ms(now), "channel": "futures.trades",
+                                "event": "update", "result": r}) for d, r in rows.items()}
+            return [Publication(topic, frames, [self.trade(inst, f) for f in fills], "trades")]
+        # Spot: one message per taker order and price; `range` spans the market ids it covers and
+        # `id_market` is the last of them (here `id` equals it, as in the 2026 capture) (§7.2).
+        out = []
+        for level in _levels(fills):
+            first, last = level[0], level[-1]
+            qty = inst.qty_text(sum(f.qty for f in level))
+            ts = last.ts_ns
+            result = {"id": last.num_id, "id_market": last.num_id, "create_time": ts // 10**9,
+                      "create_time_ms": f"{_ms(ts)}.{ts % 1_000_000:06d}", "side": last.side,
+                      "currency_pair": inst.symbol, "amount": qty, "price": inst.price_text(last.price),
+                      "range": f"{first.num_id}-{last.num_id}", "stock": inst.base, "money": inst.quote, "trade_mode": 0}
+            msg = {"time": ts // 10**9, "time_ms": _ms(ts), "channel": "spot.trades", "event": "update", "result": result}
+            out.append(Publication(topic, {"": dumps(msg)}, [self.trade(inst, last, qty=qty)], "trades"))
+        return out
+
+    # -- REST (§7.3, §8)
+
+    @staticmethod
+    def _error(msg):
+        return {"label": "INVALID_PARAM_VALUE", "message": msg}
+
+    def rest_trades(self, q):
+        key = "contract" if self.futures else "currency_pair"
+        inst = self.instrument_or_none(q.get(key))
+        if inst is None:
+            raise BadRequest({"label": "INVALID_CURRENCY_PAIR" if not self.futures else "CONTRACT_NOT_FOUND",
+                              "message": f"unknown {key} {q.get(key)}"})
+        limit = self.int_param(q, "limit", 100, 1, 1000, self._error)
+        now_s = self.sim.now_ns() // 10**9
+        to = self.int_param(q, "to", now_s, 0, 2**40, self._error)
+        # Spot: "by default, queries the last 30 days".
+        frm = self.int_param(q, "from", None if self.futures else to - 30 * 86_400, 0, 2**40, self._error)
+        if self.futures:
+            skip = self.int_param(q, "offset", 0, 0, 10**9, self._error)
+        else:
+            page = self.int_param(q, "page", 1, 1, 10**9, self._error)
+            if limit * (page - 1) > 100_000:
+                raise BadRequest(self._error("limit * (page - 1) must not exceed 100000"))
+            skip = limit * (page - 1)
+        history = self.sim.history(inst.symbol)
+        hi = bisect.bisect_left(history, (to + 1) * 10**9, key=lambda f: f.ts_ns)
+        lo = 0 if frm is None else bisect.bisect_left(history, frm * 10**9, key=lambda f: f.ts_ns)
+        hi = max(lo, hi - skip)
+        rows = history[max(lo, hi - limit):hi][::-1]  # newest first
+        if self.futures:
+            return 200, [{"id": f.num_id, "create_time": f.ts_ns // 10**9, "create_time_ms": _ms(f.ts_ns),
+                          "contract": inst.symbol, "size": int(inst.qty_text(f.qty)) * (1 if f.side == "buy" else -1),
+                          "price": inst.price_text(f.price)} for f in rows]
+        # Public rows: per fill, with sequence_id = the WS id_market of that fill (§7.3).
+        return 200, [{"id": f.trade_id, "create_time": str(f.ts_ns // 10**9),
+                      "create_time_ms": f"{_ms(f.ts_ns)}.{f.ts_ns % 1_000_000:06d}"[:-3], "side": f.side,
+                      "amount": inst.qty_text(f.qty), "price": inst.price_text(f.price), "sequence_id": f.trade_id}
+                     for f in rows]
+
+    def rest_pairs(self, q):
+        return 200, [{"id": i.symbol, "base": i.base, "quote": i.quote, "fee": "0.2", "min_base_amount": i.lot,
+                      "min_quote_amount": "3", "amount_precision": i.qty_places, "precision": i.price_places,
+                      "trade_status": "tradable", "sell_start": 0, "buy_start": 0} for i in self.listed()]
+
+    def rest_contracts(self, q):
+        return 200, [{"name": i.symbol, "type": "direct", "quanto_multiplier": i.contract_value,
+                      "order_price_round": i.tick, "order_size_min": 1, "order_size_max": 1000000,
+                      "in_delisting": False, "status": "trading",
+                      "create_time": (i.listed_at_ns or 1_585_526_400_000_000_000) // 10**9} for i in self.listed()]
+
+
+# ---------------------------------------------------------------------------------------------
+# Phemex spot and USDⓈ-M perpetual (§9)
+
+PHEMEX_SCALE = 8  # spot prices (Ep) and the simulated base currencies' values (Ev) are x 10^8
+
+
+class Phemex(Venue):
+    ws_path = ""  # "wss://ws.phemex.com": further URI not allowed (§9.1)
+    resolution_ns = 1
+    strictly_increasing_ts = True
+    batch_interval = 0.020  # "Incremental messages are published with 20ms interval" (§9.2)
+    heartbeat = Heartbeat(client_ping_within=30, protocol_ping_is_heartbeat=True)
+    buckets = {"ip": (5000, 300.0)}  # REST 5,000 / 5 min per IP (§9.1)
+    rate_limited_body = {"code": 429, "msg": "Too many requests"}
+    snapshot_size = 200
+    max_subscriptions = 20  # per connection (§9.1)
+
+    def __init__(self, venue_id, sim):
+        super().__init__(venue_id, sim)
+        self.perp = venue_id == "phemex-perp"
+        self.method = "trade_p" if self.perp else "trade"
+        self.rows_key = "trades_p" if self.perp else "trades"
+        self.sequence = 10**8  # the gateway's message sequence, shared by all symbols
+        self.route("GET", "/public/products", self.rest_products, "ip")
+        self.route("GET", "/public/cfg/v2/products", self.rest_products, "ip")
+        self.route("GET", "/md/v2/trade" if self.perp else "/md/trade", self.rest_trades, "ip")
+
+    def symbol_for(self, base):
+        return f"{base}USDT" if self.perp else f"s{base}USDT"
+
+    def instrument(self, asset):
+        # Spot sends scaled integers; a parser inserts the point, so the text has all 8 decimals.
+        pad = None if self.perp else PHEMEX_SCALE
+        return make_instrument(self.venue_id, self.symbol_for(asset.base), asset, price_pad=pad, qty_pad=pad)
+
+    def id_scheme(self, inst):
+        return ContentIds()
+
+    def ws_role(self, path, headers):
+        return "public" if path in ("/", "/ws") else None
+
+    def _row(self, inst: Instrument, f: Fill) -> list:
+        if self.perp:
+            return [f.ts_ns, _side_cap(f.side), inst.price_text(f.price), inst.qty_text(f.qty)]
+        return [f.ts_ns, _side_cap(f.side), f.price * 10 ** (PHEMEX_SCALE - inst.price_places),
+                f.qty * 10 ** (PHEMEX_SCALE - inst.qty_places)]
+
+    def _next_sequence(self) -> int:
+        self.sequence += 1 + self.sim.conn_rng.randrange(0, 40)  # order-book messages share it
+        return self.sequence
+
+    def _message(self, inst: Instrument, fills: list[Fill], kind: str) -> str:
+        return dumps({"sequence": self._next_sequence(), "symbol": inst.symbol,
+                      self.rows_key: [self._row(inst, f) for f in fills], "type": kind})
+
+    def _reply(self, client: Client, req_id: Any, result: Any = None, error: Any = None) -> None:
+        client.send(dumps({"error": error, "id": req_id, "result": result}))
+
+    def on_text(self, client, text):
+        msg = loads(text)
+        if not isinstance(msg, dict):
+            return self._reply(client, None, error={"code": 6001, "message": "invalid argument"})
+        method, params, req_id = msg.get("method"), msg.get("params"), msg.get("id")
+        if method == "server.ping":
+            client.heartbeat()
+            return self._reply(client, req_id, result="pong")
+        if method == f"{self.method}.subscribe":
+            # One symbol per request; a snapshot of the most recent trades follows the ack (§9.2).
+            if not isinstance(params, list) or len(params) != 1 or self.instrument_or_none(params[0]) is None:
+                return self._reply(client, req_id, error={"code": 6001, "message": "invalid argument"})
+            topic = params[0]
+            if topic not in client.topics and len(client.topics) >= self.max_subscriptions:
+                return self._reply(client, req_id, error={"code": 6001, "message": "too many subscriptions"})
+            self.sim.subscribe(client, topic)
+            self._reply(client, req_id, result={"status": "success"})
+            inst = self.sim.instruments[topic]
+            return client.send(self._message(inst, self._snapshot(topic), "snapshot"))
+        if method == f"{self.method}.unsubscribe":
+            for topic in (params or list(client.topics)):
+                self.sim.unsubscribe(client, topic)
+            return self._reply(client, req_id, result={"status": "success"})
+        self._reply(client, req_id, error={"code": 6001, "message": "invalid argument"})
+
+    def _snapshot(self, symbol: str) -> list[Fill]:
+        return trailing(self.sim.history(symbol), self.snapshot_size)[::-1]  # newest first
+
+    def publications(self, inst, fills):
+        return [Publication(inst.symbol, {"": self._message(inst, fills, "incremental")},
+                            [self.trade(inst, f) for f in fills], "trades")]
+
+    # -- REST (§9.3)
+
+    def rest_trades(self, q):
+        inst = self.instrument_or_none(q.get("symbol"))
+        if inst is None:
+            return 200, {"error": {"code": 6001, "message": "invalid argument"}, "id": 0, "result": None}
+        rows = [self._row(inst, f) for f in self._snapshot(inst.symbol)]
+        return 200, {"error": None, "id": 0, "result": {"sequence": self.sequence, "symbol": inst.symbol,
+                                                        self.rows_key: rows, "type": "snapshot"}}
+
+    def rest_products(self, q):
+        products, perps = [], []
+        for i in self.listed():
+            if self.perp:
+                perps.append({"symbol": i.symbol, "type": "PerpetualV2", "baseCurrency": i.base, "quoteCurrency": i.quote,
+                              "settleCurrency": "USDT", "status": "Listed", "tickSize": i.tick, "qtyStepSize": i.lot,
+                              "pricePrecision": i.price_places, "listTime": _ms(i.listed_at_ns or 1_585_526_400_000_000_000)})
+            else:
+                products.append({"symbol": i.symbol, "type": "Spot", "displaySymbol": f"{i.base} / {i.quote}",
+                                 "baseCurrency": i.base, "quoteCurrency": i.quote, "priceScale": PHEMEX_SCALE,
+                                 "ratioScale": PHEMEX_SCALE, "status": "Listed", "tickSize": i.tick, "baseTickSize": i.lot,
+                                 "listTime": _ms(i.listed_at_ns or 1_585_526_400_000_000_000)})
+        currencies = [{"currency": c, "valueScale": PHEMEX_SCALE, "status": "Listed"}
+                      for c in sorted({i.base for i in self.listed()} | {"USDT"})]
+        return 200, {"code": 0, "msg": "OK", "data": {"currencies": currencies, "products": products,
+                                                      "perpProductsV2": perps}}
+
+
+FAMILIES: dict[str, type[Venue]] = {
+    "binance-spot": Binance,
+    "binance-usdm": BinanceUsdm,
+    "bybit-spot": Bybit,
+    "bybit-linear": Bybit,
+    "okx-spot": Okx,
+    "okx-swap": Okx,
+    "kucoin-spot": Kucoin,
+    "kucoin-futures": Kucoin,
+    "gate-spot": Gate,
+    "gate-futures": Gate,
+    "phemex-spot": Phemex,
+    "phemex-perp": Phemex,
+}
+VENUE_IDS = tuple(FAMILIES)
