@@ -1134,9 +1134,16 @@ class Store:
     def _take_lock(self) -> int:
         lock_path = self._dir / "LOCK"
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        # `verify` probes for a writer with a shared lock held for an instant: retry briefly
+        # before calling the directory taken (the Rust writer does the same).
+        for attempt in range(50):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt < 49:
+                    time.sleep(0.005)
+        else:
             holder = os.pread(fd, 64, 0).decode("utf-8", "replace").strip()
             os.close(fd)
             holder = f"another process ({holder}, see {lock_path})" if holder else "another process"
