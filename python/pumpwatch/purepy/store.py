@@ -1209,6 +1209,35 @@ class Store:
             self._append(frames, trade_ts)
         return len(frames)
 
+    @property
+    def _ingestor(self):
+        ing = self.__dict__.get("_ingest_state")
+        if ing is None:
+            from .ingest import Ingestor
+
+            ing = self.__dict__["_ingest_state"] = Ingestor(self)
+        return ing
+
+    def ingest(self, venue: str, frame, recv_ns: int) -> tuple[int, list | None]:
+        """Parses one frame, drops duplicates, checks the id sequence and stores the new trades;
+        returns `(trades stored, events or None)` exactly as `pumpwatch.Store.ingest` does."""
+        return self._ingestor.ingest(venue, frame, recv_ns)
+
+    def ingest_many(self, venue: str, frames, recv_ns) -> tuple[int, list | None]:
+        return self._ingestor.ingest_many(venue, frames, recv_ns)
+
+    def ingest_trades(self, trades) -> tuple[int, list | None]:
+        return self._ingestor.ingest_trades(trades)
+
+    def ingest_stats(self) -> dict:
+        return dict(self._ingestor.stats)
+
+    def open_gaps(self, venue: str, symbol: str) -> list[tuple[int, int]]:
+        return self._ingestor.open_gaps(venue, symbol)
+
+    def set_phemex_spot_scales(self, symbol: str, price_scale: int, qty_scale: int) -> None:
+        self._ingestor.ctx.set_phemex_spot_scales(symbol, price_scale, qty_scale)
+
     def append_marker(self, kind: str, *, ts_ns: int, venue: str | None = None, symbol: str = "",
                       from_ts_ns: int = 0, to_ts_ns: int = 0, from_id: str = "", to_id: str = "",
                       detail: str = "") -> None:
