@@ -34,6 +34,8 @@ from typing import NamedTuple
 import crc32c
 import pyarrow as pa
 
+from ..schema import MARKER_SCHEMA, TRADE_SCHEMA
+
 from ..errors import (
     CorruptLogError,
     DiskFullError,
@@ -128,23 +130,6 @@ _SEGMENT_NAME = re.compile(r"^(\d{20})\.pwlog$")
 _KIND_BYTE = re.compile(rb"[\x01-\x03]")
 
 _DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
-
-TRADE_SCHEMA = pa.schema([
-    pa.field("venue", pa.string(), nullable=False),
-    pa.field("symbol", pa.string(), nullable=False),
-    pa.field("trade_id", pa.string(), nullable=False),
-    pa.field("price", pa.string(), nullable=False),
-    pa.field("qty", pa.string(), nullable=False),
-    pa.field("side", pa.string(), nullable=False),
-    pa.field("ts_ns", pa.int64(), nullable=False),
-    pa.field("recv_ns", pa.int64(), nullable=False),
-    pa.field("flags", pa.uint16(), nullable=False),
-])
-MARKER_SCHEMA = pa.schema([
-    ("kind", pa.string()), ("venue", pa.string()), ("symbol", pa.string()),
-    ("ts_ns", pa.int64()), ("from_ts_ns", pa.int64()), ("to_ts_ns", pa.int64()),
-    ("from_id", pa.string()), ("to_id", pa.string()), ("detail", pa.string()),
-])
 
 # --- Decoded records ------------------------------------------------------------------------------
 

@@ -176,9 +176,6 @@ mod tests {
     const USDM_TARDIS: &str = include_str!("../../../../tests/samples/binance_usdm.tardis.jsonl");
     const USDM_CONTROL: &str = include_str!("../../../../tests/samples/binance_usdm.control.jsonl");
 
-    fn line(text: &str, n: usize) -> &str {
-        lines(text).nth(n - 1).unwrap()
-    }
 
     #[test]
     fn every_sample_line_parses() {

@@ -133,9 +133,6 @@ mod tests {
     const LINEAR_TARDIS: &str = include_str!("../../../../tests/samples/bybit_linear.tardis.jsonl");
     const LINEAR_CONTROL: &str = include_str!("../../../../tests/samples/bybit_linear.control.jsonl");
 
-    fn line(text: &str, n: usize) -> &str {
-        lines(text).nth(n - 1).unwrap()
-    }
 
     #[test]
     fn every_sample_line_parses() {

@@ -255,9 +255,6 @@ mod tests {
     const FUT_TARDIS: &str = include_str!("../../../../tests/samples/gateio_futures.tardis.jsonl");
     const FUT_CONTROL: &str = include_str!("../../../../tests/samples/gateio_futures.control.jsonl");
 
-    fn line(text: &str, n: usize) -> &str {
-        lines(text).nth(n - 1).unwrap()
-    }
 
     #[test]
     fn every_sample_line_parses() {

@@ -109,9 +109,6 @@ mod tests {
     const FUT: &str = include_str!("../../../../tests/samples/kucoin_futures.jsonl");
     const FUT_TARDIS: &str = include_str!("../../../../tests/samples/kucoin_futures.tardis.jsonl");
 
-    fn line(text: &str, n: usize) -> &str {
-        lines(text).nth(n - 1).unwrap()
-    }
 
     #[test]
     fn every_sample_line_parses() {

@@ -1136,6 +1136,11 @@ pub(crate) mod testutil {
     //! Shared test helpers: sample-file checks and the mutation ("never panic") harness.
     use super::*;
 
+    /// Line `n` (1-based) of a sample file's text.
+    pub fn line(text: &str, n: usize) -> &str {
+        lines(text).nth(n - 1).unwrap()
+    }
+
     /// Parses `line`, panicking with the error message if it fails.
     pub fn parse_ok(venue: Venue, line: &str, ctx: &ParseContext) -> ParsedFrame {
         let mut out = ParsedFrame::new();

@@ -146,9 +146,6 @@ mod tests {
     const TARDIS: &str = include_str!("../../../../tests/samples/okx.tardis.jsonl");
     const CONTROL: &str = include_str!("../../../../tests/samples/okx.control.jsonl");
 
-    fn line(text: &str, n: usize) -> &str {
-        lines(text).nth(n - 1).unwrap()
-    }
 
     fn venue_of(line: &str) -> Venue {
         if line.contains("-SWAP\"") {

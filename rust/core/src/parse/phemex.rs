@@ -257,9 +257,6 @@ mod tests {
     const TARDIS: &str = include_str!("../../../../tests/samples/phemex.tardis.jsonl");
     const CONTROL: &str = include_str!("../../../../tests/samples/phemex.control.jsonl");
 
-    fn line(text: &str, n: usize) -> &str {
-        lines(text).nth(n - 1).unwrap()
-    }
 
     /// Which of our venues a phemex.tardis line belongs to (None: COIN-M, not ours).
     fn venue_of(line: &str) -> Option<Venue> {

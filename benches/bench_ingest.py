@@ -1,0 +1,75 @@
+"""Ingest of real-shaped frames from Python: one call per frame and the batch form, Rust path
+against the pure-Python path on the same frames in the same run.
+
+Goals (issue #3): Binance single-trade frames at >= 2 M frames/s one call per frame and >= 5 M
+batched, on one core; >= 10x the pure-Python path per call and >= 20x batched.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+
+import pumpwatch
+import pumpwatch.purepy as purepy
+
+N = 200_000
+_dirs = itertools.count()
+
+
+def binance_frames(n: int, first_id: int) -> list[bytes]:
+    """Combined-stream `@trade` frames exactly as Binance spot sends them (2025 shape)."""
+    out = []
+    for i in range(n):
+        t = first_id + i
+        data = {"e": "trade", "E": 1751132780369 + i, "s": "BTCUSDT", "t": t, "p": "107407.88000000",
+                "q": "0.00024000", "T": 1751132780368 + i, "m": bool(i & 1), "M": True}
+        out.append(json.dumps({"stream": "btcusdt@trade", "data": data}, separators=(",", ":")).encode())
+    return out
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return binance_frames(N, 5_052_328_858)
+
+
+def _one_by_one(store, frames):
+    ingest = store.ingest
+    for f in frames:
+        ingest("binance-spot", f, 1_751_132_780_400_000_000)
+
+
+def _batched(store, frames):
+    for k in range(0, len(frames), 10_000):
+        store.ingest_many("binance-spot", frames[k : k + 10_000], 1_751_132_780_400_000_000)
+
+
+def _run(benchmark, tmp_path, cls, frames, how, rounds):
+    # A fresh store per round: the same frames would otherwise be dropped as duplicates.
+    def setup():
+        return (cls(tmp_path / f"d{next(_dirs)}"), frames), {}
+
+    benchmark.pedantic(how, setup=setup, rounds=rounds, iterations=1)
+    benchmark.extra_info["frames_per_s"] = len(frames) / benchmark.stats.stats.mean
+
+
+@pytest.mark.benchmark(group="ingest-binance-per-call")
+def test_ingest_per_call_rust(benchmark, tmp_path, frames):
+    _run(benchmark, tmp_path, pumpwatch.Store, frames, _one_by_one, rounds=5)
+
+
+@pytest.mark.benchmark(group="ingest-binance-per-call")
+def test_ingest_per_call_purepy(benchmark, tmp_path, frames):
+    _run(benchmark, tmp_path, purepy.Store, frames, _one_by_one, rounds=2)
+
+
+@pytest.mark.benchmark(group="ingest-binance-batched")
+def test_ingest_batched_rust(benchmark, tmp_path, frames):
+    _run(benchmark, tmp_path, pumpwatch.Store, frames, _batched, rounds=5)
+
+
+@pytest.mark.benchmark(group="ingest-binance-batched")
+def test_ingest_batched_purepy(benchmark, tmp_path, frames):
+    _run(benchmark, tmp_path, purepy.Store, frames, _batched, rounds=2)
