@@ -290,10 +290,15 @@ pub fn query_quarantined(views: &[SegmentView], start_ns: i64, end_ns: i64) -> V
 
 /// Builds a segment's index by walking it (when its index file is missing or short).
 pub fn build_index(data: &[u8], end: usize) -> (Vec<IndexEntry>, scan::WalkOutcome) {
-    let mut builder = BlockBuilder::new(HEADER_LEN as u64);
+    build_index_from(data, HEADER_LEN, end)
+}
+
+/// Builds the index entries of `data[start..end]` by walking its records.
+pub fn build_index_from(data: &[u8], start: usize, end: usize) -> (Vec<IndexEntry>, scan::WalkOutcome) {
+    let mut builder = BlockBuilder::new(start as u64);
     let mut entries = Vec::new();
-    let mut last_end = HEADER_LEN as u64;
-    let outcome = scan::walk(data, HEADER_LEN, end, |off, payload| {
+    let mut last_end = start as u64;
+    let outcome = scan::walk(data, start, end, |off, payload| {
         if off as u64 != last_end {
             // A damaged span was skipped: the block spans it, so the entries keep chaining and a
             // query walks (and resyncs over) the damage instead of losing the index after it.
@@ -308,6 +313,38 @@ pub fn build_index(data: &[u8], end: usize) -> (Vec<IndexEntry>, scan::WalkOutco
         entries.push(p);
     }
     (entries, outcome)
+}
+
+/// Whether every record of the block `e` is valid and the block holds exactly what its entry says.
+fn block_checks_out(data: &[u8], e: &IndexEntry) -> bool {
+    let (mut off, end) = (e.start as usize, e.end as usize);
+    let mut check = BlockBuilder::new(e.start);
+    let mut done = None;
+    while off < end {
+        let Some(p) = scan::frame_at(data, off, end) else { return false };
+        done = check.observe(off as u64, p).or(done);
+        off += FRAME_HEADER + p.len();
+    }
+    let seen = done.or(check.pending());
+    seen.is_some_and(|s| s.end == e.end && s.trades == e.trades && s.others == e.others && s.min_ts == e.min_ts && s.max_ts == e.max_ts)
+}
+
+/// The leading entries of `entries` whose blocks check out, verified on two threads.
+pub fn verified_prefix(data: &[u8], entries: &[IndexEntry]) -> Vec<IndexEntry> {
+    let half = entries.len() / 2;
+    let (a, b) = entries.split_at(half);
+    let first_bad = |part: &[IndexEntry]| part.iter().position(|e| !block_checks_out(data, e));
+    let (bad_a, bad_b) = std::thread::scope(|s| {
+        let other = s.spawn(|| first_bad(b));
+        let mine = first_bad(a);
+        (mine, other.join().unwrap_or(Some(0)))
+    });
+    let good = match (bad_a, bad_b) {
+        (Some(i), _) => i,
+        (None, Some(j)) => half + j,
+        (None, None) => entries.len(),
+    };
+    entries[..good].to_vec()
 }
 
 /// Read-only maps of the segments of a directory, refreshed on demand: segments sealed once are

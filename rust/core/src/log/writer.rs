@@ -403,9 +403,9 @@ impl LogWriter {
         let a = &mut self.active;
         let mut ranges = std::mem::take(&mut self.pending);
         if a.end > a.dirty_from {
-            // The header holds the published end: commit it with the records.
-            ranges.push((a.map.clone(), 0, HEADER_LEN));
+            // Records first, then the header that publishes them.
             ranges.push((a.map.clone(), a.dirty_from, a.end));
+            ranges.push((a.map.clone(), 0, HEADER_LEN));
             a.dirty_from = a.end;
         }
         let datasync = std::mem::take(&mut a.size_changed).then(|| a.map.clone());
@@ -548,7 +548,16 @@ fn recover_active(dir: &Path, path: &Path, seq: u64, cfg: &LogConfig, report: &m
         }
     };
 
-    let (mut entries, outcome) = reader::build_index(map.bytes(file_len), file_len);
+    // Blocks the index vouches for are checked record by record on both cores; the walk (with
+    // resync and torn-tail detection) starts after the last block that checks out.
+    let data = map.bytes(file_len);
+    let trusted = reader::verified_prefix(data, &index::read_index(&segment::index_path(path), file_len as u64));
+    let trusted_records: u64 = trusted.iter().map(|e| (e.trades + e.others) as u64).sum();
+    let walk_from = trusted.last().map_or(HEADER_LEN, |e| e.end as usize);
+    let (walked, mut outcome) = reader::build_index_from(data, walk_from, file_len);
+    outcome.records += trusted_records;
+    let mut entries = trusted;
+    entries.extend(walked);
     let valid_end = outcome.valid_end;
     for Span { start, end } in &outcome.damaged {
         report.damaged.push(DamageReport {
