@@ -16,15 +16,15 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from itertools import pairwise
 from urllib.parse import urlsplit
 
 import pytest
+from pumpwatch.sim import VENUE_IDS, Simulator, SimVenue
+from pumpwatch.sim.venues import FAMILIES
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
-
-from pumpwatch.sim import VENUE_IDS, SimVenue, Simulator
-from pumpwatch.sim.venues import FAMILIES
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -188,7 +188,7 @@ async def collect(ws, venue: str, *, trades: int = 0, seconds: float = 2.0, quie
     while time.monotonic() < deadline and (not trades or count < trades):
         try:
             f = await asyncio.wait_for(ws.recv(), min(quiet or 0.1, max(0.001, deadline - time.monotonic())))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if quiet:
                 break
             continue
@@ -381,7 +381,7 @@ def test_okx_channels_paths_and_aggregated_count():
             frames = await collect(ws, "okx-spot", trades=100, seconds=3)
             rows = [json.loads(f)["data"][0] for f in frames]
             # Aggregated: tradeId is the last id of `count` fills, so prev + count == tradeId (§4.2).
-            for prev, row in zip(rows, rows[1:]):
+            for prev, row in pairwise(rows):
                 assert int(prev["tradeId"]) + int(row["count"]) == int(row["tradeId"])
             assert any(int(r["count"]) > 1 for r in rows)
             assert_contiguous(stream_trades("okx-spot", frames), sim.sent_trades(channel="trades"))
@@ -394,7 +394,7 @@ def test_okx_channels_paths_and_aggregated_count():
 def test_kucoin_socket_needs_a_bullet_token():
     async def go():
         async with SimVenue("kucoin-spot", trades_per_s=0, time_scale=0.5) as sim:
-            status, _, body = await http("POST", sim.rest_url + "/api/v1/bullet-public")
+            _, _, body = await http("POST", sim.rest_url + "/api/v1/bullet-public")
             server = body["data"]["instanceServers"][0]
             assert server["endpoint"] == sim.ws_origin + "/"
             assert (server["pingInterval"], server["pingTimeout"]) == (9000, 5000)  # 18 s / 10 s, scaled
@@ -680,7 +680,7 @@ def test_duplicated_frames_arrive_twice(venue):
             sim.duplicate_frames(3)
             frames = await collect(ws, venue, trades=60, seconds=3)
             trade_frames = [f for f in frames if reference_trades(venue, f)]
-            assert sum(a == b for a, b in zip(trade_frames, trade_frames[1:])) == 3
+            assert sum(a == b for a, b in pairwise(trade_frames)) == 3
             unique = [f for i, f in enumerate(trade_frames) if i == 0 or f != trade_frames[i - 1]]
             assert_contiguous(stream_trades(venue, unique), sim.sent_trades())
 
@@ -716,17 +716,32 @@ def test_malformed_frames_are_broken_and_the_rest_is_intact():
 def test_stall_sends_nothing_while_trades_go_on():
     async def go():
         async with SimVenue("okx-swap", symbols=["BTC"], trades_per_s=300) as sim:
-            ws, _ = await subscribed(sim, ["BTC-USDT-SWAP"])
+            ws, before = await subscribed(sim, ["BTC-USDT-SWAP"])
             sim.stall(0.4)
             t0 = time.monotonic()
-            during = await collect(ws, "okx-swap", seconds=0.3)
-            assert during == []
+            during = await collect(ws, "okx-swap", seconds=0.35)  # only what was on the wire already
             after = await collect(ws, "okx-swap", trades=30, seconds=2)
             assert time.monotonic() - t0 >= 0.4 and after
             withheld = sim.withheld_trades()
             assert len(withheld) > 10  # happened, recorded as sent, never delivered
             sent = sim.sent_trades()
-            assert_contiguous(withheld + stream_trades("okx-swap", after), sent)
+            early = stream_trades("okx-swap", before + during)
+            assert_contiguous(early + withheld + stream_trades("okx-swap", after), sent)
+
+    run(go())
+
+
+def test_stall_mutes_acks_and_pongs_too():
+    async def go():
+        async with SimVenue("okx-spot", symbols=["BTC"], trades_per_s=0) as sim:
+            ws = await open_ws(sim)
+            sim.stall(0.3)
+            await ws.send("ping")
+            await ws.send(subscribe_frames("okx-spot", ["BTC-USDT"])[0])
+            assert await collect(ws, "okx-spot", seconds=0.25) == []
+            await asyncio.sleep(0.1)  # the stall is over
+            await ws.send("ping")
+            assert await collect(ws, "okx-spot", seconds=0.5, quiet=0.2) == ["pong"]
 
     run(go())
 
@@ -797,7 +812,7 @@ def test_simulator_serves_all_twelve_on_localhost():
 def test_command_line_prints_urls_and_stops():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     out = subprocess.run([sys.executable, "-m", "pumpwatch.sim", "--venues", "okx-spot,phemex-perp", "--duration", "0.3"],
-                         capture_output=True, text=True, timeout=30, env=env)
+                         check=False, capture_output=True, text=True, timeout=30, env=env)
     assert out.returncode == 0, out.stderr
     urls = json.loads(out.stdout.splitlines()[0])
     assert list(urls) == ["okx-spot", "phemex-perp"]

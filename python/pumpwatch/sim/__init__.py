@@ -15,7 +15,7 @@ trades it sent, and injects faults on demand. `Simulator` runs several (all twel
 `python -m pumpwatch.sim` serves them from the command line.
 """
 
-from .server import Client, SimVenue, Simulator
+from .server import Simulator, SimVenue
 from .venues import VENUE_IDS, Heartbeat, SentTrade
 
-__all__ = ["VENUE_IDS", "Client", "Heartbeat", "SentTrade", "SimVenue", "Simulator"]
+__all__ = ["VENUE_IDS", "Heartbeat", "SentTrade", "SimVenue", "Simulator"]

@@ -21,7 +21,7 @@ import logging
 import random
 import time
 from collections import deque
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -30,7 +30,15 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 
-from .market import ASSETS, DEFAULT_BASES, MEAN_FILLS_PER_ORDER, Fill, Instrument, Tape, asset_for
+from .market import (
+    ASSETS,
+    DEFAULT_BASES,
+    MEAN_FILLS_PER_ORDER,
+    Fill,
+    Instrument,
+    Tape,
+    asset_for,
+)
 from .venues import FAMILIES, VENUE_IDS, BadRequest, Publication, SentTrade
 
 log = logging.getLogger("pumpwatch.sim")
@@ -251,11 +259,11 @@ class SimVenue:
             await self._server.wait_closed()
             self._server = None
 
-    async def __aenter__(self) -> SimVenue:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
     # -- the truth
@@ -643,11 +651,11 @@ class Simulator:
     async def stop(self) -> None:
         await asyncio.gather(*(v.stop() for v in self.venues.values()))
 
-    async def __aenter__(self) -> Simulator:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
     def urls(self) -> dict[str, dict[str, str]]:

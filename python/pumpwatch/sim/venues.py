@@ -14,8 +14,9 @@ from __future__ import annotations
 import bisect
 import json
 import re
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from .market import (
     Asset,
@@ -160,8 +161,8 @@ class Venue:
     incoming_limit: tuple[int, float] | None = None  # (messages, seconds) before the socket is cut
     channels: tuple[str, ...] = ("trades",)  # kinds of trade stream; the first is the default
     rate_limited_status = 429
-    rate_limited_body: Any = {"msg": "Too Many Requests"}
-    buckets: dict[str, tuple[int, float]] = {}  # name -> (capacity, refill period in seconds)
+    rate_limited_body: ClassVar[Any] = {"msg": "Too Many Requests"}
+    buckets: ClassVar[dict[str, tuple[int, float]]] = {}  # name -> (capacity, refill period in seconds)
 
     def __init__(self, venue_id: str, sim: SimVenue):
         self.venue_id = venue_id
@@ -243,8 +244,8 @@ class Binance(Venue):
     heartbeat = Heartbeat(server_ping_every=20, pong_within=60, lifetime=DAY_S)  # §1.1
     incoming_limit = (5, 1.0)  # 5 incoming messages/s, pings and pongs included; more: disconnect
     ws_path = "/stream"
-    buckets = {"weight": (6000, 60.0)}  # REQUEST_WEIGHT 6,000/min (§1.3)
-    rate_limited_body = {"code": -1003, "msg": "Too many requests; current limit is 6000 request weight per 1 MINUTE."}
+    buckets: ClassVar = {"weight": (6000, 60.0)}  # REQUEST_WEIGHT 6,000/min (§1.3)
+    rate_limited_body: ClassVar = {"code": -1003, "msg": "Too many requests; current limit is 6000 request weight per 1 MINUTE."}
     max_streams = 1024
     futures = False
 
@@ -423,8 +424,8 @@ class BinanceUsdm(Binance):
     heartbeat = Heartbeat(server_ping_every=180, pong_within=600, lifetime=DAY_S)  # §2.1
     incoming_limit = (10, 1.0)
     ws_path = "/public/stream"
-    buckets = {"weight": (2400, 60.0)}
-    rate_limited_body = {"code": -1003, "msg": "Too many requests; current limit is 2400 request weight per 1 MINUTE."}
+    buckets: ClassVar = {"weight": (2400, 60.0)}
+    rate_limited_body: ClassVar = {"code": -1003, "msg": "Too many requests; current limit is 2400 request weight per 1 MINUTE."}
 
     def id_scheme(self, inst):
         # ~0.4 % of ids go to zero-price X=NA records in the real stream (§2.2); more here so
@@ -459,7 +460,7 @@ class BinanceUsdm(Binance):
 class Bybit(Venue):
     # No ping-pong and no stream data for 10 minutes cuts the connection (§3.1).
     heartbeat = Heartbeat(client_ping_within=600, data_is_heartbeat=True)
-    buckets = {"ip": (600, 5.0)}  # 600 requests / 5 s per IP (§3.1)
+    buckets: ClassVar = {"ip": (600, 5.0)}  # 600 requests / 5 s per IP (§3.1)
     rate_limited_status = 403  # Bybit answers an IP over its limit with 403 "access too frequent" (§3.1)
     rate_limited_body = "access too frequent"
     max_args_chars = 21_000  # characters of `args` per connection (§3.1)
@@ -607,8 +608,8 @@ class Okx(Venue):
     heartbeat = Heartbeat(quiet_limit=30)
     ws_path = "/ws/v5/business"  # trades-all, one fill per push: what a tick recorder uses (§4.2)
     channels = ("trades-all", "trades")
-    buckets = {"history": (20, 2.0), "trades": (100, 2.0), "instruments": (20, 2.0)}  # §4.3
-    rate_limited_body = {"msg": "Too Many Requests", "code": "50011"}
+    buckets: ClassVar = {"history": (20, 2.0), "trades": (100, 2.0), "instruments": (20, 2.0)}  # §4.3
+    rate_limited_body: ClassVar = {"msg": "Too Many Requests", "code": "50011"}
 
     def __init__(self, venue_id, sim):
         super().__init__(venue_id, sim)
@@ -756,8 +757,8 @@ class Kucoin(Venue):
     resolution_ns = 1  # `time` / `ts` are nanoseconds
     ping_interval_ms, ping_timeout_ms = 18_000, 10_000  # advertised by bullet-public (§5.1)
     heartbeat = Heartbeat(client_ping_within=(ping_interval_ms + ping_timeout_ms) / 1000)
-    buckets = {"public": (2000, 30.0)}  # public pool 2000 / 30 s per IP (§5.3)
-    rate_limited_body = {"code": "429000", "msg": "Too Many Requests"}
+    buckets: ClassVar = {"public": (2000, 30.0)}  # public pool 2000 / 30 s per IP (§5.3)
+    rate_limited_body: ClassVar = {"code": "429000", "msg": "Too Many Requests"}
     max_symbols_per_topic = 100
     max_topics = 400  # per connection, spot (§5.1); futures has none
 
@@ -899,8 +900,8 @@ class Gate(Venue):
     # timeout are not documented: 10 s and 30 s here. An app-level spot.ping/futures.ping resets
     # the server's timer (§7.1).
     heartbeat = Heartbeat(server_ping_every=10, pong_within=30)
-    buckets = {"trades": (200, 10.0), "instruments": (200, 10.0)}  # 200 req / 10 s per endpoint (§7.1)
-    rate_limited_body = {"label": "TOO_MANY_REQUESTS", "message": "Request Rate Limit Exceeded"}
+    buckets: ClassVar = {"trades": (200, 10.0), "instruments": (200, 10.0)}  # 200 req / 10 s per endpoint (§7.1)
+    rate_limited_body: ClassVar = {"label": "TOO_MANY_REQUESTS", "message": "Request Rate Limit Exceeded"}
 
     def __init__(self, venue_id, sim):
         super().__init__(venue_id, sim)
@@ -1058,8 +1059,8 @@ class Phemex(Venue):
     strictly_increasing_ts = True
     batch_interval = 0.020  # "Incremental messages are published with 20ms interval" (§9.2)
     heartbeat = Heartbeat(client_ping_within=30, protocol_ping_is_heartbeat=True)
-    buckets = {"ip": (5000, 300.0)}  # REST 5,000 / 5 min per IP (§9.1)
-    rate_limited_body = {"code": 429, "msg": "Too many requests"}
+    buckets: ClassVar = {"ip": (5000, 300.0)}  # REST 5,000 / 5 min per IP (§9.1)
+    rate_limited_body: ClassVar = {"code": 429, "msg": "Too many requests"}
     snapshot_size = 200
     max_subscriptions = 20  # per connection (§9.1)
 

@@ -71,6 +71,19 @@ impl RingWriter {
         self.shared.clone()
     }
 
+    /// Bytes of entries the ring holds at most.
+    pub fn capacity_bytes(&self) -> usize {
+        (self.shared.cap * 8) as usize
+    }
+
+    /// Counts `n` entries as pushed without writing them (they would be overwritten before any
+    /// reader could see them): readers learn of them as missed.
+    pub fn skip(&mut self, n: u64) {
+        let s = &*self.shared;
+        let seq = s.next_seq.load(Ordering::Relaxed);
+        s.next_seq.store(seq + n, Ordering::Relaxed);
+    }
+
     /// Pushes one entry, overwriting the oldest as needed. Never blocks.
     pub fn push(&mut self, payload: &[u8]) {
         let s = &*self.shared;

@@ -360,6 +360,11 @@ impl LogWriter {
         } else {
             a.map.write_at(base, piece);
         }
+        // Of a piece larger than the ring, only the tail can still be in it once the piece is
+        // pushed: the trades before it are counted as skipped (readers see them as missed)
+        // instead of being written only to be overwritten.
+        let ring_from = self.ring.as_ref().map_or(usize::MAX, |r| piece.len().saturating_sub(r.capacity_bytes()));
+        let mut skipped = 0u64;
         let mut off = 0;
         while off < piece.len() {
             let plen = frame_payload_len(piece, off);
@@ -370,11 +375,21 @@ impl LogWriter {
             }
             if let Some(ring) = self.ring.as_mut() {
                 if payload[0] == record::KIND_TRADE {
-                    ring.push(payload);
+                    if off < ring_from {
+                        skipped += 1;
+                    } else {
+                        if skipped > 0 {
+                            ring.skip(std::mem::take(&mut skipped));
+                        }
+                        ring.push(payload);
+                    }
                 }
             }
             off += FRAME_HEADER + plen;
             self.appended_records += 1;
+        }
+        if let (Some(ring), true) = (self.ring.as_mut(), skipped > 0) {
+            ring.skip(skipped);
         }
         a.end = base + piece.len();
         a.map.publish_end(a.end as u64);
