@@ -154,15 +154,6 @@ impl ActiveMap {
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_mut_ptr().add(off), data.len()) }
     }
 
-    /// Writes records at `off` through the page cache (`pwrite`), the same pages the maps of
-    /// this and every reader process see. A full-page write needs no page fault and no zeroing
-    /// of a fresh page, which a store through the map costs on every new 4 KiB.
-    pub fn append_at(&self, off: usize, data: &[u8]) -> std::io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        assert!(off + data.len() <= self.map_len, "write past the segment's mapping");
-        self.file.write_all_at(data, off as u64)
-    }
-
     /// Publishes a new end: every byte before it is complete. Release order makes the records
     /// visible to readers in other processes before the end that covers them.
     pub fn publish_end(&self, end: u64) {

@@ -355,11 +355,7 @@ impl LogWriter {
             a.size_changed = true;
         }
         let base = a.end;
-        if piece.len() >= PWRITE_FROM {
-            a.map.append_at(base, piece).map_err(|e| Error::io(format!("appending to {}", a.map.path.display()), e))?;
-        } else {
-            a.map.write_at(base, piece);
-        }
+        a.map.write_at(base, piece);
         // Of a piece larger than the ring, only the tail can still be in it once the piece is
         // pushed: the trades before it are counted as skipped (readers see them as missed)
         // instead of being written only to be overwritten.
@@ -394,6 +390,16 @@ impl LogWriter {
         a.end = base + piece.len();
         a.map.publish_end(a.end as u64);
         if let Some(p) = &self.prefaulter {
+            // Reserve the next chunk before the appends reach it, so the prefaulter can prepare
+            // its pages in time. A full disk here is not an error yet: the append that needs the
+            // space reports it.
+            if a.allocated < a.end + 2 * PREFAULT_AHEAD && a.allocated < a.map.map_len {
+                let next = (a.allocated as u64 + self.cfg.prealloc_chunk).min(a.map.map_len as u64);
+                if segment::allocate(&a.map.file, next, &a.map.path).is_ok() {
+                    a.allocated = next as usize;
+                    a.size_changed = true;
+                }
+            }
             if a.prefault_requested < (a.end + PREFAULT_AHEAD).min(a.allocated) {
                 let to = (a.end + 2 * PREFAULT_AHEAD).min(a.allocated);
                 p.request(a.map.clone(), a.prefault_requested.max(a.end), to);
@@ -668,10 +674,6 @@ pub struct SharedLog {
     prefaulter: Arc<Prefaulter>,
     prefault_thread: Option<JoinHandle<()>>,
 }
-
-/// Pieces this large go through `pwrite` (no page fault per fresh page); smaller ones, such as
-/// the records of one frame, are a plain copy into the prefaulted map (no system call).
-const PWRITE_FROM: usize = 256 << 10;
 
 /// How far ahead of the append position pages are prepared.
 const PREFAULT_AHEAD: usize = 16 << 20;
