@@ -73,3 +73,39 @@ def test_ingest_batched_rust(benchmark, tmp_path, frames):
 @pytest.mark.benchmark(group="ingest-binance-batched")
 def test_ingest_batched_purepy(benchmark, tmp_path, frames):
     _run(benchmark, tmp_path, purepy.Store, frames, _batched, rounds=2)
+
+
+# --- every venue: frames in each venue's real shape, made by the simulator ---------------------
+
+PER_VENUE_N = 50_000
+
+
+@pytest.fixture(scope="module")
+def venue_frames():
+    from pumpwatch.sim import SimVenue
+
+    return {v: [f.encode() for f in SimVenue(v, seed=7).render_frames(PER_VENUE_N)] for v in pumpwatch.VENUES}
+
+
+@pytest.mark.parametrize("venue", pumpwatch.VENUES)
+@pytest.mark.benchmark(group="ingest-per-venue-batched-rust")
+def test_ingest_venue_batched_rust(benchmark, tmp_path, venue_frames, venue):
+    frames = venue_frames[venue]
+
+    def batched(store, frames):
+        for k in range(0, len(frames), 10_000):
+            store.ingest_many(venue, frames[k : k + 10_000], 1_790_000_000_000_000_000)
+        assert store.ingest_stats()["quarantined"] == 0
+
+    _run(benchmark, tmp_path, pumpwatch.Store, frames, batched, rounds=3)
+
+
+@pytest.mark.parametrize("venue", pumpwatch.VENUES)
+@pytest.mark.benchmark(group="ingest-per-venue-batched-purepy")
+def test_ingest_venue_batched_purepy(benchmark, tmp_path, venue_frames, venue):
+    frames = venue_frames[venue][:10_000]
+
+    def batched(store, frames):
+        store.ingest_many(venue, frames, 1_790_000_000_000_000_000)
+
+    _run(benchmark, tmp_path, purepy.Store, frames, batched, rounds=1)

@@ -268,6 +268,21 @@ class SimVenue:
 
     # -- the truth
 
+    def render_frames(self, n: int, symbol: str | None = None, *, start_ns: int = 1_790_000_000_000_000_000,
+                      spacing_ns: int = 1_000_000) -> list[str]:
+        """`n` trade frames of `symbol` (the first instrument by default) exactly as this venue
+        would send them, made without a server or a clock: inputs for load benchmarks. They are
+        not recorded as sent; the tape's ids go on from them."""
+        inst = self.instruments[symbol] if symbol else next(iter(self.instruments.values()))
+        tape = self._tapes[inst.symbol]
+        frames: list[str] = []
+        ts = start_ns
+        while len(frames) < n:
+            for pub in self.protocol.publications(inst, self._order(tape, ts)):
+                frames.append(pub.frames.get("") or next(iter(pub.frames.values())))
+            ts += spacing_ns
+        return frames[:n]
+
     def sent_trades(self, symbol: str | None = None, *, channel: str | None = None) -> list[dict]:
         """Every trade the venue emitted on its live stream, in emission order, as a correct
         parser of that stream produces them (pumpwatch.Trade keys without recv_ns/flags).
