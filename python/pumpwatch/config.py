@@ -1,0 +1,145 @@
+"""`pumpwatch.toml`: every key optional, with defaults that work. Unknown keys and wrong types are
+errors that name the key and say what is expected, never silently ignored."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._core import VENUES
+from .errors import InvalidInputError
+
+VENUE_IDS = tuple(VENUES)
+
+
+class ConfigError(InvalidInputError):
+    """The configuration file or a setting in it is not valid."""
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    fsync_interval: float = 1.0
+    segment_span_s: float = 3600.0
+    segment_max_bytes: int = 1 << 30
+    ring_bytes: int = 128 << 20
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """Named reconnect settings (nautilus_trader style) shared by every connection."""
+
+    initial_delay_s: float = 0.5
+    max_delay_s: float = 30.0
+    factor: float = 2.0
+    jitter: float = 0.2
+    #: No message for this long on a connection that should have data: reconnect. 0 = derive
+    #: from the venue's heartbeat rule.
+    idle_timeout_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class VenueSettings:
+    enabled: bool = True
+    #: An explicit list skips discovery.
+    symbols: tuple[str, ...] = ()
+    ws_url: str = ""
+    rest_url: str = ""
+    #: At most this many symbols (0 = all the venue lists).
+    max_symbols: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: str = "./pumpwatch-data"
+    #: The quote asset of the instruments recorded.
+    quote: str = "USDT"
+    #: How often instrument lists are fetched again (new instruments subscribed, delisted dropped).
+    discovery_refresh_s: float = 3600.0
+    #: Where /status and /metrics are served (127.0.0.1 only; port 0 picks a free one).
+    metrics_address: str = "127.0.0.1:9464"
+    log: LogSettings = field(default_factory=LogSettings)
+    connection: ConnectionSettings = field(default_factory=ConnectionSettings)
+    venues: dict[str, VenueSettings] = field(default_factory=lambda: {v: VenueSettings() for v in VENUE_IDS})
+
+
+def _typed(where: str, value: Any, typ: Any) -> Any:
+    """`value` checked against the dataclass field type `typ`, with an error naming `where`."""
+    if typ in (float, "float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, not {value!r}")
+        if value != value or value < 0:
+            raise ConfigError(f"{where} must be a number >= 0, not {value!r}")
+        return float(value)
+    if typ in (int, "int"):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{where} must be a whole number >= 0, not {value!r}")
+        return value
+    if typ in (bool, "bool"):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, not {value!r}")
+        return value
+    if typ in (str, "str"):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, not {value!r}")
+        return value
+    if typ in (tuple[str, ...], "tuple[str, ...]"):
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"{where} must be a list of symbols like [\"BTCUSDT\"], not {value!r}")
+        return tuple(value)
+    raise ConfigError(f"{where}: unsupported setting type {typ}")
+
+
+def _section(where: str, cls: type, table: Any) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{where}] must be a table of settings, not {table!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown setting {where}.{unknown[0]}; the settings of [{where}] are: {', '.join(fields)}")
+    return cls(**{k: _typed(f"{where}.{k}", v, fields[k].type) for k, v in table.items()})
+
+
+def from_dict(raw: dict[str, Any]) -> Config:
+    top = {f.name: f for f in dataclasses.fields(Config)}
+    unknown = sorted(set(raw) - set(top))
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]!r}; the top-level settings are: {', '.join(top)}")
+    kw: dict[str, Any] = {}
+    for k, v in raw.items():
+        if k == "log":
+            kw[k] = _section("log", LogSettings, v)
+        elif k == "connection":
+            kw[k] = _section("connection", ConnectionSettings, v)
+        elif k == "venues":
+            if not isinstance(v, dict):
+                raise ConfigError("[venues] must hold one table per venue, e.g. [venues.binance-spot]")
+            venues = {name: VenueSettings() for name in VENUE_IDS}
+            for name, table in v.items():
+                if name not in VENUE_IDS:
+                    raise ConfigError(f"unknown venue [venues.{name}]; the venues are: {', '.join(VENUE_IDS)}")
+                venues[name] = _section(f"venues.{name}", VenueSettings, table)
+            kw[k] = venues
+        else:
+            kw[k] = _typed(k, v, top[k].type)
+    cfg = Config(**kw)
+    host, _, port = cfg.metrics_address.rpartition(":")
+    if host not in ("127.0.0.1", "localhost", "::1") or not port.isdigit():
+        raise ConfigError(f"metrics_address {cfg.metrics_address!r} must be 127.0.0.1:PORT (served on loopback only)")
+    return cfg
+
+
+def load(path: str | os.PathLike[str] | None) -> Config:
+    """The configuration in `path` (defaults for everything when `path` is None)."""
+    if path is None:
+        return Config()
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {os.fspath(path)} does not exist; pass an existing --config or none") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{os.fspath(path)} is not valid TOML: {e}") from None
+    return from_dict(raw)
