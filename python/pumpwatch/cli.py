@@ -84,10 +84,65 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+    import dataclasses
+    import logging
+
+    from . import config as config_mod
+    from .daemon import run
+
+    cfg = config_mod.load(args.config)
+    if args.data_dir:
+        cfg = dataclasses.replace(cfg, data_dir=args.data_dir)
+    if args.simulate and args.config is None:
+        cfg = dataclasses.replace(cfg, metrics_address="127.0.0.1:0")
+    if args.duration is not None and args.duration <= 0:
+        raise config_mod.ConfigError(f"--duration must be a positive number of seconds, not {args.duration}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    final = asyncio.run(run(cfg, simulate=args.simulate, duration=args.duration, seed=args.seed))
+    ingest = final["ingest"]
+    print(
+        f"stopped after {final['uptime_s']:.0f} s: {ingest['frames']:,} frames, {ingest['trades']:,} trades stored, "
+        f"{ingest['duplicates']:,} duplicates dropped, {ingest['gaps']:,} id gaps found ({ingest['gaps_filled']:,} "
+        f"filled), {sum(v['gaps_unfillable'] for v in final['venues'].values()):,} unfillable, "
+        f"{ingest['quarantined']:,} frames quarantined; log sealed in {cfg.data_dir}"
+    )
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from .status import fetch_status
+
+    st = fetch_status(args.address)
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return 0
+    from rich.console import Console
+
+    from .daemon import _dashboard
+
+    Console().print(_dashboard(st))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pumpwatch", description=__doc__)
     p.add_argument("--version", action="version", version=f"pumpwatch {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser("run", help="record every venue's trades (the daemon)")
+    r.add_argument("--config", help="pumpwatch.toml (every key optional)")
+    r.add_argument("--data-dir", help="data directory (default ./pumpwatch-data, or data_dir in the config)")
+    r.add_argument("--duration", type=float, help="stop cleanly after this many seconds")
+    r.add_argument("--simulate", action="store_true", help="record the local simulator of all twelve venues (127.0.0.1)")
+    r.add_argument("--seed", type=int, default=0, help="simulator seed (with --simulate)")
+    r.set_defaults(func=_cmd_run)
+
+    st = sub.add_parser("status", help="show the status of a running recorder")
+    st.add_argument("--address", default="127.0.0.1:9464", help="where the recorder serves /status (default 127.0.0.1:9464)")
+    st.add_argument("--json", action="store_true", help="print the raw JSON")
+    st.set_defaults(func=_cmd_status)
 
     i = sub.add_parser("ingest", help="store a file of raw venue frames (one per line) through the ingest path")
     i.add_argument("venue", help="venue id, e.g. binance-usdm")

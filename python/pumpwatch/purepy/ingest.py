@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections import deque
 from typing import Iterable
 
+from .._core import SEQUENCED_VENUES  # venues whose trade ids form a per-symbol sequence
 from .parse import ParseContext, parse
 from .store import _encode_marker, _encode_quarantined, _encode_trade
 
-#: Venues whose trade ids form a per-symbol consecutive sequence (VENUES.md).
-SEQUENCED_VENUES = frozenset({"binance-spot", "binance-usdm", "okx-spot", "okx-swap", "gate-spot", "gate-futures"})
 MAX_OPEN_GAPS = 1024
 # The Rust path cuts quarantined frames to what fits one record; frames here never come close.
 _QUARANTINE_LIMIT = (16 << 20) - 16 - 65535

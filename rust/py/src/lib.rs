@@ -862,6 +862,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(parse_frame, m)?)?;
     m.add("FORMAT_VERSION", plog::FORMAT_VERSION)?;
     m.add("VENUES", pumpwatch_core::venue::ALL.iter().map(|v| v.id()).collect::<Vec<_>>())?;
+    let sequenced: Vec<&str> = pumpwatch_core::venue::ALL.iter().filter(|v| pumpwatch_core::ingest::has_id_sequence(**v)).map(|v| v.id()).collect();
+    m.add("SEQUENCED_VENUES", pyo3::types::PyFrozenSet::new(m.py(), &sequenced)?)?;
     let flags = PyDict::new(m.py());
     for (name, v) in [
         ("RPI", record::flags::RPI),

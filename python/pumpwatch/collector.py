@@ -1,0 +1,335 @@
+"""The recorder: every enabled venue's trades into one store, continuously.
+
+Per venue a `VenueRecorder` discovers the instruments over REST, shards them over connections
+within the venue's limits, hands every frame to the Rust ingest path with its receive time, writes
+connection markers, and fills holes over REST as far as the venue allows: id gaps the store reports
+(by id or time), and after a reconnect the venue's recent-trades window (venues whose ids cannot
+show a gap). What cannot be filled is written as an unfillable-gap marker with its span.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _core
+from .config import Config, VenueSettings
+from .connection import HttpError, ReconnectPolicy, VenueConnection, http_fetch
+from .store import Store
+from .venues import HttpFetch, Instrument, VenueSpec, get as venue_spec
+
+log = logging.getLogger("pumpwatch.collector")
+
+#: Backfill jobs waiting per venue; past it the oldest hole is named unfillable rather than
+#: letting the queue (and memory) grow in a storm of gaps.
+MAX_PENDING_BACKFILLS = 10_000
+#: REST attempts per request before a hole is called unfillable.
+REST_ATTEMPTS = 5
+#: How far back a restart looks in the log for the last id of each symbol.
+RESTART_LOOKBACK_NS = 15 * 60 * 1_000_000_000
+
+
+@dataclass
+class VenueCounters:
+    frames: int = 0
+    trades: int = 0
+    gaps_found: int = 0
+    gaps_filled: int = 0
+    gaps_unfillable: int = 0
+    quarantined: int = 0
+    backfilled: int = 0
+    rest_errors: int = 0
+    last_error: str = ""
+    started_ns: int = field(default_factory=time.time_ns)
+
+
+@dataclass(frozen=True)
+class Hole:
+    """What to backfill: ids `after_id < id < before_id` (sequenced venues) or the trades since
+    `start_ns` (venues whose REST gives only the latest trades)."""
+
+    symbol: str
+    start_ns: int
+    end_ns: int
+    after_id: int | None = None
+    before_id: int | None = None
+
+
+class VenueRecorder:
+    def __init__(self, spec: VenueSpec, settings: VenueSettings, store: Store, cfg: Config, http: HttpFetch) -> None:
+        self.spec = spec
+        self.venue = spec.id
+        self.settings = settings
+        self.store = store
+        self.cfg = cfg
+        self.http = http
+        c = cfg.connection
+        self.policy = ReconnectPolicy(
+            initial_delay_s=c.initial_delay_s, max_delay_s=c.max_delay_s, factor=c.factor, jitter=c.jitter,
+            idle_timeout_s=c.idle_timeout_s or None,
+        )
+        self.counters = VenueCounters()
+        self.instruments: dict[str, Instrument] = {}
+        self.connections: list[VenueConnection] = []
+        self.state = "starting"
+        self._holes: asyncio.Queue[Hole] = asyncio.Queue(MAX_PENDING_BACKFILLS)
+        self._down_since: dict[int, int] = {}
+        self._rest_gap_s = 1.0 / max(spec.backfill.requests_per_s, 0.1)
+        self._tasks: list[asyncio.Task] = []
+        self._sequenced = self.venue in _core.SEQUENCED_VENUES
+
+    # -- discovery
+
+    async def discover(self) -> list[str]:
+        if self.settings.symbols:
+            return list(self.settings.symbols)
+        bodies = []
+        for request in self.spec.instruments_request():
+            page: Any = request
+            while page is not None:
+                body = await self._rest(page)
+                bodies.append(body)
+                page = self.spec.next_instruments_request(page, body)
+        found = [i for i in self.spec.parse_instruments(bodies) if i.is_trading and i.quote == self.cfg.quote]
+        self.instruments = {i.symbol: i for i in found}
+        for i in found:
+            if i.price_scale is not None and i.qty_scale is not None:
+                self.store.set_phemex_spot_scales(i.symbol, i.price_scale, i.qty_scale)
+        symbols = sorted(self.instruments)
+        if self.settings.max_symbols:
+            symbols = symbols[: self.settings.max_symbols]
+        return symbols
+
+    # -- frames and connection states
+
+    def on_frame(self, conn_index: int, frame: str | bytes, recv_ns: int) -> None:
+        n, events = self.store.ingest(self.venue, frame, recv_ns)
+        self.counters.frames += 1
+        self.counters.trades += n
+        if events:
+            for e in events:
+                self._on_event(e)
+
+    def _on_event(self, e: tuple) -> None:
+        kind = e[0]
+        if kind == "gap":
+            _, _, symbol, first, last, from_ts, to_ts = e
+            self.counters.gaps_found += 1
+            self._enqueue(Hole(symbol, from_ts, to_ts, after_id=first - 1, before_id=last + 1))
+        elif kind == "gap_filled":
+            self.counters.gaps_filled += 1
+        elif kind == "quarantined":
+            self.counters.quarantined += 1
+            log.warning("%s: frame quarantined: %s", self.venue, e[2])
+        elif kind == "control" and e[2] in ("error", "shutdown_notice"):
+            log.warning("%s: %s: %s", self.venue, e[2], e[3][:200])
+            if e[2] == "error":
+                self.counters.last_error = e[3][:200]
+
+    def on_state(self, conn_index: int, state: str, reason: str) -> None:
+        now = time.time_ns()
+        conn = self.connections[conn_index]
+        self.store.append_marker(
+            "connection_up" if state == "up" else "connection_down",
+            ts_ns=now, venue=self.venue, detail=f"{conn.name}: {reason}"[:1000],
+        )
+        if state == "down":
+            self._down_since.setdefault(conn_index, now)
+            return
+        down_since = self._down_since.pop(conn_index, None)
+        if down_since is not None and not self._sequenced:
+            # Ids cannot reveal what the outage took here: merge the venue's recent-trades window.
+            for symbol in conn.symbols:
+                self._enqueue(Hole(symbol, down_since, now))
+
+    def _enqueue(self, hole: Hole) -> None:
+        try:
+            self._holes.put_nowait(hole)
+        except asyncio.QueueFull:
+            self._unfillable(hole, "too many holes waiting for backfill")
+
+    # -- backfill
+
+    async def _rest(self, request) -> bytes:
+        delay = self._rest_gap_s
+        for attempt in range(REST_ATTEMPTS):
+            try:
+                body = await self.http(self.spec.rest_url, request)
+                await asyncio.sleep(self._rest_gap_s)  # the venue's REST rate, one request at a time
+                return body
+            except HttpError as e:
+                self.counters.rest_errors += 1
+                self.counters.last_error = str(e)[:200]
+                if e.status in (418, 429, 403) or e.status >= 500:
+                    delay = min(delay * 4, 60.0)
+                    log.warning("%s: REST %s, backing off %.1f s", self.venue, e.status, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                raise
+            except (OSError, TimeoutError) as e:
+                self.counters.rest_errors += 1
+                self.counters.last_error = str(e)[:200]
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        raise ConnectionError(f"{self.venue}: REST {request.path} failed {REST_ATTEMPTS} times: {self.counters.last_error}")
+
+    async def backfill_loop(self) -> None:
+        while True:
+            hole = await self._holes.get()
+            try:
+                await self._fill(hole)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a hole we could not fill is named, not fatal
+                self._unfillable(hole, f"backfill failed: {e}")
+
+    async def _fill(self, hole: Hole) -> None:
+        spec = self.spec
+        bounds = dict(after_id=hole.after_id, before_id=hole.before_id, start_ns=hole.start_ns, end_ns=hole.end_ns)
+        inst = self.instruments.get(hole.symbol)
+        oldest_ts = None
+        for request in spec.backfill_requests(hole.symbol, **bounds):
+            page: Any = request
+            while page is not None:
+                rows = spec.parse_backfill(await self._rest(page), hole.symbol, instrument=inst)
+                if rows:
+                    trades = [_core.Trade(**{**r, "recv_ns": time.time_ns()}) for r in rows]
+                    n, events = self.store.ingest_trades(trades)
+                    self.counters.backfilled += n
+                    for e in events or []:
+                        self._on_event(e)
+                    first = min(r["ts_ns"] for r in rows)
+                    oldest_ts = first if oldest_ts is None else min(oldest_ts, first)
+                page = spec.next_backfill_request(page, rows, **bounds)
+        if hole.after_id is not None:
+            remaining = [g for g in self.store.open_gaps(self.venue, hole.symbol) if g[0] <= hole.before_id - 1 and g[1] >= hole.after_id + 1]
+            if remaining:
+                self._unfillable(hole, f"ids {remaining[0][0]}..{remaining[-1][1]} not served by the venue's REST")
+        elif oldest_ts is None or oldest_ts > hole.start_ns:
+            # The recent-trades window does not reach back to the start of the outage.
+            end = oldest_ts if oldest_ts is not None else hole.end_ns
+            self._unfillable(Hole(hole.symbol, hole.start_ns, end), "the venue's recent-trades window does not reach back to the outage")
+
+    def _unfillable(self, hole: Hole, why: str) -> None:
+        self.counters.gaps_unfillable += 1
+        self.store.append_marker(
+            "gap_unfillable", ts_ns=time.time_ns(), venue=self.venue, symbol=hole.symbol,
+            from_ts_ns=hole.start_ns, to_ts_ns=hole.end_ns,
+            from_id="" if hole.after_id is None else str(hole.after_id + 1),
+            to_id="" if hole.before_id is None else str(hole.before_id - 1), detail=why,
+        )
+        log.warning("%s %s: unfillable gap %s..%s: %s", self.venue, hole.symbol, hole.start_ns, hole.end_ns, why)
+
+    # -- restart
+
+    def seed_from_log(self) -> None:
+        """Continue each symbol's id sequence where the log left it, so the first live trade
+        after a restart reveals (and backfill closes) the hole the restart made."""
+        if not self._sequenced:
+            return
+        now = time.time_ns()
+        table = self.store.query(now - RESTART_LOOKBACK_NS, now + 60 * 1_000_000_000, venues=[self.venue], include_non_trades=True)
+        last: dict[str, tuple[int, int]] = {}
+        for symbol, tid, ts in zip(table.column("symbol").to_pylist(), table.column("trade_id").to_pylist(), table.column("ts_ns").to_pylist()):
+            if tid.isdigit():
+                n = int(tid)
+                if symbol not in last or n > last[symbol][0]:
+                    last[symbol] = (n, ts)
+        for symbol, (n, ts) in last.items():
+            self.store._log.seed_last_id(self.venue, symbol, n, ts)
+
+    # -- lifetime
+
+    async def run(self) -> None:
+        try:
+            symbols = await self.discover()
+        except Exception as e:  # noqa: BLE001 - one venue failing leaves the others recording
+            self.state = f"down: instrument list failed: {e}"
+            self.counters.last_error = str(e)[:200]
+            log.error("%s: %s", self.venue, self.state)
+            return
+        if not symbols:
+            self.state = "idle: no instruments"
+            return
+        self.seed_from_log()
+        shards = self.spec.shard(symbols)
+        if self.spec.max_connections and len(shards) > self.spec.max_connections:
+            log.warning("%s: %d shards exceed the venue's %d connections; recording the first %d",
+                        self.venue, len(shards), self.spec.max_connections, self.spec.max_connections)
+            shards = shards[: self.spec.max_connections]
+        self.connections = [
+            VenueConnection(
+                self.spec, shard, http=self.http, policy=self.policy,
+                on_frame=lambda f, t, i=i: self.on_frame(i, f, t),
+                on_state=lambda s, r, i=i: self.on_state(i, s, r),
+                name=f"{self.venue}#{i}", rng=random.Random(),
+            )
+            for i, shard in enumerate(shards)
+        ]
+        self.state = f"recording {len(symbols)} symbols on {len(shards)} connections"
+        self._tasks = [asyncio.create_task(c.run(), name=c.name) for c in self.connections]
+        self._tasks.append(asyncio.create_task(self.backfill_loop(), name=f"{self.venue}-backfill"))
+        try:
+            await asyncio.gather(*self._tasks)
+        finally:
+            for t in self._tasks:
+                t.cancel()
+
+    async def stop(self) -> None:
+        """Closes the connections cleanly (their `down` markers say so) before the tasks end."""
+        await asyncio.gather(*(c.close() for c in self.connections), return_exceptions=True)
+
+    def status(self) -> dict:
+        now = time.time_ns()
+        last = max((c.last_message_ns for c in self.connections), default=0)
+        return {
+            "state": self.state,
+            "connections": len(self.connections),
+            "reconnects": sum(c.reconnects for c in self.connections),
+            "last_message_age_s": round((now - last) / 1e9, 3) if last else None,
+            "pending_backfills": self._holes.qsize(),
+            **{k: v for k, v in vars(self.counters).items() if k != "started_ns"},
+        }
+
+
+class Collector:
+    """All enabled venues into one store."""
+
+    def __init__(self, cfg: Config, store: Store, *, specs: dict[str, VenueSpec] | None = None, http: HttpFetch = http_fetch) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.recorders = {}
+        for venue, settings in cfg.venues.items():
+            if not settings.enabled:
+                continue
+            spec = (specs or {}).get(venue) or venue_spec(venue)
+            if settings.ws_url or settings.rest_url:
+                spec = spec.with_urls(ws_url=settings.ws_url or None, rest_url=settings.rest_url or None)
+            self.recorders[venue] = VenueRecorder(spec, settings, store, cfg, http)
+        self.started_ns = time.time_ns()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.store.append_marker("recorder_start", ts_ns=time.time_ns(), detail=f"venues: {', '.join(self.recorders)}")
+        tasks = [asyncio.create_task(r.run(), name=v) for v, r in self.recorders.items()]
+        try:
+            await stop.wait()
+        finally:
+            await asyncio.gather(*(r.stop() for r in self.recorders.values()), return_exceptions=True)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.store.append_marker("recorder_stop", ts_ns=time.time_ns())
+
+    def status(self) -> dict:
+        stats = self.store.ingest_stats()
+        return {
+            "started_ns": self.started_ns,
+            "uptime_s": round((time.time_ns() - self.started_ns) / 1e9, 1),
+            "data_dir": self.store.path,
+            "ingest": stats,
+            "venues": {v: r.status() for v, r in self.recorders.items()},
+        }

@@ -1,0 +1,149 @@
+"""`pumpwatch run`: the recorder process. Opens the store, starts the collector (and, with
+`--simulate`, the simulator of all twelve venues on 127.0.0.1 with a scenario of faults), serves
+/status and /metrics, shows a dashboard on a terminal or logs a status line otherwise, and on
+SIGTERM/SIGINT (or `--duration`) stops cleanly: connections closed, log committed and sealed."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+import sys
+import time
+
+from .collector import Collector
+from .config import Config
+from .status import disk_free, serve_status
+from .store import Store
+
+log = logging.getLogger("pumpwatch")
+
+#: The `--simulate` scenario: what happens to which venue when, so a new user sees the recorder
+#: find holes, backfill them, name what it cannot fill, and ride out a pump, within a minute.
+SCENARIO = [
+    (8.0, "binance-spot", "disconnect_all", ()),
+    (14.0, "okx-swap", "drop_frames", (3,)),
+    (20.0, "gate-spot", "malformed_frames", (2,)),
+    (26.0, "bybit-linear", "disconnect_all", ()),
+    (32.0, "binance-usdm", "burst", (50.0, 5.0)),
+    (40.0, "kucoin-spot", "duplicate_frames", (5,)),
+    (46.0, "gate-futures", "drop_frames", (2,)),
+]
+
+
+async def _run_scenario(sim) -> None:
+    t0 = time.monotonic()
+    for at, venue, fault, args in SCENARIO:
+        await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
+        if venue in sim.venues:
+            log.info("simulator: %s %s%s", venue, fault, args)
+            getattr(sim.venues[venue], fault)(*args)
+
+
+def _status_with_disk(collector: Collector, cfg: Config):
+    def status() -> dict:
+        st = collector.status()
+        st["disk_free_bytes"] = disk_free(cfg.data_dir)
+        log_dir = os.path.join(cfg.data_dir, "log")
+        st["log_bytes"] = sum(e.stat().st_size for e in os.scandir(log_dir) if e.name.endswith(".pwlog"))
+        return st
+
+    return status
+
+
+def _dashboard(status: dict):
+    from rich.table import Table
+
+    t = Table(title=f"PumpWatch  up {status['uptime_s']:.0f} s  log {status['log_bytes'] / 1e6:,.1f} MB  "
+                    f"disk free {status['disk_free_bytes'] / 1e9:,.1f} GB", expand=False)
+    for col in ("venue", "state", "conns", "reconn", "frames", "trades", "last msg", "gaps", "filled", "unfillable", "quarant.", "error"):
+        t.add_column(col, justify="left" if col in ("venue", "state", "error") else "right")
+    for venue, v in status["venues"].items():
+        age = v["last_message_age_s"]
+        t.add_row(
+            venue, v["state"][:40], str(v["connections"]), str(v["reconnects"]), f"{v['frames']:,}", f"{v['trades']:,}",
+            "-" if age is None else f"{age:.1f}s", str(v["gaps_found"]), str(v["gaps_filled"]), str(v["gaps_unfillable"]),
+            str(v["quarantined"]), v["last_error"][:30],
+        )
+    return t
+
+
+async def _report(status_fn, stop: asyncio.Event, interactive: bool) -> None:
+    if interactive:
+        from rich.live import Live
+
+        with Live(_dashboard(status_fn()), refresh_per_second=2, transient=False) as live:
+            while not stop.is_set():
+                await asyncio.sleep(0.5)
+                live.update(_dashboard(status_fn()))
+        return
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), 10)
+        except asyncio.TimeoutError:
+            st = status_fn()
+            parts = " ".join(f"{v}={s['trades']}" for v, s in st["venues"].items())
+            log.info("status uptime_s=%.0f frames=%d trades=%d duplicates=%d gaps=%d quarantined=%d %s",
+                     st["uptime_s"], st["ingest"]["frames"], st["ingest"]["trades"], st["ingest"]["duplicates"],
+                     st["ingest"]["gaps"], st["ingest"]["quarantined"], parts)
+
+
+async def run(cfg: Config, *, simulate: bool = False, duration: float | None = None, seed: int = 0,
+              interactive: bool | None = None) -> dict:
+    """Runs the recorder until SIGTERM/SIGINT or `duration`; returns the final status."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    sim = None
+    scenario = None
+    # The simulator's servers log every connection at INFO: noise beside the recorder's own log.
+    logging.getLogger("pumpwatch.sim").setLevel(logging.WARNING)
+    if simulate:
+        from .sim import Simulator
+
+        sim = Simulator(seed=seed, trades_per_s=40.0, backlog=200)
+        await sim.start()
+        venues = {
+            v: dataclasses.replace(s, ws_url=sim.urls()[v]["ws_origin"], rest_url=sim.urls()[v]["rest_url"])
+            for v, s in cfg.venues.items()
+            if v in sim.venues
+        }
+        cfg = dataclasses.replace(cfg, venues=venues)
+        scenario = asyncio.create_task(_run_scenario(sim))
+    store = Store(cfg.data_dir, fsync_interval=cfg.log.fsync_interval, segment_span_s=cfg.log.segment_span_s,
+                  segment_max_bytes=cfg.log.segment_max_bytes, ring_bytes=cfg.log.ring_bytes)
+    server = None
+    try:
+        collector = Collector(cfg, store)
+        status_fn = _status_with_disk(collector, cfg)
+        try:
+            server = await serve_status(cfg.metrics_address, status_fn)
+        except OSError as e:
+            raise OSError(e.errno, f"cannot serve /status on {cfg.metrics_address} ({e.strerror}); set "
+                                   f"metrics_address in pumpwatch.toml to a free 127.0.0.1 port") from None
+        address = "%s:%d" % server.sockets[0].getsockname()[:2]
+        log.info("recording into %s; /status and /metrics on http://%s", cfg.data_dir, address)
+        if duration is not None:
+            loop.call_later(duration, stop.set)
+        if interactive is None:
+            interactive = sys.stderr.isatty()
+        reporter = asyncio.create_task(_report(status_fn, stop, interactive))
+        await collector.run(stop)
+        await reporter
+        final = status_fn()
+        final["address"] = address
+        return final
+    finally:
+        if scenario:
+            scenario.cancel()
+        if server:
+            server.close()
+        store.close(seal=True)
+        if sim:
+            await sim.stop()
