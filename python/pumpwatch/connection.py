@@ -1,0 +1,442 @@
+"""One WebSocket connection of one venue, kept alive: subscribe, receive, heartbeat, reconnect.
+
+A `VenueConnection` carries one shard (a list of symbols) of one venue. Everything venue-specific
+comes from the `VenueSpec` (URL and KuCoin's token handshake, subscribe frames, the message rate
+limit, the heartbeat rule, whether to wait for a welcome); this module has no venue branches.
+Raw frames go to `on_frame` with their receive time, untouched: parsing, dedupe and gap checks
+are the ingest path's job (`Store.ingest`), so the socket loop never waits on them in Python.
+
+What a connection does when things go wrong is set by a `ReconnectPolicy` with named settings
+(nautilus_trader style) rather than numbers inside loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import WebSocketException
+from websockets.frames import Frame, Opcode
+
+from .venues import HttpFetch, HttpRequest, VenueSpec
+
+log = logging.getLogger("pumpwatch.connection")
+
+T = TypeVar("T")
+
+# What the network or a venue can do to a connection. Anything else escaping the loop (an
+# exception from on_frame, such as DiskFullError from the store) is the caller's and is raised:
+# reconnecting cannot fix it, and retrying it would hide it.
+NETWORK_ERRORS = (OSError, TimeoutError, WebSocketException)
+
+# A pump packs up to 1024 trades into one Bybit message; websockets' 1 MiB default would close
+# the connection on exactly the frames we exist to record.
+MAX_FRAME_BYTES = 16 << 20
+
+# websockets answers the server's protocol pings by itself, and those pongs count against the
+# venue's message limit (Binance: "ping, pong and JSON control messages all count"), so our own
+# sends use only this share of the limit.
+SEND_RATE_SHARE = 0.8
+
+# On venues whose heartbeat is the server's, a protocol-level keepalive from us still finds a
+# half-open TCP connection in well under a minute, where the server's own pings may be minutes
+# apart (Binance USDⓈ-M: 3 min). One ping per 20 s is nothing against any message limit.
+KEEPALIVE_INTERVAL_S = 20.0
+KEEPALIVE_TIMEOUT_S = 20.0
+
+HTTP_TIMEOUT_S = 10.0
+HTTP_ERROR_BODY_CHARS = 200
+
+
+@dataclass(frozen=True)
+class ReconnectPolicy:
+    """How a connection comes back after it is lost.
+
+    `initial_delay_s`, `factor`, `max_delay_s`: the wait before reconnect attempt n is
+    `initial_delay_s * factor**n`, capped at `max_delay_s`. `jitter`: a random part of that wait,
+    up to this fraction, is taken off, so the many connections one outage drops do not all return
+    in the same instant (and trip the venue's connection-rate limit together). Taken off rather
+    than added, so the waits stay spread at the cap too.
+    `idle_timeout_s`: a connection that received nothing for this long is dead and is replaced.
+    None derives it from the venue's heartbeat: a heartbeat is due every `interval_s` and may
+    take `timeout_s` to arrive, so silence longer than their sum means it did not come.
+    `stable_after_s`: a connection that stayed up this long was healthy, so the next loss starts
+    the backoff from `initial_delay_s` again instead of continuing to climb.
+    `open_timeout_s`: how long the opening handshake (TCP, TLS, HTTP upgrade) may take.
+    `close_timeout_s`: how long we wait for the peer's closing handshake; a dead or stalled peer
+    never answers, and waiting on it only delays the reconnect.
+    """
+
+    initial_delay_s: float = 0.5
+    max_delay_s: float = 30.0
+    factor: float = 2.0
+    jitter: float = 0.2
+    idle_timeout_s: float | None = None
+    stable_after_s: float = 60.0
+    open_timeout_s: float = 10.0
+    close_timeout_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.initial_delay_s <= self.max_delay_s:
+            raise ValueError(
+                f"need 0 <= initial_delay_s <= max_delay_s, got {self.initial_delay_s}, {self.max_delay_s}"
+            )
+        if self.factor < 1:
+            raise ValueError(f"factor must be at least 1 (a backoff that shrinks hammers the venue), got {self.factor}")
+        if not 0 <= self.jitter < 1:
+            raise ValueError(f"jitter is a fraction in [0, 1), got {self.jitter}")
+        for name in ("idle_timeout_s", "open_timeout_s", "close_timeout_s"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait before reconnect attempt `attempt` (0 = the first after a loss)."""
+        try:
+            base = min(self.max_delay_s, self.initial_delay_s * self.factor ** max(0, attempt))
+        except OverflowError:  # factor**attempt past the float range: long since at the cap
+            base = self.max_delay_s
+        return base * (1.0 - self.jitter * rng.random())
+
+    def idle_timeout(self, spec: VenueSpec) -> float:
+        if self.idle_timeout_s is not None:
+            return self.idle_timeout_s
+        return spec.heartbeat.interval_s + spec.heartbeat.timeout_s
+
+
+class _Closed(Exception):
+    """close() was called while the connection was waiting on something."""
+
+
+class _WatchedConnection(ClientConnection):
+    """Tells its owner about every frame the venue sends, protocol pings included: on venues
+    whose heartbeat is the server's ping, those pings are the only sign of life of a quiet
+    connection, and `recv()` never shows them. Pongs do not count: they answer our own keepalive
+    from the peer's WebSocket stack, which goes on answering while the venue behind it stalls."""
+
+    on_venue_frame: Callable[[], None] | None = None
+
+    def process_event(self, event: Any) -> None:
+        if isinstance(event, Frame) and event.opcode is not Opcode.PONG and self.on_venue_frame is not None:
+            self.on_venue_frame()
+        super().process_event(event)
+
+
+class VenueConnection:
+    """One WebSocket connection of one venue for one shard of symbols, until `close()`.
+
+    `on_frame(frame, recv_ns)` gets every message as received (text or bytes) with
+    `time.time_ns()` taken right after it came off the socket; the caller hands both to
+    `Store.ingest`. `on_state(state, reason)` hears `"up"` once the subscription is sent and
+    `"down"` when the connection is lost or closed, so the caller can write connection markers.
+    `http` runs KuCoin's token request (default: `http_fetch`).
+
+    Counters: `frames` (messages received), `reconnects` (connections opened after the first),
+    `last_message_ns` (receive time of the latest message, 0 before any).
+    """
+
+    def __init__(
+        self,
+        spec: VenueSpec,
+        symbols: Sequence[str],
+        *,
+        on_frame: Callable[[str | bytes, int], None],
+        http: HttpFetch | None = None,
+        policy: ReconnectPolicy | None = None,
+        on_state: Callable[[str, str], None] | None = None,
+        name: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not symbols:
+            raise ValueError(f"{spec.id}: a connection needs at least one symbol")
+        self.spec = spec
+        self.symbols = list(symbols)
+        # Built now, so a shard that does not fit one connection fails here, not in a retry loop.
+        self.subscribe_frames = spec.subscribe_frames(self.symbols)
+        self.on_frame = on_frame
+        self.on_state = on_state
+        self.http = http if http is not None else http_fetch
+        self.policy = policy if policy is not None else ReconnectPolicy()
+        self.name = name or f"{spec.id}[{','.join(self.symbols[:3])}{',…' if len(self.symbols) > 3 else ''}]"
+        self.idle_timeout_s = self.policy.idle_timeout(spec)
+        self.frames = 0
+        self.reconnects = 0
+        self.last_message_ns = 0
+        self._rng = rng or random.Random()
+        hb = spec.heartbeat
+        # The rule says whether we ping; the spec renders the frame for now (Gate's `time`,
+        # KuCoin's `id`). A rule without a ping frame (a test's, or a venue that needs none)
+        # sends nothing.
+        self._pings = hb.who == "client" and hb.ping_frame is not None
+        self._closing = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._running = False
+        self._ever_up = False
+        self._last_alive = time.monotonic()
+        self._next_send = 0.0
+
+    # -- the loop
+
+    async def run(self) -> None:
+        """Connects, subscribes and keeps the subscription alive until `close()`.
+
+        Network and venue failures are handled here (reported, backed off, retried); an
+        exception from `on_frame` or `on_state` ends the loop and is raised.
+        """
+        if self._running:
+            raise RuntimeError(f"{self.name} is already running")
+        self._running = True
+        self._stopped.clear()
+        attempt = 0
+        try:
+            while not self._closing.is_set():
+                opened_at: float | None = None
+                try:
+                    ws, welcome = await self._until_closed(self._open())
+                except _Closed:
+                    break
+                except NETWORK_ERRORS as e:
+                    log.warning("%s: connecting failed: %s", self.name, _describe(e))
+                else:
+                    opened_at = time.monotonic()
+                    reason = await self._serve_until_lost(ws, welcome)
+                    if self._closing.is_set():
+                        break
+                    log.warning("%s: connection lost: %s", self.name, reason)
+                if opened_at is not None and time.monotonic() - opened_at >= self.policy.stable_after_s:
+                    attempt = 0
+                delay = self.policy.delay(attempt, self._rng)
+                attempt += 1
+                try:
+                    await self._until_closed(asyncio.sleep(delay))
+                except _Closed:
+                    break
+        finally:
+            self._running = False
+            self._stopped.set()
+
+    async def close(self) -> None:
+        """Stops `run()`: a clean closing handshake if connected, and returns once it has ended.
+        A closed connection stays closed."""
+        self._closing.set()
+        if self._running:
+            await self._stopped.wait()
+
+    # -- one connection
+
+    async def _open(self) -> tuple[ClientConnection, tuple[str | bytes, int] | None]:
+        """Resolves the URL, connects and subscribes. Returns the socket and the welcome frame
+        with its receive time (where the venue sends one before it takes subscriptions)."""
+        try:
+            url = await self.spec.resolve_connection(self.http, self.symbols)
+        except Exception as e:  # whatever the venue's REST answer was, this attempt failed
+            raise ConnectionError(f"resolving {self.spec.id}'s connection failed: {_describe(e)}") from e
+        ws = await connect(
+            url,
+            # Application-level heartbeats are ours to send (below); otherwise keep websockets'
+            # protocol keepalive (see KEEPALIVE_INTERVAL_S). Server pings are answered either way.
+            ping_interval=None if self.spec.heartbeat.who == "client" else KEEPALIVE_INTERVAL_S,
+            ping_timeout=KEEPALIVE_TIMEOUT_S,
+            open_timeout=self.policy.open_timeout_s,
+            close_timeout=self.policy.close_timeout_s,
+            max_size=MAX_FRAME_BYTES,
+            # Where we connect is the spec's (and so the config's) decision, not the environment's.
+            proxy=None,
+            create_connection=_WatchedConnection,
+        )
+        try:
+            ws.on_venue_frame = self._alive
+            self._alive()
+            welcome = None
+            if self.spec.subscribe_after_welcome:
+                # KuCoin takes subscriptions only after its welcome (§5.1); its first frame is the
+                # welcome, or an error followed by a close.
+                frame = await asyncio.wait_for(ws.recv(), self.idle_timeout_s)
+                welcome = (frame, time.time_ns())
+            for frame in self.subscribe_frames:
+                await self._send(ws, frame)
+        except BaseException:
+            await ws.close()
+            raise
+        return ws, welcome
+
+    async def _serve_until_lost(self, ws: ClientConnection, welcome: tuple[str | bytes, int] | None) -> str:
+        """Receives, pings and watches one subscribed connection until it is lost or closed;
+        reports up and down. Returns why it ended."""
+        if self._ever_up:
+            self.reconnects += 1
+        self._ever_up = True
+        tasks: set[asyncio.Future] = set()
+        reason = "stopped by an error"
+        try:
+            if welcome is not None:
+                self._deliver(*welcome)
+            again = f" (reconnect {self.reconnects})" if self.reconnects else ""
+            self._report("up", f"subscribed to {len(self.symbols)} symbols{again}")
+            tasks = {
+                asyncio.ensure_future(self._receive(ws)),
+                asyncio.ensure_future(self._watch()),
+                asyncio.ensure_future(self._closed_by_us()),
+            }
+            if self._pings:
+                tasks.add(asyncio.ensure_future(self._ping(ws)))
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:  # an exception (from on_frame) wins over a reason
+                if task.exception() is not None:
+                    raise task.exception()
+            reason = next(iter(done)).result()
+            return reason
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await ws.close()
+            self._report("down", reason)
+
+    async def _receive(self, ws: ClientConnection) -> str:
+        try:
+            while True:
+                frame = await ws.recv()
+                self._deliver(frame, time.time_ns())
+        except WebSocketException as e:
+            return f"connection closed: {_describe(e)}"
+
+    async def _ping(self, ws: ClientConnection) -> str:
+        interval = self.spec.heartbeat.interval_s
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                frame = self.spec.ping_frame()
+                if frame is not None:
+                    await self._send(ws, frame)
+        except WebSocketException as e:
+            return f"connection closed while pinging: {_describe(e)}"
+
+    async def _watch(self) -> str:
+        """The idle watchdog: a connection that has been silent past the idle timeout is dead,
+        whatever TCP says (a stalled venue keeps the socket open and sends nothing)."""
+        timeout = self.idle_timeout_s
+        while True:
+            silent = time.monotonic() - self._last_alive
+            if silent >= timeout:
+                return f"nothing received for {silent:.3g} s (idle timeout {timeout:.3g} s)"
+            await asyncio.sleep(timeout - silent)
+
+    async def _closed_by_us(self) -> str:
+        await self._closing.wait()
+        return "closed"
+
+    # -- helpers
+
+    def _deliver(self, frame: str | bytes, recv_ns: int) -> None:
+        self.last_message_ns = recv_ns
+        self.frames += 1
+        self.on_frame(frame, recv_ns)
+
+    def _alive(self) -> None:
+        self._last_alive = time.monotonic()
+
+    def _report(self, state: str, reason: str) -> None:
+        log.info("%s: %s (%s)", self.name, state, reason)
+        if self.on_state is not None:
+            self.on_state(state, reason)
+
+    async def _send(self, ws: ClientConnection, frame: str) -> None:
+        """Sends within the venue's client message rate: each send takes the next free slot."""
+        rate = self.spec.max_client_messages_per_s
+        if rate:
+            now = time.monotonic()
+            slot = max(now, self._next_send)
+            self._next_send = slot + 1.0 / (rate * SEND_RATE_SHARE)
+            if slot > now:
+                await asyncio.sleep(slot - now)
+        await ws.send(frame)
+
+    async def _until_closed(self, aw: Awaitable[T]) -> T:
+        """`aw`'s result, or `_Closed` as soon as close() is called (`aw` is then cancelled)."""
+        task = asyncio.ensure_future(aw)
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            await asyncio.wait({task, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closing.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if task.cancelled():
+            raise _Closed
+        return task.result()
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e)
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# The default HttpFetch: stdlib only
+
+
+class HttpError(ConnectionError):
+    """A REST request answered with a non-2xx status. `status` and `body` are the venue's;
+    `retry_after_s` is its `Retry-After` in seconds where it sent one (429/418 rate limits)."""
+
+    def __init__(
+        self, method: str, url: str, status: int, reason: str, body: bytes, retry_after_s: float | None = None
+    ):
+        self.status = status
+        self.body = body
+        self.retry_after_s = retry_after_s
+        start = body[:HTTP_ERROR_BODY_CHARS].decode("utf-8", "replace")
+        more = "…" if len(body) > HTTP_ERROR_BODY_CHARS else ""
+        super().__init__(f"{method} {_redact(url)} answered HTTP {status} {reason}: {start}{more}")
+
+
+async def http_fetch(base_url: str, request: HttpRequest, *, timeout_s: float = HTTP_TIMEOUT_S) -> bytes:
+    """Runs `request` against `base_url` and returns the body; raises `HttpError` on a non-2xx
+    answer and OSError/TimeoutError when the venue cannot be reached in `timeout_s`.
+
+    http.client in a worker thread: no dependency, no proxy taken from the environment and no
+    redirect followed, so a request goes exactly where the spec's URL says.
+    """
+    return await asyncio.to_thread(_fetch, request.url(base_url), request, timeout_s)
+
+
+def _fetch(url: str, request: HttpRequest, timeout_s: float) -> bytes:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http(s) URL")
+    conn_type = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = conn_type(parts.hostname, parts.port, timeout=timeout_s)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    headers = {"User-Agent": "pumpwatch", "Accept": "application/json", **request.headers}
+    body = request.body.encode() if request.body is not None else None
+    try:
+        conn.request(request.method, target, body=body, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+    except http.client.HTTPException as e:  # a malformed answer: not an OSError of its own
+        raise ConnectionError(f"{request.method} {_redact(url)}: {_describe(e)}") from e
+    finally:
+        conn.close()
+    if not 200 <= response.status < 300:
+        retry_after = response.getheader("Retry-After")
+        retry_after_s = float(retry_after) if retry_after and retry_after.strip().isdigit() else None
+        raise HttpError(request.method, url, response.status, response.reason, data, retry_after_s)
+    return data
+
+
+def _redact(url: str) -> str:
+    """The URL without its query: KuCoin's connect URL carries a token, which logs need not."""
+    return url.partition("?")[0]
+
+
+__all__ = ["HttpError", "ReconnectPolicy", "VenueConnection", "http_fetch"]
