@@ -523,7 +523,7 @@ EXPECTED = [
             0: T(
                 "kucoin-spot",
                 "DAPPT-BTC",
-                "6085c09769bc506996295e38",
+                "1612701563873",
                 "0.000000112",
                 "1355.35",
                 "buy",
@@ -545,7 +545,7 @@ EXPECTED = [
         3,
         {
             0: T(
-                "kucoin-spot", "XRP-USDT", "62fade212e113d325d5cf21d", "0.37587", "66.5603", "sell", 1660608033110362773
+                "kucoin-spot", "XRP-USDT", "1622936939836", "0.37587", "66.5603", "sell", 1660608033110362773
             )
         },
         1,
@@ -555,7 +555,7 @@ EXPECTED = [
         "kucoin-futures",
         "kucoin_futures.jsonl",
         1,
-        {0: T("kucoin-futures", "ETHUSDCM", "63f940400000650065f4996f", "23083", "35", "buy", 1677279296134648800)},
+        {0: T("kucoin-futures", "ETHUSDCM", "31443494", "23083", "35", "buy", 1677279296134648800)},
         1,
     ),
     (

@@ -150,7 +150,8 @@ def reference_trades(venue: str, frame: str | bytes, snapshots: bool = False) ->
         if d.get("type") != "message":
             return None
         r = d["data"]
-        return [t(r["symbol"], r["tradeId"], r["price"], str(r["size"]), r["side"], int(r.get("ts", r.get("time"))))]
+        # KuCoin trades are keyed on `sequence` (REST rows carry only it; `tradeId` may be hex).
+        return [t(r["symbol"], str(r["sequence"]), r["price"], str(r["size"]), r["side"], int(r.get("ts", r.get("time"))))]
     if family == "gate":
         if d.get("event") != "update":
             return None
@@ -540,7 +541,7 @@ BACKFILL = {
     "okx-spot": ("/api/v5/market/history-trades?instId=BTC-USDT&limit=500", 100, lambda b: b["data"], lambda r: r["tradeId"]),
     "okx-swap": ("/api/v5/market/history-trades?instId=BTC-USDT-SWAP&limit=500", 100, lambda b: b["data"], lambda r: r["tradeId"]),
     "kucoin-spot": ("/api/v1/market/histories?symbol=BTC-USDT", 100, lambda b: b["data"], lambda r: r["sequence"]),
-    "kucoin-futures": ("/api/v1/trade/history?symbol=XBTUSDTM", 100, lambda b: b["data"], lambda r: r["tradeId"]),
+    "kucoin-futures": ("/api/v1/trade/history?symbol=XBTUSDTM", 100, lambda b: b["data"], lambda r: str(r["sequence"])),
     "gate-spot": ("/api/v4/spot/trades?currency_pair=BTC_USDT&limit=5000", 1000, lambda b: b, lambda r: r["sequence_id"]),
     "gate-futures": ("/api/v4/futures/usdt/trades?contract=BTC_USDT&limit=5000", 1000, lambda b: b, lambda r: r["id"]),
     "phemex-spot": ("/md/trade?symbol=sBTCUSDT", 200, lambda b: b["result"]["trades"], lambda r: r[0]),
@@ -550,7 +551,7 @@ BACKFILL = {
 
 def fill_key(venue: str, f) -> str:
     """What a REST row of `venue` identifies a fill by (KuCoin spot REST has no tradeId)."""
-    if venue == "kucoin-spot":
+    if venue.startswith("kucoin"):
         return str(f.extra["sequence"])
     if venue.startswith("phemex"):
         return str(f.ts_ns)

@@ -29,6 +29,11 @@ log = logging.getLogger("pumpwatch.collector")
 MAX_PENDING_BACKFILLS = 10_000
 #: REST attempts per request before a hole is called unfillable.
 REST_ATTEMPTS = 5
+#: A connection of a venue whose ids cannot show a hole, silent for longer than this many times
+#: its usual interval between frames (and at least SILENCE_MIN_NS), may have been stalled: its
+#: symbols' recent-trades window is merged once data flows again.
+SILENCE_FACTOR = 20.0
+SILENCE_MIN_NS = 500_000_000
 #: How far back a restart looks in the log for the last id of each symbol.
 RESTART_LOOKBACK_NS = 15 * 60 * 1_000_000_000
 
@@ -43,6 +48,7 @@ class VenueCounters:
     quarantined: int = 0
     backfilled: int = 0
     rest_errors: int = 0
+    silences: int = 0
     last_error: str = ""
     started_ns: int = field(default_factory=time.time_ns)
 
@@ -78,6 +84,7 @@ class VenueRecorder:
         self.state = "starting"
         self._holes: asyncio.Queue[Hole] = asyncio.Queue(MAX_PENDING_BACKFILLS)
         self._down_since: dict[int, int] = {}
+        self._flow: dict[int, tuple[int, float]] = {}  # per connection: last trade frame, mean interval
         self._rest_gap_s = 1.0 / max(spec.backfill.requests_per_s, 0.1)
         self._tasks: list[asyncio.Task] = []
         self._sequenced = self.venue in _core.SEQUENCED_VENUES
@@ -110,9 +117,25 @@ class VenueRecorder:
         n, events = self.store.ingest(self.venue, frame, recv_ns)
         self.counters.frames += 1
         self.counters.trades += n
+        if n and not self._sequenced:
+            self._watch_silence(conn_index, recv_ns)
         if events:
             for e in events:
                 self._on_event(e)
+
+    def _watch_silence(self, conn_index: int, recv_ns: int) -> None:
+        """Trades resume after an unusual silence: the connection may have been stalled (open,
+        sending nothing), which ids cannot reveal here; merge the recent-trades window."""
+        last, mean = self._flow.get(conn_index, (0, 0.0))
+        if last:
+            gap = recv_ns - last
+            if mean and gap > max(SILENCE_MIN_NS, SILENCE_FACTOR * mean):
+                self.counters.silences += 1
+                for symbol in self.connections[conn_index].symbols:
+                    self._enqueue(Hole(symbol, last, recv_ns))
+            else:
+                mean = gap if not mean else 0.95 * mean + 0.05 * gap
+        self._flow[conn_index] = (recv_ns, mean)
 
     def _on_event(self, e: tuple) -> None:
         kind = e[0]

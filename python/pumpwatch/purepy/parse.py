@@ -556,7 +556,8 @@ def _kucoin_trade(venue: str, o: dict) -> dict:
     else:
         raise FrameError('field "ts" (futures) or "time" (spot) is missing')
     symbol = _text(_need(o, "symbol"), "symbol")
-    tid, _ = _id(_need(o, "tradeId"), "tradeId")
+    # `sequence` keys the trade where present (REST backfill rows carry only it), else `tradeId`.
+    tid, _ = _id(o["sequence"], "sequence") if "sequence" in o else _id(_need(o, "tradeId"), "tradeId")
     price = _decimal(_need(o, "price"), "price", None, True)
     qty = _decimal(_need(o, "size"), "size", None, False)
     return _trade(venue, symbol, tid, price, qty, side, ts, 0, None, None)

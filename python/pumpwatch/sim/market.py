@@ -393,12 +393,15 @@ class KucoinIds(IdScheme):
             f.extra["sequence"] = self.sequence
             f.extra["taker"] = taker
             f.extra["maker"] = self.order_id(rng)
+            # A correct parser keys KuCoin trades on `sequence` (REST rows carry only it); the
+            # frame's `tradeId` is the sequence or, on older spot symbols, an ObjectId.
+            f.num_id = self.sequence
+            f.trade_id = str(self.sequence)
             if self.numeric:
-                f.num_id = self.sequence
-                f.trade_id = str(self.sequence)
+                f.extra["trade_id_field"] = f.trade_id
             else:
                 self.object_id += rng.randrange(1, 3)
-                f.trade_id = f"{self.object_id:024x}"
+                f.extra["trade_id_field"] = f"{self.object_id:024x}"
         return fills
 
 

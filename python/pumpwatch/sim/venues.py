@@ -838,13 +838,13 @@ class Kucoin(Venue):
                 msg = {"topic": topic, "type": "message", "subject": "match", "sn": seq,
                        "data": {"symbol": inst.symbol, "sequence": seq, "side": f.side, "size": int(inst.qty_text(f.qty)),
                                 "price": inst.price_text(f.price), "takerOrderId": f.extra["taker"],
-                                "makerOrderId": f.extra["maker"], "tradeId": f.trade_id, "ts": f.ts_ns}}
+                                "makerOrderId": f.extra["maker"], "tradeId": f.extra["trade_id_field"], "ts": f.ts_ns}}
             else:
                 msg = {"topic": topic, "type": "message", "subject": "trade.l3match",
                        "data": {"makerOrderId": f.extra["maker"], "price": inst.price_text(f.price),
                                 "sequence": str(f.extra["sequence"]), "side": f.side, "size": inst.qty_text(f.qty),
                                 "symbol": inst.symbol, "takerOrderId": f.extra["taker"], "time": str(f.ts_ns),
-                                "tradeId": f.trade_id, "type": "match"}}
+                                "tradeId": f.extra["trade_id_field"], "type": "match"}}
             out.append(Publication(topic, {"": dumps(msg)}, [self.trade(inst, f)], "trades"))
         return out
 
@@ -866,7 +866,7 @@ class Kucoin(Venue):
         rows = []
         for f in reversed(trailing(self.sim.history(inst.symbol), 100)):  # the last 100, no paging
             if self.futures:
-                rows.append({"sequence": f.extra["sequence"], "contractId": 1, "tradeId": f.trade_id,
+                rows.append({"sequence": f.extra["sequence"], "contractId": 1, "tradeId": f.extra["trade_id_field"],
                              "makerOrderId": f.extra["maker"], "takerOrderId": f.extra["taker"], "ts": f.ts_ns,
                              "size": int(inst.qty_text(f.qty)), "price": inst.price_text(f.price), "side": f.side})
             else:  # no tradeId in the spot REST rows: merge by sequence (§5.3)

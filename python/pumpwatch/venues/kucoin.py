@@ -113,10 +113,9 @@ class KucoinSpec(VenueSpec):
     def parse_backfill(self, body, symbol, *, instrument=None) -> list[dict]:
         out = []
         for r in exact_json(body)["data"]:
-            # Spot REST rows carry no tradeId, only `sequence` (§5.3): it is the trade id of newer
-            # symbols on the WS too; old symbols' WS ids are hex ObjectIds and will not match it.
-            # Futures rows carry tradeId (= sequence, §6).
-            trade_id = r.get("tradeId") or r["sequence"]
+            # `sequence` keys KuCoin trades on the stream too (the parsers take it over `tradeId`,
+            # which is a hex ObjectId on older symbols): a backfill dedupes against the stream.
+            trade_id = r["sequence"]
             ts = r["time"] if self.kind == "spot" else r["ts"]  # both ns integers
             out.append(backfill_row(self.id, symbol, trade_id, r["price"], r["size"], taker_side(r["side"]), int(ts)))
         return out

@@ -1,7 +1,10 @@
 //! KuCoin spot (`/market/match:<SYMBOL>`, subject `trade.l3match`) and futures
 //! (`/contractMarket/execution:<SYMBOL>`, subject `match`). One trade per message.
 //!
-//! * `data`: symbol `symbol`, id `tradeId` (24-hex ObjectId or numeric; text kept), price `price`
+//! * `data`: symbol `symbol`, id `sequence` when present, else `tradeId` (REST backfill rows carry
+//!   only `sequence`, and older spot symbols' `tradeId` is a 24-hex ObjectId: keying trades on
+//!   `sequence` lets a backfill dedupe against the stream; on newer symbols and futures the two are
+//!   equal), price `price`
 //!   (string, or a JSON number in some futures frames), qty `size` (string on spot, integer
 //!   contracts on futures), side `side` (taker), time in ns: `ts` (futures, integer > 2^53, taken
 //!   from its text) or else `time` (spot, string). No id sequence (`sequence` skips values).
@@ -60,12 +63,13 @@ pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>) -> PResult<()> {
 
 fn trade(doc: &Doc<'_>, obj: usize, sink: &mut Sink<'_>) -> PResult<()> {
     let mut kb = [0u8; 32];
-    let (mut sym, mut id, mut price, mut size, mut side_v, mut ts, mut time) =
-        (None, None, None, None, None, None, None);
+    let (mut sym, mut id, mut seq, mut price, mut size, mut side_v, mut ts, mut time) =
+        (None, None, None, None, None, None, None, None);
     for (k, v) in doc.members(obj) {
         match doc.key(k, &mut kb) {
             b"symbol" => sym = Some(v),
             b"tradeId" => id = Some(v),
+            b"sequence" => seq = Some(v),
             b"price" => price = Some(v),
             b"size" => size = Some(v),
             b"side" => side_v = Some(v),
@@ -81,7 +85,10 @@ fn trade(doc: &Doc<'_>, obj: usize, sink: &mut Sink<'_>) -> PResult<()> {
         (None, None) => return fail("field \"ts\" (futures) or \"time\" (spot) is missing".to_owned()),
     };
     let symbol = sink.text(doc, need(sym, field("symbol"))?, field("symbol"))?;
-    let (trade_id, _) = sink.id(doc, need(id, field("tradeId"))?, field("tradeId"))?;
+    let (trade_id, _) = match seq {
+        Some(v) => sink.id(doc, v, field("sequence"))?,
+        None => sink.id(doc, need(id, field("tradeId"))?, field("tradeId"))?,
+    };
     let price = sink.decimal(doc, need(price, field("price"))?, field("price"), true)?;
     let qty = sink.decimal(doc, need(size, field("size"))?, field("size"), false)?;
     sink.push(ParsedTrade {
@@ -132,7 +139,7 @@ mod tests {
             0,
             &Want {
                 symbol: "DAPPT-BTC",
-                id: "6085c09769bc506996295e36",
+                id: "1612701563869",
                 price: "0.0000001117",
                 qty: "81.8814",
                 side: Side::Buy,
@@ -187,7 +194,7 @@ mod tests {
             0,
             &Want {
                 symbol: "ETHUSDCM",
-                id: "63f940400000650065f4996f",
+                id: "31443494",
                 price: "23083",
                 qty: "35",
                 side: Side::Buy,
