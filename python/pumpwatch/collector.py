@@ -34,6 +34,8 @@ REST_ATTEMPTS = 5
 #: symbols' recent-trades window is merged once data flows again.
 SILENCE_FACTOR = 20.0
 SILENCE_MIN_NS = 500_000_000
+#: On stop, how long backfills already waiting may still run.
+STOP_BACKFILL_GRACE_S = 5.0
 #: How far back a restart looks in the log for the last id of each symbol.
 RESTART_LOOKBACK_NS = 15 * 60 * 1_000_000_000
 
@@ -206,9 +208,12 @@ class VenueRecorder:
             try:
                 await self._fill(hole)
             except asyncio.CancelledError:
+                self._unfillable(hole, "the recorder stopped before this hole was backfilled")
                 raise
             except Exception as e:  # noqa: BLE001 - a hole we could not fill is named, not fatal
                 self._unfillable(hole, f"backfill failed: {e}")
+            finally:
+                self._holes.task_done()
 
     async def _fill(self, hole: Hole) -> None:
         spec = self.spec
@@ -303,8 +308,17 @@ class VenueRecorder:
                 t.cancel()
 
     async def stop(self) -> None:
-        """Closes the connections cleanly (their `down` markers say so) before the tasks end."""
+        """Closes the connections cleanly (their `down` markers say so), gives the backfills
+        waiting a moment to finish, and names every hole still open as unfillable: the log never
+        ends with a hole that nothing names."""
         await asyncio.gather(*(c.close() for c in self.connections), return_exceptions=True)
+        try:
+            await asyncio.wait_for(self._holes.join(), STOP_BACKFILL_GRACE_S)
+        except asyncio.TimeoutError:
+            pass
+        while not self._holes.empty():
+            self._unfillable(self._holes.get_nowait(), "the recorder stopped before this hole was backfilled")
+            self._holes.task_done()
 
     def status(self) -> dict:
         now = time.time_ns()
