@@ -41,7 +41,7 @@ import zlib
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Self
@@ -52,7 +52,7 @@ from .errors import InvalidInputError
 log = logging.getLogger("pumpwatch.upbit")
 
 KST = timezone(timedelta(hours=9), "KST")
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 ANNOUNCEMENTS_URL = "https://api-manager.upbit.com/api/v1/announcements"
 MARKET_ALL_URL = "https://api.upbit.com/v1/market/all"
@@ -135,6 +135,7 @@ _NOT_A_NAME = re.compile(
 )
 
 
+@lru_cache(maxsize=256)
 def _markets(text: str) -> tuple[str, ...]:
     found = {_MARKET_NAMES[m] for m in _MARKETS_IN.findall(text)}
     return tuple(sorted(found, key=_MARKET_ORDER.__getitem__))
@@ -230,7 +231,9 @@ def _classify(title: str) -> tuple[Listing | None, str]:
     follow-up, a price guide, an event), with the listing it amends; or `none`, with None."""
     if not isinstance(title, str) or "(" not in title and "（" not in title:
         return None, "none"
-    t = " ".join(unicodedata.normalize("NFKC", title).split())
+    if not unicodedata.is_normalized("NFKC", title):  # full-width parentheses, compatibility forms
+        title = unicodedata.normalize("NFKC", title)
+    t = " ".join(title.split())
     if _ANY_SHAPE.search(t) is None:  # most notices: no listing keyword at all
         return None, "none"
     t = _PREFIX.sub("", t, count=1)
@@ -852,7 +855,7 @@ class HttpClient:
             parts = line.decode("latin-1").split(None, 2)
             if len(parts) < 2 or parts[1] != "200":
                 raise HttpError(f"proxy {p.hostname}:{p.port} refused CONNECT {host}:{port}: {line[:80]!r}")
-            while (h := await reader.readline()) not in (b"\r\n", b"\n", b""):
+            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
                 pass
             if tls is not None:
                 await writer.start_tls(tls, server_hostname=host)
@@ -872,7 +875,7 @@ def check_proxy(proxy: str):
     """An HTTP CONNECT proxy URL, split; a clear error for anything else (SOCKS is not supported)."""
     u = urlsplit(proxy)
     try:
-        u.port
+        _ = u.port  # a port that is not a number raises here
     except ValueError:
         u = None  # type: ignore[assignment]
     if u is None or u.scheme != "http" or not u.hostname:
@@ -1108,9 +1111,8 @@ class UpbitWatcher:
         s = settings or WatcherSettings()
         unknown = set(overrides) - set(WatcherSettings.__dataclass_fields__)
         if unknown:
-            raise InvalidInputError(
-                f"unknown Upbit watcher setting(s) {sorted(unknown)}; known: {sorted(WatcherSettings.__dataclass_fields__)}"
-            )
+            known = sorted(WatcherSettings.__dataclass_fields__)
+            raise InvalidInputError(f"unknown Upbit watcher setting(s) {sorted(unknown)}; known: {known}")
         if "proxies" in overrides:
             overrides["proxies"] = tuple(overrides["proxies"])
         self.settings = replace(s, **overrides).validated()
@@ -1177,11 +1179,7 @@ class UpbitWatcher:
         if not self.running:
             return
         self.running = False
-        for t in self._tasks:
-            t.cancel()
-        for t in list(self._in_flight):
-            t.cancel()
-        await asyncio.gather(*self._tasks, *self._in_flight, return_exceptions=True)
+        await _cancel_all([*self._tasks, *self._in_flight])
         self._tasks.clear()
         self._in_flight.clear()
         if self._save_task is not None:
@@ -1215,7 +1213,7 @@ class UpbitWatcher:
         loop = asyncio.get_running_loop()
         interval = self.interval_s
         next_at = loop.time()
-        while True:
+        while self.running:
             self._tick(loop.time())
             next_at += interval
             now = loop.time()
@@ -1445,7 +1443,7 @@ class UpbitWatcher:
         return krw
 
     async def _track_markets(self) -> None:
-        while True:
+        while self.running:
             wait = self.settings.market_poll_s if self.state.pending else self.settings.market_refresh_s
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._market_wake.wait(), wait)
@@ -1486,6 +1484,16 @@ class UpbitWatcher:
             },
         )
         return out
+
+
+async def _cancel_all(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancels until done: on Python 3.11 `asyncio.wait_for` can swallow a cancellation that
+    arrives as its inner await completes, and a loop would then run on."""
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
 
 
 def _retry_after(v: str | None) -> float | None:

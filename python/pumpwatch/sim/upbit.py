@@ -245,55 +245,48 @@ class SimUpbit:
         F / 0G / 2Z / 1INCH), one whose ticker is already on KRW, negatives that name tickers,
         non-KRW listings, a follow-up posted as a new notice, a re-post of a listing, and edits
         of old and of just-published notices."""
-        lst, oth = self.board_listing_ids, self.board_other_ids
-        N = SimNotice
-        script: list[SimNotice] = [
-            N("딥북(DEEP) KRW 마켓 디지털 자산 추가", expect=("DEEP",), krw_open_after_s=1.0, note="market addition"),
-            N("바운드리스(ZKC) 거래 유의 종목 지정 안내", note="caution"),
-            N("두들즈(DOOD) 신규 거래지원 안내 (KRW, USDT 마켓)", expect=("DOOD",), note="new asset"),
-            N("Market Support for Maple Finance(SYRUP) (KRW, BTC, USDT Market)", expect=("SYRUP",), note="English"),
-            N("", edit_of=lst[0], note="edit of an old listing: jumps to the top"),
-            N("[거래] KRW, BTC 마켓 디지털 자산 추가 (SXL, MTTIC)", expect=("SXL", "MTTIC"), note="legacy multi"),
-            N("제로지(0G) KRW, USDT 마켓 디지털 자산 추가", expect=("0G",), note="digit-first ticker"),
-            N("Notice on Termination of Trading Support for Pundi AI(PUNDIAI) (8/28 15:00)", note="delisting"),
-            N("에프(F) 신규 거래지원 안내 (KRW, BTC, USDT 마켓)", expect=("F",), note="one-letter ticker"),
-            N("제로지(0G) 거래지원 기념, 총 상금 60,000 OG 상당 TOP 트레이딩 이벤트! (이벤트 당첨 안내)", category="이벤트",
-              note="event naming a ticker"),
-            N("더블제로(2Z), 원인치(1INCH) 신규 거래지원 안내 (KRW, BTC, USDT 마켓)", expect=("2Z", "1INCH"),
-              note="multi-ticker, digit-first"),
-            N("[거래] BTC 마켓 디지털 자산 추가 (AXL2)", note="BTC market only"),
-            N("Market Support for Optimism(OP) (KRW, BTC, USDT Market)", expect=("OP",), already_listed=True,
-              note="ticker already on KRW"),
-            N("옴니네트워크(OMNI) 리브랜딩 및 토큰 스왑에 따른 입출금 및 거래 지원 일시 중단 안내", category="입출금",
-              note="swap / deposit suspension with 거래 지원"),
-            N("라이브피어(LPT)(KRW, USDT 마켓), 플록(FLOCK)(BTC, USDT 마켓) 디지털 자산 추가", expect=("LPT",),
-              note="per-asset markets, one KRW"),
-            N("", edit_of=-3, note="edit of a just-published listing (DOOD), follow-up title"),
-            N("두들즈(DOOD) 신규 거래지원 안내 (KRW, USDT 마켓) (매도 최저가 기준 가격 안내)",
-              note="follow-up posted as a new notice"),
-            N("딥북(DEEP) KRW 마켓 디지털 자산 추가", note="re-post of a listing: same ticker"),
-            N("", edit_of=lst[1], note="edit of an old listing with a follow-up title"),
-            N("Market Support for Pundi AI(PUNDIAI), Babylon(BABY) (KRW Market)", expect=("PUNDIAI", "BABY"),
-              note="English multi-ticker"),
-            N("", edit_of=oth[0], note="edit of an old caution"),
-            N("[솜니아(SOMI) 보유 회원 이벤트] SOMI 보유하고 총 300,000 SOMI 선물 받아가세요!", category="이벤트",
-              note="airdrop event"),
-        ]
-        out = []
-        dood = None
-        for i, n in enumerate(script):
-            at = start_s + i * spacing_s
-            if n.edit_of == -3:
-                assert dood is not None
-                n.edit_of = dood.id
-                n.title = dood.title + " (거래지원 개시 시점 변경 안내)"
-            elif n.edit_of is not None and not n.title:
-                old = self.notices[n.edit_of]
-                n.title = old.title + (" (매도 최저가 기준 가격 안내)" if n.edit_of == lst[1] else "")
-            self.schedule(n, at)
-            if n.expect == ("DOOD",):
-                dood = n
+        old_listing, old_other = self.board_listing_ids, self.board_other_ids
+        out: list[SimNotice] = []
+
+        def add(title: str, expect: tuple[str, ...] = (), *, note: str, **kw: Any) -> SimNotice:
+            n = self.schedule(SimNotice(title, expect=expect, note=note, **kw), start_s + len(out) * spacing_s)
             out.append(n)
+            return n
+
+        def edit(of: int, suffix: str, note: str) -> SimNotice:
+            title = next(n.title for n in [*self.notices.values(), *self.scheduled] if n.id == of)
+            return add(title + suffix, edit_of=of, note=note)
+
+        add("딥북(DEEP) KRW 마켓 디지털 자산 추가", ("DEEP",), krw_open_after_s=1.0, note="market addition")
+        add("바운드리스(ZKC) 거래 유의 종목 지정 안내", note="caution")
+        dood = add("두들즈(DOOD) 신규 거래지원 안내 (KRW, USDT 마켓)", ("DOOD",), note="new asset")
+        add("Market Support for Maple Finance(SYRUP) (KRW, BTC, USDT Market)", ("SYRUP",), note="English")
+        edit(old_listing[0], "", note="edit of an old listing: jumps to the top")
+        add("[거래] KRW, BTC 마켓 디지털 자산 추가 (SXL, MTTIC)", ("SXL", "MTTIC"), note="legacy, multi-ticker")
+        add("제로지(0G) KRW, USDT 마켓 디지털 자산 추가", ("0G",), note="digit-first ticker")
+        add("Notice on Termination of Trading Support for Pundi AI(PUNDIAI) (8/28 15:00)", note="delisting")
+        add("에프(F) 신규 거래지원 안내 (KRW, BTC, USDT 마켓)", ("F",), note="one-letter ticker")
+        add("제로지(0G) 거래지원 기념, 총 상금 60,000 OG 상당 TOP 트레이딩 이벤트! (이벤트 당첨 안내)", category="이벤트",
+            note="event naming a ticker and 거래지원")
+        add("더블제로(2Z), 원인치(1INCH) 신규 거래지원 안내 (KRW, BTC, USDT 마켓)", ("2Z", "1INCH"),
+            note="multi-ticker, digit-first")
+        add("[거래] BTC 마켓 디지털 자산 추가 (AXL2)", note="BTC market only")
+        add("Market Support for Optimism(OP) (KRW, BTC, USDT Market)", ("OP",), already_listed=True,
+            note="ticker already on KRW: reported, not captured")
+        add("옴니네트워크(OMNI) 리브랜딩 및 토큰 스왑에 따른 입출금 및 거래 지원 일시 중단 안내", category="입출금",
+            note="swap and deposit suspension, with 거래 지원")
+        add("라이브피어(LPT)(KRW, USDT 마켓), 플록(FLOCK)(BTC, USDT 마켓) 디지털 자산 추가", ("LPT",),
+            note="per-asset markets, one of them KRW")
+        edit(dood.id, " (거래지원 개시 시점 변경 안내)", note="edit of a listing just published: follow-up title")
+        add("두들즈(DOOD) 신규 거래지원 안내 (KRW, USDT 마켓) (매도 최저가 기준 가격 안내)",
+            note="follow-up posted as a new notice")
+        add("딥북(DEEP) KRW 마켓 디지털 자산 추가", note="re-post of a listing: same ticker, new id")
+        edit(old_listing[1], " (매도 최저가 기준 가격 안내)", note="edit of an old listing: follow-up title")
+        add("Market Support for Pundi AI(PUNDIAI), Babylon(BABY) (KRW Market)", ("PUNDIAI", "BABY"),
+            note="English, multi-ticker")
+        edit(old_other[0], "", note="edit of an old caution")
+        add("[솜니아(SOMI) 보유 회원 이벤트] SOMI 보유하고 총 300,000 SOMI 선물 받아가세요!", category="이벤트",
+            note="airdrop event")
         return out
 
     def expected_triggers(self, *, published_only: bool = True) -> dict[int, tuple[tuple[str, ...], int]]:
@@ -467,7 +460,8 @@ class SimUpbit:
             h["Content-Length"] = str(len(data))
         keep = headers.get("connection", "").lower() != "close"
         h["Connection"] = "keep-alive" if keep else "close"
-        head = f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items())
+        head = f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in h.items())
         writer.write(head.encode("latin-1") + b"\r\n" + data)
         await writer.drain()
         return keep
@@ -552,7 +546,8 @@ class SimUpbit:
         details = query.get("is_details", "false") == "true"
         out = []
         for code in sorted([f"KRW-{t}" for t in self.krw] + list(self.other_markets)):
-            row: dict[str, Any] = {"market": code, "korean_name": code.split("-")[1], "english_name": code.split("-")[1]}
+            base = code.split("-")[1]
+            row: dict[str, Any] = {"market": code, "korean_name": base, "english_name": base}
             if details:
                 row["market_event"] = {"warning": False, "caution": {"PRICE_FLUCTUATIONS": False}}
             out.append(row)
