@@ -39,6 +39,7 @@ def test_run_simulate_records_answers_status_and_stops_cleanly_on_sigterm(tmp_pa
             capture_output=True, text=True, check=True,
         ).stdout)
         assert set(st["venues"]) == set(pumpwatch.VENUES)
+        assert st["upbit"]["metrics"]["notices_seen"] > 0  # the Upbit stand-in's board was read
         assert all(v["trades"] > 0 and v["connections"] == 1 for v in st["venues"].values()), st["venues"]
         metrics = urllib.request.urlopen(f"http://{address}/metrics", timeout=5).read().decode()
         assert 'pumpwatch_venue_trades{venue="okx-swap"}' in metrics and "pumpwatch_ingest_trades_total" in metrics

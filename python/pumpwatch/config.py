@@ -60,6 +60,10 @@ class Config:
     discovery_refresh_s: float = 3600.0
     #: Where /status and /metrics are served (127.0.0.1 only; port 0 picks a free one).
     metrics_address: str = "127.0.0.1:9464"
+    #: Watch Upbit's announcement board for new KRW listings.
+    upbit: bool = True
+    upbit_url: str = "https://api-manager.upbit.com"
+    upbit_market_url: str = "https://api.upbit.com/v1/market/all"
     log: LogSettings = field(default_factory=LogSettings)
     connection: ConnectionSettings = field(default_factory=ConnectionSettings)
     venues: dict[str, VenueSettings] = field(default_factory=lambda: {v: VenueSettings() for v in VENUE_IDS})

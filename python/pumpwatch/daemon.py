@@ -33,6 +33,27 @@ SCENARIO = [
 ]
 
 
+#: The Upbit notices of the `--simulate` scenario: a listing within the first minute, and a
+#: caution notice that names a ticker and must not trigger.
+UPBIT_SCENARIO = [
+    (20.0, "제로지(0G) KRW, USDT 마켓 디지털 자산 추가", ("0G",)),
+    (35.0, "[거래] 거래 유의 종목 지정 안내 (DOGE)", ()),
+]
+
+
+class ListingLog:
+    """What the watcher detected (it logs each itself), for /status; capture comes with issue 6."""
+
+    def __init__(self) -> None:
+        self.triggers: list[dict] = []
+
+    async def __call__(self, t) -> None:
+        self.triggers.append({
+            "notice_id": t.notice_id, "title": t.title, "tickers": list(t.tickers), "t0_ns": t.t0_ns,
+            "detected_ns": t.detected_ns, "delay_ms": round(t.delay_ns / 1e6, 1), "capture": t.capture,
+        })
+
+
 async def _run_scenario(sim) -> None:
     t0 = time.monotonic()
     for at, venue, fault, args in SCENARIO:
@@ -42,9 +63,11 @@ async def _run_scenario(sim) -> None:
             getattr(sim.venues[venue], fault)(*args)
 
 
-def _status_with_disk(collector: Collector, cfg: Config):
+def _status_with_disk(collector: Collector, cfg: Config, watcher=None, listings: ListingLog | None = None):
     def status() -> dict:
         st = collector.status()
+        if watcher is not None:
+            st["upbit"] = {"metrics": watcher.metrics(), "listings": listings.triggers if listings else []}
         st["disk_free_bytes"] = disk_free(cfg.data_dir)
         log_dir = os.path.join(cfg.data_dir, "log")
         st["log_bytes"] = sum(e.stat().st_size for e in os.scandir(log_dir) if e.name.endswith(".pwlog"))
@@ -116,12 +139,29 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
         }
         cfg = dataclasses.replace(cfg, venues=venues)
         scenario = asyncio.create_task(_run_scenario(sim))
+    upbit_sim = None
+    if simulate and cfg.upbit:
+        from .sim.upbit import SimNotice, SimUpbit
+
+        upbit_sim = SimUpbit(seed=seed, min_interval_s=0.5)
+        await upbit_sim.start()
+        for at, title, expect in UPBIT_SCENARIO:
+            upbit_sim.schedule(SimNotice(title, expect=expect), at)
+        cfg = dataclasses.replace(cfg, upbit_url=upbit_sim.base_url, upbit_market_url=upbit_sim.market_url)
     store = Store(cfg.data_dir, fsync_interval=cfg.log.fsync_interval, segment_span_s=cfg.log.segment_span_s,
                   segment_max_bytes=cfg.log.segment_max_bytes, ring_bytes=cfg.log.ring_bytes)
     server = None
+    watcher = None
+    listings = ListingLog()
     try:
         collector = Collector(cfg, store)
-        status_fn = _status_with_disk(collector, cfg)
+        if cfg.upbit:
+            from .upbit import UpbitWatcher
+
+            watcher = UpbitWatcher(cfg.data_dir, base_url=cfg.upbit_url, market_url=cfg.upbit_market_url,
+                                   on_trigger=listings, **({"interval_s": 1.0} if simulate else {}))
+            await watcher.start()
+        status_fn = _status_with_disk(collector, cfg, watcher, listings)
         try:
             server = await serve_status(cfg.metrics_address, status_fn)
         except OSError as e:
@@ -140,6 +180,10 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
         final["address"] = address
         return final
     finally:
+        if watcher is not None:
+            await watcher.stop()
+        if upbit_sim is not None:
+            await upbit_sim.stop()
         if scenario:
             scenario.cancel()
         if server:

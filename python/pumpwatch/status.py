@@ -27,6 +27,10 @@ def metrics_text(status: dict) -> str:
     for k, rows in per_venue.items():
         lines.append(f"# TYPE pumpwatch_venue_{k} gauge")
         lines.extend(rows)
+    for k, v in status.get("upbit", {}).get("metrics", {}).items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            lines.append(f"# TYPE pumpwatch_upbit_{k} gauge")
+            lines.append(f"pumpwatch_upbit_{k} {v}")
     for k in ("uptime_s", "disk_free_bytes", "log_bytes"):
         if k in status:
             lines.append(f"# TYPE pumpwatch_{k} gauge")
