@@ -41,6 +41,28 @@ class ConnectionSettings:
 
 
 @dataclass(frozen=True)
+class UpbitSettings:
+    """The watcher of Upbit's announcement board (pumpwatch.upbit.WatcherSettings has the rest)."""
+
+    enabled: bool = True
+    url: str = "https://api-manager.upbit.com"
+    market_url: str = "https://api.upbit.com/v1/market/all"
+    #: Seconds between polls, all egresses together; 0 = 3 s divided by the number of egresses.
+    interval_s: float = 0.0
+    per_page: int = 20
+    category: str = "trade"
+    #: HTTP CONNECT proxies (`http://[user:pass@]host:port`), each its own egress and ETag.
+    proxies: tuple[str, ...] = ()
+
+    def watcher_settings(self) -> dict:
+        kw: dict = {"base_url": self.url, "market_url": self.market_url, "per_page": self.per_page,
+                    "category": self.category, "proxies": self.proxies}
+        if self.interval_s:
+            kw["interval_s"] = self.interval_s
+        return kw
+
+
+@dataclass(frozen=True)
 class VenueSettings:
     enabled: bool = True
     #: An explicit list skips discovery.
@@ -60,10 +82,7 @@ class Config:
     discovery_refresh_s: float = 3600.0
     #: Where /status and /metrics are served (127.0.0.1 only; port 0 picks a free one).
     metrics_address: str = "127.0.0.1:9464"
-    #: Watch Upbit's announcement board for new KRW listings.
-    upbit: bool = True
-    upbit_url: str = "https://api-manager.upbit.com"
-    upbit_market_url: str = "https://api.upbit.com/v1/market/all"
+    upbit: "UpbitSettings" = field(default_factory=lambda: UpbitSettings())
     log: LogSettings = field(default_factory=LogSettings)
     connection: ConnectionSettings = field(default_factory=ConnectionSettings)
     venues: dict[str, VenueSettings] = field(default_factory=lambda: {v: VenueSettings() for v in VENUE_IDS})
@@ -91,7 +110,7 @@ def _typed(where: str, value: Any, typ: Any) -> Any:
         return value
     if typ in (tuple[str, ...], "tuple[str, ...]"):
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise ConfigError(f"{where} must be a list of symbols like [\"BTCUSDT\"], not {value!r}")
+            raise ConfigError(f"{where} must be a list of strings like [\"BTCUSDT\"], not {value!r}")
         return tuple(value)
     raise ConfigError(f"{where}: unsupported setting type {typ}")
 
@@ -117,6 +136,8 @@ def from_dict(raw: dict[str, Any]) -> Config:
             kw[k] = _section("log", LogSettings, v)
         elif k == "connection":
             kw[k] = _section("connection", ConnectionSettings, v)
+        elif k == "upbit":
+            kw[k] = _section("upbit", UpbitSettings, v)
         elif k == "venues":
             if not isinstance(v, dict):
                 raise ConfigError("[venues] must hold one table per venue, e.g. [venues.binance-spot]")

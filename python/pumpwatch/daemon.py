@@ -140,14 +140,15 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
         cfg = dataclasses.replace(cfg, venues=venues)
         scenario = asyncio.create_task(_run_scenario(sim))
     upbit_sim = None
-    if simulate and cfg.upbit:
+    if simulate and cfg.upbit.enabled:
         from .sim.upbit import SimNotice, SimUpbit
 
         upbit_sim = SimUpbit(seed=seed, min_interval_s=0.5)
         await upbit_sim.start()
         for at, title, expect in UPBIT_SCENARIO:
             upbit_sim.schedule(SimNotice(title, expect=expect), at)
-        cfg = dataclasses.replace(cfg, upbit_url=upbit_sim.base_url, upbit_market_url=upbit_sim.market_url)
+        cfg = dataclasses.replace(cfg, upbit=dataclasses.replace(
+            cfg.upbit, url=upbit_sim.base_url, market_url=upbit_sim.market_url, interval_s=cfg.upbit.interval_s or 1.0))
     store = Store(cfg.data_dir, fsync_interval=cfg.log.fsync_interval, segment_span_s=cfg.log.segment_span_s,
                   segment_max_bytes=cfg.log.segment_max_bytes, ring_bytes=cfg.log.ring_bytes)
     server = None
@@ -155,11 +156,10 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
     listings = ListingLog()
     try:
         collector = Collector(cfg, store)
-        if cfg.upbit:
+        if cfg.upbit.enabled:
             from .upbit import UpbitWatcher
 
-            watcher = UpbitWatcher(cfg.data_dir, base_url=cfg.upbit_url, market_url=cfg.upbit_market_url,
-                                   on_trigger=listings, **({"interval_s": 1.0} if simulate else {}))
+            watcher = UpbitWatcher(cfg.data_dir, on_trigger=listings, **cfg.upbit.watcher_settings())
             await watcher.start()
         status_fn = _status_with_disk(collector, cfg, watcher, listings)
         try:
