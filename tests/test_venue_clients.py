@@ -305,15 +305,9 @@ def test_idle_watchdog_replaces_a_stalled_connection(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Spec problems, exposed
+# KuCoin's heartbeat comes from its token
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="venues/kucoin.py: the heartbeat is fixed at 18 s / 10 s (_HEARTBEAT) and resolve_connection "
-    "returns only the URL, so the pingInterval/pingTimeout that bullet-public hands out (VENUES §5.1 step 4: "
-    "'send ping every pingInterval ms') never reach the client",
-)
 @pytest.mark.parametrize("venue", ["kucoin-spot", "kucoin-futures"])
 def test_kucoin_client_pings_at_the_interval_its_token_gives(venue, tmp_path):
     """The spec as it is (only the URLs changed) against a venue whose bullet-public advertises

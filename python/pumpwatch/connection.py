@@ -26,7 +26,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 from websockets.frames import Frame, Opcode
 
-from .venues import HttpFetch, HttpRequest, VenueSpec
+from .venues import HeartbeatRule, HttpFetch, HttpRequest, VenueSpec
 
 log = logging.getLogger("pumpwatch.connection")
 
@@ -106,10 +106,11 @@ class ReconnectPolicy:
             base = self.max_delay_s
         return base * (1.0 - self.jitter * rng.random())
 
-    def idle_timeout(self, spec: VenueSpec) -> float:
+    def idle_timeout(self, spec: VenueSpec, heartbeat: HeartbeatRule | None = None) -> float:
         if self.idle_timeout_s is not None:
             return self.idle_timeout_s
-        return spec.heartbeat.interval_s + spec.heartbeat.timeout_s
+        hb = heartbeat or spec.heartbeat
+        return hb.interval_s + hb.timeout_s
 
 
 class _Closed(Exception):
@@ -166,6 +167,8 @@ class VenueConnection:
         self.http = http if http is not None else http_fetch
         self.policy = policy if policy is not None else ReconnectPolicy()
         self.name = name or f"{spec.id}[{','.join(self.symbols[:3])}{',…' if len(self.symbols) > 3 else ''}]"
+        # The heartbeat of the current connection: the spec's, or what its handshake said (KuCoin).
+        self.heartbeat = spec.heartbeat
         self.idle_timeout_s = self.policy.idle_timeout(spec)
         self.frames = 0
         self.reconnects = 0
@@ -236,9 +239,10 @@ class VenueConnection:
         """Resolves the URL, connects and subscribes. Returns the socket and the welcome frame
         with its receive time (where the venue sends one before it takes subscriptions)."""
         try:
-            url = await self.spec.resolve_connection(self.http, self.symbols)
+            url, self.heartbeat = await self.spec.resolve(self.http, self.symbols)
         except Exception as e:  # whatever the venue's REST answer was, this attempt failed
             raise ConnectionError(f"resolving {self.spec.id}'s connection failed: {_describe(e)}") from e
+        self.idle_timeout_s = self.policy.idle_timeout(self.spec, self.heartbeat)
         ws = await connect(
             url,
             # Application-level heartbeats are ours to send (below); otherwise keep websockets'
@@ -310,7 +314,7 @@ class VenueConnection:
             return f"connection closed: {_describe(e)}"
 
     async def _ping(self, ws: ClientConnection) -> str:
-        interval = self.spec.heartbeat.interval_s
+        interval = self.heartbeat.interval_s
         try:
             while True:
                 await asyncio.sleep(interval)

@@ -369,6 +369,11 @@ class VenueSpec:
         """The URL to open now. Only KuCoin needs a round trip (its token handshake)."""
         return self.connect_url(symbols)
 
+    async def resolve(self, http: HttpFetch, symbols: Sequence[str] = ()) -> tuple[str, HeartbeatRule]:
+        """The URL to open now and the heartbeat rule for that connection: the spec's own, except
+        where the handshake says otherwise (KuCoin's token carries its ping interval and timeout)."""
+        return await self.resolve_connection(http, symbols), self.heartbeat
+
     def ping_frame(self) -> str | None:
         return self.heartbeat.ping_frame
 

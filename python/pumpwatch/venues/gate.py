@@ -49,7 +49,9 @@ class GateSpec(VenueSpec):
     trades_path: str
     symbol_param: str  # currency_pair (spot) or contract (futures)
 
-    def ping_frame(self) -> str:
+    def ping_frame(self) -> str | None:
+        if self.heartbeat.ping_frame is None:  # a rule without a ping sends none
+            return None
         # Gate requests carry `time` (docs: within 60 s of server time, §7.1)
         return dumps({"time": int(time.time()), "channel": f"{self.channel_prefix}.ping"})
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -56,11 +56,29 @@ class KucoinSpec(VenueSpec):
     async def resolve_connection(
         self, http: HttpFetch, symbols: Sequence[str] = (), *, connect_id: str | None = None
     ) -> str:
+        return (await self.resolve(http, symbols, connect_id=connect_id))[0]
+
+    async def resolve(
+        self, http: HttpFetch, symbols: Sequence[str] = (), *, connect_id: str | None = None
+    ) -> tuple[str, HeartbeatRule]:
         # Each connection takes a new token; tokens expire, so never reuse one across reconnects.
         body = await http(self.rest_url, BULLET)
-        return connect_url_from_bullet(body, connect_id or uuid.uuid4().hex)
+        url = connect_url_from_bullet(body, connect_id or uuid.uuid4().hex)
+        # "send ping every pingInterval ms; no message within pingTimeout: reconnect" (§5.1 step 4):
+        # the token's values, not ours, so a change on KuCoin's side reaches the client.
+        try:
+            server = exact_json(body)["data"]["instanceServers"][0]
+            interval_s = int(server["pingInterval"]) / 1000
+            timeout_s = int(server["pingTimeout"]) / 1000
+        except (KeyError, IndexError, TypeError, ValueError):
+            return url, self.heartbeat
+        if interval_s <= 0 or timeout_s <= 0:
+            return url, self.heartbeat
+        return url, replace(self.heartbeat, interval_s=interval_s, timeout_s=timeout_s)
 
-    def ping_frame(self) -> str:
+    def ping_frame(self) -> str | None:
+        if self.heartbeat.ping_frame is None:  # a rule without a ping sends none
+            return None
         return dumps({"id": str(time.time_ns() // 1_000_000), "type": "ping"})  # id echoed by the pong
 
     def _topic(self, symbol: str) -> str:
