@@ -289,23 +289,46 @@ class VenueRecorder:
             log.warning("%s: %d shards exceed the venue's %d connections; recording the first %d",
                         self.venue, len(shards), self.spec.max_connections, self.spec.max_connections)
             shards = shards[: self.spec.max_connections]
-        self.connections = [
-            VenueConnection(
-                self.spec, shard, http=self.http, policy=self.policy,
-                on_frame=lambda f, t, i=i: self.on_frame(i, f, t),
-                on_state=lambda s, r, i=i: self.on_state(i, s, r),
-                name=f"{self.venue}#{i}", rng=random.Random(),
-            )
-            for i, shard in enumerate(shards)
-        ]
-        self.state = f"recording {len(symbols)} symbols on {len(shards)} connections"
-        self._tasks = [asyncio.create_task(c.run(), name=c.name) for c in self.connections]
+        for shard in shards:
+            self._connect(shard)
         self._tasks.append(asyncio.create_task(self.backfill_loop(), name=f"{self.venue}-backfill"))
+        self._tasks.append(asyncio.create_task(self.refresh_loop(), name=f"{self.venue}-refresh"))
         try:
             await asyncio.gather(*self._tasks)
         finally:
             for t in self._tasks:
                 t.cancel()
+
+    def _connect(self, shard: list[str]) -> None:
+        i = len(self.connections)
+        conn = VenueConnection(
+            self.spec, shard, http=self.http, policy=self.policy,
+            on_frame=lambda f, t: self.on_frame(i, f, t),
+            on_state=lambda s, r: self.on_state(i, s, r),
+            name=f"{self.venue}#{i}", rng=random.Random(),
+        )
+        self.connections.append(conn)
+        self._tasks.append(asyncio.create_task(conn.run(), name=conn.name))
+        self.state = f"recording {sum(len(c.symbols) for c in self.connections)} symbols on {len(self.connections)} connections"
+
+    async def refresh_loop(self) -> None:
+        """New instruments are subscribed (on connections of their own) as the venue lists them.
+        Delisted ones simply fall silent on their connections."""
+        if self.settings.symbols or self.cfg.discovery_refresh_s <= 0:
+            return
+        while True:
+            await asyncio.sleep(self.cfg.discovery_refresh_s)
+            try:
+                symbols = await self.discover()
+            except Exception as e:  # noqa: BLE001 - the next refresh tries again
+                log.warning("%s: refreshing the instrument list failed: %s", self.venue, e)
+                continue
+            have = {s for c in self.connections for s in c.symbols}
+            new = [s for s in symbols if s not in have]
+            if new:
+                log.info("%s: %d new instruments: %s", self.venue, len(new), ", ".join(new[:10]))
+                for shard in self.spec.shard(new):
+                    self._connect(shard)
 
     async def stop(self) -> None:
         """Closes the connections cleanly (their `down` markers say so), gives the backfills

@@ -25,6 +25,12 @@ class LogSettings:
     segment_span_s: float = 3600.0
     segment_max_bytes: int = 1 << 30
     ring_bytes: int = 128 << 20
+    #: Sealed segments older than this many days are deleted (0 = keep forever).
+    retention_days: float = 30.0
+    #: The log is kept under this many bytes by deleting its oldest sealed segments (0 = no budget).
+    disk_budget_bytes: int = 0
+    #: Below this much free disk the recorder warns (it keeps recording).
+    low_disk_bytes: int = 2 << 30
 
 
 @dataclass(frozen=True)

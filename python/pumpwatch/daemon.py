@@ -54,6 +54,27 @@ class ListingLog:
         })
 
 
+async def _maintain(cfg: Config, store, warnings: list[str], stop: asyncio.Event, every_s: float = 60.0) -> None:
+    """Retention and the low-disk watchdog, every minute while the recorder runs."""
+    from .retention import RetentionPolicy, apply_retention, low_disk
+
+    policy = RetentionPolicy(max_age_s=cfg.log.retention_days * 86_400.0, max_bytes=cfg.log.disk_budget_bytes,
+                             low_disk_bytes=cfg.log.low_disk_bytes)
+    while not stop.is_set():
+        try:
+            apply_retention(cfg.data_dir, store._log.active_segment()[0], policy)
+            warning = low_disk(cfg.data_dir, policy)
+        except OSError as e:
+            warning = f"retention failed: {e}"
+        warnings[:] = [warning] if warning else []
+        if warning:
+            log.warning("%s", warning)
+        try:
+            await asyncio.wait_for(stop.wait(), every_s)
+        except asyncio.TimeoutError:
+            pass
+
+
 async def _run_scenario(sim) -> None:
     t0 = time.monotonic()
     for at, venue, fault, args in SCENARIO:
@@ -63,9 +84,11 @@ async def _run_scenario(sim) -> None:
             getattr(sim.venues[venue], fault)(*args)
 
 
-def _status_with_disk(collector: Collector, cfg: Config, watcher=None, listings: ListingLog | None = None):
+def _status_with_disk(collector: Collector, cfg: Config, watcher=None, listings: ListingLog | None = None,
+                      warnings: list[str] | None = None):
     def status() -> dict:
         st = collector.status()
+        st["warnings"] = list(warnings or [])
         if watcher is not None:
             st["upbit"] = {"metrics": watcher.metrics(), "listings": listings.triggers if listings else []}
         st["disk_free_bytes"] = disk_free(cfg.data_dir)
@@ -161,7 +184,9 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
 
             watcher = UpbitWatcher(cfg.data_dir, on_trigger=listings, **cfg.upbit.watcher_settings())
             await watcher.start()
-        status_fn = _status_with_disk(collector, cfg, watcher, listings)
+        warnings: list[str] = []
+        status_fn = _status_with_disk(collector, cfg, watcher, listings, warnings)
+        maintenance = asyncio.create_task(_maintain(cfg, store, warnings, stop))
         try:
             server = await serve_status(cfg.metrics_address, status_fn)
         except OSError as e:
@@ -176,6 +201,7 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
         reporter = asyncio.create_task(_report(status_fn, stop, interactive))
         await collector.run(stop)
         await reporter
+        await maintenance
         final = status_fn()
         final["address"] = address
         return final
