@@ -73,7 +73,7 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_batch(tmp_path):
         missing = acknowledged - set(ids)
         assert not missing, f"run {run}: {len(missing)} acknowledged trades lost"
         report = pumpwatch.verify(data)
-        assert report["ok"], report
+        assert report["ok"], {k: report[k] for k in ("damaged", "torn_tail", "headers")}
     assert len(acknowledged) > 12 * 200
 
 
@@ -301,3 +301,23 @@ def test_file_size_limit_is_a_clear_error_and_the_writer_recovers(tmp_path):
     assert lines[1] == f"AGAIN {stored + 1}"
     report = pumpwatch.verify(tmp_path / "d")
     assert report["ok"] and report["trades"] == stored + 1
+
+
+def test_an_unfinished_append_past_the_published_end_is_cut_not_skipped(pristine, tmp_path):
+    """memcpy may copy a batch's last bytes before its first: a kill then leaves a hole followed by
+    valid-looking records past the published end. Those were never acknowledged; recovery cuts at
+    the hole instead of keeping them behind a 'damaged span'."""
+    from pumpwatch.purepy.store import _encode_trade
+
+    d, seg = _copy(pristine, tmp_path, 0)
+    raw = bytearray(seg.read_bytes())
+    published = int.from_bytes(raw[40:48], "little")
+    first, _ = _encode_trade("okx-spot", "BTC-USDT", "900", "1", "1", "buy", 1_800_000_000_000_000_000, 0, 0)
+    second, _ = _encode_trade("okx-spot", "BTC-USDT", "901", "1", "1", "buy", 1_800_000_000_000_000_001, 0, 0)
+    tail = bytes(len(first)) + second  # the first record never got copied, the second did
+    raw[published : published + len(tail)] = tail
+    seg.write_bytes(bytes(raw))
+    ids = _ids_in(d)
+    assert ids == [str(i) for i in range(300)]  # neither unacknowledged record is kept
+    report = pumpwatch.verify(d)
+    assert report["ok"] and report["damaged"] == []

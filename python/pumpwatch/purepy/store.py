@@ -304,11 +304,14 @@ class FrameWalk:
     record are how records end (preallocated space), not damage.
     """
 
-    def __init__(self, buf, start: int, stop: int, base: int = 0):
+    def __init__(self, buf, start: int, stop: int, base: int = 0, published: int | None = None):
         self._buf = buf
         self._base = base
         self.start = start
         self.stop = stop
+        # Past the published end an invalid frame ends the records instead of being skipped: an
+        # unfinished append may have copied its later bytes before its earlier ones.
+        self.published = stop if published is None else published
         self.end = start
         self.damaged: list[tuple[int, int, str]] = []
         self.torn: tuple[int, int, str] | None = None
@@ -319,7 +322,7 @@ class FrameWalk:
         while pos < stop:
             record, end = _read_frame(buf, pos, stop)
             if record is None:
-                resume = _resync(buf, pos + 1, stop)
+                resume = _resync(buf, pos + 1, stop) if pos + base < self.published else None
                 if resume is None:
                     nonzero_end = _last_nonzero_end(buf, pos, stop)
                     if nonzero_end is not None:
@@ -815,17 +818,20 @@ class _ActiveSegment:
                 os.ftruncate(fd, HEADER_LEN)
                 size = HEADER_LEN
             header = _parse_header(os.pread(fd, HEADER_LEN, 0), path)
+            published = size  # a damaged header publishes nothing we can trust
             if header is None:
                 header = SegmentHeader(seq, time.time_ns(), STATE_ACTIVE, HEADER_LEN)
                 _pwrite_all(fd, _pack_header(*header), 0)
                 report.headers_repaired.append(name)
+            else:
+                published = min(max(header.published_end, HEADER_LEN), size)
             blocks = _BlockIndex()
             entries = []
             records = 0
             with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as view:
                 # The whole file, not just up to the published end: complete records written just
                 # before a crash, after the last header update, are kept.
-                walk = FrameWalk(view, HEADER_LEN, size)
+                walk = FrameWalk(view, HEADER_LEN, size, published=published)
                 for _, end, record in walk:
                     records += 1
                     entry = blocks.add(end, record.ts_ns if type(record) is TradeRecord else None)
@@ -1510,7 +1516,8 @@ def verify(path) -> dict:
             stop = max(HEADER_LEN, min(header.published_end, size))
         else:
             stop = size
-        walk = FrameWalk(data, HEADER_LEN, stop)
+        published = stop if header is None else min(max(header.published_end, HEADER_LEN), stop)
+        walk = FrameWalk(data, HEADER_LEN, stop, published=published)
         for _, _, record in walk:
             report["records"] += 1
             report[counts[type(record)]] += 1

@@ -290,15 +290,16 @@ pub fn query_quarantined(views: &[SegmentView], start_ns: i64, end_ns: i64) -> V
 
 /// Builds a segment's index by walking it (when its index file is missing or short).
 pub fn build_index(data: &[u8], end: usize) -> (Vec<IndexEntry>, scan::WalkOutcome) {
-    build_index_from(data, HEADER_LEN, end)
+    build_index_from(data, HEADER_LEN, end, end)
 }
 
-/// Builds the index entries of `data[start..end]` by walking its records.
-pub fn build_index_from(data: &[u8], start: usize, end: usize) -> (Vec<IndexEntry>, scan::WalkOutcome) {
+/// Builds the index entries of `data[start..end]` by walking its records (damage is skipped
+/// only before `published`; see `scan::walk_published`).
+pub fn build_index_from(data: &[u8], start: usize, end: usize, published: usize) -> (Vec<IndexEntry>, scan::WalkOutcome) {
     let mut builder = BlockBuilder::new(start as u64);
     let mut entries = Vec::new();
     let mut last_end = start as u64;
-    let outcome = scan::walk(data, start, end, |off, payload| {
+    let outcome = scan::walk_published(data, start, end, published, |off, payload| {
         if off as u64 != last_end {
             // A damaged span was skipped: the block spans it, so the entries keep chaining and a
             // query walks (and resyncs over) the damage instead of losing the index after it.
@@ -506,9 +507,10 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
         };
         report.segments += 1;
         let mut end = map.len();
+        let mut published = end;
         match segment::decode_header(&map) {
             HeaderCheck::Ok(h) => {
-                let published = segment::load_published_end(&map) as usize;
+                published = segment::load_published_end(&map) as usize;
                 if h.state == STATE_SEALED {
                     if published > end {
                         report.damaged.push(DamageReport {
@@ -523,6 +525,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
                     // Beyond the published end the writer is at work: not damage.
                     end = published.min(end);
                 }
+                published = published.min(end);
             }
             HeaderCheck::NewerVersion(v) => {
                 return Err(Error::Format { path, detail: format!("format version {v} is newer than this PumpWatch") })
@@ -535,7 +538,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
             }),
         }
         let mut counts = [0u64; 4];
-        let outcome = scan::walk(&map, HEADER_LEN, end, |_, p| counts[p[0] as usize & 3] += 1);
+        let outcome = scan::walk_published(&map, HEADER_LEN, end, published, |_, p| counts[p[0] as usize & 3] += 1);
         report.records += outcome.records;
         report.bytes += outcome.valid_end as u64;
         report.trades += counts[1];

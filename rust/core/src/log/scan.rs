@@ -100,7 +100,21 @@ pub fn resync(bytes: &[u8], from: usize, end: usize) -> Option<usize> {
 
 /// Walks the frames of `bytes[start..end]`, calling `on_record(offset, payload)` for each valid
 /// one, skipping damaged spans, and reporting a torn tail.
-pub fn walk(bytes: &[u8], start: usize, end: usize, mut on_record: impl FnMut(usize, &[u8])) -> WalkOutcome {
+pub fn walk(bytes: &[u8], start: usize, end: usize, on_record: impl FnMut(usize, &[u8])) -> WalkOutcome {
+    walk_published(bytes, start, end, end, on_record)
+}
+
+/// `walk`, where only an invalid frame before `published` is damage to skip: past the published
+/// end an invalid frame ends the records, because an append that did not finish may have copied
+/// its later bytes before its earlier ones (memcpy does), leaving valid-looking records after the
+/// hole that were never acknowledged.
+pub fn walk_published(
+    bytes: &[u8],
+    start: usize,
+    end: usize,
+    published: usize,
+    mut on_record: impl FnMut(usize, &[u8]),
+) -> WalkOutcome {
     let end = end.min(bytes.len());
     let mut out = WalkOutcome { valid_end: start, ..Default::default() };
     let mut off = start;
@@ -115,7 +129,8 @@ pub fn walk(bytes: &[u8], start: usize, end: usize, mut on_record: impl FnMut(us
         if off >= end {
             break;
         }
-        match resync(bytes, off + 1, end) {
+        let resynced = if off < published { resync(bytes, off + 1, end) } else { None };
+        match resynced {
             Some(next) => {
                 out.damaged.push(Span { start: off, end: next });
                 off = next;
@@ -181,6 +196,22 @@ mod tests {
                 assert_eq!(w.torn, Some(Span { start: data_end, end: pos + 1 }));
             }
         }
+    }
+
+    #[test]
+    fn past_the_published_end_an_invalid_frame_ends_the_records() {
+        let (mut buf, offs) = log_of(6);
+        let data_end = buf.len();
+        buf.extend(std::iter::repeat(0).take(256));
+        // An unfinished append copied its last record but not the one before it.
+        buf[offs[4]..offs[5]].fill(0);
+        let w = walk_published(&buf, 64, buf.len(), offs[4], |_, _| {});
+        assert_eq!((w.records, w.valid_end), (4, offs[4]));
+        assert_eq!(w.torn, Some(Span { start: offs[4], end: data_end }));
+        assert!(w.damaged.is_empty());
+        // Within the published part the same hole is damage, skipped.
+        let w = walk_published(&buf, 64, buf.len(), data_end, |_, _| {});
+        assert_eq!((w.records, w.damaged.len()), (5, 1));
     }
 
     #[test]

@@ -557,6 +557,12 @@ fn recover_active(dir: &Path, path: &Path, seq: u64, cfg: &LogConfig, report: &m
     }
     let file_len = file_len.max(HEADER_LEN);
     let header = segment::decode_header(map.bytes(HEADER_LEN));
+    // Damage is skipped only within what was published; past it the first invalid frame ends
+    // the records (an unfinished append). A damaged header publishes nothing we can trust.
+    let published = match header {
+        HeaderCheck::Ok(_) => (segment::load_published_end(map.bytes(HEADER_LEN)) as usize).clamp(HEADER_LEN, file_len),
+        _ => file_len,
+    };
     let created_ns = match header {
         HeaderCheck::Ok(h) => h.created_ns,
         HeaderCheck::NewerVersion(v) => {
@@ -575,7 +581,7 @@ fn recover_active(dir: &Path, path: &Path, seq: u64, cfg: &LogConfig, report: &m
     let trusted = reader::verified_prefix(data, &index::read_index(&segment::index_path(path), file_len as u64));
     let trusted_records: u64 = trusted.iter().map(|e| (e.trades + e.others) as u64).sum();
     let walk_from = trusted.last().map_or(HEADER_LEN, |e| e.end as usize);
-    let (walked, mut outcome) = reader::build_index_from(data, walk_from, file_len);
+    let (walked, mut outcome) = reader::build_index_from(data, walk_from, file_len, published);
     outcome.records += trusted_records;
     let mut entries = trusted;
     entries.extend(walked);
