@@ -321,6 +321,10 @@ impl LogWriter {
         let limit = self.cfg.piece_limit();
         let mut start = 0;
         let mut off = 0;
+        if frames.len() <= limit {
+            // The usual case: the batch fits one segment, no need to walk it for split points.
+            off = frames.len();
+        }
         // Split at record boundaries so each piece fits one segment.
         while off < frames.len() {
             let len = FRAME_HEADER + frame_payload_len(frames, off);
