@@ -534,3 +534,227 @@ mod tests {
         assert!(n > 10_000, "{n}");
     }
 }
+
+/// The hot path's shortcut for the frame PumpWatch receives millions of times a second: a
+/// combined-stream `@trade` frame laid out exactly as Binance sends it (string and integer values,
+/// no escapes, no unknown keys). It reads the bytes once, with no token tape. Anything it does not
+/// recognise to the last byte returns false and the general parser decides, so the two can never
+/// disagree on a frame the shortcut accepts (tests hold them to that on generated frames).
+pub(super) fn fast_trade(frame: &[u8], arena: &mut Vec<u8>, trades: &mut Vec<ParsedTrade>) -> bool {
+    struct Cursor<'a> {
+        b: &'a [u8],
+        i: usize,
+    }
+    impl<'a> Cursor<'a> {
+        fn eat(&mut self, lit: &[u8]) -> bool {
+            if self.b.get(self.i..self.i + lit.len()) == Some(lit) {
+                self.i += lit.len();
+                true
+            } else {
+                false
+            }
+        }
+        /// A string without escapes or control characters; its bytes (between the quotes).
+        fn string(&mut self) -> Option<&'a [u8]> {
+            if !self.eat(b"\"") {
+                return None;
+            }
+            let start = self.i;
+            let len = self.b.get(start..)?.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+            if self.b[start + len] != b'"' {
+                return None;
+            }
+            self.i = start + len + 1;
+            Some(&self.b[start..start + len])
+        }
+        /// A canonical unsigned integer literal (no sign, no leading zero, no fraction).
+        fn uint(&mut self) -> Option<(&'a [u8], u64)> {
+            let start = self.i;
+            let len = self.b.get(start..)?.iter().position(|c| !c.is_ascii_digit()).unwrap_or(self.b.len() - start);
+            let digits = &self.b[start..start + len];
+            let n = crate::decimal::canonical_u64(digits)?;
+            self.i = start + len;
+            Some((digits, n))
+        }
+        fn boolean(&mut self) -> Option<bool> {
+            if self.eat(b"true") {
+                Some(true)
+            } else if self.eat(b"false") {
+                Some(false)
+            } else {
+                None
+            }
+        }
+    }
+
+    let mut c = Cursor { b: frame, i: 0 };
+    if !c.eat(b"{\"stream\":") || c.string().is_none() || !c.eat(b",\"data\":{") {
+        return false;
+    }
+    let (mut s, mut t, mut p, mut q, mut tt, mut m, mut x) = (None, None, None, None, None, None, None);
+    let mut seen = 0u16;
+    loop {
+        let Some(key) = c.string() else { return false };
+        if !c.eat(b":") {
+            return false;
+        }
+        let bit = match key {
+            b"e" => {
+                if c.string() != Some(&b"trade"[..]) {
+                    return false;
+                }
+                1
+            }
+            b"E" | b"st" => {
+                if c.uint().is_none() {
+                    return false;
+                }
+                if key == b"E" { 2 } else { 4 }
+            }
+            b"s" => {
+                s = c.string();
+                8
+            }
+            b"t" => {
+                t = c.uint();
+                16
+            }
+            b"p" => {
+                p = c.string();
+                32
+            }
+            b"q" => {
+                q = c.string();
+                64
+            }
+            b"T" => {
+                tt = c.uint();
+                128
+            }
+            b"m" => {
+                m = c.boolean();
+                256
+            }
+            b"M" => {
+                if c.boolean().is_none() {
+                    return false;
+                }
+                512
+            }
+            b"X" => {
+                x = c.string();
+                1024
+            }
+            _ => return false,
+        };
+        if seen & bit != 0 {
+            return false; // a repeated key: the general parser's rule decides
+        }
+        seen |= bit;
+        if c.eat(b",") {
+            continue;
+        }
+        if c.eat(b"}}") && c.i == frame.len() {
+            break;
+        }
+        return false;
+    }
+    let (Some(symbol), Some((id_text, id)), Some(price), Some(qty), Some(ms), Some(taker_sold)) = (s, t, p, q, tt, m) else {
+        return false;
+    };
+    if seen & 1 == 0
+        || symbol.is_empty()
+        || symbol.len() > u8::MAX as usize
+        || !symbol.iter().all(u8::is_ascii_alphanumeric)
+        || !crate::decimal::is_plain_decimal(price)
+        || !crate::decimal::is_plain_decimal(qty)
+        || qty.first() == Some(&b'-')
+        || price.len() > u8::MAX as usize
+        || qty.len() > u8::MAX as usize
+    {
+        return false;
+    }
+    let flags = match x {
+        None | Some(b"MARKET") => 0,
+        Some(b"RPI") => flags::RPI,
+        Some(b"INSURANCE_FUND") => flags::INSURANCE_FUND,
+        Some(b"ADL") => flags::ADL,
+        Some(b"NA") => flags::NON_TRADE,
+        Some(_) => return false,
+    };
+    let Some(ts_ns) = ms.1.checked_mul(1_000_000).and_then(|v| i64::try_from(v).ok()) else { return false };
+    let mut put = |bytes: &[u8]| {
+        let start = arena.len() as u32;
+        arena.extend_from_slice(bytes);
+        start..arena.len() as u32
+    };
+    let symbol = put(symbol);
+    let trade_id = put(id_text);
+    let price = put(price);
+    let qty = put(qty);
+    trades.push(ParsedTrade {
+        symbol,
+        trade_id,
+        price,
+        qty,
+        side: if taker_sold { Side::Sell } else { Side::Buy },
+        ts_ns,
+        flags,
+        seq_first: Some(id),
+        seq_last: Some(id),
+    });
+    true
+}
+
+#[cfg(test)]
+mod fast_tests {
+    use super::super::testutil::*;
+    use super::*;
+
+    /// The shortcut and the general parser give the same trades on every frame the shortcut takes,
+    /// and the shortcut declines what it does not know.
+    #[test]
+    fn shortcut_agrees_with_the_general_parser() {
+        let ctx = ParseContext::new();
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut taken = 0;
+        for i in 0..20_000u64 {
+            let r = next();
+            let x = ["", r#","X":"MARKET""#, r#","X":"RPI""#, r#","X":"NA""#, r#","X":"ADL""#, r#","X":"WEIRD""#][(r % 6) as usize];
+            let st = if r & 64 != 0 { r#","st":1"# } else { "" };
+            let price = ["107407.88000000", "0.0044478", "0", "-1.5", "1e5", "83680.00", "01.5"][(r >> 8) as usize % 7];
+            let qty = ["0.00024000", "10403", "-2", "0"][(r >> 12) as usize % 4];
+            let sym = ["BTCUSDT", "1000PEPEUSDT", "BTC\\u0055SDT", "", "BT C"][(r >> 16) as usize % 5];
+            let t = [format!("{}", 5_052_328_858 + i), "007".to_owned(), "18446744073709551616".to_owned()][(r >> 20) as usize % 3].clone();
+            let tt = ["1751132780368", "99999999999999999", "1751132780368.5"][(r >> 24) as usize % 3];
+            let m = if r & 1 == 0 { "true" } else { "false" };
+            let frame = format!(
+                r#"{{"stream":"btcusdt@trade","data":{{"e":"trade","E":1751132780369,"s":"{sym}","t":{t},"p":"{price}","q":"{qty}","T":{tt},"m":{m},"M":true{x}{st}}}}}"#
+            );
+            let (mut arena, mut trades) = (Vec::new(), Vec::new());
+            let fast = fast_trade(frame.as_bytes(), &mut arena, &mut trades);
+            let mut general = ParsedFrame::new();
+            let slow = super::super::parse_general(Venue::BinanceUsdm, frame.as_bytes(), &ctx, &mut general);
+            if fast {
+                taken += 1;
+                assert!(slow.is_ok(), "shortcut took a frame the parser refuses: {frame}");
+                assert_eq!(trades, general.trades, "{frame}");
+                assert_eq!(arena, general.arena, "{frame}");
+            }
+        }
+        assert!(taken > 300, "the shortcut took only {taken} frames");
+        // The shape Binance sends today is the one it takes.
+        let (mut arena, mut trades) = (Vec::new(), Vec::new());
+        assert!(fast_trade(line(include_str!("../../../../tests/samples/binance_usdm.jsonl"), 1).as_bytes(), &mut arena, &mut trades));
+        // Real frames of every shape in the samples go the same way whether or not it takes them.
+        for line in lines(include_str!("../../../../tests/samples/binance_usdm.jsonl")) {
+            let _ = parse_ok(Venue::BinanceUsdm, line, &ctx);
+        }
+    }
+}

@@ -225,6 +225,14 @@ pub fn parse_frame(venue: Venue, frame: &[u8], ctx: &ParseContext, out: &mut Par
 }
 
 fn parse_inner(venue: Venue, frame: &[u8], ctx: &ParseContext, out: &mut ParsedFrame) -> PResult<()> {
+    if matches!(venue, Venue::BinanceSpot | Venue::BinanceUsdm) && binance::fast_trade(frame, &mut out.arena, &mut out.trades) {
+        return Ok(());
+    }
+    parse_general(venue, frame, ctx, out)
+}
+
+/// Every venue's parser, on the token tape of the frame.
+pub(crate) fn parse_general(venue: Venue, frame: &[u8], ctx: &ParseContext, out: &mut ParsedFrame) -> PResult<()> {
     if frame.len() > MAX_FRAME {
         return fail(format!(
             "frame of {} bytes is larger than the {MAX_FRAME} accepted",
