@@ -4,6 +4,7 @@
 //! gaps to backfill, control frames, frames that could not be parsed (kept raw in the log).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::BuildHasherDefault;
 
 
 use crate::log::LogWriter;
@@ -45,15 +46,16 @@ pub struct IngestStats {
 }
 
 /// Ids recently seen on a symbol without an id sequence: the window a reconnect's REST
-/// "recent trades" or a redundant connection can overlap.
+/// "recent trades" or a redundant connection can overlap. Keys are `id_key` hashes already, so
+/// the set hashes them no further.
 struct RecentIds {
     order: VecDeque<u64>,
-    set: HashSet<u64>,
+    set: HashSet<u64, BuildHasherDefault<PreHashed>>,
 }
 
 impl RecentIds {
     fn new() -> RecentIds {
-        RecentIds { order: VecDeque::new(), set: HashSet::new() }
+        RecentIds { order: VecDeque::new(), set: HashSet::default() }
     }
 
     /// True when `key` is new (and remembers it).
@@ -71,14 +73,23 @@ impl RecentIds {
     }
 }
 
-#[derive(Default)]
 struct SymbolState {
+    venue: Venue,
+    name: Box<[u8]>,
     /// Highest id seen on a sequenced venue, and the exchange time of that trade.
     last_id: Option<u64>,
     last_ts_ns: i64,
     /// Holes (inclusive id ranges) still waiting for their trades.
     open_gaps: Vec<(u64, u64)>,
     recent: Option<RecentIds>,
+    /// The batch whose undo list already holds this symbol's sequence state from before it.
+    saved_in_batch: u64,
+}
+
+impl SymbolState {
+    fn new(venue: Venue, name: &[u8]) -> SymbolState {
+        SymbolState { venue, name: name.into(), last_id: None, last_ts_ns: 0, open_gaps: Vec::new(), recent: None, saved_in_batch: 0 }
+    }
 }
 
 /// Most open gaps kept per symbol; past it the oldest is forgotten (the marker stays in the log).
@@ -89,61 +100,131 @@ enum Verdict {
     Duplicate,
 }
 
-/// A hasher for the short keys of the hot path (symbols): SipHash's flood resistance buys
-/// nothing for names a venue's instrument list gave us.
+/// A hasher for the short keys of the hot path (symbols, trade ids), eight bytes a step (the
+/// FxHash step): SipHash's flood resistance buys nothing for names a venue's instrument list
+/// gave us, and its cost is paid on every trade.
 #[derive(Default)]
-struct Fnv(u64);
+struct ShortKeyHasher(u64);
 
-impl std::hash::Hasher for Fnv {
+const FX_K: u64 = 0xf135_7aea_2e62_a9c5;
+
+impl std::hash::Hasher for ShortKeyHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        // The multiply leaves its best bits at the top; the table indexes with the low ones.
+        self.0.rotate_left(26)
+    }
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = self.0;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(FX_K);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(FX_K);
+        }
+        self.0 = h;
+    }
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (self.0.rotate_left(5) ^ n as u64).wrapping_mul(FX_K);
+    }
+}
+
+/// For keys that are hashes already.
+#[derive(Default)]
+struct PreHashed(u64);
+
+impl std::hash::Hasher for PreHashed {
+    #[inline]
     fn finish(&self) -> u64 {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
         for &b in bytes {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(FX_K);
         }
-        self.0 = h;
+    }
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 }
 
-type SymbolMap = HashMap<Box<[u8]>, SymbolState, std::hash::BuildHasherDefault<Fnv>>;
-
-/// The state of a symbol, created on its first trade.
-fn symbol_state<'m>(symbols: &'m mut [SymbolMap], venue: Venue, symbol: &[u8]) -> &'m mut SymbolState {
-    let map = &mut symbols[venue.code() as usize];
-    if !map.contains_key(symbol) {
-        map.insert(symbol.into(), SymbolState::default());
-    }
-    // Present: inserted just above if it was not.
-    map.get_mut(symbol).expect("symbol state present")
-}
-
-/// 64-bit FNV-1a: cheap, and collisions among a few thousand recent ids are negligible.
+/// A key for a trade id in a symbol's recent-id window: 64 bits, so collisions among the few
+/// thousand ids of a window are negligible (ids of one length that differ never collide: each
+/// step of the hash is a bijection).
+#[inline]
 fn id_key(id: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in id {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    let mut h = ShortKeyHasher::default();
+    std::hash::Hasher::write_usize(&mut h, id.len());
+    std::hash::Hasher::write(&mut h, id);
+    std::hash::Hasher::finish(&h)
+}
+
+/// Every symbol's state, found by venue and name.
+struct Symbols {
+    index: Vec<HashMap<Box<[u8]>, u32, BuildHasherDefault<ShortKeyHasher>>>,
+    states: Vec<SymbolState>,
+    /// The symbol found last: frames of a subscription come in runs of one symbol.
+    last: Option<u32>,
+}
+
+impl Symbols {
+    fn new() -> Symbols {
+        Symbols { index: (0..=crate::venue::ALL.len()).map(|_| HashMap::default()).collect(), states: Vec::new(), last: None }
     }
-    h
+
+    /// The index of a symbol's state, created on its first trade.
+    #[inline]
+    fn find_or_add(&mut self, venue: Venue, symbol: &[u8]) -> u32 {
+        if let Some(i) = self.last {
+            if let Some(st) = self.states.get(i as usize) {
+                if st.venue == venue && *st.name == *symbol {
+                    return i;
+                }
+            }
+        }
+        let map = &mut self.index[venue.code() as usize];
+        let i = match map.get(symbol) {
+            Some(&i) => i,
+            None => {
+                let i = self.states.len() as u32;
+                self.states.push(SymbolState::new(venue, symbol));
+                map.insert(symbol.into(), i);
+                i
+            }
+        };
+        self.last = Some(i);
+        i
+    }
+
+    fn find(&self, venue: Venue, symbol: &[u8]) -> Option<&SymbolState> {
+        self.index[venue.code() as usize].get(symbol).and_then(|&i| self.states.get(i as usize))
+    }
 }
 
 /// How to take back what `judge` recorded for a batch that then failed to reach the log, so that
-/// a retry of the same frames is not mistaken for duplicates.
-/// Symbols are named by a hash of their text so that recording an undo allocates nothing on the
-/// hot path; a rollback (rare: the log refused an append) finds them by scanning.
+/// a retry of the same frames is not mistaken for duplicates. A sequenced symbol's state is saved
+/// once per batch, before the batch first changes it.
 enum Undo {
-    Recent { venue: Venue, symbol: u64, key: u64 },
-    Sequence { venue: Venue, symbol: u64, last_id: Option<u64>, last_ts_ns: i64, open_gaps: Vec<(u64, u64)> },
+    Recent { symbol: u32, key: u64 },
+    Sequence { symbol: u32, last_id: Option<u64>, last_ts_ns: i64, open_gaps: Vec<(u64, u64)> },
 }
 
 pub struct Ingestor {
     pub ctx: ParseContext,
     undo: Vec<Undo>,
+    /// Counts batches, so that a symbol's state is saved for undo once per batch.
+    batch: u64,
     frame: ParsedFrame,
-    symbols: Vec<SymbolMap>,
+    symbols: Symbols,
     recent_cap: usize,
     scratch: Vec<u8>,
     pub stats: IngestStats,
@@ -163,15 +244,18 @@ impl Ingestor {
             ctx: ParseContext::new(),
             frame: ParsedFrame::new(),
             undo: Vec::new(),
-            symbols: (0..=crate::venue::ALL.len()).map(|_| SymbolMap::default()).collect(),
+            batch: 0,
+            symbols: Symbols::new(),
             recent_cap: recent_ids_per_symbol.max(1),
             scratch: Vec::with_capacity(64 << 10),
             stats: IngestStats::default(),
         }
     }
 
-    fn state(&mut self, venue: Venue, symbol: &[u8]) -> &mut SymbolState {
-        symbol_state(&mut self.symbols, venue, symbol)
+    /// Starts a batch: nothing of it to undo yet.
+    fn begin_batch(&mut self) {
+        self.undo.clear();
+        self.batch += 1;
     }
 
     /// Decides whether a trade is new, recording gaps and filled gaps into `events` and `markers`.
@@ -186,23 +270,21 @@ impl Ingestor {
         markers: &mut Vec<Marker>,
     ) -> Verdict {
         let cap = self.recent_cap;
-        let st = symbol_state(&mut self.symbols, venue, t.symbol);
+        let idx = self.symbols.find_or_add(venue, t.symbol);
+        let st = &mut self.symbols.states[idx as usize];
         let Some((first, last)) = seq else {
             let recent = st.recent.get_or_insert_with(RecentIds::new);
             let key = id_key(t.trade_id);
             if !recent.insert(key, cap) {
                 return Verdict::Duplicate;
             }
-            self.undo.push(Undo::Recent { venue, symbol: id_key(t.symbol), key });
+            self.undo.push(Undo::Recent { symbol: idx, key });
             return Verdict::Store;
         };
-        self.undo.push(Undo::Sequence {
-            venue,
-            symbol: id_key(t.symbol),
-            last_id: st.last_id,
-            last_ts_ns: st.last_ts_ns,
-            open_gaps: st.open_gaps.clone(),
-        });
+        if st.saved_in_batch != self.batch {
+            st.saved_in_batch = self.batch;
+            self.undo.push(Undo::Sequence { symbol: idx, last_id: st.last_id, last_ts_ns: st.last_ts_ns, open_gaps: st.open_gaps.clone() });
+        }
         let symbol = || String::from_utf8_lossy(t.symbol).into_owned();
         match st.last_id {
             None => {
@@ -310,9 +392,17 @@ impl Ingestor {
         self.stats.frames += 1;
         let mut parsed = std::mem::take(&mut self.frame);
         let mut stored = 0;
-        match parse::parse_frame(venue, frame, &self.ctx, &mut parsed) {
-            Err(e) => {
-                let reason = e.to_string();
+        // The parsers only emit what the log accepts; this guards the format all the same, and
+        // before any trade of the frame is judged, so a frame refused here leaves no trace in
+        // the dedupe state and is kept whole in quarantine.
+        let outcome = parse::parse_frame(venue, frame, &self.ctx, &mut parsed).map_err(|e| e.to_string()).and_then(|()| {
+            match (0..parsed.trades.len()).map(|i| parsed.trade(i, venue, recv_ns)).find(|t| !t.is_storable()) {
+                Some(bad) => Err(format!("{}: a parsed trade cannot be stored: {}", venue.id(), bad.check().err().map_or_else(String::new, |e| e.to_string()))),
+                None => Ok(()),
+            }
+        });
+        match outcome {
+            Err(reason) => {
                 let q = Quarantined::new(Some(venue), recv_ns, &reason, frame);
                 frame_into(buf, |out| q.encode_payload(out));
                 self.stats.quarantined += 1;
@@ -323,21 +413,19 @@ impl Ingestor {
                     events.push(IngestEvent::Control { venue, kind: c.kind(), detail: c.detail().to_owned() });
                 }
                 let mut markers = Vec::new();
-                for i in 0..parsed.trades.len() {
+                for (i, p) in parsed.trades.iter().enumerate() {
                     let t = parsed.trade(i, venue, recv_ns);
-                    let p = &parsed.trades[i];
-                    let seq = p.seq_first.zip(p.seq_last);
-                    match self.judge(venue, &t, seq, recv_ns, events, &mut markers) {
-                        // The parsers only emit what the log accepts; `check` guards the format.
-                        Verdict::Store if t.check().is_ok() => {
-                            frame_into(buf, |out| t.encode_payload(out));
+                    match self.judge(venue, &t, p.seq_first.zip(p.seq_last), recv_ns, events, &mut markers) {
+                        Verdict::Store => {
+                            t.frame_into(buf);
                             stored += 1;
                         }
-                        Verdict::Store => {}
                         Verdict::Duplicate => self.stats.duplicates += 1,
                     }
                 }
-                self.write_markers(&markers, buf);
+                if !markers.is_empty() {
+                    self.write_markers(&markers, buf);
+                }
             }
         }
         self.frame = parsed;
@@ -370,10 +458,10 @@ impl Ingestor {
     /// Takes back what judging the current batch recorded, newest first.
     fn rollback(&mut self) {
         for u in std::mem::take(&mut self.undo).into_iter().rev() {
-            let (venue, symbol) = match &u {
-                Undo::Recent { venue, symbol, .. } | Undo::Sequence { venue, symbol, .. } => (*venue, *symbol),
+            let symbol = match &u {
+                Undo::Recent { symbol, .. } | Undo::Sequence { symbol, .. } => *symbol,
             };
-            let Some(st) = self.symbols[venue.code() as usize].iter_mut().find(|(k, _)| id_key(k) == symbol).map(|(_, v)| v) else {
+            let Some(st) = self.symbols.states.get_mut(symbol as usize) else {
                 continue;
             };
             match u {
@@ -408,7 +496,7 @@ impl Ingestor {
     ) -> Result<usize> {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
-        self.undo.clear();
+        self.begin_batch();
         let mut stored = 0;
         for (frame, recv_ns) in frames {
             stored += self.stage_frame(venue, frame, recv_ns, &mut buf, events);
@@ -429,7 +517,7 @@ impl Ingestor {
     ) -> Result<usize> {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
-        self.undo.clear();
+        self.begin_batch();
         let mut markers = Vec::new();
         let mut stored = 0;
         for (n, t) in trades.into_iter().enumerate() {
@@ -441,7 +529,7 @@ impl Ingestor {
             let seq = if has_id_sequence(t.venue) { t.trade_id_num().map(|n| (n, n)) } else { None };
             match self.judge(t.venue, &t, seq, t.recv_ns, events, &mut markers) {
                 Verdict::Store => {
-                    frame_into(&mut buf, |out| t.encode_payload(out));
+                    t.frame_into(&mut buf);
                     stored += 1;
                 }
                 Verdict::Duplicate => self.stats.duplicates += 1,
@@ -456,21 +544,226 @@ impl Ingestor {
 
     /// Open gaps of a symbol (inclusive id ranges), oldest first.
     pub fn open_gaps(&self, venue: Venue, symbol: &str) -> Vec<(u64, u64)> {
-        self.symbols[venue.code() as usize].get(symbol.as_bytes()).map(|s| s.open_gaps.clone()).unwrap_or_default()
+        self.symbols.find(venue, symbol.as_bytes()).map(|s| s.open_gaps.clone()).unwrap_or_default()
     }
 
     /// The last id seen on a sequenced symbol.
     pub fn last_id(&self, venue: Venue, symbol: &str) -> Option<u64> {
-        self.symbols[venue.code() as usize].get(symbol.as_bytes()).and_then(|s| s.last_id)
+        self.symbols.find(venue, symbol.as_bytes()).and_then(|s| s.last_id)
     }
 
     /// Starts a symbol's sequence where the log left it (after a restart), so the first live
     /// trade reveals the hole the restart made.
     pub fn seed_last_id(&mut self, venue: Venue, symbol: &str, last_id: u64, last_ts_ns: i64) {
-        let st = self.state(venue, symbol.as_bytes());
+        let idx = self.symbols.find_or_add(venue, symbol.as_bytes());
+        let st = &mut self.symbols.states[idx as usize];
         if st.last_id.is_none_or(|p| last_id > p) {
             st.last_id = Some(last_id);
             st.last_ts_ns = last_ts_ns;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::writer::SharedLog;
+    use crate::log::LogConfig;
+
+    /// Frames of `venue` in the shape the venue sends (as the simulator renders them), with
+    /// consecutive ids from `first_id`: what a recorder receives most of the time.
+    pub(crate) fn venue_frames(venue: Venue, n: usize, first_id: u64) -> Vec<Vec<u8>> {
+        (0..n as u64)
+            .map(|i| {
+                let id = first_id + i;
+                let ms = 1_790_000_000_000u64 + i;
+                let side = if i & 1 == 0 { "buy" } else { "sell" };
+                let side_cap = if i & 1 == 0 { "Buy" } else { "Sell" };
+                let m = i & 1 == 1;
+                let price = ["64995.9", "64997.40", "65000.4", "64993.35"][(i % 4) as usize];
+                let qty = ["0.0134", "0.00039", "10403", "1.5"][(i % 4) as usize];
+                let f = match venue {
+                    Venue::BinanceSpot => format!(
+                        r#"{{"stream":"btcusdt@trade","data":{{"e":"trade","E":{},"s":"BTCUSDT","t":{id},"p":"{price}","q":"{qty}","T":{ms},"m":{m},"M":true}}}}"#,
+                        ms + 1
+                    ),
+                    Venue::BinanceUsdm => format!(
+                        r#"{{"stream":"btcusdt@trade","data":{{"e":"trade","E":{},"T":{ms},"s":"BTCUSDT","t":{id},"p":"{price}","q":"{qty}","X":"MARKET","m":{m},"st":1}}}}"#,
+                        ms + 1
+                    ),
+                    Venue::BybitSpot => format!(
+                        r#"{{"topic":"publicTrade.BTCUSDT","ts":{},"type":"snapshot","data":[{{"i":"{}","T":{ms},"p":"{price}","v":"{qty}","S":"{side_cap}","seq":{},"s":"BTCUSDT","BT":false,"RPI":false}}]}}"#,
+                        ms + 1,
+                        2_282_000_001_863_167_963u64 + i,
+                        350_716_468_399u64 + i
+                    ),
+                    Venue::BybitLinear => format!(
+                        r#"{{"topic":"publicTrade.BTCUSDT","type":"snapshot","ts":{},"data":[{{"T":{ms},"s":"BTCUSDT","S":"{side_cap}","v":"{qty}","p":"{price}","L":"ZeroPlusTick","i":"0856d748-770c-596b-8b96-{:012x}","BT":false,"RPI":false,"seq":{}}}]}}"#,
+                        ms + 1,
+                        id,
+                        132_144_967_094u64 + i
+                    ),
+                    Venue::OkxSpot | Venue::OkxSwap => {
+                        let inst = if venue == Venue::OkxSpot { "BTC-USDT" } else { "BTC-USDT-SWAP" };
+                        format!(
+                            r#"{{"arg":{{"channel":"trades-all","instId":"{inst}"}},"data":[{{"instId":"{inst}","tradeId":"{id}","px":"{price}","sz":"{qty}","side":"{side}","source":"0","ts":"{ms}"}}]}}"#
+                        )
+                    }
+                    Venue::KucoinSpot => format!(
+                        r#"{{"topic":"/market/match:BTC-USDT","type":"message","subject":"trade.l3match","data":{{"makerOrderId":"58e96db5f46313b3fd0cd7f5","price":"{price}","sequence":"{id}","side":"{side}","size":"{qty}","symbol":"BTC-USDT","takerOrderId":"4cc30049acdd6d4980dd7f06","time":"{}","tradeId":"{id}","type":"match"}}}}"#,
+                        ms * 1_000_000
+                    ),
+                    Venue::KucoinFutures => format!(
+                        r#"{{"topic":"/contractMarket/execution:XBTUSDTM","type":"message","subject":"match","sn":{id},"data":{{"symbol":"XBTUSDTM","sequence":{id},"side":"{side}","size":{},"price":"{price}","takerOrderId":"332534640481690703","makerOrderId":"117574116467317674","tradeId":"{id}","ts":{}}}}}"#,
+                        1 + i % 30,
+                        ms * 1_000_000
+                    ),
+                    Venue::GateSpot => format!(
+                        r#"{{"time":{},"time_ms":{ms},"channel":"spot.trades","event":"update","result":{{"id":{id},"id_market":{id},"create_time":{},"create_time_ms":"{ms}.000000","side":"{side}","currency_pair":"BTC_USDT","amount":"{qty}","price":"{price}","range":"{id}-{id}","stock":"BTC","money":"USDT","trade_mode":0}}}}"#,
+                        ms / 1000,
+                        ms / 1000
+                    ),
+                    Venue::GateFutures => format!(
+                        r#"{{"time":{},"time_ms":{ms},"channel":"futures.trades","event":"update","result":[{{"id":{id},"size":{}{},"create_time":{},"create_time_ms":{ms},"price":"{price}","contract":"BTC_USDT"}}]}}"#,
+                        ms / 1000,
+                        if m { "-" } else { "" },
+                        1 + i % 80,
+                        ms / 1000
+                    ),
+                    Venue::PhemexSpot => format!(
+                        r#"{{"sequence":{id},"symbol":"sBTCUSDT","trades":[[{},"{side_cap}",{},{}]],"type":"incremental"}}"#,
+                        ms * 1_000_000,
+                        6_499_540_000_000u64 + i % 1000 * 10_000,
+                        412_000 + i % 1000
+                    ),
+                    Venue::PhemexPerp => format!(
+                        r#"{{"sequence":{id},"symbol":"BTCUSDT","trades_p":[[{},"{side_cap}","{price}","{qty}"]],"type":"incremental"}}"#,
+                        ms * 1_000_000
+                    ),
+                };
+                f.into_bytes()
+            })
+            .collect()
+    }
+
+    fn binance(symbol: &str, id: u64) -> Vec<u8> {
+        format!(
+            r#"{{"stream":"x@trade","data":{{"e":"trade","E":1,"s":"{symbol}","t":{id},"p":"1.5","q":"2","T":{},"m":true}}}}"#,
+            1_790_000_000_000u64 + id
+        )
+        .into_bytes()
+    }
+
+    fn ingest(ing: &mut Ingestor, w: &mut LogWriter, venue: Venue, frames: &[Vec<u8>], events: &mut Vec<IngestEvent>) -> Result<usize> {
+        ing.ingest_frames(w, venue, frames.iter().map(|f| (f.as_slice(), 7)), events)
+    }
+
+    /// A batch the log refuses leaves no trace in the dedupe and sequence state: sent again, it
+    /// is stored whole and reports its gap once, on a sequenced venue and on a windowed one.
+    #[test]
+    fn a_batch_the_log_refuses_is_taken_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = LogWriter::open(dir.path(), LogConfig::default()).unwrap();
+        let mut ing = Ingestor::default();
+        let mut ev = Vec::new();
+        let first: Vec<_> = (1..=100).map(|i| binance("BTCUSDT", i)).collect();
+        assert_eq!(ingest(&mut ing, &mut w, Venue::BinanceSpot, &first, &mut ev).unwrap(), 100);
+        // Two symbols in the batch, one with a hole at 150.
+        let second: Vec<_> = (101..=200).filter(|&i| i != 150).flat_map(|i| [binance("BTCUSDT", i), binance("ETHUSDT", i)]).collect();
+        let bybit: Vec<_> = venue_frames(Venue::BybitSpot, 50, 1);
+        w.record_sync_error(std::io::Error::other("test: the disk failed"));
+        assert!(ingest(&mut ing, &mut w, Venue::BinanceSpot, &second, &mut ev).is_err());
+        assert_eq!(ing.last_id(Venue::BinanceSpot, "BTCUSDT"), Some(100));
+        assert_eq!(ing.last_id(Venue::BinanceSpot, "ETHUSDT"), None);
+        assert!(ing.open_gaps(Venue::BinanceSpot, "BTCUSDT").is_empty());
+        w.record_sync_error(std::io::Error::other("test: the disk failed"));
+        assert!(ingest(&mut ing, &mut w, Venue::BybitSpot, &bybit, &mut ev).is_err());
+        ev.clear();
+        let before = ing.stats.clone();
+        assert_eq!(ingest(&mut ing, &mut w, Venue::BinanceSpot, &second, &mut ev).unwrap(), 198);
+        assert_eq!(ingest(&mut ing, &mut w, Venue::BybitSpot, &bybit, &mut ev).unwrap(), 50);
+        assert_eq!(ing.stats.duplicates, before.duplicates);
+        let gaps: Vec<_> = ev.iter().filter(|e| matches!(e, IngestEvent::Gap { .. })).collect();
+        assert_eq!(gaps.len(), 2, "{ev:?}");
+        assert_eq!(ing.open_gaps(Venue::BinanceSpot, "BTCUSDT"), vec![(150, 150)]);
+        assert_eq!(ing.open_gaps(Venue::BinanceSpot, "ETHUSDT"), vec![(150, 150)]);
+        assert_eq!(ing.last_id(Venue::BinanceSpot, "ETHUSDT"), Some(200));
+        // And now they are duplicates.
+        assert_eq!(ingest(&mut ing, &mut w, Venue::BinanceSpot, &second, &mut ev).unwrap(), 0);
+        assert_eq!(ingest(&mut ing, &mut w, Venue::BybitSpot, &bybit, &mut ev).unwrap(), 0);
+        assert_eq!(ing.stats.duplicates, before.duplicates + 198 + 50);
+    }
+
+    /// Symbols are told apart by venue and by name whatever order their frames come in (the
+    /// last-symbol shortcut must not carry one symbol's state over to another).
+    #[test]
+    fn interleaved_symbols_and_venues_keep_their_own_sequences() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = LogWriter::open(dir.path(), LogConfig::default()).unwrap();
+        let mut ing = Ingestor::default();
+        let mut ev = Vec::new();
+        let names = ["BTCUSDT", "BTCUSDC", "ETHUSDT", "BTCUSD", "BTCUSDTT"];
+        for round in 0..3u64 {
+            for venue in [Venue::BinanceSpot, Venue::BinanceUsdm] {
+                let frames: Vec<_> = (1..=40u64)
+                    .flat_map(|i| {
+                        let id = round * 40 + i;
+                        // Each symbol skips a different id, once.
+                        names.iter().enumerate().filter(move |(k, _)| id != 10 + *k as u64 + 30 * (venue == Venue::BinanceUsdm) as u64).map(move |(_, s)| binance(s, id))
+                    })
+                    .collect();
+                ingest(&mut ing, &mut w, venue, &frames, &mut ev).unwrap();
+            }
+        }
+        for venue in [Venue::BinanceSpot, Venue::BinanceUsdm] {
+            for (k, s) in names.iter().enumerate() {
+                let hole = 10 + k as u64 + 30 * (venue == Venue::BinanceUsdm) as u64;
+                assert_eq!(ing.open_gaps(venue, s), vec![(hole, hole)], "{} {s}", venue.id());
+                assert_eq!(ing.last_id(venue, s), Some(120));
+            }
+        }
+        assert_eq!(ing.stats.gaps, 10);
+        assert_eq!(ing.stats.trades, 2 * 5 * 119);
+    }
+
+    /// Ingest throughput of batches of 10 k frames into a store as the Python `Store` runs it
+    /// (shared log with its committer and prefaulter, ring attached):
+    /// `cargo test -p pumpwatch-core --release --lib -- --ignored --nocapture throughput`.
+    /// `PUMPWATCH_THROUGHPUT_VENUES=binance-spot,okx-spot` limits the venues (callgrind runs).
+    #[test]
+    #[ignore = "timing only; meaningful in a release build"]
+    fn ingest_throughput() {
+        let only = std::env::var("PUMPWATCH_THROUGHPUT_VENUES").ok();
+        let n = std::env::var("PUMPWATCH_THROUGHPUT_FRAMES").ok().and_then(|s| s.parse().ok()).unwrap_or(200_000usize);
+        for venue in crate::venue::ALL {
+            if only.as_deref().is_some_and(|o| !o.split(',').any(|v| v == venue.id())) {
+                continue;
+            }
+            let frames = venue_frames(venue, n, 5_052_328_858);
+            let dir = tempfile::tempdir().unwrap();
+            let log = SharedLog::open(dir.path(), LogConfig::default()).unwrap();
+            let (ring_writer, _ring) = crate::ring::ring(128 << 20);
+            log.with(|w| {
+                w.attach_ring(ring_writer);
+                Ok(())
+            })
+            .unwrap();
+            let mut ing = Ingestor::default();
+            let mut events = Vec::new();
+            let t = std::time::Instant::now();
+            let mut stored = 0;
+            for chunk in frames.chunks(10_000) {
+                stored += log.with(|w| ing.ingest_frames(w, venue, chunk.iter().map(|f| (f.as_slice(), 1_790_000_000_500_000_000)), &mut events)).unwrap();
+            }
+            let dt = t.elapsed();
+            assert_eq!(stored, n, "{}", venue.id());
+            assert!(events.is_empty(), "{}: {:?}", venue.id(), events.first());
+            println!(
+                "ingest throughput {:>14}: {:.0} ns/frame, {:.2} M frames/s",
+                venue.id(),
+                dt.as_nanos() as f64 / n as f64,
+                n as f64 / dt.as_secs_f64() / 1e6
+            );
         }
     }
 }

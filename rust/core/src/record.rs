@@ -190,28 +190,53 @@ impl<'a> TradeRef<'a> {
         TRADE_FIXED + self.symbol.len() + self.price.len() + self.qty.len() + id_len
     }
 
+    /// What `check` decides, without building a message: the hot path's test, on every trade.
+    #[inline]
+    pub fn is_storable(&self) -> bool {
+        #[inline]
+        fn text_ok(s: &[u8]) -> bool {
+            !s.is_empty() && s.len() <= u8::MAX as usize && (s.is_ascii() || std::str::from_utf8(s).is_ok())
+        }
+        self.price.len() <= u8::MAX as usize
+            && self.qty.len() <= u8::MAX as usize
+            && decimal::is_plain_decimal(self.price)
+            && decimal::is_plain_decimal(self.qty)
+            && text_ok(self.symbol)
+            && text_ok(self.trade_id)
+            && self.flags & !flags::ALL == 0
+    }
+
     /// Appends the trade's payload (no frame header) to `out`. Call `check` first.
+    #[inline]
     pub fn encode_payload(&self, out: &mut Vec<u8>) {
         let (id_num, id_text): (u64, &[u8]) = match self.trade_id_num() {
             Some(n) => (n, b""),
             None => (0, self.trade_id),
         };
+        let mut fixed = [0u8; TRADE_FIXED];
+        fixed[0] = KIND_TRADE;
+        fixed[1] = self.venue.code();
+        fixed[2] = self.side as u8;
+        fixed[3] = self.symbol.len() as u8;
+        fixed[4..6].copy_from_slice(&self.flags.to_le_bytes());
+        fixed[6] = self.price.len() as u8;
+        fixed[7] = self.qty.len() as u8;
+        fixed[8..16].copy_from_slice(&self.ts_ns.to_le_bytes());
+        fixed[16..24].copy_from_slice(&self.recv_ns.to_le_bytes());
+        fixed[24..32].copy_from_slice(&id_num.to_le_bytes());
+        fixed[32] = id_text.len() as u8;
         out.reserve(TRADE_FIXED + self.symbol.len() + self.price.len() + self.qty.len() + id_text.len());
-        out.push(KIND_TRADE);
-        out.push(self.venue.code());
-        out.push(self.side as u8);
-        out.push(self.symbol.len() as u8);
-        out.extend_from_slice(&self.flags.to_le_bytes());
-        out.push(self.price.len() as u8);
-        out.push(self.qty.len() as u8);
-        out.extend_from_slice(&self.ts_ns.to_le_bytes());
-        out.extend_from_slice(&self.recv_ns.to_le_bytes());
-        out.extend_from_slice(&id_num.to_le_bytes());
-        out.push(id_text.len() as u8);
+        out.extend_from_slice(&fixed);
         out.extend_from_slice(self.symbol);
         out.extend_from_slice(self.price);
         out.extend_from_slice(self.qty);
         out.extend_from_slice(id_text);
+    }
+
+    /// Appends the trade as one framed record (`len | crc32c | payload`). Call `check` first.
+    #[inline]
+    pub fn frame_into(&self, out: &mut Vec<u8>) {
+        frame_into(out, |o| self.encode_payload(o));
     }
 }
 

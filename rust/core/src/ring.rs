@@ -14,7 +14,10 @@ const ENTRY_HEADER_WORDS: u64 = 2;
 
 pub struct RingShared {
     words: Box<[AtomicU64]>,
+    /// Words in the ring: a power of two, so a position's slot is `pos & mask` (no division on
+    /// the writer's path, which pushes millions of entries a second).
     cap: u64,
+    mask: u64,
     /// End of the published entries (word position, grows forever).
     head: AtomicU64,
     /// Start of the oldest entry still intact; moved forward before anything is overwritten.
@@ -25,8 +28,13 @@ pub struct RingShared {
 
 impl RingShared {
     #[inline]
+    fn slot(&self, pos: u64) -> u64 {
+        pos & self.mask
+    }
+
+    #[inline]
     fn word(&self, pos: u64) -> u64 {
-        self.words[(pos % self.cap) as usize].load(Ordering::Relaxed)
+        self.words[self.slot(pos) as usize].load(Ordering::Relaxed)
     }
 }
 
@@ -38,6 +46,7 @@ pub fn ring(capacity_bytes: usize) -> (RingWriter, Arc<RingShared>) {
     let shared = Arc::new(RingShared {
         words,
         cap,
+        mask: cap - 1,
         head: AtomicU64::new(0),
         tail: AtomicU64::new(0),
         next_seq: AtomicU64::new(0),
@@ -51,7 +60,7 @@ fn entry_words(len: usize) -> u64 {
 
 /// Length in words of the entry (or padding) at `pos`, as the writer wrote it.
 fn span_at(s: &RingShared, pos: u64) -> u64 {
-    let idx = pos % s.cap;
+    let idx = s.slot(pos);
     if s.cap - idx < ENTRY_HEADER_WORDS {
         return s.cap - idx;
     }
@@ -93,7 +102,7 @@ impl RingWriter {
             return;
         }
         let head = s.head.load(Ordering::Relaxed);
-        let idx = head % s.cap;
+        let idx = s.slot(head);
         let pad = if idx + need > s.cap { s.cap - idx } else { 0 };
         let new_head = head + pad + need;
 
@@ -110,14 +119,26 @@ impl RingWriter {
         if pad >= ENTRY_HEADER_WORDS {
             s.words[(idx + 1) as usize].store(PAD, Ordering::Relaxed);
         }
-        let start = head + pad;
+        // After the padding the entry never wraps: its words are one contiguous run.
+        let start = s.slot(head + pad) as usize;
+        let Some(entry) = s.words.get(start..start + need as usize) else {
+            return; // cannot happen: `need <= cap / 2` and padding keeps the run inside the ring
+        };
         let seq = s.next_seq.load(Ordering::Relaxed);
-        s.words[(start % s.cap) as usize].store(seq, Ordering::Relaxed);
-        s.words[((start + 1) % s.cap) as usize].store(payload.len() as u64, Ordering::Relaxed);
-        for (i, chunk) in payload.chunks(8).enumerate() {
-            let mut w = [0u8; 8];
-            w[..chunk.len()].copy_from_slice(chunk);
-            s.words[((start + 2 + i as u64) % s.cap) as usize].store(u64::from_le_bytes(w), Ordering::Relaxed);
+        entry[0].store(seq, Ordering::Relaxed);
+        entry[1].store(payload.len() as u64, Ordering::Relaxed);
+        let mut chunks = payload.chunks_exact(8);
+        let body = &entry[ENTRY_HEADER_WORDS as usize..];
+        for (w, chunk) in body.iter().zip(&mut chunks) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(chunk);
+            w.store(u64::from_le_bytes(b), Ordering::Relaxed);
+        }
+        let rest = chunks.remainder();
+        if let (false, Some(w)) = (rest.is_empty(), body.get(payload.len() / 8)) {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            w.store(u64::from_le_bytes(b), Ordering::Relaxed);
         }
         s.next_seq.store(seq + 1, Ordering::Relaxed);
         s.head.store(new_head, Ordering::Release);
@@ -149,7 +170,7 @@ impl RingReader {
             // Counting from the oldest entry: its sequence number is where "missed" starts.
             // (Padding at the tail is skipped by `poll`; its successor carries the count.)
             let oldest = shared.word(t);
-            let intact = shared.word(t + 1) != PAD && (shared.cap - t % shared.cap) >= ENTRY_HEADER_WORDS;
+            let intact = shared.word(t + 1) != PAD && (shared.cap - shared.slot(t)) >= ENTRY_HEADER_WORDS;
             fence(Ordering::Acquire);
             if shared.tail.load(Ordering::Relaxed) == t {
                 break (t, intact.then_some(oldest));
@@ -175,7 +196,7 @@ impl RingReader {
                 self.pos = tail;
                 continue;
             }
-            let idx = self.pos % s.cap;
+            let idx = s.slot(self.pos);
             if s.cap - idx < ENTRY_HEADER_WORDS {
                 self.pos += s.cap - idx;
                 continue;

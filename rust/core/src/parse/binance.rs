@@ -541,159 +541,99 @@ mod tests {
 /// recognise to the last byte returns false and the general parser decides, so the two can never
 /// disagree on a frame the shortcut accepts (tests hold them to that on generated frames).
 pub(super) fn fast_trade(frame: &[u8], arena: &mut Vec<u8>, trades: &mut Vec<ParsedTrade>) -> bool {
-    struct Cursor<'a> {
-        b: &'a [u8],
-        i: usize,
-    }
-    impl<'a> Cursor<'a> {
-        fn eat(&mut self, lit: &[u8]) -> bool {
-            if self.b.get(self.i..self.i + lit.len()) == Some(lit) {
-                self.i += lit.len();
-                true
-            } else {
-                false
-            }
-        }
-        /// A string without escapes or control characters; its bytes (between the quotes).
-        fn string(&mut self) -> Option<&'a [u8]> {
-            if !self.eat(b"\"") {
-                return None;
-            }
-            let start = self.i;
-            let len = self.b.get(start..)?.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
-            if self.b[start + len] != b'"' {
-                return None;
-            }
-            self.i = start + len + 1;
-            Some(&self.b[start..start + len])
-        }
-        /// A canonical unsigned integer literal (no sign, no leading zero, no fraction).
-        fn uint(&mut self) -> Option<(&'a [u8], u64)> {
-            let start = self.i;
-            let len = self.b.get(start..)?.iter().position(|c| !c.is_ascii_digit()).unwrap_or(self.b.len() - start);
-            let digits = &self.b[start..start + len];
-            let n = crate::decimal::canonical_u64(digits)?;
-            self.i = start + len;
-            Some((digits, n))
-        }
-        fn boolean(&mut self) -> Option<bool> {
-            if self.eat(b"true") {
-                Some(true)
-            } else if self.eat(b"false") {
-                Some(false)
-            } else {
-                None
-            }
-        }
-    }
+    fast_trade_inner(frame, arena, trades).is_some()
+}
 
-    let mut c = Cursor { b: frame, i: 0 };
-    // The stream name is not stored, but a frame the general parser refuses (not UTF-8) must not
-    // pass here: only ASCII is taken.
-    if !c.eat(b"{\"stream\":") || !c.string().is_some_and(|n| n.is_ascii()) || !c.eat(b",\"data\":{") {
-        return false;
+fn fast_trade_inner(frame: &[u8], arena: &mut Vec<u8>, trades: &mut Vec<ParsedTrade>) -> Option<()> {
+    use super::fast::{ms_to_ns, put, Cursor};
+    let mut c = Cursor::new(frame);
+    // The stream name is not stored; only printable ASCII is taken (the general parser refuses
+    // a frame that is not UTF-8).
+    if !c.lit(b"{\"stream\":") {
+        return None;
+    }
+    c.ascii_str()?;
+    if !c.lit(b",\"data\":{") {
+        return None;
     }
     let (mut s, mut t, mut p, mut q, mut tt, mut m, mut x) = (None, None, None, None, None, None, None);
     let mut seen = 0u16;
     loop {
-        let Some(key) = c.string() else { return false };
-        if !c.eat(b":") {
-            return false;
-        }
+        let key = c.key()?;
         let bit = match key {
             b"e" => {
-                if c.string() != Some(&b"trade"[..]) {
-                    return false;
+                if c.ascii_str()? != b"trade" {
+                    return None;
                 }
                 1
             }
-            b"E" | b"st" => {
-                if c.uint().is_none() {
-                    return false;
-                }
-                if key == b"E" { 2 } else { 4 }
+            b"E" => {
+                c.uint()?;
+                2
+            }
+            b"st" => {
+                c.uint()?;
+                4
             }
             b"s" => {
-                s = c.string();
+                // Symbols are letters and digits; anything else is the general parser's to judge.
+                s = Some(c.text().filter(|s| s.iter().all(u8::is_ascii_alphanumeric))?);
                 8
             }
             b"t" => {
-                t = c.uint();
+                t = Some(c.uint()?);
                 16
             }
             b"p" => {
-                p = c.string();
+                p = Some(c.decimal_str(true)?);
                 32
             }
             b"q" => {
-                q = c.string();
+                q = Some(c.decimal_str(false)?);
                 64
             }
             b"T" => {
-                tt = c.uint();
+                tt = Some(c.uint()?.1);
                 128
             }
             b"m" => {
-                m = c.boolean();
+                m = Some(c.boolean()?);
                 256
             }
             b"M" => {
-                if c.boolean().is_none() {
-                    return false;
-                }
+                c.boolean()?;
                 512
             }
             b"X" => {
-                x = c.string();
+                x = Some(c.ascii_str()?);
                 1024
             }
-            _ => return false,
+            _ => return None,
         };
         if seen & bit != 0 {
-            return false; // a repeated key: the general parser's rule decides
+            return None; // a repeated key: the general parser's rule decides
         }
         seen |= bit;
-        if c.eat(b",") {
-            continue;
-        }
-        if c.eat(b"}}") && c.i == frame.len() {
+        if !c.next_or_close(b'}')? {
             break;
         }
-        return false;
     }
-    let (Some(symbol), Some((id_text, id)), Some(price), Some(qty), Some(ms), Some(taker_sold)) = (s, t, p, q, tt, m) else {
-        return false;
-    };
-    if seen & 1 == 0
-        || symbol.is_empty()
-        || symbol.len() > u8::MAX as usize
-        || !symbol.iter().all(u8::is_ascii_alphanumeric)
-        || !crate::decimal::is_plain_decimal(price)
-        || !crate::decimal::is_plain_decimal(qty)
-        || qty.first() == Some(&b'-')
-        || price.len() > u8::MAX as usize
-        || qty.len() > u8::MAX as usize
-    {
-        return false;
+    if !c.byte(b'}') || !c.at_end() || seen & 1 == 0 {
+        return None;
     }
+    let (symbol, (id_text, id), price, qty, ts_ns, taker_sold) = (s?, t?, p?, q?, ms_to_ns(tt?)?, m?);
     let flags = match x {
         None | Some(b"MARKET") => 0,
         Some(b"RPI") => flags::RPI,
         Some(b"INSURANCE_FUND") => flags::INSURANCE_FUND,
         Some(b"ADL") => flags::ADL,
         Some(b"NA") => flags::NON_TRADE,
-        Some(_) => return false,
+        Some(_) => return None,
     };
-    let Some(ts_ns) = ms.1.checked_mul(1_000_000).and_then(|v| i64::try_from(v).ok()) else { return false };
-    let mut put = |bytes: &[u8]| {
-        let start = arena.len() as u32;
-        arena.extend_from_slice(bytes);
-        start..arena.len() as u32
-    };
-    let symbol = put(symbol);
-    let trade_id = put(id_text);
-    let price = put(price);
-    let qty = put(qty);
+    let symbol = put(arena, symbol);
+    let trade_id = put(arena, id_text);
+    let price = put(arena, price);
+    let qty = put(arena, qty);
     trades.push(ParsedTrade {
         symbol,
         trade_id,
@@ -705,7 +645,7 @@ pub(super) fn fast_trade(frame: &[u8], arena: &mut Vec<u8>, trades: &mut Vec<Par
         seq_first: Some(id),
         seq_last: Some(id),
     });
-    true
+    Some(())
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ use crate::venue::Venue;
 
 mod binance;
 mod bybit;
+mod fast;
 mod gate;
 mod kucoin;
 mod okx;
