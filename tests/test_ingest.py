@@ -162,6 +162,26 @@ def test_ingest_many_stores_what_ingest_one_by_one_stores(tmp_path):
         assert a.ingest_stats() == b.ingest_stats()
 
 
+def test_ingest_many_takes_bytes_str_and_bytes_subclasses_and_names_anything_else(data_dir):
+    class Frame(bytes):
+        pass
+
+    def binance(i: int) -> str:
+        return ('{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTCUSDT","t":%d,"p":"1.5","q":"2",'
+                '"T":1751132780368,"m":true,"M":true}}' % i)
+
+    with pumpwatch.Store(data_dir) as store:
+        n, events = store.ingest_many("binance-spot", [binance(1).encode(), binance(2), Frame(binance(3).encode())], 5)
+        assert (n, events) == (3, None)
+        with pytest.raises(TypeError, match="bytes or str, not int"):
+            store.ingest_many("binance-spot", [binance(4).encode(), 7], 5)
+        with pytest.raises(TypeError, match="bytes or str, not bytearray"):
+            store.ingest("binance-spot", bytearray(binance(4).encode()), 5)
+        # Nothing of a refused batch was stored or remembered: its frames go in on a retry.
+        assert store.ingest_many("binance-spot", [binance(4), binance(5)], 5)[0] == 2
+        assert store.query().column("trade_id").to_pylist() == ["1", "2", "3", "4", "5"]
+
+
 def test_phemex_spot_scales_come_from_the_product_list(data_dir):
     frame = '{"sequence":1,"symbol":"sSUSHIUSDT","trades":[[1625342244127840967,"Buy",769100000,168200000]],"type":"incremental"}'
     with pumpwatch.Store(data_dir) as store:

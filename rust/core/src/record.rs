@@ -564,6 +564,45 @@ pub fn decode_trade_owned(p: &[u8]) -> std::result::Result<Trade, &'static str> 
     Ok(owned)
 }
 
+/// CRC-32C of a record payload, as the `crc32c` crate computes it. Payloads are short (a trade
+/// is about 80 bytes) and start anywhere: the crate aligns its 8-byte steps with byte steps first
+/// (each as slow as an 8-byte one); unaligned 8-byte loads need no such start, which on the
+/// ingest path, where every trade is checksummed, takes about half the time.
+#[inline]
+pub fn payload_crc(data: &[u8]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("sse4.2") {
+        // SAFETY: the CPU has SSE 4.2, checked just above.
+        return unsafe { crc32c_sse42(data) };
+    }
+    crc32c::crc32c(data)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+unsafe fn crc32c_sse42(data: &[u8]) -> u32 {
+    use std::arch::x86_64::{_mm_crc32_u32, _mm_crc32_u64, _mm_crc32_u8};
+    let mut crc = u64::from(!0u32);
+    let mut words = data.chunks_exact(8);
+    for w in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        crc = _mm_crc32_u64(crc, u64::from_le_bytes(b));
+    }
+    let mut crc = crc as u32;
+    let mut rest = words.remainder();
+    if rest.len() >= 4 {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&rest[..4]);
+        crc = _mm_crc32_u32(crc, u32::from_le_bytes(b));
+        rest = &rest[4..];
+    }
+    for &b in rest {
+        crc = _mm_crc32_u8(crc, b);
+    }
+    !crc
+}
+
 /// Appends one framed record (`len | crc32c | payload`) built by `fill` to `out`.
 #[inline]
 pub fn frame_into(out: &mut Vec<u8>, fill: impl FnOnce(&mut Vec<u8>)) {
@@ -571,7 +610,7 @@ pub fn frame_into(out: &mut Vec<u8>, fill: impl FnOnce(&mut Vec<u8>)) {
     out.extend_from_slice(&[0u8; FRAME_HEADER]);
     fill(out);
     let len = out.len() - start - FRAME_HEADER;
-    let crc = crc32c::crc32c(&out[start + FRAME_HEADER..]);
+    let crc = payload_crc(&out[start + FRAME_HEADER..]);
     out[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
@@ -639,6 +678,17 @@ mod tests {
                 let _ = decode(&b);
             }
         }
+    }
+
+    #[test]
+    fn payload_crc_is_crc32c() {
+        let data: Vec<u8> = (0..300u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        for start in 0..9 {
+            for end in start..data.len() {
+                assert_eq!(payload_crc(&data[start..end]), crc32c::crc32c(&data[start..end]), "{start}..{end}");
+            }
+        }
+        assert_eq!(payload_crc(b"123456789"), 0xe306_9283); // the CRC-32C check value
     }
 
     #[test]

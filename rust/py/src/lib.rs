@@ -689,8 +689,10 @@ impl LogWriter {
     /// `recv_ns` is one time for all frames or one per frame.
     fn ingest_many<'py>(&self, py: Python<'py>, venue: &str, frames: &Bound<'py, PyList>, recv_ns: &Bound<'py, PyAny>) -> PyResult<(usize, Option<Bound<'py, PyList>>)> {
         let venue = Venue::parse(venue).map_err(to_py)?;
-        let items: Vec<Bound<'py, PyAny>> = frames.iter().collect();
-        let slices = items.iter().map(frame_bytes).collect::<PyResult<Vec<&[u8]>>>()?;
+        // A tuple holds every frame for the call whatever else happens to the list while the GIL
+        // is released, and is made in one C call (no reference counting per frame from here).
+        let held = frames.to_tuple();
+        let slices = held.iter_borrowed().map(frame_bytes_of).collect::<PyResult<Vec<&[u8]>>>()?;
         let times: Vec<i64> = match recv_ns.extract::<i64>() {
             Ok(t) => vec![t; slices.len()],
             Err(_) => recv_ns.extract::<Vec<i64>>()?,
@@ -886,15 +888,38 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
 use pumpwatch_core::ingest::{IngestEvent, Ingestor};
 use pumpwatch_core::parse::{self as vparse, ParseContext, ParsedFrame};
 
-/// Frame bytes from `bytes`, `bytearray`-free fast paths: websockets hands text frames as `str`.
-fn frame_bytes<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
-    if let Ok(b) = obj.cast::<PyBytes>() {
-        return Ok(b.as_bytes());
+/// Frame bytes from `bytes` or `str` (websockets hands text frames as `str`), borrowed for as
+/// long as the object is: exact `bytes` take one C call (this runs once per frame, millions of
+/// times a second, and each call through the stable ABI counts).
+fn frame_bytes_of<'a>(obj: Borrowed<'a, '_, PyAny>) -> PyResult<&'a [u8]> {
+    let p = obj.as_ptr();
+    // SAFETY: `p` is a live object for 'a (borrowed); its type pointer is read only.
+    let exact_bytes = unsafe { pyo3::ffi::Py_TYPE(p) == std::ptr::addr_of_mut!(pyo3::ffi::PyBytes_Type) };
+    if exact_bytes || obj.is_instance_of::<PyBytes>() {
+        let mut data: *mut std::os::raw::c_char = std::ptr::null_mut();
+        let mut len: pyo3::ffi::Py_ssize_t = 0;
+        // SAFETY: `p` is a bytes object, whose buffer stays unchanged for its whole life.
+        if unsafe { pyo3::ffi::PyBytes_AsStringAndSize(p, &mut data, &mut len) } != 0 || data.is_null() {
+            return Err(PyErr::fetch(obj.py()));
+        }
+        // SAFETY: as above; `len` is the buffer's length.
+        return Ok(unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len.max(0) as usize) });
     }
-    if let Ok(s) = obj.cast::<PyString>() {
-        return Ok(s.to_str()?.as_bytes());
+    if obj.is_instance_of::<PyString>() {
+        let mut len: pyo3::ffi::Py_ssize_t = 0;
+        // SAFETY: `p` is a str; the UTF-8 buffer lives as long as the object.
+        let data = unsafe { pyo3::ffi::PyUnicode_AsUTF8AndSize(p, &mut len) };
+        if data.is_null() {
+            return Err(PyErr::fetch(obj.py()));
+        }
+        // SAFETY: as above.
+        return Ok(unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len.max(0) as usize) });
     }
     Err(PyTypeError::new_err(format!("a frame must be bytes or str, not {}", obj.get_type().name()?)))
+}
+
+fn frame_bytes<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
+    frame_bytes_of(obj.as_borrowed())
 }
 
 fn event_to_py<'py>(py: Python<'py>, e: &IngestEvent) -> PyResult<Bound<'py, PyAny>> {

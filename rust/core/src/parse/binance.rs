@@ -568,11 +568,11 @@ fn fast_trade_inner(frame: &[u8], arena: &mut Vec<u8>, trades: &mut Vec<ParsedTr
                 1
             }
             b"E" => {
-                c.uint()?;
+                c.skip_uint()?;
                 2
             }
             b"st" => {
-                c.uint()?;
+                c.skip_uint()?;
                 4
             }
             b"s" => {

@@ -78,17 +78,12 @@ impl<'a> Cursor<'a> {
             return None;
         }
         let start = self.i;
-        let rest = self.b.get(start..)?;
-        for (n, &c) in rest.iter().enumerate() {
-            if c == b'"' {
-                self.i = start + n + 1;
-                return rest.get(..n);
-            }
-            if !(0x20..0x7f).contains(&c) || c == b'\\' {
-                return None;
-            }
+        let n = start + plain_run(self.b.get(start..)?);
+        if self.b.get(n) != Some(&b'"') {
+            return None;
         }
-        None
+        self.i = n + 1;
+        self.b.get(start..n)
     }
 
     /// A non-empty printable-ASCII string of at most 255 bytes (a symbol or a text id).
@@ -122,45 +117,34 @@ impl<'a> Cursor<'a> {
     /// One or more ASCII digits.
     #[inline]
     fn digits(&mut self) -> Option<()> {
-        let start = self.i;
-        while self.b.get(self.i).is_some_and(u8::is_ascii_digit) {
-            self.i += 1;
-        }
-        (self.i > start).then_some(())
+        let n = digit_run(self.b.get(self.i..)?);
+        self.i += n;
+        (n > 0).then_some(())
     }
 
     /// A canonical unsigned integer literal (`0` or no leading zero, fits u64): its text and value.
     #[inline]
     pub fn uint(&mut self) -> Option<(&'a [u8], u64)> {
         let start = self.i;
-        let mut v: u64 = 0;
-        while let Some(&c) = self.b.get(self.i) {
-            let d = c.wrapping_sub(b'0');
-            if d > 9 {
-                break;
-            }
-            v = v.checked_mul(10)?.checked_add(u64::from(d))?;
-            self.i += 1;
-        }
-        let digits = self.b.get(start..self.i)?;
+        let digits = self.b.get(start..start + digit_run(self.b.get(start..)?))?;
         if digits.is_empty() || (digits.len() > 1 && digits[0] == b'0') {
             return None;
         }
+        let v = digits_value(digits)?;
+        self.i = start + digits.len();
         Some((digits, v))
     }
 
-    /// A canonical unsigned integer inside quotes: `"123"`.
+    /// A canonical unsigned integer literal whose value is not needed (checked all the same).
     #[inline]
-    pub fn uint_str(&mut self) -> Option<(&'a [u8], u64)> {
-        if !self.byte(b'"') {
+    pub fn skip_uint(&mut self) -> Option<()> {
+        let start = self.i;
+        let digits = self.b.get(start..start + digit_run(self.b.get(start..)?))?;
+        if digits.is_empty() || (digits.len() > 1 && digits[0] == b'0') || (digits.len() >= 20 && digits_value(digits).is_none()) {
             return None;
         }
-        let r = self.uint()?;
-        if self.byte(b'"') {
-            Some(r)
-        } else {
-            None
-        }
+        self.i = start + digits.len();
+        Some(())
     }
 
     #[inline]
@@ -175,6 +159,30 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// How many bytes at the start of `b` are printable ASCII other than `"` and `\\`: the content
+/// of a string that needs no unescaping. (A byte at a time: the strings of a trade frame are
+/// short, and measured, eight-bytes-a-step tests were slower on them.)
+#[inline]
+pub(super) fn plain_run(b: &[u8]) -> usize {
+    b.iter().position(|&c| !(0x20..0x7f).contains(&c) || c == b'"' || c == b'\\').unwrap_or(b.len())
+}
+
+/// How many bytes at the start of `b` are ASCII digits.
+#[inline]
+pub(super) fn digit_run(b: &[u8]) -> usize {
+    b.iter().position(|c| !c.is_ascii_digit()).unwrap_or(b.len())
+}
+
+/// The value of a run of ASCII digits (as `digit_run` found it), `None` past u64. Up to 19
+/// digits cannot overflow, so the common case needs no checked arithmetic.
+#[inline]
+pub(super) fn digits_value(d: &[u8]) -> Option<u64> {
+    if d.len() > 19 {
+        return super::parse_u64(d);
+    }
+    Some(d.iter().fold(0u64, |v, &c| v * 10 + u64::from(c.wrapping_sub(b'0'))))
+}
+
 /// Milliseconds to ns, `None` past i64.
 #[inline]
 pub(super) fn ms_to_ns(ms: u64) -> Option<i64> {
@@ -187,4 +195,49 @@ pub(super) fn put(arena: &mut Vec<u8>, bytes: &[u8]) -> std::ops::Range<u32> {
     let start = arena.len() as u32;
     arena.extend_from_slice(bytes);
     start..arena.len() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scans_agree_with_their_definitions() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let alphabet = b"0123456789\"\\ \x1f\x7f\x80\xffaZ.-:,{}\t";
+        for _ in 0..20_000 {
+            let len = (next() % 40) as usize;
+            let b: Vec<u8> = (0..len)
+                .map(|_| {
+                    let r = next();
+                    // Mostly digits and letters, so that long runs occur.
+                    if r % 4 == 0 { alphabet[(r >> 8) as usize % alphabet.len()] } else if r % 3 == 0 { b'A' + (r >> 8) as u8 % 26 } else { b'0' + (r >> 8) as u8 % 10 }
+                })
+                .collect();
+            let plain = b.iter().position(|&c| !((0x20..0x7f).contains(&c) && c != b'"' && c != b'\\')).unwrap_or(b.len());
+            assert_eq!(plain_run(&b), plain, "{b:?}");
+            let digits = b.iter().position(|c| !c.is_ascii_digit()).unwrap_or(b.len());
+            assert_eq!(digit_run(&b), digits, "{b:?}");
+            let d = &b[..digits];
+            assert_eq!(digits_value(d), if d.is_empty() { Some(0) } else { super::super::parse_u64(d) }, "{d:?}");
+            let mut c = Cursor::new(&b);
+            let s = c.ascii_str();
+            let inner = b.get(1..).map(|r| r.iter().position(|&c| !((0x20..0x7f).contains(&c) && c != b'"' && c != b'\\')).unwrap_or(r.len()));
+            let closed = inner.filter(|&n| b.first() == Some(&b'"') && b.get(1 + n) == Some(&b'"'));
+            if let Some(n) = closed {
+                assert_eq!(s, Some(&b[1..1 + n]));
+            } else {
+                assert_eq!(s, None);
+            }
+        }
+        for d in ["18446744073709551615", "18446744073709551616", "9999999999999999999", "00000000000000000000001", "12345678", "1234567890123456"] {
+            assert_eq!(digits_value(d.as_bytes()), super::super::parse_u64(d.as_bytes()), "{d}");
+        }
+    }
 }
