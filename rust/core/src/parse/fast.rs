@@ -4,6 +4,8 @@
 //! shortcut then leaves the frame to the general parser; so a shortcut can only ever take a frame
 //! whose meaning is unambiguous, and what it takes is held to the general parser's output by tests.
 
+use crate::record::Side;
+
 /// Which scalar texts the readers accept.
 pub(super) struct Cursor<'a> {
     pub b: &'a [u8],
@@ -147,6 +149,116 @@ impl<'a> Cursor<'a> {
         Some(())
     }
 
+    /// A price or quantity as a string or as a JSON number literal that is a plain decimal
+    /// (the general parser takes a number by its text): `"1.50"` or `1.50` or `18`.
+    #[inline]
+    pub fn decimal(&mut self, negative_ok: bool) -> Option<&'a [u8]> {
+        if self.b.get(self.i) == Some(&b'"') {
+            return self.decimal_str(negative_ok);
+        }
+        let start = self.i;
+        if negative_ok && self.b.get(self.i) == Some(&b'-') {
+            self.i += 1;
+        }
+        let int = self.i;
+        self.digits()?;
+        // JSON allows no leading zero: "01" is not a number (the general parser refuses it).
+        if self.i - int > 1 && self.b.get(int) == Some(&b'0') {
+            return None;
+        }
+        if self.byte(b'.') {
+            self.digits()?;
+        }
+        if matches!(self.b.get(self.i), Some(b'e' | b'E')) || self.i - start > u8::MAX as usize {
+            return None;
+        }
+        self.b.get(start..self.i)
+    }
+
+    /// A trade id the general parser keeps as text: a non-empty plain string of at most 255
+    /// bytes, or a canonical unsigned integer literal (its digits).
+    #[inline]
+    pub fn id(&mut self) -> Option<&'a [u8]> {
+        if self.b.get(self.i) == Some(&b'"') {
+            self.text()
+        } else {
+            self.uint().map(|(t, _)| t)
+        }
+    }
+
+    /// The taker side: `buy` or `sell` in any ASCII case, as `Side::parse` reads it.
+    #[inline]
+    pub fn side(&mut self) -> Option<Side> {
+        Side::parse(self.ascii_str()?).ok()
+    }
+
+    /// The text of a scalar given as a plain string or a canonical unsigned integer literal (a
+    /// time or a count, which the general parser reads from either).
+    #[inline]
+    pub fn uint_or_str_text(&mut self) -> Option<&'a [u8]> {
+        if self.b.get(self.i) == Some(&b'"') {
+            self.ascii_str()
+        } else {
+            self.uint().map(|(t, _)| t)
+        }
+    }
+
+    /// Skips a member value the shortcut does not use: a plain string, a canonical unsigned
+    /// integer, `true`, `false` or `null`. Anything else declines the frame.
+    #[inline]
+    pub fn skip_scalar(&mut self) -> Option<()> {
+        match *self.b.get(self.i)? {
+            b'"' => self.ascii_str().map(|_| ()),
+            b't' => self.lit(b"true").then_some(()),
+            b'f' => self.lit(b"false").then_some(()),
+            b'n' => self.lit(b"null").then_some(()),
+            b'0'..=b'9' => self.skip_uint(),
+            _ => None,
+        }
+    }
+
+    /// An object, member by member: `member` reads the value of each key (or declines).
+    #[inline]
+    pub fn object(&mut self, mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
+        if !self.byte(b'{') {
+            return None;
+        }
+        if self.byte(b'}') {
+            return Some(());
+        }
+        loop {
+            let key = self.key()?;
+            member(self, key)?;
+            if !self.next_or_close(b'}')? {
+                return Some(());
+            }
+        }
+    }
+
+    /// A non-empty array, element by element.
+    #[inline]
+    pub fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        if !self.byte(b'[') {
+            return None;
+        }
+        loop {
+            element(self)?;
+            if !self.next_or_close(b']')? {
+                return Some(());
+            }
+        }
+    }
+
+    /// An optional boolean flag as the general parser reads one: `null` is false.
+    #[inline]
+    pub fn flag(&mut self) -> Option<bool> {
+        if self.lit(b"null") {
+            Some(false)
+        } else {
+            self.boolean()
+        }
+    }
+
     #[inline]
     pub fn boolean(&mut self) -> Option<bool> {
         if self.lit(b"true") {
@@ -181,6 +293,24 @@ pub(super) fn digits_value(d: &[u8]) -> Option<u64> {
         return super::parse_u64(d);
     }
     Some(d.iter().fold(0u64, |v, &c| v * 10 + u64::from(c.wrapping_sub(b'0'))))
+}
+
+/// Fills a member's slot; a key seen twice declines the frame (the general parser's rule for
+/// repeated keys decides it).
+#[inline]
+pub(super) fn once<T>(slot: &mut Option<T>, v: Option<T>) -> Option<()> {
+    if slot.is_some() {
+        return None;
+    }
+    *slot = Some(v?);
+    Some(())
+}
+
+/// A time in ms given as text (digits with an optional fraction, as the general parser reads
+/// it), in ns.
+#[inline]
+pub(super) fn ms_to_ns_text(text: &[u8]) -> Option<i64> {
+    super::ns_from_text(text, 6)
 }
 
 /// Milliseconds to ns, `None` past i64.

@@ -226,10 +226,30 @@ pub fn parse_frame(venue: Venue, frame: &[u8], ctx: &ParseContext, out: &mut Par
 }
 
 fn parse_inner(venue: Venue, frame: &[u8], ctx: &ParseContext, out: &mut ParsedFrame) -> PResult<()> {
-    if matches!(venue, Venue::BinanceSpot | Venue::BinanceUsdm) && binance::fast_trade(frame, &mut out.arena, &mut out.trades) {
+    if shortcut(venue, frame, out) {
         return Ok(());
     }
     parse_general(venue, frame, ctx, out)
+}
+
+/// The per-venue shortcuts for trade frames as each venue sends them (one pass over the bytes,
+/// no token tape): true when one took the frame. A shortcut declines anything it does not know
+/// to the last byte, and then `out` is left empty for the general parser, which decides.
+pub(crate) fn shortcut(venue: Venue, frame: &[u8], out: &mut ParsedFrame) -> bool {
+    let (arena, trades) = (&mut out.arena, &mut out.trades);
+    let taken = match venue {
+        Venue::BinanceSpot | Venue::BinanceUsdm => binance::fast_trade(frame, arena, trades),
+        Venue::OkxSpot | Venue::OkxSwap => okx::fast_trades(frame, arena, trades).is_some(),
+        Venue::BybitSpot | Venue::BybitLinear => bybit::fast_trades(frame, arena, trades).is_some(),
+        Venue::KucoinSpot | Venue::KucoinFutures => kucoin::fast_trade(frame, arena, trades).is_some(),
+        _ => false,
+    };
+    if !taken {
+        // A shortcut may decline after taking some trades of the frame.
+        out.arena.clear();
+        out.trades.clear();
+    }
+    taken
 }
 
 /// Every venue's parser, on the token tape of the frame.
@@ -1253,6 +1273,152 @@ pub(crate) mod testutil {
                 (s, e, n.kind)
             })
             .collect()
+    }
+
+    /// Frames of `venue` in the shape the venue sends (as the simulator renders them), with
+    /// consecutive ids from `first_id`: what a recorder receives most of the time.
+    pub fn venue_frames(venue: Venue, n: usize, first_id: u64) -> Vec<Vec<u8>> {
+        (0..n as u64)
+            .map(|i| {
+                let id = first_id + i;
+                let ms = 1_790_000_000_000u64 + i;
+                let side = if i & 1 == 0 { "buy" } else { "sell" };
+                let side_cap = if i & 1 == 0 { "Buy" } else { "Sell" };
+                let m = i & 1 == 1;
+                let price = ["64995.9", "64997.40", "65000.4", "64993.35"][(i % 4) as usize];
+                let qty = ["0.0134", "0.00039", "10403", "1.5"][(i % 4) as usize];
+                let f = match venue {
+                    Venue::BinanceSpot => format!(
+                        r#"{{"stream":"btcusdt@trade","data":{{"e":"trade","E":{},"s":"BTCUSDT","t":{id},"p":"{price}","q":"{qty}","T":{ms},"m":{m},"M":true}}}}"#,
+                        ms + 1
+                    ),
+                    Venue::BinanceUsdm => format!(
+                        r#"{{"stream":"btcusdt@trade","data":{{"e":"trade","E":{},"T":{ms},"s":"BTCUSDT","t":{id},"p":"{price}","q":"{qty}","X":"MARKET","m":{m},"st":1}}}}"#,
+                        ms + 1
+                    ),
+                    Venue::BybitSpot => format!(
+                        r#"{{"topic":"publicTrade.BTCUSDT","ts":{},"type":"snapshot","data":[{{"i":"{}","T":{ms},"p":"{price}","v":"{qty}","S":"{side_cap}","seq":{},"s":"BTCUSDT","BT":false,"RPI":false}}]}}"#,
+                        ms + 1,
+                        2_282_000_001_863_167_963u64 + i,
+                        350_716_468_399u64 + i
+                    ),
+                    Venue::BybitLinear => format!(
+                        r#"{{"topic":"publicTrade.BTCUSDT","type":"snapshot","ts":{},"data":[{{"T":{ms},"s":"BTCUSDT","S":"{side_cap}","v":"{qty}","p":"{price}","L":"ZeroPlusTick","i":"0856d748-770c-596b-8b96-{:012x}","BT":false,"RPI":false,"seq":{}}}]}}"#,
+                        ms + 1,
+                        id,
+                        132_144_967_094u64 + i
+                    ),
+                    Venue::OkxSpot | Venue::OkxSwap => {
+                        let inst = if venue == Venue::OkxSpot { "BTC-USDT" } else { "BTC-USDT-SWAP" };
+                        format!(
+                            r#"{{"arg":{{"channel":"trades-all","instId":"{inst}"}},"data":[{{"instId":"{inst}","tradeId":"{id}","px":"{price}","sz":"{qty}","side":"{side}","source":"0","ts":"{ms}"}}]}}"#
+                        )
+                    }
+                    Venue::KucoinSpot => format!(
+                        r#"{{"topic":"/market/match:BTC-USDT","type":"message","subject":"trade.l3match","data":{{"makerOrderId":"58e96db5f46313b3fd0cd7f5","price":"{price}","sequence":"{id}","side":"{side}","size":"{qty}","symbol":"BTC-USDT","takerOrderId":"4cc30049acdd6d4980dd7f06","time":"{}","tradeId":"{id}","type":"match"}}}}"#,
+                        ms * 1_000_000
+                    ),
+                    Venue::KucoinFutures => format!(
+                        r#"{{"topic":"/contractMarket/execution:XBTUSDTM","type":"message","subject":"match","sn":{id},"data":{{"symbol":"XBTUSDTM","sequence":{id},"side":"{side}","size":{},"price":"{price}","takerOrderId":"332534640481690703","makerOrderId":"117574116467317674","tradeId":"{id}","ts":{}}}}}"#,
+                        1 + i % 30,
+                        ms * 1_000_000
+                    ),
+                    Venue::GateSpot => format!(
+                        r#"{{"time":{},"time_ms":{ms},"channel":"spot.trades","event":"update","result":{{"id":{id},"id_market":{id},"create_time":{},"create_time_ms":"{ms}.000000","side":"{side}","currency_pair":"BTC_USDT","amount":"{qty}","price":"{price}","range":"{id}-{id}","stock":"BTC","money":"USDT","trade_mode":0}}}}"#,
+                        ms / 1000,
+                        ms / 1000
+                    ),
+                    Venue::GateFutures => format!(
+                        r#"{{"time":{},"time_ms":{ms},"channel":"futures.trades","event":"update","result":[{{"id":{id},"size":{}{},"create_time":{},"create_time_ms":{ms},"price":"{price}","contract":"BTC_USDT"}}]}}"#,
+                        ms / 1000,
+                        if m { "-" } else { "" },
+                        1 + i % 80,
+                        ms / 1000
+                    ),
+                    Venue::PhemexSpot => format!(
+                        r#"{{"sequence":{id},"symbol":"sBTCUSDT","trades":[[{},"{side_cap}",{},{}]],"type":"incremental"}}"#,
+                        ms * 1_000_000,
+                        6_499_540_000_000u64 + i % 1000 * 10_000,
+                        412_000 + i % 1000
+                    ),
+                    Venue::PhemexPerp => format!(
+                        r#"{{"sequence":{id},"symbol":"BTCUSDT","trades_p":[[{},"{side_cap}","{price}","{qty}"]],"type":"incremental"}}"#,
+                        ms * 1_000_000
+                    ),
+                };
+                f.into_bytes()
+            })
+            .collect()
+    }
+
+    /// Holds a venue's shortcut to the general parser: on each of `base` (which it must take) and
+    /// on every variant made by replacing one JSON value or key of one of them, wherever the
+    /// shortcut takes a frame the general parser takes it too, with the same trades; where it
+    /// declines, it leaves nothing behind. Returns (frames tried, frames the shortcut took).
+    /// `also` (real frames from the samples) are held to the same rule but need not be taken.
+    pub fn shortcut_agrees(venue: Venue, base: &[String], also: &str) -> (usize, usize) {
+        let ctx = ParseContext::new();
+        let mut variants: Vec<Vec<u8>> = [
+            "\"buy\"", "\"Sell\"", "\"BUY\"", "\"x\"", "\"\"", "\"0\"", "\"007\"", "\"1\"", "\"-1.5\"", "\"1.5\"", "\"1.\"",
+            "\"1e5\"", "\"1790000000000\"", "\"1790000000000.5\"", "\"1790000000000000000\"", "\"99999999999999999999\"",
+            "\"A\\u0042C\"", "\"a\\\"b\"", "\"\u{e9}\"", "\"\u{7f}\"", "\"publicTrade.BTCUSDT\"", "\"publicTrade\"", "\"trades\"",
+            "\"trades-all\"", "\"books\"", "\"message\"", "\"ack\"", "\"/market/match:X\"", "\"/market/level2:X\"", "\"1-2\"",
+            "0", "1", "-1", "1.5", "-1.5", "-0", "01", "1e5", "1.5E2", "1790000000000", "1790000000000000000", "18446744073709551615",
+            "18446744073709551616", "99999999999999999999999", "true", "false", "null", "[]", "{}", "[1]", "{\"a\":1}", "[{}]",
+            // Key names, so that keys are renamed and repeated.
+            "\"s\"", "\"S\"", "\"T\"", "\"p\"", "\"v\"", "\"i\"", "\"BT\"", "\"RPI\"", "\"instId\"", "\"tradeId\"", "\"px\"",
+            "\"sz\"", "\"side\"", "\"count\"", "\"ts\"", "\"time\"", "\"sequence\"", "\"price\"", "\"size\"", "\"symbol\"",
+            "\"data\"", "\"topic\"", "\"type\"", "\"arg\"", "\"event\"", "\"channel\"", "\"success\"", "\"op\"",
+        ]
+        .iter()
+        .map(|v| v.as_bytes().to_vec())
+        .collect();
+        variants.push(format!("\"{}\"", "7".repeat(300)).into_bytes());
+        variants.push(format!("\"{}\"", "A".repeat(256)).into_bytes());
+        let (mut tried, mut taken) = (0, 0);
+        let mut check = |frame: &[u8], must_take: bool| {
+            tried += 1;
+            let mut fast = ParsedFrame::new();
+            if !shortcut(venue, frame, &mut fast) {
+                assert!(!must_take, "{}: the shortcut declined {}", venue.id(), String::from_utf8_lossy(frame));
+                assert!(fast.trades.is_empty() && fast.arena.is_empty() && fast.control.is_none());
+                return;
+            }
+            taken += 1;
+            let shown = String::from_utf8_lossy(frame);
+            let mut general = ParsedFrame::new();
+            if let Err(e) = parse_general(venue, frame, &ctx, &mut general) {
+                panic!("{}: the shortcut took a frame the general parser refuses ({e}): {shown}", venue.id());
+            }
+            assert!(general.control.is_none() && fast.control.is_none(), "{shown}");
+            assert_eq!(fast.trades.len(), general.trades.len(), "{shown}");
+            for i in 0..fast.trades.len() {
+                assert_eq!(fast.trade(i, venue, 0), general.trade(i, venue, 0), "trade {i} of {shown}");
+                let (f, g) = (&fast.trades[i], &general.trades[i]);
+                assert_eq!((f.seq_first, f.seq_last), (g.seq_first, g.seq_last), "trade {i} of {shown}");
+            }
+            check_invariants(venue, &fast);
+        };
+        let also: Vec<String> = lines(also).map(str::to_owned).collect();
+        for (n, frame) in base.iter().chain(&also).enumerate() {
+            let b = frame.as_bytes();
+            check(b, n < base.len());
+            for (s, e, _) in value_spans(b) {
+                for v in &variants {
+                    let mut m = b[..s].to_vec();
+                    m.extend_from_slice(v);
+                    m.extend_from_slice(&b[e..]);
+                    check(&m, false);
+                }
+            }
+            for m in [format!(" {frame}"), format!("{frame} "), format!("{frame}\n"), frame.replacen(':', ": ", 1), frame.replacen(',', " ,", 1)] {
+                check(m.as_bytes(), false);
+            }
+            for cut in 0..b.len() {
+                check(&b[..cut], false);
+            }
+        }
+        (tried, taken)
     }
 
     /// Mutates a valid frame in many ways; every result must be `Err` or a valid `Ok`, never a panic.
