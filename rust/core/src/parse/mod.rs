@@ -242,6 +242,8 @@ pub(crate) fn shortcut(venue: Venue, frame: &[u8], out: &mut ParsedFrame) -> boo
         Venue::OkxSpot | Venue::OkxSwap => okx::fast_trades(frame, arena, trades).is_some(),
         Venue::BybitSpot | Venue::BybitLinear => bybit::fast_trades(frame, arena, trades).is_some(),
         Venue::KucoinSpot | Venue::KucoinFutures => kucoin::fast_trade(frame, arena, trades).is_some(),
+        Venue::GateSpot => gate::fast_trades(frame, arena, trades, false).is_some(),
+        Venue::GateFutures => gate::fast_trades(frame, arena, trades, true).is_some(),
         _ => false,
     };
     if !taken {
