@@ -226,7 +226,7 @@ pub fn parse_frame(venue: Venue, frame: &[u8], ctx: &ParseContext, out: &mut Par
 }
 
 fn parse_inner(venue: Venue, frame: &[u8], ctx: &ParseContext, out: &mut ParsedFrame) -> PResult<()> {
-    if shortcut(venue, frame, out) {
+    if shortcut(venue, frame, ctx, out) {
         return Ok(());
     }
     parse_general(venue, frame, ctx, out)
@@ -235,7 +235,7 @@ fn parse_inner(venue: Venue, frame: &[u8], ctx: &ParseContext, out: &mut ParsedF
 /// The per-venue shortcuts for trade frames as each venue sends them (one pass over the bytes,
 /// no token tape): true when one took the frame. A shortcut declines anything it does not know
 /// to the last byte, and then `out` is left empty for the general parser, which decides.
-pub(crate) fn shortcut(venue: Venue, frame: &[u8], out: &mut ParsedFrame) -> bool {
+pub(crate) fn shortcut(venue: Venue, frame: &[u8], ctx: &ParseContext, out: &mut ParsedFrame) -> bool {
     let (arena, trades) = (&mut out.arena, &mut out.trades);
     let taken = match venue {
         Venue::BinanceSpot | Venue::BinanceUsdm => binance::fast_trade(frame, arena, trades),
@@ -244,7 +244,8 @@ pub(crate) fn shortcut(venue: Venue, frame: &[u8], out: &mut ParsedFrame) -> boo
         Venue::KucoinSpot | Venue::KucoinFutures => kucoin::fast_trade(frame, arena, trades).is_some(),
         Venue::GateSpot => gate::fast_trades(frame, arena, trades, false).is_some(),
         Venue::GateFutures => gate::fast_trades(frame, arena, trades, true).is_some(),
-        _ => false,
+        Venue::PhemexSpot => phemex::fast_trades(frame, arena, trades, ctx, true).is_some(),
+        Venue::PhemexPerp => phemex::fast_trades(frame, arena, trades, ctx, false).is_some(),
     };
     if !taken {
         // A shortcut may decline after taking some trades of the frame.
@@ -1381,7 +1382,7 @@ pub(crate) mod testutil {
         let mut check = |frame: &[u8], must_take: bool| {
             tried += 1;
             let mut fast = ParsedFrame::new();
-            if !shortcut(venue, frame, &mut fast) {
+            if !shortcut(venue, frame, &ctx, &mut fast) {
                 assert!(!must_take, "{}: the shortcut declined {}", venue.id(), String::from_utf8_lossy(frame));
                 assert!(fast.trades.is_empty() && fast.arena.is_empty() && fast.control.is_none());
                 return;
