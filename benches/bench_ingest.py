@@ -111,6 +111,20 @@ def test_ingest_venue_batched_rust(benchmark, tmp_path, venue_frames, venue):
 
 
 @pytest.mark.parametrize("venue", pumpwatch.VENUES)
+@pytest.mark.benchmark(group="ingest-per-venue-per-call-rust")
+def test_ingest_venue_per_call_rust(benchmark, tmp_path, venue_frames, venue):
+    frames = venue_frames[venue]
+
+    def one_by_one(store, frames):
+        ingest = store.ingest
+        for f in frames:
+            ingest(venue, f, 1_790_000_000_000_000_000)
+        assert store.ingest_stats()["quarantined"] == 0
+
+    _run(benchmark, tmp_path, pumpwatch.Store, frames, one_by_one, rounds=3)
+
+
+@pytest.mark.parametrize("venue", pumpwatch.VENUES)
 @pytest.mark.benchmark(group="ingest-per-venue-batched-purepy")
 def test_ingest_venue_batched_purepy(benchmark, tmp_path, venue_frames, venue):
     frames = venue_frames[venue][:10_000]
