@@ -64,6 +64,14 @@ impl<'a> Cursor<'a> {
     /// An object key followed by `:`: `"k":`. Keys are plain ASCII (what every venue sends).
     #[inline]
     pub fn key(&mut self) -> Option<&'a [u8]> {
+        // One-letter keys (most of Binance's and Bybit's) without the string scan.
+        if let Some([b'"', k, b'"', b':']) = self.b.get(self.i..self.i + 4) {
+            if (0x20..0x7f).contains(k) && *k != b'\\' && *k != b'"' {
+                let key = self.b.get(self.i + 1..self.i + 2);
+                self.i += 4;
+                return key;
+            }
+        }
         let k = self.ascii_str()?;
         if self.byte(b':') {
             Some(k)
