@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _core
+from .capture import save_instruments
 from .config import Config, VenueSettings
 from .connection import HttpError, ReconnectPolicy, VenueConnection, http_fetch
 from .store import Store
@@ -85,6 +86,7 @@ class VenueRecorder:
         self.connections: list[VenueConnection] = []
         self.state = "starting"
         self._holes: asyncio.Queue[Hole] = asyncio.Queue(MAX_PENDING_BACKFILLS)
+        self.filling: Hole | None = None  # the hole being backfilled now
         self._down_since: dict[int, int] = {}
         self._flow: dict[int, tuple[int, float]] = {}  # per connection: last trade frame, mean interval
         self._rest_gap_s = 1.0 / max(spec.backfill.requests_per_s, 0.1)
@@ -105,6 +107,10 @@ class VenueRecorder:
                 page = self.spec.next_instruments_request(page, body)
         found = [i for i in self.spec.parse_instruments(bodies) if i.is_trading and i.quote == self.cfg.quote]
         self.instruments = {i.symbol: i for i in found}
+        try:  # kept for captures in any process: which instruments are a ticker's, and their sizes
+            save_instruments(self.store.path, self.venue, found)
+        except OSError as e:
+            log.warning("%s: could not save the instrument list: %s", self.venue, e)
         for i in found:
             if i.price_scale is not None and i.qty_scale is not None:
                 self.store.set_phemex_spot_scales(i.symbol, i.price_scale, i.qty_scale)
@@ -205,6 +211,7 @@ class VenueRecorder:
     async def backfill_loop(self) -> None:
         while True:
             hole = await self._holes.get()
+            self.filling = hole
             try:
                 await self._fill(hole)
             except asyncio.CancelledError:
@@ -213,6 +220,7 @@ class VenueRecorder:
             except Exception as e:  # noqa: BLE001 - a hole we could not fill is named, not fatal
                 self._unfillable(hole, f"backfill failed: {e}")
             finally:
+                self.filling = None
                 self._holes.task_done()
 
     async def _fill(self, hole: Hole) -> None:
@@ -383,6 +391,10 @@ class Collector:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self.store.append_marker("recorder_stop", ts_ns=time.time_ns())
+
+    def backfills_pending(self) -> int:
+        """Holes waiting for, or in, backfill on every venue (a capture waits for them to settle)."""
+        return sum(r._holes.qsize() + (r.filling is not None) for r in self.recorders.values())
 
     def status(self) -> dict:
         stats = self.store.ingest_stats()

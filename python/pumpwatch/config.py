@@ -69,6 +69,26 @@ class UpbitSettings:
 
 
 @dataclass(frozen=True)
+class CaptureSettings:
+    """Listing capture: the window around t0 (exchange time), the wait for late frames and
+    backfills after it, and the analysis thresholds (pumpwatch.analysis)."""
+
+    enabled: bool = True
+    before_s: float = 20.0
+    after_s: float = 20.0
+    #: After `t0 + after_s`, wait this long for late frames and backfills before cutting.
+    grace_s: float = 10.0
+    #: A move of this many percent from the reference price counts as a move (first mover, lead-lag).
+    move_pct: float = 2.0
+    #: A rise of at least this many percent, moving up first, is a pump.
+    pump_pct: float = 5.0
+    chart: bool = True
+
+    def thresholds(self) -> dict:
+        return {"move_pct": self.move_pct, "pump_pct": self.pump_pct}
+
+
+@dataclass(frozen=True)
 class VenueSettings:
     enabled: bool = True
     #: An explicit list skips discovery.
@@ -89,6 +109,7 @@ class Config:
     #: Where /status and /metrics are served (127.0.0.1 only; port 0 picks a free one).
     metrics_address: str = "127.0.0.1:9464"
     upbit: "UpbitSettings" = field(default_factory=lambda: UpbitSettings())
+    capture: CaptureSettings = field(default_factory=CaptureSettings)
     log: LogSettings = field(default_factory=LogSettings)
     connection: ConnectionSettings = field(default_factory=ConnectionSettings)
     venues: dict[str, VenueSettings] = field(default_factory=lambda: {v: VenueSettings() for v in VENUE_IDS})
@@ -144,6 +165,8 @@ def from_dict(raw: dict[str, Any]) -> Config:
             kw[k] = _section("connection", ConnectionSettings, v)
         elif k == "upbit":
             kw[k] = _section("upbit", UpbitSettings, v)
+        elif k == "capture":
+            kw[k] = _section("capture", CaptureSettings, v)
         elif k == "venues":
             if not isinstance(v, dict):
                 raise ConfigError("[venues] must hold one table per venue, e.g. [venues.binance-spot]")
@@ -156,6 +179,11 @@ def from_dict(raw: dict[str, Any]) -> Config:
         else:
             kw[k] = _typed(k, v, top[k].type)
     cfg = Config(**kw)
+    c = cfg.capture
+    if c.before_s < 0 or c.after_s <= 0 or c.grace_s < 0 or c.before_s + c.after_s > 86_400:
+        raise ConfigError("[capture] needs before_s >= 0, after_s > 0, grace_s >= 0 and a window of at most a day")
+    if c.move_pct <= 0 or c.pump_pct <= 0:
+        raise ConfigError("[capture] move_pct and pump_pct are percentages above 0")
     host, _, port = cfg.metrics_address.rpartition(":")
     if host not in ("127.0.0.1", "localhost", "::1") or not port.isdigit():
         raise ConfigError(f"metrics_address {cfg.metrics_address!r} must be 127.0.0.1:PORT (served on loopback only)")

@@ -345,6 +345,17 @@ class SimVenue:
         inst.listed_at_ns, inst.pump = at_ns, pump
         self._add(inst)
 
+    def schedule_pump(self, base: str, at_ns: int, pump: float = 1.5) -> Instrument:
+        """`base` trades from the start (added if this venue does not list it yet) and from `at_ns`
+        (wall clock) trades many times as fast, its price moving to `pump` x over ~20 s: what an
+        Upbit KRW announcement does to a coin already listed overseas (`pump` < 1 is a dump)."""
+        inst = self.protocol.instrument(asset_for(base))
+        if inst.symbol not in self.instruments:
+            self._add(inst)
+        inst = self.instruments[inst.symbol]
+        inst.pump_at_ns, inst.pump = at_ns, pump
+        return inst
+
     def announce_shutdown(self, grace_s: float = 60.0) -> None:
         """Maintenance: sends the venue's notice where it has one (Binance `serverShutdown`, OKX
         `notice` 64008), then closes every current connection after `grace_s` (scaled)."""
