@@ -21,6 +21,7 @@ from decimal import Decimal, localcontext
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 DEFAULT_THRESHOLDS = {
     #: A move of this many percent from the reference is a move (first mover and lead-lag); above
@@ -38,83 +39,149 @@ def _pct(price: Decimal, ref: Decimal) -> float:
 
 def _text(d: Decimal) -> str:
     """A decimal as plain text (never exponent notation)."""
-    t = format(d, "f")
-    return t
+    return format(d, "f")
 
 
-def analyse_venue(prices: list[str], qtys: list[str], sides: list[str], ts: list[int], *, t0_ns: int,
-                  price_divisor: list[int], qty_factor: list[Decimal], symbols: list[str],
-                  thresholds: dict, reference: tuple[Decimal, int, str] | None = None) -> dict[str, Any]:
-    """The measures of one venue over trades in exchange-time order (see the module doc).
-    `reference`: the last trade before the window (price per asset unit, time, symbol), for a
-    venue with no trade between the window's start and t0."""
+def _scale_of(col: pa.Array) -> int:
+    """The most decimals any value of a decimal-text column has."""
+    dot = pc.find_substring(col, ".")
+    places = pc.if_else(pc.equal(dot, -1), 0, pc.subtract(pc.subtract(pc.utf8_length(col), dot), 1))
+    return int(pc.max(places).as_py() or 0)
+
+
+def _unscaled(col: pa.Array) -> tuple[list[int], int]:
+    """Decimal text as exact integers at one scale: `(["0.10", "2.5"]) -> ([10, 250], 2)`. The
+    cast to decimal128 parses; values are read from its 128-bit words without a Python object
+    per value (values beyond 64 bits, rare, are assembled from both words)."""
+    import numpy as np
+
+    scale = _scale_of(col)
+    dec = col.cast(pa.decimal128(38, scale))
+    words = np.frombuffer(dec.buffers()[1], dtype=np.int64)[2 * dec.offset: 2 * (dec.offset + len(dec))]
+    low, high = words[0::2], words[1::2]
+    values = low.tolist()
+    for i in np.flatnonzero(high != (low >> 63)).tolist():  # not a sign-extended 64-bit value
+        values[i] = (int(high[i]) << 64) | (int(low[i]) & 0xFFFF_FFFF_FFFF_FFFF)
+    return values, scale
+
+
+def _first_at_or_past(prices: list[str], divisor, approx, start: int, threshold: Decimal, up: bool) -> int | None:
+    """The first index from `start` whose exact price (per asset unit) is at or past `threshold`:
+    floats find the candidates, Decimal decides, so the answer is exact."""
+    import numpy as np
+
+    guard = float(threshold)
+    cand = np.flatnonzero(approx[start:] >= guard * (1 - 1e-9)) if up else np.flatnonzero(approx[start:] <= guard * (1 + 1e-9))
+    for j in cand.tolist():
+        i = start + j
+        p = Decimal(prices[i]) / int(divisor[i])
+        if (p >= threshold) if up else (p <= threshold):
+            return i
+    return None
+
+
+def analyse_venue(table: pa.Table, *, t0_ns: int, sizes: dict[str, tuple[int, Decimal]], thresholds: dict,
+                  reference: tuple[Decimal, int, str] | None = None) -> dict[str, Any]:
+    """The measures of one venue's trades (see the module doc), `table` in exchange-time order.
+    `sizes`: per symbol (price divisor, base units per quantity unit). `reference`: the last trade
+    before the window (price per asset unit, time, symbol), for a venue with none in it before t0."""
+    import numpy as np
+    from itertools import compress
+    from operator import mul
+
     move, pump = Decimal(str(thresholds["move_pct"])), Decimal(str(thresholds["pump_pct"]))
-    ref, ref_ts, ref_symbol = reference if reference else (None, None, None)
-    before = {"trades": 0, "base": Decimal(0), "quote": Decimal(0), "buy_base": Decimal(0), "sell_base": Decimal(0), "buys": 0, "sells": 0}
-    after = {"trades": 0, "base": Decimal(0), "quote": Decimal(0), "buy_base": Decimal(0), "sell_base": Decimal(0), "buys": 0, "sells": 0}
-    first = peak = trough = first_move = None
-    pump_up_ts = pump_down_ts = None
-    for i in range(len(prices)):
-        p = Decimal(prices[i])
-        if price_divisor[i] != 1:
-            p = p / price_divisor[i]
-        base = Decimal(qtys[i]) * qty_factor[i]
-        quote = p * base
-        t = ts[i]
-        side = sides[i]
-        if t < t0_ns:
-            ref, ref_ts, ref_symbol = p, t, symbols[i]
-            bucket = before
-        else:
-            bucket = after
-            if first is None:
-                first = (t, p, symbols[i])
-            if peak is None or p > peak[1]:
-                peak = (t, p)
-            if trough is None or p < trough[1]:
-                trough = (t, p)
-            if ref is not None and (first_move is None or pump_up_ts is None or pump_down_ts is None):
-                change = (p / ref - 1) * 100
-                if first_move is None and abs(change) >= move:
-                    first_move = (t, "up" if change > 0 else "down", p)
-                if pump_up_ts is None and change >= pump:
-                    pump_up_ts = t
-                if pump_down_ts is None and change <= -pump:
-                    pump_down_ts = t
-        bucket["trades"] += 1
-        bucket["base"] += base
-        bucket["quote"] += quote
-        if side == "buy":
-            bucket["buys"] += 1
-            bucket["buy_base"] += base
-        elif side == "sell":
-            bucket["sells"] += 1
-            bucket["sell_base"] += base
+    n = table.num_rows
+    ts = table.column("ts_ns").to_numpy()
+    symbols = table.column("symbol").to_pylist()
+    prices = table.column("price").to_pylist()
+    price_col = table.column("price").combine_chunks()
+    qty_col = table.column("qty").combine_chunks()
+    symbol_col = table.column("symbol")
+    distinct = pc.unique(symbol_col).to_pylist()
+    groups = {s: (pc.equal(symbol_col, s).to_numpy(zero_copy_only=False).astype(bool) if len(distinct) > 1 else np.ones(n, bool))
+              for s in distinct}
+    divisor = np.ones(n, dtype=np.int64)
+    for s, g in groups.items():
+        divisor[g] = sizes.get(s, (1, Decimal(1)))[0]
+    approx = price_col.cast(pa.float64()).to_numpy(zero_copy_only=False) / divisor
+    k = int(np.searchsorted(ts, t0_ns, side="left"))  # trades [0, k) before t0, [k, n) after
 
-    def volume(b: dict) -> dict:
-        vwap = (b["quote"] / b["base"]).quantize(_VWAP_PLACES) if b["base"] else None
-        return {"trades": b["trades"], "base_volume": _text(b["base"]), "quote_volume": _text(b["quote"]),
-                "buys": b["buys"], "sells": b["sells"], "buy_base_volume": _text(b["buy_base"]),
-                "sell_base_volume": _text(b["sell_base"]),
-                "buy_share": round(float(b["buy_base"] / b["base"]), 4) if b["base"] else None,
+    def exact(i: int) -> Decimal:
+        return Decimal(prices[i]) / int(divisor[i])
+
+    if k > 0:
+        ref, ref_ts, ref_symbol = exact(k - 1), int(ts[k - 1]), symbols[k - 1]
+    elif reference:
+        ref, ref_ts, ref_symbol = reference
+    else:
+        ref = ref_ts = ref_symbol = None
+
+    # Volumes, exact: unscaled integers, products summed as Python ints, one scale-down at the end.
+    p_int, p_scale = _unscaled(price_col)
+    q_int, q_scale = _unscaled(qty_col)
+    notional = list(map(mul, p_int, q_int))
+    side = table.column("side")
+    buys = pc.equal(side, "buy").to_numpy(zero_copy_only=False).astype(bool)
+    sells = pc.equal(side, "sell").to_numpy(zero_copy_only=False).astype(bool)
+
+    def volume(lo: int, hi: int) -> dict:
+        part = np.zeros(n, bool)
+        part[lo:hi] = True
+        base = quote = buy_base = sell_base = Decimal(0)
+        for s, g in groups.items():
+            bm, size = sizes.get(s, (1, Decimal(1)))
+            sel = part & g
+            base += size * sum(compress(q_int, sel.tolist()))
+            quote += (size / bm) * sum(compress(notional, sel.tolist()))
+            buy_base += size * sum(compress(q_int, (sel & buys).tolist()))
+            sell_base += size * sum(compress(q_int, (sel & sells).tolist()))
+        base, buy_base, sell_base = (x.scaleb(-q_scale) for x in (base, buy_base, sell_base))
+        quote = quote.scaleb(-(p_scale + q_scale))
+        vwap = (quote / base).quantize(_VWAP_PLACES) if base else None
+        return {"trades": hi - lo, "base_volume": _text(base), "quote_volume": _text(quote),
+                "buys": int((buys[lo:hi]).sum()), "sells": int((sells[lo:hi]).sum()), "buy_base_volume": _text(buy_base),
+                "sell_base_volume": _text(sell_base), "buy_share": round(float(buy_base / base), 4) if base else None,
                 "vwap": _text(vwap) if vwap is not None else None}
+
+    first = peak = trough = first_move = pump_up = pump_down = None
+    if k < n:
+        first = k
+        after = approx[k:]
+        # float search for the extreme, exact among the values tied with it in float
+        hi_f, lo_f = after.max(), after.min()
+        peak = max((k + int(j) for j in np.flatnonzero(after >= hi_f * (1 - 1e-12))), key=lambda i: (exact(i), -i))
+        trough = min((k + int(j) for j in np.flatnonzero(after <= lo_f * (1 + 1e-12))), key=lambda i: (exact(i), i))
+        if ref is not None:
+            up_i = _first_at_or_past(prices, divisor, approx, k, ref * (1 + move / 100), True)
+            down_i = _first_at_or_past(prices, divisor, approx, k, ref * (1 - move / 100), False)
+            moves = [(i, d) for i, d in ((up_i, "up"), (down_i, "down")) if i is not None]
+            first_move = min(moves) if moves else None
+            pump_up = _first_at_or_past(prices, divisor, approx, k, ref * (1 + pump / 100), True)
+            pump_down = _first_at_or_past(prices, divisor, approx, k, ref * (1 - pump / 100), False)
+
+    def at(i: int | None, **extra) -> dict | None:
+        if i is None:
+            return None
+        return {"price": _text(exact(i)), "ts_ns": int(ts[i]), "ms_after_t0": round((int(ts[i]) - t0_ns) / 1e6, 3), **extra}
+
+    def ms(i: int | None) -> float | None:
+        return None if i is None else round((int(ts[i]) - t0_ns) / 1e6, 3)
 
     out: dict[str, Any] = {
         "reference": None if ref is None else {"price": _text(ref), "ts_ns": ref_ts, "ms_before_t0": round((t0_ns - ref_ts) / 1e6, 3), "symbol": ref_symbol},
-        "first_after": None if first is None else {"price": _text(first[1]), "ts_ns": first[0], "ms_after_t0": round((first[0] - t0_ns) / 1e6, 3), "symbol": first[2]},
-        "peak": None if peak is None else {"price": _text(peak[1]), "ts_ns": peak[0], "ms_after_t0": round((peak[0] - t0_ns) / 1e6, 3)},
-        "trough": None if trough is None else {"price": _text(trough[1]), "ts_ns": trough[0], "ms_after_t0": round((trough[0] - t0_ns) / 1e6, 3)},
-        "max_rise_pct": _pct(peak[1], ref) if peak and ref else None,
-        "max_fall_pct": _pct(trough[1], ref) if trough and ref else None,
-        "time_to_peak_ms": round((peak[0] - t0_ns) / 1e6, 3) if peak else None,
-        "first_move": None if first_move is None else {"ts_ns": first_move[0], "ms_after_t0": round((first_move[0] - t0_ns) / 1e6, 3),
-                                                       "direction": first_move[1], "price": _text(first_move[2])},
-        "before": volume(before),
-        "after": volume(after),
-        "pump_threshold_crossed_ms": None if pump_up_ts is None else round((pump_up_ts - t0_ns) / 1e6, 3),
-        "dump_threshold_crossed_ms": None if pump_down_ts is None else round((pump_down_ts - t0_ns) / 1e6, 3),
+        "first_after": at(first, symbol=symbols[first]) if first is not None else None,
+        "peak": at(peak),
+        "trough": at(trough),
+        "max_rise_pct": _pct(exact(peak), ref) if peak is not None and ref else None,
+        "max_fall_pct": _pct(exact(trough), ref) if trough is not None and ref else None,
+        "time_to_peak_ms": ms(peak),
+        "first_move": None if first_move is None else at(first_move[0], direction=first_move[1]),
+        "before": volume(0, k),
+        "after": volume(k, n),
+        "pump_threshold_crossed_ms": ms(pump_up),
+        "dump_threshold_crossed_ms": ms(pump_down),
     }
-    out["verdict"] = _verdict(out, pump_up_ts, pump_down_ts)
+    out["verdict"] = _verdict(out, pump_up, pump_down)
     return out
 
 
@@ -137,31 +204,24 @@ def analyse(trades: pa.Table, mapping: dict, t0_ns: int, detected_ns: int | None
     before the window, where a venue without a trade between the window's start and t0 finds its
     reference price (its last one)."""
     th = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
-    conv = {(v, i.symbol): (int(i.base_multiplier), Decimal(i.contract_multiplier) * int(i.base_multiplier))
-            for v, insts in mapping.items() for i in insts}
-    cols = {n: trades.column(n).to_pylist() for n in ("venue", "symbol", "price", "qty", "side", "ts_ns")}
-    rows_by_venue: dict[str, list[int]] = {}
-    for i, v in enumerate(cols["venue"]):
-        rows_by_venue.setdefault(v, []).append(i)
+    sizes = {v: {i.symbol: (int(i.base_multiplier), Decimal(i.contract_multiplier) * int(i.base_multiplier)) for i in insts}
+             for v, insts in mapping.items()}
     venues: dict[str, Any] = {}
     with localcontext() as ctx:
-        ctx.prec = 50
-        for venue, rows in sorted(rows_by_venue.items()):
-            rows.sort(key=lambda r: cols["ts_ns"][r])  # stable: ties stay in log order
-            sym = [cols["symbol"][r] for r in rows]
-            factors = [conv.get((venue, s), (1, Decimal(1))) for s in sym]
+        ctx.prec = 60
+        for venue in sorted(pc.unique(trades.column("venue")).to_pylist()):
+            rows = trades.filter(pc.equal(trades.column("venue"), venue))
+            # exchange-time order; ties keep log order (sort_indices is stable)
+            rows = rows.take(pc.sort_indices(rows, sort_keys=[("ts_ns", "ascending")]))
             reference = None
-            if earlier is not None and earlier.num_rows and not any(cols["ts_ns"][r] < t0_ns for r in rows):
-                reference = _last_trade(earlier, venue, conv)
-            venues[venue] = analyse_venue(
-                [cols["price"][r] for r in rows], [cols["qty"][r] for r in rows], [cols["side"][r] for r in rows],
-                [cols["ts_ns"][r] for r in rows], t0_ns=t0_ns, price_divisor=[f[0] for f in factors],
-                qty_factor=[f[1] for f in factors], symbols=sym, thresholds=th, reference=reference)
+            if earlier is not None and earlier.num_rows and pc.min(rows.column("ts_ns")).as_py() >= t0_ns:
+                reference = _last_trade(earlier, venue, sizes.get(venue, {}))
+            venues[venue] = analyse_venue(rows, t0_ns=t0_ns, sizes=sizes.get(venue, {}), thresholds=th, reference=reference)
         return {"t0_ns": t0_ns, "detected_ns": detected_ns, "thresholds": th, "venues": venues,
                 "across": _across(venues, th)}
 
 
-def _last_trade(earlier: pa.Table, venue: str, conv: dict) -> tuple[Decimal, int, str] | None:
+def _last_trade(earlier: pa.Table, venue: str, sizes: dict) -> tuple[Decimal, int, str] | None:
     best = None
     for v, sym, price, ts in zip(earlier.column("venue").to_pylist(), earlier.column("symbol").to_pylist(),
                                  earlier.column("price").to_pylist(), earlier.column("ts_ns").to_pylist()):
@@ -169,7 +229,7 @@ def _last_trade(earlier: pa.Table, venue: str, conv: dict) -> tuple[Decimal, int
             best = (price, ts, sym)
     if best is None:
         return None
-    divisor = conv.get((venue, best[2]), (1, None))[0]
+    divisor = sizes.get(best[2], (1, None))[0]
     return Decimal(best[0]) / divisor, best[1], best[2]
 
 

@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ._core import SEQUENCED_VENUES, VENUES
@@ -324,8 +325,8 @@ def venue_coverage(venue: str, symbols: set[str], markers: list[dict], start_ns:
         if kind == "recorder_start":
             if running and dark_since is None:  # the run before was killed: dark from its last sign of life
                 dark_since = (last_recv_before or {}).get(start_index) or last_seen
-            if dark_since is None:  # the first run in sight
-                dark_since, dark_reason, dark_covered = ts, "not yet recording", False
+            if dark_since is None:  # the first run in sight: nothing was recorded before it
+                dark_since, dark_reason, dark_covered = -(2**62), "not yet recording", False
             else:
                 dark_reason = "recorder not running"
                 dark_covered = sequenced and ts - dark_since <= RESTART_SEEDED_NS
@@ -434,17 +435,16 @@ def window_trades(source: TradeSource, req: CaptureRequest, mapping: dict[str, l
         return pa.Table.from_pylist([], schema=source.query(0, 0).schema)
     table = source.query(req.start_ns, req.end_ns + 1, venues=sorted(mapping), symbols=symbols)
     # A symbol can exist on two venues (BTCUSDT): keep each venue's own instruments only.
-    wanted = {(v, i.symbol) for v, insts in mapping.items() for i in insts}
-    venues_col, symbols_col = table.column("venue").to_pylist(), table.column("symbol").to_pylist()
-    keep = [(v, s) in wanted for v, s in zip(venues_col, symbols_col)]
-    return table.filter(pa.array(keep, pa.bool_())) if not all(keep) else table
+    wanted = pa.array(sorted(f"{v}\x00{i.symbol}" for v, insts in mapping.items() for i in insts))
+    keys = pc.binary_join_element_wise(table.column("venue"), table.column("symbol"), "\x00")
+    return table.filter(pc.is_in(keys, value_set=wanted))
 
 
 def _symbols_seen(source: TradeSource, req: CaptureRequest) -> dict[str, set[str]]:
     table = source.query(req.start_ns - 60 * NS, req.end_ns + 1)
     seen: dict[str, set[str]] = {}
-    for v, s in zip(table.column("venue").to_pylist(), table.column("symbol").to_pylist()):
-        seen.setdefault(v, set()).add(s)
+    for row in table.select(["venue", "symbol"]).group_by(["venue", "symbol"]).aggregate([]).to_pylist():
+        seen.setdefault(row["venue"], set()).add(row["symbol"])
     return seen
 
 
@@ -484,9 +484,7 @@ def capture(source: TradeSource, req: CaptureRequest, data_dir: str | os.PathLik
     timings["read"] = (time.perf_counter() - clock) * 1e3
 
     per_venue: dict[str, dict] = {}
-    counts: dict[str, int] = {}
-    for v in trades.column("venue").to_pylist():
-        counts[v] = counts.get(v, 0) + 1
+    counts = {c["values"]: c["counts"] for c in pc.value_counts(trades.column("venue")).to_pylist()}
     for venue in venues:
         insts = mapping.get(venue)
         if not insts:
@@ -499,7 +497,7 @@ def capture(source: TradeSource, req: CaptureRequest, data_dir: str | os.PathLik
         per_venue[venue] = {"coverage": status, "trades": counts.get(venue, 0), "lost": [s.to_dict() for s in lost],
                             "instruments": [i.symbol for i in insts]}
     clock2 = time.perf_counter()
-    have_reference = {v for v, ts in zip(trades.column("venue").to_pylist(), trades.column("ts_ns").to_pylist()) if ts < req.t0_ns}
+    have_reference = set(pc.unique(trades.filter(pc.less(trades.column("ts_ns"), req.t0_ns)).column("venue")).to_pylist())
     lacking = sorted(v for v in mapping if v not in have_reference)
     earlier = None
     if lacking:  # the reference is the last trade before t0, even if older than the window
