@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from ._core import SEQUENCED_VENUES, VENUES
 from .errors import InvalidInputError
+from .schema import TRADE_SCHEMA
 from .venues import split_multiplier
 
 NS = 1_000_000_000
@@ -54,16 +55,7 @@ INSTRUMENTS_DIR = "instruments"
 
 #: Parquet columns of trades.parquet: the log's trade columns (price and quantity as the venue's
 #: exact decimal text) plus the two times as UTC timestamps for tools that want them.
-EVENT_TRADE_SCHEMA = pa.schema([
-    pa.field("venue", pa.string(), nullable=False),
-    pa.field("symbol", pa.string(), nullable=False),
-    pa.field("trade_id", pa.string(), nullable=False),
-    pa.field("price", pa.string(), nullable=False),
-    pa.field("qty", pa.string(), nullable=False),
-    pa.field("side", pa.string(), nullable=False),
-    pa.field("ts_ns", pa.int64(), nullable=False),
-    pa.field("recv_ns", pa.int64(), nullable=False),
-    pa.field("flags", pa.uint16(), nullable=False),
+EVENT_TRADE_SCHEMA = pa.schema(list(TRADE_SCHEMA) + [
     pa.field("exchange_time", pa.timestamp("ns", tz="UTC"), nullable=False),
     pa.field("receive_time", pa.timestamp("ns", tz="UTC"), nullable=False),
 ])

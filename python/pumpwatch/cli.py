@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from . import __version__
@@ -272,7 +273,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     fmt = args.format or ("csv" if args.output.lower().endswith(".csv") else "parquet")
     source = open_source(args.source, args.data_dir)
     step = 600 * NS  # ten minutes a read: memory stays bounded whatever the span
-    tmp = f"{args.output}.tmp-{__import__('os').getpid()}"
+    tmp = f"{args.output}.tmp-{os.getpid()}"
     writer = None
     rows = 0
     try:
@@ -290,15 +291,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 progress.update(task, advance=min(step, end - t), description=f"exporting: {rows:,} trades")
                 t += step
         writer.close()
-        __import__("os").replace(tmp, args.output)
+        os.replace(tmp, args.output)
     except BaseException:
         if writer is not None:
             writer.close()
-        if __import__("os").path.exists(tmp):
-            __import__("os").remove(tmp)
+        if os.path.exists(tmp):
+            os.remove(tmp)
         raise
     print(f"{rows:,} trades written to {args.output} ({fmt})")
     return 0
+
+
+def _data_dir_arg(p: argparse.ArgumentParser, *, source: bool = False) -> None:
+    p.add_argument("--data-dir", default="./pumpwatch-data", help="data directory (default ./pumpwatch-data)")
+    if source:
+        p.add_argument("--source", help="read from this data directory or postgresql:// replica instead")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -322,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("ingest", help="store a file of raw venue frames (one per line) through the ingest path")
     i.add_argument("venue", help="venue id, e.g. binance-usdm")
     i.add_argument("file", help="file with one raw WebSocket text frame per line")
-    i.add_argument("--data-dir", default="./pumpwatch-data", help="data directory (default ./pumpwatch-data)")
+    _data_dir_arg(i)
     i.set_defaults(func=_cmd_ingest)
 
     c = sub.add_parser("capture", help="cut a listing event out of the recording (like the daemon does)")
@@ -330,20 +337,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--at", required=True, help="t0: ISO-8601 UTC (2025-09-22T05:00:00Z) or epoch s/ms/ns")
     c.add_argument("--before", default="20s", help="window before t0 (default 20s)")
     c.add_argument("--after", default="20s", help="window after t0 (default 20s)")
-    c.add_argument("--data-dir", default="./pumpwatch-data", help="data directory (default ./pumpwatch-data)")
-    c.add_argument("--source", help="read from this data directory or postgresql:// replica instead")
+    _data_dir_arg(c, source=True)
     c.add_argument("--no-chart", action="store_true", help="skip chart.png")
     c.add_argument("--json", action="store_true", help="print event.json and analysis.json")
     c.set_defaults(func=_cmd_capture)
 
     e = sub.add_parser("events", help="list the captured events")
-    e.add_argument("--data-dir", default="./pumpwatch-data", help="data directory (default ./pumpwatch-data)")
+    _data_dir_arg(e)
     e.add_argument("--json", action="store_true", help="print as JSON")
     e.set_defaults(func=_cmd_events)
 
     rp = sub.add_parser("report", help="show an event's analysis")
     rp.add_argument("event", help="event folder name (e.g. 0G_20250922T050000Z), its path, or a ticker (the latest)")
-    rp.add_argument("--data-dir", default="./pumpwatch-data", help="data directory (default ./pumpwatch-data)")
+    _data_dir_arg(rp)
     rp.add_argument("--json", action="store_true", help="print event.json and analysis.json")
     rp.set_defaults(func=_cmd_report)
 
@@ -354,12 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--symbol", action="append", help="only this symbol (repeatable)")
     x.add_argument("-o", "--output", required=True, help="output file (.parquet or .csv)")
     x.add_argument("--format", choices=("parquet", "csv"), help="default: from the file name")
-    x.add_argument("--data-dir", default="./pumpwatch-data", help="data directory (default ./pumpwatch-data)")
-    x.add_argument("--source", help="read from this data directory or postgresql:// replica instead")
+    _data_dir_arg(x, source=True)
     x.set_defaults(func=_cmd_export)
 
     v = sub.add_parser("verify", help="check the integrity of a recording and report any damage")
-    v.add_argument("--data-dir", default="./pumpwatch-data", help="data directory (default ./pumpwatch-data)")
+    _data_dir_arg(v)
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.set_defaults(func=_cmd_verify)
     return p
