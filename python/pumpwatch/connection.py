@@ -281,6 +281,11 @@ class VenueConnection:
             await self._send_frames(session, self.spec.unsubscribe_frames(symbols, self._ids(symbols, "unsubscribe")))
             await self._send_frames(session, self.spec.subscribe_frames(symbols, self._ids(symbols, "subscribe")))
 
+    @property
+    def up(self) -> bool:
+        """A socket is open and subscribed (or being subscribed)."""
+        return bool(self._sessions)
+
     def status(self) -> dict:
         return {"name": self.name, "state": self.state, "symbols": len(self.symbols), "sockets": len(self._sessions),
                 "reconnects": self.reconnects, "rotations": self.rotations, "last_error": self.last_error}

@@ -232,6 +232,7 @@ class SimVenue:
         self._stall_until = 0.0
         self._rest_fail: tuple[float, int] = (0.0, 503)  # (until, status) of a REST outage
         self._topic_symbol: dict[str, str] = {}  # trade topic -> symbol, learnt as trades go out
+        self._muted: dict[str, float] = {}  # symbol -> until when its trade messages reach no one
         self._drop = self._duplicate = self._malformed = 0
         self._burst = (1.0, 0.0)
         self._server: Server | None = None
@@ -306,6 +307,11 @@ class SimVenue:
     def client_count(self) -> int:
         return len(self._clients)
 
+    def subscribers(self, symbol: str) -> int:
+        """Sockets subscribed to `symbol`'s trades now (on any of its channels)."""
+        return len({c for topic, sym in self._topic_symbol.items() if sym == symbol
+                    for c in self._subscribers.get(topic, ()) if not c.closed})
+
     @property
     def heartbeat_timeout(self) -> float:
         """Seconds (scaled) after which a client that sends no heartbeat is cut."""
@@ -345,10 +351,14 @@ class SimVenue:
         min(self._clients, key=lambda c: c.opened).abort()
         return True
 
-    def silence(self, symbol: str) -> None:
-        """The venue drops `symbol`'s trade subscriptions on every socket without a word (acked
-        once, then nothing): the socket stays busy with the other symbols, the trades go on and
-        count as sent. A fresh subscribe for the symbol restores it."""
+    def silence(self, symbol: str, seconds: float | None = None) -> None:
+        """`symbol` falls silent while the other symbols go on; its trades go on and count as
+        sent. `seconds=None`: the venue drops the symbol's subscriptions on every socket without
+        a word, and a fresh subscribe restores them. `seconds`: its trade messages reach no one
+        for that long whatever the client does (withheld, as in a stall)."""
+        if seconds is not None:
+            self._muted[symbol] = time.monotonic() + seconds
+            return
         for topic, sym in self._topic_symbol.items():
             if sym != symbol:
                 continue
@@ -525,6 +535,10 @@ class SimVenue:
     def _deliver(self, pub: Publication) -> None:
         recipients = [c for c in self._subscribers.get(pub.topic, ()) if not c.closed]
         if not recipients:
+            return
+        muted = self._muted.get(self._topic_symbol.get(pub.topic, ""), 0.0) > time.monotonic()
+        if muted:
+            self._withheld[pub.channel].extend(pub.trades)
             return
         if self.stalled or self._drop > 0:
             if not self.stalled:
