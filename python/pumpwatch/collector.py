@@ -51,6 +51,11 @@ SILENT_CHECK_S = 0.5
 SILENT_MIN_INTERVALS = 10
 #: Weight of the newest interval in a symbol's usual interval between trades (an EWMA).
 SILENT_EWMA = 0.05
+#: Resubscribes of silent symbols per shard and hour. A quiet market makes false alarms (a symbol
+#: that traded in bursts), and subscribe messages count against venue limits (OKX: 480 per
+#: connection and hour), so past this the alarm is raised and named without a resubscribe.
+RESUBSCRIBES_PER_HOUR = 60
+HOUR_NS = 3600 * 1_000_000_000
 
 
 @dataclass
@@ -96,6 +101,8 @@ class Shard:
     #: Receive time of its latest trade frame and the mean interval between them.
     last_trade_ns: int = 0
     mean_interval_ns: float = 0.0
+    #: When its silent symbols were resubscribed, over the last hour.
+    resubscribed_ns: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -135,6 +142,7 @@ class VenueRecorder:
         self._last_venue_error_ns = 0
         self._last_trade_ns = 0
         self._holes: asyncio.Queue[Hole] = asyncio.Queue(MAX_PENDING_BACKFILLS)
+        self._side_tasks: set[asyncio.Task] = set()
         self._rest_gap_s = 1.0 / max(spec.backfill.requests_per_s, 0.1)
         self._tasks: list[asyncio.Task] = []
         self._sequenced = self.venue in _core.SEQUENCED_VENUES
@@ -396,8 +404,17 @@ class VenueRecorder:
                                on_state=on_state, name=name, rng=random.Random())
         shard.connections.append(conn)
         self.connections.append(conn)
-        self._tasks.append(asyncio.create_task(conn.run(), name=conn.name))
+        task = asyncio.create_task(conn.run(), name=conn.name)
+        task.add_done_callback(self._connection_ended)
+        self._tasks.append(task)
         return conn
+
+    def _connection_ended(self, task: asyncio.Task) -> None:
+        """A connection's run() ends only when closed or when on_frame raised (a full disk):
+        said here too, since connections added by a refresh are not awaited by run()."""
+        if not task.cancelled() and task.exception() is not None:
+            self.counters.last_error = f"{task.get_name()} stopped: {task.exception()}"[:200]
+            log.error("%s: %s", self.venue, self.counters.last_error)
 
     async def refresh_loop(self) -> None:
         """New instruments are subscribed (on connections with room, else new ones) and delisted
@@ -508,13 +525,20 @@ class VenueRecorder:
     def _silent(self, shard: Shard, symbol: str, a: SymbolActivity, now_ns: int) -> None:
         a.silent_since_ns = a.last_ns
         self.counters.silent_alarms += 1
+        shard.resubscribed_ns = [t for t in shard.resubscribed_ns if t > now_ns - HOUR_NS]
+        resubscribe = len(shard.resubscribed_ns) < RESUBSCRIBES_PER_HOUR
         why = (f"silent for {(now_ns - a.last_ns) / 1e9:.3g} s (usually a trade every "
-               f"{a.mean_interval_ns / 1e9:.3g} s) while its connection delivers other symbols: resubscribed")
+               f"{a.mean_interval_ns / 1e9:.3g} s) while its connection delivers other symbols: "
+               + ("resubscribed" if resubscribe else f"not resubscribed (already {RESUBSCRIBES_PER_HOUR} this hour)"))
         log.warning("%s %s: %s", self.venue, symbol, why)
         self.store.append_marker("subscription_set", ts_ns=now_ns, venue=self.venue, symbol=symbol,
                                  from_ts_ns=a.last_ns, to_ts_ns=now_ns, detail=why)
-        for conn in shard.connections:
-            self._tasks.append(asyncio.create_task(conn.resubscribe([symbol]), name=f"{conn.name}-resubscribe"))
+        if resubscribe:
+            shard.resubscribed_ns.append(now_ns)
+            for conn in shard.connections:
+                task = asyncio.create_task(conn.resubscribe([symbol]), name=f"{conn.name}-resubscribe")
+                self._side_tasks.add(task)
+                task.add_done_callback(self._side_tasks.discard)
 
     def _recovered(self, symbol: str, a: SymbolActivity, recv_ns: int) -> None:
         since, a.silent_since_ns = a.silent_since_ns, 0

@@ -56,7 +56,7 @@ class ConnectionSettings:
     #: at least silent_min_s) while its connection delivers other symbols is silent: it is
     #: resubscribed and listed in /status until it trades again. 0 = no alarm.
     silent_factor: float = 20.0
-    silent_min_s: float = 10.0
+    silent_min_s: float = 60.0
 
 
 @dataclass(frozen=True)
