@@ -5,6 +5,13 @@ within the venue's limits, hands every frame to the Rust ingest path with its re
 connection markers, and fills holes over REST as far as the venue allows: id gaps the store reports
 (by id or time), and after a reconnect the venue's recent-trades window (venues whose ids cannot
 show a gap). What cannot be filled is written as an unfillable-gap marker with its span.
+
+Connections never silently die: each shard of symbols runs on one connection or two redundant
+ones (`redundancy`), rotated make-before-break ahead of planned cuts (the connection's lifetime;
+a shutdown notice the venue sends); a symbol that falls silent while its connection delivers the
+others is resubscribed and named in the status; the instrument list is refreshed (new instruments
+subscribed, delisted ones unsubscribed). A venue that fails says how in `status()` and affects no
+other.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from .capture import save_instruments
 from .config import Config, VenueSettings
 from .connection import HttpError, ReconnectPolicy, VenueConnection, http_fetch
 from .store import Store
-from .venues import HttpFetch, Instrument, VenueSpec, get as venue_spec
+from .venues import CLOSED, HttpFetch, Instrument, VenueSpec, get as venue_spec
 
 log = logging.getLogger("pumpwatch.collector")
 
@@ -39,6 +46,17 @@ SILENCE_MIN_NS = 500_000_000
 STOP_BACKFILL_GRACE_S = 5.0
 #: How far back a restart looks in the log for the last id of each symbol.
 RESTART_LOOKBACK_NS = 15 * 60 * 1_000_000_000
+#: How often the live trades are looked over for silent symbols.
+SILENT_CHECK_S = 0.5
+#: Intervals a symbol must have shown before its silence can mean anything.
+SILENT_MIN_INTERVALS = 10
+#: Weight of the newest interval in a symbol's usual interval between trades (an EWMA).
+SILENT_EWMA = 0.05
+#: Resubscribes of silent symbols per shard and hour. A quiet market makes false alarms (a symbol
+#: that traded in bursts), and subscribe messages count against venue limits (OKX: 480 per
+#: connection and hour), so past this the alarm is raised and named without a resubscribe.
+RESUBSCRIBES_PER_HOUR = 60
+HOUR_NS = 3600 * 1_000_000_000
 
 
 @dataclass
@@ -52,6 +70,11 @@ class VenueCounters:
     backfilled: int = 0
     rest_errors: int = 0
     silences: int = 0
+    silent_alarms: int = 0
+    venue_errors: int = 0
+    rotation_notices: int = 0
+    subscribed: int = 0
+    unsubscribed: int = 0
     last_error: str = ""
     started_ns: int = field(default_factory=time.time_ns)
 
@@ -68,6 +91,31 @@ class Hole:
     before_id: int | None = None
 
 
+@dataclass(eq=False)
+class Shard:
+    """Symbols carried together, by one connection or (redundancy 2) two twins."""
+
+    symbols: list[str]
+    connections: list[VenueConnection] = field(default_factory=list)
+    #: When the last connection of the shard went down (trades may be missing since), or None.
+    down_since: int | None = None
+    #: Receive time of its latest trade frame and the mean interval between them.
+    last_trade_ns: int = 0
+    mean_interval_ns: float = 0.0
+    #: When its silent symbols were resubscribed, over the last hour.
+    resubscribed_ns: list[int] = field(default_factory=list)
+
+
+@dataclass
+class SymbolActivity:
+    """When a symbol last traded live and how often it usually does."""
+
+    last_ns: int = 0
+    mean_interval_ns: float = 0.0
+    intervals: int = 0
+    silent_since_ns: int = 0  # nonzero while the alarm is raised
+
+
 class VenueRecorder:
     def __init__(self, spec: VenueSpec, settings: VenueSettings, store: Store, cfg: Config, http: HttpFetch) -> None:
         self.spec = spec
@@ -79,16 +127,24 @@ class VenueRecorder:
         c = cfg.connection
         self.policy = ReconnectPolicy(
             initial_delay_s=c.initial_delay_s, max_delay_s=c.max_delay_s, factor=c.factor, jitter=c.jitter,
-            idle_timeout_s=c.idle_timeout_s or None,
+            idle_timeout_s=c.idle_timeout_s or None, rotate_at_fraction=c.rotate_at_fraction,
+            rotation_overlap_s=c.rotation_overlap_s,
         )
+        self.redundancy = settings.redundancy or c.redundancy
         self.counters = VenueCounters()
         self.instruments: dict[str, Instrument] = {}
+        #: Symbols on the venue's list that may trade again (all but closed ones): a subscribed
+        #: symbol missing here is delisted and unsubscribed.
+        self.listed: set[str] = set()
         self.connections: list[VenueConnection] = []
+        self.shards: list[Shard] = []
         self.state = "starting"
+        self.activity: dict[str, SymbolActivity] = {}
+        self._last_venue_error_ns = 0
+        self._last_trade_ns = 0
         self._holes: asyncio.Queue[Hole] = asyncio.Queue(MAX_PENDING_BACKFILLS)
         self.filling: Hole | None = None  # the hole being backfilled now
-        self._down_since: dict[int, int] = {}
-        self._flow: dict[int, tuple[int, float]] = {}  # per connection: last trade frame, mean interval
+        self._side_tasks: set[asyncio.Task] = set()
         self._rest_gap_s = 1.0 / max(spec.backfill.requests_per_s, 0.1)
         self._tasks: list[asyncio.Task] = []
         self._sequenced = self.venue in _core.SEQUENCED_VENUES
@@ -105,7 +161,9 @@ class VenueRecorder:
                 body = await self._rest(page)
                 bodies.append(body)
                 page = self.spec.next_instruments_request(page, body)
-        found = [i for i in self.spec.parse_instruments(bodies) if i.is_trading and i.quote == self.cfg.quote]
+        parsed = [i for i in self.spec.parse_instruments(bodies) if i.quote == self.cfg.quote]
+        self.listed = {i.symbol for i in parsed if i.status != CLOSED}
+        found = [i for i in parsed if i.is_trading]
         self.instruments = {i.symbol: i for i in found}
         try:  # kept for captures in any process: which instruments are a ticker's, and their sizes
             save_instruments(self.store.path, self.venue, found)
@@ -121,29 +179,37 @@ class VenueRecorder:
 
     # -- frames and connection states
 
-    def on_frame(self, conn_index: int, frame: str | bytes, recv_ns: int) -> None:
+    def on_frame(self, shard: Shard, conn: VenueConnection, frame: str | bytes, recv_ns: int) -> None:
         n, events = self.store.ingest(self.venue, frame, recv_ns)
         self.counters.frames += 1
         self.counters.trades += n
-        if n and not self._sequenced:
-            self._watch_silence(conn_index, recv_ns)
+        if n:
+            self._last_trade_ns = recv_ns
+            if not self._sequenced:
+                self._watch_silence(shard, recv_ns)
         if events:
             for e in events:
+                if e[0] == "control" and e[2] == "shutdown_notice":
+                    # A planned cut of this socket (Binance serverShutdown, OKX notice 64008):
+                    # its replacement is made before it goes.
+                    self.counters.rotation_notices += 1
+                    conn.request_rotation(f"the venue announced a cut: {e[3][:120]}")
                 self._on_event(e)
 
-    def _watch_silence(self, conn_index: int, recv_ns: int) -> None:
-        """Trades resume after an unusual silence: the connection may have been stalled (open,
-        sending nothing), which ids cannot reveal here; merge the recent-trades window."""
-        last, mean = self._flow.get(conn_index, (0, 0.0))
+    def _watch_silence(self, shard: Shard, recv_ns: int) -> None:
+        """Trades resume after an unusual silence: the shard may have been stalled (open,
+        sending nothing), which ids cannot reveal here; merge the recent-trades window. Per
+        shard, so a redundant twin that kept delivering leaves nothing to merge."""
+        last, mean = shard.last_trade_ns, shard.mean_interval_ns
         if last:
             gap = recv_ns - last
             if mean and gap > max(SILENCE_MIN_NS, SILENCE_FACTOR * mean):
                 self.counters.silences += 1
-                for symbol in self.connections[conn_index].symbols:
+                for symbol in shard.symbols:
                     self._enqueue(Hole(symbol, last, recv_ns))
-            else:
+            elif gap > 0:
                 mean = gap if not mean else 0.95 * mean + 0.05 * gap
-        self._flow[conn_index] = (recv_ns, mean)
+        shard.last_trade_ns, shard.mean_interval_ns = max(last, recv_ns), mean
 
     def _on_event(self, e: tuple) -> None:
         kind = e[0]
@@ -159,22 +225,29 @@ class VenueRecorder:
         elif kind == "control" and e[2] in ("error", "shutdown_notice"):
             log.warning("%s: %s: %s", self.venue, e[2], e[3][:200])
             if e[2] == "error":
-                self.counters.last_error = e[3][:200]
+                # The venue refused something we sent: a subscription, most likely.
+                self.counters.venue_errors += 1
+                self.counters.last_error = f"venue error: {e[3][:200]}"
+                self._last_venue_error_ns = time.time_ns()
 
-    def on_state(self, conn_index: int, state: str, reason: str) -> None:
+    def on_state(self, shard: Shard, conn: VenueConnection, state: str, reason: str) -> None:
         now = time.time_ns()
-        conn = self.connections[conn_index]
+        what = {"up": "", "down": "", "rotated": "rotated make-before-break, no hole: "}[state]
         self.store.append_marker(
             "connection_up" if state == "up" else "connection_down",
-            ts_ns=now, venue=self.venue, detail=f"{conn.name}: {reason}"[:1000],
+            ts_ns=now, venue=self.venue, detail=f"{conn.name}: {what}{reason}"[:1000],
         )
+        others_up = any(c.up for c in shard.connections if c is not conn)
+        if state == "rotated" or (state == "down" and others_up):
+            return  # another socket carries the shard: nothing was missed
         if state == "down":
-            self._down_since.setdefault(conn_index, now)
+            if shard.down_since is None:
+                shard.down_since = now
             return
-        down_since = self._down_since.pop(conn_index, None)
+        down_since, shard.down_since = shard.down_since, None
         if down_since is not None and not self._sequenced:
             # Ids cannot reveal what the outage took here: merge the venue's recent-trades window.
-            for symbol in conn.symbols:
+            for symbol in shard.symbols:
                 self._enqueue(Hole(symbol, down_since, now))
 
     def _enqueue(self, hole: Hole) -> None:
@@ -281,24 +354,12 @@ class VenueRecorder:
     # -- lifetime
 
     async def run(self) -> None:
-        try:
-            symbols = await self.discover()
-        except Exception as e:  # noqa: BLE001 - one venue failing leaves the others recording
-            self.state = f"down: instrument list failed: {e}"
-            self.counters.last_error = str(e)[:200]
-            log.error("%s: %s", self.venue, self.state)
-            return
+        symbols = await self._discover_until_found()
         if not symbols:
             self.state = "idle: no instruments"
             return
         self.seed_from_log()
-        shards = self.spec.shard(symbols)
-        if self.spec.max_connections and len(shards) > self.spec.max_connections:
-            log.warning("%s: %d shards exceed the venue's %d connections; recording the first %d",
-                        self.venue, len(shards), self.spec.max_connections, self.spec.max_connections)
-            shards = shards[: self.spec.max_connections]
-        for shard in shards:
-            self._connect(shard)
+        self._add_shards(symbols)
         self._tasks.append(asyncio.create_task(self.backfill_loop(), name=f"{self.venue}-backfill"))
         self._tasks.append(asyncio.create_task(self.refresh_loop(), name=f"{self.venue}-refresh"))
         try:
@@ -307,21 +368,65 @@ class VenueRecorder:
             for t in self._tasks:
                 t.cancel()
 
-    def _connect(self, shard: list[str]) -> None:
-        i = len(self.connections)
-        conn = VenueConnection(
-            self.spec, shard, http=self.http, policy=self.policy,
-            on_frame=lambda f, t: self.on_frame(i, f, t),
-            on_state=lambda s, r: self.on_state(i, s, r),
-            name=f"{self.venue}#{i}", rng=random.Random(),
-        )
+    async def _discover_until_found(self) -> list[str]:
+        """The instrument list; a venue that cannot give it is retried with backoff (and says so
+        in its state) while the other venues record."""
+        attempt = 0
+        while True:
+            try:
+                return await self.discover()
+            except Exception as e:  # noqa: BLE001 - one venue failing leaves the others recording
+                self.state = f"down: instrument list failed: {e}"
+                self.counters.last_error = str(e)[:200]
+                log.error("%s: %s", self.venue, self.state)
+            await asyncio.sleep(self.policy.delay(attempt, random.Random()))
+            attempt += 1
+
+    def _add_shards(self, symbols: list[str]) -> None:
+        shards = self.spec.shard(symbols)
+        room = None
+        if self.spec.max_connections:
+            room = self.spec.max_connections // self.redundancy - len(self.shards)
+        if room is not None and len(shards) > room:
+            log.warning("%s: %d more shards exceed the venue's %d connections; recording the first %d",
+                        self.venue, len(shards), self.spec.max_connections, max(0, room))
+            shards = shards[: max(0, room)]
+        for symbols_of_shard in shards:
+            shard = Shard(list(symbols_of_shard))
+            self.shards.append(shard)
+            for twin in range(self.redundancy):
+                self._connect(shard, twin)
+        self.counters.subscribed = sum(len(sh.symbols) for sh in self.shards)
+
+    def _connect(self, shard: Shard, twin: int = 0) -> VenueConnection:
+        name = f"{self.venue}#{self.shards.index(shard)}" + (f"/{twin}" if self.redundancy > 1 else "")
+        conn: VenueConnection
+
+        def on_frame(f: str | bytes, t: int) -> None:
+            self.on_frame(shard, conn, f, t)
+
+        def on_state(state: str, reason: str) -> None:
+            self.on_state(shard, conn, state, reason)
+
+        conn = VenueConnection(self.spec, shard.symbols, http=self.http, policy=self.policy, on_frame=on_frame,
+                               on_state=on_state, name=name, rng=random.Random())
+        shard.connections.append(conn)
         self.connections.append(conn)
-        self._tasks.append(asyncio.create_task(conn.run(), name=conn.name))
-        self.state = f"recording {sum(len(c.symbols) for c in self.connections)} symbols on {len(self.connections)} connections"
+        task = asyncio.create_task(conn.run(), name=conn.name)
+        task.add_done_callback(self._connection_ended)
+        self._tasks.append(task)
+        return conn
+
+    def _connection_ended(self, task: asyncio.Task) -> None:
+        """A connection's run() ends only when closed or when on_frame raised (a full disk):
+        said here too, since connections added by a refresh are not awaited by run()."""
+        if not task.cancelled() and task.exception() is not None:
+            self.counters.last_error = f"{task.get_name()} stopped: {task.exception()}"[:200]
+            log.error("%s: %s", self.venue, self.counters.last_error)
 
     async def refresh_loop(self) -> None:
-        """New instruments are subscribed (on connections of their own) as the venue lists them.
-        Delisted ones simply fall silent on their connections."""
+        """New instruments are subscribed (on connections with room, else new ones) and delisted
+        ones unsubscribed, as the venue's instrument list changes."""
         if self.settings.symbols or self.cfg.discovery_refresh_s <= 0:
             return
         while True:
@@ -331,12 +436,130 @@ class VenueRecorder:
             except Exception as e:  # noqa: BLE001 - the next refresh tries again
                 log.warning("%s: refreshing the instrument list failed: %s", self.venue, e)
                 continue
-            have = {s for c in self.connections for s in c.symbols}
-            new = [s for s in symbols if s not in have]
-            if new:
-                log.info("%s: %d new instruments: %s", self.venue, len(new), ", ".join(new[:10]))
-                for shard in self.spec.shard(new):
-                    self._connect(shard)
+            await self.apply_instruments(symbols)
+
+    async def apply_instruments(self, symbols: list[str]) -> None:
+        have = {s for sh in self.shards for s in sh.symbols}
+        gone = sorted(s for s in have if s not in self.listed)
+        new = [s for s in symbols if s not in have]
+        if gone:
+            await self._unsubscribe(gone)
+        if new:
+            await self._subscribe(new)
+
+    async def _unsubscribe(self, gone: list[str]) -> None:
+        log.info("%s: %d delisted instruments: %s", self.venue, len(gone), ", ".join(gone[:10]))
+        for shard in list(self.shards):
+            drop = [s for s in shard.symbols if s in gone]
+            if not drop:
+                continue
+            if len(drop) == len(shard.symbols):  # nothing left to carry: the shard's sockets go
+                self.shards.remove(shard)
+                for conn in shard.connections:
+                    await conn.close()
+                    self.connections.remove(conn)
+            else:
+                for conn in shard.connections:
+                    await conn.remove_symbols(drop)
+                shard.symbols = [s for s in shard.symbols if s not in drop]
+            for s in drop:
+                self.activity.pop(s, None)
+        self.counters.unsubscribed += len(gone)
+        self.counters.subscribed = sum(len(sh.symbols) for sh in self.shards)
+        self.store.append_marker("subscription_set", ts_ns=time.time_ns(), venue=self.venue,
+                                 detail=f"unsubscribed {len(gone)} delisted: {', '.join(gone)}"[:1000])
+
+    async def _subscribe(self, new: list[str]) -> None:
+        log.info("%s: %d new instruments: %s", self.venue, len(new), ", ".join(new[:10]))
+        rest = list(new)
+        for shard in self.shards:  # fill connections with room first, within the venue's limits
+            if not rest:
+                break
+            fit = 0
+            while fit < len(rest) and len(self.spec.shard(shard.symbols + rest[: fit + 1])) == 1:
+                fit += 1
+            if fit:
+                batch, rest = rest[:fit], rest[fit:]
+                for conn in shard.connections:
+                    await conn.add_symbols(batch)
+                shard.symbols.extend(batch)
+        if rest:
+            self._add_shards(rest)
+        self.counters.subscribed = sum(len(sh.symbols) for sh in self.shards)
+        self.store.append_marker("subscription_set", ts_ns=time.time_ns(), venue=self.venue,
+                                 detail=f"subscribed {len(new)} new: {', '.join(new)}"[:1000])
+
+    # -- silent symbols
+
+    def note_trade(self, symbol: str, recv_ns: int) -> None:
+        """A live trade of `symbol` (from the store's ring): keeps its usual interval, and ends
+        its silence alarm."""
+        a = self.activity.get(symbol)
+        if a is None:
+            self.activity[symbol] = SymbolActivity(last_ns=recv_ns)
+            return
+        if a.silent_since_ns:
+            self._recovered(symbol, a, recv_ns)
+        elif recv_ns > a.last_ns and a.last_ns:
+            gap = recv_ns - a.last_ns
+            a.mean_interval_ns = gap if not a.intervals else (1 - SILENT_EWMA) * a.mean_interval_ns + SILENT_EWMA * gap
+            a.intervals += 1
+        a.last_ns = max(a.last_ns, recv_ns)
+
+    def check_silent(self, now_ns: int) -> None:
+        """Raises the alarm for symbols silent past `silent_factor` x their usual interval while
+        their shard delivers other symbols, and resubscribes them once per silence."""
+        c = self.cfg.connection
+        if c.silent_factor <= 0:
+            return
+        shard_of = {s: sh for sh in self.shards for s in sh.symbols}
+        shard_last: dict[int, int] = {}
+        for symbol, a in self.activity.items():
+            sh = shard_of.get(symbol)
+            if sh is not None:
+                shard_last[id(sh)] = max(shard_last.get(id(sh), 0), a.last_ns)
+        for symbol, a in self.activity.items():
+            sh = shard_of.get(symbol)
+            if sh is None or a.silent_since_ns or a.intervals < SILENT_MIN_INTERVALS:
+                continue
+            threshold = max(c.silent_factor * a.mean_interval_ns, c.silent_min_s * 1e9)
+            silent_for = now_ns - a.last_ns
+            others = shard_last.get(id(sh), 0)
+            # Silent, while the same sockets delivered other symbols lately: not a dead
+            # connection (the idle watchdog's case) but a subscription that stopped.
+            if silent_for > threshold and others > a.last_ns and now_ns - others < threshold:
+                self._silent(sh, symbol, a, now_ns)
+
+    def _silent(self, shard: Shard, symbol: str, a: SymbolActivity, now_ns: int) -> None:
+        a.silent_since_ns = a.last_ns
+        self.counters.silent_alarms += 1
+        shard.resubscribed_ns = [t for t in shard.resubscribed_ns if t > now_ns - HOUR_NS]
+        resubscribe = len(shard.resubscribed_ns) < RESUBSCRIBES_PER_HOUR
+        why = (f"silent for {(now_ns - a.last_ns) / 1e9:.3g} s (usually a trade every "
+               f"{a.mean_interval_ns / 1e9:.3g} s) while its connection delivers other symbols: "
+               + ("resubscribed" if resubscribe else f"not resubscribed (already {RESUBSCRIBES_PER_HOUR} this hour)"))
+        log.warning("%s %s: %s", self.venue, symbol, why)
+        self.store.append_marker("subscription_set", ts_ns=now_ns, venue=self.venue, symbol=symbol,
+                                 from_ts_ns=a.last_ns, to_ts_ns=now_ns, detail=why)
+        if resubscribe:
+            shard.resubscribed_ns.append(now_ns)
+            for conn in shard.connections:
+                task = asyncio.create_task(conn.resubscribe([symbol]), name=f"{conn.name}-resubscribe")
+                self._side_tasks.add(task)
+                task.add_done_callback(self._side_tasks.discard)
+
+    def _recovered(self, symbol: str, a: SymbolActivity, recv_ns: int) -> None:
+        since, a.silent_since_ns = a.silent_since_ns, 0
+        log.info("%s %s: trades again after %.3g s of silence", self.venue, symbol, (recv_ns - since) / 1e9)
+        self.store.append_marker("subscription_set", ts_ns=recv_ns, venue=self.venue, symbol=symbol,
+                                 from_ts_ns=since, to_ts_ns=recv_ns, detail="trades again after a silence")
+        if not self._sequenced:
+            # Ids cannot show what the silence took here: merge the recent-trades window.
+            self._enqueue(Hole(symbol, since, recv_ns))
+
+    @property
+    def silent_symbols(self) -> list[str]:
+        return sorted(s for s, a in self.activity.items() if a.silent_since_ns)
 
     async def stop(self) -> None:
         """Closes the connections cleanly (their `down` markers say so), gives the backfills
@@ -351,16 +574,45 @@ class VenueRecorder:
             self._unfillable(self._holes.get_nowait(), "the recorder stopped before this hole was backfilled")
             self._holes.task_done()
 
+    def _state(self) -> str:
+        """What the venue is doing, worst first: the line the dashboard and /status show."""
+        conns = self.connections
+        if not conns:
+            if self.state == "starting" and self.counters.last_error:  # still retrying its REST
+                return f"down: instrument list failed: {self.counters.last_error}"
+            return self.state
+        up = sum(c.up for c in conns)
+        if self._last_venue_error_ns and self._last_venue_error_ns >= self._last_trade_ns:
+            return f"error: {self.counters.last_error}"
+        if up == 0:
+            errors = [c.last_error for c in conns if c.last_error]
+            return f"down: {errors[0] if errors else 'connecting'}"
+        symbols = sum(len(sh.symbols) for sh in self.shards)
+        if up < len(conns):
+            errors = [c.last_error for c in conns if not c.up and c.last_error]
+            return f"degraded: {up}/{len(conns)} connections up" + (f": {errors[0]}" if errors else "")
+        silent = self.silent_symbols
+        if silent:
+            return f"degraded: {len(silent)} silent symbols: {', '.join(silent[:5])}"
+        return f"recording {symbols} symbols on {len(conns)} connections"
+
     def status(self) -> dict:
         now = time.time_ns()
         last = max((c.last_message_ns for c in self.connections), default=0)
         return {
-            "state": self.state,
+            "state": self._state(),
             "connections": len(self.connections),
+            "connections_up": sum(c.up for c in self.connections),
+            "redundancy": self.redundancy,
             "reconnects": sum(c.reconnects for c in self.connections),
+            "rotations": sum(c.rotations for c in self.connections),
             "last_message_age_s": round((now - last) / 1e9, 3) if last else None,
             "pending_backfills": self._holes.qsize(),
+            "silent_symbols": self.silent_symbols,
+            "connection_states": [c.status() for c in self.connections],
             **{k: v for k, v in vars(self.counters).items() if k != "started_ns"},
+            # The venue's own error, else why a connection is down.
+            "last_error": self.counters.last_error or next((c.last_error for c in self.connections if not c.up and c.last_error), ""),
         }
 
 
@@ -383,6 +635,8 @@ class Collector:
     async def run(self, stop: asyncio.Event) -> None:
         self.store.append_marker("recorder_start", ts_ns=time.time_ns(), detail=f"venues: {', '.join(self.recorders)}")
         tasks = [asyncio.create_task(r.run(), name=v) for v, r in self.recorders.items()]
+        if self.cfg.connection.silent_factor > 0 and hasattr(self.store, "ring_reader"):
+            tasks.append(asyncio.create_task(self.watch_symbols(), name="silent-symbols"))
         try:
             await stop.wait()
         finally:
@@ -395,6 +649,26 @@ class Collector:
     def backfills_pending(self) -> int:
         """Holes waiting for, or in, backfill on every venue (a capture waits for them to settle)."""
         return sum(r._holes.qsize() + (r.filling is not None) for r in self.recorders.values())
+
+    async def watch_symbols(self) -> None:
+        """Follows every live trade stored (the store's ring, off the socket path) to know when
+        each symbol last traded, and lets each venue check for silent symbols."""
+        reader = self.store.ring_reader()
+        backfill = _core.FLAGS["BACKFILL"]
+        while True:
+            await asyncio.sleep(SILENT_CHECK_S)
+            while True:
+                trades, _missed = reader.poll()
+                for t in trades:
+                    if not t.flags & backfill:
+                        recorder = self.recorders.get(t.venue)
+                        if recorder is not None:
+                            recorder.note_trade(t.symbol, t.recv_ns)
+                if len(trades) < 65536:
+                    break
+            now = time.time_ns()
+            for recorder in self.recorders.values():
+                recorder.check_silent(now)
 
     def status(self) -> dict:
         stats = self.store.ingest_stats()

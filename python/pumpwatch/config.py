@@ -44,6 +44,19 @@ class ConnectionSettings:
     #: No message for this long on a connection that should have data: reconnect. 0 = derive
     #: from the venue's heartbeat rule.
     idle_timeout_s: float = 0.0
+    #: Connections per shard of symbols: 2 runs a twin of each, so losing one loses nothing (the
+    #: store drops the duplicates). 1 or 2.
+    redundancy: int = 1
+    #: A venue that cuts connections at a known age (Binance 24 h, KuCoin's token) gets a
+    #: replacement at this share of it, made before the old one closes. In (0, 1).
+    rotate_at_fraction: float = 0.9
+    #: Seconds old and new connection both deliver during a rotation.
+    rotation_overlap_s: float = 2.0
+    #: A symbol that trades steadily but got nothing for this many times its usual interval (and
+    #: at least silent_min_s) while its connection delivers other symbols is silent: it is
+    #: resubscribed and listed in /status until it trades again. 0 = no alarm.
+    silent_factor: float = 20.0
+    silent_min_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,8 @@ class VenueSettings:
     rest_url: str = ""
     #: At most this many symbols (0 = all the venue lists).
     max_symbols: int = 0
+    #: Connections per shard on this venue (0 = [connection] redundancy).
+    redundancy: int = 0
 
 
 @dataclass(frozen=True)
@@ -184,6 +199,13 @@ def from_dict(raw: dict[str, Any]) -> Config:
         raise ConfigError("[capture] needs before_s >= 0, after_s > 0, grace_s >= 0 and a window of at most a day")
     if c.move_pct <= 0 or c.pump_pct <= 0:
         raise ConfigError("[capture] move_pct and pump_pct are percentages above 0")
+    if cfg.connection.redundancy not in (1, 2):
+        raise ConfigError(f"connection.redundancy must be 1 or 2 (connections per shard), not {cfg.connection.redundancy}")
+    for name, venue in cfg.venues.items():
+        if venue.redundancy not in (0, 1, 2):
+            raise ConfigError(f"venues.{name}.redundancy must be 1 or 2 (or 0 for [connection] redundancy), not {venue.redundancy}")
+    if not 0 < cfg.connection.rotate_at_fraction < 1:
+        raise ConfigError(f"connection.rotate_at_fraction must be between 0 and 1, not {cfg.connection.rotate_at_fraction}")
     host, _, port = cfg.metrics_address.rpartition(":")
     if host not in ("127.0.0.1", "localhost", "::1") or not port.isdigit():
         raise ConfigError(f"metrics_address {cfg.metrics_address!r} must be 127.0.0.1:PORT (served on loopback only)")

@@ -122,6 +122,7 @@ class Instrument:
     listed_at_ns: int | None = None  # None: listed before the simulator started
     pump: float | None = None  # a scheduled listing's (or pump's) price multiple
     pump_at_ns: int | None = None  # when the pump starts, if not at the listing (an Upbit announcement)
+    delisted_at_ns: int | None = None  # from then on: gone from the instrument list, no trades
 
     @property
     def tick(self) -> str:
@@ -138,6 +139,8 @@ class Instrument:
         return units_text(units, self.qty_places, self.qty_pad)
 
     def listed(self, now_ns: int) -> bool:
+        if self.delisted_at_ns is not None and now_ns >= self.delisted_at_ns:
+            return False
         return self.listed_at_ns is None or now_ns >= self.listed_at_ns
 
 
