@@ -86,6 +86,11 @@ class Config:
     quote: str = "USDT"
     #: How often instrument lists are fetched again (new instruments subscribed, delisted dropped).
     discovery_refresh_s: float = 3600.0
+    #: Venues whose ids cannot show a hole (Bybit, KuCoin, Phemex): every this many seconds each
+    #: symbol's recent-trades window is merged over REST, so a trade message lost mid-stream (no
+    #: disconnect, no silence) is still recorded if the window reaches back to it. Paced with the
+    #: backfills at the venue's REST rate, after them. 0 = only after disconnects and silences.
+    window_merge_s: float = 60.0
     #: Where /status and /metrics are served (127.0.0.1 only; port 0 picks a free one).
     metrics_address: str = "127.0.0.1:9464"
     upbit: "UpbitSettings" = field(default_factory=lambda: UpbitSettings())

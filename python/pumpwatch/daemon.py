@@ -62,7 +62,7 @@ async def _maintain(cfg: Config, store, warnings: list[str], stop: asyncio.Event
                              low_disk_bytes=cfg.log.low_disk_bytes)
     while not stop.is_set():
         try:
-            apply_retention(cfg.data_dir, store._log.active_segment()[0], policy)
+            apply_retention(cfg.data_dir, store.active_segment_seq(), policy)
             warning = low_disk(cfg.data_dir, policy)
         except OSError as e:
             warning = f"retention failed: {e}"
