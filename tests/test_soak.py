@@ -76,7 +76,7 @@ def _wait_for(what: str, check, timeout: float, proc: subprocess.Popen | None = 
     raise AssertionError(f"{what} did not happen within {timeout} s\n{tail}")
 
 
-def _config(path, urls: dict) -> None:
+def _config(path, urls: dict, engine: str = "rust") -> None:
     lines = [
         'metrics_address = "127.0.0.1:0"',
         "discovery_refresh_s = 0",
@@ -84,7 +84,7 @@ def _config(path, urls: dict) -> None:
         # merging the recent-trades window (KuCoin: the last 100) while it still reaches back finds it.
         f"window_merge_s = {WINDOW_MERGE_S}",
         "[upbit]", "enabled = false",
-        "[log]", "fsync_interval = 0.2",
+        "[log]", "fsync_interval = 0.2", f'engine = "{engine}"',
         "[connection]", f"idle_timeout_s = {IDLE_TIMEOUT_S}", "initial_delay_s = 0.2", "max_delay_s = 2.0",
     ]
     for venue, u in urls.items():
@@ -105,6 +105,17 @@ def _start_recorder(cfg, data, log_path) -> tuple[subprocess.Popen, str]:
     return proc, _wait_for("the recorder serving /status", address, 60, proc, str(log_path))
 
 
+def _start_simulator(tmp_path, sim_log, venues: list[str] | None = None) -> subprocess.Popen:
+    venues = ["--venues", *venues] if venues else []
+    with open(sim_log, "w") as sim_out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pumpwatch.sim", "--seed", str(SEED), "--rate", str(RATE), "--symbols", *SYMBOLS,
+             "--backlog", "100", "--scenario", str(tmp_path / "scenario.json"), "--urls-out", str(tmp_path / "urls.json"),
+             "--truth-out", str(tmp_path / "truth.json"), *venues],
+            stdout=sim_out, stderr=subprocess.STDOUT, text=True,
+        )
+
+
 def _sleep_until(t0: float, at: float) -> None:
     time.sleep(max(0.0, t0 + at - time.monotonic()))
 
@@ -114,12 +125,7 @@ def test_soak_twelve_venues_faults_and_a_recorder_sigkill(tmp_path):
     scenario.write_text(json.dumps(SCENARIO))
     data, cfg = tmp_path / "data", tmp_path / "pumpwatch.toml"
     sim_log = tmp_path / "sim.log"
-    with open(sim_log, "w") as sim_out:
-        sim = subprocess.Popen(
-            [sys.executable, "-m", "pumpwatch.sim", "--seed", str(SEED), "--rate", str(RATE), "--symbols", *SYMBOLS,
-             "--backlog", "100", "--scenario", str(scenario), "--urls-out", str(urls_file), "--truth-out", str(truth_file)],
-            stdout=sim_out, stderr=subprocess.STDOUT, text=True,
-        )
+    sim = _start_simulator(tmp_path, sim_log)
     recorders: list[subprocess.Popen] = []
     try:
         _wait_for("the simulator listening", urls_file.exists, 60, sim, str(sim_log))
@@ -147,7 +153,7 @@ def test_soak_twelve_venues_faults_and_a_recorder_sigkill(tmp_path):
     truth = json.loads(truth_file.read_text())
     report = pumpwatch.verify(data)
     assert report["ok"], report
-    _check_against_truth(data, truth, tmp_path)
+    _check_against_truth(data, truth, tmp_path, starts=2)
 
 
 #: Venues whose live message aggregates the fills of one taker order at one price (one trade,
@@ -184,13 +190,13 @@ def _fills_in_place_of_aggregates(sent: list[dict], rows: list[dict], missing: l
     return still, doubled
 
 
-def _check_against_truth(data, truth: dict, tmp_path) -> None:
+def _check_against_truth(data, truth: dict, tmp_path, *, starts: int, min_trades: int = 300) -> None:
     reader = pumpwatch.Store.open_readonly(data)
     stored = reader.query().to_pylist()
     markers = reader.markers().to_pylist()
     unfillable = [m for m in markers if m["kind"] == "gap_unfillable"]
     kinds = Counter(m["kind"] for m in markers)
-    assert kinds["recorder_start"] == 2 and kinds["recorder_stop"] == 1, kinds
+    assert kinds["recorder_start"] == starts and kinds["recorder_stop"] == 1, kinds
     key = ("symbol", "trade_id", "price", "qty", "side", "ts_ns")
     lines = [f"{'venue':15} {'sent':>6} {'stored':>6} {'dups':>5} {'in unfillable':>13} {'missing':>7}"]
     failures = []
@@ -228,12 +234,45 @@ def _check_against_truth(data, truth: dict, tmp_path) -> None:
         elif len(missing) > len(named):
             lost = [s for s in missing if s not in named]
             failures.append(f"{venue}: {len(lost)} trades neither stored nor inside an unfillable-gap marker, e.g. {lost[:2]}")
-        if len(in_span) < 300:
+        if len(in_span) < min_trades:
             failures.append(f"{venue}: only {len(in_span)} trades in the span recorded; the recorder was not recording")
     table = "\n".join(lines)
     print(f"\nsoak: sent = trades the simulator sent in the span recorded\n{table}\nmarkers: {dict(kinds)}")
     (tmp_path / "soak-report.txt").write_text(table)
     assert not failures, "\n".join(failures) + "\n" + table
+
+
+def test_the_recorder_on_the_pure_python_path_loses_nothing_either(tmp_path):
+    """`[log] engine = "purepy"`: the same recorder with the plain-Python ingest path and log
+    writer, on a sequenced, an aggregating and a windowed venue, with faults."""
+    venues = ["binance-usdm", "gate-spot", "bybit-spot"]
+    (tmp_path / "scenario.json").write_text(json.dumps([
+        [5.0, "binance-usdm", "drop_frames", [3]], [5.5, "gate-spot", "duplicate_frames", [3]],
+        [6.0, "bybit-spot", "disconnect_all"], [6.5, "gate-spot", "malformed_frames", [2]],
+    ]))
+    sim_log, data, cfg = tmp_path / "sim.log", tmp_path / "data", tmp_path / "pumpwatch.toml"
+    sim = _start_simulator(tmp_path, sim_log, venues)
+    recorder = None
+    try:
+        _wait_for("the simulator listening", (tmp_path / "urls.json").exists, 60, sim, str(sim_log))
+        t0 = time.monotonic()
+        _config(cfg, json.loads((tmp_path / "urls.json").read_text()), engine="purepy")
+        for venue in set(pumpwatch.VENUES) - set(venues):
+            cfg.write_text(cfg.read_text() + f"[venues.{venue}]\nenabled = false\n")
+        recorder, _ = _start_recorder(cfg, data, tmp_path / "recorder.log")
+        _sleep_until(t0, 14.0)
+        recorder.send_signal(signal.SIGTERM)
+        assert recorder.wait(60) == 0, (tmp_path / "recorder.log").read_text()[-3000:]
+        sim.send_signal(signal.SIGTERM)
+        assert sim.wait(60) == 0
+    finally:
+        for p in (recorder, sim):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+    assert "ingest path: pure Python" in (tmp_path / "recorder.log").read_text()
+    assert pumpwatch.verify(data)["ok"]
+    _check_against_truth(data, json.loads((tmp_path / "truth.json").read_text()), tmp_path, starts=1, min_trades=100)
 
 
 @pytest.mark.parametrize("path", ["rust", "purepy"])

@@ -13,6 +13,8 @@ from ._core import VENUES
 from .errors import InvalidInputError
 
 VENUE_IDS = tuple(VENUES)
+#: Ingest paths the recorder can run ([log] engine).
+ENGINES = ("rust", "purepy")
 
 
 class ConfigError(InvalidInputError):
@@ -31,6 +33,9 @@ class LogSettings:
     disk_budget_bytes: int = 0
     #: Below this much free disk the recorder warns (it keeps recording).
     low_disk_bytes: int = 2 << 30
+    #: The ingest path and log writer: "rust" (pumpwatch._core) or "purepy" (pumpwatch.purepy,
+    #: the plain-Python reference path, same log format; for comparison, many times slower).
+    engine: str = "rust"
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,8 @@ def from_dict(raw: dict[str, Any]) -> Config:
         else:
             kw[k] = _typed(k, v, top[k].type)
     cfg = Config(**kw)
+    if cfg.log.engine not in ENGINES:
+        raise ConfigError(f"log.engine must be one of {', '.join(repr(e) for e in ENGINES)}, not {cfg.log.engine!r}")
     host, _, port = cfg.metrics_address.rpartition(":")
     if host not in ("127.0.0.1", "localhost", "::1") or not port.isdigit():
         raise ConfigError(f"metrics_address {cfg.metrics_address!r} must be 127.0.0.1:PORT (served on loopback only)")
