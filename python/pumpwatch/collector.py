@@ -135,6 +135,17 @@ class VenueRecorder:
             for e in events:
                 self._on_event(e)
 
+    def on_frames(self, conn_index: int, frames: list, recv_ns: int) -> None:
+        """The frames of one socket read, in one call into the ingest path."""
+        n, events = self.store.ingest_many(self.venue, frames, recv_ns)
+        self.counters.frames += len(frames)
+        self.counters.trades += n
+        if n and not self._sequenced:
+            self._watch_silence(conn_index, recv_ns)
+        if events:
+            for e in events:
+                self._on_event(e)
+
     def _watch_silence(self, conn_index: int, recv_ns: int) -> None:
         """Trades resume after an unusual silence: the connection may have been stalled (open,
         sending nothing), which ids cannot reveal here; merge the recent-trades window."""
@@ -375,6 +386,7 @@ class VenueRecorder:
         conn = VenueConnection(
             self.spec, shard, http=self.http, policy=self.policy,
             on_frame=lambda f, t: self.on_frame(i, f, t),
+            on_frames=lambda fs, t: self.on_frames(i, fs, t),
             on_state=lambda s, r: self.on_state(i, s, r),
             name=f"{self.venue}#{i}", rng=random.Random(),
         )
