@@ -297,3 +297,42 @@ def test_restart_seeds_reopen_holes_and_remember_stored_ids(tmp_path, path):
     assert store.ingest_trades([trade("bybit-spot", "a2"), trade("bybit-spot", "a3")])[0] == 1
     assert store.active_segment_seq() == 1
     store.close()
+
+
+def test_batched_frames_arrive_in_order_and_an_ingest_error_ends_the_connection(tmp_path):
+    """With `on_frames` a connection hands each socket read's whole frames over in one call (the
+    recorder's `ingest_many`), in the order sent; an exception there (a full disk) is not a
+    network failure to retry: `run()` raises it."""
+    import asyncio
+
+    from pumpwatch.connection import VenueConnection
+    from pumpwatch.sim import SimVenue
+    from pumpwatch.venues import get as venue_spec
+
+    class DiskFull(Exception):
+        pass
+
+    async def scenario():
+        async with SimVenue("binance-usdm", seed=2, symbols=["BTC"], trades_per_s=400.0) as sim:
+            spec = venue_spec("binance-usdm").with_urls(ws_url=sim.ws_origin, rest_url=sim.rest_url)
+            got: list[int] = []
+            batches = []
+
+            def on_frames(frames, recv_ns):
+                batches.append(len(frames))
+                for f in frames:
+                    assert isinstance(f, bytes)
+                    m = re.search(rb'"t":(\d+)', f)
+                    if m:
+                        got.append(int(m.group(1)))
+                if len(got) >= 200:
+                    raise DiskFull("no space left")
+
+            conn = VenueConnection(spec, ["BTCUSDT"], on_frame=lambda f, t: None, on_frames=on_frames)
+            with pytest.raises(DiskFull):
+                await asyncio.wait_for(conn.run(), 30)
+            return got, batches
+
+    got, batches = asyncio.run(scenario())
+    assert len(got) >= 200 and got == sorted(got) and len(set(got)) == len(got)
+    assert sum(batches) >= len(got)
