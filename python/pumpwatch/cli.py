@@ -260,7 +260,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
     from rich.progress import Progress

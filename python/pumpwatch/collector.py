@@ -17,6 +17,7 @@ other.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import random
 import time
@@ -57,6 +58,9 @@ SILENT_EWMA = 0.05
 #: connection and hour), so past this the alarm is raised and named without a resubscribe.
 RESUBSCRIBES_PER_HOUR = 60
 HOUR_NS = 3600 * 1_000_000_000
+#: Ids per symbol remembered from the log at a restart, on venues without an id sequence: more
+#: than any venue's recent-trades window or snapshot (Bybit linear: 1000).
+RESTART_RECENT_IDS = 4096
 
 
 @dataclass
@@ -89,6 +93,9 @@ class Hole:
     end_ns: int
     after_id: int | None = None
     before_id: int | None = None
+    #: A routine merge of the recent-trades window (window_merge_s), not a known outage: where the
+    #: window does not reach back to `start_ns` nothing is known lost, so nothing is named.
+    routine: bool = False
 
 
 @dataclass(eq=False)
@@ -148,6 +155,9 @@ class VenueRecorder:
         self._rest_gap_s = 1.0 / max(spec.backfill.requests_per_s, 0.1)
         self._tasks: list[asyncio.Task] = []
         self._sequenced = self.venue in _core.SEQUENCED_VENUES
+        # Venues without an id sequence, after a restart: per symbol the exchange time of the
+        # last trade in the log, from which its recent-trades window is merged once it is up.
+        self._restart_from: dict[str, int] = {}
 
     # -- discovery
 
@@ -181,7 +191,15 @@ class VenueRecorder:
 
     def on_frame(self, shard: Shard, conn: VenueConnection, frame: str | bytes, recv_ns: int) -> None:
         n, events = self.store.ingest(self.venue, frame, recv_ns)
-        self.counters.frames += 1
+        self._ingested(shard, conn, 1, n, events, recv_ns)
+
+    def on_frames(self, shard: Shard, conn: VenueConnection, frames: list, recv_ns: int) -> None:
+        """The frames of one socket read, in one call into the ingest path."""
+        n, events = self.store.ingest_many(self.venue, frames, recv_ns)
+        self._ingested(shard, conn, len(frames), n, events, recv_ns)
+
+    def _ingested(self, shard: Shard, conn: VenueConnection, frames: int, n: int, events: list | None, recv_ns: int) -> None:
+        self.counters.frames += frames
         self.counters.trades += n
         if n:
             self._last_trade_ns = recv_ns
@@ -249,6 +267,12 @@ class VenueRecorder:
             # Ids cannot reveal what the outage took here: merge the venue's recent-trades window.
             for symbol in shard.symbols:
                 self._enqueue(Hole(symbol, down_since, now))
+        for symbol in conn.symbols:
+            # The first connection up after a restart: what the recorder missed while it was
+            # down is merged from the recent-trades window too.
+            restart_from = self._restart_from.pop(symbol, None)
+            if restart_from is not None:
+                self._enqueue(Hole(symbol, restart_from, now))
 
     def _enqueue(self, hole: Hole) -> None:
         try:
@@ -318,12 +342,14 @@ class VenueRecorder:
             remaining = [g for g in self.store.open_gaps(self.venue, hole.symbol) if g[0] <= hole.before_id - 1 and g[1] >= hole.after_id + 1]
             if remaining:
                 self._unfillable(hole, f"ids {remaining[0][0]}..{remaining[-1][1]} not served by the venue's REST")
-        elif oldest_ts is None or oldest_ts > hole.start_ns:
+        elif not hole.routine and (oldest_ts is None or oldest_ts > hole.start_ns):
             # The recent-trades window does not reach back to the start of the outage.
             end = oldest_ts if oldest_ts is not None else hole.end_ns
             self._unfillable(Hole(hole.symbol, hole.start_ns, end), "the venue's recent-trades window does not reach back to the outage")
 
     def _unfillable(self, hole: Hole, why: str) -> None:
+        if hole.routine:
+            return  # a routine window merge that did not happen: nothing is known to be missing
         self.counters.gaps_unfillable += 1
         self.store.append_marker(
             "gap_unfillable", ts_ns=time.time_ns(), venue=self.venue, symbol=hole.symbol,
@@ -336,20 +362,72 @@ class VenueRecorder:
     # -- restart
 
     def seed_from_log(self) -> None:
-        """Continue each symbol's id sequence where the log left it, so the first live trade
-        after a restart reveals (and backfill closes) the hole the restart made."""
-        if not self._sequenced:
-            return
+        """After a restart, continue where the log left off, so what the restart (or a kill)
+        took is backfilled and nothing already stored is stored twice:
+
+        - sequenced venues: each symbol's id sequence continues from its last id in the log (the
+          first live trade then reveals, and the backfill closes, the hole the restart made), and
+          holes the log shows found but neither filled nor named unfillable (a backfill the
+          kill interrupted) are reopened and backfilled again;
+        - other venues: the ids already stored are remembered (a recent-trades window or a
+          snapshot overlapping them is not stored again), and each symbol's recent-trades
+          window is merged from its last stored trade once its connection is up.
+        """
         now = time.time_ns()
-        table = self.store.query(now - RESTART_LOOKBACK_NS, now + 60 * 1_000_000_000, venues=[self.venue], include_non_trades=True)
+        since = now - RESTART_LOOKBACK_NS
+        table = self.store.query(since, now + 60 * 1_000_000_000, venues=[self.venue], include_non_trades=True)
+        symbols = table.column("symbol").to_pylist()
+        tids = table.column("trade_id").to_pylist()
+        times = table.column("ts_ns").to_pylist()
+        if not self._sequenced:
+            by_symbol: dict[str, list[str]] = {}
+            for symbol, tid, ts in zip(symbols, tids, times):
+                by_symbol.setdefault(symbol, []).append(tid)
+                self._restart_from[symbol] = max(ts, self._restart_from.get(symbol, ts))
+            for symbol, ids in by_symbol.items():
+                self.store.seed_recent_ids(self.venue, symbol, ids[-RESTART_RECENT_IDS:])
+            return
         last: dict[str, tuple[int, int]] = {}
-        for symbol, tid, ts in zip(table.column("symbol").to_pylist(), table.column("trade_id").to_pylist(), table.column("ts_ns").to_pylist()):
+        stored: dict[str, list[int]] = {}
+        for symbol, tid, ts in zip(symbols, tids, times):
             if tid.isdigit():
                 n = int(tid)
+                stored.setdefault(symbol, []).append(n)
                 if symbol not in last or n > last[symbol][0]:
                     last[symbol] = (n, ts)
         for symbol, (n, ts) in last.items():
-            self.store._log.seed_last_id(self.venue, symbol, n, ts)
+            self.store.seed_last_id(self.venue, symbol, n, ts)
+        for symbol, first, last_missing, from_ts, to_ts in self._holes_left_open(since, stored):
+            self.store.seed_open_gap(self.venue, symbol, first, last_missing)
+            self._enqueue(Hole(symbol, from_ts, to_ts, after_id=first - 1, before_id=last_missing + 1))
+
+    def _holes_left_open(self, since: int, stored: dict[str, list[int]]) -> list[tuple[str, int, int, int, int]]:
+        """Id ranges inside `gap_found` markers of this venue that hold no stored trade and no
+        `gap_unfillable` marker names: holes whose backfill a kill interrupted."""
+        found: list[tuple[str, int, int, int, int]] = []
+        named: dict[str, list[tuple[int, int]]] = {}
+        for m in self.store.markers(since, None).to_pylist():
+            if m["venue"] != self.venue or not m["from_id"].isdigit() or not m["to_id"].isdigit():
+                continue
+            span = (int(m["from_id"]), int(m["to_id"]))
+            if m["kind"] == "gap_found":
+                found.append((m["symbol"], *span, m["from_ts_ns"], m["to_ts_ns"]))
+            elif m["kind"] == "gap_unfillable":
+                named.setdefault(m["symbol"], []).append(span)
+        ids = {symbol: sorted(v) for symbol, v in stored.items()}
+        holes = []
+        for symbol, a, b, from_ts, to_ts in found:
+            have = ids.get(symbol, [])
+            covered = [(n, n) for n in have[bisect.bisect_left(have, a): bisect.bisect_right(have, b)]]
+            covered += [(max(x, a), min(y, b)) for x, y in named.get(symbol, []) if x <= b and a <= y]
+            start = a
+            for x, y in sorted(covered):
+                if x > start:
+                    holes.append((symbol, start, x - 1, from_ts, to_ts))
+                start = max(start, y + 1)
+            if start <= b:
+                holes.append((symbol, start, b, from_ts, to_ts))
+        return holes
 
     # -- lifetime
 
@@ -362,6 +440,7 @@ class VenueRecorder:
         self._add_shards(symbols)
         self._tasks.append(asyncio.create_task(self.backfill_loop(), name=f"{self.venue}-backfill"))
         self._tasks.append(asyncio.create_task(self.refresh_loop(), name=f"{self.venue}-refresh"))
+        self._tasks.append(asyncio.create_task(self.window_merge_loop(), name=f"{self.venue}-window-merge"))
         try:
             await asyncio.gather(*self._tasks)
         finally:
@@ -405,11 +484,14 @@ class VenueRecorder:
         def on_frame(f: str | bytes, t: int) -> None:
             self.on_frame(shard, conn, f, t)
 
+        def on_frames(fs: list, t: int) -> None:
+            self.on_frames(shard, conn, fs, t)
+
         def on_state(state: str, reason: str) -> None:
             self.on_state(shard, conn, state, reason)
 
         conn = VenueConnection(self.spec, shard.symbols, http=self.http, policy=self.policy, on_frame=on_frame,
-                               on_state=on_state, name=name, rng=random.Random())
+                               on_frames=on_frames, on_state=on_state, name=name, rng=random.Random())
         shard.connections.append(conn)
         self.connections.append(conn)
         task = asyncio.create_task(conn.run(), name=conn.name)
@@ -423,6 +505,22 @@ class VenueRecorder:
         if not task.cancelled() and task.exception() is not None:
             self.counters.last_error = f"{task.get_name()} stopped: {task.exception()}"[:200]
             log.error("%s: %s", self.venue, self.counters.last_error)
+
+    async def window_merge_loop(self) -> None:
+        """Venues whose ids cannot show a hole: a trade message lost while the stream flows
+        leaves no sign, so every `window_merge_s` each symbol's recent-trades window is merged
+        (duplicates dropped by the store). Queued behind the backfills and paced with them."""
+        every = self.cfg.window_merge_s
+        if self._sequenced or every <= 0:
+            return
+        while True:
+            await asyncio.sleep(every)
+            symbols = sorted({s for c in self.connections for s in c.symbols})  # twins carry the same
+            if self._holes.qsize() + len(symbols) > MAX_PENDING_BACKFILLS // 2:
+                continue  # a storm of holes: they come first, the routine merge waits
+            now = time.time_ns()
+            for symbol in symbols:
+                self._holes.put_nowait(Hole(symbol, now - int(every * 1e9), now, routine=True))
 
     async def refresh_loop(self) -> None:
         """New instruments are subscribed (on connections with room, else new ones) and delisted

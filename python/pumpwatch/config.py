@@ -13,6 +13,8 @@ from ._core import VENUES
 from .errors import InvalidInputError
 
 VENUE_IDS = tuple(VENUES)
+#: Ingest paths the recorder can run ([log] engine).
+ENGINES = ("rust", "purepy")
 
 
 class ConfigError(InvalidInputError):
@@ -31,6 +33,9 @@ class LogSettings:
     disk_budget_bytes: int = 0
     #: Below this much free disk the recorder warns (it keeps recording).
     low_disk_bytes: int = 2 << 30
+    #: The ingest path and log writer: "rust" (pumpwatch._core) or "purepy" (pumpwatch.purepy,
+    #: the plain-Python reference path, same log format; for comparison, many times slower).
+    engine: str = "rust"
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,11 @@ class Config:
     quote: str = "USDT"
     #: How often instrument lists are fetched again (new instruments subscribed, delisted dropped).
     discovery_refresh_s: float = 3600.0
+    #: Venues whose ids cannot show a hole (Bybit, KuCoin, Phemex): every this many seconds each
+    #: symbol's recent-trades window is merged over REST, so a trade message lost mid-stream (no
+    #: disconnect, no silence) is still recorded if the window reaches back to it. Paced with the
+    #: backfills at the venue's REST rate, after them. 0 = only after disconnects and silences.
+    window_merge_s: float = 60.0
     #: Where /status and /metrics are served (127.0.0.1 only; port 0 picks a free one).
     metrics_address: str = "127.0.0.1:9464"
     upbit: "UpbitSettings" = field(default_factory=lambda: UpbitSettings())
@@ -206,6 +216,8 @@ def from_dict(raw: dict[str, Any]) -> Config:
             raise ConfigError(f"venues.{name}.redundancy must be 1 or 2 (or 0 for [connection] redundancy), not {venue.redundancy}")
     if not 0 < cfg.connection.rotate_at_fraction < 1:
         raise ConfigError(f"connection.rotate_at_fraction must be between 0 and 1, not {cfg.connection.rotate_at_fraction}")
+    if cfg.log.engine not in ENGINES:
+        raise ConfigError(f"log.engine must be one of {', '.join(repr(e) for e in ENGINES)}, not {cfg.log.engine!r}")
     host, _, port = cfg.metrics_address.rpartition(":")
     if host not in ("127.0.0.1", "localhost", "::1") or not port.isdigit():
         raise ConfigError(f"metrics_address {cfg.metrics_address!r} must be 127.0.0.1:PORT (served on loopback only)")

@@ -135,11 +135,46 @@ class _WatchedConnection(ClientConnection):
     from the peer's WebSocket stack, which goes on answering while the venue behind it stalls."""
 
     on_venue_frame: Callable[[], None] | None = None
+    #: Batching (set before subscribing): whole data frames skip websockets' per-message queue and
+    #: `recv()`; the frames of each read from the socket go to `on_data_frames` in one call (the
+    #: store's `ingest_many`: one crossing into Rust per read, not a Python round trip per frame).
+    #: The ingest runs inside the read callback, so while it works nothing more is read from the
+    #: socket: a reader that falls behind makes TCP push back on the venue, and memory stays bounded
+    #: by one read. Frames arriving before `on_data_frames` is set wait in `pending_frames`.
+    batching = False
+    on_data_frames: Callable[[list], None] | None = None
+    pending_frames: list | None = None
+    frames_error: BaseException | None = None
+    _fragmented = False
 
     def process_event(self, event: Any) -> None:
-        if isinstance(event, Frame) and event.opcode is not Opcode.PONG and self.on_venue_frame is not None:
-            self.on_venue_frame()
+        if isinstance(event, Frame):
+            if event.opcode is not Opcode.PONG and self.on_venue_frame is not None:
+                self.on_venue_frame()
+            if self.batching:
+                if not self._fragmented and event.fin and event.opcode in (Opcode.TEXT, Opcode.BINARY):
+                    data = event.data
+                    self.pending_frames.append(data if type(data) is bytes else bytes(data))
+                    return
+                if event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+                    # A message in fragments (rare): websockets assembles it for recv().
+                    self._fragmented = not event.fin
         super().process_event(event)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.pending_frames and self.on_data_frames is not None:
+            self.flush_frames()
+
+    def flush_frames(self) -> None:
+        frames, self.pending_frames = self.pending_frames, []
+        try:
+            self.on_data_frames(frames)
+        except BaseException as e:  # the caller's (DiskFullError...): end the connection, raise it in run()
+            self.frames_error = e
+            self.on_data_frames = None
+            if self.transport is not None:
+                self.transport.abort()
 
 
 class _Session:
@@ -200,6 +235,7 @@ class VenueConnection:
         symbols: Sequence[str],
         *,
         on_frame: Callable[[str | bytes, int], None],
+        on_frames: Callable[[list, int], None] | None = None,
         http: HttpFetch | None = None,
         policy: ReconnectPolicy | None = None,
         on_state: Callable[[str, str], None] | None = None,
@@ -213,6 +249,8 @@ class VenueConnection:
         # Built now, so a shard that does not fit one connection fails here, not in a retry loop.
         self.subscribe_frames = spec.subscribe_frames(self.symbols)
         self.on_frame = on_frame
+        # Given, whole data frames come in batches (one per socket read, as bytes) to it.
+        self.on_frames = on_frames
         self.on_state = on_state
         self.http = http if http is not None else http_fetch
         self.policy = policy if policy is not None else ReconnectPolicy()
@@ -375,6 +413,9 @@ class VenueConnection:
                 # welcome, or an error followed by a close.
                 frame = await asyncio.wait_for(ws.recv(), self.idle_timeout_s)
                 welcome = (frame, time.time_ns())
+            if self.on_frames is not None and isinstance(ws, _WatchedConnection):
+                ws.pending_frames = []
+                ws.batching = True
         except BaseException:
             await ws.close()
             raise
@@ -412,6 +453,10 @@ class VenueConnection:
         for task in session.tasks:
             task.add_done_callback(session.end)
         self._report("up", f"subscribed to {len(symbols)} symbols{again}")
+        if getattr(ws, "batching", False):
+            ws.on_data_frames = lambda frames: self._deliver_many(session, frames, time.time_ns())
+            if ws.pending_frames:
+                ws.flush_frames()
         await self._sync(session)  # symbols added or removed while it was opening
         return session
 
@@ -505,6 +550,8 @@ class VenueConnection:
         await asyncio.gather(*session.tasks, return_exceptions=True)
         if not session.ended.done():
             session.ended.set_result(reason)
+        if getattr(session.ws, "batching", False):
+            session.ws.on_data_frames = None
         await session.ws.close()
         if not session.reported:
             session.reported = True
@@ -518,6 +565,8 @@ class VenueConnection:
                 frame = await session.ws.recv()
                 self._deliver(session, frame, time.time_ns())
         except WebSocketException as e:
+            if getattr(session.ws, "frames_error", None) is not None:
+                raise session.ws.frames_error from None  # the ingest's own error (a full disk...)
             return f"connection closed: {_describe(e)}"
 
     async def _ping(self, session: _Session) -> str:
@@ -584,6 +633,19 @@ class VenueConnection:
         self._delivering = session
         try:
             self.on_frame(frame, recv_ns)
+        finally:
+            self._delivering = None
+
+    def _deliver_many(self, session: _Session, frames: list, recv_ns: int) -> None:
+        """The whole data frames of one socket read, in one call (see _WatchedConnection)."""
+        self.last_message_ns = recv_ns
+        self.frames += len(frames)
+        session.frames += len(frames)
+        if session.frames >= session.acks_expected:
+            session.confirmed.set()
+        self._delivering = session
+        try:
+            self.on_frames(frames, recv_ns)
         finally:
             self._delivering = None
 

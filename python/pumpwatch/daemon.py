@@ -86,6 +86,19 @@ class ListingLog:
         })
 
 
+def open_store(cfg: Config):
+    """The store the recorder writes through: the Rust path, or with `[log] engine = "purepy"`
+    the plain-Python one (same log, same ingest rules; the benchmarks' baseline)."""
+    if cfg.log.engine == "purepy":
+        from . import purepy
+
+        log.info("ingest path: pure Python (pumpwatch.purepy)")
+        return purepy.Store(cfg.data_dir, fsync_interval=cfg.log.fsync_interval, segment_span_s=cfg.log.segment_span_s,
+                            segment_max_bytes=cfg.log.segment_max_bytes)
+    return Store(cfg.data_dir, fsync_interval=cfg.log.fsync_interval, segment_span_s=cfg.log.segment_span_s,
+                 segment_max_bytes=cfg.log.segment_max_bytes, ring_bytes=cfg.log.ring_bytes)
+
+
 async def _maintain(cfg: Config, store, warnings: list[str], stop: asyncio.Event, every_s: float = 60.0) -> None:
     """Retention and the low-disk watchdog, every minute while the recorder runs."""
     from .retention import RetentionPolicy, apply_retention, low_disk
@@ -94,7 +107,7 @@ async def _maintain(cfg: Config, store, warnings: list[str], stop: asyncio.Event
                              low_disk_bytes=cfg.log.low_disk_bytes)
     while not stop.is_set():
         try:
-            apply_retention(cfg.data_dir, store._log.active_segment()[0], policy)
+            apply_retention(cfg.data_dir, store.active_segment_seq(), policy)
             warning = low_disk(cfg.data_dir, policy)
         except OSError as e:
             warning = f"retention failed: {e}"
@@ -223,8 +236,7 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
             upbit_sim.schedule(SimNotice(title, expect=expect), at)
         cfg = dataclasses.replace(cfg, upbit=dataclasses.replace(
             cfg.upbit, url=upbit_sim.base_url, market_url=upbit_sim.market_url, interval_s=cfg.upbit.interval_s or 1.0))
-    store = Store(cfg.data_dir, fsync_interval=cfg.log.fsync_interval, segment_span_s=cfg.log.segment_span_s,
-                  segment_max_bytes=cfg.log.segment_max_bytes, ring_bytes=cfg.log.ring_bytes)
+    store = open_store(cfg)
     server = None
     watcher = None
     captures = None
