@@ -263,6 +263,12 @@ impl Ingestor {
         }
     }
 
+    /// The state of a symbol, created on its first use.
+    fn state(&mut self, venue: Venue, symbol: &[u8]) -> &mut SymbolState {
+        let idx = self.symbols.find_or_add(venue, symbol);
+        &mut self.symbols.states[idx as usize]
+    }
+
     /// Starts a batch: nothing of it to undo yet.
     fn begin_batch(&mut self) {
         self.undo.clear();
@@ -566,11 +572,38 @@ impl Ingestor {
     /// Starts a symbol's sequence where the log left it (after a restart), so the first live
     /// trade reveals the hole the restart made.
     pub fn seed_last_id(&mut self, venue: Venue, symbol: &str, last_id: u64, last_ts_ns: i64) {
-        let idx = self.symbols.find_or_add(venue, symbol.as_bytes());
-        let st = &mut self.symbols.states[idx as usize];
+        let st = self.state(venue, symbol.as_bytes());
         if st.last_id.is_none_or(|p| last_id > p) {
             st.last_id = Some(last_id);
             st.last_ts_ns = last_ts_ns;
+        }
+    }
+
+    /// Reopens a hole the log shows unfilled (ids `first..=last` of a sequenced symbol) after a
+    /// restart, so the backfill's trades are taken as new rather than dropped as below the last
+    /// id. Ids already inside an open gap are not added twice.
+    pub fn seed_open_gap(&mut self, venue: Venue, symbol: &str, first: u64, last: u64) {
+        if first > last {
+            return;
+        }
+        let st = self.state(venue, symbol.as_bytes());
+        if st.open_gaps.iter().any(|&(a, b)| first <= b && a <= last) {
+            return;
+        }
+        if st.open_gaps.len() >= MAX_OPEN_GAPS {
+            st.open_gaps.remove(0);
+        }
+        let at = st.open_gaps.partition_point(|&(a, _)| a < first);
+        st.open_gaps.insert(at, (first, last));
+    }
+
+    /// Remembers ids of a symbol without an id sequence that the log already holds (after a
+    /// restart), so a REST window or snapshot overlapping them is not stored twice.
+    pub fn seed_recent_ids<'a>(&mut self, venue: Venue, symbol: &str, ids: impl IntoIterator<Item = &'a [u8]>) {
+        let cap = self.recent_cap;
+        let recent = self.state(venue, symbol.as_bytes()).recent.get_or_insert_with(RecentIds::new);
+        for id in ids {
+            recent.insert(id_key(id), cap);
         }
     }
 }
