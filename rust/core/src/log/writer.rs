@@ -14,7 +14,7 @@ use super::scan::Span;
 use super::segment::{self, ActiveMap, Header, HeaderCheck, HEADER_LEN, STATE_ACTIVE, STATE_SEALED};
 use super::{now_ns, DamageReport};
 use crate::record::{self, frame_into, Marker, Quarantined, TradeRef, FRAME_HEADER, MAX_PAYLOAD};
-use crate::ring::RingWriter;
+use crate::ring::{RingShared, RingWriter};
 use crate::{Error, Result};
 
 #[derive(Clone, Debug)]
@@ -391,6 +391,11 @@ impl LogWriter {
         if let (Some(ring), true) = (self.ring.as_mut(), skipped > 0) {
             ring.skip(skipped);
         }
+        if let (Some(ring), Some(p)) = (self.ring.as_mut(), &self.prefaulter) {
+            if let Some((from, to)) = ring.prepare_due() {
+                p.request_ring(ring.shared(), from, to);
+            }
+        }
         a.end = base + piece.len();
         a.map.publish_end(a.end as u64);
         if let Some(p) = &self.prefaulter {
@@ -690,20 +695,29 @@ const PREFAULT_AHEAD: usize = 16 << 20;
 
 /// Prepares the pages the writer is about to fill (`MADV_POPULATE_WRITE`) on another thread,
 /// so the append path copies into ready pages instead of taking a page fault (and the kernel's
-/// zeroing of the page) every 4 KiB. It never changes the contents of a page.
+/// zeroing of the page) every 4 KiB: the segment's, and the ring's on its first lap (a fresh
+/// ring's pages cost the append path as much as the segment's did). It never changes the
+/// contents of a page.
 pub struct Prefaulter {
-    job: Mutex<(Option<(Arc<ActiveMap>, usize, usize)>, bool)>,
+    job: Mutex<PrefaultJobs>,
     cv: Condvar,
+}
+
+#[derive(Default)]
+struct PrefaultJobs {
+    segment: Option<(Arc<ActiveMap>, usize, usize)>,
+    ring: Option<(Arc<RingShared>, u64, u64)>,
+    stop: bool,
 }
 
 impl Prefaulter {
     fn new() -> Prefaulter {
-        Prefaulter { job: Mutex::new((None, false)), cv: Condvar::new() }
+        Prefaulter { job: Mutex::new(PrefaultJobs::default()), cv: Condvar::new() }
     }
 
     fn request(&self, map: Arc<ActiveMap>, from: usize, to: usize) {
         let mut g = poisoned(self.job.lock());
-        g.0 = Some(match g.0.take() {
+        g.segment = Some(match g.segment.take() {
             // Still pending on the same segment: widen it.
             Some((m, f, _)) if Arc::ptr_eq(&m, &map) => (m, f.min(from), to),
             _ => (map, from, to),
@@ -711,26 +725,39 @@ impl Prefaulter {
         self.cv.notify_one();
     }
 
+    /// Ring words `from..to` (positions, as `RingWriter::prepare_due` gives them).
+    fn request_ring(&self, ring: Arc<RingShared>, from: u64, to: u64) {
+        let mut g = poisoned(self.job.lock());
+        g.ring = Some(match g.ring.take() {
+            Some((r, f, _)) if Arc::ptr_eq(&r, &ring) => (r, f.min(from), to),
+            _ => (ring, from, to),
+        });
+        self.cv.notify_one();
+    }
+
     fn stop(&self) {
-        poisoned(self.job.lock()).1 = true;
+        poisoned(self.job.lock()).stop = true;
         self.cv.notify_all();
     }
 
     fn run(&self) {
         loop {
-            let job = {
+            let (segment, ring) = {
                 let mut g = poisoned(self.job.lock());
-                while g.0.is_none() && !g.1 {
+                while g.segment.is_none() && g.ring.is_none() && !g.stop {
                     g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
                 }
-                if g.1 {
+                if g.stop {
                     return;
                 }
-                g.0.take()
+                (g.segment.take(), g.ring.take())
             };
-            if let Some((map, from, to)) = job {
-                // Best effort: an old kernel without MADV_POPULATE_WRITE just faults on write.
+            // Best effort: an old kernel without MADV_POPULATE_WRITE just faults on write.
+            if let Some((map, from, to)) = segment {
                 map.populate_for_write(from, to);
+            }
+            if let Some((ring, from, to)) = ring {
+                ring.populate_for_write(from, to);
             }
         }
     }
