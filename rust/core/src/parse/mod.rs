@@ -236,6 +236,9 @@ fn parse_inner(venue: Venue, frame: &[u8], ctx: &ParseContext, out: &mut ParsedF
 /// no token tape): true when one took the frame. A shortcut declines anything it does not know
 /// to the last byte, and then `out` is left empty for the general parser, which decides.
 pub(crate) fn shortcut(venue: Venue, frame: &[u8], ctx: &ParseContext, out: &mut ParsedFrame) -> bool {
+    if frame.len() > MAX_FRAME {
+        return false; // the general parser refuses it, with the reason
+    }
     let (arena, trades) = (&mut out.arena, &mut out.trades);
     let taken = match venue {
         Venue::BinanceSpot | Venue::BinanceUsdm => binance::fast_trade(frame, arena, trades),
@@ -1623,6 +1626,20 @@ mod tests {
         let d = detail_of(long.as_bytes());
         assert!(d.len() <= DETAIL_MAX && d.len() >= DETAIL_MAX - 1);
         assert!(long.starts_with(&d));
+    }
+
+    /// A frame past `MAX_FRAME` is refused whatever its shape, shortcut or not.
+    #[test]
+    fn oversized_frames_are_refused_by_every_path() {
+        let ctx = ParseContext::new();
+        let mut out = ParsedFrame::new();
+        let name = "a".repeat(MAX_FRAME);
+        let frame = format!(r#"{{"stream":"{name}","data":{{"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1,"m":true}}}}"#);
+        assert!(!shortcut(Venue::BinanceSpot, frame.as_bytes(), &ctx, &mut out));
+        let e = parse_frame(Venue::BinanceSpot, frame.as_bytes(), &ctx, &mut out).unwrap_err();
+        assert!(e.0.contains("larger than"), "{e}");
+        let small = frame.replacen(&name, "btcusdt@trade", 1);
+        assert!(shortcut(Venue::BinanceSpot, small.as_bytes(), &ctx, &mut out));
     }
 
     #[test]
