@@ -6,7 +6,7 @@
 
 use crate::record::Side;
 
-/// Which scalar texts the readers accept.
+/// A position in a frame's bytes.
 pub(super) struct Cursor<'a> {
     pub b: &'a [u8],
     pub i: usize,

@@ -1628,6 +1628,42 @@ mod tests {
         assert!(long.starts_with(&d));
     }
 
+    /// Parse time per frame of every venue, the shortcut against the general parser:
+    /// `cargo test -p pumpwatch-core --release --lib -- --ignored --nocapture parse_throughput`
+    /// (`PUMPWATCH_THROUGHPUT_DIR=<dir>` reads `<dir>/<venue>.jsonl`, e.g. the simulator's frames).
+    #[test]
+    #[ignore = "timing only; meaningful in a release build"]
+    fn parse_throughput() {
+        let ctx = ParseContext::new();
+        let mut out = ParsedFrame::new();
+        for v in crate::venue::ALL {
+            let frames: Vec<Vec<u8>> = match std::env::var("PUMPWATCH_THROUGHPUT_DIR") {
+                Ok(dir) => std::fs::read_to_string(format!("{dir}/{}.jsonl", v.id())).unwrap().lines().take(20_000).map(|l| l.as_bytes().to_vec()).collect(),
+                Err(_) => testutil::venue_frames(v, 20_000, 1_000_000),
+            };
+            let time = |f: &mut dyn FnMut(&[u8]) -> usize| {
+                let mut best = f64::MAX;
+                let mut trades = 0;
+                for _ in 0..5 {
+                    let t = std::time::Instant::now();
+                    trades = frames.iter().map(|fr| f(std::hint::black_box(fr))).sum::<usize>();
+                    best = best.min(t.elapsed().as_secs_f64());
+                }
+                (best * 1e9 / frames.len() as f64, trades)
+            };
+            let (fast, n_fast) = time(&mut |fr| {
+                out.clear();
+                if shortcut(v, fr, &ctx, &mut out) { out.trades.len() } else { 0 }
+            });
+            let (general, n_general) = time(&mut |fr| {
+                out.clear();
+                parse_general(v, fr, &ctx, &mut out).map_or(0, |_| out.trades.len())
+            });
+            assert_eq!(n_fast, n_general, "{}", v.id());
+            println!("parse {:>14}: shortcut {fast:.0} ns/frame, general parser {general:.0} ns/frame ({:.2} trades/frame)", v.id(), n_fast as f64 / frames.len() as f64);
+        }
+    }
+
     /// A frame past `MAX_FRAME` is refused whatever its shape, shortcut or not.
     #[test]
     fn oversized_frames_are_refused_by_every_path() {
