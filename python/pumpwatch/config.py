@@ -31,6 +31,8 @@ class LogSettings:
     disk_budget_bytes: int = 0
     #: Below this much free disk the recorder warns (it keeps recording).
     low_disk_bytes: int = 2 << 30
+    #: zstd level sealed segments are compressed with, in the background (1..22; 0 = keep plain).
+    zstd_level: int = 3
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,9 @@ def from_dict(raw: dict[str, Any]) -> Config:
         else:
             kw[k] = _typed(k, v, top[k].type)
     cfg = Config(**kw)
+    if not 0 <= cfg.log.zstd_level <= 22:
+        raise ConfigError(f"log.zstd_level {cfg.log.zstd_level} is out of range; use 1 (fastest) to 22 (smallest), "
+                          f"3 by default, or 0 to keep sealed segments uncompressed")
     host, _, port = cfg.metrics_address.rpartition(":")
     if host not in ("127.0.0.1", "localhost", "::1") or not port.isdigit():
         raise ConfigError(f"metrics_address {cfg.metrics_address!r} must be 127.0.0.1:PORT (served on loopback only)")
