@@ -102,10 +102,16 @@ def apply_retention(data_dir: str | os.PathLike[str], active_seq: int, policy: R
         over_budget = policy.max_bytes > 0 and total > policy.max_bytes
         if not (too_old or over_budget):
             break  # oldest first: nothing younger can be older
-        for path in paths:
-            path.unlink(missing_ok=True)
-            deleted.append(path.name)
-        (log_dir / f"{seq:020d}.pwidx").unlink(missing_ok=True)
+        # Every name the segment can have, not only those listed: a background compression may
+        # finish (or be midway) meanwhile. The unfinished one goes first, so it cannot be renamed
+        # into place after the copies are gone.
+        for name in (f"{seq:020d}.pwzst.tmp", f"{seq:020d}.pwlog", f"{seq:020d}.pwzst", f"{seq:020d}.pwidx"):
+            try:
+                (log_dir / name).unlink()
+            except FileNotFoundError:
+                continue
+            if not name.endswith((".tmp", ".pwidx")):
+                deleted.append(name)
         total -= size
         log.info("retention deleted segment %d (%s)", seq, "age" if too_old else "disk budget")
     return deleted

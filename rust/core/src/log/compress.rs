@@ -460,15 +460,24 @@ pub fn compress_segment(log_dir: &Path, seq: u64, level: i32) -> Result<Option<C
         Ok(o) => o,
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
-            return Err(e);
+            // Retention deleting the segment meanwhile (temporary file included) is no error.
+            return if plain_path.exists() { Err(e) } else { Ok(None) };
         }
     };
-    // Retention may have deleted the plain segment meanwhile: do not bring it back.
+    // Retention may have deleted the plain segment meanwhile: do not bring it back. (Retention
+    // removes the temporary file first, so a deletion after this check makes the rename fail.)
     if !plain_path.exists() {
         let _ = std::fs::remove_file(&tmp);
         return Ok(None);
     }
-    std::fs::rename(&tmp, &final_path).map_err(io_err("renaming", &tmp))?;
+    match std::fs::rename(&tmp, &final_path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::io(format!("renaming {}", tmp.display()), e));
+        }
+    }
     segment::fsync_dir(log_dir)?;
     drop(map);
     remove_plain(&plain_path)?;
