@@ -4,6 +4,9 @@
 //!
 //! Where a test needs the file layout it parses it from the spec here, not through the library.
 
+// The workspace's rust-version is 1.80: `is_multiple_of` (1.87) is not available there.
+#![allow(clippy::manual_is_multiple_of)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use memmap2::{Mmap, MmapOptions};
 
-use super::index::IndexEntry;
+use super::index::{self, IndexEntry};
 use super::reader;
 use super::segment::{self, HeaderCheck, HEADER_LEN, STATE_SEALED};
 use crate::{Error, Result};
@@ -34,6 +34,9 @@ pub const TABLE_AT: usize = ZHEADER_LEN + HEADER_LEN;
 pub const FRAME_ENTRY_LEN: usize = 64;
 pub const MAX_LEVEL: i32 = 22;
 pub const DEFAULT_LEVEL: i32 = 3;
+/// The largest block the index makes: a block closes at the record that takes it to
+/// `BLOCK_BYTES` or more, so it is under `BLOCK_BYTES` plus one whole record.
+const MAX_BLOCK: usize = index::BLOCK_BYTES as usize + crate::record::FRAME_HEADER + crate::record::MAX_PAYLOAD;
 
 pub fn compressed_file_name(seq: u64) -> String {
     format!("{seq:020}.{COMPRESSED_EXT}")
@@ -357,11 +360,15 @@ impl CompressedSegment {
         let Some(src) = bytes.get(s..t) else {
             return Err("compressed frame lies past the end of the file (file cut short)".into());
         };
-        let want = (b.entry.end - b.entry.start) as usize;
+        let want = b.entry.end.saturating_sub(b.entry.start) as usize;
         match b.crc {
             Some(crc) => {
                 if crc32c::crc32c(src) != crc {
                     return Err("compressed frame fails its CRC; its records are skipped".into());
+                }
+                // A block is at most one index block plus one record past it.
+                if want > MAX_BLOCK {
+                    return Err(format!("frame table entry claims a block of {want} bytes, more than a block can hold; its records are skipped"));
                 }
                 out.reserve(want);
                 let r = DECOMPRESSOR.with(|d| {
@@ -392,7 +399,7 @@ impl CompressedSegment {
                     Err(e) => return Err(format!("cannot start a zstd decoder: {e}")),
                 };
                 let mut chunk = vec![0u8; 64 << 10];
-                loop {
+                while out.len() < want {
                     match dec.read(&mut chunk) {
                         Ok(0) => break,
                         Ok(n) => out.extend_from_slice(&chunk[..n]),

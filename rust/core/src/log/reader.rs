@@ -264,7 +264,14 @@ pub fn query_trades(views: &[SegmentView], q: &TradeQuery) -> Result<TradeColumn
     let mut hits: Vec<(i64, u32, u64)> = Vec::new();
     let mut copied: Vec<u8> = Vec::new();
     for (vi, view) in views.iter().enumerate() {
-        let compressed = view.is_compressed();
+        if let SegmentBytes::Compressed(cs) = &*view.bytes {
+            let wanted: Vec<usize> = (0..cs.blocks.len()).filter(|&i| cs.blocks[i].entry.overlaps(q.start_ns, q.end_ns)).collect();
+            let base = copied.len() as u64;
+            let (found, records) = compressed_hits(cs, &wanted, q);
+            hits.extend(found.into_iter().map(|(ts, off)| (ts, COPIED, base + off)));
+            copied.extend_from_slice(&records);
+            continue;
+        }
         view.for_each_record(
             |e| e.overlaps(q.start_ns, q.end_ns),
             |off, payload| {
@@ -272,15 +279,7 @@ pub fn query_trades(views: &[SegmentView], q: &TradeQuery) -> Result<TradeColumn
                     if ts >= q.start_ns && ts < q.end_ns {
                         if let Ok(t) = record::decode_trade(payload) {
                             if q.wants(&t) {
-                                if compressed {
-                                    // The block is gone after this call: keep the record.
-                                    hits.push((ts, COPIED, copied.len() as u64));
-                                    copied.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-                                    copied.extend_from_slice(&[0u8; 4]);
-                                    copied.extend_from_slice(payload);
-                                } else {
-                                    hits.push((ts, vi as u32, off as u64));
-                                }
+                                hits.push((ts, vi as u32, off as u64));
                             }
                         }
                     }
@@ -337,6 +336,54 @@ pub fn query_trades(views: &[SegmentView], q: &TradeQuery) -> Result<TradeColumn
         c.flags.push(t.flags);
     }
     Ok(c)
+}
+
+/// Pass 1 of a query over the blocks `wanted` of a compressed segment: the matching trades as
+/// (time, offset into the returned buffer), in log order, with their records copied into the
+/// buffer (the decompressed blocks do not outlive the pass). Many blocks are split over two
+/// threads: decompressing is most of the work, and a window's blocks are independent.
+fn compressed_hits(cs: &CompressedSegment, wanted: &[usize], q: &TradeQuery) -> (Vec<(i64, u64)>, Vec<u8>) {
+    let scan = |part: &[usize]| {
+        let mut found = Vec::new();
+        let mut records = Vec::new();
+        let mut buf = Vec::new();
+        for &i in part {
+            // A damaged frame yields nothing (or, for a run, what decoded): `verify` says so.
+            let _ = cs.read_block(i, &mut buf);
+            scan::walk(&buf, 0, buf.len(), |_, payload| {
+                let Some(ts) = record::peek_trade_ts(payload) else { return };
+                if ts < q.start_ns || ts >= q.end_ns {
+                    return;
+                }
+                if let Ok(t) = record::decode_trade(payload) {
+                    if q.wants(&t) {
+                        found.push((ts, records.len() as u64));
+                        records.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+                        records.extend_from_slice(&[0u8; 4]);
+                        records.extend_from_slice(payload);
+                    }
+                }
+            });
+        }
+        (found, records)
+    };
+    if wanted.len() < 16 {
+        return scan(wanted);
+    }
+    let (a, b) = wanted.split_at(wanted.len() / 2);
+    let ((mut found, mut records), second) = std::thread::scope(|s| {
+        let other = s.spawn(|| scan(b));
+        let mine = scan(a);
+        (mine, other.join())
+    });
+    let (found_b, records_b) = match second {
+        Ok(r) => r,
+        Err(_) => scan(b), // the helper thread panicked (it cannot on data): do its half here
+    };
+    let base = records.len() as u64;
+    found.extend(found_b.into_iter().map(|(ts, off)| (ts, base + off)));
+    records.extend_from_slice(&records_b);
+    (found, records)
 }
 
 /// The payload of the frame at `off` (found valid in pass 1).

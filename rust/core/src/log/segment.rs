@@ -39,9 +39,12 @@ fn parse_seq(stem: &str) -> Option<u64> {
     stem.parse().ok()
 }
 
-/// Segments of a log directory, in order: `(seq, plain .pwlog, compressed .pwzst)`. Both are
-/// present only for an instant while a compression finishes (or after a crash then).
-pub fn list_segment_files(log_dir: &Path) -> Result<Vec<(u64, Option<PathBuf>, Option<PathBuf>)>> {
+/// A segment's files: `(seq, plain .pwlog, compressed .pwzst)`.
+pub type SegmentFiles = (u64, Option<PathBuf>, Option<PathBuf>);
+
+/// Segments of a log directory, in order. Both files are present only for an instant while a
+/// compression finishes (or after a crash then).
+pub fn list_segment_files(log_dir: &Path) -> Result<Vec<SegmentFiles>> {
     let rd = match std::fs::read_dir(log_dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
