@@ -243,12 +243,14 @@ class Store(_Reading):
         return self._log.compression_stats()
 
     def wait_compressed(self, timeout_s: float = 60.0) -> bool:
-        """Waits until every sealed segment is compressed; False if `timeout_s` passed first."""
+        """Waits until every sealed segment is compressed (those found plain at open included);
+        False if `timeout_s` passed first."""
         return self._log.wait_compressed(timeout_s)
 
     def close(self, seal: bool = False) -> None:
-        """Commits and releases the directory (`seal=True` also seals the active segment). Sealed
-        segments waiting for compression are compressed first."""
+        """Commits and releases the directory (`seal=True` also seals the active segment). The
+        segments this store sealed are compressed before it returns; sealed segments it found
+        plain when it opened and has not compressed yet are left to the next writer."""
         self._log.close(seal)
 
     @property

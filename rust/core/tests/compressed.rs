@@ -372,3 +372,33 @@ fn a_damaged_frame_is_reported_and_skipped_without_losing_other_frames() {
     assert_eq!(v.trades, n - gone as u64, "{v:?}");
     assert!(total_in_seg > 0);
 }
+
+#[test]
+fn closing_finishes_what_this_writer_sealed_and_leaves_the_backlog_for_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 40_000;
+    let mut w = LogWriter::open(dir.path(), cfg_sized(0, 1 << 20)).unwrap();
+    fill(&mut w, n);
+    w.seal_active().unwrap();
+    drop(w);
+    let backlog = files(dir.path(), "pwlog").len() - 1;
+    assert!(backlog >= 3);
+    // A slow level, closed at once: the backlog found at open is not waited for.
+    let mut w = LogWriter::open(dir.path(), cfg_sized(19, 1 << 20)).unwrap();
+    fill(&mut w, 1_000);
+    w.seal_active().unwrap(); // this writer's own sealed segment: compressed before close returns
+    let own = w.active_segment().0 - 1;
+    drop(w);
+    let log = dir.path().join("log");
+    assert!(log.join(compress::compressed_file_name(own)).exists(), "the segment this writer sealed is compressed");
+    assert!(!log.join(segment::segment_file_name(own)).exists());
+    assert!(files(dir.path(), "pwlog").len() > 1, "the backlog is left (plain) for the next writer");
+    assert!(fs::read_dir(&log).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp")));
+    assert_eq!(count_trades(dir.path()), (n + 1_000) as usize);
+    assert!(reader::verify(dir.path()).unwrap().ok());
+    let w = LogWriter::open(dir.path(), cfg_sized(1, 1 << 20)).unwrap();
+    wait_compressed(&w);
+    drop(w);
+    assert_eq!(files(dir.path(), "pwlog").len(), 1);
+    assert_eq!(count_trades(dir.path()), (n + 1_000) as usize);
+}

@@ -437,6 +437,12 @@ fn io_err<'a>(what: &str, path: &'a Path) -> impl Fn(std::io::Error) -> Error + 
 /// read back and compared with the plain bytes, renamed), then removes the plain segment and its
 /// index. `Ok(None)` when there is nothing to do (not sealed, already compressed, gone).
 pub fn compress_segment(log_dir: &Path, seq: u64, level: i32) -> Result<Option<CompressOutcome>> {
+    compress_segment_unless(log_dir, seq, level, &|| false)
+}
+
+/// `compress_segment` that gives up (removing its temporary file, keeping the plain segment)
+/// when `cancelled()` turns true between two blocks.
+pub fn compress_segment_unless(log_dir: &Path, seq: u64, level: i32, cancelled: &dyn Fn() -> bool) -> Result<Option<CompressOutcome>> {
     let plain_path = log_dir.join(segment::segment_file_name(seq));
     let final_path = log_dir.join(compressed_file_name(seq));
     if final_path.exists() {
@@ -461,10 +467,17 @@ pub fn compress_segment(log_dir: &Path, seq: u64, level: i32) -> Result<Option<C
         blocks.push(IndexEntry { start: covered, end: plain_len, min_ts: i64::MAX, max_ts: i64::MIN, trades: 0, others: 0 });
     }
     let tmp = tmp_path(log_dir, seq);
-    let result = write_compressed(&tmp, seq, level, &map[..HEADER_LEN], data, &blocks)
-        .and_then(|outcome| check_against_plain(&tmp, seq, data).map(|_| outcome));
+    let result = write_compressed(&tmp, seq, level, &map[..HEADER_LEN], data, &blocks, cancelled)
+        .and_then(|outcome| match outcome {
+            Some(o) => check_against_plain(&tmp, seq, data).map(|_| Some(o)),
+            None => Ok(None),
+        });
     let outcome = match result {
-        Ok(o) => o,
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Ok(None);
+        }
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
             // Retention deleting the segment meanwhile (temporary file included) is no error.
@@ -502,7 +515,16 @@ fn remove_plain(plain_path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn write_compressed(tmp: &Path, seq: u64, level: i32, plain_header: &[u8], data: &[u8], blocks: &[IndexEntry]) -> Result<CompressOutcome> {
+/// Writes the compressed file; `None` when cancelled.
+fn write_compressed(
+    tmp: &Path,
+    seq: u64,
+    level: i32,
+    plain_header: &[u8],
+    data: &[u8],
+    blocks: &[IndexEntry],
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Option<CompressOutcome>> {
     let file = OpenOptions::new().write(true).create(true).truncate(true).open(tmp).map_err(io_err("creating", tmp))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
     let n = blocks.len();
@@ -514,6 +536,9 @@ fn write_compressed(tmp: &Path, seq: u64, level: i32, plain_header: &[u8], data:
     let mut buf = Vec::new();
     let mut at = data_at;
     for e in blocks {
+        if cancelled() {
+            return Ok(None);
+        }
         buf.clear();
         buf.reserve(zstd::zstd_safe::compress_bound((e.end - e.start) as usize));
         cctx.compress_to_buffer(&data[e.start as usize..e.end as usize], &mut buf).map_err(|err| Error::io("compressing a block", err))?;
@@ -529,7 +554,7 @@ fn write_compressed(tmp: &Path, seq: u64, level: i32, plain_header: &[u8], data:
     file.write_all(plain_header).map_err(io_err("writing", tmp))?;
     file.write_all(&table).map_err(io_err("writing", tmp))?;
     file.sync_all().map_err(io_err("syncing", tmp))?;
-    Ok(CompressOutcome { seq, plain_bytes: data.len() as u64, compressed_bytes: at, frames: n as u64 })
+    Ok(Some(CompressOutcome { seq, plain_bytes: data.len() as u64, compressed_bytes: at, frames: n as u64 }))
 }
 
 /// Reads a compressed file back and compares every frame with the plain bytes it stands for.
@@ -607,17 +632,25 @@ pub struct CompressionStats {
 
 #[derive(Default)]
 struct Queue {
-    seqs: VecDeque<u64>,
+    /// Segments to compress: (seq, backlog). Backlog = found plain when the writer opened; the
+    /// others were sealed by this writer.
+    seqs: VecDeque<(u64, bool)>,
     busy: bool,
+    busy_with_backlog: bool,
     stop: bool,
     stats: CompressionStats,
 }
 
 /// The writer's background compressor: one thread, lower CPU priority than the appends, working
 /// through sealed segments in order. Never touches the active segment.
+///
+/// On close it finishes the segments this writer sealed (at most the last one or two: closing
+/// stays quick) and leaves the backlog found at open for the next writer, abandoning one in
+/// progress between two blocks.
 pub struct Compressor {
     log_dir: PathBuf,
     level: i32,
+    abandon: std::sync::atomic::AtomicBool,
     queue: Mutex<Queue>,
     wake: Condvar,
     idle: Condvar,
@@ -632,6 +665,7 @@ impl Compressor {
         let c = Arc::new(Compressor {
             log_dir: log_dir.to_owned(),
             level,
+            abandon: std::sync::atomic::AtomicBool::new(false),
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             idle: Condvar::new(),
@@ -644,18 +678,33 @@ impl Compressor {
         Ok((c, handle))
     }
 
+    /// Queues a segment this writer has just sealed.
     pub fn request(&self, seq: u64) {
+        self.push(seq, false);
+    }
+
+    /// Queues a sealed segment found plain when the writer opened.
+    pub fn request_backlog(&self, seq: u64) {
+        self.push(seq, true);
+    }
+
+    fn push(&self, seq: u64, backlog: bool) {
         let mut q = lock(&self.queue);
-        if !q.seqs.contains(&seq) {
-            q.seqs.push_back(seq);
+        if !q.seqs.iter().any(|(s, _)| *s == seq) {
+            q.seqs.push_back((seq, backlog));
             q.stats.pending = q.seqs.len() as u64;
         }
         self.wake.notify_one();
     }
 
-    /// Lets the thread finish what is queued, then end.
+    /// Lets the thread finish the segments this writer sealed, drops the backlog, then ends.
     pub fn stop(&self) {
-        lock(&self.queue).stop = true;
+        let mut q = lock(&self.queue);
+        q.stop = true;
+        q.seqs.retain(|(_, backlog)| !backlog);
+        if q.busy && q.busy_with_backlog {
+            self.abandon.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         self.wake.notify_all();
     }
 
@@ -688,12 +737,13 @@ impl Compressor {
             libc::setpriority(libc::PRIO_PROCESS, tid, 10);
         }
         loop {
-            let seq = {
+            let (seq, backlog) = {
                 let mut q = lock(&self.queue);
                 loop {
-                    if let Some(s) = q.seqs.pop_front() {
+                    if let Some((s, backlog)) = q.seqs.pop_front() {
                         q.busy = true;
-                        break s;
+                        q.busy_with_backlog = backlog;
+                        break (s, backlog);
                     }
                     if q.stop {
                         self.idle.notify_all();
@@ -704,7 +754,8 @@ impl Compressor {
                 }
             };
             let t0 = Instant::now();
-            let r = compress_segment(&self.log_dir, seq, self.level);
+            let abandon = || backlog && self.abandon.load(std::sync::atomic::Ordering::Relaxed);
+            let r = compress_segment_unless(&self.log_dir, seq, self.level, &abandon);
             let mut q = lock(&self.queue);
             q.busy = false;
             match r {

@@ -260,7 +260,7 @@ impl LogWriter {
             // Sealed segments left plain (by a crash, an older PumpWatch or level 0) go first.
             for (seq, path) in segment::list_segments(&log_dir)? {
                 if seq < active.map.seq && !compress::is_compressed_path(&path) {
-                    c.request(seq);
+                    c.request_backlog(seq);
                 }
             }
             Some((c, handle))
@@ -530,9 +530,10 @@ impl LogWriter {
 }
 
 impl Drop for LogWriter {
-    /// Lets the compressor finish the segments already sealed before the directory's lock is
-    /// released, so that no other writer finds a compression half done (were this process
-    /// killed instead, the next open finishes or discards it).
+    /// Lets the compressor finish the segments this writer sealed (and drop the backlog it found
+    /// at open) before the directory's lock is released, so that no other writer finds a
+    /// compression half done (were this process killed instead, the next open finishes or
+    /// discards it).
     fn drop(&mut self) {
         if let Some((c, handle)) = self.compressor.take() {
             c.stop();
