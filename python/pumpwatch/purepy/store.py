@@ -47,7 +47,7 @@ from ..errors import (
     StoreLockedError,
 )
 
-__all__ = ["Store", "verify", "FrameWalk", "TradeRecord", "MarkerRecord", "QuarantinedRecord", "TRADE_SCHEMA",
+__all__ = ["Store", "verify", "compress_segment", "FrameWalk", "TradeRecord", "MarkerRecord", "QuarantinedRecord", "TRADE_SCHEMA",
            "MARKER_SCHEMA"]
 
 # --- Format constants (docs/FORMAT.md) -------------------------------------------------------------
@@ -1203,6 +1203,74 @@ def _save_cut(recovered_dir: Path, segment_name: str, offset: int, data: bytes) 
     except OSError:
         return None
     return target
+
+
+def compress_segment(log_dir, seq: int, level: int = 3) -> bool:
+    """Compresses sealed segment `seq` of `log_dir` into `.pwzst` exactly as docs/FORMAT.md says
+    (the reference for the Rust writer's background compression): one zstd frame per index block
+    rebuilt from the records, written under a temporary name, synced, checked against the plain
+    bytes, renamed; then the plain segment and its index are removed. Returns False when there is
+    nothing to do (not sealed, already compressed, gone)."""
+    log_dir = Path(log_dir)
+    plain_path = log_dir / _segment_name(seq)
+    final = log_dir / f"{seq:020d}.{COMPRESSED_EXT}"
+    if final.exists():
+        return False
+    try:
+        with open(plain_path, "rb") as f:
+            data = _pread_range(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+    except FileNotFoundError:
+        return False
+    header = _parse_header(data, plain_path)
+    if header is None or header.state != STATE_SEALED or header.seq != seq or header.published_end > len(data):
+        return False
+    data = data[:header.published_end]
+    blocks = _BlockIndex()
+    entries = []
+    for _, end, record in FrameWalk(data, HEADER_LEN, len(data)):
+        entry = blocks.add(end, record.ts_ns if type(record) is TradeRecord else None)
+        if entry:
+            entries.append(entry)
+    last = blocks.finish()
+    if last:
+        entries.append(last)
+    covered = entries[-1].end if entries else HEADER_LEN
+    if covered < len(data):
+        # Bytes after the last valid record are kept too, in a block no query reads.
+        entries.append(IndexEntry(covered, len(data), I64_MAX, I64_MIN, 0, 0))
+    compressor = zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True)
+    data_at = FRAME_TABLE_AT + FRAME_ENTRY_LEN * len(entries)
+    frames, table, at = [], [], data_at
+    for e in entries:
+        frame = compressor.compress(data[e.start:e.end])
+        body = _FRAME_ENTRY.pack(*e, at, len(frame), crc32c.crc32c(frame))
+        table.append(body + _U32.pack(crc32c.crc32c(body)) + bytes(4))
+        frames.append(frame)
+        at += len(frame)
+    head = _ZHEADER.pack(COMPRESSED_MAGIC, COMPRESSED_VERSION, ZHEADER_LEN, len(entries), seq, len(data), data_at, level)
+    head += _U32.pack(crc32c.crc32c(head)) + bytes(ZHEADER_LEN - len(head) - 4)
+    tmp = log_dir / f"{final.name}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(b"".join([head, data[:HEADER_LEN], *table, *frames]))
+            f.flush()
+            os.fsync(f.fileno())
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            if not _CompressedSegment(fd, tmp, seq).matches_plain(data):
+                raise CorruptLogError(_format_error(tmp, "it does not read back as the plain segment it was made from"))
+        finally:
+            os.close(fd)
+        if not plain_path.exists():
+            return False  # deleted by retention meanwhile: do not bring it back
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(log_dir)
+    plain_path.unlink(missing_ok=True)
+    _index_path(plain_path).unlink(missing_ok=True)
+    _fsync_dir(log_dir)
+    return True
 
 
 # --- Reading --------------------------------------------------------------------------------------
