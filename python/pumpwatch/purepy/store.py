@@ -1808,7 +1808,8 @@ def _verify_compressed(report: dict, counts: dict, seq: int, path: Path) -> None
             data, err = segment.read_block(i)
             start = block.entry.start
             if err:
-                report["damaged"].append(_damage(name, start + len(data), block.entry.end - start - len(data), err))
+                report["damaged"].append(_damage(name, start + len(data), block.entry.end - start - len(data),
+                                                 f"{err} (offset and length in the decompressed segment)"))
             walk = FrameWalk(data, start, start + len(data), base=start)
             for _, end, record in walk:
                 report["records"] += 1

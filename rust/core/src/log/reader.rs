@@ -786,7 +786,12 @@ fn verify_compressed(report: &mut VerifyReport, seq: u64, path: &Path) -> Result
         let decoded = cs.read_block(i, &mut buf);
         if let Err(reason) = &decoded {
             let from = base + buf.len() as u64;
-            report.damaged.push(DamageReport { segment: name.clone(), offset: from, length: b.entry.end.saturating_sub(from), reason: reason.clone() });
+            report.damaged.push(DamageReport {
+                segment: name.clone(),
+                offset: from,
+                length: b.entry.end.saturating_sub(from),
+                reason: format!("{reason} (offset and length in the decompressed segment)"),
+            });
         }
         let outcome = scan::walk(&buf, 0, buf.len(), |_, p| counts[p[0] as usize & 3] += 1);
         report.records += outcome.records;
