@@ -239,11 +239,12 @@ impl LogWriter {
 
         let active = match last {
             Some((seq, path)) => {
+                // A compressed segment is sealed by definition.
                 let sealed_already = compress::is_compressed_path(&path)
                     || matches!(
-                    segment::map_readonly(&path)?.as_deref().map(segment::decode_header),
-                    Some(HeaderCheck::Ok(Header { state: STATE_SEALED, .. }))
-                );
+                        segment::map_readonly(&path)?.as_deref().map(segment::decode_header),
+                        Some(HeaderCheck::Ok(Header { state: STATE_SEALED, .. }))
+                    );
                 if sealed_already {
                     create_segment(&log_dir, seq + 1, &cfg)?
                 } else {
