@@ -36,6 +36,8 @@ class LogSettings:
     #: The ingest path and log writer: "rust" (pumpwatch._core) or "purepy" (pumpwatch.purepy,
     #: the plain-Python reference path, same log format; for comparison, many times slower).
     engine: str = "rust"
+    #: zstd level sealed segments are compressed with, in the background (1..22; 0 = keep plain).
+    zstd_level: int = 3
 
 
 @dataclass(frozen=True)
@@ -218,6 +220,9 @@ def from_dict(raw: dict[str, Any]) -> Config:
         raise ConfigError(f"connection.rotate_at_fraction must be between 0 and 1, not {cfg.connection.rotate_at_fraction}")
     if cfg.log.engine not in ENGINES:
         raise ConfigError(f"log.engine must be one of {', '.join(repr(e) for e in ENGINES)}, not {cfg.log.engine!r}")
+    if not 0 <= cfg.log.zstd_level <= 22:
+        raise ConfigError(f"log.zstd_level {cfg.log.zstd_level} is out of range; use 1 (fastest) to 22 (smallest), "
+                          f"3 by default, or 0 to keep sealed segments uncompressed")
     host, _, port = cfg.metrics_address.rpartition(":")
     if host not in ("127.0.0.1", "localhost", "::1") or not port.isdigit():
         raise ConfigError(f"metrics_address {cfg.metrics_address!r} must be 127.0.0.1:PORT (served on loopback only)")

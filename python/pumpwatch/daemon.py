@@ -10,7 +10,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 import logging
-import os
 import signal
 import sys
 import time
@@ -18,6 +17,7 @@ import time
 from .capture import CaptureScheduler
 from .collector import Collector
 from .config import Config
+from .retention import log_bytes
 from .status import disk_free, serve_status
 from .store import Store
 
@@ -96,7 +96,7 @@ def open_store(cfg: Config):
         return purepy.Store(cfg.data_dir, fsync_interval=cfg.log.fsync_interval, segment_span_s=cfg.log.segment_span_s,
                             segment_max_bytes=cfg.log.segment_max_bytes)
     return Store(cfg.data_dir, fsync_interval=cfg.log.fsync_interval, segment_span_s=cfg.log.segment_span_s,
-                 segment_max_bytes=cfg.log.segment_max_bytes, ring_bytes=cfg.log.ring_bytes)
+                 segment_max_bytes=cfg.log.segment_max_bytes, ring_bytes=cfg.log.ring_bytes, zstd_level=cfg.log.zstd_level)
 
 
 async def _maintain(cfg: Config, store, warnings: list[str], stop: asyncio.Event, every_s: float = 60.0) -> None:
@@ -139,8 +139,9 @@ def _status_with_disk(collector: Collector, cfg: Config, watcher=None, listings:
         if captures is not None:
             st["captures"] = captures.status()
         st["disk_free_bytes"] = disk_free(cfg.data_dir)
-        log_dir = os.path.join(cfg.data_dir, "log")
-        st["log_bytes"] = sum(e.stat().st_size for e in os.scandir(log_dir) if e.name.endswith(".pwlog"))
+        st["log_bytes"] = log_bytes(cfg.data_dir)  # plain and zstd-compressed segments
+        if hasattr(collector.store, "compression_stats"):
+            st["compression"] = collector.store.compression_stats()
         return st
 
     return status

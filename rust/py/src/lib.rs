@@ -497,8 +497,8 @@ impl LogWriter {
 #[pymethods]
 impl LogWriter {
     #[new]
-    #[pyo3(signature = (path, fsync_interval = 1.0, segment_span_s = 3600.0, segment_max_bytes = 1 << 30, ring_bytes = 128 << 20))]
-    fn new(py: Python<'_>, path: PathBuf, fsync_interval: f64, segment_span_s: f64, segment_max_bytes: u64, ring_bytes: usize) -> PyResult<LogWriter> {
+    #[pyo3(signature = (path, fsync_interval = 1.0, segment_span_s = 3600.0, segment_max_bytes = 1 << 30, ring_bytes = 128 << 20, zstd_level = 3))]
+    fn new(py: Python<'_>, path: PathBuf, fsync_interval: f64, segment_span_s: f64, segment_max_bytes: u64, ring_bytes: usize, zstd_level: i32) -> PyResult<LogWriter> {
         let secs = |name: &str, v: f64| {
             if v.is_finite() && v >= 0.0 && v < 1e9 {
                 Ok(Duration::from_secs_f64(v))
@@ -510,6 +510,7 @@ impl LogWriter {
             fsync_interval: secs("fsync_interval", fsync_interval)?,
             segment_span: secs("segment_span_s", segment_span_s)?,
             segment_max_bytes,
+            zstd_level,
             ..LogConfig::default()
         };
         let p = path.clone();
@@ -646,7 +647,34 @@ impl LogWriter {
         d.set_item("saved_to", r.saved_to)?;
         d.set_item("sealed", r.sealed)?;
         d.set_item("headers_repaired", r.headers_repaired)?;
+        d.set_item("compression", r.compression)?;
         Ok(d)
+    }
+
+    /// Background compression of sealed segments so far: segments, plain_bytes,
+    /// compressed_bytes, seconds, pending, errors, last_error.
+    fn compression_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.with(|log| log.with(|w| Ok(w.compression_stats())))?;
+        let d = PyDict::new(py);
+        d.set_item("segments", s.segments)?;
+        d.set_item("plain_bytes", s.plain_bytes)?;
+        d.set_item("compressed_bytes", s.compressed_bytes)?;
+        d.set_item("seconds", s.seconds)?;
+        d.set_item("pending", s.pending)?;
+        d.set_item("errors", s.errors)?;
+        d.set_item("last_error", s.last_error)?;
+        Ok(d)
+    }
+
+    /// Waits (GIL released, the writer not held) until every sealed segment queued for
+    /// compression is done; False when `timeout_s` passed first.
+    fn wait_compressed(&self, py: Python<'_>, timeout_s: f64) -> PyResult<bool> {
+        let c = self.with(|log| log.with(|w| Ok(w.compressor())))?;
+        let timeout = Duration::from_secs_f64(if timeout_s.is_finite() { timeout_s.clamp(0.0, 1e9) } else { 1e9 });
+        Ok(match c {
+            Some(c) => py.detach(|| c.wait_idle(timeout)),
+            None => true,
+        })
     }
 
     /// Active segment number and its published length in bytes.

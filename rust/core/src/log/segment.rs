@@ -29,29 +29,48 @@ pub fn index_path(segment: &Path) -> PathBuf {
 
 /// The sequence number a segment file name stands for, if it is one.
 pub fn parse_segment_name(name: &str) -> Option<u64> {
-    let stem = name.strip_suffix(".pwlog")?;
+    parse_seq(name.strip_suffix(".pwlog")?)
+}
+
+fn parse_seq(stem: &str) -> Option<u64> {
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     stem.parse().ok()
 }
 
-/// Segment files of a log directory, in order.
-pub fn list_segments(log_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+/// A segment's files: `(seq, plain .pwlog, compressed .pwzst)`.
+pub type SegmentFiles = (u64, Option<PathBuf>, Option<PathBuf>);
+
+/// Segments of a log directory, in order. Both files are present only for an instant while a
+/// compression finishes (or after a crash then).
+pub fn list_segment_files(log_dir: &Path) -> Result<Vec<SegmentFiles>> {
     let rd = match std::fs::read_dir(log_dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io(format!("listing {}", log_dir.display()), e)),
     };
-    let mut out = Vec::new();
+    let mut found: std::collections::BTreeMap<u64, (Option<PathBuf>, Option<PathBuf>)> = Default::default();
     for entry in rd {
         let entry = entry.map_err(|e| Error::io(format!("listing {}", log_dir.display()), e))?;
-        if let Some(seq) = entry.file_name().to_str().and_then(parse_segment_name) {
-            out.push((seq, entry.path()));
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(seq) = parse_segment_name(name) {
+            found.entry(seq).or_default().0 = Some(entry.path());
+        } else if let Some(seq) = name.strip_suffix(".pwzst").and_then(parse_seq) {
+            found.entry(seq).or_default().1 = Some(entry.path());
         }
     }
-    out.sort();
-    Ok(out)
+    Ok(found.into_iter().map(|(seq, (p, c))| (seq, p, c)).collect())
+}
+
+/// Segment files of a log directory, in order: the plain file when there is one, else the
+/// compressed one (`compress::is_compressed_path` tells which).
+pub fn list_segments(log_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    Ok(list_segment_files(log_dir)?
+        .into_iter()
+        .filter_map(|(seq, plain, compressed)| plain.or(compressed).map(|p| (seq, p)))
+        .collect())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
