@@ -199,6 +199,25 @@ impl ActiveMap {
         }
     }
 
+    /// Drops the pages wholly inside `[from, to)` from this process's page tables
+    /// (`MADV_DONTNEED`), once they are on disk: the mapping is shared, so their contents stay in
+    /// the file and the page cache and a later read faults them back in. Without it, every page
+    /// written stays in the recorder's resident memory until its segment rolls (up to the segment
+    /// size); with it, resident memory stays flat however much is recorded.
+    pub fn release(&self, from: usize, to: usize) {
+        let page = 4096;
+        let from = from.div_ceil(page) * page;
+        let to = to.min(self.map_len) / page * page;
+        if to <= from {
+            return;
+        }
+        // SAFETY: the range lies inside the mapping, which is MAP_SHARED and file-backed: the
+        // advice discards no data (it only unmaps pages, which stay in the page cache).
+        unsafe {
+            libc::madvise(self.map.as_mut_ptr().add(from) as *mut libc::c_void, to - from, libc::MADV_DONTNEED);
+        }
+    }
+
     /// Writes the given range of the map to disk (msync).
     pub fn sync_range(&self, from: usize, to: usize) -> std::io::Result<()> {
         if to > from {

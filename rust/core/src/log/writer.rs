@@ -116,6 +116,8 @@ impl SyncJob {
     pub fn run(self) -> std::io::Result<()> {
         for (map, from, to) in &self.ranges {
             map.sync_range(*from, *to)?;
+            // On disk now: out of the resident set (the header page stays: it is rewritten).
+            map.release((*from).max(HEADER_LEN), *to);
         }
         if let Some(map) = self.datasync {
             map.file.sync_data()?;
