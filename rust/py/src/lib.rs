@@ -431,6 +431,23 @@ impl RingReader {
         Ok((decode_payloads(py, &data, &lens)?, missed))
     }
 
+    /// What the trades not read yet say of each symbol's live flow, without a Python object per
+    /// trade: `([(venue, symbol, live trades, last receive ns)], missed)`. Backfilled, snapshot
+    /// and non-trade records are not counted. For watchers of silent subscriptions.
+    #[pyo3(signature = (max_trades = 1 << 20))]
+    fn poll_activity(&self, py: Python<'_>, max_trades: usize) -> (Vec<(&'static str, String, u64, i64)>, u64) {
+        py.detach(|| {
+            let mut r = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let (mut data, mut lens) = (Vec::new(), Vec::new());
+            let (_, missed) = r.poll(max_trades, &mut data, &mut lens);
+            let rows = ring::live_activity(&data, &lens)
+                .into_iter()
+                .map(|a| (a.venue.id(), String::from_utf8_lossy(&a.symbol).into_owned(), a.trades, a.last_recv_ns))
+                .collect();
+            (rows, missed)
+        })
+    }
+
     /// Trades missed since this reader was created.
     #[getter]
     fn missed(&self) -> u64 {
