@@ -589,12 +589,11 @@ class VenueRecorder:
 
     # -- silent symbols
 
-    def note_trades(self, symbol: str, last_recv_ns: int) -> None:
-        """Live trades of `symbol` since the last look, the last received at `last_recv_ns`
-        (from the store's ring): keeps its usual interval between sightings (an
-        EWMA of the time from one look's last trade to the next's: for a busy symbol about the
-        look period, for a sparse one its real gaps; trades of one frame share a receive time,
-        so per-trade intervals would understate it), and ends its silence alarm."""
+    def note_trades(self, symbol: str, sightings: int, last_recv_ns: int) -> None:
+        """`symbol` was seen `sightings` times since the last look (trades of one frame count
+        once), last at `last_recv_ns` (from the store's ring): keeps its usual interval between
+        sightings (an EWMA, fed the batch's mean interval weighted as that many single updates)
+        and ends its silence alarm."""
         a = self.activity.get(symbol)
         if a is None:
             self.activity[symbol] = SymbolActivity(last_ns=last_recv_ns)
@@ -602,9 +601,10 @@ class VenueRecorder:
         if a.silent_since_ns:
             self._recovered(symbol, a, last_recv_ns)
         elif last_recv_ns > a.last_ns and a.last_ns:
-            gap = last_recv_ns - a.last_ns
-            a.mean_interval_ns = gap if not a.intervals else (1 - SILENT_EWMA) * a.mean_interval_ns + SILENT_EWMA * gap
-            a.intervals += 1
+            gap = (last_recv_ns - a.last_ns) / sightings
+            weight = 1.0 - (1.0 - SILENT_EWMA) ** sightings
+            a.mean_interval_ns = gap if not a.intervals else (1 - weight) * a.mean_interval_ns + weight * gap
+            a.intervals += sightings
         a.last_ns = max(a.last_ns, last_recv_ns)
 
     def check_silent(self, now_ns: int) -> None:
@@ -759,10 +759,10 @@ class Collector:
             await asyncio.sleep(SILENT_CHECK_S)
             # Per symbol counts made in Rust: no Python object per trade at any rate.
             activity, _missed = reader.poll_activity()
-            for venue, symbol, _count, last_recv_ns in activity:
+            for venue, symbol, sightings, last_recv_ns in activity:
                 recorder = self.recorders.get(venue)
                 if recorder is not None:
-                    recorder.note_trades(symbol, last_recv_ns)
+                    recorder.note_trades(symbol, sightings, last_recv_ns)
             now = time.time_ns()
             for recorder in self.recorders.values():
                 recorder.check_silent(now)

@@ -222,14 +222,14 @@ impl RingReader {
     }
 }
 
-/// Per symbol, what a batch of ring entries says of its live flow: how many trades and when the
-/// last of them was received. Backfilled and snapshot trades are left out (they say nothing of
+/// Per symbol, what a batch of ring entries says of its live flow: how many times it was seen
+/// (trades received at one instant, i.e. of one frame, count once) and when it was last received. Backfilled and snapshot trades are left out (they say nothing of
 /// the live stream), and so are non-trades; entries that are not trade records are skipped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LiveActivity {
     pub venue: crate::venue::Venue,
     pub symbol: Vec<u8>,
-    pub trades: u64,
+    pub sightings: u64,
     pub last_recv_ns: i64,
 }
 
@@ -247,11 +247,13 @@ pub fn live_activity(data: &[u8], lens: &[usize]) -> Vec<LiveActivity> {
             continue;
         }
         let i = *index.entry((t.venue, t.symbol)).or_insert_with(|| {
-            out.push(LiveActivity { venue: t.venue, symbol: t.symbol.to_vec(), trades: 0, last_recv_ns: i64::MIN });
+            out.push(LiveActivity { venue: t.venue, symbol: t.symbol.to_vec(), sightings: 0, last_recv_ns: i64::MIN });
             out.len() - 1
         });
         let a = &mut out[i];
-        a.trades += 1;
+        if t.recv_ns != a.last_recv_ns {
+            a.sightings += 1;
+        }
         a.last_recv_ns = a.last_recv_ns.max(t.recv_ns);
     }
     out
@@ -365,7 +367,7 @@ mod tests {
         r.poll(100, &mut data, &mut lens);
         let a = live_activity(&data, &lens);
         assert_eq!(a.len(), 2);
-        assert_eq!((a[0].symbol.as_slice(), a[0].trades, a[0].last_recv_ns), (&b"BTCUSDT"[..], 2, 103));
-        assert_eq!((a[1].symbol.as_slice(), a[1].trades, a[1].last_recv_ns), (&b"ETHUSDT"[..], 1, 101));
+        assert_eq!((a[0].symbol.as_slice(), a[0].sightings, a[0].last_recv_ns), (&b"BTCUSDT"[..], 2, 103));
+        assert_eq!((a[1].symbol.as_slice(), a[1].sightings, a[1].last_recv_ns), (&b"ETHUSDT"[..], 1, 101));
     }
 }

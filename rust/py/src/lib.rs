@@ -432,8 +432,9 @@ impl RingReader {
     }
 
     /// What the trades not read yet say of each symbol's live flow, without a Python object per
-    /// trade: `([(venue, symbol, live trades, last receive ns)], missed)`. Backfilled, snapshot
-    /// and non-trade records are not counted. For watchers of silent subscriptions.
+    /// trade: `([(venue, symbol, sightings, last receive ns)], missed)`, a sighting being the
+    /// trades received at one instant (one frame). Backfilled, snapshot and non-trade records are
+    /// not counted. For watchers of silent subscriptions.
     #[pyo3(signature = (max_trades = 1 << 20))]
     fn poll_activity(&self, py: Python<'_>, max_trades: usize) -> (Vec<(&'static str, String, u64, i64)>, u64) {
         py.detach(|| {
@@ -442,7 +443,7 @@ impl RingReader {
             let (_, missed) = r.poll(max_trades, &mut data, &mut lens);
             let rows = ring::live_activity(&data, &lens)
                 .into_iter()
-                .map(|a| (a.venue.id(), String::from_utf8_lossy(&a.symbol).into_owned(), a.trades, a.last_recv_ns))
+                .map(|a| (a.venue.id(), String::from_utf8_lossy(&a.symbol).into_owned(), a.sightings, a.last_recv_ns))
                 .collect();
             (rows, missed)
         })
