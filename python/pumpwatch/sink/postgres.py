@@ -268,13 +268,12 @@ def _days(trades: pa.Table) -> list[int]:
         return []
     lo, hi = pc.min_max(trades["ts_ns"]).values()
     lo_day, hi_day = lo.as_py() // DAY_NS, hi.as_py() // DAY_NS
-    if hi_day - lo_day <= 2:
+    if hi_day - lo_day <= 1:
         return list(range(lo_day, hi_day + 1))
-    # Far-apart times (old backfills, a venue's odd clock): only the days that occur.
-    days = pc.unique(pc.floor(pc.divide(pc.cast(trades["ts_ns"], pa.float64()), float(DAY_NS))))
-    exact = {int(d) for d in days.to_pylist()}
-    # Float division can be off by one at a day's edge: include the neighbours.
-    return sorted({d + k for d in exact for k in (-1, 0, 1)})
+    # Times days apart (old backfills, a venue's odd clock): only the days that occur. Integer
+    # division truncates towards zero, so before 1970 a day may be one too high: add its neighbour.
+    days = pc.unique(pc.divide(trades["ts_ns"], DAY_NS)).to_pylist()
+    return sorted({d for d in days} | {d - 1 for d in days if d <= 0})
 
 
 class PostgresSink:
