@@ -66,8 +66,15 @@ _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 #: Decimal text that `numeric` prints back unchanged: no leading zeros, no negative zero.
 _CANONICAL = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$"
 _NEGATIVE_ZERO = r"^-0(\.0+)?$"
-_STAGE_COLUMNS = ("ts_ns", "venue", "symbol", "trade_id", "price", "qty", "price_text", "qty_text", "side",
-                  "recv_ns", "flags", "log_seq", "log_offset")
+#: The columns a batch is copied with, in order (the staging table has the same).
+_COPY_COLUMNS = ("ts_ns", "venue", "symbol", "trade_id", "price", "qty", "price_text", "qty_text", "side",
+                 "recv_ns", "flags", "collector_id", "log_seq", "log_offset", "seen_by")
+_BIGINT_COLUMNS = ("ts_ns", "recv_ns", "log_seq", "log_offset", "seen_by")
+#: After a batch met rows already in the table, this many batches go through the staging table
+#: before the direct COPY is tried again.
+STAGED_BATCHES_AFTER_CONFLICT = 50
+_STAGED_VALUES = sql.SQL(", ").join(
+    sql.SQL("{}::numeric").format(sql.Identifier(c)) if c in ("price", "qty") else sql.Identifier(c) for c in _COPY_COLUMNS)
 
 
 class SinkError(InvalidInputError):
@@ -245,9 +252,9 @@ def register_collector(conn: psycopg.Connection, schema: str, collector_id: str,
     return _Registration(bit=row[0], cursor=(row[1], row[2]))
 
 
-def _trades_csv(trades: pa.Table) -> bytes:
-    """The staging columns of `trades` as CSV for COPY. Text `numeric` would not print back
-    unchanged is kept verbatim in the *_text column."""
+def _trades_csv(trades: pa.Table, collector_id: str, seen_by: int) -> bytes:
+    """`trades` as CSV in `_COPY_COLUMNS` order. Text `numeric` would not print back unchanged is
+    kept verbatim in the *_text column."""
     def verbatim(col: pa.ChunkedArray) -> pa.ChunkedArray:
         canonical = pc.and_(pc.match_substring_regex(col, _CANONICAL), pc.invert(pc.match_substring_regex(col, _NEGATIVE_ZERO)))
         return pc.if_else(canonical, pa.scalar(None, pa.string()), col)
@@ -256,7 +263,10 @@ def _trades_csv(trades: pa.Table) -> bytes:
     table = pa.table({
         "ts_ns": t["ts_ns"], "venue": t["venue"], "symbol": t["symbol"], "trade_id": t["trade_id"],
         "price": t["price"], "qty": t["qty"], "price_text": verbatim(t["price"]), "qty_text": verbatim(t["qty"]),
-        "side": t["side"], "recv_ns": t["recv_ns"], "flags": t["flags"], "log_seq": t["log_seq"], "log_offset": t["log_offset"],
+        "side": t["side"], "recv_ns": t["recv_ns"], "flags": t["flags"],
+        "collector_id": pa.repeat(pa.scalar(collector_id, pa.string()), t.num_rows),
+        "log_seq": t["log_seq"], "log_offset": t["log_offset"],
+        "seen_by": pa.repeat(pa.scalar(seen_by, pa.int64()), t.num_rows),
     })
     buf = io.BytesIO()
     pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False, batch_size=65_536))
@@ -310,6 +320,7 @@ class PostgresSink:
         self._bit = 0
         self._cursor: Cursor = START
         self._known_days: set[int] = set()
+        self._staged_batches_left = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -374,8 +385,8 @@ class PostgresSink:
         try:
             layout = ensure_schema(conn, self.schema, use_timescaledb=self.use_timescaledb)
             reg = register_collector(conn, self.schema, self.collector_id, self.data_dir)
-            cols = ", ".join(f"{c} {'bigint' if c in ('ts_ns', 'recv_ns', 'log_seq', 'log_offset') else 'integer' if c == 'flags' else 'text'}"
-                             for c in _STAGE_COLUMNS)
+            cols = ", ".join(f"{c} {'bigint' if c in _BIGINT_COLUMNS else 'integer' if c == 'flags' else 'text'}"
+                             for c in _COPY_COLUMNS)
             conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS pw_stage_trades ({cols}) ON COMMIT DELETE ROWS")
         except BaseException:
             conn.close()
@@ -473,17 +484,31 @@ class PostgresSink:
                     f"{tuple(self._cursor)} as this sink left it: another sink runs with the same collector_id. Give "
                     f"each collector its own sink.postgres.collector_id")
             if n:
+                data = _trades_csv(trades, self.collector_id, bit)
+                columns = sql.SQL(", ").join(map(sql.Identifier, _COPY_COLUMNS))
                 cur = conn.cursor()
-                with cur.copy(f"COPY pw_stage_trades ({', '.join(_STAGE_COLUMNS)}) FROM STDIN (FORMAT csv)") as cp:
-                    cp.write(_trades_csv(trades))
-                cur.execute(sql.SQL(
-                    """INSERT INTO {s}.trades (ts_ns, venue, symbol, trade_id, price, qty, price_text, qty_text, side,
-                                                recv_ns, flags, collector_id, log_seq, log_offset, seen_by)
-                       SELECT ts_ns, venue, symbol, trade_id, price::numeric, qty::numeric, price_text, qty_text, side,
-                              recv_ns, flags, %s, log_seq, log_offset, %s
-                       FROM pw_stage_trades
-                       ON CONFLICT (venue, symbol, trade_id, ts_ns) DO NOTHING""").format(s=s), (self.collector_id, bit))
-                inserted = max(cur.rowcount, 0)
+                copied = False
+                if self._staged_batches_left == 0:
+                    # The usual case, one collector per venue: none of the rows is in the table yet,
+                    # and a plain COPY is twice as fast as staging + INSERT ... ON CONFLICT. A row
+                    # already there aborts it (to the savepoint) and the batch goes the staged way.
+                    try:
+                        with conn.transaction():
+                            with cur.copy(sql.SQL("COPY {s}.trades ({c}) FROM STDIN (FORMAT csv)").format(s=s, c=columns)) as cp:
+                                cp.write(data)
+                        copied = True
+                        inserted = n
+                    except psycopg.errors.UniqueViolation:
+                        self._staged_batches_left = STAGED_BATCHES_AFTER_CONFLICT
+                else:
+                    self._staged_batches_left -= 1
+                if not copied:
+                    with cur.copy(sql.SQL("COPY pw_stage_trades ({c}) FROM STDIN (FORMAT csv)").format(c=columns)) as cp:
+                        cp.write(data)
+                    cur.execute(sql.SQL(
+                        """INSERT INTO {s}.trades ({c}) SELECT {v} FROM pw_stage_trades
+                           ON CONFLICT (venue, symbol, trade_id, ts_ns) DO NOTHING""").format(s=s, c=columns, v=_STAGED_VALUES))
+                    inserted = max(cur.rowcount, 0)
                 present = n - inserted
                 if present:
                     # Trades another collector (or an earlier copy in this log) delivered first: this
