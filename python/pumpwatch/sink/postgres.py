@@ -106,9 +106,9 @@ def _ddl(schema: str, layout: str) -> list[sql.Composable]:
             updated_at timestamptz NOT NULL DEFAULT now())""").format(s=s),
         sql.SQL("""CREATE TABLE IF NOT EXISTS {s}.trades (
             ts_ns bigint NOT NULL,
-            venue text NOT NULL,
-            symbol text NOT NULL,
-            trade_id text NOT NULL,
+            venue text COLLATE "C" NOT NULL,
+            symbol text COLLATE "C" NOT NULL,
+            trade_id text COLLATE "C" NOT NULL,
             price numeric NOT NULL,
             qty numeric NOT NULL,
             price_text text,
@@ -149,8 +149,11 @@ def _ddl(schema: str, layout: str) -> list[sql.Composable]:
             detail text NOT NULL)""").format(s=s),
     ]
     if layout == "partitioned":
-        # A hypertable gets its own time index from create_hypertable.
-        out.append(sql.SQL("CREATE INDEX IF NOT EXISTS trades_ts_ns ON {s}.trades (ts_ns)").format(s=s))
+        # Trades arrive nearly in time order, so a BRIN index finds a window's pages at almost no
+        # cost to writes (a b-tree on time costs a quarter of the COPY rate). A hypertable gets its
+        # own time index from create_hypertable.
+        out.append(sql.SQL("CREATE INDEX IF NOT EXISTS trades_ts_ns ON {s}.trades USING brin (ts_ns) "
+                           "WITH (pages_per_range = 16)").format(s=s))
     out.append(sql.SQL("""CREATE OR REPLACE VIEW {s}.trades_view AS
         SELECT to_timestamp(ts_ns / 1e9) AS ts, venue, symbol, trade_id,
                price, qty, coalesce(price_text, price::text) AS price_as_sent, coalesce(qty_text, qty::text) AS qty_as_sent,
