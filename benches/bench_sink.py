@@ -116,12 +116,15 @@ def test_lag_behind_a_recorder_ingesting_50k_trades_per_s(benchmark, pg_dsn, tmp
         sink = PostgresSink(pg_dsn, str(d), "lag", schema=schema, poll_interval_s=0.05)
         sink.start()
         behind, seconds, late = [], [], []
+        ingested = [0]
         stop = threading.Event()
 
         def sample():
+            # Records behind = trades in the log now minus trades in the database now (the
+            # status figure is as of the sink's last look at the log, up to a poll interval old).
             while not stop.wait(0.1):
                 st = sink.status()
-                behind.append(st["records_behind"])
+                behind.append(ingested[0] - st["trades_written"])
                 seconds.append(st["seconds_behind"])
 
         sampler = threading.Thread(target=sample)
@@ -134,7 +137,7 @@ def test_lag_behind_a_recorder_ingesting_50k_trades_per_s(benchmark, pg_dsn, tmp
             if now < due:
                 time.sleep(due - now)
             late.append(max(0.0, time.monotonic() - due))
-            store.ingest_many("binance-spot", frames[k:k + per_tick], time.time_ns())
+            ingested[0] += store.ingest_many("binance-spot", frames[k:k + per_tick], time.time_ns())[0]
         ingest_s = time.monotonic() - t0
         t_end = time.monotonic()
         end = tuple(store._log.active_segment())
