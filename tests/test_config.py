@@ -40,6 +40,7 @@ def test_a_file_sets_what_it_names(tmp_path):
         ("metrics_address = '0.0.0.0:9464'", "served on loopback only"),
         ("[upbit]\nproxies = [1]", "upbit.proxies must be a list of strings"),
         ("this is not toml", "is not valid TOML"),
+        ("[log]\nengine = 'python'", "log.engine must be one of 'rust', 'purepy'"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path, text, message):

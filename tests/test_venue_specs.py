@@ -47,8 +47,8 @@ LIMITS = {
     "bybit-linear": (200, None, None, None),
     "okx-spot": (200, None, None, None),
     "okx-swap": (200, None, None, None),
-    "kucoin-spot": (400, 100, 10, None),
-    "kucoin-futures": (400, 100, 10, None),
+    "kucoin-spot": (400, 100, 10, 86_400),  # the token's reported ~24 h (third party)
+    "kucoin-futures": (400, 100, 10, 86_400),
     "gate-spot": (200, 100, None, None),
     "gate-futures": (200, 100, None, None),
     "phemex-spot": (20, 1, 20, None),

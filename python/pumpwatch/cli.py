@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from . import __version__
@@ -13,8 +14,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from .store import verify
 
     report = verify(args.data_dir)
+    gaps = _gap_summary(args.data_dir) if report["segments"] else {}
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps({**report, "gaps": gaps}, indent=2))
     else:
         from rich.console import Console
         from rich.table import Table
@@ -31,8 +33,39 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                 console.print(
                     f"[red]{kind}[/red] {d['segment']} at byte {d['offset']:,} ({d['length']:,} bytes): {d['reason']}"
                 )
+        if gaps:
+            g = Table(title="gaps in the recording (from the recorder's markers)")
+            for col in ("venue", "found", "filled", "unfillable", "unfillable seconds"):
+                g.add_column(col, justify="left" if col == "venue" else "right")
+            for venue, v in sorted(gaps.items()):
+                g.add_row(venue, str(v["gap_found"]), str(v["gap_filled"]), str(v["gap_unfillable"]),
+                          f"{sum(u['seconds'] for u in v['unfillable']):,.1f}")
+            console.print(g)
+            for venue, v in sorted(gaps.items()):
+                for u in v["unfillable"][:10]:
+                    console.print(f"  {venue} {u['symbol'] or '*'} {u['from']} .. {u['to']} ({u['seconds']} s): {u['why']}")
+                if len(v["unfillable"]) > 10:
+                    console.print(f"  {venue}: {len(v['unfillable']) - 10} more unfillable spans (--json lists all)")
         console.print("[green]log is intact[/green]" if report["ok"] else "[red]log has damage (see above)[/red]")
     return 0 if report["ok"] else 1
+
+
+def _gap_summary(data_dir: str) -> dict:
+    """Per venue: gaps found, filled and unfillable, and the unfillable spans, from the markers."""
+    from .capture import iso
+    from .store import ReadOnlyStore
+
+    out: dict = {}
+    with ReadOnlyStore(data_dir) as reader:
+        for m in reader.markers().to_pylist():
+            if m["kind"] not in ("gap_found", "gap_filled", "gap_unfillable"):
+                continue
+            v = out.setdefault(m["venue"] or "-", {"gap_found": 0, "gap_filled": 0, "gap_unfillable": 0, "unfillable": []})
+            v[m["kind"]] += 1
+            if m["kind"] == "gap_unfillable":
+                v["unfillable"].append({"symbol": m["symbol"], "from": iso(m["from_ts_ns"]), "to": iso(m["to_ts_ns"]),
+                                        "seconds": round((m["to_ts_ns"] - m["from_ts_ns"]) / 1e9, 3), "why": m["detail"]})
+    return out
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
@@ -108,6 +141,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"filled), {sum(v['gaps_unfillable'] for v in final['venues'].values()):,} unfillable, "
         f"{ingest['quarantined']:,} frames quarantined; log sealed in {cfg.data_dir}"
     )
+    caps = final.get("captures") or {}
+    for e in caps.get("events", []):
+        print(f"event {e['event']}: {e['trades']:,} trades, {e['verdict']}; {e['summary']} -> {e['path']}")
+    for name in caps.get("pending", []):
+        print(f"event {name}: window not complete yet; captured when the recorder runs again (or `pumpwatch capture`)")
     return 0
 
 
@@ -124,6 +162,149 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     Console().print(_dashboard(st))
     return 0
+
+
+def _cmd_capture(args: argparse.Namespace) -> int:
+    from .capture import CaptureRequest, capture, open_source, parse_duration_ns, parse_time_ns
+    from .config import CaptureSettings
+
+    req = CaptureRequest(args.ticker, parse_time_ns(args.at), parse_duration_ns(args.before), parse_duration_ns(args.after),
+                         {"manual": True})
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    with console.status(f"capturing {req.name} from {args.source or args.data_dir} ..."):
+        source = open_source(args.source, args.data_dir)
+        ev = capture(source, req, args.data_dir, thresholds=CaptureSettings().thresholds(), chart=not args.no_chart,
+                     source_name=args.source or "log")
+    if args.json:
+        print(json.dumps({"path": ev.path, "event": ev.event, "analysis": ev.analysis}, indent=1, ensure_ascii=False))
+        return 0
+    print(f"{ev.path}: {ev.event['trades']:,} trades; {ev.event['summary']}; {ev.analysis['across']['verdict']}")
+    return 0
+
+
+def _cmd_events(args: argparse.Namespace) -> int:
+    from .capture import list_events, _load_json
+
+    events = list_events(args.data_dir)
+    rows = []
+    for e in events:
+        a = _load_json(f"{e['folder']}/analysis.json") or {}
+        cov = [v["coverage"] for v in e["venues"].values()]
+        rows.append({"event": e["folder"].rsplit("/", 1)[-1], "t0": e["t0"], "delay_ms": e.get("detection_delay_ms"),
+                     "trades": e["trades"], "complete": cov.count("complete"),
+                     "incomplete": len([c for c in cov if c not in ("complete", "absent")]), "absent": cov.count("absent"),
+                     "verdict": a.get("across", {}).get("verdict", "?"),
+                     "max_rise": (a.get("across", {}).get("max_rise") or {}).get("pct"), "folder": e["folder"]})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"events in {args.data_dir}")
+    for col in ("event", "t0", "detected after", "trades", "venues complete", "incomplete", "absent", "verdict", "max rise"):
+        t.add_column(col, justify="right" if col not in ("event", "t0", "verdict") else "left")
+    for r in rows:
+        t.add_row(r["event"], r["t0"][:23] + "Z", "-" if r["delay_ms"] is None else f"{r['delay_ms'] / 1e3:.1f} s",
+                  f"{r['trades']:,}", str(r["complete"]), str(r["incomplete"]), str(r["absent"]), r["verdict"],
+                  "-" if r["max_rise"] is None else f"{r['max_rise']:+.2f} %")
+    Console().print(t if rows else f"no events in {args.data_dir} yet")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .capture import load_event
+
+    event, analysis = load_event(args.data_dir, args.event)
+    if args.json:
+        print(json.dumps({"event": event, "analysis": analysis}, indent=1, ensure_ascii=False))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    across = analysis.get("across", {})
+    notice = event.get("notice") or {}
+    console.print(f"[bold]{event['ticker']}[/bold]  t0 {event['t0']}  "
+                  + (f"detected {event['detection_delay_ms'] / 1e3:.2f} s later  " if event.get("detection_delay_ms") is not None else "")
+                  + (f"notice {notice.get('notice_id')}: {notice.get('title')}" if notice.get("title") else ""))
+    console.print(f"window {event['window']['start']} .. {event['window']['end']}; {event['summary']}")
+    t = Table(title=f"verdict: {across.get('verdict')}" + (f"; first mover {across['first_mover']['venue']}" if across.get("first_mover") else ""))
+    for col in ("venue", "coverage", "trades", "reference", "first after", "peak", "rise", "fall", "to peak", "quote vol after", "buy share", "lag", "verdict"):
+        t.add_column(col, justify="left" if col in ("venue", "coverage", "verdict") else "right")
+    lags = across.get("lead_lag_ms", {})
+    for venue, cov in event["venues"].items():
+        a = analysis.get("venues", {}).get(venue)
+        if a is None:
+            t.add_row(venue, cov["coverage"], f"{cov['trades']:,}", *["-"] * 9, "")
+            continue
+
+        def ms(x):
+            return "-" if x is None else f"{x / 1e3:.2f} s"
+
+        t.add_row(venue, cov["coverage"], f"{cov['trades']:,}", (a["reference"] or {}).get("price", "-"),
+                  ms((a["first_after"] or {}).get("ms_after_t0")), (a["peak"] or {}).get("price", "-"),
+                  "-" if a["max_rise_pct"] is None else f"{a['max_rise_pct']:+.2f} %",
+                  "-" if a["max_fall_pct"] is None else f"{a['max_fall_pct']:+.2f} %", ms(a["time_to_peak_ms"]),
+                  f"{float(a['after']['quote_volume']):,.0f}", "-" if a["after"]["buy_share"] is None else f"{a['after']['buy_share']:.0%}",
+                  "-" if venue not in lags else f"+{lags[venue]:.0f} ms", a["verdict"])
+    console.print(t)
+    for venue, cov in event["venues"].items():
+        for span in cov.get("lost", []):
+            console.print(f"  [yellow]{venue}[/yellow] {span['symbol']} lost {span['from']} .. {span['to']} ({span['seconds']} s): {span['reason']}")
+    chart = f"{event['folder']}/chart.png"
+    console.print(f"chart: {chart}" if event.get("chart") else "no chart in this event")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+    from rich.progress import Progress
+
+    from .capture import CaptureError, NS, _event_table, open_source, parse_time_ns
+
+    start, end = parse_time_ns(args.start), parse_time_ns(args.end)
+    if end <= start:
+        raise CaptureError(f"--to ({args.end}) must be after --from ({args.start})")
+    fmt = args.format or ("csv" if args.output.lower().endswith(".csv") else "parquet")
+    source = open_source(args.source, args.data_dir)
+    step = 600 * NS  # ten minutes a read: memory stays bounded whatever the span
+    tmp = f"{args.output}.tmp-{os.getpid()}"
+    writer = None
+    rows = 0
+    try:
+        with Progress(transient=True) as progress:
+            task = progress.add_task("exporting", total=end - start)
+            t = start
+            while t < end:
+                chunk = source.query(t, min(t + step, end), venues=args.venue or None, symbols=args.symbol or None)
+                table = _event_table(chunk)
+                if writer is None:
+                    writer = (pq.ParquetWriter(tmp, table.schema, compression="zstd") if fmt == "parquet"
+                              else pacsv.CSVWriter(tmp, table.schema))
+                writer.write_table(table)
+                rows += table.num_rows
+                progress.update(task, advance=min(step, end - t), description=f"exporting: {rows:,} trades")
+                t += step
+        writer.close()
+        os.replace(tmp, args.output)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    print(f"{rows:,} trades written to {args.output} ({fmt})")
+    return 0
+
+
+def _data_dir_arg(p: argparse.ArgumentParser, *, source: bool = False) -> None:
+    p.add_argument("--data-dir", default="./pumpwatch-data", help="data directory (default ./pumpwatch-data)")
+    if source:
+        p.add_argument("--source", help="read from this data directory or postgresql:// replica instead")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,11 +328,42 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("ingest", help="store a file of raw venue frames (one per line) through the ingest path")
     i.add_argument("venue", help="venue id, e.g. binance-usdm")
     i.add_argument("file", help="file with one raw WebSocket text frame per line")
-    i.add_argument("--data-dir", default="./pumpwatch-data", help="data directory (default ./pumpwatch-data)")
+    _data_dir_arg(i)
     i.set_defaults(func=_cmd_ingest)
 
+    c = sub.add_parser("capture", help="cut a listing event out of the recording (like the daemon does)")
+    c.add_argument("ticker", help="the coin, e.g. 0G")
+    c.add_argument("--at", required=True, help="t0: ISO-8601 UTC (2025-09-22T05:00:00Z) or epoch s/ms/ns")
+    c.add_argument("--before", default="20s", help="window before t0 (default 20s)")
+    c.add_argument("--after", default="20s", help="window after t0 (default 20s)")
+    _data_dir_arg(c, source=True)
+    c.add_argument("--no-chart", action="store_true", help="skip chart.png")
+    c.add_argument("--json", action="store_true", help="print event.json and analysis.json")
+    c.set_defaults(func=_cmd_capture)
+
+    e = sub.add_parser("events", help="list the captured events")
+    _data_dir_arg(e)
+    e.add_argument("--json", action="store_true", help="print as JSON")
+    e.set_defaults(func=_cmd_events)
+
+    rp = sub.add_parser("report", help="show an event's analysis")
+    rp.add_argument("event", help="event folder name (e.g. 0G_20250922T050000Z), its path, or a ticker (the latest)")
+    _data_dir_arg(rp)
+    rp.add_argument("--json", action="store_true", help="print event.json and analysis.json")
+    rp.set_defaults(func=_cmd_report)
+
+    x = sub.add_parser("export", help="write the trades of a time span to Parquet or CSV")
+    x.add_argument("--from", dest="start", required=True, help="start (ISO-8601 UTC or epoch), included")
+    x.add_argument("--to", dest="end", required=True, help="end, excluded")
+    x.add_argument("--venue", action="append", help="only this venue (repeatable)")
+    x.add_argument("--symbol", action="append", help="only this symbol (repeatable)")
+    x.add_argument("-o", "--output", required=True, help="output file (.parquet or .csv)")
+    x.add_argument("--format", choices=("parquet", "csv"), help="default: from the file name")
+    _data_dir_arg(x, source=True)
+    x.set_defaults(func=_cmd_export)
+
     v = sub.add_parser("verify", help="check the integrity of a recording and report any damage")
-    v.add_argument("--data-dir", default="./pumpwatch-data", help="data directory (default ./pumpwatch-data)")
+    _data_dir_arg(v)
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.set_defaults(func=_cmd_verify)
     return p

@@ -5,11 +5,19 @@ within the venue's limits, hands every frame to the Rust ingest path with its re
 connection markers, and fills holes over REST as far as the venue allows: id gaps the store reports
 (by id or time), and after a reconnect the venue's recent-trades window (venues whose ids cannot
 show a gap). What cannot be filled is written as an unfillable-gap marker with its span.
+
+Connections never silently die: each shard of symbols runs on one connection or two redundant
+ones (`redundancy`), rotated make-before-break ahead of planned cuts (the connection's lifetime;
+a shutdown notice the venue sends); a symbol that falls silent while its connection delivers the
+others is resubscribed and named in the status; the instrument list is refreshed (new instruments
+subscribed, delisted ones unsubscribed). A venue that fails says how in `status()` and affects no
+other.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import random
 import time
@@ -17,10 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _core
+from .capture import save_instruments
 from .config import Config, VenueSettings
 from .connection import HttpError, ReconnectPolicy, VenueConnection, http_fetch
 from .store import Store
-from .venues import HttpFetch, Instrument, VenueSpec, get as venue_spec
+from .venues import CLOSED, HttpFetch, Instrument, VenueSpec, get as venue_spec
 
 log = logging.getLogger("pumpwatch.collector")
 
@@ -38,6 +47,20 @@ SILENCE_MIN_NS = 500_000_000
 STOP_BACKFILL_GRACE_S = 5.0
 #: How far back a restart looks in the log for the last id of each symbol.
 RESTART_LOOKBACK_NS = 15 * 60 * 1_000_000_000
+#: How often the live trades are looked over for silent symbols.
+SILENT_CHECK_S = 0.5
+#: Intervals a symbol must have shown before its silence can mean anything.
+SILENT_MIN_INTERVALS = 10
+#: Weight of the newest interval in a symbol's usual interval between trades (an EWMA).
+SILENT_EWMA = 0.05
+#: Resubscribes of silent symbols per shard and hour. A quiet market makes false alarms (a symbol
+#: that traded in bursts), and subscribe messages count against venue limits (OKX: 480 per
+#: connection and hour), so past this the alarm is raised and named without a resubscribe.
+RESUBSCRIBES_PER_HOUR = 60
+HOUR_NS = 3600 * 1_000_000_000
+#: Ids per symbol remembered from the log at a restart, on venues without an id sequence: more
+#: than any venue's recent-trades window or snapshot (Bybit linear: 1000).
+RESTART_RECENT_IDS = 4096
 
 
 @dataclass
@@ -51,6 +74,11 @@ class VenueCounters:
     backfilled: int = 0
     rest_errors: int = 0
     silences: int = 0
+    silent_alarms: int = 0
+    venue_errors: int = 0
+    rotation_notices: int = 0
+    subscribed: int = 0
+    unsubscribed: int = 0
     last_error: str = ""
     started_ns: int = field(default_factory=time.time_ns)
 
@@ -65,6 +93,34 @@ class Hole:
     end_ns: int
     after_id: int | None = None
     before_id: int | None = None
+    #: A routine merge of the recent-trades window (window_merge_s), not a known outage: where the
+    #: window does not reach back to `start_ns` nothing is known lost, so nothing is named.
+    routine: bool = False
+
+
+@dataclass(eq=False)
+class Shard:
+    """Symbols carried together, by one connection or (redundancy 2) two twins."""
+
+    symbols: list[str]
+    connections: list[VenueConnection] = field(default_factory=list)
+    #: When the last connection of the shard went down (trades may be missing since), or None.
+    down_since: int | None = None
+    #: Receive time of its latest trade frame and the mean interval between them.
+    last_trade_ns: int = 0
+    mean_interval_ns: float = 0.0
+    #: When its silent symbols were resubscribed, over the last hour.
+    resubscribed_ns: list[int] = field(default_factory=list)
+
+
+@dataclass
+class SymbolActivity:
+    """When a symbol last traded live and how often it usually does."""
+
+    last_ns: int = 0
+    mean_interval_ns: float = 0.0
+    intervals: int = 0
+    silent_since_ns: int = 0  # nonzero while the alarm is raised
 
 
 class VenueRecorder:
@@ -78,18 +134,30 @@ class VenueRecorder:
         c = cfg.connection
         self.policy = ReconnectPolicy(
             initial_delay_s=c.initial_delay_s, max_delay_s=c.max_delay_s, factor=c.factor, jitter=c.jitter,
-            idle_timeout_s=c.idle_timeout_s or None,
+            idle_timeout_s=c.idle_timeout_s or None, rotate_at_fraction=c.rotate_at_fraction,
+            rotation_overlap_s=c.rotation_overlap_s,
         )
+        self.redundancy = settings.redundancy or c.redundancy
         self.counters = VenueCounters()
         self.instruments: dict[str, Instrument] = {}
+        #: Symbols on the venue's list that may trade again (all but closed ones): a subscribed
+        #: symbol missing here is delisted and unsubscribed.
+        self.listed: set[str] = set()
         self.connections: list[VenueConnection] = []
+        self.shards: list[Shard] = []
         self.state = "starting"
+        self.activity: dict[str, SymbolActivity] = {}
+        self._last_venue_error_ns = 0
+        self._last_trade_ns = 0
         self._holes: asyncio.Queue[Hole] = asyncio.Queue(MAX_PENDING_BACKFILLS)
-        self._down_since: dict[int, int] = {}
-        self._flow: dict[int, tuple[int, float]] = {}  # per connection: last trade frame, mean interval
+        self.filling: Hole | None = None  # the hole being backfilled now
+        self._side_tasks: set[asyncio.Task] = set()
         self._rest_gap_s = 1.0 / max(spec.backfill.requests_per_s, 0.1)
         self._tasks: list[asyncio.Task] = []
         self._sequenced = self.venue in _core.SEQUENCED_VENUES
+        # Venues without an id sequence, after a restart: per symbol the exchange time of the
+        # last trade in the log, from which its recent-trades window is merged once it is up.
+        self._restart_from: dict[str, int] = {}
 
     # -- discovery
 
@@ -103,8 +171,14 @@ class VenueRecorder:
                 body = await self._rest(page)
                 bodies.append(body)
                 page = self.spec.next_instruments_request(page, body)
-        found = [i for i in self.spec.parse_instruments(bodies) if i.is_trading and i.quote == self.cfg.quote]
+        parsed = [i for i in self.spec.parse_instruments(bodies) if i.quote == self.cfg.quote]
+        self.listed = {i.symbol for i in parsed if i.status != CLOSED}
+        found = [i for i in parsed if i.is_trading]
         self.instruments = {i.symbol: i for i in found}
+        try:  # kept for captures in any process: which instruments are a ticker's, and their sizes
+            save_instruments(self.store.path, self.venue, found)
+        except OSError as e:
+            log.warning("%s: could not save the instrument list: %s", self.venue, e)
         for i in found:
             if i.price_scale is not None and i.qty_scale is not None:
                 self.store.set_phemex_spot_scales(i.symbol, i.price_scale, i.qty_scale)
@@ -115,29 +189,45 @@ class VenueRecorder:
 
     # -- frames and connection states
 
-    def on_frame(self, conn_index: int, frame: str | bytes, recv_ns: int) -> None:
+    def on_frame(self, shard: Shard, conn: VenueConnection, frame: str | bytes, recv_ns: int) -> None:
         n, events = self.store.ingest(self.venue, frame, recv_ns)
-        self.counters.frames += 1
+        self._ingested(shard, conn, 1, n, events, recv_ns)
+
+    def on_frames(self, shard: Shard, conn: VenueConnection, frames: list, recv_ns: int) -> None:
+        """The frames of one socket read, in one call into the ingest path."""
+        n, events = self.store.ingest_many(self.venue, frames, recv_ns)
+        self._ingested(shard, conn, len(frames), n, events, recv_ns)
+
+    def _ingested(self, shard: Shard, conn: VenueConnection, frames: int, n: int, events: list | None, recv_ns: int) -> None:
+        self.counters.frames += frames
         self.counters.trades += n
-        if n and not self._sequenced:
-            self._watch_silence(conn_index, recv_ns)
+        if n:
+            self._last_trade_ns = recv_ns
+            if not self._sequenced:
+                self._watch_silence(shard, recv_ns)
         if events:
             for e in events:
+                if e[0] == "control" and e[2] == "shutdown_notice":
+                    # A planned cut of this socket (Binance serverShutdown, OKX notice 64008):
+                    # its replacement is made before it goes.
+                    self.counters.rotation_notices += 1
+                    conn.request_rotation(f"the venue announced a cut: {e[3][:120]}")
                 self._on_event(e)
 
-    def _watch_silence(self, conn_index: int, recv_ns: int) -> None:
-        """Trades resume after an unusual silence: the connection may have been stalled (open,
-        sending nothing), which ids cannot reveal here; merge the recent-trades window."""
-        last, mean = self._flow.get(conn_index, (0, 0.0))
+    def _watch_silence(self, shard: Shard, recv_ns: int) -> None:
+        """Trades resume after an unusual silence: the shard may have been stalled (open,
+        sending nothing), which ids cannot reveal here; merge the recent-trades window. Per
+        shard, so a redundant twin that kept delivering leaves nothing to merge."""
+        last, mean = shard.last_trade_ns, shard.mean_interval_ns
         if last:
             gap = recv_ns - last
             if mean and gap > max(SILENCE_MIN_NS, SILENCE_FACTOR * mean):
                 self.counters.silences += 1
-                for symbol in self.connections[conn_index].symbols:
+                for symbol in shard.symbols:
                     self._enqueue(Hole(symbol, last, recv_ns))
-            else:
+            elif gap > 0:
                 mean = gap if not mean else 0.95 * mean + 0.05 * gap
-        self._flow[conn_index] = (recv_ns, mean)
+        shard.last_trade_ns, shard.mean_interval_ns = max(last, recv_ns), mean
 
     def _on_event(self, e: tuple) -> None:
         kind = e[0]
@@ -153,23 +243,36 @@ class VenueRecorder:
         elif kind == "control" and e[2] in ("error", "shutdown_notice"):
             log.warning("%s: %s: %s", self.venue, e[2], e[3][:200])
             if e[2] == "error":
-                self.counters.last_error = e[3][:200]
+                # The venue refused something we sent: a subscription, most likely.
+                self.counters.venue_errors += 1
+                self.counters.last_error = f"venue error: {e[3][:200]}"
+                self._last_venue_error_ns = time.time_ns()
 
-    def on_state(self, conn_index: int, state: str, reason: str) -> None:
+    def on_state(self, shard: Shard, conn: VenueConnection, state: str, reason: str) -> None:
         now = time.time_ns()
-        conn = self.connections[conn_index]
+        what = {"up": "", "down": "", "rotated": "rotated make-before-break, no hole: "}[state]
         self.store.append_marker(
             "connection_up" if state == "up" else "connection_down",
-            ts_ns=now, venue=self.venue, detail=f"{conn.name}: {reason}"[:1000],
+            ts_ns=now, venue=self.venue, detail=f"{conn.name}: {what}{reason}"[:1000],
         )
+        others_up = any(c.up for c in shard.connections if c is not conn)
+        if state == "rotated" or (state == "down" and others_up):
+            return  # another socket carries the shard: nothing was missed
         if state == "down":
-            self._down_since.setdefault(conn_index, now)
+            if shard.down_since is None:
+                shard.down_since = now
             return
-        down_since = self._down_since.pop(conn_index, None)
+        down_since, shard.down_since = shard.down_since, None
         if down_since is not None and not self._sequenced:
             # Ids cannot reveal what the outage took here: merge the venue's recent-trades window.
-            for symbol in conn.symbols:
+            for symbol in shard.symbols:
                 self._enqueue(Hole(symbol, down_since, now))
+        for symbol in conn.symbols:
+            # The first connection up after a restart: what the recorder missed while it was
+            # down is merged from the recent-trades window too.
+            restart_from = self._restart_from.pop(symbol, None)
+            if restart_from is not None:
+                self._enqueue(Hole(symbol, restart_from, now))
 
     def _enqueue(self, hole: Hole) -> None:
         try:
@@ -205,6 +308,7 @@ class VenueRecorder:
     async def backfill_loop(self) -> None:
         while True:
             hole = await self._holes.get()
+            self.filling = hole
             try:
                 await self._fill(hole)
             except asyncio.CancelledError:
@@ -213,6 +317,7 @@ class VenueRecorder:
             except Exception as e:  # noqa: BLE001 - a hole we could not fill is named, not fatal
                 self._unfillable(hole, f"backfill failed: {e}")
             finally:
+                self.filling = None
                 self._holes.task_done()
 
     async def _fill(self, hole: Hole) -> None:
@@ -237,12 +342,14 @@ class VenueRecorder:
             remaining = [g for g in self.store.open_gaps(self.venue, hole.symbol) if g[0] <= hole.before_id - 1 and g[1] >= hole.after_id + 1]
             if remaining:
                 self._unfillable(hole, f"ids {remaining[0][0]}..{remaining[-1][1]} not served by the venue's REST")
-        elif oldest_ts is None or oldest_ts > hole.start_ns:
+        elif not hole.routine and (oldest_ts is None or oldest_ts > hole.start_ns):
             # The recent-trades window does not reach back to the start of the outage.
             end = oldest_ts if oldest_ts is not None else hole.end_ns
             self._unfillable(Hole(hole.symbol, hole.start_ns, end), "the venue's recent-trades window does not reach back to the outage")
 
     def _unfillable(self, hole: Hole, why: str) -> None:
+        if hole.routine:
+            return  # a routine window merge that did not happen: nothing is known to be missing
         self.counters.gaps_unfillable += 1
         self.store.append_marker(
             "gap_unfillable", ts_ns=time.time_ns(), venue=self.venue, symbol=hole.symbol,
@@ -255,65 +362,169 @@ class VenueRecorder:
     # -- restart
 
     def seed_from_log(self) -> None:
-        """Continue each symbol's id sequence where the log left it, so the first live trade
-        after a restart reveals (and backfill closes) the hole the restart made."""
-        if not self._sequenced:
-            return
+        """After a restart, continue where the log left off, so what the restart (or a kill)
+        took is backfilled and nothing already stored is stored twice:
+
+        - sequenced venues: each symbol's id sequence continues from its last id in the log (the
+          first live trade then reveals, and the backfill closes, the hole the restart made), and
+          holes the log shows found but neither filled nor named unfillable (a backfill the
+          kill interrupted) are reopened and backfilled again;
+        - other venues: the ids already stored are remembered (a recent-trades window or a
+          snapshot overlapping them is not stored again), and each symbol's recent-trades
+          window is merged from its last stored trade once its connection is up.
+        """
         now = time.time_ns()
-        table = self.store.query(now - RESTART_LOOKBACK_NS, now + 60 * 1_000_000_000, venues=[self.venue], include_non_trades=True)
+        since = now - RESTART_LOOKBACK_NS
+        table = self.store.query(since, now + 60 * 1_000_000_000, venues=[self.venue], include_non_trades=True)
+        symbols = table.column("symbol").to_pylist()
+        tids = table.column("trade_id").to_pylist()
+        times = table.column("ts_ns").to_pylist()
+        if not self._sequenced:
+            by_symbol: dict[str, list[str]] = {}
+            for symbol, tid, ts in zip(symbols, tids, times):
+                by_symbol.setdefault(symbol, []).append(tid)
+                self._restart_from[symbol] = max(ts, self._restart_from.get(symbol, ts))
+            for symbol, ids in by_symbol.items():
+                self.store.seed_recent_ids(self.venue, symbol, ids[-RESTART_RECENT_IDS:])
+            return
         last: dict[str, tuple[int, int]] = {}
-        for symbol, tid, ts in zip(table.column("symbol").to_pylist(), table.column("trade_id").to_pylist(), table.column("ts_ns").to_pylist()):
+        stored: dict[str, list[int]] = {}
+        for symbol, tid, ts in zip(symbols, tids, times):
             if tid.isdigit():
                 n = int(tid)
+                stored.setdefault(symbol, []).append(n)
                 if symbol not in last or n > last[symbol][0]:
                     last[symbol] = (n, ts)
         for symbol, (n, ts) in last.items():
-            self.store._log.seed_last_id(self.venue, symbol, n, ts)
+            self.store.seed_last_id(self.venue, symbol, n, ts)
+        for symbol, first, last_missing, from_ts, to_ts in self._holes_left_open(since, stored):
+            self.store.seed_open_gap(self.venue, symbol, first, last_missing)
+            self._enqueue(Hole(symbol, from_ts, to_ts, after_id=first - 1, before_id=last_missing + 1))
+
+    def _holes_left_open(self, since: int, stored: dict[str, list[int]]) -> list[tuple[str, int, int, int, int]]:
+        """Id ranges inside `gap_found` markers of this venue that hold no stored trade and no
+        `gap_unfillable` marker names: holes whose backfill a kill interrupted."""
+        found: list[tuple[str, int, int, int, int]] = []
+        named: dict[str, list[tuple[int, int]]] = {}
+        for m in self.store.markers(since, None).to_pylist():
+            if m["venue"] != self.venue or not m["from_id"].isdigit() or not m["to_id"].isdigit():
+                continue
+            span = (int(m["from_id"]), int(m["to_id"]))
+            if m["kind"] == "gap_found":
+                found.append((m["symbol"], *span, m["from_ts_ns"], m["to_ts_ns"]))
+            elif m["kind"] == "gap_unfillable":
+                named.setdefault(m["symbol"], []).append(span)
+        ids = {symbol: sorted(v) for symbol, v in stored.items()}
+        holes = []
+        for symbol, a, b, from_ts, to_ts in found:
+            have = ids.get(symbol, [])
+            covered = [(n, n) for n in have[bisect.bisect_left(have, a): bisect.bisect_right(have, b)]]
+            covered += [(max(x, a), min(y, b)) for x, y in named.get(symbol, []) if x <= b and a <= y]
+            start = a
+            for x, y in sorted(covered):
+                if x > start:
+                    holes.append((symbol, start, x - 1, from_ts, to_ts))
+                start = max(start, y + 1)
+            if start <= b:
+                holes.append((symbol, start, b, from_ts, to_ts))
+        return holes
 
     # -- lifetime
 
     async def run(self) -> None:
-        try:
-            symbols = await self.discover()
-        except Exception as e:  # noqa: BLE001 - one venue failing leaves the others recording
-            self.state = f"down: instrument list failed: {e}"
-            self.counters.last_error = str(e)[:200]
-            log.error("%s: %s", self.venue, self.state)
-            return
+        symbols = await self._discover_until_found()
         if not symbols:
             self.state = "idle: no instruments"
             return
         self.seed_from_log()
-        shards = self.spec.shard(symbols)
-        if self.spec.max_connections and len(shards) > self.spec.max_connections:
-            log.warning("%s: %d shards exceed the venue's %d connections; recording the first %d",
-                        self.venue, len(shards), self.spec.max_connections, self.spec.max_connections)
-            shards = shards[: self.spec.max_connections]
-        for shard in shards:
-            self._connect(shard)
+        self._add_shards(symbols)
         self._tasks.append(asyncio.create_task(self.backfill_loop(), name=f"{self.venue}-backfill"))
         self._tasks.append(asyncio.create_task(self.refresh_loop(), name=f"{self.venue}-refresh"))
+        self._tasks.append(asyncio.create_task(self.window_merge_loop(), name=f"{self.venue}-window-merge"))
         try:
             await asyncio.gather(*self._tasks)
         finally:
             for t in self._tasks:
                 t.cancel()
 
-    def _connect(self, shard: list[str]) -> None:
-        i = len(self.connections)
-        conn = VenueConnection(
-            self.spec, shard, http=self.http, policy=self.policy,
-            on_frame=lambda f, t: self.on_frame(i, f, t),
-            on_state=lambda s, r: self.on_state(i, s, r),
-            name=f"{self.venue}#{i}", rng=random.Random(),
-        )
+    async def _discover_until_found(self) -> list[str]:
+        """The instrument list; a venue that cannot give it is retried with backoff (and says so
+        in its state) while the other venues record."""
+        attempt = 0
+        while True:
+            try:
+                return await self.discover()
+            except Exception as e:  # noqa: BLE001 - one venue failing leaves the others recording
+                self.state = f"down: instrument list failed: {e}"
+                self.counters.last_error = str(e)[:200]
+                log.error("%s: %s", self.venue, self.state)
+            await asyncio.sleep(self.policy.delay(attempt, random.Random()))
+            attempt += 1
+
+    def _add_shards(self, symbols: list[str]) -> None:
+        shards = self.spec.shard(symbols)
+        room = None
+        if self.spec.max_connections:
+            room = self.spec.max_connections // self.redundancy - len(self.shards)
+        if room is not None and len(shards) > room:
+            log.warning("%s: %d more shards exceed the venue's %d connections; recording the first %d",
+                        self.venue, len(shards), self.spec.max_connections, max(0, room))
+            shards = shards[: max(0, room)]
+        for symbols_of_shard in shards:
+            shard = Shard(list(symbols_of_shard))
+            self.shards.append(shard)
+            for twin in range(self.redundancy):
+                self._connect(shard, twin)
+        self.counters.subscribed = sum(len(sh.symbols) for sh in self.shards)
+
+    def _connect(self, shard: Shard, twin: int = 0) -> VenueConnection:
+        name = f"{self.venue}#{self.shards.index(shard)}" + (f"/{twin}" if self.redundancy > 1 else "")
+        conn: VenueConnection
+
+        def on_frame(f: str | bytes, t: int) -> None:
+            self.on_frame(shard, conn, f, t)
+
+        def on_frames(fs: list, t: int) -> None:
+            self.on_frames(shard, conn, fs, t)
+
+        def on_state(state: str, reason: str) -> None:
+            self.on_state(shard, conn, state, reason)
+
+        conn = VenueConnection(self.spec, shard.symbols, http=self.http, policy=self.policy, on_frame=on_frame,
+                               on_frames=on_frames, on_state=on_state, name=name, rng=random.Random())
+        shard.connections.append(conn)
         self.connections.append(conn)
-        self._tasks.append(asyncio.create_task(conn.run(), name=conn.name))
-        self.state = f"recording {sum(len(c.symbols) for c in self.connections)} symbols on {len(self.connections)} connections"
+        task = asyncio.create_task(conn.run(), name=conn.name)
+        task.add_done_callback(self._connection_ended)
+        self._tasks.append(task)
+        return conn
+
+    def _connection_ended(self, task: asyncio.Task) -> None:
+        """A connection's run() ends only when closed or when on_frame raised (a full disk):
+        said here too, since connections added by a refresh are not awaited by run()."""
+        if not task.cancelled() and task.exception() is not None:
+            self.counters.last_error = f"{task.get_name()} stopped: {task.exception()}"[:200]
+            log.error("%s: %s", self.venue, self.counters.last_error)
+
+    async def window_merge_loop(self) -> None:
+        """Venues whose ids cannot show a hole: a trade message lost while the stream flows
+        leaves no sign, so every `window_merge_s` each symbol's recent-trades window is merged
+        (duplicates dropped by the store). Queued behind the backfills and paced with them."""
+        every = self.cfg.window_merge_s
+        if self._sequenced or every <= 0:
+            return
+        while True:
+            await asyncio.sleep(every)
+            symbols = sorted({s for c in self.connections for s in c.symbols})  # twins carry the same
+            if self._holes.qsize() + len(symbols) > MAX_PENDING_BACKFILLS // 2:
+                continue  # a storm of holes: they come first, the routine merge waits
+            now = time.time_ns()
+            for symbol in symbols:
+                self._holes.put_nowait(Hole(symbol, now - int(every * 1e9), now, routine=True))
 
     async def refresh_loop(self) -> None:
-        """New instruments are subscribed (on connections of their own) as the venue lists them.
-        Delisted ones simply fall silent on their connections."""
+        """New instruments are subscribed (on connections with room, else new ones) and delisted
+        ones unsubscribed, as the venue's instrument list changes."""
         if self.settings.symbols or self.cfg.discovery_refresh_s <= 0:
             return
         while True:
@@ -323,12 +534,130 @@ class VenueRecorder:
             except Exception as e:  # noqa: BLE001 - the next refresh tries again
                 log.warning("%s: refreshing the instrument list failed: %s", self.venue, e)
                 continue
-            have = {s for c in self.connections for s in c.symbols}
-            new = [s for s in symbols if s not in have]
-            if new:
-                log.info("%s: %d new instruments: %s", self.venue, len(new), ", ".join(new[:10]))
-                for shard in self.spec.shard(new):
-                    self._connect(shard)
+            await self.apply_instruments(symbols)
+
+    async def apply_instruments(self, symbols: list[str]) -> None:
+        have = {s for sh in self.shards for s in sh.symbols}
+        gone = sorted(s for s in have if s not in self.listed)
+        new = [s for s in symbols if s not in have]
+        if gone:
+            await self._unsubscribe(gone)
+        if new:
+            await self._subscribe(new)
+
+    async def _unsubscribe(self, gone: list[str]) -> None:
+        log.info("%s: %d delisted instruments: %s", self.venue, len(gone), ", ".join(gone[:10]))
+        for shard in list(self.shards):
+            drop = [s for s in shard.symbols if s in gone]
+            if not drop:
+                continue
+            if len(drop) == len(shard.symbols):  # nothing left to carry: the shard's sockets go
+                self.shards.remove(shard)
+                for conn in shard.connections:
+                    await conn.close()
+                    self.connections.remove(conn)
+            else:
+                for conn in shard.connections:
+                    await conn.remove_symbols(drop)
+                shard.symbols = [s for s in shard.symbols if s not in drop]
+            for s in drop:
+                self.activity.pop(s, None)
+        self.counters.unsubscribed += len(gone)
+        self.counters.subscribed = sum(len(sh.symbols) for sh in self.shards)
+        self.store.append_marker("subscription_set", ts_ns=time.time_ns(), venue=self.venue,
+                                 detail=f"unsubscribed {len(gone)} delisted: {', '.join(gone)}"[:1000])
+
+    async def _subscribe(self, new: list[str]) -> None:
+        log.info("%s: %d new instruments: %s", self.venue, len(new), ", ".join(new[:10]))
+        rest = list(new)
+        for shard in self.shards:  # fill connections with room first, within the venue's limits
+            if not rest:
+                break
+            fit = 0
+            while fit < len(rest) and len(self.spec.shard(shard.symbols + rest[: fit + 1])) == 1:
+                fit += 1
+            if fit:
+                batch, rest = rest[:fit], rest[fit:]
+                for conn in shard.connections:
+                    await conn.add_symbols(batch)
+                shard.symbols.extend(batch)
+        if rest:
+            self._add_shards(rest)
+        self.counters.subscribed = sum(len(sh.symbols) for sh in self.shards)
+        self.store.append_marker("subscription_set", ts_ns=time.time_ns(), venue=self.venue,
+                                 detail=f"subscribed {len(new)} new: {', '.join(new)}"[:1000])
+
+    # -- silent symbols
+
+    def note_trade(self, symbol: str, recv_ns: int) -> None:
+        """A live trade of `symbol` (from the store's ring): keeps its usual interval, and ends
+        its silence alarm."""
+        a = self.activity.get(symbol)
+        if a is None:
+            self.activity[symbol] = SymbolActivity(last_ns=recv_ns)
+            return
+        if a.silent_since_ns:
+            self._recovered(symbol, a, recv_ns)
+        elif recv_ns > a.last_ns and a.last_ns:
+            gap = recv_ns - a.last_ns
+            a.mean_interval_ns = gap if not a.intervals else (1 - SILENT_EWMA) * a.mean_interval_ns + SILENT_EWMA * gap
+            a.intervals += 1
+        a.last_ns = max(a.last_ns, recv_ns)
+
+    def check_silent(self, now_ns: int) -> None:
+        """Raises the alarm for symbols silent past `silent_factor` x their usual interval while
+        their shard delivers other symbols, and resubscribes them once per silence."""
+        c = self.cfg.connection
+        if c.silent_factor <= 0:
+            return
+        shard_of = {s: sh for sh in self.shards for s in sh.symbols}
+        shard_last: dict[int, int] = {}
+        for symbol, a in self.activity.items():
+            sh = shard_of.get(symbol)
+            if sh is not None:
+                shard_last[id(sh)] = max(shard_last.get(id(sh), 0), a.last_ns)
+        for symbol, a in self.activity.items():
+            sh = shard_of.get(symbol)
+            if sh is None or a.silent_since_ns or a.intervals < SILENT_MIN_INTERVALS:
+                continue
+            threshold = max(c.silent_factor * a.mean_interval_ns, c.silent_min_s * 1e9)
+            silent_for = now_ns - a.last_ns
+            others = shard_last.get(id(sh), 0)
+            # Silent, while the same sockets delivered other symbols lately: not a dead
+            # connection (the idle watchdog's case) but a subscription that stopped.
+            if silent_for > threshold and others > a.last_ns and now_ns - others < threshold:
+                self._silent(sh, symbol, a, now_ns)
+
+    def _silent(self, shard: Shard, symbol: str, a: SymbolActivity, now_ns: int) -> None:
+        a.silent_since_ns = a.last_ns
+        self.counters.silent_alarms += 1
+        shard.resubscribed_ns = [t for t in shard.resubscribed_ns if t > now_ns - HOUR_NS]
+        resubscribe = len(shard.resubscribed_ns) < RESUBSCRIBES_PER_HOUR
+        why = (f"silent for {(now_ns - a.last_ns) / 1e9:.3g} s (usually a trade every "
+               f"{a.mean_interval_ns / 1e9:.3g} s) while its connection delivers other symbols: "
+               + ("resubscribed" if resubscribe else f"not resubscribed (already {RESUBSCRIBES_PER_HOUR} this hour)"))
+        log.warning("%s %s: %s", self.venue, symbol, why)
+        self.store.append_marker("subscription_set", ts_ns=now_ns, venue=self.venue, symbol=symbol,
+                                 from_ts_ns=a.last_ns, to_ts_ns=now_ns, detail=why)
+        if resubscribe:
+            shard.resubscribed_ns.append(now_ns)
+            for conn in shard.connections:
+                task = asyncio.create_task(conn.resubscribe([symbol]), name=f"{conn.name}-resubscribe")
+                self._side_tasks.add(task)
+                task.add_done_callback(self._side_tasks.discard)
+
+    def _recovered(self, symbol: str, a: SymbolActivity, recv_ns: int) -> None:
+        since, a.silent_since_ns = a.silent_since_ns, 0
+        log.info("%s %s: trades again after %.3g s of silence", self.venue, symbol, (recv_ns - since) / 1e9)
+        self.store.append_marker("subscription_set", ts_ns=recv_ns, venue=self.venue, symbol=symbol,
+                                 from_ts_ns=since, to_ts_ns=recv_ns, detail="trades again after a silence")
+        if not self._sequenced:
+            # Ids cannot show what the silence took here: merge the recent-trades window.
+            self._enqueue(Hole(symbol, since, recv_ns))
+
+    @property
+    def silent_symbols(self) -> list[str]:
+        return sorted(s for s, a in self.activity.items() if a.silent_since_ns)
 
     async def stop(self) -> None:
         """Closes the connections cleanly (their `down` markers say so), gives the backfills
@@ -343,16 +672,45 @@ class VenueRecorder:
             self._unfillable(self._holes.get_nowait(), "the recorder stopped before this hole was backfilled")
             self._holes.task_done()
 
+    def _state(self) -> str:
+        """What the venue is doing, worst first: the line the dashboard and /status show."""
+        conns = self.connections
+        if not conns:
+            if self.state == "starting" and self.counters.last_error:  # still retrying its REST
+                return f"down: instrument list failed: {self.counters.last_error}"
+            return self.state
+        up = sum(c.up for c in conns)
+        if self._last_venue_error_ns and self._last_venue_error_ns >= self._last_trade_ns:
+            return f"error: {self.counters.last_error}"
+        if up == 0:
+            errors = [c.last_error for c in conns if c.last_error]
+            return f"down: {errors[0] if errors else 'connecting'}"
+        symbols = sum(len(sh.symbols) for sh in self.shards)
+        if up < len(conns):
+            errors = [c.last_error for c in conns if not c.up and c.last_error]
+            return f"degraded: {up}/{len(conns)} connections up" + (f": {errors[0]}" if errors else "")
+        silent = self.silent_symbols
+        if silent:
+            return f"degraded: {len(silent)} silent symbols: {', '.join(silent[:5])}"
+        return f"recording {symbols} symbols on {len(conns)} connections"
+
     def status(self) -> dict:
         now = time.time_ns()
         last = max((c.last_message_ns for c in self.connections), default=0)
         return {
-            "state": self.state,
+            "state": self._state(),
             "connections": len(self.connections),
+            "connections_up": sum(c.up for c in self.connections),
+            "redundancy": self.redundancy,
             "reconnects": sum(c.reconnects for c in self.connections),
+            "rotations": sum(c.rotations for c in self.connections),
             "last_message_age_s": round((now - last) / 1e9, 3) if last else None,
             "pending_backfills": self._holes.qsize(),
+            "silent_symbols": self.silent_symbols,
+            "connection_states": [c.status() for c in self.connections],
             **{k: v for k, v in vars(self.counters).items() if k != "started_ns"},
+            # The venue's own error, else why a connection is down.
+            "last_error": self.counters.last_error or next((c.last_error for c in self.connections if not c.up and c.last_error), ""),
         }
 
 
@@ -375,6 +733,8 @@ class Collector:
     async def run(self, stop: asyncio.Event) -> None:
         self.store.append_marker("recorder_start", ts_ns=time.time_ns(), detail=f"venues: {', '.join(self.recorders)}")
         tasks = [asyncio.create_task(r.run(), name=v) for v, r in self.recorders.items()]
+        if self.cfg.connection.silent_factor > 0 and hasattr(self.store, "ring_reader"):
+            tasks.append(asyncio.create_task(self.watch_symbols(), name="silent-symbols"))
         try:
             await stop.wait()
         finally:
@@ -383,6 +743,30 @@ class Collector:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self.store.append_marker("recorder_stop", ts_ns=time.time_ns())
+
+    def backfills_pending(self) -> int:
+        """Holes waiting for, or in, backfill on every venue (a capture waits for them to settle)."""
+        return sum(r._holes.qsize() + (r.filling is not None) for r in self.recorders.values())
+
+    async def watch_symbols(self) -> None:
+        """Follows every live trade stored (the store's ring, off the socket path) to know when
+        each symbol last traded, and lets each venue check for silent symbols."""
+        reader = self.store.ring_reader()
+        backfill = _core.FLAGS["BACKFILL"]
+        while True:
+            await asyncio.sleep(SILENT_CHECK_S)
+            while True:
+                trades, _missed = reader.poll()
+                for t in trades:
+                    if not t.flags & backfill:
+                        recorder = self.recorders.get(t.venue)
+                        if recorder is not None:
+                            recorder.note_trade(t.symbol, t.recv_ns)
+                if len(trades) < 65536:
+                    break
+            now = time.time_ns()
+            for recorder in self.recorders.values():
+                recorder.check_silent(now)
 
     def status(self) -> dict:
         stats = self.store.ingest_stats()

@@ -15,6 +15,8 @@ from ._core import VENUES
 from .errors import InvalidInputError
 
 VENUE_IDS = tuple(VENUES)
+#: Ingest paths the recorder can run ([log] engine).
+ENGINES = ("rust", "purepy")
 
 
 class ConfigError(InvalidInputError):
@@ -33,6 +35,9 @@ class LogSettings:
     disk_budget_bytes: int = 0
     #: Below this much free disk the recorder warns (it keeps recording).
     low_disk_bytes: int = 2 << 30
+    #: The ingest path and log writer: "rust" (pumpwatch._core) or "purepy" (pumpwatch.purepy,
+    #: the plain-Python reference path, same log format; for comparison, many times slower).
+    engine: str = "rust"
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,19 @@ class ConnectionSettings:
     #: No message for this long on a connection that should have data: reconnect. 0 = derive
     #: from the venue's heartbeat rule.
     idle_timeout_s: float = 0.0
+    #: Connections per shard of symbols: 2 runs a twin of each, so losing one loses nothing (the
+    #: store drops the duplicates). 1 or 2.
+    redundancy: int = 1
+    #: A venue that cuts connections at a known age (Binance 24 h, KuCoin's token) gets a
+    #: replacement at this share of it, made before the old one closes. In (0, 1).
+    rotate_at_fraction: float = 0.9
+    #: Seconds old and new connection both deliver during a rotation.
+    rotation_overlap_s: float = 2.0
+    #: A symbol that trades steadily but got nothing for this many times its usual interval (and
+    #: at least silent_min_s) while its connection delivers other symbols is silent: it is
+    #: resubscribed and listed in /status until it trades again. 0 = no alarm.
+    silent_factor: float = 20.0
+    silent_min_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -71,6 +89,26 @@ class UpbitSettings:
 
 
 @dataclass(frozen=True)
+class CaptureSettings:
+    """Listing capture: the window around t0 (exchange time), the wait for late frames and
+    backfills after it, and the analysis thresholds (pumpwatch.analysis)."""
+
+    enabled: bool = True
+    before_s: float = 20.0
+    after_s: float = 20.0
+    #: After `t0 + after_s`, wait this long for late frames and backfills before cutting.
+    grace_s: float = 10.0
+    #: A move of this many percent from the reference price counts as a move (first mover, lead-lag).
+    move_pct: float = 2.0
+    #: A rise of at least this many percent, moving up first, is a pump.
+    pump_pct: float = 5.0
+    chart: bool = True
+
+    def thresholds(self) -> dict:
+        return {"move_pct": self.move_pct, "pump_pct": self.pump_pct}
+
+
+@dataclass(frozen=True)
 class VenueSettings:
     enabled: bool = True
     #: An explicit list skips discovery.
@@ -79,6 +117,8 @@ class VenueSettings:
     rest_url: str = ""
     #: At most this many symbols (0 = all the venue lists).
     max_symbols: int = 0
+    #: Connections per shard on this venue (0 = [connection] redundancy).
+    redundancy: int = 0
 
 
 @dataclass(frozen=True)
@@ -148,9 +188,15 @@ class Config:
     quote: str = "USDT"
     #: How often instrument lists are fetched again (new instruments subscribed, delisted dropped).
     discovery_refresh_s: float = 3600.0
+    #: Venues whose ids cannot show a hole (Bybit, KuCoin, Phemex): every this many seconds each
+    #: symbol's recent-trades window is merged over REST, so a trade message lost mid-stream (no
+    #: disconnect, no silence) is still recorded if the window reaches back to it. Paced with the
+    #: backfills at the venue's REST rate, after them. 0 = only after disconnects and silences.
+    window_merge_s: float = 60.0
     #: Where /status and /metrics are served (127.0.0.1 only; port 0 picks a free one).
     metrics_address: str = "127.0.0.1:9464"
     upbit: "UpbitSettings" = field(default_factory=lambda: UpbitSettings())
+    capture: CaptureSettings = field(default_factory=CaptureSettings)
     log: LogSettings = field(default_factory=LogSettings)
     connection: ConnectionSettings = field(default_factory=ConnectionSettings)
     venues: dict[str, VenueSettings] = field(default_factory=lambda: {v: VenueSettings() for v in VENUE_IDS})
@@ -207,6 +253,8 @@ def from_dict(raw: dict[str, Any]) -> Config:
             kw[k] = _section("connection", ConnectionSettings, v)
         elif k == "upbit":
             kw[k] = _section("upbit", UpbitSettings, v)
+        elif k == "capture":
+            kw[k] = _section("capture", CaptureSettings, v)
         elif k == "sink":
             kw[k] = _sink(v)
         elif k == "venues":
@@ -221,6 +269,20 @@ def from_dict(raw: dict[str, Any]) -> Config:
         else:
             kw[k] = _typed(k, v, top[k].type)
     cfg = Config(**kw)
+    c = cfg.capture
+    if c.before_s < 0 or c.after_s <= 0 or c.grace_s < 0 or c.before_s + c.after_s > 86_400:
+        raise ConfigError("[capture] needs before_s >= 0, after_s > 0, grace_s >= 0 and a window of at most a day")
+    if c.move_pct <= 0 or c.pump_pct <= 0:
+        raise ConfigError("[capture] move_pct and pump_pct are percentages above 0")
+    if cfg.connection.redundancy not in (1, 2):
+        raise ConfigError(f"connection.redundancy must be 1 or 2 (connections per shard), not {cfg.connection.redundancy}")
+    for name, venue in cfg.venues.items():
+        if venue.redundancy not in (0, 1, 2):
+            raise ConfigError(f"venues.{name}.redundancy must be 1 or 2 (or 0 for [connection] redundancy), not {venue.redundancy}")
+    if not 0 < cfg.connection.rotate_at_fraction < 1:
+        raise ConfigError(f"connection.rotate_at_fraction must be between 0 and 1, not {cfg.connection.rotate_at_fraction}")
+    if cfg.log.engine not in ENGINES:
+        raise ConfigError(f"log.engine must be one of {', '.join(repr(e) for e in ENGINES)}, not {cfg.log.engine!r}")
     host, _, port = cfg.metrics_address.rpartition(":")
     if host not in ("127.0.0.1", "localhost", "::1") or not port.isdigit():
         raise ConfigError(f"metrics_address {cfg.metrics_address!r} must be 127.0.0.1:PORT (served on loopback only)")

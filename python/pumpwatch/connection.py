@@ -73,6 +73,11 @@ class ReconnectPolicy:
     `open_timeout_s`: how long the opening handshake (TCP, TLS, HTTP upgrade) may take.
     `close_timeout_s`: how long we wait for the peer's closing handshake; a dead or stalled peer
     never answers, and waiting on it only delays the reconnect.
+    `rotate_at_fraction`: a venue that cuts connections at a known age (Binance 24 h, KuCoin's
+    token) gets a replacement at this share of that age, made before the old one is closed.
+    `rotation_overlap_s`: how long old and new connection both deliver once the new one has
+    confirmed its subscriptions, so what was in flight on the old one arrives before it closes
+    (the store drops the duplicates the overlap brings).
     """
 
     initial_delay_s: float = 0.5
@@ -83,6 +88,8 @@ class ReconnectPolicy:
     stable_after_s: float = 60.0
     open_timeout_s: float = 10.0
     close_timeout_s: float = 1.0
+    rotate_at_fraction: float = 0.9
+    rotation_overlap_s: float = 2.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.initial_delay_s <= self.max_delay_s:
@@ -93,6 +100,10 @@ class ReconnectPolicy:
             raise ValueError(f"factor must be at least 1 (a backoff that shrinks hammers the venue), got {self.factor}")
         if not 0 <= self.jitter < 1:
             raise ValueError(f"jitter is a fraction in [0, 1), got {self.jitter}")
+        if not 0 < self.rotate_at_fraction < 1:
+            raise ValueError(f"rotate_at_fraction is a share of the connection lifetime in (0, 1), got {self.rotate_at_fraction}")
+        if self.rotation_overlap_s < 0:
+            raise ValueError(f"rotation_overlap_s must not be negative, got {self.rotation_overlap_s}")
         for name in ("idle_timeout_s", "open_timeout_s", "close_timeout_s"):
             value = getattr(self, name)
             if value is not None and value <= 0:
@@ -124,24 +135,98 @@ class _WatchedConnection(ClientConnection):
     from the peer's WebSocket stack, which goes on answering while the venue behind it stalls."""
 
     on_venue_frame: Callable[[], None] | None = None
+    #: Batching (set before subscribing): whole data frames skip websockets' per-message queue and
+    #: `recv()`; the frames of each read from the socket go to `on_data_frames` in one call (the
+    #: store's `ingest_many`: one crossing into Rust per read, not a Python round trip per frame).
+    #: The ingest runs inside the read callback, so while it works nothing more is read from the
+    #: socket: a reader that falls behind makes TCP push back on the venue, and memory stays bounded
+    #: by one read. Frames arriving before `on_data_frames` is set wait in `pending_frames`.
+    batching = False
+    on_data_frames: Callable[[list], None] | None = None
+    pending_frames: list | None = None
+    frames_error: BaseException | None = None
+    _fragmented = False
 
     def process_event(self, event: Any) -> None:
-        if isinstance(event, Frame) and event.opcode is not Opcode.PONG and self.on_venue_frame is not None:
-            self.on_venue_frame()
+        if isinstance(event, Frame):
+            if event.opcode is not Opcode.PONG and self.on_venue_frame is not None:
+                self.on_venue_frame()
+            if self.batching:
+                if not self._fragmented and event.fin and event.opcode in (Opcode.TEXT, Opcode.BINARY):
+                    data = event.data
+                    self.pending_frames.append(data if type(data) is bytes else bytes(data))
+                    return
+                if event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+                    # A message in fragments (rare): websockets assembles it for recv().
+                    self._fragmented = not event.fin
         super().process_event(event)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.pending_frames and self.on_data_frames is not None:
+            self.flush_frames()
+
+    def flush_frames(self) -> None:
+        frames, self.pending_frames = self.pending_frames, []
+        try:
+            self.on_data_frames(frames)
+        except BaseException as e:  # the caller's (DiskFullError...): end the connection, raise it in run()
+            self.frames_error = e
+            self.on_data_frames = None
+            if self.transport is not None:
+                self.transport.abort()
+
+
+class _Session:
+    """One socket of a `VenueConnection`: its tasks, what it subscribed, what it delivered.
+
+    A connection has one session, or two while it rotates (make-before-break)."""
+
+    def __init__(self, ws: ClientConnection, subscribed: list[str], acks_expected: int) -> None:
+        self.ws = ws
+        self.subscribed = set(subscribed)
+        self.acks_expected = acks_expected
+        self.opened_at = time.monotonic()
+        self.last_alive = self.opened_at
+        self.frames = 0  # delivered after its subscribe frames went out
+        self.confirmed = asyncio.Event()  # a frame per subscribe frame came back (acks, then data)
+        self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.tasks: set[asyncio.Future] = set()
+        self.reported = False  # its "down"/"rotated" went out
+
+    def alive(self) -> None:
+        self.last_alive = time.monotonic()
+
+    def end(self, task: asyncio.Future) -> None:
+        """The first of its tasks to finish decides why the session ended."""
+        if self.ended.done() or task.cancelled():
+            return
+        if task.exception() is not None:
+            self.ended.set_exception(task.exception())
+        else:
+            self.ended.set_result(task.result())
 
 
 class VenueConnection:
-    """One WebSocket connection of one venue for one shard of symbols, until `close()`.
+    """One logical connection of one venue for one shard of symbols, until `close()`.
 
     `on_frame(frame, recv_ns)` gets every message as received (text or bytes) with
     `time.time_ns()` taken right after it came off the socket; the caller hands both to
-    `Store.ingest`. `on_state(state, reason)` hears `"up"` once the subscription is sent and
-    `"down"` when the connection is lost or closed, so the caller can write connection markers.
+    `Store.ingest`. `on_state(state, reason)` hears `"up"` once a socket's subscription is sent,
+    `"down"` when a socket is lost or closed, and `"rotated"` when a socket is closed after its
+    replacement took over (make-before-break: no hole), so the caller can write markers.
     `http` runs KuCoin's token request (default: `http_fetch`).
 
-    Counters: `frames` (messages received), `reconnects` (connections opened after the first),
-    `last_message_ns` (receive time of the latest message, 0 before any).
+    Planned cuts are met by rotation: ahead of the venue's `connection_lifetime_s`, and when the
+    caller says a cut is coming (`request_rotation`, on Binance `serverShutdown` or OKX
+    `notice`), a second socket is opened and subscribed, and the old one is closed only once the
+    new one delivers; frames of both reach `on_frame` meanwhile (the store dedupes).
+    Symbols can change while running (`add_symbols`, `remove_symbols`, `resubscribe`).
+
+    Counters: `frames` (messages received), `reconnects` (sockets opened after a loss),
+    `rotations` (sockets replaced make-before-break), `last_message_ns` (receive time of the
+    latest message, 0 before any). `state` ("connecting", "up", "backoff", "closed") and
+    `last_error` say what is wrong, for status pages.
     """
 
     def __init__(
@@ -150,6 +235,7 @@ class VenueConnection:
         symbols: Sequence[str],
         *,
         on_frame: Callable[[str | bytes, int], None],
+        on_frames: Callable[[list, int], None] | None = None,
         http: HttpFetch | None = None,
         policy: ReconnectPolicy | None = None,
         on_state: Callable[[str, str], None] | None = None,
@@ -159,10 +245,12 @@ class VenueConnection:
         if not symbols:
             raise ValueError(f"{spec.id}: a connection needs at least one symbol")
         self.spec = spec
-        self.symbols = list(symbols)
+        self.symbols = list(dict.fromkeys(symbols))
         # Built now, so a shard that does not fit one connection fails here, not in a retry loop.
         self.subscribe_frames = spec.subscribe_frames(self.symbols)
         self.on_frame = on_frame
+        # Given, whole data frames come in batches (one per socket read, as bytes) to it.
+        self.on_frames = on_frames
         self.on_state = on_state
         self.http = http if http is not None else http_fetch
         self.policy = policy if policy is not None else ReconnectPolicy()
@@ -172,7 +260,10 @@ class VenueConnection:
         self.idle_timeout_s = self.policy.idle_timeout(spec)
         self.frames = 0
         self.reconnects = 0
+        self.rotations = 0
         self.last_message_ns = 0
+        self.state = "connecting"
+        self.last_error = ""
         self._rng = rng or random.Random()
         hb = spec.heartbeat
         # The rule says whether we ping; the spec renders the frame for now (Gate's `time`,
@@ -181,10 +272,61 @@ class VenueConnection:
         self._pings = hb.who == "client" and hb.ping_frame is not None
         self._closing = asyncio.Event()
         self._stopped = asyncio.Event()
+        self._rotate = asyncio.Event()
+        self._rotate_for: tuple[_Session | None, str] | None = None
+        self._delivering: _Session | None = None
+        self._sessions: list[_Session] = []  # open sockets, oldest first
         self._running = False
         self._ever_up = False
-        self._last_alive = time.monotonic()
         self._next_send = 0.0
+        self._request_id = 0
+
+    # -- what the owner calls
+
+    def request_rotation(self, reason: str) -> None:
+        """A planned cut is coming for the socket that delivered the frame being handled (or,
+        outside `on_frame`, the current one): replace it make-before-break. Ignored when that
+        socket is already being replaced."""
+        self._rotate_for = (self._delivering, reason)
+        self._rotate.set()
+
+    async def add_symbols(self, symbols: Sequence[str]) -> list[str]:
+        """Subscribes these symbols too (on every open socket, within the venue's per-message
+        limits); returns the ones added. Raises InvalidInputError when they do not fit."""
+        new = [s for s in dict.fromkeys(symbols) if s not in self.symbols]
+        if new:
+            self.subscribe_frames = self.spec.subscribe_frames(self.symbols + new)  # raises if too many
+            self.symbols += new
+            await self._sync_all()
+        return new
+
+    async def remove_symbols(self, symbols: Sequence[str]) -> list[str]:
+        """Unsubscribes these symbols (a delisting); returns the ones removed. The last symbol
+        stays (a connection without symbols is closed by its owner instead)."""
+        gone = [s for s in dict.fromkeys(symbols) if s in self.symbols]
+        if gone and len(gone) < len(self.symbols):
+            self.symbols = [s for s in self.symbols if s not in gone]
+            self.subscribe_frames = self.spec.subscribe_frames(self.symbols)
+            await self._sync_all()
+            return gone
+        return []
+
+    async def resubscribe(self, symbols: Sequence[str]) -> None:
+        """Unsubscribes and subscribes these symbols again on every open socket: a venue that
+        dropped a subscription without a word takes it back."""
+        symbols = [s for s in symbols if s in self.symbols]
+        for session in list(self._sessions):
+            await self._send_frames(session, self.spec.unsubscribe_frames(symbols, self._ids(symbols, "unsubscribe")))
+            await self._send_frames(session, self.spec.subscribe_frames(symbols, self._ids(symbols, "subscribe")))
+
+    @property
+    def up(self) -> bool:
+        """A socket is open and subscribed (or being subscribed)."""
+        return bool(self._sessions)
+
+    def status(self) -> dict:
+        return {"name": self.name, "state": self.state, "symbols": len(self.symbols), "sockets": len(self._sessions),
+                "reconnects": self.reconnects, "rotations": self.rotations, "last_error": self.last_error}
 
     # -- the loop
 
@@ -201,28 +343,35 @@ class VenueConnection:
         attempt = 0
         try:
             while not self._closing.is_set():
-                opened_at: float | None = None
+                self.state = "connecting"
+                up_since: float | None = None
                 try:
-                    ws, welcome = await self._until_closed(self._open())
+                    session = await self._until_closed(self._start_session(None))
                 except _Closed:
                     break
                 except NETWORK_ERRORS as e:
-                    log.warning("%s: connecting failed: %s", self.name, _describe(e))
+                    self.last_error = f"connecting failed: {_describe(e)}"
+                    log.warning("%s: %s", self.name, self.last_error)
                 else:
-                    opened_at = time.monotonic()
-                    reason = await self._serve_until_lost(ws, welcome)
+                    up_since = session.opened_at
+                    reason = await self._keep(session)
                     if self._closing.is_set():
                         break
-                    log.warning("%s: connection lost: %s", self.name, reason)
-                if opened_at is not None and time.monotonic() - opened_at >= self.policy.stable_after_s:
+                    self.last_error = f"connection lost: {reason}"
+                    log.warning("%s: %s", self.name, self.last_error)
+                if up_since is not None and time.monotonic() - up_since >= self.policy.stable_after_s:
                     attempt = 0
                 delay = self.policy.delay(attempt, self._rng)
                 attempt += 1
+                self.state = "backoff"
                 try:
                     await self._until_closed(asyncio.sleep(delay))
                 except _Closed:
                     break
         finally:
+            for session in list(self._sessions):
+                await self._end(session, "closed", "down")
+            self.state = "closed"
             self._running = False
             self._stopped.set()
 
@@ -233,15 +382,16 @@ class VenueConnection:
         if self._running:
             await self._stopped.wait()
 
-    # -- one connection
+    # -- one socket
 
     async def _open(self) -> tuple[ClientConnection, tuple[str | bytes, int] | None]:
-        """Resolves the URL, connects and subscribes. Returns the socket and the welcome frame
-        with its receive time (where the venue sends one before it takes subscriptions)."""
+        """Resolves the URL and connects; waits for the welcome where the venue sends one before
+        it takes subscriptions. Returns the socket and the welcome frame with its receive time."""
         try:
-            url, self.heartbeat = await self.spec.resolve(self.http, self.symbols)
+            url, heartbeat = await self.spec.resolve(self.http, self.symbols)
         except Exception as e:  # whatever the venue's REST answer was, this attempt failed
             raise ConnectionError(f"resolving {self.spec.id}'s connection failed: {_describe(e)}") from e
+        self.heartbeat = heartbeat
         self.idle_timeout_s = self.policy.idle_timeout(self.spec, self.heartbeat)
         ws = await connect(
             url,
@@ -257,96 +407,247 @@ class VenueConnection:
             create_connection=_WatchedConnection,
         )
         try:
-            ws.on_venue_frame = self._alive
-            self._alive()
             welcome = None
             if self.spec.subscribe_after_welcome:
                 # KuCoin takes subscriptions only after its welcome (§5.1); its first frame is the
                 # welcome, or an error followed by a close.
                 frame = await asyncio.wait_for(ws.recv(), self.idle_timeout_s)
                 welcome = (frame, time.time_ns())
-            for frame in self.subscribe_frames:
-                await self._send(ws, frame)
+            if self.on_frames is not None and isinstance(ws, _WatchedConnection):
+                ws.pending_frames = []
+                ws.batching = True
         except BaseException:
             await ws.close()
             raise
         return ws, welcome
 
-    async def _serve_until_lost(self, ws: ClientConnection, welcome: tuple[str | bytes, int] | None) -> str:
-        """Receives, pings and watches one subscribed connection until it is lost or closed;
-        reports up and down. Returns why it ended."""
-        if self._ever_up:
-            self.reconnects += 1
-        self._ever_up = True
-        tasks: set[asyncio.Future] = set()
-        reason = "stopped by an error"
+    async def _start_session(self, rotating: str | None) -> _Session:
+        """Opens a socket, subscribes it to the symbols and starts receiving, pinging and
+        watching it; reports it up. `rotating`: why it replaces the current one."""
+        ws, welcome = await self._open()
+        symbols = list(self.symbols)
+        frames = self.spec.subscribe_frames(symbols, self._ids(symbols, "subscribe"))
+        session = _Session(ws, symbols, len(frames))
+        ws.on_venue_frame = session.alive
+        self._sessions.append(session)
         try:
             if welcome is not None:
-                self._deliver(*welcome)
-            again = f" (reconnect {self.reconnects})" if self.reconnects else ""
-            self._report("up", f"subscribed to {len(self.symbols)} symbols{again}")
-            tasks = {
-                asyncio.ensure_future(self._receive(ws)),
-                asyncio.ensure_future(self._watch()),
-                asyncio.ensure_future(self._closed_by_us()),
-            }
-            if self._pings:
-                tasks.add(asyncio.ensure_future(self._ping(ws)))
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:  # an exception (from on_frame) wins over a reason
-                if task.exception() is not None:
-                    raise task.exception()
-            reason = next(iter(done)).result()
-            return reason
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+                self._deliver(session, *welcome, counts=False)
+            for frame in frames:
+                await self._send(ws, frame)
+        except BaseException:
+            self._sessions.remove(session)
             await ws.close()
-            self._report("down", reason)
+            raise
+        if rotating is None:
+            if self._ever_up:
+                self.reconnects += 1
+            again = f" (reconnect {self.reconnects})" if self.reconnects else ""
+        else:
+            again = f" (replacing the current socket: {rotating})"
+        self._ever_up = True
+        self.state = "up"
+        session.tasks = {asyncio.ensure_future(self._receive(session)), asyncio.ensure_future(self._watch(session))}
+        if self._pings:
+            session.tasks.add(asyncio.ensure_future(self._ping(session)))
+        for task in session.tasks:
+            task.add_done_callback(session.end)
+        self._report("up", f"subscribed to {len(symbols)} symbols{again}")
+        if getattr(ws, "batching", False):
+            ws.on_data_frames = lambda frames: self._deliver_many(session, frames, time.time_ns())
+            if ws.pending_frames:
+                ws.flush_frames()
+        await self._sync(session)  # symbols added or removed while it was opening
+        return session
 
-    async def _receive(self, ws: ClientConnection) -> str:
+    async def _keep(self, session: _Session) -> str:
+        """Serves the current socket, rotating it make-before-break when its lifetime runs out or
+        a cut is announced, until it is lost with no replacement (returns why) or closed."""
+        retry_at: float | None = None
+        rotation_failures = 0
+        while True:
+            lifetime = self.spec.connection_lifetime_s
+            due = session.opened_at + lifetime * self.policy.rotate_at_fraction if lifetime else None
+            if retry_at is not None:
+                due = retry_at if due is None else max(due, retry_at)
+            waits = {session.ended, asyncio.ensure_future(self._closing.wait()), asyncio.ensure_future(self._rotate.wait())}
+            if due is not None:
+                waits.add(asyncio.ensure_future(asyncio.sleep(max(0.0, due - time.monotonic()))))
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    if w is not session.ended:
+                        w.cancel()
+            if self._closing.is_set():
+                await self._end(session, "closed", "down")
+                return "closed"
+            if session.ended.done():
+                await self._end(session, "stopped by an error", "down")
+                return session.ended.result()  # an exception from on_frame is raised here
+            why: str | None = None
+            if self._rotate.is_set():
+                self._rotate.clear()
+                target, reason = self._rotate_for or (None, "")
+                self._rotate_for = None
+                if target in (None, session):
+                    why = reason
+            if why is None and due is not None and time.monotonic() >= due:
+                why = f"connection age {time.monotonic() - session.opened_at:.3g} s of the venue's {lifetime:.3g} s lifetime"
+            if why is None:
+                continue
+            new = await self._replace(session, why)
+            if new is None:
+                rotation_failures += 1
+                retry_at = time.monotonic() + self.policy.delay(rotation_failures - 1, self._rng)
+                continue
+            session, retry_at, rotation_failures = new, None, 0
+
+    async def _replace(self, old: _Session, why: str) -> _Session | None:
+        """Make-before-break: a new socket, subscribed and delivering, then the old one closed.
+        Returns the new session, or None when the replacement failed (the old one goes on)."""
+        log.info("%s: rotating: %s", self.name, why)
+        try:
+            new = await self._until_closed(self._start_session(why))
+        except _Closed:
+            return None
+        except NETWORK_ERRORS as e:
+            self.last_error = f"rotation failed: connecting: {_describe(e)}"
+            log.warning("%s: %s", self.name, self.last_error)
+            return None
+        confirmed = asyncio.ensure_future(new.confirmed.wait())
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            await asyncio.wait({confirmed, new.ended, closing}, timeout=self.idle_timeout_s,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            confirmed.cancel()
+            closing.cancel()
+        if not new.confirmed.is_set() or new.ended.done():
+            if self._closing.is_set():
+                return new  # _keep closes both
+            self.last_error = "rotation failed: the new socket did not confirm its subscriptions"
+            if new.ended.done() and not new.ended.cancelled() and new.ended.exception() is None:
+                self.last_error += f" ({new.ended.result()})"
+            log.warning("%s: %s", self.name, self.last_error)
+            await self._end(new, self.last_error, "down")
+            return None
+        # Both deliver for a moment: what was in flight on the old socket arrives before it goes.
+        try:
+            await self._until_closed(asyncio.sleep(self.policy.rotation_overlap_s))
+        except _Closed:
+            pass
+        await self._end(old, f"replaced: {why}", "rotated")
+        self.rotations += 1
+        return new
+
+    async def _end(self, session: _Session, reason: str, state: str) -> None:
+        """Stops a socket's tasks, closes it and reports it (once)."""
+        if session in self._sessions:
+            self._sessions.remove(session)
+        for task in session.tasks:
+            task.cancel()
+        await asyncio.gather(*session.tasks, return_exceptions=True)
+        if not session.ended.done():
+            session.ended.set_result(reason)
+        if getattr(session.ws, "batching", False):
+            session.ws.on_data_frames = None
+        await session.ws.close()
+        if not session.reported:
+            session.reported = True
+            if state == "down" and not session.ended.cancelled() and session.ended.exception() is None:
+                reason = session.ended.result()
+            self._report(state, reason)
+
+    async def _receive(self, session: _Session) -> str:
         try:
             while True:
-                frame = await ws.recv()
-                self._deliver(frame, time.time_ns())
+                frame = await session.ws.recv()
+                self._deliver(session, frame, time.time_ns())
         except WebSocketException as e:
+            if getattr(session.ws, "frames_error", None) is not None:
+                raise session.ws.frames_error from None  # the ingest's own error (a full disk...)
             return f"connection closed: {_describe(e)}"
 
-    async def _ping(self, ws: ClientConnection) -> str:
+    async def _ping(self, session: _Session) -> str:
         interval = self.heartbeat.interval_s
         try:
             while True:
                 await asyncio.sleep(interval)
                 frame = self.spec.ping_frame()
                 if frame is not None:
-                    await self._send(ws, frame)
+                    await self._send(session.ws, frame)
         except WebSocketException as e:
             return f"connection closed while pinging: {_describe(e)}"
 
-    async def _watch(self) -> str:
-        """The idle watchdog: a connection that has been silent past the idle timeout is dead,
+    async def _watch(self, session: _Session) -> str:
+        """The idle watchdog: a socket that has been silent past the idle timeout is dead,
         whatever TCP says (a stalled venue keeps the socket open and sends nothing)."""
         timeout = self.idle_timeout_s
         while True:
-            silent = time.monotonic() - self._last_alive
+            silent = time.monotonic() - session.last_alive
             if silent >= timeout:
                 return f"nothing received for {silent:.3g} s (idle timeout {timeout:.3g} s)"
             await asyncio.sleep(timeout - silent)
 
-    async def _closed_by_us(self) -> str:
-        await self._closing.wait()
-        return "closed"
+    # -- subscriptions while running
+
+    def _ids(self, symbols: Sequence[str], op: str) -> int:
+        """The first request id for the frames of `op` on `symbols`; ids count up per connection."""
+        first = self._request_id + 1
+        count = len((self.spec.subscribe_frames if op == "subscribe" else self.spec.unsubscribe_frames)(symbols)) if symbols else 0
+        self._request_id += count
+        return first
+
+    async def _sync(self, session: _Session) -> None:
+        """Brings a socket's subscriptions to the connection's symbols."""
+        add = [s for s in self.symbols if s not in session.subscribed]
+        drop = [s for s in session.subscribed if s not in self.symbols]
+        if drop:
+            session.subscribed -= set(drop)
+            await self._send_frames(session, self.spec.unsubscribe_frames(drop, self._ids(drop, "unsubscribe")))
+        if add:
+            session.subscribed |= set(add)
+            await self._send_frames(session, self.spec.subscribe_frames(add, self._ids(add, "subscribe")))
+
+    async def _sync_all(self) -> None:
+        for session in list(self._sessions):
+            await self._sync(session)
+
+    async def _send_frames(self, session: _Session, frames: list[str]) -> None:
+        try:
+            for frame in frames:
+                await self._send(session.ws, frame)
+        except WebSocketException as e:  # the socket is going; its replacement subscribes afresh
+            log.info("%s: sending a subscription change failed: %s", self.name, _describe(e))
 
     # -- helpers
 
-    def _deliver(self, frame: str | bytes, recv_ns: int) -> None:
+    def _deliver(self, session: _Session, frame: str | bytes, recv_ns: int, *, counts: bool = True) -> None:
         self.last_message_ns = recv_ns
         self.frames += 1
-        self.on_frame(frame, recv_ns)
+        if counts:
+            session.frames += 1
+            if session.frames >= session.acks_expected:
+                session.confirmed.set()
+        self._delivering = session
+        try:
+            self.on_frame(frame, recv_ns)
+        finally:
+            self._delivering = None
 
-    def _alive(self) -> None:
-        self._last_alive = time.monotonic()
+    def _deliver_many(self, session: _Session, frames: list, recv_ns: int) -> None:
+        """The whole data frames of one socket read, in one call (see _WatchedConnection)."""
+        self.last_message_ns = recv_ns
+        self.frames += len(frames)
+        session.frames += len(frames)
+        if session.frames >= session.acks_expected:
+            session.confirmed.set()
+        self._delivering = session
+        try:
+            self.on_frames(frames, recv_ns)
+        finally:
+            self._delivering = None
 
     def _report(self, state: str, reason: str) -> None:
         log.info("%s: %s (%s)", self.name, state, reason)

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
 import logging
 import os
 import signal
 import sys
 import time
 
+from .capture import CaptureScheduler
 from .collector import Collector
 from .config import Config
 from .status import disk_free, serve_status
@@ -20,8 +23,8 @@ from .store import Store
 
 log = logging.getLogger("pumpwatch")
 
-#: The `--simulate` scenario: what happens to which venue when, so a new user sees the recorder
-#: find holes, backfill them, name what it cannot fill, and ride out a pump, within a minute.
+#: The `--simulate` faults: what happens to which venue when, so a new user sees the recorder find
+#: holes, backfill them, name what it cannot fill, and ride out a pump, within a minute.
 SCENARIO = [
     (8.0, "binance-spot", "disconnect_all", ()),
     (14.0, "okx-swap", "drop_frames", (3,)),
@@ -33,25 +36,67 @@ SCENARIO = [
 ]
 
 
-#: The Upbit notices of the `--simulate` scenario: a listing within the first minute, and a
-#: caution notice that names a ticker and must not trigger.
+#: The Upbit notices of the `--simulate` scenario: a listing within the first minute (late enough
+#: that its 20 s before t0 are recorded), and a caution notice that names a ticker and must not
+#: trigger.
 UPBIT_SCENARIO = [
-    (20.0, "제로지(0G) KRW, USDT 마켓 디지털 자산 추가", ("0G",)),
+    (24.0, "제로지(0G) KRW, USDT 마켓 디지털 자산 추가", ("0G",)),
     (35.0, "[거래] 거래 유의 종목 지정 안내 (DOGE)", ()),
 ]
 
+#: How each simulated venue reacts to the listing: (seconds after t0 its pump starts, price
+#: multiple). Venues not named do not list the coin (the event reports them absent).
+LISTING_PUMPS = {
+    "binance-spot": (0.25, 1.6), "binance-usdm": (0.35, 1.55), "bybit-spot": (0.6, 1.5), "bybit-linear": (0.5, 1.5),
+    "okx-spot": (0.8, 1.45), "okx-swap": (0.7, 1.45), "kucoin-spot": (1.2, 1.4), "gate-spot": (1.5, 1.35),
+    "gate-futures": (1.4, 1.35), "phemex-perp": (2.0, 1.3),
+}
+
+
+@dataclass
+class SimScenario:
+    """What `--simulate` plays: faults per venue, Upbit notices (seconds after start), the listed
+    coin's pump per venue, the CDN delay of the board (the detection delay), the capture grace.
+    After `run`, `simulator` and `upbit` hold the stand-ins (what they sent is the truth)."""
+
+    faults: list = field(default_factory=lambda: list(SCENARIO))
+    notices: list = field(default_factory=lambda: list(UPBIT_SCENARIO))
+    listing: str = "0G"
+    pumps: dict = field(default_factory=lambda: dict(LISTING_PUMPS))
+    cdn_delay_s: float = 0.0
+    capture_grace_s: float = 4.0
+    trades_per_s: float = 40.0
+    simulator: Any = None
+    upbit: Any = None
+
 
 class ListingLog:
-    """What the watcher detected (it logs each itself), for /status; capture comes with issue 6."""
+    """What the watcher detected (it logs each itself), for /status, handed on to capture."""
 
     def __init__(self) -> None:
         self.triggers: list[dict] = []
+        self.captures: CaptureScheduler | None = None
 
     async def __call__(self, t) -> None:
+        if self.captures is not None:
+            await self.captures.on_trigger(t)
         self.triggers.append({
             "notice_id": t.notice_id, "title": t.title, "tickers": list(t.tickers), "t0_ns": t.t0_ns,
             "detected_ns": t.detected_ns, "delay_ms": round(t.delay_ns / 1e6, 1), "capture": t.capture,
         })
+
+
+def open_store(cfg: Config):
+    """The store the recorder writes through: the Rust path, or with `[log] engine = "purepy"`
+    the plain-Python one (same log, same ingest rules; the benchmarks' baseline)."""
+    if cfg.log.engine == "purepy":
+        from . import purepy
+
+        log.info("ingest path: pure Python (pumpwatch.purepy)")
+        return purepy.Store(cfg.data_dir, fsync_interval=cfg.log.fsync_interval, segment_span_s=cfg.log.segment_span_s,
+                            segment_max_bytes=cfg.log.segment_max_bytes)
+    return Store(cfg.data_dir, fsync_interval=cfg.log.fsync_interval, segment_span_s=cfg.log.segment_span_s,
+                 segment_max_bytes=cfg.log.segment_max_bytes, ring_bytes=cfg.log.ring_bytes)
 
 
 async def _maintain(cfg: Config, store, warnings: list[str], stop: asyncio.Event, every_s: float = 60.0) -> None:
@@ -62,7 +107,7 @@ async def _maintain(cfg: Config, store, warnings: list[str], stop: asyncio.Event
                              low_disk_bytes=cfg.log.low_disk_bytes)
     while not stop.is_set():
         try:
-            apply_retention(cfg.data_dir, store._log.active_segment()[0], policy)
+            apply_retention(cfg.data_dir, store.active_segment_seq(), policy)
             warning = low_disk(cfg.data_dir, policy)
         except OSError as e:
             warning = f"retention failed: {e}"
@@ -75,9 +120,9 @@ async def _maintain(cfg: Config, store, warnings: list[str], stop: asyncio.Event
             pass
 
 
-async def _run_scenario(sim) -> None:
+async def _run_scenario(sim, faults) -> None:
     t0 = time.monotonic()
-    for at, venue, fault, args in SCENARIO:
+    for at, venue, fault, args in faults:
         await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
         if venue in sim.venues:
             log.info("simulator: %s %s%s", venue, fault, args)
@@ -85,12 +130,14 @@ async def _run_scenario(sim) -> None:
 
 
 def _status_with_disk(collector: Collector, cfg: Config, watcher=None, listings: ListingLog | None = None,
-                      warnings: list[str] | None = None):
+                      warnings: list[str] | None = None, captures: CaptureScheduler | None = None):
     def status() -> dict:
         st = collector.status()
         st["warnings"] = list(warnings or [])
         if watcher is not None:
             st["upbit"] = {"metrics": watcher.metrics(), "listings": listings.triggers if listings else []}
+        if captures is not None:
+            st["captures"] = captures.status()
         st["disk_free_bytes"] = disk_free(cfg.data_dir)
         log_dir = os.path.join(cfg.data_dir, "log")
         st["log_bytes"] = sum(e.stat().st_size for e in os.scandir(log_dir) if e.name.endswith(".pwlog"))
@@ -113,6 +160,11 @@ def _dashboard(status: dict):
             "-" if age is None else f"{age:.1f}s", str(v["gaps_found"]), str(v["gaps_filled"]), str(v["gaps_unfillable"]),
             str(v["quarantined"]), v["last_error"][:30],
         )
+    caps = status.get("captures")
+    if caps:
+        done = caps["events"]
+        t.caption = (f"events written: {len(done)}" + (f" (latest {done[-1]['event']}: {done[-1]['trades']:,} trades, "
+                     f"{done[-1]['verdict']})" if done else "") + (f"; waiting for their window: {', '.join(caps['pending'])}" if caps["pending"] else ""))
     return t
 
 
@@ -137,8 +189,9 @@ async def _report(status_fn, stop: asyncio.Event, interactive: bool) -> None:
 
 
 async def run(cfg: Config, *, simulate: bool = False, duration: float | None = None, seed: int = 0,
-              interactive: bool | None = None) -> dict:
-    """Runs the recorder until SIGTERM/SIGINT or `duration`; returns the final status."""
+              interactive: bool | None = None, scenario: SimScenario | None = None) -> dict:
+    """Runs the recorder until SIGTERM/SIGINT or `duration`; returns the final status. With
+    `simulate`, plays `scenario` (default: `SimScenario()`) against the stand-ins."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -147,13 +200,23 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
         except (NotImplementedError, RuntimeError):
             pass
     sim = None
-    scenario = None
+    fault_task = None
+    if simulate and scenario is None:
+        scenario = SimScenario()
     # The simulator's servers log every connection at INFO: noise beside the recorder's own log.
     logging.getLogger("pumpwatch.sim").setLevel(logging.WARNING)
     if simulate:
         from .sim import Simulator
 
-        sim = Simulator(seed=seed, trades_per_s=40.0, backlog=200)
+        sim = Simulator(seed=seed, trades_per_s=scenario.trades_per_s, backlog=200)
+        scenario.simulator = sim
+        listing_at = [at for at, _, expect in scenario.notices if scenario.listing in expect]
+        if listing_at:
+            # Upbit publishes on a whole second (first_listed_at): the coin reacts just after it.
+            t0_ns = round((time.time_ns() + listing_at[0] * 1e9) / 1e9) * 1_000_000_000
+            for venue, (lag_s, multiple) in scenario.pumps.items():
+                if venue in sim.venues:
+                    sim.venues[venue].schedule_pump(scenario.listing, t0_ns + int(lag_s * 1e9), multiple)
         await sim.start()
         venues = {
             v: dataclasses.replace(s, ws_url=sim.urls()[v]["ws_origin"], rest_url=sim.urls()[v]["rest_url"])
@@ -161,31 +224,38 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
             if v in sim.venues
         }
         cfg = dataclasses.replace(cfg, venues=venues)
-        scenario = asyncio.create_task(_run_scenario(sim))
+        fault_task = asyncio.create_task(_run_scenario(sim, scenario.faults))
     upbit_sim = None
     if simulate and cfg.upbit.enabled:
         from .sim.upbit import SimNotice, SimUpbit
 
-        upbit_sim = SimUpbit(seed=seed, min_interval_s=0.5)
+        upbit_sim = SimUpbit(seed=seed, min_interval_s=0.5, cdn_delay_s=scenario.cdn_delay_s)
+        scenario.upbit = upbit_sim
         await upbit_sim.start()
-        for at, title, expect in UPBIT_SCENARIO:
+        for at, title, expect in scenario.notices:
             upbit_sim.schedule(SimNotice(title, expect=expect), at)
         cfg = dataclasses.replace(cfg, upbit=dataclasses.replace(
             cfg.upbit, url=upbit_sim.base_url, market_url=upbit_sim.market_url, interval_s=cfg.upbit.interval_s or 1.0))
-    store = Store(cfg.data_dir, fsync_interval=cfg.log.fsync_interval, segment_span_s=cfg.log.segment_span_s,
-                  segment_max_bytes=cfg.log.segment_max_bytes, ring_bytes=cfg.log.ring_bytes)
+    store = open_store(cfg)
     server = None
     watcher = None
+    captures = None
     listings = ListingLog()
     try:
         collector = Collector(cfg, store)
+        capture_settings = cfg.capture
+        if simulate:  # the scenario's event should appear well within its minute
+            capture_settings = dataclasses.replace(capture_settings, grace_s=min(capture_settings.grace_s, scenario.capture_grace_s))
+        captures = CaptureScheduler(cfg.data_dir, capture_settings, settled=lambda: collector.backfills_pending() == 0)
+        listings.captures = captures
+        captures.start()
         if cfg.upbit.enabled:
             from .upbit import UpbitWatcher
 
             watcher = UpbitWatcher(cfg.data_dir, on_trigger=listings, **cfg.upbit.watcher_settings())
             await watcher.start()
         warnings: list[str] = []
-        status_fn = _status_with_disk(collector, cfg, watcher, listings, warnings)
+        status_fn = _status_with_disk(collector, cfg, watcher, listings, warnings, captures)
         maintenance = asyncio.create_task(_maintain(cfg, store, warnings, stop))
         try:
             server = await serve_status(cfg.metrics_address, status_fn)
@@ -208,10 +278,12 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
     finally:
         if watcher is not None:
             await watcher.stop()
+        if captures is not None:
+            await captures.stop()
         if upbit_sim is not None:
             await upbit_sim.stop()
-        if scenario:
-            scenario.cancel()
+        if fault_task:
+            fault_task.cancel()
         if server:
             server.close()
         store.close(seal=True)

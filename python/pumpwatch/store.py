@@ -196,6 +196,25 @@ class Store(_Reading):
         """Id ranges of a symbol still missing (inclusive), oldest first."""
         return self._log.open_gaps(venue, symbol)
 
+    def seed_last_id(self, venue: str, symbol: str, last_id: int, last_ts_ns: int) -> None:
+        """After a restart: continues a sequenced symbol's ids where the log left them, so the
+        first live trade reveals the hole the restart made."""
+        self._log.seed_last_id(venue, symbol, last_id, last_ts_ns)
+
+    def seed_open_gap(self, venue: str, symbol: str, first_id: int, last_id: int) -> None:
+        """After a restart: reopens a hole (ids `first_id..=last_id`) the log shows unfilled, so
+        its backfill is taken as new."""
+        self._log.seed_open_gap(venue, symbol, first_id, last_id)
+
+    def seed_recent_ids(self, venue: str, symbol: str, trade_ids: list[str]) -> None:
+        """After a restart: remembers ids the log already holds for a symbol without an id
+        sequence, so a REST window or snapshot overlapping them is not stored twice."""
+        self._log.seed_recent_ids(venue, symbol, list(trade_ids))
+
+    def active_segment_seq(self) -> int:
+        """Sequence number of the segment being written (retention never deletes it)."""
+        return self._log.active_segment()[0]
+
     def append_marker(
         self,
         kind: str,

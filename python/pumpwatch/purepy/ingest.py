@@ -165,6 +165,38 @@ class Ingestor:
             self.store._append(frames, trade_ts)
         return stored, events or None
 
+    def _state(self, venue: str, symbol: str) -> _SymbolState:
+        st = self.symbols.get((venue, symbol))
+        if st is None:
+            st = self.symbols[(venue, symbol)] = _SymbolState()
+        return st
+
+    def seed_last_id(self, venue: str, symbol: str, last_id: int, last_ts_ns: int) -> None:
+        st = self._state(venue, symbol)
+        if st.last_id is None or last_id > st.last_id:
+            st.last_id, st.last_ts_ns = last_id, last_ts_ns
+
+    def seed_open_gap(self, venue: str, symbol: str, first: int, last: int) -> None:
+        st = self._state(venue, symbol)
+        if first > last or any(first <= b and a <= last for a, b in st.open_gaps):
+            return
+        if len(st.open_gaps) >= MAX_OPEN_GAPS:
+            st.open_gaps.pop(0)
+        st.open_gaps.append([first, last])
+        st.open_gaps.sort()
+
+    def seed_recent_ids(self, venue: str, symbol: str, trade_ids) -> None:
+        st = self._state(venue, symbol)
+        if st.recent is None:
+            st.recent, st.recent_order = set(), deque()
+        for tid in trade_ids:
+            if tid in st.recent:
+                continue
+            st.recent.add(tid)
+            st.recent_order.append(tid)
+            if len(st.recent_order) > self.recent_cap:
+                st.recent.discard(st.recent_order.popleft())
+
     def open_gaps(self, venue: str, symbol: str) -> list[tuple[int, int]]:
         st = self.symbols.get((venue, symbol))
         return [tuple(g) for g in st.open_gaps] if st else []

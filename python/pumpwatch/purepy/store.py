@@ -1226,6 +1226,20 @@ class Store:
     def open_gaps(self, venue: str, symbol: str) -> list[tuple[int, int]]:
         return self._ingestor.open_gaps(venue, symbol)
 
+    def seed_last_id(self, venue: str, symbol: str, last_id: int, last_ts_ns: int) -> None:
+        self._ingestor.seed_last_id(venue, symbol, last_id, last_ts_ns)
+
+    def seed_open_gap(self, venue: str, symbol: str, first_id: int, last_id: int) -> None:
+        self._ingestor.seed_open_gap(venue, symbol, first_id, last_id)
+
+    def seed_recent_ids(self, venue: str, symbol: str, trade_ids: list[str]) -> None:
+        self._ingestor.seed_recent_ids(venue, symbol, trade_ids)
+
+    def active_segment_seq(self) -> int:
+        """Sequence number of the segment being written (retention never deletes it)."""
+        self._check_writable()
+        return self._active.seq
+
     def set_phemex_spot_scales(self, symbol: str, price_scale: int, qty_scale: int) -> None:
         self._ingestor.ctx.set_phemex_spot_scales(symbol, price_scale, qty_scale)
 

@@ -120,7 +120,9 @@ class Instrument:
     price_pad: int | None = None
     qty_pad: int | None = None
     listed_at_ns: int | None = None  # None: listed before the simulator started
-    pump: float | None = None  # a scheduled listing's price multiple
+    pump: float | None = None  # a scheduled listing's (or pump's) price multiple
+    pump_at_ns: int | None = None  # when the pump starts, if not at the listing (an Upbit announcement)
+    delisted_at_ns: int | None = None  # from then on: gone from the instrument list, no trades
 
     @property
     def tick(self) -> str:
@@ -137,6 +139,8 @@ class Instrument:
         return units_text(units, self.qty_places, self.qty_pad)
 
     def listed(self, now_ns: int) -> bool:
+        if self.delisted_at_ns is not None and now_ns >= self.delisted_at_ns:
+            return False
         return self.listed_at_ns is None or now_ns >= self.listed_at_ns
 
 
@@ -231,17 +235,25 @@ class Tape:
         self._median_lots = max(1.0, MEDIAN_NOTIONAL / (price * lot))
         self._sigma_ticks = max(0.6, ORDER_VOLATILITY * inst.start_price_units / inst.tick_units)
 
+    def _pump_start_ns(self) -> int | None:
+        inst = self.inst
+        if inst.pump is None:
+            return None
+        return inst.pump_at_ns if inst.pump_at_ns is not None else inst.listed_at_ns
+
     def intensity(self, now_ns: int) -> float:
-        """Rate multiple from a listing pump: PUMP_RATE at the listing, decaying to 1."""
-        if self.inst.pump is None or self.inst.listed_at_ns is None:
+        """Rate multiple from a pump: PUMP_RATE once it starts, decaying to 1; 1 before."""
+        start = self._pump_start_ns()
+        if start is None or now_ns < start:
             return 1.0
-        age = (now_ns - self.inst.listed_at_ns) / 1e9
-        return 1.0 + (PUMP_RATE - 1.0) * math.exp(-max(0.0, age) / PUMP_RAMP_S)
+        age = (now_ns - start) / 1e9
+        return 1.0 + (PUMP_RATE - 1.0) * math.exp(-age / PUMP_RAMP_S)
 
     def _pump_target(self, ts_ns: int) -> float | None:
-        if self.inst.pump is None or self.inst.listed_at_ns is None:
+        start_ns = self._pump_start_ns()
+        if start_ns is None or ts_ns < start_ns:
             return None
-        progress = min(1.0, max(0.0, (ts_ns - self.inst.listed_at_ns) / 1e9 / PUMP_RAMP_S))
+        progress = min(1.0, max(0.0, (ts_ns - start_ns) / 1e9 / PUMP_RAMP_S))
         start = self.inst.start_price_units / self.inst.tick_units
         return start * (1.0 + (self.inst.pump - 1.0) * progress)
 

@@ -8,8 +8,9 @@ token buckets. What differs is asked of the venue's protocol class (venues.py).
 
 Time: trade timestamps are wall-clock; `time_scale` shrinks the venues' protocol timers (heartbeat
 intervals and timeouts, connection lifetimes, maintenance notices) so a test sees a 30 s timeout
-in 0.3 s with `time_scale=0.01`. Trade rates, fault durations and REST rate windows are in real
-seconds.
+in 0.3 s with `time_scale=0.01`. `lifetime_scale` scales the connection lifetime alone (Binance's
+24 h, KuCoin's token), so a test sees a day in seconds while heartbeats keep usable periods.
+Trade rates, fault durations and REST rate windows are in real seconds.
 """
 
 from __future__ import annotations
@@ -190,20 +191,23 @@ class SimVenue:
 
     `symbols`: base assets (`"BTC"`, `"0G"`) or the venue's own symbols (`"BTCUSDT"`); default
     BTC, ETH, SOL, DOGE. `trades_per_s`: the venue's rate of trades (fills), in real seconds,
-    shared by the symbols by weight. `time_scale`: multiplies every protocol timer. `backlog`:
-    fills per symbol already on the tape at start (REST history, Phemex snapshots).
+    shared by the symbols by weight. `time_scale`: multiplies every protocol timer;
+    `lifetime_scale` the connection lifetime instead, where given. `backlog`: fills per symbol
+    already on the tape at start (REST history, Phemex snapshots).
     """
 
     def __init__(self, venue_id: str, *, seed: int = 0, symbols: list[str] | None = None, trades_per_s: float = 20.0,
-                 time_scale: float = 1.0, backlog: int = 0, port: int = 0, max_history: int = 1_000_000):
+                 time_scale: float = 1.0, backlog: int = 0, port: int = 0, max_history: int = 1_000_000,
+                 lifetime_scale: float | None = None):
         if venue_id not in FAMILIES:
             raise ValueError(f"unknown venue {venue_id!r}; the venues are: {', '.join(VENUE_IDS)}")
-        if time_scale <= 0 or trades_per_s < 0:
-            raise ValueError("time_scale must be positive and trades_per_s not negative")
+        if time_scale <= 0 or trades_per_s < 0 or (lifetime_scale is not None and lifetime_scale <= 0):
+            raise ValueError("time_scale and lifetime_scale must be positive and trades_per_s not negative")
         self.venue_id = venue_id
         self.seed = seed
         self.trades_per_s = trades_per_s
         self.time_scale = time_scale
+        self.lifetime_scale = time_scale if lifetime_scale is None else lifetime_scale
         self.backlog = backlog
         self.port = port
         self.max_history = max_history
@@ -226,6 +230,9 @@ class SimVenue:
         self._subscribers: dict[str, set[Client]] = {}
         self._buckets = {name: TokenBucket(*spec) for name, spec in self.protocol.buckets.items()}
         self._stall_until = 0.0
+        self._rest_fail: tuple[float, int] = (0.0, 503)  # (until, status) of a REST outage
+        self._topic_symbol: dict[str, str] = {}  # trade topic -> symbol, learnt as trades go out
+        self._muted: dict[str, float] = {}  # symbol -> until when its trade messages reach no one
         self._drop = self._duplicate = self._malformed = 0
         self._burst = (1.0, 0.0)
         self._server: Server | None = None
@@ -300,6 +307,11 @@ class SimVenue:
     def client_count(self) -> int:
         return len(self._clients)
 
+    def subscribers(self, symbol: str) -> int:
+        """Sockets subscribed to `symbol`'s trades now (on any of its channels)."""
+        return len({c for topic, sym in self._topic_symbol.items() if sym == symbol
+                    for c in self._subscribers.get(topic, ()) if not c.closed})
+
     @property
     def heartbeat_timeout(self) -> float:
         """Seconds (scaled) after which a client that sends no heartbeat is cut."""
@@ -332,6 +344,36 @@ class SimVenue:
         WebSocket library close the connection before any parser saw it)."""
         self._malformed += n
 
+    def disconnect_oldest(self) -> bool:
+        """Closes the longest-connected client socket abruptly; False when none is connected."""
+        if not self._clients:
+            return False
+        min(self._clients, key=lambda c: c.opened).abort()
+        return True
+
+    def silence(self, symbol: str, seconds: float | None = None) -> None:
+        """`symbol` falls silent while the other symbols go on; its trades go on and count as
+        sent. `seconds=None`: the venue drops the symbol's subscriptions on every socket without
+        a word, and a fresh subscribe restores them. `seconds`: its trade messages reach no one
+        for that long whatever the client does (withheld, as in a stall)."""
+        if seconds is not None:
+            self._muted[symbol] = time.monotonic() + seconds
+            return
+        for topic, sym in self._topic_symbol.items():
+            if sym != symbol:
+                continue
+            for c in list(self._subscribers.get(topic, ())):
+                c.topics.discard(topic)
+                self._subscribers[topic].discard(c)
+
+    def delist(self, symbol: str) -> None:
+        """`symbol` leaves the instrument list now and trades no more; subscribing to it fails."""
+        self.instruments[symbol].delisted_at_ns = self.now_ns()
+
+    def fail_rest(self, seconds: float, status: int = 503) -> None:
+        """Every REST request is answered with `status` for `seconds` (an outage of the API)."""
+        self._rest_fail = (time.monotonic() + seconds, status)
+
     def burst(self, multiplier: float, seconds: float) -> None:
         """Trades arrive `multiplier` times as fast for `seconds` (a pump is ~50x)."""
         self._burst = (multiplier, time.monotonic() + seconds)
@@ -344,6 +386,17 @@ class SimVenue:
             raise ValueError(f"{self.venue_id} already lists {inst.symbol}")
         inst.listed_at_ns, inst.pump = at_ns, pump
         self._add(inst)
+
+    def schedule_pump(self, base: str, at_ns: int, pump: float = 1.5) -> Instrument:
+        """`base` trades from the start (added if this venue does not list it yet) and from `at_ns`
+        (wall clock) trades many times as fast, its price moving to `pump` x over ~20 s: what an
+        Upbit KRW announcement does to a coin already listed overseas (`pump` < 1 is a dump)."""
+        inst = self.protocol.instrument(asset_for(base))
+        if inst.symbol not in self.instruments:
+            self._add(inst)
+        inst = self.instruments[inst.symbol]
+        inst.pump_at_ns, inst.pump = at_ns, pump
+        return inst
 
     def announce_shutdown(self, grace_s: float = 60.0) -> None:
         """Maintenance: sends the venue's notice where it has one (Binance `serverShutdown`, OKX
@@ -360,6 +413,9 @@ class SimVenue:
 
     def scaled(self, seconds: float) -> float:
         return seconds * self.time_scale
+
+    def scaled_lifetime(self, seconds: float) -> float:
+        return seconds * self.lifetime_scale
 
     def now_ns(self) -> int:
         return time.time_ns()
@@ -429,7 +485,7 @@ class SimVenue:
         for tape in list(self._tapes.values()):
             inst = tape.inst
             start = t0 if inst.listed_at_ns is None else max(t0, self._mono(inst.listed_at_ns))
-            if start >= t1:
+            if start >= t1 or (inst.delisted_at_ns is not None and self._wall_ns(t1) >= inst.delisted_at_ns):
                 continue
             rate = self._order_rate(tape, t1)
             if rate <= 0:
@@ -480,6 +536,7 @@ class SimVenue:
         if len(history) > self.max_history * 1.1:
             del history[: len(history) - self.max_history]
         for pub in self.protocol.publications(inst, fills):
+            self._topic_symbol[pub.topic] = inst.symbol
             sent = self._sent[pub.channel]
             sent.extend(pub.trades)
             if len(sent) > self.max_history * len(self.instruments) * 1.1:
@@ -489,6 +546,10 @@ class SimVenue:
     def _deliver(self, pub: Publication) -> None:
         recipients = [c for c in self._subscribers.get(pub.topic, ()) if not c.closed]
         if not recipients:
+            return
+        muted = self._muted.get(self._topic_symbol.get(pub.topic, ""), 0.0) > time.monotonic()
+        if muted:
+            self._withheld[pub.channel].extend(pub.trades)
             return
         if self.stalled or self._drop > 0:
             if not self.stalled:
@@ -570,7 +631,9 @@ class SimVenue:
 
     async def _watch_heartbeats(self) -> None:
         hb = self.protocol.heartbeat
-        limits = [self.scaled(t) for t in hb.limits()]
+        limits = [self.scaled(t) for t in (hb.server_ping_every, hb.pong_within, hb.client_ping_within, hb.quiet_limit) if t]
+        if hb.lifetime:
+            limits.append(self.scaled_lifetime(hb.lifetime))
         if not limits:
             return
         period = max(0.002, min(limits) / 10)
@@ -580,8 +643,8 @@ class SimVenue:
             for c in list(self._clients):
                 if c.closed:
                     continue
-                if hb.lifetime and now - c.opened >= self.scaled(hb.lifetime):
-                    c.close(1000, "connection lifetime reached")
+                if hb.lifetime and now - c.opened >= self.scaled_lifetime(hb.lifetime):
+                    c.close(1000, self.protocol.lifetime_close_reason)
                     continue
                 if hb.server_ping_every and not self.stalled and now - c.last_server_ping >= self.scaled(hb.server_ping_every):
                     c.ping()
@@ -607,6 +670,9 @@ class SimVenue:
                 return _response(404, {"msg": f"no WebSocket at {path}"})
             connection.sim_role = role
             return None
+        until, status = self._rest_fail
+        if time.monotonic() < until:
+            return _response(status, {"msg": "service unavailable (simulated outage)"})
         route = self.protocol.routes.get((request.method, path))
         if route is None:
             return _response(404, {"msg": f"no route {request.method} {path}"})

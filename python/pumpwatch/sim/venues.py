@@ -162,6 +162,7 @@ class Venue:
     channels: tuple[str, ...] = ("trades",)  # kinds of trade stream; the first is the default
     rate_limited_status = 429
     rate_limited_body: ClassVar[Any] = {"msg": "Too Many Requests"}
+    lifetime_close_reason = "connection lifetime reached"
     buckets: ClassVar[dict[str, tuple[int, float]]] = {}  # name -> (capacity, refill period in seconds)
 
     def __init__(self, venue_id: str, sim: SimVenue):
@@ -756,7 +757,10 @@ def _levels(fills: list[Fill]) -> list[list[Fill]]:
 class Kucoin(Venue):
     resolution_ns = 1  # `time` / `ts` are nanoseconds
     ping_interval_ms, ping_timeout_ms = 18_000, 10_000  # advertised by bullet-public (§5.1)
-    heartbeat = Heartbeat(client_ping_within=(ping_interval_ms + ping_timeout_ms) / 1000)
+    # A connection lasts as long as its bullet token, reported to be ~24 h (VENUES §5.1, third
+    # party; the official text names no lifetime): then the server closes it.
+    heartbeat = Heartbeat(client_ping_within=(ping_interval_ms + ping_timeout_ms) / 1000, lifetime=DAY_S)
+    lifetime_close_reason = "token expired"
     buckets: ClassVar = {"public": (2000, 30.0)}  # public pool 2000 / 30 s per IP (§5.3)
     rate_limited_body: ClassVar = {"code": "429000", "msg": "Too Many Requests"}
     max_symbols_per_topic = 100

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 from ..errors import InvalidInputError
 from . import (
     CLOSED,
+    DAY_S,
     HALTED,
     PRE_TRADING,
     TRADING,
@@ -152,7 +153,10 @@ _COMMON = dict(
     max_topics_per_subscribe=100,  # "100 topics per batch subscription" (§5.1)
     max_client_messages_per_s=100 / 10,  # "100 uplink messages per 10 s" (§5.1)
     subscribe_after_welcome=True,  # wait for {"type":"welcome"} before subscribing (§5.1)
-    # Tokens are reported to last ~24 h (third-party, not in official text), so no fixed lifetime here.
+    # A connection lives as long as its token, reported to be ~24 h (third party; the official text
+    # names none): the connection rotates to a fresh token ahead of that. Rotating early when
+    # tokens last longer costs one overlapping connection for a moment, so the guess is safe.
+    connection_lifetime_s=DAY_S,
     heartbeat=_HEARTBEAT,
 )
 

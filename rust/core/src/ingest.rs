@@ -473,4 +473,32 @@ impl Ingestor {
             st.last_ts_ns = last_ts_ns;
         }
     }
+
+    /// Reopens a hole the log shows unfilled (ids `first..=last` of a sequenced symbol) after a
+    /// restart, so the backfill's trades are taken as new rather than dropped as below the last
+    /// id. Ids already inside an open gap are not added twice.
+    pub fn seed_open_gap(&mut self, venue: Venue, symbol: &str, first: u64, last: u64) {
+        if first > last {
+            return;
+        }
+        let st = self.state(venue, symbol.as_bytes());
+        if st.open_gaps.iter().any(|&(a, b)| first <= b && a <= last) {
+            return;
+        }
+        if st.open_gaps.len() >= MAX_OPEN_GAPS {
+            st.open_gaps.remove(0);
+        }
+        let at = st.open_gaps.partition_point(|&(a, _)| a < first);
+        st.open_gaps.insert(at, (first, last));
+    }
+
+    /// Remembers ids of a symbol without an id sequence that the log already holds (after a
+    /// restart), so a REST window or snapshot overlapping them is not stored twice.
+    pub fn seed_recent_ids<'a>(&mut self, venue: Venue, symbol: &str, ids: impl IntoIterator<Item = &'a [u8]>) {
+        let cap = self.recent_cap;
+        let recent = self.state(venue, symbol.as_bytes()).recent.get_or_insert_with(RecentIds::new);
+        for id in ids {
+            recent.insert(id_key(id), cap);
+        }
+    }
 }

@@ -803,6 +803,23 @@ impl LogWriter {
         self.ingestor.lock().unwrap_or_else(|p| p.into_inner()).seed_last_id(venue, symbol, last_id, last_ts_ns);
         Ok(())
     }
+
+    /// Reopens an unfilled hole of a sequenced symbol (ids `first..=last`) after a restart.
+    fn seed_open_gap(&self, venue: &str, symbol: &str, first: u64, last: u64) -> PyResult<()> {
+        let venue = Venue::parse(venue).map_err(to_py)?;
+        self.ingestor.lock().unwrap_or_else(|p| p.into_inner()).seed_open_gap(venue, symbol, first, last);
+        Ok(())
+    }
+
+    /// Remembers ids the log already holds for a symbol without an id sequence (after a restart).
+    fn seed_recent_ids(&self, venue: &str, symbol: &str, ids: Vec<String>) -> PyResult<()> {
+        let venue = Venue::parse(venue).map_err(to_py)?;
+        self.ingestor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .seed_recent_ids(venue, symbol, ids.iter().map(|s| s.as_bytes()));
+        Ok(())
+    }
 }
 
 fn damage_to_py<'py>(py: Python<'py>, d: &plog::DamageReport) -> PyResult<Bound<'py, PyDict>> {

@@ -1,0 +1,392 @@
+"""Connections that never silently die, against the in-process simulator: a stalled socket is
+replaced within the idle timeout; planned cuts (Binance's 24 h in scaled time, Binance USDⓈ-M
+`serverShutdown`, OKX `notice`, KuCoin's token expiry) are met make-before-break and leave no
+hole; redundant twins lose nothing when one is killed again and again; a silent symbol raises an
+alarm and is resubscribed; delisted instruments are unsubscribed and new ones subscribed; a venue
+that refuses, errors or cannot be reached says so in the status and harms no other.
+
+No-loss claims count against what the simulator sent: per symbol, from the first trade stored to
+the last, every trade the venue sent is stored exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+import time
+from collections import Counter
+
+import pytest
+
+import pumpwatch
+from pumpwatch.collector import Collector
+from pumpwatch.config import Config, ConnectionSettings, VenueSettings
+from pumpwatch.sim import SimVenue
+from pumpwatch.venues import DAY_S, get
+
+pytestmark = pytest.mark.timeout(120)
+
+KEY = ("symbol", "trade_id", "price", "qty", "side", "ts_ns")
+FAST = dict(initial_delay_s=0.05, max_delay_s=0.5)  # reconnects in tests take no seconds
+
+
+def _settings(sims: dict[str, SimVenue], extra: dict[str, dict] | None = None) -> dict[str, VenueSettings]:
+    extra = extra or {}
+    out = {}
+    for v in pumpwatch.VENUES:
+        if v in sims:
+            out[v] = VenueSettings(ws_url=sims[v].ws_origin, rest_url=sims[v].rest_url, **extra.get(v, {}))
+        elif v in extra:
+            out[v] = VenueSettings(**extra[v])
+        else:
+            out[v] = VenueSettings(enabled=False)
+    return out
+
+
+class Run:
+    """A collector recording the given simulated venues into a store under `path`."""
+
+    def __init__(self, path, sims: dict[str, SimVenue], *, connection: dict | None = None,
+                 venues: dict[str, dict] | None = None, specs: dict | None = None, **cfg):
+        self.sims = sims
+        self.cfg = Config(data_dir=str(path), metrics_address="127.0.0.1:0",
+                          connection=ConnectionSettings(**{**FAST, **(connection or {})}),
+                          venues=_settings(sims, venues), **cfg)
+        self.store = pumpwatch.Store(path)
+        self.collector = Collector(self.cfg, self.store, specs=specs)
+        self.stop_event = asyncio.Event()
+        self.task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> Run:
+        self.task = asyncio.create_task(self.collector.run(self.stop_event))
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.stop_event.set()
+        await self.task
+
+    def status(self, venue: str) -> dict:
+        return self.collector.status()["venues"][venue]
+
+    def recorder(self, venue: str):
+        return self.collector.recorders[venue]
+
+    def markers(self, venue: str, kind: str | None = None) -> list[dict]:
+        return [m for m in self.store.markers().to_pylist()
+                if m["venue"] == venue and (kind is None or m["kind"] == kind)]
+
+    def stored(self, venue: str) -> list[dict]:
+        return self.store.query(venues=[venue]).to_pylist()
+
+
+async def wait_until(condition, timeout: float, step: float = 0.05) -> bool:
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        await asyncio.sleep(step)
+    return True
+
+
+def assert_every_trade_once(sim: SimVenue, rows: list[dict], *, min_per_symbol: int = 10) -> str:
+    """Per symbol, from the first trade stored to the last: the trades the venue sent, each
+    stored exactly once (nothing missing, nothing twice, nothing it never sent)."""
+    report = []
+    by_symbol: dict[str, list[tuple]] = {}
+    for r in rows:
+        by_symbol.setdefault(r["symbol"], []).append(tuple(r[k] for k in KEY))
+    assert by_symbol, f"{sim.venue_id}: nothing stored"
+    for symbol, stored in by_symbol.items():
+        truth = [tuple(t[k] for k in KEY) for t in sim.sent_trades(symbol)]
+        position = {t: i for i, t in enumerate(truth)}
+        assert [t for t in stored if t not in position] == [], f"{symbol}: stored trades the venue never sent"
+        first = min(position[t] for t in stored)
+        last = max(position[t] for t in stored)
+        counted = Counter(stored)
+        twice = [t for t, n in counted.items() if n > 1]
+        missing = [t for t in truth[first:last + 1] if t not in counted]
+        assert not twice, f"{sim.venue_id} {symbol}: {len(twice)} trades stored twice, e.g. {twice[:2]}"
+        assert not missing, f"{sim.venue_id} {symbol}: {len(missing)} of {last + 1 - first} trades missing, e.g. {missing[:2]}"
+        assert len(stored) >= min_per_symbol, f"{symbol}: only {len(stored)} trades"
+        report.append(f"{symbol}: {len(stored)} = sent in span")
+    return f"{sim.venue_id}: " + ", ".join(report)
+
+
+def scaled_spec(venue: str, lifetime_scale: float):
+    """The venue's spec with its connection lifetime scaled like the simulator's."""
+    spec = get(venue)
+    return dataclasses.replace(spec, connection_lifetime_s=spec.connection_lifetime_s * lifetime_scale)
+
+
+# ---------------------------------------------------------------------------------------------
+# A stalled connection is replaced within the idle timeout
+
+
+def test_stalled_connection_is_detected_and_replaced_within_the_idle_timeout(tmp_path):
+    idle = 1.0
+    venue = "binance-spot"
+
+    async def go():
+        async with SimVenue(venue, seed=11, trades_per_s=40.0, backlog=20) as sim:
+            async with Run(tmp_path / "d", {venue: sim}, connection={"idle_timeout_s": idle}) as run:
+                assert await wait_until(lambda: len(run.stored(venue)) >= 20, 10), "no trades before the stall"
+                stalled_at = time.time_ns()
+                sim.stall(2.5 * idle)
+                assert await wait_until(lambda: any("nothing received" in m["detail"]
+                                                    for m in run.markers(venue, "connection_down")), 3 * idle)
+                down = next(m for m in run.markers(venue, "connection_down") if "nothing received" in m["detail"])
+                # Detected within the idle timeout of the last frame before the stall (which came
+                # at most a moment before `stalled_at`): a loaded machine gets half a second.
+                assert (down["ts_ns"] - stalled_at) / 1e9 <= idle + 0.5, down
+                replaced = await wait_until(lambda: any(m["ts_ns"] > down["ts_ns"] for m in run.markers(venue, "connection_up")), idle)
+                assert replaced, "no replacement socket was opened"
+                up = min(m["ts_ns"] for m in run.markers(venue, "connection_up") if m["ts_ns"] > down["ts_ns"])
+                assert (up - down["ts_ns"]) / 1e9 <= idle, "the replacement took longer than the idle timeout"
+                # After the stall, trades flow again on the replacement and the hole is backfilled.
+                assert await wait_until(lambda: sum(r["recv_ns"] > up for r in run.stored(venue)) >= 20, 10)
+                await wait_until(lambda: run.status(venue)["pending_backfills"] == 0, 5)
+            status = run.status(venue)
+            rows = run.stored(venue)
+        print(assert_every_trade_once(sim, rows))
+        assert status["reconnects"] >= 1 and status["gaps_found"] >= 1 and status["gaps_unfillable"] == 0
+        run.store.close()
+
+    asyncio.run(go())
+
+
+# ---------------------------------------------------------------------------------------------
+# Planned cuts leave no hole at all
+
+LIFETIME_S = 4.0  # a scaled day
+
+
+@pytest.mark.parametrize("venue, cut", [
+    ("binance-spot", "lifetime"),  # the 24 h limit, scaled to LIFETIME_S
+    ("binance-usdm", "notice"),  # serverShutdown, then the venue closes the socket
+    ("okx-spot", "notice"),  # notice 64008, 60 s (here 3 s) before a service upgrade
+    ("kucoin-spot", "lifetime"),  # the token expires
+])
+def test_planned_cut_leaves_no_gap(venue, cut, tmp_path):
+    scale = LIFETIME_S / DAY_S
+    seconds = 9.0
+
+    async def go():
+        lifetime_scale = scale if cut == "lifetime" else None
+        async with SimVenue(venue, seed=5, trades_per_s=40.0, lifetime_scale=lifetime_scale) as sim:
+            specs = {venue: scaled_spec(venue, scale)} if cut == "lifetime" else None
+            conn = {"rotate_at_fraction": 0.6, "rotation_overlap_s": 0.3}
+            async with Run(tmp_path / "d", {venue: sim}, connection=conn, specs=specs) as run:
+                assert await wait_until(lambda: len(run.stored(venue)) >= 20, 10), "no trades"
+                if cut == "notice":
+                    sim.announce_shutdown(grace_s=3.0)  # time_scale 1: real seconds
+                await asyncio.sleep(seconds)
+            status = run.status(venue)
+            rows = run.stored(venue)
+            markers = run.markers(venue)
+        print(assert_every_trade_once(sim, rows))
+        kinds = Counter(m["kind"] for m in markers)
+        assert kinds["gap_found"] == 0 and kinds["gap_unfillable"] == 0, kinds
+        assert status["backfilled"] == 0, "a hole was filled over REST: the cut was not met make-before-break"
+        rotated = [m for m in markers if m["kind"] == "connection_down" and "rotated make-before-break" in m["detail"]]
+        assert status["rotations"] >= 1 and rotated, markers
+        # The only downs are the rotations and the stop at the end.
+        downs = [m for m in markers if m["kind"] == "connection_down" and m not in rotated]
+        assert all("closed" in m["detail"] for m in downs), downs
+        if cut == "notice":
+            assert status["rotation_notices"] >= 1
+        else:
+            assert status["rotations"] >= 2  # every scaled day, again and again
+        run.store.close()
+
+    asyncio.run(go())
+
+
+# ---------------------------------------------------------------------------------------------
+# Redundant connections
+
+
+@pytest.mark.parametrize("venue", ["binance-spot", "bybit-spot"])
+def test_redundant_twin_loses_nothing_when_one_is_killed_repeatedly(venue, tmp_path):
+    async def go():
+        async with SimVenue(venue, seed=9, trades_per_s=40.0) as sim:
+            async with Run(tmp_path / "d", {venue: sim}, connection={"redundancy": 2}) as run:
+                assert await wait_until(lambda: sim.client_count == 2 and len(run.stored(venue)) >= 20, 10)
+                for _ in range(5):
+                    await asyncio.sleep(0.8)
+                    assert await wait_until(lambda: sim.client_count == 2, 5), "the killed twin did not come back"
+                    assert sim.disconnect_oldest()
+                await asyncio.sleep(1.0)
+            status = run.status(venue)
+            rows = run.stored(venue)
+            markers = run.markers(venue)
+        print(assert_every_trade_once(sim, rows))
+        assert status["connections"] == 2 and status["redundancy"] == 2
+        assert status["reconnects"] >= 5
+        kinds = Counter(m["kind"] for m in markers)
+        assert kinds["gap_found"] == 0 and kinds["gap_unfillable"] == 0, kinds
+        # The twin carried every trade: nothing had to come over REST.
+        assert status["backfilled"] == 0 and not any(r["flags"] & pumpwatch.FLAGS["BACKFILL"] for r in rows)
+        run.store.close()
+
+    asyncio.run(go())
+
+
+def test_redundancy_setting_is_checked():
+    with pytest.raises(pumpwatch.config.ConfigError, match="redundancy"):
+        pumpwatch.config.from_dict({"connection": {"redundancy": 3}})
+    with pytest.raises(pumpwatch.config.ConfigError, match="venues.okx-spot.redundancy"):
+        pumpwatch.config.from_dict({"venues": {"okx-spot": {"redundancy": 5}}})
+    cfg = pumpwatch.config.from_dict({"connection": {"redundancy": 2}, "venues": {"okx-spot": {"redundancy": 1}}})
+    assert cfg.connection.redundancy == 2 and cfg.venues["okx-spot"].redundancy == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Silent symbols
+
+
+def test_silent_symbol_alarm_is_raised_resubscribed_and_cleared(tmp_path):
+    venue = "binance-spot"
+    symbol = "ETHUSDT"
+
+    async def go():
+        async with SimVenue(venue, seed=4, trades_per_s=60.0) as sim:
+            conn = {"silent_factor": 10.0, "silent_min_s": 1.0}
+            async with Run(tmp_path / "d", {venue: sim}, connection=conn) as run:
+                rec = run.recorder(venue)
+                assert await wait_until(lambda: rec.activity.get(symbol) and rec.activity[symbol].intervals >= 15, 15)
+                # 1) The venue stops sending the symbol whatever we do: the alarm stays up and
+                #    the status names the symbol, until it trades again.
+                sim.silence(symbol, seconds=4.0)
+                assert await wait_until(lambda: run.status(venue)["silent_symbols"] == [symbol], 6), run.status(venue)
+                state = run.status(venue)["state"]
+                assert "silent" in state and symbol in state, state
+                assert await wait_until(lambda: run.status(venue)["silent_symbols"] == [], 8), "the alarm was not cleared"
+                assert run.status(venue)["state"].startswith("recording")
+                # 2) The venue drops the subscription: our resubscribe brings the symbol back.
+                alarms = run.status(venue)["silent_alarms"]
+                sim.silence(symbol)
+                assert sim.subscribers(symbol) == 0
+                assert await wait_until(lambda: run.status(venue)["silent_alarms"] > alarms, 6)
+                assert await wait_until(lambda: sim.subscribers(symbol) == 1 and not run.status(venue)["silent_symbols"], 6)
+                resumed = time.time_ns()
+                assert await wait_until(lambda: sum(r["symbol"] == symbol and r["recv_ns"] > resumed
+                                                    for r in run.stored(venue)) >= 5, 6)
+                await wait_until(lambda: run.status(venue)["pending_backfills"] == 0, 5)
+            rows = run.stored(venue)
+            markers = run.markers(venue, "subscription_set")
+            status = run.status(venue)
+        print(assert_every_trade_once(sim, rows))  # what the silences took was backfilled by id
+        assert status["silent_alarms"] == 2 and status["gaps_unfillable"] == 0
+        raised = [m for m in markers if m["symbol"] == symbol and "resubscribed" in m["detail"]]
+        cleared = [m for m in markers if m["symbol"] == symbol and "trades again" in m["detail"]]
+        assert len(raised) == 2 and len(cleared) == 2, markers
+        assert all(m["from_ts_ns"] < m["to_ts_ns"] for m in raised + cleared)
+        # No other symbol was called silent: the alarm is per symbol.
+        assert {m["symbol"] for m in markers} == {symbol}
+        run.store.close()
+
+    asyncio.run(go())
+
+
+def test_silence_of_a_whole_connection_is_not_a_silent_symbol(tmp_path):
+    """A stall silences every symbol: the idle watchdog's case, not the symbol alarm's."""
+    venue = "bybit-spot"
+
+    async def go():
+        async with SimVenue(venue, seed=4, trades_per_s=60.0) as sim:
+            conn = {"silent_factor": 5.0, "silent_min_s": 0.5, "idle_timeout_s": 5.0}
+            async with Run(tmp_path / "d", {venue: sim}, connection=conn) as run:
+                rec = run.recorder(venue)
+                assert await wait_until(lambda: len(rec.activity) == 4 and all(a.intervals >= 10 for a in rec.activity.values()), 15)
+                sim.stall(2.0)
+                await asyncio.sleep(3.0)
+            assert run.status(venue)["silent_alarms"] == 0
+        run.store.close()
+
+    asyncio.run(go())
+
+
+# ---------------------------------------------------------------------------------------------
+# Instrument refresh
+
+
+def test_delisted_instrument_is_unsubscribed_and_new_ones_subscribed_within_message_limits(tmp_path):
+    """Bybit spot takes at most 10 args per subscribe message and refuses more: twelve new
+    listings at once must go out in two messages, on the connection that has room."""
+    venue = "bybit-spot"
+    new_bases = [f"NEW{c}" for c in "ABCDEFGHIJKL"]
+
+    async def go():
+        async with SimVenue(venue, seed=2, trades_per_s=30.0) as sim:
+            async with Run(tmp_path / "d", {venue: sim}, discovery_refresh_s=0.3) as run:
+                assert await wait_until(lambda: sim.subscribers("DOGEUSDT") == 1, 10)
+                sim.delist("DOGEUSDT")
+                now = time.time_ns()
+                for base in new_bases:
+                    sim.schedule_listing(base, now)
+                assert await wait_until(lambda: sim.subscribers("DOGEUSDT") == 0, 5), "the delisted symbol is still subscribed"
+                assert await wait_until(lambda: all(sim.subscribers(f"{b}USDT") == 1 for b in new_bases), 5)
+                assert await wait_until(lambda: {f"{b}USDT" for b in new_bases} <= {r["symbol"] for r in run.stored(venue)}, 10)
+                status = run.status(venue)
+            markers = run.markers(venue, "subscription_set")
+        assert status["venue_errors"] == 0, status["last_error"]  # no message over the limit
+        assert status["connections"] == 1  # the new symbols went on the connection with room
+        assert status["subscribed"] == 3 + len(new_bases) and status["unsubscribed"] == 1
+        details = [m["detail"] for m in markers]
+        assert any(d.startswith("unsubscribed 1 delisted: DOGEUSDT") for d in details), details
+        assert any(d.startswith(f"subscribed {len(new_bases)} new") for d in details), details
+        assert run.recorder(venue).connections[0].symbols.count("DOGEUSDT") == 0
+        run.store.close()
+
+    asyncio.run(go())
+
+
+# ---------------------------------------------------------------------------------------------
+# Isolation: a failing venue says what is wrong and harms no other
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_refusing_erroring_and_unreachable_venues_are_isolated(tmp_path):
+    healthy = "binance-spot"
+    port = _closed_port()
+    dead = f"http://127.0.0.1:{port}"
+
+    async def go():
+        async with SimVenue(healthy, seed=8, trades_per_s=40.0) as good, \
+                SimVenue("okx-spot", seed=8, trades_per_s=40.0) as refusing, \
+                SimVenue("gate-spot", seed=8, trades_per_s=40.0) as erroring:
+            erroring.fail_rest(60.0, 503)
+            sims = {healthy: good, "okx-spot": refusing, "gate-spot": erroring}
+            venues = {
+                "okx-spot": {"symbols": ("NOPE-USDT",)},  # the venue refuses the subscription
+                "bybit-spot": {"rest_url": dead, "ws_url": f"ws://127.0.0.1:{port}"},  # nothing listens
+                "bybit-linear": {"rest_url": dead, "ws_url": f"ws://127.0.0.1:{port}", "symbols": ("BTCUSDT",)},
+            }
+            async with Run(tmp_path / "d", sims, venues=venues) as run:
+                def named() -> bool:
+                    st = run.collector.status()["venues"]
+                    return (st["okx-spot"]["state"].startswith("error")
+                            and st["gate-spot"]["state"].startswith("down: instrument list failed")
+                            and st["bybit-spot"]["state"].startswith("down: instrument list failed")
+                            and st["bybit-linear"]["state"].startswith("down: connecting failed"))
+
+                assert await wait_until(named, 15), run.collector.status()["venues"]
+                await asyncio.sleep(3.0)
+                status = run.collector.status()["venues"]
+            rows = run.stored(healthy)
+        print(assert_every_trade_once(good, rows, min_per_symbol=5))
+        assert status[healthy]["state"].startswith("recording") and status[healthy]["last_error"] == ""
+        assert "60018" in status["okx-spot"]["state"] or "exist" in status["okx-spot"]["state"], status["okx-spot"]
+        assert "503" in status["gate-spot"]["last_error"], status["gate-spot"]
+        assert "refused" in status["bybit-spot"]["last_error"].lower(), status["bybit-spot"]
+        assert "refused" in status["bybit-linear"]["state"].lower(), status["bybit-linear"]
+        for venue in ("okx-spot", "gate-spot", "bybit-spot", "bybit-linear"):
+            assert status[venue]["trades"] == 0
+        run.store.close()
+
+    asyncio.run(go())
