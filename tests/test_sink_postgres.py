@@ -308,10 +308,17 @@ def test_a_cursor_past_the_end_of_the_log_is_reported_not_papered_over(pg_dsn, s
     sink.start()
     try:
         st = _wait(lambda: (s := sink.status())["errors"] and s, 60, "the sink to report the cursor")
-        assert "past the end of the log" in st["last_error"] and "reset" in st["last_error"]
+        assert "past the end of the log" in st["last_error"] and "UPDATE" in st["last_error"]
     finally:
         sink.close()
     assert _db_checksum(pg_dsn, schema)[0] == 1_000
+    # Doing what the message says starts the sink over on the new log.
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        c.execute(f"UPDATE {schema}.collectors SET seg_seq = 0, seg_offset = 0 WHERE collector_id = 'replaced'")
+    sink = _sink(pg_dsn, d, "replaced", schema)
+    sink.catch_up(timeout_s=60)
+    sink.close()
+    assert _db_checksum(pg_dsn, schema)[0] == 1_010
 
 
 # ---- what the tail could not read ----------------------------------------------------------
@@ -553,12 +560,15 @@ def test_the_sink_follows_a_recording_store_and_reports_its_lag(pg_dsn, schema, 
             assert time.monotonic() < deadline, sink.status()
             await asyncio.sleep(0.05)
         st = sink.status()
+        # A clean stop writes what the log holds at that moment.
+        store.append_trades(make_trades(3_000, seed=99, t0=2 * 10**18))
         stop.set()
         await task
         store.close()
         return sent, st, sink.status()
 
     sent, st, after = asyncio.run(main())
+    assert after["trades_written"] == sent + 3_000 == _db_checksum(pg_dsn, schema)[0]
     for k in ("records_behind", "bytes_behind", "seconds_behind", "trades_written", "last_error", "caught_up", "cursor", "log_end"):
         assert k in st
     assert (st["records_behind"], st["bytes_behind"], st["seconds_behind"]) == (0, 0, 0.0)

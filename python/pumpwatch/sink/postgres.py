@@ -324,6 +324,7 @@ class PostgresSink:
         self._cursor: Cursor = START
         self._known_days: set[int] = set()
         self._staged_batches_left = 0
+        self._drain_s = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -426,7 +427,13 @@ class PostgresSink:
         moved; False when there was nothing new. Raises on a database or log error (the caller
         reconnects)."""
         conn = self._conn or self._connect()
-        batch = self._tail.read(self._cursor, self.batch_rows)
+        try:
+            batch = self._tail.read(self._cursor, self.batch_rows)
+        except InvalidInputError as e:  # the only one: a cursor past the end of the log
+            raise SinkError(
+                f"{e}. To start over: UPDATE {self.schema}.collectors SET seg_seq = 0, seg_offset = 0 WHERE "
+                f"collector_id = '{self.collector_id}' (rows already in the database stay and are not written twice)"
+            ) from None
         if batch.trades.num_rows and self._oldest_unwritten_recv_ns is None:
             with self._lock:
                 self._oldest_unwritten_recv_ns = batch.trades["recv_ns"][0].as_py()
@@ -600,8 +607,19 @@ class PostgresSink:
             self._refresh_lag()
             self._stop.wait(self._backoff(attempt))
             attempt += 1
+        if self._drain_s > 0 and self._conn is not None:
+            self._drain(time.monotonic() + self._drain_s)
         self._drop_connection()
         self._set(state="stopped")
+
+    def _drain(self, deadline: float) -> None:
+        """On a clean stop: what the log holds now goes out too, while the database answers and
+        time is left (what does not is sent on the next start, from the cursor)."""
+        try:
+            while time.monotonic() < deadline and self.step() and not self._stats["caught_up"]:
+                pass
+        except Exception as e:  # noqa: BLE001 - stopping anyway; the cursor says where to go on
+            self._note_error(e, connection=isinstance(e, psycopg.OperationalError))
 
     def start(self) -> None:
         """Starts the sink's thread (returns at once)."""
@@ -611,14 +629,16 @@ class PostgresSink:
         self._thread = threading.Thread(target=self._loop, name=f"pumpwatch-sink-postgres-{self.collector_id}", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout_s: float = 15.0) -> None:
+    def stop(self, timeout_s: float = 15.0, *, drain_s: float = 0.0) -> None:
         """Stops the thread after the batch in flight (its transaction commits or rolls back
-        whole). A connection hung on a dead network is cancelled after `timeout_s`."""
+        whole); with `drain_s`, after writing what the log holds now, for at most that long. A
+        connection hung on a dead network is cancelled after `timeout_s` (+ `drain_s`)."""
+        self._drain_s = drain_s
         self._stop.set()
         t = self._thread
         if t is None:
             return
-        t.join(timeout_s)
+        t.join(timeout_s + drain_s)
         if t.is_alive() and self._conn is not None:
             try:
                 self._conn.cancel()
@@ -629,13 +649,14 @@ class PostgresSink:
             log.warning("postgres sink %s: its thread did not stop in time; left to finish on its own", self.collector_id)
         self._thread = None
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Runs the sink until `stop` is set (the daemon's way to run it)."""
+    async def run(self, stop: asyncio.Event, *, drain_s: float = 10.0) -> None:
+        """Runs the sink until `stop` is set (the daemon's way to run it), then writes what the
+        log holds at that moment (for at most `drain_s`) and stops."""
         self.start()
         try:
             await stop.wait()
         finally:
-            await asyncio.to_thread(self.stop)
+            await asyncio.to_thread(self.stop, drain_s=drain_s)
 
 
 def metrics_lines(status: dict[str, Any]) -> list[str]:
