@@ -432,7 +432,8 @@ class PostgresSink:
         except InvalidInputError as e:  # the only one: a cursor past the end of the log
             raise SinkError(
                 f"{e}. To start over: UPDATE {self.schema}.collectors SET seg_seq = 0, seg_offset = 0 WHERE "
-                f"collector_id = '{self.collector_id}' (rows already in the database stay and are not written twice)"
+                f"collector_id = '{self.collector_id.replace(chr(39), chr(39) * 2)}' (rows already in the database stay "
+                f"and are not written twice)"
             ) from None
         if batch.trades.num_rows and self._oldest_unwritten_recv_ns is None:
             with self._lock:
