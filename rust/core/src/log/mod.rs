@@ -9,6 +9,7 @@ pub mod index;
 pub mod reader;
 pub mod scan;
 pub mod segment;
+pub mod tail;
 pub mod writer;
 
 pub use reader::{LogReader, MarkerQuery, TradeColumns, TradeQuery, VerifyReport};
