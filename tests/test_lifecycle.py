@@ -294,7 +294,9 @@ def test_silence_of_a_whole_connection_is_not_a_silent_symbol(tmp_path):
 
     async def go():
         async with SimVenue(venue, seed=4, trades_per_s=60.0) as sim:
-            conn = {"silent_factor": 5.0, "silent_min_s": 0.5, "idle_timeout_s": 5.0}
+            # Thresholds a Poisson stream does not cross by chance (a gap of 20 mean intervals has
+            # odds e^-20), below the stall: only the stall could raise the alarm.
+            conn = {"silent_factor": 20.0, "silent_min_s": 1.0, "idle_timeout_s": 5.0}
             async with Run(tmp_path / "d", {venue: sim}, connection=conn) as run:
                 rec = run.recorder(venue)
                 assert await wait_until(lambda: len(rec.activity) == 4 and all(a.intervals >= 10 for a in rec.activity.values()), 15)

@@ -552,7 +552,8 @@ def test_reopen_after_close_appends_to_the_active_segment(tmp_path):
     with Store(tmp_path) as s:
         assert s.query().to_pylist() == expected(trades[:10], *ALL_TIME)
         assert s.recovery_report == dict(
-            segments=1, records_in_active=11, truncated=[], damaged=[], saved_to=[], sealed=[], headers_repaired=[]
+            segments=1, records_in_active=11, truncated=[], damaged=[], saved_to=[], sealed=[], headers_repaired=[],
+            compression=[],
         )
         s.append_trades(trades[10:])
         assert len(segment_files(tmp_path)) == 1

@@ -10,7 +10,7 @@ from pumpwatch.retention import RetentionPolicy, apply_retention, low_disk
 
 
 def _log_with_segments(path, n_segments=5):
-    store = pumpwatch.Store(path, segment_max_bytes=1 << 16)
+    store = pumpwatch.Store(path, segment_max_bytes=1 << 16, zstd_level=0)  # compressed: test_compression.py
     trades = make_trades(500 * n_segments, seed=31)
     for i in range(0, len(trades), 500):
         store.append_trades(trades[i : i + 500])

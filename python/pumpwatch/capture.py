@@ -751,13 +751,14 @@ class CaptureScheduler:
 
 def open_source(source: str | None, data_dir: str | os.PathLike[str]) -> Any:
     """The recording to read: a data directory (a reader that takes no lock, safe beside a running
-    daemon), or a PostgreSQL replica (`postgresql://...`, see pumpwatch.sink)."""
+    daemon), or a PostgreSQL replica (`postgresql://...`, see pumpwatch.sink; its schema from
+    PUMPWATCH_PG_SCHEMA, default `pumpwatch`)."""
     if source and source.startswith(("postgresql://", "postgres://")):
         try:
             from .sink.postgres import PostgresSource
         except ImportError as e:
             raise CaptureError(f"reading from PostgreSQL needs its driver: pip install 'pumpwatch[postgres]' ({e})") from None
-        return PostgresSource(source)
+        return PostgresSource(source, schema=os.environ.get("PUMPWATCH_PG_SCHEMA", "pumpwatch"))
     from .store import ReadOnlyStore
 
     path = os.fspath(source or data_dir)

@@ -589,20 +589,23 @@ class VenueRecorder:
 
     # -- silent symbols
 
-    def note_trade(self, symbol: str, recv_ns: int) -> None:
-        """A live trade of `symbol` (from the store's ring): keeps its usual interval, and ends
-        its silence alarm."""
+    def note_trades(self, symbol: str, sightings: int, last_recv_ns: int) -> None:
+        """`symbol` was seen `sightings` times since the last look (trades of one frame count
+        once), last at `last_recv_ns` (from the store's ring): keeps its usual interval between
+        sightings (an EWMA, fed the batch's mean interval weighted as that many single updates)
+        and ends its silence alarm."""
         a = self.activity.get(symbol)
         if a is None:
-            self.activity[symbol] = SymbolActivity(last_ns=recv_ns)
+            self.activity[symbol] = SymbolActivity(last_ns=last_recv_ns)
             return
         if a.silent_since_ns:
-            self._recovered(symbol, a, recv_ns)
-        elif recv_ns > a.last_ns and a.last_ns:
-            gap = recv_ns - a.last_ns
-            a.mean_interval_ns = gap if not a.intervals else (1 - SILENT_EWMA) * a.mean_interval_ns + SILENT_EWMA * gap
-            a.intervals += 1
-        a.last_ns = max(a.last_ns, recv_ns)
+            self._recovered(symbol, a, last_recv_ns)
+        elif last_recv_ns > a.last_ns and a.last_ns:
+            gap = (last_recv_ns - a.last_ns) / sightings
+            weight = 1.0 - (1.0 - SILENT_EWMA) ** sightings
+            a.mean_interval_ns = gap if not a.intervals else (1 - weight) * a.mean_interval_ns + weight * gap
+            a.intervals += sightings
+        a.last_ns = max(a.last_ns, last_recv_ns)
 
     def check_silent(self, now_ns: int) -> None:
         """Raises the alarm for symbols silent past `silent_factor` x their usual interval while
@@ -752,18 +755,14 @@ class Collector:
         """Follows every live trade stored (the store's ring, off the socket path) to know when
         each symbol last traded, and lets each venue check for silent symbols."""
         reader = self.store.ring_reader()
-        backfill = _core.FLAGS["BACKFILL"]
         while True:
             await asyncio.sleep(SILENT_CHECK_S)
-            while True:
-                trades, _missed = reader.poll()
-                for t in trades:
-                    if not t.flags & backfill:
-                        recorder = self.recorders.get(t.venue)
-                        if recorder is not None:
-                            recorder.note_trade(t.symbol, t.recv_ns)
-                if len(trades) < 65536:
-                    break
+            # Per symbol counts made in Rust: no Python object per trade at any rate.
+            activity, _missed = reader.poll_activity()
+            for venue, symbol, sightings, last_recv_ns in activity:
+                recorder = self.recorders.get(venue)
+                if recorder is not None:
+                    recorder.note_trades(symbol, sightings, last_recv_ns)
             now = time.time_ns()
             for recorder in self.recorders.values():
                 recorder.check_silent(now)

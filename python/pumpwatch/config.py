@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import socket
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +38,8 @@ class LogSettings:
     #: The ingest path and log writer: "rust" (pumpwatch._core) or "purepy" (pumpwatch.purepy,
     #: the plain-Python reference path, same log format; for comparison, many times slower).
     engine: str = "rust"
+    #: zstd level sealed segments are compressed with, in the background (1..22; 0 = keep plain).
+    zstd_level: int = 3
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,66 @@ class VenueSettings:
 
 
 @dataclass(frozen=True)
+class PostgresSinkSettings:
+    """`[sink.postgres]`: replicate the recording into PostgreSQL / TimescaleDB (pumpwatch.sink.postgres)."""
+
+    #: `postgresql://user@host:5432/db`; when the key is absent, the environment variable
+    #: PUMPWATCH_PG_DSN (keeps the password out of the file).
+    dsn: str = ""
+    #: Who this recorder is in the database (rows say which collectors saw them); "" = host name.
+    collector_id: str = ""
+    #: The PostgreSQL schema the tables live in.
+    schema: str = "pumpwatch"
+    #: Records per transaction (one COPY each).
+    batch_rows: int = 50_000
+    #: How often the sink looks for new records once it has caught up.
+    poll_interval_s: float = 0.2
+    reconnect_initial_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    #: Use a TimescaleDB hypertable when the server has the extension (else a table partitioned by day).
+    use_timescaledb: bool = True
+
+
+@dataclass(frozen=True)
+class SinkSettings:
+    """`[sink]`: where the recording is replicated to besides the local log (nowhere by default)."""
+
+    postgres: PostgresSinkSettings | None = None
+
+
+ENV_PG_DSN = "PUMPWATCH_PG_DSN"
+
+
+def _sink(v: Any) -> SinkSettings:
+    if not isinstance(v, dict):
+        raise ConfigError("[sink] must hold one table per sink, e.g. [sink.postgres]")
+    known = [f.name for f in dataclasses.fields(SinkSettings)]
+    for name in v:
+        if name not in known:
+            raise ConfigError(f"unknown sink [sink.{name}]; the sinks are: {', '.join(known)}")
+    if "postgres" not in v:
+        return SinkSettings()
+    pg = _section("sink.postgres", PostgresSinkSettings, v["postgres"])
+    dsn = pg.dsn or os.environ.get(ENV_PG_DSN, "")
+    if not dsn:
+        raise ConfigError(f"sink.postgres.dsn is not set and neither is the environment variable {ENV_PG_DSN}: set "
+                          f"one to the database to write to, e.g. postgresql://pumpwatch@db.example:5432/pumpwatch")
+    if not (dsn.startswith(("postgresql://", "postgres://")) or "=" in dsn):
+        raise ConfigError(f"sink.postgres.dsn {dsn!r} is not a PostgreSQL connection string; write "
+                          f"postgresql://user@host:5432/database (or key=value pairs)")
+    collector_id = pg.collector_id or socket.gethostname()
+    if len(collector_id) > 200 or not collector_id.isprintable():
+        raise ConfigError(f"sink.postgres.collector_id {collector_id!r} must be printable text of at most 200 characters")
+    if not re.match(r"^[a-z_][a-z0-9_]{0,62}$", pg.schema):
+        raise ConfigError(f"sink.postgres.schema {pg.schema!r} must be a plain PostgreSQL name (lower-case letters, digits, _)")
+    if pg.batch_rows < 1:
+        raise ConfigError(f"sink.postgres.batch_rows must be at least 1, not {pg.batch_rows}")
+    if pg.reconnect_max_s < pg.reconnect_initial_s:
+        raise ConfigError("sink.postgres.reconnect_max_s must be at least sink.postgres.reconnect_initial_s")
+    return SinkSettings(postgres=dataclasses.replace(pg, dsn=dsn, collector_id=collector_id))
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: str = "./pumpwatch-data"
     #: The quote asset of the instruments recorded.
@@ -138,6 +202,7 @@ class Config:
     log: LogSettings = field(default_factory=LogSettings)
     connection: ConnectionSettings = field(default_factory=ConnectionSettings)
     venues: dict[str, VenueSettings] = field(default_factory=lambda: {v: VenueSettings() for v in VENUE_IDS})
+    sink: SinkSettings = field(default_factory=SinkSettings)
 
 
 def _typed(where: str, value: Any, typ: Any) -> Any:
@@ -192,6 +257,8 @@ def from_dict(raw: dict[str, Any]) -> Config:
             kw[k] = _section("upbit", UpbitSettings, v)
         elif k == "capture":
             kw[k] = _section("capture", CaptureSettings, v)
+        elif k == "sink":
+            kw[k] = _sink(v)
         elif k == "venues":
             if not isinstance(v, dict):
                 raise ConfigError("[venues] must hold one table per venue, e.g. [venues.binance-spot]")
@@ -218,6 +285,9 @@ def from_dict(raw: dict[str, Any]) -> Config:
         raise ConfigError(f"connection.rotate_at_fraction must be between 0 and 1, not {cfg.connection.rotate_at_fraction}")
     if cfg.log.engine not in ENGINES:
         raise ConfigError(f"log.engine must be one of {', '.join(repr(e) for e in ENGINES)}, not {cfg.log.engine!r}")
+    if not 0 <= cfg.log.zstd_level <= 22:
+        raise ConfigError(f"log.zstd_level {cfg.log.zstd_level} is out of range; use 1 (fastest) to 22 (smallest), "
+                          f"3 by default, or 0 to keep sealed segments uncompressed")
     host, _, port = cfg.metrics_address.rpartition(":")
     if host not in ("127.0.0.1", "localhost", "::1") or not port.isdigit():
         raise ConfigError(f"metrics_address {cfg.metrics_address!r} must be 127.0.0.1:PORT (served on loopback only)")

@@ -10,7 +10,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 import logging
-import os
 import signal
 import sys
 import time
@@ -18,6 +17,7 @@ import time
 from .capture import CaptureScheduler
 from .collector import Collector
 from .config import Config
+from .retention import log_bytes
 from .status import disk_free, serve_status
 from .store import Store
 
@@ -96,7 +96,7 @@ def open_store(cfg: Config):
         return purepy.Store(cfg.data_dir, fsync_interval=cfg.log.fsync_interval, segment_span_s=cfg.log.segment_span_s,
                             segment_max_bytes=cfg.log.segment_max_bytes)
     return Store(cfg.data_dir, fsync_interval=cfg.log.fsync_interval, segment_span_s=cfg.log.segment_span_s,
-                 segment_max_bytes=cfg.log.segment_max_bytes, ring_bytes=cfg.log.ring_bytes)
+                 segment_max_bytes=cfg.log.segment_max_bytes, ring_bytes=cfg.log.ring_bytes, zstd_level=cfg.log.zstd_level)
 
 
 async def _maintain(cfg: Config, store, warnings: list[str], stop: asyncio.Event, every_s: float = 60.0) -> None:
@@ -130,17 +130,20 @@ async def _run_scenario(sim, faults) -> None:
 
 
 def _status_with_disk(collector: Collector, cfg: Config, watcher=None, listings: ListingLog | None = None,
-                      warnings: list[str] | None = None, captures: CaptureScheduler | None = None):
+                      warnings: list[str] | None = None, captures: CaptureScheduler | None = None, sink=None):
     def status() -> dict:
         st = collector.status()
+        if sink is not None:
+            st["sink"] = {"postgres": sink.status()}
         st["warnings"] = list(warnings or [])
         if watcher is not None:
             st["upbit"] = {"metrics": watcher.metrics(), "listings": listings.triggers if listings else []}
         if captures is not None:
             st["captures"] = captures.status()
         st["disk_free_bytes"] = disk_free(cfg.data_dir)
-        log_dir = os.path.join(cfg.data_dir, "log")
-        st["log_bytes"] = sum(e.stat().st_size for e in os.scandir(log_dir) if e.name.endswith(".pwlog"))
+        st["log_bytes"] = log_bytes(cfg.data_dir)  # plain and zstd-compressed segments
+        if hasattr(collector.store, "compression_stats"):
+            st["compression"] = collector.store.compression_stats()
         return st
 
     return status
@@ -160,11 +163,19 @@ def _dashboard(status: dict):
             "-" if age is None else f"{age:.1f}s", str(v["gaps_found"]), str(v["gaps_filled"]), str(v["gaps_unfillable"]),
             str(v["quarantined"]), v["last_error"][:30],
         )
+    lines = []
+    pg = status.get("sink", {}).get("postgres")
+    if pg:
+        lines.append(f"postgres sink {pg['collector_id']}: {pg['state']}, {pg['records_behind']:,} records / "
+                     f"{pg['seconds_behind']:.1f} s behind, {pg['trades_written']:,} written"
+                     + (f", last error: {pg['last_error'][:60]}" if pg["last_error"] else ""))
     caps = status.get("captures")
     if caps:
         done = caps["events"]
-        t.caption = (f"events written: {len(done)}" + (f" (latest {done[-1]['event']}: {done[-1]['trades']:,} trades, "
+        lines.append(f"events written: {len(done)}" + (f" (latest {done[-1]['event']}: {done[-1]['trades']:,} trades, "
                      f"{done[-1]['verdict']})" if done else "") + (f"; waiting for their window: {', '.join(caps['pending'])}" if caps["pending"] else ""))
+    if lines:
+        t.caption = "\n".join(lines)
     return t
 
 
@@ -240,9 +251,16 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
     server = None
     watcher = None
     captures = None
+    sink, sink_stop, sink_task = None, asyncio.Event(), None
     listings = ListingLog()
     try:
         collector = Collector(cfg, store)
+        if cfg.sink.postgres is not None:
+            from .sink.postgres import PostgresSink
+
+            # Its own stop: it stops after the collector, so the recorder's last markers ship too.
+            sink = PostgresSink.from_settings(cfg.sink.postgres, cfg.data_dir)
+            sink_task = asyncio.create_task(sink.run(sink_stop))
         capture_settings = cfg.capture
         if simulate:  # the scenario's event should appear well within its minute
             capture_settings = dataclasses.replace(capture_settings, grace_s=min(capture_settings.grace_s, scenario.capture_grace_s))
@@ -255,7 +273,7 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
             watcher = UpbitWatcher(cfg.data_dir, on_trigger=listings, **cfg.upbit.watcher_settings())
             await watcher.start()
         warnings: list[str] = []
-        status_fn = _status_with_disk(collector, cfg, watcher, listings, warnings, captures)
+        status_fn = _status_with_disk(collector, cfg, watcher, listings, warnings, captures, sink)
         maintenance = asyncio.create_task(_maintain(cfg, store, warnings, stop))
         try:
             server = await serve_status(cfg.metrics_address, status_fn)
@@ -270,6 +288,9 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
             interactive = sys.stderr.isatty()
         reporter = asyncio.create_task(_report(status_fn, stop, interactive))
         await collector.run(stop)
+        if sink_task is not None:
+            sink_stop.set()
+            await sink_task
         await reporter
         await maintenance
         final = status_fn()
@@ -280,6 +301,9 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
             await watcher.stop()
         if captures is not None:
             await captures.stop()
+        if sink_task is not None and not sink_task.done():
+            sink_stop.set()
+            await asyncio.gather(sink_task, return_exceptions=True)
         if upbit_sim is not None:
             await upbit_sim.stop()
         if fault_task:

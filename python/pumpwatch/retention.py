@@ -1,5 +1,6 @@
-"""Retention of the recording: whole sealed segments are deleted by age and by a disk budget,
-never the one being written; and a low-disk watchdog that warns while the recorder keeps going."""
+"""Retention of the recording: whole sealed segments (plain or compressed) are deleted by age and
+by a disk budget, never the one being written; and a low-disk watchdog that warns while the
+recorder keeps going."""
 
 from __future__ import annotations
 
@@ -15,6 +16,54 @@ log = logging.getLogger("pumpwatch.retention")
 
 _HEADER = struct.Struct("<8sHHIQqIIQ")  # docs/FORMAT.md: magic .. created_ns .. state, published end
 STATE_SEALED = 1
+# A compressed segment carries the plain segment's header, as sealed, after its own 64 bytes.
+_COMPRESSED_MAGIC = b"PUMPWZST"
+_PLAIN_HEADER_IN_COMPRESSED = 64
+_SEGMENT_SUFFIXES = (".pwlog", ".pwzst")
+
+
+def _segment_files(log_dir: Path) -> dict[int, list[Path]]:
+    """Segment files (plain and compressed; both only while a compression finishes) by sequence number."""
+    found: dict[int, list[Path]] = {}
+    try:
+        entries = list(os.scandir(log_dir))
+    except FileNotFoundError:
+        return found
+    for e in entries:
+        stem, dot, ext = e.name.partition(".")
+        if dot and "." + ext in _SEGMENT_SUFFIXES and len(stem) == 20 and stem.isdigit():
+            found.setdefault(int(stem), []).append(Path(e.path))
+    return found
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def log_bytes(data_dir: str | os.PathLike[str]) -> int:
+    """Bytes the log takes on disk: every segment, plain or compressed (what the budget counts)."""
+    return sum(_size(p) for paths in _segment_files(Path(data_dir) / "log").values() for p in paths)
+
+
+def _sealed_created_ns(path: Path) -> int | None:
+    """When a segment was created, if it is sealed (a compressed one always is); None otherwise."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_PLAIN_HEADER_IN_COMPRESSED + _HEADER.size)
+    except OSError:
+        return None
+    if head[:8] == _COMPRESSED_MAGIC:
+        head = head[_PLAIN_HEADER_IN_COMPRESSED:]
+    try:
+        magic, _v, _h, _r, _seq, created_ns, _crc, state, _end = _HEADER.unpack_from(head)
+    except struct.error:
+        return None
+    if magic != b"PUMPWLOG" or state != STATE_SEALED:
+        return None  # only what the writer sealed is ever deleted
+    return created_ns
 
 
 @dataclass(frozen=True)
@@ -27,46 +76,44 @@ class RetentionPolicy:
     low_disk_bytes: int = 2 << 30
 
 
-def _sealed_segments(log_dir: Path, active_seq: int) -> list[tuple[int, Path, int, int]]:
-    """(seq, path, created_ns, size) of sealed segments other than the active one, oldest first."""
+def _sealed_segments(log_dir: Path, active_seq: int) -> list[tuple[int, list[Path], int, int]]:
+    """(seq, files, created_ns, size) of sealed segments other than the active one, oldest first."""
     out = []
-    for p in sorted(log_dir.glob("*.pwlog")):
-        try:
-            seq = int(p.stem)
-        except ValueError:
-            continue
+    for seq, paths in sorted(_segment_files(log_dir).items()):
         if seq >= active_seq:
             continue
-        try:
-            with open(p, "rb") as f:
-                head = f.read(_HEADER.size)
-            magic, _v, _h, _r, _seq, created_ns, _crc, state, _end = _HEADER.unpack(head)
-        except (OSError, struct.error):
+        created = [c for c in map(_sealed_created_ns, sorted(paths)) if c is not None]
+        if not created:
             continue
-        if magic != b"PUMPWLOG" or state != STATE_SEALED:
-            continue  # only what the writer sealed is ever deleted
-        out.append((seq, p, created_ns, p.stat().st_size))
+        out.append((seq, paths, created[0], sum(map(_size, paths))))
     return out
 
 
 def apply_retention(data_dir: str | os.PathLike[str], active_seq: int, policy: RetentionPolicy, now_ns: int | None = None) -> list[str]:
-    """Deletes sealed segments past the age limit, then the oldest ones while the log is over its
-    budget. Returns the names deleted."""
+    """Deletes sealed segments (plain or compressed, with their index files) past the age limit,
+    then the oldest ones while the log is over its budget. Returns the names deleted."""
     log_dir = Path(data_dir) / "log"
     now_ns = time.time_ns() if now_ns is None else now_ns
     sealed = _sealed_segments(log_dir, active_seq)
-    total = sum(p.stat().st_size for p in log_dir.glob("*.pwlog"))
+    total = log_bytes(data_dir)
     deleted = []
-    for seq, path, created_ns, size in sealed:
+    for seq, paths, created_ns, size in sealed:
         too_old = policy.max_age_s > 0 and now_ns - created_ns > policy.max_age_s * 1e9
         over_budget = policy.max_bytes > 0 and total > policy.max_bytes
         if not (too_old or over_budget):
             break  # oldest first: nothing younger can be older
-        path.unlink(missing_ok=True)
-        path.with_suffix(".pwidx").unlink(missing_ok=True)
+        # Every name the segment can have, not only those listed: a background compression may
+        # finish (or be midway) meanwhile. The unfinished one goes first, so it cannot be renamed
+        # into place after the copies are gone.
+        for name in (f"{seq:020d}.pwzst.tmp", f"{seq:020d}.pwlog", f"{seq:020d}.pwzst", f"{seq:020d}.pwidx"):
+            try:
+                (log_dir / name).unlink()
+            except FileNotFoundError:
+                continue
+            if not name.endswith((".tmp", ".pwidx")):
+                deleted.append(name)
         total -= size
-        deleted.append(path.name)
-        log.info("retention deleted %s (%s)", path.name, "age" if too_old else "disk budget")
+        log.info("retention deleted segment %d (%s)", seq, "age" if too_old else "disk budget")
     return deleted
 
 

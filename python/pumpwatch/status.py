@@ -35,6 +35,10 @@ def metrics_text(status: dict) -> str:
         if k in status:
             lines.append(f"# TYPE pumpwatch_{k} gauge")
             lines.append(f"pumpwatch_{k} {status[k]}")
+    if "postgres" in status.get("sink", {}):
+        from .sink.postgres import metrics_lines
+
+        lines += metrics_lines(status["sink"]["postgres"])
     return "\n".join(lines) + "\n"
 
 

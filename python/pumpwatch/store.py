@@ -121,7 +121,8 @@ class Store(_Reading):
 
     Appends go to a memory-mapped segment: once `append_trades` returns, a crash of this
     process loses nothing of the batch; `fsync_interval` (seconds, 0 = every batch) bounds what
-    a power loss can take.
+    a power loss can take. Sealed segments are compressed with zstd at `zstd_level` (0 = keep
+    them plain) on a background thread; every query and tool reads them as before.
     """
 
     def __init__(
@@ -132,9 +133,10 @@ class Store(_Reading):
         segment_span_s: float = 3600.0,
         segment_max_bytes: int = 1 << 30,
         ring_bytes: int = 128 << 20,
+        zstd_level: int = 3,
     ) -> None:
         self.path = os.fspath(path)
-        self._log = _core.LogWriter(self.path, fsync_interval, segment_span_s, segment_max_bytes, ring_bytes)
+        self._log = _core.LogWriter(self.path, fsync_interval, segment_span_s, segment_max_bytes, ring_bytes, zstd_level)
         # The hot path calls straight into Rust: no Python frame between a socket and the log.
         self.ingest = self._log.ingest
         self.ingest_many = self._log.ingest_many
@@ -254,8 +256,20 @@ class Store(_Reading):
         """Seals the active segment now and starts a new one."""
         self._log.roll()
 
+    def compression_stats(self) -> dict:
+        """Background compression so far: `segments`, `plain_bytes`, `compressed_bytes`,
+        `seconds`, `pending` (queued or running), `errors`, `last_error`."""
+        return self._log.compression_stats()
+
+    def wait_compressed(self, timeout_s: float = 60.0) -> bool:
+        """Waits until every sealed segment is compressed (those found plain at open included);
+        False if `timeout_s` passed first."""
+        return self._log.wait_compressed(timeout_s)
+
     def close(self, seal: bool = False) -> None:
-        """Commits and releases the directory (`seal=True` also seals the active segment)."""
+        """Commits and releases the directory (`seal=True` also seals the active segment). The
+        segments this store sealed are compressed before it returns; sealed segments it found
+        plain when it opened and has not compressed yet are left to the next writer."""
         self._log.close(seal)
 
     @property

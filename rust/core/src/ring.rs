@@ -287,6 +287,43 @@ impl RingReader {
     }
 }
 
+/// Per symbol, what a batch of ring entries says of its live flow: how many times it was seen
+/// (trades received at one instant, i.e. of one frame, count once) and when it was last received. Backfilled and snapshot trades are left out (they say nothing of
+/// the live stream), and so are non-trades; entries that are not trade records are skipped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveActivity {
+    pub venue: crate::venue::Venue,
+    pub symbol: Vec<u8>,
+    pub sightings: u64,
+    pub last_recv_ns: i64,
+}
+
+pub fn live_activity(data: &[u8], lens: &[usize]) -> Vec<LiveActivity> {
+    use crate::record::{decode_trade, flags};
+    let skip = flags::BACKFILL | flags::SNAPSHOT | flags::NON_TRADE;
+    let mut out: Vec<LiveActivity> = Vec::new();
+    let mut index: std::collections::HashMap<(crate::venue::Venue, &[u8]), usize> = std::collections::HashMap::new();
+    let mut at = 0;
+    for &l in lens {
+        let Some(p) = data.get(at..at + l) else { break };
+        at += l;
+        let Ok(t) = decode_trade(p) else { continue };
+        if t.flags & skip != 0 {
+            continue;
+        }
+        let i = *index.entry((t.venue, t.symbol)).or_insert_with(|| {
+            out.push(LiveActivity { venue: t.venue, symbol: t.symbol.to_vec(), sightings: 0, last_recv_ns: i64::MIN });
+            out.len() - 1
+        });
+        let a = &mut out[i];
+        if t.recv_ns != a.last_recv_ns {
+            a.sightings += 1;
+        }
+        a.last_recv_ns = a.last_recv_ns.max(t.recv_ns);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,5 +434,36 @@ mod tests {
         }
         let (seen, missed) = reader.join().unwrap();
         assert_eq!(seen + missed, n);
+    }
+
+    #[test]
+    fn live_activity_counts_live_trades_per_symbol_and_skips_backfills() {
+        use crate::record::{flags, Trade};
+        use crate::venue::Venue;
+        let (mut w, shared) = ring(1 << 16);
+        let mut r = RingReader::new(shared, false);
+        let mut buf = Vec::new();
+        for (i, (sym, f)) in [("BTCUSDT", 0), ("ETHUSDT", 0), ("BTCUSDT", flags::BACKFILL), ("BTCUSDT", 0)].iter().enumerate() {
+            let t = Trade {
+                venue: Venue::BinanceSpot,
+                symbol: sym.to_string(),
+                trade_id: (i + 1).to_string(),
+                price: "1.5".into(),
+                qty: "2".into(),
+                side: crate::record::Side::Buy,
+                ts_ns: 10 + i as i64,
+                recv_ns: 100 + i as i64,
+                flags: *f,
+            };
+            buf.clear();
+            t.as_ref().encode_payload(&mut buf);
+            w.push(&buf);
+        }
+        let (mut data, mut lens) = (Vec::new(), Vec::new());
+        r.poll(100, &mut data, &mut lens);
+        let a = live_activity(&data, &lens);
+        assert_eq!(a.len(), 2);
+        assert_eq!((a[0].symbol.as_slice(), a[0].sightings, a[0].last_recv_ns), (&b"BTCUSDT"[..], 2, 103));
+        assert_eq!((a[1].symbol.as_slice(), a[1].sightings, a[1].last_recv_ns), (&b"ETHUSDT"[..], 1, 101));
     }
 }

@@ -91,6 +91,8 @@ fn cfg(segment_max_bytes: u64) -> LogConfig {
         segment_span: Duration::from_secs(3600),
         segment_max_bytes,
         prealloc_chunk: 64 << 10,
+        // These tests read sealed segments' plain files; compression has its own (compressed.rs).
+        zstd_level: 0,
     }
 }
 

@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use pumpwatch_core::log::reader::{self, QuarantinedFrame, SegmentView, StrColumn};
+use pumpwatch_core::log::tail::{self as log_tail, Cursor, TailBatch};
 use pumpwatch_core::log::{self as plog, writer::SharedLog, LogConfig, MarkerQuery, TradeColumns, TradeQuery};
 use pumpwatch_core::record::{self, Marker, MarkerKind, Quarantined, Side, TradeRef};
 use pumpwatch_core::ring::{self, RingReader as CoreRingReader, RingShared, RingWriter};
@@ -398,6 +399,46 @@ fn run_query<'py>(py: Python<'py>, views: Vec<SegmentView>, q: TradeQuery) -> Py
     columns_to_py(py, &cols)
 }
 
+/// `tail` over `views` with the GIL released, as Arrow-style buffers (see `pumpwatch.sink`).
+fn run_tail<'py>(py: Python<'py>, views: Vec<SegmentView>, seq: u64, offset: u64, max_records: usize) -> PyResult<Bound<'py, PyDict>> {
+    let b = py.detach(move || log_tail::tail(&views, Cursor::new(seq, offset), max_records)).map_err(to_py)?;
+    tail_to_py(py, &b)
+}
+
+fn tail_to_py<'py>(py: Python<'py>, b: &TailBatch) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("trades", columns_to_py(py, &b.trades)?)?;
+    let as_bytes = |v: &[i64]| unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 8) };
+    d.set_item("trade_seq", PyBytes::new(py, as_bytes(&b.trade_seq)))?;
+    d.set_item("trade_offset", PyBytes::new(py, as_bytes(&b.trade_offset)))?;
+    let markers = PyList::empty(py);
+    for (at, m) in &b.markers {
+        let md = marker_to_py(py, m)?;
+        md.set_item("seq", at.seq)?;
+        md.set_item("offset", at.offset)?;
+        markers.append(md)?;
+    }
+    d.set_item("markers", markers)?;
+    d.set_item("quarantined", b.quarantined)?;
+    d.set_item("records", b.records)?;
+    d.set_item("next", (b.next.seq, b.next.offset))?;
+    d.set_item("end", (b.end.seq, b.end.offset))?;
+    d.set_item("caught_up", b.caught_up)?;
+    let skipped = PyList::empty(py);
+    for s in &b.skipped {
+        let sd = PyDict::new(py);
+        sd.set_item("from", (s.from.seq, s.from.offset))?;
+        sd.set_item("resumed_at", (s.resumed_at.seq, s.resumed_at.offset))?;
+        sd.set_item("segments", s.segments)?;
+        skipped.append(sd)?;
+    }
+    d.set_item("skipped", skipped)?;
+    d.set_item("damaged", b.damaged.iter().map(|x| damage_to_py(py, x)).collect::<PyResult<Vec<_>>>()?)?;
+    d.set_item("bytes_behind", b.bytes_behind)?;
+    d.set_item("records_behind", b.records_behind)?;
+    Ok(d)
+}
+
 fn decode_payloads(py: Python<'_>, data: &[u8], lens: &[usize]) -> PyResult<Vec<Py<Trade>>> {
     let mut out = Vec::with_capacity(lens.len());
     let mut at = 0;
@@ -429,6 +470,24 @@ impl RingReader {
             (data, lens, missed)
         };
         Ok((decode_payloads(py, &data, &lens)?, missed))
+    }
+
+    /// What the trades not read yet say of each symbol's live flow, without a Python object per
+    /// trade: `([(venue, symbol, sightings, last receive ns)], missed)`, a sighting being the
+    /// trades received at one instant (one frame). Backfilled, snapshot and non-trade records are
+    /// not counted. For watchers of silent subscriptions.
+    #[pyo3(signature = (max_trades = 1 << 20))]
+    fn poll_activity(&self, py: Python<'_>, max_trades: usize) -> (Vec<(&'static str, String, u64, i64)>, u64) {
+        py.detach(|| {
+            let mut r = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let (mut data, mut lens) = (Vec::new(), Vec::new());
+            let (_, missed) = r.poll(max_trades, &mut data, &mut lens);
+            let rows = ring::live_activity(&data, &lens)
+                .into_iter()
+                .map(|a| (a.venue.id(), String::from_utf8_lossy(&a.symbol).into_owned(), a.sightings, a.last_recv_ns))
+                .collect();
+            (rows, missed)
+        })
     }
 
     /// Trades missed since this reader was created.
@@ -497,8 +556,8 @@ impl LogWriter {
 #[pymethods]
 impl LogWriter {
     #[new]
-    #[pyo3(signature = (path, fsync_interval = 1.0, segment_span_s = 3600.0, segment_max_bytes = 1 << 30, ring_bytes = 128 << 20))]
-    fn new(py: Python<'_>, path: PathBuf, fsync_interval: f64, segment_span_s: f64, segment_max_bytes: u64, ring_bytes: usize) -> PyResult<LogWriter> {
+    #[pyo3(signature = (path, fsync_interval = 1.0, segment_span_s = 3600.0, segment_max_bytes = 1 << 30, ring_bytes = 128 << 20, zstd_level = 3))]
+    fn new(py: Python<'_>, path: PathBuf, fsync_interval: f64, segment_span_s: f64, segment_max_bytes: u64, ring_bytes: usize, zstd_level: i32) -> PyResult<LogWriter> {
         let secs = |name: &str, v: f64| {
             if v.is_finite() && v >= 0.0 && v < 1e9 {
                 Ok(Duration::from_secs_f64(v))
@@ -510,6 +569,7 @@ impl LogWriter {
             fsync_interval: secs("fsync_interval", fsync_interval)?,
             segment_span: secs("segment_span_s", segment_span_s)?,
             segment_max_bytes,
+            zstd_level,
             ..LogConfig::default()
         };
         let p = path.clone();
@@ -630,6 +690,14 @@ impl LogWriter {
         qs.iter().map(|q| quarantined_to_py(py, q)).collect()
     }
 
+    /// Records in log order from the cursor `(seq, offset)` (`(0, 0)`: the oldest the log holds),
+    /// about `max_records` of them; see `pumpwatch.sink.LogTail`.
+    #[pyo3(signature = (seq, offset, max_records = 65536))]
+    fn tail<'py>(&self, py: Python<'py>, seq: u64, offset: u64, max_records: usize) -> PyResult<Bound<'py, PyDict>> {
+        let views = py.detach(|| self.with(|log| log.with(|w| w.views())))?;
+        run_tail(py, views, seq, offset, max_records)
+    }
+
     #[pyo3(signature = (from_oldest = false))]
     fn ring_reader(&self, from_oldest: bool) -> RingReader {
         RingReader { inner: Mutex::new(CoreRingReader::new(self.ring.clone(), from_oldest)) }
@@ -646,7 +714,34 @@ impl LogWriter {
         d.set_item("saved_to", r.saved_to)?;
         d.set_item("sealed", r.sealed)?;
         d.set_item("headers_repaired", r.headers_repaired)?;
+        d.set_item("compression", r.compression)?;
         Ok(d)
+    }
+
+    /// Background compression of sealed segments so far: segments, plain_bytes,
+    /// compressed_bytes, seconds, pending, errors, last_error.
+    fn compression_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.with(|log| log.with(|w| Ok(w.compression_stats())))?;
+        let d = PyDict::new(py);
+        d.set_item("segments", s.segments)?;
+        d.set_item("plain_bytes", s.plain_bytes)?;
+        d.set_item("compressed_bytes", s.compressed_bytes)?;
+        d.set_item("seconds", s.seconds)?;
+        d.set_item("pending", s.pending)?;
+        d.set_item("errors", s.errors)?;
+        d.set_item("last_error", s.last_error)?;
+        Ok(d)
+    }
+
+    /// Waits (GIL released, the writer not held) until every sealed segment queued for
+    /// compression is done; False when `timeout_s` passed first.
+    fn wait_compressed(&self, py: Python<'_>, timeout_s: f64) -> PyResult<bool> {
+        let c = self.with(|log| log.with(|w| Ok(w.compressor())))?;
+        let timeout = Duration::from_secs_f64(if timeout_s.is_finite() { timeout_s.clamp(0.0, 1e9) } else { 1e9 });
+        Ok(match c {
+            Some(c) => py.detach(|| c.wait_idle(timeout)),
+            None => true,
+        })
     }
 
     /// Active segment number and its published length in bytes.
@@ -814,6 +909,14 @@ impl LogReader {
         let views = self.views(py)?;
         let ms = py.detach(|| reader::query_markers(&views, &MarkerQuery { start_ns, end_ns }));
         ms.iter().map(|m| marker_to_py(py, m)).collect()
+    }
+
+    /// Records in log order from the cursor `(seq, offset)` (`(0, 0)`: the oldest the log holds),
+    /// about `max_records` of them; see `pumpwatch.sink.LogTail`.
+    #[pyo3(signature = (seq, offset, max_records = 65536))]
+    fn tail<'py>(&self, py: Python<'py>, seq: u64, offset: u64, max_records: usize) -> PyResult<Bound<'py, PyDict>> {
+        let views = self.views(py)?;
+        run_tail(py, views, seq, offset, max_records)
     }
 
     fn quarantined<'py>(&self, py: Python<'py>, start_ns: i64, end_ns: i64) -> PyResult<Vec<Bound<'py, PyAny>>> {

@@ -4,15 +4,18 @@
 //! ([`LogReader`]) read up to what the writer has published. Recovery ([`scan::walk`]) is small,
 //! separate and shared by the writer, the readers and `verify`.
 
+pub mod compress;
 pub mod index;
 pub mod reader;
 pub mod scan;
 pub mod segment;
+pub mod tail;
 pub mod writer;
 
 pub use reader::{LogReader, MarkerQuery, TradeColumns, TradeQuery, VerifyReport};
 pub use segment::FORMAT_VERSION;
 pub use writer::{LogConfig, LogWriter, RecoveryReport, SyncJob};
+pub use compress::CompressionStats;
 
 /// Where in the log something was found damaged.
 #[derive(Clone, Debug, PartialEq, Eq)]

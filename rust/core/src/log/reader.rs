@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use memmap2::Mmap;
 
+use super::compress::{self, CompressedSegment};
 use super::index::{self, BlockBuilder, IndexEntry};
 use super::scan::{self, Span};
 use super::segment::{self, ActiveMap, HeaderCheck, HEADER_LEN, STATE_SEALED};
@@ -22,9 +23,13 @@ pub const LOCK_FILE: &str = "LOCK";
 pub enum SegmentBytes {
     ReadOnly(Mmap),
     Active(Arc<ActiveMap>),
+    /// A sealed segment stored compressed: read block by block.
+    Compressed(CompressedSegment),
 }
 
-/// An immutable view of one segment up to `end`: what a query reads.
+/// An immutable view of one segment up to `end`: what a query reads. Plain and compressed
+/// segments read the same through [`SegmentView::for_each_record`] and
+/// [`SegmentView::records_from`]; offsets are always positions in the plain segment.
 #[derive(Clone)]
 pub struct SegmentView {
     pub seq: u64,
@@ -34,12 +39,23 @@ pub struct SegmentView {
     pub entries: Arc<Vec<IndexEntry>>,
 }
 
+thread_local! {
+    /// Decompressed block of the record walk running on this thread.
+    static BLOCK_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl SegmentView {
-    pub fn data(&self) -> &[u8] {
+    /// The mapped bytes of a plain segment up to `end`; `None` for a compressed one.
+    pub fn plain_bytes(&self) -> Option<&[u8]> {
         match &*self.bytes {
-            SegmentBytes::ReadOnly(m) => &m[..self.end.min(m.len())],
-            SegmentBytes::Active(a) => a.bytes(self.end),
+            SegmentBytes::ReadOnly(m) => Some(&m[..self.end.min(m.len())]),
+            SegmentBytes::Active(a) => Some(a.bytes(self.end)),
+            SegmentBytes::Compressed(_) => None,
         }
+    }
+
+    pub fn is_compressed(&self) -> bool {
+        matches!(&*self.bytes, SegmentBytes::Compressed(_))
     }
 
     /// Byte ranges to read for records: the index blocks `want` selects, then the un-indexed tail.
@@ -61,12 +77,98 @@ impl SegmentView {
         out
     }
 
-    fn for_each_record(&self, want: impl Fn(&IndexEntry) -> bool, mut f: impl FnMut(usize, &[u8])) {
-        let data = self.data();
-        for (s, t) in self.ranges(want) {
-            scan::walk(data, s, t, &mut f);
+    /// Calls `f(offset, payload)` for every valid record of the blocks `want` selects (and of
+    /// the un-indexed tail), in log order. Damaged bytes are skipped.
+    pub fn for_each_record(&self, want: impl Fn(&IndexEntry) -> bool, mut f: impl FnMut(usize, &[u8])) {
+        match &*self.bytes {
+            SegmentBytes::Compressed(cs) => BLOCK_SCRATCH.with(|scratch| {
+                let mut buf = std::mem::take(&mut *scratch.borrow_mut());
+                for (i, b) in cs.blocks.iter().enumerate() {
+                    if !want(&b.entry) {
+                        continue;
+                    }
+                    // A damaged frame yields nothing (or, for a run, what decoded): `verify` says so.
+                    let _ = cs.read_block(i, &mut buf);
+                    let base = b.entry.start as usize;
+                    scan::walk(&buf, 0, buf.len(), |off, p| f(base + off, p));
+                }
+                *scratch.borrow_mut() = buf;
+            }),
+            _ => {
+                let data = self.plain_bytes().unwrap_or(&[]);
+                for (s, t) in self.ranges(want) {
+                    scan::walk(data, s, t, &mut f);
+                }
+            }
         }
     }
+
+    /// Walks the records at or after `from` (a record boundary, e.g. a tail cursor) up to `end`,
+    /// in log order, while `f(offset, payload)` returns true. Returns the damaged spans skipped
+    /// (offsets in the plain segment; a frame of a compressed segment that does not decode is
+    /// one span).
+    pub fn records_from(&self, from: usize, mut f: impl FnMut(usize, &[u8]) -> bool) -> Vec<Span> {
+        let mut damaged = Vec::new();
+        match &*self.bytes {
+            SegmentBytes::Compressed(cs) => {
+                let mut buf = Vec::new();
+                for (i, b) in cs.blocks.iter().enumerate() {
+                    if (b.entry.end as usize) <= from {
+                        continue;
+                    }
+                    let base = b.entry.start as usize;
+                    if cs.read_block(i, &mut buf).is_err() && buf.is_empty() {
+                        damaged.push(Span { start: base.max(from), end: b.entry.end as usize });
+                        continue;
+                    }
+                    let skip = from.saturating_sub(base).min(buf.len());
+                    let (go_on, spans) = walk_while(&buf, skip, buf.len(), |off, p| f(base + off, p));
+                    damaged.extend(spans.into_iter().map(|s| Span { start: base + s.start, end: base + s.end }));
+                    if (buf.len() as u64) < b.entry.end - b.entry.start {
+                        damaged.push(Span { start: base + buf.len(), end: b.entry.end as usize });
+                    }
+                    if !go_on {
+                        break;
+                    }
+                }
+            }
+            _ => {
+                let data = self.plain_bytes().unwrap_or(&[]);
+                damaged = walk_while(data, from.max(HEADER_LEN), self.end, f).1;
+            }
+        }
+        damaged
+    }
+}
+
+/// `scan::walk` that stops when `f` returns false: (whether it walked to the end, damaged spans).
+/// Invalid bytes with no valid record after them are reported as a damaged span too.
+fn walk_while(data: &[u8], start: usize, end: usize, mut f: impl FnMut(usize, &[u8]) -> bool) -> (bool, Vec<Span>) {
+    let end = end.min(data.len());
+    let mut spans = Vec::new();
+    let mut off = start;
+    while off < end {
+        if let Some(p) = scan::frame_at(data, off, end) {
+            if !f(off, p) {
+                return (false, spans);
+            }
+            off += FRAME_HEADER + p.len();
+            continue;
+        }
+        match scan::resync(data, off + 1, end) {
+            Some(next) => {
+                spans.push(Span { start: off, end: next });
+                off = next;
+            }
+            None => {
+                if scan::first_nonzero(data, off, end).is_some() {
+                    spans.push(Span { start: off, end });
+                }
+                break;
+            }
+        }
+    }
+    (true, spans)
 }
 
 /// Which trades a query wants.
@@ -152,11 +254,24 @@ pub struct TradeColumns {
     pub flags: Vec<u16>,
 }
 
+/// Where pass 2 of a query finds a hit's record: in a plain view's map, or copied out of a
+/// decompressed block (compressed views) into one buffer.
+const COPIED: u32 = u32::MAX;
+
 /// Trades of `views` matching `q`, ordered by exchange time (ties in log order).
 pub fn query_trades(views: &[SegmentView], q: &TradeQuery) -> Result<TradeColumns> {
     // Pass 1: find the matching records (time, where) in log order.
     let mut hits: Vec<(i64, u32, u64)> = Vec::new();
+    let mut copied: Vec<u8> = Vec::new();
     for (vi, view) in views.iter().enumerate() {
+        if let SegmentBytes::Compressed(cs) = &*view.bytes {
+            let wanted: Vec<usize> = (0..cs.blocks.len()).filter(|&i| cs.blocks[i].entry.overlaps(q.start_ns, q.end_ns)).collect();
+            let base = copied.len() as u64;
+            let (found, records) = compressed_hits(cs, &wanted, q);
+            hits.extend(found.into_iter().map(|(ts, off)| (ts, COPIED, base + off)));
+            copied.extend_from_slice(&records);
+            continue;
+        }
         view.for_each_record(
             |e| e.overlaps(q.start_ns, q.end_ns),
             |off, payload| {
@@ -174,12 +289,19 @@ pub fn query_trades(views: &[SegmentView], q: &TradeQuery) -> Result<TradeColumn
     }
     // Stable: equal times keep log order.
     hits.sort_by_key(|h| h.0);
+    let source = |vi: u32| -> &[u8] {
+        if vi == COPIED {
+            &copied
+        } else {
+            views[vi as usize].plain_bytes().unwrap_or(&[])
+        }
+    };
 
     // Pass 2: decode in output order into columns.
     let n = hits.len();
     let mut text_bytes = 0usize;
     for &(_, vi, off) in &hits {
-        text_bytes += payload_at(&views[vi as usize], off as usize).len();
+        text_bytes += payload_at(source(vi), off as usize).len();
     }
     if text_bytes > i32::MAX as usize {
         return Err(Error::InvalidInput(format!(
@@ -200,7 +322,7 @@ pub fn query_trades(views: &[SegmentView], q: &TradeQuery) -> Result<TradeColumn
         flags: Vec::with_capacity(n),
     };
     for &(_, vi, off) in &hits {
-        let payload = payload_at(&views[vi as usize], off as usize);
+        let payload = payload_at(source(vi), off as usize);
         let Ok(t) = record::decode_trade(payload) else { continue };
         c.venue.push(t.venue.id().as_bytes());
         c.symbol.push(t.symbol);
@@ -216,8 +338,56 @@ pub fn query_trades(views: &[SegmentView], q: &TradeQuery) -> Result<TradeColumn
     Ok(c)
 }
 
-fn payload_at(view: &SegmentView, off: usize) -> &[u8] {
-    let data = view.data();
+/// Pass 1 of a query over the blocks `wanted` of a compressed segment: the matching trades as
+/// (time, offset into the returned buffer), in log order, with their records copied into the
+/// buffer (the decompressed blocks do not outlive the pass). Many blocks are split over two
+/// threads: decompressing is most of the work, and a window's blocks are independent.
+fn compressed_hits(cs: &CompressedSegment, wanted: &[usize], q: &TradeQuery) -> (Vec<(i64, u64)>, Vec<u8>) {
+    let scan = |part: &[usize]| {
+        let mut found = Vec::new();
+        let mut records = Vec::new();
+        let mut buf = Vec::new();
+        for &i in part {
+            // A damaged frame yields nothing (or, for a run, what decoded): `verify` says so.
+            let _ = cs.read_block(i, &mut buf);
+            scan::walk(&buf, 0, buf.len(), |_, payload| {
+                let Some(ts) = record::peek_trade_ts(payload) else { return };
+                if ts < q.start_ns || ts >= q.end_ns {
+                    return;
+                }
+                if let Ok(t) = record::decode_trade(payload) {
+                    if q.wants(&t) {
+                        found.push((ts, records.len() as u64));
+                        records.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+                        records.extend_from_slice(&[0u8; 4]);
+                        records.extend_from_slice(payload);
+                    }
+                }
+            });
+        }
+        (found, records)
+    };
+    if wanted.len() < 16 {
+        return scan(wanted);
+    }
+    let (a, b) = wanted.split_at(wanted.len() / 2);
+    let ((mut found, mut records), second) = std::thread::scope(|s| {
+        let other = s.spawn(|| scan(b));
+        let mine = scan(a);
+        (mine, other.join())
+    });
+    let (found_b, records_b) = match second {
+        Ok(r) => r,
+        Err(_) => scan(b), // the helper thread panicked (it cannot on data): do its half here
+    };
+    let base = records.len() as u64;
+    found.extend(found_b.into_iter().map(|(ts, off)| (ts, base + off)));
+    records.extend_from_slice(&records_b);
+    (found, records)
+}
+
+/// The payload of the frame at `off` (found valid in pass 1).
+fn payload_at(data: &[u8], off: usize) -> &[u8] {
     let len = u32::from_le_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]]) as usize;
     &data[off + FRAME_HEADER..off + FRAME_HEADER + len]
 }
@@ -368,17 +538,41 @@ impl SegmentSet {
             if below.is_some_and(|b| seq >= b) {
                 continue;
             }
+            let compressed = compress::is_compressed_path(&path);
             if self.sealed.get(&seq).copied().unwrap_or(false) {
-                if let Some(v) = self.cached.get(&seq) {
+                if let Some(v) = self.cached.get(&seq).filter(|v| v.is_compressed() == compressed) {
                     out.push(v.clone());
                     continue;
                 }
             }
-            if let Some(view) = self.load(seq, &path, below.is_some())? {
+            let view = if compressed {
+                self.load_compressed(seq, &path)?
+            } else {
+                match self.load(seq, &path, below.is_some())? {
+                    Some(v) => Some(v),
+                    // The plain file went away since the listing: its compression just finished.
+                    None => self.load_compressed(seq, &log_dir.join(compress::compressed_file_name(seq)))?,
+                }
+            };
+            if let Some(view) = view {
                 out.push(view);
             }
         }
         Ok(out)
+    }
+
+    fn load_compressed(&mut self, seq: u64, path: &Path) -> Result<Option<SegmentView>> {
+        let Some(cs) = CompressedSegment::open(path, seq)? else { return Ok(None) };
+        let view = SegmentView {
+            seq,
+            name: compress::compressed_file_name(seq),
+            end: cs.plain_len as usize,
+            entries: Arc::new(cs.entries()),
+            bytes: Arc::new(SegmentBytes::Compressed(cs)),
+        };
+        self.cached.insert(seq, view.clone());
+        self.sealed.insert(seq, true);
+        Ok(Some(view))
     }
 
     fn load(&mut self, seq: u64, path: &Path, writer_side: bool) -> Result<Option<SegmentView>> {
@@ -388,7 +582,7 @@ impl SegmentSet {
                 let published = segment::load_published_end(m) as usize;
                 (published <= m.len()).then(|| v.bytes.clone())
             }
-            SegmentBytes::Active(_) => None,
+            SegmentBytes::Active(_) | SegmentBytes::Compressed(_) => None,
         });
         let bytes = match reuse {
             Some(b) => b,
@@ -501,7 +695,17 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
     let last = segments.last().map(|(s, _)| *s);
     for (seq, path) in segments {
         let name = segment::segment_file_name(seq);
+        if compress::is_compressed_path(&path) {
+            verify_compressed(&mut report, seq, &path)?;
+            continue;
+        }
         let Some(map) = segment::map_readonly(&path)? else {
+            let compressed = dir.join(LOG_DIR).join(compress::compressed_file_name(seq));
+            if compressed.exists() {
+                // Compressed since the listing.
+                verify_compressed(&mut report, seq, &compressed)?;
+                continue;
+            }
             report.headers.push(DamageReport { segment: name, offset: 0, length: 0, reason: "empty segment file".into() });
             continue;
         };
@@ -562,4 +766,69 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
         }
     }
     Ok(report)
+}
+
+/// `verify` of a compressed segment: its header and frame table, each frame's CRC and zstd
+/// checksum, and every record inside. Offsets are positions in the plain segment.
+fn verify_compressed(report: &mut VerifyReport, seq: u64, path: &Path) -> Result<()> {
+    let name = compress::compressed_file_name(seq);
+    let Some(cs) = CompressedSegment::open(path, seq)? else { return Ok(()) };
+    report.segments += 1;
+    for d in &cs.damage {
+        report.headers.push(DamageReport { segment: name.clone(), offset: d.offset, length: d.length, reason: d.reason.clone() });
+    }
+    let mut buf = Vec::new();
+    let mut counts = [0u64; 4];
+    let mut valid_end = HEADER_LEN as u64;
+    let last = cs.blocks.len().saturating_sub(1);
+    for (i, b) in cs.blocks.iter().enumerate() {
+        let base = b.entry.start;
+        let decoded = cs.read_block(i, &mut buf);
+        if let Err(reason) = &decoded {
+            let from = base + buf.len() as u64;
+            report.damaged.push(DamageReport {
+                segment: name.clone(),
+                offset: from,
+                length: b.entry.end.saturating_sub(from),
+                reason: format!("{reason} (offset and length in the decompressed segment)"),
+            });
+        }
+        let outcome = scan::walk(&buf, 0, buf.len(), |_, p| counts[p[0] as usize & 3] += 1);
+        report.records += outcome.records;
+        if outcome.records > 0 {
+            valid_end = base + outcome.valid_end as u64;
+        }
+        for Span { start, end } in outcome.damaged {
+            report.damaged.push(DamageReport {
+                segment: name.clone(),
+                offset: base + start as u64,
+                length: (end - start) as u64,
+                reason: "bytes between valid records fail their length or CRC check; they are skipped".into(),
+            });
+        }
+        if let Some(Span { start, end }) = outcome.torn {
+            // Inside a frame that is not the last, invalid bytes before the next frame's records
+            // are damage between records, as in a plain segment.
+            let damage = DamageReport {
+                segment: name.clone(),
+                offset: base + start as u64,
+                length: (end - start) as u64,
+                reason: if i == last {
+                    "invalid bytes after the last valid record of the segment".into()
+                } else {
+                    "bytes between valid records fail their length or CRC check; they are skipped".into()
+                },
+            };
+            if i == last {
+                report.torn_tail.push(damage);
+            } else {
+                report.damaged.push(damage);
+            }
+        }
+    }
+    report.bytes += valid_end;
+    report.trades += counts[1];
+    report.markers += counts[2];
+    report.quarantined += counts[3];
+    Ok(())
 }

@@ -29,29 +29,48 @@ pub fn index_path(segment: &Path) -> PathBuf {
 
 /// The sequence number a segment file name stands for, if it is one.
 pub fn parse_segment_name(name: &str) -> Option<u64> {
-    let stem = name.strip_suffix(".pwlog")?;
+    parse_seq(name.strip_suffix(".pwlog")?)
+}
+
+fn parse_seq(stem: &str) -> Option<u64> {
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     stem.parse().ok()
 }
 
-/// Segment files of a log directory, in order.
-pub fn list_segments(log_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+/// A segment's files: `(seq, plain .pwlog, compressed .pwzst)`.
+pub type SegmentFiles = (u64, Option<PathBuf>, Option<PathBuf>);
+
+/// Segments of a log directory, in order. Both files are present only for an instant while a
+/// compression finishes (or after a crash then).
+pub fn list_segment_files(log_dir: &Path) -> Result<Vec<SegmentFiles>> {
     let rd = match std::fs::read_dir(log_dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io(format!("listing {}", log_dir.display()), e)),
     };
-    let mut out = Vec::new();
+    let mut found: std::collections::BTreeMap<u64, (Option<PathBuf>, Option<PathBuf>)> = Default::default();
     for entry in rd {
         let entry = entry.map_err(|e| Error::io(format!("listing {}", log_dir.display()), e))?;
-        if let Some(seq) = entry.file_name().to_str().and_then(parse_segment_name) {
-            out.push((seq, entry.path()));
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(seq) = parse_segment_name(name) {
+            found.entry(seq).or_default().0 = Some(entry.path());
+        } else if let Some(seq) = name.strip_suffix(".pwzst").and_then(parse_seq) {
+            found.entry(seq).or_default().1 = Some(entry.path());
         }
     }
-    out.sort();
-    Ok(out)
+    Ok(found.into_iter().map(|(seq, (p, c))| (seq, p, c)).collect())
+}
+
+/// Segment files of a log directory, in order: the plain file when there is one, else the
+/// compressed one (`compress::is_compressed_path` tells which).
+pub fn list_segments(log_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    Ok(list_segment_files(log_dir)?
+        .into_iter()
+        .filter_map(|(seq, plain, compressed)| plain.or(compressed).map(|p| (seq, p)))
+        .collect())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,6 +196,25 @@ impl ActiveMap {
         // SAFETY: the range lies inside the mapping; the advice does not modify memory.
         unsafe {
             libc::madvise(self.map.as_mut_ptr().add(from) as *mut libc::c_void, to - from, libc::MADV_POPULATE_WRITE);
+        }
+    }
+
+    /// Drops the pages wholly inside `[from, to)` from this process's page tables
+    /// (`MADV_DONTNEED`), once they are on disk: the mapping is shared, so their contents stay in
+    /// the file and the page cache and a later read faults them back in. Without it, every page
+    /// written stays in the recorder's resident memory until its segment rolls (up to the segment
+    /// size); with it, resident memory stays flat however much is recorded.
+    pub fn release(&self, from: usize, to: usize) {
+        let page = 4096;
+        let from = from.div_ceil(page) * page;
+        let to = to.min(self.map_len) / page * page;
+        if to <= from {
+            return;
+        }
+        // SAFETY: the range lies inside the mapping, which is MAP_SHARED and file-backed: the
+        // advice discards no data (it only unmaps pages, which stay in the page cache).
+        unsafe {
+            libc::madvise(self.map.as_mut_ptr().add(from) as *mut libc::c_void, to - from, libc::MADV_DONTNEED);
         }
     }
 

@@ -8,6 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::compress::{self, CompressionStats, Compressor};
 use super::index::{self, BlockBuilder, IndexAppender, IndexEntry, BLOCK_BYTES};
 use super::reader::{self, SegmentBytes, SegmentSet, SegmentView, LOCK_FILE, LOG_DIR};
 use super::scan::Span;
@@ -27,6 +28,8 @@ pub struct LogConfig {
     pub segment_max_bytes: u64,
     /// Disk is reserved for the active segment in steps of this size.
     pub prealloc_chunk: u64,
+    /// zstd level sealed segments are compressed with, in the background; 0 keeps them plain.
+    pub zstd_level: i32,
 }
 
 impl Default for LogConfig {
@@ -36,6 +39,7 @@ impl Default for LogConfig {
             segment_span: Duration::from_secs(3600),
             segment_max_bytes: 1 << 30,
             prealloc_chunk: 64 << 20,
+            zstd_level: compress::DEFAULT_LEVEL,
         }
     }
 }
@@ -59,6 +63,13 @@ impl LogConfig {
         }
         if self.prealloc_chunk < 4096 {
             return Err(Error::InvalidInput("prealloc_chunk must be at least 4096 bytes".into()));
+        }
+        if !(0..=compress::MAX_LEVEL).contains(&self.zstd_level) {
+            return Err(Error::InvalidInput(format!(
+                "zstd_level {} is out of range; use 1 (fastest) to {} (smallest), 3 being the default, or 0 to keep sealed segments uncompressed",
+                self.zstd_level,
+                compress::MAX_LEVEL
+            )));
         }
         Ok(())
     }
@@ -87,6 +98,8 @@ pub struct RecoveryReport {
     /// Segments left active by a crash and sealed now.
     pub sealed: Vec<String>,
     pub headers_repaired: Vec<String>,
+    /// Compressions a crash interrupted, finished or discarded (never both copies lost).
+    pub compression: Vec<String>,
 }
 
 /// Durability work to do outside the writer's lock.
@@ -103,6 +116,8 @@ impl SyncJob {
     pub fn run(self) -> std::io::Result<()> {
         for (map, from, to) in &self.ranges {
             map.sync_range(*from, *to)?;
+            // On disk now: out of the resident set (the header page stays: it is rewritten).
+            map.release((*from).max(HEADER_LEN), *to);
         }
         if let Some(map) = self.datasync {
             map.file.sync_data()?;
@@ -142,6 +157,8 @@ pub struct LogWriter {
     last_sync: Instant,
     ring: Option<RingWriter>,
     prefaulter: Option<Arc<Prefaulter>>,
+    /// Background compression of sealed segments (none when `zstd_level` is 0).
+    compressor: Option<(Arc<Compressor>, JoinHandle<()>)>,
     pub recovery: RecoveryReport,
     pub appended_records: u64,
 }
@@ -193,7 +210,7 @@ impl LogWriter {
         std::fs::create_dir_all(&log_dir)
             .map_err(|e| Error::io(format!("creating data directory {}", log_dir.display()), e))?;
         let lock = lock_dir(dir)?;
-        let mut recovery = RecoveryReport::default();
+        let mut recovery = RecoveryReport { compression: compress::recover(&log_dir)?, ..Default::default() };
         let segments = segment::list_segments(&log_dir)?;
         recovery.segments = segments.len() as u64;
 
@@ -203,6 +220,9 @@ impl LogWriter {
             None => (None, Vec::new()),
         };
         for (seq, path) in &older {
+            if compress::is_compressed_path(path) {
+                continue; // only sealed segments are ever compressed
+            }
             let map = segment::map_readonly(path)?;
             let needs_seal = match map.as_deref().map(segment::decode_header) {
                 Some(HeaderCheck::Ok(h)) => h.state != STATE_SEALED,
@@ -221,10 +241,12 @@ impl LogWriter {
 
         let active = match last {
             Some((seq, path)) => {
-                let sealed_already = matches!(
-                    segment::map_readonly(&path)?.as_deref().map(segment::decode_header),
-                    Some(HeaderCheck::Ok(Header { state: STATE_SEALED, .. }))
-                );
+                // A compressed segment is sealed by definition.
+                let sealed_already = compress::is_compressed_path(&path)
+                    || matches!(
+                        segment::map_readonly(&path)?.as_deref().map(segment::decode_header),
+                        Some(HeaderCheck::Ok(Header { state: STATE_SEALED, .. }))
+                    );
                 if sealed_already {
                     create_segment(&log_dir, seq + 1, &cfg)?
                 } else {
@@ -236,6 +258,18 @@ impl LogWriter {
             None => create_segment(&log_dir, 1, &cfg)?,
         };
         segment::fsync_dir(&log_dir)?;
+        let compressor = if cfg.zstd_level > 0 {
+            let (c, handle) = Compressor::start(&log_dir, cfg.zstd_level)?;
+            // Sealed segments left plain (by a crash, an older PumpWatch or level 0) go first.
+            for (seq, path) in segment::list_segments(&log_dir)? {
+                if seq < active.map.seq && !compress::is_compressed_path(&path) {
+                    c.request_backlog(seq);
+                }
+            }
+            Some((c, handle))
+        } else {
+            None
+        };
         Ok(LogWriter {
             dir: dir.to_owned(),
             log_dir,
@@ -249,6 +283,7 @@ impl LogWriter {
             last_sync: Instant::now(),
             ring: None,
             prefaulter: None,
+            compressor,
             recovery,
             appended_records: 0,
         })
@@ -425,7 +460,20 @@ impl LogWriter {
         let mut old = std::mem::replace(&mut self.active, next);
         seal(&mut old)?;
         segment::fsync_dir(&self.log_dir)?;
+        if let Some((c, _)) = &self.compressor {
+            c.request(old.map.seq);
+        }
         Ok(())
+    }
+
+    /// What background compression has done so far (zeros when `zstd_level` is 0).
+    pub fn compression_stats(&self) -> CompressionStats {
+        self.compressor.as_ref().map(|(c, _)| c.stats()).unwrap_or_default()
+    }
+
+    /// A handle to wait on background compression without holding the writer.
+    pub fn compressor(&self) -> Option<Arc<Compressor>> {
+        self.compressor.as_ref().map(|(c, _)| c.clone())
     }
 
     /// Takes what must be committed; run it without holding the writer.
@@ -486,6 +534,19 @@ impl LogWriter {
             self.roll()?;
         }
         Ok(())
+    }
+}
+
+impl Drop for LogWriter {
+    /// Lets the compressor finish the segments this writer sealed (and drop the backlog it found
+    /// at open) before the directory's lock is released, so that no other writer finds a
+    /// compression half done (were this process killed instead, the next open finishes or
+    /// discards it).
+    fn drop(&mut self) {
+        if let Some((c, handle)) = self.compressor.take() {
+            c.stop();
+            let _ = handle.join();
+        }
     }
 }
 
