@@ -201,6 +201,7 @@ def test_sustained_zero_loss_rate(benchmark, engine):
 
 @pytest.mark.skipif(LONG_SECONDS <= 0, reason="set PUMPWATCH_E2E_SECONDS (e.g. 600) for the long run")
 @pytest.mark.benchmark(group="end-to-end-long")
+@pytest.mark.timeout(int(LONG_SECONDS) + 900)  # the run itself, then reading ~100 M trades back
 def test_long_run_rss(benchmark):
     engine = os.environ.get("PUMPWATCH_E2E_ENGINE", "rust")
     rate = int(os.environ.get("PUMPWATCH_E2E_RATE", "150000"))

@@ -624,12 +624,7 @@ class VenueConnection:
     # -- helpers
 
     def _deliver(self, session: _Session, frame: str | bytes, recv_ns: int, *, counts: bool = True) -> None:
-        self.last_message_ns = recv_ns
-        self.frames += 1
-        if counts:
-            session.frames += 1
-            if session.frames >= session.acks_expected:
-                session.confirmed.set()
+        self._arrived(session, 1, recv_ns, counts)
         self._delivering = session
         try:
             self.on_frame(frame, recv_ns)
@@ -638,16 +633,22 @@ class VenueConnection:
 
     def _deliver_many(self, session: _Session, frames: list, recv_ns: int) -> None:
         """The whole data frames of one socket read, in one call (see _WatchedConnection)."""
-        self.last_message_ns = recv_ns
-        self.frames += len(frames)
-        session.frames += len(frames)
-        if session.frames >= session.acks_expected:
-            session.confirmed.set()
+        self._arrived(session, len(frames), recv_ns, True)
         self._delivering = session
         try:
             self.on_frames(frames, recv_ns)
         finally:
             self._delivering = None
+
+    def _arrived(self, session: _Session, n: int, recv_ns: int, counts: bool) -> None:
+        """`n` frames came in on `session`; once as many as its subscribe frames came back after
+        subscribing (acks, then data), a rotation may close the socket it replaces."""
+        self.last_message_ns = recv_ns
+        self.frames += n
+        if counts:
+            session.frames += n
+            if session.frames >= session.acks_expected:
+                session.confirmed.set()
 
     def _report(self, state: str, reason: str) -> None:
         log.info("%s: %s (%s)", self.name, state, reason)
