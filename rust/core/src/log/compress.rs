@@ -352,6 +352,14 @@ impl CompressedSegment {
 
     /// Decompresses block `i` into `out`. On damage returns why, with `out` holding what could
     /// be decoded (nothing for a frame whose CRC fails; a prefix for a run).
+    /// Gives the pages of frame `i` back (see `segment::drop_mapped_pages`), after a pass that
+    /// reads every frame once.
+    pub fn drop_frame_pages(&self, i: usize) {
+        if let (Some(map), Some(b)) = (&self.map, self.blocks.get(i)) {
+            segment::drop_mapped_pages(map, b.offset as usize, b.offset.saturating_add(b.len) as usize);
+        }
+    }
+
     pub fn read_block(&self, i: usize, out: &mut Vec<u8>) -> std::result::Result<(), String> {
         out.clear();
         let Some(b) = self.blocks.get(i) else { return Err("no such frame".into()) };
@@ -461,15 +469,19 @@ pub fn compress_segment_unless(log_dir: &Path, seq: u64, level: i32, cancelled: 
     let data = &map[..plain_len as usize];
     // The index is rebuilt from the records: what goes into the table is what the bytes hold.
     let (mut blocks, _) = reader::build_index(data, plain_len as usize);
+    // Each pass over the segment gives its pages back as it goes: the recorder's resident memory
+    // must not grow by a segment's size while it compresses one.
+    let release = |from: usize, to: usize| segment::drop_mapped_pages(&map, from, to);
+    release(0, plain_len as usize);
     let covered = blocks.last().map_or(HEADER_LEN as u64, |e| e.end);
     if covered < plain_len {
         // Bytes after the last valid record (damage) are kept too, in a block no query reads.
         blocks.push(IndexEntry { start: covered, end: plain_len, min_ts: i64::MAX, max_ts: i64::MIN, trades: 0, others: 0 });
     }
     let tmp = tmp_path(log_dir, seq);
-    let result = write_compressed(&tmp, seq, level, &map[..HEADER_LEN], data, &blocks, cancelled)
+    let result = write_compressed(&tmp, seq, level, &map[..HEADER_LEN], data, &blocks, cancelled, &release)
         .and_then(|outcome| match outcome {
-            Some(o) => check_against_plain(&tmp, seq, data).map(|_| Some(o)),
+            Some(o) => check_against_plain(&tmp, seq, data, &release).map(|_| Some(o)),
             None => Ok(None),
         });
     let outcome = match result {
@@ -524,6 +536,7 @@ fn write_compressed(
     data: &[u8],
     blocks: &[IndexEntry],
     cancelled: &dyn Fn() -> bool,
+    release: &dyn Fn(usize, usize),
 ) -> Result<Option<CompressOutcome>> {
     let file = OpenOptions::new().write(true).create(true).truncate(true).open(tmp).map_err(io_err("creating", tmp))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
@@ -542,6 +555,7 @@ fn write_compressed(
         buf.clear();
         buf.reserve(zstd::zstd_safe::compress_bound((e.end - e.start) as usize));
         cctx.compress_to_buffer(&data[e.start as usize..e.end as usize], &mut buf).map_err(|err| Error::io("compressing a block", err))?;
+        release(e.start as usize, e.end as usize);
         w.write_all(&buf).map_err(io_err("writing", tmp))?;
         let len = u32::try_from(buf.len()).map_err(|_| Error::InvalidInput("a compressed block is over 4 GiB".into()))?;
         table.extend_from_slice(&FrameEntry { block: *e, offset: at, len, crc: crc32c::crc32c(&buf) }.encode());
@@ -558,7 +572,7 @@ fn write_compressed(
 }
 
 /// Reads a compressed file back and compares every frame with the plain bytes it stands for.
-fn check_against_plain(path: &Path, seq: u64, plain: &[u8]) -> Result<()> {
+fn check_against_plain(path: &Path, seq: u64, plain: &[u8], release: &dyn Fn(usize, usize)) -> Result<()> {
     let bad = |detail: String| Error::Format { path: path.to_owned(), detail };
     let Some(cs) = CompressedSegment::open(path, seq)? else { return Err(bad("it vanished while being written".into())) };
     if !cs.header_ok || !cs.damage.is_empty() || cs.plain_len != plain.len() as u64 || cs.plain_header[..] != plain[..HEADER_LEN] {
@@ -571,6 +585,8 @@ fn check_against_plain(path: &Path, seq: u64, plain: &[u8]) -> Result<()> {
         if b.crc.is_none() || b.entry.start != at || out[..] != plain[b.entry.start as usize..b.entry.end as usize] {
             return Err(bad(format!("frame {i} does not decode to the plain bytes it was made from")));
         }
+        release(b.entry.start as usize, b.entry.end as usize);
+        cs.drop_frame_pages(i);
         at = b.entry.end;
     }
     if at != plain.len() as u64 {
@@ -602,7 +618,7 @@ pub fn recover(log_dir: &Path) -> Result<Vec<String>> {
             Some(map) => {
                 let end = segment::load_published_end(&map);
                 let sealed = matches!(segment::decode_header(&map), HeaderCheck::Ok(h) if h.state == STATE_SEALED);
-                sealed && end <= map.len() as u64 && check_against_plain(&compressed, seq, &map[..end as usize]).is_ok()
+                sealed && end <= map.len() as u64 && check_against_plain(&compressed, seq, &map[..end as usize], &|a, b| segment::drop_mapped_pages(&map, a, b)).is_ok()
             }
             None => true,
         };

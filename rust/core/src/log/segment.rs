@@ -227,6 +227,23 @@ impl ActiveMap {
     }
 }
 
+/// Drops the pages wholly inside `[from, to)` of a read-only file mapping from this process's
+/// resident set (`MADV_DONTNEED`): they stay in the file and the page cache, and a later read
+/// faults them back in. For passes over a whole sealed segment (compression) that would otherwise
+/// leave the segment's size in the recorder's resident memory.
+pub fn drop_mapped_pages(map: &Mmap, from: usize, to: usize) {
+    let page = 4096;
+    let from = from.div_ceil(page) * page;
+    let to = to.min(map.len()) / page * page;
+    if to <= from {
+        return;
+    }
+    // SAFETY: the range lies inside `map`, a file-backed mapping: the advice discards no data.
+    unsafe {
+        libc::madvise(map.as_ptr().add(from) as *mut libc::c_void, to - from, libc::MADV_DONTNEED);
+    }
+}
+
 /// Reads the published end of a mapped segment with acquire order (pairs with `publish_end`).
 pub fn load_published_end(bytes: &[u8]) -> u64 {
     if bytes.len() < HEADER_LEN {
