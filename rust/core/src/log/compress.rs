@@ -450,6 +450,9 @@ pub fn compress_segment(log_dir: &Path, seq: u64, level: i32) -> Result<Option<C
 
 /// `compress_segment` that gives up (removing its temporary file, keeping the plain segment)
 /// when `cancelled()` turns true between two blocks.
+/// How much of a segment a pass reads before it gives those pages back.
+const RELEASE_STEP: usize = 16 << 20;
+
 pub fn compress_segment_unless(log_dir: &Path, seq: u64, level: i32, cancelled: &dyn Fn() -> bool) -> Result<Option<CompressOutcome>> {
     let plain_path = log_dir.join(segment::segment_file_name(seq));
     let final_path = log_dir.join(compressed_file_name(seq));
@@ -468,11 +471,17 @@ pub fn compress_segment_unless(log_dir: &Path, seq: u64, level: i32, cancelled: 
     }
     let data = &map[..plain_len as usize];
     // The index is rebuilt from the records: what goes into the table is what the bytes hold.
-    let (mut blocks, _) = reader::build_index(data, plain_len as usize);
     // Each pass over the segment gives its pages back as it goes: the recorder's resident memory
     // must not grow by a segment's size while it compresses one.
     let release = |from: usize, to: usize| segment::drop_mapped_pages(&map, from, to);
-    release(0, plain_len as usize);
+    let mut released = 0;
+    let (mut blocks, _) = reader::build_index_passing(data, HEADER_LEN, plain_len as usize, plain_len as usize, |at| {
+        if at - released >= RELEASE_STEP {
+            release(released, at);
+            released = at;
+        }
+    });
+    release(released, plain_len as usize);
     let covered = blocks.last().map_or(HEADER_LEN as u64, |e| e.end);
     if covered < plain_len {
         // Bytes after the last valid record (damage) are kept too, in a block no query reads.

@@ -466,6 +466,18 @@ pub fn build_index(data: &[u8], end: usize) -> (Vec<IndexEntry>, scan::WalkOutco
 /// Builds the index entries of `data[start..end]` by walking its records (damage is skipped
 /// only before `published`; see `scan::walk_published`).
 pub fn build_index_from(data: &[u8], start: usize, end: usize, published: usize) -> (Vec<IndexEntry>, scan::WalkOutcome) {
+    build_index_passing(data, start, end, published, |_| {})
+}
+
+/// `build_index_from`, telling `passed` the end of each record walked (a caller that maps the
+/// bytes can give back the pages behind it as the walk goes).
+pub fn build_index_passing(
+    data: &[u8],
+    start: usize,
+    end: usize,
+    published: usize,
+    mut passed: impl FnMut(usize),
+) -> (Vec<IndexEntry>, scan::WalkOutcome) {
     let mut builder = BlockBuilder::new(start as u64);
     let mut entries = Vec::new();
     let mut last_end = start as u64;
@@ -479,6 +491,7 @@ pub fn build_index_from(data: &[u8], start: usize, end: usize, published: usize)
             entries.push(done);
         }
         last_end = (off + FRAME_HEADER + payload.len()) as u64;
+        passed(last_end as usize);
     });
     if let Some(p) = builder.pending() {
         entries.push(p);
