@@ -11,11 +11,10 @@ import logging
 import os
 
 import pytest
-
-from pumpwatch import capture as cap, faults
+from pumpwatch import capture as cap
+from pumpwatch import faults
 from pumpwatch.config import CaptureSettings
-
-from test_capture import NS, T0, _pumping_store, _trigger
+from test_capture import T0, _pumping_store, _trigger
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from ._core import SEQUENCED_VENUES, VENUES
 from . import faults
 from .errors import InvalidInputError
+from .redact import redact_tree
 from .schema import TRADE_SCHEMA
 from .venues import split_multiplier
 
@@ -552,16 +553,20 @@ def write_event(data_dir: str, req: CaptureRequest, trades: pa.Table, event: dic
         pq.write_table(_event_table(trades), os.path.join(tmp, "trades.parquet"), compression="zstd")
         if timings is not None:
             timings["parquet"] = (time.perf_counter() - clock) * 1e3
-        _write_atomic(os.path.join(tmp, "analysis.json"), json.dumps(analysis, indent=1, ensure_ascii=False).encode())
+        _write_atomic(os.path.join(tmp, "analysis.json"), json.dumps(redact_tree(analysis), indent=1, ensure_ascii=False).encode())
         if chart:
-            from .chart import draw_event
-
-            clock = time.perf_counter()
-            draw_event(os.path.join(tmp, "chart.png"), trades, event, analysis)
-            event["chart"] = "chart.png"
-            if timings is not None:
-                timings["chart"] = (time.perf_counter() - clock) * 1e3
-        _write_atomic(os.path.join(tmp, "event.json"), json.dumps(event, indent=1, ensure_ascii=False).encode())
+            try:
+                from .chart import draw_event
+            except ImportError as e:  # the event matters more than its picture: written without it, and said so
+                draw_event = None
+                event["chart_error"] = f"no chart: {e} (pip install matplotlib, then `pumpwatch capture` again)"
+            if draw_event is not None:
+                clock = time.perf_counter()
+                draw_event(os.path.join(tmp, "chart.png"), trades, event, analysis)
+                event["chart"] = "chart.png"
+                if timings is not None:
+                    timings["chart"] = (time.perf_counter() - clock) * 1e3
+        _write_atomic(os.path.join(tmp, "event.json"), json.dumps(redact_tree(event), indent=1, ensure_ascii=False).encode())
         _fsync_dir(tmp)
         if os.path.exists(final):
             old = tempfile.mkdtemp(prefix=f".old-{req.name}-", dir=events)
@@ -689,6 +694,7 @@ class CaptureScheduler:
         self.unsaved_error = ""
         self._save_task: Any = None
         self._tasks: set[Any] = set()
+        self._stopped = False
 
     def start(self) -> None:
         for key in list(self.pending):
@@ -814,6 +820,9 @@ class CaptureScheduler:
     async def stop(self) -> None:
         import asyncio
 
+        if self._stopped:
+            return
+        self._stopped = True
         for t in list(self._tasks) + ([self._save_task] if self._save_task is not None else []):
             t.cancel()
         await asyncio.gather(*self._tasks, *([self._save_task] if self._save_task is not None else []), return_exceptions=True)

@@ -61,7 +61,7 @@ def check(name: str, path: str | os.PathLike[str] | None = None) -> None:
                 del _armed[name]
             else:
                 spec[1] = left - 1
-    raise OSError(code, f"{os.strerror(code)} (fail point {name})", None if path is None else os.fspath(path))
+    raise OSError(code, os.strerror(code), None if path is None else os.fspath(path))
 
 
 def arm_from_env(value: str | None = None) -> None:
