@@ -671,8 +671,8 @@ class CaptureScheduler:
     written is retried until it is, and named meanwhile in `status()["unwritten"]` and the log."""
 
     def __init__(self, data_dir: str | os.PathLike[str], settings: Any, *, settled: Any = None,
-                 venues: Iterable[str] = VENUES, log: Any = None, retry_initial_s: float = RETRY_INITIAL_S,
-                 retry_max_s: float = RETRY_MAX_S) -> None:
+                 venues: Iterable[str] = VENUES, log: Any = None, retry_initial_s: float | None = None,
+                 retry_max_s: float | None = None) -> None:
         import logging
 
         self.data_dir = os.fspath(data_dir)
@@ -680,8 +680,8 @@ class CaptureScheduler:
         self.settled = settled or (lambda: True)
         self.venues = tuple(venues)
         self.log = log or logging.getLogger("pumpwatch.capture")
-        self.retry_initial_s = retry_initial_s
-        self.retry_max_s = retry_max_s
+        self.retry_initial_s = RETRY_INITIAL_S if retry_initial_s is None else retry_initial_s
+        self.retry_max_s = RETRY_MAX_S if retry_max_s is None else retry_max_s
         self.pending_path = os.path.join(self.data_dir, EVENTS_DIR, PENDING_FILE)
         loaded = _load_json(self.pending_path)
         self.pending: dict[str, dict] = loaded if isinstance(loaded, dict) else {}

@@ -539,6 +539,10 @@ class MarketOpened:
     seen_ns: int  # when the market list first showed it (within `market_poll_s`)
 
 
+#: After a failed write of the watcher state, the next try comes after this many seconds, doubling
+#: up to the maximum: a disk that gets space back is noticed within half a minute.
+STATE_RETRY_INITIAL_S = 1.0
+STATE_RETRY_MAX_S = 30.0
 MAX_SEEN = 5000  # notice ids kept; older ids that resurface are old notices (the age rule holds them)
 MAX_HISTORY = 500
 
@@ -1161,8 +1165,8 @@ class UpbitWatcher:
         self.state_unsaved_since_ns: int | None = None
         self.state_unsaved_error = ""
         #: first retry after a failed state write; doubles up to `state_retry_max_s`
-        self.state_retry_initial_s = 1.0
-        self.state_retry_max_s = 30.0
+        self.state_retry_initial_s = STATE_RETRY_INITIAL_S
+        self.state_retry_max_s = STATE_RETRY_MAX_S
         self._market_wake = asyncio.Event()
         self._market_client: HttpClient | None = None
         self.running = False
