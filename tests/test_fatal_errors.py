@@ -218,3 +218,14 @@ def test_a_run_with_a_dsn_password_and_an_api_key_shows_neither(tmp_path):
     assert "postgres sink" in everything  # its errors were logged
     for secret in (DSN_PASSWORD, API_KEY):
         assert secret not in everything
+
+
+def test_a_listing_only_memory_holds_at_exit_makes_the_run_exit_74_with_the_commands_to_capture_it(tmp_path):
+    """`--simulate` announces 0G 24 s in; pending.json cannot be written (fail point) and the daemon
+    stops at 30 s, before the window completes: the exit says so and how to capture it by hand."""
+    r = _cli("run", "--simulate", "--data-dir", str(tmp_path / "d"), "--duration", "30",
+             env={"PUMPWATCH_FAILPOINTS": "events.pending=enospc"}, timeout=90)
+    assert r.returncode == errors.EXIT_DISK, r.stderr[-3000:]
+    assert "CRITICAL" in r.stderr and "pumpwatch capture 0G --at " in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("pumpwatch run: saving the captures waiting to") and "pending.json" in last and "0G_" in last

@@ -28,15 +28,14 @@ import textwrap
 import threading
 import time
 
-import pytest
-
 import pumpwatch
-from pumpwatch import capture as capture_mod, upbit as upbit_mod
+import pytest
+from pumpwatch import capture as capture_mod
+from pumpwatch import upbit as upbit_mod
 from pumpwatch._core import SEQUENCED_VENUES
 from pumpwatch.config import Config
 from pumpwatch.daemon import SimScenario, run
 from pumpwatch.sim.__main__ import truth as sim_truth
-
 from test_soak import AGGREGATED_VENUES, _fills_in_place_of_aggregates
 
 pytestmark = pytest.mark.timeout(240)

@@ -82,12 +82,13 @@ class ListingLog:
         self.captures: CaptureScheduler | None = None
 
     async def __call__(self, t) -> None:
-        if self.captures is not None:
-            await self.captures.on_trigger(t)
+        # Named in /status first: whatever capture scheduling meets, the listing is on record.
         self.triggers.append({
             "notice_id": t.notice_id, "title": t.title, "tickers": list(t.tickers), "t0_ns": t.t0_ns,
             "detected_ns": t.detected_ns, "delay_ms": round(t.delay_ns / 1e6, 1), "capture": t.capture,
         })
+        if self.captures is not None:
+            await self.captures.on_trigger(t)
 
 
 #: What the recorder writes under the data directory besides the log's own files.
