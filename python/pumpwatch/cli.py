@@ -148,9 +148,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     caps = final.get("captures") or {}
     for e in caps.get("events", []):
         print(f"event {e['event']}: {e['trades']:,} trades, {e['verdict']}; {e['summary']} -> {e['path']}")
-    for name in caps.get("pending", []):
-        print(f"event {name}: window not complete yet; captured when the recorder runs again (or `pumpwatch capture`)")
     lost = final.get("listings_not_saved") or []
+    for name in caps.get("pending", []):
+        if name not in lost:
+            print(f"event {name}: window not complete yet; captured when the recorder runs again (or `pumpwatch capture`)")
     if lost:
         print(f"pumpwatch run: saving the captures waiting to {os.path.join(cfg.data_dir, 'events', 'pending.json')} "
               f"failed ({caps.get('pending_unsaved_error') or 'disk error'}); {', '.join(lost)} would not be captured "
