@@ -301,6 +301,64 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_study(args: argparse.Namespace) -> int:
+    from .capture import parse_time_ns
+    from .dataset import load_events
+    from .study import summarise
+
+    events = load_events(args.data_dir, since_ns=parse_time_ns(args.since) if args.since else None,
+                         until_ns=parse_time_ns(args.until) if args.until else None)
+    summary = summarise(events)
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return 0
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not events.num_rows:
+        console.print(f"no events in {args.data_dir}" + (" in that span" if args.since or args.until else "")
+                      + "; `pumpwatch events` lists them")
+        return 0
+
+    def spread(x, scale=1.0):
+        return "-" if x is None else f"{x[0] / scale:.1f}..{x[2] / scale:.1f}"
+
+    def mid(x, scale=1.0):
+        return "-" if x is None else f"{x[1] / scale:.1f}"
+
+    if console.width < 100:  # narrow: a block of lines per venue, nothing cut
+        console.print(f"{summary['events']} listing events in {args.data_dir}")
+        for venue, v in summary["venues"].items():
+            rise, ttp = v["rise_pct_quartiles"], v["time_to_peak_ms_quartiles"]
+            lag = "-" if v["lag_ms_median"] is None else f"{v['lag_ms_median']:.0f} ms"
+            console.print(f"[bold]{venue}[/bold]  listed {v['events']}, complete {v['complete']}, "
+                          f"pumped {v['pumps']} ({v['pump_share']:.0%})", soft_wrap=True)
+            console.print(f"  rise {mid(rise)} % ({spread(rise)}), to peak {mid(ttp, 1e3)} s ({spread(ttp, 1e3)}), "
+                          f"first {v['first_mover']}, lag {lag}", soft_wrap=True)
+        return _study_chart(console, args, events)
+    t = Table(title=f"{summary['events']} listing events in {args.data_dir}", box=box.SIMPLE_HEAD)
+    for col in ("venue", "listed", "complete", "pumped", "rise %", "rise IQR", "peak s", "peak IQR", "first", "lag ms"):
+        t.add_column(col, justify="left" if col == "venue" else "right", no_wrap=True)
+    for venue, v in summary["venues"].items():
+        rise, ttp = v["rise_pct_quartiles"], v["time_to_peak_ms_quartiles"]
+        t.add_row(venue, str(v["events"]), str(v["complete"]), f"{v['pumps']} ({v['pump_share']:.0%})",
+                  mid(rise), spread(rise), mid(ttp, 1e3), spread(ttp, 1e3), str(v["first_mover"]),
+                  "-" if v["lag_ms_median"] is None else f"{v['lag_ms_median']:.0f}")
+    console.print(t)
+    return _study_chart(console, args, events)
+
+
+def _study_chart(console, args: argparse.Namespace, events) -> int:
+    from .study import average_paths, draw_study
+
+    out = args.output or os.path.join(args.data_dir, "study.png")
+    draw_study(out, events, average_paths(args.data_dir, events))
+    console.print(f"chart: {out}")
+    return 0
+
+
 def _data_dir_arg(p: argparse.ArgumentParser, *, source: bool = False) -> None:
     p.add_argument("--data-dir", default="./pumpwatch-data", help="data directory (default ./pumpwatch-data)")
     if source:
@@ -361,6 +419,14 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--format", choices=("parquet", "csv"), help="default: from the file name")
     _data_dir_arg(x, source=True)
     x.set_defaults(func=_cmd_export)
+
+    sy = sub.add_parser("study", help="what the listing events say together: pumps, rises, who moves first")
+    sy.add_argument("--since", help="only events with t0 at or after this (ISO-8601 UTC or epoch)")
+    sy.add_argument("--until", help="only events with t0 before this")
+    sy.add_argument("-o", "--output", help="the chart (default DATA_DIR/study.png)")
+    _data_dir_arg(sy)
+    sy.add_argument("--json", action="store_true", help="print the figures as JSON")
+    sy.set_defaults(func=_cmd_study)
 
     v = sub.add_parser("verify", help="check the integrity of a recording and report any damage")
     _data_dir_arg(v)
