@@ -156,11 +156,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(st, indent=2))
         return 0
-    from rich.console import Console
+    import shutil
 
-    from .daemon import _dashboard
+    from .dashboard import render
 
-    Console().print(_dashboard(st))
+    print("\n".join(render(st, shutil.get_terminal_size().columns)))
     return 0
 
 
