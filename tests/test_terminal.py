@@ -4,6 +4,7 @@ matters, the why column only when something is wrong)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -145,3 +146,75 @@ def test_live_dashboard_in_tmux_at_three_sizes(tmux_socket, tmp_path):
         for venue in VENUES:
             rows = [line for line in lines if line.split(" ", 1)[0] == venue]
             assert len(rows) == 1 and re.match(rf"^{venue}\s+stopped\s", rows[0]) and lines.index(rows[0]) > start, (w, history)
+
+
+# -- report and events by width -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def event_dir(tmp_path_factory):
+    from test_capture import NS, T0, _pumping_store
+
+    from pumpwatch import capture as cap
+
+    data = tmp_path_factory.mktemp("ev") / "d"
+    with _pumping_store(data) as store:
+        store.append_marker("gap_unfillable", ts_ns=T0, venue="bybit-spot", symbol="0GUSDT", from_ts_ns=T0 - NS,
+                            to_ts_ns=T0, detail="the venue's recent-trades window does not reach back to the outage")
+        ev = cap.capture(store, cap.CaptureRequest("0G", T0, notice={
+            "notice_id": 7, "title": "[거래] 제로지(0G) KRW 마켓 디지털 자산 추가", "markets": ["KRW"],
+            "detected_ns": T0 + 13 * NS}), data, chart=False)
+    return data, Path(ev.path)
+
+
+def _cli(columns: int, *args: str) -> str:
+    r = subprocess.run([sys.executable, "-m", "pumpwatch.cli", *args], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "COLUMNS": str(columns), "PYTHONPATH": f"{REPO / 'python'}"})
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def _figures(analysis: dict, venue: str) -> list[str]:
+    """The figures of a venue's analysis the report shows, as analysis.json holds them."""
+    a = analysis["venues"][venue]
+    return [a["reference"]["price"], str(a["first_after"]["ms_after_t0"]), a["peak"]["price"], str(a["max_rise_pct"]),
+            str(a["max_fall_pct"]), str(a["time_to_peak_ms"]), a["after"]["quote_volume"], str(a["after"]["buy_share"]),
+            str(analysis["across"]["lead_lag_ms"][venue]), a["verdict"]]
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_report_shows_every_venue_and_figure_whole(event_dir, columns):
+    data, folder = event_dir
+    analysis = json.loads((folder / "analysis.json").read_text())
+    event = json.loads((folder / "event.json").read_text())
+    out = _cli(columns, "report", "0G", "--data-dir", str(data))
+    assert "…" not in out
+    words = set(re.split(r"[\s│┃,+]+", out))
+    for venue in event["venues"]:
+        assert venue in words, (venue, out)
+    for venue in analysis["venues"]:
+        for figure in _figures(analysis, venue):
+            assert figure in words, (venue, figure, out)
+    assert all(len(line) <= columns for line in out.splitlines())
+
+
+def test_report_wide_forces_the_table_and_json_is_analysis_as_stored(event_dir):
+    data, folder = event_dir
+    out = _cli(80, "report", "0G", "--data-dir", str(data), "--wide")
+    assert "…" not in out
+    analysis = json.loads((folder / "analysis.json").read_text())
+    for venue in analysis["venues"]:  # one table row per venue holds all its figures
+        (row,) = [line for line in out.splitlines() if line.startswith(f"│ {venue} ")]
+        assert all(f in re.split(r"[\s│+]+", row) for f in _figures(analysis, venue)), row
+    assert _cli(80, "report", "0G", "--data-dir", str(data), "--json") == (folder / "analysis.json").read_text()
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_events_shows_name_t0_and_figures_whole(event_dir, columns):
+    data, folder = event_dir
+    out = _cli(columns, "events", "--data-dir", str(data))
+    (row,) = json.loads(_cli(columns, "events", "--data-dir", str(data), "--json"))
+    assert "…" not in out and all(len(line) <= columns for line in out.splitlines())
+    words = set(re.split(r"[\s│┃,+]+", out))
+    for figure in (row["event"], row["t0"][:23] + "Z", f"{row['trades']:,}", row["verdict"], str(row["max_rise"])):
+        assert figure in words, (figure, out)
