@@ -218,3 +218,61 @@ def test_events_shows_name_t0_and_figures_whole(event_dir, columns):
     words = set(re.split(r"[\s│┃,+]+", out))
     for figure in (row["event"], row["t0"][:23] + "Z", f"{row['trades']:,}", row["verdict"], str(row["max_rise"])):
         assert figure in words, (figure, out)
+
+
+def test_verify_shows_progress_on_a_terminal_and_keeps_json_clean(event_dir):
+    import pty
+
+    data, _ = event_dir
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "pumpwatch.cli", "verify", "--data-dir", str(data), "--json"],
+                            stdout=subprocess.PIPE, stderr=secondary, env={**os.environ, "PYTHONPATH": str(REPO / "python")})
+    os.close(secondary)
+    out = proc.stdout.read()
+    assert proc.wait(timeout=60) == 0
+    err = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # the other end closed
+            break
+        if not chunk:
+            break
+        err += chunk
+    os.close(primary)
+    assert b"verifying" in err and b"GB of log in" in err  # the spinner, on stderr
+    assert json.loads(out)["ok"] is True  # stdout: the JSON alone
+
+
+def test_status_command_prints_the_dashboard_at_the_terminal_width():
+    import asyncio
+    import threading
+
+    from pumpwatch.status import serve_status
+
+    ready = threading.Event()
+    box: dict = {}
+
+    def serve() -> None:
+        async def main() -> None:
+            server = await serve_status("127.0.0.1:0", _status)
+            box["address"] = "%s:%d" % server.sockets[0].getsockname()[:2]
+            box["stop"] = asyncio.Event()
+            ready.set()
+            await box["stop"].wait()
+            server.close()
+
+        box["loop"] = asyncio.new_event_loop()
+        box["loop"].run_until_complete(main())
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    assert ready.wait(10)
+    try:
+        out = _cli(80, "status", "--address", box["address"])
+    finally:
+        box["loop"].call_soon_threadsafe(box["stop"].set)
+        t.join(10)
+    lines = out.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    assert [line.split()[0] for line in lines if line.split() and line.split()[0] in VENUES] == list(VENUES)

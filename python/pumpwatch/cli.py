@@ -11,14 +11,21 @@ from . import __version__
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from .retention import log_bytes
     from .store import verify
 
-    report = verify(args.data_dir)
-    gaps = _gap_summary(args.data_dir) if report["segments"] else {}
+    # One walk of the whole log in Rust: an elapsed-time spinner (on a terminal) says it is working.
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True,
+                  console=Console(stderr=True)) as progress:
+        progress.add_task(f"verifying {log_bytes(args.data_dir) / 1e9:,.2f} GB of log in {args.data_dir}", total=None)
+        report = verify(args.data_dir)
+        gaps = _gap_summary(args.data_dir) if report["segments"] else {}
     if args.json:
         print(json.dumps({**report, "gaps": gaps}, indent=2))
     else:
-        from rich.console import Console
         from rich.table import Table
 
         console = Console()
