@@ -57,7 +57,9 @@ def test_frame_fits_the_window_with_all_twelve_venues(width, height):
         (row,) = [line for line in lines if line.split(" ", 1)[0] == venue]
         assert re.match(rf"^{venue}\s+rec 5/1\s+[\d.,]+[kMG]?\s", row), row
     assert "why" not in lines[1]  # nothing wrong: no error column
-    assert any(line.startswith("total ") for line in lines)
+    (total,) = [line for line in lines if line.startswith("total ")]
+    assert "…" not in total and total.endswith("quar 2") and "dups 3,536" in total  # the totals whole
+    assert "…" not in lines[0] and "disk free 77.2 GB" in lines[0]
     assert any("log line 39" in line for line in lines)  # the newest log lines, in the pane
     assert not any("log line 0" == line for line in lines)  # the pane is bounded
     header = lines[1].split()

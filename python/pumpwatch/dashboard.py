@@ -98,44 +98,51 @@ GAP = 2
 WHY_MIN = 24
 
 
+def _fit(parts: list[str], width: int) -> str:
+    """Parts joined by two spaces, or by one when that is what fits (figures stay whole)."""
+    line = "  ".join(parts)
+    return line if len(line) <= width else " ".join(parts)
+
+
 def _crop(s: str, width: int) -> str:
     return s if len(s) <= width else (s[: max(width - 1, 0)] + "…" if width > 0 else "")
 
 
-def _title(status: dict, phase: str) -> str:
+def _title(status: dict, phase: str) -> list[str]:
     what = {"running": f"up {status.get('uptime_s', 0):.0f} s", "stopping": "stopping…",
             "stopped": f"stopped after {status.get('uptime_s', 0):.0f} s"}[phase]
     parts = [f"PumpWatch  {what}", f"log {_bytes(status.get('log_bytes'))}", f"disk free {_bytes(status.get('disk_free_bytes'))}"]
     if status.get("address"):
         parts.append(f"http://{status['address']}/status")
-    return "  ".join(parts)
+    return parts
 
 
-def _extra_lines(status: dict) -> list[str]:
-    """Totals, sink, Upbit watcher and events: one line each."""
+def _extra_lines(status: dict) -> list[str | list[str]]:
+    """Totals, sink, Upbit watcher and events: one line each (a list: parts to fit)."""
     ing = status.get("ingest", {})
     venues = status.get("venues", {})
     unfill = sum(v.get("gaps_unfillable", 0) for v in venues.values())
-    out = [f"total  frames {abbrev(ing.get('frames'))}  trades {abbrev(ing.get('trades'))}  dups {abbrev(ing.get('duplicates'))}  "
-           f"gaps {abbrev(ing.get('gaps'))} ({abbrev(ing.get('gaps_filled'))} filled, {abbrev(unfill)} unfill)  "
-           f"quar {abbrev(ing.get('quarantined'))}"]
+    out = [["total", f"frames {abbrev(ing.get('frames'))}", f"trades {abbrev(ing.get('trades'))}",
+            f"dups {abbrev(ing.get('duplicates'))}",
+            f"gaps {abbrev(ing.get('gaps'))} ({abbrev(ing.get('gaps_filled'))} filled, {abbrev(unfill)} unfill)",
+            f"quar {abbrev(ing.get('quarantined'))}"]]
     up = status.get("upbit", {}).get("metrics")
     if up:
         p99 = up.get("response_ms_p99")
-        out.append(f"upbit  polls {abbrev(up.get('polls', 0))}  errors {abbrev(up.get('errors', 0))}  "
-                   f"p99 {'-' if p99 is None else f'{p99:.0f} ms'}  listings {abbrev(up.get('triggers', 0))}"
-                   + (f"  backoff: {up['last_backoff_reason']}" if up.get("last_backoff_reason") else ""))
+        out.append(["upbit", f"polls {abbrev(up.get('polls', 0))}", f"errors {abbrev(up.get('errors', 0))}",
+                    f"p99 {'-' if p99 is None else f'{p99:.0f} ms'}", f"listings {abbrev(up.get('triggers', 0))}"]
+                   + ([f"backoff: {up['last_backoff_reason']}"] if up.get("last_backoff_reason") else []))
     pg = status.get("sink", {}).get("postgres")
     if pg:
-        out.append(f"sink   {pg['state']}  {abbrev(pg['records_behind'])} records / {pg['seconds_behind']:.1f} s behind  "
+        out.append(f"sink  {pg['state']}  {abbrev(pg['records_behind'])} records / {pg['seconds_behind']:.1f} s behind  "
                    f"{abbrev(pg['trades_written'])} written" + (f"  error: {pg['last_error']}" if pg.get("last_error") else ""))
     caps = status.get("captures")
     if caps:
         done = caps.get("events", [])
-        out.append(f"events {len(done)} written" + (f" (latest {done[-1]['event']}: {abbrev(done[-1]['trades'])} trades, "
+        out.append(f"events  {len(done)} written" + (f" (latest {done[-1]['event']}: {abbrev(done[-1]['trades'])} trades, "
                    f"{done[-1]['verdict']})" if done else "") + (f"  waiting: {', '.join(caps['pending'])}" if caps.get("pending") else ""))
     for w in status.get("warnings", []):
-        out.append(f"warn   {w}")
+        out.append(f"warn  {w}")
     return out
 
 
@@ -166,10 +173,10 @@ def render(status: dict, width: int, height: int | None = None, *, logs: Iterabl
             s += " " * GAP + why
         return _crop(s.rstrip(), width)
 
-    lines = [_crop(_title(status, phase), width), row("venue", "state", order, "why" if show_why else "")]
+    lines = [_crop(_fit(_title(status, phase), width), width), row("venue", "state", order, "why" if show_why else "")]
     for i, (name, v) in enumerate(venues.items()):
         lines.append(row(name, states[name][0], [cells[h][i] for h in order], states[name][1]))
-    extra = [_crop(x, width) for x in _extra_lines(status)]
+    extra = [_crop(x if isinstance(x, str) else _fit(x, width), width) for x in _extra_lines(status)]
     legend = _crop(LEGEND, width)
     if height is None:
         return lines + extra + [legend]
@@ -233,8 +240,8 @@ async def live(status_fn: Callable[[], dict], stop: asyncio.Event, done: asyncio
         return text
 
     try:
-        with Live(frame("running"), console=console, auto_refresh=False, vertical_overflow="crop",
-                  redirect_stdout=False, redirect_stderr=False) as view:
+        # A stray print() or stderr write goes above the frame (Live redirects them), never into it.
+        with Live(frame("running"), console=console, auto_refresh=False, vertical_overflow="crop") as view:
             while not stop.is_set():
                 try:
                     await asyncio.wait_for(stop.wait(), refresh_s)
