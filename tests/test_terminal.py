@@ -130,6 +130,13 @@ def test_live_dashboard_in_tmux_at_three_sizes(tmux_socket, tmp_path):
             assert len(rows) == 1, (w, venue, "\n".join(screen))
             assert len(rows[0].rstrip()) <= w, (w, rows[0])  # no row wraps
             assert re.match(rf"^{venue}\s+(rec|deg|down|err|start|idle)\b", rows[0]), (w, rows[0])
+    # A window made smaller mid-run: the next frames fit it, no stale copy is left on the screen.
+    _tmux(tmux_socket, "resize-window", "-t", "s200", "-x", "80", "-y", "24")
+    time.sleep(2)
+    screen = _tmux(tmux_socket, "capture-pane", "-p", "-J", "-t", "s200").splitlines()
+    assert sum(bool(TITLE.match(line)) for line in screen) == 1, "\n".join(screen)
+    assert [line.split(" ", 1)[0] for line in screen if line.split(" ", 1)[0] in VENUES] == list(VENUES), "\n".join(screen)
+    assert all(len(line.rstrip()) <= 80 for line in screen), "\n".join(screen)
     deadline = time.monotonic() + duration + 40
     finals = {}
     while len(finals) < len(SIZES) and time.monotonic() < deadline:

@@ -192,18 +192,28 @@ def render(status: dict, width: int, height: int | None = None, *, logs: Iterabl
     return lines[:room]
 
 
+#: Warnings and errors of the run repeated on the normal screen when the dashboard ends (the
+#: pane lived on the alternate screen); the journal or a log file keeps them all.
+WARNINGS_KEPT = 20
+
+
 class _PaneHandler(logging.Handler):
-    """Keeps the newest log lines for the pane under the table."""
+    """Keeps the newest log lines for the pane under the table, and the last warnings."""
 
     def __init__(self, lines: collections.deque) -> None:
         super().__init__()
         self.lines = lines
+        self.warnings: collections.deque[str] = collections.deque(maxlen=WARNINGS_KEPT)
+        self.warning_count = 0
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s", "%H:%M:%S"))
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            for line in self.format(record).splitlines():
-                self.lines.append(line)
+            text = self.format(record)
+            self.lines.extend(text.splitlines())
+            if record.levelno >= logging.WARNING:
+                self.warning_count += 1
+                self.warnings.append(text)
         except Exception:  # noqa: BLE001 - a log line must never stop the recorder
             self.handleError(record)
 
@@ -240,8 +250,9 @@ async def live(status_fn: Callable[[], dict], stop: asyncio.Event, done: asyncio
         return text
 
     try:
-        # A stray print() or stderr write goes above the frame (Live redirects them), never into it.
-        with Live(frame("running"), console=console, auto_refresh=False, vertical_overflow="crop") as view:
+        # The terminal's alternate screen, like top: a resize or a stray write cannot leave stale
+        # copies of the frame in the scrollback. The last frame is printed on the normal screen.
+        with Live(frame("running"), console=console, auto_refresh=False, vertical_overflow="crop", screen=True) as view:
             while not stop.is_set():
                 try:
                     await asyncio.wait_for(stop.wait(), refresh_s)
@@ -254,7 +265,13 @@ async def live(status_fn: Callable[[], dict], stop: asyncio.Event, done: asyncio
                 except asyncio.TimeoutError:
                     pass
                 view.update(frame("stopping"), refresh=True)
-            view.update(frame("stopped"), refresh=True)
+        if handler.warnings:
+            older = handler.warning_count - len(handler.warnings)
+            console.print(f"warnings during the run: {handler.warning_count}" + (f" (the last {len(handler.warnings)})" if older else ""),
+                          soft_wrap=True, highlight=False)
+            for text in handler.warnings:
+                console.print(text, soft_wrap=True, highlight=False, markup=False)
+        console.print(frame("stopped"))
     finally:
         root.removeHandler(handler)
         for h in moved:
