@@ -14,7 +14,7 @@ from pumpwatch import capture as cap
 from pumpwatch.chart import ZOOM_S, event_figure
 from pumpwatch.config import ConfigError, load
 
-from test_capture import NS, T0, _recorded_store, _trade
+from test_capture import T0, _recorded_store, _trade
 
 #: venue, symbol, ms after t0 its pump starts
 MOVERS = [("binance-spot", "0GUSDT", 120), ("okx-swap", "0G-USDT-SWAP", 450), ("bybit-linear", "0GUSDT", 1300),

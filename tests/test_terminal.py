@@ -220,7 +220,7 @@ def test_report_wide_forces_the_table_and_json_is_analysis_as_stored(event_dir):
 
 @pytest.mark.parametrize("columns", [80, 120])
 def test_events_shows_name_t0_and_figures_whole(event_dir, columns):
-    data, folder = event_dir
+    data, _ = event_dir
     out = _cli(columns, "events", "--data-dir", str(data))
     (row,) = json.loads(_cli(columns, "events", "--data-dir", str(data), "--json"))
     assert "…" not in out and all(len(line) <= columns for line in out.splitlines())

@@ -23,7 +23,7 @@ LOG_PANE_MAX = 12
 LOG_PANE_MIN = 2
 
 
-def abbrev(n: int | float | None) -> str:
+def abbrev(n: float | None) -> str:
     """A count in at most 5 characters: 9,999 then 15.2k, 152k, 1.52M, ..."""
     if n is None:
         return "-"
@@ -256,13 +256,13 @@ async def live(status_fn: Callable[[], dict], stop: asyncio.Event, done: asyncio
             while not stop.is_set():
                 try:
                     await asyncio.wait_for(stop.wait(), refresh_s)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 view.update(frame("stopping" if stop.is_set() else "running"), refresh=True)
             while done is not None and not done.is_set():
                 try:
                     await asyncio.wait_for(done.wait(), refresh_s)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 view.update(frame("stopping"), refresh=True)
         if handler.warnings:
