@@ -232,7 +232,7 @@ async def live(status_fn: Callable[[], dict], stop: asyncio.Event, done: asyncio
     from rich.live import Live
     from rich.text import Text
 
-    console = Console()
+    console = Console(stderr=True)  # the daemon chose the dashboard because stderr is a terminal
     pane: collections.deque[str] = collections.deque(maxlen=LOG_PANE_MAX)
     root = logging.getLogger()
     moved = [h for h in root.handlers if _is_terminal_handler(h)]
