@@ -790,4 +790,6 @@ class Collector:
             "data_dir": self.store.path,
             "ingest": stats,
             "venues": {v: r.status() for v, r in self.recorders.items()},
+            # Per-IP budgets: how much of each allowance is in use, and any hold a venue asked for.
+            "budgets": self.budgets.status(),
         }
