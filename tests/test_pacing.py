@@ -8,6 +8,7 @@ both markets as the venue counts per IP; so a recorder that opens its shards all
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 from pumpwatch.collector import VenueRecorder
@@ -119,7 +120,7 @@ def test_a_refused_handshake_is_retried_no_sooner_than_its_retry_after():
             rates["kucoin"].admit()  # someone else on this IP just connected
             spec = get("kucoin-spot").with_urls(ws_url=v.ws_origin, rest_url=v.rest_url)
             budgets = Budgets()
-            conn = VenueConnection(spec, [sorted(v.instruments)[0]], on_frame=lambda f, t: None, policy=POLICY,
+            conn = VenueConnection(spec, [min(v.instruments)], on_frame=lambda f, t: None, policy=POLICY,
                                    budgets=budgets)
             task = asyncio.create_task(conn.run())
             while not conn.up:
@@ -201,5 +202,5 @@ def test_kucoin_spot_and_futures_rest_draw_on_one_budget():
 
     run(main(), 10)
     budget: RateBudget = get("kucoin-spot").rest_pacing()
-    gaps = [b - a for a, b in zip(calls, calls[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(calls)]
     assert len(calls) == 40 and min(gaps) >= budget.period_s - 1e-9

@@ -13,7 +13,6 @@ import email.utils
 import gzip
 import ssl
 import time
-import weakref
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -160,7 +159,12 @@ class HttpClient:
         for attempt in range(2):
             conn, reused = self._take_idle(key)
             if conn is None:
-                conn = await self._open(*key)
+                try:
+                    conn = await self._open(*key)
+                except HttpError:
+                    raise
+                except OSError as e:  # say which host, and how (refused, unreachable, TLS...)
+                    raise HttpError(f"connecting to {host} failed: {type(e).__name__}: {e}", url=redact(url)) from e
             reader, writer = conn
             try:
                 writer.write(request)
@@ -306,7 +310,9 @@ async def _read_response(reader: asyncio.StreamReader, *, head: bool = False) ->
 # ---------------------------------------------------------------------------------------------
 # Venue REST: the HttpFetch every venue module's requests run on
 
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, HttpClient] = weakref.WeakKeyDictionary()
+# Not weak: a client's idle sockets refer to their loop, so a weak key would never go; closed
+# loops are dropped instead whenever a client is asked for.
+_clients: dict[asyncio.AbstractEventLoop, HttpClient] = {}
 
 
 def default_client() -> HttpClient:
@@ -315,6 +321,8 @@ def default_client() -> HttpClient:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
+        for old in [lp for lp in _clients if lp.is_closed()]:
+            del _clients[old]
         client = _clients[loop] = HttpClient(max_idle=8)
     return client
 
