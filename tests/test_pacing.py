@@ -204,3 +204,46 @@ def test_kucoin_spot_and_futures_rest_draw_on_one_budget():
     budget: RateBudget = get("kucoin-spot").rest_pacing()
     gaps = [b - a for a, b in itertools.pairwise(calls)]
     assert len(calls) == 40 and min(gaps) >= budget.period_s - 1e-9
+
+
+def test_the_recorder_opens_many_shards_of_both_markets_within_the_rate(tmp_path):
+    """The Collector with one symbol per connection on OKX spot and swap (8 shards): every shard
+    comes up, the simulator refuses none and sees at most 3 handshakes in any second, and every
+    symbol records. Opened as fast as they are planned, the simulator refused 7 of them."""
+    import dataclasses
+
+    import pumpwatch
+    from pumpwatch.collector import Collector
+    from pumpwatch.config import ConnectionSettings
+
+    async def main():
+        async with Simulator(["okx-spot", "okx-swap"], seed=6, trades_per_s=40) as sim:
+            settings = {v: VenueSettings(enabled=False) for v in pumpwatch.VENUES}
+            for vid, v in sim.venues.items():
+                settings[vid] = VenueSettings(ws_url=v.ws_origin, rest_url=v.rest_url)
+            specs = {vid: dataclasses.replace(get(vid), max_streams_per_connection=1) for vid in sim.venues}
+            cfg = Config(data_dir=str(tmp_path), metrics_address="127.0.0.1:0", venues=settings,
+                         connection=ConnectionSettings(initial_delay_s=0.05, max_delay_s=0.5))
+            store = pumpwatch.Store(tmp_path)
+            collector = Collector(cfg, store, specs=specs)
+            stop = asyncio.Event()
+            task = asyncio.create_task(collector.run(stop))
+
+            def all_up() -> bool:
+                st = collector.status()["venues"]
+                return all(st[v]["connections"] == 4 and st[v]["connections_up"] == 4 for v in sim.venues)
+
+            while not all_up():
+                await asyncio.sleep(0.05)
+            symbols = {(v, s) for v in sim.venues for s in sim.venues[v].instruments}
+            while {(r["venue"], r["symbol"]) for r in store.query().to_pylist()} != symbols:
+                await asyncio.sleep(0.1)
+            stop.set()
+            await task
+            store.close()
+            return sim.connection_rates["okx"], collector.status()
+
+    rate, status = run(main(), 40)
+    assert rate.refused == 0 and len(rate.accepted) == 8 and rate.max_in_window() <= 3
+    assert all(v["reconnects"] == 0 for v in status["venues"].values() if v["connections"])
+    assert status["budgets"]["okx:ws-connect"]["granted"] == 8
