@@ -8,6 +8,7 @@ both markets as the venue counts per IP; so a recorder that opens its shards all
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 
 import pytest
@@ -27,15 +28,38 @@ def run(coro, deadline: float):
 
 
 class FakeClock:
+    """Discrete-event time: `sleep` parks its caller, and `drive` lets every task run until all
+    are parked, then moves time to the earliest wake-up. Minutes of pacing take no time, and
+    concurrent waiters see the same clock (a request that should not wait goes at once)."""
+
     def __init__(self) -> None:
         self.now = 5000.0
+        self._sleepers: list[tuple[float, int, asyncio.Future]] = []
+        self._seq = 0
 
     def __call__(self) -> float:
         return self.now
 
     async def sleep(self, seconds: float) -> None:
-        self.now += max(0.0, seconds)
-        await asyncio.sleep(0)
+        fut = asyncio.get_running_loop().create_future()
+        self._seq += 1
+        heapq.heappush(self._sleepers, (self.now + max(0.0, seconds), self._seq, fut))
+        await fut
+
+    async def drive(self, coro):
+        task = asyncio.ensure_future(coro)
+        while not task.done():
+            for _ in range(20):  # every task runs until it parks (the fake venues never block)
+                await asyncio.sleep(0)
+            if task.done():
+                break
+            while self._sleepers:
+                wake, _, fut = heapq.heappop(self._sleepers)
+                if not fut.done():
+                    self.now = max(self.now, wake)
+                    fut.set_result(None)
+                    break
+        return task.result()
 
 
 def test_every_venue_paces_connections_at_least_as_strictly_as_the_venue_counts():
@@ -75,7 +99,7 @@ def test_connection_budget_spaces_connections_over_the_window(venue):
             times.append(clock.now)
         return times
 
-    times = run(main(), 30)
+    times = run(clock.drive(main()), 30)
     assert times[-1] - times[0] >= budget.period_s
 
 
@@ -156,12 +180,11 @@ def test_bybit_403_silences_the_host_for_ten_minutes_for_both_markets():
 
     async def main():
         first = asyncio.create_task(spot._rest(HttpRequest("GET", "/v5/market/recent-trade")))
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # spot's request goes first and is refused
         other = asyncio.create_task(linear._rest(HttpRequest("GET", "/v5/market/instruments-info")))
         await asyncio.gather(first, other)
 
-    run(main(), 10)
+    run(clock.drive(main()), 10)
     assert len(calls) == 3
     t403 = calls[0][0]
     assert all(t - t403 >= 600 for t, _ in calls[1:]), calls
@@ -180,7 +203,7 @@ def test_a_429_retry_after_is_honoured_never_shortened():
         return b"[]"
 
     rec = _recorder("binance-spot", budgets, http)
-    run(rec._rest(HttpRequest("GET", "/api/v3/historicalTrades")), 10)
+    run(clock.drive(rec._rest(HttpRequest("GET", "/api/v3/historicalTrades"))), 10)
     assert calls[1] - calls[0] >= 120.0
 
 
@@ -200,7 +223,7 @@ def test_kucoin_spot_and_futures_rest_draw_on_one_budget():
     async def main():
         await asyncio.gather(*(r._rest(HttpRequest("GET", "/x")) for r in (spot, fut) for _ in range(20)))
 
-    run(main(), 10)
+    run(clock.drive(main()), 10)
     budget: RateBudget = get("kucoin-spot").rest_pacing()
     gaps = [b - a for a, b in itertools.pairwise(calls)]
     assert len(calls) == 40 and min(gaps) >= budget.period_s - 1e-9
@@ -247,3 +270,30 @@ def test_the_recorder_opens_many_shards_of_both_markets_within_the_rate(tmp_path
     assert rate.refused == 0 and len(rate.accepted) == 8 and rate.max_in_window() <= 3
     assert all(v["reconnects"] == 0 for v in status["venues"].values() if v["connections"])
     assert status["budgets"]["okx:ws-connect"]["granted"] == 8
+
+
+def test_a_server_error_delays_only_its_own_request_not_the_shared_budget():
+    """A 503 from Bybit spot is that request's trouble: linear's requests are not held by it,
+    while spot's retry waits its back-off."""
+    clock = FakeClock()
+    budgets = Budgets(clock=clock, sleep=clock.sleep)
+    calls: list[tuple[float, str]] = []
+
+    async def http(base_url, request):
+        calls.append((clock.now, request.path))
+        if request.path == "/spot" and sum(p == "/spot" for _, p in calls) == 1:
+            raise HttpError.refused("GET", base_url + request.path, 503, "Service Unavailable", b"")
+        return b"{}"
+
+    spot, linear = _recorder("bybit-spot", budgets, http), _recorder("bybit-linear", budgets, http)
+
+    async def main():
+        await asyncio.gather(spot._rest(HttpRequest("GET", "/spot")), linear._rest(HttpRequest("GET", "/linear")))
+
+    run(clock.drive(main()), 10)
+    start = calls[0][0]
+    (t_linear,) = [t for t, p in calls if p == "/linear"]
+    spot_times = [t for t, p in calls if p == "/spot"]
+    assert t_linear - start < 0.1  # paced by the shared budget only
+    assert spot_times[1] - spot_times[0] >= 0.5 * 0.8  # the back-off's first wait (jitter taken off)
+    assert budgets.limiter(get("bybit-spot").rest_pacing()).hold_until <= start

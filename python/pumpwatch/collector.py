@@ -43,6 +43,9 @@ REST_ATTEMPTS = 5
 #: How REST waits after a refusal (429/418/403/5xx) or a network failure, attempt by attempt;
 #: never less than the venue's Retry-After, nor than the spec's hold for that status (Bybit 403).
 REST_BACKOFF = Backoff(initial_s=0.5, max_s=60.0, factor=4.0, jitter=0.2)
+#: Answers that refuse our IP for asking too much (Bybit: 403 "access too frequent"; 418: a ban):
+#: they hold the whole budget, so no venue sharing it asks that host meanwhile.
+RATE_REFUSALS = frozenset({403, 418, 429})
 #: A connection of a venue whose ids cannot show a hole, silent for longer than this many times
 #: its usual interval between frames (and at least SILENCE_MIN_NS), may have been stalled: its
 #: symbols' recent-trades window is merged once data flows again.
@@ -294,10 +297,11 @@ class VenueRecorder:
 
     async def _rest(self, request) -> bytes:
         """One REST request within the venue's budget (shared with the venues on the same
-        per-IP allowance), retried after failures. A refusal holds the whole budget, so no
+        per-IP allowance), retried after failures. A rate refusal holds the whole budget, so no
         request of any venue sharing it reaches the host before the hold ends: the longest of
         the back-off, the venue's Retry-After (429/418: never less) and the spec's hold for that
-        status (Bybit 403 "access too frequent": 10 minutes, VENUES §12)."""
+        status (Bybit 403 "access too frequent": 10 minutes, VENUES §12). A server error or a
+        network failure delays only this request, by the same back-off."""
         limiter = self.rest_limiter
         for attempt in range(REST_ATTEMPTS):
             await limiter.acquire()
@@ -307,13 +311,16 @@ class VenueRecorder:
                 self.counters.rest_errors += 1
                 self.counters.last_error = str(e)[:200]
                 status = getattr(e, "status", None)
-                if status is not None and not (status in (418, 429, 403) or status >= 500):
+                if status is not None and not (status in RATE_REFUSALS or status >= 500):
                     raise  # the venue refused this request itself: asking again gets the same
-                hold = REST_BACKOFF.delay(attempt, self._rng, getattr(e, "retry_after_s", None))
-                hold = max(hold, self._rest_holds.get(status, 0.0))
+                wait = REST_BACKOFF.delay(attempt, self._rng, getattr(e, "retry_after_s", None))
+                wait = max(wait, self._rest_holds.get(status, 0.0))
                 why = f"REST {status}" if status is not None else f"REST failed: {type(e).__name__}"
-                log.warning("%s: %s, backing off %.1f s", self.venue, why, hold)
-                limiter.hold(hold, f"{self.venue}: {why}")
+                log.warning("%s: %s, backing off %.1f s", self.venue, why, wait)
+                if status in RATE_REFUSALS or status in self._rest_holds:
+                    limiter.hold(wait, f"{self.venue}: {why}")  # the IP is refused: every sharer waits
+                else:
+                    await limiter.sleep(wait)  # this host's trouble (5xx, network): this request waits
         raise ConnectionError(f"{self.venue}: REST {request.path} failed {REST_ATTEMPTS} times: {self.counters.last_error}")
 
     async def backfill_loop(self) -> None:
