@@ -314,10 +314,11 @@ class VenueRecorder:
                 if status is not None and not (status in RATE_REFUSALS or status >= 500):
                     raise  # the venue refused this request itself: asking again gets the same
                 wait = REST_BACKOFF.delay(attempt, self._rng, getattr(e, "retry_after_s", None))
-                wait = max(wait, self._rest_holds.get(status, 0.0))
+                spec_hold = self._rest_holds.get(status, 0.0) if status is not None else 0.0
+                wait = max(wait, spec_hold)
                 why = f"REST {status}" if status is not None else f"REST failed: {type(e).__name__}"
                 log.warning("%s: %s, backing off %.1f s", self.venue, why, wait)
-                if status in RATE_REFUSALS or status in self._rest_holds:
+                if status in RATE_REFUSALS or spec_hold:
                     limiter.hold(wait, f"{self.venue}: {why}")  # the IP is refused: every sharer waits
                 else:
                     await limiter.sleep(wait)  # this host's trouble (5xx, network): this request waits

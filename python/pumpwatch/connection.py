@@ -17,7 +17,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -85,6 +85,7 @@ class ReconnectPolicy:
     close_timeout_s: float = 1.0
     rotate_at_fraction: float = 0.9
     rotation_overlap_s: float = 2.0
+    backoff: Backoff = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # The back-off settings are checked (and used) by the one back-off policy.
