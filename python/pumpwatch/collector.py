@@ -30,8 +30,7 @@ from .config import Config, VenueSettings
 from .connection import ReconnectPolicy, VenueConnection
 from .net import Backoff, Budgets, http_fetch
 from .store import Store
-from .venues import CLOSED, HttpFetch, Instrument, VenueSpec
-from .venues import get as venue_spec
+from .venues import CLOSED, HttpFetch, Instrument, VenueSpec, get as venue_spec
 
 log = logging.getLogger("pumpwatch.collector")
 
