@@ -297,3 +297,13 @@ def test_a_server_error_delays_only_its_own_request_not_the_shared_budget():
     assert t_linear - start < 0.1  # paced by the shared budget only
     assert spot_times[1] - spot_times[0] >= 0.5 * 0.8  # the back-off's first wait (jitter taken off)
     assert budgets.limiter(get("bybit-spot").rest_pacing()).hold_until <= start
+
+
+def test_the_simulated_kucoin_counts_both_markets_rest_in_one_pool():
+    """As the recorder assumes (VENUES §12): weight spent on spot is missing for futures."""
+    sim = Simulator(["kucoin-spot", "kucoin-futures", "okx-spot", "okx-swap"])
+    spot, fut = sim.venues["kucoin-spot"], sim.venues["kucoin-futures"]
+    assert spot._buckets["public"] is fut._buckets["public"]
+    assert spot._buckets["public"].take(2000) and not fut._buckets["public"].take(5)
+    okx_spot, okx_swap = sim.venues["okx-spot"], sim.venues["okx-swap"]
+    assert okx_spot._buckets["history"] is not okx_swap._buckets["history"]  # not claimed for others

@@ -63,6 +63,11 @@ CONNECT_RATES: dict[str, tuple[int, float]] = {
 }
 
 
+#: REST pools one exchange's markets draw on together (per IP): KuCoin spot and futures share the
+#: `Public` pool, 2,000 weight / 30 s (VENUES §5.3, §12, the conservative reading).
+SHARED_REST_POOLS: dict[str, tuple[str, ...]] = {"kucoin": ("public",)}
+
+
 def exchange_of(venue_id: str) -> str:
     return venue_id.split("-", 1)[0]
 
@@ -244,7 +249,8 @@ class SimVenue:
 
     def __init__(self, venue_id: str, *, seed: int = 0, symbols: list[str] | None = None, trades_per_s: float = 20.0,
                  time_scale: float = 1.0, backlog: int = 0, port: int = 0, max_history: int = 1_000_000,
-                 lifetime_scale: float | None = None, connection_rates: dict[str, ConnectionRate] | None = None):
+                 lifetime_scale: float | None = None, connection_rates: dict[str, ConnectionRate] | None = None,
+                 rest_pools: dict[str, TokenBucket] | None = None):
         if venue_id not in FAMILIES:
             raise ValueError(f"unknown venue {venue_id!r}; the venues are: {', '.join(VENUE_IDS)}")
         if time_scale <= 0 or trades_per_s < 0 or (lifetime_scale is not None and lifetime_scale <= 0):
@@ -274,11 +280,16 @@ class SimVenue:
         self._weight_total = sum(i.weight for i in self.instruments.values()) or 1.0
         self._clients: set[Client] = set()
         self._subscribers: dict[str, set[Client]] = {}
-        self._buckets = {name: TokenBucket(*spec) for name, spec in self.protocol.buckets.items()}
-        # The exchange's connection-rate limit, shared with its other market when the Simulator
-        # runs both (`connection_rates`: one dict for all its venues).
+        # The exchange's connection-rate limit and shared REST pools, shared with its other market
+        # when the Simulator runs both (`connection_rates`, `rest_pools`: one dict each for all).
         rates = connection_rates if connection_rates is not None else {}
         exchange = exchange_of(venue_id)
+        self._buckets: dict[str, TokenBucket] = {}
+        for name, spec in self.protocol.buckets.items():
+            if name in SHARED_REST_POOLS.get(exchange, ()) and rest_pools is not None:
+                self._buckets[name] = rest_pools.setdefault(f"{exchange}:{name}", TokenBucket(*spec))
+            else:
+                self._buckets[name] = TokenBucket(*spec)
         if exchange not in rates and exchange in CONNECT_RATES:
             rates[exchange] = ConnectionRate(*CONNECT_RATES[exchange])
         self.connection_rate: ConnectionRate | None = rates.get(exchange)
@@ -786,7 +797,9 @@ class Simulator:
     def __init__(self, venues: list[str] | None = None, *, seed: int = 0, **kw: Any):
         # One IP: an exchange's markets count connection requests together.
         self.connection_rates: dict[str, ConnectionRate] = kw.pop("connection_rates", None) or {}
-        self.venues: dict[str, SimVenue] = {v: SimVenue(v, seed=seed, connection_rates=self.connection_rates, **kw)
+        self.rest_pools: dict[str, TokenBucket] = {}
+        self.venues: dict[str, SimVenue] = {v: SimVenue(v, seed=seed, connection_rates=self.connection_rates,
+                                                        rest_pools=self.rest_pools, **kw)
                                             for v in (venues or VENUE_IDS)}
 
     async def start(self) -> None:
