@@ -184,6 +184,8 @@ def test_http_client_keeps_alive_decompresses_and_sends_bodies():
         with pytest.raises(HttpError) as refused:
             await http_fetch(base, HttpRequest("GET", "/three", {"q": "1"}, {"X-Gate-Size-Decimal": "1"}),
                              client=client)
+        # After a rate refusal the kept-alive sessions to that host are ended (Bybit asks for it).
+        assert client._idle == {}
         await client.close()
         origin.server.close()
         return origin, r1, r2, refused.value

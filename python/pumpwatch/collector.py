@@ -28,7 +28,7 @@ from . import _core
 from .capture import save_instruments
 from .config import Config, VenueSettings
 from .connection import ReconnectPolicy, VenueConnection
-from .net import Backoff, Budgets, http_fetch
+from .net import RATE_REFUSALS, Backoff, Budgets, http_fetch
 from .store import Store
 from .venues import CLOSED, HttpFetch, Instrument, VenueSpec, get as venue_spec
 
@@ -42,9 +42,6 @@ REST_ATTEMPTS = 5
 #: How REST waits after a refusal (429/418/403/5xx) or a network failure, attempt by attempt;
 #: never less than the venue's Retry-After, nor than the spec's hold for that status (Bybit 403).
 REST_BACKOFF = Backoff(initial_s=0.5, max_s=60.0, factor=4.0, jitter=0.2)
-#: Answers that refuse our IP for asking too much (Bybit: 403 "access too frequent"; 418: a ban):
-#: they hold the whole budget, so no venue sharing it asks that host meanwhile.
-RATE_REFUSALS = frozenset({403, 418, 429})
 #: A connection of a venue whose ids cannot show a hole, silent for longer than this many times
 #: its usual interval between frames (and at least SILENCE_MIN_NS), may have been stalled: its
 #: symbols' recent-trades window is merged once data flows again.
@@ -318,7 +315,8 @@ class VenueRecorder:
                 why = f"REST {status}" if status is not None else f"REST failed: {type(e).__name__}"
                 log.warning("%s: %s, backing off %.1f s", self.venue, why, wait)
                 if status in RATE_REFUSALS or spec_hold:
-                    limiter.hold(wait, f"{self.venue}: {why}")  # the IP is refused: every sharer waits
+                    # Our IP asked too much: the whole budget is held, no venue sharing it asks.
+                    limiter.hold(wait, f"{self.venue}: {why}")
                 else:
                     await limiter.sleep(wait)  # this host's trouble (5xx, network): this request waits
         raise ConnectionError(f"{self.venue}: REST {request.path} failed {REST_ATTEMPTS} times: {self.counters.last_error}")

@@ -19,6 +19,7 @@ Nothing here knows a venue: the venue modules say which budget they draw on (VEN
 from .backoff import Backoff
 from .files import write_atomic
 from .http import (
+    RATE_REFUSALS,
     HttpClient,
     HttpError,
     HttpResponse,
@@ -30,6 +31,7 @@ from .http import (
 from .limits import Budgets, RateBudget, RateLimiter, default_budgets
 
 __all__ = [
+    "RATE_REFUSALS",
     "Backoff",
     "Budgets",
     "HttpClient",

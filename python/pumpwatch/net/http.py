@@ -27,6 +27,9 @@ HTTP_TIMEOUT_S = 10.0
 HTTP_ERROR_BODY_CHARS = 200
 #: The largest body read; past it the answer is refused rather than held in memory.
 MAX_BODY = 8 << 20
+#: Answers that refuse our IP for asking too much (403 "access too frequent" at Bybit, 418 a ban,
+#: 429): the caller holds its budget; the client ends its kept-alive sessions to that host.
+RATE_REFUSALS = frozenset({403, 418, 429})
 #: Headers every venue REST request carries unless the request sets its own.
 VENUE_HEADERS = {"User-Agent": "pumpwatch", "Accept": "application/json", "Accept-Encoding": "gzip, deflate"}
 
@@ -237,6 +240,14 @@ class HttpClient:
             raise
         return reader, writer
 
+    def drop_idle(self, url: str) -> None:
+        """Closes the kept-alive connections to `url`'s host: after a rate refusal the venue wants
+        every session ended (Bybit: "terminate all HTTP sessions and wait at least 10 minutes")."""
+        u = urlsplit(url)
+        port = u.port or (443 if u.scheme == "https" else 80)
+        for _, writer, _ in self._idle.pop((u.scheme, u.hostname or "", port), []):
+            writer.close()
+
     async def close(self) -> None:
         for pool in self._idle.values():
             for _, writer, _ in pool:
@@ -341,6 +352,8 @@ async def http_fetch(base_url: str, request: Any, *, timeout_s: float = HTTP_TIM
     except InvalidInputError as e:
         raise ValueError(str(e)) from None
     if not 200 <= response.status < 300:
+        if response.status in RATE_REFUSALS:
+            c.drop_idle(url)
         raise HttpError.refused(request.method, url, response.status, response.reason, response.body,
                                 response.retry_after_s)
     return response.body
