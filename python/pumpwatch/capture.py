@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from ._core import SEQUENCED_VENUES, VENUES
 from .errors import InvalidInputError
+from .net import write_atomic
 from .schema import TRADE_SCHEMA
 from .venues import split_multiplier
 
@@ -583,13 +584,7 @@ def _event_table(trades: pa.Table) -> pa.Table:
     )
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+_write_atomic = write_atomic  # the network layer's one atomic write (fsynced, directory too)
 
 
 def _fsync_dir(path: str) -> None:
