@@ -775,4 +775,5 @@ class Collector:
             "data_dir": self.store.path,
             "ingest": stats,
             "venues": {v: r.status() for v, r in self.recorders.items()},
+            **({"disk": self.store.disk_state()} if hasattr(self.store, "disk_state") else {}),
         }

@@ -697,7 +697,14 @@ impl LogWriter {
     pub fn roll(&mut self) -> Result<()> {
         let next = create_segment(&self.log_dir, self.active.map.seq + 1, &self.cfg)?;
         let mut old = std::mem::replace(&mut self.active, next);
-        seal(&mut old)?;
+        if let Err(e) = seal(&mut old) {
+            // Its records since the last commit may not be on disk: commit them again with the
+            // next commit (the header it could not seal is sealed by the next open's recovery).
+            if old.end > old.dirty_from {
+                self.unsynced.push((old.map.clone(), old.dirty_from, old.end));
+            }
+            return Err(e);
+        }
         segment::fsync_dir(&self.log_dir)?;
         if let Some((c, _)) = &self.compressor {
             c.request(old.map.seq);
