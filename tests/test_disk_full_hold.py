@@ -7,12 +7,20 @@ Counted against what this test sent: every trade is stored, or inside a named ga
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import json
+import os
 import subprocess
 import sys
 import textwrap
 
+import pytest
+
 import pumpwatch
+from pumpwatch.collector import Collector
+from pumpwatch.config import Config, VenueSettings
+from pumpwatch.sim import Simulator
 from pumpwatch.status import metrics_text
 from pumpwatch.store import disk_line
 
@@ -121,3 +129,113 @@ def test_status_and_metrics_name_a_full_disk():
     clear = dict(disk, full_since_ns=0, held_records=0, lost_trades_pending=0)
     assert disk_line(clear) is None
     assert "pumpwatch_disk_full 0\n" in metrics_text({"disk": clear})
+
+
+# --- The collector on a real small filesystem, against the simulator ------------------------------
+
+SIM_VENUES = ["binance-spot", "okx-spot"]
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path):
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        if os.geteuid() == 0:
+            pytest.fail(f"cannot mount a tmpfs as root: {r.stderr.strip()}")
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root); the RLIMIT_FSIZE test covers the store")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)])
+
+
+def _fill(path) -> None:
+    """Writes a ballast file until the filesystem has no byte left."""
+    chunk = b"\1" * (64 << 10)
+    with open(path, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(chunk)
+        except OSError as e:
+            assert e.errno == errno.ENOSPC, e
+        try:
+            while True:
+                f.write(b"\1" * 512)
+        except OSError:
+            pass
+
+
+async def _record_through_full_disk(data_dir, ballast):
+    sim = Simulator(SIM_VENUES, seed=5, trades_per_s=80.0, backlog=20)
+    await sim.start()
+    try:
+        urls = sim.urls()
+        cfg = Config(
+            data_dir=str(data_dir),
+            metrics_address="127.0.0.1:0",
+            venues={v: VenueSettings(enabled=v in SIM_VENUES, ws_url=urls[v]["ws_origin"] if v in SIM_VENUES else "",
+                                     rest_url=urls[v]["rest_url"] if v in SIM_VENUES else "") for v in pumpwatch.VENUES},
+        )
+        # A new segment every second, so the full disk refuses a new segment during the episode;
+        # a 4 KiB hold (the smallest ring), so some of the episode's trades must fall out.
+        store = pumpwatch.Store(data_dir, segment_span_s=1.0, segment_max_bytes=1 << 20, ring_bytes=4096, zstd_level=0,
+                                hold_on_disk_full=True)
+        collector = Collector(cfg, store)
+        stop = asyncio.Event()
+        task = asyncio.create_task(collector.run(stop))
+        await asyncio.sleep(2.0)
+        _fill(ballast)
+        during = None
+        for _ in range(40):
+            await asyncio.sleep(0.1)
+            st = collector.status()
+            if st["disk"]["full_since_ns"] and st["disk"]["lost_trades_pending"]:
+                during = st
+                break
+        await asyncio.sleep(1.0)
+        metrics = metrics_text(collector.status())
+        os.unlink(ballast)
+        await asyncio.sleep(3.0)
+        stop.set()
+        await task
+        after = collector.status()
+        sent = {v: sim.venues[v].sent_trades() for v in SIM_VENUES}
+        store.close()
+        return during, metrics, after, sent
+    finally:
+        await sim.stop()
+
+
+@pytest.mark.timeout(120)
+def test_collector_keeps_its_connections_through_a_full_disk(tiny_filesystem):
+    data = tiny_filesystem / "data"
+    during, metrics, after, sent = asyncio.run(_record_through_full_disk(data, tiny_filesystem / "ballast"))
+    assert during is not None, "the disk filled and trades fell out of the hold"
+    assert "pumpwatch_disk_full 1\n" in metrics and disk_line(during["disk"]).startswith("disk full since ")
+    assert after["disk"]["full_since_ns"] == 0 and after["disk"]["held_records"] == 0, after["disk"]
+    assert after["disk"]["lost_trades"] > 0
+    for v in SIM_VENUES:
+        assert after["venues"][v]["reconnects"] == 0, f"{v}: the full disk cost a connection: {after['venues'][v]}"
+
+    reader = pumpwatch.Store.open_readonly(data)
+    stored = reader.query().to_pylist()
+    holes = [m for m in reader.markers().to_pylist() if m["kind"] == "gap_unfillable"]
+    assert holes and all("disk full" in m["detail"] for m in holes), holes
+    named = 0
+    for venue in SIM_VENUES:
+        rows = [(r["symbol"], r["trade_id"]) for r in stored if r["venue"] == venue]
+        assert len(rows) == len(set(rows)), f"{venue}: a trade stored twice"
+        rows_set = set(rows)
+        live = [r["ts_ns"] for r in stored if r["venue"] == venue]
+        first_ts, last_ts = min(live), max(live)
+        for t in sent[venue]:
+            if not first_ts <= t["ts_ns"] <= last_ts or (t["symbol"], t["trade_id"]) in rows_set:
+                continue
+            inside = [m for m in holes if m["venue"] == venue and m["symbol"] == t["symbol"]
+                      and m["from_ts_ns"] <= t["ts_ns"] <= m["to_ts_ns"]
+                      and int(m["from_id"]) <= int(t["trade_id"]) <= int(m["to_id"])]
+            assert inside, f"{venue}: trade {t['trade_id']} at {t['ts_ns']} neither stored nor inside a named gap"
+            named += 1
+    assert named == after["disk"]["lost_trades"], (named, after["disk"])
+    report = pumpwatch.verify(data)
+    assert report["ok"] and report["trades"] == len(stored), report

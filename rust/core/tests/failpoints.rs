@@ -294,3 +294,46 @@ fn an_index_that_cannot_grow_costs_no_record() {
         assert!(idx.len() >= 3, "the seal wrote the whole index: {} entries", idx.len());
     }
 }
+
+/// Closing while the disk is still full: the close says how many records are lost with the
+/// process and which trades fell out earlier; what was stored opens, reads and verifies.
+#[test]
+fn closing_while_still_full_names_what_is_lost_and_the_log_reopens() {
+    let _scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg();
+    c.fsync_interval = Duration::from_secs(3600);
+    let mut log = pumpwatch_core::log::writer::SharedLog::open(dir.path(), c.clone()).unwrap();
+    log.with(|w| {
+        w.set_hold(4 << 10, Duration::ZERO);
+        Ok(())
+    })
+    .unwrap();
+    fail::cfg(fault::FALLOCATE, "return(ENOSPC)").unwrap();
+    for b in 0..100 {
+        let trades = batch(b);
+        log.with(|w| w.append_trades(trades.iter().map(Trade::as_ref))).unwrap();
+    }
+    let d = log.with(|w| Ok(w.disk_state())).unwrap();
+    assert!(d.held_records > 0 && d.lost_trades_pending > 0, "{d:?}");
+    let e = log.close(false).unwrap_err().to_string();
+    assert!(e.contains(&format!("{} records held in memory", d.held_records)), "{e}");
+    assert!(e.contains(&format!("binance-spot BTCUSDT {} trades", d.lost_trades_pending)), "{e}");
+    assert!(e.contains("Free disk space"), "{e}");
+    drop(log);
+    fail::remove(fault::FALLOCATE);
+    let stored = stored_ids(dir.path());
+    check_reader_and_verify_agree(dir.path(), &stored);
+    let n = stored.len() as u64;
+    assert!(n > 0 && n + d.held_records + d.lost_trades_pending == 100 * BATCH, "{n} stored");
+    assert_eq!(stored, (0..n).collect::<Vec<_>>(), "what was stored is the head, in order");
+    // A new writer opens the directory and appends after it.
+    let mut w = LogWriter::open(dir.path(), c).unwrap();
+    let trades = batch(100);
+    w.append_trades(trades.iter().map(Trade::as_ref)).unwrap();
+    w.seal_active().unwrap();
+    drop(w);
+    let again = stored_ids(dir.path());
+    check_reader_and_verify_agree(dir.path(), &again);
+    assert_eq!(again.len() as u64, n + BATCH);
+}
