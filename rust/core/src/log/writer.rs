@@ -509,7 +509,12 @@ impl LogWriter {
     fn start_hold(&mut self, e: &Error) {
         let full = matches!(e, Error::DiskFull { .. });
         let now = now_ns();
-        let reason = e.to_string();
+        // The operation and path, without the advice meant for a caller whose append failed.
+        let reason = match e {
+            Error::DiskFull { path, needed: 0, source } => format!("no space left ({source}) at {}", path.display()),
+            Error::DiskFull { path, needed, source } => format!("no space left ({source}) reserving {needed} bytes for {}", path.display()),
+            other => other.to_string(),
+        };
         self.disk.episodes += 1;
         self.disk.last_error = reason.clone();
         self.disk.reason = reason.clone();
