@@ -211,7 +211,8 @@ def test_collector_keeps_its_connections_through_a_full_disk(tiny_filesystem):
     data = tiny_filesystem / "data"
     during, metrics, after, sent = asyncio.run(_record_through_full_disk(data, tiny_filesystem / "ballast"))
     assert during is not None, "the disk filled and trades fell out of the hold"
-    assert "pumpwatch_disk_full 1\n" in metrics and disk_line(during["disk"]).startswith("disk full since ")
+    assert "pumpwatch_disk_full 1\n" in metrics and during["disk"]["summary"].startswith("disk full since ")
+    assert after["disk"]["summary"] == ""
     assert after["disk"]["full_since_ns"] == 0 and after["disk"]["held_records"] == 0, after["disk"]
     assert after["disk"]["lost_trades"] > 0
     for v in SIM_VENUES:

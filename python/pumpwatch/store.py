@@ -255,8 +255,11 @@ class Store(_Reading):
         none), `reason` (operation, path, error), `held_records`/`held_bytes` waiting in memory,
         `unsynced_bytes` whose commit failed and will be written again, `lost_trades_pending`
         (fell out of the hold, named once the disk has room), `lost_trades`/`lost_other` (named
-        so far), `episodes`, `commit_failures`, `last_error`, `index_behind`."""
-        return self._log.disk_state()
+        so far), `episodes`, `commit_failures`, `last_error`, `index_behind`, and `summary`: the
+        line status pages show ("disk full since ... UTC: ..."), empty when all is well."""
+        state = self._log.disk_state()
+        state["summary"] = disk_line(state) or ""
+        return state
 
     def ring_reader(self, from_oldest: bool = False) -> _core.RingReader:
         """A reader of the most recent trades appended by this store (lock-free; the writer never
