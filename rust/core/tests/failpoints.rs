@@ -337,3 +337,59 @@ fn closing_while_still_full_names_what_is_lost_and_the_log_reopens() {
     check_reader_and_verify_agree(dir.path(), &again);
     assert_eq!(again.len() as u64, n + BATCH);
 }
+
+/// A commit fails and the filesystem drops the failed pages (the map then shows what the disk has,
+/// simulated by overwriting them): the records cannot be written again, so they are named lost,
+/// with the time span of their index blocks, instead of garbage being committed as records.
+#[test]
+fn records_the_page_cache_lost_after_a_failed_commit_are_named_lost() {
+    use std::os::unix::fs::FileExt;
+    let _scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg();
+    c.fsync_interval = Duration::from_secs(3600);
+    let mut w = LogWriter::open(dir.path(), c).unwrap();
+    w.set_hold(1 << 20, Duration::ZERO);
+    for b in 0..10 {
+        let trades = batch(b);
+        w.append_trades(trades.iter().map(Trade::as_ref)).unwrap();
+    }
+    w.sync_now().unwrap();
+    let (seq, durable_end) = w.active_segment();
+    for b in 10..20 {
+        let trades = batch(b);
+        w.append_trades(trades.iter().map(Trade::as_ref)).unwrap();
+    }
+    fail::cfg(fault::MSYNC, "return(EIO)").unwrap();
+    assert!(w.sync_now().is_err());
+    fail::remove(fault::MSYNC);
+    assert!(w.disk_state().unsynced_bytes > 0);
+    let path = dir.path().join("log").join(pumpwatch_core::log::segment::segment_file_name(seq));
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&[0xAB; 300], (durable_end + 500) as u64).unwrap();
+    w.sync_now().unwrap();
+    let d = w.disk_state();
+    assert_eq!((d.unsynced_bytes, d.lost_other), (0, 1), "{d:?}");
+    w.seal_active().unwrap();
+    drop(w);
+
+    let mut r = LogReader::open(dir.path()).unwrap();
+    let views = r.views().unwrap();
+    let lost: Vec<_> = reader::query_markers(&views, &MarkerQuery { start_ns: i64::MIN, end_ns: i64::MAX })
+        .into_iter()
+        .filter(|m| m.kind == MarkerKind::GapUnfillable)
+        .collect();
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert!(lost[0].detail.contains("page cache no longer holds"), "{}", lost[0].detail);
+    let stored = stored_ids(dir.path());
+    let report = reader::verify(dir.path()).unwrap();
+    assert!(!report.damaged.is_empty(), "verify reports the damaged bytes: {report:?}");
+    assert_eq!(report.trades, stored.len() as u64, "verify and the reader agree");
+    let stored_set: BTreeSet<u64> = stored.iter().copied().collect();
+    let missing: Vec<u64> = (0..20 * BATCH).filter(|i| !stored_set.contains(i)).collect();
+    assert!(!missing.is_empty());
+    for i in &missing {
+        let ts = trade(*i).ts_ns;
+        assert!(*i >= 10 * BATCH && lost[0].from_ts_ns <= ts && ts <= lost[0].to_ts_ns, "trade {i} missing outside the named span");
+    }
+}

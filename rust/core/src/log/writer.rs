@@ -729,7 +729,7 @@ impl LogWriter {
 
     /// Takes what must be committed; run it without holding the writer.
     pub fn take_sync_job(&mut self) -> SyncJob {
-        let rewrite = std::mem::take(&mut self.unsynced);
+        let rewrite = self.check_unsynced();
         let a = &mut self.active;
         if rewrite.iter().any(|(m, _, _)| Arc::ptr_eq(m, &a.map)) {
             // The header's page may have been marked clean by the failed commit: storing the
@@ -750,6 +750,74 @@ impl LogWriter {
         let datasync = std::mem::take(&mut a.size_changed).then(|| a.map.clone());
         self.last_sync = Instant::now();
         SyncJob { ranges, datasync, rewrite }
+    }
+
+    /// The ranges a commit failed on whose records the page cache still holds intact (they are
+    /// written again from it). A filesystem may drop the pages of a failed write-back instead of
+    /// keeping them: then the map shows what the disk has, the records are gone, and they are
+    /// named lost (`gap_unfillable`, the time span of the index blocks they were in) instead.
+    fn check_unsynced(&mut self) -> Vec<(Arc<ActiveMap>, usize, usize)> {
+        let ranges = std::mem::take(&mut self.unsynced);
+        if ranges.is_empty() {
+            return ranges;
+        }
+        let mut keep = Vec::with_capacity(ranges.len());
+        let mut markers = Vec::new();
+        for (map, from, to) in ranges {
+            let start = from.max(HEADER_LEN);
+            let intact = to <= start || {
+                let outcome = super::scan::walk(map.bytes(to), start, to, |_, _| {});
+                outcome.valid_end == to && outcome.damaged.is_empty() && outcome.torn.is_none()
+            };
+            if intact {
+                keep.push((map, from, to));
+                continue;
+            }
+            let (mut min_ts, mut max_ts, mut records) = (i64::MAX, i64::MIN, 0u64);
+            let blocks = if Arc::ptr_eq(&map, &self.active.map) {
+                self.active.entries.iter().copied().chain(self.active.block.pending()).collect::<Vec<_>>()
+            } else {
+                Vec::new()
+            };
+            for e in blocks.iter().filter(|e| (e.start as usize) < to && (e.end as usize) > start) {
+                min_ts = min_ts.min(e.min_ts);
+                max_ts = max_ts.max(e.max_ts);
+                records += (e.trades + e.others) as u64;
+            }
+            let now = now_ns();
+            self.disk.lost_other += 1;
+            markers.push(Marker {
+                kind: record::MarkerKind::GapUnfillable,
+                venue: None,
+                symbol: String::new(),
+                ts_ns: now,
+                from_ts_ns: if min_ts <= max_ts { min_ts } else { self.disk.error_since_ns },
+                to_ts_ns: if min_ts <= max_ts { max_ts } else { now },
+                from_id: String::new(),
+                to_id: String::new(),
+                detail: format!(
+                    "disk error: the records at {} bytes {start}..{to} could not be committed ({}) and the page cache no longer holds them; \
+                     lost, at most {records} records (their index blocks' time span)",
+                    map.path.display(),
+                    self.disk.reason
+                ),
+            });
+        }
+        if !markers.is_empty() {
+            let mut buf = Vec::new();
+            for m in &markers {
+                frame_into(&mut buf, |out| m.encode_payload(out));
+            }
+            match self.hold.as_mut() {
+                Some(h) => h.push(&buf),
+                None => {
+                    if let Err((_, e)) = self.write_frames(&buf, false) {
+                        self.disk.last_error = e.to_string();
+                    }
+                }
+            }
+        }
+        keep
     }
 
     /// A commit failed: what it was to make durable is treated as not written, and written again
