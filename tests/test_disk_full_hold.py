@@ -122,6 +122,10 @@ def test_status_and_metrics_name_a_full_disk():
             "lost_trades": 0, "lost_other": 0, "episodes": 1, "commit_failures": 0, "last_error": "", "index_behind": False}
     line = disk_line(disk)
     assert line.startswith("disk full since 2026-09-25 ") and "1,200 records held" in line and "37 trades fell out" in line
+    assert line.endswith("free disk space (or lower retention)")
+    failing = dict(disk, full_since_ns=0, error_since_ns=1_790_370_834_000_000_000, unsynced_bytes=4096)
+    assert disk_line(failing).startswith("disk error since ") and disk_line(failing).endswith("check the disk (dmesg, SMART)")
+    assert "pumpwatch_disk_error 1\n" in metrics_text({"disk": failing})
     text = metrics_text({"disk": disk})
     assert "pumpwatch_disk_full 1\n" in text
     assert "pumpwatch_disk_trouble_since_seconds 1790370834.0\n" in text

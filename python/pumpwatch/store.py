@@ -337,7 +337,8 @@ def disk_line(disk: dict | None) -> str | None:
         line += f", {disk['lost_trades_pending']:,} trades fell out (named when the disk has room)"
     if disk.get("unsynced_bytes"):
         line += f", {disk['unsynced_bytes']:,} bytes to commit again"
-    return line + f"; {disk.get('reason', '')[:160]} - free disk space (or lower retention)"
+    advice = "free disk space (or lower retention)" if disk.get("full_since_ns") else "check the disk (dmesg, SMART)"
+    return line + f"; {disk.get('reason', '')[:160]} - {advice}"
 
 
 def verify(path: str | os.PathLike[str]) -> dict:
