@@ -83,11 +83,11 @@ FILLER = textwrap.dedent(
 
 @pytest.fixture(params=[
     pytest.param(PREALLOCATED, id="log-preallocated"),
-    pytest.param(WRITER_FULL, id="writer-meets-full-disk", marks=pytest.mark.xfail(strict=True, reason=(
-        "faultsrs (issue 14, Rust side): when the log cannot allocate, every connection stops with DiskFullError "
-        "and recording never resumes after space returns; the writer must keep the ring, retry allocation, write "
-        "back what the ring holds and mark what fell out as an unfillable gap; and a reopen on a filesystem smaller "
-        "than the 64 MiB prealloc chunk fails with DiskFullError instead of reserving what it needs"))),
+    pytest.param(WRITER_FULL, id="writer-meets-full-disk", marks=pytest.mark.xfail(strict=True, raises=pumpwatch.DiskFullError, reason=(
+        "faultsrs (issue 14, Rust side): recording through the full disk now holds and writes back, but the restart "
+        "fails: opening the store on a filesystem with less free space than one prealloc chunk (64 MiB) raises "
+        "DiskFullError 'while reserving 67108864 bytes' for the new segment instead of reserving what it needs "
+        "(allocate_or_less), so the recorder cannot start again on a small disk"))),
 ])
 def small_filesystem(tmp_path, request):
     mnt = tmp_path / "small"
