@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import functools
 import logging
 import random
 import time
@@ -29,6 +30,7 @@ from .capture import save_instruments
 from .config import Config, VenueSettings
 from .connection import HttpError, ReconnectPolicy, VenueConnection, http_fetch
 from .store import Store
+from .tls import context_for
 from .venues import CLOSED, HttpFetch, Instrument, VenueSpec, get as venue_spec
 
 log = logging.getLogger("pumpwatch.collector")
@@ -491,7 +493,8 @@ class VenueRecorder:
             self.on_state(shard, conn, state, reason)
 
         conn = VenueConnection(self.spec, shard.symbols, http=self.http, policy=self.policy, on_frame=on_frame,
-                               on_frames=on_frames, on_state=on_state, name=name, rng=random.Random())
+                               on_frames=on_frames, on_state=on_state, name=name, rng=random.Random(),
+                               ssl_context=context_for(self.cfg.tls.ca_file))
         shard.connections.append(conn)
         self.connections.append(conn)
         task = asyncio.create_task(conn.run(), name=conn.name)
@@ -724,6 +727,8 @@ class Collector:
         self.cfg = cfg
         self.store = store
         self.recorders = {}
+        if http is http_fetch:  # REST verified like the WebSockets: system CAs plus [tls] ca_file
+            http = functools.partial(http_fetch, ssl_context=context_for(cfg.tls.ca_file))
         for venue, settings in cfg.venues.items():
             if not settings.enabled:
                 continue

@@ -16,6 +16,7 @@ import asyncio
 import http.client
 import logging
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 from websockets.frames import Frame, Opcode
 
+from .tls import describe_tls_error
 from .venues import HeartbeatRule, HttpFetch, HttpRequest, VenueSpec
 
 log = logging.getLogger("pumpwatch.connection")
@@ -215,7 +217,8 @@ class VenueConnection:
     `Store.ingest`. `on_state(state, reason)` hears `"up"` once a socket's subscription is sent,
     `"down"` when a socket is lost or closed, and `"rotated"` when a socket is closed after its
     replacement took over (make-before-break: no hole), so the caller can write markers.
-    `http` runs KuCoin's token request (default: `http_fetch`).
+    `http` runs KuCoin's token request (default: `http_fetch`). `ssl_context` verifies `wss://`
+    venues (default: the system's CAs; see pumpwatch.tls.client_context for `[tls] ca_file`).
 
     Planned cuts are met by rotation: ahead of the venue's `connection_lifetime_s`, and when the
     caller says a cut is coming (`request_rotation`, on Binance `serverShutdown` or OKX
@@ -241,6 +244,7 @@ class VenueConnection:
         on_state: Callable[[str, str], None] | None = None,
         name: str | None = None,
         rng: random.Random | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not symbols:
             raise ValueError(f"{spec.id}: a connection needs at least one symbol")
@@ -253,6 +257,8 @@ class VenueConnection:
         self.on_frames = on_frames
         self.on_state = on_state
         self.http = http if http is not None else http_fetch
+        self.ssl_context = ssl_context
+        self._url = spec.ws_url  # the URL last connected to, for error messages
         self.policy = policy if policy is not None else ReconnectPolicy()
         self.name = name or f"{spec.id}[{','.join(self.symbols[:3])}{',…' if len(self.symbols) > 3 else ''}]"
         # The heartbeat of the current connection: the spec's, or what its handshake said (KuCoin).
@@ -350,7 +356,8 @@ class VenueConnection:
                 except _Closed:
                     break
                 except NETWORK_ERRORS as e:
-                    self.last_error = f"connecting failed: {_describe(e)}"
+                    # A refused certificate says which host and why, and how to trust it on purpose.
+                    self.last_error = f"connecting failed: {describe_tls_error(e, self._url) or _describe(e)}"
                     log.warning("%s: %s", self.name, self.last_error)
                 else:
                     up_since = session.opened_at
@@ -393,8 +400,11 @@ class VenueConnection:
             raise ConnectionError(f"resolving {self.spec.id}'s connection failed: {_describe(e)}") from e
         self.heartbeat = heartbeat
         self.idle_timeout_s = self.policy.idle_timeout(self.spec, self.heartbeat)
+        self._url = url
         ws = await connect(
             url,
+            # wss:// is verified against the system's CAs, or the configured context; ws:// has none.
+            ssl=self.ssl_context if url.startswith("wss:") else None,
             # Application-level heartbeats are ours to send (below); otherwise keep websockets'
             # protocol keepalive (see KEEPALIVE_INTERVAL_S). Server pings are answered either way.
             ping_interval=None if self.spec.heartbeat.who == "client" else KEEPALIVE_INTERVAL_S,
@@ -706,22 +716,27 @@ class HttpError(ConnectionError):
         super().__init__(f"{method} {_redact(url)} answered HTTP {status} {reason}: {start}{more}")
 
 
-async def http_fetch(base_url: str, request: HttpRequest, *, timeout_s: float = HTTP_TIMEOUT_S) -> bytes:
+async def http_fetch(base_url: str, request: HttpRequest, *, timeout_s: float = HTTP_TIMEOUT_S,
+                     ssl_context: ssl.SSLContext | None = None) -> bytes:
     """Runs `request` against `base_url` and returns the body; raises `HttpError` on a non-2xx
-    answer and OSError/TimeoutError when the venue cannot be reached in `timeout_s`.
+    answer and OSError/TimeoutError when the venue cannot be reached in `timeout_s`. `https://` is
+    verified with `ssl_context` (default: the system's CAs).
 
     http.client in a worker thread: no dependency, no proxy taken from the environment and no
     redirect followed, so a request goes exactly where the spec's URL says.
     """
-    return await asyncio.to_thread(_fetch, request.url(base_url), request, timeout_s)
+    return await asyncio.to_thread(_fetch, request.url(base_url), request, timeout_s, ssl_context)
 
 
-def _fetch(url: str, request: HttpRequest, timeout_s: float) -> bytes:
+def _fetch(url: str, request: HttpRequest, timeout_s: float, ssl_context: ssl.SSLContext | None = None) -> bytes:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{url!r} is not an http(s) URL")
-    conn_type = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    conn = conn_type(parts.hostname, parts.port, timeout=timeout_s)
+    if parts.scheme == "https":
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+            parts.hostname, parts.port, timeout=timeout_s, context=ssl_context or ssl.create_default_context())
+    else:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     headers = {"User-Agent": "pumpwatch", "Accept": "application/json", **request.headers}
     body = request.body.encode() if request.body is not None else None

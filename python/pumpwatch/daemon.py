@@ -219,7 +219,9 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
     if simulate:
         from .sim import Simulator
 
-        sim = Simulator(seed=seed, trades_per_s=scenario.trades_per_s, backlog=200)
+        # wss:// and https:// with a test CA made now, trusted through [tls] ca_file: the same
+        # verified path as against the venues.
+        sim = Simulator(seed=seed, trades_per_s=scenario.trades_per_s, backlog=200, tls=True)
         scenario.simulator = sim
         listing_at = [at for at, _, expect in scenario.notices if scenario.listing in expect]
         if listing_at:
@@ -234,7 +236,7 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
             for v, s in cfg.venues.items()
             if v in sim.venues
         }
-        cfg = dataclasses.replace(cfg, venues=venues)
+        cfg = dataclasses.replace(cfg, venues=venues, tls=dataclasses.replace(cfg.tls, ca_file=sim.ca_file))
         fault_task = asyncio.create_task(_run_scenario(sim, scenario.faults))
     upbit_sim = None
     if simulate and cfg.upbit.enabled:
