@@ -24,7 +24,8 @@ VENUE = "binance-spot"
 KEY = ("symbol", "trade_id", "price", "qty", "side", "ts_ns")
 
 
-async def _record(data_dir, sim: Simulator, ca_file: str, seconds: float, *, symbols=()):
+async def _record(data_dir, sim: Simulator, ca_file: str, seconds: float, *, symbols=(), until=None):
+    """Records for `seconds`, or until `until(venue status)` holds (at most 20 s: a loaded machine)."""
     urls = sim.urls()[VENUE]
     cfg = Config(
         data_dir=str(data_dir),
@@ -38,7 +39,13 @@ async def _record(data_dir, sim: Simulator, ca_file: str, seconds: float, *, sym
     collector = Collector(cfg, store)
     stop = asyncio.Event()
     task = asyncio.create_task(collector.run(stop))
-    await asyncio.sleep(seconds)
+    loop = asyncio.get_running_loop()
+    deadline, least = loop.time() + (20.0 if until else seconds), loop.time() + seconds
+    while loop.time() < deadline:
+        await asyncio.sleep(0.1)
+        status = collector.status()
+        if until is not None and until(status["venues"][VENUE]) and loop.time() >= least:
+            break
     status = collector.status()
     stop.set()
     await task
@@ -54,7 +61,7 @@ def test_simulator_serves_tls_only_to_clients_that_trust_its_ca():
             request = HttpRequest("GET", "/api/v3/exchangeInfo")
             body = await http_fetch(urls["rest_url"], request, ssl_context=client_context(sim.ca_file))
             assert b'"symbols"' in body
-            with pytest.raises(OSError, match="CERTIFICATE_VERIFY_FAILED"):
+            with pytest.raises(OSError, match=r"TLS certificate of 127\.0\.0\.1:\d+ not trusted"):
                 await http_fetch(urls["rest_url"], request)  # the system's CAs only
     asyncio.run(go())
 
@@ -65,7 +72,7 @@ def test_untrusted_certificate_is_refused_and_named_in_status_and_log(tmp_path, 
     async def go():
         async with Simulator([VENUE], seed=1, tls=True, trades_per_s=50) as sim:
             # Symbols given: no discovery, so the WebSocket connect is what meets the certificate.
-            status = await _record(tmp_path / "d", sim, "", 1.5, symbols=["BTCUSDT"])
+            status = await _record(tmp_path / "d", sim, "", 1.0, symbols=["BTCUSDT"], until=lambda v: v["last_error"])
             return status, sim.venues[VENUE].client_count, sim.urls()[VENUE]["ws_origin"]
 
     status, clients, origin = asyncio.run(go())
@@ -109,3 +116,21 @@ def test_ca_file_is_checked_at_load(tmp_path):
         from_dict({"tls": {"ca_file": str(bad)}})
     with pytest.raises(ConfigError, match="unknown setting tls.verify"):
         from_dict({"tls": {"verify": False}})  # there is no switch that turns verification off
+
+
+def test_untrusted_certificate_on_the_instrument_list_names_the_host(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="pumpwatch")
+
+    async def go():
+        async with Simulator([VENUE], seed=1, tls=True, trades_per_s=50) as sim:
+            # Discovery over REST meets the certificate first.
+            status = await _record(tmp_path / "d", sim, "", 0.5, until=lambda v: "not trusted" in v["last_error"])
+            return status, sim.urls()[VENUE]["rest_url"]
+
+    status, rest_url = asyncio.run(go())
+    host = rest_url.removeprefix("https://")
+    venue = status["venues"][VENUE]
+    assert venue["state"].startswith("down: instrument list failed") and venue["connections"] == 0
+    assert f"TLS certificate of {host} not trusted (unable to get local issuer certificate)" in venue["last_error"]
+    logged = [r.getMessage() for r in caplog.records]
+    assert any(VENUE in m and f"{host} not trusted" in m for m in logged), logged

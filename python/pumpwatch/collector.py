@@ -21,6 +21,7 @@ import bisect
 import functools
 import logging
 import random
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -303,6 +304,8 @@ class VenueRecorder:
             except (OSError, TimeoutError) as e:
                 self.counters.rest_errors += 1
                 self.counters.last_error = str(e)[:200]
+                if isinstance(e.__cause__, ssl.SSLCertVerificationError):
+                    raise  # a refused certificate does not heal by retrying: say so at once
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
         raise ConnectionError(f"{self.venue}: REST {request.path} failed {REST_ATTEMPTS} times: {self.counters.last_error}")

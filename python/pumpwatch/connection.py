@@ -746,6 +746,8 @@ def _fetch(url: str, request: HttpRequest, timeout_s: float, ssl_context: ssl.SS
         data = response.read()
     except http.client.HTTPException as e:  # a malformed answer: not an OSError of its own
         raise ConnectionError(f"{request.method} {_redact(url)}: {_describe(e)}") from e
+    except ssl.SSLError as e:  # a refused certificate names the host, why, and how to trust it
+        raise ConnectionError(f"{request.method} {_redact(url)}: {describe_tls_error(e, url)}") from e
     finally:
         conn.close()
     if not 200 <= response.status < 300:
