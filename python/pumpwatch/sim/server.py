@@ -693,7 +693,10 @@ class SimVenue:
         return _response(status, body)
 
     def urls(self) -> dict[str, str]:
-        return {"ws_url": self.ws_url, "rest_url": self.rest_url, "ws_origin": self.ws_origin}
+        urls = {"ws_url": self.ws_url, "rest_url": self.rest_url, "ws_origin": self.ws_origin}
+        if self.tls is not None:
+            urls["ca_file"] = self.tls.ca_file  # what a recorder's [tls] ca_file names
+        return urls
 
 
 def _wrong_types(o: Any) -> bool:
