@@ -135,3 +135,39 @@ def test_untrusted_certificate_on_the_instrument_list_names_the_host(tmp_path, c
     assert f"TLS certificate of {host} not trusted (unable to get local issuer certificate)" in venue["last_error"]
     logged = [r.getMessage() for r in caplog.records]
     assert any(VENUE in m and f"{host} not trusted" in m for m in logged), logged
+
+
+def test_upbit_watcher_verifies_the_stand_in_and_triggers_with_the_ca(tmp_path):
+    from pumpwatch.sim.upbit import SimNotice, SimUpbit
+    from pumpwatch.tls import TestCA
+    from pumpwatch.upbit import Backoff, UpbitWatcher
+
+    async def watch(sim: SimUpbit, data_dir, ca_file: str) -> tuple[list, dict]:
+        backoff = Backoff(initial_s=0.2, max_s=0.5, jitter=0.0)
+        w = UpbitWatcher(data_dir, base_url=sim.base_url, market_url="", seed=1, interval_s=0.1, request_timeout_s=1.0,
+                         rate_backoff=backoff, error_backoff=backoff, ca_file=ca_file)
+        async with w:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while w.triggers.empty() and loop.time() < deadline and (ca_file or w.metrics().get("errors", 0) < 3):
+                await asyncio.sleep(0.05)
+            metrics = w.metrics()
+        out = []
+        while not w.triggers.empty():
+            out.append(w.triggers.get_nowait())
+        return out, metrics
+
+    async def go():
+        with TestCA() as ca:
+            async with SimUpbit(seed=3, min_interval_s=0.05, tls=ca) as sim:
+                assert sim.base_url.startswith("https://127.0.0.1:")
+                sim.schedule(SimNotice("제로지(0G) KRW 마켓 디지털 자산 추가", expect=("0G",)), 0.2)
+                refused = await watch(sim, tmp_path / "a", "")
+                trusted = await watch(sim, tmp_path / "b", ca.ca_file)
+                return refused, trusted, [s for s in sim.served if s.path == "/api/v1/announcements"]
+
+    (refused, refused_metrics), (trusted, _), served = asyncio.run(go())
+    assert refused == [] and refused_metrics.get("errors", 0) >= 3, refused_metrics  # untrusted: nothing read
+    assert "certificate" in (refused_metrics["last_backoff_reason"] or ""), refused_metrics
+    assert [t.tickers for t in trusted] == [("0G",)]
+    assert served, "the trusted watcher's polls reached the stand-in over TLS"

@@ -242,7 +242,8 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
     if simulate and cfg.upbit.enabled:
         from .sim.upbit import SimNotice, SimUpbit
 
-        upbit_sim = SimUpbit(seed=seed, min_interval_s=0.5, cdn_delay_s=scenario.cdn_delay_s)
+        upbit_sim = SimUpbit(seed=seed, min_interval_s=0.5, cdn_delay_s=scenario.cdn_delay_s,
+                             tls=sim.tls if sim is not None else None)
         scenario.upbit = upbit_sim
         await upbit_sim.start()
         for at, title, expect in scenario.notices:
@@ -272,7 +273,8 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
         if cfg.upbit.enabled:
             from .upbit import UpbitWatcher
 
-            watcher = UpbitWatcher(cfg.data_dir, on_trigger=listings, **cfg.upbit.watcher_settings())
+            watcher = UpbitWatcher(cfg.data_dir, on_trigger=listings, ca_file=cfg.tls.ca_file,
+                                   **cfg.upbit.watcher_settings())
             await watcher.start()
         warnings: list[str] = []
         status_fn = _status_with_disk(collector, cfg, watcher, listings, warnings, captures, sink)
