@@ -117,7 +117,8 @@ class Run:
 
 
 async def _witness(venue: str, urls: dict[str, dict[str, str]], ca_file: str, run: Run, until: asyncio.Event,
-                   recorded: asyncio.Event) -> None:
+                   recorded: asyncio.Event, start_after_s: float = 0.0) -> None:
+    await asyncio.sleep(start_after_s)
     cls, options, _ = CCXT[venue]
     ex = getattr(ccxt, cls)({"cafile": ca_file, "options": dict(options), "enableRateLimit": False,
                              "timeout": 10_000})
@@ -175,7 +176,15 @@ async def _one_run(data_dir) -> Run:
         stop, until, recorded = asyncio.Event(), asyncio.Event(), asyncio.Event()
         recording = asyncio.create_task(collector.run(stop))
         await asyncio.sleep(1.0)  # subscribed before ccxt starts watching
-        witnesses = [asyncio.create_task(_witness(v, urls, sim.ca_file, run, until, recorded)) for v in VENUES]
+        # The simulator refuses handshakes beyond an exchange's per-IP rate (OKX: 3 a second, both
+        # markets together), as the venue does; ccxt does not retry, so its sockets to one
+        # exchange are spread a second apart.
+        family: dict[str, int] = {}
+        starts = {}
+        for v in VENUES:
+            starts[v] = family.get(v.split("-")[0], 0) * 1.1
+            family[v.split("-")[0]] = family.get(v.split("-")[0], 0) + 1
+        witnesses = [asyncio.create_task(_witness(v, urls, sim.ca_file, run, until, recorded, starts[v])) for v in VENUES]
         await asyncio.sleep(WATCH_S)
         until.set()
         await asyncio.sleep(1.0)  # what ccxt received has reached PumpWatch too

@@ -15,7 +15,7 @@ from pumpwatch.collector import Collector
 from pumpwatch.config import Config, ConfigError, TlsSettings, VenueSettings, from_dict
 from pumpwatch.connection import http_fetch
 from pumpwatch.sim import Simulator
-from pumpwatch.tls import client_context
+from pumpwatch.tls import venue_fetch
 from pumpwatch.venues import HttpRequest
 
 pytestmark = pytest.mark.timeout(60)
@@ -60,7 +60,7 @@ def test_simulator_serves_tls_only_to_clients_that_trust_its_ca():
             assert urls["ws_url"].startswith("wss://127.0.0.1:") and urls["rest_url"].startswith("https://127.0.0.1:")
             assert urls["ca_file"] == sim.ca_file and open(sim.ca_file).read().startswith("-----BEGIN CERTIFICATE-----")
             request = HttpRequest("GET", "/api/v3/exchangeInfo")
-            body = await http_fetch(urls["rest_url"], request, ssl_context=client_context(sim.ca_file))
+            body = await venue_fetch(sim.ca_file)(urls["rest_url"], request)
             assert b'"symbols"' in body
             with pytest.raises(OSError, match=r"TLS certificate of 127\.0\.0\.1:\d+ not trusted"):
                 await http_fetch(urls["rest_url"], request)  # the system's CAs only
