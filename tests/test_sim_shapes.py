@@ -23,7 +23,7 @@ from websockets.asyncio.client import connect
 
 from pumpwatch import venues as pumpwatch_venues
 from pumpwatch.connection import http_fetch
-from pumpwatch.sim import SimVenue, VENUE_IDS
+from pumpwatch.sim import VENUE_IDS, SimVenue
 
 pytestmark = pytest.mark.timeout(60)
 

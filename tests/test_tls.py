@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -58,7 +59,8 @@ def test_simulator_serves_tls_only_to_clients_that_trust_its_ca():
         async with Simulator([VENUE], seed=1, tls=True, trades_per_s=0) as sim:
             urls = sim.urls()[VENUE]
             assert urls["ws_url"].startswith("wss://127.0.0.1:") and urls["rest_url"].startswith("https://127.0.0.1:")
-            assert urls["ca_file"] == sim.ca_file and open(sim.ca_file).read().startswith("-----BEGIN CERTIFICATE-----")
+            assert urls["ca_file"] == sim.ca_file
+            assert Path(sim.ca_file).read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
             request = HttpRequest("GET", "/api/v3/exchangeInfo")
             body = await venue_fetch(sim.ca_file)(urls["rest_url"], request)
             assert b'"symbols"' in body

@@ -16,7 +16,7 @@ import functools
 import os
 import ssl
 import tempfile
-from typing import Any
+from typing import Any, Self
 
 from .errors import InvalidInputError
 
@@ -125,10 +125,10 @@ class TestCA:
         except FileNotFoundError:
             pass
 
-    def __enter__(self) -> TestCA:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.cleanup()
 
 
