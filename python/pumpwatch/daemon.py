@@ -209,7 +209,7 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
             for v, s in cfg.venues.items()
             if v in sim.venues
         }
-        cfg = dataclasses.replace(cfg, venues=venues, tls=dataclasses.replace(cfg.tls, ca_file=sim.ca_file))
+        cfg = dataclasses.replace(cfg, venues=venues, tls=dataclasses.replace(cfg.tls, ca_file=sim.ca_file or ""))
         fault_task = asyncio.create_task(_run_scenario(sim, scenario.faults))
     upbit_sim = None
     if simulate and cfg.upbit.enabled:
