@@ -194,7 +194,9 @@ async def _one_run(data_dir) -> Run:
             run.instruments[v] = {i.symbol: i for i in collector.recorders[v].instruments.values()}
         stop.set()
         await recording
-        run.sent = {v: sim.venues[v].sent_trades(run.symbol[v]) for v in VENUES}
+        # What each venue sent on the stream ccxt watched (OKX: ccxt watches `trades`).
+        run.sent = {v: sim.venues[v].sent_trades(run.symbol[v], channel="trades" if v.startswith("okx") else None)
+                    for v in VENUES}
         store.close()
         # REST is read after the recording stopped: its span is inside what was recorded.
         recorded.set()
@@ -262,10 +264,11 @@ def _trade_id(venue: str, t: dict) -> str | None:
     return None if t["id"] is None else str(t["id"])
 
 
-def _compare(run: Run, venue: str, trades: list[dict], what: str) -> int:
-    """ccxt's `trades` against the stored ones within the span stored, id by id (by content where
-    the venue has no ids); returns how many were compared."""
-    rows = _stored(run, venue)
+def _compare(run: Run, venue: str, trades: list[dict], what: str, rows: list[dict] | None = None) -> int:
+    """ccxt's `trades` against the stored ones (or `rows`) within their span, id by id (by content
+    where the venue has no ids); returns how many were compared."""
+    against_log = rows is None
+    rows = _stored(run, venue) if rows is None else rows
     assert rows, f"{venue}: PumpWatch stored nothing for {run.symbol[venue]}"
     inst = run.instruments[venue][run.symbol[venue]]
     mult = Decimal(inst.contract_multiplier)
@@ -296,7 +299,7 @@ def _compare(run: Run, venue: str, trades: list[dict], what: str) -> int:
             by_content[key] -= 1
             compared += 1
             continue
-        if venue.startswith("okx") and int(t["info"].get("count", "1")) > 1:
+        if against_log and venue.startswith("okx") and int(t["info"].get("count", "1")) > 1:
             # An aggregate of `count` fills ending at `tradeId`: the fills PumpWatch stored sum to it.
             n = int(t["info"]["count"])
             fills = [by_id.get(str(int(tid) - k)) for k in range(n)]
@@ -363,3 +366,18 @@ def test_watch_trades(run, venue):
     ids = [_trade_id(venue, t) for t in trades if _trade_id(venue, t) is not None]
     assert len(set(ids)) == len(ids), f"{venue}: ccxt received a trade twice"
     assert _compare(run, venue, trades, "watch_trades") >= 10
+
+
+@pytest.mark.parametrize("venue", VENUES)
+def test_watch_trades_are_what_the_simulator_sent(run, venue):
+    """ccxt's reading of the simulator's frames equals the simulator's own record of what it sent
+    (price, base amount, side, time, id): a simulator that renders a trade other than it meant fails
+    here even where PumpWatch's parser would agree with the rendering."""
+    _raise(run, venue, "load_markets")
+    _raise(run, venue, "watch_trades")
+    sent = [{**t, "flags": 0} for t in run.sent[venue]]
+    # Binance USDⓈ-M `X: "NA"` frames carry no trade, so the simulator records none for them.
+    trades = [t for t in run.watched[venue] if not (isinstance(t["info"], dict) and t["info"].get("X") == "NA")]
+    if venue == "gate-spot":  # one message per taker order and price: the record is the message
+        sent = [{**t, "trade_id": str(t["trade_id"])} for t in sent]
+    assert _compare(run, venue, trades, "watch_trades vs sent", rows=sent) >= 10
