@@ -20,6 +20,7 @@ import asyncio
 import bisect
 import logging
 import random
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ from .config import Config, VenueSettings
 from .connection import ReconnectPolicy, VenueConnection
 from .net import RATE_REFUSALS, Backoff, Budgets, http_fetch
 from .store import Store
+from .tls import context_for, venue_fetch
 from .venues import CLOSED, HttpFetch, Instrument, VenueSpec, get as venue_spec
 
 log = logging.getLogger("pumpwatch.collector")
@@ -306,6 +308,8 @@ class VenueRecorder:
             except (OSError, TimeoutError) as e:  # HttpError included: it is a ConnectionError
                 self.counters.rest_errors += 1
                 self.counters.last_error = str(e)[:200]
+                if isinstance(e.__cause__, ssl.SSLCertVerificationError):
+                    raise  # a refused certificate does not heal by retrying: say so at once
                 status = getattr(e, "status", None)
                 if status is not None and not (status in RATE_REFUSALS or status >= 500):
                     raise  # the venue refused this request itself: asking again gets the same
@@ -508,7 +512,7 @@ class VenueRecorder:
 
         conn = VenueConnection(self.spec, shard.symbols, http=self.http, policy=self.policy, on_frame=on_frame,
                                on_frames=on_frames, on_state=on_state, name=name, rng=random.Random(),
-                               budgets=self.budgets)
+                               budgets=self.budgets, ssl_context=context_for(self.cfg.tls.ca_file))
         shard.connections.append(conn)
         self.connections.append(conn)
         task = asyncio.create_task(conn.run(), name=conn.name)
@@ -744,6 +748,8 @@ class Collector:
         self.recorders = {}
         #: The process's per-IP budgets (connection requests, REST), shared by all venues.
         self.budgets = budgets if budgets is not None else Budgets()
+        if http is http_fetch:  # REST verified like the WebSockets: system CAs plus [tls] ca_file
+            http = venue_fetch(cfg.tls.ca_file)
         for venue, settings in cfg.venues.items():
             if not settings.enabled:
                 continue

@@ -186,6 +186,16 @@ def _sink(v: Any) -> SinkSettings:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """`[tls]`: how venues' certificates are verified. Always verified (system CAs); there is no
+    setting that turns verification off."""
+
+    #: A PEM file of extra CA certificates to trust besides the system's (a TLS-inspecting proxy's
+    #: CA, the simulator's test CA). "" = the system's CAs only.
+    ca_file: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: str = "./pumpwatch-data"
     #: The quote asset of the instruments recorded.
@@ -205,6 +215,7 @@ class Config:
     connection: ConnectionSettings = field(default_factory=ConnectionSettings)
     venues: dict[str, VenueSettings] = field(default_factory=lambda: {v: VenueSettings() for v in VENUE_IDS})
     sink: SinkSettings = field(default_factory=SinkSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
 
 def _typed(where: str, value: Any, typ: Any) -> Any:
@@ -261,6 +272,8 @@ def from_dict(raw: dict[str, Any]) -> Config:
             kw[k] = _section("capture", CaptureSettings, v)
         elif k == "sink":
             kw[k] = _sink(v)
+        elif k == "tls":
+            kw[k] = _section("tls", TlsSettings, v)
         elif k == "venues":
             if not isinstance(v, dict):
                 raise ConfigError("[venues] must hold one table per venue, e.g. [venues.binance-spot]")
@@ -292,6 +305,13 @@ def from_dict(raw: dict[str, Any]) -> Config:
     if not 0 <= cfg.log.zstd_level <= 22:
         raise ConfigError(f"log.zstd_level {cfg.log.zstd_level} is out of range; use 1 (fastest) to 22 (smallest), "
                           f"3 by default, or 0 to keep sealed segments uncompressed")
+    if cfg.tls.ca_file:
+        from .tls import TlsConfigError, client_context
+
+        try:  # refused at start, not at the first connection
+            client_context(cfg.tls.ca_file)
+        except TlsConfigError as e:
+            raise ConfigError(str(e)) from None
     host, _, port = cfg.metrics_address.rpartition(":")
     if host not in ("127.0.0.1", "localhost", "::1") or not port.isdigit():
         raise ConfigError(f"metrics_address {cfg.metrics_address!r} must be 127.0.0.1:PORT (served on loopback only)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.frames import Frame, Opcode
 
 from .net import Backoff, Budgets, HttpError, default_budgets, http_fetch, retry_after_s
+from .tls import describe_tls_error
 from .venues import HeartbeatRule, HttpFetch, VenueSpec
 
 log = logging.getLogger("pumpwatch.connection")
@@ -202,7 +204,8 @@ class VenueConnection:
     `Store.ingest`. `on_state(state, reason)` hears `"up"` once a socket's subscription is sent,
     `"down"` when a socket is lost or closed, and `"rotated"` when a socket is closed after its
     replacement took over (make-before-break: no hole), so the caller can write markers.
-    `http` runs KuCoin's token request (default: `http_fetch`).
+    `http` runs KuCoin's token request (default: `http_fetch`). `ssl_context` verifies `wss://`
+    venues (default: the system's CAs; see pumpwatch.tls.client_context for `[tls] ca_file`).
 
     Planned cuts are met by rotation: ahead of the venue's `connection_lifetime_s`, and when the
     caller says a cut is coming (`request_rotation`, on Binance `serverShutdown` or OKX
@@ -229,6 +232,7 @@ class VenueConnection:
         name: str | None = None,
         rng: random.Random | None = None,
         budgets: Budgets | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not symbols:
             raise ValueError(f"{spec.id}: a connection needs at least one symbol")
@@ -245,6 +249,8 @@ class VenueConnection:
         # (both markets of an exchange): the owner's `Budgets`, else the process's.
         self.budgets = budgets
         self._retry_after_s: float | None = None  # the venue's Retry-After on a refused handshake
+        self.ssl_context = ssl_context
+        self._url = spec.ws_url  # the URL last connected to, for error messages
         self.policy = policy if policy is not None else ReconnectPolicy()
         self.name = name or f"{spec.id}[{','.join(self.symbols[:3])}{',…' if len(self.symbols) > 3 else ''}]"
         # The heartbeat of the current connection: the spec's, or what its handshake said (KuCoin).
@@ -342,7 +348,8 @@ class VenueConnection:
                 except _Closed:
                     break
                 except NETWORK_ERRORS as e:
-                    self.last_error = f"connecting failed: {_describe(e)}"
+                    # A refused certificate says which host and why, and how to trust it on purpose.
+                    self.last_error = f"connecting failed: {describe_tls_error(e, self._url) or _describe(e)}"
                     log.warning("%s: %s", self.name, self.last_error)
                 else:
                     up_since = session.opened_at
@@ -395,8 +402,11 @@ class VenueConnection:
             raise ConnectionError(f"resolving {self.spec.id}'s connection failed: {_describe(e)}") from e
         self.heartbeat = heartbeat
         self.idle_timeout_s = self.policy.idle_timeout(self.spec, self.heartbeat)
+        self._url = url
         ws = await connect(
             url,
+            # wss:// is verified against the system's CAs, or the configured context; ws:// has none.
+            ssl=self.ssl_context if url.startswith("wss:") else None,
             # Application-level heartbeats are ours to send (below); otherwise keep websockets'
             # protocol keepalive (see KEEPALIVE_INTERVAL_S). Server pings are answered either way.
             ping_interval=None if self.spec.heartbeat.who == "client" else KEEPALIVE_INTERVAL_S,

@@ -192,7 +192,9 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
     if simulate:
         from .sim import Simulator
 
-        sim = Simulator(seed=seed, trades_per_s=scenario.trades_per_s, backlog=200)
+        # wss:// and https:// with a test CA made now, trusted through [tls] ca_file: the same
+        # verified path as against the venues.
+        sim = Simulator(seed=seed, trades_per_s=scenario.trades_per_s, backlog=200, tls=True)
         scenario.simulator = sim
         listing_at = [at for at, _, expect in scenario.notices if scenario.listing in expect]
         if listing_at:
@@ -207,13 +209,14 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
             for v, s in cfg.venues.items()
             if v in sim.venues
         }
-        cfg = dataclasses.replace(cfg, venues=venues)
+        cfg = dataclasses.replace(cfg, venues=venues, tls=dataclasses.replace(cfg.tls, ca_file=sim.ca_file or ""))
         fault_task = asyncio.create_task(_run_scenario(sim, scenario.faults))
     upbit_sim = None
     if simulate and cfg.upbit.enabled:
         from .sim.upbit import SimNotice, SimUpbit
 
-        upbit_sim = SimUpbit(seed=seed, min_interval_s=0.5, cdn_delay_s=scenario.cdn_delay_s)
+        upbit_sim = SimUpbit(seed=seed, min_interval_s=0.5, cdn_delay_s=scenario.cdn_delay_s,
+                             tls=sim.tls if sim is not None else None)
         scenario.upbit = upbit_sim
         await upbit_sim.start()
         for at, title, expect in scenario.notices:
@@ -243,7 +246,8 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
         if cfg.upbit.enabled:
             from .upbit import UpbitWatcher
 
-            watcher = UpbitWatcher(cfg.data_dir, on_trigger=listings, **cfg.upbit.watcher_settings())
+            watcher = UpbitWatcher(cfg.data_dir, on_trigger=listings, ca_file=cfg.tls.ca_file,
+                                   **cfg.upbit.watcher_settings())
             await watcher.start()
         warnings: list[str] = []
         status_fn = _status_with_disk(collector, cfg, watcher, listings, warnings, captures, sink)

@@ -45,6 +45,7 @@ from typing import Any, Self
 from urllib.parse import urlencode, urlsplit
 
 from .errors import InvalidInputError
+from .tls import context_for
 
 # The one network layer; its names stay importable from here for the watcher's callers.
 from .net import (
@@ -802,6 +803,8 @@ class WatcherSettings:
     #: row on one egress, this policy. A single hung request costs nothing but its own poll.
     error_backoff: Backoff = field(default_factory=lambda: Backoff(initial_s=1.0, max_s=30.0, jitter=0.1))
     error_threshold: int = 3
+    #: A PEM file of extra CAs to trust besides the system's ([tls] ca_file); "" = system CAs only.
+    ca_file: str = ""
     #: /v1/market/all: every `market_poll_s` while triggered tickers wait for their KRW market,
     #: else every `market_refresh_s`; a pending ticker is given up after `pending_max_s`.
     market_poll_s: float = 10.0
@@ -849,9 +852,9 @@ class PollRecord:
 
 
 class _EgressState:
-    def __init__(self, egress: Egress):
+    def __init__(self, egress: Egress, ssl_context: ssl.SSLContext | None = None):
         self.egress = egress
-        self.client = HttpClient(egress.proxy, local_addr=egress.local_addr)
+        self.client = HttpClient(egress.proxy, local_addr=egress.local_addr, ssl_context=ssl_context)
         self.etag: str | None = None
         self.etag_seq = -1
         self.blocked_until = 0.0  # monotonic
@@ -939,11 +942,12 @@ class UpbitWatcher:
         log.info("Upbit watcher: %s, %d notices remembered, %d tickers pending a KRW market, polling every %.2f s "
                  "via %s", self.state.path, len(self.state.seen), len(self.state.pending), self.interval_s,
                  ", ".join(e.label for e in self.egresses))
-        self._eg = [_EgressState(e) for e in self.egresses]
+        tls = context_for(self.settings.ca_file)  # verified as every venue is: system CAs + [tls] ca_file
+        self._eg = [_EgressState(e, tls) for e in self.egresses]
         self._had_success = False
         self.running = True
         if self.settings.market_url:
-            self._market_client = HttpClient()
+            self._market_client = HttpClient(ssl_context=tls)
             # The first trigger should already know which tickers are on KRW; bounded, never fatal.
             await self._refresh_markets()
             self._tasks.append(asyncio.create_task(self._track_markets(), name="upbit-markets"))

@@ -778,6 +778,7 @@ class Kucoin(Venue):
         else:
             self.route("GET", "/api/v2/symbols", self.rest_symbols, "public", 4)
             self.route("GET", "/api/v1/market/histories", self.rest_history, "public", 3)
+            self.route("GET", "/api/v3/currencies", self.rest_currencies, "public", 3)  # ccxt's load_markets reads it
 
     def symbol_for(self, base):
         if self.futures:
@@ -886,12 +887,27 @@ class Kucoin(Venue):
                  "isMarginEnabled": False, "enableTrading": True} for i in self.listed()]
         return 200, {"code": "200000", "data": data}
 
+    def rest_currencies(self, q):
+        # The shape of KuCoin's GET /api/v3/currencies (one chain per coin here: wallets are not simulated).
+        coins = sorted({i.base for i in self.listed()} | {"USDT"})
+        return 200, {"code": "200000", "data": [
+            {"currency": c, "name": c, "fullName": c, "precision": 8, "confirms": None, "contractAddress": None,
+             "isMarginEnabled": False, "isDebitEnabled": False,
+             "chains": [{"chainName": c, "withdrawalMinSize": "1", "depositMinSize": "1", "withdrawFeeRate": "0",
+                         "withdrawalMinFee": "1", "isWithdrawEnabled": False, "isDepositEnabled": False, "confirms": 1,
+                         "preConfirms": 1, "contractAddress": "", "withdrawPrecision": 8, "maxWithdraw": None,
+                         "maxDeposit": None, "needTag": False, "chainId": c.lower()}]} for c in coins]}
+
     def rest_contracts(self, q):
         # KuCoin writes these as JSON numbers; float() of the exact text prints back the same text.
+        next_funding = 8 * 3600 * 1000 - _ms(self.sim.now_ns()) % (8 * 3600 * 1000)
         data = [{"symbol": i.symbol, "rootSymbol": "USDT", "type": "FFWCSX", "baseCurrency": i.base,
                  "quoteCurrency": i.quote, "settleCurrency": "USDT", "isInverse": False, "status": "Open",
                  "multiplier": float(i.contract_value), "lotSize": 1, "tickSize": float(i.tick),
-                 "firstOpenDate": _ms(i.listed_at_ns or 1_585_526_400_000_000_000)} for i in self.listed()]
+                 "firstOpenDate": _ms(i.listed_at_ns or 1_585_526_400_000_000_000),
+                 # A perpetual has no expiry and a next funding (ms from now, every 8 h): what
+                 # tells it from a dated future (ccxt's kucoinfutures reads it so).
+                 "expireDate": None, "nextFundingRateTime": next_funding} for i in self.listed()]
         return 200, {"code": "200000", "data": data}
 
 
@@ -920,6 +936,11 @@ class Gate(Venue):
         else:
             self.route("GET", "/api/v4/spot/currency_pairs", self.rest_pairs, "instruments")
             self.route("GET", "/api/v4/spot/trades", self.rest_trades, "trades")
+        # One host serves spot and futures; ccxt's load_markets reads these for either. Margin
+        # and BTC-settled contracts are not simulated: their lists are empty.
+        self.route("GET", "/api/v4/spot/currencies", self.rest_currencies, "instruments")
+        self.route("GET", "/api/v4/margin/currency_pairs", lambda q: (200, []), "instruments")
+        self.route("GET", "/api/v4/futures/btc/contracts", lambda q: (200, []), "instruments")
 
     def symbol_for(self, base):
         return f"{base}_USDT"
@@ -1044,6 +1065,14 @@ class Gate(Venue):
                       "min_quote_amount": "3", "amount_precision": i.qty_places, "precision": i.price_places,
                       "trade_status": "tradable", "sell_start": 0, "buy_start": 0} for i in self.listed()]
 
+    def rest_currencies(self, q):
+        # The shape of Gate's GET /api/v4/spot/currencies (wallets are not simulated: all disabled).
+        coins = sorted({i.base for i in self.listed()} | {"USDT"})
+        return 200, [{"currency": c, "name": c, "delisted": False, "withdraw_disabled": True, "withdraw_delayed": False,
+                      "deposit_disabled": True, "trade_disabled": False, "fixed_rate": "", "chain": c,
+                      "chains": [{"name": c, "addr": "", "withdraw_disabled": True, "withdraw_delayed": False,
+                                  "deposit_disabled": True}]} for c in coins]
+
     def rest_contracts(self, q):
         return 200, [{"name": i.symbol, "type": "direct", "quanto_multiplier": i.contract_value,
                       "order_price_round": i.tick, "order_size_min": 1, "order_size_max": 1000000,
@@ -1077,6 +1106,11 @@ class Phemex(Venue):
         self.route("GET", "/public/products", self.rest_products, "ip")
         self.route("GET", "/public/cfg/v2/products", self.rest_products, "ip")
         self.route("GET", "/md/v2/trade" if self.perp else "/md/trade", self.rest_trades, "ip")
+        if not self.perp:  # the docs name /md/trade; ccxt reads spot trades (live) from /v1/md/trade
+            self.route("GET", "/v1/md/trade", self.rest_trades, "ip")
+        # The v1 (coin-margined) contract list, which ccxt's load_markets reads beside the v2 one:
+        # none are simulated, so it is empty.
+        self.route("GET", "/v1/exchange/public/products", lambda q: (200, {"code": 0, "msg": "OK", "data": []}), "ip")
 
     def symbol_for(self, base):
         return f"{base}USDT" if self.perp else f"s{base}USDT"
