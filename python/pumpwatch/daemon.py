@@ -76,8 +76,12 @@ class ListingLog:
     def __init__(self) -> None:
         self.triggers: list[dict] = []
         self.captures: CaptureScheduler | None = None
+        self.collector: Collector | None = None
 
     async def __call__(self, t) -> None:
+        if self.collector is not None and t.capture_tickers:
+            # First: every venue relists and subscribes the coin now (issue 13).
+            self.collector.on_listing(t.capture_tickers, t.detected_ns)
         if self.captures is not None:
             await self.captures.on_trigger(t)
         self.triggers.append({
@@ -199,6 +203,17 @@ async def _report(status_fn, stop: asyncio.Event, interactive: bool) -> None:
                      st["ingest"]["gaps"], st["ingest"]["quarantined"], parts)
 
 
+def _resume_listings(collector: Collector, watcher, cfg: Config) -> None:
+    """After a restart: listings triggered within `listing_relist_for_s` are followed again (their
+    instruments subscribed in any state, venues asked again), so a restart between a notice and
+    the coin's first trade loses nothing of it."""
+    now = time.time_ns()
+    for ticker, v in getattr(watcher.state, "tickers", {}).items():
+        triggered = v.get("detected_ns") or v.get("t0_ns", 0)
+        if now - triggered < cfg.listing_relist_for_s * 1e9:
+            collector.on_listing([ticker], triggered)
+
+
 async def run(cfg: Config, *, simulate: bool = False, duration: float | None = None, seed: int = 0,
               interactive: bool | None = None, scenario: SimScenario | None = None) -> dict:
     """Runs the recorder until SIGTERM/SIGINT or `duration`; returns the final status. With
@@ -271,7 +286,9 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
             from .upbit import UpbitWatcher
 
             watcher = UpbitWatcher(cfg.data_dir, on_trigger=listings, **cfg.upbit.watcher_settings())
+            listings.collector = collector
             await watcher.start()
+            _resume_listings(collector, watcher, cfg)
         warnings: list[str] = []
         status_fn = _status_with_disk(collector, cfg, watcher, listings, warnings, captures, sink)
         maintenance = asyncio.create_task(_maintain(cfg, store, warnings, stop))

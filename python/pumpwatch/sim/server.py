@@ -378,14 +378,18 @@ class SimVenue:
         """Trades arrive `multiplier` times as fast for `seconds` (a pump is ~50x)."""
         self._burst = (multiplier, time.monotonic() + seconds)
 
-    def schedule_listing(self, base: str, at_ns: int, pump: float = 1.5) -> None:
+    def schedule_listing(self, base: str, at_ns: int, pump: float = 1.5, *, preopen_at_ns: int | None = None) -> Instrument:
         """`base` appears in the REST instrument list at `at_ns` (wall clock) and starts trading,
-        many times as fast as usual at first, its price rising to `pump` x over ~20 s."""
+        many times as fast as usual at first, its price rising to `pump` x over ~20 s. With
+        `preopen_at_ns`, it is listed from then on in the venue's pre-trading state (OKX `preopen`,
+        Binance `PRE_TRADING`/`PENDING_TRADING`, Bybit `PreLaunch`, ...; VENUES.md §12), subscribable,
+        and opens at `at_ns`."""
         inst = self.protocol.instrument(asset_for(base))
         if inst.symbol in self.instruments:
             raise ValueError(f"{self.venue_id} already lists {inst.symbol}")
-        inst.listed_at_ns, inst.pump = at_ns, pump
+        inst.listed_at_ns, inst.pump, inst.preopen_at_ns = at_ns, pump, preopen_at_ns
         self._add(inst)
+        return inst
 
     def schedule_pump(self, base: str, at_ns: int, pump: float = 1.5) -> Instrument:
         """`base` trades from the start (added if this venue does not list it yet) and from `at_ns`

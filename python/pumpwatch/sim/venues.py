@@ -400,18 +400,21 @@ class Binance(Venue):
 
     def rest_exchange_info(self, q):
         symbols = []
+        now = self.sim.now_ns()
         for inst in self.listed():
+            # before it opens: spot PRE_TRADING, USDⓈ-M PENDING_TRADING (VENUES.md §12)
+            status = "TRADING" if not inst.pre_trading(now) else "PENDING_TRADING" if self.futures else "PRE_TRADING"
             tick, lot = inst.price_text(inst.tick_units), inst.qty_text(inst.lot_units)
             filters = [{"filterType": "PRICE_FILTER", "minPrice": tick, "maxPrice": inst.price_text(10**7 * 10**inst.price_places), "tickSize": tick},
                        {"filterType": "LOT_SIZE", "minQty": lot, "maxQty": inst.qty_text(9 * 10**6 * 10**inst.qty_places), "stepSize": lot}]
             if self.futures:
                 symbols.append({"symbol": inst.symbol, "pair": inst.symbol, "contractType": "PERPETUAL",
                                 "deliveryDate": 4133404800000, "onboardDate": _ms(inst.listed_at_ns or 1_569_398_400_000_000_000),
-                                "status": "TRADING", "baseAsset": inst.base, "quoteAsset": inst.quote, "marginAsset": "USDT",
+                                "status": status, "baseAsset": inst.base, "quoteAsset": inst.quote, "marginAsset": "USDT",
                                 "pricePrecision": inst.price_places, "quantityPrecision": inst.qty_places,
                                 "underlyingType": "COIN", "filters": filters})
             else:
-                symbols.append({"symbol": inst.symbol, "status": "TRADING", "baseAsset": inst.base, "baseAssetPrecision": 8,
+                symbols.append({"symbol": inst.symbol, "status": status, "baseAsset": inst.base, "baseAssetPrecision": 8,
                                 "quoteAsset": inst.quote, "quotePrecision": 8, "quoteAssetPrecision": 8,
                                 "orderTypes": ["LIMIT", "MARKET"], "isSpotTradingAllowed": True, "filters": filters})
         capacity, period = self.buckets["weight"]
@@ -582,15 +585,22 @@ class Bybit(Venue):
         if q.get("category") != self.category:
             return self._envelope({"category": q.get("category", ""), "list": [], "nextPageCursor": ""})
         out = []
+        now = self.sim.now_ns()
+        # Only `Trading` instruments unless `status` names another state: PreLaunch ones must be
+        # asked for (VENUES.md §12, BYBIT market/instrument.mdx).
+        wanted = q.get("status") or "Trading"
         for inst in self.listed():
+            status = "PreLaunch" if inst.pre_trading(now) else "Trading"
+            if status != wanted:
+                continue
             tick, lot = inst.price_text(inst.tick_units), inst.qty_text(inst.lot_units)
             if self.spot:
                 out.append({"symbol": inst.symbol, "baseCoin": inst.base, "quoteCoin": inst.quote, "innovation": "0",
-                            "status": "Trading", "marginTrading": "none",
+                            "status": status, "marginTrading": "none",
                             "lotSizeFilter": {"basePrecision": lot, "quotePrecision": "0.00000001", "minOrderQty": lot, "maxOrderQty": "100000"},
                             "priceFilter": {"tickSize": tick}})
             else:
-                out.append({"symbol": inst.symbol, "contractType": "LinearPerpetual", "status": "Trading",
+                out.append({"symbol": inst.symbol, "contractType": "LinearPerpetual", "status": status,
                             "baseCoin": inst.base, "quoteCoin": inst.quote, "settleCoin": "USDT",
                             "launchTime": str(_ms(inst.listed_at_ns or 1_585_526_400_000_000_000)),
                             "priceScale": str(inst.price_places),
@@ -723,11 +733,12 @@ class Okx(Venue):
         if q.get("instType") != self.inst_type:
             return self._ok([])
         out = []
+        now = self.sim.now_ns()
         for inst in self.listed():
             tick, lot = inst.price_text(inst.tick_units), inst.qty_text(inst.lot_units)
             row = {"instType": self.inst_type, "instId": inst.symbol, "uly": "", "instFamily": "", "baseCcy": inst.base,
                    "quoteCcy": inst.quote, "settleCcy": "", "ctVal": "", "ctMult": "", "ctValCcy": "", "ctType": "",
-                   "tickSz": tick, "lotSz": lot, "minSz": lot, "state": "live",
+                   "tickSz": tick, "lotSz": lot, "minSz": lot, "state": "preopen" if inst.pre_trading(now) else "live",
                    "listTime": str(_ms(inst.listed_at_ns or 1_548_000_000_000_000_000))}
             if self.swap:
                 pair = f"{inst.base}-{inst.quote}"
@@ -883,13 +894,15 @@ class Kucoin(Venue):
                  "feeCurrency": i.quote, "market": "USDS", "baseMinSize": i.lot, "quoteMinSize": "0.1",
                  "baseMaxSize": "10000000000", "quoteMaxSize": "99999999", "baseIncrement": i.lot,
                  "quoteIncrement": "0.000001", "priceIncrement": i.tick, "priceLimitRate": "0.1", "minFunds": "0.1",
-                 "isMarginEnabled": False, "enableTrading": True} for i in self.listed()]
+                 "isMarginEnabled": False, "enableTrading": not i.pre_trading(self.sim.now_ns()),
+                 "tradingStartTime": _ms(i.listed_at_ns) if i.listed_at_ns else None} for i in self.listed()]
         return 200, {"code": "200000", "data": data}
 
     def rest_contracts(self, q):
         # KuCoin writes these as JSON numbers; float() of the exact text prints back the same text.
         data = [{"symbol": i.symbol, "rootSymbol": "USDT", "type": "FFWCSX", "baseCurrency": i.base,
-                 "quoteCurrency": i.quote, "settleCurrency": "USDT", "isInverse": False, "status": "Open",
+                 "quoteCurrency": i.quote, "settleCurrency": "USDT", "isInverse": False,
+                 "status": "Init" if i.pre_trading(self.sim.now_ns()) else "Open",
                  "multiplier": float(i.contract_value), "lotSize": 1, "tickSize": float(i.tick),
                  "firstOpenDate": _ms(i.listed_at_ns or 1_585_526_400_000_000_000)} for i in self.listed()]
         return 200, {"code": "200000", "data": data}
@@ -1042,12 +1055,15 @@ class Gate(Venue):
     def rest_pairs(self, q):
         return 200, [{"id": i.symbol, "base": i.base, "quote": i.quote, "fee": "0.2", "min_base_amount": i.lot,
                       "min_quote_amount": "3", "amount_precision": i.qty_places, "precision": i.price_places,
-                      "trade_status": "tradable", "sell_start": 0, "buy_start": 0} for i in self.listed()]
+                      # before it opens: untradable, with the opening time (VENUES.md §12)
+                      "trade_status": "untradable" if i.pre_trading(self.sim.now_ns()) else "tradable",
+                      "sell_start": (i.listed_at_ns or 0) // 10**9, "buy_start": (i.listed_at_ns or 0) // 10**9}
+                     for i in self.listed()]
 
     def rest_contracts(self, q):
         return 200, [{"name": i.symbol, "type": "direct", "quanto_multiplier": i.contract_value,
                       "order_price_round": i.tick, "order_size_min": 1, "order_size_max": 1000000,
-                      "in_delisting": False, "status": "trading",
+                      "in_delisting": False, "status": "prelaunch" if i.pre_trading(self.sim.now_ns()) else "trading",
                       "create_time": (i.listed_at_ns or 1_585_526_400_000_000_000) // 10**9} for i in self.listed()]
 
 
