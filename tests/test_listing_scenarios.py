@@ -207,3 +207,63 @@ def test_a_listing_takes_the_slot_of_the_least_active_symbol_when_connections_ar
             await sim.stop()
 
     asyncio.run(go())
+
+
+# ---------------------------------------------------------------------------------------------
+# A restart between the notice and the coin's first trade
+
+
+class _Watcher:
+    """What daemon._resume_listings reads of the Upbit watcher: its persisted state."""
+
+    def __init__(self, tickers: dict[str, dict[str, int]]):
+        self.state = dataclasses.make_dataclass("State", ["tickers", "opened"])(tickers, {})
+
+
+def test_a_restart_between_the_notice_and_the_first_trade_loses_nothing(tmp_path):
+    """The trigger comes, the recorder restarts (the watcher's state holds the trigger), and the
+    venues open the coin while it is down or just after: the new run follows the listing again
+    (daemon._resume_listings), relists, subscribes and fetches what traded before; every trade
+    from each venue's first is stored and the event's coverage is complete."""
+    from pumpwatch.daemon import _resume_listings
+
+    venues = ["binance-spot", "okx-swap", "gate-futures"]
+
+    async def go():
+        sims = _sims(venues, 14)
+        await _started(sims)
+        try:
+            first = Run(tmp_path / "d", sims, discovery_refresh_s=0, listing_relist_fast_s=0.5)
+            async with first:
+                await asyncio.sleep(3.0)
+                t0 = time.time_ns()
+                await asyncio.gather(*first.collector.on_listing(["NEWR"], t0))  # nobody lists it yet
+                assert all(not first.recorder(v).listing_kinds("NEWR") for v in venues)
+            first.store.close()
+            down = time.time_ns()
+            sims["binance-spot"].schedule_listing("NEWR", down)  # opens while the recorder is down
+            await asyncio.sleep(0.8)
+            second = Run(tmp_path / "d", sims, discovery_refresh_s=0, listing_relist_fast_s=0.5)
+            sims["okx-swap"].schedule_listing("NEWR", time.time_ns() + S // 2)  # just after the restart
+            sims["gate-futures"].schedule_listing("NEWR", time.time_ns() + int(1.5 * S))
+            async with second:
+                _resume_listings(second.collector, _Watcher({"NEWR": {"t0_ns": t0, "notice_id": 1, "detected_ns": t0}}),
+                                 second.cfg)
+                symbols = {v: sims[v].protocol.symbol_for("NEWR") for v in venues}
+                assert await wait_until(lambda: all(symbols[v] in second.recorder(v).subscribed_ns for v in venues), 10)
+                await asyncio.sleep(2.0)
+                assert await wait_until(lambda: second.collector.backfills_pending() == 0, 10)
+                for v in venues:
+                    assert_from_first_trade(sims[v], second.stored(v), symbols[v])
+                req = CaptureRequest("NEWR", t0, before_ns=2 * S, after_ns=3 * S, notice={"notice_id": 1})
+                event = capture(second.store, req, second.cfg.data_dir, chart=False).event
+            for v in venues:
+                d = event["venues"][v]
+                # the restart itself is a dark span of the venue (named); the coin's own start is not
+                assert not [s for s in d["lost"] if s["symbol"] != "*"], (v, d)
+                assert d["first_trade_ns"] == min(t["ts_ns"] for t in sims[v].sent_trades(symbols[v])), (v, d)
+            second.store.close()
+        finally:
+            await _stopped(sims)
+
+    asyncio.run(go())

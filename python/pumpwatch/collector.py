@@ -264,15 +264,16 @@ class VenueRecorder:
 
     def _on_subscribed(self, symbols: list[str], ns: int) -> None:
         """Subscribe frames for `symbols` went out. The first time in this run for a symbol added
-        after the start (a new instrument, a listing's), a marker says when: event.json reports it
-        and coverage knows nothing of it was recorded before."""
+        after the start (a new instrument) or a listing's (also at the start: a restart after the
+        trigger), a marker says when: event.json reports it and coverage knows nothing of it was
+        recorded before; a listing's trades before it are fetched over REST."""
         for s in symbols:
             if s in self.subscribed_ns:
                 continue
             self.subscribed_ns[s] = ns
-            if s in self._initial:
-                continue
             inst = self.instruments.get(s)
+            if s in self._initial and not (inst is not None and self.for_listing(inst)):
+                continue
             why = f"subscribed ({inst.status})" if inst is not None else "subscribed"
             if inst is not None and self.for_listing(inst):
                 why += f" for the KRW listing of {inst.asset}"
