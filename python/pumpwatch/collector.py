@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
+import math
 import random
 import time
 from collections.abc import Iterable
@@ -59,6 +60,9 @@ SILENT_EWMA = 0.05
 #: connection and hour), so past this the alarm is raised and named without a resubscribe.
 RESUBSCRIBES_PER_HOUR = 60
 HOUR_NS = 3600 * 1_000_000_000
+#: How long the first venue of a shared connection budget waits for the others' instrument lists
+#: before the budget is planned without them (they get what is left).
+BUDGET_PLAN_WAIT_S = 10.0
 #: REST pages one listing backfill may take (a coin new to the venue has few; an old one is cut).
 LISTING_BACKFILL_PAGES = 50
 #: Ids per symbol remembered from the log at a restart, on venues without an id sequence: more
@@ -129,6 +133,70 @@ class SymbolActivity:
     silent_since_ns: int = 0  # nonzero while the alarm is raised
 
 
+class ClientBudget:
+    """Connections one client may hold across venues that share a gateway (Phemex: 5 for spot and
+    contracts together, VENUES.md §9.1). When the symbols do not fit, the ones with the highest 24 h
+    turnover (across the venues) are recorded, a just-announced coin's always first; the rest are
+    named per venue in `not_recorded`."""
+
+    def __init__(self, name: str, limit: int, members: list[VenueRecorder]) -> None:
+        self.name, self.limit, self.members = name, limit, members
+        self.candidates: dict[str, list[str]] = {}
+        self.plan: dict[str, list[str]] = {}
+        self._planned = asyncio.Event()
+
+    def used(self) -> int:
+        return sum(len(r.connections) for r in self.members)
+
+    def _connections(self, rec: VenueRecorder, n: int) -> int:
+        return math.ceil(n / rec.spec.max_streams_per_connection) * rec.redundancy
+
+    async def choose(self, rec: VenueRecorder, symbols: list[str]) -> list[str]:
+        """The symbols of `rec` that get a connection within the budget."""
+        self.candidates[rec.venue] = symbols
+        if len(self.candidates) < len(self.members) and not self._planned.is_set():
+            try:
+                await asyncio.wait_for(self._planned.wait(), BUDGET_PLAN_WAIT_S)
+            except asyncio.TimeoutError:
+                pass
+        if not self._planned.is_set() or rec.venue not in self.plan:
+            self._make_plan()
+        return self.plan.get(rec.venue, [])
+
+    def _make_plan(self) -> None:
+        """Greedy by turnover over every venue's candidates not planned yet, within the room the
+        planned ones leave."""
+        by_venue = {r.venue: r for r in self.members}
+        todo = [v for v in self.candidates if v not in self.plan]
+        taken = {v: list(self.plan[v]) for v in self.plan}
+        room = self.limit - sum(self._connections(by_venue[v], len(s)) for v, s in taken.items())
+        ranked = []
+        for v in todo:
+            rec = by_venue[v]
+            for s in self.candidates[v]:
+                inst = rec.instruments.get(s)
+                urgent = inst is not None and rec.for_listing(inst)
+                ranked.append((not urgent, -rec.turnover.get(s, 0), v, s))
+        ranked.sort()
+        chosen: dict[str, list[str]] = {v: [] for v in todo}
+        for _, _, v, s in ranked:
+            rec = by_venue[v]
+            before = self._connections(rec, len(chosen[v]))
+            after = self._connections(rec, len(chosen[v]) + 1)
+            if after - before <= room:
+                chosen[v].append(s)
+                room -= after - before
+        for v in todo:
+            self.plan[v] = chosen[v]
+            rec = by_venue[v]
+            rec.not_recorded = sorted(s for s in self.candidates[v] if s not in chosen[v])
+            if rec.not_recorded:
+                log.warning("%s: %d symbols do not fit the %d connections per client shared by %s; recording the "
+                            "%d with the highest 24 h turnover, not: %s", v, len(rec.not_recorded), self.limit,
+                            ", ".join(by_venue), len(chosen[v]), ", ".join(rec.not_recorded[:20]))
+        self._planned.set()
+
+
 class VenueRecorder:
     def __init__(self, spec: VenueSpec, settings: VenueSettings, store: Store, cfg: Config, http: HttpFetch) -> None:
         self.spec = spec
@@ -174,6 +242,12 @@ class VenueRecorder:
         #: Symbols dropped to make room for a listing's instrument (named in the status).
         self.evicted: list[str] = []
         self._relist_lock = asyncio.Lock()
+        #: The connection budget this venue shares with others (Phemex spot and contracts), if any.
+        self.budget: ClientBudget | None = None
+        #: Symbol -> 24 h turnover (USDT), fetched where a shared budget must choose.
+        self.turnover: dict[str, Any] = {}
+        #: Listed symbols left out for the connection budget (named in the status).
+        self.not_recorded: list[str] = []
         self._running = False  # its first connections are made: relists may add to them
         self._rest_next = 0.0
 
@@ -190,6 +264,12 @@ class VenueRecorder:
                 bodies.append(body)
                 page = self.spec.next_instruments_request(page, body)
         parsed = [i for i in self.spec.parse_instruments(bodies) if i.quote == self.cfg.quote]
+        if self.budget is not None and hasattr(self.spec, "turnover_request"):
+            try:
+                self.turnover = self.spec.parse_turnover(await self._rest(self.spec.turnover_request()))
+            except Exception as e:  # noqa: BLE001 - without turnover the budget goes by name, said so
+                log.warning("%s: 24 h turnover unavailable (%s); symbols beyond the connection budget are "
+                            "chosen by name", self.venue, e)
         self.listed = {i.symbol for i in parsed if i.status != CLOSED}
         # Pre-trading instruments too: their first trades are a listing's pump (VENUES.md §12).
         # A just-announced coin's instruments in any state but closed.
@@ -598,6 +678,11 @@ class VenueRecorder:
         if not symbols:
             self.state = "idle: no instruments"
             return
+        if self.budget is not None:
+            symbols = await self.budget.choose(self, symbols)
+            if not symbols:
+                self.state = "idle: no room in the connection budget"
+                return
         self.seed_from_log()
         self._initial = set(symbols)
         self._add_shards(symbols)
@@ -631,13 +716,16 @@ class VenueRecorder:
         shards = self.spec.shard(symbols)
         room = None
         left_out: list[str] = []
-        if self.spec.max_connections:
+        if self.budget is not None:
+            room = (self.budget.limit - self.budget.used()) // self.redundancy
+        elif self.spec.max_connections:
             room = self.spec.max_connections // self.redundancy - len(self.shards)
         if room is not None and len(shards) > room:
             log.warning("%s: %d more shards exceed the venue's %d connections; recording the first %d",
                         self.venue, len(shards), self.spec.max_connections, max(0, room))
             left_out = [s for sh in shards[max(0, room):] for s in sh]
             shards = shards[: max(0, room)]
+            self.not_recorded = sorted(set(self.not_recorded) | set(left_out))
         for symbols_of_shard in shards:
             shard = Shard(list(symbols_of_shard))
             self.shards.append(shard)
@@ -707,7 +795,10 @@ class VenueRecorder:
     async def apply_instruments(self, symbols: list[str]) -> None:
         have = {s for sh in self.shards for s in sh.symbols}
         gone = sorted(s for s in have if s not in self.listed)
-        new = [s for s in symbols if s not in have]
+        # Symbols the connection budget left out stay out (named), but a listing's never does.
+        skip = set(self.not_recorded)
+        new = [s for s in symbols if s not in have
+               and (s not in skip or (s in self.instruments and self.for_listing(self.instruments[s])))]
         if gone:
             await self._unsubscribe(gone)
         if new:
@@ -787,6 +878,7 @@ class VenueRecorder:
                     await conn.add_symbols([symbol])
                     await conn.remove_symbols([victim])
             self.evicted.append(victim)
+            self.not_recorded = sorted(set(self.not_recorded) | {victim})
             self.activity.pop(victim, None)
             why = f"dropped to give its slot to {symbol} (KRW listing): the venue's connections are at their budget"
             log.warning("%s %s: %s", self.venue, victim, why)
@@ -900,7 +992,8 @@ class VenueRecorder:
         silent = self.silent_symbols
         if silent:
             return f"degraded: {len(silent)} silent symbols: {', '.join(silent[:5])}"
-        return f"recording {symbols} symbols on {len(conns)} connections"
+        left = f"; {len(self.not_recorded)} not recorded (connection budget)" if self.not_recorded else ""
+        return f"recording {symbols} symbols on {len(conns)} connections{left}"
 
     def status(self) -> dict:
         now = time.time_ns()
@@ -916,6 +1009,8 @@ class VenueRecorder:
             "pending_backfills": self._holes.qsize(),
             "silent_symbols": self.silent_symbols,
             "listing_assets": sorted(self.listing_assets),
+            "not_recorded": len(self.not_recorded),
+            "not_recorded_symbols": self.not_recorded[:100],
             "dropped_for_listings": list(self.evicted),
             "connection_states": [c.status() for c in self.connections],
             **{k: v for k, v in vars(self.counters).items() if k != "started_ns"},
@@ -938,6 +1033,15 @@ class Collector:
             if settings.ws_url or settings.rest_url:
                 spec = spec.with_urls(ws_url=settings.ws_url or None, rest_url=settings.rest_url or None)
             self.recorders[venue] = VenueRecorder(spec, settings, store, cfg, http)
+        groups: dict[str, list[VenueRecorder]] = {}
+        for r in self.recorders.values():
+            name = getattr(r.spec, "client_budget", None)
+            if name and r.spec.max_connections:
+                groups.setdefault(name, []).append(r)
+        for name, members in groups.items():
+            budget = ClientBudget(name, min(r.spec.max_connections or 0 for r in members), members)
+            for r in members:
+                r.budget = budget
         self.started_ns = time.time_ns()
 
     async def run(self, stop: asyncio.Event) -> None:

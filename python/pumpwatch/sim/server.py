@@ -672,6 +672,9 @@ class SimVenue:
             role = self.protocol.ws_role(path, request.headers)
             if role is None:
                 return _response(404, {"msg": f"no WebSocket at {path}"})
+            refused = self.protocol.refuse_connection()
+            if refused is not None:
+                return _response(*refused)
             connection.sim_role = role
             return None
         until, status = self._rest_fail
@@ -729,6 +732,8 @@ class Simulator:
 
     def __init__(self, venues: list[str] | None = None, *, seed: int = 0, **kw: Any):
         self.venues: dict[str, SimVenue] = {v: SimVenue(v, seed=seed, **kw) for v in (venues or VENUE_IDS)}
+        if "phemex-spot" in self.venues and "phemex-perp" in self.venues:
+            share_phemex_gateway(self.venues["phemex-spot"], self.venues["phemex-perp"])
 
     async def start(self) -> None:
         await asyncio.gather(*(v.start() for v in self.venues.values()))
@@ -745,3 +750,8 @@ class Simulator:
 
     def urls(self) -> dict[str, dict[str, str]]:
         return {vid: v.urls() for vid, v in self.venues.items()}
+
+
+def share_phemex_gateway(spot: SimVenue, perp: SimVenue) -> None:
+    """Phemex spot and contracts are one gateway: 5 connections per client across both (§9.1)."""
+    perp.protocol.gateway = spot.protocol.gateway  # type: ignore[attr-defined]

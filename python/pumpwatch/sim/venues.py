@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import json
 import re
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
@@ -205,6 +206,10 @@ class Venue:
 
     def shutdown_notice(self, client: Client) -> str | None:
         """The frame announcing a maintenance disconnect, where the venue sends one."""
+        return None
+
+    def refuse_connection(self) -> tuple[int, Any] | None:
+        """(status, body) refusing a WebSocket handshake the venue would refuse now, or None."""
         return None
 
     def trade(self, inst: Instrument, f: Fill, trade_id: str | None = None, qty: str | None = None) -> SentTrade:
@@ -1083,9 +1088,15 @@ class Phemex(Venue):
     rate_limited_body: ClassVar = {"code": 429, "msg": "Too many requests"}
     snapshot_size = 200
     max_subscriptions = 20  # per connection (§9.1)
+    max_connections = 5  # per client, spot and contract together: one gateway (§9.1)
 
     def __init__(self, venue_id, sim):
         super().__init__(venue_id, sim)
+        # Open connections of the client on the gateway; the Simulator gives phemex-spot and
+        # phemex-perp the same set (share_phemex_gateway), so the sixth across both is refused.
+        self.gateway: set[Client] = set()
+        self.refused = 0
+        self.turnover_served: dict[str, str] = {}
         self.perp = venue_id == "phemex-perp"
         self.method = "trade_p" if self.perp else "trade"
         self.rows_key = "trades_p" if self.perp else "trades"
@@ -1093,6 +1104,35 @@ class Phemex(Venue):
         self.route("GET", "/public/products", self.rest_products, "ip")
         self.route("GET", "/public/cfg/v2/products", self.rest_products, "ip")
         self.route("GET", "/md/v2/trade" if self.perp else "/md/trade", self.rest_trades, "ip")
+        self.route("GET", "/md/v3/ticker/24hr/all" if self.perp else "/md/spot/ticker/24hr/all", self.rest_tickers, "ip")
+
+    def on_open(self, client):
+        self.gateway.add(client)
+
+    def refuse_connection(self):
+        for c in [c for c in self.gateway if c.closed]:
+            self.gateway.discard(c)
+        if len(self.gateway) >= self.max_connections:
+            # How Phemex refuses is not documented; a handshake refusal says it plainly.
+            self.refused += 1
+            return 429, {"error": {"code": 429, "message": f"too many connections: {self.max_connections} per client"}}
+        return None
+
+    def turnover(self, inst) -> int:
+        """A fixed 24 h turnover in USDT per instrument (the simulator has no 24 h behind it):
+        its weight, spread by a checksum of its symbol so that no two are equal."""
+        return int(inst.weight * 10**9) + zlib.crc32(inst.symbol.encode()) % 10**6
+
+    def rest_tickers(self, q):
+        rows = []
+        for i in self.listed():
+            t = self.turnover(i)
+            self.turnover_served[i.symbol] = str(t)
+            if self.perp:
+                rows.append({"symbol": i.symbol, "lastRp": i.price_text(i.start_price_units), "turnoverRv": str(t)})
+            else:
+                rows.append({"symbol": i.symbol, "lastEp": i.start_price_units, "turnoverEv": t * 10**PHEMEX_SCALE})
+        return 200, {"error": None, "id": 0, "result": rows}
 
     def symbol_for(self, base):
         return f"{base}USDT" if self.perp else f"s{base}USDT"
