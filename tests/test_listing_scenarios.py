@@ -19,11 +19,10 @@ import statistics
 import time
 
 import pytest
-from test_lifecycle import Run, wait_until
-
 from pumpwatch.capture import CaptureRequest, capture
 from pumpwatch.sim import SimVenue
 from pumpwatch.venues import get
+from test_lifecycle import Run, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -9,13 +9,12 @@ import asyncio
 import dataclasses
 
 import pytest
-from test_lifecycle import Run, wait_until
-from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
-
 from pumpwatch.sim import SimVenue
 from pumpwatch.sim.server import share_phemex_gateway
 from pumpwatch.venues import get
+from test_lifecycle import Run, wait_until
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -211,8 +211,8 @@ EDITED = [
     ("두들즈(DOOD) 신규 거래지원 안내 (KRW, USDT 마켓) (거래지원 개시 시점 변경 안내)", "DOOD", "KRW,USDT", "DOOD"),
     ("너보스(CKB) 신규 거래지원 안내 (KRW, BTC, USDT 마켓) (거래지원 개시 시점 연기 안내)", "CKB", "KRW,BTC,USDT",
      "CKB"),
-    ("페이팔유에스디(PYUSD), 제이피와이코인(JPYC) 신규 거래지원 안내 (KRW, BTC, USDT 마켓) "
-     "(JPYC 거래지원 개시 시점 추가 변경 안내)", "PYUSD,JPYC", "KRW,BTC,USDT", "PYUSD,JPYC"),
+    (("페이팔유에스디(PYUSD), 제이피와이코인(JPYC) 신규 거래지원 안내 (KRW, BTC, USDT 마켓) "
+      "(JPYC 거래지원 개시 시점 추가 변경 안내)"), "PYUSD,JPYC", "KRW,BTC,USDT", "PYUSD,JPYC"),
     ("[거래] KRW 마켓 디지털 자산 추가 (IMX) (거래 개시 시점 변경)", "IMX", "KRW", "IMX"),
     ("Market Support for Sui(SUI) (KRW Market) (Trading Start Time Changed)", "SUI", "KRW", "SUI"),
     ("딥북(DEEP) KRW 마켓 디지털 자산 추가 (거래지원 개시 시점 변경 (10/1 14:00))", "DEEP", "KRW", "DEEP"),

@@ -24,7 +24,7 @@ import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from . import _core
 from .capture import save_instruments
@@ -133,6 +133,15 @@ class SymbolActivity:
     silent_since_ns: int = 0  # nonzero while the alarm is raised
 
 
+@runtime_checkable
+class TurnoverSource(Protocol):
+    """A venue spec that can tell every symbol's 24 h turnover in one request (Phemex)."""
+
+    def turnover_request(self) -> Any: ...
+
+    def parse_turnover(self, body: str | bytes) -> dict[str, Any]: ...
+
+
 class ClientBudget:
     """Connections one client may hold across venues that share a gateway (Phemex: 5 for spot and
     contracts together, VENUES.md §9.1). When the symbols do not fit, the ones with the highest 24 h
@@ -157,7 +166,7 @@ class ClientBudget:
         if len(self.candidates) < len(self.members) and not self._planned.is_set():
             try:
                 await asyncio.wait_for(self._planned.wait(), BUDGET_PLAN_WAIT_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         if not self._planned.is_set() or rec.venue not in self.plan:
             self._make_plan()
@@ -264,7 +273,7 @@ class VenueRecorder:
                 bodies.append(body)
                 page = self.spec.next_instruments_request(page, body)
         parsed = [i for i in self.spec.parse_instruments(bodies) if i.quote == self.cfg.quote]
-        if self.budget is not None and hasattr(self.spec, "turnover_request"):
+        if self.budget is not None and isinstance(self.spec, TurnoverSource):
             try:
                 self.turnover = self.spec.parse_turnover(await self._rest(self.spec.turnover_request()))
             except Exception as e:  # noqa: BLE001 - without turnover the budget goes by name, said so

@@ -183,7 +183,8 @@ def _tail_parens(tail: str) -> list[str] | None:
 def _leading_parens(tail: str) -> tuple[list[str], bool]:
     """The parenthesised groups at the start of `tail` and whether anything else follows them. A
     group may hold parentheses of its own (`(거래지원 개시 시점 변경 (10/1 14:00))`)."""
-    out, pos, n = [], 0, len(tail)
+    out: list[str] = []
+    pos, n = 0, len(tail)
     while pos < n:
         while pos < n and tail[pos].isspace():
             pos += 1
