@@ -266,3 +266,30 @@ def test_a_restart_between_the_notice_and_the_first_trade_loses_nothing(tmp_path
             await _stopped(sims)
 
     asyncio.run(go())
+
+
+def test_a_listing_finds_prefixed_and_renamed_instruments(tmp_path):
+    """The announced coin's instruments are found by asset: `1000`-prefixed contracts and renamed
+    bases (KuCoin XBT) included, in any state but closed; others are not."""
+    from pumpwatch.venues import CLOSED, HALTED, PRE_TRADING, TRADING, make_instrument
+
+    async def go():
+        run = Run(tmp_path / "d", {}, venues={"binance-usdm": {}})
+        rec = run.collector.recorders["binance-usdm"]
+        rec.listing_assets["PEPE"] = 1
+        rec.listing_assets["BTC"] = 1
+        cases = {
+            ("1000PEPEUSDT", "1000PEPE", HALTED): True,
+            ("PEPEUSDT", "PEPE", PRE_TRADING): True,
+            ("XBTUSDTM", "XBT", TRADING): True,  # KuCoin's name for BTC
+            ("PEPE2USDT", "PEPE2", TRADING): False,
+            ("DOGEUSDT", "DOGE", TRADING): False,
+        }
+        for (symbol, base, status), want in cases.items():
+            inst = make_instrument("binance-usdm", symbol, base, "USDT", "perp", status=status, aliases={"XBT": "BTC"})
+            assert rec.for_listing(inst) is want, symbol
+        closed = make_instrument("binance-usdm", "PEPEUSDT", "PEPE", "USDT", "perp", status=CLOSED)
+        assert rec.for_listing(closed) and not closed.is_subscribed  # found, but discover() leaves it out
+        run.store.close()
+
+    asyncio.run(go())
