@@ -293,3 +293,67 @@ def test_a_listing_finds_prefixed_and_renamed_instruments(tmp_path):
         run.store.close()
 
     asyncio.run(go())
+
+
+def test_a_venue_that_lists_the_coin_after_the_event_was_written_is_added_to_it(tmp_path):
+    """OKX lists the coin at the trigger; Gate futures only after the event folder was written. Once
+    Gate's instrument is subscribed (and what it traded before fetched), the event is written again
+    and names Gate futures with the time its instrument was first seen."""
+    import json
+    import os
+    from types import SimpleNamespace
+
+    from pumpwatch.capture import CaptureScheduler
+    from pumpwatch.config import CaptureSettings
+
+    venues = ["okx-spot", "gate-futures"]
+
+    def read(path: str) -> dict:
+        with open(os.path.join(path, "event.json")) as f:
+            return json.load(f)
+
+    async def go():
+        sims = _sims(venues, 15)
+        await _started(sims)
+        try:
+            settings = CaptureSettings(before_s=1.0, after_s=1.0, grace_s=0.3, chart=False)
+            async with Run(tmp_path / "d", sims, discovery_refresh_s=0, listing_relist_fast_s=0.5,
+                           capture=settings) as run:
+                await asyncio.sleep(2.0)
+                captures = CaptureScheduler(run.cfg.data_dir, settings,
+                                            settled=lambda: run.collector.backfills_pending() == 0)
+                captures.start()
+                run.collector.listen_for_listing_instruments(lambda asset, venue, symbol: captures.recapture(asset))
+                t0 = time.time_ns()
+                sims["okx-spot"].schedule_listing("NEWQ", t0 - S // 2)
+                trigger = SimpleNamespace(capture=True, capture_tickers=("NEWQ",), notice_id=9, title="t",
+                                          markets=("KRW",), detected_ns=t0, delay_ns=0, egress="", catch_up=False,
+                                          t0_ns=t0)
+                await captures.on_trigger(trigger)
+                run.collector.on_listing(["NEWQ"], t0)
+                assert await wait_until(lambda: captures.done, 10)
+                path = captures.done[0]["path"]
+                first = read(path)
+                assert first["venues"]["gate-futures"]["coverage"] == "absent"
+                listed = time.time_ns()
+                sims["gate-futures"].schedule_listing("NEWQ", listed)
+
+                def gate_named() -> bool:
+                    try:
+                        doc = read(path)
+                    except (OSError, ValueError):
+                        return False
+                    return doc["venues"]["gate-futures"].get("instrument_first_seen_ns") is not None
+
+                assert await wait_until(gate_named, 10)
+                await captures.stop()
+            again = read(path)
+            gate = again["venues"]["gate-futures"]
+            assert gate["instrument_first_seen_ns"] >= listed and gate["trades"] == 0
+            assert gate["subscribed_ns"] > again["window"]["end_ns"]
+            assert again["venues"]["okx-spot"]["coverage"] == "complete"
+            run.store.close()
+        finally:
+            await _stopped(sims)
+
+    asyncio.run(go())

@@ -736,6 +736,8 @@ class CaptureScheduler:
         self.done: list[dict] = []
         self.failed: list[dict] = []
         self._tasks: set[Any] = set()
+        #: Events written by this run, by name: captured again when a venue lists the coin later.
+        self.written: dict[str, CaptureRequest] = {}
 
     def start(self) -> None:
         for key in list(self.pending):
@@ -794,10 +796,31 @@ class CaptureScheduler:
             return
         self.pending.pop(key, None)
         self._save()
+        self.written[key] = req
         summary = {"event": key, "path": ev.path, "trades": ev.event["trades"], "summary": ev.event["summary"],
                    "verdict": ev.analysis["across"]["verdict"], "ms": round((time.perf_counter() - clock) * 1e3, 1)}
         self.done.append(summary)
         self.log.info("event %s written: %d trades, %s; %s", key, ev.event["trades"], ev.event["summary"], summary["verdict"])
+
+    def recapture(self, ticker: str) -> None:
+        """A venue started listing `ticker` after its event was written: write the event again, so
+        event.json names that venue with when it first saw the coin (issue 13)."""
+        import asyncio
+
+        for key, req in list(self.written.items()):
+            if req.ticker.upper() != ticker.upper() or key in self.pending:
+                continue
+
+            async def again(key: str = key, req: CaptureRequest = req) -> None:
+                try:
+                    ev = await asyncio.to_thread(self._capture, req)
+                    self.log.info("event %s written again (a venue listed %s later): %s", key, ticker, ev.event["summary"])
+                except Exception as e:  # noqa: BLE001 - the event written before stays
+                    self.log.warning("capturing %s again failed: %s", key, e)
+
+            task = asyncio.get_running_loop().create_task(again(), name=f"recapture {key}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def _capture(self, req: CaptureRequest) -> CapturedEvent:
         from .store import ReadOnlyStore

@@ -257,6 +257,9 @@ class VenueRecorder:
         self.turnover: dict[str, Any] = {}
         #: Listed symbols left out for the connection budget (named in the status).
         self.not_recorded: list[str] = []
+        #: Told (asset, venue, symbol) once a listing's instrument is subscribed and what it traded
+        #: before is fetched (the capture writes its event again if already written).
+        self.on_listing_instrument: Any = None
         self._running = False  # its first connections are made: relists may add to them
         self._rest_next = 0.0
 
@@ -370,6 +373,8 @@ class VenueRecorder:
                 start = trigger_ns - int(self.cfg.capture.before_s * 1e9)
                 if start < ns:  # what traded before it was subscribed is fetched over REST
                     self._enqueue(Hole(s, start, ns, listing=True))
+                else:
+                    self._listing_instrument_ready(s)
             self.store.append_marker("subscription_set", ts_ns=ns, venue=self.venue, symbol=s, detail=why)
 
     # -- frames and connection states
@@ -539,7 +544,21 @@ class VenueRecorder:
             end = oldest_ts if oldest_ts is not None else hole.end_ns
             self._unfillable(Hole(hole.symbol, hole.start_ns, end), "the venue's recent-trades window does not reach back to the outage")
 
+    def _listing_instrument_ready(self, symbol: str) -> None:
+        inst = self.instruments.get(symbol)
+        if self.on_listing_instrument is not None and inst is not None:
+            try:
+                self.on_listing_instrument(inst.asset, self.venue, symbol)
+            except Exception as e:  # noqa: BLE001 - a listener's failure is not the recorder's
+                log.warning("%s %s: listing listener failed: %s", self.venue, symbol, e)
+
     async def _fill_listing(self, hole: Hole) -> None:
+        try:
+            await self._fill_listing_walk(hole)
+        finally:
+            self._listing_instrument_ready(hole.symbol)
+
+    async def _fill_listing_walk(self, hole: Hole) -> None:
         """The trades of a listing's instrument from `hole.start_ns` (or the venue's first trade of
         it, if later) to its subscription. Complete when the walk reached `start_ns` or ended on a
         short page (the venue has nothing older): a `gap_filled` marker says so, and coverage then
@@ -1066,6 +1085,11 @@ class Collector:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self.store.append_marker("recorder_stop", ts_ns=time.time_ns())
+
+    def listen_for_listing_instruments(self, fn: Any) -> None:
+        """`fn(asset, venue, symbol)` once each listing instrument is subscribed and backfilled."""
+        for r in self.recorders.values():
+            r.on_listing_instrument = fn
 
     def on_listing(self, assets: Iterable[str], trigger_ns: int | None = None) -> list[asyncio.Task]:
         """A KRW listing trigger: every venue relists and subscribes the coin's instruments at once

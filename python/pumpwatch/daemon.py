@@ -281,6 +281,8 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
             capture_settings = dataclasses.replace(capture_settings, grace_s=min(capture_settings.grace_s, scenario.capture_grace_s))
         captures = CaptureScheduler(cfg.data_dir, capture_settings, settled=lambda: collector.backfills_pending() == 0)
         listings.captures = captures
+        # A venue that lists the coin after its event was written: the event is written again.
+        collector.listen_for_listing_instruments(lambda asset, venue, symbol: captures.recapture(asset))
         captures.start()
         if cfg.upbit.enabled:
             from .upbit import UpbitWatcher
