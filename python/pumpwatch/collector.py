@@ -593,7 +593,10 @@ class VenueRecorder:
                                                   **({"after_id": -1} if spec.backfill.reach == "by_id" else {}))
             if page is not None:
                 exhausted = False  # cut at LISTING_BACKFILL_PAGES
-        if exhausted or (oldest_ts is not None and oldest_ts <= hole.start_ns):
+        # Forwards from the first id, only reaching the present proves the span; backwards or by
+        # time, reaching the window start does too.
+        reached_start = spec.backfill.reach != "by_id" and oldest_ts is not None and oldest_ts <= hole.start_ns
+        if exhausted or reached_start:
             self.store.append_marker(
                 "gap_filled", ts_ns=time.time_ns(), venue=self.venue, symbol=hole.symbol,
                 from_ts_ns=hole.start_ns, to_ts_ns=hole.end_ns,
