@@ -357,3 +357,41 @@ def test_a_venue_that_lists_the_coin_after_the_event_was_written_is_added_to_it(
             await _stopped(sims)
 
     asyncio.run(go())
+
+
+def test_what_rest_cannot_reach_before_a_late_subscription_is_named(tmp_path):
+    """Bybit spot serves only its latest 60 trades. The coin trades fast for 6 s before the
+    recorder learns of it: what the window holds before the subscription beyond those 60 is named
+    in event.json (coverage partial, the span and why), never passed off as complete."""
+    venue = "bybit-spot"
+
+    async def go():
+        sim = SimVenue(venue, seed=16, trades_per_s=40.0)
+        await sim.start()
+        try:
+            async with Run(tmp_path / "d", {venue: sim}, discovery_refresh_s=0) as run:
+                await asyncio.sleep(3.0)
+                t0 = time.time_ns()
+                sim.schedule_listing("NEWX", t0)
+                await asyncio.sleep(6.0)  # detected late: the coin has traded for 6 s
+                await asyncio.gather(*run.collector.on_listing(["NEWX"], t0))
+                assert await wait_until(lambda: "NEWXUSDT" in run.recorder(venue).subscribed_ns, 5)
+                await asyncio.sleep(1.0)
+                assert await wait_until(lambda: run.collector.backfills_pending() == 0, 10)
+                sent_before = [t for t in sim.sent_trades("NEWXUSDT") if t["ts_ns"] < run.recorder(venue).subscribed_ns["NEWXUSDT"]]
+                assert len(sent_before) > 60, "the scenario needs more trades than the REST window"
+                req = CaptureRequest("NEWX", t0, before_ns=2 * S, after_ns=5 * S, notice={"notice_id": 2})
+                event = capture(run.store, req, run.cfg.data_dir, chart=False).event
+            d = event["venues"][venue]
+            assert d["coverage"] == "partial", d
+            named = [s for s in d["lost"] if s["symbol"] == "NEWXUSDT"]
+            assert named and "REST does not reach back" in named[0]["reason"], d["lost"]
+            # the span named covers every trade of the window that was not stored
+            stored = {r["trade_id"] for r in run.stored(venue) if r["symbol"] == "NEWXUSDT"}
+            missing = [t for t in sent_before if t["trade_id"] not in stored and t["ts_ns"] >= req.start_ns]
+            assert missing and all(any(s["from_ns"] <= t["ts_ns"] <= s["to_ns"] for s in named) for t in missing)
+            run.store.close()
+        finally:
+            await sim.stop()
+
+    asyncio.run(go())
