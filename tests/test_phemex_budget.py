@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 
 import pytest
 from pumpwatch.sim import SimVenue
@@ -21,6 +22,15 @@ pytestmark = pytest.mark.timeout(120)
 SPOT, PERP = "phemex-spot", "phemex-perp"
 # Known assets (weights 0.4 ... 0.1) and small caps (0.15): by turnover, not by name.
 BASES = ["BTC", "ETH", "SOL", "DOGE", "AAA", "ZZZ", "MMM", "QQQ"]
+
+
+def _render(status: dict) -> str:
+    from pumpwatch.daemon import _dashboard
+    from rich.console import Console
+
+    console = Console(record=True, width=220, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(_dashboard(status))
+    return console.export_text()
 
 
 def test_the_simulator_refuses_the_sixth_connection_across_both_markets():
@@ -59,6 +69,7 @@ def test_more_symbols_than_the_budget_records_the_top_turnover_ones_within_five_
                 await asyncio.sleep(1.5)
                 subscribed = {v: {s for sh in run.recorder(v).shards for s in sh.symbols} for v in sims}
                 statuses = {v: run.status(v) for v in sims}
+                dashboard = _render({**run.collector.status(), "log_bytes": 0, "disk_free_bytes": 0})
                 stored = {v: {r["symbol"] for r in run.stored(v)} for v in sims}
             served = [(int(t), v, s) for v, sim in sims.items() for s, t in sim.protocol.turnover_served.items()]
             top = sorted(served, reverse=True)[:10]
@@ -71,6 +82,7 @@ def test_more_symbols_than_the_budget_records_the_top_turnover_ones_within_five_
                 assert statuses[v]["not_recorded_symbols"] == left
                 assert f"{len(left)} not recorded" in statuses[v]["state"]
                 assert stored[v] <= want[v] and stored[v], v
+                assert f"{v}: {len(left)} symbols not recorded (connection budget): {left[0]}" in dashboard
             run.store.close()
 
     asyncio.run(go())

@@ -178,6 +178,11 @@ def _dashboard(status: dict):
         done = caps["events"]
         lines.append(f"events written: {len(done)}" + (f" (latest {done[-1]['event']}: {done[-1]['trades']:,} trades, "
                      f"{done[-1]['verdict']})" if done else "") + (f"; waiting for their window: {', '.join(caps['pending'])}" if caps["pending"] else ""))
+    for venue, v in status["venues"].items():  # symbols a connection budget leaves out (Phemex)
+        if v.get("not_recorded"):
+            names = v.get("not_recorded_symbols") or []
+            lines.append(f"{venue}: {v['not_recorded']} symbols not recorded (connection budget): "
+                         f"{', '.join(names[:8])}{', ...' if v['not_recorded'] > 8 else ''}")
     if lines:
         t.caption = "\n".join(lines)
     return t
