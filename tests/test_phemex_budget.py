@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 
 import pytest
 from pumpwatch.sim import SimVenue
@@ -25,12 +24,9 @@ BASES = ["BTC", "ETH", "SOL", "DOGE", "AAA", "ZZZ", "MMM", "QQQ"]
 
 
 def _render(status: dict) -> str:
-    from pumpwatch.daemon import _dashboard
-    from rich.console import Console
+    from pumpwatch.dashboard import render
 
-    console = Console(record=True, width=220, file=open(os.devnull, "w"))  # noqa: SIM115
-    console.print(_dashboard(status))
-    return console.export_text()
+    return "\n".join(render(status, 220))
 
 
 def test_the_simulator_refuses_the_sixth_connection_across_both_markets():
@@ -82,7 +78,7 @@ def test_more_symbols_than_the_budget_records_the_top_turnover_ones_within_five_
                 assert statuses[v]["not_recorded_symbols"] == left
                 assert f"{len(left)} not recorded" in statuses[v]["state"]
                 assert stored[v] <= want[v] and stored[v], v
-                assert f"{v}: {len(left)} symbols not recorded (connection budget): {left[0]}" in dashboard
+                assert f"{v}  {len(left)} not recorded (connection budget): {', '.join(left)}" in dashboard
             run.store.close()
 
     asyncio.run(go())

@@ -153,49 +153,11 @@ def _status_with_disk(collector: Collector, cfg: Config, watcher=None, listings:
     return status
 
 
-def _dashboard(status: dict):
-    from rich.table import Table
-
-    t = Table(title=f"PumpWatch  up {status['uptime_s']:.0f} s  log {status['log_bytes'] / 1e6:,.1f} MB  "
-                    f"disk free {status['disk_free_bytes'] / 1e9:,.1f} GB", expand=False)
-    for col in ("venue", "state", "conns", "reconn", "frames", "trades", "last msg", "gaps", "filled", "unfillable", "quarant.", "error"):
-        t.add_column(col, justify="left" if col in ("venue", "state", "error") else "right")
-    for venue, v in status["venues"].items():
-        age = v["last_message_age_s"]
-        t.add_row(
-            venue, v["state"][:40], str(v["connections"]), str(v["reconnects"]), f"{v['frames']:,}", f"{v['trades']:,}",
-            "-" if age is None else f"{age:.1f}s", str(v["gaps_found"]), str(v["gaps_filled"]), str(v["gaps_unfillable"]),
-            str(v["quarantined"]), v["last_error"][:30],
-        )
-    lines = []
-    pg = status.get("sink", {}).get("postgres")
-    if pg:
-        lines.append(f"postgres sink {pg['collector_id']}: {pg['state']}, {pg['records_behind']:,} records / "
-                     f"{pg['seconds_behind']:.1f} s behind, {pg['trades_written']:,} written"
-                     + (f", last error: {pg['last_error'][:60]}" if pg["last_error"] else ""))
-    caps = status.get("captures")
-    if caps:
-        done = caps["events"]
-        lines.append(f"events written: {len(done)}" + (f" (latest {done[-1]['event']}: {done[-1]['trades']:,} trades, "
-                     f"{done[-1]['verdict']})" if done else "") + (f"; waiting for their window: {', '.join(caps['pending'])}" if caps["pending"] else ""))
-    for venue, v in status["venues"].items():  # symbols a connection budget leaves out (Phemex)
-        if v.get("not_recorded"):
-            names = v.get("not_recorded_symbols") or []
-            lines.append(f"{venue}: {v['not_recorded']} symbols not recorded (connection budget): "
-                         f"{', '.join(names[:8])}{', ...' if v['not_recorded'] > 8 else ''}")
-    if lines:
-        t.caption = "\n".join(lines)
-    return t
-
-
-async def _report(status_fn, stop: asyncio.Event, interactive: bool) -> None:
+async def _report(status_fn, stop: asyncio.Event, interactive: bool, done: asyncio.Event | None = None) -> None:
     if interactive:
-        from rich.live import Live
+        from .dashboard import live
 
-        with Live(_dashboard(status_fn()), refresh_per_second=2, transient=False) as live:
-            while not stop.is_set():
-                await asyncio.sleep(0.5)
-                live.update(_dashboard(status_fn()))
+        await live(status_fn, stop, done)
         return
     while not stop.is_set():
         try:
@@ -310,8 +272,12 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
             loop.call_later(duration, stop.set)
         if interactive is None:
             interactive = sys.stderr.isatty()
-        reporter = asyncio.create_task(_report(status_fn, stop, interactive))
-        await collector.run(stop)
+        stopped = asyncio.Event()  # the dashboard's last frame says stopped only once it is
+        reporter = asyncio.create_task(_report(status_fn, stop, interactive, stopped))
+        try:
+            await collector.run(stop)
+        finally:
+            stopped.set()
         if sink_task is not None:
             sink_stop.set()
             await sink_task

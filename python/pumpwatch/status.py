@@ -11,6 +11,11 @@ from collections.abc import Callable
 from .errors import InvalidInputError
 
 
+#: The Upbit watcher's counters that are in /metrics from the start (they count up from 0).
+UPBIT_COUNTERS = ("polls", "errors", "timeouts", "backoffs", "triggers", "already_listed", "market_fetches",
+                  "market_errors", "markets_opened", "skipped_in_flight", "skipped_backoff", "ticks_missed")
+
+
 def metrics_text(status: dict) -> str:
     """Prometheus exposition of the status counters, one family per counter."""
     lines = []
@@ -27,7 +32,12 @@ def metrics_text(status: dict) -> str:
     for k, rows in per_venue.items():
         lines.append(f"# TYPE pumpwatch_venue_{k} gauge")
         lines.extend(rows)
-    for k, v in status.get("upbit", {}).get("metrics", {}).items():
+    upbit = status.get("upbit", {}).get("metrics")
+    if upbit is not None:
+        # Counters exist from the first scrape at 0: alert rules (deploy/prometheus) and rate()
+        # see the first error or listing, not only the ones after it.
+        upbit = {**{k: 0 for k in UPBIT_COUNTERS}, **upbit}
+    for k, v in (upbit or {}).items():
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             lines.append(f"# TYPE pumpwatch_upbit_{k} gauge")
             lines.append(f"pumpwatch_upbit_{k} {v}")
