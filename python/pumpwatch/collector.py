@@ -1152,6 +1152,7 @@ class Collector:
             "venues": {v: r.status() for v, r in self.recorders.items()},
             # Per-IP budgets: how much of each allowance is in use, and any hold a venue asked for.
             "budgets": self.budgets.status(),
+            **({"disk": self.store.disk_state()} if hasattr(self.store, "disk_state") else {}),
         }
 
 

@@ -19,7 +19,7 @@ from .collector import Collector
 from .config import Config
 from .retention import log_bytes
 from .status import disk_free, serve_status
-from .store import Store
+from .store import Store, disk_line
 
 log = logging.getLogger("pumpwatch")
 
@@ -100,7 +100,8 @@ def open_store(cfg: Config):
         return purepy.Store(cfg.data_dir, fsync_interval=cfg.log.fsync_interval, segment_span_s=cfg.log.segment_span_s,
                             segment_max_bytes=cfg.log.segment_max_bytes)
     return Store(cfg.data_dir, fsync_interval=cfg.log.fsync_interval, segment_span_s=cfg.log.segment_span_s,
-                 segment_max_bytes=cfg.log.segment_max_bytes, ring_bytes=cfg.log.ring_bytes, zstd_level=cfg.log.zstd_level)
+                 segment_max_bytes=cfg.log.segment_max_bytes, ring_bytes=cfg.log.ring_bytes, zstd_level=cfg.log.zstd_level,
+                 hold_on_disk_full=True)
 
 
 async def _maintain(cfg: Config, store, warnings: list[str], stop: asyncio.Event, every_s: float = 60.0) -> None:
@@ -118,8 +119,11 @@ async def _maintain(cfg: Config, store, warnings: list[str], stop: asyncio.Event
         warnings[:] = [warning] if warning else []
         if warning:
             log.warning("%s", warning)
+        # While the disk is full, retention (by its own rules) runs every few seconds: space it
+        # frees lets the held records out sooner.
+        disk = store.disk_state() if hasattr(store, "disk_state") else {}
         try:
-            await asyncio.wait_for(stop.wait(), every_s)
+            await asyncio.wait_for(stop.wait(), min(every_s, 5.0) if disk.get("full_since_ns") else every_s)
         except asyncio.TimeoutError:
             pass
 
@@ -168,6 +172,8 @@ async def _report(status_fn, stop: asyncio.Event, interactive: bool, done: async
             log.info("status uptime_s=%.0f frames=%d trades=%d duplicates=%d gaps=%d quarantined=%d %s",
                      st["uptime_s"], st["ingest"]["frames"], st["ingest"]["trades"], st["ingest"]["duplicates"],
                      st["ingest"]["gaps"], st["ingest"]["quarantined"], parts)
+            if disk_line(st.get("disk")):
+                log.warning("%s", disk_line(st.get("disk")))
 
 
 def _resume_listings(collector: Collector, watcher, cfg: Config) -> None:

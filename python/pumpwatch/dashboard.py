@@ -15,6 +15,8 @@ import logging
 import sys
 from collections.abc import Callable, Iterable
 
+from .store import disk_line
+
 #: The first word of a venue's state (collector `_state`) and its short form on the dashboard.
 SHORT_STATE = {"recording": "rec", "degraded": "deg", "down": "down", "error": "err", "idle": "idle", "starting": "start"}
 LEGEND = "rec S/C: S symbols on C connections  deg U/C: U of C up  k=10³ M=10⁶ G=10⁹"
@@ -145,6 +147,9 @@ def _extra_lines(status: dict) -> list[str | list[str]]:
         if v.get("not_recorded"):
             out.append(f"{name}  {v['not_recorded']} not recorded (connection budget): "
                        + ", ".join(v.get("not_recorded_symbols") or []))
+    trouble = disk_line(status.get("disk"))
+    if trouble:  # disk full or failing: right under the totals, where it cannot be missed
+        out.insert(1, f"disk  {trouble}")
     for w in status.get("warnings", []):
         out.append(f"warn  {w}")
     return out

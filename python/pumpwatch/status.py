@@ -41,6 +41,22 @@ def metrics_text(status: dict) -> str:
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             lines.append(f"# TYPE pumpwatch_upbit_{k} gauge")
             lines.append(f"pumpwatch_upbit_{k} {v}")
+    disk = status.get("disk")
+    if disk is not None:
+        # 1 while records wait in memory for a full disk (alert on it); the others say how long
+        # and how much.
+        lines.append("# TYPE pumpwatch_disk_full gauge")
+        lines.append(f"pumpwatch_disk_full {1 if disk.get('full_since_ns') else 0}")
+        lines.append("# TYPE pumpwatch_disk_error gauge")
+        lines.append(f"pumpwatch_disk_error {1 if disk.get('error_since_ns') else 0}")
+        lines.append("# TYPE pumpwatch_disk_trouble_since_seconds gauge")
+        lines.append(f"pumpwatch_disk_trouble_since_seconds {(disk.get('full_since_ns') or disk.get('error_since_ns') or 0) / 1e9}")
+        for k in ("held_records", "held_bytes", "unsynced_bytes", "lost_trades_pending"):
+            lines.append(f"# TYPE pumpwatch_disk_{k} gauge")
+            lines.append(f"pumpwatch_disk_{k} {disk.get(k, 0)}")
+        for k in ("lost_trades", "commit_failures", "episodes"):
+            lines.append(f"# TYPE pumpwatch_disk_{k}_total counter")
+            lines.append(f"pumpwatch_disk_{k}_total {disk.get(k, 0)}")
     for k in ("uptime_s", "disk_free_bytes", "log_bytes"):
         if k in status:
             lines.append(f"# TYPE pumpwatch_{k} gauge")
