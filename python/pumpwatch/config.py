@@ -201,7 +201,15 @@ class Config:
     #: The quote asset of the instruments recorded.
     quote: str = "USDT"
     #: How often instrument lists are fetched again (new instruments subscribed, delisted dropped).
-    discovery_refresh_s: float = 3600.0
+    #: Minutes, not an hour: a coin a venue opens between two refreshes is not recorded before.
+    discovery_refresh_s: float = 300.0
+    #: After a KRW listing trigger every venue's list is fetched at once; venues that do not list
+    #: the coin yet are asked again every `listing_relist_fast_s` for `listing_relist_fast_for_s`,
+    #: then every `listing_relist_slow_s` until `listing_relist_for_s` after the trigger.
+    listing_relist_fast_s: float = 5.0
+    listing_relist_fast_for_s: float = 600.0
+    listing_relist_slow_s: float = 60.0
+    listing_relist_for_s: float = 3600.0
     #: Venues whose ids cannot show a hole (Bybit, KuCoin, Phemex): every this many seconds each
     #: symbol's recent-trades window is merged over REST, so a trade message lost mid-stream (no
     #: disconnect, no silence) is still recorded if the window reaches back to it. Paced with the

@@ -244,6 +244,9 @@ class VenueConnection:
         # Given, whole data frames come in batches (one per socket read, as bytes) to it.
         self.on_frames = on_frames
         self.on_state = on_state
+        # Told (symbols, wall ns) once their subscribe frames have gone out on a socket: when a
+        # listing's instrument was really subscribed (event.json, the trigger's latency).
+        self.on_subscribed: Callable[[list[str], int], None] | None = None
         self.http = http if http is not None else http_fetch
         # The venue's per-IP connection budget is shared by every connection of the process
         # (both markets of an exchange): the owner's `Budgets`, else the process's.
@@ -473,6 +476,7 @@ class VenueConnection:
             self._sessions.remove(session)
             await ws.close()
             raise
+        self._subscribed(symbols)
         if rotating is None:
             if self._ever_up:
                 self.reconnects += 1
@@ -643,6 +647,11 @@ class VenueConnection:
         if add:
             session.subscribed |= set(add)
             await self._send_frames(session, self.spec.subscribe_frames(add, self._ids(add, "subscribe")))
+            self._subscribed(add)
+
+    def _subscribed(self, symbols: list[str]) -> None:
+        if self.on_subscribed is not None and symbols:
+            self.on_subscribed(symbols, time.time_ns())
 
     async def _sync_all(self) -> None:
         for session in list(self._sessions):

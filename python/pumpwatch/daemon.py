@@ -76,8 +76,12 @@ class ListingLog:
     def __init__(self) -> None:
         self.triggers: list[dict] = []
         self.captures: CaptureScheduler | None = None
+        self.collector: Collector | None = None
 
     async def __call__(self, t) -> None:
+        if self.collector is not None and t.capture_tickers:
+            # First: every venue relists and subscribes the coin now (issue 13).
+            self.collector.on_listing(t.capture_tickers, t.detected_ns)
         if self.captures is not None:
             await self.captures.on_trigger(t)
         self.triggers.append({
@@ -172,6 +176,17 @@ async def _report(status_fn, stop: asyncio.Event, interactive: bool, done: async
                 log.warning("%s", disk_line(st.get("disk")))
 
 
+def _resume_listings(collector: Collector, watcher, cfg: Config) -> None:
+    """After a restart: listings triggered within `listing_relist_for_s` are followed again (their
+    instruments subscribed in any state, venues asked again), so a restart between a notice and
+    the coin's first trade loses nothing of it."""
+    now = time.time_ns()
+    for ticker, v in getattr(watcher.state, "tickers", {}).items():
+        triggered = v.get("detected_ns") or v.get("t0_ns", 0)
+        if now - triggered < cfg.listing_relist_for_s * 1e9:
+            collector.on_listing([ticker], triggered)
+
+
 async def run(cfg: Config, *, simulate: bool = False, duration: float | None = None, seed: int = 0,
               interactive: bool | None = None, scenario: SimScenario | None = None) -> dict:
     """Runs the recorder until SIGTERM/SIGINT or `duration`; returns the final status. With
@@ -242,13 +257,17 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
             capture_settings = dataclasses.replace(capture_settings, grace_s=min(capture_settings.grace_s, scenario.capture_grace_s))
         captures = CaptureScheduler(cfg.data_dir, capture_settings, settled=lambda: collector.backfills_pending() == 0)
         listings.captures = captures
+        # A venue that lists the coin after its event was written: the event is written again.
+        collector.listen_for_listing_instruments(lambda asset, venue, symbol: captures.recapture(asset))
         captures.start()
         if cfg.upbit.enabled:
             from .upbit import UpbitWatcher
 
             watcher = UpbitWatcher(cfg.data_dir, on_trigger=listings, ca_file=cfg.tls.ca_file,
                                    **cfg.upbit.watcher_settings())
+            listings.collector = collector
             await watcher.start()
+            _resume_listings(collector, watcher, cfg)
         warnings: list[str] = []
         status_fn = _status_with_disk(collector, cfg, watcher, listings, warnings, captures, sink)
         maintenance = asyncio.create_task(_maintain(cfg, store, warnings, stop))

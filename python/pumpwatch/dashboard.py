@@ -143,6 +143,10 @@ def _extra_lines(status: dict) -> list[str | list[str]]:
         done = caps.get("events", [])
         out.append(f"events  {len(done)} written" + (f" (latest {done[-1]['event']}: {abbrev(done[-1]['trades'])} trades, "
                    f"{done[-1]['verdict']})" if done else "") + (f"  waiting: {', '.join(caps['pending'])}" if caps.get("pending") else ""))
+    for name, v in venues.items():  # symbols a connection budget leaves out (Phemex): named
+        if v.get("not_recorded"):
+            out.append(f"{name}  {v['not_recorded']} not recorded (connection budget): "
+                       + ", ".join(v.get("not_recorded_symbols") or []))
     trouble = disk_line(status.get("disk"))
     if trouble:  # disk full or failing: right under the totals, where it cannot be missed
         out.insert(1, f"disk  {trouble}")

@@ -448,14 +448,18 @@ class SimVenue:
         """Trades arrive `multiplier` times as fast for `seconds` (a pump is ~50x)."""
         self._burst = (multiplier, time.monotonic() + seconds)
 
-    def schedule_listing(self, base: str, at_ns: int, pump: float = 1.5) -> None:
+    def schedule_listing(self, base: str, at_ns: int, pump: float = 1.5, *, preopen_at_ns: int | None = None) -> Instrument:
         """`base` appears in the REST instrument list at `at_ns` (wall clock) and starts trading,
-        many times as fast as usual at first, its price rising to `pump` x over ~20 s."""
+        many times as fast as usual at first, its price rising to `pump` x over ~20 s. With
+        `preopen_at_ns`, it is listed from then on in the venue's pre-trading state (OKX `preopen`,
+        Binance `PRE_TRADING`/`PENDING_TRADING`, Bybit `PreLaunch`, ...; VENUES.md §12), subscribable,
+        and opens at `at_ns`."""
         inst = self.protocol.instrument(asset_for(base))
         if inst.symbol in self.instruments:
             raise ValueError(f"{self.venue_id} already lists {inst.symbol}")
-        inst.listed_at_ns, inst.pump = at_ns, pump
+        inst.listed_at_ns, inst.pump, inst.preopen_at_ns = at_ns, pump, preopen_at_ns
         self._add(inst)
+        return inst
 
     def schedule_pump(self, base: str, at_ns: int, pump: float = 1.5) -> Instrument:
         """`base` trades from the start (added if this venue does not list it yet) and from `at_ns`
@@ -743,6 +747,9 @@ class SimVenue:
             role = self.protocol.ws_role(path, request.headers)
             if role is None:
                 return _response(404, {"msg": f"no WebSocket at {path}"})
+            refused = self.protocol.refuse_connection()
+            if refused is not None:
+                return _response(*refused)
             connection.sim_role = role
             self.handshakes += 1
             return None
@@ -814,6 +821,8 @@ class Simulator:
         self.venues: dict[str, SimVenue] = {v: SimVenue(v, seed=seed, connection_rates=self.connection_rates,
                                                         rest_pools=self.rest_pools, tls=self.tls, **kw)
                                             for v in (venues or VENUE_IDS)}
+        if "phemex-spot" in self.venues and "phemex-perp" in self.venues:
+            share_phemex_gateway(self.venues["phemex-spot"], self.venues["phemex-perp"])
 
     @property
     def ca_file(self) -> str | None:
@@ -837,3 +846,8 @@ class Simulator:
 
     def urls(self) -> dict[str, dict[str, str]]:
         return {vid: v.urls() for vid, v in self.venues.items()}
+
+
+def share_phemex_gateway(spot: SimVenue, perp: SimVenue) -> None:
+    """Phemex spot and contracts are one gateway: 5 connections per client across both (§9.1)."""
+    perp.protocol.gateway = spot.protocol.gateway  # type: ignore[attr-defined]

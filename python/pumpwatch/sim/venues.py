@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import json
 import re
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
@@ -205,6 +206,10 @@ class Venue:
 
     def shutdown_notice(self, client: Client) -> str | None:
         """The frame announcing a maintenance disconnect, where the venue sends one."""
+        return None
+
+    def refuse_connection(self) -> tuple[int, Any] | None:
+        """(status, body) refusing a WebSocket handshake the venue would refuse now, or None."""
         return None
 
     def trade(self, inst: Instrument, f: Fill, trade_id: str | None = None, qty: str | None = None) -> SentTrade:
@@ -400,18 +405,21 @@ class Binance(Venue):
 
     def rest_exchange_info(self, q):
         symbols = []
+        now = self.sim.now_ns()
         for inst in self.listed():
+            # before it opens: spot PRE_TRADING, USDⓈ-M PENDING_TRADING (VENUES.md §12)
+            status = "TRADING" if not inst.pre_trading(now) else "PENDING_TRADING" if self.futures else "PRE_TRADING"
             tick, lot = inst.price_text(inst.tick_units), inst.qty_text(inst.lot_units)
             filters = [{"filterType": "PRICE_FILTER", "minPrice": tick, "maxPrice": inst.price_text(10**7 * 10**inst.price_places), "tickSize": tick},
                        {"filterType": "LOT_SIZE", "minQty": lot, "maxQty": inst.qty_text(9 * 10**6 * 10**inst.qty_places), "stepSize": lot}]
             if self.futures:
                 symbols.append({"symbol": inst.symbol, "pair": inst.symbol, "contractType": "PERPETUAL",
                                 "deliveryDate": 4133404800000, "onboardDate": _ms(inst.listed_at_ns or 1_569_398_400_000_000_000),
-                                "status": "TRADING", "baseAsset": inst.base, "quoteAsset": inst.quote, "marginAsset": "USDT",
+                                "status": status, "baseAsset": inst.base, "quoteAsset": inst.quote, "marginAsset": "USDT",
                                 "pricePrecision": inst.price_places, "quantityPrecision": inst.qty_places,
                                 "underlyingType": "COIN", "filters": filters})
             else:
-                symbols.append({"symbol": inst.symbol, "status": "TRADING", "baseAsset": inst.base, "baseAssetPrecision": 8,
+                symbols.append({"symbol": inst.symbol, "status": status, "baseAsset": inst.base, "baseAssetPrecision": 8,
                                 "quoteAsset": inst.quote, "quotePrecision": 8, "quoteAssetPrecision": 8,
                                 "orderTypes": ["LIMIT", "MARKET"], "isSpotTradingAllowed": True, "filters": filters})
         capacity, period = self.buckets["weight"]
@@ -582,15 +590,22 @@ class Bybit(Venue):
         if q.get("category") != self.category:
             return self._envelope({"category": q.get("category", ""), "list": [], "nextPageCursor": ""})
         out = []
+        now = self.sim.now_ns()
+        # Only `Trading` instruments unless `status` names another state: PreLaunch ones must be
+        # asked for (VENUES.md §12, BYBIT market/instrument.mdx).
+        wanted = q.get("status") or "Trading"
         for inst in self.listed():
+            status = "PreLaunch" if inst.pre_trading(now) else "Trading"
+            if status != wanted:
+                continue
             tick, lot = inst.price_text(inst.tick_units), inst.qty_text(inst.lot_units)
             if self.spot:
                 out.append({"symbol": inst.symbol, "baseCoin": inst.base, "quoteCoin": inst.quote, "innovation": "0",
-                            "status": "Trading", "marginTrading": "none",
+                            "status": status, "marginTrading": "none",
                             "lotSizeFilter": {"basePrecision": lot, "quotePrecision": "0.00000001", "minOrderQty": lot, "maxOrderQty": "100000"},
                             "priceFilter": {"tickSize": tick}})
             else:
-                out.append({"symbol": inst.symbol, "contractType": "LinearPerpetual", "status": "Trading",
+                out.append({"symbol": inst.symbol, "contractType": "LinearPerpetual", "status": status,
                             "baseCoin": inst.base, "quoteCoin": inst.quote, "settleCoin": "USDT",
                             "launchTime": str(_ms(inst.listed_at_ns or 1_585_526_400_000_000_000)),
                             "priceScale": str(inst.price_places),
@@ -723,11 +738,12 @@ class Okx(Venue):
         if q.get("instType") != self.inst_type:
             return self._ok([])
         out = []
+        now = self.sim.now_ns()
         for inst in self.listed():
             tick, lot = inst.price_text(inst.tick_units), inst.qty_text(inst.lot_units)
             row = {"instType": self.inst_type, "instId": inst.symbol, "uly": "", "instFamily": "", "baseCcy": inst.base,
                    "quoteCcy": inst.quote, "settleCcy": "", "ctVal": "", "ctMult": "", "ctValCcy": "", "ctType": "",
-                   "tickSz": tick, "lotSz": lot, "minSz": lot, "state": "live",
+                   "tickSz": tick, "lotSz": lot, "minSz": lot, "state": "preopen" if inst.pre_trading(now) else "live",
                    "listTime": str(_ms(inst.listed_at_ns or 1_548_000_000_000_000_000))}
             if self.swap:
                 pair = f"{inst.base}-{inst.quote}"
@@ -884,7 +900,8 @@ class Kucoin(Venue):
                  "feeCurrency": i.quote, "market": "USDS", "baseMinSize": i.lot, "quoteMinSize": "0.1",
                  "baseMaxSize": "10000000000", "quoteMaxSize": "99999999", "baseIncrement": i.lot,
                  "quoteIncrement": "0.000001", "priceIncrement": i.tick, "priceLimitRate": "0.1", "minFunds": "0.1",
-                 "isMarginEnabled": False, "enableTrading": True} for i in self.listed()]
+                 "isMarginEnabled": False, "enableTrading": not i.pre_trading(self.sim.now_ns()),
+                 "tradingStartTime": _ms(i.listed_at_ns) if i.listed_at_ns else None} for i in self.listed()]
         return 200, {"code": "200000", "data": data}
 
     def rest_currencies(self, q):
@@ -902,7 +919,8 @@ class Kucoin(Venue):
         # KuCoin writes these as JSON numbers; float() of the exact text prints back the same text.
         next_funding = 8 * 3600 * 1000 - _ms(self.sim.now_ns()) % (8 * 3600 * 1000)
         data = [{"symbol": i.symbol, "rootSymbol": "USDT", "type": "FFWCSX", "baseCurrency": i.base,
-                 "quoteCurrency": i.quote, "settleCurrency": "USDT", "isInverse": False, "status": "Open",
+                 "quoteCurrency": i.quote, "settleCurrency": "USDT", "isInverse": False,
+                 "status": "Init" if i.pre_trading(self.sim.now_ns()) else "Open",
                  "multiplier": float(i.contract_value), "lotSize": 1, "tickSize": float(i.tick),
                  "firstOpenDate": _ms(i.listed_at_ns or 1_585_526_400_000_000_000),
                  # A perpetual has no expiry and a next funding (ms from now, every 8 h): what
@@ -1063,7 +1081,10 @@ class Gate(Venue):
     def rest_pairs(self, q):
         return 200, [{"id": i.symbol, "base": i.base, "quote": i.quote, "fee": "0.2", "min_base_amount": i.lot,
                       "min_quote_amount": "3", "amount_precision": i.qty_places, "precision": i.price_places,
-                      "trade_status": "tradable", "sell_start": 0, "buy_start": 0} for i in self.listed()]
+                      # before it opens: untradable, with the opening time (VENUES.md §12)
+                      "trade_status": "untradable" if i.pre_trading(self.sim.now_ns()) else "tradable",
+                      "sell_start": (i.listed_at_ns or 0) // 10**9, "buy_start": (i.listed_at_ns or 0) // 10**9}
+                     for i in self.listed()]
 
     def rest_currencies(self, q):
         # The shape of Gate's GET /api/v4/spot/currencies (wallets are not simulated: all disabled).
@@ -1076,7 +1097,7 @@ class Gate(Venue):
     def rest_contracts(self, q):
         return 200, [{"name": i.symbol, "type": "direct", "quanto_multiplier": i.contract_value,
                       "order_price_round": i.tick, "order_size_min": 1, "order_size_max": 1000000,
-                      "in_delisting": False, "status": "trading",
+                      "in_delisting": False, "status": "prelaunch" if i.pre_trading(self.sim.now_ns()) else "trading",
                       "create_time": (i.listed_at_ns or 1_585_526_400_000_000_000) // 10**9} for i in self.listed()]
 
 
@@ -1096,9 +1117,15 @@ class Phemex(Venue):
     rate_limited_body: ClassVar = {"code": 429, "msg": "Too many requests"}
     snapshot_size = 200
     max_subscriptions = 20  # per connection (§9.1)
+    max_connections = 5  # per client, spot and contract together: one gateway (§9.1)
 
     def __init__(self, venue_id, sim):
         super().__init__(venue_id, sim)
+        # Open connections of the client on the gateway; the Simulator gives phemex-spot and
+        # phemex-perp the same set (share_phemex_gateway), so the sixth across both is refused.
+        self.gateway: set[Client] = set()
+        self.refused = 0
+        self.turnover_served: dict[str, str] = {}
         self.perp = venue_id == "phemex-perp"
         self.method = "trade_p" if self.perp else "trade"
         self.rows_key = "trades_p" if self.perp else "trades"
@@ -1111,6 +1138,35 @@ class Phemex(Venue):
         # The v1 (coin-margined) contract list, which ccxt's load_markets reads beside the v2 one:
         # none are simulated, so it is empty.
         self.route("GET", "/v1/exchange/public/products", lambda q: (200, {"code": 0, "msg": "OK", "data": []}), "ip")
+        self.route("GET", "/md/v3/ticker/24hr/all" if self.perp else "/md/spot/ticker/24hr/all", self.rest_tickers, "ip")
+
+    def on_open(self, client):
+        self.gateway.add(client)
+
+    def refuse_connection(self):
+        for c in [c for c in self.gateway if c.closed]:
+            self.gateway.discard(c)
+        if len(self.gateway) >= self.max_connections:
+            # How Phemex refuses is not documented; a handshake refusal says it plainly.
+            self.refused += 1
+            return 429, {"error": {"code": 429, "message": f"too many connections: {self.max_connections} per client"}}
+        return None
+
+    def turnover(self, inst) -> int:
+        """A fixed 24 h turnover in USDT per instrument (the simulator has no 24 h behind it):
+        its weight, spread by a checksum of its symbol so that no two are equal."""
+        return int(inst.weight * 10**9) + zlib.crc32(inst.symbol.encode()) % 10**6
+
+    def rest_tickers(self, q):
+        rows = []
+        for i in self.listed():
+            t = self.turnover(i)
+            self.turnover_served[i.symbol] = str(t)
+            if self.perp:
+                rows.append({"symbol": i.symbol, "lastRp": i.price_text(i.start_price_units), "turnoverRv": str(t)})
+            else:
+                rows.append({"symbol": i.symbol, "lastEp": i.start_price_units, "turnoverEv": t * 10**PHEMEX_SCALE})
+        return 200, {"error": None, "id": 0, "result": rows}
 
     def symbol_for(self, base):
         return f"{base}USDT" if self.perp else f"s{base}USDT"

@@ -94,6 +94,11 @@ class Instrument:
     def is_trading(self) -> bool:
         return self.status == TRADING
 
+    @property
+    def is_subscribed(self) -> bool:
+        """Recorded: trading, or listed and not open yet (its first trades are the pump)."""
+        return self.status in (TRADING, PRE_TRADING)
+
 
 @dataclass(frozen=True)
 class HeartbeatRule:

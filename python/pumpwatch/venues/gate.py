@@ -39,6 +39,19 @@ _FUTURES_STATUS = {
     "delisted": CLOSED,
     "circuit_breaker": HALTED,
 }
+def _opens_later(pair: dict[str, Any]) -> bool:
+    """An untradable spot pair whose buying or selling starts in the future (`buy_start` /
+    `sell_start`, Unix seconds) is a listing not open yet, not a suspension."""
+    now = time.time()
+    for key in ("buy_start", "sell_start"):
+        try:
+            if int(pair.get(key) or 0) > now:
+                return True
+        except (TypeError, ValueError):
+            continue
+    return False
+
+
 MAX_SPOT_OFFSET = 100_000  # spot trades: limit * (page - 1) <= 100000 (§7.3)
 
 
@@ -80,6 +93,8 @@ class GateSpec(VenueSpec):
                     if s.get("quote") != "USDT":
                         continue
                     status = _SPOT_STATUS.get(s.get("trade_status"), HALTED)
+                    if status == HALTED and _opens_later(s):
+                        status = PRE_TRADING  # a new pair before its opening time (VENUES.md §12)
                     out.append(make_instrument(self.id, s["id"], s["base"], "USDT", "spot", status=status))
                     continue
                 base, _, quote = s["name"].partition("_")
