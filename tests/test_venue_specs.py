@@ -854,8 +854,10 @@ def test_gate_backfill_asks_a_time_range_and_pages():
         "GET",
         "/api/v4/futures/usdt/trades",
         {"contract": "BTC_USDT", "limit": "1000", "from": "1514764800", "to": "1514764900", "offset": "0"},
+        {"X-Gate-Size-Decimal": "1"},  # else sizes come truncated to whole contracts (VENUES §8)
     )
     assert futures.next_backfill_request(first, full).params["offset"] == "1000"
+    assert futures.next_backfill_request(first, full).headers == {"X-Gate-Size-Decimal": "1"}
 
 
 @pytest.mark.parametrize(

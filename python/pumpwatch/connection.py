@@ -404,6 +404,7 @@ class VenueConnection:
             max_size=MAX_FRAME_BYTES,
             # Where we connect is the spec's (and so the config's) decision, not the environment's.
             proxy=None,
+            additional_headers=dict(self.spec.headers) or None,  # Gate futures' size decimals
             create_connection=_WatchedConnection,
         )
         try:

@@ -164,6 +164,7 @@ class Venue:
     rate_limited_body: ClassVar[Any] = {"msg": "Too Many Requests"}
     lifetime_close_reason = "connection lifetime reached"
     buckets: ClassVar[dict[str, tuple[int, float]]] = {}  # name -> (capacity, refill period in seconds)
+    request_headers: Any = {}  # the headers of the REST request being answered (set by the server)
 
     def __init__(self, venue_id: str, sim: SimVenue):
         self.venue_id = venue_id
@@ -977,8 +978,7 @@ class Gate(Venue):
             now = fills[-1].ts_ns
             rows = {"": [], "size-decimal": []}
             for f in fills:
-                size = int(inst.qty_text(f.qty)) * (1 if f.side == "buy" else -1)
-                for dialect, value in (("", size), ("size-decimal", str(size))):
+                for dialect, value in (("", self._int_size(inst, f)), ("size-decimal", self._signed_size(inst, f))):
                     rows[dialect].append({"id": f.num_id, "size": value, "create_time": f.ts_ns // 10**9,
                                           "create_time_ms": _ms(f.ts_ns), "price": inst.price_text(f.price),
                                           "contract": inst.symbol})
@@ -999,6 +999,22 @@ class Gate(Venue):
             msg = {"time": ts // 10**9, "time_ms": _ms(ts), "channel": "spot.trades", "event": "update", "result": result}
             out.append(Publication(topic, {"": dumps(msg)}, [self.trade(inst, last, qty=qty)], "trades"))
         return out
+
+    # -- futures sizes (§8)
+
+    @staticmethod
+    def _signed_size(inst: Instrument, f: Fill) -> str:
+        """The exact signed contract count, as sent with `X-Gate-Size-Decimal: 1`."""
+        return ("" if f.side == "buy" else "-") + inst.qty_text(f.qty)
+
+    @staticmethod
+    def _int_size(inst: Instrument, f: Fill) -> int:
+        """What Gate sends without `X-Gate-Size-Decimal: 1`: an integer count of contracts,
+        truncated toward zero on decimal-enabled contracts (1.7 -> 1, 0.25 -> 0) (§8)."""
+        return f.qty // 10**inst.qty_places * (1 if f.side == "buy" else -1)
+
+    def _size_decimal(self) -> bool:
+        return self.request_headers.get("X-Gate-Size-Decimal") == "1"
 
     # -- REST (§7.3, §8)
 
@@ -1030,8 +1046,9 @@ class Gate(Venue):
         hi = max(lo, hi - skip)
         rows = history[max(lo, hi - limit):hi][::-1]  # newest first
         if self.futures:
+            size = self._signed_size if self._size_decimal() else self._int_size
             return 200, [{"id": f.num_id, "create_time": f.ts_ns // 10**9, "create_time_ms": _ms(f.ts_ns),
-                          "contract": inst.symbol, "size": int(inst.qty_text(f.qty)) * (1 if f.side == "buy" else -1),
+                          "contract": inst.symbol, "size": size(inst, f),
                           "price": inst.price_text(f.price)} for f in rows]
         # Public rows: per fill, with sequence_id = the WS id_market of that fill (§7.3).
         return 200, [{"id": f.trade_id, "create_time": str(f.ts_ns // 10**9),
@@ -1047,6 +1064,7 @@ class Gate(Venue):
     def rest_contracts(self, q):
         return 200, [{"name": i.symbol, "type": "direct", "quanto_multiplier": i.contract_value,
                       "order_price_round": i.tick, "order_size_min": 1, "order_size_max": 1000000,
+                      "enable_decimal": i.qty_places > 0,
                       "in_delisting": False, "status": "trading",
                       "create_time": (i.listed_at_ns or 1_585_526_400_000_000_000) // 10**9} for i in self.listed()]
 

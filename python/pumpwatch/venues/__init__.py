@@ -349,6 +349,9 @@ class VenueSpec:
     max_connections: int | None = None
     connection_lifetime_s: float | None = None
     subscribe_after_welcome: bool = False  # KuCoin: subscribe only after its "welcome" frame
+    # Sent on the WebSocket handshake and on every REST request of the venue (Gate futures'
+    # `X-Gate-Size-Decimal: 1`, without which fractional sizes arrive truncated, VENUES §8).
+    headers: Mapping[str, str] = field(default_factory=dict)
     heartbeat: HeartbeatRule
     backfill: BackfillRule
 

