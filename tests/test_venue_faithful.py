@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 
-import pytest
-
 import pumpwatch
+import pytest
 from pumpwatch.collector import Collector
 from pumpwatch.config import Config, VenueSettings
 from pumpwatch.sim import Simulator
@@ -91,9 +90,8 @@ def test_sim_gate_futures_truncates_sizes_without_the_header():
     import json
     import urllib.request
 
-    from websockets.asyncio.client import connect
-
     from pumpwatch.sim import SimVenue
+    from websockets.asyncio.client import connect
 
     async def go():
         async with SimVenue("gate-futures", symbols=["SOL"], trades_per_s=300) as sim:
@@ -127,3 +125,37 @@ def test_sim_gate_futures_truncates_sizes_without_the_header():
             assert all(isinstance(r["size"], int) for r in plain) and all(isinstance(r["size"], str) for r in decimal)
 
     asyncio.run(go())
+
+
+# -- item 2: one bad trade costs only itself -----------------------------------------------------
+
+ONE_BAD = {
+    "bybit-linear": '{"topic":"publicTrade.ETHUSDT","type":"snapshot","ts":1,"data":[{"T":1786310820346,"s":"ETHUSDT","S":"Buy","v":"0.01","p":"1922.50","i":"a"},{"T":1786310820346,"s":"ETHUSDT","S":"Up","v":"1.30","p":"1922.50","i":"b"},{"T":1786310820346,"s":"ETHUSDT","S":"Sell","v":"0.10","p":"1922.50","i":"c"}]}',
+    "bybit-spot": '{"topic":"publicTrade.BTCUSDT","ts":1,"type":"snapshot","data":[{"i":"2290000001189048101","T":1786310822605,"p":"65140.5","v":"0.002705","S":"Buy","seq":1,"s":"BTCUSDT","BT":false,"RPI":false},{"i":"2290000001189048102","T":1786310822605,"p":"6e4","v":"0.1","S":"Buy","seq":1,"s":"BTCUSDT"},{"i":"2290000001189048103","T":1786310822605,"p":"65140.5","v":"0.3","S":"Sell","seq":1,"s":"BTCUSDT"}]}',
+    "okx-swap": '{"arg":{"channel":"trades-all","instId":"BTC-USDT-SWAP"},"data":[{"instId":"BTC-USDT-SWAP","tradeId":"10","px":"5.1","sz":"1","side":"sell","ts":"1652459215150"},{"instId":"BTC-USDT-SWAP","tradeId":"11","px":"5.1","sz":"-1","side":"sell","ts":"1652459215150"},{"instId":"BTC-USDT-SWAP","tradeId":"12","px":"5.1","sz":"2","side":"buy","ts":"1652459215150"}]}',
+    "okx-spot": '{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT","tradeId":"10","px":"5.1","sz":"1","side":"sell","ts":"1652459215150"},{"instId":"BTC-USDT","tradeId":"11","px":"5.1","sz":"1","side":"sideways","ts":"1652459215150"},{"instId":"BTC-USDT","tradeId":"12","px":"5.1","sz":"2","side":"buy","ts":"1652459215150"}]}',
+    "gate-futures": '{"time":1,"channel":"futures.trades","event":"update","result":[{"id":7,"size":-2,"create_time_ms":1788347173767,"price":"76520","contract":"SOL_USDT"},{"id":8,"size":0,"create_time_ms":1788347173767,"price":"76520","contract":"SOL_USDT"},{"id":9,"size":"0.25","create_time_ms":1788347173767,"price":"76520","contract":"SOL_USDT"}]}',
+    "gate-spot": '{"time":1,"channel":"spot.trades","event":"update","result":[{"id":5,"id_market":5,"create_time_ms":"1788336082402.2","side":"sell","currency_pair":"BTC_USDT","amount":"0.1","price":"77474"},{"id":6,"id_market":6,"create_time_ms":"1788336082402.2","side":"sell","currency_pair":"BTC_USDT","amount":"-0.1","price":"77474"},{"id":7,"id_market":7,"create_time_ms":"1788336082402.2","side":"buy","currency_pair":"BTC_USDT","amount":"0.2","price":"77474"}]}',
+    "phemex-perp": '{"sequence":1,"symbol":"BTCUSDT","trades_p":[[1669198793402790477,"Buy","16545.6","0.7"],[1669198793402790478,"Buy",[1],"0.7"],[1669198793402790479,"Sell","16545.5","0.1"]],"type":"incremental"}',
+    "phemex-spot": '{"sequence":1,"symbol":"sBTCUSDT","trades":[[1625342244127840967,"Buy",769100000,168200000],[1625342244127840968,"Buy",-5,1],[1625342244127840969,"Sell",769100000,1]],"type":"incremental"}',
+}
+
+
+@pytest.mark.parametrize("venue", sorted(ONE_BAD))
+def test_a_frame_with_one_bad_trade_stores_the_others_on_both_paths(tmp_path, venue):
+    from pumpwatch import purepy
+
+    frame = ONE_BAD[venue]
+    results = {}
+    for name, cls in {"rust": pumpwatch.Store, "purepy": purepy.Store}.items():
+        with cls(tmp_path / name) as store:
+            n, events = store.ingest(venue, frame, 1_000)
+            assert n == 2, (name, events)
+            [q] = [e for e in events if e[0] == "quarantined"]
+            assert "1 of 3 trades left out" in q[2] and "trade 1" in q[2] and "trade 0" not in q[2], q
+            assert store.ingest_stats()["quarantined"] == 1
+            [(v, recv, _, raw)] = store.quarantined()
+            assert (v, recv, raw) == (venue, 1_000, frame.encode())
+            results[name] = store.query(include_non_trades=True).to_pylist()
+    assert results["rust"] == results["purepy"]
+    assert [r["venue"] for r in results["rust"]] == [venue, venue]

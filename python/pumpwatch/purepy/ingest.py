@@ -122,6 +122,16 @@ class Ingestor:
             trade_ts.append(ts)
             stored += 1
         self._stage_markers(markers, frames, trade_ts)
+        if result.rejected:
+            # Some trades of the frame did not parse: the others are stored above, and the raw
+            # frame is kept with a reason naming only the ones left out (as the Rust path does).
+            raw = frame.encode() if isinstance(frame, str) else bytes(frame)
+            n = len(result.rejected)
+            reason = f"{venue}: {n} of {n + len(result.trades)} trades left out (the others are stored): " + "; ".join(result.rejected)
+            frames.append(_encode_quarantined(venue, recv_ns, reason, raw[:_QUARANTINE_LIMIT]))
+            trade_ts.append(None)
+            self.stats["quarantined"] += 1
+            events.append(("quarantined", venue, reason))
         self.stats["trades"] += stored
         return stored
 

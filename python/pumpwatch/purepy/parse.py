@@ -12,6 +12,9 @@ in short:
 * times are exact integers of nanoseconds, converted from the text (``"1606292218213.4578"`` ms
   -> ``1606292218213457800``).
 * ``side`` is the taker's side, ``"buy"`` or ``"sell"``.
+* in a frame of several trades (Bybit, OKX, Gate, Phemex arrays) a trade that does not parse is
+  left out and its reason kept in ``ParseResult.rejected``; the others stand. A frame whose
+  trades all fail raises, with every reason.
 * a frame yields trades (at least one), or a control ``(kind, detail)`` where kind is one of
   ``subscribe_ack``, ``pong``, ``welcome``, ``shutdown_notice``, ``error``, ``other`` and detail is
   the frame text (whitespace-trimmed, at most 1024 UTF-8 bytes; empty for pong/welcome), or
@@ -87,6 +90,27 @@ from ..errors import FrameError  # one exception for both paths  # noqa: E402
 class ParseResult:
     trades: list[dict] = field(default_factory=list)
     control: tuple[str, str] | None = None
+    rejected: list[str] = field(default_factory=list)  # why each left-out trade did not parse
+
+
+class _Many(list):
+    """The trades of a multi-trade frame, with the reasons of those left out."""
+
+    __slots__ = ("rejected",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rejected: list[str] = []
+
+    def take(self, parse_one, *args) -> None:
+        try:
+            self.append(parse_one(*args))
+        except FrameError as e:
+            self.rejected.append(str(e))
+
+    def result(self):
+        """The trades; `_OTHER` for an empty array."""
+        return self if self or self.rejected else _OTHER
 
 
 class ParseContext:
@@ -440,7 +464,10 @@ def _bybit(venue: str, d, ctx):
         data = _need(d, "data")
         if type(data) is not list:
             raise FrameError(f'field "data" is {_kind(data)}, not an array of trades')
-        return [_bybit_trade(venue, el, i) for i, el in enumerate(data)] or _OTHER
+        out = _Many()
+        for i, el in enumerate(data):
+            out.take(_bybit_trade, venue, el, i)
+        return out.result()
     if "success" in d or "op" in d:
         ok = d.get("success", _MISSING)
         if ok is not _MISSING and ok is not True and ok is not False:
@@ -498,7 +525,10 @@ def _okx(venue: str, d, ctx):
         if type(data) is not list:
             raise FrameError(f'field "data" is {_kind(data)}, not an array of trades')
         arg_inst = arg.get("instId", _MISSING)
-        return [_okx_trade(venue, el, i, arg_inst) for i, el in enumerate(data)] or _OTHER
+        out = _Many()
+        for i, el in enumerate(data):
+            out.take(_okx_trade, venue, el, i, arg_inst)
+        return out.result()
     if "op" in d:
         return _OTHER
     raise FrameError('not an OKX trade push or event (no "event", "data" or "op")')
@@ -586,14 +616,18 @@ def _gate(venue: str, d, ctx):
         if type(r) is dict:
             return [one(venue, r, 0)]
         if type(r) is list:
-            out = []
+            out = _Many()
             for i, el in enumerate(r):
-                if type(el) is not dict:
-                    raise FrameError(f"trade {i} is {_kind(el)}, not an object")
-                out.append(one(venue, el, i))
-            return out or _OTHER
+                out.take(_gate_element, one, venue, el, i)
+            return out.result()
         raise FrameError(f'field "result" is {_kind(r)}, not a trade object or array')
     return _OTHER
+
+
+def _gate_element(one, venue: str, el, i: int) -> dict:
+    if type(el) is not dict:
+        raise FrameError(f"trade {i} is {_kind(el)}, not an object")
+    return one(venue, el, i)
 
 
 def _gate_time(o: dict, i: int) -> int:
@@ -665,7 +699,7 @@ def _phemex(venue: str, d, ctx: ParseContext):
                 'a "trades" frame (COIN-M contract, scaled integers) is not a phemex-perp frame; '
                 'USDⓈ-M perpetuals send "trades_p" (trade_p.subscribe)'
             )
-        return _phemex_rows(venue, d, rows, scaled, ctx) or _OTHER
+        return _phemex_rows(venue, d, rows, scaled, ctx).result()
     if "error" in d or "result" in d:
         if d.get("error") is not None:
             return _ERROR
@@ -720,31 +754,36 @@ def _phemex_rows(venue: str, d: dict, rows, scaled: bool, ctx: ParseContext) -> 
         price_scale, qty_scale = ctx.phemex_spot_scales(symbol)
         if price_scale > MAX_SCALE or qty_scale > MAX_SCALE:
             raise FrameError(f"configured scales ({price_scale}, {qty_scale}) of {symbol} are larger than {MAX_SCALE}")
-    out = []
+    out = _Many()
     seen: dict[str, int] = {}
     for i, row in enumerate(rows):
-        if type(row) is not list:
-            raise FrameError(f'row {i} of "{rows_name}" is {_kind(row)}, not an array')
-        if len(row) < 4:
-            raise FrameError(f'row {i} of "{rows_name}" has fewer than 4 elements [ts, side, price, qty]')
-        ts = _time_ns(row[0], "timestamp", i, 0)
-        side = _side(row[1], "side", i)
-        if scaled:
-            price = _scaled(row[2], price_scale, "priceEp", i)
-            qty = _scaled(row[3], qty_scale, "qty", i)
-        else:
-            price = _decimal(row[2], "price", i, True)
-            qty = _decimal(row[3], "qty", i, False)
-        # No trade id exists: the content key, with #k for the k-th identical row in the frame.
-        tid = f"{ts}:{side[0]}:{price}:{qty}"
-        k = seen.get(tid, 0) + 1
-        seen[tid] = k
-        if k > 1:
-            tid = f"{tid}#{k}"
-        if len(tid) > MAX_TEXT:
-            raise FrameError(f"{_f('id', i)} {_show(tid)} is {len(tid)} bytes long; at most {MAX_TEXT} are stored")
-        out.append(_trade(venue, symbol, tid, price, qty, side, ts, flags, None, None))
+        out.take(_phemex_row, venue, symbol, row, i, rows_name, scaled, price_scale, qty_scale, flags, seen)
     return out
+
+
+def _phemex_row(venue, symbol, row, i, rows_name, scaled, price_scale, qty_scale, flags, seen) -> dict:
+    if type(row) is not list:
+        raise FrameError(f'row {i} of "{rows_name}" is {_kind(row)}, not an array')
+    if len(row) < 4:
+        raise FrameError(f'row {i} of "{rows_name}" has fewer than 4 elements [ts, side, price, qty]')
+    ts = _time_ns(row[0], "timestamp", i, 0)
+    side = _side(row[1], "side", i)
+    if scaled:
+        price = _scaled(row[2], price_scale, "priceEp", i)
+        qty = _scaled(row[3], qty_scale, "qty", i)
+    else:
+        price = _decimal(row[2], "price", i, True)
+        qty = _decimal(row[3], "qty", i, False)
+    # No trade id exists: the content key, with #k for the k-th identical row in the frame.
+    tid = f"{ts}:{side[0]}:{price}:{qty}"
+    base = tid
+    k = seen.get(base, 0) + 1
+    if k > 1:
+        tid = f"{tid}#{k}"
+    if len(tid) > MAX_TEXT:
+        raise FrameError(f"{_f('id', i)} {_show(tid)} is {len(tid)} bytes long; at most {MAX_TEXT} are stored")
+    seen[base] = k  # only rows taken count as the same content (as in Rust's push_row)
+    return _trade(venue, symbol, tid, price, qty, side, ts, flags, None, None)
 
 
 _PARSERS = {
@@ -795,7 +834,10 @@ def parse(venue: str, frame: bytes | str, ctx: ParseContext | None = None) -> Pa
         got = parser(venue, _load(text), ctx if ctx is not None else _DEFAULT_CTX)
     except FrameError as e:
         raise FrameError(f"{venue}: {e}") from None
-    if type(got) is list:
-        return ParseResult(got, None)
+    if isinstance(got, list):
+        rejected = getattr(got, "rejected", [])
+        if rejected and not got:  # every trade failed: the frame is refused, with every reason
+            raise FrameError(f"{venue}: " + "; ".join(rejected))
+        return ParseResult(list(got), None, list(rejected))
     kind, detail = got
     return ParseResult([], (kind, _detail(text) if detail is None else detail))

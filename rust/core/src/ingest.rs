@@ -22,6 +22,17 @@ pub fn has_id_sequence(v: Venue) -> bool {
     )
 }
 
+/// The quarantine reason of a frame some of whose trades were left out (`parse::ParsedFrame::rejected`).
+pub fn rejected_reason(venue: Venue, rejected: &[String], taken: usize) -> String {
+    format!(
+        "{}: {} of {} trades left out (the others are stored): {}",
+        venue.id(),
+        rejected.len(),
+        rejected.len() + taken,
+        rejected.join("; ")
+    )
+}
+
 /// Something the caller must act on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IngestEvent {
@@ -442,6 +453,15 @@ impl Ingestor {
                 }
                 if !markers.is_empty() {
                     self.write_markers(&markers, buf);
+                }
+                if !parsed.rejected.is_empty() {
+                    // Some trades of the frame did not parse: the others are stored above, and
+                    // the raw frame is kept with a reason naming only the ones left out.
+                    let reason = rejected_reason(venue, &parsed.rejected, parsed.trades.len());
+                    let q = Quarantined::new(Some(venue), recv_ns, &reason, frame);
+                    frame_into(buf, |out| q.encode_payload(out));
+                    self.stats.quarantined += 1;
+                    events.push(IngestEvent::Quarantined { venue, reason });
                 }
             }
         }

@@ -77,10 +77,12 @@ pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>, futures: bool) -> PResul
                 json::Kind::Obj => one(doc, result, 0, sink, futures)?,
                 json::Kind::Arr => {
                     for (i, el) in doc.elements(result).enumerate() {
-                        if doc.kind(el) != json::Kind::Obj {
-                            return fail(format!("trade {i} is {}, not an object", doc.kind_name(el)));
-                        }
-                        one(doc, el, i, sink, futures)?;
+                        sink.one_of_many(|sink| {
+                            if doc.kind(el) != json::Kind::Obj {
+                                return fail(format!("trade {i} is {}, not an object", doc.kind_name(el)));
+                            }
+                            one(doc, el, i, sink, futures)
+                        });
                     }
                 }
                 _ => {
@@ -90,9 +92,7 @@ pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>, futures: bool) -> PResul
                     ))
                 }
             }
-            if sink.trades.is_empty() {
-                sink.other();
-            }
+            sink.none_taken();
             Ok(())
         }
         _ => {
