@@ -159,3 +159,32 @@ def test_a_frame_with_one_bad_trade_stores_the_others_on_both_paths(tmp_path, ve
             results[name] = store.query(include_non_trades=True).to_pylist()
     assert results["rust"] == results["purepy"]
     assert [r["venue"] for r in results["rust"]] == [venue, venue]
+
+
+# -- item 4: an unknown Binance USDⓈ-M `X` is a trade, flagged ---------------------------------
+
+
+def test_unknown_binance_x_is_stored_as_a_flagged_trade_on_both_paths(tmp_path):
+    from pumpwatch import purepy
+    from pumpwatch.purepy.parse import UNKNOWN_TYPE
+
+    frames = [
+        '{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"T":1790370834848,"s":"BTCUSDT","t":41,"p":"83680.00","q":"0.001","X":"MARKET","m":true,"st":1}}',
+        '{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"T":1790370834849,"s":"BTCUSDT","t":42,"p":"83681.00","q":"0.002","X":"BLOCK","m":false,"st":1}}',
+        '{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"T":1790370834850,"s":"BTCUSDT","t":43,"p":"83682.00","q":"0.003","X":"MARKET","m":true,"st":1}}',
+    ]
+    flag = pumpwatch.FLAGS["UNKNOWN_TYPE"]
+    assert flag == UNKNOWN_TYPE
+    results = {}
+    for name, cls in {"rust": pumpwatch.Store, "purepy": purepy.Store}.items():
+        with cls(tmp_path / name) as store:
+            for i, f in enumerate(frames):
+                n, events = store.ingest("binance-usdm", f, 1_000 + i)
+                assert n == 1 and not events, events  # no quarantine, and no id gap at 42
+            assert store.ingest_stats()["quarantined"] == 0
+            rows = store.query(include_non_trades=True).to_pylist()
+        assert [(r["trade_id"], r["flags"]) for r in rows] == [("41", 0), ("42", flag), ("43", 0)]
+        assert (rows[1]["price"], rows[1]["qty"], rows[1]["side"]) == ("83681.00", "0.002", "buy")
+        results[name] = rows
+    assert results["rust"] == results["purepy"]
+    assert pumpwatch.parse("binance-usdm", frames[1]).trades[0].flags == flag

@@ -30,6 +30,7 @@ from itertools import accumulate
 
 __all__ = [
     "ADL",
+    "AGGREGATED",
     "BACKFILL",
     "BLOCK_TRADE",
     "INSURANCE_FUND",
@@ -37,6 +38,7 @@ __all__ = [
     "NON_TRADE",
     "RPI",
     "SNAPSHOT",
+    "UNKNOWN_TYPE",
     "VENUES",
     "FrameError",
     "ParseContext",
@@ -53,6 +55,8 @@ BLOCK_TRADE = 16
 NON_TRADE = 32
 BACKFILL = 64
 SNAPSHOT = 128
+AGGREGATED = 256
+UNKNOWN_TYPE = 512
 
 VENUES = (
     "binance-spot",
@@ -427,9 +431,8 @@ def _binance_trade(venue: str, p: dict, agg: bool) -> dict:
     flags = 0
     if "X" in p:
         x = _str(p["X"], "X")
-        flags = _BINANCE_X.get(x)
-        if flags is None:
-            raise FrameError(f'execution type "X" {_show(x)} is not MARKET, RPI, INSURANCE_FUND, ADL or NA')
+        # A value Binance added since: still a trade and an id of the sequence (VENUES §12).
+        flags = _BINANCE_X.get(x, UNKNOWN_TYPE)
     m = _need(p, "m")
     if m is True:
         side = "sell"

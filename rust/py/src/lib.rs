@@ -997,6 +997,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ("NON_TRADE", record::flags::NON_TRADE),
         ("BACKFILL", record::flags::BACKFILL),
         ("SNAPSHOT", record::flags::SNAPSHOT),
+        ("AGGREGATED", record::flags::AGGREGATED),
+        ("UNKNOWN_TYPE", record::flags::UNKNOWN_TYPE),
     ] {
         flags.set_item(name, v)?;
     }
