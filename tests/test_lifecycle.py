@@ -35,7 +35,8 @@ def _settings(sims: dict[str, SimVenue], extra: dict[str, dict] | None = None) -
     out = {}
     for v in pumpwatch.VENUES:
         if v in sims:
-            out[v] = VenueSettings(ws_url=sims[v].ws_origin, rest_url=sims[v].rest_url, **extra.get(v, {}))
+            # The stand-ins take any key: Binance USDⓈ-M backfills single trades with one (VENUES §2.3).
+            out[v] = VenueSettings(ws_url=sims[v].ws_origin, rest_url=sims[v].rest_url, **{"api_key": "sim-key", **extra.get(v, {})})
         elif v in extra:
             out[v] = VenueSettings(**extra[v])
         else:

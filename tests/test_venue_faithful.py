@@ -8,6 +8,7 @@ contract, `futures.system` upgrades, and Binance USDⓈ-M streams on the wrong p
 from __future__ import annotations
 
 import asyncio
+import json
 from decimal import Decimal
 
 import pumpwatch
@@ -188,3 +189,139 @@ def test_unknown_binance_x_is_stored_as_a_flagged_trade_on_both_paths(tmp_path):
         results[name] = rows
     assert results["rust"] == results["purepy"]
     assert pumpwatch.parse("binance-usdm", frames[1]).trades[0].flags == flag
+
+
+# -- item 3: Binance USDⓈ-M backfill with and without an API key ----------------------------------
+
+
+def _usdm_gap(tmp_path, api_key):
+    return asyncio.run(_record(tmp_path / "d", ["binance-usdm"], 5.0, settings={"binance-usdm": {"api_key": api_key}},
+                               faults=[(2.0, "binance-usdm", "drop_frames", (6,))]))
+
+
+def test_usdm_gap_without_a_key_is_covered_by_aggregated_records_and_named(tmp_path):
+    status, sent = _usdm_gap(tmp_path, "")
+    reader = pumpwatch.Store.open_readonly(tmp_path / "d")
+    rows = reader.query(include_non_trades=True).to_pylist()
+    agg = [r for r in rows if r["flags"] & pumpwatch.FLAGS["AGGREGATED"]]
+    assert agg, "the dropped frames' trades must be covered from aggTrades"
+    assert all(r["flags"] & pumpwatch.FLAGS["BACKFILL"] for r in agg)
+    sent_by_id = {(t["symbol"], int(t["trade_id"])): t for t in sent["binance-usdm"]}
+    covered = set()
+    for r in agg:  # each record: ids f..l of one taker order at one price, qty their sum
+        f, l = map(int, r["trade_id"].split("-"))
+        fills = [sent_by_id[(r["symbol"], i)] for i in range(f, l + 1)]
+        assert sum(Decimal(t["qty"]) for t in fills) == Decimal(r["qty"])
+        assert {t["price"] for t in fills} == {r["price"]} and {t["side"] for t in fills} == {r["side"]}
+        covered |= {(r["symbol"], i) for i in range(f, l + 1)}
+    singles = {(r["symbol"], int(r["trade_id"])) for r in rows if not r["flags"] & pumpwatch.FLAGS["AGGREGATED"]}
+    assert not covered & singles, "an id stored both singly and in an aggregate"
+    markers = reader.markers().to_pylist()
+    named = set()
+    for m in markers:
+        if m["kind"] == "gap_unfillable":
+            named |= {(m["symbol"], i) for i in range(int(m["from_id"]), int(m["to_id"]) + 1)}
+    # Every id the recorder's span held: stored singly, covered by an aggregate, or named.
+    span: dict[str, tuple[int, int]] = {}
+    for s, i in singles:
+        lo, hi = span.get(s, (i, i))
+        span[s] = (min(lo, i), max(hi, i))
+    for s, (lo, hi) in span.items():
+        for i in range(lo, hi + 1):
+            assert (s, i) in singles | covered | named, f"id {i} of {s} neither stored, covered nor named"
+    # What is named is only what aggTrades cannot hold: ids the stream spent on NA records, or
+    # ids at a hole's edge whose aggregate reaches outside it.
+    assert not named & covered
+    assert status["ingest"]["quarantined"] == 0
+    # The key never shows: not in /status, not in the spec's repr.
+    assert "api_key" not in repr(status)
+
+
+def test_usdm_gap_with_a_key_is_filled_by_single_trades(tmp_path):
+    status, sent = _usdm_gap(tmp_path, "test-key-1234")
+    rows = pumpwatch.Store.open_readonly(tmp_path / "d").query(include_non_trades=False).to_pylist()
+    assert rows and not any(r["flags"] & pumpwatch.FLAGS["AGGREGATED"] for r in rows)
+    assert any(r["flags"] & pumpwatch.FLAGS["BACKFILL"] for r in rows)
+    have = {tuple(r[k] for k in KEY) for r in rows}
+    expected = _in_span(rows, sent["binance-usdm"])
+    assert not expected - have
+    assert "test-key-1234" not in repr(status)
+
+
+def test_api_key_comes_from_the_file_or_the_environment_and_is_never_shown(monkeypatch):
+    from pumpwatch.config import VenueSettings, api_key_env
+    from pumpwatch.venues import get
+
+    assert api_key_env("binance-usdm") == "PUMPWATCH_BINANCE_USDM_API_KEY"
+    monkeypatch.setenv("PUMPWATCH_BINANCE_USDM_API_KEY", "from-env-secret")
+    assert VenueSettings().resolved_api_key("binance-usdm") == "from-env-secret"
+    s = VenueSettings(api_key="file-secret")
+    assert s.resolved_api_key("binance-usdm") == "file-secret" and "file-secret" not in repr(s)
+    spec = get("binance-usdm").with_api_key("file-secret")
+    assert "file-secret" not in repr(spec)
+    [req] = spec.backfill_requests("BTCUSDT", after_id=9, before_id=12)
+    assert req.path == "/fapi/v1/historicalTrades" and req.headers == {"X-MBX-APIKEY": "file-secret"}
+    [req] = get("binance-usdm").backfill_requests("BTCUSDT", after_id=9, before_id=12, start_ns=10**18, end_ns=10**18 + 10**9)
+    assert req.path == "/fapi/v1/aggTrades" and not req.headers
+    assert req.params == {"symbol": "BTCUSDT", "startTime": "1000000000000", "endTime": "1000000001000", "limit": "1000"}
+    # Spot historicalTrades needs no key (since 2023-07-11, VENUES §1.3): no header, no aggTrades.
+    [req] = get("binance-spot").backfill_requests("BTCUSDT", after_id=9, before_id=12)
+    assert req.path == "/api/v3/historicalTrades" and not req.headers
+
+
+def test_an_aggregated_record_takes_its_id_range_on_both_paths(tmp_path):
+    from pumpwatch import purepy
+
+    def frame(t):
+        data = {"e": "trade", "E": 1, "T": 1_790_000_000_000 + t, "s": "ETHUSDT", "t": t, "p": "1.5", "q": "1",
+                "X": "MARKET", "m": True}
+        return json.dumps({"stream": "ethusdt@trade", "data": data})
+
+    agg = pumpwatch.FLAGS["AGGREGATED"] | pumpwatch.FLAGS["BACKFILL"]
+    results = {}
+    for name, cls in {"rust": pumpwatch.Store, "purepy": purepy.Store}.items():
+        with cls(tmp_path / name) as store:
+            for i, t in enumerate([1, 2, 9]):
+                store.ingest("binance-usdm", frame(t), 1_000 + i)
+            assert store.open_gaps("binance-usdm", "ETHUSDT") == [(3, 8)]
+            rows = [pumpwatch.Trade("binance-usdm", "ETHUSDT", ids, "1.5", "3", "sell", 1_790_000_000_003_000_000, 7, flags=agg)
+                    for ids in ("3-5", "7-8", "1-2")]  # (the collector stores only rows inside a hole; 1-2 is held)
+            n, events = store.ingest_trades(rows)
+            assert n == 2 and store.open_gaps("binance-usdm", "ETHUSDT") == [(6, 6)]
+            n, events = store.ingest_trades([pumpwatch.Trade("binance-usdm", "ETHUSDT", "6", "1.5", "1", "sell", 1_790_000_000_006_000_000, 8, flags=pumpwatch.FLAGS["BACKFILL"])])
+            assert n == 1 and store.open_gaps("binance-usdm", "ETHUSDT") == []
+            assert [e[0] for e in events] == ["gap_filled"]
+            results[name] = (store.query(include_non_trades=True).to_pylist(), store.markers().to_pylist())
+    assert results["rust"] == results["purepy"]
+
+
+def test_sim_usdm_historical_trades_wants_a_key_and_aggtrades_does_not():
+    import json
+    import urllib.error
+    import urllib.request
+
+    from pumpwatch.sim import SimVenue
+
+    async def go():
+        async with SimVenue("binance-usdm", symbols=["BTC"], trades_per_s=300) as sim:
+            await asyncio.sleep(0.5)
+
+            def get(path, headers):
+                try:
+                    with urllib.request.urlopen(urllib.request.Request(sim.rest_url + path, headers=headers), timeout=5) as r:
+                        return r.status, json.loads(r.read())
+                except urllib.error.HTTPError as e:
+                    return e.code, json.loads(e.read())
+
+            assert await asyncio.to_thread(get, "/fapi/v1/historicalTrades?symbol=BTCUSDT", {}) == (
+                401, {"code": -2014, "msg": "API-key format invalid."})
+            status, rows = await asyncio.to_thread(get, "/fapi/v1/historicalTrades?symbol=BTCUSDT", {"X-MBX-APIKEY": "k"})
+            assert status == 200 and rows
+            status, aggs = await asyncio.to_thread(get, "/fapi/v1/aggTrades?symbol=BTCUSDT&limit=1000", {})
+            assert status == 200 and aggs and all(a["f"] <= a["l"] for a in aggs)
+            ids = [i for a in aggs for i in range(a["f"], a["l"] + 1)]
+            assert ids == sorted(set(ids))  # each id in at most one aggregate
+            status, err = await asyncio.to_thread(get, "/fapi/v1/aggTrades?symbol=BTCUSDT&startTime=0&endTime=3600000", {})
+            assert status == 400 and err["code"] == -1127
+
+    asyncio.run(go())

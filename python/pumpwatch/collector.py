@@ -123,6 +123,19 @@ class SymbolActivity:
     silent_since_ns: int = 0  # nonzero while the alarm is raised
 
 
+#: Unfillable-gap markers written for one hole's remaining id ranges; past it, one more names the rest.
+MAX_UNFILLABLE_MARKERS = 100
+
+
+def _inside_hole(row: dict, hole: Hole) -> bool:
+    """An AGGREGATED row is stored only when every id it covers lies inside the hole: one that
+    straddles its edge would count again trades already held singly (those ids stay named)."""
+    if not row["flags"] & _core.FLAGS["AGGREGATED"]:
+        return True
+    first, _, last = row["trade_id"].partition("-")
+    return hole.before_id is not None and hole.after_id is not None and hole.after_id < int(first) <= int(last) < hole.before_id
+
+
 class VenueRecorder:
     def __init__(self, spec: VenueSpec, settings: VenueSettings, store: Store, cfg: Config, http: HttpFetch) -> None:
         self.spec = spec
@@ -329,6 +342,8 @@ class VenueRecorder:
             page: Any = request
             while page is not None:
                 rows = spec.parse_backfill(await self._rest(page), hole.symbol, instrument=inst)
+                if hole.after_id is not None:
+                    rows = [r for r in rows if _inside_hole(r, hole)]
                 if rows:
                     trades = [_core.Trade(**{**r, "recv_ns": time.time_ns()}) for r in rows]
                     n, events = self.store.ingest_trades(trades)
@@ -340,8 +355,17 @@ class VenueRecorder:
                 page = spec.next_backfill_request(page, rows, **bounds)
         if hole.after_id is not None:
             remaining = [g for g in self.store.open_gaps(self.venue, hole.symbol) if g[0] <= hole.before_id - 1 and g[1] >= hole.after_id + 1]
-            if remaining:
-                self._unfillable(hole, f"ids {remaining[0][0]}..{remaining[-1][1]} not served by the venue's REST")
+            why = "not served by the venue's REST"
+            if getattr(spec, "keyless", False):
+                why += (" (no API key: the rest was covered from aggTrades, flagged AGGREGATED, which hold market"
+                        " trades only, not NA/ADL/INSURANCE_FUND ids)")
+            # One marker per id range left, so each says exactly which ids stay uncovered.
+            for a, b in remaining[:MAX_UNFILLABLE_MARKERS]:
+                self._unfillable(Hole(hole.symbol, hole.start_ns, hole.end_ns, after_id=a - 1, before_id=b + 1), f"ids {a}..{b} {why}")
+            if len(remaining) > MAX_UNFILLABLE_MARKERS:
+                a, b = remaining[MAX_UNFILLABLE_MARKERS][0], remaining[-1][1]
+                self._unfillable(Hole(hole.symbol, hole.start_ns, hole.end_ns, after_id=a - 1, before_id=b + 1),
+                                 f"{len(remaining) - MAX_UNFILLABLE_MARKERS} more id ranges in {a}..{b} {why}")
         elif not hole.routine and (oldest_ts is None or oldest_ts > hole.start_ns):
             # The recent-trades window does not reach back to the start of the outage.
             end = oldest_ts if oldest_ts is not None else hole.end_ns
@@ -390,6 +414,10 @@ class VenueRecorder:
         last: dict[str, tuple[int, int]] = {}
         stored: dict[str, list[int]] = {}
         for symbol, tid, ts in zip(symbols, tids, times):
+            first, _, n_text = tid.partition("-")  # "<f>-<l>": an AGGREGATED record covers ids f..l
+            if first.isdigit() and n_text.isdigit():
+                stored.setdefault(symbol, []).extend(range(int(first), int(n_text) + 1))
+                tid = n_text
             if tid.isdigit():
                 n = int(tid)
                 stored.setdefault(symbol, []).append(n)
@@ -730,6 +758,8 @@ class Collector:
             spec = (specs or {}).get(venue) or venue_spec(venue)
             if settings.ws_url or settings.rest_url:
                 spec = spec.with_urls(ws_url=settings.ws_url or None, rest_url=settings.rest_url or None)
+            if key := settings.resolved_api_key(venue):
+                spec = spec.with_api_key(key)
             self.recorders[venue] = VenueRecorder(spec, settings, store, cfg, http)
         self.started_ns = time.time_ns()
 

@@ -258,6 +258,8 @@ class Binance(Venue):
         self.route("GET", f"{p}/exchangeInfo", self.rest_exchange_info, "weight", 1 if self.futures else 20)
         self.route("GET", f"{p}/historicalTrades", self.rest_historical_trades, "weight", heavy)
         self.route("GET", f"{p}/trades", self.rest_trades, "weight", 5 if self.futures else 25)
+        if self.futures:  # public, no key (security NONE) (§2.3)
+            self.route("GET", f"{p}/aggTrades", self.rest_agg_trades, "weight", 20)
 
     def symbol_for(self, base):
         return f"{base}USDT"
@@ -376,6 +378,9 @@ class Binance(Venue):
         return row
 
     def rest_historical_trades(self, q):
+        if self.futures and not self.request_headers.get("X-MBX-APIKEY"):
+            # USDⓈ-M historicalTrades is MARKET_DATA: a key is required (§2.3)
+            raise BadRequest({"code": -2014, "msg": "API-key format invalid."}, 401)
         inst = self._symbol(q)
         default, most = (100, 500) if self.futures else (500, 1000)
         limit = self.int_param(q, "limit", default, 1, most, self._param_error)
@@ -392,6 +397,44 @@ class Binance(Venue):
                 if not f.placeholder:  # market trades only: NA/ADL ids are holes in REST (§2.3)
                     rows.append(f)
         return 200, [self._row(inst, f) for f in rows]
+
+    def _aggregates(self, symbol: str) -> list[list[Fill]]:
+        """The aggTrades of a symbol: runs of market fills of one taker order at one price, with
+        contiguous ids (a spent NA id ends a run: aggTrades carry market trades only) (§2.2, §2.3)."""
+        out: list[list[Fill]] = []
+        for f in self.sim.history(symbol):
+            if f.placeholder:
+                out.append([])
+                continue
+            last = out[-1] if out and out[-1] else None
+            if last is not None and (last[-1].order, last[-1].level, last[-1].num_id + 1) == (f.order, f.level, f.num_id):
+                last.append(f)
+            else:
+                out.append([f])
+        return [run for run in out if run]
+
+    def rest_agg_trades(self, q):
+        inst = self._symbol(q)
+        limit = self.int_param(q, "limit", 500, 1, 1000, self._param_error)
+        from_id = self.int_param(q, "fromId", None, 0, 2**63 - 1, self._param_error)
+        start = self.int_param(q, "startTime", None, 0, 2**62, self._param_error)
+        end = self.int_param(q, "endTime", None, 0, 2**62, self._param_error)
+        if from_id is not None and (start is not None or end is not None):
+            raise BadRequest({"code": -1128, "msg": "Combination of optional parameters invalid."})
+        if start is not None and end is not None and not 0 <= end - start < 3_600_000:
+            raise BadRequest({"code": -1127, "msg": "More than 1 hours between startTime and endTime."})
+        base = 10**8  # aggregate ids are their own id space
+        aggs = list(enumerate(self._aggregates(inst.symbol), base))
+        if from_id is not None:
+            aggs = aggs[max(0, from_id - base):]
+        elif start is not None or end is not None:
+            aggs = [(a, run) for a, run in aggs if (start is None or _ms(run[0].ts_ns) >= start)
+                    and (end is None or _ms(run[0].ts_ns) <= end)]
+        else:
+            aggs = trailing(aggs, limit)
+        return 200, [{"a": a, "p": inst.price_text(run[0].price), "q": inst.qty_text(sum(f.qty for f in run)),
+                      "f": run[0].num_id, "l": run[-1].num_id, "T": _ms(run[0].ts_ns), "m": run[0].side == "sell"}
+                     for a, run in aggs[:limit]]
 
     def rest_trades(self, q):
         inst = self._symbol(q)

@@ -352,6 +352,9 @@ class VenueSpec:
     # Sent on the WebSocket handshake and on every REST request of the venue (Gate futures'
     # `X-Gate-Size-Decimal: 1`, without which fractional sizes arrive truncated, VENUES §8).
     headers: Mapping[str, str] = field(default_factory=dict)
+    # The venue's API key, for the REST calls it refuses without one (Binance USDⓈ-M
+    # historicalTrades, VENUES §2.3); a secret: never in repr, logs or /status.
+    api_key: str | None = field(default=None, repr=False, compare=False)
     heartbeat: HeartbeatRule
     backfill: BackfillRule
 
@@ -364,6 +367,10 @@ class VenueSpec:
             ws_url=self.ws_url if ws_url is None else ws_url,
             rest_url=self.rest_url if rest_url is None else rest_url,
         )
+
+    def with_api_key(self, api_key: str | None) -> VenueSpec:
+        """A copy that holds the venue's API key (None or "": without one)."""
+        return dataclasses.replace(self, api_key=api_key or None)
 
     def connect_url(self, symbols: Sequence[str] = ()) -> str:
         return self.ws_url.rstrip("/") + self.ws_path
