@@ -165,6 +165,7 @@ LIFETIME_S = 4.0  # a scaled day
     ("binance-spot", "lifetime"),  # the 24 h limit, scaled to LIFETIME_S
     ("binance-usdm", "notice"),  # serverShutdown, then the venue closes the socket
     ("okx-spot", "notice"),  # notice 64008, 60 s (here 3 s) before a service upgrade
+    ("gate-futures", "notice"),  # futures.system type "upgrade" (VENUES §12)
     ("kucoin-spot", "lifetime"),  # the token expires
 ])
 def test_planned_cut_leaves_no_gap(venue, cut, tmp_path):

@@ -612,6 +612,10 @@ def _gate(venue: str, d, ctx):
         status = r.get("status") if type(r) is dict else None
         return _ACK if type(status) is str and status == "success" else _ERROR
     if event == "update" or event == "all":
+        if futures and channel == "futures.system":  # a service upgrade will close the connection (VENUES §12)
+            r = d.get("result")
+            kind = r.get("type") if type(r) is dict else None
+            return _SHUTDOWN if type(kind) is str and kind == "upgrade" else _OTHER
         if channel != ("futures.trades" if futures else "spot.trades"):
             return _OTHER
         r = _need(d, "result")

@@ -1043,6 +1043,15 @@ class Gate(Venue):
             out.append(Publication(topic, {"": dumps(msg)}, [self.trade(inst, last, qty=qty)], "trades"))
         return out
 
+    def shutdown_notice(self, client):
+        # Gate futures announces a service upgrade on `futures.system`; spot has no such notice (§12).
+        if not self.futures:
+            return None
+        now = self.sim.now_ns()
+        return dumps({"time": now // 10**9, "time_ms": _ms(now), "channel": "futures.system", "event": "update",
+                      "result": {"type": "upgrade",
+                                 "msg": "The connection will soon be closed for a service upgrade. Please reconnect."}})
+
     # -- futures sizes (§8)
 
     @staticmethod

@@ -1794,3 +1794,21 @@ mod one_bad_trade {
         assert!(out.trades.is_empty() && out.rejected.is_empty() && out.control.is_none());
     }
 }
+
+#[cfg(test)]
+mod gate_system_notice {
+    use super::*;
+
+    #[test]
+    fn a_futures_upgrade_notice_asks_for_a_rotation() {
+        // Gate futures WS doc changelog (coincise docs/gateio, 2026): a service upgrade notice.
+        let notice = br#"{"time":1782378978,"time_ms":1782378978107,"channel":"futures.system","event":"update","result":{"type":"upgrade","msg":"The connection will soon be closed for a service upgrade. Please reconnect."}}"#;
+        let ctx = ParseContext::new();
+        let mut out = ParsedFrame::new();
+        parse_frame(Venue::GateFutures, notice, &ctx, &mut out).unwrap();
+        assert_eq!(out.control.as_ref().map(|c| c.kind()), Some("shutdown_notice"));
+        let other = br#"{"time":1,"channel":"futures.system","event":"update","result":{"type":"invalid_sbe_schema_id","msg":"x"}}"#;
+        parse_frame(Venue::GateFutures, other, &ctx, &mut out).unwrap();
+        assert_eq!(out.control.as_ref().map(|c| c.kind()), Some("other"));
+    }
+}
