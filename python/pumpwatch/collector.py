@@ -165,6 +165,8 @@ class VenueRecorder:
         self._holes: asyncio.Queue[Hole] = asyncio.Queue(MAX_PENDING_BACKFILLS)
         self.filling: Hole | None = None  # the hole being backfilled now
         self._side_tasks: set[asyncio.Task] = set()
+        #: Symbols the venue refused to subscribe (with its reason): not recorded.
+        self.refused_symbols: dict[str, str] = {}
         self._rest_gap_s = 1.0 / max(spec.backfill.requests_per_s, 0.1)
         self._tasks: list[asyncio.Task] = []
         self._sequenced = self.venue in _core.SEQUENCED_VENUES
@@ -221,10 +223,16 @@ class VenueRecorder:
         if events:
             for e in events:
                 if e[0] == "control" and e[2] == "shutdown_notice":
-                    # A planned cut of this socket (Binance serverShutdown, OKX notice 64008):
-                    # its replacement is made before it goes.
+                    # A planned cut of this socket (Binance serverShutdown, OKX notice 64008,
+                    # Gate futures.system upgrade): its replacement is made before it goes.
                     self.counters.rotation_notices += 1
                     conn.request_rotation(f"the venue announced a cut: {e[3][:120]}")
+                elif e[0] == "control" and e[2] == "error" and (rid := self.spec.rejected_request(e[3])) is not None:
+                    # A subscribe request refused whole (Gate, one unknown contract): find the
+                    # refused symbols by splitting it, and subscribe the rest.
+                    task = asyncio.ensure_future(conn.subscribe_refused(rid, e[3]))
+                    self._side_tasks.add(task)
+                    task.add_done_callback(self._side_tasks.discard)
                 self._on_event(e)
 
     def _watch_silence(self, shard: Shard, recv_ns: int) -> None:
@@ -519,13 +527,22 @@ class VenueRecorder:
             self.on_state(shard, conn, state, reason)
 
         conn = VenueConnection(self.spec, shard.symbols, http=self.http, policy=self.policy, on_frame=on_frame,
-                               on_frames=on_frames, on_state=on_state, name=name, rng=random.Random())
+                               on_frames=on_frames, on_state=on_state, on_rejected=self._refused, name=name,
+                               rng=random.Random())
         shard.connections.append(conn)
         self.connections.append(conn)
         task = asyncio.create_task(conn.run(), name=conn.name)
         task.add_done_callback(self._connection_ended)
         self._tasks.append(task)
         return conn
+
+    def _refused(self, symbol: str, reason: str) -> None:
+        """The venue refused to subscribe `symbol`: named in the log and in /status."""
+        if symbol in self.refused_symbols:
+            return  # a redundant twin found it too
+        self.refused_symbols[symbol] = reason[:200]
+        self.store.append_marker("subscription_set", ts_ns=time.time_ns(), venue=self.venue, symbol=symbol,
+                                 detail=f"the venue refused the subscription, not recorded: {reason}"[:1000])
 
     def _connection_ended(self, task: asyncio.Task) -> None:
         """A connection's run() ends only when closed or when on_frame raised (a full disk):
@@ -738,6 +755,7 @@ class VenueRecorder:
             "last_message_age_s": round((now - last) / 1e9, 3) if last else None,
             "pending_backfills": self._holes.qsize(),
             "silent_symbols": self.silent_symbols,
+            "refused_symbols": sorted(self.refused_symbols),
             "connection_states": [c.status() for c in self.connections],
             **{k: v for k, v in vars(self.counters).items() if k != "started_ns"},
             # The venue's own error, else why a connection is down.

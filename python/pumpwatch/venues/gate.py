@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ _FUTURES_STATUS = {
     "delisted": CLOSED,
     "circuit_breaker": HALTED,
 }
+_REQUEST_ID = re.compile(r'"id":\s*(\d+)')
+_ERROR = re.compile(r'"error":\s*\{')
 MAX_SPOT_OFFSET = 100_000  # spot trades: limit * (page - 1) <= 100000 (§7.3)
 
 
@@ -68,6 +71,15 @@ class GateSpec(VenueSpec):
                 "payload": topics,
             }
         )
+
+    def rejected_request(self, detail: str) -> int | None:
+        # `{"id":7,...,"event":"subscribe","error":{"code":2,"message":"unknown contract X"},
+        # "result":{"status":"fail"}}`: the whole request failed, none of its symbols is
+        # subscribed (VENUES §12). Read by pattern: the detail may be cut at 1 KiB.
+        if '"event":"subscribe"' not in detail or not _ERROR.search(detail):
+            return None
+        m = _REQUEST_ID.search(detail)
+        return int(m.group(1)) if m else None
 
     def instruments_request(self) -> list[HttpRequest]:
         return [HttpRequest("GET", self.instruments_path)]
