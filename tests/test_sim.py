@@ -304,7 +304,9 @@ def test_phemex_snapshot_precedes_incrementals_and_comes_on_every_subscribe():
 def test_binance_usdm_wrong_path_acks_then_stays_silent():
     async def go():
         async with SimVenue("binance-usdm", symbols=["BTC"], trades_per_s=300) as sim:
-            for path, silent in (("/market/stream", True), ("/stream", True), ("/public/stream", False)):
+            # Legacy /ws and /stream deliver the /public streams; /market does not carry @trade (§12).
+            for path, silent in (("/market/stream", True), ("/market/ws", True), ("/stream", False), ("/ws", False),
+                                 ("/public/stream", False)):
                 ws = await open_ws(sim, path)
                 await ws.send(subscribe_frames("binance-usdm", ["BTCUSDT"])[0])
                 assert json.loads(await asyncio.wait_for(ws.recv(), 2)) == {"result": None, "id": 1}

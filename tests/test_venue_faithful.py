@@ -341,3 +341,56 @@ def test_gate_request_with_one_bad_contract_still_records_all_the_others(tmp_pat
     assert status["venues"][venue]["refused_symbols"] == ["NOPE_USDT"]
     refused = [m for m in reader.markers().to_pylist() if m["kind"] == "subscription_set" and m["symbol"] == "NOPE_USDT"]
     assert len(refused) == 1 and "refused" in refused[0]["detail"]
+
+
+# -- item 7: a stream on the wrong Binance USDⓈ-M path is named by the silent-symbol alarm --------
+
+
+def test_a_stream_on_the_wrong_usdm_path_is_named_by_the_silent_alarm(tmp_path):
+    """@aggTrade belongs on /market: asked for on /public it is acked and then silent, as @trade
+    is on /market (VENUES §12). The alarm names it within silent_min_s while the others trade."""
+    import dataclasses
+
+    from pumpwatch.venues import binance
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Misrouted(binance.BinanceSpec):
+        def _topic(self, symbol):
+            return f"{symbol.lower()}@aggTrade" if symbol == "ETHUSDT" else super()._topic(symbol)
+
+    async def go():
+        from pumpwatch.config import ConnectionSettings
+
+        sim = Simulator(["binance-usdm"], seed=3, trades_per_s=60.0, backlog=50)
+        await sim.start()
+        try:
+            urls = sim.urls()["binance-usdm"]
+            spec = dataclasses.replace(binance.USDM, ws_url=urls["ws_origin"], rest_url=urls["rest_url"])
+            spec = Misrouted(**{f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)})
+            cfg = Config(data_dir=str(tmp_path / "d"), metrics_address="127.0.0.1:0",
+                         connection=ConnectionSettings(silent_min_s=1.5),
+                         venues={v: VenueSettings(enabled=v == "binance-usdm", api_key="k",
+                                                  symbols=("BTCUSDT", "ETHUSDT", "SOLUSDT") if v == "binance-usdm" else ())
+                                 for v in pumpwatch.VENUES})
+            store = pumpwatch.Store(tmp_path / "d")
+            collector = Collector(cfg, store, specs={"binance-usdm": spec})
+            stop = asyncio.Event()
+            task = asyncio.create_task(collector.run(stop))
+            await asyncio.sleep(4.0)
+            status = collector.status()
+            stop.set()
+            await task
+            markers = store.markers().to_pylist()
+            stored = {r["symbol"] for r in store.query().to_pylist()}
+            store.close()
+            return status, markers, stored
+        finally:
+            await sim.stop()
+
+    status, markers, stored = asyncio.run(go())
+    assert stored == {"BTCUSDT", "SOLUSDT"}
+    assert status["venues"]["binance-usdm"]["silent_symbols"] == ["ETHUSDT"]
+    named = [m for m in markers if m["kind"] == "subscription_set" and m["symbol"] == "ETHUSDT"]
+    assert named and "never delivered" in named[0]["detail"]
+    started = min(m["ts_ns"] for m in markers if m["kind"] == "connection_up")
+    assert (named[0]["ts_ns"] - started) / 1e9 < 1.5 + 1.5  # within silent_min_s (+ check period, slack)

@@ -165,6 +165,8 @@ class VenueRecorder:
         self._holes: asyncio.Queue[Hole] = asyncio.Queue(MAX_PENDING_BACKFILLS)
         self.filling: Hole | None = None  # the hole being backfilled now
         self._side_tasks: set[asyncio.Task] = set()
+        #: When the silent watch first saw each subscribed symbol that has not traded yet.
+        self._never_seen: dict[str, int] = {}
         #: Symbols the venue refused to subscribe (with its reason): not recorded.
         self.refused_symbols: dict[str, str] = {}
         self._rest_gap_s = 1.0 / max(spec.backfill.requests_per_s, 0.1)
@@ -675,8 +677,23 @@ class VenueRecorder:
             # connection (the idle watchdog's case) but a subscription that stopped.
             if silent_for > threshold and others > a.last_ns and now_ns - others < threshold:
                 self._silent(sh, symbol, a, now_ns)
+        # A subscription that never delivered, while its socket delivers others: a stream on the
+        # wrong path is acked and then silent, with no error (Binance USDⓈ-M, VENUES §12). With no
+        # usual interval known, silent_min_s decides. Instruments not trading yet are left alone.
+        for sh in self.shards:
+            others = shard_last.get(id(sh), 0)
+            for symbol in sh.symbols:
+                if symbol in self.activity or symbol in self.refused_symbols:
+                    continue
+                since = self._never_seen.setdefault(symbol, now_ns)
+                inst = self.instruments.get(symbol)
+                if inst is not None and not inst.is_trading:
+                    continue
+                if now_ns - since > c.silent_min_s * 1e9 and others > since and now_ns - others < c.silent_min_s * 1e9:
+                    a = self.activity[symbol] = SymbolActivity(last_ns=since)
+                    self._silent(sh, symbol, a, now_ns, never=True)
 
-    def _silent(self, shard: Shard, symbol: str, a: SymbolActivity, now_ns: int) -> None:
+    def _silent(self, shard: Shard, symbol: str, a: SymbolActivity, now_ns: int, *, never: bool = False) -> None:
         a.silent_since_ns = a.last_ns
         self.counters.silent_alarms += 1
         shard.resubscribed_ns = [t for t in shard.resubscribed_ns if t > now_ns - HOUR_NS]
@@ -684,6 +701,9 @@ class VenueRecorder:
         why = (f"silent for {(now_ns - a.last_ns) / 1e9:.3g} s (usually a trade every "
                f"{a.mean_interval_ns / 1e9:.3g} s) while its connection delivers other symbols: "
                + ("resubscribed" if resubscribe else f"not resubscribed (already {RESUBSCRIBES_PER_HOUR} this hour)"))
+        if never:
+            why = (f"subscribed {(now_ns - a.last_ns) / 1e9:.3g} s ago and never delivered, while its connection "
+                   "delivers other symbols (a stream on the wrong path is acked, then silent): " + why.rsplit(": ", 1)[1])
         log.warning("%s %s: %s", self.venue, symbol, why)
         self.store.append_marker("subscription_set", ts_ns=now_ns, venue=self.venue, symbol=symbol,
                                  from_ts_ns=a.last_ns, to_ts_ns=now_ns, detail=why)

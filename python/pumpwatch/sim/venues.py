@@ -478,13 +478,14 @@ class BinanceUsdm(Binance):
         return ConsecutiveIds(10**9, 9 * 10**9, placeholder_p=0.02, rpi_p=0.03)
 
     def ws_role(self, path, headers):
-        # @trade lives on /public; a path-less socket behaves like /public; any other path acks a
-        # SUBSCRIBE and then never sends (the legacy /ws and /stream included) (§2.1).
+        # @trade lives on /public; the legacy /ws and /stream and a path-less socket deliver the
+        # /public streams only; on /market (aggTrade's home) @trade is acked and then never sent
+        # (§2.1, §12, checked again 2026-12).
         if path in ("/public/stream", "/stream", "/market/stream"):
-            return "combined" if path == "/public/stream" else "combined-silent"
-        if path in ("/public/ws", "/") or path.startswith("/public/ws/"):
+            return "combined-silent" if path == "/market/stream" else "combined"
+        if path in ("/public/ws", "/", "/ws") or path.startswith(("/public/ws/", "/ws/")):
             return "raw"
-        if path in ("/ws", "/market/ws") or path.startswith(("/ws/", "/market/ws/")):
+        if path == "/market/ws" or path.startswith("/market/ws/"):
             return "raw-silent"
         return None
 
