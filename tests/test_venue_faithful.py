@@ -264,6 +264,12 @@ def test_api_key_comes_from_the_file_or_the_environment_and_is_never_shown(monke
     [req] = get("binance-usdm").backfill_requests("BTCUSDT", after_id=9, before_id=12, start_ns=10**18, end_ns=10**18 + 10**9)
     assert req.path == "/fapi/v1/aggTrades" and not req.headers
     assert req.params == {"symbol": "BTCUSDT", "startTime": "1000000000000", "endTime": "1000000001000", "limit": "1000"}
+    from pumpwatch.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError) as err:
+        from_dict({"venues": {"binance-usdm": {"api_key": 987654321}}})
+    assert "987654321" not in str(err.value) and "venues.binance-usdm.api_key must be a string" in str(err.value)
+    assert from_dict({"venues": {"binance-usdm": {"api_key": "s3"}}}).venues["binance-usdm"].resolved_api_key("binance-usdm") == "s3"
     # Spot historicalTrades needs no key (since 2023-07-11, VENUES §1.3): no header, no aggTrades.
     [req] = get("binance-spot").backfill_requests("BTCUSDT", after_id=9, before_id=12)
     assert req.path == "/api/v3/historicalTrades" and not req.headers

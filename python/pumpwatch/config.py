@@ -236,7 +236,8 @@ def _typed(where: str, value: Any, typ: Any) -> Any:
         return value
     if typ in (str, "str"):
         if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a string, not {value!r}")
+            shown = "something else" if where.endswith("api_key") else repr(value)  # a secret is never shown
+            raise ConfigError(f"{where} must be a string, not {shown}")
         return value
     if typ in (tuple[str, ...], "tuple[str, ...]"):
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
