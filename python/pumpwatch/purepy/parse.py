@@ -739,7 +739,7 @@ def _scaled(v, scale: int, name: str, idx: int) -> str:
     return s
 
 
-def _phemex_rows(venue: str, d: dict, rows, scaled: bool, ctx: ParseContext) -> list[dict]:
+def _phemex_rows(venue: str, d: dict, rows, scaled: bool, ctx: ParseContext) -> _Many:
     rows_name = "trades" if scaled else "trades_p"
     if type(rows) is not list:
         raise FrameError(f'field "{rows_name}" is {_kind(rows)}, not an array of rows')
