@@ -83,6 +83,10 @@ def ping_frame(venue: str) -> str | None:
     }.get(family)
 
 
+#: USDⓈ-M historicalTrades answers 401 (-2014) without a key; the simulator takes any (VENUES §2.3).
+API_KEYS = {"binance-usdm": {"X-MBX-APIKEY": "test-key"}}
+
+
 async def http(method: str, url: str, headers: dict[str, str] | None = None) -> tuple[int, dict, object]:
     """One HTTP/1.1 request to the simulator (127.0.0.1 only); JSON body decoded."""
     u = urlsplit(url)
@@ -568,7 +572,7 @@ def test_rest_serves_the_latest_trades_up_to_the_documented_limit(venue):
 
     async def go():
         async with SimVenue(venue, symbols=["BTC"], trades_per_s=0, backlog=1100) as sim:
-            status, _, body = await http("GET", sim.rest_url + path)
+            status, _, body = await http("GET", sim.rest_url + path, API_KEYS.get(venue))
             assert status == 200, body
             rows = rows_of(body)
             fills = [f for f in sim.history(native(venue, "BTC")) if not f.placeholder]
@@ -588,7 +592,8 @@ def test_rest_paging_by_id_and_time():
             # Binance fromId pages forwards; USDⓈ-M REST has market trades only: X=NA ids are holes.
             history = usdm.history("BTCUSDT")
             first = history[0].num_id
-            _, _, rows = await http("GET", usdm.rest_url + f"/fapi/v1/historicalTrades?symbol=BTCUSDT&fromId={first}&limit=500")
+            _, _, rows = await http("GET", usdm.rest_url + f"/fapi/v1/historicalTrades?symbol=BTCUSDT&fromId={first}&limit=500",
+                                    API_KEYS["binance-usdm"])
             assert [r["id"] for r in rows] == [f.num_id for f in history if not f.placeholder][:500]
             spent = {f.num_id for f in history if f.placeholder}
             assert spent and spent & set(range(rows[0]["id"], rows[-1]["id"])) and not spent & {r["id"] for r in rows}
@@ -621,7 +626,7 @@ def test_rest_rate_limit(venue, path, allowed, status):
             # never before it.
             statuses = []
             while len(statuses) < allowed * 1.5 and status not in statuses:
-                statuses.append((await http("GET", sim.rest_url + path))[0])
+                statuses.append((await http("GET", sim.rest_url + path, API_KEYS.get(venue)))[0])
             assert statuses.index(status) >= allowed and set(statuses[:-1]) == {200}
 
     run(go())
