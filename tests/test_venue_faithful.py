@@ -336,17 +336,19 @@ def test_sim_usdm_historical_trades_wants_a_key_and_aggtrades_does_not():
 # -- item 5: a subscribe request refused for one symbol ------------------------------------------
 
 
-@pytest.mark.parametrize("venue", ["gate-futures", "gate-spot"])
-def test_gate_request_with_one_bad_contract_still_records_all_the_others(tmp_path, venue):
+@pytest.mark.parametrize("venue, bad", [("gate-futures", ["NOPE_USDT"]), ("gate-spot", ["NOPE_USDT"]),
+                                        ("gate-futures", ["NOPE_USDT", "ZZZ_USDT"])])
+def test_gate_request_with_one_bad_contract_still_records_all_the_others(tmp_path, venue, bad):
     good = ["BTC_USDT", "ETH_USDT", "SOL_USDT", "DOGE_USDT"]
-    symbols = good[:2] + ["NOPE_USDT"] + good[2:]  # one request carries all five (VENUES §12)
+    symbols = good[:2] + bad[:1] + good[2:] + bad[1:]  # one request carries them all (VENUES §12)
     status, sent = asyncio.run(_record(tmp_path / "d", [venue], 4.0, settings={venue: {"symbols": tuple(symbols)}}))
     reader = pumpwatch.Store.open_readonly(tmp_path / "d")
     stored = {r["symbol"] for r in reader.query().to_pylist()}
     assert stored == set(good), stored
-    assert status["venues"][venue]["refused_symbols"] == ["NOPE_USDT"]
-    refused = [m for m in reader.markers().to_pylist() if m["kind"] == "subscription_set" and m["symbol"] == "NOPE_USDT"]
-    assert len(refused) == 1 and "refused" in refused[0]["detail"]
+    assert status["venues"][venue]["refused_symbols"] == sorted(bad)
+    for symbol in bad:
+        refused = [m for m in reader.markers().to_pylist() if m["kind"] == "subscription_set" and m["symbol"] == symbol]
+        assert len(refused) == 1 and "refused" in refused[0]["detail"]
 
 
 # -- item 7: a stream on the wrong Binance USDⓈ-M path is named by the silent-symbol alarm --------
