@@ -211,6 +211,18 @@ class ClientBudget:
                             ", ".join(by_venue), len(chosen[v]), ", ".join(rec.not_recorded[:20]))
         self._planned.set()
 
+#: Unfillable-gap markers written for one hole's remaining id ranges; past it, one more names the rest.
+MAX_UNFILLABLE_MARKERS = 100
+
+
+def _inside_hole(row: dict, hole: Hole) -> bool:
+    """An AGGREGATED row is stored only when every id it covers lies inside the hole: one that
+    straddles its edge would count again trades already held singly (those ids stay named)."""
+    if not row["flags"] & _core.FLAGS["AGGREGATED"]:
+        return True
+    first, _, last = row["trade_id"].partition("-")
+    return hole.before_id is not None and hole.after_id is not None and hole.after_id < int(first) <= int(last) < hole.before_id
+
 
 class VenueRecorder:
     def __init__(self, spec: VenueSpec, settings: VenueSettings, store: Store, cfg: Config, http: HttpFetch,
@@ -242,6 +254,10 @@ class VenueRecorder:
         self._holes: asyncio.Queue[Hole] = asyncio.Queue(MAX_PENDING_BACKFILLS)
         self.filling: Hole | None = None  # the hole being backfilled now
         self._side_tasks: set[asyncio.Task] = set()
+        #: When the silent watch first saw each subscribed symbol that has not traded yet.
+        self._never_seen: dict[str, int] = {}
+        #: Symbols the venue refused to subscribe (with its reason): not recorded.
+        self.refused_symbols: dict[str, str] = {}
         # Per-IP budgets shared with the other venues of the process (both markets of an exchange).
         self.budgets = budgets if budgets is not None else Budgets()
         self.rest_limiter = self.budgets.limiter(spec.rest_pacing())
@@ -408,10 +424,16 @@ class VenueRecorder:
         if events:
             for e in events:
                 if e[0] == "control" and e[2] == "shutdown_notice":
-                    # A planned cut of this socket (Binance serverShutdown, OKX notice 64008):
-                    # its replacement is made before it goes.
+                    # A planned cut of this socket (Binance serverShutdown, OKX notice 64008,
+                    # Gate futures.system upgrade): its replacement is made before it goes.
                     self.counters.rotation_notices += 1
                     conn.request_rotation(f"the venue announced a cut: {e[3][:120]}")
+                elif e[0] == "control" and e[2] == "error" and (rid := self.spec.rejected_request(e[3])) is not None:
+                    # A subscribe request refused whole (Gate, one unknown contract): find the
+                    # refused symbols by splitting it, and subscribe the rest.
+                    task = asyncio.ensure_future(conn.subscribe_refused(rid, e[3]))
+                    self._side_tasks.add(task)
+                    task.add_done_callback(self._side_tasks.discard)
                 self._on_event(e)
 
     def _watch_silence(self, shard: Shard, recv_ns: int) -> None:
@@ -540,6 +562,8 @@ class VenueRecorder:
             page: Any = request
             while page is not None:
                 rows = spec.parse_backfill(await self._rest(page), hole.symbol, instrument=inst)
+                if hole.after_id is not None:
+                    rows = [r for r in rows if _inside_hole(r, hole)]
                 if rows:
                     trades = [_core.Trade(**{**r, "recv_ns": time.time_ns()}) for r in rows]
                     n, events = self.store.ingest_trades(trades)
@@ -551,8 +575,17 @@ class VenueRecorder:
                 page = spec.next_backfill_request(page, rows, **bounds)
         if hole.after_id is not None:
             remaining = [g for g in self.store.open_gaps(self.venue, hole.symbol) if g[0] <= hole.before_id - 1 and g[1] >= hole.after_id + 1]
-            if remaining:
-                self._unfillable(hole, f"ids {remaining[0][0]}..{remaining[-1][1]} not served by the venue's REST")
+            why = "not served by the venue's REST"
+            if getattr(spec, "keyless", False):
+                why += (" (no API key: the rest was covered from aggTrades, flagged AGGREGATED, which hold market"
+                        " trades only, not NA/ADL/INSURANCE_FUND ids)")
+            # One marker per id range left, so each says exactly which ids stay uncovered.
+            for a, b in remaining[:MAX_UNFILLABLE_MARKERS]:
+                self._unfillable(Hole(hole.symbol, hole.start_ns, hole.end_ns, after_id=a - 1, before_id=b + 1), f"ids {a}..{b} {why}")
+            if len(remaining) > MAX_UNFILLABLE_MARKERS:
+                a, b = remaining[MAX_UNFILLABLE_MARKERS][0], remaining[-1][1]
+                self._unfillable(Hole(hole.symbol, hole.start_ns, hole.end_ns, after_id=a - 1, before_id=b + 1),
+                                 f"{len(remaining) - MAX_UNFILLABLE_MARKERS} more id ranges in {a}..{b} {why}")
         elif not hole.routine and (oldest_ts is None or oldest_ts > hole.start_ns):
             # The recent-trades window does not reach back to the start of the outage.
             end = oldest_ts if oldest_ts is not None else hole.end_ns
@@ -677,6 +710,10 @@ class VenueRecorder:
         last: dict[str, tuple[int, int]] = {}
         stored: dict[str, list[int]] = {}
         for symbol, tid, ts in zip(symbols, tids, times):
+            first, _, n_text = tid.partition("-")  # "<f>-<l>": an AGGREGATED record covers ids f..l
+            if first.isdigit() and n_text.isdigit():
+                stored.setdefault(symbol, []).extend(range(int(first), int(n_text) + 1))
+                tid = n_text
             if tid.isdigit():
                 n = int(tid)
                 stored.setdefault(symbol, []).append(n)
@@ -793,8 +830,8 @@ class VenueRecorder:
             self.on_state(shard, conn, state, reason)
 
         conn = VenueConnection(self.spec, shard.symbols, http=self.http, policy=self.policy, on_frame=on_frame,
-                               on_frames=on_frames, on_state=on_state, name=name, rng=random.Random(),
-                               budgets=self.budgets, ssl_context=context_for(self.cfg.tls.ca_file))
+                               on_frames=on_frames, on_state=on_state, on_rejected=self._refused, name=name,
+                               rng=random.Random(), budgets=self.budgets, ssl_context=context_for(self.cfg.tls.ca_file))
         conn.on_subscribed = self._on_subscribed
         shard.connections.append(conn)
         self.connections.append(conn)
@@ -802,6 +839,14 @@ class VenueRecorder:
         task.add_done_callback(self._connection_ended)
         self._tasks.append(task)
         return conn
+
+    def _refused(self, symbol: str, reason: str) -> None:
+        """The venue refused to subscribe `symbol`: named in the log and in /status."""
+        if symbol in self.refused_symbols:
+            return  # a redundant twin found it too
+        self.refused_symbols[symbol] = reason[:200]
+        self.store.append_marker("subscription_set", ts_ns=time.time_ns(), venue=self.venue, symbol=symbol,
+                                 detail=f"the venue refused the subscription, not recorded: {reason}"[:1000])
 
     def _connection_ended(self, task: asyncio.Task) -> None:
         """A connection's run() ends only when closed or when on_frame raised (a full disk):
@@ -973,8 +1018,23 @@ class VenueRecorder:
             # connection (the idle watchdog's case) but a subscription that stopped.
             if silent_for > threshold and others > a.last_ns and now_ns - others < threshold:
                 self._silent(sh, symbol, a, now_ns)
+        # A subscription that never delivered, while its socket delivers others: a stream on the
+        # wrong path is acked and then silent, with no error (Binance USDⓈ-M, VENUES §12). With no
+        # usual interval known, silent_min_s decides. Instruments not trading yet are left alone.
+        for sh in self.shards:
+            others = shard_last.get(id(sh), 0)
+            for symbol in sh.symbols:
+                if symbol in self.activity or symbol in self.refused_symbols:
+                    continue
+                since = self._never_seen.setdefault(symbol, now_ns)
+                inst = self.instruments.get(symbol)
+                if inst is not None and not inst.is_trading:
+                    continue
+                if now_ns - since > c.silent_min_s * 1e9 and others > since and now_ns - others < c.silent_min_s * 1e9:
+                    a = self.activity[symbol] = SymbolActivity(last_ns=since)
+                    self._silent(sh, symbol, a, now_ns, never=True)
 
-    def _silent(self, shard: Shard, symbol: str, a: SymbolActivity, now_ns: int) -> None:
+    def _silent(self, shard: Shard, symbol: str, a: SymbolActivity, now_ns: int, *, never: bool = False) -> None:
         a.silent_since_ns = a.last_ns
         self.counters.silent_alarms += 1
         shard.resubscribed_ns = [t for t in shard.resubscribed_ns if t > now_ns - HOUR_NS]
@@ -982,6 +1042,9 @@ class VenueRecorder:
         why = (f"silent for {(now_ns - a.last_ns) / 1e9:.3g} s (usually a trade every "
                f"{a.mean_interval_ns / 1e9:.3g} s) while its connection delivers other symbols: "
                + ("resubscribed" if resubscribe else f"not resubscribed (already {RESUBSCRIBES_PER_HOUR} this hour)"))
+        if never:
+            why = (f"subscribed {(now_ns - a.last_ns) / 1e9:.3g} s ago and never delivered, while its connection "
+                   "delivers other symbols (a stream on the wrong path is acked, then silent): " + why.rsplit(": ", 1)[1])
         log.warning("%s %s: %s", self.venue, symbol, why)
         self.store.append_marker("subscription_set", ts_ns=now_ns, venue=self.venue, symbol=symbol,
                                  from_ts_ns=a.last_ns, to_ts_ns=now_ns, detail=why)
@@ -1058,6 +1121,7 @@ class VenueRecorder:
             "not_recorded": len(self.not_recorded),
             "not_recorded_symbols": self.not_recorded[:100],
             "dropped_for_listings": list(self.evicted),
+            "refused_symbols": sorted(self.refused_symbols),
             "connection_states": [c.status() for c in self.connections],
             **{k: v for k, v in vars(self.counters).items() if k != "started_ns"},
             # The venue's own error, else why a connection is down.
@@ -1083,6 +1147,8 @@ class Collector:
             spec = (specs or {}).get(venue) or venue_spec(venue)
             if settings.ws_url or settings.rest_url:
                 spec = spec.with_urls(ws_url=settings.ws_url or None, rest_url=settings.rest_url or None)
+            if key := settings.resolved_api_key(venue):
+                spec = spec.with_api_key(key)
             self.recorders[venue] = VenueRecorder(spec, settings, store, cfg, http, self.budgets)
         # Connection budgets per client across venues (Phemex spot and contracts share 5).
         groups: dict[str, list[VenueRecorder]] = {}

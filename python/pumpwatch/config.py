@@ -123,6 +123,19 @@ class VenueSettings:
     max_symbols: int = 0
     #: Connections per shard on this venue (0 = [connection] redundancy).
     redundancy: int = 0
+    #: The venue's API key, for REST calls it refuses without one (Binance USDⓈ-M
+    #: historicalTrades); "" = the environment variable PUMPWATCH_<VENUE>_API_KEY
+    #: (PUMPWATCH_BINANCE_USDM_API_KEY), else none. A secret: never shown.
+    api_key: str = field(default="", repr=False)
+
+    def resolved_api_key(self, venue: str) -> str:
+        """The key from the file, else from the venue's environment variable, else ""."""
+        return self.api_key or os.environ.get(api_key_env(venue), "")
+
+
+def api_key_env(venue: str) -> str:
+    """`binance-usdm` -> `PUMPWATCH_BINANCE_USDM_API_KEY`."""
+    return "PUMPWATCH_" + venue.upper().replace("-", "_") + "_API_KEY"
 
 
 @dataclass(frozen=True)
@@ -244,7 +257,8 @@ def _typed(where: str, value: Any, typ: Any) -> Any:
         return value
     if typ in (str, "str"):
         if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a string, not {value!r}")
+            shown = "something else" if where.endswith("api_key") else repr(value)  # a secret is never shown
+            raise ConfigError(f"{where} must be a string, not {shown}")
         return value
     if typ in (tuple[str, ...], "tuple[str, ...]"):
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):

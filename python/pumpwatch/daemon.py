@@ -23,6 +23,9 @@ from .store import Store, disk_line
 
 log = logging.getLogger("pumpwatch")
 
+#: The API key given to the simulated venues (they accept any).
+SIM_API_KEY = "pumpwatch-simulator"
+
 #: The `--simulate` faults: what happens to which venue when, so a new user sees the recorder find
 #: holes, backfill them, name what it cannot fill, and ride out a pump, within a minute.
 SCENARIO = [
@@ -219,8 +222,11 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
                 if venue in sim.venues:
                     sim.venues[venue].schedule_pump(scenario.listing, t0_ns + int(lag_s * 1e9), multiple)
         await sim.start()
+        # The stand-ins take any API key; one is given so keyed REST (Binance USDⓈ-M
+        # historicalTrades) serves single trades, as it would for an operator with a key.
         venues = {
-            v: dataclasses.replace(s, ws_url=sim.urls()[v]["ws_origin"], rest_url=sim.urls()[v]["rest_url"])
+            v: dataclasses.replace(s, ws_url=sim.urls()[v]["ws_origin"], rest_url=sim.urls()[v]["rest_url"],
+                                   api_key=s.resolved_api_key(v) or SIM_API_KEY)
             for v, s in cfg.venues.items()
             if v in sim.venues
         }

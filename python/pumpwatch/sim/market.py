@@ -78,10 +78,12 @@ ASSETS: dict[str, Asset] = {
     for a in (
         Asset("BTC", "65000.0", "0.1", "0.00001", 0.4,
               {"okx-swap": ("0.01", "0.01"), "gate-futures": ("0.0001", "1"), "kucoin-futures": ("0.001", "1")}),
+        # Gate ETH and SOL are decimal-enabled contracts (`enable_decimal`): fills of 1.7 or 0.25
+        # contracts happen, and only `X-Gate-Size-Decimal: 1` shows them (VENUES §8).
         Asset("ETH", "1900.00", "0.01", "0.0001", 0.3,
-              {"okx-swap": ("0.1", "0.01"), "gate-futures": ("0.01", "1"), "kucoin-futures": ("0.01", "1")}),
+              {"okx-swap": ("0.1", "0.01"), "gate-futures": ("0.01", "0.1"), "kucoin-futures": ("0.01", "1")}),
         Asset("SOL", "77.000", "0.001", "0.01", 0.2,
-              {"okx-swap": ("1", "0.01"), "gate-futures": ("1", "1"), "kucoin-futures": ("0.1", "1")}),
+              {"okx-swap": ("1", "0.01"), "gate-futures": ("1", "0.01"), "kucoin-futures": ("0.1", "1")}),
         Asset("DOGE", "0.10000", "0.00001", "1", 0.1,
               {"okx-swap": ("1000", "0.01"), "gate-futures": ("10", "1"), "kucoin-futures": ("100", "1")}),
     )

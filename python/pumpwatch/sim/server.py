@@ -764,6 +764,8 @@ class SimVenue:
             retry = {"Retry-After": str(max(1, round(bucket.retry_after(route.weight))))}
             return _response(self.protocol.rate_limited_status, self.protocol.rate_limited_body, retry)
         query = {k: v[0] for k, v in parse_qs(qs, keep_blank_values=True).items()}
+        # The few handlers that answer by header (Gate's size decimals, Binance's API key) read it here.
+        self.protocol.request_headers = request.headers
         try:
             status, body = route.handler(query)
         except BadRequest as e:

@@ -165,6 +165,7 @@ class Venue:
     rate_limited_body: ClassVar[Any] = {"msg": "Too Many Requests"}
     lifetime_close_reason = "connection lifetime reached"
     buckets: ClassVar[dict[str, tuple[int, float]]] = {}  # name -> (capacity, refill period in seconds)
+    request_headers: Any = {}  # the headers of the REST request being answered (set by the server)
 
     def __init__(self, venue_id: str, sim: SimVenue):
         self.venue_id = venue_id
@@ -262,6 +263,8 @@ class Binance(Venue):
         self.route("GET", f"{p}/exchangeInfo", self.rest_exchange_info, "weight", 1 if self.futures else 20)
         self.route("GET", f"{p}/historicalTrades", self.rest_historical_trades, "weight", heavy)
         self.route("GET", f"{p}/trades", self.rest_trades, "weight", 5 if self.futures else 25)
+        if self.futures:  # public, no key (security NONE) (§2.3)
+            self.route("GET", f"{p}/aggTrades", self.rest_agg_trades, "weight", 20)
 
     def symbol_for(self, base):
         return f"{base}USDT"
@@ -380,6 +383,9 @@ class Binance(Venue):
         return row
 
     def rest_historical_trades(self, q):
+        if self.futures and not self.request_headers.get("X-MBX-APIKEY"):
+            # USDⓈ-M historicalTrades is MARKET_DATA: a key is required (§2.3)
+            raise BadRequest({"code": -2014, "msg": "API-key format invalid."}, 401)
         inst = self._symbol(q)
         default, most = (100, 500) if self.futures else (500, 1000)
         limit = self.int_param(q, "limit", default, 1, most, self._param_error)
@@ -396,6 +402,44 @@ class Binance(Venue):
                 if not f.placeholder:  # market trades only: NA/ADL ids are holes in REST (§2.3)
                     rows.append(f)
         return 200, [self._row(inst, f) for f in rows]
+
+    def _aggregates(self, symbol: str) -> list[list[Fill]]:
+        """The aggTrades of a symbol: runs of market fills of one taker order at one price, with
+        contiguous ids (a spent NA id ends a run: aggTrades carry market trades only) (§2.2, §2.3)."""
+        out: list[list[Fill]] = []
+        for f in self.sim.history(symbol):
+            if f.placeholder:
+                out.append([])
+                continue
+            last = out[-1] if out and out[-1] else None
+            if last is not None and (last[-1].order, last[-1].level, last[-1].num_id + 1) == (f.order, f.level, f.num_id):
+                last.append(f)
+            else:
+                out.append([f])
+        return [run for run in out if run]
+
+    def rest_agg_trades(self, q):
+        inst = self._symbol(q)
+        limit = self.int_param(q, "limit", 500, 1, 1000, self._param_error)
+        from_id = self.int_param(q, "fromId", None, 0, 2**63 - 1, self._param_error)
+        start = self.int_param(q, "startTime", None, 0, 2**62, self._param_error)
+        end = self.int_param(q, "endTime", None, 0, 2**62, self._param_error)
+        if from_id is not None and (start is not None or end is not None):
+            raise BadRequest({"code": -1128, "msg": "Combination of optional parameters invalid."})
+        if start is not None and end is not None and not 0 <= end - start < 3_600_000:
+            raise BadRequest({"code": -1127, "msg": "More than 1 hours between startTime and endTime."})
+        base = 10**8  # aggregate ids are their own id space
+        aggs = list(enumerate(self._aggregates(inst.symbol), base))
+        if from_id is not None:
+            aggs = aggs[max(0, from_id - base):]
+        elif start is not None or end is not None:
+            aggs = [(a, run) for a, run in aggs if (start is None or _ms(run[0].ts_ns) >= start)
+                    and (end is None or _ms(run[0].ts_ns) <= end)]
+        else:
+            aggs = trailing(aggs, limit)
+        return 200, [{"a": a, "p": inst.price_text(run[0].price), "q": inst.qty_text(sum(f.qty for f in run)),
+                      "f": run[0].num_id, "l": run[-1].num_id, "T": _ms(run[0].ts_ns), "m": run[0].side == "sell"}
+                     for a, run in aggs[:limit]]
 
     def rest_trades(self, q):
         inst = self._symbol(q)
@@ -442,13 +486,14 @@ class BinanceUsdm(Binance):
         return ConsecutiveIds(10**9, 9 * 10**9, placeholder_p=0.02, rpi_p=0.03)
 
     def ws_role(self, path, headers):
-        # @trade lives on /public; a path-less socket behaves like /public; any other path acks a
-        # SUBSCRIBE and then never sends (the legacy /ws and /stream included) (§2.1).
+        # @trade lives on /public; the legacy /ws and /stream and a path-less socket deliver the
+        # /public streams only; on /market (aggTrade's home) @trade is acked and then never sent
+        # (§2.1, §12, checked again 2026-12).
         if path in ("/public/stream", "/stream", "/market/stream"):
-            return "combined" if path == "/public/stream" else "combined-silent"
-        if path in ("/public/ws", "/") or path.startswith("/public/ws/"):
+            return "combined-silent" if path == "/market/stream" else "combined"
+        if path in ("/public/ws", "/", "/ws") or path.startswith(("/public/ws/", "/ws/")):
             return "raw"
-        if path in ("/ws", "/market/ws") or path.startswith(("/ws/", "/market/ws/")):
+        if path == "/market/ws" or path.startswith("/market/ws/"):
             return "raw-silent"
         return None
 
@@ -1016,8 +1061,7 @@ class Gate(Venue):
             now = fills[-1].ts_ns
             rows = {"": [], "size-decimal": []}
             for f in fills:
-                size = int(inst.qty_text(f.qty)) * (1 if f.side == "buy" else -1)
-                for dialect, value in (("", size), ("size-decimal", str(size))):
+                for dialect, value in (("", self._int_size(inst, f)), ("size-decimal", self._signed_size(inst, f))):
                     rows[dialect].append({"id": f.num_id, "size": value, "create_time": f.ts_ns // 10**9,
                                           "create_time_ms": _ms(f.ts_ns), "price": inst.price_text(f.price),
                                           "contract": inst.symbol})
@@ -1038,6 +1082,31 @@ class Gate(Venue):
             msg = {"time": ts // 10**9, "time_ms": _ms(ts), "channel": "spot.trades", "event": "update", "result": result}
             out.append(Publication(topic, {"": dumps(msg)}, [self.trade(inst, last, qty=qty)], "trades"))
         return out
+
+    def shutdown_notice(self, client):
+        # Gate futures announces a service upgrade on `futures.system`; spot has no such notice (§12).
+        if not self.futures:
+            return None
+        now = self.sim.now_ns()
+        return dumps({"time": now // 10**9, "time_ms": _ms(now), "channel": "futures.system", "event": "update",
+                      "result": {"type": "upgrade",
+                                 "msg": "The connection will soon be closed for a service upgrade. Please reconnect."}})
+
+    # -- futures sizes (§8)
+
+    @staticmethod
+    def _signed_size(inst: Instrument, f: Fill) -> str:
+        """The exact signed contract count, as sent with `X-Gate-Size-Decimal: 1`."""
+        return ("" if f.side == "buy" else "-") + inst.qty_text(f.qty)
+
+    @staticmethod
+    def _int_size(inst: Instrument, f: Fill) -> int:
+        """What Gate sends without `X-Gate-Size-Decimal: 1`: an integer count of contracts,
+        truncated toward zero on decimal-enabled contracts (1.7 -> 1, 0.25 -> 0) (§8)."""
+        return f.qty // 10**inst.qty_places * (1 if f.side == "buy" else -1)
+
+    def _size_decimal(self) -> bool:
+        return self.request_headers.get("X-Gate-Size-Decimal") == "1"
 
     # -- REST (§7.3, §8)
 
@@ -1069,8 +1138,9 @@ class Gate(Venue):
         hi = max(lo, hi - skip)
         rows = history[max(lo, hi - limit):hi][::-1]  # newest first
         if self.futures:
+            size = self._signed_size if self._size_decimal() else self._int_size
             return 200, [{"id": f.num_id, "create_time": f.ts_ns // 10**9, "create_time_ms": _ms(f.ts_ns),
-                          "contract": inst.symbol, "size": int(inst.qty_text(f.qty)) * (1 if f.side == "buy" else -1),
+                          "contract": inst.symbol, "size": size(inst, f),
                           "price": inst.price_text(f.price)} for f in rows]
         # Public rows: per fill, with sequence_id = the WS id_market of that fill (§7.3).
         return 200, [{"id": f.trade_id, "create_time": str(f.ts_ns // 10**9),
@@ -1097,6 +1167,7 @@ class Gate(Venue):
     def rest_contracts(self, q):
         return 200, [{"name": i.symbol, "type": "direct", "quanto_multiplier": i.contract_value,
                       "order_price_round": i.tick, "order_size_min": 1, "order_size_max": 1000000,
+                      "enable_decimal": i.qty_places > 0,
                       "in_delisting": False, "status": "prelaunch" if i.pre_trading(self.sim.now_ns()) else "trading",
                       "create_time": (i.listed_at_ns or 1_585_526_400_000_000_000) // 10**9} for i in self.listed()]
 
