@@ -211,6 +211,7 @@ class ClientBudget:
                             ", ".join(by_venue), len(chosen[v]), ", ".join(rec.not_recorded[:20]))
         self._planned.set()
 
+
 #: Unfillable-gap markers written for one hole's remaining id ranges; past it, one more names the rest.
 MAX_UNFILLABLE_MARKERS = 100
 
