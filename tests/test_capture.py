@@ -13,6 +13,7 @@ import sys
 from decimal import Decimal
 from types import SimpleNamespace
 
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
@@ -294,7 +295,10 @@ def test_event_folder_holds_the_window_exactly(tmp_path):
     assert table.column("exchange_time").cast("int64").to_pylist() == table.column("ts_ns").to_pylist()
     event = json.loads(open(os.path.join(ev.path, "event.json")).read())
     assert event["detection_delay_ms"] == 13_000.0 and event["notice"]["notice_id"] == 7
-    assert event["venues"]["binance-spot"] == {"coverage": "complete", "trades": 400, "lost": [], "instruments": ["0GUSDT"]}
+    bn = event["venues"]["binance-spot"]
+    assert {k: bn[k] for k in ("coverage", "trades", "lost", "instruments")} == {
+        "coverage": "complete", "trades": 400, "lost": [], "instruments": ["0GUSDT"]}
+    assert bn["first_trade_ns"] == min(window.filter(pc.equal(window.column("venue"), "binance-spot")).column("ts_ns").to_pylist())
     assert event["venues"]["bybit-spot"]["coverage"] == "absent"
     assert event["window"]["start"] == "2026-09-21T14:13:00.000000000Z"
     assert open(os.path.join(ev.path, "chart.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"

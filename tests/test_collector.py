@@ -29,8 +29,10 @@ async def _record(data_dir, venues, faults, seconds):
         cfg = Config(
             data_dir=str(data_dir),
             metrics_address="127.0.0.1:0",
+            # With a key Binance USDⓈ-M fills holes with single trades (test_venue_faithful covers keyless).
             venues={v: VenueSettings(enabled=v in venues, ws_url=urls[v]["ws_origin"] if v in venues else "",
-                                     rest_url=urls[v]["rest_url"] if v in venues else "") for v in pumpwatch.VENUES},
+                                     rest_url=urls[v]["rest_url"] if v in venues else "", api_key="sim-key")
+                    for v in pumpwatch.VENUES},
         )
         store = pumpwatch.Store(data_dir)
         collector = Collector(cfg, store)

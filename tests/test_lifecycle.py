@@ -35,7 +35,8 @@ def _settings(sims: dict[str, SimVenue], extra: dict[str, dict] | None = None) -
     out = {}
     for v in pumpwatch.VENUES:
         if v in sims:
-            out[v] = VenueSettings(ws_url=sims[v].ws_origin, rest_url=sims[v].rest_url, **extra.get(v, {}))
+            # The stand-ins take any key: Binance USDⓈ-M backfills single trades with one (VENUES §2.3).
+            out[v] = VenueSettings(ws_url=sims[v].ws_origin, rest_url=sims[v].rest_url, **{"api_key": "sim-key", **extra.get(v, {})})
         elif v in extra:
             out[v] = VenueSettings(**extra[v])
         else:
@@ -168,6 +169,7 @@ LIFETIME_S = 4.0  # a scaled day
     ("binance-spot", "lifetime"),  # the 24 h limit, scaled to LIFETIME_S
     ("binance-usdm", "notice"),  # serverShutdown, then the venue closes the socket
     ("okx-spot", "notice"),  # notice 64008, 60 s (here 3 s) before a service upgrade
+    ("gate-futures", "notice"),  # futures.system type "upgrade" (VENUES §12)
     ("kucoin-spot", "lifetime"),  # the token expires
 ])
 def test_planned_cut_leaves_no_gap(venue, cut, tmp_path):

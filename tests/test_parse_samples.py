@@ -936,7 +936,6 @@ def test_phemex_spot_configured_qty_scale():
         ("binance-spot", '{"e":"trade","s":"A","t":1,"p":"1","q":"1","T":1,"m":"true"}'),
         ("binance-spot", '{"e":"trade","s":"A","t":1.5,"p":"1","q":"1","T":1,"m":true}'),
         ("binance-spot", '{"e":"trade","s":"A","t":1,"p":"1","q":"1","T":1,"m":true,"x":NaN}'),
-        ("binance-usdm", '{"e":"trade","s":"A","t":1,"p":"1","q":"1","T":1,"m":true,"X":"WEIRD"}'),
         ("binance-usdm", '{"e":"trade","s":"A","t":1,"p":"1","q":"1","T":92233720368548,"m":true}'),
         ("binance-usdm", "[" * 129 + "]" * 129),
         ("bybit-spot", '{"topic":"publicTrade.BTCUSDT","data":[{"T":1,"s":"A","S":"Up","v":"5","p":"1","i":"x"}]}'),

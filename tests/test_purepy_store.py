@@ -318,7 +318,7 @@ def test_reads_segments_written_by_another_writer(tmp_path):
         ("symbol", "\udc80", ["symbol", "UTF-8"]),
         ("trade_id", "", ["trade_id", "empty"]),
         ("trade_id", None, ["trade_id"]),
-        ("flags", 256, ["flags"]),
+        ("flags", 1024, ["flags"]),  # 256 AGGREGATED and 512 UNKNOWN_TYPE are flags
         ("flags", -1, ["flags"]),
         ("ts_ns", 1.5, ["ts_ns"]),
         ("recv_ns", 1 << 63, ["recv_ns"]),

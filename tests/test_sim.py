@@ -83,6 +83,10 @@ def ping_frame(venue: str) -> str | None:
     }.get(family)
 
 
+#: USDⓈ-M historicalTrades answers 401 (-2014) without a key; the simulator takes any (VENUES §2.3).
+API_KEYS = {"binance-usdm": {"X-MBX-APIKEY": "test-key"}}
+
+
 async def http(method: str, url: str, headers: dict[str, str] | None = None) -> tuple[int, dict, object]:
     """One HTTP/1.1 request to the simulator (127.0.0.1 only); JSON body decoded."""
     u = urlsplit(url)
@@ -112,6 +116,8 @@ async def open_ws(sim: SimVenue, path: str | None = None, **kw):
         assert status == 200 and body["code"] == "200000"
         server = body["data"]["instanceServers"][0]
         url = f"{server['endpoint']}?token={body['data']['token']}&connectId=test-1"
+    if sim.venue_id == "gate-futures":  # a correct client asks for exact sizes (§8)
+        kw.setdefault("additional_headers", {"X-Gate-Size-Decimal": "1"})
     ws = await connect(url, ping_interval=None, open_timeout=5, **kw)
     if sim.venue_id.startswith("kucoin"):
         assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"id": "test-1", "type": "welcome"}
@@ -157,9 +163,9 @@ def reference_trades(venue: str, frame: str | bytes, snapshots: bool = False) ->
             return None
         out = []
         for r in d["result"] if isinstance(d["result"], list) else [d["result"]]:
-            if "contract" in r:  # signed contracts: positive = taker buy (§8)
-                size = int(r["size"])
-                out.append(t(r["contract"], r["id"], r["price"], str(abs(size)), "buy" if size > 0 else "sell",
+            if "contract" in r:  # signed contracts: positive = taker buy (§8); a string with the size-decimal header
+                size = str(r["size"])
+                out.append(t(r["contract"], r["id"], r["price"], size.lstrip("-"), "sell" if size.startswith("-") else "buy",
                              r["create_time_ms"] * 10**6))
             else:
                 ms, _, frac = r["create_time_ms"].partition(".")
@@ -302,7 +308,9 @@ def test_phemex_snapshot_precedes_incrementals_and_comes_on_every_subscribe():
 def test_binance_usdm_wrong_path_acks_then_stays_silent():
     async def go():
         async with SimVenue("binance-usdm", symbols=["BTC"], trades_per_s=300) as sim:
-            for path, silent in (("/market/stream", True), ("/stream", True), ("/public/stream", False)):
+            # Legacy /ws and /stream deliver the /public streams; /market does not carry @trade (§12).
+            for path, silent in (("/market/stream", True), ("/market/ws", True), ("/stream", False), ("/ws", False),
+                                 ("/public/stream", False)):
                 ws = await open_ws(sim, path)
                 await ws.send(subscribe_frames("binance-usdm", ["BTCUSDT"])[0])
                 assert json.loads(await asyncio.wait_for(ws.recv(), 2)) == {"result": None, "id": 1}
@@ -564,7 +572,7 @@ def test_rest_serves_the_latest_trades_up_to_the_documented_limit(venue):
 
     async def go():
         async with SimVenue(venue, symbols=["BTC"], trades_per_s=0, backlog=1100) as sim:
-            status, _, body = await http("GET", sim.rest_url + path)
+            status, _, body = await http("GET", sim.rest_url + path, API_KEYS.get(venue))
             assert status == 200, body
             rows = rows_of(body)
             fills = [f for f in sim.history(native(venue, "BTC")) if not f.placeholder]
@@ -584,7 +592,8 @@ def test_rest_paging_by_id_and_time():
             # Binance fromId pages forwards; USDⓈ-M REST has market trades only: X=NA ids are holes.
             history = usdm.history("BTCUSDT")
             first = history[0].num_id
-            _, _, rows = await http("GET", usdm.rest_url + f"/fapi/v1/historicalTrades?symbol=BTCUSDT&fromId={first}&limit=500")
+            _, _, rows = await http("GET", usdm.rest_url + f"/fapi/v1/historicalTrades?symbol=BTCUSDT&fromId={first}&limit=500",
+                                    API_KEYS["binance-usdm"])
             assert [r["id"] for r in rows] == [f.num_id for f in history if not f.placeholder][:500]
             spent = {f.num_id for f in history if f.placeholder}
             assert spent and spent & set(range(rows[0]["id"], rows[-1]["id"])) and not spent & {r["id"] for r in rows}
@@ -617,7 +626,7 @@ def test_rest_rate_limit(venue, path, allowed, status):
             # never before it.
             statuses = []
             while len(statuses) < allowed * 1.5 and status not in statuses:
-                statuses.append((await http("GET", sim.rest_url + path))[0])
+                statuses.append((await http("GET", sim.rest_url + path, API_KEYS.get(venue)))[0])
             assert statuses.index(status) >= allowed and set(statuses[:-1]) == {200}
 
     run(go())

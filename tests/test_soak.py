@@ -88,7 +88,8 @@ def _config(path, urls: dict, engine: str = "rust") -> None:
         "[connection]", f"idle_timeout_s = {IDLE_TIMEOUT_S}", "initial_delay_s = 0.2", "max_delay_s = 2.0",
     ]
     for venue, u in urls.items():
-        lines += [f'[venues.{venue}]', f'ws_url = "{u["ws_origin"]}"', f'rest_url = "{u["rest_url"]}"']
+        # The stand-ins take any API key: with one, Binance USDⓈ-M fills holes with single trades (VENUES §2.3).
+        lines += [f'[venues.{venue}]', f'ws_url = "{u["ws_origin"]}"', f'rest_url = "{u["rest_url"]}"', 'api_key = "sim-key"']
     path.write_text("\n".join(lines) + "\n")
 
 

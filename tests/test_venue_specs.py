@@ -287,7 +287,7 @@ def test_with_urls_keeps_the_venue_paths_and_leaves_the_original_alone():
     assert SPECS["gate-futures"].with_urls(ws_url="ws://h:1").connect_url() == "ws://h:1/v4/ws/usdt"
     assert SPECS["okx-spot"].connect_url() == "wss://ws.okx.com:8443/ws/v5/business"  # trades-all
     assert SPECS["phemex-perp"].connect_url() == "wss://ws.phemex.com"
-    req = spec.backfill_requests("BTCUSDT", after_id=5)[0]
+    req = spec.with_api_key("k").backfill_requests("BTCUSDT", after_id=5)[0]  # historicalTrades needs a key (§2.3)
     assert req.url(local.rest_url) == "http://127.0.0.1:9002/fapi/v1/historicalTrades?symbol=BTCUSDT&fromId=6&limit=500"
 
 
@@ -439,8 +439,11 @@ def test_binance_usdm_instruments_keep_usdt_perpetuals_and_undo_1000_prefixes():
 
 def test_bybit_linear_instruments_and_cursor_paging():
     spec = SPECS["bybit-linear"]
-    [first] = spec.instruments_request()
+    first, prelaunch = spec.instruments_request()
     assert first == HttpRequest("GET", "/v5/market/instruments-info", {"category": "linear", "limit": "1000"})
+    # PreLaunch instruments come back only when asked for (VENUES.md §12)
+    assert prelaunch == HttpRequest("GET", "/v5/market/instruments-info",
+                                    {"category": "linear", "limit": "1000", "status": "PreLaunch"})
 
     def row(symbol, base, contract_type="LinearPerpetual", status="Trading", quote="USDT"):
         return {
@@ -627,11 +630,19 @@ def test_kucoin_spot_instruments():
                     "market": "USDS",
                     "enableTrading": False,
                 },
+                {  # listed, opening later: tradingStartTime in the future (VENUES.md §12)
+                    "symbol": "NEW-USDT",
+                    "baseCurrency": "NEW",
+                    "quoteCurrency": "USDT",
+                    "enableTrading": False,
+                    "tradingStartTime": int(time.time() * 1000) + 3_600_000,
+                },
             ],
         }
     )
     got = by_symbol(spec.parse_instruments([body]))
-    assert [(s, i.status) for s, i in got.items()] == [("BTC-USDT", "trading"), ("LUNA-USDT", "halted")]
+    assert [(s, i.status) for s, i in got.items()] == [("BTC-USDT", "trading"), ("LUNA-USDT", "halted"),
+                                                       ("NEW-USDT", "pre_trading")]
 
 
 def test_gate_instruments():
@@ -649,11 +660,15 @@ def test_gate_instruments():
             },
             {"id": "XYZ_USDT", "base": "XYZ", "quote": "USDT", "trade_status": "untradable"},
             {"id": "ETH_BTC", "base": "ETH", "quote": "BTC", "trade_status": "tradable"},
+            # a new pair before its opening time (VENUES.md §12): buy_start/sell_start ahead
+            {"id": "NEW_USDT", "base": "NEW", "quote": "USDT", "trade_status": "untradable",
+             "buy_start": int(time.time()) + 600, "sell_start": int(time.time()) + 600},
         ]
     )
     assert [(i.symbol, i.base, i.status) for i in spot.parse_instruments([body])] == [
         ("BTC_USDT", "BTC", "trading"),
         ("XYZ_USDT", "XYZ", "halted"),
+        ("NEW_USDT", "NEW", "pre_trading"),
     ]
 
     futures = SPECS["gate-futures"]
@@ -782,7 +797,7 @@ def test_binance_backfill_pages_forward_by_fromid():
         ("/api/v3/historicalTrades", {"symbol": "BTCUSDT", "fromId": "2101", "limit": "500"}),
     ]
     assert spec.backfill_requests("BTCUSDT", after_id=100, before_id=101) == []
-    usdm = SPECS["binance-usdm"].backfill_requests("BTCUSDT", after_id="0", before_id="1202")
+    usdm = SPECS["binance-usdm"].with_api_key("k").backfill_requests("BTCUSDT", after_id="0", before_id="1202")
     assert [(p.path, p.params["fromId"], p.params["limit"]) for p in usdm] == [
         ("/fapi/v1/historicalTrades", "1", "500"),
         ("/fapi/v1/historicalTrades", "501", "500"),
@@ -854,8 +869,10 @@ def test_gate_backfill_asks_a_time_range_and_pages():
         "GET",
         "/api/v4/futures/usdt/trades",
         {"contract": "BTC_USDT", "limit": "1000", "from": "1514764800", "to": "1514764900", "offset": "0"},
+        {"X-Gate-Size-Decimal": "1"},  # else sizes come truncated to whole contracts (VENUES §8)
     )
     assert futures.next_backfill_request(first, full).params["offset"] == "1000"
+    assert futures.next_backfill_request(first, full).headers == {"X-Gate-Size-Decimal": "1"}
 
 
 @pytest.mark.parametrize(

@@ -381,6 +381,66 @@ def venue_coverage(venue: str, symbols: set[str], markers: list[dict], start_ns:
     return ("partial" if clipped else "complete"), clipped
 
 
+def _first_seen(data_dir: str, venue: str, symbols: set[str]) -> int | None:
+    """When the recorder first saw one of `symbols` on the venue's instrument list (any state): a
+    venue that opens the coin after the window shows up with it."""
+    catalogue = _load_json(os.path.join(data_dir, INSTRUMENTS_DIR, f"{venue}.json"))
+    if not isinstance(catalogue, dict):
+        return None
+    seen = [e.get("first_seen_ns") for s, e in catalogue.items() if s in symbols and isinstance(e, dict)]
+    return min((x for x in seen if isinstance(x, int)), default=None)
+
+
+def _same_span(a: LostSpan, b: LostSpan) -> bool:
+    return a.symbol == b.symbol and _ranges_touch(a.from_ns, a.to_ns, b.from_ns, b.to_ns)
+
+
+def listing_start(source: TradeSource, venue: str, symbols: set[str], markers: list[dict], start_ns: int,
+                  end_ns: int) -> dict:
+    """When the coin first traded on `venue` (its earliest trade recorded from 10 min before the
+    window to its end) and when PumpWatch subscribed it (the `subscription_set` marker the
+    recorder writes for an instrument added after its start, else the venue's last connection
+    up before the window), per venue and per instrument (issue 13). `late`: spans of the window
+    before an instrument's subscription that nothing proves empty: recording began after the
+    window's start and the recorder did not fetch (or could not fetch) what traded before; the
+    recorder's `gap_filled` "listing:" marker is that proof (REST walked back to the window start
+    or to the venue's first trade of it)."""
+    subscribed: dict[str, int] = {}
+    proven: dict[str, int] = {}
+    connection_up = None
+    for m in markers:
+        if m["venue"] != venue:
+            continue
+        if m["kind"] == "connection_up" and m["ts_ns"] <= start_ns:
+            connection_up = m["ts_ns"]
+        elif m["symbol"] in symbols and m["kind"] == "subscription_set" and (m["detail"] or "").startswith("subscribed"):
+            subscribed.setdefault(m["symbol"], m["ts_ns"])
+        elif m["symbol"] in symbols and m["kind"] == "gap_filled" and (m["detail"] or "").startswith("listing:"):
+            proven[m["symbol"]] = max(proven.get(m["symbol"], 0), m["to_ts_ns"])
+    t = source.query(start_ns - 600 * NS, end_ns, venues=[venue], symbols=sorted(symbols))
+    firsts: dict[str, int] = {}
+    for sym, ts in zip(t.column("symbol").to_pylist(), t.column("ts_ns").to_pylist()):
+        if sym in symbols and (sym not in firsts or ts < firsts[sym]):
+            firsts[sym] = ts
+    late = []
+    for sym, sub in subscribed.items():
+        if start_ns < sub and proven.get(sym, 0) < sub:
+            late.append(LostSpan(start_ns, min(sub, end_ns), "subscribed after the window began (a listing's "
+                                 "instrument the venue opened late) and its earlier trades were not fetched", sym))
+    first_trade = min(firsts.values(), default=None)
+    sub_all = [subscribed.get(s) for s in symbols]
+    sub_ns = min((x for x in sub_all if x is not None), default=connection_up)
+    return {
+        "first_trade_ns": first_trade,
+        "first_trade": iso(first_trade) if first_trade is not None else None,
+        "subscribed_ns": sub_ns,
+        "subscribed": iso(sub_ns) if sub_ns is not None else None,
+        "per_instrument": {s: {"first_trade_ns": firsts.get(s), "subscribed_ns": subscribed.get(s, connection_up)}
+                           for s in sorted(symbols)},
+        "late": late,
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # The capture
 
@@ -490,8 +550,16 @@ def capture(source: TradeSource, req: CaptureRequest, data_dir: str | os.PathLik
         symbols = {i.symbol for i in insts}
         killed = _last_recv_before_restarts(source, venue, markers, req.start_ns)
         status, lost = venue_coverage(venue, symbols, markers, req.start_ns, req.end_ns + 1, now_ns, killed)
+        first = listing_start(source, venue, symbols, markers, req.start_ns, req.end_ns + 1)
+        seen = _first_seen(data_dir, venue, symbols)
+        first["instrument_first_seen_ns"] = seen
+        first["instrument_first_seen"] = iso(seen) if seen is not None else None
+        late = [s for s in first.pop("late") if not any(_same_span(s, x) for x in lost)]
+        if late:
+            lost = sorted(lost + late, key=lambda x: (x.from_ns, x.to_ns))
+            status = "partial" if status == "complete" else status
         per_venue[venue] = {"coverage": status, "trades": counts.get(venue, 0), "lost": [s.to_dict() for s in lost],
-                            "instruments": [i.symbol for i in insts]}
+                            "instruments": [i.symbol for i in insts], **first}
     clock2 = time.perf_counter()
     have_reference = set(pc.unique(trades.filter(pc.less(trades.column("ts_ns"), req.t0_ns)).column("venue")).to_pylist())
     lacking = sorted(v for v in mapping if v not in have_reference)
@@ -690,6 +758,8 @@ class CaptureScheduler:
         self._save_task: Any = None
         self._tasks: set[Any] = set()
         self._stopped = False
+        #: Events written by this run, by name: captured again when a venue lists the coin later.
+        self.written: dict[str, CaptureRequest] = {}
 
     def start(self) -> None:
         for key in list(self.pending):
@@ -800,10 +870,31 @@ class CaptureScheduler:
             self.log.warning("event %s written after earlier failures", key)
         self.pending.pop(key, None)
         self._save()
+        self.written[key] = req
         summary = {"event": key, "path": ev.path, "trades": ev.event["trades"], "summary": ev.event["summary"],
                    "verdict": ev.analysis["across"]["verdict"], "ms": round((time.perf_counter() - clock) * 1e3, 1)}
         self.done.append(summary)
         self.log.info("event %s written: %d trades, %s; %s", key, ev.event["trades"], ev.event["summary"], summary["verdict"])
+
+    def recapture(self, ticker: str) -> None:
+        """A venue started listing `ticker` after its event was written: write the event again, so
+        event.json names that venue with when it first saw the coin (issue 13)."""
+        import asyncio
+
+        for key, req in list(self.written.items()):
+            if req.ticker.upper() != ticker.upper() or key in self.pending:
+                continue
+
+            async def again(key: str = key, req: CaptureRequest = req) -> None:
+                try:
+                    ev = await asyncio.to_thread(self._capture, req)
+                    self.log.info("event %s written again (a venue listed %s later): %s", key, ticker, ev.event["summary"])
+                except Exception as e:  # noqa: BLE001 - the event written before stays
+                    self.log.warning("capturing %s again failed: %s", key, e)
+
+            task = asyncio.get_running_loop().create_task(again(), name=f"recapture {key}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def _capture(self, req: CaptureRequest) -> CapturedEvent:
         from .store import ReadOnlyStore

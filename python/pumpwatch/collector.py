@@ -19,10 +19,13 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
+import math
 import random
+import ssl
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from . import _core
 from .capture import save_instruments
@@ -30,6 +33,7 @@ from .config import Config, VenueSettings
 from .connection import ReconnectPolicy, VenueConnection
 from .net import RATE_REFUSALS, Backoff, Budgets, http_fetch
 from .store import Store
+from .tls import context_for, venue_fetch
 from .venues import CLOSED, HttpFetch, Instrument, VenueSpec, get as venue_spec
 
 log = logging.getLogger("pumpwatch.collector")
@@ -62,6 +66,11 @@ SILENT_EWMA = 0.05
 #: connection and hour), so past this the alarm is raised and named without a resubscribe.
 RESUBSCRIBES_PER_HOUR = 60
 HOUR_NS = 3600 * 1_000_000_000
+#: How long the first venue of a shared connection budget waits for the others' instrument lists
+#: before the budget is planned without them (they get what is left).
+BUDGET_PLAN_WAIT_S = 10.0
+#: REST pages one listing backfill may take (a coin new to the venue has few; an old one is cut).
+LISTING_BACKFILL_PAGES = 50
 #: Ids per symbol remembered from the log at a restart, on venues without an id sequence: more
 #: than any venue's recent-trades window or snapshot (Bybit linear: 1000).
 RESTART_RECENT_IDS = 4096
@@ -100,6 +109,9 @@ class Hole:
     #: A routine merge of the recent-trades window (window_merge_s), not a known outage: where the
     #: window does not reach back to `start_ns` nothing is known lost, so nothing is named.
     routine: bool = False
+    #: A listing's instrument subscribed after `start_ns` (the capture window's start): its trades
+    #: before the subscription, fetched over REST back to `start_ns` or to the venue's first trade.
+    listing: bool = False
 
 
 @dataclass(eq=False)
@@ -125,6 +137,92 @@ class SymbolActivity:
     mean_interval_ns: float = 0.0
     intervals: int = 0
     silent_since_ns: int = 0  # nonzero while the alarm is raised
+
+
+@runtime_checkable
+class TurnoverSource(Protocol):
+    """A venue spec that can tell every symbol's 24 h turnover in one request (Phemex)."""
+
+    def turnover_request(self) -> Any: ...
+
+    def parse_turnover(self, body: str | bytes) -> dict[str, Any]: ...
+
+
+class ClientBudget:
+    """Connections one client may hold across venues that share a gateway (Phemex: 5 for spot and
+    contracts together, VENUES.md §9.1). When the symbols do not fit, the ones with the highest 24 h
+    turnover (across the venues) are recorded, a just-announced coin's always first; the rest are
+    named per venue in `not_recorded`."""
+
+    def __init__(self, name: str, limit: int, members: list[VenueRecorder]) -> None:
+        self.name, self.limit, self.members = name, limit, members
+        self.candidates: dict[str, list[str]] = {}
+        self.plan: dict[str, list[str]] = {}
+        self._planned = asyncio.Event()
+
+    def used(self) -> int:
+        return sum(len(r.connections) for r in self.members)
+
+    def _connections(self, rec: VenueRecorder, n: int) -> int:
+        return math.ceil(n / rec.spec.max_streams_per_connection) * rec.redundancy
+
+    async def choose(self, rec: VenueRecorder, symbols: list[str]) -> list[str]:
+        """The symbols of `rec` that get a connection within the budget."""
+        self.candidates[rec.venue] = symbols
+        if len(self.candidates) < len(self.members) and not self._planned.is_set():
+            try:
+                await asyncio.wait_for(self._planned.wait(), BUDGET_PLAN_WAIT_S)
+            except TimeoutError:
+                pass
+        if not self._planned.is_set() or rec.venue not in self.plan:
+            self._make_plan()
+        return self.plan.get(rec.venue, [])
+
+    def _make_plan(self) -> None:
+        """Greedy by turnover over every venue's candidates not planned yet, within the room the
+        planned ones leave."""
+        by_venue = {r.venue: r for r in self.members}
+        todo = [v for v in self.candidates if v not in self.plan]
+        taken = {v: list(self.plan[v]) for v in self.plan}
+        room = self.limit - sum(self._connections(by_venue[v], len(s)) for v, s in taken.items())
+        ranked = []
+        for v in todo:
+            rec = by_venue[v]
+            for s in self.candidates[v]:
+                inst = rec.instruments.get(s)
+                urgent = inst is not None and rec.for_listing(inst)
+                ranked.append((not urgent, -rec.turnover.get(s, 0), v, s))
+        ranked.sort()
+        chosen: dict[str, list[str]] = {v: [] for v in todo}
+        for _, _, v, s in ranked:
+            rec = by_venue[v]
+            before = self._connections(rec, len(chosen[v]))
+            after = self._connections(rec, len(chosen[v]) + 1)
+            if after - before <= room:
+                chosen[v].append(s)
+                room -= after - before
+        for v in todo:
+            self.plan[v] = chosen[v]
+            rec = by_venue[v]
+            rec.not_recorded = sorted(s for s in self.candidates[v] if s not in chosen[v])
+            if rec.not_recorded:
+                log.warning("%s: %d symbols do not fit the %d connections per client shared by %s; recording the "
+                            "%d with the highest 24 h turnover, not: %s", v, len(rec.not_recorded), self.limit,
+                            ", ".join(by_venue), len(chosen[v]), ", ".join(rec.not_recorded[:20]))
+        self._planned.set()
+
+
+#: Unfillable-gap markers written for one hole's remaining id ranges; past it, one more names the rest.
+MAX_UNFILLABLE_MARKERS = 100
+
+
+def _inside_hole(row: dict, hole: Hole) -> bool:
+    """An AGGREGATED row is stored only when every id it covers lies inside the hole: one that
+    straddles its edge would count again trades already held singly (those ids stay named)."""
+    if not row["flags"] & _core.FLAGS["AGGREGATED"]:
+        return True
+    first, _, last = row["trade_id"].partition("-")
+    return hole.before_id is not None and hole.after_id is not None and hole.after_id < int(first) <= int(last) < hole.before_id
 
 
 class VenueRecorder:
@@ -157,6 +255,10 @@ class VenueRecorder:
         self._holes: asyncio.Queue[Hole] = asyncio.Queue(MAX_PENDING_BACKFILLS)
         self.filling: Hole | None = None  # the hole being backfilled now
         self._side_tasks: set[asyncio.Task] = set()
+        #: When the silent watch first saw each subscribed symbol that has not traded yet.
+        self._never_seen: dict[str, int] = {}
+        #: Symbols the venue refused to subscribe (with its reason): not recorded.
+        self.refused_symbols: dict[str, str] = {}
         # Per-IP budgets shared with the other venues of the process (both markets of an exchange).
         self.budgets = budgets if budgets is not None else Budgets()
         self.rest_limiter = self.budgets.limiter(spec.rest_pacing())
@@ -167,6 +269,26 @@ class VenueRecorder:
         # Venues without an id sequence, after a restart: per symbol the exchange time of the
         # last trade in the log, from which its recent-trades window is merged once it is up.
         self._restart_from: dict[str, int] = {}
+        #: Assets of KRW listings triggered (asset -> trigger ns): their instruments are subscribed
+        #: in any state but closed, ahead of any connection budget (issue 13).
+        self.listing_assets: dict[str, int] = {}
+        #: Symbol -> when its subscribe frames first went out in this run (wall ns).
+        self.subscribed_ns: dict[str, int] = {}
+        #: Symbols the run started with (a later subscription gets a marker of its own).
+        self._initial: set[str] = set()
+        #: Symbols dropped to make room for a listing's instrument (named in the status).
+        self.evicted: list[str] = []
+        self._relist_lock = asyncio.Lock()
+        #: The connection budget this venue shares with others (Phemex spot and contracts), if any.
+        self.budget: ClientBudget | None = None
+        #: Symbol -> 24 h turnover (USDT), fetched where a shared budget must choose.
+        self.turnover: dict[str, Any] = {}
+        #: Listed symbols left out for the connection budget (named in the status).
+        self.not_recorded: list[str] = []
+        #: Told (asset, venue, symbol) once a listing's instrument is subscribed and what it traded
+        #: before is fetched (the capture writes its event again if already written).
+        self.on_listing_instrument: Any = None
+        self._running = False  # its first connections are made: relists may add to them
 
     # -- discovery
 
@@ -181,8 +303,16 @@ class VenueRecorder:
                 bodies.append(body)
                 page = self.spec.next_instruments_request(page, body)
         parsed = [i for i in self.spec.parse_instruments(bodies) if i.quote == self.cfg.quote]
+        if self.budget is not None and isinstance(self.spec, TurnoverSource):
+            try:
+                self.turnover = self.spec.parse_turnover(await self._rest(self.spec.turnover_request()))
+            except Exception as e:  # noqa: BLE001 - without turnover the budget goes by name, said so
+                log.warning("%s: 24 h turnover unavailable (%s); symbols beyond the connection budget are "
+                            "chosen by name", self.venue, e)
         self.listed = {i.symbol for i in parsed if i.status != CLOSED}
-        found = [i for i in parsed if i.is_trading]
+        # Pre-trading instruments too: their first trades are a listing's pump (VENUES.md §12).
+        # A just-announced coin's instruments in any state but closed.
+        found = [i for i in parsed if i.is_subscribed or (i.status != CLOSED and self.for_listing(i))]
         self.instruments = {i.symbol: i for i in found}
         try:  # kept for captures in any process: which instruments are a ticker's, and their sizes
             save_instruments(self.store.path, self.venue, found)
@@ -193,8 +323,86 @@ class VenueRecorder:
                 self.store.set_phemex_spot_scales(i.symbol, i.price_scale, i.qty_scale)
         symbols = sorted(self.instruments)
         if self.settings.max_symbols:
-            symbols = symbols[: self.settings.max_symbols]
+            first = [s for s in symbols if self.for_listing(self.instruments[s])]  # never left out
+            symbols = first + [s for s in symbols if s not in first][: max(0, self.settings.max_symbols - len(first))]
         return symbols
+
+    def for_listing(self, inst: Instrument) -> bool:
+        """An instrument of a coin Upbit just announced (`1000`-prefixed and renamed bases included:
+        `asset` undoes them)."""
+        return bool(self.listing_assets) and (inst.asset in self.listing_assets or inst.base in self.listing_assets)
+
+    # -- KRW listings
+
+    async def on_listing(self, assets: Iterable[str], trigger_ns: int) -> None:
+        """A KRW listing of `assets` was announced: fetch the instrument list again now and
+        subscribe every instrument of them at once (ahead of any budget), then ask again on a
+        short schedule while the venue does not list them yet (it may open them later)."""
+        assets = [a.upper() for a in assets]
+        for a in assets:
+            self.listing_assets.setdefault(a, trigger_ns)
+        if self.settings.symbols:
+            return  # an explicit symbol list: no discovery on this venue
+        if self._running:  # else run() is still discovering: its list includes them (listing_assets)
+            await self.relist(f"KRW listing of {', '.join(assets)}")
+        # Cancelled with the recorder's other tasks when it stops.
+        self._tasks.append(asyncio.create_task(self._relist_schedule(assets, trigger_ns),
+                                               name=f"{self.venue}-listing-relist"))
+
+    def listing_kinds(self, asset: str) -> set[str]:
+        """The kinds (spot, perp) of `asset` subscribed here."""
+        have = {s for sh in self.shards for s in sh.symbols}
+        return {i.kind for s, i in self.instruments.items() if s in have and asset in (i.asset, i.base)}
+
+    async def _relist_schedule(self, assets: list[str], trigger_ns: int) -> None:
+        """Every `listing_relist_fast_s` for `listing_relist_fast_for_s`, then every
+        `listing_relist_slow_s` until `listing_relist_for_s` after the trigger, while the venue
+        lacks an instrument of one of `assets` of its kind (spot venues: spot, others: perpetual).
+        Each ask is one instrument-list fetch, paced like every REST call of the venue."""
+        c = self.cfg
+        while True:
+            since_s = (time.time_ns() - trigger_ns) / 1e9
+            if since_s >= c.listing_relist_for_s:
+                return
+            if all(self.spec.kind in self.listing_kinds(a) for a in assets):
+                return  # listed and subscribed: the routine refresh follows it from here
+            every = c.listing_relist_fast_s if since_s < c.listing_relist_fast_for_s else c.listing_relist_slow_s
+            await asyncio.sleep(max(every, 0.05))
+            if not self._running:
+                continue
+            try:
+                await self.relist(f"KRW listing of {', '.join(assets)}: asking again")
+            except Exception as e:  # noqa: BLE001 - the next ask tries again
+                log.warning("%s: instrument list for the listing of %s failed: %s", self.venue, ", ".join(assets), e)
+
+    async def relist(self, why: str) -> None:
+        """Fetches the instrument list and applies it (one at a time per venue)."""
+        async with self._relist_lock:
+            symbols = await self.discover()
+            await self.apply_instruments(symbols)
+
+    def _on_subscribed(self, symbols: list[str], ns: int) -> None:
+        """Subscribe frames for `symbols` went out. The first time in this run for a symbol added
+        after the start (a new instrument) or a listing's (also at the start: a restart after the
+        trigger), a marker says when: event.json reports it and coverage knows nothing of it was
+        recorded before; a listing's trades before it are fetched over REST."""
+        for s in symbols:
+            if s in self.subscribed_ns:
+                continue
+            self.subscribed_ns[s] = ns
+            inst = self.instruments.get(s)
+            if s in self._initial and not (inst is not None and self.for_listing(inst)):
+                continue
+            why = f"subscribed ({inst.status})" if inst is not None else "subscribed"
+            if inst is not None and self.for_listing(inst):
+                why += f" for the KRW listing of {inst.asset}"
+                trigger_ns = self.listing_assets.get(inst.asset) or self.listing_assets.get(inst.base) or ns
+                start = trigger_ns - int(self.cfg.capture.before_s * 1e9)
+                if start < ns:  # what traded before it was subscribed is fetched over REST
+                    self._enqueue(Hole(s, start, ns, listing=True))
+                else:
+                    self._listing_instrument_ready(s)
+            self.store.append_marker("subscription_set", ts_ns=ns, venue=self.venue, symbol=s, detail=why)
 
     # -- frames and connection states
 
@@ -217,10 +425,16 @@ class VenueRecorder:
         if events:
             for e in events:
                 if e[0] == "control" and e[2] == "shutdown_notice":
-                    # A planned cut of this socket (Binance serverShutdown, OKX notice 64008):
-                    # its replacement is made before it goes.
+                    # A planned cut of this socket (Binance serverShutdown, OKX notice 64008,
+                    # Gate futures.system upgrade): its replacement is made before it goes.
                     self.counters.rotation_notices += 1
                     conn.request_rotation(f"the venue announced a cut: {e[3][:120]}")
+                elif e[0] == "control" and e[2] == "error" and (rid := self.spec.rejected_request(e[3])) is not None:
+                    # A subscribe request refused whole (Gate, one unknown contract): find the
+                    # refused symbols by splitting it, and subscribe the rest.
+                    task = asyncio.ensure_future(conn.subscribe_refused(rid, e[3]))
+                    self._side_tasks.add(task)
+                    task.add_done_callback(self._side_tasks.discard)
                 self._on_event(e)
 
     def _watch_silence(self, shard: Shard, recv_ns: int) -> None:
@@ -306,6 +520,8 @@ class VenueRecorder:
             except (OSError, TimeoutError) as e:  # HttpError included: it is a ConnectionError
                 self.counters.rest_errors += 1
                 self.counters.last_error = str(e)[:200]
+                if isinstance(e.__cause__, ssl.SSLCertVerificationError):
+                    raise  # a refused certificate does not heal by retrying: say so at once
                 status = getattr(e, "status", None)
                 if status is not None and not (status in RATE_REFUSALS or status >= 500):
                     raise  # the venue refused this request itself: asking again gets the same
@@ -337,6 +553,8 @@ class VenueRecorder:
                 self._holes.task_done()
 
     async def _fill(self, hole: Hole) -> None:
+        if hole.listing:
+            return await self._fill_listing(hole)
         spec = self.spec
         bounds = dict(after_id=hole.after_id, before_id=hole.before_id, start_ns=hole.start_ns, end_ns=hole.end_ns)
         inst = self.instruments.get(hole.symbol)
@@ -345,6 +563,8 @@ class VenueRecorder:
             page: Any = request
             while page is not None:
                 rows = spec.parse_backfill(await self._rest(page), hole.symbol, instrument=inst)
+                if hole.after_id is not None:
+                    rows = [r for r in rows if _inside_hole(r, hole)]
                 if rows:
                     trades = [_core.Trade(**{**r, "recv_ns": time.time_ns()}) for r in rows]
                     n, events = self.store.ingest_trades(trades)
@@ -356,12 +576,97 @@ class VenueRecorder:
                 page = spec.next_backfill_request(page, rows, **bounds)
         if hole.after_id is not None:
             remaining = [g for g in self.store.open_gaps(self.venue, hole.symbol) if g[0] <= hole.before_id - 1 and g[1] >= hole.after_id + 1]
-            if remaining:
-                self._unfillable(hole, f"ids {remaining[0][0]}..{remaining[-1][1]} not served by the venue's REST")
+            why = "not served by the venue's REST"
+            if getattr(spec, "keyless", False):
+                why += (" (no API key: the rest was covered from aggTrades, flagged AGGREGATED, which hold market"
+                        " trades only, not NA/ADL/INSURANCE_FUND ids)")
+            # One marker per id range left, so each says exactly which ids stay uncovered.
+            for a, b in remaining[:MAX_UNFILLABLE_MARKERS]:
+                self._unfillable(Hole(hole.symbol, hole.start_ns, hole.end_ns, after_id=a - 1, before_id=b + 1), f"ids {a}..{b} {why}")
+            if len(remaining) > MAX_UNFILLABLE_MARKERS:
+                a, b = remaining[MAX_UNFILLABLE_MARKERS][0], remaining[-1][1]
+                self._unfillable(Hole(hole.symbol, hole.start_ns, hole.end_ns, after_id=a - 1, before_id=b + 1),
+                                 f"{len(remaining) - MAX_UNFILLABLE_MARKERS} more id ranges in {a}..{b} {why}")
         elif not hole.routine and (oldest_ts is None or oldest_ts > hole.start_ns):
             # The recent-trades window does not reach back to the start of the outage.
             end = oldest_ts if oldest_ts is not None else hole.end_ns
             self._unfillable(Hole(hole.symbol, hole.start_ns, end), "the venue's recent-trades window does not reach back to the outage")
+
+    def _listing_instrument_ready(self, symbol: str) -> None:
+        inst = self.instruments.get(symbol)
+        if self.on_listing_instrument is not None and inst is not None:
+            try:
+                self.on_listing_instrument(inst.asset, self.venue, symbol)
+            except Exception as e:  # noqa: BLE001 - a listener's failure is not the recorder's
+                log.warning("%s %s: listing listener failed: %s", self.venue, symbol, e)
+
+    async def _fill_listing(self, hole: Hole) -> None:
+        try:
+            await self._fill_listing_walk(hole)
+        finally:
+            self._listing_instrument_ready(hole.symbol)
+
+    async def _fill_listing_walk(self, hole: Hole) -> None:
+        """The trades of a listing's instrument from `hole.start_ns` (or the venue's first trade of
+        it, if later) to its subscription. Complete when the walk reached `start_ns` or ended on a
+        short page (the venue has nothing older): a `gap_filled` marker says so, and coverage then
+        knows nothing before the subscription was missed. Otherwise the span not reached is named."""
+        spec = self.spec
+        inst = self.instruments.get(hole.symbol)
+        if spec.backfill.reach == "by_id":  # forwards from the venue's first id of the symbol
+            requests = spec.backfill_requests(hole.symbol, after_id=-1)
+        else:
+            requests = spec.backfill_requests(hole.symbol, start_ns=hole.start_ns, end_ns=hole.end_ns)
+        oldest_ts, exhausted, pages = None, False, 0
+        for request in requests:
+            page: Any = request
+            while page is not None and pages < LISTING_BACKFILL_PAGES:
+                pages += 1
+                rows = spec.parse_backfill(await self._rest(page), hole.symbol, instrument=inst)
+                limit = int(getattr(page, "params", {}).get("limit", spec.backfill.max_rows))
+                exhausted = len(rows) < limit
+                if rows and self._sequenced:
+                    # Oldest first: with no live trade yet, the first row starts the id sequence.
+                    rows = sorted(rows, key=lambda r: (len(str(r["trade_id"])), str(r["trade_id"])))
+                    self._open_below_live(hole, rows)
+                if rows:
+                    trades = [_core.Trade(**{**r, "recv_ns": time.time_ns()}) for r in rows]
+                    n, events = self.store.ingest_trades(trades)
+                    self.counters.backfilled += n
+                    for e in events or []:
+                        self._on_event(e)
+                    first = min(r["ts_ns"] for r in rows)
+                    oldest_ts = first if oldest_ts is None else min(oldest_ts, first)
+                page = spec.next_backfill_request(page, rows, start_ns=hole.start_ns, end_ns=hole.end_ns,
+                                                  **({"after_id": -1} if spec.backfill.reach == "by_id" else {}))
+            if page is not None:
+                exhausted = False  # cut at LISTING_BACKFILL_PAGES
+        # Forwards from the first id, only reaching the present proves the span; backwards or by
+        # time, reaching the window start does too.
+        reached_start = spec.backfill.reach != "by_id" and oldest_ts is not None and oldest_ts <= hole.start_ns
+        if exhausted or reached_start:
+            self.store.append_marker(
+                "gap_filled", ts_ns=time.time_ns(), venue=self.venue, symbol=hole.symbol,
+                from_ts_ns=hole.start_ns, to_ts_ns=hole.end_ns,
+                detail=f"listing: trades before the subscription fetched over REST, complete "
+                       f"({'from the first trade' if exhausted else 'back to the window start'})")
+        else:
+            end = oldest_ts if oldest_ts is not None else hole.end_ns
+            self._unfillable(Hole(hole.symbol, hole.start_ns, end),
+                             "a listing's trades before its subscription: the venue's REST does not reach back")
+
+    def _open_below_live(self, hole: Hole, rows: list[dict]) -> None:
+        """The id tracker takes ids below the first live one for duplicates; a listing's trades
+        from before its subscription are exactly those, and none of them is stored yet: open them
+        as a hole so they are stored (once)."""
+        ids = [int(r["trade_id"]) for r in rows if str(r["trade_id"]).isdigit()]
+        if not ids:
+            return
+        live = [int(i) for i in self.store.query(hole.start_ns - RESTART_LOOKBACK_NS, time.time_ns() + 60 * 1_000_000_000,
+                                                 venues=[self.venue], symbols=[hole.symbol]).column("trade_id").to_pylist()
+                if i.isdigit()]
+        if live and min(ids) < min(live):
+            self.store.seed_open_gap(self.venue, hole.symbol, min(ids), min(live) - 1)
 
     def _unfillable(self, hole: Hole, why: str) -> None:
         if hole.routine:
@@ -406,6 +711,10 @@ class VenueRecorder:
         last: dict[str, tuple[int, int]] = {}
         stored: dict[str, list[int]] = {}
         for symbol, tid, ts in zip(symbols, tids, times):
+            first, _, n_text = tid.partition("-")  # "<f>-<l>": an AGGREGATED record covers ids f..l
+            if first.isdigit() and n_text.isdigit():
+                stored.setdefault(symbol, []).extend(range(int(first), int(n_text) + 1))
+                tid = n_text
             if tid.isdigit():
                 n = int(tid)
                 stored.setdefault(symbol, []).append(n)
@@ -452,8 +761,15 @@ class VenueRecorder:
         if not symbols:
             self.state = "idle: no instruments"
             return
+        if self.budget is not None:
+            symbols = await self.budget.choose(self, symbols)
+            if not symbols:
+                self.state = "idle: no room in the connection budget"
+                return
         self.seed_from_log()
+        self._initial = set(symbols)
         self._add_shards(symbols)
+        self._running = True
         self._tasks.append(asyncio.create_task(self.backfill_loop(), name=f"{self.venue}-backfill"))
         self._tasks.append(asyncio.create_task(self.refresh_loop(), name=f"{self.venue}-refresh"))
         self._tasks.append(asyncio.create_task(self.window_merge_loop(), name=f"{self.venue}-window-merge"))
@@ -477,21 +793,29 @@ class VenueRecorder:
             await asyncio.sleep(self.policy.delay(attempt, random.Random()))
             attempt += 1
 
-    def _add_shards(self, symbols: list[str]) -> None:
+    def _add_shards(self, symbols: list[str]) -> list[str]:
+        """New connections for `symbols`, within the venue's connection budget; returns the
+        symbols left out."""
         shards = self.spec.shard(symbols)
         room = None
-        if self.spec.max_connections:
+        left_out: list[str] = []
+        if self.budget is not None:
+            room = (self.budget.limit - self.budget.used()) // self.redundancy
+        elif self.spec.max_connections:
             room = self.spec.max_connections // self.redundancy - len(self.shards)
         if room is not None and len(shards) > room:
             log.warning("%s: %d more shards exceed the venue's %d connections; recording the first %d",
                         self.venue, len(shards), self.spec.max_connections, max(0, room))
+            left_out = [s for sh in shards[max(0, room):] for s in sh]
             shards = shards[: max(0, room)]
+            self.not_recorded = sorted(set(self.not_recorded) | set(left_out))
         for symbols_of_shard in shards:
             shard = Shard(list(symbols_of_shard))
             self.shards.append(shard)
             for twin in range(self.redundancy):
                 self._connect(shard, twin)
         self.counters.subscribed = sum(len(sh.symbols) for sh in self.shards)
+        return left_out
 
     def _connect(self, shard: Shard, twin: int = 0) -> VenueConnection:
         name = f"{self.venue}#{self.shards.index(shard)}" + (f"/{twin}" if self.redundancy > 1 else "")
@@ -507,14 +831,23 @@ class VenueRecorder:
             self.on_state(shard, conn, state, reason)
 
         conn = VenueConnection(self.spec, shard.symbols, http=self.http, policy=self.policy, on_frame=on_frame,
-                               on_frames=on_frames, on_state=on_state, name=name, rng=random.Random(),
-                               budgets=self.budgets)
+                               on_frames=on_frames, on_state=on_state, on_rejected=self._refused, name=name,
+                               rng=random.Random(), budgets=self.budgets, ssl_context=context_for(self.cfg.tls.ca_file))
+        conn.on_subscribed = self._on_subscribed
         shard.connections.append(conn)
         self.connections.append(conn)
         task = asyncio.create_task(conn.run(), name=conn.name)
         task.add_done_callback(self._connection_ended)
         self._tasks.append(task)
         return conn
+
+    def _refused(self, symbol: str, reason: str) -> None:
+        """The venue refused to subscribe `symbol`: named in the log and in /status."""
+        if symbol in self.refused_symbols:
+            return  # a redundant twin found it too
+        self.refused_symbols[symbol] = reason[:200]
+        self.store.append_marker("subscription_set", ts_ns=time.time_ns(), venue=self.venue, symbol=symbol,
+                                 detail=f"the venue refused the subscription, not recorded: {reason}"[:1000])
 
     def _connection_ended(self, task: asyncio.Task) -> None:
         """A connection's run() ends only when closed or when on_frame raised (a full disk):
@@ -547,16 +880,17 @@ class VenueRecorder:
         while True:
             await asyncio.sleep(self.cfg.discovery_refresh_s)
             try:
-                symbols = await self.discover()
+                await self.relist("routine refresh")
             except Exception as e:  # noqa: BLE001 - the next refresh tries again
                 log.warning("%s: refreshing the instrument list failed: %s", self.venue, e)
-                continue
-            await self.apply_instruments(symbols)
 
     async def apply_instruments(self, symbols: list[str]) -> None:
         have = {s for sh in self.shards for s in sh.symbols}
         gone = sorted(s for s in have if s not in self.listed)
-        new = [s for s in symbols if s not in have]
+        # Symbols the connection budget left out stay out (named), but a listing's never does.
+        skip = set(self.not_recorded)
+        new = [s for s in symbols if s not in have
+               and (s not in skip or (s in self.instruments and self.for_listing(self.instruments[s])))]
         if gone:
             await self._unsubscribe(gone)
         if new:
@@ -586,6 +920,8 @@ class VenueRecorder:
 
     async def _subscribe(self, new: list[str]) -> None:
         log.info("%s: %d new instruments: %s", self.venue, len(new), ", ".join(new[:10]))
+        # A listing's instruments first: they go out at once, ahead of any budget.
+        new = sorted(new, key=lambda s: not (s in self.instruments and self.for_listing(self.instruments[s])))
         rest = list(new)
         for shard in self.shards:  # fill connections with room first, within the venue's limits
             if not rest:
@@ -599,10 +935,46 @@ class VenueRecorder:
                     await conn.add_symbols(batch)
                 shard.symbols.extend(batch)
         if rest:
-            self._add_shards(rest)
+            left_out = self._add_shards(rest)
+            urgent = [s for s in left_out if s in self.instruments and self.for_listing(self.instruments[s])]
+            if urgent:
+                await self._make_room(urgent)
         self.counters.subscribed = sum(len(sh.symbols) for sh in self.shards)
         self.store.append_marker("subscription_set", ts_ns=time.time_ns(), venue=self.venue,
                                  detail=f"subscribed {len(new)} new: {', '.join(new)}"[:1000])
+
+    async def _make_room(self, urgent: list[str]) -> None:
+        """The venue's connections are at their budget: each of a listing's instruments takes the
+        slot of the least active symbol that is not a listing's: one never seen trading, else the
+        one with the longest usual interval between trades, else the longest since its last."""
+        def quietness(s: str) -> tuple:
+            a = self.activity.get(s)
+            if a is None or not a.intervals:
+                return (0, 0.0, a.last_ns if a else 0, s)
+            return (1, -a.mean_interval_ns, a.last_ns, s)
+
+        for symbol in urgent:
+            candidates = [(quietness(s), s, sh) for sh in self.shards for s in sh.symbols
+                          if not (s in self.instruments and self.for_listing(self.instruments[s]))]
+            if not candidates:
+                log.error("%s: no slot for %s: every connection carries a listing's instruments", self.venue, symbol)
+                continue
+            _, victim, shard = min(candidates, key=lambda c: c[0])
+            shard.symbols = [symbol if s == victim else s for s in shard.symbols]
+            for conn in shard.connections:
+                # Out first where the connection keeps a symbol (per-connection limits), then in.
+                if len(conn.symbols) > 1:
+                    await conn.remove_symbols([victim])
+                    await conn.add_symbols([symbol])
+                else:
+                    await conn.add_symbols([symbol])
+                    await conn.remove_symbols([victim])
+            self.evicted.append(victim)
+            self.not_recorded = sorted(set(self.not_recorded) | {victim})
+            self.activity.pop(victim, None)
+            why = f"dropped to give its slot to {symbol} (KRW listing): the venue's connections are at their budget"
+            log.warning("%s %s: %s", self.venue, victim, why)
+            self.store.append_marker("subscription_set", ts_ns=time.time_ns(), venue=self.venue, symbol=victim, detail=why)
 
     # -- silent symbols
 
@@ -647,8 +1019,23 @@ class VenueRecorder:
             # connection (the idle watchdog's case) but a subscription that stopped.
             if silent_for > threshold and others > a.last_ns and now_ns - others < threshold:
                 self._silent(sh, symbol, a, now_ns)
+        # A subscription that never delivered, while its socket delivers others: a stream on the
+        # wrong path is acked and then silent, with no error (Binance USDⓈ-M, VENUES §12). With no
+        # usual interval known, silent_min_s decides. Instruments not trading yet are left alone.
+        for sh in self.shards:
+            others = shard_last.get(id(sh), 0)
+            for symbol in sh.symbols:
+                if symbol in self.activity or symbol in self.refused_symbols:
+                    continue
+                since = self._never_seen.setdefault(symbol, now_ns)
+                inst = self.instruments.get(symbol)
+                if inst is not None and not inst.is_trading:
+                    continue
+                if now_ns - since > c.silent_min_s * 1e9 and others > since and now_ns - others < c.silent_min_s * 1e9:
+                    a = self.activity[symbol] = SymbolActivity(last_ns=since)
+                    self._silent(sh, symbol, a, now_ns, never=True)
 
-    def _silent(self, shard: Shard, symbol: str, a: SymbolActivity, now_ns: int) -> None:
+    def _silent(self, shard: Shard, symbol: str, a: SymbolActivity, now_ns: int, *, never: bool = False) -> None:
         a.silent_since_ns = a.last_ns
         self.counters.silent_alarms += 1
         shard.resubscribed_ns = [t for t in shard.resubscribed_ns if t > now_ns - HOUR_NS]
@@ -656,6 +1043,9 @@ class VenueRecorder:
         why = (f"silent for {(now_ns - a.last_ns) / 1e9:.3g} s (usually a trade every "
                f"{a.mean_interval_ns / 1e9:.3g} s) while its connection delivers other symbols: "
                + ("resubscribed" if resubscribe else f"not resubscribed (already {RESUBSCRIBES_PER_HOUR} this hour)"))
+        if never:
+            why = (f"subscribed {(now_ns - a.last_ns) / 1e9:.3g} s ago and never delivered, while its connection "
+                   "delivers other symbols (a stream on the wrong path is acked, then silent): " + why.rsplit(": ", 1)[1])
         log.warning("%s %s: %s", self.venue, symbol, why)
         self.store.append_marker("subscription_set", ts_ns=now_ns, venue=self.venue, symbol=symbol,
                                  from_ts_ns=a.last_ns, to_ts_ns=now_ns, detail=why)
@@ -712,7 +1102,8 @@ class VenueRecorder:
         silent = self.silent_symbols
         if silent:
             return f"degraded: {len(silent)} silent symbols: {', '.join(silent[:5])}"
-        return f"recording {symbols} symbols on {len(conns)} connections"
+        left = f"; {len(self.not_recorded)} not recorded (connection budget)" if self.not_recorded else ""
+        return f"recording {symbols} symbols on {len(conns)} connections{left}"
 
     def status(self) -> dict:
         now = time.time_ns()
@@ -727,6 +1118,11 @@ class VenueRecorder:
             "last_message_age_s": round((now - last) / 1e9, 3) if last else None,
             "pending_backfills": self._holes.qsize(),
             "silent_symbols": self.silent_symbols,
+            "listing_assets": sorted(self.listing_assets),
+            "not_recorded": len(self.not_recorded),
+            "not_recorded_symbols": self.not_recorded[:100],
+            "dropped_for_listings": list(self.evicted),
+            "refused_symbols": sorted(self.refused_symbols),
             "connection_states": [c.status() for c in self.connections],
             **{k: v for k, v in vars(self.counters).items() if k != "started_ns"},
             # The venue's own error, else why a connection is down.
@@ -744,13 +1140,27 @@ class Collector:
         self.recorders = {}
         #: The process's per-IP budgets (connection requests, REST), shared by all venues.
         self.budgets = budgets if budgets is not None else Budgets()
+        if http is http_fetch:  # REST verified like the WebSockets: system CAs plus [tls] ca_file
+            http = venue_fetch(cfg.tls.ca_file)
         for venue, settings in cfg.venues.items():
             if not settings.enabled:
                 continue
             spec = (specs or {}).get(venue) or venue_spec(venue)
             if settings.ws_url or settings.rest_url:
                 spec = spec.with_urls(ws_url=settings.ws_url or None, rest_url=settings.rest_url or None)
+            if key := settings.resolved_api_key(venue):
+                spec = spec.with_api_key(key)
             self.recorders[venue] = VenueRecorder(spec, settings, store, cfg, http, self.budgets)
+        # Connection budgets per client across venues (Phemex spot and contracts share 5).
+        groups: dict[str, list[VenueRecorder]] = {}
+        for r in self.recorders.values():
+            name = getattr(r.spec, "client_budget", None)
+            if name and r.spec.max_connections:
+                groups.setdefault(name, []).append(r)
+        for name, members in groups.items():
+            budget = ClientBudget(name, min(r.spec.max_connections or 0 for r in members), members)
+            for r in members:
+                r.budget = budget
         self.started_ns = time.time_ns()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -766,6 +1176,24 @@ class Collector:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self.store.append_marker("recorder_stop", ts_ns=time.time_ns())
+
+    def listen_for_listing_instruments(self, fn: Any) -> None:
+        """`fn(asset, venue, symbol)` once each listing instrument is subscribed and backfilled."""
+        for r in self.recorders.values():
+            r.on_listing_instrument = fn
+
+    def on_listing(self, assets: Iterable[str], trigger_ns: int | None = None) -> list[asyncio.Task]:
+        """A KRW listing trigger: every venue relists and subscribes the coin's instruments at once
+        (in parallel, each venue on its own); returns the tasks."""
+        trigger_ns = time.time_ns() if trigger_ns is None else trigger_ns
+        assets = list(assets)
+        tasks = []
+        for venue, r in self.recorders.items():
+            task = asyncio.create_task(r.on_listing(assets, trigger_ns), name=f"{venue}-listing")
+            task.add_done_callback(_log_failure)
+            tasks.append(task)
+        self._listing_tasks = [t for t in getattr(self, "_listing_tasks", []) if not t.done()] + tasks
+        return tasks
 
     def backfills_pending(self) -> int:
         """Holes waiting for, or in, backfill on every venue (a capture waits for them to settle)."""
@@ -799,3 +1227,8 @@ class Collector:
             "budgets": self.budgets.status(),
             **({"disk": self.store.disk_state()} if hasattr(self.store, "disk_state") else {}),
         }
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s failed: %s", task.get_name(), task.exception())

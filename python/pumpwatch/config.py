@@ -124,6 +124,19 @@ class VenueSettings:
     max_symbols: int = 0
     #: Connections per shard on this venue (0 = [connection] redundancy).
     redundancy: int = 0
+    #: The venue's API key, for REST calls it refuses without one (Binance USDⓈ-M
+    #: historicalTrades); "" = the environment variable PUMPWATCH_<VENUE>_API_KEY
+    #: (PUMPWATCH_BINANCE_USDM_API_KEY), else none. A secret: never shown.
+    api_key: str = field(default="", repr=False)
+
+    def resolved_api_key(self, venue: str) -> str:
+        """The key from the file, else from the venue's environment variable, else ""."""
+        return self.api_key or os.environ.get(api_key_env(venue), "")
+
+
+def api_key_env(venue: str) -> str:
+    """`binance-usdm` -> `PUMPWATCH_BINANCE_USDM_API_KEY`."""
+    return "PUMPWATCH_" + venue.upper().replace("-", "_") + "_API_KEY"
 
 
 @dataclass(frozen=True)
@@ -188,12 +201,30 @@ def _sink(v: Any) -> SinkSettings:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """`[tls]`: how venues' certificates are verified. Always verified (system CAs); there is no
+    setting that turns verification off."""
+
+    #: A PEM file of extra CA certificates to trust besides the system's (a TLS-inspecting proxy's
+    #: CA, the simulator's test CA). "" = the system's CAs only.
+    ca_file: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: str = "./pumpwatch-data"
     #: The quote asset of the instruments recorded.
     quote: str = "USDT"
     #: How often instrument lists are fetched again (new instruments subscribed, delisted dropped).
-    discovery_refresh_s: float = 3600.0
+    #: Minutes, not an hour: a coin a venue opens between two refreshes is not recorded before.
+    discovery_refresh_s: float = 300.0
+    #: After a KRW listing trigger every venue's list is fetched at once; venues that do not list
+    #: the coin yet are asked again every `listing_relist_fast_s` for `listing_relist_fast_for_s`,
+    #: then every `listing_relist_slow_s` until `listing_relist_for_s` after the trigger.
+    listing_relist_fast_s: float = 5.0
+    listing_relist_fast_for_s: float = 600.0
+    listing_relist_slow_s: float = 60.0
+    listing_relist_for_s: float = 3600.0
     #: Venues whose ids cannot show a hole (Bybit, KuCoin, Phemex): every this many seconds each
     #: symbol's recent-trades window is merged over REST, so a trade message lost mid-stream (no
     #: disconnect, no silence) is still recorded if the window reaches back to it. Paced with the
@@ -207,6 +238,7 @@ class Config:
     connection: ConnectionSettings = field(default_factory=ConnectionSettings)
     venues: dict[str, VenueSettings] = field(default_factory=lambda: {v: VenueSettings() for v in VENUE_IDS})
     sink: SinkSettings = field(default_factory=SinkSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
 
 def _typed(where: str, value: Any, typ: Any) -> Any:
@@ -227,7 +259,8 @@ def _typed(where: str, value: Any, typ: Any) -> Any:
         return value
     if typ in (str, "str"):
         if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a string, not {value!r}")
+            shown = "something else" if where.endswith("api_key") else repr(value)  # a secret is never shown
+            raise ConfigError(f"{where} must be a string, not {shown}")
         return value
     if typ in (tuple[str, ...], "tuple[str, ...]"):
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
@@ -279,6 +312,8 @@ def from_dict(raw: dict[str, Any]) -> Config:
             kw[k] = _section("capture", CaptureSettings, v)
         elif k == "sink":
             kw[k] = _sink(v)
+        elif k == "tls":
+            kw[k] = _section("tls", TlsSettings, v)
         elif k == "venues":
             if not isinstance(v, dict):
                 raise ConfigError("[venues] must hold one table per venue, e.g. [venues.binance-spot]")
@@ -311,6 +346,13 @@ def from_dict(raw: dict[str, Any]) -> Config:
     if not 0 <= cfg.log.zstd_level <= 22:
         raise ConfigError(f"log.zstd_level {cfg.log.zstd_level} is out of range; use 1 (fastest) to 22 (smallest), "
                           f"3 by default, or 0 to keep sealed segments uncompressed")
+    if cfg.tls.ca_file:
+        from .tls import TlsConfigError, client_context
+
+        try:  # refused at start, not at the first connection
+            client_context(cfg.tls.ca_file)
+        except TlsConfigError as e:
+            raise ConfigError(str(e)) from None
     host, _, port = cfg.metrics_address.rpartition(":")
     if host not in ("127.0.0.1", "localhost", "::1") or not port.isdigit():
         raise ConfigError(f"metrics_address {cfg.metrics_address!r} must be 127.0.0.1:PORT (served on loopback only)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.frames import Frame, Opcode
 
 from .net import Backoff, Budgets, HttpError, default_budgets, http_fetch, retry_after_s
+from .tls import describe_tls_error
 from .venues import HeartbeatRule, HttpFetch, VenueSpec
 
 log = logging.getLogger("pumpwatch.connection")
@@ -109,6 +111,10 @@ class ReconnectPolicy:
             return self.idle_timeout_s
         hb = heartbeat or spec.heartbeat
         return hb.interval_s + hb.timeout_s
+
+
+#: Subscribe requests remembered per connection (to trace a refusal); the oldest are forgotten.
+MAX_TRACKED_REQUESTS = 4096
 
 
 class _Closed(Exception):
@@ -202,7 +208,8 @@ class VenueConnection:
     `Store.ingest`. `on_state(state, reason)` hears `"up"` once a socket's subscription is sent,
     `"down"` when a socket is lost or closed, and `"rotated"` when a socket is closed after its
     replacement took over (make-before-break: no hole), so the caller can write markers.
-    `http` runs KuCoin's token request (default: `http_fetch`).
+    `http` runs KuCoin's token request (default: `http_fetch`). `ssl_context` verifies `wss://`
+    venues (default: the system's CAs; see pumpwatch.tls.client_context for `[tls] ca_file`).
 
     Planned cuts are met by rotation: ahead of the venue's `connection_lifetime_s`, and when the
     caller says a cut is coming (`request_rotation`, on Binance `serverShutdown` or OKX
@@ -226,9 +233,11 @@ class VenueConnection:
         http: HttpFetch | None = None,
         policy: ReconnectPolicy | None = None,
         on_state: Callable[[str, str], None] | None = None,
+        on_rejected: Callable[[str, str], None] | None = None,
         name: str | None = None,
         rng: random.Random | None = None,
         budgets: Budgets | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not symbols:
             raise ValueError(f"{spec.id}: a connection needs at least one symbol")
@@ -240,11 +249,20 @@ class VenueConnection:
         # Given, whole data frames come in batches (one per socket read, as bytes) to it.
         self.on_frames = on_frames
         self.on_state = on_state
+        # Told (symbols, wall ns) once their subscribe frames have gone out on a socket: when a
+        # listing's instrument was really subscribed (event.json, the trigger's latency).
+        self.on_subscribed: Callable[[list[str], int], None] | None = None
+        # Hears each symbol the venue refused to subscribe (found by splitting its request).
+        self.on_rejected = on_rejected
+        self.rejected: dict[str, str] = {}  # symbol -> the venue's refusal
+        self._requests: dict[int, tuple[_Session, list[str]]] = {}  # subscribe request id -> its symbols
         self.http = http if http is not None else http_fetch
         # The venue's per-IP connection budget is shared by every connection of the process
         # (both markets of an exchange): the owner's `Budgets`, else the process's.
         self.budgets = budgets
         self._retry_after_s: float | None = None  # the venue's Retry-After on a refused handshake
+        self.ssl_context = ssl_context
+        self._url = spec.ws_url  # the URL last connected to, for error messages
         self.policy = policy if policy is not None else ReconnectPolicy()
         self.name = name or f"{spec.id}[{','.join(self.symbols[:3])}{',…' if len(self.symbols) > 3 else ''}]"
         # The heartbeat of the current connection: the spec's, or what its handshake said (KuCoin).
@@ -342,7 +360,8 @@ class VenueConnection:
                 except _Closed:
                     break
                 except NETWORK_ERRORS as e:
-                    self.last_error = f"connecting failed: {_describe(e)}"
+                    # A refused certificate says which host and why, and how to trust it on purpose.
+                    self.last_error = f"connecting failed: {describe_tls_error(e, self._url) or _describe(e)}"
                     log.warning("%s: %s", self.name, self.last_error)
                 else:
                     up_since = session.opened_at
@@ -395,8 +414,11 @@ class VenueConnection:
             raise ConnectionError(f"resolving {self.spec.id}'s connection failed: {_describe(e)}") from e
         self.heartbeat = heartbeat
         self.idle_timeout_s = self.policy.idle_timeout(self.spec, self.heartbeat)
+        self._url = url
         ws = await connect(
             url,
+            # wss:// is verified against the system's CAs, or the configured context; ws:// has none.
+            ssl=self.ssl_context if url.startswith("wss:") else None,
             # Application-level heartbeats are ours to send (below); otherwise keep websockets'
             # protocol keepalive (see KEEPALIVE_INTERVAL_S). Server pings are answered either way.
             ping_interval=None if self.spec.heartbeat.who == "client" else KEEPALIVE_INTERVAL_S,
@@ -406,6 +428,7 @@ class VenueConnection:
             max_size=MAX_FRAME_BYTES,
             # Where we connect is the spec's (and so the config's) decision, not the environment's.
             proxy=None,
+            additional_headers=dict(self.spec.headers) or None,  # Gate futures' size decimals
             create_connection=_WatchedConnection,
         )
         try:
@@ -450,8 +473,10 @@ class VenueConnection:
             self._refused(e)
             raise
         symbols = list(self.symbols)
-        frames = self.spec.subscribe_frames(symbols, self._ids(symbols, "subscribe"))
+        first_id = self._ids(symbols, "subscribe")
+        frames = self.spec.subscribe_frames(symbols, first_id)
         session = _Session(ws, symbols, len(frames))
+        self._remember(session, symbols, first_id)
         ws.on_venue_frame = session.alive
         self._sessions.append(session)
         try:
@@ -463,6 +488,7 @@ class VenueConnection:
             self._sessions.remove(session)
             await ws.close()
             raise
+        self._subscribed(symbols)
         if rotating is None:
             if self._ever_up:
                 self.reconnects += 1
@@ -632,7 +658,50 @@ class VenueConnection:
             await self._send_frames(session, self.spec.unsubscribe_frames(drop, self._ids(drop, "unsubscribe")))
         if add:
             session.subscribed |= set(add)
-            await self._send_frames(session, self.spec.subscribe_frames(add, self._ids(add, "subscribe")))
+            first_id = self._ids(add, "subscribe")
+            self._remember(session, add, first_id)
+            await self._send_frames(session, self.spec.subscribe_frames(add, first_id))
+            self._subscribed(add)
+
+    def _subscribed(self, symbols: list[str]) -> None:
+        if self.on_subscribed is not None and symbols:
+            self.on_subscribed(symbols, time.time_ns())
+
+    def _remember(self, session: _Session, symbols: Sequence[str], first_id: int) -> None:
+        """Which symbols each subscribe request carries, so a refusal of one can be traced."""
+        for i, batch in enumerate(self.spec.subscribe_batches(symbols, first_id)):
+            self._requests[first_id + i] = (session, batch)
+        while len(self._requests) > MAX_TRACKED_REQUESTS:
+            del self._requests[next(iter(self._requests))]
+
+    async def subscribe_refused(self, request_id: int, reason: str) -> None:
+        """The venue refused subscribe request `request_id` whole (Gate, for one unknown
+        contract): its symbols are asked for again in two halves, until the refused ones stand
+        alone; those are dropped from the connection and reported (`on_rejected`), the rest
+        subscribed. A binary split: k bad symbols among n cost about 2k·log2(n) requests."""
+        entry = self._requests.pop(request_id, None)
+        if entry is None:
+            return
+        session, symbols = entry
+        symbols = [s for s in symbols if s in self.symbols]
+        if not symbols or session not in self._sessions:
+            return  # gone meanwhile; a new socket subscribes what is left afresh
+        if len(symbols) == 1:
+            [symbol] = symbols
+            self.rejected[symbol] = reason
+            session.subscribed.discard(symbol)
+            if len(self.symbols) > 1:  # the last symbol stays (see remove_symbols); it is reported all the same
+                self.symbols.remove(symbol)
+                self.subscribe_frames = self.spec.subscribe_frames(self.symbols)
+            log.warning("%s: the venue refused %s: %s", self.name, symbol, reason[:200])
+            if self.on_rejected is not None:
+                self.on_rejected(symbol, reason)
+            return
+        half = len(symbols) // 2
+        for part in (symbols[:half], symbols[half:]):
+            first_id = self._ids(part, "subscribe")
+            self._remember(session, part, first_id)
+            await self._send_frames(session, self.spec.subscribe_frames(part, first_id))
 
     async def _sync_all(self) -> None:
         for session in list(self._sessions):

@@ -27,6 +27,9 @@ from .store import Store, disk_line
 
 log = logging.getLogger("pumpwatch")
 
+#: The API key given to the simulated venues (they accept any).
+SIM_API_KEY = "pumpwatch-simulator"
+
 #: The `--simulate` faults: what happens to which venue when, so a new user sees the recorder find
 #: holes, backfill them, name what it cannot fill, and ride out a pump, within a minute.
 SCENARIO = [
@@ -80,9 +83,13 @@ class ListingLog:
     def __init__(self) -> None:
         self.triggers: list[dict] = []
         self.captures: CaptureScheduler | None = None
+        self.collector: Collector | None = None
 
     async def __call__(self, t) -> None:
-        # Named in /status first: whatever capture scheduling meets, the listing is on record.
+        if self.collector is not None and t.capture_tickers:
+            # First: every venue relists and subscribes the coin now (issue 13).
+            self.collector.on_listing(t.capture_tickers, t.detected_ns)
+        # Named in /status before capture scheduling runs: whatever that meets, the listing is on record.
         self.triggers.append({
             "notice_id": t.notice_id, "title": t.title, "tickers": list(t.tickers), "t0_ns": t.t0_ns,
             "detected_ns": t.detected_ns, "delay_ms": round(t.delay_ns / 1e6, 1), "capture": t.capture,
@@ -213,6 +220,17 @@ async def _report(status_fn, stop: asyncio.Event, interactive: bool, done: async
                 log.warning("%s", disk_line(st.get("disk")))
 
 
+def _resume_listings(collector: Collector, watcher, cfg: Config) -> None:
+    """After a restart: listings triggered within `listing_relist_for_s` are followed again (their
+    instruments subscribed in any state, venues asked again), so a restart between a notice and
+    the coin's first trade loses nothing of it."""
+    now = time.time_ns()
+    for ticker, v in getattr(watcher.state, "tickers", {}).items():
+        triggered = v.get("detected_ns") or v.get("t0_ns", 0)
+        if now - triggered < cfg.listing_relist_for_s * 1e9:
+            collector.on_listing([ticker], triggered)
+
+
 async def run(cfg: Config, *, simulate: bool = False, duration: float | None = None, seed: int = 0,
               interactive: bool | None = None, scenario: SimScenario | None = None) -> dict:
     """Runs the recorder until SIGTERM/SIGINT or `duration`; returns the final status. With
@@ -244,7 +262,9 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
     if simulate:
         from .sim import Simulator
 
-        sim = Simulator(seed=seed, trades_per_s=scenario.trades_per_s, backlog=200)
+        # wss:// and https:// with a test CA made now, trusted through [tls] ca_file: the same
+        # verified path as against the venues.
+        sim = Simulator(seed=seed, trades_per_s=scenario.trades_per_s, backlog=200, tls=True)
         scenario.simulator = sim
         listing_at = [at for at, _, expect in scenario.notices if scenario.listing in expect]
         if listing_at:
@@ -254,18 +274,22 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
                 if venue in sim.venues:
                     sim.venues[venue].schedule_pump(scenario.listing, t0_ns + int(lag_s * 1e9), multiple)
         await sim.start()
+        # The stand-ins take any API key; one is given so keyed REST (Binance USDⓈ-M
+        # historicalTrades) serves single trades, as it would for an operator with a key.
         venues = {
-            v: dataclasses.replace(s, ws_url=sim.urls()[v]["ws_origin"], rest_url=sim.urls()[v]["rest_url"])
+            v: dataclasses.replace(s, ws_url=sim.urls()[v]["ws_origin"], rest_url=sim.urls()[v]["rest_url"],
+                                   api_key=s.resolved_api_key(v) or SIM_API_KEY)
             for v, s in cfg.venues.items()
             if v in sim.venues
         }
-        cfg = dataclasses.replace(cfg, venues=venues)
+        cfg = dataclasses.replace(cfg, venues=venues, tls=dataclasses.replace(cfg.tls, ca_file=sim.ca_file or ""))
         fault_task = asyncio.create_task(_run_scenario(sim, scenario.faults))
     upbit_sim = None
     if simulate and cfg.upbit.enabled:
         from .sim.upbit import SimNotice, SimUpbit
 
-        upbit_sim = SimUpbit(seed=seed, min_interval_s=0.5, cdn_delay_s=scenario.cdn_delay_s)
+        upbit_sim = SimUpbit(seed=seed, min_interval_s=0.5, cdn_delay_s=scenario.cdn_delay_s,
+                             tls=sim.tls if sim is not None else None)
         scenario.upbit = upbit_sim
         await upbit_sim.start()
         for at, title, expect in scenario.notices:
@@ -291,12 +315,17 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
             capture_settings = dataclasses.replace(capture_settings, grace_s=min(capture_settings.grace_s, scenario.capture_grace_s))
         captures = CaptureScheduler(cfg.data_dir, capture_settings, settled=lambda: collector.backfills_pending() == 0)
         listings.captures = captures
+        # A venue that lists the coin after its event was written: the event is written again.
+        collector.listen_for_listing_instruments(lambda asset, venue, symbol: captures.recapture(asset))
         captures.start()
         if cfg.upbit.enabled:
             from .upbit import UpbitWatcher
 
-            watcher = UpbitWatcher(cfg.data_dir, on_trigger=listings, **cfg.upbit.watcher_settings())
+            watcher = UpbitWatcher(cfg.data_dir, on_trigger=listings, ca_file=cfg.tls.ca_file,
+                                   **cfg.upbit.watcher_settings())
+            listings.collector = collector
             await watcher.start()
+            _resume_listings(collector, watcher, cfg)
         warnings: list[str] = []
         status_fn = _status_with_disk(collector, cfg, watcher, listings, warnings, captures, sink)
         maintenance = asyncio.create_task(_maintain(cfg, store, warnings, stop))

@@ -149,6 +149,10 @@ def _extra_lines(status: dict) -> list[str | list[str]]:
             out.insert(1, f"event {u['event']} NOT WRITTEN since {u['since'][11:19]} ({u['attempts']} tries): {u['error']}")
         if caps.get("pending_unsaved_since"):
             out.insert(1, f"events  waiting captures not saved since {caps['pending_unsaved_since'][11:19]}: {caps['pending_unsaved_error']}")
+    for name, v in venues.items():  # symbols a connection budget leaves out (Phemex): named
+        if v.get("not_recorded"):
+            out.append(f"{name}  {v['not_recorded']} not recorded (connection budget): "
+                       + ", ".join(v.get("not_recorded_symbols") or []))
     trouble = disk_line(status.get("disk"))
     if trouble:  # disk full or failing: right under the totals, where it cannot be missed
         out.insert(1, f"disk  {trouble}")

@@ -13,11 +13,13 @@ class ParseResult:
     Binance USDⓈ-M `X=NA`, are included with the `NON_TRADE` flag), the id range each trade
     covers on venues whose ids form a per-symbol sequence (else None), or a control message
     `(kind, detail)` with kind one of `subscribe_ack`, `pong`, `welcome`, `shutdown_notice`,
-    `error`, `other`."""
+    `error`, `other`. `rejected`: why each trade left out of a multi-trade frame did not parse
+    (the frame's other trades are in `trades`)."""
 
     trades: list[_core.Trade] = field(default_factory=list)
     sequences: list[tuple[int, int] | None] = field(default_factory=list)
     control: tuple[str, str] | None = None
+    rejected: list[str] = field(default_factory=list)
 
 
 def parse(
@@ -29,5 +31,5 @@ def parse(
 ) -> ParseResult:
     """Parses one WebSocket frame of `venue` with the hot-path parser. Raises
     `pumpwatch.FrameError` (a ValueError) when the frame is not a frame of that venue."""
-    trades, sequences, control = _core.parse_frame(venue, frame, recv_ns, phemex_spot_scales)
-    return ParseResult(trades, sequences, control)
+    trades, sequences, control, rejected = _core.parse_frame(venue, frame, recv_ns, phemex_spot_scales)
+    return ParseResult(trades, sequences, control, rejected)

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 import pyarrow as pa
 
 from . import _core
-from .errors import InvalidTradeError
+from .errors import InvalidTradeError, StoreClosedError
 from .schema import MARKER_SCHEMA, TRADE_SCHEMA
 
 _STRING_COLUMNS = ("venue", "symbol", "trade_id", "price", "qty", "side")
@@ -256,8 +256,12 @@ class Store(_Reading):
         `unsynced_bytes` whose commit failed and will be written again, `lost_trades_pending`
         (fell out of the hold, named once the disk has room), `lost_trades`/`lost_other` (named
         so far), `episodes`, `commit_failures`, `last_error`, `index_behind`, and `summary`: the
-        line status pages show ("disk full since ... UTC: ..."), empty when all is well."""
-        state = self._log.disk_state()
+        line status pages show ("disk full since ... UTC: ..."), empty when all is well. A closed
+        store has no disk trouble left to report (its close committed or named what it held)."""
+        try:
+            state = self._log.disk_state()
+        except StoreClosedError:
+            return {"summary": ""}
         state["summary"] = disk_line(state) or ""
         return state
 

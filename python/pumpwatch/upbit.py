@@ -46,6 +46,7 @@ from urllib.parse import urlencode, urlsplit
 
 from . import faults
 from .errors import InvalidInputError
+from .tls import context_for
 
 # The one network layer; its names stay importable from here for the watcher's callers.
 from .net import (
@@ -124,7 +125,6 @@ _ASSET = re.compile(rf"\s*(?P<name>[^()\[\]{{}}<>,:;!?~\"]*?)\s*\(\s*(?P<ticker>
 _MARKETS_PAREN = re.compile(rf"\s*\(\s*(?P<m>{_MKT_LIST})\s*{_MKT_WORD}\s*\)")
 _MARKETS_BARE = re.compile(rf"\s+(?P<m>{_MKT_LIST})\s*{_MKT_WORD}(?=\s|,|$)")
 _SEPARATOR = re.compile(r"\s*(?:,|및|&|\band\b)\s*")
-_PAREN = re.compile(r"\s*\(([^()]*)\)")
 _ONLY_MARKETS = re.compile(rf"(?P<m>{_MKT_LIST})\s*{_MKT_WORD}?")
 _TICKER_LIST = re.compile(rf"(?P<list>{_TICKER}(?:\s*,\s*{_TICKER})*)")
 
@@ -190,16 +190,44 @@ def _scan_assets(text: str) -> tuple[list[list[Any]], int] | None:
 
 def _tail_parens(tail: str) -> list[str] | None:
     """The parenthesised groups that make up `tail`, or None if it holds anything else."""
-    out, pos, n = [], 0, len(tail)
+    groups, rest = _leading_parens(tail)
+    return None if rest else groups
+
+
+def _leading_parens(tail: str) -> tuple[list[str], bool]:
+    """The parenthesised groups at the start of `tail` and whether anything else follows them. A
+    group may hold parentheses of its own (`(거래지원 개시 시점 변경 (10/1 14:00))`)."""
+    out: list[str] = []
+    pos, n = 0, len(tail)
     while pos < n:
-        m = _PAREN.match(tail, pos)
-        if m is None:
-            if tail[pos:].strip():
-                return None
+        while pos < n and tail[pos].isspace():
+            pos += 1
+        if pos >= n:
             break
-        out.append(m[1].strip())
-        pos = m.end()
-    return out
+        if tail[pos] != "(":
+            return out, True
+        depth, start = 0, pos
+        while pos < n:
+            depth += {"(": 1, ")": -1}.get(tail[pos], 0)
+            pos += 1
+            if depth == 0:
+                break
+        if depth != 0:
+            return out, True
+        out.append(tail[start + 1 : pos - 1].strip())
+    return out, False
+
+
+# A note appended to a listing title when Upbit edits the notice (a price guide, a changed start
+# time) leaves it the listing it announces (UPBIT.md); a note that withdraws the listing does not.
+_WITHDRAWN = re.compile(r"취소|철회|(?i:cancel|withdrawn|revoked)")
+
+
+def _notes_kind(notes: list[str] | None) -> str:
+    """`listing` for no trailing text or only parenthesised notes, `amended` for anything else."""
+    if notes is None or any(_WITHDRAWN.search(n) for n in notes):
+        return "amended"
+    return "listing"
 
 
 def _is_markets(text: str) -> bool:
@@ -227,7 +255,7 @@ def _build(items: list[list[Any]]) -> Listing | None:
 def _with_tail(items: list[list[Any]], tail: str, *, markets_paren: bool) -> tuple[Listing | None, str]:
     """Applies a trailing markets parenthesis (if the shape has one) to assets that have none; any
     other trailing text makes the title a follow-up (`amended`, with the listing it amends)."""
-    parens = _tail_parens(tail)
+    parens, rest = _leading_parens(tail)
     if markets_paren and parens and _is_markets(parens[0]):
         mk = _markets(parens.pop(0))
         for item in items:
@@ -236,12 +264,13 @@ def _with_tail(items: list[list[Any]], tail: str, *, markets_paren: bool) -> tup
     listing = _build(items)
     if listing is None:
         return None, "none"
-    return listing, ("listing" if parens == [] else "amended")
+    return listing, _notes_kind(None if rest else parens)
 
 
 def _classify(title: str) -> tuple[Listing | None, str]:
-    """`(listing, kind)`: kind is `listing`; `amended`, a listing title with something added (a
-    follow-up, a price guide, an event), with the listing it amends; or `none`, with None."""
+    """`(listing, kind)`: kind is `listing` (also with parenthesised notes appended by an edit);
+    `amended`, a listing title with free text or a withdrawal appended, with the listing it amends;
+    or `none`, with None."""
     if not isinstance(title, str) or "(" not in title and "（" not in title:
         return None, "none"
     if not unicodedata.is_normalized("NFKC", title):  # full-width parentheses, compatibility forms
@@ -264,7 +293,7 @@ def _classify(title: str) -> tuple[Listing | None, str]:
                 return None, "none"
             mk = _markets(legacy["m"])
             listing = _build([[tk.strip(), mk] for tk in tl["list"].split(",")])
-            return listing, ("listing" if len(parens) == 1 else "amended")
+            return listing, _notes_kind(parens[1:])
         scanned = _scan_assets(head)
         if scanned is None or scanned[1] != len(head):
             return None, "none"
@@ -311,16 +340,19 @@ def parse_title(title: str) -> Listing | None:
     """The listing a notice title announces, or None if it is not a listing.
 
     A listing for BTC or USDT markets only comes back with `krw=False`; a listing title without
-    markets comes back with `markets=()` and `krw=False` (it cannot be told to open KRW). Cautions,
-    delistings, deposit/withdrawal notices, swaps, events and airdrops, follow-ups (a listing title
-    with a start-time change or price guide appended) and service notices are None."""
+    markets comes back with `markets=()` and `krw=False` (it cannot be told to open KRW). A listing
+    title with parenthesised notes appended (Upbit edits the notice: a price guide, a changed start
+    time; same id and `first_listed_at`) is still that listing. Cautions, delistings,
+    deposit/withdrawal notices, swaps, events and airdrops, listing titles with free text or a
+    withdrawal appended and service notices are None."""
     listing, kind = _classify_cached(title)
     return listing if kind == "listing" else None
 
 
 def follow_up_of(title: str) -> Listing | None:
-    """For a listing title with something appended (start-time change, price guide, event): the
-    listing it amends. Never a trigger; worth a warning if that listing was never seen."""
+    """For a listing title with free text or a withdrawal note appended (`... - 입금 일정 안내`,
+    `(추가 취소)`): the listing it amends. Never a trigger; worth a warning if that listing was never
+    seen. (Parenthesised notes of an edit are `parse_title`'s: the listing itself.)"""
     listing, kind = _classify_cached(title)
     return listing if kind == "amended" else None
 
@@ -811,6 +843,8 @@ class WatcherSettings:
     #: row on one egress, this policy. A single hung request costs nothing but its own poll.
     error_backoff: Backoff = field(default_factory=lambda: Backoff(initial_s=1.0, max_s=30.0, jitter=0.1))
     error_threshold: int = 3
+    #: A PEM file of extra CAs to trust besides the system's ([tls] ca_file); "" = system CAs only.
+    ca_file: str = ""
     #: /v1/market/all: every `market_poll_s` while triggered tickers wait for their KRW market,
     #: else every `market_refresh_s`; a pending ticker is given up after `pending_max_s`.
     market_poll_s: float = 10.0
@@ -858,9 +892,9 @@ class PollRecord:
 
 
 class _EgressState:
-    def __init__(self, egress: Egress):
+    def __init__(self, egress: Egress, ssl_context: ssl.SSLContext | None = None):
         self.egress = egress
-        self.client = HttpClient(egress.proxy, local_addr=egress.local_addr)
+        self.client = HttpClient(egress.proxy, local_addr=egress.local_addr, ssl_context=ssl_context)
         self.etag: str | None = None
         self.etag_seq = -1
         self.blocked_until = 0.0  # monotonic
@@ -954,11 +988,12 @@ class UpbitWatcher:
         log.info("Upbit watcher: %s, %d notices remembered, %d tickers pending a KRW market, polling every %.2f s "
                  "via %s", self.state.path, len(self.state.seen), len(self.state.pending), self.interval_s,
                  ", ".join(e.label for e in self.egresses))
-        self._eg = [_EgressState(e) for e in self.egresses]
+        tls = context_for(self.settings.ca_file)  # verified as every venue is: system CAs + [tls] ca_file
+        self._eg = [_EgressState(e, tls) for e in self.egresses]
         self._had_success = False
         self.running = True
         if self.settings.market_url:
-            self._market_client = HttpClient()
+            self._market_client = HttpClient(ssl_context=tls)
             # The first trigger should already know which tickers are on KRW; bounded, never fatal.
             await self._refresh_markets()
             self._tasks.append(asyncio.create_task(self._track_markets(), name="upbit-markets"))

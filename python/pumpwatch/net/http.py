@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..errors import InvalidInputError
+from ..tls import describe_tls_error
 
 #: A venue REST request that takes longer than this has failed (and is retried by its caller).
 HTTP_TIMEOUT_S = 10.0
@@ -167,7 +168,8 @@ class HttpClient:
                 except HttpError:
                     raise
                 except OSError as e:  # say which host, and how (refused, unreachable, TLS...)
-                    raise HttpError(f"connecting to {host} failed: {type(e).__name__}: {e}", url=redact(url)) from e
+                    why = describe_tls_error(e, url) if isinstance(e, ssl.SSLError) else f"{type(e).__name__}: {e}"
+                    raise HttpError(f"connecting to {host} failed: {why}", url=redact(url)) from e
             reader, writer = conn
             try:
                 writer.write(request)

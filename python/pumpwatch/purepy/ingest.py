@@ -11,12 +11,17 @@ from collections import deque
 from typing import Iterable
 
 from .._core import SEQUENCED_VENUES  # venues whose trade ids form a per-symbol sequence
-from .parse import ParseContext, parse
+from .parse import AGGREGATED, ParseContext, parse
 from .store import _encode_marker, _encode_quarantined, _encode_trade
 
 MAX_OPEN_GAPS = 1024
 # The Rust path cuts quarantined frames to what fits one record; frames here never come close.
 _QUARANTINE_LIMIT = (16 << 20) - 16 - 65535
+
+
+def _canonical(s: str) -> bool:
+    """A u64 in canonical decimal text (what Rust's `canonical_u64` takes)."""
+    return s.isdigit() and s.isascii() and (s == "0" or s[0] != "0") and int(s) < 2**64
 
 
 class _SymbolState:
@@ -122,6 +127,16 @@ class Ingestor:
             trade_ts.append(ts)
             stored += 1
         self._stage_markers(markers, frames, trade_ts)
+        if result.rejected:
+            # Some trades of the frame did not parse: the others are stored above, and the raw
+            # frame is kept with a reason naming only the ones left out (as the Rust path does).
+            raw = frame.encode() if isinstance(frame, str) else bytes(frame)
+            n = len(result.rejected)
+            reason = f"{venue}: {n} of {n + len(result.trades)} trades left out (the others are stored): " + "; ".join(result.rejected)
+            frames.append(_encode_quarantined(venue, recv_ns, reason, raw[:_QUARANTINE_LIMIT]))
+            trade_ts.append(None)
+            self.stats["quarantined"] += 1
+            events.append(("quarantined", venue, reason))
         self.stats["trades"] += stored
         return stored
 
@@ -150,7 +165,13 @@ class Ingestor:
         for t in trades:
             tid = t.trade_id
             seq = None
-            if t.venue in SEQUENCED_VENUES and tid.isdigit() and (tid == "0" or tid[0] != "0") and int(tid) < 2**64:
+            if t.venue not in SEQUENCED_VENUES:
+                pass
+            elif t.flags & AGGREGATED:  # `<first>-<last>`: the id range an aggTrades row covers
+                first, dash, last = tid.partition("-")
+                if dash and _canonical(first) and _canonical(last) and int(first) <= int(last):
+                    seq = (int(first), int(last))
+            elif _canonical(tid):
                 seq = (int(tid), int(tid))
             if not self._judge(t.venue, t.symbol, tid, t.ts_ns, seq, t.recv_ns, events, markers):
                 self.stats["duplicates"] += 1

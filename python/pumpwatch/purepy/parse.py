@@ -12,6 +12,9 @@ in short:
 * times are exact integers of nanoseconds, converted from the text (``"1606292218213.4578"`` ms
   -> ``1606292218213457800``).
 * ``side`` is the taker's side, ``"buy"`` or ``"sell"``.
+* in a frame of several trades (Bybit, OKX, Gate, Phemex arrays) a trade that does not parse is
+  left out and its reason kept in ``ParseResult.rejected``; the others stand. A frame whose
+  trades all fail raises, with every reason.
 * a frame yields trades (at least one), or a control ``(kind, detail)`` where kind is one of
   ``subscribe_ack``, ``pong``, ``welcome``, ``shutdown_notice``, ``error``, ``other`` and detail is
   the frame text (whitespace-trimmed, at most 1024 UTF-8 bytes; empty for pong/welcome), or
@@ -27,6 +30,7 @@ from itertools import accumulate
 
 __all__ = [
     "ADL",
+    "AGGREGATED",
     "BACKFILL",
     "BLOCK_TRADE",
     "INSURANCE_FUND",
@@ -34,6 +38,7 @@ __all__ = [
     "NON_TRADE",
     "RPI",
     "SNAPSHOT",
+    "UNKNOWN_TYPE",
     "VENUES",
     "FrameError",
     "ParseContext",
@@ -50,6 +55,8 @@ BLOCK_TRADE = 16
 NON_TRADE = 32
 BACKFILL = 64
 SNAPSHOT = 128
+AGGREGATED = 256
+UNKNOWN_TYPE = 512
 
 VENUES = (
     "binance-spot",
@@ -87,6 +94,27 @@ from ..errors import FrameError  # one exception for both paths  # noqa: E402
 class ParseResult:
     trades: list[dict] = field(default_factory=list)
     control: tuple[str, str] | None = None
+    rejected: list[str] = field(default_factory=list)  # why each left-out trade did not parse
+
+
+class _Many(list):
+    """The trades of a multi-trade frame, with the reasons of those left out."""
+
+    __slots__ = ("rejected",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rejected: list[str] = []
+
+    def take(self, parse_one, *args) -> None:
+        try:
+            self.append(parse_one(*args))
+        except FrameError as e:
+            self.rejected.append(str(e))
+
+    def result(self):
+        """The trades; `_OTHER` for an empty array."""
+        return self if self or self.rejected else _OTHER
 
 
 class ParseContext:
@@ -403,9 +431,8 @@ def _binance_trade(venue: str, p: dict, agg: bool) -> dict:
     flags = 0
     if "X" in p:
         x = _str(p["X"], "X")
-        flags = _BINANCE_X.get(x)
-        if flags is None:
-            raise FrameError(f'execution type "X" {_show(x)} is not MARKET, RPI, INSURANCE_FUND, ADL or NA')
+        # A value Binance added since: still a trade and an id of the sequence (VENUES §12).
+        flags = _BINANCE_X.get(x, UNKNOWN_TYPE)
     m = _need(p, "m")
     if m is True:
         side = "sell"
@@ -440,7 +467,10 @@ def _bybit(venue: str, d, ctx):
         data = _need(d, "data")
         if type(data) is not list:
             raise FrameError(f'field "data" is {_kind(data)}, not an array of trades')
-        return [_bybit_trade(venue, el, i) for i, el in enumerate(data)] or _OTHER
+        out = _Many()
+        for i, el in enumerate(data):
+            out.take(_bybit_trade, venue, el, i)
+        return out.result()
     if "success" in d or "op" in d:
         ok = d.get("success", _MISSING)
         if ok is not _MISSING and ok is not True and ok is not False:
@@ -498,7 +528,10 @@ def _okx(venue: str, d, ctx):
         if type(data) is not list:
             raise FrameError(f'field "data" is {_kind(data)}, not an array of trades')
         arg_inst = arg.get("instId", _MISSING)
-        return [_okx_trade(venue, el, i, arg_inst) for i, el in enumerate(data)] or _OTHER
+        out = _Many()
+        for i, el in enumerate(data):
+            out.take(_okx_trade, venue, el, i, arg_inst)
+        return out.result()
     if "op" in d:
         return _OTHER
     raise FrameError('not an OKX trade push or event (no "event", "data" or "op")')
@@ -579,6 +612,10 @@ def _gate(venue: str, d, ctx):
         status = r.get("status") if type(r) is dict else None
         return _ACK if type(status) is str and status == "success" else _ERROR
     if event == "update" or event == "all":
+        if futures and channel == "futures.system":  # a service upgrade will close the connection (VENUES §12)
+            r = d.get("result")
+            kind = r.get("type") if type(r) is dict else None
+            return _SHUTDOWN if type(kind) is str and kind == "upgrade" else _OTHER
         if channel != ("futures.trades" if futures else "spot.trades"):
             return _OTHER
         r = _need(d, "result")
@@ -586,14 +623,18 @@ def _gate(venue: str, d, ctx):
         if type(r) is dict:
             return [one(venue, r, 0)]
         if type(r) is list:
-            out = []
+            out = _Many()
             for i, el in enumerate(r):
-                if type(el) is not dict:
-                    raise FrameError(f"trade {i} is {_kind(el)}, not an object")
-                out.append(one(venue, el, i))
-            return out or _OTHER
+                out.take(_gate_element, one, venue, el, i)
+            return out.result()
         raise FrameError(f'field "result" is {_kind(r)}, not a trade object or array')
     return _OTHER
+
+
+def _gate_element(one, venue: str, el, i: int) -> dict:
+    if type(el) is not dict:
+        raise FrameError(f"trade {i} is {_kind(el)}, not an object")
+    return one(venue, el, i)
 
 
 def _gate_time(o: dict, i: int) -> int:
@@ -665,7 +706,7 @@ def _phemex(venue: str, d, ctx: ParseContext):
                 'a "trades" frame (COIN-M contract, scaled integers) is not a phemex-perp frame; '
                 'USDⓈ-M perpetuals send "trades_p" (trade_p.subscribe)'
             )
-        return _phemex_rows(venue, d, rows, scaled, ctx) or _OTHER
+        return _phemex_rows(venue, d, rows, scaled, ctx).result()
     if "error" in d or "result" in d:
         if d.get("error") is not None:
             return _ERROR
@@ -698,7 +739,7 @@ def _scaled(v, scale: int, name: str, idx: int) -> str:
     return s
 
 
-def _phemex_rows(venue: str, d: dict, rows, scaled: bool, ctx: ParseContext) -> list[dict]:
+def _phemex_rows(venue: str, d: dict, rows, scaled: bool, ctx: ParseContext) -> _Many:
     rows_name = "trades" if scaled else "trades_p"
     if type(rows) is not list:
         raise FrameError(f'field "{rows_name}" is {_kind(rows)}, not an array of rows')
@@ -720,31 +761,36 @@ def _phemex_rows(venue: str, d: dict, rows, scaled: bool, ctx: ParseContext) -> 
         price_scale, qty_scale = ctx.phemex_spot_scales(symbol)
         if price_scale > MAX_SCALE or qty_scale > MAX_SCALE:
             raise FrameError(f"configured scales ({price_scale}, {qty_scale}) of {symbol} are larger than {MAX_SCALE}")
-    out = []
+    out = _Many()
     seen: dict[str, int] = {}
     for i, row in enumerate(rows):
-        if type(row) is not list:
-            raise FrameError(f'row {i} of "{rows_name}" is {_kind(row)}, not an array')
-        if len(row) < 4:
-            raise FrameError(f'row {i} of "{rows_name}" has fewer than 4 elements [ts, side, price, qty]')
-        ts = _time_ns(row[0], "timestamp", i, 0)
-        side = _side(row[1], "side", i)
-        if scaled:
-            price = _scaled(row[2], price_scale, "priceEp", i)
-            qty = _scaled(row[3], qty_scale, "qty", i)
-        else:
-            price = _decimal(row[2], "price", i, True)
-            qty = _decimal(row[3], "qty", i, False)
-        # No trade id exists: the content key, with #k for the k-th identical row in the frame.
-        tid = f"{ts}:{side[0]}:{price}:{qty}"
-        k = seen.get(tid, 0) + 1
-        seen[tid] = k
-        if k > 1:
-            tid = f"{tid}#{k}"
-        if len(tid) > MAX_TEXT:
-            raise FrameError(f"{_f('id', i)} {_show(tid)} is {len(tid)} bytes long; at most {MAX_TEXT} are stored")
-        out.append(_trade(venue, symbol, tid, price, qty, side, ts, flags, None, None))
+        out.take(_phemex_row, venue, symbol, row, i, rows_name, scaled, price_scale, qty_scale, flags, seen)
     return out
+
+
+def _phemex_row(venue, symbol, row, i, rows_name, scaled, price_scale, qty_scale, flags, seen) -> dict:
+    if type(row) is not list:
+        raise FrameError(f'row {i} of "{rows_name}" is {_kind(row)}, not an array')
+    if len(row) < 4:
+        raise FrameError(f'row {i} of "{rows_name}" has fewer than 4 elements [ts, side, price, qty]')
+    ts = _time_ns(row[0], "timestamp", i, 0)
+    side = _side(row[1], "side", i)
+    if scaled:
+        price = _scaled(row[2], price_scale, "priceEp", i)
+        qty = _scaled(row[3], qty_scale, "qty", i)
+    else:
+        price = _decimal(row[2], "price", i, True)
+        qty = _decimal(row[3], "qty", i, False)
+    # No trade id exists: the content key, with #k for the k-th identical row in the frame.
+    tid = f"{ts}:{side[0]}:{price}:{qty}"
+    base = tid
+    k = seen.get(base, 0) + 1
+    if k > 1:
+        tid = f"{tid}#{k}"
+    if len(tid) > MAX_TEXT:
+        raise FrameError(f"{_f('id', i)} {_show(tid)} is {len(tid)} bytes long; at most {MAX_TEXT} are stored")
+    seen[base] = k  # only rows taken count as the same content (as in Rust's push_row)
+    return _trade(venue, symbol, tid, price, qty, side, ts, flags, None, None)
 
 
 _PARSERS = {
@@ -795,7 +841,10 @@ def parse(venue: str, frame: bytes | str, ctx: ParseContext | None = None) -> Pa
         got = parser(venue, _load(text), ctx if ctx is not None else _DEFAULT_CTX)
     except FrameError as e:
         raise FrameError(f"{venue}: {e}") from None
-    if type(got) is list:
-        return ParseResult(got, None)
+    if isinstance(got, list):
+        rejected = getattr(got, "rejected", [])
+        if rejected and not got:  # every trade failed: the frame is refused, with every reason
+            raise FrameError(f"{venue}: " + "; ".join(rejected))
+        return ParseResult(list(got), None, list(rejected))
     kind, detail = got
     return ParseResult([], (kind, _detail(text) if detail is None else detail))

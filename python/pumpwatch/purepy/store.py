@@ -86,7 +86,7 @@ I64_MIN = -(1 << 63)
 I64_MAX = (1 << 63) - 1
 U64_MAX = (1 << 64) - 1
 FLAG_NON_TRADE = 32
-FLAGS_ALL = 0xFF
+FLAGS_ALL = 0x3FF
 TEXT_MAX = 255
 DETAIL_MAX = 0xFFFF
 # A quarantined frame is cut so that its record, with the longest reason, still fits one frame.
@@ -863,7 +863,7 @@ def _encode_trade(venue, symbol, trade_id, price, qty, side, ts_ns, recv_ns, fla
     except TypeError:
         raise ValueError(f"flags must be an integer, not {type(flags).__name__}") from None
     if not 0 <= flags <= FLAGS_ALL:
-        raise ValueError(f"flags {flags:#x} has bits no PumpWatch flag uses (known: 0..=0xff)")
+        raise ValueError(f"flags {flags:#x} has bits no PumpWatch flag uses (known: 0..=0x3ff)")
     ts_ns = _int64("ts_ns", ts_ns)
     recv_ns = _int64("recv_ns", recv_ns)
     id_num = _canonical_u64(id_b)

@@ -1,6 +1,7 @@
 """`python -m pumpwatch.sim`: serve simulated venues on 127.0.0.1 until stopped.
 
-Prints one JSON line, `{venue: {"ws_url":..., "rest_url":..., "ws_origin":...}}`, once every
+Prints one JSON line, `{venue: {"ws_url":..., "rest_url":..., "ws_origin":...}}` (with `--tls`,
+`wss://`/`https://` URLs and `"ca_file"`: the test CA's PEM, for the recorder's `[tls] ca_file`), once every
 venue listens (and writes it to `--urls-out`); then serves until SIGINT/SIGTERM or `--duration`
 seconds, injecting the faults of `--scenario` on schedule. On the way out `--truth-out` gets
 what every venue sent: the truth a recorder in another process is checked against.
@@ -73,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--symbols", nargs="+", default=None, metavar="BASE", help="base assets (default BTC ETH SOL DOGE)")
     p.add_argument("--scenario", default=None, metavar="FILE",
                    help='faults on schedule: a JSON list of [seconds, venue or "*", fault, [args]]')
+    p.add_argument("--tls", action="store_true",
+                   help="serve wss:// and https:// with a test CA made at start (its PEM is named in the URL line)")
     p.add_argument("--urls-out", default=None, metavar="FILE", help="also write the URL line to FILE once listening")
     p.add_argument("--truth-out", default=None, metavar="FILE",
                    help="on stop, write every trade each venue sent (and withheld) to FILE as JSON")
@@ -115,7 +118,7 @@ async def _run_scenario(sim: Simulator, steps: list[tuple[float, str, str, tuple
 
 async def serve(args: argparse.Namespace) -> None:
     sim = Simulator(args.venues, seed=args.seed, trades_per_s=args.rate, time_scale=args.time_scale,
-                    backlog=args.backlog, symbols=args.symbols)
+                    backlog=args.backlog, symbols=args.symbols, tls=args.tls)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

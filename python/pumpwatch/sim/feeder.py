@@ -10,7 +10,9 @@ pushes back and the feeder stops producing until its write buffer drains (it nev
 never buffers without bound); what it could not send on time is reported as `behind`.
 
 It prints one JSON line with its URL when listening, and on exit one JSON line of what it sent:
-`{"first_id", "last_id", "sent", "seconds", "behind_max"}`.
+`{"first_id", "last_id", "sent", "seconds", "behind_max"}`. With `--tls` it serves `wss://` with a
+certificate from a test CA made at start (trustme) whose PEM the first line names (`ca_file`), so
+the recorder's production path, TLS verified, is what gets measured.
 """
 
 from __future__ import annotations
@@ -124,6 +126,14 @@ class FeedProtocol(asyncio.Protocol):
         self.feeder.lost(self)
 
 
+def _unsent(transport: asyncio.Transport) -> int:
+    """Bytes written and not yet handed to the kernel. Over TLS the transport reports only what
+    waits to be encrypted; the encrypted bytes wait in the TCP transport below it (asyncio keeps it
+    private), and a feeder that exited with them there would look like a recorder's loss."""
+    raw = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
+    return transport.get_write_buffer_size() + (raw.get_write_buffer_size() if raw is not None else 0)
+
+
 class Feeder:
     def __init__(self, rate: float, seconds: float, chunk: int) -> None:
         self.rate = rate
@@ -154,7 +164,7 @@ class Feeder:
             now = time.monotonic()
             due = min(total, int((now - t0) * self.rate)) - (self.next_id - FIRST_ID)
             self.behind_max = max(self.behind_max, due)
-            if proto.paused or proto.transport.get_write_buffer_size() > HIGH_WATER:
+            if proto.paused or _unsent(proto.transport) > HIGH_WATER:
                 await asyncio.sleep(TICK_S)  # the reader is behind: TCP pushes back, we wait
                 continue
             ts_ms = time.time_ns() // 1_000_000
@@ -177,19 +187,30 @@ class Feeder:
 async def serve(args: argparse.Namespace) -> dict:
     feeder = Feeder(args.rate, args.seconds, args.chunk)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: FeedProtocol(feeder), "127.0.0.1", args.port)
+    ca = None
+    if args.tls:
+        from ..tls import TestCA
+
+        ca = TestCA()
+    server = await loop.create_server(lambda: FeedProtocol(feeder), "127.0.0.1", args.port,
+                                      ssl=ca.server_context() if ca else None)
     port = server.sockets[0].getsockname()[1]
-    print(json.dumps({"ws_origin": f"ws://127.0.0.1:{port}", "symbol": SYMBOL}), flush=True)
+    hello = {"ws_origin": f"ws{'s' if ca else ''}://127.0.0.1:{port}", "symbol": SYMBOL}
+    if ca:
+        hello["ca_file"] = ca.ca_file
+    print(json.dumps(hello), flush=True)
     try:
         await asyncio.wait_for(feeder.done.wait(), args.wait_s + args.seconds)
     except asyncio.TimeoutError:
         pass
     # Let what is buffered reach the reader before saying what was sent.
-    while feeder.client is not None and feeder.client.transport.get_write_buffer_size() and not feeder.client.transport.is_closing():
+    while feeder.client is not None and _unsent(feeder.client.transport) and not feeder.client.transport.is_closing():
         await asyncio.sleep(0.01)
     elapsed = time.monotonic() - feeder.started if feeder.started else 0.0
     await asyncio.sleep(args.linger_s)
     server.close()
+    if ca:
+        ca.cleanup()
     return {"first_id": FIRST_ID, "last_id": feeder.next_id - 1, "sent": feeder.next_id - FIRST_ID,
             "seconds": round(elapsed, 3), "behind_max": feeder.behind_max}
 
@@ -200,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=5.0, help="how long to send (default 5)")
     p.add_argument("--chunk", type=int, default=4096, help="most frames per write (default 4096)")
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--tls", action="store_true", help="serve wss:// with a test CA made at start (its PEM: ca_file)")
     p.add_argument("--wait-s", type=float, default=60.0, help="how long to wait for a subscriber")
     p.add_argument("--linger-s", type=float, default=1.0, help="keep the connection open this long after the last frame")
     args = p.parse_args(argv)

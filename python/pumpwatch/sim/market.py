@@ -78,10 +78,12 @@ ASSETS: dict[str, Asset] = {
     for a in (
         Asset("BTC", "65000.0", "0.1", "0.00001", 0.4,
               {"okx-swap": ("0.01", "0.01"), "gate-futures": ("0.0001", "1"), "kucoin-futures": ("0.001", "1")}),
+        # Gate ETH and SOL are decimal-enabled contracts (`enable_decimal`): fills of 1.7 or 0.25
+        # contracts happen, and only `X-Gate-Size-Decimal: 1` shows them (VENUES §8).
         Asset("ETH", "1900.00", "0.01", "0.0001", 0.3,
-              {"okx-swap": ("0.1", "0.01"), "gate-futures": ("0.01", "1"), "kucoin-futures": ("0.01", "1")}),
+              {"okx-swap": ("0.1", "0.01"), "gate-futures": ("0.01", "0.1"), "kucoin-futures": ("0.01", "1")}),
         Asset("SOL", "77.000", "0.001", "0.01", 0.2,
-              {"okx-swap": ("1", "0.01"), "gate-futures": ("1", "1"), "kucoin-futures": ("0.1", "1")}),
+              {"okx-swap": ("1", "0.01"), "gate-futures": ("1", "0.01"), "kucoin-futures": ("0.1", "1")}),
         Asset("DOGE", "0.10000", "0.00001", "1", 0.1,
               {"okx-swap": ("1000", "0.01"), "gate-futures": ("10", "1"), "kucoin-futures": ("100", "1")}),
     )
@@ -123,6 +125,9 @@ class Instrument:
     pump: float | None = None  # a scheduled listing's (or pump's) price multiple
     pump_at_ns: int | None = None  # when the pump starts, if not at the listing (an Upbit announcement)
     delisted_at_ns: int | None = None  # from then on: gone from the instrument list, no trades
+    # From then on in the instrument list in the venue's pre-trading state (subscribable, no trades)
+    # until `listed_at_ns` opens it (VENUES.md §12); None: it appears when it opens.
+    preopen_at_ns: int | None = None
 
     @property
     def tick(self) -> str:
@@ -139,9 +144,16 @@ class Instrument:
         return units_text(units, self.qty_places, self.qty_pad)
 
     def listed(self, now_ns: int) -> bool:
+        """On the instrument list (trading or pre-trading): a subscription to it is accepted."""
         if self.delisted_at_ns is not None and now_ns >= self.delisted_at_ns:
             return False
+        if self.preopen_at_ns is not None and now_ns >= self.preopen_at_ns:
+            return True
         return self.listed_at_ns is None or now_ns >= self.listed_at_ns
+
+    def pre_trading(self, now_ns: int) -> bool:
+        """Listed, not open yet: the venue's list shows its pre-trading state."""
+        return self.listed(now_ns) and self.listed_at_ns is not None and now_ns < self.listed_at_ns
 
 
 def make_instrument(venue: str, symbol: str, asset: Asset, *, quote: str = "USDT", contracts: bool = False,

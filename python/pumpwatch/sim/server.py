@@ -32,6 +32,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 
+from ..tls import TestCA
 from .market import (
     ASSETS,
     DEFAULT_BASES,
@@ -244,13 +245,14 @@ class SimVenue:
     BTC, ETH, SOL, DOGE. `trades_per_s`: the venue's rate of trades (fills), in real seconds,
     shared by the symbols by weight. `time_scale`: multiplies every protocol timer;
     `lifetime_scale` the connection lifetime instead, where given. `backlog`: fills per symbol
-    already on the tape at start (REST history, Phemex snapshots).
+    already on the tape at start (REST history, Phemex snapshots). `tls`: a test CA whose
+    certificate the venue serves `wss://` and `https://` with (as the real venues do); None: plain.
     """
 
     def __init__(self, venue_id: str, *, seed: int = 0, symbols: list[str] | None = None, trades_per_s: float = 20.0,
                  time_scale: float = 1.0, backlog: int = 0, port: int = 0, max_history: int = 1_000_000,
                  lifetime_scale: float | None = None, connection_rates: dict[str, ConnectionRate] | None = None,
-                 rest_pools: dict[str, TokenBucket] | None = None):
+                 rest_pools: dict[str, TokenBucket] | None = None, tls: TestCA | None = None):
         if venue_id not in FAMILIES:
             raise ValueError(f"unknown venue {venue_id!r}; the venues are: {', '.join(VENUE_IDS)}")
         if time_scale <= 0 or trades_per_s < 0 or (lifetime_scale is not None and lifetime_scale <= 0):
@@ -303,6 +305,7 @@ class SimVenue:
         self._server: Server | None = None
         self._tasks: list[asyncio.Task] = []
         self.ws_origin = self.ws_url = self.rest_url = ""
+        self.tls = tls
 
     # -- lifecycle
 
@@ -310,11 +313,13 @@ class SimVenue:
         self._server = await serve(
             self._handle, HOST, self.port, process_request=self._process_request, create_connection=_Connection,
             ping_interval=None, compression=None, close_timeout=CLOSE_GRACE_S, logger=log,
+            ssl=self.tls.server_context() if self.tls is not None else None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        self.ws_origin = f"ws://{HOST}:{self.port}"
+        secure = "s" if self.tls is not None else ""
+        self.ws_origin = f"ws{secure}://{HOST}:{self.port}"
         self.ws_url = self.ws_origin + self.protocol.ws_path
-        self.rest_url = f"http://{HOST}:{self.port}"
+        self.rest_url = f"http{secure}://{HOST}:{self.port}"
         self._mono0, self._wall0 = time.monotonic(), time.time_ns()
         self._write_backlog()
         self._tasks = [asyncio.get_running_loop().create_task(t) for t in (self._run_market(), self._watch_heartbeats())]
@@ -443,14 +448,18 @@ class SimVenue:
         """Trades arrive `multiplier` times as fast for `seconds` (a pump is ~50x)."""
         self._burst = (multiplier, time.monotonic() + seconds)
 
-    def schedule_listing(self, base: str, at_ns: int, pump: float = 1.5) -> None:
+    def schedule_listing(self, base: str, at_ns: int, pump: float = 1.5, *, preopen_at_ns: int | None = None) -> Instrument:
         """`base` appears in the REST instrument list at `at_ns` (wall clock) and starts trading,
-        many times as fast as usual at first, its price rising to `pump` x over ~20 s."""
+        many times as fast as usual at first, its price rising to `pump` x over ~20 s. With
+        `preopen_at_ns`, it is listed from then on in the venue's pre-trading state (OKX `preopen`,
+        Binance `PRE_TRADING`/`PENDING_TRADING`, Bybit `PreLaunch`, ...; VENUES.md §12), subscribable,
+        and opens at `at_ns`."""
         inst = self.protocol.instrument(asset_for(base))
         if inst.symbol in self.instruments:
             raise ValueError(f"{self.venue_id} already lists {inst.symbol}")
-        inst.listed_at_ns, inst.pump = at_ns, pump
+        inst.listed_at_ns, inst.pump, inst.preopen_at_ns = at_ns, pump, preopen_at_ns
         self._add(inst)
+        return inst
 
     def schedule_pump(self, base: str, at_ns: int, pump: float = 1.5) -> Instrument:
         """`base` trades from the start (added if this venue does not list it yet) and from `at_ns`
@@ -738,6 +747,9 @@ class SimVenue:
             role = self.protocol.ws_role(path, request.headers)
             if role is None:
                 return _response(404, {"msg": f"no WebSocket at {path}"})
+            refused = self.protocol.refuse_connection()
+            if refused is not None:
+                return _response(*refused)
             connection.sim_role = role
             self.handshakes += 1
             return None
@@ -752,6 +764,8 @@ class SimVenue:
             retry = {"Retry-After": str(max(1, round(bucket.retry_after(route.weight))))}
             return _response(self.protocol.rate_limited_status, self.protocol.rate_limited_body, retry)
         query = {k: v[0] for k, v in parse_qs(qs, keep_blank_values=True).items()}
+        # The few handlers that answer by header (Gate's size decimals, Binance's API key) read it here.
+        self.protocol.request_headers = request.headers
         try:
             status, body = route.handler(query)
         except BadRequest as e:
@@ -759,7 +773,10 @@ class SimVenue:
         return _response(status, body)
 
     def urls(self) -> dict[str, str]:
-        return {"ws_url": self.ws_url, "rest_url": self.rest_url, "ws_origin": self.ws_origin}
+        urls = {"ws_url": self.ws_url, "rest_url": self.rest_url, "ws_origin": self.ws_origin}
+        if self.tls is not None:
+            urls["ca_file"] = self.tls.ca_file  # what a recorder's [tls] ca_file names
+        return urls
 
 
 def _wrong_types(o: Any) -> bool:
@@ -792,21 +809,35 @@ def _response(status: int, body: Any, headers: dict[str, str] | None = None) -> 
 
 
 class Simulator:
-    """All twelve venues (or `venues`), each on its own port, sharing `seed` and options."""
+    """All twelve venues (or `venues`), each on its own port, sharing `seed` and options.
 
-    def __init__(self, venues: list[str] | None = None, *, seed: int = 0, **kw: Any):
+    `tls=True` serves them all over TLS with one test CA made now (`ca_file` names its PEM, for a
+    recorder's `[tls] ca_file`; removed at `stop`); a `TestCA` given is used and left to its owner."""
+
+    def __init__(self, venues: list[str] | None = None, *, seed: int = 0, tls: bool | TestCA = False, **kw: Any):
+        self._own_ca = tls is True
+        self.tls: TestCA | None = TestCA() if tls is True else (tls or None)
         # One IP: an exchange's markets count connection requests together.
         self.connection_rates: dict[str, ConnectionRate] = kw.pop("connection_rates", None) or {}
         self.rest_pools: dict[str, TokenBucket] = {}
         self.venues: dict[str, SimVenue] = {v: SimVenue(v, seed=seed, connection_rates=self.connection_rates,
-                                                        rest_pools=self.rest_pools, **kw)
+                                                        rest_pools=self.rest_pools, tls=self.tls, **kw)
                                             for v in (venues or VENUE_IDS)}
+        if "phemex-spot" in self.venues and "phemex-perp" in self.venues:
+            share_phemex_gateway(self.venues["phemex-spot"], self.venues["phemex-perp"])
+
+    @property
+    def ca_file(self) -> str | None:
+        """The test CA's PEM file when serving TLS."""
+        return self.tls.ca_file if self.tls is not None else None
 
     async def start(self) -> None:
         await asyncio.gather(*(v.start() for v in self.venues.values()))
 
     async def stop(self) -> None:
         await asyncio.gather(*(v.stop() for v in self.venues.values()))
+        if self._own_ca and self.tls is not None:
+            self.tls.cleanup()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -817,3 +848,8 @@ class Simulator:
 
     def urls(self) -> dict[str, dict[str, str]]:
         return {vid: v.urls() for vid, v in self.venues.items()}
+
+
+def share_phemex_gateway(spot: SimVenue, perp: SimVenue) -> None:
+    """Phemex spot and contracts are one gateway: 5 connections per client across both (§9.1)."""
+    perp.protocol.gateway = spot.protocol.gateway  # type: ignore[attr-defined]

@@ -38,6 +38,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
+from ..tls import TestCA
+
 log = logging.getLogger("pumpwatch.sim.upbit")
 
 HOST = "127.0.0.1"  # the stand-in never listens anywhere else
@@ -107,8 +109,10 @@ class SimUpbit:
     """Upbit's announcement list and market list on one port of 127.0.0.1."""
 
     def __init__(self, seed: int = 0, cdn_delay_s: float = 0.0, min_interval_s: float = 1.0, port: int = 0, *,
-                 board_size: int = 24, align_to_second: bool = True, gzip_responses: bool = True):
+                 board_size: int = 24, align_to_second: bool = True, gzip_responses: bool = True,
+                 tls: TestCA | None = None):
         self.seed = seed
+        self.tls = tls  # a test CA whose certificate it serves https:// with; None: plain http
         self.rng = random.Random(seed)
         self.cdn_delay_s = cdn_delay_s
         self.min_interval_s = min_interval_s
@@ -151,7 +155,8 @@ class SimUpbit:
     # -- lifecycle
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve_connection, HOST, self.port)
+        self._server = await asyncio.start_server(self._serve_connection, HOST, self.port,
+                                                  ssl=self.tls.server_context() if self.tls is not None else None)
         self.port = self._server.sockets[0].getsockname()[1]
         self._mono0, self._wall0 = time.monotonic(), time.time_ns()
         self.started = True
@@ -180,7 +185,7 @@ class SimUpbit:
     @property
     def base_url(self) -> str:
         """What a watcher uses as its `base_url` (the list is at `/api/v1/announcements`)."""
-        return f"http://{HOST}:{self.port}"
+        return f"http{'s' if self.tls is not None else ''}://{HOST}:{self.port}"
 
     @property
     def announcements_url(self) -> str:

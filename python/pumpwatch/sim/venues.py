@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import json
 import re
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
@@ -164,6 +165,7 @@ class Venue:
     rate_limited_body: ClassVar[Any] = {"msg": "Too Many Requests"}
     lifetime_close_reason = "connection lifetime reached"
     buckets: ClassVar[dict[str, tuple[int, float]]] = {}  # name -> (capacity, refill period in seconds)
+    request_headers: Any = {}  # the headers of the REST request being answered (set by the server)
 
     def __init__(self, venue_id: str, sim: SimVenue):
         self.venue_id = venue_id
@@ -205,6 +207,10 @@ class Venue:
 
     def shutdown_notice(self, client: Client) -> str | None:
         """The frame announcing a maintenance disconnect, where the venue sends one."""
+        return None
+
+    def refuse_connection(self) -> tuple[int, Any] | None:
+        """(status, body) refusing a WebSocket handshake the venue would refuse now, or None."""
         return None
 
     def trade(self, inst: Instrument, f: Fill, trade_id: str | None = None, qty: str | None = None) -> SentTrade:
@@ -257,6 +263,8 @@ class Binance(Venue):
         self.route("GET", f"{p}/exchangeInfo", self.rest_exchange_info, "weight", 1 if self.futures else 20)
         self.route("GET", f"{p}/historicalTrades", self.rest_historical_trades, "weight", heavy)
         self.route("GET", f"{p}/trades", self.rest_trades, "weight", 5 if self.futures else 25)
+        if self.futures:  # public, no key (security NONE) (§2.3)
+            self.route("GET", f"{p}/aggTrades", self.rest_agg_trades, "weight", 20)
 
     def symbol_for(self, base):
         return f"{base}USDT"
@@ -375,6 +383,9 @@ class Binance(Venue):
         return row
 
     def rest_historical_trades(self, q):
+        if self.futures and not self.request_headers.get("X-MBX-APIKEY"):
+            # USDⓈ-M historicalTrades is MARKET_DATA: a key is required (§2.3)
+            raise BadRequest({"code": -2014, "msg": "API-key format invalid."}, 401)
         inst = self._symbol(q)
         default, most = (100, 500) if self.futures else (500, 1000)
         limit = self.int_param(q, "limit", default, 1, most, self._param_error)
@@ -392,6 +403,44 @@ class Binance(Venue):
                     rows.append(f)
         return 200, [self._row(inst, f) for f in rows]
 
+    def _aggregates(self, symbol: str) -> list[list[Fill]]:
+        """The aggTrades of a symbol: runs of market fills of one taker order at one price, with
+        contiguous ids (a spent NA id ends a run: aggTrades carry market trades only) (§2.2, §2.3)."""
+        out: list[list[Fill]] = []
+        for f in self.sim.history(symbol):
+            if f.placeholder:
+                out.append([])
+                continue
+            last = out[-1] if out and out[-1] else None
+            if last is not None and (last[-1].order, last[-1].level, last[-1].num_id + 1) == (f.order, f.level, f.num_id):
+                last.append(f)
+            else:
+                out.append([f])
+        return [run for run in out if run]
+
+    def rest_agg_trades(self, q):
+        inst = self._symbol(q)
+        limit = self.int_param(q, "limit", 500, 1, 1000, self._param_error)
+        from_id = self.int_param(q, "fromId", None, 0, 2**63 - 1, self._param_error)
+        start = self.int_param(q, "startTime", None, 0, 2**62, self._param_error)
+        end = self.int_param(q, "endTime", None, 0, 2**62, self._param_error)
+        if from_id is not None and (start is not None or end is not None):
+            raise BadRequest({"code": -1128, "msg": "Combination of optional parameters invalid."})
+        if start is not None and end is not None and not 0 <= end - start < 3_600_000:
+            raise BadRequest({"code": -1127, "msg": "More than 1 hours between startTime and endTime."})
+        base = 10**8  # aggregate ids are their own id space
+        aggs = list(enumerate(self._aggregates(inst.symbol), base))
+        if from_id is not None:
+            aggs = aggs[max(0, from_id - base):]
+        elif start is not None or end is not None:
+            aggs = [(a, run) for a, run in aggs if (start is None or _ms(run[0].ts_ns) >= start)
+                    and (end is None or _ms(run[0].ts_ns) <= end)]
+        else:
+            aggs = trailing(aggs, limit)
+        return 200, [{"a": a, "p": inst.price_text(run[0].price), "q": inst.qty_text(sum(f.qty for f in run)),
+                      "f": run[0].num_id, "l": run[-1].num_id, "T": _ms(run[0].ts_ns), "m": run[0].side == "sell"}
+                     for a, run in aggs[:limit]]
+
     def rest_trades(self, q):
         inst = self._symbol(q)
         limit = self.int_param(q, "limit", 500, 1, 1000, self._param_error)
@@ -400,18 +449,21 @@ class Binance(Venue):
 
     def rest_exchange_info(self, q):
         symbols = []
+        now = self.sim.now_ns()
         for inst in self.listed():
+            # before it opens: spot PRE_TRADING, USDⓈ-M PENDING_TRADING (VENUES.md §12)
+            status = "TRADING" if not inst.pre_trading(now) else "PENDING_TRADING" if self.futures else "PRE_TRADING"
             tick, lot = inst.price_text(inst.tick_units), inst.qty_text(inst.lot_units)
             filters = [{"filterType": "PRICE_FILTER", "minPrice": tick, "maxPrice": inst.price_text(10**7 * 10**inst.price_places), "tickSize": tick},
                        {"filterType": "LOT_SIZE", "minQty": lot, "maxQty": inst.qty_text(9 * 10**6 * 10**inst.qty_places), "stepSize": lot}]
             if self.futures:
                 symbols.append({"symbol": inst.symbol, "pair": inst.symbol, "contractType": "PERPETUAL",
                                 "deliveryDate": 4133404800000, "onboardDate": _ms(inst.listed_at_ns or 1_569_398_400_000_000_000),
-                                "status": "TRADING", "baseAsset": inst.base, "quoteAsset": inst.quote, "marginAsset": "USDT",
+                                "status": status, "baseAsset": inst.base, "quoteAsset": inst.quote, "marginAsset": "USDT",
                                 "pricePrecision": inst.price_places, "quantityPrecision": inst.qty_places,
                                 "underlyingType": "COIN", "filters": filters})
             else:
-                symbols.append({"symbol": inst.symbol, "status": "TRADING", "baseAsset": inst.base, "baseAssetPrecision": 8,
+                symbols.append({"symbol": inst.symbol, "status": status, "baseAsset": inst.base, "baseAssetPrecision": 8,
                                 "quoteAsset": inst.quote, "quotePrecision": 8, "quoteAssetPrecision": 8,
                                 "orderTypes": ["LIMIT", "MARKET"], "isSpotTradingAllowed": True, "filters": filters})
         capacity, period = self.buckets["weight"]
@@ -434,13 +486,14 @@ class BinanceUsdm(Binance):
         return ConsecutiveIds(10**9, 9 * 10**9, placeholder_p=0.02, rpi_p=0.03)
 
     def ws_role(self, path, headers):
-        # @trade lives on /public; a path-less socket behaves like /public; any other path acks a
-        # SUBSCRIBE and then never sends (the legacy /ws and /stream included) (§2.1).
+        # @trade lives on /public; the legacy /ws and /stream and a path-less socket deliver the
+        # /public streams only; on /market (aggTrade's home) @trade is acked and then never sent
+        # (§2.1, §12, checked again 2026-12).
         if path in ("/public/stream", "/stream", "/market/stream"):
-            return "combined" if path == "/public/stream" else "combined-silent"
-        if path in ("/public/ws", "/") or path.startswith("/public/ws/"):
+            return "combined-silent" if path == "/market/stream" else "combined"
+        if path in ("/public/ws", "/", "/ws") or path.startswith(("/public/ws/", "/ws/")):
             return "raw"
-        if path in ("/ws", "/market/ws") or path.startswith(("/ws/", "/market/ws/")):
+        if path == "/market/ws" or path.startswith("/market/ws/"):
             return "raw-silent"
         return None
 
@@ -582,15 +635,22 @@ class Bybit(Venue):
         if q.get("category") != self.category:
             return self._envelope({"category": q.get("category", ""), "list": [], "nextPageCursor": ""})
         out = []
+        now = self.sim.now_ns()
+        # Only `Trading` instruments unless `status` names another state: PreLaunch ones must be
+        # asked for (VENUES.md §12, BYBIT market/instrument.mdx).
+        wanted = q.get("status") or "Trading"
         for inst in self.listed():
+            status = "PreLaunch" if inst.pre_trading(now) else "Trading"
+            if status != wanted:
+                continue
             tick, lot = inst.price_text(inst.tick_units), inst.qty_text(inst.lot_units)
             if self.spot:
                 out.append({"symbol": inst.symbol, "baseCoin": inst.base, "quoteCoin": inst.quote, "innovation": "0",
-                            "status": "Trading", "marginTrading": "none",
+                            "status": status, "marginTrading": "none",
                             "lotSizeFilter": {"basePrecision": lot, "quotePrecision": "0.00000001", "minOrderQty": lot, "maxOrderQty": "100000"},
                             "priceFilter": {"tickSize": tick}})
             else:
-                out.append({"symbol": inst.symbol, "contractType": "LinearPerpetual", "status": "Trading",
+                out.append({"symbol": inst.symbol, "contractType": "LinearPerpetual", "status": status,
                             "baseCoin": inst.base, "quoteCoin": inst.quote, "settleCoin": "USDT",
                             "launchTime": str(_ms(inst.listed_at_ns or 1_585_526_400_000_000_000)),
                             "priceScale": str(inst.price_places),
@@ -723,11 +783,12 @@ class Okx(Venue):
         if q.get("instType") != self.inst_type:
             return self._ok([])
         out = []
+        now = self.sim.now_ns()
         for inst in self.listed():
             tick, lot = inst.price_text(inst.tick_units), inst.qty_text(inst.lot_units)
             row = {"instType": self.inst_type, "instId": inst.symbol, "uly": "", "instFamily": "", "baseCcy": inst.base,
                    "quoteCcy": inst.quote, "settleCcy": "", "ctVal": "", "ctMult": "", "ctValCcy": "", "ctType": "",
-                   "tickSz": tick, "lotSz": lot, "minSz": lot, "state": "live",
+                   "tickSz": tick, "lotSz": lot, "minSz": lot, "state": "preopen" if inst.pre_trading(now) else "live",
                    "listTime": str(_ms(inst.listed_at_ns or 1_548_000_000_000_000_000))}
             if self.swap:
                 pair = f"{inst.base}-{inst.quote}"
@@ -778,6 +839,7 @@ class Kucoin(Venue):
         else:
             self.route("GET", "/api/v2/symbols", self.rest_symbols, "public", 4)
             self.route("GET", "/api/v1/market/histories", self.rest_history, "public", 3)
+            self.route("GET", "/api/v3/currencies", self.rest_currencies, "public", 3)  # ccxt's load_markets reads it
 
     def symbol_for(self, base):
         if self.futures:
@@ -883,15 +945,32 @@ class Kucoin(Venue):
                  "feeCurrency": i.quote, "market": "USDS", "baseMinSize": i.lot, "quoteMinSize": "0.1",
                  "baseMaxSize": "10000000000", "quoteMaxSize": "99999999", "baseIncrement": i.lot,
                  "quoteIncrement": "0.000001", "priceIncrement": i.tick, "priceLimitRate": "0.1", "minFunds": "0.1",
-                 "isMarginEnabled": False, "enableTrading": True} for i in self.listed()]
+                 "isMarginEnabled": False, "enableTrading": not i.pre_trading(self.sim.now_ns()),
+                 "tradingStartTime": _ms(i.listed_at_ns) if i.listed_at_ns else None} for i in self.listed()]
         return 200, {"code": "200000", "data": data}
+
+    def rest_currencies(self, q):
+        # The shape of KuCoin's GET /api/v3/currencies (one chain per coin here: wallets are not simulated).
+        coins = sorted({i.base for i in self.listed()} | {"USDT"})
+        return 200, {"code": "200000", "data": [
+            {"currency": c, "name": c, "fullName": c, "precision": 8, "confirms": None, "contractAddress": None,
+             "isMarginEnabled": False, "isDebitEnabled": False,
+             "chains": [{"chainName": c, "withdrawalMinSize": "1", "depositMinSize": "1", "withdrawFeeRate": "0",
+                         "withdrawalMinFee": "1", "isWithdrawEnabled": False, "isDepositEnabled": False, "confirms": 1,
+                         "preConfirms": 1, "contractAddress": "", "withdrawPrecision": 8, "maxWithdraw": None,
+                         "maxDeposit": None, "needTag": False, "chainId": c.lower()}]} for c in coins]}
 
     def rest_contracts(self, q):
         # KuCoin writes these as JSON numbers; float() of the exact text prints back the same text.
+        next_funding = 8 * 3600 * 1000 - _ms(self.sim.now_ns()) % (8 * 3600 * 1000)
         data = [{"symbol": i.symbol, "rootSymbol": "USDT", "type": "FFWCSX", "baseCurrency": i.base,
-                 "quoteCurrency": i.quote, "settleCurrency": "USDT", "isInverse": False, "status": "Open",
+                 "quoteCurrency": i.quote, "settleCurrency": "USDT", "isInverse": False,
+                 "status": "Init" if i.pre_trading(self.sim.now_ns()) else "Open",
                  "multiplier": float(i.contract_value), "lotSize": 1, "tickSize": float(i.tick),
-                 "firstOpenDate": _ms(i.listed_at_ns or 1_585_526_400_000_000_000)} for i in self.listed()]
+                 "firstOpenDate": _ms(i.listed_at_ns or 1_585_526_400_000_000_000),
+                 # A perpetual has no expiry and a next funding (ms from now, every 8 h): what
+                 # tells it from a dated future (ccxt's kucoinfutures reads it so).
+                 "expireDate": None, "nextFundingRateTime": next_funding} for i in self.listed()]
         return 200, {"code": "200000", "data": data}
 
 
@@ -920,6 +999,11 @@ class Gate(Venue):
         else:
             self.route("GET", "/api/v4/spot/currency_pairs", self.rest_pairs, "instruments")
             self.route("GET", "/api/v4/spot/trades", self.rest_trades, "trades")
+        # One host serves spot and futures; ccxt's load_markets reads these for either. Margin
+        # and BTC-settled contracts are not simulated: their lists are empty.
+        self.route("GET", "/api/v4/spot/currencies", self.rest_currencies, "instruments")
+        self.route("GET", "/api/v4/margin/currency_pairs", lambda q: (200, []), "instruments")
+        self.route("GET", "/api/v4/futures/btc/contracts", lambda q: (200, []), "instruments")
 
     def symbol_for(self, base):
         return f"{base}_USDT"
@@ -977,8 +1061,7 @@ class Gate(Venue):
             now = fills[-1].ts_ns
             rows = {"": [], "size-decimal": []}
             for f in fills:
-                size = int(inst.qty_text(f.qty)) * (1 if f.side == "buy" else -1)
-                for dialect, value in (("", size), ("size-decimal", str(size))):
+                for dialect, value in (("", self._int_size(inst, f)), ("size-decimal", self._signed_size(inst, f))):
                     rows[dialect].append({"id": f.num_id, "size": value, "create_time": f.ts_ns // 10**9,
                                           "create_time_ms": _ms(f.ts_ns), "price": inst.price_text(f.price),
                                           "contract": inst.symbol})
@@ -999,6 +1082,31 @@ class Gate(Venue):
             msg = {"time": ts // 10**9, "time_ms": _ms(ts), "channel": "spot.trades", "event": "update", "result": result}
             out.append(Publication(topic, {"": dumps(msg)}, [self.trade(inst, last, qty=qty)], "trades"))
         return out
+
+    def shutdown_notice(self, client):
+        # Gate futures announces a service upgrade on `futures.system`; spot has no such notice (§12).
+        if not self.futures:
+            return None
+        now = self.sim.now_ns()
+        return dumps({"time": now // 10**9, "time_ms": _ms(now), "channel": "futures.system", "event": "update",
+                      "result": {"type": "upgrade",
+                                 "msg": "The connection will soon be closed for a service upgrade. Please reconnect."}})
+
+    # -- futures sizes (§8)
+
+    @staticmethod
+    def _signed_size(inst: Instrument, f: Fill) -> str:
+        """The exact signed contract count, as sent with `X-Gate-Size-Decimal: 1`."""
+        return ("" if f.side == "buy" else "-") + inst.qty_text(f.qty)
+
+    @staticmethod
+    def _int_size(inst: Instrument, f: Fill) -> int:
+        """What Gate sends without `X-Gate-Size-Decimal: 1`: an integer count of contracts,
+        truncated toward zero on decimal-enabled contracts (1.7 -> 1, 0.25 -> 0) (§8)."""
+        return f.qty // 10**inst.qty_places * (1 if f.side == "buy" else -1)
+
+    def _size_decimal(self) -> bool:
+        return self.request_headers.get("X-Gate-Size-Decimal") == "1"
 
     # -- REST (§7.3, §8)
 
@@ -1030,8 +1138,9 @@ class Gate(Venue):
         hi = max(lo, hi - skip)
         rows = history[max(lo, hi - limit):hi][::-1]  # newest first
         if self.futures:
+            size = self._signed_size if self._size_decimal() else self._int_size
             return 200, [{"id": f.num_id, "create_time": f.ts_ns // 10**9, "create_time_ms": _ms(f.ts_ns),
-                          "contract": inst.symbol, "size": int(inst.qty_text(f.qty)) * (1 if f.side == "buy" else -1),
+                          "contract": inst.symbol, "size": size(inst, f),
                           "price": inst.price_text(f.price)} for f in rows]
         # Public rows: per fill, with sequence_id = the WS id_market of that fill (§7.3).
         return 200, [{"id": f.trade_id, "create_time": str(f.ts_ns // 10**9),
@@ -1042,12 +1151,24 @@ class Gate(Venue):
     def rest_pairs(self, q):
         return 200, [{"id": i.symbol, "base": i.base, "quote": i.quote, "fee": "0.2", "min_base_amount": i.lot,
                       "min_quote_amount": "3", "amount_precision": i.qty_places, "precision": i.price_places,
-                      "trade_status": "tradable", "sell_start": 0, "buy_start": 0} for i in self.listed()]
+                      # before it opens: untradable, with the opening time (VENUES.md §12)
+                      "trade_status": "untradable" if i.pre_trading(self.sim.now_ns()) else "tradable",
+                      "sell_start": (i.listed_at_ns or 0) // 10**9, "buy_start": (i.listed_at_ns or 0) // 10**9}
+                     for i in self.listed()]
+
+    def rest_currencies(self, q):
+        # The shape of Gate's GET /api/v4/spot/currencies (wallets are not simulated: all disabled).
+        coins = sorted({i.base for i in self.listed()} | {"USDT"})
+        return 200, [{"currency": c, "name": c, "delisted": False, "withdraw_disabled": True, "withdraw_delayed": False,
+                      "deposit_disabled": True, "trade_disabled": False, "fixed_rate": "", "chain": c,
+                      "chains": [{"name": c, "addr": "", "withdraw_disabled": True, "withdraw_delayed": False,
+                                  "deposit_disabled": True}]} for c in coins]
 
     def rest_contracts(self, q):
         return 200, [{"name": i.symbol, "type": "direct", "quanto_multiplier": i.contract_value,
                       "order_price_round": i.tick, "order_size_min": 1, "order_size_max": 1000000,
-                      "in_delisting": False, "status": "trading",
+                      "enable_decimal": i.qty_places > 0,
+                      "in_delisting": False, "status": "prelaunch" if i.pre_trading(self.sim.now_ns()) else "trading",
                       "create_time": (i.listed_at_ns or 1_585_526_400_000_000_000) // 10**9} for i in self.listed()]
 
 
@@ -1067,9 +1188,15 @@ class Phemex(Venue):
     rate_limited_body: ClassVar = {"code": 429, "msg": "Too many requests"}
     snapshot_size = 200
     max_subscriptions = 20  # per connection (§9.1)
+    max_connections = 5  # per client, spot and contract together: one gateway (§9.1)
 
     def __init__(self, venue_id, sim):
         super().__init__(venue_id, sim)
+        # Open connections of the client on the gateway; the Simulator gives phemex-spot and
+        # phemex-perp the same set (share_phemex_gateway), so the sixth across both is refused.
+        self.gateway: set[Client] = set()
+        self.refused = 0
+        self.turnover_served: dict[str, str] = {}
         self.perp = venue_id == "phemex-perp"
         self.method = "trade_p" if self.perp else "trade"
         self.rows_key = "trades_p" if self.perp else "trades"
@@ -1077,6 +1204,40 @@ class Phemex(Venue):
         self.route("GET", "/public/products", self.rest_products, "ip")
         self.route("GET", "/public/cfg/v2/products", self.rest_products, "ip")
         self.route("GET", "/md/v2/trade" if self.perp else "/md/trade", self.rest_trades, "ip")
+        if not self.perp:  # the docs name /md/trade; ccxt reads spot trades (live) from /v1/md/trade
+            self.route("GET", "/v1/md/trade", self.rest_trades, "ip")
+        # The v1 (coin-margined) contract list, which ccxt's load_markets reads beside the v2 one:
+        # none are simulated, so it is empty.
+        self.route("GET", "/v1/exchange/public/products", lambda q: (200, {"code": 0, "msg": "OK", "data": []}), "ip")
+        self.route("GET", "/md/v3/ticker/24hr/all" if self.perp else "/md/spot/ticker/24hr/all", self.rest_tickers, "ip")
+
+    def on_open(self, client):
+        self.gateway.add(client)
+
+    def refuse_connection(self):
+        for c in [c for c in self.gateway if c.closed]:
+            self.gateway.discard(c)
+        if len(self.gateway) >= self.max_connections:
+            # How Phemex refuses is not documented; a handshake refusal says it plainly.
+            self.refused += 1
+            return 429, {"error": {"code": 429, "message": f"too many connections: {self.max_connections} per client"}}
+        return None
+
+    def turnover(self, inst) -> int:
+        """A fixed 24 h turnover in USDT per instrument (the simulator has no 24 h behind it):
+        its weight, spread by a checksum of its symbol so that no two are equal."""
+        return int(inst.weight * 10**9) + zlib.crc32(inst.symbol.encode()) % 10**6
+
+    def rest_tickers(self, q):
+        rows = []
+        for i in self.listed():
+            t = self.turnover(i)
+            self.turnover_served[i.symbol] = str(t)
+            if self.perp:
+                rows.append({"symbol": i.symbol, "lastRp": i.price_text(i.start_price_units), "turnoverRv": str(t)})
+            else:
+                rows.append({"symbol": i.symbol, "lastEp": i.start_price_units, "turnoverEv": t * 10**PHEMEX_SCALE})
+        return 200, {"error": None, "id": 0, "result": rows}
 
     def symbol_for(self, base):
         return f"{base}USDT" if self.perp else f"s{base}USDT"

@@ -94,6 +94,11 @@ class Instrument:
     def is_trading(self) -> bool:
         return self.status == TRADING
 
+    @property
+    def is_subscribed(self) -> bool:
+        """Recorded: trading, or listed and not open yet (its first trades are the pump)."""
+        return self.status in (TRADING, PRE_TRADING)
+
 
 @dataclass(frozen=True)
 class HeartbeatRule:
@@ -370,6 +375,12 @@ class VenueSpec:
     max_connections: int | None = None
     connection_lifetime_s: float | None = None
     subscribe_after_welcome: bool = False  # KuCoin: subscribe only after its "welcome" frame
+    # Sent on the WebSocket handshake and on every REST request of the venue (Gate futures'
+    # `X-Gate-Size-Decimal: 1`, without which fractional sizes arrive truncated, VENUES §8).
+    headers: Mapping[str, str] = field(default_factory=dict)
+    # The venue's API key, for the REST calls it refuses without one (Binance USDⓈ-M
+    # historicalTrades, VENUES §2.3); a secret: never in repr, logs or /status.
+    api_key: str | None = field(default=None, repr=False, compare=False)
     connect_budget: RateBudget | None = None
     rest_budget: RateBudget | None = None
     rest_holds: tuple[tuple[int, float], ...] = ()
@@ -385,6 +396,10 @@ class VenueSpec:
             ws_url=self.ws_url if ws_url is None else ws_url,
             rest_url=self.rest_url if rest_url is None else rest_url,
         )
+
+    def with_api_key(self, api_key: str | None) -> VenueSpec:
+        """A copy that holds the venue's API key (None or "": without one)."""
+        return dataclasses.replace(self, api_key=api_key or None)
 
     def connect_url(self, symbols: Sequence[str] = ()) -> str:
         return self.ws_url.rstrip("/") + self.ws_path
@@ -440,20 +455,34 @@ class VenueSpec:
     def unsubscribe_frames(self, symbols: Iterable[str], first_request_id: int = 1) -> list[str]:
         return self._frames("unsubscribe", symbols, first_request_id)
 
-    def _frames(self, op: str, symbols: Iterable[str], first_request_id: int) -> list[str]:
+    def subscribe_batches(self, symbols: Iterable[str], first_request_id: int = 1) -> list[list[str]]:
+        """The symbols of each frame `subscribe_frames` makes (request ids counting up from
+        `first_request_id`), so a venue's answer to one request names its symbols."""
+        return [[s for s, _ in batch] for batch in self._batches("subscribe", symbols, first_request_id)]
+
+    def rejected_request(self, detail: str) -> int | None:
+        """The id of our subscribe request that an error frame (`detail`, its text) refuses
+        whole, where the venue says so (Gate: one unknown contract fails the whole request,
+        VENUES §12); None for any other error."""
+        return None
+
+    def _batches(self, op: str, symbols: Iterable[str], first_request_id: int) -> list[list[tuple[str, Any]]]:
         symbols = _unique(symbols)
         if len(self.shard(symbols)) > 1:
             raise InvalidInputError(
                 f"{self.id}: {len(symbols)} symbols do not fit one connection "
                 f"(at most {self.max_streams_per_connection}); split them with shard() first"
             )
-        topics = [self._topic(s) for s in symbols]
+        pairs = [(s, self._topic(s)) for s in symbols]
         budget = None
         if self.max_subscribe_bytes is not None:
-            envelope = len(self._render(op, [], first_request_id + len(topics)).encode())
+            envelope = len(self._render(op, [], first_request_id + len(pairs)).encode())
             budget = self.max_subscribe_bytes - envelope
-        batches = pack(topics, max_items=self.max_topics_per_subscribe, max_size=budget, size=_json_size)
-        return [self._render(op, batch, first_request_id + i) for i, batch in enumerate(batches)]
+        return pack(pairs, max_items=self.max_topics_per_subscribe, max_size=budget, size=lambda p: _json_size(p[1]))
+
+    def _frames(self, op: str, symbols: Iterable[str], first_request_id: int) -> list[str]:
+        batches = self._batches(op, symbols, first_request_id)
+        return [self._render(op, [t for _, t in batch], first_request_id + i) for i, batch in enumerate(batches)]
 
     def _topic(self, symbol: str) -> Any:
         """What one symbol's trade subscription is inside a frame (a stream name, an arg...)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .._core import FLAGS
@@ -27,6 +27,7 @@ from . import (
     to_ns,
 )
 
+_HOUR_MS = 3_600_000
 _SPOT_STATUS = {"TRADING": TRADING, "PRE_TRADING": PRE_TRADING}  # BREAK, HALT, END_OF_DAY...: halted
 _PERP_STATUS = {
     "TRADING": TRADING,
@@ -42,6 +43,15 @@ _PERP_STATUS = {
 class BinanceSpec(VenueSpec):
     instruments_path: str
     trades_path: str
+    # Where `trades_path` needs an API key (USDⓈ-M historicalTrades, §2.3), the public aggTrades
+    # path that covers a hole without one, in aggregated records; None where no key is needed.
+    keyless_trades_path: str | None = None
+    max_keyless_rows: int = 1000  # aggTrades: max 1000 (§2.3)
+
+    @property
+    def keyless(self) -> bool:
+        """Holes are covered by aggTrades: the venue wants a key for single trades and has none."""
+        return self.keyless_trades_path is not None and not self.api_key
 
     def _topic(self, symbol: str) -> str:
         return f"{symbol.lower()}@trade"  # stream names are lowercase (§1.1)
@@ -68,9 +78,23 @@ class BinanceSpec(VenueSpec):
         return out
 
     def _page(self, symbol: str, from_id: int, limit: int) -> HttpRequest:
-        return HttpRequest("GET", self.trades_path, {"symbol": symbol, "fromId": str(from_id), "limit": str(limit)})
+        headers = {"X-MBX-APIKEY": self.api_key} if self.api_key and self.keyless_trades_path else {}
+        return HttpRequest("GET", self.trades_path, {"symbol": symbol, "fromId": str(from_id), "limit": str(limit)}, headers)
+
+    def _agg_page(self, symbol: str, start_ms: int, end_ms: int) -> HttpRequest:
+        params = {"symbol": symbol, "startTime": str(start_ms), "endTime": str(end_ms), "limit": str(self.max_keyless_rows)}
+        return HttpRequest("GET", self.keyless_trades_path or "", params)
+
+    def _agg_requests(self, symbol: str, start_ns: int | None, end_ns: int | None) -> list[HttpRequest]:
+        # aggTrades by time: "startTime-endTime < 1 h" per request, so an hour a request (§2.3).
+        if start_ns is None or end_ns is None:
+            raise InvalidInputError(f"{self.id} without an API key covers a hole by time (aggTrades): pass start_ns and end_ns")
+        start, end = start_ns // 1_000_000, -(-end_ns // 1_000_000)
+        return [self._agg_page(symbol, t, min(end, t + _HOUR_MS - 1)) for t in range(start, end + 1, _HOUR_MS)]
 
     def backfill_requests(self, symbol, *, after_id=None, before_id=None, start_ns=None, end_ns=None):
+        if self.keyless:
+            return self._agg_requests(symbol, start_ns, end_ns)
         # historicalTrades pages forwards from an id; it has no time parameter (§1.3, §2.3).
         if after_id is None:
             raise InvalidInputError(
@@ -85,6 +109,16 @@ class BinanceSpec(VenueSpec):
         return [self._page(symbol, start, min(rows, last - start + 1)) for start in range(first, last + 1, rows)]
 
     def next_backfill_request(self, previous, rows, *, after_id=None, before_id=None, start_ns=None, end_ns=None):
+        if previous.path == self.keyless_trades_path:
+            # A full aggTrades page: the rest of its window, from the newest row's time (rows at
+            # that millisecond come again and are dropped as duplicates by their f-l ids).
+            if len(rows) < int(previous.params["limit"]) or not rows:
+                return None
+            newest_ms = max(r["ts_ns"] for r in rows) // 1_000_000
+            start = max(newest_ms, int(previous.params["startTime"]) + 1)
+            if start > int(previous.params["endTime"]):
+                return None
+            return replace(previous, params={**previous.params, "startTime": str(start)})
         # A bounded hole was planned page by page; an open one follows the tape until a short page.
         if before_id is not None or len(rows) < int(previous.params["limit"]):
             return None
@@ -94,6 +128,13 @@ class BinanceSpec(VenueSpec):
     def parse_backfill(self, body, symbol, *, instrument=None) -> list[dict]:
         out = []
         for r in exact_json(body):
+            if "a" in r:
+                # An aggTrades row: ids f..l of one taker order at one price, qty summed; one
+                # record flagged AGGREGATED, its id "<f>-<l>", so nobody takes it for one trade.
+                side = "sell" if r["m"] is True else "buy"
+                out.append(backfill_row(self.id, symbol, f"{r['f']}-{r['l']}", r["p"], r["q"], side,
+                                        to_ns(r["T"], 1_000_000), FLAGS["AGGREGATED"]))
+                continue
             # isBuyerMaker: the buyer rested, so the taker sold (§1.2).
             side = "sell" if r["isBuyerMaker"] is True else "buy"
             flags = FLAGS["RPI"] if r.get("isRPITrade") is True else 0
@@ -143,6 +184,9 @@ USDM = BinanceSpec(
     # WS had NA/ADL/INSURANCE_FUND ids), weight 20 of 2,400/min (§2.3)
     backfill=BackfillRule(reach="by_id", max_rows=500, max_age_s=90 * DAY_S, requests_per_s=2400 / 60 / 20),
     instruments_path="/fapi/v1/exchangeInfo",
+    # historicalTrades needs X-MBX-APIKEY (401, -2014 without); without a key holes are covered
+    # from the public aggTrades, in aggregated records (§2.3)
     trades_path="/fapi/v1/historicalTrades",
+    keyless_trades_path="/fapi/v1/aggTrades",
     connect_budget=_CONNECTS,
 )

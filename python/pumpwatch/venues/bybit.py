@@ -42,8 +42,11 @@ class BybitSpec(VenueSpec):
         return dumps({"req_id": str(request_id), "op": op, "args": topics})
 
     def instruments_request(self) -> list[HttpRequest]:
-        # linear is paged (limit 1..1000, cursor); spot answers in one page.
-        return [HttpRequest("GET", "/v5/market/instruments-info", {"category": self.category, "limit": "1000"})]
+        # linear is paged (limit 1..1000, cursor); spot answers in one page. Only `Trading`
+        # instruments come back unless `status=PreLaunch` is asked for (VENUES.md §12).
+        base = {"category": self.category, "limit": "1000"}
+        return [HttpRequest("GET", "/v5/market/instruments-info", base),
+                HttpRequest("GET", "/v5/market/instruments-info", {**base, "status": "PreLaunch"})]
 
     def next_instruments_request(self, previous, body):
         cursor = exact_json(body)["result"].get("nextPageCursor") or ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +40,23 @@ _FUTURES_STATUS = {
     "delisted": CLOSED,
     "circuit_breaker": HALTED,
 }
+_REQUEST_ID = re.compile(r'"id":\s*(\d+)')
+_ERROR = re.compile(r'"error":\s*\{')
+
+
+def _opens_later(pair: dict[str, Any]) -> bool:
+    """An untradable spot pair whose buying or selling starts in the future (`buy_start` /
+    `sell_start`, Unix seconds) is a listing not open yet, not a suspension."""
+    now = time.time()
+    for key in ("buy_start", "sell_start"):
+        try:
+            if int(pair.get(key) or 0) > now:
+                return True
+        except (TypeError, ValueError):
+            continue
+    return False
+
+
 MAX_SPOT_OFFSET = 100_000  # spot trades: limit * (page - 1) <= 100000 (§7.3)
 
 
@@ -69,6 +87,15 @@ class GateSpec(VenueSpec):
             }
         )
 
+    def rejected_request(self, detail: str) -> int | None:
+        # `{"id":7,...,"event":"subscribe","error":{"code":2,"message":"unknown contract X"},
+        # "result":{"status":"fail"}}`: the whole request failed, none of its symbols is
+        # subscribed (VENUES §12). Read by pattern: the detail may be cut at 1 KiB.
+        if '"event":"subscribe"' not in detail or not _ERROR.search(detail):
+            return None
+        m = _REQUEST_ID.search(detail)
+        return int(m.group(1)) if m else None
+
     def instruments_request(self) -> list[HttpRequest]:
         return [HttpRequest("GET", self.instruments_path)]
 
@@ -80,6 +107,8 @@ class GateSpec(VenueSpec):
                     if s.get("quote") != "USDT":
                         continue
                     status = _SPOT_STATUS.get(s.get("trade_status"), HALTED)
+                    if status == HALTED and _opens_later(s):
+                        status = PRE_TRADING  # a new pair before its opening time (VENUES.md §12)
                     out.append(make_instrument(self.id, s["id"], s["base"], "USDT", "spot", status=status))
                     continue
                 base, _, quote = s["name"].partition("_")
@@ -110,7 +139,7 @@ class GateSpec(VenueSpec):
         if end_ns is not None:
             params["to"] = str(-(-end_ns // 1_000_000_000))
         params.update({"page": "1"} if self.kind == "spot" else {"offset": "0"})
-        return [HttpRequest("GET", self.trades_path, params)]
+        return [HttpRequest("GET", self.trades_path, params, dict(self.headers))]
 
     def next_backfill_request(self, previous, rows, *, after_id=None, before_id=None, start_ns=None, end_ns=None):
         limit = int(previous.params["limit"])
@@ -124,7 +153,7 @@ class GateSpec(VenueSpec):
             params["page"] = str(page)
         else:
             params["offset"] = str(int(params["offset"]) + limit)
-        return HttpRequest(previous.method, previous.path, params)
+        return HttpRequest(previous.method, previous.path, params, previous.headers)
 
     def parse_backfill(self, body, symbol, *, instrument=None) -> list[dict]:
         rows = exact_json(body)
@@ -192,6 +221,9 @@ FUTURES = GateSpec(
     # futures trades: from/to + offset, no documented age limit (§8)
     backfill=BackfillRule(reach="by_time", max_rows=1000, max_age_s=None, requests_per_s=200 / 10),
     channel_prefix="futures",
+    # Without it Gate truncates sizes toward zero on decimal-enabled contracts: 1.7 contracts
+    # arrive as 1, 0.25 as 0 (VENUES §8; tardis-node gateiofutures.ts sends it on the handshake).
+    headers={"X-Gate-Size-Decimal": "1"},
     instruments_path="/api/v4/futures/usdt/contracts",
     trades_path="/api/v4/futures/usdt/trades",
     symbol_param="contract",

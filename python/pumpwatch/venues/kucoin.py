@@ -32,6 +32,13 @@ from . import (
 )
 
 ALIASES = {"XBT": "BTC"}  # futures name bitcoin XBT (XBTUSDTM)
+def _opens_later_ms(value: Any) -> bool:
+    try:
+        return int(value) > time.time() * 1000
+    except (TypeError, ValueError):
+        return False
+
+
 _FUTURES_STATUS = {"Open": TRADING, "Init": PRE_TRADING, "Paused": HALTED, "CancelOnly": HALTED}  # settled...: closed
 PERPETUAL = "FFWCSX"  # contract `type` of perpetuals (FFICSX: dated futures)
 BULLET = HttpRequest("POST", "/api/v1/bullet-public")  # no auth (§5.1)
@@ -108,7 +115,12 @@ class KucoinSpec(VenueSpec):
                 if s.get("quoteCurrency") != "USDT":
                     continue
                 if self.kind == "spot":
+                    # enableTrading is false for a pair listed before it opens (VENUES.md §12) and for
+                    # a suspended one: `tradingStartTime` (ms, "official opening time", KuCoin
+                    # docs-new get-all-symbols) in the future tells the first.
                     status = TRADING if s.get("enableTrading") is True else HALTED
+                    if status == HALTED and _opens_later_ms(s.get("tradingStartTime")):
+                        status = PRE_TRADING
                     out.append(make_instrument(self.id, s["symbol"], s["baseCurrency"], "USDT", "spot", status=status))
                     continue
                 if s.get("type") != PERPETUAL or s.get("settleCurrency") != "USDT" or s.get("isInverse") is True:

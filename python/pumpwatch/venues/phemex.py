@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from . import (
@@ -44,6 +45,33 @@ class PhemexSpec(VenueSpec):
     method_prefix: str  # trade (spot) or trade_p (USDⓈ-M)
     trades_path: str
     trades_key: str  # `trades` (scaled integers) or `trades_p` (decimal strings)
+    #: Venues with the same `client_budget` share `max_connections`: spot and contracts use the
+    #: one gateway, and its 5 connections per client are for both (§9.1).
+    client_budget: str = "phemex"
+    #: 24 h tickers of every symbol in one request, with turnover in USDT: spot `turnoverEv`
+    #: (scaled by the quote currency's valueScale, 8 for USDT), USDⓈ-M `turnoverRv` (decimal
+    #: string). Third-party live check (2026-09), paths also in ccxt's phemex API list.
+    turnover_path: str = ""
+
+    def turnover_request(self) -> HttpRequest:
+        return HttpRequest("GET", self.turnover_path)
+
+    def parse_turnover(self, body: str | bytes) -> dict[str, Decimal]:
+        """Symbol -> 24 h turnover in USDT (exact); rows it cannot read are left out."""
+        doc = exact_json(body)
+        rows = doc.get("result") if isinstance(doc, dict) else None
+        if isinstance(rows, dict):
+            rows = rows.get("list") or rows.get("rows")
+        out: dict[str, Decimal] = {}
+        for row in rows or []:
+            try:
+                if self.kind == "spot":
+                    out[row["symbol"]] = Decimal(unscale(str(row["turnoverEv"]), DEFAULT_QTY_SCALE))
+                else:
+                    out[row["symbol"]] = Decimal(str(row["turnoverRv"]))
+            except (KeyError, TypeError, ValueError, InvalidOperation):
+                continue
+        return out
 
     def _topic(self, symbol: str) -> str:
         return symbol
@@ -143,6 +171,7 @@ SPOT = PhemexSpec(
     method_prefix="trade",
     trades_path="/md/trade",
     trades_key="trades",
+    turnover_path="/md/spot/ticker/24hr/all",
     **_COMMON,
 )
 
@@ -152,5 +181,6 @@ PERP = PhemexSpec(
     method_prefix="trade_p",
     trades_path="/md/v2/trade",
     trades_key="trades_p",
+    turnover_path="/md/v3/ticker/24hr/all",
     **_COMMON,
 )

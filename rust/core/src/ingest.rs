@@ -22,6 +22,26 @@ pub fn has_id_sequence(v: Venue) -> bool {
     )
 }
 
+/// The ids `<first>-<last>` an AGGREGATED record covers (Binance USDⓈ-M `aggTrades` `f..l`):
+/// the record takes that range of the id sequence, as an OKX trade with a `count` does.
+pub fn aggregated_ids(trade_id: &[u8]) -> Option<(u64, u64)> {
+    let dash = trade_id.iter().position(|&b| b == b'-')?;
+    let first = crate::decimal::canonical_u64(trade_id.get(..dash)?)?;
+    let last = crate::decimal::canonical_u64(trade_id.get(dash + 1..)?)?;
+    (first <= last).then_some((first, last))
+}
+
+/// The quarantine reason of a frame some of whose trades were left out (`parse::ParsedFrame::rejected`).
+pub fn rejected_reason(venue: Venue, rejected: &[String], taken: usize) -> String {
+    format!(
+        "{}: {} of {} trades left out (the others are stored): {}",
+        venue.id(),
+        rejected.len(),
+        rejected.len() + taken,
+        rejected.join("; ")
+    )
+}
+
 /// Something the caller must act on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IngestEvent {
@@ -443,6 +463,15 @@ impl Ingestor {
                 if !markers.is_empty() {
                     self.write_markers(&markers, buf);
                 }
+                if !parsed.rejected.is_empty() {
+                    // Some trades of the frame did not parse: the others are stored above, and
+                    // the raw frame is kept with a reason naming only the ones left out.
+                    let reason = rejected_reason(venue, &parsed.rejected, parsed.trades.len());
+                    let q = Quarantined::new(Some(venue), recv_ns, &reason, frame);
+                    frame_into(buf, |out| q.encode_payload(out));
+                    self.stats.quarantined += 1;
+                    events.push(IngestEvent::Quarantined { venue, reason });
+                }
             }
         }
         self.frame = parsed;
@@ -543,7 +572,13 @@ impl Ingestor {
                 self.scratch = buf;
                 return Err(crate::Error::InvalidTrade(format!("row {n} of the batch: {e}")));
             }
-            let seq = if has_id_sequence(t.venue) { t.trade_id_num().map(|n| (n, n)) } else { None };
+            let seq = if !has_id_sequence(t.venue) {
+                None
+            } else if t.flags & crate::record::flags::AGGREGATED != 0 {
+                aggregated_ids(t.trade_id)
+            } else {
+                t.trade_id_num().map(|n| (n, n))
+            };
             match self.judge(t.venue, &t, seq, t.recv_ns, events, &mut markers) {
                 Verdict::Store => {
                     t.frame_into(&mut buf);

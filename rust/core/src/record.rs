@@ -36,7 +36,13 @@ pub mod flags {
     pub const BACKFILL: u16 = 64;
     /// Came from a snapshot sent on (re)subscribe (Phemex).
     pub const SNAPSHOT: u16 = 128;
-    pub const ALL: u16 = 255;
+    /// One record for several trades, as the venue aggregated them (Binance USDⓈ-M `aggTrades`
+    /// rows filling a hole without an API key: the id is `<f>-<l>`, the qty their sum).
+    pub const AGGREGATED: u16 = 256;
+    /// A trade whose type field has a value PumpWatch does not know (Binance USDⓈ-M `X` other
+    /// than MARKET/RPI/INSURANCE_FUND/ADL/NA): stored as sent, marked so it can be told apart.
+    pub const UNKNOWN_TYPE: u16 = 512;
+    pub const ALL: u16 = 1023;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -156,7 +162,7 @@ impl<'a> TradeRef<'a> {
         check_text("trade_id", self.trade_id, true)?;
         if self.flags & !flags::ALL != 0 {
             return Err(Error::InvalidInput(format!(
-                "flags {:#x} has bits no PumpWatch flag uses (known: 0..=0xff)",
+                "flags {:#x} has bits no PumpWatch flag uses (known: 0..=0x3ff)",
                 self.flags
             )));
         }
@@ -697,6 +703,6 @@ mod tests {
         assert!(Trade::new("binance-spot", "BTCUSDT", "1", "1", "1", "taker", 0, 0, 0).is_err());
         assert!(Trade::new("nasdaq", "BTCUSDT", "1", "1", "1", "buy", 0, 0, 0).is_err());
         assert!(Trade::new("binance-spot", "", "1", "1", "1", "buy", 0, 0, 0).is_err());
-        assert!(Trade::new("binance-spot", "X", "1", "1", "1", "buy", 0, 0, 0x100).is_err());
+        assert!(Trade::new("binance-spot", "X", "1", "1", "1", "buy", 0, 0, 0x400).is_err()); // 0x100 AGGREGATED and 0x200 UNKNOWN_TYPE are flags
     }
 }

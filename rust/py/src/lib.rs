@@ -979,8 +979,9 @@ fn verify<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
     Ok(d)
 }
 
-/// Parses one frame with the Rust parser, storing nothing: `(trades, sequences, control)`,
-/// where `sequences[i]` is the id range trade `i` covers on venues with an id sequence.
+/// Parses one frame with the Rust parser, storing nothing: `(trades, sequences, control, rejected)`,
+/// where `sequences[i]` is the id range trade `i` covers on venues with an id sequence and
+/// `rejected` says why each trade left out of a multi-trade frame did not parse.
 #[pyfunction]
 #[pyo3(signature = (venue, frame, recv_ns = 0, phemex_spot_scales = None))]
 fn parse_frame<'py>(
@@ -989,7 +990,7 @@ fn parse_frame<'py>(
     frame: &Bound<'py, PyAny>,
     recv_ns: i64,
     phemex_spot_scales: Option<std::collections::HashMap<String, (u8, u8)>>,
-) -> PyResult<(Vec<Trade>, Vec<Option<(u64, u64)>>, Option<(&'static str, String)>)> {
+) -> PyResult<(Vec<Trade>, Vec<Option<(u64, u64)>>, Option<(&'static str, String)>, Vec<String>)> {
     let venue = Venue::parse(venue).map_err(to_py)?;
     let bytes = frame_bytes(frame)?;
     let mut ctx = ParseContext::new();
@@ -1004,7 +1005,7 @@ fn parse_frame<'py>(
     let trades = (0..out.trades.len()).map(|i| Trade { inner: out.trade(i, venue, recv_ns).to_owned() }).collect();
     let seqs = out.trades.iter().map(|t| t.seq_first.zip(t.seq_last)).collect();
     let control = out.control.as_ref().map(|c| (c.kind(), c.detail().to_owned()));
-    Ok((trades, seqs, control))
+    Ok((trades, seqs, control, std::mem::take(&mut out.rejected)))
 }
 
 #[pymodule]
@@ -1030,6 +1031,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ("NON_TRADE", record::flags::NON_TRADE),
         ("BACKFILL", record::flags::BACKFILL),
         ("SNAPSHOT", record::flags::SNAPSHOT),
+        ("AGGREGATED", record::flags::AGGREGATED),
+        ("UNKNOWN_TYPE", record::flags::UNKNOWN_TYPE),
     ] {
         flags.set_item(name, v)?;
     }

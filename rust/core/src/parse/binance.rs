@@ -6,7 +6,8 @@
 //!   side from `m` (`m=true`: the buyer is the maker, so the taker sold).
 //! * USDⓈ-M `X`: `MARKET` -> 0, `RPI` -> RPI, `INSURANCE_FUND` -> INSURANCE_FUND, `ADL` -> ADL,
 //!   `NA` -> NON_TRADE (a spent id: emitted as a trade with price "0" qty "0" as sent, so the id
-//!   sequence stays whole); absent (older frames) -> 0; any other value is an error.
+//!   sequence stays whole); absent (older frames) -> 0; any other value -> UNKNOWN_TYPE (still a
+//!   trade and an id of the sequence: Binance adds values, VENUES §12).
 //! * aggTrade (`"e":"aggTrade"`, not what PumpWatch subscribes to): a trade with id `a` and no
 //!   sequence (aggregate ids are another id space than `t`); a frame without `a` (seen in 2019
 //!   USDⓈ-M data) gets the id `"<f>-<l>"`.
@@ -119,12 +120,7 @@ fn trade(doc: &Doc<'_>, fs: &Fields, sink: &mut Sink<'_>, agg: bool) -> PResult<
             b"INSURANCE_FUND" => flags::INSURANCE_FUND,
             b"ADL" => flags::ADL,
             b"NA" => flags::NON_TRADE,
-            other => {
-                return fail(format!(
-                    "execution type \"X\" {} is not MARKET, RPI, INSURANCE_FUND, ADL or NA",
-                    show(other)
-                ))
-            }
+            _ => flags::UNKNOWN_TYPE,
         };
     }
     let m = need(fs.m, field("m"))?;
@@ -442,7 +438,6 @@ mod tests {
         for bad in [
             r#"{"stream":"btcusdt@trade","data":[1]}"#,
             r#"{"stream":"btcusdt@trade","data":{"E":1}}"#,
-            r#"{"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1,"m":true,"X":"WEIRD"}"#,
             r#"{"e":"trade","s":"BTCUSDT","t":-1,"p":"1","q":"1","T":1,"m":true}"#,
             r#"{"e":"trade","s":"BTCUSDT","t":1.5,"p":"1","q":"1","T":1,"m":true}"#,
             r#"{"e":"trade","s":"BTCUSDT","t":"0x1","p":"1","q":"1","T":1,"m":true}"#,
@@ -628,7 +623,7 @@ fn fast_trade_inner(frame: &[u8], arena: &mut Vec<u8>, trades: &mut Vec<ParsedTr
         Some(b"INSURANCE_FUND") => flags::INSURANCE_FUND,
         Some(b"ADL") => flags::ADL,
         Some(b"NA") => flags::NON_TRADE,
-        Some(_) => return None,
+        Some(_) => flags::UNKNOWN_TYPE,
     };
     let symbol = put(arena, symbol);
     let trade_id = put(arena, id_text);

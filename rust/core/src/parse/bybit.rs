@@ -39,11 +39,9 @@ pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>) -> PResult<()> {
             ));
         }
         for (i, el) in doc.elements(data).enumerate() {
-            trade(doc, el, i, sink)?;
+            sink.one_of_many(|sink| trade(doc, el, i, sink));
         }
-        if sink.trades.is_empty() {
-            sink.other();
-        }
+        sink.none_taken();
         return Ok(());
     }
     if success.is_some() || op.is_some() {
@@ -332,12 +330,15 @@ mod tests {
             r#"{"topic":"publicTrade.BTCUSDT","data":[{"T":1,"s":"A","S":"Up","v":"5","p":"1","i":"x"}]}"#,
             r#"{"topic":"publicTrade.BTCUSDT","data":[{"T":1,"s":"A","S":"Buy","v":"5","p":"1","i":"x","BT":"no"}]}"#,
             r#"{"topic":"publicTrade.BTCUSDT","data":[{"T":1,"s":"A","S":"Buy","v":"5","p":"1"}]}"#,
-            r#"{"topic":"publicTrade.BTCUSDT","data":[{"T":1,"s":"A","S":"Buy","v":"5","p":"1","i":"x"},3]}"#,
             r#"{"success":"yes","op":"subscribe"}"#,
             r#"{"ret_msg":"pong"}"#,
         ] {
             assert!(parse_frame(v, bad.as_bytes(), &ctx, &mut out).is_err(), "{bad}");
         }
+        // A bad element beside a good trade costs only itself (issue 11).
+        let one_bad = r#"{"topic":"publicTrade.BTCUSDT","data":[{"T":1,"s":"A","S":"Buy","v":"5","p":"1","i":"x"},3]}"#;
+        parse_frame(v, one_bad.as_bytes(), &ctx, &mut out).unwrap();
+        assert_eq!((out.trades.len(), out.rejected.as_slice()), (1, &["trade 1 is a number, not an object".to_owned()][..]));
     }
 
     #[test]

@@ -15,6 +15,9 @@
 //! * `is_internal: true` (insurance fund / ADL takeover) -> INTERNAL.
 //! * time: `create_time_ms` (ms), else `create_time` (s).
 //!
+//! Futures `futures.system` with `result.type == "upgrade"` (a service upgrade will close the
+//! connection, VENUES §12) -> ShutdownNotice; other system messages -> Other.
+//!
 //! Both: an empty `result` and pushes of other channels are `Control::Other`. Control: a
 //! `*.pong` channel -> Pong; a non-null `error` -> Error; `event:"subscribe"` with
 //! `result.status == "success"` -> SubscribeAck (another status -> Error; no `result`: the echoed
@@ -68,6 +71,17 @@ pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>, futures: bool) -> PResul
         }
         b"update" | b"all" => {
             let want: &[u8] = if futures { b"futures.trades" } else { b"spot.trades" };
+            if futures && &*channel == b"futures.system" {
+                let kind = result.filter(|r| doc.kind(*r) == json::Kind::Obj).and_then(|r| {
+                    doc.members(r).find(|(k, _)| doc.key(*k, &mut kb) == b"type").and_then(|(_, v)| doc.str_cow(v))
+                });
+                if kind.is_some_and(|k| &*k == b"upgrade") {
+                    sink.set_control(|detail| Control::ShutdownNotice { detail });
+                } else {
+                    sink.other();
+                }
+                return Ok(());
+            }
             if &*channel != want {
                 sink.other();
                 return Ok(());
@@ -77,10 +91,12 @@ pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>, futures: bool) -> PResul
                 json::Kind::Obj => one(doc, result, 0, sink, futures)?,
                 json::Kind::Arr => {
                     for (i, el) in doc.elements(result).enumerate() {
-                        if doc.kind(el) != json::Kind::Obj {
-                            return fail(format!("trade {i} is {}, not an object", doc.kind_name(el)));
-                        }
-                        one(doc, el, i, sink, futures)?;
+                        sink.one_of_many(|sink| {
+                            if doc.kind(el) != json::Kind::Obj {
+                                return fail(format!("trade {i} is {}, not an object", doc.kind_name(el)));
+                            }
+                            one(doc, el, i, sink, futures)
+                        });
                     }
                 }
                 _ => {
@@ -90,9 +106,7 @@ pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>, futures: bool) -> PResul
                     ))
                 }
             }
-            if sink.trades.is_empty() {
-                sink.other();
-            }
+            sink.none_taken();
             Ok(())
         }
         _ => {

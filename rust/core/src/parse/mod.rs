@@ -17,7 +17,10 @@
 //!   `1606292218213457800` ns: fraction digits padded or cut to the unit), with checked arithmetic.
 //! * side is the taker's side.
 //! * a frame is trades (at least one), a control message, or an error; an error leaves `out`
-//!   empty. A frame that is valid JSON of a known non-trade kind (acks, pongs, pushes of other
+//!   empty. In a frame of several trades (Bybit, OKX, Gate, Phemex arrays) a trade that does not
+//!   parse is left out and its reason kept in `ParsedFrame::rejected`: the frame's other trades
+//!   stand, and the caller quarantines the frame naming only the bad ones. A frame whose trades
+//!   all fail is an error, as a frame of one bad trade always was. A frame that is valid JSON of a known non-trade kind (acks, pongs, pushes of other
 //!   channels, an empty trade list, a request frame echoed into a recording) is
 //!   `Control::Other`; a frame of no known shape is an error, so that the caller quarantines it.
 //! * `Control` details are the frame's text (surrounding whitespace removed) cut to at most
@@ -113,6 +116,9 @@ pub struct ParsedFrame {
     pub trades: Vec<ParsedTrade>,
     pub arena: Vec<u8>,
     pub control: Option<Control>,
+    /// Why each left-out trade of a multi-trade frame did not parse (`trade 2 field "size" ...`),
+    /// in frame order; empty for a frame whose every trade parsed.
+    pub rejected: Vec<String>,
     nodes: Vec<json::Node>,
     stack: Vec<u32>,
 }
@@ -126,6 +132,7 @@ impl ParsedFrame {
         self.trades.clear();
         self.arena.clear();
         self.control = None;
+        self.rejected.clear();
         self.nodes.clear();
         self.stack.clear();
     }
@@ -208,6 +215,12 @@ pub fn parse_frame(venue: Venue, frame: &[u8], ctx: &ParseContext, out: &mut Par
     out.clear();
     let r = parse_inner(venue, frame, ctx, out);
     match r {
+        Ok(()) if out.trades.is_empty() && !out.rejected.is_empty() => {
+            // Every trade of the frame failed: the frame is refused whole, with their reasons.
+            let msg = format!("{}: {}", venue.id(), out.rejected.join("; "));
+            out.clear();
+            Err(ParseError(msg))
+        }
         Ok(()) => {
             if out.trades.is_empty() && out.control.is_none() {
                 out.clear();
@@ -280,6 +293,7 @@ pub(crate) fn parse_general(venue: Venue, frame: &[u8], ctx: &ParseContext, out:
         trades,
         arena,
         control,
+        rejected,
         nodes,
         stack,
     } = out;
@@ -289,6 +303,7 @@ pub(crate) fn parse_general(venue: Venue, frame: &[u8], ctx: &ParseContext, out:
         trades,
         arena,
         control,
+        rejected,
         frame,
     };
     match venue {
@@ -362,6 +377,7 @@ pub(crate) struct Sink<'o> {
     pub trades: &'o mut Vec<ParsedTrade>,
     pub arena: &'o mut Vec<u8>,
     pub control: &'o mut Option<Control>,
+    pub rejected: &'o mut Vec<String>,
     pub frame: &'o [u8],
 }
 
@@ -386,6 +402,25 @@ impl<'o> Sink<'o> {
 
     pub fn other(&mut self) {
         self.set_control(|detail| Control::Other { detail });
+    }
+
+    /// One trade of a multi-trade frame: when `parse_one` fails, what it added is taken back and
+    /// its reason kept in `rejected`, so one bad trade does not cost the frame its good ones.
+    pub fn one_of_many(&mut self, parse_one: impl FnOnce(&mut Self) -> PResult<()>) {
+        let (arena, trades) = (self.arena.len(), self.trades.len());
+        if let Err(ParseError(reason)) = parse_one(self) {
+            self.arena.truncate(arena);
+            self.trades.truncate(trades);
+            self.rejected.push(reason);
+        }
+    }
+
+    /// A trade array that yielded nothing: `Other` when it was empty; when trades were left out,
+    /// `parse_frame` refuses the frame with their reasons.
+    pub fn none_taken(&mut self) {
+        if self.trades.is_empty() && self.rejected.is_empty() {
+            self.other();
+        }
     }
 
     /// The range of the text appended since `start`, checked against the log's length limit.
@@ -1696,5 +1731,84 @@ mod tests {
                 assert!(parse_frame(v, f, &ctx, &mut out).is_err(), "{} {:?}", v.id(), f);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod one_bad_trade {
+    //! A frame of several trades with one bad trade keeps its good ones (issue 11 item 2).
+    use super::*;
+
+    /// Frames of three trades whose middle one is bad, per venue with multi-trade frames.
+    const FRAMES: &[(Venue, &str, &str)] = &[
+        (
+            Venue::BybitLinear,
+            r#"{"topic":"publicTrade.ETHUSDT","type":"snapshot","ts":1,"data":[{"T":1786310820346,"s":"ETHUSDT","S":"Buy","v":"0.01","p":"1922.50","i":"a"},{"T":1786310820346,"s":"ETHUSDT","S":"Up","v":"1.30","p":"1922.50","i":"b"},{"T":1786310820346,"s":"ETHUSDT","S":"Sell","v":"0.10","p":"1922.50","i":"c"}]}"#,
+            "trade 1 field \"S\"",
+        ),
+        (
+            Venue::OkxSwap,
+            r#"{"arg":{"channel":"trades-all","instId":"BTC-USDT-SWAP"},"data":[{"instId":"BTC-USDT-SWAP","tradeId":"10","px":"5.1","sz":"1","side":"sell","ts":"1652459215150"},{"instId":"BTC-USDT-SWAP","tradeId":"11","px":"5.1","sz":"-1","side":"sell","ts":"1652459215150"},{"instId":"BTC-USDT-SWAP","tradeId":"12","px":"5.1","sz":"2","side":"buy","ts":"1652459215150"}]}"#,
+            "trade 1 field \"sz\"",
+        ),
+        (
+            Venue::GateFutures,
+            r#"{"time":1,"channel":"futures.trades","event":"update","result":[{"id":7,"size":-2,"create_time_ms":1788347173767,"price":"76520","contract":"SOL_USDT"},{"id":8,"size":0,"create_time_ms":1788347173767,"price":"76520","contract":"SOL_USDT"},{"id":9,"size":"0.25","create_time_ms":1788347173767,"price":"76520","contract":"SOL_USDT"}]}"#,
+            "trade 1 field \"size\" \"0\" is zero",
+        ),
+        (
+            Venue::PhemexPerp,
+            r#"{"sequence":1,"symbol":"BTCUSDT","trades_p":[[1669198793402790477,"Buy","16545.6","0.7"],[1669198793402790478,"Buy",[1],"0.7"],[1669198793402790479,"Sell","16545.5","0.1"]],"type":"incremental"}"#,
+            "trade 1 field \"price\"",
+        ),
+    ];
+
+    #[test]
+    fn the_good_trades_of_a_frame_stand_and_the_bad_one_is_named() {
+        let ctx = ParseContext::new();
+        let mut out = ParsedFrame::new();
+        for &(venue, frame, why) in FRAMES {
+            parse_frame(venue, frame.as_bytes(), &ctx, &mut out).unwrap_or_else(|e| panic!("{}: {e}", venue.id()));
+            assert_eq!(out.trades.len(), 2, "{}", venue.id());
+            assert_eq!(out.rejected.len(), 1, "{}", venue.id());
+            assert!(out.rejected[0].starts_with(why), "{}: {}", venue.id(), out.rejected[0]);
+            assert!(out.control.is_none());
+            // The shortcut declined: it never leaves a trade out.
+            let mut fast = ParsedFrame::new();
+            assert!(!shortcut(venue, frame.as_bytes(), &ctx, &mut fast), "{}", venue.id());
+        }
+        // Gate: the left-out trade's text does not linger in the arena or shift the others.
+        parse_frame(Venue::GateFutures, FRAMES[2].1.as_bytes(), &ctx, &mut out).unwrap();
+        let t = out.trade(1, Venue::GateFutures, 0);
+        assert_eq!((t.trade_id, t.qty, t.side), (&b"9"[..], &b"0.25"[..], Side::Buy));
+    }
+
+    #[test]
+    fn a_frame_whose_every_trade_fails_is_refused_with_every_reason() {
+        let ctx = ParseContext::new();
+        let mut out = ParsedFrame::new();
+        let frame = br#"{"time":1,"channel":"futures.trades","event":"update","result":[{"id":8,"size":0,"create_time_ms":1,"price":"1","contract":"X"},{"id":9,"size":"-0","create_time_ms":1,"price":"1","contract":"X"}]}"#;
+        let e = parse_frame(Venue::GateFutures, frame, &ctx, &mut out).unwrap_err();
+        assert!(e.0.starts_with("gate-futures: trade 0 field \"size\""), "{e}");
+        assert!(e.0.contains("; trade 1 field \"size\""), "{e}");
+        assert!(out.trades.is_empty() && out.rejected.is_empty() && out.control.is_none());
+    }
+}
+
+#[cfg(test)]
+mod gate_system_notice {
+    use super::*;
+
+    #[test]
+    fn a_futures_upgrade_notice_asks_for_a_rotation() {
+        // Gate futures WS doc changelog (coincise docs/gateio, 2026): a service upgrade notice.
+        let notice = br#"{"time":1782378978,"time_ms":1782378978107,"channel":"futures.system","event":"update","result":{"type":"upgrade","msg":"The connection will soon be closed for a service upgrade. Please reconnect."}}"#;
+        let ctx = ParseContext::new();
+        let mut out = ParsedFrame::new();
+        parse_frame(Venue::GateFutures, notice, &ctx, &mut out).unwrap();
+        assert_eq!(out.control.as_ref().map(|c| c.kind()), Some("shutdown_notice"));
+        let other = br#"{"time":1,"channel":"futures.system","event":"update","result":{"type":"invalid_sbe_schema_id","msg":"x"}}"#;
+        parse_frame(Venue::GateFutures, other, &ctx, &mut out).unwrap();
+        assert_eq!(out.control.as_ref().map(|c| c.kind()), Some("other"));
     }
 }

@@ -60,11 +60,9 @@ pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>) -> PResult<()> {
             ));
         }
         for (i, el) in doc.elements(data).enumerate() {
-            trade(doc, el, i, arg_inst, sink)?;
+            sink.one_of_many(|sink| trade(doc, el, i, arg_inst, sink));
         }
-        if sink.trades.is_empty() {
-            sink.other();
-        }
+        sink.none_taken();
         return Ok(());
     }
     if op.is_some() {

@@ -143,37 +143,37 @@ fn trade_rows(
     };
     let first_trade = sink.trades.len();
     for (i, row) in doc.elements(rows).enumerate() {
-        if doc.kind(row) != json::Kind::Arr {
-            return fail(format!(
-                "row {i} of \"{rows_name}\" is {}, not an array",
-                doc.kind_name(row)
-            ));
-        }
-        let mut el = doc.elements(row);
-        let (Some(ts_v), Some(side_v), Some(price_v), Some(qty_v)) = (el.next(), el.next(), el.next(), el.next())
-        else {
-            return fail(format!(
-                "row {i} of \"{rows_name}\" has fewer than 4 elements [ts, side, price, qty]"
-            ));
-        };
-        let ts_ns = time_ns(doc, ts_v, tfield("timestamp", i), 0)?;
-        let side = side(doc, side_v, tfield("side", i))?;
-        let (price, qty) = if scaled {
-            (
-                scaled_decimal(doc, price_v, price_scale, tfield("priceEp", i), sink)?,
-                scaled_decimal(doc, qty_v, qty_scale, tfield("qty", i), sink)?,
-            )
-        } else {
-            (
-                sink.decimal(doc, price_v, tfield("price", i), true)?,
-                sink.decimal(doc, qty_v, tfield("qty", i), false)?,
-            )
-        };
-        push_row(sink, first_trade, &sym, ts_ns, side, price, qty, flags, i)?;
+        sink.one_of_many(|sink| {
+            if doc.kind(row) != json::Kind::Arr {
+                return fail(format!(
+                    "row {i} of \"{rows_name}\" is {}, not an array",
+                    doc.kind_name(row)
+                ));
+            }
+            let mut el = doc.elements(row);
+            let (Some(ts_v), Some(side_v), Some(price_v), Some(qty_v)) = (el.next(), el.next(), el.next(), el.next())
+            else {
+                return fail(format!(
+                    "row {i} of \"{rows_name}\" has fewer than 4 elements [ts, side, price, qty]"
+                ));
+            };
+            let ts_ns = time_ns(doc, ts_v, tfield("timestamp", i), 0)?;
+            let side = side(doc, side_v, tfield("side", i))?;
+            let (price, qty) = if scaled {
+                (
+                    scaled_decimal(doc, price_v, price_scale, tfield("priceEp", i), sink)?,
+                    scaled_decimal(doc, qty_v, qty_scale, tfield("qty", i), sink)?,
+                )
+            } else {
+                (
+                    sink.decimal(doc, price_v, tfield("price", i), true)?,
+                    sink.decimal(doc, qty_v, tfield("qty", i), false)?,
+                )
+            };
+            push_row(sink, first_trade, &sym, ts_ns, side, price, qty, flags, i)
+        });
     }
-    if sink.trades.is_empty() {
-        sink.other();
-    }
+    sink.none_taken();
     Ok(())
 }
 
@@ -557,7 +557,8 @@ pub(super) fn fast_trades(frame: &[u8], arena: &mut Vec<u8>, trades: &mut Vec<Pa
     use super::fast::{once, Cursor};
     let mut c = Cursor::new(frame);
     let mut control = None;
-    let mut sink = Sink { trades, arena, control: &mut control, frame };
+    let mut rejected = Vec::new(); // the shortcut declines a bad row instead of leaving it out
+    let mut sink = Sink { trades, arena, control: &mut control, rejected: &mut rejected, frame };
     let (mut symbol, mut rows, mut flags) = (None::<Range<u32>>, None, None);
     c.object(|c, key| match key {
         b"symbol" => {
