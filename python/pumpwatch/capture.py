@@ -33,8 +33,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ._core import SEQUENCED_VENUES, VENUES
 from . import faults
+from ._core import SEQUENCED_VENUES, VENUES
 from .errors import InvalidInputError
 from .net import write_atomic
 from .redact import redact_tree
