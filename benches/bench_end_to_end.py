@@ -151,7 +151,7 @@ def run_step(rate: int, seconds: float, engine: str, workdir: Path, tls: bool = 
         stop.set()
         sampler.join()
         recorder.send_signal(signal.SIGTERM)
-        assert recorder.wait(120) == 0, log_path.read_text()[-2000:]
+        assert recorder.wait(120) == 128 + signal.SIGTERM, log_path.read_text()[-2000:]
     finally:
         for p in (feeder, recorder):
             if p is not None and p.poll() is None:

@@ -143,7 +143,7 @@ def test_soak_twelve_venues_faults_and_a_recorder_sigkill(tmp_path):
         recorders.append(second)
         _sleep_until(t0, STOP_AT)
         second.send_signal(signal.SIGTERM)
-        assert second.wait(60) == 0, open(tmp_path / "recorder-2.log").read()[-3000:]
+        assert second.wait(60) == 128 + signal.SIGTERM, open(tmp_path / "recorder-2.log").read()[-3000:]
         sim.send_signal(signal.SIGTERM)
         assert sim.wait(60) == 0, sim_log.read_text()[-3000:]
     finally:
@@ -263,7 +263,7 @@ def test_the_recorder_on_the_pure_python_path_loses_nothing_either(tmp_path):
         recorder, _ = _start_recorder(cfg, data, tmp_path / "recorder.log")
         _sleep_until(t0, 14.0)
         recorder.send_signal(signal.SIGTERM)
-        assert recorder.wait(60) == 0, (tmp_path / "recorder.log").read_text()[-3000:]
+        assert recorder.wait(60) == 128 + signal.SIGTERM, (tmp_path / "recorder.log").read_text()[-3000:]
         sim.send_signal(signal.SIGTERM)
         assert sim.wait(60) == 0
     finally:

@@ -33,9 +33,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from . import faults
 from ._core import SEQUENCED_VENUES, VENUES
 from .errors import InvalidInputError
 from .net import write_atomic
+from .redact import redact_tree
 from .schema import TRADE_SCHEMA
 from .venues import split_multiplier
 
@@ -181,6 +183,7 @@ def save_instruments(data_dir: str | os.PathLike[str], venue: str, instruments: 
     folder = os.path.join(os.fspath(data_dir), INSTRUMENTS_DIR)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{venue}.json")
+    faults.check("instruments", path)
     known = _load_json(path) or {}
     now = time.time_ns()
     for i in instruments:
@@ -612,22 +615,27 @@ def write_event(data_dir: str, req: CaptureRequest, trades: pa.Table, event: dic
     final = os.path.realpath(os.path.join(events, req.name))
     if os.path.dirname(final) != events:  # safe_ticker makes this impossible; keep it impossible
         raise CaptureError(f"event folder {final!r} would be outside {events!r}")
+    faults.check("events.folder", final)
     tmp = tempfile.mkdtemp(prefix=f".tmp-{req.name}-", dir=events)
     try:
         clock = time.perf_counter()
         pq.write_table(_event_table(trades), os.path.join(tmp, "trades.parquet"), compression="zstd")
         if timings is not None:
             timings["parquet"] = (time.perf_counter() - clock) * 1e3
-        _write_atomic(os.path.join(tmp, "analysis.json"), json.dumps(analysis, indent=1, ensure_ascii=False).encode())
+        _write_atomic(os.path.join(tmp, "analysis.json"), json.dumps(redact_tree(analysis), indent=1, ensure_ascii=False).encode())
         if chart:
-            from .chart import draw_event
-
-            clock = time.perf_counter()
-            draw_event(os.path.join(tmp, "chart.png"), trades, event, analysis, zoom_s=chart_zoom_s)
-            event["chart"] = "chart.png"
-            if timings is not None:
-                timings["chart"] = (time.perf_counter() - clock) * 1e3
-        _write_atomic(os.path.join(tmp, "event.json"), json.dumps(event, indent=1, ensure_ascii=False).encode())
+            try:
+                from .chart import draw_event
+            except ImportError as e:  # the event matters more than its picture: written without it, and said so
+                draw_event = None
+                event["chart_error"] = f"no chart: {e} (pip install matplotlib, then `pumpwatch capture` again)"
+            if draw_event is not None:
+                clock = time.perf_counter()
+                draw_event(os.path.join(tmp, "chart.png"), trades, event, analysis, zoom_s=chart_zoom_s)
+                event["chart"] = "chart.png"
+                if timings is not None:
+                    timings["chart"] = (time.perf_counter() - clock) * 1e3
+        _write_atomic(os.path.join(tmp, "event.json"), json.dumps(redact_tree(event), indent=1, ensure_ascii=False).encode())
         _fsync_dir(tmp)
         if os.path.exists(final):
             old = tempfile.mkdtemp(prefix=f".old-{req.name}-", dir=events)
@@ -707,6 +715,10 @@ def load_event(data_dir: str | os.PathLike[str], name_or_path: str) -> tuple[dic
 
 
 PENDING_FILE = "pending.json"
+#: After a failed write (pending.json, an event folder), the next try comes after this many seconds,
+#: doubling up to `RETRY_MAX_S`: a full disk that gets space back is noticed within a minute.
+RETRY_INITIAL_S = 1.0
+RETRY_MAX_S = 30.0
 
 
 class CaptureScheduler:
@@ -714,10 +726,16 @@ class CaptureScheduler:
     (`t0 + after + grace`, and the collector's backfills settled or the grace spent again). A
     capture waiting survives a restart of the daemon (`events/pending.json`); captures run in a
     thread on a reader of their own, so recording never waits for them, and several at once are
-    fine."""
+    fine.
+
+    No write failure loses a listing: a trigger whose pending.json cannot be written stays in
+    memory and is written as soon as a write succeeds (retried with back-off); the capture runs
+    when its window is complete whatever happened to pending.json; an event folder that cannot be
+    written is retried until it is, and named meanwhile in `status()["unwritten"]` and the log."""
 
     def __init__(self, data_dir: str | os.PathLike[str], settings: Any, *, settled: Any = None,
-                 venues: Iterable[str] = VENUES, log: Any = None) -> None:
+                 venues: Iterable[str] = VENUES, log: Any = None, retry_initial_s: float | None = None,
+                 retry_max_s: float | None = None) -> None:
         import logging
 
         self.data_dir = os.fspath(data_dir)
@@ -725,12 +743,21 @@ class CaptureScheduler:
         self.settled = settled or (lambda: True)
         self.venues = tuple(venues)
         self.log = log or logging.getLogger("pumpwatch.capture")
+        self.retry_initial_s = RETRY_INITIAL_S if retry_initial_s is None else retry_initial_s
+        self.retry_max_s = RETRY_MAX_S if retry_max_s is None else retry_max_s
         self.pending_path = os.path.join(self.data_dir, EVENTS_DIR, PENDING_FILE)
         loaded = _load_json(self.pending_path)
         self.pending: dict[str, dict] = loaded if isinstance(loaded, dict) else {}
         self.done: list[dict] = []
         self.failed: list[dict] = []
+        #: event -> what keeps its folder from being written (error, since, attempts)
+        self.unwritten: dict[str, dict] = {}
+        #: pending.json is behind memory since this time (ns), with this error; None = on disk
+        self.unsaved_since_ns: int | None = None
+        self.unsaved_error = ""
+        self._save_task: Any = None
         self._tasks: set[Any] = set()
+        self._stopped = False
         #: Events written by this run, by name: captured again when a venue lists the coin later.
         self.written: dict[str, CaptureRequest] = {}
 
@@ -767,9 +794,47 @@ class CaptureScheduler:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _save(self) -> None:
+    def _write_pending(self) -> None:
+        faults.check("events.pending", self.pending_path)
         os.makedirs(os.path.dirname(self.pending_path), exist_ok=True)
         _write_atomic(self.pending_path, json.dumps(self.pending, indent=1, ensure_ascii=False).encode())
+
+    def _save(self) -> None:
+        """pending.json now; if the disk refuses, memory keeps it and a retry loop writes it later."""
+        try:
+            self._write_pending()
+        except OSError as e:
+            if self.unsaved_since_ns is None:
+                self.unsaved_since_ns = time.time_ns()
+                self.log.error("captures waiting (%s) not saved to %s: %s; kept in memory and written as soon as "
+                               "the disk takes it (free space on it)", ", ".join(sorted(self.pending)) or "none",
+                               self.pending_path, e)
+            self.unsaved_error = f"{type(e).__name__}: {e}"
+            self._retry_save_later()
+            return
+        if self.unsaved_since_ns is not None:
+            self.log.warning("captures waiting saved to %s after %.1f s of failed writes", self.pending_path,
+                             (time.time_ns() - self.unsaved_since_ns) / NS)
+        self.unsaved_since_ns, self.unsaved_error = None, ""
+
+    def _retry_save_later(self) -> None:
+        import asyncio
+
+        if self._save_task is not None and not self._save_task.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (stopping): `stop` has made the last try
+
+        async def retry() -> None:
+            delay = self.retry_initial_s
+            while self.unsaved_since_ns is not None:
+                await asyncio.sleep(delay)
+                self._save()
+                delay = min(delay * 2, self.retry_max_s)
+
+        self._save_task = loop.create_task(retry(), name="capture pending.json retry")
 
     async def _run(self, key: str) -> None:
         import asyncio
@@ -782,13 +847,27 @@ class CaptureScheduler:
         deadline = time.monotonic() + self.settings.grace_s
         while not self.settled() and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
-        clock = time.perf_counter()
-        try:
-            ev = await asyncio.to_thread(self._capture, req)
-        except Exception as e:  # noqa: BLE001 - a failed capture is reported and retried at the next start
-            self.log.exception("capture of %s failed; it stays pending and is retried when the daemon restarts", key)
-            self.failed.append({"event": key, "error": str(e)[:300]})
-            return
+        delay = self.retry_initial_s
+        while True:
+            clock = time.perf_counter()
+            try:
+                ev = await asyncio.to_thread(self._capture, req)
+                break
+            except Exception as e:  # noqa: BLE001 - the event stays pending and is tried again until it is written
+                first = key not in self.unwritten
+                u = self.unwritten.setdefault(key, {"event": key, "since_ns": time.time_ns(), "attempts": 0})
+                u.update(attempts=u["attempts"] + 1, error=f"{type(e).__name__}: {e}"[:300],
+                         path=os.path.join(self.data_dir, EVENTS_DIR, key))
+                if first:
+                    self.log.exception("event %s not written (%s); it stays pending and is retried every %.0f-%.0f s "
+                                       "until it is", key, u["error"], self.retry_initial_s, self.retry_max_s)
+                    self.failed.append({"event": key, "error": str(e)[:300]})
+                else:
+                    self.log.error("event %s still not written after %d attempts: %s", key, u["attempts"], u["error"])
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max_s)
+        if self.unwritten.pop(key, None) is not None:
+            self.log.warning("event %s written after earlier failures", key)
         self.pending.pop(key, None)
         self._save()
         self.written[key] = req
@@ -827,12 +906,32 @@ class CaptureScheduler:
     async def stop(self) -> None:
         import asyncio
 
-        for t in list(self._tasks):
+        if self._stopped:
+            return
+        self._stopped = True
+        for t in list(self._tasks) + ([self._save_task] if self._save_task is not None else []):
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *([self._save_task] if self._save_task is not None else []), return_exceptions=True)
+        if self.unsaved_since_ns is not None:
+            self._save()  # a last try; what still fails is named by `lost_at_exit`
+        for key in self.lost_at_exit():
+            p = self.pending[key]
+            self.log.critical("listing %s is not saved anywhere (%s: %s); capture it by hand once there is space: "
+                              "pumpwatch capture %s --at %s", key, self.pending_path, self.unsaved_error, p["ticker"],
+                              iso(int(p["t0_ns"])))
+
+    def lost_at_exit(self) -> list[str]:
+        """The captures waiting that only memory holds (pending.json could not be written)."""
+        if self.unsaved_since_ns is None:
+            return []
+        on_disk = _load_json(self.pending_path)
+        return sorted(k for k in self.pending if not (isinstance(on_disk, dict) and k in on_disk))
 
     def status(self) -> dict:
-        return {"pending": sorted(self.pending), "events": self.done[-20:], "failed": self.failed[-20:]}
+        return {"pending": sorted(self.pending), "events": self.done[-20:], "failed": self.failed[-20:],
+                "unwritten": [dict(u, since=iso(u["since_ns"])) for u in self.unwritten.values()],
+                "pending_unsaved_since": iso(self.unsaved_since_ns) if self.unsaved_since_ns is not None else None,
+                "pending_unsaved_error": self.unsaved_error}
 
 
 def open_source(source: str | None, data_dir: str | os.PathLike[str]) -> Any:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 
 from . import __version__
+from .errors import EXIT_DISK, EXIT_SIGNAL, EXIT_SOFTWARE, describe, exit_code_for
+from .redact import install_log_filter
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -140,6 +143,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.duration is not None and args.duration <= 0:
         raise config_mod.ConfigError(f"--duration must be a positive number of seconds, not {args.duration}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    install_log_filter()
     final = asyncio.run(run(cfg, simulate=args.simulate, duration=args.duration, seed=args.seed))
     ingest = final["ingest"]
     print(
@@ -151,8 +155,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     caps = final.get("captures") or {}
     for e in caps.get("events", []):
         print(f"event {e['event']}: {e['trades']:,} trades, {e['verdict']}; {e['summary']} -> {e['path']}")
+    lost = final.get("listings_not_saved") or []
     for name in caps.get("pending", []):
-        print(f"event {name}: window not complete yet; captured when the recorder runs again (or `pumpwatch capture`)")
+        if name not in lost:
+            print(f"event {name}: window not complete yet; captured when the recorder runs again (or `pumpwatch capture`)")
+    if lost:
+        print(f"pumpwatch run: saving the captures waiting to {os.path.join(cfg.data_dir, 'events', 'pending.json')} "
+              f"failed ({caps.get('pending_unsaved_error') or 'disk error'}); {', '.join(lost)} would not be captured "
+              f"at the next start: free space, then `pumpwatch capture TICKER --at T0` for each (the log above names "
+              f"the commands)", file=sys.stderr)
+        return EXIT_DISK
+    if final.get("stopped_by"):
+        return EXIT_SIGNAL + int(getattr(signal, final["stopped_by"]))
     return 0
 
 
@@ -329,6 +343,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from .capture import CaptureError, NS, _event_table, open_source, parse_time_ns
+    from . import faults
 
     start, end = parse_time_ns(args.start), parse_time_ns(args.end)
     if end <= start:
@@ -347,6 +362,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 chunk = source.query(t, min(t + step, end), venues=args.venue or None, symbols=args.symbol or None)
                 table = _event_table(chunk)
                 if writer is None:
+                    faults.check("export", args.output)
                     writer = (pq.ParquetWriter(tmp, table.schema, compression="zstd") if fmt == "parquet"
                               else pacsv.CSVWriter(tmp, table.schema))
                 writer.write_table(table)
@@ -507,15 +523,24 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    install_log_filter()
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        return EXIT_SIGNAL + signal.SIGINT
     except Exception as e:  # noqa: BLE001 - a CLI reports what went wrong in one line
-        from .errors import StoreError
+        code = exit_code_for(e)
+        if code == EXIT_SOFTWARE:  # a bug: the traceback (secrets taken out) helps whoever fixes it
+            import traceback
 
-        if isinstance(e, (StoreError, OSError, ValueError)):
-            print(f"pumpwatch: {e}", file=sys.stderr)
-            return 1
-        raise
+            from .redact import redact
+
+            print(redact("".join(traceback.format_exception(e))), file=sys.stderr, end="")
+            print(f"pumpwatch {args.command}: unexpected error ({type(e).__name__}); this is a bug: report it with "
+                  f"the traceback above", file=sys.stderr)
+            return code
+        print(describe(e, args.command or ""), file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

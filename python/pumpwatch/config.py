@@ -13,6 +13,7 @@ from typing import Any
 
 from ._core import VENUES
 from .errors import InvalidInputError
+from .redact import redact, register, register_dsn, register_environment
 
 VENUE_IDS = tuple(VENUES)
 #: Ingest paths the recorder can run ([log] engine).
@@ -144,7 +145,7 @@ class PostgresSinkSettings:
 
     #: `postgresql://user@host:5432/db`; when the key is absent, the environment variable
     #: PUMPWATCH_PG_DSN (keeps the password out of the file).
-    dsn: str = ""
+    dsn: str = field(default="", repr=False)  # holds a password: never in a repr, a log or /status
     #: Who this recorder is in the database (rows say which collectors saw them); "" = host name.
     collector_id: str = ""
     #: The PostgreSQL schema the tables live in.
@@ -180,11 +181,12 @@ def _sink(v: Any) -> SinkSettings:
         return SinkSettings()
     pg = _section("sink.postgres", PostgresSinkSettings, v["postgres"])
     dsn = pg.dsn or os.environ.get(ENV_PG_DSN, "")
+    register_dsn(dsn)
     if not dsn:
         raise ConfigError(f"sink.postgres.dsn is not set and neither is the environment variable {ENV_PG_DSN}: set "
                           f"one to the database to write to, e.g. postgresql://pumpwatch@db.example:5432/pumpwatch")
     if not (dsn.startswith(("postgresql://", "postgres://")) or "=" in dsn):
-        raise ConfigError(f"sink.postgres.dsn {dsn!r} is not a PostgreSQL connection string; write "
+        raise ConfigError(f"sink.postgres.dsn {redact(dsn)!r} is not a PostgreSQL connection string; write "
                           f"postgresql://user@host:5432/database (or key=value pairs)")
     collector_id = pg.collector_id or socket.gethostname()
     if len(collector_id) > 200 or not collector_id.isprintable():
@@ -277,6 +279,22 @@ def _section(where: str, cls: type, table: Any) -> Any:
     return cls(**{k: _typed(f"{where}.{k}", v, fields[k].type) for k, v in table.items()})
 
 
+def register_secrets(cfg: Config) -> None:
+    """Every secret the configuration holds, so `pumpwatch.redact` masks it in logs, errors, /status
+    and event files: venue API keys (a setting named api_key, api_secret or passphrase, or
+    PUMPWATCH_<VENUE>_API_KEY), proxy passwords, the sink's DSN password."""
+    register_environment()
+    for venue in cfg.venues.values():
+        for name in ("api_key", "api_secret", "passphrase"):
+            value = getattr(venue, name, "")
+            if isinstance(value, str):
+                register(value)
+    for proxy in cfg.upbit.proxies:
+        register_dsn(proxy if "@" in proxy else "")
+    if cfg.sink.postgres is not None:
+        register_dsn(cfg.sink.postgres.dsn)
+
+
 def from_dict(raw: dict[str, Any]) -> Config:
     top = {f.name: f for f in dataclasses.fields(Config)}
     unknown = sorted(set(raw) - set(top))
@@ -308,6 +326,7 @@ def from_dict(raw: dict[str, Any]) -> Config:
         else:
             kw[k] = _typed(k, v, top[k].type)
     cfg = Config(**kw)
+    register_secrets(cfg)
     c = cfg.capture
     if c.before_s < 0 or c.after_s <= 0 or c.grace_s < 0 or c.before_s + c.after_s > 86_400:
         raise ConfigError("[capture] needs before_s >= 0, after_s > 0, grace_s >= 0 and a window of at most a day")

@@ -9,14 +9,18 @@ import asyncio
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
+import errno
 import logging
+import os
 import signal
 import sys
 import time
 
 from .capture import CaptureScheduler
 from .collector import Collector
-from .config import Config
+from .config import Config, register_secrets
+from .errors import DataDirError, disk_advice
+from .redact import redact_tree
 from .retention import log_bytes
 from .status import disk_free, serve_status
 from .store import Store, disk_line
@@ -85,12 +89,49 @@ class ListingLog:
         if self.collector is not None and t.capture_tickers:
             # First: every venue relists and subscribes the coin now (issue 13).
             self.collector.on_listing(t.capture_tickers, t.detected_ns)
-        if self.captures is not None:
-            await self.captures.on_trigger(t)
+        # Named in /status before capture scheduling runs: whatever that meets, the listing is on record.
         self.triggers.append({
             "notice_id": t.notice_id, "title": t.title, "tickers": list(t.tickers), "t0_ns": t.t0_ns,
             "detected_ns": t.detected_ns, "delay_ms": round(t.delay_ns / 1e6, 1), "capture": t.capture,
         })
+        if self.captures is not None:
+            await self.captures.on_trigger(t)
+
+
+#: What the recorder writes under the data directory besides the log's own files.
+DATA_SUBDIRS = ("log", "events", "instruments")
+
+
+def check_data_dir(data_dir: str | os.PathLike[str]) -> str:
+    """Refuses a data directory the recorder could not write (read-only filesystem, another user's,
+    a file in its place), naming the path and the cause, before any connection opens: better no
+    start than a recorder that connects to twelve venues and cannot keep a trade. A full disk is
+    not refused here (the store says so when it cannot allocate). Returns the absolute path."""
+    path = os.path.abspath(os.fspath(data_dir))
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise DataDirError(f"cannot create the data directory {path}: {e.strerror} "
+                           f"({errno.errorcode.get(e.errno or 0, e.errno)}); {disk_advice(e.errno, path)}",
+                           e.errno, path) from None
+    for sub in ("",) + DATA_SUBDIRS:
+        folder = os.path.join(path, sub) if sub else path
+        if sub and not os.path.lexists(folder):
+            continue  # created when first needed, in a directory just proven writable
+        probe = os.path.join(folder, f".pumpwatch-write-check-{os.getpid()}")
+        try:
+            if not os.path.isdir(folder):
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), folder)
+            # Creating a file (no data: a full disk is not a reason to refuse) proves the directory
+            # takes new files; os.access would miss a read-only mount seen through root.
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise DataDirError(f"data directory {folder} is not writable: {e.strerror} "
+                               f"({errno.errorcode.get(e.errno or 0, e.errno)}); {disk_advice(e.errno, folder)}",
+                               e.errno, folder) from None
+    return path
 
 
 def open_store(cfg: Config):
@@ -155,7 +196,7 @@ def _status_with_disk(collector: Collector, cfg: Config, watcher=None, listings:
         st["log_bytes"] = log_bytes(cfg.data_dir)  # plain and zstd-compressed segments
         if hasattr(collector.store, "compression_stats"):
             st["compression"] = collector.store.compression_stats()
-        return st
+        return redact_tree(st)  # errors from a database or a venue may quote a DSN or a key
 
     return status
 
@@ -194,11 +235,22 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
               interactive: bool | None = None, scenario: SimScenario | None = None) -> dict:
     """Runs the recorder until SIGTERM/SIGINT or `duration`; returns the final status. With
     `simulate`, plays `scenario` (default: `SimScenario()`) against the stand-ins."""
+    register_secrets(cfg)
+    # Before the simulator, the store or any connection: a data directory we cannot write stops here.
+    check_data_dir(cfg.data_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    stopped_by: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not stopped_by:
+            stopped_by.append(sig.name)
+            log.info("%s received: stopping (connections closed, log committed and sealed)", sig.name)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, sig)
         except (NotImplementedError, RuntimeError):
             pass
     sim = None
@@ -299,8 +351,12 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
             await sink_task
         await reporter
         await maintenance
+        if captures is not None:
+            await captures.stop()  # its last try at pending.json, before the final status names what is left
         final = status_fn()
         final["address"] = address
+        final["stopped_by"] = stopped_by[0] if stopped_by else None
+        final["listings_not_saved"] = captures.lost_at_exit() if captures is not None else []
         return final
     finally:
         if watcher is not None:

@@ -15,6 +15,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterable
 
+from .redact import install_log_filter
 from .store import disk_line
 
 #: The first word of a venue's state (collector `_state`) and its short form on the dashboard.
@@ -143,6 +144,11 @@ def _extra_lines(status: dict) -> list[str | list[str]]:
         done = caps.get("events", [])
         out.append(f"events  {len(done)} written" + (f" (latest {done[-1]['event']}: {abbrev(done[-1]['trades'])} trades, "
                    f"{done[-1]['verdict']})" if done else "") + (f"  waiting: {', '.join(caps['pending'])}" if caps.get("pending") else ""))
+        # A listing the disk refused: named until it is written (issue 14).
+        for u in caps.get("unwritten", []):
+            out.insert(1, f"event {u['event']} NOT WRITTEN since {u['since'][11:19]} ({u['attempts']} tries): {u['error']}")
+        if caps.get("pending_unsaved_since"):
+            out.insert(1, f"events  waiting captures not saved since {caps['pending_unsaved_since'][11:19]}: {caps['pending_unsaved_error']}")
     for name, v in venues.items():  # symbols a connection budget leaves out (Phemex): named
         if v.get("not_recorded"):
             out.append(f"{name}  {v['not_recorded']} not recorded (connection budget): "
@@ -249,6 +255,7 @@ async def live(status_fn: Callable[[], dict], stop: asyncio.Event, done: asyncio
     for h in moved:
         root.removeHandler(h)
     root.addHandler(handler)
+    install_log_filter()  # the pane shows log lines too: no secret in them (pumpwatch.redact)
 
     def frame(phase: str) -> Text:
         lines = render(status_fn(), console.size.width, console.size.height, logs=pane, phase=phase)

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import urlencode, urlsplit
 
+from . import faults
 from .errors import InvalidInputError
 from .tls import context_for
 
@@ -582,6 +583,10 @@ class MarketOpened:
     seen_ns: int  # when the market list first showed it (within `market_poll_s`)
 
 
+#: After a failed write of the watcher state, the next try comes after this many seconds, doubling
+#: up to the maximum: a disk that gets space back is noticed within half a minute.
+STATE_RETRY_INITIAL_S = 1.0
+STATE_RETRY_MAX_S = 30.0
 MAX_SEEN = 5000  # notice ids kept; older ids that resurface are old notices (the age rule holds them)
 MAX_HISTORY = 500
 
@@ -652,7 +657,11 @@ class WatcherState:
         return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
     def save(self) -> None:
-        write_atomic(self.path, self.snapshot())
+        self.write(self.snapshot())
+
+    def write(self, data: bytes) -> None:
+        faults.check("upbit.state", self.path)
+        write_atomic(self.path, data)
 
     def decide(
         self,
@@ -960,6 +969,12 @@ class UpbitWatcher:
         self._had_success = False
         self._save_task: asyncio.Task[None] | None = None
         self._save_again = False
+        #: the state on disk is behind memory since (ns), with this error; None = saved
+        self.state_unsaved_since_ns: int | None = None
+        self.state_unsaved_error = ""
+        #: first retry after a failed state write; doubles up to `state_retry_max_s`
+        self.state_retry_initial_s = STATE_RETRY_INITIAL_S
+        self.state_retry_max_s = STATE_RETRY_MAX_S
         self._market_wake = asyncio.Event()
         self._market_client: HttpClient | None = None
         self.running = False
@@ -992,8 +1007,18 @@ class UpbitWatcher:
         self._tasks.clear()
         self._in_flight.clear()
         if self._save_task is not None:
+            if self.state_unsaved_since_ns is not None:
+                self._save_task.cancel()  # waiting to retry: the last try is below
             await asyncio.gather(self._save_task, return_exceptions=True)
-        await asyncio.to_thread(self.state.save)
+        try:
+            await asyncio.to_thread(self.state.save)
+            self.state_unsaved_since_ns, self.state_unsaved_error = None, ""
+        except OSError as err:
+            # Not fatal: the seen notices are judged again at the next start (a listing among them
+            # triggers again if still within max_age_s), and captures have their own pending.json.
+            self.state_unsaved_error = f"{type(err).__name__}: {err}"
+            log.error("Upbit watcher state not saved to %s at stop (%s); notices seen since the last save are "
+                      "judged again at the next start", self.state.path, err)
         for e in self._eg:
             await e.client.close()
         if self._market_client is not None:
@@ -1210,13 +1235,26 @@ class UpbitWatcher:
             return
 
         async def save() -> None:
+            delay = self.state_retry_initial_s
             while True:
                 self._save_again = False
-                data = self.state.snapshot()
+                data = self.state.snapshot()  # here, not in the thread: decide() may change the state meanwhile
                 try:
-                    await asyncio.to_thread(write_atomic, self.state.path, data)
+                    await asyncio.to_thread(self.state.write, data)
                 except OSError as err:
-                    log.error("Upbit watcher state not saved to %s: %s", self.state.path, err)
+                    # Memory keeps the state; it is written as soon as a write succeeds.
+                    self.state_unsaved_error = f"{type(err).__name__}: {err}"
+                    if self.state_unsaved_since_ns is None:
+                        self.state_unsaved_since_ns = time.time_ns()
+                        log.error("Upbit watcher state not saved to %s: %s; kept in memory, retried until the disk "
+                                  "takes it (free space on it)", self.state.path, err)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.state_retry_max_s)
+                    continue
+                if self.state_unsaved_since_ns is not None:
+                    log.warning("Upbit watcher state saved to %s after %.1f s of failed writes", self.state.path,
+                                (time.time_ns() - self.state_unsaved_since_ns) / 1e9)
+                    self.state_unsaved_since_ns, self.state_unsaved_error = None, ""
                 if not self._save_again:
                     return
 
@@ -1276,6 +1314,8 @@ class UpbitWatcher:
             in_flight=len(self._in_flight),
             notices_seen=len(self.state.seen),
             pending_krw_markets=len(self.state.pending),
+            state_unsaved_since_ns=self.state_unsaved_since_ns,
+            state_unsaved_error=self.state_unsaved_error,
             krw_markets=len(self.krw_markets) if self.krw_markets is not None else None,
             response_ms_last=self._last.get("response_ms"),
             response_ms_p50=statistics.median(rt) if rt else None,
