@@ -70,3 +70,53 @@ def expected_rows(trades, start=None, end=None, venues=None, symbols=None) -> li
 @pytest.fixture
 def data_dir(tmp_path):
     return tmp_path / "data"
+
+
+# ---------------------------------------------------------------------------------------------
+# The quick loop: `pytest -m "not slow"`. Tests that run the daemon, a soak, a real database, tmux,
+# or many thousands of generated cases are marked here, in one place; every other test must finish
+# within UNMARKED_TIMEOUT_S (a test that needs longer is slow and belongs in this table).
+
+UNMARKED_TIMEOUT_S = 60
+#: Whole modules: every test in them carries these markers.
+SLOW_MODULES = {
+    "test_soak": ("slow", "soak"),
+    "test_sink_postgres": ("slow", "postgres"),
+    "test_event_simulate": ("slow",),
+    "test_listing_scenarios": ("slow",),
+    "test_lifecycle": ("slow",),
+    "test_ccxt_witness": ("slow",),
+    "test_disk_full_hold": ("slow",),
+    "test_full_disk_daemon": ("slow",),
+    "test_venue_faithful": ("slow",),
+    "test_terminal": ("slow",),
+}
+#: Single tests (by function name) in modules that are otherwise quick.
+SLOW_TESTS = {
+    "test_truncated_tail_keeps_every_complete_record",
+    "test_flipped_bytes_lose_only_the_damaged_records",
+    "test_sigkill_at_random_moments_loses_no_acknowledged_batch",
+    "test_file_size_limit_is_a_clear_error_and_the_writer_recovers",
+    "test_full_disk_is_a_clear_error_and_nothing_stored_is_damaged",
+    "test_any_plain_decimal_and_id_round_trip_exactly",
+    "test_torn_tail_recovery_keeps_exactly_the_complete_records",
+    "test_every_metric_the_rules_and_dashboard_use_is_served",
+    "test_run_simulate_records_answers_status_and_stops_cleanly_on_sigterm",
+    "test_dropped_frames_and_disconnects_leave_no_hole_on_sequenced_venues",
+    "test_windowed_venues_store_every_trade_or_name_the_hole",
+    "test_events_report_export_and_verify_commands",
+    "test_a_run_with_a_dsn_password_and_an_api_key_shows_neither",
+    "test_a_listing_only_memory_holds_at_exit_makes_the_run_exit_74_with_the_commands_to_capture_it",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        for name in SLOW_MODULES.get(module, ()):
+            item.add_marker(name)
+        if item.originalname in SLOW_TESTS:
+            item.add_marker("slow")
+        marked = any(item.get_closest_marker(m) for m in ("slow", "soak", "postgres"))
+        if not marked and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(UNMARKED_TIMEOUT_S))
