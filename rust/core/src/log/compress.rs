@@ -465,8 +465,9 @@ pub fn compress_segment_unless(log_dir: &Path, seq: u64, level: i32, cancelled: 
         return Ok(None);
     }
     let plain_len = segment::load_published_end(&map);
-    if plain_len < HEADER_LEN as u64 || plain_len > map.len() as u64 {
-        // A sealed file shorter than its published end is damage `verify` reports; leave it plain.
+    if plain_len < HEADER_LEN as u64 || plain_len != map.len() as u64 || segment::check_seal(&map) == segment::SealCheck::Altered {
+        // A sealed file shorter or longer than its published end, or a seal that fails its CRC,
+        // is damage `verify` reports: compressing up to that end could drop bytes. Leave it plain.
         return Ok(None);
     }
     let data = &map[..plain_len as usize];

@@ -28,27 +28,60 @@ fn le_u32(b: &[u8], at: usize) -> u32 {
 /// The payload of the valid frame starting at `off`, if there is one inside `bytes[..end]`.
 #[inline]
 pub fn frame_at(bytes: &[u8], off: usize, end: usize) -> Option<&[u8]> {
+    check_frame(bytes, off, end).ok()
+}
+
+/// The frame at `off` inside `bytes[..end]`: its payload when valid, else the rule it breaks
+/// (`[rule] what is wrong`, the rules of docs/FORMAT.md). The one place validity is decided.
+#[inline]
+pub fn check_frame(bytes: &[u8], off: usize, end: usize) -> Result<&[u8], &'static str> {
     let end = end.min(bytes.len());
-    if off.checked_add(FRAME_HEADER)? > end {
-        return None;
+    if off.checked_add(FRAME_HEADER).is_none_or(|h| h > end) {
+        return Err("[bounds] frame header runs past the readable end");
     }
     let len = le_u32(bytes, off) as usize;
-    if len == 0 || len > MAX_PAYLOAD || off + FRAME_HEADER + len > end {
-        return None;
+    if len == 0 {
+        return Err("[length] zero frame length before the end of the records");
+    }
+    if len > MAX_PAYLOAD {
+        return Err("[length] frame length over 16 MiB");
+    }
+    if off + FRAME_HEADER + len > end {
+        return Err("[bounds] frame runs past the readable end");
     }
     let payload = &bytes[off + FRAME_HEADER..off + FRAME_HEADER + len];
+    // The kind first: resync tries every offset, and this rejects nearly all without a CRC.
     if !matches!(payload[0], KIND_TRADE | KIND_MARKER | KIND_QUARANTINE) {
-        return None;
+        return Err("[kind] unknown record kind");
     }
     if crc32c::crc32c(payload) != le_u32(bytes, off + 4) {
-        return None;
+        return Err(CRC_MISMATCH);
     }
-    let well_formed = if payload[0] == KIND_TRADE {
-        record::decode_trade(payload).is_ok()
+    if payload[0] == KIND_TRADE {
+        let t = record::decode_trade(payload)?;
+        record::check_trade_fields(&t)?;
     } else {
-        record::decode(payload).is_ok()
+        record::decode(payload)?;
+    }
+    Ok(payload)
+}
+
+const CRC_MISMATCH: &str = "[crc] payload CRC-32C does not match";
+
+/// Why the bytes of a damaged span at `start` were not a record: the rule the frame there
+/// breaks, said so that a CRC failure and a rule broken under a good CRC read differently.
+pub fn damage_reason(bytes: &[u8], start: usize, end: usize) -> String {
+    let rule = match check_frame(bytes, start, end) {
+        // A kind byte hit by damage fails the CRC too: say the CRC, the check that covers it.
+        Err(r) if r.starts_with("[kind]") => {
+            let len = le_u32(bytes, start) as usize;
+            let payload = &bytes[start + FRAME_HEADER..start + FRAME_HEADER + len];
+            if crc32c::crc32c(payload) != le_u32(bytes, start + 4) { CRC_MISMATCH } else { r }
+        }
+        Err(r) => r,
+        Ok(_) => "[bounds] frame crosses a block boundary",
     };
-    well_formed.then_some(payload)
+    format!("{rule}; the bytes up to the next valid record are skipped")
 }
 
 /// First non-zero byte in `bytes[from..end]`.

@@ -141,6 +141,8 @@ struct Active {
     /// Records found in the segment when it was opened (0 for a new one).
     records: u64,
     size_changed: bool,
+    /// The seal's CRC chain over the frame CRCs of every record so far (`segment::chain_frame`).
+    crc_chain: u32,
 }
 
 pub struct LogWriter {
@@ -420,6 +422,7 @@ impl LogWriter {
                     }
                 }
             }
+            a.crc_chain = segment::chain_frame(a.crc_chain, &piece[off..]);
             off += FRAME_HEADER + plen;
             self.appended_records += 1;
         }
@@ -607,6 +610,7 @@ fn create_segment(log_dir: &Path, seq: u64, cfg: &LogConfig) -> Result<Active> {
             prefault_requested: HEADER_LEN,
             records: 0,
             size_changed: true,
+            crc_chain: 0,
         })
     };
     build().inspect_err(|_| {
@@ -656,6 +660,9 @@ fn recover_active(dir: &Path, path: &Path, seq: u64, cfg: &LogConfig, report: &m
     let mut entries = trusted;
     entries.extend(walked);
     let valid_end = outcome.valid_end;
+    // The seal's chain over the records kept, walked as readers walk them (damage skipped).
+    let mut crc_chain = 0;
+    super::scan::walk(data, HEADER_LEN, valid_end, |off, _| crc_chain = segment::chain_frame(crc_chain, &data[off..]));
     for Span { start, end } in &outcome.damaged {
         report.damaged.push(DamageReport {
             segment: name.clone(),
@@ -711,6 +718,7 @@ fn recover_active(dir: &Path, path: &Path, seq: u64, cfg: &LogConfig, report: &m
         prefault_requested: valid_end,
         records: outcome.records,
         size_changed: false,
+        crc_chain,
     })
 }
 
@@ -732,6 +740,12 @@ fn seal(a: &mut Active) -> Result<()> {
         a.block = BlockBuilder::new(p.end);
     }
     a.map.sync_range(HEADER_LEN.min(a.dirty_from), a.end).map_err(|e| io("syncing", e))?;
+    // The seal (docs/FORMAT.md): end and totals under a CRC of their own. Written before the
+    // state, so a reader that sees the state sealed sees the seal whole.
+    let records = a.entries.iter().map(|e| u64::from(e.trades) + u64::from(e.others)).sum();
+    let header = segment::sealed_header(a.map.seq, a.created_ns, &segment::Seal { published_end: a.end as u64, records, crc_chain: a.crc_chain });
+    a.map.write_at(48, &header[48..HEADER_LEN]);
+    a.map.write_at(0, &header[0..36]);
     a.map.set_state(STATE_SEALED);
     a.map.publish_end(a.end as u64);
     a.map.sync_range(0, HEADER_LEN).map_err(|e| io("syncing", e))?;
