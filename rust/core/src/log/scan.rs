@@ -196,6 +196,71 @@ mod tests {
         (buf, offs)
     }
 
+    /// A frame whose CRC is fine but whose payload breaks rule `tag` is invalid, and its reason
+    /// names that rule, not the length or the CRC.
+    #[test]
+    fn a_rule_broken_under_a_good_crc_is_damage_with_its_own_reason() {
+        let (buf, offs) = log_of(3);
+        let (off, next) = (offs[1], offs[2]);
+        let cases: [(&str, fn(&mut Vec<u8>)); 9] = [
+            ("[kind]", |p| p[0] = 9),
+            ("[venue]", |p| p[1] = 13),
+            ("[side]", |p| p[2] = 3),
+            ("[size]", |p| p[6] += 1),
+            ("[flags]", |p| p[5] = 1),
+            ("[symbol]", |p| p[33] = 0xff),
+            ("[price]", |p| {
+                let at = 33 + p[3] as usize;
+                p[at] = b'e';
+            }),
+            ("[qty]", |p| {
+                let at = 33 + p[3] as usize + p[6] as usize;
+                p[at] = b' ';
+            }),
+            ("[symbol]", |p| {
+                // Empty symbol: its bytes become a text id, the length stays.
+                let ls = p[3];
+                let sym: Vec<u8> = p[33..33 + ls as usize].to_vec();
+                p.drain(33..33 + ls as usize);
+                p.extend_from_slice(&sym);
+                p[3] = 0;
+                p[32] = ls;
+            }),
+        ];
+        for (tag, patch) in cases {
+            let mut b = buf.clone();
+            let mut payload = b[off + FRAME_HEADER..next].to_vec();
+            patch(&mut payload);
+            assert_eq!(payload.len(), next - off - FRAME_HEADER, "{tag}: same length");
+            let crc = crc32c::crc32c(&payload);
+            b[off + 4..off + 8].copy_from_slice(&crc.to_le_bytes());
+            b[off + FRAME_HEADER..next].copy_from_slice(&payload);
+            let err = check_frame(&b, off, b.len()).expect_err(tag);
+            assert!(err.starts_with(tag), "{tag}: {err}");
+            let mut seen = Vec::new();
+            let w = walk(&b, 64, b.len(), |o, _| seen.push(o));
+            assert_eq!(seen, vec![offs[0], offs[2]], "{tag}");
+            assert_eq!(w.damaged, vec![Span { start: off, end: next }], "{tag}");
+            assert!(damage_reason(&b, off, b.len()).starts_with(tag), "{tag}");
+        }
+        // An id kept as text that is not UTF-8.
+        let t = Trade::new("okx-spot", "BTC-USDT", "a519448f", "30243.5", "0.001", "buy", 1, 1, 0).unwrap();
+        let mut p = Vec::new();
+        t.as_ref().encode_payload(&mut p);
+        let last = p.len() - 1;
+        p[last] = 0xc3;
+        let mut f = Vec::new();
+        frame_into(&mut f, |o| o.extend_from_slice(&p));
+        assert!(check_frame(&f, 0, f.len()).expect_err("id").starts_with("[trade-id]"));
+        // The same damage without a good CRC is a CRC failure, whatever byte was hit.
+        let mut b = buf.clone();
+        b[off + FRAME_HEADER] = 9;
+        assert!(damage_reason(&b, off, b.len()).starts_with("[crc]"));
+        let mut b = buf;
+        b[off..off + 4].copy_from_slice(&0u32.to_le_bytes());
+        assert!(damage_reason(&b, off, b.len()).starts_with("[length]"));
+    }
+
     #[test]
     fn clean_log_with_zero_tail() {
         let (mut buf, offs) = log_of(10);
