@@ -524,3 +524,27 @@ def test_the_worked_example_of_the_spec_is_a_segment_both_readers_read(tmp_path)
              ts_ns=1790370834849000000, recv_ns=1790370834901000000, flags=0),
     ]
     assert got["rust"]["trades"] == want and got["py"]["trades"] == want
+
+
+def test_ingest_writes_only_what_a_reader_accepts(tmp_path):
+    """The writing side of the rules: a symbol that is not UTF-8 (possible in an Arrow buffer) is
+    refused with the row named, a venue frame with an exponent price is quarantined with the
+    reason, and nothing of either reaches the log as a trade."""
+    import numpy as np
+    import pyarrow as pa
+    from conftest import trades_table
+
+    table = trades_table(make_trades(3))
+    symbols = [b"\xffTCUSDT"] + [s.encode() for s in table.column("symbol").to_pylist()[1:]]
+    offsets = np.cumsum([0] + [len(s) for s in symbols], dtype=np.int32)
+    bad = pa.Array.from_buffers(pa.string(), 3, [None, pa.py_buffer(offsets.tobytes()), pa.py_buffer(b"".join(symbols))])
+    table = table.set_column(table.schema.get_field_index("symbol"), "symbol", bad)
+    frame = json.dumps({"e": "trade", "E": 1790370834848, "s": "BTCUSDT", "t": 5, "p": "1e5", "q": "0.001",
+                        "T": 1790370834848, "m": True})
+    with pumpwatch.Store(tmp_path / "d") as s:
+        with pytest.raises(pumpwatch.errors.InvalidTradeError, match="row 0 .*symbol is not valid UTF-8"):
+            s.append_trades(table)
+        stored, quarantined = s.ingest("binance-spot", frame, 1790370834900000000)
+        assert stored == 0 and "1e5" in quarantined[0][2]
+    v = pumpwatch.verify(tmp_path / "d")
+    assert v["ok"] and (v["trades"], v["quarantined"]) == (0, 1)
