@@ -740,6 +740,10 @@ fn seal(a: &mut Active) -> Result<()> {
         a.block = BlockBuilder::new(p.end);
     }
     a.map.sync_range(HEADER_LEN.min(a.dirty_from), a.end).map_err(|e| io("syncing", e))?;
+    // Cut to the records before the state says sealed: a crash in between leaves an active
+    // segment (recovered and sealed on open), never a sealed one with bytes past its end.
+    a.map.file.set_len(a.end as u64).map_err(|e| io("truncating", e))?;
+    a.map.file.sync_all().map_err(|e| io("syncing", e))?;
     // The seal (docs/FORMAT.md): end and totals under a CRC of their own. Written before the
     // state, so a reader that sees the state sealed sees the seal whole.
     let records = a.entries.iter().map(|e| u64::from(e.trades) + u64::from(e.others)).sum();
@@ -749,8 +753,6 @@ fn seal(a: &mut Active) -> Result<()> {
     a.map.set_state(STATE_SEALED);
     a.map.publish_end(a.end as u64);
     a.map.sync_range(0, HEADER_LEN).map_err(|e| io("syncing", e))?;
-    a.map.file.set_len(a.end as u64).map_err(|e| io("truncating", e))?;
-    a.map.file.sync_all().map_err(|e| io("syncing", e))?;
     a.dirty_from = a.end;
     index::write_index(&segment::index_path(&path), &a.entries)
 }
