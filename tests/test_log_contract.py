@@ -484,6 +484,16 @@ def test_a_log_written_before_the_seal_verifies_and_reads_as_before(tmp_path):
     assert head[8] == 2 and struct.unpack_from("<I", head, 36)[0] == 1  # sealed, with a seal
     assert len(pumpwatch.ReadOnlyStore(d).query().to_pylist()) == 150
 
+    # The pure-Python writer continues one the same way.
+    p = tmp_path / "v1log-py"
+    shutil.copytree(DATA / "v1log", p)
+    with purepy.Store(p) as s:
+        s.append_trades(more)
+        s.roll()
+    assert (p / "log" / SEG_ACTIVE).read_bytes()[:64] == head[:24] + (p / "log" / SEG_ACTIVE).read_bytes()[24:64]
+    for report in (pumpwatch.verify(p), purepy.verify(p)):
+        assert report["ok"] and report["trades"] == 150, report
+
 
 def test_both_writers_seal_the_same_way(tmp_path):
     """A segment sealed by the Rust writer and one sealed by the pure-Python writer, from the same
