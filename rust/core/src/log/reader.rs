@@ -786,12 +786,12 @@ fn report_size(r: &VerifyReport) -> usize {
 /// Checks index entries against the records they describe: an entry that passes its own CRC
 /// but not the records could make a query skip a block.
 /// Entries over `damaged` spans (already reported) are not checked: the damage explains them.
-fn check_index(report: &mut VerifyReport, name: &str, data: &[u8], entries: &[IndexEntry], damaged: &[Span], what: &str) {
-    for (i, e) in entries.iter().enumerate() {
+fn check_index(report: &mut VerifyReport, name: &str, blocks: &BlockTally<'_>, damaged: &[Span], what: &str) {
+    for (i, e) in blocks.entries.iter().enumerate() {
         if damaged.iter().any(|d| (d.start as u64) < e.end && (d.end as u64) > e.start) {
             continue;
         }
-        if !block_holds(data, 0, e) {
+        if !blocks.holds(i) {
             report.damaged.push(damage(
                 name,
                 e.start,
@@ -799,6 +799,49 @@ fn check_index(report: &mut VerifyReport, name: &str, data: &[u8], entries: &[In
                 format!("[index] {what} entry {i} does not match the records of its block (counts, times or bounds)"),
             ));
         }
+    }
+}
+
+/// What the records walked add up to per index block: the records that start in a block count
+/// for it; one that runs past its block's end spoils the block.
+struct BlockTally<'a> {
+    entries: &'a [IndexEntry],
+    seen: Vec<(u32, u32, i64, i64, bool)>,
+    k: usize,
+}
+
+impl<'a> BlockTally<'a> {
+    fn new(entries: &'a [IndexEntry]) -> BlockTally<'a> {
+        BlockTally { entries, seen: vec![(0, 0, i64::MAX, i64::MIN, true); entries.len()], k: 0 }
+    }
+
+    #[inline]
+    fn add(&mut self, off: usize, payload: &[u8]) {
+        let off = off as u64;
+        while self.k < self.entries.len() && off >= self.entries[self.k].end {
+            self.k += 1;
+        }
+        let Some(e) = self.entries.get(self.k) else { return };
+        if off < e.start {
+            return;
+        }
+        let s = &mut self.seen[self.k];
+        match record::peek_trade_ts(payload) {
+            Some(ts) => {
+                s.0 += 1;
+                s.2 = s.2.min(ts);
+                s.3 = s.3.max(ts);
+            }
+            None => s.1 += 1,
+        }
+        if off + (FRAME_HEADER + payload.len()) as u64 > e.end {
+            s.4 = false;
+        }
+    }
+
+    fn holds(&self, i: usize) -> bool {
+        let (e, s) = (&self.entries[i], &self.seen[i]);
+        s.4 && (s.0, s.1, s.2, s.3) == (e.trades, e.others, e.min_ts, e.max_ts)
     }
 }
 
@@ -882,7 +925,13 @@ fn verify_plain(report: &mut VerifyReport, name: &str, path: &Path, map: &[u8], 
         )),
     }
     let mut totals = Totals::default();
-    let outcome = scan::walk_published(map, HEADER_LEN, end, published, |off, p| totals.add(&map[off..], p));
+    // The index entries are checked in the same pass: each record counts for the block it starts in.
+    let entries = index::read_index(&segment::index_path(path), end as u64);
+    let mut blocks = BlockTally::new(&entries);
+    let outcome = scan::walk_published(map, HEADER_LEN, end, published, |off, p| {
+        totals.add(&map[off..], p);
+        blocks.add(off, p);
+    });
     report.records += outcome.records;
     report.bytes += outcome.valid_end as u64;
     report.trades += totals.counts[1];
@@ -913,11 +962,10 @@ fn verify_plain(report: &mut VerifyReport, name: &str, path: &Path, map: &[u8], 
     if let Some(s) = seal {
         check_totals(report, name, &s, &totals, found_before);
     }
-    let entries = index::read_index(&segment::index_path(path), end as u64);
     let mut explained = outcome.damaged.clone();
     explained.extend(outcome.torn);
     explained.push(Span { start: outcome.valid_end, end: published.max(outcome.valid_end) });
-    check_index(report, name, &map[..end], &entries, &explained, "index (.pwidx)");
+    check_index(report, name, &blocks, &explained, "index (.pwidx)");
     Ok(())
 }
 
