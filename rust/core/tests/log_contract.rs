@@ -15,8 +15,8 @@ use pumpwatch_core::record::{self, Trade, FRAME_HEADER};
 const T0: i64 = 1_790_370_834_848_000_000;
 
 fn trade(i: u64) -> Trade {
-    let id = if i % 3 == 0 { format!("a519448f-{i:08x}") } else { (8_121_136_411 + i).to_string() };
-    Trade::new("okx-swap", "BTC-USDT-SWAP", &id, "83680.00", "0.001", if i % 2 == 0 { "buy" } else { "sell" }, T0 + i as i64, T0 + i as i64 + 9, 0)
+    let id = if i.is_multiple_of(3) { format!("a519448f-{i:08x}") } else { (8_121_136_411 + i).to_string() };
+    Trade::new("okx-swap", "BTC-USDT-SWAP", &id, "83680.00", "0.001", if i.is_multiple_of(2) { "buy" } else { "sell" }, T0 + i as i64, T0 + i as i64 + 9, 0)
         .expect("valid trade")
 }
 

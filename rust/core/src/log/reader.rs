@@ -1050,15 +1050,13 @@ fn verify_compressed(report: &mut VerifyReport, seq: u64, path: &Path) -> Result
             }
         }
         // The table entry must say what the block holds (a query picks blocks by it).
-        if decoded.is_ok() && b.crc.is_some() {
-            if !block_holds(&buf, base as usize, &b.entry) {
-                report.damaged.push(damage(
-                    &name,
-                    base,
-                    b.entry.end - base,
-                    format!("[index] frame table entry {i} does not match the records of its block (counts, times or bounds)"),
-                ));
-            }
+        if decoded.is_ok() && b.crc.is_some() && !block_holds(&buf, base as usize, &b.entry) {
+            report.damaged.push(damage(
+                &name,
+                base,
+                b.entry.end - base,
+                format!("[index] frame table entry {i} does not match the records of its block (counts, times or bounds)"),
+            ));
         }
     }
     report.bytes += valid_end;

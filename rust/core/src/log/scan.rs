@@ -204,7 +204,8 @@ mod tests {
     fn a_rule_broken_under_a_good_crc_is_damage_with_its_own_reason() {
         let (buf, offs) = log_of(3);
         let (off, next) = (offs[1], offs[2]);
-        let cases: [(&str, fn(&mut Vec<u8>)); 9] = [
+        type Patch = fn(&mut Vec<u8>);
+        let cases: [(&str, Patch); 9] = [
             ("[kind]", |p| p[0] = 9),
             ("[venue]", |p| p[1] = 13),
             ("[side]", |p| p[2] = 3),
