@@ -367,6 +367,27 @@ def zst_seal(d, base):
     return [("headers", SEG_ZST, 36, 28, "[seal]")], base["rust"]["trades"]
 
 
+def zst_header(d, base):
+    """The compressed file's own header damaged: named, read around, nothing lost."""
+    path = d / "log" / SEG_ZST
+    b = bytearray(path.read_bytes())
+    b[20] ^= 0x10  # inside the sequence number: the header CRC fails
+    path.write_bytes(bytes(b))
+    return [("headers", SEG_ZST, 0, 64, "[header]")], base["rust"]["trades"]
+
+
+def zst_table_entry(d, base):
+    """A frame table entry failing its CRC: named; its frame decoded in a run, nothing lost."""
+    path = d / "log" / SEG_ZST
+    b, entries = zst_layout(path)
+    plain_len = struct.unpack_from("<Q", b, 24)[0]
+    b = bytearray(b)
+    b[128 + 16] ^= 0x01  # the first entry's smallest time
+    path.write_bytes(bytes(b))
+    nxt = entries[1][0] if len(entries) > 1 else plain_len
+    return [("headers", SEG_ZST, 64, nxt - 64, "[frame-table]")], base["rust"]["trades"]
+
+
 ZST_BLOCK0: list = []
 
 DAMAGE = {
@@ -398,6 +419,8 @@ DAMAGE = {
     "zst-extended": zst_extended,
     "zst-frame-table-lie": zst_table_lie,
     "zst-seal": zst_seal,
+    "zst-header": zst_header,
+    "zst-frame-table-entry": zst_table_entry,
 }
 
 
@@ -448,7 +471,7 @@ def test_every_rule_has_a_damage_case_and_the_spec_lists_every_rule():
     spec = (Path(__file__).parents[1] / "docs" / "FORMAT.md").read_text()
     tags = {"[crc]", "[length]", "[bounds]", "[kind]", "[size]", "[venue]", "[side]", "[flags]", "[symbol]",
             "[price]", "[qty]", "[trade-id]", "[marker-kind]", "[text]", "[seal]", "[seal-totals]",
-            "[truncated]", "[extended]", "[index]", "[frame]", "[header]"}
+            "[truncated]", "[extended]", "[index]", "[frame]", "[header]", "[frame-table]"}
     for tag in tags:
         assert f"`{tag}`" in spec, tag
 

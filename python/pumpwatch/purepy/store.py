@@ -656,10 +656,10 @@ class _CompressedSegment:
         plain = _parse_header(self.plain_header, path) if len(self.plain_header) == HEADER_LEN else None
         plain_ok = plain is not None and plain.seq == seq and plain.state == STATE_SEALED
         if header is None:
-            self.damage.append((0, HEADER_LEN, "compressed segment header damaged (magic, CRC or sizes wrong); "
+            self.damage.append((0, HEADER_LEN, "[header] compressed segment header damaged (magic, CRC or sizes wrong); "
                                                "the frame table still locates the frames"))
         elif not plain_ok:
-            self.damage.append((0, HEADER_LEN, "the copy of the plain segment header inside the compressed file is damaged"))
+            self.damage.append((0, HEADER_LEN, "[header] the copy of the plain segment header inside the compressed file is damaged"))
         if header is not None and header[1] != seq:
             raise CorruptLogError(_format_error(path, f"it says it is segment {header[1]} but is named as segment {seq}"))
         slots: list[tuple | None] = []
@@ -711,7 +711,7 @@ class _CompressedSegment:
                 plain_end = plain_len = plain_at + len(self.read_block(len(self.blocks) - 1)[0])
                 self.blocks.pop()
             self.damage.append((plain_at, plain_end - plain_at,
-                                f"{j - k} frame table entries damaged; their frames are decoded in a row"))
+                                f"[frame-table] {j - k} frame table entries damaged; their frames are decoded in a row"))
             self.blocks.append(_Block(IndexEntry(plain_at, plain_end, I64_MIN, I64_MAX, 1, 1), file_at,
                                       max(0, file_end - file_at), None))
             plain_at, file_at = plain_end, file_end
@@ -2071,7 +2071,7 @@ def verify(path) -> dict:
         with open(seg_path, "rb") as f:
             data = _pread_range(f.fileno(), 0, os.fstat(f.fileno()).st_size)
         if not data:
-            report["headers"].append(_damage(name, 0, 0, "empty segment file"))
+            report["headers"].append(_damage(name, 0, 0, "[header] empty segment file"))
             continue
         report["segments"] += 1
         _verify_plain(report, counts, name, seg_path, data, writer_running and is_last)

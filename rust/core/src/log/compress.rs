@@ -230,13 +230,13 @@ impl CompressedSegment {
             damage.push(StructureDamage {
                 offset: 0,
                 length: HEADER_LEN as u64,
-                reason: "compressed segment header damaged (magic, CRC or sizes wrong); the frame table still locates the frames".into(),
+                reason: "[header] compressed segment header damaged (magic, CRC or sizes wrong); the frame table still locates the frames".into(),
             });
         } else if !plain_ok {
             damage.push(StructureDamage {
                 offset: 0,
                 length: HEADER_LEN as u64,
-                reason: "the copy of the plain segment header inside the compressed file is damaged".into(),
+                reason: "[header] the copy of the plain segment header inside the compressed file is damaged".into(),
             });
         }
         if let Some(h) = header {
@@ -306,7 +306,7 @@ impl CompressedSegment {
                         offset: plain_at,
                         length: plain_end.saturating_sub(plain_at).min(u64::MAX / 2),
                         reason: format!(
-                            "{} frame table entries damaged; their frames are decoded in a row",
+                            "[frame-table] {} frame table entries damaged; their frames are decoded in a row",
                             j - k
                         ),
                     });

@@ -722,7 +722,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
                 verify_compressed(&mut report, seq, &compressed)?;
                 continue;
             }
-            report.headers.push(DamageReport { segment: name, offset: 0, length: 0, reason: "empty segment file".into() });
+            report.headers.push(DamageReport { segment: name, offset: 0, length: 0, reason: "[header] empty segment file".into() });
             continue;
         };
         report.segments += 1;
