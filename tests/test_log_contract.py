@@ -388,6 +388,16 @@ def zst_table_entry(d, base):
     return [("headers", SEG_ZST, 64, nxt - 64, "[frame-table]")], base["rust"]["trades"]
 
 
+def plain_header(d, base):
+    """A sealed segment's header damaged: named; with no trusted end it is read to the end of the
+    file, which for a sealed segment is where its records end: nothing lost."""
+    seg = d / "log" / SEG_PLAIN
+    b = bytearray(seg.read_bytes())
+    b[26] ^= 0x01  # the creation time: the header CRC fails
+    seg.write_bytes(bytes(b))
+    return [("headers", SEG_PLAIN, 0, 64, "[header]")], base["rust"]["trades"]
+
+
 ZST_BLOCK0: list = []
 
 DAMAGE = {
@@ -419,6 +429,7 @@ DAMAGE = {
     "zst-extended": zst_extended,
     "zst-frame-table-lie": zst_table_lie,
     "zst-seal": zst_seal,
+    "plain-header": plain_header,
     "zst-header": zst_header,
     "zst-frame-table-entry": zst_table_entry,
 }
@@ -536,6 +547,15 @@ def test_both_writers_seal_the_same_way(tmp_path):
         assert pumpwatch.verify(tmp_path / side)["ok"] and purepy.verify(tmp_path / side)["ok"]
     assert seals[0] == seals[1]
     assert seals[0][1] == 300
+    # Compressed by either path, the seal travels in the embedded header and still checks out.
+    assert purepy.compress_segment(tmp_path / "py" / "log", 1)
+    with pumpwatch.Store(tmp_path / "rs", zstd_level=3) as s:
+        assert s.wait_compressed(30)
+    for side in ("rs", "py"):
+        zst = (tmp_path / side / "log" / "00000000000000000001.pwzst").read_bytes()
+        assert struct.unpack_from("<QQI", zst, 64 + 40) == seals[0]
+        for report in (pumpwatch.verify(tmp_path / side), purepy.verify(tmp_path / side)):
+            assert report["ok"] and report["trades"] == 300, report
 
 
 def test_the_worked_example_of_the_spec_is_a_segment_both_readers_read(tmp_path):
