@@ -402,6 +402,8 @@ impl LogWriter {
         // instead of being written only to be overwritten.
         let ring_from = self.ring.as_ref().map_or(usize::MAX, |r| piece.len().saturating_sub(r.capacity_bytes()));
         let mut skipped = 0u64;
+        // The seal's chain takes the piece only once it is published (below).
+        let mut crc_chain = a.crc_chain;
         let mut off = 0;
         while off < piece.len() {
             let plen = frame_payload_len(piece, off);
@@ -422,7 +424,7 @@ impl LogWriter {
                     }
                 }
             }
-            a.crc_chain = segment::chain_frame(a.crc_chain, &piece[off..]);
+            crc_chain = segment::chain_frame(crc_chain, &piece[off..]);
             off += FRAME_HEADER + plen;
             self.appended_records += 1;
         }
@@ -435,6 +437,7 @@ impl LogWriter {
             }
         }
         a.end = base + piece.len();
+        a.crc_chain = crc_chain;
         a.map.publish_end(a.end as u64);
         if let Some(p) = &self.prefaulter {
             // Reserve the next chunk before the appends reach it, so the prefaulter can prepare
