@@ -446,17 +446,6 @@ def test_unreadable_state_is_set_aside(tmp_path):
     assert [p.name.startswith("upbit_state.json.corrupt-") for p in tmp_path.iterdir()] == [True]
 
 
-def test_backoff_policy():
-    import random
-
-    b = Backoff(initial_s=1.0, max_s=10.0, factor=2.0, jitter=0.0)
-    rng = random.Random(0)
-    assert [b.delay(n, rng) for n in (1, 2, 3, 4, 5)] == [1.0, 2.0, 4.0, 8.0, 10.0]
-    assert b.delay(1, rng, retry_after=30) == 30.0
-    j = Backoff(initial_s=1.0, jitter=0.2)
-    assert all(0.8 <= j.delay(1, rng) <= 1.2 for _ in range(100))
-
-
 def test_settings_are_checked():
     with pytest.raises(InvalidInputError, match="per_page"):
         UpbitWatcher("/tmp/x", per_page=80)

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pumpwatch
 import pytest
-from pumpwatch.connection import HttpError, ReconnectPolicy, VenueConnection, http_fetch
+from pumpwatch.connection import ReconnectPolicy, VenueConnection
 from pumpwatch.sim import VENUE_IDS, SimVenue
-from pumpwatch.venues import HttpRequest, VenueSpec, get
+from pumpwatch.venues import VenueSpec, get
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -346,19 +346,6 @@ def test_reconnect_policy_backs_off_exponentially_with_bounded_jitter():
     spec = get("okx-spot")
     assert ReconnectPolicy().idle_timeout(spec) == spec.heartbeat.interval_s + spec.heartbeat.timeout_s
     assert ReconnectPolicy(idle_timeout_s=3).idle_timeout(spec) == 3
-
-
-def test_http_fetch_returns_the_body_and_reports_a_refusal():
-    async def body():
-        async with SimVenue("kucoin-spot", trades_per_s=0) as sim:
-            ok = await http_fetch(sim.rest_url, HttpRequest("POST", "/api/v1/bullet-public"))
-            assert b'"token"' in ok
-            with pytest.raises(HttpError) as refused:
-                await http_fetch(sim.rest_url, HttpRequest("GET", "/api/v1/market/histories", {"symbol": "NOPE"}))
-            assert refused.value.status == 400
-            assert "HTTP 400" in str(refused.value) and "symbol invalid" in str(refused.value)
-
-    run(body(), 10)
 
 
 def test_close_stops_a_connection_that_cannot_connect():

@@ -26,6 +26,17 @@ try:
 except PackageNotFoundError:  # running from a source tree without an install
     __version__ = "0+unknown"
 
+
+
+def __getattr__(name: str):
+    # The research-dataset readers import the capture machinery: loaded on first use only.
+    if name in ("load_events", "load_event_trades"):
+        from . import dataset
+
+        return getattr(dataset, name)
+    raise AttributeError(f"module 'pumpwatch' has no attribute {name!r}")
+
+
 __all__ = [
     "FLAGS",
     "FORMAT_VERSION",
@@ -45,6 +56,8 @@ __all__ = [
     "StoreLockedError",
     "Trade",
     "TradeRing",
+    "load_event_trades",
+    "load_events",
     "parse",
     "verify",
 ]

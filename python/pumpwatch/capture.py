@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from ._core import SEQUENCED_VENUES, VENUES
 from .errors import InvalidInputError
+from .net import write_atomic
 from .schema import TRADE_SCHEMA
 from .venues import split_multiplier
 
@@ -461,7 +462,7 @@ def _last_recv_before_restarts(source: TradeSource, venue: str, markers: list[di
 
 def capture(source: TradeSource, req: CaptureRequest, data_dir: str | os.PathLike[str], *,
             venues: Iterable[str] = VENUES, thresholds: dict | None = None, chart: bool = True,
-            now_ns: int | None = None, source_name: str = "log") -> CapturedEvent:
+            now_ns: int | None = None, source_name: str = "log", chart_zoom_s: float | None = None) -> CapturedEvent:
     """Cuts the window out of the recording and writes the event folder atomically (a reader sees
     no folder, or the whole event). Re-capturing the same ticker and t0 replaces the folder."""
     from . import analysis as analysis_mod
@@ -522,7 +523,7 @@ def capture(source: TradeSource, req: CaptureRequest, data_dir: str | os.PathLik
         "traded_anywhere": bool(trades.num_rows) or bool(mapping),
         "summary": _summary(per_venue, req.safe_ticker),
     }
-    path = write_event(data_dir, req, trades, event, analysis, chart=chart, timings=timings)
+    path = write_event(data_dir, req, trades, event, analysis, chart=chart, timings=timings, chart_zoom_s=chart_zoom_s)
     timings["total"] = (time.perf_counter() - clock) * 1e3
     return CapturedEvent(path, event, analysis, trades, timings)
 
@@ -536,7 +537,7 @@ def _summary(per_venue: dict[str, dict], ticker: str) -> str:
 
 
 def write_event(data_dir: str, req: CaptureRequest, trades: pa.Table, event: dict, analysis: dict, *,
-                chart: bool = True, timings: dict | None = None) -> str:
+                chart: bool = True, timings: dict | None = None, chart_zoom_s: float | None = None) -> str:
     """The folder is built beside its final place and renamed into it: atomic for readers."""
     events = os.path.realpath(os.path.join(data_dir, EVENTS_DIR))
     os.makedirs(events, exist_ok=True)
@@ -554,7 +555,7 @@ def write_event(data_dir: str, req: CaptureRequest, trades: pa.Table, event: dic
             from .chart import draw_event
 
             clock = time.perf_counter()
-            draw_event(os.path.join(tmp, "chart.png"), trades, event, analysis)
+            draw_event(os.path.join(tmp, "chart.png"), trades, event, analysis, zoom_s=chart_zoom_s)
             event["chart"] = "chart.png"
             if timings is not None:
                 timings["chart"] = (time.perf_counter() - clock) * 1e3
@@ -583,13 +584,7 @@ def _event_table(trades: pa.Table) -> pa.Table:
     )
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+_write_atomic = write_atomic  # the network layer's one atomic write (fsynced, directory too)
 
 
 def _fsync_dir(path: str) -> None:
@@ -736,7 +731,7 @@ class CaptureScheduler:
 
         with ReadOnlyStore(self.data_dir) as source:
             return capture(source, req, self.data_dir, venues=self.venues, thresholds=self.settings.thresholds(),
-                           chart=self.settings.chart)
+                           chart=self.settings.chart, chart_zoom_s=self.settings.chart_zoom_s)
 
     async def stop(self) -> None:
         import asyncio

@@ -11,14 +11,21 @@ from . import __version__
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from .retention import log_bytes
     from .store import verify
 
-    report = verify(args.data_dir)
-    gaps = _gap_summary(args.data_dir) if report["segments"] else {}
+    # One walk of the whole log in Rust: an elapsed-time spinner (on a terminal) says it is working.
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True,
+                  console=Console(stderr=True)) as progress:
+        progress.add_task(f"verifying {log_bytes(args.data_dir) / 1e9:,.2f} GB of log in {args.data_dir}", total=None)
+        report = verify(args.data_dir)
+        gaps = _gap_summary(args.data_dir) if report["segments"] else {}
     if args.json:
         print(json.dumps({**report, "gaps": gaps}, indent=2))
     else:
-        from rich.console import Console
         from rich.table import Table
 
         console = Console()
@@ -156,11 +163,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(st, indent=2))
         return 0
-    from rich.console import Console
+    import shutil
 
-    from .daemon import _dashboard
+    from .dashboard import render
 
-    Console().print(_dashboard(st))
+    print("\n".join(render(st, shutil.get_terminal_size().columns)))
     return 0
 
 
@@ -184,6 +191,37 @@ def _cmd_capture(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fits(console, table) -> bool:
+    """Whether `table` shows every cell whole at the console's width."""
+    return _natural_width(console, table) <= console.width
+
+
+def _natural_width(console, table) -> int:
+    from rich.measure import Measurement
+
+    return Measurement.get(console, console.options.update_width(10_000), table).maximum
+
+
+def _print_table(console, table, wide: bool) -> None:
+    """The table as wide as it needs: with --wide in a narrow terminal the terminal wraps the
+    lines, but no cell is cut."""
+    if wide and not _fits(console, table):
+        console.width = _natural_width(console, table)
+        console.print(table, crop=False)
+    else:
+        console.print(table)
+
+
+def _figure(x, unit: str = "", sign: bool = False) -> str:
+    """A figure of analysis.json as stored (exact decimal text, rounded floats), never re-rounded."""
+    if x is None:
+        return "-"
+    text = str(x)
+    if sign and isinstance(x, (int, float)) and x > 0:
+        text = "+" + text
+    return f"{text} {unit}" if unit else text
+
+
 def _cmd_events(args: argparse.Namespace) -> int:
     from .capture import list_events, _load_json
 
@@ -203,14 +241,30 @@ def _cmd_events(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    console = Console()
+    if not rows:
+        console.print(f"no events in {args.data_dir} yet")
+        return 0
     t = Table(title=f"events in {args.data_dir}")
     for col in ("event", "t0", "detected after", "trades", "venues complete", "incomplete", "absent", "verdict", "max rise"):
-        t.add_column(col, justify="right" if col not in ("event", "t0", "verdict") else "left")
+        t.add_column(col, justify="right" if col not in ("event", "t0", "verdict") else "left", no_wrap=True)
+    cells = []
     for r in rows:
-        t.add_row(r["event"], r["t0"][:23] + "Z", "-" if r["delay_ms"] is None else f"{r['delay_ms'] / 1e3:.1f} s",
-                  f"{r['trades']:,}", str(r["complete"]), str(r["incomplete"]), str(r["absent"]), r["verdict"],
-                  "-" if r["max_rise"] is None else f"{r['max_rise']:+.2f} %")
-    Console().print(t if rows else f"no events in {args.data_dir} yet")
+        cells.append((r["event"], r["t0"][:23] + "Z", "-" if r["delay_ms"] is None else f"{r['delay_ms'] / 1e3:.1f} s",
+                      f"{r['trades']:,}", str(r["complete"]), str(r["incomplete"]), str(r["absent"]), r["verdict"],
+                      _figure(r["max_rise"], "%", sign=True)))
+        t.add_row(*cells[-1])
+    if args.wide or _fits(console, t):
+        _print_table(console, t, args.wide)
+        return 0
+    # Narrow: one block of label/value lines per event, nothing cut.
+    console.print(f"[bold]events in {args.data_dir}[/bold]", soft_wrap=True)
+    for c in cells:
+        console.print(f"[bold]{c[0]}[/bold]", soft_wrap=True)
+        for label, value in (("t0", c[1]), ("detected after", c[2]), ("trades", c[3]),
+                             ("venues", f"{c[4]} complete, {c[5]} incomplete, {c[6]} absent"),
+                             ("verdict", c[7]), ("max rise", c[8])):
+            console.print(f"  {label:<15} {value}", soft_wrap=True, highlight=False)
     return 0
 
 
@@ -218,8 +272,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from .capture import load_event
 
     event, analysis = load_event(args.data_dir, args.event)
-    if args.json:
-        print(json.dumps({"event": event, "analysis": analysis}, indent=1, ensure_ascii=False))
+    if args.json:  # analysis.json as it is on disk, for scripts
+        with open(os.path.join(event["folder"], "analysis.json"), encoding="utf-8") as f:
+            sys.stdout.write(f.read())
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -231,26 +286,35 @@ def _cmd_report(args: argparse.Namespace) -> int:
                   + (f"detected {event['detection_delay_ms'] / 1e3:.2f} s later  " if event.get("detection_delay_ms") is not None else "")
                   + (f"notice {notice.get('notice_id')}: {notice.get('title')}" if notice.get("title") else ""))
     console.print(f"window {event['window']['start']} .. {event['window']['end']}; {event['summary']}")
-    t = Table(title=f"verdict: {across.get('verdict')}" + (f"; first mover {across['first_mover']['venue']}" if across.get("first_mover") else ""))
-    for col in ("venue", "coverage", "trades", "reference", "first after", "peak", "rise", "fall", "to peak", "quote vol after", "buy share", "lag", "verdict"):
-        t.add_column(col, justify="left" if col in ("venue", "coverage", "verdict") else "right")
+    verdict = f"verdict: {across.get('verdict')}" + (f"; first mover {across['first_mover']['venue']}" if across.get("first_mover") else "")
+    labels = ("coverage", "trades", "reference", "first after", "peak", "rise", "fall", "to peak", "quote vol after",
+              "buy share", "lag", "verdict")
+    t = Table(title=verdict)
+    for col in ("venue",) + labels:
+        t.add_column(col, justify="left" if col in ("venue", "coverage", "verdict") else "right", no_wrap=True)
     lags = across.get("lead_lag_ms", {})
+    rows = {}
     for venue, cov in event["venues"].items():
         a = analysis.get("venues", {}).get(venue)
         if a is None:
-            t.add_row(venue, cov["coverage"], f"{cov['trades']:,}", *["-"] * 9, "")
-            continue
-
-        def ms(x):
-            return "-" if x is None else f"{x / 1e3:.2f} s"
-
-        t.add_row(venue, cov["coverage"], f"{cov['trades']:,}", (a["reference"] or {}).get("price", "-"),
-                  ms((a["first_after"] or {}).get("ms_after_t0")), (a["peak"] or {}).get("price", "-"),
-                  "-" if a["max_rise_pct"] is None else f"{a['max_rise_pct']:+.2f} %",
-                  "-" if a["max_fall_pct"] is None else f"{a['max_fall_pct']:+.2f} %", ms(a["time_to_peak_ms"]),
-                  f"{float(a['after']['quote_volume']):,.0f}", "-" if a["after"]["buy_share"] is None else f"{a['after']['buy_share']:.0%}",
-                  "-" if venue not in lags else f"+{lags[venue]:.0f} ms", a["verdict"])
-    console.print(t)
+            rows[venue] = (cov["coverage"], f"{cov['trades']:,}", *["-"] * 9, "")
+        else:
+            rows[venue] = (cov["coverage"], f"{cov['trades']:,}", _figure((a["reference"] or {}).get("price")),
+                           _figure((a["first_after"] or {}).get("ms_after_t0"), "ms"), _figure((a["peak"] or {}).get("price")),
+                           _figure(a["max_rise_pct"], "%", sign=True), _figure(a["max_fall_pct"], "%"),
+                           _figure(a["time_to_peak_ms"], "ms"), _figure(a["after"]["quote_volume"]),
+                           _figure(a["after"]["buy_share"]), _figure(lags.get(venue), "ms", sign=True), a["verdict"])
+        t.add_row(venue, *rows[venue])
+    if args.wide or _fits(console, t):
+        _print_table(console, t, args.wide)
+    else:  # narrow: one block of label/value lines per venue, nothing cut
+        console.print(verdict, soft_wrap=True)
+        for venue, cells in rows.items():
+            console.print(f"[bold]{venue}[/bold]  {cells[0]}, {cells[1]} trades" + (f", {cells[-1]}" if cells[-1] else ""),
+                          soft_wrap=True, highlight=False)
+            if venue in analysis.get("venues", {}):
+                for label, value in zip(labels[2:-1], cells[2:-1]):
+                    console.print(f"  {label:<16} {value}", soft_wrap=True, highlight=False)
     for venue, cov in event["venues"].items():
         for span in cov.get("lost", []):
             console.print(f"  [yellow]{venue}[/yellow] {span['symbol']} lost {span['from']} .. {span['to']} ({span['seconds']} s): {span['reason']}")
@@ -301,6 +365,64 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_study(args: argparse.Namespace) -> int:
+    from .capture import parse_time_ns
+    from .dataset import load_events
+    from .study import summarise
+
+    events = load_events(args.data_dir, since_ns=parse_time_ns(args.since) if args.since else None,
+                         until_ns=parse_time_ns(args.until) if args.until else None)
+    summary = summarise(events)
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return 0
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not events.num_rows:
+        console.print(f"no events in {args.data_dir}" + (" in that span" if args.since or args.until else "")
+                      + "; `pumpwatch events` lists them")
+        return 0
+
+    def spread(x, scale=1.0):
+        return "-" if x is None else f"{x[0] / scale:.1f}..{x[2] / scale:.1f}"
+
+    def mid(x, scale=1.0):
+        return "-" if x is None else f"{x[1] / scale:.1f}"
+
+    if console.width < 100:  # narrow: a block of lines per venue, nothing cut
+        console.print(f"{summary['events']} listing events in {args.data_dir}")
+        for venue, v in summary["venues"].items():
+            rise, ttp = v["rise_pct_quartiles"], v["time_to_peak_ms_quartiles"]
+            lag = "-" if v["lag_ms_median"] is None else f"{v['lag_ms_median']:.0f} ms"
+            console.print(f"[bold]{venue}[/bold]  listed {v['events']}, complete {v['complete']}, "
+                          f"pumped {v['pumps']} ({v['pump_share']:.0%})", soft_wrap=True)
+            console.print(f"  rise {mid(rise)} % ({spread(rise)}), to peak {mid(ttp, 1e3)} s ({spread(ttp, 1e3)}), "
+                          f"first {v['first_mover']}, lag {lag}", soft_wrap=True)
+        return _study_chart(console, args, events)
+    t = Table(title=f"{summary['events']} listing events in {args.data_dir}", box=box.SIMPLE_HEAD)
+    for col in ("venue", "listed", "complete", "pumped", "rise %", "rise IQR", "peak s", "peak IQR", "first", "lag ms"):
+        t.add_column(col, justify="left" if col == "venue" else "right", no_wrap=True)
+    for venue, v in summary["venues"].items():
+        rise, ttp = v["rise_pct_quartiles"], v["time_to_peak_ms_quartiles"]
+        t.add_row(venue, str(v["events"]), str(v["complete"]), f"{v['pumps']} ({v['pump_share']:.0%})",
+                  mid(rise), spread(rise), mid(ttp, 1e3), spread(ttp, 1e3), str(v["first_mover"]),
+                  "-" if v["lag_ms_median"] is None else f"{v['lag_ms_median']:.0f}")
+    console.print(t)
+    return _study_chart(console, args, events)
+
+
+def _study_chart(console, args: argparse.Namespace, events) -> int:
+    from .study import average_paths, draw_study
+
+    out = args.output or os.path.join(args.data_dir, "study.png")
+    draw_study(out, events, average_paths(args.data_dir, events))
+    console.print(f"chart: {out}")
+    return 0
+
+
 def _data_dir_arg(p: argparse.ArgumentParser, *, source: bool = False) -> None:
     p.add_argument("--data-dir", default="./pumpwatch-data", help="data directory (default ./pumpwatch-data)")
     if source:
@@ -344,12 +466,14 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("events", help="list the captured events")
     _data_dir_arg(e)
     e.add_argument("--json", action="store_true", help="print as JSON")
+    e.add_argument("--wide", action="store_true", help="the table even in a narrow terminal (default: by width)")
     e.set_defaults(func=_cmd_events)
 
     rp = sub.add_parser("report", help="show an event's analysis")
     rp.add_argument("event", help="event folder name (e.g. 0G_20250922T050000Z), its path, or a ticker (the latest)")
     _data_dir_arg(rp)
-    rp.add_argument("--json", action="store_true", help="print event.json and analysis.json")
+    rp.add_argument("--json", action="store_true", help="print analysis.json as it is (for scripts)")
+    rp.add_argument("--wide", action="store_true", help="the table even in a narrow terminal (default: by width)")
     rp.set_defaults(func=_cmd_report)
 
     x = sub.add_parser("export", help="write the trades of a time span to Parquet or CSV")
@@ -361,6 +485,14 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--format", choices=("parquet", "csv"), help="default: from the file name")
     _data_dir_arg(x, source=True)
     x.set_defaults(func=_cmd_export)
+
+    sy = sub.add_parser("study", help="what the listing events say together: pumps, rises, who moves first")
+    sy.add_argument("--since", help="only events with t0 at or after this (ISO-8601 UTC or epoch)")
+    sy.add_argument("--until", help="only events with t0 before this")
+    sy.add_argument("-o", "--output", help="the chart (default DATA_DIR/study.png)")
+    _data_dir_arg(sy)
+    sy.add_argument("--json", action="store_true", help="print the figures as JSON")
+    sy.set_defaults(func=_cmd_study)
 
     v = sub.add_parser("verify", help="check the integrity of a recording and report any damage")
     _data_dir_arg(v)

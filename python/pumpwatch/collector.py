@@ -27,7 +27,8 @@ from typing import Any
 from . import _core
 from .capture import save_instruments
 from .config import Config, VenueSettings
-from .connection import HttpError, ReconnectPolicy, VenueConnection, http_fetch
+from .connection import ReconnectPolicy, VenueConnection
+from .net import RATE_REFUSALS, Backoff, Budgets, http_fetch
 from .store import Store
 from .venues import CLOSED, HttpFetch, Instrument, VenueSpec, get as venue_spec
 
@@ -38,6 +39,9 @@ log = logging.getLogger("pumpwatch.collector")
 MAX_PENDING_BACKFILLS = 10_000
 #: REST attempts per request before a hole is called unfillable.
 REST_ATTEMPTS = 5
+#: How REST waits after a refusal (429/418/403/5xx) or a network failure, attempt by attempt;
+#: never less than the venue's Retry-After, nor than the spec's hold for that status (Bybit 403).
+REST_BACKOFF = Backoff(initial_s=0.5, max_s=60.0, factor=4.0, jitter=0.2)
 #: A connection of a venue whose ids cannot show a hole, silent for longer than this many times
 #: its usual interval between frames (and at least SILENCE_MIN_NS), may have been stalled: its
 #: symbols' recent-trades window is merged once data flows again.
@@ -124,7 +128,8 @@ class SymbolActivity:
 
 
 class VenueRecorder:
-    def __init__(self, spec: VenueSpec, settings: VenueSettings, store: Store, cfg: Config, http: HttpFetch) -> None:
+    def __init__(self, spec: VenueSpec, settings: VenueSettings, store: Store, cfg: Config, http: HttpFetch,
+                 budgets: Budgets | None = None) -> None:
         self.spec = spec
         self.venue = spec.id
         self.settings = settings
@@ -152,7 +157,11 @@ class VenueRecorder:
         self._holes: asyncio.Queue[Hole] = asyncio.Queue(MAX_PENDING_BACKFILLS)
         self.filling: Hole | None = None  # the hole being backfilled now
         self._side_tasks: set[asyncio.Task] = set()
-        self._rest_gap_s = 1.0 / max(spec.backfill.requests_per_s, 0.1)
+        # Per-IP budgets shared with the other venues of the process (both markets of an exchange).
+        self.budgets = budgets if budgets is not None else Budgets()
+        self.rest_limiter = self.budgets.limiter(spec.rest_pacing())
+        self._rest_holds = dict(spec.rest_holds)
+        self._rng = random.Random()
         self._tasks: list[asyncio.Task] = []
         self._sequenced = self.venue in _core.SEQUENCED_VENUES
         # Venues without an id sequence, after a restart: per symbol the exchange time of the
@@ -283,26 +292,33 @@ class VenueRecorder:
     # -- backfill
 
     async def _rest(self, request) -> bytes:
-        delay = self._rest_gap_s
+        """One REST request within the venue's budget (shared with the venues on the same
+        per-IP allowance), retried after failures. A rate refusal holds the whole budget, so no
+        request of any venue sharing it reaches the host before the hold ends: the longest of
+        the back-off, the venue's Retry-After (429/418: never less) and the spec's hold for that
+        status (Bybit 403 "access too frequent": 10 minutes, VENUES §12). A server error or a
+        network failure delays only this request, by the same back-off."""
+        limiter = self.rest_limiter
         for attempt in range(REST_ATTEMPTS):
+            await limiter.acquire()
             try:
-                body = await self.http(self.spec.rest_url, request)
-                await asyncio.sleep(self._rest_gap_s)  # the venue's REST rate, one request at a time
-                return body
-            except HttpError as e:
+                return await self.http(self.spec.rest_url, request)
+            except (OSError, TimeoutError) as e:  # HttpError included: it is a ConnectionError
                 self.counters.rest_errors += 1
                 self.counters.last_error = str(e)[:200]
-                if e.status in (418, 429, 403) or e.status >= 500:
-                    delay = min(delay * 4, 60.0)
-                    log.warning("%s: REST %s, backing off %.1f s", self.venue, e.status, delay)
-                    await asyncio.sleep(delay)
-                    continue
-                raise
-            except (OSError, TimeoutError) as e:
-                self.counters.rest_errors += 1
-                self.counters.last_error = str(e)[:200]
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                status = getattr(e, "status", None)
+                if status is not None and not (status in RATE_REFUSALS or status >= 500):
+                    raise  # the venue refused this request itself: asking again gets the same
+                wait = REST_BACKOFF.delay(attempt, self._rng, getattr(e, "retry_after_s", None))
+                spec_hold = self._rest_holds.get(status, 0.0) if status is not None else 0.0
+                wait = max(wait, spec_hold)
+                why = f"REST {status}" if status is not None else f"REST failed: {type(e).__name__}"
+                log.warning("%s: %s, backing off %.1f s", self.venue, why, wait)
+                if status in RATE_REFUSALS or spec_hold:
+                    # Our IP asked too much: the whole budget is held, no venue sharing it asks.
+                    limiter.hold(wait, f"{self.venue}: {why}")
+                else:
+                    await limiter.sleep(wait)  # this host's trouble (5xx, network): this request waits
         raise ConnectionError(f"{self.venue}: REST {request.path} failed {REST_ATTEMPTS} times: {self.counters.last_error}")
 
     async def backfill_loop(self) -> None:
@@ -491,7 +507,8 @@ class VenueRecorder:
             self.on_state(shard, conn, state, reason)
 
         conn = VenueConnection(self.spec, shard.symbols, http=self.http, policy=self.policy, on_frame=on_frame,
-                               on_frames=on_frames, on_state=on_state, name=name, rng=random.Random())
+                               on_frames=on_frames, on_state=on_state, name=name, rng=random.Random(),
+                               budgets=self.budgets)
         shard.connections.append(conn)
         self.connections.append(conn)
         task = asyncio.create_task(conn.run(), name=conn.name)
@@ -720,17 +737,20 @@ class VenueRecorder:
 class Collector:
     """All enabled venues into one store."""
 
-    def __init__(self, cfg: Config, store: Store, *, specs: dict[str, VenueSpec] | None = None, http: HttpFetch = http_fetch) -> None:
+    def __init__(self, cfg: Config, store: Store, *, specs: dict[str, VenueSpec] | None = None, http: HttpFetch = http_fetch,
+                 budgets: Budgets | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.recorders = {}
+        #: The process's per-IP budgets (connection requests, REST), shared by all venues.
+        self.budgets = budgets if budgets is not None else Budgets()
         for venue, settings in cfg.venues.items():
             if not settings.enabled:
                 continue
             spec = (specs or {}).get(venue) or venue_spec(venue)
             if settings.ws_url or settings.rest_url:
                 spec = spec.with_urls(ws_url=settings.ws_url or None, rest_url=settings.rest_url or None)
-            self.recorders[venue] = VenueRecorder(spec, settings, store, cfg, http)
+            self.recorders[venue] = VenueRecorder(spec, settings, store, cfg, http, self.budgets)
         self.started_ns = time.time_ns()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -775,4 +795,7 @@ class Collector:
             "data_dir": self.store.path,
             "ingest": stats,
             "venues": {v: r.status() for v, r in self.recorders.items()},
+            # Per-IP budgets: how much of each allowance is in use, and any hold a venue asked for.
+            "budgets": self.budgets.status(),
+            **({"disk": self.store.disk_state()} if hasattr(self.store, "disk_state") else {}),
         }

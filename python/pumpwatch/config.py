@@ -105,6 +105,8 @@ class CaptureSettings:
     #: A rise of at least this many percent, moving up first, is a pump.
     pump_pct: float = 5.0
     chart: bool = True
+    #: The chart's zoom panel shows t0 .. t0 + this many seconds (the lead-lag, in milliseconds).
+    chart_zoom_s: float = 3.0
 
     def thresholds(self) -> dict:
         return {"move_pct": self.move_pct, "pump_pct": self.pump_pct}
@@ -276,6 +278,8 @@ def from_dict(raw: dict[str, Any]) -> Config:
         raise ConfigError("[capture] needs before_s >= 0, after_s > 0, grace_s >= 0 and a window of at most a day")
     if c.move_pct <= 0 or c.pump_pct <= 0:
         raise ConfigError("[capture] move_pct and pump_pct are percentages above 0")
+    if not 0 < c.chart_zoom_s <= c.after_s:
+        raise ConfigError(f"[capture] chart_zoom_s must be above 0 and at most after_s ({c.after_s}), not {c.chart_zoom_s}")
     if cfg.connection.redundancy not in (1, 2):
         raise ConfigError(f"connection.redundancy must be 1 or 2 (connections per shard), not {cfg.connection.redundancy}")
     for name, venue in cfg.venues.items():

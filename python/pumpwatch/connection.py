@@ -13,20 +13,19 @@ What a connection does when things go wrong is set by a `ReconnectPolicy` with n
 from __future__ import annotations
 
 import asyncio
-import http.client
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import WebSocketException
+from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.frames import Frame, Opcode
 
-from .venues import HeartbeatRule, HttpFetch, HttpRequest, VenueSpec
+from .net import Backoff, Budgets, HttpError, default_budgets, http_fetch, retry_after_s
+from .venues import HeartbeatRule, HttpFetch, VenueSpec
 
 log = logging.getLogger("pumpwatch.connection")
 
@@ -52,19 +51,15 @@ SEND_RATE_SHARE = 0.8
 KEEPALIVE_INTERVAL_S = 20.0
 KEEPALIVE_TIMEOUT_S = 20.0
 
-HTTP_TIMEOUT_S = 10.0
-HTTP_ERROR_BODY_CHARS = 200
-
 
 @dataclass(frozen=True)
 class ReconnectPolicy:
     """How a connection comes back after it is lost.
 
-    `initial_delay_s`, `factor`, `max_delay_s`: the wait before reconnect attempt n is
-    `initial_delay_s * factor**n`, capped at `max_delay_s`. `jitter`: a random part of that wait,
-    up to this fraction, is taken off, so the many connections one outage drops do not all return
-    in the same instant (and trip the venue's connection-rate limit together). Taken off rather
-    than added, so the waits stay spread at the cap too.
+    `initial_delay_s`, `factor`, `max_delay_s`, `jitter`: the wait before reconnect attempt n, by
+    the one back-off policy (`net.Backoff`: `initial_delay_s * factor**n` capped at `max_delay_s`,
+    up to `jitter` of it taken off so the connections one outage drops do not all return at once).
+    Connection requests are paced besides, by the venue's per-IP budget (`VenueSpec.connect_budget`).
     `idle_timeout_s`: a connection that received nothing for this long is dead and is replaced.
     None derives it from the venue's heartbeat: a heartbeat is due every `interval_s` and may
     take `timeout_s` to arrive, so silence longer than their sum means it did not come.
@@ -90,16 +85,11 @@ class ReconnectPolicy:
     close_timeout_s: float = 1.0
     rotate_at_fraction: float = 0.9
     rotation_overlap_s: float = 2.0
+    backoff: Backoff = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not 0 <= self.initial_delay_s <= self.max_delay_s:
-            raise ValueError(
-                f"need 0 <= initial_delay_s <= max_delay_s, got {self.initial_delay_s}, {self.max_delay_s}"
-            )
-        if self.factor < 1:
-            raise ValueError(f"factor must be at least 1 (a backoff that shrinks hammers the venue), got {self.factor}")
-        if not 0 <= self.jitter < 1:
-            raise ValueError(f"jitter is a fraction in [0, 1), got {self.jitter}")
+        # The back-off settings are checked (and used) by the one back-off policy.
+        object.__setattr__(self, "backoff", Backoff(self.initial_delay_s, self.max_delay_s, self.factor, self.jitter))
         if not 0 < self.rotate_at_fraction < 1:
             raise ValueError(f"rotate_at_fraction is a share of the connection lifetime in (0, 1), got {self.rotate_at_fraction}")
         if self.rotation_overlap_s < 0:
@@ -109,13 +99,10 @@ class ReconnectPolicy:
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
 
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        """Seconds to wait before reconnect attempt `attempt` (0 = the first after a loss)."""
-        try:
-            base = min(self.max_delay_s, self.initial_delay_s * self.factor ** max(0, attempt))
-        except OverflowError:  # factor**attempt past the float range: long since at the cap
-            base = self.max_delay_s
-        return base * (1.0 - self.jitter * rng.random())
+    def delay(self, attempt: int, rng: random.Random, retry_after_s: float | None = None) -> float:
+        """Seconds to wait before reconnect attempt `attempt` (0 = the first after a loss); never
+        less than the venue's Retry-After where it refused the handshake with one."""
+        return self.backoff.delay(attempt, rng, retry_after_s)
 
     def idle_timeout(self, spec: VenueSpec, heartbeat: HeartbeatRule | None = None) -> float:
         if self.idle_timeout_s is not None:
@@ -241,6 +228,7 @@ class VenueConnection:
         on_state: Callable[[str, str], None] | None = None,
         name: str | None = None,
         rng: random.Random | None = None,
+        budgets: Budgets | None = None,
     ) -> None:
         if not symbols:
             raise ValueError(f"{spec.id}: a connection needs at least one symbol")
@@ -253,6 +241,10 @@ class VenueConnection:
         self.on_frames = on_frames
         self.on_state = on_state
         self.http = http if http is not None else http_fetch
+        # The venue's per-IP connection budget is shared by every connection of the process
+        # (both markets of an exchange): the owner's `Budgets`, else the process's.
+        self.budgets = budgets
+        self._retry_after_s: float | None = None  # the venue's Retry-After on a refused handshake
         self.policy = policy if policy is not None else ReconnectPolicy()
         self.name = name or f"{spec.id}[{','.join(self.symbols[:3])}{',…' if len(self.symbols) > 3 else ''}]"
         # The heartbeat of the current connection: the spec's, or what its handshake said (KuCoin).
@@ -361,7 +353,8 @@ class VenueConnection:
                     log.warning("%s: %s", self.name, self.last_error)
                 if up_since is not None and time.monotonic() - up_since >= self.policy.stable_after_s:
                     attempt = 0
-                delay = self.policy.delay(attempt, self._rng)
+                delay = self.policy.delay(attempt, self._rng, self._retry_after_s)
+                self._retry_after_s = None
                 attempt += 1
                 self.state = "backoff"
                 try:
@@ -386,7 +379,16 @@ class VenueConnection:
 
     async def _open(self) -> tuple[ClientConnection, tuple[str | bytes, int] | None]:
         """Resolves the URL and connects; waits for the welcome where the venue sends one before
-        it takes subscriptions. Returns the socket and the welcome frame with its receive time."""
+        it takes subscriptions. Returns the socket and the welcome frame with its receive time.
+
+        Every attempt first waits for a slot in the venue's connection budget (VENUES §12: OKX
+        3/s, KuCoin 30/min, Bybit 500 and Binance 300 per 5 min per IP): reconnects after an
+        outage and rotations are connection requests too."""
+        limiter = self._connect_limiter()
+        if limiter is not None:
+            waited = await limiter.acquire()
+            if waited > 1.0:
+                log.info("%s: waited %.1f s for the venue's connection budget %s", self.name, waited, limiter.name)
         try:
             url, heartbeat = await self.spec.resolve(self.http, self.symbols)
         except Exception as e:  # whatever the venue's REST answer was, this attempt failed
@@ -421,10 +423,32 @@ class VenueConnection:
             raise
         return ws, welcome
 
+    def _connect_limiter(self):
+        if self.spec.connect_budget is None:
+            return None
+        return (self.budgets or default_budgets()).limiter(self.spec.connect_budget)
+
+    def _refused(self, e: InvalidStatus) -> None:
+        """The venue refused the handshake. On 429/418 it counted more connection requests than
+        we did (another process on this IP, a restart): nothing more from us to it until its
+        Retry-After has passed, never less (VENUES §12: ignoring it earns a ban)."""
+        status = e.response.status_code
+        if status not in (429, 418):
+            return
+        self._retry_after_s = retry_after_s(e.response.headers.get("Retry-After"))
+        limiter = self._connect_limiter()
+        if limiter is not None:
+            limiter.hold(self._retry_after_s or self.policy.max_delay_s,
+                         f"{self.spec.id} refused a connection with HTTP {status}")
+
     async def _start_session(self, rotating: str | None) -> _Session:
         """Opens a socket, subscribes it to the symbols and starts receiving, pinging and
         watching it; reports it up. `rotating`: why it replaces the current one."""
-        ws, welcome = await self._open()
+        try:
+            ws, welcome = await self._open()
+        except InvalidStatus as e:
+            self._refused(e)
+            raise
         symbols = list(self.symbols)
         frames = self.spec.subscribe_frames(symbols, self._ids(symbols, "subscribe"))
         session = _Session(ws, symbols, len(frames))
@@ -685,64 +709,6 @@ class VenueConnection:
 def _describe(e: BaseException) -> str:
     text = str(e)
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
-# ---------------------------------------------------------------------------------------------
-# The default HttpFetch: stdlib only
-
-
-class HttpError(ConnectionError):
-    """A REST request answered with a non-2xx status. `status` and `body` are the venue's;
-    `retry_after_s` is its `Retry-After` in seconds where it sent one (429/418 rate limits)."""
-
-    def __init__(
-        self, method: str, url: str, status: int, reason: str, body: bytes, retry_after_s: float | None = None
-    ):
-        self.status = status
-        self.body = body
-        self.retry_after_s = retry_after_s
-        start = body[:HTTP_ERROR_BODY_CHARS].decode("utf-8", "replace")
-        more = "…" if len(body) > HTTP_ERROR_BODY_CHARS else ""
-        super().__init__(f"{method} {_redact(url)} answered HTTP {status} {reason}: {start}{more}")
-
-
-async def http_fetch(base_url: str, request: HttpRequest, *, timeout_s: float = HTTP_TIMEOUT_S) -> bytes:
-    """Runs `request` against `base_url` and returns the body; raises `HttpError` on a non-2xx
-    answer and OSError/TimeoutError when the venue cannot be reached in `timeout_s`.
-
-    http.client in a worker thread: no dependency, no proxy taken from the environment and no
-    redirect followed, so a request goes exactly where the spec's URL says.
-    """
-    return await asyncio.to_thread(_fetch, request.url(base_url), request, timeout_s)
-
-
-def _fetch(url: str, request: HttpRequest, timeout_s: float) -> bytes:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{url!r} is not an http(s) URL")
-    conn_type = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    conn = conn_type(parts.hostname, parts.port, timeout=timeout_s)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    headers = {"User-Agent": "pumpwatch", "Accept": "application/json", **request.headers}
-    body = request.body.encode() if request.body is not None else None
-    try:
-        conn.request(request.method, target, body=body, headers=headers)
-        response = conn.getresponse()
-        data = response.read()
-    except http.client.HTTPException as e:  # a malformed answer: not an OSError of its own
-        raise ConnectionError(f"{request.method} {_redact(url)}: {_describe(e)}") from e
-    finally:
-        conn.close()
-    if not 200 <= response.status < 300:
-        retry_after = response.getheader("Retry-After")
-        retry_after_s = float(retry_after) if retry_after and retry_after.strip().isdigit() else None
-        raise HttpError(request.method, url, response.status, response.reason, data, retry_after_s)
-    return data
-
-
-def _redact(url: str) -> str:
-    """The URL without its query: KuCoin's connect URL carries a token, which logs need not."""
-    return url.partition("?")[0]
 
 
 __all__ = ["HttpError", "ReconnectPolicy", "VenueConnection", "http_fetch"]

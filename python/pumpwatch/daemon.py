@@ -19,7 +19,7 @@ from .collector import Collector
 from .config import Config
 from .retention import log_bytes
 from .status import disk_free, serve_status
-from .store import Store
+from .store import Store, disk_line
 
 log = logging.getLogger("pumpwatch")
 
@@ -96,7 +96,8 @@ def open_store(cfg: Config):
         return purepy.Store(cfg.data_dir, fsync_interval=cfg.log.fsync_interval, segment_span_s=cfg.log.segment_span_s,
                             segment_max_bytes=cfg.log.segment_max_bytes)
     return Store(cfg.data_dir, fsync_interval=cfg.log.fsync_interval, segment_span_s=cfg.log.segment_span_s,
-                 segment_max_bytes=cfg.log.segment_max_bytes, ring_bytes=cfg.log.ring_bytes, zstd_level=cfg.log.zstd_level)
+                 segment_max_bytes=cfg.log.segment_max_bytes, ring_bytes=cfg.log.ring_bytes, zstd_level=cfg.log.zstd_level,
+                 hold_on_disk_full=True)
 
 
 async def _maintain(cfg: Config, store, warnings: list[str], stop: asyncio.Event, every_s: float = 60.0) -> None:
@@ -114,8 +115,11 @@ async def _maintain(cfg: Config, store, warnings: list[str], stop: asyncio.Event
         warnings[:] = [warning] if warning else []
         if warning:
             log.warning("%s", warning)
+        # While the disk is full, retention (by its own rules) runs every few seconds: space it
+        # frees lets the held records out sooner.
+        disk = store.disk_state() if hasattr(store, "disk_state") else {}
         try:
-            await asyncio.wait_for(stop.wait(), every_s)
+            await asyncio.wait_for(stop.wait(), min(every_s, 5.0) if disk.get("full_since_ns") else every_s)
         except asyncio.TimeoutError:
             pass
 
@@ -149,44 +153,11 @@ def _status_with_disk(collector: Collector, cfg: Config, watcher=None, listings:
     return status
 
 
-def _dashboard(status: dict):
-    from rich.table import Table
-
-    t = Table(title=f"PumpWatch  up {status['uptime_s']:.0f} s  log {status['log_bytes'] / 1e6:,.1f} MB  "
-                    f"disk free {status['disk_free_bytes'] / 1e9:,.1f} GB", expand=False)
-    for col in ("venue", "state", "conns", "reconn", "frames", "trades", "last msg", "gaps", "filled", "unfillable", "quarant.", "error"):
-        t.add_column(col, justify="left" if col in ("venue", "state", "error") else "right")
-    for venue, v in status["venues"].items():
-        age = v["last_message_age_s"]
-        t.add_row(
-            venue, v["state"][:40], str(v["connections"]), str(v["reconnects"]), f"{v['frames']:,}", f"{v['trades']:,}",
-            "-" if age is None else f"{age:.1f}s", str(v["gaps_found"]), str(v["gaps_filled"]), str(v["gaps_unfillable"]),
-            str(v["quarantined"]), v["last_error"][:30],
-        )
-    lines = []
-    pg = status.get("sink", {}).get("postgres")
-    if pg:
-        lines.append(f"postgres sink {pg['collector_id']}: {pg['state']}, {pg['records_behind']:,} records / "
-                     f"{pg['seconds_behind']:.1f} s behind, {pg['trades_written']:,} written"
-                     + (f", last error: {pg['last_error'][:60]}" if pg["last_error"] else ""))
-    caps = status.get("captures")
-    if caps:
-        done = caps["events"]
-        lines.append(f"events written: {len(done)}" + (f" (latest {done[-1]['event']}: {done[-1]['trades']:,} trades, "
-                     f"{done[-1]['verdict']})" if done else "") + (f"; waiting for their window: {', '.join(caps['pending'])}" if caps["pending"] else ""))
-    if lines:
-        t.caption = "\n".join(lines)
-    return t
-
-
-async def _report(status_fn, stop: asyncio.Event, interactive: bool) -> None:
+async def _report(status_fn, stop: asyncio.Event, interactive: bool, done: asyncio.Event | None = None) -> None:
     if interactive:
-        from rich.live import Live
+        from .dashboard import live
 
-        with Live(_dashboard(status_fn()), refresh_per_second=2, transient=False) as live:
-            while not stop.is_set():
-                await asyncio.sleep(0.5)
-                live.update(_dashboard(status_fn()))
+        await live(status_fn, stop, done)
         return
     while not stop.is_set():
         try:
@@ -197,6 +168,8 @@ async def _report(status_fn, stop: asyncio.Event, interactive: bool) -> None:
             log.info("status uptime_s=%.0f frames=%d trades=%d duplicates=%d gaps=%d quarantined=%d %s",
                      st["uptime_s"], st["ingest"]["frames"], st["ingest"]["trades"], st["ingest"]["duplicates"],
                      st["ingest"]["gaps"], st["ingest"]["quarantined"], parts)
+            if disk_line(st.get("disk")):
+                log.warning("%s", disk_line(st.get("disk")))
 
 
 async def run(cfg: Config, *, simulate: bool = False, duration: float | None = None, seed: int = 0,
@@ -286,8 +259,12 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
             loop.call_later(duration, stop.set)
         if interactive is None:
             interactive = sys.stderr.isatty()
-        reporter = asyncio.create_task(_report(status_fn, stop, interactive))
-        await collector.run(stop)
+        stopped = asyncio.Event()  # the dashboard's last frame says stopped only once it is
+        reporter = asyncio.create_task(_report(status_fn, stop, interactive, stopped))
+        try:
+            await collector.run(stop)
+        finally:
+            stopped.set()
         if sink_task is not None:
             sink_stop.set()
             await sink_task

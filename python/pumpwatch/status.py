@@ -11,6 +11,11 @@ from collections.abc import Callable
 from .errors import InvalidInputError
 
 
+#: The Upbit watcher's counters that are in /metrics from the start (they count up from 0).
+UPBIT_COUNTERS = ("polls", "errors", "timeouts", "backoffs", "triggers", "already_listed", "market_fetches",
+                  "market_errors", "markets_opened", "skipped_in_flight", "skipped_backoff", "ticks_missed")
+
+
 def metrics_text(status: dict) -> str:
     """Prometheus exposition of the status counters, one family per counter."""
     lines = []
@@ -27,10 +32,31 @@ def metrics_text(status: dict) -> str:
     for k, rows in per_venue.items():
         lines.append(f"# TYPE pumpwatch_venue_{k} gauge")
         lines.extend(rows)
-    for k, v in status.get("upbit", {}).get("metrics", {}).items():
+    upbit = status.get("upbit", {}).get("metrics")
+    if upbit is not None:
+        # Counters exist from the first scrape at 0: alert rules (deploy/prometheus) and rate()
+        # see the first error or listing, not only the ones after it.
+        upbit = {**{k: 0 for k in UPBIT_COUNTERS}, **upbit}
+    for k, v in (upbit or {}).items():
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             lines.append(f"# TYPE pumpwatch_upbit_{k} gauge")
             lines.append(f"pumpwatch_upbit_{k} {v}")
+    disk = status.get("disk")
+    if disk is not None:
+        # 1 while records wait in memory for a full disk (alert on it); the others say how long
+        # and how much.
+        lines.append("# TYPE pumpwatch_disk_full gauge")
+        lines.append(f"pumpwatch_disk_full {1 if disk.get('full_since_ns') else 0}")
+        lines.append("# TYPE pumpwatch_disk_error gauge")
+        lines.append(f"pumpwatch_disk_error {1 if disk.get('error_since_ns') else 0}")
+        lines.append("# TYPE pumpwatch_disk_trouble_since_seconds gauge")
+        lines.append(f"pumpwatch_disk_trouble_since_seconds {(disk.get('full_since_ns') or disk.get('error_since_ns') or 0) / 1e9}")
+        for k in ("held_records", "held_bytes", "unsynced_bytes", "lost_trades_pending"):
+            lines.append(f"# TYPE pumpwatch_disk_{k} gauge")
+            lines.append(f"pumpwatch_disk_{k} {disk.get(k, 0)}")
+        for k in ("lost_trades", "commit_failures", "episodes"):
+            lines.append(f"# TYPE pumpwatch_disk_{k}_total counter")
+            lines.append(f"pumpwatch_disk_{k}_total {disk.get(k, 0)}")
     for k in ("uptime_s", "disk_free_bytes", "log_bytes"):
         if k in status:
             lines.append(f"# TYPE pumpwatch_{k} gauge")

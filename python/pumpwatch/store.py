@@ -20,6 +20,8 @@ from .schema import MARKER_SCHEMA, TRADE_SCHEMA
 _STRING_COLUMNS = ("venue", "symbol", "trade_id", "price", "qty", "side")
 _TIME_COLUMNS = ("ts_ns", "recv_ns")
 _ALL_TIME = (-(2**63), 2**63 - 1)
+#: How often a writer holding records tries the disk again (its commit thread tries too).
+HOLD_RETRY_S = 1.0
 
 
 def _column(table: pa.Table, name: str) -> pa.Array:
@@ -134,9 +136,15 @@ class Store(_Reading):
         segment_max_bytes: int = 1 << 30,
         ring_bytes: int = 128 << 20,
         zstd_level: int = 3,
+        hold_on_disk_full: bool = False,
     ) -> None:
         self.path = os.fspath(path)
         self._log = _core.LogWriter(self.path, fsync_interval, segment_span_s, segment_max_bytes, ring_bytes, zstd_level)
+        if hold_on_disk_full:
+            # The recorder's mode: a full or failing disk does not raise into the connections;
+            # the newest `ring_bytes` of records wait in memory and are written when the disk has
+            # room again, what fell out named by `gap_unfillable` markers (see `disk_state`).
+            self._log.set_hold(ring_bytes, HOLD_RETRY_S)
         # The hot path calls straight into Rust: no Python frame between a socket and the log.
         self.ingest = self._log.ingest
         self.ingest_many = self._log.ingest_many
@@ -242,6 +250,17 @@ class Store(_Reading):
         """Commits everything appended so far to disk now."""
         self._log.flush()
 
+    def disk_state(self) -> dict:
+        """Disk trouble (see `hold_on_disk_full`): `full_since_ns` / `error_since_ns` (0 when
+        none), `reason` (operation, path, error), `held_records`/`held_bytes` waiting in memory,
+        `unsynced_bytes` whose commit failed and will be written again, `lost_trades_pending`
+        (fell out of the hold, named once the disk has room), `lost_trades`/`lost_other` (named
+        so far), `episodes`, `commit_failures`, `last_error`, `index_behind`, and `summary`: the
+        line status pages show ("disk full since ... UTC: ..."), empty when all is well."""
+        state = self._log.disk_state()
+        state["summary"] = disk_line(state) or ""
+        return state
+
     def ring_reader(self, from_oldest: bool = False) -> _core.RingReader:
         """A reader of the most recent trades appended by this store (lock-free; the writer never
         waits for it; `poll()` says how many it missed)."""
@@ -301,6 +320,25 @@ class ReadOnlyStore(_Reading):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def disk_line(disk: dict | None) -> str | None:
+    """The one line status pages and logs show while the disk refuses records, else None."""
+    if not disk or not (disk.get("full_since_ns") or disk.get("error_since_ns") or disk.get("unsynced_bytes")):
+        return None
+    import datetime
+
+    since_ns = disk.get("full_since_ns") or disk.get("error_since_ns")
+    since = datetime.datetime.fromtimestamp(since_ns / 1e9, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if since_ns else "?"
+    what = "disk full" if disk.get("full_since_ns") else "disk error"
+    line = (f"{what} since {since}: {disk.get('held_records', 0):,} records held in memory "
+            f"({disk.get('held_bytes', 0) / 1e6:,.1f} MB)")
+    if disk.get("lost_trades_pending"):
+        line += f", {disk['lost_trades_pending']:,} trades fell out (named when the disk has room)"
+    if disk.get("unsynced_bytes"):
+        line += f", {disk['unsynced_bytes']:,} bytes to commit again"
+    advice = "free disk space (or lower retention)" if disk.get("full_since_ns") else "check the disk (dmesg, SMART)"
+    return line + f"; {disk.get('reason', '')[:160]} - {advice}"
 
 
 def verify(path: str | os.PathLike[str]) -> dict:

@@ -25,9 +25,7 @@ is edited and is never used as t0. UPBIT.md (../shared) has the facts this is bu
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import gzip
 import json
 import logging
 import os
@@ -37,7 +35,6 @@ import ssl
 import statistics
 import time
 import unicodedata
-import zlib
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -45,9 +42,24 @@ from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Self
-from urllib.parse import unquote, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from .errors import InvalidInputError
+
+# The one network layer; its names stay importable from here for the watcher's callers.
+from .net import (
+    Backoff,
+    HttpClient,
+    HttpError,
+    HttpResponse,
+    check_proxy,
+    retry_after_s,
+    write_atomic,
+)
+
+#: A Retry-After from Upbit's CDN is followed up to this long per egress: the other egresses go
+#: on polling, and a listing must not go unseen for a day because one proxy's answer said so.
+MAX_RETRY_AFTER_S = 3600.0
 
 log = logging.getLogger("pumpwatch.upbit")
 
@@ -723,246 +735,8 @@ class WatcherState:
 _NOT_LISTING_CATEGORIES = frozenset({"이벤트", "Event", "점검", "Maintenance"})
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replaces `path` with `data` so that a crash at any point leaves the old or the new content."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-# =============================================================================================
-# HTTP: HTTP/1.1 over asyncio streams (keep-alive, gzip, CONNECT proxies), cancellable at any await
-
-
-class HttpError(Exception):
-    """A request could not be completed (connection, protocol or proxy failure)."""
-
-
-class _StaleConnection(HttpError):
-    """A kept-alive connection the server had closed: retried once on a fresh one."""
-
-
-@dataclass(slots=True)
-class HttpResponse:
-    status: int
-    headers: dict[str, str]  # lower-case names
-    body: bytes
-    started_ns: int  # wall clock, request about to be sent
-    done_ns: int  # wall clock, body fully read: the moment the response "arrived"
-    elapsed_s: float  # monotonic, from start (including any connect) to body read
-
-
-MAX_BODY = 8 << 20
-
-
-class HttpClient:
-    """One egress: direct, bound to a local address, or through an HTTP CONNECT proxy
-    (`http://user:pass@host:port`). Keeps idle connections for reuse (a TLS handshake per poll would
-    cost more than the poll)."""
-
-    def __init__(self, proxy: str | None = None, *, local_addr: str | None = None,
-                 ssl_context: ssl.SSLContext | None = None, max_idle: int = 4, idle_timeout_s: float = 30.0):
-        self.proxy = check_proxy(proxy) if proxy else None
-        self.local_addr = (local_addr, 0) if local_addr else None
-        self.ssl_context = ssl_context or ssl.create_default_context()
-        self.max_idle = max_idle
-        self.idle_timeout_s = idle_timeout_s
-        self._idle: dict[tuple[str, str, int], list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]]] = {}
-
-    async def get(self, url: str, headers: Mapping[str, str]) -> HttpResponse:
-        u = urlsplit(url)
-        if u.scheme not in ("http", "https") or not u.hostname:
-            raise InvalidInputError(f"not an http(s) URL: {url!r}")
-        port = u.port or (443 if u.scheme == "https" else 80)
-        key = (u.scheme, u.hostname, port)
-        target = (u.path or "/") + (f"?{u.query}" if u.query else "")
-        host = u.hostname if port in (80, 443) else f"{u.hostname}:{port}"
-        lines = [f"GET {target} HTTP/1.1", f"Host: {host}"]
-        lines += [f"{k}: {v}" for k, v in headers.items()]
-        request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        started, started_ns = time.monotonic(), time.time_ns()
-        for attempt in range(2):
-            conn, reused = self._take_idle(key)
-            if conn is None:
-                conn = await self._open(*key)
-            reader, writer = conn
-            try:
-                writer.write(request)
-                await writer.drain()
-                status, hdrs, body, keep = await _read_response(reader)
-            except _StaleConnection:
-                writer.close()
-                if reused and attempt == 0:
-                    continue
-                raise HttpError("connection closed before a response") from None
-            except (ConnectionError, asyncio.IncompleteReadError) as e:
-                writer.close()
-                if reused and attempt == 0:
-                    continue
-                raise HttpError(f"connection failed mid-response: {e!r}") from None
-            except BaseException:  # a timeout (cancellation) or a protocol error: this socket is done
-                writer.close()
-                raise
-            done_ns = time.time_ns()
-            if keep:
-                self._give_back(key, conn)
-            else:
-                writer.close()
-            return HttpResponse(status, hdrs, body, started_ns, done_ns, time.monotonic() - started)
-        raise HttpError("unreachable")  # pragma: no cover
-
-    def _take_idle(self, key):
-        pool = self._idle.get(key)
-        now = time.monotonic()
-        while pool:
-            reader, writer, since = pool.pop()
-            if now - since < self.idle_timeout_s and not reader.at_eof() and not writer.is_closing():
-                return (reader, writer), True
-            writer.close()
-        return None, False
-
-    def _give_back(self, key, conn) -> None:
-        pool = self._idle.setdefault(key, [])
-        if len(pool) >= self.max_idle:
-            conn[1].close()
-            return
-        pool.append((conn[0], conn[1], time.monotonic()))
-
-    async def _open(self, scheme: str, host: str, port: int):
-        tls = self.ssl_context if scheme == "https" else None
-        if self.proxy is None:
-            return await asyncio.open_connection(host, port, ssl=tls, server_hostname=host if tls else None,
-                                                 local_addr=self.local_addr)
-        p = self.proxy
-        reader, writer = await asyncio.open_connection(p.hostname, p.port or 8080, local_addr=self.local_addr)
-        try:
-            auth = ""
-            if p.username:
-                cred = f"{unquote(p.username)}:{unquote(p.password or '')}".encode()
-                auth = f"Proxy-Authorization: Basic {base64.b64encode(cred).decode()}\r\n"
-            writer.write(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}\r\n".encode("latin-1"))
-            await writer.drain()
-            line = await reader.readline()
-            parts = line.decode("latin-1").split(None, 2)
-            if len(parts) < 2 or parts[1] != "200":
-                raise HttpError(f"proxy {p.hostname}:{p.port} refused CONNECT {host}:{port}: {line[:80]!r}")
-            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                pass
-            if tls is not None:
-                await writer.start_tls(tls, server_hostname=host)
-        except BaseException:
-            writer.close()
-            raise
-        return reader, writer
-
-    async def close(self) -> None:
-        for pool in self._idle.values():
-            for _, writer, _ in pool:
-                writer.close()
-        self._idle.clear()
-
-
-def check_proxy(proxy: str):
-    """An HTTP CONNECT proxy URL, split; a clear error for anything else (SOCKS is not supported)."""
-    u = urlsplit(proxy)
-    try:
-        _ = u.port  # a port that is not a number raises here
-    except ValueError:
-        u = None  # type: ignore[assignment]
-    if u is None or u.scheme != "http" or not u.hostname:
-        raise InvalidInputError(f"proxy must be an HTTP CONNECT proxy like http://[user:pass@]host:port, not {proxy!r}")
-    return u
-
-
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes, bool]:
-    line = await reader.readline()
-    if not line:
-        raise _StaleConnection()
-    parts = line.decode("latin-1").rstrip("\r\n").split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-        raise HttpError(f"not an HTTP status line: {line[:80]!r}")
-    version, status = parts[0], int(parts[1])
-    headers: dict[str, str] = {}
-    for _ in range(200):
-        h = await reader.readline()
-        if h in (b"\r\n", b"\n"):
-            break
-        if not h:
-            raise HttpError("connection closed inside the response headers")
-        name, _, value = h.decode("latin-1").partition(":")
-        name, value = name.strip().lower(), value.strip()
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    else:
-        raise HttpError("more than 200 response headers")
-    keep = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
-    if status in (204, 304) or 100 <= status < 200:
-        body = b""
-    elif "chunked" in headers.get("transfer-encoding", "").lower():
-        chunks, size = [], 0
-        while True:
-            n = int((await reader.readline()).split(b";", 1)[0].strip() or b"0", 16)
-            if n == 0:
-                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                    pass
-                break
-            size += n
-            if size > MAX_BODY:
-                raise HttpError(f"response body over {MAX_BODY} bytes")
-            chunks.append(await reader.readexactly(n))
-            await reader.readexactly(2)
-        body = b"".join(chunks)
-    elif "content-length" in headers:
-        n = int(headers["content-length"])
-        if n > MAX_BODY:
-            raise HttpError(f"response body of {n} bytes is over {MAX_BODY}")
-        body = await reader.readexactly(n)
-    else:
-        body = await reader.read(MAX_BODY)
-        keep = False
-    enc = headers.get("content-encoding", "").lower()
-    try:
-        if enc == "gzip":
-            body = gzip.decompress(body)
-        elif enc == "deflate":
-            try:
-                body = zlib.decompress(body)
-            except zlib.error:
-                body = zlib.decompress(body, -zlib.MAX_WBITS)
-    except (OSError, EOFError, zlib.error) as e:
-        raise HttpError(f"bad {enc} body: {e}") from None
-    return status, headers, body, keep
-
-
 # =============================================================================================
 # The watcher
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """A back-off policy with named settings: the n-th consecutive strike waits
-    `min(max_s, initial_s * factor**(n-1))`, +-`jitter` (a fraction), and never less than the
-    server's Retry-After."""
-
-    initial_s: float = 5.0
-    max_s: float = 120.0
-    factor: float = 2.0
-    jitter: float = 0.1
-
-    def delay(self, strike: int, rng: random.Random, retry_after: float | None = None) -> float:
-        d = min(self.max_s, self.initial_s * self.factor ** max(0, strike - 1))
-        d *= 1.0 + rng.uniform(-self.jitter, self.jitter)
-        if retry_after is not None:
-            d = max(d, min(retry_after, 3600.0))
-        return d
 
 
 @dataclass(frozen=True)
@@ -1023,10 +797,10 @@ class WatcherSettings:
     #: A ticker triggers at most once in this period (re-posts, corrections, follow-ups).
     ticker_period_s: float = 7 * 86_400.0
     #: 429 (rate limited) / 418 (banned) / 403 (refused): this policy, per egress.
-    rate_backoff: Backoff = field(default_factory=Backoff)
+    rate_backoff: Backoff = field(default_factory=lambda: Backoff(initial_s=5.0, max_s=120.0, jitter=0.1))
     #: Errors (timeouts, connection failures, 5xx, malformed bodies): after `error_threshold` in a
     #: row on one egress, this policy. A single hung request costs nothing but its own poll.
-    error_backoff: Backoff = field(default_factory=lambda: Backoff(initial_s=1.0, max_s=30.0))
+    error_backoff: Backoff = field(default_factory=lambda: Backoff(initial_s=1.0, max_s=30.0, jitter=0.1))
     error_threshold: int = 3
     #: /v1/market/all: every `market_poll_s` while triggered tickers wait for their KRW market,
     #: else every `market_refresh_s`; a pending ticker is given up after `pending_max_s`.
@@ -1290,7 +1064,9 @@ class UpbitWatcher:
         log.debug("poll %d via %s: %d in %.0f ms (cf-cache-status %s, age %s)", rec.seq, e.egress.label, status,
                   rec.response_ms or 0.0, rec.cf_cache_status, rec.age_s)
         if status in (429, 418, 403):
-            retry = _retry_after(resp.headers.get("retry-after"))
+            retry = retry_after_s(resp.headers.get("retry-after"))
+            if retry is not None:
+                retry = min(retry, MAX_RETRY_AFTER_S)
             what = {429: "rate limited (429)", 418: "banned (418)", 403: "refused (403, Cloudflare?)"}[status]
             self._back_off(e, rec, self.settings.rate_backoff, what, retry, rate=True)
             return
@@ -1380,7 +1156,7 @@ class UpbitWatcher:
         else:
             strike = e.errors_in_row - self.settings.error_threshold + 1
         now = time.monotonic()
-        d = policy.delay(strike, self._rng, retry_after)
+        d = policy.delay(strike - 1, self._rng, retry_after)  # strikes count from 1, attempts from 0
         e.blocked_until = now + d
         e.backoff_began = now
         self.counters["backoffs"] += 1
@@ -1494,12 +1270,3 @@ async def _cancel_all(tasks: Iterable[asyncio.Task[Any]]) -> None:
         for t in pending:
             t.cancel()
         _, pending = await asyncio.wait(pending, timeout=0.5)
-
-
-def _retry_after(v: str | None) -> float | None:
-    if not v:
-        return None
-    try:
-        return max(0.0, float(v))
-    except ValueError:
-        return None  # an HTTP date: rare here, and the policy's own delay applies

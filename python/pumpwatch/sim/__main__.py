@@ -13,11 +13,11 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
 import sys
 import time
 
+from ..net import write_atomic
 from .server import Simulator
 from .venues import VENUE_IDS
 
@@ -86,10 +86,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _write_atomically(path: str, text: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    # Read by tests and scripts while it runs; nothing depends on it after a crash.
+    write_atomic(path, text, durable=False)
 
 
 def truth(sim: Simulator) -> dict:

@@ -19,6 +19,7 @@ import asyncio
 import http
 import json
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -49,6 +50,56 @@ MAX_OUTBOX = 50_000  # frames queued for one client before it is cut as a slow c
 CLOSE_GRACE_S = 1.0  # a closing handshake that takes longer ends with an abort
 MAX_SLEEP_S = 0.05  # the market clock wakes at least this often (bursts and listings take effect)
 PRICE_KEYS = ("p", "px", "price")
+
+#: Connection requests per IP each exchange accepts, counted over both its markets (VENUES §12:
+#: OKX 3/s; KuCoin 30/min; Bybit 500 and Binance 300 per 5 min; Phemex 200 per 5 min, §9.1), as
+#: (count, window in real seconds). A handshake beyond them is refused with HTTP 429.
+CONNECT_RATES: dict[str, tuple[int, float]] = {
+    "binance": (300, 300.0),
+    "bybit": (500, 300.0),
+    "okx": (3, 1.0),
+    "kucoin": (30, 60.0),
+    "phemex": (200, 300.0),
+}
+
+
+#: REST pools one exchange's markets draw on together (per IP): KuCoin spot and futures share the
+#: `Public` pool, 2,000 weight / 30 s (VENUES §5.3, §12, the conservative reading).
+SHARED_REST_POOLS: dict[str, tuple[str, ...]] = {"kucoin": ("public",)}
+
+
+def exchange_of(venue_id: str) -> str:
+    return venue_id.split("-", 1)[0]
+
+
+class ConnectionRate:
+    """One exchange's connection requests from our one IP: at most `count` accepted in any
+    `window_s`; `accepted` (monotonic times) and `refused` are kept for tests."""
+
+    def __init__(self, count: int, window_s: float):
+        self.count = count
+        self.window_s = window_s
+        self.accepted: list[float] = []
+        self.refused = 0
+
+    def admit(self) -> float | None:
+        """None when the handshake may go on; else seconds until it would be accepted."""
+        now = time.monotonic()
+        recent = [t for t in self.accepted[-self.count:] if t > now - self.window_s]
+        if len(recent) >= self.count:
+            self.refused += 1
+            return recent[0] + self.window_s - now
+        self.accepted.append(now)
+        return None
+
+    def max_in_window(self) -> int:
+        """The most handshakes accepted within any window: never above `count`."""
+        best, start = 0, 0
+        for end, t in enumerate(self.accepted):
+            while self.accepted[start] <= t - self.window_s:
+                start += 1
+            best = max(best, end - start + 1)
+        return best
 
 
 class TokenBucket:
@@ -198,7 +249,8 @@ class SimVenue:
 
     def __init__(self, venue_id: str, *, seed: int = 0, symbols: list[str] | None = None, trades_per_s: float = 20.0,
                  time_scale: float = 1.0, backlog: int = 0, port: int = 0, max_history: int = 1_000_000,
-                 lifetime_scale: float | None = None):
+                 lifetime_scale: float | None = None, connection_rates: dict[str, ConnectionRate] | None = None,
+                 rest_pools: dict[str, TokenBucket] | None = None):
         if venue_id not in FAMILIES:
             raise ValueError(f"unknown venue {venue_id!r}; the venues are: {', '.join(VENUE_IDS)}")
         if time_scale <= 0 or trades_per_s < 0 or (lifetime_scale is not None and lifetime_scale <= 0):
@@ -228,7 +280,20 @@ class SimVenue:
         self._weight_total = sum(i.weight for i in self.instruments.values()) or 1.0
         self._clients: set[Client] = set()
         self._subscribers: dict[str, set[Client]] = {}
-        self._buckets = {name: TokenBucket(*spec) for name, spec in self.protocol.buckets.items()}
+        # The exchange's connection-rate limit and shared REST pools, shared with its other market
+        # when the Simulator runs both (`connection_rates`, `rest_pools`: one dict each for all).
+        rates = connection_rates if connection_rates is not None else {}
+        exchange = exchange_of(venue_id)
+        self._buckets: dict[str, TokenBucket] = {}
+        for name, spec in self.protocol.buckets.items():
+            if name in SHARED_REST_POOLS.get(exchange, ()) and rest_pools is not None:
+                self._buckets[name] = rest_pools.setdefault(f"{exchange}:{name}", TokenBucket(*spec))
+            else:
+                self._buckets[name] = TokenBucket(*spec)
+        if exchange not in rates and exchange in CONNECT_RATES:
+            rates[exchange] = ConnectionRate(*CONNECT_RATES[exchange])
+        self.connection_rate: ConnectionRate | None = rates.get(exchange)
+        self.handshakes = 0  # WebSocket handshakes accepted on this venue's port
         self._stall_until = 0.0
         self._rest_fail: tuple[float, int] = (0.0, 503)  # (until, status) of a REST outage
         self._topic_symbol: dict[str, str] = {}  # trade topic -> symbol, learnt as trades go out
@@ -665,10 +730,16 @@ class SimVenue:
         path, _, qs = request.path.partition("?")
         path = path or "/"
         if request.headers.get("Upgrade", "").lower() == "websocket":
+            if self.connection_rate is not None:
+                wait = self.connection_rate.admit()
+                if wait is not None:
+                    return _response(429, {"msg": "too many connection requests from this IP"},
+                                     {"Retry-After": str(max(1, math.ceil(wait)))})
             role = self.protocol.ws_role(path, request.headers)
             if role is None:
                 return _response(404, {"msg": f"no WebSocket at {path}"})
             connection.sim_role = role
+            self.handshakes += 1
             return None
         until, status = self._rest_fail
         if time.monotonic() < until:
@@ -724,7 +795,12 @@ class Simulator:
     """All twelve venues (or `venues`), each on its own port, sharing `seed` and options."""
 
     def __init__(self, venues: list[str] | None = None, *, seed: int = 0, **kw: Any):
-        self.venues: dict[str, SimVenue] = {v: SimVenue(v, seed=seed, **kw) for v in (venues or VENUE_IDS)}
+        # One IP: an exchange's markets count connection requests together.
+        self.connection_rates: dict[str, ConnectionRate] = kw.pop("connection_rates", None) or {}
+        self.rest_pools: dict[str, TokenBucket] = {}
+        self.venues: dict[str, SimVenue] = {v: SimVenue(v, seed=seed, connection_rates=self.connection_rates,
+                                                        rest_pools=self.rest_pools, **kw)
+                                            for v in (venues or VENUE_IDS)}
 
     async def start(self) -> None:
         await asyncio.gather(*(v.start() for v in self.venues.values()))

@@ -31,7 +31,6 @@ import asyncio
 import datetime as _dt
 import io
 import logging
-import random
 import re
 import socket
 import threading
@@ -53,6 +52,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 
 from .._core import FLAGS
 from ..errors import InvalidInputError
+from ..net import Backoff
 from ..schema import MARKER_SCHEMA, TRADE_SCHEMA
 from . import START, Cursor, LogTail, TailBatch
 
@@ -316,6 +316,10 @@ class PostgresSink:
         self.reconnect_max_s = reconnect_max_s
         self.reconnect_factor = reconnect_factor
         self.reconnect_jitter = reconnect_jitter
+        try:  # the one back-off policy (capped, jitter taken off), as the venues' reconnects use it
+            self._reconnect_backoff = Backoff(reconnect_initial_s, reconnect_max_s, reconnect_factor, reconnect_jitter)
+        except ValueError as e:
+            raise SinkError(f"[sink.postgres] reconnect settings: {e}") from None
         self.use_timescaledb = use_timescaledb
         self.connect_timeout_s = connect_timeout_s
         self._tail = LogTail(source if source is not None else self.data_dir)
@@ -575,8 +579,7 @@ class PostgresSink:
                 raise TimeoutError(f"the sink did not catch up within {timeout_s} s ({self.status()['records_behind']} records behind)")
 
     def _backoff(self, attempt: int) -> float:
-        delay = min(self.reconnect_max_s, self.reconnect_initial_s * self.reconnect_factor ** attempt)
-        return delay * (1 + self.reconnect_jitter * (2 * random.random() - 1))
+        return self._reconnect_backoff.delay(attempt)
 
     def _refresh_lag(self) -> None:
         try:

@@ -30,6 +30,7 @@ from urllib.parse import urlencode
 
 from .._core import FLAGS
 from ..errors import InvalidInputError
+from ..net.limits import RateBudget
 
 Kind = Literal["spot", "perp"]
 
@@ -46,6 +47,20 @@ STATUSES = (TRADING, PRE_TRADING, DELISTING, HALTED, CLOSED)
 UNDOCUMENTED_STREAMS_PER_CONNECTION = 200
 
 DAY_S = 86_400
+
+#: Our window for a venue's connection-rate limit is this much wider than the venue's: the venue
+#: counts handshakes as they reach it, a little after they leave here and not always in order.
+CONNECT_SLACK_S = 0.25
+
+
+def connect_budget(exchange: str, count: int, period_s: float, source: str) -> RateBudget:
+    """An exchange's per-IP connection-request budget, shared by its markets (VENUES §12)."""
+    return RateBudget(f"{exchange}:ws-connect", count, period_s, slack_s=CONNECT_SLACK_S, source=source)
+
+
+def rest_budget(exchange: str, requests_per_s: float, source: str) -> RateBudget:
+    """An exchange's REST budget shared by its markets (one host, or one per-IP pool)."""
+    return RateBudget(f"{exchange}:rest", 1, 1.0 / requests_per_s, source=source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,6 +347,12 @@ class VenueSpec:
     `max_client_messages_per_s` (everything the client sends, pings included; None = not
     documented), `max_subscribe_requests_per_hour` (OKX), `max_connections` (concurrent sockets
     the venue allows one client/IP; the collector, not `shard`, must respect it).
+
+    Pacing (VENUES §12), as named budgets that specs of one exchange share where the venue counts
+    per IP: `connect_budget` (connection requests; None = the venue documents no rate),
+    `rest_budget` (REST requests; None = this spec's own, at `backfill.requests_per_s`),
+    `rest_holds` (HTTP status -> seconds without any request to the REST host after it: Bybit's
+    403 "access too frequent" = 10 minutes).
     """
 
     id: str
@@ -349,6 +370,9 @@ class VenueSpec:
     max_connections: int | None = None
     connection_lifetime_s: float | None = None
     subscribe_after_welcome: bool = False  # KuCoin: subscribe only after its "welcome" frame
+    connect_budget: RateBudget | None = None
+    rest_budget: RateBudget | None = None
+    rest_holds: tuple[tuple[int, float], ...] = ()
     heartbeat: HeartbeatRule
     backfill: BackfillRule
 
@@ -376,6 +400,14 @@ class VenueSpec:
 
     def ping_frame(self) -> str | None:
         return self.heartbeat.ping_frame
+
+    def rest_pacing(self) -> RateBudget:
+        """The budget this spec's REST requests draw on: the shared one it names, else its own
+        one request per `1 / backfill.requests_per_s`."""
+        if self.rest_budget is not None:
+            return self.rest_budget
+        return RateBudget(f"{self.id}:rest", 1, 1.0 / max(self.backfill.requests_per_s, 0.1),
+                          source="BackfillRule.requests_per_s")
 
     # -- subscriptions
 
@@ -529,6 +561,7 @@ __all__ = [
     "HttpFetch",
     "HttpRequest",
     "Instrument",
+    "RateBudget",
     "VenueSpec",
     "backfill_row",
     "exact_json",

@@ -20,6 +20,7 @@ from . import (
     Instrument,
     VenueSpec,
     backfill_row,
+    connect_budget,
     dumps,
     exact_json,
     make_instrument,
@@ -102,6 +103,10 @@ class BinanceSpec(VenueSpec):
         return out
 
 
+# 300 connection attempts / 5 min per IP (§1.1, §12); counted for spot and USDⓈ-M together, the
+# conservative reading of "per IP" (a handful of connections either way).
+_CONNECTS = connect_budget("binance", 300, 300.0, "VENUES §1.1, §12")
+
 SPOT = BinanceSpec(
     id="binance-spot",
     exchange="binance",
@@ -118,6 +123,7 @@ SPOT = BinanceSpec(
     backfill=BackfillRule(reach="by_id", max_rows=1000, max_age_s=None, requests_per_s=6000 / 60 / 25),
     instruments_path="/api/v3/exchangeInfo",
     trades_path="/api/v3/historicalTrades",
+    connect_budget=_CONNECTS,
 )
 
 USDM = BinanceSpec(
@@ -138,4 +144,5 @@ USDM = BinanceSpec(
     backfill=BackfillRule(reach="by_id", max_rows=500, max_age_s=90 * DAY_S, requests_per_s=2400 / 60 / 20),
     instruments_path="/fapi/v1/exchangeInfo",
     trades_path="/fapi/v1/historicalTrades",
+    connect_budget=_CONNECTS,
 )

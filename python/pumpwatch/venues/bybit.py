@@ -19,9 +19,11 @@ from . import (
     Instrument,
     VenueSpec,
     backfill_row,
+    connect_budget,
     dumps,
     exact_json,
     make_instrument,
+    rest_budget,
     taker_side,
     to_ns,
 )
@@ -106,6 +108,11 @@ _COMMON = dict(
         ping_frame='{"op":"ping"}',
         pong_frame='{"success":true,"ret_msg":"pong","conn_id":"…","op":"ping"}',
     ),
+    # Per IP, spot and linear together (one host each for WS and REST): 500 connections / 5 min;
+    # REST 600 / 5 s, and after a 403 "access too frequent" nothing for 10 minutes (§3.1, §12).
+    connect_budget=connect_budget("bybit", 500, 300.0, "VENUES §3.1, §12; bybit rate-limit.mdx"),
+    rest_budget=rest_budget("bybit", 600 / 5, "VENUES §3.1"),
+    rest_holds=((403, 600.0),),
 )
 
 SPOT = BybitSpec(

@@ -23,9 +23,11 @@ from . import (
     Instrument,
     VenueSpec,
     backfill_row,
+    connect_budget,
     dumps,
     exact_json,
     make_instrument,
+    rest_budget,
     taker_side,
 )
 
@@ -158,6 +160,10 @@ _COMMON = dict(
     # tokens last longer costs one overlapping connection for a moment, so the guess is safe.
     connection_lifetime_s=DAY_S,
     heartbeat=_HEARTBEAT,
+    # 30 new connections / min; spot and futures REST share the per-IP Public pool (2,000 / 30 s),
+    # paced here at the heavier of the two requests (futures' weight 5) for both (§5.1, §5.3, §12).
+    connect_budget=connect_budget("kucoin", 30, 60.0, "VENUES §5.1, §12"),
+    rest_budget=rest_budget("kucoin", 2000 / 30 / 5, "VENUES §5.3, §12"),
 )
 
 SPOT = KucoinSpec(

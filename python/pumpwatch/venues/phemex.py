@@ -17,9 +17,11 @@ from . import (
     Instrument,
     VenueSpec,
     backfill_row,
+    connect_budget,
     dumps,
     exact_json,
     make_instrument,
+    rest_budget,
     taker_side,
     unscale,
 )
@@ -130,6 +132,9 @@ _COMMON = dict(
     # Recent trades only; the count REST returns is undocumented, so we rely on the WS snapshot's
     # documented 200 (recordings show up to 1000). REST IP limit 5,000 / 5 min (§9.1, §9.2).
     backfill=BackfillRule(reach="recent_only", max_rows=200, max_age_s=None, requests_per_s=5000 / 300),
+    # One gateway for both markets: 200 connections / 5 min per IP; REST 5,000 / 5 min per IP (§9.1).
+    connect_budget=connect_budget("phemex", 200, 300.0, "VENUES §9.1"),
+    rest_budget=rest_budget("phemex", 5000 / 300, "VENUES §9.1"),
 )
 
 SPOT = PhemexSpec(

@@ -744,6 +744,40 @@ impl LogWriter {
         })
     }
 
+    /// Keeps appends in memory (the newest `limit_bytes`) while the disk refuses them, instead of
+    /// raising; the disk is tried again every `retry_s`. 0 turns it off.
+    fn set_hold(&self, limit_bytes: usize, retry_s: f64) -> PyResult<()> {
+        let retry = Duration::from_secs_f64(if retry_s.is_finite() { retry_s.clamp(0.0, 3600.0) } else { 1.0 });
+        self.with(|log| {
+            log.with(|w| {
+                w.set_hold(limit_bytes, retry);
+                Ok(())
+            })
+        })
+    }
+
+    /// Disk trouble so far: full_since_ns, error_since_ns (0 when none), reason, held_records,
+    /// held_bytes, unsynced_bytes, lost_trades_pending, lost_trades, lost_other, episodes,
+    /// commit_failures, last_error, index_behind.
+    fn disk_state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.with(|log| log.with(|w| Ok(w.disk_state())))?;
+        let d = PyDict::new(py);
+        d.set_item("full_since_ns", s.full_since_ns)?;
+        d.set_item("error_since_ns", s.error_since_ns)?;
+        d.set_item("reason", s.reason)?;
+        d.set_item("held_records", s.held_records)?;
+        d.set_item("held_bytes", s.held_bytes)?;
+        d.set_item("unsynced_bytes", s.unsynced_bytes)?;
+        d.set_item("lost_trades_pending", s.lost_trades_pending)?;
+        d.set_item("lost_trades", s.lost_trades)?;
+        d.set_item("lost_other", s.lost_other)?;
+        d.set_item("episodes", s.episodes)?;
+        d.set_item("commit_failures", s.commit_failures)?;
+        d.set_item("last_error", s.last_error)?;
+        d.set_item("index_behind", s.index_behind)?;
+        Ok(d)
+    }
+
     /// Active segment number and its published length in bytes.
     fn active_segment(&self) -> PyResult<(u64, usize)> {
         self.with(|log| log.with(|w| Ok(w.active_segment())))

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use memmap2::{Mmap, MmapOptions};
 
+use super::fault;
 use super::index::{self, IndexEntry};
 use super::reader;
 use super::segment::{self, HeaderCheck, HEADER_LEN, STATE_SEALED};
@@ -512,7 +513,7 @@ pub fn compress_segment_unless(log_dir: &Path, seq: u64, level: i32, cancelled: 
         let _ = std::fs::remove_file(&tmp);
         return Ok(None);
     }
-    match std::fs::rename(&tmp, &final_path) {
+    match fault::point(fault::COMPRESS_RENAME).and_then(|_| std::fs::rename(&tmp, &final_path)) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
@@ -528,7 +529,7 @@ pub fn compress_segment_unless(log_dir: &Path, seq: u64, level: i32, cancelled: 
 }
 
 fn remove_plain(plain_path: &Path) -> Result<()> {
-    match std::fs::remove_file(plain_path) {
+    match fault::point(fault::COMPRESS_REMOVE).and_then(|_| std::fs::remove_file(plain_path)) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io(format!("removing {}", plain_path.display()), e)),
@@ -548,6 +549,7 @@ fn write_compressed(
     cancelled: &dyn Fn() -> bool,
     release: &dyn Fn(usize, usize),
 ) -> Result<Option<CompressOutcome>> {
+    fault::point(fault::COMPRESS_WRITE).map_err(io_err("writing", tmp))?;
     let file = OpenOptions::new().write(true).create(true).truncate(true).open(tmp).map_err(io_err("creating", tmp))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
     let n = blocks.len();
@@ -577,7 +579,7 @@ fn write_compressed(
     file.write_all(&header.encode()).map_err(io_err("writing", tmp))?;
     file.write_all(plain_header).map_err(io_err("writing", tmp))?;
     file.write_all(&table).map_err(io_err("writing", tmp))?;
-    file.sync_all().map_err(io_err("syncing", tmp))?;
+    fault::point(fault::COMPRESS_FSYNC).and_then(|_| file.sync_all()).map_err(io_err("syncing", tmp))?;
     Ok(Some(CompressOutcome { seq, plain_bytes: data.len() as u64, compressed_bytes: at, frames: n as u64 }))
 }
 

@@ -6,6 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::Path;
 
+use crate::log::fault;
 use crate::log::segment::HEADER_LEN;
 use crate::record::{self, FRAME_HEADER};
 use crate::{Error, Result};
@@ -161,13 +162,18 @@ pub fn write_index(path: &Path, entries: &[IndexEntry]) -> Result<()> {
     for e in entries {
         buf.extend_from_slice(&e.encode());
     }
-    std::fs::write(&tmp, &buf).map_err(|e| Error::io(format!("writing index {}", tmp.display()), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("renaming index {}", path.display()), e))
+    fault::point(fault::INDEX_WRITE)
+        .and_then(|_| std::fs::write(&tmp, &buf))
+        .map_err(|e| Error::io(format!("writing index {}", tmp.display()), e))?;
+    fault::point(fault::INDEX_RENAME)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| Error::io(format!("renaming index {}", path.display()), e))
 }
 
 /// Appends entries to the active segment's index as blocks complete.
 pub struct IndexAppender {
     file: File,
+    path: std::path::PathBuf,
 }
 
 impl IndexAppender {
@@ -177,11 +183,13 @@ impl IndexAppender {
             .append(true)
             .open(path)
             .map_err(|e| Error::io(format!("opening index {}", path.display()), e))?;
-        Ok(IndexAppender { file })
+        Ok(IndexAppender { file, path: path.to_owned() })
     }
 
     pub fn append(&mut self, e: &IndexEntry) -> Result<()> {
-        self.file.write_all(&e.encode()).map_err(|err| Error::io("appending to the time index", err))
+        fault::point(fault::INDEX_APPEND)
+            .and_then(|_| self.file.write_all(&e.encode()))
+            .map_err(|err| Error::io(format!("appending to the time index {}", self.path.display()), err))
     }
 }
 

@@ -5,6 +5,8 @@
 //! separate and shared by the writer, the readers and `verify`.
 
 pub mod compress;
+pub mod fault;
+pub mod hold;
 pub mod index;
 pub mod reader;
 pub mod scan;

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::{Mmap, MmapOptions, MmapRaw};
 
+use super::fault;
 use crate::{Error, Result};
 
 pub const MAGIC: [u8; 8] = *b"PUMPWLOG";
@@ -287,6 +288,7 @@ impl ActiveMap {
     /// Writes the given range of the map to disk (msync).
     pub fn sync_range(&self, from: usize, to: usize) -> std::io::Result<()> {
         if to > from {
+            fault::point(fault::MSYNC)?;
             self.map.flush_range(from, to - from)?;
         }
         Ok(())
@@ -350,8 +352,11 @@ pub fn allocate(file: &File, len: u64, path: &Path) -> Result<()> {
     use std::os::fd::AsRawFd;
     let len_off = libc::off_t::try_from(len)
         .map_err(|_| Error::InvalidInput(format!("segment size {len} is too large for this system")))?;
-    // SAFETY: plain syscall on an owned descriptor.
-    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len_off) };
+    let rc = match fault::point(fault::FALLOCATE) {
+        Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
+        // SAFETY: plain syscall on an owned descriptor.
+        Ok(()) => unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len_off) },
+    };
     if rc != 0 {
         let e = std::io::Error::from_raw_os_error(rc);
         if crate::error::is_disk_full(&e) {
@@ -364,7 +369,9 @@ pub fn allocate(file: &File, len: u64, path: &Path) -> Result<()> {
 
 pub fn fsync_dir(dir: &Path) -> Result<()> {
     let d = File::open(dir).map_err(|e| Error::io(format!("opening {}", dir.display()), e))?;
-    d.sync_all().map_err(|e| Error::io(format!("syncing {}", dir.display()), e))
+    fault::point(fault::DIR_FSYNC)
+        .and_then(|_| d.sync_all())
+        .map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::compress::{self, CompressionStats, Compressor};
+use super::fault;
+use super::hold::{Hold, LostSpan};
 use super::index::{self, BlockBuilder, IndexAppender, IndexEntry, BLOCK_BYTES};
 use super::reader::{self, SegmentBytes, SegmentSet, SegmentView, LOCK_FILE, LOG_DIR};
 use super::scan::Span;
@@ -106,20 +108,65 @@ pub struct RecoveryReport {
 pub struct SyncJob {
     ranges: Vec<(Arc<ActiveMap>, usize, usize)>,
     datasync: Option<Arc<ActiveMap>>,
+    /// Ranges an earlier commit failed on. After a failed msync/fsync the kernel may have marked
+    /// their pages clean without them reaching the disk, so syncing again would prove nothing:
+    /// they are written again from the map (the page cache still holds them) first.
+    rewrite: Vec<(Arc<ActiveMap>, usize, usize)>,
+}
+
+/// A commit that failed: the error, and every range it was to make durable (they are treated as
+/// not written until a later commit of them succeeds).
+pub struct SyncFailure {
+    pub error: std::io::Error,
+    ranges: Vec<(Arc<ActiveMap>, usize, usize)>,
 }
 
 impl SyncJob {
     pub fn is_empty(&self) -> bool {
-        self.ranges.is_empty() && self.datasync.is_none()
+        self.ranges.is_empty() && self.datasync.is_none() && self.rewrite.is_empty()
     }
 
     pub fn run(self) -> std::io::Result<()> {
+        self.run_or_return().map_err(|f| f.error)
+    }
+
+    /// Runs the commit; on failure hands back what it was to make durable.
+    pub fn run_or_return(self) -> std::result::Result<(), SyncFailure> {
+        match self.run_ranges() {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                let mut ranges = self.rewrite;
+                ranges.extend(self.ranges);
+                if let Some(m) = self.datasync {
+                    // The size change of the file must be committed again too.
+                    ranges.push((m, 0, 0));
+                }
+                Err(SyncFailure { error, ranges })
+            }
+        }
+    }
+
+    fn run_ranges(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        for (map, from, to) in &self.rewrite {
+            // Records are never written again once published, so writing the same bytes from here
+            // races with nothing; the header is not rewritten here (the writer publishes into it
+            // concurrently): the writer dirties it again itself (`take_sync_job`).
+            let from = (*from).max(HEADER_LEN);
+            if *to > from {
+                fault::point(fault::REWRITE)?;
+                map.file.write_all_at(&map.bytes(*to)[from..*to], from as u64)?;
+            }
+            fault::point(fault::FDATASYNC)?;
+            map.file.sync_data()?;
+        }
         for (map, from, to) in &self.ranges {
             map.sync_range(*from, *to)?;
             // On disk now: out of the resident set (the header page stays: it is rewritten).
             map.release((*from).max(HEADER_LEN), *to);
         }
-        if let Some(map) = self.datasync {
+        if let Some(map) = &self.datasync {
+            fault::point(fault::FDATASYNC)?;
             map.file.sync_data()?;
         }
         Ok(())
@@ -143,6 +190,34 @@ struct Active {
     size_changed: bool,
     /// The seal's CRC chain over the frame CRCs of every record so far (`segment::chain_frame`).
     crc_chain: u32,
+    /// An index append failed (full disk): the index file stops growing; sealing rewrites it
+    /// whole from `entries`, and until then readers scan past its last entry.
+    index_behind: bool,
+}
+
+/// The writer's account of disk trouble, for status pages and alerts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiskState {
+    /// Nonzero while records are being held because the disk is full (when it began).
+    pub full_since_ns: i64,
+    /// Nonzero while records are held or not durable because the disk failed (EIO...).
+    pub error_since_ns: i64,
+    /// The error (operation and path) that started the current episode.
+    pub reason: String,
+    pub held_records: u64,
+    pub held_bytes: u64,
+    /// Records published but whose commit to disk failed, not yet committed again.
+    pub unsynced_bytes: u64,
+    /// Trades that fell out of the hold this episode (named in markers once the disk has room).
+    pub lost_trades_pending: u64,
+    /// Over the writer's life: trades lost (each named by a `gap_unfillable` marker), episodes.
+    pub lost_trades: u64,
+    pub lost_other: u64,
+    pub episodes: u64,
+    pub commit_failures: u64,
+    pub last_error: String,
+    /// The active segment's index file stopped growing (a failed append); the seal rewrites it.
+    pub index_behind: bool,
 }
 
 pub struct LogWriter {
@@ -156,6 +231,14 @@ pub struct LogWriter {
     pending: Vec<(Arc<ActiveMap>, usize, usize)>,
     scratch: Vec<u8>,
     sync_error: Option<String>,
+    /// Records the disk refused, kept until it has room again (see `hold`); only when
+    /// `hold_limit` is nonzero, else the append fails with the error.
+    hold: Option<Hold>,
+    hold_limit: usize,
+    hold_retry: Duration,
+    /// Ranges a commit failed on: treated as not written until a commit of them succeeds.
+    unsynced: Vec<(Arc<ActiveMap>, usize, usize)>,
+    disk: DiskState,
     last_sync: Instant,
     ring: Option<RingWriter>,
     prefaulter: Option<Arc<Prefaulter>>,
@@ -282,6 +365,11 @@ impl LogWriter {
             pending: Vec::new(),
             scratch: Vec::with_capacity(1 << 20),
             sync_error: None,
+            hold: None,
+            hold_limit: 0,
+            hold_retry: Duration::from_secs(1),
+            unsynced: Vec::new(),
+            disk: DiskState::default(),
             last_sync: Instant::now(),
             ring: None,
             prefaulter: None,
@@ -346,15 +434,168 @@ impl LogWriter {
     }
 
     /// Appends whole frames (as `record::frame_into` builds them) and publishes them.
+    ///
+    /// With a hold (`set_hold`), a disk that refuses the frames (full, or failing) does not fail
+    /// the append: the frames are kept in memory and written when the disk has room again (see
+    /// `disk_state`); without one the error is returned and nothing of the frames is lost that
+    /// the error does not name.
     pub fn append_frames(&mut self, frames: &[u8]) -> Result<()> {
         if let Some(e) = self.sync_error.take() {
-            return Err(Error::Io {
-                context: "the disk reported an error while committing earlier records (they may not \
-                          survive a power loss; check the disk)"
-                    .into(),
-                source: std::io::Error::other(e),
-            });
+            if self.hold_limit == 0 {
+                return Err(Error::Io {
+                    context: "the disk reported an error while committing earlier records (they are \
+                              written again at the next commit; check the disk)"
+                        .into(),
+                    source: std::io::Error::other(e),
+                });
+            }
         }
+        if self.hold.is_some() {
+            self.try_release();
+        }
+        if let Some(h) = self.hold.as_mut() {
+            // Still refused: after what is already held, in order.
+            h.push(frames);
+            self.push_ring(frames);
+            return Ok(());
+        }
+        if let Err((written, e)) = self.write_frames(frames, true) {
+            if self.hold_limit == 0 || !is_disk_trouble(&e) {
+                return Err(e);
+            }
+            self.start_hold(&e);
+            let rest = &frames[written..];
+            if let Some(h) = self.hold.as_mut() {
+                h.push(rest);
+            }
+            self.push_ring(rest);
+            return Ok(());
+        }
+        if self.cfg.fsync_interval.is_zero() {
+            if let Err(e) = self.sync_now() {
+                if self.hold_limit == 0 {
+                    return Err(e);
+                }
+                // Named in `disk_state` and written again at the next commit.
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps appends in memory (newest `limit` bytes) while the disk refuses them, instead of
+    /// failing them; 0 turns it off. `retry` is how often the disk is tried again.
+    pub fn set_hold(&mut self, limit: usize, retry: Duration) {
+        self.hold_limit = limit;
+        self.hold_retry = retry;
+    }
+
+    /// What the disk refused so far and what is held (for `/status`).
+    pub fn disk_state(&self) -> DiskState {
+        let mut d = self.disk.clone();
+        if let Some(h) = &self.hold {
+            d.held_records = h.records;
+            d.held_bytes = h.bytes as u64;
+            d.lost_trades_pending = h.lost_trades();
+        }
+        d.index_behind = self.active.index_behind;
+        d.unsynced_bytes = self.unsynced.iter().map(|(_, f, t)| (t.saturating_sub(*f)) as u64).sum();
+        d
+    }
+
+    /// Trades that fell out of the hold and are not yet named in the log (their markers are
+    /// written first when the disk has room again).
+    pub fn pending_losses(&self) -> Vec<LostSpan> {
+        self.hold.as_ref().map(|h| h.lost.clone()).unwrap_or_default()
+    }
+
+    fn start_hold(&mut self, e: &Error) {
+        let full = matches!(e, Error::DiskFull { .. });
+        let now = now_ns();
+        // The operation and path, without the advice meant for a caller whose append failed.
+        let reason = match e {
+            Error::DiskFull { path, needed: 0, source } => format!("no space left ({source}) at {}", path.display()),
+            Error::DiskFull { path, needed, source } => format!("no space left ({source}) reserving {needed} bytes for {}", path.display()),
+            other => other.to_string(),
+        };
+        self.disk.episodes += 1;
+        self.disk.last_error = reason.clone();
+        self.disk.reason = reason.clone();
+        if full {
+            self.disk.full_since_ns = now;
+        } else if self.disk.error_since_ns == 0 {
+            self.disk.error_since_ns = now;
+        }
+        let mut h = Hold::new(self.hold_limit, now, reason, full);
+        h.next_try = Instant::now() + self.hold_retry;
+        self.hold = Some(h);
+    }
+
+    /// Tries to write what is held (when its retry time has come): first the markers naming what
+    /// fell out, then the held records in order. Stops at the first refusal, keeping the rest.
+    pub fn try_release(&mut self) {
+        let Some(mut h) = self.hold.take() else { return };
+        if Instant::now() < h.next_try {
+            self.hold = Some(h);
+            return;
+        }
+        h.next_try = Instant::now() + self.hold_retry;
+        let result = self.release(&mut h);
+        match result {
+            Ok(()) => {
+                self.disk.full_since_ns = 0;
+                if self.unsynced.is_empty() {
+                    self.disk.error_since_ns = 0;
+                    self.disk.reason.clear();
+                }
+            }
+            Err(e) => {
+                self.disk.last_error = e.to_string();
+                self.hold = Some(h);
+            }
+        }
+    }
+
+    fn release(&mut self, h: &mut Hold) -> Result<()> {
+        let markers = h.loss_markers(now_ns());
+        if !markers.is_empty() {
+            let mut buf = Vec::new();
+            for m in &markers {
+                frame_into(&mut buf, |out| m.encode_payload(out));
+            }
+            self.write_frames(&buf, false).map_err(|(_, e)| e)?;
+            self.disk.lost_trades += h.lost_trades();
+            self.disk.lost_other += h.lost_other;
+            h.clear_lost();
+        }
+        while let Some(front) = h.front() {
+            let r = self.write_frames(front, false);
+            match r {
+                Ok(()) => h.consumed_front(usize::MAX),
+                Err((written, e)) => {
+                    h.consumed_front(written);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Pushes the trades of `frames` to the live ring (frames that were held, not written).
+    fn push_ring(&mut self, frames: &[u8]) {
+        let Some(ring) = self.ring.as_mut() else { return };
+        let mut off = 0;
+        while off + FRAME_HEADER <= frames.len() {
+            let plen = frame_payload_len(frames, off);
+            let payload = &frames[off + FRAME_HEADER..off + FRAME_HEADER + plen];
+            if payload.first() == Some(&record::KIND_TRADE) {
+                ring.push(payload);
+            }
+            off += FRAME_HEADER + plen;
+        }
+    }
+
+    /// Writes frames in pieces that fit a segment; on an error, how many bytes were written.
+    fn write_frames(&mut self, frames: &[u8], to_ring: bool) -> std::result::Result<(), (usize, Error)> {
         let limit = self.cfg.piece_limit();
         let mut start = 0;
         let mut off = 0;
@@ -366,21 +607,19 @@ impl LogWriter {
         while off < frames.len() {
             let len = FRAME_HEADER + frame_payload_len(frames, off);
             if off > start && off + len - start > limit {
-                self.write_piece(&frames[start..off])?;
+                self.write_piece(&frames[start..off], to_ring).map_err(|e| (start, e))?;
                 start = off;
             }
             off += len;
         }
         if off > start {
-            self.write_piece(&frames[start..off])?;
-        }
-        if self.cfg.fsync_interval.is_zero() {
-            self.sync_now()?;
+            self.write_piece(&frames[start..off], to_ring).map_err(|e| (start, e))?;
         }
         Ok(())
     }
 
-    fn write_piece(&mut self, piece: &[u8]) -> Result<()> {
+    /// Writes one piece (it fits a segment) and publishes it: all of it, or on an error nothing.
+    fn write_piece(&mut self, piece: &[u8], to_ring: bool) -> Result<()> {
         let a = &self.active;
         let too_old = coarse_now_ns().saturating_sub(a.created_ns) >= self.cfg.segment_span.as_nanos() as i64;
         let too_big = a.end + piece.len() > self.cfg.segment_max_bytes as usize;
@@ -410,9 +649,14 @@ impl LogWriter {
             let payload = &piece[off + FRAME_HEADER..off + FRAME_HEADER + plen];
             if let Some(done) = a.block.observe((base + off) as u64, payload) {
                 a.entries.push(done);
-                a.index.append(&done)?;
+                // The index is a hint: one that cannot grow (a full disk) costs readers a scan,
+                // never a record. A failed append may have left part of an entry, so appending
+                // stops until the seal rewrites the index whole.
+                if !a.index_behind && a.index.append(&done).is_err() {
+                    a.index_behind = true;
+                }
             }
-            if let Some(ring) = self.ring.as_mut() {
+            if let (Some(ring), true) = (self.ring.as_mut(), to_ring) {
                 if payload[0] == record::KIND_TRADE {
                     if off < ring_from {
                         skipped += 1;
@@ -428,7 +672,7 @@ impl LogWriter {
             off += FRAME_HEADER + plen;
             self.appended_records += 1;
         }
-        if let (Some(ring), true) = (self.ring.as_mut(), skipped > 0) {
+        if let (Some(ring), true, true) = (self.ring.as_mut(), skipped > 0, to_ring) {
             ring.skip(skipped);
         }
         if let (Some(ring), Some(p)) = (self.ring.as_mut(), &self.prefaulter) {
@@ -464,7 +708,14 @@ impl LogWriter {
     pub fn roll(&mut self) -> Result<()> {
         let next = create_segment(&self.log_dir, self.active.map.seq + 1, &self.cfg)?;
         let mut old = std::mem::replace(&mut self.active, next);
-        seal(&mut old)?;
+        if let Err(e) = seal(&mut old) {
+            // Its records since the last commit may not be on disk: commit them again with the
+            // next commit (the header it could not seal is sealed by the next open's recovery).
+            if old.end > old.dirty_from {
+                self.unsynced.push((old.map.clone(), old.dirty_from, old.end));
+            }
+            return Err(e);
+        }
         segment::fsync_dir(&self.log_dir)?;
         if let Some((c, _)) = &self.compressor {
             c.request(old.map.seq);
@@ -484,7 +735,17 @@ impl LogWriter {
 
     /// Takes what must be committed; run it without holding the writer.
     pub fn take_sync_job(&mut self) -> SyncJob {
+        let rewrite = self.check_unsynced();
         let a = &mut self.active;
+        if rewrite.iter().any(|(m, _, _)| Arc::ptr_eq(m, &a.map)) {
+            // The header's page may have been marked clean by the failed commit: storing the
+            // published end again dirties it, so the header range below is really written.
+            a.map.publish_end(a.end as u64);
+            a.size_changed = true;
+            if a.dirty_from == a.end {
+                self.pending.push((a.map.clone(), 0, HEADER_LEN));
+            }
+        }
         let mut ranges = std::mem::take(&mut self.pending);
         if a.end > a.dirty_from {
             // Records first, then the header that publishes them.
@@ -494,7 +755,115 @@ impl LogWriter {
         }
         let datasync = std::mem::take(&mut a.size_changed).then(|| a.map.clone());
         self.last_sync = Instant::now();
-        SyncJob { ranges, datasync }
+        SyncJob { ranges, datasync, rewrite }
+    }
+
+    /// The ranges a commit failed on whose records the page cache still holds intact (they are
+    /// written again from it). A filesystem may drop the pages of a failed write-back instead of
+    /// keeping them: then the map shows what the disk has, the records are gone, and they are
+    /// named lost (`gap_unfillable`, the time span of the index blocks they were in) instead.
+    fn check_unsynced(&mut self) -> Vec<(Arc<ActiveMap>, usize, usize)> {
+        let ranges = std::mem::take(&mut self.unsynced);
+        if ranges.is_empty() {
+            return ranges;
+        }
+        let mut keep = Vec::with_capacity(ranges.len());
+        let mut markers = Vec::new();
+        for (map, from, to) in ranges {
+            let start = from.max(HEADER_LEN);
+            let intact = to <= start || {
+                let outcome = super::scan::walk(map.bytes(to), start, to, |_, _| {});
+                outcome.valid_end == to && outcome.damaged.is_empty() && outcome.torn.is_none()
+            };
+            if intact {
+                keep.push((map, from, to));
+                continue;
+            }
+            let (mut min_ts, mut max_ts, mut records) = (i64::MAX, i64::MIN, 0u64);
+            let blocks = if Arc::ptr_eq(&map, &self.active.map) {
+                self.active.entries.iter().copied().chain(self.active.block.pending()).collect::<Vec<_>>()
+            } else {
+                Vec::new()
+            };
+            for e in blocks.iter().filter(|e| (e.start as usize) < to && (e.end as usize) > start) {
+                min_ts = min_ts.min(e.min_ts);
+                max_ts = max_ts.max(e.max_ts);
+                records += (e.trades + e.others) as u64;
+            }
+            let now = now_ns();
+            self.disk.lost_other += 1;
+            markers.push(Marker {
+                kind: record::MarkerKind::GapUnfillable,
+                venue: None,
+                symbol: String::new(),
+                ts_ns: now,
+                from_ts_ns: if min_ts <= max_ts { min_ts } else { self.disk.error_since_ns },
+                to_ts_ns: if min_ts <= max_ts { max_ts } else { now },
+                from_id: String::new(),
+                to_id: String::new(),
+                detail: format!(
+                    "disk error: the records at {} bytes {start}..{to} could not be committed ({}) and the page cache no longer holds them; \
+                     lost, at most {records} records (their index blocks' time span)",
+                    map.path.display(),
+                    self.disk.reason
+                ),
+            });
+        }
+        if !markers.is_empty() {
+            let mut buf = Vec::new();
+            for m in &markers {
+                frame_into(&mut buf, |out| m.encode_payload(out));
+            }
+            match self.hold.as_mut() {
+                Some(h) => h.push(&buf),
+                None => {
+                    if let Err((_, e)) = self.write_frames(&buf, false) {
+                        self.disk.last_error = e.to_string();
+                    }
+                }
+            }
+        }
+        keep
+    }
+
+    /// A commit failed: what it was to make durable is treated as not written, and written again
+    /// (then committed) by the next commit; the disk state names it until then.
+    pub fn commit_failed(&mut self, f: SyncFailure) {
+        let msg = format!("committing the log in {} to disk failed: {}", self.log_dir.display(), f.error);
+        self.disk.commit_failures += 1;
+        if self.disk.error_since_ns == 0 {
+            self.disk.error_since_ns = now_ns();
+        }
+        self.disk.reason = msg.clone();
+        self.disk.last_error = msg.clone();
+        let mut ranges = f.ranges;
+        ranges.append(&mut self.unsynced);
+        self.unsynced = ranges;
+        self.sync_error = Some(msg);
+    }
+
+    /// A commit that wrote failed ranges again succeeded: they are durable now.
+    pub fn commit_succeeded(&mut self, rewrote: bool) {
+        if rewrote && self.unsynced.is_empty() && self.disk.error_since_ns != 0 && self.hold.is_none() {
+            self.disk.error_since_ns = 0;
+            self.disk.reason.clear();
+        }
+    }
+
+    /// Runs a commit job taken from this writer and accounts for its outcome.
+    fn run_job(&mut self, job: SyncJob) -> Result<()> {
+        let rewrote = !job.rewrite.is_empty();
+        match job.run_or_return() {
+            Ok(()) => {
+                self.commit_succeeded(rewrote);
+                Ok(())
+            }
+            Err(f) => {
+                let e = Error::io(format!("committing the log in {} to disk (the records since the last commit are written again at the next one)", self.log_dir.display()), std::io::Error::new(f.error.kind(), f.error.to_string()));
+                self.commit_failed(f);
+                Err(e)
+            }
+        }
     }
 
     pub fn sync_due(&self) -> bool {
@@ -507,7 +876,45 @@ impl LogWriter {
 
     /// Commits everything appended so far to disk now.
     pub fn sync_now(&mut self) -> Result<()> {
-        self.take_sync_job().run().map_err(|e| Error::io("committing the log to disk", e))
+        let job = self.take_sync_job();
+        self.run_job(job)
+    }
+
+    /// Commits, and writes what is held if the disk has room; an error names what is still not
+    /// on disk (for a close: those records are lost with this process).
+    pub fn settle(&mut self) -> Result<()> {
+        if let Some(h) = self.hold.as_mut() {
+            h.next_try = Instant::now();
+        }
+        self.try_release();
+        let synced = self.sync_now();
+        if let Some(h) = &self.hold {
+            let spans: Vec<String> = h
+                .lost
+                .iter()
+                .map(|l| format!("{} {} {} trades ids {}..{} ts {}..{}", l.venue.id(), l.symbol, l.trades, l.from_id, l.to_id, l.from_ts_ns, l.to_ts_ns))
+                .collect();
+            return Err(Error::Io {
+                context: format!(
+                    "{} records held in memory since {} ns could not be written to {} ({}); they are lost with this process{}. Free disk space before stopping the recorder",
+                    h.records,
+                    h.since_ns,
+                    self.log_dir.display(),
+                    h.reason,
+                    if spans.is_empty() { String::new() } else { format!(", as are {} that fell out earlier", spans.join("; ")) }
+                ),
+                source: std::io::Error::from_raw_os_error(if h.disk_full { libc::ENOSPC } else { libc::EIO }),
+            });
+        }
+        if let Err(e) = synced {
+            let spans: Vec<String> =
+                self.unsynced.iter().filter(|(_, f, t)| t > f).map(|(m, f, t)| format!("{} bytes {}..{}", m.path.display(), f.max(&HEADER_LEN), t)).collect();
+            return Err(Error::Io {
+                context: format!("{e}; not durable: {}", if spans.is_empty() { "the file sizes".to_owned() } else { spans.join(", ") }),
+                source: std::io::Error::from_raw_os_error(libc::EIO),
+            });
+        }
+        Ok(())
     }
 
     /// A view of the active segment as published now.
@@ -535,7 +942,7 @@ impl LogWriter {
 
     /// Commits and seals the active segment, so the next open starts a fresh one.
     pub fn seal_active(&mut self) -> Result<()> {
-        self.sync_now()?;
+        self.settle()?;
         if self.active.end > HEADER_LEN {
             self.roll()?;
         }
@@ -579,6 +986,11 @@ fn coarse_now_ns() -> i64 {
     (ts.tv_sec as i64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as i64)
 }
 
+/// An error of the disk (full, or failing) rather than of the input: appends are held through it.
+fn is_disk_trouble(e: &Error) -> bool {
+    matches!(e, Error::DiskFull { .. } | Error::Io { .. })
+}
+
 fn frame_payload_len(frames: &[u8], off: usize) -> usize {
     u32::from_le_bytes([frames[off], frames[off + 1], frames[off + 2], frames[off + 3]]) as usize
 }
@@ -614,6 +1026,7 @@ fn create_segment(log_dir: &Path, seq: u64, cfg: &LogConfig) -> Result<Active> {
             records: 0,
             size_changed: true,
             crc_chain: 0,
+            index_behind: false,
         })
     };
     build().inspect_err(|_| {
@@ -689,12 +1102,14 @@ fn recover_active(dir: &Path, path: &Path, seq: u64, cfg: &LogConfig, report: &m
     }
     // Cut everything after the last valid record, then reserve again: the reserved bytes read
     // as zeros, so the next append cannot be confused with left-over garbage.
-    map.file.set_len(valid_end as u64).map_err(|e| Error::io(format!("truncating {}", path.display()), e))?;
+    fault::point(fault::FTRUNCATE)
+        .and_then(|_| map.file.set_len(valid_end as u64))
+        .map_err(|e| Error::io(format!("truncating {}", path.display()), e))?;
     let allocated = (valid_end as u64).next_multiple_of(cfg.prealloc_chunk).min(map_len as u64).max(valid_end as u64);
     segment::allocate(&map.file, allocated, path)?;
     map.publish_end(valid_end as u64);
     map.sync_range(0, HEADER_LEN).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-    map.file.sync_all().map_err(|e| Error::io(format!("syncing {}", path.display()), e))?;
+    fault::point(fault::FSYNC).and_then(|_| map.file.sync_all()).map_err(|e| Error::io(format!("syncing {}", path.display()), e))?;
 
     // The last block is unfinished unless it is full: keep filling it.
     let unfinished = entries.last().is_some_and(|e| e.end as usize == valid_end && e.end - e.start < BLOCK_BYTES);
@@ -722,6 +1137,7 @@ fn recover_active(dir: &Path, path: &Path, seq: u64, cfg: &LogConfig, report: &m
         records: outcome.records,
         size_changed: false,
         crc_chain,
+        index_behind: false,
     })
 }
 
@@ -745,8 +1161,8 @@ fn seal(a: &mut Active) -> Result<()> {
     a.map.sync_range(HEADER_LEN.min(a.dirty_from), a.end).map_err(|e| io("syncing", e))?;
     // Cut to the records before the state says sealed: a crash in between leaves an active
     // segment (recovered and sealed on open), never a sealed one with bytes past its end.
-    a.map.file.set_len(a.end as u64).map_err(|e| io("truncating", e))?;
-    a.map.file.sync_all().map_err(|e| io("syncing", e))?;
+    fault::point(fault::FTRUNCATE).and_then(|_| a.map.file.set_len(a.end as u64)).map_err(|e| io("truncating", e))?;
+    fault::point(fault::FSYNC).and_then(|_| a.map.file.sync_all()).map_err(|e| io("syncing", e))?;
     // The seal (docs/FORMAT.md): end and totals under a CRC of their own. Written before the
     // state, so a reader that sees the state sealed sees the seal whole.
     let records = a.entries.iter().map(|e| u64::from(e.trades) + u64::from(e.others)).sum();
@@ -885,11 +1301,28 @@ impl SharedLog {
     pub fn flush(&self) -> Result<()> {
         let job = self.with(|w| {
             if let Some(e) = w.sync_error.take() {
-                return Err(Error::io("committing the log to disk", std::io::Error::other(e)));
+                if w.hold_limit == 0 {
+                    return Err(Error::io("committing the log to disk", std::io::Error::other(e)));
+                }
             }
+            w.try_release();
             Ok(w.take_sync_job())
         })?;
-        job.run().map_err(|e| Error::io("committing the log to disk", e))
+        let rewrote = !job.rewrite.is_empty();
+        match job.run_or_return() {
+            Ok(()) => self.with(|w| {
+                w.commit_succeeded(rewrote);
+                Ok(())
+            }),
+            Err(f) => {
+                let e = Error::io("committing the log to disk (the records since the last commit are written again at the next one)", std::io::Error::new(f.error.kind(), f.error.to_string()));
+                let _ = self.with(|w| {
+                    w.commit_failed(f);
+                    Ok(())
+                });
+                Err(e)
+            }
+        }
     }
 
     /// Stops the committer, commits, optionally seals, and releases the directory.
@@ -912,7 +1345,7 @@ impl SharedLog {
                 if seal {
                     w.seal_active()
                 } else {
-                    w.sync_now()
+                    w.settle()
                 }
             }
             None => Ok(()),
@@ -937,15 +1370,22 @@ fn commit_loop(writer: Arc<Mutex<Option<LogWriter>>>, stop: Arc<(Mutex<bool>, Co
             }
         }
         let job = match poisoned(writer.lock()).as_mut() {
-            Some(w) => w.take_sync_job(),
+            Some(w) => {
+                // Held records go out as soon as the disk has room, appends or not.
+                w.try_release();
+                w.take_sync_job()
+            }
             None => return,
         };
         if job.is_empty() {
             continue;
         }
-        if let Err(e) = job.run() {
-            if let Some(w) = poisoned(writer.lock()).as_mut() {
-                w.record_sync_error(e);
+        let rewrote = !job.rewrite.is_empty();
+        let outcome = job.run_or_return();
+        if let Some(w) = poisoned(writer.lock()).as_mut() {
+            match outcome {
+                Ok(()) => w.commit_succeeded(rewrote),
+                Err(f) => w.commit_failed(f),
             }
         }
     }
