@@ -1364,6 +1364,10 @@ fn commit_loop(writer: Arc<Mutex<Option<LogWriter>>>, stop: Arc<(Mutex<bool>, Co
     loop {
         {
             let g = poisoned(m.lock());
+            // A stop that came while a commit ran was notified to no one: look before waiting.
+            if *g {
+                return;
+            }
             let (g, _) = cv.wait_timeout(g, interval).unwrap_or_else(|p| p.into_inner());
             if *g {
                 return;
