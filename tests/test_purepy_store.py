@@ -212,7 +212,7 @@ def test_on_disk_layout_matches_format(tmp_path):
         s.append_quarantined(None, 7, "bad json", b'{"x":')
     seg = Path(tmp_path) / "log" / SEG1
     h = header(seg)
-    assert h["magic"] == b"PUMPWLOG" and h["version"] == 1 and h["header_len"] == 64 and h["seq"] == 1
+    assert h["magic"] == b"PUMPWLOG" and h["version"] == 2 and h["header_len"] == 64 and h["seq"] == 1
     assert h["crc_ok"] and h["state"] == 0
     assert abs(h["created"] - time.time_ns()) < 60e9
     data = seg.read_bytes()
@@ -252,6 +252,16 @@ def test_on_disk_layout_matches_format(tmp_path):
     assert data[64 + len(frames) :] == bytes(len(data) - 64 - len(frames)), "preallocated space reads as zeros"
     idx = seg.with_suffix(".pwidx").read_bytes()
     assert idx[:16] == b"PWINDEX1" + le(1, 2) + le(48, 2) + bytes(4)
+
+    # Sealed (format 2): state 1, the end, then the seal: records, CRC chain, the seal's CRC.
+    with Store(tmp_path) as s:
+        s.roll()
+    sealed = seg.read_bytes()
+    assert len(sealed) == 64 + len(frames) and sealed[64:] == frames
+    chain = crc32c.crc32c(b"".join(le(crc32c.crc32c(p), 4) for p in payloads))
+    seal = le(1, 4) + le(64 + len(frames), 8) + le(len(payloads), 8) + le(chain, 4)
+    assert sealed[36:60] == seal
+    assert sealed[60:64] == le(crc32c.crc32c(sealed[:60]), 4)
 
 
 def write_segment(path, seq, frames, state, prealloc=0):
@@ -780,7 +790,7 @@ def test_verify_reports_sealed_segment_cut_short(tmp_path):
             "segment": first.name,
             "offset": bounds[-2][1],
             "length": bounds[-1][1] - bounds[-2][1],
-            "reason": "sealed segment file ends before its published end",
+            "reason": "[truncated] sealed segment file ends before its published end (cut short)",
         }
     ]
     assert Store.open_readonly(tmp_path).query(*ALL_TIME).num_rows == 59

@@ -52,7 +52,8 @@ __all__ = ["Store", "verify", "compress_segment", "FrameWalk", "TradeRecord", "M
 
 # --- Format constants (docs/FORMAT.md) -------------------------------------------------------------
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 adds the seal of a sealed segment (header bytes 48..64); 1 reads as before
+SEAL_VERSION = 2
 SEGMENT_MAGIC = b"PUMPWLOG"
 HEADER_LEN = 64
 STATE_ACTIVE = 0
@@ -135,6 +136,7 @@ _INDEX_TAIL = struct.Struct("<II")
 _ZHEADER = struct.Struct("<8sHHIQQQi")  # .. CRC-32C of these 44 bytes at 44
 _FRAME_ENTRY = struct.Struct("<QQqqIIQII")  # .. CRC-32C of these 56 bytes at 56
 _U32 = struct.Struct("<I")
+_U16 = struct.Struct("<H")
 
 _PLAIN_DECIMAL = re.compile(rb"-?[0-9]+(?:\.[0-9]+)?")
 _SEGMENT_NAME = re.compile(r"^(\d{20})\.(pwlog|pwzst)$")
@@ -185,43 +187,56 @@ class _Undecodable(Exception):
     """A payload whose CRC matched but whose fields do not add up: damage, not data."""
 
 
-def _text(b: bytes) -> str:
-    # Text was checked as UTF-8 when stored; replacing keeps a damaged record readable, like the
-    # Rust side's from_utf8_lossy.
-    return b.decode("utf-8", "replace")
+def _text(b: bytes, rule: str = "[text] marker text is not UTF-8") -> str:
+    # Text that is not UTF-8 breaks a rule of the format (docs/FORMAT.md): the frame is damage.
+    try:
+        return b.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Undecodable(rule) from None
 
 
 def _optional_venue(code: int) -> str | None:
     if code >= len(_VENUE_BY_CODE):
-        raise _Undecodable("unknown venue code")
+        raise _Undecodable("[venue] unknown venue code")
     return _VENUE_BY_CODE[code]
 
 
 def decode_payload(p: bytes) -> TradeRecord | MarkerRecord | QuarantinedRecord:
     """Decodes a payload whose CRC matched; raises _Undecodable when it is inconsistent.
 
-    Checks exactly what the Rust decoder checks: kind, codes, and that field lengths add up.
+    Checks exactly what the Rust reader checks (docs/FORMAT.md, "Validity rules"): kind, codes,
+    that field lengths add up, and the field rules; the message starts with the rule's tag.
     """
     kind = p[0]
     if kind == KIND_TRADE:
         if len(p) < TRADE_FIXED:
-            raise _Undecodable("trade record shorter than its fixed part")
+            raise _Undecodable("[size] trade record shorter than its fixed part")
         _, venue, side, ls, flags, lp, lq, ts_ns, recv_ns, id_num, li = _TRADE.unpack_from(p)
         if not 1 <= venue < len(_VENUE_BY_CODE):
-            raise _Undecodable("unknown venue code")
+            raise _Undecodable("[venue] unknown venue code")
         if not 1 <= side < len(_SIDE_BY_CODE):
-            raise _Undecodable("unknown side code")
+            raise _Undecodable("[side] unknown side code")
         if len(p) != TRADE_FIXED + ls + lp + lq + li:
-            raise _Undecodable("trade record length does not match its fields")
+            raise _Undecodable("[size] trade record length does not match its fields")
         at_price = TRADE_FIXED + ls
         at_qty = at_price + lp
         at_id = at_qty + lq
+        if flags & ~FLAGS_ALL:
+            raise _Undecodable("[flags] trade flags have bits no PumpWatch flag uses")
+        if not ls:
+            raise _Undecodable("[symbol] trade symbol is empty")
+        symbol = _text(p[TRADE_FIXED:at_price], "[symbol] trade symbol is not UTF-8")
+        price, qty = bytes(p[at_price:at_qty]), bytes(p[at_qty:at_id])
+        if not _PLAIN_DECIMAL.fullmatch(price):
+            raise _Undecodable("[price] trade price is not a plain decimal")
+        if not _PLAIN_DECIMAL.fullmatch(qty):
+            raise _Undecodable("[qty] trade quantity is not a plain decimal")
         return TradeRecord(
             _VENUE_BY_CODE[venue],
-            _text(p[TRADE_FIXED:at_price]),
-            _text(p[at_id:]) if li else str(id_num),
-            _text(p[at_price:at_qty]),
-            _text(p[at_qty:at_id]),
+            symbol,
+            _text(p[at_id:], "[trade-id] trade id text is not UTF-8") if li else str(id_num),
+            price.decode("ascii"),
+            qty.decode("ascii"),
             _SIDE_BY_CODE[side],
             ts_ns,
             recv_ns,
@@ -229,13 +244,13 @@ def decode_payload(p: bytes) -> TradeRecord | MarkerRecord | QuarantinedRecord:
         )
     if kind == KIND_MARKER:
         if len(p) < MARKER_FIXED:
-            raise _Undecodable("marker record shorter than its fixed part")
+            raise _Undecodable("[size] marker record shorter than its fixed part")
         _, venue, marker_kind, ls, lf, lt, ld, ts_ns, from_ts_ns, to_ts_ns = _MARKER.unpack_from(p)
         if not 1 <= marker_kind < len(_MARKER_BY_CODE):
-            raise _Undecodable("unknown marker kind")
+            raise _Undecodable("[marker-kind] unknown marker kind code")
         venue_id = _optional_venue(venue)
         if len(p) != MARKER_FIXED + ls + lf + lt + ld:
-            raise _Undecodable("marker record length does not match its fields")
+            raise _Undecodable("[size] marker record length does not match its fields")
         at_from = MARKER_FIXED + ls
         at_to = at_from + lf
         at_detail = at_to + lt
@@ -246,14 +261,15 @@ def decode_payload(p: bytes) -> TradeRecord | MarkerRecord | QuarantinedRecord:
         )
     if kind == KIND_QUARANTINE:
         if len(p) < QUARANTINE_FIXED:
-            raise _Undecodable("quarantine record shorter than its fixed part")
+            raise _Undecodable("[size] quarantine record shorter than its fixed part")
         _, venue, lr, lw, recv_ns = _QUARANTINE.unpack_from(p)
         venue_id = _optional_venue(venue)
         if len(p) != QUARANTINE_FIXED + lr + lw:
-            raise _Undecodable("quarantine record length does not match its fields")
+            raise _Undecodable("[size] quarantine record length does not match its fields")
         at_raw = QUARANTINE_FIXED + lr
-        return QuarantinedRecord(venue_id, recv_ns, _text(p[QUARANTINE_FIXED:at_raw]), bytes(p[at_raw:]))
-    raise _Undecodable("unknown record kind")
+        reason = _text(p[QUARANTINE_FIXED:at_raw], "[text] quarantine reason is not UTF-8")
+        return QuarantinedRecord(venue_id, recv_ns, reason, bytes(p[at_raw:]))
+    raise _Undecodable("[kind] unknown record kind")
 
 
 # --- The frame walker -----------------------------------------------------------------------------
@@ -262,18 +278,18 @@ def decode_payload(p: bytes) -> TradeRecord | MarkerRecord | QuarantinedRecord:
 def _read_frame(buf, pos: int, stop: int):
     """The frame at buf[pos:]: (record, end) when valid, else (None, why it is not)."""
     if pos + FRAME_HEADER > stop:
-        return None, "frame header runs past the readable end"
+        return None, "[bounds] frame header runs past the readable end"
     length, crc = _FRAME.unpack_from(buf, pos)
     if length == 0:
-        return None, "zero frame length"
+        return None, "[length] zero frame length before the end of the records"
     if length > MAX_PAYLOAD:
-        return None, f"frame length {length} is over 16 MiB"
+        return None, "[length] frame length over 16 MiB"
     end = pos + FRAME_HEADER + length
     if end > stop:
-        return None, "frame runs past the readable end"
+        return None, "[bounds] frame runs past the readable end"
     payload = buf[pos + FRAME_HEADER:end]
     if crc32c.crc32c(payload) != crc:
-        return None, "CRC mismatch"
+        return None, "[crc] payload CRC-32C does not match"
     try:
         return decode_payload(payload), end
     except _Undecodable as exc:
@@ -362,6 +378,42 @@ class SegmentHeader(NamedTuple):
 def _pack_header(seq: int, created_ns: int, state: int, published_end: int) -> bytes:
     ident = _HEADER_ID.pack(SEGMENT_MAGIC, FORMAT_VERSION, HEADER_LEN, 0, seq, created_ns)
     return ident + _HEADER_REST.pack(crc32c.crc32c(ident), state, published_end)
+
+
+_SEAL = struct.Struct("<QI")  # records, CRC chain at 48; the seal's CRC of bytes 0..60 at 60
+
+
+def _pack_sealed_header(seq: int, created_ns: int, published_end: int, records: int, crc_chain: int) -> bytes:
+    """A sealed segment's header: state 1, the published end and totals under the seal's CRC."""
+    head = _pack_header(seq, created_ns, STATE_SEALED, published_end)[:48] + _SEAL.pack(records, crc_chain)
+    return head + _U32.pack(crc32c.crc32c(head))
+
+
+class Seal(NamedTuple):
+    published_end: int
+    records: int
+    crc_chain: int
+
+
+SEAL_ALTERED = "altered"
+
+
+def _seal_of(data: bytes, path) -> Seal | str | None:
+    """The seal of a segment header: a Seal; None when the segment is not sealed (or its header
+    is damaged) or was sealed by format 1, which had none; SEAL_ALTERED when the seal fails its
+    CRC (its end and totals are not trusted)."""
+    header = _parse_header(data, path)
+    if header is None or header.state != STATE_SEALED or _U16.unpack_from(data, 8)[0] < SEAL_VERSION:
+        return None
+    if crc32c.crc32c(data[:60]) != _U32.unpack_from(data, 60)[0]:
+        return SEAL_ALTERED
+    records, chain = _SEAL.unpack_from(data, 48)
+    return Seal(header.published_end, records, chain)
+
+
+def _chain(buf, offsets, chain: int = 0) -> int:
+    """Folds the frames at `offsets` of `buf` into a seal's CRC chain (their CRC fields, in order)."""
+    return crc32c.crc32c(b"".join(buf[o + 4:o + 8] for o in offsets), chain)
 
 
 def _parse_header(data: bytes, path) -> SegmentHeader | None:
@@ -604,10 +656,10 @@ class _CompressedSegment:
         plain = _parse_header(self.plain_header, path) if len(self.plain_header) == HEADER_LEN else None
         plain_ok = plain is not None and plain.seq == seq and plain.state == STATE_SEALED
         if header is None:
-            self.damage.append((0, HEADER_LEN, "compressed segment header damaged (magic, CRC or sizes wrong); "
+            self.damage.append((0, HEADER_LEN, "[header] compressed segment header damaged (magic, CRC or sizes wrong); "
                                                "the frame table still locates the frames"))
         elif not plain_ok:
-            self.damage.append((0, HEADER_LEN, "the copy of the plain segment header inside the compressed file is damaged"))
+            self.damage.append((0, HEADER_LEN, "[header] the copy of the plain segment header inside the compressed file is damaged"))
         if header is not None and header[1] != seq:
             raise CorruptLogError(_format_error(path, f"it says it is segment {header[1]} but is named as segment {seq}"))
         slots: list[tuple | None] = []
@@ -659,7 +711,7 @@ class _CompressedSegment:
                 plain_end = plain_len = plain_at + len(self.read_block(len(self.blocks) - 1)[0])
                 self.blocks.pop()
             self.damage.append((plain_at, plain_end - plain_at,
-                                f"{j - k} frame table entries damaged; their frames are decoded in a row"))
+                                f"[frame-table] {j - k} frame table entries damaged; their frames are decoded in a row"))
             self.blocks.append(_Block(IndexEntry(plain_at, plain_end, I64_MIN, I64_MAX, 1, 1), file_at,
                                       max(0, file_end - file_at), None))
             plain_at, file_at = plain_end, file_end
@@ -989,6 +1041,9 @@ class _ActiveSegment:
         self.entries: list[IndexEntry] = []
         self._index_fd: int | None = None
         self._index_len = 0
+        # What the seal will vouch for: the records and the CRC chain of their frame CRCs.
+        self.records = 0
+        self.crc_chain = 0
 
     @property
     def index_path(self) -> Path:
@@ -1050,16 +1105,19 @@ class _ActiveSegment:
             blocks = _BlockIndex()
             entries = []
             records = 0
+            kept = []
             with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as view:
                 # The whole file, not just up to the published end: complete records written just
                 # before a crash, after the last header update, are kept.
                 walk = FrameWalk(view, HEADER_LEN, size, published=published)
-                for _, end, record in walk:
+                for start, end, record in walk:
+                    kept.append(start)
                     records += 1
                     entry = blocks.add(end, record.ts_ns if type(record) is TradeRecord else None)
                     if entry:
                         entries.append(entry)
                 cut = view[walk.torn[0]:walk.torn[0] + min(walk.torn[1], RECOVERED_KEEP_MAX)] if walk.torn else b""
+                crc_chain = _chain(view, kept)
             for offset, length, _ in walk.damaged:
                 report.damaged.append(_damage(
                     name, offset, length, "damaged bytes between valid records, kept in place and skipped"))
@@ -1082,6 +1140,7 @@ class _ActiveSegment:
         report.records_in_active = records
         seg = cls(path, seq, fd, header.created_ns, end, end)
         seg.blocks = blocks
+        seg.records, seg.crc_chain = records, crc_chain
         seg._start_index(entries)
         return seg
 
@@ -1140,11 +1199,15 @@ class _ActiveSegment:
         self.end = end
         finished = []
         offset = start
+        starts = []
         for size, ts in zip(frame_sizes, trade_ts):
+            starts.append(offset - start)
             offset += size
             entry = self.blocks.add(offset, ts)
             if entry:
                 finished.append(entry)
+        self.records += len(starts)
+        self.crc_chain = _chain(chunk, starts, self.crc_chain)
         if finished:
             self.entries.extend(finished)
             self._append_index(finished)
@@ -1168,7 +1231,7 @@ class _ActiveSegment:
     def seal(self) -> None:
         """Makes the segment immutable: truncated to its published end, state 1, full index."""
         os.ftruncate(self.fd, self.end)
-        _pwrite_all(self.fd, _pack_header(self.seq, self.created_ns, STATE_SEALED, self.end), 0)
+        _pwrite_all(self.fd, _pack_sealed_header(self.seq, self.created_ns, self.end, self.records, self.crc_chain), 0)
         os.fsync(self.fd)
         last = self.blocks.finish()
         if last:
@@ -1222,7 +1285,10 @@ def compress_segment(log_dir, seq: int, level: int = 3) -> bool:
     except FileNotFoundError:
         return False
     header = _parse_header(data, plain_path)
-    if header is None or header.state != STATE_SEALED or header.seq != seq or header.published_end > len(data):
+    if (header is None or header.state != STATE_SEALED or header.seq != seq or header.published_end != len(data)
+            or _seal_of(data, plain_path) == SEAL_ALTERED):
+        # A file shorter or longer than its published end, or a seal failing its CRC, is damage
+        # `verify` reports: compressing up to that end could drop bytes. Leave it plain.
         return False
     data = data[:header.published_end]
     blocks = _BlockIndex()
@@ -1279,8 +1345,11 @@ def compress_segment(log_dir, seq: int, level: int = 3) -> bool:
 def _readable_end(fd: int, path: Path, size: int) -> int:
     """Where readers stop: the published end; the whole file when the header is damaged (the
     records are still there, and each frame is checked anyway)."""
-    header = _parse_header(os.pread(fd, HEADER_LEN, 0), path)
-    if header is None:
+    head = os.pread(fd, HEADER_LEN, 0)
+    header = _parse_header(head, path)
+    if header is None or _seal_of(head, path) == SEAL_ALTERED:
+        # A seal that fails its CRC vouches for no end: read to the end of the file, so that a
+        # lowered end hides nothing.
         return size
     return max(HEADER_LEN, min(header.published_end, size))
 
@@ -1803,9 +1872,46 @@ def _writer_running(data_dir: Path) -> bool:
     return False
 
 
+def _found(report: dict) -> int:
+    return len(report["damaged"]) + len(report["torn_tail"]) + len(report["headers"])
+
+
+def _check_totals(report: dict, name: str, seal: Seal, records: int, chain: int, found_before: int) -> None:
+    """Names how the records differ from what the seal says, unless damage already reported in
+    the segment accounts for it."""
+    if _found(report) > found_before:
+        return
+    span = max(0, seal.published_end - HEADER_LEN)
+    if records != seal.records:
+        report["damaged"].append(_damage(name, HEADER_LEN, span, (
+            f"[seal-totals] the seal counts {seal.records} records, the segment holds {records} valid ones: "
+            f"records were lost or added after sealing")))
+    elif chain != seal.crc_chain:
+        report["damaged"].append(_damage(name, HEADER_LEN, span, (
+            "[seal-totals] the records' CRCs do not chain to the seal's checksum: records were replaced "
+            "after sealing")))
+
+
+def _block_holds(data, base: int, e: IndexEntry) -> bool:
+    """Whether the records of block `e` (damage skipped, as queries skip it) are what the entry
+    says: counts and trade time range. `data[0]` is plain offset `base`."""
+    if e.start < max(HEADER_LEN, base) or e.end <= e.start or e.end - base > len(data):
+        return False
+    trades = others = 0
+    lo, hi = I64_MAX, I64_MIN
+    for _, _, record in FrameWalk(data, e.start, e.end, base=base):
+        if type(record) is TradeRecord:
+            trades += 1
+            lo, hi = min(lo, record.ts_ns), max(hi, record.ts_ns)
+        else:
+            others += 1
+    return (trades, others, lo, hi) == (e.trades, e.others, e.min_ts, e.max_ts)
+
+
 def _verify_compressed(report: dict, counts: dict, seq: int, path: Path) -> None:
-    """`verify` of a compressed segment: header, frame table, each frame's CRC and zstd checksum,
-    and every record inside. Offsets are positions in the plain segment."""
+    """`verify` of a compressed segment: header, seal, frame table (against the records), each
+    frame's CRC and zstd checksum, and every record inside. Offsets are positions in the plain
+    segment (but for bytes after the last frame, which are in the compressed file)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -1813,44 +1919,135 @@ def _verify_compressed(report: dict, counts: dict, seq: int, path: Path) -> None
     try:
         segment = _CompressedSegment(fd, path, seq)
         report["segments"] += 1
+        found_before = _found(report)
         name = path.name
         for offset, length, reason in segment.damage:
             report["headers"].append(_damage(name, offset, length, reason))
+        seal = _seal_of(segment.plain_header, path) if len(segment.plain_header) == HEADER_LEN else None
+        if seal == SEAL_ALTERED:
+            report["headers"].append(_damage(name, 36, 28, "[seal] the seal in the copied plain header fails its CRC"))
+            seal = None
+        elif seal is not None and seal.published_end != segment.plain_len:
+            report["headers"].append(_damage(
+                name, min(HEADER_LEN, seal.published_end), abs(segment.plain_len - seal.published_end),
+                f"[seal] the seal says the segment ends at {seal.published_end}, the compressed file holds "
+                f"{segment.plain_len} bytes of it"))
+        if segment.blocks:
+            frames_end = segment.blocks[-1].offset + segment.blocks[-1].length
+            if frames_end < segment.file_len:
+                report["damaged"].append(_damage(
+                    name, frames_end, segment.file_len - frames_end,
+                    "[extended] bytes after the last compressed frame (offset and length in the compressed "
+                    "file): no reader reads them"))
         valid_end = HEADER_LEN
+        records = chain = 0
         last = len(segment.blocks) - 1
         for i, block in enumerate(segment.blocks):
             data, err = segment.read_block(i)
             start = block.entry.start
             if err:
                 report["damaged"].append(_damage(name, start + len(data), block.entry.end - start - len(data),
-                                                 f"{err} (offset and length in the decompressed segment)"))
+                                                 f"[frame] {err} (offset and length in the decompressed segment)"))
             walk = FrameWalk(data, start, start + len(data), base=start)
-            for _, end, record in walk:
+            offsets = []
+            for offset, end, record in walk:
+                offsets.append(offset - start)
                 report["records"] += 1
                 report[counts[type(record)]] += 1
                 valid_end = end
+            records += len(offsets)
+            chain = _chain(data, offsets, chain)
             for offset, length, reason in walk.damaged:
                 report["damaged"].append(_damage(name, offset, length, reason))
             if walk.torn:
                 offset, length, reason = walk.torn
                 if i == last:
-                    report["torn_tail"].append(_damage(name, offset, length, f"torn tail: {reason}"))
+                    report["torn_tail"].append(_damage(
+                        name, offset, length, f"{reason}: invalid bytes after the last valid record of the segment"))
                 else:
                     report["damaged"].append(_damage(name, offset, length, reason))
+            if err is None and block.crc is not None and not _block_holds(data, start, block.entry):
+                report["damaged"].append(_damage(name, start, block.entry.end - start, (
+                    f"[index] frame table entry {i} does not match the records of its block (counts, times or bounds)")))
         report["bytes"] += valid_end
+        if isinstance(seal, Seal):
+            _check_totals(report, name, seal, records, chain, found_before)
     finally:
         os.close(fd)
 
 
+def _verify_plain(report: dict, counts: dict, name: str, path: Path, data: bytes, live: bool) -> None:
+    """`verify` of a plain segment: header and seal, file size against the published end, the
+    index and every record. `live`: the writer is at work on this segment."""
+    found_before = _found(report)
+    damaged = report["damaged"]
+    size = len(data)
+    stop = published = size
+    seal = None
+    header = _parse_header(data, path)
+    if header is None:
+        report["headers"].append(_damage(
+            name, 0, HEADER_LEN, "[header] segment header damaged (magic or CRC wrong); the writer repairs it on open"))
+    else:
+        published = header.published_end
+        if header.state == STATE_SEALED:
+            seal = _seal_of(data, path)
+            if seal == SEAL_ALTERED:
+                report["headers"].append(_damage(name, 36, 28, (
+                    "[seal] the seal (state, published end, totals) fails its CRC: the published end is not "
+                    "trusted and the whole file is read")))
+                published = size
+                seal = None
+            if published > size:
+                damaged.append(_damage(name, size, published - size,
+                                       "[truncated] sealed segment file ends before its published end (cut short)"))
+            elif published < size:
+                damaged.append(_damage(name, published, size - published, (
+                    "[extended] bytes after the sealed segment's published end: no reader reads them")))
+            stop = min(published, size)
+        elif live:
+            stop = min(published, size)  # beyond the published end the writer is at work
+        published = min(published, stop)
+    walk = FrameWalk(data, HEADER_LEN, stop, published=published)
+    offsets = []
+    for offset, _, record in walk:
+        offsets.append(offset)
+        report["records"] += 1
+        report[counts[type(record)]] += 1
+    for offset, length, reason in walk.damaged:
+        damaged.append(_damage(name, offset, length, reason))
+    report["bytes"] += walk.end
+    if walk.torn:
+        offset, length, reason = walk.torn
+        report["torn_tail"].append(_damage(name, offset, length, (
+            f"{reason}: invalid bytes after the last valid record (torn write); the writer truncates them on open")))
+    elif walk.end < published:
+        # Zeros where the published end says records are: they were there once.
+        damaged.append(_damage(name, walk.end, published - walk.end,
+                               "[length] the records end (zero bytes) before the published end"))
+    if isinstance(seal, Seal):
+        _check_totals(report, name, seal, len(offsets), _chain(data, offsets), found_before)
+    explained = [(o, o + n) for o, n, _ in walk.damaged] + ([(walk.torn[0], walk.torn[0] + walk.torn[1])] if walk.torn else [])
+    explained.append((walk.end, max(published, walk.end)))
+    for i, e in enumerate(_read_index(_index_path(path), stop)):
+        if any(a < e.end and b > e.start for a, b in explained):
+            continue
+        if not _block_holds(data[:stop], 0, e):
+            damaged.append(_damage(name, e.start, e.end - e.start, (
+                f"[index] index (.pwidx) entry {i} does not match the records of its block (counts, times or bounds)")))
+
+
 def verify(path) -> dict:
     """Walks every record of every segment, read-only, and reports what it found, in the shape
-    the Rust `pumpwatch.verify` gives.
+    the Rust `pumpwatch.verify` gives (docs/FORMAT.md, "What verify checks").
 
-    Sealed segments are walked up to their published end, the active segment to the end of its
-    file, as the writer's recovery would, so that a torn tail recovery would cut is reported; while
-    a writer runs, only up to its published end (beyond it the writer is at work). Torn tails are
-    in `torn_tail`, damaged spans and a sealed file shorter than its published end in `damaged`,
-    damaged segment headers in `headers`; `bytes` counts the bytes of valid records.
+    Sealed segments are walked up to their published end (the whole file when their seal fails
+    its CRC), the active segment to the end of its file, as the writer's recovery would, so that a
+    torn tail recovery would cut is reported; while a writer runs, only up to its published end
+    (beyond it the writer is at work). Torn tails are in `torn_tail`; damaged spans, a sealed file
+    shorter or longer than its published end, records that differ from the seal or from an index
+    entry in `damaged`; damaged segment headers and seals in `headers`; `bytes` counts the bytes of
+    valid records. Each reason starts with the tag of the rule broken (`[crc]`, `[side]`, ...).
     """
     data_dir = Path(path)
     if not data_dir.is_dir():
@@ -1874,34 +2071,9 @@ def verify(path) -> dict:
         with open(seg_path, "rb") as f:
             data = _pread_range(f.fileno(), 0, os.fstat(f.fileno()).st_size)
         if not data:
-            report["headers"].append(_damage(name, 0, 0, "empty segment file"))
+            report["headers"].append(_damage(name, 0, 0, "[header] empty segment file"))
             continue
         report["segments"] += 1
-        size = len(data)
-        header = _parse_header(data, seg_path)
-        if header is None:
-            report["headers"].append(_damage(
-                name, 0, HEADER_LEN, "segment header damaged (magic or CRC wrong); the writer repairs it on open"))
-            stop = size
-        elif header.state == STATE_SEALED:
-            stop = min(header.published_end, size)
-            if size < header.published_end:
-                damaged.append(_damage(name, size, header.published_end - size,
-                                       "sealed segment file ends before its published end"))
-        elif writer_running and is_last:
-            stop = max(HEADER_LEN, min(header.published_end, size))
-        else:
-            stop = size
-        published = stop if header is None else min(max(header.published_end, HEADER_LEN), stop)
-        walk = FrameWalk(data, HEADER_LEN, stop, published=published)
-        for _, _, record in walk:
-            report["records"] += 1
-            report[counts[type(record)]] += 1
-        for offset, length, reason in walk.damaged:
-            damaged.append(_damage(name, offset, length, reason))
-        report["bytes"] += walk.end
-        if walk.torn:
-            offset, length, reason = walk.torn
-            report["torn_tail"].append(_damage(name, offset, length, f"torn tail: {reason}"))
+        _verify_plain(report, counts, name, seg_path, data, writer_running and is_last)
     report["ok"] = not damaged and not report["torn_tail"] and not report["headers"]
     return report

@@ -3,6 +3,7 @@
 //! ever rounded through a float. This module only decides whether a text is a plain decimal.
 
 /// True when `s` is `-?[0-9]+(\.[0-9]+)?`: no exponent, no sign `+`, no spaces, no empty parts.
+#[inline]
 pub fn is_plain_decimal(s: &[u8]) -> bool {
     let digits = match s.first() {
         Some(b'-') => &s[1..],

@@ -452,25 +452,26 @@ pub fn decode(p: &[u8]) -> std::result::Result<Record<'_>, &'static str> {
         Some(&KIND_TRADE) => decode_trade(p).map(Record::Trade),
         Some(&KIND_MARKER) => {
             if p.len() < MARKER_FIXED {
-                return Err("marker record shorter than its fixed part");
+                return Err("[size] marker record shorter than its fixed part");
             }
-            let kind = MarkerKind::from_code(p[2]).ok_or("unknown marker kind")?;
-            let venue = if p[1] == 0 { None } else { Some(Venue::from_code(p[1]).ok_or("unknown venue code")?) };
+            let kind = MarkerKind::from_code(p[2]).ok_or("[marker-kind] unknown marker kind code")?;
+            let venue = if p[1] == 0 { None } else { Some(Venue::from_code(p[1]).ok_or("[venue] unknown venue code")?) };
             let (ls, lf, lt) = (p[3] as usize, p[4] as usize, p[5] as usize);
             let ld = u16::from_le_bytes([p[6], p[7]]) as usize;
             if p.len() != MARKER_FIXED + ls + lf + lt + ld {
-                return Err("marker record length does not match its fields");
+                return Err("[size] marker record length does not match its fields");
             }
             let mut at = MARKER_FIXED;
+            // Text that is not UTF-8 breaks a rule of the format: damage, never handed on.
             let mut take = |n: usize| {
-                let s = String::from_utf8_lossy(&p[at..at + n]).into_owned();
+                let s = std::str::from_utf8(&p[at..at + n]).map(str::to_owned);
                 at += n;
-                s
+                s.map_err(|_| "[text] marker text is not UTF-8")
             };
-            let symbol = take(ls);
-            let from_id = take(lf);
-            let to_id = take(lt);
-            let detail = take(ld);
+            let symbol = take(ls)?;
+            let from_id = take(lf)?;
+            let to_id = take(lt)?;
+            let detail = take(ld)?;
             Ok(Record::Marker(Marker {
                 kind,
                 venue,
@@ -485,13 +486,16 @@ pub fn decode(p: &[u8]) -> std::result::Result<Record<'_>, &'static str> {
         }
         Some(&KIND_QUARANTINE) => {
             if p.len() < QUARANTINE_FIXED {
-                return Err("quarantine record shorter than its fixed part");
+                return Err("[size] quarantine record shorter than its fixed part");
             }
-            let venue = if p[1] == 0 { None } else { Some(Venue::from_code(p[1]).ok_or("unknown venue code")?) };
+            let venue = if p[1] == 0 { None } else { Some(Venue::from_code(p[1]).ok_or("[venue] unknown venue code")?) };
             let lr = u16::from_le_bytes([p[2], p[3]]) as usize;
             let lraw = u32::from_le_bytes([p[4], p[5], p[6], p[7]]) as usize;
             if p.len() != QUARANTINE_FIXED + lr + lraw {
-                return Err("quarantine record length does not match its fields");
+                return Err("[size] quarantine record length does not match its fields");
+            }
+            if std::str::from_utf8(&p[QUARANTINE_FIXED..QUARANTINE_FIXED + lr]).is_err() {
+                return Err("[text] quarantine reason is not UTF-8");
             }
             Ok(Record::Quarantined {
                 venue,
@@ -500,20 +504,20 @@ pub fn decode(p: &[u8]) -> std::result::Result<Record<'_>, &'static str> {
                 raw: &p[QUARANTINE_FIXED + lr..],
             })
         }
-        _ => Err("unknown record kind"),
+        _ => Err("[kind] unknown record kind"),
     }
 }
 
 #[inline]
 pub fn decode_trade(p: &[u8]) -> std::result::Result<TradeRef<'_>, &'static str> {
     if p.len() < TRADE_FIXED || p[0] != KIND_TRADE {
-        return Err("trade record shorter than its fixed part");
+        return Err("[size] trade record shorter than its fixed part");
     }
-    let venue = Venue::from_code(p[1]).ok_or("unknown venue code")?;
-    let side = Side::from_code(p[2]).ok_or("unknown side code")?;
+    let venue = Venue::from_code(p[1]).ok_or("[venue] unknown venue code")?;
+    let side = Side::from_code(p[2]).ok_or("[side] unknown side code")?;
     let (ls, lp, lq, li) = (p[3] as usize, p[6] as usize, p[7] as usize, p[32] as usize);
     if p.len() != TRADE_FIXED + ls + lp + lq + li {
-        return Err("trade record length does not match its fields");
+        return Err("[size] trade record length does not match its fields");
     }
     let symbol = &p[TRADE_FIXED..TRADE_FIXED + ls];
     let price = &p[TRADE_FIXED + ls..TRADE_FIXED + ls + lp];
@@ -531,6 +535,36 @@ pub fn decode_trade(p: &[u8]) -> std::result::Result<TradeRef<'_>, &'static str>
         recv_ns: le_i64(p, 16),
         flags: u16::from_le_bytes([p[4], p[5]]),
     })
+}
+
+/// The field rules of a decoded trade (docs/FORMAT.md, "Validity rules"): what ingest checks
+/// before writing, checked again on reading so that a frame breaking one (its CRC fine) is
+/// damage, never a row. `decode_trade` checks only the layout; this, the contents.
+#[inline]
+pub fn check_trade_fields(t: &TradeRef<'_>) -> std::result::Result<(), &'static str> {
+    #[inline]
+    fn utf8(s: &[u8]) -> bool {
+        s.is_ascii() || std::str::from_utf8(s).is_ok()
+    }
+    if t.flags & !flags::ALL != 0 {
+        return Err("[flags] trade flags have bits no PumpWatch flag uses");
+    }
+    if t.symbol.is_empty() {
+        return Err("[symbol] trade symbol is empty");
+    }
+    if !utf8(t.symbol) {
+        return Err("[symbol] trade symbol is not UTF-8");
+    }
+    if !decimal::is_plain_decimal(t.price) {
+        return Err("[price] trade price is not a plain decimal");
+    }
+    if !decimal::is_plain_decimal(t.qty) {
+        return Err("[qty] trade quantity is not a plain decimal");
+    }
+    if !utf8(t.trade_id) {
+        return Err("[trade-id] trade id text is not UTF-8");
+    }
+    Ok(())
 }
 
 /// The stored numeric id of a trade payload (meaningful when its id text is empty).

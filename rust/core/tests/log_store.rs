@@ -1254,6 +1254,7 @@ fn write_segment_past_4_gib(dir: &Path, a: &Trade, b: &Trade) -> u64 {
     let frames = (b_off - off).div_ceil(max_frame);
     let (base, extra) = ((b_off - off) / frames, (b_off - off) % frames);
     let mut crcs = std::collections::HashMap::new();
+    let mut chain = segment::chain_frame(0, &fa);
     for k in 0..frames {
         let size = base + u64::from(k < extra);
         let payload_len = size - record::FRAME_HEADER as u64;
@@ -1270,6 +1271,7 @@ fn write_segment_past_4_gib(dir: &Path, a: &Trade, b: &Trade) -> u64 {
         });
         let mut head = (payload_len as u32).to_le_bytes().to_vec();
         head.extend_from_slice(&crc.to_le_bytes());
+        chain = segment::chain_frame(chain, &head);
         head.extend_from_slice(&prefix);
         f.write_all_at(&head, off).unwrap();
         off += size;
@@ -1282,8 +1284,8 @@ fn write_segment_past_4_gib(dir: &Path, a: &Trade, b: &Trade) -> u64 {
     f.write_all_at(&fb, b_off).unwrap();
     let end = b_off + fb.len() as u64;
     entries.push(IndexEntry { start: b_off, end, min_ts: b.ts_ns, max_ts: b.ts_ns, trades: 1, others: 0 });
-    let header = segment::encode_header(&Header { seq: 1, created_ns: T0, state: STATE_SEALED, published_end: end });
-    f.write_all_at(&header, 0).unwrap();
+    let seal = segment::Seal { published_end: end, records: frames + 2, crc_chain: segment::chain_frame(chain, &fb) };
+    f.write_all_at(&segment::sealed_header(1, T0, &seal), 0).unwrap();
     index::write_index(&segment::index_path(&path), &entries).unwrap();
     end
 }

@@ -231,13 +231,13 @@ impl CompressedSegment {
             damage.push(StructureDamage {
                 offset: 0,
                 length: HEADER_LEN as u64,
-                reason: "compressed segment header damaged (magic, CRC or sizes wrong); the frame table still locates the frames".into(),
+                reason: "[header] compressed segment header damaged (magic, CRC or sizes wrong); the frame table still locates the frames".into(),
             });
         } else if !plain_ok {
             damage.push(StructureDamage {
                 offset: 0,
                 length: HEADER_LEN as u64,
-                reason: "the copy of the plain segment header inside the compressed file is damaged".into(),
+                reason: "[header] the copy of the plain segment header inside the compressed file is damaged".into(),
             });
         }
         if let Some(h) = header {
@@ -307,7 +307,7 @@ impl CompressedSegment {
                         offset: plain_at,
                         length: plain_end.saturating_sub(plain_at).min(u64::MAX / 2),
                         reason: format!(
-                            "{} frame table entries damaged; their frames are decoded in a row",
+                            "[frame-table] {} frame table entries damaged; their frames are decoded in a row",
                             j - k
                         ),
                     });
@@ -466,8 +466,9 @@ pub fn compress_segment_unless(log_dir: &Path, seq: u64, level: i32, cancelled: 
         return Ok(None);
     }
     let plain_len = segment::load_published_end(&map);
-    if plain_len < HEADER_LEN as u64 || plain_len > map.len() as u64 {
-        // A sealed file shorter than its published end is damage `verify` reports; leave it plain.
+    if plain_len < HEADER_LEN as u64 || plain_len != map.len() as u64 || segment::check_seal(&map) == segment::SealCheck::Altered {
+        // A sealed file shorter or longer than its published end, or a seal that fails its CRC,
+        // is damage `verify` reports: compressing up to that end could drop bytes. Leave it plain.
         return Ok(None);
     }
     let data = &map[..plain_len as usize];

@@ -609,7 +609,10 @@ impl SegmentSet {
             HeaderCheck::Ok(h) => {
                 let published = segment::load_published_end(map) as usize;
                 let sealed = segment::load_state(map) == STATE_SEALED || writer_side;
-                let end = if sealed && h.state != STATE_SEALED { map.len() } else { published.min(map.len()) };
+                // A seal that fails its CRC vouches for no end: read the whole file, validating
+                // (as with a damaged header), so a lowered end hides nothing.
+                let untrusted = h.state == STATE_SEALED && segment::check_seal(map) == segment::SealCheck::Altered;
+                let end = if (sealed && h.state != STATE_SEALED) || untrusted { map.len() } else { published.min(map.len()) };
                 (end, sealed)
             }
             HeaderCheck::NewerVersion(v) => {
@@ -719,66 +722,251 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
                 verify_compressed(&mut report, seq, &compressed)?;
                 continue;
             }
-            report.headers.push(DamageReport { segment: name, offset: 0, length: 0, reason: "empty segment file".into() });
+            report.headers.push(DamageReport { segment: name, offset: 0, length: 0, reason: "[header] empty segment file".into() });
             continue;
         };
         report.segments += 1;
-        let mut end = map.len();
-        let mut published = end;
-        match segment::decode_header(&map) {
-            HeaderCheck::Ok(h) => {
-                published = segment::load_published_end(&map) as usize;
-                if h.state == STATE_SEALED {
-                    if published > end {
-                        report.damaged.push(DamageReport {
-                            segment: name.clone(),
-                            offset: end as u64,
-                            length: (published - end) as u64,
-                            reason: "sealed segment file ends before its published end (cut short)".into(),
-                        });
-                    }
-                    end = published.min(end);
-                } else if report.writer_running && Some(seq) == last {
-                    // Beyond the published end the writer is at work: not damage.
-                    end = published.min(end);
-                }
-                published = published.min(end);
-            }
-            HeaderCheck::NewerVersion(v) => {
-                return Err(Error::Format { path, detail: format!("format version {v} is newer than this PumpWatch") })
-            }
-            HeaderCheck::Damaged => report.headers.push(DamageReport {
-                segment: name.clone(),
-                offset: 0,
-                length: HEADER_LEN as u64,
-                reason: "segment header damaged (magic or CRC wrong); the writer repairs it on open".into(),
-            }),
-        }
-        let mut counts = [0u64; 4];
-        let outcome = scan::walk_published(&map, HEADER_LEN, end, published, |_, p| counts[p[0] as usize & 3] += 1);
-        report.records += outcome.records;
-        report.bytes += outcome.valid_end as u64;
-        report.trades += counts[1];
-        report.markers += counts[2];
-        report.quarantined += counts[3];
-        for Span { start, end } in outcome.damaged {
-            report.damaged.push(DamageReport {
-                segment: name.clone(),
-                offset: start as u64,
-                length: (end - start) as u64,
-                reason: "bytes between valid records fail their length or CRC check; they are skipped".into(),
-            });
-        }
-        if let Some(Span { start, end }) = outcome.torn {
-            report.torn_tail.push(DamageReport {
-                segment: name.clone(),
-                offset: start as u64,
-                length: (end - start) as u64,
-                reason: "invalid bytes after the last valid record (torn write); the writer truncates them on open".into(),
-            });
-        }
+        let live = report.writer_running && Some(seq) == last;
+        verify_plain(&mut report, &name, &path, &map, live)?;
     }
     Ok(report)
+}
+
+fn damage(segment: &str, offset: u64, length: u64, reason: impl Into<String>) -> DamageReport {
+    DamageReport { segment: segment.to_owned(), offset, length, reason: reason.into() }
+}
+
+/// What a walk of a segment's records adds up to: what a seal vouches for, and the counts.
+#[derive(Default)]
+struct Totals {
+    records: u64,
+    crc_chain: u32,
+    counts: [u64; 4],
+}
+
+impl Totals {
+    fn add(&mut self, frame: &[u8], payload: &[u8]) {
+        self.records += 1;
+        self.crc_chain = segment::chain_frame(self.crc_chain, frame);
+        self.counts[payload[0] as usize & 3] += 1;
+    }
+}
+
+/// Names every way the records differ from what the seal says, unless damage already reported
+/// in the segment (`found_before`: the report's size before it was checked) accounts for it.
+fn check_totals(report: &mut VerifyReport, name: &str, seal: &segment::Seal, totals: &Totals, found_before: usize) {
+    if report_size(report) > found_before {
+        return;
+    }
+    let span = seal.published_end.saturating_sub(HEADER_LEN as u64);
+    if totals.records != seal.records {
+        report.damaged.push(damage(
+            name,
+            HEADER_LEN as u64,
+            span,
+            format!(
+                "[seal-totals] the seal counts {} records, the segment holds {} valid ones: records were lost or added after sealing",
+                seal.records, totals.records
+            ),
+        ));
+    } else if totals.crc_chain != seal.crc_chain {
+        report.damaged.push(damage(
+            name,
+            HEADER_LEN as u64,
+            span,
+            "[seal-totals] the records' CRCs do not chain to the seal's checksum: records were replaced after sealing",
+        ));
+    }
+}
+
+fn report_size(r: &VerifyReport) -> usize {
+    r.damaged.len() + r.torn_tail.len() + r.headers.len()
+}
+
+/// Checks index entries against the records they describe: an entry that passes its own CRC
+/// but not the records could make a query skip a block.
+/// Entries over `damaged` spans (already reported) are not checked: the damage explains them.
+fn check_index(report: &mut VerifyReport, name: &str, blocks: &BlockTally<'_>, damaged: &[Span], what: &str) {
+    for (i, e) in blocks.entries.iter().enumerate() {
+        if damaged.iter().any(|d| (d.start as u64) < e.end && (d.end as u64) > e.start) {
+            continue;
+        }
+        if !blocks.holds(i) {
+            report.damaged.push(damage(
+                name,
+                e.start,
+                e.end.saturating_sub(e.start),
+                format!("[index] {what} entry {i} does not match the records of its block (counts, times or bounds)"),
+            ));
+        }
+    }
+}
+
+/// What the records walked add up to per index block: the records that start in a block count
+/// for it; one that runs past its block's end spoils the block.
+struct BlockTally<'a> {
+    entries: &'a [IndexEntry],
+    seen: Vec<(u32, u32, i64, i64, bool)>,
+    k: usize,
+}
+
+impl<'a> BlockTally<'a> {
+    fn new(entries: &'a [IndexEntry]) -> BlockTally<'a> {
+        BlockTally { entries, seen: vec![(0, 0, i64::MAX, i64::MIN, true); entries.len()], k: 0 }
+    }
+
+    #[inline]
+    fn add(&mut self, off: usize, payload: &[u8]) {
+        let off = off as u64;
+        while self.k < self.entries.len() && off >= self.entries[self.k].end {
+            self.k += 1;
+        }
+        let Some(e) = self.entries.get(self.k) else { return };
+        if off < e.start {
+            return;
+        }
+        let s = &mut self.seen[self.k];
+        match record::peek_trade_ts(payload) {
+            Some(ts) => {
+                s.0 += 1;
+                s.2 = s.2.min(ts);
+                s.3 = s.3.max(ts);
+            }
+            None => s.1 += 1,
+        }
+        if off + (FRAME_HEADER + payload.len()) as u64 > e.end {
+            s.4 = false;
+        }
+    }
+
+    fn holds(&self, i: usize) -> bool {
+        let (e, s) = (&self.entries[i], &self.seen[i]);
+        s.4 && (s.0, s.1, s.2, s.3) == (e.trades, e.others, e.min_ts, e.max_ts)
+    }
+}
+
+/// Whether the records of the block `e` (damaged spans skipped, as queries skip them) are what
+/// the entry says: the counts and the trade time range. `data[0]` is plain offset `base`.
+fn block_holds(data: &[u8], base: usize, e: &IndexEntry) -> bool {
+    if (e.start as usize) < HEADER_LEN.max(base) || e.end <= e.start {
+        return false;
+    }
+    let (start, end) = (e.start as usize - base, e.end as usize - base);
+    if end > data.len() {
+        return false;
+    }
+    let (mut trades, mut others, mut min_ts, mut max_ts) = (0u32, 0u32, i64::MAX, i64::MIN);
+    scan::walk(data, start, end, |_, p| match record::peek_trade_ts(p) {
+        Some(ts) => {
+            trades += 1;
+            min_ts = min_ts.min(ts);
+            max_ts = max_ts.max(ts);
+        }
+        None => others += 1,
+    });
+    (trades, others, min_ts, max_ts) == (e.trades, e.others, e.min_ts, e.max_ts)
+}
+
+/// `verify` of a plain segment: header and seal, file size against the published end, the index
+/// and every record. `live`: the writer is at work on this segment.
+fn verify_plain(report: &mut VerifyReport, name: &str, path: &Path, map: &[u8], live: bool) -> Result<()> {
+    let found_before = report_size(report);
+    let size = map.len();
+    let mut end = size;
+    let mut published = size;
+    let mut seal = None;
+    match segment::decode_header(map) {
+        HeaderCheck::Ok(h) => {
+            published = segment::load_published_end(map) as usize;
+            if h.state == STATE_SEALED {
+                match segment::check_seal(map) {
+                    segment::SealCheck::Altered => {
+                        report.headers.push(damage(
+                            name,
+                            36,
+                            28,
+                            "[seal] the seal (state, published end, totals) fails its CRC: the published end is not trusted and the whole file is read",
+                        ));
+                        published = size;
+                    }
+                    segment::SealCheck::Ok(s) => seal = Some(s),
+                    segment::SealCheck::Legacy | segment::SealCheck::Unsealed => {}
+                }
+                if published > size {
+                    report.damaged.push(damage(
+                        name,
+                        size as u64,
+                        (published - size) as u64,
+                        "[truncated] sealed segment file ends before its published end (cut short)",
+                    ));
+                } else if published < size {
+                    report.damaged.push(damage(
+                        name,
+                        published as u64,
+                        (size - published) as u64,
+                        "[extended] bytes after the sealed segment's published end: no reader reads them",
+                    ));
+                }
+                end = published.min(size);
+            } else if live {
+                // Beyond the published end the writer is at work: not damage.
+                end = published.min(size);
+            }
+            published = published.min(end);
+        }
+        HeaderCheck::NewerVersion(v) => {
+            return Err(Error::Format { path: path.to_owned(), detail: format!("format version {v} is newer than this PumpWatch") })
+        }
+        HeaderCheck::Damaged => report.headers.push(damage(
+            name,
+            0,
+            HEADER_LEN as u64,
+            "[header] segment header damaged (magic or CRC wrong); the writer repairs it on open",
+        )),
+    }
+    let mut totals = Totals::default();
+    // The index entries are checked in the same pass: each record counts for the block it starts in.
+    let entries = index::read_index(&segment::index_path(path), end as u64);
+    let mut blocks = BlockTally::new(&entries);
+    let outcome = scan::walk_published(map, HEADER_LEN, end, published, |off, p| {
+        totals.add(&map[off..], p);
+        blocks.add(off, p);
+    });
+    report.records += outcome.records;
+    report.bytes += outcome.valid_end as u64;
+    report.trades += totals.counts[1];
+    report.markers += totals.counts[2];
+    report.quarantined += totals.counts[3];
+    for &Span { start, end: to } in &outcome.damaged {
+        report.damaged.push(damage(name, start as u64, (to - start) as u64, scan::damage_reason(map, start, end)));
+    }
+    match outcome.torn {
+        Some(Span { start, end: to }) => report.torn_tail.push(damage(
+            name,
+            start as u64,
+            (to - start) as u64,
+            format!(
+                "{}: invalid bytes after the last valid record (torn write); the writer truncates them on open",
+                scan::damage_reason(map, start, end)
+            ),
+        )),
+        // Zeros where the published end says records are: they were there once.
+        None if outcome.valid_end < published => report.damaged.push(damage(
+            name,
+            outcome.valid_end as u64,
+            (published - outcome.valid_end) as u64,
+            "[length] the records end (zero bytes) before the published end",
+        )),
+        None => {}
+    }
+    if let Some(s) = seal {
+        check_totals(report, name, &s, &totals, found_before);
+    }
+    let mut explained = outcome.damaged.clone();
+    explained.extend(outcome.torn);
+    explained.push(Span { start: outcome.valid_end, end: published.max(outcome.valid_end) });
+    check_index(report, name, &blocks, &explained, "index (.pwidx)");
+    Ok(())
 }
 
 /// `verify` of a compressed segment: its header and frame table, each frame's CRC and zstd
@@ -787,11 +975,43 @@ fn verify_compressed(report: &mut VerifyReport, seq: u64, path: &Path) -> Result
     let name = compress::compressed_file_name(seq);
     let Some(cs) = CompressedSegment::open(path, seq)? else { return Ok(()) };
     report.segments += 1;
+    let found_before = report_size(report);
     for d in &cs.damage {
-        report.headers.push(DamageReport { segment: name.clone(), offset: d.offset, length: d.length, reason: d.reason.clone() });
+        report.headers.push(damage(&name, d.offset, d.length, d.reason.clone()));
+    }
+    // The seal travels in the copy of the plain header: it must vouch for the plain length.
+    let seal = match segment::check_seal(&cs.plain_header) {
+        segment::SealCheck::Ok(s) if s.published_end == cs.plain_len => Some(s),
+        segment::SealCheck::Ok(s) => {
+            report.headers.push(damage(
+                &name,
+                HEADER_LEN.min(s.published_end as usize) as u64,
+                cs.plain_len.abs_diff(s.published_end),
+                format!(
+                    "[seal] the seal says the segment ends at {}, the compressed file holds {} bytes of it",
+                    s.published_end, cs.plain_len
+                ),
+            ));
+            Some(s)
+        }
+        segment::SealCheck::Altered => {
+            report.headers.push(damage(&name, 36, 28, "[seal] the seal in the copied plain header fails its CRC"));
+            None
+        }
+        segment::SealCheck::Legacy | segment::SealCheck::Unsealed => None,
+    };
+    // Bytes after the last frame belong to nothing.
+    let frames_end = cs.blocks.last().map(|b| b.offset.saturating_add(b.len));
+    if let Some(fe) = frames_end.filter(|&fe| fe < cs.file_len()) {
+        report.damaged.push(damage(
+            &name,
+            fe,
+            cs.file_len() - fe,
+            "[extended] bytes after the last compressed frame (offset and length in the compressed file): no reader reads them",
+        ));
     }
     let mut buf = Vec::new();
-    let mut counts = [0u64; 4];
+    let mut totals = Totals::default();
     let mut valid_end = HEADER_LEN as u64;
     let last = cs.blocks.len().saturating_sub(1);
     for (i, b) in cs.blocks.iter().enumerate() {
@@ -799,49 +1019,52 @@ fn verify_compressed(report: &mut VerifyReport, seq: u64, path: &Path) -> Result
         let decoded = cs.read_block(i, &mut buf);
         if let Err(reason) = &decoded {
             let from = base + buf.len() as u64;
-            report.damaged.push(DamageReport {
-                segment: name.clone(),
-                offset: from,
-                length: b.entry.end.saturating_sub(from),
-                reason: format!("{reason} (offset and length in the decompressed segment)"),
-            });
+            report.damaged.push(damage(
+                &name,
+                from,
+                b.entry.end.saturating_sub(from),
+                format!("[frame] {reason} (offset and length in the decompressed segment)"),
+            ));
         }
-        let outcome = scan::walk(&buf, 0, buf.len(), |_, p| counts[p[0] as usize & 3] += 1);
+        let outcome = scan::walk(&buf, 0, buf.len(), |off, p| totals.add(&buf[off..], p));
         report.records += outcome.records;
         if outcome.records > 0 {
             valid_end = base + outcome.valid_end as u64;
         }
         for Span { start, end } in outcome.damaged {
-            report.damaged.push(DamageReport {
-                segment: name.clone(),
-                offset: base + start as u64,
-                length: (end - start) as u64,
-                reason: "bytes between valid records fail their length or CRC check; they are skipped".into(),
-            });
+            report.damaged.push(damage(&name, base + start as u64, (end - start) as u64, scan::damage_reason(&buf, start, buf.len())));
         }
         if let Some(Span { start, end }) = outcome.torn {
             // Inside a frame that is not the last, invalid bytes before the next frame's records
             // are damage between records, as in a plain segment.
-            let damage = DamageReport {
-                segment: name.clone(),
-                offset: base + start as u64,
-                length: (end - start) as u64,
-                reason: if i == last {
-                    "invalid bytes after the last valid record of the segment".into()
-                } else {
-                    "bytes between valid records fail their length or CRC check; they are skipped".into()
-                },
-            };
+            let rule = scan::damage_reason(&buf, start, buf.len());
             if i == last {
-                report.torn_tail.push(damage);
+                report.torn_tail.push(damage(
+                    &name,
+                    base + start as u64,
+                    (end - start) as u64,
+                    format!("{rule}: invalid bytes after the last valid record of the segment"),
+                ));
             } else {
-                report.damaged.push(damage);
+                report.damaged.push(damage(&name, base + start as u64, (end - start) as u64, rule));
             }
+        }
+        // The table entry must say what the block holds (a query picks blocks by it).
+        if decoded.is_ok() && b.crc.is_some() && !block_holds(&buf, base as usize, &b.entry) {
+            report.damaged.push(damage(
+                &name,
+                base,
+                b.entry.end - base,
+                format!("[index] frame table entry {i} does not match the records of its block (counts, times or bounds)"),
+            ));
         }
     }
     report.bytes += valid_end;
-    report.trades += counts[1];
-    report.markers += counts[2];
-    report.quarantined += counts[3];
+    report.trades += totals.counts[1];
+    report.markers += totals.counts[2];
+    report.quarantined += totals.counts[3];
+    if let Some(s) = seal {
+        check_totals(report, &name, &s, &totals, found_before);
+    }
     Ok(())
 }

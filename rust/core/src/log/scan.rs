@@ -28,27 +28,62 @@ fn le_u32(b: &[u8], at: usize) -> u32 {
 /// The payload of the valid frame starting at `off`, if there is one inside `bytes[..end]`.
 #[inline]
 pub fn frame_at(bytes: &[u8], off: usize, end: usize) -> Option<&[u8]> {
+    check_frame(bytes, off, end).ok()
+}
+
+/// The frame at `off` inside `bytes[..end]`: its payload when valid, else the rule it breaks
+/// (`[rule] what is wrong`, the rules of docs/FORMAT.md). The one place validity is decided.
+#[inline]
+pub fn check_frame(bytes: &[u8], off: usize, end: usize) -> Result<&[u8], &'static str> {
     let end = end.min(bytes.len());
-    if off.checked_add(FRAME_HEADER)? > end {
-        return None;
+    if off.checked_add(FRAME_HEADER).is_none_or(|h| h > end) {
+        return Err("[bounds] frame header runs past the readable end");
     }
     let len = le_u32(bytes, off) as usize;
-    if len == 0 || len > MAX_PAYLOAD || off + FRAME_HEADER + len > end {
-        return None;
+    if len == 0 {
+        return Err("[length] zero frame length before the end of the records");
+    }
+    if len > MAX_PAYLOAD {
+        return Err("[length] frame length over 16 MiB");
+    }
+    if off + FRAME_HEADER + len > end {
+        return Err("[bounds] frame runs past the readable end");
     }
     let payload = &bytes[off + FRAME_HEADER..off + FRAME_HEADER + len];
+    // The kind first: resync tries every offset, and this rejects nearly all without a CRC.
     if !matches!(payload[0], KIND_TRADE | KIND_MARKER | KIND_QUARANTINE) {
-        return None;
+        return Err("[kind] unknown record kind");
     }
-    if crc32c::crc32c(payload) != le_u32(bytes, off + 4) {
-        return None;
+    // The unaligned-load CRC-32C of `record::payload_crc`: payloads start anywhere, and this is
+    // the check every record of every query pays.
+    if record::payload_crc(payload) != le_u32(bytes, off + 4) {
+        return Err(CRC_MISMATCH);
     }
-    let well_formed = if payload[0] == KIND_TRADE {
-        record::decode_trade(payload).is_ok()
+    if payload[0] == KIND_TRADE {
+        let t = record::decode_trade(payload)?;
+        record::check_trade_fields(&t)?;
     } else {
-        record::decode(payload).is_ok()
+        record::decode(payload)?;
+    }
+    Ok(payload)
+}
+
+const CRC_MISMATCH: &str = "[crc] payload CRC-32C does not match";
+
+/// Why the bytes of a damaged span at `start` were not a record: the rule the frame there
+/// breaks, said so that a CRC failure and a rule broken under a good CRC read differently.
+pub fn damage_reason(bytes: &[u8], start: usize, end: usize) -> String {
+    let rule = match check_frame(bytes, start, end) {
+        // A kind byte hit by damage fails the CRC too: say the CRC, the check that covers it.
+        Err(r) if r.starts_with("[kind]") => {
+            let len = le_u32(bytes, start) as usize;
+            let payload = &bytes[start + FRAME_HEADER..start + FRAME_HEADER + len];
+            if crc32c::crc32c(payload) != le_u32(bytes, start + 4) { CRC_MISMATCH } else { r }
+        }
+        Err(r) => r,
+        Ok(_) => "[bounds] frame crosses a block boundary",
     };
-    well_formed.then_some(payload)
+    format!("{rule}; the bytes up to the next valid record are skipped")
 }
 
 /// First non-zero byte in `bytes[from..end]`.
@@ -161,6 +196,72 @@ mod tests {
             frame_into(&mut buf, |o| t.as_ref().encode_payload(o));
         }
         (buf, offs)
+    }
+
+    /// A frame whose CRC is fine but whose payload breaks rule `tag` is invalid, and its reason
+    /// names that rule, not the length or the CRC.
+    #[test]
+    fn a_rule_broken_under_a_good_crc_is_damage_with_its_own_reason() {
+        let (buf, offs) = log_of(3);
+        let (off, next) = (offs[1], offs[2]);
+        type Patch = fn(&mut Vec<u8>);
+        let cases: [(&str, Patch); 9] = [
+            ("[kind]", |p| p[0] = 9),
+            ("[venue]", |p| p[1] = 13),
+            ("[side]", |p| p[2] = 3),
+            ("[size]", |p| p[6] += 1),
+            ("[flags]", |p| p[5] = 1),
+            ("[symbol]", |p| p[33] = 0xff),
+            ("[price]", |p| {
+                let at = 33 + p[3] as usize;
+                p[at] = b'e';
+            }),
+            ("[qty]", |p| {
+                let at = 33 + p[3] as usize + p[6] as usize;
+                p[at] = b' ';
+            }),
+            ("[symbol]", |p| {
+                // Empty symbol: its bytes become a text id, the length stays.
+                let ls = p[3];
+                let sym: Vec<u8> = p[33..33 + ls as usize].to_vec();
+                p.drain(33..33 + ls as usize);
+                p.extend_from_slice(&sym);
+                p[3] = 0;
+                p[32] = ls;
+            }),
+        ];
+        for (tag, patch) in cases {
+            let mut b = buf.clone();
+            let mut payload = b[off + FRAME_HEADER..next].to_vec();
+            patch(&mut payload);
+            assert_eq!(payload.len(), next - off - FRAME_HEADER, "{tag}: same length");
+            let crc = crc32c::crc32c(&payload);
+            b[off + 4..off + 8].copy_from_slice(&crc.to_le_bytes());
+            b[off + FRAME_HEADER..next].copy_from_slice(&payload);
+            let err = check_frame(&b, off, b.len()).expect_err(tag);
+            assert!(err.starts_with(tag), "{tag}: {err}");
+            let mut seen = Vec::new();
+            let w = walk(&b, 64, b.len(), |o, _| seen.push(o));
+            assert_eq!(seen, vec![offs[0], offs[2]], "{tag}");
+            assert_eq!(w.damaged, vec![Span { start: off, end: next }], "{tag}");
+            assert!(damage_reason(&b, off, b.len()).starts_with(tag), "{tag}");
+        }
+        // An id kept as text that is not UTF-8.
+        let t = Trade::new("okx-spot", "BTC-USDT", "a519448f", "30243.5", "0.001", "buy", 1, 1, 0).unwrap();
+        let mut p = Vec::new();
+        t.as_ref().encode_payload(&mut p);
+        let last = p.len() - 1;
+        p[last] = 0xc3;
+        let mut f = Vec::new();
+        frame_into(&mut f, |o| o.extend_from_slice(&p));
+        assert!(check_frame(&f, 0, f.len()).expect_err("id").starts_with("[trade-id]"));
+        // The same damage without a good CRC is a CRC failure, whatever byte was hit.
+        let mut b = buf.clone();
+        b[off + FRAME_HEADER] = 9;
+        assert!(damage_reason(&b, off, b.len()).starts_with("[crc]"));
+        let mut b = buf;
+        b[off..off + 4].copy_from_slice(&0u32.to_le_bytes());
+        assert!(damage_reason(&b, off, b.len()).starts_with("[length]"));
     }
 
     #[test]

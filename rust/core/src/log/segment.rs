@@ -10,12 +10,19 @@ use super::fault;
 use crate::{Error, Result};
 
 pub const MAGIC: [u8; 8] = *b"PUMPWLOG";
-pub const FORMAT_VERSION: u16 = 1;
+/// Version 2 adds the seal (bytes 48..64 of a sealed segment's header); version 1 segments
+/// (no seal) read as before.
+pub const FORMAT_VERSION: u16 = 2;
+/// The first format version whose sealed segments carry a seal.
+pub const SEAL_VERSION: u16 = 2;
 pub const HEADER_LEN: usize = 64;
 pub const STATE_ACTIVE: u32 = 0;
 pub const STATE_SEALED: u32 = 1;
 const STATE_AT: usize = 36;
 const PUBLISHED_END_AT: usize = 40;
+const SEAL_RECORDS_AT: usize = 48;
+const SEAL_CHAIN_AT: usize = 56;
+const SEAL_CRC_AT: usize = 60;
 
 pub const SEGMENT_EXT: &str = "pwlog";
 pub const INDEX_EXT: &str = "pwidx";
@@ -128,6 +135,65 @@ pub fn decode_header(b: &[u8]) -> HeaderCheck {
         state: u32_at(STATE_AT),
         published_end: u64_at(PUBLISHED_END_AT),
     })
+}
+
+/// What a sealed segment's seal vouches for: its published end and its totals.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Seal {
+    pub published_end: u64,
+    /// Valid records in `[64, published_end)`.
+    pub records: u64,
+    /// CRC-32C of the 4-byte CRC fields of those records, concatenated in log order.
+    pub crc_chain: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SealCheck {
+    /// Not sealed (active), or a header that is damaged.
+    Unsealed,
+    /// Sealed by format version 1, which had no seal: the published end is taken as it is.
+    Legacy,
+    Ok(Seal),
+    /// Sealed, but the seal's CRC does not match its bytes: the published end and totals are
+    /// not to be trusted (a reader reads to the end of the file).
+    Altered,
+}
+
+/// The seal of a segment header (whose header CRC checked out, see `decode_header`).
+pub fn check_seal(b: &[u8]) -> SealCheck {
+    if b.len() < HEADER_LEN || !matches!(decode_header(b), HeaderCheck::Ok(h) if h.state == STATE_SEALED) {
+        return SealCheck::Unsealed;
+    }
+    if u16::from_le_bytes([b[8], b[9]]) < SEAL_VERSION {
+        return SealCheck::Legacy;
+    }
+    let u64_at = |i: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[i..i + 8]);
+        u64::from_le_bytes(a)
+    };
+    let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    if crc32c::crc32c(&b[0..SEAL_CRC_AT]) != u32_at(SEAL_CRC_AT) {
+        return SealCheck::Altered;
+    }
+    SealCheck::Ok(Seal { published_end: u64_at(PUBLISHED_END_AT), records: u64_at(SEAL_RECORDS_AT), crc_chain: u32_at(SEAL_CHAIN_AT) })
+}
+
+/// The header of a segment sealed with `seal`: the current format version, state sealed, the
+/// published end and totals, and the seal's CRC over bytes 0..60.
+pub fn sealed_header(seq: u64, created_ns: i64, seal: &Seal) -> [u8; HEADER_LEN] {
+    let mut b = encode_header(&Header { seq, created_ns, state: STATE_SEALED, published_end: seal.published_end });
+    b[SEAL_RECORDS_AT..SEAL_RECORDS_AT + 8].copy_from_slice(&seal.records.to_le_bytes());
+    b[SEAL_CHAIN_AT..SEAL_CHAIN_AT + 4].copy_from_slice(&seal.crc_chain.to_le_bytes());
+    let crc = crc32c::crc32c(&b[0..SEAL_CRC_AT]);
+    b[SEAL_CRC_AT..SEAL_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// Folds one record's frame (its 8-byte header first) into a seal's CRC chain.
+#[inline]
+pub fn chain_frame(chain: u32, frame: &[u8]) -> u32 {
+    crc32c::crc32c_append(chain, &frame[4..8])
 }
 
 /// The writer's map of its active segment. The virtual range is reserved once for the whole
@@ -323,6 +389,27 @@ mod tests {
             assert_ne!(decode_header(&d), HeaderCheck::Ok(h), "flip at {i}");
         }
         assert_eq!(parse_segment_name(&segment_file_name(7)), Some(7));
+        assert_eq!(check_seal(&b), SealCheck::Unsealed);
+    }
+
+    #[test]
+    fn seal_covers_the_published_end_and_totals() {
+        let seal = Seal { published_end: 4096, records: 41, crc_chain: 0xdead_beef };
+        let b = sealed_header(3, 1_700_000_000_000_000_000, &seal);
+        assert_eq!(check_seal(&b), SealCheck::Ok(seal));
+        assert!(matches!(decode_header(&b), HeaderCheck::Ok(h) if h.state == STATE_SEALED && h.published_end == 4096));
+        for i in 36..64 {
+            let mut d = b;
+            d[i] ^= 1;
+            let got = check_seal(&d);
+            assert!(got == SealCheck::Altered || (i < 40 && got == SealCheck::Unsealed), "flip at {i}: {got:?}");
+        }
+        // A version 1 sealed header has no seal: read as before.
+        let mut v1 = encode_header(&Header { seq: 3, created_ns: 5, state: STATE_SEALED, published_end: 64 });
+        v1[8..10].copy_from_slice(&1u16.to_le_bytes());
+        let crc = crc32c::crc32c(&v1[0..32]);
+        v1[32..36].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(check_seal(&v1), SealCheck::Legacy);
         assert_eq!(parse_segment_name("7.pwlog"), None);
     }
 }

@@ -188,6 +188,8 @@ struct Active {
     /// Records found in the segment when it was opened (0 for a new one).
     records: u64,
     size_changed: bool,
+    /// The seal's CRC chain over the frame CRCs of every record so far (`segment::chain_frame`).
+    crc_chain: u32,
     /// An index append failed (full disk): the index file stops growing; sealing rewrites it
     /// whole from `entries`, and until then readers scan past its last entry.
     index_behind: bool,
@@ -639,6 +641,8 @@ impl LogWriter {
         // instead of being written only to be overwritten.
         let ring_from = self.ring.as_ref().map_or(usize::MAX, |r| piece.len().saturating_sub(r.capacity_bytes()));
         let mut skipped = 0u64;
+        // The seal's chain takes the piece only once it is published (below).
+        let mut crc_chain = a.crc_chain;
         let mut off = 0;
         while off < piece.len() {
             let plen = frame_payload_len(piece, off);
@@ -664,6 +668,7 @@ impl LogWriter {
                     }
                 }
             }
+            crc_chain = segment::chain_frame(crc_chain, &piece[off..]);
             off += FRAME_HEADER + plen;
             self.appended_records += 1;
         }
@@ -676,6 +681,7 @@ impl LogWriter {
             }
         }
         a.end = base + piece.len();
+        a.crc_chain = crc_chain;
         a.map.publish_end(a.end as u64);
         if let Some(p) = &self.prefaulter {
             // Reserve the next chunk before the appends reach it, so the prefaulter can prepare
@@ -1019,6 +1025,7 @@ fn create_segment(log_dir: &Path, seq: u64, cfg: &LogConfig) -> Result<Active> {
             prefault_requested: HEADER_LEN,
             records: 0,
             size_changed: true,
+            crc_chain: 0,
             index_behind: false,
         })
     };
@@ -1069,6 +1076,9 @@ fn recover_active(dir: &Path, path: &Path, seq: u64, cfg: &LogConfig, report: &m
     let mut entries = trusted;
     entries.extend(walked);
     let valid_end = outcome.valid_end;
+    // The seal's chain over the records kept, walked as readers walk them (damage skipped).
+    let mut crc_chain = 0;
+    super::scan::walk(data, HEADER_LEN, valid_end, |off, _| crc_chain = segment::chain_frame(crc_chain, &data[off..]));
     for Span { start, end } in &outcome.damaged {
         report.damaged.push(DamageReport {
             segment: name.clone(),
@@ -1126,6 +1136,7 @@ fn recover_active(dir: &Path, path: &Path, seq: u64, cfg: &LogConfig, report: &m
         prefault_requested: valid_end,
         records: outcome.records,
         size_changed: false,
+        crc_chain,
         index_behind: false,
     })
 }
@@ -1148,11 +1159,19 @@ fn seal(a: &mut Active) -> Result<()> {
         a.block = BlockBuilder::new(p.end);
     }
     a.map.sync_range(HEADER_LEN.min(a.dirty_from), a.end).map_err(|e| io("syncing", e))?;
+    // Cut to the records before the state says sealed: a crash in between leaves an active
+    // segment (recovered and sealed on open), never a sealed one with bytes past its end.
+    fault::point(fault::FTRUNCATE).and_then(|_| a.map.file.set_len(a.end as u64)).map_err(|e| io("truncating", e))?;
+    fault::point(fault::FSYNC).and_then(|_| a.map.file.sync_all()).map_err(|e| io("syncing", e))?;
+    // The seal (docs/FORMAT.md): end and totals under a CRC of their own. Written before the
+    // state, so a reader that sees the state sealed sees the seal whole.
+    let records = a.entries.iter().map(|e| u64::from(e.trades) + u64::from(e.others)).sum();
+    let header = segment::sealed_header(a.map.seq, a.created_ns, &segment::Seal { published_end: a.end as u64, records, crc_chain: a.crc_chain });
+    a.map.write_at(48, &header[48..HEADER_LEN]);
+    a.map.write_at(0, &header[0..36]);
     a.map.set_state(STATE_SEALED);
     a.map.publish_end(a.end as u64);
     a.map.sync_range(0, HEADER_LEN).map_err(|e| io("syncing", e))?;
-    fault::point(fault::FTRUNCATE).and_then(|_| a.map.file.set_len(a.end as u64)).map_err(|e| io("truncating", e))?;
-    fault::point(fault::FSYNC).and_then(|_| a.map.file.sync_all()).map_err(|e| io("syncing", e))?;
     a.dirty_from = a.end;
     index::write_index(&segment::index_path(&path), &a.entries)
 }
@@ -1345,6 +1364,10 @@ fn commit_loop(writer: Arc<Mutex<Option<LogWriter>>>, stop: Arc<(Mutex<bool>, Co
     loop {
         {
             let g = poisoned(m.lock());
+            // A stop that came while a commit ran was notified to no one: look before waiting.
+            if *g {
+                return;
+            }
             let (g, _) = cv.wait_timeout(g, interval).unwrap_or_else(|p| p.into_inner());
             if *g {
                 return;
