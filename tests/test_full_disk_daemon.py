@@ -83,11 +83,7 @@ FILLER = textwrap.dedent(
 
 @pytest.fixture(params=[
     pytest.param(PREALLOCATED, id="log-preallocated"),
-    pytest.param(WRITER_FULL, id="writer-meets-full-disk", marks=pytest.mark.xfail(strict=True, raises=pumpwatch.DiskFullError, reason=(
-        "faultsrs (issue 14, Rust side): recording through the full disk now holds and writes back, but the restart "
-        "fails: opening the store on a filesystem with less free space than one prealloc chunk (64 MiB) raises "
-        "DiskFullError 'while reserving 67108864 bytes' for the new segment instead of reserving what it needs "
-        "(allocate_or_less), so the recorder cannot start again on a small disk"))),
+    pytest.param(WRITER_FULL, id="writer-meets-full-disk"),
 ])
 def small_filesystem(tmp_path, request):
     mnt = tmp_path / "small"

@@ -160,7 +160,7 @@ def set_byte(at, value):
 
 
 def set_flags(p):
-    struct.pack_into("<H", p, 4, 0x100)
+    struct.pack_into("<H", p, 4, 0x400)  # past the last flag (UNKNOWN_TYPE, 0x200)
     return bytes(p)
 
 

@@ -393,3 +393,29 @@ fn records_the_page_cache_lost_after_a_failed_commit_are_named_lost() {
         assert!(*i >= 10 * BATCH && lost[0].from_ts_ns <= ts && ts <= lost[0].to_ts_ns, "trade {i} missing outside the named span");
     }
 }
+
+/// A recorder restarted on a nearly full disk opens its log again: reopening the active segment
+/// reserves what its records already hold when the disk cannot give a whole chunk more (before,
+/// the reopen failed with "no space left" and the recorder could not start again).
+#[test]
+fn a_reopen_on_a_nearly_full_disk_keeps_the_log_and_starts() {
+    let _scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = LogWriter::open(dir.path(), cfg()).unwrap();
+    for b in 0..7 {
+        let trades = batch(b);
+        w.append_trades(trades.iter().map(Trade::as_ref)).unwrap();
+    }
+    drop(w); // killed: the segment is left active
+    // The disk has no room for another chunk: the first reservation of the reopen is refused.
+    fail::cfg(fault::FALLOCATE, "1*return(ENOSPC)").unwrap();
+    let mut w = LogWriter::open(dir.path(), cfg()).expect("the log reopens on a nearly full disk");
+    fail::remove(fault::FALLOCATE);
+    let trades = batch(7);
+    w.append_trades(trades.iter().map(Trade::as_ref)).unwrap();
+    w.seal_active().unwrap();
+    drop(w);
+    let stored = stored_ids(dir.path());
+    check_reader_and_verify_agree(dir.path(), &stored);
+    assert_eq!(stored, (0..8 * BATCH).collect::<Vec<_>>(), "every trade once, in order");
+}

@@ -210,7 +210,7 @@ mod tests {
             ("[venue]", |p| p[1] = 13),
             ("[side]", |p| p[2] = 3),
             ("[size]", |p| p[6] += 1),
-            ("[flags]", |p| p[5] = 1),
+            ("[flags]", |p| p[5] = 4), // 0x400: past the last flag (0x200)
             ("[symbol]", |p| p[33] = 0xff),
             ("[price]", |p| {
                 let at = 33 + p[3] as usize;

@@ -1105,8 +1105,10 @@ fn recover_active(dir: &Path, path: &Path, seq: u64, cfg: &LogConfig, report: &m
     fault::point(fault::FTRUNCATE)
         .and_then(|_| map.file.set_len(valid_end as u64))
         .map_err(|e| Error::io(format!("truncating {}", path.display()), e))?;
-    let allocated = (valid_end as u64).next_multiple_of(cfg.prealloc_chunk).min(map_len as u64).max(valid_end as u64);
-    segment::allocate(&map.file, allocated, path)?;
+    // A reopen on a nearly full disk keeps what the file already holds and reserves more later,
+    // as appends do (the hold takes over when even that fails): the recorder always starts again.
+    let wanted = (valid_end as u64).next_multiple_of(cfg.prealloc_chunk).min(map_len as u64).max(valid_end as u64);
+    let allocated = allocate_or_less(&map, wanted, valid_end as u64)?;
     map.publish_end(valid_end as u64);
     map.sync_range(0, HEADER_LEN).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
     fault::point(fault::FSYNC).and_then(|_| map.file.sync_all()).map_err(|e| Error::io(format!("syncing {}", path.display()), e))?;
