@@ -6,18 +6,31 @@ use std::path::PathBuf;
 #[derive(Debug)]
 pub enum Error {
     /// Another process holds the data directory for writing.
-    Locked { dir: PathBuf, holder: String },
+    Locked {
+        dir: PathBuf,
+        holder: String,
+    },
     /// The disk (or the process's file-size limit) has no room for the batch.
-    DiskFull { path: PathBuf, needed: u64, source: std::io::Error },
+    DiskFull {
+        path: PathBuf,
+        needed: u64,
+        source: std::io::Error,
+    },
     /// A value handed to the store is not valid (bad decimal, unknown venue, field too long...).
     InvalidInput(String),
     /// A trade of a batch is not valid; the batch was not written.
     InvalidTrade(String),
     /// A file in the data directory is not a PumpWatch file or has a version we cannot read.
-    Format { path: PathBuf, detail: String },
+    Format {
+        path: PathBuf,
+        detail: String,
+    },
     /// The store was closed.
     Closed,
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

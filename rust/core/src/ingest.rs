@@ -6,7 +6,6 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::BuildHasherDefault;
 
-
 use crate::log::LogWriter;
 use crate::parse::{self, ParseContext, ParsedFrame};
 use crate::record::{frame_into, Marker, MarkerKind, Quarantined, TradeRef};
@@ -18,7 +17,12 @@ use crate::Result;
 pub fn has_id_sequence(v: Venue) -> bool {
     matches!(
         v,
-        Venue::BinanceSpot | Venue::BinanceUsdm | Venue::OkxSpot | Venue::OkxSwap | Venue::GateSpot | Venue::GateFutures
+        Venue::BinanceSpot
+            | Venue::BinanceUsdm
+            | Venue::OkxSpot
+            | Venue::OkxSwap
+            | Venue::GateSpot
+            | Venue::GateFutures
     )
 }
 
@@ -108,7 +112,15 @@ struct SymbolState {
 
 impl SymbolState {
     fn new(venue: Venue, name: &[u8]) -> SymbolState {
-        SymbolState { venue, name: name.into(), last_id: None, last_ts_ns: 0, open_gaps: Vec::new(), recent: None, saved_in_batch: 0 }
+        SymbolState {
+            venue,
+            name: name.into(),
+            last_id: None,
+            last_ts_ns: 0,
+            open_gaps: Vec::new(),
+            recent: None,
+            saved_in_batch: 0,
+        }
     }
 }
 
@@ -209,7 +221,11 @@ struct Symbols {
 
 impl Symbols {
     fn new() -> Symbols {
-        Symbols { index: (0..=crate::venue::ALL.len()).map(|_| HashMap::default()).collect(), states: Vec::new(), last: None }
+        Symbols {
+            index: (0..=crate::venue::ALL.len()).map(|_| HashMap::default()).collect(),
+            states: Vec::new(),
+            last: None,
+        }
     }
 
     /// The index of a symbol's state, created on its first trade.
@@ -320,7 +336,12 @@ impl Ingestor {
         };
         if st.saved_in_batch != self.batch {
             st.saved_in_batch = self.batch;
-            self.undo.push(Undo::Sequence { symbol: idx, last_id: st.last_id, last_ts_ns: st.last_ts_ns, open_gaps: st.open_gaps.clone() });
+            self.undo.push(Undo::Sequence {
+                symbol: idx,
+                last_id: st.last_id,
+                last_ts_ns: st.last_ts_ns,
+                open_gaps: st.open_gaps.clone(),
+            });
         }
         let symbol = || String::from_utf8_lossy(t.symbol).into_owned();
         match st.last_id {
@@ -425,19 +446,33 @@ impl Ingestor {
     /// Parses one frame and encodes what it holds into `buf`: its new trades, the markers of
     /// gaps it reveals or closes, or the raw frame as a quarantined record when it does not parse.
     /// Returns how many trades it staged.
-    fn stage_frame(&mut self, venue: Venue, frame: &[u8], recv_ns: i64, buf: &mut Vec<u8>, events: &mut Vec<IngestEvent>) -> usize {
+    fn stage_frame(
+        &mut self,
+        venue: Venue,
+        frame: &[u8],
+        recv_ns: i64,
+        buf: &mut Vec<u8>,
+        events: &mut Vec<IngestEvent>,
+    ) -> usize {
         self.stats.frames += 1;
         let mut parsed = std::mem::take(&mut self.frame);
         let mut stored = 0;
         // The parsers only emit what the log accepts; this guards the format all the same, and
         // before any trade of the frame is judged, so a frame refused here leaves no trace in
         // the dedupe state and is kept whole in quarantine.
-        let outcome = parse::parse_frame(venue, frame, &self.ctx, &mut parsed).map_err(|e| e.to_string()).and_then(|()| {
-            match (0..parsed.trades.len()).map(|i| parsed.trade(i, venue, recv_ns)).find(|t| !t.is_storable()) {
-                Some(bad) => Err(format!("{}: a parsed trade cannot be stored: {}", venue.id(), bad.check().err().map_or_else(String::new, |e| e.to_string()))),
+        let outcome =
+            parse::parse_frame(venue, frame, &self.ctx, &mut parsed).map_err(|e| e.to_string()).and_then(|()| match (0
+                ..parsed.trades.len())
+                .map(|i| parsed.trade(i, venue, recv_ns))
+                .find(|t| !t.is_storable())
+            {
+                Some(bad) => Err(format!(
+                    "{}: a parsed trade cannot be stored: {}",
+                    venue.id(),
+                    bad.check().err().map_or_else(String::new, |e| e.to_string())
+                )),
                 None => Ok(()),
-            }
-        });
+            });
         match outcome {
             Err(reason) => {
                 let q = Quarantined::new(Some(venue), recv_ns, &reason, frame);
@@ -528,7 +563,14 @@ impl Ingestor {
 
     /// Parses and stores one frame. Never fails on the frame's content: a frame that does not
     /// parse is stored raw (quarantined) and reported. Errors are the log's (disk full...).
-    pub fn ingest_frame(&mut self, log: &mut LogWriter, venue: Venue, frame: &[u8], recv_ns: i64, events: &mut Vec<IngestEvent>) -> Result<usize> {
+    pub fn ingest_frame(
+        &mut self,
+        log: &mut LogWriter,
+        venue: Venue,
+        frame: &[u8],
+        recv_ns: i64,
+        events: &mut Vec<IngestEvent>,
+    ) -> Result<usize> {
         self.ingest_frames(log, venue, std::iter::once((frame, recv_ns)), events)
     }
 
@@ -658,7 +700,13 @@ mod tests {
         .into_bytes()
     }
 
-    fn ingest(ing: &mut Ingestor, w: &mut LogWriter, venue: Venue, frames: &[Vec<u8>], events: &mut Vec<IngestEvent>) -> Result<usize> {
+    fn ingest(
+        ing: &mut Ingestor,
+        w: &mut LogWriter,
+        venue: Venue,
+        frames: &[Vec<u8>],
+        events: &mut Vec<IngestEvent>,
+    ) -> Result<usize> {
         ing.ingest_frames(w, venue, frames.iter().map(|f| (f.as_slice(), 7)), events)
     }
 
@@ -673,7 +721,8 @@ mod tests {
         let first: Vec<_> = (1..=100).map(|i| binance("BTCUSDT", i)).collect();
         assert_eq!(ingest(&mut ing, &mut w, Venue::BinanceSpot, &first, &mut ev).unwrap(), 100);
         // Two symbols in the batch, one with a hole at 150.
-        let second: Vec<_> = (101..=200).filter(|&i| i != 150).flat_map(|i| [binance("BTCUSDT", i), binance("ETHUSDT", i)]).collect();
+        let second: Vec<_> =
+            (101..=200).filter(|&i| i != 150).flat_map(|i| [binance("BTCUSDT", i), binance("ETHUSDT", i)]).collect();
         let bybit: Vec<_> = venue_frames(Venue::BybitSpot, 50, 1);
         w.record_sync_error(std::io::Error::other("test: the disk failed"));
         assert!(ingest(&mut ing, &mut w, Venue::BinanceSpot, &second, &mut ev).is_err());
@@ -713,7 +762,11 @@ mod tests {
                     .flat_map(|i| {
                         let id = round * 40 + i;
                         // Each symbol skips a different id, once.
-                        names.iter().enumerate().filter(move |(k, _)| id != 10 + *k as u64 + 30 * (venue == Venue::BinanceUsdm) as u64).map(move |(_, s)| binance(s, id))
+                        names
+                            .iter()
+                            .enumerate()
+                            .filter(move |(k, _)| id != 10 + *k as u64 + 30 * (venue == Venue::BinanceUsdm) as u64)
+                            .map(move |(_, s)| binance(s, id))
                     })
                     .collect();
                 ingest(&mut ing, &mut w, venue, &frames, &mut ev).unwrap();
@@ -789,7 +842,16 @@ mod tests {
                 let t = std::time::Instant::now();
                 let mut stored = 0;
                 for chunk in frames.chunks(10_000) {
-                    stored += log.with(|w| ing.ingest_frames(w, venue, chunk.iter().map(|f| (f.as_slice(), 1_790_000_000_500_000_000)), &mut events)).unwrap();
+                    stored += log
+                        .with(|w| {
+                            ing.ingest_frames(
+                                w,
+                                venue,
+                                chunk.iter().map(|f| (f.as_slice(), 1_790_000_000_500_000_000)),
+                                &mut events,
+                            )
+                        })
+                        .unwrap();
                 }
                 best = best.min(t.elapsed().as_secs_f64());
                 if !from_files {
@@ -797,7 +859,12 @@ mod tests {
                     assert!(events.is_empty(), "{}: {:?}", venue.id(), events.first());
                 }
             }
-            println!("ingest throughput {:>14}: {:.0} ns/frame, {:.2} M frames/s (best of {repeat})", venue.id(), best * 1e9 / n as f64, n as f64 / best / 1e6);
+            println!(
+                "ingest throughput {:>14}: {:.0} ns/frame, {:.2} M frames/s (best of {repeat})",
+                venue.id(),
+                best * 1e9 / n as f64,
+                n as f64 / best / 1e6
+            );
         }
     }
 }

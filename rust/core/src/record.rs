@@ -251,10 +251,7 @@ pub(crate) fn check_text(field: &str, s: &[u8], required: bool) -> Result<()> {
         return Err(Error::InvalidInput(format!("{field} is empty")));
     }
     if s.len() > u8::MAX as usize {
-        return Err(Error::InvalidInput(format!(
-            "{field} is {} bytes long; at most 255 are stored",
-            s.len()
-        )));
+        return Err(Error::InvalidInput(format!("{field} is {} bytes long; at most 255 are stored", s.len())));
     }
     if std::str::from_utf8(s).is_err() {
         return Err(Error::InvalidInput(format!("{field} is not valid UTF-8")));
@@ -385,7 +382,8 @@ impl Quarantined {
     }
 
     pub fn check(&self) -> Result<()> {
-        if self.reason.len() > u16::MAX as usize || QUARANTINE_FIXED + self.reason.len() + self.raw.len() > MAX_PAYLOAD {
+        if self.reason.len() > u16::MAX as usize || QUARANTINE_FIXED + self.reason.len() + self.raw.len() > MAX_PAYLOAD
+        {
             return Err(Error::InvalidInput(format!(
                 "quarantined frame of {} bytes with a reason of {} bytes does not fit one record; build it with Quarantined::new",
                 self.raw.len(),
@@ -455,7 +453,8 @@ pub fn decode(p: &[u8]) -> std::result::Result<Record<'_>, &'static str> {
                 return Err("[size] marker record shorter than its fixed part");
             }
             let kind = MarkerKind::from_code(p[2]).ok_or("[marker-kind] unknown marker kind code")?;
-            let venue = if p[1] == 0 { None } else { Some(Venue::from_code(p[1]).ok_or("[venue] unknown venue code")?) };
+            let venue =
+                if p[1] == 0 { None } else { Some(Venue::from_code(p[1]).ok_or("[venue] unknown venue code")?) };
             let (ls, lf, lt) = (p[3] as usize, p[4] as usize, p[5] as usize);
             let ld = u16::from_le_bytes([p[6], p[7]]) as usize;
             if p.len() != MARKER_FIXED + ls + lf + lt + ld {
@@ -488,7 +487,8 @@ pub fn decode(p: &[u8]) -> std::result::Result<Record<'_>, &'static str> {
             if p.len() < QUARANTINE_FIXED {
                 return Err("[size] quarantine record shorter than its fixed part");
             }
-            let venue = if p[1] == 0 { None } else { Some(Venue::from_code(p[1]).ok_or("[venue] unknown venue code")?) };
+            let venue =
+                if p[1] == 0 { None } else { Some(Venue::from_code(p[1]).ok_or("[venue] unknown venue code")?) };
             let lr = u16::from_le_bytes([p[2], p[3]]) as usize;
             let lraw = u32::from_le_bytes([p[4], p[5], p[6], p[7]]) as usize;
             if p.len() != QUARANTINE_FIXED + lr + lraw {
@@ -660,8 +660,18 @@ mod tests {
     use super::*;
 
     fn sample() -> Trade {
-        Trade::new("binance-usdm", "BTCUSDT", "8121136411", "83680.00", "0.001", "sell", 1790370834848000000, 1790370834900000000, flags::RPI)
-            .unwrap()
+        Trade::new(
+            "binance-usdm",
+            "BTCUSDT",
+            "8121136411",
+            "83680.00",
+            "0.001",
+            "sell",
+            1790370834848000000,
+            1790370834900000000,
+            flags::RPI,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -737,6 +747,7 @@ mod tests {
         assert!(Trade::new("binance-spot", "BTCUSDT", "1", "1", "1", "taker", 0, 0, 0).is_err());
         assert!(Trade::new("nasdaq", "BTCUSDT", "1", "1", "1", "buy", 0, 0, 0).is_err());
         assert!(Trade::new("binance-spot", "", "1", "1", "1", "buy", 0, 0, 0).is_err());
-        assert!(Trade::new("binance-spot", "X", "1", "1", "1", "buy", 0, 0, 0x400).is_err()); // 0x100 AGGREGATED and 0x200 UNKNOWN_TYPE are flags
+        assert!(Trade::new("binance-spot", "X", "1", "1", "1", "buy", 0, 0, 0x400).is_err());
+        // 0x100 AGGREGATED and 0x200 UNKNOWN_TYPE are flags
     }
 }

@@ -421,7 +421,7 @@ mod tests {
                 for l in &lens {
                     let id = u64::from_le_bytes(out[at..at + 8].try_into().unwrap());
                     assert_eq!(&out[at..at + l], &payload(id, *l)[..], "torn entry {id}");
-                    assert!(last.map_or(true, |p| id > p));
+                    assert!(last.is_none_or(|p| id > p));
                     last = Some(id);
                     seen += 1;
                     at += l;
@@ -443,7 +443,9 @@ mod tests {
         let (mut w, shared) = ring(1 << 16);
         let mut r = RingReader::new(shared, false);
         let mut buf = Vec::new();
-        for (i, (sym, f)) in [("BTCUSDT", 0), ("ETHUSDT", 0), ("BTCUSDT", flags::BACKFILL), ("BTCUSDT", 0)].iter().enumerate() {
+        for (i, (sym, f)) in
+            [("BTCUSDT", 0), ("ETHUSDT", 0), ("BTCUSDT", flags::BACKFILL), ("BTCUSDT", 0)].iter().enumerate()
+        {
             let t = Trade {
                 venue: Venue::BinanceSpot,
                 symbol: sym.to_string(),

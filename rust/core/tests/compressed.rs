@@ -29,7 +29,8 @@ fn trade(i: u64) -> Trade {
     let qty = ["0.001", "1", "0.2500"][(i % 3) as usize];
     // Exchange times mostly rising with a few backfilled ones, as from twelve venues.
     let ts = T0 + (i as i64) * MS - if i % 97 == 0 { 400 * MS } else { 0 };
-    Trade::new(venue.id(), symbol, &id, &price, qty, if i % 2 == 0 { "buy" } else { "sell" }, ts, ts + 2 * MS, 0).expect("valid trade")
+    Trade::new(venue.id(), symbol, &id, &price, qty, if i % 2 == 0 { "buy" } else { "sell" }, ts, ts + 2 * MS, 0)
+        .expect("valid trade")
 }
 
 fn cfg(level: i32) -> LogConfig {
@@ -96,7 +97,17 @@ fn everything(views: &[SegmentView]) -> (Vec<String>, Vec<String>, usize) {
     let trades = (0..c.len)
         .map(|k| {
             let s = |col: &reader::StrColumn| String::from_utf8_lossy(col.get(k)).into_owned();
-            format!("{} {} {} {} {} {} {} {}", s(&c.venue), s(&c.symbol), s(&c.trade_id), s(&c.price), s(&c.qty), s(&c.side), c.ts_ns[k], c.recv_ns[k])
+            format!(
+                "{} {} {} {} {} {} {} {}",
+                s(&c.venue),
+                s(&c.symbol),
+                s(&c.trade_id),
+                s(&c.price),
+                s(&c.qty),
+                s(&c.side),
+                c.ts_ns[k],
+                c.recv_ns[k]
+            )
         })
         .collect();
     let markers = reader::query_markers(views, &reader::MarkerQuery { start_ns: i64::MIN, end_ns: i64::MAX })
@@ -173,7 +184,12 @@ fn compressed_segments_read_exactly_like_plain_ones() {
     // offsets, and it stops when asked.
     for (z, p) in zv.iter().zip(&pv) {
         let mut all: Vec<(usize, Vec<u8>)> = Vec::new();
-        assert!(p.records_from(0, |off, rec| { all.push((off, rec.to_vec())); true }).is_empty());
+        assert!(p
+            .records_from(0, |off, rec| {
+                all.push((off, rec.to_vec()));
+                true
+            })
+            .is_empty());
         for from in [0, all.len() / 3, all.len().saturating_sub(1)] {
             let from_off = all.get(from).map_or(0, |r| r.0);
             let mut got: Vec<(usize, Vec<u8>)> = Vec::new();
@@ -189,7 +205,10 @@ fn compressed_segments_read_exactly_like_plain_ones() {
     let zs = reader::verify(zdir.path()).unwrap();
     let ps = reader::verify(pdir.path()).unwrap();
     assert!(zs.ok(), "{zs:?}");
-    assert_eq!((zs.segments, zs.records, zs.trades, zs.markers, zs.quarantined), (ps.segments, ps.records, ps.trades, ps.markers, ps.quarantined));
+    assert_eq!(
+        (zs.segments, zs.records, zs.trades, zs.markers, zs.quarantined),
+        (ps.segments, ps.records, ps.trades, ps.markers, ps.quarantined)
+    );
 }
 
 #[test]
@@ -234,8 +253,11 @@ fn a_reader_keeps_reading_across_a_compression() {
     assert_eq!(before.0.len(), 12_000);
 }
 
+/// A sealed segment before compression: its sequence number, its bytes, its index bytes.
+type SegmentCopies = (u64, Vec<u8>, Vec<u8>);
+
 /// A log whose sealed segments are compressed, plus a plain copy of each (as before compressing).
-fn compressed_with_plain_copies(n: u64) -> (tempfile::TempDir, Vec<(u64, Vec<u8>, Vec<u8>)>) {
+fn compressed_with_plain_copies(n: u64) -> (tempfile::TempDir, Vec<SegmentCopies>) {
     let dir = tempfile::tempdir().unwrap();
     // 1 MiB segments: 16 blocks, so 16 frames each.
     let mut w = LogWriter::open(dir.path(), cfg_sized(0, 1 << 20)).unwrap();
@@ -298,7 +320,10 @@ fn a_crash_at_any_step_of_a_compression_keeps_one_readable_copy() {
     let notes = w.recovery.compression.join("\n");
     assert!(notes.contains("unfinished compression removed"), "{notes}");
     assert!(notes.contains(&format!("{}: compression finished", segment::segment_file_name(s2))), "{notes}");
-    assert!(notes.contains(&format!("{}: incomplete compressed copy removed", compress::compressed_file_name(s3))), "{notes}");
+    assert!(
+        notes.contains(&format!("{}: incomplete compressed copy removed", compress::compressed_file_name(s3))),
+        "{notes}"
+    );
     wait_compressed(&w);
     drop(w);
     // Everything compressed again, nothing lost, no leftovers.
@@ -335,7 +360,10 @@ fn a_damaged_frame_is_reported_and_skipped_without_losing_other_frames() {
     assert!(!v.ok());
     assert_eq!(v.damaged.len(), 1, "{v:?}");
     let d = &v.damaged[0];
-    assert_eq!((d.segment.as_str(), d.offset, d.length), (compress::compressed_file_name(seq).as_str(), start, end - start));
+    assert_eq!(
+        (d.segment.as_str(), d.offset, d.length),
+        (compress::compressed_file_name(seq).as_str(), start, end - start)
+    );
     assert!(d.reason.contains("CRC"), "{}", d.reason);
     assert_eq!(v.trades, n - lost as u64, "only the damaged frame's trades are missing");
     assert_eq!(count_trades(dir.path()), (n - lost as u64) as usize);

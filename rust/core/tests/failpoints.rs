@@ -27,7 +27,8 @@ const FAULT_TO: u64 = 130;
 /// Trade `i` of one symbol: id `i`, one per millisecond.
 fn trade(i: u64) -> Trade {
     let ts = T0 + i as i64 * MS;
-    Trade::new("binance-spot", "BTCUSDT", &i.to_string(), "83680.01", "0.00120", "buy", ts, ts + 5 * MS, 0).expect("valid trade")
+    Trade::new("binance-spot", "BTCUSDT", &i.to_string(), "83680.01", "0.00120", "buy", ts, ts + 5 * MS, 0)
+        .expect("valid trade")
 }
 
 fn batch(b: u64) -> Vec<Trade> {
@@ -102,7 +103,10 @@ fn each_point_failing_loses_nothing_it_did_not_report() {
                     Ok(_) => accepted.extend(b * BATCH..(b + 1) * BATCH),
                     Err(e) => {
                         let msg = e.to_string();
-                        assert!(msg.contains(dir.path().to_str().unwrap()) || msg.contains("log"), "{point}: error names the path: {msg}");
+                        assert!(
+                            msg.contains(dir.path().to_str().unwrap()) || msg.contains("log"),
+                            "{point}: error names the path: {msg}"
+                        );
                         refused.push(b);
                     }
                 }
@@ -118,7 +122,8 @@ fn each_point_failing_loses_nothing_it_did_not_report() {
             let kept = ids.intersection(&stored_set).count();
             assert!(kept == 0 || kept == ids.len(), "{point}: batch {b} is stored whole or not at all ({kept} kept)");
         }
-        let extra: Vec<u64> = stored_set.difference(&accepted).copied().filter(|i| !refused.contains(&(i / BATCH))).collect();
+        let extra: Vec<u64> =
+            stored_set.difference(&accepted).copied().filter(|i| !refused.contains(&(i / BATCH))).collect();
         assert!(extra.is_empty(), "{point}: nothing stored that was not appended");
         drop(scenario);
     }
@@ -144,7 +149,8 @@ fn each_point_failing_under_a_hold_stores_everything() {
                     fail::remove(*point);
                 }
                 let trades = batch(b);
-                w.append_trades(trades.iter().map(Trade::as_ref)).unwrap_or_else(|e| panic!("{point}: append under a hold: {e}"));
+                w.append_trades(trades.iter().map(Trade::as_ref))
+                    .unwrap_or_else(|e| panic!("{point}: append under a hold: {e}"));
                 let d = w.disk_state();
                 triggered |= d.episodes + d.commit_failures > 0 || d.index_behind;
             }
@@ -157,7 +163,11 @@ fn each_point_failing_under_a_hold_stores_everything() {
             }
             w.seal_active().unwrap_or_else(|e| panic!("{point}: closing after the fault cleared: {e}"));
             let d = w.disk_state();
-            assert_eq!((d.full_since_ns, d.error_since_ns, d.held_records, d.unsynced_bytes, d.index_behind), (0, 0, 0, 0, false), "{point}: {d:?}");
+            assert_eq!(
+                (d.full_since_ns, d.error_since_ns, d.held_records, d.unsynced_bytes, d.index_behind),
+                (0, 0, 0, 0, false),
+                "{point}: {d:?}"
+            );
         }
         let stored = stored_ids(dir.path());
         check_reader_and_verify_agree(dir.path(), &stored);
@@ -245,7 +255,9 @@ fn a_failed_background_commit_is_written_again() {
         d = log.with(|w| Ok(w.disk_state())).unwrap();
     }
     assert!(d.commit_failures > 0 && d.error_since_ns != 0 && d.reason.contains("Input/output error"), "{d:?}");
-    assert!(d.unsynced_bytes > 0 || log.with(|w| Ok(w.disk_state().unsynced_bytes)).unwrap() > 0 || d.commit_failures > 0);
+    assert!(
+        d.unsynced_bytes > 0 || log.with(|w| Ok(w.disk_state().unsynced_bytes)).unwrap() > 0 || d.commit_failures > 0
+    );
     fail::remove(fault::MSYNC);
     // Writing the records again fails once too: still named, still retried.
     fail::cfg(fault::REWRITE, "1*return(EIO)").unwrap();
@@ -390,7 +402,10 @@ fn records_the_page_cache_lost_after_a_failed_commit_are_named_lost() {
     assert!(!missing.is_empty());
     for i in &missing {
         let ts = trade(*i).ts_ns;
-        assert!(*i >= 10 * BATCH && lost[0].from_ts_ns <= ts && ts <= lost[0].to_ts_ns, "trade {i} missing outside the named span");
+        assert!(
+            *i >= 10 * BATCH && lost[0].from_ts_ns <= ts && ts <= lost[0].to_ts_ns,
+            "trade {i} missing outside the named span"
+        );
     }
 }
 
@@ -407,7 +422,7 @@ fn a_reopen_on_a_nearly_full_disk_keeps_the_log_and_starts() {
         w.append_trades(trades.iter().map(Trade::as_ref)).unwrap();
     }
     drop(w); // killed: the segment is left active
-    // The disk has no room for another chunk: the first reservation of the reopen is refused.
+             // The disk has no room for another chunk: the first reservation of the reopen is refused.
     fail::cfg(fault::FALLOCATE, "1*return(ENOSPC)").unwrap();
     let mut w = LogWriter::open(dir.path(), cfg()).expect("the log reopens on a nearly full disk");
     fail::remove(fault::FALLOCATE);

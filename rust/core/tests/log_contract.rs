@@ -16,8 +16,18 @@ const T0: i64 = 1_790_370_834_848_000_000;
 
 fn trade(i: u64) -> Trade {
     let id = if i.is_multiple_of(3) { format!("a519448f-{i:08x}") } else { (8_121_136_411 + i).to_string() };
-    Trade::new("okx-swap", "BTC-USDT-SWAP", &id, "83680.00", "0.001", if i.is_multiple_of(2) { "buy" } else { "sell" }, T0 + i as i64, T0 + i as i64 + 9, 0)
-        .expect("valid trade")
+    Trade::new(
+        "okx-swap",
+        "BTC-USDT-SWAP",
+        &id,
+        "83680.00",
+        "0.001",
+        if i.is_multiple_of(2) { "buy" } else { "sell" },
+        T0 + i as i64,
+        T0 + i as i64 + 9,
+        0,
+    )
+    .expect("valid trade")
 }
 
 fn cfg() -> LogConfig {
@@ -74,7 +84,10 @@ fn the_writer_seals_the_end_count_and_crc_chain() {
     let bytes = fs::read(&path).unwrap();
     let fr = frames(&bytes);
     let chain = fr.iter().fold(0, |c, (_, f)| segment::chain_frame(c, f));
-    assert_eq!(segment::check_seal(&bytes), SealCheck::Ok(Seal { published_end: bytes.len() as u64, records: 500, crc_chain: chain }));
+    assert_eq!(
+        segment::check_seal(&bytes),
+        SealCheck::Ok(Seal { published_end: bytes.len() as u64, records: 500, crc_chain: chain })
+    );
     assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), segment::FORMAT_VERSION);
     let v = reader::verify(dir.path()).unwrap();
     assert!(v.ok(), "{v:?}");
@@ -130,7 +143,10 @@ fn a_record_replaced_under_a_good_crc_breaks_the_chain() {
     bytes[off + FRAME_HEADER..off + frame.len()].copy_from_slice(&payload);
     fs::write(&path, &bytes).unwrap();
     let v = reader::verify(dir.path()).unwrap();
-    assert_eq!(findings(&v), vec![(HEADER_LEN as u64, bytes.len() as u64 - HEADER_LEN as u64, "[seal-totals]".to_owned())]);
+    assert_eq!(
+        findings(&v),
+        vec![(HEADER_LEN as u64, bytes.len() as u64 - HEADER_LEN as u64, "[seal-totals]".to_owned())]
+    );
     assert_eq!(v.trades, 200);
 }
 

@@ -138,7 +138,14 @@ fn everything() -> TradeQuery {
 }
 
 fn columns_to_trades(c: &TradeColumns) -> Vec<Trade> {
-    for (name, col) in [("venue", &c.venue), ("symbol", &c.symbol), ("trade_id", &c.trade_id), ("price", &c.price), ("qty", &c.qty), ("side", &c.side)] {
+    for (name, col) in [
+        ("venue", &c.venue),
+        ("symbol", &c.symbol),
+        ("trade_id", &c.trade_id),
+        ("price", &c.price),
+        ("qty", &c.qty),
+        ("side", &c.side),
+    ] {
         assert_eq!(col.offsets.len(), c.len + 1, "{name} column has one offset per row plus one");
     }
     assert_eq!((c.ts_ns.len(), c.recv_ns.len(), c.flags.len()), (c.len, c.len, c.len));
@@ -191,7 +198,13 @@ fn expected(appended: &[Trade], q: &TradeQuery) -> Vec<Trade> {
 #[track_caller]
 fn assert_same(got: &[Trade], want: &[Trade], what: &str) {
     if let Some(i) = got.iter().zip(want).position(|(g, w)| g != w) {
-        panic!("{what}: first difference at row {i} of {}/{}:\n got  {:?}\n want {:?}", got.len(), want.len(), got[i], want[i]);
+        panic!(
+            "{what}: first difference at row {i} of {}/{}:\n got  {:?}\n want {:?}",
+            got.len(),
+            want.len(),
+            got[i],
+            want[i]
+        );
     }
     assert_eq!(got.len(), want.len(), "{what}: same rows, but {} returned and {} expected", got.len(), want.len());
 }
@@ -367,7 +380,8 @@ fn round_trip_window_bounds_filters_and_order() {
         .iter()
         .enumerate()
         .map(|(k, (id, price, qty))| {
-            Trade::new("binance-usdm", "BTCUSDT", id, price, qty, "sell", T0 + 123 * MS, T0, flags::RPI).unwrap_or_else(|e| panic!("edge {k}: {e}"))
+            Trade::new("binance-usdm", "BTCUSDT", id, price, qty, "sell", T0 + 123 * MS, T0, flags::RPI)
+                .unwrap_or_else(|e| panic!("edge {k}: {e}"))
         })
         .collect();
     append(&mut w, &batch);
@@ -376,7 +390,8 @@ fn round_trip_window_bounds_filters_and_order() {
     // Exact round trip of every field, in time order with ties in append order.
     let all = collect(&mut w);
     assert_same(&all, &expected(&appended, &everything()), "everything");
-    let mut got_edges = all.iter().filter(|t| t.ts_ns == T0 + 123 * MS && t.venue == Venue::BinanceUsdm && t.recv_ns == T0);
+    let mut got_edges =
+        all.iter().filter(|t| t.ts_ns == T0 + 123 * MS && t.venue == Venue::BinanceUsdm && t.recv_ns == T0);
     for (id, price, qty) in edges {
         let t = got_edges.next().expect("edge row");
         assert_eq!((t.trade_id.as_str(), t.price.as_str(), t.qty.as_str()), (id, price, qty));
@@ -411,14 +426,24 @@ fn round_trip_window_bounds_filters_and_order() {
     // Venue mask and symbol filters, alone and together.
     let venues = Some(TradeQuery::venue_mask(&[Venue::BinanceUsdm, Venue::OkxSwap, Venue::PhemexPerp]));
     let by_venue = check(&TradeQuery { venues, ..TradeQuery::window(i64::MIN, i64::MAX) }, "venue mask");
-    assert!(!by_venue.is_empty() && by_venue.iter().all(|t| [Venue::BinanceUsdm, Venue::OkxSwap, Venue::PhemexPerp].contains(&t.venue)));
+    assert!(
+        !by_venue.is_empty()
+            && by_venue.iter().all(|t| [Venue::BinanceUsdm, Venue::OkxSwap, Venue::PhemexPerp].contains(&t.venue))
+    );
     let symbols = Some(vec![b"BTCUSDT".to_vec(), b"sBTCUSDT".to_vec()]);
-    let by_symbol = check(&TradeQuery { symbols: symbols.clone(), ..TradeQuery::window(i64::MIN, i64::MAX) }, "symbols");
+    let by_symbol =
+        check(&TradeQuery { symbols: symbols.clone(), ..TradeQuery::window(i64::MIN, i64::MAX) }, "symbols");
     assert!(!by_symbol.is_empty() && by_symbol.iter().all(|t| t.symbol == "BTCUSDT" || t.symbol == "sBTCUSDT"));
-    let both = check(&TradeQuery { venues, symbols, include_non_trades: true, ..TradeQuery::window(a, b) }, "venue + symbol + window");
+    let both = check(
+        &TradeQuery { venues, symbols, include_non_trades: true, ..TradeQuery::window(a, b) },
+        "venue + symbol + window",
+    );
     assert!(!both.is_empty());
     check(&TradeQuery { venues: Some(0), ..TradeQuery::window(i64::MIN, i64::MAX) }, "empty venue mask");
-    check(&TradeQuery { symbols: Some(vec![b"NOPE".to_vec()]), ..TradeQuery::window(i64::MIN, i64::MAX) }, "unknown symbol");
+    check(
+        &TradeQuery { symbols: Some(vec![b"NOPE".to_vec()]), ..TradeQuery::window(i64::MIN, i64::MAX) },
+        "unknown symbol",
+    );
 
     // A bad row rejects its whole batch, names the row, and writes nothing.
     let before = w.active_segment();
@@ -428,7 +453,10 @@ fn round_trip_window_bounds_filters_and_order() {
     match w.append_trades([good.as_ref(), bad]) {
         Err(e @ Error::InvalidTrade(_)) => {
             let msg = e.to_string();
-            assert!(msg.contains("row 1 of the batch") && msg.contains("1e-7"), "the message names the row and value: {msg}");
+            assert!(
+                msg.contains("row 1 of the batch") && msg.contains("1e-7"),
+                "the message names the row and value: {msg}"
+            );
         }
         other => panic!("a batch with a bad price was not rejected as InvalidTrade: {other:?}"),
     }
@@ -491,14 +519,23 @@ fn index_queries_match_brute_force_for_random_windows() {
     let frames = active_frames(&last.1);
     on_disk += frames.len();
     assert_eq!(on_disk, appended.len());
-    let finished: Vec<IndexEntry> = reference_index(&frames).into_iter().filter(|e| e.end - e.start >= BLOCK_BYTES).collect();
-    assert_eq!(index::read_index(&segment::index_path(&last.1), u64::MAX), finished, "active index holds its finished blocks");
+    let finished: Vec<IndexEntry> =
+        reference_index(&frames).into_iter().filter(|e| e.end - e.start >= BLOCK_BYTES).collect();
+    assert_eq!(
+        index::read_index(&segment::index_path(&last.1), u64::MAX),
+        finished,
+        "active index holds its finished blocks"
+    );
 
     let t_max = T0 + n as i64 * MS + 5 * MS;
     let windows: Vec<(i64, i64)> = (0..120)
         .map(|k| {
             // Start on an existing time half of the time, so the inclusive bound matters.
-            let start = if k % 2 == 0 { appended[rng.below(n) as usize].ts_ns } else { T0 - 40_000 * MS + rng.below((t_max - T0 + 40_000 * MS) as u64) as i64 };
+            let start = if k % 2 == 0 {
+                appended[rng.below(n) as usize].ts_ns
+            } else {
+                T0 - 40_000 * MS + rng.below((t_max - T0 + 40_000 * MS) as u64) as i64
+            };
             let width = [1, MS, 37 * MS, 400 * MS, 3_000 * MS, 20_000 * MS][rng.below(6) as usize];
             let end = if k % 3 == 0 { appended[rng.below(n) as usize].ts_ns.max(start) } else { start + width };
             (start, end)
@@ -527,7 +564,9 @@ fn index_queries_match_brute_force_for_random_windows() {
         blocks.extend(reference_index(&parse_frames(&bytes[..end])));
     }
     for e in &blocks {
-        for (a, b) in [(e.min_ts, e.min_ts + 1), (e.min_ts - 1, e.min_ts), (e.max_ts, e.max_ts + 1), (e.max_ts + 1, e.max_ts + 2)] {
+        for (a, b) in
+            [(e.min_ts, e.min_ts + 1), (e.min_ts - 1, e.min_ts), (e.max_ts, e.max_ts + 1), (e.max_ts + 1, e.max_ts + 2)]
+        {
             let q = TradeQuery::window(a, b);
             let want = expected(&appended, &q);
             assert_same(&query(&wv, &q), &want, &format!("writer, edge window [{a}, {b})"));
@@ -585,7 +624,11 @@ fn rolls_by_size_seals_segments_and_reopen_continues() {
 
     let files = segment_files(dir.path());
     assert!(files.len() >= 8, "64 KiB segments rolled by size: {} segments", files.len());
-    assert_eq!(files.iter().map(|f| f.0).collect::<Vec<_>>(), (1..=files.len() as u64).collect::<Vec<_>>(), "sequence numbers 1, 2, ...");
+    assert_eq!(
+        files.iter().map(|f| f.0).collect::<Vec<_>>(),
+        (1..=files.len() as u64).collect::<Vec<_>>(),
+        "sequence numbers 1, 2, ..."
+    );
     let (last, sealed) = files.split_last().unwrap();
     let mut firsts = Vec::new(); // index (into `appended`) of each segment's first trade
     let mut count = 0;
@@ -620,7 +663,14 @@ fn rolls_by_size_seals_segments_and_reopen_continues() {
     assert_eq!(w.active_segment().0, last.0, "reopen continues in the last segment");
     assert_eq!(w.recovery.segments, files.len() as u64);
     assert_eq!(w.recovery.records_in_active, frames.len() as u64);
-    assert!(w.recovery.truncated.is_empty() && w.recovery.damaged.is_empty() && w.recovery.sealed.is_empty() && w.recovery.headers_repaired.is_empty(), "{:?}", w.recovery);
+    assert!(
+        w.recovery.truncated.is_empty()
+            && w.recovery.damaged.is_empty()
+            && w.recovery.sealed.is_empty()
+            && w.recovery.headers_repaired.is_empty(),
+        "{:?}",
+        w.recovery
+    );
     let more: Vec<Trade> = (6000..6005).map(|i| trade(i, T0 + 600 * MS)).collect();
     append(&mut w, &more);
     appended.extend(more);
@@ -713,7 +763,11 @@ fn reader_sees_every_batch_without_reopening_across_rolls() {
         segments_seen.insert(w.active_segment().0);
         assert_same(&collect_reader(&mut r), &expected(&appended, &everything()), &format!("reader after batch {b}"));
         let q = TradeQuery::window(T0 + 500 * MS, T0 + 900 * MS);
-        assert_same(&query(&r.views().unwrap(), &q), &expected(&appended, &q), &format!("reader window after batch {b}"));
+        assert_same(
+            &query(&r.views().unwrap(), &q),
+            &expected(&appended, &q),
+            &format!("reader window after batch {b}"),
+        );
     }
     assert!(segments_seen.len() >= 3, "the reader followed {} segments", segments_seen.len());
     assert!(reader::writer_running(dir.path()));
@@ -743,7 +797,10 @@ fn crashed_log(dir: &Path, config: &LogConfig, n: u64) -> (Vec<Trade>, PathBuf, 
 
 fn assert_clean(w: &LogWriter) {
     let r = &w.recovery;
-    assert!(r.truncated.is_empty() && r.damaged.is_empty() && r.sealed.is_empty() && r.headers_repaired.is_empty(), "clean reopen: {r:?}");
+    assert!(
+        r.truncated.is_empty() && r.damaged.is_empty() && r.sealed.is_empty() && r.headers_repaired.is_empty(),
+        "clean reopen: {r:?}"
+    );
 }
 
 #[test]
@@ -783,10 +840,15 @@ fn recovery_truncation_at_every_offset_of_the_last_three_records() {
         assert_eq!(torn_end.is_some(), cut != boundary, "cut {cut}");
         match torn_end {
             Some(end) => {
-                let got: Vec<(&str, u64, u64)> = w.recovery.truncated.iter().map(|d| (d.segment.as_str(), d.offset, d.length)).collect();
+                let got: Vec<(&str, u64, u64)> =
+                    w.recovery.truncated.iter().map(|d| (d.segment.as_str(), d.offset, d.length)).collect();
                 assert_eq!(got, vec![(name.to_str().unwrap(), boundary as u64, (end - boundary) as u64)], "cut {cut}");
                 assert_eq!(w.recovery.saved_to.len(), 1);
-                assert_eq!(fs::read(&w.recovery.saved_to[0]).unwrap(), &pristine[boundary..end], "cut {cut}: saved bytes");
+                assert_eq!(
+                    fs::read(&w.recovery.saved_to[0]).unwrap(),
+                    &pristine[boundary..end],
+                    "cut {cut}: saved bytes"
+                );
             }
             None => assert_eq!(w.recovery.truncated, vec![], "cut {cut}: nothing torn"),
         }
@@ -825,13 +887,19 @@ fn recovery_keeps_every_record_around_a_damaged_one() {
     // verify sees it before any writer touches the directory.
     let v = reader::verify(dir.path()).unwrap();
     assert!(!v.writer_running);
-    assert_eq!(v.damaged.iter().map(|d| (d.segment.as_str(), d.offset, d.length)).collect::<Vec<_>>(), vec![(name.as_str(), span.0, span.1)]);
+    assert_eq!(
+        v.damaged.iter().map(|d| (d.segment.as_str(), d.offset, d.length)).collect::<Vec<_>>(),
+        vec![(name.as_str(), span.0, span.1)]
+    );
     assert!(v.torn_tail.is_empty() && v.headers.is_empty(), "{v:?}");
     assert_eq!(v.trades, frames.len() as u64 - 1);
 
     // Recovery keeps the damaged bytes in place, names them, and keeps every other record.
     let mut w = open(dir.path(), config.clone());
-    assert_eq!(w.recovery.damaged.iter().map(|d| (d.segment.as_str(), d.offset, d.length)).collect::<Vec<_>>(), vec![(name.as_str(), span.0, span.1)]);
+    assert_eq!(
+        w.recovery.damaged.iter().map(|d| (d.segment.as_str(), d.offset, d.length)).collect::<Vec<_>>(),
+        vec![(name.as_str(), span.0, span.1)]
+    );
     assert_eq!(w.recovery.truncated, vec![]);
     assert_eq!(w.recovery.records_in_active, frames.len() as u64 - 1);
     assert_same(&collect(&mut w), &survivors, "writer after recovery");
@@ -859,9 +927,17 @@ fn recovery_keeps_every_record_around_a_damaged_one() {
     let mut w = open(dir.path(), config);
     assert_clean(&w);
     assert_same(&collect(&mut w), &survivors, "after sealing and reopening");
-    assert_same(&collect_reader(&mut LogReader::open(dir.path()).unwrap()), &survivors, "fresh reader of the sealed segment");
+    assert_same(
+        &collect_reader(&mut LogReader::open(dir.path()).unwrap()),
+        &survivors,
+        "fresh reader of the sealed segment",
+    );
     let v = reader::verify(dir.path()).unwrap();
-    assert_eq!(v.damaged.iter().map(|d| (d.offset, d.length)).collect::<Vec<_>>(), vec![span], "damage is kept in place");
+    assert_eq!(
+        v.damaged.iter().map(|d| (d.offset, d.length)).collect::<Vec<_>>(),
+        vec![span],
+        "damage is kept in place"
+    );
 }
 
 #[test]
@@ -914,7 +990,11 @@ fn recovery_repairs_a_damaged_header() {
     let v = reader::verify(dir.path()).unwrap();
     assert_eq!(v.headers.iter().map(|d| d.segment.as_str()).collect::<Vec<_>>(), vec![name.as_str()]);
     assert_eq!(v.trades, 300, "verify still reads the records");
-    assert_same(&collect_reader(&mut LogReader::open(dir.path()).unwrap()), &trades, "a reader reads through a damaged header");
+    assert_same(
+        &collect_reader(&mut LogReader::open(dir.path()).unwrap()),
+        &trades,
+        "a reader reads through a damaged header",
+    );
 
     let mut w = open(dir.path(), config.clone());
     assert_eq!(w.recovery.headers_repaired, vec![name]);
@@ -1036,10 +1116,16 @@ fn probing_for_a_writer_never_makes_a_writer_fail_to_open() {
                 reader::writer_running(dir.path());
             }
         });
-        let outcomes: Vec<Option<String>> = (0..200).map(|_| LogWriter::open(dir.path(), config.clone()).err().map(|e| e.to_string())).collect();
+        let outcomes: Vec<Option<String>> =
+            (0..200).map(|_| LogWriter::open(dir.path(), config.clone()).err().map(|e| e.to_string())).collect();
         stop.store(true, std::sync::atomic::Ordering::Relaxed); // before any assert: the probe must end
         let refused: Vec<&String> = outcomes.iter().flatten().collect();
-        assert!(refused.is_empty(), "{} of 200 opens refused with no writer running, e.g. {}", refused.len(), refused[0]);
+        assert!(
+            refused.is_empty(),
+            "{} of 200 opens refused with no writer running, e.g. {}",
+            refused.len(),
+            refused[0]
+        );
     });
 }
 
@@ -1060,8 +1146,9 @@ fn shared_log_takes_appends_from_two_threads() {
             s.spawn(move || {
                 for b in 0..BATCHES {
                     // Ids encode (thread, sequence); both threads use the same times.
-                    let batch: Vec<Trade> =
-                        (0..PER_BATCH).map(|k| trade(thread * 1_000_000 + b * PER_BATCH + k, T0 + (b * PER_BATCH + k) as i64 * MS)).collect();
+                    let batch: Vec<Trade> = (0..PER_BATCH)
+                        .map(|k| trade(thread * 1_000_000 + b * PER_BATCH + k, T0 + (b * PER_BATCH + k) as i64 * MS))
+                        .collect();
                     log.with(|w| w.append_trades(batch.iter().map(Trade::as_ref))).unwrap();
                     if b % 10 == 0 {
                         std::thread::sleep(Duration::from_millis(2)); // let the committer run in between
@@ -1080,7 +1167,9 @@ fn shared_log_takes_appends_from_two_threads() {
     assert_clean(&w);
     let all = collect(&mut w);
     assert_eq!(all.len() as u64, 2 * BATCHES * PER_BATCH);
-    let mut want: Vec<Trade> = (0..2u64).flat_map(|t| (0..BATCHES * PER_BATCH).map(move |i| trade(t * 1_000_000 + i, T0 + i as i64 * MS))).collect();
+    let mut want: Vec<Trade> = (0..2u64)
+        .flat_map(|t| (0..BATCHES * PER_BATCH).map(move |i| trade(t * 1_000_000 + i, T0 + i as i64 * MS)))
+        .collect();
     let mut got = all.clone();
     let key = |t: &Trade| (t.ts_ns, t.recv_ns);
     got.sort_by_key(key);
@@ -1089,14 +1178,24 @@ fn shared_log_takes_appends_from_two_threads() {
     // In log order, batches never interleave (`with` holds the writer for a whole batch) and
     // each thread's batches keep the order it appended them in.
     let built_from = |t: &Trade| (t.recv_ns - t.ts_ns - 1_000) as u64;
-    let in_log: Vec<u64> = trade_payloads_in_log_order(dir.path()).iter().map(|p| built_from(&record::decode_trade_owned(p).unwrap())).collect();
+    let in_log: Vec<u64> = trade_payloads_in_log_order(dir.path())
+        .iter()
+        .map(|p| built_from(&record::decode_trade_owned(p).unwrap()))
+        .collect();
     assert_eq!(in_log.len() as u64, 2 * BATCHES * PER_BATCH);
     for (k, batch) in in_log.chunks(PER_BATCH as usize).enumerate() {
-        assert!(batch[0] % PER_BATCH == 0 && batch.windows(2).all(|p| p[1] == p[0] + 1), "log batch {k} is one whole batch: {batch:?}");
+        assert!(
+            batch[0] % PER_BATCH == 0 && batch.windows(2).all(|p| p[1] == p[0] + 1),
+            "log batch {k} is one whole batch: {batch:?}"
+        );
     }
     for t in 0..2u64 {
         let mine: Vec<u64> = in_log.iter().copied().filter(|i| i / 1_000_000 == t).collect();
-        assert_eq!(mine, (0..BATCHES * PER_BATCH).map(|i| t * 1_000_000 + i).collect::<Vec<_>>(), "thread {t} in append order");
+        assert_eq!(
+            mine,
+            (0..BATCHES * PER_BATCH).map(|i| t * 1_000_000 + i).collect::<Vec<_>>(),
+            "thread {t} in append order"
+        );
     }
 }
 
@@ -1145,7 +1244,8 @@ fn ring_receives_every_appended_trade() {
     let late = drain(&mut RingReader::new(shared, true));
     let live = drain(&mut live);
     assert_eq!(live, late, "a reader from the start and one from the oldest entry agree");
-    let decoded: Vec<Trade> = live.iter().map(|p| record::decode_trade_owned(p).expect("ring payload decodes")).collect();
+    let decoded: Vec<Trade> =
+        live.iter().map(|p| record::decode_trade_owned(p).expect("ring payload decodes")).collect();
     assert_same(&decoded, &appended, "ring, in append order");
 
     // Byte for byte the payloads of the log's trade records.
@@ -1163,7 +1263,12 @@ fn an_acknowledged_quarantined_frame_reads_back() {
     append(&mut w, &[trade(0, T0)]);
     // Built field by field (the fields are public), not through `Quarantined::new`, which
     // would cut the reason.
-    let q = record::Quarantined { venue: Some(Venue::BinanceSpot), recv_ns: T0, reason: "r".repeat(70_000), raw: b"{\"e\":".to_vec() };
+    let q = record::Quarantined {
+        venue: Some(Venue::BinanceSpot),
+        recv_ns: T0,
+        reason: "r".repeat(70_000),
+        raw: b"{\"e\":".to_vec(),
+    };
     match w.append_quarantined(&q) {
         Err(Error::InvalidInput(_)) => {} // refusing it is as good
         Err(e) => panic!("unexpected error: {e}"),
@@ -1187,21 +1292,25 @@ fn decimal_text() -> impl Strategy<Value = String> {
 }
 
 fn id_text() -> impl Strategy<Value = String> {
-    prop_oneof![
-        any::<u64>().prop_map(|n| n.to_string()),
-        "[0-9]{1,24}",
-        "0[0-9]{0,6}",
-        "[0-9a-f]{1,32}",
-        "\\PC{1,40}",
-    ]
+    prop_oneof![any::<u64>().prop_map(|n| n.to_string()), "[0-9]{1,24}", "0[0-9]{0,6}", "[0-9a-f]{1,32}", "\\PC{1,40}",]
 }
 
 fn any_trade() -> impl Strategy<Value = Trade> {
-    (0usize..12, "\\PC{1,24}", id_text(), decimal_text(), decimal_text(), any::<bool>(), i64::MIN..i64::MAX, any::<i64>(), 0u16..=flags::ALL).prop_map(
-        |(v, symbol, id, price, qty, buy, ts, recv, fl)| {
-            Trade::new(venue::ALL[v].id(), &symbol, &id, &price, &qty, if buy { "buy" } else { "sell" }, ts, recv, fl).expect("strategy makes valid trades")
-        },
+    (
+        0usize..12,
+        "\\PC{1,24}",
+        id_text(),
+        decimal_text(),
+        decimal_text(),
+        any::<bool>(),
+        i64::MIN..i64::MAX,
+        any::<i64>(),
+        0u16..=flags::ALL,
     )
+        .prop_map(|(v, symbol, id, price, qty, buy, ts, recv, fl)| {
+            Trade::new(venue::ALL[v].id(), &symbol, &id, &price, &qty, if buy { "buy" } else { "sell" }, ts, recv, fl)
+                .expect("strategy makes valid trades")
+        })
 }
 
 proptest! {
@@ -1247,7 +1356,8 @@ fn write_segment_past_4_gib(dir: &Path, a: &Trade, b: &Trade) -> u64 {
 
     f.write_all_at(&fa, HEADER_LEN as u64).unwrap();
     let mut off = (HEADER_LEN + fa.len()) as u64;
-    let mut block = IndexEntry { start: HEADER_LEN as u64, end: off, min_ts: a.ts_ns, max_ts: a.ts_ns, trades: 1, others: 0 };
+    let mut block =
+        IndexEntry { start: HEADER_LEN as u64, end: off, min_ts: a.ts_ns, max_ts: a.ts_ns, trades: 1, others: 0 };
     let mut entries = Vec::new();
     let reason = b"sparse filler";
     let max_frame = (record::MAX_PAYLOAD + record::FRAME_HEADER) as u64;

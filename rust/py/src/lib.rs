@@ -64,7 +64,7 @@ fn decimal_text(field: &str, v: &Bound<'_, PyAny>) -> PyResult<String> {
     }
     if v.get_type().name()?.to_str()? == "Decimal" {
         // `format(d, "f")` writes no exponent: Decimal("1.117E-7") -> "0.0000001117".
-        return Ok(v.call_method1("__format__", ("f",))?.extract::<String>()?);
+        return v.call_method1("__format__", ("f",))?.extract::<String>();
     }
     Err(PyTypeError::new_err(format!("{field} must be a str, int or decimal.Decimal, not {}", v.get_type().name()?)))
 }
@@ -99,7 +99,8 @@ impl Trade {
         };
         let price = decimal_text("price", price)?;
         let qty = decimal_text("qty", qty)?;
-        let inner = record::Trade::new(venue, symbol, &trade_id, &price, &qty, side, ts_ns, recv_ns, flags).map_err(to_py)?;
+        let inner =
+            record::Trade::new(venue, symbol, &trade_id, &price, &qty, side, ts_ns, recv_ns, flags).map_err(to_py)?;
         Ok(Trade { inner })
     }
 
@@ -179,9 +180,10 @@ impl Trade {
     fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
         let t = &self.inner;
         let cls = py.get_type::<Trade>().into_any();
-        let args = (t.venue.id(), &t.symbol, &t.trade_id, &t.price, &t.qty, t.side.as_str(), t.ts_ns, t.recv_ns, t.flags)
-            .into_pyobject(py)?
-            .into_any();
+        let args =
+            (t.venue.id(), &t.symbol, &t.trade_id, &t.price, &t.qty, t.side.as_str(), t.ts_ns, t.recv_ns, t.flags)
+                .into_pyobject(py)?
+                .into_any();
         Ok((cls, args))
     }
 }
@@ -255,7 +257,11 @@ struct I64Col {
 impl I64Col {
     fn get(&self, i: usize) -> Result<i64, String> {
         let at = (self.offset + i) * 8;
-        let b = self.data.bytes().get(at..at + 8).ok_or_else(|| format!("column {} is shorter than the table", self.name))?;
+        let b = self
+            .data
+            .bytes()
+            .get(at..at + 8)
+            .ok_or_else(|| format!("column {} is shorter than the table", self.name))?;
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
         Ok(i64::from_le_bytes(a))
@@ -377,7 +383,13 @@ fn parse_venue_opt(v: Option<&str>) -> PyResult<Option<Venue>> {
     v.map(|s| Venue::parse(s).map_err(to_py)).transpose()
 }
 
-fn trade_query(start_ns: i64, end_ns: i64, venues: Option<Vec<String>>, symbols: Option<Vec<String>>, include_non_trades: bool) -> PyResult<TradeQuery> {
+fn trade_query(
+    start_ns: i64,
+    end_ns: i64,
+    venues: Option<Vec<String>>,
+    symbols: Option<Vec<String>>,
+    include_non_trades: bool,
+) -> PyResult<TradeQuery> {
     let venues = match venues {
         Some(vs) => {
             let parsed = vs.iter().map(|v| Venue::parse(v)).collect::<Result<Vec<_>, _>>().map_err(to_py)?;
@@ -400,7 +412,13 @@ fn run_query<'py>(py: Python<'py>, views: Vec<SegmentView>, q: TradeQuery) -> Py
 }
 
 /// `tail` over `views` with the GIL released, as Arrow-style buffers (see `pumpwatch.sink`).
-fn run_tail<'py>(py: Python<'py>, views: Vec<SegmentView>, seq: u64, offset: u64, max_records: usize) -> PyResult<Bound<'py, PyDict>> {
+fn run_tail<'py>(
+    py: Python<'py>,
+    views: Vec<SegmentView>,
+    seq: u64,
+    offset: u64,
+    max_records: usize,
+) -> PyResult<Bound<'py, PyDict>> {
     let b = py.detach(move || log_tail::tail(&views, Cursor::new(seq, offset), max_records)).map_err(to_py)?;
     tail_to_py(py, &b)
 }
@@ -557,9 +575,17 @@ impl LogWriter {
 impl LogWriter {
     #[new]
     #[pyo3(signature = (path, fsync_interval = 1.0, segment_span_s = 3600.0, segment_max_bytes = 1 << 30, ring_bytes = 128 << 20, zstd_level = 3))]
-    fn new(py: Python<'_>, path: PathBuf, fsync_interval: f64, segment_span_s: f64, segment_max_bytes: u64, ring_bytes: usize, zstd_level: i32) -> PyResult<LogWriter> {
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        fsync_interval: f64,
+        segment_span_s: f64,
+        segment_max_bytes: u64,
+        ring_bytes: usize,
+        zstd_level: i32,
+    ) -> PyResult<LogWriter> {
         let secs = |name: &str, v: f64| {
-            if v.is_finite() && v >= 0.0 && v < 1e9 {
+            if v.is_finite() && (0.0..1e9).contains(&v) {
                 Ok(Duration::from_secs_f64(v))
             } else {
                 Err(invalid(format!("{name} must be a number of seconds >= 0, not {v}")))
@@ -593,7 +619,10 @@ impl LogWriter {
         let mut owned: Vec<record::Trade> = Vec::with_capacity(trades.len());
         for (i, item) in trades.iter().enumerate() {
             let t = item.cast::<Trade>().map_err(|_| {
-                PyTypeError::new_err(format!("item {i} of the batch is a {}, not a pumpwatch.Trade", item.get_type().name().map(|n| n.to_string()).unwrap_or_default()))
+                PyTypeError::new_err(format!(
+                    "item {i} of the batch is a {}, not a pumpwatch.Trade",
+                    item.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                ))
             })?;
             owned.push(t.get().inner.clone());
         }
@@ -646,7 +675,18 @@ impl LogWriter {
 
     #[pyo3(signature = (kind, ts_ns, venue = None, symbol = String::new(), from_ts_ns = 0, to_ts_ns = 0, from_id = String::new(), to_id = String::new(), detail = String::new()))]
     #[allow(clippy::too_many_arguments)]
-    fn append_marker(&self, kind: &str, ts_ns: i64, venue: Option<&str>, symbol: String, from_ts_ns: i64, to_ts_ns: i64, from_id: String, to_id: String, detail: String) -> PyResult<()> {
+    fn append_marker(
+        &self,
+        kind: &str,
+        ts_ns: i64,
+        venue: Option<&str>,
+        symbol: String,
+        from_ts_ns: i64,
+        to_ts_ns: i64,
+        from_id: String,
+        to_id: String,
+        detail: String,
+    ) -> PyResult<()> {
         let m = Marker {
             kind: MarkerKind::parse(kind).map_err(to_py)?,
             venue: parse_venue_opt(venue)?,
@@ -672,7 +712,15 @@ impl LogWriter {
     }
 
     #[pyo3(signature = (start_ns, end_ns, venues = None, symbols = None, include_non_trades = false))]
-    fn query_columns<'py>(&self, py: Python<'py>, start_ns: i64, end_ns: i64, venues: Option<Vec<String>>, symbols: Option<Vec<String>>, include_non_trades: bool) -> PyResult<Bound<'py, PyDict>> {
+    fn query_columns<'py>(
+        &self,
+        py: Python<'py>,
+        start_ns: i64,
+        end_ns: i64,
+        venues: Option<Vec<String>>,
+        symbols: Option<Vec<String>>,
+        include_non_trades: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let q = trade_query(start_ns, end_ns, venues, symbols, include_non_trades)?;
         let views = py.detach(|| self.with(|log| log.with(|w| w.views())))?;
         run_query(py, views, q)
@@ -805,7 +853,13 @@ impl LogWriter {
 
     /// Parses and stores one frame: (trades stored, events or None). A frame that does not
     /// parse is kept raw (quarantined) and reported as an event; it never raises.
-    fn ingest<'py>(&self, py: Python<'py>, venue: &str, frame: &Bound<'py, PyAny>, recv_ns: i64) -> PyResult<(usize, Option<Bound<'py, PyList>>)> {
+    fn ingest<'py>(
+        &self,
+        py: Python<'py>,
+        venue: &str,
+        frame: &Bound<'py, PyAny>,
+        recv_ns: i64,
+    ) -> PyResult<(usize, Option<Bound<'py, PyList>>)> {
         let venue = Venue::parse(venue).map_err(to_py)?;
         let bytes = frame_bytes(frame)?;
         let mut events = Vec::new();
@@ -816,7 +870,13 @@ impl LogWriter {
 
     /// The batch form of `ingest`: many frames of one venue, one append, the GIL released.
     /// `recv_ns` is one time for all frames or one per frame.
-    fn ingest_many<'py>(&self, py: Python<'py>, venue: &str, frames: &Bound<'py, PyList>, recv_ns: &Bound<'py, PyAny>) -> PyResult<(usize, Option<Bound<'py, PyList>>)> {
+    fn ingest_many<'py>(
+        &self,
+        py: Python<'py>,
+        venue: &str,
+        frames: &Bound<'py, PyList>,
+        recv_ns: &Bound<'py, PyAny>,
+    ) -> PyResult<(usize, Option<Bound<'py, PyList>>)> {
         let venue = Venue::parse(venue).map_err(to_py)?;
         // A tuple holds every frame for the call whatever else happens to the list while the GIL
         // is released, and is made in one C call (no reference counting per frame from here).
@@ -830,34 +890,50 @@ impl LogWriter {
             return Err(invalid(format!("{} frames but {} receive times", slices.len(), times.len())));
         }
         let mut events = Vec::new();
-        let n = py.detach(|| {
-            let mut ing = self.ingestor.lock().unwrap_or_else(|p| p.into_inner());
-            self.with_core(|log| log.with(|w| ing.ingest_frames(w, venue, slices.iter().copied().zip(times.iter().copied()), &mut events)))
-        })
-        .map_err(to_py)?;
+        let n = py
+            .detach(|| {
+                let mut ing = self.ingestor.lock().unwrap_or_else(|p| p.into_inner());
+                self.with_core(|log| {
+                    log.with(|w| {
+                        ing.ingest_frames(w, venue, slices.iter().copied().zip(times.iter().copied()), &mut events)
+                    })
+                })
+            })
+            .map_err(to_py)?;
         Ok((n, events_to_py(py, &events)?))
     }
 
     /// Stores trades from a REST backfill or a snapshot through the same duplicate and
     /// sequence checks as frames.
-    fn ingest_trades<'py>(&self, py: Python<'py>, trades: &Bound<'py, PyList>) -> PyResult<(usize, Option<Bound<'py, PyList>>)> {
+    fn ingest_trades<'py>(
+        &self,
+        py: Python<'py>,
+        trades: &Bound<'py, PyList>,
+    ) -> PyResult<(usize, Option<Bound<'py, PyList>>)> {
         let mut owned: Vec<record::Trade> = Vec::with_capacity(trades.len());
         for (i, item) in trades.iter().enumerate() {
-            let t = item.cast::<Trade>().map_err(|_| PyTypeError::new_err(format!("item {i} of the batch is not a pumpwatch.Trade")))?;
+            let t = item
+                .cast::<Trade>()
+                .map_err(|_| PyTypeError::new_err(format!("item {i} of the batch is not a pumpwatch.Trade")))?;
             owned.push(t.get().inner.clone());
         }
         let mut events = Vec::new();
-        let n = py.detach(|| {
-            let mut ing = self.ingestor.lock().unwrap_or_else(|p| p.into_inner());
-            self.with_core(|log| log.with(|w| ing.ingest_trades(w, owned.iter().map(|t| t.as_ref()), &mut events)))
-        })
-        .map_err(to_py)?;
+        let n = py
+            .detach(|| {
+                let mut ing = self.ingestor.lock().unwrap_or_else(|p| p.into_inner());
+                self.with_core(|log| log.with(|w| ing.ingest_trades(w, owned.iter().map(|t| t.as_ref()), &mut events)))
+            })
+            .map_err(to_py)?;
         Ok((n, events_to_py(py, &events)?))
     }
 
     /// Scales of a Phemex spot symbol (from the product list): price (8) and quantity.
     fn set_phemex_spot_scales(&self, symbol: &str, price_scale: u8, qty_scale: u8) {
-        self.ingestor.lock().unwrap_or_else(|p| p.into_inner()).ctx.set_phemex_spot_scales(symbol, price_scale, qty_scale);
+        self.ingestor.lock().unwrap_or_else(|p| p.into_inner()).ctx.set_phemex_spot_scales(
+            symbol,
+            price_scale,
+            qty_scale,
+        );
     }
 
     /// Counters of the ingest path.
@@ -896,10 +972,11 @@ impl LogWriter {
     /// Remembers ids the log already holds for a symbol without an id sequence (after a restart).
     fn seed_recent_ids(&self, venue: &str, symbol: &str, ids: Vec<String>) -> PyResult<()> {
         let venue = Venue::parse(venue).map_err(to_py)?;
-        self.ingestor
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .seed_recent_ids(venue, symbol, ids.iter().map(|s| s.as_bytes()));
+        self.ingestor.lock().unwrap_or_else(|p| p.into_inner()).seed_recent_ids(
+            venue,
+            symbol,
+            ids.iter().map(|s| s.as_bytes()),
+        );
         Ok(())
     }
 }
@@ -933,7 +1010,15 @@ impl LogReader {
     }
 
     #[pyo3(signature = (start_ns, end_ns, venues = None, symbols = None, include_non_trades = false))]
-    fn query_columns<'py>(&self, py: Python<'py>, start_ns: i64, end_ns: i64, venues: Option<Vec<String>>, symbols: Option<Vec<String>>, include_non_trades: bool) -> PyResult<Bound<'py, PyDict>> {
+    fn query_columns<'py>(
+        &self,
+        py: Python<'py>,
+        start_ns: i64,
+        end_ns: i64,
+        venues: Option<Vec<String>>,
+        symbols: Option<Vec<String>>,
+        include_non_trades: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let q = trade_query(start_ns, end_ns, venues, symbols, include_non_trades)?;
         let views = self.views(py)?;
         run_query(py, views, q)
@@ -982,6 +1067,11 @@ fn verify<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
 /// Parses one frame with the Rust parser, storing nothing: `(trades, sequences, control, rejected)`,
 /// where `sequences[i]` is the id range trade `i` covers on venues with an id sequence and
 /// `rejected` says why each trade left out of a multi-trade frame did not parse.
+/// What `parse_frame` returns: the trades, the span of the venue's id sequence each one covers
+/// (first, last; None where the venue has no sequence), the control message (kind, detail) if the
+/// frame was one, and the reasons of the trades left out.
+type ParsedForPython = (Vec<Trade>, Vec<Option<(u64, u64)>>, Option<(&'static str, String)>, Vec<String>);
+
 #[pyfunction]
 #[pyo3(signature = (venue, frame, recv_ns = 0, phemex_spot_scales = None))]
 fn parse_frame<'py>(
@@ -990,7 +1080,7 @@ fn parse_frame<'py>(
     frame: &Bound<'py, PyAny>,
     recv_ns: i64,
     phemex_spot_scales: Option<std::collections::HashMap<String, (u8, u8)>>,
-) -> PyResult<(Vec<Trade>, Vec<Option<(u64, u64)>>, Option<(&'static str, String)>, Vec<String>)> {
+) -> PyResult<ParsedForPython> {
     let venue = Venue::parse(venue).map_err(to_py)?;
     let bytes = frame_bytes(frame)?;
     let mut ctx = ParseContext::new();
@@ -1019,7 +1109,11 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(parse_frame, m)?)?;
     m.add("FORMAT_VERSION", plog::FORMAT_VERSION)?;
     m.add("VENUES", pumpwatch_core::venue::ALL.iter().map(|v| v.id()).collect::<Vec<_>>())?;
-    let sequenced: Vec<&str> = pumpwatch_core::venue::ALL.iter().filter(|v| pumpwatch_core::ingest::has_id_sequence(**v)).map(|v| v.id()).collect();
+    let sequenced: Vec<&str> = pumpwatch_core::venue::ALL
+        .iter()
+        .filter(|v| pumpwatch_core::ingest::has_id_sequence(**v))
+        .map(|v| v.id())
+        .collect();
     m.add("SEQUENCED_VENUES", pyo3::types::PyFrozenSet::new(m.py(), &sequenced)?)?;
     let flags = PyDict::new(m.py());
     for (name, v) in [
@@ -1082,12 +1176,16 @@ fn frame_bytes<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
 fn event_to_py<'py>(py: Python<'py>, e: &IngestEvent) -> PyResult<Bound<'py, PyAny>> {
     Ok(match e {
         IngestEvent::Gap { venue, symbol, first_missing, last_missing, from_ts_ns, to_ts_ns } => {
-            ("gap", venue.id(), symbol, *first_missing, *last_missing, *from_ts_ns, *to_ts_ns).into_pyobject(py)?.into_any()
+            ("gap", venue.id(), symbol, *first_missing, *last_missing, *from_ts_ns, *to_ts_ns)
+                .into_pyobject(py)?
+                .into_any()
         }
         IngestEvent::GapFilled { venue, symbol, first_missing, last_missing } => {
             ("gap_filled", venue.id(), symbol, *first_missing, *last_missing).into_pyobject(py)?.into_any()
         }
-        IngestEvent::Control { venue, kind, detail } => ("control", venue.id(), *kind, detail).into_pyobject(py)?.into_any(),
+        IngestEvent::Control { venue, kind, detail } => {
+            ("control", venue.id(), *kind, detail).into_pyobject(py)?.into_any()
+        }
         IngestEvent::Quarantined { venue, reason } => ("quarantined", venue.id(), reason).into_pyobject(py)?.into_any(),
     })
 }

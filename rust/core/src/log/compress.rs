@@ -287,7 +287,12 @@ impl CompressedSegment {
         let mut k = 0;
         while k < slots.len() {
             match slots[k] {
-                Some(e) if e.block.start == plain_at && e.offset == file_at && e.block.end > e.block.start && e.block.end <= plain_len => {
+                Some(e)
+                    if e.block.start == plain_at
+                        && e.offset == file_at
+                        && e.block.end > e.block.start
+                        && e.block.end <= plain_len =>
+                {
                     blocks.push(Block { entry: e.block, offset: e.offset, len: e.len as u64, crc: Some(e.crc) });
                     plain_at = e.block.end;
                     file_at = e.offset + e.len as u64;
@@ -312,7 +317,14 @@ impl CompressedSegment {
                         ),
                     });
                     blocks.push(Block {
-                        entry: IndexEntry { start: plain_at, end: plain_end, min_ts: i64::MIN, max_ts: i64::MAX, trades: 1, others: 1 },
+                        entry: IndexEntry {
+                            start: plain_at,
+                            end: plain_end,
+                            min_ts: i64::MIN,
+                            max_ts: i64::MAX,
+                            trades: 1,
+                            others: 1,
+                        },
                         offset: file_at,
                         len: file_end.saturating_sub(file_at),
                         crc: None,
@@ -323,7 +335,16 @@ impl CompressedSegment {
                 }
             }
         }
-        let mut cs = CompressedSegment { seq, path: path.to_owned(), map, plain_header, plain_len, blocks, header_ok: header.is_some(), damage };
+        let mut cs = CompressedSegment {
+            seq,
+            path: path.to_owned(),
+            map,
+            plain_header,
+            plain_len,
+            blocks,
+            header_ok: header.is_some(),
+            damage,
+        };
         if cs.plain_len == u64::MAX {
             // Header and last entry both damaged: the plain length is what the last run decodes to.
             let mut out = Vec::new();
@@ -454,7 +475,12 @@ pub fn compress_segment(log_dir: &Path, seq: u64, level: i32) -> Result<Option<C
 /// How much of a segment a pass reads before it gives those pages back.
 const RELEASE_STEP: usize = 16 << 20;
 
-pub fn compress_segment_unless(log_dir: &Path, seq: u64, level: i32, cancelled: &dyn Fn() -> bool) -> Result<Option<CompressOutcome>> {
+pub fn compress_segment_unless(
+    log_dir: &Path,
+    seq: u64,
+    level: i32,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Option<CompressOutcome>> {
     let plain_path = log_dir.join(segment::segment_file_name(seq));
     let final_path = log_dir.join(compressed_file_name(seq));
     if final_path.exists() {
@@ -466,7 +492,10 @@ pub fn compress_segment_unless(log_dir: &Path, seq: u64, level: i32, cancelled: 
         return Ok(None);
     }
     let plain_len = segment::load_published_end(&map);
-    if plain_len < HEADER_LEN as u64 || plain_len != map.len() as u64 || segment::check_seal(&map) == segment::SealCheck::Altered {
+    if plain_len < HEADER_LEN as u64
+        || plain_len != map.len() as u64
+        || segment::check_seal(&map) == segment::SealCheck::Altered
+    {
         // A sealed file shorter or longer than its published end, or a seal that fails its CRC,
         // is damage `verify` reports: compressing up to that end could drop bytes. Leave it plain.
         return Ok(None);
@@ -487,14 +516,22 @@ pub fn compress_segment_unless(log_dir: &Path, seq: u64, level: i32, cancelled: 
     let covered = blocks.last().map_or(HEADER_LEN as u64, |e| e.end);
     if covered < plain_len {
         // Bytes after the last valid record (damage) are kept too, in a block no query reads.
-        blocks.push(IndexEntry { start: covered, end: plain_len, min_ts: i64::MAX, max_ts: i64::MIN, trades: 0, others: 0 });
+        blocks.push(IndexEntry {
+            start: covered,
+            end: plain_len,
+            min_ts: i64::MAX,
+            max_ts: i64::MIN,
+            trades: 0,
+            others: 0,
+        });
     }
     let tmp = tmp_path(log_dir, seq);
-    let result = write_compressed(&tmp, seq, level, &map[..HEADER_LEN], data, &blocks, cancelled, &release)
-        .and_then(|outcome| match outcome {
+    let result = write_compressed(&tmp, seq, level, &map[..HEADER_LEN], data, &blocks, cancelled, &release).and_then(
+        |outcome| match outcome {
             Some(o) => check_against_plain(&tmp, seq, data, &release).map(|_| Some(o)),
             None => Ok(None),
-        });
+        },
+    );
     let outcome = match result {
         Ok(Some(o)) => o,
         Ok(None) => {
@@ -539,6 +576,7 @@ fn remove_plain(plain_path: &Path) -> Result<()> {
 }
 
 /// Writes the compressed file; `None` when cancelled.
+#[allow(clippy::too_many_arguments)] // one call site; a struct for it would only rename the list
 fn write_compressed(
     tmp: &Path,
     seq: u64,
@@ -556,7 +594,8 @@ fn write_compressed(
     let data_at = (TABLE_AT + n * FRAME_ENTRY_LEN) as u64;
     w.write_all(&vec![0u8; data_at as usize]).map_err(io_err("writing", tmp))?;
     let mut cctx = zstd::bulk::Compressor::new(level).map_err(|e| Error::io("starting zstd", e))?;
-    cctx.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true)).map_err(|e| Error::io("configuring zstd", e))?;
+    cctx.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
+        .map_err(|e| Error::io("configuring zstd", e))?;
     let mut table = Vec::with_capacity(n * FRAME_ENTRY_LEN);
     let mut buf = Vec::new();
     let mut at = data_at;
@@ -566,10 +605,12 @@ fn write_compressed(
         }
         buf.clear();
         buf.reserve(zstd::zstd_safe::compress_bound((e.end - e.start) as usize));
-        cctx.compress_to_buffer(&data[e.start as usize..e.end as usize], &mut buf).map_err(|err| Error::io("compressing a block", err))?;
+        cctx.compress_to_buffer(&data[e.start as usize..e.end as usize], &mut buf)
+            .map_err(|err| Error::io("compressing a block", err))?;
         release(e.start as usize, e.end as usize);
         w.write_all(&buf).map_err(io_err("writing", tmp))?;
-        let len = u32::try_from(buf.len()).map_err(|_| Error::InvalidInput("a compressed block is over 4 GiB".into()))?;
+        let len =
+            u32::try_from(buf.len()).map_err(|_| Error::InvalidInput("a compressed block is over 4 GiB".into()))?;
         table.extend_from_slice(&FrameEntry { block: *e, offset: at, len, crc: crc32c::crc32c(&buf) }.encode());
         at += buf.len() as u64;
     }
@@ -586,8 +627,14 @@ fn write_compressed(
 /// Reads a compressed file back and compares every frame with the plain bytes it stands for.
 fn check_against_plain(path: &Path, seq: u64, plain: &[u8], release: &dyn Fn(usize, usize)) -> Result<()> {
     let bad = |detail: String| Error::Format { path: path.to_owned(), detail };
-    let Some(cs) = CompressedSegment::open(path, seq)? else { return Err(bad("it vanished while being written".into())) };
-    if !cs.header_ok || !cs.damage.is_empty() || cs.plain_len != plain.len() as u64 || cs.plain_header[..] != plain[..HEADER_LEN] {
+    let Some(cs) = CompressedSegment::open(path, seq)? else {
+        return Err(bad("it vanished while being written".into()));
+    };
+    if !cs.header_ok
+        || !cs.damage.is_empty()
+        || cs.plain_len != plain.len() as u64
+        || cs.plain_header[..] != plain[..HEADER_LEN]
+    {
         return Err(bad("its header or frame table does not read back as written".into()));
     }
     let mut out = Vec::new();
@@ -630,7 +677,12 @@ pub fn recover(log_dir: &Path) -> Result<Vec<String>> {
             Some(map) => {
                 let end = segment::load_published_end(&map);
                 let sealed = matches!(segment::decode_header(&map), HeaderCheck::Ok(h) if h.state == STATE_SEALED);
-                sealed && end <= map.len() as u64 && check_against_plain(&compressed, seq, &map[..end as usize], &|a, b| segment::drop_mapped_pages(&map, a, b)).is_ok()
+                sealed
+                    && end <= map.len() as u64
+                    && check_against_plain(&compressed, seq, &map[..end as usize], &|a, b| {
+                        segment::drop_mapped_pages(&map, a, b)
+                    })
+                    .is_ok()
             }
             None => true,
         };
@@ -639,7 +691,10 @@ pub fn recover(log_dir: &Path) -> Result<Vec<String>> {
             notes.push(format!("{}: compression finished (plain copy removed)", segment::segment_file_name(seq)));
         } else {
             std::fs::remove_file(&compressed).map_err(io_err("removing", &compressed))?;
-            notes.push(format!("{}: incomplete compressed copy removed (the plain segment is kept)", compressed_file_name(seq)));
+            notes.push(format!(
+                "{}: incomplete compressed copy removed (the plain segment is kept)",
+                compressed_file_name(seq)
+            ));
         }
     }
     segment::fsync_dir(log_dir)?;

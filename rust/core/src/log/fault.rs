@@ -9,8 +9,20 @@
 
 /// Every point, for tests that walk them all.
 pub const POINTS: &[&str] = &[
-    FALLOCATE, MSYNC, FDATASYNC, REWRITE, FSYNC, FTRUNCATE, DIR_FSYNC, INDEX_WRITE, INDEX_RENAME, INDEX_APPEND,
-    COMPRESS_WRITE, COMPRESS_FSYNC, COMPRESS_RENAME, COMPRESS_REMOVE,
+    FALLOCATE,
+    MSYNC,
+    FDATASYNC,
+    REWRITE,
+    FSYNC,
+    FTRUNCATE,
+    DIR_FSYNC,
+    INDEX_WRITE,
+    INDEX_RENAME,
+    INDEX_APPEND,
+    COMPRESS_WRITE,
+    COMPRESS_FSYNC,
+    COMPRESS_RENAME,
+    COMPRESS_REMOVE,
 ];
 
 /// `posix_fallocate` of a segment (a new segment, or the active one growing).

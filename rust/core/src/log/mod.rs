@@ -14,10 +14,10 @@ pub mod segment;
 pub mod tail;
 pub mod writer;
 
+pub use compress::CompressionStats;
 pub use reader::{LogReader, MarkerQuery, TradeColumns, TradeQuery, VerifyReport};
 pub use segment::FORMAT_VERSION;
 pub use writer::{LogConfig, LogWriter, RecoveryReport, SyncJob};
-pub use compress::CompressionStats;
 
 /// Where in the log something was found damaged.
 #[derive(Clone, Debug, PartialEq, Eq)]

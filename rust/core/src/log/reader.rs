@@ -265,7 +265,8 @@ pub fn query_trades(views: &[SegmentView], q: &TradeQuery) -> Result<TradeColumn
     let mut copied: Vec<u8> = Vec::new();
     for (vi, view) in views.iter().enumerate() {
         if let SegmentBytes::Compressed(cs) = &*view.bytes {
-            let wanted: Vec<usize> = (0..cs.blocks.len()).filter(|&i| cs.blocks[i].entry.overlaps(q.start_ns, q.end_ns)).collect();
+            let wanted: Vec<usize> =
+                (0..cs.blocks.len()).filter(|&i| cs.blocks[i].entry.overlaps(q.start_ns, q.end_ns)).collect();
             let base = copied.len() as u64;
             let (found, records) = compressed_hits(cs, &wanted, q);
             hits.extend(found.into_iter().map(|(ts, off)| (ts, COPIED, base + off)));
@@ -410,10 +411,8 @@ pub fn query_markers(views: &[SegmentView], q: &MarkerQuery) -> Vec<Marker> {
                 }
                 if let Ok(Record::Marker(m)) = record::decode(payload) {
                     let at = m.ts_ns >= q.start_ns && m.ts_ns < q.end_ns;
-                    let span = m.from_ts_ns != 0
-                        && m.to_ts_ns != 0
-                        && m.from_ts_ns < q.end_ns
-                        && m.to_ts_ns >= q.start_ns;
+                    let span =
+                        m.from_ts_ns != 0 && m.to_ts_ns != 0 && m.from_ts_ns < q.end_ns && m.to_ts_ns >= q.start_ns;
                     if at || span {
                         out.push(m);
                     }
@@ -465,7 +464,12 @@ pub fn build_index(data: &[u8], end: usize) -> (Vec<IndexEntry>, scan::WalkOutco
 
 /// Builds the index entries of `data[start..end]` by walking its records (damage is skipped
 /// only before `published`; see `scan::walk_published`).
-pub fn build_index_from(data: &[u8], start: usize, end: usize, published: usize) -> (Vec<IndexEntry>, scan::WalkOutcome) {
+pub fn build_index_from(
+    data: &[u8],
+    start: usize,
+    end: usize,
+    published: usize,
+) -> (Vec<IndexEntry>, scan::WalkOutcome) {
     build_index_passing(data, start, end, published, |_| {})
 }
 
@@ -510,7 +514,9 @@ fn block_checks_out(data: &[u8], e: &IndexEntry) -> bool {
         off += FRAME_HEADER + p.len();
     }
     let seen = done.or(check.pending());
-    seen.is_some_and(|s| s.end == e.end && s.trades == e.trades && s.others == e.others && s.min_ts == e.min_ts && s.max_ts == e.max_ts)
+    seen.is_some_and(|s| {
+        s.end == e.end && s.trades == e.trades && s.others == e.others && s.min_ts == e.min_ts && s.max_ts == e.max_ts
+    })
 }
 
 /// The leading entries of `entries` whose blocks check out, verified on two threads.
@@ -612,7 +618,8 @@ impl SegmentSet {
                 // A seal that fails its CRC vouches for no end: read the whole file, validating
                 // (as with a damaged header), so a lowered end hides nothing.
                 let untrusted = h.state == STATE_SEALED && segment::check_seal(map) == segment::SealCheck::Altered;
-                let end = if (sealed && h.state != STATE_SEALED) || untrusted { map.len() } else { published.min(map.len()) };
+                let end =
+                    if (sealed && h.state != STATE_SEALED) || untrusted { map.len() } else { published.min(map.len()) };
                 (end, sealed)
             }
             HeaderCheck::NewerVersion(v) => {
@@ -722,7 +729,12 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
                 verify_compressed(&mut report, seq, &compressed)?;
                 continue;
             }
-            report.headers.push(DamageReport { segment: name, offset: 0, length: 0, reason: "[header] empty segment file".into() });
+            report.headers.push(DamageReport {
+                segment: name,
+                offset: 0,
+                length: 0,
+                reason: "[header] empty segment file".into(),
+            });
             continue;
         };
         report.segments += 1;
@@ -915,7 +927,10 @@ fn verify_plain(report: &mut VerifyReport, name: &str, path: &Path, map: &[u8], 
             published = published.min(end);
         }
         HeaderCheck::NewerVersion(v) => {
-            return Err(Error::Format { path: path.to_owned(), detail: format!("format version {v} is newer than this PumpWatch") })
+            return Err(Error::Format {
+                path: path.to_owned(),
+                detail: format!("format version {v} is newer than this PumpWatch"),
+            })
         }
         HeaderCheck::Damaged => report.headers.push(damage(
             name,
@@ -1032,7 +1047,12 @@ fn verify_compressed(report: &mut VerifyReport, seq: u64, path: &Path) -> Result
             valid_end = base + outcome.valid_end as u64;
         }
         for Span { start, end } in outcome.damaged {
-            report.damaged.push(damage(&name, base + start as u64, (end - start) as u64, scan::damage_reason(&buf, start, buf.len())));
+            report.damaged.push(damage(
+                &name,
+                base + start as u64,
+                (end - start) as u64,
+                scan::damage_reason(&buf, start, buf.len()),
+            ));
         }
         if let Some(Span { start, end }) = outcome.torn {
             // Inside a frame that is not the last, invalid bytes before the next frame's records
@@ -1055,7 +1075,9 @@ fn verify_compressed(report: &mut VerifyReport, seq: u64, path: &Path) -> Result
                 &name,
                 base,
                 b.entry.end - base,
-                format!("[index] frame table entry {i} does not match the records of its block (counts, times or bounds)"),
+                format!(
+                    "[index] frame table entry {i} does not match the records of its block (counts, times or bounds)"
+                ),
             ));
         }
     }

@@ -78,7 +78,11 @@ pub fn damage_reason(bytes: &[u8], start: usize, end: usize) -> String {
         Err(r) if r.starts_with("[kind]") => {
             let len = le_u32(bytes, start) as usize;
             let payload = &bytes[start + FRAME_HEADER..start + FRAME_HEADER + len];
-            if crc32c::crc32c(payload) != le_u32(bytes, start + 4) { CRC_MISMATCH } else { r }
+            if crc32c::crc32c(payload) != le_u32(bytes, start + 4) {
+                CRC_MISMATCH
+            } else {
+                r
+            }
         }
         Err(r) => r,
         Ok(_) => "[bounds] frame crosses a block boundary",
@@ -191,8 +195,18 @@ mod tests {
         let mut offs = Vec::new();
         for i in 0..n {
             offs.push(buf.len());
-            let t = Trade::new("okx-spot", "BTC-USDT", &format!("{}", 1000 + i), "30243.5", "0.001", "buy", i as i64, i as i64, 0)
-                .unwrap();
+            let t = Trade::new(
+                "okx-spot",
+                "BTC-USDT",
+                &format!("{}", 1000 + i),
+                "30243.5",
+                "0.001",
+                "buy",
+                i as i64,
+                i as i64,
+                0,
+            )
+            .unwrap();
             frame_into(&mut buf, |o| t.as_ref().encode_payload(o));
         }
         (buf, offs)
@@ -268,7 +282,7 @@ mod tests {
     fn clean_log_with_zero_tail() {
         let (mut buf, offs) = log_of(10);
         let valid = buf.len();
-        buf.extend(std::iter::repeat(0).take(4096));
+        buf.extend(std::iter::repeat_n(0, 4096));
         let w = walk(&buf, 64, buf.len(), |_, _| {});
         assert_eq!(w.records, 10);
         assert_eq!(w.valid_end, valid);
@@ -280,7 +294,7 @@ mod tests {
     fn every_single_byte_flip_loses_at_most_the_hit_record() {
         let (mut buf, offs) = log_of(6);
         let data_end = buf.len();
-        buf.extend(std::iter::repeat(0).take(256));
+        buf.extend(std::iter::repeat_n(0, 256));
         for pos in 64..buf.len() {
             let mut b = buf.clone();
             b[pos] ^= 0x5a;
@@ -303,7 +317,7 @@ mod tests {
     fn past_the_published_end_an_invalid_frame_ends_the_records() {
         let (mut buf, offs) = log_of(6);
         let data_end = buf.len();
-        buf.extend(std::iter::repeat(0).take(256));
+        buf.extend(std::iter::repeat_n(0, 256));
         // An unfinished append copied its last record but not the one before it.
         buf[offs[4]..offs[5]].fill(0);
         let w = walk_published(&buf, 64, buf.len(), offs[4], |_, _| {});
@@ -323,7 +337,7 @@ mod tests {
             let w = walk(&buf[..cut], 64, cut, |_, _| {});
             let complete = ends.iter().filter(|&&e| e <= cut).count();
             assert_eq!(w.records as usize, complete, "cut at {cut}");
-            assert_eq!(w.valid_end, ends.iter().copied().filter(|&e| e <= cut).last().unwrap_or(64));
+            assert_eq!(w.valid_end, ends.iter().copied().rfind(|&e| e <= cut).unwrap_or(64));
         }
     }
 }

@@ -176,7 +176,11 @@ pub fn check_seal(b: &[u8]) -> SealCheck {
     if crc32c::crc32c(&b[0..SEAL_CRC_AT]) != u32_at(SEAL_CRC_AT) {
         return SealCheck::Altered;
     }
-    SealCheck::Ok(Seal { published_end: u64_at(PUBLISHED_END_AT), records: u64_at(SEAL_RECORDS_AT), crc_chain: u32_at(SEAL_CHAIN_AT) })
+    SealCheck::Ok(Seal {
+        published_end: u64_at(PUBLISHED_END_AT),
+        records: u64_at(SEAL_RECORDS_AT),
+        crc_chain: u32_at(SEAL_CHAIN_AT),
+    })
 }
 
 /// The header of a segment sealed with `seal`: the current format version, state sealed, the

@@ -157,7 +157,9 @@ fn read_segment(view: &SegmentView, from: usize, budget: &mut usize, is_last: bo
                 segment: view.name.clone(),
                 offset: span.start as u64,
                 length: (span.end - span.start) as u64,
-                reason: "damaged bytes in a compressed segment (offsets in the decompressed segment); skipped by the tail".into(),
+                reason:
+                    "damaged bytes in a compressed segment (offsets in the decompressed segment); skipped by the tail"
+                        .into(),
             });
         }
         return stopped_at.unwrap_or(view.end);
@@ -460,7 +462,10 @@ mod tests {
         let views = r.views().unwrap();
         assert_eq!(views[0].seq, 4);
         let b = tail(&views, first.next, 1_000_000).unwrap();
-        assert_eq!(b.skipped, vec![SkippedSpan { from: first.next, resumed_at: Cursor::new(4, HEADER_LEN as u64), segments: 3 }]);
+        assert_eq!(
+            b.skipped,
+            vec![SkippedSpan { from: first.next, resumed_at: Cursor::new(4, HEADER_LEN as u64), segments: 3 }]
+        );
         let got = ids(&b);
         assert_eq!(got.last(), written.last());
         assert!(got.len() < written.len() - 10);
@@ -468,7 +473,14 @@ mod tests {
         std::fs::remove_file(dir.path().join("log").join(crate::log::segment::segment_file_name(6))).unwrap();
         let views = r.views().unwrap();
         let b = tail(&views, Cursor::new(5, HEADER_LEN as u64), 1_000_000).unwrap();
-        assert_eq!(b.skipped, vec![SkippedSpan { from: Cursor::new(6, HEADER_LEN as u64), resumed_at: Cursor::new(7, HEADER_LEN as u64), segments: 1 }]);
+        assert_eq!(
+            b.skipped,
+            vec![SkippedSpan {
+                from: Cursor::new(6, HEADER_LEN as u64),
+                resumed_at: Cursor::new(7, HEADER_LEN as u64),
+                segments: 1
+            }]
+        );
         // Starting from scratch on a log whose head is gone is not a skip: it never was read.
         assert!(tail(&views, Cursor::START, 10).unwrap().skipped.is_empty());
     }

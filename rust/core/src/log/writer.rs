@@ -312,7 +312,10 @@ impl LogWriter {
             let needs_seal = match map.as_deref().map(segment::decode_header) {
                 Some(HeaderCheck::Ok(h)) => h.state != STATE_SEALED,
                 Some(HeaderCheck::NewerVersion(v)) => {
-                    return Err(Error::Format { path: path.clone(), detail: format!("format version {v} is newer than this PumpWatch; upgrade") })
+                    return Err(Error::Format {
+                        path: path.clone(),
+                        detail: format!("format version {v} is newer than this PumpWatch; upgrade"),
+                    })
                 }
                 Some(HeaderCheck::Damaged) | None => true,
             };
@@ -396,7 +399,10 @@ impl LogWriter {
 
     /// Like `append_trades`, for rows whose extraction can itself fail (columns from Python):
     /// rows are encoded as they come, with no per-row allocation.
-    pub fn append_rows<'a>(&mut self, rows: impl IntoIterator<Item = std::result::Result<TradeRef<'a>, String>>) -> Result<usize> {
+    pub fn append_rows<'a>(
+        &mut self,
+        rows: impl IntoIterator<Item = std::result::Result<TradeRef<'a>, String>>,
+    ) -> Result<usize> {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
         let mut n = 0usize;
@@ -514,7 +520,9 @@ impl LogWriter {
         // The operation and path, without the advice meant for a caller whose append failed.
         let reason = match e {
             Error::DiskFull { path, needed: 0, source } => format!("no space left ({source}) at {}", path.display()),
-            Error::DiskFull { path, needed, source } => format!("no space left ({source}) reserving {needed} bytes for {}", path.display()),
+            Error::DiskFull { path, needed, source } => {
+                format!("no space left ({source}) reserving {needed} bytes for {}", path.display())
+            }
             other => other.to_string(),
         };
         self.disk.episodes += 1;
@@ -892,7 +900,18 @@ impl LogWriter {
             let spans: Vec<String> = h
                 .lost
                 .iter()
-                .map(|l| format!("{} {} {} trades ids {}..{} ts {}..{}", l.venue.id(), l.symbol, l.trades, l.from_id, l.to_id, l.from_ts_ns, l.to_ts_ns))
+                .map(|l| {
+                    format!(
+                        "{} {} {} trades ids {}..{} ts {}..{}",
+                        l.venue.id(),
+                        l.symbol,
+                        l.trades,
+                        l.from_id,
+                        l.to_id,
+                        l.from_ts_ns,
+                        l.to_ts_ns
+                    )
+                })
                 .collect();
             return Err(Error::Io {
                 context: format!(
@@ -907,10 +926,17 @@ impl LogWriter {
             });
         }
         if let Err(e) = synced {
-            let spans: Vec<String> =
-                self.unsynced.iter().filter(|(_, f, t)| t > f).map(|(m, f, t)| format!("{} bytes {}..{}", m.path.display(), f.max(&HEADER_LEN), t)).collect();
+            let spans: Vec<String> = self
+                .unsynced
+                .iter()
+                .filter(|(_, f, t)| t > f)
+                .map(|(m, f, t)| format!("{} bytes {}..{}", m.path.display(), f.max(&HEADER_LEN), t))
+                .collect();
             return Err(Error::Io {
-                context: format!("{e}; not durable: {}", if spans.is_empty() { "the file sizes".to_owned() } else { spans.join(", ") }),
+                context: format!(
+                    "{e}; not durable: {}",
+                    if spans.is_empty() { "the file sizes".to_owned() } else { spans.join(", ") }
+                ),
                 source: std::io::Error::from_raw_os_error(libc::EIO),
             });
         }
@@ -983,6 +1009,8 @@ fn coarse_now_ns() -> i64 {
     if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } != 0 {
         return now_ns();
     }
+    // time_t and c_long are i64 here but not on every target: the casts stay.
+    #[allow(clippy::unnecessary_cast)]
     (ts.tv_sec as i64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as i64)
 }
 
@@ -1002,12 +1030,8 @@ fn create_segment(log_dir: &Path, seq: u64, cfg: &LogConfig) -> Result<Active> {
         let map = ActiveMap::open(&path, seq, cfg.map_len())?;
         let chunk = cfg.prealloc_chunk.min(cfg.segment_max_bytes).max(4096);
         let allocated = allocate_or_less(&map, chunk, 4096)? as usize;
-        let header = segment::encode_header(&Header {
-            seq,
-            created_ns,
-            state: STATE_ACTIVE,
-            published_end: HEADER_LEN as u64,
-        });
+        let header =
+            segment::encode_header(&Header { seq, created_ns, state: STATE_ACTIVE, published_end: HEADER_LEN as u64 });
         map.write_at(0, &header);
         map.sync_range(0, HEADER_LEN).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
         let idx_path = segment::index_path(&path);
@@ -1039,7 +1063,8 @@ fn create_segment(log_dir: &Path, seq: u64, cfg: &LogConfig) -> Result<Active> {
 /// damaged spans between valid records, cut a torn tail exactly after the last valid record.
 fn recover_active(dir: &Path, path: &Path, seq: u64, cfg: &LogConfig, report: &mut RecoveryReport) -> Result<Active> {
     let name = segment::segment_file_name(seq);
-    let file_len = std::fs::metadata(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?.len() as usize;
+    let file_len =
+        std::fs::metadata(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?.len() as usize;
     let map_len = cfg.map_len().max(file_len.next_multiple_of(4096));
     let map = ActiveMap::open(path, seq, map_len)?;
     if file_len < HEADER_LEN {
@@ -1056,10 +1081,21 @@ fn recover_active(dir: &Path, path: &Path, seq: u64, cfg: &LogConfig, report: &m
     let created_ns = match header {
         HeaderCheck::Ok(h) => h.created_ns,
         HeaderCheck::NewerVersion(v) => {
-            return Err(Error::Format { path: path.to_owned(), detail: format!("format version {v} is newer than this PumpWatch; upgrade") })
+            return Err(Error::Format {
+                path: path.to_owned(),
+                detail: format!("format version {v} is newer than this PumpWatch; upgrade"),
+            })
         }
         HeaderCheck::Damaged => {
-            map.write_at(0, &segment::encode_header(&Header { seq, created_ns: now_ns(), state: STATE_ACTIVE, published_end: HEADER_LEN as u64 }));
+            map.write_at(
+                0,
+                &segment::encode_header(&Header {
+                    seq,
+                    created_ns: now_ns(),
+                    state: STATE_ACTIVE,
+                    published_end: HEADER_LEN as u64,
+                }),
+            );
             report.headers_repaired.push(name.clone());
             now_ns()
         }
@@ -1111,7 +1147,9 @@ fn recover_active(dir: &Path, path: &Path, seq: u64, cfg: &LogConfig, report: &m
     let allocated = allocate_or_less(&map, wanted, valid_end as u64)?;
     map.publish_end(valid_end as u64);
     map.sync_range(0, HEADER_LEN).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-    fault::point(fault::FSYNC).and_then(|_| map.file.sync_all()).map_err(|e| Error::io(format!("syncing {}", path.display()), e))?;
+    fault::point(fault::FSYNC)
+        .and_then(|_| map.file.sync_all())
+        .map_err(|e| Error::io(format!("syncing {}", path.display()), e))?;
 
     // The last block is unfinished unless it is full: keep filling it.
     let unfinished = entries.last().is_some_and(|e| e.end as usize == valid_end && e.end - e.start < BLOCK_BYTES);
@@ -1168,7 +1206,11 @@ fn seal(a: &mut Active) -> Result<()> {
     // The seal (docs/FORMAT.md): end and totals under a CRC of their own. Written before the
     // state, so a reader that sees the state sealed sees the seal whole.
     let records = a.entries.iter().map(|e| u64::from(e.trades) + u64::from(e.others)).sum();
-    let header = segment::sealed_header(a.map.seq, a.created_ns, &segment::Seal { published_end: a.end as u64, records, crc_chain: a.crc_chain });
+    let header = segment::sealed_header(
+        a.map.seq,
+        a.created_ns,
+        &segment::Seal { published_end: a.end as u64, records, crc_chain: a.crc_chain },
+    );
     a.map.write_at(48, &header[48..HEADER_LEN]);
     a.map.write_at(0, &header[0..36]);
     a.map.set_state(STATE_SEALED);
@@ -1317,7 +1359,10 @@ impl SharedLog {
                 Ok(())
             }),
             Err(f) => {
-                let e = Error::io("committing the log to disk (the records since the last commit are written again at the next one)", std::io::Error::new(f.error.kind(), f.error.to_string()));
+                let e = Error::io(
+                    "committing the log to disk (the records since the last commit are written again at the next one)",
+                    std::io::Error::new(f.error.kind(), f.error.to_string()),
+                );
                 let _ = self.with(|w| {
                     w.commit_failed(f);
                     Ok(())

@@ -147,17 +147,7 @@ fn trade(doc: &Doc<'_>, fs: &Fields, sink: &mut Sink<'_>, agg: bool) -> PResult<
     };
     let price = sink.decimal(doc, need(fs.p, field("p"))?, field("p"), true)?;
     let qty = sink.decimal(doc, need(fs.q, field("q"))?, field("q"), false)?;
-    sink.push(ParsedTrade {
-        symbol,
-        trade_id,
-        price,
-        qty,
-        side,
-        ts_ns,
-        flags,
-        seq_first: seq,
-        seq_last: seq,
-    });
+    sink.push(ParsedTrade { symbol, trade_id, price, qty, side, ts_ns, flags, seq_first: seq, seq_last: seq });
     Ok(())
 }
 
@@ -171,7 +161,6 @@ mod tests {
     const USDM: &str = include_str!("../../../../tests/samples/binance_usdm.jsonl");
     const USDM_TARDIS: &str = include_str!("../../../../tests/samples/binance_usdm.tardis.jsonl");
     const USDM_CONTROL: &str = include_str!("../../../../tests/samples/binance_usdm.control.jsonl");
-
 
     #[test]
     fn every_sample_line_parses() {
@@ -405,35 +394,18 @@ mod tests {
         let c = |f: &str| parse_ok(v, f, &ctx).control.unwrap();
         assert_eq!(
             c(r#"{"result":null,"id":1}"#),
-            Control::SubscribeAck {
-                detail: r#"{"result":null,"id":1}"#.into()
-            }
+            Control::SubscribeAck { detail: r#"{"result":null,"id":1}"#.into() }
         );
         assert_eq!(c(r#"{"result":["btcusdt@trade"],"id":3}"#).kind(), "other");
-        assert_eq!(
-            c(r#"{"code":2,"msg":"Invalid request: unknown variant"}"#).kind(),
-            "error"
-        );
-        assert_eq!(
-            c(r#"{"error":{"code":2,"msg":"Invalid request"},"id":4}"#).kind(),
-            "error"
-        );
-        assert_eq!(
-            c(r#"{"e":"serverShutdown","E":1746671534000}"#).kind(),
-            "shutdown_notice"
-        );
+        assert_eq!(c(r#"{"code":2,"msg":"Invalid request: unknown variant"}"#).kind(), "error");
+        assert_eq!(c(r#"{"error":{"code":2,"msg":"Invalid request"},"id":4}"#).kind(), "error");
+        assert_eq!(c(r#"{"e":"serverShutdown","E":1746671534000}"#).kind(), "shutdown_notice");
         assert_eq!(
             c(r#"{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1746671534000}}"#).kind(),
             "shutdown_notice"
         );
-        assert_eq!(
-            c(r#"{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":1}"#).kind(),
-            "other"
-        );
-        assert_eq!(
-            c(r#"{"stream":"btcusdt@depth","data":{"e":"depthUpdate","E":1}}"#).kind(),
-            "other"
-        );
+        assert_eq!(c(r#"{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":1}"#).kind(), "other");
+        assert_eq!(c(r#"{"stream":"btcusdt@depth","data":{"e":"depthUpdate","E":1}}"#).kind(), "other");
         let mut out = ParsedFrame::new();
         for bad in [
             r#"{"stream":"btcusdt@trade","data":[1]}"#,
@@ -455,11 +427,8 @@ mod tests {
             assert!(r.unwrap_err().0.starts_with("binance-usdm: "));
         }
         // A JSON number price is taken by its text.
-        let out = parse_ok(
-            v,
-            r#"{"e":"trade","s":"X","t":18446744073709551615,"p":12.50,"q":3,"T":0,"m":false}"#,
-            &ctx,
-        );
+        let out =
+            parse_ok(v, r#"{"e":"trade","s":"X","t":18446744073709551615,"p":12.50,"q":3,"T":0,"m":false}"#, &ctx);
         assert_eq!(out.trade(0, v, 0).price, b"12.50");
         assert_eq!(out.trades[0].seq_first, Some(u64::MAX));
     }
@@ -467,11 +436,8 @@ mod tests {
     #[test]
     fn duplicate_keys_take_the_last() {
         let ctx = ParseContext::new();
-        let out = parse_ok(
-            Venue::BinanceSpot,
-            r#"{"e":"trade","s":"A","t":1,"t":2,"p":"1","q":"1","T":1,"m":true}"#,
-            &ctx,
-        );
+        let out =
+            parse_ok(Venue::BinanceSpot, r#"{"e":"trade","s":"A","t":1,"t":2,"p":"1","q":"1","T":1,"m":true}"#, &ctx);
         assert_eq!(out.trade(0, Venue::BinanceSpot, 0).trade_id, b"2");
     }
 
@@ -663,13 +629,16 @@ mod fast_tests {
         let mut taken = 0;
         for i in 0..20_000u64 {
             let r = next();
-            let x = ["", r#","X":"MARKET""#, r#","X":"RPI""#, r#","X":"NA""#, r#","X":"ADL""#, r#","X":"WEIRD""#][(r % 6) as usize];
+            let x = ["", r#","X":"MARKET""#, r#","X":"RPI""#, r#","X":"NA""#, r#","X":"ADL""#, r#","X":"WEIRD""#]
+                [(r % 6) as usize];
             let st = if r & 64 != 0 { r#","st":1"# } else { "" };
             let price = ["107407.88000000", "0.0044478", "0", "-1.5", "1e5", "83680.00", "01.5"][(r >> 8) as usize % 7];
             let qty = ["0.00024000", "10403", "-2", "0"][(r >> 12) as usize % 4];
             let sym = ["BTCUSDT", "1000PEPEUSDT", "BTC\\u0055SDT", "", "BT C"][(r >> 16) as usize % 5];
             let stream = ["btcusdt@trade", "btc\u{e9}usdt@trade"][(r >> 28) as usize % 2];
-            let t = [format!("{}", 5_052_328_858 + i), "007".to_owned(), "18446744073709551616".to_owned()][(r >> 20) as usize % 3].clone();
+            let t = [format!("{}", 5_052_328_858 + i), "007".to_owned(), "18446744073709551616".to_owned()]
+                [(r >> 20) as usize % 3]
+                .clone();
             let tt = ["1751132780368", "99999999999999999", "1751132780368.5"][(r >> 24) as usize % 3];
             let m = if r & 1 == 0 { "true" } else { "false" };
             let frame = format!(
@@ -689,7 +658,11 @@ mod fast_tests {
         assert!(taken > 150, "the shortcut took only {taken} frames");
         // The shape Binance sends today is the one it takes.
         let (mut arena, mut trades) = (Vec::new(), Vec::new());
-        assert!(fast_trade(line(include_str!("../../../../tests/samples/binance_usdm.jsonl"), 1).as_bytes(), &mut arena, &mut trades));
+        assert!(fast_trade(
+            line(include_str!("../../../../tests/samples/binance_usdm.jsonl"), 1).as_bytes(),
+            &mut arena,
+            &mut trades
+        ));
         // Real frames of every shape in the samples go the same way whether or not it takes them.
         for line in lines(include_str!("../../../../tests/samples/binance_usdm.jsonl")) {
             let _ = parse_ok(Venue::BinanceUsdm, line, &ctx);

@@ -33,10 +33,7 @@ pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>) -> PResult<()> {
         }
         let data = need(data, field("data"))?;
         if doc.kind(data) != json::Kind::Arr {
-            return fail(format!(
-                "field \"data\" is {}, not an array of trades",
-                doc.kind_name(data)
-            ));
+            return fail(format!("field \"data\" is {}, not an array of trades", doc.kind_name(data)));
         }
         for (i, el) in doc.elements(data).enumerate() {
             sink.one_of_many(|sink| trade(doc, el, i, sink));
@@ -105,17 +102,7 @@ fn trade(doc: &Doc<'_>, obj: usize, i: usize, sink: &mut Sink<'_>) -> PResult<()
     let (trade_id, _) = sink.id(doc, need(id, tfield("i", i))?, tfield("i", i))?;
     let price = sink.decimal(doc, need(p, tfield("p", i))?, tfield("p", i), true)?;
     let qty = sink.decimal(doc, need(v, tfield("v", i))?, tfield("v", i), false)?;
-    sink.push(ParsedTrade {
-        symbol,
-        trade_id,
-        price,
-        qty,
-        side,
-        ts_ns,
-        flags,
-        seq_first: None,
-        seq_last: None,
-    });
+    sink.push(ParsedTrade { symbol, trade_id, price, qty, side, ts_ns, flags, seq_first: None, seq_last: None });
     Ok(())
 }
 
@@ -130,7 +117,6 @@ mod tests {
     const LINEAR: &str = include_str!("../../../../tests/samples/bybit_linear.jsonl");
     const LINEAR_TARDIS: &str = include_str!("../../../../tests/samples/bybit_linear.tardis.jsonl");
     const LINEAR_CONTROL: &str = include_str!("../../../../tests/samples/bybit_linear.control.jsonl");
-
 
     #[test]
     fn every_sample_line_parses() {
@@ -302,27 +288,15 @@ mod tests {
             c(r#"{"success":true,"ret_msg":"pong","conn_id":"0970e817-426e-429a-a679-ff7f55e0b16a","op":"ping"}"#),
             Control::Pong
         );
-        assert_eq!(
-            c(r#"{"req_id":"1","op":"pong","args":["1675418560633"],"conn_id":"x"}"#),
-            Control::Pong
-        );
+        assert_eq!(c(r#"{"req_id":"1","op":"pong","args":["1675418560633"],"conn_id":"x"}"#), Control::Pong);
         assert_eq!(
             c(r#"{"success":false,"ret_msg":"error:handler not found","conn_id":"x","req_id":"","op":"subscribe"}"#)
                 .kind(),
             "error"
         );
-        assert_eq!(
-            c(r#"{"success":true,"ret_msg":"","conn_id":"x","op":"unsubscribe"}"#).kind(),
-            "other"
-        );
-        assert_eq!(
-            c(r#"{"topic":"orderbook.1.BTCUSDT","type":"snapshot","data":{}}"#).kind(),
-            "other"
-        );
-        assert_eq!(
-            c(r#"{"topic":"publicTrade.BTCUSDT","type":"snapshot","ts":1,"data":[]}"#).kind(),
-            "other"
-        );
+        assert_eq!(c(r#"{"success":true,"ret_msg":"","conn_id":"x","op":"unsubscribe"}"#).kind(), "other");
+        assert_eq!(c(r#"{"topic":"orderbook.1.BTCUSDT","type":"snapshot","data":{}}"#).kind(), "other");
+        assert_eq!(c(r#"{"topic":"publicTrade.BTCUSDT","type":"snapshot","ts":1,"data":[]}"#).kind(), "other");
         let mut out = ParsedFrame::new();
         for bad in [
             r#"{"topic":"publicTrade.BTCUSDT","data":{}}"#,
@@ -338,7 +312,10 @@ mod tests {
         // A bad element beside a good trade costs only itself (issue 11).
         let one_bad = r#"{"topic":"publicTrade.BTCUSDT","data":[{"T":1,"s":"A","S":"Buy","v":"5","p":"1","i":"x"},3]}"#;
         parse_frame(v, one_bad.as_bytes(), &ctx, &mut out).unwrap();
-        assert_eq!((out.trades.len(), out.rejected.as_slice()), (1, &["trade 1 is a number, not an object".to_owned()][..]));
+        assert_eq!(
+            (out.trades.len(), out.rejected.as_slice()),
+            (1, &["trade 1 is a number, not an object".to_owned()][..])
+        );
     }
 
     #[test]
@@ -374,7 +351,8 @@ pub(super) fn fast_trades(frame: &[u8], arena: &mut Vec<u8>, trades: &mut Vec<Pa
         b"ts" | b"type" => c.skip_scalar(),
         b"data" => {
             let r = c.array(|c| {
-                let (mut tt, mut s, mut side, mut v, mut p, mut id, mut bt, mut rpi) = (None, None, None, None, None, None, None, None);
+                let (mut tt, mut s, mut side, mut v, mut p, mut id, mut bt, mut rpi) =
+                    (None, None, None, None, None, None, None, None);
                 c.object(|c, key| match key {
                     b"T" => once(&mut tt, c.uint_or_str_text()),
                     b"s" => once(&mut s, c.text()),
@@ -399,7 +377,17 @@ pub(super) fn fast_trades(frame: &[u8], arena: &mut Vec<u8>, trades: &mut Vec<Pa
                 let trade_id = put(arena, id);
                 let price = put(arena, price);
                 let qty = put(arena, qty);
-                trades.push(ParsedTrade { symbol, trade_id, price, qty, side, ts_ns, flags, seq_first: None, seq_last: None });
+                trades.push(ParsedTrade {
+                    symbol,
+                    trade_id,
+                    price,
+                    qty,
+                    side,
+                    ts_ns,
+                    flags,
+                    seq_first: None,
+                    seq_last: None,
+                });
                 Some(())
             });
             once(&mut data, r)
@@ -420,7 +408,8 @@ mod fast_tests {
             (Venue::BybitSpot, include_str!("../../../../tests/samples/bybit_spot.jsonl")),
             (Venue::BybitLinear, include_str!("../../../../tests/samples/bybit_linear.jsonl")),
         ] {
-            let mut base: Vec<String> = venue_frames(v, 2, 1).into_iter().map(|f| String::from_utf8(f).unwrap()).collect();
+            let mut base: Vec<String> =
+                venue_frames(v, 2, 1).into_iter().map(|f| String::from_utf8(f).unwrap()).collect();
             base.push(r#"{"topic":"publicTrade.ETHUSDT","ts":1,"type":"snapshot","data":[{"T":1790000000000,"s":"ETHUSDT","S":"Sell","v":"0.5","p":"1923.28","i":"2280000001739247417","BT":true,"RPI":null},{"T":"1790000000001","s":"ETHUSDT","S":"buy","v":2,"p":-1.5,"i":17,"BT":false,"RPI":true}]}"#.into());
             let (tried, taken) = shortcut_agrees(v, &base, samples);
             assert!(taken * 20 > tried, "{}: the shortcut took only {taken} of {tried}", v.id());

@@ -150,7 +150,10 @@ impl<'a> Cursor<'a> {
     pub fn skip_uint(&mut self) -> Option<()> {
         let start = self.i;
         let digits = self.b.get(start..start + digit_run(self.b.get(start..)?))?;
-        if digits.is_empty() || (digits.len() > 1 && digits[0] == b'0') || (digits.len() >= 20 && digits_value(digits).is_none()) {
+        if digits.is_empty()
+            || (digits.len() > 1 && digits[0] == b'0')
+            || (digits.len() >= 20 && digits_value(digits).is_none())
+        {
             return None;
         }
         self.i = start + digits.len();
@@ -355,10 +358,17 @@ mod tests {
                 .map(|_| {
                     let r = next();
                     // Mostly digits and letters, so that long runs occur.
-                    if r % 4 == 0 { alphabet[(r >> 8) as usize % alphabet.len()] } else if r % 3 == 0 { b'A' + (r >> 8) as u8 % 26 } else { b'0' + (r >> 8) as u8 % 10 }
+                    if r % 4 == 0 {
+                        alphabet[(r >> 8) as usize % alphabet.len()]
+                    } else if r % 3 == 0 {
+                        b'A' + (r >> 8) as u8 % 26
+                    } else {
+                        b'0' + (r >> 8) as u8 % 10
+                    }
                 })
                 .collect();
-            let plain = b.iter().position(|&c| !((0x20..0x7f).contains(&c) && c != b'"' && c != b'\\')).unwrap_or(b.len());
+            let plain =
+                b.iter().position(|&c| !((0x20..0x7f).contains(&c) && c != b'"' && c != b'\\')).unwrap_or(b.len());
             assert_eq!(plain_run(&b), plain, "{b:?}");
             let digits = b.iter().position(|c| !c.is_ascii_digit()).unwrap_or(b.len());
             assert_eq!(digit_run(&b), digits, "{b:?}");
@@ -366,7 +376,9 @@ mod tests {
             assert_eq!(digits_value(d), if d.is_empty() { Some(0) } else { super::super::parse_u64(d) }, "{d:?}");
             let mut c = Cursor::new(&b);
             let s = c.ascii_str();
-            let inner = b.get(1..).map(|r| r.iter().position(|&c| !((0x20..0x7f).contains(&c) && c != b'"' && c != b'\\')).unwrap_or(r.len()));
+            let inner = b.get(1..).map(|r| {
+                r.iter().position(|&c| !((0x20..0x7f).contains(&c) && c != b'"' && c != b'\\')).unwrap_or(r.len())
+            });
             let closed = inner.filter(|&n| b.first() == Some(&b'"') && b.get(1 + n) == Some(&b'"'));
             if let Some(n) = closed {
                 assert_eq!(s, Some(&b[1..1 + n]));
@@ -374,7 +386,14 @@ mod tests {
                 assert_eq!(s, None);
             }
         }
-        for d in ["18446744073709551615", "18446744073709551616", "9999999999999999999", "00000000000000000000001", "12345678", "1234567890123456"] {
+        for d in [
+            "18446744073709551615",
+            "18446744073709551616",
+            "9999999999999999999",
+            "00000000000000000000001",
+            "12345678",
+            "1234567890123456",
+        ] {
             assert_eq!(digits_value(d.as_bytes()), super::super::parse_u64(d.as_bytes()), "{d}");
         }
     }

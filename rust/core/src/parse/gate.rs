@@ -100,10 +100,7 @@ pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>, futures: bool) -> PResul
                     }
                 }
                 _ => {
-                    return fail(format!(
-                        "field \"result\" is {}, not a trade object or array",
-                        doc.kind_name(result)
-                    ))
+                    return fail(format!("field \"result\" is {}, not a trade object or array", doc.kind_name(result)))
                 }
             }
             sink.none_taken();
@@ -128,10 +125,7 @@ fn trade_time(doc: &Doc<'_>, ms: Option<usize>, s: Option<usize>, i: usize) -> P
     match (ms, s) {
         (Some(v), _) if !doc.is_null(v) => time_ns(doc, v, tfield("create_time_ms", i), 6),
         (_, Some(v)) => time_ns(doc, v, tfield("create_time", i), 9),
-        _ => fail(format!(
-            "{} and \"create_time\" are missing",
-            tfield("create_time_ms", i)
-        )),
+        _ => fail(format!("{} and \"create_time\" are missing", tfield("create_time_ms", i))),
     }
 }
 
@@ -223,11 +217,7 @@ fn futures_trade(doc: &Doc<'_>, obj: usize, i: usize, sink: &mut Sink<'_>) -> PR
             _ => {}
         }
     }
-    let flags = if flag(doc, internal, tfield("is_internal", i))? {
-        flags::INTERNAL
-    } else {
-        0
-    };
+    let flags = if flag(doc, internal, tfield("is_internal", i))? { flags::INTERNAL } else { 0 };
     let ts_ns = trade_time(doc, ct_ms, ct, i)?;
     let symbol = sink.text(doc, need(contract, tfield("contract", i))?, tfield("contract", i))?;
     let f = tfield("id", i);
@@ -243,17 +233,7 @@ fn futures_trade(doc: &Doc<'_>, obj: usize, i: usize, sink: &mut Sink<'_>) -> PR
     }
     let qty = if negative { full.start + 1..full.end } else { full };
     let side = if negative { Side::Sell } else { Side::Buy };
-    sink.push(ParsedTrade {
-        symbol,
-        trade_id,
-        price,
-        qty,
-        side,
-        ts_ns,
-        flags,
-        seq_first: Some(n),
-        seq_last: Some(n),
-    });
+    sink.push(ParsedTrade { symbol, trade_id, price, qty, side, ts_ns, flags, seq_first: Some(n), seq_last: Some(n) });
     Ok(())
 }
 
@@ -268,7 +248,6 @@ mod tests {
     const FUT: &str = include_str!("../../../../tests/samples/gateio_futures.jsonl");
     const FUT_TARDIS: &str = include_str!("../../../../tests/samples/gateio_futures.tardis.jsonl");
     const FUT_CONTROL: &str = include_str!("../../../../tests/samples/gateio_futures.control.jsonl");
-
 
     #[test]
     fn every_sample_line_parses() {
@@ -452,17 +431,11 @@ mod tests {
         assert_eq!(c(Venue::GateSpot, line(SPOT_CONTROL, 3)).kind(), "subscribe_ack");
         assert_eq!(c(Venue::GateFutures, line(FUT_CONTROL, 2)).kind(), "subscribe_ack");
         assert_eq!(
-            c(
-                Venue::GateSpot,
-                r#"{"time":1,"channel":"spot.pong","event":"","error":null,"result":null}"#
-            ),
+            c(Venue::GateSpot, r#"{"time":1,"channel":"spot.pong","event":"","error":null,"result":null}"#),
             Control::Pong
         );
         assert_eq!(
-            c(
-                Venue::GateFutures,
-                r#"{"time":1,"channel":"futures.pong","event":"","error":null,"result":null}"#
-            ),
+            c(Venue::GateFutures, r#"{"time":1,"channel":"futures.pong","event":"","error":null,"result":null}"#),
             Control::Pong
         );
         assert_eq!(
@@ -478,11 +451,7 @@ mod tests {
             "other"
         );
         assert_eq!(
-            c(
-                Venue::GateFutures,
-                r#"{"time":1,"channel":"futures.trades","event":"update","result":[]}"#
-            )
-            .kind(),
+            c(Venue::GateFutures, r#"{"time":1,"channel":"futures.trades","event":"update","result":[]}"#).kind(),
             "other"
         );
         assert_eq!(c(Venue::GateFutures, line(SPOT, 1)).kind(), "other");
@@ -495,20 +464,14 @@ mod tests {
             r#"{"time":1,"channel":"futures.trades","event":"update","result":[{"id":7,"size":1,"price":"1","contract":"A"}]}"#,
             r#"{"time":1,"channel":"futures.trades","event":"update","result":"x"}"#,
         ] {
-            assert!(
-                parse_frame(Venue::GateFutures, bad.as_bytes(), &ctx, &mut o).is_err(),
-                "{bad}"
-            );
+            assert!(parse_frame(Venue::GateFutures, bad.as_bytes(), &ctx, &mut o).is_err(), "{bad}");
         }
         for bad in [
             r#"{"time":1,"channel":"spot.trades","event":"update","result":{"id":1,"id_market":5,"create_time_ms":"1.5","side":"buy","currency_pair":"A","amount":"1","price":"1","range":"6-5"}}"#,
             r#"{"time":1,"channel":"spot.trades","event":"update","result":{"id":1,"id_market":5,"create_time_ms":"1.5","side":"buy","currency_pair":"A","amount":"1","price":"1","range":"5"}}"#,
             r#"{"time":1,"channel":"spot.trades","event":"update","result":{"id":1,"create_time_ms":"1.5.5","side":"buy","currency_pair":"A","amount":"1","price":"1"}}"#,
         ] {
-            assert!(
-                parse_frame(Venue::GateSpot, bad.as_bytes(), &ctx, &mut o).is_err(),
-                "{bad}"
-            );
+            assert!(parse_frame(Venue::GateSpot, bad.as_bytes(), &ctx, &mut o).is_err(), "{bad}");
         }
     }
 
@@ -535,7 +498,12 @@ mod tests {
 /// array of them, plain strings and integers, members in any order. One pass over the bytes, no
 /// token tape; anything else returns `None` and the general parser decides (tests hold the two to
 /// the same output on every frame the shortcut takes).
-pub(super) fn fast_trades(frame: &[u8], arena: &mut Vec<u8>, trades: &mut Vec<ParsedTrade>, futures: bool) -> Option<()> {
+pub(super) fn fast_trades(
+    frame: &[u8],
+    arena: &mut Vec<u8>,
+    trades: &mut Vec<ParsedTrade>,
+    futures: bool,
+) -> Option<()> {
     use super::fast::{once, Cursor};
     let mut c = Cursor::new(frame);
     let (mut channel, mut event, mut result) = (None, None, None);
@@ -558,10 +526,26 @@ pub(super) fn fast_trades(frame: &[u8], arena: &mut Vec<u8>, trades: &mut Vec<Pa
 }
 
 /// One trade object of a Gate update, read as `spot_trade` / `futures_trade` read it.
-fn fast_one(c: &mut super::fast::Cursor<'_>, arena: &mut Vec<u8>, trades: &mut Vec<ParsedTrade>, futures: bool) -> Option<()> {
+fn fast_one(
+    c: &mut super::fast::Cursor<'_>,
+    arena: &mut Vec<u8>,
+    trades: &mut Vec<ParsedTrade>,
+    futures: bool,
+) -> Option<()> {
     use super::fast::{once, put};
-    let (mut id, mut id_market, mut ct, mut ct_ms, mut side, mut symbol, mut amount, mut price, mut range, mut size, mut internal) =
-        (None, None, None, None, None, None, None, None, None, None, None);
+    let (
+        mut id,
+        mut id_market,
+        mut ct,
+        mut ct_ms,
+        mut side,
+        mut symbol,
+        mut amount,
+        mut price,
+        mut range,
+        mut size,
+        mut internal,
+    ) = (None, None, None, None, None, None, None, None, None, None, None);
     c.object(|c, key| match (key, futures) {
         (b"id", _) => once(&mut id, c.id()),
         (b"create_time", _) => once(&mut ct, c.uint_or_str_text()),
@@ -615,7 +599,17 @@ fn fast_one(c: &mut super::fast::Cursor<'_>, arena: &mut Vec<u8>, trades: &mut V
     let trade_id = put(arena, id);
     let price = put(arena, price);
     let qty = put(arena, qty);
-    trades.push(ParsedTrade { symbol, trade_id, price, qty, side, ts_ns, flags, seq_first: seq.map(|s| s.0), seq_last: seq.map(|s| s.1) });
+    trades.push(ParsedTrade {
+        symbol,
+        trade_id,
+        price,
+        qty,
+        side,
+        ts_ns,
+        flags,
+        seq_first: seq.map(|s| s.0),
+        seq_last: seq.map(|s| s.1),
+    });
     Some(())
 }
 
@@ -626,13 +620,19 @@ mod fast_tests {
 
     #[test]
     fn shortcut_agrees_with_the_general_parser() {
-        let mut spot: Vec<String> = venue_frames(Venue::GateSpot, 2, 434_029_654).into_iter().map(|f| String::from_utf8(f).unwrap()).collect();
+        let mut spot: Vec<String> =
+            venue_frames(Venue::GateSpot, 2, 434_029_654).into_iter().map(|f| String::from_utf8(f).unwrap()).collect();
         spot.push(r#"{"time":1,"channel":"spot.trades","event":"update","result":[{"id":5,"create_time":1790000000,"side":"BUY","currency_pair":"BTC_USDT","amount":"0.5","price":"1.5"},{"id":"7","id_market":8,"create_time_ms":"1790000000000.4578","side":"sell","currency_pair":"X_Y","amount":"1","price":"-2","range":"7-9"}]}"#.into());
-        let (tried, taken) = shortcut_agrees(Venue::GateSpot, &spot, include_str!("../../../../tests/samples/gateio_spot.jsonl"));
+        let (tried, taken) =
+            shortcut_agrees(Venue::GateSpot, &spot, include_str!("../../../../tests/samples/gateio_spot.jsonl"));
         assert!(taken * 20 > tried, "gate-spot: the shortcut took only {taken} of {tried}");
-        let mut fut: Vec<String> = venue_frames(Venue::GateFutures, 2, 191_453_885).into_iter().map(|f| String::from_utf8(f).unwrap()).collect();
+        let mut fut: Vec<String> = venue_frames(Venue::GateFutures, 2, 191_453_885)
+            .into_iter()
+            .map(|f| String::from_utf8(f).unwrap())
+            .collect();
         fut.push(r#"{"time":1,"time_ms":1,"channel":"futures.trades","event":"all","result":[{"id":191453885,"size":-64,"create_time":1790000000,"create_time_ms":1790000000000,"price":"64999.3","contract":"BTC_USDT","is_internal":true},{"id":"191453886","size":"0.5","create_time":1790000000,"price":1.25,"contract":"BTC_USDT","is_internal":null}]}"#.into());
-        let (tried, taken) = shortcut_agrees(Venue::GateFutures, &fut, include_str!("../../../../tests/samples/gateio_futures.jsonl"));
+        let (tried, taken) =
+            shortcut_agrees(Venue::GateFutures, &fut, include_str!("../../../../tests/samples/gateio_futures.jsonl"));
         assert!(taken * 20 > tried, "gate-futures: the shortcut took only {taken} of {tried}");
     }
 }

@@ -91,17 +91,7 @@ fn trade(doc: &Doc<'_>, obj: usize, sink: &mut Sink<'_>) -> PResult<()> {
     };
     let price = sink.decimal(doc, need(price, field("price"))?, field("price"), true)?;
     let qty = sink.decimal(doc, need(size, field("size"))?, field("size"), false)?;
-    sink.push(ParsedTrade {
-        symbol,
-        trade_id,
-        price,
-        qty,
-        side,
-        ts_ns,
-        flags: 0,
-        seq_first: None,
-        seq_last: None,
-    });
+    sink.push(ParsedTrade { symbol, trade_id, price, qty, side, ts_ns, flags: 0, seq_first: None, seq_last: None });
     Ok(())
 }
 
@@ -115,7 +105,6 @@ mod tests {
     const SPOT_CONTROL: &str = include_str!("../../../../tests/samples/kucoin_spot.control.jsonl");
     const FUT: &str = include_str!("../../../../tests/samples/kucoin_futures.jsonl");
     const FUT_TARDIS: &str = include_str!("../../../../tests/samples/kucoin_futures.tardis.jsonl");
-
 
     #[test]
     fn every_sample_line_parses() {
@@ -246,12 +235,7 @@ mod tests {
         let c = |f: &str| parse_ok(Venue::KucoinSpot, f, &ctx).control.unwrap();
         assert_eq!(c(line(SPOT_CONTROL, 1)).kind(), "other");
         assert_eq!(c(line(SPOT_CONTROL, 2)), Control::Welcome);
-        assert_eq!(
-            c(line(SPOT_CONTROL, 3)),
-            Control::SubscribeAck {
-                detail: r#"{"id":"1","type":"ack"}"#.into()
-            }
-        );
+        assert_eq!(c(line(SPOT_CONTROL, 3)), Control::SubscribeAck { detail: r#"{"id":"1","type":"ack"}"#.into() });
         assert_eq!(c(r#"{"id":"1545910590801","type":"pong"}"#), Control::Pong);
         assert_eq!(
             c(r#"{"id":"1","type":"error","code":404,"data":"topic /market/matc is not found"}"#).kind(),
@@ -270,10 +254,7 @@ mod tests {
             r#"{"type":"message","topic":"/market/match:A","data":{"symbol":"A","side":"buy","size":"1","price":"1","tradeId":"x","time":"-1"}}"#,
             r#"{"type":"message","topic":"/market/match:A","data":{"symbol":"A","side":"buy","size":"1","price":"1","tradeId":"","time":"1"}}"#,
         ] {
-            assert!(
-                parse_frame(Venue::KucoinSpot, bad.as_bytes(), &ctx, &mut o).is_err(),
-                "{bad}"
-            );
+            assert!(parse_frame(Venue::KucoinSpot, bad.as_bytes(), &ctx, &mut o).is_err(), "{bad}");
         }
     }
 
@@ -307,7 +288,8 @@ pub(super) fn fast_trade(frame: &[u8], arena: &mut Vec<u8>, trades: &mut Vec<Par
         b"type" => once(&mut ty, c.ascii_str()),
         b"topic" => once(&mut topic, c.ascii_str()),
         b"data" => {
-            let (mut sym, mut id, mut seq, mut price, mut size, mut side, mut ts, mut time) = (None, None, None, None, None, None, None, None);
+            let (mut sym, mut id, mut seq, mut price, mut size, mut side, mut ts, mut time) =
+                (None, None, None, None, None, None, None, None);
             c.object(|c, key| match key {
                 b"symbol" => once(&mut sym, c.text()),
                 b"tradeId" => once(&mut id, c.id()),
@@ -325,7 +307,10 @@ pub(super) fn fast_trade(frame: &[u8], arena: &mut Vec<u8>, trades: &mut Vec<Par
         _ => c.skip_scalar(),
     })?;
     let topic = topic?;
-    if ty? != b"message" || !(topic.starts_with(b"/market/match:") || topic.starts_with(b"/contractMarket/execution:")) || !c.at_end() {
+    if ty? != b"message"
+        || !(topic.starts_with(b"/market/match:") || topic.starts_with(b"/contractMarket/execution:"))
+        || !c.at_end()
+    {
         return None;
     }
     let (symbol, id, price, qty, side, ts_ns) = data?;
@@ -348,7 +333,8 @@ mod fast_tests {
             (Venue::KucoinSpot, include_str!("../../../../tests/samples/kucoin_spot.jsonl")),
             (Venue::KucoinFutures, include_str!("../../../../tests/samples/kucoin_futures.jsonl")),
         ] {
-            let mut base: Vec<String> = venue_frames(v, 2, 6_575_351_717_429_231).into_iter().map(|f| String::from_utf8(f).unwrap()).collect();
+            let mut base: Vec<String> =
+                venue_frames(v, 2, 6_575_351_717_429_231).into_iter().map(|f| String::from_utf8(f).unwrap()).collect();
             base.push(r#"{"type":"message","topic":"/market/match:BTC-USDT","subject":"trade.l3match","data":{"symbol":"BTC-USDT","tradeId":"6085c09769bc506996295e36","price":"1.5","size":"2","side":"SELL","time":"1790000000000000000"}}"#.into());
             base.push(r#"{"data":{"ts":1790000000000000001,"time":"5","sequence":7,"symbol":"XBTUSDTM","side":"buy","size":18,"price":65005.3},"topic":"/contractMarket/execution:XBTUSDTM","type":"message","sn":1}"#.into());
             let (tried, taken) = shortcut_agrees(v, &base, samples);

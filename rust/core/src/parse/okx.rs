@@ -54,10 +54,7 @@ pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>) -> PResult<()> {
             return Ok(());
         }
         if doc.kind(data) != json::Kind::Arr {
-            return fail(format!(
-                "field \"data\" is {}, not an array of trades",
-                doc.kind_name(data)
-            ));
+            return fail(format!("field \"data\" is {}, not an array of trades", doc.kind_name(data)));
         }
         for (i, el) in doc.elements(data).enumerate() {
             sink.one_of_many(|sink| trade(doc, el, i, arg_inst, sink));
@@ -97,21 +94,15 @@ fn trade(doc: &Doc<'_>, obj: usize, i: usize, arg_inst: Option<usize>, sink: &mu
         None => 1,
     };
     if count == 0 {
-        return fail(format!(
-            "{} is 0; an aggregated trade covers at least one id",
-            tfield("count", i)
-        ));
+        return fail(format!("{} is 0; an aggregated trade covers at least one id", tfield("count", i)));
     }
     let inst = match inst.or(arg_inst) {
         Some(v) => v,
         None => return fail(format!("{} is missing (and so is arg.instId)", tfield("instId", i))),
     };
     let symbol = sink.text(doc, inst, tfield("instId", i))?;
-    let (trade_id, last) = seq_id(
-        sink.id(doc, need(id, tfield("tradeId", i))?, tfield("tradeId", i))?,
-        tfield("tradeId", i),
-        sink,
-    )?;
+    let (trade_id, last) =
+        seq_id(sink.id(doc, need(id, tfield("tradeId", i))?, tfield("tradeId", i))?, tfield("tradeId", i), sink)?;
     let first = match last.checked_sub(count - 1) {
         Some(f) => f,
         None => {
@@ -143,7 +134,6 @@ mod tests {
     const SWAP: &str = include_str!("../../../../tests/samples/okx_swap.jsonl");
     const TARDIS: &str = include_str!("../../../../tests/samples/okx.tardis.jsonl");
     const CONTROL: &str = include_str!("../../../../tests/samples/okx.control.jsonl");
-
 
     fn venue_of(line: &str) -> Venue {
         if line.contains("-SWAP\"") {
@@ -263,10 +253,7 @@ mod tests {
         // The documentation's example: tradeId 130639474 with count 3 covers 130639472..=130639474.
         let f = r#"{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT","tradeId":"130639474","px":"42219.9","sz":"0.12060306","side":"buy","ts":"1630048897897","count":"3","source":"0","seqId":1234}]}"#;
         let out = parse_ok(Venue::OkxSpot, f, &ctx);
-        assert_eq!(
-            (out.trades[0].seq_first, out.trades[0].seq_last),
-            (Some(130639472), Some(130639474))
-        );
+        assert_eq!((out.trades[0].seq_first, out.trades[0].seq_last), (Some(130639472), Some(130639474)));
         let mut o = ParsedFrame::new();
         for bad in [
             r#"{"arg":{"channel":"trades","instId":"A"},"data":[{"instId":"A","tradeId":"2","px":"1","sz":"1","side":"buy","ts":"1","count":"4"}]}"#,
@@ -277,10 +264,7 @@ mod tests {
             r#"{"data":[]}"#,
             r#"{"arg":{"instId":"A"},"data":[]}"#,
         ] {
-            assert!(
-                parse_frame(Venue::OkxSpot, bad.as_bytes(), &ctx, &mut o).is_err(),
-                "{bad}"
-            );
+            assert!(parse_frame(Venue::OkxSpot, bad.as_bytes(), &ctx, &mut o).is_err(), "{bad}");
         }
         // instId falls back to the push's arg.
         let f = r#"{"arg":{"channel":"trades-all","instId":"ETH-USDT"},"data":[{"tradeId":"7","px":"1","sz":"1","side":"sell","ts":"1"}]}"#;
@@ -309,18 +293,9 @@ mod tests {
             c(r#"{"event":"notice","code":"64008","msg":"The connection will soon be closed for a service upgrade. Please reconnect.","connId":"a4d3ae55"}"#).kind(),
             "shutdown_notice"
         );
-        assert_eq!(
-            c(r#"{"event":"unsubscribe","arg":{"channel":"trades","instId":"BTC-USDT"}}"#).kind(),
-            "other"
-        );
-        assert_eq!(
-            c(r#"{"arg":{"channel":"tickers","instId":"BTC-USDT"},"data":[{"last":"1"}]}"#).kind(),
-            "other"
-        );
-        assert_eq!(
-            c(r#"{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[]}"#).kind(),
-            "other"
-        );
+        assert_eq!(c(r#"{"event":"unsubscribe","arg":{"channel":"trades","instId":"BTC-USDT"}}"#).kind(), "other");
+        assert_eq!(c(r#"{"arg":{"channel":"tickers","instId":"BTC-USDT"},"data":[{"last":"1"}]}"#).kind(), "other");
+        assert_eq!(c(r#"{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[]}"#).kind(), "other");
         let mut o = ParsedFrame::new();
         assert!(parse_frame(Venue::OkxSpot, b"ping", &ctx, &mut o).is_err());
         assert!(parse_frame(Venue::BinanceSpot, b"pong", &ctx, &mut o).is_err());
@@ -330,12 +305,9 @@ mod tests {
     fn mutations_never_panic() {
         let ctx = ParseContext::new();
         let mut n = 0;
-        for (v, text) in [
-            (Venue::OkxSpot, SPOT),
-            (Venue::OkxSwap, SWAP),
-            (Venue::OkxSpot, TARDIS),
-            (Venue::OkxSwap, CONTROL),
-        ] {
+        for (v, text) in
+            [(Venue::OkxSpot, SPOT), (Venue::OkxSwap, SWAP), (Venue::OkxSpot, TARDIS), (Venue::OkxSwap, CONTROL)]
+        {
             n += mutate_all(v, text, &ctx);
         }
         assert!(n > 10_000, "{n}");
@@ -364,7 +336,8 @@ pub(super) fn fast_trades(frame: &[u8], arena: &mut Vec<u8>, trades: &mut Vec<Pa
         return None;
     }
     c.array(|c| {
-        let (mut inst, mut id, mut px, mut sz, mut side, mut ts, mut count) = (None, None, None, None, None, None, None);
+        let (mut inst, mut id, mut px, mut sz, mut side, mut ts, mut count) =
+            (None, None, None, None, None, None, None);
         c.object(|c, key| match key {
             b"instId" => once(&mut inst, c.text()),
             b"tradeId" => once(&mut id, c.text()),
@@ -388,7 +361,17 @@ pub(super) fn fast_trades(frame: &[u8], arena: &mut Vec<u8>, trades: &mut Vec<Pa
         let trade_id = put(arena, id?);
         let price = put(arena, price);
         let qty = put(arena, qty);
-        trades.push(ParsedTrade { symbol, trade_id, price, qty, side, ts_ns, flags: 0, seq_first: Some(first), seq_last: Some(last) });
+        trades.push(ParsedTrade {
+            symbol,
+            trade_id,
+            price,
+            qty,
+            side,
+            ts_ns,
+            flags: 0,
+            seq_first: Some(first),
+            seq_last: Some(last),
+        });
         Some(())
     })?;
     (c.byte(b'}') && c.at_end()).then_some(())
@@ -402,7 +385,8 @@ mod fast_tests {
     #[test]
     fn shortcut_agrees_with_the_general_parser() {
         for v in [Venue::OkxSpot, Venue::OkxSwap] {
-            let mut base: Vec<String> = venue_frames(v, 2, 661_349_180).into_iter().map(|f| String::from_utf8(f).unwrap()).collect();
+            let mut base: Vec<String> =
+                venue_frames(v, 2, 661_349_180).into_iter().map(|f| String::from_utf8(f).unwrap()).collect();
             base.push(r#"{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT","tradeId":"661349185","px":"65000","sz":"0.003","side":"sell","ts":"1790000000000","count":"3"}]}"#.into());
             base.push(r#"{"arg":{"channel":"trades-all","instId":"ETH-USDT"},"data":[{"tradeId":"5","px":"-1.5","sz":"2","side":"BUY","ts":"1790000000000.25"},{"instId":"X-Y","tradeId":"6","px":"1","sz":"0","side":"sell","ts":"0"}]}"#.into());
             let (tried, taken) = shortcut_agrees(v, &base, include_str!("../../../../tests/samples/okx_spot.jsonl"));

@@ -103,22 +103,14 @@ fn trade_rows(
 ) -> PResult<()> {
     let rows_name = if scaled { "trades" } else { "trades_p" };
     if doc.kind(rows) != json::Kind::Arr {
-        return fail(format!(
-            "field \"{rows_name}\" is {}, not an array of rows",
-            doc.kind_name(rows)
-        ));
+        return fail(format!("field \"{rows_name}\" is {}, not an array of rows", doc.kind_name(rows)));
     }
     let flags = match ty {
         None => 0,
         Some(t) => match &*str_field(doc, t, field("type"))? {
             b"snapshot" => flags::SNAPSHOT,
             b"incremental" => 0,
-            other => {
-                return fail(format!(
-                    "field \"type\" {} is not \"snapshot\" or \"incremental\"",
-                    show(other)
-                ))
-            }
+            other => return fail(format!("field \"type\" {} is not \"snapshot\" or \"incremental\"", show(other))),
         },
     };
     let sym = sink.text(doc, need(symbol, field("symbol"))?, field("symbol"))?;
@@ -133,9 +125,7 @@ fn trade_rows(
         let s = std::str::from_utf8(sym_text).unwrap_or("");
         let (p, q) = ctx.phemex_spot_scales(s);
         if p > MAX_SCALE || q > MAX_SCALE {
-            return fail(format!(
-                "configured scales ({p}, {q}) of {s} are larger than {MAX_SCALE}"
-            ));
+            return fail(format!("configured scales ({p}, {q}) of {s} are larger than {MAX_SCALE}"));
         }
         (p, q)
     } else {
@@ -145,17 +135,12 @@ fn trade_rows(
     for (i, row) in doc.elements(rows).enumerate() {
         sink.one_of_many(|sink| {
             if doc.kind(row) != json::Kind::Arr {
-                return fail(format!(
-                    "row {i} of \"{rows_name}\" is {}, not an array",
-                    doc.kind_name(row)
-                ));
+                return fail(format!("row {i} of \"{rows_name}\" is {}, not an array", doc.kind_name(row)));
             }
             let mut el = doc.elements(row);
             let (Some(ts_v), Some(side_v), Some(price_v), Some(qty_v)) = (el.next(), el.next(), el.next(), el.next())
             else {
-                return fail(format!(
-                    "row {i} of \"{rows_name}\" has fewer than 4 elements [ts, side, price, qty]"
-                ));
+                return fail(format!("row {i} of \"{rows_name}\" has fewer than 4 elements [ts, side, price, qty]"));
             };
             let ts_ns = time_ns(doc, ts_v, tfield("timestamp", i), 0)?;
             let side = side(doc, side_v, tfield("side", i))?;
@@ -180,12 +165,21 @@ fn trade_rows(
 /// Adds one row as a trade whose id is its content, `<ts_ns>:<b|s>:<price>:<qty>`, with `#<k>`
 /// appended to the k-th (k >= 2) identical row of the frame (trades from `first_trade` on).
 #[allow(clippy::too_many_arguments)]
-fn push_row(sink: &mut Sink<'_>, first_trade: usize, sym: &Range<u32>, ts_ns: i64, side: Side, price: Range<u32>, qty: Range<u32>, flags: u16, i: usize) -> PResult<()> {
+fn push_row(
+    sink: &mut Sink<'_>,
+    first_trade: usize,
+    sym: &Range<u32>,
+    ts_ns: i64,
+    side: Side,
+    price: Range<u32>,
+    qty: Range<u32>,
+    flags: u16,
+    i: usize,
+) -> PResult<()> {
     // Content id: <ts_ns>:<b|s>:<price>:<qty>[#k].
     let start = sink.arena.len();
     push_u64(sink.arena, ts_ns as u64);
-    sink.arena
-        .extend_from_slice(if side == Side::Buy { b":b:" } else { b":s:" });
+    sink.arena.extend_from_slice(if side == Side::Buy { b":b:" } else { b":s:" });
     sink.arena.extend_from_within(price.start as usize..price.end as usize);
     sink.arena.push(b':');
     sink.arena.extend_from_within(qty.start as usize..qty.end as usize);
@@ -199,9 +193,7 @@ fn push_row(sink: &mut Sink<'_>, first_trade: usize, sym: &Range<u32>, ts_ns: i6
         .iter()
         .filter(|t| {
             t.ts_ns == ts_ns && {
-                let id = arena
-                    .get(t.trade_id.start as usize..t.trade_id.end as usize)
-                    .unwrap_or(&[]);
+                let id = arena.get(t.trade_id.start as usize..t.trade_id.end as usize).unwrap_or(&[]);
                 id.len() >= base.len()
                     && id.get(..base.len()) == Some(base)
                     && (id.len() == base.len() || id.get(base.len()) == Some(&b'#'))
@@ -264,7 +256,6 @@ mod tests {
     const CONTRACT: &str = include_str!("../../../../tests/samples/phemex_contract.jsonl");
     const TARDIS: &str = include_str!("../../../../tests/samples/phemex.tardis.jsonl");
     const CONTROL: &str = include_str!("../../../../tests/samples/phemex.control.jsonl");
-
 
     /// Which of our venues a phemex.tardis line belongs to (None: COIN-M, not ours).
     fn venue_of(line: &str) -> Option<Venue> {
@@ -441,71 +432,27 @@ mod tests {
         let v = Venue::PhemexPerp;
         let f = r#"{"sequence":1,"symbol":"BTCUSDT","trades_p":[[5,"Buy","1.0","2"],[5,"Buy","1.0","2"],[5,"Sell","1.0","2"],[6,"Buy","1.0","2"],[5,"Buy","1.0","2"],[5,"Buy","1.0","20"]],"type":"snapshot"}"#;
         let out = parse_ok(v, f, &ctx);
-        let ids: Vec<String> = (0..out.trades.len())
-            .map(|i| String::from_utf8(out.trade(i, v, 0).trade_id.to_vec()).unwrap())
-            .collect();
-        assert_eq!(
-            ids,
-            [
-                "5:b:1.0:2",
-                "5:b:1.0:2#2",
-                "5:s:1.0:2",
-                "6:b:1.0:2",
-                "5:b:1.0:2#3",
-                "5:b:1.0:20"
-            ]
-        );
+        let ids: Vec<String> =
+            (0..out.trades.len()).map(|i| String::from_utf8(out.trade(i, v, 0).trade_id.to_vec()).unwrap()).collect();
+        assert_eq!(ids, ["5:b:1.0:2", "5:b:1.0:2#2", "5:s:1.0:2", "6:b:1.0:2", "5:b:1.0:2#3", "5:b:1.0:20"]);
         assert!(out.trades.iter().all(|t| t.flags == flags::SNAPSHOT));
         let c = |f: &str| parse_ok(v, f, &ctx).control.unwrap();
-        assert_eq!(
-            c(r#"{"sequence":1,"symbol":"BTCUSDT","trades_p":[],"type":"snapshot"}"#).kind(),
-            "other"
-        );
+        assert_eq!(c(r#"{"sequence":1,"symbol":"BTCUSDT","trades_p":[],"type":"snapshot"}"#).kind(), "other");
         assert_eq!(c(line(CONTROL, 1)).kind(), "other");
         assert_eq!(c(line(CONTROL, 2)).kind(), "subscribe_ack");
         assert_eq!(c(r#"{"error":null,"id":0,"result":"pong"}"#), Control::Pong);
-        assert_eq!(
-            c(r#"{"error":{"code":6001,"message":"invalid argument"},"id":1,"result":null}"#).kind(),
-            "error"
-        );
+        assert_eq!(c(r#"{"error":{"code":6001,"message":"invalid argument"},"id":1,"result":null}"#).kind(), "error");
         let mut o = ParsedFrame::new();
         for (venue, bad) in [
-            (
-                Venue::PhemexPerp,
-                r#"{"symbol":"BTCUSDT","trades_p":[[5,"Buy","1.0"]],"type":"incremental"}"#,
-            ),
-            (
-                Venue::PhemexPerp,
-                r#"{"symbol":"BTCUSDT","trades_p":[[5e3,"Buy","1.0","1"]],"type":"incremental"}"#,
-            ),
-            (
-                Venue::PhemexPerp,
-                r#"{"symbol":"BTCUSDT","trades_p":[[5,"Buy","1.0","1"]],"type":"delta"}"#,
-            ),
-            (
-                Venue::PhemexPerp,
-                r#"{"symbol":"BTCUSDT","trades_p":{},"type":"incremental"}"#,
-            ),
-            (
-                Venue::PhemexPerp,
-                r#"{"trades_p":[[5,"Buy","1.0","1"]],"type":"incremental"}"#,
-            ),
-            (
-                Venue::PhemexSpot,
-                r#"{"symbol":"sBTCUSDT","trades":[[5,"Buy","100","1"]],"type":"incremental"}"#,
-            ),
-            (
-                Venue::PhemexSpot,
-                r#"{"symbol":"sBTCUSDT","trades":[[5,"Buy",-100,1]],"type":"incremental"}"#,
-            ),
-            (
-                Venue::PhemexSpot,
-                r#"{"symbol":"sBTCUSDT","trades":[[5,"Buy",1.5,1]],"type":"incremental"}"#,
-            ),
-            (
-                Venue::PhemexSpot,
-                r#"{"symbol":"sBTCUSDT","trades":[[5,"Hold",1,1]],"type":"incremental"}"#,
-            ),
+            (Venue::PhemexPerp, r#"{"symbol":"BTCUSDT","trades_p":[[5,"Buy","1.0"]],"type":"incremental"}"#),
+            (Venue::PhemexPerp, r#"{"symbol":"BTCUSDT","trades_p":[[5e3,"Buy","1.0","1"]],"type":"incremental"}"#),
+            (Venue::PhemexPerp, r#"{"symbol":"BTCUSDT","trades_p":[[5,"Buy","1.0","1"]],"type":"delta"}"#),
+            (Venue::PhemexPerp, r#"{"symbol":"BTCUSDT","trades_p":{},"type":"incremental"}"#),
+            (Venue::PhemexPerp, r#"{"trades_p":[[5,"Buy","1.0","1"]],"type":"incremental"}"#),
+            (Venue::PhemexSpot, r#"{"symbol":"sBTCUSDT","trades":[[5,"Buy","100","1"]],"type":"incremental"}"#),
+            (Venue::PhemexSpot, r#"{"symbol":"sBTCUSDT","trades":[[5,"Buy",-100,1]],"type":"incremental"}"#),
+            (Venue::PhemexSpot, r#"{"symbol":"sBTCUSDT","trades":[[5,"Buy",1.5,1]],"type":"incremental"}"#),
+            (Venue::PhemexSpot, r#"{"symbol":"sBTCUSDT","trades":[[5,"Hold",1,1]],"type":"incremental"}"#),
             (Venue::PhemexSpot, r#"{"sequence":1}"#),
         ] {
             assert!(parse_frame(venue, bad.as_bytes(), &ctx, &mut o).is_err(), "{bad}");
@@ -553,7 +500,13 @@ mod tests {
 /// and `type`, members in any order otherwise. One pass over the bytes, no token tape; the rows
 /// become trades exactly as `trade_rows` makes them (`push_row`); anything else returns `None` and
 /// the general parser decides (tests hold the two to the same output on every frame it takes).
-pub(super) fn fast_trades(frame: &[u8], arena: &mut Vec<u8>, trades: &mut Vec<ParsedTrade>, ctx: &ParseContext, spot: bool) -> Option<()> {
+pub(super) fn fast_trades(
+    frame: &[u8],
+    arena: &mut Vec<u8>,
+    trades: &mut Vec<ParsedTrade>,
+    ctx: &ParseContext,
+    spot: bool,
+) -> Option<()> {
     use super::fast::{once, Cursor};
     let mut c = Cursor::new(frame);
     let mut control = None;
@@ -655,14 +608,22 @@ mod fast_tests {
 
     #[test]
     fn shortcut_agrees_with_the_general_parser() {
-        let mut spot: Vec<String> = venue_frames(Venue::PhemexSpot, 2, 100_000_030).into_iter().map(|f| String::from_utf8(f).unwrap()).collect();
+        let mut spot: Vec<String> = venue_frames(Venue::PhemexSpot, 2, 100_000_030)
+            .into_iter()
+            .map(|f| String::from_utf8(f).unwrap())
+            .collect();
         spot.push(r#"{"sequence":1,"symbol":"sBTCUSDT","trades":[[1790000000000000000,"Sell",6499540000000,412000],[1790000000000000000,"Sell",6499540000000,412000],[1790000000000000001,"buy",1,0,7]],"type":"snapshot"}"#.into());
         spot.push(r#"{"symbol":"sETHUSDT","trades_p":[["1790000000000000000","Buy","1.5","2"]]}"#.into());
-        let (tried, taken) = shortcut_agrees(Venue::PhemexSpot, &spot, include_str!("../../../../tests/samples/phemex_spot.jsonl"));
+        let (tried, taken) =
+            shortcut_agrees(Venue::PhemexSpot, &spot, include_str!("../../../../tests/samples/phemex_spot.jsonl"));
         assert!(taken * 20 > tried, "phemex-spot: the shortcut took only {taken} of {tried}");
-        let mut perp: Vec<String> = venue_frames(Venue::PhemexPerp, 2, 100_000_026).into_iter().map(|f| String::from_utf8(f).unwrap()).collect();
+        let mut perp: Vec<String> = venue_frames(Venue::PhemexPerp, 2, 100_000_026)
+            .into_iter()
+            .map(|f| String::from_utf8(f).unwrap())
+            .collect();
         perp.push(r#"{"sequence":100000026,"symbol":"BTCUSDT","trades_p":[[1790000000000000000,"Sell","64998.5","0.00224"],[1790000000000000000,"Sell","64998.5","0.00224"],[1790000000000000000,"Sell","64998.5","0.00224"],[1790000000000000004,"Buy",-1,2]],"type":"snapshot"}"#.into());
-        let (tried, taken) = shortcut_agrees(Venue::PhemexPerp, &perp, include_str!("../../../../tests/samples/phemex.tardis.jsonl"));
+        let (tried, taken) =
+            shortcut_agrees(Venue::PhemexPerp, &perp, include_str!("../../../../tests/samples/phemex.tardis.jsonl"));
         assert!(taken * 20 > tried, "phemex-perp: the shortcut took only {taken} of {tried}");
     }
 }
