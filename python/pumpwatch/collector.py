@@ -566,12 +566,7 @@ class VenueRecorder:
                 if hole.after_id is not None:
                     rows = [r for r in rows if _inside_hole(r, hole)]
                 if rows:
-                    trades = [_core.Trade(**{**r, "recv_ns": time.time_ns()}) for r in rows]
-                    n, events = self.store.ingest_trades(trades)
-                    self.counters.backfilled += n
-                    for e in events or []:
-                        self._on_event(e)
-                    first = min(r["ts_ns"] for r in rows)
+                    first = self._store_backfill(rows)
                     oldest_ts = first if oldest_ts is None else min(oldest_ts, first)
                 page = spec.next_backfill_request(page, rows, **bounds)
         if hole.after_id is not None:
@@ -630,12 +625,7 @@ class VenueRecorder:
                     rows = sorted(rows, key=lambda r: (len(str(r["trade_id"])), str(r["trade_id"])))
                     self._open_below_live(hole, rows)
                 if rows:
-                    trades = [_core.Trade(**{**r, "recv_ns": time.time_ns()}) for r in rows]
-                    n, events = self.store.ingest_trades(trades)
-                    self.counters.backfilled += n
-                    for e in events or []:
-                        self._on_event(e)
-                    first = min(r["ts_ns"] for r in rows)
+                    first = self._store_backfill(rows)
                     oldest_ts = first if oldest_ts is None else min(oldest_ts, first)
                 page = spec.next_backfill_request(page, rows, start_ns=hole.start_ns, end_ns=hole.end_ns,
                                                   **({"after_id": -1} if spec.backfill.reach == "by_id" else {}))
@@ -667,6 +657,16 @@ class VenueRecorder:
                 if i.isdigit()]
         if live and min(ids) < min(live):
             self.store.seed_open_gap(self.venue, hole.symbol, min(ids), min(live) - 1)
+
+    def _store_backfill(self, rows: list[dict]) -> int:
+        """Stores REST rows through the ingest path (the same dedupe and id checks as frames);
+        returns the oldest exchange time among them."""
+        trades = [_core.Trade(**{**r, "recv_ns": time.time_ns()}) for r in rows]
+        n, events = self.store.ingest_trades(trades)
+        self.counters.backfilled += n
+        for e in events or []:
+            self._on_event(e)
+        return min(r["ts_ns"] for r in rows)
 
     def _unfillable(self, hole: Hole, why: str) -> None:
         if hole.routine:
