@@ -56,17 +56,28 @@ PREALLOCATED = "96m"
 #: 40 MiB: too small for the log's 64 MiB chunk, so the writer reserves as it goes and meets the
 #: full disk itself (the Rust side of issue 14: keep the ring, retry, write back, name the loss).
 WRITER_FULL = "40m"
+#: The filler never writes more than this, whatever the filesystem (both tmpfs sizes are below it).
+FILL_CAP_BYTES = 256 << 20
 
 FILLER = textwrap.dedent(
     """
     import errno, os, sys
-    path = sys.argv[1]
+    path, cap = sys.argv[1], int(sys.argv[2])
+    # Only ever a small tmpfs: never fill a real disk (a test killed before its teardown, a mount
+    # gone), and never more than `cap` bytes whatever the filesystem says.
+    where = os.path.realpath(os.path.dirname(path))
+    mounts = [line.split() for line in open("/proc/self/mountinfo")]
+    fstype = max(((m[4], m[m.index("-") + 1]) for m in mounts if where == m[4] or where.startswith(m[4].rstrip("/") + "/")),
+                 key=lambda x: len(x[0]))[1]
+    if fstype != "tmpfs":
+        sys.exit(f"refusing to fill {where}: it is {fstype}, not the test's tmpfs")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    written = 0
     for size in (1 << 20, 4096, 1):          # to the last byte the filesystem has
         chunk = b"\\1" * size
-        while True:
+        while written + size <= cap:
             try:
-                os.write(fd, chunk)
+                written += os.write(fd, chunk)
             except OSError as e:
                 if e.errno != errno.ENOSPC:
                     raise
@@ -115,7 +126,7 @@ class Filler:
     def _run(self) -> None:
         try:
             time.sleep(max(0.0, self.t0 + self.fill_at - time.monotonic()))
-            self.proc = subprocess.Popen([sys.executable, "-c", FILLER, str(self.ballast)], stdin=subprocess.PIPE,
+            self.proc = subprocess.Popen([sys.executable, "-c", FILLER, str(self.ballast), str(FILL_CAP_BYTES)], stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, text=True)
             line = self.proc.stdout.readline().split()
             assert line and line[0] == "FULL", line
