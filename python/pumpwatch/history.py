@@ -417,6 +417,7 @@ class HistoryRun:
     async def _build(self, listing: PastListing, ticker: str, result: HistoryResult, now_ns: int | None) -> str:
         notice = {"notice_id": listing.notice_id, "title": listing.title, "markets": list(listing.markets)}
         req = CaptureRequest(ticker, listing.t0_ns, self.before_ns, self.after_ns, notice)
+        self._clear_partial(req.name)
         existing = event_source(self.data_dir, req.name)
         if existing == SOURCE:
             result.skipped_done.append(req.name)
@@ -425,7 +426,6 @@ class HistoryRun:
             log.info("%s was captured live (source %s): kept (--replace rebuilds it from REST)", req.name, existing)
             result.skipped_live.append(req.name)
             return req.name
-        self._clear_partial(req.name)
         now = time.time_ns() if now_ns is None else now_ns
         table, mapping, told, spent = await rest_window(self.histories, ticker, req.start_ns, req.end_ns + 1, now)
         result.requests[req.name] = spent

@@ -1,0 +1,213 @@
+"""`pumpwatch history` against the simulator (issue 17): a simulated year of Upbit notices is paged
+back, every KRW listing is rebuilt as an event folder, the trades of the venues that keep history
+equal id by id what the simulator holds for the window, the others say not available, a run
+stopped halfway goes on where it stopped, a live event is never overwritten, and `load_events`
+over the folders equals the analysis files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+import pumpwatch
+from pumpwatch import history as hist
+from pumpwatch.capture import EVENTS_DIR, event_name
+from pumpwatch.net import HttpError, http_fetch
+from pumpwatch.sim import Simulator
+from pumpwatch.sim.history import seed_history
+from pumpwatch.sim.upbit import SimUpbit
+from pumpwatch.upbit import WatcherSettings
+from pumpwatch.venues import HttpRequest
+
+NS = 1_000_000_000
+DAY_NS = 86_400 * NS
+SEED = 17
+LISTINGS = 4  # a year with four listings, plus the board's six of the last days: ten events
+REACH_DAYS = {"okx-spot": 90, "okx-swap": 90, "gate-spot": 30, "binance-usdm": 365}
+RECENT_ONLY = {"bybit-spot", "bybit-linear", "kucoin-spot", "kucoin-futures", "phemex-spot", "phemex-perp"}
+
+
+class World:
+    def __init__(self, sim: Simulator, upbit: SimUpbit, truth: dict):
+        self.sim, self.upbit, self.truth = sim, upbit, truth
+        self.since = time.time_ns() - 366 * DAY_NS
+
+    def run(self, data_dir, **kw) -> hist.HistoryRun:
+        w = WatcherSettings(base_url=self.upbit.base_url, interval_s=0.02, market_url="")
+        return hist.HistoryRun(data_dir, watcher=w, venue_urls={v: s.rest_url for v, s in self.sim.venues.items()},
+                               chart=False, **kw)
+
+
+def in_world(test):
+    """Runs `test(world)` against a simulator with a year of listings (one per test: seconds)."""
+    async def main():
+        async with Simulator(seed=SEED, trades_per_s=2) as sim, SimUpbit(seed=SEED, min_interval_s=0.01) as upbit:
+            upbit.add_year(listings=LISTINGS)
+            await test(World(sim, upbit, seed_history(sim, upbit)))
+    asyncio.run(main())
+
+
+def sim_window(sim: Simulator, venue: str, symbol: str, start_ns: int, end_ns: int) -> list[str]:
+    """What the simulator holds for the window, as the venue's REST gives it: trade ids (Binance
+    USDⓈ-M without a key: its aggTrades, `f-l`), both ends included."""
+    v = sim.venues[venue]
+    if venue == "binance-usdm":
+        runs = v.protocol._aggregates(symbol)
+        return [f"{r[0].num_id}-{r[-1].num_id}" for r in runs if start_ns <= r[0].ts_ns <= end_ns]
+    return [f.trade_id for f in v.history(symbol) if start_ns <= f.ts_ns <= end_ns and not f.placeholder]
+
+
+def test_history_rebuilds_every_listing_with_the_venues_own_trades(tmp_path):
+    async def check(world: World):
+        result = await world.run(tmp_path).run(world.since)
+        announced = world.upbit.announced_listings(world.since)
+        expected = {event_name(t, t0) for tickers, t0 in announced.values() for t in tickers}
+        assert len(expected) == LISTINGS + 6
+        assert set(result.built) == expected and not result.failed
+        assert {(x.notice_id, x.tickers, x.t0_ns) for x in result.listings} == {(i, t, t0) for i, (t, t0) in announced.items()}
+        now = time.time_ns()
+        checked = {"rest-history": 0, "rest-history-aggregated": 0, "not available": 0, "older": 0}
+        for tickers, t0 in announced.values():
+            ticker = tickers[0]
+            folder = tmp_path / EVENTS_DIR / event_name(ticker, t0)
+            event = json.loads((folder / "event.json").read_text())
+            trades = pq.read_table(folder / "trades.parquet").to_pylist()
+            assert event["source"] == "rest-history"
+            listed = world.truth.get((ticker, t0), [])
+            for venue, entry in event["venues"].items():
+                got = [r["trade_id"] for r in trades if r["venue"] == venue]
+                if venue not in listed:
+                    assert entry["coverage"] == "absent" and entry["source"] == "none" and not got
+                    continue
+                (symbol,) = entry["instruments"]
+                if venue in RECENT_ONLY:
+                    assert entry["coverage"] == hist.NOT_AVAILABLE and entry["source"] == "none" and not got
+                    checked["not available"] += 1
+                    continue
+                reach = REACH_DAYS.get(venue)
+                if reach is not None and now - (t0 - 20 * NS) > reach * DAY_NS:
+                    assert entry["coverage"].startswith("not available: older than") and not got, (venue, entry)
+                    checked["older"] += 1
+                    continue
+                want = sim_window(world.sim, venue, symbol, t0 - 20 * NS, t0 + 20 * NS)
+                assert want, f"{venue} {symbol}: the simulator holds no trade in the window"
+                assert got == want, f"{venue} {symbol}: ids differ"
+                assert entry["coverage"] == "complete" and entry["trades"] == len(want)
+                assert entry["source"] == ("rest-history-aggregated" if venue == "binance-usdm" else "rest-history")
+                checked[entry["source"]] += 1
+        assert all(checked.values()), checked  # every kind of venue was seen
+        assert all(result.requests[n]["bybit-spot"] <= 1 + (n == result.built[0]) for n in result.built)
+
+    in_world(check)
+
+
+def test_history_stopped_halfway_goes_on_where_it_stopped(tmp_path):
+    async def check(world: World):
+        first = world.run(tmp_path)
+        stop_after = 3
+
+        def boom(name):
+            if len(os.listdir(tmp_path / EVENTS_DIR)) > stop_after:  # the progress file + 3 events
+                raise KeyboardInterrupt("stopped")
+
+        first.after_event = boom
+        with pytest.raises(KeyboardInterrupt):
+            await first.run(world.since)
+        done = sorted(n for n in os.listdir(tmp_path / EVENTS_DIR) if not n.startswith(".") and n != hist.PROGRESS_FILE)
+        assert len(done) == stop_after
+        # a folder half-written when the run died is not an event and does not stay
+        (tmp_path / EVENTS_DIR / f".tmp-{done[0]}-x").mkdir()
+        requests_before = len(world.upbit.served)
+        second = await world.run(tmp_path).run(world.since)
+        assert len(world.upbit.served) == requests_before, "the list was paged again"
+        assert sorted(second.skipped_done) == done and not set(second.built) & set(done)
+        clean = tmp_path / "clean"
+        whole = await world.run(clean).run(world.since)
+        names = sorted(n for n in os.listdir(tmp_path / EVENTS_DIR) if n != hist.PROGRESS_FILE)
+        assert names == sorted(whole.built), "each event once, no leftovers"
+        for n in names:
+            a = pq.read_table(tmp_path / EVENTS_DIR / n / "trades.parquet")
+            b = pq.read_table(clean / EVENTS_DIR / n / "trades.parquet")
+            assert a.equals(b), n
+
+    in_world(check)
+
+
+def test_a_live_event_is_not_overwritten_unless_replace(tmp_path):
+    async def check(world: World):
+        (tickers, t0), = [v for v in world.upbit.krw_listings.values() if v[0] == ("WAL",)]
+        live = tmp_path / EVENTS_DIR / event_name("WAL", t0)
+        live.mkdir(parents=True)
+        text = json.dumps({"ticker": "WAL", "t0_ns": t0, "source": "log", "venues": {}})
+        (live / "event.json").write_text(text)
+        result = await world.run(tmp_path).run(world.since)
+        assert live.name in result.skipped_live and live.name not in result.built
+        assert (live / "event.json").read_text() == text and sorted(os.listdir(live)) == ["event.json"]
+        again = await world.run(tmp_path, replace=True).run(world.since)
+        assert again.built == [live.name]  # the rebuilt ones are not built twice, the live one is replaced
+        assert json.loads((live / "event.json").read_text())["source"] == "rest-history"
+
+    in_world(check)
+
+
+def test_load_events_over_rebuilt_folders_equals_the_analysis_files(tmp_path):
+    duckdb = pytest.importorskip("duckdb")
+
+    async def check(world: World):
+        await world.run(tmp_path).run(world.since)
+        table = pumpwatch.load_events(tmp_path)
+        rows = table.to_pylist()
+        assert rows
+        for r in rows:
+            folder = tmp_path / EVENTS_DIR / r["event"]
+            event = json.loads((folder / "event.json").read_text())
+            analysis = json.loads((folder / "analysis.json").read_text())
+            entry = event["venues"][r["venue"]]
+            a = analysis["venues"].get(r["venue"], {})
+            assert r["source"] == entry["source"] and r["coverage"] == entry["coverage"] and r["trades"] == entry["trades"]
+            assert r["max_rise_pct"] == a.get("max_rise_pct") and r["verdict"] == a.get("verdict")
+        glob = str(tmp_path / EVENTS_DIR / "*" / "trades.parquet")
+        counted = dict(duckdb.sql(f"SELECT venue, count(*) FROM read_parquet('{glob}') GROUP BY venue").fetchall())
+        expected: dict[str, int] = {}
+        for r in rows:
+            if r["trades"]:
+                expected[r["venue"]] = expected.get(r["venue"], 0) + r["trades"]
+        assert counted == expected and "binance-spot" in counted
+
+    in_world(check)
+
+
+def test_the_simulated_venues_refuse_what_is_beyond_their_reach():
+    async def check(world: World):
+        now_ms = time.time_ns() // 1_000_000
+        old = [(t, t0) for (t, t0), venues in world.truth.items()
+               if time.time_ns() - t0 > 100 * DAY_NS and {"okx-spot", "gate-spot"} <= set(venues)]
+        assert old, "the seeded year has a listing older than OKX's and Gate's reach on both"
+        ticker, t0 = old[0]
+        t0_ms = t0 // 1_000_000
+        # The windows are on the tapes ...
+        assert sim_window(world.sim, "okx-spot", f"{ticker}-USDT", t0 - 20 * NS, t0 + 20 * NS)
+        assert sim_window(world.sim, "gate-spot", f"{ticker}_USDT", t0 - 20 * NS, t0 + 20 * NS)
+        # ... but OKX history-trades serves 3 months and Gate spot 30 days (VENUES §4.3, §7.3)
+        okx = await http_fetch(world.sim.venues["okx-spot"].rest_url, HttpRequest(
+            "GET", "/api/v5/market/history-trades", {"instId": f"{ticker}-USDT", "type": "2", "after": str(t0_ms + 20_000)}))
+        assert json.loads(okx)["data"] == []
+        gate = await http_fetch(world.sim.venues["gate-spot"].rest_url, HttpRequest(
+            "GET", "/api/v4/spot/trades", {"currency_pair": f"{ticker}_USDT", "from": str(t0 // NS - 20), "to": str(t0 // NS + 20)}))
+        assert json.loads(gate) == []
+        # Binance spot keeps everything: its first id of the window by aggTrades, then by id
+        agg = json.loads(await http_fetch(world.sim.venues["binance-spot"].rest_url, HttpRequest(
+            "GET", "/api/v3/aggTrades", {"symbol": f"{ticker}USDT", "startTime": str(t0_ms - 20_000),
+                                         "endTime": str(t0_ms + 20_000), "limit": "1"})))
+        assert agg and agg[0]["T"] >= t0_ms - 20_000
+        with pytest.raises(HttpError):  # Binance USDⓈ-M historicalTrades wants a key (§2.3)
+            await http_fetch(world.sim.venues["binance-usdm"].rest_url, HttpRequest(
+                "GET", "/fapi/v1/historicalTrades", {"symbol": f"{ticker}USDT", "fromId": "1"}))
+        assert now_ms > t0_ms
+
+    in_world(check)
