@@ -211,3 +211,89 @@ def test_the_simulated_venues_refuse_what_is_beyond_their_reach():
         assert now_ms > t0_ms
 
     in_world(check)
+
+
+def _config(world: World, path) -> str:
+    lines = ["[upbit]", f'url = "{world.upbit.base_url}"', "interval_s = 0.02", 'market_url = ""', ""]
+    for v, s in world.sim.venues.items():
+        lines += [f"[venues.{v}]", f'rest_url = "{s.rest_url}"', ""]
+    path.write_text("\n".join(lines))
+    return str(path)
+
+
+def test_cli_history_killed_and_run_again_builds_each_event_once(tmp_path):
+    import signal
+    import sys
+
+    async def check(world: World):
+        cfg = _config(world, tmp_path / "pumpwatch.toml")
+        since = time.strftime("%Y-%m-%d", time.gmtime(world.since // NS))
+        cmd = [sys.executable, "-m", "pumpwatch", "history", "--since", since, "--config", cfg,
+               "--data-dir", str(tmp_path / "d"), "--json", "--no-chart"]
+        events = tmp_path / "d" / EVENTS_DIR
+        proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # killed once two events are written
+            built = [n for n in (os.listdir(events) if events.exists() else []) if not n.startswith(".") and n != hist.PROGRESS_FILE]
+            if len(built) >= 2 or proc.returncode is not None:
+                break
+            await asyncio.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        first = set(built)
+        assert 2 <= len(first) < LISTINGS + 6, "killed halfway"
+        proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        summary = json.loads(out)
+        announced = world.upbit.announced_listings(world.since - DAY_NS)
+        expected = {event_name(t, t0) for tickers, t0 in announced.values() for t in tickers
+                    if t0 >= hist_since_midnight(world.since)}
+        assert first <= set(summary["already_built"]) and not first & set(summary["built"])
+        assert set(summary["built"]) | set(summary["already_built"]) == expected
+        names = sorted(n for n in os.listdir(events) if n != hist.PROGRESS_FILE)
+        assert names == sorted(expected)
+        assert set(summary["requests"][summary["built"][0]]) == set(world.sim.venues)
+
+    in_world(check)
+
+
+def hist_since_midnight(since_ns: int) -> int:
+    return since_ns // DAY_NS * DAY_NS
+
+
+def test_capture_from_history_fills_the_venues_the_recording_does_not_cover(tmp_path):
+    from pumpwatch.capture import CaptureRequest
+    from pumpwatch.store import ReadOnlyStore
+
+    async def check(world: World):
+        # the board's WAL listing, two days ago: every venue that keeps history reaches it
+        (tickers, t0), = [v for v in world.upbit.krw_listings.values() if v[0] == ("WAL",)]
+        listed = world.truth[("WAL", t0)]
+        window = sim_window(world.sim, "binance-spot", "WALUSDT", t0 - 20 * NS, t0 + 20 * NS)
+        fills = {f.trade_id: f for f in world.sim.venues["binance-spot"].history("WALUSDT")}
+        inst = world.sim.venues["binance-spot"].instruments["WALUSDT"]
+        half = window[: len(window) // 2]  # the recording has the first half of Binance spot only
+        with pumpwatch.Store(tmp_path) as store:
+            store.append_trades([pumpwatch.Trade(venue="binance-spot", symbol="WALUSDT", trade_id=i,
+                                                 price=inst.price_text(fills[i].price), qty=inst.qty_text(fills[i].qty),
+                                                 side=fills[i].side, ts_ns=fills[i].ts_ns, recv_ns=fills[i].ts_ns + 1_000_000)
+                                 for i in half])
+        req = CaptureRequest("WAL", t0, 20 * NS, 20 * NS, {"manual": True})
+        with ReadOnlyStore(tmp_path) as source:
+            ev = await hist.capture_from_history(source, req, tmp_path, chart=False,
+                                                 venue_urls={v: s.rest_url for v, s in world.sim.venues.items()})
+        venues = ev.event["venues"]
+        trades = pq.read_table(os.path.join(ev.path, "trades.parquet")).to_pylist()
+        spot = [r for r in trades if r["venue"] == "binance-spot"]
+        assert [r["trade_id"] for r in spot] == window
+        assert venues["binance-spot"]["source"] == "recorded+rest-history"
+        recv = {r["trade_id"]: r["recv_ns"] for r in spot}
+        assert all(recv[i] == fills[i].ts_ns + 1_000_000 for i in half), "a recorded trade stays as recorded"
+        for v in ("okx-spot", "gate-futures"):
+            if v in listed:
+                assert venues[v]["source"] == "rest-history" and venues[v]["coverage"] == "complete"
+                assert [r["trade_id"] for r in trades if r["venue"] == v] == sim_window(
+                    world.sim, v, venues[v]["instruments"][0], t0 - 20 * NS, t0 + 20 * NS)
+
+    in_world(check)

@@ -477,3 +477,93 @@ class _Progress:
     def advance(self, task: Any, what: str = "") -> None:
         if self._p is not None:
             self._p.update(task, advance=1, what=what)
+
+
+# ---------------------------------------------------------------------------------------------
+# One listing: `pumpwatch capture TICKER --at T --from-history`
+
+
+class _WithHistory:
+    """The recording, plus REST trades for the venues it does not cover (a trade already recorded
+    is kept as recorded: same venue, symbol and id)."""
+
+    def __init__(self, recording: Any, rest: pa.Table):
+        self.recording = recording
+        self.rest = MemorySource(rest)
+
+    def query(self, start_ns: int | None = None, end_ns: int | None = None, venues: Any = None, symbols: Any = None, *,
+              include_non_trades: bool = False) -> pa.Table:
+        rec = self.recording.query(start_ns, end_ns, venues, symbols, include_non_trades=include_non_trades)
+        more = self.rest.query(start_ns, end_ns, venues, symbols)
+        if not more.num_rows:
+            return rec
+        have = {(v, s, i) for v, s, i in zip(rec.column("venue").to_pylist(), rec.column("symbol").to_pylist(),
+                                             rec.column("trade_id").to_pylist())}
+        keep = [(v, s, i) not in have for v, s, i in zip(more.column("venue").to_pylist(), more.column("symbol").to_pylist(),
+                                                         more.column("trade_id").to_pylist())]
+        both = pa.concat_tables([rec, more.filter(pa.array(keep)).cast(rec.schema)])
+        return both.sort_by([("ts_ns", "ascending")])
+
+    def markers(self, start_ns: int | None = None, end_ns: int | None = None) -> pa.Table:
+        return self.recording.markers(start_ns, end_ns)
+
+
+#: Coverage of a recorded venue that REST history may fill: nothing recorded, or not known.
+FILLABLE = ("not recorded", "unknown", "absent")
+
+
+async def capture_from_history(source: Any, req: CaptureRequest, data_dir: str | os.PathLike[str], *,
+                               venue_urls: dict[str, str] | None = None, venues: Iterable[str] = VENUES,
+                               fetch: Any = None, budgets: Budgets | None = None, ca_file: str = "",
+                               thresholds: dict | None = None, chart: bool = True, source_name: str = "log",
+                               now_ns: int | None = None) -> Any:
+    """The capture of the recording (pumpwatch.capture), with the venues it does not cover filled
+    from their REST history: a venue with nothing recorded in the window (`not recorded`,
+    `unknown`, or not in the recording at all), or `partial` where the history holds single trades
+    (merged by id; aggregated rows never mix with single trades). Each filled venue's event.json
+    entry names its source (`rest-history`, `rest-history-aggregated`, `recorded+rest-history`)
+    and the coverage the history gave. Returns the CapturedEvent."""
+    from .tls import venue_fetch
+
+    data_dir = os.fspath(data_dir)
+    venues = tuple(venues)
+    first = await asyncio.to_thread(capture, source, req, data_dir, venues=venues, thresholds=thresholds, chart=False,
+                                    now_ns=now_ns, source_name=source_name)
+    per_venue = first.event["venues"]
+    fetch = fetch or venue_fetch(ca_file)
+    urls = venue_urls or {}
+    budgets = budgets or Budgets()
+    wanted = [v for v in venues if SPECS[v].history_source is not None and (
+        per_venue[v]["coverage"] in FILLABLE or per_venue[v].get("trades", 0) == 0
+        or (per_venue[v]["coverage"] == "partial" and SPECS[v].history_source == SOURCE))]
+    if not wanted:
+        if chart:  # the first pass skipped the chart: write the event once more with it
+            return await asyncio.to_thread(capture, source, req, data_dir, venues=venues, thresholds=thresholds,
+                                           chart=True, now_ns=now_ns, source_name=source_name)
+        return first
+    histories = {v: VenueHistory(SPECS[v].with_urls(rest_url=urls[v]) if v in urls else SPECS[v], budgets, fetch)
+                 for v in wanted}
+    now = time.time_ns() if now_ns is None else now_ns
+    table, rest_mapping, told, _ = await rest_window(histories, req.ticker, req.start_ns, req.end_ns + 1, now)
+    mapping = {v: [MappedInstrument(v, i["symbol"], i.get("kind", ""), i.get("base", req.ticker),
+                                    int(i.get("base_multiplier", 1)), str(i.get("contract_multiplier", "1")),
+                                    i.get("source", "instrument list"))
+                   for i in insts] for v, insts in first.event["instrument_mapping"].items()}
+    sources: dict[str, dict] = {}
+    for v in wanted:
+        entry = told.get(v, {})
+        if entry.get("source") in (None, "none"):
+            continue  # the history has nothing for it: the recording's word stands
+        mapping[v] = rest_mapping.get(v, mapping.get(v, []))
+        recorded = per_venue[v].get("trades", 0) > 0
+        sources[v] = {**entry, "source": ("recorded+" if recorded else "") + entry["source"],
+                      "recorded_coverage": per_venue[v]["coverage"]}
+    if not sources:
+        if chart:
+            return await asyncio.to_thread(capture, source, req, data_dir, venues=venues, thresholds=thresholds,
+                                           chart=True, now_ns=now_ns, source_name=source_name)
+        return first
+    keep = pa.array([v in sources for v in table.column("venue").to_pylist()], pa.bool_())
+    merged = _WithHistory(source, table.filter(keep))
+    return await asyncio.to_thread(capture, merged, req, data_dir, venues=venues, thresholds=thresholds, chart=chart,
+                                   now_ns=now_ns, source_name=source_name, mapping=mapping, venue_sources=sources)
