@@ -11,10 +11,9 @@ import json
 import os
 import time
 
+import pumpwatch
 import pyarrow.parquet as pq
 import pytest
-
-import pumpwatch
 from pumpwatch import history as hist
 from pumpwatch.capture import EVENTS_DIR, event_name
 from pumpwatch.net import HttpError, http_fetch
@@ -140,7 +139,7 @@ def test_history_stopped_halfway_goes_on_where_it_stopped(tmp_path):
 
 def test_a_live_event_is_not_overwritten_unless_replace(tmp_path):
     async def check(world: World):
-        (tickers, t0), = [v for v in world.upbit.krw_listings.values() if v[0] == ("WAL",)]
+        (_tickers, t0), = [v for v in world.upbit.krw_listings.values() if v[0] == ("WAL",)]
         live = tmp_path / EVENTS_DIR / event_name("WAL", t0)
         live.mkdir(parents=True)
         text = json.dumps({"ticker": "WAL", "t0_ns": t0, "source": "log", "venues": {}})
@@ -268,7 +267,7 @@ def test_capture_from_history_fills_the_venues_the_recording_does_not_cover(tmp_
 
     async def check(world: World):
         # the board's WAL listing, two days ago: every venue that keeps history reaches it
-        (tickers, t0), = [v for v in world.upbit.krw_listings.values() if v[0] == ("WAL",)]
+        (_tickers, t0), = [v for v in world.upbit.krw_listings.values() if v[0] == ("WAL",)]
         listed = world.truth[("WAL", t0)]
         window = sim_window(world.sim, "binance-spot", "WALUSDT", t0 - 20 * NS, t0 + 20 * NS)
         fills = {f.trade_id: f for f in world.sim.venues["binance-spot"].history("WALUSDT")}

@@ -34,8 +34,9 @@ import random
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Self
 from urllib.parse import urlencode
 
 import pyarrow as pa
@@ -54,7 +55,14 @@ from .capture import (
     iso,
 )
 from .errors import InvalidInputError
-from .net import RATE_REFUSALS, Backoff, Budgets, HttpClient, HttpError, RateBudget, http_fetch, write_atomic
+from .net import (
+    RATE_REFUSALS,
+    Backoff,
+    Budgets,
+    HttpClient,
+    http_fetch,
+    write_atomic,
+)
 from .schema import MARKER_SCHEMA, TRADE_SCHEMA
 from .upbit import WatcherSettings, parse_page
 from .venues import SPECS, VenueSpec, split_multiplier
@@ -453,10 +461,16 @@ class _Progress:
         self.enabled = enabled
         self._p: Any = None
 
-    def __enter__(self) -> _Progress:
+    def __enter__(self) -> Self:
         if self.enabled:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                TextColumn("{task.fields[what]}"), TimeElapsedColumn(), console=Console(stderr=True))
