@@ -296,3 +296,28 @@ def test_capture_from_history_fills_the_venues_the_recording_does_not_cover(tmp_
                     world.sim, v, venues[v]["instruments"][0], t0 - 20 * NS, t0 + 20 * NS)
 
     in_world(check)
+
+
+def test_binance_usdm_with_a_key_gives_single_trades_for_three_months_then_aggregates(tmp_path):
+    async def check(world: World):
+        result = await world.run(tmp_path, api_keys={"binance-usdm": "sim-key"}).run(world.since)
+        now = time.time_ns()
+        seen = set()
+        for (ticker, t0), listed in world.truth.items():
+            if "binance-usdm" not in listed or t0 < world.since:
+                continue
+            folder = tmp_path / EVENTS_DIR / event_name(ticker, t0)
+            entry = json.loads((folder / "event.json").read_text())["venues"]["binance-usdm"]
+            got = [r["trade_id"] for r in pq.read_table(folder / "trades.parquet").to_pylist() if r["venue"] == "binance-usdm"]
+            symbol = f"{ticker}USDT"
+            if now - (t0 - 20 * NS) <= 90 * DAY_NS:  # historicalTrades with the key: market trades, NA ids left out
+                want = [f.trade_id for f in world.sim.venues["binance-usdm"].history(symbol)
+                        if t0 - 20 * NS <= f.ts_ns <= t0 + 20 * NS and not f.placeholder]
+                assert entry["source"] == "rest-history" and got == want and want
+            else:
+                assert entry["source"] == "rest-history-aggregated"
+                assert got == sim_window(world.sim, "binance-usdm", symbol, t0 - 20 * NS, t0 + 20 * NS)
+            seen.add(entry["source"])
+        assert seen == {"rest-history", "rest-history-aggregated"} and not result.failed
+
+    in_world(check)

@@ -191,7 +191,7 @@ def _cmd_capture(args: argparse.Namespace) -> int:
             ev = asyncio.run(capture_from_history(
                 source, req, args.data_dir, venue_urls=_venue_urls(cfg), venues=_enabled_venues(cfg),
                 ca_file=cfg.tls.ca_file, thresholds=cfg.capture.thresholds(), chart=not args.no_chart,
-                source_name=args.source or "log"))
+                source_name=args.source or "log", api_keys=_api_keys(cfg)))
         else:
             ev = capture(source, req, args.data_dir, thresholds=CaptureSettings().thresholds(), chart=not args.no_chart,
                          source_name=args.source or "log")
@@ -210,6 +210,10 @@ def _history_config(args: argparse.Namespace):
 
 def _venue_urls(cfg) -> dict[str, str]:
     return {v: s.rest_url for v, s in cfg.venues.items() if s.rest_url}
+
+
+def _api_keys(cfg) -> dict[str, str]:
+    return {v: key for v, s in cfg.venues.items() if (key := s.resolved_api_key(v))}
 
 
 def _enabled_venues(cfg) -> tuple[str, ...]:
@@ -233,7 +237,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
     run = HistoryRun(data_dir, watcher=watcher, venue_urls=_venue_urls(cfg), venues=_enabled_venues(cfg),
                      before_s=cfg.capture.before_s, after_s=cfg.capture.after_s, replace=args.replace,
                      chart=cfg.capture.chart and not args.no_chart, thresholds=cfg.capture.thresholds(),
-                     ca_file=cfg.tls.ca_file, progress=not args.json)
+                     ca_file=cfg.tls.ca_file, progress=not args.json, api_keys=_api_keys(cfg))
     def day_or_time(text: str) -> int:  # a bare date is its midnight UTC
         return parse_time_ns(f"{text}T00:00:00Z" if len(text) == 10 and text[4] == "-" else text)
 

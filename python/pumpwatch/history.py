@@ -71,6 +71,7 @@ log = logging.getLogger("pumpwatch.history")
 
 PROGRESS_FILE = "history-progress.json"
 SOURCE = "rest-history"  # event.json `source` of a rebuilt event
+AGGREGATED = "rest-history-aggregated"  # a venue's trades from aggregate rows (Binance aggTrades)
 NOT_AVAILABLE = "not available: the venue keeps only its recent trades"
 #: Seconds between two requests for the announcement list when the watcher's interval is not set:
 #: the watcher's own default (reports put Upbit's tolerance near one request per 2-5 s per IP).
@@ -238,11 +239,14 @@ class VenueHistory:
                                             int(i.base_multiplier), str(i.contract_multiplier)))
         return sorted(out, key=lambda m: m.symbol)
 
-    async def trades(self, symbol: str, start_ns: int, end_ns: int) -> tuple[list[dict], LostSpan | None]:
-        """The trades of `symbol` in `[start_ns, end_ns)` as the venue's history serves them, and
-        the span lost if the walk could not finish (from the last time it reached)."""
+    async def trades(self, symbol: str, start_ns: int, end_ns: int, source: str) -> tuple[list[dict], LostSpan | None]:
+        """The trades of `symbol` in `[start_ns, end_ns)` as the venue's history serves them
+        (`source`: what `history_source_for` said of the window), and the span lost if the walk
+        could not finish (from the last time it reached)."""
         spec = self.spec
-        keep_aggregated = spec.history_source == "rest-history-aggregated"
+        keep_aggregated = source == AGGREGATED
+        if keep_aggregated and spec.api_key:
+            spec = spec.with_api_key(None)  # beyond the keyed history's reach: the keyless aggregates
         rows: dict[str, dict] = {}
         try:
             for first in spec.history_requests(symbol, start_ns, end_ns):
@@ -267,6 +271,16 @@ def _ordered(rows: dict[str, dict]) -> list[dict]:
 def _id_key(trade_id: str) -> tuple[int, str]:
     head = trade_id.split("-")[0]
     return (int(head), trade_id) if head.isdigit() else (0, trade_id)
+
+
+def _spec(venue: str, urls: dict[str, str] | None, api_keys: dict[str, str] | None) -> VenueSpec:
+    """The venue's spec pointed at `urls[venue]` (config, simulator) with its API key, if any."""
+    spec = SPECS[venue]
+    if urls and urls.get(venue):
+        spec = spec.with_urls(rest_url=urls[venue])
+    if api_keys and api_keys.get(venue):
+        spec = spec.with_api_key(api_keys[venue])
+    return spec
 
 
 class MemorySource:
@@ -329,18 +343,19 @@ async def rest_window(histories: dict[str, VenueHistory], ticker: str, start_ns:
         if spec.history_source is None:
             told[venue] = {"source": "none", "coverage": NOT_AVAILABLE, "lost": []}
             return
-        if spec.history_max_age_s is not None and now_ns - start_ns > spec.history_max_age_s * NS:
-            days = round(spec.history_max_age_s / 86_400)
+        source = spec.history_source_for(start_ns, now_ns)
+        if source is None:
+            days = round((spec.history_max_age_s or 0) / 86_400)
             told[venue] = {"source": "none", "coverage": f"not available: older than the venue's {days} days of history",
                            "lost": []}
             return
         lost: list[LostSpan] = []
         for inst in insts:
-            got, span = await h.trades(inst.symbol, start_ns, end_ns)
+            got, span = await h.trades(inst.symbol, start_ns, end_ns, source)
             rows.extend(got)
             if span is not None:
                 lost.append(span)
-        told[venue] = {"source": spec.history_source, "coverage": "partial" if lost else "complete",
+        told[venue] = {"source": source, "coverage": "partial" if lost else "complete",
                        "lost": [s.to_dict() for s in lost]}
 
     await asyncio.gather(*(one(v, h) for v, h in histories.items() if v in wanted))
@@ -356,7 +371,7 @@ class HistoryRun:
                  venue_urls: dict[str, str] | None = None, venues: Iterable[str] = VENUES,
                  before_s: float = 20.0, after_s: float = 20.0, replace: bool = False, chart: bool = True,
                  thresholds: dict | None = None, budgets: Budgets | None = None, fetch: Any = None,
-                 ca_file: str = "", progress: bool = False) -> None:
+                 ca_file: str = "", progress: bool = False, api_keys: dict[str, str] | None = None) -> None:
         from .tls import venue_fetch
 
         self.data_dir = os.fspath(data_dir)
@@ -368,8 +383,7 @@ class HistoryRun:
         self.budgets = budgets or Budgets()
         fetch = fetch or venue_fetch(ca_file)
         urls = venue_urls or {}
-        self.histories = {v: VenueHistory(SPECS[v].with_urls(rest_url=urls.get(v)) if v in urls else SPECS[v], self.budgets, fetch)
-                          for v in venues}
+        self.histories = {v: VenueHistory(_spec(v, urls, api_keys), self.budgets, fetch) for v in venues}
         self.progress = progress
         self.progress_path = os.path.join(self.data_dir, EVENTS_DIR, PROGRESS_FILE)
         #: Called after each event written (tests inject a failure here to stop a run halfway).
@@ -530,7 +544,7 @@ async def capture_from_history(source: Any, req: CaptureRequest, data_dir: str |
                                venue_urls: dict[str, str] | None = None, venues: Iterable[str] = VENUES,
                                fetch: Any = None, budgets: Budgets | None = None, ca_file: str = "",
                                thresholds: dict | None = None, chart: bool = True, source_name: str = "log",
-                               now_ns: int | None = None) -> Any:
+                               now_ns: int | None = None, api_keys: dict[str, str] | None = None) -> Any:
     """The capture of the recording (pumpwatch.capture), with the venues it does not cover filled
     from their REST history: a venue with nothing recorded in the window (`not recorded`,
     `unknown`, or not in the recording at all), or `partial` where the history holds single trades
@@ -555,8 +569,7 @@ async def capture_from_history(source: Any, req: CaptureRequest, data_dir: str |
             return await asyncio.to_thread(capture, source, req, data_dir, venues=venues, thresholds=thresholds,
                                            chart=True, now_ns=now_ns, source_name=source_name)
         return first
-    histories = {v: VenueHistory(SPECS[v].with_urls(rest_url=urls[v]) if v in urls else SPECS[v], budgets, fetch)
-                 for v in wanted}
+    histories = {v: VenueHistory(_spec(v, urls, api_keys), budgets, fetch) for v in wanted}
     now = time.time_ns() if now_ns is None else now_ns
     table, rest_mapping, told, _ = await rest_window(histories, req.ticker, req.start_ns, req.end_ns + 1, now)
     mapping = {v: [MappedInstrument(v, i["symbol"], i.get("kind", ""), i.get("base", req.ticker),

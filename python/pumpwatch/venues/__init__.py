@@ -554,6 +554,15 @@ class VenueSpec:
         from/to and pages, OKX by timestamp then tradeId); only for a spec with `history_source`."""
         return self.backfill_requests(symbol, start_ns=start_ns, end_ns=end_ns)
 
+    def history_source_for(self, start_ns: int, now_ns: int) -> str | None:
+        """Where the trades of a window beginning at `start_ns` come from when asked at `now_ns`
+        (`history_source`), None when the venue keeps no trades that old."""
+        if self.history_source is None:
+            return None
+        if self.history_max_age_s is not None and now_ns - start_ns > self.history_max_age_s * 1_000_000_000:
+            return None
+        return self.history_source
+
     def next_history_request(self, previous: HttpRequest, rows: Sequence[Mapping[str, Any]], start_ns: int,
                              end_ns: int) -> HttpRequest | None:
         return self.next_backfill_request(previous, rows, start_ns=start_ns, end_ns=end_ns)

@@ -126,6 +126,14 @@ class BinanceSpec(VenueSpec):
         newest = max(int(r["trade_id"]) for r in rows)
         return self._page(previous.params["symbol"], newest + 1, int(previous.params["limit"]))
 
+    def history_source_for(self, start_ns, now_ns):
+        # With a key USDⓈ-M serves single trades of the last three months (historicalTrades, §2.3);
+        # older windows, and every window without a key, come from aggTrades (a copy without the
+        # key asks for them: history_requests follows `keyless`).
+        if self.keyless_trades_path and self.api_key and now_ns - start_ns <= (self.backfill.max_age_s or 0) * 1_000_000_000:
+            return "rest-history"
+        return super().history_source_for(start_ns, now_ns)
+
     def history_requests(self, symbol, start_ns, end_ns):
         if self.keyless:
             # USDⓈ-M without a key: aggTrades by time, ≤ 1 year back, aggregated records (§2.3)
