@@ -415,7 +415,8 @@ class HistoryRun:
             if listings is None:
                 task = bar.add("Upbit notices", None)
                 listings = await page_listings(self.watcher, since_ns, until_ns, counter=counter,
-                                               on_page=lambda page, n: bar.update(task, f"page {page}: {n} KRW listings"))
+                                               on_page=lambda page, n: bar.update(task, f"page {page}: {n} KRW listings", page))
+                bar.finish(task)
                 self._save_progress(since_ns, until_ns, listings, [])
             result.listings = listings
             result.upbit_requests = counter["upbit"]
@@ -498,9 +499,14 @@ class _Progress:
     def add(self, what: str, total: int | None) -> Any:
         return self._p.add_task(what, total=total, what="") if self._p is not None else None
 
-    def update(self, task: Any, what: str) -> None:
+    def update(self, task: Any, what: str, completed: int | None = None) -> None:
         if self._p is not None:
-            self._p.update(task, what=what)
+            self._p.update(task, what=what, completed=completed)
+
+    def finish(self, task: Any) -> None:
+        if self._p is not None:
+            done = self._p.tasks[task].completed or 1
+            self._p.update(task, total=done, completed=done)
 
     def advance(self, task: Any, what: str = "") -> None:
         if self._p is not None:
