@@ -321,3 +321,27 @@ def test_binance_usdm_with_a_key_gives_single_trades_for_three_months_then_aggre
         assert seen == {"rest-history", "rest-history-aggregated"} and not result.failed
 
     in_world(check)
+
+
+def test_refusals_and_outages_are_waited_out_and_until_bounds_the_span(tmp_path):
+    async def check(world: World):
+        # only the board's listings (the last days): --until excludes nothing after it, --since all before
+        since = time.time_ns() - 10 * DAY_NS
+        announced = world.upbit.announced_listings(since, time.time_ns())
+        world.sim.venues["okx-spot"].fail_rest(1.0, 429)  # OKX says "too many requests" for a second
+        world.sim.venues["gate-futures"].fail_rest(1.0, 503)  # Gate futures is down for a second
+        run = world.run(tmp_path)
+        result = await run.run(since, time.time_ns())
+        assert {(x.notice_id, x.tickers, x.t0_ns) for x in result.listings} == {(i, t, t0) for i, (t, t0) in announced.items()}
+        assert len(result.built) == 6 and not result.failed
+        for tickers, t0 in announced.values():
+            event = json.loads((tmp_path / EVENTS_DIR / event_name(tickers[0], t0) / "event.json").read_text())
+            for v in ("okx-spot", "gate-futures"):
+                entry = event["venues"][v]
+                if entry["coverage"] != "absent":
+                    assert entry["coverage"] == "complete" and entry["trades"] == len(
+                        sim_window(world.sim, v, entry["instruments"][0], t0 - 20 * NS, t0 + 20 * NS))
+        with pytest.raises(hist.HistoryError):
+            await world.run(tmp_path).run(since, since - NS)
+
+    in_world(check)
