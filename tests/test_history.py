@@ -119,8 +119,9 @@ def test_history_stopped_halfway_goes_on_where_it_stopped(tmp_path):
             await first.run(world.since)
         done = sorted(n for n in os.listdir(tmp_path / EVENTS_DIR) if not n.startswith(".") and n != hist.PROGRESS_FILE)
         assert len(done) == stop_after
-        # a folder half-written when the run died is not an event and does not stay
+        # a folder half-written when the run died is not an event and does not stay, nor a progress file half-saved
         (tmp_path / EVENTS_DIR / f".tmp-{done[0]}-x").mkdir()
+        (tmp_path / EVENTS_DIR / f".{hist.PROGRESS_FILE}.99999999.tmp").write_text("{")
         requests_before = len(world.upbit.served)
         second = await world.run(tmp_path).run(world.since)
         assert len(world.upbit.served) == requests_before, "the list was paged again"
@@ -343,5 +344,26 @@ def test_refusals_and_outages_are_waited_out_and_until_bounds_the_span(tmp_path)
                         sim_window(world.sim, v, entry["instruments"][0], t0 - 20 * NS, t0 + 20 * NS))
         with pytest.raises(hist.HistoryError):
             await world.run(tmp_path).run(since, since - NS)
+
+    in_world(check)
+
+
+def test_a_venue_quiet_before_t0_gets_its_reference_from_before_the_window(tmp_path):
+    from decimal import Decimal
+
+    async def check(world: World):
+        (_tickers, t0), = [v for v in world.upbit.krw_listings.values() if v[0] == ("WAL",)]
+        venue = world.sim.venues["binance-spot"]
+        venue.add_past_listing("WAL", t0, quiet_before_s=30)  # nobody traded WAL there in the 30 s before t0
+        before = [f for f in venue.history("WALUSDT") if f.ts_ns < t0 and not f.placeholder]
+        assert before and before[-1].ts_ns < t0 - 30 * NS
+        await world.run(tmp_path).run(time.time_ns() - 10 * DAY_NS)
+        folder = tmp_path / EVENTS_DIR / event_name("WAL", t0)
+        analysis = json.loads((folder / "analysis.json").read_text())
+        ref = analysis["venues"]["binance-spot"]["reference"]
+        assert ref is not None and ref["ts_ns"] == before[-1].ts_ns
+        assert Decimal(ref["price"]) == Decimal(venue.instruments["WALUSDT"].price_text(before[-1].price))
+        trades = pq.read_table(folder / "trades.parquet").to_pylist()
+        assert min(r["ts_ns"] for r in trades if r["venue"] == "binance-spot") >= t0  # the reference is not a window trade
 
     in_world(check)

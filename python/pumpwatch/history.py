@@ -76,6 +76,10 @@ NOT_AVAILABLE = "not available: the venue keeps only its recent trades"
 #: Seconds between two requests for the announcement list when the watcher's interval is not set:
 #: the watcher's own default (reports put Upbit's tolerance near one request per 2-5 s per IP).
 UPBIT_INTERVAL_S = 3.0
+#: A venue with no trade between the window's start and t0 has its reference price (its last trade
+#: before t0) looked for this far before the window (a live capture looks 1 h back in the recording;
+#: over REST a quiet coin's 10 minutes cost a page or two).
+REFERENCE_LOOKBACK_NS = 600 * NS
 REST_ATTEMPTS = 5
 REST_BACKOFF = Backoff(initial_s=0.5, max_s=30.0, jitter=0.2)
 
@@ -318,10 +322,13 @@ def event_source(data_dir: str, name: str) -> str | None:
 
 
 async def rest_window(histories: dict[str, VenueHistory], ticker: str, start_ns: int, end_ns: int, now_ns: int,
-                      only: Iterable[str] | None = None) -> tuple[pa.Table, dict[str, list[MappedInstrument]], dict[str, dict], dict[str, int]]:
+                      only: Iterable[str] | None = None, t0_ns: int | None = None,
+                      ) -> tuple[pa.Table, dict[str, list[MappedInstrument]], dict[str, dict], dict[str, int]]:
     """Trades of `ticker` in `[start_ns, end_ns)` from every venue's REST history (or those in
     `only`), with the instruments found, what event.json says of each venue, and the requests
-    each venue cost."""
+    each venue cost. With `t0_ns`, a venue with no trade in `[start_ns, t0_ns)` also gets its last
+    trade of the `REFERENCE_LOOKBACK_NS` before the window (its reference price; outside the
+    window, so not among the event's trades)."""
     mapping: dict[str, list[MappedInstrument]] = {}
     told: dict[str, dict] = {}
     rows: list[dict] = []
@@ -350,15 +357,23 @@ async def rest_window(histories: dict[str, VenueHistory], ticker: str, start_ns:
                            "lost": []}
             return
         lost: list[LostSpan] = []
+        mine: list[dict] = []
         for inst in insts:
             got, span = await h.trades(inst.symbol, start_ns, end_ns, source)
-            rows.extend(got)
+            mine.extend(got)
             if span is not None:
                 lost.append(span)
+        if t0_ns is not None and not any(r["ts_ns"] < t0_ns for r in mine):
+            for inst in insts:
+                earlier, _ = await h.trades(inst.symbol, start_ns - REFERENCE_LOOKBACK_NS, start_ns, source)
+                mine.extend(earlier[-1:])
+        rows.extend(mine)
         told[venue] = {"source": source, "coverage": "partial" if lost else "complete",
                        "lost": [s.to_dict() for s in lost]}
 
     await asyncio.gather(*(one(v, h) for v, h in histories.items() if v in wanted))
+    # venues answer in any order: the table's order must not depend on it (ties in time across venues)
+    rows.sort(key=lambda r: (r["ts_ns"], r["venue"], r["symbol"], _id_key(r["trade_id"])))
     table = pa.Table.from_pylist(rows, schema=TRADE_SCHEMA) if rows else TRADE_SCHEMA.empty_table()
     spent = {v: h.requests - before[v] for v, h in histories.items() if v in wanted}
     return table, mapping, told, spent
@@ -410,6 +425,7 @@ class HistoryRun:
             raise HistoryError("--until must be after --since")
         result = HistoryResult()
         counter: Counter = Counter()
+        self._clear_stale_progress()
         listings = self._load_progress(since_ns, until_ns)
         with _Progress(self.progress) as bar:
             if listings is None:
@@ -450,13 +466,24 @@ class HistoryRun:
             result.skipped_live.append(req.name)
             return req.name
         now = time.time_ns() if now_ns is None else now_ns
-        table, mapping, told, spent = await rest_window(self.histories, ticker, req.start_ns, req.end_ns + 1, now)
+        table, mapping, told, spent = await rest_window(self.histories, ticker, req.start_ns, req.end_ns + 1, now,
+                                                        t0_ns=req.t0_ns)
         result.requests[req.name] = spent
         venues = tuple(self.histories)
         await asyncio.to_thread(capture, MemorySource(table), req, self.data_dir, venues=venues, thresholds=self.thresholds,
                                 chart=self.chart, now_ns=now, source_name=SOURCE, mapping=mapping, venue_sources=told)
         result.built.append(req.name)
         return req.name
+
+    def _clear_stale_progress(self) -> None:
+        """A run killed while saving its progress leaves `.history-progress.json.<pid>.tmp`."""
+        folder = os.path.dirname(self.progress_path)
+        try:
+            for entry in os.listdir(folder):
+                if entry.startswith(f".{PROGRESS_FILE}.") and entry.endswith(".tmp") and entry != f".{PROGRESS_FILE}.{os.getpid()}.tmp":
+                    os.unlink(os.path.join(folder, entry))
+        except FileNotFoundError:
+            pass
 
     def _clear_partial(self, name: str) -> None:
         """A run killed while writing `name` leaves its `.tmp-<name>-` folder: never an event."""
@@ -577,7 +604,8 @@ async def capture_from_history(source: Any, req: CaptureRequest, data_dir: str |
         return first
     histories = {v: VenueHistory(_spec(v, urls, api_keys), budgets, fetch) for v in wanted}
     now = time.time_ns() if now_ns is None else now_ns
-    table, rest_mapping, told, _ = await rest_window(histories, req.ticker, req.start_ns, req.end_ns + 1, now)
+    table, rest_mapping, told, _ = await rest_window(histories, req.ticker, req.start_ns, req.end_ns + 1, now,
+                                                     t0_ns=req.t0_ns)
     mapping = {v: [MappedInstrument(v, i["symbol"], i.get("kind", ""), i.get("base", req.ticker),
                                     int(i.get("base_multiplier", 1)), str(i.get("contract_multiplier", "1")),
                                     i.get("source", "instrument list"))

@@ -479,7 +479,7 @@ class SimVenue:
         return inst
 
     def add_past_listing(self, base: str, t0_ns: int, pump: float = 1.4, *, span_s: float = 60.0,
-                         orders_per_s: float = 1.0) -> Instrument | None:
+                         orders_per_s: float = 1.0, quiet_before_s: float = 0.0) -> Instrument | None:
         """The venue's tape around a past Upbit listing of `base` at `t0_ns` (an announcement a
         year ago, say): `span_s` either side of t0 at `orders_per_s`, pumping from t0, in the REST
         history only (never sent on a socket). Deterministic from (seed, venue, symbol, t0): the
@@ -489,6 +489,7 @@ class SimVenue:
         order. The instrument is listed from the start if it is not yet (a coin listed then is
         listed now). Venues whose ids are not consecutive integers (Bybit, KuCoin, Phemex) keep
         only their recent trades (VENUES.md §11 item 4): they get the instrument and no past fills.
+        `quiet_before_s`: no trade in that many seconds before t0 (a coin nobody traded just then).
         Returns the instrument, or None if `t0_ns` is not in the past."""
         inst = self.protocol.instrument(asset_for(base))
         if inst.symbol not in self.instruments:
@@ -511,6 +512,8 @@ class SimVenue:
             ts += int(tape.arrivals.expovariate(orders_per_s * tape.intensity(ts)) * 1e9) + 1
             if ts >= end_ns:
                 break
+            if t0_ns - quiet_before_s * 1e9 <= ts < t0_ns:
+                continue
             fills.extend(self._order(tape, ts))
         history = self._history[inst.symbol]
         merged = [f for f in history if f.ts_ns < start_ns or f.ts_ns >= end_ns] + fills
