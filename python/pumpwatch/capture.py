@@ -525,16 +525,24 @@ def _last_recv_before_restarts(source: TradeSource, venue: str, markers: list[di
 
 def capture(source: TradeSource, req: CaptureRequest, data_dir: str | os.PathLike[str], *,
             venues: Iterable[str] = VENUES, thresholds: dict | None = None, chart: bool = True,
-            now_ns: int | None = None, source_name: str = "log", chart_zoom_s: float | None = None) -> CapturedEvent:
+            now_ns: int | None = None, source_name: str = "log", chart_zoom_s: float | None = None,
+            mapping: dict[str, list[MappedInstrument]] | None = None,
+            venue_sources: dict[str, dict] | None = None) -> CapturedEvent:
     """Cuts the window out of the recording and writes the event folder atomically (a reader sees
-    no folder, or the whole event). Re-capturing the same ticker and t0 replaces the folder."""
+    no folder, or the whole event). Re-capturing the same ticker and t0 replaces the folder.
+
+    `mapping`: the instruments to take (default: mapped from the data directory and the source).
+    `venue_sources`: for venues whose trades did not come from the recording (a REST rebuild,
+    pumpwatch.history), what their event.json entry says instead of the markers' coverage:
+    `source`, `coverage`, `lost` and whatever else the caller knows of them."""
     from . import analysis as analysis_mod
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     now_ns = time.time_ns() if now_ns is None else now_ns
     data_dir = os.fspath(data_dir)
-    mapping = map_instruments(req.ticker, data_dir, _symbols_seen(source, req), venues)
+    if mapping is None:
+        mapping = map_instruments(req.ticker, data_dir, _symbols_seen(source, req), venues)
     trades = window_trades(source, req, mapping)
     markers = source.markers(req.start_ns - MARKER_LOOKBACK_NS, max(now_ns, req.end_ns) + 1).to_pylist()
     timings["read"] = (time.perf_counter() - clock) * 1e3
@@ -560,6 +568,9 @@ def capture(source: TradeSource, req: CaptureRequest, data_dir: str | os.PathLik
             status = "partial" if status == "complete" else status
         per_venue[venue] = {"coverage": status, "trades": counts.get(venue, 0), "lost": [s.to_dict() for s in lost],
                             "instruments": [i.symbol for i in insts], **first}
+    for venue, told in (venue_sources or {}).items():
+        if venue in per_venue:
+            per_venue[venue].update(told)
     clock2 = time.perf_counter()
     have_reference = set(pc.unique(trades.filter(pc.less(trades.column("ts_ns"), req.t0_ns)).column("venue")).to_pylist())
     lacking = sorted(v for v in mapping if v not in have_reference)

@@ -196,13 +196,81 @@ def _cmd_capture(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     with console.status(f"capturing {req.name} from {args.source or args.data_dir} ..."):
         source = open_source(args.source, args.data_dir)
-        ev = capture(source, req, args.data_dir, thresholds=CaptureSettings().thresholds(), chart=not args.no_chart,
-                     source_name=args.source or "log")
+        if args.from_history:
+            import asyncio
+
+            from .history import capture_from_history
+
+            cfg = _history_config(args)
+            ev = asyncio.run(capture_from_history(
+                source, req, args.data_dir, venue_urls=_venue_urls(cfg), venues=_enabled_venues(cfg),
+                ca_file=cfg.tls.ca_file, thresholds=cfg.capture.thresholds(), chart=not args.no_chart,
+                source_name=args.source or "log", api_keys=_api_keys(cfg)))
+        else:
+            ev = capture(source, req, args.data_dir, thresholds=CaptureSettings().thresholds(), chart=not args.no_chart,
+                         source_name=args.source or "log")
     if args.json:
         print(json.dumps({"path": ev.path, "event": ev.event, "analysis": ev.analysis}, indent=1, ensure_ascii=False))
         return 0
     print(f"{ev.path}: {ev.event['trades']:,} trades; {ev.event['summary']}; {ev.analysis['across']['verdict']}")
     return 0
+
+
+def _history_config(args: argparse.Namespace):
+    from . import config as config_mod
+
+    return config_mod.load(getattr(args, "config", None))
+
+
+def _venue_urls(cfg) -> dict[str, str]:
+    return {v: s.rest_url for v, s in cfg.venues.items() if s.rest_url}
+
+
+def _api_keys(cfg) -> dict[str, str]:
+    return {v: key for v, s in cfg.venues.items() if (key := s.resolved_api_key(v))}
+
+
+def _enabled_venues(cfg) -> tuple[str, ...]:
+    return tuple(v for v, s in cfg.venues.items() if s.enabled)
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from .capture import parse_time_ns
+    from .history import HistoryRun
+    from .upbit import WatcherSettings
+
+    cfg = _history_config(args)
+    data_dir = args.data_dir or cfg.data_dir
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    kw = cfg.upbit.watcher_settings()
+    kw.pop("proxies", None)  # the rebuild pages the list directly, one request per interval
+    watcher = WatcherSettings(**kw, ca_file=cfg.tls.ca_file)
+    run = HistoryRun(data_dir, watcher=watcher, venue_urls=_venue_urls(cfg), venues=_enabled_venues(cfg),
+                     before_s=cfg.capture.before_s, after_s=cfg.capture.after_s, replace=args.replace,
+                     chart=cfg.capture.chart and not args.no_chart, thresholds=cfg.capture.thresholds(),
+                     ca_file=cfg.tls.ca_file, progress=not args.json, api_keys=_api_keys(cfg))
+    def day_or_time(text: str) -> int:  # a bare date is its midnight UTC
+        return parse_time_ns(f"{text}T00:00:00Z" if len(text) == 10 and text[4] == "-" else text)
+
+    since = day_or_time(args.since)
+    until = day_or_time(args.until) if args.until else None
+    result = asyncio.run(run.run(since, until))
+    summary = {"listings": len(result.listings), "built": result.built, "already_built": result.skipped_done,
+               "kept_live": result.skipped_live, "failed": result.failed, "upbit_requests": result.upbit_requests,
+               "requests": result.requests}
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        print(f"{len(result.listings)} KRW listings since {args.since}: {len(result.built)} events rebuilt, "
+              f"{len(result.skipped_done)} rebuilt before, {len(result.skipped_live)} captured live (kept"
+              f"{'' if not result.skipped_live else '; --replace rebuilds them'}), {len(result.failed)} failed; "
+              f"in {os.path.join(data_dir, 'events')}")
+        for f in result.failed:
+            print(f"  {f['ticker']}: {f['error']}")
+    return 1 if result.failed else 0
 
 
 def _fits(console, table) -> bool:
@@ -477,7 +545,20 @@ def build_parser() -> argparse.ArgumentParser:
     _data_dir_arg(c, source=True)
     c.add_argument("--no-chart", action="store_true", help="skip chart.png")
     c.add_argument("--json", action="store_true", help="print event.json and analysis.json")
+    c.add_argument("--from-history", action="store_true",
+                   help="fill the venues the recording does not cover from their REST history")
+    c.add_argument("--config", help="pumpwatch.toml (venue URLs, [tls]) for --from-history")
     c.set_defaults(func=_cmd_capture)
+
+    h = sub.add_parser("history", help="rebuild past KRW listings from Upbit's list and the venues' REST history")
+    h.add_argument("--since", required=True, help="oldest notice to rebuild (ISO-8601 UTC date/time or epoch)")
+    h.add_argument("--until", help="only notices before this")
+    h.add_argument("--replace", action="store_true", help="also rebuild events captured live (kept by default)")
+    h.add_argument("--config", help="pumpwatch.toml (Upbit and venue URLs, [capture], [tls])")
+    h.add_argument("--data-dir", help="data directory (default ./pumpwatch-data, or data_dir in the config)")
+    h.add_argument("--no-chart", action="store_true", help="skip chart.png")
+    h.add_argument("--json", action="store_true", help="print what was done as JSON (no progress bar)")
+    h.set_defaults(func=_cmd_history)
 
     e = sub.add_parser("events", help="list the captured events")
     _data_dir_arg(e)

@@ -16,6 +16,7 @@ Trade rates, fault durations and REST rate windows are in real seconds.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import http
 import json
 import logging
@@ -37,6 +38,7 @@ from .market import (
     ASSETS,
     DEFAULT_BASES,
     MEAN_FILLS_PER_ORDER,
+    ConsecutiveIds,
     Fill,
     Instrument,
     Tape,
@@ -47,6 +49,10 @@ from .venues import FAMILIES, VENUE_IDS, BadRequest, Publication, SentTrade
 log = logging.getLogger("pumpwatch.sim")
 
 HOST = "127.0.0.1"  # the simulator never listens anywhere else
+# Ids of past listing windows (add_past_listing): PAST_ID_BASE + seconds since PAST_ID_EPOCH_S, so
+# below every live id (ConsecutiveIds start at 10**8) for windows up to ~3 years after the epoch.
+PAST_ID_BASE = 1_000_000
+PAST_ID_EPOCH_S = 1_735_689_600  # 2025-01-01
 MAX_OUTBOX = 50_000  # frames queued for one client before it is cut as a slow consumer
 CLOSE_GRACE_S = 1.0  # a closing handshake that takes longer ends with an abort
 MAX_SLEEP_S = 0.05  # the market clock wakes at least this often (bursts and listings take effect)
@@ -470,6 +476,49 @@ class SimVenue:
             self._add(inst)
         inst = self.instruments[inst.symbol]
         inst.pump_at_ns, inst.pump = at_ns, pump
+        return inst
+
+    def add_past_listing(self, base: str, t0_ns: int, pump: float = 1.4, *, span_s: float = 60.0,
+                         orders_per_s: float = 1.0, quiet_before_s: float = 0.0) -> Instrument | None:
+        """The venue's tape around a past Upbit listing of `base` at `t0_ns` (an announcement a
+        year ago, say): `span_s` either side of t0 at `orders_per_s`, pumping from t0, in the REST
+        history only (never sent on a socket). Deterministic from (seed, venue, symbol, t0): the
+        same call always makes the same fills. Ids are the symbol's own sequence, below every live
+        id and rising with t0 (one id per second of wall time before the window), so two windows of
+        one symbol, and a window and the live tape, never share an id and keep id order = time
+        order. The instrument is listed from the start if it is not yet (a coin listed then is
+        listed now). Venues whose ids are not consecutive integers (Bybit, KuCoin, Phemex) keep
+        only their recent trades (VENUES.md §11 item 4): they get the instrument and no past fills.
+        `quiet_before_s`: no trade in that many seconds before t0 (a coin nobody traded just then).
+        Returns the instrument, or None if `t0_ns` is not in the past."""
+        inst = self.protocol.instrument(asset_for(base))
+        if inst.symbol not in self.instruments:
+            self._add(inst)
+        inst = self.instruments[inst.symbol]
+        start_ns, end_ns = t0_ns - int(span_s * 1e9), t0_ns + int(span_s * 1e9)
+        if end_ns >= self.now_ns():
+            return None
+        ids = self.protocol.id_scheme(inst)
+        if not isinstance(ids, ConsecutiveIds):
+            return inst
+        window = dataclasses.replace(inst, pump=pump, pump_at_ns=t0_ns, listed_at_ns=None)
+        tape = Tape(window, self.seed, ids)
+        tape.rng = random.Random(f"{self.seed}/{self.venue_id}/{inst.symbol}/past/{t0_ns}")
+        tape.arrivals = random.Random(f"{self.seed}/{self.venue_id}/{inst.symbol}/past/{t0_ns}/arrivals")
+        ids.next_id = PAST_ID_BASE + max(0, start_ns // 10**9 - PAST_ID_EPOCH_S)
+        fills: list[Fill] = []
+        ts = start_ns
+        while True:
+            ts += int(tape.arrivals.expovariate(orders_per_s * tape.intensity(ts)) * 1e9) + 1
+            if ts >= end_ns:
+                break
+            if t0_ns - quiet_before_s * 1e9 <= ts < t0_ns:
+                continue
+            fills.extend(self._order(tape, ts))
+        history = self._history[inst.symbol]
+        merged = [f for f in history if f.ts_ns < start_ns or f.ts_ns >= end_ns] + fills
+        merged.sort(key=lambda f: (f.ts_ns, f.num_id or 0))
+        self._history[inst.symbol] = merged
         return inst
 
     def announce_shutdown(self, grace_s: float = 60.0) -> None:

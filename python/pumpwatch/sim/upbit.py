@@ -148,6 +148,8 @@ class SimUpbit:
         self._mono0 = time.monotonic()
         self._wall0 = time.time_ns()
         self.started = False
+        #: Every KRW listing on the board and in the past year (`add_year`): id -> (tickers, t0_ns).
+        self.krw_listings: dict[int, tuple[tuple[str, ...], int]] = {}
         self.board_listing_ids: list[int] = []
         self.board_other_ids: list[int] = []
         self._make_board(board_size)
@@ -407,7 +409,60 @@ class SimUpbit:
                           visible_ns=first)
             self.notices[rid] = n
             (self.board_listing_ids if is_listing else self.board_other_ids).append(rid)
+            if is_listing:
+                self.krw_listings[rid] = ((next(tk for ti, tk in listings if ti == title),), first)
             t -= self.rng.randrange(3_600, 8 * 3_600) * 10**9
+
+    def add_year(self, days: float = 365.0, *, listings: int = 24, others_per_listing: int = 3) -> list[tuple[int, tuple[str, ...], int]]:
+        """Notices of the `days` before the board's oldest one, as the real list pages back through
+        years: `listings` new KRW listings (each ticker new: a coin nobody else lists here) spread
+        over the span, with `others_per_listing` non-trigger notices around each (BTC/USDT-only
+        listings, cautions, deposits, maintenance). Deterministic from the seed. Returns the KRW
+        listings added as (id, tickers, t0_ns), oldest first; `krw_listings` holds them too."""
+        rng = random.Random(f"{self.seed}/year")
+        oldest = min(n.first_listed_ns for n in self.notices.values())
+        rid = min(self.notices) - 1
+        shapes = ("{name}({t}) KRW 마켓 디지털 자산 추가", "{name}({t}) 신규 거래지원 안내 (KRW, BTC, USDT 마켓)",
+                  "Market Support for {name}({t}) (KRW, USDT Market)", "{name}({t}) KRW, USDT 마켓 디지털 자산 추가")
+        negatives = ("{name}({t}) BTC, USDT 마켓 디지털 자산 추가", "{name}({t}) 거래 유의 종목 지정 안내",
+                     "{name}({t}) 입출금 일시 중단 안내", "시스템 점검 안내 (02:00 ~ 04:00)")
+        taken = set(self.krw) | set(self.other_markets) | {t for v in self.krw_listings.values() for t in v[0]}
+
+        def ticker() -> str:
+            while True:
+                t = "".join(rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ") for _ in range(rng.randrange(3, 6)))
+                if t not in taken and t not in ("KRW", "BTC", "USDT"):
+                    taken.add(t)
+                    return t
+
+        step_ns = int(days * 86_400 * 10**9) // max(1, listings)
+        out = []
+        rows: list[tuple[int, str, str, int, tuple[str, ...]]] = []
+        for i in range(listings):
+            center = oldest - (i + 1) * step_ns + rng.randrange(-step_ns // 4, step_ns // 4)
+            t0 = (center // 10**9) * 10**9
+            t = ticker()
+            rows.append((t0, rng.choice(shapes).format(name=t.title() + " Protocol", t=t), "거래", (t,)))
+            for k in range(others_per_listing):
+                when = ((t0 + (k + 1) * rng.randrange(600, 3 * 86_400) * 10**9 * (1 if k % 2 else -1)) // 10**9) * 10**9
+                rows.append((when, rng.choice(negatives).format(name="Coin", t=ticker()), "거래", ()))
+        rows.sort(key=lambda r: r[0], reverse=True)  # newest first: the older, the lower the id
+        for t0, title, cat, tickers in rows:
+            n = SimNotice(title, category=cat, expect=tickers, note="year", id=rid, first_listed_ns=t0, listed_ns=t0,
+                          visible_ns=t0)
+            self.notices[rid] = n
+            if tickers:
+                self.krw_listings[rid] = (tickers, t0)
+                self.krw.update(tickers)
+                out.append((rid, tickers, t0))
+            rid -= 1
+        return sorted(out, key=lambda x: x[2])
+
+    def announced_listings(self, since_ns: int = 0, until_ns: int | None = None) -> dict[int, tuple[tuple[str, ...], int]]:
+        """{notice id: (KRW tickers, t0_ns)} of every KRW listing on the board published in
+        [since_ns, until_ns): what `pumpwatch history` must rebuild."""
+        return {i: v for i, v in self.krw_listings.items()
+                if v[1] >= since_ns and (until_ns is None or v[1] < until_ns)}
 
     # -- HTTP
 

@@ -263,8 +263,8 @@ class Binance(Venue):
         self.route("GET", f"{p}/exchangeInfo", self.rest_exchange_info, "weight", 1 if self.futures else 20)
         self.route("GET", f"{p}/historicalTrades", self.rest_historical_trades, "weight", heavy)
         self.route("GET", f"{p}/trades", self.rest_trades, "weight", 5 if self.futures else 25)
-        if self.futures:  # public, no key (security NONE) (§2.3)
-            self.route("GET", f"{p}/aggTrades", self.rest_agg_trades, "weight", 20)
+        # public, no key (security NONE); weight 20 on USDⓈ-M (§2.3), 4 on spot (§1.3)
+        self.route("GET", f"{p}/aggTrades", self.rest_agg_trades, "weight", 20 if self.futures else 4)
 
     def symbol_for(self, base):
         return f"{base}USDT"
@@ -430,6 +430,9 @@ class Binance(Venue):
             raise BadRequest({"code": -1127, "msg": "More than 1 hours between startTime and endTime."})
         base = 10**8  # aggregate ids are their own id space
         aggs = list(enumerate(self._aggregates(inst.symbol), base))
+        if self.futures:  # USDⓈ-M aggTrades: "≤1 year old" (VENUES §2.3); older runs are not served
+            oldest = _ms(self.sim.now_ns() - 365 * 86_400 * 10**9)
+            aggs = [(a, run) for a, run in aggs if _ms(run[0].ts_ns) >= oldest]
         if from_id is not None:
             aggs = aggs[max(0, from_id - base):]
         elif start is not None or end is not None:
@@ -767,6 +770,10 @@ class Okx(Venue):
         after = self.int_param(q, "after", None, 0, 2**63 - 1, self._error)
         before = self.int_param(q, "before", None, 0, 2**63 - 1, self._error)
         history = self.sim.history(inst.symbol)
+        # history-trades: "from the last 3 months" (VENUES §4.3); older trades are simply not
+        # there (an empty page), not an error.
+        oldest = self.sim.now_ns() - 90 * 86_400 * 10**9
+        history = history[bisect.bisect_left(history, oldest, key=lambda f: f.ts_ns):]
         key = (lambda f: _ms(f.ts_ns)) if by_time else (lambda f: f.num_id)
         # `after`: records older than it; `before`: newer; newest first (§4.3).
         hi = len(history) if after is None else bisect.bisect_left(history, after, key=key)
@@ -1133,6 +1140,11 @@ class Gate(Venue):
                 raise BadRequest(self._error("limit * (page - 1) must not exceed 100000"))
             skip = limit * (page - 1)
         history = self.sim.history(inst.symbol)
+        if not self.futures:
+            # Spot keeps 30 days ("by default, queries the last 30 days", VENUES §7.3, §11 item 4);
+            # what the real API answers for an older `from` is not documented: empty rows here.
+            oldest = (now_s - 30 * 86_400) * 10**9
+            history = history[bisect.bisect_left(history, oldest, key=lambda f: f.ts_ns):]
         hi = bisect.bisect_left(history, (to + 1) * 10**9, key=lambda f: f.ts_ns)
         lo = 0 if frm is None else bisect.bisect_left(history, frm * 10**9, key=lambda f: f.ts_ns)
         hi = max(lo, hi - skip)

@@ -386,6 +386,11 @@ class VenueSpec:
     rest_holds: tuple[tuple[int, float], ...] = ()
     heartbeat: HeartbeatRule
     backfill: BackfillRule
+    # How far back its REST keeps trades for `pumpwatch history` (VENUES §11 item 4): the source
+    # those trades are (`rest-history`, one record per trade; `rest-history-aggregated`, aggTrades
+    # rows), None where the venue keeps only its recent trades; `history_max_age_s` None = no limit.
+    history_source: str | None = None
+    history_max_age_s: float | None = None
 
     # -- where to connect
 
@@ -539,6 +544,28 @@ class VenueSpec:
     ) -> HttpRequest | None:
         """The page after `previous` given its parsed `rows` and the same hole; None when done."""
         return None
+
+    # -- REST history (a past listing's window, `pumpwatch history`)
+
+    def history_requests(self, symbol: str, start_ns: int, end_ns: int) -> list[HttpRequest]:
+        """The first requests for the trades of `symbol` in `[start_ns, end_ns)`; follow each with
+        `next_history_request`. Parse pages with `parse_backfill` and keep the rows of the
+        window (pages overlap its edges). Default: the backfill walk over that time range (Gate by
+        from/to and pages, OKX by timestamp then tradeId); only for a spec with `history_source`."""
+        return self.backfill_requests(symbol, start_ns=start_ns, end_ns=end_ns)
+
+    def history_source_for(self, start_ns: int, now_ns: int) -> str | None:
+        """Where the trades of a window beginning at `start_ns` come from when asked at `now_ns`
+        (`history_source`), None when the venue keeps no trades that old."""
+        if self.history_source is None:
+            return None
+        if self.history_max_age_s is not None and now_ns - start_ns > self.history_max_age_s * 1_000_000_000:
+            return None
+        return self.history_source
+
+    def next_history_request(self, previous: HttpRequest, rows: Sequence[Mapping[str, Any]], start_ns: int,
+                             end_ns: int) -> HttpRequest | None:
+        return self.next_backfill_request(previous, rows, start_ns=start_ns, end_ns=end_ns)
 
     def parse_backfill(self, body: str | bytes, symbol: str, *, instrument: Instrument | None = None) -> list[dict]:
         """REST trades as `pumpwatch.Trade` dicts (flag BACKFILL), ids and decimals exact.

@@ -47,6 +47,7 @@ class BinanceSpec(VenueSpec):
     # path that covers a hole without one, in aggregated records; None where no key is needed.
     keyless_trades_path: str | None = None
     max_keyless_rows: int = 1000  # aggTrades: max 1000 (§2.3)
+    agg_trades_path: str = ""  # public aggTrades (§1.3, §2.3): a past window's first id
 
     @property
     def keyless(self) -> bool:
@@ -125,6 +126,35 @@ class BinanceSpec(VenueSpec):
         newest = max(int(r["trade_id"]) for r in rows)
         return self._page(previous.params["symbol"], newest + 1, int(previous.params["limit"]))
 
+    def history_source_for(self, start_ns, now_ns):
+        # With a key USDⓈ-M serves single trades of the last three months (historicalTrades, §2.3);
+        # older windows, and every window without a key, come from aggTrades (a copy without the
+        # key asks for them: history_requests follows `keyless`).
+        if self.keyless_trades_path and self.api_key and now_ns - start_ns <= (self.backfill.max_age_s or 0) * 1_000_000_000:
+            return "rest-history"
+        return super().history_source_for(start_ns, now_ns)
+
+    def history_requests(self, symbol, start_ns, end_ns):
+        if self.keyless:
+            # USDⓈ-M without a key: aggTrades by time, ≤ 1 year back, aggregated records (§2.3)
+            return self._agg_requests(symbol, start_ns, end_ns - 1)
+        # historicalTrades has no time parameter: the window's first id is the `f` of its first
+        # aggTrades row (startTime alone is allowed since 2022-12-05, §1.3), then pages from it.
+        start_ms, end_ms = start_ns // 1_000_000, (end_ns - 1) // 1_000_000
+        return [HttpRequest("GET", self.agg_trades_path, {"symbol": symbol, "startTime": str(start_ms),
+                                                          "endTime": str(min(end_ms, start_ms + _HOUR_MS - 1)), "limit": "1"})]
+
+    def next_history_request(self, previous, rows, start_ns, end_ns):
+        if self.keyless:
+            return self.next_backfill_request(previous, rows, start_ns=start_ns, end_ns=end_ns)
+        if previous.path == self.agg_trades_path:
+            if not rows:
+                return None  # no trade in the window at all
+            return self._page(previous.params["symbol"], int(str(rows[0]["trade_id"]).split("-")[0]), self.backfill.max_rows)
+        if len(rows) < int(previous.params["limit"]) or max(r["ts_ns"] for r in rows) >= end_ns:
+            return None
+        return self._page(previous.params["symbol"], max(int(r["trade_id"]) for r in rows) + 1, int(previous.params["limit"]))
+
     def parse_backfill(self, body, symbol, *, instrument=None) -> list[dict]:
         out = []
         for r in exact_json(body):
@@ -164,6 +194,8 @@ SPOT = BinanceSpec(
     backfill=BackfillRule(reach="by_id", max_rows=1000, max_age_s=None, requests_per_s=6000 / 60 / 25),
     instruments_path="/api/v3/exchangeInfo",
     trades_path="/api/v3/historicalTrades",
+    agg_trades_path="/api/v3/aggTrades",
+    history_source="rest-history",  # historicalTrades: the whole history, by id, no key (§1.3, §11.4)
     connect_budget=_CONNECTS,
 )
 
@@ -188,5 +220,9 @@ USDM = BinanceSpec(
     # from the public aggTrades, in aggregated records (§2.3)
     trades_path="/fapi/v1/historicalTrades",
     keyless_trades_path="/fapi/v1/aggTrades",
+    agg_trades_path="/fapi/v1/aggTrades",
+    # Without a key only aggTrades: ≤ 1 year, one record per taker order and price (§2.3, §11.4)
+    history_source="rest-history-aggregated",
+    history_max_age_s=365 * DAY_S,
     connect_budget=_CONNECTS,
 )

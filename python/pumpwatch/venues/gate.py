@@ -199,6 +199,9 @@ SPOT = GateSpec(
     ),
     # spot trades: limit max 1000, the last 30 days by default, 200 requests / 10 s (§7.1, §7.3)
     backfill=BackfillRule(reach="by_time", max_rows=1000, max_age_s=30 * DAY_S, requests_per_s=200 / 10),
+    # spot/trades by from/to + page: 30 days back (§7.3, §11 item 4)
+    history_source="rest-history",
+    history_max_age_s=30 * DAY_S,
     channel_prefix="spot",
     instruments_path="/api/v4/spot/currency_pairs",
     trades_path="/api/v4/spot/trades",
@@ -220,6 +223,7 @@ FUTURES = GateSpec(
     ),
     # futures trades: from/to + offset, no documented age limit (§8)
     backfill=BackfillRule(reach="by_time", max_rows=1000, max_age_s=None, requests_per_s=200 / 10),
+    history_source="rest-history",  # futures trades by from/to, no age limit documented (§8, §11 item 4)
     channel_prefix="futures",
     # Without it Gate truncates sizes toward zero on decimal-enabled contracts: 1.7 contracts
     # arrive as 1, 0.25 as 0 (VENUES §8; tardis-node gateiofutures.ts sends it on the handshake).

@@ -141,6 +141,9 @@ _COMMON = dict(
     heartbeat=HeartbeatRule(who="client", interval_s=15, timeout_s=10, ping_frame="ping", pong_frame="pong"),
     # history-trades: limit max 100, last 3 months, 20 requests / 2 s per IP (§4.3)
     backfill=BackfillRule(reach="by_id_backwards", max_rows=100, max_age_s=90 * DAY_S, requests_per_s=20 / 2),
+    # history-trades: the last 3 months, by timestamp (type=2) then tradeId (§4.3, §11 item 4)
+    history_source="rest-history",
+    history_max_age_s=90 * DAY_S,
     # 3 connection requests / s per IP, spot and swap on the one host together (§4.1, §12).
     connect_budget=connect_budget("okx", 3, 1.0, "VENUES §4.1, §12"),
     rest_budget=rest_budget("okx", 20 / 2, "VENUES §4.3"),
