@@ -90,6 +90,7 @@ SLOW_MODULES = {
     "test_full_disk_daemon": ("slow",),
     "test_venue_faithful": ("slow",),
     "test_terminal": ("slow",),
+    "test_history": ("slow",),
 }
 #: Single tests (by function name) in modules that are otherwise quick.
 SLOW_TESTS = {
