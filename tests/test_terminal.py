@@ -16,10 +16,13 @@ from pathlib import Path
 
 import pytest
 
+import pumpwatch
 from pumpwatch import VENUES
 from pumpwatch.dashboard import abbrev, compact_state, render
 
-REPO = Path(__file__).resolve().parent.parent
+#: Where the imported pumpwatch lives: the child processes must run the same build (under CI a wheel in
+#: site-packages; the source tree has no compiled _core there).
+PACKAGE_ROOT = Path(pumpwatch.__file__).resolve().parent.parent
 SIZES = [(80, 24), (120, 40), (200, 50)]
 TITLE = re.compile(r"^PumpWatch  (up \d+ s|stopping|stopped after)")
 
@@ -115,7 +118,7 @@ def tmux_socket():
 
 def test_live_dashboard_in_tmux_at_three_sizes(tmux_socket, tmp_path):
     duration = 22
-    env = f"PYTHONPATH={REPO / 'python'}{os.pathsep}{os.environ.get('PYTHONPATH', '')} TERM=xterm-256color"
+    env = f"PYTHONPATH={PACKAGE_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')} TERM=xterm-256color"
     for w, h in SIZES:
         cmd = (f"cd {tmp_path} && env {env} {sys.executable} -m pumpwatch.cli run --simulate --duration {duration} "
                f"--data-dir {tmp_path / f'd{w}'}; echo PW-EXIT=$?; sleep 600")
@@ -178,7 +181,7 @@ def event_dir(tmp_path_factory):
 
 def _cli(columns: int, *args: str) -> str:
     r = subprocess.run([sys.executable, "-m", "pumpwatch.cli", *args], capture_output=True, text=True, timeout=60,
-                       env={**os.environ, "COLUMNS": str(columns), "PYTHONPATH": f"{REPO / 'python'}"})
+                       env={**os.environ, "COLUMNS": str(columns), "PYTHONPATH": str(PACKAGE_ROOT)})
     assert r.returncode == 0, r.stderr
     return r.stdout
 
@@ -235,7 +238,7 @@ def test_verify_shows_progress_on_a_terminal_and_keeps_json_clean(event_dir):
     data, _ = event_dir
     primary, secondary = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "pumpwatch.cli", "verify", "--data-dir", str(data), "--json"],
-                            stdout=subprocess.PIPE, stderr=secondary, env={**os.environ, "PYTHONPATH": str(REPO / "python")})
+                            stdout=subprocess.PIPE, stderr=secondary, env={**os.environ, "PYTHONPATH": str(PACKAGE_ROOT)})
     os.close(secondary)
     out = proc.stdout.read()
     assert proc.wait(timeout=60) == 0
