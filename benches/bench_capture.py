@@ -18,9 +18,18 @@ NS = 1_000_000_000
 T0 = 1_790_000_000 * NS
 WINDOW_TRADES = 200_000
 SYMBOLS = {
-    "binance-spot": "0GUSDT", "binance-usdm": "0GUSDT", "bybit-spot": "0GUSDT", "bybit-linear": "0GUSDT",
-    "okx-spot": "0G-USDT", "okx-swap": "0G-USDT-SWAP", "kucoin-spot": "0G-USDT", "kucoin-futures": "0GUSDTM",
-    "gate-spot": "0G_USDT", "gate-futures": "0G_USDT", "phemex-spot": "s0GUSDT", "phemex-perp": "0GUSDT",
+    "binance-spot": "0GUSDT",
+    "binance-usdm": "0GUSDT",
+    "bybit-spot": "0GUSDT",
+    "bybit-linear": "0GUSDT",
+    "okx-spot": "0G-USDT",
+    "okx-swap": "0G-USDT-SWAP",
+    "kucoin-spot": "0G-USDT",
+    "kucoin-futures": "0GUSDTM",
+    "gate-spot": "0G_USDT",
+    "gate-futures": "0G_USDT",
+    "phemex-spot": "s0GUSDT",
+    "phemex-perp": "0GUSDT",
 }
 
 
@@ -40,9 +49,19 @@ def recording(tmp_path_factory):
             ts = T0 - 20 * NS + i * (40 * NS // per_venue) + k
             drift = 3 if ts > T0 + k * 50_000_000 else 0
             price = max(100, price + rng.choice((-2, -1, 0, 1, 2)) + drift)
-            rows.append({"venue": venue, "symbol": symbol, "trade_id": str(i + 1), "price": str(Decimal(price) / 10000),
-                         "qty": str(rng.randint(1, 5000)), "side": rng.choice(("buy", "sell")), "ts_ns": ts, "recv_ns": ts + 3_000_000,
-                         "flags": 0})
+            rows.append(
+                {
+                    "venue": venue,
+                    "symbol": symbol,
+                    "trade_id": str(i + 1),
+                    "price": str(Decimal(price) / 10000),
+                    "qty": str(rng.randint(1, 5000)),
+                    "side": rng.choice(("buy", "sell")),
+                    "ts_ns": ts,
+                    "recv_ns": ts + 3_000_000,
+                    "flags": 0,
+                }
+            )
     import pyarrow as pa
 
     store.append_trades(pa.Table.from_pylist(rows, schema=pumpwatch.TRADE_SCHEMA))

@@ -28,14 +28,18 @@ def simulated_plain(tmp_path_factory):
     """All twelve venues' frames as the simulator renders them, ingested interleaved as the
     recorder does, sealed and left plain."""
     path = tmp_path_factory.mktemp("sim") / "plain"
-    frames = {v: [f.encode() for f in SimVenue(v, seed=5).render_frames(FRAMES_PER_VENUE, start_ns=SIM_START_NS,
-                                                                        spacing_ns=3_000_000)]
-              for v in pumpwatch.VENUES}
+    frames = {
+        v: [
+            f.encode()
+            for f in SimVenue(v, seed=5).render_frames(FRAMES_PER_VENUE, start_ns=SIM_START_NS, spacing_ns=3_000_000)
+        ]
+        for v in pumpwatch.VENUES
+    }
     trades = 0
     with pumpwatch.Store(path, segment_max_bytes=64 << 20, zstd_level=0) as store:
         for k in range(0, FRAMES_PER_VENUE, 500):
             for venue, fs in frames.items():
-                trades += store.ingest_many(venue, fs[k:k + 500], SIM_START_NS + k * 3_000_000)[0]
+                trades += store.ingest_many(venue, fs[k : k + 500], SIM_START_NS + k * 3_000_000)[0]
         store.close(seal=True)
     return path, trades
 

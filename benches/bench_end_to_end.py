@@ -40,19 +40,33 @@ LONG_SECONDS = float(os.environ.get("PUMPWATCH_E2E_SECONDS", "0"))
 LAG_LIMIT_S = 0.5
 RATES = {
     "rust": [int(r) for r in os.environ.get("PUMPWATCH_E2E_RATES", "50000,100000,150000,200000,250000").split(",")],
-    "purepy": [int(r) for r in os.environ.get("PUMPWATCH_E2E_RATES_PUREPY", "10000,20000,40000,60000,80000").split(",")],
+    "purepy": [
+        int(r) for r in os.environ.get("PUMPWATCH_E2E_RATES_PUREPY", "10000,20000,40000,60000,80000").split(",")
+    ],
 }
 
 
 def _config(path: Path, ws_origin: str, engine: str, ca_file: str | None = None) -> None:
-    lines = ['metrics_address = "127.0.0.1:0"', "discovery_refresh_s = 0", "window_merge_s = 0",
-             "[upbit]", "enabled = false", "[log]", f'engine = "{engine}"']
+    lines = [
+        'metrics_address = "127.0.0.1:0"',
+        "discovery_refresh_s = 0",
+        "window_merge_s = 0",
+        "[upbit]",
+        "enabled = false",
+        "[log]",
+        f'engine = "{engine}"',
+    ]
     if ca_file:
         lines += ["[tls]", f'ca_file = "{ca_file}"']
     for venue in pumpwatch.VENUES:
         if venue == "binance-usdm":
             # REST is never needed (no id is lost on loopback TCP); a dead port says so if it were.
-            lines += [f"[venues.{venue}]", 'symbols = ["BTCUSDT"]', f'ws_url = "{ws_origin}"', 'rest_url = "http://127.0.0.1:9"']
+            lines += [
+                f"[venues.{venue}]",
+                'symbols = ["BTCUSDT"]',
+                f'ws_url = "{ws_origin}"',
+                'rest_url = "http://127.0.0.1:9"',
+            ]
         else:
             lines += [f"[venues.{venue}]", "enabled = false"]
     path.write_text("\n".join(lines) + "\n")
@@ -62,8 +76,11 @@ def _rss_mb(pid: int) -> tuple[float, float] | None:
     """(resident memory, of which anonymous) in MB: the rest is file pages of the mapped log
     segment, page cache the kernel reclaims under pressure."""
     try:
-        fields = {line.split(":")[0]: int(line.split()[1]) / 1024 for line in open(f"/proc/{pid}/status")
-                  if line.startswith(("VmRSS:", "RssAnon:"))}
+        fields = {
+            line.split(":")[0]: int(line.split()[1]) / 1024
+            for line in open(f"/proc/{pid}/status")
+            if line.startswith(("VmRSS:", "RssAnon:"))
+        }
     except (OSError, ValueError, IndexError):
         return None
     return (fields["VmRSS"], fields["RssAnon"]) if len(fields) == 2 else None
@@ -98,7 +115,13 @@ def _count_stored(data: Path, sent: dict, since_ns: int) -> tuple[int, int, int,
             lags.append(lag[:: max(1, len(lag) // 2000)])
     all_lags = np.concatenate(lags) if lags else np.zeros(1, dtype=np.int64)
     duplicates = int(np.maximum(seen.astype(np.int64) - 1, 0).sum()) + outside
-    return stored, duplicates, int((seen == 0).sum()), round(lag_max / 1e9, 3), round(float(np.quantile(all_lags, 0.99)) / 1e9, 3)
+    return (
+        stored,
+        duplicates,
+        int((seen == 0).sum()),
+        round(lag_max / 1e9, 3),
+        round(float(np.quantile(all_lags, 0.99)) / 1e9, 3),
+    )
 
 
 def run_step(rate: int, seconds: float, engine: str, workdir: Path, tls: bool = False) -> dict:
@@ -106,8 +129,12 @@ def run_step(rate: int, seconds: float, engine: str, workdir: Path, tls: bool = 
     `tls`: over wss:// (the feeder's test CA trusted through [tls] ca_file), as against the venues."""
     tag = f"{engine}-{rate}{'-tls' if tls else ''}"
     data, cfg, log_path = workdir / f"data-{tag}", workdir / f"cfg-{tag}.toml", workdir / f"rec-{tag}.log"
-    feeder = subprocess.Popen([sys.executable, "-m", "pumpwatch.sim.feeder", "--rate", str(rate), "--seconds", str(seconds)]
-                              + (["--tls"] if tls else []), stdout=subprocess.PIPE, text=True)
+    feeder = subprocess.Popen(
+        [sys.executable, "-m", "pumpwatch.sim.feeder", "--rate", str(rate), "--seconds", str(seconds)]
+        + (["--tls"] if tls else []),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     recorder = None
     started_ns = time.time_ns()
     samples: list[tuple[float, tuple[float, float]]] = []
@@ -115,8 +142,11 @@ def run_step(rate: int, seconds: float, engine: str, workdir: Path, tls: bool = 
         hello = json.loads(feeder.stdout.readline())
         _config(cfg, hello["ws_origin"], engine, hello.get("ca_file"))
         with open(log_path, "w") as out:
-            recorder = subprocess.Popen([sys.executable, "-m", "pumpwatch", "run", "--config", str(cfg), "--data-dir", str(data)],
-                                        stdout=out, stderr=subprocess.STDOUT)
+            recorder = subprocess.Popen(
+                [sys.executable, "-m", "pumpwatch", "run", "--config", str(cfg), "--data-dir", str(data)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         address = None
         deadline = time.monotonic() + 60
         while address is None and time.monotonic() < deadline and recorder.poll() is None:
@@ -161,17 +191,34 @@ def run_step(rate: int, seconds: float, engine: str, workdir: Path, tls: bool = 
     rss = [s[1][0] for s in samples]
     anon = [s[1][1] for s in samples]
     result = {
-        "engine": engine, "tls": tls, "rate": rate, "seconds": seconds, "sent": sent["sent"], "stored": stored,
-        "missing": missing, "duplicates": duplicates, "feeder_behind_max": sent["behind_max"],
-        "lag_max_s": lag_max_s, "lag_p99_s": lag_p99_s,
-        "rss_mb_first": round(rss[0], 1) if rss else None, "rss_mb_max": round(max(rss), 1) if rss else None,
+        "engine": engine,
+        "tls": tls,
+        "rate": rate,
+        "seconds": seconds,
+        "sent": sent["sent"],
+        "stored": stored,
+        "missing": missing,
+        "duplicates": duplicates,
+        "feeder_behind_max": sent["behind_max"],
+        "lag_max_s": lag_max_s,
+        "lag_p99_s": lag_p99_s,
+        "rss_mb_first": round(rss[0], 1) if rss else None,
+        "rss_mb_max": round(max(rss), 1) if rss else None,
         "rss_mb_last": round(rss[-1], 1) if rss else None,
-        "anon_mb_first": round(anon[0], 1) if anon else None, "anon_mb_max": round(max(anon), 1) if anon else None,
+        "anon_mb_first": round(anon[0], 1) if anon else None,
+        "anon_mb_max": round(max(anon), 1) if anon else None,
         "anon_mb_last": round(anon[-1], 1) if anon else None,
         "achieved_rate": round(sent["sent"] / sent["seconds"]) if sent["seconds"] else 0,
-        "rss_samples": [(round(t, 1), round(r[0], 1), round(r[1], 1)) for t, r in samples[:: max(1, len(samples) // 40)]],
+        "rss_samples": [
+            (round(t, 1), round(r[0], 1), round(r[1], 1)) for t, r in samples[:: max(1, len(samples) // 40)]
+        ],
     }
-    result["sustained"] = result["sent"] == int(rate * seconds) and result["missing"] == 0 and result["duplicates"] == 0 and result["lag_max_s"] <= LAG_LIMIT_S
+    result["sustained"] = (
+        result["sent"] == int(rate * seconds)
+        and result["missing"] == 0
+        and result["duplicates"] == 0
+        and result["lag_max_s"] <= LAG_LIMIT_S
+    )
     return result
 
 
@@ -180,26 +227,40 @@ def _steps(engine: str, tls: bool = False) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="pw-e2e-") as d:
         for rate in RATES[engine]:
             r = run_step(rate, STEP_SECONDS, engine, Path(d), tls)
-            print(f"\n{engine:6}{' wss' if tls else ' ws '} {rate:>8,}/s: sent {r['sent']:,} stored {r['stored']:,} missing {r['missing']} "
-                  f"dups {r['duplicates']} lag max {r['lag_max_s']} s p99 {r['lag_p99_s']} s "
-                  f"RSS {r['rss_mb_first']}->{r['rss_mb_max']} MB (anon {r['anon_mb_first']}->{r['anon_mb_max']}) "
-                  f"fed at {r['achieved_rate']:,}/s {'SUSTAINED' if r['sustained'] else 'not sustained'}", flush=True)
+            print(
+                f"\n{engine:6}{' wss' if tls else ' ws '} {rate:>8,}/s: sent {r['sent']:,} stored {r['stored']:,} missing {r['missing']} "
+                f"dups {r['duplicates']} lag max {r['lag_max_s']} s p99 {r['lag_p99_s']} s "
+                f"RSS {r['rss_mb_first']}->{r['rss_mb_max']} MB (anon {r['anon_mb_first']}->{r['anon_mb_max']}) "
+                f"fed at {r['achieved_rate']:,}/s {'SUSTAINED' if r['sustained'] else 'not sustained'}",
+                flush=True,
+            )
             results.append(r)
             if not r["sustained"]:
                 break
     return results
 
 
-@pytest.mark.parametrize("engine,tls", [("rust", False), ("rust", True), ("purepy", False)],
-                         ids=["rust", "rust-tls", "purepy"])
+@pytest.mark.parametrize(
+    "engine,tls", [("rust", False), ("rust", True), ("purepy", False)], ids=["rust", "rust-tls", "purepy"]
+)
 @pytest.mark.benchmark(group="end-to-end")
 def test_sustained_zero_loss_rate(benchmark, engine, tls):
     results = benchmark.pedantic(lambda: _steps(engine, tls), rounds=1, iterations=1)
     best = max((r["rate"] for r in results if r["sustained"]), default=0)
     goal = 150_000 if tls else 141_000  # over TLS: issue 12
-    benchmark.extra_info.update({"engine": engine, "tls": tls, "sustained_rate": best, "steps": results,
-                                 "goal_rate": goal, "reference_cryptofeed_rate": 94_000})
-    print(f"\n{engine}{' over TLS' if tls else ''}: highest rate sustained with zero loss: {best:,} trades/s (goal {goal:,})")
+    benchmark.extra_info.update(
+        {
+            "engine": engine,
+            "tls": tls,
+            "sustained_rate": best,
+            "steps": results,
+            "goal_rate": goal,
+            "reference_cryptofeed_rate": 94_000,
+        }
+    )
+    print(
+        f"\n{engine}{' over TLS' if tls else ''}: highest rate sustained with zero loss: {best:,} trades/s (goal {goal:,})"
+    )
     # Loss is never acceptable, at any rate: a rate the recorder cannot keep up with must end in
     # backpressure (the feeder waits), never in a missing or doubled trade.
     assert all(r["missing"] == 0 and r["duplicates"] == 0 for r in results), results

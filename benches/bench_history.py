@@ -42,11 +42,17 @@ async def measure(listings: int = LISTINGS, orders_per_s: float = ORDERS_PER_S) 
     later = list(result.requests.values())[1:]  # the first event also paid every instrument list
     per_venue = {v: statistics.median([r[v] for r in later if r[v]] or [0]) for v in sim.venues}
     upbit_s = result.upbit_requests * UPBIT_INTERVAL_S  # at the watcher's default pace
-    return {"events": events, "seconds": round(took, 2), "events_per_min": round(events / took * 60, 1),
-            "events_per_min_with_upbit_paging": round(events / (took + upbit_s) * 60, 1),
-            "upbit_pages": result.upbit_requests, "requests_per_event": per_venue,
-            "requests_per_event_total": sum(per_venue.values()), "failed": result.failed,
-            "listings": len(result.listings)}
+    return {
+        "events": events,
+        "seconds": round(took, 2),
+        "events_per_min": round(events / took * 60, 1),
+        "events_per_min_with_upbit_paging": round(events / (took + upbit_s) * 60, 1),
+        "upbit_pages": result.upbit_requests,
+        "requests_per_event": per_venue,
+        "requests_per_event_total": sum(per_venue.values()),
+        "failed": result.failed,
+        "listings": len(result.listings),
+    }
 
 
 def test_history_rebuild_rate():

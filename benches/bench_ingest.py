@@ -19,8 +19,21 @@ import pumpwatch.purepy as purepy
 N = 200_000
 _dirs = itertools.count()
 WARM_UP = [
-    json.dumps({"arg": {"channel": "trades-all", "instId": "ETH-USDT"}, "data": [{"instId": "ETH-USDT", "tradeId": str(i),
-               "px": "1922.52", "sz": "0.1", "side": "buy", "ts": "1786310820510"}]}).encode()
+    json.dumps(
+        {
+            "arg": {"channel": "trades-all", "instId": "ETH-USDT"},
+            "data": [
+                {
+                    "instId": "ETH-USDT",
+                    "tradeId": str(i),
+                    "px": "1922.52",
+                    "sz": "0.1",
+                    "side": "buy",
+                    "ts": "1786310820510",
+                }
+            ],
+        }
+    ).encode()
     for i in range(1, 1001)
 ]
 
@@ -30,8 +43,17 @@ def binance_frames(n: int, first_id: int) -> list[bytes]:
     out = []
     for i in range(n):
         t = first_id + i
-        data = {"e": "trade", "E": 1751132780369 + i, "s": "BTCUSDT", "t": t, "p": "107407.88000000",
-                "q": "0.00024000", "T": 1751132780368 + i, "m": bool(i & 1), "M": True}
+        data = {
+            "e": "trade",
+            "E": 1751132780369 + i,
+            "s": "BTCUSDT",
+            "t": t,
+            "p": "107407.88000000",
+            "q": "0.00024000",
+            "T": 1751132780368 + i,
+            "m": bool(i & 1),
+            "M": True,
+        }
         out.append(json.dumps({"stream": "btcusdt@trade", "data": data}, separators=(",", ":")).encode())
     return out
 

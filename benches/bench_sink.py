@@ -86,16 +86,27 @@ def test_sustained_rows_per_second_into_postgres(benchmark, pg_dsn, recorded):
         assert c.execute(f"SELECT count(*) FROM {schemas[-1]}.trades").fetchone()[0] == ROWS
     for s in schemas:
         _drop(pg_dsn, s)
-    print(f"\nsink-postgres: {benchmark.extra_info['rows_per_s']:,.0f} rows/s mean, "
-          f"{benchmark.extra_info['rows_per_s_best']:,.0f} best")
+    print(
+        f"\nsink-postgres: {benchmark.extra_info['rows_per_s']:,.0f} rows/s mean, "
+        f"{benchmark.extra_info['rows_per_s_best']:,.0f} best"
+    )
 
 
 def binance_frames(n: int, first_id: int) -> list[bytes]:
     out = []
     for i in range(n):
         t = first_id + i
-        data = {"e": "trade", "E": 1751132780369 + i, "s": "BTCUSDT", "t": t, "p": "107407.88000000",
-                "q": "0.00024000", "T": 1751132780368 + i // 50, "m": bool(i & 1), "M": True}
+        data = {
+            "e": "trade",
+            "E": 1751132780369 + i,
+            "s": "BTCUSDT",
+            "t": t,
+            "p": "107407.88000000",
+            "q": "0.00024000",
+            "T": 1751132780368 + i // 50,
+            "m": bool(i & 1),
+            "M": True,
+        }
         out.append(json.dumps({"stream": "btcusdt@trade", "data": data}, separators=(",", ":")).encode())
     return out
 
@@ -137,7 +148,7 @@ def test_lag_behind_a_recorder_ingesting_50k_trades_per_s(benchmark, pg_dsn, tmp
             if now < due:
                 time.sleep(due - now)
             late.append(max(0.0, time.monotonic() - due))
-            ingested[0] += store.ingest_many("binance-spot", frames[k:k + per_tick], time.time_ns())[0]
+            ingested[0] += store.ingest_many("binance-spot", frames[k : k + per_tick], time.time_ns())[0]
         ingest_s = time.monotonic() - t0
         t_end = time.monotonic()
         end = tuple(store._log.active_segment())
@@ -153,9 +164,14 @@ def test_lag_behind_a_recorder_ingesting_50k_trades_per_s(benchmark, pg_dsn, tmp
         assert written == len(frames)
         q = sorted(behind)
         result.update(
-            ingest_rate=len(frames) / ingest_s, ingest_late_max_ms=max(late) * 1e3,
-            records_behind_p50=statistics.median(q), records_behind_p99=q[int(len(q) * 0.99) - 1], records_behind_max=q[-1],
-            seconds_behind_p50=statistics.median(seconds), seconds_behind_max=max(seconds), drain_after_stop_s=drain_s,
+            ingest_rate=len(frames) / ingest_s,
+            ingest_late_max_ms=max(late) * 1e3,
+            records_behind_p50=statistics.median(q),
+            records_behind_p99=q[int(len(q) * 0.99) - 1],
+            records_behind_max=q[-1],
+            seconds_behind_p50=statistics.median(seconds),
+            seconds_behind_max=max(seconds),
+            drain_after_stop_s=drain_s,
         )
 
     benchmark.pedantic(run, rounds=1, iterations=1)

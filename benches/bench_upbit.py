@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from pumpwatch import upbit
 from pumpwatch.sim.upbit import SimNotice, SimUpbit, _row
 
@@ -39,11 +40,13 @@ def page_body(now_ns: int) -> tuple[bytes, set[int]]:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode(), {n.id for n in old}
 
 
-def _handed_to_capture(body: bytes, state: upbit.WatcherState, now_ns: int,
-                       skip_seen: bool = True) -> list[upbit.ListingTrigger]:
+def _handed_to_capture(
+    body: bytes, state: upbit.WatcherState, now_ns: int, skip_seen: bool = True
+) -> list[upbit.ListingTrigger]:
     page = upbit.parse_page(body, strict=False, skip_ids=state.seen if skip_seen else None)
-    triggers, _ = state.decide(page.announcements, now_ns, max_age_s=600.0, ticker_period_s=7 * 86400.0,
-                               krw_markets=frozenset({"BTC", "ETH"}))
+    triggers, _ = state.decide(
+        page.announcements, now_ns, max_age_s=600.0, ticker_period_s=7 * 86400.0, krw_markets=frozenset({"BTC", "ETH"})
+    )
     return triggers
 
 
@@ -81,8 +84,14 @@ async def _detection_run(interval_s: float, n_listings: int) -> dict:
     delays: list[float] = []
     async with SimUpbit(seed=11, cdn_delay_s=0.0, min_interval_s=0.0, align_to_second=True) as sim:
         with tempfile.TemporaryDirectory() as d:
-            w = upbit.UpbitWatcher(d, base_url=sim.base_url, market_url=sim.market_url, interval_s=interval_s,
-                                   request_timeout_s=1.0, market_poll_s=5.0)
+            w = upbit.UpbitWatcher(
+                d,
+                base_url=sim.base_url,
+                market_url=sim.market_url,
+                interval_s=interval_s,
+                request_timeout_s=1.0,
+                market_poll_s=5.0,
+            )
             async with w:
                 for i in range(n_listings):  # one a second
                     sim.schedule(SimNotice(f"테스트{i}(T{i}X) KRW 마켓 디지털 자산 추가", expect=(f"T{i}X",)), 0.5 + i)
@@ -94,8 +103,12 @@ async def _detection_run(interval_s: float, n_listings: int) -> dict:
                         break
                     delays.append(t.delay_ns / 1e6)
                 metrics = w.metrics()
-    return {"delays_ms": delays, "response_ms_p50": metrics["response_ms_p50"],
-            "response_ms_max": metrics["response_ms_max"], "polls": metrics["polls"]}
+    return {
+        "delays_ms": delays,
+        "response_ms_p50": metrics["response_ms_p50"],
+        "response_ms_max": metrics["response_ms_max"],
+        "polls": metrics["polls"],
+    }
 
 
 @pytest.mark.benchmark(group="upbit-detection-delay")

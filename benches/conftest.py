@@ -17,7 +17,12 @@ def trade_table(n: int, t0: int = T0, span_ns: int = HOUR_NS, first_id: int = 8_
     i = pa.array(range(n), pa.int64())
     ts = pc.add(pc.multiply(i, span_ns // max(n, 1)), t0)
     venues = ["binance-usdm", "okx-swap", "bybit-linear", "gate-futures"]
-    symbols = {"binance-usdm": "BTCUSDT", "okx-swap": "BTC-USDT-SWAP", "bybit-linear": "BTCUSDT", "gate-futures": "BTC_USDT"}
+    symbols = {
+        "binance-usdm": "BTCUSDT",
+        "okx-swap": "BTC-USDT-SWAP",
+        "bybit-linear": "BTCUSDT",
+        "gate-futures": "BTC_USDT",
+    }
     k = len(venues)
     return pa.table(
         {

@@ -16,8 +16,8 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 ENV_DSN = "PUMPWATCH_TEST_PG_DSN"
 
@@ -27,7 +27,10 @@ def find_binaries() -> str | None:
     initdb = shutil.which("initdb")
     if initdb and shutil.which("pg_ctl"):
         return os.path.dirname(os.path.realpath(initdb))
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0)
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0,
+    )
     return os.path.dirname(found[-1]) if found else None
 
 
@@ -60,17 +63,50 @@ def throwaway_cluster(bindir: str, *, durable: bool = False) -> Iterator[str]:
         os.chown(root, pw.pw_uid, pw.pw_gid)
     port = _free_port()
     try:
-        r = _run_as(user, [os.path.join(bindir, "initdb"), "-D", data, "-U", "pumpwatch", "--auth=trust",
-                           "-E", "UTF8", "--locale=C", "--no-sync"], timeout=300)
+        r = _run_as(
+            user,
+            [
+                os.path.join(bindir, "initdb"),
+                "-D",
+                data,
+                "-U",
+                "pumpwatch",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            timeout=300,
+        )
         if r.returncode != 0:
             raise RuntimeError(f"initdb failed: {r.stderr.strip() or r.stdout.strip()}")
         opts = f"-p {port} -h 127.0.0.1 -k {root} -c max_connections=60 -c shared_buffers=128MB"
         if not durable:
             opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        r = _run_as(user, [os.path.join(bindir, "pg_ctl"), "-D", data, "-o", opts, "-l", os.path.join(root, "server.log"),
-                           "-w", "-t", "120", "start"], timeout=180)
+        r = _run_as(
+            user,
+            [
+                os.path.join(bindir, "pg_ctl"),
+                "-D",
+                data,
+                "-o",
+                opts,
+                "-l",
+                os.path.join(root, "server.log"),
+                "-w",
+                "-t",
+                "120",
+                "start",
+            ],
+            timeout=180,
+        )
         if r.returncode != 0:
-            log = open(os.path.join(root, "server.log")).read()[-2000:] if os.path.exists(os.path.join(root, "server.log")) else ""
+            log = (
+                open(os.path.join(root, "server.log")).read()[-2000:]
+                if os.path.exists(os.path.join(root, "server.log"))
+                else ""
+            )
             raise RuntimeError(f"pg_ctl start failed: {r.stderr.strip() or r.stdout.strip()}\n{log}")
         yield f"postgresql://pumpwatch@127.0.0.1:{port}/postgres"
     finally:
@@ -114,8 +150,13 @@ def postgres_server(*, durable: bool = False) -> Iterator[tuple[str | None, str]
         return
     bindir = find_binaries()
     if bindir is None:
-        yield None, (f"no PostgreSQL server: set {ENV_DSN}, or install PostgreSQL (apt-get install postgresql) "
-                     f"so a throwaway cluster can be started")
+        yield (
+            None,
+            (
+                f"no PostgreSQL server: set {ENV_DSN}, or install PostgreSQL (apt-get install postgresql) "
+                f"so a throwaway cluster can be started"
+            ),
+        )
         return
     with throwaway_cluster(bindir, durable=durable) as dsn:
         problem = reachable(dsn)

@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import pumpwatch
-from pumpwatch import analysis, capture as cap
+from pumpwatch import analysis
+from pumpwatch import capture as cap
 from pumpwatch.config import CaptureSettings
 
 NS = 1_000_000_000
@@ -27,7 +28,9 @@ T0 = 1_790_000_000 * NS  # 2026-09-21T14:13:20Z
 
 
 def _trade(venue, symbol, tid, price, qty, side, ts):
-    return pumpwatch.Trade(venue=venue, symbol=symbol, trade_id=str(tid), price=price, qty=qty, side=side, ts_ns=ts, recv_ns=ts + 5_000_000)
+    return pumpwatch.Trade(
+        venue=venue, symbol=symbol, trade_id=str(tid), price=price, qty=qty, side=side, ts_ns=ts, recv_ns=ts + 5_000_000
+    )
 
 
 def _recorded_store(path, *, venues=("binance-spot", "okx-swap", "gate-futures"), extra_markers=()):
@@ -45,8 +48,18 @@ def _recorded_store(path, *, venues=("binance-spot", "okx-swap", "gate-futures")
 # Names
 
 
-@pytest.mark.parametrize("ticker,expected", [("0G", "0G"), ("../../x", "X"), ("0G/..", "0G"), ("pepe", "PEPE"),
-                                             ("1INCH", "1INCH"), ("A\x00B", "AB"), ("..\\..\\evil", "EVIL")])
+@pytest.mark.parametrize(
+    "ticker,expected",
+    [
+        ("0G", "0G"),
+        ("../../x", "X"),
+        ("0G/..", "0G"),
+        ("pepe", "PEPE"),
+        ("1INCH", "1INCH"),
+        ("A\x00B", "AB"),
+        ("..\\..\\evil", "EVIL"),
+    ],
+)
 def test_folder_ticker_has_only_letters_and_digits(ticker, expected):
     assert cap.safe_ticker(ticker) == expected
 
@@ -63,7 +76,11 @@ def test_hostile_tickers_write_inside_the_events_folder(tmp_path):
         for ticker in ("../../x", "0G/..", "../events/../../y"):
             ev = cap.capture(store, cap.CaptureRequest(ticker, T0), data, chart=False)
             assert os.path.dirname(ev.path) == os.path.realpath(data / "events")
-    assert sorted(os.listdir(data / "events")) == ["0G_20260921T141320Z", "EVENTSY_20260921T141320Z", "X_20260921T141320Z"]
+    assert sorted(os.listdir(data / "events")) == [
+        "0G_20260921T141320Z",
+        "EVENTSY_20260921T141320Z",
+        "X_20260921T141320Z",
+    ]
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
@@ -90,15 +107,25 @@ def test_times_and_durations():
 
 
 def test_mapping_from_symbol_names_undoes_prefixes_and_aliases():
-    seen = {"binance-usdm": {"1000PEPEUSDT", "PEPEUSDT", "BTCUSDT"}, "okx-swap": {"PEPE-USDT-SWAP"},
-            "kucoin-futures": {"XBTUSDTM", "PEPEUSDTM"}, "phemex-spot": {"sPEPEUSDT"}, "gate-spot": {"PEPE2_USDT"}}
+    seen = {
+        "binance-usdm": {"1000PEPEUSDT", "PEPEUSDT", "BTCUSDT"},
+        "okx-swap": {"PEPE-USDT-SWAP"},
+        "kucoin-futures": {"XBTUSDTM", "PEPEUSDTM"},
+        "phemex-spot": {"sPEPEUSDT"},
+        "gate-spot": {"PEPE2_USDT"},
+    }
     m = cap.map_instruments("PEPE", None, seen)
     assert {v: [(i.symbol, i.base_multiplier) for i in insts] for v, insts in m.items()} == {
-        "binance-usdm": [("1000PEPEUSDT", 1000), ("PEPEUSDT", 1)], "okx-swap": [("PEPE-USDT-SWAP", 1)],
-        "kucoin-futures": [("PEPEUSDTM", 1)], "phemex-spot": [("sPEPEUSDT", 1)]}
+        "binance-usdm": [("1000PEPEUSDT", 1000), ("PEPEUSDT", 1)],
+        "okx-swap": [("PEPE-USDT-SWAP", 1)],
+        "kucoin-futures": [("PEPEUSDTM", 1)],
+        "phemex-spot": [("sPEPEUSDT", 1)],
+    }
     assert [i.symbol for i in cap.map_instruments("BTC", None, seen)["kucoin-futures"]] == ["XBTUSDTM"]
     # 1INCH and 0G are tickers, not denominations
-    assert [i.symbol for i in cap.map_instruments("1INCH", None, {"bybit-spot": {"1INCHUSDT"}})["bybit-spot"]] == ["1INCHUSDT"]
+    assert [i.symbol for i in cap.map_instruments("1INCH", None, {"bybit-spot": {"1INCHUSDT"}})["bybit-spot"]] == [
+        "1INCHUSDT"
+    ]
 
 
 def test_mapping_prefers_the_instrument_list_the_recorder_kept(tmp_path):
@@ -107,7 +134,9 @@ def test_mapping_prefers_the_instrument_list_the_recorder_kept(tmp_path):
     inst = make_instrument("okx-swap", "0G-USDT-SWAP", "0G", "USDT", "perp", status=TRADING, contract_multiplier="10")
     cap.save_instruments(tmp_path, "okx-swap", [inst])
     m = cap.map_instruments("0G", tmp_path, {})
-    assert [(i.symbol, i.contract_multiplier, i.source) for i in m["okx-swap"]] == [("0G-USDT-SWAP", "10", "instrument list")]
+    assert [(i.symbol, i.contract_multiplier, i.source) for i in m["okx-swap"]] == [
+        ("0G-USDT-SWAP", "10", "instrument list")
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,13 +144,25 @@ def test_mapping_prefers_the_instrument_list_the_recorder_kept(tmp_path):
 
 
 def _m(kind, ts, venue=None, symbol="", detail="", **kw):
-    return {"kind": kind, "venue": venue, "symbol": symbol, "ts_ns": ts, "from_ts_ns": kw.get("from_ts", 0),
-            "to_ts_ns": kw.get("to_ts", 0), "from_id": kw.get("from_id", ""), "to_id": kw.get("to_id", ""), "detail": detail}
+    return {
+        "kind": kind,
+        "venue": venue,
+        "symbol": symbol,
+        "ts_ns": ts,
+        "from_ts_ns": kw.get("from_ts", 0),
+        "to_ts_ns": kw.get("to_ts", 0),
+        "from_id": kw.get("from_id", ""),
+        "to_id": kw.get("to_id", ""),
+        "detail": detail,
+    }
 
 
 W0, W1 = T0 - 20 * NS, T0 + 20 * NS
-RUN = [_m("recorder_start", T0 - 3600 * NS), _m("connection_up", T0 - 3599 * NS, "bybit-spot", detail="bybit-spot#0: up"),
-       _m("connection_up", T0 - 3599 * NS, "okx-swap", detail="okx-swap#0: up")]
+RUN = [
+    _m("recorder_start", T0 - 3600 * NS),
+    _m("connection_up", T0 - 3599 * NS, "bybit-spot", detail="bybit-spot#0: up"),
+    _m("connection_up", T0 - 3599 * NS, "okx-swap", detail="okx-swap#0: up"),
+]
 
 
 def test_coverage_complete_when_nothing_says_otherwise():
@@ -129,11 +170,23 @@ def test_coverage_complete_when_nothing_says_otherwise():
 
 
 def test_a_reconnect_is_covered_by_backfill_but_an_unfillable_marker_is_a_lost_span():
-    markers = RUN + [_m("connection_down", T0 + 2 * NS, "bybit-spot", detail="bybit-spot#0: closed"),
-                     _m("connection_up", T0 + 3 * NS, "bybit-spot", detail="bybit-spot#0: up"),
-                     _m("gap_unfillable", T0 + 4 * NS, "bybit-spot", "0GUSDT", "window too short", from_ts=T0 + 2 * NS, to_ts=T0 + 2_500_000_000)]
+    markers = RUN + [
+        _m("connection_down", T0 + 2 * NS, "bybit-spot", detail="bybit-spot#0: closed"),
+        _m("connection_up", T0 + 3 * NS, "bybit-spot", detail="bybit-spot#0: up"),
+        _m(
+            "gap_unfillable",
+            T0 + 4 * NS,
+            "bybit-spot",
+            "0GUSDT",
+            "window too short",
+            from_ts=T0 + 2 * NS,
+            to_ts=T0 + 2_500_000_000,
+        ),
+    ]
     status, lost = cap.venue_coverage("bybit-spot", {"0GUSDT"}, markers, W0, W1, W1 + 60 * NS)
-    assert status == "partial" and [(s.from_ns, s.to_ns, s.symbol) for s in lost] == [(T0 + 2 * NS, T0 + 2_500_000_000, "0GUSDT")]
+    assert status == "partial" and [(s.from_ns, s.to_ns, s.symbol) for s in lost] == [
+        (T0 + 2 * NS, T0 + 2_500_000_000, "0GUSDT")
+    ]
     # the same marker for another symbol does not touch this capture
     other = markers[:-1] + [dict(markers[-1], symbol="BTCUSDT")]
     assert cap.venue_coverage("bybit-spot", {"0GUSDT"}, other, W0, W1, W1 + 60 * NS) == ("complete", [])
@@ -155,11 +208,15 @@ def test_open_id_gaps_are_lost_until_filled():
 
 
 def test_a_killed_recorder_loses_its_downtime_unless_ids_prove_it_filled():
-    killed = RUN + [_m("recorder_start", T0 + 10 * NS),
-                    _m("connection_up", T0 + 11 * NS, "bybit-spot", detail="bybit-spot#0: up"),
-                    _m("connection_up", T0 + 11 * NS, "okx-swap", detail="okx-swap#0: up")]
+    killed = RUN + [
+        _m("recorder_start", T0 + 10 * NS),
+        _m("connection_up", T0 + 11 * NS, "bybit-spot", detail="bybit-spot#0: up"),
+        _m("connection_up", T0 + 11 * NS, "okx-swap", detail="okx-swap#0: up"),
+    ]
     status, lost = cap.venue_coverage("bybit-spot", {"0GUSDT"}, killed, W0, W1, W1, {1: T0 + 4 * NS})
-    assert status == "partial" and [(s.from_ns, s.to_ns, s.reason) for s in lost] == [(T0 + 4 * NS, T0 + 11 * NS, "recorder not running")]
+    assert status == "partial" and [(s.from_ns, s.to_ns, s.reason) for s in lost] == [
+        (T0 + 4 * NS, T0 + 11 * NS, "recorder not running")
+    ]
     # okx-swap's ids continue across a short restart: a hole would show as a gap marker
     assert cap.venue_coverage("okx-swap", {"0G-USDT-SWAP"}, killed, W0, W1, W1, {1: T0 + 4 * NS}) == ("complete", [])
 
@@ -167,7 +224,11 @@ def test_a_killed_recorder_loses_its_downtime_unless_ids_prove_it_filled():
 def test_before_the_first_run_nothing_was_recorded():
     markers = [_m("recorder_start", T0 - 5 * NS), _m("connection_up", T0 - 4 * NS, "okx-swap", detail="okx-swap#0: up")]
     status, lost = cap.venue_coverage("okx-swap", {"0G-USDT-SWAP"}, markers, W0, W1, W1)
-    assert status == "partial" and (lost[0].from_ns, lost[0].to_ns, lost[0].reason) == (W0, T0 - 4 * NS, "not yet recording")
+    assert status == "partial" and (lost[0].from_ns, lost[0].to_ns, lost[0].reason) == (
+        W0,
+        T0 - 4 * NS,
+        "not yet recording",
+    )
     assert cap.venue_coverage("bybit-spot", {"0GUSDT"}, markers, W0, W1, W1)[0] == "not recorded"
     assert cap.venue_coverage("okx-swap", {"X"}, [], W0, W1, W1) == ("unknown", [])
 
@@ -191,9 +252,19 @@ def _independent(rows, t0, *, divisor=1, size=Decimal(1), pump=Decimal(5)):
     verdict = "pump" if up is not None and (down is None or up < down) else "dump" if down is not None else "no pump"
     q_after = sum(price(r) * base(r) for r in after)
     b_after = sum(base(r) for r in after)
-    return {"ref": ref, "peak": price(peak), "peak_ts": peak[3], "trough": price(trough), "n_before": len(before),
-            "n_after": len(after), "quote_after": q_after, "base_after": b_after, "verdict": verdict,
-            "rise": float((price(peak) / ref - 1) * 100), "buys_after": sum(1 for r in after if r[2] == "buy")}
+    return {
+        "ref": ref,
+        "peak": price(peak),
+        "peak_ts": peak[3],
+        "trough": price(trough),
+        "n_before": len(before),
+        "n_after": len(after),
+        "quote_after": q_after,
+        "base_after": b_after,
+        "verdict": verdict,
+        "rise": float((price(peak) / ref - 1) * 100),
+        "buys_after": sum(1 for r in after if r[2] == "buy"),
+    }
 
 
 def _series(ts0, prices):
@@ -235,17 +306,45 @@ def test_analysis_matches_an_independent_computation_and_a_dump_is_not_a_pump(tm
 def test_analysis_converts_contracts_and_denominations():
     from pumpwatch.capture import MappedInstrument
 
-    mapping = {"okx-swap": [MappedInstrument("okx-swap", "PEPE-USDT-SWAP", "perpetual", "PEPE", 1, "10")],
-               "binance-usdm": [MappedInstrument("binance-usdm", "1000PEPEUSDT", "perpetual", "1000PEPE", 1000, "1")]}
+    mapping = {
+        "okx-swap": [MappedInstrument("okx-swap", "PEPE-USDT-SWAP", "perpetual", "PEPE", 1, "10")],
+        "binance-usdm": [MappedInstrument("binance-usdm", "1000PEPEUSDT", "perpetual", "1000PEPE", 1000, "1")],
+    }
     rows = [("0.00001000", "3", "buy", T0 - NS), ("0.00001200", "4", "buy", T0 + NS)]
     big = [("0.01000", "5", "sell", T0 - NS), ("0.01300", "6", "buy", T0 + NS)]
     import pyarrow as pa
 
     table = pa.Table.from_pylist(
-        [{"venue": "okx-swap", "symbol": "PEPE-USDT-SWAP", "trade_id": str(i), "price": p, "qty": q, "side": s, "ts_ns": t,
-          "recv_ns": t, "flags": 0} for i, (p, q, s, t) in enumerate(rows)]
-        + [{"venue": "binance-usdm", "symbol": "1000PEPEUSDT", "trade_id": str(i), "price": p, "qty": q, "side": s, "ts_ns": t,
-            "recv_ns": t, "flags": 0} for i, (p, q, s, t) in enumerate(big)], schema=pumpwatch.TRADE_SCHEMA)
+        [
+            {
+                "venue": "okx-swap",
+                "symbol": "PEPE-USDT-SWAP",
+                "trade_id": str(i),
+                "price": p,
+                "qty": q,
+                "side": s,
+                "ts_ns": t,
+                "recv_ns": t,
+                "flags": 0,
+            }
+            for i, (p, q, s, t) in enumerate(rows)
+        ]
+        + [
+            {
+                "venue": "binance-usdm",
+                "symbol": "1000PEPEUSDT",
+                "trade_id": str(i),
+                "price": p,
+                "qty": q,
+                "side": s,
+                "ts_ns": t,
+                "recv_ns": t,
+                "flags": 0,
+            }
+            for i, (p, q, s, t) in enumerate(big)
+        ],
+        schema=pumpwatch.TRADE_SCHEMA,
+    )
     a = analysis.analyse(table, mapping, T0)["venues"]
     assert Decimal(a["okx-swap"]["after"]["base_volume"]) == Decimal("40")  # 4 contracts x 10 PEPE
     assert Decimal(a["okx-swap"]["after"]["quote_volume"]) == Decimal("0.00001200") * 40
@@ -256,8 +355,12 @@ def test_analysis_converts_contracts_and_denominations():
 
 def test_reference_comes_from_before_the_window_when_the_window_has_none(tmp_path):
     with _recorded_store(tmp_path / "d") as store:
-        store.append_trades([_trade("okx-spot", "0G-USDT", 1, "2.00", "1", "buy", T0 - 300 * NS),
-                             _trade("okx-spot", "0G-USDT", 2, "2.50", "1", "buy", T0 + NS)])
+        store.append_trades(
+            [
+                _trade("okx-spot", "0G-USDT", 1, "2.00", "1", "buy", T0 - 300 * NS),
+                _trade("okx-spot", "0G-USDT", 2, "2.50", "1", "buy", T0 + NS),
+            ]
+        )
         ev = cap.capture(store, cap.CaptureRequest("0G", T0), tmp_path / "d", chart=False)
     v = ev.analysis["venues"]["okx-spot"]
     assert v["reference"]["price"] == "2.00" and v["reference"]["ms_before_t0"] == 300_000
@@ -276,7 +379,9 @@ def _pumping_store(path, n=400):
         ts = T0 - 20 * NS + k * (40 * NS // n)
         price = Decimal("0.1000") * (Decimal(1) + (Decimal(max(0, ts - T0)) / (20 * NS)) / 2)
         rows.append(_trade("binance-spot", "0GUSDT", 1000 + k, str(price.quantize(Decimal("0.0001"))), "10", "buy", ts))
-        rows.append(_trade("okx-swap", "0G-USDT-SWAP", 5000 + k, str(price.quantize(Decimal("0.0001"))), "3", "sell", ts + 1))
+        rows.append(
+            _trade("okx-swap", "0G-USDT-SWAP", 5000 + k, str(price.quantize(Decimal("0.0001"))), "3", "sell", ts + 1)
+        )
     rows.append(_trade("binance-spot", "BTCUSDT", 1, "65000.0", "0.1", "buy", T0))  # another coin: not captured
     store.append_trades(rows)
     return store
@@ -285,8 +390,13 @@ def _pumping_store(path, n=400):
 def test_event_folder_holds_the_window_exactly(tmp_path):
     data = tmp_path / "d"
     with _pumping_store(data) as store:
-        ev = cap.capture(store, cap.CaptureRequest("0G", T0, notice={"notice_id": 7, "title": "t", "markets": ["KRW"],
-                                                                     "detected_ns": T0 + 13 * NS}), data)
+        ev = cap.capture(
+            store,
+            cap.CaptureRequest(
+                "0G", T0, notice={"notice_id": 7, "title": "t", "markets": ["KRW"], "detected_ns": T0 + 13 * NS}
+            ),
+            data,
+        )
         window = store.query(T0 - 20 * NS, T0 + 20 * NS + 1, symbols=["0GUSDT", "0G-USDT-SWAP"])
     assert sorted(os.listdir(ev.path)) == ["analysis.json", "chart.png", "event.json", "trades.parquet"]
     table = pq.read_table(os.path.join(ev.path, "trades.parquet"))
@@ -297,8 +407,14 @@ def test_event_folder_holds_the_window_exactly(tmp_path):
     assert event["detection_delay_ms"] == 13_000.0 and event["notice"]["notice_id"] == 7
     bn = event["venues"]["binance-spot"]
     assert {k: bn[k] for k in ("coverage", "trades", "lost", "instruments")} == {
-        "coverage": "complete", "trades": 400, "lost": [], "instruments": ["0GUSDT"]}
-    assert bn["first_trade_ns"] == min(window.filter(pc.equal(window.column("venue"), "binance-spot")).column("ts_ns").to_pylist())
+        "coverage": "complete",
+        "trades": 400,
+        "lost": [],
+        "instruments": ["0GUSDT"],
+    }
+    assert bn["first_trade_ns"] == min(
+        window.filter(pc.equal(window.column("venue"), "binance-spot")).column("ts_ns").to_pylist()
+    )
     assert event["venues"]["bybit-spot"]["coverage"] == "absent"
     assert event["window"]["start"] == "2026-09-21T14:13:00.000000000Z"
     assert open(os.path.join(ev.path, "chart.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
@@ -337,16 +453,36 @@ def test_capture_from_another_process_equals_the_daemons(tmp_path):
     try:
         store.flush()
         ours = cap.capture(store, cap.CaptureRequest("0G", T0), tmp_path / "mine", chart=False)
-        r = subprocess.run([sys.executable, "-m", "pumpwatch.cli", "capture", "0G", "--at", "2026-09-21T14:13:20Z",
-                            "--data-dir", str(data), "--json", "--no-chart"], capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pumpwatch.cli",
+                "capture",
+                "0G",
+                "--at",
+                "2026-09-21T14:13:20Z",
+                "--data-dir",
+                str(data),
+                "--json",
+                "--no-chart",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert r.returncode == 0, r.stderr
         theirs = json.loads(r.stdout)
     finally:
         store.close()
-    assert pq.read_table(os.path.join(theirs["path"], "trades.parquet")).equals(pq.read_table(os.path.join(ours.path, "trades.parquet")))
+    assert pq.read_table(os.path.join(theirs["path"], "trades.parquet")).equals(
+        pq.read_table(os.path.join(ours.path, "trades.parquet"))
+    )
     assert theirs["analysis"] == json.loads(json.dumps(ours.analysis))
     drop = ("captured_ns", "captured", "instrument_mapping", "source", "notice")
-    assert {k: v for k, v in theirs["event"].items() if k not in drop} == {k: v for k, v in ours.event.items() if k not in drop}
+    assert {k: v for k, v in theirs["event"].items() if k not in drop} == {
+        k: v for k, v in ours.event.items() if k not in drop
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,8 +490,18 @@ def test_capture_from_another_process_equals_the_daemons(tmp_path):
 
 
 def _trigger(tickers, t0_ns, notice_id=1):
-    return SimpleNamespace(notice_id=notice_id, title="t", markets=("KRW",), detected_ns=t0_ns + NS, delay_ns=NS,
-                           egress="direct", catch_up=False, capture=True, capture_tickers=tuple(tickers), t0_ns=t0_ns)
+    return SimpleNamespace(
+        notice_id=notice_id,
+        title="t",
+        markets=("KRW",),
+        detected_ns=t0_ns + NS,
+        delay_ns=NS,
+        egress="direct",
+        catch_up=False,
+        capture=True,
+        capture_tickers=tuple(tickers),
+        t0_ns=t0_ns,
+    )
 
 
 def test_scheduler_captures_several_listings_at_once_and_resumes_pending_after_a_restart(tmp_path):
@@ -373,10 +519,22 @@ def test_scheduler_captures_several_listings_at_once_and_resumes_pending_after_a
             return s
 
         s = asyncio.run(go())
-        assert sorted(e["event"] for e in s.done) == ["0G_20260921T141320Z", "BAD_20260921T141320Z", "X2_20260921T141320Z"]
+        assert sorted(e["event"] for e in s.done) == [
+            "0G_20260921T141320Z",
+            "BAD_20260921T141320Z",
+            "X2_20260921T141320Z",
+        ]
         assert json.loads(open(data / "events" / "pending.json").read()) == {}
         # a capture left pending by a stopped daemon is made at the next start
-        pending = {"FOO_20260921T141320Z": {"ticker": "FOO", "t0_ns": T0, "before_ns": 20 * NS, "after_ns": 20 * NS, "notice": {}}}
+        pending = {
+            "FOO_20260921T141320Z": {
+                "ticker": "FOO",
+                "t0_ns": T0,
+                "before_ns": 20 * NS,
+                "after_ns": 20 * NS,
+                "notice": {},
+            }
+        }
         (data / "events" / "pending.json").write_text(json.dumps(pending))
 
         async def again():
@@ -396,15 +554,27 @@ def test_scheduler_captures_several_listings_at_once_and_resumes_pending_after_a
 
 
 def _cli(*args, timeout=60):
-    return subprocess.run([sys.executable, "-m", "pumpwatch.cli", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "COLUMNS": "200"})
+    return subprocess.run(
+        [sys.executable, "-m", "pumpwatch.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200"},
+    )
 
 
 def test_events_report_export_and_verify_commands(tmp_path):
     data = tmp_path / "d"
     with _pumping_store(data) as store:
-        store.append_marker("gap_unfillable", ts_ns=T0, venue="bybit-spot", symbol="0GUSDT", from_ts_ns=T0 - NS,
-                            to_ts_ns=T0, detail="the venue's recent-trades window does not reach back to the outage")
+        store.append_marker(
+            "gap_unfillable",
+            ts_ns=T0,
+            venue="bybit-spot",
+            symbol="0GUSDT",
+            from_ts_ns=T0 - NS,
+            to_ts_ns=T0,
+            detail="the venue's recent-trades window does not reach back to the outage",
+        )
         cap.capture(store, cap.CaptureRequest("0G", T0), data, chart=False)
         all_rows = store.query(T0 - 30 * NS, T0 + 30 * NS)
     r = _cli("events", "--data-dir", str(data), "--json")
@@ -416,17 +586,51 @@ def test_events_report_export_and_verify_commands(tmp_path):
     assert r.returncode == 0 and "binance-spot" in r.stdout and "pump" in r.stdout, r.stderr
     assert _cli("report", "NOPE_1", "--data-dir", str(data)).returncode == 1
     out = tmp_path / "x.parquet"
-    r = _cli("export", "--from", "2026-09-21T14:12:50Z", "--to", "2026-09-21T14:13:50Z", "--data-dir", str(data), "-o", str(out))
+    r = _cli(
+        "export",
+        "--from",
+        "2026-09-21T14:12:50Z",
+        "--to",
+        "2026-09-21T14:13:50Z",
+        "--data-dir",
+        str(data),
+        "-o",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr
     assert pq.read_table(out).select(list(pumpwatch.TRADE_SCHEMA.names)).to_pylist() == all_rows.to_pylist()
     csv = tmp_path / "x.csv"
-    r = _cli("export", "--from", "2026-09-21T14:12:50Z", "--to", "2026-09-21T14:13:50Z", "--venue", "okx-swap",
-             "--data-dir", str(data), "-o", str(csv))
+    r = _cli(
+        "export",
+        "--from",
+        "2026-09-21T14:12:50Z",
+        "--to",
+        "2026-09-21T14:13:50Z",
+        "--venue",
+        "okx-swap",
+        "--data-dir",
+        str(data),
+        "-o",
+        str(csv),
+    )
     assert r.returncode == 0, r.stderr
-    t = pacsv.read_csv(csv, convert_options=pacsv.ConvertOptions(column_types={"price": "string", "qty": "string", "trade_id": "string"}))
+    t = pacsv.read_csv(
+        csv,
+        convert_options=pacsv.ConvertOptions(column_types={"price": "string", "qty": "string", "trade_id": "string"}),
+    )
     assert t.num_rows == 400 and set(t.column("venue").to_pylist()) == {"okx-swap"}
     assert t.column("price").to_pylist() == [r["price"] for r in all_rows.to_pylist() if r["venue"] == "okx-swap"]
-    r = _cli("export", "--from", "2026-09-21T14:13:50Z", "--to", "2026-09-21T14:12:50Z", "--data-dir", str(data), "-o", str(out))
+    r = _cli(
+        "export",
+        "--from",
+        "2026-09-21T14:13:50Z",
+        "--to",
+        "2026-09-21T14:12:50Z",
+        "--data-dir",
+        str(data),
+        "-o",
+        str(out),
+    )
     assert r.returncode == 1 and "must be after" in r.stderr
     r = _cli("verify", "--data-dir", str(data), "--json")
     gaps = json.loads(r.stdout)["gaps"]

@@ -27,14 +27,14 @@ from typing import Any
 
 import pytest
 
-# A test dependency (the `test` extra); under CI its absence fails rather than skips.
-ccxt = __import__("ccxt.pro").pro if os.environ.get("PUMPWATCH_CI") else pytest.importorskip("ccxt.pro")
-
 import pumpwatch
 from pumpwatch import venues as pumpwatch_venues
 from pumpwatch.collector import Collector
 from pumpwatch.config import Config, TlsSettings, VenueSettings
 from pumpwatch.sim import Simulator
+
+# A test dependency (the `test` extra); under CI its absence fails rather than skips.
+ccxt = __import__("ccxt.pro").pro if os.environ.get("PUMPWATCH_CI") else pytest.importorskip("ccxt.pro")
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -51,10 +51,16 @@ SYMBOLS = ["BTC", "ETH"]
 #: ccxt's `trades-all` asks for a login OKX does not need, so the aggregate is checked against the
 #: fills it sums.
 CCXT: dict[str, tuple[str, dict, str]] = {
-    "binance-spot": ("binance", {"fetchMarkets": {"types": ["spot"]}, "defaultType": "spot",
-                                 "fetchTradesMethod": "publicGetTrades"}, "spot"),
-    "binance-usdm": ("binanceusdm", {"fetchMarkets": {"types": ["linear"]}, "fetchTradesMethod": "fapiPublicGetTrades"},
-                     "swap"),
+    "binance-spot": (
+        "binance",
+        {"fetchMarkets": {"types": ["spot"]}, "defaultType": "spot", "fetchTradesMethod": "publicGetTrades"},
+        "spot",
+    ),
+    "binance-usdm": (
+        "binanceusdm",
+        {"fetchMarkets": {"types": ["linear"]}, "fetchTradesMethod": "fapiPublicGetTrades"},
+        "swap",
+    ),
     "bybit-spot": ("bybit", {"fetchMarkets": {"types": ["spot"]}, "defaultType": "spot"}, "spot"),
     "bybit-linear": ("bybit", {"fetchMarkets": {"types": ["linear"]}, "defaultType": "swap"}, "swap"),
     "okx-spot": ("okx", {"fetchMarkets": {"types": ["spot"]}}, "spot"),
@@ -94,7 +100,7 @@ def point_at(exchange: Any, venue: str, all_urls: dict[str, dict[str, str]]) -> 
             if m:
                 urls = all_urls[siblings.get(_host(v), venue)]
                 origin = urls["ws_origin"] if m.group(1).startswith("ws") else urls["rest_url"]
-                return origin + v[m.end():]
+                return origin + v[m.end() :]
         return v
 
     urls = all_urls[venue]
@@ -118,17 +124,23 @@ class Run:
         self.sent: dict[str, list[dict]] = {}  # what the simulator sent on its live stream
 
 
-async def _witness(venue: str, urls: dict[str, dict[str, str]], ca_file: str, run: Run, until: asyncio.Event,
-                   recorded: asyncio.Event, start_after_s: float = 0.0) -> None:
+async def _witness(
+    venue: str,
+    urls: dict[str, dict[str, str]],
+    ca_file: str,
+    run: Run,
+    until: asyncio.Event,
+    recorded: asyncio.Event,
+    start_after_s: float = 0.0,
+) -> None:
     await asyncio.sleep(start_after_s)
     cls, options, _ = CCXT[venue]
-    ex = getattr(ccxt, cls)({"cafile": ca_file, "options": dict(options), "enableRateLimit": False,
-                             "timeout": 10_000})
+    ex = getattr(ccxt, cls)({"cafile": ca_file, "options": dict(options), "enableRateLimit": False, "timeout": 10_000})
     point_at(ex, venue, urls)
     try:
         try:
             run.markets[venue] = await ex.load_markets()
-        except Exception as e:  # noqa: BLE001 - the test names it
+        except Exception as e:
             run.errors[(venue, "load_markets")] = e
             return
         native = run.symbol[venue]
@@ -151,12 +163,12 @@ async def _witness(venue: str, urls: dict[str, dict[str, str]], ca_file: str, ru
             await task
         except asyncio.CancelledError:
             pass
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             run.errors[(venue, "watch_trades")] = e
         await recorded.wait()
         try:
             run.fetched[venue] = await ex.fetch_trades(market["symbol"], limit=100)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             run.errors[(venue, "fetch_trades")] = e
     finally:
         await ex.close()
@@ -169,7 +181,9 @@ async def _one_run(data_dir) -> Run:
         for v in VENUES:
             run.symbol[v] = next(iter(sim.venues[v].instruments))
         cfg = Config(
-            data_dir=str(data_dir), metrics_address="127.0.0.1:0", window_merge_s=0,
+            data_dir=str(data_dir),
+            metrics_address="127.0.0.1:0",
+            window_merge_s=0,
             venues={v: VenueSettings(ws_url=urls[v]["ws_origin"], rest_url=urls[v]["rest_url"]) for v in VENUES},
             tls=TlsSettings(ca_file=sim.ca_file),
         )
@@ -186,7 +200,9 @@ async def _one_run(data_dir) -> Run:
         for v in VENUES:
             starts[v] = family.get(v.split("-")[0], 0) * 1.1
             family[v.split("-")[0]] = family.get(v.split("-")[0], 0) + 1
-        witnesses = [asyncio.create_task(_witness(v, urls, sim.ca_file, run, until, recorded, starts[v])) for v in VENUES]
+        witnesses = [
+            asyncio.create_task(_witness(v, urls, sim.ca_file, run, until, recorded, starts[v])) for v in VENUES
+        ]
         await asyncio.sleep(WATCH_S)
         until.set()
         await asyncio.sleep(1.0)  # what ccxt received has reached PumpWatch too
@@ -195,8 +211,10 @@ async def _one_run(data_dir) -> Run:
         stop.set()
         await recording
         # What each venue sent on the stream ccxt watched (OKX: ccxt watches `trades`).
-        run.sent = {v: sim.venues[v].sent_trades(run.symbol[v], channel="trades" if v.startswith("okx") else None)
-                    for v in VENUES}
+        run.sent = {
+            v: sim.venues[v].sent_trades(run.symbol[v], channel="trades" if v.startswith("okx") else None)
+            for v in VENUES
+        }
         store.close()
         # REST is read after the recording stopped: its span is inside what was recorded.
         recorded.set()
@@ -212,7 +230,7 @@ def run(tmp_path_factory) -> Run:
     def go() -> None:  # its own thread: pytest's loop (if any) stays out of it
         try:
             result["run"] = asyncio.run(_one_run(tmp_path_factory.mktemp("ccxt") / "data"))
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             result["error"] = e
 
     t = threading.Thread(target=go)
@@ -247,7 +265,8 @@ def test_load_markets(run, venue):
         assert m["type"] == want_kind, f"{venue} {symbol}: ccxt type {m['type']}, PumpWatch {inst.kind}"
         size = Decimal(str(m["contractSize"])) if m.get("contract") else Decimal(1)
         assert size == Decimal(inst.contract_multiplier), (
-            f"{venue} {symbol}: contract size ccxt {size}, PumpWatch {inst.contract_multiplier}")
+            f"{venue} {symbol}: contract size ccxt {size}, PumpWatch {inst.contract_multiplier}"
+        )
     assert set(by_id) == set(ours), f"{venue}: ccxt lists {sorted(by_id)}, PumpWatch holds {sorted(ours)}"
 
 
@@ -306,7 +325,9 @@ def _compare(run: Run, venue: str, trades: list[dict], what: str, rows: list[dic
             assert all(fills), f"{venue}: ccxt {what} aggregate {tid} (count {n}): fills missing from PumpWatch's log"
             summed = (ours(fills[0])[0], sum(ours(f)[1] for f in fills), fills[0]["side"], ours(fills[0])[3])
             assert {ours(f)[0] for f in fills} == {summed[0]} and {f["side"] for f in fills} == {summed[2]}
-            assert summed == theirs(t), f"{venue}: aggregate {tid}: PumpWatch fills sum to {summed}, ccxt {what} {theirs(t)}"
+            assert summed == theirs(t), (
+                f"{venue}: aggregate {tid}: PumpWatch fills sum to {summed}, ccxt {what} {theirs(t)}"
+            )
             compared += 1
             continue
         r = by_id.get(tid)
@@ -317,7 +338,9 @@ def _compare(run: Run, venue: str, trades: list[dict], what: str, rows: list[dic
             assert t["info"].get("X") == "NA" and Decimal(str(t["price"])) == 0, (venue, t["info"], r)
             compared += 1
             continue
-        assert ours(r) == theirs(t), f"{venue}: trade {tid}: PumpWatch (price, base amount, side, ms) {ours(r)}, ccxt {what} {theirs(t)}"
+        assert ours(r) == theirs(t), (
+            f"{venue}: trade {tid}: PumpWatch (price, base amount, side, ms) {ours(r)}, ccxt {what} {theirs(t)}"
+        )
         compared += 1
     return compared
 
@@ -342,8 +365,12 @@ def _compare_gate_spot_fills(venue, trades, rows, ours, theirs, first, last) -> 
         r = by_id[sid]
         assert int(group[-1]["id"]) == sid, f"{venue}: PumpWatch stored {sid}, which REST does not have"
         summed = theirs(group[-1])[0], sum(theirs(t)[1] for t in group), group[-1]["side"], group[-1]["timestamp"]
-        assert {theirs(t)[0] for t in group} == {summed[0]}, f"{venue}: fills {[t['id'] for t in group]} differ in price"
-        assert ours(r) == summed, f"{venue}: message {sid}: PumpWatch {ours(r)}, ccxt fetch_trades fills sum to {summed}"
+        assert {theirs(t)[0] for t in group} == {summed[0]}, (
+            f"{venue}: fills {[t['id'] for t in group]} differ in price"
+        )
+        assert ours(r) == summed, (
+            f"{venue}: message {sid}: PumpWatch {ours(r)}, ccxt fetch_trades fills sum to {summed}"
+        )
         compared += len(group)
     return compared
 

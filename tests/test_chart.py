@@ -13,12 +13,15 @@ import pytest
 from pumpwatch import capture as cap
 from pumpwatch.chart import ZOOM_S, event_figure
 from pumpwatch.config import ConfigError, load
-
 from test_capture import T0, _recorded_store, _trade
 
 #: venue, symbol, ms after t0 its pump starts
-MOVERS = [("binance-spot", "0GUSDT", 120), ("okx-swap", "0G-USDT-SWAP", 450), ("bybit-linear", "0GUSDT", 1300),
-          ("gate-spot", "0G_USDT", 2200)]
+MOVERS = [
+    ("binance-spot", "0GUSDT", 120),
+    ("okx-swap", "0G-USDT-SWAP", 450),
+    ("bybit-linear", "0GUSDT", 1300),
+    ("gate-spot", "0G_USDT", 2200),
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +36,20 @@ def event(tmp_path_factory):
                 rows.append(_trade(venue, symbol, 10_000 * v + k + 200, str(price), "5", "buy", ts))
         store.append_trades(rows)
         # Detected 40 ms after t0: the old chart wrote "t0" and "detected" on top of each other.
-        ev = cap.capture(store, cap.CaptureRequest("0G", T0, notice={"notice_id": 1, "title": "t", "markets": ["KRW"],
-                                                                     "detected_ns": T0 + 40_000_000}), data, chart=False)
+        ev = cap.capture(
+            store,
+            cap.CaptureRequest(
+                "0G", T0, notice={"notice_id": 1, "title": "t", "markets": ["KRW"], "detected_ns": T0 + 40_000_000}
+            ),
+            data,
+            chart=False,
+        )
     folder = ev.path
-    return (pq.read_table(f"{folder}/trades.parquet"), json.load(open(f"{folder}/event.json")),
-            json.load(open(f"{folder}/analysis.json")))
+    return (
+        pq.read_table(f"{folder}/trades.parquet"),
+        json.load(open(f"{folder}/event.json")),
+        json.load(open(f"{folder}/analysis.json")),
+    )
 
 
 def _boxes(fig):
@@ -73,7 +85,9 @@ def test_zoom_panel_shows_the_lead_lag_in_milliseconds(event):
         assert f"moved +{moved:,.0f} ms" in label and f"lag +{lags[venue]:,.0f} ms" in label
     # one dot per venue at its first move, inside the zoom
     dots = [line for line in zoom.get_lines() if line.get_marker() == "o"]
-    assert sorted(d.get_xdata()[0] for d in dots) == sorted(analysis["venues"][v]["first_move"]["ms_after_t0"] for v, _, _ in MOVERS)
+    assert sorted(d.get_xdata()[0] for d in dots) == sorted(
+        analysis["venues"][v]["first_move"]["ms_after_t0"] for v, _, _ in MOVERS
+    )
     full_width_px = fig.axes[0].get_window_extent().width
     # the first lag (120 ms .. 450 ms) is tens of pixels wide in the zoom, under 10 on the full window
     assert (450 - 120) / (ZOOM_S * 1100) * zoom.get_window_extent().width > 30

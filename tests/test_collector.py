@@ -6,7 +6,6 @@ unfillable-gap marker."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 
 import pytest
 
@@ -30,9 +29,15 @@ async def _record(data_dir, venues, faults, seconds):
             data_dir=str(data_dir),
             metrics_address="127.0.0.1:0",
             # With a key Binance USDⓈ-M fills holes with single trades (test_venue_faithful covers keyless).
-            venues={v: VenueSettings(enabled=v in venues, ws_url=urls[v]["ws_origin"] if v in venues else "",
-                                     rest_url=urls[v]["rest_url"] if v in venues else "", api_key="sim-key")
-                    for v in pumpwatch.VENUES},
+            venues={
+                v: VenueSettings(
+                    enabled=v in venues,
+                    ws_url=urls[v]["ws_origin"] if v in venues else "",
+                    rest_url=urls[v]["rest_url"] if v in venues else "",
+                    api_key="sim-key",
+                )
+                for v in pumpwatch.VENUES
+            },
         )
         store = pumpwatch.Store(data_dir)
         collector = Collector(cfg, store)
@@ -100,7 +105,7 @@ def test_dropped_frames_and_disconnects_leave_no_hole_on_sequenced_venues(tmp_pa
 
 def test_windowed_venues_store_every_trade_or_name_the_hole(tmp_path):
     faults = [(2.0, v, "disconnect_all", ()) for v in WINDOWED] + [(4.0, "kucoin-spot", "stall", (1.0,))]
-    status, sent = asyncio.run(_record(tmp_path / "d", WINDOWED, faults, 8.0))
+    _status, sent = asyncio.run(_record(tmp_path / "d", WINDOWED, faults, 8.0))
     reader = pumpwatch.Store.open_readonly(tmp_path / "d")
     stored = reader.query().to_pylist()
     unfillable = [m for m in reader.markers().to_pylist() if m["kind"] == "gap_unfillable"]

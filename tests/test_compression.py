@@ -5,7 +5,6 @@ are reported and skipped frame by frame; retention deletes compressed segments l
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import struct
@@ -36,13 +35,15 @@ def _simulated_log(data: Path, zstd_level: int, frames_per_venue: int = 1500) ->
     """Frames of all twelve venues as the simulator renders them, ingested interleaved (as the
     recorder does) into small segments, with markers and a quarantined frame. Returns the number
     of trades the ingest stored."""
-    frames = {v: SimVenue(v, seed=3).render_frames(frames_per_venue, start_ns=START_NS, spacing_ns=7_000_000)
-              for v in pumpwatch.VENUES}
+    frames = {
+        v: SimVenue(v, seed=3).render_frames(frames_per_venue, start_ns=START_NS, spacing_ns=7_000_000)
+        for v in pumpwatch.VENUES
+    }
     stored = 0
     with pumpwatch.Store(data, segment_max_bytes=1 << 18, zstd_level=zstd_level) as store:
         for k in range(0, frames_per_venue, 100):
             for venue, fs in frames.items():
-                n, _ = store.ingest_many(venue, [f.encode() for f in fs[k:k + 100]], START_NS + k * 7_000_000)
+                n, _ = store.ingest_many(venue, [f.encode() for f in fs[k : k + 100]], START_NS + k * 7_000_000)
                 stored += n
             store.append_marker("connection_up", ts_ns=START_NS + k * 7_000_000, venue="okx-swap", detail=f"k={k}")
         store.append_quarantined("gate-spot", START_NS, "not JSON", b"{half a frame")
@@ -54,10 +55,16 @@ def _simulated_log(data: Path, zstd_level: int, frames_per_venue: int = 1500) ->
 
 def _everything(reader) -> tuple:
     """What tools read: all trades (with non-trades), windows, markers, quarantined frames."""
-    windows = [reader.query(START_NS + a * 1_000_000_000, START_NS + b * 1_000_000_000).to_pylist()
-               for a, b in ((0, 1), (3, 4), (5, 9))]
-    return (reader.query(*ALL, include_non_trades=True).to_pylist(), windows,
-            reader.markers().to_pylist(), reader.quarantined())
+    windows = [
+        reader.query(START_NS + a * 1_000_000_000, START_NS + b * 1_000_000_000).to_pylist()
+        for a, b in ((0, 1), (3, 4), (5, 9))
+    ]
+    return (
+        reader.query(*ALL, include_non_trades=True).to_pylist(),
+        windows,
+        reader.markers().to_pylist(),
+        reader.quarantined(),
+    )
 
 
 def test_queries_read_the_same_before_and_after_compression(tmp_path):
@@ -89,8 +96,9 @@ def test_queries_read_the_same_before_and_after_compression(tmp_path):
     assert _everything(purepy.Store.open_readonly(data)) == before
     for v in (pumpwatch.verify(data), purepy.verify(data)):
         assert v["ok"], v
-        assert {k: v[k] for k in ("segments", "records", "trades", "markers", "quarantined", "bytes")} == \
-            {k: verified_plain[k] for k in ("segments", "records", "trades", "markers", "quarantined", "bytes")}
+        assert {k: v[k] for k in ("segments", "records", "trades", "markers", "quarantined", "bytes")} == {
+            k: verified_plain[k] for k in ("segments", "records", "trades", "markers", "quarantined", "bytes")
+        }
 
 
 def test_level_zero_keeps_segments_plain_and_the_level_is_configurable(tmp_path):
@@ -104,7 +112,7 @@ def test_level_zero_keeps_segments_plain_and_the_level_is_configurable(tmp_path)
         pumpwatch.Store(tmp_path / "e", zstd_level=23)
     assert from_dict({"log": {"zstd_level": 9}}).log.zstd_level == 9
     assert from_dict({}).log.zstd_level == 3
-    with pytest.raises(ConfigError, match="log.zstd_level"):
+    with pytest.raises(ConfigError, match=r"log\.zstd_level"):
         from_dict({"log": {"zstd_level": 40}})
 
 
@@ -166,8 +174,12 @@ _SLOW_COMPRESSING_WRITER = textwrap.dedent("""
 
 def test_killed_in_the_middle_of_a_compression_loses_nothing(tmp_path):
     data = tmp_path / "d"
-    child = subprocess.Popen([sys.executable, "-c", _SLOW_COMPRESSING_WRITER, str(data), str(Path(__file__).parent)],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_COMPRESSING_WRITER, str(data), str(Path(__file__).parent)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert child.stdout.readline().strip() == "rolled"
         tmp = data / "log" / "00000000000000000001.pwzst.tmp"
@@ -305,14 +317,15 @@ def test_segments_compressed_by_the_python_reference_read_in_rust_and_match_its_
         assert compress_segment(by_python / "log", seq, level=3)
         assert not compress_segment(by_python / "log", seq, level=3)  # already done
     assert [p.name for p in _files(by_python, ".pwzst")] == [p.name for p in _files(data, ".pwzst")]
-    for rust_file, py_file in zip(_files(data, ".pwzst"), _files(by_python, ".pwzst")):
+    for rust_file, py_file in zip(_files(data, ".pwzst"), _files(by_python, ".pwzst"), strict=False):
         r, p = rust_file.read_bytes(), py_file.read_bytes()
         frames = struct.unpack_from("<I", r, 12)[0]
         assert struct.unpack_from("<I", p, 12)[0] == frames
         assert r[24:40] == p[24:40] and r[64:128] == p[64:128]  # plain length, first frame, plain header
         # The same blocks with the same index fields (the zstd bytes may differ between library versions).
-        assert [r[128 + 64 * k:128 + 64 * k + 40] for k in range(frames)] == \
-            [p[128 + 64 * k:128 + 64 * k + 40] for k in range(frames)]
+        assert [r[128 + 64 * k : 128 + 64 * k + 40] for k in range(frames)] == [
+            p[128 + 64 * k : 128 + 64 * k + 40] for k in range(frames)
+        ]
     with pumpwatch.Store.open_readonly(data) as a, pumpwatch.Store.open_readonly(by_python) as b:
         assert b.query().num_rows == n
         assert a.query().equals(b.query())

@@ -22,7 +22,9 @@ def test_a_file_sets_what_it_names(tmp_path):
     )
     cfg = config.load(p)
     assert cfg.data_dir == "/data" and cfg.log.fsync_interval == 0.0
-    assert cfg.venues["okx-swap"].symbols == ("BTC-USDT-SWAP",) and cfg.venues["okx-swap"].ws_url == "ws://127.0.0.1:9000"
+    assert (
+        cfg.venues["okx-swap"].symbols == ("BTC-USDT-SWAP",) and cfg.venues["okx-swap"].ws_url == "ws://127.0.0.1:9000"
+    )
     assert not cfg.venues["phemex-spot"].enabled and cfg.venues["binance-spot"].enabled
     assert cfg.upbit.watcher_settings()["interval_s"] == 2.5
 

@@ -4,10 +4,10 @@ wrote, and both give identical query results on the same log."""
 from __future__ import annotations
 
 import pytest
-from conftest import T0, expected_rows, make_trades, trades_table
 
 import pumpwatch
 import pumpwatch.purepy as purepy
+from conftest import T0, expected_rows, make_trades, trades_table
 
 PATHS = {"rust": pumpwatch.Store, "purepy": purepy.Store}
 
@@ -18,8 +18,15 @@ def _fill(store, trades):
         store.append_trades(trades[i : i + 700])
     store.append_quarantined("kucoin-spot", T0 + 3, "truncated JSON", b'{"topic":"/market/match:BTC-USDT","ty')
     store.append_marker(
-        "gap_unfillable", ts_ns=T0 + 9, venue="bybit-linear", symbol="ETHUSDT",
-        from_ts_ns=T0 + 1, to_ts_ns=T0 + 2, from_id="", to_id="", detail="beyond the 1000-trade REST window",
+        "gap_unfillable",
+        ts_ns=T0 + 9,
+        venue="bybit-linear",
+        symbol="ETHUSDT",
+        from_ts_ns=T0 + 1,
+        to_ts_ns=T0 + 2,
+        from_id="",
+        to_id="",
+        detail="beyond the 1000-trade REST window",
     )
 
 
@@ -32,7 +39,9 @@ def test_each_path_reads_what_the_other_wrote(tmp_path, writer, reader):
     with PATHS[reader].open_readonly(data) as other:
         assert other.query().to_pylist() == expected_rows(trades)
         assert [m["kind"] for m in other.markers().to_pylist()] == ["connection_up", "gap_unfillable"]
-        assert other.quarantined() == [("kucoin-spot", T0 + 3, "truncated JSON", b'{"topic":"/market/match:BTC-USDT","ty')]
+        assert other.quarantined() == [
+            ("kucoin-spot", T0 + 3, "truncated JSON", b'{"topic":"/market/match:BTC-USDT","ty')
+        ]
     # And the other path can take over as the writer, appending after recovery.
     more = make_trades(300, seed=22, t0=T0 + 50_000_000_000)
     with PATHS[reader](data, segment_max_bytes=1 << 17) as store:
@@ -48,7 +57,12 @@ def test_both_paths_give_identical_query_results(tmp_path):
         _fill(store, trades)
     rust = pumpwatch.Store.open_readonly(tmp_path / "d")
     pure = purepy.Store.open_readonly(tmp_path / "d")
-    windows = [(None, None), (T0, T0 + 1_000_000_000), (T0 + 3_333_333_333, T0 + 3_333_333_334), (T0 + 9_000_000_000, T0 + 99_000_000_000)]
+    windows = [
+        (None, None),
+        (T0, T0 + 1_000_000_000),
+        (T0 + 3_333_333_333, T0 + 3_333_333_334),
+        (T0 + 9_000_000_000, T0 + 99_000_000_000),
+    ]
     for start, end in windows:
         for venues, symbols in [(None, None), (["okx-swap", "phemex-spot"], None), (None, ["BTCUSDT"])]:
             a = rust.query(start, end, venues=venues, symbols=symbols)

@@ -23,7 +23,9 @@ def test_run_simulate_records_answers_status_and_stops_cleanly_on_sigterm(tmp_pa
     data = tmp_path / "data"
     proc = subprocess.Popen(
         [sys.executable, "-m", "pumpwatch.cli", "run", "--simulate", "--data-dir", str(data)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         address = None
@@ -34,10 +36,14 @@ def test_run_simulate_records_answers_status_and_stops_cleanly_on_sigterm(tmp_pa
             address = m.group(1) if m else None
         assert address, "the daemon never said where it serves /status"
         time.sleep(6)
-        st = json.loads(subprocess.run(
-            [sys.executable, "-m", "pumpwatch.cli", "status", "--address", address, "--json"],
-            capture_output=True, text=True, check=True,
-        ).stdout)
+        st = json.loads(
+            subprocess.run(
+                [sys.executable, "-m", "pumpwatch.cli", "status", "--address", address, "--json"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
         assert set(st["venues"]) == set(pumpwatch.VENUES)
         assert st["upbit"]["metrics"]["notices_seen"] > 0  # the Upbit stand-in's board was read
         assert all(v["trades"] > 0 and v["connections"] == 1 for v in st["venues"].values()), st["venues"]
@@ -59,13 +65,19 @@ def test_run_simulate_records_answers_status_and_stops_cleanly_on_sigterm(tmp_pa
 
 
 def test_status_without_a_daemon_says_what_to_do():
-    r = subprocess.run([sys.executable, "-m", "pumpwatch.cli", "status", "--address", "127.0.0.1:1"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "pumpwatch.cli", "status", "--address", "127.0.0.1:1"], capture_output=True, text=True
+    )
     assert r.returncode == 1 and "pumpwatch run" in r.stderr
 
 
 def test_bad_config_is_a_clear_error(tmp_path):
     cfg = tmp_path / "pumpwatch.toml"
-    cfg.write_text('[venues.binance]\nenabled = true\n')
-    r = subprocess.run([sys.executable, "-m", "pumpwatch.cli", "run", "--config", str(cfg), "--duration", "1"], capture_output=True, text=True)
+    cfg.write_text("[venues.binance]\nenabled = true\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "pumpwatch.cli", "run", "--config", str(cfg), "--duration", "1"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 78 and "unknown venue [venues.binance]" in r.stderr  # EX_CONFIG
     assert "Traceback" not in r.stderr

@@ -22,8 +22,9 @@ T0 = 1_790_000_000 * NS
 
 
 def _trade(venue, symbol, tid, price, ts, side="buy", qty="10"):
-    return pumpwatch.Trade(venue=venue, symbol=symbol, trade_id=str(tid), price=price, qty=qty, side=side,
-                           ts_ns=ts, recv_ns=ts + 5_000_000)
+    return pumpwatch.Trade(
+        venue=venue, symbol=symbol, trade_id=str(tid), price=price, qty=qty, side=side, ts_ns=ts, recv_ns=ts + 5_000_000
+    )
 
 
 def _record_listing(store, ticker, t0, *, rise, n=200):
@@ -35,8 +36,17 @@ def _record_listing(store, ticker, t0, *, rise, n=200):
         up = Decimal("0.1") * (1 + moved * Decimal(str(rise)))
         down = Decimal("0.1") * (1 - moved * Decimal(str(rise)))
         rows.append(_trade("binance-spot", f"{ticker}USDT", 1000 + k, str(up.quantize(Decimal("0.00001"))), ts))
-        rows.append(_trade("okx-swap", f"{ticker}-USDT-SWAP", 5000 + k, str(down.quantize(Decimal("0.00001"))),
-                           ts + 3_000_000, side="sell", qty="3"))
+        rows.append(
+            _trade(
+                "okx-swap",
+                f"{ticker}-USDT-SWAP",
+                5000 + k,
+                str(down.quantize(Decimal("0.00001"))),
+                ts + 3_000_000,
+                side="sell",
+                qty="3",
+            )
+        )
     store.append_trades(rows)
 
 
@@ -52,7 +62,12 @@ def events_dir(tmp_path_factory):
             _record_listing(store, ticker, t0, rise=rise)
             store.append_marker("recorder_stop", ts_ns=t0 + 3600 * NS)
         for i, (ticker, t0, _) in enumerate(listings):
-            notice = {"notice_id": 100 + i, "title": f"{ticker} listing", "markets": ["KRW"], "detected_ns": t0 + 2 * NS}
+            notice = {
+                "notice_id": 100 + i,
+                "title": f"{ticker} listing",
+                "markets": ["KRW"],
+                "detected_ns": t0 + 2 * NS,
+            }
             cap.capture(store, cap.CaptureRequest(ticker, t0, notice=notice), data, chart=False)
     return data
 
@@ -61,7 +76,9 @@ def _files(data):
     out = []
     for name in sorted(os.listdir(data / "events")):
         folder = data / "events" / name
-        out.append((name, json.loads((folder / "event.json").read_text()), json.loads((folder / "analysis.json").read_text())))
+        out.append(
+            (name, json.loads((folder / "event.json").read_text()), json.loads((folder / "analysis.json").read_text()))
+        )
     return out
 
 
@@ -133,15 +150,39 @@ def test_study_summarises_the_table(events_dir):
 
 def test_study_command_prints_every_venue_and_draws(events_dir, tmp_path):
     png = tmp_path / "s.png"
-    out = subprocess.run([sys.executable, "-m", "pumpwatch.cli", "study", "--data-dir", str(events_dir), "-o", str(png)],
-                         capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "120"})
+    out = subprocess.run(
+        [sys.executable, "-m", "pumpwatch.cli", "study", "--data-dir", str(events_dir), "-o", str(png)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "120"},
+    )
     assert out.returncode == 0, out.stderr
     assert "binance-spot" in out.stdout and "okx-swap" in out.stdout and "3 listing events" in out.stdout
-    narrow = subprocess.run([sys.executable, "-m", "pumpwatch.cli", "study", "--data-dir", str(events_dir), "-o", str(png)],
-                            capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "80"})
+    narrow = subprocess.run(
+        [sys.executable, "-m", "pumpwatch.cli", "study", "--data-dir", str(events_dir), "-o", str(png)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "80"},
+    )
     assert narrow.returncode == 0 and max(len(line) for line in narrow.stdout.splitlines()) <= 80
     assert "binance-spot" in narrow.stdout and "okx-swap" in narrow.stdout and "…" not in narrow.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    j = subprocess.run([sys.executable, "-m", "pumpwatch.cli", "study", "--data-dir", str(events_dir), "--json",
-                        "--since", "2026-09-22T00:00:00Z"], capture_output=True, text=True, timeout=120)
+    j = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pumpwatch.cli",
+            "study",
+            "--data-dir",
+            str(events_dir),
+            "--json",
+            "--since",
+            "2026-09-22T00:00:00Z",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert j.returncode == 0 and json.loads(j.stdout)["events"] == 2

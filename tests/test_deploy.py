@@ -59,7 +59,9 @@ def test_unit_passes_systemd_analyze_verify(tmp_path):
     text = UNIT.read_text()
     assert "/opt/pumpwatch/venv/bin/pumpwatch " in text
     (tmp_path / "pumpwatch.service").write_text(text.replace("/opt/pumpwatch/venv/bin/pumpwatch ", f"{fake} "))
-    r = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "pumpwatch.service")], capture_output=True, text=True)
+    r = subprocess.run(
+        ["systemd-analyze", "verify", str(tmp_path / "pumpwatch.service")], capture_output=True, text=True
+    )
     # verify only warns (exit 0) on an unknown key or a bad value: any output is a failure.
     assert r.returncode == 0 and not r.stderr.strip() and not r.stdout.strip(), r.stdout + r.stderr
 
@@ -80,7 +82,9 @@ def test_alert_rules_pass_promtool_check_and_their_unit_tests():
     promtool = _need("promtool", "prometheus")
     r = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
-    r = subprocess.run([promtool, "test", "rules", "pumpwatch-rules.test.yml"], capture_output=True, text=True, cwd=RULES.parent)
+    r = subprocess.run(
+        [promtool, "test", "rules", "pumpwatch-rules.test.yml"], capture_output=True, text=True, cwd=RULES.parent
+    )
     assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr
 
 
@@ -88,8 +92,11 @@ def _names(expr: str) -> set[str]:
     """Metric names in a PromQL expression (functions, labels and keywords are not metric names)."""
     expr = re.sub(r"\{[^}]*\}", "", expr)  # label matchers
     expr = re.sub(r"\[[^]]*\]", "", expr)  # ranges
-    return {m for m in re.findall(r"\b[a-z_][a-z0-9_]*\b(?!\s*\()", expr)
-            if m.startswith("pumpwatch_") or m in PROMETHEUS_OWN}
+    return {
+        m
+        for m in re.findall(r"\b[a-z_][a-z0-9_]*\b(?!\s*\()", expr)
+        if m.startswith("pumpwatch_") or m in PROMETHEUS_OWN
+    }
 
 
 def _used_names() -> dict[str, set[str]]:
@@ -107,8 +114,10 @@ def _used_names() -> dict[str, set[str]]:
 
 
 def test_name_extraction():
-    assert _names('increase(pumpwatch_upbit_errors[5m]) > 0.5 * increase(pumpwatch_upbit_polls[5m])') == {
-        "pumpwatch_upbit_errors", "pumpwatch_upbit_polls"}
+    assert _names("increase(pumpwatch_upbit_errors[5m]) > 0.5 * increase(pumpwatch_upbit_polls[5m])") == {
+        "pumpwatch_upbit_errors",
+        "pumpwatch_upbit_polls",
+    }
     assert _names('up{job="pumpwatch"} == 0') == {"up"}
 
 
@@ -137,7 +146,9 @@ def test_every_metric_the_rules_and_dashboard_use_is_served(tmp_path):
         await asyncio.sleep(4)
         body = ""
         for _ in range(10):  # a loaded machine may detect the listing a little later
-            body = await asyncio.to_thread(lambda: urllib.request.urlopen(f"http://{address}/metrics", timeout=5).read().decode())
+            body = await asyncio.to_thread(
+                lambda: urllib.request.urlopen(f"http://{address}/metrics", timeout=5).read().decode()
+            )
             if not used - served_names(body) - PROMETHEUS_OWN:
                 break
             await asyncio.sleep(1)
@@ -147,6 +158,10 @@ def test_every_metric_the_rules_and_dashboard_use_is_served(tmp_path):
     body = asyncio.run(scrape_while_running())
     served = served_names(body)
     assert 'venue="binance-spot"' in body
-    missing = {where: names - served - PROMETHEUS_OWN for where, names in _used_names().items() if names - served - PROMETHEUS_OWN}
+    missing = {
+        where: names - served - PROMETHEUS_OWN
+        for where, names in _used_names().items()
+        if names - served - PROMETHEUS_OWN
+    }
     assert not missing, f"used by rules/dashboard but not in /metrics: {missing}"
     assert sum(map(len, _used_names().values())) > 30

@@ -117,14 +117,30 @@ def test_without_a_hold_a_full_disk_still_raises(tmp_path):
 
 
 def test_status_and_metrics_name_a_full_disk():
-    disk = {"full_since_ns": 1_790_370_834_000_000_000, "error_since_ns": 0, "reason": "no space left to append (EFBIG)",
-            "held_records": 1200, "held_bytes": 96_000, "unsynced_bytes": 0, "lost_trades_pending": 37,
-            "lost_trades": 0, "lost_other": 0, "episodes": 1, "commit_failures": 0, "last_error": "", "index_behind": False}
+    disk = {
+        "full_since_ns": 1_790_370_834_000_000_000,
+        "error_since_ns": 0,
+        "reason": "no space left to append (EFBIG)",
+        "held_records": 1200,
+        "held_bytes": 96_000,
+        "unsynced_bytes": 0,
+        "lost_trades_pending": 37,
+        "lost_trades": 0,
+        "lost_other": 0,
+        "episodes": 1,
+        "commit_failures": 0,
+        "last_error": "",
+        "index_behind": False,
+    }
     line = disk_line(disk)
-    assert line.startswith("disk full since 2026-09-25 ") and "1,200 records held" in line and "37 trades fell out" in line
+    assert (
+        line.startswith("disk full since 2026-09-25 ") and "1,200 records held" in line and "37 trades fell out" in line
+    )
     assert line.endswith("free disk space (or lower retention)")
     failing = dict(disk, full_since_ns=0, error_since_ns=1_790_370_834_000_000_000, unsynced_bytes=4096)
-    assert disk_line(failing).startswith("disk error since ") and disk_line(failing).endswith("check the disk (dmesg, SMART)")
+    assert disk_line(failing).startswith("disk error since ") and disk_line(failing).endswith(
+        "check the disk (dmesg, SMART)"
+    )
     assert "pumpwatch_disk_error 1\n" in metrics_text({"disk": failing})
     text = metrics_text({"disk": disk})
     assert "pumpwatch_disk_full 1\n" in text
@@ -177,13 +193,25 @@ async def _record_through_full_disk(data_dir, ballast):
         cfg = Config(
             data_dir=str(data_dir),
             metrics_address="127.0.0.1:0",
-            venues={v: VenueSettings(enabled=v in SIM_VENUES, ws_url=urls[v]["ws_origin"] if v in SIM_VENUES else "",
-                                     rest_url=urls[v]["rest_url"] if v in SIM_VENUES else "") for v in pumpwatch.VENUES},
+            venues={
+                v: VenueSettings(
+                    enabled=v in SIM_VENUES,
+                    ws_url=urls[v]["ws_origin"] if v in SIM_VENUES else "",
+                    rest_url=urls[v]["rest_url"] if v in SIM_VENUES else "",
+                )
+                for v in pumpwatch.VENUES
+            },
         )
         # A new segment every second, so the full disk refuses a new segment during the episode;
         # a 4 KiB hold (the smallest ring), so some of the episode's trades must fall out.
-        store = pumpwatch.Store(data_dir, segment_span_s=1.0, segment_max_bytes=1 << 20, ring_bytes=4096, zstd_level=0,
-                                hold_on_disk_full=True)
+        store = pumpwatch.Store(
+            data_dir,
+            segment_span_s=1.0,
+            segment_max_bytes=1 << 20,
+            ring_bytes=4096,
+            zstd_level=0,
+            hold_on_disk_full=True,
+        )
         collector = Collector(cfg, store)
         stop = asyncio.Event()
         task = asyncio.create_task(collector.run(stop))
@@ -236,9 +264,14 @@ def test_collector_keeps_its_connections_through_a_full_disk(tiny_filesystem):
         for t in sent[venue]:
             if not first_ts <= t["ts_ns"] <= last_ts or (t["symbol"], t["trade_id"]) in rows_set:
                 continue
-            inside = [m for m in holes if m["venue"] == venue and m["symbol"] == t["symbol"]
-                      and m["from_ts_ns"] <= t["ts_ns"] <= m["to_ts_ns"]
-                      and int(m["from_id"]) <= int(t["trade_id"]) <= int(m["to_id"])]
+            inside = [
+                m
+                for m in holes
+                if m["venue"] == venue
+                and m["symbol"] == t["symbol"]
+                and m["from_ts_ns"] <= t["ts_ns"] <= m["to_ts_ns"]
+                and int(m["from_id"]) <= int(t["trade_id"]) <= int(m["to_id"])
+            ]
             assert inside, f"{venue}: trade {t['trade_id']} at {t['ts_ns']} neither stored nor inside a named gap"
             named += 1
     assert named == after["disk"]["lost_trades"], (named, after["disk"])

@@ -133,7 +133,9 @@ def test_truncated_tail_keeps_every_complete_record(pristine, tmp_path):
         assert _ids_in(d) == complete, f"cut at {cut}"
         # After recovery the log is clean and takes appends again.
         with pumpwatch.Store(d) as store:
-            store.append_trades([pumpwatch.Trade("okx-spot", "BTC-USDT", "999999", "1", "1", "sell", 1_800_000_000_000_000_000, 0)])
+            store.append_trades(
+                [pumpwatch.Trade("okx-spot", "BTC-USDT", "999999", "1", "1", "sell", 1_800_000_000_000_000_000, 0)]
+            )
         assert _ids_in(d)[-1] == "999999"
         assert pumpwatch.verify(d)["ok"]
         shutil.rmtree(d)
@@ -171,7 +173,9 @@ def test_verify_names_a_damaged_span(pristine, tmp_path):
         {"segment": seg.name, "offset": start, "length": end - start, "reason": report["damaged"][0]["reason"]}
     ]
     assert report["trades"] == 299
-    result = subprocess.run([sys.executable, "-m", "pumpwatch.cli", "verify", "--data-dir", str(d)], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "pumpwatch.cli", "verify", "--data-dir", str(d)], capture_output=True, text=True
+    )
     assert result.returncode == 1 and f"at byte {start:,}" in result.stdout
 
 
@@ -211,7 +215,9 @@ READER = textwrap.dedent(
 def test_reader_in_another_process_sees_appends_as_they_happen(data_dir):
     with pumpwatch.Store(data_dir, segment_max_bytes=1 << 16) as store:
         store.append_trades(make_trades(100))
-        proc = subprocess.Popen([sys.executable, "-c", READER, str(data_dir), "5100"], stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", READER, str(data_dir), "5100"], stdout=subprocess.PIPE, text=True
+        )
         assert proc.stdout.readline().strip() == "100"
         # Enough to roll several segments while the reader watches.
         for i in range(10):
@@ -246,7 +252,10 @@ FULL_DISK_WRITER = textwrap.dedent(
 def small_filesystem(tmp_path):
     mnt = tmp_path / "small"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], capture_output=True).returncode != 0:
+    if (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], capture_output=True).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a small tmpfs here (needs root); the RLIMIT_FSIZE test covers a full disk")
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)])
@@ -256,7 +265,9 @@ def test_full_disk_is_a_clear_error_and_nothing_stored_is_damaged(small_filesyst
     data = small_filesystem / "data"
     ballast = small_filesystem / "ballast"
     ballast.write_bytes(b"\1" * (1 << 20))
-    proc = subprocess.Popen([sys.executable, "-c", FULL_DISK_WRITER, str(data)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FULL_DISK_WRITER, str(data)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     line = proc.stdout.readline().split(" ", 2)
     assert line[0] == "FULL", line
     stored = int(line[1])

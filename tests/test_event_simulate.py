@@ -26,9 +26,16 @@ NS = 1_000_000_000
 KEY = ("symbol", "trade_id", "price", "qty", "side", "ts_ns")
 LISTED_AT_S = 26.0
 PUMPS = {
-    "binance-spot": (0.25, 1.6), "binance-usdm": (0.35, 1.5), "bybit-spot": (0.5, 1.0), "bybit-linear": (0.5, 1.4),
-    "okx-spot": (0.8, 1.4), "okx-swap": (0.5, 0.6), "kucoin-spot": (1.2, 1.3), "gate-spot": (1.5, 1.35),
-    "gate-futures": (1.0, 1.3), "phemex-perp": (2.0, 1.3),
+    "binance-spot": (0.25, 1.6),
+    "binance-usdm": (0.35, 1.5),
+    "bybit-spot": (0.5, 1.0),
+    "bybit-linear": (0.5, 1.4),
+    "okx-spot": (0.8, 1.4),
+    "okx-swap": (0.5, 0.6),
+    "kucoin-spot": (1.2, 1.3),
+    "gate-spot": (1.5, 1.35),
+    "gate-futures": (1.0, 1.3),
+    "phemex-perp": (2.0, 1.3),
 }
 ABSENT = {"kucoin-futures", "phemex-spot"}
 
@@ -37,12 +44,19 @@ ABSENT = {"kucoin-futures", "phemex-spot"}
 def simulated_event(tmp_path_factory):
     data = tmp_path_factory.mktemp("event") / "data"
     scenario = SimScenario(
-        faults=[(LISTED_AT_S + 5, "okx-spot", "disconnect_all", ()), (LISTED_AT_S + 7, "bybit-linear", "disconnect_all", ())],
+        faults=[
+            (LISTED_AT_S + 5, "okx-spot", "disconnect_all", ()),
+            (LISTED_AT_S + 7, "bybit-linear", "disconnect_all", ()),
+        ],
         notices=[(LISTED_AT_S, "제로지(0G) KRW, USDT 마켓 디지털 자산 추가", ("0G",))],
-        pumps=PUMPS, cdn_delay_s=13.0, capture_grace_s=3.0,
+        pumps=PUMPS,
+        cdn_delay_s=13.0,
+        capture_grace_s=3.0,
     )
     cfg = Config(data_dir=str(data), metrics_address="127.0.0.1:0")
-    final = asyncio.run(run(cfg, simulate=True, duration=LISTED_AT_S + 20 + 3 + 6, scenario=scenario, interactive=False))
+    final = asyncio.run(
+        run(cfg, simulate=True, duration=LISTED_AT_S + 20 + 3 + 6, scenario=scenario, interactive=False)
+    )
     events = [e for e in os.listdir(data / "events") if not e.startswith(".") and e != "pending.json"]
     assert len(events) == 1, (events, final.get("captures"))
     folder = data / "events" / events[0]
@@ -60,7 +74,7 @@ def _sent_in_window(scenario, venue, event):
 
 
 def test_event_is_detected_late_and_still_whole(simulated_event):
-    scenario, event, analysis, trades, final = simulated_event
+    _scenario, event, _analysis, _trades, final = simulated_event
     assert event["ticker"] == "0G" and event["notice"]["title"].startswith("제로지(0G)")
     assert 13_000 <= event["detection_delay_ms"] < 13_000 + 3_000  # the CDN delay plus at most a poll or two
     assert event["window"]["before_s"] == 20.0 and event["window"]["after_s"] == 20.0
@@ -69,7 +83,7 @@ def test_event_is_detected_late_and_still_whole(simulated_event):
 
 
 def test_every_venue_that_trades_has_exactly_what_the_simulator_sent(simulated_event):
-    scenario, event, analysis, trades, _ = simulated_event
+    scenario, event, _analysis, trades, _ = simulated_event
     counts = {}
     for venue, cov in event["venues"].items():
         if venue in ABSENT:
@@ -102,24 +116,36 @@ def _independent(rows, t0, size: Decimal, pump=Decimal(5)):
     up = next((r["ts_ns"] for r in after if (price(r) / ref - 1) * 100 >= pump), None)
     down = next((r["ts_ns"] for r in after if (price(r) / ref - 1) * 100 <= -pump), None)
     return {
-        "ref": ref, "peak": max(map(price, after)), "trough": min(map(price, after)), "n_before": len(before),
-        "n_after": len(after), "quote_after": sum(price(r) * Decimal(r["qty"]) * size for r in after),
+        "ref": ref,
+        "peak": max(map(price, after)),
+        "trough": min(map(price, after)),
+        "n_before": len(before),
+        "n_after": len(after),
+        "quote_after": sum(price(r) * Decimal(r["qty"]) * size for r in after),
         "base_before": sum(Decimal(r["qty"]) * size for r in before),
-        "verdict": "pump" if up is not None and (down is None or up < down) else "dump" if down is not None else "no pump",
+        "verdict": "pump"
+        if up is not None and (down is None or up < down)
+        else "dump"
+        if down is not None
+        else "no pump",
     }
 
 
 def test_analysis_matches_an_independent_computation(simulated_event):
-    scenario, event, analysis, trades, _ = simulated_event
+    scenario, event, analysis, _trades, _ = simulated_event
     t0 = event["t0_ns"]
     for venue in ("binance-spot", "okx-swap", "bybit-spot", "gate-futures", "phemex-perp"):
         if event["venues"][venue]["coverage"] != "complete":
             continue
-        inst = next(iter(scenario.simulator.venues[venue].instruments[i["symbol"]] for i in event["instrument_mapping"][venue]))
+        inst = next(
+            iter(scenario.simulator.venues[venue].instruments[i["symbol"]] for i in event["instrument_mapping"][venue])
+        )
         want = _independent(_sent_in_window(scenario, venue, event), t0, Decimal(inst.contract_value or "1"))
         got = analysis["venues"][venue]
         assert Decimal(got["reference"]["price"]) == want["ref"], venue
-        assert Decimal(got["peak"]["price"]) == want["peak"] and Decimal(got["trough"]["price"]) == want["trough"], venue
+        assert Decimal(got["peak"]["price"]) == want["peak"] and Decimal(got["trough"]["price"]) == want["trough"], (
+            venue
+        )
         assert (got["before"]["trades"], got["after"]["trades"]) == (want["n_before"], want["n_after"]), venue
         assert Decimal(got["after"]["quote_volume"]) == want["quote_after"], venue
         assert Decimal(got["before"]["base_volume"]) == want["base_before"], venue

@@ -18,8 +18,9 @@ import sys
 import time
 import urllib.request
 
-import pumpwatch
 import pytest
+
+import pumpwatch
 from pumpwatch import config as config_mod
 from pumpwatch import daemon, errors, redact
 from test_capture import T0, _pumping_store
@@ -29,8 +30,13 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def _cli(*args, env=None, timeout=60):
-    return subprocess.run([sys.executable, "-m", "pumpwatch.cli", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "COLUMNS": "200", **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "pumpwatch.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )
 
 
 @pytest.fixture
@@ -38,7 +44,10 @@ def read_only_dir(tmp_path):
     """A data directory on a filesystem remounted read-only (needs root, as in CI)."""
     mnt = tmp_path / "ro"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True).returncode != 0:
+    if (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True).returncode
+        != 0
+    ):
         if IN_CI:
             pytest.fail("CI runs as root and must be able to mount a tmpfs")
         pytest.skip("cannot mount a tmpfs here (needs root)")
@@ -56,9 +65,13 @@ def test_a_read_only_data_dir_is_refused_before_any_connection_opens(read_only_d
     listener.settimeout(0.5)
     url = f"http://127.0.0.1:{listener.getsockname()[1]}"
     cfg = config_mod.Config(data_dir=str(read_only_dir), metrics_address="127.0.0.1:0")
-    cfg = dataclasses.replace(cfg, venues={v: dataclasses.replace(s, ws_url=url.replace("http", "ws"), rest_url=url)
-                                           for v, s in cfg.venues.items()},
-                              upbit=dataclasses.replace(cfg.upbit, url=url, market_url=url + "/v1/market/all"))
+    cfg = dataclasses.replace(
+        cfg,
+        venues={
+            v: dataclasses.replace(s, ws_url=url.replace("http", "ws"), rest_url=url) for v, s in cfg.venues.items()
+        },
+        upbit=dataclasses.replace(cfg.upbit, url=url, market_url=url + "/v1/market/all"),
+    )
     with pytest.raises(errors.DataDirError) as e:
         asyncio.run(daemon.run(cfg, duration=2.0, interactive=False))
     assert str(read_only_dir) in str(e.value) and "read-only" in str(e.value) and "remount" in str(e.value)
@@ -83,8 +96,18 @@ def test_a_disk_error_names_the_path_and_what_to_do_and_exits_74(tmp_path):
     with _pumping_store(tmp_path / "d") as store:
         store.flush()
     out = tmp_path / "x.parquet"
-    r = _cli("export", "--from", str(T0 - 10**10), "--to", str(T0), "-o", str(out), "--data-dir", str(tmp_path / "d"),
-             env={"PUMPWATCH_FAILPOINTS": "export=enospc"})
+    r = _cli(
+        "export",
+        "--from",
+        str(T0 - 10**10),
+        "--to",
+        str(T0),
+        "-o",
+        str(out),
+        "--data-dir",
+        str(tmp_path / "d"),
+        env={"PUMPWATCH_FAILPOINTS": "export=enospc"},
+    )
     assert r.returncode == errors.EXIT_DISK, r.stderr
     [line] = r.stderr.strip().splitlines()
     assert line.startswith("pumpwatch export: No space left on device [ENOSPC]") and str(out) in line
@@ -96,7 +119,10 @@ def test_exit_codes_tell_configuration_disk_lock_and_bugs_apart():
     assert errors.exit_code_for(ImportError("no psycopg")) == errors.EXIT_CONFIG
     assert errors.exit_code_for(pumpwatch.DiskFullError(28, "no space left to append")) == errors.EXIT_DISK == 74
     assert errors.exit_code_for(OSError(5, "Input/output error", "/d/events/x")) == errors.EXIT_DISK
-    assert errors.exit_code_for(pumpwatch.StoreError("msync /d/log/1.seg: Input/output error (os error 5)")) == errors.EXIT_DISK
+    assert (
+        errors.exit_code_for(pumpwatch.StoreError("msync /d/log/1.seg: Input/output error (os error 5)"))
+        == errors.EXIT_DISK
+    )
     assert errors.exit_code_for(pumpwatch.StoreLockedError("held")) == errors.EXIT_LOCKED == 75
     assert errors.exit_code_for(pumpwatch.InvalidInputError("bad ticker")) == errors.EXIT_FAILURE == 1
     assert errors.exit_code_for(KeyError("bug")) == errors.EXIT_SOFTWARE == 70
@@ -106,15 +132,19 @@ def test_exit_codes_tell_configuration_disk_lock_and_bugs_apart():
 
 def test_a_missing_optional_dependency_is_one_line(tmp_path):
     cfg = tmp_path / "pumpwatch.toml"
-    cfg.write_text('metrics_address = "127.0.0.1:0"\n[sink.postgres]\ndsn = "postgresql://pw:Hunter2Secret@127.0.0.1:1/db"\n')
-    code = ("import sys\n"
-            "class NoPsycopg:\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name == 'psycopg' or name.startswith('psycopg.'):\n"
-            "            raise ModuleNotFoundError(\"No module named 'psycopg'\", name='psycopg')\n"
-            "sys.meta_path.insert(0, NoPsycopg())\n"
-            "from pumpwatch.cli import main\n"
-            f"sys.exit(main(['run', '--config', {str(cfg)!r}, '--data-dir', {str(tmp_path / 'd')!r}, '--duration', '3']))\n")
+    cfg.write_text(
+        'metrics_address = "127.0.0.1:0"\n[sink.postgres]\ndsn = "postgresql://pw:Hunter2Secret@127.0.0.1:1/db"\n'
+    )
+    code = (
+        "import sys\n"
+        "class NoPsycopg:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'psycopg' or name.startswith('psycopg.'):\n"
+        "            raise ModuleNotFoundError(\"No module named 'psycopg'\", name='psycopg')\n"
+        "sys.meta_path.insert(0, NoPsycopg())\n"
+        "from pumpwatch.cli import main\n"
+        f"sys.exit(main(['run', '--config', {str(cfg)!r}, '--data-dir', {str(tmp_path / 'd')!r}, '--duration', '3']))\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == errors.EXIT_CONFIG, r.stderr
     assert "Traceback" not in r.stderr and "Hunter2Secret" not in r.stderr
@@ -137,9 +167,14 @@ def test_redaction_masks_urls_key_value_dsns_and_registered_values():
     assert redact.redact("postgresql://u:OtherUnregistered@h/db") == "postgresql://u:***@h/db"  # by shape, unregistered
     assert redact.redact("dbname=x password=zzzUnregistered host=h") == "dbname=x password=*** host=h"
     assert redact.redact(f"signature failed for key {API_KEY}!") == "signature failed for key ***!"
-    assert redact.redact("ws://127.0.0.1:8080/ws and 12.5 and user@host") == "ws://127.0.0.1:8080/ws and 12.5 and user@host"
+    assert (
+        redact.redact("ws://127.0.0.1:8080/ws and 12.5 and user@host")
+        == "ws://127.0.0.1:8080/ws and 12.5 and user@host"
+    )
     tree = redact.redact_tree({"a": [f"x{API_KEY}", 1, None], DSN_PASSWORD: {"b": DSN_PASSWORD}})
-    assert json.dumps(tree).count("***") == 3 and API_KEY not in json.dumps(tree) and DSN_PASSWORD not in json.dumps(tree)
+    assert (
+        json.dumps(tree).count("***") == 3 and API_KEY not in json.dumps(tree) and DSN_PASSWORD not in json.dumps(tree)
+    )
 
 
 def test_log_lines_and_their_tracebacks_are_redacted(caplog):
@@ -174,12 +209,19 @@ def test_a_run_with_a_dsn_password_and_an_api_key_shows_neither(tmp_path):
     Logs, stdout, /status and every file it wrote under events/ are searched for both secrets."""
     data = tmp_path / "data"
     cfg = tmp_path / "pumpwatch.toml"
-    cfg.write_text(f'metrics_address = "127.0.0.1:0"\n[sink.postgres]\n'
-                   f'dsn = "postgresql://pumpwatch:{DSN_PASSWORD}@127.0.0.1:1/pumpwatch?connect_timeout=1"\n'
-                   f'reconnect_initial_s = 0.2\nreconnect_max_s = 0.5\n')
+    cfg.write_text(
+        f'metrics_address = "127.0.0.1:0"\n[sink.postgres]\n'
+        f'dsn = "postgresql://pumpwatch:{DSN_PASSWORD}@127.0.0.1:1/pumpwatch?connect_timeout=1"\n'
+        f"reconnect_initial_s = 0.2\nreconnect_max_s = 0.5\n"
+    )
     env = {**os.environ, "PUMPWATCH_BINANCE_SPOT_API_KEY": API_KEY, "PUMPWATCH_BYBIT_LINEAR_API_KEY": API_KEY}
-    proc = subprocess.Popen([sys.executable, "-m", "pumpwatch.cli", "run", "--simulate", "--config", str(cfg),
-                             "--data-dir", str(data)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pumpwatch.cli", "run", "--simulate", "--config", str(cfg), "--data-dir", str(data)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     stderr_lines = []
     try:
         address = None
@@ -223,8 +265,16 @@ def test_a_run_with_a_dsn_password_and_an_api_key_shows_neither(tmp_path):
 def test_a_listing_only_memory_holds_at_exit_makes_the_run_exit_74_with_the_commands_to_capture_it(tmp_path):
     """`--simulate` announces 0G 24 s in; pending.json cannot be written (fail point) and the daemon
     stops at 30 s, before the window completes: the exit says so and how to capture it by hand."""
-    r = _cli("run", "--simulate", "--data-dir", str(tmp_path / "d"), "--duration", "30",
-             env={"PUMPWATCH_FAILPOINTS": "events.pending=enospc"}, timeout=90)
+    r = _cli(
+        "run",
+        "--simulate",
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--duration",
+        "30",
+        env={"PUMPWATCH_FAILPOINTS": "events.pending=enospc"},
+        timeout=90,
+    )
     assert r.returncode == errors.EXIT_DISK, r.stderr[-3000:]
     assert "CRITICAL" in r.stderr and "pumpwatch capture 0G --at " in r.stderr
     last = r.stderr.strip().splitlines()[-1]

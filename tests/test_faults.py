@@ -11,6 +11,7 @@ import logging
 import os
 
 import pytest
+
 from pumpwatch import capture as cap
 from pumpwatch import faults
 from pumpwatch.config import CaptureSettings
@@ -50,7 +51,9 @@ def test_fail_points_raise_what_a_full_disk_raises_and_cost_nothing_when_off(tmp
         faults.arm("events.pendng")
 
 
-def test_a_trigger_whose_pending_capture_and_event_cannot_be_written_is_kept_and_written_when_the_disk_recovers(tmp_path, caplog):
+def test_a_trigger_whose_pending_capture_and_event_cannot_be_written_is_kept_and_written_when_the_disk_recovers(
+    tmp_path, caplog
+):
     data = tmp_path / "d"
     settings = CaptureSettings(grace_s=0.0, chart=False)
     with _pumping_store(data) as store:
@@ -66,7 +69,9 @@ def test_a_trigger_whose_pending_capture_and_event_cannot_be_written_is_kept_and
             assert st["pending"] == ["0G_20260921T141320Z"] and st["pending_unsaved_since"] is not None
             assert "No space left on device" in st["pending_unsaved_error"]
             [u] = st["unwritten"]
-            assert u["event"] == "0G_20260921T141320Z" and "No space left" in u["error"] and u["path"].endswith(u["event"])
+            assert (
+                u["event"] == "0G_20260921T141320Z" and "No space left" in u["error"] and u["path"].endswith(u["event"])
+            )
             assert not (data / "events" / "pending.json").exists()
             assert not (data / "events" / "0G_20260921T141320Z").exists()
             # space comes back for pending.json first: it is written with the capture in it

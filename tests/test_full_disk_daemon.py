@@ -28,8 +28,9 @@ import textwrap
 import threading
 import time
 
-import pumpwatch
 import pytest
+
+import pumpwatch
 from pumpwatch import capture as capture_mod
 from pumpwatch import upbit as upbit_mod
 from pumpwatch._core import SEQUENCED_VENUES
@@ -92,14 +93,18 @@ FILLER = textwrap.dedent(
 )
 
 
-@pytest.fixture(params=[
-    pytest.param(PREALLOCATED, id="log-preallocated"),
-    pytest.param(WRITER_FULL, id="writer-meets-full-disk"),
-])
+@pytest.fixture(
+    params=[
+        pytest.param(PREALLOCATED, id="log-preallocated"),
+        pytest.param(WRITER_FULL, id="writer-meets-full-disk"),
+    ]
+)
 def small_filesystem(tmp_path, request):
     mnt = tmp_path / "small"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={request.param}", "tmpfs", str(mnt)], capture_output=True, text=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={request.param}", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if r.returncode != 0:
         if IN_CI:
             pytest.fail(f"CI runs as root and must mount a tmpfs for the full-disk test: {r.stderr.strip()}")
@@ -126,8 +131,12 @@ class Filler:
     def _run(self) -> None:
         try:
             time.sleep(max(0.0, self.t0 + self.fill_at - time.monotonic()))
-            self.proc = subprocess.Popen([sys.executable, "-c", FILLER, str(self.ballast), str(FILL_CAP_BYTES)], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, text=True)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", FILLER, str(self.ballast), str(FILL_CAP_BYTES)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             line = self.proc.stdout.readline().split()
             assert line and line[0] == "FULL", line
             self.full_bytes, self.full_at = int(line[1]), time.monotonic() - self.t0
@@ -137,7 +146,7 @@ class Filler:
             assert self.proc.stdout.readline().strip() == "FREED"
             self.freed_at = time.monotonic() - self.t0
             self.proc.wait(10)
-        except BaseException as e:  # noqa: BLE001 - reported by the test
+        except BaseException as e:
             self.error = e
 
     def stop(self) -> None:
@@ -166,7 +175,11 @@ def _every_sent_trade_is_stored_or_named_lost(data, truth: dict, stopped_ns: int
                 n = int(r["trade_id"])
                 lo, hi = span.get(r["symbol"], (n, n))
                 span[r["symbol"]] = (min(lo, n), max(hi, n))
-            in_span = [s for s in sent if s["symbol"] in span and span[s["symbol"]][0] <= int(s["trade_id"]) <= span[s["symbol"]][1]]
+            in_span = [
+                s
+                for s in sent
+                if s["symbol"] in span and span[s["symbol"]][0] <= int(s["trade_id"]) <= span[s["symbol"]][1]
+            ]
         else:
             # From the first trade that came live to the last: a backfill or a subscription's snapshot
             # (Phemex) reaches back past the start, which the recorder never claimed to have whole.
@@ -184,7 +197,9 @@ def _every_sent_trade_is_stored_or_named_lost(data, truth: dict, stopped_ns: int
         if last < stopped_ns - RECORDING_UNTIL_STOP_NS:
             failures.append(f"{venue}: recording ended {(stopped_ns - last) / 1e9:.1f} s before the daemon stopped")
         if venue in SEQUENCED_VENUES and len(missing) > len(named):
-            failures.append(f"{venue}: {len(missing) - len(named)} trades sent, not stored, not named lost, e.g. {missing[:1]}")
+            failures.append(
+                f"{venue}: {len(missing) - len(named)} trades sent, not stored, not named lost, e.g. {missing[:1]}"
+            )
         elif len(missing) > len(named):
             lost = [s for s in missing if s not in named]
             failures.append(f"{venue}: {len(lost)} trades neither stored nor inside an unfillable gap, e.g. {lost[:3]}")
@@ -219,8 +234,10 @@ def test_a_listing_survives_a_full_disk_and_a_restart(small_filesystem, monkeypa
     monkeypatch.setattr(upbit_mod, "STATE_RETRY_MAX_S", 2.0)
     scenario = SimScenario(
         faults=[],  # the disk is the fault here; the soak covers the network's
-        notices=[(LISTING_AT, "제로지(0G) KRW, USDT 마켓 디지털 자산 추가", ("0G",)),
-                 (SECOND_AT, "엑스투(X2) KRW 마켓 디지털 자산 추가", ("X2",))],
+        notices=[
+            (LISTING_AT, "제로지(0G) KRW, USDT 마켓 디지털 자산 추가", ("0G",)),
+            (SECOND_AT, "엑스투(X2) KRW 마켓 디지털 자산 추가", ("X2",)),
+        ],
         capture_grace_s=GRACE_S,
     )
     cfg = Config(data_dir=str(data), metrics_address="127.0.0.1:0")
@@ -270,9 +287,12 @@ def test_a_listing_survives_a_full_disk_and_a_restart(small_filesystem, monkeypa
     # what was on disk can bring it back).
     x2_due = (int(next(iter(pending.values()))["t0_ns"]) + 20 * 10**9) / 1e9 + GRACE_S
     quiet = Config(data_dir=str(data), metrics_address="127.0.0.1:0")
-    quiet = dataclasses.replace(quiet, upbit=dataclasses.replace(quiet.upbit, enabled=False),
-                                capture=dataclasses.replace(quiet.capture, grace_s=GRACE_S),
-                                venues={v: dataclasses.replace(s, enabled=False) for v, s in quiet.venues.items()})
+    quiet = dataclasses.replace(
+        quiet,
+        upbit=dataclasses.replace(quiet.upbit, enabled=False),
+        capture=dataclasses.replace(quiet.capture, grace_s=GRACE_S),
+        venues={v: dataclasses.replace(s, enabled=False) for v, s in quiet.venues.items()},
+    )
     again = asyncio.run(run(quiet, duration=max(4.0, x2_due - time.time() + 6.0), interactive=False))
     assert [e["event"][:3] for e in again["captures"]["events"]] == ["X2_"], again["captures"]
     assert json.loads((data / "events" / "pending.json").read_text()) == {}

@@ -11,9 +11,10 @@ import json
 import os
 import time
 
-import pumpwatch
 import pyarrow.parquet as pq
 import pytest
+
+import pumpwatch
 from pumpwatch import history as hist
 from pumpwatch.capture import EVENTS_DIR, event_name
 from pumpwatch.net import HttpError, http_fetch
@@ -38,16 +39,19 @@ class World:
 
     def run(self, data_dir, **kw) -> hist.HistoryRun:
         w = WatcherSettings(base_url=self.upbit.base_url, interval_s=0.02, market_url="")
-        return hist.HistoryRun(data_dir, watcher=w, venue_urls={v: s.rest_url for v, s in self.sim.venues.items()},
-                               chart=False, **kw)
+        return hist.HistoryRun(
+            data_dir, watcher=w, venue_urls={v: s.rest_url for v, s in self.sim.venues.items()}, chart=False, **kw
+        )
 
 
 def in_world(test):
     """Runs `test(world)` against a simulator with a year of listings (one per test: seconds)."""
+
     async def main():
         async with Simulator(seed=SEED, trades_per_s=2) as sim, SimUpbit(seed=SEED, min_interval_s=0.01) as upbit:
             upbit.add_year(listings=LISTINGS)
             await test(World(sim, upbit, seed_history(sim, upbit)))
+
     asyncio.run(main())
 
 
@@ -68,7 +72,9 @@ def test_history_rebuilds_every_listing_with_the_venues_own_trades(tmp_path):
         expected = {event_name(t, t0) for tickers, t0 in announced.values() for t in tickers}
         assert len(expected) == LISTINGS + 6
         assert set(result.built) == expected and not result.failed
-        assert {(x.notice_id, x.tickers, x.t0_ns) for x in result.listings} == {(i, t, t0) for i, (t, t0) in announced.items()}
+        assert {(x.notice_id, x.tickers, x.t0_ns) for x in result.listings} == {
+            (i, t, t0) for i, (t, t0) in announced.items()
+        }
         now = time.time_ns()
         checked = {"rest-history": 0, "rest-history-aggregated": 0, "not available": 0, "older": 0}
         for tickers, t0 in announced.values():
@@ -140,7 +146,7 @@ def test_history_stopped_halfway_goes_on_where_it_stopped(tmp_path):
 
 def test_a_live_event_is_not_overwritten_unless_replace(tmp_path):
     async def check(world: World):
-        (_tickers, t0), = [v for v in world.upbit.krw_listings.values() if v[0] == ("WAL",)]
+        ((_tickers, t0),) = [v for v in world.upbit.krw_listings.values() if v[0] == ("WAL",)]
         live = tmp_path / EVENTS_DIR / event_name("WAL", t0)
         live.mkdir(parents=True)
         text = json.dumps({"ticker": "WAL", "t0_ns": t0, "source": "log", "venues": {}})
@@ -169,7 +175,9 @@ def test_load_events_over_rebuilt_folders_equals_the_analysis_files(tmp_path):
             analysis = json.loads((folder / "analysis.json").read_text())
             entry = event["venues"][r["venue"]]
             a = analysis["venues"].get(r["venue"], {})
-            assert r["source"] == entry["source"] and r["coverage"] == entry["coverage"] and r["trades"] == entry["trades"]
+            assert (
+                r["source"] == entry["source"] and r["coverage"] == entry["coverage"] and r["trades"] == entry["trades"]
+            )
             assert r["max_rise_pct"] == a.get("max_rise_pct") and r["verdict"] == a.get("verdict")
         glob = str(tmp_path / EVENTS_DIR / "*" / "trades.parquet")
         counted = dict(duckdb.sql(f"SELECT venue, count(*) FROM read_parquet('{glob}') GROUP BY venue").fetchall())
@@ -185,8 +193,11 @@ def test_load_events_over_rebuilt_folders_equals_the_analysis_files(tmp_path):
 def test_the_simulated_venues_refuse_what_is_beyond_their_reach():
     async def check(world: World):
         now_ms = time.time_ns() // 1_000_000
-        old = [(t, t0) for (t, t0), venues in world.truth.items()
-               if time.time_ns() - t0 > 100 * DAY_NS and {"okx-spot", "gate-spot"} <= set(venues)]
+        old = [
+            (t, t0)
+            for (t, t0), venues in world.truth.items()
+            if time.time_ns() - t0 > 100 * DAY_NS and {"okx-spot", "gate-spot"} <= set(venues)
+        ]
         assert old, "the seeded year has a listing older than OKX's and Gate's reach on both"
         ticker, t0 = old[0]
         t0_ms = t0 // 1_000_000
@@ -194,20 +205,46 @@ def test_the_simulated_venues_refuse_what_is_beyond_their_reach():
         assert sim_window(world.sim, "okx-spot", f"{ticker}-USDT", t0 - 20 * NS, t0 + 20 * NS)
         assert sim_window(world.sim, "gate-spot", f"{ticker}_USDT", t0 - 20 * NS, t0 + 20 * NS)
         # ... but OKX history-trades serves 3 months and Gate spot 30 days (VENUES §4.3, §7.3)
-        okx = await http_fetch(world.sim.venues["okx-spot"].rest_url, HttpRequest(
-            "GET", "/api/v5/market/history-trades", {"instId": f"{ticker}-USDT", "type": "2", "after": str(t0_ms + 20_000)}))
+        okx = await http_fetch(
+            world.sim.venues["okx-spot"].rest_url,
+            HttpRequest(
+                "GET",
+                "/api/v5/market/history-trades",
+                {"instId": f"{ticker}-USDT", "type": "2", "after": str(t0_ms + 20_000)},
+            ),
+        )
         assert json.loads(okx)["data"] == []
-        gate = await http_fetch(world.sim.venues["gate-spot"].rest_url, HttpRequest(
-            "GET", "/api/v4/spot/trades", {"currency_pair": f"{ticker}_USDT", "from": str(t0 // NS - 20), "to": str(t0 // NS + 20)}))
+        gate = await http_fetch(
+            world.sim.venues["gate-spot"].rest_url,
+            HttpRequest(
+                "GET",
+                "/api/v4/spot/trades",
+                {"currency_pair": f"{ticker}_USDT", "from": str(t0 // NS - 20), "to": str(t0 // NS + 20)},
+            ),
+        )
         assert json.loads(gate) == []
         # Binance spot keeps everything: its first id of the window by aggTrades, then by id
-        agg = json.loads(await http_fetch(world.sim.venues["binance-spot"].rest_url, HttpRequest(
-            "GET", "/api/v3/aggTrades", {"symbol": f"{ticker}USDT", "startTime": str(t0_ms - 20_000),
-                                         "endTime": str(t0_ms + 20_000), "limit": "1"})))
+        agg = json.loads(
+            await http_fetch(
+                world.sim.venues["binance-spot"].rest_url,
+                HttpRequest(
+                    "GET",
+                    "/api/v3/aggTrades",
+                    {
+                        "symbol": f"{ticker}USDT",
+                        "startTime": str(t0_ms - 20_000),
+                        "endTime": str(t0_ms + 20_000),
+                        "limit": "1",
+                    },
+                ),
+            )
+        )
         assert agg and agg[0]["T"] >= t0_ms - 20_000
         with pytest.raises(HttpError):  # Binance USDⓈ-M historicalTrades wants a key (§2.3)
-            await http_fetch(world.sim.venues["binance-usdm"].rest_url, HttpRequest(
-                "GET", "/fapi/v1/historicalTrades", {"symbol": f"{ticker}USDT", "fromId": "1"}))
+            await http_fetch(
+                world.sim.venues["binance-usdm"].rest_url,
+                HttpRequest("GET", "/fapi/v1/historicalTrades", {"symbol": f"{ticker}USDT", "fromId": "1"}),
+            )
         assert now_ms > t0_ms
 
     in_world(check)
@@ -228,13 +265,31 @@ def test_cli_history_killed_and_run_again_builds_each_event_once(tmp_path):
     async def check(world: World):
         cfg = _config(world, tmp_path / "pumpwatch.toml")
         since = time.strftime("%Y-%m-%d", time.gmtime(world.since // NS))
-        cmd = [sys.executable, "-m", "pumpwatch", "history", "--since", since, "--config", cfg,
-               "--data-dir", str(tmp_path / "d"), "--json", "--no-chart"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pumpwatch",
+            "history",
+            "--since",
+            since,
+            "--config",
+            cfg,
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--json",
+            "--no-chart",
+        ]
         events = tmp_path / "d" / EVENTS_DIR
-        proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # killed once two events are written
-            built = [n for n in (os.listdir(events) if events.exists() else []) if not n.startswith(".") and n != hist.PROGRESS_FILE]
+            built = [
+                n
+                for n in (os.listdir(events) if events.exists() else [])
+                if not n.startswith(".") and n != hist.PROGRESS_FILE
+            ]
             if len(built) >= 2 or proc.returncode is not None:
                 break
             await asyncio.sleep(0.02)
@@ -242,13 +297,19 @@ def test_cli_history_killed_and_run_again_builds_each_event_once(tmp_path):
         await proc.wait()
         first = set(built)
         assert 2 <= len(first) < LISTINGS + 6, "killed halfway"
-        proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
         out, err = await asyncio.wait_for(proc.communicate(), 120)
         assert proc.returncode == 0, err.decode()[-2000:]
         summary = json.loads(out)
         announced = world.upbit.announced_listings(world.since - DAY_NS)
-        expected = {event_name(t, t0) for tickers, t0 in announced.values() for t in tickers
-                    if t0 >= hist_since_midnight(world.since)}
+        expected = {
+            event_name(t, t0)
+            for tickers, t0 in announced.values()
+            for t in tickers
+            if t0 >= hist_since_midnight(world.since)
+        }
         assert first <= set(summary["already_built"]) and not first & set(summary["built"])
         assert set(summary["built"]) | set(summary["already_built"]) == expected
         names = sorted(n for n in os.listdir(events) if n != hist.PROGRESS_FILE)
@@ -268,21 +329,33 @@ def test_capture_from_history_fills_the_venues_the_recording_does_not_cover(tmp_
 
     async def check(world: World):
         # the board's WAL listing, two days ago: every venue that keeps history reaches it
-        (_tickers, t0), = [v for v in world.upbit.krw_listings.values() if v[0] == ("WAL",)]
+        ((_tickers, t0),) = [v for v in world.upbit.krw_listings.values() if v[0] == ("WAL",)]
         listed = world.truth[("WAL", t0)]
         window = sim_window(world.sim, "binance-spot", "WALUSDT", t0 - 20 * NS, t0 + 20 * NS)
         fills = {f.trade_id: f for f in world.sim.venues["binance-spot"].history("WALUSDT")}
         inst = world.sim.venues["binance-spot"].instruments["WALUSDT"]
         half = window[: len(window) // 2]  # the recording has the first half of Binance spot only
         with pumpwatch.Store(tmp_path) as store:
-            store.append_trades([pumpwatch.Trade(venue="binance-spot", symbol="WALUSDT", trade_id=i,
-                                                 price=inst.price_text(fills[i].price), qty=inst.qty_text(fills[i].qty),
-                                                 side=fills[i].side, ts_ns=fills[i].ts_ns, recv_ns=fills[i].ts_ns + 1_000_000)
-                                 for i in half])
+            store.append_trades(
+                [
+                    pumpwatch.Trade(
+                        venue="binance-spot",
+                        symbol="WALUSDT",
+                        trade_id=i,
+                        price=inst.price_text(fills[i].price),
+                        qty=inst.qty_text(fills[i].qty),
+                        side=fills[i].side,
+                        ts_ns=fills[i].ts_ns,
+                        recv_ns=fills[i].ts_ns + 1_000_000,
+                    )
+                    for i in half
+                ]
+            )
         req = CaptureRequest("WAL", t0, 20 * NS, 20 * NS, {"manual": True})
         with ReadOnlyStore(tmp_path) as source:
-            ev = await hist.capture_from_history(source, req, tmp_path, chart=False,
-                                                 venue_urls={v: s.rest_url for v, s in world.sim.venues.items()})
+            ev = await hist.capture_from_history(
+                source, req, tmp_path, chart=False, venue_urls={v: s.rest_url for v, s in world.sim.venues.items()}
+            )
         venues = ev.event["venues"]
         trades = pq.read_table(os.path.join(ev.path, "trades.parquet")).to_pylist()
         spot = [r for r in trades if r["venue"] == "binance-spot"]
@@ -294,7 +367,8 @@ def test_capture_from_history_fills_the_venues_the_recording_does_not_cover(tmp_
             if v in listed:
                 assert venues[v]["source"] == "rest-history" and venues[v]["coverage"] == "complete"
                 assert [r["trade_id"] for r in trades if r["venue"] == v] == sim_window(
-                    world.sim, v, venues[v]["instruments"][0], t0 - 20 * NS, t0 + 20 * NS)
+                    world.sim, v, venues[v]["instruments"][0], t0 - 20 * NS, t0 + 20 * NS
+                )
 
     in_world(check)
 
@@ -309,11 +383,18 @@ def test_binance_usdm_with_a_key_gives_single_trades_for_three_months_then_aggre
                 continue
             folder = tmp_path / EVENTS_DIR / event_name(ticker, t0)
             entry = json.loads((folder / "event.json").read_text())["venues"]["binance-usdm"]
-            got = [r["trade_id"] for r in pq.read_table(folder / "trades.parquet").to_pylist() if r["venue"] == "binance-usdm"]
+            got = [
+                r["trade_id"]
+                for r in pq.read_table(folder / "trades.parquet").to_pylist()
+                if r["venue"] == "binance-usdm"
+            ]
             symbol = f"{ticker}USDT"
             if now - (t0 - 20 * NS) <= 90 * DAY_NS:  # historicalTrades with the key: market trades, NA ids left out
-                want = [f.trade_id for f in world.sim.venues["binance-usdm"].history(symbol)
-                        if t0 - 20 * NS <= f.ts_ns <= t0 + 20 * NS and not f.placeholder]
+                want = [
+                    f.trade_id
+                    for f in world.sim.venues["binance-usdm"].history(symbol)
+                    if t0 - 20 * NS <= f.ts_ns <= t0 + 20 * NS and not f.placeholder
+                ]
                 assert entry["source"] == "rest-history" and got == want and want
             else:
                 assert entry["source"] == "rest-history-aggregated"
@@ -333,7 +414,9 @@ def test_refusals_and_outages_are_waited_out_and_until_bounds_the_span(tmp_path)
         world.sim.venues["gate-futures"].fail_rest(1.0, 503)  # Gate futures is down for a second
         run = world.run(tmp_path)
         result = await run.run(since, time.time_ns())
-        assert {(x.notice_id, x.tickers, x.t0_ns) for x in result.listings} == {(i, t, t0) for i, (t, t0) in announced.items()}
+        assert {(x.notice_id, x.tickers, x.t0_ns) for x in result.listings} == {
+            (i, t, t0) for i, (t, t0) in announced.items()
+        }
         assert len(result.built) == 6 and not result.failed
         for tickers, t0 in announced.values():
             event = json.loads((tmp_path / EVENTS_DIR / event_name(tickers[0], t0) / "event.json").read_text())
@@ -341,7 +424,8 @@ def test_refusals_and_outages_are_waited_out_and_until_bounds_the_span(tmp_path)
                 entry = event["venues"][v]
                 if entry["coverage"] != "absent":
                     assert entry["coverage"] == "complete" and entry["trades"] == len(
-                        sim_window(world.sim, v, entry["instruments"][0], t0 - 20 * NS, t0 + 20 * NS))
+                        sim_window(world.sim, v, entry["instruments"][0], t0 - 20 * NS, t0 + 20 * NS)
+                    )
         with pytest.raises(hist.HistoryError):
             await world.run(tmp_path).run(since, since - NS)
 
@@ -352,7 +436,7 @@ def test_a_venue_quiet_before_t0_gets_its_reference_from_before_the_window(tmp_p
     from decimal import Decimal
 
     async def check(world: World):
-        (_tickers, t0), = [v for v in world.upbit.krw_listings.values() if v[0] == ("WAL",)]
+        ((_tickers, t0),) = [v for v in world.upbit.krw_listings.values() if v[0] == ("WAL",)]
         venue = world.sim.venues["binance-spot"]
         venue.add_past_listing("WAL", t0, quiet_before_s=30)  # nobody traded WAL there in the 30 s before t0
         before = [f for f in venue.history("WALUSDT") if f.ts_ns < t0 and not f.placeholder]
@@ -364,6 +448,8 @@ def test_a_venue_quiet_before_t0_gets_its_reference_from_before_the_window(tmp_p
         assert ref is not None and ref["ts_ns"] == before[-1].ts_ns
         assert Decimal(ref["price"]) == Decimal(venue.instruments["WALUSDT"].price_text(before[-1].price))
         trades = pq.read_table(folder / "trades.parquet").to_pylist()
-        assert min(r["ts_ns"] for r in trades if r["venue"] == "binance-spot") >= t0  # the reference is not a window trade
+        assert (
+            min(r["ts_ns"] for r in trades if r["venue"] == "binance-spot") >= t0
+        )  # the reference is not a window trade
 
     in_world(check)

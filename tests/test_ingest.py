@@ -8,10 +8,10 @@ import json
 import random
 
 import pytest
-from venue_samples import SAMPLE_FILES, sample_lines
 
 import pumpwatch
 from pumpwatch.purepy.parse import parse as pure_parse
+from venue_samples import SAMPLE_FILES, sample_lines
 
 VENUES = list(SAMPLE_FILES)
 
@@ -23,7 +23,7 @@ def _rust(venue: str, frame):
     except pumpwatch.FrameError:
         return "FrameError"
     trades = []
-    for t, seq in zip(r.trades, r.sequences):
+    for t, seq in zip(r.trades, r.sequences, strict=False):
         d = t.to_dict()
         del d["recv_ns"]
         d["seq_first"], d["seq_last"] = seq if seq else (None, None)
@@ -96,7 +96,17 @@ def test_ingest_never_raises_and_quarantines_what_it_cannot_parse(data_dir, venu
 
 def binance_frame(symbol: str, t: int, price="100.5", na=False) -> str:
     x = "NA" if na else "MARKET"
-    data = {"e": "trade", "E": 1, "T": 1_790_000_000_000 + t, "s": symbol, "t": t, "p": "0" if na else price, "q": "0" if na else "1", "X": x, "m": t % 2 == 0}
+    data = {
+        "e": "trade",
+        "E": 1,
+        "T": 1_790_000_000_000 + t,
+        "s": symbol,
+        "t": t,
+        "p": "0" if na else price,
+        "q": "0" if na else "1",
+        "X": x,
+        "m": t % 2 == 0,
+    }
     return json.dumps({"stream": f"{symbol.lower()}@trade", "data": data})
 
 
@@ -106,7 +116,9 @@ def test_gap_is_found_marked_and_closed_by_a_backfill(data_dir):
             assert store.ingest("binance-usdm", binance_frame("BTCUSDT", t), 5)[0] == 1
         n, events = store.ingest("binance-usdm", binance_frame("BTCUSDT", 106), 6)
         assert n == 1
-        assert events == [("gap", "binance-usdm", "BTCUSDT", 103, 105, 1_790_000_000_102_000_000, 1_790_000_000_106_000_000)]
+        assert events == [
+            ("gap", "binance-usdm", "BTCUSDT", 103, 105, 1_790_000_000_102_000_000, 1_790_000_000_106_000_000)
+        ]
         assert store.open_gaps("binance-usdm", "BTCUSDT") == [(103, 105)]
         # A redundant connection delivering the same frames adds nothing.
         for t in [101, 102, 106]:
@@ -115,7 +127,17 @@ def test_gap_is_found_marked_and_closed_by_a_backfill(data_dir):
         assert store.ingest("binance-usdm", binance_frame("BTCUSDT", 107, na=True), 8) == (1, None)
         assert store.ingest("binance-usdm", binance_frame("BTCUSDT", 108), 8) == (1, None)
         backfill = [
-            pumpwatch.Trade("binance-usdm", "BTCUSDT", str(t), "100.5", "1", "buy", 1_790_000_000_000_000_000 + t * 1_000_000, 9, flags=pumpwatch.FLAGS["BACKFILL"])
+            pumpwatch.Trade(
+                "binance-usdm",
+                "BTCUSDT",
+                str(t),
+                "100.5",
+                "1",
+                "buy",
+                1_790_000_000_000_000_000 + t * 1_000_000,
+                9,
+                flags=pumpwatch.FLAGS["BACKFILL"],
+            )
             for t in [103, 104, 105, 106]
         ]
         n, events = store.ingest_trades(backfill)
@@ -132,13 +154,27 @@ def test_gap_is_found_marked_and_closed_by_a_backfill(data_dir):
 
 def test_okx_aggregated_trades_cover_their_id_range(data_dir):
     def okx(trade_id: int, count: int) -> str:
-        return json.dumps({"arg": {"channel": "trades", "instId": "BTC-USDT"}, "data": [
-            {"instId": "BTC-USDT", "tradeId": str(trade_id), "px": "42219.9", "sz": "0.1", "side": "buy", "ts": "1630048897897", "count": str(count)}]})
+        return json.dumps(
+            {
+                "arg": {"channel": "trades", "instId": "BTC-USDT"},
+                "data": [
+                    {
+                        "instId": "BTC-USDT",
+                        "tradeId": str(trade_id),
+                        "px": "42219.9",
+                        "sz": "0.1",
+                        "side": "buy",
+                        "ts": "1630048897897",
+                        "count": str(count),
+                    }
+                ],
+            }
+        )
 
     with pumpwatch.Store(data_dir) as store:
         assert store.ingest("okx-spot", okx(120, 1), 1) == (1, None)
         assert store.ingest("okx-spot", okx(123, 3), 1) == (1, None)  # 121..123: no hole
-        n, events = store.ingest("okx-spot", okx(130, 2), 1)  # 129..130: 124..128 missing
+        _n, events = store.ingest("okx-spot", okx(130, 2), 1)  # 129..130: 124..128 missing
         assert events[0][:5] == ("gap", "okx-spot", "BTC-USDT", 124, 128)
 
 
@@ -155,11 +191,15 @@ def test_ingest_many_stores_what_ingest_one_by_one_stores(tmp_path):
     frames = [line.text for v in VENUES for line in sample_lines(v)]
     venue_of = [v for v in VENUES for _ in sample_lines(v)]
     with pumpwatch.Store(tmp_path / "a") as a, pumpwatch.Store(tmp_path / "b") as b:
-        for v, f in zip(venue_of, frames):
+        for v, f in zip(venue_of, frames, strict=False):
             a.ingest(v, f, 7)
         for v in VENUES:
             b.ingest_many(v, [line.text for line in sample_lines(v)], 7)
-        assert a.query(include_non_trades=True).sort_by("trade_id").equals(b.query(include_non_trades=True).sort_by("trade_id"))
+        assert (
+            a.query(include_non_trades=True)
+            .sort_by("trade_id")
+            .equals(b.query(include_non_trades=True).sort_by("trade_id"))
+        )
         assert a.ingest_stats() == b.ingest_stats()
 
 
@@ -168,8 +208,10 @@ def test_ingest_many_takes_bytes_str_and_bytes_subclasses_and_names_anything_els
         pass
 
     def binance(i: int) -> str:
-        return ('{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTCUSDT","t":%d,"p":"1.5","q":"2",'
-                '"T":1751132780368,"m":true,"M":true}}' % i)
+        return (
+            '{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTCUSDT","t":%d,"p":"1.5","q":"2",'
+            '"T":1751132780368,"m":true,"M":true}}' % i
+        )
 
     with pumpwatch.Store(data_dir) as store:
         n, events = store.ingest_many("binance-spot", [binance(1).encode(), binance(2), Frame(binance(3).encode())], 5)
@@ -212,7 +254,10 @@ def test_both_paths_ingest_to_the_same_log_and_events(tmp_path):
             for i, (venue, frame) in enumerate(work):
                 n, evs = store.ingest(venue, frame, 1_000 + i)
                 events.append((n, [e if e[0] != "quarantined" else e[:2] for e in evs or []]))
-            backfill = [pumpwatch.Trade("binance-usdm", "ETHUSDT", str(t), "1", "1", "buy", 1_790_000_000_000_000_000, 7) for t in [3, 4, 7, 8]]
+            backfill = [
+                pumpwatch.Trade("binance-usdm", "ETHUSDT", str(t), "1", "1", "buy", 1_790_000_000_000_000_000, 7)
+                for t in [3, 4, 7, 8]
+            ]
             events.append(store.ingest_trades(backfill))
             results[name] = (
                 store.query(include_non_trades=True).to_pylist(),
@@ -222,6 +267,11 @@ def test_both_paths_ingest_to_the_same_log_and_events(tmp_path):
                 store.ingest_stats(),
                 store.open_gaps("binance-usdm", "ETHUSDT"),
             )
-    for part, a, b in zip(["trades", "markers", "quarantined", "events", "stats", "gaps"], results["rust"], results["purepy"]):
+    for part, a, b in zip(
+        ["trades", "markers", "quarantined", "events", "stats", "gaps"],
+        results["rust"],
+        results["purepy"],
+        strict=False,
+    ):
         assert a == b, part
     assert results["rust"][5] == []  # 3..4 and 7..8 filled by the backfill

@@ -36,7 +36,9 @@ def _settings(sims: dict[str, SimVenue], extra: dict[str, dict] | None = None) -
     for v in pumpwatch.VENUES:
         if v in sims:
             # The stand-ins take any key: Binance USDⓈ-M backfills single trades with one (VENUES §2.3).
-            out[v] = VenueSettings(ws_url=sims[v].ws_origin, rest_url=sims[v].rest_url, **{"api_key": "sim-key", **extra.get(v, {})})
+            out[v] = VenueSettings(
+                ws_url=sims[v].ws_origin, rest_url=sims[v].rest_url, **{"api_key": "sim-key", **extra.get(v, {})}
+            )
         elif v in extra:
             out[v] = VenueSettings(**extra[v])
         else:
@@ -47,12 +49,24 @@ def _settings(sims: dict[str, SimVenue], extra: dict[str, dict] | None = None) -
 class Run:
     """A collector recording the given simulated venues into a store under `path`."""
 
-    def __init__(self, path, sims: dict[str, SimVenue], *, connection: dict | None = None,
-                 venues: dict[str, dict] | None = None, specs: dict | None = None, **cfg):
+    def __init__(
+        self,
+        path,
+        sims: dict[str, SimVenue],
+        *,
+        connection: dict | None = None,
+        venues: dict[str, dict] | None = None,
+        specs: dict | None = None,
+        **cfg,
+    ):
         self.sims = sims
-        self.cfg = Config(data_dir=str(path), metrics_address="127.0.0.1:0",
-                          connection=ConnectionSettings(**{**FAST, **(connection or {})}),
-                          venues=_settings(sims, venues), **cfg)
+        self.cfg = Config(
+            data_dir=str(path),
+            metrics_address="127.0.0.1:0",
+            connection=ConnectionSettings(**{**FAST, **(connection or {})}),
+            venues=_settings(sims, venues),
+            **cfg,
+        )
         self.store = pumpwatch.Store(path)
         self.collector = Collector(self.cfg, self.store, specs=specs)
         self.stop_event = asyncio.Event()
@@ -73,8 +87,9 @@ class Run:
         return self.collector.recorders[venue]
 
     def markers(self, venue: str, kind: str | None = None) -> list[dict]:
-        return [m for m in self.store.markers().to_pylist()
-                if m["venue"] == venue and (kind is None or m["kind"] == kind)]
+        return [
+            m for m in self.store.markers().to_pylist() if m["venue"] == venue and (kind is None or m["kind"] == kind)
+        ]
 
     def stored(self, venue: str) -> list[dict]:
         return self.store.query(venues=[venue]).to_pylist()
@@ -105,9 +120,11 @@ def assert_every_trade_once(sim: SimVenue, rows: list[dict], *, min_per_symbol: 
         last = max(position[t] for t in stored)
         counted = Counter(stored)
         twice = [t for t, n in counted.items() if n > 1]
-        missing = [t for t in truth[first:last + 1] if t not in counted]
+        missing = [t for t in truth[first : last + 1] if t not in counted]
         assert not twice, f"{sim.venue_id} {symbol}: {len(twice)} trades stored twice, e.g. {twice[:2]}"
-        assert not missing, f"{sim.venue_id} {symbol}: {len(missing)} of {last + 1 - first} trades missing, e.g. {missing[:2]}"
+        assert not missing, (
+            f"{sim.venue_id} {symbol}: {len(missing)} of {last + 1 - first} trades missing, e.g. {missing[:2]}"
+        )
         assert len(stored) >= min_per_symbol, f"{symbol}: only {len(stored)} trades"
         report.append(f"{symbol}: {len(stored)} = sent in span")
     return f"{sim.venue_id}: " + ", ".join(report)
@@ -133,13 +150,17 @@ def test_stalled_connection_is_detected_and_replaced_within_the_idle_timeout(tmp
                 assert await wait_until(lambda: len(run.stored(venue)) >= 20, 10), "no trades before the stall"
                 stalled_at = time.time_ns()
                 sim.stall(2.5 * idle)
-                assert await wait_until(lambda: any("nothing received" in m["detail"]
-                                                    for m in run.markers(venue, "connection_down")), 3 * idle)
+                assert await wait_until(
+                    lambda: any("nothing received" in m["detail"] for m in run.markers(venue, "connection_down")),
+                    3 * idle,
+                )
                 down = next(m for m in run.markers(venue, "connection_down") if "nothing received" in m["detail"])
                 # Detected within the idle timeout of the last frame before the stall (which came
                 # at most a moment before `stalled_at`): a loaded machine gets half a second.
                 assert (down["ts_ns"] - stalled_at) / 1e9 <= idle + 0.5, down
-                replaced = await wait_until(lambda: any(m["ts_ns"] > down["ts_ns"] for m in run.markers(venue, "connection_up")), idle)
+                replaced = await wait_until(
+                    lambda: any(m["ts_ns"] > down["ts_ns"] for m in run.markers(venue, "connection_up")), idle
+                )
                 assert replaced, "no replacement socket was opened"
                 up = min(m["ts_ns"] for m in run.markers(venue, "connection_up") if m["ts_ns"] > down["ts_ns"])
                 assert (up - down["ts_ns"]) / 1e9 <= idle, "the replacement took longer than the idle timeout"
@@ -147,8 +168,13 @@ def test_stalled_connection_is_detected_and_replaced_within_the_idle_timeout(tmp
                 assert await wait_until(lambda: sum(r["recv_ns"] > up for r in run.stored(venue)) >= 20, 10)
                 # The slowest symbol trades a few times a second: run until each has enough to judge
                 # (a recorder that is quicker to recover must not fail for having recorded less).
-                await wait_until(lambda: min(Counter(r["symbol"] for r in run.stored(venue)).values()) >= 10
-                                 and len({r["symbol"] for r in run.stored(venue)}) == len(sim.instruments), 10)
+                await wait_until(
+                    lambda: (
+                        min(Counter(r["symbol"] for r in run.stored(venue)).values()) >= 10
+                        and len({r["symbol"] for r in run.stored(venue)}) == len(sim.instruments)
+                    ),
+                    10,
+                )
                 await wait_until(lambda: run.status(venue)["pending_backfills"] == 0, 5)
             status = run.status(venue)
             rows = run.stored(venue)
@@ -165,13 +191,16 @@ def test_stalled_connection_is_detected_and_replaced_within_the_idle_timeout(tmp
 LIFETIME_S = 4.0  # a scaled day
 
 
-@pytest.mark.parametrize("venue, cut", [
-    ("binance-spot", "lifetime"),  # the 24 h limit, scaled to LIFETIME_S
-    ("binance-usdm", "notice"),  # serverShutdown, then the venue closes the socket
-    ("okx-spot", "notice"),  # notice 64008, 60 s (here 3 s) before a service upgrade
-    ("gate-futures", "notice"),  # futures.system type "upgrade" (VENUES §12)
-    ("kucoin-spot", "lifetime"),  # the token expires
-])
+@pytest.mark.parametrize(
+    "venue, cut",
+    [
+        ("binance-spot", "lifetime"),  # the 24 h limit, scaled to LIFETIME_S
+        ("binance-usdm", "notice"),  # serverShutdown, then the venue closes the socket
+        ("okx-spot", "notice"),  # notice 64008, 60 s (here 3 s) before a service upgrade
+        ("gate-futures", "notice"),  # futures.system type "upgrade" (VENUES §12)
+        ("kucoin-spot", "lifetime"),  # the token expires
+    ],
+)
 def test_planned_cut_leaves_no_gap(venue, cut, tmp_path):
     scale = LIFETIME_S / DAY_S
     seconds = 9.0
@@ -240,7 +269,7 @@ def test_redundant_twin_loses_nothing_when_one_is_killed_repeatedly(venue, tmp_p
 def test_redundancy_setting_is_checked():
     with pytest.raises(pumpwatch.config.ConfigError, match="redundancy"):
         pumpwatch.config.from_dict({"connection": {"redundancy": 3}})
-    with pytest.raises(pumpwatch.config.ConfigError, match="venues.okx-spot.redundancy"):
+    with pytest.raises(pumpwatch.config.ConfigError, match=r"venues\.okx-spot\.redundancy"):
         pumpwatch.config.from_dict({"venues": {"okx-spot": {"redundancy": 5}}})
     cfg = pumpwatch.config.from_dict({"connection": {"redundancy": 2}, "venues": {"okx-spot": {"redundancy": 1}}})
     assert cfg.connection.redundancy == 2 and cfg.venues["okx-spot"].redundancy == 1
@@ -266,17 +295,22 @@ def test_silent_symbol_alarm_is_raised_resubscribed_and_cleared(tmp_path):
                 assert await wait_until(lambda: run.status(venue)["silent_symbols"] == [symbol], 6), run.status(venue)
                 state = run.status(venue)["state"]
                 assert "silent" in state and symbol in state, state
-                assert await wait_until(lambda: run.status(venue)["silent_symbols"] == [], 8), "the alarm was not cleared"
+                assert await wait_until(lambda: run.status(venue)["silent_symbols"] == [], 8), (
+                    "the alarm was not cleared"
+                )
                 assert run.status(venue)["state"].startswith("recording")
                 # 2) The venue drops the subscription: our resubscribe brings the symbol back.
                 alarms = run.status(venue)["silent_alarms"]
                 sim.silence(symbol)
                 assert sim.subscribers(symbol) == 0
                 assert await wait_until(lambda: run.status(venue)["silent_alarms"] > alarms, 6)
-                assert await wait_until(lambda: sim.subscribers(symbol) == 1 and not run.status(venue)["silent_symbols"], 6)
+                assert await wait_until(
+                    lambda: sim.subscribers(symbol) == 1 and not run.status(venue)["silent_symbols"], 6
+                )
                 resumed = time.time_ns()
-                assert await wait_until(lambda: sum(r["symbol"] == symbol and r["recv_ns"] > resumed
-                                                    for r in run.stored(venue)) >= 5, 6)
+                assert await wait_until(
+                    lambda: sum(r["symbol"] == symbol and r["recv_ns"] > resumed for r in run.stored(venue)) >= 5, 6
+                )
                 await wait_until(lambda: run.status(venue)["pending_backfills"] == 0, 5)
             rows = run.stored(venue)
             markers = run.markers(venue, "subscription_set")
@@ -305,7 +339,9 @@ def test_silence_of_a_whole_connection_is_not_a_silent_symbol(tmp_path):
             conn = {"silent_factor": 20.0, "silent_min_s": 1.0, "idle_timeout_s": 5.0}
             async with Run(tmp_path / "d", {venue: sim}, connection=conn) as run:
                 rec = run.recorder(venue)
-                assert await wait_until(lambda: len(rec.activity) == 4 and all(a.intervals >= 10 for a in rec.activity.values()), 15)
+                assert await wait_until(
+                    lambda: len(rec.activity) == 4 and all(a.intervals >= 10 for a in rec.activity.values()), 15
+                )
                 sim.stall(2.0)
                 await asyncio.sleep(3.0)
             assert run.status(venue)["silent_alarms"] == 0
@@ -332,9 +368,13 @@ def test_delisted_instrument_is_unsubscribed_and_new_ones_subscribed_within_mess
                 now = time.time_ns()
                 for base in new_bases:
                     sim.schedule_listing(base, now)
-                assert await wait_until(lambda: sim.subscribers("DOGEUSDT") == 0, 5), "the delisted symbol is still subscribed"
+                assert await wait_until(lambda: sim.subscribers("DOGEUSDT") == 0, 5), (
+                    "the delisted symbol is still subscribed"
+                )
                 assert await wait_until(lambda: all(sim.subscribers(f"{b}USDT") == 1 for b in new_bases), 5)
-                assert await wait_until(lambda: {f"{b}USDT" for b in new_bases} <= {r["symbol"] for r in run.stored(venue)}, 10)
+                assert await wait_until(
+                    lambda: {f"{b}USDT" for b in new_bases} <= {r["symbol"] for r in run.stored(venue)}, 10
+                )
                 status = run.status(venue)
             markers = run.markers(venue, "subscription_set")
         assert status["venue_errors"] == 0, status["last_error"]  # no message over the limit
@@ -365,9 +405,11 @@ def test_refusing_erroring_and_unreachable_venues_are_isolated(tmp_path):
     dead = f"http://127.0.0.1:{port}"
 
     async def go():
-        async with SimVenue(healthy, seed=8, trades_per_s=40.0) as good, \
-                SimVenue("okx-spot", seed=8, trades_per_s=40.0) as refusing, \
-                SimVenue("gate-spot", seed=8, trades_per_s=40.0) as erroring:
+        async with (
+            SimVenue(healthy, seed=8, trades_per_s=40.0) as good,
+            SimVenue("okx-spot", seed=8, trades_per_s=40.0) as refusing,
+            SimVenue("gate-spot", seed=8, trades_per_s=40.0) as erroring,
+        ):
             erroring.fail_rest(60.0, 503)
             sims = {healthy: good, "okx-spot": refusing, "gate-spot": erroring}
             venues = {
@@ -376,12 +418,15 @@ def test_refusing_erroring_and_unreachable_venues_are_isolated(tmp_path):
                 "bybit-linear": {"rest_url": dead, "ws_url": f"ws://127.0.0.1:{port}", "symbols": ("BTCUSDT",)},
             }
             async with Run(tmp_path / "d", sims, venues=venues) as run:
+
                 def named() -> bool:
                     st = run.collector.status()["venues"]
-                    return (st["okx-spot"]["state"].startswith("error")
-                            and st["gate-spot"]["state"].startswith("down: instrument list failed")
-                            and st["bybit-spot"]["state"].startswith("down: instrument list failed")
-                            and st["bybit-linear"]["state"].startswith("down: connecting failed"))
+                    return (
+                        st["okx-spot"]["state"].startswith("error")
+                        and st["gate-spot"]["state"].startswith("down: instrument list failed")
+                        and st["bybit-spot"]["state"].startswith("down: instrument list failed")
+                        and st["bybit-linear"]["state"].startswith("down: connecting failed")
+                    )
 
                 assert await wait_until(named, 15), run.collector.status()["venues"]
                 await asyncio.sleep(3.0)

@@ -19,6 +19,7 @@ import statistics
 import time
 
 import pytest
+
 from pumpwatch.capture import CaptureRequest, capture
 from pumpwatch.sim import SimVenue
 from pumpwatch.venues import get
@@ -43,15 +44,15 @@ def assert_from_first_trade(sim: SimVenue, rows: list[dict], symbol: str) -> int
     last = max(position[t] for t in stored)
     have = set(stored)
     missing = [i for i, t in enumerate(truth[: last + 1]) if t not in have]
-    assert not missing, (f"{sim.venue_id} {symbol}: {len(missing)} of the first {last + 1} trades missing "
-                         f"(first missing #{missing[0]})")
+    assert not missing, (
+        f"{sim.venue_id} {symbol}: {len(missing)} of the first {last + 1} trades missing (first missing #{missing[0]})"
+    )
     assert last + 1 >= len(truth) // 2, f"{sim.venue_id} {symbol}: recording stopped early"
     return len(stored)
 
 
 def event_of(run: Run, ticker: str, t0_ns: int, tmp_path) -> dict:
-    req = CaptureRequest(ticker, t0_ns, before_ns=2 * S, after_ns=2 * S,
-                         notice={"notice_id": 1, "detected_ns": t0_ns})
+    req = CaptureRequest(ticker, t0_ns, before_ns=2 * S, after_ns=2 * S, notice={"notice_id": 1, "detected_ns": t0_ns})
     return capture(run.store, req, run.cfg.data_dir, chart=False).event
 
 
@@ -71,8 +72,17 @@ async def _stopped(sims: dict[str, SimVenue]) -> None:
 # Pre-trading instruments
 
 
-PRE_OPEN = ["okx-spot", "okx-swap", "binance-spot", "binance-usdm", "bybit-linear", "gate-spot", "gate-futures",
-            "kucoin-spot", "kucoin-futures"]
+PRE_OPEN = [
+    "okx-spot",
+    "okx-swap",
+    "binance-spot",
+    "binance-usdm",
+    "bybit-linear",
+    "gate-spot",
+    "gate-futures",
+    "kucoin-spot",
+    "kucoin-futures",
+]
 
 
 def test_an_instrument_listed_pre_open_is_recorded_from_its_first_trade(tmp_path):
@@ -80,6 +90,7 @@ def test_an_instrument_listed_pre_open_is_recorded_from_its_first_trade(tmp_path
     PENDING_TRADING, Bybit PreLaunch asked explicitly, Gate untradable + start time / prelaunch,
     KuCoin tradingStartTime / Init) from before the recorder starts and opens it 6 s later: subscribed from the start
     (no refresh, no trigger), every trade from the venue's first is stored."""
+
     async def go():
         sims = _sims(PRE_OPEN, 11)
         now = time.time_ns()
@@ -124,8 +135,9 @@ def test_a_trigger_subscribes_every_venue_at_once_and_follows_late_listings(tmp_
         await _started(sims)
         try:
             async with Run(tmp_path / "d", sims, discovery_refresh_s=0, listing_relist_fast_s=0.5) as run:
-                assert await wait_until(lambda: all(sims[v].subscribers(sims[v].protocol.symbol_for("BTC"))
-                                                    for v in venues), 10)
+                assert await wait_until(
+                    lambda: all(sims[v].subscribers(sims[v].protocol.symbol_for("BTC")) for v in venues), 10
+                )
                 await asyncio.sleep(2.5)  # the capture window (t0 - 2 s) starts after the connections are up
                 t0 = time.time_ns()
                 for v in already:
@@ -148,10 +160,15 @@ def test_a_trigger_subscribes_every_venue_at_once_and_follows_late_listings(tmp_
                     recv = [r["recv_ns"] for r in run.stored(v) if r["symbol"] == symbols[v]]
                     first_recorded_ms[v] = (min(recv) - at) / 1e6
                 event = event_of(run, "NEWL", t0, tmp_path)
-            print(f"\ndetection -> subscription sent (ms), {len(sub_ms)} venues: p50 {statistics.median(sub_ms):.0f}, "
-                  f"max {max(sub_ms):.0f}")
-            print("list change -> first trade recorded (ms):",
-                  {v: round(ms) for v, ms in first_recorded_ms.items()}, "short interval 500 ms")
+            print(
+                f"\ndetection -> subscription sent (ms), {len(sub_ms)} venues: p50 {statistics.median(sub_ms):.0f}, "
+                f"max {max(sub_ms):.0f}"
+            )
+            print(
+                "list change -> first trade recorded (ms):",
+                {v: round(ms) for v, ms in first_recorded_ms.items()},
+                "short interval 500 ms",
+            )
             assert max(sub_ms) < 1000, sub_ms
             assert max(first_recorded_ms.values()) < 500 + 1000, first_recorded_ms
             for v in venues:
@@ -246,8 +263,9 @@ def test_a_restart_between_the_notice_and_the_first_trade_loses_nothing(tmp_path
             sims["okx-swap"].schedule_listing("NEWR", time.time_ns() + S // 2)  # just after the restart
             sims["gate-futures"].schedule_listing("NEWR", time.time_ns() + int(1.5 * S))
             async with second:
-                _resume_listings(second.collector, _Watcher({"NEWR": {"t0_ns": t0, "notice_id": 1, "detected_ns": t0}}),
-                                 second.cfg)
+                _resume_listings(
+                    second.collector, _Watcher({"NEWR": {"t0_ns": t0, "notice_id": 1, "detected_ns": t0}}), second.cfg
+                )
                 symbols = {v: sims[v].protocol.symbol_for("NEWR") for v in venues}
                 assert await wait_until(lambda: all(symbols[v] in second.recorder(v).subscribed_ns for v in venues), 10)
                 await asyncio.sleep(2.0)
@@ -317,18 +335,29 @@ def test_a_venue_that_lists_the_coin_after_the_event_was_written_is_added_to_it(
         await _started(sims)
         try:
             settings = CaptureSettings(before_s=1.0, after_s=1.0, grace_s=0.3, chart=False)
-            async with Run(tmp_path / "d", sims, discovery_refresh_s=0, listing_relist_fast_s=0.5,
-                           capture=settings) as run:
+            async with Run(
+                tmp_path / "d", sims, discovery_refresh_s=0, listing_relist_fast_s=0.5, capture=settings
+            ) as run:
                 await asyncio.sleep(2.0)
-                captures = CaptureScheduler(run.cfg.data_dir, settings,
-                                            settled=lambda: run.collector.backfills_pending() == 0)
+                captures = CaptureScheduler(
+                    run.cfg.data_dir, settings, settled=lambda: run.collector.backfills_pending() == 0
+                )
                 captures.start()
                 run.collector.listen_for_listing_instruments(lambda asset, venue, symbol: captures.recapture(asset))
                 t0 = time.time_ns()
                 sims["okx-spot"].schedule_listing("NEWQ", t0 - S // 2)
-                trigger = SimpleNamespace(capture=True, capture_tickers=("NEWQ",), notice_id=9, title="t",
-                                          markets=("KRW",), detected_ns=t0, delay_ns=0, egress="", catch_up=False,
-                                          t0_ns=t0)
+                trigger = SimpleNamespace(
+                    capture=True,
+                    capture_tickers=("NEWQ",),
+                    notice_id=9,
+                    title="t",
+                    markets=("KRW",),
+                    detected_ns=t0,
+                    delay_ns=0,
+                    egress="",
+                    catch_up=False,
+                    t0_ns=t0,
+                )
                 await captures.on_trigger(trigger)
                 run.collector.on_listing(["NEWQ"], t0)
                 assert await wait_until(lambda: captures.done, 10)
@@ -378,7 +407,9 @@ def test_what_rest_cannot_reach_before_a_late_subscription_is_named(tmp_path):
                 assert await wait_until(lambda: "NEWXUSDT" in run.recorder(venue).subscribed_ns, 5)
                 await asyncio.sleep(1.0)
                 assert await wait_until(lambda: run.collector.backfills_pending() == 0, 10)
-                sent_before = [t for t in sim.sent_trades("NEWXUSDT") if t["ts_ns"] < run.recorder(venue).subscribed_ns["NEWXUSDT"]]
+                sent_before = [
+                    t for t in sim.sent_trades("NEWXUSDT") if t["ts_ns"] < run.recorder(venue).subscribed_ns["NEWXUSDT"]
+                ]
                 assert len(sent_before) > 60, "the scenario needs more trades than the REST window"
                 req = CaptureRequest("NEWX", t0, before_ns=2 * S, after_ns=5 * S, notice={"notice_id": 2})
                 event = capture(run.store, req, run.cfg.data_dir, chart=False).event

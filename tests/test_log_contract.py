@@ -42,8 +42,17 @@ def recorded(tmp_path_factory):
         assert s.wait_compressed(30)
     with pumpwatch.Store(d, zstd_level=0, segment_max_bytes=1 << 20) as s:
         s.append_trades(trades[200:300])
-        s.append_marker("gap_unfillable", venue="okx-swap", symbol="BTC-USDT-SWAP", ts_ns=T0 + 5,
-                        from_ts_ns=T0, to_ts_ns=T0 + 3, from_id="10", to_id="20", detail="REST reach exceeded")
+        s.append_marker(
+            "gap_unfillable",
+            venue="okx-swap",
+            symbol="BTC-USDT-SWAP",
+            ts_ns=T0 + 5,
+            from_ts_ns=T0,
+            to_ts_ns=T0 + 3,
+            from_id="10",
+            to_id="20",
+            detail="REST reach exceeded",
+        )
         s.append_quarantined("gate-spot", T0 + 7, "bad json", b'{"x":')
         s.append_trades(trades[300:400])
         s.roll()
@@ -96,7 +105,7 @@ def frames(seg: Path) -> list[tuple[int, bytes]]:
         n = struct.unpack_from("<I", b, off)[0]
         if n == 0:
             break
-        out.append((off, b[off + 8:off + 8 + n]))
+        out.append((off, b[off + 8 : off + 8 + n]))
         off += 8 + n
     return out
 
@@ -105,14 +114,14 @@ def rewrite(seg: Path, off: int, payload: bytes, crc: bool = True) -> None:
     """Puts `payload` (same length) in the frame at `off`, with its CRC fixed unless `crc` is False."""
     b = bytearray(seg.read_bytes())
     assert struct.unpack_from("<I", b, off)[0] == len(payload)
-    b[off + 8:off + 8 + len(payload)] = payload
+    b[off + 8 : off + 8 + len(payload)] = payload
     if crc:
         struct.pack_into("<I", b, off + 4, crc32c.crc32c(payload))
     seg.write_bytes(bytes(b))
 
 
 def trade_fields(p: bytes) -> dict:
-    _, venue, side, ls, flags, lp, lq, ts, recv, num, li = struct.unpack_from("<BBBBHBBqqQB", p)
+    _, venue, side, ls, flags, lp, lq, _ts, _recv, _num, li = struct.unpack_from("<BBBBHBBqqQB", p)
     return dict(venue=venue, side=side, ls=ls, flags=flags, lp=lp, lq=lq, li=li)
 
 
@@ -124,7 +133,7 @@ def nth_trade(seg: Path, n: int, text_id: bool = False) -> tuple[int, bytes]:
 def trade_id_of(p: bytes) -> str:
     f = trade_fields(p)
     if f["li"]:
-        return p[33 + f["ls"] + f["lp"] + f["lq"]:].decode()
+        return p[33 + f["ls"] + f["lp"] + f["lq"] :].decode()
     return str(struct.unpack_from("<Q", p, 24)[0])
 
 
@@ -156,6 +165,7 @@ def set_byte(at, value):
     def patch(p):
         p[at] = value
         return bytes(p)
+
     return patch
 
 
@@ -167,22 +177,28 @@ def set_flags(p):
 def empty_symbol(p):
     # The symbol's bytes become the start of a text id: same length, symbol length 0.
     f = trade_fields(bytes(p))
-    ls, rest = f["ls"], bytes(p[33 + f["ls"]:])
+    ls, rest = f["ls"], bytes(p[33 + f["ls"] :])
     body = rest[: f["lp"] + f["lq"]]
     old_id = trade_id_of(bytes(p)) if f["li"] else ""
-    ident = bytes(p[33:33 + ls]) + old_id.encode() if f["li"] else bytes(p[33:33 + ls])
+    ident = bytes(p[33 : 33 + ls]) + old_id.encode() if f["li"] else bytes(p[33 : 33 + ls])
     p[3], p[32] = 0, len(ident)
     return bytes(p[:33]) + body + ident
 
 
 def in_field(field, value):
     """Puts byte `value` first in the trade's `field` (symbol, price, qty, id text)."""
+
     def patch(p):
         f = trade_fields(bytes(p))
-        at = {"symbol": 33, "price": 33 + f["ls"], "qty": 33 + f["ls"] + f["lp"],
-              "id": 33 + f["ls"] + f["lp"] + f["lq"]}[field]
+        at = {
+            "symbol": 33,
+            "price": 33 + f["ls"],
+            "qty": 33 + f["ls"] + f["lp"],
+            "id": 33 + f["ls"] + f["lp"] + f["lq"],
+        }[field]
         p[at] = value
         return bytes(p)
+
     return patch
 
 
@@ -190,7 +206,7 @@ def exponent_price(p):
     f = trade_fields(bytes(p))
     at = 33 + f["ls"]
     assert f["lp"] >= 3
-    p[at:at + 3] = b"1e5"
+    p[at : at + 3] = b"1e5"
     return bytes(p)
 
 
@@ -211,6 +227,7 @@ def length_damage(value):
         struct.pack_into("<I", b, off, value)
         seg.write_bytes(bytes(b))
         return [("damaged", SEG_PLAIN, off, 8 + len(p), "[length]")], without(base["rust"]["trades"], trade_id_of(p))
+
     return damage
 
 
@@ -266,8 +283,10 @@ def truncated(d, base):
     size = seg.stat().st_size
     cut = fr[-1][0]  # the last record (a trade) cut off whole
     seg.write_bytes(seg.read_bytes()[:cut])
-    return ([("damaged", SEG_PLAIN, cut, size - cut, "[truncated]")],
-            without(base["rust"]["trades"], trade_id_of(fr[-1][1])))
+    return (
+        [("damaged", SEG_PLAIN, cut, size - cut, "[truncated]")],
+        without(base["rust"]["trades"], trade_id_of(fr[-1][1])),
+    )
 
 
 def replaced(d, base):
@@ -282,7 +301,7 @@ def replaced(d, base):
     rows = [dict(r) for r in base["rust"]["trades"]]
     for r in rows:
         if r["trade_id"] == trade_id_of(p):
-            r["price"] = q[at:at + f["lp"]].decode()
+            r["price"] = q[at : at + f["lp"]].decode()
     end = seg.stat().st_size
     return [("damaged", SEG_PLAIN, 64, end - 64, "[seal-totals]")], rows
 
@@ -293,7 +312,7 @@ def zeroed_last(d, base):
     fr = frames(seg)
     off, p = fr[-1]
     b = bytearray(seg.read_bytes())
-    b[off:off + 8 + len(p)] = bytes(8 + len(p))
+    b[off : off + 8 + len(p)] = bytes(8 + len(p))
     seg.write_bytes(bytes(b))
     return [("damaged", SEG_PLAIN, off, 8 + len(p), "[length]")], without(base["rust"]["trades"], trade_id_of(p))
 
@@ -303,9 +322,9 @@ def index_lie(d, base):
     idx = d / "log" / SEG_PLAIN.replace(".pwlog", ".pwidx")
     b = bytearray(idx.read_bytes())
     at = 16  # the first entry
-    start, end, lo, hi = struct.unpack_from("<QQqq", b, at)
+    start, end, lo, _hi = struct.unpack_from("<QQqq", b, at)
     struct.pack_into("<q", b, at + 24, lo)  # max = min
-    struct.pack_into("<I", b, at + 40, crc32c.crc32c(bytes(b[at:at + 40])))
+    struct.pack_into("<I", b, at + 40, crc32c.crc32c(bytes(b[at : at + 40])))
     idx.write_bytes(bytes(b))
     return [("damaged", SEG_PLAIN, start, end - start, "[index]")], None
 
@@ -314,7 +333,7 @@ def torn_active(d, base):
     seg = d / "log" / SEG_ACTIVE
     end = struct.unpack_from("<Q", seg.read_bytes(), 40)[0]
     b = bytearray(seg.read_bytes())
-    b[end:end + 20] = b"\x07" * 20
+    b[end : end + 20] = b"\x07" * 20
     seg.write_bytes(bytes(b))
     return [("torn_tail", SEG_ACTIVE, end, 20, "[length]")], base["rust"]["trades"]
 
@@ -329,7 +348,7 @@ def zst_layout(path: Path):
 def zst_frame_crc(d, base):
     path = d / "log" / SEG_ZST
     b, entries = zst_layout(path)
-    start, end, *_ , offset, length, _crc = entries[0]
+    start, end, *_, offset, length, _crc = entries[0]
     b = bytearray(b)
     b[offset + length // 2] ^= 0xFF
     path.write_bytes(bytes(b))
@@ -353,7 +372,7 @@ def zst_table_lie(d, base):
     at = 128
     trades = struct.unpack_from("<I", b, at + 32)[0]
     struct.pack_into("<I", b, at + 32, trades + 1)
-    struct.pack_into("<I", b, at + 56, crc32c.crc32c(bytes(b[at:at + 56])))
+    struct.pack_into("<I", b, at + 56, crc32c.crc32c(bytes(b[at : at + 56])))
     path.write_bytes(bytes(b))
     start, end = entries[0][:2]
     return [("damaged", SEG_ZST, start, end - start, "[index]")], base["rust"]["trades"]
@@ -464,6 +483,7 @@ def test_damage_is_named_and_both_readers_return_what_the_spec_says(recorded, tm
 def block0_ids(src: Path, n: int) -> set:
     """Trade ids in the first block of the compressed segment (the first n trades in log order)."""
     import os
+
     fd = os.open(src / "log" / SEG_ZST, os.O_RDONLY)
     try:
         seg = purepy._CompressedSegment(fd, src / "log" / SEG_ZST, 1)
@@ -480,9 +500,30 @@ def block0_ids(src: Path, n: int) -> set:
 def test_every_rule_has_a_damage_case_and_the_spec_lists_every_rule():
     """The rules of docs/FORMAT.md's checklist, the tags readers report and the corpus agree."""
     spec = (Path(__file__).parents[1] / "docs" / "FORMAT.md").read_text()
-    tags = {"[crc]", "[length]", "[bounds]", "[kind]", "[size]", "[venue]", "[side]", "[flags]", "[symbol]",
-            "[price]", "[qty]", "[trade-id]", "[marker-kind]", "[text]", "[seal]", "[seal-totals]",
-            "[truncated]", "[extended]", "[index]", "[frame]", "[header]", "[frame-table]"}
+    tags = {
+        "[crc]",
+        "[length]",
+        "[bounds]",
+        "[kind]",
+        "[size]",
+        "[venue]",
+        "[side]",
+        "[flags]",
+        "[symbol]",
+        "[price]",
+        "[qty]",
+        "[trade-id]",
+        "[marker-kind]",
+        "[text]",
+        "[seal]",
+        "[seal-totals]",
+        "[truncated]",
+        "[extended]",
+        "[index]",
+        "[frame]",
+        "[header]",
+        "[frame-table]",
+    }
     for tag in tags:
         assert f"`{tag}`" in spec, tag
 
@@ -571,10 +612,28 @@ def test_the_worked_example_of_the_spec_is_a_segment_both_readers_read(tmp_path)
     assert got["verify_rust"]["ok"] and got["verify_rust"]["trades"] == 2, got["verify_rust"]
     assert got["verify_py"]["ok"]
     want = [
-        dict(venue="binance-usdm", symbol="BTCUSDT", trade_id="8121136411", price="83680.00", qty="0.001",
-             side="sell", ts_ns=1790370834848000000, recv_ns=1790370834900000000, flags=1),
-        dict(venue="okx-swap", symbol="BTC-USDT-SWAP", trade_id="007", price="1", qty="2", side="buy",
-             ts_ns=1790370834849000000, recv_ns=1790370834901000000, flags=0),
+        dict(
+            venue="binance-usdm",
+            symbol="BTCUSDT",
+            trade_id="8121136411",
+            price="83680.00",
+            qty="0.001",
+            side="sell",
+            ts_ns=1790370834848000000,
+            recv_ns=1790370834900000000,
+            flags=1,
+        ),
+        dict(
+            venue="okx-swap",
+            symbol="BTC-USDT-SWAP",
+            trade_id="007",
+            price="1",
+            qty="2",
+            side="buy",
+            ts_ns=1790370834849000000,
+            recv_ns=1790370834901000000,
+            flags=0,
+        ),
     ]
     assert got["rust"]["trades"] == want and got["py"]["trades"] == want
 
@@ -585,17 +644,30 @@ def test_ingest_writes_only_what_a_reader_accepts(tmp_path):
     reason, and nothing of either reaches the log as a trade."""
     import numpy as np
     import pyarrow as pa
+
     from conftest import trades_table
 
     table = trades_table(make_trades(3))
     symbols = [b"\xffTCUSDT"] + [s.encode() for s in table.column("symbol").to_pylist()[1:]]
     offsets = np.cumsum([0] + [len(s) for s in symbols], dtype=np.int32)
-    bad = pa.Array.from_buffers(pa.string(), 3, [None, pa.py_buffer(offsets.tobytes()), pa.py_buffer(b"".join(symbols))])
+    bad = pa.Array.from_buffers(
+        pa.string(), 3, [None, pa.py_buffer(offsets.tobytes()), pa.py_buffer(b"".join(symbols))]
+    )
     table = table.set_column(table.schema.get_field_index("symbol"), "symbol", bad)
-    frame = json.dumps({"e": "trade", "E": 1790370834848, "s": "BTCUSDT", "t": 5, "p": "1e5", "q": "0.001",
-                        "T": 1790370834848, "m": True})
+    frame = json.dumps(
+        {
+            "e": "trade",
+            "E": 1790370834848,
+            "s": "BTCUSDT",
+            "t": 5,
+            "p": "1e5",
+            "q": "0.001",
+            "T": 1790370834848,
+            "m": True,
+        }
+    )
     with pumpwatch.Store(tmp_path / "d") as s:
-        with pytest.raises(pumpwatch.errors.InvalidTradeError, match="row 0 .*symbol is not valid UTF-8"):
+        with pytest.raises(pumpwatch.errors.InvalidTradeError, match=r"row 0 .*symbol is not valid UTF-8"):
             s.append_trades(table)
         stored, quarantined = s.ingest("binance-spot", frame, 1790370834900000000)
         assert stored == 0 and "1e5" in quarantined[0][2]

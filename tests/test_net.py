@@ -13,6 +13,7 @@ import os
 import random
 
 import pytest
+
 from pumpwatch.net import (
     Backoff,
     Budgets,
@@ -175,15 +176,21 @@ class Origin:
 
 def test_http_client_keeps_alive_decompresses_and_sends_bodies():
     async def main():
-        origin = Origin([(200, {"Content-Encoding": "gzip"}, gzip.compress(b'{"a":1}')),
-                         (200, {}, b"second"), (429, {"Retry-After": "7"}, b'{"msg":"slow down"}')])
+        origin = Origin(
+            [
+                (200, {"Content-Encoding": "gzip"}, gzip.compress(b'{"a":1}')),
+                (200, {}, b"second"),
+                (429, {"Retry-After": "7"}, b'{"msg":"slow down"}'),
+            ]
+        )
         base = await origin.start()
         client = HttpClient()
         r1 = await client.get(base + "/one", {"Accept-Encoding": "gzip"})
         r2 = await client.request("POST", base + "/two", {"X-Test": "yes"}, b"payload")
         with pytest.raises(HttpError) as refused:
-            await http_fetch(base, HttpRequest("GET", "/three", {"q": "1"}, {"X-Gate-Size-Decimal": "1"}),
-                             client=client)
+            await http_fetch(
+                base, HttpRequest("GET", "/three", {"q": "1"}, {"X-Gate-Size-Decimal": "1"}), client=client
+            )
         # After a rate refusal the kept-alive sessions to that host are ended (Bybit asks for it).
         assert client._idle == {}
         await client.close()

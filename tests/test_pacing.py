@@ -12,6 +12,7 @@ import heapq
 import itertools
 
 import pytest
+
 from pumpwatch.collector import VenueRecorder
 from pumpwatch.config import Config, VenueSettings
 from pumpwatch.connection import ReconnectPolicy, VenueConnection
@@ -116,8 +117,16 @@ def test_okx_shards_connect_within_three_per_second_across_both_markets():
                 spec = get(vid).with_urls(ws_url=v.ws_origin, rest_url=v.rest_url)
                 symbols = sorted(v.instruments)
                 for i in range(n):
-                    conns.append(VenueConnection(spec, [symbols[i % len(symbols)]], on_frame=lambda f, t: None,
-                                                 policy=POLICY, budgets=budgets, name=f"{vid}#{i}"))
+                    conns.append(
+                        VenueConnection(
+                            spec,
+                            [symbols[i % len(symbols)]],
+                            on_frame=lambda f, t: None,
+                            policy=POLICY,
+                            budgets=budgets,
+                            name=f"{vid}#{i}",
+                        )
+                    )
             tasks = [asyncio.create_task(c.run()) for c in conns]
             while not all(c.up for c in conns):
                 await asyncio.sleep(0.05)
@@ -144,8 +153,9 @@ def test_a_refused_handshake_is_retried_no_sooner_than_its_retry_after():
             rates["kucoin"].admit()  # someone else on this IP just connected
             spec = get("kucoin-spot").with_urls(ws_url=v.ws_origin, rest_url=v.rest_url)
             budgets = Budgets()
-            conn = VenueConnection(spec, [min(v.instruments)], on_frame=lambda f, t: None, policy=POLICY,
-                                   budgets=budgets)
+            conn = VenueConnection(
+                spec, [min(v.instruments)], on_frame=lambda f, t: None, policy=POLICY, budgets=budgets
+            )
             task = asyncio.create_task(conn.run())
             while not conn.up:
                 await asyncio.sleep(0.02)
@@ -245,8 +255,12 @@ def test_the_recorder_opens_many_shards_of_both_markets_within_the_rate(tmp_path
             for vid, v in sim.venues.items():
                 settings[vid] = VenueSettings(ws_url=v.ws_origin, rest_url=v.rest_url)
             specs = {vid: dataclasses.replace(get(vid), max_streams_per_connection=1) for vid in sim.venues}
-            cfg = Config(data_dir=str(tmp_path), metrics_address="127.0.0.1:0", venues=settings,
-                         connection=ConnectionSettings(initial_delay_s=0.05, max_delay_s=0.5))
+            cfg = Config(
+                data_dir=str(tmp_path),
+                metrics_address="127.0.0.1:0",
+                venues=settings,
+                connection=ConnectionSettings(initial_delay_s=0.05, max_delay_s=0.5),
+            )
             store = pumpwatch.Store(tmp_path)
             collector = Collector(cfg, store, specs=specs)
             stop = asyncio.Event()

@@ -13,7 +13,9 @@ from pumpwatch import _core
 
 
 def test_version_and_console_script():
-    out = subprocess.run([sys.executable, "-m", "pumpwatch.cli", "--version"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "pumpwatch.cli", "--version"], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == f"pumpwatch {pumpwatch.__version__}" and pumpwatch.__version__ != "0+unknown"
 
 

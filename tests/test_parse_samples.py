@@ -10,10 +10,9 @@ The sample index (``SAMPLE_FILES``, ``sample_lines(venue)``...) lives in venue_s
 from __future__ import annotations
 
 import pytest
-from venue_samples import FOREIGN_FILES, SAMPLE_FILES, SAMPLES_DIR, foreign_lines, line_of, sample_lines
 
 from pumpwatch.purepy.parse import FrameError, ParseContext, parse
-
+from venue_samples import FOREIGN_FILES, SAMPLE_FILES, SAMPLES_DIR, foreign_lines, line_of, sample_lines
 
 # --- every line ------------------------------------------------------------------------------
 
@@ -543,11 +542,7 @@ EXPECTED = [
         "kucoin-spot",
         "kucoin_spot.tardis.jsonl",
         3,
-        {
-            0: T(
-                "kucoin-spot", "XRP-USDT", "1622936939836", "0.37587", "66.5603", "sell", 1660608033110362773
-            )
-        },
+        {0: T("kucoin-spot", "XRP-USDT", "1622936939836", "0.37587", "66.5603", "sell", 1660608033110362773)},
         1,
     ),
     # KuCoin futures: price as a JSON number, size in contracts, ts an integer above 2**53.

@@ -9,12 +9,13 @@ import asyncio
 import dataclasses
 
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
 from pumpwatch.sim import SimVenue
 from pumpwatch.sim.server import share_phemex_gateway
 from pumpwatch.venues import get
 from test_lifecycle import Run, wait_until
-from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -61,7 +62,9 @@ def test_more_symbols_than_the_budget_records_the_top_turnover_ones_within_five_
         async with spot, perp:
             sims = {SPOT: spot, PERP: perp}
             async with Run(tmp_path / "d", sims, specs=specs, discovery_refresh_s=0) as run:
-                assert await wait_until(lambda: run.status(SPOT)["connections_up"] + run.status(PERP)["connections_up"] >= 5, 15)
+                assert await wait_until(
+                    lambda: run.status(SPOT)["connections_up"] + run.status(PERP)["connections_up"] >= 5, 15
+                )
                 await asyncio.sleep(1.5)
                 subscribed = {v: {s for sh in run.recorder(v).shards for s in sh.symbols} for v in sims}
                 statuses = {v: run.status(v) for v in sims}

@@ -459,7 +459,7 @@ def test_markers_and_quarantine_round_trip(tmp_path):
         ("phemex-perp", 42, "unknown field", b"\x00\xff raw"),
         (None, 43, "not json", "{text frame ✓".encode()),
     ]
-    venue, recv_ns, reason, raw = quarantined[2]
+    _venue, _recv_ns, reason, raw = quarantined[2]
     assert raw == big[: store_mod.QUARANTINE_RAW_MAX]
     assert reason == f"huge (frame of {len(big)} bytes cut to {store_mod.QUARANTINE_RAW_MAX})"
     assert verify(tmp_path)["quarantined"] == 3
@@ -562,7 +562,13 @@ def test_reopen_after_close_appends_to_the_active_segment(tmp_path):
     with Store(tmp_path) as s:
         assert s.query().to_pylist() == expected(trades[:10], *ALL_TIME)
         assert s.recovery_report == dict(
-            segments=1, records_in_active=11, truncated=[], damaged=[], saved_to=[], sealed=[], headers_repaired=[],
+            segments=1,
+            records_in_active=11,
+            truncated=[],
+            damaged=[],
+            saved_to=[],
+            sealed=[],
+            headers_repaired=[],
             compression=[],
         )
         s.append_trades(trades[10:])
@@ -702,7 +708,9 @@ def test_torn_tail_recovery_keeps_exactly_the_complete_records(tmp_path):
         if cut == kept_end:
             assert report["torn_tail"] == [] and report["ok"]
         else:
-            assert [(t["segment"], t["offset"], t["length"]) for t in report["torn_tail"]] == [(SEG1, kept_end, len(torn))]
+            assert [(t["segment"], t["offset"], t["length"]) for t in report["torn_tail"]] == [
+                (SEG1, kept_end, len(torn))
+            ]
             assert not report["ok"]
         assert report["trades"] == kept and report["damaged"] == []
 

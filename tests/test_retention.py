@@ -3,9 +3,8 @@ what remains stays readable; the low-disk watchdog warns."""
 
 from __future__ import annotations
 
-from conftest import make_trades
-
 import pumpwatch
+from conftest import make_trades
 from pumpwatch.retention import RetentionPolicy, apply_retention, low_disk
 
 

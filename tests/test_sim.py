@@ -20,11 +20,12 @@ from itertools import pairwise
 from urllib.parse import urlsplit
 
 import pytest
-from pumpwatch.sim import VENUE_IDS, Simulator, SimVenue
-from pumpwatch.sim.venues import FAMILIES
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
+
+from pumpwatch.sim import VENUE_IDS, Simulator, SimVenue
+from pumpwatch.sim.venues import FAMILIES
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -40,7 +41,9 @@ def run(coro, timeout: float = 30.0):
 
 def native(venue: str, base: str) -> str:
     return {
-        "binance": f"{base}USDT", "bybit": f"{base}USDT", "gate": f"{base}_USDT",
+        "binance": f"{base}USDT",
+        "bybit": f"{base}USDT",
+        "gate": f"{base}_USDT",
         "okx": f"{base}-USDT-SWAP" if venue == "okx-swap" else f"{base}-USDT",
         "kucoin": (f"{'XBT' if base == 'BTC' else base}USDTM" if venue == "kucoin-futures" else f"{base}-USDT"),
         "phemex": f"{base}USDT" if venue == "phemex-perp" else f"s{base}USDT",
@@ -61,10 +64,28 @@ def subscribe_frames(venue: str, symbols: list[str]) -> list[str]:
     if family == "okx":
         return [d({"id": "1512", "op": "subscribe", "args": [{"channel": "trades-all", "instId": s} for s in symbols]})]
     if venue == "kucoin-spot":
-        return [d({"id": 1, "type": "subscribe", "topic": "/market/match:" + ",".join(symbols), "privateChannel": False,
-                   "response": True})]
+        return [
+            d(
+                {
+                    "id": 1,
+                    "type": "subscribe",
+                    "topic": "/market/match:" + ",".join(symbols),
+                    "privateChannel": False,
+                    "response": True,
+                }
+            )
+        ]
     if venue == "kucoin-futures":
-        return [d({"id": "1", "type": "subscribe", "topic": "/contractMarket/execution:" + ",".join(symbols), "response": True})]
+        return [
+            d(
+                {
+                    "id": "1",
+                    "type": "subscribe",
+                    "topic": "/contractMarket/execution:" + ",".join(symbols),
+                    "response": True,
+                }
+            )
+        ]
     if family == "gate":
         channel = "futures.trades" if venue == "gate-futures" else "spot.trades"
         return [d({"time": int(time.time()), "channel": channel, "event": "subscribe", "payload": symbols})]
@@ -133,7 +154,7 @@ def reference_trades(venue: str, frame: str | bytes, snapshots: bool = False) ->
     family = venue.split("-")[0]
 
     def t(symbol, tid, price, qty, side, ts_ns):
-        return dict(zip(KEYS, (venue, symbol, str(tid), price, qty, side, int(ts_ns))))
+        return dict(zip(KEYS, (venue, symbol, str(tid), price, qty, side, int(ts_ns)), strict=False))
 
     if not isinstance(d, dict):
         return None
@@ -157,7 +178,9 @@ def reference_trades(venue: str, frame: str | bytes, snapshots: bool = False) ->
             return None
         r = d["data"]
         # KuCoin trades are keyed on `sequence` (REST rows carry only it; `tradeId` may be hex).
-        return [t(r["symbol"], str(r["sequence"]), r["price"], str(r["size"]), r["side"], int(r.get("ts", r.get("time"))))]
+        return [
+            t(r["symbol"], str(r["sequence"]), r["price"], str(r["size"]), r["side"], int(r.get("ts", r.get("time"))))
+        ]
     if family == "gate":
         if d.get("event") != "update":
             return None
@@ -165,12 +188,28 @@ def reference_trades(venue: str, frame: str | bytes, snapshots: bool = False) ->
         for r in d["result"] if isinstance(d["result"], list) else [d["result"]]:
             if "contract" in r:  # signed contracts: positive = taker buy (§8); a string with the size-decimal header
                 size = str(r["size"])
-                out.append(t(r["contract"], r["id"], r["price"], size.lstrip("-"), "sell" if size.startswith("-") else "buy",
-                             r["create_time_ms"] * 10**6))
+                out.append(
+                    t(
+                        r["contract"],
+                        r["id"],
+                        r["price"],
+                        size.lstrip("-"),
+                        "sell" if size.startswith("-") else "buy",
+                        r["create_time_ms"] * 10**6,
+                    )
+                )
             else:
                 ms, _, frac = r["create_time_ms"].partition(".")
-                out.append(t(r["currency_pair"], r["id_market"], r["price"], r["amount"], r["side"],
-                             int(ms) * 10**6 + int(frac.ljust(6, "0")[:6])))
+                out.append(
+                    t(
+                        r["currency_pair"],
+                        r["id_market"],
+                        r["price"],
+                        r["amount"],
+                        r["side"],
+                        int(ms) * 10**6 + int(frac.ljust(6, "0")[:6]),
+                    )
+                )
         return out
     rows = d.get("trades", d.get("trades_p"))  # Phemex: [ts_ns, side, price, qty], no id (§9.2)
     if rows is None or (d["type"] == "snapshot" and not snapshots):
@@ -209,7 +248,7 @@ def assert_contiguous(got: list[dict], sent: list[dict]) -> None:
     assert got, "no trades received"
     assert got[0] in sent, got[0]
     i = sent.index(got[0])
-    assert got == sent[i:i + len(got)]
+    assert got == sent[i : i + len(got)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,6 +268,7 @@ _RECORDINGS: dict[str, Recording] = {}
 def recording(venue: str) -> Recording:
     """One session per venue (shared by the tests below): subscribe to BTC and ETH, read ~80 trades."""
     if venue not in _RECORDINGS:
+
         async def record() -> Recording:
             async with SimVenue(venue, seed=11, symbols=BASES, trades_per_s=400, backlog=250) as sim:
                 symbols = [native(venue, b) for b in BASES]
@@ -274,7 +314,7 @@ def test_purepy_parser_reads_the_truth(venue):
         for s in rec.symbols:
             sent = [t for t in rec.sent if t["symbol"] == s]
             first = sent.index(next(t for t in got if t["symbol"] == s))
-            assert [t for t in snapshot if t["symbol"] == s][::-1] == sent[first - 200:first]
+            assert [t for t in snapshot if t["symbol"] == s][::-1] == sent[first - 200 : first]
 
 
 def test_phemex_snapshot_precedes_incrementals_and_comes_on_every_subscribe():
@@ -284,7 +324,11 @@ def test_phemex_snapshot_precedes_incrementals_and_comes_on_every_subscribe():
             snapshots = []
             for _ in range(2):  # subscribe, unsubscribe, subscribe again
                 await ws.send('{"id":1,"method":"trade_p.subscribe","params":["BTCUSDT"]}')
-                assert json.loads(await asyncio.wait_for(ws.recv(), 2)) == {"error": None, "id": 1, "result": {"status": "success"}}
+                assert json.loads(await asyncio.wait_for(ws.recv(), 2)) == {
+                    "error": None,
+                    "id": 1,
+                    "result": {"status": "success"},
+                }
                 snap = json.loads(await asyncio.wait_for(ws.recv(), 2))
                 assert snap["type"] == "snapshot" and len(snap["trades_p"]) == 200
                 snapshots.append(reference_trades("phemex-perp", json.dumps(snap), snapshots=True)[::-1])
@@ -309,8 +353,13 @@ def test_binance_usdm_wrong_path_acks_then_stays_silent():
     async def go():
         async with SimVenue("binance-usdm", symbols=["BTC"], trades_per_s=300) as sim:
             # Legacy /ws and /stream deliver the /public streams; /market does not carry @trade (§12).
-            for path, silent in (("/market/stream", True), ("/market/ws", True), ("/stream", False), ("/ws", False),
-                                 ("/public/stream", False)):
+            for path, silent in (
+                ("/market/stream", True),
+                ("/market/ws", True),
+                ("/stream", False),
+                ("/ws", False),
+                ("/public/stream", False),
+            ):
                 ws = await open_ws(sim, path)
                 await ws.send(subscribe_frames("binance-usdm", ["BTCUSDT"])[0])
                 assert json.loads(await asyncio.wait_for(ws.recv(), 2)) == {"result": None, "id": 1}
@@ -354,8 +403,10 @@ def test_binance_cuts_a_client_over_its_message_rate():
 
 def test_bybit_ack_shapes_and_spot_args_limit():
     async def go():
-        async with SimVenue("bybit-spot", symbols=[f"C{i}" for i in range(11)], trades_per_s=0) as spot, \
-                SimVenue("bybit-linear", symbols=[f"C{i}" for i in range(11)], trades_per_s=0) as linear:
+        async with (
+            SimVenue("bybit-spot", symbols=[f"C{i}" for i in range(11)], trades_per_s=0) as spot,
+            SimVenue("bybit-linear", symbols=[f"C{i}" for i in range(11)], trades_per_s=0) as linear,
+        ):
             topics = [f"publicTrade.C{i}USDT" for i in range(11)]
             ws = await open_ws(spot)
             await ws.send(json.dumps({"op": "subscribe", "args": topics}))
@@ -363,14 +414,22 @@ def test_bybit_ack_shapes_and_spot_args_limit():
             assert error["success"] is False and error["op"] == "subscribe" and "req_id" not in error
             await ws.send(json.dumps({"op": "subscribe", "args": topics[:10]}))
             ack = json.loads(await asyncio.wait_for(ws.recv(), 2))
-            assert list(ack) == ["success", "ret_msg", "conn_id", "op"] and ack["success"] and ack["ret_msg"] == "subscribe"
+            assert (
+                list(ack) == ["success", "ret_msg", "conn_id", "op"]
+                and ack["success"]
+                and ack["ret_msg"] == "subscribe"
+            )
             await ws.send('{"op":"ping"}')
             pong = json.loads(await asyncio.wait_for(ws.recv(), 2))
             assert pong == {"success": True, "ret_msg": "pong", "conn_id": ack["conn_id"], "op": "ping"}
             ws2 = await open_ws(linear)
             await ws2.send(json.dumps({"op": "subscribe", "args": topics}))  # linear: no args limit
             ack = json.loads(await asyncio.wait_for(ws2.recv(), 2))
-            assert list(ack) == ["success", "ret_msg", "conn_id", "req_id", "op"] and ack["success"] and ack["req_id"] == ""
+            assert (
+                list(ack) == ["success", "ret_msg", "conn_id", "req_id", "op"]
+                and ack["success"]
+                and ack["req_id"] == ""
+            )
             await ws2.send(json.dumps({"op": "subscribe", "args": ["publicTrade.NOPEUSDT"]}))
             assert json.loads(await asyncio.wait_for(ws2.recv(), 2))["success"] is False
 
@@ -386,7 +445,12 @@ def test_okx_channels_paths_and_aggregated_count():
             assert error["event"] == "error" and error["code"] == "60018" and error["id"] == "7"
             await ws.send('{"id":"8","op":"subscribe","args":[{"channel":"trades","instId":"BTC-USDT"}]}')
             ack = json.loads(await asyncio.wait_for(ws.recv(), 2))
-            assert ack == {"id": "8", "event": "subscribe", "arg": {"channel": "trades", "instId": "BTC-USDT"}, "connId": ack["connId"]}
+            assert ack == {
+                "id": "8",
+                "event": "subscribe",
+                "arg": {"channel": "trades", "instId": "BTC-USDT"},
+                "connId": ack["connId"],
+            }
             frames = await collect(ws, "okx-spot", trades=100, seconds=3)
             rows = [json.loads(f)["data"][0] for f in frames]
             # Aggregated: tradeId is the last id of `count` fills, so prev + count == tradeId (§4.2).
@@ -408,7 +472,12 @@ def test_kucoin_socket_needs_a_bullet_token():
             assert server["endpoint"] == sim.ws_origin + "/"
             assert (server["pingInterval"], server["pingTimeout"]) == (9000, 5000)  # 18 s / 10 s, scaled
             ws = await connect(sim.ws_origin + "/?token=forged&connectId=c1", ping_interval=None)
-            assert json.loads(await asyncio.wait_for(ws.recv(), 2)) == {"id": "c1", "type": "error", "code": 401, "data": "token is invalid"}
+            assert json.loads(await asyncio.wait_for(ws.recv(), 2)) == {
+                "id": "c1",
+                "type": "error",
+                "code": 401,
+                "data": "token is invalid",
+            }
             with pytest.raises(ConnectionClosed):
                 await asyncio.wait_for(ws.recv(), 3)
 
@@ -419,13 +488,41 @@ def test_gate_acks_and_decimal_sizes():
     async def go():
         async with SimVenue("gate-futures", symbols=["BTC"], trades_per_s=300) as sim:
             ws = await open_ws(sim, additional_headers={"X-Gate-Size-Decimal": "1"})
-            await ws.send(json.dumps({"time": int(time.time()), "id": 5, "channel": "futures.trades", "event": "subscribe", "payload": ["BTC_USDT"]}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "time": int(time.time()),
+                        "id": 5,
+                        "channel": "futures.trades",
+                        "event": "subscribe",
+                        "payload": ["BTC_USDT"],
+                    }
+                )
+            )
             ack = json.loads(await asyncio.wait_for(ws.recv(), 2))
-            assert ack["event"] == "subscribe" and ack["result"] == {"status": "success"} and ack["error"] is None and ack["id"] == 5
+            assert (
+                ack["event"] == "subscribe"
+                and ack["result"] == {"status": "success"}
+                and ack["error"] is None
+                and ack["id"] == 5
+            )
             frames = await collect(ws, "gate-futures", trades=10, seconds=2)
             assert all(isinstance(r["size"], str) for f in frames for r in json.loads(f)["result"])
-            await ws.send(json.dumps({"time": int(time.time()), "channel": "futures.trades", "event": "subscribe", "payload": ["NOPE_USDT"]}))
-            replies = [json.loads(f) for f in await collect(ws, "gate-futures", seconds=1, quiet=0.3) if '"event":"subscribe"' in f]
+            await ws.send(
+                json.dumps(
+                    {
+                        "time": int(time.time()),
+                        "channel": "futures.trades",
+                        "event": "subscribe",
+                        "payload": ["NOPE_USDT"],
+                    }
+                )
+            )
+            replies = [
+                json.loads(f)
+                for f in await collect(ws, "gate-futures", seconds=1, quiet=0.3)
+                if '"event":"subscribe"' in f
+            ]
             assert replies and replies[0]["error"]["code"] == 2 and replies[0]["result"] == {"status": "fail"}
 
     run(go())
@@ -478,8 +575,10 @@ def test_heartbeating_client_stays(venue):
 
 def test_gate_app_ping_stands_in_for_pongs_and_phemex_takes_ws_pings():
     async def go():
-        async with SimVenue("gate-spot", time_scale=scale_for("gate-spot"), trades_per_s=0) as gate, \
-                SimVenue("phemex-spot", time_scale=scale_for("phemex-spot"), trades_per_s=0) as phemex:
+        async with (
+            SimVenue("gate-spot", time_scale=scale_for("gate-spot"), trades_per_s=0) as gate,
+            SimVenue("phemex-spot", time_scale=scale_for("phemex-spot"), trades_per_s=0) as phemex,
+        ):
             g = await open_ws(gate)
             g.transport.pause_reading()  # no protocol pongs at all, only spot.ping (§7.1)
             p = await open_ws(phemex)
@@ -506,7 +605,10 @@ def test_binance_connection_lifetime():
     run(go())
 
 
-@pytest.mark.parametrize("venue, notice", [("binance-spot", {"stream": "!serverShutdown"}), ("okx-spot", {"event": "notice", "code": "64008"})])
+@pytest.mark.parametrize(
+    "venue, notice",
+    [("binance-spot", {"stream": "!serverShutdown"}), ("okx-spot", {"event": "notice", "code": "64008"})],
+)
 def test_shutdown_notice_then_disconnect(venue, notice):
     async def go():
         async with SimVenue(venue, trades_per_s=0, time_scale=0.01) as sim:
@@ -527,7 +629,10 @@ INSTRUMENTS = {
     "binance-spot": ("/api/v3/exchangeInfo", lambda b: [s["symbol"] for s in b["symbols"]]),
     "binance-usdm": ("/fapi/v1/exchangeInfo", lambda b: [s["symbol"] for s in b["symbols"]]),
     "bybit-spot": ("/v5/market/instruments-info?category=spot", lambda b: [s["symbol"] for s in b["result"]["list"]]),
-    "bybit-linear": ("/v5/market/instruments-info?category=linear", lambda b: [s["symbol"] for s in b["result"]["list"]]),
+    "bybit-linear": (
+        "/v5/market/instruments-info?category=linear",
+        lambda b: [s["symbol"] for s in b["result"]["list"]],
+    ),
     "okx-spot": ("/api/v5/public/instruments?instType=SPOT", lambda b: [s["instId"] for s in b["data"]]),
     "okx-swap": ("/api/v5/public/instruments?instType=SWAP", lambda b: [s["instId"] for s in b["data"]]),
     "kucoin-spot": ("/api/v2/symbols", lambda b: [s["symbol"] for s in b["data"]]),
@@ -542,15 +647,38 @@ INSTRUMENTS = {
 BACKFILL = {
     "binance-spot": ("/api/v3/historicalTrades?symbol=BTCUSDT&limit=5000", 1000, lambda b: b, lambda r: r["id"]),
     "binance-usdm": ("/fapi/v1/historicalTrades?symbol=BTCUSDT&limit=5000", 500, lambda b: b, lambda r: r["id"]),
-    "bybit-spot": ("/v5/market/recent-trade?category=spot&symbol=BTCUSDT&limit=1000", 60,
-                   lambda b: b["result"]["list"], lambda r: r["execId"]),
-    "bybit-linear": ("/v5/market/recent-trade?category=linear&symbol=BTCUSDT&limit=5000", 1000,
-                     lambda b: b["result"]["list"], lambda r: r["execId"]),
-    "okx-spot": ("/api/v5/market/history-trades?instId=BTC-USDT&limit=500", 100, lambda b: b["data"], lambda r: r["tradeId"]),
-    "okx-swap": ("/api/v5/market/history-trades?instId=BTC-USDT-SWAP&limit=500", 100, lambda b: b["data"], lambda r: r["tradeId"]),
+    "bybit-spot": (
+        "/v5/market/recent-trade?category=spot&symbol=BTCUSDT&limit=1000",
+        60,
+        lambda b: b["result"]["list"],
+        lambda r: r["execId"],
+    ),
+    "bybit-linear": (
+        "/v5/market/recent-trade?category=linear&symbol=BTCUSDT&limit=5000",
+        1000,
+        lambda b: b["result"]["list"],
+        lambda r: r["execId"],
+    ),
+    "okx-spot": (
+        "/api/v5/market/history-trades?instId=BTC-USDT&limit=500",
+        100,
+        lambda b: b["data"],
+        lambda r: r["tradeId"],
+    ),
+    "okx-swap": (
+        "/api/v5/market/history-trades?instId=BTC-USDT-SWAP&limit=500",
+        100,
+        lambda b: b["data"],
+        lambda r: r["tradeId"],
+    ),
     "kucoin-spot": ("/api/v1/market/histories?symbol=BTC-USDT", 100, lambda b: b["data"], lambda r: r["sequence"]),
     "kucoin-futures": ("/api/v1/trade/history?symbol=XBTUSDTM", 100, lambda b: b["data"], lambda r: str(r["sequence"])),
-    "gate-spot": ("/api/v4/spot/trades?currency_pair=BTC_USDT&limit=5000", 1000, lambda b: b, lambda r: r["sequence_id"]),
+    "gate-spot": (
+        "/api/v4/spot/trades?currency_pair=BTC_USDT&limit=5000",
+        1000,
+        lambda b: b,
+        lambda r: r["sequence_id"],
+    ),
     "gate-futures": ("/api/v4/futures/usdt/trades?contract=BTC_USDT&limit=5000", 1000, lambda b: b, lambda r: r["id"]),
     "phemex-spot": ("/md/trade?symbol=sBTCUSDT", 200, lambda b: b["result"]["trades"], lambda r: r[0]),
     "phemex-perp": ("/md/v2/trade?symbol=BTCUSDT", 200, lambda b: b["result"]["trades_p"], lambda r: r[0]),
@@ -586,39 +714,53 @@ def test_rest_serves_the_latest_trades_up_to_the_documented_limit(venue):
 
 def test_rest_paging_by_id_and_time():
     async def go():
-        async with SimVenue("binance-usdm", symbols=["BTC"], trades_per_s=0, backlog=700) as usdm, \
-                SimVenue("okx-spot", symbols=["BTC"], trades_per_s=0, backlog=300) as okx, \
-                SimVenue("gate-spot", symbols=["BTC"], trades_per_s=0, backlog=300) as gate:
+        async with (
+            SimVenue("binance-usdm", symbols=["BTC"], trades_per_s=0, backlog=700) as usdm,
+            SimVenue("okx-spot", symbols=["BTC"], trades_per_s=0, backlog=300) as okx,
+            SimVenue("gate-spot", symbols=["BTC"], trades_per_s=0, backlog=300) as gate,
+        ):
             # Binance fromId pages forwards; USDⓈ-M REST has market trades only: X=NA ids are holes.
             history = usdm.history("BTCUSDT")
             first = history[0].num_id
-            _, _, rows = await http("GET", usdm.rest_url + f"/fapi/v1/historicalTrades?symbol=BTCUSDT&fromId={first}&limit=500",
-                                    API_KEYS["binance-usdm"])
+            _, _, rows = await http(
+                "GET",
+                usdm.rest_url + f"/fapi/v1/historicalTrades?symbol=BTCUSDT&fromId={first}&limit=500",
+                API_KEYS["binance-usdm"],
+            )
             assert [r["id"] for r in rows] == [f.num_id for f in history if not f.placeholder][:500]
             spent = {f.num_id for f in history if f.placeholder}
             assert spent and spent & set(range(rows[0]["id"], rows[-1]["id"])) and not spent & {r["id"] for r in rows}
             # OKX `after` walks back: ids older than it, newest first.
             last = int(okx.history("BTC-USDT")[-1].trade_id)
-            _, _, body = await http("GET", okx.rest_url + f"/api/v5/market/history-trades?instId=BTC-USDT&after={last - 10}&limit=100")
+            _, _, body = await http(
+                "GET", okx.rest_url + f"/api/v5/market/history-trades?instId=BTC-USDT&after={last - 10}&limit=100"
+            )
             assert [int(r["tradeId"]) for r in body["data"]] == list(range(last - 11, last - 111, -1))
             # Gate spot from/to in seconds; rows per fill with the per-market sequence_id.
             fills = gate.history("BTC_USDT")
             frm, to = fills[50].ts_ns // 10**9, fills[200].ts_ns // 10**9
-            _, _, rows = await http("GET", gate.rest_url + f"/api/v4/spot/trades?currency_pair=BTC_USDT&from={frm}&to={to}&limit=1000")
+            _, _, rows = await http(
+                "GET", gate.rest_url + f"/api/v4/spot/trades?currency_pair=BTC_USDT&from={frm}&to={to}&limit=1000"
+            )
             want = [f for f in fills if frm <= f.ts_ns // 10**9 <= to][::-1]
             assert [r["sequence_id"] for r in rows] == [f.trade_id for f in want]
-            status, _, _ = await http("GET", gate.rest_url + "/api/v4/spot/trades?currency_pair=BTC_USDT&limit=1000&page=102")
+            status, _, _ = await http(
+                "GET", gate.rest_url + "/api/v4/spot/trades?currency_pair=BTC_USDT&limit=1000&page=102"
+            )
             assert status == 400  # limit * (page - 1) <= 100000 (§7.3)
 
     run(go())
 
 
-@pytest.mark.parametrize("venue, path, allowed, status", [
-    ("okx-spot", "/api/v5/market/history-trades?instId=BTC-USDT", 20, 429),  # 20 requests / 2 s
-    ("gate-futures", "/api/v4/futures/usdt/trades?contract=BTC_USDT&limit=1", 200, 429),  # 200 / 10 s per endpoint
-    ("binance-usdm", "/fapi/v1/historicalTrades?symbol=BTCUSDT&limit=1", 120, 429),  # weight 20 of 2400 / min
-    ("bybit-spot", "/v5/market/recent-trade?category=spot&symbol=BTCUSDT&limit=1", 600, 403),  # 600 / 5 s: 403
-])
+@pytest.mark.parametrize(
+    "venue, path, allowed, status",
+    [
+        ("okx-spot", "/api/v5/market/history-trades?instId=BTC-USDT", 20, 429),  # 20 requests / 2 s
+        ("gate-futures", "/api/v4/futures/usdt/trades?contract=BTC_USDT&limit=1", 200, 429),  # 200 / 10 s per endpoint
+        ("binance-usdm", "/fapi/v1/historicalTrades?symbol=BTCUSDT&limit=1", 120, 429),  # weight 20 of 2400 / min
+        ("bybit-spot", "/v5/market/recent-trade?category=spot&symbol=BTCUSDT&limit=1", 600, 403),  # 600 / 5 s: 403
+    ],
+)
 def test_rest_rate_limit(venue, path, allowed, status):
     async def go():
         async with SimVenue(venue, symbols=["BTC"], trades_per_s=0, backlog=5) as sim:
@@ -792,8 +934,11 @@ def test_same_seed_same_trades():
     async def tape(venue: str, seed: int) -> list[tuple]:
         async with SimVenue(venue, seed=seed, trades_per_s=0, backlog=200) as sim:
             # Timestamps are wall-clock (and Phemex ids are made of them): compare the rest.
-            return [(t["symbol"], t["price"], t["qty"], t["side"]) + ((t["trade_id"],) if not venue.startswith("phemex") else ())
-                    for t in sim.sent_trades()]
+            return [
+                (t["symbol"], t["price"], t["qty"], t["side"])
+                + ((t["trade_id"],) if not venue.startswith("phemex") else ())
+                for t in sim.sent_trades()
+            ]
 
     async def go():
         for venue in VENUE_IDS:
@@ -821,8 +966,14 @@ def test_simulator_serves_all_twelve_on_localhost():
 
 def test_command_line_prints_urls_and_stops():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    out = subprocess.run([sys.executable, "-m", "pumpwatch.sim", "--venues", "okx-spot,phemex-perp", "--duration", "0.3"],
-                         check=False, capture_output=True, text=True, timeout=30, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "pumpwatch.sim", "--venues", "okx-spot,phemex-perp", "--duration", "0.3"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     urls = json.loads(out.stdout.splitlines()[0])
     assert list(urls) == ["okx-spot", "phemex-perp"]

@@ -82,26 +82,56 @@ def _bn_raw(m):
 #: venue -> [(message type, the sim's frames of that type (a predicate on the parsed frame),
 #: the real references (file, predicate))]. Trade messages; control messages are below.
 TRADE_TYPES: dict[str, list[tuple[str, Any, str, Any]]] = {
-    "binance-spot": [("@trade combined", _bn_combined, "binance_spot.jsonl", _bn_combined),
-                     ("@trade raw", _bn_raw, "binance_spot.jsonl", _bn_raw)],
-    "binance-usdm": [("@trade combined", _bn_combined, "binance_usdm.jsonl", _bn_combined),
-                     ("@trade raw", _bn_raw, "binance_usdm.jsonl", _bn_raw)],
+    "binance-spot": [
+        ("@trade combined", _bn_combined, "binance_spot.jsonl", _bn_combined),
+        ("@trade raw", _bn_raw, "binance_spot.jsonl", _bn_raw),
+    ],
+    "binance-usdm": [
+        ("@trade combined", _bn_combined, "binance_usdm.jsonl", _bn_combined),
+        ("@trade raw", _bn_raw, "binance_usdm.jsonl", _bn_raw),
+    ],
     "bybit-spot": [("publicTrade", lambda m: True, "bybit_spot.jsonl", lambda m: True)],
     "bybit-linear": [("publicTrade", lambda m: True, "bybit_linear.jsonl", lambda m: True)],
-    "okx-spot": [("trades", lambda m: m["arg"]["channel"] == "trades", "okx_spot.jsonl", lambda m: True),
-                 ("trades-all", lambda m: m["arg"]["channel"] == "trades-all", "okx.tardis.jsonl",
-                  lambda m: m["arg"]["channel"] == "trades-all", "okx trades-all")],
-    "okx-swap": [("trades", lambda m: m["arg"]["channel"] == "trades", "okx_spot.jsonl", lambda m: True),
-                 ("trades-all", lambda m: m["arg"]["channel"] == "trades-all", "okx.tardis.jsonl",
-                  lambda m: m["arg"]["channel"] == "trades-all", "okx trades-all")],
+    "okx-spot": [
+        ("trades", lambda m: m["arg"]["channel"] == "trades", "okx_spot.jsonl", lambda m: True),
+        (
+            "trades-all",
+            lambda m: m["arg"]["channel"] == "trades-all",
+            "okx.tardis.jsonl",
+            lambda m: m["arg"]["channel"] == "trades-all",
+            "okx trades-all",
+        ),
+    ],
+    "okx-swap": [
+        ("trades", lambda m: m["arg"]["channel"] == "trades", "okx_spot.jsonl", lambda m: True),
+        (
+            "trades-all",
+            lambda m: m["arg"]["channel"] == "trades-all",
+            "okx.tardis.jsonl",
+            lambda m: m["arg"]["channel"] == "trades-all",
+            "okx trades-all",
+        ),
+    ],
     "kucoin-spot": [("/market/match", lambda m: True, "kucoin_spot.jsonl", lambda m: True)],
     "kucoin-futures": [("/contractMarket/execution", lambda m: True, "kucoin_futures.jsonl", lambda m: True)],
     "gate-spot": [("spot.trades", lambda m: True, "gateio_spot.jsonl", lambda m: True)],
     "gate-futures": [("futures.trades", lambda m: True, "gateio_futures.jsonl", lambda m: True)],
-    "phemex-spot": [("trades incremental", lambda m: m["type"] == "incremental", "phemex_spot.jsonl",
-                     lambda m: m["type"] == "incremental")],
-    "phemex-perp": [("trades_p incremental", lambda m: m["type"] == "incremental", "phemex.tardis.jsonl",
-                     lambda m: "trades_p" in m and m["type"] == "incremental")],
+    "phemex-spot": [
+        (
+            "trades incremental",
+            lambda m: m["type"] == "incremental",
+            "phemex_spot.jsonl",
+            lambda m: m["type"] == "incremental",
+        )
+    ],
+    "phemex-perp": [
+        (
+            "trades_p incremental",
+            lambda m: m["type"] == "incremental",
+            "phemex.tardis.jsonl",
+            lambda m: "trades_p" in m and m["type"] == "incremental",
+        )
+    ],
 }
 
 
@@ -132,12 +162,33 @@ DOCUMENTED = {
     # OKX-DOCS (VENUES §4.1): acks carry `connId` (and `id` when the request had one) since 2023.
     "okx ack": [{"event": "subscribe", "arg": {"channel": "trades", "instId": "BTC-USDT"}, "connId": "a4d3ae55"}],
     # OKX-DOCS (VENUES §4.2): `trades-all` rows carry `source` (Enhanced Liquidity Program).
-    "okx trades-all": [{"arg": {"channel": "trades-all", "instId": "BTC-USDT"}, "data": [
-        {"instId": "BTC-USDT", "tradeId": "130639474", "px": "42219.9", "sz": "0.12060306", "side": "buy",
-         "source": "0", "ts": "1630048897897"}]}],
+    "okx trades-all": [
+        {
+            "arg": {"channel": "trades-all", "instId": "BTC-USDT"},
+            "data": [
+                {
+                    "instId": "BTC-USDT",
+                    "tradeId": "130639474",
+                    "px": "42219.9",
+                    "sz": "0.12060306",
+                    "side": "buy",
+                    "source": "0",
+                    "ts": "1630048897897",
+                }
+            ],
+        }
+    ],
     # GATE-DOCS (VENUES §7.1): an ack with `time_ms` and `error: null`.
-    "gate ack": [{"time": 1611541000, "time_ms": 1611541000001, "channel": "spot.trades", "event": "subscribe",
-                  "error": None, "result": {"status": "success"}}],
+    "gate ack": [
+        {
+            "time": 1611541000,
+            "time_ms": 1611541000001,
+            "channel": "spot.trades",
+            "event": "subscribe",
+            "error": None,
+            "result": {"status": "success"},
+        }
+    ],
 }
 
 
@@ -147,7 +198,8 @@ def _match(venue: str, kind: str, sims: list[dict], reals: list[dict]) -> None:
     for m in sims:
         assert shape(m) in real_shapes, (
             f"{venue}: simulated {kind} message has no real counterpart in shape:\n  sim:  {json.dumps(m)[:400]}\n"
-            + "\n".join(f"  real: {json.dumps(r)[:400]}" for r in reals))
+            + "\n".join(f"  real: {json.dumps(r)[:400]}" for r in reals)
+        )
 
 
 @pytest.mark.parametrize("venue", VENUE_IDS)
@@ -185,32 +237,102 @@ def test_one_trade_per_frame_where_the_venue_sends_one(venue):
 #: documented answers).
 CONTROL: dict[str, tuple[Any, str | None, str, Any, tuple[str, ...]]] = {
     # Binance spot subscribes and acks as USDⓈ-M does (VENUES §2.1: "Subscribe frame identical to spot").
-    "binance-spot": (lambda s: {"method": "SUBSCRIBE", "params": [f"{s.lower()}@trade"], "id": 1}, None,
-                     "binance_usdm.control.jsonl", lambda m: "result" in m, ()),
-    "binance-usdm": (lambda s: {"method": "SUBSCRIBE", "params": [f"{s.lower()}@trade"], "id": 1}, None,
-                     "binance_usdm.control.jsonl", lambda m: "result" in m, ()),
-    "bybit-spot": (lambda s: {"op": "subscribe", "args": [f"publicTrade.{s}"]}, None,
-                   "bybit_spot.control.jsonl", lambda m: "success" in m, ()),
-    "bybit-linear": (lambda s: {"op": "subscribe", "args": [f"publicTrade.{s}"]}, None,
-                     "bybit_linear.control.jsonl", lambda m: "success" in m, ()),
-    "okx-spot": (lambda s: {"op": "subscribe", "args": [{"channel": "trades", "instId": s}]}, "/ws/v5/public",
-                 "okx.control.jsonl", lambda m: "event" in m, ("okx ack",)),
-    "okx-swap": (lambda s: {"op": "subscribe", "args": [{"channel": "trades", "instId": s}]}, "/ws/v5/public",
-                 "okx.control.jsonl", lambda m: "event" in m, ("okx ack",)),
-    "kucoin-spot": (lambda s: {"id": 1, "type": "subscribe", "topic": f"/market/match:{s}", "privateChannel": False,
-                               "response": True}, None,
-                    "kucoin_spot.control.jsonl", lambda m: m.get("type") in ("welcome", "ack"), ()),
-    "kucoin-futures": (lambda s: {"id": 1, "type": "subscribe", "topic": f"/contractMarket/execution:{s}",
-                                  "privateChannel": False, "response": True}, None,
-                       "kucoin_spot.control.jsonl", lambda m: m.get("type") in ("welcome", "ack"), ()),
-    "gate-spot": (lambda s: {"time": 1619093532, "channel": "spot.trades", "event": "subscribe", "payload": [s]}, None,
-                  "gateio_spot.control.jsonl", lambda m: "result" in m, ("gate ack",)),
-    "gate-futures": (lambda s: {"time": 1684930165, "channel": "futures.trades", "event": "subscribe", "payload": [s]},
-                     None, "gateio_futures.control.jsonl", lambda m: "result" in m, ("gate ack",)),
-    "phemex-spot": (lambda s: {"id": 1, "method": "trade.subscribe", "params": [s]}, None,
-                    "phemex.control.jsonl", lambda m: "result" in m, ()),
-    "phemex-perp": (lambda s: {"id": 1, "method": "trade_p.subscribe", "params": [s]}, None,
-                    "phemex.control.jsonl", lambda m: "result" in m, ()),
+    "binance-spot": (
+        lambda s: {"method": "SUBSCRIBE", "params": [f"{s.lower()}@trade"], "id": 1},
+        None,
+        "binance_usdm.control.jsonl",
+        lambda m: "result" in m,
+        (),
+    ),
+    "binance-usdm": (
+        lambda s: {"method": "SUBSCRIBE", "params": [f"{s.lower()}@trade"], "id": 1},
+        None,
+        "binance_usdm.control.jsonl",
+        lambda m: "result" in m,
+        (),
+    ),
+    "bybit-spot": (
+        lambda s: {"op": "subscribe", "args": [f"publicTrade.{s}"]},
+        None,
+        "bybit_spot.control.jsonl",
+        lambda m: "success" in m,
+        (),
+    ),
+    "bybit-linear": (
+        lambda s: {"op": "subscribe", "args": [f"publicTrade.{s}"]},
+        None,
+        "bybit_linear.control.jsonl",
+        lambda m: "success" in m,
+        (),
+    ),
+    "okx-spot": (
+        lambda s: {"op": "subscribe", "args": [{"channel": "trades", "instId": s}]},
+        "/ws/v5/public",
+        "okx.control.jsonl",
+        lambda m: "event" in m,
+        ("okx ack",),
+    ),
+    "okx-swap": (
+        lambda s: {"op": "subscribe", "args": [{"channel": "trades", "instId": s}]},
+        "/ws/v5/public",
+        "okx.control.jsonl",
+        lambda m: "event" in m,
+        ("okx ack",),
+    ),
+    "kucoin-spot": (
+        lambda s: {
+            "id": 1,
+            "type": "subscribe",
+            "topic": f"/market/match:{s}",
+            "privateChannel": False,
+            "response": True,
+        },
+        None,
+        "kucoin_spot.control.jsonl",
+        lambda m: m.get("type") in ("welcome", "ack"),
+        (),
+    ),
+    "kucoin-futures": (
+        lambda s: {
+            "id": 1,
+            "type": "subscribe",
+            "topic": f"/contractMarket/execution:{s}",
+            "privateChannel": False,
+            "response": True,
+        },
+        None,
+        "kucoin_spot.control.jsonl",
+        lambda m: m.get("type") in ("welcome", "ack"),
+        (),
+    ),
+    "gate-spot": (
+        lambda s: {"time": 1619093532, "channel": "spot.trades", "event": "subscribe", "payload": [s]},
+        None,
+        "gateio_spot.control.jsonl",
+        lambda m: "result" in m,
+        ("gate ack",),
+    ),
+    "gate-futures": (
+        lambda s: {"time": 1684930165, "channel": "futures.trades", "event": "subscribe", "payload": [s]},
+        None,
+        "gateio_futures.control.jsonl",
+        lambda m: "result" in m,
+        ("gate ack",),
+    ),
+    "phemex-spot": (
+        lambda s: {"id": 1, "method": "trade.subscribe", "params": [s]},
+        None,
+        "phemex.control.jsonl",
+        lambda m: "result" in m,
+        (),
+    ),
+    "phemex-perp": (
+        lambda s: {"id": 1, "method": "trade_p.subscribe", "params": [s]},
+        None,
+        "phemex.control.jsonl",
+        lambda m: "result" in m,
+        (),
+    ),
 }
 
 
@@ -247,7 +369,12 @@ def test_control_messages_have_a_real_shape(venue):
     if venue.startswith("phemex"):
         assert snapshots, f"{venue}: no snapshot after subscribing"
         _, _, sample, is_real = TRADE_TYPES[venue][0]
-        _match(venue, "snapshot", snapshots, _real(sample, is_real) + _real("phemex.tardis.jsonl", lambda m: m["type"] == "snapshot"))
+        _match(
+            venue,
+            "snapshot",
+            snapshots,
+            _real(sample, is_real) + _real("phemex.tardis.jsonl", lambda m: m["type"] == "snapshot"),
+        )
     _, _, sample, keep, documented = CONTROL[venue]
     reals = _real(sample, keep) + [m for d in documented for m in DOCUMENTED[d]]
     _match(venue, "control", frames, reals)
@@ -262,38 +389,131 @@ def test_control_messages_have_a_real_shape(venue):
 
 REST: dict[str, tuple[str, dict[str, str], Any]] = {
     # §1.3 (BN-SPOT-DOCS rest-api.md), `GET /api/v3/historicalTrades`.
-    "binance-spot": ("/api/v3/historicalTrades", {"symbol": "{symbol}", "limit": "5"},
-                     [{"id": 28457, "price": "4.00000100", "qty": "12.00000000", "quoteQty": "48.000012",
-                       "time": 1499865549590, "isBuyerMaker": True, "isBestMatch": True}]),
+    "binance-spot": (
+        "/api/v3/historicalTrades",
+        {"symbol": "{symbol}", "limit": "5"},
+        [
+            {
+                "id": 28457,
+                "price": "4.00000100",
+                "qty": "12.00000000",
+                "quoteQty": "48.000012",
+                "time": 1499865549590,
+                "isBuyerMaker": True,
+                "isBestMatch": True,
+            }
+        ],
+    ),
     # §2.3 (BN-FUT-DOCS), `GET /fapi/v1/trades` (historicalTrades has the same rows).
-    "binance-usdm": ("/fapi/v1/trades", {"symbol": "{symbol}", "limit": "5"},
-                     [{"id": 28457, "price": "4.00000100", "qty": "12.00000000", "quoteQty": "8000.00",
-                       "time": 1499865549590, "isBuyerMaker": True, "isRPITrade": True}]),
+    "binance-usdm": (
+        "/fapi/v1/trades",
+        {"symbol": "{symbol}", "limit": "5"},
+        [
+            {
+                "id": 28457,
+                "price": "4.00000100",
+                "qty": "12.00000000",
+                "quoteQty": "8000.00",
+                "time": 1499865549590,
+                "isBuyerMaker": True,
+                "isRPITrade": True,
+            }
+        ],
+    ),
     # §3.3 (BYBIT-DOCS recent-trade.mdx).
-    "bybit-spot": ("/v5/market/recent-trade", {"category": "spot", "symbol": "{symbol}", "limit": "5"},
-                   {"retCode": 0, "retMsg": "OK", "result": {"category": "spot", "list": [
-                       {"execId": "2100000000007764263", "symbol": "BTCUSDT", "price": "16618.49", "size": "0.00012",
-                        "side": "Buy", "time": "1672052955758", "isBlockTrade": False, "isRPITrade": True, "seq": "123456"}]},
-                    "retExtInfo": {}, "time": 1672053054358}),
+    "bybit-spot": (
+        "/v5/market/recent-trade",
+        {"category": "spot", "symbol": "{symbol}", "limit": "5"},
+        {
+            "retCode": 0,
+            "retMsg": "OK",
+            "result": {
+                "category": "spot",
+                "list": [
+                    {
+                        "execId": "2100000000007764263",
+                        "symbol": "BTCUSDT",
+                        "price": "16618.49",
+                        "size": "0.00012",
+                        "side": "Buy",
+                        "time": "1672052955758",
+                        "isBlockTrade": False,
+                        "isRPITrade": True,
+                        "seq": "123456",
+                    }
+                ],
+            },
+            "retExtInfo": {},
+            "time": 1672053054358,
+        },
+    ),
     # §5.3 (KuCoin SDK example), `GET /api/v1/market/histories`.
-    "kucoin-spot": ("/api/v1/market/histories", {"symbol": "{symbol}"},
-                    {"code": "200000", "data": [{"sequence": "10976028003549185", "price": "67122", "size": "0.000025",
-                                                  "side": "buy", "time": 1729177117877000000}]}),
+    "kucoin-spot": (
+        "/api/v1/market/histories",
+        {"symbol": "{symbol}"},
+        {
+            "code": "200000",
+            "data": [
+                {
+                    "sequence": "10976028003549185",
+                    "price": "67122",
+                    "size": "0.000025",
+                    "side": "buy",
+                    "time": 1729177117877000000,
+                }
+            ],
+        },
+    ),
     # §6 (KC-DOCS), `GET /api/v1/trade/history` (the `code`/`data` envelope of every KuCoin answer).
-    "kucoin-futures": ("/api/v1/trade/history", {"symbol": "{symbol}"},
-                       {"code": "200000", "data": [
-                           {"sequence": 1697915257909, "contractId": 1, "tradeId": "1697915257909",
-                            "makerOrderId": "236679665752801280", "takerOrderId": "236679667975745536",
-                            "ts": 1729242032152000000, "size": 1, "price": "67878", "side": "sell"}]}),
+    "kucoin-futures": (
+        "/api/v1/trade/history",
+        {"symbol": "{symbol}"},
+        {
+            "code": "200000",
+            "data": [
+                {
+                    "sequence": 1697915257909,
+                    "contractId": 1,
+                    "tradeId": "1697915257909",
+                    "makerOrderId": "236679665752801280",
+                    "takerOrderId": "236679667975745536",
+                    "ts": 1729242032152000000,
+                    "size": 1,
+                    "price": "67878",
+                    "side": "sell",
+                }
+            ],
+        },
+    ),
     # §9.3 (PHX-DOCS), `GET /md/trade` and `GET /md/v2/trade`.
-    "phemex-spot": ("/md/trade", {"symbol": "{symbol}"},
-                    {"error": None, "id": 0, "result": {"sequence": 15934323, "symbol": "sBTCUSDT",
-                                                        "trades": [[1579164056368538508, "Sell", 869600000000, 1210000]],
-                                                        "type": "snapshot"}}),
-    "phemex-perp": ("/md/v2/trade", {"symbol": "{symbol}"},
-                    {"error": None, "id": 0, "result": {"sequence": 77766796, "symbol": "BTCUSDT",
-                                                        "trades_p": [[1666860389799499000, "Buy", "20702.1", "0.949"]],
-                                                        "type": "snapshot"}}),
+    "phemex-spot": (
+        "/md/trade",
+        {"symbol": "{symbol}"},
+        {
+            "error": None,
+            "id": 0,
+            "result": {
+                "sequence": 15934323,
+                "symbol": "sBTCUSDT",
+                "trades": [[1579164056368538508, "Sell", 869600000000, 1210000]],
+                "type": "snapshot",
+            },
+        },
+    ),
+    "phemex-perp": (
+        "/md/v2/trade",
+        {"symbol": "{symbol}"},
+        {
+            "error": None,
+            "id": 0,
+            "result": {
+                "sequence": 77766796,
+                "symbol": "BTCUSDT",
+                "trades_p": [[1666860389799499000, "Buy", "20702.1", "0.949"]],
+                "type": "snapshot",
+            },
+        },
+    ),
 }
 
 

@@ -118,7 +118,7 @@ def _db_checksum(pg_dsn, schema) -> tuple[int, str]:
 def _collector_row(pg_dsn, schema, collector_id) -> dict:
     with psycopg.connect(pg_dsn) as c:
         cur = c.execute(f"SELECT * FROM {schema}.collectors WHERE collector_id = %s", (collector_id,))
-        return dict(zip([d.name for d in cur.description], cur.fetchone()))
+        return dict(zip([d.name for d in cur.description], cur.fetchone(), strict=False))
 
 
 # ---- configuration (no server needed) ------------------------------------------------------
@@ -127,16 +127,28 @@ def _collector_row(pg_dsn, schema, collector_id) -> dict:
 def test_config_sink_postgres_settings_env_dsn_and_errors_that_name_the_key(monkeypatch):
     monkeypatch.delenv("PUMPWATCH_PG_DSN", raising=False)
     assert from_dict({}).sink.postgres is None
-    pg = from_dict({"sink": {"postgres": {"dsn": "postgresql://u@db:5432/x", "collector_id": "tokyo-1", "batch_rows": 1000}}}).sink.postgres
-    assert (pg.dsn, pg.collector_id, pg.batch_rows, pg.schema) == ("postgresql://u@db:5432/x", "tokyo-1", 1000, "pumpwatch")
+    pg = from_dict(
+        {"sink": {"postgres": {"dsn": "postgresql://u@db:5432/x", "collector_id": "tokyo-1", "batch_rows": 1000}}}
+    ).sink.postgres
+    assert (pg.dsn, pg.collector_id, pg.batch_rows, pg.schema) == (
+        "postgresql://u@db:5432/x",
+        "tokyo-1",
+        1000,
+        "pumpwatch",
+    )
     # The collector id defaults to the host name.
-    assert from_dict({"sink": {"postgres": {"dsn": "postgresql://u@db/x"}}}).sink.postgres.collector_id == os.uname().nodename
+    assert (
+        from_dict({"sink": {"postgres": {"dsn": "postgresql://u@db/x"}}}).sink.postgres.collector_id
+        == os.uname().nodename
+    )
     with pytest.raises(ConfigError, match="PUMPWATCH_PG_DSN"):
         from_dict({"sink": {"postgres": {}}})
     monkeypatch.setenv("PUMPWATCH_PG_DSN", "postgresql://from-env@db/x")
     assert from_dict({"sink": {"postgres": {}}}).sink.postgres.dsn == "postgresql://from-env@db/x"
     # The key wins over the environment.
-    assert from_dict({"sink": {"postgres": {"dsn": "postgresql://key@db/x"}}}).sink.postgres.dsn == "postgresql://key@db/x"
+    assert (
+        from_dict({"sink": {"postgres": {"dsn": "postgresql://key@db/x"}}}).sink.postgres.dsn == "postgresql://key@db/x"
+    )
     bad = [
         ({"sink": {"postgres": {"batchrows": 5}}}, "sink.postgres.batchrows"),
         ({"sink": {"postgres": {"batch_rows": "many"}}}, "sink.postgres.batch_rows"),
@@ -159,8 +171,10 @@ def test_config_sink_postgres_settings_env_dsn_and_errors_that_name_the_key(monk
 def _odd_decimal_trades(t0: int) -> list[pumpwatch.Trade]:
     """Texts `numeric` would print differently (leading zeros, negative zero) and ones it keeps."""
     texts = ["83680.00", "0.0000001117", "007.50", "-0.0", "-0", "0.000", "-2", "1.10", "00", "107407.88000000"]
-    return [pumpwatch.Trade("gate-spot", "BTC_USDT", f"odd-{i}", p, texts[-1 - i], "sell", t0 + i, t0 + i + 5)
-            for i, p in enumerate(texts)]
+    return [
+        pumpwatch.Trade("gate-spot", "BTC_USDT", f"odd-{i}", p, texts[-1 - i], "sell", t0 + i, t0 + i + 5)
+        for i, p in enumerate(texts)
+    ]
 
 
 def test_a_window_read_from_the_database_equals_the_same_window_read_from_the_log(pg_dsn, schema, tmp_path):
@@ -168,16 +182,40 @@ def test_a_window_read_from_the_database_equals_the_same_window_read_from_the_lo
     rng = random.Random(7)
     trades = make_trades(30_000, seed=11, spread_ns=3 * DAY_NS)  # three days: three partitions
     # Equal exchange times across records, so the tie order (log order) is tested too.
-    trades += [pumpwatch.Trade("okx-swap", "BTC-USDT-SWAP", f"tie-{i}", "1.5", "2", "buy", trades[0].ts_ns, 1) for i in range(50)]
+    trades += [
+        pumpwatch.Trade("okx-swap", "BTC-USDT-SWAP", f"tie-{i}", "1.5", "2", "buy", trades[0].ts_ns, 1)
+        for i in range(50)
+    ]
     trades += _odd_decimal_trades(trades[1].ts_ns)
-    trades += [pumpwatch.Trade("binance-usdm", "1000PEPEUSDT", str(99_000 + i), "0", "0", "buy", trades[2].ts_ns + i, 1,
-                               flags=pumpwatch.FLAGS["NON_TRADE"]) for i in range(20)]
+    trades += [
+        pumpwatch.Trade(
+            "binance-usdm",
+            "1000PEPEUSDT",
+            str(99_000 + i),
+            "0",
+            "0",
+            "buy",
+            trades[2].ts_ns + i,
+            1,
+            flags=pumpwatch.FLAGS["NON_TRADE"],
+        )
+        for i in range(20)
+    ]
     rng.shuffle(trades)
     with pumpwatch.Store(d, segment_max_bytes=1 << 20) as store:
         for k in range(0, len(trades), 4000):
-            store.append_trades(trades[k:k + 4000])
-            store.append_marker("gap_found", ts_ns=trades[k].ts_ns, venue="okx-swap", symbol="BTC-USDT-SWAP",
-                                from_ts_ns=trades[k].ts_ns - 10**9, to_ts_ns=trades[k].ts_ns, from_id="1", to_id=str(k), detail=f"g{k}")
+            store.append_trades(trades[k : k + 4000])
+            store.append_marker(
+                "gap_found",
+                ts_ns=trades[k].ts_ns,
+                venue="okx-swap",
+                symbol="BTC-USDT-SWAP",
+                from_ts_ns=trades[k].ts_ns - 10**9,
+                to_ts_ns=trades[k].ts_ns,
+                from_id="1",
+                to_id=str(k),
+                detail=f"g{k}",
+            )
         store.append_marker("connection_down", ts_ns=trades[0].ts_ns, detail="no venue")
         sink = _sink(pg_dsn, d, "c1", schema, batch_rows=7_000)
         sink.catch_up(timeout_s=120)
@@ -193,24 +231,37 @@ def test_a_window_read_from_the_database_equals_the_same_window_read_from_the_lo
             windows = [(trades[0].ts_ns, trades[0].ts_ns + 1), (None, lo + DAY_NS), (lo + DAY_NS, None), (hi + 1, None)]
             windows += [tuple(sorted((rng.randrange(lo, hi), rng.randrange(lo, hi)))) for _ in range(8)]
             for start, end in windows:
-                for kw in ({}, {"venues": ["okx-swap", "gate-spot"]}, {"symbols": ["BTCUSDT"]}, {"include_non_trades": True},
-                           {"venues": ["binance-usdm"], "symbols": ["1000PEPEUSDT"], "include_non_trades": True}):
+                for kw in (
+                    {},
+                    {"venues": ["okx-swap", "gate-spot"]},
+                    {"symbols": ["BTCUSDT"]},
+                    {"include_non_trades": True},
+                    {"venues": ["binance-usdm"], "symbols": ["1000PEPEUSDT"], "include_non_trades": True},
+                ):
                     want = log_side.query(start, end, **kw)
                     got = db_side.query(start, end, **kw)
                     assert got.schema == pumpwatch.TRADE_SCHEMA
-                    assert got.equals(want), f"window {start}..{end} {kw}: {got.num_rows} rows from the database, {want.num_rows} from the log"
+                    assert got.equals(want), (
+                        f"window {start}..{end} {kw}: {got.num_rows} rows from the database, {want.num_rows} from the log"
+                    )
                 assert db_side.markers(start, end).equals(log_side.markers(start, end)), f"markers {start}..{end}"
             # The venue's exact text comes back, and SQL sees exact numbers.
-            got = {r["trade_id"]: (r["price"], r["qty"]) for r in db_side.query(venues=["gate-spot"]).to_pylist() if r["trade_id"].startswith("odd-")}
+            got = {
+                r["trade_id"]: (r["price"], r["qty"])
+                for r in db_side.query(venues=["gate-spot"]).to_pylist()
+                if r["trade_id"].startswith("odd-")
+            }
             assert got == {t.trade_id: (t.price, t.qty) for t in _odd_decimal_trades(0)}
         with psycopg.connect(pg_dsn) as c:
-            price, = c.execute(f"SELECT price FROM {schema}.trades WHERE trade_id = 'odd-0'").fetchone()
+            (price,) = c.execute(f"SELECT price FROM {schema}.trades WHERE trade_id = 'odd-0'").fetchone()
             assert str(price) == "83680.00"
-            price, = c.execute(f"SELECT price FROM {schema}.trades WHERE trade_id = 'odd-2'").fetchone()
+            (price,) = c.execute(f"SELECT price FROM {schema}.trades WHERE trade_id = 'odd-2'").fetchone()
             assert str(price) == "7.50"  # the number; the text as sent is in price_text / price_as_sent
-            sent, = c.execute(f"SELECT price_as_sent FROM {schema}.trades_view WHERE trade_id = 'odd-2'").fetchone()
+            (sent,) = c.execute(f"SELECT price_as_sent FROM {schema}.trades_view WHERE trade_id = 'odd-2'").fetchone()
             assert sent == "007.50"
-            parts = c.execute("SELECT count(*) FROM pg_inherits WHERE inhparent = %s::regclass", (f"{schema}.trades",)).fetchone()[0]
+            parts = c.execute(
+                "SELECT count(*) FROM pg_inherits WHERE inhparent = %s::regclass", (f"{schema}.trades",)
+            ).fetchone()[0]
             days = {t.ts_ns // DAY_NS for t in trades}
             assert parts == len(days) >= 3
         sink.close()
@@ -226,7 +277,7 @@ def test_schema_creation_is_idempotent_and_safe_to_race(pg_dsn, schema, tmp_path
         try:
             with psycopg.connect(pg_dsn, autocommit=True) as c:
                 assert ensure_schema(c, schema) == "partitioned"
-        except Exception as e:  # noqa: BLE001 - collected and asserted below
+        except Exception as e:
             errors.append(e)
 
     threads = [threading.Thread(target=create) for _ in range(6)]
@@ -250,7 +301,12 @@ def test_schema_creation_is_idempotent_and_safe_to_race(pg_dsn, schema, tmp_path
             s.close()
     with psycopg.connect(pg_dsn, autocommit=True) as c:
         ensure_schema(c, schema)  # again, over data: nothing changes, nothing is lost
-        tables = {r[0] for r in c.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename NOT LIKE 'trades_d%%'", (schema,))}
+        tables = {
+            r[0]
+            for r in c.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename NOT LIKE 'trades_d%%'", (schema,)
+            )
+        }
         assert tables == {"meta", "collectors", "trades", "markers", "unread_spans"}
         assert c.execute(f"SELECT count(*), bit_or(seen_by) FROM {schema}.trades").fetchone() == (2000, 0b1111)
         assert c.execute(f"SELECT value FROM {schema}.meta WHERE key = 'layout'").fetchone()[0] == "partitioned"
@@ -407,7 +463,9 @@ WRITER = textwrap.dedent(
 )
 
 
-def test_connection_killed_repeatedly_and_collector_sigkilled_leave_exactly_the_trades_of_the_log(pg_dsn, schema, tmp_path):
+def test_connection_killed_repeatedly_and_collector_sigkilled_leave_exactly_the_trades_of_the_log(
+    pg_dsn, schema, tmp_path
+):
     d = tmp_path / "d"
     d.mkdir()
     sink = _sink(pg_dsn, d, "killtest", schema, batch_rows=4_000)
@@ -421,8 +479,10 @@ def test_connection_killed_repeatedly_and_collector_sigkilled_leave_exactly_the_
             while not killer_stop.is_set():
                 written = sink.status()["trades_written"]
                 if written != last:  # kill only once the sink made progress since the last kill
-                    n = c.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s",
-                                  ("pumpwatch-sink:killtest",)).fetchone()[0]
+                    n = c.execute(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s",
+                        ("pumpwatch-sink:killtest",),
+                    ).fetchone()[0]
                     if n:
                         kills += n
                         last = written
@@ -438,7 +498,7 @@ def test_connection_killed_repeatedly_and_collector_sigkilled_leave_exactly_the_
         k = threading.Thread(target=killer, daemon=True)
         k.start()
         stop_after = random.Random(5).randrange(60, 100)
-        for line in w1.stdout:
+        for _line in w1.stdout:
             acknowledged += 1
             if acknowledged >= stop_after:
                 break
@@ -486,9 +546,18 @@ def test_two_collectors_on_the_same_simulated_venue_make_one_row_per_trade(pg_ds
             stores, tasks = [], []
             stop = asyncio.Event()
             for d in dirs:
-                cfg = Config(data_dir=str(d), metrics_address="127.0.0.1:0", venues={
-                    v: VenueSettings(enabled=v in venues, ws_url=urls[v]["ws_origin"] if v in venues else "",
-                                     rest_url=urls[v]["rest_url"] if v in venues else "") for v in pumpwatch.VENUES})
+                cfg = Config(
+                    data_dir=str(d),
+                    metrics_address="127.0.0.1:0",
+                    venues={
+                        v: VenueSettings(
+                            enabled=v in venues,
+                            ws_url=urls[v]["ws_origin"] if v in venues else "",
+                            rest_url=urls[v]["rest_url"] if v in venues else "",
+                        )
+                        for v in pumpwatch.VENUES
+                    },
+                )
                 store = pumpwatch.Store(d)
                 stores.append(store)
                 tasks.append(asyncio.create_task(Collector(cfg, store).run(stop)))
@@ -508,7 +577,10 @@ def test_two_collectors_on_the_same_simulated_venue_make_one_row_per_trade(pg_ds
     for d in dirs:
         d.mkdir()
         pumpwatch.Store(d).close()
-    sinks = [_sink(pg_dsn, d, cid, schema, batch_rows=500) for d, cid in zip(dirs, ["collector-a", "collector-b"])]
+    sinks = [
+        _sink(pg_dsn, d, cid, schema, batch_rows=500)
+        for d, cid in zip(dirs, ["collector-a", "collector-b"], strict=False)
+    ]
     asyncio.run(record(sinks))
     for s in sinks:  # what they had not shipped when the daemon stopped
         s.catch_up(timeout_s=120)
@@ -521,7 +593,9 @@ def test_two_collectors_on_the_same_simulated_venue_make_one_row_per_trade(pg_ds
         assert any(k[0] == v for k in a & b), f"both collectors recorded {v}"
     with psycopg.connect(pg_dsn) as c:
         bits = dict(c.execute(f"SELECT collector_id, bit FROM {schema}.collectors").fetchall())
-        rows = c.execute(f"SELECT venue, symbol, trade_id, ts_ns, collector_id, seen_by FROM {schema}.trades").fetchall()
+        rows = c.execute(
+            f"SELECT venue, symbol, trade_id, ts_ns, collector_id, seen_by FROM {schema}.trades"
+        ).fetchall()
     db = {r[:4]: (r[4], r[5]) for r in rows}
     assert len(db) == len(rows) == len(a | b), "one row per trade"
     assert set(db) == a | b
@@ -531,7 +605,7 @@ def test_two_collectors_on_the_same_simulated_venue_make_one_row_per_trade(pg_ds
         assert seen_by == want, f"{k}: seen_by {seen_by:b}, want {want:b}"
         assert first in (["collector-a"] if k in a else []) + (["collector-b"] if k in b else [])
     # Reading one collector's view back gives exactly its log.
-    for d, cid in zip(dirs, ["collector-a", "collector-b"]):
+    for d, cid in zip(dirs, ["collector-a", "collector-b"], strict=False):
         with PostgresSource(pg_dsn, schema=schema, collector_id=cid) as src:
             got = src.query(include_non_trades=True)
             want = pumpwatch.Store.open_readonly(d).query(include_non_trades=True)
@@ -569,7 +643,16 @@ def test_the_sink_follows_a_recording_store_and_reports_its_lag(pg_dsn, schema, 
 
     sent, st, after = asyncio.run(main())
     assert after["trades_written"] == sent + 3_000 == _db_checksum(pg_dsn, schema)[0]
-    for k in ("records_behind", "bytes_behind", "seconds_behind", "trades_written", "last_error", "caught_up", "cursor", "log_end"):
+    for k in (
+        "records_behind",
+        "bytes_behind",
+        "seconds_behind",
+        "trades_written",
+        "last_error",
+        "caught_up",
+        "cursor",
+        "log_end",
+    ):
         assert k in st
     assert (st["records_behind"], st["bytes_behind"], st["seconds_behind"]) == (0, 0, 0.0)
     assert st["trades_written"] == sent and st["last_error"] == ""
@@ -585,8 +668,14 @@ def test_a_database_that_is_not_there_is_an_error_in_status_and_the_sink_retries
     with __import__("socket").socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    sink = PostgresSink(f"postgresql://nobody@127.0.0.1:{port}/x", str(d), "nowhere",
-                        reconnect_initial_s=0.05, reconnect_max_s=0.2, connect_timeout_s=2)
+    sink = PostgresSink(
+        f"postgresql://nobody@127.0.0.1:{port}/x",
+        str(d),
+        "nowhere",
+        reconnect_initial_s=0.05,
+        reconnect_max_s=0.2,
+        connect_timeout_s=2,
+    )
     sink.start()
     try:
         st = _wait(lambda: (s := sink.status())["connection_errors"] >= 3 and s, 60, "three failed connection attempts")
@@ -612,13 +701,19 @@ def test_the_daemon_runs_the_sink_and_the_database_holds_exactly_its_log(pg_dsn,
     from pumpwatch.status import metrics_text
 
     data = tmp_path / "data"
-    cfg = from_dict({"data_dir": str(data), "metrics_address": "127.0.0.1:0",
-                     "sink": {"postgres": {"dsn": pg_dsn, "schema": schema, "collector_id": "daemon-1"}}})
+    cfg = from_dict(
+        {
+            "data_dir": str(data),
+            "metrics_address": "127.0.0.1:0",
+            "sink": {"postgres": {"dsn": pg_dsn, "schema": schema, "collector_id": "daemon-1"}},
+        }
+    )
     seen: list[dict] = []
 
     async def go():
-        task = asyncio.create_task(run(cfg, simulate=True, duration=8.0, interactive=False,
-                                       scenario=SimScenario(faults=[], notices=[])))
+        task = asyncio.create_task(
+            run(cfg, simulate=True, duration=8.0, interactive=False, scenario=SimScenario(faults=[], notices=[]))
+        )
         await asyncio.sleep(6.0)
         final = await task
         seen.append(final)
@@ -634,8 +729,26 @@ def test_the_daemon_runs_the_sink_and_the_database_holds_exactly_its_log(pg_dsn,
     start, end = t[len(t) // 4], t[3 * len(t) // 4]
     env = {**os.environ, "PUMPWATCH_PG_SCHEMA": schema}
     for source, out in ((pg_dsn, "db.parquet"), (str(data), "log.parquet")):
-        r = subprocess.run([sys.executable, "-m", "pumpwatch.cli", "export", "--from", str(start), "--to", str(end),
-                            "--source", source, "-o", str(tmp_path / out)], capture_output=True, text=True, timeout=120, env=env)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pumpwatch.cli",
+                "export",
+                "--from",
+                str(start),
+                "--to",
+                str(end),
+                "--source",
+                source,
+                "-o",
+                str(tmp_path / out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
         assert r.returncode == 0, r.stderr
     import pyarrow.parquet as pq
 

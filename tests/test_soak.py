@@ -83,20 +83,35 @@ def _config(path, urls: dict, engine: str = "rust") -> None:
         # A trade message lost mid-stream on a venue without an id sequence shows no sign: only
         # merging the recent-trades window (KuCoin: the last 100) while it still reaches back finds it.
         f"window_merge_s = {WINDOW_MERGE_S}",
-        "[upbit]", "enabled = false",
-        "[log]", "fsync_interval = 0.2", f'engine = "{engine}"',
-        "[connection]", f"idle_timeout_s = {IDLE_TIMEOUT_S}", "initial_delay_s = 0.2", "max_delay_s = 2.0",
+        "[upbit]",
+        "enabled = false",
+        "[log]",
+        "fsync_interval = 0.2",
+        f'engine = "{engine}"',
+        "[connection]",
+        f"idle_timeout_s = {IDLE_TIMEOUT_S}",
+        "initial_delay_s = 0.2",
+        "max_delay_s = 2.0",
     ]
     for venue, u in urls.items():
         # The stand-ins take any API key: with one, Binance USDⓈ-M fills holes with single trades (VENUES §2.3).
-        lines += [f'[venues.{venue}]', f'ws_url = "{u["ws_origin"]}"', f'rest_url = "{u["rest_url"]}"', 'api_key = "sim-key"']
+        lines += [
+            f"[venues.{venue}]",
+            f'ws_url = "{u["ws_origin"]}"',
+            f'rest_url = "{u["rest_url"]}"',
+            'api_key = "sim-key"',
+        ]
     path.write_text("\n".join(lines) + "\n")
 
 
 def _start_recorder(cfg, data, log_path) -> tuple[subprocess.Popen, str]:
     log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "pumpwatch", "run", "--config", str(cfg), "--data-dir", str(data)],
-                            stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pumpwatch", "run", "--config", str(cfg), "--data-dir", str(data)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     log.close()
 
     def address():
@@ -110,10 +125,29 @@ def _start_simulator(tmp_path, sim_log, venues: list[str] | None = None) -> subp
     venues = ["--venues", *venues] if venues else []
     with open(sim_log, "w") as sim_out:
         return subprocess.Popen(
-            [sys.executable, "-m", "pumpwatch.sim", "--seed", str(SEED), "--rate", str(RATE), "--symbols", *SYMBOLS,
-             "--backlog", "100", "--scenario", str(tmp_path / "scenario.json"), "--urls-out", str(tmp_path / "urls.json"),
-             "--truth-out", str(tmp_path / "truth.json"), *venues],
-            stdout=sim_out, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "pumpwatch.sim",
+                "--seed",
+                str(SEED),
+                "--rate",
+                str(RATE),
+                "--symbols",
+                *SYMBOLS,
+                "--backlog",
+                "100",
+                "--scenario",
+                str(tmp_path / "scenario.json"),
+                "--urls-out",
+                str(tmp_path / "urls.json"),
+                "--truth-out",
+                str(tmp_path / "truth.json"),
+                *venues,
+            ],
+            stdout=sim_out,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
 
 
@@ -180,8 +214,9 @@ def _fills_in_place_of_aggregates(sent: list[dict], rows: list[dict], missing: l
     for s in missing:
         lo, hi = ranges.get((s["symbol"], s["trade_id"]), (int(s["trade_id"]), int(s["trade_id"])))
         parts = [fills.get((s["symbol"], n)) for n in range(lo, hi + 1)]
-        if not all(p is not None and p["price"] == s["price"] for p in parts) or \
-                sum(Decimal(p["qty"]) for p in parts) != Decimal(s["qty"]):
+        if not all(p is not None and p["price"] == s["price"] for p in parts) or sum(
+            Decimal(p["qty"]) for p in parts
+        ) != Decimal(s["qty"]):
             still.append(s)
     stored_live = {(r["symbol"], r["trade_id"]) for r in rows} - {(sym, str(n)) for sym, n in fills}
     doubled = 0
@@ -214,7 +249,11 @@ def _check_against_truth(data, truth: dict, tmp_path, *, starts: int, min_trades
                 n = int(r["trade_id"])
                 lo, hi = span.get(r["symbol"], (n, n))
                 span[r["symbol"]] = (min(lo, n), max(hi, n))
-            in_span = [s for s in sent if s["symbol"] in span and span[s["symbol"]][0] <= int(s["trade_id"]) <= span[s["symbol"]][1]]
+            in_span = [
+                s
+                for s in sent
+                if s["symbol"] in span and span[s["symbol"]][0] <= int(s["trade_id"]) <= span[s["symbol"]][1]
+            ]
         else:
             # From the first trade that came live (backfills reach back past the start, which the
             # recorder never claimed to have) to the last.
@@ -227,14 +266,18 @@ def _check_against_truth(data, truth: dict, tmp_path, *, starts: int, min_trades
             missing, doubled = _fills_in_place_of_aggregates(sent, rows, missing)
             duplicates += doubled
         named = [s for s in missing if any(sym == s["symbol"] and a <= s["ts_ns"] <= b for sym, a, b in holes)]
-        lines.append(f"{venue:15} {len(in_span):6} {len(rows):6} {duplicates:5} {len(named):13} {len(missing) - len(named):7}")
+        lines.append(
+            f"{venue:15} {len(in_span):6} {len(rows):6} {duplicates:5} {len(named):13} {len(missing) - len(named):7}"
+        )
         if duplicates:
             failures.append(f"{venue}: {duplicates} trades stored twice")
         if venue in SEQUENCED_VENUES and missing:
             failures.append(f"{venue}: {len(missing)} trades sent and not stored, e.g. {missing[:2]}")
         elif len(missing) > len(named):
             lost = [s for s in missing if s not in named]
-            failures.append(f"{venue}: {len(lost)} trades neither stored nor inside an unfillable-gap marker, e.g. {lost[:2]}")
+            failures.append(
+                f"{venue}: {len(lost)} trades neither stored nor inside an unfillable-gap marker, e.g. {lost[:2]}"
+            )
         if len(in_span) < min_trades:
             failures.append(f"{venue}: only {len(in_span)} trades in the span recorded; the recorder was not recording")
     table = "\n".join(lines)
@@ -247,10 +290,16 @@ def test_the_recorder_on_the_pure_python_path_loses_nothing_either(tmp_path):
     """`[log] engine = "purepy"`: the same recorder with the plain-Python ingest path and log
     writer, on a sequenced, an aggregating and a windowed venue, with faults."""
     venues = ["binance-usdm", "gate-spot", "bybit-spot"]
-    (tmp_path / "scenario.json").write_text(json.dumps([
-        [5.0, "binance-usdm", "drop_frames", [3]], [5.5, "gate-spot", "duplicate_frames", [3]],
-        [6.0, "bybit-spot", "disconnect_all"], [6.5, "gate-spot", "malformed_frames", [2]],
-    ]))
+    (tmp_path / "scenario.json").write_text(
+        json.dumps(
+            [
+                [5.0, "binance-usdm", "drop_frames", [3]],
+                [5.5, "gate-spot", "duplicate_frames", [3]],
+                [6.0, "bybit-spot", "disconnect_all"],
+                [6.5, "gate-spot", "malformed_frames", [2]],
+            ]
+        )
+    )
     sim_log, data, cfg = tmp_path / "sim.log", tmp_path / "data", tmp_path / "pumpwatch.toml"
     sim = _start_simulator(tmp_path, sim_log, venues)
     recorder = None

@@ -39,7 +39,9 @@ def test_table_accepts_sliced_chunked_and_large_string_columns(data_dir):
     # A slice has non-zero array offsets; several chunks; large_string instead of string.
     sliced = table.slice(10, 50)
     chunked = pa.concat_tables([table.slice(0, 30), table.slice(30, 70)])
-    large = table.cast(pa.schema([pa.field(f.name, pa.large_string() if f.type == pa.string() else f.type) for f in table.schema]))
+    large = table.cast(
+        pa.schema([pa.field(f.name, pa.large_string() if f.type == pa.string() else f.type) for f in table.schema])
+    )
     with pumpwatch.Store(data_dir) as store:
         store.append_trades(sliced)
         assert store.query().to_pylist() == expected_rows(trades[10:60])
@@ -52,7 +54,11 @@ def test_window_bounds_filters_and_order(data_dir):
     trades = make_trades(2000, seed=1)
     with pumpwatch.Store(data_dir) as store:
         store.append_trades(trades)
-        for start, end in [(T0, T0 + 1), (T0 + 2_000_000_000, T0 + 2_500_000_000), (T0 + 9_999_999_999, T0 + 20_000_000_000)]:
+        for start, end in [
+            (T0, T0 + 1),
+            (T0 + 2_000_000_000, T0 + 2_500_000_000),
+            (T0 + 9_999_999_999, T0 + 20_000_000_000),
+        ]:
             assert store.query(start, end).to_pylist() == expected_rows(trades, start, end)
         edge = trades[7].ts_ns
         assert trades[7].to_dict() in store.query(edge, edge + 1).to_pylist()
@@ -66,7 +72,9 @@ def test_window_bounds_filters_and_order(data_dir):
 
 
 def test_equal_times_keep_log_order(data_dir):
-    same = [pumpwatch.Trade("phemex-spot", "sXMRUSDT", f"{T0}:b:{i}", "190.1", "1", "buy", T0, T0 + i) for i in range(20)]
+    same = [
+        pumpwatch.Trade("phemex-spot", "sXMRUSDT", f"{T0}:b:{i}", "190.1", "1", "buy", T0, T0 + i) for i in range(20)
+    ]
     with pumpwatch.Store(data_dir) as store:
         store.append_trades(same[:10])
         store.append_trades([pumpwatch.Trade("okx-spot", "BTC-USDT", "1", "1", "1", "buy", T0 - 5, T0)])
@@ -75,7 +83,9 @@ def test_equal_times_keep_log_order(data_dir):
 
 
 def test_non_trades_are_kept_but_not_trades(data_dir):
-    na = pumpwatch.Trade("binance-usdm", "DOGEUSDT", "3488255295", "0", "0", "buy", T0, T0, flags=pumpwatch.FLAGS["NON_TRADE"])
+    na = pumpwatch.Trade(
+        "binance-usdm", "DOGEUSDT", "3488255295", "0", "0", "buy", T0, T0, flags=pumpwatch.FLAGS["NON_TRADE"]
+    )
     real = pumpwatch.Trade("binance-usdm", "DOGEUSDT", "3488255296", "0.1", "5", "sell", T0, T0)
     with pumpwatch.Store(data_dir) as store:
         store.append_trades([na, real])
@@ -84,7 +94,9 @@ def test_non_trades_are_kept_but_not_trades(data_dir):
 
 
 def test_trade_checks_its_fields():
-    ok = dict(venue="binance-spot", symbol="BTCUSDT", trade_id="1", price="1.5", qty="2", side="buy", ts_ns=1, recv_ns=2)
+    ok = dict(
+        venue="binance-spot", symbol="BTCUSDT", trade_id="1", price="1.5", qty="2", side="buy", ts_ns=1, recv_ns=2
+    )
     assert pumpwatch.Trade(**ok).price == "1.5"
     assert pumpwatch.Trade(**{**ok, "price": decimal.Decimal("1.117E-7")}).price == "0.0000001117"
     assert pumpwatch.Trade(**{**ok, "trade_id": 42}).trade_id == "42"
@@ -110,7 +122,7 @@ def test_bad_row_rejects_the_whole_table_batch(data_dir):
     rows[6]["price"] = "1,5"
     bad = pa.Table.from_pylist(rows, schema=pumpwatch.TRADE_SCHEMA)
     with pumpwatch.Store(data_dir) as store:
-        with pytest.raises(pumpwatch.InvalidTradeError, match="row 6.*1,5"):
+        with pytest.raises(pumpwatch.InvalidTradeError, match=r"row 6.*1,5"):
             store.append_trades(bad)
         with pytest.raises(pumpwatch.InvalidTradeError, match="no column 'qty'"):
             store.append_trades(trades_table(trades).drop_columns(["qty"]))
@@ -118,7 +130,7 @@ def test_bad_row_rejects_the_whole_table_batch(data_dir):
             store.append_trades(pa.Table.from_pylist([{**rows[0], "symbol": None}]))
         with pytest.raises(pumpwatch.InvalidTradeError, match="never floats"):
             store.append_trades(trades_table(trades).set_column(3, "price", pa.array([1.5] * 10)))
-        with pytest.raises(TypeError, match="not a pumpwatch.Trade"):
+        with pytest.raises(TypeError, match=r"not a pumpwatch\.Trade"):
             store.append_trades([trades[0], "not a trade"])
         assert store.query().num_rows == 0
 
@@ -127,8 +139,15 @@ def test_markers_and_quarantine_round_trip(data_dir):
     with pumpwatch.Store(data_dir) as store:
         store.append_marker("connection_down", ts_ns=T0, venue="okx-swap", detail="socket closed 1006")
         store.append_marker(
-            "gap_unfillable", ts_ns=T0 + 50, venue="binance-usdm", symbol="BTCUSDT",
-            from_ts_ns=T0 - 1000, to_ts_ns=T0 + 10, from_id="100", to_id="250", detail="beyond REST reach",
+            "gap_unfillable",
+            ts_ns=T0 + 50,
+            venue="binance-usdm",
+            symbol="BTCUSDT",
+            from_ts_ns=T0 - 1000,
+            to_ts_ns=T0 + 10,
+            from_id="100",
+            to_id="250",
+            detail="beyond REST reach",
         )
         store.append_quarantined("gate-spot", T0 + 7, "not JSON", b"\xff\xfe{")
         store.append_trades(make_trades(5))
@@ -197,7 +216,7 @@ def test_ring_reader_sees_new_trades_and_counts_what_it_missed(data_dir):
         store.append_trades(many)
         got, missed = reader.poll(max_trades=10**9)
         assert missed > 0 and len(got) + missed == 20_000
-        assert got == many[-len(got):]
+        assert got == many[-len(got) :]
 
 
 def test_standalone_trade_ring():

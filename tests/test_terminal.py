@@ -28,26 +28,64 @@ TITLE = re.compile(r"^PumpWatch  (up \d+ s|stopping|stopped after)")
 
 
 def _venue_status(state: str, *, trades: int = 1234, up: int = 1, conns: int = 1, symbols: int = 5) -> dict:
-    return {"state": state, "connections": conns, "connections_up": up, "redundancy": 1, "reconnects": 2, "rotations": 0,
-            "last_message_age_s": 0.25, "pending_backfills": 0, "silent_symbols": [],
-            "connection_states": [{"symbols": symbols}] * conns, "frames": 3_456_789, "trades": trades, "gaps_found": 3,
-            "gaps_filled": 2, "gaps_unfillable": 1, "quarantined": 0, "backfilled": 17, "rest_errors": 0, "last_error": ""}
+    return {
+        "state": state,
+        "connections": conns,
+        "connections_up": up,
+        "redundancy": 1,
+        "reconnects": 2,
+        "rotations": 0,
+        "last_message_age_s": 0.25,
+        "pending_backfills": 0,
+        "silent_symbols": [],
+        "connection_states": [{"symbols": symbols}] * conns,
+        "frames": 3_456_789,
+        "trades": trades,
+        "gaps_found": 3,
+        "gaps_filled": 2,
+        "gaps_unfillable": 1,
+        "quarantined": 0,
+        "backfilled": 17,
+        "rest_errors": 0,
+        "last_error": "",
+    }
 
 
 def _status(**overrides: dict) -> dict:
-    venues = {v: _venue_status("recording 5 symbols on 1 connections", trades=10 ** (3 + i % 8)) for i, v in enumerate(VENUES)}
+    venues = {
+        v: _venue_status("recording 5 symbols on 1 connections", trades=10 ** (3 + i % 8)) for i, v in enumerate(VENUES)
+    }
     venues.update(overrides)
-    return {"uptime_s": 3601.0, "log_bytes": 67_100_000, "disk_free_bytes": 77_200_000_000, "venues": venues,
-            "ingest": {"frames": 123_456_789, "trades": 234_567_890, "duplicates": 3_536, "gaps": 5, "gaps_filled": 4,
-                       "quarantined": 2},
-            "upbit": {"metrics": {"polls": 3600, "errors": 1, "response_ms_p99": 412.0, "triggers": 1}},
-            "captures": {"events": [], "pending": ["0G_20250922T050000Z"]}, "warnings": []}
+    return {
+        "uptime_s": 3601.0,
+        "log_bytes": 67_100_000,
+        "disk_free_bytes": 77_200_000_000,
+        "venues": venues,
+        "ingest": {
+            "frames": 123_456_789,
+            "trades": 234_567_890,
+            "duplicates": 3_536,
+            "gaps": 5,
+            "gaps_filled": 4,
+            "quarantined": 2,
+        },
+        "upbit": {"metrics": {"polls": 3600, "errors": 1, "response_ms_p99": 412.0, "triggers": 1}},
+        "captures": {"events": [], "pending": ["0G_20250922T050000Z"]},
+        "warnings": [],
+    }
 
 
 def test_abbrev_keeps_counts_within_five_characters():
     assert [abbrev(n) for n in (0, 9_999, 10_000, 15_240, 152_400, 1_524_000, 15_240_000_000)] == [
-        "0", "9,999", "10.0k", "15.2k", "152k", "1.52M", "15.2G"]
-    assert all(len(abbrev(10 ** k + 7)) <= 5 for k in range(15))  # up to hundreds of T
+        "0",
+        "9,999",
+        "10.0k",
+        "15.2k",
+        "152k",
+        "1.52M",
+        "15.2G",
+    ]
+    assert all(len(abbrev(10**k + 7)) <= 5 for k in range(15))  # up to hundreds of T
 
 
 @pytest.mark.parametrize("width,height", SIZES)
@@ -64,7 +102,7 @@ def test_frame_fits_the_window_with_all_twelve_venues(width, height):
     assert "…" not in total and total.endswith("quar 2") and "dups 3,536" in total  # the totals whole
     assert "…" not in lines[0] and "disk free 77.2 GB" in lines[0]
     assert any("log line 39" in line for line in lines)  # the newest log lines, in the pane
-    assert not any("log line 0" == line for line in lines)  # the pane is bounded
+    assert not any(line == "log line 0" for line in lines)  # the pane is bounded
     header = lines[1].split()
     assert len(header) == len(set(header))
     if width >= 120:
@@ -77,8 +115,12 @@ def test_more_width_never_shows_fewer_columns():
 
 
 def test_why_column_only_when_a_venue_is_not_recording():
-    st = _status(**{"gate-futures": _venue_status("down: connection refused: [Errno 111] Connect call failed", up=0),
-                    "okx-swap": _venue_status("degraded: 1/2 connections up: timeout", up=1, conns=2)})
+    st = _status(
+        **{
+            "gate-futures": _venue_status("down: connection refused: [Errno 111] Connect call failed", up=0),
+            "okx-swap": _venue_status("degraded: 1/2 connections up: timeout", up=1, conns=2),
+        }
+    )
     lines = render(st, 80, 24)
     assert lines[1].rstrip().endswith("why")
     (gate,) = [line for line in lines if line.startswith("gate-futures ")]
@@ -86,7 +128,10 @@ def test_why_column_only_when_a_venue_is_not_recording():
     (okx,) = [line for line in lines if line.startswith("okx-swap ")]
     assert re.match(r"^okx-swap\s+deg 1/2\s", okx), okx
     assert all(len(line) <= 80 for line in lines)
-    assert compact_state(st["venues"]["gate-futures"]) == ("down", "connection refused: [Errno 111] Connect call failed")
+    assert compact_state(st["venues"]["gate-futures"]) == (
+        "down",
+        "connection refused: [Errno 111] Connect call failed",
+    )
 
 
 def test_stopped_frame_says_stopped_not_down():
@@ -120,11 +165,13 @@ def test_live_dashboard_in_tmux_at_three_sizes(tmux_socket, tmp_path):
     duration = 22
     env = f"PYTHONPATH={PACKAGE_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')} TERM=xterm-256color"
     for w, h in SIZES:
-        cmd = (f"cd {tmp_path} && env {env} {sys.executable} -m pumpwatch.cli run --simulate --duration {duration} "
-               f"--data-dir {tmp_path / f'd{w}'}; echo PW-EXIT=$?; sleep 600")
+        cmd = (
+            f"cd {tmp_path} && env {env} {sys.executable} -m pumpwatch.cli run --simulate --duration {duration} "
+            f"--data-dir {tmp_path / f'd{w}'}; echo PW-EXIT=$?; sleep 600"
+        )
         _tmux(tmux_socket, "new-session", "-d", "-s", f"s{w}", "-x", str(w), "-y", str(h), cmd)
     time.sleep(duration * 0.6)
-    for w, h in SIZES:  # while it records
+    for w, _h in SIZES:  # while it records
         screen = _tmux(tmux_socket, "capture-pane", "-p", "-t", f"s{w}").splitlines()
         joined = _tmux(tmux_socket, "capture-pane", "-p", "-J", "-t", f"s{w}").splitlines()  # wrapped lines joined
         assert sum(bool(TITLE.match(line)) for line in screen) == 1, (w, "\n".join(screen))
@@ -138,7 +185,9 @@ def test_live_dashboard_in_tmux_at_three_sizes(tmux_socket, tmp_path):
     time.sleep(2)
     screen = _tmux(tmux_socket, "capture-pane", "-p", "-J", "-t", "s200").splitlines()
     assert sum(bool(TITLE.match(line)) for line in screen) == 1, "\n".join(screen)
-    assert [line.split(" ", 1)[0] for line in screen if line.split(" ", 1)[0] in VENUES] == list(VENUES), "\n".join(screen)
+    assert [line.split(" ", 1)[0] for line in screen if line.split(" ", 1)[0] in VENUES] == list(VENUES), "\n".join(
+        screen
+    )
     assert all(len(line.rstrip()) <= 80 for line in screen), "\n".join(screen)
     deadline = time.monotonic() + duration + 40
     finals = {}
@@ -157,7 +206,10 @@ def test_live_dashboard_in_tmux_at_three_sizes(tmux_socket, tmp_path):
         start = lines.index(titles[0])
         for venue in VENUES:
             rows = [line for line in lines if line.split(" ", 1)[0] == venue]
-            assert len(rows) == 1 and re.match(rf"^{venue}\s+stopped\s", rows[0]) and lines.index(rows[0]) > start, (w, history)
+            assert len(rows) == 1 and re.match(rf"^{venue}\s+stopped\s", rows[0]) and lines.index(rows[0]) > start, (
+                w,
+                history,
+            )
 
 
 # -- report and events by width -------------------------------------------------------------------
@@ -165,23 +217,46 @@ def test_live_dashboard_in_tmux_at_three_sizes(tmux_socket, tmp_path):
 
 @pytest.fixture(scope="module")
 def event_dir(tmp_path_factory):
-    from test_capture import NS, T0, _pumping_store
-
     from pumpwatch import capture as cap
+    from test_capture import NS, T0, _pumping_store
 
     data = tmp_path_factory.mktemp("ev") / "d"
     with _pumping_store(data) as store:
-        store.append_marker("gap_unfillable", ts_ns=T0, venue="bybit-spot", symbol="0GUSDT", from_ts_ns=T0 - NS,
-                            to_ts_ns=T0, detail="the venue's recent-trades window does not reach back to the outage")
-        ev = cap.capture(store, cap.CaptureRequest("0G", T0, notice={
-            "notice_id": 7, "title": "[거래] 제로지(0G) KRW 마켓 디지털 자산 추가", "markets": ["KRW"],
-            "detected_ns": T0 + 13 * NS}), data, chart=False)
+        store.append_marker(
+            "gap_unfillable",
+            ts_ns=T0,
+            venue="bybit-spot",
+            symbol="0GUSDT",
+            from_ts_ns=T0 - NS,
+            to_ts_ns=T0,
+            detail="the venue's recent-trades window does not reach back to the outage",
+        )
+        ev = cap.capture(
+            store,
+            cap.CaptureRequest(
+                "0G",
+                T0,
+                notice={
+                    "notice_id": 7,
+                    "title": "[거래] 제로지(0G) KRW 마켓 디지털 자산 추가",
+                    "markets": ["KRW"],
+                    "detected_ns": T0 + 13 * NS,
+                },
+            ),
+            data,
+            chart=False,
+        )
     return data, Path(ev.path)
 
 
 def _cli(columns: int, *args: str) -> str:
-    r = subprocess.run([sys.executable, "-m", "pumpwatch.cli", *args], capture_output=True, text=True, timeout=60,
-                       env={**os.environ, "COLUMNS": str(columns), "PYTHONPATH": str(PACKAGE_ROOT)})
+    r = subprocess.run(
+        [sys.executable, "-m", "pumpwatch.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": str(columns), "PYTHONPATH": str(PACKAGE_ROOT)},
+    )
     assert r.returncode == 0, r.stderr
     return r.stdout
 
@@ -189,9 +264,18 @@ def _cli(columns: int, *args: str) -> str:
 def _figures(analysis: dict, venue: str) -> list[str]:
     """The figures of a venue's analysis the report shows, as analysis.json holds them."""
     a = analysis["venues"][venue]
-    return [a["reference"]["price"], str(a["first_after"]["ms_after_t0"]), a["peak"]["price"], str(a["max_rise_pct"]),
-            str(a["max_fall_pct"]), str(a["time_to_peak_ms"]), a["after"]["quote_volume"], str(a["after"]["buy_share"]),
-            str(analysis["across"]["lead_lag_ms"][venue]), a["verdict"]]
+    return [
+        a["reference"]["price"],
+        str(a["first_after"]["ms_after_t0"]),
+        a["peak"]["price"],
+        str(a["max_rise_pct"]),
+        str(a["max_fall_pct"]),
+        str(a["time_to_peak_ms"]),
+        a["after"]["quote_volume"],
+        str(a["after"]["buy_share"]),
+        str(analysis["across"]["lead_lag_ms"][venue]),
+        a["verdict"],
+    ]
 
 
 @pytest.mark.parametrize("columns", [80, 120])
@@ -237,8 +321,12 @@ def test_verify_shows_progress_on_a_terminal_and_keeps_json_clean(event_dir):
 
     data, _ = event_dir
     primary, secondary = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "pumpwatch.cli", "verify", "--data-dir", str(data), "--json"],
-                            stdout=subprocess.PIPE, stderr=secondary, env={**os.environ, "PYTHONPATH": str(PACKAGE_ROOT)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pumpwatch.cli", "verify", "--data-dir", str(data), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+        env={**os.environ, "PYTHONPATH": str(PACKAGE_ROOT)},
+    )
     os.close(secondary)
     out = proc.stdout.read()
     assert proc.wait(timeout=60) == 0

@@ -31,9 +31,15 @@ async def _record(data_dir, sim: Simulator, ca_file: str, seconds: float, *, sym
     cfg = Config(
         data_dir=str(data_dir),
         metrics_address="127.0.0.1:0",
-        venues={v: VenueSettings(enabled=v == VENUE, symbols=tuple(symbols) if v == VENUE else (),
-                                 ws_url=urls["ws_origin"] if v == VENUE else "",
-                                 rest_url=urls["rest_url"] if v == VENUE else "") for v in pumpwatch.VENUES},
+        venues={
+            v: VenueSettings(
+                enabled=v == VENUE,
+                symbols=tuple(symbols) if v == VENUE else (),
+                ws_url=urls["ws_origin"] if v == VENUE else "",
+                rest_url=urls["rest_url"] if v == VENUE else "",
+            )
+            for v in pumpwatch.VENUES
+        },
         tls=TlsSettings(ca_file=ca_file),
     )
     store = pumpwatch.Store(data_dir)
@@ -66,6 +72,7 @@ def test_simulator_serves_tls_only_to_clients_that_trust_its_ca():
             assert b'"symbols"' in body
             with pytest.raises(OSError, match=r"TLS certificate of 127\.0\.0\.1:\d+ not trusted"):
                 await http_fetch(urls["rest_url"], request)  # the system's CAs only
+
     asyncio.run(go())
 
 
@@ -104,20 +111,23 @@ def test_with_the_ca_configured_every_trade_sent_is_recorded(tmp_path):
     ids: dict[str, list[int]] = {}
     for r in rows:
         ids.setdefault(r[0], []).append(int(r[1]))
-    in_span = {tuple(t[k] for k in KEY) for t in sent
-               if t["symbol"] in ids and min(ids[t["symbol"]]) <= int(t["trade_id"]) <= max(ids[t["symbol"]])}
+    in_span = {
+        tuple(t[k] for k in KEY)
+        for t in sent
+        if t["symbol"] in ids and min(ids[t["symbol"]]) <= int(t["trade_id"]) <= max(ids[t["symbol"]])
+    }
     assert len(in_span) > 100
     assert in_span <= rows, f"{len(in_span - rows)} trades sent over TLS but not stored"
 
 
 def test_ca_file_is_checked_at_load(tmp_path):
-    with pytest.raises(ConfigError, match="tls.ca_file .* does not exist"):
+    with pytest.raises(ConfigError, match=r"tls\.ca_file .* does not exist"):
         from_dict({"tls": {"ca_file": str(tmp_path / "missing.pem")}})
     bad = tmp_path / "bad.pem"
     bad.write_text("not a certificate")
     with pytest.raises(ConfigError, match="not a readable PEM file"):
         from_dict({"tls": {"ca_file": str(bad)}})
-    with pytest.raises(ConfigError, match="unknown setting tls.verify"):
+    with pytest.raises(ConfigError, match=r"unknown setting tls\.verify"):
         from_dict({"tls": {"verify": False}})  # there is no switch that turns verification off
 
 
@@ -146,8 +156,17 @@ def test_upbit_watcher_verifies_the_stand_in_and_triggers_with_the_ca(tmp_path):
 
     async def watch(sim: SimUpbit, data_dir, ca_file: str) -> tuple[list, dict]:
         backoff = Backoff(initial_s=0.2, max_s=0.5, jitter=0.0)
-        w = UpbitWatcher(data_dir, base_url=sim.base_url, market_url="", seed=1, interval_s=0.1, request_timeout_s=1.0,
-                         rate_backoff=backoff, error_backoff=backoff, ca_file=ca_file)
+        w = UpbitWatcher(
+            data_dir,
+            base_url=sim.base_url,
+            market_url="",
+            seed=1,
+            interval_s=0.1,
+            request_timeout_s=1.0,
+            rate_backoff=backoff,
+            error_backoff=backoff,
+            ca_file=ca_file,
+        )
         async with w:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 10

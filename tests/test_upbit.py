@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+
 from pumpwatch.errors import InvalidInputError
 from pumpwatch.sim.upbit import SimNotice, SimUpbit
 from pumpwatch.upbit import (
@@ -92,13 +93,25 @@ POSITIVE = [
     ("더블제로(2Z) 신규 거래지원 안내 (KRW, BTC, USDT 마켓)", "2Z", "KRW,BTC,USDT", "2Z"),
     ("밈코어(1000SATS) KRW 마켓 디지털 자산 추가", "1000SATS", "KRW", "1000SATS"),
     ("원인치(1INCH) 및 더블제로(2Z) KRW 마켓 디지털 자산 추가", "1INCH,2Z", "KRW", "1INCH,2Z"),
-    ("라이브피어(LPT)(KRW, USDT 마켓), 포켓네트워크(POKT)(KRW 마켓) 디지털 자산 추가", "LPT,POKT", "KRW,USDT",
-     "LPT,POKT"),
-    ("플록(FLOCK)(BTC, USDT 마켓), 포켓네트워크(POKT)(KRW 마켓) 디지털 자산 추가", "FLOCK,POKT", "KRW,BTC,USDT",
-     "POKT"),
+    (
+        "라이브피어(LPT)(KRW, USDT 마켓), 포켓네트워크(POKT)(KRW 마켓) 디지털 자산 추가",
+        "LPT,POKT",
+        "KRW,USDT",
+        "LPT,POKT",
+    ),
+    (
+        "플록(FLOCK)(BTC, USDT 마켓), 포켓네트워크(POKT)(KRW 마켓) 디지털 자산 추가",
+        "FLOCK,POKT",
+        "KRW,BTC,USDT",
+        "POKT",
+    ),
     ("카바(KAVA) KRW 마켓, 밀크(MLK) BTC 마켓 디지털 자산 추가", "KAVA,MLK", "KRW,BTC", "KAVA"),
-    ("페이팔유에스디(PYUSD), 제이피와이코인(JPYC) 신규 거래지원 안내 (KRW, BTC, USDT 마켓)", "PYUSD,JPYC",
-     "KRW,BTC,USDT", "PYUSD,JPYC"),
+    (
+        "페이팔유에스디(PYUSD), 제이피와이코인(JPYC) 신규 거래지원 안내 (KRW, BTC, USDT 마켓)",
+        "PYUSD,JPYC",
+        "KRW,BTC,USDT",
+        "PYUSD,JPYC",
+    ),
     ("[거래] 비트코인 (BTC), 이더리움 (ETH) 신규 거래지원 안내 (KRW, BTC, USDT)", "BTC,ETH", "KRW,BTC,USDT", "BTC,ETH"),
     ("클러스터프로토콜(CP) 신규 거래 지원 안내 (KRW, BTC, USDT 마켓)", "CP", "KRW,BTC,USDT", "CP"),
     ("신규 거래지원 안내 (ABC, XYZ) (KRW, BTC 마켓)", "ABC,XYZ", "KRW,BTC", "ABC,XYZ"),
@@ -110,8 +123,12 @@ POSITIVE = [
     ("이더리움클래식 원화 마켓(ETC/KRW) 오픈 안내", "ETC", "KRW", "ETC"),  # 2017-era shape
     ("Market Support for 0G(0G) (KRW, USDT Market)", "0G", "KRW,USDT", "0G"),
     ("Market Support for Optimism(OP), Arbitrum(ARB) (KRW, BTC, USDT Market)", "OP,ARB", "KRW,BTC,USDT", "OP,ARB"),
-    ("Market Support for Maple Finance(SYRUP) and Pundi AI(PUNDIAI) (KRW Market)", "SYRUP,PUNDIAI", "KRW",
-     "SYRUP,PUNDIAI"),
+    (
+        "Market Support for Maple Finance(SYRUP) and Pundi AI(PUNDIAI) (KRW Market)",
+        "SYRUP,PUNDIAI",
+        "KRW",
+        "SYRUP,PUNDIAI",
+    ),
     ("Market Support for Uniswap(UNI) (KRW Market)", "UNI", "KRW", "UNI"),
     ("Market Support for SushiSwap(SUSHI) (KRW, BTC Market)", "SUSHI", "KRW,BTC", "SUSHI"),
     ("[Trade] Market Support for Sui(SUI) (KRW Market)", "SUI", "KRW", "SUI"),
@@ -129,6 +146,7 @@ POSITIVE = [
 def test_listing_titles(title, tickers, markets, krw_tickers):
     listing = parse_title(title)
     assert listing is not None
+
     def split(s: str) -> tuple[str, ...]:
         return tuple(s.split(",")) if s else ()
 
@@ -209,10 +227,21 @@ def test_not_a_string():
 EDITED = [
     ("두들즈(DOOD) 신규 거래지원 안내 (KRW, USDT 마켓) (매도 최저가 기준 가격 안내)", "DOOD", "KRW,USDT", "DOOD"),
     ("두들즈(DOOD) 신규 거래지원 안내 (KRW, USDT 마켓) (거래지원 개시 시점 변경 안내)", "DOOD", "KRW,USDT", "DOOD"),
-    ("너보스(CKB) 신규 거래지원 안내 (KRW, BTC, USDT 마켓) (거래지원 개시 시점 연기 안내)", "CKB", "KRW,BTC,USDT",
-     "CKB"),
-    (("페이팔유에스디(PYUSD), 제이피와이코인(JPYC) 신규 거래지원 안내 (KRW, BTC, USDT 마켓) "
-      "(JPYC 거래지원 개시 시점 추가 변경 안내)"), "PYUSD,JPYC", "KRW,BTC,USDT", "PYUSD,JPYC"),
+    (
+        "너보스(CKB) 신규 거래지원 안내 (KRW, BTC, USDT 마켓) (거래지원 개시 시점 연기 안내)",
+        "CKB",
+        "KRW,BTC,USDT",
+        "CKB",
+    ),
+    (
+        (
+            "페이팔유에스디(PYUSD), 제이피와이코인(JPYC) 신규 거래지원 안내 (KRW, BTC, USDT 마켓) "
+            "(JPYC 거래지원 개시 시점 추가 변경 안내)"
+        ),
+        "PYUSD,JPYC",
+        "KRW,BTC,USDT",
+        "PYUSD,JPYC",
+    ),
     ("[거래] KRW 마켓 디지털 자산 추가 (IMX) (거래 개시 시점 변경)", "IMX", "KRW", "IMX"),
     ("Market Support for Sui(SUI) (KRW Market) (Trading Start Time Changed)", "SUI", "KRW", "SUI"),
     ("딥북(DEEP) KRW 마켓 디지털 자산 추가 (거래지원 개시 시점 변경 (10/1 14:00))", "DEEP", "KRW", "DEEP"),
@@ -272,28 +301,53 @@ def test_listing_defaults():
 CURRENT = {
     "success": True,
     "data": {
-        "total_pages": 238, "total_count": 4743,
+        "total_pages": 238,
+        "total_count": 4743,
         "notices": [
-            {"listed_at": "2025-07-28T18:00:00+09:00", "first_listed_at": "2025-07-28T18:00:00+09:00", "id": 5371,
-             "title": "Notice on Termination of Trading Support for Pundi AI(PUNDIAI) (8/28 15:00)",
-             "category": "Trade", "need_new_badge": True, "need_update_badge": False},
-            {"listed_at": "2025-07-28T14:10:00+09:00", "first_listed_at": "2025-07-28T13:24:25+09:00", "id": 5368,
-             "title": "Market Support for Optimism(OP) (KRW, BTC, USDT Market)", "category": "Trade",
-             "need_new_badge": True, "need_update_badge": True},
+            {
+                "listed_at": "2025-07-28T18:00:00+09:00",
+                "first_listed_at": "2025-07-28T18:00:00+09:00",
+                "id": 5371,
+                "title": "Notice on Termination of Trading Support for Pundi AI(PUNDIAI) (8/28 15:00)",
+                "category": "Trade",
+                "need_new_badge": True,
+                "need_update_badge": False,
+            },
+            {
+                "listed_at": "2025-07-28T14:10:00+09:00",
+                "first_listed_at": "2025-07-28T13:24:25+09:00",
+                "id": 5368,
+                "title": "Market Support for Optimism(OP) (KRW, BTC, USDT Market)",
+                "category": "Trade",
+                "need_new_badge": True,
+                "need_update_badge": True,
+            },
         ],
-        "fixed_notices": [{"id": 1, "title": "[공지] 업비트 이용 안내", "listed_at": "2024-01-01T00:00:00+09:00",
-                           "first_listed_at": "2024-01-01T00:00:00+09:00"}],
+        "fixed_notices": [
+            {
+                "id": 1,
+                "title": "[공지] 업비트 이용 안내",
+                "listed_at": "2024-01-01T00:00:00+09:00",
+                "first_listed_at": "2024-01-01T00:00:00+09:00",
+            }
+        ],
     },
 }
 
 LEGACY = {
     "success": True,
     "data": {
-        "total_pages": 90, "total_count": 1790,
+        "total_pages": 90,
+        "total_count": 1790,
         "list": [
-            {"id": 1523, "title": "[거래] KRW, BTC 마켓 디지털 자산 추가 (SXL, MTTIC)", "view_count": 55000,
-             "thread_name": "general", "created_at": "2021-03-31T15:06:01+09:00",
-             "updated_at": "2021-03-31T16:30:00+09:00"},
+            {
+                "id": 1523,
+                "title": "[거래] KRW, BTC 마켓 디지털 자산 추가 (SXL, MTTIC)",
+                "view_count": 55000,
+                "thread_name": "general",
+                "created_at": "2021-03-31T15:06:01+09:00",
+                "updated_at": "2021-03-31T16:30:00+09:00",
+            },
             {"id": 1522, "title": "[입출금] 이더리움 네트워크 점검 안내", "created_at": "2021-03-31 10:00:00"},
         ],
     },
@@ -392,8 +446,14 @@ def test_lenient_parse_skips_bad_rows_only():
 
 
 def test_market_list():
-    body = json.dumps([{"market": "KRW-BTC", "market_warning": "NONE"}, {"market": "BTC-AXL"},
-                       {"market": "KRW-0G", "market_event": {"warning": False}}, {"market": "USDT-ETH"}])
+    body = json.dumps(
+        [
+            {"market": "KRW-BTC", "market_warning": "NONE"},
+            {"market": "BTC-AXL"},
+            {"market": "KRW-0G", "market_event": {"warning": False}},
+            {"market": "USDT-ETH"},
+        ]
+    )
     assert parse_market_list(body) == {"BTC", "0G"}
     for bad in (b"{}", b"nope", b'[{"name": "x"}]'):
         with pytest.raises(MarketListFormatError):
@@ -408,8 +468,9 @@ NOW = 1_790_000_000 * 10**9
 
 def ann(nid: int, title: str, age_s: float = 1.0, edited_s: float = 0.0, category: str = "거래") -> Announcement:
     first = datetime.fromtimestamp((NOW - int(age_s * 1e9)) / 1e9, KST)
-    return Announcement(nid, title, category, first, first + timedelta(seconds=edited_s), True, edited_s > 0,
-                        parse_title(title))
+    return Announcement(
+        nid, title, category, first, first + timedelta(seconds=edited_s), True, edited_s > 0, parse_title(title)
+    )
 
 
 def decide(st: WatcherState, anns, now=NOW, krw=None, **kw):
@@ -437,7 +498,9 @@ def test_decisions_a_listing_first_seen_edited_triggers_once(tmp_path):
     """Issue 13: a listing whose title gained a note before the watcher first saw it triggers, with
     t0 = first_listed_at; a separate follow-up notice (new id) with the same note does not."""
     st = WatcherState(tmp_path / "s.json")
-    edited = ann(20, "두들즈(DOOD) 신규 거래지원 안내 (KRW, USDT 마켓) (매도 최저가 기준 가격 안내)", age_s=5.0, edited_s=3)
+    edited = ann(
+        20, "두들즈(DOOD) 신규 거래지원 안내 (KRW, USDT 마켓) (매도 최저가 기준 가격 안내)", age_s=5.0, edited_s=3
+    )
     (t,) = decide(st, [edited])
     assert (t.notice_id, t.tickers, t.t0_ns) == (20, ("DOOD",), NOW - 5 * 10**9) and st.missed == []
     follow = ann(21, "두들즈(DOOD) 신규 거래지원 안내 (KRW, USDT 마켓) (거래지원 개시 시점 변경 안내)", age_s=1.0)
@@ -453,8 +516,16 @@ def test_decisions_ticker_period(tmp_path):
     assert decide(st, [ann(2, "딥북(DEEP) KRW 마켓 디지털 자산 추가")], ticker_period_s=3600) == []
     later = NOW + 2 * 3600 * 10**9
     first = datetime.fromtimestamp((later - 10**9) / 1e9, KST)
-    relist = Announcement(3, "딥북(DEEP) KRW 마켓 디지털 자산 추가", "거래", first, first, True, False,
-                          parse_title("딥북(DEEP) KRW 마켓 디지털 자산 추가"))
+    relist = Announcement(
+        3,
+        "딥북(DEEP) KRW 마켓 디지털 자산 추가",
+        "거래",
+        first,
+        first,
+        True,
+        False,
+        parse_title("딥북(DEEP) KRW 마켓 디지털 자산 추가"),
+    )
     (t,) = decide(st, [relist], now=later, ticker_period_s=3600)
     assert t.tickers == ("DEEP",)
 
@@ -469,7 +540,9 @@ def test_decisions_age_categories_and_markets(tmp_path):
     sui = ann(6, "Market Support for Sui(SUI) (KRW Market)")
     out = decide(st, [old, hour, btc, event, op, sui], krw=frozenset({"OP", "ARB", "BTC"}))
     assert [(t.notice_id, t.already_listed, t.already_listed_tickers, t.market_checked) for t in out] == [
-        (5, True, ("OP", "ARB"), True), (6, False, (), True)]
+        (5, True, ("OP", "ARB"), True),
+        (6, False, (), True),
+    ]
     assert not out[0].capture and out[0].capture_tickers == ()
     assert [m["notice_id"] for m in st.missed] == [2]  # an hour late: kept for a manual capture
     assert st.seen == {1, 2, 3, 4, 5, 6}
@@ -622,6 +695,7 @@ def test_restart_neither_loses_nor_repeats(data_dir):
             got_second = drain(second.triggers)
             assert got_first and got_second
             check_triggers(got_first + got_second, sim)
+
             def published(lo: int, hi: int) -> set[int]:
                 return {n.id for n in script if n.edit_of is None and n.expect and lo <= n.first_listed_ns <= hi}
 
@@ -657,6 +731,7 @@ def test_startup_catches_up_recent_listings_only(data_dir, tmp_path):
 def test_a_listing_edited_before_the_first_poll_triggers(data_dir):
     """Issue 13 scenario: the notice is published and edited (title with a note) before the watcher
     polls for the first time; it triggers once, with the t0 of its first publication."""
+
     async def main():
         async with SimUpbit(seed=4, min_interval_s=0.0, align_to_second=False) as sim:
             n = sim.schedule(SimNotice("딥북(DEEP) KRW 마켓 디지털 자산 추가", expect=("DEEP",)), 0.0)
@@ -679,8 +754,10 @@ def test_a_hung_request_does_not_delay_the_next_polls(data_dir):
                 await asyncio.sleep(0.5)
                 sim.hang_next(2.0)
                 hang_at = time.monotonic()
-                listing = sim.schedule(SimNotice("더블제로(2Z) 신규 거래지원 안내 (KRW, BTC, USDT 마켓)", expect=("2Z",)),
-                                       sim.now_s() + 0.3)
+                listing = sim.schedule(
+                    SimNotice("더블제로(2Z) 신규 거래지원 안내 (KRW, BTC, USDT 마켓)", expect=("2Z",)),
+                    sim.now_s() + 0.3,
+                )
                 assert await wait_for(lambda: w.triggers.qsize() >= 1, 3.0)
                 await asyncio.sleep(max(0.0, hang_at + 1.2 - time.monotonic()))
                 starts = [r.started for r in w.poll_log if r.started >= hang_at - 0.2]
@@ -690,7 +767,9 @@ def test_a_hung_request_does_not_delay_the_next_polls(data_dir):
             assert t.notice_id == listing.id and t.tickers == ("2Z",)
             # Measured from when the stand-in made the notice visible, not from t0: first_listed_at
             # has whole-second resolution, so t0 is up to a second before the publication itself.
-            assert (t.detected_ns - listing.visible_ns) / 1e9 <= 0.1 + 0.1, "the listing during the hang was seen on schedule"
+            assert (t.detected_ns - listing.visible_ns) / 1e9 <= 0.1 + 0.1, (
+                "the listing during the hang was seen on schedule"
+            )
             assert len(hung) == 1 and hung[0].ended - hung[0].started >= 0.55
             gaps = [b - a for a, b in itertools.pairwise(starts)]
             assert len(starts) >= 12 and max(gaps) < 0.1 + 0.06, gaps
@@ -709,8 +788,9 @@ def test_rate_limit_slows_the_poller_and_it_recovers(data_dir, status):
                 await asyncio.sleep(0.5)
                 t_throttle = time.monotonic()
                 sim.throttle(1.5, status=status, retry_after=1)
-                listing = sim.schedule(SimNotice("에프(F) 신규 거래지원 안내 (KRW, BTC, USDT 마켓)", expect=("F",)),
-                                       sim.now_s() + 0.2)
+                listing = sim.schedule(
+                    SimNotice("에프(F) 신규 거래지원 안내 (KRW, BTC, USDT 마켓)", expect=("F",)), sim.now_s() + 0.2
+                )
                 assert await wait_for(lambda: w.triggers.qsize() >= 1, 4.0)
                 t_trigger = time.monotonic()
                 await asyncio.sleep(1.0)
@@ -832,8 +912,9 @@ def test_proxies_each_keep_their_own_etag(data_dir):
                 egresses = [Egress("tokyo", proxy=url1), Egress("seoul", proxy=url2)]
                 async with fast_watcher(data_dir, sim, interval_s=0.05, proxies=egresses) as w:
                     await asyncio.sleep(0.4)
-                    sim.schedule(SimNotice("바이프로스트(BFC) KRW, USDT 마켓 디지털 자산 추가", expect=("BFC",)),
-                                 sim.now_s())
+                    sim.schedule(
+                        SimNotice("바이프로스트(BFC) KRW, USDT 마켓 디지털 자산 추가", expect=("BFC",)), sim.now_s()
+                    )
                     assert await wait_for(lambda: w.triggers.qsize() >= 1, 3.0)
                     await asyncio.sleep(0.4)
                     metrics = w.metrics()
@@ -880,8 +961,10 @@ def test_stand_in_endpoints(data_dir):
             r3 = await c.get(sim.announcements_url + "?per_page=5&category=trade", {"If-None-Match": r.headers["etag"]})
             assert r3.status == 304  # published at 0.5 s, but not through the CDN yet
             await asyncio.sleep(0.9 - sim.now_s())
-            r3 = await c.get(sim.announcements_url + "?per_page=5&category=trade",
-                             {"If-None-Match": r.headers["etag"], "Accept-Language": "en-US"})
+            r3 = await c.get(
+                sim.announcements_url + "?per_page=5&category=trade",
+                {"If-None-Match": r.headers["etag"], "Accept-Language": "en-US"},
+            )
             assert n.visible_ns - n.first_listed_ns == pytest.approx(0.3e9, abs=2e6)  # the CDN delay
             top = parse_page(r3.body).announcements[0]
             assert r3.status == 200 and top.id == n.id and top.category == "Trade"

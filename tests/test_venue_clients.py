@@ -20,8 +20,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pumpwatch
 import pytest
+
+import pumpwatch
 from pumpwatch.connection import ReconnectPolicy, VenueConnection
 from pumpwatch.sim import VENUE_IDS, SimVenue
 from pumpwatch.venues import VenueSpec, get

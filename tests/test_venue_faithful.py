@@ -11,8 +11,9 @@ import asyncio
 import json
 from decimal import Decimal
 
-import pumpwatch
 import pytest
+
+import pumpwatch
 from pumpwatch.collector import Collector
 from pumpwatch.config import Config, VenueSettings
 from pumpwatch.sim import Simulator
@@ -31,9 +32,15 @@ async def _record(data_dir, venues, seconds, *, faults=(), settings=None, symbol
         cfg = Config(
             data_dir=str(data_dir),
             metrics_address="127.0.0.1:0",
-            venues={v: VenueSettings(enabled=v in venues, ws_url=urls[v]["ws_origin"] if v in venues else "",
-                                     rest_url=urls[v]["rest_url"] if v in venues else "",
-                                     **(settings or {}).get(v, {})) for v in pumpwatch.VENUES},
+            venues={
+                v: VenueSettings(
+                    enabled=v in venues,
+                    ws_url=urls[v]["ws_origin"] if v in venues else "",
+                    rest_url=urls[v]["rest_url"] if v in venues else "",
+                    **(settings or {}).get(v, {}),
+                )
+                for v in pumpwatch.VENUES
+            },
         )
         store = pumpwatch.Store(data_dir)
         collector = Collector(cfg, store)
@@ -62,8 +69,11 @@ def _in_span(stored_rows, sent):
     ids: dict[str, list[int]] = {}
     for r in stored_rows:
         ids.setdefault(r["symbol"], []).append(int(r["trade_id"]))
-    return {tuple(t[k] for k in KEY) for t in sent
-            if t["symbol"] in ids and min(ids[t["symbol"]]) <= int(t["trade_id"]) <= max(ids[t["symbol"]])}
+    return {
+        tuple(t[k] for k in KEY)
+        for t in sent
+        if t["symbol"] in ids and min(ids[t["symbol"]]) <= int(t["trade_id"]) <= max(ids[t["symbol"]])
+    }
 
 
 # -- item 1: Gate futures decimal sizes -------------------------------------------------------
@@ -72,8 +82,9 @@ def _in_span(stored_rows, sent):
 def test_gate_futures_quantities_equal_what_was_sent_fractional_fills_included(tmp_path):
     """ETH and SOL are decimal-enabled on the simulated Gate futures (fills of 1.7 and 0.25
     contracts); without `X-Gate-Size-Decimal: 1` the simulator truncates them as Gate does."""
-    status, sent = asyncio.run(_record(tmp_path / "d", ["gate-futures"], 5.0,
-                                       faults=[(2.0, "gate-futures", "drop_frames", (3,))]))
+    status, sent = asyncio.run(
+        _record(tmp_path / "d", ["gate-futures"], 5.0, faults=[(2.0, "gate-futures", "drop_frames", (3,))])
+    )
     stored = [r for r in pumpwatch.Store.open_readonly(tmp_path / "d").query().to_pylist()]
     rows = {tuple(r[k] for k in KEY) for r in stored}
     expected = _in_span(stored, sent["gate-futures"])
@@ -91,16 +102,26 @@ def test_sim_gate_futures_truncates_sizes_without_the_header():
     import json
     import urllib.request
 
-    from pumpwatch.sim import SimVenue
     from websockets.asyncio.client import connect
+
+    from pumpwatch.sim import SimVenue
 
     async def go():
         async with SimVenue("gate-futures", symbols=["SOL"], trades_per_s=300) as sim:
             frames = {}
             for name, headers in (("plain", None), ("decimal", {"X-Gate-Size-Decimal": "1"})):
                 async with connect(sim.ws_url, additional_headers=headers, open_timeout=5) as ws:
-                    await ws.send(json.dumps({"time": 1, "id": 1, "channel": "futures.trades", "event": "subscribe",
-                                              "payload": ["SOL_USDT"]}))
+                    await ws.send(
+                        json.dumps(
+                            {
+                                "time": 1,
+                                "id": 1,
+                                "channel": "futures.trades",
+                                "event": "subscribe",
+                                "payload": ["SOL_USDT"],
+                            }
+                        )
+                    )
                     got = []
                     while len(got) < 60:
                         m = json.loads(await asyncio.wait_for(ws.recv(), 5))
@@ -113,7 +134,9 @@ def test_sim_gate_futures_truncates_sizes_without_the_header():
                 exact = Decimal(sent[str(r["id"])]["qty"])
                 assert abs(r["size"]) == int(exact)  # 1.7 -> 1, 0.25 -> 0
             for r in frames["decimal"]:
-                assert isinstance(r["size"], str) and Decimal(r["size"].lstrip("-")) == Decimal(sent[str(r["id"])]["qty"])
+                assert isinstance(r["size"], str) and Decimal(r["size"].lstrip("-")) == Decimal(
+                    sent[str(r["id"])]["qty"]
+                )
             assert any(Decimal(r["size"]) % 1 for r in frames["decimal"])
             url = sim.rest_url + "/api/v4/futures/usdt/trades?contract=SOL_USDT&limit=50"
 
@@ -195,8 +218,15 @@ def test_unknown_binance_x_is_stored_as_a_flagged_trade_on_both_paths(tmp_path):
 
 
 def _usdm_gap(tmp_path, api_key):
-    return asyncio.run(_record(tmp_path / "d", ["binance-usdm"], 5.0, settings={"binance-usdm": {"api_key": api_key}},
-                               faults=[(2.0, "binance-usdm", "drop_frames", (6,))]))
+    return asyncio.run(
+        _record(
+            tmp_path / "d",
+            ["binance-usdm"],
+            5.0,
+            settings={"binance-usdm": {"api_key": api_key}},
+            faults=[(2.0, "binance-usdm", "drop_frames", (6,))],
+        )
+    )
 
 
 def test_usdm_gap_without_a_key_is_covered_by_aggregated_records_and_named(tmp_path):
@@ -209,11 +239,11 @@ def test_usdm_gap_without_a_key_is_covered_by_aggregated_records_and_named(tmp_p
     sent_by_id = {(t["symbol"], int(t["trade_id"])): t for t in sent["binance-usdm"]}
     covered = set()
     for r in agg:  # each record: ids f..l of one taker order at one price, qty their sum
-        f, l = map(int, r["trade_id"].split("-"))
-        fills = [sent_by_id[(r["symbol"], i)] for i in range(f, l + 1)]
+        first_id, last_id = map(int, r["trade_id"].split("-"))
+        fills = [sent_by_id[(r["symbol"], i)] for i in range(first_id, last_id + 1)]
         assert sum(Decimal(t["qty"]) for t in fills) == Decimal(r["qty"])
         assert {t["price"] for t in fills} == {r["price"]} and {t["side"] for t in fills} == {r["side"]}
-        covered |= {(r["symbol"], i) for i in range(f, l + 1)}
+        covered |= {(r["symbol"], i) for i in range(first_id, last_id + 1)}
     singles = {(r["symbol"], int(r["trade_id"])) for r in rows if not r["flags"] & pumpwatch.FLAGS["AGGREGATED"]}
     assert not covered & singles, "an id stored both singly and in an aggregate"
     markers = reader.markers().to_pylist()
@@ -261,15 +291,27 @@ def test_api_key_comes_from_the_file_or_the_environment_and_is_never_shown(monke
     assert "file-secret" not in repr(spec)
     [req] = spec.backfill_requests("BTCUSDT", after_id=9, before_id=12)
     assert req.path == "/fapi/v1/historicalTrades" and req.headers == {"X-MBX-APIKEY": "file-secret"}
-    [req] = get("binance-usdm").backfill_requests("BTCUSDT", after_id=9, before_id=12, start_ns=10**18, end_ns=10**18 + 10**9)
+    [req] = get("binance-usdm").backfill_requests(
+        "BTCUSDT", after_id=9, before_id=12, start_ns=10**18, end_ns=10**18 + 10**9
+    )
     assert req.path == "/fapi/v1/aggTrades" and not req.headers
-    assert req.params == {"symbol": "BTCUSDT", "startTime": "1000000000000", "endTime": "1000000001000", "limit": "1000"}
+    assert req.params == {
+        "symbol": "BTCUSDT",
+        "startTime": "1000000000000",
+        "endTime": "1000000001000",
+        "limit": "1000",
+    }
     from pumpwatch.config import ConfigError, from_dict
 
     with pytest.raises(ConfigError) as err:
         from_dict({"venues": {"binance-usdm": {"api_key": 987654321}}})
     assert "987654321" not in str(err.value) and "venues.binance-usdm.api_key must be a string" in str(err.value)
-    assert from_dict({"venues": {"binance-usdm": {"api_key": "s3"}}}).venues["binance-usdm"].resolved_api_key("binance-usdm") == "s3"
+    assert (
+        from_dict({"venues": {"binance-usdm": {"api_key": "s3"}}})
+        .venues["binance-usdm"]
+        .resolved_api_key("binance-usdm")
+        == "s3"
+    )
     # Spot historicalTrades needs no key (since 2023-07-11, VENUES §1.3): no header, no aggTrades.
     [req] = get("binance-spot").backfill_requests("BTCUSDT", after_id=9, before_id=12)
     assert req.path == "/api/v3/historicalTrades" and not req.headers
@@ -279,8 +321,17 @@ def test_an_aggregated_record_takes_its_id_range_on_both_paths(tmp_path):
     from pumpwatch import purepy
 
     def frame(t):
-        data = {"e": "trade", "E": 1, "T": 1_790_000_000_000 + t, "s": "ETHUSDT", "t": t, "p": "1.5", "q": "1",
-                "X": "MARKET", "m": True}
+        data = {
+            "e": "trade",
+            "E": 1,
+            "T": 1_790_000_000_000 + t,
+            "s": "ETHUSDT",
+            "t": t,
+            "p": "1.5",
+            "q": "1",
+            "X": "MARKET",
+            "m": True,
+        }
         return json.dumps({"stream": "ethusdt@trade", "data": data})
 
     agg = pumpwatch.FLAGS["AGGREGATED"] | pumpwatch.FLAGS["BACKFILL"]
@@ -290,11 +341,29 @@ def test_an_aggregated_record_takes_its_id_range_on_both_paths(tmp_path):
             for i, t in enumerate([1, 2, 9]):
                 store.ingest("binance-usdm", frame(t), 1_000 + i)
             assert store.open_gaps("binance-usdm", "ETHUSDT") == [(3, 8)]
-            rows = [pumpwatch.Trade("binance-usdm", "ETHUSDT", ids, "1.5", "3", "sell", 1_790_000_000_003_000_000, 7, flags=agg)
-                    for ids in ("3-5", "7-8", "1-2")]  # (the collector stores only rows inside a hole; 1-2 is held)
+            rows = [
+                pumpwatch.Trade(
+                    "binance-usdm", "ETHUSDT", ids, "1.5", "3", "sell", 1_790_000_000_003_000_000, 7, flags=agg
+                )
+                for ids in ("3-5", "7-8", "1-2")
+            ]  # (the collector stores only rows inside a hole; 1-2 is held)
             n, events = store.ingest_trades(rows)
             assert n == 2 and store.open_gaps("binance-usdm", "ETHUSDT") == [(6, 6)]
-            n, events = store.ingest_trades([pumpwatch.Trade("binance-usdm", "ETHUSDT", "6", "1.5", "1", "sell", 1_790_000_000_006_000_000, 8, flags=pumpwatch.FLAGS["BACKFILL"])])
+            n, events = store.ingest_trades(
+                [
+                    pumpwatch.Trade(
+                        "binance-usdm",
+                        "ETHUSDT",
+                        "6",
+                        "1.5",
+                        "1",
+                        "sell",
+                        1_790_000_000_006_000_000,
+                        8,
+                        flags=pumpwatch.FLAGS["BACKFILL"],
+                    )
+                ]
+            )
             assert n == 1 and store.open_gaps("binance-usdm", "ETHUSDT") == []
             assert [e[0] for e in events] == ["gap_filled"]
             results[name] = (store.query(include_non_trades=True).to_pylist(), store.markers().to_pylist())
@@ -314,20 +383,28 @@ def test_sim_usdm_historical_trades_wants_a_key_and_aggtrades_does_not():
 
             def get(path, headers):
                 try:
-                    with urllib.request.urlopen(urllib.request.Request(sim.rest_url + path, headers=headers), timeout=5) as r:
+                    with urllib.request.urlopen(
+                        urllib.request.Request(sim.rest_url + path, headers=headers), timeout=5
+                    ) as r:
                         return r.status, json.loads(r.read())
                 except urllib.error.HTTPError as e:
                     return e.code, json.loads(e.read())
 
             assert await asyncio.to_thread(get, "/fapi/v1/historicalTrades?symbol=BTCUSDT", {}) == (
-                401, {"code": -2014, "msg": "API-key format invalid."})
-            status, rows = await asyncio.to_thread(get, "/fapi/v1/historicalTrades?symbol=BTCUSDT", {"X-MBX-APIKEY": "k"})
+                401,
+                {"code": -2014, "msg": "API-key format invalid."},
+            )
+            status, rows = await asyncio.to_thread(
+                get, "/fapi/v1/historicalTrades?symbol=BTCUSDT", {"X-MBX-APIKEY": "k"}
+            )
             assert status == 200 and rows
             status, aggs = await asyncio.to_thread(get, "/fapi/v1/aggTrades?symbol=BTCUSDT&limit=1000", {})
             assert status == 200 and aggs and all(a["f"] <= a["l"] for a in aggs)
             ids = [i for a in aggs for i in range(a["f"], a["l"] + 1)]
             assert ids == sorted(set(ids))  # each id in at most one aggregate
-            status, err = await asyncio.to_thread(get, "/fapi/v1/aggTrades?symbol=BTCUSDT&startTime=0&endTime=3600000", {})
+            status, err = await asyncio.to_thread(
+                get, "/fapi/v1/aggTrades?symbol=BTCUSDT&startTime=0&endTime=3600000", {}
+            )
             assert status == 400 and err["code"] == -1127
 
     asyncio.run(go())
@@ -336,12 +413,14 @@ def test_sim_usdm_historical_trades_wants_a_key_and_aggtrades_does_not():
 # -- item 5: a subscribe request refused for one symbol ------------------------------------------
 
 
-@pytest.mark.parametrize("venue, bad", [("gate-futures", ["NOPE_USDT"]), ("gate-spot", ["NOPE_USDT"]),
-                                        ("gate-futures", ["NOPE_USDT", "ZZZ_USDT"])])
+@pytest.mark.parametrize(
+    "venue, bad",
+    [("gate-futures", ["NOPE_USDT"]), ("gate-spot", ["NOPE_USDT"]), ("gate-futures", ["NOPE_USDT", "ZZZ_USDT"])],
+)
 def test_gate_request_with_one_bad_contract_still_records_all_the_others(tmp_path, venue, bad):
     good = ["BTC_USDT", "ETH_USDT", "SOL_USDT", "DOGE_USDT"]
     symbols = good[:2] + bad[:1] + good[2:] + bad[1:]  # one request carries them all (VENUES §12)
-    status, sent = asyncio.run(_record(tmp_path / "d", [venue], 4.0, settings={venue: {"symbols": tuple(symbols)}}))
+    status, _sent = asyncio.run(_record(tmp_path / "d", [venue], 4.0, settings={venue: {"symbols": tuple(symbols)}}))
     reader = pumpwatch.Store.open_readonly(tmp_path / "d")
     stored = {r["symbol"] for r in reader.query().to_pylist()}
     assert stored == set(good), stored
@@ -375,11 +454,19 @@ def test_a_stream_on_the_wrong_usdm_path_is_named_by_the_silent_alarm(tmp_path):
             urls = sim.urls()["binance-usdm"]
             spec = dataclasses.replace(binance.USDM, ws_url=urls["ws_origin"], rest_url=urls["rest_url"])
             spec = Misrouted(**{f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)})
-            cfg = Config(data_dir=str(tmp_path / "d"), metrics_address="127.0.0.1:0",
-                         connection=ConnectionSettings(silent_min_s=1.5),
-                         venues={v: VenueSettings(enabled=v == "binance-usdm", api_key="k",
-                                                  symbols=("BTCUSDT", "ETHUSDT", "SOLUSDT") if v == "binance-usdm" else ())
-                                 for v in pumpwatch.VENUES})
+            cfg = Config(
+                data_dir=str(tmp_path / "d"),
+                metrics_address="127.0.0.1:0",
+                connection=ConnectionSettings(silent_min_s=1.5),
+                venues={
+                    v: VenueSettings(
+                        enabled=v == "binance-usdm",
+                        api_key="k",
+                        symbols=("BTCUSDT", "ETHUSDT", "SOLUSDT") if v == "binance-usdm" else (),
+                    )
+                    for v in pumpwatch.VENUES
+                },
+            )
             store = pumpwatch.Store(tmp_path / "d")
             collector = Collector(cfg, store, specs={"binance-usdm": spec})
             stop = asyncio.Event()

@@ -442,8 +442,9 @@ def test_bybit_linear_instruments_and_cursor_paging():
     first, prelaunch = spec.instruments_request()
     assert first == HttpRequest("GET", "/v5/market/instruments-info", {"category": "linear", "limit": "1000"})
     # PreLaunch instruments come back only when asked for (VENUES.md §12)
-    assert prelaunch == HttpRequest("GET", "/v5/market/instruments-info",
-                                    {"category": "linear", "limit": "1000", "status": "PreLaunch"})
+    assert prelaunch == HttpRequest(
+        "GET", "/v5/market/instruments-info", {"category": "linear", "limit": "1000", "status": "PreLaunch"}
+    )
 
     def row(symbol, base, contract_type="LinearPerpetual", status="Trading", quote="USDT"):
         return {
@@ -641,8 +642,11 @@ def test_kucoin_spot_instruments():
         }
     )
     got = by_symbol(spec.parse_instruments([body]))
-    assert [(s, i.status) for s, i in got.items()] == [("BTC-USDT", "trading"), ("LUNA-USDT", "halted"),
-                                                       ("NEW-USDT", "pre_trading")]
+    assert [(s, i.status) for s, i in got.items()] == [
+        ("BTC-USDT", "trading"),
+        ("LUNA-USDT", "halted"),
+        ("NEW-USDT", "pre_trading"),
+    ]
 
 
 def test_gate_instruments():
@@ -661,8 +665,14 @@ def test_gate_instruments():
             {"id": "XYZ_USDT", "base": "XYZ", "quote": "USDT", "trade_status": "untradable"},
             {"id": "ETH_BTC", "base": "ETH", "quote": "BTC", "trade_status": "tradable"},
             # a new pair before its opening time (VENUES.md §12): buy_start/sell_start ahead
-            {"id": "NEW_USDT", "base": "NEW", "quote": "USDT", "trade_status": "untradable",
-             "buy_start": int(time.time()) + 600, "sell_start": int(time.time()) + 600},
+            {
+                "id": "NEW_USDT",
+                "base": "NEW",
+                "quote": "USDT",
+                "trade_status": "untradable",
+                "buy_start": int(time.time()) + 600,
+                "sell_start": int(time.time()) + 600,
+            },
         ]
     )
     assert [(i.symbol, i.base, i.status) for i in spot.parse_instruments([body])] == [

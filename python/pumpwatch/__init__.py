@@ -5,7 +5,8 @@ is its Python face. `pumpwatch.purepy` does the same jobs in plain Python, as th
 the oracle of differential tests.
 """
 
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
 from ._core import FLAGS, FORMAT_VERSION, VENUES, RingReader, Trade, TradeRing
 from .errors import (
@@ -27,7 +28,6 @@ except PackageNotFoundError:  # running from a source tree without an install
     __version__ = "0+unknown"
 
 
-
 def __getattr__(name: str):
     # The research-dataset readers import the capture machinery: loaded on first use only.
     if name in ("load_events", "load_event_trades"):
@@ -45,9 +45,9 @@ __all__ = [
     "CorruptLogError",
     "DiskFullError",
     "FrameError",
-    "ParseResult",
     "InvalidInputError",
     "InvalidTradeError",
+    "ParseResult",
     "ReadOnlyStore",
     "RingReader",
     "Store",

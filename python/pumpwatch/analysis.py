@@ -57,7 +57,7 @@ def _unscaled(col: pa.Array) -> tuple[list[int], int]:
 
     scale = _scale_of(col)
     dec = col.cast(pa.decimal128(38, scale))
-    words = np.frombuffer(dec.buffers()[1], dtype=np.int64)[2 * dec.offset: 2 * (dec.offset + len(dec))]
+    words = np.frombuffer(dec.buffers()[1], dtype=np.int64)[2 * dec.offset : 2 * (dec.offset + len(dec))]
     low, high = words[0::2], words[1::2]
     values = low.tolist()
     for i in np.flatnonzero(high != (low >> 63)).tolist():  # not a sign-extended 64-bit value
@@ -71,7 +71,11 @@ def _first_at_or_past(prices: list[str], divisor, approx, start: int, threshold:
     import numpy as np
 
     guard = float(threshold)
-    cand = np.flatnonzero(approx[start:] >= guard * (1 - 1e-9)) if up else np.flatnonzero(approx[start:] <= guard * (1 + 1e-9))
+    cand = (
+        np.flatnonzero(approx[start:] >= guard * (1 - 1e-9))
+        if up
+        else np.flatnonzero(approx[start:] <= guard * (1 + 1e-9))
+    )
     for j in cand.tolist():
         i = start + j
         p = Decimal(prices[i]) / int(divisor[i])
@@ -80,14 +84,21 @@ def _first_at_or_past(prices: list[str], divisor, approx, start: int, threshold:
     return None
 
 
-def analyse_venue(table: pa.Table, *, t0_ns: int, sizes: dict[str, tuple[int, Decimal]], thresholds: dict,
-                  reference: tuple[Decimal, int, str] | None = None) -> dict[str, Any]:
+def analyse_venue(
+    table: pa.Table,
+    *,
+    t0_ns: int,
+    sizes: dict[str, tuple[int, Decimal]],
+    thresholds: dict,
+    reference: tuple[Decimal, int, str] | None = None,
+) -> dict[str, Any]:
     """The measures of one venue's trades (see the module doc), `table` in exchange-time order.
     `sizes`: per symbol (price divisor, base units per quantity unit). `reference`: the last trade
     before the window (price per asset unit, time, symbol), for a venue with none in it before t0."""
-    import numpy as np
     from itertools import compress
     from operator import mul
+
+    import numpy as np
 
     move, pump = Decimal(str(thresholds["move_pct"])), Decimal(str(thresholds["pump_pct"]))
     n = table.num_rows
@@ -98,8 +109,14 @@ def analyse_venue(table: pa.Table, *, t0_ns: int, sizes: dict[str, tuple[int, De
     qty_col = table.column("qty").combine_chunks()
     symbol_col = table.column("symbol")
     distinct = pc.unique(symbol_col).to_pylist()
-    groups = {s: (pc.equal(symbol_col, s).to_numpy(zero_copy_only=False).astype(bool) if len(distinct) > 1 else np.ones(n, bool))
-              for s in distinct}
+    groups = {
+        s: (
+            pc.equal(symbol_col, s).to_numpy(zero_copy_only=False).astype(bool)
+            if len(distinct) > 1
+            else np.ones(n, bool)
+        )
+        for s in distinct
+    }
     divisor = np.ones(n, dtype=np.int64)
     for s, g in groups.items():
         divisor[g] = sizes.get(s, (1, Decimal(1)))[0]
@@ -138,10 +155,17 @@ def analyse_venue(table: pa.Table, *, t0_ns: int, sizes: dict[str, tuple[int, De
         base, buy_base, sell_base = (x.scaleb(-q_scale) for x in (base, buy_base, sell_base))
         quote = quote.scaleb(-(p_scale + q_scale))
         vwap = (quote / base).quantize(_VWAP_PLACES) if base else None
-        return {"trades": hi - lo, "base_volume": _text(base), "quote_volume": _text(quote),
-                "buys": int((buys[lo:hi]).sum()), "sells": int((sells[lo:hi]).sum()), "buy_base_volume": _text(buy_base),
-                "sell_base_volume": _text(sell_base), "buy_share": round(float(buy_base / base), 4) if base else None,
-                "vwap": _text(vwap) if vwap is not None else None}
+        return {
+            "trades": hi - lo,
+            "base_volume": _text(base),
+            "quote_volume": _text(quote),
+            "buys": int((buys[lo:hi]).sum()),
+            "sells": int((sells[lo:hi]).sum()),
+            "buy_base_volume": _text(buy_base),
+            "sell_base_volume": _text(sell_base),
+            "buy_share": round(float(buy_base / base), 4) if base else None,
+            "vwap": _text(vwap) if vwap is not None else None,
+        }
 
     first = peak = trough = first_move = pump_up = pump_down = None
     if k < n:
@@ -162,13 +186,25 @@ def analyse_venue(table: pa.Table, *, t0_ns: int, sizes: dict[str, tuple[int, De
     def at(i: int | None, **extra) -> dict | None:
         if i is None:
             return None
-        return {"price": _text(exact(i)), "ts_ns": int(ts[i]), "ms_after_t0": round((int(ts[i]) - t0_ns) / 1e6, 3), **extra}
+        return {
+            "price": _text(exact(i)),
+            "ts_ns": int(ts[i]),
+            "ms_after_t0": round((int(ts[i]) - t0_ns) / 1e6, 3),
+            **extra,
+        }
 
     def ms(i: int | None) -> float | None:
         return None if i is None else round((int(ts[i]) - t0_ns) / 1e6, 3)
 
     out: dict[str, Any] = {
-        "reference": None if ref is None else {"price": _text(ref), "ts_ns": ref_ts, "ms_before_t0": round((t0_ns - ref_ts) / 1e6, 3), "symbol": ref_symbol},
+        "reference": None
+        if ref is None
+        else {
+            "price": _text(ref),
+            "ts_ns": ref_ts,
+            "ms_before_t0": round((t0_ns - ref_ts) / 1e6, 3),
+            "symbol": ref_symbol,
+        },
         "first_after": at(first, symbol=symbols[first]) if first is not None else None,
         "peak": at(peak),
         "trough": at(trough),
@@ -197,15 +233,24 @@ def _verdict(v: dict, up_ts: int | None, down_ts: int | None) -> str:
     return "no pump"
 
 
-def analyse(trades: pa.Table, mapping: dict, t0_ns: int, detected_ns: int | None = None, *,
-            thresholds: dict | None = None, earlier: pa.Table | None = None) -> dict[str, Any]:
+def analyse(
+    trades: pa.Table,
+    mapping: dict,
+    t0_ns: int,
+    detected_ns: int | None = None,
+    *,
+    thresholds: dict | None = None,
+    earlier: pa.Table | None = None,
+) -> dict[str, Any]:
     """Per-venue measures and the cross-venue view of an event's trades (`mapping`: venue ->
     MappedInstrument list, giving each symbol's price divisor and contract size). `earlier`: trades
     before the window, where a venue without a trade between the window's start and t0 finds its
     reference price (its last one)."""
     th = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
-    sizes = {v: {i.symbol: (int(i.base_multiplier), Decimal(i.contract_multiplier) * int(i.base_multiplier)) for i in insts}
-             for v, insts in mapping.items()}
+    sizes = {
+        v: {i.symbol: (int(i.base_multiplier), Decimal(i.contract_multiplier) * int(i.base_multiplier)) for i in insts}
+        for v, insts in mapping.items()
+    }
     venues: dict[str, Any] = {}
     with localcontext() as ctx:
         ctx.prec = 60
@@ -216,15 +261,27 @@ def analyse(trades: pa.Table, mapping: dict, t0_ns: int, detected_ns: int | None
             reference = None
             if earlier is not None and earlier.num_rows and pc.min(rows.column("ts_ns")).as_py() >= t0_ns:
                 reference = _last_trade(earlier, venue, sizes.get(venue, {}))
-            venues[venue] = analyse_venue(rows, t0_ns=t0_ns, sizes=sizes.get(venue, {}), thresholds=th, reference=reference)
-        return {"t0_ns": t0_ns, "detected_ns": detected_ns, "thresholds": th, "venues": venues,
-                "across": _across(venues, th)}
+            venues[venue] = analyse_venue(
+                rows, t0_ns=t0_ns, sizes=sizes.get(venue, {}), thresholds=th, reference=reference
+            )
+        return {
+            "t0_ns": t0_ns,
+            "detected_ns": detected_ns,
+            "thresholds": th,
+            "venues": venues,
+            "across": _across(venues, th),
+        }
 
 
 def _last_trade(earlier: pa.Table, venue: str, sizes: dict) -> tuple[Decimal, int, str] | None:
     best = None
-    for v, sym, price, ts in zip(earlier.column("venue").to_pylist(), earlier.column("symbol").to_pylist(),
-                                 earlier.column("price").to_pylist(), earlier.column("ts_ns").to_pylist()):
+    for v, sym, price, ts in zip(
+        earlier.column("venue").to_pylist(),
+        earlier.column("symbol").to_pylist(),
+        earlier.column("price").to_pylist(),
+        earlier.column("ts_ns").to_pylist(),
+        strict=False,
+    ):
         if v == venue and (best is None or ts >= best[1]):
             best = (price, ts, sym)
     if best is None:
@@ -234,7 +291,13 @@ def _last_trade(earlier: pa.Table, venue: str, sizes: dict) -> tuple[Decimal, in
 
 
 def _across(venues: dict[str, Any], th: dict) -> dict[str, Any]:
-    movers = sorted(((v["first_move"]["ts_ns"], name, v["first_move"]["direction"]) for name, v in venues.items() if v["first_move"]))
+    movers = sorted(
+        (
+            (v["first_move"]["ts_ns"], name, v["first_move"]["direction"])
+            for name, v in venues.items()
+            if v["first_move"]
+        )
+    )
     leader = movers[0] if movers else None
     verdicts = {name: v["verdict"] for name, v in venues.items()}
     pumps = sorted(n for n, s in verdicts.items() if s == "pump")

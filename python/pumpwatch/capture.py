@@ -25,9 +25,10 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Iterable, Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -58,10 +59,13 @@ INSTRUMENTS_DIR = "instruments"
 
 #: Parquet columns of trades.parquet: the log's trade columns (price and quantity as the venue's
 #: exact decimal text) plus the two times as UTC timestamps for tools that want them.
-EVENT_TRADE_SCHEMA = pa.schema(list(TRADE_SCHEMA) + [
-    pa.field("exchange_time", pa.timestamp("ns", tz="UTC"), nullable=False),
-    pa.field("receive_time", pa.timestamp("ns", tz="UTC"), nullable=False),
-])
+EVENT_TRADE_SCHEMA = pa.schema(
+    list(TRADE_SCHEMA)
+    + [
+        pa.field("exchange_time", pa.timestamp("ns", tz="UTC"), nullable=False),
+        pa.field("receive_time", pa.timestamp("ns", tz="UTC"), nullable=False),
+    ]
+)
 
 
 class CaptureError(InvalidInputError):
@@ -69,8 +73,15 @@ class CaptureError(InvalidInputError):
 
 
 class TradeSource(Protocol):
-    def query(self, start_ns: int | None = None, end_ns: int | None = None, venues: Any = None,
-              symbols: Any = None, *, include_non_trades: bool = False) -> pa.Table: ...
+    def query(
+        self,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        venues: Any = None,
+        symbols: Any = None,
+        *,
+        include_non_trades: bool = False,
+    ) -> pa.Table: ...
 
     def markers(self, start_ns: int | None = None, end_ns: int | None = None) -> pa.Table: ...
 
@@ -94,13 +105,13 @@ def safe_ticker(ticker: str) -> str:
 
 
 def utc_stamp(ts_ns: int) -> str:
-    return datetime.fromtimestamp(ts_ns // NS, tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return datetime.fromtimestamp(ts_ns // NS, tz=UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def iso(ts_ns: int) -> str:
     """ISO-8601 UTC with nanoseconds (exact: no float on the way)."""
     secs, frac = divmod(int(ts_ns), NS)
-    return datetime.fromtimestamp(secs, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
+    return datetime.fromtimestamp(secs, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
 
 
 def event_name(ticker: str, t0_ns: int) -> str:
@@ -116,7 +127,7 @@ def parse_duration_ns(text: str | float | int) -> int:
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         if text < 0:
             raise CaptureError(f"duration {text} is negative")
-        return int(round(text * NS))
+        return round(text * NS)
     m = _DURATION.match(str(text))
     if not m:
         raise CaptureError(f"duration {text!r} is not like 20s, 1.5s, 500ms or 2m")
@@ -188,9 +199,16 @@ def save_instruments(data_dir: str | os.PathLike[str], venue: str, instruments: 
     now = time.time_ns()
     for i in instruments:
         entry = known.get(i.symbol, {"first_seen_ns": now})
-        entry.update(symbol=i.symbol, base=i.base, asset=i.asset or split_multiplier(i.base)[0],
-                     base_multiplier=int(i.base_multiplier), kind=str(getattr(i.kind, "value", i.kind)),
-                     quote=i.quote, contract_multiplier=str(i.contract_multiplier), last_seen_ns=now)
+        entry.update(
+            symbol=i.symbol,
+            base=i.base,
+            asset=i.asset or split_multiplier(i.base)[0],
+            base_multiplier=int(i.base_multiplier),
+            kind=str(getattr(i.kind, "value", i.kind)),
+            quote=i.quote,
+            contract_multiplier=str(i.contract_multiplier),
+            last_seen_ns=now,
+        )
         known[i.symbol] = entry
     _write_atomic(path, json.dumps(known, indent=1, sort_keys=True).encode())
 
@@ -223,8 +241,12 @@ _SYMBOL_BASE = {
 _ALIASES = {"XBT": "BTC"}  # KuCoin
 
 
-def map_instruments(ticker: str, data_dir: str | os.PathLike[str] | None, symbols_seen: dict[str, set[str]],
-                    venues: Iterable[str] = VENUES) -> dict[str, list[MappedInstrument]]:
+def map_instruments(
+    ticker: str,
+    data_dir: str | os.PathLike[str] | None,
+    symbols_seen: dict[str, set[str]],
+    venues: Iterable[str] = VENUES,
+) -> dict[str, list[MappedInstrument]]:
     """Every venue instrument whose asset is `ticker`: from the instrument lists the recorder kept
     (with contract sizes), else from the symbols in the recording by each venue's naming rule
     (contract sizes then unknown: taken as 1, and said so)."""
@@ -232,13 +254,23 @@ def map_instruments(ticker: str, data_dir: str | os.PathLike[str] | None, symbol
     out: dict[str, list[MappedInstrument]] = {}
     for venue in venues:
         found: list[MappedInstrument] = []
-        catalogue = _load_json(os.path.join(os.fspath(data_dir), INSTRUMENTS_DIR, f"{venue}.json")) if data_dir else None
+        catalogue = (
+            _load_json(os.path.join(os.fspath(data_dir), INSTRUMENTS_DIR, f"{venue}.json")) if data_dir else None
+        )
         if isinstance(catalogue, dict):
             for entry in catalogue.values():
                 try:
                     if entry.get("asset", "").upper() == asset and entry.get("quote", "USDT") == "USDT":
-                        found.append(MappedInstrument(venue, entry["symbol"], entry.get("kind", ""), entry.get("base", asset),
-                                                      int(entry.get("base_multiplier", 1)), str(entry.get("contract_multiplier", "1"))))
+                        found.append(
+                            MappedInstrument(
+                                venue,
+                                entry["symbol"],
+                                entry.get("kind", ""),
+                                entry.get("base", asset),
+                                int(entry.get("base_multiplier", 1)),
+                                str(entry.get("contract_multiplier", "1")),
+                            )
+                        )
                 except (AttributeError, KeyError, TypeError, ValueError):
                     continue
         if not found:
@@ -268,8 +300,15 @@ class LostSpan:
     symbol: str = ""  # "" = every instrument of the venue
 
     def to_dict(self) -> dict:
-        return {"symbol": self.symbol or "*", "from_ns": self.from_ns, "to_ns": self.to_ns, "from": iso(self.from_ns),
-                "to": iso(self.to_ns), "seconds": round((self.to_ns - self.from_ns) / NS, 3), "reason": self.reason}
+        return {
+            "symbol": self.symbol or "*",
+            "from_ns": self.from_ns,
+            "to_ns": self.to_ns,
+            "from": iso(self.from_ns),
+            "to": iso(self.to_ns),
+            "seconds": round((self.to_ns - self.from_ns) / NS, 3),
+            "reason": self.reason,
+        }
 
 
 def _ranges_touch(a0: int, a1: int, b0: int, b1: int) -> bool:
@@ -283,8 +322,15 @@ def _id_range(m: dict) -> tuple[int, int] | None:
         return None
 
 
-def venue_coverage(venue: str, symbols: set[str], markers: list[dict], start_ns: int, end_ns: int,
-                   now_ns: int, last_recv_before: dict[int, int] | None = None) -> tuple[str, list[LostSpan]]:
+def venue_coverage(
+    venue: str,
+    symbols: set[str],
+    markers: list[dict],
+    start_ns: int,
+    end_ns: int,
+    now_ns: int,
+    last_recv_before: dict[int, int] | None = None,
+) -> tuple[str, list[LostSpan]]:
     """What the recording of `venue` (instruments `symbols`) misses inside `[start_ns, end_ns)`,
     from the markers in log order: `("complete" | "partial" | "not recorded" | "unknown", spans)`.
 
@@ -366,9 +412,18 @@ def venue_coverage(venue: str, symbols: set[str], markers: list[dict], start_ns:
         elif m["kind"] == "gap_found":
             ids = _id_range(m)
             closed = ids is not None and any(
-                c["symbol"] == m["symbol"] and (r := _id_range(c)) is not None and _ranges_touch(*ids, *r) for c in closers)
+                c["symbol"] == m["symbol"] and (r := _id_range(c)) is not None and _ranges_touch(*ids, *r)
+                for c in closers
+            )
             if not closed:
-                lost.append(LostSpan(m["from_ts_ns"], m["to_ts_ns"], f"id gap {m['from_id']}..{m['to_id']} not backfilled", m["symbol"]))
+                lost.append(
+                    LostSpan(
+                        m["from_ts_ns"],
+                        m["to_ts_ns"],
+                        f"id gap {m['from_id']}..{m['to_id']} not backfilled",
+                        m["symbol"],
+                    )
+                )
 
     clipped = []
     for s in lost:
@@ -395,8 +450,9 @@ def _same_span(a: LostSpan, b: LostSpan) -> bool:
     return a.symbol == b.symbol and _ranges_touch(a.from_ns, a.to_ns, b.from_ns, b.to_ns)
 
 
-def listing_start(source: TradeSource, venue: str, symbols: set[str], markers: list[dict], start_ns: int,
-                  end_ns: int) -> dict:
+def listing_start(
+    source: TradeSource, venue: str, symbols: set[str], markers: list[dict], start_ns: int, end_ns: int
+) -> dict:
     """When the coin first traded on `venue` (its earliest trade recorded from 10 min before the
     window to its end) and when PumpWatch subscribed it (the `subscription_set` marker the
     recorder writes for an instrument added after its start, else the venue's last connection
@@ -413,20 +469,29 @@ def listing_start(source: TradeSource, venue: str, symbols: set[str], markers: l
             continue
         if m["kind"] == "connection_up" and m["ts_ns"] <= start_ns:
             connection_up = m["ts_ns"]
-        elif m["symbol"] in symbols and m["kind"] == "subscription_set" and (m["detail"] or "").startswith("subscribed"):
+        elif (
+            m["symbol"] in symbols and m["kind"] == "subscription_set" and (m["detail"] or "").startswith("subscribed")
+        ):
             subscribed.setdefault(m["symbol"], m["ts_ns"])
         elif m["symbol"] in symbols and m["kind"] == "gap_filled" and (m["detail"] or "").startswith("listing:"):
             proven[m["symbol"]] = max(proven.get(m["symbol"], 0), m["to_ts_ns"])
     t = source.query(start_ns - 600 * NS, end_ns, venues=[venue], symbols=sorted(symbols))
     firsts: dict[str, int] = {}
-    for sym, ts in zip(t.column("symbol").to_pylist(), t.column("ts_ns").to_pylist()):
+    for sym, ts in zip(t.column("symbol").to_pylist(), t.column("ts_ns").to_pylist(), strict=False):
         if sym in symbols and (sym not in firsts or ts < firsts[sym]):
             firsts[sym] = ts
     late = []
     for sym, sub in subscribed.items():
         if start_ns < sub and proven.get(sym, 0) < sub:
-            late.append(LostSpan(start_ns, min(sub, end_ns), "subscribed after the window began (a listing's "
-                                 "instrument the venue opened late) and its earlier trades were not fetched", sym))
+            late.append(
+                LostSpan(
+                    start_ns,
+                    min(sub, end_ns),
+                    "subscribed after the window began (a listing's "
+                    "instrument the venue opened late) and its earlier trades were not fetched",
+                    sym,
+                )
+            )
     first_trade = min(firsts.values(), default=None)
     sub_all = [subscribed.get(s) for s in symbols]
     sub_ns = min((x for x in sub_all if x is not None), default=connection_up)
@@ -435,8 +500,10 @@ def listing_start(source: TradeSource, venue: str, symbols: set[str], markers: l
         "first_trade": iso(first_trade) if first_trade is not None else None,
         "subscribed_ns": sub_ns,
         "subscribed": iso(sub_ns) if sub_ns is not None else None,
-        "per_instrument": {s: {"first_trade_ns": firsts.get(s), "subscribed_ns": subscribed.get(s, connection_up)}
-                           for s in sorted(symbols)},
+        "per_instrument": {
+            s: {"first_trade_ns": firsts.get(s), "subscribed_ns": subscribed.get(s, connection_up)}
+            for s in sorted(symbols)
+        },
         "late": late,
     }
 
@@ -523,11 +590,20 @@ def _last_recv_before_restarts(source: TradeSource, venue: str, markers: list[di
     return out
 
 
-def capture(source: TradeSource, req: CaptureRequest, data_dir: str | os.PathLike[str], *,
-            venues: Iterable[str] = VENUES, thresholds: dict | None = None, chart: bool = True,
-            now_ns: int | None = None, source_name: str = "log", chart_zoom_s: float | None = None,
-            mapping: dict[str, list[MappedInstrument]] | None = None,
-            venue_sources: dict[str, dict] | None = None) -> CapturedEvent:
+def capture(
+    source: TradeSource,
+    req: CaptureRequest,
+    data_dir: str | os.PathLike[str],
+    *,
+    venues: Iterable[str] = VENUES,
+    thresholds: dict | None = None,
+    chart: bool = True,
+    now_ns: int | None = None,
+    source_name: str = "log",
+    chart_zoom_s: float | None = None,
+    mapping: dict[str, list[MappedInstrument]] | None = None,
+    venue_sources: dict[str, dict] | None = None,
+) -> CapturedEvent:
     """Cuts the window out of the recording and writes the event folder atomically (a reader sees
     no folder, or the whole event). Re-capturing the same ticker and t0 replaces the folder.
 
@@ -552,8 +628,12 @@ def capture(source: TradeSource, req: CaptureRequest, data_dir: str | os.PathLik
     for venue in venues:
         insts = mapping.get(venue)
         if not insts:
-            per_venue[venue] = {"coverage": "absent", "trades": 0, "lost": [],
-                                "note": f"no {req.safe_ticker} instrument on this venue"}
+            per_venue[venue] = {
+                "coverage": "absent",
+                "trades": 0,
+                "lost": [],
+                "note": f"no {req.safe_ticker} instrument on this venue",
+            }
             continue
         symbols = {i.symbol for i in insts}
         killed = _last_recv_before_restarts(source, venue, markers, req.start_ns)
@@ -566,20 +646,28 @@ def capture(source: TradeSource, req: CaptureRequest, data_dir: str | os.PathLik
         if late:
             lost = sorted(lost + late, key=lambda x: (x.from_ns, x.to_ns))
             status = "partial" if status == "complete" else status
-        per_venue[venue] = {"coverage": status, "trades": counts.get(venue, 0), "lost": [s.to_dict() for s in lost],
-                            "instruments": [i.symbol for i in insts], **first}
+        per_venue[venue] = {
+            "coverage": status,
+            "trades": counts.get(venue, 0),
+            "lost": [s.to_dict() for s in lost],
+            "instruments": [i.symbol for i in insts],
+            **first,
+        }
     for venue, told in (venue_sources or {}).items():
         if venue in per_venue:
             per_venue[venue].update(told)
     clock2 = time.perf_counter()
-    have_reference = set(pc.unique(trades.filter(pc.less(trades.column("ts_ns"), req.t0_ns)).column("venue")).to_pylist())
+    have_reference = set(
+        pc.unique(trades.filter(pc.less(trades.column("ts_ns"), req.t0_ns)).column("venue")).to_pylist()
+    )
     lacking = sorted(v for v in mapping if v not in have_reference)
     earlier = None
     if lacking:  # the reference is the last trade before t0, even if older than the window
         symbols = sorted({i.symbol for v in lacking for i in mapping[v]})
         earlier = source.query(req.start_ns - REFERENCE_LOOKBACK_NS, req.start_ns, venues=lacking, symbols=symbols)
-    analysis = analysis_mod.analyse(trades, mapping, req.t0_ns, req.notice.get("detected_ns"), thresholds=thresholds,
-                                    earlier=earlier)
+    analysis = analysis_mod.analyse(
+        trades, mapping, req.t0_ns, req.notice.get("detected_ns"), thresholds=thresholds, earlier=earlier
+    )
     timings["analysis"] = (time.perf_counter() - clock2) * 1e3
 
     notice = dict(req.notice)
@@ -594,8 +682,15 @@ def capture(source: TradeSource, req: CaptureRequest, data_dir: str | os.PathLik
         "detected_ns": detected,
         "detected": iso(detected) if detected else None,
         "detection_delay_ms": round((detected - req.t0_ns) / 1e6, 3) if detected else None,
-        "window": {"start_ns": req.start_ns, "end_ns": req.end_ns, "start": iso(req.start_ns), "end": iso(req.end_ns),
-                   "before_s": req.before_ns / NS, "after_s": req.after_ns / NS, "by": "exchange time, both ends included"},
+        "window": {
+            "start_ns": req.start_ns,
+            "end_ns": req.end_ns,
+            "start": iso(req.start_ns),
+            "end": iso(req.end_ns),
+            "before_s": req.before_ns / NS,
+            "after_s": req.after_ns / NS,
+            "by": "exchange time, both ends included",
+        },
         "captured_ns": now_ns,
         "captured": iso(now_ns),
         "source": source_name,
@@ -615,11 +710,22 @@ def _summary(per_venue: dict[str, dict], ticker: str) -> str:
     if not traded:
         return f"no venue lists {ticker}: nothing to capture"
     partial = [v for v in traded if per_venue[v]["coverage"] != "complete"]
-    return (f"{len(traded)} venues list {ticker}; " + (f"{len(partial)} not complete ({', '.join(partial)})" if partial else "all complete"))
+    return f"{len(traded)} venues list {ticker}; " + (
+        f"{len(partial)} not complete ({', '.join(partial)})" if partial else "all complete"
+    )
 
 
-def write_event(data_dir: str, req: CaptureRequest, trades: pa.Table, event: dict, analysis: dict, *,
-                chart: bool = True, timings: dict | None = None, chart_zoom_s: float | None = None) -> str:
+def write_event(
+    data_dir: str,
+    req: CaptureRequest,
+    trades: pa.Table,
+    event: dict,
+    analysis: dict,
+    *,
+    chart: bool = True,
+    timings: dict | None = None,
+    chart_zoom_s: float | None = None,
+) -> str:
     """The folder is built beside its final place and renamed into it: atomic for readers."""
     events = os.path.realpath(os.path.join(data_dir, EVENTS_DIR))
     os.makedirs(events, exist_ok=True)
@@ -633,7 +739,9 @@ def write_event(data_dir: str, req: CaptureRequest, trades: pa.Table, event: dic
         pq.write_table(_event_table(trades), os.path.join(tmp, "trades.parquet"), compression="zstd")
         if timings is not None:
             timings["parquet"] = (time.perf_counter() - clock) * 1e3
-        _write_atomic(os.path.join(tmp, "analysis.json"), json.dumps(redact_tree(analysis), indent=1, ensure_ascii=False).encode())
+        _write_atomic(
+            os.path.join(tmp, "analysis.json"), json.dumps(redact_tree(analysis), indent=1, ensure_ascii=False).encode()
+        )
         if chart:
             try:
                 from .chart import draw_event
@@ -646,7 +754,9 @@ def write_event(data_dir: str, req: CaptureRequest, trades: pa.Table, event: dic
                 event["chart"] = "chart.png"
                 if timings is not None:
                     timings["chart"] = (time.perf_counter() - clock) * 1e3
-        _write_atomic(os.path.join(tmp, "event.json"), json.dumps(redact_tree(event), indent=1, ensure_ascii=False).encode())
+        _write_atomic(
+            os.path.join(tmp, "event.json"), json.dumps(redact_tree(event), indent=1, ensure_ascii=False).encode()
+        )
         _fsync_dir(tmp)
         if os.path.exists(final):
             old = tempfile.mkdtemp(prefix=f".old-{req.name}-", dir=events)
@@ -666,7 +776,8 @@ def _event_table(trades: pa.Table) -> pa.Table:
     ts = trades.column("ts_ns").cast(pa.int64())
     recv = trades.column("recv_ns").cast(pa.int64())
     return pa.Table.from_arrays(
-        [trades.column(n) for n in trades.column_names] + [ts.cast(pa.timestamp("ns", tz="UTC")), recv.cast(pa.timestamp("ns", tz="UTC"))],
+        [trades.column(n) for n in trades.column_names]
+        + [ts.cast(pa.timestamp("ns", tz="UTC")), recv.cast(pa.timestamp("ns", tz="UTC"))],
         schema=EVENT_TRADE_SCHEMA,
     )
 
@@ -706,7 +817,10 @@ def list_events(data_dir: str | os.PathLike[str]) -> list[dict]:
 
 def load_event(data_dir: str | os.PathLike[str], name_or_path: str) -> tuple[dict, dict]:
     """`(event.json, analysis.json)` of an event given by folder name, path, or ticker (the latest)."""
-    candidates = [name_or_path, os.path.join(os.fspath(data_dir), EVENTS_DIR, os.path.basename(name_or_path.rstrip("/")))]
+    candidates = [
+        name_or_path,
+        os.path.join(os.fspath(data_dir), EVENTS_DIR, os.path.basename(name_or_path.rstrip("/"))),
+    ]
     for c in candidates:
         event = _load_json(os.path.join(c, "event.json"))
         if isinstance(event, dict):
@@ -717,8 +831,9 @@ def load_event(data_dir: str | os.PathLike[str], name_or_path: str) -> tuple[dic
     if matches:
         e = matches[-1]
         return e, _load_json(os.path.join(e["folder"], "analysis.json")) or {}
-    raise CaptureError(f"no event {name_or_path!r} in {os.path.join(os.fspath(data_dir), EVENTS_DIR)}; "
-                       f"`pumpwatch events` lists them")
+    raise CaptureError(
+        f"no event {name_or_path!r} in {os.path.join(os.fspath(data_dir), EVENTS_DIR)}; `pumpwatch events` lists them"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -744,9 +859,17 @@ class CaptureScheduler:
     when its window is complete whatever happened to pending.json; an event folder that cannot be
     written is retried until it is, and named meanwhile in `status()["unwritten"]` and the log."""
 
-    def __init__(self, data_dir: str | os.PathLike[str], settings: Any, *, settled: Any = None,
-                 venues: Iterable[str] = VENUES, log: Any = None, retry_initial_s: float | None = None,
-                 retry_max_s: float | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        settings: Any,
+        *,
+        settled: Any = None,
+        venues: Iterable[str] = VENUES,
+        log: Any = None,
+        retry_initial_s: float | None = None,
+        retry_max_s: float | None = None,
+    ) -> None:
         import logging
 
         self.data_dir = os.fspath(data_dir)
@@ -779,23 +902,41 @@ class CaptureScheduler:
     async def on_trigger(self, trigger: Any) -> None:
         if not self.settings.enabled or not trigger.capture:
             return
-        notice = {"notice_id": trigger.notice_id, "title": trigger.title, "markets": list(trigger.markets),
-                  "detected_ns": trigger.detected_ns, "delay_ns": trigger.delay_ns, "egress": trigger.egress,
-                  "catch_up": trigger.catch_up}
+        notice = {
+            "notice_id": trigger.notice_id,
+            "title": trigger.title,
+            "markets": list(trigger.markets),
+            "detected_ns": trigger.detected_ns,
+            "delay_ns": trigger.delay_ns,
+            "egress": trigger.egress,
+            "catch_up": trigger.catch_up,
+        }
         for ticker in trigger.capture_tickers:
             try:
-                req = CaptureRequest(ticker, trigger.t0_ns, int(self.settings.before_s * NS), int(self.settings.after_s * NS), notice)
+                req = CaptureRequest(
+                    ticker, trigger.t0_ns, int(self.settings.before_s * NS), int(self.settings.after_s * NS), notice
+                )
             except CaptureError as e:
                 self.log.error("listing %s: cannot capture %r: %s", trigger.notice_id, ticker, e)
                 self.failed.append({"ticker": str(ticker)[:40], "error": str(e)})
                 continue
             if req.name in self.pending:
                 continue
-            self.pending[req.name] = {"ticker": ticker, "t0_ns": req.t0_ns, "before_ns": req.before_ns,
-                                      "after_ns": req.after_ns, "notice": notice}
+            self.pending[req.name] = {
+                "ticker": ticker,
+                "t0_ns": req.t0_ns,
+                "before_ns": req.before_ns,
+                "after_ns": req.after_ns,
+                "notice": notice,
+            }
             self._save()
-            self.log.info("capture of %s scheduled for %s (window %s .. %s)", req.name,
-                          iso(req.end_ns + int(self.settings.grace_s * NS)), iso(req.start_ns), iso(req.end_ns))
+            self.log.info(
+                "capture of %s scheduled for %s (window %s .. %s)",
+                req.name,
+                iso(req.end_ns + int(self.settings.grace_s * NS)),
+                iso(req.start_ns),
+                iso(req.end_ns),
+            )
             self._schedule(req.name)
 
     def _schedule(self, key: str) -> None:
@@ -817,15 +958,22 @@ class CaptureScheduler:
         except OSError as e:
             if self.unsaved_since_ns is None:
                 self.unsaved_since_ns = time.time_ns()
-                self.log.error("captures waiting (%s) not saved to %s: %s; kept in memory and written as soon as "
-                               "the disk takes it (free space on it)", ", ".join(sorted(self.pending)) or "none",
-                               self.pending_path, e)
+                self.log.error(
+                    "captures waiting (%s) not saved to %s: %s; kept in memory and written as soon as "
+                    "the disk takes it (free space on it)",
+                    ", ".join(sorted(self.pending)) or "none",
+                    self.pending_path,
+                    e,
+                )
             self.unsaved_error = f"{type(e).__name__}: {e}"
             self._retry_save_later()
             return
         if self.unsaved_since_ns is not None:
-            self.log.warning("captures waiting saved to %s after %.1f s of failed writes", self.pending_path,
-                             (time.time_ns() - self.unsaved_since_ns) / NS)
+            self.log.warning(
+                "captures waiting saved to %s after %.1f s of failed writes",
+                self.pending_path,
+                (time.time_ns() - self.unsaved_since_ns) / NS,
+            )
         self.unsaved_since_ns, self.unsaved_error = None, ""
 
     def _retry_save_later(self) -> None:
@@ -851,7 +999,9 @@ class CaptureScheduler:
         import asyncio
 
         p = self.pending[key]
-        req = CaptureRequest(p["ticker"], int(p["t0_ns"]), int(p["before_ns"]), int(p["after_ns"]), dict(p.get("notice") or {}))
+        req = CaptureRequest(
+            p["ticker"], int(p["t0_ns"]), int(p["before_ns"]), int(p["after_ns"]), dict(p.get("notice") or {})
+        )
         grace_ns = int(self.settings.grace_s * NS)
         due = req.end_ns + grace_ns
         await asyncio.sleep(max(0.0, (due - time.time_ns()) / NS))
@@ -864,14 +1014,22 @@ class CaptureScheduler:
             try:
                 ev = await asyncio.to_thread(self._capture, req)
                 break
-            except Exception as e:  # noqa: BLE001 - the event stays pending and is tried again until it is written
+            except Exception as e:
                 first = key not in self.unwritten
                 u = self.unwritten.setdefault(key, {"event": key, "since_ns": time.time_ns(), "attempts": 0})
-                u.update(attempts=u["attempts"] + 1, error=f"{type(e).__name__}: {e}"[:300],
-                         path=os.path.join(self.data_dir, EVENTS_DIR, key))
+                u.update(
+                    attempts=u["attempts"] + 1,
+                    error=f"{type(e).__name__}: {e}"[:300],
+                    path=os.path.join(self.data_dir, EVENTS_DIR, key),
+                )
                 if first:
-                    self.log.exception("event %s not written (%s); it stays pending and is retried every %.0f-%.0f s "
-                                       "until it is", key, u["error"], self.retry_initial_s, self.retry_max_s)
+                    self.log.exception(
+                        "event %s not written (%s); it stays pending and is retried every %.0f-%.0f s until it is",
+                        key,
+                        u["error"],
+                        self.retry_initial_s,
+                        self.retry_max_s,
+                    )
                     self.failed.append({"event": key, "error": str(e)[:300]})
                 else:
                     self.log.error("event %s still not written after %d attempts: %s", key, u["attempts"], u["error"])
@@ -882,10 +1040,18 @@ class CaptureScheduler:
         self.pending.pop(key, None)
         self._save()
         self.written[key] = req
-        summary = {"event": key, "path": ev.path, "trades": ev.event["trades"], "summary": ev.event["summary"],
-                   "verdict": ev.analysis["across"]["verdict"], "ms": round((time.perf_counter() - clock) * 1e3, 1)}
+        summary = {
+            "event": key,
+            "path": ev.path,
+            "trades": ev.event["trades"],
+            "summary": ev.event["summary"],
+            "verdict": ev.analysis["across"]["verdict"],
+            "ms": round((time.perf_counter() - clock) * 1e3, 1),
+        }
         self.done.append(summary)
-        self.log.info("event %s written: %d trades, %s; %s", key, ev.event["trades"], ev.event["summary"], summary["verdict"])
+        self.log.info(
+            "event %s written: %d trades, %s; %s", key, ev.event["trades"], ev.event["summary"], summary["verdict"]
+        )
 
     def recapture(self, ticker: str) -> None:
         """A venue started listing `ticker` after its event was written: write the event again, so
@@ -899,8 +1065,10 @@ class CaptureScheduler:
             async def again(key: str = key, req: CaptureRequest = req) -> None:
                 try:
                     ev = await asyncio.to_thread(self._capture, req)
-                    self.log.info("event %s written again (a venue listed %s later): %s", key, ticker, ev.event["summary"])
-                except Exception as e:  # noqa: BLE001 - the event written before stays
+                    self.log.info(
+                        "event %s written again (a venue listed %s later): %s", key, ticker, ev.event["summary"]
+                    )
+                except Exception as e:
                     self.log.warning("capturing %s again failed: %s", key, e)
 
             task = asyncio.get_running_loop().create_task(again(), name=f"recapture {key}")
@@ -911,8 +1079,15 @@ class CaptureScheduler:
         from .store import ReadOnlyStore
 
         with ReadOnlyStore(self.data_dir) as source:
-            return capture(source, req, self.data_dir, venues=self.venues, thresholds=self.settings.thresholds(),
-                           chart=self.settings.chart, chart_zoom_s=self.settings.chart_zoom_s)
+            return capture(
+                source,
+                req,
+                self.data_dir,
+                venues=self.venues,
+                thresholds=self.settings.thresholds(),
+                chart=self.settings.chart,
+                chart_zoom_s=self.settings.chart_zoom_s,
+            )
 
     async def stop(self) -> None:
         import asyncio
@@ -922,14 +1097,22 @@ class CaptureScheduler:
         self._stopped = True
         for t in list(self._tasks) + ([self._save_task] if self._save_task is not None else []):
             t.cancel()
-        await asyncio.gather(*self._tasks, *([self._save_task] if self._save_task is not None else []), return_exceptions=True)
+        await asyncio.gather(
+            *self._tasks, *([self._save_task] if self._save_task is not None else []), return_exceptions=True
+        )
         if self.unsaved_since_ns is not None:
             self._save()  # a last try; what still fails is named by `lost_at_exit`
         for key in self.lost_at_exit():
             p = self.pending[key]
-            self.log.critical("listing %s is not saved anywhere (%s: %s); capture it by hand once there is space: "
-                              "pumpwatch capture %s --at %s", key, self.pending_path, self.unsaved_error, p["ticker"],
-                              iso(int(p["t0_ns"])))
+            self.log.critical(
+                "listing %s is not saved anywhere (%s: %s); capture it by hand once there is space: "
+                "pumpwatch capture %s --at %s",
+                key,
+                self.pending_path,
+                self.unsaved_error,
+                p["ticker"],
+                iso(int(p["t0_ns"])),
+            )
 
     def lost_at_exit(self) -> list[str]:
         """The captures waiting that only memory holds (pending.json could not be written)."""
@@ -939,10 +1122,14 @@ class CaptureScheduler:
         return sorted(k for k in self.pending if not (isinstance(on_disk, dict) and k in on_disk))
 
     def status(self) -> dict:
-        return {"pending": sorted(self.pending), "events": self.done[-20:], "failed": self.failed[-20:],
-                "unwritten": [dict(u, since=iso(u["since_ns"])) for u in self.unwritten.values()],
-                "pending_unsaved_since": iso(self.unsaved_since_ns) if self.unsaved_since_ns is not None else None,
-                "pending_unsaved_error": self.unsaved_error}
+        return {
+            "pending": sorted(self.pending),
+            "events": self.done[-20:],
+            "failed": self.failed[-20:],
+            "unwritten": [dict(u, since=iso(u["since_ns"])) for u in self.unwritten.values()],
+            "pending_unsaved_since": iso(self.unsaved_since_ns) if self.unsaved_since_ns is not None else None,
+            "pending_unsaved_error": self.unsaved_error,
+        }
 
 
 def open_source(source: str | None, data_dir: str | os.PathLike[str]) -> Any:
@@ -953,7 +1140,9 @@ def open_source(source: str | None, data_dir: str | os.PathLike[str]) -> Any:
         try:
             from .sink.postgres import PostgresSource
         except ImportError as e:
-            raise CaptureError(f"reading from PostgreSQL needs its driver: pip install 'pumpwatch[postgres]' ({e})") from None
+            raise CaptureError(
+                f"reading from PostgreSQL needs its driver: pip install 'pumpwatch[postgres]' ({e})"
+            ) from None
         return PostgresSource(source, schema=os.environ.get("PUMPWATCH_PG_SCHEMA", "pumpwatch"))
     from .store import ReadOnlyStore
 

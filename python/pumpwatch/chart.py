@@ -4,6 +4,7 @@ trade before t0), quote volume per time bucket below, t0 and the detection time 
 from __future__ import annotations
 
 import os
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -39,8 +40,9 @@ def _decimate(ts, y, columns: int = LINE_POINTS // 4):
 ZOOM_S = 3.0
 
 
-def draw_event(path: str | os.PathLike[str], trades: pa.Table, event: dict, analysis: dict,
-               zoom_s: float | None = None) -> None:
+def draw_event(
+    path: str | os.PathLike[str], trades: pa.Table, event: dict, analysis: dict, zoom_s: float | None = None
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -115,12 +117,22 @@ def event_figure(trades: pa.Table, event: dict, analysis: dict, zoom_s: float | 
             z_ts, z_pct = _decimate(np.r_[zoom_lo, ts[sel][1:]] if len(before) else ts[sel], pct[sel])
             lag = lags.get(venue)
             move = v.get("first_move") or {}
-            label = f"{venue}  " + (f"moved +{move['ms_after_t0']:,.0f} ms" if move.get("ms_after_t0") is not None else "no move")
+            label = f"{venue}  " + (
+                f"moved +{move['ms_after_t0']:,.0f} ms" if move.get("ms_after_t0") is not None else "no move"
+            )
             label += f", lag +{lag:,.0f} ms" if lag is not None else ""
             axz.plot(z_ts * 1e3, z_pct, drawstyle="steps-post", lw=1.2, color=color, label=label)
             if move.get("ms_after_t0") is not None and move["ms_after_t0"] <= zoom_s * 1e3:
-                axz.plot([move["ms_after_t0"]], [float(move["price"]) / ref * 100 - 100 if v.get("reference") else 0.0],
-                         marker="o", ms=6, color=color, mec="black", mew=0.6, ls="none")
+                axz.plot(
+                    [move["ms_after_t0"]],
+                    [float(move["price"]) / ref * 100 - 100 if v.get("reference") else 0.0],
+                    marker="o",
+                    ms=6,
+                    color=color,
+                    mec="black",
+                    mew=0.6,
+                    ls="none",
+                )
     detected = event.get("detected_ns")
     marks = [(0.0, "black", "-", "t0 (first_listed_at)")]
     if detected:
@@ -148,8 +160,17 @@ def event_figure(trades: pa.Table, event: dict, analysis: dict, zoom_s: float | 
     handles, labels = axz.get_legend_handles_labels()
     if handles:  # first mover first
         order = sorted(range(len(labels)), key=lambda i: (lags.get(labels[i].split()[0], float("inf")), labels[i]))
-        axz.legend([handles[i] for i in order], [labels[i] for i in order], loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                   fontsize=7, frameon=False, borderaxespad=0, title="first move, lag behind the first mover", title_fontsize=7)
+        axz.legend(
+            [handles[i] for i in order],
+            [labels[i] for i in order],
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            fontsize=7,
+            frameon=False,
+            borderaxespad=0,
+            title="first move, lag behind the first mover",
+            title_fontsize=7,
+        )
     if not venues:
         ax.text(0.5, 0.5, "no trades in the window on any venue", transform=ax.transAxes, ha="center")
     fig.subplots_adjust(left=0.07, right=0.72, top=0.95, bottom=0.06)

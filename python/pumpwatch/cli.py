@@ -21,8 +21,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from .store import verify
 
     # One walk of the whole log in Rust: an elapsed-time spinner (on a terminal) says it is working.
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True,
-                  console=Console(stderr=True)) as progress:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        transient=True,
+        console=Console(stderr=True),
+    ) as progress:
         progress.add_task(f"verifying {log_bytes(args.data_dir) / 1e9:,.2f} GB of log in {args.data_dir}", total=None)
         report = verify(args.data_dir)
         gaps = _gap_summary(args.data_dir) if report["segments"] else {}
@@ -48,12 +53,19 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             for col in ("venue", "found", "filled", "unfillable", "unfillable seconds"):
                 g.add_column(col, justify="left" if col == "venue" else "right")
             for venue, v in sorted(gaps.items()):
-                g.add_row(venue, str(v["gap_found"]), str(v["gap_filled"]), str(v["gap_unfillable"]),
-                          f"{sum(u['seconds'] for u in v['unfillable']):,.1f}")
+                g.add_row(
+                    venue,
+                    str(v["gap_found"]),
+                    str(v["gap_filled"]),
+                    str(v["gap_unfillable"]),
+                    f"{sum(u['seconds'] for u in v['unfillable']):,.1f}",
+                )
             console.print(g)
             for venue, v in sorted(gaps.items()):
                 for u in v["unfillable"][:10]:
-                    console.print(f"  {venue} {u['symbol'] or '*'} {u['from']} .. {u['to']} ({u['seconds']} s): {u['why']}")
+                    console.print(
+                        f"  {venue} {u['symbol'] or '*'} {u['from']} .. {u['to']} ({u['seconds']} s): {u['why']}"
+                    )
                 if len(v["unfillable"]) > 10:
                     console.print(f"  {venue}: {len(v['unfillable']) - 10} more unfillable spans (--json lists all)")
         console.print("[green]log is intact[/green]" if report["ok"] else "[red]log has damage (see above)[/red]")
@@ -70,11 +82,20 @@ def _gap_summary(data_dir: str) -> dict:
         for m in reader.markers().to_pylist():
             if m["kind"] not in ("gap_found", "gap_filled", "gap_unfillable"):
                 continue
-            v = out.setdefault(m["venue"] or "-", {"gap_found": 0, "gap_filled": 0, "gap_unfillable": 0, "unfillable": []})
+            v = out.setdefault(
+                m["venue"] or "-", {"gap_found": 0, "gap_filled": 0, "gap_unfillable": 0, "unfillable": []}
+            )
             v[m["kind"]] += 1
             if m["kind"] == "gap_unfillable":
-                v["unfillable"].append({"symbol": m["symbol"], "from": iso(m["from_ts_ns"]), "to": iso(m["to_ts_ns"]),
-                                        "seconds": round((m["to_ts_ns"] - m["from_ts_ns"]) / 1e9, 3), "why": m["detail"]})
+                v["unfillable"].append(
+                    {
+                        "symbol": m["symbol"],
+                        "from": iso(m["from_ts_ns"]),
+                        "to": iso(m["to_ts_ns"]),
+                        "seconds": round((m["to_ts_ns"] - m["from_ts_ns"]) / 1e9, 3),
+                        "why": m["detail"],
+                    }
+                )
     return out
 
 
@@ -158,12 +179,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     lost = final.get("listings_not_saved") or []
     for name in caps.get("pending", []):
         if name not in lost:
-            print(f"event {name}: window not complete yet; captured when the recorder runs again (or `pumpwatch capture`)")
+            print(
+                f"event {name}: window not complete yet; captured when the recorder runs again (or `pumpwatch capture`)"
+            )
     if lost:
-        print(f"pumpwatch run: saving the captures waiting to {os.path.join(cfg.data_dir, 'events', 'pending.json')} "
-              f"failed ({caps.get('pending_unsaved_error') or 'disk error'}); {', '.join(lost)} would not be captured "
-              f"at the next start: free space, then `pumpwatch capture TICKER --at T0` for each (the log above names "
-              f"the commands)", file=sys.stderr)
+        print(
+            f"pumpwatch run: saving the captures waiting to {os.path.join(cfg.data_dir, 'events', 'pending.json')} "
+            f"failed ({caps.get('pending_unsaved_error') or 'disk error'}); {', '.join(lost)} would not be captured "
+            f"at the next start: free space, then `pumpwatch capture TICKER --at T0` for each (the log above names "
+            f"the commands)",
+            file=sys.stderr,
+        )
         return EXIT_DISK
     if final.get("stopped_by"):
         return EXIT_SIGNAL + int(getattr(signal, final["stopped_by"]))
@@ -189,8 +215,13 @@ def _cmd_capture(args: argparse.Namespace) -> int:
     from .capture import CaptureRequest, capture, open_source, parse_duration_ns, parse_time_ns
     from .config import CaptureSettings
 
-    req = CaptureRequest(args.ticker, parse_time_ns(args.at), parse_duration_ns(args.before), parse_duration_ns(args.after),
-                         {"manual": True})
+    req = CaptureRequest(
+        args.ticker,
+        parse_time_ns(args.at),
+        parse_duration_ns(args.before),
+        parse_duration_ns(args.after),
+        {"manual": True},
+    )
     from rich.console import Console
 
     console = Console(stderr=True)
@@ -202,13 +233,29 @@ def _cmd_capture(args: argparse.Namespace) -> int:
             from .history import capture_from_history
 
             cfg = _history_config(args)
-            ev = asyncio.run(capture_from_history(
-                source, req, args.data_dir, venue_urls=_venue_urls(cfg), venues=_enabled_venues(cfg),
-                ca_file=cfg.tls.ca_file, thresholds=cfg.capture.thresholds(), chart=not args.no_chart,
-                source_name=args.source or "log", api_keys=_api_keys(cfg)))
+            ev = asyncio.run(
+                capture_from_history(
+                    source,
+                    req,
+                    args.data_dir,
+                    venue_urls=_venue_urls(cfg),
+                    venues=_enabled_venues(cfg),
+                    ca_file=cfg.tls.ca_file,
+                    thresholds=cfg.capture.thresholds(),
+                    chart=not args.no_chart,
+                    source_name=args.source or "log",
+                    api_keys=_api_keys(cfg),
+                )
+            )
         else:
-            ev = capture(source, req, args.data_dir, thresholds=CaptureSettings().thresholds(), chart=not args.no_chart,
-                         source_name=args.source or "log")
+            ev = capture(
+                source,
+                req,
+                args.data_dir,
+                thresholds=CaptureSettings().thresholds(),
+                chart=not args.no_chart,
+                source_name=args.source or "log",
+            )
     if args.json:
         print(json.dumps({"path": ev.path, "event": ev.event, "analysis": ev.analysis}, indent=1, ensure_ascii=False))
         return 0
@@ -244,30 +291,51 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
     cfg = _history_config(args)
     data_dir = args.data_dir or cfg.data_dir
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
+    )
     kw = cfg.upbit.watcher_settings()
     kw.pop("proxies", None)  # the rebuild pages the list directly, one request per interval
     watcher = WatcherSettings(**kw, ca_file=cfg.tls.ca_file)
-    run = HistoryRun(data_dir, watcher=watcher, venue_urls=_venue_urls(cfg), venues=_enabled_venues(cfg),
-                     before_s=cfg.capture.before_s, after_s=cfg.capture.after_s, replace=args.replace,
-                     chart=cfg.capture.chart and not args.no_chart, thresholds=cfg.capture.thresholds(),
-                     ca_file=cfg.tls.ca_file, progress=not args.json, api_keys=_api_keys(cfg))
+    run = HistoryRun(
+        data_dir,
+        watcher=watcher,
+        venue_urls=_venue_urls(cfg),
+        venues=_enabled_venues(cfg),
+        before_s=cfg.capture.before_s,
+        after_s=cfg.capture.after_s,
+        replace=args.replace,
+        chart=cfg.capture.chart and not args.no_chart,
+        thresholds=cfg.capture.thresholds(),
+        ca_file=cfg.tls.ca_file,
+        progress=not args.json,
+        api_keys=_api_keys(cfg),
+    )
+
     def day_or_time(text: str) -> int:  # a bare date is its midnight UTC
         return parse_time_ns(f"{text}T00:00:00Z" if len(text) == 10 and text[4] == "-" else text)
 
     since = day_or_time(args.since)
     until = day_or_time(args.until) if args.until else None
     result = asyncio.run(run.run(since, until))
-    summary = {"listings": len(result.listings), "built": result.built, "already_built": result.skipped_done,
-               "kept_live": result.skipped_live, "failed": result.failed, "upbit_requests": result.upbit_requests,
-               "requests": result.requests}
+    summary = {
+        "listings": len(result.listings),
+        "built": result.built,
+        "already_built": result.skipped_done,
+        "kept_live": result.skipped_live,
+        "failed": result.failed,
+        "upbit_requests": result.upbit_requests,
+        "requests": result.requests,
+    }
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
-        print(f"{len(result.listings)} KRW listings since {args.since}: {len(result.built)} events rebuilt, "
-              f"{len(result.skipped_done)} rebuilt before, {len(result.skipped_live)} captured live (kept"
-              f"{'' if not result.skipped_live else '; --replace rebuilds them'}), {len(result.failed)} failed; "
-              f"in {os.path.join(data_dir, 'events')}")
+        print(
+            f"{len(result.listings)} KRW listings since {args.since}: {len(result.built)} events rebuilt, "
+            f"{len(result.skipped_done)} rebuilt before, {len(result.skipped_live)} captured live (kept"
+            f"{'' if not result.skipped_live else '; --replace rebuilds them'}), {len(result.failed)} failed; "
+            f"in {os.path.join(data_dir, 'events')}"
+        )
         for f in result.failed:
             print(f"  {f['ticker']}: {f['error']}")
     return 1 if result.failed else 0
@@ -305,18 +373,27 @@ def _figure(x, unit: str = "", sign: bool = False) -> str:
 
 
 def _cmd_events(args: argparse.Namespace) -> int:
-    from .capture import list_events, _load_json
+    from .capture import _load_json, list_events
 
     events = list_events(args.data_dir)
     rows = []
     for e in events:
         a = _load_json(f"{e['folder']}/analysis.json") or {}
         cov = [v["coverage"] for v in e["venues"].values()]
-        rows.append({"event": e["folder"].rsplit("/", 1)[-1], "t0": e["t0"], "delay_ms": e.get("detection_delay_ms"),
-                     "trades": e["trades"], "complete": cov.count("complete"),
-                     "incomplete": len([c for c in cov if c not in ("complete", "absent")]), "absent": cov.count("absent"),
-                     "verdict": a.get("across", {}).get("verdict", "?"),
-                     "max_rise": (a.get("across", {}).get("max_rise") or {}).get("pct"), "folder": e["folder"]})
+        rows.append(
+            {
+                "event": e["folder"].rsplit("/", 1)[-1],
+                "t0": e["t0"],
+                "delay_ms": e.get("detection_delay_ms"),
+                "trades": e["trades"],
+                "complete": cov.count("complete"),
+                "incomplete": len([c for c in cov if c not in ("complete", "absent")]),
+                "absent": cov.count("absent"),
+                "verdict": a.get("across", {}).get("verdict", "?"),
+                "max_rise": (a.get("across", {}).get("max_rise") or {}).get("pct"),
+                "folder": e["folder"],
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -328,13 +405,33 @@ def _cmd_events(args: argparse.Namespace) -> int:
         console.print(f"no events in {args.data_dir} yet")
         return 0
     t = Table(title=f"events in {args.data_dir}")
-    for col in ("event", "t0", "detected after", "trades", "venues complete", "incomplete", "absent", "verdict", "max rise"):
+    for col in (
+        "event",
+        "t0",
+        "detected after",
+        "trades",
+        "venues complete",
+        "incomplete",
+        "absent",
+        "verdict",
+        "max rise",
+    ):
         t.add_column(col, justify="right" if col not in ("event", "t0", "verdict") else "left", no_wrap=True)
     cells = []
     for r in rows:
-        cells.append((r["event"], r["t0"][:23] + "Z", "-" if r["delay_ms"] is None else f"{r['delay_ms'] / 1e3:.1f} s",
-                      f"{r['trades']:,}", str(r["complete"]), str(r["incomplete"]), str(r["absent"]), r["verdict"],
-                      _figure(r["max_rise"], "%", sign=True)))
+        cells.append(
+            (
+                r["event"],
+                r["t0"][:23] + "Z",
+                "-" if r["delay_ms"] is None else f"{r['delay_ms'] / 1e3:.1f} s",
+                f"{r['trades']:,}",
+                str(r["complete"]),
+                str(r["incomplete"]),
+                str(r["absent"]),
+                r["verdict"],
+                _figure(r["max_rise"], "%", sign=True),
+            )
+        )
         t.add_row(*cells[-1])
     if args.wide or _fits(console, t):
         _print_table(console, t, args.wide)
@@ -343,9 +440,14 @@ def _cmd_events(args: argparse.Namespace) -> int:
     console.print(f"[bold]events in {args.data_dir}[/bold]", soft_wrap=True)
     for c in cells:
         console.print(f"[bold]{c[0]}[/bold]", soft_wrap=True)
-        for label, value in (("t0", c[1]), ("detected after", c[2]), ("trades", c[3]),
-                             ("venues", f"{c[4]} complete, {c[5]} incomplete, {c[6]} absent"),
-                             ("verdict", c[7]), ("max rise", c[8])):
+        for label, value in (
+            ("t0", c[1]),
+            ("detected after", c[2]),
+            ("trades", c[3]),
+            ("venues", f"{c[4]} complete, {c[5]} incomplete, {c[6]} absent"),
+            ("verdict", c[7]),
+            ("max rise", c[8]),
+        ):
             console.print(f"  {label:<15} {value}", soft_wrap=True, highlight=False)
     return 0
 
@@ -364,13 +466,33 @@ def _cmd_report(args: argparse.Namespace) -> int:
     console = Console()
     across = analysis.get("across", {})
     notice = event.get("notice") or {}
-    console.print(f"[bold]{event['ticker']}[/bold]  t0 {event['t0']}  "
-                  + (f"detected {event['detection_delay_ms'] / 1e3:.2f} s later  " if event.get("detection_delay_ms") is not None else "")
-                  + (f"notice {notice.get('notice_id')}: {notice.get('title')}" if notice.get("title") else ""))
+    console.print(
+        f"[bold]{event['ticker']}[/bold]  t0 {event['t0']}  "
+        + (
+            f"detected {event['detection_delay_ms'] / 1e3:.2f} s later  "
+            if event.get("detection_delay_ms") is not None
+            else ""
+        )
+        + (f"notice {notice.get('notice_id')}: {notice.get('title')}" if notice.get("title") else "")
+    )
     console.print(f"window {event['window']['start']} .. {event['window']['end']}; {event['summary']}")
-    verdict = f"verdict: {across.get('verdict')}" + (f"; first mover {across['first_mover']['venue']}" if across.get("first_mover") else "")
-    labels = ("coverage", "trades", "reference", "first after", "peak", "rise", "fall", "to peak", "quote vol after",
-              "buy share", "lag", "verdict")
+    verdict = f"verdict: {across.get('verdict')}" + (
+        f"; first mover {across['first_mover']['venue']}" if across.get("first_mover") else ""
+    )
+    labels = (
+        "coverage",
+        "trades",
+        "reference",
+        "first after",
+        "peak",
+        "rise",
+        "fall",
+        "to peak",
+        "quote vol after",
+        "buy share",
+        "lag",
+        "verdict",
+    )
     t = Table(title=verdict)
     for col in ("venue",) + labels:
         t.add_column(col, justify="left" if col in ("venue", "coverage", "verdict") else "right", no_wrap=True)
@@ -381,25 +503,39 @@ def _cmd_report(args: argparse.Namespace) -> int:
         if a is None:
             rows[venue] = (cov["coverage"], f"{cov['trades']:,}", *["-"] * 9, "")
         else:
-            rows[venue] = (cov["coverage"], f"{cov['trades']:,}", _figure((a["reference"] or {}).get("price")),
-                           _figure((a["first_after"] or {}).get("ms_after_t0"), "ms"), _figure((a["peak"] or {}).get("price")),
-                           _figure(a["max_rise_pct"], "%", sign=True), _figure(a["max_fall_pct"], "%"),
-                           _figure(a["time_to_peak_ms"], "ms"), _figure(a["after"]["quote_volume"]),
-                           _figure(a["after"]["buy_share"]), _figure(lags.get(venue), "ms", sign=True), a["verdict"])
+            rows[venue] = (
+                cov["coverage"],
+                f"{cov['trades']:,}",
+                _figure((a["reference"] or {}).get("price")),
+                _figure((a["first_after"] or {}).get("ms_after_t0"), "ms"),
+                _figure((a["peak"] or {}).get("price")),
+                _figure(a["max_rise_pct"], "%", sign=True),
+                _figure(a["max_fall_pct"], "%"),
+                _figure(a["time_to_peak_ms"], "ms"),
+                _figure(a["after"]["quote_volume"]),
+                _figure(a["after"]["buy_share"]),
+                _figure(lags.get(venue), "ms", sign=True),
+                a["verdict"],
+            )
         t.add_row(venue, *rows[venue])
     if args.wide or _fits(console, t):
         _print_table(console, t, args.wide)
     else:  # narrow: one block of label/value lines per venue, nothing cut
         console.print(verdict, soft_wrap=True)
         for venue, cells in rows.items():
-            console.print(f"[bold]{venue}[/bold]  {cells[0]}, {cells[1]} trades" + (f", {cells[-1]}" if cells[-1] else ""),
-                          soft_wrap=True, highlight=False)
+            console.print(
+                f"[bold]{venue}[/bold]  {cells[0]}, {cells[1]} trades" + (f", {cells[-1]}" if cells[-1] else ""),
+                soft_wrap=True,
+                highlight=False,
+            )
             if venue in analysis.get("venues", {}):
-                for label, value in zip(labels[2:-1], cells[2:-1]):
+                for label, value in zip(labels[2:-1], cells[2:-1], strict=False):
                     console.print(f"  {label:<16} {value}", soft_wrap=True, highlight=False)
     for venue, cov in event["venues"].items():
         for span in cov.get("lost", []):
-            console.print(f"  [yellow]{venue}[/yellow] {span['symbol']} lost {span['from']} .. {span['to']} ({span['seconds']} s): {span['reason']}")
+            console.print(
+                f"  [yellow]{venue}[/yellow] {span['symbol']} lost {span['from']} .. {span['to']} ({span['seconds']} s): {span['reason']}"
+            )
     chart = f"{event['folder']}/chart.png"
     console.print(f"chart: {chart}" if event.get("chart") else "no chart in this event")
     return 0
@@ -410,8 +546,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
     from rich.progress import Progress
 
-    from .capture import CaptureError, NS, _event_table, open_source, parse_time_ns
     from . import faults
+    from .capture import NS, CaptureError, _event_table, open_source, parse_time_ns
 
     start, end = parse_time_ns(args.start), parse_time_ns(args.end)
     if end <= start:
@@ -431,8 +567,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 table = _event_table(chunk)
                 if writer is None:
                     faults.check("export", args.output)
-                    writer = (pq.ParquetWriter(tmp, table.schema, compression="zstd") if fmt == "parquet"
-                              else pacsv.CSVWriter(tmp, table.schema))
+                    writer = (
+                        pq.ParquetWriter(tmp, table.schema, compression="zstd")
+                        if fmt == "parquet"
+                        else pacsv.CSVWriter(tmp, table.schema)
+                    )
                 writer.write_table(table)
                 rows += table.num_rows
                 progress.update(task, advance=min(step, end - t), description=f"exporting: {rows:,} trades")
@@ -454,8 +593,11 @@ def _cmd_study(args: argparse.Namespace) -> int:
     from .dataset import load_events
     from .study import summarise
 
-    events = load_events(args.data_dir, since_ns=parse_time_ns(args.since) if args.since else None,
-                         until_ns=parse_time_ns(args.until) if args.until else None)
+    events = load_events(
+        args.data_dir,
+        since_ns=parse_time_ns(args.since) if args.since else None,
+        until_ns=parse_time_ns(args.until) if args.until else None,
+    )
     summary = summarise(events)
     if args.json:
         print(json.dumps(summary, indent=1))
@@ -466,8 +608,11 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
     console = Console()
     if not events.num_rows:
-        console.print(f"no events in {args.data_dir}" + (" in that span" if args.since or args.until else "")
-                      + "; `pumpwatch events` lists them")
+        console.print(
+            f"no events in {args.data_dir}"
+            + (" in that span" if args.since or args.until else "")
+            + "; `pumpwatch events` lists them"
+        )
         return 0
 
     def spread(x, scale=1.0):
@@ -481,19 +626,34 @@ def _cmd_study(args: argparse.Namespace) -> int:
         for venue, v in summary["venues"].items():
             rise, ttp = v["rise_pct_quartiles"], v["time_to_peak_ms_quartiles"]
             lag = "-" if v["lag_ms_median"] is None else f"{v['lag_ms_median']:.0f} ms"
-            console.print(f"[bold]{venue}[/bold]  listed {v['events']}, complete {v['complete']}, "
-                          f"pumped {v['pumps']} ({v['pump_share']:.0%})", soft_wrap=True)
-            console.print(f"  rise {mid(rise)} % ({spread(rise)}), to peak {mid(ttp, 1e3)} s ({spread(ttp, 1e3)}), "
-                          f"first {v['first_mover']}, lag {lag}", soft_wrap=True)
+            console.print(
+                f"[bold]{venue}[/bold]  listed {v['events']}, complete {v['complete']}, "
+                f"pumped {v['pumps']} ({v['pump_share']:.0%})",
+                soft_wrap=True,
+            )
+            console.print(
+                f"  rise {mid(rise)} % ({spread(rise)}), to peak {mid(ttp, 1e3)} s ({spread(ttp, 1e3)}), "
+                f"first {v['first_mover']}, lag {lag}",
+                soft_wrap=True,
+            )
         return _study_chart(console, args, events)
     t = Table(title=f"{summary['events']} listing events in {args.data_dir}", box=box.SIMPLE_HEAD)
     for col in ("venue", "listed", "complete", "pumped", "rise %", "rise IQR", "peak s", "peak IQR", "first", "lag ms"):
         t.add_column(col, justify="left" if col == "venue" else "right", no_wrap=True)
     for venue, v in summary["venues"].items():
         rise, ttp = v["rise_pct_quartiles"], v["time_to_peak_ms_quartiles"]
-        t.add_row(venue, str(v["events"]), str(v["complete"]), f"{v['pumps']} ({v['pump_share']:.0%})",
-                  mid(rise), spread(rise), mid(ttp, 1e3), spread(ttp, 1e3), str(v["first_mover"]),
-                  "-" if v["lag_ms_median"] is None else f"{v['lag_ms_median']:.0f}")
+        t.add_row(
+            venue,
+            str(v["events"]),
+            str(v["complete"]),
+            f"{v['pumps']} ({v['pump_share']:.0%})",
+            mid(rise),
+            spread(rise),
+            mid(ttp, 1e3),
+            spread(ttp, 1e3),
+            str(v["first_mover"]),
+            "-" if v["lag_ms_median"] is None else f"{v['lag_ms_median']:.0f}",
+        )
     console.print(t)
     return _study_chart(console, args, events)
 
@@ -522,12 +682,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", help="pumpwatch.toml (every key optional)")
     r.add_argument("--data-dir", help="data directory (default ./pumpwatch-data, or data_dir in the config)")
     r.add_argument("--duration", type=float, help="stop cleanly after this many seconds")
-    r.add_argument("--simulate", action="store_true", help="record the local simulator of all twelve venues (127.0.0.1)")
+    r.add_argument(
+        "--simulate", action="store_true", help="record the local simulator of all twelve venues (127.0.0.1)"
+    )
     r.add_argument("--seed", type=int, default=0, help="simulator seed (with --simulate)")
     r.set_defaults(func=_cmd_run)
 
     st = sub.add_parser("status", help="show the status of a running recorder")
-    st.add_argument("--address", default="127.0.0.1:9464", help="where the recorder serves /status (default 127.0.0.1:9464)")
+    st.add_argument(
+        "--address", default="127.0.0.1:9464", help="where the recorder serves /status (default 127.0.0.1:9464)"
+    )
     st.add_argument("--json", action="store_true", help="print the raw JSON")
     st.set_defaults(func=_cmd_status)
 
@@ -545,8 +709,11 @@ def build_parser() -> argparse.ArgumentParser:
     _data_dir_arg(c, source=True)
     c.add_argument("--no-chart", action="store_true", help="skip chart.png")
     c.add_argument("--json", action="store_true", help="print event.json and analysis.json")
-    c.add_argument("--from-history", action="store_true",
-                   help="fill the venues the recording does not cover from their REST history")
+    c.add_argument(
+        "--from-history",
+        action="store_true",
+        help="fill the venues the recording does not cover from their REST history",
+    )
     c.add_argument("--config", help="pumpwatch.toml (venue URLs, [tls]) for --from-history")
     c.set_defaults(func=_cmd_capture)
 
@@ -609,7 +776,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         return EXIT_SIGNAL + signal.SIGINT
-    except Exception as e:  # noqa: BLE001 - a CLI reports what went wrong in one line
+    except Exception as e:
         code = exit_code_for(e)
         if code == EXIT_SOFTWARE:  # a bug: the traceback (secrets taken out) helps whoever fixes it
             import traceback
@@ -617,8 +784,11 @@ def main(argv: list[str] | None = None) -> int:
             from .redact import redact
 
             print(redact("".join(traceback.format_exception(e))), file=sys.stderr, end="")
-            print(f"pumpwatch {args.command}: unexpected error ({type(e).__name__}); this is a bug: report it with "
-                  f"the traceback above", file=sys.stderr)
+            print(
+                f"pumpwatch {args.command}: unexpected error ({type(e).__name__}); this is a bug: report it with "
+                f"the traceback above",
+                file=sys.stderr,
+            )
             return code
         print(describe(e, args.command or ""), file=sys.stderr)
         return code

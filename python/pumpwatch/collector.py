@@ -34,7 +34,8 @@ from .connection import ReconnectPolicy, VenueConnection
 from .net import RATE_REFUSALS, Backoff, Budgets, http_fetch
 from .store import Store
 from .tls import context_for, venue_fetch
-from .venues import CLOSED, HttpFetch, Instrument, VenueSpec, get as venue_spec
+from .venues import CLOSED, HttpFetch, Instrument, VenueSpec
+from .venues import get as venue_spec
 
 log = logging.getLogger("pumpwatch.collector")
 
@@ -206,9 +207,16 @@ class ClientBudget:
             rec = by_venue[v]
             rec.not_recorded = sorted(s for s in self.candidates[v] if s not in chosen[v])
             if rec.not_recorded:
-                log.warning("%s: %d symbols do not fit the %d connections per client shared by %s; recording the "
-                            "%d with the highest 24 h turnover, not: %s", v, len(rec.not_recorded), self.limit,
-                            ", ".join(by_venue), len(chosen[v]), ", ".join(rec.not_recorded[:20]))
+                log.warning(
+                    "%s: %d symbols do not fit the %d connections per client shared by %s; recording the "
+                    "%d with the highest 24 h turnover, not: %s",
+                    v,
+                    len(rec.not_recorded),
+                    self.limit,
+                    ", ".join(by_venue),
+                    len(chosen[v]),
+                    ", ".join(rec.not_recorded[:20]),
+                )
         self._planned.set()
 
 
@@ -222,12 +230,23 @@ def _inside_hole(row: dict, hole: Hole) -> bool:
     if not row["flags"] & _core.FLAGS["AGGREGATED"]:
         return True
     first, _, last = row["trade_id"].partition("-")
-    return hole.before_id is not None and hole.after_id is not None and hole.after_id < int(first) <= int(last) < hole.before_id
+    return (
+        hole.before_id is not None
+        and hole.after_id is not None
+        and hole.after_id < int(first) <= int(last) < hole.before_id
+    )
 
 
 class VenueRecorder:
-    def __init__(self, spec: VenueSpec, settings: VenueSettings, store: Store, cfg: Config, http: HttpFetch,
-                 budgets: Budgets | None = None) -> None:
+    def __init__(
+        self,
+        spec: VenueSpec,
+        settings: VenueSettings,
+        store: Store,
+        cfg: Config,
+        http: HttpFetch,
+        budgets: Budgets | None = None,
+    ) -> None:
         self.spec = spec
         self.venue = spec.id
         self.settings = settings
@@ -236,8 +255,12 @@ class VenueRecorder:
         self.http = http
         c = cfg.connection
         self.policy = ReconnectPolicy(
-            initial_delay_s=c.initial_delay_s, max_delay_s=c.max_delay_s, factor=c.factor, jitter=c.jitter,
-            idle_timeout_s=c.idle_timeout_s or None, rotate_at_fraction=c.rotate_at_fraction,
+            initial_delay_s=c.initial_delay_s,
+            max_delay_s=c.max_delay_s,
+            factor=c.factor,
+            jitter=c.jitter,
+            idle_timeout_s=c.idle_timeout_s or None,
+            rotate_at_fraction=c.rotate_at_fraction,
             rotation_overlap_s=c.rotation_overlap_s,
         )
         self.redundancy = settings.redundancy or c.redundancy
@@ -306,9 +329,12 @@ class VenueRecorder:
         if self.budget is not None and isinstance(self.spec, TurnoverSource):
             try:
                 self.turnover = self.spec.parse_turnover(await self._rest(self.spec.turnover_request()))
-            except Exception as e:  # noqa: BLE001 - without turnover the budget goes by name, said so
-                log.warning("%s: 24 h turnover unavailable (%s); symbols beyond the connection budget are "
-                            "chosen by name", self.venue, e)
+            except Exception as e:
+                log.warning(
+                    "%s: 24 h turnover unavailable (%s); symbols beyond the connection budget are chosen by name",
+                    self.venue,
+                    e,
+                )
         self.listed = {i.symbol for i in parsed if i.status != CLOSED}
         # Pre-trading instruments too: their first trades are a listing's pump (VENUES.md §12).
         # A just-announced coin's instruments in any state but closed.
@@ -346,8 +372,9 @@ class VenueRecorder:
         if self._running:  # else run() is still discovering: its list includes them (listing_assets)
             await self.relist(f"KRW listing of {', '.join(assets)}")
         # Cancelled with the recorder's other tasks when it stops.
-        self._tasks.append(asyncio.create_task(self._relist_schedule(assets, trigger_ns),
-                                               name=f"{self.venue}-listing-relist"))
+        self._tasks.append(
+            asyncio.create_task(self._relist_schedule(assets, trigger_ns), name=f"{self.venue}-listing-relist")
+        )
 
     def listing_kinds(self, asset: str) -> set[str]:
         """The kinds (spot, perp) of `asset` subscribed here."""
@@ -372,7 +399,7 @@ class VenueRecorder:
                 continue
             try:
                 await self.relist(f"KRW listing of {', '.join(assets)}: asking again")
-            except Exception as e:  # noqa: BLE001 - the next ask tries again
+            except Exception as e:
                 log.warning("%s: instrument list for the listing of %s failed: %s", self.venue, ", ".join(assets), e)
 
     async def relist(self, why: str) -> None:
@@ -415,7 +442,9 @@ class VenueRecorder:
         n, events = self.store.ingest_many(self.venue, frames, recv_ns)
         self._ingested(shard, conn, len(frames), n, events, recv_ns)
 
-    def _ingested(self, shard: Shard, conn: VenueConnection, frames: int, n: int, events: list | None, recv_ns: int) -> None:
+    def _ingested(
+        self, shard: Shard, conn: VenueConnection, frames: int, n: int, events: list | None, recv_ns: int
+    ) -> None:
         self.counters.frames += frames
         self.counters.trades += n
         if n:
@@ -476,7 +505,9 @@ class VenueRecorder:
         what = {"up": "", "down": "", "rotated": "rotated make-before-break, no hole: "}[state]
         self.store.append_marker(
             "connection_up" if state == "up" else "connection_down",
-            ts_ns=now, venue=self.venue, detail=f"{conn.name}: {what}{reason}"[:1000],
+            ts_ns=now,
+            venue=self.venue,
+            detail=f"{conn.name}: {what}{reason}"[:1000],
         )
         others_up = any(c.up for c in shard.connections if c is not conn)
         if state == "rotated" or (state == "down" and others_up):
@@ -535,7 +566,9 @@ class VenueRecorder:
                     limiter.hold(wait, f"{self.venue}: {why}")
                 else:
                     await limiter.sleep(wait)  # this host's trouble (5xx, network): this request waits
-        raise ConnectionError(f"{self.venue}: REST {request.path} failed {REST_ATTEMPTS} times: {self.counters.last_error}")
+        raise ConnectionError(
+            f"{self.venue}: REST {request.path} failed {REST_ATTEMPTS} times: {self.counters.last_error}"
+        )
 
     async def backfill_loop(self) -> None:
         while True:
@@ -546,7 +579,7 @@ class VenueRecorder:
             except asyncio.CancelledError:
                 self._unfillable(hole, "the recorder stopped before this hole was backfilled")
                 raise
-            except Exception as e:  # noqa: BLE001 - a hole we could not fill is named, not fatal
+            except Exception as e:
                 self._unfillable(hole, f"backfill failed: {e}")
             finally:
                 self.filling = None
@@ -570,29 +603,43 @@ class VenueRecorder:
                     oldest_ts = first if oldest_ts is None else min(oldest_ts, first)
                 page = spec.next_backfill_request(page, rows, **bounds)
         if hole.after_id is not None:
-            remaining = [g for g in self.store.open_gaps(self.venue, hole.symbol) if g[0] <= hole.before_id - 1 and g[1] >= hole.after_id + 1]
+            remaining = [
+                g
+                for g in self.store.open_gaps(self.venue, hole.symbol)
+                if g[0] <= hole.before_id - 1 and g[1] >= hole.after_id + 1
+            ]
             why = "not served by the venue's REST"
             if getattr(spec, "keyless", False):
-                why += (" (no API key: the rest was covered from aggTrades, flagged AGGREGATED, which hold market"
-                        " trades only, not NA/ADL/INSURANCE_FUND ids)")
+                why += (
+                    " (no API key: the rest was covered from aggTrades, flagged AGGREGATED, which hold market"
+                    " trades only, not NA/ADL/INSURANCE_FUND ids)"
+                )
             # One marker per id range left, so each says exactly which ids stay uncovered.
             for a, b in remaining[:MAX_UNFILLABLE_MARKERS]:
-                self._unfillable(Hole(hole.symbol, hole.start_ns, hole.end_ns, after_id=a - 1, before_id=b + 1), f"ids {a}..{b} {why}")
+                self._unfillable(
+                    Hole(hole.symbol, hole.start_ns, hole.end_ns, after_id=a - 1, before_id=b + 1),
+                    f"ids {a}..{b} {why}",
+                )
             if len(remaining) > MAX_UNFILLABLE_MARKERS:
                 a, b = remaining[MAX_UNFILLABLE_MARKERS][0], remaining[-1][1]
-                self._unfillable(Hole(hole.symbol, hole.start_ns, hole.end_ns, after_id=a - 1, before_id=b + 1),
-                                 f"{len(remaining) - MAX_UNFILLABLE_MARKERS} more id ranges in {a}..{b} {why}")
+                self._unfillable(
+                    Hole(hole.symbol, hole.start_ns, hole.end_ns, after_id=a - 1, before_id=b + 1),
+                    f"{len(remaining) - MAX_UNFILLABLE_MARKERS} more id ranges in {a}..{b} {why}",
+                )
         elif not hole.routine and (oldest_ts is None or oldest_ts > hole.start_ns):
             # The recent-trades window does not reach back to the start of the outage.
             end = oldest_ts if oldest_ts is not None else hole.end_ns
-            self._unfillable(Hole(hole.symbol, hole.start_ns, end), "the venue's recent-trades window does not reach back to the outage")
+            self._unfillable(
+                Hole(hole.symbol, hole.start_ns, end),
+                "the venue's recent-trades window does not reach back to the outage",
+            )
 
     def _listing_instrument_ready(self, symbol: str) -> None:
         inst = self.instruments.get(symbol)
         if self.on_listing_instrument is not None and inst is not None:
             try:
                 self.on_listing_instrument(inst.asset, self.venue, symbol)
-            except Exception as e:  # noqa: BLE001 - a listener's failure is not the recorder's
+            except Exception as e:
                 log.warning("%s %s: listing listener failed: %s", self.venue, symbol, e)
 
     async def _fill_listing(self, hole: Hole) -> None:
@@ -627,8 +674,13 @@ class VenueRecorder:
                 if rows:
                     first = self._store_backfill(rows)
                     oldest_ts = first if oldest_ts is None else min(oldest_ts, first)
-                page = spec.next_backfill_request(page, rows, start_ns=hole.start_ns, end_ns=hole.end_ns,
-                                                  **({"after_id": -1} if spec.backfill.reach == "by_id" else {}))
+                page = spec.next_backfill_request(
+                    page,
+                    rows,
+                    start_ns=hole.start_ns,
+                    end_ns=hole.end_ns,
+                    **({"after_id": -1} if spec.backfill.reach == "by_id" else {}),
+                )
             if page is not None:
                 exhausted = False  # cut at LISTING_BACKFILL_PAGES
         # Forwards from the first id, only reaching the present proves the span; backwards or by
@@ -636,14 +688,21 @@ class VenueRecorder:
         reached_start = spec.backfill.reach != "by_id" and oldest_ts is not None and oldest_ts <= hole.start_ns
         if exhausted or reached_start:
             self.store.append_marker(
-                "gap_filled", ts_ns=time.time_ns(), venue=self.venue, symbol=hole.symbol,
-                from_ts_ns=hole.start_ns, to_ts_ns=hole.end_ns,
+                "gap_filled",
+                ts_ns=time.time_ns(),
+                venue=self.venue,
+                symbol=hole.symbol,
+                from_ts_ns=hole.start_ns,
+                to_ts_ns=hole.end_ns,
                 detail=f"listing: trades before the subscription fetched over REST, complete "
-                       f"({'from the first trade' if exhausted else 'back to the window start'})")
+                f"({'from the first trade' if exhausted else 'back to the window start'})",
+            )
         else:
             end = oldest_ts if oldest_ts is not None else hole.end_ns
-            self._unfillable(Hole(hole.symbol, hole.start_ns, end),
-                             "a listing's trades before its subscription: the venue's REST does not reach back")
+            self._unfillable(
+                Hole(hole.symbol, hole.start_ns, end),
+                "a listing's trades before its subscription: the venue's REST does not reach back",
+            )
 
     def _open_below_live(self, hole: Hole, rows: list[dict]) -> None:
         """The id tracker takes ids below the first live one for duplicates; a listing's trades
@@ -652,9 +711,18 @@ class VenueRecorder:
         ids = [int(r["trade_id"]) for r in rows if str(r["trade_id"]).isdigit()]
         if not ids:
             return
-        live = [int(i) for i in self.store.query(hole.start_ns - RESTART_LOOKBACK_NS, time.time_ns() + 60 * 1_000_000_000,
-                                                 venues=[self.venue], symbols=[hole.symbol]).column("trade_id").to_pylist()
-                if i.isdigit()]
+        live = [
+            int(i)
+            for i in self.store.query(
+                hole.start_ns - RESTART_LOOKBACK_NS,
+                time.time_ns() + 60 * 1_000_000_000,
+                venues=[self.venue],
+                symbols=[hole.symbol],
+            )
+            .column("trade_id")
+            .to_pylist()
+            if i.isdigit()
+        ]
         if live and min(ids) < min(live):
             self.store.seed_open_gap(self.venue, hole.symbol, min(ids), min(live) - 1)
 
@@ -673,10 +741,15 @@ class VenueRecorder:
             return  # a routine window merge that did not happen: nothing is known to be missing
         self.counters.gaps_unfillable += 1
         self.store.append_marker(
-            "gap_unfillable", ts_ns=time.time_ns(), venue=self.venue, symbol=hole.symbol,
-            from_ts_ns=hole.start_ns, to_ts_ns=hole.end_ns,
+            "gap_unfillable",
+            ts_ns=time.time_ns(),
+            venue=self.venue,
+            symbol=hole.symbol,
+            from_ts_ns=hole.start_ns,
+            to_ts_ns=hole.end_ns,
             from_id="" if hole.after_id is None else str(hole.after_id + 1),
-            to_id="" if hole.before_id is None else str(hole.before_id - 1), detail=why,
+            to_id="" if hole.before_id is None else str(hole.before_id - 1),
+            detail=why,
         )
         log.warning("%s %s: unfillable gap %s..%s: %s", self.venue, hole.symbol, hole.start_ns, hole.end_ns, why)
 
@@ -702,7 +775,7 @@ class VenueRecorder:
         times = table.column("ts_ns").to_pylist()
         if not self._sequenced:
             by_symbol: dict[str, list[str]] = {}
-            for symbol, tid, ts in zip(symbols, tids, times):
+            for symbol, tid, ts in zip(symbols, tids, times, strict=False):
                 by_symbol.setdefault(symbol, []).append(tid)
                 self._restart_from[symbol] = max(ts, self._restart_from.get(symbol, ts))
             for symbol, ids in by_symbol.items():
@@ -710,7 +783,7 @@ class VenueRecorder:
             return
         last: dict[str, tuple[int, int]] = {}
         stored: dict[str, list[int]] = {}
-        for symbol, tid, ts in zip(symbols, tids, times):
+        for symbol, tid, ts in zip(symbols, tids, times, strict=False):
             first, _, n_text = tid.partition("-")  # "<f>-<l>": an AGGREGATED record covers ids f..l
             if first.isdigit() and n_text.isdigit():
                 stored.setdefault(symbol, []).extend(range(int(first), int(n_text) + 1))
@@ -743,7 +816,7 @@ class VenueRecorder:
         holes = []
         for symbol, a, b, from_ts, to_ts in found:
             have = ids.get(symbol, [])
-            covered = [(n, n) for n in have[bisect.bisect_left(have, a): bisect.bisect_right(have, b)]]
+            covered = [(n, n) for n in have[bisect.bisect_left(have, a) : bisect.bisect_right(have, b)]]
             covered += [(max(x, a), min(y, b)) for x, y in named.get(symbol, []) if x <= b and a <= y]
             start = a
             for x, y in sorted(covered):
@@ -786,7 +859,7 @@ class VenueRecorder:
         while True:
             try:
                 return await self.discover()
-            except Exception as e:  # noqa: BLE001 - one venue failing leaves the others recording
+            except Exception as e:
                 self.state = f"down: instrument list failed: {e}"
                 self.counters.last_error = str(e)[:200]
                 log.error("%s: %s", self.venue, self.state)
@@ -804,9 +877,14 @@ class VenueRecorder:
         elif self.spec.max_connections:
             room = self.spec.max_connections // self.redundancy - len(self.shards)
         if room is not None and len(shards) > room:
-            log.warning("%s: %d more shards exceed the venue's %d connections; recording the first %d",
-                        self.venue, len(shards), self.spec.max_connections, max(0, room))
-            left_out = [s for sh in shards[max(0, room):] for s in sh]
+            log.warning(
+                "%s: %d more shards exceed the venue's %d connections; recording the first %d",
+                self.venue,
+                len(shards),
+                self.spec.max_connections,
+                max(0, room),
+            )
+            left_out = [s for sh in shards[max(0, room) :] for s in sh]
             shards = shards[: max(0, room)]
             self.not_recorded = sorted(set(self.not_recorded) | set(left_out))
         for symbols_of_shard in shards:
@@ -830,9 +908,20 @@ class VenueRecorder:
         def on_state(state: str, reason: str) -> None:
             self.on_state(shard, conn, state, reason)
 
-        conn = VenueConnection(self.spec, shard.symbols, http=self.http, policy=self.policy, on_frame=on_frame,
-                               on_frames=on_frames, on_state=on_state, on_rejected=self._refused, name=name,
-                               rng=random.Random(), budgets=self.budgets, ssl_context=context_for(self.cfg.tls.ca_file))
+        conn = VenueConnection(
+            self.spec,
+            shard.symbols,
+            http=self.http,
+            policy=self.policy,
+            on_frame=on_frame,
+            on_frames=on_frames,
+            on_state=on_state,
+            on_rejected=self._refused,
+            name=name,
+            rng=random.Random(),
+            budgets=self.budgets,
+            ssl_context=context_for(self.cfg.tls.ca_file),
+        )
         conn.on_subscribed = self._on_subscribed
         shard.connections.append(conn)
         self.connections.append(conn)
@@ -846,8 +935,13 @@ class VenueRecorder:
         if symbol in self.refused_symbols:
             return  # a redundant twin found it too
         self.refused_symbols[symbol] = reason[:200]
-        self.store.append_marker("subscription_set", ts_ns=time.time_ns(), venue=self.venue, symbol=symbol,
-                                 detail=f"the venue refused the subscription, not recorded: {reason}"[:1000])
+        self.store.append_marker(
+            "subscription_set",
+            ts_ns=time.time_ns(),
+            venue=self.venue,
+            symbol=symbol,
+            detail=f"the venue refused the subscription, not recorded: {reason}"[:1000],
+        )
 
     def _connection_ended(self, task: asyncio.Task) -> None:
         """A connection's run() ends only when closed or when on_frame raised (a full disk):
@@ -881,7 +975,7 @@ class VenueRecorder:
             await asyncio.sleep(self.cfg.discovery_refresh_s)
             try:
                 await self.relist("routine refresh")
-            except Exception as e:  # noqa: BLE001 - the next refresh tries again
+            except Exception as e:
                 log.warning("%s: refreshing the instrument list failed: %s", self.venue, e)
 
     async def apply_instruments(self, symbols: list[str]) -> None:
@@ -889,8 +983,11 @@ class VenueRecorder:
         gone = sorted(s for s in have if s not in self.listed)
         # Symbols the connection budget left out stay out (named), but a listing's never does.
         skip = set(self.not_recorded)
-        new = [s for s in symbols if s not in have
-               and (s not in skip or (s in self.instruments and self.for_listing(self.instruments[s])))]
+        new = [
+            s
+            for s in symbols
+            if s not in have and (s not in skip or (s in self.instruments and self.for_listing(self.instruments[s])))
+        ]
         if gone:
             await self._unsubscribe(gone)
         if new:
@@ -915,8 +1012,12 @@ class VenueRecorder:
                 self.activity.pop(s, None)
         self.counters.unsubscribed += len(gone)
         self.counters.subscribed = sum(len(sh.symbols) for sh in self.shards)
-        self.store.append_marker("subscription_set", ts_ns=time.time_ns(), venue=self.venue,
-                                 detail=f"unsubscribed {len(gone)} delisted: {', '.join(gone)}"[:1000])
+        self.store.append_marker(
+            "subscription_set",
+            ts_ns=time.time_ns(),
+            venue=self.venue,
+            detail=f"unsubscribed {len(gone)} delisted: {', '.join(gone)}"[:1000],
+        )
 
     async def _subscribe(self, new: list[str]) -> None:
         log.info("%s: %d new instruments: %s", self.venue, len(new), ", ".join(new[:10]))
@@ -940,13 +1041,18 @@ class VenueRecorder:
             if urgent:
                 await self._make_room(urgent)
         self.counters.subscribed = sum(len(sh.symbols) for sh in self.shards)
-        self.store.append_marker("subscription_set", ts_ns=time.time_ns(), venue=self.venue,
-                                 detail=f"subscribed {len(new)} new: {', '.join(new)}"[:1000])
+        self.store.append_marker(
+            "subscription_set",
+            ts_ns=time.time_ns(),
+            venue=self.venue,
+            detail=f"subscribed {len(new)} new: {', '.join(new)}"[:1000],
+        )
 
     async def _make_room(self, urgent: list[str]) -> None:
         """The venue's connections are at their budget: each of a listing's instruments takes the
         slot of the least active symbol that is not a listing's: one never seen trading, else the
         one with the longest usual interval between trades, else the longest since its last."""
+
         def quietness(s: str) -> tuple:
             a = self.activity.get(s)
             if a is None or not a.intervals:
@@ -954,8 +1060,12 @@ class VenueRecorder:
             return (1, -a.mean_interval_ns, a.last_ns, s)
 
         for symbol in urgent:
-            candidates = [(quietness(s), s, sh) for sh in self.shards for s in sh.symbols
-                          if not (s in self.instruments and self.for_listing(self.instruments[s]))]
+            candidates = [
+                (quietness(s), s, sh)
+                for sh in self.shards
+                for s in sh.symbols
+                if not (s in self.instruments and self.for_listing(self.instruments[s]))
+            ]
             if not candidates:
                 log.error("%s: no slot for %s: every connection carries a listing's instruments", self.venue, symbol)
                 continue
@@ -974,7 +1084,9 @@ class VenueRecorder:
             self.activity.pop(victim, None)
             why = f"dropped to give its slot to {symbol} (KRW listing): the venue's connections are at their budget"
             log.warning("%s %s: %s", self.venue, victim, why)
-            self.store.append_marker("subscription_set", ts_ns=time.time_ns(), venue=self.venue, symbol=victim, detail=why)
+            self.store.append_marker(
+                "subscription_set", ts_ns=time.time_ns(), venue=self.venue, symbol=victim, detail=why
+            )
 
     # -- silent symbols
 
@@ -1040,15 +1152,26 @@ class VenueRecorder:
         self.counters.silent_alarms += 1
         shard.resubscribed_ns = [t for t in shard.resubscribed_ns if t > now_ns - HOUR_NS]
         resubscribe = len(shard.resubscribed_ns) < RESUBSCRIBES_PER_HOUR
-        why = (f"silent for {(now_ns - a.last_ns) / 1e9:.3g} s (usually a trade every "
-               f"{a.mean_interval_ns / 1e9:.3g} s) while its connection delivers other symbols: "
-               + ("resubscribed" if resubscribe else f"not resubscribed (already {RESUBSCRIBES_PER_HOUR} this hour)"))
+        why = (
+            f"silent for {(now_ns - a.last_ns) / 1e9:.3g} s (usually a trade every "
+            f"{a.mean_interval_ns / 1e9:.3g} s) while its connection delivers other symbols: "
+            + ("resubscribed" if resubscribe else f"not resubscribed (already {RESUBSCRIBES_PER_HOUR} this hour)")
+        )
         if never:
-            why = (f"subscribed {(now_ns - a.last_ns) / 1e9:.3g} s ago and never delivered, while its connection "
-                   "delivers other symbols (a stream on the wrong path is acked, then silent): " + why.rsplit(": ", 1)[1])
+            why = (
+                f"subscribed {(now_ns - a.last_ns) / 1e9:.3g} s ago and never delivered, while its connection "
+                "delivers other symbols (a stream on the wrong path is acked, then silent): " + why.rsplit(": ", 1)[1]
+            )
         log.warning("%s %s: %s", self.venue, symbol, why)
-        self.store.append_marker("subscription_set", ts_ns=now_ns, venue=self.venue, symbol=symbol,
-                                 from_ts_ns=a.last_ns, to_ts_ns=now_ns, detail=why)
+        self.store.append_marker(
+            "subscription_set",
+            ts_ns=now_ns,
+            venue=self.venue,
+            symbol=symbol,
+            from_ts_ns=a.last_ns,
+            to_ts_ns=now_ns,
+            detail=why,
+        )
         if resubscribe:
             shard.resubscribed_ns.append(now_ns)
             for conn in shard.connections:
@@ -1059,8 +1182,15 @@ class VenueRecorder:
     def _recovered(self, symbol: str, a: SymbolActivity, recv_ns: int) -> None:
         since, a.silent_since_ns = a.silent_since_ns, 0
         log.info("%s %s: trades again after %.3g s of silence", self.venue, symbol, (recv_ns - since) / 1e9)
-        self.store.append_marker("subscription_set", ts_ns=recv_ns, venue=self.venue, symbol=symbol,
-                                 from_ts_ns=since, to_ts_ns=recv_ns, detail="trades again after a silence")
+        self.store.append_marker(
+            "subscription_set",
+            ts_ns=recv_ns,
+            venue=self.venue,
+            symbol=symbol,
+            from_ts_ns=since,
+            to_ts_ns=recv_ns,
+            detail="trades again after a silence",
+        )
         if not self._sequenced:
             # Ids cannot show what the silence took here: merge the recent-trades window.
             self._enqueue(Hole(symbol, since, recv_ns))
@@ -1076,7 +1206,7 @@ class VenueRecorder:
         await asyncio.gather(*(c.close() for c in self.connections), return_exceptions=True)
         try:
             await asyncio.wait_for(self._holes.join(), STOP_BACKFILL_GRACE_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         while not self._holes.empty():
             self._unfillable(self._holes.get_nowait(), "the recorder stopped before this hole was backfilled")
@@ -1126,15 +1256,23 @@ class VenueRecorder:
             "connection_states": [c.status() for c in self.connections],
             **{k: v for k, v in vars(self.counters).items() if k != "started_ns"},
             # The venue's own error, else why a connection is down.
-            "last_error": self.counters.last_error or next((c.last_error for c in self.connections if not c.up and c.last_error), ""),
+            "last_error": self.counters.last_error
+            or next((c.last_error for c in self.connections if not c.up and c.last_error), ""),
         }
 
 
 class Collector:
     """All enabled venues into one store."""
 
-    def __init__(self, cfg: Config, store: Store, *, specs: dict[str, VenueSpec] | None = None, http: HttpFetch = http_fetch,
-                 budgets: Budgets | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        *,
+        specs: dict[str, VenueSpec] | None = None,
+        http: HttpFetch = http_fetch,
+        budgets: Budgets | None = None,
+    ) -> None:
         self.cfg = cfg
         self.store = store
         self.recorders = {}

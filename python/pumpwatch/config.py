@@ -84,8 +84,13 @@ class UpbitSettings:
     proxies: tuple[str, ...] = ()
 
     def watcher_settings(self) -> dict:
-        kw: dict = {"base_url": self.url, "market_url": self.market_url, "per_page": self.per_page,
-                    "category": self.category, "proxies": self.proxies}
+        kw: dict = {
+            "base_url": self.url,
+            "market_url": self.market_url,
+            "per_page": self.per_page,
+            "category": self.category,
+            "proxies": self.proxies,
+        }
         if self.interval_s:
             kw["interval_s"] = self.interval_s
         return kw
@@ -183,16 +188,24 @@ def _sink(v: Any) -> SinkSettings:
     dsn = pg.dsn or os.environ.get(ENV_PG_DSN, "")
     register_dsn(dsn)
     if not dsn:
-        raise ConfigError(f"sink.postgres.dsn is not set and neither is the environment variable {ENV_PG_DSN}: set "
-                          f"one to the database to write to, e.g. postgresql://pumpwatch@db.example:5432/pumpwatch")
+        raise ConfigError(
+            f"sink.postgres.dsn is not set and neither is the environment variable {ENV_PG_DSN}: set "
+            f"one to the database to write to, e.g. postgresql://pumpwatch@db.example:5432/pumpwatch"
+        )
     if not (dsn.startswith(("postgresql://", "postgres://")) or "=" in dsn):
-        raise ConfigError(f"sink.postgres.dsn {redact(dsn)!r} is not a PostgreSQL connection string; write "
-                          f"postgresql://user@host:5432/database (or key=value pairs)")
+        raise ConfigError(
+            f"sink.postgres.dsn {redact(dsn)!r} is not a PostgreSQL connection string; write "
+            f"postgresql://user@host:5432/database (or key=value pairs)"
+        )
     collector_id = pg.collector_id or socket.gethostname()
     if len(collector_id) > 200 or not collector_id.isprintable():
-        raise ConfigError(f"sink.postgres.collector_id {collector_id!r} must be printable text of at most 200 characters")
+        raise ConfigError(
+            f"sink.postgres.collector_id {collector_id!r} must be printable text of at most 200 characters"
+        )
     if not re.match(r"^[a-z_][a-z0-9_]{0,62}$", pg.schema):
-        raise ConfigError(f"sink.postgres.schema {pg.schema!r} must be a plain PostgreSQL name (lower-case letters, digits, _)")
+        raise ConfigError(
+            f"sink.postgres.schema {pg.schema!r} must be a plain PostgreSQL name (lower-case letters, digits, _)"
+        )
     if pg.batch_rows < 1:
         raise ConfigError(f"sink.postgres.batch_rows must be at least 1, not {pg.batch_rows}")
     if pg.reconnect_max_s < pg.reconnect_initial_s:
@@ -232,7 +245,7 @@ class Config:
     window_merge_s: float = 60.0
     #: Where /status and /metrics are served (127.0.0.1 only; port 0 picks a free one).
     metrics_address: str = "127.0.0.1:9464"
-    upbit: "UpbitSettings" = field(default_factory=lambda: UpbitSettings())
+    upbit: UpbitSettings = field(default_factory=lambda: UpbitSettings())
     capture: CaptureSettings = field(default_factory=CaptureSettings)
     log: LogSettings = field(default_factory=LogSettings)
     connection: ConnectionSettings = field(default_factory=ConnectionSettings)
@@ -264,7 +277,7 @@ def _typed(where: str, value: Any, typ: Any) -> Any:
         return value
     if typ in (tuple[str, ...], "tuple[str, ...]"):
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise ConfigError(f"{where} must be a list of strings like [\"BTCUSDT\"], not {value!r}")
+            raise ConfigError(f'{where} must be a list of strings like ["BTCUSDT"], not {value!r}')
         return tuple(value)
     raise ConfigError(f"{where}: unsupported setting type {typ}")
 
@@ -333,19 +346,29 @@ def from_dict(raw: dict[str, Any]) -> Config:
     if c.move_pct <= 0 or c.pump_pct <= 0:
         raise ConfigError("[capture] move_pct and pump_pct are percentages above 0")
     if not 0 < c.chart_zoom_s <= c.after_s:
-        raise ConfigError(f"[capture] chart_zoom_s must be above 0 and at most after_s ({c.after_s}), not {c.chart_zoom_s}")
+        raise ConfigError(
+            f"[capture] chart_zoom_s must be above 0 and at most after_s ({c.after_s}), not {c.chart_zoom_s}"
+        )
     if cfg.connection.redundancy not in (1, 2):
-        raise ConfigError(f"connection.redundancy must be 1 or 2 (connections per shard), not {cfg.connection.redundancy}")
+        raise ConfigError(
+            f"connection.redundancy must be 1 or 2 (connections per shard), not {cfg.connection.redundancy}"
+        )
     for name, venue in cfg.venues.items():
         if venue.redundancy not in (0, 1, 2):
-            raise ConfigError(f"venues.{name}.redundancy must be 1 or 2 (or 0 for [connection] redundancy), not {venue.redundancy}")
+            raise ConfigError(
+                f"venues.{name}.redundancy must be 1 or 2 (or 0 for [connection] redundancy), not {venue.redundancy}"
+            )
     if not 0 < cfg.connection.rotate_at_fraction < 1:
-        raise ConfigError(f"connection.rotate_at_fraction must be between 0 and 1, not {cfg.connection.rotate_at_fraction}")
+        raise ConfigError(
+            f"connection.rotate_at_fraction must be between 0 and 1, not {cfg.connection.rotate_at_fraction}"
+        )
     if cfg.log.engine not in ENGINES:
         raise ConfigError(f"log.engine must be one of {', '.join(repr(e) for e in ENGINES)}, not {cfg.log.engine!r}")
     if not 0 <= cfg.log.zstd_level <= 22:
-        raise ConfigError(f"log.zstd_level {cfg.log.zstd_level} is out of range; use 1 (fastest) to 22 (smallest), "
-                          f"3 by default, or 0 to keep sealed segments uncompressed")
+        raise ConfigError(
+            f"log.zstd_level {cfg.log.zstd_level} is out of range; use 1 (fastest) to 22 (smallest), "
+            f"3 by default, or 0 to keep sealed segments uncompressed"
+        )
     if cfg.tls.ca_file:
         from .tls import TlsConfigError, client_context
 
@@ -367,7 +390,9 @@ def load(path: str | os.PathLike[str] | None) -> Config:
         with open(path, "rb") as f:
             raw = tomllib.load(f)
     except FileNotFoundError:
-        raise ConfigError(f"configuration file {os.fspath(path)} does not exist; pass an existing --config or none") from None
+        raise ConfigError(
+            f"configuration file {os.fspath(path)} does not exist; pass an existing --config or none"
+        ) from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{os.fspath(path)} is not valid TOML: {e}") from None
     return from_dict(raw)

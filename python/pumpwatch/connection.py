@@ -93,7 +93,9 @@ class ReconnectPolicy:
         # The back-off settings are checked (and used) by the one back-off policy.
         object.__setattr__(self, "backoff", Backoff(self.initial_delay_s, self.max_delay_s, self.factor, self.jitter))
         if not 0 < self.rotate_at_fraction < 1:
-            raise ValueError(f"rotate_at_fraction is a share of the connection lifetime in (0, 1), got {self.rotate_at_fraction}")
+            raise ValueError(
+                f"rotate_at_fraction is a share of the connection lifetime in (0, 1), got {self.rotate_at_fraction}"
+            )
         if self.rotation_overlap_s < 0:
             raise ValueError(f"rotation_overlap_s must not be negative, got {self.rotation_overlap_s}")
         for name in ("idle_timeout_s", "open_timeout_s", "close_timeout_s"):
@@ -335,8 +337,15 @@ class VenueConnection:
         return bool(self._sessions)
 
     def status(self) -> dict:
-        return {"name": self.name, "state": self.state, "symbols": len(self.symbols), "sockets": len(self._sessions),
-                "reconnects": self.reconnects, "rotations": self.rotations, "last_error": self.last_error}
+        return {
+            "name": self.name,
+            "state": self.state,
+            "symbols": len(self.symbols),
+            "sockets": len(self._sessions),
+            "reconnects": self.reconnects,
+            "rotations": self.rotations,
+            "last_error": self.last_error,
+        }
 
     # -- the loop
 
@@ -461,8 +470,10 @@ class VenueConnection:
         self._retry_after_s = retry_after_s(e.response.headers.get("Retry-After"))
         limiter = self._connect_limiter()
         if limiter is not None:
-            limiter.hold(self._retry_after_s or self.policy.max_delay_s,
-                         f"{self.spec.id} refused a connection with HTTP {status}")
+            limiter.hold(
+                self._retry_after_s or self.policy.max_delay_s,
+                f"{self.spec.id} refused a connection with HTTP {status}",
+            )
 
     async def _start_session(self, rotating: str | None) -> _Session:
         """Opens a socket, subscribes it to the symbols and starts receiving, pinging and
@@ -520,7 +531,11 @@ class VenueConnection:
             due = session.opened_at + lifetime * self.policy.rotate_at_fraction if lifetime else None
             if retry_at is not None:
                 due = retry_at if due is None else max(due, retry_at)
-            waits = {session.ended, asyncio.ensure_future(self._closing.wait()), asyncio.ensure_future(self._rotate.wait())}
+            waits = {
+                session.ended,
+                asyncio.ensure_future(self._closing.wait()),
+                asyncio.ensure_future(self._rotate.wait()),
+            }
             if due is not None:
                 waits.add(asyncio.ensure_future(asyncio.sleep(max(0.0, due - time.monotonic()))))
             try:
@@ -568,8 +583,9 @@ class VenueConnection:
         confirmed = asyncio.ensure_future(new.confirmed.wait())
         closing = asyncio.ensure_future(self._closing.wait())
         try:
-            await asyncio.wait({confirmed, new.ended, closing}, timeout=self.idle_timeout_s,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {confirmed, new.ended, closing}, timeout=self.idle_timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             confirmed.cancel()
             closing.cancel()
@@ -645,7 +661,11 @@ class VenueConnection:
     def _ids(self, symbols: Sequence[str], op: str) -> int:
         """The first request id for the frames of `op` on `symbols`; ids count up per connection."""
         first = self._request_id + 1
-        count = len((self.spec.subscribe_frames if op == "subscribe" else self.spec.unsubscribe_frames)(symbols)) if symbols else 0
+        count = (
+            len((self.spec.subscribe_frames if op == "subscribe" else self.spec.unsubscribe_frames)(symbols))
+            if symbols
+            else 0
+        )
         self._request_id += count
         return first
 

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from dataclasses import dataclass, field
-from typing import Any
 import errno
 import logging
 import os
 import signal
 import sys
 import time
+from dataclasses import dataclass, field
+from typing import Any
 
 from .capture import CaptureScheduler
 from .collector import Collector
@@ -54,9 +54,16 @@ UPBIT_SCENARIO = [
 #: How each simulated venue reacts to the listing: (seconds after t0 its pump starts, price
 #: multiple). Venues not named do not list the coin (the event reports them absent).
 LISTING_PUMPS = {
-    "binance-spot": (0.25, 1.6), "binance-usdm": (0.35, 1.55), "bybit-spot": (0.6, 1.5), "bybit-linear": (0.5, 1.5),
-    "okx-spot": (0.8, 1.45), "okx-swap": (0.7, 1.45), "kucoin-spot": (1.2, 1.4), "gate-spot": (1.5, 1.35),
-    "gate-futures": (1.4, 1.35), "phemex-perp": (2.0, 1.3),
+    "binance-spot": (0.25, 1.6),
+    "binance-usdm": (0.35, 1.55),
+    "bybit-spot": (0.6, 1.5),
+    "bybit-linear": (0.5, 1.5),
+    "okx-spot": (0.8, 1.45),
+    "okx-swap": (0.7, 1.45),
+    "kucoin-spot": (1.2, 1.4),
+    "gate-spot": (1.5, 1.35),
+    "gate-futures": (1.4, 1.35),
+    "phemex-perp": (2.0, 1.3),
 }
 
 
@@ -90,10 +97,17 @@ class ListingLog:
             # First: every venue relists and subscribes the coin now (issue 13).
             self.collector.on_listing(t.capture_tickers, t.detected_ns)
         # Named in /status before capture scheduling runs: whatever that meets, the listing is on record.
-        self.triggers.append({
-            "notice_id": t.notice_id, "title": t.title, "tickers": list(t.tickers), "t0_ns": t.t0_ns,
-            "detected_ns": t.detected_ns, "delay_ms": round(t.delay_ns / 1e6, 1), "capture": t.capture,
-        })
+        self.triggers.append(
+            {
+                "notice_id": t.notice_id,
+                "title": t.title,
+                "tickers": list(t.tickers),
+                "t0_ns": t.t0_ns,
+                "detected_ns": t.detected_ns,
+                "delay_ms": round(t.delay_ns / 1e6, 1),
+                "capture": t.capture,
+            }
+        )
         if self.captures is not None:
             await self.captures.on_trigger(t)
 
@@ -111,9 +125,12 @@ def check_data_dir(data_dir: str | os.PathLike[str]) -> str:
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as e:
-        raise DataDirError(f"cannot create the data directory {path}: {e.strerror} "
-                           f"({errno.errorcode.get(e.errno or 0, e.errno)}); {disk_advice(e.errno, path)}",
-                           e.errno, path) from None
+        raise DataDirError(
+            f"cannot create the data directory {path}: {e.strerror} "
+            f"({errno.errorcode.get(e.errno or 0, e.errno)}); {disk_advice(e.errno, path)}",
+            e.errno,
+            path,
+        ) from None
     for sub in ("",) + DATA_SUBDIRS:
         folder = os.path.join(path, sub) if sub else path
         if sub and not os.path.lexists(folder):
@@ -128,9 +145,12 @@ def check_data_dir(data_dir: str | os.PathLike[str]) -> str:
             os.close(fd)
             os.unlink(probe)
         except OSError as e:
-            raise DataDirError(f"data directory {folder} is not writable: {e.strerror} "
-                               f"({errno.errorcode.get(e.errno or 0, e.errno)}); {disk_advice(e.errno, folder)}",
-                               e.errno, folder) from None
+            raise DataDirError(
+                f"data directory {folder} is not writable: {e.strerror} "
+                f"({errno.errorcode.get(e.errno or 0, e.errno)}); {disk_advice(e.errno, folder)}",
+                e.errno,
+                folder,
+            ) from None
     return path
 
 
@@ -141,19 +161,32 @@ def open_store(cfg: Config):
         from . import purepy
 
         log.info("ingest path: pure Python (pumpwatch.purepy)")
-        return purepy.Store(cfg.data_dir, fsync_interval=cfg.log.fsync_interval, segment_span_s=cfg.log.segment_span_s,
-                            segment_max_bytes=cfg.log.segment_max_bytes)
-    return Store(cfg.data_dir, fsync_interval=cfg.log.fsync_interval, segment_span_s=cfg.log.segment_span_s,
-                 segment_max_bytes=cfg.log.segment_max_bytes, ring_bytes=cfg.log.ring_bytes, zstd_level=cfg.log.zstd_level,
-                 hold_on_disk_full=True)
+        return purepy.Store(
+            cfg.data_dir,
+            fsync_interval=cfg.log.fsync_interval,
+            segment_span_s=cfg.log.segment_span_s,
+            segment_max_bytes=cfg.log.segment_max_bytes,
+        )
+    return Store(
+        cfg.data_dir,
+        fsync_interval=cfg.log.fsync_interval,
+        segment_span_s=cfg.log.segment_span_s,
+        segment_max_bytes=cfg.log.segment_max_bytes,
+        ring_bytes=cfg.log.ring_bytes,
+        zstd_level=cfg.log.zstd_level,
+        hold_on_disk_full=True,
+    )
 
 
 async def _maintain(cfg: Config, store, warnings: list[str], stop: asyncio.Event, every_s: float = 60.0) -> None:
     """Retention and the low-disk watchdog, every minute while the recorder runs."""
     from .retention import RetentionPolicy, apply_retention, low_disk
 
-    policy = RetentionPolicy(max_age_s=cfg.log.retention_days * 86_400.0, max_bytes=cfg.log.disk_budget_bytes,
-                             low_disk_bytes=cfg.log.low_disk_bytes)
+    policy = RetentionPolicy(
+        max_age_s=cfg.log.retention_days * 86_400.0,
+        max_bytes=cfg.log.disk_budget_bytes,
+        low_disk_bytes=cfg.log.low_disk_bytes,
+    )
     while not stop.is_set():
         try:
             apply_retention(cfg.data_dir, store.active_segment_seq(), policy)
@@ -168,7 +201,7 @@ async def _maintain(cfg: Config, store, warnings: list[str], stop: asyncio.Event
         disk = store.disk_state() if hasattr(store, "disk_state") else {}
         try:
             await asyncio.wait_for(stop.wait(), min(every_s, 5.0) if disk.get("full_since_ns") else every_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
 
@@ -181,8 +214,15 @@ async def _run_scenario(sim, faults) -> None:
             getattr(sim.venues[venue], fault)(*args)
 
 
-def _status_with_disk(collector: Collector, cfg: Config, watcher=None, listings: ListingLog | None = None,
-                      warnings: list[str] | None = None, captures: CaptureScheduler | None = None, sink=None):
+def _status_with_disk(
+    collector: Collector,
+    cfg: Config,
+    watcher=None,
+    listings: ListingLog | None = None,
+    warnings: list[str] | None = None,
+    captures: CaptureScheduler | None = None,
+    sink=None,
+):
     def status() -> dict:
         st = collector.status()
         if sink is not None:
@@ -210,12 +250,19 @@ async def _report(status_fn, stop: asyncio.Event, interactive: bool, done: async
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), 10)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             st = status_fn()
             parts = " ".join(f"{v}={s['trades']}" for v, s in st["venues"].items())
-            log.info("status uptime_s=%.0f frames=%d trades=%d duplicates=%d gaps=%d quarantined=%d %s",
-                     st["uptime_s"], st["ingest"]["frames"], st["ingest"]["trades"], st["ingest"]["duplicates"],
-                     st["ingest"]["gaps"], st["ingest"]["quarantined"], parts)
+            log.info(
+                "status uptime_s=%.0f frames=%d trades=%d duplicates=%d gaps=%d quarantined=%d %s",
+                st["uptime_s"],
+                st["ingest"]["frames"],
+                st["ingest"]["trades"],
+                st["ingest"]["duplicates"],
+                st["ingest"]["gaps"],
+                st["ingest"]["quarantined"],
+                parts,
+            )
             if disk_line(st.get("disk")):
                 log.warning("%s", disk_line(st.get("disk")))
 
@@ -231,8 +278,15 @@ def _resume_listings(collector: Collector, watcher, cfg: Config) -> None:
             collector.on_listing([ticker], triggered)
 
 
-async def run(cfg: Config, *, simulate: bool = False, duration: float | None = None, seed: int = 0,
-              interactive: bool | None = None, scenario: SimScenario | None = None) -> dict:
+async def run(
+    cfg: Config,
+    *,
+    simulate: bool = False,
+    duration: float | None = None,
+    seed: int = 0,
+    interactive: bool | None = None,
+    scenario: SimScenario | None = None,
+) -> dict:
     """Runs the recorder until SIGTERM/SIGINT or `duration`; returns the final status. With
     `simulate`, plays `scenario` (default: `SimScenario()`) against the stand-ins."""
     register_secrets(cfg)
@@ -277,8 +331,12 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
         # The stand-ins take any API key; one is given so keyed REST (Binance USDⓈ-M
         # historicalTrades) serves single trades, as it would for an operator with a key.
         venues = {
-            v: dataclasses.replace(s, ws_url=sim.urls()[v]["ws_origin"], rest_url=sim.urls()[v]["rest_url"],
-                                   api_key=s.resolved_api_key(v) or SIM_API_KEY)
+            v: dataclasses.replace(
+                s,
+                ws_url=sim.urls()[v]["ws_origin"],
+                rest_url=sim.urls()[v]["rest_url"],
+                api_key=s.resolved_api_key(v) or SIM_API_KEY,
+            )
             for v, s in cfg.venues.items()
             if v in sim.venues
         }
@@ -288,14 +346,22 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
     if simulate and cfg.upbit.enabled:
         from .sim.upbit import SimNotice, SimUpbit
 
-        upbit_sim = SimUpbit(seed=seed, min_interval_s=0.5, cdn_delay_s=scenario.cdn_delay_s,
-                             tls=sim.tls if sim is not None else None)
+        upbit_sim = SimUpbit(
+            seed=seed, min_interval_s=0.5, cdn_delay_s=scenario.cdn_delay_s, tls=sim.tls if sim is not None else None
+        )
         scenario.upbit = upbit_sim
         await upbit_sim.start()
         for at, title, expect in scenario.notices:
             upbit_sim.schedule(SimNotice(title, expect=expect), at)
-        cfg = dataclasses.replace(cfg, upbit=dataclasses.replace(
-            cfg.upbit, url=upbit_sim.base_url, market_url=upbit_sim.market_url, interval_s=cfg.upbit.interval_s or 1.0))
+        cfg = dataclasses.replace(
+            cfg,
+            upbit=dataclasses.replace(
+                cfg.upbit,
+                url=upbit_sim.base_url,
+                market_url=upbit_sim.market_url,
+                interval_s=cfg.upbit.interval_s or 1.0,
+            ),
+        )
     store = open_store(cfg)
     server = None
     watcher = None
@@ -312,7 +378,9 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
             sink_task = asyncio.create_task(sink.run(sink_stop))
         capture_settings = cfg.capture
         if simulate:  # the scenario's event should appear well within its minute
-            capture_settings = dataclasses.replace(capture_settings, grace_s=min(capture_settings.grace_s, scenario.capture_grace_s))
+            capture_settings = dataclasses.replace(
+                capture_settings, grace_s=min(capture_settings.grace_s, scenario.capture_grace_s)
+            )
         captures = CaptureScheduler(cfg.data_dir, capture_settings, settled=lambda: collector.backfills_pending() == 0)
         listings.captures = captures
         # A venue that lists the coin after its event was written: the event is written again.
@@ -321,8 +389,9 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
         if cfg.upbit.enabled:
             from .upbit import UpbitWatcher
 
-            watcher = UpbitWatcher(cfg.data_dir, on_trigger=listings, ca_file=cfg.tls.ca_file,
-                                   **cfg.upbit.watcher_settings())
+            watcher = UpbitWatcher(
+                cfg.data_dir, on_trigger=listings, ca_file=cfg.tls.ca_file, **cfg.upbit.watcher_settings()
+            )
             listings.collector = collector
             await watcher.start()
             _resume_listings(collector, watcher, cfg)
@@ -332,8 +401,11 @@ async def run(cfg: Config, *, simulate: bool = False, duration: float | None = N
         try:
             server = await serve_status(cfg.metrics_address, status_fn)
         except OSError as e:
-            raise OSError(e.errno, f"cannot serve /status on {cfg.metrics_address} ({e.strerror}); set "
-                                   f"metrics_address in pumpwatch.toml to a free 127.0.0.1 port") from None
+            raise OSError(
+                e.errno,
+                f"cannot serve /status on {cfg.metrics_address} ({e.strerror}); set "
+                f"metrics_address in pumpwatch.toml to a free 127.0.0.1 port",
+            ) from None
         address = "%s:%d" % server.sockets[0].getsockname()[:2]
         log.info("recording into %s; /status and /metrics on http://%s", cfg.data_dir, address)
         if duration is not None:

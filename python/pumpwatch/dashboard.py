@@ -19,7 +19,14 @@ from .redact import install_log_filter
 from .store import disk_line
 
 #: The first word of a venue's state (collector `_state`) and its short form on the dashboard.
-SHORT_STATE = {"recording": "rec", "degraded": "deg", "down": "down", "error": "err", "idle": "idle", "starting": "start"}
+SHORT_STATE = {
+    "recording": "rec",
+    "degraded": "deg",
+    "down": "down",
+    "error": "err",
+    "idle": "idle",
+    "starting": "start",
+}
 LEGEND = "rec S/C: S symbols on C connections  deg U/C: U of C up  k=10³ M=10⁶ G=10⁹"
 #: Lines of log beneath the table when the terminal has room (the pane never pushes the table off).
 LOG_PANE_MAX = 12
@@ -77,7 +84,7 @@ def compact_state(v: dict, phase: str = "running") -> tuple[str, str]:
         symbols = sum(c.get("symbols", 0) for c in v.get("connection_states", []))
         return f"rec {symbols}/{conns}", ""
     if word == "degraded":
-        return f"deg {up}/{conns}", state[len("degraded: "):]
+        return f"deg {up}/{conns}", state[len("degraded: ") :]
     return short, detail or ("" if word in ("starting", "idle") else state)
 
 
@@ -112,9 +119,16 @@ def _crop(s: str, width: int) -> str:
 
 
 def _title(status: dict, phase: str) -> list[str]:
-    what = {"running": f"up {status.get('uptime_s', 0):.0f} s", "stopping": "stopping…",
-            "stopped": f"stopped after {status.get('uptime_s', 0):.0f} s"}[phase]
-    parts = [f"PumpWatch  {what}", f"log {_bytes(status.get('log_bytes'))}", f"disk free {_bytes(status.get('disk_free_bytes'))}"]
+    what = {
+        "running": f"up {status.get('uptime_s', 0):.0f} s",
+        "stopping": "stopping…",
+        "stopped": f"stopped after {status.get('uptime_s', 0):.0f} s",
+    }[phase]
+    parts = [
+        f"PumpWatch  {what}",
+        f"log {_bytes(status.get('log_bytes'))}",
+        f"disk free {_bytes(status.get('disk_free_bytes'))}",
+    ]
     if status.get("address"):
         parts.append(f"http://{status['address']}/status")
     return parts
@@ -125,34 +139,63 @@ def _extra_lines(status: dict) -> list[str | list[str]]:
     ing = status.get("ingest", {})
     venues = status.get("venues", {})
     unfill = sum(v.get("gaps_unfillable", 0) for v in venues.values())
-    out = [["total", f"frames {abbrev(ing.get('frames'))}", f"trades {abbrev(ing.get('trades'))}",
+    out = [
+        [
+            "total",
+            f"frames {abbrev(ing.get('frames'))}",
+            f"trades {abbrev(ing.get('trades'))}",
             f"dups {abbrev(ing.get('duplicates'))}",
             f"gaps {abbrev(ing.get('gaps'))} ({abbrev(ing.get('gaps_filled'))} filled, {abbrev(unfill)} unfill)",
-            f"quar {abbrev(ing.get('quarantined'))}"]]
+            f"quar {abbrev(ing.get('quarantined'))}",
+        ]
+    ]
     up = status.get("upbit", {}).get("metrics")
     if up:
         p99 = up.get("response_ms_p99")
-        out.append(["upbit", f"polls {abbrev(up.get('polls', 0))}", f"errors {abbrev(up.get('errors', 0))}",
-                    f"p99 {'-' if p99 is None else f'{p99:.0f} ms'}", f"listings {abbrev(up.get('triggers', 0))}"]
-                   + ([f"backoff: {up['last_backoff_reason']}"] if up.get("last_backoff_reason") else []))
+        out.append(
+            [
+                "upbit",
+                f"polls {abbrev(up.get('polls', 0))}",
+                f"errors {abbrev(up.get('errors', 0))}",
+                f"p99 {'-' if p99 is None else f'{p99:.0f} ms'}",
+                f"listings {abbrev(up.get('triggers', 0))}",
+            ]
+            + ([f"backoff: {up['last_backoff_reason']}"] if up.get("last_backoff_reason") else [])
+        )
     pg = status.get("sink", {}).get("postgres")
     if pg:
-        out.append(f"sink  {pg['state']}  {abbrev(pg['records_behind'])} records / {pg['seconds_behind']:.1f} s behind  "
-                   f"{abbrev(pg['trades_written'])} written" + (f"  error: {pg['last_error']}" if pg.get("last_error") else ""))
+        out.append(
+            f"sink  {pg['state']}  {abbrev(pg['records_behind'])} records / {pg['seconds_behind']:.1f} s behind  "
+            f"{abbrev(pg['trades_written'])} written" + (f"  error: {pg['last_error']}" if pg.get("last_error") else "")
+        )
     caps = status.get("captures")
     if caps:
         done = caps.get("events", [])
-        out.append(f"events  {len(done)} written" + (f" (latest {done[-1]['event']}: {abbrev(done[-1]['trades'])} trades, "
-                   f"{done[-1]['verdict']})" if done else "") + (f"  waiting: {', '.join(caps['pending'])}" if caps.get("pending") else ""))
+        out.append(
+            f"events  {len(done)} written"
+            + (
+                f" (latest {done[-1]['event']}: {abbrev(done[-1]['trades'])} trades, {done[-1]['verdict']})"
+                if done
+                else ""
+            )
+            + (f"  waiting: {', '.join(caps['pending'])}" if caps.get("pending") else "")
+        )
         # A listing the disk refused: named until it is written (issue 14).
         for u in caps.get("unwritten", []):
-            out.insert(1, f"event {u['event']} NOT WRITTEN since {u['since'][11:19]} ({u['attempts']} tries): {u['error']}")
+            out.insert(
+                1, f"event {u['event']} NOT WRITTEN since {u['since'][11:19]} ({u['attempts']} tries): {u['error']}"
+            )
         if caps.get("pending_unsaved_since"):
-            out.insert(1, f"events  waiting captures not saved since {caps['pending_unsaved_since'][11:19]}: {caps['pending_unsaved_error']}")
+            out.insert(
+                1,
+                f"events  waiting captures not saved since {caps['pending_unsaved_since'][11:19]}: {caps['pending_unsaved_error']}",
+            )
     for name, v in venues.items():  # symbols a connection budget leaves out (Phemex): named
         if v.get("not_recorded"):
-            out.append(f"{name}  {v['not_recorded']} not recorded (connection budget): "
-                       + ", ".join(v.get("not_recorded_symbols") or []))
+            out.append(
+                f"{name}  {v['not_recorded']} not recorded (connection budget): "
+                + ", ".join(v.get("not_recorded_symbols") or [])
+            )
     trouble = disk_line(status.get("disk"))
     if trouble:  # disk full or failing: right under the totals, where it cannot be missed
         out.insert(1, f"disk  {trouble}")
@@ -161,7 +204,9 @@ def _extra_lines(status: dict) -> list[str | list[str]]:
     return out
 
 
-def render(status: dict, width: int, height: int | None = None, *, logs: Iterable[str] = (), phase: str = "running") -> list[str]:
+def render(
+    status: dict, width: int, height: int | None = None, *, logs: Iterable[str] = (), phase: str = "running"
+) -> list[str]:
     """The dashboard's lines for a terminal of `width` x `height` (None: as tall as it needs)."""
     width = max(width, 20)
     venues = status.get("venues", {})
@@ -174,7 +219,7 @@ def render(status: dict, width: int, height: int | None = None, *, logs: Iterabl
     fixed = name_w + GAP + state_w
     budget = width - fixed - ((GAP + WHY_MIN) if show_why else 0)
     chosen: list[str] = []
-    for h, _, _, prio in sorted(_COLUMNS, key=lambda c: c[3]):
+    for h, _, _, _prio in sorted(_COLUMNS, key=lambda c: c[3]):
         if budget >= GAP + widths[h]:
             chosen.append(h)
             budget -= GAP + widths[h]
@@ -183,13 +228,15 @@ def render(status: dict, width: int, height: int | None = None, *, logs: Iterabl
     order = [h for h, _, _, _ in _COLUMNS if h in chosen]
 
     def row(name: str, state: str, cols: list[str], why: str) -> str:
-        s = f"{name:<{name_w}}{' ' * GAP}{state:<{state_w}}" + "".join(f"{' ' * GAP}{c:>{widths[h]}}" for h, c in zip(order, cols))
+        s = f"{name:<{name_w}}{' ' * GAP}{state:<{state_w}}" + "".join(
+            f"{' ' * GAP}{c:>{widths[h]}}" for h, c in zip(order, cols, strict=False)
+        )
         if show_why:
             s += " " * GAP + why
         return _crop(s.rstrip(), width)
 
     lines = [_crop(_fit(_title(status, phase), width), width), row("venue", "state", order, "why" if show_why else "")]
-    for i, (name, v) in enumerate(venues.items()):
+    for i, (name, _v) in enumerate(venues.items()):
         lines.append(row(name, states[name][0], [cells[h][i] for h in order], states[name][1]))
     extra = [_crop(x if isinstance(x, str) else _fit(x, width), width) for x in _extra_lines(status)]
     legend = _crop(LEGEND, width)
@@ -203,7 +250,7 @@ def render(status: dict, width: int, height: int | None = None, *, logs: Iterabl
     logs = list(logs)
     if phase != "stopped" and pane >= LOG_PANE_MIN and logs:
         lines.append(_crop("── log " + "─" * width, width))
-        lines += [_crop(x, width) for x in logs[-min(pane, LOG_PANE_MAX):]]
+        lines += [_crop(x, width) for x in logs[-min(pane, LOG_PANE_MAX) :]]
     return lines[:room]
 
 
@@ -229,18 +276,22 @@ class _PaneHandler(logging.Handler):
             if record.levelno >= logging.WARNING:
                 self.warning_count += 1
                 self.warnings.append(text)
-        except Exception:  # noqa: BLE001 - a log line must never stop the recorder
+        except Exception:
             self.handleError(record)
 
 
 def _is_terminal_handler(h: logging.Handler) -> bool:
     stream = getattr(h, "stream", None)
-    return isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) \
+    return (
+        isinstance(h, logging.StreamHandler)
+        and not isinstance(h, logging.FileHandler)
         and stream in (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__)
+    )
 
 
-async def live(status_fn: Callable[[], dict], stop: asyncio.Event, done: asyncio.Event | None = None,
-               refresh_s: float = 0.5) -> None:
+async def live(
+    status_fn: Callable[[], dict], stop: asyncio.Event, done: asyncio.Event | None = None, refresh_s: float = 0.5
+) -> None:
     """Redraws the dashboard in place until `done` (or `stop` when no `done` is given); while the
     recorder stops it says so, and the last frame says stopped."""
     from rich.console import Console
@@ -283,8 +334,12 @@ async def live(status_fn: Callable[[], dict], stop: asyncio.Event, done: asyncio
                 view.update(frame("stopping"), refresh=True)
         if handler.warnings:
             older = handler.warning_count - len(handler.warnings)
-            console.print(f"warnings during the run: {handler.warning_count}" + (f" (the last {len(handler.warnings)})" if older else ""),
-                          soft_wrap=True, highlight=False)
+            console.print(
+                f"warnings during the run: {handler.warning_count}"
+                + (f" (the last {len(handler.warnings)})" if older else ""),
+                soft_wrap=True,
+                highlight=False,
+            )
             for text in handler.warnings:
                 console.print(text, soft_wrap=True, highlight=False, markup=False)
         console.print(frame("stopped"))

@@ -60,8 +60,22 @@ EXIT_LOCKED = 75  # another recorder holds the data directory: try again once it
 EXIT_CONFIG = 78  # pumpwatch.toml or a setting is wrong, or an optional dependency it needs is missing
 EXIT_SIGNAL = 128  # + the signal: stopped cleanly by SIGINT (130) or SIGTERM (143)
 
-_DISK_ERRNOS = {"ENOSPC", "EDQUOT", "EFBIG", "EIO", "EROFS", "EACCES", "EPERM", "ENOTDIR", "EISDIR", "ENOENT", "EEXIST",
-                "ENXIO", "EUCLEAN", "ENOTEMPTY"}
+_DISK_ERRNOS = {
+    "ENOSPC",
+    "EDQUOT",
+    "EFBIG",
+    "EIO",
+    "EROFS",
+    "EACCES",
+    "EPERM",
+    "ENOTDIR",
+    "EISDIR",
+    "ENOENT",
+    "EEXIST",
+    "ENXIO",
+    "EUCLEAN",
+    "ENOTEMPTY",
+}
 
 
 def disk_advice(err: int | None, path: str | None = None) -> str:
@@ -72,8 +86,11 @@ def disk_advice(err: int | None, path: str | None = None) -> str:
     p = path or "the data directory"
     name = errno.errorcode.get(err or 0, "")
     if name in ("ENOSPC", "EDQUOT", "EFBIG"):
-        return (f"free space on the filesystem of {p}" + (f" (df -h {path})" if path else "")
-                + ", or lower [log] retention_days / disk_budget_bytes, then start again")
+        return (
+            f"free space on the filesystem of {p}"
+            + (f" (df -h {path})" if path else "")
+            + ", or lower [log] retention_days / disk_budget_bytes, then start again"
+        )
     if name == "EROFS":
         return f"the filesystem of {p} is read-only: remount it read-write or choose another --data-dir"
     if name in ("EACCES", "EPERM"):

@@ -21,7 +21,13 @@ import threading
 
 ENV = "PUMPWATCH_FAILPOINTS"
 POINTS = ("events.pending", "events.folder", "upbit.state", "instruments", "export")
-ERRORS = {"enospc": errno.ENOSPC, "eio": errno.EIO, "erofs": errno.EROFS, "eacces": errno.EACCES, "edquot": errno.EDQUOT}
+ERRORS = {
+    "enospc": errno.ENOSPC,
+    "eio": errno.EIO,
+    "erofs": errno.EROFS,
+    "eacces": errno.EACCES,
+    "edquot": errno.EDQUOT,
+}
 
 # name -> [errno, times left (None = until disarmed)]
 _armed: dict[str, list] = {}

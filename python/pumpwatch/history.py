@@ -97,12 +97,20 @@ class PastListing:
     t0_ns: int
 
     def to_dict(self) -> dict:
-        return {"notice_id": self.notice_id, "title": self.title, "tickers": list(self.tickers),
-                "markets": list(self.markets), "t0_ns": self.t0_ns, "t0": iso(self.t0_ns)}
+        return {
+            "notice_id": self.notice_id,
+            "title": self.title,
+            "tickers": list(self.tickers),
+            "markets": list(self.markets),
+            "t0_ns": self.t0_ns,
+            "t0": iso(self.t0_ns),
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> PastListing:
-        return cls(int(d["notice_id"]), str(d["title"]), tuple(d["tickers"]), tuple(d.get("markets") or ()), int(d["t0_ns"]))
+        return cls(
+            int(d["notice_id"]), str(d["title"]), tuple(d["tickers"]), tuple(d.get("markets") or ()), int(d["t0_ns"])
+        )
 
 
 @dataclass
@@ -121,9 +129,15 @@ class HistoryResult:
 # Upbit's announcement list, paged back
 
 
-async def page_listings(settings: WatcherSettings, since_ns: int, until_ns: int | None = None, *,
-                        client: HttpClient | None = None, counter: Counter | None = None,
-                        on_page: Callable[[int, int], None] | None = None) -> list[PastListing]:
+async def page_listings(
+    settings: WatcherSettings,
+    since_ns: int,
+    until_ns: int | None = None,
+    *,
+    client: HttpClient | None = None,
+    counter: Counter | None = None,
+    on_page: Callable[[int, int], None] | None = None,
+) -> list[PastListing]:
     """Every new KRW listing published in `[since_ns, until_ns)`, oldest first: pages 1, 2, ... of
     the list (the watcher's URL, headers and page size), one request per `interval_s`, until a
     page's oldest notice is older than `since_ns` or the list ends."""
@@ -149,8 +163,10 @@ async def page_listings(settings: WatcherSettings, since_ns: int, until_ns: int 
         except (OSError, TimeoutError) as e:
             failures += 1
             if failures > 8:
-                raise HistoryError(f"Upbit's announcement list failed {failures} times in a row ({e}); run again later, "
-                                   f"it goes on where it stopped") from None
+                raise HistoryError(
+                    f"Upbit's announcement list failed {failures} times in a row ({e}); run again later, "
+                    f"it goes on where it stopped"
+                ) from None
             await asyncio.sleep(settings.error_backoff.delay(failures - 1, rng))
             continue
         if resp.status in RATE_REFUSALS or resp.status == 403 or resp.status >= 500:
@@ -177,8 +193,11 @@ async def page_listings(settings: WatcherSettings, since_ns: int, until_ns: int 
             on_page(page, len(found))
         oldest = min((a.t0_ns for a in parsed.announcements), default=None)
         total = parsed.total_count
-        if (not parsed.announcements or (oldest is not None and oldest < since_ns)
-                or (total is not None and page * settings.per_page >= total)):
+        if (
+            not parsed.announcements
+            or (oldest is not None and oldest < since_ns)
+            or (total is not None and page * settings.per_page >= total)
+        ):
             break
         page += 1
     return sorted(found.values(), key=lambda x: (x.t0_ns, x.notice_id))
@@ -239,8 +258,16 @@ class VenueHistory:
         for i in await self.instruments():
             asset = (i.asset or split_multiplier(i.base)[0]).upper()
             if asset == ticker.upper() and i.quote == "USDT":
-                out.append(MappedInstrument(self.venue, i.symbol, str(getattr(i.kind, "value", i.kind)), i.base,
-                                            int(i.base_multiplier), str(i.contract_multiplier)))
+                out.append(
+                    MappedInstrument(
+                        self.venue,
+                        i.symbol,
+                        str(getattr(i.kind, "value", i.kind)),
+                        i.base,
+                        int(i.base_multiplier),
+                        str(i.contract_multiplier),
+                    )
+                )
         return sorted(out, key=lambda m: m.symbol)
 
     async def trades(self, symbol: str, start_ns: int, end_ns: int, source: str) -> tuple[list[dict], LostSpan | None]:
@@ -294,11 +321,20 @@ class MemorySource:
     def __init__(self, table: pa.Table):
         self.table = table.sort_by([("ts_ns", "ascending")]) if table.num_rows else table
 
-    def query(self, start_ns: int | None = None, end_ns: int | None = None, venues: Any = None, symbols: Any = None, *,
-              include_non_trades: bool = False) -> pa.Table:
+    def query(
+        self,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        venues: Any = None,
+        symbols: Any = None,
+        *,
+        include_non_trades: bool = False,
+    ) -> pa.Table:
         t = self.table
-        mask = pc.and_(pc.greater_equal(t.column("ts_ns"), start_ns if start_ns is not None else -(2**62)),
-                       pc.less(t.column("ts_ns"), end_ns if end_ns is not None else 2**62))
+        mask = pc.and_(
+            pc.greater_equal(t.column("ts_ns"), start_ns if start_ns is not None else -(2**62)),
+            pc.less(t.column("ts_ns"), end_ns if end_ns is not None else 2**62),
+        )
         if venues is not None:
             mask = pc.and_(mask, pc.is_in(t.column("venue"), value_set=pa.array(list(venues), pa.string())))
         if symbols is not None:
@@ -321,9 +357,15 @@ def event_source(data_dir: str, name: str) -> str | None:
     return str(event.get("source") or "log")
 
 
-async def rest_window(histories: dict[str, VenueHistory], ticker: str, start_ns: int, end_ns: int, now_ns: int,
-                      only: Iterable[str] | None = None, t0_ns: int | None = None,
-                      ) -> tuple[pa.Table, dict[str, list[MappedInstrument]], dict[str, dict], dict[str, int]]:
+async def rest_window(
+    histories: dict[str, VenueHistory],
+    ticker: str,
+    start_ns: int,
+    end_ns: int,
+    now_ns: int,
+    only: Iterable[str] | None = None,
+    t0_ns: int | None = None,
+) -> tuple[pa.Table, dict[str, list[MappedInstrument]], dict[str, dict], dict[str, int]]:
     """Trades of `ticker` in `[start_ns, end_ns)` from every venue's REST history (or those in
     `only`), with the instruments found, what event.json says of each venue, and the requests
     each venue cost. With `t0_ns`, a venue with no trade in `[start_ns, t0_ns)` also gets its last
@@ -339,8 +381,11 @@ async def rest_window(histories: dict[str, VenueHistory], ticker: str, start_ns:
         try:
             insts = await h.mapped(ticker)
         except (OSError, TimeoutError, InvalidInputError, ValueError, KeyError) as e:
-            told[venue] = {"source": "none", "coverage": "unknown",
-                           "note": f"the instrument list could not be read: {str(e)[:200]}"}
+            told[venue] = {
+                "source": "none",
+                "coverage": "unknown",
+                "note": f"the instrument list could not be read: {str(e)[:200]}",
+            }
             return
         if not insts:
             told[venue] = {"source": "none"}
@@ -353,8 +398,11 @@ async def rest_window(histories: dict[str, VenueHistory], ticker: str, start_ns:
         source = spec.history_source_for(start_ns, now_ns)
         if source is None:
             days = round((spec.history_max_age_s or 0) / 86_400)
-            told[venue] = {"source": "none", "coverage": f"not available: older than the venue's {days} days of history",
-                           "lost": []}
+            told[venue] = {
+                "source": "none",
+                "coverage": f"not available: older than the venue's {days} days of history",
+                "lost": [],
+            }
             return
         lost: list[LostSpan] = []
         mine: list[dict] = []
@@ -368,8 +416,11 @@ async def rest_window(histories: dict[str, VenueHistory], ticker: str, start_ns:
                 earlier, _ = await h.trades(inst.symbol, start_ns - REFERENCE_LOOKBACK_NS, start_ns, source)
                 mine.extend(earlier[-1:])
         rows.extend(mine)
-        told[venue] = {"source": source, "coverage": "partial" if lost else "complete",
-                       "lost": [s.to_dict() for s in lost]}
+        told[venue] = {
+            "source": source,
+            "coverage": "partial" if lost else "complete",
+            "lost": [s.to_dict() for s in lost],
+        }
 
     await asyncio.gather(*(one(v, h) for v, h in histories.items() if v in wanted))
     # venues answer in any order: the table's order must not depend on it (ties in time across venues)
@@ -382,11 +433,24 @@ async def rest_window(histories: dict[str, VenueHistory], ticker: str, start_ns:
 class HistoryRun:
     """One `pumpwatch history` run against `data_dir`."""
 
-    def __init__(self, data_dir: str | os.PathLike[str], *, watcher: WatcherSettings,
-                 venue_urls: dict[str, str] | None = None, venues: Iterable[str] = VENUES,
-                 before_s: float = 20.0, after_s: float = 20.0, replace: bool = False, chart: bool = True,
-                 thresholds: dict | None = None, budgets: Budgets | None = None, fetch: Any = None,
-                 ca_file: str = "", progress: bool = False, api_keys: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        watcher: WatcherSettings,
+        venue_urls: dict[str, str] | None = None,
+        venues: Iterable[str] = VENUES,
+        before_s: float = 20.0,
+        after_s: float = 20.0,
+        replace: bool = False,
+        chart: bool = True,
+        thresholds: dict | None = None,
+        budgets: Budgets | None = None,
+        fetch: Any = None,
+        ca_file: str = "",
+        progress: bool = False,
+        api_keys: dict[str, str] | None = None,
+    ) -> None:
         from .tls import venue_fetch
 
         self.data_dir = os.fspath(data_dir)
@@ -413,11 +477,18 @@ class HistoryRun:
         except (KeyError, TypeError, ValueError):
             return None
 
-    def _save_progress(self, since_ns: int, until_ns: int | None, listings: list[PastListing], built: list[str]) -> None:
+    def _save_progress(
+        self, since_ns: int, until_ns: int | None, listings: list[PastListing], built: list[str]
+    ) -> None:
         os.makedirs(os.path.dirname(self.progress_path), exist_ok=True)
-        doc = {"since_ns": since_ns, "until_ns": until_ns, "since": iso(since_ns),
-               "until": iso(until_ns) if until_ns is not None else None, "listings": [x.to_dict() for x in listings],
-               "built": built}
+        doc = {
+            "since_ns": since_ns,
+            "until_ns": until_ns,
+            "since": iso(since_ns),
+            "until": iso(until_ns) if until_ns is not None else None,
+            "listings": [x.to_dict() for x in listings],
+            "built": built,
+        }
         write_atomic(self.progress_path, json.dumps(doc, indent=1, ensure_ascii=False).encode())
 
     async def run(self, since_ns: int, until_ns: int | None = None, *, now_ns: int | None = None) -> HistoryResult:
@@ -430,8 +501,13 @@ class HistoryRun:
         with _Progress(self.progress) as bar:
             if listings is None:
                 task = bar.add("Upbit notices", None)
-                listings = await page_listings(self.watcher, since_ns, until_ns, counter=counter,
-                                               on_page=lambda page, n: bar.update(task, f"page {page}: {n} KRW listings", page))
+                listings = await page_listings(
+                    self.watcher,
+                    since_ns,
+                    until_ns,
+                    counter=counter,
+                    on_page=lambda page, n: bar.update(task, f"page {page}: {n} KRW listings", page),
+                )
                 bar.finish(task)
                 self._save_progress(since_ns, until_ns, listings, [])
             result.listings = listings
@@ -466,12 +542,24 @@ class HistoryRun:
             result.skipped_live.append(req.name)
             return req.name
         now = time.time_ns() if now_ns is None else now_ns
-        table, mapping, told, spent = await rest_window(self.histories, ticker, req.start_ns, req.end_ns + 1, now,
-                                                        t0_ns=req.t0_ns)
+        table, mapping, told, spent = await rest_window(
+            self.histories, ticker, req.start_ns, req.end_ns + 1, now, t0_ns=req.t0_ns
+        )
         result.requests[req.name] = spent
         venues = tuple(self.histories)
-        await asyncio.to_thread(capture, MemorySource(table), req, self.data_dir, venues=venues, thresholds=self.thresholds,
-                                chart=self.chart, now_ns=now, source_name=SOURCE, mapping=mapping, venue_sources=told)
+        await asyncio.to_thread(
+            capture,
+            MemorySource(table),
+            req,
+            self.data_dir,
+            venues=venues,
+            thresholds=self.thresholds,
+            chart=self.chart,
+            now_ns=now,
+            source_name=SOURCE,
+            mapping=mapping,
+            venue_sources=told,
+        )
         result.built.append(req.name)
         return req.name
 
@@ -480,7 +568,11 @@ class HistoryRun:
         folder = os.path.dirname(self.progress_path)
         try:
             for entry in os.listdir(folder):
-                if entry.startswith(f".{PROGRESS_FILE}.") and entry.endswith(".tmp") and entry != f".{PROGRESS_FILE}.{os.getpid()}.tmp":
+                if (
+                    entry.startswith(f".{PROGRESS_FILE}.")
+                    and entry.endswith(".tmp")
+                    and entry != f".{PROGRESS_FILE}.{os.getpid()}.tmp"
+                ):
                     os.unlink(os.path.join(folder, entry))
         except FileNotFoundError:
             pass
@@ -514,8 +606,14 @@ class _Progress:
                 TimeElapsedColumn,
             )
 
-            self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                               TextColumn("{task.fields[what]}"), TimeElapsedColumn(), console=Console(stderr=True))
+            self._p = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[what]}"),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+            )
             self._p.__enter__()
         return self
 
@@ -552,16 +650,37 @@ class _WithHistory:
         self.recording = recording
         self.rest = MemorySource(rest)
 
-    def query(self, start_ns: int | None = None, end_ns: int | None = None, venues: Any = None, symbols: Any = None, *,
-              include_non_trades: bool = False) -> pa.Table:
+    def query(
+        self,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        venues: Any = None,
+        symbols: Any = None,
+        *,
+        include_non_trades: bool = False,
+    ) -> pa.Table:
         rec = self.recording.query(start_ns, end_ns, venues, symbols, include_non_trades=include_non_trades)
         more = self.rest.query(start_ns, end_ns, venues, symbols)
         if not more.num_rows:
             return rec
-        have = {(v, s, i) for v, s, i in zip(rec.column("venue").to_pylist(), rec.column("symbol").to_pylist(),
-                                             rec.column("trade_id").to_pylist())}
-        keep = [(v, s, i) not in have for v, s, i in zip(more.column("venue").to_pylist(), more.column("symbol").to_pylist(),
-                                                         more.column("trade_id").to_pylist())]
+        have = {
+            (v, s, i)
+            for v, s, i in zip(
+                rec.column("venue").to_pylist(),
+                rec.column("symbol").to_pylist(),
+                rec.column("trade_id").to_pylist(),
+                strict=False,
+            )
+        }
+        keep = [
+            (v, s, i) not in have
+            for v, s, i in zip(
+                more.column("venue").to_pylist(),
+                more.column("symbol").to_pylist(),
+                more.column("trade_id").to_pylist(),
+                strict=False,
+            )
+        ]
         both = pa.concat_tables([rec, more.filter(pa.array(keep)).cast(rec.schema)])
         return both.sort_by([("ts_ns", "ascending")])
 
@@ -573,11 +692,22 @@ class _WithHistory:
 FILLABLE = ("not recorded", "unknown", "absent")
 
 
-async def capture_from_history(source: Any, req: CaptureRequest, data_dir: str | os.PathLike[str], *,
-                               venue_urls: dict[str, str] | None = None, venues: Iterable[str] = VENUES,
-                               fetch: Any = None, budgets: Budgets | None = None, ca_file: str = "",
-                               thresholds: dict | None = None, chart: bool = True, source_name: str = "log",
-                               now_ns: int | None = None, api_keys: dict[str, str] | None = None) -> Any:
+async def capture_from_history(
+    source: Any,
+    req: CaptureRequest,
+    data_dir: str | os.PathLike[str],
+    *,
+    venue_urls: dict[str, str] | None = None,
+    venues: Iterable[str] = VENUES,
+    fetch: Any = None,
+    budgets: Budgets | None = None,
+    ca_file: str = "",
+    thresholds: dict | None = None,
+    chart: bool = True,
+    source_name: str = "log",
+    now_ns: int | None = None,
+    api_keys: dict[str, str] | None = None,
+) -> Any:
     """The capture of the recording (pumpwatch.capture), with the venues it does not cover filled
     from their REST history: a venue with nothing recorded in the window (`not recorded`,
     `unknown`, or not in the recording at all), or `partial` where the history holds single trades
@@ -588,28 +718,65 @@ async def capture_from_history(source: Any, req: CaptureRequest, data_dir: str |
 
     data_dir = os.fspath(data_dir)
     venues = tuple(venues)
-    first = await asyncio.to_thread(capture, source, req, data_dir, venues=venues, thresholds=thresholds, chart=False,
-                                    now_ns=now_ns, source_name=source_name)
+    first = await asyncio.to_thread(
+        capture,
+        source,
+        req,
+        data_dir,
+        venues=venues,
+        thresholds=thresholds,
+        chart=False,
+        now_ns=now_ns,
+        source_name=source_name,
+    )
     per_venue = first.event["venues"]
     fetch = fetch or venue_fetch(ca_file)
     urls = venue_urls or {}
     budgets = budgets or Budgets()
-    wanted = [v for v in venues if SPECS[v].history_source is not None and (
-        per_venue[v]["coverage"] in FILLABLE or per_venue[v].get("trades", 0) == 0
-        or (per_venue[v]["coverage"] == "partial" and SPECS[v].history_source == SOURCE))]
+    wanted = [
+        v
+        for v in venues
+        if SPECS[v].history_source is not None
+        and (
+            per_venue[v]["coverage"] in FILLABLE
+            or per_venue[v].get("trades", 0) == 0
+            or (per_venue[v]["coverage"] == "partial" and SPECS[v].history_source == SOURCE)
+        )
+    ]
     if not wanted:
         if chart:  # the first pass skipped the chart: write the event once more with it
-            return await asyncio.to_thread(capture, source, req, data_dir, venues=venues, thresholds=thresholds,
-                                           chart=True, now_ns=now_ns, source_name=source_name)
+            return await asyncio.to_thread(
+                capture,
+                source,
+                req,
+                data_dir,
+                venues=venues,
+                thresholds=thresholds,
+                chart=True,
+                now_ns=now_ns,
+                source_name=source_name,
+            )
         return first
     histories = {v: VenueHistory(_spec(v, urls, api_keys), budgets, fetch) for v in wanted}
     now = time.time_ns() if now_ns is None else now_ns
-    table, rest_mapping, told, _ = await rest_window(histories, req.ticker, req.start_ns, req.end_ns + 1, now,
-                                                     t0_ns=req.t0_ns)
-    mapping = {v: [MappedInstrument(v, i["symbol"], i.get("kind", ""), i.get("base", req.ticker),
-                                    int(i.get("base_multiplier", 1)), str(i.get("contract_multiplier", "1")),
-                                    i.get("source", "instrument list"))
-                   for i in insts] for v, insts in first.event["instrument_mapping"].items()}
+    table, rest_mapping, told, _ = await rest_window(
+        histories, req.ticker, req.start_ns, req.end_ns + 1, now, t0_ns=req.t0_ns
+    )
+    mapping = {
+        v: [
+            MappedInstrument(
+                v,
+                i["symbol"],
+                i.get("kind", ""),
+                i.get("base", req.ticker),
+                int(i.get("base_multiplier", 1)),
+                str(i.get("contract_multiplier", "1")),
+                i.get("source", "instrument list"),
+            )
+            for i in insts
+        ]
+        for v, insts in first.event["instrument_mapping"].items()
+    }
     sources: dict[str, dict] = {}
     for v in wanted:
         entry = told.get(v, {})
@@ -617,14 +784,37 @@ async def capture_from_history(source: Any, req: CaptureRequest, data_dir: str |
             continue  # the history has nothing for it: the recording's word stands
         mapping[v] = rest_mapping.get(v, mapping.get(v, []))
         recorded = per_venue[v].get("trades", 0) > 0
-        sources[v] = {**entry, "source": ("recorded+" if recorded else "") + entry["source"],
-                      "recorded_coverage": per_venue[v]["coverage"]}
+        sources[v] = {
+            **entry,
+            "source": ("recorded+" if recorded else "") + entry["source"],
+            "recorded_coverage": per_venue[v]["coverage"],
+        }
     if not sources:
         if chart:
-            return await asyncio.to_thread(capture, source, req, data_dir, venues=venues, thresholds=thresholds,
-                                           chart=True, now_ns=now_ns, source_name=source_name)
+            return await asyncio.to_thread(
+                capture,
+                source,
+                req,
+                data_dir,
+                venues=venues,
+                thresholds=thresholds,
+                chart=True,
+                now_ns=now_ns,
+                source_name=source_name,
+            )
         return first
     keep = pa.array([v in sources for v in table.column("venue").to_pylist()], pa.bool_())
     merged = _WithHistory(source, table.filter(keep))
-    return await asyncio.to_thread(capture, merged, req, data_dir, venues=venues, thresholds=thresholds, chart=chart,
-                                   now_ns=now_ns, source_name=source_name, mapping=mapping, venue_sources=sources)
+    return await asyncio.to_thread(
+        capture,
+        merged,
+        req,
+        data_dir,
+        venues=venues,
+        thresholds=thresholds,
+        chart=chart,
+        now_ns=now_ns,
+        source_name=source_name,
+        mapping=mapping,
+        venue_sources=sources,
+    )

@@ -28,8 +28,11 @@ MIN_SECRET_LEN = 4
 SECRET_ENV = re.compile(r"^PUMPWATCH_(?:.+_API_(?:KEY|SECRET|PASSPHRASE)|PG_DSN|TEST_PG_DSN)$")
 
 _URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@'\"]*:)(?P<pw>[^\s@/'\"]+)(?=@)")
-_KV_PASSWORD = re.compile(r"(?P<head>\b(?:password|passwd|pwd|api_?key|api_?secret|secret|passphrase)\s*[=:]\s*['\"]?)"
-                          r"(?P<pw>[^\s'\",;&]+)", re.IGNORECASE)
+_KV_PASSWORD = re.compile(
+    r"(?P<head>\b(?:password|passwd|pwd|api_?key|api_?secret|secret|passphrase)\s*[=:]\s*['\"]?)"
+    r"(?P<pw>[^\s'\",;&]+)",
+    re.IGNORECASE,
+)
 
 _secrets: set[str] = set()
 _pattern: re.Pattern[str] | None = None
@@ -99,7 +102,7 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a broken format string is logged as it is, by logging itself
+        except Exception:
             return True
         record.msg, record.args = redact(message), None
         if record.exc_info and not record.exc_text:

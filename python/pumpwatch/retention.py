@@ -89,7 +89,9 @@ def _sealed_segments(log_dir: Path, active_seq: int) -> list[tuple[int, list[Pat
     return out
 
 
-def apply_retention(data_dir: str | os.PathLike[str], active_seq: int, policy: RetentionPolicy, now_ns: int | None = None) -> list[str]:
+def apply_retention(
+    data_dir: str | os.PathLike[str], active_seq: int, policy: RetentionPolicy, now_ns: int | None = None
+) -> list[str]:
     """Deletes sealed segments (plain or compressed, with their index files) past the age limit,
     then the oldest ones while the log is over its budget. Returns the names deleted."""
     log_dir = Path(data_dir) / "log"
@@ -97,7 +99,7 @@ def apply_retention(data_dir: str | os.PathLike[str], active_seq: int, policy: R
     sealed = _sealed_segments(log_dir, active_seq)
     total = log_bytes(data_dir)
     deleted = []
-    for seq, paths, created_ns, size in sealed:
+    for seq, _paths, created_ns, size in sealed:
         too_old = policy.max_age_s > 0 and now_ns - created_ns > policy.max_age_s * 1e9
         over_budget = policy.max_bytes > 0 and total > policy.max_bytes
         if not (too_old or over_budget):
@@ -121,6 +123,8 @@ def low_disk(data_dir: str | os.PathLike[str], policy: RetentionPolicy) -> str |
     """A warning when free disk is below the policy's threshold, else None."""
     free = shutil.disk_usage(data_dir).free
     if free < policy.low_disk_bytes:
-        return (f"only {free / 1e9:.2f} GB free on the disk of {os.fspath(data_dir)}: free space or lower "
-                f"retention (the recorder keeps going; appends fail cleanly if the disk fills)")
+        return (
+            f"only {free / 1e9:.2f} GB free on the disk of {os.fspath(data_dir)}: free space or lower "
+            f"retention (the recorder keeps going; appends fail cleanly if the disk fills)"
+        )
     return None

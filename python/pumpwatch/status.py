@@ -10,10 +10,21 @@ from collections.abc import Callable
 
 from .errors import InvalidInputError
 
-
 #: The Upbit watcher's counters that are in /metrics from the start (they count up from 0).
-UPBIT_COUNTERS = ("polls", "errors", "timeouts", "backoffs", "triggers", "already_listed", "market_fetches",
-                  "market_errors", "markets_opened", "skipped_in_flight", "skipped_backoff", "ticks_missed")
+UPBIT_COUNTERS = (
+    "polls",
+    "errors",
+    "timeouts",
+    "backoffs",
+    "triggers",
+    "already_listed",
+    "market_fetches",
+    "market_errors",
+    "markets_opened",
+    "skipped_in_flight",
+    "skipped_backoff",
+    "ticks_missed",
+)
 
 
 def metrics_text(status: dict) -> str:
@@ -50,7 +61,9 @@ def metrics_text(status: dict) -> str:
         lines.append("# TYPE pumpwatch_disk_error gauge")
         lines.append(f"pumpwatch_disk_error {1 if disk.get('error_since_ns') else 0}")
         lines.append("# TYPE pumpwatch_disk_trouble_since_seconds gauge")
-        lines.append(f"pumpwatch_disk_trouble_since_seconds {(disk.get('full_since_ns') or disk.get('error_since_ns') or 0) / 1e9}")
+        lines.append(
+            f"pumpwatch_disk_trouble_since_seconds {(disk.get('full_since_ns') or disk.get('error_since_ns') or 0) / 1e9}"
+        )
         for k in ("held_records", "held_bytes", "unsynced_bytes", "lost_trades_pending"):
             lines.append(f"# TYPE pumpwatch_disk_{k} gauge")
             lines.append(f"pumpwatch_disk_{k} {disk.get(k, 0)}")
@@ -85,9 +98,12 @@ async def serve_status(address: str, status: Callable[[], dict]) -> asyncio.Serv
                 body, ctype, code = metrics_text(status()).encode(), "text/plain; version=0.0.4", "200 OK"
             else:
                 body, ctype, code = b"try /status or /metrics\n", "text/plain", "404 Not Found"
-            writer.write(f"HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+            writer.write(
+                f"HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
             await writer.drain()
-        except (OSError, asyncio.TimeoutError, ValueError):
+        except (TimeoutError, OSError, ValueError):
             pass
         finally:
             writer.close()
@@ -98,7 +114,7 @@ async def serve_status(address: str, status: Callable[[], dict]) -> asyncio.Serv
 def fetch_status(address: str, timeout_s: float = 5.0) -> dict:
     """The `/status` of the recorder serving at `address`."""
     try:
-        with urllib.request.urlopen(f"http://{address}/status", timeout=timeout_s) as r:  # noqa: S310 - loopback
+        with urllib.request.urlopen(f"http://{address}/status", timeout=timeout_s) as r:
             return json.loads(r.read())
     except OSError as e:
         raise InvalidInputError(

@@ -9,7 +9,8 @@ Trades cross into Rust either as `Trade` objects or as the Arrow buffers of a `p
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import pyarrow as pa
 
@@ -139,7 +140,9 @@ class Store(_Reading):
         hold_on_disk_full: bool = False,
     ) -> None:
         self.path = os.fspath(path)
-        self._log = _core.LogWriter(self.path, fsync_interval, segment_span_s, segment_max_bytes, ring_bytes, zstd_level)
+        self._log = _core.LogWriter(
+            self.path, fsync_interval, segment_span_s, segment_max_bytes, ring_bytes, zstd_level
+        )
         if hold_on_disk_full:
             # The recorder's mode: a full or failing disk does not raise into the connections;
             # the newest `ring_bytes` of records wait in memory and are written when the disk has
@@ -150,12 +153,12 @@ class Store(_Reading):
         self.ingest_many = self._log.ingest_many
 
     @classmethod
-    def open_readonly(cls, path: str | os.PathLike[str]) -> "ReadOnlyStore":
+    def open_readonly(cls, path: str | os.PathLike[str]) -> ReadOnlyStore:
         """A reader of `path` that takes no lock and sees what a writer (in any process) has
         published, up to the moment of each query."""
         return ReadOnlyStore(path)
 
-    def append_trades(self, trades: "Iterable[_core.Trade] | pa.Table") -> int:
+    def append_trades(self, trades: Iterable[_core.Trade] | pa.Table) -> int:
         """Appends a batch (a list of `Trade`, or a `pyarrow.Table` with `TRADE_SCHEMA`'s
         columns; `flags` optional) and returns the number appended once it is in the log. A bad
         trade rejects the whole batch with `InvalidTradeError` naming its row."""
@@ -189,7 +192,7 @@ class Store(_Reading):
         """`ingest` for many frames of one venue at once (one append, the GIL released)."""
         return self._log.ingest_many(venue, frames, recv_ns)
 
-    def ingest_trades(self, trades: "list[_core.Trade]") -> tuple[int, list[tuple] | None]:
+    def ingest_trades(self, trades: list[_core.Trade]) -> tuple[int, list[tuple] | None]:
         """Stores trades from a REST backfill or a snapshot through the same duplicate and
         sequence checks as frames (filling gaps reports `gap_filled`)."""
         return self._log.ingest_trades(trades if isinstance(trades, list) else list(trades))
@@ -299,7 +302,7 @@ class Store(_Reading):
     def closed(self) -> bool:
         return self._log.closed
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -319,7 +322,7 @@ class ReadOnlyStore(_Reading):
     def close(self) -> None:
         self._log = None
 
-    def __enter__(self) -> "ReadOnlyStore":
+    def __enter__(self) -> ReadOnlyStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -333,10 +336,16 @@ def disk_line(disk: dict | None) -> str | None:
     import datetime
 
     since_ns = disk.get("full_since_ns") or disk.get("error_since_ns")
-    since = datetime.datetime.fromtimestamp(since_ns / 1e9, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if since_ns else "?"
+    since = (
+        datetime.datetime.fromtimestamp(since_ns / 1e9, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        if since_ns
+        else "?"
+    )
     what = "disk full" if disk.get("full_since_ns") else "disk error"
-    line = (f"{what} since {since}: {disk.get('held_records', 0):,} records held in memory "
-            f"({disk.get('held_bytes', 0) / 1e6:,.1f} MB)")
+    line = (
+        f"{what} since {since}: {disk.get('held_records', 0):,} records held in memory "
+        f"({disk.get('held_bytes', 0) / 1e6:,.1f} MB)"
+    )
     if disk.get("lost_trades_pending"):
         line += f", {disk['lost_trades_pending']:,} trades fell out (named when the disk has room)"
     if disk.get("unsynced_bytes"):

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .dataset import load_event_trades, load_events
+from .dataset import load_event_trades
 
 NS = 1_000_000_000
 #: The average path is sampled this often after t0 (the last trade at or before each step).
@@ -63,11 +63,12 @@ def _decimal(text: Any) -> Decimal | None:
     return d if d.is_finite() and d > 0 else None
 
 
-def average_paths(data_dir: str | os.PathLike[str], events: pa.Table, after_s: float = 20.0,
-                  step_s: float = PATH_STEP_S) -> dict[str, list[float]]:
+def average_paths(
+    data_dir: str | os.PathLike[str], events: pa.Table, after_s: float = 20.0, step_s: float = PATH_STEP_S
+) -> dict[str, list[float]]:
     """Each venue's price after t0 in % of its reference, sampled every `step_s` (the last trade at or
     before each step; the reference before the first), averaged over the events it listed."""
-    steps = int(round(after_s / step_s)) + 1
+    steps = round(after_s / step_s) + 1
     sums: dict[str, list[float]] = {}
     counts: dict[str, int] = {}
     for name in sorted(set(events.column("event").to_pylist())):
@@ -80,8 +81,9 @@ def average_paths(data_dir: str | os.PathLike[str], events: pa.Table, after_s: f
             if trades is None:
                 trades = load_event_trades(data_dir, name)
             t0 = r["t0_ns"]
-            mine = trades.filter(pc.and_(pc.equal(trades.column("venue"), r["venue"]),
-                                         pc.greater_equal(trades.column("ts_ns"), t0)))
+            mine = trades.filter(
+                pc.and_(pc.equal(trades.column("venue"), r["venue"]), pc.greater_equal(trades.column("ts_ns"), t0))
+            )
             ts = mine.column("ts_ns").to_pylist()
             prices = mine.column("price").to_pylist()
             order = sorted(range(len(ts)), key=ts.__getitem__)
@@ -100,8 +102,9 @@ def average_paths(data_dir: str | os.PathLike[str], events: pa.Table, after_s: f
     return {v: [x / counts[v] for x in acc] for v, acc in sums.items()}
 
 
-def draw_study(path: str | os.PathLike[str], events: pa.Table, paths: dict[str, list[float]],
-               step_s: float = PATH_STEP_S) -> None:
+def draw_study(
+    path: str | os.PathLike[str], events: pa.Table, paths: dict[str, list[float]], step_s: float = PATH_STEP_S
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg", force=False)

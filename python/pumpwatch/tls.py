@@ -36,11 +36,15 @@ def client_context(ca_file: str | os.PathLike[str] | None = None) -> ssl.SSLCont
         try:
             ctx.load_verify_locations(cafile=path)
         except FileNotFoundError:
-            raise TlsConfigError(f"tls.ca_file {path} does not exist; name a PEM file of CA certificates "
-                                 f"or remove the setting to trust the system's CAs only") from None
+            raise TlsConfigError(
+                f"tls.ca_file {path} does not exist; name a PEM file of CA certificates "
+                f"or remove the setting to trust the system's CAs only"
+            ) from None
         except (ssl.SSLError, OSError, ValueError) as e:
-            raise TlsConfigError(f"tls.ca_file {path} is not a readable PEM file of CA certificates ({e}); "
-                                 f"fix the file or remove the setting") from None
+            raise TlsConfigError(
+                f"tls.ca_file {path} is not a readable PEM file of CA certificates ({e}); "
+                f"fix the file or remove the setting"
+            ) from None
     return ctx
 
 
@@ -87,8 +91,10 @@ def describe_tls_error(e: BaseException, url: str) -> str | None:
     host = f"{parts.hostname}:{parts.port}" if parts.port else (parts.hostname or url)
     reason = getattr(cause, "verify_message", None) or getattr(cause, "reason", None) or str(cause)
     if isinstance(cause, ssl.SSLCertVerificationError):
-        return (f"TLS certificate of {host} not trusted ({reason}); refusing to connect. If this host is meant to "
-                f"be trusted, add its CA to [tls] ca_file")
+        return (
+            f"TLS certificate of {host} not trusted ({reason}); refusing to connect. If this host is meant to "
+            f"be trusted, add its CA to [tls] ca_file"
+        )
     return f"TLS handshake with {host} failed ({reason})"
 
 

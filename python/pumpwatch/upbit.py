@@ -46,7 +46,6 @@ from urllib.parse import urlencode, urlsplit
 
 from . import faults
 from .errors import InvalidInputError
-from .tls import context_for
 
 # The one network layer; its names stay importable from here for the watcher's callers.
 from .net import (
@@ -58,6 +57,7 @@ from .net import (
     retry_after_s,
     write_atomic,
 )
+from .tls import context_for
 
 #: A Retry-After from Upbit's CDN is followed up to this long per egress: the other egresses go
 #: on polling, and a listing must not go unseen for a day because one proxy's answer said so.
@@ -271,7 +271,7 @@ def _classify(title: str) -> tuple[Listing | None, str]:
     """`(listing, kind)`: kind is `listing` (also with parenthesised notes appended by an edit);
     `amended`, a listing title with free text or a withdrawal appended, with the listing it amends;
     or `none`, with None."""
-    if not isinstance(title, str) or "(" not in title and "（" not in title:
+    if not isinstance(title, str) or ("(" not in title and "（" not in title):
         return None, "none"
     if not unicodedata.is_normalized("NFKC", title):  # full-width parentheses, compatibility forms
         title = unicodedata.normalize("NFKC", title)
@@ -443,8 +443,9 @@ def _row(row: dict[str, Any], rid: int, where: str, legacy: bool) -> Announcemen
     )
 
 
-def parse_page(body: bytes | str | Mapping[str, Any], *, strict: bool = True,
-               skip_ids: Container[int] | None = None) -> AnnouncementPage:
+def parse_page(
+    body: bytes | str | Mapping[str, Any], *, strict: bool = True, skip_ids: Container[int] | None = None
+) -> AnnouncementPage:
     """Like `parse_announcements`, also returning `total_count`. With `strict=False` a bad row is
     skipped and its reason kept in `bad_rows` (one odd row must not blind the watcher); a bad
     envelope always raises. Rows whose id is in `skip_ids` (notices already judged) are checked for
@@ -694,39 +695,75 @@ class WatcherState:
                 amended = follow_up_of(a.title) if age_ns <= max_age_ns else None
                 if amended is not None and amended.krw:
                     if all(t in self.tickers for t in amended.krw_tickers):
-                        log.info("Upbit notice %d is a follow-up of the listing of %s; not a trigger", a.id,
-                                 ",".join(amended.krw_tickers))
+                        log.info(
+                            "Upbit notice %d is a follow-up of the listing of %s; not a trigger",
+                            a.id,
+                            ",".join(amended.krw_tickers),
+                        )
                     else:
                         # The listing itself was never seen with its plain title (edited before the first
                         # poll that could see it?): say so loudly, a human decides.
-                        log.warning("Upbit notice %d is a follow-up of a KRW listing never seen (%r); "
-                                    "not triggered", a.id, a.title)
-                        self.missed.append({"notice_id": a.id, "title": a.title, "tickers": list(amended.krw_tickers),
-                                            "t0_ns": t0_ns, "seen_ns": detected_ns, "why": "follow-up only"})
+                        log.warning(
+                            "Upbit notice %d is a follow-up of a KRW listing never seen (%r); not triggered",
+                            a.id,
+                            a.title,
+                        )
+                        self.missed.append(
+                            {
+                                "notice_id": a.id,
+                                "title": a.title,
+                                "tickers": list(amended.krw_tickers),
+                                "t0_ns": t0_ns,
+                                "seen_ns": detected_ns,
+                                "why": "follow-up only",
+                            }
+                        )
                 continue
             if not listing.krw:
-                log.info("Upbit notice %d lists %s on %s only; not a KRW listing", a.id, ",".join(listing.tickers),
-                         "/".join(listing.markets) or "no named market")
+                log.info(
+                    "Upbit notice %d lists %s on %s only; not a KRW listing",
+                    a.id,
+                    ",".join(listing.tickers),
+                    "/".join(listing.markets) or "no named market",
+                )
                 continue
             if a.category in _NOT_LISTING_CATEGORIES:
-                log.warning("Upbit notice %d looks like a listing but is filed under %r; not triggered: %r",
-                            a.id, a.category, a.title)
+                log.warning(
+                    "Upbit notice %d looks like a listing but is filed under %r; not triggered: %r",
+                    a.id,
+                    a.category,
+                    a.title,
+                )
                 continue
             if age_ns > max_age_ns:
                 # Either an old notice that resurfaced (edited, it jumps to the top) or a listing
                 # first seen long after it appeared (start-up after downtime, an outage).
                 if age_ns < 86_400 * 10**9:
-                    self.missed.append({"notice_id": a.id, "title": a.title, "tickers": list(listing.krw_tickers),
-                                        "t0_ns": t0_ns, "seen_ns": detected_ns, "why": "too old"})
-                    log.warning("Upbit listing %d (%s) first seen %.0f s after t0 (> max_age_s=%.0f); not triggered",
-                                a.id, ",".join(listing.krw_tickers), age_ns / 1e9, max_age_s)
+                    self.missed.append(
+                        {
+                            "notice_id": a.id,
+                            "title": a.title,
+                            "tickers": list(listing.krw_tickers),
+                            "t0_ns": t0_ns,
+                            "seen_ns": detected_ns,
+                            "why": "too old",
+                        }
+                    )
+                    log.warning(
+                        "Upbit listing %d (%s) first seen %.0f s after t0 (> max_age_s=%.0f); not triggered",
+                        a.id,
+                        ",".join(listing.krw_tickers),
+                        age_ns / 1e9,
+                        max_age_s,
+                    )
                 continue
             tickers = []
             for t in listing.krw_tickers:
                 prev = self.tickers.get(t)
                 if prev is not None and abs(t0_ns - prev["t0_ns"]) < period_ns:
-                    log.info("Upbit notice %d: %s already triggered by notice %d; not again", a.id, t,
-                             prev["notice_id"])
+                    log.info(
+                        "Upbit notice %d: %s already triggered by notice %d; not again", a.id, t, prev["notice_id"]
+                    )
                     continue
                 tickers.append(t)
             if not tickers:
@@ -768,8 +805,12 @@ class WatcherState:
                 out.append(MarketOpened(t, v["notice_id"], v["t0_ns"], seen_ns))
             elif seen_ns - v["t0_ns"] > pending_max_s * 1e9:
                 del self.pending[t]
-                log.warning("KRW-%s did not appear in /v1/market/all within %.0f h of notice %d; no longer watched",
-                            t, pending_max_s / 3600, v["notice_id"])
+                log.warning(
+                    "KRW-%s did not appear in /v1/market/all within %.0f h of notice %d; no longer watched",
+                    t,
+                    pending_max_s / 3600,
+                    v["notice_id"],
+                )
         return out
 
 
@@ -922,9 +963,17 @@ class UpbitWatcher:
     `on_market_open` as `MarketOpened`.
     """
 
-    def __init__(self, data_dir: str | os.PathLike[str], *, settings: WatcherSettings | None = None,
-                 on_trigger: Callback | None = None, on_market_open: Callback | None = None,
-                 queue: asyncio.Queue[ListingTrigger] | None = None, seed: int | None = None, **overrides: Any):
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        settings: WatcherSettings | None = None,
+        on_trigger: Callback | None = None,
+        on_market_open: Callback | None = None,
+        queue: asyncio.Queue[ListingTrigger] | None = None,
+        seed: int | None = None,
+        **overrides: Any,
+    ):
         s = settings or WatcherSettings()
         unknown = set(overrides) - set(WatcherSettings.__dataclass_fields__)
         if unknown:
@@ -985,9 +1034,14 @@ class UpbitWatcher:
         if self.running:
             return
         self.state = await asyncio.to_thread(WatcherState.load, self.data_dir / self.settings.state_file)
-        log.info("Upbit watcher: %s, %d notices remembered, %d tickers pending a KRW market, polling every %.2f s "
-                 "via %s", self.state.path, len(self.state.seen), len(self.state.pending), self.interval_s,
-                 ", ".join(e.label for e in self.egresses))
+        log.info(
+            "Upbit watcher: %s, %d notices remembered, %d tickers pending a KRW market, polling every %.2f s via %s",
+            self.state.path,
+            len(self.state.seen),
+            len(self.state.pending),
+            self.interval_s,
+            ", ".join(e.label for e in self.egresses),
+        )
         tls = context_for(self.settings.ca_file)  # verified as every venue is: system CAs + [tls] ca_file
         self._eg = [_EgressState(e, tls) for e in self.egresses]
         self._had_success = False
@@ -1017,8 +1071,12 @@ class UpbitWatcher:
             # Not fatal: the seen notices are judged again at the next start (a listing among them
             # triggers again if still within max_age_s), and captures have their own pending.json.
             self.state_unsaved_error = f"{type(err).__name__}: {err}"
-            log.error("Upbit watcher state not saved to %s at stop (%s); notices seen since the last save are "
-                      "judged again at the next start", self.state.path, err)
+            log.error(
+                "Upbit watcher state not saved to %s at stop (%s); notices seen since the last save are "
+                "judged again at the next start",
+                self.state.path,
+                err,
+            )
         for e in self._eg:
             await e.client.close()
         if self._market_client is not None:
@@ -1096,7 +1154,7 @@ class UpbitWatcher:
             self._finish(rec, "timeout")
             self._on_error(e, rec, f"no complete response within {self.settings.request_timeout_s:.1f} s")
             return
-        except Exception as err:  # noqa: BLE001 - any failure of one poll is that poll's, logged with its reason
+        except Exception as err:
             self._finish(rec, "error")
             self._on_error(e, rec, f"{type(err).__name__}: {err}")
             return
@@ -1121,8 +1179,15 @@ class UpbitWatcher:
         self._response_ms.append(rec.response_ms or 0.0)
         self.cf_cache_status[rec.cf_cache_status or "none"] += 1
         self._last.update(response_ms=rec.response_ms, cf_cache_status=rec.cf_cache_status, age_s=rec.age_s)
-        log.debug("poll %d via %s: %d in %.0f ms (cf-cache-status %s, age %s)", rec.seq, e.egress.label, status,
-                  rec.response_ms or 0.0, rec.cf_cache_status, rec.age_s)
+        log.debug(
+            "poll %d via %s: %d in %.0f ms (cf-cache-status %s, age %s)",
+            rec.seq,
+            e.egress.label,
+            status,
+            rec.response_ms or 0.0,
+            rec.cf_cache_status,
+            rec.age_s,
+        )
         if status in (429, 418, 403):
             retry = retry_after_s(resp.headers.get("retry-after"))
             if retry is not None:
@@ -1155,9 +1220,13 @@ class UpbitWatcher:
 
     def _judge(self, announcements: list[Announcement], detected_ns: int, egress: str) -> None:
         triggers, changed = self.state.decide(
-            announcements, detected_ns, max_age_s=self.settings.max_age_s,
-            ticker_period_s=self.settings.ticker_period_s, krw_markets=self.krw_markets,
-            catch_up=not self._had_success, egress=egress,
+            announcements,
+            detected_ns,
+            max_age_s=self.settings.max_age_s,
+            ticker_period_s=self.settings.ticker_period_s,
+            krw_markets=self.krw_markets,
+            catch_up=not self._had_success,
+            egress=egress,
         )
         for trig in triggers:
             self._deliver(trig)
@@ -1172,12 +1241,22 @@ class UpbitWatcher:
             self._spawn(self.on_trigger, trig)
         if trig.already_listed:
             self.counters["already_listed"] += 1
-            log.warning("Upbit listing notice %d for %s, already on KRW: reported, not captured (%r)",
-                        trig.notice_id, ",".join(trig.tickers), trig.title)
+            log.warning(
+                "Upbit listing notice %d for %s, already on KRW: reported, not captured (%r)",
+                trig.notice_id,
+                ",".join(trig.tickers),
+                trig.title,
+            )
         else:
-            log.warning("UPBIT KRW LISTING %s: notice %d at %s, seen %.2f s later via %s (%r)",
-                        ",".join(trig.capture_tickers), trig.notice_id, trig.t0.isoformat(), trig.delay_s,
-                        trig.egress, trig.title)
+            log.warning(
+                "UPBIT KRW LISTING %s: notice %d at %s, seen %.2f s later via %s (%r)",
+                ",".join(trig.capture_tickers),
+                trig.notice_id,
+                trig.t0.isoformat(),
+                trig.delay_s,
+                trig.egress,
+                trig.title,
+            )
             self._market_wake.set()
 
     def _spawn(self, fn: Callback, arg: Any) -> None:
@@ -1203,11 +1282,18 @@ class UpbitWatcher:
         e.errors_in_row += 1
         log.info("Upbit poll %d via %s failed: %s", rec.seq, e.egress.label, reason)
         if e.errors_in_row >= self.settings.error_threshold:
-            self._back_off(e, rec, self.settings.error_backoff, f"{e.errors_in_row} errors in a row, last: {reason}",
-                           None, rate=False)
+            self._back_off(
+                e,
+                rec,
+                self.settings.error_backoff,
+                f"{e.errors_in_row} errors in a row, last: {reason}",
+                None,
+                rate=False,
+            )
 
-    def _back_off(self, e: _EgressState, rec: PollRecord, policy: Backoff, why: str, retry_after: float | None,
-                  *, rate: bool) -> None:
+    def _back_off(
+        self, e: _EgressState, rec: PollRecord, policy: Backoff, why: str, retry_after: float | None, *, rate: bool
+    ) -> None:
         if rec.started < e.backoff_began:
             return  # sent before the last back-off began: that back-off already covers it
         if rate:
@@ -1222,8 +1308,13 @@ class UpbitWatcher:
         self.counters["backoffs"] += 1
         e.counters["backoffs"] += 1
         self._last["backoff_reason"] = f"{e.egress.label}: {why}"
-        log.warning("Upbit via %s: %s; backing off %.1f s%s", e.egress.label, why, d,
-                    f" (Retry-After {retry_after:g} s)" if retry_after is not None else "")
+        log.warning(
+            "Upbit via %s: %s; backing off %.1f s%s",
+            e.egress.label,
+            why,
+            d,
+            f" (Retry-After {retry_after:g} s)" if retry_after is not None else "",
+        )
 
     # -- state persistence
 
@@ -1246,14 +1337,21 @@ class UpbitWatcher:
                     self.state_unsaved_error = f"{type(err).__name__}: {err}"
                     if self.state_unsaved_since_ns is None:
                         self.state_unsaved_since_ns = time.time_ns()
-                        log.error("Upbit watcher state not saved to %s: %s; kept in memory, retried until the disk "
-                                  "takes it (free space on it)", self.state.path, err)
+                        log.error(
+                            "Upbit watcher state not saved to %s: %s; kept in memory, retried until the disk "
+                            "takes it (free space on it)",
+                            self.state.path,
+                            err,
+                        )
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self.state_retry_max_s)
                     continue
                 if self.state_unsaved_since_ns is not None:
-                    log.warning("Upbit watcher state saved to %s after %.1f s of failed writes", self.state.path,
-                                (time.time_ns() - self.state_unsaved_since_ns) / 1e9)
+                    log.warning(
+                        "Upbit watcher state saved to %s after %.1f s of failed writes",
+                        self.state.path,
+                        (time.time_ns() - self.state_unsaved_since_ns) / 1e9,
+                    )
                     self.state_unsaved_since_ns, self.state_unsaved_error = None, ""
                 if not self._save_again:
                     return
@@ -1265,12 +1363,16 @@ class UpbitWatcher:
     async def _refresh_markets(self) -> frozenset[str] | None:
         assert self._market_client is not None
         # No Origin header, ever: a request with one is limited to 1 per 10 s.
-        headers = {"User-Agent": self.settings.headers.get("User-Agent", BROWSER_HEADERS["User-Agent"]),
-                   "Accept": "application/json", "Accept-Encoding": "gzip, deflate"}
+        headers = {
+            "User-Agent": self.settings.headers.get("User-Agent", BROWSER_HEADERS["User-Agent"]),
+            "Accept": "application/json",
+            "Accept-Encoding": "gzip, deflate",
+        }
         self.counters["market_fetches"] += 1
         try:
-            resp = await asyncio.wait_for(self._market_client.get(self.settings.market_url, headers),
-                                          self.settings.market_timeout_s)
+            resp = await asyncio.wait_for(
+                self._market_client.get(self.settings.market_url, headers), self.settings.market_timeout_s
+            )
             if resp.status != 200:
                 raise HttpError(f"HTTP {resp.status}: {resp.body[:120]!r}")
             krw = parse_market_list(resp.body)
@@ -1283,8 +1385,12 @@ class UpbitWatcher:
         opened = self.state.note_markets(krw, resp.done_ns, self.settings.pending_max_s)
         for m in opened:
             self.counters["markets_opened"] += 1
-            log.warning("KRW-%s is now listed in /v1/market/all (%.0f s after notice %d)", m.ticker,
-                        (m.seen_ns - m.t0_ns) / 1e9, m.notice_id)
+            log.warning(
+                "KRW-%s is now listed in /v1/market/all (%.0f s after notice %d)",
+                m.ticker,
+                (m.seen_ns - m.t0_ns) / 1e9,
+                m.notice_id,
+            )
             if self.on_market_open is not None:
                 self._spawn(self.on_market_open, m)
         if opened:
@@ -1329,8 +1435,9 @@ class UpbitWatcher:
             total_count=self._last.get("total_count"),
             last_backoff_reason=self._last.get("backoff_reason"),
             egress={
-                e.egress.label: dict(e.counters, etag=e.etag,
-                                     backoff_remaining_s=max(0.0, e.blocked_until - time.monotonic()))
+                e.egress.label: dict(
+                    e.counters, etag=e.etag, backoff_remaining_s=max(0.0, e.blocked_until - time.monotonic())
+                )
                 for e in self._eg
             },
         )

@@ -44,8 +44,15 @@ class HttpError(ConnectionError):
     alike (`except OSError`) keep doing so.
     """
 
-    def __init__(self, message: str, *, status: int | None = None, body: bytes = b"",
-                 retry_after_s: float | None = None, url: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        body: bytes = b"",
+        retry_after_s: float | None = None,
+        url: str = "",
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.body = body
@@ -53,14 +60,20 @@ class HttpError(ConnectionError):
         self.url = url
 
     @classmethod
-    def refused(cls, method: str, url: str, status: int, reason: str, body: bytes,
-                retry_after_s: float | None = None) -> HttpError:
+    def refused(
+        cls, method: str, url: str, status: int, reason: str, body: bytes, retry_after_s: float | None = None
+    ) -> HttpError:
         """A non-2xx answer: the message names the request (its query left out: KuCoin's connect
         URL carries a token) and the start of the body."""
         start = body[:HTTP_ERROR_BODY_CHARS].decode("utf-8", "replace")
         more = "…" if len(body) > HTTP_ERROR_BODY_CHARS else ""
-        return cls(f"{method} {redact(url)} answered HTTP {status} {reason}: {start}{more}", status=status,
-                   body=body, retry_after_s=retry_after_s, url=redact(url))
+        return cls(
+            f"{method} {redact(url)} answered HTTP {status} {reason}: {start}{more}",
+            status=status,
+            body=body,
+            retry_after_s=retry_after_s,
+            url=redact(url),
+        )
 
 
 class _StaleConnection(HttpError):
@@ -126,8 +139,15 @@ class HttpClient:
     would cost more than the request). `ssl_context`: how https is verified (default: the
     system's CAs); pass one with an extra CA to reach a TLS stand-in."""
 
-    def __init__(self, proxy: str | None = None, *, local_addr: str | None = None,
-                 ssl_context: ssl.SSLContext | None = None, max_idle: int = 4, idle_timeout_s: float = 30.0):
+    def __init__(
+        self,
+        proxy: str | None = None,
+        *,
+        local_addr: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        max_idle: int = 4,
+        idle_timeout_s: float = 30.0,
+    ):
         self.proxy = check_proxy(proxy) if proxy else None
         self.local_addr = (local_addr, 0) if local_addr else None
         self._ssl_context = ssl_context
@@ -144,7 +164,9 @@ class HttpClient:
     async def get(self, url: str, headers: Mapping[str, str]) -> HttpResponse:
         return await self.request("GET", url, headers)
 
-    async def request(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None = None) -> HttpResponse:
+    async def request(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None = None
+    ) -> HttpResponse:
         """Sends one request and reads its whole answer, whatever its status (the caller judges it).
         Raises HttpError when no complete answer came."""
         u = urlsplit(url)
@@ -218,8 +240,9 @@ class HttpClient:
     async def _open(self, scheme: str, host: str, port: int):
         tls = self.ssl_context if scheme == "https" else None
         if self.proxy is None:
-            return await asyncio.open_connection(host, port, ssl=tls, server_hostname=host if tls else None,
-                                                 local_addr=self.local_addr)
+            return await asyncio.open_connection(
+                host, port, ssl=tls, server_hostname=host if tls else None, local_addr=self.local_addr
+            )
         p = self.proxy
         reader, writer = await asyncio.open_connection(p.hostname, p.port or 8080, local_addr=self.local_addr)
         try:
@@ -257,7 +280,9 @@ class HttpClient:
         self._idle.clear()
 
 
-async def _read_response(reader: asyncio.StreamReader, *, head: bool = False) -> tuple[int, str, dict[str, str], bytes, bool]:
+async def _read_response(
+    reader: asyncio.StreamReader, *, head: bool = False
+) -> tuple[int, str, dict[str, str], bytes, bool]:
     line = await reader.readline()
     if not line:
         raise _StaleConnection("connection closed before a response")
@@ -340,8 +365,9 @@ def default_client() -> HttpClient:
     return client
 
 
-async def http_fetch(base_url: str, request: Any, *, timeout_s: float = HTTP_TIMEOUT_S,
-                     client: HttpClient | None = None) -> bytes:
+async def http_fetch(
+    base_url: str, request: Any, *, timeout_s: float = HTTP_TIMEOUT_S, client: HttpClient | None = None
+) -> bytes:
     """Runs a venue `HttpRequest` against `base_url` and returns the body; raises `HttpError`
     on a non-2xx answer (with its status and Retry-After) or when no answer came, and
     TimeoutError when none came within `timeout_s`."""
@@ -356,6 +382,7 @@ async def http_fetch(base_url: str, request: Any, *, timeout_s: float = HTTP_TIM
     if not 200 <= response.status < 300:
         if response.status in RATE_REFUSALS:
             c.drop_idle(url)
-        raise HttpError.refused(request.method, url, response.status, response.reason, response.body,
-                                response.retry_after_s)
+        raise HttpError.refused(
+            request.method, url, response.status, response.reason, response.body, response.retry_after_s
+        )
     return response.body

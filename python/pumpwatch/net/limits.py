@@ -46,9 +46,15 @@ class RateLimiter:
     """At most `count` acquisitions in any window of `period_s` seconds, and none before a hold
     ends. `clock` and `sleep` are injectable so that tests run minutes of pacing on a fake clock."""
 
-    def __init__(self, count: int, period_s: float, *, name: str = "",
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        count: int,
+        period_s: float,
+        *,
+        name: str = "",
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         if count < 1 or period_s <= 0:
             raise ValueError(f"a rate limiter needs count >= 1 and period_s > 0, got {count}, {period_s}")
         self.name = name
@@ -103,18 +109,24 @@ class RateLimiter:
 
     def status(self) -> dict:
         now = self.clock()
-        return {"count": self.count, "period_s": self.period_s, "in_window": sum(t > now - self.period_s for t in self._times),
-                "granted": self.granted, "waited_s": round(self.waited_s, 3),
-                "hold_remaining_s": round(max(0.0, self.hold_until - now), 3),
-                "hold_reason": self.hold_reason if self.hold_until > now else ""}
+        return {
+            "count": self.count,
+            "period_s": self.period_s,
+            "in_window": sum(t > now - self.period_s for t in self._times),
+            "granted": self.granted,
+            "waited_s": round(self.waited_s, 3),
+            "hold_remaining_s": round(max(0.0, self.hold_until - now), 3),
+            "hold_reason": self.hold_reason if self.hold_until > now else "",
+        }
 
 
 class Budgets:
     """The named budgets of one process: `limiter(budget)` gives every caller naming the same
     budget the same `RateLimiter`."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    def __init__(
+        self, *, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    ) -> None:
         self.clock = clock
         self.sleep = sleep
         self._limiters: dict[str, RateLimiter] = {}
@@ -124,8 +136,9 @@ class Budgets:
         known = self._budgets.get(budget.name)
         if known is None:
             self._budgets[budget.name] = budget
-            self._limiters[budget.name] = RateLimiter(budget.count, budget.period_s + budget.slack_s,
-                                                      name=budget.name, clock=self.clock, sleep=self.sleep)
+            self._limiters[budget.name] = RateLimiter(
+                budget.count, budget.period_s + budget.slack_s, name=budget.name, clock=self.clock, sleep=self.sleep
+            )
         elif (known.count, known.period_s, known.slack_s) != (budget.count, budget.period_s, budget.slack_s):
             raise ValueError(f"budget {budget.name!r} is defined twice, differently: {known} and {budget}")
         return self._limiters[budget.name]

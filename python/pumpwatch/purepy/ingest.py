@@ -8,7 +8,7 @@ log), written as a competent Python developer would: the stdlib `json` parsers o
 from __future__ import annotations
 
 from collections import deque
-from typing import Iterable
+from collections.abc import Iterable
 
 from .._core import SEQUENCED_VENUES  # venues whose trade ids form a per-symbol sequence
 from .parse import AGGREGATED, ParseContext, parse
@@ -69,7 +69,19 @@ class Ingestor:
                     st.open_gaps.pop(0)
                 st.open_gaps.append([a, b])
                 events.append(("gap", venue, symbol, a, b, st.last_ts_ns, ts_ns))
-                markers.append(("gap_found", venue, symbol, recv_ns, st.last_ts_ns, ts_ns, str(a), str(b), f"{b - a + 1} ids missing"))
+                markers.append(
+                    (
+                        "gap_found",
+                        venue,
+                        symbol,
+                        recv_ns,
+                        st.last_ts_ns,
+                        ts_ns,
+                        str(a),
+                        str(b),
+                        f"{b - a + 1} ids missing",
+                    )
+                )
             st.last_id, st.last_ts_ns = last, ts_ns
             return True
         # At or below what we have: new only where it falls into an open gap.
@@ -120,7 +132,9 @@ class Ingestor:
                 self.stats["duplicates"] += 1
                 continue
             try:
-                encoded, ts = _encode_trade(venue, t["symbol"], t["trade_id"], t["price"], t["qty"], t["side"], t["ts_ns"], recv_ns, t["flags"])
+                encoded, ts = _encode_trade(
+                    venue, t["symbol"], t["trade_id"], t["price"], t["qty"], t["side"], t["ts_ns"], recv_ns, t["flags"]
+                )
             except ValueError:
                 continue  # the parsers emit only what the log accepts; this guards the format
             frames.append(encoded)
@@ -132,7 +146,9 @@ class Ingestor:
             # frame is kept with a reason naming only the ones left out (as the Rust path does).
             raw = frame.encode() if isinstance(frame, str) else bytes(frame)
             n = len(result.rejected)
-            reason = f"{venue}: {n} of {n + len(result.trades)} trades left out (the others are stored): " + "; ".join(result.rejected)
+            reason = f"{venue}: {n} of {n + len(result.trades)} trades left out (the others are stored): " + "; ".join(
+                result.rejected
+            )
             frames.append(_encode_quarantined(venue, recv_ns, reason, raw[:_QUARANTINE_LIMIT]))
             trade_ts.append(None)
             self.stats["quarantined"] += 1
@@ -147,7 +163,7 @@ class Ingestor:
         stored = 0
         frames_in = list(frames_in)
         times = recv_ns if isinstance(recv_ns, list) else [recv_ns] * len(frames_in)
-        for frame, t in zip(frames_in, times):
+        for frame, t in zip(frames_in, times, strict=False):
             stored += self._stage_frame(venue, frame, t, frames, trade_ts, events)
         if frames:
             self.store._append(frames, trade_ts)

@@ -36,8 +36,6 @@ import crc32c
 import pyarrow as pa
 import zstandard
 
-from ..schema import MARKER_SCHEMA, TRADE_SCHEMA
-
 from ..errors import (
     CorruptLogError,
     DiskFullError,
@@ -46,9 +44,19 @@ from ..errors import (
     StoreClosedError,
     StoreLockedError,
 )
+from ..schema import MARKER_SCHEMA, TRADE_SCHEMA
 
-__all__ = ["Store", "verify", "compress_segment", "FrameWalk", "TradeRecord", "MarkerRecord", "QuarantinedRecord", "TRADE_SCHEMA",
-           "MARKER_SCHEMA"]
+__all__ = [
+    "MARKER_SCHEMA",
+    "TRADE_SCHEMA",
+    "FrameWalk",
+    "MarkerRecord",
+    "QuarantinedRecord",
+    "Store",
+    "TradeRecord",
+    "compress_segment",
+    "verify",
+]
 
 # --- Format constants (docs/FORMAT.md) -------------------------------------------------------------
 
@@ -95,12 +103,28 @@ QUARANTINE_RAW_MAX = MAX_PAYLOAD - QUARANTINE_FIXED - DETAIL_MAX
 
 # Venue code = position + 1; codes are part of the format: never renumber, only append.
 VENUES = (
-    "binance-spot", "binance-usdm", "bybit-spot", "bybit-linear", "okx-spot", "okx-swap",
-    "kucoin-spot", "kucoin-futures", "gate-spot", "gate-futures", "phemex-spot", "phemex-perp",
+    "binance-spot",
+    "binance-usdm",
+    "bybit-spot",
+    "bybit-linear",
+    "okx-spot",
+    "okx-swap",
+    "kucoin-spot",
+    "kucoin-futures",
+    "gate-spot",
+    "gate-futures",
+    "phemex-spot",
+    "phemex-perp",
 )
 MARKER_KINDS = (
-    "connection_up", "connection_down", "gap_found", "gap_filled", "gap_unfillable",
-    "subscription_set", "recorder_start", "recorder_stop",
+    "connection_up",
+    "connection_down",
+    "gap_found",
+    "gap_filled",
+    "gap_unfillable",
+    "subscription_set",
+    "recorder_start",
+    "recorder_stop",
 )
 SIDES = ("buy", "sell")
 
@@ -151,6 +175,7 @@ _DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 class TradeRecord(NamedTuple):
     """A trade as read back; field order is the column order of `Store.query`."""
+
     venue: str
     symbol: str
     trade_id: str
@@ -164,6 +189,7 @@ class TradeRecord(NamedTuple):
 
 class MarkerRecord(NamedTuple):
     """A coverage fact; field order is the column order of `Store.markers`."""
+
     kind: str
     venue: str | None
     symbol: str
@@ -177,6 +203,7 @@ class MarkerRecord(NamedTuple):
 
 class QuarantinedRecord(NamedTuple):
     """A frame that could not be parsed; the tuple `Store.quarantined` returns."""
+
     venue: str | None
     recv_ns: int
     reason: str
@@ -255,9 +282,15 @@ def decode_payload(p: bytes) -> TradeRecord | MarkerRecord | QuarantinedRecord:
         at_to = at_from + lf
         at_detail = at_to + lt
         return MarkerRecord(
-            _MARKER_BY_CODE[marker_kind], venue_id, _text(p[MARKER_FIXED:at_from]),
-            ts_ns, from_ts_ns, to_ts_ns,
-            _text(p[at_from:at_to]), _text(p[at_to:at_detail]), _text(p[at_detail:]),
+            _MARKER_BY_CODE[marker_kind],
+            venue_id,
+            _text(p[MARKER_FIXED:at_from]),
+            ts_ns,
+            from_ts_ns,
+            to_ts_ns,
+            _text(p[at_from:at_to]),
+            _text(p[at_to:at_detail]),
+            _text(p[at_detail:]),
         )
     if kind == KIND_QUARANTINE:
         if len(p) < QUARANTINE_FIXED:
@@ -287,7 +320,7 @@ def _read_frame(buf, pos: int, stop: int):
     end = pos + FRAME_HEADER + length
     if end > stop:
         return None, "[bounds] frame runs past the readable end"
-    payload = buf[pos + FRAME_HEADER:end]
+    payload = buf[pos + FRAME_HEADER : end]
     if crc32c.crc32c(payload) != crc:
         return None, "[crc] payload CRC-32C does not match"
     try:
@@ -413,7 +446,7 @@ def _seal_of(data: bytes, path) -> Seal | str | None:
 
 def _chain(buf, offsets, chain: int = 0) -> int:
     """Folds the frames at `offsets` of `buf` into a seal's CRC chain (their CRC fields, in order)."""
-    return crc32c.crc32c(b"".join(buf[o + 4:o + 8] for o in offsets), chain)
+    return crc32c.crc32c(b"".join(buf[o + 4 : o + 8] for o in offsets), chain)
 
 
 def _parse_header(data: bytes, path) -> SegmentHeader | None:
@@ -429,9 +462,13 @@ def _parse_header(data: bytes, path) -> SegmentHeader | None:
     if magic != SEGMENT_MAGIC or crc32c.crc32c(data[:32]) != crc:
         return None
     if version > FORMAT_VERSION:
-        raise CorruptLogError(_format_error(
-            path, f"it was written by a newer PumpWatch (format {version}, this one reads up to "
-                  f"{FORMAT_VERSION}); upgrade PumpWatch"))
+        raise CorruptLogError(
+            _format_error(
+                path,
+                f"it was written by a newer PumpWatch (format {version}, this one reads up to "
+                f"{FORMAT_VERSION}); upgrade PumpWatch",
+            )
+        )
     return SegmentHeader(seq, created_ns, state, published_end)
 
 
@@ -602,7 +639,7 @@ def _read_index(path: Path, limit: int) -> list[IndexEntry]:
     entries = []
     expected_start = HEADER_LEN
     for at in range(INDEX_HEADER_LEN, len(data) - INDEX_ENTRY_LEN + 1, INDEX_ENTRY_LEN):
-        body = data[at:at + _INDEX_BODY.size]
+        body = data[at : at + _INDEX_BODY.size]
         if crc32c.crc32c(body) != _INDEX_TAIL.unpack_from(data, at + _INDEX_BODY.size)[0]:
             break
         entry = IndexEntry._make(_INDEX_BODY.unpack(body))
@@ -629,6 +666,7 @@ def _write_index(path: Path, entries: list[IndexEntry]) -> None:
 class _Block(NamedTuple):
     """A readable piece of a compressed segment: one zstd frame, or (crc None) a run of frames
     whose table entries are damaged, decoded in a row."""
+
     entry: IndexEntry
     offset: int
     length: int
@@ -656,18 +694,28 @@ class _CompressedSegment:
         plain = _parse_header(self.plain_header, path) if len(self.plain_header) == HEADER_LEN else None
         plain_ok = plain is not None and plain.seq == seq and plain.state == STATE_SEALED
         if header is None:
-            self.damage.append((0, HEADER_LEN, "[header] compressed segment header damaged (magic, CRC or sizes wrong); "
-                                               "the frame table still locates the frames"))
+            self.damage.append(
+                (
+                    0,
+                    HEADER_LEN,
+                    "[header] compressed segment header damaged (magic, CRC or sizes wrong); "
+                    "the frame table still locates the frames",
+                )
+            )
         elif not plain_ok:
-            self.damage.append((0, HEADER_LEN, "[header] the copy of the plain segment header inside the compressed file is damaged"))
+            self.damage.append(
+                (0, HEADER_LEN, "[header] the copy of the plain segment header inside the compressed file is damaged")
+            )
         if header is not None and header[1] != seq:
-            raise CorruptLogError(_format_error(path, f"it says it is segment {header[1]} but is named as segment {seq}"))
+            raise CorruptLogError(
+                _format_error(path, f"it says it is segment {header[1]} but is named as segment {seq}")
+            )
         slots: list[tuple | None] = []
         if header is not None:
             frames, _, plain_len, data_at = header
             table = os.pread(fd, frames * FRAME_ENTRY_LEN, FRAME_TABLE_AT)
             for k in range(frames):
-                slots.append(self._parse_entry(table[k * FRAME_ENTRY_LEN:(k + 1) * FRAME_ENTRY_LEN]))
+                slots.append(self._parse_entry(table[k * FRAME_ENTRY_LEN : (k + 1) * FRAME_ENTRY_LEN]))
         else:
             # Without a header: entries up to where the first frame starts.
             data_at = self.file_len
@@ -690,15 +738,22 @@ class _CompressedSegment:
         k = 0
         while k < len(slots):
             slot = slots[k]
-            if (slot is not None and slot[0].start == plain_at and slot[1] == file_at
-                    and slot[0].start < slot[0].end and (plain_len is None or slot[0].end <= plain_len)):
+            if (
+                slot is not None
+                and slot[0].start == plain_at
+                and slot[1] == file_at
+                and slot[0].start < slot[0].end
+                and (plain_len is None or slot[0].end <= plain_len)
+            ):
                 entry, offset, length, crc = slot
                 self.blocks.append(_Block(entry, offset, length, crc))
                 plain_at, file_at = entry.end, offset + length
                 k += 1
                 continue
             j = k + 1
-            while j < len(slots) and not (slots[j] is not None and slots[j][0].start > plain_at and slots[j][1] > file_at):
+            while j < len(slots) and not (
+                slots[j] is not None and slots[j][0].start > plain_at and slots[j][1] > file_at
+            ):
                 j += 1
             if j < len(slots):
                 plain_end, file_end = slots[j][0].start, slots[j][1]
@@ -710,10 +765,18 @@ class _CompressedSegment:
                 self.blocks.append(probe)
                 plain_end = plain_len = plain_at + len(self.read_block(len(self.blocks) - 1)[0])
                 self.blocks.pop()
-            self.damage.append((plain_at, plain_end - plain_at,
-                                f"[frame-table] {j - k} frame table entries damaged; their frames are decoded in a row"))
-            self.blocks.append(_Block(IndexEntry(plain_at, plain_end, I64_MIN, I64_MAX, 1, 1), file_at,
-                                      max(0, file_end - file_at), None))
+            self.damage.append(
+                (
+                    plain_at,
+                    plain_end - plain_at,
+                    f"[frame-table] {j - k} frame table entries damaged; their frames are decoded in a row",
+                )
+            )
+            self.blocks.append(
+                _Block(
+                    IndexEntry(plain_at, plain_end, I64_MIN, I64_MAX, 1, 1), file_at, max(0, file_end - file_at), None
+                )
+            )
             plain_at, file_at = plain_end, file_end
             k = j
         self.plain_len = plain_len if plain_len is not None else plain_at
@@ -727,9 +790,13 @@ class _CompressedSegment:
         if magic != COMPRESSED_MAGIC or crc32c.crc32c(head[:44]) != _U32.unpack_from(head, 44)[0]:
             return None
         if version > COMPRESSED_VERSION:
-            raise CorruptLogError(_format_error(
-                path, f"it was written by a newer PumpWatch (compressed format {version}, this one reads up to "
-                      f"{COMPRESSED_VERSION}); upgrade PumpWatch"))
+            raise CorruptLogError(
+                _format_error(
+                    path,
+                    f"it was written by a newer PumpWatch (compressed format {version}, this one reads up to "
+                    f"{COMPRESSED_VERSION}); upgrade PumpWatch",
+                )
+            )
         if data_at != FRAME_TABLE_AT + FRAME_ENTRY_LEN * frames or plain_len < HEADER_LEN:
             return None
         return frames, seq, plain_len, data_at
@@ -757,8 +824,10 @@ class _CompressedSegment:
             except zstandard.ZstdError as exc:
                 return b"", f"compressed frame does not decode ({exc}); its records are skipped"
             if len(out) != want:
-                return b"", (f"compressed frame decodes to {len(out)} bytes, its table entry says {want}; "
-                             f"its records are skipped")
+                return b"", (
+                    f"compressed frame decodes to {len(out)} bytes, its table entry says {want}; "
+                    f"its records are skipped"
+                )
             return out, None
         parts, got = [], 0
         reader = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
@@ -770,8 +839,9 @@ class _CompressedSegment:
                 parts.append(chunk)
                 got += len(chunk)
         except zstandard.ZstdError as exc:
-            return b"".join(parts)[:want], (f"frames after a damaged table entry stop decoding ({exc}); "
-                                            f"what follows in them is skipped")
+            return b"".join(parts)[:want], (
+                f"frames after a damaged table entry stop decoding ({exc}); what follows in them is skipped"
+            )
         out = b"".join(parts)[:want]
         if len(out) < want:
             return out, "frames after a damaged table entry decode to less than their range"
@@ -784,7 +854,7 @@ class _CompressedSegment:
         at = HEADER_LEN
         for i, block in enumerate(self.blocks):
             out, err = self.read_block(i)
-            if err or block.entry.start != at or out != plain[block.entry.start:block.entry.end]:
+            if err or block.entry.start != at or out != plain[block.entry.start : block.entry.end]:
                 return False
             at = block.entry.end
         return at == len(plain)
@@ -804,7 +874,7 @@ def _resolve_compressions(log_dir: Path) -> list[str]:
         if header is not None and header.state == STATE_SEALED and header.published_end <= len(data):
             fd = os.open(compressed, os.O_RDONLY)
             try:
-                keep_compressed = _CompressedSegment(fd, compressed, seq).matches_plain(data[:header.published_end])
+                keep_compressed = _CompressedSegment(fd, compressed, seq).matches_plain(data[: header.published_end])
             except CorruptLogError:
                 keep_compressed = False
             finally:
@@ -921,8 +991,17 @@ def _encode_trade(venue, symbol, trade_id, price, qty, side, ts_ns, recv_ns, fla
     id_num = _canonical_u64(id_b)
     id_text = b"" if id_num is not None else id_b
     fixed = _TRADE.pack(
-        KIND_TRADE, venue_code, side_code, len(symbol_b), flags, len(price_b), len(qty_b),
-        ts_ns, recv_ns, id_num or 0, len(id_text),
+        KIND_TRADE,
+        venue_code,
+        side_code,
+        len(symbol_b),
+        flags,
+        len(price_b),
+        len(qty_b),
+        ts_ns,
+        recv_ns,
+        id_num or 0,
+        len(id_text),
     )
     return _frame(b"".join((fixed, symbol_b, price_b, qty_b, id_text))), ts_ns
 
@@ -952,7 +1031,7 @@ def _trade_rows(trades):
             columns.append(trades.column("flags").to_pylist())
         else:
             columns.append([0] * trades.num_rows)
-        yield from zip(*columns)
+        yield from zip(*columns, strict=False)
         return
     for row, trade in enumerate(trades):
         if isinstance(trade, Mapping):
@@ -962,7 +1041,7 @@ def _trade_rows(trades):
         else:
             values = [getattr(trade, name, _MISSING) for name in _TRADE_FIELDS]
             values.append(getattr(trade, "flags", 0))
-        for name, value in zip(_TRADE_FIELDS, values):
+        for name, value in zip(_TRADE_FIELDS, values, strict=False):
             if value is _MISSING:
                 raise InvalidTradeError(f"row {row} of the batch: has no field {name}")
         yield values
@@ -980,8 +1059,16 @@ def _encode_marker(kind, venue, symbol, ts_ns, from_ts_ns, to_ts_ns, from_id, to
     if len(detail_b) > DETAIL_MAX:
         raise ValueError(f"marker detail is {len(detail_b)} bytes; at most {DETAIL_MAX} are stored")
     fixed = _MARKER.pack(
-        KIND_MARKER, venue_code, marker_code, len(symbol_b), len(from_b), len(to_b), len(detail_b),
-        _int64("ts_ns", ts_ns), _int64("from_ts_ns", from_ts_ns), _int64("to_ts_ns", to_ts_ns),
+        KIND_MARKER,
+        venue_code,
+        marker_code,
+        len(symbol_b),
+        len(from_b),
+        len(to_b),
+        len(detail_b),
+        _int64("ts_ns", ts_ns),
+        _int64("from_ts_ns", from_ts_ns),
+        _int64("to_ts_ns", to_ts_ns),
     )
     return _frame(b"".join((fixed, symbol_b, from_b, to_b, detail_b)))
 
@@ -1020,9 +1107,13 @@ class _RecoveryReport:
 
     def as_dict(self) -> dict:
         return {
-            "segments": self.segments, "records_in_active": self.records_in_active,
-            "truncated": list(self.truncated), "damaged": list(self.damaged), "saved_to": list(self.saved_to),
-            "sealed": list(self.sealed), "headers_repaired": list(self.headers_repaired),
+            "segments": self.segments,
+            "records_in_active": self.records_in_active,
+            "truncated": list(self.truncated),
+            "damaged": list(self.damaged),
+            "saved_to": list(self.saved_to),
+            "sealed": list(self.sealed),
+            "headers_repaired": list(self.headers_repaired),
             "compression": list(self.compression),
         }
 
@@ -1116,15 +1207,17 @@ class _ActiveSegment:
                     entry = blocks.add(end, record.ts_ns if type(record) is TradeRecord else None)
                     if entry:
                         entries.append(entry)
-                cut = view[walk.torn[0]:walk.torn[0] + min(walk.torn[1], RECOVERED_KEEP_MAX)] if walk.torn else b""
+                cut = view[walk.torn[0] : walk.torn[0] + min(walk.torn[1], RECOVERED_KEEP_MAX)] if walk.torn else b""
                 crc_chain = _chain(view, kept)
             for offset, length, _ in walk.damaged:
-                report.damaged.append(_damage(
-                    name, offset, length, "damaged bytes between valid records, kept in place and skipped"))
+                report.damaged.append(
+                    _damage(name, offset, length, "damaged bytes between valid records, kept in place and skipped")
+                )
             if walk.torn:
                 offset, length, _ = walk.torn
-                report.truncated.append(_damage(
-                    name, offset, length, "torn or corrupt tail after the last valid record, cut off"))
+                report.truncated.append(
+                    _damage(name, offset, length, "torn or corrupt tail after the last valid record, cut off")
+                )
                 saved = _save_cut(data_dir / "recovered", name, offset, cut)
                 if saved:
                     report.saved_to.append(saved)
@@ -1200,7 +1293,7 @@ class _ActiveSegment:
         finished = []
         offset = start
         starts = []
-        for size, ts in zip(frame_sizes, trade_ts):
+        for size, ts in zip(frame_sizes, trade_ts, strict=False):
             starts.append(offset - start)
             offset += size
             entry = self.blocks.add(offset, ts)
@@ -1285,12 +1378,17 @@ def compress_segment(log_dir, seq: int, level: int = 3) -> bool:
     except FileNotFoundError:
         return False
     header = _parse_header(data, plain_path)
-    if (header is None or header.state != STATE_SEALED or header.seq != seq or header.published_end != len(data)
-            or _seal_of(data, plain_path) == SEAL_ALTERED):
+    if (
+        header is None
+        or header.state != STATE_SEALED
+        or header.seq != seq
+        or header.published_end != len(data)
+        or _seal_of(data, plain_path) == SEAL_ALTERED
+    ):
         # A file shorter or longer than its published end, or a seal failing its CRC, is damage
         # `verify` reports: compressing up to that end could drop bytes. Leave it plain.
         return False
-    data = data[:header.published_end]
+    data = data[: header.published_end]
     blocks = _BlockIndex()
     entries = []
     for _, end, record in FrameWalk(data, HEADER_LEN, len(data)):
@@ -1308,12 +1406,14 @@ def compress_segment(log_dir, seq: int, level: int = 3) -> bool:
     data_at = FRAME_TABLE_AT + FRAME_ENTRY_LEN * len(entries)
     frames, table, at = [], [], data_at
     for e in entries:
-        frame = compressor.compress(data[e.start:e.end])
+        frame = compressor.compress(data[e.start : e.end])
         body = _FRAME_ENTRY.pack(*e, at, len(frame), crc32c.crc32c(frame))
         table.append(body + _U32.pack(crc32c.crc32c(body)) + bytes(4))
         frames.append(frame)
         at += len(frame)
-    head = _ZHEADER.pack(COMPRESSED_MAGIC, COMPRESSED_VERSION, ZHEADER_LEN, len(entries), seq, len(data), data_at, level)
+    head = _ZHEADER.pack(
+        COMPRESSED_MAGIC, COMPRESSED_VERSION, ZHEADER_LEN, len(entries), seq, len(data), data_at, level
+    )
     head += _U32.pack(crc32c.crc32c(head)) + bytes(ZHEADER_LEN - len(head) - 4)
     tmp = log_dir / f"{final.name}.tmp"
     try:
@@ -1428,9 +1528,9 @@ def _window(start_ns, end_ns) -> tuple[int, int]:
 
 
 def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
-    columns = list(zip(*rows)) if rows else [()] * len(schema)
+    columns = list(zip(*rows, strict=False)) if rows else [()] * len(schema)
     return pa.Table.from_arrays(
-        [pa.array(column, type=field.type) for column, field in zip(columns, schema)], schema=schema
+        [pa.array(column, type=field.type) for column, field in zip(columns, schema, strict=False)], schema=schema
     )
 
 
@@ -1452,8 +1552,9 @@ class Store:
     `close()`.
     """
 
-    def __init__(self, path, *, fsync_interval: float = 1.0, segment_span_s: float = 3600.0,
-                 segment_max_bytes: int = 1 << 30):
+    def __init__(
+        self, path, *, fsync_interval: float = 1.0, segment_span_s: float = 3600.0, segment_max_bytes: int = 1 << 30
+    ):
         for name, seconds in (("fsync_interval", fsync_interval), ("segment_span_s", segment_span_s)):
             if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and 0 <= seconds < 1e9):
                 raise InvalidInputError(f"{name} must be a number of seconds >= 0, not {seconds}")
@@ -1462,7 +1563,8 @@ class Store:
         low, high = SEGMENT_MAX_BYTES_RANGE
         if not low <= segment_max_bytes <= high:
             raise InvalidInputError(
-                f"segment_max_bytes {segment_max_bytes} is out of range; use {low} to {high} (1 TiB)")
+                f"segment_max_bytes {segment_max_bytes} is out of range; use {low} to {high} (1 TiB)"
+            )
         self._init_paths(path)
         self._writable = True
         self._fsync_interval = fsync_interval
@@ -1630,9 +1732,19 @@ class Store:
     def set_phemex_spot_scales(self, symbol: str, price_scale: int, qty_scale: int) -> None:
         self._ingestor.ctx.set_phemex_spot_scales(symbol, price_scale, qty_scale)
 
-    def append_marker(self, kind: str, *, ts_ns: int, venue: str | None = None, symbol: str = "",
-                      from_ts_ns: int = 0, to_ts_ns: int = 0, from_id: str = "", to_id: str = "",
-                      detail: str = "") -> None:
+    def append_marker(
+        self,
+        kind: str,
+        *,
+        ts_ns: int,
+        venue: str | None = None,
+        symbol: str = "",
+        from_ts_ns: int = 0,
+        to_ts_ns: int = 0,
+        from_id: str = "",
+        to_id: str = "",
+        detail: str = "",
+    ) -> None:
         """Records a coverage fact: `connection_up`, `connection_down`, `gap_found`, `gap_filled`,
         `gap_unfillable`, `subscription_set`, `recorder_start`, `recorder_stop`."""
         try:
@@ -1747,8 +1859,15 @@ class Store:
 
     # -- reading
 
-    def query(self, start_ns: int | None = None, end_ns: int | None = None, venues=None, symbols=None, *,
-              include_non_trades: bool = False) -> pa.Table:
+    def query(
+        self,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        venues=None,
+        symbols=None,
+        *,
+        include_non_trades: bool = False,
+    ) -> pa.Table:
         """Trades with start_ns <= ts_ns < end_ns, ordered by ts_ns (ties in log order), as a
         pyarrow.Table with TRADE_SCHEMA. `include_non_trades` adds the records that consume a
         trade id without being a trade (flag NON_TRADE, Binance USDⓈ-M `X=NA`)."""
@@ -1758,7 +1877,8 @@ class Store:
             unknown = venue_set - set(VENUES)
             if unknown:
                 raise InvalidInputError(
-                    f"unknown venue {', '.join(map(_q, sorted(unknown)))}; the venues are: {', '.join(VENUES)}")
+                    f"unknown venue {', '.join(map(_q, sorted(unknown)))}; the venues are: {', '.join(VENUES)}"
+                )
         symbol_set = _as_set(symbols)
         skip_flags = 0 if include_non_trades else FLAG_NON_TRADE
         rows = []
@@ -1783,8 +1903,10 @@ class Store:
         with self._mutex:
             self._check_open()
             rows = [
-                r for r in _read_records(self._log_dir, _holds_others)
-                if type(r) is MarkerRecord and (
+                r
+                for r in _read_records(self._log_dir, _holds_others)
+                if type(r) is MarkerRecord
+                and (
                     start_ns <= r.ts_ns < end_ns
                     or (r.from_ts_ns != 0 and r.to_ts_ns != 0 and r.from_ts_ns < end_ns and r.to_ts_ns >= start_ns)
                 )
@@ -1798,7 +1920,8 @@ class Store:
         with self._mutex:
             self._check_open()
             return [
-                tuple(r) for r in _read_records(self._log_dir, _holds_others)
+                tuple(r)
+                for r in _read_records(self._log_dir, _holds_others)
                 if type(r) is QuarantinedRecord and start_ns <= r.recv_ns < end_ns
             ]
 
@@ -1883,13 +2006,29 @@ def _check_totals(report: dict, name: str, seal: Seal, records: int, chain: int,
         return
     span = max(0, seal.published_end - HEADER_LEN)
     if records != seal.records:
-        report["damaged"].append(_damage(name, HEADER_LEN, span, (
-            f"[seal-totals] the seal counts {seal.records} records, the segment holds {records} valid ones: "
-            f"records were lost or added after sealing")))
+        report["damaged"].append(
+            _damage(
+                name,
+                HEADER_LEN,
+                span,
+                (
+                    f"[seal-totals] the seal counts {seal.records} records, the segment holds {records} valid ones: "
+                    f"records were lost or added after sealing"
+                ),
+            )
+        )
     elif chain != seal.crc_chain:
-        report["damaged"].append(_damage(name, HEADER_LEN, span, (
-            "[seal-totals] the records' CRCs do not chain to the seal's checksum: records were replaced "
-            "after sealing")))
+        report["damaged"].append(
+            _damage(
+                name,
+                HEADER_LEN,
+                span,
+                (
+                    "[seal-totals] the records' CRCs do not chain to the seal's checksum: records were replaced "
+                    "after sealing"
+                ),
+            )
+        )
 
 
 def _block_holds(data, base: int, e: IndexEntry) -> bool:
@@ -1928,17 +2067,27 @@ def _verify_compressed(report: dict, counts: dict, seq: int, path: Path) -> None
             report["headers"].append(_damage(name, 36, 28, "[seal] the seal in the copied plain header fails its CRC"))
             seal = None
         elif seal is not None and seal.published_end != segment.plain_len:
-            report["headers"].append(_damage(
-                name, min(HEADER_LEN, seal.published_end), abs(segment.plain_len - seal.published_end),
-                f"[seal] the seal says the segment ends at {seal.published_end}, the compressed file holds "
-                f"{segment.plain_len} bytes of it"))
+            report["headers"].append(
+                _damage(
+                    name,
+                    min(HEADER_LEN, seal.published_end),
+                    abs(segment.plain_len - seal.published_end),
+                    f"[seal] the seal says the segment ends at {seal.published_end}, the compressed file holds "
+                    f"{segment.plain_len} bytes of it",
+                )
+            )
         if segment.blocks:
             frames_end = segment.blocks[-1].offset + segment.blocks[-1].length
             if frames_end < segment.file_len:
-                report["damaged"].append(_damage(
-                    name, frames_end, segment.file_len - frames_end,
-                    "[extended] bytes after the last compressed frame (offset and length in the compressed "
-                    "file): no reader reads them"))
+                report["damaged"].append(
+                    _damage(
+                        name,
+                        frames_end,
+                        segment.file_len - frames_end,
+                        "[extended] bytes after the last compressed frame (offset and length in the compressed "
+                        "file): no reader reads them",
+                    )
+                )
         valid_end = HEADER_LEN
         records = chain = 0
         last = len(segment.blocks) - 1
@@ -1946,8 +2095,14 @@ def _verify_compressed(report: dict, counts: dict, seq: int, path: Path) -> None
             data, err = segment.read_block(i)
             start = block.entry.start
             if err:
-                report["damaged"].append(_damage(name, start + len(data), block.entry.end - start - len(data),
-                                                 f"[frame] {err} (offset and length in the decompressed segment)"))
+                report["damaged"].append(
+                    _damage(
+                        name,
+                        start + len(data),
+                        block.entry.end - start - len(data),
+                        f"[frame] {err} (offset and length in the decompressed segment)",
+                    )
+                )
             walk = FrameWalk(data, start, start + len(data), base=start)
             offsets = []
             for offset, end, record in walk:
@@ -1962,13 +2117,24 @@ def _verify_compressed(report: dict, counts: dict, seq: int, path: Path) -> None
             if walk.torn:
                 offset, length, reason = walk.torn
                 if i == last:
-                    report["torn_tail"].append(_damage(
-                        name, offset, length, f"{reason}: invalid bytes after the last valid record of the segment"))
+                    report["torn_tail"].append(
+                        _damage(
+                            name, offset, length, f"{reason}: invalid bytes after the last valid record of the segment"
+                        )
+                    )
                 else:
                     report["damaged"].append(_damage(name, offset, length, reason))
             if err is None and block.crc is not None and not _block_holds(data, start, block.entry):
-                report["damaged"].append(_damage(name, start, block.entry.end - start, (
-                    f"[index] frame table entry {i} does not match the records of its block (counts, times or bounds)")))
+                report["damaged"].append(
+                    _damage(
+                        name,
+                        start,
+                        block.entry.end - start,
+                        (
+                            f"[index] frame table entry {i} does not match the records of its block (counts, times or bounds)"
+                        ),
+                    )
+                )
         report["bytes"] += valid_end
         if isinstance(seal, Seal):
             _check_totals(report, name, seal, records, chain, found_before)
@@ -1986,24 +2152,50 @@ def _verify_plain(report: dict, counts: dict, name: str, path: Path, data: bytes
     seal = None
     header = _parse_header(data, path)
     if header is None:
-        report["headers"].append(_damage(
-            name, 0, HEADER_LEN, "[header] segment header damaged (magic or CRC wrong); the writer repairs it on open"))
+        report["headers"].append(
+            _damage(
+                name,
+                0,
+                HEADER_LEN,
+                "[header] segment header damaged (magic or CRC wrong); the writer repairs it on open",
+            )
+        )
     else:
         published = header.published_end
         if header.state == STATE_SEALED:
             seal = _seal_of(data, path)
             if seal == SEAL_ALTERED:
-                report["headers"].append(_damage(name, 36, 28, (
-                    "[seal] the seal (state, published end, totals) fails its CRC: the published end is not "
-                    "trusted and the whole file is read")))
+                report["headers"].append(
+                    _damage(
+                        name,
+                        36,
+                        28,
+                        (
+                            "[seal] the seal (state, published end, totals) fails its CRC: the published end is not "
+                            "trusted and the whole file is read"
+                        ),
+                    )
+                )
                 published = size
                 seal = None
             if published > size:
-                damaged.append(_damage(name, size, published - size,
-                                       "[truncated] sealed segment file ends before its published end (cut short)"))
+                damaged.append(
+                    _damage(
+                        name,
+                        size,
+                        published - size,
+                        "[truncated] sealed segment file ends before its published end (cut short)",
+                    )
+                )
             elif published < size:
-                damaged.append(_damage(name, published, size - published, (
-                    "[extended] bytes after the sealed segment's published end: no reader reads them")))
+                damaged.append(
+                    _damage(
+                        name,
+                        published,
+                        size - published,
+                        ("[extended] bytes after the sealed segment's published end: no reader reads them"),
+                    )
+                )
             stop = min(published, size)
         elif live:
             stop = min(published, size)  # beyond the published end the writer is at work
@@ -2019,22 +2211,43 @@ def _verify_plain(report: dict, counts: dict, name: str, path: Path, data: bytes
     report["bytes"] += walk.end
     if walk.torn:
         offset, length, reason = walk.torn
-        report["torn_tail"].append(_damage(name, offset, length, (
-            f"{reason}: invalid bytes after the last valid record (torn write); the writer truncates them on open")))
+        report["torn_tail"].append(
+            _damage(
+                name,
+                offset,
+                length,
+                (
+                    f"{reason}: invalid bytes after the last valid record (torn write); the writer truncates them on open"
+                ),
+            )
+        )
     elif walk.end < published:
         # Zeros where the published end says records are: they were there once.
-        damaged.append(_damage(name, walk.end, published - walk.end,
-                               "[length] the records end (zero bytes) before the published end"))
+        damaged.append(
+            _damage(
+                name, walk.end, published - walk.end, "[length] the records end (zero bytes) before the published end"
+            )
+        )
     if isinstance(seal, Seal):
         _check_totals(report, name, seal, len(offsets), _chain(data, offsets), found_before)
-    explained = [(o, o + n) for o, n, _ in walk.damaged] + ([(walk.torn[0], walk.torn[0] + walk.torn[1])] if walk.torn else [])
+    explained = [(o, o + n) for o, n, _ in walk.damaged] + (
+        [(walk.torn[0], walk.torn[0] + walk.torn[1])] if walk.torn else []
+    )
     explained.append((walk.end, max(published, walk.end)))
     for i, e in enumerate(_read_index(_index_path(path), stop)):
         if any(a < e.end and b > e.start for a, b in explained):
             continue
         if not _block_holds(data[:stop], 0, e):
-            damaged.append(_damage(name, e.start, e.end - e.start, (
-                f"[index] index (.pwidx) entry {i} does not match the records of its block (counts, times or bounds)")))
+            damaged.append(
+                _damage(
+                    name,
+                    e.start,
+                    e.end - e.start,
+                    (
+                        f"[index] index (.pwidx) entry {i} does not match the records of its block (counts, times or bounds)"
+                    ),
+                )
+            )
 
 
 def verify(path) -> dict:
@@ -2055,8 +2268,17 @@ def verify(path) -> dict:
     writer_running = _writer_running(data_dir)
     segments = _list_segments(data_dir / "log")
     report = {
-        "segments": 0, "records": 0, "trades": 0, "markers": 0, "quarantined": 0, "bytes": 0,
-        "damaged": [], "torn_tail": [], "headers": [], "writer_running": writer_running, "ok": True,
+        "segments": 0,
+        "records": 0,
+        "trades": 0,
+        "markers": 0,
+        "quarantined": 0,
+        "bytes": 0,
+        "damaged": [],
+        "torn_tail": [],
+        "headers": [],
+        "writer_running": writer_running,
+        "ok": True,
     }
     counts = {TradeRecord: "trades", MarkerRecord: "markers", QuarantinedRecord: "quarantined"}
     damaged = report["damaged"]

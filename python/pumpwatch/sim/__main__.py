@@ -26,7 +26,12 @@ log = logging.getLogger("pumpwatch.sim")
 
 #: The faults a scenario may name: `SimVenue` methods, each taking the listed arguments.
 FAULTS = {
-    "disconnect_all": 0, "stall": 1, "drop_frames": 1, "duplicate_frames": 1, "malformed_frames": 1, "burst": 2,
+    "disconnect_all": 0,
+    "stall": 1,
+    "drop_frames": 1,
+    "duplicate_frames": 1,
+    "malformed_frames": 1,
+    "burst": 2,
     "announce_shutdown": 1,
 }
 
@@ -35,7 +40,9 @@ def _venues(values: list[str]) -> list[str]:
     names = [n for v in values for n in v.replace(",", " ").split()]
     unknown = [n for n in names if n not in VENUE_IDS]
     if unknown:
-        raise argparse.ArgumentTypeError(f"unknown venue(s) {', '.join(unknown)}; the venues are: {', '.join(VENUE_IDS)}")
+        raise argparse.ArgumentTypeError(
+            f"unknown venue(s) {', '.join(unknown)}; the venues are: {', '.join(VENUE_IDS)}"
+        )
     return names
 
 
@@ -48,11 +55,17 @@ def load_scenario(path: str, venues: list[str]) -> list[tuple[float, str, str, t
         raise argparse.ArgumentTypeError(f"cannot read the scenario {path}: {e}") from None
     steps = []
     for i, step in enumerate(raw if isinstance(raw, list) else [None]):
-        if not (isinstance(step, list) and len(step) in (3, 4) and isinstance(step[0], (int, float))
-                and isinstance(step[1], str) and step[2] in FAULTS):
+        if not (
+            isinstance(step, list)
+            and len(step) in (3, 4)
+            and isinstance(step[0], (int, float))
+            and isinstance(step[1], str)
+            and step[2] in FAULTS
+        ):
             raise argparse.ArgumentTypeError(
-                f"scenario {path} step {i}: {step!r} is not [seconds, venue or \"*\", fault, [args]] "
-                f"with a fault among {', '.join(FAULTS)}")
+                f'scenario {path} step {i}: {step!r} is not [seconds, venue or "*", fault, [args]] '
+                f"with a fault among {', '.join(FAULTS)}"
+            )
         args = tuple(step[3]) if len(step) == 4 else ()
         if len(args) != FAULTS[step[2]]:
             raise argparse.ArgumentTypeError(f"scenario {path} step {i}: {step[2]} takes {FAULTS[step[2]]} argument(s)")
@@ -64,21 +77,41 @@ def load_scenario(path: str, venues: list[str]) -> list[tuple[float, str, str, t
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m pumpwatch.sim", description=__doc__.splitlines()[0])
-    p.add_argument("--venues", nargs="+", default=list(VENUE_IDS), metavar="VENUE",
-                   help="venue ids, space- or comma-separated (default: all twelve)")
+    p.add_argument(
+        "--venues",
+        nargs="+",
+        default=list(VENUE_IDS),
+        metavar="VENUE",
+        help="venue ids, space- or comma-separated (default: all twelve)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of every venue's trades (default 0)")
     p.add_argument("--rate", type=float, default=20.0, help="trades per second per venue (default 20)")
-    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: run until signalled)")
-    p.add_argument("--time-scale", type=float, default=1.0, help="multiplies heartbeat timeouts and lifetimes (default 1)")
+    p.add_argument(
+        "--duration", type=float, default=None, help="stop after this many seconds (default: run until signalled)"
+    )
+    p.add_argument(
+        "--time-scale", type=float, default=1.0, help="multiplies heartbeat timeouts and lifetimes (default 1)"
+    )
     p.add_argument("--backlog", type=int, default=0, help="trades per symbol already on each tape at start")
     p.add_argument("--symbols", nargs="+", default=None, metavar="BASE", help="base assets (default BTC ETH SOL DOGE)")
-    p.add_argument("--scenario", default=None, metavar="FILE",
-                   help='faults on schedule: a JSON list of [seconds, venue or "*", fault, [args]]')
-    p.add_argument("--tls", action="store_true",
-                   help="serve wss:// and https:// with a test CA made at start (its PEM is named in the URL line)")
+    p.add_argument(
+        "--scenario",
+        default=None,
+        metavar="FILE",
+        help='faults on schedule: a JSON list of [seconds, venue or "*", fault, [args]]',
+    )
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve wss:// and https:// with a test CA made at start (its PEM is named in the URL line)",
+    )
     p.add_argument("--urls-out", default=None, metavar="FILE", help="also write the URL line to FILE once listening")
-    p.add_argument("--truth-out", default=None, metavar="FILE",
-                   help="on stop, write every trade each venue sent (and withheld) to FILE as JSON")
+    p.add_argument(
+        "--truth-out",
+        default=None,
+        metavar="FILE",
+        help="on stop, write every trade each venue sent (and withheld) to FILE as JSON",
+    )
     args = p.parse_args(argv)
     try:
         args.venues = _venues(args.venues)
@@ -111,14 +144,21 @@ def truth(sim: Simulator) -> dict:
 async def _run_scenario(sim: Simulator, steps: list[tuple[float, str, str, tuple]], t0: float) -> None:
     for at, venue, fault, args in steps:
         await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
-        for vid in (sim.venues if venue == "*" else [venue]):
+        for vid in sim.venues if venue == "*" else [venue]:
             log.warning("scenario t=%.1f: %s %s%s", at, vid, fault, args)
             getattr(sim.venues[vid], fault)(*args)
 
 
 async def serve(args: argparse.Namespace) -> None:
-    sim = Simulator(args.venues, seed=args.seed, trades_per_s=args.rate, time_scale=args.time_scale,
-                    backlog=args.backlog, symbols=args.symbols, tls=args.tls)
+    sim = Simulator(
+        args.venues,
+        seed=args.seed,
+        trades_per_s=args.rate,
+        time_scale=args.time_scale,
+        backlog=args.backlog,
+        symbols=args.symbols,
+        tls=args.tls,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -143,7 +183,9 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
+    )
     asyncio.run(serve(parse_args(argv)))
     return 0
 

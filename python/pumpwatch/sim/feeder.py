@@ -33,8 +33,10 @@ TICK_S = 0.005
 #: Bytes waiting in the feeder's write buffer past which it stops producing (the reader is behind).
 HIGH_WATER = 4 << 20
 #: A Binance USDⓈ-M @trade frame on the combined stream, as the venue sends it (§2.2).
-FRAME = ('{"stream":"btcusdt@trade","data":{"e":"trade","E":%(ts)d,"T":%(ts)d,"s":"BTCUSDT","t":%%d,'
-         '"p":"%(price)s","q":"%(qty)s","X":"MARKET","m":%(maker)s,"st":1}}')
+FRAME = (
+    '{"stream":"btcusdt@trade","data":{"e":"trade","E":%(ts)d,"T":%(ts)d,"s":"BTCUSDT","t":%%d,'
+    '"p":"%(price)s","q":"%(qty)s","X":"MARKET","m":%(maker)s,"st":1}}'
+)
 PRICES = ("64998.4", "64998.3", "65002.7", "65003.1")
 QTYS = ("0.00377", "0.01311", "0.00600", "0.03976")
 
@@ -49,15 +51,19 @@ def _ws_header(n: int) -> bytes:
 
 def chunk_template(ts_ms: int, k: int, variant: int) -> bytes:
     """`k` whole WebSocket frames with one `%d` each for the trade id."""
-    text = FRAME % {"ts": ts_ms, "price": PRICES[variant % 4], "qty": QTYS[variant % 4],
-                    "maker": "true" if variant % 2 else "false"}
+    text = FRAME % {
+        "ts": ts_ms,
+        "price": PRICES[variant % 4],
+        "qty": QTYS[variant % 4],
+        "maker": "true" if variant % 2 else "false",
+    }
     frame_len = len(text % FIRST_ID)
     one = _ws_header(frame_len) + text.encode()
     return one * k
 
 
 class FeedProtocol(asyncio.Protocol):
-    def __init__(self, feeder: "Feeder") -> None:
+    def __init__(self, feeder: Feeder) -> None:
         self.feeder = feeder
         self.buf = b""
         self.upgraded = False
@@ -85,8 +91,10 @@ class FeedProtocol(asyncio.Protocol):
                 if name.strip().lower() == b"sec-websocket-key":
                     key = value.strip()
             accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
-            self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                                 b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+            self.transport.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+            )
             self.upgraded = True
             self.buf = rest
         while len(self.buf) >= 2:  # client frames: always masked
@@ -102,9 +110,9 @@ class FeedProtocol(asyncio.Protocol):
                 n, pos = struct.unpack("!Q", self.buf[2:10])[0], 10
             if len(self.buf) < pos + 4 + n:
                 return
-            mask = self.buf[pos:pos + 4]
-            payload = bytes(c ^ mask[i % 4] for i, c in enumerate(self.buf[pos + 4:pos + 4 + n]))
-            self.buf = self.buf[pos + 4 + n:]
+            mask = self.buf[pos : pos + 4]
+            payload = bytes(c ^ mask[i % 4] for i, c in enumerate(self.buf[pos + 4 : pos + 4 + n]))
+            self.buf = self.buf[pos + 4 + n :]
             opcode = b0 & 0x0F
             if opcode == 0x9:  # ping: pong with the same payload
                 self.transport.write(bytes((0x8A, len(payload))) + payload)
@@ -192,8 +200,9 @@ async def serve(args: argparse.Namespace) -> dict:
         from ..tls import TestCA
 
         ca = TestCA()
-    server = await loop.create_server(lambda: FeedProtocol(feeder), "127.0.0.1", args.port,
-                                      ssl=ca.server_context() if ca else None)
+    server = await loop.create_server(
+        lambda: FeedProtocol(feeder), "127.0.0.1", args.port, ssl=ca.server_context() if ca else None
+    )
     port = server.sockets[0].getsockname()[1]
     hello = {"ws_origin": f"ws{'s' if ca else ''}://127.0.0.1:{port}", "symbol": SYMBOL}
     if ca:
@@ -201,7 +210,7 @@ async def serve(args: argparse.Namespace) -> dict:
     print(json.dumps(hello), flush=True)
     try:
         await asyncio.wait_for(feeder.done.wait(), args.wait_s + args.seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
     # Let what is buffered reach the reader before saying what was sent.
     while feeder.client is not None and _unsent(feeder.client.transport) and not feeder.client.transport.is_closing():
@@ -211,8 +220,13 @@ async def serve(args: argparse.Namespace) -> dict:
     server.close()
     if ca:
         ca.cleanup()
-    return {"first_id": FIRST_ID, "last_id": feeder.next_id - 1, "sent": feeder.next_id - FIRST_ID,
-            "seconds": round(elapsed, 3), "behind_max": feeder.behind_max}
+    return {
+        "first_id": FIRST_ID,
+        "last_id": feeder.next_id - 1,
+        "sent": feeder.next_id - FIRST_ID,
+        "seconds": round(elapsed, 3),
+        "behind_max": feeder.behind_max,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--tls", action="store_true", help="serve wss:// with a test CA made at start (its PEM: ca_file)")
     p.add_argument("--wait-s", type=float, default=60.0, help="how long to wait for a subscriber")
-    p.add_argument("--linger-s", type=float, default=1.0, help="keep the connection open this long after the last frame")
+    p.add_argument(
+        "--linger-s", type=float, default=1.0, help="keep the connection open this long after the last frame"
+    )
     args = p.parse_args(argv)
     print(json.dumps(asyncio.run(serve(args))), flush=True)
     return 0

@@ -16,7 +16,9 @@ from typing import Any
 LISTED_SHARE = 0.75
 
 
-def seed_history(simulator: Any, upbit: Any, *, pump: float = 1.4, orders_per_s: float = 1.0) -> dict[tuple[str, int], list[str]]:
+def seed_history(
+    simulator: Any, upbit: Any, *, pump: float = 1.4, orders_per_s: float = 1.0
+) -> dict[tuple[str, int], list[str]]:
     """Puts every past KRW listing of `upbit` (`krw_listings`, t0 before now) on the venues of
     `simulator`: each coin listed on Binance spot and on a seeded three quarters of the others,
     with its trades around t0 in their history. Returns which venues list each (ticker, t0)."""

@@ -76,16 +76,40 @@ class Asset:
 ASSETS: dict[str, Asset] = {
     a.base: a
     for a in (
-        Asset("BTC", "65000.0", "0.1", "0.00001", 0.4,
-              {"okx-swap": ("0.01", "0.01"), "gate-futures": ("0.0001", "1"), "kucoin-futures": ("0.001", "1")}),
+        Asset(
+            "BTC",
+            "65000.0",
+            "0.1",
+            "0.00001",
+            0.4,
+            {"okx-swap": ("0.01", "0.01"), "gate-futures": ("0.0001", "1"), "kucoin-futures": ("0.001", "1")},
+        ),
         # Gate ETH and SOL are decimal-enabled contracts (`enable_decimal`): fills of 1.7 or 0.25
         # contracts happen, and only `X-Gate-Size-Decimal: 1` shows them (VENUES §8).
-        Asset("ETH", "1900.00", "0.01", "0.0001", 0.3,
-              {"okx-swap": ("0.1", "0.01"), "gate-futures": ("0.01", "0.1"), "kucoin-futures": ("0.01", "1")}),
-        Asset("SOL", "77.000", "0.001", "0.01", 0.2,
-              {"okx-swap": ("1", "0.01"), "gate-futures": ("1", "0.01"), "kucoin-futures": ("0.1", "1")}),
-        Asset("DOGE", "0.10000", "0.00001", "1", 0.1,
-              {"okx-swap": ("1000", "0.01"), "gate-futures": ("10", "1"), "kucoin-futures": ("100", "1")}),
+        Asset(
+            "ETH",
+            "1900.00",
+            "0.01",
+            "0.0001",
+            0.3,
+            {"okx-swap": ("0.1", "0.01"), "gate-futures": ("0.01", "0.1"), "kucoin-futures": ("0.01", "1")},
+        ),
+        Asset(
+            "SOL",
+            "77.000",
+            "0.001",
+            "0.01",
+            0.2,
+            {"okx-swap": ("1", "0.01"), "gate-futures": ("1", "0.01"), "kucoin-futures": ("0.1", "1")},
+        ),
+        Asset(
+            "DOGE",
+            "0.10000",
+            "0.00001",
+            "1",
+            0.1,
+            {"okx-swap": ("1000", "0.01"), "gate-futures": ("10", "1"), "kucoin-futures": ("100", "1")},
+        ),
     )
 }
 DEFAULT_BASES = tuple(ASSETS)
@@ -95,8 +119,14 @@ def asset_for(base: str) -> Asset:
     """A catalogue asset, or a small-cap one for any other ticker (`0G`, a new listing)."""
     if base in ASSETS:
         return ASSETS[base]
-    return Asset(base, "0.1000", "0.0001", "0.1", 0.15,
-                 {"okx-swap": ("10", "0.1"), "gate-futures": ("1", "1"), "kucoin-futures": ("1", "1")})
+    return Asset(
+        base,
+        "0.1000",
+        "0.0001",
+        "0.1",
+        0.15,
+        {"okx-swap": ("10", "0.1"), "gate-futures": ("1", "1"), "kucoin-futures": ("1", "1")},
+    )
 
 
 @dataclass
@@ -156,9 +186,17 @@ class Instrument:
         return self.listed(now_ns) and self.listed_at_ns is not None and now_ns < self.listed_at_ns
 
 
-def make_instrument(venue: str, symbol: str, asset: Asset, *, quote: str = "USDT", contracts: bool = False,
-                    price_pad: int | None = None, qty_pad: int | None = None,
-                    pad_to_tick: bool = False) -> Instrument:
+def make_instrument(
+    venue: str,
+    symbol: str,
+    asset: Asset,
+    *,
+    quote: str = "USDT",
+    contracts: bool = False,
+    price_pad: int | None = None,
+    qty_pad: int | None = None,
+    pad_to_tick: bool = False,
+) -> Instrument:
     """The instrument of `asset` on `venue`; `contracts` quotes sizes in the asset's contracts there."""
     price_places = places_of(asset.tick)
     if contracts:
@@ -169,11 +207,19 @@ def make_instrument(venue: str, symbol: str, asset: Asset, *, quote: str = "USDT
     if pad_to_tick:
         price_pad, qty_pad = price_places, qty_places
     return Instrument(
-        venue=venue, symbol=symbol, base=asset.base, quote=quote,
-        price_places=price_places, tick_units=to_units(asset.tick, price_places),
-        qty_places=qty_places, lot_units=to_units(lot, qty_places),
-        start_price_units=to_units(asset.price, price_places), weight=asset.weight,
-        contract_value=contract_value, price_pad=price_pad, qty_pad=qty_pad,
+        venue=venue,
+        symbol=symbol,
+        base=asset.base,
+        quote=quote,
+        price_places=price_places,
+        tick_units=to_units(asset.tick, price_places),
+        qty_places=qty_places,
+        lot_units=to_units(lot, qty_places),
+        start_price_units=to_units(asset.price, price_places),
+        weight=asset.weight,
+        contract_value=contract_value,
+        price_pad=price_pad,
+        qty_pad=qty_pad,
     )
 
 

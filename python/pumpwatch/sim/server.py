@@ -92,7 +92,7 @@ class ConnectionRate:
     def admit(self) -> float | None:
         """None when the handshake may go on; else seconds until it would be accepted."""
         now = time.monotonic()
-        recent = [t for t in self.accepted[-self.count:] if t > now - self.window_s]
+        recent = [t for t in self.accepted[-self.count :] if t > now - self.window_s]
         if len(recent) >= self.count:
             self.refused += 1
             return recent[0] + self.window_s - now
@@ -255,10 +255,22 @@ class SimVenue:
     certificate the venue serves `wss://` and `https://` with (as the real venues do); None: plain.
     """
 
-    def __init__(self, venue_id: str, *, seed: int = 0, symbols: list[str] | None = None, trades_per_s: float = 20.0,
-                 time_scale: float = 1.0, backlog: int = 0, port: int = 0, max_history: int = 1_000_000,
-                 lifetime_scale: float | None = None, connection_rates: dict[str, ConnectionRate] | None = None,
-                 rest_pools: dict[str, TokenBucket] | None = None, tls: TestCA | None = None):
+    def __init__(
+        self,
+        venue_id: str,
+        *,
+        seed: int = 0,
+        symbols: list[str] | None = None,
+        trades_per_s: float = 20.0,
+        time_scale: float = 1.0,
+        backlog: int = 0,
+        port: int = 0,
+        max_history: int = 1_000_000,
+        lifetime_scale: float | None = None,
+        connection_rates: dict[str, ConnectionRate] | None = None,
+        rest_pools: dict[str, TokenBucket] | None = None,
+        tls: TestCA | None = None,
+    ):
         if venue_id not in FAMILIES:
             raise ValueError(f"unknown venue {venue_id!r}; the venues are: {', '.join(VENUE_IDS)}")
         if time_scale <= 0 or trades_per_s < 0 or (lifetime_scale is not None and lifetime_scale <= 0):
@@ -317,8 +329,15 @@ class SimVenue:
 
     async def start(self) -> None:
         self._server = await serve(
-            self._handle, HOST, self.port, process_request=self._process_request, create_connection=_Connection,
-            ping_interval=None, compression=None, close_timeout=CLOSE_GRACE_S, logger=log,
+            self._handle,
+            HOST,
+            self.port,
+            process_request=self._process_request,
+            create_connection=_Connection,
+            ping_interval=None,
+            compression=None,
+            close_timeout=CLOSE_GRACE_S,
+            logger=log,
             ssl=self.tls.server_context() if self.tls is not None else None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
@@ -328,7 +347,9 @@ class SimVenue:
         self.rest_url = f"http{secure}://{HOST}:{self.port}"
         self._mono0, self._wall0 = time.monotonic(), time.time_ns()
         self._write_backlog()
-        self._tasks = [asyncio.get_running_loop().create_task(t) for t in (self._run_market(), self._watch_heartbeats())]
+        self._tasks = [
+            asyncio.get_running_loop().create_task(t) for t in (self._run_market(), self._watch_heartbeats())
+        ]
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -351,8 +372,14 @@ class SimVenue:
 
     # -- the truth
 
-    def render_frames(self, n: int, symbol: str | None = None, *, start_ns: int = 1_790_000_000_000_000_000,
-                      spacing_ns: int = 1_000_000) -> list[str]:
+    def render_frames(
+        self,
+        n: int,
+        symbol: str | None = None,
+        *,
+        start_ns: int = 1_790_000_000_000_000_000,
+        spacing_ns: int = 1_000_000,
+    ) -> list[str]:
         """`n` trade frames of `symbol` (the first instrument by default) exactly as this venue
         would send them, made without a server or a clock: inputs for load benchmarks. They are
         not recorded as sent; the tape's ids go on from them."""
@@ -371,13 +398,19 @@ class SimVenue:
         parser of that stream produces them (pumpwatch.Trade keys without recv_ns/flags).
         `channel`: OKX sends `trades-all` (default, one per fill) and `trades` (one per taker
         order and price, with `count`); other venues have one channel."""
-        return [t.as_dict(self.venue_id) for t in self._sent[channel or self.protocol.channels[0]]
-                if symbol is None or t.symbol == symbol]
+        return [
+            t.as_dict(self.venue_id)
+            for t in self._sent[channel or self.protocol.channels[0]]
+            if symbol is None or t.symbol == symbol
+        ]
 
     def withheld_trades(self, symbol: str | None = None, *, channel: str | None = None) -> list[dict]:
         """Trades that subscribers never got: their frames were dropped, or sent during a stall."""
-        return [t.as_dict(self.venue_id) for t in self._withheld[channel or self.protocol.channels[0]]
-                if symbol is None or t.symbol == symbol]
+        return [
+            t.as_dict(self.venue_id)
+            for t in self._withheld[channel or self.protocol.channels[0]]
+            if symbol is None or t.symbol == symbol
+        ]
 
     @property
     def client_count(self) -> int:
@@ -385,8 +418,15 @@ class SimVenue:
 
     def subscribers(self, symbol: str) -> int:
         """Sockets subscribed to `symbol`'s trades now (on any of its channels)."""
-        return len({c for topic, sym in self._topic_symbol.items() if sym == symbol
-                    for c in self._subscribers.get(topic, ()) if not c.closed})
+        return len(
+            {
+                c
+                for topic, sym in self._topic_symbol.items()
+                if sym == symbol
+                for c in self._subscribers.get(topic, ())
+                if not c.closed
+            }
+        )
 
     @property
     def heartbeat_timeout(self) -> float:
@@ -454,7 +494,9 @@ class SimVenue:
         """Trades arrive `multiplier` times as fast for `seconds` (a pump is ~50x)."""
         self._burst = (multiplier, time.monotonic() + seconds)
 
-    def schedule_listing(self, base: str, at_ns: int, pump: float = 1.5, *, preopen_at_ns: int | None = None) -> Instrument:
+    def schedule_listing(
+        self, base: str, at_ns: int, pump: float = 1.5, *, preopen_at_ns: int | None = None
+    ) -> Instrument:
         """`base` appears in the REST instrument list at `at_ns` (wall clock) and starts trading,
         many times as fast as usual at first, its price rising to `pump` x over ~20 s. With
         `preopen_at_ns`, it is listed from then on in the venue's pre-trading state (OKX `preopen`,
@@ -478,8 +520,16 @@ class SimVenue:
         inst.pump_at_ns, inst.pump = at_ns, pump
         return inst
 
-    def add_past_listing(self, base: str, t0_ns: int, pump: float = 1.4, *, span_s: float = 60.0,
-                         orders_per_s: float = 1.0, quiet_before_s: float = 0.0) -> Instrument | None:
+    def add_past_listing(
+        self,
+        base: str,
+        t0_ns: int,
+        pump: float = 1.4,
+        *,
+        span_s: float = 60.0,
+        orders_per_s: float = 1.0,
+        quiet_before_s: float = 0.0,
+    ) -> Instrument | None:
         """The venue's tape around a past Upbit listing of `base` at `t0_ns` (an announcement a
         year ago, say): `span_s` either side of t0 at `orders_per_s`, pumping from t0, in the REST
         history only (never sent on a socket). Deterministic from (seed, venue, symbol, t0): the
@@ -627,8 +677,11 @@ class SimVenue:
         return due
 
     def _time_to_next(self, now: float) -> float:
-        waits = [(tape.next_arrival - tape.activity) / rate for tape in self._tapes.values()
-                 if (rate := self._order_rate(tape, now)) > 0]
+        waits = [
+            (tape.next_arrival - tape.activity) / rate
+            for tape in self._tapes.values()
+            if (rate := self._order_rate(tape, now)) > 0
+        ]
         return min(waits, default=MAX_SLEEP_S)
 
     async def _run_market(self) -> None:
@@ -754,7 +807,9 @@ class SimVenue:
 
     async def _watch_heartbeats(self) -> None:
         hb = self.protocol.heartbeat
-        limits = [self.scaled(t) for t in (hb.server_ping_every, hb.pong_within, hb.client_ping_within, hb.quiet_limit) if t]
+        limits = [
+            self.scaled(t) for t in (hb.server_ping_every, hb.pong_within, hb.client_ping_within, hb.quiet_limit) if t
+        ]
         if hb.lifetime:
             limits.append(self.scaled_lifetime(hb.lifetime))
         if not limits:
@@ -769,9 +824,17 @@ class SimVenue:
                 if hb.lifetime and now - c.opened >= self.scaled_lifetime(hb.lifetime):
                     c.close(1000, self.protocol.lifetime_close_reason)
                     continue
-                if hb.server_ping_every and not self.stalled and now - c.last_server_ping >= self.scaled(hb.server_ping_every):
+                if (
+                    hb.server_ping_every
+                    and not self.stalled
+                    and now - c.last_server_ping >= self.scaled(hb.server_ping_every)
+                ):
                     c.ping()
-                if hb.pong_within and c.unanswered_since is not None and now - c.unanswered_since > self.scaled(hb.pong_within):
+                if (
+                    hb.pong_within
+                    and c.unanswered_since is not None
+                    and now - c.unanswered_since > self.scaled(hb.pong_within)
+                ):
                     c.close(1000, "pong timeout")
                     continue
                 if hb.client_ping_within:
@@ -791,8 +854,11 @@ class SimVenue:
             if self.connection_rate is not None:
                 wait = self.connection_rate.admit()
                 if wait is not None:
-                    return _response(429, {"msg": "too many connection requests from this IP"},
-                                     {"Retry-After": str(max(1, math.ceil(wait)))})
+                    return _response(
+                        429,
+                        {"msg": "too many connection requests from this IP"},
+                        {"Retry-After": str(max(1, math.ceil(wait)))},
+                    )
             role = self.protocol.ws_role(path, request.headers)
             if role is None:
                 return _response(404, {"msg": f"no WebSocket at {path}"})
@@ -869,9 +935,12 @@ class Simulator:
         # One IP: an exchange's markets count connection requests together.
         self.connection_rates: dict[str, ConnectionRate] = kw.pop("connection_rates", None) or {}
         self.rest_pools: dict[str, TokenBucket] = {}
-        self.venues: dict[str, SimVenue] = {v: SimVenue(v, seed=seed, connection_rates=self.connection_rates,
-                                                        rest_pools=self.rest_pools, tls=self.tls, **kw)
-                                            for v in (venues or VENUE_IDS)}
+        self.venues: dict[str, SimVenue] = {
+            v: SimVenue(
+                v, seed=seed, connection_rates=self.connection_rates, rest_pools=self.rest_pools, tls=self.tls, **kw
+            )
+            for v in (venues or VENUE_IDS)
+        }
         if "phemex-spot" in self.venues and "phemex-perp" in self.venues:
             share_phemex_gateway(self.venues["phemex-spot"], self.venues["phemex-perp"])
 

@@ -44,8 +44,14 @@ log = logging.getLogger("pumpwatch.sim.upbit")
 
 HOST = "127.0.0.1"  # the stand-in never listens anywhere else
 KST = timezone(timedelta(hours=9), "KST")
-ENGLISH_CATEGORY = {"거래": "Trade", "입출금": "D/W", "점검": "Notice", "이벤트": "Event", "안내": "Notice",
-                    "디지털 자산": "Digital Asset"}
+ENGLISH_CATEGORY = {
+    "거래": "Trade",
+    "입출금": "D/W",
+    "점검": "Notice",
+    "이벤트": "Event",
+    "안내": "Notice",
+    "디지털 자산": "Digital Asset",
+}
 TRADE_CATEGORIES = {"거래", "Trade"}
 MARKET_ALL_RATE = 10.0  # requests/s per IP
 ORIGIN_INTERVAL_S = 10.0  # with an Origin header: one request per 10 s
@@ -108,9 +114,18 @@ class _Event:
 class SimUpbit:
     """Upbit's announcement list and market list on one port of 127.0.0.1."""
 
-    def __init__(self, seed: int = 0, cdn_delay_s: float = 0.0, min_interval_s: float = 1.0, port: int = 0, *,
-                 board_size: int = 24, align_to_second: bool = True, gzip_responses: bool = True,
-                 tls: TestCA | None = None):
+    def __init__(
+        self,
+        seed: int = 0,
+        cdn_delay_s: float = 0.0,
+        min_interval_s: float = 1.0,
+        port: int = 0,
+        *,
+        board_size: int = 24,
+        align_to_second: bool = True,
+        gzip_responses: bool = True,
+        tls: TestCA | None = None,
+    ):
         self.seed = seed
         self.tls = tls  # a test CA whose certificate it serves https:// with; None: plain http
         self.rng = random.Random(seed)
@@ -157,8 +172,9 @@ class SimUpbit:
     # -- lifecycle
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve_connection, HOST, self.port,
-                                                  ssl=self.tls.server_context() if self.tls is not None else None)
+        self._server = await asyncio.start_server(
+            self._serve_connection, HOST, self.port, ssl=self.tls.server_context() if self.tls is not None else None
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         self._mono0, self._wall0 = time.monotonic(), time.time_ns()
         self.started = True
@@ -273,27 +289,51 @@ class SimUpbit:
         add("제로지(0G) KRW, USDT 마켓 디지털 자산 추가", ("0G",), note="digit-first ticker")
         add("Notice on Termination of Trading Support for Pundi AI(PUNDIAI) (8/28 15:00)", note="delisting")
         add("에프(F) 신규 거래지원 안내 (KRW, BTC, USDT 마켓)", ("F",), note="one-letter ticker")
-        add("제로지(0G) 거래지원 기념, 총 상금 60,000 OG 상당 TOP 트레이딩 이벤트! (이벤트 당첨 안내)", category="이벤트",
-            note="event naming a ticker and 거래지원")
-        add("더블제로(2Z), 원인치(1INCH) 신규 거래지원 안내 (KRW, BTC, USDT 마켓)", ("2Z", "1INCH"),
-            note="multi-ticker, digit-first")
+        add(
+            "제로지(0G) 거래지원 기념, 총 상금 60,000 OG 상당 TOP 트레이딩 이벤트! (이벤트 당첨 안내)",
+            category="이벤트",
+            note="event naming a ticker and 거래지원",
+        )
+        add(
+            "더블제로(2Z), 원인치(1INCH) 신규 거래지원 안내 (KRW, BTC, USDT 마켓)",
+            ("2Z", "1INCH"),
+            note="multi-ticker, digit-first",
+        )
         add("[거래] BTC 마켓 디지털 자산 추가 (AXL2)", note="BTC market only")
-        add("Market Support for Optimism(OP) (KRW, BTC, USDT Market)", ("OP",), already_listed=True,
-            note="ticker already on KRW: reported, not captured")
-        add("옴니네트워크(OMNI) 리브랜딩 및 토큰 스왑에 따른 입출금 및 거래 지원 일시 중단 안내", category="입출금",
-            note="swap and deposit suspension, with 거래 지원")
-        add("라이브피어(LPT)(KRW, USDT 마켓), 플록(FLOCK)(BTC, USDT 마켓) 디지털 자산 추가", ("LPT",),
-            note="per-asset markets, one of them KRW")
+        add(
+            "Market Support for Optimism(OP) (KRW, BTC, USDT Market)",
+            ("OP",),
+            already_listed=True,
+            note="ticker already on KRW: reported, not captured",
+        )
+        add(
+            "옴니네트워크(OMNI) 리브랜딩 및 토큰 스왑에 따른 입출금 및 거래 지원 일시 중단 안내",
+            category="입출금",
+            note="swap and deposit suspension, with 거래 지원",
+        )
+        add(
+            "라이브피어(LPT)(KRW, USDT 마켓), 플록(FLOCK)(BTC, USDT 마켓) 디지털 자산 추가",
+            ("LPT",),
+            note="per-asset markets, one of them KRW",
+        )
         edit(dood.id, " (거래지원 개시 시점 변경 안내)", note="edit of a listing just published: follow-up title")
-        add("두들즈(DOOD) 신규 거래지원 안내 (KRW, USDT 마켓) (매도 최저가 기준 가격 안내)",
-            note="follow-up posted as a new notice")
+        add(
+            "두들즈(DOOD) 신규 거래지원 안내 (KRW, USDT 마켓) (매도 최저가 기준 가격 안내)",
+            note="follow-up posted as a new notice",
+        )
         add("딥북(DEEP) KRW 마켓 디지털 자산 추가", note="re-post of a listing: same ticker, new id")
         edit(old_listing[1], " (매도 최저가 기준 가격 안내)", note="edit of an old listing: follow-up title")
-        add("Market Support for Pundi AI(PUNDIAI), Babylon(BABY) (KRW Market)", ("PUNDIAI", "BABY"),
-            note="English, multi-ticker")
+        add(
+            "Market Support for Pundi AI(PUNDIAI), Babylon(BABY) (KRW Market)",
+            ("PUNDIAI", "BABY"),
+            note="English, multi-ticker",
+        )
         edit(old_other[0], "", note="edit of an old caution")
-        add("[솜니아(SOMI) 보유 회원 이벤트] SOMI 보유하고 총 300,000 SOMI 선물 받아가세요!", category="이벤트",
-            note="airdrop event")
+        add(
+            "[솜니아(SOMI) 보유 회원 이벤트] SOMI 보유하고 총 300,000 SOMI 선물 받아가세요!",
+            category="이벤트",
+            note="airdrop event",
+        )
         return out
 
     def expected_triggers(self, *, published_only: bool = True) -> dict[int, tuple[tuple[str, ...], int]]:
@@ -405,15 +445,18 @@ class SimUpbit:
             rid -= 1
         for rid, title, cat, is_listing in rows:
             first = (t // 1_000_000_000) * 1_000_000_000
-            n = SimNotice(title, category=cat, note="board", id=rid, first_listed_ns=first, listed_ns=first,
-                          visible_ns=first)
+            n = SimNotice(
+                title, category=cat, note="board", id=rid, first_listed_ns=first, listed_ns=first, visible_ns=first
+            )
             self.notices[rid] = n
             (self.board_listing_ids if is_listing else self.board_other_ids).append(rid)
             if is_listing:
                 self.krw_listings[rid] = ((next(tk for ti, tk in listings if ti == title),), first)
             t -= self.rng.randrange(3_600, 8 * 3_600) * 10**9
 
-    def add_year(self, days: float = 365.0, *, listings: int = 24, others_per_listing: int = 3) -> list[tuple[int, tuple[str, ...], int]]:
+    def add_year(
+        self, days: float = 365.0, *, listings: int = 24, others_per_listing: int = 3
+    ) -> list[tuple[int, tuple[str, ...], int]]:
         """Notices of the `days` before the board's oldest one, as the real list pages back through
         years: `listings` new KRW listings (each ticker new: a coin nobody else lists here) spread
         over the span, with `others_per_listing` non-trigger notices around each (BTC/USDT-only
@@ -422,10 +465,18 @@ class SimUpbit:
         rng = random.Random(f"{self.seed}/year")
         oldest = min(n.first_listed_ns for n in self.notices.values())
         rid = min(self.notices) - 1
-        shapes = ("{name}({t}) KRW 마켓 디지털 자산 추가", "{name}({t}) 신규 거래지원 안내 (KRW, BTC, USDT 마켓)",
-                  "Market Support for {name}({t}) (KRW, USDT Market)", "{name}({t}) KRW, USDT 마켓 디지털 자산 추가")
-        negatives = ("{name}({t}) BTC, USDT 마켓 디지털 자산 추가", "{name}({t}) 거래 유의 종목 지정 안내",
-                     "{name}({t}) 입출금 일시 중단 안내", "시스템 점검 안내 (02:00 ~ 04:00)")
+        shapes = (
+            "{name}({t}) KRW 마켓 디지털 자산 추가",
+            "{name}({t}) 신규 거래지원 안내 (KRW, BTC, USDT 마켓)",
+            "Market Support for {name}({t}) (KRW, USDT Market)",
+            "{name}({t}) KRW, USDT 마켓 디지털 자산 추가",
+        )
+        negatives = (
+            "{name}({t}) BTC, USDT 마켓 디지털 자산 추가",
+            "{name}({t}) 거래 유의 종목 지정 안내",
+            "{name}({t}) 입출금 일시 중단 안내",
+            "시스템 점검 안내 (02:00 ~ 04:00)",
+        )
         taken = set(self.krw) | set(self.other_markets) | {t for v in self.krw_listings.values() for t in v[0]}
 
         def ticker() -> str:
@@ -448,8 +499,16 @@ class SimUpbit:
                 rows.append((when, rng.choice(negatives).format(name="Coin", t=ticker()), "거래", ()))
         rows.sort(key=lambda r: r[0], reverse=True)  # newest first: the older, the lower the id
         for t0, title, cat, tickers in rows:
-            n = SimNotice(title, category=cat, expect=tickers, note="year", id=rid, first_listed_ns=t0, listed_ns=t0,
-                          visible_ns=t0)
+            n = SimNotice(
+                title,
+                category=cat,
+                expect=tickers,
+                note="year",
+                id=rid,
+                first_listed_ns=t0,
+                listed_ns=t0,
+                visible_ns=t0,
+            )
             self.notices[rid] = n
             if tickers:
                 self.krw_listings[rid] = (tickers, t0)
@@ -458,11 +517,14 @@ class SimUpbit:
             rid -= 1
         return sorted(out, key=lambda x: x[2])
 
-    def announced_listings(self, since_ns: int = 0, until_ns: int | None = None) -> dict[int, tuple[tuple[str, ...], int]]:
+    def announced_listings(
+        self, since_ns: int = 0, until_ns: int | None = None
+    ) -> dict[int, tuple[tuple[str, ...], int]]:
         """{notice id: (KRW tickers, t0_ns)} of every KRW listing on the board published in
         [since_ns, until_ns): what `pumpwatch history` must rebuild."""
-        return {i: v for i, v in self.krw_listings.items()
-                if v[1] >= since_ns and (until_ns is None or v[1] < until_ns)}
+        return {
+            i: v for i, v in self.krw_listings.items() if v[1] >= since_ns and (until_ns is None or v[1] < until_ns)
+        }
 
     # -- HTTP
 
@@ -485,8 +547,9 @@ class SimUpbit:
             self._conns.discard(task)
             writer.close()
 
-    async def _answer(self, peer: str, method: str, target: str, headers: dict[str, str],
-                      writer: asyncio.StreamWriter) -> bool:
+    async def _answer(
+        self, peer: str, method: str, target: str, headers: dict[str, str], writer: asyncio.StreamWriter
+    ) -> bool:
         u = urlsplit(target)
         path = u.path
         query = {k: v[0] for k, v in parse_qs(u.query, keep_blank_values=True).items()}
@@ -505,12 +568,31 @@ class SimUpbit:
         else:
             status, body, extra = 404, {"error": {"name": "not_found", "message": f"no route {path}"}}, {}
         etag = extra.get("ETag")
-        rec = Served(time.monotonic(), time.time_ns(), peer, path, query, status, etag,
-                     headers.get("if-none-match"), extra.pop("_top", ()), headers.get("origin"),
-                     headers.get("user-agent"), headers.get("accept-language"), hung)
+        rec = Served(
+            time.monotonic(),
+            time.time_ns(),
+            peer,
+            path,
+            query,
+            status,
+            etag,
+            headers.get("if-none-match"),
+            extra.pop("_top", ()),
+            headers.get("origin"),
+            headers.get("user-agent"),
+            headers.get("accept-language"),
+            hung,
+        )
         (self.market_served if path == "/v1/market/all" else self.served).append(rec)
-        data = b"" if status == 304 else (body if isinstance(body, bytes) else
-                                          json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
+        data = (
+            b""
+            if status == 304
+            else (
+                body
+                if isinstance(body, bytes)
+                else json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+            )
+        )
         h = {"Content-Type": "application/json; charset=utf-8" if not isinstance(body, bytes) else "text/html"}
         h.update({k: v for k, v in extra.items() if not k.startswith("_")})
         if data and self.gzip_responses and "gzip" in headers.get("accept-encoding", ""):
@@ -550,23 +632,34 @@ class SimUpbit:
         except ValueError:
             return 400, {"success": False, "error": {"message": "page and per_page must be integers"}}, {}
         category = query.get("category", "all")
-        rows = [n for n in self.notices.values()
-                if legacy or category != "trade" or n.category in TRADE_CATEGORIES]
+        rows = [n for n in self.notices.values() if legacy or category != "trade" or n.category in TRADE_CATEGORIES]
         rows.sort(key=lambda n: (n.listed_ns, n.id), reverse=True)
         total = len(rows)
-        chunk = rows[(page - 1) * per_page: page * per_page]
+        chunk = rows[(page - 1) * per_page : page * per_page]
         if legacy:
-            data = {"total_pages": -(-total // per_page), "total_count": total,
-                    "list": [_legacy_row(n) for n in chunk], "fixed_notices": []}
+            data = {
+                "total_pages": -(-total // per_page),
+                "total_count": total,
+                "list": [_legacy_row(n) for n in chunk],
+                "fixed_notices": [],
+            }
         else:
-            data = {"total_pages": -(-total // per_page), "total_count": total,
-                    "notices": [_row(n, english) for n in chunk], "fixed_notices": []}
+            data = {
+                "total_pages": -(-total // per_page),
+                "total_count": total,
+                "notices": [_row(n, english) for n in chunk],
+                "fixed_notices": [],
+            }
         body = {"success": True, "data": data}
         digest = hashlib.sha1(json.dumps(body, ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:24]
         etag = f'W/"{digest}"'
         first_seen = self._first_query_seen.setdefault(raw_query, now)
-        cache = {"cf-cache-status": "HIT" if first_seen < now else "MISS", "Age": str(int(now - first_seen)),
-                 "ETag": etag, "_top": tuple(n.id for n in chunk)}
+        cache = {
+            "cf-cache-status": "HIT" if first_seen < now else "MISS",
+            "Age": str(int(now - first_seen)),
+            "ETag": etag,
+            "_top": tuple(n.id for n in chunk),
+        }
         wall = time.time_ns()
         for n in chunk:
             self.first_served_at.setdefault(n.id, wall)
@@ -576,8 +669,11 @@ class SimUpbit:
 
     @staticmethod
     def _throttled(status: int, retry_after: int):
-        return status, {"error": {"name": "too_many_requests", "message": "Too many requests"}}, {
-            "Retry-After": str(retry_after), "cf-cache-status": "DYNAMIC"}
+        return (
+            status,
+            {"error": {"name": "too_many_requests", "message": "Too many requests"}},
+            {"Retry-After": str(retry_after), "cf-cache-status": "DYNAMIC"},
+        )
 
     def _detail(self, rid: str):
         self._advance()
@@ -593,8 +689,11 @@ class SimUpbit:
         if headers.get("origin"):
             last = self._origin_last.get(peer)
             if last is not None and now - last < ORIGIN_INTERVAL_S:
-                return 429, {"error": {"name": "too_many_requests", "message": "Too many API requests."}}, {
-                    "Retry-After": str(math.ceil(ORIGIN_INTERVAL_S - (now - last)))}
+                return (
+                    429,
+                    {"error": {"name": "too_many_requests", "message": "Too many API requests."}},
+                    {"Retry-After": str(math.ceil(ORIGIN_INTERVAL_S - (now - last)))},
+                )
             self._origin_last[peer] = now
         tokens, stamp = self._market_tokens.get(peer, (MARKET_ALL_RATE, now))
         tokens = min(MARKET_ALL_RATE, tokens + (now - stamp) * MARKET_ALL_RATE)
@@ -632,8 +731,14 @@ def _row(n: SimNotice, english: bool) -> dict[str, Any]:
 
 def _legacy_row(n: SimNotice) -> dict[str, Any]:
     title = n.title if n.title.startswith("[") else f"[{n.category}] {n.title}"
-    return {"id": n.id, "title": title, "view_count": 1000 + n.id % 977, "thread_name": "general",
-            "created_at": _iso(n.first_listed_ns), "updated_at": _iso(n.listed_ns)}
+    return {
+        "id": n.id,
+        "title": title,
+        "view_count": 1000 + n.id % 977,
+        "thread_name": "general",
+        "created_at": _iso(n.first_listed_ns),
+        "updated_at": _iso(n.listed_ns),
+    }
 
 
 async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str]] | None:
@@ -657,6 +762,16 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[st
     return method, target, headers
 
 
-_REASONS = {200: "OK", 304: "Not Modified", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
-            405: "Method Not Allowed", 418: "I'm a teapot", 429: "Too Many Requests", 500: "Internal Server Error",
-            502: "Bad Gateway", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    304: "Not Modified",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    418: "I'm a teapot",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}

@@ -79,8 +79,17 @@ class Heartbeat:
     lifetime: float | None = None
 
     def limits(self) -> list[float]:
-        return [t for t in (self.server_ping_every, self.pong_within, self.client_ping_within,
-                            self.quiet_limit, self.lifetime) if t]
+        return [
+            t
+            for t in (
+                self.server_ping_every,
+                self.pong_within,
+                self.client_ping_within,
+                self.quiet_limit,
+                self.lifetime,
+            )
+            if t
+        ]
 
     def cut_after(self) -> float:
         """How long a silent client survives (real seconds): what a heartbeat test waits for."""
@@ -100,8 +109,15 @@ class SentTrade(NamedTuple):
     ts_ns: int
 
     def as_dict(self, venue: str) -> dict:
-        return {"venue": venue, "symbol": self.symbol, "trade_id": self.trade_id, "price": self.price,
-                "qty": self.qty, "side": self.side, "ts_ns": self.ts_ns}
+        return {
+            "venue": venue,
+            "symbol": self.symbol,
+            "trade_id": self.trade_id,
+            "price": self.price,
+            "qty": self.qty,
+            "side": self.side,
+            "ts_ns": self.ts_ns,
+        }
 
 
 @dataclass
@@ -165,12 +181,13 @@ class Venue:
     rate_limited_body: ClassVar[Any] = {"msg": "Too Many Requests"}
     lifetime_close_reason = "connection lifetime reached"
     buckets: ClassVar[dict[str, tuple[int, float]]] = {}  # name -> (capacity, refill period in seconds)
-    request_headers: Any = {}  # the headers of the REST request being answered (set by the server)
 
     def __init__(self, venue_id: str, sim: SimVenue):
         self.venue_id = venue_id
         self.sim = sim
         self.routes: dict[tuple[str, str], Route] = {}
+        # The headers of the REST request being answered (set by the server before each route).
+        self.request_headers: Any = {}
 
     # -- instruments
 
@@ -214,8 +231,14 @@ class Venue:
         return None
 
     def trade(self, inst: Instrument, f: Fill, trade_id: str | None = None, qty: str | None = None) -> SentTrade:
-        return SentTrade(inst.symbol, f.trade_id if trade_id is None else trade_id, inst.price_text(f.price),
-                         inst.qty_text(f.qty) if qty is None else qty, f.side, f.ts_ns)
+        return SentTrade(
+            inst.symbol,
+            f.trade_id if trade_id is None else trade_id,
+            inst.price_text(f.price),
+            inst.qty_text(f.qty) if qty is None else qty,
+            f.side,
+            f.ts_ns,
+        )
 
     # -- REST helpers
 
@@ -223,8 +246,9 @@ class Venue:
         self.routes[(method, path)] = Route(handler, bucket, weight)
 
     @staticmethod
-    def int_param(q: dict[str, str], name: str, default: int | None, low: int, high: int,
-                  error: Callable[[str], Any]) -> int | None:
+    def int_param(
+        q: dict[str, str], name: str, default: int | None, low: int, high: int, error: Callable[[str], Any]
+    ) -> int | None:
         """An integer parameter; values above the venue's maximum are served at the maximum."""
         raw = q.get(name)
         if raw is None or raw == "":
@@ -252,7 +276,10 @@ class Binance(Venue):
     incoming_limit = (5, 1.0)  # 5 incoming messages/s, pings and pongs included; more: disconnect
     ws_path = "/stream"
     buckets: ClassVar = {"weight": (6000, 60.0)}  # REQUEST_WEIGHT 6,000/min (§1.3)
-    rate_limited_body: ClassVar = {"code": -1003, "msg": "Too many requests; current limit is 6000 request weight per 1 MINUTE."}
+    rate_limited_body: ClassVar = {
+        "code": -1003,
+        "msg": "Too many requests; current limit is 6000 request weight per 1 MINUTE.",
+    }
     max_streams = 1024
     futures = False
 
@@ -314,8 +341,11 @@ class Binance(Venue):
         if not isinstance(msg, dict):
             return self._error(client, 3, "Invalid JSON: expected value at line 1 column 1")
         req_id = msg.get("id")
-        if not (req_id is None or (isinstance(req_id, int) and not isinstance(req_id, bool) and req_id >= 0)
-                or (isinstance(req_id, str) and req_id.isalnum() and len(req_id) <= 36)):
+        if not (
+            req_id is None
+            or (isinstance(req_id, int) and not isinstance(req_id, bool) and req_id >= 0)
+            or (isinstance(req_id, str) and req_id.isalnum() and len(req_id) <= 36)
+        ):
             return self._error(client, 2, "Invalid request: request ID must be an unsigned integer")
         method, params = msg.get("method"), msg.get("params", [])
         if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
@@ -323,7 +353,9 @@ class Binance(Venue):
                 return self._error(client, 1, "Invalid value type: expected array of strings", req_id)
             if method == "SUBSCRIBE":
                 if len(set(client.state["streams"]) | set(params)) > self.max_streams:
-                    return self._error(client, 2, f"Invalid request: at most {self.max_streams} streams per connection", req_id)
+                    return self._error(
+                        client, 2, f"Invalid request: at most {self.max_streams} streams per connection", req_id
+                    )
                 self._subscribe(client, params)
             else:
                 for s in params:
@@ -335,8 +367,13 @@ class Binance(Venue):
             return client.send(dumps({"result": list(client.state["streams"]), "id": req_id}))
         if method in ("SET_PROPERTY", "GET_PROPERTY"):
             return client.send(dumps({"result": None if method == "SET_PROPERTY" else True, "id": req_id}))
-        self._error(client, 2, f"Invalid request: unknown variant {method!r}, expected one of SUBSCRIBE, "
-                    "UNSUBSCRIBE, LIST_SUBSCRIPTIONS, SET_PROPERTY, GET_PROPERTY", req_id)
+        self._error(
+            client,
+            2,
+            f"Invalid request: unknown variant {method!r}, expected one of SUBSCRIBE, "
+            "UNSUBSCRIBE, LIST_SUBSCRIPTIONS, SET_PROPERTY, GET_PROPERTY",
+            req_id,
+        )
 
     def shutdown_notice(self, client):
         event = {"e": "serverShutdown", "E": _ms(self.sim.now_ns())}
@@ -349,16 +386,31 @@ class Binance(Venue):
         price = "0" if f.placeholder else inst.price_text(f.price)
         qty = "0" if f.placeholder else inst.qty_text(f.qty)
         m = f.side == "sell"  # the buyer was the maker: the taker sold
-        return {"e": "trade", "E": t + 1, "s": inst.symbol, "t": f.num_id, "p": price, "q": qty, "T": t,
-                "m": m, "M": True}
+        return {
+            "e": "trade",
+            "E": t + 1,
+            "s": inst.symbol,
+            "t": f.num_id,
+            "p": price,
+            "q": qty,
+            "T": t,
+            "m": m,
+            "M": True,
+        }
 
     def publications(self, inst, fills):
         topic = f"{inst.symbol.lower()}@trade"
         out = []
         for f in fills:
             data = self._payload(inst, f)
-            out.append(Publication(topic, {"combined": dumps({"stream": topic, "data": data}), "raw": dumps(data)},
-                                   [] if f.placeholder else [self.trade(inst, f)], "trades"))
+            out.append(
+                Publication(
+                    topic,
+                    {"combined": dumps({"stream": topic, "data": data}), "raw": dumps(data)},
+                    [] if f.placeholder else [self.trade(inst, f)],
+                    "trades",
+                )
+            )
         return out
 
     # -- REST (§1.3, §2.3)
@@ -374,8 +426,14 @@ class Binance(Venue):
         return {"code": -1100, "msg": f"Illegal characters found in a parameter: {msg}."}
 
     def _row(self, inst: Instrument, f: Fill) -> dict:
-        row = {"id": f.num_id, "price": inst.price_text(f.price), "qty": inst.qty_text(f.qty),
-               "quoteQty": quote_qty(inst, f), "time": _ms(f.ts_ns), "isBuyerMaker": f.side == "sell"}
+        row = {
+            "id": f.num_id,
+            "price": inst.price_text(f.price),
+            "qty": inst.qty_text(f.qty),
+            "quoteQty": quote_qty(inst, f),
+            "time": _ms(f.ts_ns),
+            "isBuyerMaker": f.side == "sell",
+        }
         if self.futures:
             row["isRPITrade"] = f.rpi
         else:
@@ -392,7 +450,7 @@ class Binance(Venue):
         from_id = self.int_param(q, "fromId", None, 0, 2**63 - 1, self._param_error)
         history = self.sim.history(inst.symbol)
         if from_id is None:
-            rows = trailing([f for f in history[-4 * limit:] if not f.placeholder], limit)
+            rows = trailing([f for f in history[-4 * limit :] if not f.placeholder], limit)
         else:
             start = bisect.bisect_left(history, from_id, key=lambda f: f.num_id)
             rows = []
@@ -412,7 +470,11 @@ class Binance(Venue):
                 out.append([])
                 continue
             last = out[-1] if out and out[-1] else None
-            if last is not None and (last[-1].order, last[-1].level, last[-1].num_id + 1) == (f.order, f.level, f.num_id):
+            if last is not None and (last[-1].order, last[-1].level, last[-1].num_id + 1) == (
+                f.order,
+                f.level,
+                f.num_id,
+            ):
                 last.append(f)
             else:
                 out.append([f])
@@ -434,20 +496,32 @@ class Binance(Venue):
             oldest = _ms(self.sim.now_ns() - 365 * 86_400 * 10**9)
             aggs = [(a, run) for a, run in aggs if _ms(run[0].ts_ns) >= oldest]
         if from_id is not None:
-            aggs = aggs[max(0, from_id - base):]
+            aggs = aggs[max(0, from_id - base) :]
         elif start is not None or end is not None:
-            aggs = [(a, run) for a, run in aggs if (start is None or _ms(run[0].ts_ns) >= start)
-                    and (end is None or _ms(run[0].ts_ns) <= end)]
+            aggs = [
+                (a, run)
+                for a, run in aggs
+                if (start is None or _ms(run[0].ts_ns) >= start) and (end is None or _ms(run[0].ts_ns) <= end)
+            ]
         else:
             aggs = trailing(aggs, limit)
-        return 200, [{"a": a, "p": inst.price_text(run[0].price), "q": inst.qty_text(sum(f.qty for f in run)),
-                      "f": run[0].num_id, "l": run[-1].num_id, "T": _ms(run[0].ts_ns), "m": run[0].side == "sell"}
-                     for a, run in aggs[:limit]]
+        return 200, [
+            {
+                "a": a,
+                "p": inst.price_text(run[0].price),
+                "q": inst.qty_text(sum(f.qty for f in run)),
+                "f": run[0].num_id,
+                "l": run[-1].num_id,
+                "T": _ms(run[0].ts_ns),
+                "m": run[0].side == "sell",
+            }
+            for a, run in aggs[:limit]
+        ]
 
     def rest_trades(self, q):
         inst = self._symbol(q)
         limit = self.int_param(q, "limit", 500, 1, 1000, self._param_error)
-        fills = [f for f in self.sim.history(inst.symbol)[-4 * limit:] if not f.placeholder]
+        fills = [f for f in self.sim.history(inst.symbol)[-4 * limit :] if not f.placeholder]
         return 200, [self._row(inst, f) for f in trailing(fills, limit)]
 
     def rest_exchange_info(self, q):
@@ -457,22 +531,68 @@ class Binance(Venue):
             # before it opens: spot PRE_TRADING, USDⓈ-M PENDING_TRADING (VENUES.md §12)
             status = "TRADING" if not inst.pre_trading(now) else "PENDING_TRADING" if self.futures else "PRE_TRADING"
             tick, lot = inst.price_text(inst.tick_units), inst.qty_text(inst.lot_units)
-            filters = [{"filterType": "PRICE_FILTER", "minPrice": tick, "maxPrice": inst.price_text(10**7 * 10**inst.price_places), "tickSize": tick},
-                       {"filterType": "LOT_SIZE", "minQty": lot, "maxQty": inst.qty_text(9 * 10**6 * 10**inst.qty_places), "stepSize": lot}]
+            filters = [
+                {
+                    "filterType": "PRICE_FILTER",
+                    "minPrice": tick,
+                    "maxPrice": inst.price_text(10**7 * 10**inst.price_places),
+                    "tickSize": tick,
+                },
+                {
+                    "filterType": "LOT_SIZE",
+                    "minQty": lot,
+                    "maxQty": inst.qty_text(9 * 10**6 * 10**inst.qty_places),
+                    "stepSize": lot,
+                },
+            ]
             if self.futures:
-                symbols.append({"symbol": inst.symbol, "pair": inst.symbol, "contractType": "PERPETUAL",
-                                "deliveryDate": 4133404800000, "onboardDate": _ms(inst.listed_at_ns or 1_569_398_400_000_000_000),
-                                "status": status, "baseAsset": inst.base, "quoteAsset": inst.quote, "marginAsset": "USDT",
-                                "pricePrecision": inst.price_places, "quantityPrecision": inst.qty_places,
-                                "underlyingType": "COIN", "filters": filters})
+                symbols.append(
+                    {
+                        "symbol": inst.symbol,
+                        "pair": inst.symbol,
+                        "contractType": "PERPETUAL",
+                        "deliveryDate": 4133404800000,
+                        "onboardDate": _ms(inst.listed_at_ns or 1_569_398_400_000_000_000),
+                        "status": status,
+                        "baseAsset": inst.base,
+                        "quoteAsset": inst.quote,
+                        "marginAsset": "USDT",
+                        "pricePrecision": inst.price_places,
+                        "quantityPrecision": inst.qty_places,
+                        "underlyingType": "COIN",
+                        "filters": filters,
+                    }
+                )
             else:
-                symbols.append({"symbol": inst.symbol, "status": status, "baseAsset": inst.base, "baseAssetPrecision": 8,
-                                "quoteAsset": inst.quote, "quotePrecision": 8, "quoteAssetPrecision": 8,
-                                "orderTypes": ["LIMIT", "MARKET"], "isSpotTradingAllowed": True, "filters": filters})
+                symbols.append(
+                    {
+                        "symbol": inst.symbol,
+                        "status": status,
+                        "baseAsset": inst.base,
+                        "baseAssetPrecision": 8,
+                        "quoteAsset": inst.quote,
+                        "quotePrecision": 8,
+                        "quoteAssetPrecision": 8,
+                        "orderTypes": ["LIMIT", "MARKET"],
+                        "isSpotTradingAllowed": True,
+                        "filters": filters,
+                    }
+                )
         capacity, period = self.buckets["weight"]
-        return 200, {"timezone": "UTC", "serverTime": _ms(self.sim.now_ns()),
-                     "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": int(period // 60), "limit": capacity}],
-                     "exchangeFilters": [], "symbols": symbols}
+        return 200, {
+            "timezone": "UTC",
+            "serverTime": _ms(self.sim.now_ns()),
+            "rateLimits": [
+                {
+                    "rateLimitType": "REQUEST_WEIGHT",
+                    "interval": "MINUTE",
+                    "intervalNum": int(period // 60),
+                    "limit": capacity,
+                }
+            ],
+            "exchangeFilters": [],
+            "symbols": symbols,
+        }
 
 
 class BinanceUsdm(Binance):
@@ -481,7 +601,10 @@ class BinanceUsdm(Binance):
     incoming_limit = (10, 1.0)
     ws_path = "/public/stream"
     buckets: ClassVar = {"weight": (2400, 60.0)}
-    rate_limited_body: ClassVar = {"code": -1003, "msg": "Too many requests; current limit is 2400 request weight per 1 MINUTE."}
+    rate_limited_body: ClassVar = {
+        "code": -1003,
+        "msg": "Too many requests; current limit is 2400 request weight per 1 MINUTE.",
+    }
 
     def id_scheme(self, inst):
         # ~0.4 % of ids go to zero-price X=NA records in the real stream (§2.2); more here so
@@ -506,8 +629,18 @@ class BinanceUsdm(Binance):
             x, price, qty = "NA", "0", "0"
         else:
             x, price, qty = ("RPI" if f.rpi else "MARKET"), inst.price_text(f.price), inst.qty_text(f.qty)
-        return {"e": "trade", "E": t + 1, "T": t, "s": inst.symbol, "t": f.num_id, "p": price, "q": qty,
-                "X": x, "m": True if f.placeholder else f.side == "sell", "st": 1}
+        return {
+            "e": "trade",
+            "E": t + 1,
+            "T": t,
+            "s": inst.symbol,
+            "t": f.num_id,
+            "p": price,
+            "q": qty,
+            "X": x,
+            "m": True if f.placeholder else f.side == "sell",
+            "st": 1,
+        }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -574,7 +707,9 @@ class Bybit(Venue):
             return self._reply(client, op, False, f"Invalid symbol :[{','.join(bad)}]", req_id)
         chars = sum(len(dumps(t)) + 1 for t in set(client.topics) | set(args))
         if chars > self.max_args_chars:
-            return self._reply(client, op, False, f"args exceed {self.max_args_chars} characters per connection", req_id)
+            return self._reply(
+                client, op, False, f"args exceed {self.max_args_chars} characters per connection", req_id
+            )
         for topic in args:
             self.sim.subscribe(client, topic)
         self._reply(client, op, True, "subscribe" if self.spot else "", req_id)
@@ -594,17 +729,36 @@ class Bybit(Venue):
         t = _ms(f.ts_ns)
         p, v, s = inst.price_text(f.price), inst.qty_text(f.qty), _side_cap(f.side)
         if self.spot:
-            return {"i": f.trade_id, "T": t, "p": p, "v": v, "S": s, "seq": f.extra["seq"], "s": inst.symbol,
-                    "BT": False, "RPI": f.rpi}
-        return {"T": t, "s": inst.symbol, "S": s, "v": v, "p": p, "L": self._tick_direction(inst.symbol, f.price),
-                "i": f.trade_id, "BT": False, "RPI": f.rpi, "seq": f.extra["seq"]}
+            return {
+                "i": f.trade_id,
+                "T": t,
+                "p": p,
+                "v": v,
+                "S": s,
+                "seq": f.extra["seq"],
+                "s": inst.symbol,
+                "BT": False,
+                "RPI": f.rpi,
+            }
+        return {
+            "T": t,
+            "s": inst.symbol,
+            "S": s,
+            "v": v,
+            "p": p,
+            "L": self._tick_direction(inst.symbol, f.price),
+            "i": f.trade_id,
+            "BT": False,
+            "RPI": f.rpi,
+            "seq": f.extra["seq"],
+        }
 
     def publications(self, inst, fills):
         # One message per match, up to 1024 fills each (§3.2).
         topic = f"publicTrade.{inst.symbol}"
         out = []
         for start in range(0, len(fills), 1024):
-            chunk = fills[start:start + 1024]
+            chunk = fills[start : start + 1024]
             ts = _ms(chunk[-1].ts_ns) + 1
             data = [self._row(inst, f) for f in chunk]
             if self.spot:
@@ -627,11 +781,23 @@ class Bybit(Venue):
             return self._envelope({}, 10001, "params error: symbol invalid")
         # The latest <= 60 (spot) / <= 1000 (linear) only: no cursor, no time range.
         default, most = (60, 60) if self.spot else (500, 1000)
-        limit = self.int_param(q, "limit", default, 1, most, lambda m: {"retCode": 10001, "retMsg": f"params error: {m}"})
-        rows = [{"execId": f.trade_id, "symbol": inst.symbol, "price": inst.price_text(f.price), "size": inst.qty_text(f.qty),
-                 "side": _side_cap(f.side), "time": str(_ms(f.ts_ns)), "isBlockTrade": False, "isRPITrade": f.rpi,
-                 "seq": str(f.extra["seq"])}
-                for f in reversed(trailing(self.sim.history(inst.symbol), limit))]
+        limit = self.int_param(
+            q, "limit", default, 1, most, lambda m: {"retCode": 10001, "retMsg": f"params error: {m}"}
+        )
+        rows = [
+            {
+                "execId": f.trade_id,
+                "symbol": inst.symbol,
+                "price": inst.price_text(f.price),
+                "size": inst.qty_text(f.qty),
+                "side": _side_cap(f.side),
+                "time": str(_ms(f.ts_ns)),
+                "isBlockTrade": False,
+                "isRPITrade": f.rpi,
+                "seq": str(f.extra["seq"]),
+            }
+            for f in reversed(trailing(self.sim.history(inst.symbol), limit))
+        ]
         return self._envelope({"category": self.category, "list": rows})
 
     def rest_instruments(self, q):
@@ -648,17 +814,42 @@ class Bybit(Venue):
                 continue
             tick, lot = inst.price_text(inst.tick_units), inst.qty_text(inst.lot_units)
             if self.spot:
-                out.append({"symbol": inst.symbol, "baseCoin": inst.base, "quoteCoin": inst.quote, "innovation": "0",
-                            "status": status, "marginTrading": "none",
-                            "lotSizeFilter": {"basePrecision": lot, "quotePrecision": "0.00000001", "minOrderQty": lot, "maxOrderQty": "100000"},
-                            "priceFilter": {"tickSize": tick}})
+                out.append(
+                    {
+                        "symbol": inst.symbol,
+                        "baseCoin": inst.base,
+                        "quoteCoin": inst.quote,
+                        "innovation": "0",
+                        "status": status,
+                        "marginTrading": "none",
+                        "lotSizeFilter": {
+                            "basePrecision": lot,
+                            "quotePrecision": "0.00000001",
+                            "minOrderQty": lot,
+                            "maxOrderQty": "100000",
+                        },
+                        "priceFilter": {"tickSize": tick},
+                    }
+                )
             else:
-                out.append({"symbol": inst.symbol, "contractType": "LinearPerpetual", "status": status,
-                            "baseCoin": inst.base, "quoteCoin": inst.quote, "settleCoin": "USDT",
-                            "launchTime": str(_ms(inst.listed_at_ns or 1_585_526_400_000_000_000)),
-                            "priceScale": str(inst.price_places),
-                            "priceFilter": {"minPrice": tick, "maxPrice": inst.price_text(10**7 * 10**inst.price_places), "tickSize": tick},
-                            "lotSizeFilter": {"maxOrderQty": "1000000", "minOrderQty": lot, "qtyStep": lot}})
+                out.append(
+                    {
+                        "symbol": inst.symbol,
+                        "contractType": "LinearPerpetual",
+                        "status": status,
+                        "baseCoin": inst.base,
+                        "quoteCoin": inst.quote,
+                        "settleCoin": "USDT",
+                        "launchTime": str(_ms(inst.listed_at_ns or 1_585_526_400_000_000_000)),
+                        "priceScale": str(inst.price_places),
+                        "priceFilter": {
+                            "minPrice": tick,
+                            "maxPrice": inst.price_text(10**7 * 10**inst.price_places),
+                            "tickSize": tick,
+                        },
+                        "lotSizeFilter": {"maxOrderQty": "1000000", "minOrderQty": lot, "qtyStep": lot},
+                    }
+                )
         return self._envelope({"category": self.category, "list": out, "nextPageCursor": ""})
 
 
@@ -699,21 +890,36 @@ class Okx(Venue):
         if text == "ping":
             return client.send("pong")
         msg = loads(text)
-        if not isinstance(msg, dict) or msg.get("op") not in ("subscribe", "unsubscribe") or not isinstance(msg.get("args"), list):
-            return self._send(client, msg.get("id") if isinstance(msg, dict) else None,
-                              {"event": "error", "code": "60012", "msg": f"Invalid request: {text[:200]}"})
+        if (
+            not isinstance(msg, dict)
+            or msg.get("op") not in ("subscribe", "unsubscribe")
+            or not isinstance(msg.get("args"), list)
+        ):
+            return self._send(
+                client,
+                msg.get("id") if isinstance(msg, dict) else None,
+                {"event": "error", "code": "60012", "msg": f"Invalid request: {text[:200]}"},
+            )
         op, req_id = msg["op"], msg.get("id")
         for arg in msg["args"]:
             if not isinstance(arg, dict):
-                return self._send(client, req_id, {"event": "error", "code": "60012", "msg": f"Invalid request: {text[:200]}"})
+                return self._send(
+                    client, req_id, {"event": "error", "code": "60012", "msg": f"Invalid request: {text[:200]}"}
+                )
             channel, inst_id = arg.get("channel"), arg.get("instId")
             # trades is served on /public, trades-all on /business only (§4.1).
             wanted = {"trades": "public", "trades-all": "business"}.get(channel)
             if wanted != client.role or self.instrument_or_none(inst_id) is None:
-                return self._send(client, req_id, {
-                    "event": "error", "code": "60018",
-                    "msg": f"Wrong URL or channel:{channel},instId:{inst_id} doesn't exist. Please use the correct URL, "
-                           "channel and parameters referring to API document."})
+                return self._send(
+                    client,
+                    req_id,
+                    {
+                        "event": "error",
+                        "code": "60018",
+                        "msg": f"Wrong URL or channel:{channel},instId:{inst_id} doesn't exist. Please use the correct URL, "
+                        "channel and parameters referring to API document.",
+                    },
+                )
         for arg in msg["args"]:
             topic = f"{arg['channel']}:{arg['instId']}"
             (self.sim.subscribe if op == "subscribe" else self.sim.unsubscribe)(client, topic)
@@ -721,27 +927,58 @@ class Okx(Venue):
 
     def shutdown_notice(self, client):
         # Sent 60 s before a service-upgrade disconnect (§4.1).
-        return dumps({"event": "notice", "code": "64008",
-                      "msg": "The connection will soon be closed for a service upgrade. Please reconnect.",
-                      "connId": client.conn_id})
+        return dumps(
+            {
+                "event": "notice",
+                "code": "64008",
+                "msg": "The connection will soon be closed for a service upgrade. Please reconnect.",
+                "connId": client.conn_id,
+            }
+        )
 
     def publications(self, inst, fills):
         out = []
         all_topic = f"trades-all:{inst.symbol}"
         for f in fills:
-            row = {"instId": inst.symbol, "tradeId": f.trade_id, "px": inst.price_text(f.price), "sz": inst.qty_text(f.qty),
-                   "side": f.side, "source": "0", "ts": str(_ms(f.ts_ns))}
-            out.append(Publication(all_topic, {"": dumps({"arg": {"channel": "trades-all", "instId": inst.symbol}, "data": [row]})},
-                                   [self.trade(inst, f)], "trades-all"))
+            row = {
+                "instId": inst.symbol,
+                "tradeId": f.trade_id,
+                "px": inst.price_text(f.price),
+                "sz": inst.qty_text(f.qty),
+                "side": f.side,
+                "source": "0",
+                "ts": str(_ms(f.ts_ns)),
+            }
+            out.append(
+                Publication(
+                    all_topic,
+                    {"": dumps({"arg": {"channel": "trades-all", "instId": inst.symbol}, "data": [row]})},
+                    [self.trade(inst, f)],
+                    "trades-all",
+                )
+            )
         # `trades` aggregates per taker order and price: tradeId is the last id, count the fills,
         # sz the sum (§4.2).
         topic = f"trades:{inst.symbol}"
         for level in _levels(fills):
             last, qty = level[-1], inst.qty_text(sum(f.qty for f in level))
-            row = {"instId": inst.symbol, "tradeId": last.trade_id, "px": inst.price_text(last.price), "sz": qty,
-                   "side": last.side, "ts": str(_ms(last.ts_ns)), "count": str(len(level))}
-            out.append(Publication(topic, {"": dumps({"arg": {"channel": "trades", "instId": inst.symbol}, "data": [row]})},
-                                   [self.trade(inst, last, qty=qty)], "trades"))
+            row = {
+                "instId": inst.symbol,
+                "tradeId": last.trade_id,
+                "px": inst.price_text(last.price),
+                "sz": qty,
+                "side": last.side,
+                "ts": str(_ms(last.ts_ns)),
+                "count": str(len(level)),
+            }
+            out.append(
+                Publication(
+                    topic,
+                    {"": dumps({"arg": {"channel": "trades", "instId": inst.symbol}, "data": [row]})},
+                    [self.trade(inst, last, qty=qty)],
+                    "trades",
+                )
+            )
         return out
 
     # -- REST (§4.3)
@@ -750,8 +987,15 @@ class Okx(Venue):
         return 200, {"code": "0", "msg": "", "data": data}
 
     def _row(self, inst: Instrument, f: Fill) -> dict:
-        return {"instId": inst.symbol, "side": f.side, "sz": inst.qty_text(f.qty), "px": inst.price_text(f.price),
-                "source": "0", "tradeId": f.trade_id, "ts": str(_ms(f.ts_ns))}
+        return {
+            "instId": inst.symbol,
+            "side": f.side,
+            "sz": inst.qty_text(f.qty),
+            "px": inst.price_text(f.price),
+            "source": "0",
+            "tradeId": f.trade_id,
+            "ts": str(_ms(f.ts_ns)),
+        }
 
     @staticmethod
     def _error(msg):
@@ -773,12 +1017,12 @@ class Okx(Venue):
         # history-trades: "from the last 3 months" (VENUES §4.3); older trades are simply not
         # there (an empty page), not an error.
         oldest = self.sim.now_ns() - 90 * 86_400 * 10**9
-        history = history[bisect.bisect_left(history, oldest, key=lambda f: f.ts_ns):]
+        history = history[bisect.bisect_left(history, oldest, key=lambda f: f.ts_ns) :]
         key = (lambda f: _ms(f.ts_ns)) if by_time else (lambda f: f.num_id)
         # `after`: records older than it; `before`: newer; newest first (§4.3).
         hi = len(history) if after is None else bisect.bisect_left(history, after, key=key)
         lo = 0 if before is None else bisect.bisect_right(history, before, key=key)
-        rows = history[max(lo, hi - limit):hi] if before is None or after is not None else history[lo:lo + limit]
+        rows = history[max(lo, hi - limit) : hi] if before is None or after is not None else history[lo : lo + limit]
         return self._ok([self._row(inst, f) for f in reversed(rows)])
 
     def rest_trades(self, q):
@@ -793,14 +1037,37 @@ class Okx(Venue):
         now = self.sim.now_ns()
         for inst in self.listed():
             tick, lot = inst.price_text(inst.tick_units), inst.qty_text(inst.lot_units)
-            row = {"instType": self.inst_type, "instId": inst.symbol, "uly": "", "instFamily": "", "baseCcy": inst.base,
-                   "quoteCcy": inst.quote, "settleCcy": "", "ctVal": "", "ctMult": "", "ctValCcy": "", "ctType": "",
-                   "tickSz": tick, "lotSz": lot, "minSz": lot, "state": "preopen" if inst.pre_trading(now) else "live",
-                   "listTime": str(_ms(inst.listed_at_ns or 1_548_000_000_000_000_000))}
+            row = {
+                "instType": self.inst_type,
+                "instId": inst.symbol,
+                "uly": "",
+                "instFamily": "",
+                "baseCcy": inst.base,
+                "quoteCcy": inst.quote,
+                "settleCcy": "",
+                "ctVal": "",
+                "ctMult": "",
+                "ctValCcy": "",
+                "ctType": "",
+                "tickSz": tick,
+                "lotSz": lot,
+                "minSz": lot,
+                "state": "preopen" if inst.pre_trading(now) else "live",
+                "listTime": str(_ms(inst.listed_at_ns or 1_548_000_000_000_000_000)),
+            }
             if self.swap:
                 pair = f"{inst.base}-{inst.quote}"
-                row |= {"uly": pair, "instFamily": pair, "baseCcy": "", "quoteCcy": "", "settleCcy": "USDT",
-                        "ctVal": inst.contract_value, "ctMult": "1", "ctValCcy": inst.base, "ctType": "linear"}
+                row |= {
+                    "uly": pair,
+                    "instFamily": pair,
+                    "baseCcy": "",
+                    "quoteCcy": "",
+                    "settleCcy": "USDT",
+                    "ctVal": inst.contract_value,
+                    "ctMult": "1",
+                    "ctValCcy": inst.base,
+                    "ctType": "linear",
+                }
             out.append(row)
         return self._ok(out)
 
@@ -887,13 +1154,20 @@ class Kucoin(Venue):
         topic = msg.get("topic")
         if not isinstance(topic, str) or not topic.startswith(self.topic_prefix):
             return self._error(client, req_id, 404, f"topic {topic} is not found")
-        symbols = [s for s in topic[len(self.topic_prefix):].split(",") if s]
+        symbols = [s for s in topic[len(self.topic_prefix) :].split(",") if s]
         if not self.futures and len(symbols) > self.max_symbols_per_topic:
-            return self._error(client, req_id, 509, f"exceed max subscription count limitation of {self.max_symbols_per_topic} per time")
+            return self._error(
+                client,
+                req_id,
+                509,
+                f"exceed max subscription count limitation of {self.max_symbols_per_topic} per time",
+            )
         topics = [self.topic_prefix + s for s in symbols]
         if kind == "subscribe":
             if not self.futures and len(set(client.topics) | set(topics)) > self.max_topics:
-                return self._error(client, req_id, 509, f"exceed max subscription count limitation of {self.max_topics} per session")
+                return self._error(
+                    client, req_id, 509, f"exceed max subscription count limitation of {self.max_topics} per session"
+                )
             for t in topics:
                 self.sim.subscribe(client, t)
         else:
@@ -908,16 +1182,41 @@ class Kucoin(Venue):
         for f in fills:
             if self.futures:
                 seq = f.extra["sequence"]
-                msg = {"topic": topic, "type": "message", "subject": "match", "sn": seq,
-                       "data": {"symbol": inst.symbol, "sequence": seq, "side": f.side, "size": int(inst.qty_text(f.qty)),
-                                "price": inst.price_text(f.price), "takerOrderId": f.extra["taker"],
-                                "makerOrderId": f.extra["maker"], "tradeId": f.extra["trade_id_field"], "ts": f.ts_ns}}
+                msg = {
+                    "topic": topic,
+                    "type": "message",
+                    "subject": "match",
+                    "sn": seq,
+                    "data": {
+                        "symbol": inst.symbol,
+                        "sequence": seq,
+                        "side": f.side,
+                        "size": int(inst.qty_text(f.qty)),
+                        "price": inst.price_text(f.price),
+                        "takerOrderId": f.extra["taker"],
+                        "makerOrderId": f.extra["maker"],
+                        "tradeId": f.extra["trade_id_field"],
+                        "ts": f.ts_ns,
+                    },
+                }
             else:
-                msg = {"topic": topic, "type": "message", "subject": "trade.l3match",
-                       "data": {"makerOrderId": f.extra["maker"], "price": inst.price_text(f.price),
-                                "sequence": str(f.extra["sequence"]), "side": f.side, "size": inst.qty_text(f.qty),
-                                "symbol": inst.symbol, "takerOrderId": f.extra["taker"], "time": str(f.ts_ns),
-                                "tradeId": f.extra["trade_id_field"], "type": "match"}}
+                msg = {
+                    "topic": topic,
+                    "type": "message",
+                    "subject": "trade.l3match",
+                    "data": {
+                        "makerOrderId": f.extra["maker"],
+                        "price": inst.price_text(f.price),
+                        "sequence": str(f.extra["sequence"]),
+                        "side": f.side,
+                        "size": inst.qty_text(f.qty),
+                        "symbol": inst.symbol,
+                        "takerOrderId": f.extra["taker"],
+                        "time": str(f.ts_ns),
+                        "tradeId": f.extra["trade_id_field"],
+                        "type": "match",
+                    },
+                }
             out.append(Publication(topic, {"": dumps(msg)}, [self.trade(inst, f)], "trades"))
         return out
 
@@ -927,10 +1226,21 @@ class Kucoin(Venue):
         token = f"{self.sim.conn_rng.getrandbits(256):064x}"
         self.tokens.add(token)
         scale = self.sim.time_scale
-        return 200, {"code": "200000", "data": {"token": token, "instanceServers": [{
-            "endpoint": self.sim.ws_origin + "/", "encrypt": False, "protocol": "websocket",
-            "pingInterval": max(1, round(self.ping_interval_ms * scale)),
-            "pingTimeout": max(1, round(self.ping_timeout_ms * scale))}]}}
+        return 200, {
+            "code": "200000",
+            "data": {
+                "token": token,
+                "instanceServers": [
+                    {
+                        "endpoint": self.sim.ws_origin + "/",
+                        "encrypt": False,
+                        "protocol": "websocket",
+                        "pingInterval": max(1, round(self.ping_interval_ms * scale)),
+                        "pingTimeout": max(1, round(self.ping_timeout_ms * scale)),
+                    }
+                ],
+            },
+        }
 
     def rest_history(self, q):
         inst = self.instrument_or_none(q.get("symbol"))
@@ -939,45 +1249,120 @@ class Kucoin(Venue):
         rows = []
         for f in reversed(trailing(self.sim.history(inst.symbol), 100)):  # the last 100, no paging
             if self.futures:
-                rows.append({"sequence": f.extra["sequence"], "contractId": 1, "tradeId": f.extra["trade_id_field"],
-                             "makerOrderId": f.extra["maker"], "takerOrderId": f.extra["taker"], "ts": f.ts_ns,
-                             "size": int(inst.qty_text(f.qty)), "price": inst.price_text(f.price), "side": f.side})
+                rows.append(
+                    {
+                        "sequence": f.extra["sequence"],
+                        "contractId": 1,
+                        "tradeId": f.extra["trade_id_field"],
+                        "makerOrderId": f.extra["maker"],
+                        "takerOrderId": f.extra["taker"],
+                        "ts": f.ts_ns,
+                        "size": int(inst.qty_text(f.qty)),
+                        "price": inst.price_text(f.price),
+                        "side": f.side,
+                    }
+                )
             else:  # no tradeId in the spot REST rows: merge by sequence (§5.3)
-                rows.append({"sequence": str(f.extra["sequence"]), "price": inst.price_text(f.price),
-                             "size": inst.qty_text(f.qty), "side": f.side, "time": f.ts_ns})
+                rows.append(
+                    {
+                        "sequence": str(f.extra["sequence"]),
+                        "price": inst.price_text(f.price),
+                        "size": inst.qty_text(f.qty),
+                        "side": f.side,
+                        "time": f.ts_ns,
+                    }
+                )
         return 200, {"code": "200000", "data": rows}
 
     def rest_symbols(self, q):
-        data = [{"symbol": i.symbol, "name": i.symbol, "baseCurrency": i.base, "quoteCurrency": i.quote,
-                 "feeCurrency": i.quote, "market": "USDS", "baseMinSize": i.lot, "quoteMinSize": "0.1",
-                 "baseMaxSize": "10000000000", "quoteMaxSize": "99999999", "baseIncrement": i.lot,
-                 "quoteIncrement": "0.000001", "priceIncrement": i.tick, "priceLimitRate": "0.1", "minFunds": "0.1",
-                 "isMarginEnabled": False, "enableTrading": not i.pre_trading(self.sim.now_ns()),
-                 "tradingStartTime": _ms(i.listed_at_ns) if i.listed_at_ns else None} for i in self.listed()]
+        data = [
+            {
+                "symbol": i.symbol,
+                "name": i.symbol,
+                "baseCurrency": i.base,
+                "quoteCurrency": i.quote,
+                "feeCurrency": i.quote,
+                "market": "USDS",
+                "baseMinSize": i.lot,
+                "quoteMinSize": "0.1",
+                "baseMaxSize": "10000000000",
+                "quoteMaxSize": "99999999",
+                "baseIncrement": i.lot,
+                "quoteIncrement": "0.000001",
+                "priceIncrement": i.tick,
+                "priceLimitRate": "0.1",
+                "minFunds": "0.1",
+                "isMarginEnabled": False,
+                "enableTrading": not i.pre_trading(self.sim.now_ns()),
+                "tradingStartTime": _ms(i.listed_at_ns) if i.listed_at_ns else None,
+            }
+            for i in self.listed()
+        ]
         return 200, {"code": "200000", "data": data}
 
     def rest_currencies(self, q):
         # The shape of KuCoin's GET /api/v3/currencies (one chain per coin here: wallets are not simulated).
         coins = sorted({i.base for i in self.listed()} | {"USDT"})
-        return 200, {"code": "200000", "data": [
-            {"currency": c, "name": c, "fullName": c, "precision": 8, "confirms": None, "contractAddress": None,
-             "isMarginEnabled": False, "isDebitEnabled": False,
-             "chains": [{"chainName": c, "withdrawalMinSize": "1", "depositMinSize": "1", "withdrawFeeRate": "0",
-                         "withdrawalMinFee": "1", "isWithdrawEnabled": False, "isDepositEnabled": False, "confirms": 1,
-                         "preConfirms": 1, "contractAddress": "", "withdrawPrecision": 8, "maxWithdraw": None,
-                         "maxDeposit": None, "needTag": False, "chainId": c.lower()}]} for c in coins]}
+        return 200, {
+            "code": "200000",
+            "data": [
+                {
+                    "currency": c,
+                    "name": c,
+                    "fullName": c,
+                    "precision": 8,
+                    "confirms": None,
+                    "contractAddress": None,
+                    "isMarginEnabled": False,
+                    "isDebitEnabled": False,
+                    "chains": [
+                        {
+                            "chainName": c,
+                            "withdrawalMinSize": "1",
+                            "depositMinSize": "1",
+                            "withdrawFeeRate": "0",
+                            "withdrawalMinFee": "1",
+                            "isWithdrawEnabled": False,
+                            "isDepositEnabled": False,
+                            "confirms": 1,
+                            "preConfirms": 1,
+                            "contractAddress": "",
+                            "withdrawPrecision": 8,
+                            "maxWithdraw": None,
+                            "maxDeposit": None,
+                            "needTag": False,
+                            "chainId": c.lower(),
+                        }
+                    ],
+                }
+                for c in coins
+            ],
+        }
 
     def rest_contracts(self, q):
         # KuCoin writes these as JSON numbers; float() of the exact text prints back the same text.
         next_funding = 8 * 3600 * 1000 - _ms(self.sim.now_ns()) % (8 * 3600 * 1000)
-        data = [{"symbol": i.symbol, "rootSymbol": "USDT", "type": "FFWCSX", "baseCurrency": i.base,
-                 "quoteCurrency": i.quote, "settleCurrency": "USDT", "isInverse": False,
-                 "status": "Init" if i.pre_trading(self.sim.now_ns()) else "Open",
-                 "multiplier": float(i.contract_value), "lotSize": 1, "tickSize": float(i.tick),
-                 "firstOpenDate": _ms(i.listed_at_ns or 1_585_526_400_000_000_000),
-                 # A perpetual has no expiry and a next funding (ms from now, every 8 h): what
-                 # tells it from a dated future (ccxt's kucoinfutures reads it so).
-                 "expireDate": None, "nextFundingRateTime": next_funding} for i in self.listed()]
+        data = [
+            {
+                "symbol": i.symbol,
+                "rootSymbol": "USDT",
+                "type": "FFWCSX",
+                "baseCurrency": i.base,
+                "quoteCurrency": i.quote,
+                "settleCurrency": "USDT",
+                "isInverse": False,
+                "status": "Init" if i.pre_trading(self.sim.now_ns()) else "Open",
+                "multiplier": float(i.contract_value),
+                "lotSize": 1,
+                "tickSize": float(i.tick),
+                "firstOpenDate": _ms(i.listed_at_ns or 1_585_526_400_000_000_000),
+                # A perpetual has no expiry and a next funding (ms from now, every 8 h): what
+                # tells it from a dated future (ccxt's kucoinfutures reads it so).
+                "expireDate": None,
+                "nextFundingRateTime": next_funding,
+            }
+            for i in self.listed()
+        ]
         return 200, {"code": "200000", "data": data}
 
 
@@ -1047,13 +1432,25 @@ class Gate(Venue):
         event = msg.get("event") if isinstance(msg, dict) else None
         payload = msg.get("payload") if isinstance(msg, dict) else None
         if channel != trades or event not in ("subscribe", "unsubscribe") or not isinstance(payload, list):
-            return self._reply(client, str(channel or ""), str(event or ""), req_id,
-                               error={"code": 1, "message": "invalid argument struct"}, result={"status": "fail"})
+            return self._reply(
+                client,
+                str(channel or ""),
+                str(event or ""),
+                req_id,
+                error={"code": 1, "message": "invalid argument struct"},
+                result={"status": "fail"},
+            )
         unknown = [p for p in payload if not isinstance(p, str) or self.instrument_or_none(p) is None]
         if unknown:
             word = "contract" if self.futures else "currency pair"
-            return self._reply(client, trades, event, req_id,
-                               error={"code": 2, "message": f"unknown {word} {unknown[0]}"}, result={"status": "fail"})
+            return self._reply(
+                client,
+                trades,
+                event,
+                req_id,
+                error={"code": 2, "message": f"unknown {word} {unknown[0]}"},
+                result={"status": "fail"},
+            )
         for p in payload:  # subscriptions are additive across requests (§7.1)
             (self.sim.subscribe if event == "subscribe" else self.sim.unsubscribe)(client, f"{trades}:{p}")
         if self.futures:
@@ -1069,11 +1466,28 @@ class Gate(Venue):
             rows = {"": [], "size-decimal": []}
             for f in fills:
                 for dialect, value in (("", self._int_size(inst, f)), ("size-decimal", self._signed_size(inst, f))):
-                    rows[dialect].append({"id": f.num_id, "size": value, "create_time": f.ts_ns // 10**9,
-                                          "create_time_ms": _ms(f.ts_ns), "price": inst.price_text(f.price),
-                                          "contract": inst.symbol})
-            frames = {d: dumps({"time": now // 10**9, "time_ms": _ms(now), "channel": "futures.trades",
-                                "event": "update", "result": r}) for d, r in rows.items()}
+                    rows[dialect].append(
+                        {
+                            "id": f.num_id,
+                            "size": value,
+                            "create_time": f.ts_ns // 10**9,
+                            "create_time_ms": _ms(f.ts_ns),
+                            "price": inst.price_text(f.price),
+                            "contract": inst.symbol,
+                        }
+                    )
+            frames = {
+                d: dumps(
+                    {
+                        "time": now // 10**9,
+                        "time_ms": _ms(now),
+                        "channel": "futures.trades",
+                        "event": "update",
+                        "result": r,
+                    }
+                )
+                for d, r in rows.items()
+            }
             return [Publication(topic, frames, [self.trade(inst, f) for f in fills], "trades")]
         # Spot: one message per taker order and price; `range` spans the market ids it covers and
         # `id_market` is the last of them (here `id` equals it, as in the 2026 capture) (§7.2).
@@ -1082,11 +1496,27 @@ class Gate(Venue):
             first, last = level[0], level[-1]
             qty = inst.qty_text(sum(f.qty for f in level))
             ts = last.ts_ns
-            result = {"id": last.num_id, "id_market": last.num_id, "create_time": ts // 10**9,
-                      "create_time_ms": f"{_ms(ts)}.{ts % 1_000_000:06d}", "side": last.side,
-                      "currency_pair": inst.symbol, "amount": qty, "price": inst.price_text(last.price),
-                      "range": f"{first.num_id}-{last.num_id}", "stock": inst.base, "money": inst.quote, "trade_mode": 0}
-            msg = {"time": ts // 10**9, "time_ms": _ms(ts), "channel": "spot.trades", "event": "update", "result": result}
+            result = {
+                "id": last.num_id,
+                "id_market": last.num_id,
+                "create_time": ts // 10**9,
+                "create_time_ms": f"{_ms(ts)}.{ts % 1_000_000:06d}",
+                "side": last.side,
+                "currency_pair": inst.symbol,
+                "amount": qty,
+                "price": inst.price_text(last.price),
+                "range": f"{first.num_id}-{last.num_id}",
+                "stock": inst.base,
+                "money": inst.quote,
+                "trade_mode": 0,
+            }
+            msg = {
+                "time": ts // 10**9,
+                "time_ms": _ms(ts),
+                "channel": "spot.trades",
+                "event": "update",
+                "result": result,
+            }
             out.append(Publication(topic, {"": dumps(msg)}, [self.trade(inst, last, qty=qty)], "trades"))
         return out
 
@@ -1095,9 +1525,18 @@ class Gate(Venue):
         if not self.futures:
             return None
         now = self.sim.now_ns()
-        return dumps({"time": now // 10**9, "time_ms": _ms(now), "channel": "futures.system", "event": "update",
-                      "result": {"type": "upgrade",
-                                 "msg": "The connection will soon be closed for a service upgrade. Please reconnect."}})
+        return dumps(
+            {
+                "time": now // 10**9,
+                "time_ms": _ms(now),
+                "channel": "futures.system",
+                "event": "update",
+                "result": {
+                    "type": "upgrade",
+                    "msg": "The connection will soon be closed for a service upgrade. Please reconnect.",
+                },
+            }
+        )
 
     # -- futures sizes (§8)
 
@@ -1125,8 +1564,12 @@ class Gate(Venue):
         key = "contract" if self.futures else "currency_pair"
         inst = self.instrument_or_none(q.get(key))
         if inst is None:
-            raise BadRequest({"label": "INVALID_CURRENCY_PAIR" if not self.futures else "CONTRACT_NOT_FOUND",
-                              "message": f"unknown {key} {q.get(key)}"})
+            raise BadRequest(
+                {
+                    "label": "INVALID_CURRENCY_PAIR" if not self.futures else "CONTRACT_NOT_FOUND",
+                    "message": f"unknown {key} {q.get(key)}",
+                }
+            )
         limit = self.int_param(q, "limit", 100, 1, 1000, self._error)
         now_s = self.sim.now_ns() // 10**9
         to = self.int_param(q, "to", now_s, 0, 2**40, self._error)
@@ -1144,44 +1587,100 @@ class Gate(Venue):
             # Spot keeps 30 days ("by default, queries the last 30 days", VENUES §7.3, §11 item 4);
             # what the real API answers for an older `from` is not documented: empty rows here.
             oldest = (now_s - 30 * 86_400) * 10**9
-            history = history[bisect.bisect_left(history, oldest, key=lambda f: f.ts_ns):]
+            history = history[bisect.bisect_left(history, oldest, key=lambda f: f.ts_ns) :]
         hi = bisect.bisect_left(history, (to + 1) * 10**9, key=lambda f: f.ts_ns)
         lo = 0 if frm is None else bisect.bisect_left(history, frm * 10**9, key=lambda f: f.ts_ns)
         hi = max(lo, hi - skip)
-        rows = history[max(lo, hi - limit):hi][::-1]  # newest first
+        rows = history[max(lo, hi - limit) : hi][::-1]  # newest first
         if self.futures:
             size = self._signed_size if self._size_decimal() else self._int_size
-            return 200, [{"id": f.num_id, "create_time": f.ts_ns // 10**9, "create_time_ms": _ms(f.ts_ns),
-                          "contract": inst.symbol, "size": size(inst, f),
-                          "price": inst.price_text(f.price)} for f in rows]
+            return 200, [
+                {
+                    "id": f.num_id,
+                    "create_time": f.ts_ns // 10**9,
+                    "create_time_ms": _ms(f.ts_ns),
+                    "contract": inst.symbol,
+                    "size": size(inst, f),
+                    "price": inst.price_text(f.price),
+                }
+                for f in rows
+            ]
         # Public rows: per fill, with sequence_id = the WS id_market of that fill (§7.3).
-        return 200, [{"id": f.trade_id, "create_time": str(f.ts_ns // 10**9),
-                      "create_time_ms": f"{_ms(f.ts_ns)}.{f.ts_ns % 1_000_000:06d}"[:-3], "side": f.side,
-                      "amount": inst.qty_text(f.qty), "price": inst.price_text(f.price), "sequence_id": f.trade_id}
-                     for f in rows]
+        return 200, [
+            {
+                "id": f.trade_id,
+                "create_time": str(f.ts_ns // 10**9),
+                "create_time_ms": f"{_ms(f.ts_ns)}.{f.ts_ns % 1_000_000:06d}"[:-3],
+                "side": f.side,
+                "amount": inst.qty_text(f.qty),
+                "price": inst.price_text(f.price),
+                "sequence_id": f.trade_id,
+            }
+            for f in rows
+        ]
 
     def rest_pairs(self, q):
-        return 200, [{"id": i.symbol, "base": i.base, "quote": i.quote, "fee": "0.2", "min_base_amount": i.lot,
-                      "min_quote_amount": "3", "amount_precision": i.qty_places, "precision": i.price_places,
-                      # before it opens: untradable, with the opening time (VENUES.md §12)
-                      "trade_status": "untradable" if i.pre_trading(self.sim.now_ns()) else "tradable",
-                      "sell_start": (i.listed_at_ns or 0) // 10**9, "buy_start": (i.listed_at_ns or 0) // 10**9}
-                     for i in self.listed()]
+        return 200, [
+            {
+                "id": i.symbol,
+                "base": i.base,
+                "quote": i.quote,
+                "fee": "0.2",
+                "min_base_amount": i.lot,
+                "min_quote_amount": "3",
+                "amount_precision": i.qty_places,
+                "precision": i.price_places,
+                # before it opens: untradable, with the opening time (VENUES.md §12)
+                "trade_status": "untradable" if i.pre_trading(self.sim.now_ns()) else "tradable",
+                "sell_start": (i.listed_at_ns or 0) // 10**9,
+                "buy_start": (i.listed_at_ns or 0) // 10**9,
+            }
+            for i in self.listed()
+        ]
 
     def rest_currencies(self, q):
         # The shape of Gate's GET /api/v4/spot/currencies (wallets are not simulated: all disabled).
         coins = sorted({i.base for i in self.listed()} | {"USDT"})
-        return 200, [{"currency": c, "name": c, "delisted": False, "withdraw_disabled": True, "withdraw_delayed": False,
-                      "deposit_disabled": True, "trade_disabled": False, "fixed_rate": "", "chain": c,
-                      "chains": [{"name": c, "addr": "", "withdraw_disabled": True, "withdraw_delayed": False,
-                                  "deposit_disabled": True}]} for c in coins]
+        return 200, [
+            {
+                "currency": c,
+                "name": c,
+                "delisted": False,
+                "withdraw_disabled": True,
+                "withdraw_delayed": False,
+                "deposit_disabled": True,
+                "trade_disabled": False,
+                "fixed_rate": "",
+                "chain": c,
+                "chains": [
+                    {
+                        "name": c,
+                        "addr": "",
+                        "withdraw_disabled": True,
+                        "withdraw_delayed": False,
+                        "deposit_disabled": True,
+                    }
+                ],
+            }
+            for c in coins
+        ]
 
     def rest_contracts(self, q):
-        return 200, [{"name": i.symbol, "type": "direct", "quanto_multiplier": i.contract_value,
-                      "order_price_round": i.tick, "order_size_min": 1, "order_size_max": 1000000,
-                      "enable_decimal": i.qty_places > 0,
-                      "in_delisting": False, "status": "prelaunch" if i.pre_trading(self.sim.now_ns()) else "trading",
-                      "create_time": (i.listed_at_ns or 1_585_526_400_000_000_000) // 10**9} for i in self.listed()]
+        return 200, [
+            {
+                "name": i.symbol,
+                "type": "direct",
+                "quanto_multiplier": i.contract_value,
+                "order_price_round": i.tick,
+                "order_size_min": 1,
+                "order_size_max": 1000000,
+                "enable_decimal": i.qty_places > 0,
+                "in_delisting": False,
+                "status": "prelaunch" if i.pre_trading(self.sim.now_ns()) else "trading",
+                "create_time": (i.listed_at_ns or 1_585_526_400_000_000_000) // 10**9,
+            }
+            for i in self.listed()
+        ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1221,7 +1720,9 @@ class Phemex(Venue):
         # The v1 (coin-margined) contract list, which ccxt's load_markets reads beside the v2 one:
         # none are simulated, so it is empty.
         self.route("GET", "/v1/exchange/public/products", lambda q: (200, {"code": 0, "msg": "OK", "data": []}), "ip")
-        self.route("GET", "/md/v3/ticker/24hr/all" if self.perp else "/md/spot/ticker/24hr/all", self.rest_tickers, "ip")
+        self.route(
+            "GET", "/md/v3/ticker/24hr/all" if self.perp else "/md/spot/ticker/24hr/all", self.rest_tickers, "ip"
+        )
 
     def on_open(self, client):
         self.gateway.add(client)
@@ -1268,16 +1769,26 @@ class Phemex(Venue):
     def _row(self, inst: Instrument, f: Fill) -> list:
         if self.perp:
             return [f.ts_ns, _side_cap(f.side), inst.price_text(f.price), inst.qty_text(f.qty)]
-        return [f.ts_ns, _side_cap(f.side), f.price * 10 ** (PHEMEX_SCALE - inst.price_places),
-                f.qty * 10 ** (PHEMEX_SCALE - inst.qty_places)]
+        return [
+            f.ts_ns,
+            _side_cap(f.side),
+            f.price * 10 ** (PHEMEX_SCALE - inst.price_places),
+            f.qty * 10 ** (PHEMEX_SCALE - inst.qty_places),
+        ]
 
     def _next_sequence(self) -> int:
         self.sequence += 1 + self.sim.conn_rng.randrange(0, 40)  # order-book messages share it
         return self.sequence
 
     def _message(self, inst: Instrument, fills: list[Fill], kind: str) -> str:
-        return dumps({"sequence": self._next_sequence(), "symbol": inst.symbol,
-                      self.rows_key: [self._row(inst, f) for f in fills], "type": kind})
+        return dumps(
+            {
+                "sequence": self._next_sequence(),
+                "symbol": inst.symbol,
+                self.rows_key: [self._row(inst, f) for f in fills],
+                "type": kind,
+            }
+        )
 
     def _reply(self, client: Client, req_id: Any, result: Any = None, error: Any = None) -> None:
         client.send(dumps({"error": error, "id": req_id, "result": result}))
@@ -1302,7 +1813,7 @@ class Phemex(Venue):
             inst = self.sim.instruments[topic]
             return client.send(self._message(inst, self._snapshot(topic), "snapshot"))
         if method == f"{self.method}.unsubscribe":
-            for topic in (params or list(client.topics)):
+            for topic in params or list(client.topics):
                 self.sim.unsubscribe(client, topic)
             return self._reply(client, req_id, result={"status": "success"})
         self._reply(client, req_id, error={"code": 6001, "message": "invalid argument"})
@@ -1311,8 +1822,14 @@ class Phemex(Venue):
         return trailing(self.sim.history(symbol), self.snapshot_size)[::-1]  # newest first
 
     def publications(self, inst, fills):
-        return [Publication(inst.symbol, {"": self._message(inst, fills, "incremental")},
-                            [self.trade(inst, f) for f in fills], "trades")]
+        return [
+            Publication(
+                inst.symbol,
+                {"": self._message(inst, fills, "incremental")},
+                [self.trade(inst, f) for f in fills],
+                "trades",
+            )
+        ]
 
     # -- REST (§9.3)
 
@@ -1321,25 +1838,55 @@ class Phemex(Venue):
         if inst is None:
             return 200, {"error": {"code": 6001, "message": "invalid argument"}, "id": 0, "result": None}
         rows = [self._row(inst, f) for f in self._snapshot(inst.symbol)]
-        return 200, {"error": None, "id": 0, "result": {"sequence": self.sequence, "symbol": inst.symbol,
-                                                        self.rows_key: rows, "type": "snapshot"}}
+        return 200, {
+            "error": None,
+            "id": 0,
+            "result": {"sequence": self.sequence, "symbol": inst.symbol, self.rows_key: rows, "type": "snapshot"},
+        }
 
     def rest_products(self, q):
         products, perps = [], []
         for i in self.listed():
             if self.perp:
-                perps.append({"symbol": i.symbol, "type": "PerpetualV2", "baseCurrency": i.base, "quoteCurrency": i.quote,
-                              "settleCurrency": "USDT", "status": "Listed", "tickSize": i.tick, "qtyStepSize": i.lot,
-                              "pricePrecision": i.price_places, "listTime": _ms(i.listed_at_ns or 1_585_526_400_000_000_000)})
+                perps.append(
+                    {
+                        "symbol": i.symbol,
+                        "type": "PerpetualV2",
+                        "baseCurrency": i.base,
+                        "quoteCurrency": i.quote,
+                        "settleCurrency": "USDT",
+                        "status": "Listed",
+                        "tickSize": i.tick,
+                        "qtyStepSize": i.lot,
+                        "pricePrecision": i.price_places,
+                        "listTime": _ms(i.listed_at_ns or 1_585_526_400_000_000_000),
+                    }
+                )
             else:
-                products.append({"symbol": i.symbol, "type": "Spot", "displaySymbol": f"{i.base} / {i.quote}",
-                                 "baseCurrency": i.base, "quoteCurrency": i.quote, "priceScale": PHEMEX_SCALE,
-                                 "ratioScale": PHEMEX_SCALE, "status": "Listed", "tickSize": i.tick, "baseTickSize": i.lot,
-                                 "listTime": _ms(i.listed_at_ns or 1_585_526_400_000_000_000)})
-        currencies = [{"currency": c, "valueScale": PHEMEX_SCALE, "status": "Listed"}
-                      for c in sorted({i.base for i in self.listed()} | {"USDT"})]
-        return 200, {"code": 0, "msg": "OK", "data": {"currencies": currencies, "products": products,
-                                                      "perpProductsV2": perps}}
+                products.append(
+                    {
+                        "symbol": i.symbol,
+                        "type": "Spot",
+                        "displaySymbol": f"{i.base} / {i.quote}",
+                        "baseCurrency": i.base,
+                        "quoteCurrency": i.quote,
+                        "priceScale": PHEMEX_SCALE,
+                        "ratioScale": PHEMEX_SCALE,
+                        "status": "Listed",
+                        "tickSize": i.tick,
+                        "baseTickSize": i.lot,
+                        "listTime": _ms(i.listed_at_ns or 1_585_526_400_000_000_000),
+                    }
+                )
+        currencies = [
+            {"currency": c, "valueScale": PHEMEX_SCALE, "status": "Listed"}
+            for c in sorted({i.base for i in self.listed()} | {"USDT"})
+        ]
+        return 200, {
+            "code": 0,
+            "msg": "OK",
+            "data": {"currencies": currencies, "products": products, "perpProductsV2": perps},
+        }
 
 
 FAMILIES: dict[str, type[Venue]] = {

@@ -59,7 +59,7 @@ class LogTail:
     writer's lock, so tailing costs the recorder nothing) or an open `Store` (its own views).
     """
 
-    def __init__(self, source: "str | os.PathLike[str] | Store") -> None:
+    def __init__(self, source: str | os.PathLike[str] | Store) -> None:
         if isinstance(source, Store):
             self.path = source.path
             self._log = source._log
@@ -75,7 +75,7 @@ class LogTail:
         raw = self._log.tail(int(seq), int(offset), int(max_records))
         trades = _table_from_columns(raw["trades"])
         n = trades.num_rows
-        for f, key in zip(POSITION_FIELDS, ("trade_seq", "trade_offset")):
+        for f, key in zip(POSITION_FIELDS, ("trade_seq", "trade_offset"), strict=False):
             trades = trades.append_column(f, pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(raw[key])]))
         return TailBatch(
             trades=trades,
@@ -92,4 +92,4 @@ class LogTail:
         )
 
 
-__all__ = ["Cursor", "LogTail", "POSITION_FIELDS", "START", "TailBatch"]
+__all__ = ["POSITION_FIELDS", "START", "Cursor", "LogTail", "TailBatch"]

@@ -35,8 +35,9 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -67,14 +68,31 @@ _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _CANONICAL = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$"
 _NEGATIVE_ZERO = r"^-0(\.0+)?$"
 #: The columns a batch is copied with, in order (the staging table has the same).
-_COPY_COLUMNS = ("ts_ns", "venue", "symbol", "trade_id", "price", "qty", "price_text", "qty_text", "side",
-                 "recv_ns", "flags", "collector_id", "log_seq", "log_offset", "seen_by")
+_COPY_COLUMNS = (
+    "ts_ns",
+    "venue",
+    "symbol",
+    "trade_id",
+    "price",
+    "qty",
+    "price_text",
+    "qty_text",
+    "side",
+    "recv_ns",
+    "flags",
+    "collector_id",
+    "log_seq",
+    "log_offset",
+    "seen_by",
+)
 _BIGINT_COLUMNS = ("ts_ns", "recv_ns", "log_seq", "log_offset", "seen_by")
 #: After a batch met rows already in the table, this many batches go through the staging table
 #: before the direct COPY is tried again.
 STAGED_BATCHES_AFTER_CONFLICT = 50
 _STAGED_VALUES = sql.SQL(", ").join(
-    sql.SQL("{}::numeric").format(sql.Identifier(c)) if c in ("price", "qty") else sql.Identifier(c) for c in _COPY_COLUMNS)
+    sql.SQL("{}::numeric").format(sql.Identifier(c)) if c in ("price", "qty") else sql.Identifier(c)
+    for c in _COPY_COLUMNS
+)
 
 
 class SinkError(InvalidInputError):
@@ -120,7 +138,8 @@ def _ddl(schema: str, layout: str) -> list[sql.Composable]:
             log_seq bigint NOT NULL,
             log_offset bigint NOT NULL,
             seen_by bigint NOT NULL,
-            PRIMARY KEY (venue, symbol, trade_id, ts_ns))""").format(s=s) + partitioned,
+            PRIMARY KEY (venue, symbol, trade_id, ts_ns))""").format(s=s)
+        + partitioned,
         sql.SQL("""CREATE TABLE IF NOT EXISTS {s}.markers (
             collector_id text NOT NULL,
             log_seq bigint NOT NULL,
@@ -152,13 +171,18 @@ def _ddl(schema: str, layout: str) -> list[sql.Composable]:
         # Trades arrive nearly in time order, so a BRIN index finds a window's pages at almost no
         # cost to writes (a b-tree on time costs a quarter of the COPY rate). A hypertable gets its
         # own time index from create_hypertable.
-        out.append(sql.SQL("CREATE INDEX IF NOT EXISTS trades_ts_ns ON {s}.trades USING brin (ts_ns) "
-                           "WITH (pages_per_range = 16)").format(s=s))
-    out.append(sql.SQL("""CREATE OR REPLACE VIEW {s}.trades_view AS
+        out.append(
+            sql.SQL(
+                "CREATE INDEX IF NOT EXISTS trades_ts_ns ON {s}.trades USING brin (ts_ns) WITH (pages_per_range = 16)"
+            ).format(s=s)
+        )
+    out.append(
+        sql.SQL("""CREATE OR REPLACE VIEW {s}.trades_view AS
         SELECT to_timestamp(ts_ns / 1e9) AS ts, venue, symbol, trade_id,
                price, qty, coalesce(price_text, price::text) AS price_as_sent, coalesce(qty_text, qty::text) AS qty_as_sent,
                side, ts_ns, recv_ns, flags, collector_id, seen_by
-        FROM {s}.trades""").format(s=s))
+        FROM {s}.trades""").format(s=s)
+    )
     return out
 
 
@@ -183,8 +207,10 @@ def ensure_schema(conn: psycopg.Connection, schema: str, *, use_timescaledb: boo
                 row = conn.execute(sql.SQL("SELECT value FROM {s}.meta WHERE key = 'layout'").format(s=s)).fetchone()
                 layout = row[0] if row else None
             if layout is None:
-                raise SinkError(f"{schema}.trades exists but was not made by PumpWatch (no {schema}.meta layout); "
-                                f"choose another schema (sink.postgres.schema)")
+                raise SinkError(
+                    f"{schema}.trades exists but was not made by PumpWatch (no {schema}.meta layout); "
+                    f"choose another schema (sink.postgres.schema)"
+                )
         else:
             layout = "partitioned"
             if use_timescaledb and _timescaledb_ready(conn):
@@ -192,14 +218,24 @@ def ensure_schema(conn: psycopg.Connection, schema: str, *, use_timescaledb: boo
         for stmt in _ddl(schema, layout):
             conn.execute(stmt)
         if not exists and layout == "timescaledb":
-            conn.execute("SELECT create_hypertable(%s, 'ts_ns', chunk_time_interval => %s, if_not_exists => TRUE)",
-                         (f"{schema}.trades", DAY_NS))
-        conn.execute(sql.SQL("INSERT INTO {s}.meta VALUES ('layout', %s), ('schema_version', %s) "
-                             "ON CONFLICT (key) DO NOTHING").format(s=s), (layout, str(SCHEMA_VERSION)))
-        version = conn.execute(sql.SQL("SELECT value FROM {s}.meta WHERE key = 'schema_version'").format(s=s)).fetchone()[0]
+            conn.execute(
+                "SELECT create_hypertable(%s, 'ts_ns', chunk_time_interval => %s, if_not_exists => TRUE)",
+                (f"{schema}.trades", DAY_NS),
+            )
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {s}.meta VALUES ('layout', %s), ('schema_version', %s) ON CONFLICT (key) DO NOTHING"
+            ).format(s=s),
+            (layout, str(SCHEMA_VERSION)),
+        )
+        version = conn.execute(
+            sql.SQL("SELECT value FROM {s}.meta WHERE key = 'schema_version'").format(s=s)
+        ).fetchone()[0]
         if int(version) > SCHEMA_VERSION:
-            raise SinkError(f"schema {schema} was made by a newer PumpWatch (version {version}, this one knows "
-                            f"{SCHEMA_VERSION}); upgrade PumpWatch")
+            raise SinkError(
+                f"schema {schema} was made by a newer PumpWatch (version {version}, this one knows "
+                f"{SCHEMA_VERSION}); upgrade PumpWatch"
+            )
     return layout
 
 
@@ -215,8 +251,10 @@ def _timescaledb_ready(conn: psycopg.Connection) -> bool:
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
         return True
     except psycopg.Error as e:
-        log.warning("TimescaleDB is installed but cannot be enabled (%s); using a table partitioned by day",
-                    str(e).strip().splitlines()[0])
+        log.warning(
+            "TimescaleDB is installed but cannot be enabled (%s); using a table partitioned by day",
+            str(e).strip().splitlines()[0],
+        )
         return False
 
 
@@ -226,8 +264,16 @@ def ensure_partitions(conn: psycopg.Connection, schema: str, days: Sequence[int]
     for day in days:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"pumpwatch-partition:{schema}",))
-            conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {s}.{p} PARTITION OF {s}.trades FOR VALUES FROM ({lo}) TO ({hi})").format(
-                s=s, p=sql.Identifier(_partition_name(day)), lo=sql.Literal(day * DAY_NS), hi=sql.Literal((day + 1) * DAY_NS)))
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {s}.{p} PARTITION OF {s}.trades FOR VALUES FROM ({lo}) TO ({hi})"
+                ).format(
+                    s=s,
+                    p=sql.Identifier(_partition_name(day)),
+                    lo=sql.Literal(day * DAY_NS),
+                    hi=sql.Literal((day + 1) * DAY_NS),
+                )
+            )
 
 
 @dataclass
@@ -241,16 +287,26 @@ def register_collector(conn: psycopg.Connection, schema: str, collector_id: str,
     s = sql.Identifier(schema)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"pumpwatch-collectors:{schema}",))
-        row = conn.execute(sql.SQL("SELECT bit, seg_seq, seg_offset FROM {s}.collectors WHERE collector_id = %s").format(s=s),
-                           (collector_id,)).fetchone()
+        row = conn.execute(
+            sql.SQL("SELECT bit, seg_seq, seg_offset FROM {s}.collectors WHERE collector_id = %s").format(s=s),
+            (collector_id,),
+        ).fetchone()
         if row is None:
-            free = conn.execute(sql.SQL("SELECT min(b) FROM generate_series(0, %s) b WHERE b NOT IN (SELECT bit FROM {s}.collectors)").format(s=s),
-                                (MAX_COLLECTORS - 1,)).fetchone()[0]
+            free = conn.execute(
+                sql.SQL(
+                    "SELECT min(b) FROM generate_series(0, %s) b WHERE b NOT IN (SELECT bit FROM {s}.collectors)"
+                ).format(s=s),
+                (MAX_COLLECTORS - 1,),
+            ).fetchone()[0]
             if free is None:
-                raise SinkError(f"{MAX_COLLECTORS} collectors are registered in {schema}.collectors already; delete the "
-                                f"rows of collectors that are gone, or use another schema")
-            conn.execute(sql.SQL("INSERT INTO {s}.collectors (collector_id, bit, data_dir) VALUES (%s, %s, %s)").format(s=s),
-                         (collector_id, free, data_dir))
+                raise SinkError(
+                    f"{MAX_COLLECTORS} collectors are registered in {schema}.collectors already; delete the "
+                    f"rows of collectors that are gone, or use another schema"
+                )
+            conn.execute(
+                sql.SQL("INSERT INTO {s}.collectors (collector_id, bit, data_dir) VALUES (%s, %s, %s)").format(s=s),
+                (collector_id, free, data_dir),
+            )
             row = (free, 0, 0)
     return _Registration(bit=row[0], cursor=(row[1], row[2]))
 
@@ -258,19 +314,33 @@ def register_collector(conn: psycopg.Connection, schema: str, collector_id: str,
 def _trades_csv(trades: pa.Table, collector_id: str, seen_by: int) -> bytes:
     """`trades` as CSV in `_COPY_COLUMNS` order. Text `numeric` would not print back unchanged is
     kept verbatim in the *_text column."""
+
     def verbatim(col: pa.ChunkedArray) -> pa.ChunkedArray:
-        canonical = pc.and_(pc.match_substring_regex(col, _CANONICAL), pc.invert(pc.match_substring_regex(col, _NEGATIVE_ZERO)))
+        canonical = pc.and_(
+            pc.match_substring_regex(col, _CANONICAL), pc.invert(pc.match_substring_regex(col, _NEGATIVE_ZERO))
+        )
         return pc.if_else(canonical, pa.scalar(None, pa.string()), col)
 
     t = trades
-    table = pa.table({
-        "ts_ns": t["ts_ns"], "venue": t["venue"], "symbol": t["symbol"], "trade_id": t["trade_id"],
-        "price": t["price"], "qty": t["qty"], "price_text": verbatim(t["price"]), "qty_text": verbatim(t["qty"]),
-        "side": t["side"], "recv_ns": t["recv_ns"], "flags": t["flags"],
-        "collector_id": pa.repeat(pa.scalar(collector_id, pa.string()), t.num_rows),
-        "log_seq": t["log_seq"], "log_offset": t["log_offset"],
-        "seen_by": pa.repeat(pa.scalar(seen_by, pa.int64()), t.num_rows),
-    })
+    table = pa.table(
+        {
+            "ts_ns": t["ts_ns"],
+            "venue": t["venue"],
+            "symbol": t["symbol"],
+            "trade_id": t["trade_id"],
+            "price": t["price"],
+            "qty": t["qty"],
+            "price_text": verbatim(t["price"]),
+            "qty_text": verbatim(t["qty"]),
+            "side": t["side"],
+            "recv_ns": t["recv_ns"],
+            "flags": t["flags"],
+            "collector_id": pa.repeat(pa.scalar(collector_id, pa.string()), t.num_rows),
+            "log_seq": t["log_seq"],
+            "log_offset": t["log_offset"],
+            "seen_by": pa.repeat(pa.scalar(seen_by, pa.int64()), t.num_rows),
+        }
+    )
     buf = io.BytesIO()
     pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False, batch_size=65_536))
     return buf.getvalue()
@@ -298,12 +368,27 @@ class PostgresSink:
     how far behind it is and what went wrong last.
     """
 
-    def __init__(self, dsn: str, data_dir: str, collector_id: str | None = None, *, schema: str = "pumpwatch",
-                 batch_rows: int = 50_000, poll_interval_s: float = 0.2, reconnect_initial_s: float = 0.5,
-                 reconnect_max_s: float = 30.0, reconnect_factor: float = 2.0, reconnect_jitter: float = 0.2,
-                 use_timescaledb: bool = True, connect_timeout_s: float = 10.0, source: Any = None) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        data_dir: str,
+        collector_id: str | None = None,
+        *,
+        schema: str = "pumpwatch",
+        batch_rows: int = 50_000,
+        poll_interval_s: float = 0.2,
+        reconnect_initial_s: float = 0.5,
+        reconnect_max_s: float = 30.0,
+        reconnect_factor: float = 2.0,
+        reconnect_jitter: float = 0.2,
+        use_timescaledb: bool = True,
+        connect_timeout_s: float = 10.0,
+        source: Any = None,
+    ) -> None:
         if not dsn:
-            raise SinkError("no PostgreSQL DSN: set dsn in [sink.postgres] or the environment variable PUMPWATCH_PG_DSN")
+            raise SinkError(
+                "no PostgreSQL DSN: set dsn in [sink.postgres] or the environment variable PUMPWATCH_PG_DSN"
+            )
         if batch_rows < 1:
             raise SinkError(f"batch_rows must be at least 1, not {batch_rows}")
         self.dsn = dsn
@@ -334,20 +419,46 @@ class PostgresSink:
         self._lock = threading.Lock()
         self._oldest_unwritten_recv_ns: int | None = None
         self._stats: dict[str, Any] = {
-            "state": "stopped", "layout": None, "cursor": list(START), "log_end": list(START),
-            "records_behind": 0, "bytes_behind": 0, "caught_up": False,
-            "batches": 0, "records_read": 0, "trades_written": 0, "trades_present": 0, "markers_written": 0,
-            "quarantined_passed": 0, "connects": 0, "connection_errors": 0, "errors": 0,
-            "skipped_segments": 0, "skipped_spans": 0, "damaged_spans": 0, "damaged_bytes": 0,
-            "last_error": "", "last_error_at_ns": 0, "last_write_at_ns": 0,
+            "state": "stopped",
+            "layout": None,
+            "cursor": list(START),
+            "log_end": list(START),
+            "records_behind": 0,
+            "bytes_behind": 0,
+            "caught_up": False,
+            "batches": 0,
+            "records_read": 0,
+            "trades_written": 0,
+            "trades_present": 0,
+            "markers_written": 0,
+            "quarantined_passed": 0,
+            "connects": 0,
+            "connection_errors": 0,
+            "errors": 0,
+            "skipped_segments": 0,
+            "skipped_spans": 0,
+            "damaged_spans": 0,
+            "damaged_bytes": 0,
+            "last_error": "",
+            "last_error_at_ns": 0,
+            "last_write_at_ns": 0,
         }
 
     @classmethod
-    def from_settings(cls, settings: Any, data_dir: str, **kw: Any) -> "PostgresSink":
+    def from_settings(cls, settings: Any, data_dir: str, **kw: Any) -> PostgresSink:
         """A sink from `pumpwatch.config.PostgresSinkSettings`."""
-        return cls(settings.dsn, data_dir, settings.collector_id, schema=settings.schema, batch_rows=settings.batch_rows,
-                   poll_interval_s=settings.poll_interval_s, reconnect_initial_s=settings.reconnect_initial_s,
-                   reconnect_max_s=settings.reconnect_max_s, use_timescaledb=settings.use_timescaledb, **kw)
+        return cls(
+            settings.dsn,
+            data_dir,
+            settings.collector_id,
+            schema=settings.schema,
+            batch_rows=settings.batch_rows,
+            poll_interval_s=settings.poll_interval_s,
+            reconnect_initial_s=settings.reconnect_initial_s,
+            reconnect_max_s=settings.reconnect_max_s,
+            use_timescaledb=settings.use_timescaledb,
+            **kw,
+        )
 
     # ---- status -------------------------------------------------------------------------
 
@@ -385,10 +496,16 @@ class PostgresSink:
     def _connect(self) -> psycopg.Connection:
         self._set(state="connecting")
         conn = psycopg.connect(
-            self.dsn, autocommit=True, connect_timeout=max(1, int(self.connect_timeout_s)),
+            self.dsn,
+            autocommit=True,
+            connect_timeout=max(1, int(self.connect_timeout_s)),
             application_name=f"pumpwatch-sink:{self.collector_id}"[:63],
             # A cut that sends no reset (a dead route) is noticed in about half a minute.
-            keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3, tcp_user_timeout=30_000,
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
+            keepalives_count=3,
+            tcp_user_timeout=30_000,
         )
         try:
             # A commit need not wait for the server's disk: the cursor commits with the rows, so a
@@ -397,8 +514,10 @@ class PostgresSink:
             conn.execute("SET synchronous_commit = off")
             layout = ensure_schema(conn, self.schema, use_timescaledb=self.use_timescaledb)
             reg = register_collector(conn, self.schema, self.collector_id, self.data_dir)
-            cols = ", ".join(f"{c} {'bigint' if c in _BIGINT_COLUMNS else 'integer' if c == 'flags' else 'text'}"
-                             for c in _COPY_COLUMNS)
+            cols = ", ".join(
+                f"{c} {'bigint' if c in _BIGINT_COLUMNS else 'integer' if c == 'flags' else 'text'}"
+                for c in _COPY_COLUMNS
+            )
             conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS pw_stage_trades ({cols}) ON COMMIT DELETE ROWS")
         except BaseException:
             conn.close()
@@ -416,7 +535,7 @@ class PostgresSink:
         if conn is not None:
             try:
                 conn.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection
+            except Exception:
                 pass
 
     def close(self) -> None:
@@ -452,8 +571,14 @@ class PostgresSink:
                 self._known_days.update(missing)
         inserted, present, markers = self._write(conn, batch)
         self._cursor = batch.next
-        self._add(batches=1, records_read=batch.records, trades_written=inserted, trades_present=present,
-                  markers_written=markers, quarantined_passed=batch.quarantined)
+        self._add(
+            batches=1,
+            records_read=batch.records,
+            trades_written=inserted,
+            trades_present=present,
+            markers_written=markers,
+            quarantined_passed=batch.quarantined,
+        )
         self._set(cursor=list(batch.next), last_write_at_ns=time.time_ns())
         with self._lock:
             if batch.caught_up:
@@ -468,8 +593,12 @@ class PostgresSink:
         """Lag as of `batch`: what lies after the sink's cursor (the batch itself too, when it
         was read but not written)."""
         written = tuple(self._cursor) == batch.next
-        self._set(records_behind=batch.records_behind + (0 if written else batch.records),
-                  bytes_behind=batch.bytes_behind, log_end=list(batch.end), caught_up=batch.caught_up and written)
+        self._set(
+            records_behind=batch.records_behind + (0 if written else batch.records),
+            bytes_behind=batch.bytes_behind,
+            log_end=list(batch.end),
+            caught_up=batch.caught_up and written,
+        )
         with self._lock:
             if batch.caught_up and written:
                 self._oldest_unwritten_recv_ns = None
@@ -478,14 +607,28 @@ class PostgresSink:
 
     def _report_unread(self, batch: TailBatch) -> None:
         for s in batch.skipped:
-            log.warning("postgres sink %s: %d log segment(s) from segment %d byte %d were deleted before the sink read them "
-                        "(retention ran while it lagged); their records are not in the database. Reading goes on at "
-                        "segment %d. Noted in %s.unread_spans.", self.collector_id, s["segments"], s["from"][0], s["from"][1],
-                        s["resumed_at"][0], self.schema)
+            log.warning(
+                "postgres sink %s: %d log segment(s) from segment %d byte %d were deleted before the sink read them "
+                "(retention ran while it lagged); their records are not in the database. Reading goes on at "
+                "segment %d. Noted in %s.unread_spans.",
+                self.collector_id,
+                s["segments"],
+                s["from"][0],
+                s["from"][1],
+                s["resumed_at"][0],
+                self.schema,
+            )
             self._add(skipped_segments=s["segments"], skipped_spans=1)
         for d in batch.damaged:
-            log.warning("postgres sink %s: %d damaged bytes at %s byte %d skipped (%s); noted in %s.unread_spans",
-                        self.collector_id, d["length"], d["segment"], d["offset"], d["reason"], self.schema)
+            log.warning(
+                "postgres sink %s: %d damaged bytes at %s byte %d skipped (%s); noted in %s.unread_spans",
+                self.collector_id,
+                d["length"],
+                d["segment"],
+                d["offset"],
+                d["reason"],
+                self.schema,
+            )
             self._add(damaged_spans=1, damaged_bytes=d["length"])
 
     def _write(self, conn: psycopg.Connection, batch: TailBatch) -> tuple[int, int, int]:
@@ -495,13 +638,18 @@ class PostgresSink:
         inserted = present = markers_inserted = 0
         bit = 1 << self._bit
         with conn.transaction():
-            row = conn.execute(sql.SQL("SELECT seg_seq, seg_offset FROM {s}.collectors WHERE collector_id = %s FOR UPDATE").format(s=s),
-                               (self.collector_id,)).fetchone()
+            row = conn.execute(
+                sql.SQL("SELECT seg_seq, seg_offset FROM {s}.collectors WHERE collector_id = %s FOR UPDATE").format(
+                    s=s
+                ),
+                (self.collector_id,),
+            ).fetchone()
             if row is None or tuple(row) != tuple(self._cursor):
                 raise SinkError(
                     f"the cursor of collector {self.collector_id!r} in {self.schema}.collectors is {row}, not "
                     f"{tuple(self._cursor)} as this sink left it: another sink runs with the same collector_id. Give "
-                    f"each collector its own sink.postgres.collector_id")
+                    f"each collector its own sink.postgres.collector_id"
+                )
             if n:
                 data = _trades_csv(trades, self.collector_id, bit)
                 columns = sql.SQL(", ").join(map(sql.Identifier, _COPY_COLUMNS))
@@ -512,9 +660,13 @@ class PostgresSink:
                     # and a plain COPY is twice as fast as staging + INSERT ... ON CONFLICT. A row
                     # already there aborts it (to the savepoint) and the batch goes the staged way.
                     try:
-                        with conn.transaction():
-                            with cur.copy(sql.SQL("COPY {s}.trades ({c}) FROM STDIN (FORMAT csv)").format(s=s, c=columns)) as cp:
-                                cp.write(data)
+                        with (
+                            conn.transaction(),
+                            cur.copy(
+                                sql.SQL("COPY {s}.trades ({c}) FROM STDIN (FORMAT csv)").format(s=s, c=columns)
+                            ) as cp,
+                        ):
+                            cp.write(data)
                         copied = True
                         inserted = n
                     except psycopg.errors.UniqueViolation:
@@ -522,43 +674,102 @@ class PostgresSink:
                 else:
                     self._staged_batches_left -= 1
                 if not copied:
-                    with cur.copy(sql.SQL("COPY pw_stage_trades ({c}) FROM STDIN (FORMAT csv)").format(c=columns)) as cp:
+                    with cur.copy(
+                        sql.SQL("COPY pw_stage_trades ({c}) FROM STDIN (FORMAT csv)").format(c=columns)
+                    ) as cp:
                         cp.write(data)
-                    cur.execute(sql.SQL(
-                        """INSERT INTO {s}.trades ({c}) SELECT {v} FROM pw_stage_trades
-                           ON CONFLICT (venue, symbol, trade_id, ts_ns) DO NOTHING""").format(s=s, c=columns, v=_STAGED_VALUES))
+                    cur.execute(
+                        sql.SQL(
+                            """INSERT INTO {s}.trades ({c}) SELECT {v} FROM pw_stage_trades
+                           ON CONFLICT (venue, symbol, trade_id, ts_ns) DO NOTHING"""
+                        ).format(s=s, c=columns, v=_STAGED_VALUES)
+                    )
                     inserted = max(cur.rowcount, 0)
                 present = n - inserted
                 if present:
                     # Trades another collector (or an earlier copy in this log) delivered first: this
                     # collector saw them too.
-                    cur.execute(sql.SQL(
-                        """UPDATE {s}.trades t SET seen_by = t.seen_by | %s FROM pw_stage_trades g
+                    cur.execute(
+                        sql.SQL(
+                            """UPDATE {s}.trades t SET seen_by = t.seen_by | %s FROM pw_stage_trades g
                            WHERE t.venue = g.venue AND t.symbol = g.symbol AND t.trade_id = g.trade_id
-                             AND t.ts_ns = g.ts_ns AND t.seen_by & %s = 0""").format(s=s), (bit, bit))
+                             AND t.ts_ns = g.ts_ns AND t.seen_by & %s = 0"""
+                        ).format(s=s),
+                        (bit, bit),
+                    )
             if batch.markers:
                 cur = conn.cursor()
-                cur.executemany(sql.SQL(
-                    """INSERT INTO {s}.markers (collector_id, log_seq, log_offset, kind, venue, symbol, ts_ns, from_ts_ns,
+                cur.executemany(
+                    sql.SQL(
+                        """INSERT INTO {s}.markers (collector_id, log_seq, log_offset, kind, venue, symbol, ts_ns, from_ts_ns,
                                                  to_ts_ns, from_id, to_id, detail)
                        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-                       ON CONFLICT (collector_id, log_seq, log_offset) DO NOTHING""").format(s=s),
-                    [(self.collector_id, m["seq"], m["offset"], m["kind"], m["venue"], m["symbol"], m["ts_ns"], m["from_ts_ns"],
-                      m["to_ts_ns"], m["from_id"], m["to_id"], m["detail"]) for m in batch.markers], returning=False)
+                       ON CONFLICT (collector_id, log_seq, log_offset) DO NOTHING"""
+                    ).format(s=s),
+                    [
+                        (
+                            self.collector_id,
+                            m["seq"],
+                            m["offset"],
+                            m["kind"],
+                            m["venue"],
+                            m["symbol"],
+                            m["ts_ns"],
+                            m["from_ts_ns"],
+                            m["to_ts_ns"],
+                            m["from_id"],
+                            m["to_id"],
+                            m["detail"],
+                        )
+                        for m in batch.markers
+                    ],
+                    returning=False,
+                )
                 markers_inserted = len(batch.markers)
-            unread = [(self.collector_id, "segments_deleted", sk["from"][0], sk["from"][1], sk["resumed_at"][0], sk["resumed_at"][1],
-                       sk["segments"], 0, "deleted (retention) before the sink read them") for sk in batch.skipped]
-            unread += [(self.collector_id, "damaged", int(d["segment"].split(".")[0]), d["offset"], int(d["segment"].split(".")[0]),
-                        d["offset"] + d["length"], 0, d["length"], d["reason"]) for d in batch.damaged]
+            unread = [
+                (
+                    self.collector_id,
+                    "segments_deleted",
+                    sk["from"][0],
+                    sk["from"][1],
+                    sk["resumed_at"][0],
+                    sk["resumed_at"][1],
+                    sk["segments"],
+                    0,
+                    "deleted (retention) before the sink read them",
+                )
+                for sk in batch.skipped
+            ]
+            unread += [
+                (
+                    self.collector_id,
+                    "damaged",
+                    int(d["segment"].split(".")[0]),
+                    d["offset"],
+                    int(d["segment"].split(".")[0]),
+                    d["offset"] + d["length"],
+                    0,
+                    d["length"],
+                    d["reason"],
+                )
+                for d in batch.damaged
+            ]
             if unread:
-                conn.cursor().executemany(sql.SQL(
-                    """INSERT INTO {s}.unread_spans (collector_id, kind, from_seq, from_offset, to_seq, to_offset, segments, bytes, detail)
-                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""").format(s=s), unread)
-            conn.execute(sql.SQL(
-                """UPDATE {s}.collectors SET seg_seq = %s, seg_offset = %s, trades_inserted = trades_inserted + %s,
+                conn.cursor().executemany(
+                    sql.SQL(
+                        """INSERT INTO {s}.unread_spans (collector_id, kind, from_seq, from_offset, to_seq, to_offset, segments, bytes, detail)
+                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"""
+                    ).format(s=s),
+                    unread,
+                )
+            conn.execute(
+                sql.SQL(
+                    """UPDATE {s}.collectors SET seg_seq = %s, seg_offset = %s, trades_inserted = trades_inserted + %s,
                           trades_present = trades_present + %s, markers_inserted = markers_inserted + %s, updated_at = now()
-                   WHERE collector_id = %s""").format(s=s),
-                (batch.next[0], batch.next[1], inserted, present, markers_inserted, self.collector_id))
+                   WHERE collector_id = %s"""
+                ).format(s=s),
+                (batch.next[0], batch.next[1], inserted, present, markers_inserted, self.collector_id),
+            )
         return inserted, present, markers_inserted
 
     # ---- running ------------------------------------------------------------------------
@@ -576,7 +787,9 @@ class PostgresSink:
                 # written, nothing readable after them yet.
                 return
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"the sink did not catch up within {timeout_s} s ({self.status()['records_behind']} records behind)")
+                raise TimeoutError(
+                    f"the sink did not catch up within {timeout_s} s ({self.status()['records_behind']} records behind)"
+                )
 
     def _backoff(self, attempt: int) -> float:
         return self._reconnect_backoff.delay(attempt)
@@ -584,7 +797,7 @@ class PostgresSink:
     def _refresh_lag(self) -> None:
         try:
             self._note_lag(self._tail.read(self._cursor, 1))
-        except Exception:  # noqa: BLE001 - lag is best effort while the database is away
+        except Exception:
             pass
 
     def _loop(self) -> None:
@@ -603,7 +816,7 @@ class PostgresSink:
             except (psycopg.Error, SinkError, InvalidInputError, OSError) as e:
                 self._note_error(e, connection=False)
                 log.error("postgres sink %s: %s", self.collector_id, self._stats["last_error"])
-            except Exception as e:  # noqa: BLE001 - the sink must never take the recorder down
+            except Exception as e:
                 self._note_error(e, connection=False)
                 log.exception("postgres sink %s: unexpected error", self.collector_id)
             # Whatever failed, the database's cursor is the truth: read it again on reconnect.
@@ -622,7 +835,7 @@ class PostgresSink:
         try:
             while time.monotonic() < deadline and self.step() and not self._stats["caught_up"]:
                 pass
-        except Exception as e:  # noqa: BLE001 - stopping anyway; the cursor says where to go on
+        except Exception as e:
             self._note_error(e, connection=isinstance(e, psycopg.OperationalError))
 
     def start(self) -> None:
@@ -630,7 +843,9 @@ class PostgresSink:
         if self._thread is not None and self._thread.is_alive():
             return
         self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name=f"pumpwatch-sink-postgres-{self.collector_id}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, name=f"pumpwatch-sink-postgres-{self.collector_id}", daemon=True
+        )
         self._thread.start()
 
     def stop(self, timeout_s: float = 15.0, *, drain_s: float = 0.0) -> None:
@@ -646,11 +861,13 @@ class PostgresSink:
         if t.is_alive() and self._conn is not None:
             try:
                 self._conn.cancel()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
             t.join(5.0)
         if t.is_alive():
-            log.warning("postgres sink %s: its thread did not stop in time; left to finish on its own", self.collector_id)
+            log.warning(
+                "postgres sink %s: its thread did not stop in time; left to finish on its own", self.collector_id
+            )
         self._thread = None
 
     async def run(self, stop: asyncio.Event, *, drain_s: float = 10.0) -> None:
@@ -668,13 +885,30 @@ def metrics_lines(status: dict[str, Any]) -> list[str]:
     label = f'collector="{status.get("collector_id", "")}"'
     out = []
     gauges = ("records_behind", "bytes_behind", "seconds_behind")
-    counters = ("trades_written", "trades_present", "markers_written", "batches", "connection_errors", "errors",
-                "skipped_segments", "damaged_spans")
+    counters = (
+        "trades_written",
+        "trades_present",
+        "markers_written",
+        "batches",
+        "connection_errors",
+        "errors",
+        "skipped_segments",
+        "damaged_spans",
+    )
     for k in gauges:
-        out += [f"# TYPE pumpwatch_sink_postgres_{k} gauge", f"pumpwatch_sink_postgres_{k}{{{label}}} {status.get(k, 0)}"]
+        out += [
+            f"# TYPE pumpwatch_sink_postgres_{k} gauge",
+            f"pumpwatch_sink_postgres_{k}{{{label}}} {status.get(k, 0)}",
+        ]
     for k in counters:
-        out += [f"# TYPE pumpwatch_sink_postgres_{k}_total counter", f"pumpwatch_sink_postgres_{k}_total{{{label}}} {status.get(k, 0)}"]
-    out += ["# TYPE pumpwatch_sink_postgres_caught_up gauge", f"pumpwatch_sink_postgres_caught_up{{{label}}} {int(bool(status.get('caught_up')))}"]
+        out += [
+            f"# TYPE pumpwatch_sink_postgres_{k}_total counter",
+            f"pumpwatch_sink_postgres_{k}_total{{{label}}} {status.get(k, 0)}",
+        ]
+    out += [
+        "# TYPE pumpwatch_sink_postgres_caught_up gauge",
+        f"pumpwatch_sink_postgres_caught_up{{{label}}} {int(bool(status.get('caught_up')))}",
+    ]
     return out
 
 
@@ -687,17 +921,25 @@ class PostgresSource:
         self.dsn = dsn
         self.schema = check_schema_name(schema)
         self.collector_id = collector_id
-        self._conn: psycopg.Connection | None = psycopg.connect(dsn, autocommit=True, application_name="pumpwatch-source")
+        self._conn: psycopg.Connection | None = psycopg.connect(
+            dsn, autocommit=True, application_name="pumpwatch-source"
+        )
         if not self._conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{schema}.trades",)).fetchone()[0]:
             self._conn.close()
-            raise InvalidInputError(f"{dsn} holds no PumpWatch replica in schema {schema!r} (no {schema}.trades); "
-                                    f"run a collector with [sink.postgres] first, or pass the schema it writes")
+            raise InvalidInputError(
+                f"{dsn} holds no PumpWatch replica in schema {schema!r} (no {schema}.trades); "
+                f"run a collector with [sink.postgres] first, or pass the schema it writes"
+            )
         self._bit = None
         if collector_id is not None:
-            row = self._conn.execute(sql.SQL("SELECT bit FROM {s}.collectors WHERE collector_id = %s").format(s=sql.Identifier(schema)),
-                                     (collector_id,)).fetchone()
+            row = self._conn.execute(
+                sql.SQL("SELECT bit FROM {s}.collectors WHERE collector_id = %s").format(s=sql.Identifier(schema)),
+                (collector_id,),
+            ).fetchone()
             if row is None:
-                raise InvalidInputError(f"collector {collector_id!r} has written nothing to {schema}; the collectors are in {schema}.collectors")
+                raise InvalidInputError(
+                    f"collector {collector_id!r} has written nothing to {schema}; the collectors are in {schema}.collectors"
+                )
             self._bit = 1 << row[0]
 
     def _copy_out(self, query: sql.Composable, params: Sequence[Any]) -> bytes:
@@ -709,12 +951,22 @@ class PostgresSource:
                 chunks.append(bytes(chunk))
         return b"".join(chunks)
 
-    def query(self, start_ns: int | None = None, end_ns: int | None = None, venues: Sequence[str] | None = None,
-              symbols: Sequence[str] | None = None, *, include_non_trades: bool = False) -> pa.Table:
+    def query(
+        self,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        venues: Sequence[str] | None = None,
+        symbols: Sequence[str] | None = None,
+        *,
+        include_non_trades: bool = False,
+    ) -> pa.Table:
         """Trades with `start_ns <= exchange time < end_ns`, ordered by exchange time (ties in log
         order), as a `pyarrow.Table` with `TRADE_SCHEMA`: what `ReadOnlyStore.query` returns."""
         where = [sql.SQL("ts_ns >= %s"), sql.SQL("ts_ns < %s")]
-        params: list[Any] = [-(2**63) if start_ns is None else int(start_ns), 2**63 - 1 if end_ns is None else int(end_ns)]
+        params: list[Any] = [
+            -(2**63) if start_ns is None else int(start_ns),
+            2**63 - 1 if end_ns is None else int(end_ns),
+        ]
         if venues is not None:
             where.append(sql.SQL("venue = ANY(%s)"))
             params.append(list(venues))
@@ -730,15 +982,19 @@ class PostgresSource:
                               ts_ns, recv_ns, flags
                        FROM {s}.trades WHERE {w}
                        ORDER BY ts_ns, collector_id, log_seq, log_offset""").format(
-            s=sql.Identifier(self.schema), w=sql.SQL(" AND ").join(where))
+            s=sql.Identifier(self.schema), w=sql.SQL(" AND ").join(where)
+        )
         data = self._copy_out(q, params)
         if not data:
             return TRADE_SCHEMA.empty_table()
         table = pacsv.read_csv(
             io.BytesIO(data),
             read_options=pacsv.ReadOptions(column_names=TRADE_SCHEMA.names, block_size=16 << 20),
-            convert_options=pacsv.ConvertOptions(column_types={f.name: f.type for f in TRADE_SCHEMA},
-                                                 strings_can_be_null=False, quoted_strings_can_be_null=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types={f.name: f.type for f in TRADE_SCHEMA},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
         )
         return table.cast(TRADE_SCHEMA)
 
@@ -754,17 +1010,23 @@ class PostgresSource:
             where = sql.SQL("{} AND collector_id = %s").format(where)
             params.append(self.collector_id)
         assert self._conn is not None, "the source was closed"
-        rows = self._conn.execute(sql.SQL(
-            """SELECT kind, venue, symbol, ts_ns, from_ts_ns, to_ts_ns, from_id, to_id, detail FROM {s}.markers
-               WHERE {w} ORDER BY collector_id, log_seq, log_offset""").format(s=sql.Identifier(self.schema), w=where), params).fetchall()
-        return pa.Table.from_pylist([dict(zip(MARKER_SCHEMA.names, r)) for r in rows], schema=MARKER_SCHEMA)
+        rows = self._conn.execute(
+            sql.SQL(
+                """SELECT kind, venue, symbol, ts_ns, from_ts_ns, to_ts_ns, from_id, to_id, detail FROM {s}.markers
+               WHERE {w} ORDER BY collector_id, log_seq, log_offset"""
+            ).format(s=sql.Identifier(self.schema), w=where),
+            params,
+        ).fetchall()
+        return pa.Table.from_pylist(
+            [dict(zip(MARKER_SCHEMA.names, r, strict=False)) for r in rows], schema=MARKER_SCHEMA
+        )
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
-    def __enter__(self) -> "PostgresSource":
+    def __enter__(self) -> PostgresSource:
         return self
 
     def __exit__(self, *exc: object) -> None:

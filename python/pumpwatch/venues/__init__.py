@@ -426,8 +426,9 @@ class VenueSpec:
         one request per `1 / backfill.requests_per_s`."""
         if self.rest_budget is not None:
             return self.rest_budget
-        return RateBudget(f"{self.id}:rest", 1, 1.0 / max(self.backfill.requests_per_s, 0.1),
-                          source="BackfillRule.requests_per_s")
+        return RateBudget(
+            f"{self.id}:rest", 1, 1.0 / max(self.backfill.requests_per_s, 0.1), source="BackfillRule.requests_per_s"
+        )
 
     # -- subscriptions
 
@@ -563,8 +564,9 @@ class VenueSpec:
             return None
         return self.history_source
 
-    def next_history_request(self, previous: HttpRequest, rows: Sequence[Mapping[str, Any]], start_ns: int,
-                             end_ns: int) -> HttpRequest | None:
+    def next_history_request(
+        self, previous: HttpRequest, rows: Sequence[Mapping[str, Any]], start_ns: int, end_ns: int
+    ) -> HttpRequest | None:
         return self.next_backfill_request(previous, rows, start_ns=start_ns, end_ns=end_ns)
 
     def parse_backfill(self, body: str | bytes, symbol: str, *, instrument: Instrument | None = None) -> list[dict]:

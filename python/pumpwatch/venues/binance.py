@@ -80,16 +80,25 @@ class BinanceSpec(VenueSpec):
 
     def _page(self, symbol: str, from_id: int, limit: int) -> HttpRequest:
         headers = {"X-MBX-APIKEY": self.api_key} if self.api_key and self.keyless_trades_path else {}
-        return HttpRequest("GET", self.trades_path, {"symbol": symbol, "fromId": str(from_id), "limit": str(limit)}, headers)
+        return HttpRequest(
+            "GET", self.trades_path, {"symbol": symbol, "fromId": str(from_id), "limit": str(limit)}, headers
+        )
 
     def _agg_page(self, symbol: str, start_ms: int, end_ms: int) -> HttpRequest:
-        params = {"symbol": symbol, "startTime": str(start_ms), "endTime": str(end_ms), "limit": str(self.max_keyless_rows)}
+        params = {
+            "symbol": symbol,
+            "startTime": str(start_ms),
+            "endTime": str(end_ms),
+            "limit": str(self.max_keyless_rows),
+        }
         return HttpRequest("GET", self.keyless_trades_path or "", params)
 
     def _agg_requests(self, symbol: str, start_ns: int | None, end_ns: int | None) -> list[HttpRequest]:
         # aggTrades by time: "startTime-endTime < 1 h" per request, so an hour a request (§2.3).
         if start_ns is None or end_ns is None:
-            raise InvalidInputError(f"{self.id} without an API key covers a hole by time (aggTrades): pass start_ns and end_ns")
+            raise InvalidInputError(
+                f"{self.id} without an API key covers a hole by time (aggTrades): pass start_ns and end_ns"
+            )
         start, end = start_ns // 1_000_000, -(-end_ns // 1_000_000)
         return [self._agg_page(symbol, t, min(end, t + _HOUR_MS - 1)) for t in range(start, end + 1, _HOUR_MS)]
 
@@ -130,7 +139,11 @@ class BinanceSpec(VenueSpec):
         # With a key USDⓈ-M serves single trades of the last three months (historicalTrades, §2.3);
         # older windows, and every window without a key, come from aggTrades (a copy without the
         # key asks for them: history_requests follows `keyless`).
-        if self.keyless_trades_path and self.api_key and now_ns - start_ns <= (self.backfill.max_age_s or 0) * 1_000_000_000:
+        if (
+            self.keyless_trades_path
+            and self.api_key
+            and now_ns - start_ns <= (self.backfill.max_age_s or 0) * 1_000_000_000
+        ):
             return "rest-history"
         return super().history_source_for(start_ns, now_ns)
 
@@ -141,8 +154,18 @@ class BinanceSpec(VenueSpec):
         # historicalTrades has no time parameter: the window's first id is the `f` of its first
         # aggTrades row (startTime alone is allowed since 2022-12-05, §1.3), then pages from it.
         start_ms, end_ms = start_ns // 1_000_000, (end_ns - 1) // 1_000_000
-        return [HttpRequest("GET", self.agg_trades_path, {"symbol": symbol, "startTime": str(start_ms),
-                                                          "endTime": str(min(end_ms, start_ms + _HOUR_MS - 1)), "limit": "1"})]
+        return [
+            HttpRequest(
+                "GET",
+                self.agg_trades_path,
+                {
+                    "symbol": symbol,
+                    "startTime": str(start_ms),
+                    "endTime": str(min(end_ms, start_ms + _HOUR_MS - 1)),
+                    "limit": "1",
+                },
+            )
+        ]
 
     def next_history_request(self, previous, rows, start_ns, end_ns):
         if self.keyless:
@@ -150,10 +173,14 @@ class BinanceSpec(VenueSpec):
         if previous.path == self.agg_trades_path:
             if not rows:
                 return None  # no trade in the window at all
-            return self._page(previous.params["symbol"], int(str(rows[0]["trade_id"]).split("-")[0]), self.backfill.max_rows)
+            return self._page(
+                previous.params["symbol"], int(str(rows[0]["trade_id"]).split("-")[0]), self.backfill.max_rows
+            )
         if len(rows) < int(previous.params["limit"]) or max(r["ts_ns"] for r in rows) >= end_ns:
             return None
-        return self._page(previous.params["symbol"], max(int(r["trade_id"]) for r in rows) + 1, int(previous.params["limit"]))
+        return self._page(
+            previous.params["symbol"], max(int(r["trade_id"]) for r in rows) + 1, int(previous.params["limit"])
+        )
 
     def parse_backfill(self, body, symbol, *, instrument=None) -> list[dict]:
         out = []
@@ -162,8 +189,18 @@ class BinanceSpec(VenueSpec):
                 # An aggTrades row: ids f..l of one taker order at one price, qty summed; one
                 # record flagged AGGREGATED, its id "<f>-<l>", so nobody takes it for one trade.
                 side = "sell" if r["m"] is True else "buy"
-                out.append(backfill_row(self.id, symbol, f"{r['f']}-{r['l']}", r["p"], r["q"], side,
-                                        to_ns(r["T"], 1_000_000), FLAGS["AGGREGATED"]))
+                out.append(
+                    backfill_row(
+                        self.id,
+                        symbol,
+                        f"{r['f']}-{r['l']}",
+                        r["p"],
+                        r["q"],
+                        side,
+                        to_ns(r["T"], 1_000_000),
+                        FLAGS["AGGREGATED"],
+                    )
+                )
                 continue
             # isBuyerMaker: the buyer rested, so the taker sold (§1.2).
             side = "sell" if r["isBuyerMaker"] is True else "buy"

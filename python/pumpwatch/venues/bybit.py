@@ -45,8 +45,10 @@ class BybitSpec(VenueSpec):
         # linear is paged (limit 1..1000, cursor); spot answers in one page. Only `Trading`
         # instruments come back unless `status=PreLaunch` is asked for (VENUES.md §12).
         base = {"category": self.category, "limit": "1000"}
-        return [HttpRequest("GET", "/v5/market/instruments-info", base),
-                HttpRequest("GET", "/v5/market/instruments-info", {**base, "status": "PreLaunch"})]
+        return [
+            HttpRequest("GET", "/v5/market/instruments-info", base),
+            HttpRequest("GET", "/v5/market/instruments-info", {**base, "status": "PreLaunch"}),
+        ]
 
     def next_instruments_request(self, previous, body):
         cursor = exact_json(body)["result"].get("nextPageCursor") or ""

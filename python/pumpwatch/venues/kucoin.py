@@ -32,6 +32,8 @@ from . import (
 )
 
 ALIASES = {"XBT": "BTC"}  # futures name bitcoin XBT (XBTUSDTM)
+
+
 def _opens_later_ms(value: Any) -> bool:
     try:
         return int(value) > time.time() * 1000
