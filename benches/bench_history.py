@@ -3,7 +3,7 @@
 Figures: events rebuilt per minute (venue REST only, and with Upbit's list paged at the watcher's
 default 3 s a page), and REST requests per event per venue (median; the first event also pays
 each venue's instrument list). Every venue request goes through the venue's own budget from
-pumpwatch.venues (VENUES.md §12: Binance 6,000 weight/min, OKX history-trades 20 / 2 s, Gate 200
+pumpwatch.venues (docs/VENUES.md §12: Binance 6,000 weight/min, OKX history-trades 20 / 2 s, Gate 200
 / 10 s, ...), so the rates are the ones a real run gets; the simulator's windows hold `ORDERS_PER_S`
 taker orders a second around t0, pumping 8x at first (a busy listing: ~1,000 trades a venue).
 

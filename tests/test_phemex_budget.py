@@ -1,5 +1,5 @@
 """Issue 11 item 4: Phemex allows 5 concurrent connections per client on its one gateway, shared
-by spot and contracts (VENUES.md §9.1). The simulator refuses the sixth across both markets; the
+by spot and contracts (docs/VENUES.md §9.1). The simulator refuses the sixth across both markets; the
 recorder, given more symbols than fit, records the ones with the highest 24 h turnover (not the
 first by name) within 5 connections in total and names the rest in its status."""
 

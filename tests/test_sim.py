@@ -1,8 +1,8 @@
 """Tests of the venue simulator (pumpwatch.sim), talking to it as a client would, on 127.0.0.1.
 
-Subscribe frames, pings and REST paths here are written from ../shared/VENUES.md, not taken from
+Subscribe frames, pings and REST paths here are written from docs/VENUES.md, not taken from
 the simulator, so the tests pin the real protocols. `reference_trades` reads a trade frame by the
-field meanings VENUES.md documents; where the pure-Python parser exists, every frame must also
+field meanings docs/VENUES.md documents; where the pure-Python parser exists, every frame must also
 parse with it to exactly the trades the simulator says it sent. Every wait has a deadline, and
 `time_scale` shrinks 30 s heartbeat timeouts to 0.3 s.
 """
@@ -51,7 +51,7 @@ def native(venue: str, base: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# The client side, from VENUES.md
+# The client side, from docs/VENUES.md
 
 
 def subscribe_frames(venue: str, symbols: list[str]) -> list[str]:
@@ -146,7 +146,7 @@ async def open_ws(sim: SimVenue, path: str | None = None, **kw):
 
 
 def reference_trades(venue: str, frame: str | bytes, snapshots: bool = False) -> list[dict] | None:
-    """The trades of a frame by VENUES.md's field meanings; None when it is not a trade frame."""
+    """The trades of a frame by docs/VENUES.md's field meanings; None when it is not a trade frame."""
     try:
         d = json.loads(frame)
     except ValueError:

@@ -157,7 +157,7 @@ def _sim_trade_frames(venue: str, n: int = 400) -> list[dict]:
 
 
 #: Documented examples, for shapes the venue changed after the last real capture we hold. Each is
-#: quoted from VENUES.md, which cites the venue's docs.
+#: quoted from docs/VENUES.md, which cites the venue's docs.
 DOCUMENTED = {
     # OKX-DOCS (VENUES §4.1): acks carry `connId` (and `id` when the request had one) since 2023.
     "okx ack": [{"event": "subscribe", "arg": {"channel": "trades", "instId": "BTC-USDT"}, "connId": "a4d3ae55"}],
@@ -382,9 +382,9 @@ def test_control_messages_have_a_real_shape(venue):
 
 
 # -- REST: the trade endpoints PumpWatch backfills from. No real REST capture is in tests/samples
-# yet, so these are held to the venues' documented responses as VENUES.md quotes them (section
+# yet, so these are held to the venues' documented responses as docs/VENUES.md quotes them (section
 # named); a captured response, once added to tests/samples, should replace each. Not held yet:
-# OKX history-trades and Gate (VENUES.md lists their fields, not a whole response in order) and
+# OKX history-trades and Gate (docs/VENUES.md lists their fields, not a whole response in order) and
 # the instrument lists (ccxt's load_markets reads them in test_ccxt_witness).
 
 REST: dict[str, tuple[str, dict[str, str], Any]] = {

@@ -1,6 +1,6 @@
 """Venue specifications (pumpwatch.venues): subscribe frames within every documented limit, URLs,
 the KuCoin token handshake, instrument lists and REST backfill, checked against the shapes
-VENUES.md documents. No test reaches the network: the one HTTP call goes to a fake."""
+docs/VENUES.md documents. No test reaches the network: the one HTTP call goes to a fake."""
 
 from __future__ import annotations
 
@@ -441,7 +441,7 @@ def test_bybit_linear_instruments_and_cursor_paging():
     spec = SPECS["bybit-linear"]
     first, prelaunch = spec.instruments_request()
     assert first == HttpRequest("GET", "/v5/market/instruments-info", {"category": "linear", "limit": "1000"})
-    # PreLaunch instruments come back only when asked for (VENUES.md §12)
+    # PreLaunch instruments come back only when asked for (docs/VENUES.md §12)
     assert prelaunch == HttpRequest(
         "GET", "/v5/market/instruments-info", {"category": "linear", "limit": "1000", "status": "PreLaunch"}
     )
@@ -631,7 +631,7 @@ def test_kucoin_spot_instruments():
                     "market": "USDS",
                     "enableTrading": False,
                 },
-                {  # listed, opening later: tradingStartTime in the future (VENUES.md §12)
+                {  # listed, opening later: tradingStartTime in the future (docs/VENUES.md §12)
                     "symbol": "NEW-USDT",
                     "baseCurrency": "NEW",
                     "quoteCurrency": "USDT",
@@ -664,7 +664,7 @@ def test_gate_instruments():
             },
             {"id": "XYZ_USDT", "base": "XYZ", "quote": "USDT", "trade_status": "untradable"},
             {"id": "ETH_BTC", "base": "ETH", "quote": "BTC", "trade_status": "tradable"},
-            # a new pair before its opening time (VENUES.md §12): buy_start/sell_start ahead
+            # a new pair before its opening time (docs/VENUES.md §12): buy_start/sell_start ahead
             {
                 "id": "NEW_USDT",
                 "base": "NEW",

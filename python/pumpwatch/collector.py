@@ -151,7 +151,7 @@ class TurnoverSource(Protocol):
 
 class ClientBudget:
     """Connections one client may hold across venues that share a gateway (Phemex: 5 for spot and
-    contracts together, VENUES.md §9.1). When the symbols do not fit, the ones with the highest 24 h
+    contracts together, docs/VENUES.md §9.1). When the symbols do not fit, the ones with the highest 24 h
     turnover (across the venues) are recorded, a just-announced coin's always first; the rest are
     named per venue in `not_recorded`."""
 
@@ -336,7 +336,7 @@ class VenueRecorder:
                     e,
                 )
         self.listed = {i.symbol for i in parsed if i.status != CLOSED}
-        # Pre-trading instruments too: their first trades are a listing's pump (VENUES.md §12).
+        # Pre-trading instruments too: their first trades are a listing's pump (docs/VENUES.md §12).
         # A just-announced coin's instruments in any state but closed.
         found = [i for i in parsed if i.is_subscribed or (i.status != CLOSED and self.for_listing(i))]
         self.instruments = {i.symbol: i for i in found}

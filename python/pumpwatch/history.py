@@ -4,7 +4,7 @@ Pages Upbit's announcement list back to `--since` with the watcher's client, hea
 politeness (one request per `interval_s`, its back-off on 429/418/403 and errors), finds every KRW
 listing with the watcher's title parser, and for each ticker writes the same event folder a live
 capture writes (pumpwatch.capture: same writer, same analysis, same chart), its trades fetched
-from each venue's REST history where the venue keeps it (VENUES.md §11 item 4):
+from each venue's REST history where the venue keeps it (docs/VENUES.md §11 item 4):
 
     venue keeps the window   -> source `rest-history` (one record per trade) or
                                 `rest-history-aggregated` (Binance USDⓈ-M aggTrades without a key),

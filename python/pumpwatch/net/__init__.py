@@ -13,7 +13,7 @@
   request to this host before ...") after a venue said stop.
 - `write_atomic`: the one crash-safe file replacement.
 
-Nothing here knows a venue: the venue modules say which budget they draw on (VENUES.md §12).
+Nothing here knows a venue: the venue modules say which budget they draw on (docs/VENUES.md §12).
 """
 
 from .backoff import Backoff

@@ -29,7 +29,7 @@ class RateBudget:
     every spec that names it. `slack_s` widens our window beyond the venue's, where the venue
     counts on arrival at its server and our clock and the network's delays differ from its own
     (connection requests: a handshake leaves here a little before the venue counts it).
-    `source`: where the number comes from (a VENUES.md section, a doc page)."""
+    `source`: where the number comes from (a docs/VENUES.md section, a doc page)."""
 
     name: str
     count: int

@@ -1,6 +1,6 @@
 """`pumpwatch.sim`: local stand-ins for the twelve venues, on 127.0.0.1 only.
 
-Each `SimVenue` speaks its exchange's protocol as VENUES.md describes it (URL paths, subscribe /
+Each `SimVenue` speaks its exchange's protocol as docs/VENUES.md describes it (URL paths, subscribe /
 ack / error frames, heartbeats and their timeouts, trade message shapes, id semantics, REST
 instrument lists and backfill with their limits), generates seeded trades, remembers exactly which
 trades it sent, and injects faults on demand. `Simulator` runs several (all twelve by default).

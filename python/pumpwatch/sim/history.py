@@ -1,6 +1,6 @@
 """The simulated past for `pumpwatch history`: every KRW listing the Upbit stand-in announced
 before now gets its window on the venues' tapes, kept as each real venue keeps it (how far back,
-which REST serves it: pumpwatch.sim.venues, VENUES.md §11 item 4).
+which REST serves it: pumpwatch.sim.venues, docs/VENUES.md §11 item 4).
 
     upbit.add_year(listings=24)                 # a year of notices, listings among them
     truth = seed_history(simulator, upbit)      # {(ticker, t0_ns): venues that list the coin}

@@ -156,7 +156,7 @@ class Instrument:
     pump_at_ns: int | None = None  # when the pump starts, if not at the listing (an Upbit announcement)
     delisted_at_ns: int | None = None  # from then on: gone from the instrument list, no trades
     # From then on in the instrument list in the venue's pre-trading state (subscribable, no trades)
-    # until `listed_at_ns` opens it (VENUES.md §12); None: it appears when it opens.
+    # until `listed_at_ns` opens it (docs/VENUES.md §12); None: it appears when it opens.
     preopen_at_ns: int | None = None
 
     @property

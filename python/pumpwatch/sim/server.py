@@ -500,7 +500,7 @@ class SimVenue:
         """`base` appears in the REST instrument list at `at_ns` (wall clock) and starts trading,
         many times as fast as usual at first, its price rising to `pump` x over ~20 s. With
         `preopen_at_ns`, it is listed from then on in the venue's pre-trading state (OKX `preopen`,
-        Binance `PRE_TRADING`/`PENDING_TRADING`, Bybit `PreLaunch`, ...; VENUES.md §12), subscribable,
+        Binance `PRE_TRADING`/`PENDING_TRADING`, Bybit `PreLaunch`, ...; docs/VENUES.md §12), subscribable,
         and opens at `at_ns`."""
         inst = self.protocol.instrument(asset_for(base))
         if inst.symbol in self.instruments:
@@ -538,7 +538,7 @@ class SimVenue:
         one symbol, and a window and the live tape, never share an id and keep id order = time
         order. The instrument is listed from the start if it is not yet (a coin listed then is
         listed now). Venues whose ids are not consecutive integers (Bybit, KuCoin, Phemex) keep
-        only their recent trades (VENUES.md §11 item 4): they get the instrument and no past fills.
+        only their recent trades (docs/VENUES.md §11 item 4): they get the instrument and no past fills.
         `quiet_before_s`: no trade in that many seconds before t0 (a coin nobody traded just then).
         Returns the instrument, or None if `t0_ns` is not in the past."""
         inst = self.protocol.instrument(asset_for(base))

@@ -1,6 +1,6 @@
 """What differs between the simulated exchanges: one small class per exchange family.
 
-Each class holds only its venue's facts (VENUES.md, cited as §n): WebSocket paths, subscribe /
+Each class holds only its venue's facts (docs/VENUES.md, cited as §n): WebSocket paths, subscribe /
 ack / error frames, its heartbeat rule, frame shapes of trades, REST routes with their limits and
 rate buckets. Everything shared (sockets, fan-out, faults, heartbeat enforcement, token buckets,
 the record of what was sent) lives in server.py; the trade generator and id semantics in market.py.
@@ -528,7 +528,7 @@ class Binance(Venue):
         symbols = []
         now = self.sim.now_ns()
         for inst in self.listed():
-            # before it opens: spot PRE_TRADING, USDⓈ-M PENDING_TRADING (VENUES.md §12)
+            # before it opens: spot PRE_TRADING, USDⓈ-M PENDING_TRADING (docs/VENUES.md §12)
             status = "TRADING" if not inst.pre_trading(now) else "PENDING_TRADING" if self.futures else "PRE_TRADING"
             tick, lot = inst.price_text(inst.tick_units), inst.qty_text(inst.lot_units)
             filters = [
@@ -806,7 +806,7 @@ class Bybit(Venue):
         out = []
         now = self.sim.now_ns()
         # Only `Trading` instruments unless `status` names another state: PreLaunch ones must be
-        # asked for (VENUES.md §12, BYBIT market/instrument.mdx).
+        # asked for (docs/VENUES.md §12, BYBIT market/instrument.mdx).
         wanted = q.get("status") or "Trading"
         for inst in self.listed():
             status = "PreLaunch" if inst.pre_trading(now) else "Trading"
@@ -1630,7 +1630,7 @@ class Gate(Venue):
                 "min_quote_amount": "3",
                 "amount_precision": i.qty_places,
                 "precision": i.price_places,
-                # before it opens: untradable, with the opening time (VENUES.md §12)
+                # before it opens: untradable, with the opening time (docs/VENUES.md §12)
                 "trade_status": "untradable" if i.pre_trading(self.sim.now_ns()) else "tradable",
                 "sell_start": (i.listed_at_ns or 0) // 10**9,
                 "buy_start": (i.listed_at_ns or 0) // 10**9,

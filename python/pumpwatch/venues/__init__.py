@@ -4,7 +4,7 @@ A `VenueSpec` says where a venue is (`ws_url`, `rest_url`), how to subscribe to 
 within its limits, how to keep a connection alive, which instruments it lists and how far its REST
 API can fill a hole. One module per exchange (`binance.py`, `bybit.py`, `okx.py`, `kucoin.py`,
 `gate.py`, `phemex.py`) holds only what differs; everything shared lives here. The facts and their
-sources are in VENUES.md; comments cite its sections as "VENUES §n".
+sources are in docs/VENUES.md; comments cite its sections as "VENUES §n".
 
 Nothing here opens a socket. The one method that talks to the network, `resolve_connection`, does
 so only through the `http` callable its caller passes in, so the daemon, the simulator and the
@@ -346,7 +346,7 @@ def _json_size(item: Any) -> int:
 class VenueSpec:
     """One venue id's protocol facts and the methods that turn them into frames and requests.
 
-    Limits (VENUES.md): `max_streams_per_connection` (symbols one socket may carry),
+    Limits (docs/VENUES.md): `max_streams_per_connection` (symbols one socket may carry),
     `max_topics_per_subscribe` (symbols per subscribe message), `max_subscribe_bytes` (bytes per
     subscribe message), `max_subscription_chars_per_connection` (Bybit's `args` budget),
     `max_client_messages_per_s` (everything the client sends, pings included; None = not

@@ -43,7 +43,7 @@ class BybitSpec(VenueSpec):
 
     def instruments_request(self) -> list[HttpRequest]:
         # linear is paged (limit 1..1000, cursor); spot answers in one page. Only `Trading`
-        # instruments come back unless `status=PreLaunch` is asked for (VENUES.md §12).
+        # instruments come back unless `status=PreLaunch` is asked for (docs/VENUES.md §12).
         base = {"category": self.category, "limit": "1000"}
         return [
             HttpRequest("GET", "/v5/market/instruments-info", base),

@@ -108,7 +108,7 @@ class GateSpec(VenueSpec):
                         continue
                     status = _SPOT_STATUS.get(s.get("trade_status"), HALTED)
                     if status == HALTED and _opens_later(s):
-                        status = PRE_TRADING  # a new pair before its opening time (VENUES.md §12)
+                        status = PRE_TRADING  # a new pair before its opening time (docs/VENUES.md §12)
                     out.append(make_instrument(self.id, s["id"], s["base"], "USDT", "spot", status=status))
                     continue
                 base, _, quote = s["name"].partition("_")

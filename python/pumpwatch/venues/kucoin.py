@@ -117,7 +117,7 @@ class KucoinSpec(VenueSpec):
                 if s.get("quoteCurrency") != "USDT":
                     continue
                 if self.kind == "spot":
-                    # enableTrading is false for a pair listed before it opens (VENUES.md §12) and for
+                    # enableTrading is false for a pair listed before it opens (docs/VENUES.md §12) and for
                     # a suspended one: `tradingStartTime` (ms, "official opening time", KuCoin
                     # docs-new get-all-symbols) in the future tells the first.
                     status = TRADING if s.get("enableTrading") is True else HALTED

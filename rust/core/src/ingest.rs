@@ -12,7 +12,7 @@ use crate::record::{frame_into, Marker, MarkerKind, Quarantined, TradeRef};
 use crate::venue::Venue;
 use crate::Result;
 
-/// Whether a venue's trade ids form a per-symbol consecutive sequence (VENUES.md): the ones
+/// Whether a venue's trade ids form a per-symbol consecutive sequence (docs/VENUES.md): the ones
 /// where a hole can be seen and backfilled by id.
 pub fn has_id_sequence(v: Venue) -> bool {
     matches!(
