@@ -2,6 +2,10 @@
 .PHONY: lint test quick bench
 
 lint:
+	ruff check python tests benches
+	ruff format --check python tests benches
+	mypy
+	python3 -m mypy.stubtest pumpwatch._core
 	cargo fmt --check
 	cargo clippy -q -p pumpwatch-core -p pumpwatch-py --all-targets -- -D warnings
 	cargo clippy -q -p pumpwatch-core --features failpoints --all-targets -- -D warnings
