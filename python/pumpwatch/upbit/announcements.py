@@ -73,7 +73,9 @@ def to_ns(dt: datetime) -> int:
 def _time(row: Mapping[str, Any], key: str, where: str) -> datetime:
     v = row.get(key)
     try:
-        dt = datetime.fromisoformat(v)  # type: ignore[arg-type]
+        if not isinstance(v, str):
+            raise TypeError(v)  # None, a number, ...: not a time string either
+        dt = datetime.fromisoformat(v)
     except (TypeError, ValueError):
         raise AnnouncementFormatError(f"{where}: `{key}` must be an ISO-8601 time string, not {v!r}") from None
     # Upbit's times are KST; a time without an offset is read as KST, not as local time.

@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Listing:
     """What a listing title announces.
 
@@ -30,11 +30,17 @@ class Listing:
     tickers: tuple[str, ...]
     markets: tuple[str, ...]
     krw: bool
-    krw_tickers: tuple[str, ...] | None = None
+    krw_tickers: tuple[str, ...]
 
-    def __post_init__(self) -> None:
-        if self.krw_tickers is None:
-            object.__setattr__(self, "krw_tickers", self.tickers if self.krw else ())
+    # Written out (not generated) so that `krw_tickers` may be left out or None when built by hand
+    # while the attribute is always a tuple.
+    def __init__(
+        self, tickers: tuple[str, ...], markets: tuple[str, ...], krw: bool, krw_tickers: tuple[str, ...] | None = None
+    ) -> None:
+        object.__setattr__(self, "tickers", tickers)
+        object.__setattr__(self, "markets", markets)
+        object.__setattr__(self, "krw", krw)
+        object.__setattr__(self, "krw_tickers", (tickers if krw else ()) if krw_tickers is None else krw_tickers)
 
 
 _MARKET_NAMES = {"KRW": "KRW", "원화": "KRW", "BTC": "BTC", "USDT": "USDT"}
