@@ -11,7 +11,7 @@ One job per file; dependencies run one way, titles <- announcements <- state <- 
   malformed body); `parse_market_list` for `/v1/market/all`; `to_ns` and `KST`.
 - `state.py`: `ListingTrigger`, `MarketOpened` and `WatcherState`, the decisions (which notices
   are new KRW listings) and their persistence, atomically, in the data directory.
-- `watcher.py`: `UpbitWatcher` with `WatcherSettings`, `Egress` and `PollRecord`: polls the list on
+- `watcher.py`: `UpbitWatcher` with `WatcherSettings`, `Egress`, `PollRecord` and `Clock`: polls the list on
   a fixed schedule through pumpwatch.net (one ETag per egress, a cache-busting parameter, browser
   headers, back-off on 429/418/403 and on repeated errors), hands `ListingTrigger`s to an
   `asyncio.Queue` and/or a callback, and checks `/v1/market/all`.
@@ -53,7 +53,9 @@ from .watcher import (
     MAX_RETRY_AFTER_S,
     STATE_RETRY_INITIAL_S,
     STATE_RETRY_MAX_S,
+    SYSTEM_CLOCK,
     Callback,
+    Clock,
     Egress,
     PollRecord,
     UpbitWatcher,
@@ -72,11 +74,13 @@ __all__ = [
     "STATE_RETRY_INITIAL_S",
     "STATE_RETRY_MAX_S",
     "STATE_VERSION",
+    "SYSTEM_CLOCK",
     "Announcement",
     "AnnouncementFormatError",
     "AnnouncementPage",
     "Backoff",
     "Callback",
+    "Clock",
     "Egress",
     "HttpClient",
     "HttpError",

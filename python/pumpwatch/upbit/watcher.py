@@ -20,7 +20,7 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Protocol, Self
 from urllib.parse import urlencode, urlsplit
 
 from ..errors import InvalidInputError
@@ -39,6 +39,30 @@ log = logging.getLogger("pumpwatch.upbit")
 #: up to the maximum: a disk that gets space back is noticed within half a minute.
 STATE_RETRY_INITIAL_S = 1.0
 STATE_RETRY_MAX_S = 30.0
+
+
+class Clock(Protocol):
+    """Where the watcher reads the time: `monotonic()` in seconds (its schedule, back-offs and poll
+    records; the event loop's clock, which its sleeps and timeouts run on) and `time_ns()`, the wall
+    clock in ns. A test passes a fake one with an event loop that runs on the same fake time, so
+    what the watcher does over seconds is checked in milliseconds, with no real sleep."""
+
+    def monotonic(self) -> float: ...
+
+    def time_ns(self) -> int: ...
+
+
+class SystemClock:
+    """The real clocks (`time.monotonic` is also what asyncio's event loop runs on)."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time_ns(self) -> int:
+        return time.time_ns()
+
+
+SYSTEM_CLOCK = SystemClock()
 
 
 @dataclass(frozen=True)
@@ -180,7 +204,8 @@ class UpbitWatcher:
     Every keyword of `WatcherSettings` may be passed directly. Triggers go to `queue` (default:
     a new unbounded `asyncio.Queue`, `watcher.triggers`) and to `on_trigger` (called in its own
     task, so a slow consumer never holds up polling); KRW markets that open later go to
-    `on_market_open` as `MarketOpened`.
+    `on_market_open` as `MarketOpened`. `clock` is where it reads the time (`SYSTEM_CLOCK`; a
+    test's fake clock runs with an event loop on the same fake time).
     """
 
     def __init__(
@@ -192,6 +217,7 @@ class UpbitWatcher:
         on_market_open: Callback | None = None,
         queue: asyncio.Queue[ListingTrigger] | None = None,
         seed: int | None = None,
+        clock: Clock = SYSTEM_CLOCK,
         **overrides: Any,
     ):
         s = settings or WatcherSettings()
@@ -203,6 +229,7 @@ class UpbitWatcher:
             overrides["proxies"] = tuple(overrides["proxies"])
         self.settings = replace(s, **overrides).validated()
         self.data_dir = Path(data_dir)
+        self.clock = clock
         self.on_trigger = on_trigger
         self.on_market_open = on_market_open
         self.triggers: asyncio.Queue[ListingTrigger] = queue if queue is not None else asyncio.Queue()
@@ -322,13 +349,13 @@ class UpbitWatcher:
     # -- schedule
 
     async def _schedule(self) -> None:
-        loop = asyncio.get_running_loop()
+        clock = self.clock
         interval = self.interval_s
-        next_at = loop.time()
+        next_at = clock.monotonic()
         while self.running:
-            self._tick(loop.time())
+            self._tick(clock.monotonic())
             next_at += interval
-            now = loop.time()
+            now = clock.monotonic()
             if next_at < now:  # the loop was blocked: skip the ticks that passed, keep the phase
                 missed = int((now - next_at) // interval) + 1
                 self.counters["ticks_missed"] += missed
@@ -359,7 +386,7 @@ class UpbitWatcher:
         s = self.settings
         q = {"os": s.os, "page": 1, "per_page": s.per_page, "category": s.category}
         if s.cache_bust_param:
-            q[s.cache_bust_param] = f"{time.time_ns() // 1_000_000}{seq % 1000:03d}"
+            q[s.cache_bust_param] = f"{self.clock.time_ns() // 1_000_000}{seq % 1000:03d}"
         return f"{s.base_url.rstrip('/')}{s.path}?{urlencode(q)}"
 
     async def _poll(self, e: _EgressState, rec: PollRecord) -> None:
@@ -381,7 +408,7 @@ class UpbitWatcher:
         self._on_response(e, rec, resp)
 
     def _finish(self, rec: PollRecord, outcome: str, resp: HttpResponse | None = None) -> None:
-        rec.ended = time.monotonic()
+        rec.ended = self.clock.monotonic()
         rec.outcome = outcome
         if resp is not None:
             rec.response_ms = resp.elapsed_s * 1000
@@ -521,7 +548,7 @@ class UpbitWatcher:
             strike = e.rate_strikes
         else:
             strike = e.errors_in_row - self.settings.error_threshold + 1
-        now = time.monotonic()
+        now = self.clock.monotonic()
         d = policy.delay(strike - 1, self._rng, retry_after)  # strikes count from 1, attempts from 0
         e.blocked_until = now + d
         e.backoff_began = now
@@ -556,7 +583,7 @@ class UpbitWatcher:
                     # Memory keeps the state; it is written as soon as a write succeeds.
                     self.state_unsaved_error = f"{type(err).__name__}: {err}"
                     if self.state_unsaved_since_ns is None:
-                        self.state_unsaved_since_ns = time.time_ns()
+                        self.state_unsaved_since_ns = self.clock.time_ns()
                         log.error(
                             "Upbit watcher state not saved to %s: %s; kept in memory, retried until the disk "
                             "takes it (free space on it)",
@@ -570,7 +597,7 @@ class UpbitWatcher:
                     log.warning(
                         "Upbit watcher state saved to %s after %.1f s of failed writes",
                         self.state.path,
-                        (time.time_ns() - self.state_unsaved_since_ns) / 1e9,
+                        (self.clock.time_ns() - self.state_unsaved_since_ns) / 1e9,
                     )
                     self.state_unsaved_since_ns, self.state_unsaved_error = None, ""
                 if not self._save_again:
@@ -625,7 +652,7 @@ class UpbitWatcher:
             if self._market_wake.is_set():
                 self._market_wake.clear()
                 # A fresh list right after a trigger; the rate floor still holds.
-                await asyncio.sleep(max(0.0, self.krw_markets_ns / 1e9 + 1.0 - time.time()))
+                await asyncio.sleep(max(0.0, self.krw_markets_ns / 1e9 + 1.0 - self.clock.time_ns() / 1e9))
             await self._refresh_markets()
 
     # -- metrics
@@ -656,7 +683,7 @@ class UpbitWatcher:
             last_backoff_reason=self._last.get("backoff_reason"),
             egress={
                 e.egress.label: dict(
-                    e.counters, etag=e.etag, backoff_remaining_s=max(0.0, e.blocked_until - time.monotonic())
+                    e.counters, etag=e.etag, backoff_remaining_s=max(0.0, e.blocked_until - self.clock.monotonic())
                 )
                 for e in self._eg
             },
