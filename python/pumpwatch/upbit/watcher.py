@@ -1,9 +1,10 @@
 """The watcher: `UpbitWatcher` polls the announcement list on a fixed schedule (each poll its own
 task with a short timeout, so a hung request never delays the next), with one ETag per egress, a
-cache-busting parameter, browser headers, back-off on 429/418/403 and on repeated errors (the one
-`Backoff` and `retry_after_s` of pumpwatch.net); hands `ListingTrigger`s to an `asyncio.Queue`
-and/or a callback, and checks `/v1/market/all` to mark tickers that are already on KRW and to record
-when a new KRW market opens. Its HTTP goes through pumpwatch.net's `HttpClient`.
+cache-busting parameter, browser headers, back-off on 429/418/403 and on repeated errors; hands
+`ListingTrigger`s to an `asyncio.Queue` and/or a callback, and checks `/v1/market/all` to mark
+tickers that are already on KRW and to record when a new KRW market opens. Its HTTP, back-off
+policy, refusal statuses and Retry-After reading are pumpwatch.net's (`HttpClient`, `Backoff`,
+`RATE_REFUSALS`, `HttpResponse.retry_after_s`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any, Protocol, Self
 from urllib.parse import urlencode, urlsplit
 
 from ..errors import InvalidInputError
-from ..net import Backoff, HttpClient, HttpError, HttpResponse, check_proxy, retry_after_s
+from ..net import RATE_REFUSALS, Backoff, HttpClient, HttpError, HttpResponse, check_proxy
 from ..tls import context_for
 from .announcements import MARKET_ALL_URL, Announcement, AnnouncementFormatError, parse_market_list, parse_page
 from .state import STATE_FILE, ListingTrigger, WatcherState
@@ -435,8 +436,8 @@ class UpbitWatcher:
             rec.cf_cache_status,
             rec.age_s,
         )
-        if status in (429, 418, 403):
-            retry = retry_after_s(resp.headers.get("retry-after"))
+        if status in RATE_REFUSALS:
+            retry = resp.retry_after_s
             if retry is not None:
                 retry = min(retry, MAX_RETRY_AFTER_S)
             what = {429: "rate limited (429)", 418: "banned (418)", 403: "refused (403, Cloudflare?)"}[status]
@@ -621,7 +622,9 @@ class UpbitWatcher:
                 self._market_client.get(self.settings.market_url, headers), self.settings.market_timeout_s
             )
             if resp.status != 200:
-                raise HttpError(f"HTTP {resp.status}: {resp.body[:120]!r}")
+                raise HttpError.refused(
+                    "GET", self.settings.market_url, resp.status, resp.reason, resp.body, resp.retry_after_s
+                )
             krw = parse_market_list(resp.body)
         except (TimeoutError, OSError, HttpError, ssl.SSLError, ValueError) as err:
             self.counters["market_errors"] += 1
