@@ -6,6 +6,10 @@ decisions (pure, no network), and the watcher against the stand-in on 127.0.0.1:
 listing triggers exactly once with its tickers and t0, nothing else does, a restart neither loses
 nor repeats, a hung request does not delay the polls after it, 429/418 slow the poller and it
 recovers, proxies keep their own ETags. Every wait has a deadline.
+
+Where the subject is timing, a test runs on `VirtualTime`: one fake timeline for the watcher, the
+stand-in and the HTTP client, on an event loop whose time jumps ahead whenever every task waits,
+so seconds of polling take milliseconds and the bounds hold exactly under any machine load.
 """
 
 from __future__ import annotations
@@ -1056,7 +1060,6 @@ def test_proxies_each_keep_their_own_etag(data_dir):
 
 def test_stand_in_endpoints(data_dir, vt, monkeypatch):
     """The stand-in itself, spoken to with the watcher's HTTP client: shapes, 304, detail, legacy."""
-    from pumpwatch.upbit import HttpClient
 
     async def main():
         async with SimUpbit(seed=9, min_interval_s=0.0, cdn_delay_s=0.3, align_to_second=False) as sim:
