@@ -24,6 +24,7 @@ import pytest
 
 from pumpwatch import upbit
 from pumpwatch.sim.upbit import SimNotice, SimUpbit, _row
+from pumpwatch.upbit import titles
 
 NEW_TITLE = "더블제로(2Z), 원인치(1INCH) 신규 거래지원 안내 (KRW, BTC, USDT 마켓)"
 
@@ -59,7 +60,7 @@ def test_page_to_trigger(benchmark, case):
     old_titles = [a.title for a in upbit.parse_announcements(body)[1:]]
 
     def setup():
-        upbit._classify_cached.cache_clear()
+        titles._classify_cached.cache_clear()
         if case != "all-new-cold":  # old titles were parsed by earlier polls; the new one never was
             for title in old_titles:
                 upbit.parse_title(title)
@@ -76,7 +77,7 @@ def test_page_to_trigger(benchmark, case):
 
 def test_title_parse(benchmark):
     """One listing title, cache bypassed: the cost a never-seen title adds."""
-    listing = benchmark(upbit._classify, NEW_TITLE)[0]
+    listing = benchmark(titles._classify, NEW_TITLE)[0]
     assert listing.tickers == ("2Z", "1INCH")
 
 

@@ -32,11 +32,11 @@ import pytest
 
 import pumpwatch
 from pumpwatch import capture as capture_mod
-from pumpwatch import upbit as upbit_mod
 from pumpwatch._core import SEQUENCED_VENUES
 from pumpwatch.config import Config
 from pumpwatch.daemon import SimScenario, run
 from pumpwatch.sim.__main__ import truth as sim_truth
+from pumpwatch.upbit import watcher as upbit_mod
 from test_soak import AGGREGATED_VENUES, _fills_in_place_of_aggregates
 
 pytestmark = pytest.mark.timeout(240)

@@ -6,6 +6,10 @@ decisions (pure, no network), and the watcher against the stand-in on 127.0.0.1:
 listing triggers exactly once with its tickers and t0, nothing else does, a restart neither loses
 nor repeats, a hung request does not delay the polls after it, 429/418 slow the poller and it
 recovers, proxies keep their own ETags. Every wait has a deadline.
+
+Where the subject is timing, a test runs on `VirtualTime`: one fake timeline for the watcher, the
+stand-in and the HTTP client, on an event loop whose time jumps ahead whenever every task waits,
+so seconds of polling take milliseconds and the bounds hold exactly under any machine load.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import base64
 import dataclasses
 import itertools
 import json
+import selectors
+import socket
 import time
 from collections import Counter
 from datetime import datetime, timedelta
@@ -23,6 +29,8 @@ from pathlib import Path
 import pytest
 
 from pumpwatch.errors import InvalidInputError
+from pumpwatch.net import http as net_http
+from pumpwatch.sim import upbit as sim_upbit
 from pumpwatch.sim.upbit import SimNotice, SimUpbit
 from pumpwatch.upbit import (
     KST,
@@ -30,6 +38,7 @@ from pumpwatch.upbit import (
     AnnouncementFormatError,
     Backoff,
     Egress,
+    HttpClient,
     Listing,
     ListingTrigger,
     MarketListFormatError,
@@ -593,6 +602,105 @@ def test_settings_are_checked():
 # Against the stand-in
 
 
+class VirtualTime:
+    """One fake timeline for the watcher (its `clock`), the stand-in and the HTTP client, and the
+    event loop they run on (`run_virtual`): where the subject is timing (the poll cadence, a hung
+    request, back-off after 429/418/errors, a restart), seconds of the watcher's life pass in
+    milliseconds and the same assertions hold exactly, whatever the load on the machine.
+
+    Time moves only when every task waits: then it jumps to the next timer. Requests go over a
+    Unix socket pair (`serve_in_process`) to the stand-in's own connection handler, which delivers
+    in the send call, so nothing is in flight when time jumps. While a thread works (the state
+    file is written with `asyncio.to_thread`) time stands still and the loop waits for it."""
+
+    START = 1000.0
+
+    def __init__(self) -> None:
+        self.mono = self.START
+        self.wall0 = time.time_ns()
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def time_ns(self) -> int:
+        return self.wall0 + round((self.mono - self.START) * 1e9)
+
+    def time(self) -> float:
+        return self.time_ns() / 1e9
+
+
+class _JumpingSelector:
+    """The loop's selector: ready I/O as usual; when nothing is ready, time jumps by the timeout."""
+
+    def __init__(self, clock: VirtualTime) -> None:
+        self._inner = selectors.DefaultSelector()
+        self._clock = clock
+        self.threads = 0
+
+    def select(self, timeout=None):
+        ready = self._inner.select(0)
+        if ready or timeout == 0:
+            return ready
+        if self.threads or timeout is None:
+            # A thread's result (or a loop shutting down) comes through the loop's self-pipe.
+            return self._inner.select(0.01 if timeout is None else min(timeout, 0.01))
+        self._clock.mono += timeout
+        return []
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+class _VirtualLoop(asyncio.SelectorEventLoop):
+    def __init__(self, clock: VirtualTime) -> None:
+        self._jumping = _JumpingSelector(clock)
+        super().__init__(self._jumping)  # a selector in all but name: it wraps one
+        self._virtual = clock
+
+    def time(self) -> float:
+        return self._virtual.mono
+
+    def run_in_executor(self, executor, func, *args):
+        fut = super().run_in_executor(executor, func, *args)
+        self._jumping.threads += 1
+
+        def done(_):
+            self._jumping.threads -= 1
+
+        fut.add_done_callback(done)
+        return fut
+
+
+@pytest.fixture
+def vt(monkeypatch) -> VirtualTime:
+    """The fake timeline, with the stand-in and the HTTP client reading their time from it."""
+    clock = VirtualTime()
+    monkeypatch.setattr(sim_upbit, "time", clock)
+    monkeypatch.setattr(net_http, "time", clock)
+    return clock
+
+
+def run_virtual(clock: VirtualTime, coro, timeout: float = 60.0):
+    """`run` on the fake timeline (the timeout is fake seconds too; pytest's own is real)."""
+    with asyncio.Runner(loop_factory=lambda: _VirtualLoop(clock)) as runner:
+        return runner.run(asyncio.wait_for(coro, timeout))
+
+
+def serve_in_process(monkeypatch, sim: SimUpbit) -> None:
+    """Every connection the watcher opens goes to `sim`'s connection handler over a Unix socket
+    pair instead of TCP (the client and the stand-in are otherwise what they are on the network)."""
+
+    async def open_pair(_client, _scheme: str, _host: str, _port: int):
+        ours, theirs = socket.socketpair()
+        server_reader, server_writer = await asyncio.open_connection(sock=theirs)
+        task = asyncio.create_task(sim._serve_connection(server_reader, server_writer))
+        sim._conns.add(task)
+        task.add_done_callback(sim._conns.discard)
+        return await asyncio.open_connection(sock=ours)
+
+    monkeypatch.setattr(HttpClient, "_open", open_pair)
+
+
 def drain(q: asyncio.Queue) -> list[ListingTrigger]:
     out = []
     while not q.empty():
@@ -601,8 +709,9 @@ def drain(q: asyncio.Queue) -> list[ListingTrigger]:
 
 
 async def wait_for(cond, timeout: float, step: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    loop = asyncio.get_running_loop()  # on the fake timeline, fake seconds
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
         if cond():
             return True
         await asyncio.sleep(step)
@@ -629,13 +738,14 @@ def check_triggers(triggers: list[ListingTrigger], sim: SimUpbit) -> None:
         assert t.already_listed is any(n.already_listed for n in sim.scheduled if n.id == t.notice_id)
 
 
-def test_every_listing_triggers_once_and_nothing_else(data_dir):
+def test_every_listing_triggers_once_and_nothing_else(data_dir, vt, monkeypatch):
     async def main():
         opened = []
         called = []
         async with SimUpbit(seed=1, cdn_delay_s=0.15, min_interval_s=0.05) as sim:
+            serve_in_process(monkeypatch, sim)
             script = sim.play_scenario(start_s=0.3, spacing_s=0.2)
-            w = fast_watcher(data_dir, sim, on_trigger=called.append, on_market_open=opened.append)
+            w = fast_watcher(data_dir, sim, clock=vt, on_trigger=called.append, on_market_open=opened.append)
             async with w:
                 end = 0.3 + 0.2 * len(script) + 1.0
                 await asyncio.sleep(end - sim.now_s())
@@ -672,23 +782,24 @@ def test_every_listing_triggers_once_and_nothing_else(data_dir):
             assert {n.id for n in script if sim.notices[n.id].category == "거래"} <= served_ids  # the trade tab
             assert state["opened"]["DEEP"]["notice_id"] == script[0].id
 
-    run(main(), 40)
+    run_virtual(vt, main(), 40)
 
 
-def test_restart_neither_loses_nor_repeats(data_dir):
+def test_restart_neither_loses_nor_repeats(data_dir, vt, monkeypatch):
     async def main():
         async with SimUpbit(seed=2, cdn_delay_s=0.0, min_interval_s=0.05) as sim:
+            serve_in_process(monkeypatch, sim)
             script = sim.play_scenario(start_s=0.3, spacing_s=0.2)
             end = 0.3 + 0.2 * len(script)
-            first = fast_watcher(data_dir, sim)
+            first = fast_watcher(data_dir, sim, clock=vt)
             await first.start()
             await asyncio.sleep(0.3 + 0.2 * 8 - sim.now_s())
             await first.stop()
             got_first = drain(first.triggers)
-            down_from = time.time_ns()
+            down_from = vt.time_ns()
             await asyncio.sleep(1.5)  # notices published while nothing watches
-            down_until = time.time_ns()
-            second = fast_watcher(data_dir, sim)
+            down_until = vt.time_ns()
+            second = fast_watcher(data_dir, sim, clock=vt)
             async with second:
                 await asyncio.sleep(max(0.0, end + 0.8 - sim.now_s()))
                 await wait_for(lambda: second.triggers.qsize() + len(got_first) >= len(sim.expected_triggers()), 2.0)
@@ -705,61 +816,64 @@ def test_restart_neither_loses_nor_repeats(data_dir):
             # (give or take a poll interval at either end)
             assert caught_up <= published(down_from - 300_000_000, down_until + 300_000_000)
 
-    run(main(), 40)
+    run_virtual(vt, main(), 40)
 
 
-def test_startup_catches_up_recent_listings_only(data_dir, tmp_path):
+def test_startup_catches_up_recent_listings_only(data_dir, tmp_path, vt, monkeypatch):
     async def main():
         async with SimUpbit(seed=3, min_interval_s=0.0) as sim:
+            serve_in_process(monkeypatch, sim)
             recent = sim.schedule(SimNotice("제로지(0G) KRW, USDT 마켓 디지털 자산 추가", expect=("0G",)), 0.0)
             sim.schedule(SimNotice("", edit_of=sim.board_listing_ids[0]), 0.0)  # old listing edited: to the top
             await asyncio.sleep(1.3)
-            async with fast_watcher(data_dir, sim) as w:
+            async with fast_watcher(data_dir, sim, clock=vt) as w:
                 assert await wait_for(lambda: w.triggers.qsize() >= 1, 2.0)
                 await asyncio.sleep(0.3)
             (t,) = drain(w.triggers)
             assert (t.notice_id, t.tickers, t.t0_ns, t.catch_up) == (recent.id, ("0G",), recent.first_listed_ns, True)
             # the same board with a max age below the listing's age: not triggered, kept as missed
-            async with fast_watcher(tmp_path / "other", sim, max_age_s=0.5) as w2:
+            async with fast_watcher(tmp_path / "other", sim, clock=vt, max_age_s=0.5) as w2:
                 await wait_for(lambda: w2.metrics().get("status_200", 0) >= 1, 2.0)
             assert drain(w2.triggers) == []
             assert [m["notice_id"] for m in w2.state.missed] == [recent.id]
 
-    run(main(), 20)
+    run_virtual(vt, main(), 20)
 
 
-def test_a_listing_edited_before_the_first_poll_triggers(data_dir):
+def test_a_listing_edited_before_the_first_poll_triggers(data_dir, vt, monkeypatch):
     """Issue 13 scenario: the notice is published and edited (title with a note) before the watcher
     polls for the first time; it triggers once, with the t0 of its first publication."""
 
     async def main():
         async with SimUpbit(seed=4, min_interval_s=0.0, align_to_second=False) as sim:
+            serve_in_process(monkeypatch, sim)
             n = sim.schedule(SimNotice("딥북(DEEP) KRW 마켓 디지털 자산 추가", expect=("DEEP",)), 0.0)
             sim.schedule(SimNotice(n.title + " (거래지원 개시 시점 변경 안내)", edit_of=n.id), 0.2)
             await asyncio.sleep(0.6)
-            async with fast_watcher(data_dir, sim) as w:
+            async with fast_watcher(data_dir, sim, clock=vt) as w:
                 assert await wait_for(lambda: w.triggers.qsize() >= 1, 2.0)
                 await asyncio.sleep(0.3)
             (t,) = drain(w.triggers)
             assert sim.notices[n.id].title.endswith("(거래지원 개시 시점 변경 안내)")  # the edit was served
             assert (t.notice_id, t.tickers) == (n.id, ("DEEP",)) and t.t0_ns == n.first_listed_ns // 10**9 * 10**9
 
-    run(main(), 20)
+    run_virtual(vt, main(), 20)
 
 
-def test_a_hung_request_does_not_delay_the_next_polls(data_dir):
+def test_a_hung_request_does_not_delay_the_next_polls(data_dir, vt, monkeypatch):
     async def main():
         async with SimUpbit(seed=4, min_interval_s=0.0, align_to_second=False) as sim:
-            async with fast_watcher(data_dir, sim, interval_s=0.1, request_timeout_s=0.6) as w:
+            serve_in_process(monkeypatch, sim)
+            async with fast_watcher(data_dir, sim, interval_s=0.1, request_timeout_s=0.6, clock=vt) as w:
                 await asyncio.sleep(0.5)
                 sim.hang_next(2.0)
-                hang_at = time.monotonic()
+                hang_at = vt.monotonic()
                 listing = sim.schedule(
                     SimNotice("더블제로(2Z) 신규 거래지원 안내 (KRW, BTC, USDT 마켓)", expect=("2Z",)),
                     sim.now_s() + 0.3,
                 )
                 assert await wait_for(lambda: w.triggers.qsize() >= 1, 3.0)
-                await asyncio.sleep(max(0.0, hang_at + 1.2 - time.monotonic()))
+                await asyncio.sleep(max(0.0, hang_at + 1.2 - vt.monotonic()))
                 starts = [r.started for r in w.poll_log if r.started >= hang_at - 0.2]
                 hung = [r for r in w.poll_log if r.outcome == "timeout"]
                 metrics = w.metrics()
@@ -777,22 +891,23 @@ def test_a_hung_request_does_not_delay_the_next_polls(data_dir):
             served_during = [s for s in sim.served if hang_at < s.mono < hang_at + 1.0 and not s.hung_s]
             assert len(served_during) >= 8
 
-    run(main(), 20)
+    run_virtual(vt, main(), 20)
 
 
 @pytest.mark.parametrize("status", [429, 418])
-def test_rate_limit_slows_the_poller_and_it_recovers(data_dir, status):
+def test_rate_limit_slows_the_poller_and_it_recovers(data_dir, status, vt, monkeypatch):
     async def main():
         async with SimUpbit(seed=5, min_interval_s=0.0) as sim:
-            async with fast_watcher(data_dir, sim, interval_s=0.1) as w:
+            serve_in_process(monkeypatch, sim)
+            async with fast_watcher(data_dir, sim, clock=vt, interval_s=0.1) as w:
                 await asyncio.sleep(0.5)
-                t_throttle = time.monotonic()
+                t_throttle = vt.monotonic()
                 sim.throttle(1.5, status=status, retry_after=1)
                 listing = sim.schedule(
                     SimNotice("에프(F) 신규 거래지원 안내 (KRW, BTC, USDT 마켓)", expect=("F",)), sim.now_s() + 0.2
                 )
                 assert await wait_for(lambda: w.triggers.qsize() >= 1, 4.0)
-                t_trigger = time.monotonic()
+                t_trigger = vt.monotonic()
                 await asyncio.sleep(1.0)
                 metrics = w.metrics()
             during = [s for s in sim.served if t_throttle <= s.mono < t_throttle + 1.5]
@@ -806,13 +921,14 @@ def test_rate_limit_slows_the_poller_and_it_recovers(data_dir, status):
             gaps = [b - a for a, b in itertools.pairwise(after)]
             assert len(after) >= 5 and max(gaps) < 0.1 + 0.06, gaps
 
-    run(main(), 20)
+    run_virtual(vt, main(), 20)
 
 
-def test_polling_too_fast_gets_429s_and_the_poller_backs_off(data_dir):
+def test_polling_too_fast_gets_429s_and_the_poller_backs_off(data_dir, vt, monkeypatch):
     async def main():
         async with SimUpbit(seed=6, min_interval_s=0.35) as sim:
-            async with fast_watcher(data_dir, sim, interval_s=0.1) as w:
+            serve_in_process(monkeypatch, sim)
+            async with fast_watcher(data_dir, sim, clock=vt, interval_s=0.1) as w:
                 await asyncio.sleep(2.0)
                 metrics = w.metrics()
             statuses = Counter(s.status for s in sim.served)
@@ -820,13 +936,14 @@ def test_polling_too_fast_gets_429s_and_the_poller_backs_off(data_dir):
             # without back-off 20 requests would have gone out, nearly all of them refused
             assert sum(statuses.values()) <= 12 and statuses[429] < sum(statuses.values())
 
-    run(main(), 20)
+    run_virtual(vt, main(), 20)
 
 
-def test_errors_back_off_after_a_few_and_a_bad_body_does_not_stop_it(data_dir):
+def test_errors_back_off_after_a_few_and_a_bad_body_does_not_stop_it(data_dir, vt, monkeypatch):
     async def main():
         async with SimUpbit(seed=7, min_interval_s=0.0) as sim:
-            async with fast_watcher(data_dir, sim, interval_s=0.1, error_threshold=3) as w:
+            serve_in_process(monkeypatch, sim)
+            async with fast_watcher(data_dir, sim, clock=vt, interval_s=0.1, error_threshold=3) as w:
                 await asyncio.sleep(0.3)
                 sim.fail_next(3, 503)
                 assert await wait_for(lambda: w.metrics().get("backoffs", 0) >= 1, 2.0)
@@ -841,7 +958,7 @@ def test_errors_back_off_after_a_few_and_a_bad_body_does_not_stop_it(data_dir):
             (t,) = drain(w.triggers)
             assert t.notice_id == listing.id
 
-    run(main(), 20)
+    run_virtual(vt, main(), 20)
 
 
 class ConnectProxy:
@@ -941,12 +1058,12 @@ def test_proxies_each_keep_their_own_etag(data_dir):
     run(main(), 20)
 
 
-def test_stand_in_endpoints(data_dir):
+def test_stand_in_endpoints(data_dir, vt, monkeypatch):
     """The stand-in itself, spoken to with the watcher's HTTP client: shapes, 304, detail, legacy."""
-    from pumpwatch.upbit import HttpClient
 
     async def main():
         async with SimUpbit(seed=9, min_interval_s=0.0, cdn_delay_s=0.3, align_to_second=False) as sim:
+            serve_in_process(monkeypatch, sim)
             c = HttpClient()
             n = sim.schedule(SimNotice("딥북(DEEP) KRW 마켓 디지털 자산 추가", expect=("DEEP",)), 0.5)
             url = sim.announcements_url + "?os=web&page=1&per_page=5&category=trade"
@@ -981,4 +1098,4 @@ def test_stand_in_endpoints(data_dir):
             assert "BTC" in parse_market_list(m.body)
             await c.close()
 
-    run(main(), 20)
+    run_virtual(vt, main(), 20)

@@ -397,6 +397,7 @@ class SimUpbit:
                     self._enqueue(ev.due - self._mono0 + n.krw_open_after_s, ("open", t))
             log.debug("notice %d visible: %s", n.id, n.title)
         else:
+            assert n.edit_of is not None  # kind "edit" is given only to a notice with edit_of (_enqueue)
             old = self.notices[n.edit_of]
             old.title = n.title or old.title
             old.listed_ns = max(pub_ns, old.first_listed_ns + 1_000_000_000)
@@ -488,7 +489,7 @@ class SimUpbit:
 
         step_ns = int(days * 86_400 * 10**9) // max(1, listings)
         out = []
-        rows: list[tuple[int, str, str, int, tuple[str, ...]]] = []
+        rows: list[tuple[int, str, str, tuple[str, ...]]] = []
         for i in range(listings):
             center = oldest - (i + 1) * step_ns + rng.randrange(-step_ns // 4, step_ns // 4)
             t0 = (center // 10**9) * 10**9
