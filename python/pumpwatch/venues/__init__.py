@@ -444,9 +444,11 @@ class VenueSpec:
                 raise InvalidInputError(f"per_connection must be at least 1, not {per_connection}")
             limit = min(limit, per_connection)
         budget = self.max_subscription_chars_per_connection
-        cost = {s: _json_size(self._topic(s)) for s in symbols} if budget is not None else {}
-        if any(c > budget for c in cost.values()):
-            raise InvalidInputError(f"{self.id}: a symbol's subscription alone exceeds {budget} characters")
+        cost: dict[str, int] = {}
+        if budget is not None:
+            cost = {s: _json_size(self._topic(s)) for s in symbols}
+            if any(c > budget for c in cost.values()):
+                raise InvalidInputError(f"{self.id}: a symbol's subscription alone exceeds {budget} characters")
         connections = math.ceil(len(symbols) / limit)
         while True:  # as few connections as the limits allow, loaded evenly
             shards = _balanced(symbols, connections)

@@ -215,7 +215,7 @@ class BinanceSpec(VenueSpec):
 # conservative reading of "per IP" (a handful of connections either way).
 _CONNECTS = connect_budget("binance", 300, 300.0, "VENUES §1.1, §12")
 
-SPOT = BinanceSpec(
+SPOT: BinanceSpec = BinanceSpec(
     id="binance-spot",
     exchange="binance",
     kind="spot",
@@ -236,7 +236,7 @@ SPOT = BinanceSpec(
     connect_budget=_CONNECTS,
 )
 
-USDM = BinanceSpec(
+USDM: BinanceSpec = BinanceSpec(
     id="binance-usdm",
     exchange="binance",
     kind="perp",

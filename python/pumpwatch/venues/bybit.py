@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from .._core import FLAGS
@@ -98,7 +99,9 @@ class BybitSpec(VenueSpec):
         return out
 
 
-_COMMON = dict(
+# What the exchange's specs share; each adds its own fields (a partial, so mypy checks them all).
+_spec = partial(
+    BybitSpec,
     exchange="bybit",
     ws_url="wss://stream.bybit.com",
     rest_url="https://api.bybit.com",
@@ -120,7 +123,7 @@ _COMMON = dict(
     rest_holds=((403, 600.0),),
 )
 
-SPOT = BybitSpec(
+SPOT: BybitSpec = _spec(
     id="bybit-spot",
     kind="spot",
     ws_path="/v5/public/spot",
@@ -128,15 +131,13 @@ SPOT = BybitSpec(
     # spot recent-trade: limit 1..60; REST 600 requests / 5 s per IP (§3.1, §3.3)
     backfill=BackfillRule(reach="recent_only", max_rows=60, max_age_s=None, requests_per_s=600 / 5),
     category="spot",
-    **_COMMON,
 )
 
-LINEAR = BybitSpec(
+LINEAR: BybitSpec = _spec(
     id="bybit-linear",
     kind="perp",
     ws_path="/v5/public/linear",
     max_topics_per_subscribe=None,  # "linear: no args limit" (§3.1)
     backfill=BackfillRule(reach="recent_only", max_rows=1000, max_age_s=None, requests_per_s=600 / 5),  # §3.3
     category="linear",
-    **_COMMON,
 )

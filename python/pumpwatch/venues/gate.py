@@ -6,6 +6,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from .._core import FLAGS
@@ -175,7 +176,9 @@ class GateSpec(VenueSpec):
         return backfill_row(self.id, symbol, r["id"], r["price"], size.lstrip("-"), side, ts, flags)
 
 
-_COMMON = dict(
+# What the exchange's specs share; each adds its own fields (a partial, so mypy checks them all).
+_spec = partial(
+    GateSpec,
     exchange="gate",
     rest_url="https://api.gateio.ws",
     max_streams_per_connection=UNDOCUMENTED_STREAMS_PER_CONNECTION,  # not documented
@@ -183,7 +186,7 @@ _COMMON = dict(
     max_connections=300,  # per IP (§7.1)
 )
 
-SPOT = GateSpec(
+SPOT: GateSpec = _spec(
     id="gate-spot",
     kind="spot",
     ws_url="wss://api.gateio.ws",
@@ -206,10 +209,9 @@ SPOT = GateSpec(
     instruments_path="/api/v4/spot/currency_pairs",
     trades_path="/api/v4/spot/trades",
     symbol_param="currency_pair",
-    **_COMMON,
 )
 
-FUTURES = GateSpec(
+FUTURES: GateSpec = _spec(
     id="gate-futures",
     kind="perp",
     ws_url="wss://fx-ws.gateio.ws",
@@ -231,5 +233,4 @@ FUTURES = GateSpec(
     instruments_path="/api/v4/futures/usdt/contracts",
     trades_path="/api/v4/futures/usdt/trades",
     symbol_param="contract",
-    **_COMMON,
 )

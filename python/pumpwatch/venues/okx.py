@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from . import (
@@ -128,7 +129,9 @@ class OkxSpec(VenueSpec):
         ]
 
 
-_COMMON = dict(
+# What the exchange's specs share; each adds its own fields (a partial, so mypy checks them all).
+_spec = partial(
+    OkxSpec,
     exchange="okx",
     ws_url="wss://ws.okx.com:8443",
     ws_path="/ws/v5/business",
@@ -149,5 +152,5 @@ _COMMON = dict(
     rest_budget=rest_budget("okx", 20 / 2, "VENUES §4.3"),
 )
 
-SPOT = OkxSpec(id="okx-spot", kind="spot", inst_type="SPOT", **_COMMON)
-SWAP = OkxSpec(id="okx-swap", kind="perp", inst_type="SWAP", **_COMMON)
+SPOT: OkxSpec = _spec(id="okx-spot", kind="spot", inst_type="SPOT")
+SWAP: OkxSpec = _spec(id="okx-swap", kind="perp", inst_type="SWAP")

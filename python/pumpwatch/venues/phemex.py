@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from functools import partial
 from typing import Any
 
 from . import (
@@ -140,7 +141,9 @@ class PhemexSpec(VenueSpec):
         return out
 
 
-_COMMON = dict(
+# What the exchange's specs share; each adds its own fields (a partial, so mypy checks them all).
+_spec = partial(
+    PhemexSpec,
     exchange="phemex",
     ws_url="wss://ws.phemex.com",
     ws_path="",  # "further URI or querystring not allowed" (§9.1)
@@ -165,22 +168,20 @@ _COMMON = dict(
     rest_budget=rest_budget("phemex", 5000 / 300, "VENUES §9.1"),
 )
 
-SPOT = PhemexSpec(
+SPOT: PhemexSpec = _spec(
     id="phemex-spot",
     kind="spot",
     method_prefix="trade",
     trades_path="/md/trade",
     trades_key="trades",
     turnover_path="/md/spot/ticker/24hr/all",
-    **_COMMON,
 )
 
-PERP = PhemexSpec(
+PERP: PhemexSpec = _spec(
     id="phemex-perp",
     kind="perp",
     method_prefix="trade_p",
     trades_path="/md/v2/trade",
     trades_key="trades_p",
     turnover_path="/md/v3/ticker/24hr/all",
-    **_COMMON,
 )
