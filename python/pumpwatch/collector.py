@@ -34,7 +34,7 @@ from .connection import ReconnectPolicy, VenueConnection
 from .net import RATE_REFUSALS, Backoff, Budgets, http_fetch
 from .store import Store
 from .tls import context_for, venue_fetch
-from .venues import CLOSED, HttpFetch, Instrument, VenueSpec
+from .venues import CLOSED, HttpFetch, HttpRequest, Instrument, VenueSpec
 from .venues import get as venue_spec
 
 log = logging.getLogger("pumpwatch.collector")
@@ -536,7 +536,7 @@ class VenueRecorder:
 
     # -- backfill
 
-    async def _rest(self, request) -> bytes:
+    async def _rest(self, request: HttpRequest) -> str | bytes:
         """One REST request within the venue's budget (shared with the venues on the same
         per-IP allowance), retried after failures. A rate refusal holds the whole budget, so no
         request of any venue sharing it reaches the host before the hold ends: the longest of
@@ -602,7 +602,7 @@ class VenueRecorder:
                     first = self._store_backfill(rows)
                     oldest_ts = first if oldest_ts is None else min(oldest_ts, first)
                 page = spec.next_backfill_request(page, rows, **bounds)
-        if hole.after_id is not None:
+        if hole.after_id is not None and hole.before_id is not None:  # a hole in the ids has both ends
             remaining = [
                 g
                 for g in self.store.open_gaps(self.venue, hole.symbol)
