@@ -309,11 +309,13 @@ async def run(
             pass
     sim = None
     fault_task = None
-    if simulate and scenario is None:
+    if not simulate:
+        scenario = None  # only the simulator plays one: below, a scenario means simulating
+    elif scenario is None:
         scenario = SimScenario()
     # The simulator's servers log every connection at INFO: noise beside the recorder's own log.
     logging.getLogger("pumpwatch.sim").setLevel(logging.WARNING)
-    if simulate:
+    if scenario is not None:
         from .sim import Simulator
 
         # wss:// and https:// with a test CA made now, trusted through [tls] ca_file: the same
@@ -343,7 +345,7 @@ async def run(
         cfg = dataclasses.replace(cfg, venues=venues, tls=dataclasses.replace(cfg.tls, ca_file=sim.ca_file or ""))
         fault_task = asyncio.create_task(_run_scenario(sim, scenario.faults))
     upbit_sim = None
-    if simulate and cfg.upbit.enabled:
+    if scenario is not None and cfg.upbit.enabled:
         from .sim.upbit import SimNotice, SimUpbit
 
         upbit_sim = SimUpbit(
@@ -377,7 +379,7 @@ async def run(
             sink = PostgresSink.from_settings(cfg.sink.postgres, cfg.data_dir)
             sink_task = asyncio.create_task(sink.run(sink_stop))
         capture_settings = cfg.capture
-        if simulate:  # the scenario's event should appear well within its minute
+        if scenario is not None:  # the scenario's event should appear well within its minute
             capture_settings = dataclasses.replace(
                 capture_settings, grace_s=min(capture_settings.grace_s, scenario.capture_grace_s)
             )
