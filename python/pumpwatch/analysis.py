@@ -126,12 +126,13 @@ def analyse_venue(
     def exact(i: int) -> Decimal:
         return Decimal(prices[i]) / int(divisor[i])
 
+    ref: Decimal | None
     if k > 0:
         ref, ref_ts, ref_symbol = exact(k - 1), int(ts[k - 1]), symbols[k - 1]
     elif reference:
         ref, ref_ts, ref_symbol = reference
     else:
-        ref = ref_ts = ref_symbol = None
+        ref, ref_ts, ref_symbol = None, 0, ""  # no reference: its time and symbol are never read
 
     # Volumes, exact: unscaled integers, products summed as Python ints, one scale-down at the end.
     p_int, p_scale = _unscaled(price_col)
