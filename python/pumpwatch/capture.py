@@ -273,16 +273,17 @@ def map_instruments(
                         )
                 except (AttributeError, KeyError, TypeError, ValueError):
                     continue
-        if not found:
-            rule = _SYMBOL_BASE.get(venue)
+        rule = _SYMBOL_BASE.get(venue)
+        if not found and rule is not None:
+            pattern, kind = rule
             for symbol in sorted(symbols_seen.get(venue, ())):
-                m = rule[0].match(symbol) if rule else None
+                m = pattern.match(symbol)
                 if not m:
                     continue
                 base = _ALIASES.get(m.group(1), m.group(1))
                 a, mult = split_multiplier(base)
                 if a == asset:
-                    found.append(MappedInstrument(venue, symbol, rule[1], base, mult, "1", source="symbol name"))
+                    found.append(MappedInstrument(venue, symbol, kind, base, mult, "1", source="symbol name"))
         if found:
             out[venue] = sorted(found, key=lambda i: i.symbol)
     return out
@@ -663,8 +664,10 @@ def capture(
     lacking = sorted(v for v in mapping if v not in have_reference)
     earlier = None
     if lacking:  # the reference is the last trade before t0, even if older than the window
-        symbols = sorted({i.symbol for v in lacking for i in mapping[v]})
-        earlier = source.query(req.start_ns - REFERENCE_LOOKBACK_NS, req.start_ns, venues=lacking, symbols=symbols)
+        lacking_symbols = sorted({i.symbol for v in lacking for i in mapping[v]})
+        earlier = source.query(
+            req.start_ns - REFERENCE_LOOKBACK_NS, req.start_ns, venues=lacking, symbols=lacking_symbols
+        )
     analysis = analysis_mod.analyse(
         trades, mapping, req.t0_ns, req.notice.get("detected_ns"), thresholds=thresholds, earlier=earlier
     )
@@ -746,9 +749,8 @@ def write_event(
             try:
                 from .chart import draw_event
             except ImportError as e:  # the event matters more than its picture: written without it, and said so
-                draw_event = None
                 event["chart_error"] = f"no chart: {e} (pip install matplotlib, then `pumpwatch capture` again)"
-            if draw_event is not None:
+            else:
                 clock = time.perf_counter()
                 draw_event(os.path.join(tmp, "chart.png"), trades, event, analysis, zoom_s=chart_zoom_s)
                 event["chart"] = "chart.png"
