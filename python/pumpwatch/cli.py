@@ -576,6 +576,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 rows += table.num_rows
                 progress.update(task, advance=min(step, end - t), description=f"exporting: {rows:,} trades")
                 t += step
+        assert writer is not None  # end > start: the loop ran at least once
         writer.close()
         os.replace(tmp, args.output)
     except BaseException:
