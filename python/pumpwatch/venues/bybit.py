@@ -51,7 +51,7 @@ class BybitSpec(VenueSpec):
             HttpRequest("GET", "/v5/market/instruments-info", {**base, "status": "PreLaunch"}),
         ]
 
-    def next_instruments_request(self, previous, body):
+    def next_instruments_request(self, previous: HttpRequest, body: str | bytes) -> HttpRequest | None:
         cursor = exact_json(body)["result"].get("nextPageCursor") or ""
         if not cursor:
             return None
@@ -72,12 +72,20 @@ class BybitSpec(VenueSpec):
                 out.append(make_instrument(self.id, s["symbol"], s["baseCoin"], "USDT", self.kind, status=status))
         return out
 
-    def backfill_requests(self, symbol, *, after_id=None, before_id=None, start_ns=None, end_ns=None):
+    def backfill_requests(
+        self,
+        symbol: str,
+        *,
+        after_id: str | int | None = None,
+        before_id: str | int | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+    ) -> list[HttpRequest]:
         # recent-trade: the latest N only, no cursor, no time range (§3.3)
         params = {"category": self.category, "symbol": symbol, "limit": str(self.backfill.max_rows)}
         return [HttpRequest("GET", "/v5/market/recent-trade", params)]
 
-    def parse_backfill(self, body, symbol, *, instrument=None) -> list[dict]:
+    def parse_backfill(self, body: str | bytes, symbol: str, *, instrument: Instrument | None = None) -> list[dict]:
         out = []
         for r in exact_json(body)["result"]["list"]:
             flags = (FLAGS["RPI"] if r.get("isRPITrade") is True else 0) | (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -131,7 +131,15 @@ class GateSpec(VenueSpec):
                 )
         return out
 
-    def backfill_requests(self, symbol, *, after_id=None, before_id=None, start_ns=None, end_ns=None):
+    def backfill_requests(
+        self,
+        symbol: str,
+        *,
+        after_id: str | int | None = None,
+        before_id: str | int | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+    ) -> list[HttpRequest]:
         # Ids cannot be asked for (`last_id` is no longer supported/recommended): a hole is a time range
         # in whole seconds, widened outwards; overlap is deduplicated by id downstream (§7.3, §8).
         params = {self.symbol_param: symbol, "limit": str(self.backfill.max_rows)}
@@ -142,7 +150,16 @@ class GateSpec(VenueSpec):
         params.update({"page": "1"} if self.kind == "spot" else {"offset": "0"})
         return [HttpRequest("GET", self.trades_path, params, dict(self.headers))]
 
-    def next_backfill_request(self, previous, rows, *, after_id=None, before_id=None, start_ns=None, end_ns=None):
+    def next_backfill_request(
+        self,
+        previous: HttpRequest,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        after_id: str | int | None = None,
+        before_id: str | int | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+    ) -> HttpRequest | None:
         limit = int(previous.params["limit"])
         if len(rows) < limit:
             return None
@@ -156,7 +173,7 @@ class GateSpec(VenueSpec):
             params["offset"] = str(int(params["offset"]) + limit)
         return HttpRequest(previous.method, previous.path, params, previous.headers)
 
-    def parse_backfill(self, body, symbol, *, instrument=None) -> list[dict]:
+    def parse_backfill(self, body: str | bytes, symbol: str, *, instrument: Instrument | None = None) -> list[dict]:
         rows = exact_json(body)
         return [self._spot_row(r, symbol) if self.kind == "spot" else self._futures_row(r, symbol) for r in rows]
 

@@ -142,11 +142,19 @@ class KucoinSpec(VenueSpec):
                 )
         return out
 
-    def backfill_requests(self, symbol, *, after_id=None, before_id=None, start_ns=None, end_ns=None):
+    def backfill_requests(
+        self,
+        symbol: str,
+        *,
+        after_id: str | int | None = None,
+        before_id: str | int | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+    ) -> list[HttpRequest]:
         # the last 100 trades, no paging parameters at all (§5.3, §6)
         return [HttpRequest("GET", self.trades_path, {"symbol": symbol})]
 
-    def parse_backfill(self, body, symbol, *, instrument=None) -> list[dict]:
+    def parse_backfill(self, body: str | bytes, symbol: str, *, instrument: Instrument | None = None) -> list[dict]:
         out = []
         for r in exact_json(body)["data"]:
             # `sequence` keys KuCoin trades on the stream too (the parsers take it over `tradeId`,

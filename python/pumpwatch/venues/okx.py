@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import partial
@@ -83,7 +83,15 @@ class OkxSpec(VenueSpec):
             params["after"] = str(after)
         return HttpRequest("GET", _HISTORY, params)
 
-    def backfill_requests(self, symbol, *, after_id=None, before_id=None, start_ns=None, end_ns=None):
+    def backfill_requests(
+        self,
+        symbol: str,
+        *,
+        after_id: str | int | None = None,
+        before_id: str | int | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+    ) -> list[HttpRequest]:
         rows = self.backfill.max_rows
         if before_id is not None and after_id is not None:
             # tradeId is consecutive per instId, so the whole walk back is known: after=b, b-100, ...
@@ -100,7 +108,16 @@ class OkxSpec(VenueSpec):
             return [self._page(symbol, rows, -(-end_ns // 1_000_000), by_time=True)]
         return [self._page(symbol, rows)]  # newest first; follow with next_backfill_request
 
-    def next_backfill_request(self, previous, rows, *, after_id=None, before_id=None, start_ns=None, end_ns=None):
+    def next_backfill_request(
+        self,
+        previous: HttpRequest,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        after_id: str | int | None = None,
+        before_id: str | int | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+    ) -> HttpRequest | None:
         limit = int(previous.params["limit"])
         if len(rows) < limit or (after_id is not None and before_id is not None):
             return None
@@ -120,7 +137,7 @@ class OkxSpec(VenueSpec):
             return self._page(symbol, self.backfill.max_rows, oldest_id)
         return None
 
-    def parse_backfill(self, body, symbol, *, instrument=None) -> list[dict]:
+    def parse_backfill(self, body: str | bytes, symbol: str, *, instrument: Instrument | None = None) -> list[dict]:
         return [
             backfill_row(
                 self.id, symbol, r["tradeId"], r["px"], r["sz"], taker_side(r["side"]), to_ns(r["ts"], 1_000_000)

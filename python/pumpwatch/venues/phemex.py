@@ -122,10 +122,18 @@ class PhemexSpec(VenueSpec):
                 )
         return out
 
-    def backfill_requests(self, symbol, *, after_id=None, before_id=None, start_ns=None, end_ns=None):
+    def backfill_requests(
+        self,
+        symbol: str,
+        *,
+        after_id: str | int | None = None,
+        before_id: str | int | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+    ) -> list[HttpRequest]:
         return [HttpRequest("GET", self.trades_path, {"symbol": symbol})]  # recent snapshot only (§9.3)
 
-    def parse_backfill(self, body, symbol, *, instrument=None) -> list[dict]:
+    def parse_backfill(self, body: str | bytes, symbol: str, *, instrument: Instrument | None = None) -> list[dict]:
         price_scale = instrument.price_scale if instrument and instrument.price_scale is not None else SPOT_PRICE_SCALE
         qty_scale = instrument.qty_scale if instrument and instrument.qty_scale is not None else DEFAULT_QTY_SCALE
         out = []
