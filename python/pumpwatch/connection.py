@@ -25,7 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.frames import Frame, Opcode
 
-from .net import Backoff, Budgets, HttpError, default_budgets, http_fetch, retry_after_s
+from .net import Backoff, Budgets, HttpError, RateLimiter, default_budgets, http_fetch, retry_after_s
 from .tls import describe_tls_error
 from .venues import HeartbeatRule, HttpFetch, VenueSpec
 
@@ -468,7 +468,7 @@ class VenueConnection:
             raise
         return ws, welcome
 
-    def _connect_limiter(self):
+    def _connect_limiter(self) -> RateLimiter | None:
         if self.spec.connect_budget is None:
             return None
         return (self.budgets or default_budgets()).limiter(self.spec.connect_budget)
