@@ -4,9 +4,14 @@ trade before t0), quote volume per time bucket below, t0 and the detection time 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+if TYPE_CHECKING:  # numpy and matplotlib load when a chart is drawn, not with the package
+    import numpy as np
+    from matplotlib.figure import Figure
 
 NS = 1_000_000_000
 VOLUME_BUCKETS = 80
@@ -15,7 +20,9 @@ VOLUME_BUCKETS = 80
 LINE_POINTS = 4000
 
 
-def _decimate(ts, y, columns: int = LINE_POINTS // 4):
+def _decimate(
+    ts: np.ndarray[Any, Any], y: np.ndarray[Any, Any], columns: int = LINE_POINTS // 4
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     import numpy as np
 
     if len(ts) <= LINE_POINTS:
@@ -53,7 +60,7 @@ def draw_event(
     plt.close(fig)
 
 
-def event_figure(trades: pa.Table, event: dict, analysis: dict, zoom_s: float | None = None):
+def event_figure(trades: pa.Table, event: dict, analysis: dict, zoom_s: float | None = None) -> Figure:
     """The chart's figure: the whole window (price, volume) and a panel zoomed on t0 .. t0 +
     `zoom_s` in milliseconds with each venue's first move marked and its lag in the legend. The
     t0 and detection lines are named in legends, not by text on the plot, so labels never overlap."""
