@@ -34,7 +34,7 @@ from .connection import ReconnectPolicy, VenueConnection
 from .net import RATE_REFUSALS, Backoff, Budgets, http_fetch
 from .store import Store
 from .tls import context_for, venue_fetch
-from .venues import CLOSED, HttpFetch, HttpRequest, Instrument, VenueSpec
+from .venues import CLOSED, BackfillRow, HttpFetch, HttpRequest, Instrument, VenueSpec
 from .venues import get as venue_spec
 
 log = logging.getLogger("pumpwatch.collector")
@@ -224,7 +224,7 @@ class ClientBudget:
 MAX_UNFILLABLE_MARKERS = 100
 
 
-def _inside_hole(row: dict, hole: Hole) -> bool:
+def _inside_hole(row: BackfillRow, hole: Hole) -> bool:
     """An AGGREGATED row is stored only when every id it covers lies inside the hole: one that
     straddles its edge would count again trades already held singly (those ids stay named)."""
     if not row["flags"] & _core.FLAGS["AGGREGATED"]:
@@ -704,7 +704,7 @@ class VenueRecorder:
                 "a listing's trades before its subscription: the venue's REST does not reach back",
             )
 
-    def _open_below_live(self, hole: Hole, rows: list[dict]) -> None:
+    def _open_below_live(self, hole: Hole, rows: list[BackfillRow]) -> None:
         """The id tracker takes ids below the first live one for duplicates; a listing's trades
         from before its subscription are exactly those, and none of them is stored yet: open them
         as a hole so they are stored (once)."""
@@ -726,10 +726,10 @@ class VenueRecorder:
         if live and min(ids) < min(live):
             self.store.seed_open_gap(self.venue, hole.symbol, min(ids), min(live) - 1)
 
-    def _store_backfill(self, rows: list[dict]) -> int:
+    def _store_backfill(self, rows: list[BackfillRow]) -> int:
         """Stores REST rows through the ingest path (the same dedupe and id checks as frames);
         returns the oldest exchange time among them."""
-        trades = [_core.Trade(**{**r, "recv_ns": time.time_ns()}) for r in rows]
+        trades = [_core.Trade(**(r | {"recv_ns": time.time_ns()})) for r in rows]
         n, events = self.store.ingest_trades(trades)
         self.counters.backfilled += n
         for e in events or []:

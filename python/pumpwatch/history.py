@@ -65,7 +65,7 @@ from .net import (
 )
 from .schema import MARKER_SCHEMA, TRADE_SCHEMA
 from .upbit import WatcherSettings, parse_page
-from .venues import SPECS, VenueSpec, split_multiplier
+from .venues import SPECS, BackfillRow, VenueSpec, split_multiplier
 
 log = logging.getLogger("pumpwatch.history")
 
@@ -270,7 +270,9 @@ class VenueHistory:
                 )
         return sorted(out, key=lambda m: m.symbol)
 
-    async def trades(self, symbol: str, start_ns: int, end_ns: int, source: str) -> tuple[list[dict], LostSpan | None]:
+    async def trades(
+        self, symbol: str, start_ns: int, end_ns: int, source: str
+    ) -> tuple[list[BackfillRow], LostSpan | None]:
         """The trades of `symbol` in `[start_ns, end_ns)` as the venue's history serves them
         (`source`: what `history_source_for` said of the window), and the span lost if the walk
         could not finish (from the last time it reached)."""
@@ -278,7 +280,7 @@ class VenueHistory:
         keep_aggregated = source == AGGREGATED
         if keep_aggregated and spec.api_key:
             spec = spec.with_api_key(None)  # beyond the keyed history's reach: the keyless aggregates
-        rows: dict[str, dict] = {}
+        rows: dict[str, BackfillRow] = {}
         try:
             for first in spec.history_requests(symbol, start_ns, end_ns):
                 page: Any = first
@@ -295,7 +297,7 @@ class VenueHistory:
         return _ordered(rows), None
 
 
-def _ordered(rows: dict[str, dict]) -> list[dict]:
+def _ordered(rows: dict[str, BackfillRow]) -> list[BackfillRow]:
     return sorted(rows.values(), key=lambda r: (r["ts_ns"], _id_key(r["trade_id"])))
 
 
@@ -373,7 +375,7 @@ async def rest_window(
     window, so not among the event's trades)."""
     mapping: dict[str, list[MappedInstrument]] = {}
     told: dict[str, dict] = {}
-    rows: list[dict] = []
+    rows: list[BackfillRow] = []
     before = {v: h.requests for v, h in histories.items()}
     wanted = set(only) if only is not None else set(histories)
 
@@ -405,7 +407,7 @@ async def rest_window(
             }
             return
         lost: list[LostSpan] = []
-        mine: list[dict] = []
+        mine: list[BackfillRow] = []
         for inst in insts:
             got, span = await h.trades(inst.symbol, start_ns, end_ns, source)
             mine.extend(got)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -14,6 +14,7 @@ from . import (
     HALTED,
     PRE_TRADING,
     TRADING,
+    BackfillRow,
     BackfillRule,
     HeartbeatRule,
     HttpRequest,
@@ -129,7 +130,7 @@ class BinanceSpec(VenueSpec):
     def next_backfill_request(
         self,
         previous: HttpRequest,
-        rows: Sequence[Mapping[str, Any]],
+        rows: Sequence[BackfillRow],
         *,
         after_id: str | int | None = None,
         before_id: str | int | None = None,
@@ -185,7 +186,7 @@ class BinanceSpec(VenueSpec):
         ]
 
     def next_history_request(
-        self, previous: HttpRequest, rows: Sequence[Mapping[str, Any]], start_ns: int, end_ns: int
+        self, previous: HttpRequest, rows: Sequence[BackfillRow], start_ns: int, end_ns: int
     ) -> HttpRequest | None:
         if self.keyless:
             return self.next_backfill_request(previous, rows, start_ns=start_ns, end_ns=end_ns)
@@ -201,7 +202,9 @@ class BinanceSpec(VenueSpec):
             previous.params["symbol"], max(int(r["trade_id"]) for r in rows) + 1, int(previous.params["limit"])
         )
 
-    def parse_backfill(self, body: str | bytes, symbol: str, *, instrument: Instrument | None = None) -> list[dict]:
+    def parse_backfill(
+        self, body: str | bytes, symbol: str, *, instrument: Instrument | None = None
+    ) -> list[BackfillRow]:
         out = []
         for r in exact_json(body):
             if "a" in r:

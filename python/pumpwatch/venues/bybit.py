@@ -14,6 +14,7 @@ from . import (
     PRE_TRADING,
     TRADING,
     UNDOCUMENTED_STREAMS_PER_CONNECTION,
+    BackfillRow,
     BackfillRule,
     HeartbeatRule,
     HttpRequest,
@@ -85,7 +86,9 @@ class BybitSpec(VenueSpec):
         params = {"category": self.category, "symbol": symbol, "limit": str(self.backfill.max_rows)}
         return [HttpRequest("GET", "/v5/market/recent-trade", params)]
 
-    def parse_backfill(self, body: str | bytes, symbol: str, *, instrument: Instrument | None = None) -> list[dict]:
+    def parse_backfill(
+        self, body: str | bytes, symbol: str, *, instrument: Instrument | None = None
+    ) -> list[BackfillRow]:
         out = []
         for r in exact_json(body)["result"]["list"]:
             flags = (FLAGS["RPI"] if r.get("isRPITrade") is True else 0) | (

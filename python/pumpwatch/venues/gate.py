@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -19,6 +19,7 @@ from . import (
     PRE_TRADING,
     TRADING,
     UNDOCUMENTED_STREAMS_PER_CONNECTION,
+    BackfillRow,
     BackfillRule,
     HeartbeatRule,
     HttpRequest,
@@ -153,7 +154,7 @@ class GateSpec(VenueSpec):
     def next_backfill_request(
         self,
         previous: HttpRequest,
-        rows: Sequence[Mapping[str, Any]],
+        rows: Sequence[BackfillRow],
         *,
         after_id: str | int | None = None,
         before_id: str | int | None = None,
@@ -173,18 +174,20 @@ class GateSpec(VenueSpec):
             params["offset"] = str(int(params["offset"]) + limit)
         return HttpRequest(previous.method, previous.path, params, previous.headers)
 
-    def parse_backfill(self, body: str | bytes, symbol: str, *, instrument: Instrument | None = None) -> list[dict]:
+    def parse_backfill(
+        self, body: str | bytes, symbol: str, *, instrument: Instrument | None = None
+    ) -> list[BackfillRow]:
         rows = exact_json(body)
         return [self._spot_row(r, symbol) if self.kind == "spot" else self._futures_row(r, symbol) for r in rows]
 
-    def _spot_row(self, r: dict, symbol: str) -> dict:
+    def _spot_row(self, r: dict, symbol: str) -> BackfillRow:
         # sequence_id is the per-market consecutive id, the WS `id_market`; `id` is all-market (§7.2, §7.3)
         if "sequence_id" not in r:
             raise InvalidInputError(f"gate-spot trade row without sequence_id: {r}")
         ts = to_ns(r["create_time_ms"], 1_000_000) if "create_time_ms" in r else to_ns(r["create_time"], 1_000_000_000)
         return backfill_row(self.id, symbol, r["sequence_id"], r["price"], r["amount"], taker_side(r["side"]), ts)
 
-    def _futures_row(self, r: dict, symbol: str) -> dict:
+    def _futures_row(self, r: dict, symbol: str) -> BackfillRow:
         # size > 0: taker bought, < 0: taker sold; in contracts of quanto_multiplier (§8)
         size = str(r["size"])
         side = "sell" if size.startswith("-") else "buy"

@@ -17,6 +17,7 @@ from . import (
     HALTED,
     PRE_TRADING,
     TRADING,
+    BackfillRow,
     BackfillRule,
     HeartbeatRule,
     HttpFetch,
@@ -154,7 +155,9 @@ class KucoinSpec(VenueSpec):
         # the last 100 trades, no paging parameters at all (§5.3, §6)
         return [HttpRequest("GET", self.trades_path, {"symbol": symbol})]
 
-    def parse_backfill(self, body: str | bytes, symbol: str, *, instrument: Instrument | None = None) -> list[dict]:
+    def parse_backfill(
+        self, body: str | bytes, symbol: str, *, instrument: Instrument | None = None
+    ) -> list[BackfillRow]:
         out = []
         for r in exact_json(body)["data"]:
             # `sequence` keys KuCoin trades on the stream too (the parsers take it over `tradeId`,

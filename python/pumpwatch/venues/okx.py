@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import partial
@@ -14,6 +14,7 @@ from . import (
     PRE_TRADING,
     TRADING,
     UNDOCUMENTED_STREAMS_PER_CONNECTION,
+    BackfillRow,
     BackfillRule,
     HeartbeatRule,
     HttpRequest,
@@ -111,7 +112,7 @@ class OkxSpec(VenueSpec):
     def next_backfill_request(
         self,
         previous: HttpRequest,
-        rows: Sequence[Mapping[str, Any]],
+        rows: Sequence[BackfillRow],
         *,
         after_id: str | int | None = None,
         before_id: str | int | None = None,
@@ -137,7 +138,9 @@ class OkxSpec(VenueSpec):
             return self._page(symbol, self.backfill.max_rows, oldest_id)
         return None
 
-    def parse_backfill(self, body: str | bytes, symbol: str, *, instrument: Instrument | None = None) -> list[dict]:
+    def parse_backfill(
+        self, body: str | bytes, symbol: str, *, instrument: Instrument | None = None
+    ) -> list[BackfillRow]:
         return [
             backfill_row(
                 self.id, symbol, r["tradeId"], r["px"], r["sz"], taker_side(r["side"]), to_ns(r["ts"], 1_000_000)

@@ -13,6 +13,7 @@ from . import (
     CLOSED,
     HALTED,
     TRADING,
+    BackfillRow,
     BackfillRule,
     HeartbeatRule,
     HttpRequest,
@@ -133,7 +134,9 @@ class PhemexSpec(VenueSpec):
     ) -> list[HttpRequest]:
         return [HttpRequest("GET", self.trades_path, {"symbol": symbol})]  # recent snapshot only (§9.3)
 
-    def parse_backfill(self, body: str | bytes, symbol: str, *, instrument: Instrument | None = None) -> list[dict]:
+    def parse_backfill(
+        self, body: str | bytes, symbol: str, *, instrument: Instrument | None = None
+    ) -> list[BackfillRow]:
         price_scale = instrument.price_scale if instrument and instrument.price_scale is not None else SPOT_PRICE_SCALE
         qty_scale = instrument.qty_scale if instrument and instrument.qty_scale is not None else DEFAULT_QTY_SCALE
         out = []
