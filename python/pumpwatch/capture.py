@@ -25,10 +25,10 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -41,6 +41,13 @@ from .net import write_atomic
 from .redact import redact_tree
 from .schema import TRADE_SCHEMA
 from .venues import split_multiplier
+
+if TYPE_CHECKING:  # the scheduler's collaborators, loaded by whoever runs it
+    import asyncio
+    import logging
+
+    from .config import CaptureSettings
+    from .upbit import ListingTrigger
 
 NS = 1_000_000_000
 DEFAULT_BEFORE_S = 20.0
@@ -77,8 +84,8 @@ class TradeSource(Protocol):
         self,
         start_ns: int | None = None,
         end_ns: int | None = None,
-        venues: Any = None,
-        symbols: Any = None,
+        venues: Sequence[str] | None = None,
+        symbols: Sequence[str] | None = None,
         *,
         include_non_trades: bool = False,
     ) -> pa.Table: ...
@@ -864,11 +871,11 @@ class CaptureScheduler:
     def __init__(
         self,
         data_dir: str | os.PathLike[str],
-        settings: Any,
+        settings: CaptureSettings,
         *,
-        settled: Any = None,
+        settled: Callable[[], bool] | None = None,
         venues: Iterable[str] = VENUES,
-        log: Any = None,
+        log: logging.Logger | None = None,
         retry_initial_s: float | None = None,
         retry_max_s: float | None = None,
     ) -> None:
@@ -891,8 +898,8 @@ class CaptureScheduler:
         #: pending.json is behind memory since this time (ns), with this error; None = on disk
         self.unsaved_since_ns: int | None = None
         self.unsaved_error = ""
-        self._save_task: Any = None
-        self._tasks: set[Any] = set()
+        self._save_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = False
         #: Events written by this run, by name: captured again when a venue lists the coin later.
         self.written: dict[str, CaptureRequest] = {}
@@ -901,7 +908,7 @@ class CaptureScheduler:
         for key in list(self.pending):
             self._schedule(key)
 
-    async def on_trigger(self, trigger: Any) -> None:
+    async def on_trigger(self, trigger: ListingTrigger) -> None:
         if not self.settings.enabled or not trigger.capture:
             return
         notice = {
@@ -1134,7 +1141,7 @@ class CaptureScheduler:
         }
 
 
-def open_source(source: str | None, data_dir: str | os.PathLike[str]) -> Any:
+def open_source(source: str | None, data_dir: str | os.PathLike[str]) -> TradeSource:
     """The recording to read: a data directory (a reader that takes no lock, safe beside a running
     daemon), or a PostgreSQL replica (`postgresql://...`, see pumpwatch.sink; its schema from
     PUMPWATCH_PG_SCHEMA, default `pumpwatch`)."""

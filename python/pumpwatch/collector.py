@@ -23,7 +23,7 @@ import math
 import random
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -144,7 +144,7 @@ class SymbolActivity:
 class TurnoverSource(Protocol):
     """A venue spec that can tell every symbol's 24 h turnover in one request (Phemex)."""
 
-    def turnover_request(self) -> Any: ...
+    def turnover_request(self) -> HttpRequest: ...
 
     def parse_turnover(self, body: str | bytes) -> dict[str, Any]: ...
 
@@ -310,7 +310,7 @@ class VenueRecorder:
         self.not_recorded: list[str] = []
         #: Told (asset, venue, symbol) once a listing's instrument is subscribed and what it traded
         #: before is fetched (the capture writes its event again if already written).
-        self.on_listing_instrument: Any = None
+        self.on_listing_instrument: Callable[[str, str, str], None] | None = None
         self._running = False  # its first connections are made: relists may add to them
 
     # -- discovery
@@ -320,7 +320,7 @@ class VenueRecorder:
             return list(self.settings.symbols)
         bodies = []
         for request in self.spec.instruments_request():
-            page: Any = request
+            page: HttpRequest | None = request
             while page is not None:
                 body = await self._rest(page)
                 bodies.append(body)
@@ -593,7 +593,7 @@ class VenueRecorder:
         inst = self.instruments.get(hole.symbol)
         oldest_ts = None
         for request in spec.backfill_requests(hole.symbol, **bounds):
-            page: Any = request
+            page: HttpRequest | None = request
             while page is not None:
                 rows = spec.parse_backfill(await self._rest(page), hole.symbol, instrument=inst)
                 if hole.after_id is not None:
@@ -661,7 +661,7 @@ class VenueRecorder:
             requests = spec.backfill_requests(hole.symbol, start_ns=hole.start_ns, end_ns=hole.end_ns)
         oldest_ts, exhausted, pages = None, False, 0
         for request in requests:
-            page: Any = request
+            page: HttpRequest | None = request
             while page is not None and pages < LISTING_BACKFILL_PAGES:
                 pages += 1
                 rows = spec.parse_backfill(await self._rest(page), hole.symbol, instrument=inst)
@@ -1315,7 +1315,7 @@ class Collector:
             await asyncio.gather(*tasks, return_exceptions=True)
             self.store.append_marker("recorder_stop", ts_ns=time.time_ns())
 
-    def listen_for_listing_instruments(self, fn: Any) -> None:
+    def listen_for_listing_instruments(self, fn: Callable[[str, str, str], None]) -> None:
         """`fn(asset, venue, symbol)` once each listing instrument is subscribed and backfilled."""
         for r in self.recorders.values():
             r.on_listing_instrument = fn
