@@ -7,6 +7,7 @@ the oracle of differential tests.
 
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
+from typing import TYPE_CHECKING
 
 from ._core import FLAGS, FORMAT_VERSION, VENUES, RingReader, Trade, TradeRing
 from .errors import (
@@ -22,13 +23,16 @@ from .errors import (
 from .frames import ParseResult, parse
 from .store import TRADE_SCHEMA, ReadOnlyStore, Store, verify
 
+if TYPE_CHECKING:  # loaded on first use (__getattr__ below); type checkers see their signatures
+    from .dataset import load_event_trades, load_events
+
 try:
     __version__ = _version("pumpwatch")
 except PackageNotFoundError:  # running from a source tree without an install
     __version__ = "0+unknown"
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     # The research-dataset readers import the capture machinery: loaded on first use only.
     if name in ("load_events", "load_event_trades"):
         from . import dataset

@@ -18,10 +18,13 @@ measurements rather than amounts.
 from __future__ import annotations
 
 from decimal import Decimal, localcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+if TYPE_CHECKING:  # numpy loads with the analysis that uses it
+    import numpy as np
 
 DEFAULT_THRESHOLDS = {
     #: A move of this many percent from the reference is a move (first mover and lead-lag); above
@@ -65,7 +68,14 @@ def _unscaled(col: pa.Array) -> tuple[list[int], int]:
     return values, scale
 
 
-def _first_at_or_past(prices: list[str], divisor, approx, start: int, threshold: Decimal, up: bool) -> int | None:
+def _first_at_or_past(
+    prices: list[str],
+    divisor: np.ndarray[Any, Any],
+    approx: np.ndarray[Any, Any],
+    start: int,
+    threshold: Decimal,
+    up: bool,
+) -> int | None:
     """The first index from `start` whose exact price (per asset unit) is at or past `threshold`:
     floats find the candidates, Decimal decides, so the answer is exact."""
     import numpy as np
@@ -126,12 +136,13 @@ def analyse_venue(
     def exact(i: int) -> Decimal:
         return Decimal(prices[i]) / int(divisor[i])
 
+    ref: Decimal | None
     if k > 0:
         ref, ref_ts, ref_symbol = exact(k - 1), int(ts[k - 1]), symbols[k - 1]
     elif reference:
         ref, ref_ts, ref_symbol = reference
     else:
-        ref = ref_ts = ref_symbol = None
+        ref, ref_ts, ref_symbol = None, 0, ""  # no reference: its time and symbol are never read
 
     # Volumes, exact: unscaled integers, products summed as Python ints, one scale-down at the end.
     p_int, p_scale = _unscaled(price_col)
@@ -183,7 +194,7 @@ def analyse_venue(
             pump_up = _first_at_or_past(prices, divisor, approx, k, ref * (1 + pump / 100), True)
             pump_down = _first_at_or_past(prices, divisor, approx, k, ref * (1 - pump / 100), False)
 
-    def at(i: int | None, **extra) -> dict | None:
+    def at(i: int | None, **extra: Any) -> dict | None:
         if i is None:
             return None
         return {

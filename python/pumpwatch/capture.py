@@ -25,10 +25,10 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -41,6 +41,13 @@ from .net import write_atomic
 from .redact import redact_tree
 from .schema import TRADE_SCHEMA
 from .venues import split_multiplier
+
+if TYPE_CHECKING:  # the scheduler's collaborators, loaded by whoever runs it
+    import asyncio
+    import logging
+
+    from .config import CaptureSettings
+    from .upbit import ListingTrigger
 
 NS = 1_000_000_000
 DEFAULT_BEFORE_S = 20.0
@@ -77,8 +84,8 @@ class TradeSource(Protocol):
         self,
         start_ns: int | None = None,
         end_ns: int | None = None,
-        venues: Any = None,
-        symbols: Any = None,
+        venues: Sequence[str] | None = None,
+        symbols: Sequence[str] | None = None,
         *,
         include_non_trades: bool = False,
     ) -> pa.Table: ...
@@ -273,16 +280,17 @@ def map_instruments(
                         )
                 except (AttributeError, KeyError, TypeError, ValueError):
                     continue
-        if not found:
-            rule = _SYMBOL_BASE.get(venue)
+        rule = _SYMBOL_BASE.get(venue)
+        if not found and rule is not None:
+            pattern, kind = rule
             for symbol in sorted(symbols_seen.get(venue, ())):
-                m = rule[0].match(symbol) if rule else None
+                m = pattern.match(symbol)
                 if not m:
                     continue
                 base = _ALIASES.get(m.group(1), m.group(1))
                 a, mult = split_multiplier(base)
                 if a == asset:
-                    found.append(MappedInstrument(venue, symbol, rule[1], base, mult, "1", source="symbol name"))
+                    found.append(MappedInstrument(venue, symbol, kind, base, mult, "1", source="symbol name"))
         if found:
             out[venue] = sorted(found, key=lambda i: i.symbol)
     return out
@@ -663,8 +671,10 @@ def capture(
     lacking = sorted(v for v in mapping if v not in have_reference)
     earlier = None
     if lacking:  # the reference is the last trade before t0, even if older than the window
-        symbols = sorted({i.symbol for v in lacking for i in mapping[v]})
-        earlier = source.query(req.start_ns - REFERENCE_LOOKBACK_NS, req.start_ns, venues=lacking, symbols=symbols)
+        lacking_symbols = sorted({i.symbol for v in lacking for i in mapping[v]})
+        earlier = source.query(
+            req.start_ns - REFERENCE_LOOKBACK_NS, req.start_ns, venues=lacking, symbols=lacking_symbols
+        )
     analysis = analysis_mod.analyse(
         trades, mapping, req.t0_ns, req.notice.get("detected_ns"), thresholds=thresholds, earlier=earlier
     )
@@ -746,9 +756,8 @@ def write_event(
             try:
                 from .chart import draw_event
             except ImportError as e:  # the event matters more than its picture: written without it, and said so
-                draw_event = None
                 event["chart_error"] = f"no chart: {e} (pip install matplotlib, then `pumpwatch capture` again)"
-            if draw_event is not None:
+            else:
                 clock = time.perf_counter()
                 draw_event(os.path.join(tmp, "chart.png"), trades, event, analysis, zoom_s=chart_zoom_s)
                 event["chart"] = "chart.png"
@@ -862,11 +871,11 @@ class CaptureScheduler:
     def __init__(
         self,
         data_dir: str | os.PathLike[str],
-        settings: Any,
+        settings: CaptureSettings,
         *,
-        settled: Any = None,
+        settled: Callable[[], bool] | None = None,
         venues: Iterable[str] = VENUES,
-        log: Any = None,
+        log: logging.Logger | None = None,
         retry_initial_s: float | None = None,
         retry_max_s: float | None = None,
     ) -> None:
@@ -889,8 +898,8 @@ class CaptureScheduler:
         #: pending.json is behind memory since this time (ns), with this error; None = on disk
         self.unsaved_since_ns: int | None = None
         self.unsaved_error = ""
-        self._save_task: Any = None
-        self._tasks: set[Any] = set()
+        self._save_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = False
         #: Events written by this run, by name: captured again when a venue lists the coin later.
         self.written: dict[str, CaptureRequest] = {}
@@ -899,7 +908,7 @@ class CaptureScheduler:
         for key in list(self.pending):
             self._schedule(key)
 
-    async def on_trigger(self, trigger: Any) -> None:
+    async def on_trigger(self, trigger: ListingTrigger) -> None:
         if not self.settings.enabled or not trigger.capture:
             return
         notice = {
@@ -1132,7 +1141,7 @@ class CaptureScheduler:
         }
 
 
-def open_source(source: str | None, data_dir: str | os.PathLike[str]) -> Any:
+def open_source(source: str | None, data_dir: str | os.PathLike[str]) -> TradeSource:
     """The recording to read: a data directory (a reader that takes no lock, safe beside a running
     daemon), or a PostgreSQL replica (`postgresql://...`, see pumpwatch.sink; its schema from
     PUMPWATCH_PG_SCHEMA, default `pumpwatch`)."""

@@ -4,9 +4,14 @@ trade before t0), quote volume per time bucket below, t0 and the detection time 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+if TYPE_CHECKING:  # numpy and matplotlib load when a chart is drawn, not with the package
+    import numpy as np
+    from matplotlib.figure import Figure
 
 NS = 1_000_000_000
 VOLUME_BUCKETS = 80
@@ -15,7 +20,9 @@ VOLUME_BUCKETS = 80
 LINE_POINTS = 4000
 
 
-def _decimate(ts, y, columns: int = LINE_POINTS // 4):
+def _decimate(
+    ts: np.ndarray[Any, Any], y: np.ndarray[Any, Any], columns: int = LINE_POINTS // 4
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     import numpy as np
 
     if len(ts) <= LINE_POINTS:
@@ -53,7 +60,7 @@ def draw_event(
     plt.close(fig)
 
 
-def event_figure(trades: pa.Table, event: dict, analysis: dict, zoom_s: float | None = None):
+def event_figure(trades: pa.Table, event: dict, analysis: dict, zoom_s: float | None = None) -> Figure:
     """The chart's figure: the whole window (price, volume) and a panel zoomed on t0 .. t0 +
     `zoom_s` in milliseconds with each venue's first move marked and its lag in the legend. The
     t0 and detection lines are named in legends, not by text on the plot, so labels never overlap."""
@@ -137,11 +144,11 @@ def event_figure(trades: pa.Table, event: dict, analysis: dict, zoom_s: float | 
     marks = [(0.0, "black", "-", "t0 (first_listed_at)")]
     if detected:
         marks.append(((detected - t0) / NS, "crimson", "--", f"detected +{(detected - t0) / NS:,.3f} s"))
-    for at, color, style, label in marks:
-        ax.axvline(at, color=color, lw=1, ls=style, label=label)
-        axv.axvline(at, color=color, lw=1, ls=style)
+    for at, mark_color, style, label in marks:
+        ax.axvline(at, color=mark_color, lw=1, ls=style, label=label)
+        axv.axvline(at, color=mark_color, lw=1, ls=style)
         if zoom_lo <= at <= zoom_s:
-            axz.axvline(at * 1e3, color=color, lw=1, ls=style)
+            axz.axvline(at * 1e3, color=mark_color, lw=1, ls=style)
     for a in (ax, axv, axz):
         a.grid(alpha=0.3)
     ax.set_ylabel("price vs reference (%)")
@@ -159,10 +166,12 @@ def event_figure(trades: pa.Table, event: dict, analysis: dict, zoom_s: float | 
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False, borderaxespad=0)
     handles, labels = axz.get_legend_handles_labels()
     if handles:  # first mover first
-        order = sorted(range(len(labels)), key=lambda i: (lags.get(labels[i].split()[0], float("inf")), labels[i]))
+        first_mover_first = sorted(
+            range(len(labels)), key=lambda i: (lags.get(labels[i].split()[0], float("inf")), labels[i])
+        )
         axz.legend(
-            [handles[i] for i in order],
-            [labels[i] for i in order],
+            [handles[i] for i in first_mover_first],
+            [labels[i] for i in first_mover_first],
             loc="upper left",
             bbox_to_anchor=(1.01, 1.0),
             fontsize=7,
@@ -176,5 +185,5 @@ def event_figure(trades: pa.Table, event: dict, analysis: dict, zoom_s: float | 
     fig.subplots_adjust(left=0.07, right=0.72, top=0.95, bottom=0.06)
     # The zoom panel sits a little apart from the window's x axis label.
     pos = axz.get_position()
-    axz.set_position([pos.x0, pos.y0, pos.width, pos.height - 0.05])
+    axz.set_position((pos.x0, pos.y0, pos.width, pos.height - 0.05))
     return fig

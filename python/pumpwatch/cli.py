@@ -7,10 +7,19 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import EXIT_DISK, EXIT_SIGNAL, EXIT_SOFTWARE, describe, exit_code_for
 from .redact import install_log_filter
+
+if TYPE_CHECKING:  # the commands import what they use when run: `pumpwatch --help` stays fast
+    import pyarrow as pa
+    from rich.console import Console
+    from rich.table import Table
+
+    from .config import Config
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -263,21 +272,21 @@ def _cmd_capture(args: argparse.Namespace) -> int:
     return 0
 
 
-def _history_config(args: argparse.Namespace):
+def _history_config(args: argparse.Namespace) -> Config:
     from . import config as config_mod
 
     return config_mod.load(getattr(args, "config", None))
 
 
-def _venue_urls(cfg) -> dict[str, str]:
+def _venue_urls(cfg: Config) -> dict[str, str]:
     return {v: s.rest_url for v, s in cfg.venues.items() if s.rest_url}
 
 
-def _api_keys(cfg) -> dict[str, str]:
+def _api_keys(cfg: Config) -> dict[str, str]:
     return {v: key for v, s in cfg.venues.items() if (key := s.resolved_api_key(v))}
 
 
-def _enabled_venues(cfg) -> tuple[str, ...]:
+def _enabled_venues(cfg: Config) -> tuple[str, ...]:
     return tuple(v for v, s in cfg.venues.items() if s.enabled)
 
 
@@ -341,18 +350,18 @@ def _cmd_history(args: argparse.Namespace) -> int:
     return 1 if result.failed else 0
 
 
-def _fits(console, table) -> bool:
+def _fits(console: Console, table: Table) -> bool:
     """Whether `table` shows every cell whole at the console's width."""
     return _natural_width(console, table) <= console.width
 
 
-def _natural_width(console, table) -> int:
+def _natural_width(console: Console, table: Table) -> int:
     from rich.measure import Measurement
 
     return Measurement.get(console, console.options.update_width(10_000), table).maximum
 
 
-def _print_table(console, table, wide: bool) -> None:
+def _print_table(console: Console, table: Table, wide: bool) -> None:
     """The table as wide as it needs: with --wide in a narrow terminal the terminal wraps the
     lines, but no cell is cut."""
     if wide and not _fits(console, table):
@@ -362,7 +371,7 @@ def _print_table(console, table, wide: bool) -> None:
         console.print(table)
 
 
-def _figure(x, unit: str = "", sign: bool = False) -> str:
+def _figure(x: object, unit: str = "", sign: bool = False) -> str:
     """A figure of analysis.json as stored (exact decimal text, rounded floats), never re-rounded."""
     if x is None:
         return "-"
@@ -576,6 +585,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 rows += table.num_rows
                 progress.update(task, advance=min(step, end - t), description=f"exporting: {rows:,} trades")
                 t += step
+        assert writer is not None  # end > start: the loop ran at least once
         writer.close()
         os.replace(tmp, args.output)
     except BaseException:
@@ -615,10 +625,10 @@ def _cmd_study(args: argparse.Namespace) -> int:
         )
         return 0
 
-    def spread(x, scale=1.0):
+    def spread(x: Sequence[float] | None, scale: float = 1.0) -> str:
         return "-" if x is None else f"{x[0] / scale:.1f}..{x[2] / scale:.1f}"
 
-    def mid(x, scale=1.0):
+    def mid(x: Sequence[float] | None, scale: float = 1.0) -> str:
         return "-" if x is None else f"{x[1] / scale:.1f}"
 
     if console.width < 100:  # narrow: a block of lines per venue, nothing cut
@@ -658,7 +668,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
     return _study_chart(console, args, events)
 
 
-def _study_chart(console, args: argparse.Namespace, events) -> int:
+def _study_chart(console: Console, args: argparse.Namespace, events: pa.Table) -> int:
     from .study import average_paths, draw_study
 
     out = args.output or os.path.join(args.data_dir, "study.png")

@@ -23,7 +23,7 @@ import math
 import random
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -34,7 +34,7 @@ from .connection import ReconnectPolicy, VenueConnection
 from .net import RATE_REFUSALS, Backoff, Budgets, http_fetch
 from .store import Store
 from .tls import context_for, venue_fetch
-from .venues import CLOSED, HttpFetch, Instrument, VenueSpec
+from .venues import CLOSED, BackfillRow, HttpFetch, HttpRequest, Instrument, VenueSpec
 from .venues import get as venue_spec
 
 log = logging.getLogger("pumpwatch.collector")
@@ -144,7 +144,7 @@ class SymbolActivity:
 class TurnoverSource(Protocol):
     """A venue spec that can tell every symbol's 24 h turnover in one request (Phemex)."""
 
-    def turnover_request(self) -> Any: ...
+    def turnover_request(self) -> HttpRequest: ...
 
     def parse_turnover(self, body: str | bytes) -> dict[str, Any]: ...
 
@@ -224,7 +224,7 @@ class ClientBudget:
 MAX_UNFILLABLE_MARKERS = 100
 
 
-def _inside_hole(row: dict, hole: Hole) -> bool:
+def _inside_hole(row: BackfillRow, hole: Hole) -> bool:
     """An AGGREGATED row is stored only when every id it covers lies inside the hole: one that
     straddles its edge would count again trades already held singly (those ids stay named)."""
     if not row["flags"] & _core.FLAGS["AGGREGATED"]:
@@ -310,7 +310,7 @@ class VenueRecorder:
         self.not_recorded: list[str] = []
         #: Told (asset, venue, symbol) once a listing's instrument is subscribed and what it traded
         #: before is fetched (the capture writes its event again if already written).
-        self.on_listing_instrument: Any = None
+        self.on_listing_instrument: Callable[[str, str, str], None] | None = None
         self._running = False  # its first connections are made: relists may add to them
 
     # -- discovery
@@ -320,7 +320,7 @@ class VenueRecorder:
             return list(self.settings.symbols)
         bodies = []
         for request in self.spec.instruments_request():
-            page: Any = request
+            page: HttpRequest | None = request
             while page is not None:
                 body = await self._rest(page)
                 bodies.append(body)
@@ -536,7 +536,7 @@ class VenueRecorder:
 
     # -- backfill
 
-    async def _rest(self, request) -> bytes:
+    async def _rest(self, request: HttpRequest) -> str | bytes:
         """One REST request within the venue's budget (shared with the venues on the same
         per-IP allowance), retried after failures. A rate refusal holds the whole budget, so no
         request of any venue sharing it reaches the host before the hold ends: the longest of
@@ -593,7 +593,7 @@ class VenueRecorder:
         inst = self.instruments.get(hole.symbol)
         oldest_ts = None
         for request in spec.backfill_requests(hole.symbol, **bounds):
-            page: Any = request
+            page: HttpRequest | None = request
             while page is not None:
                 rows = spec.parse_backfill(await self._rest(page), hole.symbol, instrument=inst)
                 if hole.after_id is not None:
@@ -602,7 +602,7 @@ class VenueRecorder:
                     first = self._store_backfill(rows)
                     oldest_ts = first if oldest_ts is None else min(oldest_ts, first)
                 page = spec.next_backfill_request(page, rows, **bounds)
-        if hole.after_id is not None:
+        if hole.after_id is not None and hole.before_id is not None:  # a hole in the ids has both ends
             remaining = [
                 g
                 for g in self.store.open_gaps(self.venue, hole.symbol)
@@ -661,7 +661,7 @@ class VenueRecorder:
             requests = spec.backfill_requests(hole.symbol, start_ns=hole.start_ns, end_ns=hole.end_ns)
         oldest_ts, exhausted, pages = None, False, 0
         for request in requests:
-            page: Any = request
+            page: HttpRequest | None = request
             while page is not None and pages < LISTING_BACKFILL_PAGES:
                 pages += 1
                 rows = spec.parse_backfill(await self._rest(page), hole.symbol, instrument=inst)
@@ -704,7 +704,7 @@ class VenueRecorder:
                 "a listing's trades before its subscription: the venue's REST does not reach back",
             )
 
-    def _open_below_live(self, hole: Hole, rows: list[dict]) -> None:
+    def _open_below_live(self, hole: Hole, rows: list[BackfillRow]) -> None:
         """The id tracker takes ids below the first live one for duplicates; a listing's trades
         from before its subscription are exactly those, and none of them is stored yet: open them
         as a hole so they are stored (once)."""
@@ -726,10 +726,10 @@ class VenueRecorder:
         if live and min(ids) < min(live):
             self.store.seed_open_gap(self.venue, hole.symbol, min(ids), min(live) - 1)
 
-    def _store_backfill(self, rows: list[dict]) -> int:
+    def _store_backfill(self, rows: list[BackfillRow]) -> int:
         """Stores REST rows through the ingest path (the same dedupe and id checks as frames);
         returns the oldest exchange time among them."""
-        trades = [_core.Trade(**{**r, "recv_ns": time.time_ns()}) for r in rows]
+        trades = [_core.Trade(**(r | {"recv_ns": time.time_ns()})) for r in rows]
         n, events = self.store.ingest_trades(trades)
         self.counters.backfilled += n
         for e in events or []:
@@ -1315,7 +1315,7 @@ class Collector:
             await asyncio.gather(*tasks, return_exceptions=True)
             self.store.append_marker("recorder_stop", ts_ns=time.time_ns())
 
-    def listen_for_listing_instruments(self, fn: Any) -> None:
+    def listen_for_listing_instruments(self, fn: Callable[[str, str, str], None]) -> None:
         """`fn(asset, venue, symbol)` once each listing instrument is subscribed and backfilled."""
         for r in self.recorders.values():
             r.on_listing_instrument = fn

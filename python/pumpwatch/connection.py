@@ -19,13 +19,13 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.frames import Frame, Opcode
 
-from .net import Backoff, Budgets, HttpError, default_budgets, http_fetch, retry_after_s
+from .net import Backoff, Budgets, HttpError, RateLimiter, default_budgets, http_fetch, retry_after_s
 from .tls import describe_tls_error
 from .venues import HeartbeatRule, HttpFetch, VenueSpec
 
@@ -137,10 +137,14 @@ class _WatchedConnection(ClientConnection):
     #: socket: a reader that falls behind makes TCP push back on the venue, and memory stays bounded
     #: by one read. Frames arriving before `on_data_frames` is set wait in `pending_frames`.
     batching = False
-    on_data_frames: Callable[[list], None] | None = None
-    pending_frames: list | None = None
+    on_data_frames: Callable[[list[bytes]], None] | None = None
+    pending_frames: list[bytes]
     frames_error: BaseException | None = None
     _fragmented = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pending_frames = []
 
     def process_event(self, event: Any) -> None:
         if isinstance(event, Frame):
@@ -162,9 +166,13 @@ class _WatchedConnection(ClientConnection):
             self.flush_frames()
 
     def flush_frames(self) -> None:
+        """Hands the frames waiting in `pending_frames` to `on_data_frames` (none before it is set)."""
+        deliver = self.on_data_frames
+        if deliver is None:
+            return
         frames, self.pending_frames = self.pending_frames, []
         try:
-            self.on_data_frames(frames)
+            deliver(frames)
         except BaseException as e:  # the caller's (DiskFullError...): end the connection, raise it in run()
             self.frames_error = e
             self.on_data_frames = None
@@ -177,7 +185,7 @@ class _Session:
 
     A connection has one session, or two while it rotates (make-before-break)."""
 
-    def __init__(self, ws: ClientConnection, subscribed: list[str], acks_expected: int) -> None:
+    def __init__(self, ws: _WatchedConnection, subscribed: list[str], acks_expected: int) -> None:
         self.ws = ws
         self.subscribed = set(subscribed)
         self.acks_expected = acks_expected
@@ -196,8 +204,9 @@ class _Session:
         """The first of its tasks to finish decides why the session ended."""
         if self.ended.done() or task.cancelled():
             return
-        if task.exception() is not None:
-            self.ended.set_exception(task.exception())
+        error = task.exception()
+        if error is not None:
+            self.ended.set_exception(error)
         else:
             self.ended.set_result(task.result())
 
@@ -405,7 +414,7 @@ class VenueConnection:
 
     # -- one socket
 
-    async def _open(self) -> tuple[ClientConnection, tuple[str | bytes, int] | None]:
+    async def _open(self) -> tuple[_WatchedConnection, tuple[str | bytes, int] | None]:
         """Resolves the URL and connects; waits for the welcome where the venue sends one before
         it takes subscriptions. Returns the socket and the welcome frame with its receive time.
 
@@ -424,21 +433,25 @@ class VenueConnection:
         self.heartbeat = heartbeat
         self.idle_timeout_s = self.policy.idle_timeout(self.spec, self.heartbeat)
         self._url = url
-        ws = await connect(
-            url,
-            # wss:// is verified against the system's CAs, or the configured context; ws:// has none.
-            ssl=self.ssl_context if url.startswith("wss:") else None,
-            # Application-level heartbeats are ours to send (below); otherwise keep websockets'
-            # protocol keepalive (see KEEPALIVE_INTERVAL_S). Server pings are answered either way.
-            ping_interval=None if self.spec.heartbeat.who == "client" else KEEPALIVE_INTERVAL_S,
-            ping_timeout=KEEPALIVE_TIMEOUT_S,
-            open_timeout=self.policy.open_timeout_s,
-            close_timeout=self.policy.close_timeout_s,
-            max_size=MAX_FRAME_BYTES,
-            # Where we connect is the spec's (and so the config's) decision, not the environment's.
-            proxy=None,
-            additional_headers=dict(self.spec.headers) or None,  # Gate futures' size decimals
-            create_connection=_WatchedConnection,
+        # create_connection below makes it a _WatchedConnection; websockets types connect() as its base class.
+        ws = cast(
+            _WatchedConnection,
+            await connect(
+                url,
+                # wss:// is verified against the system's CAs, or the configured context; ws:// has none.
+                ssl=self.ssl_context if url.startswith("wss:") else None,
+                # Application-level heartbeats are ours to send (below); otherwise keep websockets'
+                # protocol keepalive (see KEEPALIVE_INTERVAL_S). Server pings are answered either way.
+                ping_interval=None if self.spec.heartbeat.who == "client" else KEEPALIVE_INTERVAL_S,
+                ping_timeout=KEEPALIVE_TIMEOUT_S,
+                open_timeout=self.policy.open_timeout_s,
+                close_timeout=self.policy.close_timeout_s,
+                max_size=MAX_FRAME_BYTES,
+                # Where we connect is the spec's (and so the config's) decision, not the environment's.
+                proxy=None,
+                additional_headers=dict(self.spec.headers) or None,  # Gate futures' size decimals
+                create_connection=_WatchedConnection,
+            ),
         )
         try:
             welcome = None
@@ -455,7 +468,7 @@ class VenueConnection:
             raise
         return ws, welcome
 
-    def _connect_limiter(self):
+    def _connect_limiter(self) -> RateLimiter | None:
         if self.spec.connect_budget is None:
             return None
         return (self.budgets or default_budgets()).limiter(self.spec.connect_budget)
@@ -531,7 +544,7 @@ class VenueConnection:
             due = session.opened_at + lifetime * self.policy.rotate_at_fraction if lifetime else None
             if retry_at is not None:
                 due = retry_at if due is None else max(due, retry_at)
-            waits = {
+            waits: set[asyncio.Future[Any]] = {
                 session.ended,
                 asyncio.ensure_future(self._closing.wait()),
                 asyncio.ensure_future(self._rotate.wait()),
@@ -582,10 +595,9 @@ class VenueConnection:
             return None
         confirmed = asyncio.ensure_future(new.confirmed.wait())
         closing = asyncio.ensure_future(self._closing.wait())
+        waits: set[asyncio.Future[Any]] = {confirmed, new.ended, closing}
         try:
-            await asyncio.wait(
-                {confirmed, new.ended, closing}, timeout=self.idle_timeout_s, return_when=asyncio.FIRST_COMPLETED
-            )
+            await asyncio.wait(waits, timeout=self.idle_timeout_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
             confirmed.cancel()
             closing.cancel()
@@ -631,7 +643,7 @@ class VenueConnection:
                 frame = await session.ws.recv()
                 self._deliver(session, frame, time.time_ns())
         except WebSocketException as e:
-            if getattr(session.ws, "frames_error", None) is not None:
+            if session.ws.frames_error is not None:
                 raise session.ws.frames_error from None  # the ingest's own error (a full disk...)
             return f"connection closed: {_describe(e)}"
 
@@ -744,8 +756,9 @@ class VenueConnection:
         finally:
             self._delivering = None
 
-    def _deliver_many(self, session: _Session, frames: list, recv_ns: int) -> None:
+    def _deliver_many(self, session: _Session, frames: list[bytes], recv_ns: int) -> None:
         """The whole data frames of one socket read, in one call (see _WatchedConnection)."""
+        assert self.on_frames is not None, "batching is on only when on_frames was given (_open)"
         self._arrived(session, len(frames), recv_ns, True)
         self._delivering = session
         try:

@@ -13,8 +13,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .capture import CaptureScheduler
 from .collector import Collector
@@ -25,6 +26,17 @@ from .retention import log_bytes
 from .status import disk_free, serve_status
 from .store import Store, disk_line
 
+if TYPE_CHECKING:  # the simulator, the watcher and the sink load only when configured
+    from .sim import Simulator
+    from .sim.upbit import SimUpbit
+    from .sink.postgres import PostgresSink
+    from .upbit import ListingTrigger, UpbitWatcher
+
+#: A simulator fault: seconds after start, venue, the SimVenue method, its arguments.
+Fault = tuple[float, str, str, tuple[Any, ...]]
+#: An Upbit notice of the scenario: seconds after start, title, the tickers it must trigger.
+Notice = tuple[float, str, tuple[str, ...]]
+
 log = logging.getLogger("pumpwatch")
 
 #: The API key given to the simulated venues (they accept any).
@@ -32,7 +44,7 @@ SIM_API_KEY = "pumpwatch-simulator"
 
 #: The `--simulate` faults: what happens to which venue when, so a new user sees the recorder find
 #: holes, backfill them, name what it cannot fill, and ride out a pump, within a minute.
-SCENARIO = [
+SCENARIO: list[Fault] = [
     (8.0, "binance-spot", "disconnect_all", ()),
     (14.0, "okx-swap", "drop_frames", (3,)),
     (20.0, "gate-spot", "malformed_frames", (2,)),
@@ -46,7 +58,7 @@ SCENARIO = [
 #: The Upbit notices of the `--simulate` scenario: a listing within the first minute (late enough
 #: that its 20 s before t0 are recorded), and a caution notice that names a ticker and must not
 #: trigger.
-UPBIT_SCENARIO = [
+UPBIT_SCENARIO: list[Notice] = [
     (24.0, "제로지(0G) KRW, USDT 마켓 디지털 자산 추가", ("0G",)),
     (35.0, "[거래] 거래 유의 종목 지정 안내 (DOGE)", ()),
 ]
@@ -73,15 +85,15 @@ class SimScenario:
     coin's pump per venue, the CDN delay of the board (the detection delay), the capture grace.
     After `run`, `simulator` and `upbit` hold the stand-ins (what they sent is the truth)."""
 
-    faults: list = field(default_factory=lambda: list(SCENARIO))
-    notices: list = field(default_factory=lambda: list(UPBIT_SCENARIO))
+    faults: list[Fault] = field(default_factory=lambda: list(SCENARIO))
+    notices: list[Notice] = field(default_factory=lambda: list(UPBIT_SCENARIO))
     listing: str = "0G"
-    pumps: dict = field(default_factory=lambda: dict(LISTING_PUMPS))
+    pumps: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(LISTING_PUMPS))
     cdn_delay_s: float = 0.0
     capture_grace_s: float = 4.0
     trades_per_s: float = 40.0
-    simulator: Any = None
-    upbit: Any = None
+    simulator: Simulator | None = None
+    upbit: SimUpbit | None = None
 
 
 class ListingLog:
@@ -92,7 +104,7 @@ class ListingLog:
         self.captures: CaptureScheduler | None = None
         self.collector: Collector | None = None
 
-    async def __call__(self, t) -> None:
+    async def __call__(self, t: ListingTrigger) -> None:
         if self.collector is not None and t.capture_tickers:
             # First: every venue relists and subscribes the coin now (issue 13).
             self.collector.on_listing(t.capture_tickers, t.detected_ns)
@@ -205,7 +217,7 @@ async def _maintain(cfg: Config, store, warnings: list[str], stop: asyncio.Event
             pass
 
 
-async def _run_scenario(sim, faults) -> None:
+async def _run_scenario(sim: Simulator, faults: list[Fault]) -> None:
     t0 = time.monotonic()
     for at, venue, fault, args in faults:
         await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
@@ -217,12 +229,12 @@ async def _run_scenario(sim, faults) -> None:
 def _status_with_disk(
     collector: Collector,
     cfg: Config,
-    watcher=None,
+    watcher: UpbitWatcher | None = None,
     listings: ListingLog | None = None,
     warnings: list[str] | None = None,
     captures: CaptureScheduler | None = None,
-    sink=None,
-):
+    sink: PostgresSink | None = None,
+) -> Callable[[], dict]:
     def status() -> dict:
         st = collector.status()
         if sink is not None:
@@ -241,7 +253,9 @@ def _status_with_disk(
     return status
 
 
-async def _report(status_fn, stop: asyncio.Event, interactive: bool, done: asyncio.Event | None = None) -> None:
+async def _report(
+    status_fn: Callable[[], dict], stop: asyncio.Event, interactive: bool, done: asyncio.Event | None = None
+) -> None:
     if interactive:
         from .dashboard import live
 
@@ -267,7 +281,7 @@ async def _report(status_fn, stop: asyncio.Event, interactive: bool, done: async
                 log.warning("%s", disk_line(st.get("disk")))
 
 
-def _resume_listings(collector: Collector, watcher, cfg: Config) -> None:
+def _resume_listings(collector: Collector, watcher: UpbitWatcher, cfg: Config) -> None:
     """After a restart: listings triggered within `listing_relist_for_s` are followed again (their
     instruments subscribed in any state, venues asked again), so a restart between a notice and
     the coin's first trade loses nothing of it."""
@@ -309,11 +323,13 @@ async def run(
             pass
     sim = None
     fault_task = None
-    if simulate and scenario is None:
+    if not simulate:
+        scenario = None  # only the simulator plays one: below, a scenario means simulating
+    elif scenario is None:
         scenario = SimScenario()
     # The simulator's servers log every connection at INFO: noise beside the recorder's own log.
     logging.getLogger("pumpwatch.sim").setLevel(logging.WARNING)
-    if simulate:
+    if scenario is not None:
         from .sim import Simulator
 
         # wss:// and https:// with a test CA made now, trusted through [tls] ca_file: the same
@@ -343,7 +359,7 @@ async def run(
         cfg = dataclasses.replace(cfg, venues=venues, tls=dataclasses.replace(cfg.tls, ca_file=sim.ca_file or ""))
         fault_task = asyncio.create_task(_run_scenario(sim, scenario.faults))
     upbit_sim = None
-    if simulate and cfg.upbit.enabled:
+    if scenario is not None and cfg.upbit.enabled:
         from .sim.upbit import SimNotice, SimUpbit
 
         upbit_sim = SimUpbit(
@@ -377,7 +393,7 @@ async def run(
             sink = PostgresSink.from_settings(cfg.sink.postgres, cfg.data_dir)
             sink_task = asyncio.create_task(sink.run(sink_stop))
         capture_settings = cfg.capture
-        if simulate:  # the scenario's event should appear well within its minute
+        if scenario is not None:  # the scenario's event should appear well within its minute
             capture_settings = dataclasses.replace(
                 capture_settings, grace_s=min(capture_settings.grace_s, scenario.capture_grace_s)
             )

@@ -139,7 +139,7 @@ def _extra_lines(status: dict) -> list[str | list[str]]:
     ing = status.get("ingest", {})
     venues = status.get("venues", {})
     unfill = sum(v.get("gaps_unfillable", 0) for v in venues.values())
-    out = [
+    out: list[str | list[str]] = [
         [
             "total",
             f"frames {abbrev(ing.get('frames'))}",

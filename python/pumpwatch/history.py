@@ -34,7 +34,7 @@ import random
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 from urllib.parse import urlencode
@@ -50,6 +50,7 @@ from .capture import (
     CaptureRequest,
     LostSpan,
     MappedInstrument,
+    TradeSource,
     _load_json,
     capture,
     iso,
@@ -65,7 +66,7 @@ from .net import (
 )
 from .schema import MARKER_SCHEMA, TRADE_SCHEMA
 from .upbit import WatcherSettings, parse_page
-from .venues import SPECS, VenueSpec, split_multiplier
+from .venues import SPECS, BackfillRow, HttpFetch, HttpRequest, Instrument, VenueSpec, split_multiplier
 
 log = logging.getLogger("pumpwatch.history")
 
@@ -210,16 +211,16 @@ async def page_listings(
 class VenueHistory:
     """One venue's instrument list and past trades, every request within its rate budget."""
 
-    def __init__(self, spec: VenueSpec, budgets: Budgets, fetch: Any = http_fetch):
+    def __init__(self, spec: VenueSpec, budgets: Budgets, fetch: HttpFetch = http_fetch):
         self.spec = spec
         self.venue = spec.id
         self.limiter = budgets.limiter(spec.rest_pacing())
         self.fetch = fetch
         self.requests = 0
-        self._instruments: list[Any] | None = None
+        self._instruments: list[Instrument] | None = None
         self._rng = random.Random()
 
-    async def rest(self, request: Any) -> bytes:
+    async def rest(self, request: HttpRequest) -> str | bytes:
         """One request within the budget; a rate refusal holds the whole budget (as the
         collector's backfill does), a 5xx or network failure delays only this request."""
         last: Exception | None = None
@@ -241,11 +242,11 @@ class VenueHistory:
                     await asyncio.sleep(wait)
         raise ConnectionError(f"{self.venue}: REST {request.path} failed {REST_ATTEMPTS} times: {last}")
 
-    async def instruments(self) -> list[Any]:
+    async def instruments(self) -> list[Instrument]:
         if self._instruments is None:
             bodies = []
             for request in self.spec.instruments_request():
-                page: Any = request
+                page: HttpRequest | None = request
                 while page is not None:
                     body = await self.rest(page)
                     bodies.append(body)
@@ -270,7 +271,9 @@ class VenueHistory:
                 )
         return sorted(out, key=lambda m: m.symbol)
 
-    async def trades(self, symbol: str, start_ns: int, end_ns: int, source: str) -> tuple[list[dict], LostSpan | None]:
+    async def trades(
+        self, symbol: str, start_ns: int, end_ns: int, source: str
+    ) -> tuple[list[BackfillRow], LostSpan | None]:
         """The trades of `symbol` in `[start_ns, end_ns)` as the venue's history serves them
         (`source`: what `history_source_for` said of the window), and the span lost if the walk
         could not finish (from the last time it reached)."""
@@ -278,10 +281,10 @@ class VenueHistory:
         keep_aggregated = source == AGGREGATED
         if keep_aggregated and spec.api_key:
             spec = spec.with_api_key(None)  # beyond the keyed history's reach: the keyless aggregates
-        rows: dict[str, dict] = {}
+        rows: dict[str, BackfillRow] = {}
         try:
             for first in spec.history_requests(symbol, start_ns, end_ns):
-                page: Any = first
+                page: HttpRequest | None = first
                 while page is not None:
                     got = spec.parse_backfill(await self.rest(page), symbol)
                     for r in got:
@@ -295,7 +298,7 @@ class VenueHistory:
         return _ordered(rows), None
 
 
-def _ordered(rows: dict[str, dict]) -> list[dict]:
+def _ordered(rows: dict[str, BackfillRow]) -> list[BackfillRow]:
     return sorted(rows.values(), key=lambda r: (r["ts_ns"], _id_key(r["trade_id"])))
 
 
@@ -325,8 +328,8 @@ class MemorySource:
         self,
         start_ns: int | None = None,
         end_ns: int | None = None,
-        venues: Any = None,
-        symbols: Any = None,
+        venues: Sequence[str] | None = None,
+        symbols: Sequence[str] | None = None,
         *,
         include_non_trades: bool = False,
     ) -> pa.Table:
@@ -373,7 +376,7 @@ async def rest_window(
     window, so not among the event's trades)."""
     mapping: dict[str, list[MappedInstrument]] = {}
     told: dict[str, dict] = {}
-    rows: list[dict] = []
+    rows: list[BackfillRow] = []
     before = {v: h.requests for v, h in histories.items()}
     wanted = set(only) if only is not None else set(histories)
 
@@ -405,7 +408,7 @@ async def rest_window(
             }
             return
         lost: list[LostSpan] = []
-        mine: list[dict] = []
+        mine: list[BackfillRow] = []
         for inst in insts:
             got, span = await h.trades(inst.symbol, start_ns, end_ns, source)
             mine.extend(got)
@@ -446,7 +449,7 @@ class HistoryRun:
         chart: bool = True,
         thresholds: dict | None = None,
         budgets: Budgets | None = None,
-        fetch: Any = None,
+        fetch: HttpFetch | None = None,
         ca_file: str = "",
         progress: bool = False,
         api_keys: dict[str, str] | None = None,
@@ -646,7 +649,7 @@ class _WithHistory:
     """The recording, plus REST trades for the venues it does not cover (a trade already recorded
     is kept as recorded: same venue, symbol and id)."""
 
-    def __init__(self, recording: Any, rest: pa.Table):
+    def __init__(self, recording: TradeSource, rest: pa.Table):
         self.recording = recording
         self.rest = MemorySource(rest)
 
@@ -654,8 +657,8 @@ class _WithHistory:
         self,
         start_ns: int | None = None,
         end_ns: int | None = None,
-        venues: Any = None,
-        symbols: Any = None,
+        venues: Sequence[str] | None = None,
+        symbols: Sequence[str] | None = None,
         *,
         include_non_trades: bool = False,
     ) -> pa.Table:
@@ -693,7 +696,7 @@ FILLABLE = ("not recorded", "unknown", "absent")
 
 
 async def capture_from_history(
-    source: Any,
+    source: TradeSource,
     req: CaptureRequest,
     data_dir: str | os.PathLike[str],
     *,

@@ -220,7 +220,9 @@ class HttpClient:
             return HttpResponse(status, reason, hdrs, data, started_ns, done_ns, time.monotonic() - started)
         raise HttpError("unreachable")  # pragma: no cover
 
-    def _take_idle(self, key):
+    def _take_idle(
+        self, key: tuple[str, str, int]
+    ) -> tuple[tuple[asyncio.StreamReader, asyncio.StreamWriter] | None, bool]:
         pool = self._idle.get(key)
         now = time.monotonic()
         while pool:
@@ -230,14 +232,14 @@ class HttpClient:
             writer.close()
         return None, False
 
-    def _give_back(self, key, conn) -> None:
+    def _give_back(self, key: tuple[str, str, int], conn: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
         pool = self._idle.setdefault(key, [])
         if len(pool) >= self.max_idle:
             conn[1].close()
             return
         pool.append((conn[0], conn[1], time.monotonic()))
 
-    async def _open(self, scheme: str, host: str, port: int):
+    async def _open(self, scheme: str, host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         tls = self.ssl_context if scheme == "https" else None
         if self.proxy is None:
             return await asyncio.open_connection(

@@ -106,7 +106,16 @@ def check_schema_name(schema: str) -> str:
     return schema
 
 
-def _ddl(schema: str, layout: str) -> list[sql.Composable]:
+def _value(cursor: psycopg.Cursor[Any]) -> Any:
+    """The first column of the row a query always returns (an expression, an aggregate, a key
+    just written)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise SinkError("PostgreSQL returned no row where one always is; check the database and try again")
+    return row[0]
+
+
+def _ddl(schema: str, layout: str) -> list[sql.Composed]:
     s = sql.Identifier(schema)
     partitioned = sql.SQL(" PARTITION BY RANGE (ts_ns)") if layout == "partitioned" else sql.SQL("")
     out = [
@@ -200,10 +209,10 @@ def ensure_schema(conn: psycopg.Connection, schema: str, *, use_timescaledb: boo
         # Serialises concurrent creators (several collectors starting at once).
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"pumpwatch-schema:{schema}",))
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {s}").format(s=s))
-        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{schema}.trades",)).fetchone()[0]
+        exists = _value(conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{schema}.trades",)))
         layout = None
         if exists:
-            if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{schema}.meta",)).fetchone()[0]:
+            if _value(conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{schema}.meta",))):
                 row = conn.execute(sql.SQL("SELECT value FROM {s}.meta WHERE key = 'layout'").format(s=s)).fetchone()
                 layout = row[0] if row else None
             if layout is None:
@@ -228,9 +237,7 @@ def ensure_schema(conn: psycopg.Connection, schema: str, *, use_timescaledb: boo
             ).format(s=s),
             (layout, str(SCHEMA_VERSION)),
         )
-        version = conn.execute(
-            sql.SQL("SELECT value FROM {s}.meta WHERE key = 'schema_version'").format(s=s)
-        ).fetchone()[0]
+        version = _value(conn.execute(sql.SQL("SELECT value FROM {s}.meta WHERE key = 'schema_version'").format(s=s)))
         if int(version) > SCHEMA_VERSION:
             raise SinkError(
                 f"schema {schema} was made by a newer PumpWatch (version {version}, this one knows "
@@ -292,12 +299,14 @@ def register_collector(conn: psycopg.Connection, schema: str, collector_id: str,
             (collector_id,),
         ).fetchone()
         if row is None:
-            free = conn.execute(
-                sql.SQL(
-                    "SELECT min(b) FROM generate_series(0, %s) b WHERE b NOT IN (SELECT bit FROM {s}.collectors)"
-                ).format(s=s),
-                (MAX_COLLECTORS - 1,),
-            ).fetchone()[0]
+            free = _value(
+                conn.execute(
+                    sql.SQL(
+                        "SELECT min(b) FROM generate_series(0, %s) b WHERE b NOT IN (SELECT bit FROM {s}.collectors)"
+                    ).format(s=s),
+                    (MAX_COLLECTORS - 1,),
+                )
+            )
             if free is None:
                 raise SinkError(
                     f"{MAX_COLLECTORS} collectors are registered in {schema}.collectors already; delete the "
@@ -924,7 +933,7 @@ class PostgresSource:
         self._conn: psycopg.Connection | None = psycopg.connect(
             dsn, autocommit=True, application_name="pumpwatch-source"
         )
-        if not self._conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{schema}.trades",)).fetchone()[0]:
+        if not _value(self._conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{schema}.trades",))):
             self._conn.close()
             raise InvalidInputError(
                 f"{dsn} holds no PumpWatch replica in schema {schema!r} (no {schema}.trades); "
@@ -962,7 +971,7 @@ class PostgresSource:
     ) -> pa.Table:
         """Trades with `start_ns <= exchange time < end_ns`, ordered by exchange time (ties in log
         order), as a `pyarrow.Table` with `TRADE_SCHEMA`: what `ReadOnlyStore.query` returns."""
-        where = [sql.SQL("ts_ns >= %s"), sql.SQL("ts_ns < %s")]
+        where: list[sql.Composable] = [sql.SQL("ts_ns >= %s"), sql.SQL("ts_ns < %s")]
         params: list[Any] = [
             -(2**63) if start_ns is None else int(start_ns),
             2**63 - 1 if end_ns is None else int(end_ns),
@@ -1003,7 +1012,7 @@ class PostgresSource:
         `ReadOnlyStore.markers` returns them."""
         start = -(2**63) if start_ns is None else int(start_ns)
         end = 2**63 - 1 if end_ns is None else int(end_ns)
-        where = sql.SQL("""((ts_ns >= %s AND ts_ns < %s)
+        where: sql.Composable = sql.SQL("""((ts_ns >= %s AND ts_ns < %s)
                             OR (from_ts_ns <> 0 AND to_ts_ns <> 0 AND from_ts_ns < %s AND to_ts_ns >= %s))""")
         params: list[Any] = [start, end, end, start]
         if self.collector_id is not None:

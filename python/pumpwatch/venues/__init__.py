@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Context, Decimal, InvalidOperation
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypedDict, TypeVar
 from urllib.parse import urlencode
 
 from .._core import FLAGS
@@ -268,9 +268,24 @@ def make_instrument(
     )
 
 
+class BackfillRow(TypedDict):
+    """One REST trade: the keyword arguments of `pumpwatch.Trade` (its `to_dict()` shape), decimals
+    as the venue's exact text, `flags` with BACKFILL set."""
+
+    venue: str
+    symbol: str
+    trade_id: str
+    price: str
+    qty: str
+    side: str
+    ts_ns: int
+    recv_ns: int
+    flags: int
+
+
 def backfill_row(
     venue: str, symbol: str, trade_id: str, price: str, qty: str, side: str, ts_ns: int, flags: int = 0
-) -> dict:
+) -> BackfillRow:
     """A REST trade in the shape of `pumpwatch.Trade` (keyword arguments / `to_dict()`)."""
     return {
         "venue": venue,
@@ -444,9 +459,11 @@ class VenueSpec:
                 raise InvalidInputError(f"per_connection must be at least 1, not {per_connection}")
             limit = min(limit, per_connection)
         budget = self.max_subscription_chars_per_connection
-        cost = {s: _json_size(self._topic(s)) for s in symbols} if budget is not None else {}
-        if any(c > budget for c in cost.values()):
-            raise InvalidInputError(f"{self.id}: a symbol's subscription alone exceeds {budget} characters")
+        cost: dict[str, int] = {}
+        if budget is not None:
+            cost = {s: _json_size(self._topic(s)) for s in symbols}
+            if any(c > budget for c in cost.values()):
+                raise InvalidInputError(f"{self.id}: a symbol's subscription alone exceeds {budget} characters")
         connections = math.ceil(len(symbols) / limit)
         while True:  # as few connections as the limits allow, loaded evenly
             shards = _balanced(symbols, connections)
@@ -536,7 +553,7 @@ class VenueSpec:
     def next_backfill_request(
         self,
         previous: HttpRequest,
-        rows: Sequence[Mapping[str, Any]],
+        rows: Sequence[BackfillRow],
         *,
         after_id: str | int | None = None,
         before_id: str | int | None = None,
@@ -565,11 +582,13 @@ class VenueSpec:
         return self.history_source
 
     def next_history_request(
-        self, previous: HttpRequest, rows: Sequence[Mapping[str, Any]], start_ns: int, end_ns: int
+        self, previous: HttpRequest, rows: Sequence[BackfillRow], start_ns: int, end_ns: int
     ) -> HttpRequest | None:
         return self.next_backfill_request(previous, rows, start_ns=start_ns, end_ns=end_ns)
 
-    def parse_backfill(self, body: str | bytes, symbol: str, *, instrument: Instrument | None = None) -> list[dict]:
+    def parse_backfill(
+        self, body: str | bytes, symbol: str, *, instrument: Instrument | None = None
+    ) -> list[BackfillRow]:
         """REST trades as `pumpwatch.Trade` dicts (flag BACKFILL), ids and decimals exact.
 
         `instrument` is needed only where the body is scaled (Phemex spot's price/qty scales).
@@ -614,6 +633,7 @@ __all__ = [
     "SPECS",
     "STATUSES",
     "TRADING",
+    "BackfillRow",
     "BackfillRule",
     "HeartbeatRule",
     "HttpFetch",

@@ -14,6 +14,7 @@ from . import (
     HALTED,
     PRE_TRADING,
     TRADING,
+    BackfillRow,
     BackfillRule,
     HeartbeatRule,
     HttpRequest,
@@ -102,7 +103,15 @@ class BinanceSpec(VenueSpec):
         start, end = start_ns // 1_000_000, -(-end_ns // 1_000_000)
         return [self._agg_page(symbol, t, min(end, t + _HOUR_MS - 1)) for t in range(start, end + 1, _HOUR_MS)]
 
-    def backfill_requests(self, symbol, *, after_id=None, before_id=None, start_ns=None, end_ns=None):
+    def backfill_requests(
+        self,
+        symbol: str,
+        *,
+        after_id: str | int | None = None,
+        before_id: str | int | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+    ) -> list[HttpRequest]:
         if self.keyless:
             return self._agg_requests(symbol, start_ns, end_ns)
         # historicalTrades pages forwards from an id; it has no time parameter (§1.3, §2.3).
@@ -118,7 +127,16 @@ class BinanceSpec(VenueSpec):
         last = int(before_id) - 1
         return [self._page(symbol, start, min(rows, last - start + 1)) for start in range(first, last + 1, rows)]
 
-    def next_backfill_request(self, previous, rows, *, after_id=None, before_id=None, start_ns=None, end_ns=None):
+    def next_backfill_request(
+        self,
+        previous: HttpRequest,
+        rows: Sequence[BackfillRow],
+        *,
+        after_id: str | int | None = None,
+        before_id: str | int | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+    ) -> HttpRequest | None:
         if previous.path == self.keyless_trades_path:
             # A full aggTrades page: the rest of its window, from the newest row's time (rows at
             # that millisecond come again and are dropped as duplicates by their f-l ids).
@@ -135,7 +153,7 @@ class BinanceSpec(VenueSpec):
         newest = max(int(r["trade_id"]) for r in rows)
         return self._page(previous.params["symbol"], newest + 1, int(previous.params["limit"]))
 
-    def history_source_for(self, start_ns, now_ns):
+    def history_source_for(self, start_ns: int, now_ns: int) -> str | None:
         # With a key USDⓈ-M serves single trades of the last three months (historicalTrades, §2.3);
         # older windows, and every window without a key, come from aggTrades (a copy without the
         # key asks for them: history_requests follows `keyless`).
@@ -147,7 +165,7 @@ class BinanceSpec(VenueSpec):
             return "rest-history"
         return super().history_source_for(start_ns, now_ns)
 
-    def history_requests(self, symbol, start_ns, end_ns):
+    def history_requests(self, symbol: str, start_ns: int, end_ns: int) -> list[HttpRequest]:
         if self.keyless:
             # USDⓈ-M without a key: aggTrades by time, ≤ 1 year back, aggregated records (§2.3)
             return self._agg_requests(symbol, start_ns, end_ns - 1)
@@ -167,7 +185,9 @@ class BinanceSpec(VenueSpec):
             )
         ]
 
-    def next_history_request(self, previous, rows, start_ns, end_ns):
+    def next_history_request(
+        self, previous: HttpRequest, rows: Sequence[BackfillRow], start_ns: int, end_ns: int
+    ) -> HttpRequest | None:
         if self.keyless:
             return self.next_backfill_request(previous, rows, start_ns=start_ns, end_ns=end_ns)
         if previous.path == self.agg_trades_path:
@@ -182,7 +202,9 @@ class BinanceSpec(VenueSpec):
             previous.params["symbol"], max(int(r["trade_id"]) for r in rows) + 1, int(previous.params["limit"])
         )
 
-    def parse_backfill(self, body, symbol, *, instrument=None) -> list[dict]:
+    def parse_backfill(
+        self, body: str | bytes, symbol: str, *, instrument: Instrument | None = None
+    ) -> list[BackfillRow]:
         out = []
         for r in exact_json(body):
             if "a" in r:
@@ -215,7 +237,7 @@ class BinanceSpec(VenueSpec):
 # conservative reading of "per IP" (a handful of connections either way).
 _CONNECTS = connect_budget("binance", 300, 300.0, "VENUES §1.1, §12")
 
-SPOT = BinanceSpec(
+SPOT: BinanceSpec = BinanceSpec(
     id="binance-spot",
     exchange="binance",
     kind="spot",
@@ -236,7 +258,7 @@ SPOT = BinanceSpec(
     connect_budget=_CONNECTS,
 )
 
-USDM = BinanceSpec(
+USDM: BinanceSpec = BinanceSpec(
     id="binance-usdm",
     exchange="binance",
     kind="perp",

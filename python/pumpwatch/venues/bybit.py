@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from .._core import FLAGS
@@ -13,6 +14,7 @@ from . import (
     PRE_TRADING,
     TRADING,
     UNDOCUMENTED_STREAMS_PER_CONNECTION,
+    BackfillRow,
     BackfillRule,
     HeartbeatRule,
     HttpRequest,
@@ -50,7 +52,7 @@ class BybitSpec(VenueSpec):
             HttpRequest("GET", "/v5/market/instruments-info", {**base, "status": "PreLaunch"}),
         ]
 
-    def next_instruments_request(self, previous, body):
+    def next_instruments_request(self, previous: HttpRequest, body: str | bytes) -> HttpRequest | None:
         cursor = exact_json(body)["result"].get("nextPageCursor") or ""
         if not cursor:
             return None
@@ -71,12 +73,22 @@ class BybitSpec(VenueSpec):
                 out.append(make_instrument(self.id, s["symbol"], s["baseCoin"], "USDT", self.kind, status=status))
         return out
 
-    def backfill_requests(self, symbol, *, after_id=None, before_id=None, start_ns=None, end_ns=None):
+    def backfill_requests(
+        self,
+        symbol: str,
+        *,
+        after_id: str | int | None = None,
+        before_id: str | int | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+    ) -> list[HttpRequest]:
         # recent-trade: the latest N only, no cursor, no time range (§3.3)
         params = {"category": self.category, "symbol": symbol, "limit": str(self.backfill.max_rows)}
         return [HttpRequest("GET", "/v5/market/recent-trade", params)]
 
-    def parse_backfill(self, body, symbol, *, instrument=None) -> list[dict]:
+    def parse_backfill(
+        self, body: str | bytes, symbol: str, *, instrument: Instrument | None = None
+    ) -> list[BackfillRow]:
         out = []
         for r in exact_json(body)["result"]["list"]:
             flags = (FLAGS["RPI"] if r.get("isRPITrade") is True else 0) | (
@@ -98,7 +110,9 @@ class BybitSpec(VenueSpec):
         return out
 
 
-_COMMON = dict(
+# What the exchange's specs share; each adds its own fields (a partial, so mypy checks them all).
+_spec = partial(
+    BybitSpec,
     exchange="bybit",
     ws_url="wss://stream.bybit.com",
     rest_url="https://api.bybit.com",
@@ -120,7 +134,7 @@ _COMMON = dict(
     rest_holds=((403, 600.0),),
 )
 
-SPOT = BybitSpec(
+SPOT: BybitSpec = _spec(
     id="bybit-spot",
     kind="spot",
     ws_path="/v5/public/spot",
@@ -128,15 +142,13 @@ SPOT = BybitSpec(
     # spot recent-trade: limit 1..60; REST 600 requests / 5 s per IP (§3.1, §3.3)
     backfill=BackfillRule(reach="recent_only", max_rows=60, max_age_s=None, requests_per_s=600 / 5),
     category="spot",
-    **_COMMON,
 )
 
-LINEAR = BybitSpec(
+LINEAR: BybitSpec = _spec(
     id="bybit-linear",
     kind="perp",
     ws_path="/v5/public/linear",
     max_topics_per_subscribe=None,  # "linear: no args limit" (§3.1)
     backfill=BackfillRule(reach="recent_only", max_rows=1000, max_age_s=None, requests_per_s=600 / 5),  # §3.3
     category="linear",
-    **_COMMON,
 )

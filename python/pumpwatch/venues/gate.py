@@ -6,6 +6,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from .._core import FLAGS
@@ -18,6 +19,7 @@ from . import (
     PRE_TRADING,
     TRADING,
     UNDOCUMENTED_STREAMS_PER_CONNECTION,
+    BackfillRow,
     BackfillRule,
     HeartbeatRule,
     HttpRequest,
@@ -130,7 +132,15 @@ class GateSpec(VenueSpec):
                 )
         return out
 
-    def backfill_requests(self, symbol, *, after_id=None, before_id=None, start_ns=None, end_ns=None):
+    def backfill_requests(
+        self,
+        symbol: str,
+        *,
+        after_id: str | int | None = None,
+        before_id: str | int | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+    ) -> list[HttpRequest]:
         # Ids cannot be asked for (`last_id` is no longer supported/recommended): a hole is a time range
         # in whole seconds, widened outwards; overlap is deduplicated by id downstream (§7.3, §8).
         params = {self.symbol_param: symbol, "limit": str(self.backfill.max_rows)}
@@ -141,7 +151,16 @@ class GateSpec(VenueSpec):
         params.update({"page": "1"} if self.kind == "spot" else {"offset": "0"})
         return [HttpRequest("GET", self.trades_path, params, dict(self.headers))]
 
-    def next_backfill_request(self, previous, rows, *, after_id=None, before_id=None, start_ns=None, end_ns=None):
+    def next_backfill_request(
+        self,
+        previous: HttpRequest,
+        rows: Sequence[BackfillRow],
+        *,
+        after_id: str | int | None = None,
+        before_id: str | int | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+    ) -> HttpRequest | None:
         limit = int(previous.params["limit"])
         if len(rows) < limit:
             return None
@@ -155,18 +174,20 @@ class GateSpec(VenueSpec):
             params["offset"] = str(int(params["offset"]) + limit)
         return HttpRequest(previous.method, previous.path, params, previous.headers)
 
-    def parse_backfill(self, body, symbol, *, instrument=None) -> list[dict]:
+    def parse_backfill(
+        self, body: str | bytes, symbol: str, *, instrument: Instrument | None = None
+    ) -> list[BackfillRow]:
         rows = exact_json(body)
         return [self._spot_row(r, symbol) if self.kind == "spot" else self._futures_row(r, symbol) for r in rows]
 
-    def _spot_row(self, r: dict, symbol: str) -> dict:
+    def _spot_row(self, r: dict, symbol: str) -> BackfillRow:
         # sequence_id is the per-market consecutive id, the WS `id_market`; `id` is all-market (§7.2, §7.3)
         if "sequence_id" not in r:
             raise InvalidInputError(f"gate-spot trade row without sequence_id: {r}")
         ts = to_ns(r["create_time_ms"], 1_000_000) if "create_time_ms" in r else to_ns(r["create_time"], 1_000_000_000)
         return backfill_row(self.id, symbol, r["sequence_id"], r["price"], r["amount"], taker_side(r["side"]), ts)
 
-    def _futures_row(self, r: dict, symbol: str) -> dict:
+    def _futures_row(self, r: dict, symbol: str) -> BackfillRow:
         # size > 0: taker bought, < 0: taker sold; in contracts of quanto_multiplier (§8)
         size = str(r["size"])
         side = "sell" if size.startswith("-") else "buy"
@@ -175,7 +196,9 @@ class GateSpec(VenueSpec):
         return backfill_row(self.id, symbol, r["id"], r["price"], size.lstrip("-"), side, ts, flags)
 
 
-_COMMON = dict(
+# What the exchange's specs share; each adds its own fields (a partial, so mypy checks them all).
+_spec = partial(
+    GateSpec,
     exchange="gate",
     rest_url="https://api.gateio.ws",
     max_streams_per_connection=UNDOCUMENTED_STREAMS_PER_CONNECTION,  # not documented
@@ -183,7 +206,7 @@ _COMMON = dict(
     max_connections=300,  # per IP (§7.1)
 )
 
-SPOT = GateSpec(
+SPOT: GateSpec = _spec(
     id="gate-spot",
     kind="spot",
     ws_url="wss://api.gateio.ws",
@@ -206,10 +229,9 @@ SPOT = GateSpec(
     instruments_path="/api/v4/spot/currency_pairs",
     trades_path="/api/v4/spot/trades",
     symbol_param="currency_pair",
-    **_COMMON,
 )
 
-FUTURES = GateSpec(
+FUTURES: GateSpec = _spec(
     id="gate-futures",
     kind="perp",
     ws_url="wss://fx-ws.gateio.ws",
@@ -231,5 +253,4 @@ FUTURES = GateSpec(
     instruments_path="/api/v4/futures/usdt/contracts",
     trades_path="/api/v4/futures/usdt/trades",
     symbol_param="contract",
-    **_COMMON,
 )

@@ -6,6 +6,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
@@ -16,6 +17,7 @@ from . import (
     HALTED,
     PRE_TRADING,
     TRADING,
+    BackfillRow,
     BackfillRule,
     HeartbeatRule,
     HttpFetch,
@@ -141,11 +143,21 @@ class KucoinSpec(VenueSpec):
                 )
         return out
 
-    def backfill_requests(self, symbol, *, after_id=None, before_id=None, start_ns=None, end_ns=None):
+    def backfill_requests(
+        self,
+        symbol: str,
+        *,
+        after_id: str | int | None = None,
+        before_id: str | int | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+    ) -> list[HttpRequest]:
         # the last 100 trades, no paging parameters at all (§5.3, §6)
         return [HttpRequest("GET", self.trades_path, {"symbol": symbol})]
 
-    def parse_backfill(self, body, symbol, *, instrument=None) -> list[dict]:
+    def parse_backfill(
+        self, body: str | bytes, symbol: str, *, instrument: Instrument | None = None
+    ) -> list[BackfillRow]:
         out = []
         for r in exact_json(body)["data"]:
             # `sequence` keys KuCoin trades on the stream too (the parsers take it over `tradeId`,
@@ -163,7 +175,9 @@ _HEARTBEAT = HeartbeatRule(
     ping_frame='{"id":"1545910590801","type":"ping"}',
     pong_frame='{"id":"1545910590801","type":"pong"}',
 )
-_COMMON = dict(
+# What the exchange's specs share; each adds its own fields (a partial, so mypy checks them all).
+_spec = partial(
+    KucoinSpec,
     exchange="kucoin",
     ws_path="/",
     max_topics_per_subscribe=100,  # "100 topics per batch subscription" (§5.1)
@@ -180,7 +194,7 @@ _COMMON = dict(
     rest_budget=rest_budget("kucoin", 2000 / 30 / 5, "VENUES §5.3, §12"),
 )
 
-SPOT = KucoinSpec(
+SPOT: KucoinSpec = _spec(
     id="kucoin-spot",
     kind="spot",
     ws_url="wss://ws-api-spot.kucoin.com",  # what bullet-public returns today; the bullet's endpoint wins
@@ -191,10 +205,9 @@ SPOT = KucoinSpec(
     topic_prefix="/market/match:",
     instruments_path="/api/v2/symbols",
     trades_path="/api/v1/market/histories",
-    **_COMMON,
 )
 
-FUTURES = KucoinSpec(
+FUTURES: KucoinSpec = _spec(
     id="kucoin-futures",
     kind="perp",
     ws_url="wss://ws-api-futures.kucoin.com",
@@ -205,5 +218,4 @@ FUTURES = KucoinSpec(
     topic_prefix="/contractMarket/execution:",
     instruments_path="/api/v1/contracts/active",
     trades_path="/api/v1/trade/history",
-    **_COMMON,
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from . import (
@@ -13,6 +14,7 @@ from . import (
     PRE_TRADING,
     TRADING,
     UNDOCUMENTED_STREAMS_PER_CONNECTION,
+    BackfillRow,
     BackfillRule,
     HeartbeatRule,
     HttpRequest,
@@ -82,7 +84,15 @@ class OkxSpec(VenueSpec):
             params["after"] = str(after)
         return HttpRequest("GET", _HISTORY, params)
 
-    def backfill_requests(self, symbol, *, after_id=None, before_id=None, start_ns=None, end_ns=None):
+    def backfill_requests(
+        self,
+        symbol: str,
+        *,
+        after_id: str | int | None = None,
+        before_id: str | int | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+    ) -> list[HttpRequest]:
         rows = self.backfill.max_rows
         if before_id is not None and after_id is not None:
             # tradeId is consecutive per instId, so the whole walk back is known: after=b, b-100, ...
@@ -99,7 +109,16 @@ class OkxSpec(VenueSpec):
             return [self._page(symbol, rows, -(-end_ns // 1_000_000), by_time=True)]
         return [self._page(symbol, rows)]  # newest first; follow with next_backfill_request
 
-    def next_backfill_request(self, previous, rows, *, after_id=None, before_id=None, start_ns=None, end_ns=None):
+    def next_backfill_request(
+        self,
+        previous: HttpRequest,
+        rows: Sequence[BackfillRow],
+        *,
+        after_id: str | int | None = None,
+        before_id: str | int | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+    ) -> HttpRequest | None:
         limit = int(previous.params["limit"])
         if len(rows) < limit or (after_id is not None and before_id is not None):
             return None
@@ -119,7 +138,9 @@ class OkxSpec(VenueSpec):
             return self._page(symbol, self.backfill.max_rows, oldest_id)
         return None
 
-    def parse_backfill(self, body, symbol, *, instrument=None) -> list[dict]:
+    def parse_backfill(
+        self, body: str | bytes, symbol: str, *, instrument: Instrument | None = None
+    ) -> list[BackfillRow]:
         return [
             backfill_row(
                 self.id, symbol, r["tradeId"], r["px"], r["sz"], taker_side(r["side"]), to_ns(r["ts"], 1_000_000)
@@ -128,7 +149,9 @@ class OkxSpec(VenueSpec):
         ]
 
 
-_COMMON = dict(
+# What the exchange's specs share; each adds its own fields (a partial, so mypy checks them all).
+_spec = partial(
+    OkxSpec,
     exchange="okx",
     ws_url="wss://ws.okx.com:8443",
     ws_path="/ws/v5/business",
@@ -149,5 +172,5 @@ _COMMON = dict(
     rest_budget=rest_budget("okx", 20 / 2, "VENUES §4.3"),
 )
 
-SPOT = OkxSpec(id="okx-spot", kind="spot", inst_type="SPOT", **_COMMON)
-SWAP = OkxSpec(id="okx-swap", kind="perp", inst_type="SWAP", **_COMMON)
+SPOT: OkxSpec = _spec(id="okx-spot", kind="spot", inst_type="SPOT")
+SWAP: OkxSpec = _spec(id="okx-swap", kind="perp", inst_type="SWAP")

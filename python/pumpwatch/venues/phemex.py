@@ -6,12 +6,14 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from functools import partial
 from typing import Any
 
 from . import (
     CLOSED,
     HALTED,
     TRADING,
+    BackfillRow,
     BackfillRule,
     HeartbeatRule,
     HttpRequest,
@@ -121,10 +123,20 @@ class PhemexSpec(VenueSpec):
                 )
         return out
 
-    def backfill_requests(self, symbol, *, after_id=None, before_id=None, start_ns=None, end_ns=None):
+    def backfill_requests(
+        self,
+        symbol: str,
+        *,
+        after_id: str | int | None = None,
+        before_id: str | int | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+    ) -> list[HttpRequest]:
         return [HttpRequest("GET", self.trades_path, {"symbol": symbol})]  # recent snapshot only (§9.3)
 
-    def parse_backfill(self, body, symbol, *, instrument=None) -> list[dict]:
+    def parse_backfill(
+        self, body: str | bytes, symbol: str, *, instrument: Instrument | None = None
+    ) -> list[BackfillRow]:
         price_scale = instrument.price_scale if instrument and instrument.price_scale is not None else SPOT_PRICE_SCALE
         qty_scale = instrument.qty_scale if instrument and instrument.qty_scale is not None else DEFAULT_QTY_SCALE
         out = []
@@ -140,7 +152,9 @@ class PhemexSpec(VenueSpec):
         return out
 
 
-_COMMON = dict(
+# What the exchange's specs share; each adds its own fields (a partial, so mypy checks them all).
+_spec = partial(
+    PhemexSpec,
     exchange="phemex",
     ws_url="wss://ws.phemex.com",
     ws_path="",  # "further URI or querystring not allowed" (§9.1)
@@ -165,22 +179,20 @@ _COMMON = dict(
     rest_budget=rest_budget("phemex", 5000 / 300, "VENUES §9.1"),
 )
 
-SPOT = PhemexSpec(
+SPOT: PhemexSpec = _spec(
     id="phemex-spot",
     kind="spot",
     method_prefix="trade",
     trades_path="/md/trade",
     trades_key="trades",
     turnover_path="/md/spot/ticker/24hr/all",
-    **_COMMON,
 )
 
-PERP = PhemexSpec(
+PERP: PhemexSpec = _spec(
     id="phemex-perp",
     kind="perp",
     method_prefix="trade_p",
     trades_path="/md/v2/trade",
     trades_key="trades_p",
     turnover_path="/md/v3/ticker/24hr/all",
-    **_COMMON,
 )
