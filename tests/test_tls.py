@@ -15,8 +15,8 @@ import pumpwatch
 from pumpwatch.collector import Collector
 from pumpwatch.config import Config, ConfigError, TlsSettings, VenueSettings, from_dict
 from pumpwatch.connection import http_fetch
+from pumpwatch.net import venue_fetch
 from pumpwatch.sim import Simulator
-from pumpwatch.tls import venue_fetch
 from pumpwatch.venues import HttpRequest
 
 pytestmark = pytest.mark.timeout(60)

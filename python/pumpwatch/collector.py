@@ -31,9 +31,9 @@ from . import _core
 from .capture import save_instruments
 from .config import Config, VenueSettings
 from .connection import ReconnectPolicy, VenueConnection
-from .net import RATE_REFUSALS, Backoff, Budgets, http_fetch
+from .net import RATE_REFUSALS, Backoff, Budgets, http_fetch, venue_fetch
 from .store import Store
-from .tls import context_for, venue_fetch
+from .tls import context_for
 from .venues import CLOSED, BackfillRow, HttpFetch, HttpRequest, Instrument, VenueSpec
 from .venues import get as venue_spec
 

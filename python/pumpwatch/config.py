@@ -12,16 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._core import VENUES
-from .errors import InvalidInputError
+from .errors import ConfigError
 from .redact import redact, register, register_dsn, register_environment
 
 VENUE_IDS = tuple(VENUES)
 #: Ingest paths the recorder can run ([log] engine).
 ENGINES = ("rust", "purepy")
-
-
-class ConfigError(InvalidInputError):
-    """The configuration file or a setting in it is not valid."""
 
 
 @dataclass(frozen=True)

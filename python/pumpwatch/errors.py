@@ -33,6 +33,10 @@ class InvalidTradeError(InvalidInputError):
     """A trade in a batch is not valid; the batch was not written."""
 
 
+class ConfigError(InvalidInputError):
+    """The configuration file or a setting in it is not valid (pumpwatch.config raises it)."""
+
+
 class FrameError(ValueError):
     """A venue frame could not be parsed (the ingest path quarantines such frames instead)."""
 
@@ -108,8 +112,6 @@ def disk_advice(err: int | None, path: str | None = None) -> str:
 def exit_code_for(e: BaseException) -> int:
     """The exit code for an exception that ends the command."""
     import errno
-
-    from .config import ConfigError
 
     if isinstance(e, (ConfigError, ImportError)):
         return EXIT_CONFIG

@@ -454,7 +454,7 @@ class HistoryRun:
         progress: bool = False,
         api_keys: dict[str, str] | None = None,
     ) -> None:
-        from .tls import venue_fetch
+        from .net import venue_fetch
 
         self.data_dir = os.fspath(data_dir)
         self.watcher = watcher
@@ -717,7 +717,7 @@ async def capture_from_history(
     (merged by id; aggregated rows never mix with single trades). Each filled venue's event.json
     entry names its source (`rest-history`, `rest-history-aggregated`, `recorded+rest-history`)
     and the coverage the history gave. Returns the CapturedEvent."""
-    from .tls import venue_fetch
+    from .net import venue_fetch
 
     data_dir = os.fspath(data_dir)
     venues = tuple(venues)

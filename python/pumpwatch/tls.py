@@ -11,12 +11,11 @@ file, which is what a recorder's `ca_file` names.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
 import ssl
 import tempfile
-from typing import Any, Self
+from typing import Self
 
 from .errors import InvalidInputError
 
@@ -52,29 +51,6 @@ def client_context(ca_file: str | os.PathLike[str] | None = None) -> ssl.SSLCont
 def context_for(ca_file: str = "") -> ssl.SSLContext:
     """`client_context(ca_file)`, made once per file and shared by every connection."""
     return client_context(ca_file or None)
-
-
-@functools.lru_cache(maxsize=8)
-def venue_fetch(ca_file: str = "") -> Any:
-    """The venues' REST `HttpFetch` (pumpwatch.net.http_fetch) verifying with the system's CAs
-    plus `ca_file`: one kept-alive client per event loop, shared by every venue (as the net
-    layer's default client is)."""
-    from .net import HttpClient, http_fetch
-
-    if not ca_file:
-        return http_fetch  # the default client verifies with the system's CAs
-    clients: dict[asyncio.AbstractEventLoop, HttpClient] = {}
-
-    async def fetch(base_url: str, request: Any, **kw: Any) -> bytes:
-        loop = asyncio.get_running_loop()
-        client = clients.get(loop)
-        if client is None:
-            for old in [lp for lp in clients if lp.is_closed()]:
-                del clients[old]
-            client = clients[loop] = HttpClient(max_idle=8, ssl_context=context_for(ca_file))
-        return await http_fetch(base_url, request, client=client, **kw)
-
-    return fetch
 
 
 def describe_tls_error(e: BaseException, url: str) -> str | None:
@@ -138,4 +114,4 @@ class TestCA:
         self.cleanup()
 
 
-__all__ = ["TestCA", "TlsConfigError", "client_context", "context_for", "describe_tls_error", "venue_fetch"]
+__all__ = ["TestCA", "TlsConfigError", "client_context", "context_for", "describe_tls_error"]

@@ -27,6 +27,7 @@ from .http import (
     default_client,
     http_fetch,
     retry_after_s,
+    venue_fetch,
 )
 from .limits import Budgets, RateBudget, RateLimiter, default_budgets
 
@@ -44,5 +45,6 @@ __all__ = [
     "default_client",
     "http_fetch",
     "retry_after_s",
+    "venue_fetch",
     "write_atomic",
 ]

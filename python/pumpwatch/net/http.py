@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import functools
 import gzip
 import ssl
 import time
@@ -20,7 +21,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..errors import InvalidInputError
-from ..tls import describe_tls_error
+from ..tls import context_for, describe_tls_error
 
 #: A venue REST request that takes longer than this has failed (and is retried by its caller).
 HTTP_TIMEOUT_S = 10.0
@@ -388,3 +389,24 @@ async def http_fetch(
             request.method, url, response.status, response.reason, response.body, response.retry_after_s
         )
     return response.body
+
+
+@functools.lru_cache(maxsize=8)
+def venue_fetch(ca_file: str = "") -> Any:
+    """The venues' REST `HttpFetch` (pumpwatch.net.http_fetch) verifying with the system's CAs
+    plus `ca_file`: one kept-alive client per event loop, shared by every venue (as the net
+    layer's default client is)."""
+    if not ca_file:
+        return http_fetch  # the default client verifies with the system's CAs
+    clients: dict[asyncio.AbstractEventLoop, HttpClient] = {}
+
+    async def fetch(base_url: str, request: Any, **kw: Any) -> bytes:
+        loop = asyncio.get_running_loop()
+        client = clients.get(loop)
+        if client is None:
+            for old in [lp for lp in clients if lp.is_closed()]:
+                del clients[old]
+            client = clients[loop] = HttpClient(max_idle=8, ssl_context=context_for(ca_file))
+        return await http_fetch(base_url, request, client=client, **kw)
+
+    return fetch
