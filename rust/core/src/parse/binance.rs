@@ -506,7 +506,8 @@ pub(super) fn fast_trade(frame: &[u8], arena: &mut Vec<u8>, trades: &mut Vec<Par
 }
 
 fn fast_trade_inner(frame: &[u8], arena: &mut Vec<u8>, trades: &mut Vec<ParsedTrade>) -> Option<()> {
-    use super::fast::{ms_to_ns, put, Cursor};
+    use super::fast::{ms_to_ns, put};
+    use super::json::Cursor;
     let mut c = Cursor::new(frame);
     // The stream name is not stored; only printable ASCII is taken (the general parser refuses
     // a frame that is not UTF-8).

@@ -343,7 +343,8 @@ mod tests {
 /// the bytes, no token tape; anything else returns `None` and the general parser decides (tests
 /// hold the two to the same output on every frame the shortcut takes).
 pub(super) fn fast_trades(frame: &[u8], arena: &mut Vec<u8>, trades: &mut Vec<ParsedTrade>) -> Option<()> {
-    use super::fast::{once, put, Cursor};
+    use super::fast::{once, put};
+    use super::json::Cursor;
     let mut c = Cursor::new(frame);
     let (mut topic, mut data) = (None, None);
     c.object(|c, key| match key {

@@ -504,7 +504,8 @@ pub(super) fn fast_trades(
     trades: &mut Vec<ParsedTrade>,
     futures: bool,
 ) -> Option<()> {
-    use super::fast::{once, Cursor};
+    use super::fast::once;
+    use super::json::Cursor;
     let mut c = Cursor::new(frame);
     let (mut channel, mut event, mut result) = (None, None, None);
     c.object(|c, key| match key {
@@ -527,7 +528,7 @@ pub(super) fn fast_trades(
 
 /// One trade object of a Gate update, read as `spot_trade` / `futures_trade` read it.
 fn fast_one(
-    c: &mut super::fast::Cursor<'_>,
+    c: &mut super::json::Cursor<'_>,
     arena: &mut Vec<u8>,
     trades: &mut Vec<ParsedTrade>,
     futures: bool,

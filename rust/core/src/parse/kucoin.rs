@@ -281,7 +281,8 @@ mod tests {
 /// `None` and the general parser decides (tests hold the two to the same output on every frame
 /// the shortcut takes).
 pub(super) fn fast_trade(frame: &[u8], arena: &mut Vec<u8>, trades: &mut Vec<ParsedTrade>) -> Option<()> {
-    use super::fast::{once, put, Cursor};
+    use super::fast::{once, put};
+    use super::json::Cursor;
     let mut c = Cursor::new(frame);
     let (mut ty, mut topic, mut data) = (None, None, None);
     c.object(|c, key| match key {

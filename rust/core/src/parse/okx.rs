@@ -320,7 +320,8 @@ mod tests {
 /// OKX sends strings, a repeated key, an empty `data`) returns `None` and the general parser
 /// decides, so the two never disagree on a frame the shortcut takes (tests hold them to that).
 pub(super) fn fast_trades(frame: &[u8], arena: &mut Vec<u8>, trades: &mut Vec<ParsedTrade>) -> Option<()> {
-    use super::fast::{ms_to_ns_text, once, put, Cursor};
+    use super::fast::{ms_to_ns_text, once, put};
+    use super::json::Cursor;
     let mut c = Cursor::new(frame);
     // `arg` first (its instId names the trades of elements without one), then `data`.
     if !c.lit(b"{\"arg\":") {

@@ -507,7 +507,8 @@ pub(super) fn fast_trades(
     ctx: &ParseContext,
     spot: bool,
 ) -> Option<()> {
-    use super::fast::{once, Cursor};
+    use super::fast::once;
+    use super::json::Cursor;
     let mut c = Cursor::new(frame);
     let mut control = None;
     let mut rejected = Vec::new(); // the shortcut declines a bad row instead of leaving it out
@@ -591,7 +592,7 @@ pub(super) fn fast_trades(
 }
 
 /// A scaled integer as `scaled_decimal` reads it: a non-negative JSON integer literal.
-fn scaled_fast(c: &mut super::fast::Cursor<'_>, arena: &mut Vec<u8>, scale: usize) -> Option<Range<u32>> {
+fn scaled_fast(c: &mut super::json::Cursor<'_>, arena: &mut Vec<u8>, scale: usize) -> Option<Range<u32>> {
     let (digits, _) = c.uint()?;
     let start = arena.len();
     write_scaled(arena, digits, scale);
