@@ -39,31 +39,11 @@ struct Fields {
 }
 
 fn scan(doc: &Doc<'_>, obj: usize) -> Fields {
-    let mut kb = [0u8; 32];
-    let mut fs = Fields::default();
-    for (k, v) in doc.members(obj) {
-        let slot = match doc.key(k, &mut kb) {
-            b"data" => &mut fs.data,
-            b"e" => &mut fs.e,
-            b"result" => &mut fs.result,
-            b"code" => &mut fs.code,
-            b"error" => &mut fs.error,
-            b"method" => &mut fs.method,
-            b"s" => &mut fs.s,
-            b"t" => &mut fs.t,
-            b"p" => &mut fs.p,
-            b"q" => &mut fs.q,
-            b"T" => &mut fs.tt,
-            b"m" => &mut fs.m,
-            b"X" => &mut fs.x,
-            b"a" => &mut fs.a,
-            b"f" => &mut fs.f,
-            b"l" => &mut fs.l,
-            _ => continue,
-        };
-        *slot = Some(v);
-    }
-    fs
+    let [data, e, result, code, error, method, s, t, p, q, tt, m, x, a, f, l] = doc.pick(
+        obj,
+        ["data", "e", "result", "code", "error", "method", "s", "t", "p", "q", "T", "m", "X", "a", "f", "l"],
+    );
+    Fields { data, e, result, code, error, method, s, t, p, q, tt, m, x, a, f, l }
 }
 
 pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>) -> PResult<()> {

@@ -13,18 +13,7 @@ use super::*;
 
 pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>) -> PResult<()> {
     let root = root_object(doc)?;
-    let mut kb = [0u8; 32];
-    let (mut topic, mut data, mut success, mut op, mut ret_msg) = (None, None, None, None, None);
-    for (k, v) in doc.members(root) {
-        match doc.key(k, &mut kb) {
-            b"topic" => topic = Some(v),
-            b"data" => data = Some(v),
-            b"success" => success = Some(v),
-            b"op" => op = Some(v),
-            b"ret_msg" => ret_msg = Some(v),
-            _ => {}
-        }
-    }
+    let [topic, data, success, op, ret_msg] = doc.pick(root, ["topic", "data", "success", "op", "ret_msg"]);
     if let Some(topic) = topic {
         let t = str_field(doc, topic, field("topic"))?;
         if !t.starts_with(b"publicTrade.") {
@@ -73,22 +62,7 @@ fn trade(doc: &Doc<'_>, obj: usize, i: usize, sink: &mut Sink<'_>) -> PResult<()
     if doc.kind(obj) != json::Kind::Obj {
         return fail(format!("trade {i} is {}, not an object", doc.kind_name(obj)));
     }
-    let mut kb = [0u8; 32];
-    let (mut tt, mut s, mut side_v, mut v, mut p, mut id, mut bt, mut rpi) =
-        (None, None, None, None, None, None, None, None);
-    for (k, val) in doc.members(obj) {
-        match doc.key(k, &mut kb) {
-            b"T" => tt = Some(val),
-            b"s" => s = Some(val),
-            b"S" => side_v = Some(val),
-            b"v" => v = Some(val),
-            b"p" => p = Some(val),
-            b"i" => id = Some(val),
-            b"BT" => bt = Some(val),
-            b"RPI" => rpi = Some(val),
-            _ => {}
-        }
-    }
+    let [tt, s, side_v, v, p, id, bt, rpi] = doc.pick(obj, ["T", "s", "S", "v", "p", "i", "BT", "RPI"]);
     let mut flags = 0u16;
     if flag(doc, bt, tfield("BT", i))? {
         flags |= flags::BLOCK_TRADE;

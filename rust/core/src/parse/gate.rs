@@ -28,17 +28,7 @@ use super::*;
 
 pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>, futures: bool) -> PResult<()> {
     let root = root_object(doc)?;
-    let mut kb = [0u8; 32];
-    let (mut channel, mut event, mut result, mut error) = (None, None, None, None);
-    for (k, v) in doc.members(root) {
-        match doc.key(k, &mut kb) {
-            b"channel" => channel = Some(v),
-            b"event" => event = Some(v),
-            b"result" => result = Some(v),
-            b"error" => error = Some(v),
-            _ => {}
-        }
-    }
+    let [channel, event, result, error] = doc.pick(root, ["channel", "event", "result", "error"]);
     let channel = str_field(doc, need(channel, field("channel"))?, field("channel"))?;
     if channel.ends_with(b".pong") {
         sink.pong();
@@ -54,12 +44,7 @@ pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>, futures: bool) -> PResul
             match result.filter(|r| !doc.is_null(*r)) {
                 None => sink.other(),
                 Some(r) => {
-                    let mut status = None;
-                    for (k, v) in doc.members(r) {
-                        if doc.key(k, &mut kb) == b"status" {
-                            status = Some(v);
-                        }
-                    }
+                    let [status] = doc.pick(r, ["status"]);
                     if status.and_then(|s| doc.str_cow(s)).is_some_and(|s| &*s == b"success") {
                         sink.set_control(|detail| Control::SubscribeAck { detail });
                     } else {
@@ -72,6 +57,8 @@ pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>, futures: bool) -> PResul
         b"update" | b"all" => {
             let want: &[u8] = if futures { b"futures.trades" } else { b"spot.trades" };
             if futures && &*channel == b"futures.system" {
+                // The first "type" member (a find, not the last-wins `pick`: kept as it was).
+                let mut kb = [0u8; 32];
                 let kind = result.filter(|r| doc.kind(*r) == json::Kind::Obj).and_then(|r| {
                     doc.members(r).find(|(k, _)| doc.key(*k, &mut kb) == b"type").and_then(|(_, v)| doc.str_cow(v))
                 });
@@ -138,23 +125,10 @@ fn parse_range(text: &[u8]) -> Option<(u64, u64)> {
 }
 
 fn spot_trade(doc: &Doc<'_>, obj: usize, i: usize, sink: &mut Sink<'_>) -> PResult<()> {
-    let mut kb = [0u8; 32];
-    let (mut id, mut id_market, mut ct, mut ct_ms, mut side_v, mut pair, mut amount, mut price, mut range) =
-        (None, None, None, None, None, None, None, None, None);
-    for (k, v) in doc.members(obj) {
-        match doc.key(k, &mut kb) {
-            b"id" => id = Some(v),
-            b"id_market" => id_market = Some(v),
-            b"create_time" => ct = Some(v),
-            b"create_time_ms" => ct_ms = Some(v),
-            b"side" => side_v = Some(v),
-            b"currency_pair" => pair = Some(v),
-            b"amount" => amount = Some(v),
-            b"price" => price = Some(v),
-            b"range" => range = Some(v),
-            _ => {}
-        }
-    }
+    let [id, id_market, ct, ct_ms, side_v, pair, amount, price, range] = doc.pick(
+        obj,
+        ["id", "id_market", "create_time", "create_time_ms", "side", "currency_pair", "amount", "price", "range"],
+    );
     let side = side(doc, need(side_v, tfield("side", i))?, tfield("side", i))?;
     let ts_ns = trade_time(doc, ct_ms, ct, i)?;
     let range = match range.filter(|r| !doc.is_null(*r)) {
@@ -202,21 +176,8 @@ fn spot_trade(doc: &Doc<'_>, obj: usize, i: usize, sink: &mut Sink<'_>) -> PResu
 }
 
 fn futures_trade(doc: &Doc<'_>, obj: usize, i: usize, sink: &mut Sink<'_>) -> PResult<()> {
-    let mut kb = [0u8; 32];
-    let (mut id, mut size, mut ct, mut ct_ms, mut price, mut contract, mut internal) =
-        (None, None, None, None, None, None, None);
-    for (k, v) in doc.members(obj) {
-        match doc.key(k, &mut kb) {
-            b"id" => id = Some(v),
-            b"size" => size = Some(v),
-            b"create_time" => ct = Some(v),
-            b"create_time_ms" => ct_ms = Some(v),
-            b"price" => price = Some(v),
-            b"contract" => contract = Some(v),
-            b"is_internal" => internal = Some(v),
-            _ => {}
-        }
-    }
+    let [id, size, ct, ct_ms, price, contract, internal] =
+        doc.pick(obj, ["id", "size", "create_time", "create_time_ms", "price", "contract", "is_internal"]);
     let flags = if flag(doc, internal, tfield("is_internal", i))? { flags::INTERNAL } else { 0 };
     let ts_ns = trade_time(doc, ct_ms, ct, i)?;
     let symbol = sink.text(doc, need(contract, tfield("contract", i))?, tfield("contract", i))?;

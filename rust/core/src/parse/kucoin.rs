@@ -16,16 +16,7 @@ use super::*;
 
 pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>) -> PResult<()> {
     let root = root_object(doc)?;
-    let mut kb = [0u8; 32];
-    let (mut ty, mut topic, mut data) = (None, None, None);
-    for (k, v) in doc.members(root) {
-        match doc.key(k, &mut kb) {
-            b"type" => ty = Some(v),
-            b"topic" => topic = Some(v),
-            b"data" => data = Some(v),
-            _ => {}
-        }
-    }
+    let [ty, topic, data] = doc.pick(root, ["type", "topic", "data"]);
     let ty = str_field(doc, need(ty, field("type"))?, field("type"))?;
     match &*ty {
         b"message" => {
@@ -62,22 +53,8 @@ pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>) -> PResult<()> {
 }
 
 fn trade(doc: &Doc<'_>, obj: usize, sink: &mut Sink<'_>) -> PResult<()> {
-    let mut kb = [0u8; 32];
-    let (mut sym, mut id, mut seq, mut price, mut size, mut side_v, mut ts, mut time) =
-        (None, None, None, None, None, None, None, None);
-    for (k, v) in doc.members(obj) {
-        match doc.key(k, &mut kb) {
-            b"symbol" => sym = Some(v),
-            b"tradeId" => id = Some(v),
-            b"sequence" => seq = Some(v),
-            b"price" => price = Some(v),
-            b"size" => size = Some(v),
-            b"side" => side_v = Some(v),
-            b"ts" => ts = Some(v),
-            b"time" => time = Some(v),
-            _ => {}
-        }
-    }
+    let [sym, id, seq, price, size, side_v, ts, time] =
+        doc.pick(obj, ["symbol", "tradeId", "sequence", "price", "size", "side", "ts", "time"]);
     let side = side(doc, need(side_v, field("side"))?, field("side"))?;
     let ts_ns = match (ts, time) {
         (Some(v), _) => time_ns(doc, v, field("ts"), 0)?,

@@ -17,17 +17,7 @@ use super::*;
 
 pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>) -> PResult<()> {
     let root = root_object(doc)?;
-    let mut kb = [0u8; 32];
-    let (mut event, mut arg, mut data, mut op) = (None, None, None, None);
-    for (k, v) in doc.members(root) {
-        match doc.key(k, &mut kb) {
-            b"event" => event = Some(v),
-            b"arg" => arg = Some(v),
-            b"data" => data = Some(v),
-            b"op" => op = Some(v),
-            _ => {}
-        }
-    }
+    let [event, arg, data, op] = doc.pick(root, ["event", "arg", "data", "op"]);
     if let Some(ev) = event {
         let ev = str_field(doc, ev, field("event"))?;
         match &*ev {
@@ -40,14 +30,7 @@ pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>) -> PResult<()> {
     }
     if let Some(data) = data {
         let arg = object(doc, need(arg, field("arg"))?, field("arg"))?;
-        let (mut channel, mut arg_inst) = (None, None);
-        for (k, v) in doc.members(arg) {
-            match doc.key(k, &mut kb) {
-                b"channel" => channel = Some(v),
-                b"instId" => arg_inst = Some(v),
-                _ => {}
-            }
-        }
+        let [channel, arg_inst] = doc.pick(arg, ["channel", "instId"]);
         let channel = str_field(doc, need(channel, field("arg.channel"))?, field("arg.channel"))?;
         if &*channel != b"trades" && &*channel != b"trades-all" {
             sink.other();
@@ -73,20 +56,7 @@ fn trade(doc: &Doc<'_>, obj: usize, i: usize, arg_inst: Option<usize>, sink: &mu
     if doc.kind(obj) != json::Kind::Obj {
         return fail(format!("trade {i} is {}, not an object", doc.kind_name(obj)));
     }
-    let mut kb = [0u8; 32];
-    let (mut inst, mut id, mut px, mut sz, mut side_v, mut ts, mut count) = (None, None, None, None, None, None, None);
-    for (k, v) in doc.members(obj) {
-        match doc.key(k, &mut kb) {
-            b"instId" => inst = Some(v),
-            b"tradeId" => id = Some(v),
-            b"px" => px = Some(v),
-            b"sz" => sz = Some(v),
-            b"side" => side_v = Some(v),
-            b"ts" => ts = Some(v),
-            b"count" => count = Some(v),
-            _ => {}
-        }
-    }
+    let [inst, id, px, sz, side_v, ts, count] = doc.pick(obj, ["instId", "tradeId", "px", "sz", "side", "ts", "count"]);
     let side = side(doc, need(side_v, tfield("side", i))?, tfield("side", i))?;
     let ts_ns = time_ns(doc, need(ts, tfield("ts", i))?, tfield("ts", i), 6)?;
     let count = match count {

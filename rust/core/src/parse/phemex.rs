@@ -27,21 +27,8 @@ use super::*;
 
 pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>, ctx: &ParseContext, spot: bool) -> PResult<()> {
     let root = root_object(doc)?;
-    let mut kb = [0u8; 32];
-    let (mut trades, mut trades_p, mut symbol, mut ty, mut error, mut result, mut method) =
-        (None, None, None, None, None, None, None);
-    for (k, v) in doc.members(root) {
-        match doc.key(k, &mut kb) {
-            b"trades" => trades = Some(v),
-            b"trades_p" => trades_p = Some(v),
-            b"symbol" => symbol = Some(v),
-            b"type" => ty = Some(v),
-            b"error" => error = Some(v),
-            b"result" => result = Some(v),
-            b"method" => method = Some(v),
-            _ => {}
-        }
-    }
+    let [trades, trades_p, symbol, ty, error, result, method] =
+        doc.pick(root, ["trades", "trades_p", "symbol", "type", "error", "result", "method"]);
     if trades.is_some() || trades_p.is_some() {
         let (rows, scaled) = match (trades, trades_p) {
             (Some(t), _) if spot => (t, true),
@@ -67,12 +54,7 @@ pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>, ctx: &ParseContext, spot
             return Ok(());
         }
         if doc.kind(r) == json::Kind::Obj {
-            let mut status = None;
-            for (k, v) in doc.members(r) {
-                if doc.key(k, &mut kb) == b"status" {
-                    status = Some(v);
-                }
-            }
+            let [status] = doc.pick(r, ["status"]);
             if status.and_then(|s| doc.str_cow(s)).is_some_and(|s| &*s == b"success") {
                 sink.set_control(|detail| Control::SubscribeAck { detail });
                 return Ok(());

@@ -339,6 +339,23 @@ impl<'a> Doc<'a> {
         buf.get(..len).unwrap_or(&[])
     }
 
+    /// The values of an object's members named in `names`, in the order of `names` (`None` for
+    /// a member that is absent, or when `obj` is not an object). Members named otherwise are
+    /// skipped; of a key given twice, the last one counts. This is the one key scan of every
+    /// venue parser: a parser says which names it reads, then decides what each value must be.
+    #[inline]
+    pub fn pick<const N: usize>(&self, obj: usize, names: [&str; N]) -> [Option<usize>; N] {
+        let mut kb = [0u8; 32];
+        let mut found = [None; N];
+        for (k, v) in self.members(obj) {
+            let key = self.key(k, &mut kb);
+            if let Some(slot) = names.iter().position(|n| n.as_bytes() == key).and_then(|i| found.get_mut(i)) {
+                *slot = Some(v);
+            }
+        }
+        found
+    }
+
     pub fn scalar(&self, i: usize) -> Option<Scalar<'a>> {
         let n = self.node(i);
         match n.kind {
@@ -430,5 +447,24 @@ mod tests {
         assert!(parse_into(deep.as_bytes(), &mut nodes, &mut stack).is_err());
         let ok = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
         assert!(parse_into(ok.as_bytes(), &mut nodes, &mut stack).is_ok());
+    }
+
+    #[test]
+    fn pick_takes_the_named_members_last_one_wins() {
+        let src = br#"{"a":1,"b":[2],"\u0063":"x","a":3,"zz":{"a":9}}"#;
+        let (mut nodes, mut stack) = (Vec::new(), Vec::new());
+        parse_into(src, &mut nodes, &mut stack).unwrap();
+        let doc = Doc { src, nodes: &nodes };
+        let [a, c, b, missing] = doc.pick(0, ["a", "c", "b", "missing"]);
+        assert_eq!(a.map(|v| doc.raw(v)), Some(&b"3"[..]), "the last of a repeated key");
+        assert_eq!(c.map(|v| doc.raw(v)), Some(&b"x"[..]), "an escaped key is matched by its text");
+        assert_eq!(b.map(|v| doc.kind(v)), Some(Kind::Arr));
+        assert_eq!(missing, None);
+        // Only the object's own members: the nested "a" is not one of them.
+        let [zz] = doc.pick(0, ["zz"]);
+        let [inner] = doc.pick(zz.unwrap(), ["a"]);
+        assert_eq!(inner.map(|v| doc.raw(v)), Some(&b"9"[..]));
+        // Not an object: nothing.
+        assert_eq!(doc.pick(b.unwrap(), ["a"]), [None]);
     }
 }
