@@ -225,70 +225,6 @@ mod tests {
     fn spot_values() {
         let ctx = ParseContext::new();
         let v = Venue::GateSpot;
-        let out = parse_ok(v, line(SPOT, 1), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "DIS_USDT",
-                id: "816995772",
-                price: "121.5800000000",
-                qty: "0.2010000000",
-                side: Side::Sell,
-                ts_ns: 1_619_093_543_708_264_200,
-                flags: 0,
-                seq: None,
-            },
-        );
-        let out = parse_ok(v, line(SPOT, 2), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "NEO_BTC",
-                id: "816995970",
-                price: "0.0018735000",
-                qty: "0.5000000000",
-                side: Side::Buy,
-                ts_ns: 1_619_093_546_958_116_000,
-                flags: 0,
-                seq: None,
-            },
-        );
-        let out = parse_ok(v, line(SPOT, 4), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "BTC_USDT",
-                id: "217831625",
-                price: "77474",
-                qty: "0.000021",
-                side: Side::Sell,
-                ts_ns: 1_788_336_082_402_208_000,
-                flags: 0,
-                seq: Some((217831625, 217831625)),
-            },
-        );
-        let out = parse_ok(v, line(SPOT_TARDIS, 1), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "TLOS_BTC",
-                id: "5541729598",
-                price: "0.00000644",
-                qty: "89.238",
-                side: Side::Buy,
-                ts_ns: 1_682_689_046_123_000_000,
-                flags: 0,
-                seq: None,
-            },
-        );
         // The documentation's example: a range of several fills.
         let f = r#"{"time":1606292218,"time_ms":1606292218231,"channel":"spot.trades","event":"update","result":{"id":309143071,"id_market":2390904,"create_time":1606292218,"create_time_ms":"1606292218213.4578","side":"sell","currency_pair":"GT_USDT","amount":"16.4700000000","price":"0.4705000000","range":"2390902-2390904"}}"#;
         let out = parse_ok(v, f, &ctx);
@@ -313,56 +249,6 @@ mod tests {
     fn futures_values() {
         let ctx = ParseContext::new();
         let v = Venue::GateFutures;
-        let out = parse_ok(v, line(FUT, 1), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "BTC_USDT",
-                id: "825348721",
-                price: "76520",
-                qty: "2",
-                side: Side::Sell,
-                ts_ns: 1_788_347_173_767_000_000,
-                flags: 0,
-                seq: Some((825348721, 825348721)),
-            },
-        );
-        // No create_time_ms: seconds.
-        let out = parse_ok(v, line(FUT_TARDIS, 1), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "COMP_USDT",
-                id: "31615",
-                price: "217.2",
-                qty: "1",
-                side: Side::Buy,
-                ts_ns: 1_593_561_616_000_000_000,
-                flags: 0,
-                seq: Some((31615, 31615)),
-            },
-        );
-        let out = parse_ok(v, line(FUT_TARDIS, 3), &ctx);
-        assert_eq!(out.trades.len(), 3);
-        assert_trade(
-            &out,
-            v,
-            1,
-            &Want {
-                symbol: "BTC_USDT",
-                id: "13654527",
-                price: "45300",
-                qty: "2000",
-                side: Side::Buy,
-                ts_ns: 1_614_556_850_860_000_000,
-                flags: 0,
-                seq: Some((13654527, 13654527)),
-            },
-        );
         // Decimal size string (X-Gate-Size-Decimal) and is_internal.
         let f = r#"{"time":1,"channel":"futures.trades","event":"update","result":[{"id":7,"size":"-0.25","create_time":1,"create_time_ms":1700000000123,"price":"100.5","contract":"ETH_USDT","is_internal":true}]}"#;
         let out = parse_ok(v, f, &ctx);
