@@ -1,7 +1,10 @@
-//! The JSON tokenizer of the parsers, in two readers that share one set of lexical rules (this
-//! file): the strict tape (`tape`, RFC 8259, every token's raw text kept, for any frame) and the
-//! one-pass cursor (`cursor`, for frames laid out exactly as a venue sends them, which the per-venue
-//! shortcuts read without a tape). Numbers are never converted through `f64`: a number is its text.
+//! The JSON tokenizer of the parsers, in two readers over one set of lexical rules (this file:
+//! whitespace, digit runs and their values, plain string runs, unescaping): the strict tape
+//! (`tape`, RFC 8259, every token's raw text kept, for any frame) and the one-pass cursor
+//! (`cursor`, for frames laid out exactly as a venue sends them, which the per-venue shortcuts read
+//! without a tape). Numbers are never converted through `f64`: a number is its text. The tape's
+//! string scan stays its own byte loop (it must accept escapes and UTF-8, which end a plain run):
+//! measured with callgrind, skipping plain runs with `plain_run` there cost 4% more instructions.
 
 mod cursor;
 mod tape;

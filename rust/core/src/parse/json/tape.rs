@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use super::{digit_run, plain_run, skip_ws, unescape_with};
+use super::{digit_run, skip_ws, unescape_with};
 use crate::parse::MAX_DEPTH;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,9 +144,6 @@ fn parse_string(src: &[u8], pos: usize, nodes: &mut Vec<Node>) -> Result<usize, 
     let mut i = pos + 1;
     let mut esc = false;
     loop {
-        // The plain run in one step (what the cursor reads as a whole string); then the byte
-        // that ended it.
-        i += plain_run(src.get(i..).unwrap_or(&[]));
         match src.get(i) {
             None => return Err(format!("unterminated string starting at byte {pos} (truncated JSON?)")),
             Some(b'"') => break,
