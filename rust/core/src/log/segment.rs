@@ -24,10 +24,10 @@ const SEAL_RECORDS_AT: usize = 48;
 const SEAL_CHAIN_AT: usize = 56;
 const SEAL_CRC_AT: usize = 60;
 
-// The names of the log's files, in one place (docs/FORMAT.md "Data directory"): the data directory holds
-// `LOCK` and `log/`; `log/` holds, per segment `seq` (20 digits), `<seq>.pwlog` (the segment),
-// `<seq>.pwidx` (its time index) or, once compressed, `<seq>.pwzst`; a `.tmp` suffix marks a
-// file being written, never read as the real one.
+// The names of the log's files, in one place (docs/FORMAT.md "Data directory"): a data directory
+// holds `LOCK` and `log/`; `log/` holds, per segment `seq` (20 digits), `<seq>.pwlog` (the
+// segment) and `<seq>.pwidx` (its time index), or once compressed `<seq>.pwzst`; a `.tmp` suffix
+// marks a file being written, never read as the real one.
 
 /// The log directory inside a data directory.
 pub const LOG_DIR: &str = "log";
