@@ -2,7 +2,8 @@
 
 Every line of every venue's sample files is parsed: trade files must yield at least one trade per
 line, control files a control message per line. A hand-picked set of lines per venue is checked
-field by field against values read off the frames by hand.
+field by field against values read off the frames by hand: the table tests/data/real_frames.json,
+which the Rust parser runs too (here through pumpwatch._core, and in rust/core/tests/real_frames.rs).
 
 The sample index (``SAMPLE_FILES``, ``sample_lines(venue)``...) lives in venue_samples.py.
 """
@@ -11,8 +12,18 @@ from __future__ import annotations
 
 import pytest
 
+from pumpwatch import _core
 from pumpwatch.purepy.parse import FrameError, ParseContext, parse
-from venue_samples import FOREIGN_FILES, SAMPLE_FILES, SAMPLES_DIR, foreign_lines, line_of, sample_lines
+from venue_samples import (
+    FOREIGN_FILES,
+    SAMPLE_FILES,
+    SAMPLES_DIR,
+    flag_bits,
+    foreign_lines,
+    line_of,
+    real_frames,
+    sample_lines,
+)
 
 # --- every line ------------------------------------------------------------------------------
 
@@ -96,676 +107,65 @@ def T(venue, symbol, trade_id, price, qty, side, ts_ns, flags=0, seq=None):
 
 RPI, INSURANCE_FUND, ADL, INTERNAL, BLOCK_TRADE, NON_TRADE, SNAPSHOT = 1, 2, 4, 8, 16, 32, 128
 
-# (venue, file, line number, expected trades at index -> dict, total trade count)
-EXPECTED = [
-    # Binance spot: combined @trade, m=true -> taker sold.
-    (
-        "binance-spot",
-        "binance_spot.jsonl",
-        3,
-        {
-            0: T(
-                "binance-spot",
-                "BTCUSDT",
-                "5052328858",
-                "107407.88000000",
-                "0.00024000",
-                "sell",
-                1751132780368000000,
-                seq=(5052328858, 5052328858),
-            )
-        },
-        1,
-    ),
-    # Raw payload, m=false -> taker bought.
-    (
-        "binance-spot",
-        "binance_spot.jsonl",
-        4,
-        {
-            0: T(
-                "binance-spot",
-                "SOLFDUSD",
-                "94442617",
-                "136.20000000",
-                "0.06200000",
-                "buy",
-                1718713969545000000,
-                seq=(94442617, 94442617),
-            )
-        },
-        1,
-    ),
-    # Old shape with b/a order ids.
-    (
-        "binance-spot",
-        "binance_spot.jsonl",
-        6,
-        {
-            0: T(
-                "binance-spot",
-                "BTCUSDT",
-                "1235805672",
-                "37396.04000000",
-                "0.09252000",
-                "buy",
-                1643135979291000000,
-                seq=(1235805672, 1235805672),
-            )
-        },
-        1,
-    ),
-    # aggTrade: id = a, no sequence.
-    (
-        "binance-spot",
-        "binance_spot.jsonl",
-        2,
-        {0: T("binance-spot", "LRCBTC", "9213679", "0.00000638", "177.00000000", "buy", 1633998534486000000)},
-        1,
-    ),
-    (
-        "binance-spot",
-        "binance_spot.tardis.jsonl",
-        1,
-        {
-            0: T(
-                "binance-spot",
-                "BNBBTC",
-                "40756030",
-                "0.00426990",
-                "33.82000000",
-                "buy",
-                1554076800940000000,
-                seq=(40756030, 40756030),
-            )
-        },
-        1,
-    ),
-    # Binance USDⓈ-M
-    (
-        "binance-usdm",
-        "binance_usdm.jsonl",
-        1,
-        {
-            0: T(
-                "binance-usdm",
-                "BTCUSDT",
-                "8121136411",
-                "83680.00",
-                "0.001",
-                "sell",
-                1790370834848000000,
-                seq=(8121136411, 8121136411),
-            )
-        },
-        1,
-    ),
-    (
-        "binance-usdm",
-        "binance_usdm.jsonl",
-        2,
-        {
-            0: T(
-                "binance-usdm",
-                "1000PEPEUSDT",
-                "2804511605",
-                "0.0044478",
-                "10403",
-                "buy",
-                1790371723021000000,
-                RPI,
-                (2804511605, 2804511605),
-            )
-        },
-        1,
-    ),
-    (
-        "binance-usdm",
-        "binance_usdm.jsonl",
-        4,
-        {
-            0: T(
-                "binance-usdm",
-                "BTCUSDT",
-                "7979344737",
-                "0",
-                "0",
-                "sell",
-                1787151602037000000,
-                NON_TRADE,
-                (7979344737, 7979344737),
-            )
-        },
-        1,
-    ),
-    (
-        "binance-usdm",
-        "binance_usdm.jsonl",
-        6,
-        {
-            0: T(
-                "binance-usdm",
-                "BTCUSDT",
-                "7950493454",
-                "0",
-                "0",
-                "sell",
-                1785780046071000000,
-                NON_TRADE,
-                (7950493454, 7950493454),
-            )
-        },
-        1,
-    ),
-    (
-        "binance-usdm",
-        "binance_usdm.jsonl",
-        7,
-        {
-            0: T(
-                "binance-usdm",
-                "BTCUSDT",
-                "7950493455",
-                "63884.20",
-                "0.01",
-                "sell",
-                1785780046071000000,
-                0,
-                (7950493455, 7950493455),
-            )
-        },
-        1,
-    ),
-    (
-        "binance-usdm",
-        "binance_usdm.jsonl",
-        8,
-        {
-            0: T(
-                "binance-usdm",
-                "BTCUSDT",
-                "3280342045",
-                "21845.10",
-                "0.001",
-                "buy",
-                1676160600269000000,
-                0,
-                (3280342045, 3280342045),
-            )
-        },
-        1,
-    ),
-    (
-        "binance-usdm",
-        "binance_usdm.jsonl",
-        9,
-        {0: T("binance-usdm", "GASUSDT", "3863267", "6.279000", "141.2", "buy", 1698796799890000000)},
-        1,
-    ),
-    # 2019 aggTrade without "a": id "<f>-<l>".
-    (
-        "binance-usdm",
-        "binance_usdm.tardis.jsonl",
-        1,
-        {0: T("binance-usdm", "BTCUSDT", "181349-181349", "10223.74", "0.236", "buy", 1568693103463000000)},
-        1,
-    ),
-    (
-        "binance-usdm",
-        "binance_usdm.tardis.jsonl",
-        3,
-        {
-            0: T(
-                "binance-usdm",
-                "ETHUSDT",
-                "73701056",
-                "2366.55",
-                "0.070",
-                "sell",
-                1596034530235000000,
-                INSURANCE_FUND,
-                (73701056, 73701056),
-            )
-        },
-        1,
-    ),
-    # Bybit spot
-    (
-        "bybit-spot",
-        "bybit_spot.jsonl",
-        1,
-        {0: T("bybit-spot", "ETHUSDT", "2280000001739247417", "1923.28", "0.04537", "sell", 1786310821917000000)},
-        1,
-    ),
-    (
-        "bybit-spot",
-        "bybit_spot.jsonl",
-        4,
-        {
-            0: T("bybit-spot", "ETHUSDT", "2280000001739247420", "1923.29", "0.0008", "buy", 1786310826369000000),
-            1: T("bybit-spot", "ETHUSDT", "2280000001739247421", "1923.29", "0.00032", "buy", 1786310826369000000),
-        },
-        2,
-    ),
-    (
-        "bybit-spot",
-        "bybit_spot.tardis.jsonl",
-        2,
-        {0: T("bybit-spot", "BTCUSDC", "2240000000041223438", "28528.98", "0.00433", "buy", 1680688979998000000)},
-        1,
-    ),
-    # Bybit linear
-    (
-        "bybit-linear",
-        "bybit_linear.jsonl",
-        1,
-        {
-            0: T(
-                "bybit-linear",
-                "BTCUSDT",
-                "a9188a0a-82bc-50de-be60-03eedbe3cdd7",
-                "65114.20",
-                "0.004",
-                "sell",
-                1786310819680000000,
-            )
-        },
-        1,
-    ),
-    (
-        "bybit-linear",
-        "bybit_linear.jsonl",
-        2,
-        {
-            0: T(
-                "bybit-linear",
-                "ETHUSDT",
-                "19d7df56-4f10-5290-a969-d9d9f2c74cc3",
-                "1922.50",
-                "0.01",
-                "buy",
-                1786310820346000000,
-            ),
-            2: T(
-                "bybit-linear",
-                "ETHUSDT",
-                "600c96a7-10e6-5814-80d5-a1427918f84f",
-                "1922.50",
-                "0.10",
-                "buy",
-                1786310820346000000,
-            ),
-        },
-        5,
-    ),
-    (
-        "bybit-linear",
-        "bybit_linear.jsonl",
-        9,
-        {
-            0: T(
-                "bybit-linear",
-                "SOLUSDT",
-                "58624845-f0ac-5d41-8209-e6ab34151fbd",
-                "77.300",
-                "0.1",
-                "sell",
-                1786310821941000000,
-            )
-        },
-        1,
-    ),
-    (
-        "bybit-linear",
-        "bybit_linear.tardis.jsonl",
-        2,
-        {
-            0: T(
-                "bybit-linear",
-                "LTCUSDT",
-                "4c7b6bdc-b4a3-5716-9c7b-bbe01dc7072f",
-                "94.53",
-                "0.4",
-                "buy",
-                1680688979983000000,
-            )
-        },
-        1,
-    ),
-    # OKX spot
-    (
-        "okx-spot",
-        "okx_spot.jsonl",
-        2,
-        {
-            0: T(
-                "okx-spot",
-                "BTC-USDT",
-                "338476308",
-                "30243.5",
-                "0.001",
-                "buy",
-                1652459226050000000,
-                seq=(338476308, 338476308),
-            )
-        },
-        1,
-    ),
-    (
-        "okx-spot",
-        "okx_spot.jsonl",
-        6,
-        {
-            0: T(
-                "okx-spot",
-                "BTC-USDT",
-                "674510826",
-                "95634.9",
-                "0.00011186",
-                "buy",
-                1740394561685000000,
-                seq=(674510826, 674510826),
-            )
-        },
-        1,
-    ),
-    (
-        "okx-spot",
-        "okx.tardis.jsonl",
-        1,
-        {
-            0: T(
-                "okx-spot",
-                "CRV-USDT",
-                "21300150",
-                "3.973",
-                "13.491146",
-                "buy",
-                1639999319938000000,
-                seq=(21300150, 21300150),
-            )
-        },
-        1,
-    ),
-    # OKX swap (and a dated future recorded with it)
-    (
-        "okx-swap",
-        "okx_swap.jsonl",
-        2,
-        {0: T("okx-swap", "BTC-USD-220527", "7849", "30218.8", "1", "buy", 1652459199958000000, seq=(7849, 7849))},
-        1,
-    ),
-    (
-        "okx-swap",
-        "okx.tardis.jsonl",
-        3,
-        {
-            0: T(
-                "okx-swap",
-                "BTC-USDT-SWAP",
-                "148266905",
-                "48938.5",
-                "5",
-                "buy",
-                1640131236050000000,
-                seq=(148266905, 148266905),
-            )
-        },
-        1,
-    ),
-    # KuCoin spot
-    (
-        "kucoin-spot",
-        "kucoin_spot.jsonl",
-        3,
-        {
-            0: T(
-                "kucoin-spot",
-                "DAPPT-BTC",
-                "1612701563873",
-                "0.000000112",
-                "1355.35",
-                "buy",
-                1619378327739050725,
-            )
-        },
-        1,
-    ),
-    (
-        "kucoin-spot",
-        "kucoin_spot.jsonl",
-        5,
-        {0: T("kucoin-spot", "BTC-USDT", "11067996711960577", "67523", "0.003", "buy", 1729843222921000000)},
-        1,
-    ),
-    (
-        "kucoin-spot",
-        "kucoin_spot.tardis.jsonl",
-        3,
-        {0: T("kucoin-spot", "XRP-USDT", "1622936939836", "0.37587", "66.5603", "sell", 1660608033110362773)},
-        1,
-    ),
-    # KuCoin futures: price as a JSON number, size in contracts, ts an integer above 2**53.
-    (
-        "kucoin-futures",
-        "kucoin_futures.jsonl",
-        1,
-        {0: T("kucoin-futures", "ETHUSDCM", "31443494", "23083", "35", "buy", 1677279296134648800)},
-        1,
-    ),
-    (
-        "kucoin-futures",
-        "kucoin_futures.jsonl",
-        2,
-        {0: T("kucoin-futures", "XBTUSDTM", "1794100537695", "90503.9", "2", "buy", 1731898619520000000)},
-        1,
-    ),
-    (
-        "kucoin-futures",
-        "kucoin_futures.tardis.jsonl",
-        2,
-        {0: T("kucoin-futures", "XBTUSDTM", "1728107666597", "39615", "1", "sell", 1706068863101000000)},
-        1,
-    ),
-    # Gate spot: 2021 global id (no sequence) and 2026 id_market/range.
-    (
-        "gate-spot",
-        "gateio_spot.jsonl",
-        3,
-        {0: T("gate-spot", "NEO_BTC", "816995982", "0.0018753000", "1.0700000000", "sell", 1619093547078008000)},
-        1,
-    ),
-    (
-        "gate-spot",
-        "gateio_spot.jsonl",
-        4,
-        {
-            0: T(
-                "gate-spot",
-                "BTC_USDT",
-                "217831625",
-                "77474",
-                "0.000021",
-                "sell",
-                1788336082402208000,
-                seq=(217831625, 217831625),
-            )
-        },
-        1,
-    ),
-    (
-        "gate-spot",
-        "gateio_spot.jsonl",
-        1,
-        {0: T("gate-spot", "DIS_USDT", "816995772", "121.5800000000", "0.2010000000", "sell", 1619093543708264200)},
-        1,
-    ),
-    # Gate futures: signed size, seconds-only time in 2020 frames.
-    (
-        "gate-futures",
-        "gateio_futures.jsonl",
-        1,
-        {
-            0: T(
-                "gate-futures",
-                "BTC_USDT",
-                "825348721",
-                "76520",
-                "2",
-                "sell",
-                1788347173767000000,
-                seq=(825348721, 825348721),
-            )
-        },
-        1,
-    ),
-    (
-        "gate-futures",
-        "gateio_futures.tardis.jsonl",
-        2,
-        {
-            0: T(
-                "gate-futures",
-                "ETH_USDT",
-                "1696009",
-                "225.5",
-                "22",
-                "sell",
-                1593561623000000000,
-                seq=(1696009, 1696009),
-            )
-        },
-        1,
-    ),
-    (
-        "gate-futures",
-        "gateio_futures.tardis.jsonl",
-        3,
-        {
-            0: T(
-                "gate-futures",
-                "BTC_USDT",
-                "13654526",
-                "45300",
-                "1",
-                "buy",
-                1614556850860000000,
-                seq=(13654526, 13654526),
-            ),
-            2: T(
-                "gate-futures",
-                "BTC_USDT",
-                "13654528",
-                "45300",
-                "999",
-                "buy",
-                1614556850860000000,
-                seq=(13654528, 13654528),
-            ),
-        },
-        3,
-    ),
-    # Phemex spot: scaled integers (price 10^8, qty 10^8 by default).
-    (
-        "phemex-spot",
-        "phemex_spot.jsonl",
-        2,
-        {
-            0: T(
-                "phemex-spot",
-                "sGRTUSDT",
-                "1625342244579310618:b:0.67522000:640.00000000",
-                "0.67522000",
-                "640.00000000",
-                "buy",
-                1625342244579310618,
-            )
-        },
-        1,
-    ),
-    (
-        "phemex-spot",
-        "phemex_spot.jsonl",
-        4,
-        {
-            0: T(
-                "phemex-spot",
-                "sENJUSDT",
-                "1625342249643920283:b:1.13913000:13.38000000",
-                "1.13913000",
-                "13.38000000",
-                "buy",
-                1625342249643920283,
-            )
-        },
-        1,
-    ),
-    (
-        "phemex-spot",
-        "phemex.tardis.jsonl",
-        3,
-        {
-            0: T(
-                "phemex-spot",
-                "sETHUSDT",
-                "1591268224163281134:b:240.25000000:0.10576000",
-                "240.25000000",
-                "0.10576000",
-                "buy",
-                1591268224163281134,
-            )
-        },
-        1,
-    ),
-    # Phemex USDⓈ-M perpetual: real strings.
-    (
-        "phemex-perp",
-        "phemex.tardis.jsonl",
-        6,
-        {
-            0: T(
-                "phemex-perp",
-                "BTCUSDT",
-                "1669198793402790477:b:16545.6:0.7",
-                "16545.6",
-                "0.7",
-                "buy",
-                1669198793402790477,
-            )
-        },
-        1,
-    ),
-    (
-        "phemex-perp",
-        "phemex.tardis.jsonl",
-        7,
-        {
-            0: T(
-                "phemex-perp",
-                "XRPUSDT",
-                "1669198857616162039:b:0.3758:244.65",
-                "0.3758",
-                "244.65",
-                "buy",
-                1669198857616162039,
-            )
-        },
-        1,
-    ),
-]
+# --- the table of real frames: both parsers, every field -------------------------------------
+# tests/data/real_frames.json (read in venue_samples.py) holds the hand-picked sample lines with
+# every field of the trades expected; rust/core/tests/real_frames.rs runs the same table against
+# the Rust parser directly, and test_real_frames_rust here through pumpwatch._core.
+
+REAL_FRAMES = real_frames()
+_IDS = [f"{f['venue']}:{f['file']}:{f['line']}" for f in REAL_FRAMES]
 
 
-@pytest.mark.parametrize("venue,file,lineno,want,count", EXPECTED, ids=[f"{e[0]}:{e[1]}:{e[2]}" for e in EXPECTED])
-def test_exact_values(venue, file, lineno, want, count):
-    r = parse(venue, line_of(file, lineno))
+def _want(venue, t):
+    """A table trade as the pure-Python parser's dict."""
+    seq = None if t["seq_first"] is None else (int(t["seq_first"]), int(t["seq_last"]))
+    return T(
+        venue, t["symbol"], t["trade_id"], t["price"], t["qty"], t["side"], int(t["ts_ns"]), flag_bits(t["flags"]), seq
+    )
+
+
+@pytest.mark.parametrize("frame", REAL_FRAMES, ids=_IDS)
+def test_real_frames_pure_python(frame):
+    ctx = ParseContext()
+    for symbol, (p, q) in frame.get("phemex_spot_scales", {}).items():
+        ctx.set_phemex_spot_scales(symbol, p, q)
+    r = parse(frame["venue"], line_of(frame["file"], frame["line"]), ctx)
     assert r.control is None
-    assert len(r.trades) == count
-    for i, t in want.items():
-        assert r.trades[i] == t
+    assert len(r.trades) == frame["trade_count"]
+    for t in frame["trades"]:
+        assert r.trades[t["index"]] == _want(frame["venue"], t)
 
 
-def test_every_venue_has_exact_checks():
-    assert {e[0] for e in EXPECTED} == set(SAMPLE_FILES)
+@pytest.mark.parametrize("frame", REAL_FRAMES, ids=_IDS)
+def test_real_frames_rust(frame):
+    scales = {s: tuple(pq) for s, pq in frame.get("phemex_spot_scales", {}).items()} or None
+    text = line_of(frame["file"], frame["line"])
+    trades, seqs, control, rejected = _core.parse_frame(frame["venue"], text, phemex_spot_scales=scales)
+    assert control is None and rejected == []
+    assert len(trades) == frame["trade_count"]
+    for t in frame["trades"]:
+        got, seq = trades[t["index"]], seqs[t["index"]]
+        assert {
+            "venue": got.venue,
+            "symbol": got.symbol,
+            "trade_id": got.trade_id,
+            "price": got.price,
+            "qty": got.qty,
+            "side": got.side,
+            "ts_ns": got.ts_ns,
+            "flags": got.flags,
+            "seq_first": None if seq is None else seq[0],
+            "seq_last": None if seq is None else seq[1],
+        } == _want(frame["venue"], t)
+
+
+def test_real_frames_cover_every_venue_and_name_real_flags():
+    assert {f["venue"] for f in REAL_FRAMES} == set(SAMPLE_FILES)
+    names = {n for f in REAL_FRAMES for t in f["trades"] for n in t["flags"].split("|") if n}
+    assert names and {n: _core.FLAGS[n] for n in names} == {n: flag_bits(n) for n in names}
+    # One entry per frame and context: two entries for one frame could disagree unseen.
+    keys = {(f["venue"], f["file"], f["line"], str(f.get("phemex_spot_scales"))) for f in REAL_FRAMES}
+    assert len(keys) == len(REAL_FRAMES)
 
 
 CONTROL = [

@@ -3,6 +3,7 @@ simulator tests."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,3 +103,32 @@ def foreign_lines(venue: str) -> list[SampleLine]:
 
 def line_of(file: str, lineno: int) -> str:
     return read_sample(file)[lineno - 1]
+
+
+# The table of real frames both parsers are held to (tests/data/real_frames.json; its "about" says
+# what each field means). rust/core/tests/real_frames.rs reads the same file.
+REAL_FRAMES_PATH = Path(__file__).resolve().parent / "data" / "real_frames.json"
+
+# Trade flag names as the table spells them (docs/FORMAT.md "Codes").
+FLAG_BITS = {
+    "RPI": 1,
+    "INSURANCE_FUND": 2,
+    "ADL": 4,
+    "INTERNAL": 8,
+    "BLOCK_TRADE": 16,
+    "NON_TRADE": 32,
+    "BACKFILL": 64,
+    "SNAPSHOT": 128,
+    "AGGREGATED": 256,
+    "UNKNOWN_TYPE": 512,
+}
+
+
+def real_frames() -> list[dict]:
+    """The entries of the table: venue, file, line, optional phemex_spot_scales, trade_count, trades."""
+    return json.loads(REAL_FRAMES_PATH.read_text(encoding="utf-8"))["frames"]
+
+
+def flag_bits(names: str) -> int:
+    """`"RPI|NON_TRADE"` -> 33; `""` -> 0."""
+    return sum(FLAG_BITS[n] for n in names.split("|") if n)

@@ -293,14 +293,14 @@ fn a_crash_at_any_step_of_a_compression_keeps_one_readable_copy() {
     assert!(plain.len() >= 3, "three sealed segments");
     let log = dir.path().join("log");
     let (s1, s2, s3) = (plain[0].0, plain[1].0, plain[2].0);
-    let zname = |s: u64| log.join(compress::compressed_file_name(s));
+    let zname = |s: u64| log.join(segment::compressed_file_name(s));
     let pname = |s: u64| log.join(segment::segment_file_name(s));
     let half = |s: u64| {
         let z = fs::read(zname(s)).unwrap();
         z[..z.len() / 2].to_vec()
     };
     // Crash while writing: a temporary file, plain segment still there.
-    fs::write(log.join(format!("{}.tmp", compress::compressed_file_name(s1))), half(s1)).unwrap();
+    fs::write(log.join(format!("{}.tmp", segment::compressed_file_name(s1))), half(s1)).unwrap();
     fs::rename(zname(s1), log.join("keep1")).unwrap();
     fs::write(pname(s1), &plain[0].1).unwrap();
     // Crash after the rename, before the plain segment was removed: both, compressed complete.
@@ -321,7 +321,7 @@ fn a_crash_at_any_step_of_a_compression_keeps_one_readable_copy() {
     assert!(notes.contains("unfinished compression removed"), "{notes}");
     assert!(notes.contains(&format!("{}: compression finished", segment::segment_file_name(s2))), "{notes}");
     assert!(
-        notes.contains(&format!("{}: incomplete compressed copy removed", compress::compressed_file_name(s3))),
+        notes.contains(&format!("{}: incomplete compressed copy removed", segment::compressed_file_name(s3))),
         "{notes}"
     );
     wait_compressed(&w);
@@ -349,7 +349,7 @@ fn a_damaged_frame_is_reported_and_skipped_without_losing_other_frames() {
     let (dir, plain) = compressed_with_plain_copies(n);
     let log = dir.path().join("log");
     let seq = plain[1].0;
-    let path = log.join(compress::compressed_file_name(seq));
+    let path = log.join(segment::compressed_file_name(seq));
     let mut raw = fs::read(&path).unwrap();
     let (start, end, lost, off, len) = entry(&raw, 2);
     assert!(lost > 0);
@@ -362,7 +362,7 @@ fn a_damaged_frame_is_reported_and_skipped_without_losing_other_frames() {
     let d = &v.damaged[0];
     assert_eq!(
         (d.segment.as_str(), d.offset, d.length),
-        (compress::compressed_file_name(seq).as_str(), start, end - start)
+        (segment::compressed_file_name(seq).as_str(), start, end - start)
     );
     assert!(d.reason.contains("CRC"), "{}", d.reason);
     assert_eq!(v.trades, n - lost as u64, "only the damaged frame's trades are missing");
@@ -418,7 +418,7 @@ fn closing_finishes_what_this_writer_sealed_and_leaves_the_backlog_for_the_next(
     let own = w.active_segment().0 - 1;
     drop(w);
     let log = dir.path().join("log");
-    assert!(log.join(compress::compressed_file_name(own)).exists(), "the segment this writer sealed is compressed");
+    assert!(log.join(segment::compressed_file_name(own)).exists(), "the segment this writer sealed is compressed");
     assert!(!log.join(segment::segment_file_name(own)).exists());
     assert!(files(dir.path(), "pwlog").len() > 1, "the backlog is left (plain) for the next writer");
     assert!(fs::read_dir(&log).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp")));

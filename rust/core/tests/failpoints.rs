@@ -301,7 +301,7 @@ fn an_index_that_cannot_grow_costs_no_record() {
     let log_dir = dir.path().join("log");
     let first = pumpwatch_core::log::segment::list_segments(&log_dir).unwrap()[0].1.clone();
     let len = std::fs::metadata(&first).map(|m| m.len()).unwrap_or(0);
-    if !pumpwatch_core::log::compress::is_compressed_path(&first) {
+    if !pumpwatch_core::log::segment::is_compressed_path(&first) {
         let idx = pumpwatch_core::log::index::read_index(&pumpwatch_core::log::segment::index_path(&first), len);
         assert!(idx.len() >= 3, "the seal wrote the whole index: {} entries", idx.len());
     }

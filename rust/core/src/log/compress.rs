@@ -22,11 +22,9 @@ use memmap2::{Mmap, MmapOptions};
 
 use super::fault;
 use super::index::{self, IndexEntry};
-use super::reader;
 use super::segment::{self, HeaderCheck, HEADER_LEN, STATE_SEALED};
 use crate::{Error, Result};
 
-pub const COMPRESSED_EXT: &str = "pwzst";
 pub const ZMAGIC: [u8; 8] = *b"PUMPWZST";
 pub const ZVERSION: u16 = 1;
 pub const ZHEADER_LEN: usize = 64;
@@ -38,18 +36,6 @@ pub const DEFAULT_LEVEL: i32 = 3;
 /// The largest block the index makes: a block closes at the record that takes it to
 /// `BLOCK_BYTES` or more, so it is under `BLOCK_BYTES` plus one whole record.
 const MAX_BLOCK: usize = index::BLOCK_BYTES as usize + crate::record::FRAME_HEADER + crate::record::MAX_PAYLOAD;
-
-pub fn compressed_file_name(seq: u64) -> String {
-    format!("{seq:020}.{COMPRESSED_EXT}")
-}
-
-pub fn is_compressed_path(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e == COMPRESSED_EXT)
-}
-
-fn tmp_path(log_dir: &Path, seq: u64) -> PathBuf {
-    log_dir.join(format!("{}.tmp", compressed_file_name(seq)))
-}
 
 fn u32_at(b: &[u8], i: usize) -> u32 {
     u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
@@ -482,7 +468,7 @@ pub fn compress_segment_unless(
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Option<CompressOutcome>> {
     let plain_path = log_dir.join(segment::segment_file_name(seq));
-    let final_path = log_dir.join(compressed_file_name(seq));
+    let final_path = log_dir.join(segment::compressed_file_name(seq));
     if final_path.exists() {
         return Ok(None);
     }
@@ -506,7 +492,7 @@ pub fn compress_segment_unless(
     // must not grow by a segment's size while it compresses one.
     let release = |from: usize, to: usize| segment::drop_mapped_pages(&map, from, to);
     let mut released = 0;
-    let (mut blocks, _) = reader::build_index_passing(data, HEADER_LEN, plain_len as usize, plain_len as usize, |at| {
+    let (mut blocks, _) = index::build_index_passing(data, HEADER_LEN, plain_len as usize, plain_len as usize, |at| {
         if at - released >= RELEASE_STEP {
             release(released, at);
             released = at;
@@ -525,7 +511,7 @@ pub fn compress_segment_unless(
             others: 0,
         });
     }
-    let tmp = tmp_path(log_dir, seq);
+    let tmp = segment::compressed_tmp_path(log_dir, seq);
     let result = write_compressed(&tmp, seq, level, &map[..HEADER_LEN], data, &blocks, cancelled, &release).and_then(
         |outcome| match outcome {
             Some(o) => check_against_plain(&tmp, seq, data, &release).map(|_| Some(o)),
@@ -666,7 +652,7 @@ pub fn recover(log_dir: &Path) -> Result<Vec<String>> {
     };
     for entry in rd.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(&format!(".{COMPRESSED_EXT}.tmp")) {
+        if segment::is_compressed_tmp_name(&name) {
             std::fs::remove_file(entry.path()).map_err(io_err("removing", &entry.path()))?;
             notes.push(format!("{name}: unfinished compression removed (the plain segment is kept)"));
         }
@@ -693,7 +679,7 @@ pub fn recover(log_dir: &Path) -> Result<Vec<String>> {
             std::fs::remove_file(&compressed).map_err(io_err("removing", &compressed))?;
             notes.push(format!(
                 "{}: incomplete compressed copy removed (the plain segment is kept)",
-                compressed_file_name(seq)
+                segment::compressed_file_name(seq)
             ));
         }
     }

@@ -6,8 +6,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::Path;
 
-use crate::log::fault;
-use crate::log::segment::HEADER_LEN;
+use super::fault;
+use super::scan;
+use super::segment::{self, HEADER_LEN};
 use crate::record::{self, FRAME_HEADER};
 use crate::{Error, Result};
 
@@ -156,7 +157,7 @@ pub fn read_index(path: &Path, segment_end: u64) -> Vec<IndexEntry> {
 
 /// Replaces an index file with `entries` (write to a temporary name, then rename).
 pub fn write_index(path: &Path, entries: &[IndexEntry]) -> Result<()> {
-    let tmp = path.with_extension("pwidx.tmp");
+    let tmp = segment::index_tmp_path(path);
     let mut buf = Vec::with_capacity(INDEX_HEADER_LEN + entries.len() * ENTRY_LEN);
     buf.extend_from_slice(&index_header());
     for e in entries {
@@ -191,6 +192,86 @@ impl IndexAppender {
             .and_then(|_| self.file.write_all(&e.encode()))
             .map_err(|err| Error::io(format!("appending to the time index {}", self.path.display()), err))
     }
+}
+
+/// Builds a segment's index by walking it (when its index file is missing or short).
+pub fn build_index(data: &[u8], end: usize) -> (Vec<IndexEntry>, scan::WalkOutcome) {
+    build_index_from(data, HEADER_LEN, end, end)
+}
+
+/// Builds the index entries of `data[start..end]` by walking its records (damage is skipped
+/// only before `published`; see `scan::walk_published`).
+pub fn build_index_from(
+    data: &[u8],
+    start: usize,
+    end: usize,
+    published: usize,
+) -> (Vec<IndexEntry>, scan::WalkOutcome) {
+    build_index_passing(data, start, end, published, |_| {})
+}
+
+/// `build_index_from`, telling `passed` the end of each record walked (a caller that maps the
+/// bytes can give back the pages behind it as the walk goes).
+pub fn build_index_passing(
+    data: &[u8],
+    start: usize,
+    end: usize,
+    published: usize,
+    mut passed: impl FnMut(usize),
+) -> (Vec<IndexEntry>, scan::WalkOutcome) {
+    let mut builder = BlockBuilder::new(start as u64);
+    let mut entries = Vec::new();
+    let mut last_end = start as u64;
+    let outcome = scan::walk_published(data, start, end, published, |off, payload| {
+        if off as u64 != last_end {
+            // A damaged span was skipped: the block spans it, so the entries keep chaining and a
+            // query walks (and resyncs over) the damage instead of losing the index after it.
+            builder.skip_to(off as u64);
+        }
+        if let Some(done) = builder.observe(off as u64, payload) {
+            entries.push(done);
+        }
+        last_end = (off + FRAME_HEADER + payload.len()) as u64;
+        passed(last_end as usize);
+    });
+    if let Some(p) = builder.pending() {
+        entries.push(p);
+    }
+    (entries, outcome)
+}
+
+/// Whether every record of the block `e` is valid and the block holds exactly what its entry says.
+fn block_checks_out(data: &[u8], e: &IndexEntry) -> bool {
+    let (mut off, end) = (e.start as usize, e.end as usize);
+    let mut check = BlockBuilder::new(e.start);
+    let mut done = None;
+    while off < end {
+        let Some(p) = scan::frame_at(data, off, end) else { return false };
+        done = check.observe(off as u64, p).or(done);
+        off += FRAME_HEADER + p.len();
+    }
+    let seen = done.or(check.pending());
+    seen.is_some_and(|s| {
+        s.end == e.end && s.trades == e.trades && s.others == e.others && s.min_ts == e.min_ts && s.max_ts == e.max_ts
+    })
+}
+
+/// The leading entries of `entries` whose blocks check out, verified on two threads.
+pub fn verified_prefix(data: &[u8], entries: &[IndexEntry]) -> Vec<IndexEntry> {
+    let half = entries.len() / 2;
+    let (a, b) = entries.split_at(half);
+    let first_bad = |part: &[IndexEntry]| part.iter().position(|e| !block_checks_out(data, e));
+    let (bad_a, bad_b) = std::thread::scope(|s| {
+        let other = s.spawn(|| first_bad(b));
+        let mine = first_bad(a);
+        (mine, other.join().unwrap_or(Some(0)))
+    });
+    let good = match (bad_a, bad_b) {
+        (Some(i), _) => i,
+        (None, Some(j)) => half + j,
+        (None, None) => entries.len(),
+    };
+    entries[..good].to_vec()
 }
 
 #[cfg(test)]

@@ -8,17 +8,14 @@ use std::sync::Arc;
 
 use memmap2::Mmap;
 
-use super::compress::{self, CompressedSegment};
-use super::index::{self, BlockBuilder, IndexEntry};
+use super::compress::CompressedSegment;
+use super::index::{self, IndexEntry};
 use super::scan::{self, Span};
-use super::segment::{self, ActiveMap, HeaderCheck, HEADER_LEN, STATE_SEALED};
+use super::segment::{self, ActiveMap, HeaderCheck, HEADER_LEN, LOCK_FILE, LOG_DIR, STATE_SEALED};
 use super::DamageReport;
 use crate::record::{self, Marker, Record, FRAME_HEADER, KIND_MARKER, KIND_QUARANTINE};
 use crate::venue::Venue;
 use crate::{Error, Result};
-
-pub const LOG_DIR: &str = "log";
-pub const LOCK_FILE: &str = "LOCK";
 
 pub enum SegmentBytes {
     ReadOnly(Mmap),
@@ -457,86 +454,6 @@ pub fn query_quarantined(views: &[SegmentView], start_ns: i64, end_ns: i64) -> V
     out
 }
 
-/// Builds a segment's index by walking it (when its index file is missing or short).
-pub fn build_index(data: &[u8], end: usize) -> (Vec<IndexEntry>, scan::WalkOutcome) {
-    build_index_from(data, HEADER_LEN, end, end)
-}
-
-/// Builds the index entries of `data[start..end]` by walking its records (damage is skipped
-/// only before `published`; see `scan::walk_published`).
-pub fn build_index_from(
-    data: &[u8],
-    start: usize,
-    end: usize,
-    published: usize,
-) -> (Vec<IndexEntry>, scan::WalkOutcome) {
-    build_index_passing(data, start, end, published, |_| {})
-}
-
-/// `build_index_from`, telling `passed` the end of each record walked (a caller that maps the
-/// bytes can give back the pages behind it as the walk goes).
-pub fn build_index_passing(
-    data: &[u8],
-    start: usize,
-    end: usize,
-    published: usize,
-    mut passed: impl FnMut(usize),
-) -> (Vec<IndexEntry>, scan::WalkOutcome) {
-    let mut builder = BlockBuilder::new(start as u64);
-    let mut entries = Vec::new();
-    let mut last_end = start as u64;
-    let outcome = scan::walk_published(data, start, end, published, |off, payload| {
-        if off as u64 != last_end {
-            // A damaged span was skipped: the block spans it, so the entries keep chaining and a
-            // query walks (and resyncs over) the damage instead of losing the index after it.
-            builder.skip_to(off as u64);
-        }
-        if let Some(done) = builder.observe(off as u64, payload) {
-            entries.push(done);
-        }
-        last_end = (off + FRAME_HEADER + payload.len()) as u64;
-        passed(last_end as usize);
-    });
-    if let Some(p) = builder.pending() {
-        entries.push(p);
-    }
-    (entries, outcome)
-}
-
-/// Whether every record of the block `e` is valid and the block holds exactly what its entry says.
-fn block_checks_out(data: &[u8], e: &IndexEntry) -> bool {
-    let (mut off, end) = (e.start as usize, e.end as usize);
-    let mut check = BlockBuilder::new(e.start);
-    let mut done = None;
-    while off < end {
-        let Some(p) = scan::frame_at(data, off, end) else { return false };
-        done = check.observe(off as u64, p).or(done);
-        off += FRAME_HEADER + p.len();
-    }
-    let seen = done.or(check.pending());
-    seen.is_some_and(|s| {
-        s.end == e.end && s.trades == e.trades && s.others == e.others && s.min_ts == e.min_ts && s.max_ts == e.max_ts
-    })
-}
-
-/// The leading entries of `entries` whose blocks check out, verified on two threads.
-pub fn verified_prefix(data: &[u8], entries: &[IndexEntry]) -> Vec<IndexEntry> {
-    let half = entries.len() / 2;
-    let (a, b) = entries.split_at(half);
-    let first_bad = |part: &[IndexEntry]| part.iter().position(|e| !block_checks_out(data, e));
-    let (bad_a, bad_b) = std::thread::scope(|s| {
-        let other = s.spawn(|| first_bad(b));
-        let mine = first_bad(a);
-        (mine, other.join().unwrap_or(Some(0)))
-    });
-    let good = match (bad_a, bad_b) {
-        (Some(i), _) => i,
-        (None, Some(j)) => half + j,
-        (None, None) => entries.len(),
-    };
-    entries[..good].to_vec()
-}
-
 /// Read-only maps of the segments of a directory, refreshed on demand: segments sealed once are
 /// kept; the active one is re-read (header, index) each refresh so appends show up.
 #[derive(Default)]
@@ -557,7 +474,7 @@ impl SegmentSet {
             if below.is_some_and(|b| seq >= b) {
                 continue;
             }
-            let compressed = compress::is_compressed_path(&path);
+            let compressed = segment::is_compressed_path(&path);
             if self.sealed.get(&seq).copied().unwrap_or(false) {
                 if let Some(v) = self.cached.get(&seq).filter(|v| v.is_compressed() == compressed) {
                     out.push(v.clone());
@@ -570,7 +487,7 @@ impl SegmentSet {
                 match self.load(seq, &path, below.is_some())? {
                     Some(v) => Some(v),
                     // The plain file went away since the listing: its compression just finished.
-                    None => self.load_compressed(seq, &log_dir.join(compress::compressed_file_name(seq)))?,
+                    None => self.load_compressed(seq, &log_dir.join(segment::compressed_file_name(seq)))?,
                 }
             };
             if let Some(view) = view {
@@ -584,7 +501,7 @@ impl SegmentSet {
         let Some(cs) = CompressedSegment::open(path, seq)? else { return Ok(None) };
         let view = SegmentView {
             seq,
-            name: compress::compressed_file_name(seq),
+            name: segment::compressed_file_name(seq),
             end: cs.plain_len as usize,
             entries: Arc::new(cs.entries()),
             bytes: Arc::new(SegmentBytes::Compressed(cs)),
@@ -640,7 +557,7 @@ impl SegmentSet {
         let indexed_to = entries.last().map_or(HEADER_LEN, |e| e.end as usize);
         if sealed && indexed_to < end {
             // A sealed segment never changes: build its index once instead of scanning per query.
-            entries = build_index(map, end).0;
+            entries = index::build_index(map, end).0;
         }
         let view = SegmentView {
             seq,
@@ -718,12 +635,12 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
     let last = segments.last().map(|(s, _)| *s);
     for (seq, path) in segments {
         let name = segment::segment_file_name(seq);
-        if compress::is_compressed_path(&path) {
+        if segment::is_compressed_path(&path) {
             verify_compressed(&mut report, seq, &path)?;
             continue;
         }
         let Some(map) = segment::map_readonly(&path)? else {
-            let compressed = dir.join(LOG_DIR).join(compress::compressed_file_name(seq));
+            let compressed = dir.join(LOG_DIR).join(segment::compressed_file_name(seq));
             if compressed.exists() {
                 // Compressed since the listing.
                 verify_compressed(&mut report, seq, &compressed)?;
@@ -987,7 +904,7 @@ fn verify_plain(report: &mut VerifyReport, name: &str, path: &Path, map: &[u8], 
 /// `verify` of a compressed segment: its header and frame table, each frame's CRC and zstd
 /// checksum, and every record inside. Offsets are positions in the plain segment.
 fn verify_compressed(report: &mut VerifyReport, seq: u64, path: &Path) -> Result<()> {
-    let name = compress::compressed_file_name(seq);
+    let name = segment::compressed_file_name(seq);
     let Some(cs) = CompressedSegment::open(path, seq)? else { return Ok(()) };
     report.segments += 1;
     let found_before = report_size(report);

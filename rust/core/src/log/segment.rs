@@ -24,20 +24,59 @@ const SEAL_RECORDS_AT: usize = 48;
 const SEAL_CHAIN_AT: usize = 56;
 const SEAL_CRC_AT: usize = 60;
 
+// The names of the log's files, in one place (docs/FORMAT.md "Data directory"): a data directory
+// holds `LOCK` and `log/`; `log/` holds, per segment `seq` (20 digits), `<seq>.pwlog` (the
+// segment) and `<seq>.pwidx` (its time index), or once compressed `<seq>.pwzst`; a `.tmp` suffix
+// marks a file being written, never read as the real one.
+
+/// The log directory inside a data directory.
+pub const LOG_DIR: &str = "log";
+/// The writer's lock file inside a data directory (held with `flock` while a writer runs).
+pub const LOCK_FILE: &str = "LOCK";
 pub const SEGMENT_EXT: &str = "pwlog";
 pub const INDEX_EXT: &str = "pwidx";
+pub const COMPRESSED_EXT: &str = "pwzst";
+const TMP_SUFFIX: &str = ".tmp";
 
 pub fn segment_file_name(seq: u64) -> String {
     format!("{seq:020}.{SEGMENT_EXT}")
+}
+
+pub fn compressed_file_name(seq: u64) -> String {
+    format!("{seq:020}.{COMPRESSED_EXT}")
 }
 
 pub fn index_path(segment: &Path) -> PathBuf {
     segment.with_extension(INDEX_EXT)
 }
 
+/// Where an index file is written before it is renamed over `index` (`<seq>.pwidx.tmp`).
+pub fn index_tmp_path(index: &Path) -> PathBuf {
+    index.with_extension(format!("{INDEX_EXT}{TMP_SUFFIX}"))
+}
+
+/// Where a compressed copy is written before it is renamed into place (`<seq>.pwzst.tmp`).
+pub fn compressed_tmp_path(log_dir: &Path, seq: u64) -> PathBuf {
+    log_dir.join(format!("{}{TMP_SUFFIX}", compressed_file_name(seq)))
+}
+
+/// Whether a file name is an unfinished compressed copy (removed by recovery).
+pub fn is_compressed_tmp_name(name: &str) -> bool {
+    name.strip_suffix(TMP_SUFFIX).and_then(|n| n.strip_suffix(COMPRESSED_EXT)).is_some_and(|n| n.ends_with('.'))
+}
+
+pub fn is_compressed_path(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == COMPRESSED_EXT)
+}
+
 /// The sequence number a segment file name stands for, if it is one.
 pub fn parse_segment_name(name: &str) -> Option<u64> {
-    parse_seq(name.strip_suffix(".pwlog")?)
+    parse_seq(name.strip_suffix(SEGMENT_EXT)?.strip_suffix('.')?)
+}
+
+/// The sequence number a compressed segment file name stands for, if it is one.
+pub fn parse_compressed_name(name: &str) -> Option<u64> {
+    parse_seq(name.strip_suffix(COMPRESSED_EXT)?.strip_suffix('.')?)
 }
 
 fn parse_seq(stem: &str) -> Option<u64> {
@@ -65,7 +104,7 @@ pub fn list_segment_files(log_dir: &Path) -> Result<Vec<SegmentFiles>> {
         let Some(name) = name.to_str() else { continue };
         if let Some(seq) = parse_segment_name(name) {
             found.entry(seq).or_default().0 = Some(entry.path());
-        } else if let Some(seq) = name.strip_suffix(".pwzst").and_then(parse_seq) {
+        } else if let Some(seq) = parse_compressed_name(name) {
             found.entry(seq).or_default().1 = Some(entry.path());
         }
     }
@@ -73,7 +112,7 @@ pub fn list_segment_files(log_dir: &Path) -> Result<Vec<SegmentFiles>> {
 }
 
 /// Segment files of a log directory, in order: the plain file when there is one, else the
-/// compressed one (`compress::is_compressed_path` tells which).
+/// compressed one (`is_compressed_path` tells which).
 pub fn list_segments(log_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(list_segment_files(log_dir)?
         .into_iter()

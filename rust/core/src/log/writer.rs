@@ -12,9 +12,11 @@ use super::compress::{self, CompressionStats, Compressor};
 use super::fault;
 use super::hold::{Hold, LostSpan};
 use super::index::{self, BlockBuilder, IndexAppender, IndexEntry, BLOCK_BYTES};
-use super::reader::{self, SegmentBytes, SegmentSet, SegmentView, LOCK_FILE, LOG_DIR};
+use super::reader::{SegmentBytes, SegmentSet, SegmentView};
 use super::scan::Span;
-use super::segment::{self, ActiveMap, Header, HeaderCheck, HEADER_LEN, STATE_ACTIVE, STATE_SEALED};
+use super::segment::{
+    self, ActiveMap, Header, HeaderCheck, HEADER_LEN, LOCK_FILE, LOG_DIR, STATE_ACTIVE, STATE_SEALED,
+};
 use super::{now_ns, DamageReport};
 use crate::record::{self, frame_into, Marker, Quarantined, TradeRef, FRAME_HEADER, MAX_PAYLOAD};
 use crate::ring::{RingShared, RingWriter};
@@ -305,7 +307,7 @@ impl LogWriter {
             None => (None, Vec::new()),
         };
         for (seq, path) in &older {
-            if compress::is_compressed_path(path) {
+            if segment::is_compressed_path(path) {
                 continue; // only sealed segments are ever compressed
             }
             let map = segment::map_readonly(path)?;
@@ -330,7 +332,7 @@ impl LogWriter {
         let active = match last {
             Some((seq, path)) => {
                 // A compressed segment is sealed by definition.
-                let sealed_already = compress::is_compressed_path(&path)
+                let sealed_already = segment::is_compressed_path(&path)
                     || matches!(
                         segment::map_readonly(&path)?.as_deref().map(segment::decode_header),
                         Some(HeaderCheck::Ok(Header { state: STATE_SEALED, .. }))
@@ -350,7 +352,7 @@ impl LogWriter {
             let (c, handle) = Compressor::start(&log_dir, cfg.zstd_level)?;
             // Sealed segments left plain (by a crash, an older PumpWatch or level 0) go first.
             for (seq, path) in segment::list_segments(&log_dir)? {
-                if seq < active.map.seq && !compress::is_compressed_path(&path) {
+                if seq < active.map.seq && !segment::is_compressed_path(&path) {
                     c.request_backlog(seq);
                 }
             }
@@ -1104,10 +1106,10 @@ fn recover_active(dir: &Path, path: &Path, seq: u64, cfg: &LogConfig, report: &m
     // Blocks the index vouches for are checked record by record on both cores; the walk (with
     // resync and torn-tail detection) starts after the last block that checks out.
     let data = map.bytes(file_len);
-    let trusted = reader::verified_prefix(data, &index::read_index(&segment::index_path(path), file_len as u64));
+    let trusted = index::verified_prefix(data, &index::read_index(&segment::index_path(path), file_len as u64));
     let trusted_records: u64 = trusted.iter().map(|e| (e.trades + e.others) as u64).sum();
     let walk_from = trusted.last().map_or(HEADER_LEN, |e| e.end as usize);
-    let (walked, mut outcome) = reader::build_index_from(data, walk_from, file_len, published);
+    let (walked, mut outcome) = index::build_index_from(data, walk_from, file_len, published);
     outcome.records += trusted_records;
     let mut entries = trusted;
     entries.extend(walked);

@@ -39,31 +39,11 @@ struct Fields {
 }
 
 fn scan(doc: &Doc<'_>, obj: usize) -> Fields {
-    let mut kb = [0u8; 32];
-    let mut fs = Fields::default();
-    for (k, v) in doc.members(obj) {
-        let slot = match doc.key(k, &mut kb) {
-            b"data" => &mut fs.data,
-            b"e" => &mut fs.e,
-            b"result" => &mut fs.result,
-            b"code" => &mut fs.code,
-            b"error" => &mut fs.error,
-            b"method" => &mut fs.method,
-            b"s" => &mut fs.s,
-            b"t" => &mut fs.t,
-            b"p" => &mut fs.p,
-            b"q" => &mut fs.q,
-            b"T" => &mut fs.tt,
-            b"m" => &mut fs.m,
-            b"X" => &mut fs.x,
-            b"a" => &mut fs.a,
-            b"f" => &mut fs.f,
-            b"l" => &mut fs.l,
-            _ => continue,
-        };
-        *slot = Some(v);
-    }
-    fs
+    let [data, e, result, code, error, method, s, t, p, q, tt, m, x, a, f, l] = doc.pick(
+        obj,
+        ["data", "e", "result", "code", "error", "method", "s", "t", "p", "q", "T", "m", "X", "a", "f", "l"],
+    );
+    Fields { data, e, result, code, error, method, s, t, p, q, tt, m, x, a, f, l }
 }
 
 pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>) -> PResult<()> {
@@ -174,217 +154,14 @@ mod tests {
     }
 
     #[test]
-    fn spot_values() {
-        let ctx = ParseContext::new();
-        let v = Venue::BinanceSpot;
-        let out = parse_ok(v, line(SPOT, 3), &ctx);
-        assert_eq!(out.trades.len(), 1);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "BTCUSDT",
-                id: "5052328858",
-                price: "107407.88000000",
-                qty: "0.00024000",
-                side: Side::Sell,
-                ts_ns: 1_751_132_780_368_000_000,
-                flags: 0,
-                seq: Some((5052328858, 5052328858)),
-            },
-        );
-        // Raw payload (no wrapper), m=false: the buyer took.
-        let out = parse_ok(v, line(SPOT, 4), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "SOLFDUSD",
-                id: "94442617",
-                price: "136.20000000",
-                qty: "0.06200000",
-                side: Side::Buy,
-                ts_ns: 1_718_713_969_545_000_000,
-                flags: 0,
-                seq: Some((94442617, 94442617)),
-            },
-        );
-        // Pre-2024 shape with b/a order ids: `a` is not the aggregate id here.
-        let out = parse_ok(v, line(SPOT, 5), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "BTCUSDT",
-                id: "3370034463",
-                price: "43520.00000000",
-                qty: "0.00022000",
-                side: Side::Sell,
-                ts_ns: 1_705_085_312_568_000_000,
-                flags: 0,
-                seq: Some((3370034463, 3370034463)),
-            },
-        );
-        // aggTrade: id = a, no sequence.
-        let out = parse_ok(v, line(SPOT, 1), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "NKNUSDT",
-                id: "15683430",
-                price: "0.35280000",
-                qty: "58.00000000",
-                side: Side::Buy,
-                ts_ns: 1_633_998_523_963_000_000,
-                flags: 0,
-                seq: None,
-            },
-        );
-        let out = parse_ok(v, line(SPOT_TARDIS, 2), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "BNBBTC",
-                id: "60276726",
-                price: "0.00219650",
-                qty: "6.48000000",
-                side: Side::Sell,
-                ts_ns: 1_567_296_001_034_000_000,
-                flags: 0,
-                seq: Some((60276726, 60276726)),
-            },
-        );
-    }
-
-    #[test]
     fn usdm_values_and_flags() {
         let ctx = ParseContext::new();
         let v = Venue::BinanceUsdm;
-        let out = parse_ok(v, line(USDM, 1), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "BTCUSDT",
-                id: "8121136411",
-                price: "83680.00",
-                qty: "0.001",
-                side: Side::Sell,
-                ts_ns: 1_790_370_834_848_000_000,
-                flags: 0,
-                seq: Some((8121136411, 8121136411)),
-            },
-        );
-        let out = parse_ok(v, line(USDM, 2), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "1000PEPEUSDT",
-                id: "2804511605",
-                price: "0.0044478",
-                qty: "10403",
-                side: Side::Buy,
-                ts_ns: 1_790_371_723_021_000_000,
-                flags: flags::RPI,
-                seq: Some((2804511605, 2804511605)),
-            },
-        );
-        let out = parse_ok(v, line(USDM, 3), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "DOGEUSDT",
-                id: "3488255295",
-                price: "0",
-                qty: "0",
-                side: Side::Sell,
-                ts_ns: 1_790_371_725_748_000_000,
-                flags: flags::NON_TRADE,
-                seq: Some((3488255295, 3488255295)),
-            },
-        );
         // NA id followed by the next MARKET id: the sequence stays whole.
         let na = parse_ok(v, line(USDM, 6), &ctx);
         let mkt = parse_ok(v, line(USDM, 7), &ctx);
         assert_eq!(na.trades[0].flags, flags::NON_TRADE);
         assert_eq!(na.trades[0].seq_last.unwrap() + 1, mkt.trades[0].seq_first.unwrap());
-        assert_trade(
-            &mkt,
-            v,
-            0,
-            &Want {
-                symbol: "BTCUSDT",
-                id: "7950493455",
-                price: "63884.20",
-                qty: "0.01",
-                side: Side::Sell,
-                ts_ns: 1_785_780_046_071_000_000,
-                flags: 0,
-                seq: Some((7950493455, 7950493455)),
-            },
-        );
-        // aggTrade with a = 3863267 and f..l = 15146241..15146244.
-        let out = parse_ok(v, line(USDM, 9), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "GASUSDT",
-                id: "3863267",
-                price: "6.279000",
-                qty: "141.2",
-                side: Side::Buy,
-                ts_ns: 1_698_796_799_890_000_000,
-                flags: 0,
-                seq: None,
-            },
-        );
-        // 2019 aggTrade without `a`: id "<f>-<l>".
-        let out = parse_ok(v, line(USDM_TARDIS, 1), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "BTCUSDT",
-                id: "181349-181349",
-                price: "10223.74",
-                qty: "0.236",
-                side: Side::Buy,
-                ts_ns: 1_568_693_103_463_000_000,
-                flags: 0,
-                seq: None,
-            },
-        );
-        let out = parse_ok(v, line(USDM_TARDIS, 3), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "ETHUSDT",
-                id: "73701056",
-                price: "2366.55",
-                qty: "0.070",
-                side: Side::Sell,
-                ts_ns: 1_596_034_530_235_000_000,
-                flags: flags::INSURANCE_FUND,
-                seq: Some((73701056, 73701056)),
-            },
-        );
     }
 
     #[test]
@@ -506,7 +283,8 @@ pub(super) fn fast_trade(frame: &[u8], arena: &mut Vec<u8>, trades: &mut Vec<Par
 }
 
 fn fast_trade_inner(frame: &[u8], arena: &mut Vec<u8>, trades: &mut Vec<ParsedTrade>) -> Option<()> {
-    use super::fast::{ms_to_ns, put, Cursor};
+    use super::fast::{ms_to_ns, put};
+    use super::json::Cursor;
     let mut c = Cursor::new(frame);
     // The stream name is not stored; only printable ASCII is taken (the general parser refuses
     // a frame that is not UTF-8).

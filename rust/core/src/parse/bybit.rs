@@ -13,18 +13,7 @@ use super::*;
 
 pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>) -> PResult<()> {
     let root = root_object(doc)?;
-    let mut kb = [0u8; 32];
-    let (mut topic, mut data, mut success, mut op, mut ret_msg) = (None, None, None, None, None);
-    for (k, v) in doc.members(root) {
-        match doc.key(k, &mut kb) {
-            b"topic" => topic = Some(v),
-            b"data" => data = Some(v),
-            b"success" => success = Some(v),
-            b"op" => op = Some(v),
-            b"ret_msg" => ret_msg = Some(v),
-            _ => {}
-        }
-    }
+    let [topic, data, success, op, ret_msg] = doc.pick(root, ["topic", "data", "success", "op", "ret_msg"]);
     if let Some(topic) = topic {
         let t = str_field(doc, topic, field("topic"))?;
         if !t.starts_with(b"publicTrade.") {
@@ -73,22 +62,7 @@ fn trade(doc: &Doc<'_>, obj: usize, i: usize, sink: &mut Sink<'_>) -> PResult<()
     if doc.kind(obj) != json::Kind::Obj {
         return fail(format!("trade {i} is {}, not an object", doc.kind_name(obj)));
     }
-    let mut kb = [0u8; 32];
-    let (mut tt, mut s, mut side_v, mut v, mut p, mut id, mut bt, mut rpi) =
-        (None, None, None, None, None, None, None, None);
-    for (k, val) in doc.members(obj) {
-        match doc.key(k, &mut kb) {
-            b"T" => tt = Some(val),
-            b"s" => s = Some(val),
-            b"S" => side_v = Some(val),
-            b"v" => v = Some(val),
-            b"p" => p = Some(val),
-            b"i" => id = Some(val),
-            b"BT" => bt = Some(val),
-            b"RPI" => rpi = Some(val),
-            _ => {}
-        }
-    }
+    let [tt, s, side_v, v, p, id, bt, rpi] = doc.pick(obj, ["T", "s", "S", "v", "p", "i", "BT", "RPI"]);
     let mut flags = 0u16;
     if flag(doc, bt, tfield("BT", i))? {
         flags |= flags::BLOCK_TRADE;
@@ -127,150 +101,6 @@ mod tests {
         assert_eq!(all_parse(Venue::BybitLinear, LINEAR, false, &ctx), 10);
         assert_eq!(all_parse(Venue::BybitLinear, LINEAR_TARDIS, false, &ctx), 2);
         assert_eq!(all_parse(Venue::BybitLinear, LINEAR_CONTROL, true, &ctx), 2);
-    }
-
-    #[test]
-    fn spot_values() {
-        let ctx = ParseContext::new();
-        let v = Venue::BybitSpot;
-        let out = parse_ok(v, line(SPOT, 2), &ctx);
-        assert_eq!(out.trades.len(), 1);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "BTCUSDT",
-                id: "2290000001189048101",
-                price: "65140.5",
-                qty: "0.002705",
-                side: Side::Buy,
-                ts_ns: 1_786_310_822_605_000_000,
-                flags: 0,
-                seq: None,
-            },
-        );
-        let out = parse_ok(v, line(SPOT, 4), &ctx);
-        assert_eq!(out.trades.len(), 2);
-        assert_trade(
-            &out,
-            v,
-            1,
-            &Want {
-                symbol: "ETHUSDT",
-                id: "2280000001739247421",
-                price: "1923.29",
-                qty: "0.00032",
-                side: Side::Buy,
-                ts_ns: 1_786_310_826_369_000_000,
-                flags: 0,
-                seq: None,
-            },
-        );
-        let out = parse_ok(v, line(SPOT, 1), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "ETHUSDT",
-                id: "2280000001739247417",
-                price: "1923.28",
-                qty: "0.04537",
-                side: Side::Sell,
-                ts_ns: 1_786_310_821_917_000_000,
-                flags: 0,
-                seq: None,
-            },
-        );
-        let out = parse_ok(v, line(SPOT_TARDIS, 1), &ctx);
-        assert_eq!(out.trades.len(), 4);
-        assert_trade(
-            &out,
-            v,
-            3,
-            &Want {
-                symbol: "BTCUSDT",
-                id: "2290000000050703792",
-                price: "28165.38",
-                qty: "0.055371",
-                side: Side::Sell,
-                ts_ns: 1_680_652_847_524_000_000,
-                flags: 0,
-                seq: None,
-            },
-        );
-    }
-
-    #[test]
-    fn linear_values() {
-        let ctx = ParseContext::new();
-        let v = Venue::BybitLinear;
-        let out = parse_ok(v, line(LINEAR, 2), &ctx);
-        assert_eq!(out.trades.len(), 5);
-        assert_trade(
-            &out,
-            v,
-            1,
-            &Want {
-                symbol: "ETHUSDT",
-                id: "4d4ad26c-901f-5146-adc0-1db29b6b9ab6",
-                price: "1922.50",
-                qty: "1.30",
-                side: Side::Buy,
-                ts_ns: 1_786_310_820_346_000_000,
-                flags: 0,
-                seq: None,
-            },
-        );
-        assert_trade(
-            &out,
-            v,
-            4,
-            &Want {
-                symbol: "ETHUSDT",
-                id: "3f8f151c-8889-5f3a-84c1-9582dd71695b",
-                price: "1922.50",
-                qty: "0.16",
-                side: Side::Buy,
-                ts_ns: 1_786_310_820_346_000_000,
-                flags: 0,
-                seq: None,
-            },
-        );
-        let out = parse_ok(v, line(LINEAR, 6), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "SOLUSDT",
-                id: "4b0832c3-70e8-5f68-a914-c53f304f507c",
-                price: "77.300",
-                qty: "5.1",
-                side: Side::Sell,
-                ts_ns: 1_786_310_821_322_000_000,
-                flags: 0,
-                seq: None,
-            },
-        );
-        let out = parse_ok(v, line(LINEAR_TARDIS, 1), &ctx);
-        assert_eq!(out.trades.len(), 3);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "BTCUSD",
-                id: "0cbf2330-952d-5d03-a462-4bf826c867af",
-                price: "28560.50",
-                qty: "5823",
-                side: Side::Buy,
-                ts_ns: 1_680_673_823_564_000_000,
-                flags: 0,
-                seq: None,
-            },
-        );
     }
 
     #[test]
@@ -343,7 +173,8 @@ mod tests {
 /// the bytes, no token tape; anything else returns `None` and the general parser decides (tests
 /// hold the two to the same output on every frame the shortcut takes).
 pub(super) fn fast_trades(frame: &[u8], arena: &mut Vec<u8>, trades: &mut Vec<ParsedTrade>) -> Option<()> {
-    use super::fast::{once, put, Cursor};
+    use super::fast::{once, put};
+    use super::json::Cursor;
     let mut c = Cursor::new(frame);
     let (mut topic, mut data) = (None, None);
     c.object(|c, key| match key {

@@ -28,17 +28,7 @@ use super::*;
 
 pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>, futures: bool) -> PResult<()> {
     let root = root_object(doc)?;
-    let mut kb = [0u8; 32];
-    let (mut channel, mut event, mut result, mut error) = (None, None, None, None);
-    for (k, v) in doc.members(root) {
-        match doc.key(k, &mut kb) {
-            b"channel" => channel = Some(v),
-            b"event" => event = Some(v),
-            b"result" => result = Some(v),
-            b"error" => error = Some(v),
-            _ => {}
-        }
-    }
+    let [channel, event, result, error] = doc.pick(root, ["channel", "event", "result", "error"]);
     let channel = str_field(doc, need(channel, field("channel"))?, field("channel"))?;
     if channel.ends_with(b".pong") {
         sink.pong();
@@ -54,12 +44,7 @@ pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>, futures: bool) -> PResul
             match result.filter(|r| !doc.is_null(*r)) {
                 None => sink.other(),
                 Some(r) => {
-                    let mut status = None;
-                    for (k, v) in doc.members(r) {
-                        if doc.key(k, &mut kb) == b"status" {
-                            status = Some(v);
-                        }
-                    }
+                    let [status] = doc.pick(r, ["status"]);
                     if status.and_then(|s| doc.str_cow(s)).is_some_and(|s| &*s == b"success") {
                         sink.set_control(|detail| Control::SubscribeAck { detail });
                     } else {
@@ -72,6 +57,8 @@ pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>, futures: bool) -> PResul
         b"update" | b"all" => {
             let want: &[u8] = if futures { b"futures.trades" } else { b"spot.trades" };
             if futures && &*channel == b"futures.system" {
+                // The first "type" member (a find, not the last-wins `pick`: kept as it was).
+                let mut kb = [0u8; 32];
                 let kind = result.filter(|r| doc.kind(*r) == json::Kind::Obj).and_then(|r| {
                     doc.members(r).find(|(k, _)| doc.key(*k, &mut kb) == b"type").and_then(|(_, v)| doc.str_cow(v))
                 });
@@ -138,23 +125,10 @@ fn parse_range(text: &[u8]) -> Option<(u64, u64)> {
 }
 
 fn spot_trade(doc: &Doc<'_>, obj: usize, i: usize, sink: &mut Sink<'_>) -> PResult<()> {
-    let mut kb = [0u8; 32];
-    let (mut id, mut id_market, mut ct, mut ct_ms, mut side_v, mut pair, mut amount, mut price, mut range) =
-        (None, None, None, None, None, None, None, None, None);
-    for (k, v) in doc.members(obj) {
-        match doc.key(k, &mut kb) {
-            b"id" => id = Some(v),
-            b"id_market" => id_market = Some(v),
-            b"create_time" => ct = Some(v),
-            b"create_time_ms" => ct_ms = Some(v),
-            b"side" => side_v = Some(v),
-            b"currency_pair" => pair = Some(v),
-            b"amount" => amount = Some(v),
-            b"price" => price = Some(v),
-            b"range" => range = Some(v),
-            _ => {}
-        }
-    }
+    let [id, id_market, ct, ct_ms, side_v, pair, amount, price, range] = doc.pick(
+        obj,
+        ["id", "id_market", "create_time", "create_time_ms", "side", "currency_pair", "amount", "price", "range"],
+    );
     let side = side(doc, need(side_v, tfield("side", i))?, tfield("side", i))?;
     let ts_ns = trade_time(doc, ct_ms, ct, i)?;
     let range = match range.filter(|r| !doc.is_null(*r)) {
@@ -202,21 +176,8 @@ fn spot_trade(doc: &Doc<'_>, obj: usize, i: usize, sink: &mut Sink<'_>) -> PResu
 }
 
 fn futures_trade(doc: &Doc<'_>, obj: usize, i: usize, sink: &mut Sink<'_>) -> PResult<()> {
-    let mut kb = [0u8; 32];
-    let (mut id, mut size, mut ct, mut ct_ms, mut price, mut contract, mut internal) =
-        (None, None, None, None, None, None, None);
-    for (k, v) in doc.members(obj) {
-        match doc.key(k, &mut kb) {
-            b"id" => id = Some(v),
-            b"size" => size = Some(v),
-            b"create_time" => ct = Some(v),
-            b"create_time_ms" => ct_ms = Some(v),
-            b"price" => price = Some(v),
-            b"contract" => contract = Some(v),
-            b"is_internal" => internal = Some(v),
-            _ => {}
-        }
-    }
+    let [id, size, ct, ct_ms, price, contract, internal] =
+        doc.pick(obj, ["id", "size", "create_time", "create_time_ms", "price", "contract", "is_internal"]);
     let flags = if flag(doc, internal, tfield("is_internal", i))? { flags::INTERNAL } else { 0 };
     let ts_ns = trade_time(doc, ct_ms, ct, i)?;
     let symbol = sink.text(doc, need(contract, tfield("contract", i))?, tfield("contract", i))?;
@@ -264,70 +225,6 @@ mod tests {
     fn spot_values() {
         let ctx = ParseContext::new();
         let v = Venue::GateSpot;
-        let out = parse_ok(v, line(SPOT, 1), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "DIS_USDT",
-                id: "816995772",
-                price: "121.5800000000",
-                qty: "0.2010000000",
-                side: Side::Sell,
-                ts_ns: 1_619_093_543_708_264_200,
-                flags: 0,
-                seq: None,
-            },
-        );
-        let out = parse_ok(v, line(SPOT, 2), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "NEO_BTC",
-                id: "816995970",
-                price: "0.0018735000",
-                qty: "0.5000000000",
-                side: Side::Buy,
-                ts_ns: 1_619_093_546_958_116_000,
-                flags: 0,
-                seq: None,
-            },
-        );
-        let out = parse_ok(v, line(SPOT, 4), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "BTC_USDT",
-                id: "217831625",
-                price: "77474",
-                qty: "0.000021",
-                side: Side::Sell,
-                ts_ns: 1_788_336_082_402_208_000,
-                flags: 0,
-                seq: Some((217831625, 217831625)),
-            },
-        );
-        let out = parse_ok(v, line(SPOT_TARDIS, 1), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "TLOS_BTC",
-                id: "5541729598",
-                price: "0.00000644",
-                qty: "89.238",
-                side: Side::Buy,
-                ts_ns: 1_682_689_046_123_000_000,
-                flags: 0,
-                seq: None,
-            },
-        );
         // The documentation's example: a range of several fills.
         let f = r#"{"time":1606292218,"time_ms":1606292218231,"channel":"spot.trades","event":"update","result":{"id":309143071,"id_market":2390904,"create_time":1606292218,"create_time_ms":"1606292218213.4578","side":"sell","currency_pair":"GT_USDT","amount":"16.4700000000","price":"0.4705000000","range":"2390902-2390904"}}"#;
         let out = parse_ok(v, f, &ctx);
@@ -352,56 +249,6 @@ mod tests {
     fn futures_values() {
         let ctx = ParseContext::new();
         let v = Venue::GateFutures;
-        let out = parse_ok(v, line(FUT, 1), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "BTC_USDT",
-                id: "825348721",
-                price: "76520",
-                qty: "2",
-                side: Side::Sell,
-                ts_ns: 1_788_347_173_767_000_000,
-                flags: 0,
-                seq: Some((825348721, 825348721)),
-            },
-        );
-        // No create_time_ms: seconds.
-        let out = parse_ok(v, line(FUT_TARDIS, 1), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "COMP_USDT",
-                id: "31615",
-                price: "217.2",
-                qty: "1",
-                side: Side::Buy,
-                ts_ns: 1_593_561_616_000_000_000,
-                flags: 0,
-                seq: Some((31615, 31615)),
-            },
-        );
-        let out = parse_ok(v, line(FUT_TARDIS, 3), &ctx);
-        assert_eq!(out.trades.len(), 3);
-        assert_trade(
-            &out,
-            v,
-            1,
-            &Want {
-                symbol: "BTC_USDT",
-                id: "13654527",
-                price: "45300",
-                qty: "2000",
-                side: Side::Buy,
-                ts_ns: 1_614_556_850_860_000_000,
-                flags: 0,
-                seq: Some((13654527, 13654527)),
-            },
-        );
         // Decimal size string (X-Gate-Size-Decimal) and is_internal.
         let f = r#"{"time":1,"channel":"futures.trades","event":"update","result":[{"id":7,"size":"-0.25","create_time":1,"create_time_ms":1700000000123,"price":"100.5","contract":"ETH_USDT","is_internal":true}]}"#;
         let out = parse_ok(v, f, &ctx);
@@ -504,7 +351,8 @@ pub(super) fn fast_trades(
     trades: &mut Vec<ParsedTrade>,
     futures: bool,
 ) -> Option<()> {
-    use super::fast::{once, Cursor};
+    use super::fast::once;
+    use super::json::Cursor;
     let mut c = Cursor::new(frame);
     let (mut channel, mut event, mut result) = (None, None, None);
     c.object(|c, key| match key {
@@ -527,7 +375,7 @@ pub(super) fn fast_trades(
 
 /// One trade object of a Gate update, read as `spot_trade` / `futures_trade` read it.
 fn fast_one(
-    c: &mut super::fast::Cursor<'_>,
+    c: &mut super::json::Cursor<'_>,
     arena: &mut Vec<u8>,
     trades: &mut Vec<ParsedTrade>,
     futures: bool,

@@ -16,16 +16,7 @@ use super::*;
 
 pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>) -> PResult<()> {
     let root = root_object(doc)?;
-    let mut kb = [0u8; 32];
-    let (mut ty, mut topic, mut data) = (None, None, None);
-    for (k, v) in doc.members(root) {
-        match doc.key(k, &mut kb) {
-            b"type" => ty = Some(v),
-            b"topic" => topic = Some(v),
-            b"data" => data = Some(v),
-            _ => {}
-        }
-    }
+    let [ty, topic, data] = doc.pick(root, ["type", "topic", "data"]);
     let ty = str_field(doc, need(ty, field("type"))?, field("type"))?;
     match &*ty {
         b"message" => {
@@ -62,22 +53,8 @@ pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>) -> PResult<()> {
 }
 
 fn trade(doc: &Doc<'_>, obj: usize, sink: &mut Sink<'_>) -> PResult<()> {
-    let mut kb = [0u8; 32];
-    let (mut sym, mut id, mut seq, mut price, mut size, mut side_v, mut ts, mut time) =
-        (None, None, None, None, None, None, None, None);
-    for (k, v) in doc.members(obj) {
-        match doc.key(k, &mut kb) {
-            b"symbol" => sym = Some(v),
-            b"tradeId" => id = Some(v),
-            b"sequence" => seq = Some(v),
-            b"price" => price = Some(v),
-            b"size" => size = Some(v),
-            b"side" => side_v = Some(v),
-            b"ts" => ts = Some(v),
-            b"time" => time = Some(v),
-            _ => {}
-        }
-    }
+    let [sym, id, seq, price, size, side_v, ts, time] =
+        doc.pick(obj, ["symbol", "tradeId", "sequence", "price", "size", "side", "ts", "time"]);
     let side = side(doc, need(side_v, field("side"))?, field("side"))?;
     let ts_ns = match (ts, time) {
         (Some(v), _) => time_ns(doc, v, field("ts"), 0)?,
@@ -118,112 +95,9 @@ mod tests {
     }
 
     #[test]
-    fn spot_values() {
-        let ctx = ParseContext::new();
-        let v = Venue::KucoinSpot;
-        let out = parse_ok(v, line(SPOT, 1), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "DAPPT-BTC",
-                id: "1612701563869",
-                price: "0.0000001117",
-                qty: "81.8814",
-                side: Side::Buy,
-                ts_ns: 1_619_378_327_739_050_725,
-                flags: 0,
-                seq: None,
-            },
-        );
-        let out = parse_ok(v, line(SPOT, 5), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "BTC-USDT",
-                id: "11067996711960577",
-                price: "67523",
-                qty: "0.003",
-                side: Side::Buy,
-                ts_ns: 1_729_843_222_921_000_000,
-                flags: 0,
-                seq: None,
-            },
-        );
-        let out = parse_ok(v, line(SPOT_TARDIS, 2), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "LMR-BTC",
-                id: "455391760226305",
-                price: "0.000001094",
-                qty: "12.9629",
-                side: Side::Sell,
-                ts_ns: 1_660_608_000_023_000_000,
-                flags: 0,
-                seq: None,
-            },
-        );
-    }
-
-    #[test]
     fn futures_values() {
         let ctx = ParseContext::new();
         let v = Venue::KucoinFutures;
-        // Price sent as a JSON number, size integer contracts, ts an integer > 2^53.
-        let out = parse_ok(v, line(FUT, 1), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "ETHUSDCM",
-                id: "31443494",
-                price: "23083",
-                qty: "35",
-                side: Side::Buy,
-                ts_ns: 1_677_279_296_134_648_800,
-                flags: 0,
-                seq: None,
-            },
-        );
-        let out = parse_ok(v, line(FUT, 2), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "XBTUSDTM",
-                id: "1794100537695",
-                price: "90503.9",
-                qty: "2",
-                side: Side::Buy,
-                ts_ns: 1_731_898_619_520_000_000,
-                flags: 0,
-                seq: None,
-            },
-        );
-        let out = parse_ok(v, line(FUT_TARDIS, 1), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "SOLUSDTM",
-                id: "1701197946092",
-                price: "93.624",
-                qty: "10",
-                side: Side::Sell,
-                ts_ns: 1_705_708_799_998_000_000,
-                flags: 0,
-                seq: None,
-            },
-        );
         // An odd ns value that f64 cannot hold exactly survives.
         let f = r#"{"type":"message","topic":"/contractMarket/execution:X","subject":"match","data":{"symbol":"X","side":"sell","size":1,"price":"1","tradeId":"1","ts":1731898619520000001}}"#;
         assert_eq!(parse_ok(v, f, &ctx).trades[0].ts_ns, 1_731_898_619_520_000_001);
@@ -281,7 +155,8 @@ mod tests {
 /// `None` and the general parser decides (tests hold the two to the same output on every frame
 /// the shortcut takes).
 pub(super) fn fast_trade(frame: &[u8], arena: &mut Vec<u8>, trades: &mut Vec<ParsedTrade>) -> Option<()> {
-    use super::fast::{once, put, Cursor};
+    use super::fast::{once, put};
+    use super::json::Cursor;
     let mut c = Cursor::new(frame);
     let (mut ty, mut topic, mut data) = (None, None, None);
     c.object(|c, key| match key {

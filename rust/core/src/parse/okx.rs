@@ -17,17 +17,7 @@ use super::*;
 
 pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>) -> PResult<()> {
     let root = root_object(doc)?;
-    let mut kb = [0u8; 32];
-    let (mut event, mut arg, mut data, mut op) = (None, None, None, None);
-    for (k, v) in doc.members(root) {
-        match doc.key(k, &mut kb) {
-            b"event" => event = Some(v),
-            b"arg" => arg = Some(v),
-            b"data" => data = Some(v),
-            b"op" => op = Some(v),
-            _ => {}
-        }
-    }
+    let [event, arg, data, op] = doc.pick(root, ["event", "arg", "data", "op"]);
     if let Some(ev) = event {
         let ev = str_field(doc, ev, field("event"))?;
         match &*ev {
@@ -40,14 +30,7 @@ pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>) -> PResult<()> {
     }
     if let Some(data) = data {
         let arg = object(doc, need(arg, field("arg"))?, field("arg"))?;
-        let (mut channel, mut arg_inst) = (None, None);
-        for (k, v) in doc.members(arg) {
-            match doc.key(k, &mut kb) {
-                b"channel" => channel = Some(v),
-                b"instId" => arg_inst = Some(v),
-                _ => {}
-            }
-        }
+        let [channel, arg_inst] = doc.pick(arg, ["channel", "instId"]);
         let channel = str_field(doc, need(channel, field("arg.channel"))?, field("arg.channel"))?;
         if &*channel != b"trades" && &*channel != b"trades-all" {
             sink.other();
@@ -73,20 +56,7 @@ fn trade(doc: &Doc<'_>, obj: usize, i: usize, arg_inst: Option<usize>, sink: &mu
     if doc.kind(obj) != json::Kind::Obj {
         return fail(format!("trade {i} is {}, not an object", doc.kind_name(obj)));
     }
-    let mut kb = [0u8; 32];
-    let (mut inst, mut id, mut px, mut sz, mut side_v, mut ts, mut count) = (None, None, None, None, None, None, None);
-    for (k, v) in doc.members(obj) {
-        match doc.key(k, &mut kb) {
-            b"instId" => inst = Some(v),
-            b"tradeId" => id = Some(v),
-            b"px" => px = Some(v),
-            b"sz" => sz = Some(v),
-            b"side" => side_v = Some(v),
-            b"ts" => ts = Some(v),
-            b"count" => count = Some(v),
-            _ => {}
-        }
-    }
+    let [inst, id, px, sz, side_v, ts, count] = doc.pick(obj, ["instId", "tradeId", "px", "sz", "side", "ts", "count"]);
     let side = side(doc, need(side_v, tfield("side", i))?, tfield("side", i))?;
     let ts_ns = time_ns(doc, need(ts, tfield("ts", i))?, tfield("ts", i), 6)?;
     let count = match count {
@@ -160,88 +130,6 @@ mod tests {
     #[test]
     fn values() {
         let ctx = ParseContext::new();
-        let v = Venue::OkxSpot;
-        let out = parse_ok(v, line(SPOT, 1), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "BTC-USDT",
-                id: "338476307",
-                price: "30236",
-                qty: "0.0002",
-                side: Side::Buy,
-                ts_ns: 1_652_459_224_818_000_000,
-                flags: 0,
-                seq: Some((338476307, 338476307)),
-            },
-        );
-        let out = parse_ok(v, line(SPOT, 4), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "BTC-USDT",
-                id: "338476310",
-                price: "30243.5",
-                qty: "0.00684062",
-                side: Side::Buy,
-                ts_ns: 1_652_459_226_050_000_000,
-                flags: 0,
-                seq: Some((338476310, 338476310)),
-            },
-        );
-        let out = parse_ok(v, line(SPOT, 7), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "BTC-USDT",
-                id: "674510827",
-                price: "95635.3",
-                qty: "0.00011194",
-                side: Side::Sell,
-                ts_ns: 1_740_394_561_686_000_000,
-                flags: 0,
-                seq: Some((674510827, 674510827)),
-            },
-        );
-        let v = Venue::OkxSwap;
-        let out = parse_ok(v, line(SWAP, 1), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "UNI-USD-SWAP",
-                id: "12883020",
-                price: "5.123",
-                qty: "100",
-                side: Side::Sell,
-                ts_ns: 1_652_459_215_150_000_000,
-                flags: 0,
-                seq: Some((12883020, 12883020)),
-            },
-        );
-        let out = parse_ok(v, line(TARDIS, 3), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "BTC-USDT-SWAP",
-                id: "148266905",
-                price: "48938.5",
-                qty: "5",
-                side: Side::Buy,
-                ts_ns: 1_640_131_236_050_000_000,
-                flags: 0,
-                seq: Some((148266905, 148266905)),
-            },
-        );
         // `trades-all` channel.
         let out = parse_ok(Venue::OkxSpot, line(TARDIS, 2), &ctx);
         assert_eq!(out.trade(0, Venue::OkxSpot, 0).trade_id, b"84834539");
@@ -320,7 +208,8 @@ mod tests {
 /// OKX sends strings, a repeated key, an empty `data`) returns `None` and the general parser
 /// decides, so the two never disagree on a frame the shortcut takes (tests hold them to that).
 pub(super) fn fast_trades(frame: &[u8], arena: &mut Vec<u8>, trades: &mut Vec<ParsedTrade>) -> Option<()> {
-    use super::fast::{ms_to_ns_text, once, put, Cursor};
+    use super::fast::{ms_to_ns_text, once, put};
+    use super::json::Cursor;
     let mut c = Cursor::new(frame);
     // `arg` first (its instId names the trades of elements without one), then `data`.
     if !c.lit(b"{\"arg\":") {

@@ -27,21 +27,8 @@ use super::*;
 
 pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>, ctx: &ParseContext, spot: bool) -> PResult<()> {
     let root = root_object(doc)?;
-    let mut kb = [0u8; 32];
-    let (mut trades, mut trades_p, mut symbol, mut ty, mut error, mut result, mut method) =
-        (None, None, None, None, None, None, None);
-    for (k, v) in doc.members(root) {
-        match doc.key(k, &mut kb) {
-            b"trades" => trades = Some(v),
-            b"trades_p" => trades_p = Some(v),
-            b"symbol" => symbol = Some(v),
-            b"type" => ty = Some(v),
-            b"error" => error = Some(v),
-            b"result" => result = Some(v),
-            b"method" => method = Some(v),
-            _ => {}
-        }
-    }
+    let [trades, trades_p, symbol, ty, error, result, method] =
+        doc.pick(root, ["trades", "trades_p", "symbol", "type", "error", "result", "method"]);
     if trades.is_some() || trades_p.is_some() {
         let (rows, scaled) = match (trades, trades_p) {
             (Some(t), _) if spot => (t, true),
@@ -67,12 +54,7 @@ pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>, ctx: &ParseContext, spot
             return Ok(());
         }
         if doc.kind(r) == json::Kind::Obj {
-            let mut status = None;
-            for (k, v) in doc.members(r) {
-                if doc.key(k, &mut kb) == b"status" {
-                    status = Some(v);
-                }
-            }
+            let [status] = doc.pick(r, ["status"]);
             if status.and_then(|s| doc.str_cow(s)).is_some_and(|s| &*s == b"success") {
                 sink.set_control(|detail| Control::SubscribeAck { detail });
                 return Ok(());
@@ -300,133 +282,6 @@ mod tests {
     }
 
     #[test]
-    fn spot_values() {
-        let ctx = ParseContext::new();
-        let v = Venue::PhemexSpot;
-        let out = parse_ok(v, line(SPOT, 1), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "sSUSHIUSDT",
-                id: "1625342244127840967:b:7.69100000:1.68200000",
-                price: "7.69100000",
-                qty: "1.68200000",
-                side: Side::Buy,
-                ts_ns: 1_625_342_244_127_840_967,
-                flags: 0,
-                seq: None,
-            },
-        );
-        let out = parse_ok(v, line(SPOT, 3), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "sGRTUSDT",
-                id: "1625342248051974866:s:0.67269000:255.00000000",
-                price: "0.67269000",
-                qty: "255.00000000",
-                side: Side::Sell,
-                ts_ns: 1_625_342_248_051_974_866,
-                flags: 0,
-                seq: None,
-            },
-        );
-        let out = parse_ok(v, line(SPOT, 6), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "sLINKUSDT",
-                id: "1625342253520262496:s:18.71060000:54.15000000",
-                price: "18.71060000",
-                qty: "54.15000000",
-                side: Side::Sell,
-                ts_ns: 1_625_342_253_520_262_496,
-                flags: 0,
-                seq: None,
-            },
-        );
-        let out = parse_ok(v, line(TARDIS, 8), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "sOLUSDT",
-                id: "1772323222771984119:s:0.01228700:412.50000000",
-                price: "0.01228700",
-                qty: "412.50000000",
-                side: Side::Sell,
-                ts_ns: 1_772_323_222_771_984_119,
-                flags: 0,
-                seq: None,
-            },
-        );
-        // Configured quantity scale.
-        let mut ctx = ParseContext::new();
-        ctx.set_phemex_spot_scales("sBTCUSDT", 8, 6);
-        let out = parse_ok(v, line(TARDIS, 4), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "sBTCUSDT",
-                id: "1591268226414925245:s:9544.88000000:0.279100",
-                price: "9544.88000000",
-                qty: "0.279100",
-                side: Side::Sell,
-                ts_ns: 1_591_268_226_414_925_245,
-                flags: 0,
-                seq: None,
-            },
-        );
-    }
-
-    #[test]
-    fn perp_values() {
-        let ctx = ParseContext::new();
-        let v = Venue::PhemexPerp;
-        let out = parse_ok(v, line(TARDIS, 6), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "BTCUSDT",
-                id: "1669198793402790477:b:16545.6:0.7",
-                price: "16545.6",
-                qty: "0.7",
-                side: Side::Buy,
-                ts_ns: 1_669_198_793_402_790_477,
-                flags: 0,
-                seq: None,
-            },
-        );
-        let out = parse_ok(v, line(TARDIS, 7), &ctx);
-        assert_trade(
-            &out,
-            v,
-            0,
-            &Want {
-                symbol: "XRPUSDT",
-                id: "1669198857616162039:b:0.3758:244.65",
-                price: "0.3758",
-                qty: "244.65",
-                side: Side::Buy,
-                ts_ns: 1_669_198_857_616_162_039,
-                flags: 0,
-                seq: None,
-            },
-        );
-    }
-
-    #[test]
     fn snapshot_flag_and_duplicate_ids() {
         let ctx = ParseContext::new();
         let v = Venue::PhemexPerp;
@@ -507,7 +362,8 @@ pub(super) fn fast_trades(
     ctx: &ParseContext,
     spot: bool,
 ) -> Option<()> {
-    use super::fast::{once, Cursor};
+    use super::fast::once;
+    use super::json::Cursor;
     let mut c = Cursor::new(frame);
     let mut control = None;
     let mut rejected = Vec::new(); // the shortcut declines a bad row instead of leaving it out
@@ -591,7 +447,7 @@ pub(super) fn fast_trades(
 }
 
 /// A scaled integer as `scaled_decimal` reads it: a non-negative JSON integer literal.
-fn scaled_fast(c: &mut super::fast::Cursor<'_>, arena: &mut Vec<u8>, scale: usize) -> Option<Range<u32>> {
+fn scaled_fast(c: &mut super::json::Cursor<'_>, arena: &mut Vec<u8>, scale: usize) -> Option<Range<u32>> {
     let (digits, _) = c.uint()?;
     let start = arena.len();
     write_scaled(arena, digits, scale);
