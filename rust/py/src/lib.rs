@@ -23,6 +23,7 @@ use crate::writer::LogWriter;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    errors::check_classes(m.py())?;
     m.add_class::<Trade>()?;
     m.add_class::<LogWriter>()?;
     m.add_class::<LogReader>()?;
