@@ -46,7 +46,7 @@ impl RingReader {
     /// trade: `([(venue, symbol, sightings, last receive ns)], missed)`, a sighting being the
     /// trades received at one instant (one frame). Backfilled, snapshot and non-trade records are
     /// not counted. For watchers of silent subscriptions.
-    #[pyo3(signature = (max_trades = 1 << 20))]
+    #[pyo3(signature = (max_trades = 1_048_576))] // 1 << 20, a literal so that Python sees it
     fn poll_activity(&self, py: Python<'_>, max_trades: usize) -> (Vec<(&'static str, String, u64, i64)>, u64) {
         py.detach(|| {
             let mut r = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -77,7 +77,7 @@ pub struct TradeRing {
 #[pymethods]
 impl TradeRing {
     #[new]
-    #[pyo3(signature = (capacity_bytes = 64 << 20))]
+    #[pyo3(signature = (capacity_bytes = 67_108_864))] // 64 MiB, a literal so that Python sees it
     fn new(capacity_bytes: usize) -> TradeRing {
         let (writer, shared) = ring::ring(capacity_bytes);
         TradeRing { writer: Mutex::new(writer), shared }

@@ -51,7 +51,8 @@ impl LogWriter {
 #[pymethods]
 impl LogWriter {
     #[new]
-    #[pyo3(signature = (path, fsync_interval = 1.0, segment_span_s = 3600.0, segment_max_bytes = 1 << 30, ring_bytes = 128 << 20, zstd_level = 3))]
+    // segment_max_bytes 1 GiB, ring_bytes 128 MiB: literals, so that Python sees the defaults.
+    #[pyo3(signature = (path, fsync_interval = 1.0, segment_span_s = 3600.0, segment_max_bytes = 1_073_741_824, ring_bytes = 134_217_728, zstd_level = 3))]
     fn new(
         py: Python<'_>,
         path: PathBuf,
@@ -150,30 +151,32 @@ impl LogWriter {
         .map_err(to_py)
     }
 
-    #[pyo3(signature = (kind, ts_ns, venue = None, symbol = String::new(), from_ts_ns = 0, to_ts_ns = 0, from_id = String::new(), to_id = String::new(), detail = String::new()))]
+    // Defaults are literals so that Python sees them (`inspect.signature`, stubtest): an
+    // expression such as `String::new()` shows as `...`.
+    #[pyo3(signature = (kind, ts_ns, venue = None, symbol = "", from_ts_ns = 0, to_ts_ns = 0, from_id = "", to_id = "", detail = ""))]
     #[allow(clippy::too_many_arguments)]
     fn append_marker(
         &self,
         kind: &str,
         ts_ns: i64,
         venue: Option<&str>,
-        symbol: String,
+        symbol: &str,
         from_ts_ns: i64,
         to_ts_ns: i64,
-        from_id: String,
-        to_id: String,
-        detail: String,
+        from_id: &str,
+        to_id: &str,
+        detail: &str,
     ) -> PyResult<()> {
         let m = Marker {
             kind: MarkerKind::parse(kind).map_err(to_py)?,
             venue: parse_venue_opt(venue)?,
-            symbol,
+            symbol: symbol.to_owned(),
             ts_ns,
             from_ts_ns,
             to_ts_ns,
-            from_id,
-            to_id,
-            detail,
+            from_id: from_id.to_owned(),
+            to_id: to_id.to_owned(),
+            detail: detail.to_owned(),
         };
         self.with(|log| log.with(|w| w.append_marker(&m)))
     }
