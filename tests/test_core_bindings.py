@@ -1,9 +1,11 @@
-"""The Rust bindings raise the classes of `pumpwatch.errors` (the ones the pure-Python path raises),
-the same class object every time, with the core's message; a full disk keeps its errno."""
+"""The Rust bindings as Python sees them. They raise the classes of `pumpwatch.errors` (the ones the
+pure-Python path raises), the same class object every time, with the core's message; a full disk
+keeps its errno. Their signatures show the real defaults (what `_core.pyi` and stubtest hold)."""
 
 from __future__ import annotations
 
 import errno
+import inspect
 import subprocess
 import sys
 import textwrap
@@ -111,3 +113,25 @@ def test_a_missing_exception_class_fails_the_import_by_name():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.startswith("AttributeError") and "StoreError" in out.stdout, (out.stdout, out.stderr)
+
+
+def _callables_of_core():
+    for name in _core.__all__:
+        obj = getattr(_core, name)
+        if isinstance(obj, type):
+            yield name, obj
+            yield from ((f"{name}.{m}", v) for m, v in vars(obj).items() if callable(v) and not m.startswith("__"))
+        elif callable(obj):
+            yield name, obj
+
+
+def test_every_default_is_visible_to_python():
+    """PyO3 shows a default written as an expression (`64 << 20`, `String::new()`) as `...`; the
+    bindings write literals so `inspect.signature`, help() and stubtest see the real value."""
+    hidden = {
+        name: [p.name for p in inspect.signature(f).parameters.values() if p.default is Ellipsis]
+        for name, f in _callables_of_core()
+    }
+    assert {name: params for name, params in hidden.items() if params} == {}
+    assert inspect.signature(_core.LogWriter).parameters["ring_bytes"].default == 128 << 20
+    assert inspect.signature(_core.LogWriter.append_marker).parameters["detail"].default == ""
