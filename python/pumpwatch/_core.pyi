@@ -1,17 +1,38 @@
 """Type stubs of the Rust extension `pumpwatch._core` (kept by hand, next to the bindings in
-rust/py/src/lib.rs). Use the Python API in `pumpwatch` rather than these directly."""
+rust/py/src/, one file per class). Use the Python API in `pumpwatch` rather than these directly.
+
+`python -m mypy.stubtest pumpwatch._core` holds them against the built extension: names, signatures
+and defaults. The classes are `@final` because PyO3 classes cannot be subclassed (final implies
+the disjoint base their own layout makes them); they are made by `__new__` (PyO3's `#[new]`), so
+the constructor's parameters are written there."""
 
 from os import PathLike
-from typing import Any
+from pathlib import Path
+from typing import Any, Self, final
+
+__all__ = [
+    "FLAGS",
+    "FORMAT_VERSION",
+    "SEQUENCED_VENUES",
+    "VENUES",
+    "LogReader",
+    "LogWriter",
+    "RingReader",
+    "Trade",
+    "TradeRing",
+    "parse_frame",
+    "verify",
+]
 
 FORMAT_VERSION: int
 VENUES: list[str]
 SEQUENCED_VENUES: frozenset[str]
 FLAGS: dict[str, int]
 
+@final
 class Trade:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         venue: str,
         symbol: str,
         trade_id: str | int,
@@ -21,7 +42,7 @@ class Trade:
         ts_ns: int,
         recv_ns: int,
         flags: int = 0,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def venue(self) -> str: ...
     @property
@@ -43,34 +64,37 @@ class Trade:
     @property
     def flags(self) -> int: ...
     def to_dict(self) -> dict[str, Any]: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, other: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 
+@final
 class RingReader:
     def poll(self, max_trades: int = 65536) -> tuple[list[Trade], int]: ...
-    def poll_activity(self, max_trades: int = ...) -> tuple[list[tuple[str, str, int, int]], int]: ...
+    def poll_activity(self, max_trades: int = 1048576) -> tuple[list[tuple[str, str, int, int]], int]: ...
     @property
     def missed(self) -> int: ...
 
+@final
 class TradeRing:
-    def __init__(self, capacity_bytes: int = ...) -> None: ...
+    def __new__(cls, capacity_bytes: int = 67108864) -> Self: ...
     def push(self, trades: list[Trade]) -> None: ...
     def reader(self, from_oldest: bool = False) -> RingReader: ...
 
-Event = tuple[Any, ...]
+_Event = tuple[Any, ...]  # ("gap", venue, symbol, ...): see `Store.ingest`
 
+@final
 class LogWriter:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         path: str | PathLike[str],
         fsync_interval: float = 1.0,
         segment_span_s: float = 3600.0,
-        segment_max_bytes: int = ...,
-        ring_bytes: int = ...,
+        segment_max_bytes: int = 1073741824,
+        ring_bytes: int = 134217728,
         zstd_level: int = 3,
-    ) -> None: ...
+    ) -> Self: ...
     @property
-    def path(self) -> str: ...
+    def path(self) -> Path: ...  # PyO3 gives a PathBuf as pathlib.Path
     @property
     def closed(self) -> bool: ...
     def append_trades(self, trades: list[Trade]) -> int: ...
@@ -119,11 +143,11 @@ class LogWriter:
     def active_segment(self) -> tuple[int, int]: ...
     def roll(self) -> None: ...
     def close(self, seal: bool = False) -> None: ...
-    def ingest(self, venue: str, frame: bytes | str, recv_ns: int) -> tuple[int, list[Event] | None]: ...
+    def ingest(self, venue: str, frame: bytes | str, recv_ns: int) -> tuple[int, list[_Event] | None]: ...
     def ingest_many(
         self, venue: str, frames: list[bytes | str], recv_ns: int | list[int]
-    ) -> tuple[int, list[Event] | None]: ...
-    def ingest_trades(self, trades: list[Trade]) -> tuple[int, list[Event] | None]: ...
+    ) -> tuple[int, list[_Event] | None]: ...
+    def ingest_trades(self, trades: list[Trade]) -> tuple[int, list[_Event] | None]: ...
     def set_phemex_spot_scales(self, symbol: str, price_scale: int, qty_scale: int) -> None: ...
     def set_hold(self, limit_bytes: int, retry_s: float) -> None: ...
     def disk_state(self) -> dict[str, Any]: ...
@@ -133,8 +157,9 @@ class LogWriter:
     def seed_open_gap(self, venue: str, symbol: str, first: int, last: int) -> None: ...
     def seed_recent_ids(self, venue: str, symbol: str, ids: list[str]) -> None: ...
 
+@final
 class LogReader:
-    def __init__(self, path: str | PathLike[str]) -> None: ...
+    def __new__(cls, path: str | PathLike[str]) -> Self: ...
     def query_columns(
         self,
         start_ns: int,

@@ -1,7 +1,8 @@
 """Exceptions PumpWatch raises. Each message says what happened and what to do about it.
 
-The Rust core raises these same classes (the bindings look them up here), so callers catch one
-set of exceptions whichever path (Rust or pure Python) did the work.
+The Rust core raises these same classes (rust/py/src/errors.rs imports each by name once and
+checks they are all here when the extension loads), so callers catch one set of exceptions
+whichever path (Rust or pure Python) did the work. Renaming a class means renaming it there too.
 """
 
 

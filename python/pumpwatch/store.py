@@ -148,9 +148,10 @@ class Store(_Reading):
             # the newest `ring_bytes` of records wait in memory and are written when the disk has
             # room again, what fell out named by `gap_unfillable` markers (see `disk_state`).
             self._log.set_hold(ring_bytes, HOLD_RETRY_S)
-        # The hot path calls straight into Rust: no Python frame between a socket and the log.
-        self.ingest = self._log.ingest
-        self.ingest_many = self._log.ingest_many
+        # The hot path calls straight into Rust: no Python frame between a socket and the log. The
+        # bound Rust methods go in the instance's dict, where they shadow the methods below (which
+        # say what they do and type them; mypy refuses `self.ingest = ...` over a method).
+        self.__dict__.update(ingest=self._log.ingest, ingest_many=self._log.ingest_many)
 
     @classmethod
     def open_readonly(cls, path: str | os.PathLike[str]) -> ReadOnlyStore:
