@@ -318,7 +318,7 @@ def test_an_unfinished_append_past_the_published_end_is_cut_not_skipped(pristine
     """memcpy may copy a batch's last bytes before its first: a kill then leaves a hole followed by
     valid-looking records past the published end. Those were never acknowledged; recovery cuts at
     the hole instead of keeping them behind a 'damaged span'."""
-    from pumpwatch.purepy.store import _encode_trade
+    from pumpwatch.purepy.log.record import _encode_trade
 
     d, seg = _copy(pristine, tmp_path, 0)
     raw = bytearray(seg.read_bytes())

@@ -28,6 +28,8 @@ from pumpwatch.errors import (
     StoreLockedError,
 )
 from pumpwatch.purepy import store as store_mod
+from pumpwatch.purepy.log import reader as reader_mod
+from pumpwatch.purepy.log import record as record_mod
 from pumpwatch.purepy.store import Store, verify
 
 SEG1 = "00000000000000000001.pwlog"
@@ -392,7 +394,7 @@ def test_query_window_filters_and_order(tmp_path):
 
 
 def test_markers_and_quarantine_round_trip(tmp_path):
-    big = bytes(range(256)) * (store_mod.QUARANTINE_RAW_MAX // 256 + 2)
+    big = bytes(range(256)) * (record_mod.QUARANTINE_RAW_MAX // 256 + 2)
     with Store(tmp_path) as s:
         s.append_marker("connection_up", venue="bybit-linear", ts_ns=300)
         s.append_marker("recorder_start", ts_ns=100, detail="v1 ✓")
@@ -460,8 +462,8 @@ def test_markers_and_quarantine_round_trip(tmp_path):
         (None, 43, "not json", "{text frame ✓".encode()),
     ]
     _venue, _recv_ns, reason, raw = quarantined[2]
-    assert raw == big[: store_mod.QUARANTINE_RAW_MAX]
-    assert reason == f"huge (frame of {len(big)} bytes cut to {store_mod.QUARANTINE_RAW_MAX})"
+    assert raw == big[: record_mod.QUARANTINE_RAW_MAX]
+    assert reason == f"huge (frame of {len(big)} bytes cut to {record_mod.QUARANTINE_RAW_MAX})"
     assert verify(tmp_path)["quarantined"] == 3
 
 
@@ -644,13 +646,13 @@ def test_index_skips_blocks_and_matches_brute_force(tmp_path, monkeypatch):
         assert (seg.with_suffix(".pwidx").stat().st_size - 16) // 48 >= 12
 
         reads = []
-        real_pread = store_mod._pread_range
+        real_pread = reader_mod._pread_range
 
         def counting_pread(fd, start, stop):
             reads.append(stop - start)
             return real_pread(fd, start, stop)
 
-        monkeypatch.setattr(store_mod, "_pread_range", counting_pread)
+        monkeypatch.setattr(reader_mod, "_pread_range", counting_pread)
         windows = [
             (10_000, 10_100),
             (50_000, 50_010),
