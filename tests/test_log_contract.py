@@ -487,7 +487,7 @@ def block0_ids(src: Path, n: int) -> set:
 
     fd = os.open(src / "log" / SEG_ZST, os.O_RDONLY)
     try:
-        seg = purepy_compress._CompressedSegment(fd, src / "log" / SEG_ZST, 1)
+        seg = purepy_compress.CompressedSegment(fd, src / "log" / SEG_ZST, 1)
         data, err = seg.read_block(0)
         assert err is None
         start = seg.blocks[0].entry.start

@@ -646,13 +646,13 @@ def test_index_skips_blocks_and_matches_brute_force(tmp_path, monkeypatch):
         assert (seg.with_suffix(".pwidx").stat().st_size - 16) // 48 >= 12
 
         reads = []
-        real_pread = reader_mod._pread_range
+        real_pread = reader_mod.pread_range
 
         def counting_pread(fd, start, stop):
             reads.append(stop - start)
             return real_pread(fd, start, stop)
 
-        monkeypatch.setattr(reader_mod, "_pread_range", counting_pread)
+        monkeypatch.setattr(reader_mod, "pread_range", counting_pread)
         windows = [
             (10_000, 10_100),
             (50_000, 50_010),

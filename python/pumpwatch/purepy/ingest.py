@@ -11,12 +11,10 @@ from collections import deque
 from collections.abc import Iterable
 
 from .._core import SEQUENCED_VENUES  # venues whose trade ids form a per-symbol sequence
+from .log.record import QUARANTINE_RAW_MAX, encode_marker, encode_quarantined, encode_trade
 from .parse import AGGREGATED, ParseContext, parse
-from .store import _encode_marker, _encode_quarantined, _encode_trade
 
 MAX_OPEN_GAPS = 1024
-# The Rust path cuts quarantined frames to what fits one record; frames here never come close.
-_QUARANTINE_LIMIT = (16 << 20) - 16 - 65535
 
 
 def _canonical(s: str) -> bool:
@@ -107,7 +105,7 @@ class Ingestor:
     def _stage_markers(self, markers, frames, trade_ts) -> None:
         for kind, venue, symbol, ts_ns, from_ts, to_ts, from_id, to_id, detail in markers:
             self.stats["gaps" if kind == "gap_found" else "gaps_filled"] += 1
-            frames.append(_encode_marker(kind, venue, symbol, ts_ns, from_ts, to_ts, from_id, to_id, detail))
+            frames.append(encode_marker(kind, venue, symbol, ts_ns, from_ts, to_ts, from_id, to_id, detail))
             trade_ts.append(None)
 
     def _stage_frame(self, venue, frame, recv_ns, frames, trade_ts, events) -> int:
@@ -117,7 +115,7 @@ class Ingestor:
         except ValueError as exc:
             raw = frame.encode() if isinstance(frame, str) else bytes(frame)
             reason = str(exc)
-            frames.append(_encode_quarantined(venue, recv_ns, reason, raw[:_QUARANTINE_LIMIT]))
+            frames.append(encode_quarantined(venue, recv_ns, reason, raw[:QUARANTINE_RAW_MAX]))
             trade_ts.append(None)
             self.stats["quarantined"] += 1
             events.append(("quarantined", venue, reason))
@@ -132,7 +130,7 @@ class Ingestor:
                 self.stats["duplicates"] += 1
                 continue
             try:
-                encoded, ts = _encode_trade(
+                encoded, ts = encode_trade(
                     venue, t["symbol"], t["trade_id"], t["price"], t["qty"], t["side"], t["ts_ns"], recv_ns, t["flags"]
                 )
             except ValueError:
@@ -149,7 +147,7 @@ class Ingestor:
             reason = f"{venue}: {n} of {n + len(result.trades)} trades left out (the others are stored): " + "; ".join(
                 result.rejected
             )
-            frames.append(_encode_quarantined(venue, recv_ns, reason, raw[:_QUARANTINE_LIMIT]))
+            frames.append(encode_quarantined(venue, recv_ns, reason, raw[:QUARANTINE_RAW_MAX]))
             trade_ts.append(None)
             self.stats["quarantined"] += 1
             events.append(("quarantined", venue, reason))
@@ -166,7 +164,7 @@ class Ingestor:
         for frame, t in zip(frames_in, times, strict=False):
             stored += self._stage_frame(venue, frame, t, frames, trade_ts, events)
         if frames:
-            self.store._append(frames, trade_ts)
+            self.store.append_encoded(frames, trade_ts)
         return stored, events or None
 
     def ingest(self, venue: str, frame, recv_ns: int) -> tuple[int, list | None]:
@@ -192,14 +190,14 @@ class Ingestor:
             if not self._judge(t.venue, t.symbol, tid, t.ts_ns, seq, t.recv_ns, events, markers):
                 self.stats["duplicates"] += 1
                 continue
-            encoded, ts = _encode_trade(t.venue, t.symbol, tid, t.price, t.qty, t.side, t.ts_ns, t.recv_ns, t.flags)
+            encoded, ts = encode_trade(t.venue, t.symbol, tid, t.price, t.qty, t.side, t.ts_ns, t.recv_ns, t.flags)
             frames.append(encoded)
             trade_ts.append(ts)
             stored += 1
         self._stage_markers(markers, frames, trade_ts)
         self.stats["trades"] += stored
         if frames:
-            self.store._append(frames, trade_ts)
+            self.store.append_encoded(frames, trade_ts)
         return stored, events or None
 
     def _state(self, venue: str, symbol: str) -> _SymbolState:

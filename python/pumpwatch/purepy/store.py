@@ -21,23 +21,26 @@ import pyarrow as pa
 
 from ..errors import DiskFullError, InvalidInputError, InvalidTradeError, StoreClosedError, StoreLockedError
 from ..schema import MARKER_SCHEMA, TRADE_SCHEMA
-from .log.compress import _resolve_compressions, compress_segment
-from .log.reader import _as_set, _holds_others, _read_records, _table, _window
+from .log.compress import compress_segment, resolve_compressions
+from .log.index import IndexEntry
+from .log.reader import read_records
 from .log.record import (
     FLAG_NON_TRADE,
+    I64_MAX,
+    I64_MIN,
     VENUES,
     MarkerRecord,
     QuarantinedRecord,
     TradeRecord,
-    _encode_marker,
-    _encode_quarantined,
-    _encode_trade,
-    _q,
+    encode_marker,
+    encode_quarantined,
+    encode_trade,
+    quote,
 )
 from .log.scan import FrameWalk
-from .log.segment import HEADER_LEN, STATE_SEALED, _fsync_dir, _is_compressed, _list_segments, _parse_header
+from .log.segment import HEADER_LEN, STATE_SEALED, fsync_dir, is_compressed, list_segments, parse_header
 from .log.verify import verify
-from .log.writer import _DISK_FULL_ERRNOS, SEGMENT_MAX_BYTES_RANGE, _ActiveSegment, _disk_full, _RecoveryReport
+from .log.writer import DISK_FULL_ERRNOS, SEGMENT_MAX_BYTES_RANGE, ActiveSegment, RecoveryReport, disk_full_error
 
 # What this module exported before the log moved to `pumpwatch.purepy.log`, exported the same.
 __all__ = [
@@ -57,14 +60,14 @@ _MISSING = object()
 
 
 def _trade_rows(trades):
-    """The batch as tuples in _encode_trade's argument order (flags defaulting to 0)."""
+    """The batch as tuples in encode_trade's argument order (flags defaulting to 0)."""
     if isinstance(trades, pa.RecordBatch):
         trades = pa.Table.from_batches([trades])
     if isinstance(trades, pa.Table):
         missing = [name for name in _TRADE_FIELDS if name not in trades.column_names]
         if missing:
             raise InvalidTradeError(
-                f"the table has no column {', '.join(map(_q, missing))}; a trade table has the columns "
+                f"the table has no column {', '.join(map(quote, missing))}; a trade table has the columns "
                 f"{', '.join(TRADE_SCHEMA.names)} (flags optional)"
             )
         columns = []
@@ -91,6 +94,30 @@ def _trade_rows(trades):
             if value is _MISSING:
                 raise InvalidTradeError(f"row {row} of the batch: has no field {name}")
         yield values
+
+
+def _as_set(values) -> set | None:
+    if values is None:
+        return None
+    if isinstance(values, str):
+        return {values}
+    return set(values)
+
+
+def _window(start_ns, end_ns) -> tuple[int, int]:
+    # The same defaults as the Rust path: the end bound stays exclusive.
+    return (I64_MIN if start_ns is None else int(start_ns), I64_MAX if end_ns is None else int(end_ns))
+
+
+def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
+    columns = list(zip(*rows, strict=False)) if rows else [()] * len(schema)
+    return pa.Table.from_arrays(
+        [pa.array(column, type=field.type) for column, field in zip(columns, schema, strict=False)], schema=schema
+    )
+
+
+def _holds_others(entry: IndexEntry) -> bool:
+    return entry.others > 0
 
 
 class Store:
@@ -122,10 +149,10 @@ class Store:
         self._fsync_interval = fsync_interval
         self._span_ns = int(segment_span_s * 1e9)
         self._max_bytes = segment_max_bytes
-        self._active: _ActiveSegment | None = None
+        self._active: ActiveSegment | None = None
         self._dirty = False
         self._last_sync = time.monotonic()
-        self._recovery = _RecoveryReport()
+        self._recovery = RecoveryReport()
         self._log_dir.mkdir(parents=True, exist_ok=True)
         self._lock_fd = self._take_lock()
         try:
@@ -190,17 +217,17 @@ class Store:
         for name in os.listdir(self._log_dir):
             if name.endswith(".tmp"):
                 os.unlink(self._log_dir / name)
-        self._recovery.compression = _resolve_compressions(self._log_dir)
-        segments = _list_segments(self._log_dir)
+        self._recovery.compression = resolve_compressions(self._log_dir)
+        segments = list_segments(self._log_dir)
         self._recovery.segments = len(segments)
         for seq, path in segments:
-            if _is_compressed(path):
+            if is_compressed(path):
                 continue  # only sealed segments are ever compressed
             with open(path, "rb") as f:
-                header = _parse_header(f.read(HEADER_LEN), path)
+                header = parse_header(f.read(HEADER_LEN), path)
             if header is not None and header.state == STATE_SEALED:
                 continue
-            segment = _ActiveSegment.recover(path, seq, self._dir, self._recovery)
+            segment = ActiveSegment.recover(path, seq, self._dir, self._recovery)
             if seq == segments[-1][0]:
                 self._active = segment
             else:
@@ -211,10 +238,10 @@ class Store:
             # A writer always has an active segment: the first one, or the one after a sealed last.
             seq = segments[-1][0] + 1 if segments else 1
             self._active = self._create_segment(seq, HEADER_LEN)
-        _fsync_dir(self._log_dir)
+        fsync_dir(self._log_dir)
 
-    def _create_segment(self, seq: int, needed_end: int) -> _ActiveSegment:
-        segment = _ActiveSegment.reserve(self._log_dir, seq, needed_end, self._max_bytes)
+    def _create_segment(self, seq: int, needed_end: int) -> ActiveSegment:
+        segment = ActiveSegment.reserve(self._log_dir, seq, needed_end, self._max_bytes)
         segment.activate()
         return segment
 
@@ -232,13 +259,13 @@ class Store:
         trade_ts = []
         for row, values in enumerate(_trade_rows(trades)):
             try:
-                frame, ts_ns = _encode_trade(*values)
+                frame, ts_ns = encode_trade(*values)
             except ValueError as exc:
                 raise InvalidTradeError(f"row {row} of the batch: {exc}") from None
             frames.append(frame)
             trade_ts.append(ts_ns)
         if frames:
-            self._append(frames, trade_ts)
+            self.append_encoded(frames, trade_ts)
         return len(frames)
 
     @property
@@ -300,18 +327,18 @@ class Store:
         """Records a coverage fact: `connection_up`, `connection_down`, `gap_found`, `gap_filled`,
         `gap_unfillable`, `subscription_set`, `recorder_start`, `recorder_stop`."""
         try:
-            frame = _encode_marker(kind, venue, symbol, ts_ns, from_ts_ns, to_ts_ns, from_id, to_id, detail)
+            frame = encode_marker(kind, venue, symbol, ts_ns, from_ts_ns, to_ts_ns, from_id, to_id, detail)
         except ValueError as exc:
             raise InvalidInputError(str(exc)) from None
-        self._append([frame], [None])
+        self.append_encoded([frame], [None])
 
     def append_quarantined(self, venue: str | None, recv_ns: int, reason: str, raw: bytes) -> None:
         """Keeps a frame that could not be parsed, raw, so that nothing that reached us is dropped."""
         try:
-            frame = _encode_quarantined(venue, recv_ns, reason, raw)
+            frame = encode_quarantined(venue, recv_ns, reason, raw)
         except ValueError as exc:
             raise InvalidInputError(str(exc)) from None
-        self._append([frame], [None])
+        self.append_encoded([frame], [None])
 
     def _plan(self, sizes: list[int]) -> list[tuple[int, int, int, bool]]:
         """Splits a batch into pieces `(first, stop, bytes, needs_new_segment)`.
@@ -341,7 +368,14 @@ class Store:
             fill += nbytes
         return plan
 
-    def _append(self, frames: list[bytes], trade_ts: list[int | None]) -> None:
+    def append_encoded(self, frames: list[bytes], trade_ts: list[int | None]) -> None:
+        """Appends records already framed by `pumpwatch.purepy.log.record`'s `encode_trade`,
+        `encode_marker` or `encode_quarantined`, as one batch: all of it or (disk full) none.
+
+        `trade_ts[i]` is the exchange time of frame i when it is a trade (the sparse index keeps
+        each block's trade-time range), None for any other record. The encoders have checked
+        every field; this only places the frames in the log.
+        """
         with self._mutex:
             self._check_writable()
             sizes = [len(f) for f in frames]
@@ -357,16 +391,16 @@ class Store:
                     new_segment_ends[-1] += nbytes
                 else:
                     active_end += nbytes
-            reserved: list[_ActiveSegment] = []
+            reserved: list[ActiveSegment] = []
             try:
                 self._active.ensure_allocated(active_end, self._max_bytes)
                 for seq, needed_end in enumerate(new_segment_ends, self._active.seq + 1):
-                    reserved.append(_ActiveSegment.reserve(self._log_dir, seq, needed_end, self._max_bytes))
+                    reserved.append(ActiveSegment.reserve(self._log_dir, seq, needed_end, self._max_bytes))
             except OSError as exc:
                 for segment in reserved:
                     segment.discard()
-                if exc.errno in _DISK_FULL_ERRNOS and not isinstance(exc, DiskFullError):
-                    raise _disk_full(exc, self._log_dir) from exc
+                if exc.errno in DISK_FULL_ERRNOS and not isinstance(exc, DiskFullError):
+                    raise disk_full_error(exc, self._log_dir) from exc
                 raise
             pending = iter(reserved)
             for first, stop, _, new in plan:
@@ -377,7 +411,7 @@ class Store:
             if self._fsync_interval == 0 or time.monotonic() - self._last_sync >= self._fsync_interval:
                 self._sync()
 
-    def _switch_to(self, segment: _ActiveSegment) -> None:
+    def _switch_to(self, segment: ActiveSegment) -> None:
         # The new segment is named before the old one is sealed: a crash in between leaves two
         # active segments, and opening seals the older one.
         segment.activate()
@@ -388,8 +422,8 @@ class Store:
         """Seals the active segment now and starts a new one."""
         with self._mutex:
             self._check_writable()
-            self._switch_to(_ActiveSegment.reserve(self._log_dir, self._active.seq + 1, HEADER_LEN, self._max_bytes))
-            _fsync_dir(self._log_dir)
+            self._switch_to(ActiveSegment.reserve(self._log_dir, self._active.seq + 1, HEADER_LEN, self._max_bytes))
+            fsync_dir(self._log_dir)
 
     def _sync(self) -> None:
         if self._dirty:
@@ -429,14 +463,14 @@ class Store:
             unknown = venue_set - set(VENUES)
             if unknown:
                 raise InvalidInputError(
-                    f"unknown venue {', '.join(map(_q, sorted(unknown)))}; the venues are: {', '.join(VENUES)}"
+                    f"unknown venue {', '.join(map(quote, sorted(unknown)))}; the venues are: {', '.join(VENUES)}"
                 )
         symbol_set = _as_set(symbols)
         skip_flags = 0 if include_non_trades else FLAG_NON_TRADE
         rows = []
         with self._mutex:
             self._check_open()
-            for record in _read_records(self._log_dir, lambda e: e.overlaps(start_ns, end_ns)):
+            for record in read_records(self._log_dir, lambda e: e.overlaps(start_ns, end_ns)):
                 if (
                     type(record) is TradeRecord
                     and start_ns <= record.ts_ns < end_ns
@@ -456,7 +490,7 @@ class Store:
             self._check_open()
             rows = [
                 r
-                for r in _read_records(self._log_dir, _holds_others)
+                for r in read_records(self._log_dir, _holds_others)
                 if type(r) is MarkerRecord
                 and (
                     start_ns <= r.ts_ns < end_ns
@@ -473,7 +507,7 @@ class Store:
             self._check_open()
             return [
                 tuple(r)
-                for r in _read_records(self._log_dir, _holds_others)
+                for r in read_records(self._log_dir, _holds_others)
                 if type(r) is QuarantinedRecord and start_ns <= r.recv_ns < end_ns
             ]
 

@@ -16,23 +16,22 @@ import crc32c
 import zstandard
 
 from ...errors import CorruptLogError
-from .index import IndexEntry, _BlockIndex
+from .index import BlockIndex, IndexEntry
 from .record import I64_MAX, I64_MIN, TradeRecord
 from .scan import FrameWalk
 from .segment import (
-    _U32,
     COMPRESSED_EXT,
     HEADER_LEN,
     SEAL_ALTERED,
     STATE_SEALED,
-    _format_error,
-    _fsync_dir,
-    _index_path,
-    _list_segment_files,
-    _parse_header,
-    _pread_range,
-    _seal_of,
-    _segment_name,
+    format_error,
+    fsync_dir,
+    index_path,
+    list_segment_files,
+    parse_header,
+    pread_range,
+    seal_of,
+    segment_file_name,
 )
 
 COMPRESSED_MAGIC = b"PUMPWZST"
@@ -43,6 +42,7 @@ FRAME_ENTRY_LEN = 64
 
 _ZHEADER = struct.Struct("<8sHHIQQQi")  # .. CRC-32C of these 44 bytes at 44
 _FRAME_ENTRY = struct.Struct("<QQqqIIQII")  # .. CRC-32C of these 56 bytes at 56
+_U32 = struct.Struct("<I")  # those two CRC-32C fields
 
 
 class _Block(NamedTuple):
@@ -55,7 +55,7 @@ class _Block(NamedTuple):
     crc: int | None
 
 
-class _CompressedSegment:
+class CompressedSegment:
     """A `.pwzst` file: header, the plain segment's header, the frame table, the frames.
 
     Offsets of records are positions in the plain segment, exactly as before compression. The
@@ -73,7 +73,7 @@ class _CompressedSegment:
         self.plain_header = head[ZHEADER_LEN:FRAME_TABLE_AT]
         header = self._parse_header(head, path)
         self.header_ok = header is not None
-        plain = _parse_header(self.plain_header, path) if len(self.plain_header) == HEADER_LEN else None
+        plain = parse_header(self.plain_header, path) if len(self.plain_header) == HEADER_LEN else None
         plain_ok = plain is not None and plain.seq == seq and plain.state == STATE_SEALED
         if header is None:
             self.damage.append(
@@ -90,7 +90,7 @@ class _CompressedSegment:
             )
         if header is not None and header[1] != seq:
             raise CorruptLogError(
-                _format_error(path, f"it says it is segment {header[1]} but is named as segment {seq}")
+                format_error(path, f"it says it is segment {header[1]} but is named as segment {seq}")
             )
         slots: list[tuple | None] = []
         if header is not None:
@@ -173,7 +173,7 @@ class _CompressedSegment:
             return None
         if version > COMPRESSED_VERSION:
             raise CorruptLogError(
-                _format_error(
+                format_error(
                     path,
                     f"it was written by a newer PumpWatch (compressed format {version}, this one reads up to "
                     f"{COMPRESSED_VERSION}); upgrade PumpWatch",
@@ -195,7 +195,7 @@ class _CompressedSegment:
         """The plain bytes of block `i` and None, or what could be decoded and why not the rest."""
         block = self.blocks[i]
         want = block.entry.end - block.entry.start
-        src = _pread_range(self.fd, block.offset, block.offset + block.length)
+        src = pread_range(self.fd, block.offset, block.offset + block.length)
         if len(src) < block.length:
             return b"", "compressed frame lies past the end of the file (file cut short)"
         if block.crc is not None:
@@ -242,28 +242,28 @@ class _CompressedSegment:
         return at == len(plain)
 
 
-def _resolve_compressions(log_dir: Path) -> list[str]:
+def resolve_compressions(log_dir: Path) -> list[str]:
     """Where a crash left a segment both plain and compressed, keeps one: the compressed copy when
     it decodes to exactly the plain bytes (the plain copy goes), else the plain one."""
     notes = []
-    for seq, plain, compressed in _list_segment_files(log_dir):
+    for seq, plain, compressed in list_segment_files(log_dir):
         if plain is None or compressed is None:
             continue
         with open(plain, "rb") as f:
-            data = _pread_range(f.fileno(), 0, os.fstat(f.fileno()).st_size)
-        header = _parse_header(data, plain)
+            data = pread_range(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        header = parse_header(data, plain)
         keep_compressed = False
         if header is not None and header.state == STATE_SEALED and header.published_end <= len(data):
             fd = os.open(compressed, os.O_RDONLY)
             try:
-                keep_compressed = _CompressedSegment(fd, compressed, seq).matches_plain(data[: header.published_end])
+                keep_compressed = CompressedSegment(fd, compressed, seq).matches_plain(data[: header.published_end])
             except CorruptLogError:
                 keep_compressed = False
             finally:
                 os.close(fd)
         if keep_compressed:
             plain.unlink(missing_ok=True)
-            _index_path(plain).unlink(missing_ok=True)
+            index_path(plain).unlink(missing_ok=True)
             notes.append(f"{plain.name}: compression finished (plain copy removed)")
         else:
             compressed.unlink(missing_ok=True)
@@ -278,28 +278,28 @@ def compress_segment(log_dir, seq: int, level: int = 3) -> bool:
     bytes, renamed; then the plain segment and its index are removed. Returns False when there is
     nothing to do (not sealed, already compressed, gone)."""
     log_dir = Path(log_dir)
-    plain_path = log_dir / _segment_name(seq)
+    plain_path = log_dir / segment_file_name(seq)
     final = log_dir / f"{seq:020d}.{COMPRESSED_EXT}"
     if final.exists():
         return False
     try:
         with open(plain_path, "rb") as f:
-            data = _pread_range(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+            data = pread_range(f.fileno(), 0, os.fstat(f.fileno()).st_size)
     except FileNotFoundError:
         return False
-    header = _parse_header(data, plain_path)
+    header = parse_header(data, plain_path)
     if (
         header is None
         or header.state != STATE_SEALED
         or header.seq != seq
         or header.published_end != len(data)
-        or _seal_of(data, plain_path) == SEAL_ALTERED
+        or seal_of(data, plain_path) == SEAL_ALTERED
     ):
         # A file shorter or longer than its published end, or a seal failing its CRC, is damage
         # `verify` reports: compressing up to that end could drop bytes. Leave it plain.
         return False
     data = data[: header.published_end]
-    blocks = _BlockIndex()
+    blocks = BlockIndex()
     entries = []
     for _, end, record in FrameWalk(data, HEADER_LEN, len(data)):
         entry = blocks.add(end, record.ts_ns if type(record) is TradeRecord else None)
@@ -333,8 +333,8 @@ def compress_segment(log_dir, seq: int, level: int = 3) -> bool:
             os.fsync(f.fileno())
         fd = os.open(tmp, os.O_RDONLY)
         try:
-            if not _CompressedSegment(fd, tmp, seq).matches_plain(data):
-                raise CorruptLogError(_format_error(tmp, "it does not read back as the plain segment it was made from"))
+            if not CompressedSegment(fd, tmp, seq).matches_plain(data):
+                raise CorruptLogError(format_error(tmp, "it does not read back as the plain segment it was made from"))
         finally:
             os.close(fd)
         if not plain_path.exists():
@@ -342,8 +342,8 @@ def compress_segment(log_dir, seq: int, level: int = 3) -> bool:
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(log_dir)
+    fsync_dir(log_dir)
     plain_path.unlink(missing_ok=True)
-    _index_path(plain_path).unlink(missing_ok=True)
-    _fsync_dir(log_dir)
+    index_path(plain_path).unlink(missing_ok=True)
+    fsync_dir(log_dir)
     return True

@@ -40,7 +40,7 @@ class IndexEntry(NamedTuple):
         return self.trades > 0 and self.min_ts < end_ns and self.max_ts >= start_ns
 
 
-def _pack_entry(e: IndexEntry) -> bytes:
+def pack_entry(e: IndexEntry) -> bytes:
     body = _INDEX_BODY.pack(*e)
     return body + _INDEX_TAIL.pack(crc32c.crc32c(body), 0)
 
@@ -48,7 +48,7 @@ def _pack_entry(e: IndexEntry) -> bytes:
 _INDEX_FILE_HEADER = _INDEX_HEADER.pack(INDEX_MAGIC, 1, INDEX_ENTRY_LEN, 0)
 
 
-class _BlockIndex:
+class BlockIndex:
     """Groups consecutive records into blocks: a block closes after the record that brings it to
     BLOCK_BYTES or more, and each closed block becomes an index entry.
 
@@ -89,7 +89,7 @@ class _BlockIndex:
         return self._entry() if self.last_end > self.start else None
 
 
-def _read_index(path: Path, limit: int) -> list[IndexEntry]:
+def read_index(path: Path, limit: int) -> list[IndexEntry]:
     """The index entries that are valid and chained from the first record up to `limit`.
 
     The index is only a hint: whatever is missing, damaged or unchained is left to a linear scan.
@@ -114,11 +114,11 @@ def _read_index(path: Path, limit: int) -> list[IndexEntry]:
     return entries
 
 
-def _write_index(path: Path, entries: list[IndexEntry]) -> None:
+def write_index(path: Path, entries: list[IndexEntry]) -> None:
     """Replaces the index atomically, so a concurrent reader sees the old one or the new one."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        f.write(_INDEX_FILE_HEADER + b"".join(map(_pack_entry, entries)))
+        f.write(_INDEX_FILE_HEADER + b"".join(map(pack_entry, entries)))
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

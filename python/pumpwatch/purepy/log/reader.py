@@ -9,22 +9,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pyarrow as pa
-
-from .compress import _CompressedSegment
-from .index import IndexEntry, _read_index
-from .record import I64_MAX, I64_MIN
+from .compress import CompressedSegment
+from .index import read_index
 from .scan import FrameWalk
 from .segment import (
     COMPRESSED_EXT,
     HEADER_LEN,
     SEAL_ALTERED,
-    _index_path,
-    _is_compressed,
-    _list_segments,
-    _parse_header,
-    _pread_range,
-    _seal_of,
+    index_path,
+    is_compressed,
+    list_segments,
+    parse_header,
+    pread_range,
+    seal_of,
 )
 
 
@@ -32,22 +29,22 @@ def _readable_end(fd: int, path: Path, size: int) -> int:
     """Where readers stop: the published end; the whole file when the header is damaged (the
     records are still there, and each frame is checked anyway)."""
     head = os.pread(fd, HEADER_LEN, 0)
-    header = _parse_header(head, path)
-    if header is None or _seal_of(head, path) == SEAL_ALTERED:
+    header = parse_header(head, path)
+    if header is None or seal_of(head, path) == SEAL_ALTERED:
         # A seal that fails its CRC vouches for no end: read to the end of the file, so that a
         # lowered end hides nothing.
         return size
     return max(HEADER_LEN, min(header.published_end, size))
 
 
-def _read_records(log_dir: Path, wants_block=None):
+def read_records(log_dir: Path, wants_block=None):
     """Every record readers can see, in log order: each segment up to its published end.
 
     `wants_block(entry)` picks the indexed blocks to read (None: all); records after the last
     valid index entry are always read. Directory, headers and indexes are read afresh each call,
     so a reader in another process sees what the writer has published since.
     """
-    for seq, path in _list_segments(log_dir):
+    for seq, path in list_segments(log_dir):
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
@@ -57,7 +54,7 @@ def _read_records(log_dir: Path, wants_block=None):
                 fd = os.open(path, os.O_RDONLY)
             except FileNotFoundError:
                 continue
-        if _is_compressed(path):
+        if is_compressed(path):
             try:
                 yield from _compressed_records(fd, path, seq, wants_block)
             finally:
@@ -68,7 +65,7 @@ def _read_records(log_dir: Path, wants_block=None):
             if size == 0:
                 continue
             limit = _readable_end(fd, path, size)
-            entries = _read_index(_index_path(path), limit)
+            entries = read_index(index_path(path), limit)
             wanted = [(e.start, e.end) for e in entries if wants_block is None or wants_block(e)]
             tail_start = entries[-1].end if entries else HEADER_LEN
             if tail_start < limit:
@@ -80,7 +77,7 @@ def _read_records(log_dir: Path, wants_block=None):
                 else:
                     ranges.append([start, stop])
             for start, stop in ranges:
-                buf = _pread_range(fd, start, stop)
+                buf = pread_range(fd, start, stop)
                 for _, _, record in FrameWalk(buf, start, start + len(buf), base=start):
                     yield record
         finally:
@@ -90,7 +87,7 @@ def _read_records(log_dir: Path, wants_block=None):
 def _compressed_records(fd: int, path: Path, seq: int, wants_block):
     """The records of a compressed segment's blocks that `wants_block` picks, in log order; a frame
     that does not decode yields nothing (`verify` reports it)."""
-    segment = _CompressedSegment(fd, path, seq)
+    segment = CompressedSegment(fd, path, seq)
     for i, block in enumerate(segment.blocks):
         if wants_block is not None and not wants_block(block.entry):
             continue
@@ -98,27 +95,3 @@ def _compressed_records(fd: int, path: Path, seq: int, wants_block):
         start = block.entry.start
         for _, _, record in FrameWalk(data, start, start + len(data), base=start):
             yield record
-
-
-def _as_set(values) -> set | None:
-    if values is None:
-        return None
-    if isinstance(values, str):
-        return {values}
-    return set(values)
-
-
-def _window(start_ns, end_ns) -> tuple[int, int]:
-    # The same defaults as the Rust path: the end bound stays exclusive.
-    return (I64_MIN if start_ns is None else int(start_ns), I64_MAX if end_ns is None else int(end_ns))
-
-
-def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
-    columns = list(zip(*rows, strict=False)) if rows else [()] * len(schema)
-    return pa.Table.from_arrays(
-        [pa.array(column, type=field.type) for column, field in zip(columns, schema, strict=False)], schema=schema
-    )
-
-
-def _holds_others(entry: IndexEntry) -> bool:
-    return entry.others > 0

@@ -72,7 +72,7 @@ _VENUE_BY_CODE = (None,) + VENUES
 _MARKER_BY_CODE = (None,) + MARKER_KINDS
 _SIDE_BY_CODE = (None,) + SIDES
 
-_FRAME = struct.Struct("<II")
+FRAME_STRUCT = struct.Struct("<II")
 _TRADE = struct.Struct("<BBBBHBBqqQB")
 _MARKER = struct.Struct("<BBBBBBHqqq")
 _QUARANTINE = struct.Struct("<BBHIq")
@@ -117,7 +117,7 @@ class QuarantinedRecord(NamedTuple):
     raw: bytes
 
 
-class _Undecodable(Exception):
+class Undecodable(Exception):
     """A payload whose CRC matched but whose fields do not add up: damage, not data."""
 
 
@@ -126,17 +126,17 @@ def _text(b: bytes, rule: str = "[text] marker text is not UTF-8") -> str:
     try:
         return b.decode("utf-8")
     except UnicodeDecodeError:
-        raise _Undecodable(rule) from None
+        raise Undecodable(rule) from None
 
 
 def _optional_venue(code: int) -> str | None:
     if code >= len(_VENUE_BY_CODE):
-        raise _Undecodable("[venue] unknown venue code")
+        raise Undecodable("[venue] unknown venue code")
     return _VENUE_BY_CODE[code]
 
 
 def decode_payload(p: bytes) -> TradeRecord | MarkerRecord | QuarantinedRecord:
-    """Decodes a payload whose CRC matched; raises _Undecodable when it is inconsistent.
+    """Decodes a payload whose CRC matched; raises Undecodable when it is inconsistent.
 
     Checks exactly what the Rust reader checks (docs/FORMAT.md, "Validity rules"): kind, codes,
     that field lengths add up, and the field rules; the message starts with the rule's tag.
@@ -144,27 +144,27 @@ def decode_payload(p: bytes) -> TradeRecord | MarkerRecord | QuarantinedRecord:
     kind = p[0]
     if kind == KIND_TRADE:
         if len(p) < TRADE_FIXED:
-            raise _Undecodable("[size] trade record shorter than its fixed part")
+            raise Undecodable("[size] trade record shorter than its fixed part")
         _, venue, side, ls, flags, lp, lq, ts_ns, recv_ns, id_num, li = _TRADE.unpack_from(p)
         if not 1 <= venue < len(_VENUE_BY_CODE):
-            raise _Undecodable("[venue] unknown venue code")
+            raise Undecodable("[venue] unknown venue code")
         if not 1 <= side < len(_SIDE_BY_CODE):
-            raise _Undecodable("[side] unknown side code")
+            raise Undecodable("[side] unknown side code")
         if len(p) != TRADE_FIXED + ls + lp + lq + li:
-            raise _Undecodable("[size] trade record length does not match its fields")
+            raise Undecodable("[size] trade record length does not match its fields")
         at_price = TRADE_FIXED + ls
         at_qty = at_price + lp
         at_id = at_qty + lq
         if flags & ~FLAGS_ALL:
-            raise _Undecodable("[flags] trade flags have bits no PumpWatch flag uses")
+            raise Undecodable("[flags] trade flags have bits no PumpWatch flag uses")
         if not ls:
-            raise _Undecodable("[symbol] trade symbol is empty")
+            raise Undecodable("[symbol] trade symbol is empty")
         symbol = _text(p[TRADE_FIXED:at_price], "[symbol] trade symbol is not UTF-8")
         price, qty = bytes(p[at_price:at_qty]), bytes(p[at_qty:at_id])
         if not _PLAIN_DECIMAL.fullmatch(price):
-            raise _Undecodable("[price] trade price is not a plain decimal")
+            raise Undecodable("[price] trade price is not a plain decimal")
         if not _PLAIN_DECIMAL.fullmatch(qty):
-            raise _Undecodable("[qty] trade quantity is not a plain decimal")
+            raise Undecodable("[qty] trade quantity is not a plain decimal")
         return TradeRecord(
             _VENUE_BY_CODE[venue],
             symbol,
@@ -178,13 +178,13 @@ def decode_payload(p: bytes) -> TradeRecord | MarkerRecord | QuarantinedRecord:
         )
     if kind == KIND_MARKER:
         if len(p) < MARKER_FIXED:
-            raise _Undecodable("[size] marker record shorter than its fixed part")
+            raise Undecodable("[size] marker record shorter than its fixed part")
         _, venue, marker_kind, ls, lf, lt, ld, ts_ns, from_ts_ns, to_ts_ns = _MARKER.unpack_from(p)
         if not 1 <= marker_kind < len(_MARKER_BY_CODE):
-            raise _Undecodable("[marker-kind] unknown marker kind code")
+            raise Undecodable("[marker-kind] unknown marker kind code")
         venue_id = _optional_venue(venue)
         if len(p) != MARKER_FIXED + ls + lf + lt + ld:
-            raise _Undecodable("[size] marker record length does not match its fields")
+            raise Undecodable("[size] marker record length does not match its fields")
         at_from = MARKER_FIXED + ls
         at_to = at_from + lf
         at_detail = at_to + lt
@@ -201,24 +201,24 @@ def decode_payload(p: bytes) -> TradeRecord | MarkerRecord | QuarantinedRecord:
         )
     if kind == KIND_QUARANTINE:
         if len(p) < QUARANTINE_FIXED:
-            raise _Undecodable("[size] quarantine record shorter than its fixed part")
+            raise Undecodable("[size] quarantine record shorter than its fixed part")
         _, venue, lr, lw, recv_ns = _QUARANTINE.unpack_from(p)
         venue_id = _optional_venue(venue)
         if len(p) != QUARANTINE_FIXED + lr + lw:
-            raise _Undecodable("[size] quarantine record length does not match its fields")
+            raise Undecodable("[size] quarantine record length does not match its fields")
         at_raw = QUARANTINE_FIXED + lr
         reason = _text(p[QUARANTINE_FIXED:at_raw], "[text] quarantine reason is not UTF-8")
         return QuarantinedRecord(venue_id, recv_ns, reason, bytes(p[at_raw:]))
-    raise _Undecodable("[kind] unknown record kind")
+    raise Undecodable("[kind] unknown record kind")
 
 
-def _q(value) -> str:
+def quote(value) -> str:
     """Quotes a value the way the Rust side's error messages do ({:?})."""
     return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
 
 
 def _frame(payload: bytes) -> bytes:
-    return _FRAME.pack(len(payload), crc32c.crc32c(payload)) + payload
+    return FRAME_STRUCT.pack(len(payload), crc32c.crc32c(payload)) + payload
 
 
 def _utf8(field: str, value) -> bytes:
@@ -255,7 +255,7 @@ def _decimal_bytes(field: str, value) -> bytes:
         raise ValueError(f"{field} is {len(b)} characters long; at most {TEXT_MAX} are stored")
     if not _PLAIN_DECIMAL.fullmatch(b):
         raise ValueError(
-            f'{field} {_q(value)} is not a plain decimal like "83680.00" or "0.0000001117" '
+            f'{field} {quote(value)} is not a plain decimal like "83680.00" or "0.0000001117" '
             f"(no exponent, no spaces, no float): pass the venue's text or a Decimal"
         )
     return b
@@ -276,7 +276,7 @@ def _venue_code(value, optional: bool) -> int:
         return 0
     code = _VENUE_CODE.get(value) if isinstance(value, str) else None
     if code is None:
-        raise ValueError(f"unknown venue {_q(value)}; the venues are: {', '.join(VENUES)}")
+        raise ValueError(f"unknown venue {quote(value)}; the venues are: {', '.join(VENUES)}")
     return code
 
 
@@ -288,12 +288,12 @@ def _canonical_u64(b: bytes) -> int | None:
     return n if n <= U64_MAX else None
 
 
-def _encode_trade(venue, symbol, trade_id, price, qty, side, ts_ns, recv_ns, flags) -> tuple[bytes, int]:
+def encode_trade(venue, symbol, trade_id, price, qty, side, ts_ns, recv_ns, flags) -> tuple[bytes, int]:
     """The framed trade and its exchange time; ValueError says which field is wrong and why."""
     venue_code = _venue_code(venue, optional=False)
     side_code = _SIDE_CODE.get(side.encode("utf-8", "replace").lower()) if isinstance(side, str) else None
     if side_code is None:
-        raise ValueError(f'side {_q(side)} is not "buy" or "sell" (the taker\'s side)')
+        raise ValueError(f'side {quote(side)} is not "buy" or "sell" (the taker\'s side)')
     price_b = _decimal_bytes("price", price)
     qty_b = _decimal_bytes("qty", qty)
     symbol_b = _text_bytes("symbol", symbol, required=True)
@@ -326,10 +326,10 @@ def _encode_trade(venue, symbol, trade_id, price, qty, side, ts_ns, recv_ns, fla
     return _frame(b"".join((fixed, symbol_b, price_b, qty_b, id_text))), ts_ns
 
 
-def _encode_marker(kind, venue, symbol, ts_ns, from_ts_ns, to_ts_ns, from_id, to_id, detail) -> bytes:
+def encode_marker(kind, venue, symbol, ts_ns, from_ts_ns, to_ts_ns, from_id, to_id, detail) -> bytes:
     marker_code = _MARKER_CODE.get(kind) if isinstance(kind, str) else None
     if marker_code is None:
-        raise ValueError(f"unknown marker kind {_q(kind)}; the kinds are: {', '.join(MARKER_KINDS)}")
+        raise ValueError(f"unknown marker kind {quote(kind)}; the kinds are: {', '.join(MARKER_KINDS)}")
     venue_code = _venue_code(venue, optional=True)
     symbol_b = _text_bytes("marker symbol", symbol, required=False)
     from_b = _text_bytes("marker from_id", from_id, required=False)
@@ -352,7 +352,7 @@ def _encode_marker(kind, venue, symbol, ts_ns, from_ts_ns, to_ts_ns, from_id, to
     return _frame(b"".join((fixed, symbol_b, from_b, to_b, detail_b)))
 
 
-def _encode_quarantined(venue, recv_ns, reason, raw) -> bytes:
+def encode_quarantined(venue, recv_ns, reason, raw) -> bytes:
     venue_code = _venue_code(venue, optional=True)
     recv_ns = _int64("recv_ns", recv_ns)
     _utf8("reason", reason)

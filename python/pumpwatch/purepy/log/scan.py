@@ -10,7 +10,7 @@ import re
 
 import crc32c
 
-from .record import _FRAME, FRAME_HEADER, MAX_PAYLOAD, _Undecodable, decode_payload
+from .record import FRAME_HEADER, FRAME_STRUCT, MAX_PAYLOAD, Undecodable, decode_payload
 
 # A frame's payload starts with a known kind (1..3): resync looks for that byte first, which skips
 # runs of zeros (preallocated space, zeroed pages) at the speed of the regex engine.
@@ -21,7 +21,7 @@ def _read_frame(buf, pos: int, stop: int):
     """The frame at buf[pos:]: (record, end) when valid, else (None, why it is not)."""
     if pos + FRAME_HEADER > stop:
         return None, "[bounds] frame header runs past the readable end"
-    length, crc = _FRAME.unpack_from(buf, pos)
+    length, crc = FRAME_STRUCT.unpack_from(buf, pos)
     if length == 0:
         return None, "[length] zero frame length before the end of the records"
     if length > MAX_PAYLOAD:
@@ -34,7 +34,7 @@ def _read_frame(buf, pos: int, stop: int):
         return None, "[crc] payload CRC-32C does not match"
     try:
         return decode_payload(payload), end
-    except _Undecodable as exc:
+    except Undecodable as exc:
         return None, str(exc)
 
 
@@ -107,5 +107,5 @@ class FrameWalk:
             pos = end
 
 
-def _damage(segment: str, offset: int, length: int, reason: str) -> dict:
+def damage_entry(segment: str, offset: int, length: int, reason: str) -> dict:
     return {"segment": segment, "offset": offset, "length": length, "reason": reason}

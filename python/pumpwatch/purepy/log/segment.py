@@ -45,7 +45,7 @@ class SegmentHeader(NamedTuple):
     published_end: int
 
 
-def _pack_header(seq: int, created_ns: int, state: int, published_end: int) -> bytes:
+def pack_header(seq: int, created_ns: int, state: int, published_end: int) -> bytes:
     ident = _HEADER_ID.pack(SEGMENT_MAGIC, FORMAT_VERSION, HEADER_LEN, 0, seq, created_ns)
     return ident + _HEADER_REST.pack(crc32c.crc32c(ident), state, published_end)
 
@@ -53,9 +53,9 @@ def _pack_header(seq: int, created_ns: int, state: int, published_end: int) -> b
 _SEAL = struct.Struct("<QI")  # records, CRC chain at 48; the seal's CRC of bytes 0..60 at 60
 
 
-def _pack_sealed_header(seq: int, created_ns: int, published_end: int, records: int, crc_chain: int) -> bytes:
+def pack_sealed_header(seq: int, created_ns: int, published_end: int, records: int, crc_chain: int) -> bytes:
     """A sealed segment's header: state 1, the published end and totals under the seal's CRC."""
-    head = _pack_header(seq, created_ns, STATE_SEALED, published_end)[:48] + _SEAL.pack(records, crc_chain)
+    head = pack_header(seq, created_ns, STATE_SEALED, published_end)[:48] + _SEAL.pack(records, crc_chain)
     return head + _U32.pack(crc32c.crc32c(head))
 
 
@@ -68,11 +68,11 @@ class Seal(NamedTuple):
 SEAL_ALTERED = "altered"
 
 
-def _seal_of(data: bytes, path) -> Seal | str | None:
+def seal_of(data: bytes, path) -> Seal | str | None:
     """The seal of a segment header: a Seal; None when the segment is not sealed (or its header
     is damaged) or was sealed by format 1, which had none; SEAL_ALTERED when the seal fails its
     CRC (its end and totals are not trusted)."""
-    header = _parse_header(data, path)
+    header = parse_header(data, path)
     if header is None or header.state != STATE_SEALED or _U16.unpack_from(data, 8)[0] < SEAL_VERSION:
         return None
     if crc32c.crc32c(data[:60]) != _U32.unpack_from(data, 60)[0]:
@@ -81,12 +81,12 @@ def _seal_of(data: bytes, path) -> Seal | str | None:
     return Seal(header.published_end, records, chain)
 
 
-def _chain(buf, offsets, chain: int = 0) -> int:
+def chain_frames(buf, offsets, chain: int = 0) -> int:
     """Folds the frames at `offsets` of `buf` into a seal's CRC chain (their CRC fields, in order)."""
     return crc32c.crc32c(b"".join(buf[o + 4 : o + 8] for o in offsets), chain)
 
 
-def _parse_header(data: bytes, path) -> SegmentHeader | None:
+def parse_header(data: bytes, path) -> SegmentHeader | None:
     """The header, or None when it is damaged (too short, magic or CRC wrong): the records after
     it are still there, and a writer repairs the header from the file name.
 
@@ -100,7 +100,7 @@ def _parse_header(data: bytes, path) -> SegmentHeader | None:
         return None
     if version > FORMAT_VERSION:
         raise CorruptLogError(
-            _format_error(
+            format_error(
                 path,
                 f"it was written by a newer PumpWatch (format {version}, this one reads up to "
                 f"{FORMAT_VERSION}); upgrade PumpWatch",
@@ -109,22 +109,22 @@ def _parse_header(data: bytes, path) -> SegmentHeader | None:
     return SegmentHeader(seq, created_ns, state, published_end)
 
 
-def _format_error(path, detail: str) -> str:
+def format_error(path, detail: str) -> str:
     return (
         f"{path} is not a readable PumpWatch log file: {detail}; move it out of the data directory "
         f"or run `pumpwatch verify` to see what is damaged"
     )
 
 
-def _segment_name(seq: int) -> str:
+def segment_file_name(seq: int) -> str:
     return f"{seq:020d}.pwlog"
 
 
-def _index_path(segment_path: Path) -> Path:
+def index_path(segment_path: Path) -> Path:
     return segment_path.with_suffix(".pwidx")
 
 
-def _list_segment_files(log_dir: Path) -> list[tuple[int, Path | None, Path | None]]:
+def list_segment_files(log_dir: Path) -> list[tuple[int, Path | None, Path | None]]:
     """(sequence number, plain .pwlog or None, compressed .pwzst or None), oldest first. Both are
     there only for an instant while a compression finishes (or after a crash then)."""
     try:
@@ -140,17 +140,17 @@ def _list_segment_files(log_dir: Path) -> list[tuple[int, Path | None, Path | No
     return [(seq, plain, compressed) for seq, (plain, compressed) in sorted(found.items())]
 
 
-def _list_segments(log_dir: Path) -> list[tuple[int, Path]]:
+def list_segments(log_dir: Path) -> list[tuple[int, Path]]:
     """(sequence number, path) of every segment, oldest first: the plain file when there is one,
-    else the compressed one (`_is_compressed` tells which)."""
-    return [(seq, plain or compressed) for seq, plain, compressed in _list_segment_files(log_dir)]
+    else the compressed one (`is_compressed` tells which)."""
+    return [(seq, plain or compressed) for seq, plain, compressed in list_segment_files(log_dir)]
 
 
-def _is_compressed(path: Path) -> bool:
+def is_compressed(path: Path) -> bool:
     return path.suffix == "." + COMPRESSED_EXT
 
 
-def _pread_range(fd: int, start: int, stop: int) -> bytes:
+def pread_range(fd: int, start: int, stop: int) -> bytes:
     """Bytes [start, stop) of the file, fewer if it is shorter (a concurrent truncation)."""
     parts = []
     while start < stop:
@@ -162,7 +162,7 @@ def _pread_range(fd: int, start: int, stop: int) -> bytes:
     return b"".join(parts)
 
 
-def _pwrite_all(fd: int, data, offset: int) -> None:
+def pwrite_all(fd: int, data, offset: int) -> None:
     view = memoryview(data)
     while view:
         n = os.pwrite(fd, view, offset)
@@ -170,7 +170,12 @@ def _pwrite_all(fd: int, data, offset: int) -> None:
         offset += n
 
 
-def _fsync_dir(path: Path) -> None:
+def publish_end(fd: int, end: int) -> None:
+    """Writes the published end into the header in place: readers read records up to it."""
+    pwrite_all(fd, _U64.pack(end), PUBLISHED_END_AT)
+
+
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

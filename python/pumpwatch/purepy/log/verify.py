@@ -11,23 +11,23 @@ import os
 from pathlib import Path
 
 from ...errors import InvalidInputError
-from .compress import _CompressedSegment
-from .index import IndexEntry, _read_index
+from .compress import CompressedSegment
+from .index import IndexEntry, read_index
 from .record import I64_MAX, I64_MIN, MarkerRecord, QuarantinedRecord, TradeRecord
-from .scan import FrameWalk, _damage
+from .scan import FrameWalk, damage_entry
 from .segment import (
     COMPRESSED_EXT,
     HEADER_LEN,
     SEAL_ALTERED,
     STATE_SEALED,
     Seal,
-    _chain,
-    _index_path,
-    _is_compressed,
-    _list_segments,
-    _parse_header,
-    _pread_range,
-    _seal_of,
+    chain_frames,
+    index_path,
+    is_compressed,
+    list_segments,
+    parse_header,
+    pread_range,
+    seal_of,
 )
 
 
@@ -58,7 +58,7 @@ def _check_totals(report: dict, name: str, seal: Seal, records: int, chain: int,
     span = max(0, seal.published_end - HEADER_LEN)
     if records != seal.records:
         report["damaged"].append(
-            _damage(
+            damage_entry(
                 name,
                 HEADER_LEN,
                 span,
@@ -70,7 +70,7 @@ def _check_totals(report: dict, name: str, seal: Seal, records: int, chain: int,
         )
     elif chain != seal.crc_chain:
         report["damaged"].append(
-            _damage(
+            damage_entry(
                 name,
                 HEADER_LEN,
                 span,
@@ -107,19 +107,21 @@ def _verify_compressed(report: dict, counts: dict, seq: int, path: Path) -> None
     except FileNotFoundError:
         return  # removed by retention since the listing
     try:
-        segment = _CompressedSegment(fd, path, seq)
+        segment = CompressedSegment(fd, path, seq)
         report["segments"] += 1
         found_before = _found(report)
         name = path.name
         for offset, length, reason in segment.damage:
-            report["headers"].append(_damage(name, offset, length, reason))
-        seal = _seal_of(segment.plain_header, path) if len(segment.plain_header) == HEADER_LEN else None
+            report["headers"].append(damage_entry(name, offset, length, reason))
+        seal = seal_of(segment.plain_header, path) if len(segment.plain_header) == HEADER_LEN else None
         if seal == SEAL_ALTERED:
-            report["headers"].append(_damage(name, 36, 28, "[seal] the seal in the copied plain header fails its CRC"))
+            report["headers"].append(
+                damage_entry(name, 36, 28, "[seal] the seal in the copied plain header fails its CRC")
+            )
             seal = None
         elif seal is not None and seal.published_end != segment.plain_len:
             report["headers"].append(
-                _damage(
+                damage_entry(
                     name,
                     min(HEADER_LEN, seal.published_end),
                     abs(segment.plain_len - seal.published_end),
@@ -131,7 +133,7 @@ def _verify_compressed(report: dict, counts: dict, seq: int, path: Path) -> None
             frames_end = segment.blocks[-1].offset + segment.blocks[-1].length
             if frames_end < segment.file_len:
                 report["damaged"].append(
-                    _damage(
+                    damage_entry(
                         name,
                         frames_end,
                         segment.file_len - frames_end,
@@ -147,7 +149,7 @@ def _verify_compressed(report: dict, counts: dict, seq: int, path: Path) -> None
             start = block.entry.start
             if err:
                 report["damaged"].append(
-                    _damage(
+                    damage_entry(
                         name,
                         start + len(data),
                         block.entry.end - start - len(data),
@@ -162,22 +164,22 @@ def _verify_compressed(report: dict, counts: dict, seq: int, path: Path) -> None
                 report[counts[type(record)]] += 1
                 valid_end = end
             records += len(offsets)
-            chain = _chain(data, offsets, chain)
+            chain = chain_frames(data, offsets, chain)
             for offset, length, reason in walk.damaged:
-                report["damaged"].append(_damage(name, offset, length, reason))
+                report["damaged"].append(damage_entry(name, offset, length, reason))
             if walk.torn:
                 offset, length, reason = walk.torn
                 if i == last:
                     report["torn_tail"].append(
-                        _damage(
+                        damage_entry(
                             name, offset, length, f"{reason}: invalid bytes after the last valid record of the segment"
                         )
                     )
                 else:
-                    report["damaged"].append(_damage(name, offset, length, reason))
+                    report["damaged"].append(damage_entry(name, offset, length, reason))
             if err is None and block.crc is not None and not _block_holds(data, start, block.entry):
                 report["damaged"].append(
-                    _damage(
+                    damage_entry(
                         name,
                         start,
                         block.entry.end - start,
@@ -201,10 +203,10 @@ def _verify_plain(report: dict, counts: dict, name: str, path: Path, data: bytes
     size = len(data)
     stop = published = size
     seal = None
-    header = _parse_header(data, path)
+    header = parse_header(data, path)
     if header is None:
         report["headers"].append(
-            _damage(
+            damage_entry(
                 name,
                 0,
                 HEADER_LEN,
@@ -214,10 +216,10 @@ def _verify_plain(report: dict, counts: dict, name: str, path: Path, data: bytes
     else:
         published = header.published_end
         if header.state == STATE_SEALED:
-            seal = _seal_of(data, path)
+            seal = seal_of(data, path)
             if seal == SEAL_ALTERED:
                 report["headers"].append(
-                    _damage(
+                    damage_entry(
                         name,
                         36,
                         28,
@@ -231,7 +233,7 @@ def _verify_plain(report: dict, counts: dict, name: str, path: Path, data: bytes
                 seal = None
             if published > size:
                 damaged.append(
-                    _damage(
+                    damage_entry(
                         name,
                         size,
                         published - size,
@@ -240,7 +242,7 @@ def _verify_plain(report: dict, counts: dict, name: str, path: Path, data: bytes
                 )
             elif published < size:
                 damaged.append(
-                    _damage(
+                    damage_entry(
                         name,
                         published,
                         size - published,
@@ -258,12 +260,12 @@ def _verify_plain(report: dict, counts: dict, name: str, path: Path, data: bytes
         report["records"] += 1
         report[counts[type(record)]] += 1
     for offset, length, reason in walk.damaged:
-        damaged.append(_damage(name, offset, length, reason))
+        damaged.append(damage_entry(name, offset, length, reason))
     report["bytes"] += walk.end
     if walk.torn:
         offset, length, reason = walk.torn
         report["torn_tail"].append(
-            _damage(
+            damage_entry(
                 name,
                 offset,
                 length,
@@ -275,22 +277,22 @@ def _verify_plain(report: dict, counts: dict, name: str, path: Path, data: bytes
     elif walk.end < published:
         # Zeros where the published end says records are: they were there once.
         damaged.append(
-            _damage(
+            damage_entry(
                 name, walk.end, published - walk.end, "[length] the records end (zero bytes) before the published end"
             )
         )
     if isinstance(seal, Seal):
-        _check_totals(report, name, seal, len(offsets), _chain(data, offsets), found_before)
+        _check_totals(report, name, seal, len(offsets), chain_frames(data, offsets), found_before)
     explained = [(o, o + n) for o, n, _ in walk.damaged] + (
         [(walk.torn[0], walk.torn[0] + walk.torn[1])] if walk.torn else []
     )
     explained.append((walk.end, max(published, walk.end)))
-    for i, e in enumerate(_read_index(_index_path(path), stop)):
+    for i, e in enumerate(read_index(index_path(path), stop)):
         if any(a < e.end and b > e.start for a, b in explained):
             continue
         if not _block_holds(data[:stop], 0, e):
             damaged.append(
-                _damage(
+                damage_entry(
                     name,
                     e.start,
                     e.end - e.start,
@@ -317,7 +319,7 @@ def verify(path) -> dict:
     if not data_dir.is_dir():
         raise InvalidInputError(f"{data_dir} is not a PumpWatch data directory (it does not exist)")
     writer_running = _writer_running(data_dir)
-    segments = _list_segments(data_dir / "log")
+    segments = list_segments(data_dir / "log")
     report = {
         "segments": 0,
         "records": 0,
@@ -336,15 +338,15 @@ def verify(path) -> dict:
     for seq, seg_path in segments:
         name = seg_path.name
         is_last = seq == segments[-1][0]
-        if not _is_compressed(seg_path) and not seg_path.exists():
+        if not is_compressed(seg_path) and not seg_path.exists():
             seg_path = seg_path.with_suffix("." + COMPRESSED_EXT)  # compressed since the listing
-        if _is_compressed(seg_path):
+        if is_compressed(seg_path):
             _verify_compressed(report, counts, seq, seg_path)
             continue
         with open(seg_path, "rb") as f:
-            data = _pread_range(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+            data = pread_range(f.fileno(), 0, os.fstat(f.fileno()).st_size)
         if not data:
-            report["headers"].append(_damage(name, 0, 0, "[header] empty segment file"))
+            report["headers"].append(damage_entry(name, 0, 0, "[header] empty segment file"))
             continue
         report["segments"] += 1
         _verify_plain(report, counts, name, seg_path, data, writer_running and is_last)

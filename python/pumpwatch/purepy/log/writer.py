@@ -14,23 +14,22 @@ import time
 from pathlib import Path
 
 from ...errors import DiskFullError
-from .index import INDEX_ENTRY_LEN, INDEX_HEADER_LEN, IndexEntry, _BlockIndex, _pack_entry, _write_index
+from .index import INDEX_ENTRY_LEN, INDEX_HEADER_LEN, BlockIndex, IndexEntry, pack_entry, write_index
 from .record import TradeRecord
-from .scan import FrameWalk, _damage
+from .scan import FrameWalk, damage_entry
 from .segment import (
-    _U64,
     HEADER_LEN,
-    PUBLISHED_END_AT,
     STATE_ACTIVE,
     SegmentHeader,
-    _chain,
-    _fsync_dir,
-    _index_path,
-    _pack_header,
-    _pack_sealed_header,
-    _parse_header,
-    _pwrite_all,
-    _segment_name,
+    chain_frames,
+    fsync_dir,
+    index_path,
+    pack_header,
+    pack_sealed_header,
+    parse_header,
+    publish_end,
+    pwrite_all,
+    segment_file_name,
 )
 
 # The active segment grows in preallocated steps of this size, so that the bytes past its last
@@ -41,14 +40,14 @@ SEGMENT_MAX_BYTES_RANGE = (1 << 16, 1 << 40)
 # Cut bytes kept per recovery, at most: a tail of garbage can be as long as the preallocation.
 RECOVERED_KEEP_MAX = 64 << 20
 
-_DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
 def _round_up(n: int, step: int) -> int:
     return -(-n // step) * step
 
 
-def _disk_full(exc: OSError, path, needed: int = 0) -> DiskFullError:
+def disk_full_error(exc: OSError, path, needed: int = 0) -> DiskFullError:
     reserving = f" while reserving {needed} bytes" if needed else ""
     return DiskFullError(
         exc.errno,
@@ -58,7 +57,7 @@ def _disk_full(exc: OSError, path, needed: int = 0) -> DiskFullError:
     )
 
 
-class _RecoveryReport:
+class RecoveryReport:
     """What recovery found and did when the writer opened the directory (as the Rust writer's)."""
 
     def __init__(self):
@@ -84,7 +83,7 @@ class _RecoveryReport:
         }
 
 
-class _ActiveSegment:
+class ActiveSegment:
     """The one segment the writer appends to: file, published end, preallocation and open block."""
 
     def __init__(self, path: Path, seq: int, fd: int, created_ns: int, end: int, allocated: int):
@@ -94,7 +93,7 @@ class _ActiveSegment:
         self.created_ns = created_ns
         self.end = end  # published end: every byte before it is a complete record
         self.allocated = allocated  # file size; bytes in [end, allocated) are zeros
-        self.blocks = _BlockIndex()
+        self.blocks = BlockIndex()
         self.entries: list[IndexEntry] = []
         self._index_fd: int | None = None
         self._index_len = 0
@@ -104,7 +103,7 @@ class _ActiveSegment:
 
     @property
     def index_path(self) -> Path:
-        return _index_path(self.path)
+        return index_path(self.path)
 
     @property
     def _tmp_path(self) -> Path:
@@ -113,14 +112,14 @@ class _ActiveSegment:
     # Creation in two steps, so that a batch can reserve all its space before writing anything.
 
     @classmethod
-    def reserve(cls, log_dir: Path, seq: int, needed_end: int, max_bytes: int) -> _ActiveSegment:
+    def reserve(cls, log_dir: Path, seq: int, needed_end: int, max_bytes: int) -> ActiveSegment:
         """Creates the segment under a temporary name with its header and space for `needed_end`."""
-        path = log_dir / _segment_name(seq)
+        path = log_dir / segment_file_name(seq)
         created_ns = time.time_ns()
         fd = os.open(path.with_name(path.name + ".tmp"), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         seg = cls(path, seq, fd, created_ns, HEADER_LEN, 0)
         try:
-            _pwrite_all(fd, _pack_header(seq, created_ns, STATE_ACTIVE, HEADER_LEN), 0)
+            pwrite_all(fd, pack_header(seq, created_ns, STATE_ACTIVE, HEADER_LEN), 0)
             seg.allocated = HEADER_LEN
             seg.ensure_allocated(needed_end, max_bytes)
         except BaseException:
@@ -136,11 +135,11 @@ class _ActiveSegment:
     def activate(self) -> None:
         """Gives a reserved segment its real name, visible to readers and to recovery."""
         os.replace(self._tmp_path, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         self._start_index([])
 
     @classmethod
-    def recover(cls, path: Path, seq: int, data_dir: Path, report: _RecoveryReport) -> _ActiveSegment:
+    def recover(cls, path: Path, seq: int, data_dir: Path, report: RecoveryReport) -> ActiveSegment:
         """Opens a segment left active: keeps every valid record, skips (and reports) damaged spans
         between them, cuts a torn tail exactly after the last valid record (saving the cut bytes
         under recovered/), repairs a damaged header, publishes what is kept and rebuilds the index."""
@@ -151,15 +150,15 @@ class _ActiveSegment:
             if size < HEADER_LEN:
                 os.ftruncate(fd, HEADER_LEN)
                 size = HEADER_LEN
-            header = _parse_header(os.pread(fd, HEADER_LEN, 0), path)
+            header = parse_header(os.pread(fd, HEADER_LEN, 0), path)
             published = size  # a damaged header publishes nothing we can trust
             if header is None:
                 header = SegmentHeader(seq, time.time_ns(), STATE_ACTIVE, HEADER_LEN)
-                _pwrite_all(fd, _pack_header(*header), 0)
+                pwrite_all(fd, pack_header(*header), 0)
                 report.headers_repaired.append(name)
             else:
                 published = min(max(header.published_end, HEADER_LEN), size)
-            blocks = _BlockIndex()
+            blocks = BlockIndex()
             entries = []
             records = 0
             kept = []
@@ -174,15 +173,15 @@ class _ActiveSegment:
                     if entry:
                         entries.append(entry)
                 cut = view[walk.torn[0] : walk.torn[0] + min(walk.torn[1], RECOVERED_KEEP_MAX)] if walk.torn else b""
-                crc_chain = _chain(view, kept)
+                crc_chain = chain_frames(view, kept)
             for offset, length, _ in walk.damaged:
                 report.damaged.append(
-                    _damage(name, offset, length, "damaged bytes between valid records, kept in place and skipped")
+                    damage_entry(name, offset, length, "damaged bytes between valid records, kept in place and skipped")
                 )
             if walk.torn:
                 offset, length, _ = walk.torn
                 report.truncated.append(
-                    _damage(name, offset, length, "torn or corrupt tail after the last valid record, cut off")
+                    damage_entry(name, offset, length, "torn or corrupt tail after the last valid record, cut off")
                 )
                 saved = _save_cut(data_dir / "recovered", name, offset, cut)
                 if saved:
@@ -191,7 +190,7 @@ class _ActiveSegment:
             # as zeros, so the next append cannot be confused with left-over garbage.
             end = walk.end
             os.ftruncate(fd, end)
-            _pwrite_all(fd, _U64.pack(end), PUBLISHED_END_AT)
+            publish_end(fd, end)
             os.fsync(fd)
         except BaseException:
             os.close(fd)
@@ -206,7 +205,7 @@ class _ActiveSegment:
     def _start_index(self, entries: list[IndexEntry]) -> None:
         self.entries = list(entries)
         try:
-            _write_index(self.index_path, self.entries)
+            write_index(self.index_path, self.entries)
             self._index_fd = os.open(self.index_path, os.O_WRONLY)
             self._index_len = INDEX_HEADER_LEN + INDEX_ENTRY_LEN * len(self.entries)
         except OSError:
@@ -233,8 +232,8 @@ class _ActiveSegment:
         try:
             os.posix_fallocate(self.fd, self.allocated, new_end - self.allocated)
         except OSError as exc:
-            if exc.errno in _DISK_FULL_ERRNOS:
-                raise _disk_full(exc, self.path, new_end - self.allocated) from exc
+            if exc.errno in DISK_FULL_ERRNOS:
+                raise disk_full_error(exc, self.path, new_end - self.allocated) from exc
             raise
         self.allocated = new_end
 
@@ -242,19 +241,19 @@ class _ActiveSegment:
         """Appends records (space already reserved), then publishes them, then indexes them."""
         start = self.end
         try:
-            _pwrite_all(self.fd, chunk, start)
+            pwrite_all(self.fd, chunk, start)
         except OSError as exc:
             # Put the zeros back, so that a later recovery does not see a torn tail here.
             try:
-                _pwrite_all(self.fd, bytes(len(chunk)), start)
+                pwrite_all(self.fd, bytes(len(chunk)), start)
             except OSError:
                 pass
-            if exc.errno in _DISK_FULL_ERRNOS:
-                raise _disk_full(exc, self.path) from exc
+            if exc.errno in DISK_FULL_ERRNOS:
+                raise disk_full_error(exc, self.path) from exc
             raise
         # Release order: the records are in the file before the header says they are.
         end = start + len(chunk)
-        _pwrite_all(self.fd, _U64.pack(end), PUBLISHED_END_AT)
+        publish_end(self.fd, end)
         self.end = end
         finished = []
         offset = start
@@ -266,7 +265,7 @@ class _ActiveSegment:
             if entry:
                 finished.append(entry)
         self.records += len(starts)
-        self.crc_chain = _chain(chunk, starts, self.crc_chain)
+        self.crc_chain = chain_frames(chunk, starts, self.crc_chain)
         if finished:
             self.entries.extend(finished)
             self._append_index(finished)
@@ -274,9 +273,9 @@ class _ActiveSegment:
     def _append_index(self, entries: list[IndexEntry]) -> None:
         if self._index_fd is None:
             return
-        data = b"".join(map(_pack_entry, entries))
+        data = b"".join(map(pack_entry, entries))
         try:
-            _pwrite_all(self._index_fd, data, self._index_len)
+            pwrite_all(self._index_fd, data, self._index_len)
             self._index_len += len(data)
         except OSError:
             # The records are published: an index failure must not fail the append. Readers use
@@ -290,14 +289,14 @@ class _ActiveSegment:
     def seal(self) -> None:
         """Makes the segment immutable: truncated to its published end, state 1, full index."""
         os.ftruncate(self.fd, self.end)
-        _pwrite_all(self.fd, _pack_sealed_header(self.seq, self.created_ns, self.end, self.records, self.crc_chain), 0)
+        pwrite_all(self.fd, pack_sealed_header(self.seq, self.created_ns, self.end, self.records, self.crc_chain), 0)
         os.fsync(self.fd)
         last = self.blocks.finish()
         if last:
             self.entries.append(last)
-            self.blocks = _BlockIndex(last.end)
+            self.blocks = BlockIndex(last.end)
         try:
-            _write_index(self.index_path, self.entries)
+            write_index(self.index_path, self.entries)
         except OSError:
             pass  # a hint only; readers scan what the existing index does not cover
         self.close()
@@ -321,7 +320,7 @@ def _save_cut(recovered_dir: Path, segment_name: str, offset: int, data: bytes) 
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        _fsync_dir(recovered_dir)
+        fsync_dir(recovered_dir)
     except OSError:
         return None
     return target
