@@ -46,14 +46,15 @@ class Ingestor:
         if st is None:
             st = self.symbols[(venue, symbol)] = _SymbolState()
         if seq is None:
-            if st.recent is None:
-                st.recent, st.recent_order = set(), deque()
-            if trade_id in st.recent:
+            recent, order = st.recent, st.recent_order
+            if recent is None or order is None:
+                recent, order = st.recent, st.recent_order = set(), deque()
+            if trade_id in recent:
                 return False
-            st.recent.add(trade_id)
-            st.recent_order.append(trade_id)
-            if len(st.recent_order) > self.recent_cap:
-                st.recent.discard(st.recent_order.popleft())
+            recent.add(trade_id)
+            order.append(trade_id)
+            if len(order) > self.recent_cap:
+                recent.discard(order.popleft())
             return True
         first, last = seq
         prev = st.last_id
@@ -222,16 +223,17 @@ class Ingestor:
 
     def seed_recent_ids(self, venue: str, symbol: str, trade_ids) -> None:
         st = self._state(venue, symbol)
-        if st.recent is None:
-            st.recent, st.recent_order = set(), deque()
+        recent, order = st.recent, st.recent_order
+        if recent is None or order is None:
+            recent, order = st.recent, st.recent_order = set(), deque()
         for tid in trade_ids:
-            if tid in st.recent:
+            if tid in recent:
                 continue
-            st.recent.add(tid)
-            st.recent_order.append(tid)
-            if len(st.recent_order) > self.recent_cap:
-                st.recent.discard(st.recent_order.popleft())
+            recent.add(tid)
+            order.append(tid)
+            if len(order) > self.recent_cap:
+                recent.discard(order.popleft())
 
     def open_gaps(self, venue: str, symbol: str) -> list[tuple[int, int]]:
         st = self.symbols.get((venue, symbol))
-        return [tuple(g) for g in st.open_gaps] if st else []
+        return [(a, b) for a, b in st.open_gaps] if st else []

@@ -829,7 +829,7 @@ def parse(venue: str, frame: bytes | str, ctx: ParseContext | None = None) -> Pa
             if len(frame) > MAX_FRAME:
                 raise FrameError(f"frame of {len(frame)} bytes is larger than the {MAX_FRAME} accepted")
             text = bytes(frame).decode("utf-8")
-    except UnicodeError as e:
+    except (UnicodeDecodeError, UnicodeEncodeError) as e:  # what decode() and encode() raise: both have .start
         raise FrameError(f"{venue}: frame is not valid UTF-8 (bad byte at offset {e.start})") from None
     except FrameError as e:
         raise FrameError(f"{venue}: {e}") from None

@@ -14,7 +14,7 @@ import operator
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -109,7 +109,7 @@ def _window(start_ns, end_ns) -> tuple[int, int]:
     return (I64_MIN if start_ns is None else int(start_ns), I64_MAX if end_ns is None else int(end_ns))
 
 
-def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
+def _table(rows: Sequence[tuple], schema: pa.Schema) -> pa.Table:
     columns = list(zip(*rows, strict=False)) if rows else [()] * len(schema)
     return pa.Table.from_arrays(
         [pa.array(column, type=field.type) for column, field in zip(columns, schema, strict=False)], schema=schema
@@ -154,7 +154,7 @@ class Store:
         self._last_sync = time.monotonic()
         self._recovery = RecoveryReport()
         self._log_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = self._take_lock()
+        self._lock_fd: int | None = self._take_lock()
         try:
             self._open_log()
         except BaseException:
@@ -256,7 +256,7 @@ class Store:
         naming the row and the field, and nothing of the batch is written.
         """
         frames = []
-        trade_ts = []
+        trade_ts: list[int | None] = []
         for row, values in enumerate(_trade_rows(trades)):
             try:
                 frame, ts_ns = encode_trade(*values)
@@ -306,7 +306,7 @@ class Store:
     def active_segment_seq(self) -> int:
         """Sequence number of the segment being written (retention never deletes it)."""
         self._check_writable()
-        return self._active.seq
+        return self._writing.seq
 
     def set_phemex_spot_scales(self, symbol: str, price_scale: int, qty_scale: int) -> None:
         self._ingestor.ctx.set_phemex_spot_scales(symbol, price_scale, qty_scale)
@@ -357,8 +357,8 @@ class Store:
                 first, nbytes = i, 0
             nbytes += size
         pieces.append((first, len(sizes), nbytes))
-        fill = self._active.end
-        too_old = time.time_ns() - self._active.created_ns >= self._span_ns
+        fill = self._writing.end
+        too_old = time.time_ns() - self._writing.created_ns >= self._span_ns
         plan = []
         for first, stop, nbytes in pieces:
             new = fill > HEADER_LEN and (too_old or fill + nbytes > self._max_bytes)
@@ -382,7 +382,7 @@ class Store:
             plan = self._plan(sizes)
             # Reserve every byte the batch needs before writing any: running out of space then
             # leaves the store exactly as it was.
-            active_end = self._active.end
+            active_end = self._writing.end
             new_segment_ends: list[int] = []
             for _, _, nbytes, new in plan:
                 if new:
@@ -393,8 +393,8 @@ class Store:
                     active_end += nbytes
             reserved: list[ActiveSegment] = []
             try:
-                self._active.ensure_allocated(active_end, self._max_bytes)
-                for seq, needed_end in enumerate(new_segment_ends, self._active.seq + 1):
+                self._writing.ensure_allocated(active_end, self._max_bytes)
+                for seq, needed_end in enumerate(new_segment_ends, self._writing.seq + 1):
                     reserved.append(ActiveSegment.reserve(self._log_dir, seq, needed_end, self._max_bytes))
             except OSError as exc:
                 for segment in reserved:
@@ -406,7 +406,7 @@ class Store:
             for first, stop, _, new in plan:
                 if new:
                     self._switch_to(next(pending))
-                self._active.write(b"".join(frames[first:stop]), sizes[first:stop], trade_ts[first:stop])
+                self._writing.write(b"".join(frames[first:stop]), sizes[first:stop], trade_ts[first:stop])
             self._dirty = True
             if self._fsync_interval == 0 or time.monotonic() - self._last_sync >= self._fsync_interval:
                 self._sync()
@@ -415,19 +415,19 @@ class Store:
         # The new segment is named before the old one is sealed: a crash in between leaves two
         # active segments, and opening seals the older one.
         segment.activate()
-        old, self._active = self._active, segment
+        old, self._active = self._writing, segment
         old.seal()
 
     def roll(self) -> None:
         """Seals the active segment now and starts a new one."""
         with self._mutex:
             self._check_writable()
-            self._switch_to(ActiveSegment.reserve(self._log_dir, self._active.seq + 1, HEADER_LEN, self._max_bytes))
+            self._switch_to(ActiveSegment.reserve(self._log_dir, self._writing.seq + 1, HEADER_LEN, self._max_bytes))
             fsync_dir(self._log_dir)
 
     def _sync(self) -> None:
         if self._dirty:
-            self._active.sync()
+            self._writing.sync()
         self._dirty = False
         self._last_sync = time.monotonic()
 
@@ -517,6 +517,13 @@ class Store:
         if self._closed:
             raise StoreClosedError("the store is closed; open it again to append or query")
 
+    @property
+    def _writing(self) -> ActiveSegment:
+        """The active segment: an open writer always has one (callers check that it is one)."""
+        active = self._active
+        assert active is not None, "only an open writer has an active segment"
+        return active
+
     def _check_writable(self) -> None:
         self._check_open()
         if not self._writable:
@@ -537,7 +544,7 @@ class Store:
                 return
             try:
                 if self._writable:
-                    if seal and self._active.end > HEADER_LEN:
+                    if seal and self._writing.end > HEADER_LEN:
                         self.roll()
                     self._sync()
             finally:
@@ -545,11 +552,13 @@ class Store:
                 self._release()
 
     def _release(self) -> None:
-        if getattr(self, "_active", None) is not None:
-            self._active.close()
+        active = getattr(self, "_active", None)
+        if active is not None:
+            active.close()
             self._active = None
-        if getattr(self, "_lock_fd", None) is not None:
-            os.close(self._lock_fd)  # releases the flock
+        lock_fd = getattr(self, "_lock_fd", None)
+        if lock_fd is not None:
+            os.close(lock_fd)  # releases the flock
             self._lock_fd = None
 
     def __enter__(self) -> Store:

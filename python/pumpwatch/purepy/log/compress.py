@@ -44,6 +44,9 @@ _ZHEADER = struct.Struct("<8sHHIQQQi")  # .. CRC-32C of these 44 bytes at 44
 _FRAME_ENTRY = struct.Struct("<QQqqIIQII")  # .. CRC-32C of these 56 bytes at 56
 _U32 = struct.Struct("<I")  # those two CRC-32C fields
 
+# A frame table entry: (the block's index entry, frame offset, frame length, frame CRC).
+_Slot = tuple[IndexEntry, int, int, int]
+
 
 class _Block(NamedTuple):
     """A readable piece of a compressed segment: one zstd frame, or (crc None) a run of frames
@@ -92,7 +95,7 @@ class CompressedSegment:
             raise CorruptLogError(
                 format_error(path, f"it says it is segment {header[1]} but is named as segment {seq}")
             )
-        slots: list[tuple | None] = []
+        slots: list[_Slot | None] = []
         if header is not None:
             frames, _, plain_len, data_at = header
             table = os.pread(fd, frames * FRAME_ENTRY_LEN, FRAME_TABLE_AT)
@@ -103,15 +106,15 @@ class CompressedSegment:
             data_at = self.file_len
             at = FRAME_TABLE_AT
             while at + FRAME_ENTRY_LEN <= data_at:
-                entry = self._parse_entry(os.pread(fd, FRAME_ENTRY_LEN, at))
-                if entry is not None:
-                    data_at = min(data_at, entry[1])
-                slots.append(entry)
+                slot = self._parse_entry(os.pread(fd, FRAME_ENTRY_LEN, at))
+                if slot is not None:
+                    data_at = min(data_at, slot[1])
+                slots.append(slot)
                 at += FRAME_ENTRY_LEN
             data_at = FRAME_TABLE_AT + len(slots) * FRAME_ENTRY_LEN
             if slots and slots[-1] is not None:
                 plain_len = slots[-1][0].end
-            elif plain_ok:
+            elif plain is not None and plain_ok:
                 plain_len = plain.published_end
             else:
                 plain_len = None
@@ -132,13 +135,18 @@ class CompressedSegment:
                 plain_at, file_at = entry.end, offset + length
                 k += 1
                 continue
+            # The run of untrusted entries ends at the next entry that starts after it, if any.
             j = k + 1
-            while j < len(slots) and not (
-                slots[j] is not None and slots[j][0].start > plain_at and slots[j][1] > file_at
-            ):
+            resume = None
+            plain_end: int | None
+            while j < len(slots):
+                resume = slots[j]
+                if resume is not None and resume[0].start > plain_at and resume[1] > file_at:
+                    break
+                resume = None
                 j += 1
-            if j < len(slots):
-                plain_end, file_end = slots[j][0].start, slots[j][1]
+            if resume is not None:
+                plain_end, file_end = resume[0].start, resume[1]
             else:
                 plain_end, file_end = plain_len, self.file_len
             if plain_end is None:
@@ -164,7 +172,7 @@ class CompressedSegment:
         self.plain_len = plain_len if plain_len is not None else plain_at
 
     @staticmethod
-    def _parse_header(head: bytes, path: Path):
+    def _parse_header(head: bytes, path: Path) -> tuple[int, int, int, int] | None:
         """(frames, seq, plain_len, data_at), or None when damaged."""
         if len(head) < ZHEADER_LEN:
             return None
@@ -184,7 +192,7 @@ class CompressedSegment:
         return frames, seq, plain_len, data_at
 
     @staticmethod
-    def _parse_entry(b: bytes):
+    def _parse_entry(b: bytes) -> _Slot | None:
         """(IndexEntry, frame offset, frame length, frame CRC), or None when damaged."""
         if len(b) < FRAME_ENTRY_LEN or crc32c.crc32c(b[:56]) != _U32.unpack_from(b, 56)[0]:
             return None

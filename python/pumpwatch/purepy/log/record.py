@@ -67,10 +67,11 @@ SIDES = ("buy", "sell")
 _VENUE_CODE = {venue: code for code, venue in enumerate(VENUES, 1)}
 _MARKER_CODE = {kind: code for code, kind in enumerate(MARKER_KINDS, 1)}
 _SIDE_CODE = {side.encode(): code for code, side in enumerate(SIDES, 1)}
-# Indexed by code; code 0 is "no venue" where the format allows it.
+# Indexed by code; code 0 is "no venue" where the format allows it. No side or marker kind has
+# code 0: it is rejected before those two are indexed.
 _VENUE_BY_CODE = (None,) + VENUES
-_MARKER_BY_CODE = (None,) + MARKER_KINDS
-_SIDE_BY_CODE = (None,) + SIDES
+_MARKER_BY_CODE = ("",) + MARKER_KINDS
+_SIDE_BY_CODE = ("",) + SIDES
 
 FRAME_STRUCT = struct.Struct("<II")
 _TRADE = struct.Struct("<BBBBHBBqqQB")
@@ -166,7 +167,7 @@ def decode_payload(p: bytes) -> TradeRecord | MarkerRecord | QuarantinedRecord:
         if not _PLAIN_DECIMAL.fullmatch(qty):
             raise Undecodable("[qty] trade quantity is not a plain decimal")
         return TradeRecord(
-            _VENUE_BY_CODE[venue],
+            VENUES[venue - 1],  # a trade always names its venue (checked above)
             symbol,
             _text(p[at_id:], "[trade-id] trade id text is not UTF-8") if li else str(id_num),
             price.decode("ascii"),

@@ -143,7 +143,12 @@ def list_segment_files(log_dir: Path) -> list[tuple[int, Path | None, Path | Non
 def list_segments(log_dir: Path) -> list[tuple[int, Path]]:
     """(sequence number, path) of every segment, oldest first: the plain file when there is one,
     else the compressed one (`is_compressed` tells which)."""
-    return [(seq, plain or compressed) for seq, plain, compressed in list_segment_files(log_dir)]
+    # One of the two is always there: a listing names only files it found.
+    return [
+        (seq, path)
+        for seq, plain, compressed in list_segment_files(log_dir)
+        if (path := plain or compressed) is not None
+    ]
 
 
 def is_compressed(path: Path) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 from pathlib import Path
+from typing import Any
 
 from ...errors import InvalidInputError
 from .compress import CompressedSegment
@@ -119,7 +120,7 @@ def _verify_compressed(report: dict, counts: dict, seq: int, path: Path) -> None
                 damage_entry(name, 36, 28, "[seal] the seal in the copied plain header fails its CRC")
             )
             seal = None
-        elif seal is not None and seal.published_end != segment.plain_len:
+        elif isinstance(seal, Seal) and seal.published_end != segment.plain_len:
             report["headers"].append(
                 damage_entry(
                     name,
@@ -320,7 +321,7 @@ def verify(path) -> dict:
         raise InvalidInputError(f"{data_dir} is not a PumpWatch data directory (it does not exist)")
     writer_running = _writer_running(data_dir)
     segments = list_segments(data_dir / "log")
-    report = {
+    report: dict[str, Any] = {
         "segments": 0,
         "records": 0,
         "trades": 0,

@@ -48,6 +48,7 @@ def _round_up(n: int, step: int) -> int:
 
 
 def disk_full_error(exc: OSError, path, needed: int = 0) -> DiskFullError:
+    assert exc.errno is not None, "only errors with a disk-full errno are passed here"
     reserving = f" while reserving {needed} bytes" if needed else ""
     return DiskFullError(
         exc.errno,
