@@ -20,10 +20,10 @@ from .index import BlockIndex, IndexEntry
 from .record import I64_MAX, I64_MIN, TradeRecord
 from .scan import FrameWalk
 from .segment import (
-    COMPRESSED_EXT,
     HEADER_LEN,
     SEAL_ALTERED,
     STATE_SEALED,
+    compressed_file_name,
     format_error,
     fsync_dir,
     index_path,
@@ -287,7 +287,7 @@ def compress_segment(log_dir, seq: int, level: int = 3) -> bool:
     nothing to do (not sealed, already compressed, gone)."""
     log_dir = Path(log_dir)
     plain_path = log_dir / segment_file_name(seq)
-    final = log_dir / f"{seq:020d}.{COMPRESSED_EXT}"
+    final = log_dir / compressed_file_name(seq)
     if final.exists():
         return False
     try:

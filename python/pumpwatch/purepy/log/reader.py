@@ -13,9 +13,9 @@ from .compress import CompressedSegment
 from .index import read_index
 from .scan import FrameWalk
 from .segment import (
-    COMPRESSED_EXT,
     HEADER_LEN,
     SEAL_ALTERED,
+    compressed_file_name,
     index_path,
     is_compressed,
     list_segments,
@@ -49,7 +49,7 @@ def read_records(log_dir: Path, wants_block=None):
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             # Compressed since the listing, or removed by retention.
-            path = log_dir / f"{seq:020d}.{COMPRESSED_EXT}"
+            path = log_dir / compressed_file_name(seq)
             try:
                 fd = os.open(path, os.O_RDONLY)
             except FileNotFoundError:

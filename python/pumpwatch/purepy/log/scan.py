@@ -1,7 +1,8 @@
 """Walking frames in plain Python: the one place that decides what a valid record is.
 
 Mirrors `rust/core/src/log/scan.rs`. Every read of the log goes through `FrameWalk`: recovery,
-queries and `verify` see the same records, the same damaged spans and the same torn tail.
+queries and `verify` see the same records, the same damaged spans and the same torn tail;
+`damage_entry` is the shape recovery and `verify` report each of them in.
 """
 
 from __future__ import annotations

@@ -31,7 +31,6 @@ COMPRESSED_EXT = "pwzst"
 _HEADER_ID = struct.Struct("<8sHHIQq")
 _HEADER_REST = struct.Struct("<IIQ16x")
 _U64 = struct.Struct("<Q")
-
 _U32 = struct.Struct("<I")
 _U16 = struct.Struct("<H")
 
@@ -118,6 +117,11 @@ def format_error(path, detail: str) -> str:
 
 def segment_file_name(seq: int) -> str:
     return f"{seq:020d}.pwlog"
+
+
+def compressed_file_name(seq: int) -> str:
+    """The name of segment `seq` once compressed (docs/FORMAT.md "Compressed segment")."""
+    return f"{seq:020d}.{COMPRESSED_EXT}"
 
 
 def index_path(segment_path: Path) -> Path:
