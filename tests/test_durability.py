@@ -318,13 +318,13 @@ def test_an_unfinished_append_past_the_published_end_is_cut_not_skipped(pristine
     """memcpy may copy a batch's last bytes before its first: a kill then leaves a hole followed by
     valid-looking records past the published end. Those were never acknowledged; recovery cuts at
     the hole instead of keeping them behind a 'damaged span'."""
-    from pumpwatch.purepy.store import _encode_trade
+    from pumpwatch.purepy.log.record import encode_trade
 
     d, seg = _copy(pristine, tmp_path, 0)
     raw = bytearray(seg.read_bytes())
     published = int.from_bytes(raw[40:48], "little")
-    first, _ = _encode_trade("okx-spot", "BTC-USDT", "900", "1", "1", "buy", 1_800_000_000_000_000_000, 0, 0)
-    second, _ = _encode_trade("okx-spot", "BTC-USDT", "901", "1", "1", "buy", 1_800_000_000_000_000_001, 0, 0)
+    first, _ = encode_trade("okx-spot", "BTC-USDT", "900", "1", "1", "buy", 1_800_000_000_000_000_000, 0, 0)
+    second, _ = encode_trade("okx-spot", "BTC-USDT", "901", "1", "1", "buy", 1_800_000_000_000_000_001, 0, 0)
     tail = bytes(len(first)) + second  # the first record never got copied, the second did
     raw[published : published + len(tail)] = tail
     seg.write_bytes(bytes(raw))

@@ -21,6 +21,7 @@ import pytest
 import pumpwatch
 from conftest import T0, make_trades
 from pumpwatch.purepy import store as purepy
+from pumpwatch.purepy.log import compress as purepy_compress
 
 DATA = Path(__file__).parent / "data"
 SEG_ZST = "00000000000000000001.pwzst"
@@ -486,7 +487,7 @@ def block0_ids(src: Path, n: int) -> set:
 
     fd = os.open(src / "log" / SEG_ZST, os.O_RDONLY)
     try:
-        seg = purepy._CompressedSegment(fd, src / "log" / SEG_ZST, 1)
+        seg = purepy_compress.CompressedSegment(fd, src / "log" / SEG_ZST, 1)
         data, err = seg.read_block(0)
         assert err is None
         start = seg.blocks[0].entry.start

@@ -4,6 +4,7 @@ The layout checks here are written from docs/FORMAT.md with int.to_bytes, not wi
 own structs, so that they pin the format rather than the implementation.
 """
 
+import ast
 import json
 import os
 import shutil
@@ -28,6 +29,8 @@ from pumpwatch.errors import (
     StoreLockedError,
 )
 from pumpwatch.purepy import store as store_mod
+from pumpwatch.purepy.log import reader as reader_mod
+from pumpwatch.purepy.log import record as record_mod
 from pumpwatch.purepy.store import Store, verify
 
 SEG1 = "00000000000000000001.pwlog"
@@ -392,7 +395,7 @@ def test_query_window_filters_and_order(tmp_path):
 
 
 def test_markers_and_quarantine_round_trip(tmp_path):
-    big = bytes(range(256)) * (store_mod.QUARANTINE_RAW_MAX // 256 + 2)
+    big = bytes(range(256)) * (record_mod.QUARANTINE_RAW_MAX // 256 + 2)
     with Store(tmp_path) as s:
         s.append_marker("connection_up", venue="bybit-linear", ts_ns=300)
         s.append_marker("recorder_start", ts_ns=100, detail="v1 ✓")
@@ -460,8 +463,8 @@ def test_markers_and_quarantine_round_trip(tmp_path):
         (None, 43, "not json", "{text frame ✓".encode()),
     ]
     _venue, _recv_ns, reason, raw = quarantined[2]
-    assert raw == big[: store_mod.QUARANTINE_RAW_MAX]
-    assert reason == f"huge (frame of {len(big)} bytes cut to {store_mod.QUARANTINE_RAW_MAX})"
+    assert raw == big[: record_mod.QUARANTINE_RAW_MAX]
+    assert reason == f"huge (frame of {len(big)} bytes cut to {record_mod.QUARANTINE_RAW_MAX})"
     assert verify(tmp_path)["quarantined"] == 3
 
 
@@ -644,13 +647,13 @@ def test_index_skips_blocks_and_matches_brute_force(tmp_path, monkeypatch):
         assert (seg.with_suffix(".pwidx").stat().st_size - 16) // 48 >= 12
 
         reads = []
-        real_pread = store_mod._pread_range
+        real_pread = reader_mod.pread_range
 
         def counting_pread(fd, start, stop):
             reads.append(stop - start)
             return real_pread(fd, start, stop)
 
-        monkeypatch.setattr(store_mod, "_pread_range", counting_pread)
+        monkeypatch.setattr(reader_mod, "pread_range", counting_pread)
         windows = [
             (10_000, 10_100),
             (50_000, 50_010),
@@ -939,3 +942,63 @@ def test_disk_full_damages_nothing_and_recovers(tmp_path):
 
 def test_disk_full_error_type():
     assert issubclass(DiskFullError, OSError) and issubclass(DiskFullError, StoreError)
+
+
+# --- the log package: one module per job, dependencies one way, a public encoder -------------------
+
+# The modules of pumpwatch.purepy.log in dependency order: each imports only modules before it.
+LOG_MODULES = ("record", "segment", "scan", "index", "compress", "writer", "reader", "verify")
+
+
+def test_log_modules_depend_one_way_and_no_module_imports_a_private_name():
+    """No circle between the log modules (as in rust/core/src/log/), and no module of
+    pumpwatch.purepy reaches into another's underscore names (ingest used to take the store's
+    `_encode_*` and call `store._append`)."""
+    package = Path(store_mod.__file__).parent
+    log_modules = {path.stem for path in (package / "log").glob("*.py")} - {"__init__"}
+    assert log_modules == set(LOG_MODULES), "a new log module needs its place in LOG_MODULES"
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in ("_append", "_encode_trade"):
+                pytest.fail(f"{path.name}:{node.lineno} uses {node.attr}")
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            private = [a.name for a in node.names if a.name.startswith("_") and a.name != "annotations"]
+            assert not private, f"{path.name}:{node.lineno} imports {private} from {node.module}"
+            if path.parent.name == "log" and node.level == 1:
+                assert path.stem != "__init__", "log/__init__ imports nothing: its modules stay one way"
+                assert LOG_MODULES.index(node.module) < LOG_MODULES.index(path.stem), (
+                    f"log/{path.name} imports .{node.module}, which comes after it"
+                )
+
+
+def test_append_encoded_writes_what_append_trades_writes(tmp_path):
+    """The public encoder with Store.append_encoded (the path of purepy's ingest) lays down the
+    same record bytes and index as append_trades / append_marker / append_quarantined."""
+    trades = [trade(i, symbol=["BTCUSDT", "ETHUSDT"][i % 2]) for i in range(3000)]
+    with Store(tmp_path / "facade") as s:
+        s.append_trades(trades)
+        s.append_marker("gap_found", ts_ns=5, venue="okx-swap", symbol="BTC-USDT-SWAP", from_id="1", to_id="2")
+        s.append_quarantined("okx-swap", 7, "bad frame", b"{oops")
+    frames, trade_ts = [], []
+    for t in trades:
+        frame, ts = record_mod.encode_trade(
+            t.venue, t.symbol, t.trade_id, t.price, t.qty, t.side, t.ts_ns, t.recv_ns, t.flags
+        )
+        frames.append(frame)
+        trade_ts.append(ts)
+    frames.append(record_mod.encode_marker("gap_found", "okx-swap", "BTC-USDT-SWAP", 5, 0, 0, "1", "2", ""))
+    frames.append(record_mod.encode_quarantined("okx-swap", 7, "bad frame", b"{oops"))
+    trade_ts += [None, None]
+    with Store(tmp_path / "encoded") as s:
+        s.append_encoded(frames, trade_ts)
+        assert s.query(*ALL_TIME).to_pylist() == expected(trades, *ALL_TIME)
+        assert s.markers().num_rows == 1 and s.quarantined() == [("okx-swap", 7, "bad frame", b"{oops")]
+    a, b = (tmp_path / side / "log" / SEG1 for side in ("facade", "encoded"))
+    end = header(a)["published_end"]
+    assert header(b)["published_end"] == end == 64 + sum(map(len, frames))
+    assert a.read_bytes()[64:end] == b.read_bytes()[64:end] == b"".join(frames)
+    index = a.with_suffix(".pwidx").read_bytes()
+    assert len(index) > 16 + 48 and index == b.with_suffix(".pwidx").read_bytes()
+    report = verify(tmp_path / "encoded")
+    assert report["ok"] and (report["trades"], report["markers"], report["quarantined"]) == (3000, 1, 1)

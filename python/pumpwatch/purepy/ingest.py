@@ -11,12 +11,10 @@ from collections import deque
 from collections.abc import Iterable
 
 from .._core import SEQUENCED_VENUES  # venues whose trade ids form a per-symbol sequence
+from .log.record import QUARANTINE_RAW_MAX, encode_marker, encode_quarantined, encode_trade
 from .parse import AGGREGATED, ParseContext, parse
-from .store import _encode_marker, _encode_quarantined, _encode_trade
 
 MAX_OPEN_GAPS = 1024
-# The Rust path cuts quarantined frames to what fits one record; frames here never come close.
-_QUARANTINE_LIMIT = (16 << 20) - 16 - 65535
 
 
 def _canonical(s: str) -> bool:
@@ -48,14 +46,15 @@ class Ingestor:
         if st is None:
             st = self.symbols[(venue, symbol)] = _SymbolState()
         if seq is None:
-            if st.recent is None:
-                st.recent, st.recent_order = set(), deque()
-            if trade_id in st.recent:
+            recent, order = st.recent, st.recent_order
+            if recent is None or order is None:
+                recent, order = st.recent, st.recent_order = set(), deque()
+            if trade_id in recent:
                 return False
-            st.recent.add(trade_id)
-            st.recent_order.append(trade_id)
-            if len(st.recent_order) > self.recent_cap:
-                st.recent.discard(st.recent_order.popleft())
+            recent.add(trade_id)
+            order.append(trade_id)
+            if len(order) > self.recent_cap:
+                recent.discard(order.popleft())
             return True
         first, last = seq
         prev = st.last_id
@@ -107,7 +106,7 @@ class Ingestor:
     def _stage_markers(self, markers, frames, trade_ts) -> None:
         for kind, venue, symbol, ts_ns, from_ts, to_ts, from_id, to_id, detail in markers:
             self.stats["gaps" if kind == "gap_found" else "gaps_filled"] += 1
-            frames.append(_encode_marker(kind, venue, symbol, ts_ns, from_ts, to_ts, from_id, to_id, detail))
+            frames.append(encode_marker(kind, venue, symbol, ts_ns, from_ts, to_ts, from_id, to_id, detail))
             trade_ts.append(None)
 
     def _stage_frame(self, venue, frame, recv_ns, frames, trade_ts, events) -> int:
@@ -117,7 +116,7 @@ class Ingestor:
         except ValueError as exc:
             raw = frame.encode() if isinstance(frame, str) else bytes(frame)
             reason = str(exc)
-            frames.append(_encode_quarantined(venue, recv_ns, reason, raw[:_QUARANTINE_LIMIT]))
+            frames.append(encode_quarantined(venue, recv_ns, reason, raw[:QUARANTINE_RAW_MAX]))
             trade_ts.append(None)
             self.stats["quarantined"] += 1
             events.append(("quarantined", venue, reason))
@@ -132,7 +131,7 @@ class Ingestor:
                 self.stats["duplicates"] += 1
                 continue
             try:
-                encoded, ts = _encode_trade(
+                encoded, ts = encode_trade(
                     venue, t["symbol"], t["trade_id"], t["price"], t["qty"], t["side"], t["ts_ns"], recv_ns, t["flags"]
                 )
             except ValueError:
@@ -149,7 +148,7 @@ class Ingestor:
             reason = f"{venue}: {n} of {n + len(result.trades)} trades left out (the others are stored): " + "; ".join(
                 result.rejected
             )
-            frames.append(_encode_quarantined(venue, recv_ns, reason, raw[:_QUARANTINE_LIMIT]))
+            frames.append(encode_quarantined(venue, recv_ns, reason, raw[:QUARANTINE_RAW_MAX]))
             trade_ts.append(None)
             self.stats["quarantined"] += 1
             events.append(("quarantined", venue, reason))
@@ -166,7 +165,7 @@ class Ingestor:
         for frame, t in zip(frames_in, times, strict=False):
             stored += self._stage_frame(venue, frame, t, frames, trade_ts, events)
         if frames:
-            self.store._append(frames, trade_ts)
+            self.store.append_encoded(frames, trade_ts)
         return stored, events or None
 
     def ingest(self, venue: str, frame, recv_ns: int) -> tuple[int, list | None]:
@@ -192,14 +191,14 @@ class Ingestor:
             if not self._judge(t.venue, t.symbol, tid, t.ts_ns, seq, t.recv_ns, events, markers):
                 self.stats["duplicates"] += 1
                 continue
-            encoded, ts = _encode_trade(t.venue, t.symbol, tid, t.price, t.qty, t.side, t.ts_ns, t.recv_ns, t.flags)
+            encoded, ts = encode_trade(t.venue, t.symbol, tid, t.price, t.qty, t.side, t.ts_ns, t.recv_ns, t.flags)
             frames.append(encoded)
             trade_ts.append(ts)
             stored += 1
         self._stage_markers(markers, frames, trade_ts)
         self.stats["trades"] += stored
         if frames:
-            self.store._append(frames, trade_ts)
+            self.store.append_encoded(frames, trade_ts)
         return stored, events or None
 
     def _state(self, venue: str, symbol: str) -> _SymbolState:
@@ -224,16 +223,17 @@ class Ingestor:
 
     def seed_recent_ids(self, venue: str, symbol: str, trade_ids) -> None:
         st = self._state(venue, symbol)
-        if st.recent is None:
-            st.recent, st.recent_order = set(), deque()
+        recent, order = st.recent, st.recent_order
+        if recent is None or order is None:
+            recent, order = st.recent, st.recent_order = set(), deque()
         for tid in trade_ids:
-            if tid in st.recent:
+            if tid in recent:
                 continue
-            st.recent.add(tid)
-            st.recent_order.append(tid)
-            if len(st.recent_order) > self.recent_cap:
-                st.recent.discard(st.recent_order.popleft())
+            recent.add(tid)
+            order.append(tid)
+            if len(order) > self.recent_cap:
+                recent.discard(order.popleft())
 
     def open_gaps(self, venue: str, symbol: str) -> list[tuple[int, int]]:
         st = self.symbols.get((venue, symbol))
-        return [tuple(g) for g in st.open_gaps] if st else []
+        return [(a, b) for a, b in st.open_gaps] if st else []
