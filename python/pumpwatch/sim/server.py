@@ -44,6 +44,7 @@ from .market import (
     Tape,
     asset_for,
 )
+from .protocols import VenueClient
 from .venues import FAMILIES, VENUE_IDS, BadRequest, Publication, SentTrade
 
 log = logging.getLogger("pumpwatch.sim")
@@ -148,8 +149,7 @@ class _Connection(ServerConnection):
 class Client:
     """One connected socket: its subscriptions, heartbeat clocks and outgoing queue.
 
-    Venue classes use `send`, `close`, `heartbeat`, `answer_ping`, `topics`, `state`, `role`,
-    `dialect`, `conn_id`, `path` and `query`.
+    Venue classes see it as a `protocols.VenueClient`.
     """
 
     def __init__(self, venue: SimVenue, ws: _Connection, role: str):
@@ -299,7 +299,7 @@ class SimVenue:
             self._add(self.protocol.instrument(asset_for(natives.get(s, s))))
         self._weight_total = sum(i.weight for i in self.instruments.values()) or 1.0
         self._clients: set[Client] = set()
-        self._subscribers: dict[str, set[Client]] = {}
+        self._subscribers: dict[str, set[VenueClient]] = {}
         # The exchange's connection-rate limit and shared REST pools, shared with its other market
         # when the Simulator runs both (`connection_rates`, `rest_pools`: one dict each for all).
         rates = connection_rates if connection_rates is not None else {}
@@ -601,11 +601,11 @@ class SimVenue:
         """Published fills of `symbol`, oldest first (Binance `X=NA` records included)."""
         return self._history.get(symbol, [])
 
-    def subscribe(self, client: Client, topic: str) -> None:
+    def subscribe(self, client: VenueClient, topic: str) -> None:
         client.topics.add(topic)
         self._subscribers.setdefault(topic, set()).add(client)
 
-    def unsubscribe(self, client: Client, topic: str) -> None:
+    def unsubscribe(self, client: VenueClient, topic: str) -> None:
         client.topics.discard(topic)
         self._subscribers.get(topic, set()).discard(client)
 

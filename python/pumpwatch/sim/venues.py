@@ -3,7 +3,9 @@
 Each class holds only its venue's facts (docs/VENUES.md, cited as §n): WebSocket paths, subscribe /
 ack / error frames, its heartbeat rule, frame shapes of trades, REST routes with their limits and
 rate buckets. Everything shared (sockets, fan-out, faults, heartbeat enforcement, token buckets,
-the record of what was sent) lives in server.py; the trade generator and id semantics in market.py.
+the record of what was sent) lives in server.py, which a venue class reaches only through the
+`VenueClient` and `VenueHost` protocols (protocols.py); the trade generator and id semantics live in
+market.py.
 
 Frames are written with compact separators and the key order of the real frames in
 tests/samples, so they are byte-shaped like what the exchanges send.
@@ -17,7 +19,7 @@ import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from .market import (
     Asset,
@@ -32,9 +34,7 @@ from .market import (
     make_instrument,
     units_text,
 )
-
-if TYPE_CHECKING:
-    from .server import Client, SimVenue
+from .protocols import VenueClient, VenueHost
 
 DAY_S = 86_400.0
 
@@ -182,7 +182,7 @@ class Venue:
     lifetime_close_reason = "connection lifetime reached"
     buckets: ClassVar[dict[str, tuple[int, float]]] = {}  # name -> (capacity, refill period in seconds)
 
-    def __init__(self, venue_id: str, sim: SimVenue):
+    def __init__(self, venue_id: str, sim: VenueHost):
         self.venue_id = venue_id
         self.sim = sim
         self.routes: dict[tuple[str, str], Route] = {}
@@ -213,16 +213,16 @@ class Venue:
         """The kind of socket a WebSocket request for `path` opens, or None (404)."""
         return "public" if path == self.ws_path else None
 
-    def on_open(self, client: Client) -> None:
+    def on_open(self, client: VenueClient) -> None:
         pass
 
-    def on_text(self, client: Client, text: str) -> None:
+    def on_text(self, client: VenueClient, text: str) -> None:
         raise NotImplementedError
 
     def publications(self, inst: Instrument, fills: list[Fill]) -> list[Publication]:
         raise NotImplementedError
 
-    def shutdown_notice(self, client: Client) -> str | None:
+    def shutdown_notice(self, client: VenueClient) -> str | None:
         """The frame announcing a maintenance disconnect, where the venue sends one."""
         return None
 
@@ -323,7 +323,7 @@ class Binance(Venue):
             named = [client.path.rsplit("/", 1)[1]]
         self._subscribe(client, [s for s in named if s])
 
-    def _subscribe(self, client: Client, streams: list[str]) -> None:
+    def _subscribe(self, client: VenueClient, streams: list[str]) -> None:
         for s in streams:
             if s in client.state["streams"]:
                 continue
@@ -333,7 +333,7 @@ class Binance(Venue):
             if _BINANCE_STREAM.match(s) and not client.role.endswith("silent"):
                 self.sim.subscribe(client, s)
 
-    def _error(self, client: Client, code: int, msg: str, req_id: Any = None) -> None:
+    def _error(self, client: VenueClient, code: int, msg: str, req_id: Any = None) -> None:
         client.send(dumps({"code": code, "msg": msg, "id": req_id}))
 
     def on_text(self, client, text):
@@ -675,7 +675,7 @@ class Bybit(Venue):
     def id_scheme(self, inst):
         return BybitSpotIds() if self.spot else BybitLinearIds()
 
-    def _reply(self, client: Client, op: str, success: bool, ret_msg: str, req_id: Any) -> None:
+    def _reply(self, client: VenueClient, op: str, success: bool, ret_msg: str, req_id: Any) -> None:
         # Key order and req_id presence as recorded (samples/bybit_*.control.jsonl): linear always
         # carries req_id, spot only when the request had one.
         msg: dict[str, Any] = {"success": success, "ret_msg": ret_msg, "conn_id": client.conn_id}
@@ -883,7 +883,7 @@ class Okx(Venue):
     def ws_role(self, path, headers):
         return {"/ws/v5/public": "public", "/ws/v5/business": "business"}.get(path)
 
-    def _send(self, client: Client, req_id: Any, body: dict) -> None:
+    def _send(self, client: VenueClient, req_id: Any, body: dict) -> None:
         client.send(dumps(({"id": req_id} if req_id is not None else {}) | body | {"connId": client.conn_id}))
 
     def on_text(self, client, text):
@@ -1138,7 +1138,7 @@ class Kucoin(Venue):
             return client.close(4001, "token is invalid")
         client.send(dumps({"id": connect_id, "type": "welcome"}))
 
-    def _error(self, client: Client, req_id: Any, code: int, data: str) -> None:
+    def _error(self, client: VenueClient, req_id: Any, code: int, data: str) -> None:
         client.send(dumps({"id": str(req_id), "type": "error", "code": code, "data": data}))
 
     def on_text(self, client, text):
@@ -1412,7 +1412,7 @@ class Gate(Venue):
     def on_open(self, client):
         client.dialect = "size-decimal" if client.role == "size-decimal" else ""
 
-    def _reply(self, client: Client, channel: str, event: str, req_id: Any, **body: Any) -> None:
+    def _reply(self, client: VenueClient, channel: str, event: str, req_id: Any, **body: Any) -> None:
         now = self.sim.now_ns()
         msg: dict[str, Any] = {"time": now // 10**9, "time_ms": _ms(now)}
         if req_id is not None:
@@ -1705,7 +1705,7 @@ class Phemex(Venue):
         super().__init__(venue_id, sim)
         # Open connections of the client on the gateway; the Simulator gives phemex-spot and
         # phemex-perp the same set (share_phemex_gateway), so the sixth across both is refused.
-        self.gateway: set[Client] = set()
+        self.gateway: set[VenueClient] = set()
         self.refused = 0
         self.turnover_served: dict[str, str] = {}
         self.perp = venue_id == "phemex-perp"
@@ -1790,7 +1790,7 @@ class Phemex(Venue):
             }
         )
 
-    def _reply(self, client: Client, req_id: Any, result: Any = None, error: Any = None) -> None:
+    def _reply(self, client: VenueClient, req_id: Any, result: Any = None, error: Any = None) -> None:
         client.send(dumps({"error": error, "id": req_id, "result": result}))
 
     def on_text(self, client, text):
