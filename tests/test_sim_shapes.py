@@ -8,6 +8,10 @@ five have one shape), arrays of scalars (Phemex rows) keep each position's kind,
 `int`, `float`, `bool`, `null`, a numeric string (`str:num`, plain decimal notation; `str:exp`
 with an exponent) or other text (`str`). A simulator message passes when its shape equals the
 shape of at least one real message of its type (several eras of a venue's format are kept).
+
+The simulator renders its trade messages from templates (pumpwatch/sim/wire/<venue>.json: one real
+frame per message type, values as placeholders). Each template is held here against the same real
+messages, and every frame the simulator sends has exactly its template's shape.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from websockets.asyncio.client import connect
 from pumpwatch import venues as pumpwatch_venues
 from pumpwatch.connection import http_fetch
 from pumpwatch.sim import VENUE_IDS, SimVenue
+from pumpwatch.sim.wire import Template, TemplateError, templates
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -80,7 +85,8 @@ def _bn_raw(m):
 
 
 #: venue -> [(message type, the sim's frames of that type (a predicate on the parsed frame),
-#: the real references (file, predicate))]. Trade messages; control messages are below.
+#: the real references (file, predicate))]. Trade messages; control messages are below. The
+#: message type is also the name of the venue's template of it (pumpwatch/sim/wire/<venue>.json).
 TRADE_TYPES: dict[str, list[tuple[str, Any, str, Any]]] = {
     "binance-spot": [
         ("@trade combined", _bn_combined, "binance_spot.jsonl", _bn_combined),
@@ -118,7 +124,7 @@ TRADE_TYPES: dict[str, list[tuple[str, Any, str, Any]]] = {
     "gate-futures": [("futures.trades", lambda m: True, "gateio_futures.jsonl", lambda m: True)],
     "phemex-spot": [
         (
-            "trades incremental",
+            "trades",
             lambda m: m["type"] == "incremental",
             "phemex_spot.jsonl",
             lambda m: m["type"] == "incremental",
@@ -126,7 +132,7 @@ TRADE_TYPES: dict[str, list[tuple[str, Any, str, Any]]] = {
     ],
     "phemex-perp": [
         (
-            "trades_p incremental",
+            "trades_p",
             lambda m: m["type"] == "incremental",
             "phemex.tardis.jsonl",
             lambda m: "trades_p" in m and m["type"] == "incremental",
@@ -140,6 +146,8 @@ UNHELD_DIALECTS = {
     # `X-Gate-Size-Decimal: 1` makes futures `size` a string (Gate's docs); no captured frame has it.
     ("gate-futures", "size-decimal"),
 }
+#: Their templates, likewise named.
+UNHELD_TEMPLATES = {("gate-futures", "futures.trades size-decimal")}
 
 
 def _sim_trade_frames(venue: str, n: int = 400) -> list[dict]:
@@ -207,7 +215,54 @@ def test_trade_messages_have_a_real_shape(venue):
     frames = _sim_trade_frames(venue)
     for kind, is_sim, sample, is_real, *documented in TRADE_TYPES[venue]:
         reals = _real(sample, is_real) + [m for d in documented for m in DOCUMENTED[d]]
-        _match(venue, kind, [m for m in frames if is_sim(m)], reals)
+        sims = [m for m in frames if is_sim(m)]
+        _match(venue, kind, sims, reals)
+        # ... and they are what the template says: its shape exactly, not just some real frame's.
+        _match(venue, kind, sims, [templates(venue)[kind].specimen()])
+
+
+@pytest.mark.parametrize("venue", VENUE_IDS)
+def test_wire_templates_have_a_real_shape(venue):
+    """Each template, its placeholders standing for values of their kind, has the shape of a real
+    message of its type: the venue's trade shape is written once, in the template, and checked."""
+    held = {kind: (sample, is_real, documented) for kind, _, sample, is_real, *documented in TRADE_TYPES[venue]}
+    assert set(held) <= set(templates(venue)), f"{venue}: a message type the simulator sends has no template"
+    for name, tpl in templates(venue).items():
+        if (venue, name) in UNHELD_TEMPLATES:
+            continue
+        assert name in held, f"{venue}: template {name!r} is held to no real message; add it to TRADE_TYPES"
+        sample, is_real, documented = held[name]
+        reals = _real(sample, is_real) + [m for d in documented for m in DOCUMENTED[d]]
+        _match(venue, f"template {name!r}", [tpl.specimen()], reals)
+
+
+def test_a_template_renders_its_values_into_the_real_frame():
+    tpl = Template(
+        "test",
+        "trades",
+        {"e": "50%", "ts": "{ts:int}", "rows": [["{p:num}", "{side}", "{m:bool}"]], "last": "{last:bool}"},
+    )
+    assert tpl.fields == {"ts": "int", "p": "num", "side": "text", "m": "bool", "last": "bool"}
+    text = tpl.render(
+        [{"p": "1.50", "side": "Buy", "m": True}, {"p": "2", "side": "Sell", "m": False}], ts=7, last=False
+    )
+    assert text == '{"e":"50%","ts":7,"rows":[["1.50","Buy",true],["2","Sell",false]],"last":false}'
+    assert json.loads(text)["rows"][1] == ["2", "Sell", False]
+    assert tpl.specimen() == {"e": "50%", "ts": 0, "rows": [["0", "x", False]], "last": False}
+
+
+@pytest.mark.parametrize(
+    ("body", "complaint"),
+    [
+        ({"a": "{x:float}"}, "kind 'float'"),
+        ({"a": "{x}", "b": {"c": "{x:int}"}}, "appears twice"),
+        ({"a": [{"x": "{x}"}], "b": [{"y": "{y}"}]}, "2 arrays of rows"),
+        ({"a": [{"x": [["{x}"]]}]}, "rows inside a row"),
+    ],
+)
+def test_a_template_that_breaks_the_rules_is_refused_with_a_reason(body, complaint):
+    with pytest.raises(TemplateError, match=complaint):
+        Template("test", "bad", body)
 
 
 def _trades_in(m: dict) -> int:

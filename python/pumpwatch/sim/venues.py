@@ -7,8 +7,10 @@ the record of what was sent) lives in server.py, which a venue class reaches onl
 `VenueClient` and `VenueHost` protocols (protocols.py); the trade generator and id semantics live in
 market.py.
 
-Frames are written with compact separators and the key order of the real frames in
-tests/samples, so they are byte-shaped like what the exchanges send.
+Trade messages are rendered from the venue's templates in wire/ (one real frame per message type,
+values as placeholders, held against tests/samples by tests/test_sim_shapes.py); the other frames
+are written with compact separators and the key order of the real frames in tests/samples, so
+everything is byte-shaped like what the exchanges send.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from .market import (
     units_text,
 )
 from .protocols import VenueClient, VenueHost
+from .wire import template
 
 DAY_S = 86_400.0
 
@@ -285,6 +288,8 @@ class Binance(Venue):
 
     def __init__(self, venue_id, sim):
         super().__init__(venue_id, sim)
+        self.wire_combined = template(venue_id, "@trade combined")
+        self.wire_raw = template(venue_id, "@trade raw")
         p = "/fapi/v1" if self.futures else "/api/v3"
         heavy = 20 if self.futures else 25
         self.route("GET", f"{p}/exchangeInfo", self.rest_exchange_info, "weight", 1 if self.futures else 20)
@@ -381,22 +386,13 @@ class Binance(Venue):
             return dumps({"stream": "!serverShutdown", "data": event})
         return dumps(event)
 
-    def _payload(self, inst: Instrument, f: Fill) -> dict:
+    def _payload(self, inst: Instrument, f: Fill) -> dict[str, Any]:
+        """The values of one @trade event (the template's placeholders)."""
         t = _ms(f.ts_ns)
         price = "0" if f.placeholder else inst.price_text(f.price)
         qty = "0" if f.placeholder else inst.qty_text(f.qty)
         m = f.side == "sell"  # the buyer was the maker: the taker sold
-        return {
-            "e": "trade",
-            "E": t + 1,
-            "s": inst.symbol,
-            "t": f.num_id,
-            "p": price,
-            "q": qty,
-            "T": t,
-            "m": m,
-            "M": True,
-        }
+        return {"E": t + 1, "s": inst.symbol, "t": f.num_id, "p": price, "q": qty, "T": t, "m": m}
 
     def publications(self, inst, fills):
         topic = f"{inst.symbol.lower()}@trade"
@@ -406,7 +402,7 @@ class Binance(Venue):
             out.append(
                 Publication(
                     topic,
-                    {"combined": dumps({"stream": topic, "data": data}), "raw": dumps(data)},
+                    {"combined": self.wire_combined.render(stream=topic, **data), "raw": self.wire_raw.render(**data)},
                     [] if f.placeholder else [self.trade(inst, f)],
                     "trades",
                 )
@@ -629,18 +625,8 @@ class BinanceUsdm(Binance):
             x, price, qty = "NA", "0", "0"
         else:
             x, price, qty = ("RPI" if f.rpi else "MARKET"), inst.price_text(f.price), inst.qty_text(f.qty)
-        return {
-            "e": "trade",
-            "E": t + 1,
-            "T": t,
-            "s": inst.symbol,
-            "t": f.num_id,
-            "p": price,
-            "q": qty,
-            "X": x,
-            "m": True if f.placeholder else f.side == "sell",
-            "st": 1,
-        }
+        m = True if f.placeholder else f.side == "sell"
+        return {"E": t + 1, "T": t, "s": inst.symbol, "t": f.num_id, "p": price, "q": qty, "X": x, "m": m}
 
 
 # ---------------------------------------------------------------------------------------------
