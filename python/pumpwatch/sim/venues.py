@@ -650,6 +650,7 @@ class Bybit(Venue):
         self.route("GET", "/v5/market/instruments-info", self.rest_instruments, "ip")
         self.route("GET", "/v5/market/recent-trade", self.rest_recent_trade, "ip")
         self.last_tick: dict[str, tuple[int, str]] = {}
+        self.wire = template(venue_id, "publicTrade")
 
     def symbol_for(self, base):
         return f"{base}USDT"
@@ -711,33 +712,21 @@ class Bybit(Venue):
         self.last_tick[symbol] = (price, d)
         return d
 
-    def _row(self, inst: Instrument, f: Fill) -> dict:
-        t = _ms(f.ts_ns)
-        p, v, s = inst.price_text(f.price), inst.qty_text(f.qty), _side_cap(f.side)
-        if self.spot:
-            return {
-                "i": f.trade_id,
-                "T": t,
-                "p": p,
-                "v": v,
-                "S": s,
-                "seq": f.extra["seq"],
-                "s": inst.symbol,
-                "BT": False,
-                "RPI": f.rpi,
-            }
-        return {
-            "T": t,
-            "s": inst.symbol,
-            "S": s,
-            "v": v,
-            "p": p,
-            "L": self._tick_direction(inst.symbol, f.price),
+    def _row(self, inst: Instrument, f: Fill) -> dict[str, Any]:
+        """One trade's values in a publicTrade message (the template's row placeholders)."""
+        row = {
             "i": f.trade_id,
-            "BT": False,
-            "RPI": f.rpi,
+            "T": _ms(f.ts_ns),
+            "p": inst.price_text(f.price),
+            "v": inst.qty_text(f.qty),
+            "S": _side_cap(f.side),
             "seq": f.extra["seq"],
+            "s": inst.symbol,
+            "RPI": f.rpi,
         }
+        if not self.spot:  # linear rows say how the price moved; spot rows do not
+            row["L"] = self._tick_direction(inst.symbol, f.price)
+        return row
 
     def publications(self, inst, fills):
         # One message per match, up to 1024 fills each (§3.2).
@@ -746,12 +735,8 @@ class Bybit(Venue):
         for start in range(0, len(fills), 1024):
             chunk = fills[start : start + 1024]
             ts = _ms(chunk[-1].ts_ns) + 1
-            data = [self._row(inst, f) for f in chunk]
-            if self.spot:
-                msg = {"topic": topic, "ts": ts, "type": "snapshot", "data": data}
-            else:
-                msg = {"topic": topic, "type": "snapshot", "ts": ts, "data": data}
-            out.append(Publication(topic, {"": dumps(msg)}, [self.trade(inst, f) for f in chunk], "trades"))
+            frame = self.wire.render([self._row(inst, f) for f in chunk], topic=topic, ts=ts)
+            out.append(Publication(topic, {"": frame}, [self.trade(inst, f) for f in chunk], "trades"))
         return out
 
     # -- REST (§3.3)
