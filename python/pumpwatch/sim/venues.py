@@ -841,6 +841,8 @@ class Okx(Venue):
         super().__init__(venue_id, sim)
         self.swap = venue_id == "okx-swap"
         self.inst_type = "SWAP" if self.swap else "SPOT"
+        self.wire_all = template(venue_id, "trades-all")
+        self.wire_trades = template(venue_id, "trades")
         self.route("GET", "/api/v5/public/instruments", self.rest_instruments, "instruments")
         self.route("GET", "/api/v5/market/history-trades", self.rest_history_trades, "history")
         self.route("GET", "/api/v5/market/trades", self.rest_trades, "trades")
@@ -917,17 +919,10 @@ class Okx(Venue):
                 "px": inst.price_text(f.price),
                 "sz": inst.qty_text(f.qty),
                 "side": f.side,
-                "source": "0",
-                "ts": str(_ms(f.ts_ns)),
+                "ts": _ms(f.ts_ns),
             }
-            out.append(
-                Publication(
-                    all_topic,
-                    {"": dumps({"arg": {"channel": "trades-all", "instId": inst.symbol}, "data": [row]})},
-                    [self.trade(inst, f)],
-                    "trades-all",
-                )
-            )
+            frame = self.wire_all.render([row], channel_inst=inst.symbol)
+            out.append(Publication(all_topic, {"": frame}, [self.trade(inst, f)], "trades-all"))
         # `trades` aggregates per taker order and price: tradeId is the last id, count the fills,
         # sz the sum (§4.2).
         topic = f"trades:{inst.symbol}"
@@ -939,17 +934,11 @@ class Okx(Venue):
                 "px": inst.price_text(last.price),
                 "sz": qty,
                 "side": last.side,
-                "ts": str(_ms(last.ts_ns)),
-                "count": str(len(level)),
+                "ts": _ms(last.ts_ns),
+                "count": len(level),
             }
-            out.append(
-                Publication(
-                    topic,
-                    {"": dumps({"arg": {"channel": "trades", "instId": inst.symbol}, "data": [row]})},
-                    [self.trade(inst, last, qty=qty)],
-                    "trades",
-                )
-            )
+            frame = self.wire_trades.render([row], channel_inst=inst.symbol)
+            out.append(Publication(topic, {"": frame}, [self.trade(inst, last, qty=qty)], "trades"))
         return out
 
     # -- REST (§4.3)
