@@ -1065,6 +1065,7 @@ class Kucoin(Venue):
         super().__init__(venue_id, sim)
         self.futures = venue_id == "kucoin-futures"
         self.topic_prefix = "/contractMarket/execution:" if self.futures else "/market/match:"
+        self.wire = template(venue_id, self.topic_prefix[:-1])
         self.tokens: set[str] = set()
         self.route("POST", "/api/v1/bullet-public", self.rest_bullet, "public", 10)
         if self.futures:
@@ -1140,44 +1141,24 @@ class Kucoin(Venue):
         topic = self.topic_prefix + inst.symbol
         out = []
         for f in fills:
-            if self.futures:
-                seq = f.extra["sequence"]
-                msg = {
-                    "topic": topic,
-                    "type": "message",
-                    "subject": "match",
-                    "sn": seq,
-                    "data": {
-                        "symbol": inst.symbol,
-                        "sequence": seq,
-                        "side": f.side,
-                        "size": int(inst.qty_text(f.qty)),
-                        "price": inst.price_text(f.price),
-                        "takerOrderId": f.extra["taker"],
-                        "makerOrderId": f.extra["maker"],
-                        "tradeId": f.extra["trade_id_field"],
-                        "ts": f.ts_ns,
-                    },
-                }
-            else:
-                msg = {
-                    "topic": topic,
-                    "type": "message",
-                    "subject": "trade.l3match",
-                    "data": {
-                        "makerOrderId": f.extra["maker"],
-                        "price": inst.price_text(f.price),
-                        "sequence": str(f.extra["sequence"]),
-                        "side": f.side,
-                        "size": inst.qty_text(f.qty),
-                        "symbol": inst.symbol,
-                        "takerOrderId": f.extra["taker"],
-                        "time": str(f.ts_ns),
-                        "tradeId": f.extra["trade_id_field"],
-                        "type": "match",
-                    },
-                }
-            out.append(Publication(topic, {"": dumps(msg)}, [self.trade(inst, f)], "trades"))
+            seq = f.extra["sequence"]
+            qty = inst.qty_text(f.qty)
+            # The two templates name what they need; the values the other has are not used.
+            frame = self.wire.render(
+                topic=topic,
+                sn=seq,  # futures only: the message's sequence, the trade's
+                symbol=inst.symbol,
+                sequence=seq,
+                side=f.side,
+                size=int(qty) if self.futures else qty,  # futures: whole contracts, a JSON integer
+                price=inst.price_text(f.price),
+                takerOrderId=f.extra["taker"],
+                makerOrderId=f.extra["maker"],
+                tradeId=f.extra["trade_id_field"],
+                ts=f.ts_ns,  # futures `ts`, spot `time`: nanoseconds
+                time=f.ts_ns,
+            )
+            out.append(Publication(topic, {"": frame}, [self.trade(inst, f)], "trades"))
         return out
 
     # -- REST (§5.1, §5.3, §6)
