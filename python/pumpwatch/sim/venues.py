@@ -1324,6 +1324,8 @@ class Gate(Venue):
         self.futures = venue_id == "gate-futures"
         self.prefix = "futures" if self.futures else "spot"
         self.ws_path = "/v4/ws/usdt" if self.futures else "/ws/v4/"
+        self.wire = template(venue_id, f"{self.prefix}.trades")
+        self.wire_size_decimal = template(venue_id, "futures.trades size-decimal") if self.futures else None
         # Spot create_time_ms has a fraction (`1788336082402.208000`): microseconds.
         self.resolution_ns = 1_000_000 if self.futures else 1_000
         if self.futures:
@@ -1404,30 +1406,22 @@ class Gate(Venue):
         if self.futures:
             # One message per match; `size` is signed contracts: positive = taker buy (§8).
             now = fills[-1].ts_ns
-            rows = {"": [], "size-decimal": []}
-            for f in fills:
-                for dialect, value in (("", self._int_size(inst, f)), ("size-decimal", self._signed_size(inst, f))):
-                    rows[dialect].append(
-                        {
-                            "id": f.num_id,
-                            "size": value,
-                            "create_time": f.ts_ns // 10**9,
-                            "create_time_ms": _ms(f.ts_ns),
-                            "price": inst.price_text(f.price),
-                            "contract": inst.symbol,
-                        }
-                    )
+            rows = [
+                {
+                    "id": f.num_id,
+                    "size": self._int_size(inst, f),
+                    "create_time": f.ts_ns // 10**9,
+                    "create_time_ms": _ms(f.ts_ns),
+                    "price": inst.price_text(f.price),
+                    "contract": inst.symbol,
+                }
+                for f in fills
+            ]
+            exact = [r | {"size": self._signed_size(inst, f)} for r, f in zip(rows, fills, strict=True)]
+            assert self.wire_size_decimal is not None
             frames = {
-                d: dumps(
-                    {
-                        "time": now // 10**9,
-                        "time_ms": _ms(now),
-                        "channel": "futures.trades",
-                        "event": "update",
-                        "result": r,
-                    }
-                )
-                for d, r in rows.items()
+                "": self.wire.render(rows, time=now // 10**9, time_ms=_ms(now)),
+                "size-decimal": self.wire_size_decimal.render(exact, time=now // 10**9, time_ms=_ms(now)),
             }
             return [Publication(topic, frames, [self.trade(inst, f) for f in fills], "trades")]
         # Spot: one message per taker order and price; `range` spans the market ids it covers and
@@ -1437,28 +1431,22 @@ class Gate(Venue):
             first, last = level[0], level[-1]
             qty = inst.qty_text(sum(f.qty for f in level))
             ts = last.ts_ns
-            result = {
-                "id": last.num_id,
-                "id_market": last.num_id,
-                "create_time": ts // 10**9,
-                "create_time_ms": f"{_ms(ts)}.{ts % 1_000_000:06d}",
-                "side": last.side,
-                "currency_pair": inst.symbol,
-                "amount": qty,
-                "price": inst.price_text(last.price),
-                "range": f"{first.num_id}-{last.num_id}",
-                "stock": inst.base,
-                "money": inst.quote,
-                "trade_mode": 0,
-            }
-            msg = {
-                "time": ts // 10**9,
-                "time_ms": _ms(ts),
-                "channel": "spot.trades",
-                "event": "update",
-                "result": result,
-            }
-            out.append(Publication(topic, {"": dumps(msg)}, [self.trade(inst, last, qty=qty)], "trades"))
+            frame = self.wire.render(
+                time=ts // 10**9,
+                time_ms=_ms(ts),
+                id=last.num_id,
+                id_market=last.num_id,
+                create_time=ts // 10**9,
+                create_time_ms=f"{_ms(ts)}.{ts % 1_000_000:06d}",
+                side=last.side,
+                currency_pair=inst.symbol,
+                amount=qty,
+                price=inst.price_text(last.price),
+                range=f"{first.num_id}-{last.num_id}",
+                stock=inst.base,
+                money=inst.quote,
+            )
+            out.append(Publication(topic, {"": frame}, [self.trade(inst, last, qty=qty)], "trades"))
         return out
 
     def shutdown_notice(self, client):
