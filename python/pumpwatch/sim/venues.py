@@ -1640,6 +1640,7 @@ class Phemex(Venue):
         self.perp = venue_id == "phemex-perp"
         self.method = "trade_p" if self.perp else "trade"
         self.rows_key = "trades_p" if self.perp else "trades"
+        self.wire = template(venue_id, self.rows_key)
         self.sequence = 10**8  # the gateway's message sequence, shared by all symbols
         self.route("GET", "/public/products", self.rest_products, "ip")
         self.route("GET", "/public/cfg/v2/products", self.rest_products, "ip")
@@ -1696,28 +1697,33 @@ class Phemex(Venue):
         return "public" if path in ("/", "/ws") else None
 
     def _row(self, inst: Instrument, f: Fill) -> list:
+        """One trade row as the venue writes it (REST `trades` / `trades_p`)."""
+        r = self._fields(inst, f)
+        return [r["ts"], r["side"], r["price"], r["qty"]]
+
+    def _fields(self, inst: Instrument, f: Fill) -> dict[str, Any]:
+        """One trade row's values: perp prices and sizes as decimal text, spot as integers x 10^8."""
         if self.perp:
-            return [f.ts_ns, _side_cap(f.side), inst.price_text(f.price), inst.qty_text(f.qty)]
-        return [
-            f.ts_ns,
-            _side_cap(f.side),
-            f.price * 10 ** (PHEMEX_SCALE - inst.price_places),
-            f.qty * 10 ** (PHEMEX_SCALE - inst.qty_places),
-        ]
+            return {
+                "ts": f.ts_ns,
+                "side": _side_cap(f.side),
+                "price": inst.price_text(f.price),
+                "qty": inst.qty_text(f.qty),
+            }
+        return {
+            "ts": f.ts_ns,
+            "side": _side_cap(f.side),
+            "price": f.price * 10 ** (PHEMEX_SCALE - inst.price_places),
+            "qty": f.qty * 10 ** (PHEMEX_SCALE - inst.qty_places),
+        }
 
     def _next_sequence(self) -> int:
         self.sequence += 1 + self.sim.conn_rng.randrange(0, 40)  # order-book messages share it
         return self.sequence
 
     def _message(self, inst: Instrument, fills: list[Fill], kind: str) -> str:
-        return dumps(
-            {
-                "sequence": self._next_sequence(),
-                "symbol": inst.symbol,
-                self.rows_key: [self._row(inst, f) for f in fills],
-                "type": kind,
-            }
-        )
+        rows = [self._fields(inst, f) for f in fills]
+        return self.wire.render(rows, sequence=self._next_sequence(), symbol=inst.symbol, type=kind)
 
     def _reply(self, client: VenueClient, req_id: Any, result: Any = None, error: Any = None) -> None:
         client.send(dumps({"error": error, "id": req_id, "result": result}))
