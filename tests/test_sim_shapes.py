@@ -236,6 +236,34 @@ def test_wire_templates_have_a_real_shape(venue):
         _match(venue, f"template {name!r}", [tpl.specimen()], reals)
 
 
+def _ws_payloads(data: bytes) -> list[bytes]:
+    """The payloads of unmasked server frames (the load feeder's chunks)."""
+    out, pos = [], 0
+    while pos < len(data):
+        n, pos = data[pos + 1] & 0x7F, pos + 2
+        if n == 126:
+            n, pos = int.from_bytes(data[pos : pos + 2], "big"), pos + 2
+        elif n == 127:
+            n, pos = int.from_bytes(data[pos : pos + 8], "big"), pos + 8
+        out.append(data[pos : pos + n])
+        pos += n
+    return out
+
+
+def test_the_load_feeder_sends_the_binance_usdm_template():
+    from pumpwatch.sim import feeder
+
+    ids = (feeder.FIRST_ID, feeder.FIRST_ID + 1, feeder.FIRST_ID + 2)  # the frame's length holds ten digits
+    frames = [
+        json.loads(p)
+        for variant in range(4)
+        for p in _ws_payloads(feeder.chunk_template(1_790_000_000_123, 3, variant) % ids)
+    ]
+    assert [m["data"]["t"] for m in frames] == list(ids) * 4
+    _match("binance-usdm", "feeder @trade", frames, [templates("binance-usdm")["@trade combined"].specimen()])
+    _match("binance-usdm", "feeder @trade", frames, _real("binance_usdm.jsonl", _bn_combined))
+
+
 def test_a_template_renders_its_values_into_the_real_frame():
     tpl = Template(
         "test",
