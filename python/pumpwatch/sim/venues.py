@@ -290,6 +290,8 @@ class Binance(Venue):
         super().__init__(venue_id, sim)
         self.wire_combined = template(venue_id, "@trade combined")
         self.wire_raw = template(venue_id, "@trade raw")
+        self.wire_rest = template(venue_id, "REST trades")
+        self.wire_agg = template(venue_id, "REST aggTrades")
         p = "/fapi/v1" if self.futures else "/api/v3"
         heavy = 20 if self.futures else 25
         self.route("GET", f"{p}/exchangeInfo", self.rest_exchange_info, "weight", 1 if self.futures else 20)
@@ -421,20 +423,17 @@ class Binance(Venue):
     def _param_error(msg):
         return {"code": -1100, "msg": f"Illegal characters found in a parameter: {msg}."}
 
-    def _row(self, inst: Instrument, f: Fill) -> dict:
-        row = {
+    def _row(self, inst: Instrument, f: Fill) -> dict[str, Any]:
+        """One trade's values in a trades / historicalTrades answer (USDⓈ-M rows say `isRPITrade`)."""
+        return {
             "id": f.num_id,
             "price": inst.price_text(f.price),
             "qty": inst.qty_text(f.qty),
             "quoteQty": quote_qty(inst, f),
             "time": _ms(f.ts_ns),
             "isBuyerMaker": f.side == "sell",
+            "isRPITrade": f.rpi,
         }
-        if self.futures:
-            row["isRPITrade"] = f.rpi
-        else:
-            row["isBestMatch"] = True
-        return row
 
     def rest_historical_trades(self, q):
         if self.futures and not self.request_headers.get("X-MBX-APIKEY"):
@@ -455,7 +454,7 @@ class Binance(Venue):
                     break
                 if not f.placeholder:  # market trades only: NA/ADL ids are holes in REST (§2.3)
                     rows.append(f)
-        return 200, [self._row(inst, f) for f in rows]
+        return 200, self.wire_rest.fill([self._row(inst, f) for f in rows])
 
     def _aggregates(self, symbol: str) -> list[list[Fill]]:
         """The aggTrades of a symbol: runs of market fills of one taker order at one price, with
@@ -501,7 +500,7 @@ class Binance(Venue):
             ]
         else:
             aggs = trailing(aggs, limit)
-        return 200, [
+        return 200, self.wire_agg.fill(
             {
                 "a": a,
                 "p": inst.price_text(run[0].price),
@@ -512,13 +511,13 @@ class Binance(Venue):
                 "m": run[0].side == "sell",
             }
             for a, run in aggs[:limit]
-        ]
+        )
 
     def rest_trades(self, q):
         inst = self._symbol(q)
         limit = self.int_param(q, "limit", 500, 1, 1000, self._param_error)
         fills = [f for f in self.sim.history(inst.symbol)[-4 * limit :] if not f.placeholder]
-        return 200, [self._row(inst, f) for f in trailing(fills, limit)]
+        return 200, self.wire_rest.fill([self._row(inst, f) for f in trailing(fills, limit)])
 
     def rest_exchange_info(self, q):
         symbols = []
@@ -651,6 +650,7 @@ class Bybit(Venue):
         self.route("GET", "/v5/market/recent-trade", self.rest_recent_trade, "ip")
         self.last_tick: dict[str, tuple[int, str]] = {}
         self.wire = template(venue_id, "publicTrade")
+        self.wire_rest = template(venue_id, "REST trades")
 
     def symbol_for(self, base):
         return f"{base}USDT"
@@ -762,14 +762,13 @@ class Bybit(Venue):
                 "price": inst.price_text(f.price),
                 "size": inst.qty_text(f.qty),
                 "side": _side_cap(f.side),
-                "time": str(_ms(f.ts_ns)),
-                "isBlockTrade": False,
+                "time": _ms(f.ts_ns),
                 "isRPITrade": f.rpi,
-                "seq": str(f.extra["seq"]),
+                "seq": f.extra["seq"],
             }
             for f in reversed(trailing(self.sim.history(inst.symbol), limit))
         ]
-        return self._envelope({"category": self.category, "list": rows})
+        return 200, self.wire_rest.fill(rows, category=self.category, server_time=_ms(self.sim.now_ns()))
 
     def rest_instruments(self, q):
         if q.get("category") != self.category:
@@ -843,6 +842,7 @@ class Okx(Venue):
         self.inst_type = "SWAP" if self.swap else "SPOT"
         self.wire_all = template(venue_id, "trades-all")
         self.wire_trades = template(venue_id, "trades")
+        self.wire_rest = template(venue_id, "REST trades")
         self.route("GET", "/api/v5/public/instruments", self.rest_instruments, "instruments")
         self.route("GET", "/api/v5/market/history-trades", self.rest_history_trades, "history")
         self.route("GET", "/api/v5/market/trades", self.rest_trades, "trades")
@@ -946,15 +946,15 @@ class Okx(Venue):
     def _ok(self, data: list) -> tuple[int, Any]:
         return 200, {"code": "0", "msg": "", "data": data}
 
-    def _row(self, inst: Instrument, f: Fill) -> dict:
+    def _row(self, inst: Instrument, f: Fill) -> dict[str, Any]:
+        """One trade's values in a history-trades / trades answer."""
         return {
             "instId": inst.symbol,
             "side": f.side,
             "sz": inst.qty_text(f.qty),
             "px": inst.price_text(f.price),
-            "source": "0",
             "tradeId": f.trade_id,
-            "ts": str(_ms(f.ts_ns)),
+            "ts": _ms(f.ts_ns),
         }
 
     @staticmethod
@@ -983,12 +983,13 @@ class Okx(Venue):
         hi = len(history) if after is None else bisect.bisect_left(history, after, key=key)
         lo = 0 if before is None else bisect.bisect_right(history, before, key=key)
         rows = history[max(lo, hi - limit) : hi] if before is None or after is not None else history[lo : lo + limit]
-        return self._ok([self._row(inst, f) for f in reversed(rows)])
+        return 200, self.wire_rest.fill([self._row(inst, f) for f in reversed(rows)])
 
     def rest_trades(self, q):
         inst = self._inst(q)
         limit = self.int_param(q, "limit", 100, 1, 500, self._error)
-        return self._ok([self._row(inst, f) for f in reversed(trailing(self.sim.history(inst.symbol), limit))])
+        rows = reversed(trailing(self.sim.history(inst.symbol), limit))
+        return 200, self.wire_rest.fill([self._row(inst, f) for f in rows])
 
     def rest_instruments(self, q):
         if q.get("instType") != self.inst_type:
@@ -1066,6 +1067,7 @@ class Kucoin(Venue):
         self.futures = venue_id == "kucoin-futures"
         self.topic_prefix = "/contractMarket/execution:" if self.futures else "/market/match:"
         self.wire = template(venue_id, self.topic_prefix[:-1])
+        self.wire_rest = template(venue_id, "REST trades")
         self.tokens: set[str] = set()
         self.route("POST", "/api/v1/bullet-public", self.rest_bullet, "public", 10)
         if self.futures:
@@ -1187,33 +1189,23 @@ class Kucoin(Venue):
         inst = self.instrument_or_none(q.get("symbol"))
         if inst is None:
             raise BadRequest({"code": "400100", "msg": "symbol invalid"})
-        rows = []
-        for f in reversed(trailing(self.sim.history(inst.symbol), 100)):  # the last 100, no paging
-            if self.futures:
-                rows.append(
-                    {
-                        "sequence": f.extra["sequence"],
-                        "contractId": 1,
-                        "tradeId": f.extra["trade_id_field"],
-                        "makerOrderId": f.extra["maker"],
-                        "takerOrderId": f.extra["taker"],
-                        "ts": f.ts_ns,
-                        "size": int(inst.qty_text(f.qty)),
-                        "price": inst.price_text(f.price),
-                        "side": f.side,
-                    }
-                )
-            else:  # no tradeId in the spot REST rows: merge by sequence (§5.3)
-                rows.append(
-                    {
-                        "sequence": str(f.extra["sequence"]),
-                        "price": inst.price_text(f.price),
-                        "size": inst.qty_text(f.qty),
-                        "side": f.side,
-                        "time": f.ts_ns,
-                    }
-                )
-        return 200, {"code": "200000", "data": rows}
+        # The last 100, no paging. No tradeId in the spot rows: merge by sequence (§5.3); the spot
+        # template takes what it names (`time`), futures' theirs (`ts`, the ids).
+        rows = [
+            {
+                "sequence": f.extra["sequence"],
+                "tradeId": f.extra["trade_id_field"],
+                "makerOrderId": f.extra["maker"],
+                "takerOrderId": f.extra["taker"],
+                "ts": f.ts_ns,
+                "time": f.ts_ns,
+                "size": int(inst.qty_text(f.qty)) if self.futures else inst.qty_text(f.qty),
+                "price": inst.price_text(f.price),
+                "side": f.side,
+            }
+            for f in reversed(trailing(self.sim.history(inst.symbol), 100))
+        ]
+        return 200, self.wire_rest.fill(rows)
 
     def rest_symbols(self, q):
         data = [
@@ -1326,6 +1318,8 @@ class Gate(Venue):
         self.ws_path = "/v4/ws/usdt" if self.futures else "/ws/v4/"
         self.wire = template(venue_id, f"{self.prefix}.trades")
         self.wire_size_decimal = template(venue_id, "futures.trades size-decimal") if self.futures else None
+        self.wire_rest = template(venue_id, "REST trades")
+        self.wire_rest_size_decimal = template(venue_id, "REST trades size-decimal") if self.futures else None
         # Spot create_time_ms has a fraction (`1788336082402.208000`): microseconds.
         self.resolution_ns = 1_000_000 if self.futures else 1_000
         if self.futures:
@@ -1522,8 +1516,11 @@ class Gate(Venue):
         hi = max(lo, hi - skip)
         rows = history[max(lo, hi - limit) : hi][::-1]  # newest first
         if self.futures:
-            size = self._signed_size if self._size_decimal() else self._int_size
-            return 200, [
+            exact = self._size_decimal()
+            size = self._signed_size if exact else self._int_size
+            wire = self.wire_rest_size_decimal if exact else self.wire_rest
+            assert wire is not None
+            return 200, wire.fill(
                 {
                     "id": f.num_id,
                     "create_time": f.ts_ns // 10**9,
@@ -1533,12 +1530,12 @@ class Gate(Venue):
                     "price": inst.price_text(f.price),
                 }
                 for f in rows
-            ]
+            )
         # Public rows: per fill, with sequence_id = the WS id_market of that fill (§7.3).
-        return 200, [
+        return 200, self.wire_rest.fill(
             {
                 "id": f.trade_id,
-                "create_time": str(f.ts_ns // 10**9),
+                "create_time": f.ts_ns // 10**9,
                 "create_time_ms": f"{_ms(f.ts_ns)}.{f.ts_ns % 1_000_000:06d}"[:-3],
                 "side": f.side,
                 "amount": inst.qty_text(f.qty),
@@ -1546,7 +1543,7 @@ class Gate(Venue):
                 "sequence_id": f.trade_id,
             }
             for f in rows
-        ]
+        )
 
     def rest_pairs(self, q):
         return 200, [
@@ -1641,6 +1638,7 @@ class Phemex(Venue):
         self.method = "trade_p" if self.perp else "trade"
         self.rows_key = "trades_p" if self.perp else "trades"
         self.wire = template(venue_id, self.rows_key)
+        self.wire_rest = template(venue_id, "REST trades")
         self.sequence = 10**8  # the gateway's message sequence, shared by all symbols
         self.route("GET", "/public/products", self.rest_products, "ip")
         self.route("GET", "/public/cfg/v2/products", self.rest_products, "ip")
@@ -1695,11 +1693,6 @@ class Phemex(Venue):
 
     def ws_role(self, path, headers):
         return "public" if path in ("/", "/ws") else None
-
-    def _row(self, inst: Instrument, f: Fill) -> list:
-        """One trade row as the venue writes it (REST `trades` / `trades_p`)."""
-        r = self._fields(inst, f)
-        return [r["ts"], r["side"], r["price"], r["qty"]]
 
     def _fields(self, inst: Instrument, f: Fill) -> dict[str, Any]:
         """One trade row's values: perp prices and sizes as decimal text, spot as integers x 10^8."""
@@ -1772,12 +1765,8 @@ class Phemex(Venue):
         inst = self.instrument_or_none(q.get("symbol"))
         if inst is None:
             return 200, {"error": {"code": 6001, "message": "invalid argument"}, "id": 0, "result": None}
-        rows = [self._row(inst, f) for f in self._snapshot(inst.symbol)]
-        return 200, {
-            "error": None,
-            "id": 0,
-            "result": {"sequence": self.sequence, "symbol": inst.symbol, self.rows_key: rows, "type": "snapshot"},
-        }
+        rows = [self._fields(inst, f) for f in self._snapshot(inst.symbol)]
+        return 200, self.wire_rest.fill(rows, sequence=self.sequence, symbol=inst.symbol)
 
     def rest_products(self, q):
         products, perps = [], []

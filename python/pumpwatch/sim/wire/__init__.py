@@ -18,9 +18,11 @@ An array whose one element is an object or an array holds the message's trades: 
 the template of one row, repeated (comma-separated) for every row rendered. Everything else is a
 constant of the venue's format (`"e":"trade"`, `"st":1`) and is sent as written.
 
-The simulator compiles each template once into a `%`-format string (server frames are rendered by
-one format per message, no JSON encoder on the hot path), and tests/test_sim_shapes.py holds every
-template against the real frames in tests/samples, so a venue's trade shape is written here once.
+The simulator compiles each WebSocket template once into a `%`-format string (server frames are
+rendered by one format per message, no JSON encoder on the hot path); REST answers, which the server
+encodes itself, are `fill`ed into JSON values. tests/test_sim_shapes.py holds every template against
+the real frames in tests/samples (REST ones against the documented responses docs/VENUES.md quotes),
+so a venue's trade shape is written here once.
 Values are put in as given, unescaped: they are the simulator's own symbols, ids and decimals
 (ASCII, no quote or backslash), which the shape test parses back as JSON.
 """
@@ -66,6 +68,7 @@ class Template:
         self.venue, self.name, self.template, self.source = venue, name, template, source
         where = f"{venue} {name!r}"
         envelope, row = _split_rows(template, where)
+        self._envelope, self._row = envelope, row
         self.fields: dict[str, str] = {}  # name -> kind, envelope and row together
         self._format, self._bools = self._compile(envelope, where)
         self._row_format: str | None = None
@@ -110,6 +113,12 @@ class Template:
         assert self._row_format is not None, f"{self.venue} {self.name!r} has no rows"
         return self._row_format % values
 
+    def fill(self, rows: Iterable[Mapping[str, Any]] = (), /, **fields: Any) -> Any:
+        """The message as a JSON value (a REST answer the server encodes), each value made the
+        type its placeholder's kind says."""
+        row = self._row
+        return _fill(self._envelope, fields, lambda: [_fill(row, r, None) for r in rows])
+
     def specimen(self) -> Any:
         """The template as a JSON value with each placeholder replaced by a value of its kind: what
         a test compares with real frames in shape."""
@@ -124,6 +133,21 @@ class Template:
             return stand_in[p[1]] if p else v
 
         return fill(self.template)
+
+
+_COERCE: dict[str, Any] = {"text": str, "num": str, "int": int, "bool": bool}
+
+
+def _fill(tree: Any, values: Mapping[str, Any], rows: Any) -> Any:
+    """`tree` with its placeholders replaced from `values` (and its rows array by `rows()`)."""
+    if isinstance(tree, dict):
+        return {k: _fill(v, values, rows) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_fill(v, values, rows) for v in tree]
+    if tree == _ROWS:
+        return rows()
+    p = placeholder(tree)
+    return _COERCE[p[1]](values[p[0]]) if p else tree
 
 
 def _split_rows(tree: Any, where: str) -> tuple[Any, Any]:
