@@ -26,6 +26,7 @@ import json
 import struct
 import sys
 import time
+from typing import cast
 
 from .wire import template
 
@@ -73,15 +74,16 @@ def chunk_template(ts_ms: int, k: int, variant: int) -> bytes:
 
 
 class FeedProtocol(asyncio.Protocol):
+    transport: asyncio.Transport  # set by connection_made, before anything else is called
+
     def __init__(self, feeder: Feeder) -> None:
         self.feeder = feeder
         self.buf = b""
         self.upgraded = False
-        self.transport: asyncio.Transport | None = None
         self.paused = False
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # create_server gives stream transports
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -140,7 +142,7 @@ class FeedProtocol(asyncio.Protocol):
                     self.transport.write(_ws_header(len(ack)) + ack)
                     self.feeder.subscribed(self)
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self.feeder.lost(self)
 
 
@@ -174,9 +176,10 @@ class Feeder:
 
     async def pump(self) -> None:
         proto = self.client
+        assert proto is not None, "pump starts when a client subscribed"
         t0 = self.started = time.monotonic()
         total = int(self.rate * self.seconds)
-        templates: dict[int, bytes] = {}
+        templates: dict[tuple[int, int, int], bytes] = {}
         variant = 0
         while self.next_id - FIRST_ID < total and not self.done.is_set():
             now = time.monotonic()

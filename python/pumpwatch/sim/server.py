@@ -24,7 +24,7 @@ import math
 import random
 import time
 from collections import deque
-from typing import Any, Self
+from typing import Any, Self, cast
 from urllib.parse import parse_qs
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -157,6 +157,7 @@ class Client:
         self.ws = ws
         self.role = role
         self.dialect = ""  # which rendering of a publication this socket receives
+        assert ws.request is not None, "a Client is made for a socket whose handshake was accepted"
         path, _, qs = ws.request.path.partition("?")
         self.path = path or "/"
         self.query = {k: v[0] for k, v in parse_qs(qs, keep_blank_values=True).items()}
@@ -225,7 +226,8 @@ class Client:
 
         async def send_ping() -> None:
             try:
-                pong = await self.ws.ping()
+                # `ping` gives the future its pong resolves (typed only as an awaitable).
+                pong = asyncio.ensure_future(await self.ws.ping())
             except ConnectionClosed:
                 return
             pong.add_done_callback(lambda f: None if f.cancelled() or f.exception() else self.answer_ping())
@@ -580,7 +582,12 @@ class SimVenue:
             if notice is not None:
                 c.send(notice)
         loop = asyncio.get_running_loop()
-        loop.call_later(self.scaled(grace_s), lambda: [c.close(1001, "service upgrade") for c in clients])
+
+        def close_all() -> None:
+            for c in clients:
+                c.close(1001, "service upgrade")
+
+        loop.call_later(self.scaled(grace_s), close_all)
 
     # -- services for the venue classes
 
@@ -779,7 +786,8 @@ class SimVenue:
         if len(client.incoming) > count:
             client.close(1008, "too many messages")
 
-    async def _handle(self, ws: _Connection) -> None:
+    async def _handle(self, connection: ServerConnection) -> None:
+        ws = cast(_Connection, connection)  # serve(create_connection=_Connection) made it one
         client = Client(self, ws, ws.sim_role or "")
         ws.sim_client = client
         self._clients.add(client)
@@ -847,7 +855,8 @@ class SimVenue:
 
     # -- REST
 
-    def _process_request(self, connection: _Connection, request: Request) -> Response | None:
+    def _process_request(self, server_connection: ServerConnection, request: Request) -> Response | None:
+        connection = cast(_Connection, server_connection)  # serve(create_connection=_Connection) made it one
         path, _, qs = request.path.partition("?")
         path = path or "/"
         if request.headers.get("Upgrade", "").lower() == "websocket":

@@ -21,7 +21,7 @@ import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, cast, overload
 
 from .market import (
     Asset,
@@ -153,6 +153,12 @@ def _ms(ts_ns: int) -> int:
     return ts_ns // 1_000_000
 
 
+def _num_id(f: Fill) -> int:
+    """A Binance fill's id: Binance ids are consecutive integers, so every fill has one."""
+    assert f.num_id is not None, f"fill {f.trade_id} has no integer id"
+    return f.num_id
+
+
 def _side_cap(side: str) -> str:
     return "Buy" if side == "buy" else "Sell"
 
@@ -247,6 +253,18 @@ class Venue:
 
     def route(self, method: str, path: str, handler, bucket: str, weight: int = 1) -> None:
         self.routes[(method, path)] = Route(handler, bucket, weight)
+
+    @overload
+    @staticmethod
+    def int_param(
+        q: dict[str, str], name: str, default: int, low: int, high: int, error: Callable[[str], Any]
+    ) -> int: ...
+
+    @overload
+    @staticmethod
+    def int_param(
+        q: dict[str, str], name: str, default: int | None, low: int, high: int, error: Callable[[str], Any]
+    ) -> int | None: ...
 
     @staticmethod
     def int_param(
@@ -447,7 +465,7 @@ class Binance(Venue):
         if from_id is None:
             rows = trailing([f for f in history[-4 * limit :] if not f.placeholder], limit)
         else:
-            start = bisect.bisect_left(history, from_id, key=lambda f: f.num_id)
+            start = bisect.bisect_left(history, from_id, key=_num_id)
             rows = []
             for f in history[start:]:
                 if len(rows) == limit:
@@ -465,7 +483,7 @@ class Binance(Venue):
                 out.append([])
                 continue
             last = out[-1] if out and out[-1] else None
-            if last is not None and (last[-1].order, last[-1].level, last[-1].num_id + 1) == (
+            if last is not None and (last[-1].order, last[-1].level, _num_id(last[-1]) + 1) == (
                 f.order,
                 f.level,
                 f.num_id,
@@ -881,7 +899,8 @@ class Okx(Venue):
                 )
             channel, inst_id = arg.get("channel"), arg.get("instId")
             # trades is served on /public, trades-all on /business only (§4.1).
-            wanted = {"trades": "public", "trades-all": "business"}.get(channel)
+            sockets: dict[Any, str] = {"trades": "public", "trades-all": "business"}
+            wanted = sockets.get(channel)
             if wanted != client.role or self.instrument_or_none(inst_id) is None:
                 return self._send(
                     client,
@@ -998,7 +1017,7 @@ class Okx(Venue):
         now = self.sim.now_ns()
         for inst in self.listed():
             tick, lot = inst.price_text(inst.tick_units), inst.qty_text(inst.lot_units)
-            row = {
+            row: dict[str, Any] = {
                 "instType": self.inst_type,
                 "instId": inst.symbol,
                 "uly": "",
@@ -1285,7 +1304,7 @@ class Kucoin(Venue):
                 "settleCurrency": "USDT",
                 "isInverse": False,
                 "status": "Init" if i.pre_trading(self.sim.now_ns()) else "Open",
-                "multiplier": float(i.contract_value),
+                "multiplier": float(cast(str, i.contract_value)),  # a contract's: always set
                 "lotSize": 1,
                 "tickSize": float(i.tick),
                 "firstOpenDate": _ms(i.listed_at_ns or 1_585_526_400_000_000_000),
@@ -1670,7 +1689,7 @@ class Phemex(Venue):
         return int(inst.weight * 10**9) + zlib.crc32(inst.symbol.encode()) % 10**6
 
     def rest_tickers(self, q):
-        rows = []
+        rows: list[dict[str, Any]] = []
         for i in self.listed():
             t = self.turnover(i)
             self.turnover_served[i.symbol] = str(t)
