@@ -24,6 +24,7 @@ import math
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Self, cast
 from urllib.parse import parse_qs
 
@@ -111,16 +112,18 @@ class ConnectionRate:
 
 
 class TokenBucket:
-    """A venue's REST rate limit: `capacity` tokens, refilled evenly over `period_s`."""
+    """A venue's REST rate limit: `capacity` tokens, refilled evenly over `period_s`. `clock` (seconds,
+    monotonic) is replaceable, so a test can hold time still or move it on."""
 
-    def __init__(self, capacity: int, period_s: float):
+    def __init__(self, capacity: int, period_s: float, clock: Callable[[], float] = time.monotonic):
         self.capacity = float(capacity)
         self.rate = capacity / period_s
         self.tokens = float(capacity)
-        self.stamp = time.monotonic()
+        self.clock = clock
+        self.stamp = clock()
 
     def take(self, n: int) -> bool:
-        now = time.monotonic()
+        now = self.clock()
         self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
         if self.tokens < n:
