@@ -595,12 +595,15 @@ def test_gate_app_ping_stands_in_for_pongs_and_phemex_takes_ws_pings():
 
 def test_binance_connection_lifetime():
     async def go():
-        async with SimVenue("binance-spot", time_scale=0.5 / 86_400, trades_per_s=0) as sim:
+        # The lifetime alone is scaled: with every timer scaled the 1-minute pong deadline became
+        # 0.35 ms, and a busy machine's pong missed it (a cut for "pong timeout", before the day).
+        async with SimVenue("binance-spot", lifetime_scale=0.5 / 86_400, trades_per_s=0) as sim:
             t0 = time.monotonic()  # before the handshake: the venue's clock starts at its accept
             ws = await open_ws(sim)
-            with pytest.raises(ConnectionClosed):
+            with pytest.raises(ConnectionClosed) as closed:
                 await asyncio.wait_for(ws.recv(), 3)
             assert 0.45 < time.monotonic() - t0 < 2.0  # 24 h scaled to 0.5 s
+            assert closed.value.rcvd is not None and closed.value.rcvd.reason == sim.protocol.lifetime_close_reason
 
     run(go())
 
