@@ -8,6 +8,10 @@ five have one shape), arrays of scalars (Phemex rows) keep each position's kind,
 `int`, `float`, `bool`, `null`, a numeric string (`str:num`, plain decimal notation; `str:exp`
 with an exponent) or other text (`str`). A simulator message passes when its shape equals the
 shape of at least one real message of its type (several eras of a venue's format are kept).
+
+The simulator renders its trade messages from templates (pumpwatch/sim/wire/<venue>.json: one real
+frame per message type, values as placeholders). Each template is held here against the same real
+messages, and every frame the simulator sends has exactly its template's shape.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from websockets.asyncio.client import connect
 from pumpwatch import venues as pumpwatch_venues
 from pumpwatch.connection import http_fetch
 from pumpwatch.sim import VENUE_IDS, SimVenue
+from pumpwatch.sim.wire import Template, TemplateError, templates
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,8 +38,9 @@ _EXP = re.compile(r"^-?\d+(\.\d+)?[eE][-+]?\d+$")
 
 
 #: Keys whose text is an opaque identifier: numeric or not, it is text (KuCoin's spot `tradeId` is a
-#: 24-hex ObjectId on older symbols and a number on newer ones; a request id echoes the client's).
-OPAQUE = {"tradeId", "makerOrderId", "takerOrderId", "i", "conn_id", "connId", "req_id", "id"}
+#: 24-hex ObjectId on older symbols and a number on newer ones; Bybit's trade id, `i` on the stream and
+#: `execId` in REST, is a number on spot and a UUID on linear; a request id echoes the client's).
+OPAQUE = {"tradeId", "makerOrderId", "takerOrderId", "i", "execId", "conn_id", "connId", "req_id", "id"}
 
 
 def shape(v: Any, key: str = "") -> Any:
@@ -80,7 +86,8 @@ def _bn_raw(m):
 
 
 #: venue -> [(message type, the sim's frames of that type (a predicate on the parsed frame),
-#: the real references (file, predicate))]. Trade messages; control messages are below.
+#: the real references (file, predicate))]. Trade messages; control messages are below. The
+#: message type is also the name of the venue's template of it (pumpwatch/sim/wire/<venue>.json).
 TRADE_TYPES: dict[str, list[tuple[str, Any, str, Any]]] = {
     "binance-spot": [
         ("@trade combined", _bn_combined, "binance_spot.jsonl", _bn_combined),
@@ -118,7 +125,7 @@ TRADE_TYPES: dict[str, list[tuple[str, Any, str, Any]]] = {
     "gate-futures": [("futures.trades", lambda m: True, "gateio_futures.jsonl", lambda m: True)],
     "phemex-spot": [
         (
-            "trades incremental",
+            "trades",
             lambda m: m["type"] == "incremental",
             "phemex_spot.jsonl",
             lambda m: m["type"] == "incremental",
@@ -126,7 +133,7 @@ TRADE_TYPES: dict[str, list[tuple[str, Any, str, Any]]] = {
     ],
     "phemex-perp": [
         (
-            "trades_p incremental",
+            "trades_p",
             lambda m: m["type"] == "incremental",
             "phemex.tardis.jsonl",
             lambda m: "trades_p" in m and m["type"] == "incremental",
@@ -139,6 +146,16 @@ TRADE_TYPES: dict[str, list[tuple[str, Any, str, Any]]] = {
 UNHELD_DIALECTS = {
     # `X-Gate-Size-Decimal: 1` makes futures `size` a string (Gate's docs); no captured frame has it.
     ("gate-futures", "size-decimal"),
+}
+#: Their templates, likewise named, and the REST answers no whole documented response is quoted for
+#: (docs/VENUES.md lists their fields only; see REST below).
+UNHELD_TEMPLATES = {
+    ("gate-futures", "futures.trades size-decimal"),
+    ("gate-futures", "REST trades size-decimal"),
+    ("gate-futures", "REST trades"),
+    ("gate-spot", "REST trades"),
+    ("okx-spot", "REST trades"),
+    ("okx-swap", "REST trades"),
 }
 
 
@@ -207,7 +224,82 @@ def test_trade_messages_have_a_real_shape(venue):
     frames = _sim_trade_frames(venue)
     for kind, is_sim, sample, is_real, *documented in TRADE_TYPES[venue]:
         reals = _real(sample, is_real) + [m for d in documented for m in DOCUMENTED[d]]
-        _match(venue, kind, [m for m in frames if is_sim(m)], reals)
+        sims = [m for m in frames if is_sim(m)]
+        _match(venue, kind, sims, reals)
+        # ... and they are what the template says: its shape exactly, not just some real frame's.
+        _match(venue, kind, sims, [templates(venue)[kind].specimen()])
+
+
+@pytest.mark.parametrize("venue", VENUE_IDS)
+def test_wire_templates_have_a_real_shape(venue):
+    """Each template, its placeholders standing for values of their kind, has the shape of a real
+    message of its type: the venue's trade shape is written once, in the template, and checked."""
+    held = {kind: (sample, is_real, documented) for kind, _, sample, is_real, *documented in TRADE_TYPES[venue]}
+    assert set(held) <= set(templates(venue)), f"{venue}: a message type the simulator sends has no template"
+    for name, tpl in templates(venue).items():
+        if (venue, name) in UNHELD_TEMPLATES or name.startswith("REST "):  # REST: held below
+            continue
+        assert name in held, f"{venue}: template {name!r} is held to no real message; add it to TRADE_TYPES"
+        sample, is_real, documented = held[name]
+        reals = _real(sample, is_real) + [m for d in documented for m in DOCUMENTED[d]]
+        _match(venue, f"template {name!r}", [tpl.specimen()], reals)
+
+
+def _ws_payloads(data: bytes) -> list[bytes]:
+    """The payloads of unmasked server frames (the load feeder's chunks)."""
+    out, pos = [], 0
+    while pos < len(data):
+        n, pos = data[pos + 1] & 0x7F, pos + 2
+        if n == 126:
+            n, pos = int.from_bytes(data[pos : pos + 2], "big"), pos + 2
+        elif n == 127:
+            n, pos = int.from_bytes(data[pos : pos + 8], "big"), pos + 8
+        out.append(data[pos : pos + n])
+        pos += n
+    return out
+
+
+def test_the_load_feeder_sends_the_binance_usdm_template():
+    from pumpwatch.sim import feeder
+
+    ids = (feeder.FIRST_ID, feeder.FIRST_ID + 1, feeder.FIRST_ID + 2)  # the frame's length holds ten digits
+    frames = [
+        json.loads(p)
+        for variant in range(4)
+        for p in _ws_payloads(feeder.chunk_template(1_790_000_000_123, 3, variant) % ids)
+    ]
+    assert [m["data"]["t"] for m in frames] == list(ids) * 4
+    _match("binance-usdm", "feeder @trade", frames, [templates("binance-usdm")["@trade combined"].specimen()])
+    _match("binance-usdm", "feeder @trade", frames, _real("binance_usdm.jsonl", _bn_combined))
+
+
+def test_a_template_renders_its_values_into_the_real_frame():
+    tpl = Template(
+        "test",
+        "trades",
+        {"e": "50%", "ts": "{ts:int}", "rows": [["{p:num}", "{side}", "{m:bool}"]], "last": "{last:bool}"},
+    )
+    assert tpl.fields == {"ts": "int", "p": "num", "side": "text", "m": "bool", "last": "bool"}
+    text = tpl.render(
+        [{"p": "1.50", "side": "Buy", "m": True}, {"p": "2", "side": "Sell", "m": False}], ts=7, last=False
+    )
+    assert text == '{"e":"50%","ts":7,"rows":[["1.50","Buy",true],["2","Sell",false]],"last":false}'
+    assert json.loads(text)["rows"][1] == ["2", "Sell", False]
+    assert tpl.specimen() == {"e": "50%", "ts": 0, "rows": [["0", "x", False]], "last": False}
+
+
+@pytest.mark.parametrize(
+    ("body", "complaint"),
+    [
+        ({"a": "{x:float}"}, "kind 'float'"),
+        ({"a": "{x}", "b": {"c": "{x:int}"}}, "appears twice"),
+        ({"a": [{"x": "{x}"}], "b": [{"y": "{y}"}]}, "2 arrays of rows"),
+        ({"a": [{"x": [["{x}"]]}]}, "rows inside a row"),
+    ],
+)
+def test_a_template_that_breaks_the_rules_is_refused_with_a_reason(body, complaint):
+    with pytest.raises(TemplateError, match=complaint):
+        Template("test", "bad", body)
 
 
 def _trades_in(m: dict) -> int:
@@ -517,16 +609,82 @@ REST: dict[str, tuple[str, dict[str, str], Any]] = {
 }
 
 
-@pytest.mark.parametrize("venue", sorted(REST))
-def test_rest_trades_have_the_documented_shape(venue):
-    path, query, documented = REST[venue]
+#: More REST answers held to documented ones: venue -> [(path, query, the documented answer, the
+#: simulator's template of it)]. REST's answers are held as "REST trades".
+REST_MORE: dict[str, list[tuple[str, dict[str, str], Any, str]]] = {
+    # §1.3 (BN-SPOT-DOCS rest-api.md): spot aggTrades rows carry "M" (isBestMatch), as its trades do.
+    "binance-spot": [
+        (
+            "/api/v3/aggTrades",
+            {"symbol": "{symbol}", "limit": "5"},
+            [
+                {
+                    "a": 26129,
+                    "p": "0.01633102",
+                    "q": "4.70443515",
+                    "f": 27781,
+                    "l": 27781,
+                    "T": 1498793709153,
+                    "m": True,
+                    "M": True,
+                }
+            ],
+            "REST aggTrades",
+        )
+    ],
+    # §2.3 (BN-FUT-DOCS): USDⓈ-M aggTrades rows have no "M".
+    "binance-usdm": [
+        (
+            "/fapi/v1/aggTrades",
+            {"symbol": "{symbol}", "limit": "5"},
+            [{"a": 26129, "p": "0.01633102", "q": "4.70443515", "f": 27781, "l": 27781, "T": 1498793709153, "m": True}],
+            "REST aggTrades",
+        )
+    ],
+    # §3.3: one recent-trade answer for every category; linear's rows are spot's.
+    "bybit-linear": [
+        (
+            "/v5/market/recent-trade",
+            {"category": "linear", "symbol": "{symbol}", "limit": "5"},
+            REST["bybit-spot"][2],
+            "REST trades",
+        )
+    ],
+}
 
-    async def fetch() -> Any:
+
+def _rest_references(venue: str) -> list[tuple[str, dict[str, str], Any, str]]:
+    main = [(*REST[venue], "REST trades")] if venue in REST else []
+    return main + REST_MORE.get(venue, [])
+
+
+@pytest.mark.parametrize("venue", VENUE_IDS)
+def test_rest_trades_have_the_documented_shape(venue):
+    references = _rest_references(venue)
+    if not references:
+        pytest.skip(f"{venue}: no documented REST trade answer to hold it to (UNHELD_TEMPLATES)")
+
+    async def fetch() -> list[Any]:
         async with SimVenue(venue, seed=5, trades_per_s=0, backlog=30, symbols=["BTC"]) as sim:
             symbol = next(iter(sim.instruments))
             from pumpwatch.venues import HttpRequest
 
-            request = HttpRequest("GET", path, {k: v.format(symbol=symbol) for k, v in query.items()})
-            return json.loads(await http_fetch(sim.rest_url, request))
+            out = []
+            for path, query, _, _ in references:
+                request = HttpRequest("GET", path, {k: v.format(symbol=symbol) for k, v in query.items()})
+                out.append(json.loads(await http_fetch(sim.rest_url, request)))
+            return out
 
-    _match(venue, f"REST {path}", [asyncio.run(fetch())], [documented])
+    for (path, _, documented, name), answer in zip(references, asyncio.run(fetch()), strict=True):
+        _match(venue, f"REST {path}", [answer], [documented])
+        _match(venue, f"REST {path}", [answer], [templates(venue)[name].specimen()])  # and it is the template
+
+
+@pytest.mark.parametrize("venue", VENUE_IDS)
+def test_rest_templates_have_the_documented_shape(venue):
+    held = {name: documented for _, _, documented, name in _rest_references(venue)}
+    for name, tpl in templates(venue).items():
+        if not name.startswith("REST ") or (venue, name) in UNHELD_TEMPLATES:
+            continue
+        assert name in held, f"{venue}: template {name!r} is held to no documented answer; add it to REST_MORE"
+        _match(venue, f"template {name!r}", [tpl.specimen()], [held[name]])

@@ -5,7 +5,8 @@ One WebSocket endpoint on 127.0.0.1 that takes the recorder's SUBSCRIBE and then
 (so a loss is countable) and the send time as the exchange time (so a recorder's lag is
 measurable: its receive time minus the trade's). It answers pings; it needs no `websockets`
 on its hot path: server frames are unmasked, so a chunk of thousands of frames is made by one
-`%` format of a pre-encoded template and written in one call. When the reader falls behind, TCP
+`%` format of a pre-encoded template (rendered from the simulator's own template of the frame,
+sim/wire/binance-usdm.json) and written in one call. When the reader falls behind, TCP
 pushes back and the feeder stops producing until its write buffer drains (it never drops and
 never buffers without bound); what it could not send on time is reported as `behind`.
 
@@ -25,6 +26,9 @@ import json
 import struct
 import sys
 import time
+from typing import cast
+
+from .wire import template
 
 SYMBOL = "BTCUSDT"
 FIRST_ID = 5_000_000_000  # ten digits for the whole run: every frame has the same length
@@ -33,10 +37,7 @@ TICK_S = 0.005
 #: Bytes waiting in the feeder's write buffer past which it stops producing (the reader is behind).
 HIGH_WATER = 4 << 20
 #: A Binance USDⓈ-M @trade frame on the combined stream, as the venue sends it (§2.2).
-FRAME = (
-    '{"stream":"btcusdt@trade","data":{"e":"trade","E":%(ts)d,"T":%(ts)d,"s":"BTCUSDT","t":%%d,'
-    '"p":"%(price)s","q":"%(qty)s","X":"MARKET","m":%(maker)s,"st":1}}'
-)
+WIRE = template("binance-usdm", "@trade combined")
 PRICES = ("64998.4", "64998.3", "65002.7", "65003.1")
 QTYS = ("0.00377", "0.01311", "0.00600", "0.03976")
 
@@ -49,29 +50,40 @@ def _ws_header(n: int) -> bytes:
     return bytes((0x81, 127)) + struct.pack("!Q", n)
 
 
+def frame_text(ts_ms: int, variant: int) -> str:
+    """One @trade frame's text with a `%d` where the trade id goes (the other values have no `%`)."""
+    return WIRE.render(
+        stream=SYMBOL.lower() + "@trade",
+        E=ts_ms,
+        T=ts_ms,
+        s=SYMBOL,
+        t="%d",
+        p=PRICES[variant % 4],
+        q=QTYS[variant % 4],
+        X="MARKET",
+        m=bool(variant % 2),
+    )
+
+
 def chunk_template(ts_ms: int, k: int, variant: int) -> bytes:
     """`k` whole WebSocket frames with one `%d` each for the trade id."""
-    text = FRAME % {
-        "ts": ts_ms,
-        "price": PRICES[variant % 4],
-        "qty": QTYS[variant % 4],
-        "maker": "true" if variant % 2 else "false",
-    }
+    text = frame_text(ts_ms, variant)
     frame_len = len(text % FIRST_ID)
     one = _ws_header(frame_len) + text.encode()
     return one * k
 
 
 class FeedProtocol(asyncio.Protocol):
+    transport: asyncio.Transport  # set by connection_made, before anything else is called
+
     def __init__(self, feeder: Feeder) -> None:
         self.feeder = feeder
         self.buf = b""
         self.upgraded = False
-        self.transport: asyncio.Transport | None = None
         self.paused = False
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # create_server gives stream transports
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -130,7 +142,7 @@ class FeedProtocol(asyncio.Protocol):
                     self.transport.write(_ws_header(len(ack)) + ack)
                     self.feeder.subscribed(self)
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self.feeder.lost(self)
 
 
@@ -164,9 +176,10 @@ class Feeder:
 
     async def pump(self) -> None:
         proto = self.client
+        assert proto is not None, "pump starts when a client subscribed"
         t0 = self.started = time.monotonic()
         total = int(self.rate * self.seconds)
-        templates: dict[int, bytes] = {}
+        templates: dict[tuple[int, int, int], bytes] = {}
         variant = 0
         while self.next_id - FIRST_ID < total and not self.done.is_set():
             now = time.monotonic()

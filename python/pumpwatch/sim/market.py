@@ -308,12 +308,12 @@ class Tape:
         return 1.0 + (PUMP_RATE - 1.0) * math.exp(-age / PUMP_RAMP_S)
 
     def _pump_target(self, ts_ns: int) -> float | None:
-        start_ns = self._pump_start_ns()
-        if start_ns is None or ts_ns < start_ns:
+        start_ns, pump = self._pump_start_ns(), self.inst.pump  # no pump: no start either
+        if start_ns is None or pump is None or ts_ns < start_ns:
             return None
         progress = min(1.0, max(0.0, (ts_ns - start_ns) / 1e9 / PUMP_RAMP_S))
         start = self.inst.start_price_units / self.inst.tick_units
-        return start * (1.0 + (self.inst.pump - 1.0) * progress)
+        return start * (1.0 + (pump - 1.0) * progress)
 
     def next_order(self, ts_ns: int, resolution_ns: int = 1, strictly_increasing: bool = False) -> list[Fill]:
         """The fills of the next taker order at `ts_ns` (truncated to the venue's resolution and

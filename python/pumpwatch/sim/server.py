@@ -24,7 +24,8 @@ import math
 import random
 import time
 from collections import deque
-from typing import Any, Self
+from collections.abc import Callable
+from typing import Any, Self, cast
 from urllib.parse import parse_qs
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -44,6 +45,7 @@ from .market import (
     Tape,
     asset_for,
 )
+from .protocols import VenueClient
 from .venues import FAMILIES, VENUE_IDS, BadRequest, Publication, SentTrade
 
 log = logging.getLogger("pumpwatch.sim")
@@ -110,16 +112,18 @@ class ConnectionRate:
 
 
 class TokenBucket:
-    """A venue's REST rate limit: `capacity` tokens, refilled evenly over `period_s`."""
+    """A venue's REST rate limit: `capacity` tokens, refilled evenly over `period_s`. `clock` (seconds,
+    monotonic) is replaceable, so a test can hold time still or move it on."""
 
-    def __init__(self, capacity: int, period_s: float):
+    def __init__(self, capacity: int, period_s: float, clock: Callable[[], float] = time.monotonic):
         self.capacity = float(capacity)
         self.rate = capacity / period_s
         self.tokens = float(capacity)
-        self.stamp = time.monotonic()
+        self.clock = clock
+        self.stamp = clock()
 
     def take(self, n: int) -> bool:
-        now = time.monotonic()
+        now = self.clock()
         self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
         if self.tokens < n:
@@ -148,8 +152,7 @@ class _Connection(ServerConnection):
 class Client:
     """One connected socket: its subscriptions, heartbeat clocks and outgoing queue.
 
-    Venue classes use `send`, `close`, `heartbeat`, `answer_ping`, `topics`, `state`, `role`,
-    `dialect`, `conn_id`, `path` and `query`.
+    Venue classes see it as a `protocols.VenueClient`.
     """
 
     def __init__(self, venue: SimVenue, ws: _Connection, role: str):
@@ -157,6 +160,7 @@ class Client:
         self.ws = ws
         self.role = role
         self.dialect = ""  # which rendering of a publication this socket receives
+        assert ws.request is not None, "a Client is made for a socket whose handshake was accepted"
         path, _, qs = ws.request.path.partition("?")
         self.path = path or "/"
         self.query = {k: v[0] for k, v in parse_qs(qs, keep_blank_values=True).items()}
@@ -225,7 +229,8 @@ class Client:
 
         async def send_ping() -> None:
             try:
-                pong = await self.ws.ping()
+                # `ping` gives the future its pong resolves (typed only as an awaitable).
+                pong = asyncio.ensure_future(await self.ws.ping())
             except ConnectionClosed:
                 return
             pong.add_done_callback(lambda f: None if f.cancelled() or f.exception() else self.answer_ping())
@@ -299,7 +304,7 @@ class SimVenue:
             self._add(self.protocol.instrument(asset_for(natives.get(s, s))))
         self._weight_total = sum(i.weight for i in self.instruments.values()) or 1.0
         self._clients: set[Client] = set()
-        self._subscribers: dict[str, set[Client]] = {}
+        self._subscribers: dict[str, set[VenueClient]] = {}
         # The exchange's connection-rate limit and shared REST pools, shared with its other market
         # when the Simulator runs both (`connection_rates`, `rest_pools`: one dict each for all).
         rates = connection_rates if connection_rates is not None else {}
@@ -580,7 +585,12 @@ class SimVenue:
             if notice is not None:
                 c.send(notice)
         loop = asyncio.get_running_loop()
-        loop.call_later(self.scaled(grace_s), lambda: [c.close(1001, "service upgrade") for c in clients])
+
+        def close_all() -> None:
+            for c in clients:
+                c.close(1001, "service upgrade")
+
+        loop.call_later(self.scaled(grace_s), close_all)
 
     # -- services for the venue classes
 
@@ -601,11 +611,11 @@ class SimVenue:
         """Published fills of `symbol`, oldest first (Binance `X=NA` records included)."""
         return self._history.get(symbol, [])
 
-    def subscribe(self, client: Client, topic: str) -> None:
+    def subscribe(self, client: VenueClient, topic: str) -> None:
         client.topics.add(topic)
         self._subscribers.setdefault(topic, set()).add(client)
 
-    def unsubscribe(self, client: Client, topic: str) -> None:
+    def unsubscribe(self, client: VenueClient, topic: str) -> None:
         client.topics.discard(topic)
         self._subscribers.get(topic, set()).discard(client)
 
@@ -779,7 +789,8 @@ class SimVenue:
         if len(client.incoming) > count:
             client.close(1008, "too many messages")
 
-    async def _handle(self, ws: _Connection) -> None:
+    async def _handle(self, connection: ServerConnection) -> None:
+        ws = cast(_Connection, connection)  # serve(create_connection=_Connection) made it one
         client = Client(self, ws, ws.sim_role or "")
         ws.sim_client = client
         self._clients.add(client)
@@ -847,7 +858,8 @@ class SimVenue:
 
     # -- REST
 
-    def _process_request(self, connection: _Connection, request: Request) -> Response | None:
+    def _process_request(self, server_connection: ServerConnection, request: Request) -> Response | None:
+        connection = cast(_Connection, server_connection)  # serve(create_connection=_Connection) made it one
         path, _, qs = request.path.partition("?")
         path = path or "/"
         if request.headers.get("Upgrade", "").lower() == "websocket":

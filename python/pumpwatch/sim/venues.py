@@ -3,10 +3,14 @@
 Each class holds only its venue's facts (docs/VENUES.md, cited as §n): WebSocket paths, subscribe /
 ack / error frames, its heartbeat rule, frame shapes of trades, REST routes with their limits and
 rate buckets. Everything shared (sockets, fan-out, faults, heartbeat enforcement, token buckets,
-the record of what was sent) lives in server.py; the trade generator and id semantics in market.py.
+the record of what was sent) lives in server.py, which a venue class reaches only through the
+`VenueClient` and `VenueHost` protocols (protocols.py); the trade generator and id semantics live in
+market.py.
 
-Frames are written with compact separators and the key order of the real frames in
-tests/samples, so they are byte-shaped like what the exchanges send.
+Trade messages are rendered from the venue's templates in wire/ (one real frame per message type,
+values as placeholders, held against tests/samples by tests/test_sim_shapes.py); the other frames
+are written with compact separators and the key order of the real frames in tests/samples, so
+everything is byte-shaped like what the exchanges send.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, cast, overload
 
 from .market import (
     Asset,
@@ -32,9 +36,8 @@ from .market import (
     make_instrument,
     units_text,
 )
-
-if TYPE_CHECKING:
-    from .server import Client, SimVenue
+from .protocols import VenueClient, VenueHost
+from .wire import template
 
 DAY_S = 86_400.0
 
@@ -150,6 +153,12 @@ def _ms(ts_ns: int) -> int:
     return ts_ns // 1_000_000
 
 
+def _num_id(f: Fill) -> int:
+    """A Binance fill's id: Binance ids are consecutive integers, so every fill has one."""
+    assert f.num_id is not None, f"fill {f.trade_id} has no integer id"
+    return f.num_id
+
+
 def _side_cap(side: str) -> str:
     return "Buy" if side == "buy" else "Sell"
 
@@ -182,7 +191,7 @@ class Venue:
     lifetime_close_reason = "connection lifetime reached"
     buckets: ClassVar[dict[str, tuple[int, float]]] = {}  # name -> (capacity, refill period in seconds)
 
-    def __init__(self, venue_id: str, sim: SimVenue):
+    def __init__(self, venue_id: str, sim: VenueHost):
         self.venue_id = venue_id
         self.sim = sim
         self.routes: dict[tuple[str, str], Route] = {}
@@ -213,16 +222,16 @@ class Venue:
         """The kind of socket a WebSocket request for `path` opens, or None (404)."""
         return "public" if path == self.ws_path else None
 
-    def on_open(self, client: Client) -> None:
+    def on_open(self, client: VenueClient) -> None:
         pass
 
-    def on_text(self, client: Client, text: str) -> None:
+    def on_text(self, client: VenueClient, text: str) -> None:
         raise NotImplementedError
 
     def publications(self, inst: Instrument, fills: list[Fill]) -> list[Publication]:
         raise NotImplementedError
 
-    def shutdown_notice(self, client: Client) -> str | None:
+    def shutdown_notice(self, client: VenueClient) -> str | None:
         """The frame announcing a maintenance disconnect, where the venue sends one."""
         return None
 
@@ -244,6 +253,18 @@ class Venue:
 
     def route(self, method: str, path: str, handler, bucket: str, weight: int = 1) -> None:
         self.routes[(method, path)] = Route(handler, bucket, weight)
+
+    @overload
+    @staticmethod
+    def int_param(
+        q: dict[str, str], name: str, default: int, low: int, high: int, error: Callable[[str], Any]
+    ) -> int: ...
+
+    @overload
+    @staticmethod
+    def int_param(
+        q: dict[str, str], name: str, default: int | None, low: int, high: int, error: Callable[[str], Any]
+    ) -> int | None: ...
 
     @staticmethod
     def int_param(
@@ -285,6 +306,10 @@ class Binance(Venue):
 
     def __init__(self, venue_id, sim):
         super().__init__(venue_id, sim)
+        self.wire_combined = template(venue_id, "@trade combined")
+        self.wire_raw = template(venue_id, "@trade raw")
+        self.wire_rest = template(venue_id, "REST trades")
+        self.wire_agg = template(venue_id, "REST aggTrades")
         p = "/fapi/v1" if self.futures else "/api/v3"
         heavy = 20 if self.futures else 25
         self.route("GET", f"{p}/exchangeInfo", self.rest_exchange_info, "weight", 1 if self.futures else 20)
@@ -323,7 +348,7 @@ class Binance(Venue):
             named = [client.path.rsplit("/", 1)[1]]
         self._subscribe(client, [s for s in named if s])
 
-    def _subscribe(self, client: Client, streams: list[str]) -> None:
+    def _subscribe(self, client: VenueClient, streams: list[str]) -> None:
         for s in streams:
             if s in client.state["streams"]:
                 continue
@@ -333,7 +358,7 @@ class Binance(Venue):
             if _BINANCE_STREAM.match(s) and not client.role.endswith("silent"):
                 self.sim.subscribe(client, s)
 
-    def _error(self, client: Client, code: int, msg: str, req_id: Any = None) -> None:
+    def _error(self, client: VenueClient, code: int, msg: str, req_id: Any = None) -> None:
         client.send(dumps({"code": code, "msg": msg, "id": req_id}))
 
     def on_text(self, client, text):
@@ -381,22 +406,13 @@ class Binance(Venue):
             return dumps({"stream": "!serverShutdown", "data": event})
         return dumps(event)
 
-    def _payload(self, inst: Instrument, f: Fill) -> dict:
+    def _payload(self, inst: Instrument, f: Fill) -> dict[str, Any]:
+        """The values of one @trade event (the template's placeholders)."""
         t = _ms(f.ts_ns)
         price = "0" if f.placeholder else inst.price_text(f.price)
         qty = "0" if f.placeholder else inst.qty_text(f.qty)
         m = f.side == "sell"  # the buyer was the maker: the taker sold
-        return {
-            "e": "trade",
-            "E": t + 1,
-            "s": inst.symbol,
-            "t": f.num_id,
-            "p": price,
-            "q": qty,
-            "T": t,
-            "m": m,
-            "M": True,
-        }
+        return {"E": t + 1, "s": inst.symbol, "t": f.num_id, "p": price, "q": qty, "T": t, "m": m}
 
     def publications(self, inst, fills):
         topic = f"{inst.symbol.lower()}@trade"
@@ -406,7 +422,7 @@ class Binance(Venue):
             out.append(
                 Publication(
                     topic,
-                    {"combined": dumps({"stream": topic, "data": data}), "raw": dumps(data)},
+                    {"combined": self.wire_combined.render(stream=topic, **data), "raw": self.wire_raw.render(**data)},
                     [] if f.placeholder else [self.trade(inst, f)],
                     "trades",
                 )
@@ -425,20 +441,17 @@ class Binance(Venue):
     def _param_error(msg):
         return {"code": -1100, "msg": f"Illegal characters found in a parameter: {msg}."}
 
-    def _row(self, inst: Instrument, f: Fill) -> dict:
-        row = {
+    def _row(self, inst: Instrument, f: Fill) -> dict[str, Any]:
+        """One trade's values in a trades / historicalTrades answer (USDⓈ-M rows say `isRPITrade`)."""
+        return {
             "id": f.num_id,
             "price": inst.price_text(f.price),
             "qty": inst.qty_text(f.qty),
             "quoteQty": quote_qty(inst, f),
             "time": _ms(f.ts_ns),
             "isBuyerMaker": f.side == "sell",
+            "isRPITrade": f.rpi,
         }
-        if self.futures:
-            row["isRPITrade"] = f.rpi
-        else:
-            row["isBestMatch"] = True
-        return row
 
     def rest_historical_trades(self, q):
         if self.futures and not self.request_headers.get("X-MBX-APIKEY"):
@@ -452,14 +465,14 @@ class Binance(Venue):
         if from_id is None:
             rows = trailing([f for f in history[-4 * limit :] if not f.placeholder], limit)
         else:
-            start = bisect.bisect_left(history, from_id, key=lambda f: f.num_id)
+            start = bisect.bisect_left(history, from_id, key=_num_id)
             rows = []
             for f in history[start:]:
                 if len(rows) == limit:
                     break
                 if not f.placeholder:  # market trades only: NA/ADL ids are holes in REST (§2.3)
                     rows.append(f)
-        return 200, [self._row(inst, f) for f in rows]
+        return 200, self.wire_rest.fill([self._row(inst, f) for f in rows])
 
     def _aggregates(self, symbol: str) -> list[list[Fill]]:
         """The aggTrades of a symbol: runs of market fills of one taker order at one price, with
@@ -470,7 +483,7 @@ class Binance(Venue):
                 out.append([])
                 continue
             last = out[-1] if out and out[-1] else None
-            if last is not None and (last[-1].order, last[-1].level, last[-1].num_id + 1) == (
+            if last is not None and (last[-1].order, last[-1].level, _num_id(last[-1]) + 1) == (
                 f.order,
                 f.level,
                 f.num_id,
@@ -505,7 +518,7 @@ class Binance(Venue):
             ]
         else:
             aggs = trailing(aggs, limit)
-        return 200, [
+        return 200, self.wire_agg.fill(
             {
                 "a": a,
                 "p": inst.price_text(run[0].price),
@@ -516,13 +529,13 @@ class Binance(Venue):
                 "m": run[0].side == "sell",
             }
             for a, run in aggs[:limit]
-        ]
+        )
 
     def rest_trades(self, q):
         inst = self._symbol(q)
         limit = self.int_param(q, "limit", 500, 1, 1000, self._param_error)
         fills = [f for f in self.sim.history(inst.symbol)[-4 * limit :] if not f.placeholder]
-        return 200, [self._row(inst, f) for f in trailing(fills, limit)]
+        return 200, self.wire_rest.fill([self._row(inst, f) for f in trailing(fills, limit)])
 
     def rest_exchange_info(self, q):
         symbols = []
@@ -629,18 +642,8 @@ class BinanceUsdm(Binance):
             x, price, qty = "NA", "0", "0"
         else:
             x, price, qty = ("RPI" if f.rpi else "MARKET"), inst.price_text(f.price), inst.qty_text(f.qty)
-        return {
-            "e": "trade",
-            "E": t + 1,
-            "T": t,
-            "s": inst.symbol,
-            "t": f.num_id,
-            "p": price,
-            "q": qty,
-            "X": x,
-            "m": True if f.placeholder else f.side == "sell",
-            "st": 1,
-        }
+        m = True if f.placeholder else f.side == "sell"
+        return {"E": t + 1, "T": t, "s": inst.symbol, "t": f.num_id, "p": price, "q": qty, "X": x, "m": m}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -664,6 +667,8 @@ class Bybit(Venue):
         self.route("GET", "/v5/market/instruments-info", self.rest_instruments, "ip")
         self.route("GET", "/v5/market/recent-trade", self.rest_recent_trade, "ip")
         self.last_tick: dict[str, tuple[int, str]] = {}
+        self.wire = template(venue_id, "publicTrade")
+        self.wire_rest = template(venue_id, "REST trades")
 
     def symbol_for(self, base):
         return f"{base}USDT"
@@ -675,7 +680,7 @@ class Bybit(Venue):
     def id_scheme(self, inst):
         return BybitSpotIds() if self.spot else BybitLinearIds()
 
-    def _reply(self, client: Client, op: str, success: bool, ret_msg: str, req_id: Any) -> None:
+    def _reply(self, client: VenueClient, op: str, success: bool, ret_msg: str, req_id: Any) -> None:
         # Key order and req_id presence as recorded (samples/bybit_*.control.jsonl): linear always
         # carries req_id, spot only when the request had one.
         msg: dict[str, Any] = {"success": success, "ret_msg": ret_msg, "conn_id": client.conn_id}
@@ -725,33 +730,21 @@ class Bybit(Venue):
         self.last_tick[symbol] = (price, d)
         return d
 
-    def _row(self, inst: Instrument, f: Fill) -> dict:
-        t = _ms(f.ts_ns)
-        p, v, s = inst.price_text(f.price), inst.qty_text(f.qty), _side_cap(f.side)
-        if self.spot:
-            return {
-                "i": f.trade_id,
-                "T": t,
-                "p": p,
-                "v": v,
-                "S": s,
-                "seq": f.extra["seq"],
-                "s": inst.symbol,
-                "BT": False,
-                "RPI": f.rpi,
-            }
-        return {
-            "T": t,
-            "s": inst.symbol,
-            "S": s,
-            "v": v,
-            "p": p,
-            "L": self._tick_direction(inst.symbol, f.price),
+    def _row(self, inst: Instrument, f: Fill) -> dict[str, Any]:
+        """One trade's values in a publicTrade message (the template's row placeholders)."""
+        row = {
             "i": f.trade_id,
-            "BT": False,
-            "RPI": f.rpi,
+            "T": _ms(f.ts_ns),
+            "p": inst.price_text(f.price),
+            "v": inst.qty_text(f.qty),
+            "S": _side_cap(f.side),
             "seq": f.extra["seq"],
+            "s": inst.symbol,
+            "RPI": f.rpi,
         }
+        if not self.spot:  # linear rows say how the price moved; spot rows do not
+            row["L"] = self._tick_direction(inst.symbol, f.price)
+        return row
 
     def publications(self, inst, fills):
         # One message per match, up to 1024 fills each (§3.2).
@@ -760,12 +753,8 @@ class Bybit(Venue):
         for start in range(0, len(fills), 1024):
             chunk = fills[start : start + 1024]
             ts = _ms(chunk[-1].ts_ns) + 1
-            data = [self._row(inst, f) for f in chunk]
-            if self.spot:
-                msg = {"topic": topic, "ts": ts, "type": "snapshot", "data": data}
-            else:
-                msg = {"topic": topic, "type": "snapshot", "ts": ts, "data": data}
-            out.append(Publication(topic, {"": dumps(msg)}, [self.trade(inst, f) for f in chunk], "trades"))
+            frame = self.wire.render([self._row(inst, f) for f in chunk], topic=topic, ts=ts)
+            out.append(Publication(topic, {"": frame}, [self.trade(inst, f) for f in chunk], "trades"))
         return out
 
     # -- REST (§3.3)
@@ -791,14 +780,13 @@ class Bybit(Venue):
                 "price": inst.price_text(f.price),
                 "size": inst.qty_text(f.qty),
                 "side": _side_cap(f.side),
-                "time": str(_ms(f.ts_ns)),
-                "isBlockTrade": False,
+                "time": _ms(f.ts_ns),
                 "isRPITrade": f.rpi,
-                "seq": str(f.extra["seq"]),
+                "seq": f.extra["seq"],
             }
             for f in reversed(trailing(self.sim.history(inst.symbol), limit))
         ]
-        return self._envelope({"category": self.category, "list": rows})
+        return 200, self.wire_rest.fill(rows, category=self.category, server_time=_ms(self.sim.now_ns()))
 
     def rest_instruments(self, q):
         if q.get("category") != self.category:
@@ -870,6 +858,9 @@ class Okx(Venue):
         super().__init__(venue_id, sim)
         self.swap = venue_id == "okx-swap"
         self.inst_type = "SWAP" if self.swap else "SPOT"
+        self.wire_all = template(venue_id, "trades-all")
+        self.wire_trades = template(venue_id, "trades")
+        self.wire_rest = template(venue_id, "REST trades")
         self.route("GET", "/api/v5/public/instruments", self.rest_instruments, "instruments")
         self.route("GET", "/api/v5/market/history-trades", self.rest_history_trades, "history")
         self.route("GET", "/api/v5/market/trades", self.rest_trades, "trades")
@@ -883,7 +874,7 @@ class Okx(Venue):
     def ws_role(self, path, headers):
         return {"/ws/v5/public": "public", "/ws/v5/business": "business"}.get(path)
 
-    def _send(self, client: Client, req_id: Any, body: dict) -> None:
+    def _send(self, client: VenueClient, req_id: Any, body: dict) -> None:
         client.send(dumps(({"id": req_id} if req_id is not None else {}) | body | {"connId": client.conn_id}))
 
     def on_text(self, client, text):
@@ -908,7 +899,8 @@ class Okx(Venue):
                 )
             channel, inst_id = arg.get("channel"), arg.get("instId")
             # trades is served on /public, trades-all on /business only (§4.1).
-            wanted = {"trades": "public", "trades-all": "business"}.get(channel)
+            sockets: dict[Any, str] = {"trades": "public", "trades-all": "business"}
+            wanted = sockets.get(channel)
             if wanted != client.role or self.instrument_or_none(inst_id) is None:
                 return self._send(
                     client,
@@ -946,17 +938,10 @@ class Okx(Venue):
                 "px": inst.price_text(f.price),
                 "sz": inst.qty_text(f.qty),
                 "side": f.side,
-                "source": "0",
-                "ts": str(_ms(f.ts_ns)),
+                "ts": _ms(f.ts_ns),
             }
-            out.append(
-                Publication(
-                    all_topic,
-                    {"": dumps({"arg": {"channel": "trades-all", "instId": inst.symbol}, "data": [row]})},
-                    [self.trade(inst, f)],
-                    "trades-all",
-                )
-            )
+            frame = self.wire_all.render([row], channel_inst=inst.symbol)
+            out.append(Publication(all_topic, {"": frame}, [self.trade(inst, f)], "trades-all"))
         # `trades` aggregates per taker order and price: tradeId is the last id, count the fills,
         # sz the sum (§4.2).
         topic = f"trades:{inst.symbol}"
@@ -968,17 +953,11 @@ class Okx(Venue):
                 "px": inst.price_text(last.price),
                 "sz": qty,
                 "side": last.side,
-                "ts": str(_ms(last.ts_ns)),
-                "count": str(len(level)),
+                "ts": _ms(last.ts_ns),
+                "count": len(level),
             }
-            out.append(
-                Publication(
-                    topic,
-                    {"": dumps({"arg": {"channel": "trades", "instId": inst.symbol}, "data": [row]})},
-                    [self.trade(inst, last, qty=qty)],
-                    "trades",
-                )
-            )
+            frame = self.wire_trades.render([row], channel_inst=inst.symbol)
+            out.append(Publication(topic, {"": frame}, [self.trade(inst, last, qty=qty)], "trades"))
         return out
 
     # -- REST (§4.3)
@@ -986,15 +965,15 @@ class Okx(Venue):
     def _ok(self, data: list) -> tuple[int, Any]:
         return 200, {"code": "0", "msg": "", "data": data}
 
-    def _row(self, inst: Instrument, f: Fill) -> dict:
+    def _row(self, inst: Instrument, f: Fill) -> dict[str, Any]:
+        """One trade's values in a history-trades / trades answer."""
         return {
             "instId": inst.symbol,
             "side": f.side,
             "sz": inst.qty_text(f.qty),
             "px": inst.price_text(f.price),
-            "source": "0",
             "tradeId": f.trade_id,
-            "ts": str(_ms(f.ts_ns)),
+            "ts": _ms(f.ts_ns),
         }
 
     @staticmethod
@@ -1023,12 +1002,13 @@ class Okx(Venue):
         hi = len(history) if after is None else bisect.bisect_left(history, after, key=key)
         lo = 0 if before is None else bisect.bisect_right(history, before, key=key)
         rows = history[max(lo, hi - limit) : hi] if before is None or after is not None else history[lo : lo + limit]
-        return self._ok([self._row(inst, f) for f in reversed(rows)])
+        return 200, self.wire_rest.fill([self._row(inst, f) for f in reversed(rows)])
 
     def rest_trades(self, q):
         inst = self._inst(q)
         limit = self.int_param(q, "limit", 100, 1, 500, self._error)
-        return self._ok([self._row(inst, f) for f in reversed(trailing(self.sim.history(inst.symbol), limit))])
+        rows = reversed(trailing(self.sim.history(inst.symbol), limit))
+        return 200, self.wire_rest.fill([self._row(inst, f) for f in rows])
 
     def rest_instruments(self, q):
         if q.get("instType") != self.inst_type:
@@ -1037,7 +1017,7 @@ class Okx(Venue):
         now = self.sim.now_ns()
         for inst in self.listed():
             tick, lot = inst.price_text(inst.tick_units), inst.qty_text(inst.lot_units)
-            row = {
+            row: dict[str, Any] = {
                 "instType": self.inst_type,
                 "instId": inst.symbol,
                 "uly": "",
@@ -1105,6 +1085,8 @@ class Kucoin(Venue):
         super().__init__(venue_id, sim)
         self.futures = venue_id == "kucoin-futures"
         self.topic_prefix = "/contractMarket/execution:" if self.futures else "/market/match:"
+        self.wire = template(venue_id, self.topic_prefix[:-1])
+        self.wire_rest = template(venue_id, "REST trades")
         self.tokens: set[str] = set()
         self.route("POST", "/api/v1/bullet-public", self.rest_bullet, "public", 10)
         if self.futures:
@@ -1138,7 +1120,7 @@ class Kucoin(Venue):
             return client.close(4001, "token is invalid")
         client.send(dumps({"id": connect_id, "type": "welcome"}))
 
-    def _error(self, client: Client, req_id: Any, code: int, data: str) -> None:
+    def _error(self, client: VenueClient, req_id: Any, code: int, data: str) -> None:
         client.send(dumps({"id": str(req_id), "type": "error", "code": code, "data": data}))
 
     def on_text(self, client, text):
@@ -1180,44 +1162,24 @@ class Kucoin(Venue):
         topic = self.topic_prefix + inst.symbol
         out = []
         for f in fills:
-            if self.futures:
-                seq = f.extra["sequence"]
-                msg = {
-                    "topic": topic,
-                    "type": "message",
-                    "subject": "match",
-                    "sn": seq,
-                    "data": {
-                        "symbol": inst.symbol,
-                        "sequence": seq,
-                        "side": f.side,
-                        "size": int(inst.qty_text(f.qty)),
-                        "price": inst.price_text(f.price),
-                        "takerOrderId": f.extra["taker"],
-                        "makerOrderId": f.extra["maker"],
-                        "tradeId": f.extra["trade_id_field"],
-                        "ts": f.ts_ns,
-                    },
-                }
-            else:
-                msg = {
-                    "topic": topic,
-                    "type": "message",
-                    "subject": "trade.l3match",
-                    "data": {
-                        "makerOrderId": f.extra["maker"],
-                        "price": inst.price_text(f.price),
-                        "sequence": str(f.extra["sequence"]),
-                        "side": f.side,
-                        "size": inst.qty_text(f.qty),
-                        "symbol": inst.symbol,
-                        "takerOrderId": f.extra["taker"],
-                        "time": str(f.ts_ns),
-                        "tradeId": f.extra["trade_id_field"],
-                        "type": "match",
-                    },
-                }
-            out.append(Publication(topic, {"": dumps(msg)}, [self.trade(inst, f)], "trades"))
+            seq = f.extra["sequence"]
+            qty = inst.qty_text(f.qty)
+            # The two templates name what they need; the values the other has are not used.
+            frame = self.wire.render(
+                topic=topic,
+                sn=seq,  # futures only: the message's sequence, the trade's
+                symbol=inst.symbol,
+                sequence=seq,
+                side=f.side,
+                size=int(qty) if self.futures else qty,  # futures: whole contracts, a JSON integer
+                price=inst.price_text(f.price),
+                takerOrderId=f.extra["taker"],
+                makerOrderId=f.extra["maker"],
+                tradeId=f.extra["trade_id_field"],
+                ts=f.ts_ns,  # futures `ts`, spot `time`: nanoseconds
+                time=f.ts_ns,
+            )
+            out.append(Publication(topic, {"": frame}, [self.trade(inst, f)], "trades"))
         return out
 
     # -- REST (§5.1, §5.3, §6)
@@ -1246,33 +1208,23 @@ class Kucoin(Venue):
         inst = self.instrument_or_none(q.get("symbol"))
         if inst is None:
             raise BadRequest({"code": "400100", "msg": "symbol invalid"})
-        rows = []
-        for f in reversed(trailing(self.sim.history(inst.symbol), 100)):  # the last 100, no paging
-            if self.futures:
-                rows.append(
-                    {
-                        "sequence": f.extra["sequence"],
-                        "contractId": 1,
-                        "tradeId": f.extra["trade_id_field"],
-                        "makerOrderId": f.extra["maker"],
-                        "takerOrderId": f.extra["taker"],
-                        "ts": f.ts_ns,
-                        "size": int(inst.qty_text(f.qty)),
-                        "price": inst.price_text(f.price),
-                        "side": f.side,
-                    }
-                )
-            else:  # no tradeId in the spot REST rows: merge by sequence (§5.3)
-                rows.append(
-                    {
-                        "sequence": str(f.extra["sequence"]),
-                        "price": inst.price_text(f.price),
-                        "size": inst.qty_text(f.qty),
-                        "side": f.side,
-                        "time": f.ts_ns,
-                    }
-                )
-        return 200, {"code": "200000", "data": rows}
+        # The last 100, no paging. No tradeId in the spot rows: merge by sequence (§5.3); the spot
+        # template takes what it names (`time`), futures' theirs (`ts`, the ids).
+        rows = [
+            {
+                "sequence": f.extra["sequence"],
+                "tradeId": f.extra["trade_id_field"],
+                "makerOrderId": f.extra["maker"],
+                "takerOrderId": f.extra["taker"],
+                "ts": f.ts_ns,
+                "time": f.ts_ns,
+                "size": int(inst.qty_text(f.qty)) if self.futures else inst.qty_text(f.qty),
+                "price": inst.price_text(f.price),
+                "side": f.side,
+            }
+            for f in reversed(trailing(self.sim.history(inst.symbol), 100))
+        ]
+        return 200, self.wire_rest.fill(rows)
 
     def rest_symbols(self, q):
         data = [
@@ -1352,7 +1304,7 @@ class Kucoin(Venue):
                 "settleCurrency": "USDT",
                 "isInverse": False,
                 "status": "Init" if i.pre_trading(self.sim.now_ns()) else "Open",
-                "multiplier": float(i.contract_value),
+                "multiplier": float(cast(str, i.contract_value)),  # a contract's: always set
                 "lotSize": 1,
                 "tickSize": float(i.tick),
                 "firstOpenDate": _ms(i.listed_at_ns or 1_585_526_400_000_000_000),
@@ -1383,6 +1335,10 @@ class Gate(Venue):
         self.futures = venue_id == "gate-futures"
         self.prefix = "futures" if self.futures else "spot"
         self.ws_path = "/v4/ws/usdt" if self.futures else "/ws/v4/"
+        self.wire = template(venue_id, f"{self.prefix}.trades")
+        self.wire_size_decimal = template(venue_id, "futures.trades size-decimal") if self.futures else None
+        self.wire_rest = template(venue_id, "REST trades")
+        self.wire_rest_size_decimal = template(venue_id, "REST trades size-decimal") if self.futures else None
         # Spot create_time_ms has a fraction (`1788336082402.208000`): microseconds.
         self.resolution_ns = 1_000_000 if self.futures else 1_000
         if self.futures:
@@ -1412,7 +1368,7 @@ class Gate(Venue):
     def on_open(self, client):
         client.dialect = "size-decimal" if client.role == "size-decimal" else ""
 
-    def _reply(self, client: Client, channel: str, event: str, req_id: Any, **body: Any) -> None:
+    def _reply(self, client: VenueClient, channel: str, event: str, req_id: Any, **body: Any) -> None:
         now = self.sim.now_ns()
         msg: dict[str, Any] = {"time": now // 10**9, "time_ms": _ms(now)}
         if req_id is not None:
@@ -1463,30 +1419,22 @@ class Gate(Venue):
         if self.futures:
             # One message per match; `size` is signed contracts: positive = taker buy (§8).
             now = fills[-1].ts_ns
-            rows = {"": [], "size-decimal": []}
-            for f in fills:
-                for dialect, value in (("", self._int_size(inst, f)), ("size-decimal", self._signed_size(inst, f))):
-                    rows[dialect].append(
-                        {
-                            "id": f.num_id,
-                            "size": value,
-                            "create_time": f.ts_ns // 10**9,
-                            "create_time_ms": _ms(f.ts_ns),
-                            "price": inst.price_text(f.price),
-                            "contract": inst.symbol,
-                        }
-                    )
+            rows = [
+                {
+                    "id": f.num_id,
+                    "size": self._int_size(inst, f),
+                    "create_time": f.ts_ns // 10**9,
+                    "create_time_ms": _ms(f.ts_ns),
+                    "price": inst.price_text(f.price),
+                    "contract": inst.symbol,
+                }
+                for f in fills
+            ]
+            exact = [r | {"size": self._signed_size(inst, f)} for r, f in zip(rows, fills, strict=True)]
+            assert self.wire_size_decimal is not None
             frames = {
-                d: dumps(
-                    {
-                        "time": now // 10**9,
-                        "time_ms": _ms(now),
-                        "channel": "futures.trades",
-                        "event": "update",
-                        "result": r,
-                    }
-                )
-                for d, r in rows.items()
+                "": self.wire.render(rows, time=now // 10**9, time_ms=_ms(now)),
+                "size-decimal": self.wire_size_decimal.render(exact, time=now // 10**9, time_ms=_ms(now)),
             }
             return [Publication(topic, frames, [self.trade(inst, f) for f in fills], "trades")]
         # Spot: one message per taker order and price; `range` spans the market ids it covers and
@@ -1496,28 +1444,22 @@ class Gate(Venue):
             first, last = level[0], level[-1]
             qty = inst.qty_text(sum(f.qty for f in level))
             ts = last.ts_ns
-            result = {
-                "id": last.num_id,
-                "id_market": last.num_id,
-                "create_time": ts // 10**9,
-                "create_time_ms": f"{_ms(ts)}.{ts % 1_000_000:06d}",
-                "side": last.side,
-                "currency_pair": inst.symbol,
-                "amount": qty,
-                "price": inst.price_text(last.price),
-                "range": f"{first.num_id}-{last.num_id}",
-                "stock": inst.base,
-                "money": inst.quote,
-                "trade_mode": 0,
-            }
-            msg = {
-                "time": ts // 10**9,
-                "time_ms": _ms(ts),
-                "channel": "spot.trades",
-                "event": "update",
-                "result": result,
-            }
-            out.append(Publication(topic, {"": dumps(msg)}, [self.trade(inst, last, qty=qty)], "trades"))
+            frame = self.wire.render(
+                time=ts // 10**9,
+                time_ms=_ms(ts),
+                id=last.num_id,
+                id_market=last.num_id,
+                create_time=ts // 10**9,
+                create_time_ms=f"{_ms(ts)}.{ts % 1_000_000:06d}",
+                side=last.side,
+                currency_pair=inst.symbol,
+                amount=qty,
+                price=inst.price_text(last.price),
+                range=f"{first.num_id}-{last.num_id}",
+                stock=inst.base,
+                money=inst.quote,
+            )
+            out.append(Publication(topic, {"": frame}, [self.trade(inst, last, qty=qty)], "trades"))
         return out
 
     def shutdown_notice(self, client):
@@ -1593,8 +1535,11 @@ class Gate(Venue):
         hi = max(lo, hi - skip)
         rows = history[max(lo, hi - limit) : hi][::-1]  # newest first
         if self.futures:
-            size = self._signed_size if self._size_decimal() else self._int_size
-            return 200, [
+            exact = self._size_decimal()
+            size = self._signed_size if exact else self._int_size
+            wire = self.wire_rest_size_decimal if exact else self.wire_rest
+            assert wire is not None
+            return 200, wire.fill(
                 {
                     "id": f.num_id,
                     "create_time": f.ts_ns // 10**9,
@@ -1604,12 +1549,12 @@ class Gate(Venue):
                     "price": inst.price_text(f.price),
                 }
                 for f in rows
-            ]
+            )
         # Public rows: per fill, with sequence_id = the WS id_market of that fill (§7.3).
-        return 200, [
+        return 200, self.wire_rest.fill(
             {
                 "id": f.trade_id,
-                "create_time": str(f.ts_ns // 10**9),
+                "create_time": f.ts_ns // 10**9,
                 "create_time_ms": f"{_ms(f.ts_ns)}.{f.ts_ns % 1_000_000:06d}"[:-3],
                 "side": f.side,
                 "amount": inst.qty_text(f.qty),
@@ -1617,7 +1562,7 @@ class Gate(Venue):
                 "sequence_id": f.trade_id,
             }
             for f in rows
-        ]
+        )
 
     def rest_pairs(self, q):
         return 200, [
@@ -1705,12 +1650,14 @@ class Phemex(Venue):
         super().__init__(venue_id, sim)
         # Open connections of the client on the gateway; the Simulator gives phemex-spot and
         # phemex-perp the same set (share_phemex_gateway), so the sixth across both is refused.
-        self.gateway: set[Client] = set()
+        self.gateway: set[VenueClient] = set()
         self.refused = 0
         self.turnover_served: dict[str, str] = {}
         self.perp = venue_id == "phemex-perp"
         self.method = "trade_p" if self.perp else "trade"
         self.rows_key = "trades_p" if self.perp else "trades"
+        self.wire = template(venue_id, self.rows_key)
+        self.wire_rest = template(venue_id, "REST trades")
         self.sequence = 10**8  # the gateway's message sequence, shared by all symbols
         self.route("GET", "/public/products", self.rest_products, "ip")
         self.route("GET", "/public/cfg/v2/products", self.rest_products, "ip")
@@ -1742,7 +1689,7 @@ class Phemex(Venue):
         return int(inst.weight * 10**9) + zlib.crc32(inst.symbol.encode()) % 10**6
 
     def rest_tickers(self, q):
-        rows = []
+        rows: list[dict[str, Any]] = []
         for i in self.listed():
             t = self.turnover(i)
             self.turnover_served[i.symbol] = str(t)
@@ -1766,31 +1713,31 @@ class Phemex(Venue):
     def ws_role(self, path, headers):
         return "public" if path in ("/", "/ws") else None
 
-    def _row(self, inst: Instrument, f: Fill) -> list:
+    def _fields(self, inst: Instrument, f: Fill) -> dict[str, Any]:
+        """One trade row's values: perp prices and sizes as decimal text, spot as integers x 10^8."""
         if self.perp:
-            return [f.ts_ns, _side_cap(f.side), inst.price_text(f.price), inst.qty_text(f.qty)]
-        return [
-            f.ts_ns,
-            _side_cap(f.side),
-            f.price * 10 ** (PHEMEX_SCALE - inst.price_places),
-            f.qty * 10 ** (PHEMEX_SCALE - inst.qty_places),
-        ]
+            return {
+                "ts": f.ts_ns,
+                "side": _side_cap(f.side),
+                "price": inst.price_text(f.price),
+                "qty": inst.qty_text(f.qty),
+            }
+        return {
+            "ts": f.ts_ns,
+            "side": _side_cap(f.side),
+            "price": f.price * 10 ** (PHEMEX_SCALE - inst.price_places),
+            "qty": f.qty * 10 ** (PHEMEX_SCALE - inst.qty_places),
+        }
 
     def _next_sequence(self) -> int:
         self.sequence += 1 + self.sim.conn_rng.randrange(0, 40)  # order-book messages share it
         return self.sequence
 
     def _message(self, inst: Instrument, fills: list[Fill], kind: str) -> str:
-        return dumps(
-            {
-                "sequence": self._next_sequence(),
-                "symbol": inst.symbol,
-                self.rows_key: [self._row(inst, f) for f in fills],
-                "type": kind,
-            }
-        )
+        rows = [self._fields(inst, f) for f in fills]
+        return self.wire.render(rows, sequence=self._next_sequence(), symbol=inst.symbol, type=kind)
 
-    def _reply(self, client: Client, req_id: Any, result: Any = None, error: Any = None) -> None:
+    def _reply(self, client: VenueClient, req_id: Any, result: Any = None, error: Any = None) -> None:
         client.send(dumps({"error": error, "id": req_id, "result": result}))
 
     def on_text(self, client, text):
@@ -1837,12 +1784,8 @@ class Phemex(Venue):
         inst = self.instrument_or_none(q.get("symbol"))
         if inst is None:
             return 200, {"error": {"code": 6001, "message": "invalid argument"}, "id": 0, "result": None}
-        rows = [self._row(inst, f) for f in self._snapshot(inst.symbol)]
-        return 200, {
-            "error": None,
-            "id": 0,
-            "result": {"sequence": self.sequence, "symbol": inst.symbol, self.rows_key: rows, "type": "snapshot"},
-        }
+        rows = [self._fields(inst, f) for f in self._snapshot(inst.symbol)]
+        return 200, self.wire_rest.fill(rows, sequence=self.sequence, symbol=inst.symbol)
 
     def rest_products(self, q):
         products, perps = [], []

@@ -1,0 +1,197 @@
+"""The venues' trade messages as templates: one real frame per message type, values as placeholders.
+
+Each venue has one file here, `<venue>.json` (the venue ids of `pumpwatch.sim.VENUE_IDS`):
+
+    {"venue": "binance-usdm",
+     "messages": {"@trade raw": {"source": "...", "template": {"e": "trade", "E": "{E:int}", ...}}}}
+
+A template is a real frame of that type (from tests/samples, or the venue's documented example where
+the venue changed after our last capture; `source` says which) with key order kept and each value
+that varies replaced by a placeholder: a JSON string that is all `{name}` or `{name:kind}`, where
+`kind` says what the venue writes there:
+
+- `text` (the default): a JSON string (`"BTCUSDT"`, `"Buy"`, a hex order id);
+- `num`: a JSON string holding a plain decimal (`"83680.00"`, a nanosecond time `"1729843222921000000"`);
+- `int`: a JSON integer; `bool`: `true` or `false`.
+
+An array whose one element is an object or an array holds the message's trades: the element is
+the template of one row, repeated (comma-separated) for every row rendered. Everything else is a
+constant of the venue's format (`"e":"trade"`, `"st":1`) and is sent as written.
+
+The simulator compiles each WebSocket template once into a `%`-format string (server frames are
+rendered by one format per message, no JSON encoder on the hot path); REST answers, which the server
+encodes itself, are `fill`ed into JSON values. tests/test_sim_shapes.py holds every template against
+the real frames in tests/samples (REST ones against the documented responses docs/VENUES.md quotes),
+so a venue's trade shape is written here once.
+Values are put in as given, unescaped: they are the simulator's own symbols, ids and decimals
+(ASCII, no quote or backslash), which the shape test parses back as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+KINDS = ("text", "num", "int", "bool")
+#: A placeholder as JSON text: the quoted `{name}` / `{name:kind}` of a template value.
+_PLACEHOLDER = re.compile(r'"\{([A-Za-z_][A-Za-z0-9_]*)(?::([a-z]+))?\}"')
+_PLACEHOLDER_VALUE = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)(?::([a-z]+))?\}$")
+_ROWS = "{__rows__:rows}"  # where the rows go, while the envelope is compiled
+
+
+class TemplateError(ValueError):
+    """A template file that does not follow the rules above; the message names file and place."""
+
+
+def placeholder(value: Any) -> tuple[str, str] | None:
+    """(name, kind) when `value` is a placeholder, else None."""
+    if not isinstance(value, str):
+        return None
+    m = _PLACEHOLDER_VALUE.match(value)
+    return (m.group(1), m.group(2) or "text") if m else None
+
+
+def is_rows(value: Any) -> bool:
+    """An array holding the message's trades: one element, itself an object or an array."""
+    return isinstance(value, list) and len(value) == 1 and isinstance(value[0], (dict, list))
+
+
+class Template:
+    """One message type of one venue, compiled: `render(rows, **fields)` gives the frame's text."""
+
+    def __init__(self, venue: str, name: str, template: Any, source: str = ""):
+        self.venue, self.name, self.template, self.source = venue, name, template, source
+        where = f"{venue} {name!r}"
+        envelope, row = _split_rows(template, where)
+        self._envelope, self._row = envelope, row
+        self.fields: dict[str, str] = {}  # name -> kind, envelope and row together
+        self._format, self._bools = self._compile(envelope, where)
+        self._row_format: str | None = None
+        self._row_bools: tuple[str, ...] = ()
+        if row is not None:
+            self._row_format, self._row_bools = self._compile(row, where)
+
+    def _compile(self, tree: Any, where: str) -> tuple[str, tuple[str, ...]]:
+        text = json.dumps(tree, separators=(",", ":"), ensure_ascii=False).replace("%", "%%")
+        bools: list[str] = []
+
+        def put(m: re.Match[str]) -> str:
+            name, kind = m.group(1), m.group(2) or "text"
+            if name == "__rows__":
+                return "[%(__rows__)s]"
+            if kind not in KINDS:
+                raise TemplateError(f"{where}: placeholder {name!r} has kind {kind!r}; kinds are {', '.join(KINDS)}")
+            if name in self.fields:
+                raise TemplateError(f"{where}: placeholder {name!r} appears twice; give each value its own name")
+            self.fields[name] = kind
+            if kind == "bool":
+                bools.append(name)
+            return f'"%({name})s"' if kind in ("text", "num") else f"%({name})s"
+
+        return _PLACEHOLDER.sub(put, text), tuple(bools)
+
+    def render(self, rows: Iterable[Mapping[str, Any]] = (), /, **fields: Any) -> str:
+        """The frame with `fields` (and each of `rows`, for a template with rows) put in. Booleans
+        are written as JSON's `true`/`false`; everything else as `str()` gives it."""
+        for b in self._bools:
+            fields[b] = "true" if fields[b] else "false"
+        if self._row_format is not None:
+            fields["__rows__"] = ",".join(self.row(r) for r in rows)
+        return self._format % fields
+
+    def row(self, values: Mapping[str, Any]) -> str:
+        """One row's text."""
+        if self._row_bools:
+            values = dict(values)
+            for b in self._row_bools:
+                values[b] = "true" if values[b] else "false"
+        assert self._row_format is not None, f"{self.venue} {self.name!r} has no rows"
+        return self._row_format % values
+
+    def fill(self, rows: Iterable[Mapping[str, Any]] = (), /, **fields: Any) -> Any:
+        """The message as a JSON value (a REST answer the server encodes), each value made the
+        type its placeholder's kind says."""
+        row = self._row
+        return _fill(self._envelope, fields, lambda: [_fill(row, r, None) for r in rows])
+
+    def specimen(self) -> Any:
+        """The template as a JSON value with each placeholder replaced by a value of its kind: what
+        a test compares with real frames in shape."""
+        stand_in = {"text": "x", "num": "0", "int": 0, "bool": False}
+
+        def fill(v: Any) -> Any:
+            if isinstance(v, dict):
+                return {k: fill(x) for k, x in v.items()}
+            if isinstance(v, list):
+                return [fill(x) for x in v]
+            p = placeholder(v)
+            return stand_in[p[1]] if p else v
+
+        return fill(self.template)
+
+
+_COERCE: dict[str, Any] = {"text": str, "num": str, "int": int, "bool": bool}
+
+
+def _fill(tree: Any, values: Mapping[str, Any], rows: Any) -> Any:
+    """`tree` with its placeholders replaced from `values` (and its rows array by `rows()`)."""
+    if isinstance(tree, dict):
+        return {k: _fill(v, values, rows) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_fill(v, values, rows) for v in tree]
+    if tree == _ROWS:
+        return rows()
+    p = placeholder(tree)
+    return _COERCE[p[1]](values[p[0]]) if p else tree
+
+
+def _split_rows(tree: Any, where: str) -> tuple[Any, Any]:
+    """(the envelope with its rows array marked, the row template or None)."""
+    found: list[Any] = []
+
+    def walk(v: Any) -> Any:
+        if is_rows(v):
+            found.append(v[0])
+            return _ROWS
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        return v
+
+    envelope = walk(tree)
+    if len(found) > 1:
+        raise TemplateError(f"{where}: {len(found)} arrays of rows; a message has at most one")
+    if found and any(is_rows(x) for x in (found[0].values() if isinstance(found[0], dict) else found[0])):
+        raise TemplateError(f"{where}: rows inside a row are not supported")
+    return envelope, (found[0] if found else None)
+
+
+@cache
+def templates(venue: str) -> dict[str, Template]:
+    """Every message template of `venue`, by message type, compiled (read once per process)."""
+    path = HERE / f"{venue}.json"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TemplateError(f"no wire templates for {venue!r}: {path} is missing") from None
+    except ValueError as e:
+        raise TemplateError(f"{path}: not JSON ({e})") from None
+    if doc.get("venue") != venue:
+        raise TemplateError(f"{path}: names venue {doc.get('venue')!r}, not {venue!r}")
+    return {
+        name: Template(venue, name, spec["template"], spec.get("source", "")) for name, spec in doc["messages"].items()
+    }
+
+
+def template(venue: str, name: str) -> Template:
+    """One message template: `template("binance-usdm", "@trade combined")`."""
+    try:
+        return templates(venue)[name]
+    except KeyError:
+        raise TemplateError(f"{venue} has no template {name!r}; it has: {', '.join(templates(venue))}") from None
