@@ -1,5 +1,10 @@
-//! Shared test helpers: sample-file checks and the mutation ("never panic") harness.
+//! Shared test helpers: sample-file checks, venue frames rendered from the simulator's wire
+//! templates, and the mutation ("never panic") harness.
+use std::fmt::Display;
+
 use super::*;
+
+mod wire;
 
 /// Line `n` (1-based) of a sample file's text.
 pub fn line(text: &str, n: usize) -> &str {
@@ -177,6 +182,168 @@ pub fn venue_frames(venue: Venue, n: usize, first_id: u64) -> Vec<Vec<u8>> {
                 Venue::PhemexPerp => format!(
                     r#"{{"sequence":{id},"symbol":"BTCUSDT","trades_p":[[{},"{side_cap}","{price}","{qty}"]],"type":"incremental"}}"#,
                     ms * 1_000_000
+                ),
+            };
+            f.into_bytes()
+        })
+        .collect()
+}
+
+/// The same frames as `venue_frames`, rendered from the simulator's wire templates.
+pub fn template_frames(venue: Venue, n: usize, first_id: u64) -> Vec<Vec<u8>> {
+    let message = match venue {
+        Venue::BinanceSpot | Venue::BinanceUsdm => "@trade combined",
+        Venue::BybitSpot | Venue::BybitLinear => "publicTrade",
+        Venue::OkxSpot | Venue::OkxSwap => "trades-all",
+        Venue::KucoinSpot => "/market/match",
+        Venue::KucoinFutures => "/contractMarket/execution",
+        Venue::GateSpot => "spot.trades",
+        Venue::GateFutures => "futures.trades",
+        Venue::PhemexSpot => "trades",
+        Venue::PhemexPerp => "trades_p",
+    };
+    let template = wire::Template::new(venue, message);
+    (0..n as u64)
+        .map(|i| {
+            let id = first_id + i;
+            let ms = 1_790_000_000_000u64 + i;
+            let ns = ms * 1_000_000;
+            let side = if i & 1 == 0 { "buy" } else { "sell" };
+            let side_cap = if i & 1 == 0 { "Buy" } else { "Sell" };
+            let m = i & 1 == 1;
+            let price = ["64995.9", "64997.40", "65000.4", "64993.35"][(i % 4) as usize];
+            let qty = ["0.0134", "0.00039", "10403", "1.5"][(i % 4) as usize];
+            let render = |fields: &[(&str, &dyn Display)], row: &[(&str, &dyn Display)]| {
+                template.render(fields, if row.is_empty() { &[] } else { std::slice::from_ref(&row) })
+            };
+            let f = match venue {
+                Venue::BinanceSpot | Venue::BinanceUsdm => render(
+                    &[
+                        ("stream", &"btcusdt@trade"),
+                        ("E", &(ms + 1)),
+                        ("T", &ms),
+                        ("s", &"BTCUSDT"),
+                        ("t", &id),
+                        ("p", &price),
+                        ("q", &qty),
+                        ("X", &"MARKET"),
+                        ("m", &m),
+                    ],
+                    &[],
+                ),
+                Venue::BybitSpot => render(
+                    &[("topic", &"publicTrade.BTCUSDT"), ("ts", &(ms + 1))],
+                    &[
+                        ("i", &(2_282_000_001_863_167_963u64 + i)),
+                        ("T", &ms),
+                        ("p", &price),
+                        ("v", &qty),
+                        ("S", &side_cap),
+                        ("seq", &(350_716_468_399u64 + i)),
+                        ("s", &"BTCUSDT"),
+                        ("RPI", &false),
+                    ],
+                ),
+                Venue::BybitLinear => render(
+                    &[("topic", &"publicTrade.BTCUSDT"), ("ts", &(ms + 1))],
+                    &[
+                        ("T", &ms),
+                        ("s", &"BTCUSDT"),
+                        ("S", &side_cap),
+                        ("v", &qty),
+                        ("p", &price),
+                        ("L", &"ZeroPlusTick"),
+                        ("i", &format!("0856d748-770c-596b-8b96-{id:012x}")),
+                        ("RPI", &false),
+                        ("seq", &(132_144_967_094u64 + i)),
+                    ],
+                ),
+                Venue::OkxSpot | Venue::OkxSwap => {
+                    let inst = if venue == Venue::OkxSpot { "BTC-USDT" } else { "BTC-USDT-SWAP" };
+                    render(
+                        &[("channel_inst", &inst)],
+                        &[
+                            ("instId", &inst),
+                            ("tradeId", &id),
+                            ("px", &price),
+                            ("sz", &qty),
+                            ("side", &side),
+                            ("ts", &ms),
+                        ],
+                    )
+                }
+                Venue::KucoinSpot => render(
+                    &[
+                        ("topic", &"/market/match:BTC-USDT"),
+                        ("makerOrderId", &"58e96db5f46313b3fd0cd7f5"),
+                        ("price", &price),
+                        ("sequence", &id),
+                        ("side", &side),
+                        ("size", &qty),
+                        ("symbol", &"BTC-USDT"),
+                        ("takerOrderId", &"4cc30049acdd6d4980dd7f06"),
+                        ("time", &ns),
+                        ("tradeId", &id),
+                    ],
+                    &[],
+                ),
+                Venue::KucoinFutures => render(
+                    &[
+                        ("topic", &"/contractMarket/execution:XBTUSDTM"),
+                        ("sn", &id),
+                        ("symbol", &"XBTUSDTM"),
+                        ("sequence", &id),
+                        ("side", &side),
+                        ("size", &(1 + i % 30)),
+                        ("price", &price),
+                        ("takerOrderId", &"332534640481690703"),
+                        ("makerOrderId", &"117574116467317674"),
+                        ("tradeId", &id),
+                        ("ts", &ns),
+                    ],
+                    &[],
+                ),
+                Venue::GateSpot => render(
+                    &[
+                        ("time", &(ms / 1000)),
+                        ("time_ms", &ms),
+                        ("id", &id),
+                        ("id_market", &id),
+                        ("create_time", &(ms / 1000)),
+                        ("create_time_ms", &format!("{ms}.000000")),
+                        ("side", &side),
+                        ("currency_pair", &"BTC_USDT"),
+                        ("amount", &qty),
+                        ("price", &price),
+                        ("range", &format!("{id}-{id}")),
+                        ("stock", &"BTC"),
+                        ("money", &"USDT"),
+                    ],
+                    &[],
+                ),
+                Venue::GateFutures => render(
+                    &[("time", &(ms / 1000)), ("time_ms", &ms)],
+                    &[
+                        ("id", &id),
+                        ("size", &(if m { -1 } else { 1 } * (1 + i % 80) as i64)),
+                        ("create_time", &(ms / 1000)),
+                        ("create_time_ms", &ms),
+                        ("price", &price),
+                        ("contract", &"BTC_USDT"),
+                    ],
+                ),
+                Venue::PhemexSpot => render(
+                    &[("sequence", &id), ("symbol", &"sBTCUSDT"), ("type", &"incremental")],
+                    &[
+                        ("ts", &ns),
+                        ("side", &side_cap),
+                        ("price", &(6_499_540_000_000u64 + i % 1000 * 10_000)),
+                        ("qty", &(412_000 + i % 1000)),
+                    ],
+                ),
+                Venue::PhemexPerp => render(
+                    &[("sequence", &id), ("symbol", &"BTCUSDT"), ("type", &"incremental")],
+                    &[("ts", &ns), ("side", &side_cap), ("price", &price), ("qty", &qty)],
                 ),
             };
             f.into_bytes()
@@ -423,4 +590,17 @@ pub fn mutate_all(venue: Venue, text: &str, ctx: &ParseContext) -> usize {
         count += 1;
     }
     count
+}
+
+#[test]
+fn template_frames_are_the_hand_written_frames() {
+    for v in crate::venue::ALL {
+        for first_id in [1, 1_000_000, 5_052_328_858, 6_575_351_717_429_231] {
+            let (old, new) = (venue_frames(v, 20_000, first_id), template_frames(v, 20_000, first_id));
+            for (i, (o, n)) in old.iter().zip(&new).enumerate() {
+                assert_eq!(String::from_utf8_lossy(n), String::from_utf8_lossy(o), "{} frame {i}", v.id());
+            }
+            assert_eq!(old.len(), new.len());
+        }
+    }
 }
