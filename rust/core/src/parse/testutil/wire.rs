@@ -26,11 +26,14 @@ fn wire_file(venue: Venue) -> &'static str {
     }
 }
 
+/// What a placeholder may say a value is: a JSON string (`text`, `num`), an integer, a boolean.
+const KINDS: [&str; 4] = ["text", "num", "int", "bool"];
+
 /// A piece of a compiled template: constant text, a value, or where the rows go.
 #[derive(Clone)]
 enum Piece {
     Text(String),
-    Value { name: String, quoted: bool },
+    Value { name: String, kind: String },
     Rows,
 }
 
@@ -52,7 +55,11 @@ impl Template {
         let messages = member(&text, 0, "messages").unwrap_or_else(|| panic!("{what}: no \"messages\""));
         let spec = member(&text, messages, message).unwrap_or_else(|| panic!("{what}: no such message"));
         let at = member(&text, spec, "template").unwrap_or_else(|| panic!("{what}: no \"template\""));
-        let tree = &text[at..value_end(&text, at)];
+        Template::compiled(what, &text[at..value_end(&text, at)])
+    }
+
+    /// `tree` (minified template text) compiled; `what` names it in messages.
+    fn compiled(what: String, tree: &str) -> Template {
         // The rows: the first array whose one element is an object or array (outermost first).
         let rows = tree.match_indices('[').map(|(i, _)| i).find_map(|i| {
             tree[i + 1..].starts_with(['{', '[']).then_some(())?;
@@ -86,17 +93,34 @@ impl Template {
         out
     }
 
+    /// Every placeholder as (name, kind), envelope first, then the row.
+    pub fn fields(&self) -> Vec<(&str, &str)> {
+        let pieces = self.envelope.iter().chain(&self.row);
+        pieces
+            .filter_map(|p| match p {
+                Piece::Value { name, kind } => Some((name.as_str(), kind.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether the message has an array of rows.
+    pub fn has_rows(&self) -> bool {
+        !self.row.is_empty()
+    }
+
     fn put(&self, pieces: &[Piece], fields: &Fields<'_>, out: &mut String) {
         for piece in pieces {
             match piece {
                 Piece::Text(t) => out.push_str(t),
-                Piece::Value { name, quoted } => {
+                Piece::Value { name, kind } => {
                     let (_, v) = fields
                         .iter()
                         .find(|(n, _)| n == name)
                         .unwrap_or_else(|| panic!("{}: no value given for placeholder {name:?}", self.what));
                     let v = v.to_string();
-                    out.push_str(&if *quoted { format!("\"{v}\"") } else { v });
+                    let quoted = matches!(kind.as_str(), "text" | "num");
+                    out.push_str(&if quoted { format!("\"{v}\"") } else { v });
                 }
                 Piece::Rows => panic!("{}: rows inside a row are not supported", self.what),
             }
@@ -147,18 +171,28 @@ fn value_end(text: &str, at: usize) -> usize {
     text.len()
 }
 
+/// (key with its quotes, where its value begins) of each member of the object starting at `obj`.
+fn members(text: &str, obj: usize) -> Vec<(&str, usize)> {
+    let (mut found, mut at) = (Vec::new(), obj + 1);
+    while text[at..].starts_with('"') {
+        let colon = value_end(text, at);
+        found.push((&text[at..colon], colon + 1));
+        at = value_end(text, colon + 1) + 1; // past the value and its comma (or the closing brace)
+    }
+    found
+}
+
 /// Where the value of member `key` of the object starting at `obj` begins.
 fn member(text: &str, obj: usize, key: &str) -> Option<usize> {
     let quoted = format!("\"{key}\"");
-    let mut at = obj + 1;
-    while text[at..].starts_with('"') {
-        let colon = value_end(text, at);
-        if text[at..colon] == quoted {
-            return Some(colon + 1);
-        }
-        at = value_end(text, colon + 1) + 1; // past the value and its comma
-    }
-    None
+    members(text, obj).into_iter().find(|(k, _)| *k == quoted).map(|(_, at)| at)
+}
+
+/// The message types of `venue`'s wire file, in file order.
+pub fn messages(venue: Venue) -> Vec<String> {
+    let text = minify(wire_file(venue));
+    let at = member(&text, 0, "messages").unwrap_or_else(|| panic!("{}: no \"messages\"", venue.id()));
+    members(&text, at).into_iter().map(|(k, _)| k[1..k.len() - 1].to_owned()).collect()
 }
 
 /// Constant text and placeholders of a (minified) piece of template.
@@ -170,13 +204,11 @@ fn compile(tree: &str, what: &str) -> Vec<Piece> {
         text.push_str(&tree[at..i]);
         match placeholder(&tree[i + 1..end - 1]) {
             Some((name, kind)) => {
-                let quoted = match kind {
-                    "text" | "num" => true,
-                    "int" | "bool" => false,
-                    k => panic!("{what}: placeholder {name:?} has kind {k:?}; kinds are text, num, int, bool"),
-                };
+                if !KINDS.contains(&kind) {
+                    panic!("{what}: placeholder {name:?} has kind {kind:?}; kinds are {}", KINDS.join(", "));
+                }
                 pieces.push(Piece::Text(std::mem::take(&mut text)));
-                pieces.push(Piece::Value { name: name.to_owned(), quoted });
+                pieces.push(Piece::Value { name: name.to_owned(), kind: kind.to_owned() });
             }
             None => text.push_str(&tree[i..end]),
         }
@@ -195,4 +227,72 @@ fn placeholder(s: &str) -> Option<(&str, &str)> {
     let first = name.chars().next()?;
     (!first.is_ascii_digit() && ident(name) && !kind.is_empty() && kind.chars().all(|c| c.is_ascii_lowercase()))
         .then_some((name, kind))
+}
+
+/// Every message of every wire file renders to the JSON its template describes: each placeholder
+/// replaced by a value of its kind, the rows array holding one rendered row per row given.
+#[test]
+fn every_template_renders_the_json_it_describes() {
+    use serde_json::{json, Value};
+    fn stand_in(name: &str, kind: &str) -> Value {
+        match kind {
+            "num" => json!(format!("{}.5", name.len())),
+            "int" => json!(name.len()),
+            "bool" => json!(true),
+            _ => json!(format!("v_{name}")),
+        }
+    }
+    fn expected(tree: &Value, rows: usize) -> Value {
+        match tree {
+            Value::Array(a) if a.len() == 1 && (a[0].is_object() || a[0].is_array()) => {
+                Value::Array(vec![expected(&a[0], rows); rows])
+            }
+            Value::Array(a) => Value::Array(a.iter().map(|v| expected(v, rows)).collect()),
+            Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), expected(v, rows))).collect()),
+            Value::String(s) => placeholder(s).map_or_else(|| tree.clone(), |(n, k)| stand_in(n, k)),
+            v => v.clone(),
+        }
+    }
+    let mut rendered = 0;
+    for venue in crate::venue::ALL {
+        let file: Value = serde_json::from_str(wire_file(venue)).expect("a wire file is JSON");
+        for message in messages(venue) {
+            let template = Template::new(venue, &message);
+            let values: Vec<(&str, String)> = template
+                .fields()
+                .into_iter()
+                .map(|(n, k)| (n, stand_in(n, k).to_string().trim_matches('"').to_owned()))
+                .collect();
+            let fields: Vec<(&str, &dyn Display)> = values.iter().map(|(n, v)| (*n, v as &dyn Display)).collect();
+            let rows = if template.has_rows() { 2 } else { 0 };
+            let text = template.render(&fields, &vec![fields.as_slice(); rows]);
+            let got: Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} {message:?}: {e}: {text}", venue.id()));
+            let want = expected(&file["messages"][&message]["template"], rows);
+            assert_eq!(got, want, "{} {message:?}: {text}", venue.id());
+            rendered += 1;
+        }
+    }
+    assert!(rendered >= 2 * crate::venue::ALL.len(), "every venue has its trade and REST templates");
+}
+
+/// Key order, spaces and escapes inside strings are kept; a row of an array is found as the rows.
+#[test]
+fn a_template_keeps_its_text() {
+    let tree = minify(r#"{ "b key": "a \"quoted\" } ]", "a": "{a:int}", "rows": [ [ "{t:num}", 1 ] ], "c": "{c}" }"#);
+    let t = Template::compiled("test".to_owned(), &tree);
+    let (a, t1, t2, c): (u8, &str, &str, bool) = (7, "1.5", "2", false);
+    let row1: &Fields<'_> = &[("t", &t1)];
+    let row2: &Fields<'_> = &[("t", &t2)];
+    assert_eq!(
+        t.render(&[("a", &a), ("c", &c)], &[row1, row2]),
+        r#"{"b key":"a \"quoted\" } ]","a":7,"rows":[["1.5",1],["2",1]],"c":"false"}"#
+    );
+    assert_eq!(t.fields(), [("a", "int"), ("c", "text"), ("t", "num")]);
+}
+
+#[test]
+#[should_panic(expected = "bybit-spot \"publicTrade\": no value given for placeholder \"topic\"")]
+fn a_missing_value_is_named() {
+    Template::new(Venue::BybitSpot, "publicTrade").render(&[], &[]);
 }
