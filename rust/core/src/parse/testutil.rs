@@ -114,8 +114,9 @@ fn value_spans(line: &[u8]) -> Vec<(usize, usize, json::Kind)> {
 }
 
 /// Frames of `venue` in the shape the venue sends, rendered from the simulator's wire templates
-/// (`sim/wire/<venue>.json`, so the same text the simulator sends), with consecutive ids from
-/// `first_id`: what a recorder receives most of the time.
+/// (`sim/wire/<venue>.json`, the templates the simulator sends from), with consecutive ids from
+/// `first_id`: what a recorder receives most of the time. A value a template has no place for is
+/// left out, as in the simulator (Binance spot has no `X`).
 pub fn venue_frames(venue: Venue, n: usize, first_id: u64) -> Vec<Vec<u8>> {
     let message = match venue {
         Venue::BinanceSpot | Venue::BinanceUsdm => "@trade combined",

@@ -3,7 +3,11 @@
 //! venue. Rendering follows `sim/wire/__init__.py` exactly: the template's text without whitespace
 //! outside strings, key order as written (no `serde_json::Value`, which would sort the keys),
 //! `"{x:int}"`/`"{x:bool}"` put in bare, `"{x}"`/`"{x:num}"` as `"value"`, and an array whose one
-//! element is an object or array holding the rows, repeated comma-separated.
+//! element is an object or array holding the rows, repeated comma-separated. Constants are kept as
+//! written, where `json.dumps` would re-write an escape such as `\u00e9` or a number such as `1e5`:
+//! the trade templates have neither, and `every_template_renders_the_json_it_describes` would show
+//! one. The template rules themselves (one rows array, names used once) are checked on the Python
+//! side (tests/test_sim_shapes.py), which loads every template.
 use std::fmt::Display;
 
 use crate::venue::Venue;
