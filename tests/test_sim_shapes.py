@@ -11,7 +11,9 @@ shape of at least one real message of its type (several eras of a venue's format
 
 The simulator renders its trade messages from templates (pumpwatch/sim/wire/<venue>.json: one real
 frame per message type, values as placeholders). Each template is held here against the same real
-messages, and every frame the simulator sends has exactly its template's shape.
+messages, and every frame the simulator sends has exactly its template's shape. Its control messages
+(acks, errors, welcomes, pongs, notices: the files' `control` section) are templates too, each held
+to a real control frame in tests/samples/*.control.jsonl or a documented one, or named unheld.
 """
 
 from __future__ import annotations
@@ -148,14 +150,36 @@ UNHELD_DIALECTS = {
     ("gate-futures", "size-decimal"),
 }
 #: Their templates, likewise named, and the REST answers no whole documented response is quoted for
-#: (docs/VENUES.md lists their fields only; see REST below).
-UNHELD_TEMPLATES = {
-    ("gate-futures", "futures.trades size-decimal"),
-    ("gate-futures", "REST trades size-decimal"),
-    ("gate-futures", "REST trades"),
-    ("gate-spot", "REST trades"),
-    ("okx-spot", "REST trades"),
-    ("okx-swap", "REST trades"),
+#: (docs/VENUES.md lists their fields only; see REST below). Then the control messages no capture and
+#: no whole documented frame shows: (venue, template) -> the docs/VENUES.md section the template follows.
+UNHELD_TEMPLATES: dict[tuple[str, str], str] = {
+    ("gate-futures", "futures.trades size-decimal"): "§8",
+    ("gate-futures", "REST trades size-decimal"): "§8",
+    ("gate-futures", "REST trades"): "§8",
+    ("gate-spot", "REST trades"): "§7.3",
+    ("okx-spot", "REST trades"): "§4.3",
+    ("okx-swap", "REST trades"): "§4.3",
+    **{
+        (v, name): section
+        for v in ("binance-spot", "binance-usdm")
+        for name, section in (
+            ("LIST_SUBSCRIPTIONS", "§1.1"),
+            ("GET_PROPERTY", "§1.1"),
+            ("error", "§1.1 (its example leaves `id` out: `...`)"),
+            ("serverShutdown raw", "§1.1 (`E` elided)"),
+            ("serverShutdown combined", "§1.1 (`data` elided)"),
+        )
+    },
+    ("bybit-spot", "reply with req_id"): "§3.1 (linear's req_id position)",
+    **{(v, name): "§4.1" for v in ("okx-spot", "okx-swap") for name in ("error", "notice")},
+    **{(v, name): "§5.1" for v in ("kucoin-spot", "kucoin-futures") for name in ("pong", "error")},
+    **{
+        (v, name): "§7.1"
+        for v in ("gate-spot", "gate-futures")
+        for name in ("pong", "pong with id", "error", "error with id", "subscribe ack with id")
+    },
+    ("gate-futures", "futures.system"): "§12 Announced cuts",
+    **{(v, "error"): "§9.1" for v in ("phemex-spot", "phemex-perp")},
 }
 
 
@@ -195,6 +219,15 @@ DOCUMENTED = {
             ],
         }
     ],
+    # OKX-DOCS (VENUES §4.1): an ack and an error answering a request with an `id`.
+    "okx ack with id": [
+        {"id": "1512", "event": "subscribe", "arg": {"channel": "trades", "instId": "BTC-USDT"}, "connId": "a4d3ae55"}
+    ],
+    "okx error with id": [
+        {"id": "1512", "event": "error", "code": "60012", "msg": "Invalid request: …", "connId": "a4d3ae55"}
+    ],
+    # PHX-DOCS (VENUES §9.1): the answer to `server.ping`.
+    "phemex pong": [{"error": None, "id": 0, "result": "pong"}],
     # GATE-DOCS (VENUES §7.1): an ack with `time_ms` and `error: null`.
     "gate ack": [
         {
@@ -237,7 +270,7 @@ def test_wire_templates_have_a_real_shape(venue):
     held = {kind: (sample, is_real, documented) for kind, _, sample, is_real, *documented in TRADE_TYPES[venue]}
     assert set(held) <= set(templates(venue)), f"{venue}: a message type the simulator sends has no template"
     for name, tpl in templates(venue).items():
-        if (venue, name) in UNHELD_TEMPLATES or name.startswith("REST "):  # REST: held below
+        if (venue, name) in UNHELD_TEMPLATES or name.startswith("REST ") or tpl.control:  # held below
             continue
         assert name in held, f"{venue}: template {name!r} is held to no real message; add it to TRADE_TYPES"
         sample, is_real, documented = held[name]
@@ -295,11 +328,25 @@ def test_a_template_renders_its_values_into_the_real_frame():
         ({"a": "{x}", "b": {"c": "{x:int}"}}, "appears twice"),
         ({"a": [{"x": "{x}"}], "b": [{"y": "{y}"}]}, "2 arrays of rows"),
         ({"a": [{"x": [["{x}"]]}]}, "rows inside a row"),
+        ({"a": [{"x": "{x:str}"}]}, "not trade rows"),
     ],
 )
 def test_a_template_that_breaks_the_rules_is_refused_with_a_reason(body, complaint):
     with pytest.raises(TemplateError, match=complaint):
         Template("test", "bad", body)
+
+
+def test_control_kinds_encode_what_a_client_sent():
+    """`str` and `json` go through the JSON encoder: a client's quote or backslash comes back as
+    the same text, a request id as the JSON value it sent."""
+    tpl = Template("test", "error", {"code": "{code:int}", "msg": "{msg:str}", "id": "{id:json}"})
+    assert tpl.fields == {"code": "int", "msg": "str", "id": "json"}
+    for req_id in (None, 7, "a1", ["x"]):
+        text = tpl.render(code=2, msg="unknown variant 'FO\"O\\'", id=req_id)
+        assert json.loads(text) == {"code": 2, "msg": "unknown variant 'FO\"O\\'", "id": req_id}
+    assert tpl.render(code=1, msg=5, id="1") == '{"code":1,"msg":"5","id":"1"}'  # str: always a string
+    assert tpl.specimen() == {"code": 0, "msg": "x", "id": None}
+    assert tpl.specimen(id=1) == {"code": 0, "msg": "x", "id": 1}
 
 
 def _trades_in(m: dict) -> int:
@@ -471,6 +518,123 @@ def test_control_messages_have_a_real_shape(venue):
     reals = _real(sample, keep) + [m for d in documented for m in DOCUMENTED[d]]
     _match(venue, "control", frames, reals)
     assert len(frames) >= 1 + pumpwatch_venues.get(venue).subscribe_after_welcome
+
+
+# -- control templates (the files' `control` section): each held to a real control frame, a
+# documented one, or named in UNHELD_TEMPLATES with the docs/VENUES.md section it follows.
+
+
+def _bn_ack(m):
+    return "result" in m
+
+
+#: venue -> {control template: ((the real frames: (file, predicate), ...), DOCUMENTED keys, the values
+#: its placeholders stand for in the comparison: a `json` one has no kind of its own, so the real
+#: frame's value is given)}.
+CONTROL_TEMPLATES: dict[str, dict[str, tuple[tuple[tuple[str, Any], ...], tuple[str, ...], dict[str, Any]]]] = {
+    "binance-spot": {"ack": ((("binance_usdm.control.jsonl", _bn_ack),), (), {"id": 1})},
+    "binance-usdm": {"ack": ((("binance_usdm.control.jsonl", _bn_ack),), (), {"id": 1})},
+    "bybit-spot": {"reply": ((("bybit_spot.control.jsonl", lambda m: "success" in m),), (), {})},
+    "bybit-linear": {"reply": ((("bybit_linear.control.jsonl", lambda m: "success" in m),), (), {"req_id": ""})},
+    **{
+        v: {
+            "ack": ((("okx.control.jsonl", lambda m: m.get("event") == "subscribe"),), ("okx ack",), {}),
+            "ack with id": ((), ("okx ack with id",), {"id": "1512"}),
+            "error with id": ((), ("okx error with id",), {"id": "1512"}),
+        }
+        for v in ("okx-spot", "okx-swap")
+    },
+    **{
+        v: {
+            "welcome": ((("kucoin_spot.control.jsonl", lambda m: m.get("type") == "welcome"),), (), {}),
+            "ack": ((("kucoin_spot.control.jsonl", lambda m: m.get("type") == "ack"),), (), {}),
+        }
+        for v in ("kucoin-spot", "kucoin-futures")
+    },
+    "gate-spot": {
+        "subscribe ack": ((("gateio_spot.control.jsonl", lambda m: "conn_id" in m),), (), {"payload": ["BTC_USDT"]})
+    },
+    "gate-futures": {"subscribe ack": ((), ("gate ack",), {})},
+    **{
+        v: {
+            "ack": ((("phemex.control.jsonl", lambda m: "result" in m),), (), {"id": 1}),
+            "pong": ((), ("phemex pong",), {"id": 0}),
+        }
+        for v in ("phemex-spot", "phemex-perp")
+    },
+}
+
+
+@pytest.mark.parametrize("venue", VENUE_IDS)
+def test_control_templates_have_a_real_shape(venue):
+    """Each control template has the shape of a real control frame of its type: the venue's acks,
+    errors and notices are written once, in the templates, and checked."""
+    held = CONTROL_TEMPLATES[venue]
+    control = {name: tpl for name, tpl in templates(venue).items() if tpl.control}
+    assert set(held) <= set(control), f"{venue}: CONTROL_TEMPLATES names templates the venue does not have"
+    for name, tpl in control.items():
+        assert tpl.source, f"{venue}: control template {name!r} names no source"
+        if (venue, name) in UNHELD_TEMPLATES:
+            assert name not in held, f"{venue}: {name!r} is both held and named unheld"
+            continue
+        assert name in held, (
+            f"{venue}: control template {name!r} is held to no real frame; add it to CONTROL_TEMPLATES "
+            "or name it in UNHELD_TEMPLATES with the docs/VENUES.md section it follows"
+        )
+        samples, documented, examples = held[name]
+        reals = [m for file, keep in samples for m in _real(file, keep)] + [
+            m for d in documented for m in DOCUMENTED[d]
+        ]
+        _match(venue, f"control template {name!r}", [tpl.specimen(**examples)], reals)
+
+
+class _Socket:
+    """A venue class's view of one client socket, without a server: what it was sent."""
+
+    def __init__(self, role: str = "public", query: dict[str, str] | None = None):
+        self.role, self.dialect, self.conn_id, self.path = role, "", "c0ffee", "/"
+        self.query = query or {}
+        self.topics: set[str] = set()
+        self.state: dict[str, Any] = {}
+        self.closed = False
+        self.sent: list[Any] = []
+
+    def send(self, frame, *, data=False):
+        self.sent.append(json.loads(frame))
+
+    def close(self, code=1000, reason=""):
+        self.closed = True
+
+    def heartbeat(self):
+        pass
+
+    def answer_ping(self):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("venue", "role", "asked"),
+    [
+        ("okx-spot", "public", {"op": "subscribe", "args": [{"channel": "trades", "instId": "BTC-USDT"}]}),
+        ("okx-swap", "business", {"op": "subscribe", "args": [{"channel": "trades-all", "instId": "BTC-USDT-SWAP"}]}),
+        ("okx-spot", "public", {"op": "subscribe", "args": ["BTC-USDT"]}),
+        ("gate-spot", "public", {"channel": "spot.trades", "event": "subscribe", "payload": ["BTC_USDT"]}),
+        ("gate-futures", "public", {"channel": "futures.ping"}),
+        ("gate-futures", "public", {"channel": "futures.trades", "event": "subscribe", "payload": ["NOPE_USDT"]}),
+        ("bybit-spot", "public", {"op": "subscribe", "args": ["publicTrade.BTCUSDT"]}),
+    ],
+)
+def test_a_control_answer_echoes_the_request_id_only_when_there_was_one(venue, role, asked):
+    # The venue's `<name> with id` template is chosen by the request, not by the answer's kind.
+    key = "req_id" if venue.startswith("bybit") else "id"
+    sim = SimVenue(venue, seed=5, trades_per_s=0, symbols=["BTC"])
+    for req_id in (None, "77"):
+        socket = _Socket(role)
+        sim.protocol.on_text(socket, json.dumps(asked if req_id is None else asked | {key: req_id}))
+        assert socket.sent, f"{venue}: no answer to {asked}"
+        for answer in socket.sent:
+            assert (key in answer) == (req_id is not None), f"{venue}: {answer}"
+            assert answer.get(key) == req_id
 
 
 # -- REST: the trade endpoints PumpWatch backfills from. No real REST capture is in tests/samples

@@ -228,6 +228,14 @@ class Venue:
     def on_text(self, client: VenueClient, text: str) -> None:
         raise NotImplementedError
 
+    def control(self, name: str, req_id: Any = None, /, **fields: Any) -> str:
+        """A control message (ack, error, pong, notice) from the venue's template `name`
+        (pumpwatch/sim/wire/<venue>.json, section `control`). Where the venue echoes a request's
+        id only when it had one, a non-None `req_id` selects the `<name> with id` form."""
+        if req_id is not None:
+            return template(self.venue_id, f"{name} with id").render(id=req_id, **fields)
+        return template(self.venue_id, name).render(**fields)
+
     def publications(self, inst: Instrument, fills: list[Fill]) -> list[Publication]:
         raise NotImplementedError
 
@@ -359,7 +367,7 @@ class Binance(Venue):
                 self.sim.subscribe(client, s)
 
     def _error(self, client: VenueClient, code: int, msg: str, req_id: Any = None) -> None:
-        client.send(dumps({"code": code, "msg": msg, "id": req_id}))
+        client.send(self.control("error", code=code, msg=msg, id=req_id))
 
     def on_text(self, client, text):
         msg = loads(text)
@@ -387,11 +395,11 @@ class Binance(Venue):
                     if s in client.state["streams"]:
                         client.state["streams"].remove(s)
                         self.sim.unsubscribe(client, s)
-            return client.send(dumps({"result": None, "id": req_id}))
+            return client.send(self.control("ack", id=req_id))
         if method == "LIST_SUBSCRIPTIONS":
-            return client.send(dumps({"result": list(client.state["streams"]), "id": req_id}))
+            return client.send(self.control("LIST_SUBSCRIPTIONS", streams=list(client.state["streams"]), id=req_id))
         if method in ("SET_PROPERTY", "GET_PROPERTY"):
-            return client.send(dumps({"result": None if method == "SET_PROPERTY" else True, "id": req_id}))
+            return client.send(self.control("ack" if method == "SET_PROPERTY" else "GET_PROPERTY", id=req_id))
         self._error(
             client,
             2,
@@ -401,10 +409,8 @@ class Binance(Venue):
         )
 
     def shutdown_notice(self, client):
-        event = {"e": "serverShutdown", "E": _ms(self.sim.now_ns())}
-        if client.dialect == "combined":
-            return dumps({"stream": "!serverShutdown", "data": event})
-        return dumps(event)
+        dialect = "combined" if client.dialect == "combined" else "raw"
+        return self.control(f"serverShutdown {dialect}", E=_ms(self.sim.now_ns()))
 
     def _payload(self, inst: Instrument, f: Fill) -> dict[str, Any]:
         """The values of one @trade event (the template's placeholders)."""
@@ -681,13 +687,12 @@ class Bybit(Venue):
         return BybitSpotIds() if self.spot else BybitLinearIds()
 
     def _reply(self, client: VenueClient, op: str, success: bool, ret_msg: str, req_id: Any) -> None:
-        # Key order and req_id presence as recorded (samples/bybit_*.control.jsonl): linear always
-        # carries req_id, spot only when the request had one.
-        msg: dict[str, Any] = {"success": success, "ret_msg": ret_msg, "conn_id": client.conn_id}
-        if not self.spot or req_id is not None:
-            msg["req_id"] = "" if req_id is None else req_id
-        msg["op"] = op
-        client.send(dumps(msg))
+        # req_id presence as recorded (samples/bybit_*.control.jsonl): linear always carries it,
+        # spot only when the request had one.
+        name = "reply with req_id" if self.spot and req_id is not None else "reply"
+        if not self.spot and req_id is None:
+            req_id = ""
+        client.send(self.control(name, success=success, ret_msg=ret_msg, conn_id=client.conn_id, req_id=req_id, op=op))
 
     def on_text(self, client, text):
         msg = loads(text)
@@ -874,8 +879,8 @@ class Okx(Venue):
     def ws_role(self, path, headers):
         return {"/ws/v5/public": "public", "/ws/v5/business": "business"}.get(path)
 
-    def _send(self, client: VenueClient, req_id: Any, body: dict) -> None:
-        client.send(dumps(({"id": req_id} if req_id is not None else {}) | body | {"connId": client.conn_id}))
+    def _send(self, client: VenueClient, req_id: Any, name: str, **fields: Any) -> None:
+        client.send(self.control(name, req_id, connId=client.conn_id, **fields))
 
     def on_text(self, client, text):
         if text == "ping":
@@ -889,14 +894,14 @@ class Okx(Venue):
             return self._send(
                 client,
                 msg.get("id") if isinstance(msg, dict) else None,
-                {"event": "error", "code": "60012", "msg": f"Invalid request: {text[:200]}"},
+                "error",
+                code="60012",
+                msg=f"Invalid request: {text[:200]}",
             )
         op, req_id = msg["op"], msg.get("id")
         for arg in msg["args"]:
             if not isinstance(arg, dict):
-                return self._send(
-                    client, req_id, {"event": "error", "code": "60012", "msg": f"Invalid request: {text[:200]}"}
-                )
+                return self._send(client, req_id, "error", code="60012", msg=f"Invalid request: {text[:200]}")
             channel, inst_id = arg.get("channel"), arg.get("instId")
             # trades is served on /public, trades-all on /business only (§4.1).
             sockets: dict[Any, str] = {"trades": "public", "trades-all": "business"}
@@ -905,28 +910,19 @@ class Okx(Venue):
                 return self._send(
                     client,
                     req_id,
-                    {
-                        "event": "error",
-                        "code": "60018",
-                        "msg": f"Wrong URL or channel:{channel},instId:{inst_id} doesn't exist. Please use the correct URL, "
-                        "channel and parameters referring to API document.",
-                    },
+                    "error",
+                    code="60018",
+                    msg=f"Wrong URL or channel:{channel},instId:{inst_id} doesn't exist. Please use the correct URL, "
+                    "channel and parameters referring to API document.",
                 )
         for arg in msg["args"]:
             topic = f"{arg['channel']}:{arg['instId']}"
             (self.sim.subscribe if op == "subscribe" else self.sim.unsubscribe)(client, topic)
-            self._send(client, req_id, {"event": op, "arg": {"channel": arg["channel"], "instId": arg["instId"]}})
+            self._send(client, req_id, "ack", event=op, channel=arg["channel"], instId=arg["instId"])
 
     def shutdown_notice(self, client):
         # Sent 60 s before a service-upgrade disconnect (§4.1).
-        return dumps(
-            {
-                "event": "notice",
-                "code": "64008",
-                "msg": "The connection will soon be closed for a service upgrade. Please reconnect.",
-                "connId": client.conn_id,
-            }
-        )
+        return self.control("notice", connId=client.conn_id)
 
     def publications(self, inst, fills):
         out = []
@@ -1116,12 +1112,12 @@ class Kucoin(Venue):
         connect_id = client.query.get("connectId") or client.conn_id
         token = client.query.get("token")
         if token not in self.tokens:
-            client.send(dumps({"id": connect_id, "type": "error", "code": 401, "data": "token is invalid"}))
+            client.send(self.control("error", id=connect_id, code=401, data="token is invalid"))
             return client.close(4001, "token is invalid")
-        client.send(dumps({"id": connect_id, "type": "welcome"}))
+        client.send(self.control("welcome", id=connect_id))
 
     def _error(self, client: VenueClient, req_id: Any, code: int, data: str) -> None:
-        client.send(dumps({"id": str(req_id), "type": "error", "code": code, "data": data}))
+        client.send(self.control("error", id=req_id, code=code, data=data))
 
     def on_text(self, client, text):
         msg = loads(text)
@@ -1130,7 +1126,7 @@ class Kucoin(Venue):
         kind, req_id = msg.get("type"), msg.get("id", "")
         if kind == "ping":
             client.heartbeat()
-            return client.send(dumps({"id": str(req_id), "type": "pong"}))
+            return client.send(self.control("pong", id=req_id))
         if kind not in ("subscribe", "unsubscribe"):
             return self._error(client, req_id, 404, f"type {kind} is not supported")
         topic = msg.get("topic")
@@ -1156,7 +1152,7 @@ class Kucoin(Venue):
             for t in topics:
                 self.sim.unsubscribe(client, t)
         if msg.get("response"):
-            client.send(dumps({"id": str(req_id), "type": "ack"}))
+            client.send(self.control("ack", id=req_id))
 
     def publications(self, inst, fills):
         topic = self.topic_prefix + inst.symbol
@@ -1368,14 +1364,9 @@ class Gate(Venue):
     def on_open(self, client):
         client.dialect = "size-decimal" if client.role == "size-decimal" else ""
 
-    def _reply(self, client: VenueClient, channel: str, event: str, req_id: Any, **body: Any) -> None:
+    def _reply(self, client: VenueClient, name: str, req_id: Any, **fields: Any) -> None:
         now = self.sim.now_ns()
-        msg: dict[str, Any] = {"time": now // 10**9, "time_ms": _ms(now)}
-        if req_id is not None:
-            msg["id"] = req_id
-        if not self.futures:
-            msg["conn_id"] = client.conn_id
-        client.send(dumps(msg | {"channel": channel, "event": event} | body))
+        client.send(self.control(name, req_id, time=now // 10**9, time_ms=_ms(now), conn_id=client.conn_id, **fields))
 
     def on_text(self, client, text):
         msg = loads(text)
@@ -1383,36 +1374,30 @@ class Gate(Venue):
         req_id = msg.get("id") if isinstance(msg, dict) else None
         if channel == f"{self.prefix}.ping":
             client.answer_ping()
-            return self._reply(client, f"{self.prefix}.pong", "", req_id, error=None, result=None)
+            return self._reply(client, "pong", req_id)
         trades = f"{self.prefix}.trades"
         event = msg.get("event") if isinstance(msg, dict) else None
         payload = msg.get("payload") if isinstance(msg, dict) else None
         if channel != trades or event not in ("subscribe", "unsubscribe") or not isinstance(payload, list):
             return self._reply(
                 client,
-                str(channel or ""),
-                str(event or ""),
+                "error",
                 req_id,
-                error={"code": 1, "message": "invalid argument struct"},
-                result={"status": "fail"},
+                channel=channel or "",
+                event=event or "",
+                code=1,
+                message="invalid argument struct",
             )
         unknown = [p for p in payload if not isinstance(p, str) or self.instrument_or_none(p) is None]
         if unknown:
             word = "contract" if self.futures else "currency pair"
             return self._reply(
-                client,
-                trades,
-                event,
-                req_id,
-                error={"code": 2, "message": f"unknown {word} {unknown[0]}"},
-                result={"status": "fail"},
+                client, "error", req_id, channel=trades, event=event, code=2, message=f"unknown {word} {unknown[0]}"
             )
         for p in payload:  # subscriptions are additive across requests (§7.1)
             (self.sim.subscribe if event == "subscribe" else self.sim.unsubscribe)(client, f"{trades}:{p}")
-        if self.futures:
-            self._reply(client, trades, event, req_id, error=None, result={"status": "success"})
-        else:  # the 2026 spot ack echoes the payload and has no `error` key
-            self._reply(client, trades, event, req_id, payload=payload, result={"status": "success"})
+        # the 2026 spot ack echoes the payload and has no `error` key (its template)
+        self._reply(client, "subscribe ack", req_id, event=event, payload=payload)
 
     def publications(self, inst, fills):
         topic = f"{self.prefix}.trades:{inst.symbol}"
@@ -1467,18 +1452,7 @@ class Gate(Venue):
         if not self.futures:
             return None
         now = self.sim.now_ns()
-        return dumps(
-            {
-                "time": now // 10**9,
-                "time_ms": _ms(now),
-                "channel": "futures.system",
-                "event": "update",
-                "result": {
-                    "type": "upgrade",
-                    "msg": "The connection will soon be closed for a service upgrade. Please reconnect.",
-                },
-            }
-        )
+        return self.control("futures.system", time=now // 10**9, time_ms=_ms(now))
 
     # -- futures sizes (§8)
 
@@ -1737,33 +1711,33 @@ class Phemex(Venue):
         rows = [self._fields(inst, f) for f in fills]
         return self.wire.render(rows, sequence=self._next_sequence(), symbol=inst.symbol, type=kind)
 
-    def _reply(self, client: VenueClient, req_id: Any, result: Any = None, error: Any = None) -> None:
-        client.send(dumps({"error": error, "id": req_id, "result": result}))
+    def _reply(self, client: VenueClient, name: str, req_id: Any, **fields: Any) -> None:
+        client.send(self.control(name, id=req_id, **fields))
 
     def on_text(self, client, text):
         msg = loads(text)
         if not isinstance(msg, dict):
-            return self._reply(client, None, error={"code": 6001, "message": "invalid argument"})
+            return self._reply(client, "error", None, code=6001, message="invalid argument")
         method, params, req_id = msg.get("method"), msg.get("params"), msg.get("id")
         if method == "server.ping":
             client.heartbeat()
-            return self._reply(client, req_id, result="pong")
+            return self._reply(client, "pong", req_id)
         if method == f"{self.method}.subscribe":
             # One symbol per request; a snapshot of the most recent trades follows the ack (§9.2).
             if not isinstance(params, list) or len(params) != 1 or self.instrument_or_none(params[0]) is None:
-                return self._reply(client, req_id, error={"code": 6001, "message": "invalid argument"})
+                return self._reply(client, "error", req_id, code=6001, message="invalid argument")
             topic = params[0]
             if topic not in client.topics and len(client.topics) >= self.max_subscriptions:
-                return self._reply(client, req_id, error={"code": 6001, "message": "too many subscriptions"})
+                return self._reply(client, "error", req_id, code=6001, message="too many subscriptions")
             self.sim.subscribe(client, topic)
-            self._reply(client, req_id, result={"status": "success"})
+            self._reply(client, "ack", req_id)
             inst = self.sim.instruments[topic]
             return client.send(self._message(inst, self._snapshot(topic), "snapshot"))
         if method == f"{self.method}.unsubscribe":
             for topic in params or list(client.topics):
                 self.sim.unsubscribe(client, topic)
-            return self._reply(client, req_id, result={"status": "success"})
-        self._reply(client, req_id, error={"code": 6001, "message": "invalid argument"})
+            return self._reply(client, "ack", req_id)
+        self._reply(client, "error", req_id, code=6001, message="invalid argument")
 
     def _snapshot(self, symbol: str) -> list[Fill]:
         return trailing(self.sim.history(symbol), self.snapshot_size)[::-1]  # newest first
