@@ -163,8 +163,6 @@ UNHELD_TEMPLATES: dict[tuple[str, str], str] = {
         (v, name): section
         for v in ("binance-spot", "binance-usdm")
         for name, section in (
-            ("LIST_SUBSCRIPTIONS", "§1.1"),
-            ("GET_PROPERTY", "§1.1"),
             ("error", "§1.1 (its example leaves `id` out: `...`)"),
             ("serverShutdown raw", "§1.1 (`E` elided)"),
             ("serverShutdown combined", "§1.1 (`data` elided)"),
@@ -226,6 +224,10 @@ DOCUMENTED = {
     "okx error with id": [
         {"id": "1512", "event": "error", "code": "60012", "msg": "Invalid request: …", "connId": "a4d3ae55"}
     ],
+    # Binance's docs, "Live Subscribing/Unsubscribing to streams" (USDⓈ-M page; spot's is the same;
+    # VENUES §1.1 names these methods without quoting the answers).
+    "binance LIST_SUBSCRIPTIONS": [{"result": ["btcusdt@aggTrade"], "id": 3}],
+    "binance GET_PROPERTY": [{"result": True, "id": 2}],
     # PHX-DOCS (VENUES §9.1): the answer to `server.ping`.
     "phemex pong": [{"error": None, "id": 0, "result": "pong"}],
     # GATE-DOCS (VENUES §7.1): an ack with `time_ms` and `error: null`.
@@ -532,8 +534,14 @@ def _bn_ack(m):
 #: its placeholders stand for in the comparison: a `json` one has no kind of its own, so the real
 #: frame's value is given)}.
 CONTROL_TEMPLATES: dict[str, dict[str, tuple[tuple[tuple[str, Any], ...], tuple[str, ...], dict[str, Any]]]] = {
-    "binance-spot": {"ack": ((("binance_usdm.control.jsonl", _bn_ack),), (), {"id": 1})},
-    "binance-usdm": {"ack": ((("binance_usdm.control.jsonl", _bn_ack),), (), {"id": 1})},
+    **{
+        v: {
+            "ack": ((("binance_usdm.control.jsonl", _bn_ack),), (), {"id": 1}),
+            "LIST_SUBSCRIPTIONS": ((), ("binance LIST_SUBSCRIPTIONS",), {"streams": ["btcusdt@trade"], "id": 3}),
+            "GET_PROPERTY": ((), ("binance GET_PROPERTY",), {"id": 2}),
+        }
+        for v in ("binance-spot", "binance-usdm")
+    },
     "bybit-spot": {"reply": ((("bybit_spot.control.jsonl", lambda m: "success" in m),), (), {})},
     "bybit-linear": {"reply": ((("bybit_linear.control.jsonl", lambda m: "success" in m),), (), {"req_id": ""})},
     **{
