@@ -178,6 +178,16 @@ UNHELD_TEMPLATES: dict[tuple[str, str], str] = {
     },
     ("gate-futures", "futures.system"): "§12 Announced cuts",
     **{(v, "error"): "§9.1" for v in ("phemex-spot", "phemex-perp")},
+    # REST error bodies: no capture, and docs/VENUES.md quotes none of these.
+    **{(v, "REST error"): "§3.3 (the envelope, retCode non-zero)" for v in ("bybit-spot", "bybit-linear")},
+    **{(v, "REST params error"): "none: see the template's source" for v in ("bybit-spot", "bybit-linear")},
+    **{(v, "REST error"): "§4.3 (the response form, code non-zero)" for v in ("okx-spot", "okx-swap")},
+    **{(v, "REST error"): "§7.3, §8" for v in ("gate-spot", "gate-futures")},
+    **{
+        (v, name): "§9.1, §9.3"
+        for v in ("phemex-spot", "phemex-perp")
+        for name in ("REST error", "REST rate limited", "handshake refused")
+    },
 }
 
 
@@ -228,6 +238,12 @@ DOCUMENTED = {
     # VENUES §1.1 names these methods without quoting the answers).
     "binance LIST_SUBSCRIPTIONS": [{"result": ["btcusdt@aggTrade"], "id": 3}],
     "binance GET_PROPERTY": [{"result": True, "id": 2}],
+    # Binance's errors doc (errors.md, "a full error example"; VENUES §1.1 gives the same form).
+    "binance REST error": [{"code": -1121, "msg": "Invalid symbol."}],
+    # (3P) KuCoin's REST error as ccxt's kucoin.js handleErrors quotes it.
+    "kucoin REST error": [{"code": "400100", "msg": "validation.createOrder.clientOidIsRequired"}],
+    # (3P) OKX's 429 body as ccxt's ExchangeError reports it (key order as sent).
+    "okx REST rate limited": [{"msg": "Too Many Requests", "code": "50011"}],
     # PHX-DOCS (VENUES §9.1): the answer to `server.ping`.
     "phemex pong": [{"error": None, "id": 0, "result": "pong"}],
     # GATE-DOCS (VENUES §7.1): an ack with `time_ms` and `error: null`.
@@ -272,7 +288,7 @@ def test_wire_templates_have_a_real_shape(venue):
     held = {kind: (sample, is_real, documented) for kind, _, sample, is_real, *documented in TRADE_TYPES[venue]}
     assert set(held) <= set(templates(venue)), f"{venue}: a message type the simulator sends has no template"
     for name, tpl in templates(venue).items():
-        if (venue, name) in UNHELD_TEMPLATES or name.startswith("REST ") or tpl.control:  # held below
+        if (venue, name) in UNHELD_TEMPLATES or name.startswith("REST ") or tpl.section != "messages":  # held below
             continue
         assert name in held, f"{venue}: template {name!r} is held to no real message; add it to TRADE_TYPES"
         sample, is_real, documented = held[name]
@@ -573,27 +589,56 @@ CONTROL_TEMPLATES: dict[str, dict[str, tuple[tuple[tuple[str, Any], ...], tuple[
 }
 
 
-@pytest.mark.parametrize("venue", VENUE_IDS)
-def test_control_templates_have_a_real_shape(venue):
-    """Each control template has the shape of a real control frame of its type: the venue's acks,
-    errors and notices are written once, in the templates, and checked."""
-    held = CONTROL_TEMPLATES[venue]
-    control = {name: tpl for name, tpl in templates(venue).items() if tpl.control}
-    assert set(held) <= set(control), f"{venue}: CONTROL_TEMPLATES names templates the venue does not have"
-    for name, tpl in control.items():
-        assert tpl.source, f"{venue}: control template {name!r} names no source"
+def _hold_section(venue: str, section: str, held: dict[str, Any]) -> None:
+    """Every template of `section` is held to a real or documented message, or named unheld."""
+    in_section = {name: tpl for name, tpl in templates(venue).items() if tpl.section == section}
+    assert set(held) <= set(in_section), f"{venue}: {sorted(set(held) - set(in_section))} are not {section} templates"
+    for name, tpl in in_section.items():
+        assert tpl.source, f"{venue}: {section} template {name!r} names no source"
         if (venue, name) in UNHELD_TEMPLATES:
             assert name not in held, f"{venue}: {name!r} is both held and named unheld"
             continue
         assert name in held, (
-            f"{venue}: control template {name!r} is held to no real frame; add it to CONTROL_TEMPLATES "
+            f"{venue}: {section} template {name!r} is held to no real message; hold it in the test's table "
             "or name it in UNHELD_TEMPLATES with the docs/VENUES.md section it follows"
         )
         samples, documented, examples = held[name]
         reals = [m for file, keep in samples for m in _real(file, keep)] + [
             m for d in documented for m in DOCUMENTED[d]
         ]
-        _match(venue, f"control template {name!r}", [tpl.specimen(**examples)], reals)
+        _match(venue, f"{section} template {name!r}", [tpl.specimen(**examples)], reals)
+
+
+@pytest.mark.parametrize("venue", VENUE_IDS)
+def test_control_templates_have_a_real_shape(venue):
+    """Each control template has the shape of a real control frame of its type: the venue's acks,
+    errors and notices are written once, in the templates, and checked."""
+    _hold_section(venue, "control", CONTROL_TEMPLATES[venue])
+
+
+#: venue -> {REST error template: (as CONTROL_TEMPLATES)}. No REST error body is captured in
+#: tests/samples; these are held to ones the venue's docs or ccxt quote (DOCUMENTED).
+ERROR_TEMPLATES: dict[str, dict[str, tuple[tuple[tuple[str, Any], ...], tuple[str, ...], dict[str, Any]]]] = {
+    "binance-spot": {"REST error": ((), ("binance REST error",), {})},
+    "binance-usdm": {"REST error": ((), ("binance REST error",), {})},
+    "bybit-spot": {},
+    "bybit-linear": {},
+    "okx-spot": {"REST rate limited": ((), ("okx REST rate limited",), {})},
+    "okx-swap": {"REST rate limited": ((), ("okx REST rate limited",), {})},
+    "kucoin-spot": {"REST error": ((), ("kucoin REST error",), {})},
+    "kucoin-futures": {"REST error": ((), ("kucoin REST error",), {})},
+    "gate-spot": {},
+    "gate-futures": {},
+    "phemex-spot": {},
+    "phemex-perp": {},
+}
+
+
+@pytest.mark.parametrize("venue", VENUE_IDS)
+def test_rest_error_templates_have_a_real_shape(venue):
+    """The bodies of REST refusals (a bad parameter, a rate limit) come from templates too, each
+    held to a documented body or named unheld."""
+    _hold_section(venue, "errors", ERROR_TEMPLATES[venue])
 
 
 class _Socket:
@@ -856,7 +901,7 @@ def test_rest_trades_have_the_documented_shape(venue):
 def test_rest_templates_have_the_documented_shape(venue):
     held = {name: documented for _, _, documented, name in _rest_references(venue)}
     for name, tpl in templates(venue).items():
-        if not name.startswith("REST ") or (venue, name) in UNHELD_TEMPLATES:
+        if not name.startswith("REST ") or (venue, name) in UNHELD_TEMPLATES or tpl.section != "messages":
             continue
         assert name in held, f"{venue}: template {name!r} is held to no documented answer; add it to REST_MORE"
         _match(venue, f"template {name!r}", [tpl.specimen()], [held[name]])

@@ -187,7 +187,6 @@ class Venue:
     incoming_limit: tuple[int, float] | None = None  # (messages, seconds) before the socket is cut
     channels: tuple[str, ...] = ("trades",)  # kinds of trade stream; the first is the default
     rate_limited_status = 429
-    rate_limited_body: ClassVar[Any] = {"msg": "Too Many Requests"}
     lifetime_close_reason = "connection lifetime reached"
     buckets: ClassVar[dict[str, tuple[int, float]]] = {}  # name -> (capacity, refill period in seconds)
 
@@ -195,6 +194,8 @@ class Venue:
         self.venue_id = venue_id
         self.sim = sim
         self.routes: dict[tuple[str, str], Route] = {}
+        # The body of a 429 (a venue sets its own, from its `errors` template).
+        self.rate_limited_body: Any = {"msg": "Too Many Requests"}
         # The headers of the REST request being answered (set by the server before each route).
         self.request_headers: Any = {}
 
@@ -227,6 +228,11 @@ class Venue:
 
     def on_text(self, client: VenueClient, text: str) -> None:
         raise NotImplementedError
+
+    def error_body(self, name: str = "REST error", /, **fields: Any) -> Any:
+        """A REST refusal's body (a JSON value the server encodes) from the venue's template
+        `name` (pumpwatch/sim/wire/<venue>.json, section `errors`)."""
+        return template(self.venue_id, name).fill(**fields)
 
     def control(self, name: str, req_id: Any = None, /, **fields: Any) -> str:
         """A control message (ack, error, pong, notice) from the venue's template `name`
@@ -305,10 +311,6 @@ class Binance(Venue):
     incoming_limit = (5, 1.0)  # 5 incoming messages/s, pings and pongs included; more: disconnect
     ws_path = "/stream"
     buckets: ClassVar = {"weight": (6000, 60.0)}  # REQUEST_WEIGHT 6,000/min (§1.3)
-    rate_limited_body: ClassVar = {
-        "code": -1003,
-        "msg": "Too many requests; current limit is 6000 request weight per 1 MINUTE.",
-    }
     max_streams = 1024
     futures = False
 
@@ -318,6 +320,9 @@ class Binance(Venue):
         self.wire_raw = template(venue_id, "@trade raw")
         self.wire_rest = template(venue_id, "REST trades")
         self.wire_agg = template(venue_id, "REST aggTrades")
+        weight = self.buckets["weight"][0]
+        msg = f"Too many requests; current limit is {weight} request weight per 1 MINUTE."
+        self.rate_limited_body = self.error_body(code=-1003, msg=msg)
         p = "/fapi/v1" if self.futures else "/api/v3"
         heavy = 20 if self.futures else 25
         self.route("GET", f"{p}/exchangeInfo", self.rest_exchange_info, "weight", 1 if self.futures else 20)
@@ -440,12 +445,11 @@ class Binance(Venue):
     def _symbol(self, q) -> Instrument:
         inst = self.instrument_or_none(q.get("symbol"))
         if inst is None:
-            raise BadRequest({"code": -1121, "msg": "Invalid symbol."})
+            raise BadRequest(self.error_body(code=-1121, msg="Invalid symbol."))
         return inst
 
-    @staticmethod
-    def _param_error(msg):
-        return {"code": -1100, "msg": f"Illegal characters found in a parameter: {msg}."}
+    def _param_error(self, msg):
+        return self.error_body(code=-1100, msg=f"Illegal characters found in a parameter: {msg}.")
 
     def _row(self, inst: Instrument, f: Fill) -> dict[str, Any]:
         """One trade's values in a trades / historicalTrades answer (USDⓈ-M rows say `isRPITrade`)."""
@@ -462,7 +466,7 @@ class Binance(Venue):
     def rest_historical_trades(self, q):
         if self.futures and not self.request_headers.get("X-MBX-APIKEY"):
             # USDⓈ-M historicalTrades is MARKET_DATA: a key is required (§2.3)
-            raise BadRequest({"code": -2014, "msg": "API-key format invalid."}, 401)
+            raise BadRequest(self.error_body(code=-2014, msg="API-key format invalid."), 401)
         inst = self._symbol(q)
         default, most = (100, 500) if self.futures else (500, 1000)
         limit = self.int_param(q, "limit", default, 1, most, self._param_error)
@@ -506,9 +510,9 @@ class Binance(Venue):
         start = self.int_param(q, "startTime", None, 0, 2**62, self._param_error)
         end = self.int_param(q, "endTime", None, 0, 2**62, self._param_error)
         if from_id is not None and (start is not None or end is not None):
-            raise BadRequest({"code": -1128, "msg": "Combination of optional parameters invalid."})
+            raise BadRequest(self.error_body(code=-1128, msg="Combination of optional parameters invalid."))
         if start is not None and end is not None and not 0 <= end - start < 3_600_000:
-            raise BadRequest({"code": -1127, "msg": "More than 1 hours between startTime and endTime."})
+            raise BadRequest(self.error_body(code=-1127, msg="More than 1 hours between startTime and endTime."))
         base = 10**8  # aggregate ids are their own id space
         aggs = list(enumerate(self._aggregates(inst.symbol), base))
         if self.futures:  # USDⓈ-M aggTrades: "≤1 year old" (VENUES §2.3); older runs are not served
@@ -620,10 +624,6 @@ class BinanceUsdm(Binance):
     incoming_limit = (10, 1.0)
     ws_path = "/public/stream"
     buckets: ClassVar = {"weight": (2400, 60.0)}
-    rate_limited_body: ClassVar = {
-        "code": -1003,
-        "msg": "Too many requests; current limit is 2400 request weight per 1 MINUTE.",
-    }
 
     def id_scheme(self, inst):
         # ~0.4 % of ids go to zero-price X=NA records in the real stream (§2.2); more here so
@@ -661,12 +661,12 @@ class Bybit(Venue):
     heartbeat = Heartbeat(client_ping_within=600, data_is_heartbeat=True)
     buckets: ClassVar = {"ip": (600, 5.0)}  # 600 requests / 5 s per IP (§3.1)
     rate_limited_status = 403  # Bybit answers an IP over its limit with 403 "access too frequent" (§3.1)
-    rate_limited_body = "access too frequent"
     max_args_chars = 21_000  # characters of `args` per connection (§3.1)
 
     def __init__(self, venue_id, sim):
         super().__init__(venue_id, sim)
         self.spot = venue_id == "bybit-spot"
+        self.rate_limited_body = "access too frequent"  # plain text, not JSON (§3.1)
         self.category = "spot" if self.spot else "linear"
         self.ws_path = f"/v5/public/{self.category}"
         self.max_args = 10 if self.spot else None  # spot: <= 10 args per subscribe request
@@ -767,16 +767,25 @@ class Bybit(Venue):
     def _envelope(self, result: Any, code: int = 0, msg: str = "OK") -> tuple[int, Any]:
         return 200, {"retCode": code, "retMsg": msg, "result": result, "retExtInfo": {}, "time": _ms(self.sim.now_ns())}
 
+    def _refusal(self, msg: str) -> tuple[int, Any]:
+        """A refused request, answered 200 in the envelope with retCode 10001 (§3.3)."""
+        return 200, self.error_body(retCode=10001, retMsg=msg, time=_ms(self.sim.now_ns()))
+
     def rest_recent_trade(self, q):
         if q.get("category") != self.category:
-            return self._envelope({}, 10001, "params error: category")
+            return self._refusal("params error: category")
         inst = self.instrument_or_none(q.get("symbol"))
         if inst is None:
-            return self._envelope({}, 10001, "params error: symbol invalid")
+            return self._refusal("params error: symbol invalid")
         # The latest <= 60 (spot) / <= 1000 (linear) only: no cursor, no time range.
         default, most = (60, 60) if self.spot else (500, 1000)
         limit = self.int_param(
-            q, "limit", default, 1, most, lambda m: {"retCode": 10001, "retMsg": f"params error: {m}"}
+            q,
+            "limit",
+            default,
+            1,
+            most,
+            lambda m: self.error_body("REST params error", retCode=10001, retMsg=f"params error: {m}"),
         )
         rows = [
             {
@@ -857,7 +866,6 @@ class Okx(Venue):
     ws_path = "/ws/v5/business"  # trades-all, one fill per push: what a tick recorder uses (§4.2)
     channels = ("trades-all", "trades")
     buckets: ClassVar = {"history": (20, 2.0), "trades": (100, 2.0), "instruments": (20, 2.0)}  # §4.3
-    rate_limited_body: ClassVar = {"msg": "Too Many Requests", "code": "50011"}
 
     def __init__(self, venue_id, sim):
         super().__init__(venue_id, sim)
@@ -866,6 +874,7 @@ class Okx(Venue):
         self.wire_all = template(venue_id, "trades-all")
         self.wire_trades = template(venue_id, "trades")
         self.wire_rest = template(venue_id, "REST trades")
+        self.rate_limited_body = self.error_body("REST rate limited")
         self.route("GET", "/api/v5/public/instruments", self.rest_instruments, "instruments")
         self.route("GET", "/api/v5/market/history-trades", self.rest_history_trades, "history")
         self.route("GET", "/api/v5/market/trades", self.rest_trades, "trades")
@@ -972,14 +981,13 @@ class Okx(Venue):
             "ts": _ms(f.ts_ns),
         }
 
-    @staticmethod
-    def _error(msg):
-        return {"code": "51000", "msg": f"Parameter {msg}", "data": []}
+    def _error(self, msg):
+        return self.error_body(code="51000", msg=f"Parameter {msg}")
 
     def _inst(self, q) -> Instrument:
         inst = self.instrument_or_none(q.get("instId"))
         if inst is None:
-            raise BadRequest({"code": "51001", "msg": "Instrument ID doesn't exist.", "data": []}, status=200)
+            raise BadRequest(self.error_body(code="51001", msg="Instrument ID doesn't exist."), status=200)
         return inst
 
     def rest_history_trades(self, q):
@@ -1073,7 +1081,6 @@ class Kucoin(Venue):
     heartbeat = Heartbeat(client_ping_within=(ping_interval_ms + ping_timeout_ms) / 1000, lifetime=DAY_S)
     lifetime_close_reason = "token expired"
     buckets: ClassVar = {"public": (2000, 30.0)}  # public pool 2000 / 30 s per IP (§5.3)
-    rate_limited_body: ClassVar = {"code": "429000", "msg": "Too Many Requests"}
     max_symbols_per_topic = 100
     max_topics = 400  # per connection, spot (§5.1); futures has none
 
@@ -1083,6 +1090,7 @@ class Kucoin(Venue):
         self.topic_prefix = "/contractMarket/execution:" if self.futures else "/market/match:"
         self.wire = template(venue_id, self.topic_prefix[:-1])
         self.wire_rest = template(venue_id, "REST trades")
+        self.rate_limited_body = self.error_body(code="429000", msg="Too Many Requests")
         self.tokens: set[str] = set()
         self.route("POST", "/api/v1/bullet-public", self.rest_bullet, "public", 10)
         if self.futures:
@@ -1203,7 +1211,7 @@ class Kucoin(Venue):
     def rest_history(self, q):
         inst = self.instrument_or_none(q.get("symbol"))
         if inst is None:
-            raise BadRequest({"code": "400100", "msg": "symbol invalid"})
+            raise BadRequest(self.error_body(code="400100", msg="symbol invalid"))
         # The last 100, no paging. No tradeId in the spot rows: merge by sequence (§5.3); the spot
         # template takes what it names (`time`), futures' theirs (`ts`, the ids).
         rows = [
@@ -1324,7 +1332,6 @@ class Gate(Venue):
     # the server's timer (§7.1).
     heartbeat = Heartbeat(server_ping_every=10, pong_within=30)
     buckets: ClassVar = {"trades": (200, 10.0), "instruments": (200, 10.0)}  # 200 req / 10 s per endpoint (§7.1)
-    rate_limited_body: ClassVar = {"label": "TOO_MANY_REQUESTS", "message": "Request Rate Limit Exceeded"}
 
     def __init__(self, venue_id, sim):
         super().__init__(venue_id, sim)
@@ -1335,6 +1342,7 @@ class Gate(Venue):
         self.wire_size_decimal = template(venue_id, "futures.trades size-decimal") if self.futures else None
         self.wire_rest = template(venue_id, "REST trades")
         self.wire_rest_size_decimal = template(venue_id, "REST trades size-decimal") if self.futures else None
+        self.rate_limited_body = self.error_body(label="TOO_MANY_REQUESTS", message="Request Rate Limit Exceeded")
         # Spot create_time_ms has a fraction (`1788336082402.208000`): microseconds.
         self.resolution_ns = 1_000_000 if self.futures else 1_000
         if self.futures:
@@ -1472,20 +1480,15 @@ class Gate(Venue):
 
     # -- REST (§7.3, §8)
 
-    @staticmethod
-    def _error(msg):
-        return {"label": "INVALID_PARAM_VALUE", "message": msg}
+    def _error(self, msg):
+        return self.error_body(label="INVALID_PARAM_VALUE", message=msg)
 
     def rest_trades(self, q):
         key = "contract" if self.futures else "currency_pair"
         inst = self.instrument_or_none(q.get(key))
         if inst is None:
-            raise BadRequest(
-                {
-                    "label": "INVALID_CURRENCY_PAIR" if not self.futures else "CONTRACT_NOT_FOUND",
-                    "message": f"unknown {key} {q.get(key)}",
-                }
-            )
+            label = "INVALID_CURRENCY_PAIR" if not self.futures else "CONTRACT_NOT_FOUND"
+            raise BadRequest(self.error_body(label=label, message=f"unknown {key} {q.get(key)}"))
         limit = self.int_param(q, "limit", 100, 1, 1000, self._error)
         now_s = self.sim.now_ns() // 10**9
         to = self.int_param(q, "to", now_s, 0, 2**40, self._error)
@@ -1615,7 +1618,6 @@ class Phemex(Venue):
     batch_interval = 0.020  # "Incremental messages are published with 20ms interval" (§9.2)
     heartbeat = Heartbeat(client_ping_within=30, protocol_ping_is_heartbeat=True)
     buckets: ClassVar = {"ip": (5000, 300.0)}  # REST 5,000 / 5 min per IP (§9.1)
-    rate_limited_body: ClassVar = {"code": 429, "msg": "Too many requests"}
     snapshot_size = 200
     max_subscriptions = 20  # per connection (§9.1)
     max_connections = 5  # per client, spot and contract together: one gateway (§9.1)
@@ -1632,6 +1634,7 @@ class Phemex(Venue):
         self.rows_key = "trades_p" if self.perp else "trades"
         self.wire = template(venue_id, self.rows_key)
         self.wire_rest = template(venue_id, "REST trades")
+        self.rate_limited_body = self.error_body("REST rate limited")
         self.sequence = 10**8  # the gateway's message sequence, shared by all symbols
         self.route("GET", "/public/products", self.rest_products, "ip")
         self.route("GET", "/public/cfg/v2/products", self.rest_products, "ip")
@@ -1654,7 +1657,9 @@ class Phemex(Venue):
         if len(self.gateway) >= self.max_connections:
             # How Phemex refuses is not documented; a handshake refusal says it plainly.
             self.refused += 1
-            return 429, {"error": {"code": 429, "message": f"too many connections: {self.max_connections} per client"}}
+            return 429, self.error_body(
+                "handshake refused", message=f"too many connections: {self.max_connections} per client"
+            )
         return None
 
     def turnover(self, inst) -> int:
@@ -1757,7 +1762,7 @@ class Phemex(Venue):
     def rest_trades(self, q):
         inst = self.instrument_or_none(q.get("symbol"))
         if inst is None:
-            return 200, {"error": {"code": 6001, "message": "invalid argument"}, "id": 0, "result": None}
+            return 200, self.error_body(code=6001, message="invalid argument")
         rows = [self._fields(inst, f) for f in self._snapshot(inst.symbol)]
         return 200, self.wire_rest.fill(rows, sequence=self.sequence, symbol=inst.symbol)
 

@@ -4,10 +4,12 @@ Each venue has one file here, `<venue>.json` (the venue ids of `pumpwatch.sim.VE
 
     {"venue": "binance-usdm",
      "messages": {"@trade raw": {"source": "...", "template": {"e": "trade", "E": "{E:int}", ...}}},
-     "control": {"ack": {"source": "...", "template": {"result": null, "id": "{id:json}"}}}}
+     "control": {"ack": {"source": "...", "template": {"result": null, "id": "{id:json}"}}},
+     "errors": {"REST error": {"source": "...", "template": {"code": "{code:int}", "msg": "{msg:str}"}}}}
 
 `messages` are the trade messages (WebSocket and REST); `control` the venue's other WebSocket
-messages: acks, errors, welcomes, pongs, notices of a coming disconnect.
+messages: acks, errors, welcomes, pongs, notices of a coming disconnect; `errors` the bodies of its
+REST refusals (a bad parameter, a rate limit). A template's `section` says which.
 
 Control messages (acks, errors, welcomes, pongs, notices) are templates too. Where a venue leaves a
 key out in some answers (an `id` only when the request had one), each form is its own template
@@ -52,6 +54,7 @@ from typing import Any
 
 HERE = Path(__file__).parent
 KINDS = ("text", "num", "int", "bool", "str", "json")
+SECTIONS = ("messages", "control", "errors")
 #: A placeholder as JSON text: the quoted `{name}` / `{name:kind}` of a template value.
 _PLACEHOLDER = re.compile(r'"\{([A-Za-z_][A-Za-z0-9_]*)(?::([a-z]+))?\}"')
 _PLACEHOLDER_VALUE = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)(?::([a-z]+))?\}$")
@@ -78,9 +81,9 @@ def is_rows(value: Any) -> bool:
 class Template:
     """One message type of one venue, compiled: `render(rows, **fields)` gives the frame's text."""
 
-    def __init__(self, venue: str, name: str, template: Any, source: str = "", control: bool = False):
+    def __init__(self, venue: str, name: str, template: Any, source: str = "", section: str = "messages"):
         self.venue, self.name, self.template, self.source = venue, name, template, source
-        self.control = control  # from the file's `control` section: not a trade message
+        self.section = section  # the file's section: "messages" (trades), "control" or "errors"
         where = f"{venue} {name!r}"
         envelope, row = _split_rows(template, where)
         self._envelope, self._row = envelope, row
@@ -221,10 +224,13 @@ def templates(venue: str) -> dict[str, Template]:
     out = {
         name: Template(venue, name, spec["template"], spec.get("source", "")) for name, spec in doc["messages"].items()
     }
-    for name, spec in doc.get("control", {}).items():
-        if name in out:
-            raise TemplateError(f"{path}: {name!r} is both a trade message and a control message; name them apart")
-        out[name] = Template(venue, name, spec["template"], spec.get("source", ""), control=True)
+    for section in SECTIONS[1:]:
+        for name, spec in doc.get(section, {}).items():
+            if name in out:
+                raise TemplateError(
+                    f"{path}: {name!r} is in two sections ({out[name].section}, {section}); name them apart"
+                )
+            out[name] = Template(venue, name, spec["template"], spec.get("source", ""), section)
     return out
 
 
