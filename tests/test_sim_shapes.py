@@ -22,7 +22,8 @@ import asyncio
 import json
 import re
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from websockets.asyncio.client import connect
@@ -322,6 +323,30 @@ def test_the_load_feeder_sends_the_binance_usdm_template():
     assert [m["data"]["t"] for m in frames] == list(ids) * 4
     _match("binance-usdm", "feeder @trade", frames, [templates("binance-usdm")["@trade combined"].specimen()])
     _match("binance-usdm", "feeder @trade", frames, _real("binance_usdm.jsonl", _bn_combined))
+
+
+def test_the_load_feeder_acks_a_subscription_as_binance_does():
+    # The real ack is compact (samples/binance_usdm.control.jsonl line 1); the feeder's was
+    # `json.dumps`'s default, with spaces after `:` and `,`. It is now the venue's `ack` template.
+    from pumpwatch.sim import feeder
+
+    class Transport:
+        written = b""
+
+        def write(self, data):
+            self.written += data
+
+    subscribed = []
+    proto = feeder.FeedProtocol(cast(Any, SimpleNamespace(subscribed=subscribed.append)))
+    proto.connection_made(cast(Any, Transport()))
+    proto.upgraded = True
+    payload, mask = b'{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":1}', b"\x01\x02\x03\x04"
+    proto.data_received(
+        bytes((0x81, 0x80 | len(payload))) + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
+    )
+    assert subscribed == [proto]
+    real = (SAMPLES / "binance_usdm.control.jsonl").read_text().splitlines()[0].encode()
+    assert _ws_payloads(cast(Any, proto.transport).written) == [real] == [b'{"result":null,"id":1}']
 
 
 def test_a_template_renders_its_values_into_the_real_frame():
