@@ -11,7 +11,9 @@ shape of at least one real message of its type (several eras of a venue's format
 
 The simulator renders its trade messages from templates (pumpwatch/sim/wire/<venue>.json: one real
 frame per message type, values as placeholders). Each template is held here against the same real
-messages, and every frame the simulator sends has exactly its template's shape.
+messages, and every frame the simulator sends has exactly its template's shape. Its control messages
+(acks, errors, welcomes, pongs, notices: the files' `control` section) are templates too, each held
+to a real control frame in tests/samples/*.control.jsonl or a documented one, or named unheld.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import asyncio
 import json
 import re
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from websockets.asyncio.client import connect
@@ -148,14 +151,44 @@ UNHELD_DIALECTS = {
     ("gate-futures", "size-decimal"),
 }
 #: Their templates, likewise named, and the REST answers no whole documented response is quoted for
-#: (docs/VENUES.md lists their fields only; see REST below).
-UNHELD_TEMPLATES = {
-    ("gate-futures", "futures.trades size-decimal"),
-    ("gate-futures", "REST trades size-decimal"),
-    ("gate-futures", "REST trades"),
-    ("gate-spot", "REST trades"),
-    ("okx-spot", "REST trades"),
-    ("okx-swap", "REST trades"),
+#: (docs/VENUES.md lists their fields only; see REST below). Then the control messages no capture and
+#: no whole documented frame shows: (venue, template) -> the docs/VENUES.md section the template follows.
+UNHELD_TEMPLATES: dict[tuple[str, str], str] = {
+    ("gate-futures", "futures.trades size-decimal"): "§8",
+    ("gate-futures", "REST trades size-decimal"): "§8",
+    ("gate-futures", "REST trades"): "§8",
+    ("gate-spot", "REST trades"): "§7.3",
+    ("okx-spot", "REST trades"): "§4.3",
+    ("okx-swap", "REST trades"): "§4.3",
+    **{
+        (v, name): section
+        for v in ("binance-spot", "binance-usdm")
+        for name, section in (
+            ("error", "§1.1 (its example leaves `id` out: `...`)"),
+            ("serverShutdown raw", "§1.1 (`E` elided)"),
+            ("serverShutdown combined", "§1.1 (`data` elided)"),
+        )
+    },
+    ("bybit-spot", "reply with req_id"): "§3.1 (linear's req_id position)",
+    **{(v, name): "§4.1" for v in ("okx-spot", "okx-swap") for name in ("error", "notice")},
+    **{(v, name): "§5.1" for v in ("kucoin-spot", "kucoin-futures") for name in ("pong", "error")},
+    **{
+        (v, name): "§7.1"
+        for v in ("gate-spot", "gate-futures")
+        for name in ("pong", "pong with id", "error", "error with id", "subscribe ack with id")
+    },
+    ("gate-futures", "futures.system"): "§12 Announced cuts",
+    **{(v, "error"): "§9.1" for v in ("phemex-spot", "phemex-perp")},
+    # REST error bodies: no capture, and docs/VENUES.md quotes none of these.
+    **{(v, "REST error"): "§3.3 (the envelope, retCode non-zero)" for v in ("bybit-spot", "bybit-linear")},
+    **{(v, "REST params error"): "none: see the template's source" for v in ("bybit-spot", "bybit-linear")},
+    **{(v, "REST error"): "§4.3 (the response form, code non-zero)" for v in ("okx-spot", "okx-swap")},
+    **{(v, "REST error"): "§7.3, §8" for v in ("gate-spot", "gate-futures")},
+    **{
+        (v, name): "§9.1, §9.3"
+        for v in ("phemex-spot", "phemex-perp")
+        for name in ("REST error", "REST rate limited", "handshake refused")
+    },
 }
 
 
@@ -195,6 +228,25 @@ DOCUMENTED = {
             ],
         }
     ],
+    # OKX-DOCS (VENUES §4.1): an ack and an error answering a request with an `id`.
+    "okx ack with id": [
+        {"id": "1512", "event": "subscribe", "arg": {"channel": "trades", "instId": "BTC-USDT"}, "connId": "a4d3ae55"}
+    ],
+    "okx error with id": [
+        {"id": "1512", "event": "error", "code": "60012", "msg": "Invalid request: …", "connId": "a4d3ae55"}
+    ],
+    # Binance's docs, "Live Subscribing/Unsubscribing to streams" (USDⓈ-M page; spot's is the same;
+    # VENUES §1.1 names these methods without quoting the answers).
+    "binance LIST_SUBSCRIPTIONS": [{"result": ["btcusdt@aggTrade"], "id": 3}],
+    "binance GET_PROPERTY": [{"result": True, "id": 2}],
+    # Binance's errors doc (errors.md, "a full error example"; VENUES §1.1 gives the same form).
+    "binance REST error": [{"code": -1121, "msg": "Invalid symbol."}],
+    # (3P) KuCoin's REST error as ccxt's kucoin.js handleErrors quotes it.
+    "kucoin REST error": [{"code": "400100", "msg": "validation.createOrder.clientOidIsRequired"}],
+    # (3P) OKX's 429 body as ccxt's ExchangeError reports it (key order as sent).
+    "okx REST rate limited": [{"msg": "Too Many Requests", "code": "50011"}],
+    # PHX-DOCS (VENUES §9.1): the answer to `server.ping`.
+    "phemex pong": [{"error": None, "id": 0, "result": "pong"}],
     # GATE-DOCS (VENUES §7.1): an ack with `time_ms` and `error: null`.
     "gate ack": [
         {
@@ -237,7 +289,7 @@ def test_wire_templates_have_a_real_shape(venue):
     held = {kind: (sample, is_real, documented) for kind, _, sample, is_real, *documented in TRADE_TYPES[venue]}
     assert set(held) <= set(templates(venue)), f"{venue}: a message type the simulator sends has no template"
     for name, tpl in templates(venue).items():
-        if (venue, name) in UNHELD_TEMPLATES or name.startswith("REST "):  # REST: held below
+        if (venue, name) in UNHELD_TEMPLATES or name.startswith("REST ") or tpl.section != "messages":  # held below
             continue
         assert name in held, f"{venue}: template {name!r} is held to no real message; add it to TRADE_TYPES"
         sample, is_real, documented = held[name]
@@ -273,6 +325,30 @@ def test_the_load_feeder_sends_the_binance_usdm_template():
     _match("binance-usdm", "feeder @trade", frames, _real("binance_usdm.jsonl", _bn_combined))
 
 
+def test_the_load_feeder_acks_a_subscription_as_binance_does():
+    # The real ack is compact (samples/binance_usdm.control.jsonl line 1); the feeder's was
+    # `json.dumps`'s default, with spaces after `:` and `,`. It is now the venue's `ack` template.
+    from pumpwatch.sim import feeder
+
+    class Transport:
+        written = b""
+
+        def write(self, data):
+            self.written += data
+
+    subscribed = []
+    proto = feeder.FeedProtocol(cast(Any, SimpleNamespace(subscribed=subscribed.append)))
+    proto.connection_made(cast(Any, Transport()))
+    proto.upgraded = True
+    payload, mask = b'{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":1}', b"\x01\x02\x03\x04"
+    proto.data_received(
+        bytes((0x81, 0x80 | len(payload))) + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
+    )
+    assert subscribed == [proto]
+    real = (SAMPLES / "binance_usdm.control.jsonl").read_text().splitlines()[0].encode()
+    assert _ws_payloads(cast(Any, proto.transport).written) == [real] == [b'{"result":null,"id":1}']
+
+
 def test_a_template_renders_its_values_into_the_real_frame():
     tpl = Template(
         "test",
@@ -295,11 +371,25 @@ def test_a_template_renders_its_values_into_the_real_frame():
         ({"a": "{x}", "b": {"c": "{x:int}"}}, "appears twice"),
         ({"a": [{"x": "{x}"}], "b": [{"y": "{y}"}]}, "2 arrays of rows"),
         ({"a": [{"x": [["{x}"]]}]}, "rows inside a row"),
+        ({"a": [{"x": "{x:str}"}]}, "not trade rows"),
     ],
 )
 def test_a_template_that_breaks_the_rules_is_refused_with_a_reason(body, complaint):
     with pytest.raises(TemplateError, match=complaint):
         Template("test", "bad", body)
+
+
+def test_control_kinds_encode_what_a_client_sent():
+    """`str` and `json` go through the JSON encoder: a client's quote or backslash comes back as
+    the same text, a request id as the JSON value it sent."""
+    tpl = Template("test", "error", {"code": "{code:int}", "msg": "{msg:str}", "id": "{id:json}"})
+    assert tpl.fields == {"code": "int", "msg": "str", "id": "json"}
+    for req_id in (None, 7, "a1", ["x"]):
+        text = tpl.render(code=2, msg="unknown variant 'FO\"O\\'", id=req_id)
+        assert json.loads(text) == {"code": 2, "msg": "unknown variant 'FO\"O\\'", "id": req_id}
+    assert tpl.render(code=1, msg=5, id="1") == '{"code":1,"msg":"5","id":"1"}'  # str: always a string
+    assert tpl.specimen() == {"code": 0, "msg": "x", "id": None}
+    assert tpl.specimen(id=1) == {"code": 0, "msg": "x", "id": 1}
 
 
 def _trades_in(m: dict) -> int:
@@ -471,6 +561,158 @@ def test_control_messages_have_a_real_shape(venue):
     reals = _real(sample, keep) + [m for d in documented for m in DOCUMENTED[d]]
     _match(venue, "control", frames, reals)
     assert len(frames) >= 1 + pumpwatch_venues.get(venue).subscribe_after_welcome
+
+
+# -- control templates (the files' `control` section): each held to a real control frame, a
+# documented one, or named in UNHELD_TEMPLATES with the docs/VENUES.md section it follows.
+
+
+def _bn_ack(m):
+    return "result" in m
+
+
+#: venue -> {control template: ((the real frames: (file, predicate), ...), DOCUMENTED keys, the values
+#: its placeholders stand for in the comparison: a `json` one has no kind of its own, so the real
+#: frame's value is given)}.
+CONTROL_TEMPLATES: dict[str, dict[str, tuple[tuple[tuple[str, Any], ...], tuple[str, ...], dict[str, Any]]]] = {
+    **{
+        v: {
+            "ack": ((("binance_usdm.control.jsonl", _bn_ack),), (), {"id": 1}),
+            "LIST_SUBSCRIPTIONS": ((), ("binance LIST_SUBSCRIPTIONS",), {"streams": ["btcusdt@trade"], "id": 3}),
+            "GET_PROPERTY": ((), ("binance GET_PROPERTY",), {"id": 2}),
+        }
+        for v in ("binance-spot", "binance-usdm")
+    },
+    "bybit-spot": {"reply": ((("bybit_spot.control.jsonl", lambda m: "success" in m),), (), {})},
+    "bybit-linear": {"reply": ((("bybit_linear.control.jsonl", lambda m: "success" in m),), (), {"req_id": ""})},
+    **{
+        v: {
+            "ack": ((("okx.control.jsonl", lambda m: m.get("event") == "subscribe"),), ("okx ack",), {}),
+            "ack with id": ((), ("okx ack with id",), {"id": "1512"}),
+            "error with id": ((), ("okx error with id",), {"id": "1512"}),
+        }
+        for v in ("okx-spot", "okx-swap")
+    },
+    **{
+        v: {
+            "welcome": ((("kucoin_spot.control.jsonl", lambda m: m.get("type") == "welcome"),), (), {}),
+            "ack": ((("kucoin_spot.control.jsonl", lambda m: m.get("type") == "ack"),), (), {}),
+        }
+        for v in ("kucoin-spot", "kucoin-futures")
+    },
+    "gate-spot": {
+        "subscribe ack": ((("gateio_spot.control.jsonl", lambda m: "conn_id" in m),), (), {"payload": ["BTC_USDT"]})
+    },
+    "gate-futures": {"subscribe ack": ((), ("gate ack",), {})},
+    **{
+        v: {
+            "ack": ((("phemex.control.jsonl", lambda m: "result" in m),), (), {"id": 1}),
+            "pong": ((), ("phemex pong",), {"id": 0}),
+        }
+        for v in ("phemex-spot", "phemex-perp")
+    },
+}
+
+
+def _hold_section(venue: str, section: str, held: dict[str, Any]) -> None:
+    """Every template of `section` is held to a real or documented message, or named unheld."""
+    in_section = {name: tpl for name, tpl in templates(venue).items() if tpl.section == section}
+    assert set(held) <= set(in_section), f"{venue}: {sorted(set(held) - set(in_section))} are not {section} templates"
+    for name, tpl in in_section.items():
+        assert tpl.source, f"{venue}: {section} template {name!r} names no source"
+        if (venue, name) in UNHELD_TEMPLATES:
+            assert name not in held, f"{venue}: {name!r} is both held and named unheld"
+            continue
+        assert name in held, (
+            f"{venue}: {section} template {name!r} is held to no real message; hold it in the test's table "
+            "or name it in UNHELD_TEMPLATES with the docs/VENUES.md section it follows"
+        )
+        samples, documented, examples = held[name]
+        reals = [m for file, keep in samples for m in _real(file, keep)] + [
+            m for d in documented for m in DOCUMENTED[d]
+        ]
+        _match(venue, f"{section} template {name!r}", [tpl.specimen(**examples)], reals)
+
+
+@pytest.mark.parametrize("venue", VENUE_IDS)
+def test_control_templates_have_a_real_shape(venue):
+    """Each control template has the shape of a real control frame of its type: the venue's acks,
+    errors and notices are written once, in the templates, and checked."""
+    _hold_section(venue, "control", CONTROL_TEMPLATES[venue])
+
+
+#: venue -> {REST error template: (as CONTROL_TEMPLATES)}. No REST error body is captured in
+#: tests/samples; these are held to ones the venue's docs or ccxt quote (DOCUMENTED).
+ERROR_TEMPLATES: dict[str, dict[str, tuple[tuple[tuple[str, Any], ...], tuple[str, ...], dict[str, Any]]]] = {
+    "binance-spot": {"REST error": ((), ("binance REST error",), {})},
+    "binance-usdm": {"REST error": ((), ("binance REST error",), {})},
+    "bybit-spot": {},
+    "bybit-linear": {},
+    "okx-spot": {"REST rate limited": ((), ("okx REST rate limited",), {})},
+    "okx-swap": {"REST rate limited": ((), ("okx REST rate limited",), {})},
+    "kucoin-spot": {"REST error": ((), ("kucoin REST error",), {})},
+    "kucoin-futures": {"REST error": ((), ("kucoin REST error",), {})},
+    "gate-spot": {},
+    "gate-futures": {},
+    "phemex-spot": {},
+    "phemex-perp": {},
+}
+
+
+@pytest.mark.parametrize("venue", VENUE_IDS)
+def test_rest_error_templates_have_a_real_shape(venue):
+    """The bodies of REST refusals (a bad parameter, a rate limit) come from templates too, each
+    held to a documented body or named unheld."""
+    _hold_section(venue, "errors", ERROR_TEMPLATES[venue])
+
+
+class _Socket:
+    """A venue class's view of one client socket, without a server: what it was sent."""
+
+    def __init__(self, role: str = "public", query: dict[str, str] | None = None):
+        self.role, self.dialect, self.conn_id, self.path = role, "", "c0ffee", "/"
+        self.query = query or {}
+        self.topics: set[str] = set()
+        self.state: dict[str, Any] = {}
+        self.closed = False
+        self.sent: list[Any] = []
+
+    def send(self, frame, *, data=False):
+        self.sent.append(json.loads(frame))
+
+    def close(self, code=1000, reason=""):
+        self.closed = True
+
+    def heartbeat(self):
+        pass
+
+    def answer_ping(self):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("venue", "role", "asked"),
+    [
+        ("okx-spot", "public", {"op": "subscribe", "args": [{"channel": "trades", "instId": "BTC-USDT"}]}),
+        ("okx-swap", "business", {"op": "subscribe", "args": [{"channel": "trades-all", "instId": "BTC-USDT-SWAP"}]}),
+        ("okx-spot", "public", {"op": "subscribe", "args": ["BTC-USDT"]}),
+        ("gate-spot", "public", {"channel": "spot.trades", "event": "subscribe", "payload": ["BTC_USDT"]}),
+        ("gate-futures", "public", {"channel": "futures.ping"}),
+        ("gate-futures", "public", {"channel": "futures.trades", "event": "subscribe", "payload": ["NOPE_USDT"]}),
+        ("bybit-spot", "public", {"op": "subscribe", "args": ["publicTrade.BTCUSDT"]}),
+    ],
+)
+def test_a_control_answer_echoes_the_request_id_only_when_there_was_one(venue, role, asked):
+    # The venue's `<name> with id` template is chosen by the request, not by the answer's kind.
+    key = "req_id" if venue.startswith("bybit") else "id"
+    sim = SimVenue(venue, seed=5, trades_per_s=0, symbols=["BTC"])
+    for req_id in (None, "77"):
+        socket = _Socket(role)
+        sim.protocol.on_text(socket, json.dumps(asked if req_id is None else asked | {key: req_id}))
+        assert socket.sent, f"{venue}: no answer to {asked}"
+        for answer in socket.sent:
+            assert (key in answer) == (req_id is not None), f"{venue}: {answer}"
+            assert answer.get(key) == req_id
 
 
 # -- REST: the trade endpoints PumpWatch backfills from. No real REST capture is in tests/samples
@@ -684,7 +926,7 @@ def test_rest_trades_have_the_documented_shape(venue):
 def test_rest_templates_have_the_documented_shape(venue):
     held = {name: documented for _, _, documented, name in _rest_references(venue)}
     for name, tpl in templates(venue).items():
-        if not name.startswith("REST ") or (venue, name) in UNHELD_TEMPLATES:
+        if not name.startswith("REST ") or (venue, name) in UNHELD_TEMPLATES or tpl.section != "messages":
             continue
         assert name in held, f"{venue}: template {name!r} is held to no documented answer; add it to REST_MORE"
         _match(venue, f"template {name!r}", [tpl.specimen()], [held[name]])

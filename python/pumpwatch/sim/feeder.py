@@ -138,7 +138,7 @@ class FeedProtocol(asyncio.Protocol):
                 except ValueError:
                     continue
                 if isinstance(msg, dict) and msg.get("method") == "SUBSCRIBE":
-                    ack = json.dumps({"result": None, "id": msg.get("id")}).encode()
+                    ack = template("binance-usdm", "ack").render(id=msg.get("id")).encode()
                     self.transport.write(_ws_header(len(ack)) + ack)
                     self.feeder.subscribed(self)
 

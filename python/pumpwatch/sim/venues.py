@@ -187,7 +187,6 @@ class Venue:
     incoming_limit: tuple[int, float] | None = None  # (messages, seconds) before the socket is cut
     channels: tuple[str, ...] = ("trades",)  # kinds of trade stream; the first is the default
     rate_limited_status = 429
-    rate_limited_body: ClassVar[Any] = {"msg": "Too Many Requests"}
     lifetime_close_reason = "connection lifetime reached"
     buckets: ClassVar[dict[str, tuple[int, float]]] = {}  # name -> (capacity, refill period in seconds)
 
@@ -195,6 +194,8 @@ class Venue:
         self.venue_id = venue_id
         self.sim = sim
         self.routes: dict[tuple[str, str], Route] = {}
+        # The body of a 429 (a venue sets its own, from its `errors` template).
+        self.rate_limited_body: Any = {"msg": "Too Many Requests"}
         # The headers of the REST request being answered (set by the server before each route).
         self.request_headers: Any = {}
 
@@ -227,6 +228,19 @@ class Venue:
 
     def on_text(self, client: VenueClient, text: str) -> None:
         raise NotImplementedError
+
+    def error_body(self, name: str = "REST error", /, **fields: Any) -> Any:
+        """A REST refusal's body (a JSON value the server encodes) from the venue's template
+        `name` (pumpwatch/sim/wire/<venue>.json, section `errors`)."""
+        return template(self.venue_id, name).fill(**fields)
+
+    def control(self, name: str, req_id: Any = None, /, **fields: Any) -> str:
+        """A control message (ack, error, pong, notice) from the venue's template `name`
+        (pumpwatch/sim/wire/<venue>.json, section `control`). Where the venue echoes a request's
+        id only when it had one, a non-None `req_id` selects the `<name> with id` form."""
+        if req_id is not None:
+            return template(self.venue_id, f"{name} with id").render(id=req_id, **fields)
+        return template(self.venue_id, name).render(**fields)
 
     def publications(self, inst: Instrument, fills: list[Fill]) -> list[Publication]:
         raise NotImplementedError
@@ -297,10 +311,6 @@ class Binance(Venue):
     incoming_limit = (5, 1.0)  # 5 incoming messages/s, pings and pongs included; more: disconnect
     ws_path = "/stream"
     buckets: ClassVar = {"weight": (6000, 60.0)}  # REQUEST_WEIGHT 6,000/min (§1.3)
-    rate_limited_body: ClassVar = {
-        "code": -1003,
-        "msg": "Too many requests; current limit is 6000 request weight per 1 MINUTE.",
-    }
     max_streams = 1024
     futures = False
 
@@ -310,6 +320,9 @@ class Binance(Venue):
         self.wire_raw = template(venue_id, "@trade raw")
         self.wire_rest = template(venue_id, "REST trades")
         self.wire_agg = template(venue_id, "REST aggTrades")
+        weight = self.buckets["weight"][0]
+        msg = f"Too many requests; current limit is {weight} request weight per 1 MINUTE."
+        self.rate_limited_body = self.error_body(code=-1003, msg=msg)
         p = "/fapi/v1" if self.futures else "/api/v3"
         heavy = 20 if self.futures else 25
         self.route("GET", f"{p}/exchangeInfo", self.rest_exchange_info, "weight", 1 if self.futures else 20)
@@ -359,7 +372,7 @@ class Binance(Venue):
                 self.sim.subscribe(client, s)
 
     def _error(self, client: VenueClient, code: int, msg: str, req_id: Any = None) -> None:
-        client.send(dumps({"code": code, "msg": msg, "id": req_id}))
+        client.send(self.control("error", code=code, msg=msg, id=req_id))
 
     def on_text(self, client, text):
         msg = loads(text)
@@ -387,11 +400,11 @@ class Binance(Venue):
                     if s in client.state["streams"]:
                         client.state["streams"].remove(s)
                         self.sim.unsubscribe(client, s)
-            return client.send(dumps({"result": None, "id": req_id}))
+            return client.send(self.control("ack", id=req_id))
         if method == "LIST_SUBSCRIPTIONS":
-            return client.send(dumps({"result": list(client.state["streams"]), "id": req_id}))
+            return client.send(self.control("LIST_SUBSCRIPTIONS", streams=list(client.state["streams"]), id=req_id))
         if method in ("SET_PROPERTY", "GET_PROPERTY"):
-            return client.send(dumps({"result": None if method == "SET_PROPERTY" else True, "id": req_id}))
+            return client.send(self.control("ack" if method == "SET_PROPERTY" else "GET_PROPERTY", id=req_id))
         self._error(
             client,
             2,
@@ -401,10 +414,8 @@ class Binance(Venue):
         )
 
     def shutdown_notice(self, client):
-        event = {"e": "serverShutdown", "E": _ms(self.sim.now_ns())}
-        if client.dialect == "combined":
-            return dumps({"stream": "!serverShutdown", "data": event})
-        return dumps(event)
+        dialect = "combined" if client.dialect == "combined" else "raw"
+        return self.control(f"serverShutdown {dialect}", E=_ms(self.sim.now_ns()))
 
     def _payload(self, inst: Instrument, f: Fill) -> dict[str, Any]:
         """The values of one @trade event (the template's placeholders)."""
@@ -434,12 +445,11 @@ class Binance(Venue):
     def _symbol(self, q) -> Instrument:
         inst = self.instrument_or_none(q.get("symbol"))
         if inst is None:
-            raise BadRequest({"code": -1121, "msg": "Invalid symbol."})
+            raise BadRequest(self.error_body(code=-1121, msg="Invalid symbol."))
         return inst
 
-    @staticmethod
-    def _param_error(msg):
-        return {"code": -1100, "msg": f"Illegal characters found in a parameter: {msg}."}
+    def _param_error(self, msg):
+        return self.error_body(code=-1100, msg=f"Illegal characters found in a parameter: {msg}.")
 
     def _row(self, inst: Instrument, f: Fill) -> dict[str, Any]:
         """One trade's values in a trades / historicalTrades answer (USDⓈ-M rows say `isRPITrade`)."""
@@ -456,7 +466,7 @@ class Binance(Venue):
     def rest_historical_trades(self, q):
         if self.futures and not self.request_headers.get("X-MBX-APIKEY"):
             # USDⓈ-M historicalTrades is MARKET_DATA: a key is required (§2.3)
-            raise BadRequest({"code": -2014, "msg": "API-key format invalid."}, 401)
+            raise BadRequest(self.error_body(code=-2014, msg="API-key format invalid."), 401)
         inst = self._symbol(q)
         default, most = (100, 500) if self.futures else (500, 1000)
         limit = self.int_param(q, "limit", default, 1, most, self._param_error)
@@ -500,9 +510,9 @@ class Binance(Venue):
         start = self.int_param(q, "startTime", None, 0, 2**62, self._param_error)
         end = self.int_param(q, "endTime", None, 0, 2**62, self._param_error)
         if from_id is not None and (start is not None or end is not None):
-            raise BadRequest({"code": -1128, "msg": "Combination of optional parameters invalid."})
+            raise BadRequest(self.error_body(code=-1128, msg="Combination of optional parameters invalid."))
         if start is not None and end is not None and not 0 <= end - start < 3_600_000:
-            raise BadRequest({"code": -1127, "msg": "More than 1 hours between startTime and endTime."})
+            raise BadRequest(self.error_body(code=-1127, msg="More than 1 hours between startTime and endTime."))
         base = 10**8  # aggregate ids are their own id space
         aggs = list(enumerate(self._aggregates(inst.symbol), base))
         if self.futures:  # USDⓈ-M aggTrades: "≤1 year old" (VENUES §2.3); older runs are not served
@@ -614,10 +624,6 @@ class BinanceUsdm(Binance):
     incoming_limit = (10, 1.0)
     ws_path = "/public/stream"
     buckets: ClassVar = {"weight": (2400, 60.0)}
-    rate_limited_body: ClassVar = {
-        "code": -1003,
-        "msg": "Too many requests; current limit is 2400 request weight per 1 MINUTE.",
-    }
 
     def id_scheme(self, inst):
         # ~0.4 % of ids go to zero-price X=NA records in the real stream (§2.2); more here so
@@ -655,12 +661,12 @@ class Bybit(Venue):
     heartbeat = Heartbeat(client_ping_within=600, data_is_heartbeat=True)
     buckets: ClassVar = {"ip": (600, 5.0)}  # 600 requests / 5 s per IP (§3.1)
     rate_limited_status = 403  # Bybit answers an IP over its limit with 403 "access too frequent" (§3.1)
-    rate_limited_body = "access too frequent"
     max_args_chars = 21_000  # characters of `args` per connection (§3.1)
 
     def __init__(self, venue_id, sim):
         super().__init__(venue_id, sim)
         self.spot = venue_id == "bybit-spot"
+        self.rate_limited_body = "access too frequent"  # plain text, not JSON (§3.1)
         self.category = "spot" if self.spot else "linear"
         self.ws_path = f"/v5/public/{self.category}"
         self.max_args = 10 if self.spot else None  # spot: <= 10 args per subscribe request
@@ -681,13 +687,12 @@ class Bybit(Venue):
         return BybitSpotIds() if self.spot else BybitLinearIds()
 
     def _reply(self, client: VenueClient, op: str, success: bool, ret_msg: str, req_id: Any) -> None:
-        # Key order and req_id presence as recorded (samples/bybit_*.control.jsonl): linear always
-        # carries req_id, spot only when the request had one.
-        msg: dict[str, Any] = {"success": success, "ret_msg": ret_msg, "conn_id": client.conn_id}
-        if not self.spot or req_id is not None:
-            msg["req_id"] = "" if req_id is None else req_id
-        msg["op"] = op
-        client.send(dumps(msg))
+        # req_id presence as recorded (samples/bybit_*.control.jsonl): linear always carries it,
+        # spot only when the request had one.
+        name = "reply with req_id" if self.spot and req_id is not None else "reply"
+        if not self.spot and req_id is None:
+            req_id = ""
+        client.send(self.control(name, success=success, ret_msg=ret_msg, conn_id=client.conn_id, req_id=req_id, op=op))
 
     def on_text(self, client, text):
         msg = loads(text)
@@ -762,16 +767,25 @@ class Bybit(Venue):
     def _envelope(self, result: Any, code: int = 0, msg: str = "OK") -> tuple[int, Any]:
         return 200, {"retCode": code, "retMsg": msg, "result": result, "retExtInfo": {}, "time": _ms(self.sim.now_ns())}
 
+    def _refusal(self, msg: str) -> tuple[int, Any]:
+        """A refused request, answered 200 in the envelope with retCode 10001 (§3.3)."""
+        return 200, self.error_body(retCode=10001, retMsg=msg, time=_ms(self.sim.now_ns()))
+
     def rest_recent_trade(self, q):
         if q.get("category") != self.category:
-            return self._envelope({}, 10001, "params error: category")
+            return self._refusal("params error: category")
         inst = self.instrument_or_none(q.get("symbol"))
         if inst is None:
-            return self._envelope({}, 10001, "params error: symbol invalid")
+            return self._refusal("params error: symbol invalid")
         # The latest <= 60 (spot) / <= 1000 (linear) only: no cursor, no time range.
         default, most = (60, 60) if self.spot else (500, 1000)
         limit = self.int_param(
-            q, "limit", default, 1, most, lambda m: {"retCode": 10001, "retMsg": f"params error: {m}"}
+            q,
+            "limit",
+            default,
+            1,
+            most,
+            lambda m: self.error_body("REST params error", retCode=10001, retMsg=f"params error: {m}"),
         )
         rows = [
             {
@@ -852,7 +866,6 @@ class Okx(Venue):
     ws_path = "/ws/v5/business"  # trades-all, one fill per push: what a tick recorder uses (§4.2)
     channels = ("trades-all", "trades")
     buckets: ClassVar = {"history": (20, 2.0), "trades": (100, 2.0), "instruments": (20, 2.0)}  # §4.3
-    rate_limited_body: ClassVar = {"msg": "Too Many Requests", "code": "50011"}
 
     def __init__(self, venue_id, sim):
         super().__init__(venue_id, sim)
@@ -861,6 +874,7 @@ class Okx(Venue):
         self.wire_all = template(venue_id, "trades-all")
         self.wire_trades = template(venue_id, "trades")
         self.wire_rest = template(venue_id, "REST trades")
+        self.rate_limited_body = self.error_body("REST rate limited")
         self.route("GET", "/api/v5/public/instruments", self.rest_instruments, "instruments")
         self.route("GET", "/api/v5/market/history-trades", self.rest_history_trades, "history")
         self.route("GET", "/api/v5/market/trades", self.rest_trades, "trades")
@@ -874,8 +888,8 @@ class Okx(Venue):
     def ws_role(self, path, headers):
         return {"/ws/v5/public": "public", "/ws/v5/business": "business"}.get(path)
 
-    def _send(self, client: VenueClient, req_id: Any, body: dict) -> None:
-        client.send(dumps(({"id": req_id} if req_id is not None else {}) | body | {"connId": client.conn_id}))
+    def _send(self, client: VenueClient, req_id: Any, name: str, **fields: Any) -> None:
+        client.send(self.control(name, req_id, connId=client.conn_id, **fields))
 
     def on_text(self, client, text):
         if text == "ping":
@@ -889,14 +903,14 @@ class Okx(Venue):
             return self._send(
                 client,
                 msg.get("id") if isinstance(msg, dict) else None,
-                {"event": "error", "code": "60012", "msg": f"Invalid request: {text[:200]}"},
+                "error",
+                code="60012",
+                msg=f"Invalid request: {text[:200]}",
             )
         op, req_id = msg["op"], msg.get("id")
         for arg in msg["args"]:
             if not isinstance(arg, dict):
-                return self._send(
-                    client, req_id, {"event": "error", "code": "60012", "msg": f"Invalid request: {text[:200]}"}
-                )
+                return self._send(client, req_id, "error", code="60012", msg=f"Invalid request: {text[:200]}")
             channel, inst_id = arg.get("channel"), arg.get("instId")
             # trades is served on /public, trades-all on /business only (§4.1).
             sockets: dict[Any, str] = {"trades": "public", "trades-all": "business"}
@@ -905,28 +919,19 @@ class Okx(Venue):
                 return self._send(
                     client,
                     req_id,
-                    {
-                        "event": "error",
-                        "code": "60018",
-                        "msg": f"Wrong URL or channel:{channel},instId:{inst_id} doesn't exist. Please use the correct URL, "
-                        "channel and parameters referring to API document.",
-                    },
+                    "error",
+                    code="60018",
+                    msg=f"Wrong URL or channel:{channel},instId:{inst_id} doesn't exist. Please use the correct URL, "
+                    "channel and parameters referring to API document.",
                 )
         for arg in msg["args"]:
             topic = f"{arg['channel']}:{arg['instId']}"
             (self.sim.subscribe if op == "subscribe" else self.sim.unsubscribe)(client, topic)
-            self._send(client, req_id, {"event": op, "arg": {"channel": arg["channel"], "instId": arg["instId"]}})
+            self._send(client, req_id, "ack", event=op, channel=arg["channel"], instId=arg["instId"])
 
     def shutdown_notice(self, client):
         # Sent 60 s before a service-upgrade disconnect (§4.1).
-        return dumps(
-            {
-                "event": "notice",
-                "code": "64008",
-                "msg": "The connection will soon be closed for a service upgrade. Please reconnect.",
-                "connId": client.conn_id,
-            }
-        )
+        return self.control("notice", connId=client.conn_id)
 
     def publications(self, inst, fills):
         out = []
@@ -976,14 +981,13 @@ class Okx(Venue):
             "ts": _ms(f.ts_ns),
         }
 
-    @staticmethod
-    def _error(msg):
-        return {"code": "51000", "msg": f"Parameter {msg}", "data": []}
+    def _error(self, msg):
+        return self.error_body(code="51000", msg=f"Parameter {msg}")
 
     def _inst(self, q) -> Instrument:
         inst = self.instrument_or_none(q.get("instId"))
         if inst is None:
-            raise BadRequest({"code": "51001", "msg": "Instrument ID doesn't exist.", "data": []}, status=200)
+            raise BadRequest(self.error_body(code="51001", msg="Instrument ID doesn't exist."), status=200)
         return inst
 
     def rest_history_trades(self, q):
@@ -1077,7 +1081,6 @@ class Kucoin(Venue):
     heartbeat = Heartbeat(client_ping_within=(ping_interval_ms + ping_timeout_ms) / 1000, lifetime=DAY_S)
     lifetime_close_reason = "token expired"
     buckets: ClassVar = {"public": (2000, 30.0)}  # public pool 2000 / 30 s per IP (§5.3)
-    rate_limited_body: ClassVar = {"code": "429000", "msg": "Too Many Requests"}
     max_symbols_per_topic = 100
     max_topics = 400  # per connection, spot (§5.1); futures has none
 
@@ -1087,6 +1090,7 @@ class Kucoin(Venue):
         self.topic_prefix = "/contractMarket/execution:" if self.futures else "/market/match:"
         self.wire = template(venue_id, self.topic_prefix[:-1])
         self.wire_rest = template(venue_id, "REST trades")
+        self.rate_limited_body = self.error_body(code="429000", msg="Too Many Requests")
         self.tokens: set[str] = set()
         self.route("POST", "/api/v1/bullet-public", self.rest_bullet, "public", 10)
         if self.futures:
@@ -1116,12 +1120,12 @@ class Kucoin(Venue):
         connect_id = client.query.get("connectId") or client.conn_id
         token = client.query.get("token")
         if token not in self.tokens:
-            client.send(dumps({"id": connect_id, "type": "error", "code": 401, "data": "token is invalid"}))
+            client.send(self.control("error", id=connect_id, code=401, data="token is invalid"))
             return client.close(4001, "token is invalid")
-        client.send(dumps({"id": connect_id, "type": "welcome"}))
+        client.send(self.control("welcome", id=connect_id))
 
     def _error(self, client: VenueClient, req_id: Any, code: int, data: str) -> None:
-        client.send(dumps({"id": str(req_id), "type": "error", "code": code, "data": data}))
+        client.send(self.control("error", id=req_id, code=code, data=data))
 
     def on_text(self, client, text):
         msg = loads(text)
@@ -1130,7 +1134,7 @@ class Kucoin(Venue):
         kind, req_id = msg.get("type"), msg.get("id", "")
         if kind == "ping":
             client.heartbeat()
-            return client.send(dumps({"id": str(req_id), "type": "pong"}))
+            return client.send(self.control("pong", id=req_id))
         if kind not in ("subscribe", "unsubscribe"):
             return self._error(client, req_id, 404, f"type {kind} is not supported")
         topic = msg.get("topic")
@@ -1156,7 +1160,7 @@ class Kucoin(Venue):
             for t in topics:
                 self.sim.unsubscribe(client, t)
         if msg.get("response"):
-            client.send(dumps({"id": str(req_id), "type": "ack"}))
+            client.send(self.control("ack", id=req_id))
 
     def publications(self, inst, fills):
         topic = self.topic_prefix + inst.symbol
@@ -1207,7 +1211,7 @@ class Kucoin(Venue):
     def rest_history(self, q):
         inst = self.instrument_or_none(q.get("symbol"))
         if inst is None:
-            raise BadRequest({"code": "400100", "msg": "symbol invalid"})
+            raise BadRequest(self.error_body(code="400100", msg="symbol invalid"))
         # The last 100, no paging. No tradeId in the spot rows: merge by sequence (§5.3); the spot
         # template takes what it names (`time`), futures' theirs (`ts`, the ids).
         rows = [
@@ -1328,7 +1332,6 @@ class Gate(Venue):
     # the server's timer (§7.1).
     heartbeat = Heartbeat(server_ping_every=10, pong_within=30)
     buckets: ClassVar = {"trades": (200, 10.0), "instruments": (200, 10.0)}  # 200 req / 10 s per endpoint (§7.1)
-    rate_limited_body: ClassVar = {"label": "TOO_MANY_REQUESTS", "message": "Request Rate Limit Exceeded"}
 
     def __init__(self, venue_id, sim):
         super().__init__(venue_id, sim)
@@ -1339,6 +1342,7 @@ class Gate(Venue):
         self.wire_size_decimal = template(venue_id, "futures.trades size-decimal") if self.futures else None
         self.wire_rest = template(venue_id, "REST trades")
         self.wire_rest_size_decimal = template(venue_id, "REST trades size-decimal") if self.futures else None
+        self.rate_limited_body = self.error_body(label="TOO_MANY_REQUESTS", message="Request Rate Limit Exceeded")
         # Spot create_time_ms has a fraction (`1788336082402.208000`): microseconds.
         self.resolution_ns = 1_000_000 if self.futures else 1_000
         if self.futures:
@@ -1368,14 +1372,9 @@ class Gate(Venue):
     def on_open(self, client):
         client.dialect = "size-decimal" if client.role == "size-decimal" else ""
 
-    def _reply(self, client: VenueClient, channel: str, event: str, req_id: Any, **body: Any) -> None:
+    def _reply(self, client: VenueClient, name: str, req_id: Any, **fields: Any) -> None:
         now = self.sim.now_ns()
-        msg: dict[str, Any] = {"time": now // 10**9, "time_ms": _ms(now)}
-        if req_id is not None:
-            msg["id"] = req_id
-        if not self.futures:
-            msg["conn_id"] = client.conn_id
-        client.send(dumps(msg | {"channel": channel, "event": event} | body))
+        client.send(self.control(name, req_id, time=now // 10**9, time_ms=_ms(now), conn_id=client.conn_id, **fields))
 
     def on_text(self, client, text):
         msg = loads(text)
@@ -1383,36 +1382,30 @@ class Gate(Venue):
         req_id = msg.get("id") if isinstance(msg, dict) else None
         if channel == f"{self.prefix}.ping":
             client.answer_ping()
-            return self._reply(client, f"{self.prefix}.pong", "", req_id, error=None, result=None)
+            return self._reply(client, "pong", req_id)
         trades = f"{self.prefix}.trades"
         event = msg.get("event") if isinstance(msg, dict) else None
         payload = msg.get("payload") if isinstance(msg, dict) else None
         if channel != trades or event not in ("subscribe", "unsubscribe") or not isinstance(payload, list):
             return self._reply(
                 client,
-                str(channel or ""),
-                str(event or ""),
+                "error",
                 req_id,
-                error={"code": 1, "message": "invalid argument struct"},
-                result={"status": "fail"},
+                channel=channel or "",
+                event=event or "",
+                code=1,
+                message="invalid argument struct",
             )
         unknown = [p for p in payload if not isinstance(p, str) or self.instrument_or_none(p) is None]
         if unknown:
             word = "contract" if self.futures else "currency pair"
             return self._reply(
-                client,
-                trades,
-                event,
-                req_id,
-                error={"code": 2, "message": f"unknown {word} {unknown[0]}"},
-                result={"status": "fail"},
+                client, "error", req_id, channel=trades, event=event, code=2, message=f"unknown {word} {unknown[0]}"
             )
         for p in payload:  # subscriptions are additive across requests (§7.1)
             (self.sim.subscribe if event == "subscribe" else self.sim.unsubscribe)(client, f"{trades}:{p}")
-        if self.futures:
-            self._reply(client, trades, event, req_id, error=None, result={"status": "success"})
-        else:  # the 2026 spot ack echoes the payload and has no `error` key
-            self._reply(client, trades, event, req_id, payload=payload, result={"status": "success"})
+        # the 2026 spot ack echoes the payload and has no `error` key (its template)
+        self._reply(client, "subscribe ack", req_id, event=event, payload=payload)
 
     def publications(self, inst, fills):
         topic = f"{self.prefix}.trades:{inst.symbol}"
@@ -1467,18 +1460,7 @@ class Gate(Venue):
         if not self.futures:
             return None
         now = self.sim.now_ns()
-        return dumps(
-            {
-                "time": now // 10**9,
-                "time_ms": _ms(now),
-                "channel": "futures.system",
-                "event": "update",
-                "result": {
-                    "type": "upgrade",
-                    "msg": "The connection will soon be closed for a service upgrade. Please reconnect.",
-                },
-            }
-        )
+        return self.control("futures.system", time=now // 10**9, time_ms=_ms(now))
 
     # -- futures sizes (§8)
 
@@ -1498,20 +1480,15 @@ class Gate(Venue):
 
     # -- REST (§7.3, §8)
 
-    @staticmethod
-    def _error(msg):
-        return {"label": "INVALID_PARAM_VALUE", "message": msg}
+    def _error(self, msg):
+        return self.error_body(label="INVALID_PARAM_VALUE", message=msg)
 
     def rest_trades(self, q):
         key = "contract" if self.futures else "currency_pair"
         inst = self.instrument_or_none(q.get(key))
         if inst is None:
-            raise BadRequest(
-                {
-                    "label": "INVALID_CURRENCY_PAIR" if not self.futures else "CONTRACT_NOT_FOUND",
-                    "message": f"unknown {key} {q.get(key)}",
-                }
-            )
+            label = "INVALID_CURRENCY_PAIR" if not self.futures else "CONTRACT_NOT_FOUND"
+            raise BadRequest(self.error_body(label=label, message=f"unknown {key} {q.get(key)}"))
         limit = self.int_param(q, "limit", 100, 1, 1000, self._error)
         now_s = self.sim.now_ns() // 10**9
         to = self.int_param(q, "to", now_s, 0, 2**40, self._error)
@@ -1641,7 +1618,6 @@ class Phemex(Venue):
     batch_interval = 0.020  # "Incremental messages are published with 20ms interval" (§9.2)
     heartbeat = Heartbeat(client_ping_within=30, protocol_ping_is_heartbeat=True)
     buckets: ClassVar = {"ip": (5000, 300.0)}  # REST 5,000 / 5 min per IP (§9.1)
-    rate_limited_body: ClassVar = {"code": 429, "msg": "Too many requests"}
     snapshot_size = 200
     max_subscriptions = 20  # per connection (§9.1)
     max_connections = 5  # per client, spot and contract together: one gateway (§9.1)
@@ -1658,6 +1634,7 @@ class Phemex(Venue):
         self.rows_key = "trades_p" if self.perp else "trades"
         self.wire = template(venue_id, self.rows_key)
         self.wire_rest = template(venue_id, "REST trades")
+        self.rate_limited_body = self.error_body("REST rate limited")
         self.sequence = 10**8  # the gateway's message sequence, shared by all symbols
         self.route("GET", "/public/products", self.rest_products, "ip")
         self.route("GET", "/public/cfg/v2/products", self.rest_products, "ip")
@@ -1680,7 +1657,9 @@ class Phemex(Venue):
         if len(self.gateway) >= self.max_connections:
             # How Phemex refuses is not documented; a handshake refusal says it plainly.
             self.refused += 1
-            return 429, {"error": {"code": 429, "message": f"too many connections: {self.max_connections} per client"}}
+            return 429, self.error_body(
+                "handshake refused", message=f"too many connections: {self.max_connections} per client"
+            )
         return None
 
     def turnover(self, inst) -> int:
@@ -1737,33 +1716,33 @@ class Phemex(Venue):
         rows = [self._fields(inst, f) for f in fills]
         return self.wire.render(rows, sequence=self._next_sequence(), symbol=inst.symbol, type=kind)
 
-    def _reply(self, client: VenueClient, req_id: Any, result: Any = None, error: Any = None) -> None:
-        client.send(dumps({"error": error, "id": req_id, "result": result}))
+    def _reply(self, client: VenueClient, name: str, req_id: Any, **fields: Any) -> None:
+        client.send(self.control(name, id=req_id, **fields))
 
     def on_text(self, client, text):
         msg = loads(text)
         if not isinstance(msg, dict):
-            return self._reply(client, None, error={"code": 6001, "message": "invalid argument"})
+            return self._reply(client, "error", None, code=6001, message="invalid argument")
         method, params, req_id = msg.get("method"), msg.get("params"), msg.get("id")
         if method == "server.ping":
             client.heartbeat()
-            return self._reply(client, req_id, result="pong")
+            return self._reply(client, "pong", req_id)
         if method == f"{self.method}.subscribe":
             # One symbol per request; a snapshot of the most recent trades follows the ack (§9.2).
             if not isinstance(params, list) or len(params) != 1 or self.instrument_or_none(params[0]) is None:
-                return self._reply(client, req_id, error={"code": 6001, "message": "invalid argument"})
+                return self._reply(client, "error", req_id, code=6001, message="invalid argument")
             topic = params[0]
             if topic not in client.topics and len(client.topics) >= self.max_subscriptions:
-                return self._reply(client, req_id, error={"code": 6001, "message": "too many subscriptions"})
+                return self._reply(client, "error", req_id, code=6001, message="too many subscriptions")
             self.sim.subscribe(client, topic)
-            self._reply(client, req_id, result={"status": "success"})
+            self._reply(client, "ack", req_id)
             inst = self.sim.instruments[topic]
             return client.send(self._message(inst, self._snapshot(topic), "snapshot"))
         if method == f"{self.method}.unsubscribe":
             for topic in params or list(client.topics):
                 self.sim.unsubscribe(client, topic)
-            return self._reply(client, req_id, result={"status": "success"})
-        self._reply(client, req_id, error={"code": 6001, "message": "invalid argument"})
+            return self._reply(client, "ack", req_id)
+        self._reply(client, "error", req_id, code=6001, message="invalid argument")
 
     def _snapshot(self, symbol: str) -> list[Fill]:
         return trailing(self.sim.history(symbol), self.snapshot_size)[::-1]  # newest first
@@ -1783,7 +1762,7 @@ class Phemex(Venue):
     def rest_trades(self, q):
         inst = self.instrument_or_none(q.get("symbol"))
         if inst is None:
-            return 200, {"error": {"code": 6001, "message": "invalid argument"}, "id": 0, "result": None}
+            return 200, self.error_body(code=6001, message="invalid argument")
         rows = [self._fields(inst, f) for f in self._snapshot(inst.symbol)]
         return 200, self.wire_rest.fill(rows, sequence=self.sequence, symbol=inst.symbol)
 

@@ -3,7 +3,17 @@
 Each venue has one file here, `<venue>.json` (the venue ids of `pumpwatch.sim.VENUE_IDS`):
 
     {"venue": "binance-usdm",
-     "messages": {"@trade raw": {"source": "...", "template": {"e": "trade", "E": "{E:int}", ...}}}}
+     "messages": {"@trade raw": {"source": "...", "template": {"e": "trade", "E": "{E:int}", ...}}},
+     "control": {"ack": {"source": "...", "template": {"result": null, "id": "{id:json}"}}},
+     "errors": {"REST error": {"source": "...", "template": {"code": "{code:int}", "msg": "{msg:str}"}}}}
+
+`messages` are the trade messages (WebSocket and REST); `control` the venue's other WebSocket
+messages: acks, errors, welcomes, pongs, notices of a coming disconnect; `errors` the bodies of its
+REST refusals (a bad parameter, a rate limit). A template's `section` says which.
+
+Control messages (acks, errors, welcomes, pongs, notices) are templates too. Where a venue leaves a
+key out in some answers (an `id` only when the request had one), each form is its own template
+(`ack` and `ack with id`): every template is one real shape, no optional parts.
 
 A template is a real frame of that type (from tests/samples, or the venue's documented example where
 the venue changed after our last capture; `source` says which) with key order kept and each value
@@ -12,7 +22,13 @@ that varies replaced by a placeholder: a JSON string that is all `{name}` or `{n
 
 - `text` (the default): a JSON string (`"BTCUSDT"`, `"Buy"`, a hex order id);
 - `num`: a JSON string holding a plain decimal (`"83680.00"`, a nanosecond time `"1729843222921000000"`);
-- `int`: a JSON integer; `bool`: `true` or `false`.
+- `int`: a JSON integer; `bool`: `true` or `false`;
+- `str`: a JSON string, escaped (free text that may carry what a client sent: an error message);
+- `json`: any JSON value, encoded (a request id echoed back as the client sent it: a number, a
+  string or null; a list of streams).
+
+`text` and `num` go in as given, unescaped (fast: trade values); `str` and `json` go through the
+JSON encoder, for control messages, where a value can be anything a client wrote.
 
 An array whose one element is an object or an array holds the message's trades: the element is
 the template of one row, repeated (comma-separated) for every row rendered. Everything else is a
@@ -37,7 +53,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).parent
-KINDS = ("text", "num", "int", "bool")
+KINDS = ("text", "num", "int", "bool", "str", "json")
+SECTIONS = ("messages", "control", "errors")
 #: A placeholder as JSON text: the quoted `{name}` / `{name:kind}` of a template value.
 _PLACEHOLDER = re.compile(r'"\{([A-Za-z_][A-Za-z0-9_]*)(?::([a-z]+))?\}"')
 _PLACEHOLDER_VALUE = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)(?::([a-z]+))?\}$")
@@ -64,21 +81,27 @@ def is_rows(value: Any) -> bool:
 class Template:
     """One message type of one venue, compiled: `render(rows, **fields)` gives the frame's text."""
 
-    def __init__(self, venue: str, name: str, template: Any, source: str = ""):
+    def __init__(self, venue: str, name: str, template: Any, source: str = "", section: str = "messages"):
         self.venue, self.name, self.template, self.source = venue, name, template, source
+        self.section = section  # the file's section: "messages" (trades), "control" or "errors"
         where = f"{venue} {name!r}"
         envelope, row = _split_rows(template, where)
         self._envelope, self._row = envelope, row
         self.fields: dict[str, str] = {}  # name -> kind, envelope and row together
-        self._format, self._bools = self._compile(envelope, where)
+        self._format, self._bools, self._encoded = self._compile(envelope, where)
         self._row_format: str | None = None
         self._row_bools: tuple[str, ...] = ()
         if row is not None:
-            self._row_format, self._row_bools = self._compile(row, where)
+            self._row_format, self._row_bools, row_encoded = self._compile(row, where)
+            if row_encoded:
+                raise TemplateError(f"{where}: kinds str and json are for control messages, not trade rows")
 
-    def _compile(self, tree: Any, where: str) -> tuple[str, tuple[str, ...]]:
+    def _compile(self, tree: Any, where: str) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+        """(the `%`-format, its `bool` placeholders, its `str`/`json` ones: the values `render`
+        converts before formatting)."""
         text = json.dumps(tree, separators=(",", ":"), ensure_ascii=False).replace("%", "%%")
         bools: list[str] = []
+        encoded: list[str] = []
 
         def put(m: re.Match[str]) -> str:
             name, kind = m.group(1), m.group(2) or "text"
@@ -91,15 +114,21 @@ class Template:
             self.fields[name] = kind
             if kind == "bool":
                 bools.append(name)
+            elif kind in ("str", "json"):
+                encoded.append(name)
             return f'"%({name})s"' if kind in ("text", "num") else f"%({name})s"
 
-        return _PLACEHOLDER.sub(put, text), tuple(bools)
+        return _PLACEHOLDER.sub(put, text), tuple(bools), tuple(encoded)
 
     def render(self, rows: Iterable[Mapping[str, Any]] = (), /, **fields: Any) -> str:
         """The frame with `fields` (and each of `rows`, for a template with rows) put in. Booleans
-        are written as JSON's `true`/`false`; everything else as `str()` gives it."""
+        are written as JSON's `true`/`false`, `str` and `json` values by the JSON encoder;
+        everything else as `str()` gives it."""
         for b in self._bools:
             fields[b] = "true" if fields[b] else "false"
+        for e in self._encoded:
+            value = fields[e]
+            fields[e] = _dumps(str(value) if self.fields[e] == "str" else value)
         if self._row_format is not None:
             fields["__rows__"] = ",".join(self.row(r) for r in rows)
         return self._format % fields
@@ -119,10 +148,11 @@ class Template:
         row = self._row
         return _fill(self._envelope, fields, lambda: [_fill(row, r, None) for r in rows])
 
-    def specimen(self) -> Any:
+    def specimen(self, **examples: Any) -> Any:
         """The template as a JSON value with each placeholder replaced by a value of its kind: what
-        a test compares with real frames in shape."""
-        stand_in = {"text": "x", "num": "0", "int": 0, "bool": False}
+        a test compares with real frames in shape. A `json` placeholder, which has no one kind,
+        stands for null unless `examples` gives it a value (as do any others it names)."""
+        stand_in = {"text": "x", "num": "0", "int": 0, "bool": False, "str": "x", "json": None}
 
         def fill(v: Any) -> Any:
             if isinstance(v, dict):
@@ -130,12 +160,19 @@ class Template:
             if isinstance(v, list):
                 return [fill(x) for x in v]
             p = placeholder(v)
-            return stand_in[p[1]] if p else v
+            if p is None:
+                return v
+            return examples[p[0]] if p[0] in examples else stand_in[p[1]]
 
         return fill(self.template)
 
 
-_COERCE: dict[str, Any] = {"text": str, "num": str, "int": int, "bool": bool}
+_COERCE: dict[str, Any] = {"text": str, "num": str, "int": int, "bool": bool, "str": str, "json": lambda v: v}
+
+
+def _dumps(value: Any) -> str:
+    """JSON text as the venues write it: compact, UTF-8 kept."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _fill(tree: Any, values: Mapping[str, Any], rows: Any) -> Any:
@@ -184,9 +221,17 @@ def templates(venue: str) -> dict[str, Template]:
         raise TemplateError(f"{path}: not JSON ({e})") from None
     if doc.get("venue") != venue:
         raise TemplateError(f"{path}: names venue {doc.get('venue')!r}, not {venue!r}")
-    return {
+    out = {
         name: Template(venue, name, spec["template"], spec.get("source", "")) for name, spec in doc["messages"].items()
     }
+    for section in SECTIONS[1:]:
+        for name, spec in doc.get(section, {}).items():
+            if name in out:
+                raise TemplateError(
+                    f"{path}: {name!r} is in two sections ({out[name].section}, {section}); name them apart"
+                )
+            out[name] = Template(venue, name, spec["template"], spec.get("source", ""), section)
+    return out
 
 
 def template(venue: str, name: str) -> Template:
