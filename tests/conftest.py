@@ -111,6 +111,29 @@ SLOW_TESTS = {
 }
 
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Parallel runs. pyproject's addopts runs the suite on pytest-xdist workers (`-n`, `--dist
+# loadgroup`): most tests wait on sockets, child processes and timers rather than on the CPU, so
+# more workers than cores pay. `-n 0` runs in one process (for --pdb); so does `-p no:xdist`, for
+# which addopts' two options are accepted here and ignored.
+#: Modules whose module-scoped fixture runs a recorder, a simulated listing or a database: their
+#: tests stay on one worker so it runs once (a group per module).
+ONE_WORKER_MODULES = {
+    "test_ccxt_witness",
+    "test_event_simulate",
+    "test_sink_postgres",
+}
+
+
+def pytest_addoption(parser, pluginmanager):
+    if not pluginmanager.has_plugin("xdist"):
+        parser.addoption("--numprocesses", dest="numprocesses", default=0, help="(pytest-xdist is off)")
+        parser.addoption("--dist", dest="dist", default="no", help="(pytest-xdist is off)")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the test ids (--dist loadgroup)
 def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
@@ -118,6 +141,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(name)
         if item.originalname in SLOW_TESTS:
             item.add_marker("slow")
+        if module in ONE_WORKER_MODULES and config.pluginmanager.has_plugin("xdist"):
+            item.add_marker(pytest.mark.xdist_group(module))
         marked = any(item.get_closest_marker(m) for m in ("slow", "soak", "postgres"))
         if not marked and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(UNMARKED_TIMEOUT_S))
