@@ -111,8 +111,6 @@ SLOW_TESTS = {
 }
 
 
-
-
 # ---------------------------------------------------------------------------------------------
 # Parallel runs. pyproject's addopts runs the suite on pytest-xdist workers (`-n`, `--dist
 # loadgroup`): most tests wait on sockets, child processes and timers rather than on the CPU, so
