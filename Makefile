@@ -10,13 +10,13 @@ lint:
 	cargo clippy -q -p pumpwatch-core -p pumpwatch-py --all-targets -- -D warnings
 	cargo clippy -q -p pumpwatch-core --features failpoints --all-targets -- -D warnings
 
-# Every test, as CI runs them.
+# Every test, as CI runs them (on pytest-xdist workers: pyproject's addopts; `-n 0` for one process).
 test:
 	cargo test -p pumpwatch-core
 	cargo test -p pumpwatch-core --features failpoints --test failpoints
 	python3 -m pytest -q
 
-# The quick loop: everything not marked slow (tests/conftest.py), a few minutes.
+# The quick loop: everything not marked slow (tests/conftest.py), on the same workers.
 quick:
 	python3 -m pytest -q -m "not slow"
 

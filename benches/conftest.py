@@ -47,3 +47,12 @@ def batch_1m() -> pa.Table:
 @pytest.fixture(scope="session")
 def batch_100k_trades(batch_1m) -> list:
     return [pumpwatch.Trade(**r) for r in batch_1m.slice(0, 100_000).to_pylist()]
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist turns pyproject's `-n` into workers
+def pytest_cmdline_main(config):
+    """Benchmarks run in one process: pyproject's addopts give the tests xdist workers, and under
+    xdist pytest-benchmark switches itself off (and timings taken beside other workers mean little)."""
+    if config.pluginmanager.has_plugin("xdist"):
+        config.option.numprocesses = 0
+        config.option.dist = "no"

@@ -111,6 +111,66 @@ SLOW_TESTS = {
 }
 
 
+# ---------------------------------------------------------------------------------------------
+# Parallel runs. pyproject's addopts runs the suite on pytest-xdist workers (`-n`, `--dist
+# loadgroup`): most tests wait on sockets, child processes and timers rather than on the CPU, so
+# more workers than cores pay. `-n 0` runs in one process (for --pdb); so does `-p no:xdist`, for
+# which addopts' two options are accepted here and ignored.
+#: Modules whose module-scoped fixture runs a recorder, a simulated listing or a database: their
+#: tests stay on one worker so it runs once (a group per module).
+ONE_WORKER_MODULES = {
+    "test_ccxt_witness",
+    "test_event_simulate",
+    "test_sink_postgres",
+}
+#: Real-time scenarios that run all twelve simulated venues and a recorder (each keeps about a
+#: core busy for up to a minute, and judges what arrived in time): two queues, so at most two of
+#: them run at once on the two cores, whatever -n is. Module names (all its tests) or test names;
+#: the queues are balanced by their durations (about three minutes each on an idle machine).
+TWELVE_VENUE_QUEUES = {
+    "test_full_disk_daemon": "twelve-venues-a",
+    "test_event_simulate": "twelve-venues-a",
+    "test_run_simulate_records_answers_status_and_stops_cleanly_on_sigterm": "twelve-venues-a",
+    "test_every_metric_the_rules_and_dashboard_use_is_served": "twelve-venues-a",
+    "test_soak": "twelve-venues-b",
+    "test_a_run_with_a_dsn_password_and_an_api_key_shows_neither": "twelve-venues-b",
+    "test_a_listing_only_memory_holds_at_exit_makes_the_run_exit_74_with_the_commands_to_capture_it": "twelve-venues-b",
+    "test_live_dashboard_in_tmux_at_three_sizes": "twelve-venues-b",
+    "test_ccxt_witness": "twelve-venues-b",
+}
+
+
+def pytest_addoption(parser, pluginmanager):
+    if not pluginmanager.has_plugin("xdist"):
+        parser.addoption("--numprocesses", dest="numprocesses", default=0, help="(pytest-xdist is off)")
+        parser.addoption("--dist", dest="dist", default="no", help="(pytest-xdist is off)")
+
+
+def _queue_of(nodeid: str) -> str | None:
+    """The worker queue a test shares with others (TWELVE_VENUE_QUEUES, ONE_WORKER_MODULES), or None."""
+    path, _, rest = nodeid.partition("::")
+    module = path.rsplit("/", 1)[-1].removesuffix(".py")
+    test = rest.split("[", 1)[0]
+    queue = TWELVE_VENUE_QUEUES.get(module) or TWELVE_VENUE_QUEUES.get(test)
+    return queue or (module if module in ONE_WORKER_MODULES else None)
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: absent with -p no:xdist
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadgroup` with the queues above. (xdist_group marks reach xdist's scheduler through
+    test ids that a plugin rewrites, which pytest 9.2's node ids no longer allow: they would be
+    ignored silently.) Every other test goes to whichever worker is free."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class Queues(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _queue_of(nodeid) or super()._split_scope(nodeid)
+
+    return Queues(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""

@@ -8,8 +8,12 @@ computation over the same trades."""
 from __future__ import annotations
 
 import asyncio
+import glob
 import json
 import os
+import signal
+import threading
+import time
 from collections import Counter
 from decimal import Decimal
 
@@ -38,6 +42,22 @@ PUMPS = {
     "phemex-perp": (2.0, 1.3),
 }
 ABSENT = {"kucoin-futures", "phemex-spot"}
+#: Seconds after start: the run stops once the event is written, at the latest here.
+STOP_BY = LISTED_AT_S + 20 + 3 + 36
+
+
+def _stop_when_written(data, deadline: float) -> None:
+    """SIGTERM to this process (the daemon's clean stop) once an event folder is complete and no
+    capture is pending."""
+    while time.monotonic() < deadline:
+        try:
+            pending = json.loads((data / "events" / "pending.json").read_text())
+        except (OSError, ValueError):
+            pending = None
+        if pending == {} and glob.glob(str(data / "events" / "*" / "analysis.json")):
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +74,11 @@ def simulated_event(tmp_path_factory):
         capture_grace_s=3.0,
     )
     cfg = Config(data_dir=str(data), metrics_address="127.0.0.1:0")
-    final = asyncio.run(
-        run(cfg, simulate=True, duration=LISTED_AT_S + 20 + 3 + 6, scenario=scenario, interactive=False)
-    )
+    # The event is due at t0 + 20 s + grace; the run stops once it is written (how long writing it
+    # takes depends on the machine's load), at the latest at STOP_BY.
+    stopper = threading.Thread(target=_stop_when_written, args=(data, time.monotonic() + STOP_BY - 1), daemon=True)
+    stopper.start()
+    final = asyncio.run(run(cfg, simulate=True, duration=STOP_BY, scenario=scenario, interactive=False))
     events = [e for e in os.listdir(data / "events") if not e.startswith(".") and e != "pending.json"]
     assert len(events) == 1, (events, final.get("captures"))
     folder = data / "events" / events[0]

@@ -233,15 +233,18 @@ def test_a_run_with_a_dsn_password_and_an_api_key_shows_neither(tmp_path):
             address = m.group(1) if m else None
         assert address, "".join(stderr_lines)[-3000:]
         # the scenario's 0G listing: t0 about 24 s in, its event folder some 48 s in
-        status_text = ""
+        status_text, st = "", {}
         deadline = time.time() + 75
         while time.time() < deadline:
-            status_text = urllib.request.urlopen(f"http://{address}/status", timeout=5).read().decode()
+            try:
+                status_text = urllib.request.urlopen(f"http://{address}/status", timeout=5).read().decode()
+            except TimeoutError:  # on a loaded machine the daemon may be slow to answer: ask again
+                continue
             st = json.loads(status_text)
             if st.get("captures", {}).get("events") and st["sink"]["postgres"]["last_error"]:
                 break
             time.sleep(1)
-        assert st["captures"]["events"], status_text[-2000:]
+        assert st.get("captures", {}).get("events"), status_text[-2000:]
         assert st["sink"]["postgres"]["errors"] > 0  # the sink did fail (and said why) while we looked
         metrics = urllib.request.urlopen(f"http://{address}/metrics", timeout=5).read().decode()
         proc.send_signal(signal.SIGINT)
