@@ -197,7 +197,16 @@ async def _one_run(data_dir) -> Run:
         collector = Collector(cfg, store)
         stop, until, recorded = asyncio.Event(), asyncio.Event(), asyncio.Event()
         recording = asyncio.create_task(collector.run(stop))
-        await asyncio.sleep(1.0)  # subscribed before ccxt starts watching
+        # Every connection of the recorder up before ccxt starts watching, and one pacing window (1 s)
+        # after the last of them: the recorder's handshakes draw on the same per-IP budget as ccxt's
+        # (OKX: 3 a second), and on a busy machine they may still be opening a second after the start.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            venues_status = collector.status()["venues"]
+            if all(0 < venues_status[v]["connections"] == venues_status[v]["connections_up"] for v in VENUES):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)
         # The simulator refuses handshakes beyond an exchange's per-IP rate (OKX: 3 a second, both
         # markets together), as the venue does; ccxt does not retry, so its sockets to one
         # exchange are spread a second apart.
