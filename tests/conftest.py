@@ -114,8 +114,9 @@ SLOW_TESTS = {
 # ---------------------------------------------------------------------------------------------
 # Parallel runs. pyproject's addopts runs the suite on pytest-xdist workers (`-n`, `--dist
 # loadgroup`): most tests wait on sockets, child processes and timers rather than on the CPU, so
-# more workers than cores pay. `-n 0` runs in one process (for --pdb); so does `-p no:xdist`, for
-# which addopts' two options are accepted here and ignored.
+# more workers than cores pay. `-n 0` runs in one process (for --pdb); so does `-p no:xdist` for
+# tests/, for which addopts' two options are accepted here and ignored (benches/ always run in one
+# process: use `-n 0` there).
 #: Modules whose module-scoped fixture runs a recorder, a simulated listing or a database: their
 #: tests stay on one worker so it runs once (a group per module).
 ONE_WORKER_MODULES = {
