@@ -960,6 +960,25 @@ def test_polling_too_fast_gets_429s_and_the_poller_backs_off(data_dir, vt, monke
     run_virtual(vt, main(), 20)
 
 
+def test_the_stand_in_counts_requests_per_second_not_their_spacing(vt):
+    """Upbit counts requests per second from the first (docs.upbit.com, 요청 수 제한), so two polls
+    sent at the allowed rate that arrive 0.1 s apart (a busy machine) are both answered; a third in
+    the same second is refused, a refused request does not count, and the next second starts afresh."""
+    sim = SimUpbit(seed=6, min_interval_s=0.5)  # 2 requests a second
+
+    def poll_at(t: float, peer: str = "10.0.0.1") -> tuple[int, str | None]:
+        vt.mono = VirtualTime.START + t
+        status, _body, extra = sim._list(peer, "/api/v1/announcements", {}, {}, "")
+        return status, extra.get("Retry-After")
+
+    assert poll_at(0.0)[0] == 200
+    assert poll_at(0.1)[0] == 200  # the old arrival-spacing rule refused this one
+    assert poll_at(0.2) == (429, "1")
+    assert poll_at(0.95) == (429, "1")
+    assert poll_at(0.96, peer="10.0.0.2")[0] == 200  # per IP
+    assert [poll_at(t)[0] for t in (1.0, 1.05, 1.1)] == [200, 200, 429]
+
+
 def test_errors_back_off_after_a_few_and_a_bad_body_does_not_stop_it(data_dir, vt, monkeypatch):
     async def main():
         async with SimUpbit(seed=7, min_interval_s=0.0) as sim:
