@@ -128,6 +128,10 @@ class Shard:
     mean_interval_ns: float = 0.0
     #: When its silent symbols were resubscribed, over the last hour.
     resubscribed_ns: list[int] = field(default_factory=list)
+    #: For the silent-symbol watch: the shard's latest trade receive time seen at the last look,
+    #: and the recent stretches (from, to) in which the whole shard delivered nothing.
+    watched_last_ns: int = 0
+    quiet_ns: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -1120,12 +1124,22 @@ class VenueRecorder:
             sh = shard_of.get(symbol)
             if sh is not None:
                 shard_last[id(sh)] = max(shard_last.get(id(sh), 0), a.last_ns)
+        for sh in self.shards:
+            self._note_shard_quiet(sh, shard_last.get(id(sh), 0), now_ns)
         for symbol, a in self.activity.items():
             sh = shard_of.get(symbol)
             if sh is None or a.silent_since_ns or a.intervals < SILENT_MIN_INTERVALS:
                 continue
             threshold = max(c.silent_factor * a.mean_interval_ns, c.silent_min_s * 1e9)
-            silent_for = now_ns - a.last_ns
+            # Only the time its connection delivered counts: after a stall of the whole socket the
+            # backlog comes symbol by symbol, and a symbol whose part is not read yet has been
+            # silent exactly as long as its connection, which is the idle watchdog's case. A
+            # shard silence counts when it alone is over half the threshold; shorter ones are a
+            # sparse shard's usual gaps and must not hide a symbol that stopped.
+            connection_quiet = sum(
+                max(0, min(to, now_ns) - max(fr, a.last_ns)) for fr, to in sh.quiet_ns if to - fr > threshold / 2
+            )
+            silent_for = now_ns - a.last_ns - connection_quiet
             others = shard_last.get(id(sh), 0)
             # Silent, while the same sockets delivered other symbols lately: not a dead
             # connection (the idle watchdog's case) but a subscription that stopped.
@@ -1146,6 +1160,16 @@ class VenueRecorder:
                 if now_ns - since > c.silent_min_s * 1e9 and others > since and now_ns - others < c.silent_min_s * 1e9:
                     a = self.activity[symbol] = SymbolActivity(last_ns=since)
                     self._silent(sh, symbol, a, now_ns, never=True)
+
+    def _note_shard_quiet(self, sh: Shard, last_ns: int, now_ns: int) -> None:
+        """Keeps the stretches in which the whole shard delivered nothing for longer than two looks
+        (a look every SILENT_CHECK_S: shorter gaps are the sampling's own). A stretch ends at the
+        latest delivery seen after it, not the first (the ring tells only the latest): that errs
+        towards a later alarm, never a false one."""
+        prev, sh.watched_last_ns = sh.watched_last_ns, max(sh.watched_last_ns, last_ns)
+        if prev and last_ns - prev > 2 * SILENT_CHECK_S * 1e9:
+            sh.quiet_ns.append((prev, last_ns))
+        sh.quiet_ns = [q for q in sh.quiet_ns[-16:] if q[1] > now_ns - HOUR_NS]
 
     def _silent(self, shard: Shard, symbol: str, a: SymbolActivity, now_ns: int, *, never: bool = False) -> None:
         a.silent_since_ns = a.last_ns
