@@ -280,8 +280,11 @@ def test_retention_deletes_compressed_segments_by_budget_and_age(tmp_path):
     store.close()
     store = pumpwatch.Store(data, segment_max_bytes=1 << 16, zstd_level=3)
     assert store.wait_compressed(120)
-    store.append_trades(make_trades(500, seed=3))  # plain sealed segments after compressed ones
+    store.append_trades(make_trades(500, seed=3))
     store._log.roll()
+    # The budget is measured on a still disk: the compression of what the roll sealed has settled
+    # (it would otherwise shrink that segment between any two of these readings).
+    assert store.wait_compressed(120)
     active = store._log.active_segment()[0]
     compressed = _files(data, ".pwzst")
     assert len(compressed) > 3
@@ -292,6 +295,9 @@ def test_retention_deletes_compressed_segments_by_budget_and_age(tmp_path):
     deleted = apply_retention(data, active, RetentionPolicy(max_age_s=0, max_bytes=budget))
     assert deleted == [compressed[0].name, compressed[1].name]
     assert log_bytes(data) <= budget
+    store.append_trades(make_trades(500, seed=5))  # a plain sealed segment after compressed ones,
+    store._log.roll()  # compressed in the background while the age limit deletes it
+    active = store._log.active_segment()[0]
     # Age: everything sealed goes, compressed or plain, never the active segment.
     future = time.time_ns() + 10 * 3600 * 10**9
     deleted = apply_retention(data, active, RetentionPolicy(max_age_s=3600, max_bytes=0), now_ns=future)
@@ -304,6 +310,21 @@ def test_retention_deletes_compressed_segments_by_budget_and_age(tmp_path):
     assert store.query().num_rows == 10
     store.close()
     assert pumpwatch.verify(data)["ok"]
+
+
+def test_a_segment_both_plain_and_compressed_counts_once_against_the_budget(tmp_path):
+    """Between the compressor's rename of a finished .pwzst and its unlink of the .pwlog, the
+    segment is on disk twice for a moment: the budget counts it once (its compressed size), so
+    retention running in that moment deletes no more than the budget asks for."""
+    data, copy, _n = _compressed_with_plain_copy(tmp_path)
+    log = data / "log"
+    names = [p.name[:20] for p in _files(data, ".pwzst")]
+    settled = log_bytes(data)
+    shutil.copy(copy / f"{names[-1]}.pwlog", log)  # the newest sealed one, caught mid-compression
+    assert log_bytes(data) == settled
+    active = int(names[-1]) + 1
+    assert apply_retention(data, active, RetentionPolicy(max_age_s=0, max_bytes=settled)) == []
+    assert (log / f"{names[0]}.pwzst").exists()
 
 
 def test_segments_compressed_by_the_python_reference_read_in_rust_and_match_its_blocks(tmp_path):

@@ -19,7 +19,7 @@ from collections import Counter
 import pytest
 
 import pumpwatch
-from pumpwatch.collector import Collector
+from pumpwatch.collector import SILENT_CHECK_S, Collector, Shard, VenueRecorder
 from pumpwatch.config import Config, ConnectionSettings, VenueSettings
 from pumpwatch.sim import SimVenue
 from pumpwatch.venues import DAY_S, get
@@ -348,6 +348,71 @@ def test_silence_of_a_whole_connection_is_not_a_silent_symbol(tmp_path):
         run.store.close()
 
     asyncio.run(go())
+
+
+class _MarkerSink:
+    """The store as far as the silent-symbol watch writes to it: markers."""
+
+    def __init__(self) -> None:
+        self.markers: list[dict] = []
+
+    def append_marker(self, kind: str, **kw) -> None:
+        self.markers.append({"kind": kind, **kw})
+
+
+def test_backlog_after_a_connection_stall_arriving_symbol_by_symbol_raises_no_alarm():
+    """The silent-symbol rule on a fake clock, fed as the socket path and the ring feed it: four
+    symbols trade every 50 ms on one connection (a socket read every 20 ms), which then delivers
+    nothing for 2 s; after it the ring shows two symbols trading at one look and the other two only
+    at the next (a busy machine). Those two were silent exactly as long as their connection: no
+    alarm. A symbol that stops while the others flow still raises it."""
+    venue = "bybit-spot"
+    cfg = Config(connection=ConnectionSettings(silent_factor=20.0, silent_min_s=1.0))
+    store = _MarkerSink()
+    rec = VenueRecorder(get(venue), VenueSettings(), store, cfg, http=None)
+    symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]
+    rec.shards = [Shard(symbols=list(symbols))]
+    ms = 1_000_000
+    look_ns = int(SILENT_CHECK_S * 1000) * ms
+    t = 1_700_000_000_000 * ms
+
+    def socket_reads(after: int, until: int) -> None:
+        for r in range(after + 20 * ms, until + 1, 20 * ms):
+            rec._note_delivery(rec.shards[0], r)  # as _ingested does for every read with trades
+
+    for _ in range(20):  # 10 s of trading: every symbol's usual interval is 50 ms
+        socket_reads(t, t + look_ns)
+        t += look_ns
+        for s in symbols:
+            rec.note_trades(s, 10, t - 5 * ms)
+        rec.check_silent(t)
+    stall_from = t
+    for _ in range(4):  # 2 s: nothing at all from the connection
+        t += look_ns
+        rec.check_silent(t)
+    assert rec.counters.silent_alarms == 0
+    socket_reads(stall_from + 2000 * ms - 20 * ms, t + look_ns)  # the socket delivers again
+    t += look_ns  # the ring: BTC and ETH first ...
+    for s in symbols[:2]:
+        rec.note_trades(s, 50, stall_from + 2000 * ms)
+    rec.check_silent(t)
+    assert rec.counters.silent_alarms == 0, store.markers  # the old rule called SOL and XRP silent here
+    socket_reads(t, t + look_ns)
+    t += look_ns  # ... SOL and XRP at the next look (their 2 s of backlog, and what followed)
+    for s in symbols:
+        rec.note_trades(s, 10 if s in symbols[:2] else 60, t - 5 * ms)
+    rec.check_silent(t)
+    assert rec.counters.silent_alarms == 0 and store.markers == []
+    # XRP stops while the others flow: raised after its threshold (1 s) and at most one look more.
+    xrp_last = t - 5 * ms
+    while rec.counters.silent_alarms == 0 and t < xrp_last + 3000 * ms:
+        socket_reads(t, t + look_ns)
+        t += look_ns
+        for s in symbols[:3]:
+            rec.note_trades(s, 10, t - 5 * ms)
+        rec.check_silent(t)
+    assert rec.silent_symbols == ["XRPUSDT"]
+    assert 1000 * ms < t - xrp_last <= 1000 * ms + 2 * look_ns
 
 
 # ---------------------------------------------------------------------------------------------

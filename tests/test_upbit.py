@@ -738,7 +738,23 @@ def check_triggers(triggers: list[ListingTrigger], sim: SimUpbit) -> None:
         assert t.already_listed is any(n.already_listed for n in sim.scheduled if n.id == t.notice_id)
 
 
-def test_every_listing_triggers_once_and_nothing_else(data_dir, vt, monkeypatch):
+def script_served(sim: SimUpbit, script: list[SimNotice]) -> bool:
+    """Every notice (and edit) of `script` is published and an announcement list was served since
+    the last of them became visible. A publication waits for the next whole wall-clock second
+    (`first_listed_at` resolution), so when that is depends on the wall clock, not on `at_s` alone."""
+    if not all(n.visible_ns for n in script):
+        return False
+    last_visible = max(n.visible_ns for n in script)
+    return any(s.path == "/api/v1/announcements" and s.wall_ns >= last_visible for s in sim.served)
+
+
+# None: the wall clock as it comes; 0.53: the script's last notice (at_s 4.5) is published almost a
+# second late, at the next whole second, and visible after the nominal end of the script.
+@pytest.mark.parametrize("wall_fraction", [None, 0.53])
+def test_every_listing_triggers_once_and_nothing_else(data_dir, vt, monkeypatch, wall_fraction):
+    if wall_fraction is not None:
+        vt.wall0 = vt.wall0 // 1_000_000_000 * 1_000_000_000 + round(wall_fraction * 1e9)
+
     async def main():
         opened = []
         called = []
@@ -749,7 +765,12 @@ def test_every_listing_triggers_once_and_nothing_else(data_dir, vt, monkeypatch)
             async with w:
                 end = 0.3 + 0.2 * len(script) + 1.0
                 await asyncio.sleep(end - sim.now_s())
-                await wait_for(lambda: len(sim.expected_triggers()) == w.triggers.qsize() and opened, 3.0)
+                await wait_for(
+                    lambda: (
+                        len(sim.expected_triggers()) == w.triggers.qsize() and opened and script_served(sim, script)
+                    ),
+                    3.0,
+                )
                 metrics = w.metrics()
             triggers = drain(w.triggers)
             check_triggers(triggers, sim)
@@ -937,6 +958,25 @@ def test_polling_too_fast_gets_429s_and_the_poller_backs_off(data_dir, vt, monke
             assert sum(statuses.values()) <= 12 and statuses[429] < sum(statuses.values())
 
     run_virtual(vt, main(), 20)
+
+
+def test_the_stand_in_counts_requests_per_second_not_their_spacing(vt):
+    """Upbit counts requests per second from the first (docs.upbit.com, 요청 수 제한), so two polls
+    sent at the allowed rate that arrive 0.1 s apart (a busy machine) are both answered; a third in
+    the same second is refused, a refused request does not count, and the next second starts afresh."""
+    sim = SimUpbit(seed=6, min_interval_s=0.5)  # 2 requests a second
+
+    def poll_at(t: float, peer: str = "10.0.0.1") -> tuple[int, str | None]:
+        vt.mono = VirtualTime.START + t
+        status, _body, extra = sim._list(peer, "/api/v1/announcements", {}, {}, "")
+        return status, extra.get("Retry-After")
+
+    assert poll_at(0.0)[0] == 200
+    assert poll_at(0.1)[0] == 200  # the old arrival-spacing rule refused this one
+    assert poll_at(0.2) == (429, "1")
+    assert poll_at(0.95) == (429, "1")
+    assert poll_at(0.96, peer="10.0.0.2")[0] == 200  # per IP
+    assert [poll_at(t)[0] for t in (1.0, 1.05, 1.1)] == [200, 200, 429]
 
 
 def test_errors_back_off_after_a_few_and_a_bad_body_does_not_stop_it(data_dir, vt, monkeypatch):

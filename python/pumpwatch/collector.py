@@ -128,6 +128,12 @@ class Shard:
     mean_interval_ns: float = 0.0
     #: When its silent symbols were resubscribed, over the last hour.
     resubscribed_ns: list[int] = field(default_factory=list)
+    #: For the silent-symbol watch: receive time of its latest socket read with trades (any
+    #: connection of the shard), the usual interval between them, and the recent stretches
+    #: (from, to) in which it delivered none for unusually long.
+    delivered_ns: int = 0
+    delivery_interval_ns: float = 0.0
+    quiet_ns: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -449,6 +455,7 @@ class VenueRecorder:
         self.counters.trades += n
         if n:
             self._last_trade_ns = recv_ns
+            self._note_delivery(shard, recv_ns)
             if not self._sequenced:
                 self._watch_silence(shard, recv_ns)
         if events:
@@ -1125,7 +1132,11 @@ class VenueRecorder:
             if sh is None or a.silent_since_ns or a.intervals < SILENT_MIN_INTERVALS:
                 continue
             threshold = max(c.silent_factor * a.mean_interval_ns, c.silent_min_s * 1e9)
-            silent_for = now_ns - a.last_ns
+            # Only the time its connection delivered counts: a stall of the whole socket (the idle
+            # watchdog's case) silences every symbol, and the ring is read after the socket, so
+            # at the first look after it some symbols show trades again and others not yet.
+            connection_quiet = sum(max(0, min(to, now_ns) - max(fr, a.last_ns)) for fr, to in sh.quiet_ns)
+            silent_for = now_ns - a.last_ns - connection_quiet
             others = shard_last.get(id(sh), 0)
             # Silent, while the same sockets delivered other symbols lately: not a dead
             # connection (the idle watchdog's case) but a subscription that stopped.
@@ -1146,6 +1157,19 @@ class VenueRecorder:
                 if now_ns - since > c.silent_min_s * 1e9 and others > since and now_ns - others < c.silent_min_s * 1e9:
                     a = self.activity[symbol] = SymbolActivity(last_ns=since)
                     self._silent(sh, symbol, a, now_ns, never=True)
+
+    @staticmethod
+    def _note_delivery(sh: Shard, recv_ns: int) -> None:
+        """Keeps the last 16 stretches in which the whole shard delivered no trade for longer than
+        SILENCE_FACTOR x its usual interval (and SILENCE_MIN_NS): the silent-symbol watch does
+        not count them in a symbol's silence. A sparse shard's usual gaps are not such stretches."""
+        last, mean = sh.delivered_ns, sh.delivery_interval_ns
+        gap = recv_ns - last
+        if last and mean and gap > max(SILENCE_MIN_NS, SILENCE_FACTOR * mean):
+            sh.quiet_ns = [*sh.quiet_ns[-15:], (last, recv_ns)]
+        elif last and gap > 0:
+            sh.delivery_interval_ns = gap if not mean else 0.95 * mean + 0.05 * gap
+        sh.delivered_ns = max(last, recv_ns)
 
     def _silent(self, shard: Shard, symbol: str, a: SymbolActivity, now_ns: int, *, never: bool = False) -> None:
         a.silent_since_ns = a.last_ns

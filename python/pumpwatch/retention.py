@@ -43,9 +43,18 @@ def _size(path: Path) -> int:
         return 0
 
 
+def _segment_size(paths: list[Path]) -> int:
+    """Bytes one segment takes: its compressed file once that is in place, else the plain one.
+    Both exist only between the compressor's rename of the finished `.pwzst` and its unlink of
+    the `.pwlog` (the `.pwzst.tmp` it writes before is not counted either): counting both there
+    would make retention delete a segment more than the budget asks for."""
+    compressed = [p for p in paths if p.suffix == ".pwzst"]
+    return sum(map(_size, compressed or paths))
+
+
 def log_bytes(data_dir: str | os.PathLike[str]) -> int:
-    """Bytes the log takes on disk: every segment, plain or compressed (what the budget counts)."""
-    return sum(_size(p) for paths in _segment_files(Path(data_dir) / "log").values() for p in paths)
+    """Bytes the log takes on disk: every segment once, plain or compressed (what the budget counts)."""
+    return sum(_segment_size(paths) for paths in _segment_files(Path(data_dir) / "log").values())
 
 
 def _sealed_created_ns(path: Path) -> int | None:
@@ -85,7 +94,7 @@ def _sealed_segments(log_dir: Path, active_seq: int) -> list[tuple[int, list[Pat
         created = [c for c in map(_sealed_created_ns, sorted(paths)) if c is not None]
         if not created:
             continue
-        out.append((seq, paths, created[0], sum(map(_size, paths))))
+        out.append((seq, paths, created[0], _segment_size(paths)))
     return out
 
 

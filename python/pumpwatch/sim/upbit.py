@@ -8,8 +8,8 @@ detail `GET /api/v1/announcements/{id}`, and `GET /v1/market/all` (10 requests/s
 
 What a watcher must cope with is scripted: notices published at chosen times (`schedule`), each
 visible only `cdn_delay_s` after its publication, edits that move an old notice to the top with
-`need_update_badge`, 429s to a client that polls faster than `min_interval_s` or during a
-`throttle`, a request that hangs (`hang_next`), server errors and malformed bodies. It records
+`need_update_badge`, 429s to a client that polls faster than one request per `min_interval_s`
+(counted per second, as Upbit counts: see `_within_rate`) or during a `throttle`, a request that hangs (`hang_next`), server errors and malformed bodies. It records
 everything it served and when each notice became visible, and knows which notices a correct
 watcher triggers (`expected_triggers`), so a test can compare.
 
@@ -130,7 +130,7 @@ class SimUpbit:
         self.tls = tls  # a test CA whose certificate it serves https:// with; None: plain http
         self.rng = random.Random(seed)
         self.cdn_delay_s = cdn_delay_s
-        self.min_interval_s = min_interval_s
+        self.min_interval_s = min_interval_s  # per-IP budget: 1/min_interval_s requests a second
         self.port = port
         self.align_to_second = align_to_second
         self.gzip_responses = gzip_responses
@@ -154,7 +154,7 @@ class SimUpbit:
         self._throttle_until = 0.0
         self._throttle_status = 429
         self._throttle_retry = 1
-        self._last_ok: dict[str, float] = {}
+        self._rate_window: dict[str, tuple[float, int]] = {}  # peer -> (window start, requests counted)
         self._market_tokens: dict[str, tuple[float, float]] = {}
         self._origin_last: dict[str, float] = {}
         self._first_query_seen: dict[str, float] = {}
@@ -614,10 +614,9 @@ class SimUpbit:
         if now < self._throttle_until:
             return self._throttled(self._throttle_status, self._throttle_retry)
         if self.min_interval_s > 0:
-            last = self._last_ok.get(peer)
-            if last is not None and now - last < self.min_interval_s:
-                return self._throttled(429, max(1, math.ceil(self.min_interval_s - (now - last))))
-        self._last_ok[peer] = now
+            retry_after = self._within_rate(peer, now)
+            if retry_after is not None:
+                return self._throttled(429, retry_after)
         if self._fail:
             status = self._fail.popleft()
             return status, b"<html><body>" + str(status).encode() + b" origin error</body></html>", {}
@@ -667,6 +666,23 @@ class SimUpbit:
         if headers.get("if-none-match") == etag:
             return 304, b"", cache
         return 200, body, cache
+
+    def _within_rate(self, peer: str, now: float) -> int | None:
+        """Counts a request against `peer`'s budget of 1/`min_interval_s` requests per second; None if
+        it is within, else the Retry-After (s). Upbit counts per second (docs.upbit.com "요청 수 제한":
+        a window that starts at the first request and resets after its second; a refused request
+        does not count), not the spacing of arrivals: polls sent at the allowed rate that arrive
+        bunched (a busy network or event loop) are within it. A budget under one per second (an
+        interval over 1 s) is one request per window of `min_interval_s`."""
+        window_s = max(1.0, self.min_interval_s)
+        limit = max(1, math.floor(window_s / self.min_interval_s + 1e-9))
+        start, count = self._rate_window.get(peer, (now, 0))
+        if now - start >= window_s:
+            start, count = now, 0
+        if count >= limit:
+            return max(1, math.ceil(start + window_s - now))
+        self._rate_window[peer] = (start, count + 1)
+        return None
 
     @staticmethod
     def _throttled(status: int, retry_after: int):
