@@ -46,6 +46,7 @@ from ._core import FLAGS, VENUES
 from .capture import (
     EVENTS_DIR,
     NS,
+    CapturedEvent,
     CaptureError,
     CaptureRequest,
     LostSpan,
@@ -721,17 +722,22 @@ async def capture_from_history(
 
     data_dir = os.fspath(data_dir)
     venues = tuple(venues)
-    first = await asyncio.to_thread(
-        capture,
-        source,
-        req,
-        data_dir,
-        venues=venues,
-        thresholds=thresholds,
-        chart=False,
-        now_ns=now_ns,
-        source_name=source_name,
-    )
+
+    async def capture_recorded(with_chart: bool) -> CapturedEvent:
+        """The event from what the recording holds (the chart only on the last pass)."""
+        return await asyncio.to_thread(
+            capture,
+            source,
+            req,
+            data_dir,
+            venues=venues,
+            thresholds=thresholds,
+            chart=with_chart,
+            now_ns=now_ns,
+            source_name=source_name,
+        )
+
+    first = await capture_recorded(False)
     per_venue = first.event["venues"]
     fetch = fetch or venue_fetch(ca_file)
     urls = venue_urls or {}
@@ -747,19 +753,8 @@ async def capture_from_history(
         )
     ]
     if not wanted:
-        if chart:  # the first pass skipped the chart: write the event once more with it
-            return await asyncio.to_thread(
-                capture,
-                source,
-                req,
-                data_dir,
-                venues=venues,
-                thresholds=thresholds,
-                chart=True,
-                now_ns=now_ns,
-                source_name=source_name,
-            )
-        return first
+        # The first pass skipped the chart: write the event once more with it.
+        return await capture_recorded(True) if chart else first
     histories = {v: VenueHistory(_spec(v, urls, api_keys), budgets, fetch) for v in wanted}
     now = time.time_ns() if now_ns is None else now_ns
     table, rest_mapping, told, _ = await rest_window(
@@ -793,19 +788,7 @@ async def capture_from_history(
             "recorded_coverage": per_venue[v]["coverage"],
         }
     if not sources:
-        if chart:
-            return await asyncio.to_thread(
-                capture,
-                source,
-                req,
-                data_dir,
-                venues=venues,
-                thresholds=thresholds,
-                chart=True,
-                now_ns=now_ns,
-                source_name=source_name,
-            )
-        return first
+        return await capture_recorded(True) if chart else first
     keep = pa.array([v in sources for v in table.column("venue").to_pylist()], pa.bool_())
     merged = _WithHistory(source, table.filter(keep))
     return await asyncio.to_thread(
