@@ -415,6 +415,34 @@ def test_backlog_after_a_connection_stall_arriving_symbol_by_symbol_raises_no_al
     assert 1000 * ms < t - xrp_last <= 1000 * ms + 2 * look_ns
 
 
+def test_a_symbol_whose_last_trade_came_just_before_a_stall_is_not_silent_during_it():
+    """The same rule, looked at during the stall (a clean-clone CI run caught it): SOL's last trade came
+    one interval before the others' last ones, so a second into the stall SOL is past its threshold
+    while the others are not yet, and the socket has not delivered since. The stall still going on
+    counts as the connection's quiet time: no alarm."""
+    venue = "bybit-spot"
+    cfg = Config(connection=ConnectionSettings(silent_factor=20.0, silent_min_s=1.0))
+    store = _MarkerSink()
+    rec = VenueRecorder(get(venue), VenueSettings(), store, cfg, http=None)
+    symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]
+    rec.shards = [Shard(symbols=list(symbols))]
+    ms = 1_000_000
+    look_ns = int(SILENT_CHECK_S * 1000) * ms
+    t = 1_700_000_000_000 * ms
+    for _ in range(20):  # 10 s of trading: every symbol's usual interval is 50 ms
+        for r in range(t + 20 * ms, t + look_ns + 1, 20 * ms):
+            rec._note_delivery(rec.shards[0], r)
+        t += look_ns
+        for s in symbols:
+            rec.note_trades(s, 10, t - (55 * ms if s == "SOLUSDT" else 5 * ms))
+        rec.check_silent(t)
+    assert rec.counters.silent_alarms == 0
+    stall_from = t  # the connection's last read; nothing more arrives
+    for into_stall_ms in (500, 960, 990, 1500, 1990):
+        rec.check_silent(stall_from + into_stall_ms * ms)
+        assert rec.counters.silent_alarms == 0, (into_stall_ms, store.markers)  # the old rule: SOL at 960
+
+
 # ---------------------------------------------------------------------------------------------
 # Instrument refresh
 

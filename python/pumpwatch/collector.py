@@ -1135,7 +1135,9 @@ class VenueRecorder:
             # Only the time its connection delivered counts: a stall of the whole socket (the idle
             # watchdog's case) silences every symbol, and the ring is read after the socket, so
             # at the first look after it some symbols show trades again and others not yet.
-            connection_quiet = sum(max(0, min(to, now_ns) - max(fr, a.last_ns)) for fr, to in sh.quiet_ns)
+            # A stretch still going on counts too: checked during a stall, a symbol whose last trade
+            # came a moment before the others' would otherwise look silent while they look recent.
+            connection_quiet = sum(max(0, min(to, now_ns) - max(fr, a.last_ns)) for fr, to in self._quiet(sh, now_ns))
             silent_for = now_ns - a.last_ns - connection_quiet
             others = shard_last.get(id(sh), 0)
             # Silent, while the same sockets delivered other symbols lately: not a dead
@@ -1157,6 +1159,14 @@ class VenueRecorder:
                 if now_ns - since > c.silent_min_s * 1e9 and others > since and now_ns - others < c.silent_min_s * 1e9:
                     a = self.activity[symbol] = SymbolActivity(last_ns=since)
                     self._silent(sh, symbol, a, now_ns, never=True)
+
+    @staticmethod
+    def _quiet(sh: Shard, now_ns: int) -> list[tuple[int, int]]:
+        """The shard's recent quiet stretches (see _note_delivery), with the one still going on."""
+        last, mean = sh.delivered_ns, sh.delivery_interval_ns
+        if last and mean and now_ns - last > max(SILENCE_MIN_NS, SILENCE_FACTOR * mean):
+            return [*sh.quiet_ns, (last, now_ns)]
+        return sh.quiet_ns
 
     @staticmethod
     def _note_delivery(sh: Shard, recv_ns: int) -> None:
