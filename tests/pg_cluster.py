@@ -61,7 +61,6 @@ def throwaway_cluster(bindir: str, *, durable: bool = False) -> Iterator[str]:
     if user is not None:
         pw = pwd.getpwnam(user)
         os.chown(root, pw.pw_uid, pw.pw_gid)
-    port = _free_port()
     try:
         r = _run_as(
             user,
@@ -81,38 +80,47 @@ def throwaway_cluster(bindir: str, *, durable: bool = False) -> Iterator[str]:
         )
         if r.returncode != 0:
             raise RuntimeError(f"initdb failed: {r.stderr.strip() or r.stdout.strip()}")
-        opts = f"-p {port} -h 127.0.0.1 -k {root} -c max_connections=60 -c shared_buffers=128MB"
-        if not durable:
-            opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        r = _run_as(
-            user,
-            [
-                os.path.join(bindir, "pg_ctl"),
-                "-D",
-                data,
-                "-o",
-                opts,
-                "-l",
-                os.path.join(root, "server.log"),
-                "-w",
-                "-t",
-                "120",
-                "start",
-            ],
-            timeout=180,
-        )
-        if r.returncode != 0:
-            log = (
-                open(os.path.join(root, "server.log")).read()[-2000:]
-                if os.path.exists(os.path.join(root, "server.log"))
-                else ""
-            )
-            raise RuntimeError(f"pg_ctl start failed: {r.stderr.strip() or r.stdout.strip()}\n{log}")
+        port = _start_on_a_free_port(user, bindir, data, root, durable=durable)
         yield f"postgresql://pumpwatch@127.0.0.1:{port}/postgres"
     finally:
         if os.path.exists(os.path.join(data, "postmaster.pid")):
             _run_as(user, [os.path.join(bindir, "pg_ctl"), "-D", data, "-m", "immediate", "-w", "stop"], timeout=120)
         shutil.rmtree(root, ignore_errors=True)
+
+
+# The port is chosen before the server binds it, and initdb takes seconds: under parallel test
+# workers another test's listener can take the port in between. The server then names the bind
+# failure in its log, and only that failure is worth a new port.
+_BIND_TAKEN = "could not bind IPv4 address"
+_START_ATTEMPTS = 5
+
+
+def _start_on_a_free_port(user: str | None, bindir: str, data: str, root: str, *, durable: bool) -> int:
+    """Starts the cluster in `data` on a free port, choosing again when another process took the
+    port first; returns the port. Any other failure raises with the server's log."""
+    log_path = os.path.join(root, "server.log")
+    for attempt in range(1, _START_ATTEMPTS + 1):
+        port = _free_port()
+        opts = f"-p {port} -h 127.0.0.1 -k {root} -c max_connections=60 -c shared_buffers=128MB"
+        if not durable:
+            opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        log_before = os.path.getsize(log_path) if os.path.exists(log_path) else 0
+        r = _run_as(
+            user,
+            [os.path.join(bindir, "pg_ctl"), "-D", data, "-o", opts, "-l", log_path, "-w", "-t", "120", "start"],
+            timeout=180,
+        )
+        if r.returncode == 0:
+            return port
+        log = ""
+        if os.path.exists(log_path):
+            with open(log_path) as f:
+                f.seek(log_before)
+                log = f.read()
+        if _BIND_TAKEN in log and attempt < _START_ATTEMPTS:
+            continue
+        raise RuntimeError(f"pg_ctl start failed: {r.stderr.strip() or r.stdout.strip()}\n{log[-2000:]}")
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _has_user(name: str) -> bool:

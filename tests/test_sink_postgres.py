@@ -754,3 +754,29 @@ def test_the_daemon_runs_the_sink_and_the_database_holds_exactly_its_log(pg_dsn,
 
     from_db, from_log = pq.read_table(tmp_path / "db.parquet"), pq.read_table(tmp_path / "log.parquet")
     assert from_db.num_rows > 100 and from_db.equals(from_log)
+
+
+def test_the_throwaway_cluster_chooses_another_port_when_its_port_is_taken(monkeypatch):
+    """CI once lost ten tests to a port another worker took between choosing it and the server
+    binding it: the cluster starts on the next free port instead."""
+    import pg_cluster
+
+    bindir = pg_cluster.find_binaries()
+    if bindir is None or os.environ.get(pg_cluster.ENV_DSN):
+        pytest.skip("needs this machine's PostgreSQL binaries (a throwaway cluster)")
+    with __import__("socket").socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        taken_port = taken.getsockname()[1]
+        chosen: list[int] = []
+        real_free_port = pg_cluster._free_port
+
+        def first_the_taken_port() -> int:
+            chosen.append(taken_port if not chosen else real_free_port())
+            return chosen[-1]
+
+        monkeypatch.setattr(pg_cluster, "_free_port", first_the_taken_port)
+        with pg_cluster.throwaway_cluster(bindir) as dsn:
+            assert len(chosen) == 2 and chosen[0] == taken_port
+            assert dsn.endswith(f":{chosen[1]}/postgres")
+            assert pg_cluster.reachable(dsn) is None
