@@ -274,6 +274,25 @@ pub fn verified_prefix(data: &[u8], entries: &[IndexEntry]) -> Vec<IndexEntry> {
     entries[..good].to_vec()
 }
 
+/// The seal's CRC chain over the records of `verified`: leading blocks `verified_prefix` has just
+/// checked record by record, so they start at the first record and follow each other without a
+/// gap. It steps by the frames' lengths instead of checking every record a second time on one core
+/// (that second check made reopening a 1 GB segment six times slower than the parallel one alone).
+pub fn chain_of_verified(data: &[u8], verified: &[IndexEntry]) -> u32 {
+    let (Some(first), Some(last)) = (verified.first(), verified.last()) else { return 0 };
+    let end = (last.end as usize).min(data.len());
+    let (mut chain, mut off) = (0, first.start as usize);
+    while off + FRAME_HEADER <= end {
+        let len = u32::from_le_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]]) as usize;
+        if len == 0 {
+            break;
+        }
+        chain = segment::chain_frame(chain, &data[off..]);
+        off += FRAME_HEADER + len;
+    }
+    chain
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,5 +312,42 @@ mod tests {
         std::fs::write(&p, raw).unwrap();
         assert!(read_index(&p, 1 << 20).is_empty());
         assert!(a.overlaps(9, 10) && !a.overlaps(10, 20) && a.overlaps(0, 6) && !a.overlaps(0, 5));
+    }
+
+    /// The chain of the trusted blocks, stepped by lengths, and the rest walked, is the chain a
+    /// reader's walk of the whole segment folds (damage skipped), with and without damage.
+    #[test]
+    fn the_chain_of_verified_blocks_plus_the_walked_rest_is_the_whole_walk() {
+        use crate::record::{frame_into, Trade};
+        let mut data = vec![0u8; HEADER_LEN];
+        let mut offs = Vec::new();
+        for i in 0..6000i64 {
+            offs.push(data.len());
+            let t = Trade::new("okx-spot", "BTC-USDT", &format!("{}", 1000 + i), "30243.5", "0.001", "buy", i, i, 0)
+                .unwrap();
+            frame_into(&mut data, |o| t.as_ref().encode_payload(o));
+        }
+        let end = data.len();
+        let (entries, _) = build_index_from(&data, HEADER_LEN, end, end);
+        assert!(entries.len() >= 4, "several blocks: {}", entries.len());
+        let whole_walk = |d: &[u8]| {
+            let mut chain = 0;
+            scan::walk(d, HEADER_LEN, end, |off, _| chain = segment::chain_frame(chain, &d[off..]));
+            chain
+        };
+        let mut damaged = data.clone();
+        damaged[offs[4000] + 12] ^= 0x5a;
+        for d in [&data, &damaged] {
+            let trusted = verified_prefix(d, &entries);
+            let walk_from = trusted.last().map_or(HEADER_LEN, |e| e.end as usize);
+            let mut chain = chain_of_verified(d, &trusted);
+            scan::walk(d, walk_from, end, |off, _| chain = segment::chain_frame(chain, &d[off..]));
+            assert_eq!(chain, whole_walk(d));
+        }
+        assert_eq!(verified_prefix(&data, &entries).len(), entries.len());
+        let kept = verified_prefix(&damaged, &entries).len();
+        assert!(kept > 0 && kept < entries.len());
+        assert_ne!(whole_walk(&data), whole_walk(&damaged));
+        assert_eq!(chain_of_verified(&data, &[]), 0);
     }
 }

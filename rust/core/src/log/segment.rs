@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use memmap2::{Mmap, MmapOptions, MmapRaw};
 
 use super::fault;
-use crate::{Error, Result};
+use crate::{record, Error, Result};
 
 pub const MAGIC: [u8; 8] = *b"PUMPWLOG";
 /// Version 2 adds the seal (bytes 48..64 of a sealed segment's header); version 1 segments
@@ -236,7 +236,7 @@ pub fn sealed_header(seq: u64, created_ns: i64, seal: &Seal) -> [u8; HEADER_LEN]
 /// Folds one record's frame (its 8-byte header first) into a seal's CRC chain.
 #[inline]
 pub fn chain_frame(chain: u32, frame: &[u8]) -> u32 {
-    crc32c::crc32c_append(chain, &frame[4..8])
+    record::crc_append_u32(chain, u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]))
 }
 
 /// The writer's map of its active segment. The virtual range is reserved once for the whole

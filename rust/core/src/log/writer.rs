@@ -1111,12 +1111,13 @@ fn recover_active(dir: &Path, path: &Path, seq: u64, cfg: &LogConfig, report: &m
     let walk_from = trusted.last().map_or(HEADER_LEN, |e| e.end as usize);
     let (walked, mut outcome) = index::build_index_from(data, walk_from, file_len, published);
     outcome.records += trusted_records;
+    let valid_end = outcome.valid_end;
+    // The seal's chain over the records kept: the trusted blocks by their frames' lengths, the
+    // rest walked as readers walk it (damage skipped).
+    let mut crc_chain = index::chain_of_verified(data, &trusted);
+    super::scan::walk(data, walk_from, valid_end, |off, _| crc_chain = segment::chain_frame(crc_chain, &data[off..]));
     let mut entries = trusted;
     entries.extend(walked);
-    let valid_end = outcome.valid_end;
-    // The seal's chain over the records kept, walked as readers walk them (damage skipped).
-    let mut crc_chain = 0;
-    super::scan::walk(data, HEADER_LEN, valid_end, |off, _| crc_chain = segment::chain_frame(crc_chain, &data[off..]));
     for Span { start, end } in &outcome.damaged {
         report.damaged.push(DamageReport {
             segment: name.clone(),
