@@ -229,13 +229,34 @@ def test_control_lines(venue, file, lineno, kind):
         ("phemex-perp", '{"error":null,"id":0,"result":"pong"}', "pong"),
         ("phemex-spot", '{"error":{"code":6001,"message":"invalid argument"},"id":1,"result":null}', "error"),
         ("phemex-perp", '{"sequence":1,"symbol":"BTCUSDT","trades_p":[],"type":"snapshot"}', "other"),
+        (
+            "gate-futures",
+            '{"time":1,"channel":"futures.system","event":"update","result":{"type":"upgrade","msg":"x"}}',
+            "shutdown_notice",
+        ),
+        # A repeated key: the last one counts, as in json.loads and every other key scan of both
+        # parsers (the Rust parser once took the first here, and the engines disagreed).
+        (
+            "gate-futures",
+            '{"time":1,"channel":"futures.system","event":"update","result":{"type":"x","type":"upgrade"}}',
+            "shutdown_notice",
+        ),
+        (
+            "gate-futures",
+            '{"time":1,"channel":"futures.system","event":"update","result":{"type":"upgrade","type":"x"}}',
+            "other",
+        ),
     ],
 )
 def test_more_control_frames(venue, frame, kind):
+    """Both engines name each control frame the same."""
     r = parse(venue, frame)
     assert r.trades == [] and r.control is not None
     assert r.control[0] == kind
     assert r.control[1] == ("" if kind in ("pong", "welcome") else frame)
+    trades, _, control, rejected = _core.parse_frame(venue, frame)
+    assert trades == [] and rejected == []
+    assert control == r.control
 
 
 # --- rules beyond the samples ----------------------------------------------------------------

@@ -57,11 +57,10 @@ pub(super) fn parse(doc: &Doc<'_>, sink: &mut Sink<'_>, futures: bool) -> PResul
         b"update" | b"all" => {
             let want: &[u8] = if futures { b"futures.trades" } else { b"spot.trades" };
             if futures && &*channel == b"futures.system" {
-                // The first "type" member (a find, not the last-wins `pick`: kept as it was).
-                let mut kb = [0u8; 32];
-                let kind = result.filter(|r| doc.kind(*r) == json::Kind::Obj).and_then(|r| {
-                    doc.members(r).find(|(k, _)| doc.key(*k, &mut kb) == b"type").and_then(|(_, v)| doc.str_cow(v))
-                });
+                let kind = result
+                    .filter(|r| doc.kind(*r) == json::Kind::Obj)
+                    .and_then(|r| doc.pick(r, ["type"])[0])
+                    .and_then(|v| doc.str_cow(v));
                 if kind.is_some_and(|k| &*k == b"upgrade") {
                     sink.set_control(|detail| Control::ShutdownNotice { detail });
                 } else {
