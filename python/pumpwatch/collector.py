@@ -465,10 +465,14 @@ class VenueRecorder:
                     # Gate futures.system upgrade): its replacement is made before it goes.
                     self.counters.rotation_notices += 1
                     conn.request_rotation(f"the venue announced a cut: {e[3][:120]}")
-                elif e[0] == "control" and e[2] == "error" and (rid := self.spec.rejected_request(e[3])) is not None:
-                    # A subscribe request refused whole (Gate, one unknown contract): find the
-                    # refused symbols by splitting it, and subscribe the rest.
-                    task = asyncio.ensure_future(conn.subscribe_refused(rid, e[3]))
+                elif (
+                    e[0] == "control"
+                    and e[2] == "error"
+                    and ((rid := self.spec.rejected_request(e[3])) is not None or self.spec.refused_symbols(e[3]))
+                ):
+                    # A subscribe request refused for unknown symbols (docs/VENUES.md §12): drop
+                    # the ones it names, or find them by splitting it, and subscribe the rest.
+                    task = asyncio.ensure_future(conn.subscribe_refused(rid, e[3], self.spec.refused_symbols(e[3])))
                     self._side_tasks.add(task)
                     task.add_done_callback(self._side_tasks.discard)
                 self._on_event(e)

@@ -706,34 +706,62 @@ class VenueConnection:
         while len(self._requests) > MAX_TRACKED_REQUESTS:
             del self._requests[next(iter(self._requests))]
 
-    async def subscribe_refused(self, request_id: int, reason: str) -> None:
-        """The venue refused subscribe request `request_id` whole (Gate, for one unknown
-        contract): its symbols are asked for again in two halves, until the refused ones stand
-        alone; those are dropped from the connection and reported (`on_rejected`), the rest
-        subscribed. A binary split: k bad symbols among n cost about 2k·log2(n) requests."""
-        entry = self._requests.pop(request_id, None)
+    async def subscribe_refused(self, request_id: int | None, reason: str, named: Sequence[str] = ()) -> None:
+        """The venue refused subscribe request `request_id` whole for unknown symbols (Gate,
+        KuCoin, Bybit, Phemex: docs/VENUES.md §12 "Subscribe failures"). Where it `named` the
+        refused symbols (Bybit), those are dropped and the request's other symbols asked for again
+        at once; otherwise its symbols are asked for again in two halves, until the refused ones
+        stand alone (a binary split: k bad symbols among n cost about 2k·log2(n) requests).
+        Dropped symbols leave the connection and are reported (`on_rejected`). Without a request
+        id (cut from a long refusal), the latest request carrying a named symbol is the one."""
+        if request_id is None:
+            request_id = next(
+                (rid for rid, (_, batch) in reversed(self._requests.items()) if set(named) & set(batch)), None
+            )
+        entry = self._requests.pop(request_id, None) if request_id is not None else None
         if entry is None:
             return
         session, symbols = entry
         symbols = [s for s in symbols if s in self.symbols]
         if not symbols or session not in self._sessions:
             return  # gone meanwhile; a new socket subscribes what is left afresh
-        if len(symbols) == 1:
-            [symbol] = symbols
-            self.rejected[symbol] = reason
-            session.subscribed.discard(symbol)
-            if len(self.symbols) > 1:  # the last symbol stays (see remove_symbols); it is reported all the same
-                self.symbols.remove(symbol)
-                self.subscribe_frames = self.spec.subscribe_frames(self.symbols)
-            log.warning("%s: the venue refused %s: %s", self.name, symbol, reason[:200])
-            if self.on_rejected is not None:
-                self.on_rejected(symbol, reason)
-            return
-        half = len(symbols) // 2
-        for part in (symbols[:half], symbols[half:]):
+        refused = [s for s in symbols if s in set(named)] if len(symbols) > 1 else symbols
+        if refused:
+            for symbol in refused:
+                self._reject(session, symbol, reason)
+            rest = [s for s in symbols if s not in refused]
+            parts = [rest] if rest else []
+        else:
+            half = len(symbols) // 2
+            parts = [symbols[:half], symbols[half:]]
+        for part in parts:
             first_id = self._ids(part, "subscribe")
             self._remember(session, part, first_id)
             await self._send_frames(session, self.spec.subscribe_frames(part, first_id))
+
+    def _reject(self, session: _Session, symbol: str, reason: str) -> None:
+        """`symbol` is one the venue refused: it leaves the connection and is reported."""
+        self.rejected[symbol] = reason
+        session.subscribed.discard(symbol)
+        if len(self.symbols) > 1:  # the last symbol stays (see remove_symbols); it is reported all the same
+            self.symbols.remove(symbol)
+            self.subscribe_frames = self.spec.subscribe_frames(self.symbols)
+        log.warning("%s: the venue refused %s: %s", self.name, symbol, reason[:200])
+        if self.on_rejected is not None:
+            self.on_rejected(symbol, reason)
+
+    async def retry_rejected(self, symbols: Sequence[str]) -> list[str]:
+        """Asks again for symbols the venue refused (its instrument list has since gained them):
+        they rejoin the connection and are subscribed on every open socket. Returns them."""
+        again = [s for s in dict.fromkeys(symbols) if self.rejected.pop(s, None) is not None]
+        kept = [s for s in again if s in self.symbols]  # a connection's last symbol never left it
+        for session in list(self._sessions) if kept else []:
+            session.subscribed |= set(kept)
+            first_id = self._ids(kept, "subscribe")
+            self._remember(session, kept, first_id)
+            await self._send_frames(session, self.spec.subscribe_frames(kept, first_id))
+        await self.add_symbols([s for s in again if s not in kept])
+        return again
 
     async def _sync_all(self) -> None:
         for session in list(self._sessions):

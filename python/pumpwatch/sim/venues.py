@@ -367,7 +367,9 @@ class Binance(Venue):
                 continue
             client.state["streams"].append(s)
             # Anything that is not an @trade stream is accepted and stays silent: only trades
-            # are simulated. On the wrong USDⓈ-M path even @trade stays silent (§2.1).
+            # are simulated. On the wrong USDⓈ-M path even @trade stays silent (§2.1). So does
+            # a well-formed stream of a symbol the venue does not list: acked, never an error
+            # (docs/VENUES.md §12 "Subscribe failures").
             if _BINANCE_STREAM.match(s) and not client.role.endswith("silent"):
                 self.sim.subscribe(client, s)
 
@@ -712,6 +714,9 @@ class Bybit(Venue):
             return self._reply(client, op, True, "" if not self.spot else op, req_id)
         if self.max_args is not None and len(args) > self.max_args:
             return self._reply(client, op, False, f"args size >{self.max_args}", req_id)
+        # Unknown symbols refuse the whole request, naming them: "Invalid symbol :[publicTrade.X]"
+        # (third-party captures); whether the request's other topics are taken is not documented,
+        # so none is, the strictest reading (docs/VENUES.md §12 "Subscribe failures").
         bad = [a for a in args if not (a.startswith("publicTrade.") and self.instrument_or_none(a[12:]))]
         if bad:
             return self._reply(client, op, False, f"Invalid symbol :[{','.join(bad)}]", req_id)
@@ -1149,6 +1154,11 @@ class Kucoin(Venue):
                 f"exceed max subscription count limitation of {self.max_symbols_per_topic} per time",
             )
         topics = [self.topic_prefix + s for s in symbols]
+        if kind == "subscribe" and any(self.instrument_or_none(s) is None for s in symbols):
+            # An unknown symbol: `code` 404, "topic <as sent> is not found" (third-party captures of
+            # one-symbol topics). For a topic of several symbols nothing says whether the others are
+            # taken, so none is, the strictest reading (docs/VENUES.md §12 "Subscribe failures").
+            return self._error(client, req_id, 404, f"topic {topic} is not found")
         if kind == "subscribe":
             if not self.futures and len(set(client.topics) | set(topics)) > self.max_topics:
                 return self._error(
@@ -1729,6 +1739,8 @@ class Phemex(Venue):
             return self._reply(client, "pong", req_id)
         if method == f"{self.method}.subscribe":
             # One symbol per request; a snapshot of the most recent trades follows the ack (§9.2).
+            # An unknown symbol: error 6001 "invalid argument" with the request's id (a captured
+            # refusal; docs/VENUES.md §12 "Subscribe failures").
             if not isinstance(params, list) or len(params) != 1 or self.instrument_or_none(params[0]) is None:
                 return self._reply(client, "error", req_id, code=6001, message="invalid argument")
             topic = params[0]

@@ -489,6 +489,12 @@ class VenueSpec:
         VENUES §12); None for any other error."""
         return None
 
+    def refused_symbols(self, detail: str) -> list[str]:
+        """The symbols a subscribe refusal (`detail`, the error frame's text) names as unknown,
+        where the venue names them (Bybit `Invalid symbol :[publicTrade.X]`); [] where it names
+        none, or names the request as sent (KuCoin): then the request is split to find them."""
+        return []
+
     def _batches(self, op: str, symbols: Iterable[str], first_request_id: int) -> list[list[tuple[str, Any]]]:
         symbols = _unique(symbols)
         if len(self.shard(symbols)) > 1:

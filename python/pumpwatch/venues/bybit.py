@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -31,6 +32,12 @@ from . import (
 )
 
 _STATUS = {"Trading": TRADING, "PreLaunch": PRE_TRADING, "Delivering": HALTED, "Closed": CLOSED}
+# A subscribe refused for unknown symbols: `{"success":false,"ret_msg":"Invalid symbol
+# :[publicTrade.NOPEUSDT]",...,"req_id":"3","op":"subscribe"}` (third-party clients' captured
+# frames, docs/VENUES.md §12 "Subscribe failures"). Read by pattern: the detail may be cut at 1 KiB.
+_INVALID_SYMBOL = re.compile(r'"ret_msg":\s*"Invalid symbol\s*:\s*\[([^\]"]*)')
+_REQ_ID = re.compile(r'"req_id":\s*"(\d+)"')
+_FAILED = re.compile(r'"success":\s*false')
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,6 +49,22 @@ class BybitSpec(VenueSpec):
 
     def _render(self, op: str, topics: list[Any], request_id: int) -> str:
         return dumps({"req_id": str(request_id), "op": op, "args": topics})
+
+    def rejected_request(self, detail: str) -> int | None:
+        # Bybit names the unknown topics of a refused subscribe and echoes our `req_id`; whether
+        # it still takes the request's other topics is not documented, so the strictest reading
+        # holds: none of them is subscribed (docs/VENUES.md §12 "Subscribe failures").
+        if not _FAILED.search(detail) or not _INVALID_SYMBOL.search(detail):
+            return None
+        m = _REQ_ID.search(detail)
+        return int(m.group(1)) if m else None
+
+    def refused_symbols(self, detail: str) -> list[str]:
+        m = _INVALID_SYMBOL.search(detail) if _FAILED.search(detail) else None
+        if m is None:
+            return []
+        topics = [t.strip() for t in m.group(1).split(",")]
+        return [t.removeprefix("publicTrade.") for t in topics if t.startswith("publicTrade.")]
 
     def instruments_request(self) -> list[HttpRequest]:
         # linear is paged (limit 1..1000, cursor); spot answers in one page. Only `Trading`

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -34,6 +35,11 @@ from . import (
 )
 
 ALIASES = {"XBT": "BTC"}  # futures name bitcoin XBT (XBTUSDTM)
+# A subscribe naming an unknown symbol: `{"id":"5","type":"error","code":404,"data":"topic
+# /market/match:NOPE-USDT is not found"}` (third-party captures, docs/VENUES.md §12 "Subscribe
+# failures"). Read by pattern: the detail may be cut at 1 KiB.
+_NOT_FOUND = re.compile(r'"type":\s*"error".*"code":\s*404.*is not found')
+_REQUEST_ID = re.compile(r'"id":\s*"?(\d+)"?')
 
 
 def _opens_later_ms(value: Any) -> bool:
@@ -108,6 +114,15 @@ class KucoinSpec(VenueSpec):
                 "response": True,
             }
         )
+
+    def rejected_request(self, detail: str) -> int | None:
+        # The refusal echoes our request's id and names the topic; whether a topic of several
+        # symbols is refused whole or only its unknown ones is not documented, so the strictest
+        # reading holds: none is subscribed, and the request is split to find the unknown ones.
+        if not _NOT_FOUND.search(detail):
+            return None
+        m = _REQUEST_ID.search(detail)
+        return int(m.group(1)) if m else None
 
     def instruments_request(self) -> list[HttpRequest]:
         return [HttpRequest("GET", self.instruments_path)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +31,10 @@ from . import (
 )
 
 _STATUS = {"Listed": TRADING, "Delisted": CLOSED}
+# A subscribe Phemex refuses: `{"error":{"code":6001,"message":"invalid argument"},"id":1,
+# "result":null}` (a captured frame, docs/VENUES.md §12 "Subscribe failures"). Read by pattern.
+_INVALID_ARGUMENT = re.compile(r'"error":\s*\{\s*"code":\s*6001,\s*"message":\s*"invalid argument"')
+_REQUEST_ID = re.compile(r'"id":\s*(\d+)')
 SPOT_PRICE_SCALE = 8  # "All spot symbols use the same price ... scale factors (Ep) = 8" (§9.2)
 DEFAULT_QTY_SCALE = 8  # the base currency's valueScale; 8 for every currency in the recordings (§9.2)
 
@@ -80,6 +85,13 @@ class PhemexSpec(VenueSpec):
 
     def _render(self, op: str, topics: list[Any], request_id: int) -> str:
         return dumps({"id": request_id, "method": f"{self.method_prefix}.{op}", "params": topics})
+
+    def rejected_request(self, detail: str) -> int | None:
+        # One symbol per request (§9.1): the refused request names its symbol.
+        if not _INVALID_ARGUMENT.search(detail):
+            return None
+        m = _REQUEST_ID.search(detail)
+        return int(m.group(1)) if m else None
 
     def instruments_request(self) -> list[HttpRequest]:
         return [HttpRequest("GET", "/public/products")]

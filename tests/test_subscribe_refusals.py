@@ -1,0 +1,259 @@
+"""A subscribe refusal never costs the other symbols their trades (docs/VENUES.md §12 "Subscribe
+failures"): one unknown symbol among good ones, per venue, through the simulator on 127.0.0.1.
+
+What each venue does with it (the simulator does the same): Gate and KuCoin refuse the whole
+request without naming the symbol apart from the request (the recorder splits it); Bybit refuses
+the whole request and names the unknown topics (the recorder drops them and asks for the rest
+again); Phemex takes one symbol per request and refuses that one; Binance acknowledges any
+well-formed stream and never sends a trade on it (the silent-symbol alarm names it).
+
+Every good symbol's trades are counted against what the simulator sent. Before this, a Bybit or
+KuCoin request with an unknown symbol lost all of its symbols, and Phemex never named the one it
+refused."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+import pumpwatch
+from pumpwatch import venues
+from pumpwatch.collector import Collector
+from pumpwatch.config import Config, ConnectionSettings, VenueSettings
+from pumpwatch.connection import VenueConnection
+from pumpwatch.sim import Simulator
+
+pytestmark = pytest.mark.timeout(60)
+
+KEY = ("symbol", "trade_id", "price", "qty", "side", "ts_ns")
+GOOD_BASES = ("BTC", "ETH", "SOL", "DOGE")
+#: What the recorder asks for, per venue: the good symbols with an unknown one among them, all in
+#: one subscribe request wherever the venue batches (Phemex takes one symbol per request).
+SYMBOLS = {
+    "binance-spot": ("BTCUSDT", "ETHUSDT", "NOPEUSDT", "SOLUSDT", "DOGEUSDT"),
+    "binance-usdm": ("BTCUSDT", "ETHUSDT", "NOPEUSDT", "SOLUSDT", "DOGEUSDT"),
+    "bybit-spot": ("BTCUSDT", "ETHUSDT", "NOPEUSDT", "SOLUSDT", "DOGEUSDT"),
+    "bybit-linear": ("BTCUSDT", "ETHUSDT", "NOPEUSDT", "SOLUSDT", "DOGEUSDT"),
+    "kucoin-spot": ("BTC-USDT", "ETH-USDT", "NOPE-USDT", "SOL-USDT", "DOGE-USDT"),
+    "kucoin-futures": ("XBTUSDTM", "ETHUSDTM", "NOPEUSDTM", "SOLUSDTM", "DOGEUSDTM"),
+    "gate-spot": ("BTC_USDT", "ETH_USDT", "NOPE_USDT", "SOL_USDT", "DOGE_USDT"),
+    "gate-futures": ("BTC_USDT", "ETH_USDT", "NOPE_USDT", "SOL_USDT", "DOGE_USDT"),
+    "phemex-spot": ("sBTCUSDT", "sETHUSDT", "sNOPEUSDT", "sSOLUSDT", "sDOGEUSDT"),
+    "phemex-perp": ("BTCUSDT", "ETHUSDT", "NOPEUSDT", "SOLUSDT", "DOGEUSDT"),
+}
+#: Seconds after the connection is up from which every sent trade must be stored: the refusal and
+#: the requests asking again take a round trip or a few.
+SETTLE_S = 0.6
+#: Trades sent this close to the end may still be in flight when the recorder stops.
+TAIL_S = 0.4
+
+
+def _config(data_dir, venue: str, urls: dict, **settings) -> Config:
+    return Config(
+        data_dir=str(data_dir),
+        metrics_address="127.0.0.1:0",
+        connection=ConnectionSettings(silent_min_s=1.0),
+        window_merge_s=0,
+        venues={
+            v: VenueSettings(
+                enabled=v == venue,
+                ws_url=urls[v]["ws_origin"] if v == venue else "",
+                rest_url=urls[v]["rest_url"] if v == venue else "",
+                api_key="k" if v == "binance-usdm" else "",
+                **(settings if v == venue else {}),
+            )
+            for v in pumpwatch.VENUES
+        },
+    )
+
+
+async def _record(data_dir, venue: str, seconds: float, symbols: tuple[str, ...]):
+    """Records `symbols` of `venue` for `seconds` from its first socket up; returns (status, sent,
+    stored, markers, the end's wall ns)."""
+    sim = Simulator([venue], seed=5, trades_per_s=120.0, backlog=50)
+    await sim.start()
+    try:
+        store = pumpwatch.Store(data_dir)
+        collector = Collector(_config(data_dir, venue, sim.urls(), symbols=symbols), store)
+        stop = asyncio.Event()
+        task = asyncio.create_task(collector.run(stop))
+        # Counted from the first socket up: starting the recorder takes a varying while on a busy machine.
+        for _ in range(300):
+            if collector.status()["venues"][venue]["connections_up"]:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(seconds)
+        end_ns = time.time_ns()
+        stop.set()
+        await task
+        status = collector.status()["venues"][venue]
+        sent = sim.venues[venue].sent_trades()
+        stored = store.query().to_pylist()
+        markers = store.markers().to_pylist()
+        store.close()
+        return status, sent, stored, markers, end_ns
+    finally:
+        await sim.stop()
+
+
+@pytest.mark.parametrize("venue", sorted(SYMBOLS))
+def test_one_unknown_symbol_costs_the_others_nothing(tmp_path, venue):
+    symbols = SYMBOLS[venue]
+    bad = symbols[2]
+    good = [s for s in symbols if s != bad]
+    status, sent, stored, markers, end_ns = asyncio.run(_record(tmp_path / "d", venue, 2.5, symbols))
+
+    up = min(m["ts_ns"] for m in markers if m["kind"] == "connection_up")
+    held = {tuple(r[k] for k in KEY) for r in stored}
+    for symbol in good:
+        due = [
+            tuple(t[k] for k in KEY)
+            for t in sent
+            if t["symbol"] == symbol and up + SETTLE_S * 1e9 <= t["ts_ns"] <= end_ns - TAIL_S * 1e9
+        ]
+        assert len(due) >= 5, f"{venue} {symbol}: the simulator sent only {len(due)} trades"
+        missing = [t for t in due if t not in held]
+        assert not missing, f"{venue} {symbol}: {len(missing)} of {len(due)} sent trades not stored"
+    assert bad not in {r["symbol"] for r in stored}
+
+    if venue.startswith("binance"):
+        # Acked and silent: no refusal to name, the silent-symbol alarm names it (and only it).
+        assert status["refused_symbols"] == []
+        assert status["silent_symbols"] == [bad], status
+        named = [m for m in markers if m["kind"] == "subscription_set" and m["symbol"] == bad]
+        assert named and "never delivered" in named[0]["detail"]
+    else:
+        assert status["refused_symbols"] == [bad], status
+        refused = [m for m in markers if m["kind"] == "subscription_set" and m["symbol"] == bad]
+        assert len(refused) == 1 and "refused" in refused[0]["detail"], refused
+        assert status["silent_symbols"] == []
+
+
+# -- the venue specs read each venue's refusal --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("venue", "frame", "request_id", "named"),
+    [
+        (
+            "bybit-spot",
+            '{"success":false,"ret_msg":"Invalid symbol :[publicTrade.NOPEUSDT]","conn_id":"c1",'
+            '"req_id":"7","op":"subscribe"}',
+            7,
+            ["NOPEUSDT"],
+        ),
+        (
+            "bybit-linear",
+            '{"success":false,"ret_msg":"Invalid symbol :[publicTrade.AUSDT,publicTrade.BUSDT]","conn_id":"c",'
+            '"req_id":"12","op":"subscribe"}',
+            12,
+            ["AUSDT", "BUSDT"],
+        ),
+        # Not a refusal of symbols: a malformed request, a limit.
+        (
+            "bybit-spot",
+            '{"success":false,"ret_msg":"args size >10","conn_id":"c","req_id":"3","op":"subscribe"}',
+            None,
+            [],
+        ),
+        (
+            "kucoin-spot",
+            '{"id":"4","type":"error","code":404,"data":"topic /market/match:BTC-USDT,NOPE-USDT is not found"}',
+            4,
+            [],
+        ),
+        (
+            "kucoin-futures",
+            '{"id":"9","type":"error","code":404,"data":"topic /contractMarket/execution:NOPEUSDTM is not found"}',
+            9,
+            [],
+        ),
+        (
+            "kucoin-spot",
+            '{"id":"4","type":"error","code":509,"data":"exceed max subscription count limitation of 100 per time"}',
+            None,
+            [],
+        ),
+        ("phemex-spot", '{"error":{"code":6001,"message":"invalid argument"},"id":3,"result":null}', 3, []),
+        ("phemex-perp", '{"error":null,"id":3,"result":{"status":"success"}}', None, []),
+        (
+            "gate-futures",
+            '{"time":1,"time_ms":1,"id":5,"conn_id":"c","channel":"futures.trades","event":"subscribe",'
+            '"error":{"code":2,"message":"unknown contract NOPE_USDT"},"result":{"status":"fail"}}',
+            5,
+            [],
+        ),
+        ("binance-spot", '{"code":2,"msg":"Invalid request: invalid stream","id":2}', None, []),
+    ],
+)
+def test_each_venue_spec_reads_its_refusal(venue, frame, request_id, named):
+    spec = venues.get(venue)
+    assert spec.rejected_request(frame) == request_id
+    assert spec.refused_symbols(frame) == named
+
+
+# -- the connection's part: named symbols are dropped, the rest asked for again -----------------
+
+
+def _connection(venue: str, symbols: list[str]) -> tuple[VenueConnection, list[str], list[tuple[str, str]]]:
+    """A connection with one fake open socket that records what it is sent."""
+    from pumpwatch import connection as connection_module
+
+    sent: list[str] = []
+    rejected: list[tuple[str, str]] = []
+
+    class Socket:
+        async def send(self, frame):
+            sent.append(frame)
+
+    conn = VenueConnection(
+        venues.get(venue), symbols, on_frame=lambda f, t: None, on_rejected=lambda s, r: rejected.append((s, r))
+    )
+
+    async def start():
+        session = connection_module._Session(Socket(), symbols, 1)  # type: ignore[arg-type]
+        conn._sessions.append(session)
+        first = conn._ids(symbols, "subscribe")
+        conn._remember(session, symbols, first)
+        return first
+
+    conn._first_id = asyncio.run(start())  # type: ignore[attr-defined]
+    return conn, sent, rejected
+
+
+def test_named_symbols_are_dropped_and_the_rest_asked_for_in_one_request():
+    symbols = ["BTCUSDT", "ETHUSDT", "NOPEUSDT", "SOLUSDT"]
+    conn, sent, rejected = _connection("bybit-linear", symbols)
+    asyncio.run(conn.subscribe_refused(conn._first_id, "Invalid symbol", ["NOPEUSDT"]))  # type: ignore[attr-defined]
+    assert [s for s, _ in rejected] == ["NOPEUSDT"]
+    assert conn.symbols == ["BTCUSDT", "ETHUSDT", "SOLUSDT"] and conn.rejected == {"NOPEUSDT": "Invalid symbol"}
+    # One request for the three others, not a binary split.
+    assert len(sent) == 1 and '"args":["publicTrade.BTCUSDT","publicTrade.ETHUSDT","publicTrade.SOLUSDT"]' in sent[0]
+
+
+def test_a_refusal_cut_before_its_request_id_is_traced_by_the_symbol_it_names():
+    conn, sent, rejected = _connection("bybit-linear", ["BTCUSDT", "NOPEUSDT"])
+    asyncio.run(conn.subscribe_refused(None, "Invalid symbol", ["NOPEUSDT"]))
+    assert [s for s, _ in rejected] == ["NOPEUSDT"] and conn.symbols == ["BTCUSDT"]
+    assert len(sent) == 1 and "publicTrade.BTCUSDT" in sent[0]
+
+
+def test_a_refused_symbol_is_asked_for_again_on_request():
+    conn, sent, rejected = _connection("kucoin-spot", ["BTC-USDT", "NOPE-USDT"])
+
+    async def go():
+        await conn.subscribe_refused(conn._first_id, "topic is not found")  # type: ignore[attr-defined]
+        assert sent[-2:] and all('"type":"subscribe"' in f for f in sent[-2:])  # the halves
+        last = conn._request_id
+        await conn.subscribe_refused(last, "topic /market/match:NOPE-USDT is not found")
+        assert conn.rejected and conn.symbols == ["BTC-USDT"]
+        before = len(sent)
+        assert await conn.retry_rejected(["NOPE-USDT"]) == ["NOPE-USDT"]
+        assert conn.symbols == ["BTC-USDT", "NOPE-USDT"] and not conn.rejected
+        assert len(sent) == before + 1 and "NOPE-USDT" in sent[-1]
+        assert await conn.retry_rejected(["NOPE-USDT"]) == []  # not refused now: nothing to ask
+
+    asyncio.run(go())
+    assert [s for s, _ in rejected] == ["NOPE-USDT"]
