@@ -257,3 +257,85 @@ def test_a_refused_symbol_is_asked_for_again_on_request():
 
     asyncio.run(go())
     assert [s for s, _ in rejected] == ["NOPE-USDT"]
+
+
+# -- asked for again once the venue's instrument list gains it ----------------------------------
+
+
+@pytest.mark.parametrize("path", ["routine refresh", "listing relist"])
+def test_a_refused_listing_is_asked_for_again_when_the_instrument_list_opens_it(tmp_path, path):
+    """The instrument list shows a new coin before the venue's socket knows it (here: Bybit linear,
+    listed as pre-trading by a REST view ahead of the socket). The socket refuses it; the recorder
+    names it, records the others, and asks for it again when the list shows it trading: from then
+    on its trades are stored. Either list fetch finds it: the routine refresh, or a KRW listing's
+    schedule, which goes on asking while the venue refuses the listing's instrument."""
+    import dataclasses
+
+    from pumpwatch.venues import PRE_TRADING, bybit, make_instrument
+
+    venue, new = "bybit-linear", "NEWUSDT"
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class ListedAhead(bybit.BybitSpec):
+        def parse_instruments(self, bodies):
+            found = super().parse_instruments(bodies)
+            if new not in {i.symbol for i in found}:
+                found.append(make_instrument(self.id, new, "NEW", "USDT", "perp", status=PRE_TRADING))
+            return found
+
+    async def go():
+        sim = Simulator([venue], seed=5, trades_per_s=120.0, backlog=50)
+        await sim.start()
+        try:
+            urls = sim.urls()[venue]
+            spec = dataclasses.replace(bybit.LINEAR, ws_url=urls["ws_origin"], rest_url=urls["rest_url"])
+            spec = ListedAhead(**{f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)})
+            listing = path == "listing relist"
+            cfg = dataclasses.replace(
+                _config(tmp_path / "d", venue, sim.urls()),
+                discovery_refresh_s=0 if listing else 0.3,
+                listing_relist_fast_s=0.3,
+            )
+            cfg.venues[venue] = VenueSettings(enabled=True)
+            store = pumpwatch.Store(tmp_path / "d")
+            collector = Collector(cfg, store, specs={venue: spec})
+            stop = asyncio.Event()
+            task = asyncio.create_task(collector.run(stop))
+            recorder = collector.recorders[venue]
+            for _ in range(300):
+                if recorder.refused_symbols:
+                    break
+                await asyncio.sleep(0.05)
+            refused_first = dict(recorder.refused_symbols)
+            if listing:
+                collector.on_listing(["NEW"], time.time_ns())
+            opens_ns = time.time_ns() + 500_000_000
+            sim.venues[venue].schedule_listing("NEW", opens_ns, pump=1.0)
+            await asyncio.sleep(2.5)
+            end_ns = time.time_ns()
+            subscribed_ns = recorder.subscribed_ns.get(new)
+            stop.set()
+            await task
+            status = collector.status()["venues"][venue]
+            sent = sim.venues[venue].sent_trades(new)
+            stored = store.query(symbols=[new]).to_pylist()
+            markers = [m for m in store.markers().to_pylist() if m["symbol"] == new]
+            store.close()
+            return refused_first, subscribed_ns, end_ns, status, sent, stored, markers
+        finally:
+            await sim.stop()
+
+    refused_first, subscribed_ns, end_ns, status, sent, stored, markers = asyncio.run(go())
+    assert list(refused_first) == [new] and "Invalid symbol" in refused_first[new]
+    assert status["refused_symbols"] == [], status
+    details = [m["detail"] for m in markers if m["kind"] == "subscription_set"]
+    assert any("refused" in d for d in details) and any("asked for again" in d for d in details), details
+    asked_again = min(m["ts_ns"] for m in markers if "asked for again" in m["detail"])
+    # Its subscription time is when it was taken, not the refused request's (event.json).
+    assert subscribed_ns is not None and subscribed_ns >= asked_again - 100_000_000
+    due = [
+        tuple(t[k] for k in KEY) for t in sent if asked_again + SETTLE_S * 1e9 <= t["ts_ns"] <= end_ns - TAIL_S * 1e9
+    ]
+    assert len(due) >= 5, f"the simulator sent only {len(due)} trades of {new}"
+    held = {tuple(r[k] for k in KEY) for r in stored}
+    assert not [t for t in due if t not in held]

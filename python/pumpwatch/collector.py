@@ -288,6 +288,8 @@ class VenueRecorder:
         self._never_seen: dict[str, int] = {}
         #: Symbols the venue refused to subscribe (with its reason): not recorded.
         self.refused_symbols: dict[str, str] = {}
+        #: Refused symbol -> its state on the venue's instrument list then (None: not on it).
+        self._refused_as: dict[str, str | None] = {}
         # Per-IP budgets shared with the other venues of the process (both markets of an exchange).
         self.budgets = budgets if budgets is not None else Budgets()
         self.rest_limiter = self.budgets.limiter(spec.rest_pacing())
@@ -383,8 +385,9 @@ class VenueRecorder:
         )
 
     def listing_kinds(self, asset: str) -> set[str]:
-        """The kinds (spot, perp) of `asset` subscribed here."""
-        have = {s for sh in self.shards for s in sh.symbols}
+        """The kinds (spot, perp) of `asset` subscribed here (one the venue refused is not, so
+        the listing's instrument list is asked again until it is taken)."""
+        have = {s for sh in self.shards for s in sh.symbols} - set(self.refused_symbols)
         return {i.kind for s, i in self.instruments.items() if s in have and asset in (i.asset, i.base)}
 
     async def _relist_schedule(self, assets: list[str], trigger_ns: int) -> None:
@@ -946,6 +949,11 @@ class VenueRecorder:
         if symbol in self.refused_symbols:
             return  # a redundant twin found it too
         self.refused_symbols[symbol] = reason[:200]
+        inst = self.instruments.get(symbol)
+        self._refused_as[symbol] = inst.status if inst is not None else None
+        # Not subscribed after all: when it is taken, that is its subscription time (event.json; a
+        # listing's trades before it are fetched over REST).
+        self.subscribed_ns.pop(symbol, None)
         self.store.append_marker(
             "subscription_set",
             ts_ns=time.time_ns(),
@@ -1003,6 +1011,30 @@ class VenueRecorder:
             await self._unsubscribe(gone)
         if new:
             await self._subscribe(new)
+        await self._retry_refused()
+
+    async def _retry_refused(self) -> None:
+        """A symbol the venue refused to subscribe is asked for again once its instrument list
+        gains it: listed where it was not, or in another state (a listing its socket did not
+        know yet when the list already showed it, docs/VENUES.md §12 "Subscribe failures")."""
+        for symbol, was in list(self._refused_as.items()):
+            inst = self.instruments.get(symbol)
+            if inst is None or inst.status == was:
+                continue
+            del self._refused_as[symbol]
+            self.refused_symbols.pop(symbol, None)
+            self._never_seen.pop(symbol, None)  # its wait for a first trade starts now
+            conns = [c for sh in self.shards if symbol in sh.symbols for c in sh.connections]
+            for conn in conns:
+                await conn.retry_rejected([symbol])
+            if conns:
+                self.store.append_marker(
+                    "subscription_set",
+                    ts_ns=time.time_ns(),
+                    venue=self.venue,
+                    symbol=symbol,
+                    detail=f"asked for again after a refusal: the instrument list now has it ({inst.status})",
+                )
 
     async def _unsubscribe(self, gone: list[str]) -> None:
         log.info("%s: %d delisted instruments: %s", self.venue, len(gone), ", ".join(gone[:10]))
@@ -1021,6 +1053,8 @@ class VenueRecorder:
                 shard.symbols = [s for s in shard.symbols if s not in drop]
             for s in drop:
                 self.activity.pop(s, None)
+                self.refused_symbols.pop(s, None)  # delisted: a later listing subscribes it afresh
+                self._refused_as.pop(s, None)
         self.counters.unsubscribed += len(gone)
         self.counters.subscribed = sum(len(sh.symbols) for sh in self.shards)
         self.store.append_marker(
