@@ -259,28 +259,28 @@ def test_a_refused_symbol_is_asked_for_again_on_request():
     assert [s for s, _ in rejected] == ["NOPE-USDT"]
 
 
-# -- asked for again once the venue's instrument list gains it ----------------------------------
+# -- asked for again once the venue's instrument list lists it ----------------------------------
+
+NEW = "NEWUSDT"
 
 
-@pytest.mark.parametrize("path", ["routine refresh", "listing relist"])
-def test_a_refused_listing_is_asked_for_again_when_the_instrument_list_opens_it(tmp_path, path):
-    """The instrument list shows a new coin before the venue's socket knows it (here: Bybit linear,
-    listed as pre-trading by a REST view ahead of the socket). The socket refuses it; the recorder
-    names it, records the others, and asks for it again when the list shows it trading: from then
-    on its trades are stored. Either list fetch finds it: the routine refresh, or a KRW listing's
-    schedule, which goes on asking while the venue refuses the listing's instrument."""
+def _listed_ahead(tmp_path, monkeypatch, *, path: str, ahead_as: str, opens: bool):
+    """Bybit linear with a REST view that lists NEWUSDT (`ahead_as`) before the venue's socket knows
+    it; the simulator lists it 0.5 s after the first refusal when `opens`. Returns what happened."""
     import dataclasses
 
-    from pumpwatch.venues import PRE_TRADING, bybit, make_instrument
+    from pumpwatch import collector as collector_module
+    from pumpwatch.venues import bybit, make_instrument
 
-    venue, new = "bybit-linear", "NEWUSDT"
+    monkeypatch.setattr(collector_module, "RETRY_CONFIRM_S", 0.5, raising=False)
+    venue = "bybit-linear"
 
     @dataclasses.dataclass(frozen=True, kw_only=True)
     class ListedAhead(bybit.BybitSpec):
         def parse_instruments(self, bodies):
             found = super().parse_instruments(bodies)
-            if new not in {i.symbol for i in found}:
-                found.append(make_instrument(self.id, new, "NEW", "USDT", "perp", status=PRE_TRADING))
+            if NEW not in {i.symbol for i in found}:
+                found.append(make_instrument(self.id, NEW, "NEW", "USDT", "perp", status=ahead_as))
             return found
 
     async def go():
@@ -309,33 +309,81 @@ def test_a_refused_listing_is_asked_for_again_when_the_instrument_list_opens_it(
             refused_first = dict(recorder.refused_symbols)
             if listing:
                 collector.on_listing(["NEW"], time.time_ns())
-            opens_ns = time.time_ns() + 500_000_000
-            sim.venues[venue].schedule_listing("NEW", opens_ns, pump=1.0)
+            if opens:
+                sim.venues[venue].schedule_listing("NEW", time.time_ns() + 500_000_000, pump=1.0)
             await asyncio.sleep(2.5)
             end_ns = time.time_ns()
-            subscribed_ns = recorder.subscribed_ns.get(new)
+            subscribed_ns = recorder.subscribed_ns.get(NEW)
             stop.set()
             await task
             status = collector.status()["venues"][venue]
-            sent = sim.venues[venue].sent_trades(new)
-            stored = store.query(symbols=[new]).to_pylist()
-            markers = [m for m in store.markers().to_pylist() if m["symbol"] == new]
+            sent = sim.venues[venue].sent_trades(NEW)
+            stored = store.query(symbols=[NEW]).to_pylist()
+            markers = [m for m in store.markers().to_pylist() if m["symbol"] == NEW]
             store.close()
             return refused_first, subscribed_ns, end_ns, status, sent, stored, markers
         finally:
             await sim.stop()
 
-    refused_first, subscribed_ns, end_ns, status, sent, stored, markers = asyncio.run(go())
-    assert list(refused_first) == [new] and "Invalid symbol" in refused_first[new]
+    return asyncio.run(go())
+
+
+def _stored_from(asked_ns: int, end_ns: int, sent, stored) -> None:
+    """Every trade of NEWUSDT sent from SETTLE_S after it was asked for is stored."""
+    due = [tuple(t[k] for k in KEY) for t in sent if asked_ns + SETTLE_S * 1e9 <= t["ts_ns"] <= end_ns - TAIL_S * 1e9]
+    assert len(due) >= 5, f"the simulator sent only {len(due)} trades of {NEW}"
+    held = {tuple(r[k] for k in KEY) for r in stored}
+    assert not [t for t in due if t not in held]
+
+
+@pytest.mark.parametrize("path", ["routine refresh", "listing relist"])
+def test_a_refused_listing_is_asked_for_again_when_the_instrument_list_opens_it(tmp_path, monkeypatch, path):
+    """The instrument list shows a new coin as pre-trading before the venue's socket knows it. The
+    socket refuses it; the recorder names it, records the others, and asks for it again when the
+    list shows it trading: from then on its trades are stored. Either list fetch finds it: the
+    routine refresh, or a KRW listing's schedule, which goes on asking while the venue refuses the
+    listing's instrument."""
+    from pumpwatch.venues import PRE_TRADING
+
+    refused_first, subscribed_ns, end_ns, status, sent, stored, markers = _listed_ahead(
+        tmp_path, monkeypatch, path=path, ahead_as=PRE_TRADING, opens=True
+    )
+    assert list(refused_first) == [NEW] and "Invalid symbol" in refused_first[NEW]
     assert status["refused_symbols"] == [], status
     details = [m["detail"] for m in markers if m["kind"] == "subscription_set"]
     assert any("refused" in d for d in details) and any("asked for again" in d for d in details), details
     asked_again = min(m["ts_ns"] for m in markers if "asked for again" in m["detail"])
     # Its subscription time is when it was taken, not the refused request's (event.json).
     assert subscribed_ns is not None and subscribed_ns >= asked_again - 100_000_000
-    due = [
-        tuple(t[k] for k in KEY) for t in sent if asked_again + SETTLE_S * 1e9 <= t["ts_ns"] <= end_ns - TAIL_S * 1e9
-    ]
-    assert len(due) >= 5, f"the simulator sent only {len(due)} trades of {new}"
-    held = {tuple(r[k] for k in KEY) for r in stored}
-    assert not [t for t in due if t not in held]
+    _stored_from(asked_again, end_ns, sent, stored)
+
+
+def test_a_symbol_the_list_already_shows_trading_is_asked_for_again_quietly(tmp_path, monkeypatch):
+    """The list shows the coin trading before the socket knows it: nothing changes on the list
+    when the socket learns it, so every fetch of the list asks for it again, without a marker;
+    once taken, its trades are stored and it is no longer named refused."""
+    from pumpwatch.venues import TRADING
+
+    refused_first, subscribed_ns, end_ns, status, sent, stored, markers = _listed_ahead(
+        tmp_path, monkeypatch, path="routine refresh", ahead_as=TRADING, opens=True
+    )
+    assert list(refused_first) == [NEW]
+    assert status["refused_symbols"] == [], status
+    details = [m["detail"] for m in markers if m["kind"] == "subscription_set"]
+    assert len([d for d in details if "refused" in d]) == 1, details
+    assert subscribed_ns is not None
+    _stored_from(subscribed_ns, end_ns, sent, stored)
+
+
+def test_a_symbol_the_venue_goes_on_refusing_is_named_once(tmp_path, monkeypatch):
+    """Asked for again at every fetch of the list (here every 0.3 s) and refused every time: still
+    named refused, with one marker, not one per ask."""
+    from pumpwatch.venues import TRADING
+
+    _, subscribed_ns, _, status, _, stored, markers = _listed_ahead(
+        tmp_path, monkeypatch, path="routine refresh", ahead_as=TRADING, opens=False
+    )
+    assert status["refused_symbols"] == [NEW], status
+    assert status["venue_errors"] >= 4, status  # the first refusal and at least three more
+    assert len([m for m in markers if m["kind"] == "subscription_set"]) == 1, markers
+    assert subscribed_ns is None and not stored

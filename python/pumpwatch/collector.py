@@ -66,6 +66,9 @@ SILENT_EWMA = 0.05
 #: that traded in bursts), and subscribe messages count against venue limits (OKX: 480 per
 #: connection and hour), so past this the alarm is raised and named without a resubscribe.
 RESUBSCRIBES_PER_HOUR = 60
+#: A symbol asked for again after a venue refused it counts as subscribed (from when it was asked)
+#: once this long has passed without a new refusal: a refusal comes back within a round trip.
+RETRY_CONFIRM_S = 2.0
 HOUR_NS = 3600 * 1_000_000_000
 #: How long the first venue of a shared connection budget waits for the others' instrument lists
 #: before the budget is planned without them (they get what is left).
@@ -290,6 +293,8 @@ class VenueRecorder:
         self.refused_symbols: dict[str, str] = {}
         #: Refused symbol -> its state on the venue's instrument list then (None: not on it).
         self._refused_as: dict[str, str | None] = {}
+        #: Refused symbol asked for again -> (when, quietly: its list entry had not changed).
+        self._retrying: dict[str, tuple[int, bool]] = {}
         # Per-IP budgets shared with the other venues of the process (both markets of an exchange).
         self.budgets = budgets if budgets is not None else Budgets()
         self.rest_limiter = self.budgets.limiter(spec.rest_pacing())
@@ -423,7 +428,7 @@ class VenueRecorder:
         trigger), a marker says when: event.json reports it and coverage knows nothing of it was
         recorded before; a listing's trades before it are fetched over REST."""
         for s in symbols:
-            if s in self.subscribed_ns:
+            if s in self.subscribed_ns or s in self._retrying:  # a retry counts once it is not refused
                 continue
             self.subscribed_ns[s] = ns
             inst = self.instruments.get(s)
@@ -946,7 +951,8 @@ class VenueRecorder:
 
     def _refused(self, symbol: str, reason: str) -> None:
         """The venue refused to subscribe `symbol`: named in the log and in /status."""
-        if symbol in self.refused_symbols:
+        retry = self._retrying.pop(symbol, None)
+        if symbol in self.refused_symbols and retry is None:
             return  # a redundant twin found it too
         self.refused_symbols[symbol] = reason[:200]
         inst = self.instruments.get(symbol)
@@ -954,6 +960,8 @@ class VenueRecorder:
         # Not subscribed after all: when it is taken, that is its subscription time (event.json; a
         # listing's trades before it are fetched over REST).
         self.subscribed_ns.pop(symbol, None)
+        if retry is not None and retry[1]:
+            return  # asked again on an unchanged list and refused again: named already
         self.store.append_marker(
             "subscription_set",
             ts_ns=time.time_ns(),
@@ -1014,27 +1022,43 @@ class VenueRecorder:
         await self._retry_refused()
 
     async def _retry_refused(self) -> None:
-        """A symbol the venue refused to subscribe is asked for again once its instrument list
-        gains it: listed where it was not, or in another state (a listing its socket did not
-        know yet when the list already showed it, docs/VENUES.md §12 "Subscribe failures")."""
+        """A symbol the venue refused to subscribe is asked for again at every fetch of its
+        instrument list that lists it (the socket may learn a new listing after the list shows it,
+        docs/VENUES.md §12 "Subscribe failures"). Where the list gained it (listed where it was
+        not, or in another state) a marker says so; otherwise it is asked quietly, and a refusal
+        as before is not named again. It counts as subscribed once RETRY_CONFIRM_S pass unrefused."""
         for symbol, was in list(self._refused_as.items()):
             inst = self.instruments.get(symbol)
-            if inst is None or inst.status == was:
-                continue
-            del self._refused_as[symbol]
-            self.refused_symbols.pop(symbol, None)
-            self._never_seen.pop(symbol, None)  # its wait for a first trade starts now
             conns = [c for sh in self.shards if symbol in sh.symbols for c in sh.connections]
-            for conn in conns:
-                await conn.retry_rejected([symbol])
-            if conns:
+            if inst is None or not conns or symbol in self._retrying:
+                continue
+            gained = inst.status != was
+            now = time.time_ns()
+            self._retrying[symbol] = (now, not gained)
+            if gained:  # still named refused until it is confirmed (the listing's schedule goes on)
                 self.store.append_marker(
                     "subscription_set",
-                    ts_ns=time.time_ns(),
+                    ts_ns=now,
                     venue=self.venue,
                     symbol=symbol,
                     detail=f"asked for again after a refusal: the instrument list now has it ({inst.status})",
                 )
+            for conn in conns:
+                await conn.retry_rejected([symbol])
+            task = asyncio.ensure_future(self._confirm_retry(symbol, now))
+            self._side_tasks.add(task)
+            task.add_done_callback(self._side_tasks.discard)
+
+    async def _confirm_retry(self, symbol: str, asked_ns: int) -> None:
+        """Not refused again within RETRY_CONFIRM_S: subscribed since it was asked for."""
+        await asyncio.sleep(RETRY_CONFIRM_S)
+        if self._retrying.get(symbol, (None, False))[0] != asked_ns:
+            return  # refused again, or gone
+        del self._retrying[symbol]
+        self._refused_as.pop(symbol, None)
+        self.refused_symbols.pop(symbol, None)
+        self._never_seen.pop(symbol, None)  # its wait for a first trade starts now
+        self._on_subscribed([symbol], asked_ns)
 
     async def _unsubscribe(self, gone: list[str]) -> None:
         log.info("%s: %d delisted instruments: %s", self.venue, len(gone), ", ".join(gone[:10]))
@@ -1055,6 +1079,7 @@ class VenueRecorder:
                 self.activity.pop(s, None)
                 self.refused_symbols.pop(s, None)  # delisted: a later listing subscribes it afresh
                 self._refused_as.pop(s, None)
+                self._retrying.pop(s, None)
         self.counters.unsubscribed += len(gone)
         self.counters.subscribed = sum(len(sh.symbols) for sh in self.shards)
         self.store.append_marker(
@@ -1275,6 +1300,7 @@ class VenueRecorder:
         """Closes the connections cleanly (their `down` markers say so), gives the backfills
         waiting a moment to finish, and names every hole still open as unfillable: the log never
         ends with a hole that nothing names."""
+        self._retrying.clear()  # a retry confirmed after the stop would write to a closed log
         await asyncio.gather(*(c.close() for c in self.connections), return_exceptions=True)
         try:
             await asyncio.wait_for(self._holes.join(), STOP_BACKFILL_GRACE_S)
