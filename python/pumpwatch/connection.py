@@ -751,8 +751,9 @@ class VenueConnection:
             self.on_rejected(symbol, reason)
 
     async def retry_rejected(self, symbols: Sequence[str]) -> list[str]:
-        """Asks again for symbols the venue refused (its instrument list has since gained them):
-        they rejoin the connection and are subscribed on every open socket. Returns them."""
+        """Asks again for symbols the venue refused (its instrument list lists them: the socket
+        may know them now): they rejoin the connection and are subscribed on every open socket.
+        Returns those that had been refused here."""
         again = [s for s in dict.fromkeys(symbols) if self.rejected.pop(s, None) is not None]
         kept = [s for s in again if s in self.symbols]  # a connection's last symbol never left it
         for session in list(self._sessions) if kept else []:
