@@ -121,7 +121,9 @@ def test_the_simulator_refuses_trades_all_without_login_only_when_told():
 # -- the recorder against it
 
 
-async def _record(data_dir, *, login_required: bool, seconds: float, drop_at: float | None = None):
+async def _record(data_dir, *, login_required: bool, seconds: float, faults=()):
+    """Records okx-spot from the simulator for `seconds`; `faults`: (at s, what to do to the
+    simulated venue) in time order."""
     venue = "okx-spot"
     sim = Simulator([venue], seed=11, trades_per_s=80.0, backlog=20)
     if login_required:
@@ -147,11 +149,12 @@ async def _record(data_dir, *, login_required: bool, seconds: float, drop_at: fl
         collector = Collector(cfg, store)
         stop = asyncio.Event()
         task = asyncio.create_task(collector.run(stop))
-        if drop_at is not None:
-            await asyncio.sleep(drop_at)
-            sim.venues[venue].drop_frames(3)
-            seconds -= drop_at
-        await asyncio.sleep(seconds)
+        t = 0.0
+        for at, fault in faults:
+            await asyncio.sleep(at - t)
+            t = at
+            fault(sim.venues[venue])
+        await asyncio.sleep(seconds - t)
         stop.set()
         await task
         whole = collector.status()
@@ -174,23 +177,25 @@ KEY = ("symbol", "trade_id", "price", "qty", "side", "ts_ns")
 BACKFILL = pumpwatch.FLAGS["BACKFILL"]
 
 
-def _check_every_fill_held_once(rows: list[dict], fills: list[dict], symbol: str) -> int:
+def _check_every_fill_held_once(rows: list[dict], fills: list[dict], symbol: str) -> list[int]:
     """The rows of `symbol`, in id order, hold every fill the venue made between the first and the
     last of them exactly once: a live `trades` row stands for the fills since the row before it
     (its `count`: one taker order at one price, sizes summed), a backfilled row for one fill.
-    Returns how many fills that is."""
+    Returns each row's count after the first, in id order."""
     by_id = {int(t["trade_id"]): t for t in fills if t["symbol"] == symbol}
     mine = sorted((int(r["trade_id"]), r) for r in rows if r["symbol"] == symbol)
     assert len(mine) > 10, f"{symbol}: {len(mine)} rows"
     assert len({i for i, _ in mine}) == len(mine), f"{symbol}: an id stored twice"
+    counts = []
     for (prev, _), (last, row) in itertools.pairwise(mine):
         covered = [by_id[i] for i in range(prev + 1, last + 1)]
+        counts.append(len(covered))
         assert {(f["price"], f["side"]) for f in covered} == {(row["price"], row["side"])}, (symbol, last)
         assert sum(Decimal(f["qty"]) for f in covered) == Decimal(row["qty"]), (symbol, last)
         assert max(f["ts_ns"] for f in covered) == row["ts_ns"]
         if row["flags"] & BACKFILL:
             assert len(covered) == 1, f"{symbol}: backfilled row {last} is not one fill"
-    return mine[-1][0] - mine[0][0]
+    return counts
 
 
 def test_refused_trades_all_falls_back_to_trades_and_stores_every_fill(tmp_path):
@@ -215,7 +220,8 @@ def test_refused_trades_all_falls_back_to_trades_and_stores_every_fill(tmp_path)
             if t["symbol"] == symbol and ids[0] <= int(t["trade_id"]) <= ids[-1]
         }
         assert in_span == {tuple(r[k] for k in KEY) for r in rows if r["symbol"] == symbol}
-        assert _check_every_fill_held_once(rows, fills, symbol) > len(in_span) - 1 >= 10
+        counts = _check_every_fill_held_once(rows, fills, symbol)
+        assert max(counts) > 1, f"{symbol}: no push aggregated several fills"
 
 
 def test_without_a_login_requirement_trades_all_stays(tmp_path):
@@ -227,11 +233,39 @@ def test_without_a_login_requirement_trades_all_stays(tmp_path):
 
 
 def test_after_the_fallback_a_lost_push_is_a_gap_of_its_count_and_is_filled(tmp_path):
-    status, fills, _ = asyncio.run(_record(tmp_path / "d", login_required=True, seconds=5.0, drop_at=2.5))
+    status, fills, _ = asyncio.run(
+        _record(tmp_path / "d", login_required=True, seconds=5.0, faults=[(2.5, lambda v: v.drop_frames(3))])
+    )
     rows = _stored(tmp_path / "d")
+    assert len(rows) > 50, f"OKX recorded {len(rows)} trades after refusing trades-all"
     assert status["channel"] == "trades on /ws/v5/public"
     # The dropped pushes' ids (their counts summed) were seen missing and fetched, fill by fill.
     assert status["gaps_found"] >= 1 and status["gaps_filled"] == status["gaps_found"]
     assert any(r["flags"] & BACKFILL for r in rows)
     for symbol in ("BTC-USDT", "ETH-USDT"):
         _check_every_fill_held_once(rows, fills, symbol)
+
+
+def _require_login(venue) -> None:
+    """OKX starts asking for a login on `trades-all` while the recorder runs: subscriptions already
+    made go on, the next ones are refused; then the connection drops."""
+    venue.protocol.login_required = frozenset({"trades-all"})
+    venue.disconnect_all()
+
+
+def test_a_login_requirement_met_on_reconnect_moves_the_running_recorder_without_loss(tmp_path):
+    status, fills, _ = asyncio.run(
+        _record(tmp_path / "d", login_required=False, seconds=5.0, faults=[(2.0, _require_login)])
+    )
+    rows = _stored(tmp_path / "d")
+    for symbol in ("BTC-USDT", "ETH-USDT"):  # recording went on to the end (the old code stopped at 2 s)
+        last_fill = max(t["ts_ns"] for t in fills if t["symbol"] == symbol)
+        assert max(r["ts_ns"] for r in rows if r["symbol"] == symbol) > last_fill - 1_000_000_000, symbol
+    assert status["channel"] == "trades on /ws/v5/public" and "60011" in status["channel_fallback"]
+    # Single fills before, aggregated pushes after, the reconnect's hole filled over REST between:
+    # every fill of the span held once.
+    assert status["gaps_found"] >= 1 and status["gaps_filled"] == status["gaps_found"]
+    for symbol in ("BTC-USDT", "ETH-USDT"):
+        counts = _check_every_fill_held_once(rows, fills, symbol)
+        # One row per fill while trades-all delivered, then rows of `count` fills.
+        assert counts[:10] == [1] * 10 and max(counts) > 1, f"{symbol}: {counts}"
