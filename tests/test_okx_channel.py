@@ -10,6 +10,7 @@ would when `login_required` names it; the recorder's old behaviour stored nothin
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import dataclasses
 import itertools
@@ -116,6 +117,21 @@ def test_the_simulator_refuses_trades_all_without_login_only_when_told():
     socket = _Socket("public")
     sim.protocol.on_text(socket, json.dumps({"op": "subscribe", "args": [{"channel": "trades", "instId": "BTC-USDT"}]}))
     assert json.loads(socket.sent[0])["event"] == "subscribe"
+
+
+def test_a_scenario_can_require_the_login_on_okx_only(tmp_path):
+    from pumpwatch.sim.__main__ import load_scenario
+
+    ok = tmp_path / "ok.json"
+    ok.write_text(json.dumps([[3, "okx-spot", "require_login", ["trades-all"]], [3.5, "okx-spot", "disconnect_all"]]))
+    assert load_scenario(str(ok), ["okx-spot"])[0] == (3.0, "okx-spot", "require_login", ("trades-all",))
+    for venue, channel in (("*", "trades-all"), ("binance-spot", "trades-all"), ("okx-spot", "trades")):
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps([[3, venue, "require_login", [channel]]]))
+        with pytest.raises(argparse.ArgumentTypeError, match="require_login takes an OKX venue"):
+            load_scenario(str(bad), ["okx-spot", "binance-spot"])
+    with pytest.raises(ValueError, match="no channel"):
+        SimVenue("binance-spot", trades_per_s=0).require_login("trades-all")
 
 
 # -- the recorder against it
@@ -249,7 +265,7 @@ def test_after_the_fallback_a_lost_push_is_a_gap_of_its_count_and_is_filled(tmp_
 def _require_login(venue) -> None:
     """OKX starts asking for a login on `trades-all` while the recorder runs: subscriptions already
     made go on, the next ones are refused; then the connection drops."""
-    venue.protocol.login_required = frozenset({"trades-all"})
+    venue.require_login("trades-all")
     venue.disconnect_all()
 
 
