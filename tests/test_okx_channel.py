@@ -50,6 +50,9 @@ def test_a_login_refusal_of_trades_all_moves_the_spec_to_trades_on_the_public_pa
         assert dataclasses.replace(fallback, channel=spec.channel, ws_path=spec.ws_path) == spec
         # `trades` is the last resort: a refusal there is not answered by another move.
         assert fallback.fallback_channel(LOGIN_REQUIRED) is None
+    # The channel refused to a client not on OKX's whitelist (60029) is met the same way.
+    whitelist = '{"event":"error","msg":"Only users who are in the whitelist are allowed to subscribe to this channel.","code":"60029","connId":"a4d3ae55"}'
+    assert okx.SPOT.fallback_channel(whitelist) == okx.SPOT.fallback_channel(LOGIN_REQUIRED)
 
 
 @pytest.mark.parametrize(

@@ -479,11 +479,11 @@ class VenueRecorder:
                 self._on_event(e)
 
     def _fall_back(self, spec: VenueSpec, detail: str) -> None:
-        """The venue refused our trade channel for want of a login (OKX `trades-all`, VENUES §4.1):
-        every connection moves to `spec`'s channel, each by a make-before-break rotation (the new
-        socket subscribes there; the refused one closes once it delivers), and new ones start there.
-        Said once in the log, in a marker and in /status; the connections' later refusals of the old
-        channel find the venue moved already."""
+        """The venue refused our trade channel to this client (OKX `trades-all` without a login,
+        VENUES §4.1): every connection moves to `spec`'s channel, each by a make-before-break
+        rotation (the new socket subscribes there; the refused one closes once the new one
+        delivers), and new ones start there. Said once in the log, in a marker and in /status; the
+        connections' later refusals of the old channel find the venue moved already."""
         old = self.spec.trade_channel()
         self.spec = spec
         self.channel_fallback = f"{old} refused ({detail[:200]}); recording {spec.trade_channel()} instead"
@@ -495,7 +495,7 @@ class VenueRecorder:
             conn.spec = spec
             conn.subscribe_frames = spec.subscribe_frames(conn.symbols)
             if conn.up:  # else its next socket opens on the new channel anyway
-                conn.request_rotation(f"moving to {spec.trade_channel()}: {old} needs a login")
+                conn.request_rotation(f"moving to {spec.trade_channel()}: the venue refused {old}")
 
     def _watch_silence(self, shard: Shard, recv_ns: int) -> None:
         """Trades resume after an unusual silence: the shard may have been stalled (open,

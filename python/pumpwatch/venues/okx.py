@@ -40,12 +40,14 @@ _HISTORY = "/api/v5/market/history-trades"
 CHANNEL = "trades-all"
 #: Where each trade channel is served (§4.1); a channel asked for on the other path is refused.
 CHANNEL_PATHS = {"trades-all": "/ws/v5/business", "trades": "/ws/v5/public"}
-#: OKX's code for a channel that needs a logged-in connection: `{"event":"error","msg":"Please log
-#: in","code":"60011"}` (a 2023 capture in DogsTailFarmer/crypto-ws-api#2; ccxt's okx error table maps
-#: 60011 "Please log in" to AuthenticationError). OKX documents `trades-all` as public, but ccxt logs in
-#: before subscribing to it: should OKX ever ask, the recorder falls back to `trades` rather than go
-#: silent (docs/VENUES.md §4.1). Read by pattern: the error's detail may be cut at 1 KiB.
-_LOGIN_REQUIRED = re.compile(r'"code"\s*:\s*"60011"')
+#: OKX's codes for a channel refused to this client: 60011 "Please log in" (a logged-in connection is
+#: needed: `{"event":"error","msg":"Please log in","code":"60011"}`, a 2023 capture in
+#: DogsTailFarmer/crypto-ws-api#2; ccxt maps it to AuthenticationError) and 60029 "Only users who are in
+#: the whitelist are allowed to subscribe to this channel" (OKX's WebSocket error code table). OKX
+#: documents `trades-all` as public, but ccxt logs in before subscribing to it: should OKX ever refuse
+#: it, the recorder falls back to `trades` rather than go silent (docs/VENUES.md §4.1). Read by
+#: pattern: the error's detail may be cut at 1 KiB.
+_CHANNEL_REFUSED = re.compile(r'"code"\s*:\s*"600(11|29)"')
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,10 +63,10 @@ class OkxSpec(VenueSpec):
         return dataclasses.replace(self, channel=channel, ws_path=CHANNEL_PATHS[channel])
 
     def fallback_channel(self, detail: str) -> OkxSpec | None:
-        # Refused `trades-all` for want of a login: the public `trades` channel carries the same
+        # Refused `trades-all` (no login, not whitelisted): the public `trades` channel carries the same
         # fills aggregated per taker order and price, `count` of them under the last tradeId, so
         # the id sequence stays whole and gaps stay visible (`tradeId == last + count`, §4.2).
-        if self.channel != "trades-all" or not _LOGIN_REQUIRED.search(detail):
+        if self.channel != "trades-all" or not _CHANNEL_REFUSED.search(detail):
             return None
         return self.on_channel("trades")
 
