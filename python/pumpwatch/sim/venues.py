@@ -867,8 +867,8 @@ class Okx(Venue):
     channels = ("trades-all", "trades")
     buckets: ClassVar = {"history": (20, 2.0), "trades": (100, 2.0), "instruments": (20, 2.0)}  # §4.3
     #: Channels refused to a connection that has not logged in, with OKX's "Please log in" (60011,
-    #: the `login required` template). None by default: OKX documents `trades-all` as public; a test
-    #: sets {"trades-all"} for the case ccxt codes for (it logs in before subscribing there).
+    #: the `login required` template). Empty by default: OKX documents `trades-all` as public; a test or
+    #: a scenario (`SimVenue.require_login`) adds it for the case ccxt codes for (it logs in first).
     login_required: frozenset[str] = frozenset()
 
     def __init__(self, venue_id, sim):

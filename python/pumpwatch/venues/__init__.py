@@ -454,9 +454,9 @@ class VenueSpec:
 
     def fallback_channel(self, detail: str) -> VenueSpec | None:
         """The spec to record with instead when an error frame (`detail`, its text) says the venue
-        refuses this trade channel to a client that has not logged in (OKX `trades-all`, VENUES
-        §4.1): another channel of the same trades, so the venue is not left silent. None for any
-        other error and on venues with one trade channel."""
+        refuses this trade channel to this client (OKX `trades-all` without a login, VENUES §4.1):
+        another channel of the same trades, so the venue is not left silent. None for any other
+        error and on venues with one trade channel."""
         return None
 
     # -- subscriptions
