@@ -140,7 +140,7 @@ def test_a_scenario_can_require_the_login_on_okx_only(tmp_path):
 # -- the recorder against it
 
 
-async def _record(data_dir, *, login_required: bool, seconds: float, faults=()):
+async def _record(data_dir, *, login_required: bool, seconds: float, faults=(), redundancy: int = 1):
     """Records okx-spot from the simulator for `seconds`; `faults`: (at s, what to do to the
     simulated venue) in time order."""
     venue = "okx-spot"
@@ -153,7 +153,7 @@ async def _record(data_dir, *, login_required: bool, seconds: float, faults=()):
         cfg = Config(
             data_dir=str(data_dir),
             metrics_address="127.0.0.1:0",
-            connection=ConnectionSettings(rotation_overlap_s=0.2),
+            connection=ConnectionSettings(rotation_overlap_s=0.2, redundancy=redundancy),
             venues={
                 v: VenueSettings(
                     enabled=v == venue,
@@ -217,11 +217,15 @@ def _check_every_fill_held_once(rows: list[dict], fills: list[dict], symbol: str
     return counts
 
 
-def test_refused_trades_all_falls_back_to_trades_and_stores_every_fill(tmp_path):
-    status, fills, aggregated = asyncio.run(_record(tmp_path / "d", login_required=True, seconds=4.0))
+@pytest.mark.parametrize("redundancy", [1, 2])
+def test_refused_trades_all_falls_back_to_trades_and_stores_every_fill(tmp_path, redundancy):
+    # With redundancy 2 both twins are refused; the first refusal moves both, and it is named once.
+    status, fills, aggregated = asyncio.run(
+        _record(tmp_path / "d", login_required=True, seconds=3.5, redundancy=redundancy)
+    )
     rows = _stored(tmp_path / "d")
     # The old behaviour recorded nothing at all here.
-    assert len(rows) > 50, f"OKX recorded {len(rows)} trades after refusing trades-all"
+    assert len(rows) > 30, f"OKX recorded {len(rows)} trades after refusing trades-all"
     # Named once: in /status (the channel recorded and why) and in a marker.
     assert status["channel"] == "trades on /ws/v5/public"
     assert "60011" in status["channel_fallback"] and "trades-all on /ws/v5/business" in status["channel_fallback"]
@@ -229,6 +233,7 @@ def test_refused_trades_all_falls_back_to_trades_and_stores_every_fill(tmp_path)
     reader = pumpwatch.Store.open_readonly(tmp_path / "d")
     notes = [m for m in reader.markers().to_pylist() if "60011" in (m["detail"] or "")]
     assert len(notes) == 1, "the fallback is named once in the log's markers"
+    assert status["connections"] == redundancy and status["rotations"] == redundancy
     assert status["gaps_found"] == 0 and not any(r["flags"] & BACKFILL for r in rows)
     for symbol in ("BTC-USDT", "ETH-USDT"):
         # Every aggregated push the venue sent in the span recorded is stored, as sent.
