@@ -235,6 +235,10 @@ DOCUMENTED = {
     "okx error with id": [
         {"id": "1512", "event": "error", "code": "60012", "msg": "Invalid request: …", "connId": "a4d3ae55"}
     ],
+    # (3P) OKX's WS error as received, key order kept: ccxt 4.5.90 pro/okx.py handle_error_message
+    # quotes a real one with `connId`; a 2023 capture of 60011 "Please log in" (crypto-ws-api#2) has
+    # the same keys before `connId`. The shape of OKX's refusal for want of a login (VENUES §4.1).
+    "okx error as received": [{"event": "error", "msg": "Illegal request: …", "code": "60012", "connId": "0808af6c"}],
     # Binance's docs, "Live Subscribing/Unsubscribing to streams" (USDⓈ-M page; spot's is the same;
     # VENUES §1.1 names these methods without quoting the answers).
     "binance LIST_SUBSCRIPTIONS": [{"result": ["btcusdt@aggTrade"], "id": 3}],
@@ -590,6 +594,8 @@ CONTROL_TEMPLATES: dict[str, dict[str, tuple[tuple[tuple[str, Any], ...], tuple[
             "ack": ((("okx.control.jsonl", lambda m: m.get("event") == "subscribe"),), ("okx ack",), {}),
             "ack with id": ((), ("okx ack with id",), {"id": "1512"}),
             "error with id": ((), ("okx error with id",), {"id": "1512"}),
+            "login required": ((), ("okx error as received",), {}),
+            "login required with id": ((), ("okx error with id",), {"id": "1512"}),
         }
         for v in ("okx-spot", "okx-swap")
     },

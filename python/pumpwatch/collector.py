@@ -295,6 +295,9 @@ class VenueRecorder:
         self._refused_as: dict[str, str | None] = {}
         #: Refused symbol asked for again -> (when, quietly: its list entry had not changed).
         self._retrying: dict[str, tuple[int, bool]] = {}
+        #: Why the venue records another trade channel than its spec's first (OKX `trades` when
+        #: `trades-all` needs a login), or "".
+        self.channel_fallback = ""
         # Per-IP budgets shared with the other venues of the process (both markets of an exchange).
         self.budgets = budgets if budgets is not None else Budgets()
         self.rest_limiter = self.budgets.limiter(spec.rest_pacing())
@@ -483,7 +486,28 @@ class VenueRecorder:
                     task = asyncio.ensure_future(conn.subscribe_refused(rid, e[3], self.spec.refused_symbols(e[3])))
                     self._side_tasks.add(task)
                     task.add_done_callback(self._side_tasks.discard)
+                elif e[0] == "control" and e[2] == "error" and (spec := self.spec.fallback_channel(e[3])) is not None:
+                    self._fall_back(spec, e[3])
                 self._on_event(e)
+
+    def _fall_back(self, spec: VenueSpec, detail: str) -> None:
+        """The venue refused our trade channel to this client (OKX `trades-all` without a login,
+        VENUES §4.1): every connection moves to `spec`'s channel, each by a make-before-break
+        rotation (the new socket subscribes there; the refused one closes once the new one
+        delivers), and new ones start there. Said once in the log, in a marker and in /status; the
+        connections' later refusals of the old channel find the venue moved already."""
+        old = self.spec.trade_channel()
+        self.spec = spec
+        self.channel_fallback = f"{old} refused ({detail[:200]}); recording {spec.trade_channel()} instead"
+        log.warning("%s: %s", self.venue, self.channel_fallback)
+        self.store.append_marker(
+            "subscription_set", ts_ns=time.time_ns(), venue=self.venue, detail=self.channel_fallback
+        )
+        for conn in self.connections:
+            conn.spec = spec
+            conn.subscribe_frames = spec.subscribe_frames(conn.symbols)
+            if conn.up:  # else its next socket opens on the new channel anyway
+                conn.request_rotation(f"moving to {spec.trade_channel()}: the venue refused {old}")
 
     def _watch_silence(self, shard: Shard, recv_ns: int) -> None:
         """Trades resume after an unusual silence: the shard may have been stalled (open,
@@ -1351,6 +1375,8 @@ class VenueRecorder:
             "not_recorded_symbols": self.not_recorded[:100],
             "dropped_for_listings": list(self.evicted),
             "refused_symbols": sorted(self.refused_symbols),
+            "channel": self.spec.trade_channel(),
+            "channel_fallback": self.channel_fallback,
             "connection_states": [c.status() for c in self.connections],
             **{k: v for k, v in vars(self.counters).items() if k != "started_ns"},
             # The venue's own error, else why a connection is down.

@@ -196,6 +196,8 @@ def _extra_lines(status: dict) -> list[str | list[str]]:
                 f"{name}  {v['not_recorded']} not recorded (connection budget): "
                 + ", ".join(v.get("not_recorded_symbols") or [])
             )
+        if v.get("channel_fallback"):  # recording another trade channel than the usual (OKX without login)
+            out.append(f"{name}  {v['channel_fallback']}")
     trouble = disk_line(status.get("disk"))
     if trouble:  # disk full or failing: right under the totals, where it cannot be missed
         out.insert(1, f"disk  {trouble}")

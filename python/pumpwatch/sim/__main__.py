@@ -33,6 +33,7 @@ FAULTS = {
     "malformed_frames": 1,
     "burst": 2,
     "announce_shutdown": 1,
+    "require_login": 1,
 }
 
 
@@ -71,6 +72,11 @@ def load_scenario(path: str, venues: list[str]) -> list[tuple[float, str, str, t
             raise argparse.ArgumentTypeError(f"scenario {path} step {i}: {step[2]} takes {FAULTS[step[2]]} argument(s)")
         if step[1] != "*" and step[1] not in venues:
             raise argparse.ArgumentTypeError(f"scenario {path} step {i}: venue {step[1]!r} is not simulated")
+        if step[2] == "require_login" and (not step[1].startswith("okx-") or args != ("trades-all",)):
+            # Only OKX has a channel a login could gate (docs/VENUES.md §4.1): `"*"` would stop the scenario.
+            raise argparse.ArgumentTypeError(
+                f'scenario {path} step {i}: require_login takes an OKX venue and ["trades-all"], not {step[1]!r} {list(args)}'
+            )
         steps.append((float(step[0]), step[1], step[2], args))
     return sorted(steps, key=lambda s: s[0])
 

@@ -46,7 +46,7 @@ from .market import (
     asset_for,
 )
 from .protocols import VenueClient
-from .venues import FAMILIES, VENUE_IDS, BadRequest, Publication, SentTrade
+from .venues import FAMILIES, VENUE_IDS, BadRequest, Okx, Publication, SentTrade
 
 log = logging.getLogger("pumpwatch.sim")
 
@@ -575,6 +575,13 @@ class SimVenue:
         merged.sort(key=lambda f: (f.ts_ns, f.num_id or 0))
         self._history[inst.symbol] = merged
         return inst
+
+    def require_login(self, channel: str) -> None:
+        """From now on new subscriptions to `channel` are refused for want of a login, as OKX would
+        refuse `trades-all` ("Please log in", 60011; docs/VENUES.md §4.1); those made go on."""
+        if not isinstance(self.protocol, Okx) or channel not in self.protocol.channels:
+            raise ValueError(f"{self.venue_id} has no channel {channel!r} that a login could gate")
+        self.protocol.login_required = self.protocol.login_required | {channel}
 
     def announce_shutdown(self, grace_s: float = 60.0) -> None:
         """Maintenance: sends the venue's notice where it has one (Binance `serverShutdown`, OKX

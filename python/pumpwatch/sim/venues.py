@@ -871,6 +871,10 @@ class Okx(Venue):
     ws_path = "/ws/v5/business"  # trades-all, one fill per push: what a tick recorder uses (§4.2)
     channels = ("trades-all", "trades")
     buckets: ClassVar = {"history": (20, 2.0), "trades": (100, 2.0), "instruments": (20, 2.0)}  # §4.3
+    #: Channels refused to a connection that has not logged in, with OKX's "Please log in" (60011,
+    #: the `login required` template). Empty by default: OKX documents `trades-all` as public; a test or
+    #: a scenario (`SimVenue.require_login`) adds it for the case ccxt codes for (it logs in first).
+    login_required: frozenset[str] = frozenset()
 
     def __init__(self, venue_id, sim):
         super().__init__(venue_id, sim)
@@ -917,6 +921,9 @@ class Okx(Venue):
             if not isinstance(arg, dict):
                 return self._send(client, req_id, "error", code="60012", msg=f"Invalid request: {text[:200]}")
             channel, inst_id = arg.get("channel"), arg.get("instId")
+            if channel in self.login_required and client.role == "business":
+                # The whole request is refused, as for any other bad argument; nothing is subscribed.
+                return self._send(client, req_id, "login required")
             # trades is served on /public, trades-all on /business only (§4.1).
             sockets: dict[Any, str] = {"trades": "public", "trades-all": "business"}
             wanted = sockets.get(channel)

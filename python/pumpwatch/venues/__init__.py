@@ -445,6 +445,20 @@ class VenueSpec:
             f"{self.id}:rest", 1, 1.0 / max(self.backfill.requests_per_s, 0.1), source="BackfillRule.requests_per_s"
         )
 
+    # -- which trade channel
+
+    def trade_channel(self) -> str | None:
+        """The trade channel subscribed and where, for status pages, on a venue that has more than
+        one (OKX `trades-all` on /ws/v5/business, or `trades` on /ws/v5/public); None elsewhere."""
+        return None
+
+    def fallback_channel(self, detail: str) -> VenueSpec | None:
+        """The spec to record with instead when an error frame (`detail`, its text) says the venue
+        refuses this trade channel to this client (OKX `trades-all` without a login, VENUES §4.1):
+        another channel of the same trades, so the venue is not left silent. None for any other
+        error and on venues with one trade channel."""
+        return None
+
     # -- subscriptions
 
     def shard(self, symbols: Iterable[str], per_connection: int | None = None) -> list[list[str]]:

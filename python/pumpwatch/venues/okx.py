@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -36,14 +38,40 @@ _HISTORY = "/api/v5/market/history-trades"
 # `trades-all` (one fill per push, tradeId +1) rather than `trades` (aggregated with `count`): a tick
 # recorder wants every fill (§4.2). It is served on /ws/v5/business, not /ws/v5/public (§4.1).
 CHANNEL = "trades-all"
+#: Where each trade channel is served (§4.1); a channel asked for on the other path is refused.
+CHANNEL_PATHS = {"trades-all": "/ws/v5/business", "trades": "/ws/v5/public"}
+#: OKX's codes for a channel refused to this client: 60011 "Please log in" (a logged-in connection is
+#: needed: `{"event":"error","msg":"Please log in","code":"60011"}`, a 2023 capture in
+#: DogsTailFarmer/crypto-ws-api#2; ccxt maps it to AuthenticationError) and 60029 "Only users who are in
+#: the whitelist are allowed to subscribe to this channel" (OKX's WebSocket error code table). OKX
+#: documents `trades-all` as public, but ccxt logs in before subscribing to it: should OKX ever refuse
+#: it, the recorder falls back to `trades` rather than go silent (docs/VENUES.md §4.1). Read by
+#: pattern: the error's detail may be cut at 1 KiB.
+_CHANNEL_REFUSED = re.compile(r'"code"\s*:\s*"600(11|29)"')
 
 
 @dataclass(frozen=True, kw_only=True)
 class OkxSpec(VenueSpec):
     inst_type: str  # "SPOT" or "SWAP"
+    channel: str = CHANNEL  # a key of CHANNEL_PATHS; `ws_path` is its path
 
     def _topic(self, symbol: str) -> dict:
-        return {"channel": CHANNEL, "instId": symbol}
+        return {"channel": self.channel, "instId": symbol}
+
+    def on_channel(self, channel: str) -> OkxSpec:
+        """A copy that subscribes `channel` (`trades-all` or `trades`) on the path serving it."""
+        return dataclasses.replace(self, channel=channel, ws_path=CHANNEL_PATHS[channel])
+
+    def fallback_channel(self, detail: str) -> OkxSpec | None:
+        # Refused `trades-all` (no login, not whitelisted): the public `trades` channel carries the same
+        # fills aggregated per taker order and price, `count` of them under the last tradeId, so
+        # the id sequence stays whole and gaps stay visible (`tradeId == last + count`, §4.2).
+        if self.channel != "trades-all" or not _CHANNEL_REFUSED.search(detail):
+            return None
+        return self.on_channel("trades")
+
+    def trade_channel(self) -> str | None:
+        return f"{self.channel} on {self.ws_path}"
 
     def _render(self, op: str, topics: list[Any], request_id: int) -> str:
         return dumps({"id": str(request_id), "op": op, "args": topics})
@@ -154,7 +182,7 @@ _spec = partial(
     OkxSpec,
     exchange="okx",
     ws_url="wss://ws.okx.com:8443",
-    ws_path="/ws/v5/business",
+    ws_path=CHANNEL_PATHS[CHANNEL],
     rest_url="https://www.okx.com",
     max_streams_per_connection=UNDOCUMENTED_STREAMS_PER_CONNECTION,  # no count documented for public channels
     max_topics_per_subscribe=None,  # many args per message, bounded by bytes:
