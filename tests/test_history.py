@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import time
 
 import pyarrow.parquet as pq
@@ -451,5 +452,54 @@ def test_a_venue_quiet_before_t0_gets_its_reference_from_before_the_window(tmp_p
         assert (
             min(r["ts_ns"] for r in trades if r["venue"] == "binance-spot") >= t0
         )  # the reference is not a window trade
+
+    in_world(check)
+
+
+def test_history_pages_upbit_through_the_configured_proxies(tmp_path):
+    """The announcement list is paged through the watcher's egresses: direct and each `[upbit]
+    proxies` entry, round-robin (the stand-in sees the proxy's address), and only through the
+    proxies when direct is off. The old rebuild paged directly whatever was configured."""
+    from collections import Counter
+
+    from test_upbit import ConnectProxy
+
+    async def check(world: World):
+        proxy, only = ConnectProxy("127.0.0.2"), ConnectProxy("127.0.0.3", credentials="user:s3cret")
+        url, only_url = await proxy.start(), await only.start()
+        announced = world.upbit.announced_listings(world.since)
+        want = {(i, t, t0) for i, (t, t0) in announced.items()}
+        try:
+            # the CLI with `[upbit] proxies` (direct and the proxy, as the daemon's watcher polls)
+            cfg = tmp_path / "pumpwatch.toml"
+            _config(world, cfg)
+            cfg.write_text(cfg.read_text().replace("[upbit]", f'[upbit]\nproxies = ["{url}"]'))
+            since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(world.since // NS))
+            until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(world.since // NS + 1))  # pages all, builds none
+            served_before = len(world.upbit.served)
+            proc = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-m", "pumpwatch", "history", "--since", since, "--until", until),
+                *("--config", str(cfg), "--data-dir", str(tmp_path / "d"), "--json", "--no-chart"),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            out, err = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode == 0, err.decode()[-2000:]
+            assert json.loads(out)["upbit_requests"] >= 2
+            peers = Counter(s.peer for s in world.upbit.served[served_before:])
+            assert proxy.tunnels >= 1 and peers["127.0.0.2"] >= 1 and peers["127.0.0.1"] >= 1, peers
+            # in process, proxies only: every page through them, and the listings found are the same
+            w = WatcherSettings(
+                base_url=world.upbit.base_url, interval_s=0.02, market_url="", proxies=(only_url,), include_direct=False
+            )
+            served_before = len(world.upbit.served)
+            counter: Counter = Counter()
+            listings = await hist.page_listings(w, world.since, counter=counter)
+            assert {(x.notice_id, x.tickers, x.t0_ns) for x in listings} == want
+            peers = Counter(s.peer for s in world.upbit.served[served_before:])
+            assert set(peers) == {"127.0.0.3"} and only.tunnels >= 1 and counter["upbit"] == peers["127.0.0.3"]
+        finally:
+            await proxy.stop()
+            await only.stop()
 
     in_world(check)

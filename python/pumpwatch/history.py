@@ -66,7 +66,8 @@ from .net import (
     write_atomic,
 )
 from .schema import MARKER_SCHEMA, TRADE_SCHEMA
-from .upbit import WatcherSettings, parse_page
+from .upbit import Egress, WatcherSettings, parse_page
+from .upbit.watcher import settings_egresses
 from .venues import SPECS, BackfillRow, HttpFetch, HttpRequest, Instrument, VenueSpec, split_multiplier
 
 log = logging.getLogger("pumpwatch.history")
@@ -141,48 +142,66 @@ async def page_listings(
     on_page: Callable[[int, int], None] | None = None,
 ) -> list[PastListing]:
     """Every new KRW listing published in `[since_ns, until_ns)`, oldest first: pages 1, 2, ... of
-    the list (the watcher's URL, headers and page size), one request per `interval_s`, until a
-    page's oldest notice is older than `since_ns` or the list ends."""
+    the list (the watcher's URL, headers and page size) until a page's oldest notice is older than
+    `since_ns` or the list ends. The requests go out as the watcher's polls do: through its egresses
+    (direct and/or each configured proxy, `settings_egresses`), round-robin, one request per
+    `interval_s` all egresses together (default: the watcher's 3 s / number of egresses); a refusal
+    (429/418/403) or failure holds back only the egress that got it, the page goes out through the
+    next. `client`: one client for every request instead (direct; tests)."""
     from .tls import context_for
 
     settings = settings.validated()
-    client = client or HttpClient(ssl_context=context_for(settings.ca_file))
-    interval = settings.interval_s if settings.interval_s is not None else UPBIT_INTERVAL_S
+    if client is not None:
+        ways = [(Egress("direct"), client)]
+    else:
+        tls = context_for(settings.ca_file)
+        ways = [(e, HttpClient(e.proxy, local_addr=e.local_addr, ssl_context=tls)) for e in settings_egresses(settings)]
+    n = len(ways)
+    interval = settings.interval_s if settings.interval_s is not None else max(0.25, UPBIT_INTERVAL_S / n)
     rng = random.Random()
     found: dict[int, PastListing] = {}
-    page, last_request, failures = 1, 0.0, 0
+    held_until = [0.0] * n  # monotonic, per egress
+    strikes = [0] * n  # failures in a row, per egress
+    page, last_request, failures, turn = 1, 0.0, 0, 0
     while True:
-        wait = last_request + interval - time.monotonic()
+        now = time.monotonic()
+        order = [(turn + k) % n for k in range(n)]
+        free = [i for i in order if held_until[i] <= now]
+        i = free[0] if free else min(order, key=lambda j: held_until[j])
+        wait = max(last_request + interval - now, held_until[i] - now)
         if wait > 0:
             await asyncio.sleep(wait)
+        turn = i + 1
+        egress, http = ways[i]
         q = {"os": settings.os, "page": page, "per_page": settings.per_page, "category": settings.category}
         url = f"{settings.base_url.rstrip('/')}{settings.path}?{urlencode(q)}"
         last_request = time.monotonic()
         if counter is not None:
             counter["upbit"] += 1
+            counter[f"upbit:{egress.label}"] += 1
         try:
-            resp = await asyncio.wait_for(client.get(url, dict(settings.headers)), max(settings.request_timeout_s, 5.0))
+            resp = await asyncio.wait_for(http.get(url, dict(settings.headers)), max(settings.request_timeout_s, 5.0))
         except (OSError, TimeoutError) as e:
-            failures += 1
-            if failures > 8:
+            failures, strikes[i] = failures + 1, strikes[i] + 1
+            if failures > 8 * n:
                 raise HistoryError(
                     f"Upbit's announcement list failed {failures} times in a row ({e}); run again later, "
                     f"it goes on where it stopped"
                 ) from None
-            await asyncio.sleep(settings.error_backoff.delay(failures - 1, rng))
+            held_until[i] = time.monotonic() + settings.error_backoff.delay(strikes[i] - 1, rng)
             continue
         if resp.status in RATE_REFUSALS or resp.status == 403 or resp.status >= 500:
-            failures += 1
-            if failures > 8:
+            failures, strikes[i] = failures + 1, strikes[i] + 1
+            if failures > 8 * n:
                 raise HistoryError(f"Upbit answered {resp.status} {failures} times in a row; run again later")
             policy = settings.rate_backoff if resp.status < 500 else settings.error_backoff
-            delay = policy.delay(failures - 1, rng, resp.retry_after_s)
-            log.warning("Upbit list page %d: %d, backing off %.1f s", page, resp.status, delay)
-            await asyncio.sleep(delay)
+            delay = policy.delay(strikes[i] - 1, rng, resp.retry_after_s)
+            log.warning("Upbit list page %d via %s: %d, backing off %.1f s", page, egress.label, resp.status, delay)
+            held_until[i] = time.monotonic() + delay
             continue
         if resp.status != 200:
             raise HistoryError(f"Upbit's announcement list answered {resp.status} for page {page}: {resp.body[:200]!r}")
-        failures = 0
+        failures, strikes[i] = 0, 0
         parsed = parse_page(resp.body, strict=False)
         for a in parsed.announcements:
             listing = a.listing
