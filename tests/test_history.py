@@ -503,3 +503,61 @@ def test_history_pages_upbit_through_the_configured_proxies(tmp_path):
             await only.stop()
 
     in_world(check)
+
+
+def _gate_spot_event(tmp_path, monkeypatch, cap: int, orders_per_s: float, ticker: str):
+    """A listing two days ago with a busy Gate spot window, rebuilt with Gate spot's page cap
+    (`limit * (page - 1) <= 100000`, docs/VENUES.md §7.3) scaled down to `cap` on both sides (the
+    simulator refuses a deeper page with 400, as Gate does): (event.json entry, trade ids rebuilt,
+    the simulator's window, requests)."""
+    from pumpwatch.sim.venues import Gate
+    from pumpwatch.venues import gate
+
+    monkeypatch.setattr(gate, "MAX_SPOT_OFFSET", cap)
+    monkeypatch.setattr(Gate, "max_page_offset", cap)
+    out = {}
+
+    async def main():
+        async with Simulator(seed=SEED, trades_per_s=2) as sim:
+            venue = sim.venues["gate-spot"]
+            t0 = (time.time_ns() - 2 * DAY_NS) // NS * NS
+            venue.add_past_listing(ticker, t0, orders_per_s=orders_per_s, span_s=25)
+            w = WatcherSettings(base_url="http://127.0.0.1:9", market_url="")
+            run = hist.HistoryRun(tmp_path, watcher=w, venue_urls={"gate-spot": venue.rest_url}, venues=("gate-spot",))
+            run.chart = False
+            listing = hist.PastListing(1, f"{ticker} KRW listing", (ticker,), ("KRW",), t0)
+            result = hist.HistoryResult()
+            name = await run._build(listing, ticker, result, None)
+            folder = tmp_path / EVENTS_DIR / name
+            out["entry"] = json.loads((folder / "event.json").read_text())["venues"]["gate-spot"]
+            out["got"] = [r["trade_id"] for r in pq.read_table(folder / "trades.parquet").to_pylist()]
+            out["want"] = sim_window(sim, "gate-spot", f"{ticker}_USDT", t0 - 20 * NS, t0 + 20 * NS)
+            out["requests"] = result.requests[name]["gate-spot"]
+            out["t0"] = t0
+
+    asyncio.run(main())
+    return out
+
+
+def test_gate_spot_window_past_the_page_cap_is_reached_by_cutting_the_range(tmp_path, monkeypatch):
+    """More trades in the window than one query's pages reach (3,000 with the cap scaled to 2,000):
+    the walk goes on with the range cut at the oldest second reached, page 1 again, and gets every
+    trade. The old walk stopped at the cap and called 3,000 of them complete."""
+    ev = _gate_spot_event(tmp_path, monkeypatch, cap=2_000, orders_per_s=45, ticker="CAPPED")
+    assert len(ev["want"]) > 2 * 3_000, "the window holds more than two queries' worth"
+    assert ev["got"] == ev["want"]
+    assert ev["entry"]["coverage"] == "complete" and ev["entry"]["trades"] == len(ev["want"])
+
+
+def test_gate_spot_trades_the_page_cap_cannot_reach_are_named(tmp_path, monkeypatch):
+    """With the cap at 0 a query reaches one page (1,000 rows); where more than that fell within
+    two seconds, cutting the range gets no further: the event says `partial`, names the span the
+    venue could not page back to, and keeps every trade it did reach. The old walk stopped silently
+    and called the window complete."""
+    ev = _gate_spot_event(tmp_path, monkeypatch, cap=0, orders_per_s=60, ticker="DENSE")
+    entry, got, want = ev["entry"], ev["got"], ev["want"]
+    assert entry["coverage"] == "partial" and hist.OUT_OF_REACH in entry["note"], entry
+    ((span,),) = [entry["lost"]]
+    assert span["reason"].startswith(hist.OUT_OF_REACH) and span["from_ns"] == ev["t0"] - 20 * NS
+    assert 0 < len(got) < len(want)
+    assert got == want[len(want) - len(got) :], "what was reached is the window's newest trades, each once"

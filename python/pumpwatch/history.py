@@ -68,7 +68,16 @@ from .net import (
 from .schema import MARKER_SCHEMA, TRADE_SCHEMA
 from .upbit import Egress, WatcherSettings, parse_page
 from .upbit.watcher import settings_egresses
-from .venues import SPECS, BackfillRow, HttpFetch, HttpRequest, Instrument, VenueSpec, split_multiplier
+from .venues import (
+    SPECS,
+    BackfillRow,
+    HistoryOutOfReach,
+    HttpFetch,
+    HttpRequest,
+    Instrument,
+    VenueSpec,
+    split_multiplier,
+)
 
 log = logging.getLogger("pumpwatch.history")
 
@@ -76,6 +85,8 @@ PROGRESS_FILE = "history-progress.json"
 SOURCE = "rest-history"  # event.json `source` of a rebuilt event
 AGGREGATED = "rest-history-aggregated"  # a venue's trades from aggregate rows (Binance aggTrades)
 NOT_AVAILABLE = "not available: the venue keeps only its recent trades"
+#: How a span the venue holds but serves no page of is named (Gate spot's page cap, docs/VENUES.md §7.3).
+OUT_OF_REACH = "venue could not page back that far"
 #: Seconds between two requests for the announcement list when the watcher's interval is not set:
 #: the watcher's own default (reports put Upbit's tolerance near one request per 2-5 s per IP).
 UPBIT_INTERVAL_S = 3.0
@@ -312,6 +323,8 @@ class VenueHistory:
                         if aggregated == keep_aggregated and start_ns <= r["ts_ns"] < end_ns:
                             rows[r["trade_id"]] = r
                     page = spec.next_history_request(page, got, start_ns, end_ns)
+        except HistoryOutOfReach as e:  # the venue holds the rest but serves no deeper page
+            return _ordered(rows), LostSpan(start_ns, min(e.reached_ns, end_ns), f"{OUT_OF_REACH}: {e}", symbol)
         except (OSError, TimeoutError, InvalidInputError, ValueError, KeyError) as e:
             reached = max((r["ts_ns"] for r in rows.values()), default=start_ns)
             return _ordered(rows), LostSpan(reached, end_ns, f"REST history failed: {str(e)[:200]}", symbol)
@@ -444,6 +457,8 @@ async def rest_window(
             "coverage": "partial" if lost else "complete",
             "lost": [s.to_dict() for s in lost],
         }
+        if any(s.reason.startswith(OUT_OF_REACH) for s in lost):
+            told[venue]["note"] = f"{OUT_OF_REACH}: the window's older trades are held but not served"
 
     await asyncio.gather(*(one(v, h) for v, h in histories.items() if v in wanted))
     # venues answer in any order: the table's order must not depend on it (ties in time across venues)
