@@ -561,3 +561,48 @@ def test_gate_spot_trades_the_page_cap_cannot_reach_are_named(tmp_path, monkeypa
     assert span["reason"].startswith(hist.OUT_OF_REACH) and span["from_ns"] == ev["t0"] - 20 * NS
     assert 0 < len(got) < len(want)
     assert got == want[len(want) - len(got) :], "what was reached is the window's newest trades, each once"
+
+
+def test_a_walk_newest_first_that_fails_names_the_older_part_lost(tmp_path):
+    """Gate and OKX serve a window newest first: when the venue refuses a page halfway, what is
+    missing is the window's older part, from its start to the oldest trade reached, and every trade
+    reached is after that span. The old rule named the span after the newest trade reached (the
+    part that was fetched) and left the missing one unnamed."""
+
+    async def main():
+        async with Simulator(seed=SEED, trades_per_s=2) as sim:
+            venue = sim.venues["gate-futures"]
+            t0 = (time.time_ns() - 2 * DAY_NS) // NS * NS
+            venue.add_past_listing("HALF", t0, orders_per_s=45, span_s=25)
+            trades_asked = 0
+
+            async def refusing(base_url, request):
+                nonlocal trades_asked
+                if request.path.endswith("/trades"):
+                    trades_asked += 1
+                    if trades_asked == 4:  # a refusal that is not waited out (not a 429 or 5xx)
+                        raise HttpError("400 from the venue", status=400)
+                return await http_fetch(base_url, request)
+
+            w = WatcherSettings(base_url="http://127.0.0.1:9", market_url="")
+            run = hist.HistoryRun(
+                tmp_path,
+                watcher=w,
+                venue_urls={"gate-futures": venue.rest_url},
+                venues=("gate-futures",),
+                fetch=refusing,
+            )
+            run.chart = False
+            listing = hist.PastListing(1, "HALF KRW listing", ("HALF",), ("KRW",), t0)
+            name = await run._build(listing, "HALF", hist.HistoryResult(), None)
+            folder = tmp_path / EVENTS_DIR / name
+            entry = json.loads((folder / "event.json").read_text())["venues"]["gate-futures"]
+            got = [r for r in pq.read_table(folder / "trades.parquet").to_pylist() if r["ts_ns"] >= t0 - 20 * NS]
+            want = sim_window(sim, "gate-futures", "HALF_USDT", t0 - 20 * NS, t0 + 20 * NS)
+            assert entry["coverage"] == "partial"
+            (span,) = entry["lost"]
+            assert span["reason"].startswith("REST history failed") and span["from_ns"] == t0 - 20 * NS
+            assert 0 < len(got) < len(want) and [r["trade_id"] for r in got] == want[len(want) - len(got) :]
+            assert span["to_ns"] == min(r["ts_ns"] for r in got), "the span ends where the trades reached begin"
+
+    asyncio.run(main())

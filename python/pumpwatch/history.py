@@ -326,8 +326,14 @@ class VenueHistory:
         except HistoryOutOfReach as e:  # the venue holds the rest but serves no deeper page
             return _ordered(rows), LostSpan(start_ns, min(e.reached_ns, end_ns), f"{OUT_OF_REACH}: {e}", symbol)
         except (OSError, TimeoutError, InvalidInputError, ValueError, KeyError) as e:
-            reached = max((r["ts_ns"] for r in rows.values()), default=start_ns)
-            return _ordered(rows), LostSpan(reached, end_ns, f"REST history failed: {str(e)[:200]}", symbol)
+            why = f"REST history failed: {str(e)[:200]}"
+            if spec.backfill.reach == "by_id":  # forwards from the window's first id: the rest is after
+                reached = max((r["ts_ns"] for r in rows.values()), default=start_ns)
+                return _ordered(rows), LostSpan(reached, end_ns, why, symbol)
+            # newest first (OKX by tradeId backwards, Gate by pages): the rest is before the oldest reached
+            return _ordered(rows), LostSpan(
+                start_ns, min((r["ts_ns"] for r in rows.values()), default=end_ns), why, symbol
+            )
         return _ordered(rows), None
 
 
