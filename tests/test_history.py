@@ -606,3 +606,48 @@ def test_a_walk_newest_first_that_fails_names_the_older_part_lost(tmp_path):
             assert span["to_ns"] == min(r["ts_ns"] for r in got), "the span ends where the trades reached begin"
 
     asyncio.run(main())
+
+
+def test_a_coin_delisted_after_its_listing_is_named_not_absent(tmp_path):
+    """GONE traded on Binance spot, OKX spot and Gate spot when Upbit listed it two days ago; OKX
+    and Gate have delisted it since (their lists no longer have it and their REST refuses the
+    symbol, as the simulator's delisting does). The recorder's catalogue saw OKX's GONE-USDT, not
+    Gate's. The rebuild asks both venues' history anyway: OKX is `delisted since (history not
+    available)` with the catalogued instrument, Gate stays `absent` with a note saying what its
+    history answered, Binance spot is complete. The old rebuild called OKX `absent` and asked no one."""
+    from pumpwatch.capture import save_instruments
+    from pumpwatch.venues import Instrument
+
+    async def main():
+        async with Simulator(seed=SEED, trades_per_s=2) as sim:
+            t0 = (time.time_ns() - 2 * DAY_NS) // NS * NS
+            for v in ("binance-spot", "okx-spot", "gate-spot"):
+                sim.venues[v].add_past_listing("GONE", t0, orders_per_s=2, span_s=25)
+            save_instruments(tmp_path, "okx-spot", [Instrument("okx-spot", "GONE-USDT", "GONE", "USDT", "spot")])
+            sim.venues["okx-spot"].delist("GONE-USDT")
+            sim.venues["gate-spot"].delist("GONE_USDT")
+            venues = ("binance-spot", "okx-spot", "gate-spot", "gate-futures")
+            w = WatcherSettings(base_url="http://127.0.0.1:9", market_url="")
+            run = hist.HistoryRun(
+                tmp_path, watcher=w, venue_urls={v: sim.venues[v].rest_url for v in venues}, venues=venues
+            )
+            run.chart = False
+            result = hist.HistoryResult()
+            name = await run._build(hist.PastListing(1, "GONE", ("GONE",), ("KRW",), t0), "GONE", result, None)
+            event = json.loads((tmp_path / EVENTS_DIR / name / "event.json").read_text())
+            okx, gate, spot = (event["venues"][v] for v in ("okx-spot", "gate-spot", "binance-spot"))
+            assert okx["coverage"] == "not available: delisted since (history not available)" and okx[
+                "instruments"
+            ] == ["GONE-USDT"], okx
+            assert event["instrument_mapping"]["okx-spot"][0]["source"] == "recorder's catalogue"
+            assert "GONE-USDT" in okx["note"]  # OKX answers 51001 in a 200 body; okx.py reads it as no rows
+            assert (
+                gate["coverage"] == "absent" and "GONE_USDT" in gate["note"] and "INVALID_CURRENCY_PAIR" in gate["note"]
+            )
+            assert result.requests[name]["gate-spot"] == 2, "the instrument list, then the symbol's history once"
+            assert spot["coverage"] == "complete" and spot["trades"] == len(
+                sim_window(sim, "binance-spot", "GONEUSDT", t0 - 20 * NS, t0 + 20 * NS)
+            )
+            assert event["venues"]["gate-futures"]["coverage"] == "absent"
+
+    asyncio.run(main())
