@@ -611,22 +611,25 @@ def test_a_walk_newest_first_that_fails_names_the_older_part_lost(tmp_path):
 def test_a_coin_delisted_after_its_listing_is_named_not_absent(tmp_path):
     """GONE traded on Binance spot, OKX spot and Gate spot when Upbit listed it two days ago; OKX
     and Gate have delisted it since (their lists no longer have it and their REST refuses the
-    symbol, as the simulator's delisting does). The recorder's catalogue saw OKX's GONE-USDT, not
-    Gate's. The rebuild asks both venues' history anyway: OKX is `delisted since (history not
+    symbol, as the simulator's delisting does). The recorder's catalogue saw OKX's GONE-USDT (and
+    Bybit's GONEUSDT, delisted too), not Gate's. The rebuild asks both venues' history anyway: OKX is `delisted since (history not
     available)` with the catalogued instrument, Gate stays `absent` with a note saying what its
     history answered, Binance spot is complete. The old rebuild called OKX `absent` and asked no one."""
     from pumpwatch.capture import save_instruments
-    from pumpwatch.venues import Instrument
+    from pumpwatch.venues import SPECS, Instrument
 
     async def main():
         async with Simulator(seed=SEED, trades_per_s=2) as sim:
             t0 = (time.time_ns() - 2 * DAY_NS) // NS * NS
             for v in ("binance-spot", "okx-spot", "gate-spot"):
                 sim.venues[v].add_past_listing("GONE", t0, orders_per_s=2, span_s=25)
+            sim.venues["bybit-spot"].add_past_listing("GONE", t0, orders_per_s=2, span_s=25)
             save_instruments(tmp_path, "okx-spot", [Instrument("okx-spot", "GONE-USDT", "GONE", "USDT", "spot")])
+            save_instruments(tmp_path, "bybit-spot", [Instrument("bybit-spot", "GONEUSDT", "GONE", "USDT", "spot")])
             sim.venues["okx-spot"].delist("GONE-USDT")
             sim.venues["gate-spot"].delist("GONE_USDT")
-            venues = ("binance-spot", "okx-spot", "gate-spot", "gate-futures")
+            sim.venues["bybit-spot"].delist("GONEUSDT")
+            venues = ("binance-spot", "okx-spot", "gate-spot", "gate-futures", "bybit-spot")
             w = WatcherSettings(base_url="http://127.0.0.1:9", market_url="")
             run = hist.HistoryRun(
                 tmp_path, watcher=w, venue_urls={v: sim.venues[v].rest_url for v in venues}, venues=venues
@@ -649,5 +652,10 @@ def test_a_coin_delisted_after_its_listing_is_named_not_absent(tmp_path):
                 sim_window(sim, "binance-spot", "GONEUSDT", t0 - 20 * NS, t0 + 20 * NS)
             )
             assert event["venues"]["gate-futures"]["coverage"] == "absent"
+            # Bybit keeps only recent trades: the catalogue's word alone, nothing asked but its list
+            bybit = event["venues"]["bybit-spot"]
+            assert bybit["coverage"] == "not available: delisted since (history not available)"
+            lists = len(SPECS["bybit-spot"].instruments_request())  # its list only (Trading and PreLaunch)
+            assert bybit["note"] == hist.NOT_AVAILABLE and result.requests[name]["bybit-spot"] == lists
 
     asyncio.run(main())
