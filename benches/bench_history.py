@@ -1,8 +1,9 @@
 """`pumpwatch history` against the simulator with the real venues' rate limits (issue 17).
 
 Figures: events rebuilt per minute (venue REST only, and with Upbit's list paged at the watcher's
-default 3 s a page), and REST requests per event per venue (median; the first event also pays
-each venue's instrument list). Every venue request goes through the venue's own budget from
+default 3 s a page), and REST requests per event per venue (median over events whose coin the
+venue lists; the first event also pays each venue's instrument list), and per venue whose list
+lacks the coin but whose history reaches the window (asked anyway: delisted since, or never listed). Every venue request goes through the venue's own budget from
 pumpwatch.venues (docs/VENUES.md §12: Binance 6,000 weight/min, OKX history-trades 20 / 2 s, Gate 200
 / 10 s, ...), so the rates are the ones a real run gets; the simulator's windows hold `ORDERS_PER_S`
 taker orders a second around t0, pumping 8x at first (a busy listing: ~1,000 trades a venue).
@@ -14,10 +15,13 @@ taker orders a second around t0, pumping 8x at first (a busy listing: ~1,000 tra
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
+from pumpwatch.capture import EVENTS_DIR
 from pumpwatch.history import UPBIT_INTERVAL_S, HistoryRun
 from pumpwatch.sim import Simulator
 from pumpwatch.sim.history import seed_history
@@ -38,9 +42,24 @@ async def measure(listings: int = LISTINGS, orders_per_s: float = ORDERS_PER_S) 
             clock = time.perf_counter()
             result = await run.run(time.time_ns() - 366 * 86_400 * 10**9)
             took = time.perf_counter() - clock
+            # which venues listed each event's coin (today's list has it): the others were asked anyway
+            listed = {
+                name: {
+                    v
+                    for v, m in json.loads(Path(d, EVENTS_DIR, name, "event.json").read_text())[
+                        "instrument_mapping"
+                    ].items()
+                    if m and m[0].get("source") == "instrument list"
+                }
+                for name in result.built
+            }
     events = len(result.built)
-    later = list(result.requests.values())[1:]  # the first event also paid every instrument list
-    per_venue = {v: statistics.median([r[v] for r in later if r[v]] or [0]) for v in sim.venues}
+    later = list(result.requests.items())[1:]  # the first event also paid every instrument list
+    per_venue = {v: statistics.median([r[v] for n, r in later if r[v] and v in listed[n]] or [0]) for v in sim.venues}
+    # a venue whose list lacks the coin, asked for its history anyway (delisted since, or never listed)
+    unlisted = {
+        v: statistics.median([r[v] for n, r in later if r[v] and v not in listed[n]] or [0]) for v in sim.venues
+    }
     upbit_s = result.upbit_requests * UPBIT_INTERVAL_S  # at the watcher's default pace
     return {
         "events": events,
@@ -50,6 +69,7 @@ async def measure(listings: int = LISTINGS, orders_per_s: float = ORDERS_PER_S) 
         "upbit_pages": result.upbit_requests,
         "requests_per_event": per_venue,
         "requests_per_event_total": sum(per_venue.values()),
+        "requests_per_unlisted_venue": unlisted,
         "failed": result.failed,
         "listings": len(result.listings),
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import time
 
 import pyarrow.parquet as pq
@@ -453,3 +454,208 @@ def test_a_venue_quiet_before_t0_gets_its_reference_from_before_the_window(tmp_p
         )  # the reference is not a window trade
 
     in_world(check)
+
+
+def test_history_pages_upbit_through_the_configured_proxies(tmp_path):
+    """The announcement list is paged through the watcher's egresses: direct and each `[upbit]
+    proxies` entry, round-robin (the stand-in sees the proxy's address), and only through the
+    proxies when direct is off. The old rebuild paged directly whatever was configured."""
+    from collections import Counter
+
+    from test_upbit import ConnectProxy
+
+    async def check(world: World):
+        proxy, only = ConnectProxy("127.0.0.2"), ConnectProxy("127.0.0.3", credentials="user:s3cret")
+        url, only_url = await proxy.start(), await only.start()
+        announced = world.upbit.announced_listings(world.since)
+        want = {(i, t, t0) for i, (t, t0) in announced.items()}
+        try:
+            # the CLI with `[upbit] proxies` (direct and the proxy, as the daemon's watcher polls)
+            cfg = tmp_path / "pumpwatch.toml"
+            _config(world, cfg)
+            cfg.write_text(cfg.read_text().replace("[upbit]", f'[upbit]\nproxies = ["{url}"]'))
+            since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(world.since // NS))
+            until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(world.since // NS + 1))  # pages all, builds none
+            served_before = len(world.upbit.served)
+            proc = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-m", "pumpwatch", "history", "--since", since, "--until", until),
+                *("--config", str(cfg), "--data-dir", str(tmp_path / "d"), "--json", "--no-chart"),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            out, err = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode == 0, err.decode()[-2000:]
+            assert json.loads(out)["upbit_requests"] >= 2
+            peers = Counter(s.peer for s in world.upbit.served[served_before:])
+            assert proxy.tunnels >= 1 and peers["127.0.0.2"] >= 1 and peers["127.0.0.1"] >= 1, peers
+            # in process, proxies only: every page through them, and the listings found are the same
+            w = WatcherSettings(
+                base_url=world.upbit.base_url, interval_s=0.02, market_url="", proxies=(only_url,), include_direct=False
+            )
+            served_before = len(world.upbit.served)
+            counter: Counter = Counter()
+            listings = await hist.page_listings(w, world.since, counter=counter)
+            assert {(x.notice_id, x.tickers, x.t0_ns) for x in listings} == want
+            peers = Counter(s.peer for s in world.upbit.served[served_before:])
+            assert set(peers) == {"127.0.0.3"} and only.tunnels >= 1 and counter["upbit"] == peers["127.0.0.3"]
+        finally:
+            await proxy.stop()
+            await only.stop()
+
+    in_world(check)
+
+
+def _gate_spot_event(tmp_path, monkeypatch, cap: int, orders_per_s: float, ticker: str):
+    """A listing two days ago with a busy Gate spot window, rebuilt with Gate spot's page cap
+    (`limit * (page - 1) <= 100000`, docs/VENUES.md §7.3) scaled down to `cap` on both sides (the
+    simulator refuses a deeper page with 400, as Gate does): (event.json entry, trade ids rebuilt,
+    the simulator's window, requests)."""
+    from pumpwatch.sim.venues import Gate
+    from pumpwatch.venues import gate
+
+    monkeypatch.setattr(gate, "MAX_SPOT_OFFSET", cap)
+    monkeypatch.setattr(Gate, "max_page_offset", cap)
+    out = {}
+
+    async def main():
+        async with Simulator(seed=SEED, trades_per_s=2) as sim:
+            venue = sim.venues["gate-spot"]
+            t0 = (time.time_ns() - 2 * DAY_NS) // NS * NS
+            venue.add_past_listing(ticker, t0, orders_per_s=orders_per_s, span_s=25)
+            w = WatcherSettings(base_url="http://127.0.0.1:9", market_url="")
+            run = hist.HistoryRun(tmp_path, watcher=w, venue_urls={"gate-spot": venue.rest_url}, venues=("gate-spot",))
+            run.chart = False
+            listing = hist.PastListing(1, f"{ticker} KRW listing", (ticker,), ("KRW",), t0)
+            result = hist.HistoryResult()
+            name = await run._build(listing, ticker, result, None)
+            folder = tmp_path / EVENTS_DIR / name
+            out["entry"] = json.loads((folder / "event.json").read_text())["venues"]["gate-spot"]
+            out["got"] = [r["trade_id"] for r in pq.read_table(folder / "trades.parquet").to_pylist()]
+            out["want"] = sim_window(sim, "gate-spot", f"{ticker}_USDT", t0 - 20 * NS, t0 + 20 * NS)
+            out["requests"] = result.requests[name]["gate-spot"]
+            out["t0"] = t0
+
+    asyncio.run(main())
+    return out
+
+
+def test_gate_spot_window_past_the_page_cap_is_reached_by_cutting_the_range(tmp_path, monkeypatch):
+    """More trades in the window than one query's pages reach (3,000 with the cap scaled to 2,000):
+    the walk goes on with the range cut at the oldest second reached, page 1 again, and gets every
+    trade. The old walk stopped at the cap and called 3,000 of them complete."""
+    ev = _gate_spot_event(tmp_path, monkeypatch, cap=2_000, orders_per_s=45, ticker="CAPPED")
+    assert len(ev["want"]) > 2 * 3_000, "the window holds more than two queries' worth"
+    assert ev["got"] == ev["want"]
+    assert ev["entry"]["coverage"] == "complete" and ev["entry"]["trades"] == len(ev["want"])
+
+
+def test_gate_spot_trades_the_page_cap_cannot_reach_are_named(tmp_path, monkeypatch):
+    """With the cap at 0 a query reaches one page (1,000 rows); where more than that fell within
+    two seconds, cutting the range gets no further: the event says `partial`, names the span the
+    venue could not page back to, and keeps every trade it did reach. The old walk stopped silently
+    and called the window complete."""
+    ev = _gate_spot_event(tmp_path, monkeypatch, cap=0, orders_per_s=60, ticker="DENSE")
+    entry, got, want = ev["entry"], ev["got"], ev["want"]
+    assert entry["coverage"] == "partial" and hist.OUT_OF_REACH in entry["note"], entry
+    ((span,),) = [entry["lost"]]
+    assert span["reason"].startswith(hist.OUT_OF_REACH) and span["from_ns"] == ev["t0"] - 20 * NS
+    assert 0 < len(got) < len(want)
+    assert got == want[len(want) - len(got) :], "what was reached is the window's newest trades, each once"
+
+
+def test_a_walk_newest_first_that_fails_names_the_older_part_lost(tmp_path):
+    """Gate and OKX serve a window newest first: when the venue refuses a page halfway, what is
+    missing is the window's older part, from its start to the oldest trade reached, and every trade
+    reached is after that span. The old rule named the span after the newest trade reached (the
+    part that was fetched) and left the missing one unnamed."""
+
+    async def main():
+        async with Simulator(seed=SEED, trades_per_s=2) as sim:
+            venue = sim.venues["gate-futures"]
+            t0 = (time.time_ns() - 2 * DAY_NS) // NS * NS
+            venue.add_past_listing("HALF", t0, orders_per_s=45, span_s=25)
+            trades_asked = 0
+
+            async def refusing(base_url, request):
+                nonlocal trades_asked
+                if request.path.endswith("/trades"):
+                    trades_asked += 1
+                    if trades_asked == 4:  # a refusal that is not waited out (not a 429 or 5xx)
+                        raise HttpError("400 from the venue", status=400)
+                return await http_fetch(base_url, request)
+
+            w = WatcherSettings(base_url="http://127.0.0.1:9", market_url="")
+            run = hist.HistoryRun(
+                tmp_path,
+                watcher=w,
+                venue_urls={"gate-futures": venue.rest_url},
+                venues=("gate-futures",),
+                fetch=refusing,
+            )
+            run.chart = False
+            listing = hist.PastListing(1, "HALF KRW listing", ("HALF",), ("KRW",), t0)
+            name = await run._build(listing, "HALF", hist.HistoryResult(), None)
+            folder = tmp_path / EVENTS_DIR / name
+            entry = json.loads((folder / "event.json").read_text())["venues"]["gate-futures"]
+            got = [r for r in pq.read_table(folder / "trades.parquet").to_pylist() if r["ts_ns"] >= t0 - 20 * NS]
+            want = sim_window(sim, "gate-futures", "HALF_USDT", t0 - 20 * NS, t0 + 20 * NS)
+            assert entry["coverage"] == "partial"
+            (span,) = entry["lost"]
+            assert span["reason"].startswith("REST history failed") and span["from_ns"] == t0 - 20 * NS
+            assert 0 < len(got) < len(want) and [r["trade_id"] for r in got] == want[len(want) - len(got) :]
+            assert span["to_ns"] == min(r["ts_ns"] for r in got), "the span ends where the trades reached begin"
+
+    asyncio.run(main())
+
+
+def test_a_coin_delisted_after_its_listing_is_named_not_absent(tmp_path):
+    """GONE traded on Binance spot, OKX spot and Gate spot when Upbit listed it two days ago; OKX
+    and Gate have delisted it since (their lists no longer have it and their REST refuses the
+    symbol, as the simulator's delisting does). The recorder's catalogue saw OKX's GONE-USDT (and
+    Bybit's GONEUSDT, delisted too), not Gate's. The rebuild asks both venues' history anyway: OKX is `delisted since (history not
+    available)` with the catalogued instrument, Gate stays `absent` with a note saying what its
+    history answered, Binance spot is complete. The old rebuild called OKX `absent` and asked no one."""
+    from pumpwatch.capture import save_instruments
+    from pumpwatch.venues import SPECS, Instrument
+
+    async def main():
+        async with Simulator(seed=SEED, trades_per_s=2) as sim:
+            t0 = (time.time_ns() - 2 * DAY_NS) // NS * NS
+            for v in ("binance-spot", "okx-spot", "gate-spot"):
+                sim.venues[v].add_past_listing("GONE", t0, orders_per_s=2, span_s=25)
+            sim.venues["bybit-spot"].add_past_listing("GONE", t0, orders_per_s=2, span_s=25)
+            save_instruments(tmp_path, "okx-spot", [Instrument("okx-spot", "GONE-USDT", "GONE", "USDT", "spot")])
+            save_instruments(tmp_path, "bybit-spot", [Instrument("bybit-spot", "GONEUSDT", "GONE", "USDT", "spot")])
+            sim.venues["okx-spot"].delist("GONE-USDT")
+            sim.venues["gate-spot"].delist("GONE_USDT")
+            sim.venues["bybit-spot"].delist("GONEUSDT")
+            venues = ("binance-spot", "okx-spot", "gate-spot", "gate-futures", "bybit-spot")
+            w = WatcherSettings(base_url="http://127.0.0.1:9", market_url="")
+            run = hist.HistoryRun(
+                tmp_path, watcher=w, venue_urls={v: sim.venues[v].rest_url for v in venues}, venues=venues
+            )
+            run.chart = False
+            result = hist.HistoryResult()
+            name = await run._build(hist.PastListing(1, "GONE", ("GONE",), ("KRW",), t0), "GONE", result, None)
+            event = json.loads((tmp_path / EVENTS_DIR / name / "event.json").read_text())
+            okx, gate, spot = (event["venues"][v] for v in ("okx-spot", "gate-spot", "binance-spot"))
+            assert okx["coverage"] == "not available: delisted since (history not available)" and okx[
+                "instruments"
+            ] == ["GONE-USDT"], okx
+            assert event["instrument_mapping"]["okx-spot"][0]["source"] == "recorder's catalogue"
+            assert "GONE-USDT" in okx["note"]  # OKX answers 51001 in a 200 body; okx.py reads it as no rows
+            assert (
+                gate["coverage"] == "absent" and "GONE_USDT" in gate["note"] and "INVALID_CURRENCY_PAIR" in gate["note"]
+            )
+            assert result.requests[name]["gate-spot"] == 2, "the instrument list, then the symbol's history once"
+            assert spot["coverage"] == "complete" and spot["trades"] == len(
+                sim_window(sim, "binance-spot", "GONEUSDT", t0 - 20 * NS, t0 + 20 * NS)
+            )
+            assert event["venues"]["gate-futures"]["coverage"] == "absent"
+            # Bybit keeps only recent trades: the catalogue's word alone, nothing asked but its list
+            bybit = event["venues"]["bybit-spot"]
+            assert bybit["coverage"] == "not available: delisted since (history not available)"
+            lists = len(SPECS["bybit-spot"].instruments_request())  # its list only (Trading and PreLaunch)
+            assert bybit["note"] == hist.NOT_AVAILABLE and result.requests[name]["bybit-spot"] == lists
+
+    asyncio.run(main())

@@ -869,7 +869,12 @@ def test_gate_backfill_asks_a_time_range_and_pages():
     assert spot.next_backfill_request(first, full).params["page"] == "2"
     assert spot.next_backfill_request(first, full[:999]) is None
     last_allowed = HttpRequest("GET", first.path, {**first.params, "page": "101"})  # 1000 * 100 = 100000
-    assert spot.next_backfill_request(last_allowed, full) is None
+    # past the cap (§7.3): the range cut at the oldest second reached (+1: `to` is whole seconds), page 1
+    older = [{"trade_id": str(i), "ts_ns": 1_700_000_030_700_000_000} for i in range(1000)]
+    assert spot.next_backfill_request(last_allowed, older).params == {**first.params, "to": "1700000031", "page": "1"}
+    # ... unless that cuts nothing off: a full cap's worth within the range's last two seconds
+    newest = [{"trade_id": str(i), "ts_ns": 1_700_000_060_000_000_000} for i in range(1000)]
+    assert spot.next_backfill_request(last_allowed, newest) is None
 
     futures = SPECS["gate-futures"]
     [first] = futures.backfill_requests(

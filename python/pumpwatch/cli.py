@@ -304,7 +304,6 @@ def _cmd_history(args: argparse.Namespace) -> int:
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
     )
     kw = cfg.upbit.watcher_settings()
-    kw.pop("proxies", None)  # the rebuild pages the list directly, one request per interval
     watcher = WatcherSettings(**kw, ca_file=cfg.tls.ca_file)
     run = HistoryRun(
         data_dir,

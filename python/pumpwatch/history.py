@@ -27,6 +27,7 @@ than `rest-history`) is never replaced unless `replace=True`: a recording is bet
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -44,6 +45,7 @@ import pyarrow.compute as pc
 
 from ._core import FLAGS, VENUES
 from .capture import (
+    _SYMBOL_BASE,
     EVENTS_DIR,
     NS,
     CapturedEvent,
@@ -55,6 +57,7 @@ from .capture import (
     _load_json,
     capture,
     iso,
+    map_instruments,
 )
 from .errors import InvalidInputError
 from .net import (
@@ -66,8 +69,18 @@ from .net import (
     write_atomic,
 )
 from .schema import MARKER_SCHEMA, TRADE_SCHEMA
-from .upbit import WatcherSettings, parse_page
-from .venues import SPECS, BackfillRow, HttpFetch, HttpRequest, Instrument, VenueSpec, split_multiplier
+from .upbit import Egress, WatcherSettings, parse_page
+from .upbit.watcher import settings_egresses
+from .venues import (
+    SPECS,
+    BackfillRow,
+    HistoryOutOfReach,
+    HttpFetch,
+    HttpRequest,
+    Instrument,
+    VenueSpec,
+    split_multiplier,
+)
 
 log = logging.getLogger("pumpwatch.history")
 
@@ -75,6 +88,11 @@ PROGRESS_FILE = "history-progress.json"
 SOURCE = "rest-history"  # event.json `source` of a rebuilt event
 AGGREGATED = "rest-history-aggregated"  # a venue's trades from aggregate rows (Binance aggTrades)
 NOT_AVAILABLE = "not available: the venue keeps only its recent trades"
+#: Coverage of a venue that listed the coin (the recorder's catalogue kept it) but lists it no more
+#: and whose REST history has nothing of the window.
+DELISTED_NO_HISTORY = "not available: delisted since (history not available)"
+#: How a span the venue holds but serves no page of is named (Gate spot's page cap, docs/VENUES.md §7.3).
+OUT_OF_REACH = "venue could not page back that far"
 #: Seconds between two requests for the announcement list when the watcher's interval is not set:
 #: the watcher's own default (reports put Upbit's tolerance near one request per 2-5 s per IP).
 UPBIT_INTERVAL_S = 3.0
@@ -141,48 +159,66 @@ async def page_listings(
     on_page: Callable[[int, int], None] | None = None,
 ) -> list[PastListing]:
     """Every new KRW listing published in `[since_ns, until_ns)`, oldest first: pages 1, 2, ... of
-    the list (the watcher's URL, headers and page size), one request per `interval_s`, until a
-    page's oldest notice is older than `since_ns` or the list ends."""
+    the list (the watcher's URL, headers and page size) until a page's oldest notice is older than
+    `since_ns` or the list ends. The requests go out as the watcher's polls do: through its egresses
+    (direct and/or each configured proxy, `settings_egresses`), round-robin, one request per
+    `interval_s` all egresses together (default: the watcher's 3 s / number of egresses); a refusal
+    (429/418/403) or failure holds back only the egress that got it, the page goes out through the
+    next. `client`: one client for every request instead (direct; tests)."""
     from .tls import context_for
 
     settings = settings.validated()
-    client = client or HttpClient(ssl_context=context_for(settings.ca_file))
-    interval = settings.interval_s if settings.interval_s is not None else UPBIT_INTERVAL_S
+    if client is not None:
+        ways = [(Egress("direct"), client)]
+    else:
+        tls = context_for(settings.ca_file)
+        ways = [(e, HttpClient(e.proxy, local_addr=e.local_addr, ssl_context=tls)) for e in settings_egresses(settings)]
+    n = len(ways)
+    interval = settings.interval_s if settings.interval_s is not None else max(0.25, UPBIT_INTERVAL_S / n)
     rng = random.Random()
     found: dict[int, PastListing] = {}
-    page, last_request, failures = 1, 0.0, 0
+    held_until = [0.0] * n  # monotonic, per egress
+    strikes = [0] * n  # failures in a row, per egress
+    page, last_request, failures, turn = 1, 0.0, 0, 0
     while True:
-        wait = last_request + interval - time.monotonic()
+        now = time.monotonic()
+        order = [(turn + k) % n for k in range(n)]
+        free = [i for i in order if held_until[i] <= now]
+        i = free[0] if free else min(order, key=lambda j: held_until[j])
+        wait = max(last_request + interval - now, held_until[i] - now)
         if wait > 0:
             await asyncio.sleep(wait)
+        turn = i + 1
+        egress, http = ways[i]
         q = {"os": settings.os, "page": page, "per_page": settings.per_page, "category": settings.category}
         url = f"{settings.base_url.rstrip('/')}{settings.path}?{urlencode(q)}"
         last_request = time.monotonic()
         if counter is not None:
             counter["upbit"] += 1
+            counter[f"upbit:{egress.label}"] += 1
         try:
-            resp = await asyncio.wait_for(client.get(url, dict(settings.headers)), max(settings.request_timeout_s, 5.0))
+            resp = await asyncio.wait_for(http.get(url, dict(settings.headers)), max(settings.request_timeout_s, 5.0))
         except (OSError, TimeoutError) as e:
-            failures += 1
-            if failures > 8:
+            failures, strikes[i] = failures + 1, strikes[i] + 1
+            if failures > 8 * n:
                 raise HistoryError(
                     f"Upbit's announcement list failed {failures} times in a row ({e}); run again later, "
                     f"it goes on where it stopped"
                 ) from None
-            await asyncio.sleep(settings.error_backoff.delay(failures - 1, rng))
+            held_until[i] = time.monotonic() + settings.error_backoff.delay(strikes[i] - 1, rng)
             continue
         if resp.status in RATE_REFUSALS or resp.status == 403 or resp.status >= 500:
-            failures += 1
-            if failures > 8:
+            failures, strikes[i] = failures + 1, strikes[i] + 1
+            if failures > 8 * n:
                 raise HistoryError(f"Upbit answered {resp.status} {failures} times in a row; run again later")
             policy = settings.rate_backoff if resp.status < 500 else settings.error_backoff
-            delay = policy.delay(failures - 1, rng, resp.retry_after_s)
-            log.warning("Upbit list page %d: %d, backing off %.1f s", page, resp.status, delay)
-            await asyncio.sleep(delay)
+            delay = policy.delay(strikes[i] - 1, rng, resp.retry_after_s)
+            log.warning("Upbit list page %d via %s: %d, backing off %.1f s", page, egress.label, resp.status, delay)
+            held_until[i] = time.monotonic() + delay
             continue
         if resp.status != 200:
             raise HistoryError(f"Upbit's announcement list answered {resp.status} for page {page}: {resp.body[:200]!r}")
-        failures = 0
+        failures, strikes[i] = 0, 0
         parsed = parse_page(resp.body, strict=False)
         for a in parsed.announcements:
             listing = a.listing
@@ -218,6 +254,9 @@ class VenueHistory:
         self.limiter = budgets.limiter(spec.rest_pacing())
         self.fetch = fetch
         self.requests = 0
+        #: Spans lost to an answer refusing the request (4xx other than rate limits, an error body),
+        #: not to a failure to get one: the venue said it has nothing to give.
+        self.refused: list[LostSpan] = []
         self._instruments: list[Instrument] | None = None
         self._rng = random.Random()
 
@@ -293,9 +332,19 @@ class VenueHistory:
                         if aggregated == keep_aggregated and start_ns <= r["ts_ns"] < end_ns:
                             rows[r["trade_id"]] = r
                     page = spec.next_history_request(page, got, start_ns, end_ns)
+        except HistoryOutOfReach as e:  # the venue holds the rest but serves no deeper page
+            return _ordered(rows), LostSpan(start_ns, min(e.reached_ns, end_ns), f"{OUT_OF_REACH}: {e}", symbol)
         except (OSError, TimeoutError, InvalidInputError, ValueError, KeyError) as e:
-            reached = max((r["ts_ns"] for r in rows.values()), default=start_ns)
-            return _ordered(rows), LostSpan(reached, end_ns, f"REST history failed: {str(e)[:200]}", symbol)
+            why = f"REST history failed: {str(e)[:200]}"
+            if spec.backfill.reach == "by_id":  # forwards from the window's first id: the rest is after
+                reached = max((r["ts_ns"] for r in rows.values()), default=start_ns)
+                span = LostSpan(reached, end_ns, why, symbol)
+            else:  # newest first (OKX by tradeId backwards, Gate by pages): the rest is before the oldest reached
+                span = LostSpan(start_ns, min((r["ts_ns"] for r in rows.values()), default=end_ns), why, symbol)
+            status = getattr(e, "status", None)
+            if not isinstance(e, OSError) or (status is not None and status < 500 and status not in RATE_REFUSALS):
+                self.refused.append(span)  # the venue answered, with a refusal (an unknown symbol, say)
+            return _ordered(rows), span
         return _ordered(rows), None
 
 
@@ -306,6 +355,37 @@ def _ordered(rows: dict[str, BackfillRow]) -> list[BackfillRow]:
 def _id_key(trade_id: str) -> tuple[int, str]:
     head = trade_id.split("-")[0]
     return (int(head), trade_id) if head.isdigit() else (0, trade_id)
+
+
+def _beyond_reach(spec: VenueSpec) -> str:
+    days = round((spec.history_max_age_s or 0) / 86_400)
+    return f"not available: older than the venue's {days} days of history"
+
+
+def _refused(h: VenueHistory, span: LostSpan) -> bool:
+    return any(span is r for r in h.refused)
+
+
+def _catalogued(data_dir: str | None, venue: str, ticker: str) -> list[MappedInstrument]:
+    """The venue's instruments of `ticker` the recorder's catalogue kept (`instruments/<venue>.json`,
+    a union over time): it saw them listed, with their contract sizes."""
+    if not data_dir:
+        return []
+    found = map_instruments(ticker, data_dir, {}, [venue]).get(venue, [])
+    return [dataclasses.replace(i, source="recorder's catalogue") for i in found]
+
+
+def _spelled(venue: str, ticker: str) -> list[MappedInstrument]:
+    """The venue's spelling of TICKER/USDT by its naming rule (the one capture maps recorded
+    symbols with); contract size unknown: 1, and said so in `source`."""
+    rule = _SYMBOL_BASE.get(venue)
+    if rule is None or not ticker.isalnum():
+        return []
+    pattern, kind = rule
+    symbol = pattern.pattern.strip("^$").replace("([A-Z0-9]+)", ticker.upper())
+    if not pattern.match(symbol):
+        return []
+    return [MappedInstrument(venue, symbol, kind, ticker.upper(), 1, "1", "symbol name (contract size unknown: 1)")]
 
 
 def _spec(venue: str, urls: dict[str, str] | None, api_keys: dict[str, str] | None) -> VenueSpec:
@@ -369,12 +449,22 @@ async def rest_window(
     now_ns: int,
     only: Iterable[str] | None = None,
     t0_ns: int | None = None,
+    data_dir: str | None = None,
 ) -> tuple[pa.Table, dict[str, list[MappedInstrument]], dict[str, dict], dict[str, int]]:
     """Trades of `ticker` in `[start_ns, end_ns)` from every venue's REST history (or those in
     `only`), with the instruments found, what event.json says of each venue, and the requests
     each venue cost. With `t0_ns`, a venue with no trade in `[start_ns, t0_ns)` also gets its last
     trade of the `REFERENCE_LOOKBACK_NS` before the window (its reference price; outside the
-    window, so not among the event's trades)."""
+    window, so not among the event's trades).
+
+    A venue whose instrument list today has no such coin is asked anyway where its history reaches
+    the window, for the instruments the recorder's catalogue in `data_dir` kept (it saw them
+    listed), else for the venue's spelling of TICKER/USDT. Trades served: `listing: delisted
+    since`, coverage as any venue's. None, with the catalogue's word that it was listed: coverage
+    `DELISTED_NO_HISTORY`. None, without it: `absent`, the note saying what the history answered
+    (an unknown-symbol answer is the same for a coin never listed and one delisted whose history the
+    venue dropped). Not askable (recent trades only, beyond reach): `absent`, or
+    `DELISTED_NO_HISTORY` where the catalogue knew it."""
     mapping: dict[str, list[MappedInstrument]] = {}
     told: dict[str, dict] = {}
     rows: list[BackfillRow] = []
@@ -391,23 +481,32 @@ async def rest_window(
                 "note": f"the instrument list could not be read: {str(e)[:200]}",
             }
             return
-        if not insts:
-            told[venue] = {"source": "none"}
-            return
-        mapping[venue] = insts
         spec = h.spec
+        source = spec.history_source_for(start_ns, now_ns)
+        if not insts:
+            # Not on the venue's list today: delisted since, or never listed. The recorder's own
+            # catalogue, or else the history itself, tells them apart where it can.
+            return await unlisted(venue, h, source)
+        mapping[venue] = insts
         if spec.history_source is None:
             told[venue] = {"source": "none", "coverage": NOT_AVAILABLE, "lost": []}
             return
-        source = spec.history_source_for(start_ns, now_ns)
         if source is None:
-            days = round((spec.history_max_age_s or 0) / 86_400)
-            told[venue] = {
-                "source": "none",
-                "coverage": f"not available: older than the venue's {days} days of history",
-                "lost": [],
-            }
+            told[venue] = {"source": "none", "coverage": _beyond_reach(spec), "lost": []}
             return
+        mine, lost = await walk(h, insts, source)
+        rows.extend(mine)
+        told[venue] = {
+            "source": source,
+            "coverage": "partial" if lost else "complete",
+            "lost": [s.to_dict() for s in lost],
+        }
+        if any(s.reason.startswith(OUT_OF_REACH) for s in lost):
+            told[venue]["note"] = f"{OUT_OF_REACH}: the window's older trades are held but not served"
+
+    async def walk(
+        h: VenueHistory, insts: list[MappedInstrument], source: str
+    ) -> tuple[list[BackfillRow], list[LostSpan]]:
         lost: list[LostSpan] = []
         mine: list[BackfillRow] = []
         for inst in insts:
@@ -415,15 +514,63 @@ async def rest_window(
             mine.extend(got)
             if span is not None:
                 lost.append(span)
-        if t0_ns is not None and not any(r["ts_ns"] < t0_ns for r in mine):
+        if t0_ns is not None and not any(r["ts_ns"] < t0_ns for r in mine) and not any(_refused(h, s) for s in lost):
             for inst in insts:
                 earlier, _ = await h.trades(inst.symbol, start_ns - REFERENCE_LOOKBACK_NS, start_ns, source)
                 mine.extend(earlier[-1:])
-        rows.extend(mine)
+        return mine, lost
+
+    async def unlisted(venue: str, h: VenueHistory, source: str | None) -> None:
+        known = _catalogued(data_dir, venue, ticker)  # the recorder saw it listed: delisted since
+        asked = known or _spelled(venue, ticker)
+        if source is None or not asked:
+            if not known:
+                told[venue] = {"source": "none"}  # absent: nothing can say whether it was listed then
+                return
+            mapping[venue] = known
+            why = NOT_AVAILABLE if h.spec.history_source is None else _beyond_reach(h.spec)
+            told[venue] = {"source": "none", "coverage": DELISTED_NO_HISTORY, "lost": [], "note": why}
+            return
+        mine, lost = await walk(h, asked, source)
+        symbols = ", ".join(i.symbol for i in asked)
+        if mine:  # the venue's history still serves it: it was listed then
+            rows.extend(mine)
+            mapping[venue] = asked
+            told[venue] = {
+                "source": source,
+                "coverage": "partial" if any(not _refused(h, s) for s in lost) else "complete",
+                "lost": [s.to_dict() for s in lost if not _refused(h, s)],
+                "listing": "delisted since",
+                "note": f"not on the venue's instrument list today; its REST history still serves {symbols}",
+            }
+            return
+        failed = [s for s in lost if not _refused(h, s)]
+        if failed:  # no answer (outage, timeouts): nothing is known of it
+            if known:
+                mapping[venue] = known
+            told[venue] = {
+                "source": "none",
+                "coverage": "unknown",
+                "lost": [s.to_dict() for s in failed],
+                "note": f"not on the venue's instrument list today, and its REST history of {symbols} failed",
+            }
+            return
+        answered = "; ".join(s.reason for s in lost) or "no trade"
+        if known:
+            mapping[venue] = known
+            told[venue] = {
+                "source": "none",
+                "coverage": DELISTED_NO_HISTORY,
+                "lost": [],
+                "note": f"the recorder listed {symbols} before; the venue's list no longer has it and its "
+                f"REST history has nothing of the window ({answered[:200]})",
+            }
+            return
         told[venue] = {
-            "source": source,
-            "coverage": "partial" if lost else "complete",
-            "lost": [s.to_dict() for s in lost],
+            "source": "none",
+            "note": f"not on the venue's instrument list today nor in the recorder's catalogue, and its REST "
+            f"history, which reaches the window, has no trade of {symbols} ({answered[:200]}): never listed "
+            f"there, or delisted with its history gone (the venue's answer does not tell them apart)",
         }
 
     await asyncio.gather(*(one(v, h) for v, h in histories.items() if v in wanted))
@@ -547,7 +694,7 @@ class HistoryRun:
             return req.name
         now = time.time_ns() if now_ns is None else now_ns
         table, mapping, told, spent = await rest_window(
-            self.histories, ticker, req.start_ns, req.end_ns + 1, now, t0_ns=req.t0_ns
+            self.histories, ticker, req.start_ns, req.end_ns + 1, now, t0_ns=req.t0_ns, data_dir=self.data_dir
         )
         result.requests[req.name] = spent
         venues = tuple(self.histories)
@@ -758,7 +905,7 @@ async def capture_from_history(
     histories = {v: VenueHistory(_spec(v, urls, api_keys), budgets, fetch) for v in wanted}
     now = time.time_ns() if now_ns is None else now_ns
     table, rest_mapping, told, _ = await rest_window(
-        histories, req.ticker, req.start_ns, req.end_ns + 1, now, t0_ns=req.t0_ns
+        histories, req.ticker, req.start_ns, req.end_ns + 1, now, t0_ns=req.t0_ns, data_dir=data_dir
     )
     mapping = {
         v: [

@@ -163,6 +163,24 @@ class WatcherSettings:
         return self
 
 
+def settings_egresses(settings: WatcherSettings) -> list[Egress]:
+    """The ways out to Upbit the settings name: direct (also when proxies are given, unless
+    `include_direct` is off), then each proxy, checked. The watcher and `pumpwatch history` both
+    reach Upbit through these (Upbit limits per IP)."""
+    egresses: list[Egress] = []
+    if settings.include_direct or not settings.proxies:
+        egresses.append(Egress("direct"))
+    for i, p in enumerate(settings.proxies):
+        egresses.append(p if isinstance(p, Egress) else Egress(f"proxy{i + 1}:{urlsplit(p).hostname}", proxy=p))
+    for e in egresses:
+        if e.proxy:
+            check_proxy(e.proxy)
+    labels = [e.label for e in egresses]
+    if len(set(labels)) != len(labels):
+        raise InvalidInputError(f"egress labels must be unique: {labels}")
+    return egresses
+
+
 @dataclass(slots=True)
 class PollRecord:
     """One poll, kept for metrics and tests: when it started and how it ended."""
@@ -235,17 +253,7 @@ class UpbitWatcher:
         self.on_market_open = on_market_open
         self.triggers: asyncio.Queue[ListingTrigger] = queue if queue is not None else asyncio.Queue()
         self._rng = random.Random(seed)
-        egresses: list[Egress] = []
-        if self.settings.include_direct or not self.settings.proxies:
-            egresses.append(Egress("direct"))
-        for i, p in enumerate(self.settings.proxies):
-            egresses.append(p if isinstance(p, Egress) else Egress(f"proxy{i + 1}:{urlsplit(p).hostname}", proxy=p))
-        for e in egresses:
-            if e.proxy:
-                check_proxy(e.proxy)
-        labels = [e.label for e in egresses]
-        if len(set(labels)) != len(labels):
-            raise InvalidInputError(f"egress labels must be unique: {labels}")
+        egresses = settings_egresses(self.settings)
         self.egresses = egresses
         self.interval_s = self.settings.interval_s or max(0.25, 3.0 / len(egresses))
         self.state = WatcherState(self.data_dir / self.settings.state_file)

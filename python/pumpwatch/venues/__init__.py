@@ -140,6 +140,16 @@ class BackfillRule:
     requests_per_s: float
 
 
+class HistoryOutOfReach(InvalidInputError):
+    """The venue serves no deeper page of a window its history still holds (Gate spot's page cap):
+    raised by `next_history_request`, so the rebuild names the span it could not reach instead of
+    calling a short window complete. `reached_ns`: the oldest trade the walk got."""
+
+    def __init__(self, message: str, reached_ns: int):
+        super().__init__(message)
+        self.reached_ns = reached_ns
+
+
 @dataclass(frozen=True)
 class HttpRequest:
     """One REST call, relative to the venue's `rest_url`, for any HTTP client to execute."""

@@ -22,6 +22,7 @@ from . import (
     BackfillRow,
     BackfillRule,
     HeartbeatRule,
+    HistoryOutOfReach,
     HttpRequest,
     Instrument,
     VenueSpec,
@@ -168,11 +169,39 @@ class GateSpec(VenueSpec):
         if self.kind == "spot":
             page = int(params["page"]) + 1
             if limit * (page - 1) > MAX_SPOT_OFFSET:
-                return None  # deeper pages are refused: the rest of the range is unreachable
+                return self._range_before(previous, rows)
             params["page"] = str(page)
         else:
             params["offset"] = str(int(params["offset"]) + limit)
         return HttpRequest(previous.method, previous.path, params, previous.headers)
+
+    def _range_before(self, previous: HttpRequest, rows: Sequence[BackfillRow]) -> HttpRequest | None:
+        """Past the spot page cap (`limit * (page - 1) <= 100000`, §7.3) Gate refuses deeper pages.
+        Rows come newest first, so the same range cut at the oldest second reached, from page 1,
+        reaches the older trades (`to` is whole seconds: the rows of that second and the next come
+        again, deduplicated by id downstream). None when that cuts nothing off: more trades than
+        the cap lets one query page through fell within those two seconds."""
+        params = dict(previous.params)
+        to = str(min(r["ts_ns"] for r in rows) // 1_000_000_000 + 1)
+        if "to" in params and int(to) >= int(params["to"]):
+            return None
+        params.update({"to": to, "page": "1"})
+        return HttpRequest(previous.method, previous.path, params, previous.headers)
+
+    def next_history_request(
+        self, previous: HttpRequest, rows: Sequence[BackfillRow], start_ns: int, end_ns: int
+    ) -> HttpRequest | None:
+        nxt = self.next_backfill_request(previous, rows, start_ns=start_ns, end_ns=end_ns)
+        if nxt is None and self.kind == "spot" and len(rows) >= int(previous.params["limit"]):
+            reached = min(r["ts_ns"] for r in rows)
+            if reached > start_ns:
+                raise HistoryOutOfReach(
+                    f"Gate spot serves at most {MAX_SPOT_OFFSET:,} rows past "
+                    f"a query's first page and more than that fell within two seconds of "
+                    f"{reached // 1_000_000_000} (docs/VENUES.md §7.3)",
+                    reached,
+                )
+        return nxt
 
     def parse_backfill(
         self, body: str | bytes, symbol: str, *, instrument: Instrument | None = None
