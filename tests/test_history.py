@@ -643,7 +643,7 @@ def test_a_coin_delisted_after_its_listing_is_named_not_absent(tmp_path):
                 "instruments"
             ] == ["GONE-USDT"], okx
             assert event["instrument_mapping"]["okx-spot"][0]["source"] == "recorder's catalogue"
-            assert "GONE-USDT" in okx["note"]  # OKX answers 51001 in a 200 body; okx.py reads it as no rows
+            assert "GONE-USDT" in okx["note"]  # OKX answers 51001 in a 200 body: an error, named
             assert (
                 gate["coverage"] == "absent" and "GONE_USDT" in gate["note"] and "INVALID_CURRENCY_PAIR" in gate["note"]
             )

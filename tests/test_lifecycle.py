@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import socket
 import time
 from collections import Counter
@@ -22,7 +23,7 @@ import pumpwatch
 from pumpwatch.collector import SILENT_CHECK_S, Collector, Shard, VenueRecorder
 from pumpwatch.config import Config, ConnectionSettings, VenueSettings
 from pumpwatch.sim import SimVenue
-from pumpwatch.venues import DAY_S, get
+from pumpwatch.venues import DAY_S, VenueAnswerError, get
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -445,6 +446,62 @@ def test_a_symbol_whose_last_trade_came_just_before_a_stall_is_not_silent_during
 
 # ---------------------------------------------------------------------------------------------
 # Instrument refresh
+
+
+def test_an_instrument_list_that_drops_most_symbols_or_comes_back_empty_unsubscribes_nothing(tmp_path):
+    """An OKX answer with an error code and an empty `data` (HTTP 200) once read as an empty list,
+    and the refresh unsubscribed every symbol. Now an empty or error answer changes nothing, and a
+    list dropping most symbols at once is applied only when the next fetch drops them too."""
+    venue = "okx-spot"
+    listed = [f"C{i}-USDT" for i in range(10)]
+    answers: list[str] = []
+
+    def body(symbols):
+        rows = [{"instId": s, "baseCcy": s.split("-")[0], "quoteCcy": "USDT", "state": "live"} for s in symbols]
+        return json.dumps({"code": "0", "msg": "", "data": rows})
+
+    async def fetch(base_url, request):
+        return answers.pop(0)
+
+    class Store(_MarkerSink):
+        path = str(tmp_path)
+
+    rec = VenueRecorder(get(venue), VenueSettings(), Store(), Config(discovery_refresh_s=0), http=fetch)
+    rec.shards = [Shard(symbols=list(listed))]
+    unsubscribed: list[list[str]] = []
+
+    async def unsubscribe(gone):
+        unsubscribed.append(gone)
+
+    rec._unsubscribe = unsubscribe  # type: ignore[method-assign]  # the socket side is not this test's
+    few = listed[:3]
+
+    async def refresh(answer):
+        answers.append(answer)
+        await rec.relist("test")
+
+    async def go():
+        await refresh(body(listed))
+        assert unsubscribed == []
+        await refresh(body(few))  # 7 of 10 gone at once: held
+        assert unsubscribed == []
+        await refresh(body(listed))  # it was a glitch
+        await refresh(body(few))  # held again: the drop must be seen twice in a row
+        assert unsubscribed == []
+        await refresh(body(few))
+        assert unsubscribed == [listed[3:]]
+        rec.shards = [Shard(symbols=list(few))]
+        for answer in (
+            json.dumps({"code": "51001", "msg": "Instrument ID doesn't exist.", "data": []}),
+            json.dumps({"code": "0", "msg": "", "data": []}),
+        ):
+            with pytest.raises(VenueAnswerError):
+                await refresh(answer)
+        assert unsubscribed == [listed[3:]] and sorted(rec.instruments) == few  # nothing more, nothing forgotten
+        await refresh(body(few[:2]))  # one of three: an ordinary delisting
+        assert unsubscribed[-1] == [few[2]]
+
+    asyncio.run(go())
 
 
 def test_delisted_instrument_is_unsubscribed_and_new_ones_subscribed_within_message_limits(tmp_path):

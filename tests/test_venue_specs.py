@@ -14,7 +14,7 @@ import pytest
 import pumpwatch
 from pumpwatch import venues
 from pumpwatch.errors import InvalidInputError
-from pumpwatch.venues import SPECS, HttpRequest
+from pumpwatch.venues import SPECS, HttpRequest, VenueAnswerError
 
 BACKFILL = pumpwatch.FLAGS["BACKFILL"]
 
@@ -1303,3 +1303,18 @@ def test_the_parser_recognises_each_documented_pong(venue_id):
     from pumpwatch.purepy import parse as parse_ws
 
     assert parse_ws(venue_id, SPECS[venue_id].heartbeat.pong_frame).control[0] == "pong"
+
+
+def test_okx_error_answers_are_errors_not_empty_answers():
+    """OKX answers some refusals with HTTP 200, a `code` other than "0" and an empty `data`
+    (docs/VENUES.md §4.3; the simulator's 51001): read as rows, a refused history page passed for
+    the end of the history and a refused instrument list for an empty one."""
+    refused = '{"code":"51001","msg":"Instrument ID doesn\'t exist.","data":[]}'
+    for venue in ("okx-spot", "okx-swap"):
+        spec = SPECS[venue]
+        with pytest.raises(VenueAnswerError, match="51001"):
+            spec.parse_backfill(refused, "GONE-USDT")
+        with pytest.raises(VenueAnswerError, match="Instrument ID"):
+            spec.parse_instruments([refused])
+        ok = '{"code":"0","msg":"","data":[]}'
+        assert spec.parse_backfill(ok, "BTC-USDT") == [] and spec.parse_instruments([ok]) == []

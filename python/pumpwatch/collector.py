@@ -34,7 +34,7 @@ from .connection import ReconnectPolicy, VenueConnection
 from .net import RATE_REFUSALS, Backoff, Budgets, http_fetch, venue_fetch
 from .store import Store
 from .tls import context_for
-from .venues import CLOSED, BackfillRow, HttpFetch, HttpRequest, Instrument, VenueSpec
+from .venues import CLOSED, BackfillRow, HttpFetch, HttpRequest, Instrument, VenueAnswerError, VenueSpec
 from .venues import get as venue_spec
 
 log = logging.getLogger("pumpwatch.collector")
@@ -69,6 +69,12 @@ RESUBSCRIBES_PER_HOUR = 60
 #: A symbol asked for again after a venue refused it counts as subscribed (from when it was asked)
 #: once this long has passed without a new refusal: a refusal comes back within a round trip.
 RETRY_CONFIRM_S = 2.0
+#: An instrument list that drops more than this share of the subscribed symbols at once (and at
+#: least MASS_DROP_MIN of them) is taken for a fault of the venue's answer until the next fetch
+#: shows the same: unsubscribing a live symbol loses its trades, keeping a delisted one costs
+#: nothing.
+MASS_DROP_SHARE = 0.5
+MASS_DROP_MIN = 5
 HOUR_NS = 3600 * 1_000_000_000
 #: How long the first venue of a shared connection budget waits for the others' instrument lists
 #: before the budget is planned without them (they get what is left).
@@ -298,6 +304,8 @@ class VenueRecorder:
         #: Why the venue records another trade channel than its spec's first (OKX `trades` when
         #: `trades-all` needs a login), or "".
         self.channel_fallback = ""
+        #: The symbols a list dropped at once, held until the next fetch confirms (MASS_DROP_SHARE).
+        self._mass_drop: list[str] = []
         # Per-IP budgets shared with the other venues of the process (both markets of an exchange).
         self.budgets = budgets if budgets is not None else Budgets()
         self.rest_limiter = self.budgets.limiter(spec.rest_pacing())
@@ -341,7 +349,15 @@ class VenueRecorder:
                 body = await self._rest(page)
                 bodies.append(body)
                 page = self.spec.next_instruments_request(page, body)
-        parsed = [i for i in self.spec.parse_instruments(bodies) if i.quote == self.cfg.quote]
+        every = self.spec.parse_instruments(bodies)
+        if not every:
+            # No live venue lists nothing: an empty list is a fault of its answer, and applied it
+            # would unsubscribe every symbol (the current ones are kept).
+            raise VenueAnswerError(
+                f"{self.venue}: the instrument list came back empty ({len(bodies)} pages); "
+                "keeping the current subscriptions until a fetch lists instruments again"
+            )
+        parsed = [i for i in every if i.quote == self.cfg.quote]
         if self.budget is not None and isinstance(self.spec, TurnoverSource):
             try:
                 self.turnover = self.spec.parse_turnover(await self._rest(self.spec.turnover_request()))
@@ -1032,6 +1048,17 @@ class VenueRecorder:
     async def apply_instruments(self, symbols: list[str]) -> None:
         have = {s for sh in self.shards for s in sh.symbols}
         gone = sorted(s for s in have if s not in self.listed)
+        if len(gone) >= MASS_DROP_MIN and len(gone) > MASS_DROP_SHARE * len(have) and gone != self._mass_drop:
+            log.warning(
+                "%s: the instrument list dropped %d of %d subscribed symbols at once; unsubscribed only "
+                "if the next fetch drops them too",
+                self.venue,
+                len(gone),
+                len(have),
+            )
+            self._mass_drop, gone = gone, []
+        else:
+            self._mass_drop = []
         # Symbols the connection budget left out stay out (named), but a listing's never does.
         skip = set(self.not_recorded)
         new = [

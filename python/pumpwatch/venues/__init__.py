@@ -150,6 +150,13 @@ class HistoryOutOfReach(InvalidInputError):
         self.reached_ns = reached_ns
 
 
+class VenueAnswerError(InvalidInputError):
+    """The venue put an error in the body of a successful HTTP answer (OKX: `code` other than "0"
+    beside an empty `data`, docs/VENUES.md §4.3). Read as an answer it would pass for an empty
+    page of trades (a history walk then looks complete) or an empty instrument list (every
+    subscription then looks delisted)."""
+
+
 @dataclass(frozen=True)
 class HttpRequest:
     """One REST call, relative to the venue's `rest_url`, for any HTTP client to execute."""
@@ -670,6 +677,7 @@ __all__ = [
     "HttpRequest",
     "Instrument",
     "RateBudget",
+    "VenueAnswerError",
     "VenueSpec",
     "backfill_row",
     "exact_json",

@@ -21,6 +21,7 @@ from . import (
     HeartbeatRule,
     HttpRequest,
     Instrument,
+    VenueAnswerError,
     VenueSpec,
     backfill_row,
     connect_budget,
@@ -31,6 +32,18 @@ from . import (
     taker_side,
     to_ns,
 )
+
+
+def _data(body: str | bytes) -> list[Any]:
+    """The `data` of an OKX REST answer. OKX answers some refusals with HTTP 200, a `code` other
+    than "0" and an empty `data` (51001 "Instrument ID doesn't exist"): that is an error, never an
+    empty answer."""
+    answer = exact_json(body)
+    code = answer.get("code", "0") if isinstance(answer, dict) else "0"
+    if code != "0":
+        raise VenueAnswerError(f"OKX answered code {code}: {str(answer.get('msg', ''))[:200]}")
+    return answer["data"]
+
 
 _STATUS = {"live": TRADING, "preopen": PRE_TRADING, "suspend": HALTED}
 _HISTORY = "/api/v5/market/history-trades"
@@ -82,7 +95,7 @@ class OkxSpec(VenueSpec):
     def parse_instruments(self, bodies: Sequence[str | bytes]) -> list[Instrument]:
         out = []
         for body in bodies:
-            for s in exact_json(body)["data"]:
+            for s in _data(body):
                 if s.get("state") == "test":  # test instruments are not markets
                     continue
                 status = _STATUS.get(s.get("state"), HALTED)
@@ -173,7 +186,7 @@ class OkxSpec(VenueSpec):
             backfill_row(
                 self.id, symbol, r["tradeId"], r["px"], r["sz"], taker_side(r["side"]), to_ns(r["ts"], 1_000_000)
             )
-            for r in exact_json(body)["data"]
+            for r in _data(body)
         ]
 
 
