@@ -947,7 +947,7 @@ def test_disk_full_error_type():
 # --- the log package: one module per job, dependencies one way, a public encoder -------------------
 
 # The modules of pumpwatch.purepy.log in dependency order: each imports only modules before it.
-LOG_MODULES = ("record", "segment", "scan", "index", "compress", "writer", "reader", "verify")
+LOG_MODULES = ("record", "segment", "scan", "index", "compress", "hold", "writer", "reader", "verify")
 
 
 def test_log_modules_depend_one_way_and_no_module_imports_a_private_name():
