@@ -512,7 +512,7 @@ class Store:
         return hold
 
     def _retry_held(self) -> None:
-        while not self._hold_wake.wait(self._hold_retry_s):
+        while not self._hold_wake.wait(max(self._hold_retry_s, 0.01)):
             with self._mutex:
                 if self._closed or self._hold is None:
                     return
