@@ -48,6 +48,15 @@ class TradeRing:
         dropped before a reader could see it, and readers count it as missed (ring.rs `skip`)."""
         cap = self._cap
         needs = [_entry_words(len(f) - FRAME_HEADER) for f in frames]
+        total = sum(needs)
+        if total <= cap and max(needs, default=0) <= cap // 2:
+            with self._lock:  # the usual batch: far smaller than the ring
+                self._frames.extend(frames)
+                self._words += total
+                self._next_seq += len(frames)
+                while self._words > cap:
+                    self._words -= _entry_words(len(self._frames.popleft()) - FRAME_HEADER)
+            return
         fitting = [i for i, need in enumerate(needs) if need <= cap // 2]
         # As ring.rs: an entry of over half the ring is never kept (nor counted).
         self.dropped_too_large += len(needs) - len(fitting)
