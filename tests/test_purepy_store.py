@@ -1174,3 +1174,40 @@ def test_without_a_hold_the_plain_store_raises_and_the_ring_has_only_what_was_wr
         assert store.disk_state()["full_since_ns"] == 0  # the caller was told; nothing is held
         got, missed = reader.poll()
         assert (len(got), missed) == (10, 0)
+
+
+def test_both_engines_compress_the_backlog_and_what_they_seal_alike(tmp_path):
+    """`zstd_level` on purepy: the sealed segments found plain at open and those this writer seals
+    are compressed on a background thread, with the Rust store's stats; both engines read the
+    result. Before, purepy never compressed (a recorder on it kept every segment plain)."""
+    import pumpwatch
+
+    trades = [trade(i, symbol=["BTCUSDT", "ETHUSDT"][i % 3 == 0]) for i in range(6000)]
+    with Store(tmp_path / "plain", segment_max_bytes=SMALLEST_SEGMENT) as s:
+        for i in range(0, 4000, 500):
+            s.append_trades(trades[i : i + 500])
+    backlog = segment_files(tmp_path / "plain")[:-1]
+    assert len(backlog) >= 3
+    stats = {}
+    for name, engine in (("rust", pumpwatch.Store), ("purepy", Store)):
+        data = tmp_path / name
+        shutil.copytree(tmp_path / "plain", data)
+        with engine(data, segment_max_bytes=SMALLEST_SEGMENT, zstd_level=3) as s:
+            assert s.wait_compressed(60)
+            found = s.compression_stats()
+            s.append_trades(pa.Table.from_pylist([as_row(t) for t in trades[4000:]]))
+            s.roll()
+        compressed = sorted((data / "log").glob("*.pwzst"))
+        assert [p.name for p in segment_files(data)] == [f"{len(compressed) + 1:020d}.pwlog"]  # only the active one
+        stats[name] = found
+        for reader in (pumpwatch.Store.open_readonly(data), Store.open_readonly(data)):
+            assert reader.query().to_pylist() == expected(trades, *ALL_TIME)
+        assert verify(data)["ok"]
+    assert stats["purepy"].keys() == stats["rust"].keys()
+    for name in ("rust", "purepy"):
+        found = stats[name]
+        assert found["segments"] == len(backlog) and found["plain_bytes"] == sum(p.stat().st_size for p in backlog)
+        assert 0 < found["compressed_bytes"] < found["plain_bytes"] and found["seconds"] > 0
+        assert (found["pending"], found["errors"], found["last_error"]) == (0, 0, None)
+    with pytest.raises(InvalidInputError, match="zstd_level 23 is out of range"):
+        Store(tmp_path / "e", zstd_level=23)

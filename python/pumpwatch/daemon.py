@@ -179,6 +179,7 @@ def open_store(cfg: Config) -> RecorderStore:
             segment_span_s=cfg.log.segment_span_s,
             segment_max_bytes=cfg.log.segment_max_bytes,
             ring_bytes=cfg.log.ring_bytes,
+            zstd_level=cfg.log.zstd_level,
             hold_on_disk_full=True,
         )
     return Store(

@@ -24,7 +24,7 @@ import pyarrow as pa
 from ..errors import DiskFullError, InvalidInputError, InvalidTradeError, StoreClosedError, StoreLockedError
 from ..schema import MARKER_SCHEMA, TRADE_SCHEMA
 from ..store import HOLD_RETRY_S, disk_line
-from .log.compress import compress_segment, resolve_compressions
+from .log.compress import MAX_LEVEL, Compressor, compress_segment, resolve_compressions
 from .log.hold import Hold
 from .log.index import IndexEntry
 from .log.reader import read_records
@@ -141,7 +141,9 @@ class Store:
     `hold_on_disk_full` (the recorder's mode, as the Rust store's) a full or failing disk does not
     raise into the caller: the newest `ring_bytes` of records wait in memory and are written when
     the disk has room again, what fell out named by `gap_unfillable` markers (see `disk_state`).
-    Sealed segments stay plain (`compress_segment` compresses one; `compression_stats` says so).
+    Sealed segments are compressed with zstd at `zstd_level` on a background thread, as the Rust
+    store does; 0 (this store's default, so that its files stay comparable byte for byte with
+    the Rust store's plain ones) keeps them plain.
     """
 
     def __init__(
@@ -152,6 +154,7 @@ class Store:
         segment_span_s: float = 3600.0,
         segment_max_bytes: int = 1 << 30,
         ring_bytes: int = 128 << 20,
+        zstd_level: int = 0,
         hold_on_disk_full: bool = False,
     ):
         for name, seconds in (("fsync_interval", fsync_interval), ("segment_span_s", segment_span_s)):
@@ -166,6 +169,11 @@ class Store:
             )
         if not (isinstance(ring_bytes, int) and 0 <= ring_bytes <= 1 << 40):
             raise InvalidInputError(f"ring_bytes must be a number of bytes from 0 to 1 TiB, not {ring_bytes}")
+        if not (isinstance(zstd_level, int) and 0 <= zstd_level <= MAX_LEVEL):
+            raise InvalidInputError(
+                f"zstd_level {zstd_level} is out of range; use 1 (fastest) to {MAX_LEVEL} (smallest), 3 being "
+                f"the default, or 0 to keep sealed segments uncompressed"
+            )
         self._init_paths(path)
         self._ring = TradeRing(ring_bytes)
         # The hold (see the class docstring): its bound is the ring's, as the Rust store's.
@@ -199,6 +207,13 @@ class Store:
         except BaseException:
             self._release()
             raise
+        if zstd_level > 0:
+            compressor = Compressor(self._log_dir, zstd_level)
+            self._compressor: Compressor | None = compressor
+            # What earlier writers sealed and left plain (or a crash left mid-compression).
+            for seq, path in list_segments(self._log_dir):
+                if seq < self._writing.seq and not is_compressed(path):
+                    compressor.request(seq, backlog=True)
 
     @classmethod
     def open_readonly(cls, path) -> Store:
@@ -225,6 +240,7 @@ class Store:
         self._hold: Hold | None = None
         self._hold_wake = threading.Event()
         self._hold_thread: threading.Thread | None = None
+        self._compressor = None
 
     # -- opening for writing
 
@@ -558,6 +574,8 @@ class Store:
         segment.activate()
         old, self._active = self._writing, segment
         old.seal()
+        if self._compressor is not None:
+            self._compressor.request(old.seq)
 
     def roll(self) -> None:
         """Seals the active segment now and starts a new one."""
@@ -636,9 +654,10 @@ class Store:
 
     def compression_stats(self) -> dict:
         """Background compression so far, with the keys of `pumpwatch.Store.compression_stats`:
-        `segments`, `plain_bytes`, `compressed_bytes`, `seconds`, `pending`, `errors`,
-        `last_error`. This store compresses nothing in the background (as the Rust store with
-        `zstd_level=0`): every count is zero."""
+        `segments`, `plain_bytes`, `compressed_bytes`, `seconds`, `pending` (queued or running),
+        `errors`, `last_error` (None when none); zeros when `zstd_level` is 0."""
+        if self._compressor is not None:
+            return self._compressor.stats()
         return {
             "segments": 0,
             "plain_bytes": 0,
@@ -648,6 +667,11 @@ class Store:
             "errors": 0,
             "last_error": None,
         }
+
+    def wait_compressed(self, timeout_s: float = 60.0) -> bool:
+        """Waits until every sealed segment is compressed (those found plain at open included);
+        False if `timeout_s` passed first."""
+        return self._compressor is None or self._compressor.wait_idle(timeout_s)
 
     def ring_reader(self, from_oldest: bool = False) -> RingReader:
         """A reader of the most recent trades appended by this store (the writer never waits for
@@ -752,27 +776,34 @@ class Store:
     def close(self, seal: bool = False) -> None:
         """Commits and releases the directory. The active segment stays active, and the next
         writer appends to it; `seal=True` seals it (and starts a new, empty one) first."""
-        with self._mutex:
-            if self._closed:
-                return
-            self._hold_wake.set()
-            try:
-                if self._writable:
-                    hold = self._hold
-                    if hold is not None:
-                        hold.next_try = 0.0
-                        self._try_release()
-                    if self._hold is not None:
+        try:
+            with self._mutex:
+                if self._closed:
+                    return
+                self._hold_wake.set()
+                try:
+                    if self._writable:
+                        hold = self._hold
+                        if hold is not None:
+                            hold.next_try = 0.0
+                            self._try_release()
+                        if self._hold is not None:
+                            self._sync()
+                            raise self._held_at_close(self._hold)
+                        if seal and self._writing.end > HEADER_LEN:
+                            self.roll()
                         self._sync()
-                        raise self._held_at_close(self._hold)
-                    if seal and self._writing.end > HEADER_LEN:
-                        self.roll()
-                    self._sync()
-            finally:
-                self._closed = True
-                self._release()
-        if self._hold_thread is not None:
-            self._hold_thread.join()
+                finally:
+                    self._closed = True
+                    if self._compressor is not None:
+                        # The segments this store sealed are compressed before the directory is
+                        # released; the backlog found at open and not compressed yet is left to
+                        # the next writer.
+                        self._compressor.stop()
+                    self._release()
+        finally:
+            if self._hold_thread is not None:
+                self._hold_thread.join()
 
     def _held_at_close(self, hold: Hold) -> OSError:
         """The error a close raises when the disk still refuses what is held: what is lost."""
