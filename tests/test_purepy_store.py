@@ -1211,3 +1211,28 @@ def test_both_engines_compress_the_backlog_and_what_they_seal_alike(tmp_path):
         assert (found["pending"], found["errors"], found["last_error"]) == (0, 0, None)
     with pytest.raises(InvalidInputError, match="zstd_level 23 is out of range"):
         Store(tmp_path / "e", zstd_level=23)
+
+
+def test_the_recorder_opens_purepy_with_the_hold_ring_and_level_of_its_config(tmp_path, monkeypatch):
+    """`[log] engine = "purepy"`: `open_store` gives the plain-Python store the recorder's mode (a
+    full disk is held, not raised into the connections) and `ring_bytes` / `zstd_level`."""
+    from pumpwatch.config import from_dict
+    from pumpwatch.daemon import open_store
+
+    cfg = from_dict({"data_dir": str(tmp_path / "d"), "log": {"engine": "purepy", "ring_bytes": 4096, "zstd_level": 5}})
+    disk = _Disk(monkeypatch)
+    store = open_store(cfg)
+    assert isinstance(store, Store)
+    try:
+        disk.full = True
+        for first in range(0, 200, 10):
+            store.append_trades(_batch(first))  # held: never raises
+        state = store.disk_state()
+        assert state["full_since_ns"] > 0 and 0 < state["held_bytes"] <= 4096 and state["lost_trades_pending"] > 0
+        disk.full = False
+        store.append_trades(_batch(200))
+        assert store.disk_state()["held_records"] == 0
+        store.roll()
+        assert store.wait_compressed(30) and store.compression_stats()["segments"] == 1
+    finally:
+        store.close()
