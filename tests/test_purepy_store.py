@@ -1236,3 +1236,27 @@ def test_the_recorder_opens_purepy_with_the_hold_ring_and_level_of_its_config(tm
         assert store.wait_compressed(30) and store.compression_stats()["segments"] == 1
     finally:
         store.close()
+
+
+def test_a_close_leaves_the_backlog_plain_and_a_cancelled_compression_keeps_the_plain_segment(tmp_path):
+    """As compress.rs: closing does not wait for the backlog found at open (an interrupted
+    compression of one gives up between blocks, removing nothing), and what is left plain is
+    compressed by the next writer."""
+    from pumpwatch.purepy.log.compress import compress_segment
+
+    trades = [trade(i) for i in range(9000)]
+    with Store(tmp_path / "d", segment_max_bytes=SMALLEST_SEGMENT) as s:
+        for i in range(0, len(trades), 500):
+            s.append_trades(trades[i : i + 500])
+    backlog = segment_files(tmp_path / "d")[:-1]
+    assert len(backlog) >= 6
+    seq = int(backlog[0].stem)
+    assert not compress_segment(tmp_path / "d" / "log", seq, 3, cancelled=lambda: True)
+    assert backlog[0].exists() and not list((tmp_path / "d" / "log").glob("*.pwzst*"))
+    Store(tmp_path / "d", segment_max_bytes=SMALLEST_SEGMENT, zstd_level=19).close()  # at once
+    assert len(list((tmp_path / "d" / "log").glob("*.pwzst"))) < len(backlog)
+    assert not list((tmp_path / "d" / "log").glob("*.tmp"))
+    with Store(tmp_path / "d", segment_max_bytes=SMALLEST_SEGMENT, zstd_level=3) as s:
+        assert s.wait_compressed(60)
+    assert len(list((tmp_path / "d" / "log").glob("*.pwzst"))) == len(backlog)
+    assert Store.open_readonly(tmp_path / "d").query().to_pylist() == expected(trades, *ALL_TIME)
