@@ -1260,3 +1260,35 @@ def test_a_close_leaves_the_backlog_plain_and_a_cancelled_compression_keeps_the_
         assert s.wait_compressed(60)
     assert len(list((tmp_path / "d" / "log").glob("*.pwzst"))) == len(backlog)
     assert Store.open_readonly(tmp_path / "d").query().to_pylist() == expected(trades, *ALL_TIME)
+
+
+def test_a_failed_commit_under_the_hold_is_named_and_cleared_by_the_next_one(tmp_path, monkeypatch):
+    """With the hold (the recorder's mode) an fsync error does not raise into the connections: the
+    disk state names it (`disk error since ...`) until a commit succeeds; without it, it raises."""
+    import errno as errno_mod
+
+    failing = {"on": False}
+    sync = store_mod.ActiveSegment.sync
+
+    def flaky(segment):
+        if failing["on"]:
+            raise OSError(errno_mod.EIO, "Input/output error")
+        sync(segment)
+
+    monkeypatch.setattr(store_mod.ActiveSegment, "sync", flaky)
+    with Store(tmp_path / "d", fsync_interval=0, hold_on_disk_full=True) as store:
+        failing["on"] = True
+        store.append_trades(_batch(0))
+        state = store.disk_state()
+        assert state["commit_failures"] == 1 and state["error_since_ns"] > 0 and state["unsynced_bytes"] > 0, state
+        assert state["summary"].startswith("disk error since ") and state["full_since_ns"] == 0
+        failing["on"] = False
+        store.append_trades(_batch(10))
+        state = store.disk_state()
+        assert (state["error_since_ns"], state["unsynced_bytes"], state["summary"]) == (0, 0, ""), state
+        assert state["commit_failures"] == 1 and store.query().num_rows == 20
+    with Store(tmp_path / "e", fsync_interval=0) as plain:
+        failing["on"] = True
+        with pytest.raises(OSError, match="Input/output error"):
+            plain.append_trades(_batch(0))
+        failing["on"] = False
