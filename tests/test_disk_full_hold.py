@@ -18,6 +18,7 @@ import textwrap
 import pytest
 
 import pumpwatch
+import pumpwatch.purepy
 from pumpwatch.collector import Collector
 from pumpwatch.config import Config, VenueSettings
 from pumpwatch.sim import Simulator
@@ -29,14 +30,15 @@ PER_BATCH = 100
 
 WRITER = textwrap.dedent(
     """
-    import json, resource, sys, time, pumpwatch
+    import json, resource, sys, time, pumpwatch, pumpwatch.purepy
     T0, PER = %d, %d
+    ENGINE = {"rust": pumpwatch.Store, "purepy": pumpwatch.purepy.Store}[sys.argv[2]]
     def batch(b):
         return [pumpwatch.Trade("binance-spot", "BTCUSDT", str(b * PER + j), "77474.10", "0.000021", "sell",
                                 T0 + (b * PER + j) * 1_000_000, T0 + (b * PER + j) * 1_000_000 + 5_000_000)
                 for j in range(PER)]
-    store = pumpwatch.Store(sys.argv[1], fsync_interval=0.05, segment_max_bytes=1 << 20, ring_bytes=64 << 10,
-                            hold_on_disk_full=True)
+    store = ENGINE(sys.argv[1], fsync_interval=0.05, segment_max_bytes=1 << 20, ring_bytes=64 << 10,
+                   hold_on_disk_full=True)
     b = 0
     for _ in range(20):                      # room enough: stored as usual
         store.append_trades(batch(b)); b += 1
@@ -71,9 +73,11 @@ def _lost_ids(reader) -> tuple[set[int], list[dict]]:
     return lost, markers
 
 
-def test_full_disk_holds_the_newest_and_names_what_fell_out(tmp_path):
+@pytest.mark.parametrize("engine", ["rust", "purepy"])
+def test_full_disk_holds_the_newest_and_names_what_fell_out(tmp_path, engine):
+    """The same for both engines (`[log] engine`): the plain-Python store holds as hold.rs does."""
     data = tmp_path / "d"
-    out = subprocess.run([sys.executable, "-c", WRITER, str(data)], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", WRITER, str(data), engine], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout.strip().splitlines()[-1])
     during, after = res["during"], res["after"]
@@ -97,12 +101,14 @@ def test_full_disk_holds_the_newest_and_names_what_fell_out(tmp_path):
     assert report["ok"] and report["trades"] == len(stored), report
 
 
-def test_without_a_hold_a_full_disk_still_raises(tmp_path):
+@pytest.mark.parametrize("engine", ["rust", "purepy"])
+def test_without_a_hold_a_full_disk_still_raises(tmp_path, engine):
     """A plain Store (tools, tests) keeps its contract: DiskFullError, nothing stored damaged."""
     code = textwrap.dedent(
         """
-        import resource, sys, pumpwatch
-        store = pumpwatch.Store(sys.argv[1], fsync_interval=0, segment_max_bytes=4 << 20)
+        import resource, sys, pumpwatch, pumpwatch.purepy
+        ENGINE = {"rust": pumpwatch.Store, "purepy": pumpwatch.purepy.Store}[sys.argv[2]]
+        store = ENGINE(sys.argv[1], fsync_interval=0, segment_max_bytes=4 << 20)
         resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, resource.RLIM_INFINITY))
         try:
             for b in range(3000):
@@ -112,7 +118,9 @@ def test_without_a_hold_a_full_disk_still_raises(tmp_path):
             print("FULL", store.disk_state()["full_since_ns"])
         """
     )
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "d")], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "d"), engine], capture_output=True, text=True, timeout=120
+    )
     assert out.stdout.split() == ["FULL", "0"], out.stderr
 
 
@@ -185,7 +193,7 @@ def _fill(path) -> None:
             pass
 
 
-async def _record_through_full_disk(data_dir, ballast):
+async def _record_through_full_disk(data_dir, ballast, engine):
     sim = Simulator(SIM_VENUES, seed=5, trades_per_s=80.0, backlog=20)
     await sim.start()
     try:
@@ -204,14 +212,11 @@ async def _record_through_full_disk(data_dir, ballast):
         )
         # A new segment every second, so the full disk refuses a new segment during the episode;
         # a 4 KiB hold (the smallest ring), so some of the episode's trades must fall out.
-        store = pumpwatch.Store(
-            data_dir,
-            segment_span_s=1.0,
-            segment_max_bytes=1 << 20,
-            ring_bytes=4096,
-            zstd_level=0,
-            hold_on_disk_full=True,
-        )
+        settings = dict(segment_span_s=1.0, segment_max_bytes=1 << 20, ring_bytes=4096, hold_on_disk_full=True)
+        if engine == "purepy":
+            store = pumpwatch.purepy.Store(data_dir, **settings)
+        else:
+            store = pumpwatch.Store(data_dir, zstd_level=0, **settings)
         collector = Collector(cfg, store)
         stop = asyncio.Event()
         task = asyncio.create_task(collector.run(stop))
@@ -239,9 +244,10 @@ async def _record_through_full_disk(data_dir, ballast):
 
 
 @pytest.mark.timeout(120)
-def test_collector_keeps_its_connections_through_a_full_disk(tiny_filesystem):
+@pytest.mark.parametrize("engine", ["rust", "purepy"])
+def test_collector_keeps_its_connections_through_a_full_disk(tiny_filesystem, engine):
     data = tiny_filesystem / "data"
-    during, metrics, after, sent = asyncio.run(_record_through_full_disk(data, tiny_filesystem / "ballast"))
+    during, metrics, after, sent = asyncio.run(_record_through_full_disk(data, tiny_filesystem / "ballast", engine))
     assert during is not None, "the disk filled and trades fell out of the hold"
     assert "pumpwatch_disk_full 1\n" in metrics and during["disk"]["summary"].startswith("disk full since ")
     assert after["disk"]["summary"] == ""

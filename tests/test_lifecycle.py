@@ -20,6 +20,7 @@ from collections import Counter
 import pytest
 
 import pumpwatch
+import pumpwatch.purepy
 from pumpwatch.collector import SILENT_CHECK_S, Collector, Shard, VenueRecorder
 from pumpwatch.config import Config, ConnectionSettings, VenueSettings
 from pumpwatch.sim import SimVenue
@@ -58,6 +59,7 @@ class Run:
         connection: dict | None = None,
         venues: dict[str, dict] | None = None,
         specs: dict | None = None,
+        engine: str = "rust",
         **cfg,
     ):
         self.sims = sims
@@ -68,7 +70,7 @@ class Run:
             venues=_settings(sims, venues),
             **cfg,
         )
-        self.store = pumpwatch.Store(path)
+        self.store = pumpwatch.purepy.Store(path) if engine == "purepy" else pumpwatch.Store(path)
         self.collector = Collector(self.cfg, self.store, specs=specs)
         self.stop_event = asyncio.Event()
         self.task: asyncio.Task | None = None
@@ -280,14 +282,15 @@ def test_redundancy_setting_is_checked():
 # Silent symbols
 
 
-def test_silent_symbol_alarm_is_raised_resubscribed_and_cleared(tmp_path):
+@pytest.mark.parametrize("engine", ["rust", "purepy"])  # `[log] engine`: the watch reads either store's ring
+def test_silent_symbol_alarm_is_raised_resubscribed_and_cleared(tmp_path, engine):
     venue = "binance-spot"
     symbol = "ETHUSDT"
 
     async def go():
         async with SimVenue(venue, seed=4, trades_per_s=60.0) as sim:
             conn = {"silent_factor": 10.0, "silent_min_s": 1.0}
-            async with Run(tmp_path / "d", {venue: sim}, connection=conn) as run:
+            async with Run(tmp_path / "d", {venue: sim}, connection=conn, engine=engine) as run:
                 rec = run.recorder(venue)
                 assert await wait_until(lambda: rec.activity.get(symbol) and rec.activity[symbol].intervals >= 15, 15)
                 # 1) The venue stops sending the symbol whatever we do: the alarm stays up and

@@ -947,7 +947,7 @@ def test_disk_full_error_type():
 # --- the log package: one module per job, dependencies one way, a public encoder -------------------
 
 # The modules of pumpwatch.purepy.log in dependency order: each imports only modules before it.
-LOG_MODULES = ("record", "segment", "scan", "index", "compress", "writer", "reader", "verify")
+LOG_MODULES = ("record", "segment", "scan", "index", "compress", "hold", "writer", "reader", "verify")
 
 
 def test_log_modules_depend_one_way_and_no_module_imports_a_private_name():
@@ -1002,3 +1002,293 @@ def test_append_encoded_writes_what_append_trades_writes(tmp_path):
     assert len(index) > 16 + 48 and index == b.with_suffix(".pwidx").read_bytes()
     report = verify(tmp_path / "encoded")
     assert report["ok"] and (report["trades"], report["markers"], report["quarantined"]) == (3000, 1, 1)
+
+
+# --- The recorder's store: the same status, ring and disk answers as the Rust store ---------------
+
+_TRADE_FIELDS = ("venue", "symbol", "trade_id", "price", "qty", "side", "ts_ns", "recv_ns", "flags")
+
+
+def _fields(trades) -> list[tuple]:
+    return [tuple(getattr(t, k) for k in _TRADE_FIELDS) for t in trades]
+
+
+def _recorder_views(store) -> dict:
+    """What the recorder reads of its store (collector.status, daemon), on one input."""
+    import pumpwatch
+
+    late = store.ring_reader()
+    store.append_marker("recorder_start", ts_ns=1, detail="venues: binance-usdm")
+    store.append_trades([pumpwatch.Trade(**as_row(trade(i))) for i in range(50)])
+    early = store.ring_reader(from_oldest=True)
+    backfilled = [pumpwatch.Trade(**as_row(trade(i, flags=64))) for i in range(50, 60)]
+    store.ingest_trades(backfilled)  # backfills are in the ring but not live activity
+    first_poll = late.poll()
+    first_of_early = early.poll(max_trades=10)
+    big = [pumpwatch.Trade(**as_row(trade(i, symbol="ETHUSDT", recv_ns=7 + i // 3))) for i in range(100, 20_100)]
+    store.append_trades(big)  # far more than the ring holds: the readers count what they missed
+    activity = late.poll_activity(max_trades=10**9)
+    return {
+        "first_poll": (_fields(first_poll[0]), first_poll[1]),
+        "early": (_fields(first_of_early[0]), first_of_early[1]),
+        "activity": activity,
+        "late_missed": late.missed,
+        "after": late.poll(),
+        "disk": store.disk_state(),
+        "compression": store.compression_stats(),
+        "ingest": store.ingest_stats(),
+    }
+
+
+def test_both_engines_give_the_recorder_the_same_status_ring_and_disk_answers(tmp_path):
+    """`pumpwatch.Store` and `purepy.Store` on the same input: the live ring (trades, what a
+    reader missed, per-symbol activity) and the status dicts (disk, compression) say the same."""
+    import pumpwatch
+
+    rust_store = pumpwatch.Store(tmp_path / "rust", ring_bytes=64 << 10, zstd_level=0, hold_on_disk_full=True)
+    pure_store = Store(tmp_path / "pure", ring_bytes=64 << 10, hold_on_disk_full=True)
+    with rust_store, pure_store:
+        rust, pure = _recorder_views(rust_store), _recorder_views(pure_store)
+    assert pure == rust
+    trades, missed = pure["first_poll"]
+    assert missed == 0 and [t[2] for t in trades] == [str(1000 + i) for i in range(60)]
+    assert [t[2] for t in pure["early"][0]] == [str(1000 + i) for i in range(10)]
+    [(venue, symbol, sightings, last_recv), *others], missed_now = pure["activity"]
+    assert missed_now == pure["late_missed"]
+    # Live ETHUSDT only (three trades a receive time); what the ring dropped is counted missed.
+    assert (venue, symbol, others) == ("binance-usdm", "ETHUSDT", [])
+    assert 0 < pure["late_missed"] < 20_000 and last_recv == 7 + 20_099 // 3
+    seen = range(100 + pure["late_missed"], 20_100)  # the ids the ring still held
+    assert sightings == len({7 + i // 3 for i in seen})
+    assert pure["after"] == ([], 0)
+    assert pure["disk"]["summary"] == "" and pure["disk"]["full_since_ns"] == 0 and pure["disk"]["episodes"] == 0
+    assert set(pure["compression"]) == {
+        "segments",
+        "plain_bytes",
+        "compressed_bytes",
+        "seconds",
+        "pending",
+        "errors",
+        "last_error",
+    }
+    assert Store(tmp_path / "pure").disk_state()["held_records"] == 0
+    closed = Store(tmp_path / "pure2")
+    closed.close()
+    assert closed.disk_state() == rust_store.disk_state() == {"summary": ""}
+
+
+class _Disk:
+    """Stands in for a filesystem that says ENOSPC while `full` (every reservation refused)."""
+
+    def __init__(self, monkeypatch):
+        self.full = False
+        ensure = store_mod.ActiveSegment.ensure_allocated
+
+        def refusing(segment, needed_end, max_bytes):
+            if self.full:
+                raise DiskFullError(28, f"no space left to append (No space left on device) at {segment.path}; advice")
+            return ensure(segment, needed_end, max_bytes)
+
+        monkeypatch.setattr(store_mod.ActiveSegment, "ensure_allocated", refusing)
+        monkeypatch.setattr(store_mod, "HOLD_RETRY_S", 0.0)  # every append tries the disk again
+
+
+def _batch(first: int, n: int = 10) -> list:
+    return [trade(i, recv_ns=1_790_000_000_000_500_000 + first) for i in range(first, first + n)]
+
+
+def test_a_full_disk_is_held_the_newest_kept_and_what_fell_out_named_first(tmp_path, monkeypatch):
+    """hold.rs in plain Python: while the disk refuses, appends return and keep the newest
+    `ring_bytes`; the ring sees held trades as they come (the silent-symbol watch keeps working);
+    when the disk has room, one `gap_unfillable` marker per symbol names exactly the ids that fell
+    out, then everything held is written in order. Counted against what was appended."""
+    disk = _Disk(monkeypatch)
+    store = Store(tmp_path / "d", ring_bytes=4096, hold_on_disk_full=True)
+    reader = store.ring_reader()
+    store.append_trades(_batch(0))
+    disk.full = True
+    for first in range(10, 400, 10):
+        store.append_trades(_batch(first))
+    store.append_marker("connection_down", ts_ns=5, venue="binance-usdm", detail="held too")
+    during = store.disk_state()
+    got, missed = reader.poll(max_trades=10**9)
+    assert len(got) + missed == 400 and got[-1].trade_id == str(1000 + 399)  # held trades reached the ring
+    assert during["full_since_ns"] > 0 and during["reason"].startswith("no space left"), during
+    assert "advice" not in during["reason"] and during["summary"].startswith("disk full since "), during
+    assert 0 < during["held_bytes"] <= 4096 and during["lost_trades_pending"] > 0 and during["episodes"] == 1
+    assert during["held_records"] + during["lost_trades_pending"] == 391  # 390 trades and the marker
+    assert store.query().num_rows == 10  # nothing half-written while full
+    disk.full = False
+    store.append_trades(_batch(400))
+    after = store.disk_state()
+    assert after["full_since_ns"] == 0 and after["held_records"] == 0 and after["summary"] == "", after
+    assert after["lost_trades"] == during["lost_trades_pending"] and after["lost_other"] == 0
+    stored = [int(t) - 1000 for t in store.query().column("trade_id").to_pylist()]
+    markers = store.markers().to_pylist()
+    store.close()
+    lost: set[int] = set()
+    holes = [m for m in markers if m["kind"] == "gap_unfillable"]
+    assert len(holes) == 1, holes
+    for m in holes:
+        a, b = int(m["from_id"]) - 1000, int(m["to_id"]) - 1000
+        assert (m["from_ts_ns"], m["to_ts_ns"]) == (trade(a).ts_ns, trade(b).ts_ns)
+        assert m["detail"].startswith(
+            f"{b - a + 1} trades lost: disk full since {during['full_since_ns']} ns (no space"
+        )
+        assert m["detail"].endswith(
+            "held in memory up to 4096 bytes, the oldest fell out before the disk had room again"
+        )
+        lost.update(range(a, b + 1))
+    assert len(stored) == len(set(stored)) and set(stored).isdisjoint(lost)
+    assert set(stored) | lost == set(range(410)) and len(lost) == after["lost_trades"]
+    assert stored == sorted(stored) and min(lost) >= 10  # written in order; only the episode's trades lost
+    assert [m["kind"] for m in markers] == ["gap_unfillable", "connection_down"]  # the loss named first
+    assert verify(tmp_path / "d")["ok"]
+
+
+def test_a_close_while_the_disk_still_refuses_names_what_is_lost(tmp_path, monkeypatch):
+    disk = _Disk(monkeypatch)
+    store = Store(tmp_path / "d", ring_bytes=4096, hold_on_disk_full=True)
+    store.append_trades(_batch(0))
+    disk.full = True
+    for first in range(10, 200, 10):
+        store.append_trades(_batch(first))
+    with pytest.raises(OSError, match=r"records held in memory since \d+ ns could not be written") as raised:
+        store.close(seal=True)
+    assert raised.value.errno == 28 and "binance-usdm BTCUSDT" in str(raised.value)
+    assert "Free disk space before stopping the recorder" in str(raised.value)
+    assert store.closed and store.disk_state() == {"summary": ""}
+    disk.full = False
+    with Store(tmp_path / "d") as again:  # what was written before is intact
+        assert again.query().num_rows == 10
+
+
+def test_without_a_hold_the_plain_store_raises_and_the_ring_has_only_what_was_written(tmp_path, monkeypatch):
+    disk = _Disk(monkeypatch)
+    with Store(tmp_path / "d", ring_bytes=4096) as store:
+        reader = store.ring_reader()
+        store.append_trades(_batch(0))
+        disk.full = True
+        with pytest.raises(DiskFullError):
+            store.append_trades(_batch(10))
+        assert store.disk_state()["full_since_ns"] == 0  # the caller was told; nothing is held
+        got, missed = reader.poll()
+        assert (len(got), missed) == (10, 0)
+
+
+def test_both_engines_compress_the_backlog_and_what_they_seal_alike(tmp_path):
+    """`zstd_level` on purepy: the sealed segments found plain at open and those this writer seals
+    are compressed on a background thread, with the Rust store's stats; both engines read the
+    result. Before, purepy never compressed (a recorder on it kept every segment plain)."""
+    import pumpwatch
+
+    trades = [trade(i, symbol=["BTCUSDT", "ETHUSDT"][i % 3 == 0]) for i in range(6000)]
+    with Store(tmp_path / "plain", segment_max_bytes=SMALLEST_SEGMENT) as s:
+        for i in range(0, 4000, 500):
+            s.append_trades(trades[i : i + 500])
+    backlog = segment_files(tmp_path / "plain")[:-1]
+    assert len(backlog) >= 3
+    stats = {}
+    for name, engine in (("rust", pumpwatch.Store), ("purepy", Store)):
+        data = tmp_path / name
+        shutil.copytree(tmp_path / "plain", data)
+        with engine(data, segment_max_bytes=SMALLEST_SEGMENT, zstd_level=3) as s:
+            assert s.wait_compressed(60)
+            found = s.compression_stats()
+            s.append_trades(pa.Table.from_pylist([as_row(t) for t in trades[4000:]]))
+            s.roll()
+        compressed = sorted((data / "log").glob("*.pwzst"))
+        assert [p.name for p in segment_files(data)] == [f"{len(compressed) + 1:020d}.pwlog"]  # only the active one
+        stats[name] = found
+        for reader in (pumpwatch.Store.open_readonly(data), Store.open_readonly(data)):
+            assert reader.query().to_pylist() == expected(trades, *ALL_TIME)
+        assert verify(data)["ok"]
+    assert stats["purepy"].keys() == stats["rust"].keys()
+    for name in ("rust", "purepy"):
+        found = stats[name]
+        assert found["segments"] == len(backlog) and found["plain_bytes"] == sum(p.stat().st_size for p in backlog)
+        assert 0 < found["compressed_bytes"] < found["plain_bytes"] and found["seconds"] > 0
+        assert (found["pending"], found["errors"], found["last_error"]) == (0, 0, None)
+    with pytest.raises(InvalidInputError, match="zstd_level 23 is out of range"):
+        Store(tmp_path / "e", zstd_level=23)
+
+
+def test_the_recorder_opens_purepy_with_the_hold_ring_and_level_of_its_config(tmp_path, monkeypatch):
+    """`[log] engine = "purepy"`: `open_store` gives the plain-Python store the recorder's mode (a
+    full disk is held, not raised into the connections) and `ring_bytes` / `zstd_level`."""
+    from pumpwatch.config import from_dict
+    from pumpwatch.daemon import open_store
+
+    cfg = from_dict({"data_dir": str(tmp_path / "d"), "log": {"engine": "purepy", "ring_bytes": 4096, "zstd_level": 5}})
+    disk = _Disk(monkeypatch)
+    store = open_store(cfg)
+    assert isinstance(store, Store)
+    try:
+        disk.full = True
+        for first in range(0, 200, 10):
+            store.append_trades(_batch(first))  # held: never raises
+        state = store.disk_state()
+        assert state["full_since_ns"] > 0 and 0 < state["held_bytes"] <= 4096 and state["lost_trades_pending"] > 0
+        disk.full = False
+        store.append_trades(_batch(200))
+        assert store.disk_state()["held_records"] == 0
+        store.roll()
+        assert store.wait_compressed(30) and store.compression_stats()["segments"] == 1
+    finally:
+        store.close()
+
+
+def test_a_close_leaves_the_backlog_plain_and_a_cancelled_compression_keeps_the_plain_segment(tmp_path):
+    """As compress.rs: closing does not wait for the backlog found at open (an interrupted
+    compression of one gives up between blocks, removing nothing), and what is left plain is
+    compressed by the next writer."""
+    from pumpwatch.purepy.log.compress import compress_segment
+
+    trades = [trade(i) for i in range(9000)]
+    with Store(tmp_path / "d", segment_max_bytes=SMALLEST_SEGMENT) as s:
+        for i in range(0, len(trades), 500):
+            s.append_trades(trades[i : i + 500])
+    backlog = segment_files(tmp_path / "d")[:-1]
+    assert len(backlog) >= 6
+    seq = int(backlog[0].stem)
+    assert not compress_segment(tmp_path / "d" / "log", seq, 3, cancelled=lambda: True)
+    assert backlog[0].exists() and not list((tmp_path / "d" / "log").glob("*.pwzst*"))
+    Store(tmp_path / "d", segment_max_bytes=SMALLEST_SEGMENT, zstd_level=19).close()  # at once
+    assert len(list((tmp_path / "d" / "log").glob("*.pwzst"))) < len(backlog)
+    assert not list((tmp_path / "d" / "log").glob("*.tmp"))
+    with Store(tmp_path / "d", segment_max_bytes=SMALLEST_SEGMENT, zstd_level=3) as s:
+        assert s.wait_compressed(60)
+    assert len(list((tmp_path / "d" / "log").glob("*.pwzst"))) == len(backlog)
+    assert Store.open_readonly(tmp_path / "d").query().to_pylist() == expected(trades, *ALL_TIME)
+
+
+def test_a_failed_commit_under_the_hold_is_named_and_cleared_by_the_next_one(tmp_path, monkeypatch):
+    """With the hold (the recorder's mode) an fsync error does not raise into the connections: the
+    disk state names it (`disk error since ...`) until a commit succeeds; without it, it raises."""
+    import errno as errno_mod
+
+    failing = {"on": False}
+    sync = store_mod.ActiveSegment.sync
+
+    def flaky(segment):
+        if failing["on"]:
+            raise OSError(errno_mod.EIO, "Input/output error")
+        sync(segment)
+
+    monkeypatch.setattr(store_mod.ActiveSegment, "sync", flaky)
+    with Store(tmp_path / "d", fsync_interval=0, hold_on_disk_full=True) as store:
+        failing["on"] = True
+        store.append_trades(_batch(0))
+        state = store.disk_state()
+        assert state["commit_failures"] == 1 and state["error_since_ns"] > 0 and state["unsynced_bytes"] > 0, state
+        assert state["summary"].startswith("disk error since ") and state["full_since_ns"] == 0
+        failing["on"] = False
+        store.append_trades(_batch(10))
+        state = store.disk_state()
+        assert (state["error_since_ns"], state["unsynced_bytes"], state["summary"]) == (0, 0, ""), state
+        assert state["commit_failures"] == 1 and store.query().num_rows == 20
+    with Store(tmp_path / "e", fsync_interval=0) as plain:
+        failing["on"] = True
+        with pytest.raises(OSError, match="Input/output error"):
+            plain.append_trades(_batch(0))
+        failing["on"] = False

@@ -32,7 +32,7 @@ from .capture import save_instruments
 from .config import Config, VenueSettings
 from .connection import ReconnectPolicy, VenueConnection
 from .net import RATE_REFUSALS, Backoff, Budgets, http_fetch, venue_fetch
-from .store import Store
+from .store import RecorderStore
 from .tls import context_for
 from .venues import CLOSED, BackfillRow, HttpFetch, HttpRequest, Instrument, VenueAnswerError, VenueSpec
 from .venues import get as venue_spec
@@ -257,7 +257,7 @@ class VenueRecorder:
         self,
         spec: VenueSpec,
         settings: VenueSettings,
-        store: Store,
+        store: RecorderStore,
         cfg: Config,
         http: HttpFetch,
         budgets: Budgets | None = None,
@@ -1418,7 +1418,7 @@ class Collector:
     def __init__(
         self,
         cfg: Config,
-        store: Store,
+        store: RecorderStore,
         *,
         specs: dict[str, VenueSpec] | None = None,
         http: HttpFetch = http_fetch,
@@ -1455,7 +1455,7 @@ class Collector:
     async def run(self, stop: asyncio.Event) -> None:
         self.store.append_marker("recorder_start", ts_ns=time.time_ns(), detail=f"venues: {', '.join(self.recorders)}")
         tasks = [asyncio.create_task(r.run(), name=v) for v, r in self.recorders.items()]
-        if self.cfg.connection.silent_factor > 0 and hasattr(self.store, "ring_reader"):
+        if self.cfg.connection.silent_factor > 0:
             tasks.append(asyncio.create_task(self.watch_symbols(), name="silent-symbols"))
         try:
             await stop.wait()
@@ -1514,7 +1514,7 @@ class Collector:
             "venues": {v: r.status() for v, r in self.recorders.items()},
             # Per-IP budgets: how much of each allowance is in use, and any hold a venue asked for.
             "budgets": self.budgets.status(),
-            **({"disk": self.store.disk_state()} if hasattr(self.store, "disk_state") else {}),
+            "disk": self.store.disk_state(),
         }
 
 

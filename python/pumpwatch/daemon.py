@@ -24,7 +24,7 @@ from .errors import DataDirError, disk_advice
 from .redact import redact_tree
 from .retention import log_bytes
 from .status import disk_free, serve_status
-from .store import Store, disk_line
+from .store import RecorderStore, Store, disk_line
 
 if TYPE_CHECKING:  # the simulator, the watcher and the sink load only when configured
     from .sim import Simulator
@@ -166,7 +166,7 @@ def check_data_dir(data_dir: str | os.PathLike[str]) -> str:
     return path
 
 
-def open_store(cfg: Config):
+def open_store(cfg: Config) -> RecorderStore:
     """The store the recorder writes through: the Rust path, or with `[log] engine = "purepy"`
     the plain-Python one (same log, same ingest rules; the benchmarks' baseline)."""
     if cfg.log.engine == "purepy":
@@ -178,6 +178,9 @@ def open_store(cfg: Config):
             fsync_interval=cfg.log.fsync_interval,
             segment_span_s=cfg.log.segment_span_s,
             segment_max_bytes=cfg.log.segment_max_bytes,
+            ring_bytes=cfg.log.ring_bytes,
+            zstd_level=cfg.log.zstd_level,
+            hold_on_disk_full=True,
         )
     return Store(
         cfg.data_dir,
@@ -190,7 +193,9 @@ def open_store(cfg: Config):
     )
 
 
-async def _maintain(cfg: Config, store, warnings: list[str], stop: asyncio.Event, every_s: float = 60.0) -> None:
+async def _maintain(
+    cfg: Config, store: RecorderStore, warnings: list[str], stop: asyncio.Event, every_s: float = 60.0
+) -> None:
     """Retention and the low-disk watchdog, every minute while the recorder runs."""
     from .retention import RetentionPolicy, apply_retention, low_disk
 
@@ -210,7 +215,7 @@ async def _maintain(cfg: Config, store, warnings: list[str], stop: asyncio.Event
             log.warning("%s", warning)
         # While the disk is full, retention (by its own rules) runs every few seconds: space it
         # frees lets the held records out sooner.
-        disk = store.disk_state() if hasattr(store, "disk_state") else {}
+        disk = store.disk_state()
         try:
             await asyncio.wait_for(stop.wait(), min(every_s, 5.0) if disk.get("full_since_ns") else every_s)
         except TimeoutError:
@@ -246,8 +251,7 @@ def _status_with_disk(
             st["captures"] = captures.status()
         st["disk_free_bytes"] = disk_free(cfg.data_dir)
         st["log_bytes"] = log_bytes(cfg.data_dir)  # plain and zstd-compressed segments
-        if hasattr(collector.store, "compression_stats"):
-            st["compression"] = collector.store.compression_stats()
+        st["compression"] = collector.store.compression_stats()
         return redact_tree(st)  # errors from a database or a venue may quote a DSN or a key
 
     return status

@@ -8,6 +8,7 @@ queries); the log itself is `pumpwatch.purepy.log`, one module per job as in `ru
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import math
 import operator
@@ -16,18 +17,23 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
 from ..errors import DiskFullError, InvalidInputError, InvalidTradeError, StoreClosedError, StoreLockedError
 from ..schema import MARKER_SCHEMA, TRADE_SCHEMA
-from .log.compress import compress_segment, resolve_compressions
+from ..store import HOLD_RETRY_S, disk_line
+from .log.compress import MAX_LEVEL, Compressor, compress_segment, resolve_compressions
+from .log.hold import Hold
 from .log.index import IndexEntry
 from .log.reader import read_records
 from .log.record import (
     FLAG_NON_TRADE,
+    FRAME_HEADER,
     I64_MAX,
     I64_MIN,
+    KIND_TRADE,
     VENUES,
     MarkerRecord,
     QuarantinedRecord,
@@ -41,6 +47,7 @@ from .log.scan import FrameWalk
 from .log.segment import HEADER_LEN, STATE_SEALED, fsync_dir, is_compressed, list_segments, parse_header
 from .log.verify import verify
 from .log.writer import DISK_FULL_ERRNOS, SEGMENT_MAX_BYTES_RANGE, ActiveSegment, RecoveryReport, disk_full_error
+from .ring import RingReader, TradeRing
 
 # What this module exported before the log moved to `pumpwatch.purepy.log`, exported the same.
 __all__ = [
@@ -129,10 +136,26 @@ class Store:
     commit runs on appends: a batch is fsynced when `fsync_interval` has passed since the last
     fsync, so the last batch before a quiet period is fsynced by the next append, `flush()` or
     `close()`.
+
+    Every trade appended also goes to a live ring of the newest `ring_bytes` (`ring_reader`). With
+    `hold_on_disk_full` (the recorder's mode, as the Rust store's) a full or failing disk does not
+    raise into the caller: the newest `ring_bytes` of records wait in memory and are written when
+    the disk has room again, what fell out named by `gap_unfillable` markers (see `disk_state`).
+    Sealed segments are compressed with zstd at `zstd_level` on a background thread, as the Rust
+    store does; 0 (this store's default, so that its files stay comparable byte for byte with
+    the Rust store's plain ones) keeps them plain.
     """
 
     def __init__(
-        self, path, *, fsync_interval: float = 1.0, segment_span_s: float = 3600.0, segment_max_bytes: int = 1 << 30
+        self,
+        path,
+        *,
+        fsync_interval: float = 1.0,
+        segment_span_s: float = 3600.0,
+        segment_max_bytes: int = 1 << 30,
+        ring_bytes: int = 128 << 20,
+        zstd_level: int = 0,
+        hold_on_disk_full: bool = False,
     ):
         for name, seconds in (("fsync_interval", fsync_interval), ("segment_span_s", segment_span_s)):
             if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and 0 <= seconds < 1e9):
@@ -144,7 +167,31 @@ class Store:
             raise InvalidInputError(
                 f"segment_max_bytes {segment_max_bytes} is out of range; use {low} to {high} (1 TiB)"
             )
+        if not (isinstance(ring_bytes, int) and 0 <= ring_bytes <= 1 << 40):
+            raise InvalidInputError(f"ring_bytes must be a number of bytes from 0 to 1 TiB, not {ring_bytes}")
+        if not (isinstance(zstd_level, int) and 0 <= zstd_level <= MAX_LEVEL):
+            raise InvalidInputError(
+                f"zstd_level {zstd_level} is out of range; use 1 (fastest) to {MAX_LEVEL} (smallest), 3 being "
+                f"the default, or 0 to keep sealed segments uncompressed"
+            )
         self._init_paths(path)
+        self._ring = TradeRing(ring_bytes)
+        # The hold (see the class docstring): its bound is the ring's, as the Rust store's.
+        self._hold_limit = ring_bytes if hold_on_disk_full else 0
+        self._hold_retry_s = HOLD_RETRY_S
+        self._disk: dict[str, Any] = {
+            "full_since_ns": 0,
+            "error_since_ns": 0,
+            "reason": "",
+            "lost_trades": 0,
+            "lost_other": 0,
+            "episodes": 0,
+            "commit_failures": 0,
+            "last_error": "",
+        }
+        self._unsynced_bytes = 0  # appended since the last fsync that succeeded
+        self._sync_failed = False
+        self._batch_written = 0  # frames of the batch being written that are in the log
         self._writable = True
         self._fsync_interval = fsync_interval
         self._span_ns = int(segment_span_s * 1e9)
@@ -160,6 +207,13 @@ class Store:
         except BaseException:
             self._release()
             raise
+        if zstd_level > 0:
+            compressor = Compressor(self._log_dir, zstd_level)
+            self._compressor: Compressor | None = compressor
+            # What earlier writers sealed and left plain (or a crash left mid-compression).
+            for seq, path in list_segments(self._log_dir):
+                if seq < self._writing.seq and not is_compressed(path):
+                    compressor.request(seq, backlog=True)
 
     @classmethod
     def open_readonly(cls, path) -> Store:
@@ -183,6 +237,10 @@ class Store:
         self._log_dir = self._dir / "log"
         self._mutex = threading.RLock()
         self._closed = False
+        self._hold: Hold | None = None
+        self._hold_wake = threading.Event()
+        self._hold_thread: threading.Thread | None = None
+        self._compressor = None
 
     # -- opening for writing
 
@@ -375,41 +433,140 @@ class Store:
         `trade_ts[i]` is the exchange time of frame i when it is a trade (the sparse index keeps
         each block's trade-time range), None for any other record. The encoders have checked
         every field; this only places the frames in the log.
+
+        With a hold (`hold_on_disk_full`), a disk that refuses the frames does not fail the
+        append: they are kept in memory, after what is held already, and written when the disk
+        has room again (see `disk_state`).
         """
         with self._mutex:
             self._check_writable()
-            sizes = [len(f) for f in frames]
-            plan = self._plan(sizes)
-            # Reserve every byte the batch needs before writing any: running out of space then
-            # leaves the store exactly as it was.
-            active_end = self._writing.end
-            new_segment_ends: list[int] = []
-            for _, _, nbytes, new in plan:
-                if new:
-                    new_segment_ends.append(HEADER_LEN + nbytes)
-                elif new_segment_ends:
-                    new_segment_ends[-1] += nbytes
-                else:
-                    active_end += nbytes
-            reserved: list[ActiveSegment] = []
+            if self._hold is not None:
+                self._try_release()
+            if self._hold is not None:
+                # Still refused: after what is already held, in order.
+                self._hold.push(frames, trade_ts)
+                self._push_ring(frames)
+                return
             try:
-                self._writing.ensure_allocated(active_end, self._max_bytes)
-                for seq, needed_end in enumerate(new_segment_ends, self._writing.seq + 1):
-                    reserved.append(ActiveSegment.reserve(self._log_dir, seq, needed_end, self._max_bytes))
+                self._write(frames, trade_ts)
             except OSError as exc:
-                for segment in reserved:
-                    segment.discard()
-                if exc.errno in DISK_FULL_ERRNOS and not isinstance(exc, DiskFullError):
-                    raise disk_full_error(exc, self._log_dir) from exc
-                raise
-            pending = iter(reserved)
-            for first, stop, _, new in plan:
+                written = self._batch_written
+                if not self._hold_limit:
+                    self._push_ring(frames[:written])
+                    raise
+                hold = self._start_hold(exc)
+                hold.push(frames[written:], trade_ts[written:])
+            self._push_ring(frames)
+            if self._fsync_interval == 0 or time.monotonic() - self._last_sync >= self._fsync_interval:
+                self._sync()
+
+    def _write(self, frames: list[bytes], trade_ts: list[int | None]) -> None:
+        """Places frames in the log: every byte reserved before any is written, so a full disk
+        leaves the store as it was. `_batch_written` says how many frames are in the log when an
+        error comes later (a batch spanning segments)."""
+        self._batch_written = 0
+        sizes = [len(f) for f in frames]
+        plan = self._plan(sizes)
+        # Reserve every byte the batch needs before writing any: running out of space then
+        # leaves the store exactly as it was.
+        active_end = self._writing.end
+        new_segment_ends: list[int] = []
+        for _, _, nbytes, new in plan:
+            if new:
+                new_segment_ends.append(HEADER_LEN + nbytes)
+            elif new_segment_ends:
+                new_segment_ends[-1] += nbytes
+            else:
+                active_end += nbytes
+        reserved: list[ActiveSegment] = []
+        try:
+            self._writing.ensure_allocated(active_end, self._max_bytes)
+            for seq, needed_end in enumerate(new_segment_ends, self._writing.seq + 1):
+                reserved.append(ActiveSegment.reserve(self._log_dir, seq, needed_end, self._max_bytes))
+        except OSError as exc:
+            for segment in reserved:
+                segment.discard()
+            if exc.errno in DISK_FULL_ERRNOS and not isinstance(exc, DiskFullError):
+                raise disk_full_error(exc, self._log_dir) from exc
+            raise
+        pending = iter(reserved)
+        try:
+            for first, stop, nbytes, new in plan:
                 if new:
                     self._switch_to(next(pending))
                 self._writing.write(b"".join(frames[first:stop]), sizes[first:stop], trade_ts[first:stop])
-            self._dirty = True
-            if self._fsync_interval == 0 or time.monotonic() - self._last_sync >= self._fsync_interval:
-                self._sync()
+                self._batch_written = stop
+                self._unsynced_bytes += nbytes
+                self._dirty = True
+        finally:
+            for segment in pending:
+                segment.discard()  # reserved for pieces an error left unwritten
+
+    def _push_ring(self, frames: list[bytes]) -> None:
+        trades = [f for f in frames if f[FRAME_HEADER] == KIND_TRADE]
+        if trades:
+            self._ring.push_frames(trades)
+
+    def _start_hold(self, exc: OSError) -> Hold:
+        full = isinstance(exc, DiskFullError) or exc.errno in DISK_FULL_ERRNOS
+        now = time.time_ns()
+        # The operation and path, without the advice meant for a caller whose append failed.
+        reason = (exc.strerror or str(exc)).split("; ")[0] if full else str(exc)
+        disk = self._disk
+        disk["episodes"] += 1
+        disk["last_error"] = disk["reason"] = reason
+        if full:
+            disk["full_since_ns"] = now
+        elif not disk["error_since_ns"]:
+            disk["error_since_ns"] = now
+        hold = self._hold = Hold(self._hold_limit, now, reason, full)
+        hold.next_try = time.monotonic() + self._hold_retry_s
+        if self._hold_thread is None or not self._hold_thread.is_alive():
+            # Appends try the disk again as they come; this tries it when none come.
+            self._hold_thread = threading.Thread(target=self._retry_held, name="pumpwatch-purepy-hold", daemon=True)
+            self._hold_thread.start()
+        return hold
+
+    def _retry_held(self) -> None:
+        while not self._hold_wake.wait(max(self._hold_retry_s, 0.01)):
+            with self._mutex:
+                if self._closed or self._hold is None:
+                    return
+                self._try_release()
+                if self._hold is None:
+                    self._sync()
+                    return
+
+    def _try_release(self) -> None:
+        """Writes what is held (when its retry time has come): first the markers naming what fell
+        out, then the held records in order. Stops at the first refusal, keeping the rest."""
+        hold = self._hold
+        if hold is None or time.monotonic() < hold.next_try:
+            return
+        hold.next_try = time.monotonic() + self._hold_retry_s
+        disk = self._disk
+        try:
+            markers = hold.loss_markers(time.time_ns())
+            if markers:
+                self._write(markers, [None] * len(markers))
+                disk["lost_trades"] += hold.lost_trades()
+                disk["lost_other"] += hold.lost_other
+                hold.clear_lost()
+            while (front := hold.front()) is not None:
+                try:
+                    self._write(*front)
+                except OSError:
+                    hold.consumed_front(self._batch_written)
+                    raise
+                hold.consumed_front(len(front[0]))
+        except OSError as exc:
+            disk["last_error"] = str(exc)
+            return
+        self._hold = None
+        disk["full_since_ns"] = 0
+        if not self._sync_failed:
+            disk["error_since_ns"] = 0
+            disk["reason"] = ""
 
     def _switch_to(self, segment: ActiveSegment) -> None:
         # The new segment is named before the old one is sealed: a crash in between leaves two
@@ -417,6 +574,8 @@ class Store:
         segment.activate()
         old, self._active = self._writing, segment
         old.seal()
+        if self._compressor is not None:
+            self._compressor.request(old.seq)
 
     def roll(self) -> None:
         """Seals the active segment now and starts a new one."""
@@ -427,8 +586,28 @@ class Store:
 
     def _sync(self) -> None:
         if self._dirty:
-            self._writing.sync()
+            try:
+                self._writing.sync()
+            except OSError as exc:
+                if not self._hold_limit:
+                    raise
+                # Named in `disk_state` and tried again at the next commit.
+                disk = self._disk
+                disk["commit_failures"] += 1
+                disk["last_error"] = str(exc)
+                if not disk["error_since_ns"]:
+                    disk["error_since_ns"] = time.time_ns()
+                    disk["reason"] = str(exc)
+                self._sync_failed = True
+                self._last_sync = time.monotonic()
+                return
         self._dirty = False
+        self._unsynced_bytes = 0
+        if self._sync_failed:
+            self._sync_failed = False
+            if self._hold is None:
+                self._disk["error_since_ns"] = 0
+                self._disk["reason"] = ""
         self._last_sync = time.monotonic()
 
     def flush(self) -> None:
@@ -442,6 +621,64 @@ class Store:
         """What recovery found and did when the directory was opened."""
         self._check_writable()
         return self._recovery.as_dict()
+
+    def disk_state(self) -> dict:
+        """Disk trouble, with the keys and meaning of `pumpwatch.Store.disk_state`:
+        `full_since_ns` / `error_since_ns` (0 when none), `reason`, `held_records`/`held_bytes`
+        waiting in memory, `unsynced_bytes` whose commit failed, `lost_trades_pending` (fell out
+        of the hold, named once the disk has room), `lost_trades`/`lost_other` (named so far),
+        `episodes`, `commit_failures`, `last_error`, `index_behind`, and `summary`: the line status
+        pages show, empty when all is well. A closed store has no disk trouble left to report."""
+        with self._mutex:
+            if self._closed:
+                return {"summary": ""}
+            self._check_writable()
+            disk, hold = self._disk, self._hold
+            state = {
+                "full_since_ns": disk["full_since_ns"],
+                "error_since_ns": disk["error_since_ns"],
+                "reason": disk["reason"],
+                "held_records": hold.records if hold else 0,
+                "held_bytes": hold.bytes if hold else 0,
+                "unsynced_bytes": self._unsynced_bytes if self._sync_failed else 0,
+                "lost_trades_pending": hold.lost_trades() if hold else 0,
+                "lost_trades": disk["lost_trades"],
+                "lost_other": disk["lost_other"],
+                "episodes": disk["episodes"],
+                "commit_failures": disk["commit_failures"],
+                "last_error": disk["last_error"],
+                "index_behind": self._writing.index_behind,
+            }
+        state["summary"] = disk_line(state) or ""
+        return state
+
+    def compression_stats(self) -> dict:
+        """Background compression so far, with the keys of `pumpwatch.Store.compression_stats`:
+        `segments`, `plain_bytes`, `compressed_bytes`, `seconds`, `pending` (queued or running),
+        `errors`, `last_error` (None when none); zeros when `zstd_level` is 0."""
+        if self._compressor is not None:
+            return self._compressor.stats()
+        return {
+            "segments": 0,
+            "plain_bytes": 0,
+            "compressed_bytes": 0,
+            "seconds": 0.0,
+            "pending": 0,
+            "errors": 0,
+            "last_error": None,
+        }
+
+    def wait_compressed(self, timeout_s: float = 60.0) -> bool:
+        """Waits until every sealed segment is compressed (those found plain at open included);
+        False if `timeout_s` passed first."""
+        return self._compressor is None or self._compressor.wait_idle(timeout_s)
+
+    def ring_reader(self, from_oldest: bool = False) -> RingReader:
+        """A reader of the most recent trades appended by this store (the writer never waits for
+        it; `poll()` says how many it missed), as `pumpwatch.Store.ring_reader`'s; its trades are
+        `TradeRecord`s."""
+        self._check_writable()
+        return self._ring.reader(from_oldest)
 
     # -- reading
 
@@ -539,17 +776,48 @@ class Store:
     def close(self, seal: bool = False) -> None:
         """Commits and releases the directory. The active segment stays active, and the next
         writer appends to it; `seal=True` seals it (and starts a new, empty one) first."""
-        with self._mutex:
-            if self._closed:
-                return
-            try:
-                if self._writable:
-                    if seal and self._writing.end > HEADER_LEN:
-                        self.roll()
-                    self._sync()
-            finally:
-                self._closed = True
-                self._release()
+        try:
+            with self._mutex:
+                if self._closed:
+                    return
+                self._hold_wake.set()
+                try:
+                    if self._writable:
+                        hold = self._hold
+                        if hold is not None:
+                            hold.next_try = 0.0
+                            self._try_release()
+                        if self._hold is not None:
+                            self._sync()
+                            raise self._held_at_close(self._hold)
+                        if seal and self._writing.end > HEADER_LEN:
+                            self.roll()
+                        self._sync()
+                finally:
+                    self._closed = True
+                    if self._compressor is not None:
+                        # The segments this store sealed are compressed before the directory is
+                        # released; the backlog found at open and not compressed yet is left to
+                        # the next writer.
+                        self._compressor.stop()
+                    self._release()
+        finally:
+            if self._hold_thread is not None:
+                self._hold_thread.join()
+
+    def _held_at_close(self, hold: Hold) -> OSError:
+        """The error a close raises when the disk still refuses what is held: what is lost."""
+        spans = "; ".join(
+            f"{s.venue} {s.symbol} {s.trades} trades ids {s.from_id}..{s.to_id} ts {s.from_ts_ns}..{s.to_ts_ns}"
+            for s in hold.lost
+        )
+        return OSError(
+            errno.ENOSPC if hold.disk_full else errno.EIO,
+            f"{hold.records} records held in memory since {hold.since_ns} ns could not be written to "
+            f"{self._log_dir} ({hold.reason}); they are lost with this process"
+            + (f", as are {spans} that fell out earlier" if spans else "")
+            + ". Free disk space before stopping the recorder",
+        )
 
     def _release(self) -> None:
         active = getattr(self, "_active", None)

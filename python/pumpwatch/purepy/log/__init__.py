@@ -8,6 +8,7 @@ One module per job, named like the Rust module that does the same job (`rust/cor
     scan      `FrameWalk`, the one frame walker every read of the log goes through
     index     the sparse time index (`.pwidx`) and the blocks it is built from
     compress  compressed sealed segments (`.pwzst`)
+    hold      what the writer keeps in memory while the disk refuses records
     writer    the active segment: reservation, appends, sealing, recovery on open
     reader    every record readers can see, through the index
     verify    the read-only walk `pumpwatch verify` reports from

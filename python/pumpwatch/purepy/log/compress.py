@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -279,12 +283,13 @@ def resolve_compressions(log_dir: Path) -> list[str]:
     return notes
 
 
-def compress_segment(log_dir, seq: int, level: int = 3) -> bool:
+def compress_segment(log_dir, seq: int, level: int = 3, cancelled: Callable[[], bool] | None = None) -> bool:
     """Compresses sealed segment `seq` of `log_dir` into `.pwzst` exactly as docs/FORMAT.md says
     (the reference for the Rust writer's background compression): one zstd frame per index block
     rebuilt from the records, written under a temporary name, synced, checked against the plain
     bytes, renamed; then the plain segment and its index are removed. Returns False when there is
-    nothing to do (not sealed, already compressed, gone)."""
+    nothing to do (not sealed, already compressed, gone) or when `cancelled()` turned true between
+    two blocks (compress.rs `compress_segment_unless`: the plain segment is kept)."""
     log_dir = Path(log_dir)
     plain_path = log_dir / segment_file_name(seq)
     final = log_dir / compressed_file_name(seq)
@@ -313,6 +318,8 @@ def compress_segment(log_dir, seq: int, level: int = 3) -> bool:
         entry = blocks.add(end, record.ts_ns if type(record) is TradeRecord else None)
         if entry:
             entries.append(entry)
+            if cancelled is not None and cancelled():
+                return False
     last = blocks.finish()
     if last:
         entries.append(last)
@@ -324,6 +331,8 @@ def compress_segment(log_dir, seq: int, level: int = 3) -> bool:
     data_at = FRAME_TABLE_AT + FRAME_ENTRY_LEN * len(entries)
     frames, table, at = [], [], data_at
     for e in entries:
+        if cancelled is not None and cancelled():
+            return False
         frame = compressor.compress(data[e.start : e.end])
         body = _FRAME_ENTRY.pack(*e, at, len(frame), crc32c.crc32c(frame))
         table.append(body + _U32.pack(crc32c.crc32c(body)) + bytes(4))
@@ -355,3 +364,105 @@ def compress_segment(log_dir, seq: int, level: int = 3) -> bool:
     index_path(plain_path).unlink(missing_ok=True)
     fsync_dir(log_dir)
     return True
+
+
+MAX_LEVEL = 22  # compress.rs MAX_LEVEL
+
+
+class Compressor:
+    """The writer's background compressor (compress.rs `Compressor`): one thread at a lower CPU
+    priority than the appends, working through sealed segments in order; it never touches the
+    active segment. On `stop` it finishes the segments this writer sealed and leaves the backlog
+    found at open for the next writer, abandoning one it is compressing (closing stays quick)."""
+
+    def __init__(self, log_dir: Path, level: int) -> None:
+        self._log_dir = Path(log_dir)
+        self._level = level
+        self._cond = threading.Condition()
+        # (seq, backlog): backlog = found plain when the writer opened; the others it sealed.
+        self._queue: deque[tuple[int, bool]] = deque()
+        self._busy = False
+        self._busy_with_backlog = False
+        self._abandon = False  # set by `stop` for a backlog segment being compressed
+        self._stopping = False
+        self._done = {"segments": 0, "plain_bytes": 0, "compressed_bytes": 0, "seconds": 0.0}
+        self._errors = 0
+        self._last_error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="pumpwatch-zstd", daemon=True)
+        self._thread.start()
+
+    def request(self, seq: int, backlog: bool = False) -> None:
+        """Queues a sealed segment (one this writer sealed, or `backlog`: found plain at open)."""
+        with self._cond:
+            if all(s != seq for s, _ in self._queue):
+                self._queue.append((seq, backlog))
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        """Lets the thread finish the segments this writer sealed, drops the backlog, then ends."""
+        with self._cond:
+            self._stopping = True
+            self._queue = deque(item for item in self._queue if not item[1])
+            self._abandon = self._busy and self._busy_with_backlog
+            self._cond.notify_all()
+        self._thread.join()
+
+    def stats(self) -> dict:
+        """`segments`, `plain_bytes`, `compressed_bytes`, `seconds`, `pending` (queued or running),
+        `errors`, `last_error` (None when none): the keys and order of the Rust store's."""
+        with self._cond:
+            return {
+                **self._done,
+                "pending": len(self._queue) + self._busy,
+                "errors": self._errors,
+                "last_error": self._last_error,
+            }
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Waits until nothing is queued or running; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._busy and not self._queue, max(0.0, timeout_s))
+
+    def _abandoned(self) -> bool:
+        return self._abandon  # only ever set while a backlog segment is being compressed
+
+    def _run(self) -> None:
+        try:
+            # Appends come first (Linux: a thread's nice value is its own).
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        except OSError:
+            pass
+        while True:
+            with self._cond:
+                while not self._queue:
+                    if self._stopping:
+                        self._cond.notify_all()
+                        return
+                    self._cond.notify_all()
+                    self._cond.wait()
+                seq, backlog = self._queue.popleft()
+                self._busy = True
+                self._busy_with_backlog = backlog
+            started = time.monotonic()
+            plain = self._log_dir / segment_file_name(seq)
+            error = None
+            sizes = None
+            try:
+                plain_bytes = plain.stat().st_size
+                if compress_segment(self._log_dir, seq, self._level, self._abandoned):
+                    sizes = (plain_bytes, (self._log_dir / compressed_file_name(seq)).stat().st_size)
+            except FileNotFoundError:
+                pass  # deleted by retention meanwhile
+            except Exception as exc:  # the plain segment stays, and stays readable; the next open tries again
+                error = f"compressing segment {seq}: {exc}"
+            with self._cond:
+                self._busy = False
+                if sizes is not None:
+                    self._done["segments"] += 1
+                    self._done["plain_bytes"] += sizes[0]
+                    self._done["compressed_bytes"] += sizes[1]
+                    self._done["seconds"] += time.monotonic() - started
+                if error is not None:
+                    self._errors += 1
+                    self._last_error = error
+                self._cond.notify_all()

@@ -284,6 +284,12 @@ class ActiveSegment:
             os.close(self._index_fd)
             self._index_fd = None
 
+    @property
+    def index_behind(self) -> bool:
+        """The index file stopped growing (a failed append): readers scan past its last entry
+        until the seal rewrites it whole."""
+        return self._index_fd is None
+
     def sync(self) -> None:
         os.fsync(self.fd)
 
