@@ -785,7 +785,9 @@ class Bybit(Venue):
             default,
             1,
             most,
-            lambda m: self.error_body("REST params error", retCode=10001, retMsg=f"params error: {m}"),
+            lambda m: self.error_body(
+                "REST params error", retCode=10001, retMsg=f"params error: {m}", time=_ms(self.sim.now_ns())
+            ),
         )
         rows = [
             {
@@ -1533,6 +1535,7 @@ class Gate(Venue):
                 "id": f.trade_id,
                 "create_time": f.ts_ns // 10**9,
                 "create_time_ms": f"{_ms(f.ts_ns)}.{f.ts_ns % 1_000_000:06d}"[:-3],
+                "currency_pair": inst.symbol,
                 "side": f.side,
                 "amount": inst.qty_text(f.qty),
                 "price": inst.price_text(f.price),
