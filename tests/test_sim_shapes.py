@@ -437,6 +437,16 @@ def test_a_template_that_breaks_the_rules_is_refused_with_a_reason(body, complai
         Template("test", "bad", body)
 
 
+def test_a_dec_value_is_a_json_number_kept_exactly():
+    # Gate futures REST writes its trade times as JSON numbers with three decimals (`dec`).
+    tpl = Template("test", "rest", [{"t": "{t:dec}"}])
+    assert tpl.render([{"t": "1787319911.612"}]) == '[{"t":1787319911.612}]'
+    assert json.dumps(tpl.fill([{"t": "1787319911.612"}]), separators=(",", ":")) == '[{"t":1787319911.612}]'
+    with pytest.raises(TemplateError, match="not kept exactly"):
+        tpl.fill([{"t": "1787319911.61200000001"}])
+    assert tpl.specimen() == [{"t": 0.5}] and shape(tpl.specimen()) == ("array", frozenset({shape({"t": 1.5})}))
+
+
 def test_control_kinds_encode_what_a_client_sent():
     """`str` and `json` go through the JSON encoder: a client's quote or backslash comes back as
     the same text, a request id as the JSON value it sent."""
