@@ -190,7 +190,7 @@ UNHELD_TEMPLATES: dict[tuple[str, str], str] = {
     ("gate-futures", "REST trades"): "§8",
     **{(v, "error"): "§1.1 (its example leaves `id` out: `...`)" for v in ("binance-spot", "binance-usdm")},
     ("bybit-spot", "reply with req_id"): "§3.1 (linear's req_id position)",
-    **{(v, name): "§4.1" for v in ("okx-spot", "okx-swap") for name in ("error", "notice")},
+    **{(v, "error"): "§4.1" for v in ("okx-spot", "okx-swap")},
     **{(v, "error"): "§5.1" for v in ("kucoin-spot", "kucoin-futures")},
     **{
         (v, name): "§7.1"
@@ -222,6 +222,7 @@ DOCUMENTED_FRAMES: dict[tuple[str, str], tuple[tuple[str, ...], dict[str, Any]]]
     ("gate-futures", "pong"): (("gate-futures.pong.jsonl",), {}),
     **{(v, "pong"): (("kucoin.pong.json",), {}) for v in ("kucoin-spot", "kucoin-futures")},
     **{(v, "REST error"): (("okx.rest-error.jsonl",), {}) for v in ("okx-spot", "okx-swap")},
+    **{(v, "notice"): (("okx.notice.json",), {}) for v in ("okx-spot", "okx-swap")},
     **{(v, "REST error"): (("gate.rest-error.json",), {}) for v in ("gate-spot", "gate-futures")},
     **{
         (v, name): (("bybit.rest-error.jsonl",), {})
