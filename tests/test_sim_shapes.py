@@ -14,6 +14,11 @@ frame per message type, values as placeholders). Each template is held here agai
 messages, and every frame the simulator sends has exactly its template's shape. Its control messages
 (acks, errors, welcomes, pongs, notices: the files' `control` section) are templates too, each held
 to a real control frame in tests/samples/*.control.jsonl or a documented one, or named unheld.
+
+Frames published outside tests/samples (docs examples quoted byte for byte, third-party captures)
+live in tests/data/documented/, one file each, with a header of `//` lines naming the source, the
+place (URL or repo@commit:path) and the date; DOCUMENTED_FRAMES and REST hold templates to them, and
+CONTRADICTED names those a published frame contradicts that another part of the work must fix.
 """
 
 from __future__ import annotations
@@ -97,11 +102,13 @@ def _document(name: str) -> tuple[dict[str, str], str]:
 
 def documented(name: str) -> list[Any]:
     """The published frames of tests/data/documented/<name>: one a line in a `.jsonl` file, else
-    one JSON document (its `//` comments dropped) or, with `format: python` / `format: javascript`
-    in the header, one object literal as a client's test wrote it."""
+    one JSON document (its `//` comments dropped) or, with `format: python` / `javascript` / `c++`
+    in the header, one literal as a client's test wrote it."""
     header, text = _document(name)
     if header.get("format") == "python":
         return [ast.literal_eval(text)]
+    if header.get("format") == "c++":  # adjacent raw string literals R"(...)": their contents joined
+        return [json.loads("".join(re.findall(r'R"\((.*?)\)"', text)))]
     if header.get("format") == "javascript":  # an object literal: bare keys, single-quoted strings
         text = re.sub(r"'([^'\\]*)'", r'"\1"', text)
         return [json.loads(re.sub(r"([{,]\s*)([A-Za-z_][A-Za-z0-9_]*):", r'\1"\2":', text))]
@@ -198,7 +205,6 @@ UNHELD_TEMPLATES: dict[tuple[str, str], str] = {
         for name in ("pong", "pong with id", "error", "error with id", "subscribe ack with id")
         if (v, name) != ("gate-futures", "pong")
     },
-    ("gate-futures", "futures.system"): "§12 Announced cuts",
     **{(v, "error"): "§9.1" for v in ("phemex-spot", "phemex-perp")},
     # Phemex's REST error bodies: no capture, no published one (PHX-DOCS gives the `code`/`msg`
     # envelope of the non-/md endpoints only), and docs/VENUES.md quotes none.
@@ -214,12 +220,14 @@ UNHELD_TEMPLATES: dict[tuple[str, str], str] = {
 #: placeholders stand for in the comparison). REST trade answers are held in REST below instead,
 #: where the simulator's live answer is held too.
 DOCUMENTED_FRAMES: dict[tuple[str, str], tuple[tuple[str, ...], dict[str, Any]]] = {
+    # Binance spot's docs; USDⓈ-M's stream docs do not mention serverShutdown: its shape is spot's.
     **{
         (v, f"serverShutdown {stream}"): ((f"binance.serverShutdown-{stream}.json",), {})
         for v in ("binance-spot", "binance-usdm")
         for stream in ("raw", "combined")
     },
     ("gate-futures", "pong"): (("gate-futures.pong.jsonl",), {}),
+    ("gate-futures", "futures.system"): (("gate-futures.system.txt",), {}),
     **{(v, "pong"): (("kucoin.pong.json",), {}) for v in ("kucoin-spot", "kucoin-futures")},
     **{(v, "REST error"): (("okx.rest-error.jsonl",), {}) for v in ("okx-spot", "okx-swap")},
     **{(v, "notice"): (("okx.notice.json",), {}) for v in ("okx-spot", "okx-swap")},
