@@ -197,7 +197,6 @@ UNHELD_TEMPLATES: dict[tuple[str, str], str] = {
     ("gate-futures", "REST trades"): "§8",
     **{(v, "error"): "§1.1 (its example leaves `id` out: `...`)" for v in ("binance-spot", "binance-usdm")},
     ("bybit-spot", "reply with req_id"): "§3.1 (linear's req_id position)",
-    **{(v, "error"): "§4.1" for v in ("okx-spot", "okx-swap")},
     **{(v, "error"): "§5.1" for v in ("kucoin-spot", "kucoin-futures")},
     **{
         (v, name): "§7.1"
@@ -231,6 +230,7 @@ DOCUMENTED_FRAMES: dict[tuple[str, str], tuple[tuple[str, ...], dict[str, Any]]]
     **{(v, "pong"): (("kucoin.pong.json",), {}) for v in ("kucoin-spot", "kucoin-futures")},
     **{(v, "REST error"): (("okx.rest-error.jsonl",), {}) for v in ("okx-spot", "okx-swap")},
     **{(v, "notice"): (("okx.notice.json",), {}) for v in ("okx-spot", "okx-swap")},
+    **{(v, "error"): (("okx.error.jsonl",), {}) for v in ("okx-spot", "okx-swap")},
     **{(v, "REST error"): (("gate.rest-error.json",), {}) for v in ("gate-spot", "gate-futures")},
     **{
         (v, name): (("bybit.rest-error.jsonl",), {})
