@@ -204,13 +204,12 @@ UNHELD_TEMPLATES: dict[tuple[str, str], str] = {
         for name in ("pong", "pong with id", "error", "error with id", "subscribe ack with id")
         if (v, name) != ("gate-futures", "pong")
     },
-    **{(v, "error"): "§9.1" for v in ("phemex-spot", "phemex-perp")},
-    # Phemex's REST error bodies: no capture, no published one (PHX-DOCS gives the `code`/`msg`
-    # envelope of the non-/md endpoints only), and docs/VENUES.md quotes none.
+    # Phemex's rate limit and handshake refusal: no capture, no published body (PHX-DOCS gives the
+    # `code`/`msg` envelope of the non-/md endpoints and HTTP 429 only), and docs/VENUES.md quotes none.
     **{
         (v, name): "§9.1, §9.3"
         for v in ("phemex-spot", "phemex-perp")
-        for name in ("REST error", "REST rate limited", "handshake refused")
+        for name in ("REST rate limited", "handshake refused")
     },
 }
 
@@ -231,6 +230,8 @@ DOCUMENTED_FRAMES: dict[tuple[str, str], tuple[tuple[str, ...], dict[str, Any]]]
     **{(v, "REST error"): (("okx.rest-error.jsonl",), {}) for v in ("okx-spot", "okx-swap")},
     **{(v, "notice"): (("okx.notice.json",), {}) for v in ("okx-spot", "okx-swap")},
     **{(v, "error"): (("okx.error.jsonl",), {}) for v in ("okx-spot", "okx-swap")},
+    **{(v, "error"): (("phemex.error.jsonl",), {"id": 106}) for v in ("phemex-spot", "phemex-perp")},
+    **{(v, "REST error"): (("phemex.rest-error.jsonl",), {}) for v in ("phemex-spot", "phemex-perp")},
     **{(v, "REST error"): (("gate.rest-error.json",), {}) for v in ("gate-spot", "gate-futures")},
     **{
         (v, name): (("bybit.rest-error.jsonl",), {})
