@@ -1119,6 +1119,16 @@ def test_gate_futures_rows_take_side_from_the_size_sign():
     assert_storable(rows)
 
 
+def test_gate_futures_rest_times_are_seconds_whatever_create_time_ms_says():
+    # Gate's REST answer writes both times in seconds with three decimals (a live answer of
+    # 2026-08 as a client noted it; ccxt PR #25299; Gate's SDK docs); read as milliseconds they
+    # made every backfilled futures trade a trade of January 1970.
+    body = '[{"id":814154096,"create_time":1787319911.612,"create_time_ms":1787319911.612,"contract":"BTC_USDT","size":-5910,"price":"77389.5"}]'
+    (row,) = SPECS["gate-futures"].parse_backfill(body, "BTC_USDT")
+    assert row["ts_ns"] == 1_787_319_911_612_000_000
+    assert (row["qty"], row["side"]) == ("5910", "sell")
+
+
 def test_phemex_spot_rows_unscale_and_key_by_content():
     body = (
         '{"error":null,"id":0,"result":{"sequence":15934323,"symbol":"sBTCUSDT","trades":'

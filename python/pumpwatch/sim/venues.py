@@ -153,6 +153,11 @@ def _ms(ts_ns: int) -> int:
     return ts_ns // 1_000_000
 
 
+def _s3(ts_ns: int) -> str:
+    """Seconds with three decimals (`1787319911.612`), as Gate futures REST writes its trade times."""
+    return f"{ts_ns // 10**9}.{ts_ns // 1_000_000 % 1000:03d}"
+
+
 def _num_id(f: Fill) -> int:
     """A Binance fill's id: Binance ids are consecutive integers, so every fill has one."""
     assert f.num_id is not None, f"fill {f.trade_id} has no integer id"
@@ -790,7 +795,9 @@ class Bybit(Venue):
             default,
             1,
             most,
-            lambda m: self.error_body("REST params error", retCode=10001, retMsg=f"params error: {m}"),
+            lambda m: self.error_body(
+                "REST params error", retCode=10001, retMsg=f"params error: {m}", time=_ms(self.sim.now_ns())
+            ),
         )
         rows = [
             {
@@ -1540,8 +1547,9 @@ class Gate(Venue):
             return 200, wire.fill(
                 {
                     "id": f.num_id,
-                    "create_time": f.ts_ns // 10**9,
-                    "create_time_ms": _ms(f.ts_ns),
+                    # Both seconds with three decimals, whatever create_time_ms's name says (§8, the template's source).
+                    "create_time": _s3(f.ts_ns),
+                    "create_time_ms": _s3(f.ts_ns),
                     "contract": inst.symbol,
                     "size": size(inst, f),
                     "price": inst.price_text(f.price),
@@ -1554,6 +1562,7 @@ class Gate(Venue):
                 "id": f.trade_id,
                 "create_time": f.ts_ns // 10**9,
                 "create_time_ms": f"{_ms(f.ts_ns)}.{f.ts_ns % 1_000_000:06d}"[:-3],
+                "currency_pair": inst.symbol,
                 "side": f.side,
                 "amount": inst.qty_text(f.qty),
                 "price": inst.price_text(f.price),

@@ -220,7 +220,14 @@ class GateSpec(VenueSpec):
         # size > 0: taker bought, < 0: taker sold; in contracts of quanto_multiplier (§8)
         size = str(r["size"])
         side = "sell" if size.startswith("-") else "buy"
-        ts = to_ns(r["create_time_ms"], 1_000_000) if "create_time_ms" in r else to_ns(r["create_time"], 1_000_000_000)
+        if "create_time_ms" in r:
+            # REST writes create_time_ms in seconds with three decimals (1787319911.612: Gate's SDK
+            # docs, ccxt PR #25299), whatever its name says; a value of 10^11 or more is taken as the
+            # milliseconds of the name (no time in seconds reaches it before the year 5138).
+            ms = str(r["create_time_ms"])
+            ts = to_ns(ms, 1_000_000 if len(ms.split(".")[0].lstrip("-")) > 11 else 1_000_000_000)
+        else:
+            ts = to_ns(r["create_time"], 1_000_000_000)
         flags = FLAGS["INTERNAL"] if r.get("is_internal") is True else 0
         return backfill_row(self.id, symbol, r["id"], r["price"], size.lstrip("-"), side, ts, flags)
 

@@ -23,6 +23,8 @@ that varies replaced by a placeholder: a JSON string that is all `{name}` or `{n
 - `text` (the default): a JSON string (`"BTCUSDT"`, `"Buy"`, a hex order id);
 - `num`: a JSON string holding a plain decimal (`"83680.00"`, a nanosecond time `"1729843222921000000"`);
 - `int`: a JSON integer; `bool`: `true` or `false`;
+- `dec`: a JSON number with a fraction, written as given (Gate futures REST times in seconds with
+  three decimals, `1787319911.612`); `fill` refuses a value a float would not keep exactly;
 - `str`: a JSON string, escaped (free text that may carry what a client sent: an error message);
 - `json`: any JSON value, encoded (a request id echoed back as the client sent it: a number, a
   string or null; a list of streams).
@@ -48,12 +50,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).parent
-KINDS = ("text", "num", "int", "bool", "str", "json")
+KINDS = ("text", "num", "int", "dec", "bool", "str", "json")
 SECTIONS = ("messages", "control", "errors")
 #: A placeholder as JSON text: the quoted `{name}` / `{name:kind}` of a template value.
 _PLACEHOLDER = re.compile(r'"\{([A-Za-z_][A-Za-z0-9_]*)(?::([a-z]+))?\}"')
@@ -152,7 +155,7 @@ class Template:
         """The template as a JSON value with each placeholder replaced by a value of its kind: what
         a test compares with real frames in shape. A `json` placeholder, which has no one kind,
         stands for null unless `examples` gives it a value (as do any others it names)."""
-        stand_in = {"text": "x", "num": "0", "int": 0, "bool": False, "str": "x", "json": None}
+        stand_in = {"text": "x", "num": "0", "int": 0, "dec": 0.5, "bool": False, "str": "x", "json": None}
 
         def fill(v: Any) -> Any:
             if isinstance(v, dict):
@@ -167,7 +170,24 @@ class Template:
         return fill(self.template)
 
 
-_COERCE: dict[str, Any] = {"text": str, "num": str, "int": int, "bool": bool, "str": str, "json": lambda v: v}
+def _json_decimal(value: Any) -> float:
+    """A `dec` value as the JSON number the server's encoder writes (a float, by its shortest
+    text): refused where that would not be the decimal given."""
+    number = float(value)
+    if Decimal(repr(number)) != Decimal(str(value)):
+        raise TemplateError(f"{value!r} is not kept exactly by a JSON number; give fewer digits")
+    return number
+
+
+_COERCE: dict[str, Any] = {
+    "text": str,
+    "num": str,
+    "int": int,
+    "dec": _json_decimal,
+    "bool": bool,
+    "str": str,
+    "json": lambda v: v,
+}
 
 
 def _dumps(value: Any) -> str:
