@@ -1402,7 +1402,15 @@ class Gate(Venue):
 
     def _reply(self, client: VenueClient, name: str, req_id: Any, **fields: Any) -> None:
         now = self.sim.now_ns()
-        client.send(self.control(name, req_id, time=now // 10**9, time_ms=_ms(now), conn_id=client.conn_id, **fields))
+        # A refusal echoes the request's payload and a trace id of its own (the documented failed
+        # attempt); the other replies' templates have no place for them.
+        fields.setdefault("payload", [])
+        trace_id = f"{self.sim.conn_rng.getrandbits(128):032x}"
+        client.send(
+            self.control(
+                name, req_id, time=now // 10**9, time_ms=_ms(now), conn_id=client.conn_id, trace_id=trace_id, **fields
+            )
+        )
 
     def on_text(self, client, text):
         msg = loads(text)
@@ -1428,7 +1436,14 @@ class Gate(Venue):
         if unknown:
             word = "contract" if self.futures else "currency pair"
             return self._reply(
-                client, "error", req_id, channel=trades, event=event, code=2, message=f"unknown {word} {unknown[0]}"
+                client,
+                "error",
+                req_id,
+                channel=trades,
+                event=event,
+                payload=payload,
+                code=2,
+                message=f"unknown {word} {unknown[0]}",
             )
         for p in payload:  # subscriptions are additive across requests (§7.1)
             (self.sim.subscribe if event == "subscribe" else self.sim.unsubscribe)(client, f"{trades}:{p}")
