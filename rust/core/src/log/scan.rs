@@ -1,6 +1,9 @@
 //! Walking frames: the one place that decides what a valid record is, used by recovery,
 //! readers and `verify` alike.
 
+use std::convert::Infallible;
+use std::ops::ControlFlow;
+
 use crate::record::{self, FRAME_HEADER, KIND_MARKER, KIND_QUARANTINE, KIND_TRADE, MAX_PAYLOAD};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,12 +157,31 @@ pub fn walk_published(
     published: usize,
     mut on_record: impl FnMut(usize, &[u8]),
 ) -> WalkOutcome {
+    let walked = walk_published_until(bytes, start, end, published, |off, p| {
+        on_record(off, p);
+        ControlFlow::<Infallible>::Continue(())
+    });
+    match walked {
+        ControlFlow::Continue(out) => out,
+        ControlFlow::Break(never) => match never {},
+    }
+}
+
+/// `walk_published` that `on_record` can stop (`verify` is stopped by its caller, e.g. Ctrl-C):
+/// `Break` comes back at once, with what the walk found so far dropped.
+pub fn walk_published_until<B>(
+    bytes: &[u8],
+    start: usize,
+    end: usize,
+    published: usize,
+    mut on_record: impl FnMut(usize, &[u8]) -> ControlFlow<B>,
+) -> ControlFlow<B, WalkOutcome> {
     let end = end.min(bytes.len());
     let mut out = WalkOutcome { valid_end: start, ..Default::default() };
     let mut off = start;
     loop {
         if let Some(payload) = frame_at(bytes, off, end) {
-            on_record(off, payload);
+            on_record(off, payload)?;
             out.records += 1;
             off += FRAME_HEADER + payload.len();
             out.valid_end = off;
@@ -182,7 +204,7 @@ pub fn walk_published(
             }
         }
     }
-    out
+    ControlFlow::Continue(out)
 }
 
 #[cfg(test)]
