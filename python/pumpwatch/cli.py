@@ -48,12 +48,16 @@ class _VerifyShown:
                 TimeRemainingColumn,
             )
 
-            header = self.header
+            header, console = self.header, self.console
 
             class Bar(Progress):
                 def get_renderables(self) -> Iterator[Any]:
                     yield header()  # above the bar: what is verified (the total is known from the first telling)
-                    yield self.make_tasks_table(self.tasks)
+                    table = self.make_tasks_table(self.tasks)
+                    # Room at the right for the "^C" the terminal echoes: a full line would wrap, and
+                    # the line cleared when the bar goes would be the wrong one.
+                    table.width = max(20, console.width - 3)
+                    yield table
 
             self.bar = Bar(
                 BarColumn(bar_width=None),
@@ -61,6 +65,7 @@ class _VerifyShown:
                 DownloadColumn(),
                 TextColumn("{task.fields[segments]}"),
                 TimeRemainingColumn(),
+                TextColumn("left"),
                 console=self.console,
                 transient=True,
                 expand=True,
@@ -78,10 +83,8 @@ class _VerifyShown:
 
     def fraction(self) -> str:
         done, total, segments_done, segments_total = self.told
-        percent = 100 * done // total if total else 100
-        return (
-            f"{percent}% ({done / 1e9:,.2f} of {total / 1e9:,.2f} GB, {segments_done:,} of {segments_total:,} segments)"
-        )
+        percent = 100 * done / total if total else 100
+        return f"{percent:.0f}% ({done / 1e9:,.2f} of {total / 1e9:,.2f} GB, {segments_done:,} of {segments_total:,} segments)"
 
     def __call__(self, done: int, total: int, segments_done: int, segments_total: int) -> None:
         self.told = (done, total, segments_done, segments_total)
