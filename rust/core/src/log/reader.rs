@@ -638,9 +638,10 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
     }
 }
 
-/// How far `verify` is. Bytes are the segment files' sizes on disk (plain or compressed, as
-/// `pumpwatch.retention.log_bytes` counts them) when the walk began; a segment's bytes are done
-/// as the walk passes them, and all of them once the segment is checked.
+/// How far `verify` is. Bytes are the sizes on disk, when the walk began, of the segment files it
+/// reads (plain or compressed: what `pumpwatch.retention.log_bytes` counts, except while a
+/// compression finishes, when the plain file is read); a segment's bytes are done as the walk
+/// passes them (compressed ones frame by frame), and all of them once the segment is checked.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VerifyProgress {
     pub bytes_done: u64,
