@@ -197,3 +197,25 @@ def test_ctrl_c_in_the_cli_exits_130_and_says_nothing_changed(log_dir, monkeypat
     assert f"interrupted at 0% (0.00 of {log_bytes(log_dir) / 1e9:,.2f} GB, 0 of {n} segments)" in err
     assert "nothing was changed" in err
     assert _files_as_they_are(log_dir) == before
+
+
+def test_while_the_recorder_writes_the_live_segment_counts_as_listed(tmp_path):
+    """The writer's segment is preallocated and grows: verify counts it at its size when listed,
+    reads it up to the published end, and still ends at exactly the total it announced."""
+    d = tmp_path / "data"
+    with pumpwatch.Store(d, segment_max_bytes=1 << 20) as store:
+        for k in range(4):
+            store.append_trades(make_trades(5_000, seed=k))
+        calls: list[tuple[int, ...]] = []
+
+        def progress(*told):
+            calls.append(told)
+            if len(calls) == 1:
+                store.append_trades(make_trades(3_000, seed=9))  # during the walk: after the listing
+
+        report = pumpwatch.verify(d, progress=progress)
+        assert report["ok"] and report["writer_running"]
+        assert report["trades"] in (20_000, 23_000)  # the published end when the live segment is read
+    total = calls[0][1]
+    assert calls[-1] == (total, total, calls[0][3], calls[0][3])
+    assert all(a[0] <= b[0] for a, b in itertools.pairwise(calls))
