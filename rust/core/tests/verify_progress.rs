@@ -140,3 +140,28 @@ fn a_break_from_the_callback_stops_the_walk_at_once() {
         assert!(at.segments_done < at.segments_total, "stopped before the end: {at:?}");
     }
 }
+
+#[test]
+fn the_bar_moves_over_a_long_damaged_span() {
+    let dir = log_of(400_000, 24 << 20, 0);
+    let first = fs::read_dir(dir.path().join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pwlog"))
+        .min()
+        .unwrap();
+    // 12 MiB of garbage (no zeros) in the middle of the first segment.
+    let (from, to) = (4usize << 20, 16usize << 20);
+    let mut bytes = fs::read(&first).unwrap();
+    let mut x: u32 = 0x9e37_79b9;
+    for b in &mut bytes[from..to] {
+        x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        *b = (x >> 24) as u8 | 1;
+    }
+    fs::write(&first, &bytes).unwrap();
+    let (seen, report) = told(dir.path());
+    check_told(&seen, &segment_files(dir.path()));
+    assert!(report.damaged.iter().any(|d| d.offset as usize <= from + 200 && d.offset + d.length >= to as u64));
+    let inside = seen.iter().filter(|p| p.bytes_done > from as u64 && p.bytes_done < to as u64).count() as u64;
+    assert!(inside >= ((to - from) as u64) / VERIFY_PROGRESS_STEP - 1, "{inside} tellings inside the damage");
+}

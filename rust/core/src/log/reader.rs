@@ -970,8 +970,11 @@ fn verify_plain<B, F: FnMut(VerifyProgress) -> ControlFlow<B>>(
     let entries = index::read_index(&segment::index_path(path), end as u64);
     let mut blocks = BlockTally::new(&entries);
     let walked = scan::walk_published_until(map, HEADER_LEN, end, published, |off, p| {
-        totals.add(&map[off..], p);
-        blocks.add(off, p);
+        // `None`: a step over a damaged span, told like a record so that the bar moves over it.
+        if let Some(p) = p {
+            totals.add(&map[off..], p);
+            blocks.add(off, p);
+        }
         ticker.passed(off as u64)
     });
     let outcome = match walked {
