@@ -6,6 +6,7 @@ and defaults. The classes are `@final` because PyO3 classes cannot be subclassed
 the disjoint base their own layout makes them); they are made by `__new__` (PyO3's `#[new]`), so
 the constructor's parameters are written there."""
 
+from collections.abc import Callable
 from os import PathLike
 from pathlib import Path
 from typing import Any, Self, final
@@ -172,7 +173,9 @@ class LogReader:
     def quarantined(self, start_ns: int, end_ns: int) -> list[tuple[str | None, int, str, bytes]]: ...
     def tail(self, seq: int, offset: int, max_records: int = 65536) -> dict[str, Any]: ...
 
-def verify(path: str | PathLike[str]) -> dict[str, Any]: ...
+def verify(
+    path: str | PathLike[str], progress: Callable[[int, int, int, int], object] | None = None
+) -> dict[str, Any]: ...
 def parse_frame(
     venue: str, frame: bytes | str, recv_ns: int = 0, phemex_spot_scales: dict[str, tuple[int, int]] | None = None
 ) -> tuple[list[Trade], list[tuple[int, int] | None], tuple[str, str] | None, list[str]]: ...

@@ -7,8 +7,8 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import EXIT_DISK, EXIT_SIGNAL, EXIT_SOFTWARE, describe, exit_code_for
@@ -22,27 +22,106 @@ if TYPE_CHECKING:  # the commands import what they use when run: `pumpwatch --he
     from .config import Config
 
 
-def _cmd_verify(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+class _VerifyShown:
+    """How far `verify` is, on stderr: a bar (bytes done of the total, percent, segments, time
+    left) redrawn in place on a terminal, and gone when done; else a plain line at each tenth.
+    `told` is the last `(bytes_done, bytes_total, segments_done, segments_total)`."""
 
-    from .retention import log_bytes
+    def __init__(self, data_dir: str) -> None:
+        from rich.console import Console
+
+        self.data_dir = data_dir
+        self.console = Console(stderr=True)
+        self.told = (0, 0, 0, 0)
+        self.tenths_said = -1
+        self.bar: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> _VerifyShown:
+        if self.console.is_terminal:
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TaskProgressColumn,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            header, console = self.header, self.console
+
+            class Bar(Progress):
+                def get_renderables(self) -> Iterator[Any]:
+                    yield header()  # above the bar: what is verified (the total is known from the first telling)
+                    table = self.make_tasks_table(self.tasks)
+                    # Room at the right for the "^C" the terminal echoes: a full line would wrap, and
+                    # the line cleared when the bar goes would be the wrong one.
+                    table.width = max(20, console.width - 3)
+                    yield table
+
+            self.bar = Bar(
+                BarColumn(bar_width=None),
+                TaskProgressColumn(),
+                DownloadColumn(),
+                TextColumn("{task.fields[segments]}"),
+                TimeRemainingColumn(),
+                TextColumn("left"),
+                console=self.console,
+                transient=True,
+                expand=True,
+            )
+            self.bar.__enter__()
+            self.task = self.bar.add_task("verify", total=None, segments="")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def header(self) -> str:
+        return f"verifying {self.told[1] / 1e9:,.2f} GB of log in {self.data_dir}"
+
+    def fraction(self) -> str:
+        done, total, segments_done, segments_total = self.told
+        percent = 100 * done / total if total else 100
+        return f"{percent:.0f}% ({done / 1e9:,.2f} of {total / 1e9:,.2f} GB, {segments_done:,} of {segments_total:,} segments)"
+
+    def __call__(self, done: int, total: int, segments_done: int, segments_total: int) -> None:
+        self.told = (done, total, segments_done, segments_total)
+        if self.bar is not None:
+            self.bar.update(
+                self.task, completed=done, total=total, segments=f"{segments_done:,}/{segments_total:,} segments"
+            )
+            return
+        tenths = 10 * done // total if total else 10
+        if tenths > self.tenths_said:
+            if self.tenths_said < 0:
+                print(self.header(), file=sys.stderr, flush=True)
+            self.tenths_said = tenths
+            print(f"verify: {self.fraction()}", file=sys.stderr, flush=True)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
     from .store import verify
 
-    # One walk of the whole log in Rust: an elapsed-time spinner (on a terminal) says it is working.
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        transient=True,
-        console=Console(stderr=True),
-    ) as progress:
-        progress.add_task(f"verifying {log_bytes(args.data_dir) / 1e9:,.2f} GB of log in {args.data_dir}", total=None)
-        report = verify(args.data_dir)
-        gaps = _gap_summary(args.data_dir) if report["segments"] else {}
+    # One walk of the whole log in Rust, telling how far it is (a bar on a terminal). It only reads:
+    # stopped by Ctrl-C, nothing is left half done.
+    shown = _VerifyShown(args.data_dir)
+    try:
+        with shown:
+            report = verify(args.data_dir, progress=shown)
+            gaps = _gap_summary(args.data_dir) if report["segments"] else {}
+    except KeyboardInterrupt:
+        print(
+            f"pumpwatch verify: interrupted at {shown.fraction()}; nothing was changed (verify only reads "
+            f"the log); run it again to check the whole log",
+            file=sys.stderr,
+        )
+        return EXIT_SIGNAL + signal.SIGINT
     if args.json:
         print(json.dumps({**report, "gaps": gaps}, indent=2))
     else:
+        from rich.console import Console
         from rich.table import Table
 
         console = Console()

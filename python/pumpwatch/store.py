@@ -9,7 +9,7 @@ Trades cross into Rust either as `Trade` objects or as the Arrow buffers of a `p
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
@@ -355,11 +355,16 @@ def disk_line(disk: dict | None) -> str | None:
     return line + f"; {disk.get('reason', '')[:160]} - {advice}"
 
 
-def verify(path: str | os.PathLike[str]) -> dict:
+def verify(path: str | os.PathLike[str], progress: Callable[[int, int, int, int], object] | None = None) -> dict:
     """Walks every record of every segment and reports records, segments and any damage:
     `{"ok", "segments", "records", "trades", "markers", "quarantined", "bytes", "damaged",
-    "torn_tail", "headers", "writer_running"}`. Read-only; safe while the recorder runs."""
-    return _core.verify(os.fspath(path))
+    "torn_tail", "headers", "writer_running"}`. Read-only; safe while the recorder runs.
+
+    `progress(bytes_done, bytes_total, segments_done, segments_total)` is called before the walk,
+    at most every 50 ms while it goes (bytes are the segment files' sizes on disk, as
+    `retention.log_bytes` counts them) and once at the end with `bytes_done == bytes_total`. An
+    exception it raises, and Ctrl-C, stops the walk and propagates; nothing is changed on disk."""
+    return _core.verify(os.fspath(path), progress)
 
 
 class TradeView(Protocol):

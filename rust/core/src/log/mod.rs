@@ -15,7 +15,7 @@ pub mod tail;
 pub mod writer;
 
 pub use compress::CompressionStats;
-pub use reader::{LogReader, MarkerQuery, TradeColumns, TradeQuery, VerifyReport};
+pub use reader::{LogReader, MarkerQuery, TradeColumns, TradeQuery, VerifyProgress, VerifyReport};
 pub use segment::FORMAT_VERSION;
 pub use writer::{LogConfig, LogWriter, RecoveryReport, SyncJob};
 

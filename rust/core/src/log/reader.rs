@@ -2,7 +2,9 @@
 //! window queries through the sparse index, markers, quarantined frames, and `verify`.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::fs::File;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -630,35 +632,135 @@ pub fn writer_running(dir: &Path) -> bool {
 
 /// Walks every record of every segment and reports what is damaged. Read-only.
 pub fn verify(dir: &Path) -> Result<VerifyReport> {
+    match verify_with_progress(dir, |_| ControlFlow::<Infallible>::Continue(()))? {
+        ControlFlow::Continue(report) => Ok(report),
+        ControlFlow::Break(never) => match never {},
+    }
+}
+
+/// How far `verify` is. Bytes are the sizes on disk, when the walk began, of the segment files it
+/// reads (plain or compressed: what `pumpwatch.retention.log_bytes` counts, except while a
+/// compression finishes, when the plain file is read); a segment's bytes are done as the walk
+/// passes them (compressed ones frame by frame), and all of them once the segment is checked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VerifyProgress {
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub segments_done: u64,
+    pub segments_total: u64,
+}
+
+/// Within a segment, progress is told every this many bytes: a 1 GB segment moves a bar ~250
+/// times, and one comparison per record is all the walk pays between two tellings.
+pub const VERIFY_PROGRESS_STEP: u64 = 4 << 20;
+
+/// Tells `on_progress` how far the walk is: once before it starts, every
+/// [`VERIFY_PROGRESS_STEP`] bytes within a segment, and after each segment (the last telling has
+/// `bytes_done == bytes_total` and `segments_done == segments_total`). Never backwards.
+struct Ticker<F> {
+    on_progress: F,
+    at: VerifyProgress,
+    segment_base: u64,
+    segment_size: u64,
+    next: u64,
+}
+
+impl<B, F: FnMut(VerifyProgress) -> ControlFlow<B>> Ticker<F> {
+    fn begin_segment(&mut self, size: u64) {
+        self.segment_base = self.at.bytes_done;
+        self.segment_size = size;
+        self.next = VERIFY_PROGRESS_STEP;
+    }
+
+    /// The walk of the current segment is at byte `within` of its file.
+    #[inline]
+    fn passed(&mut self, within: u64) -> ControlFlow<B> {
+        if within < self.next {
+            return ControlFlow::Continue(());
+        }
+        self.next = within.saturating_add(VERIFY_PROGRESS_STEP);
+        // A file that grew since the listing (the live segment) is counted as it was listed.
+        self.tell(self.segment_base + within.min(self.segment_size))
+    }
+
+    fn end_segment(&mut self) -> ControlFlow<B> {
+        self.at.segments_done += 1;
+        self.tell(self.segment_base + self.segment_size)
+    }
+
+    fn tell(&mut self, done: u64) -> ControlFlow<B> {
+        self.at.bytes_done = self.at.bytes_done.max(done);
+        (self.on_progress)(self.at)
+    }
+}
+
+/// [`verify`], telling `on_progress` how far it is (see [`Ticker`]); `on_progress` returning
+/// `Break` stops the walk at once and comes back as `Ok(Break)`.
+pub fn verify_with_progress<B>(
+    dir: &Path,
+    on_progress: impl FnMut(VerifyProgress) -> ControlFlow<B>,
+) -> Result<ControlFlow<B, VerifyReport>> {
     let mut report = VerifyReport { writer_running: writer_running(dir), ..Default::default() };
     let segments = segment::list_segments(&dir.join(LOG_DIR))?;
     let last = segments.last().map(|(s, _)| *s);
-    for (seq, path) in segments {
-        let name = segment::segment_file_name(seq);
-        if segment::is_compressed_path(&path) {
-            verify_compressed(&mut report, seq, &path)?;
-            continue;
-        }
-        let Some(map) = segment::map_readonly(&path)? else {
-            let compressed = dir.join(LOG_DIR).join(segment::compressed_file_name(seq));
-            if compressed.exists() {
-                // Compressed since the listing.
-                verify_compressed(&mut report, seq, &compressed)?;
-                continue;
-            }
-            report.headers.push(DamageReport {
-                segment: name,
-                offset: 0,
-                length: 0,
-                reason: "[header] empty segment file".into(),
-            });
-            continue;
-        };
-        report.segments += 1;
-        let live = report.writer_running && Some(seq) == last;
-        verify_plain(&mut report, &name, &path, &map, live)?;
+    // A file gone since the listing (retention) counts 0 and is skipped below as before.
+    let sizes: Vec<u64> = segments.iter().map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len())).collect();
+    let mut ticker = Ticker {
+        on_progress,
+        at: VerifyProgress {
+            bytes_total: sizes.iter().sum(),
+            segments_total: segments.len() as u64,
+            ..Default::default()
+        },
+        segment_base: 0,
+        segment_size: 0,
+        next: 0,
+    };
+    if let ControlFlow::Break(b) = ticker.tell(0) {
+        return Ok(ControlFlow::Break(b));
     }
-    Ok(report)
+    for ((seq, path), size) in segments.into_iter().zip(sizes) {
+        ticker.begin_segment(size);
+        if let ControlFlow::Break(b) = verify_segment(&mut report, dir, seq, &path, last, &mut ticker)? {
+            return Ok(ControlFlow::Break(b));
+        }
+        if let ControlFlow::Break(b) = ticker.end_segment() {
+            return Ok(ControlFlow::Break(b));
+        }
+    }
+    Ok(ControlFlow::Continue(report))
+}
+
+/// `verify` of the segment `seq` listed at `path`, plain or compressed.
+fn verify_segment<B, F: FnMut(VerifyProgress) -> ControlFlow<B>>(
+    report: &mut VerifyReport,
+    dir: &Path,
+    seq: u64,
+    path: &Path,
+    last: Option<u64>,
+    ticker: &mut Ticker<F>,
+) -> Result<ControlFlow<B>> {
+    let name = segment::segment_file_name(seq);
+    if segment::is_compressed_path(path) {
+        return verify_compressed(report, seq, path, ticker);
+    }
+    let Some(map) = segment::map_readonly(path)? else {
+        let compressed = dir.join(LOG_DIR).join(segment::compressed_file_name(seq));
+        if compressed.exists() {
+            // Compressed since the listing.
+            return verify_compressed(report, seq, &compressed, ticker);
+        }
+        report.headers.push(DamageReport {
+            segment: name,
+            offset: 0,
+            length: 0,
+            reason: "[header] empty segment file".into(),
+        });
+        return Ok(ControlFlow::Continue(()));
+    };
+    report.segments += 1;
+    let live = report.writer_running && Some(seq) == last;
+    verify_plain(report, &name, path, &map, live, ticker)
 }
 
 fn damage(segment: &str, offset: u64, length: u64, reason: impl Into<String>) -> DamageReport {
@@ -798,7 +900,14 @@ fn block_holds(data: &[u8], base: usize, e: &IndexEntry) -> bool {
 
 /// `verify` of a plain segment: header and seal, file size against the published end, the index
 /// and every record. `live`: the writer is at work on this segment.
-fn verify_plain(report: &mut VerifyReport, name: &str, path: &Path, map: &[u8], live: bool) -> Result<()> {
+fn verify_plain<B, F: FnMut(VerifyProgress) -> ControlFlow<B>>(
+    report: &mut VerifyReport,
+    name: &str,
+    path: &Path,
+    map: &[u8],
+    live: bool,
+    ticker: &mut Ticker<F>,
+) -> Result<ControlFlow<B>> {
     let found_before = report_size(report);
     let size = map.len();
     let mut end = size;
@@ -860,10 +969,18 @@ fn verify_plain(report: &mut VerifyReport, name: &str, path: &Path, map: &[u8], 
     // The index entries are checked in the same pass: each record counts for the block it starts in.
     let entries = index::read_index(&segment::index_path(path), end as u64);
     let mut blocks = BlockTally::new(&entries);
-    let outcome = scan::walk_published(map, HEADER_LEN, end, published, |off, p| {
-        totals.add(&map[off..], p);
-        blocks.add(off, p);
+    let walked = scan::walk_published_until(map, HEADER_LEN, end, published, |off, p| {
+        // `None`: a step over a damaged span, told like a record so that the bar moves over it.
+        if let Some(p) = p {
+            totals.add(&map[off..], p);
+            blocks.add(off, p);
+        }
+        ticker.passed(off as u64)
     });
+    let outcome = match walked {
+        ControlFlow::Continue(outcome) => outcome,
+        ControlFlow::Break(b) => return Ok(ControlFlow::Break(b)),
+    };
     report.records += outcome.records;
     report.bytes += outcome.valid_end as u64;
     report.trades += totals.counts[1];
@@ -898,14 +1015,19 @@ fn verify_plain(report: &mut VerifyReport, name: &str, path: &Path, map: &[u8], 
     explained.extend(outcome.torn);
     explained.push(Span { start: outcome.valid_end, end: published.max(outcome.valid_end) });
     check_index(report, name, &blocks, &explained, "index (.pwidx)");
-    Ok(())
+    Ok(ControlFlow::Continue(()))
 }
 
 /// `verify` of a compressed segment: its header and frame table, each frame's CRC and zstd
 /// checksum, and every record inside. Offsets are positions in the plain segment.
-fn verify_compressed(report: &mut VerifyReport, seq: u64, path: &Path) -> Result<()> {
+fn verify_compressed<B, F: FnMut(VerifyProgress) -> ControlFlow<B>>(
+    report: &mut VerifyReport,
+    seq: u64,
+    path: &Path,
+    ticker: &mut Ticker<F>,
+) -> Result<ControlFlow<B>> {
     let name = segment::compressed_file_name(seq);
-    let Some(cs) = CompressedSegment::open(path, seq)? else { return Ok(()) };
+    let Some(cs) = CompressedSegment::open(path, seq)? else { return Ok(ControlFlow::Continue(())) };
     report.segments += 1;
     let found_before = report_size(report);
     for d in &cs.damage {
@@ -997,6 +1119,10 @@ fn verify_compressed(report: &mut VerifyReport, seq: u64, path: &Path) -> Result
                 ),
             ));
         }
+        // Progress in the compressed file: the frame just checked ends there.
+        if let ControlFlow::Break(b) = ticker.passed(b.offset.saturating_add(b.len)) {
+            return Ok(ControlFlow::Break(b));
+        }
     }
     report.bytes += valid_end;
     report.trades += totals.counts[1];
@@ -1005,5 +1131,5 @@ fn verify_compressed(report: &mut VerifyReport, seq: u64, path: &Path) -> Result
     if let Some(s) = seal {
         check_totals(report, &name, &s, &totals, found_before);
     }
-    Ok(())
+    Ok(ControlFlow::Continue(()))
 }

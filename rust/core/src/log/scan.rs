@@ -1,6 +1,9 @@
 //! Walking frames: the one place that decides what a valid record is, used by recovery,
 //! readers and `verify` alike.
 
+use std::convert::Infallible;
+use std::ops::ControlFlow;
+
 use crate::record::{self, FRAME_HEADER, KIND_MARKER, KIND_QUARANTINE, KIND_TRADE, MAX_PAYLOAD};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,23 +122,47 @@ fn last_nonzero(bytes: &[u8], from: usize, end: usize) -> Option<usize> {
 
 /// The next offset at or after `from` where a valid frame starts.
 pub fn resync(bytes: &[u8], from: usize, end: usize) -> Option<usize> {
+    match resync_before(bytes, from, usize::MAX, end) {
+        Resync::Found(o) => Some(o),
+        Resync::Later(_) | Resync::Never => None,
+    }
+}
+
+/// What `resync_before` found.
+#[derive(Debug, PartialEq, Eq)]
+enum Resync {
+    Found(usize),
+    /// No frame starts before `until`: the search goes on at this offset (at or past `until`).
+    Later(usize),
+    Never,
+}
+
+/// `resync`, trying only offsets before `until`, so that a long damaged span is crossed in steps.
+fn resync_before(bytes: &[u8], from: usize, until: usize, end: usize) -> Resync {
     let end = end.min(bytes.len());
     let mut o = from;
     while o + FRAME_HEADER < end {
+        if o >= until {
+            return Resync::Later(o);
+        }
         if bytes[o..o + 4] == [0, 0, 0, 0] {
             // A frame's length has a non-zero byte within its first four: jump to the next
             // non-zero byte minus three instead of trying every zero offset.
-            let nz = first_nonzero(bytes, o + 4, end)?;
+            let Some(nz) = first_nonzero(bytes, o + 4, end) else { return Resync::Never };
             o = (nz.saturating_sub(3)).max(o + 1);
             continue;
         }
         if frame_at(bytes, o, end).is_some() {
-            return Some(o);
+            return Resync::Found(o);
         }
         o += 1;
     }
-    None
+    Resync::Never
 }
+
+/// A damaged span is searched for the next record this many bytes at a time, the walk's caller
+/// told between two steps (`verify`'s progress and Ctrl-C go on over a long damaged span).
+const RESYNC_STEP: usize = 1 << 20;
 
 /// Walks the frames of `bytes[start..end]`, calling `on_record(offset, payload)` for each valid
 /// one, skipping damaged spans, and reporting a torn tail.
@@ -154,12 +181,46 @@ pub fn walk_published(
     published: usize,
     mut on_record: impl FnMut(usize, &[u8]),
 ) -> WalkOutcome {
+    let walked = walk_published_until(bytes, start, end, published, |off, p| {
+        if let Some(p) = p {
+            on_record(off, p);
+        }
+        ControlFlow::<Infallible>::Continue(())
+    });
+    match walked {
+        ControlFlow::Continue(out) => out,
+        ControlFlow::Break(never) => match never {},
+    }
+}
+
+/// `walk_published` that `on_record` can stop (`verify` is stopped by its caller, e.g. Ctrl-C):
+/// `Break` comes back at once, with what the walk found so far dropped. `on_record(off, None)`:
+/// the walk is searching a damaged span, at `off` (every `RESYNC_STEP` bytes).
+pub fn walk_published_until<B>(
+    bytes: &[u8],
+    start: usize,
+    end: usize,
+    published: usize,
+    on_record: impl FnMut(usize, Option<&[u8]>) -> ControlFlow<B>,
+) -> ControlFlow<B, WalkOutcome> {
+    walk_stepped(bytes, start, end, published, RESYNC_STEP, on_record)
+}
+
+#[inline]
+fn walk_stepped<B>(
+    bytes: &[u8],
+    start: usize,
+    end: usize,
+    published: usize,
+    resync_step: usize,
+    mut on_record: impl FnMut(usize, Option<&[u8]>) -> ControlFlow<B>,
+) -> ControlFlow<B, WalkOutcome> {
     let end = end.min(bytes.len());
     let mut out = WalkOutcome { valid_end: start, ..Default::default() };
     let mut off = start;
     loop {
         if let Some(payload) = frame_at(bytes, off, end) {
-            on_record(off, payload);
+            on_record(off, Some(payload))?;
             out.records += 1;
             off += FRAME_HEADER + payload.len();
             out.valid_end = off;
@@ -168,7 +229,21 @@ pub fn walk_published(
         if off >= end {
             break;
         }
-        let resynced = if off < published { resync(bytes, off + 1, end) } else { None };
+        let resynced = if off < published {
+            let mut from = off + 1;
+            loop {
+                match resync_before(bytes, from, from.saturating_add(resync_step), end) {
+                    Resync::Found(next) => break Some(next),
+                    Resync::Never => break None,
+                    Resync::Later(at) => {
+                        on_record(at, None)?;
+                        from = at;
+                    }
+                }
+            }
+        } else {
+            None
+        };
         match resynced {
             Some(next) => {
                 out.damaged.push(Span { start: off, end: next });
@@ -182,7 +257,7 @@ pub fn walk_published(
             }
         }
     }
-    out
+    ControlFlow::Continue(out)
 }
 
 #[cfg(test)]
@@ -276,6 +351,58 @@ mod tests {
         let mut b = buf;
         b[off..off + 4].copy_from_slice(&0u32.to_le_bytes());
         assert!(damage_reason(&b, off, b.len()).starts_with("[length]"));
+    }
+
+    /// Crossing a damaged span in steps (told between two) finds what one search finds, for
+    /// every single byte flipped and for a long stretch of garbage; a `Break` at a step stops it.
+    #[test]
+    fn a_damaged_span_crossed_in_steps_walks_as_one_search_does() {
+        let (mut buf, offs) = log_of(8);
+        buf.extend(std::iter::repeat_n(0, 256));
+        let stepped = |b: &[u8], step: usize| {
+            let (mut seen, mut steps) = (Vec::new(), Vec::new());
+            let w = walk_stepped(b, 64, b.len(), b.len(), step, |o, p| {
+                match p {
+                    Some(_) => seen.push(o),
+                    None => steps.push(o),
+                }
+                ControlFlow::<()>::Continue(())
+            });
+            let ControlFlow::Continue(w) = w else { panic!("nothing asked to stop") };
+            (w, seen, steps)
+        };
+        for pos in 64..buf.len() {
+            let mut b = buf.clone();
+            b[pos] ^= 0x5a;
+            let mut seen = Vec::new();
+            let whole = walk(&b, 64, b.len(), |o, _| seen.push(o));
+            for step in [1, 3, 50] {
+                let (w, s, _) = stepped(&b, step);
+                assert_eq!((w, s), (whole.clone(), seen.clone()), "flip at {pos}, step {step}");
+            }
+        }
+        // Garbage over records 2 to 5: told every step of the way, in order, inside the span.
+        let mut b = buf.clone();
+        for (i, x) in b[offs[2] + 1..offs[6] - 1].iter_mut().enumerate() {
+            *x = 0xa5 ^ (i as u8).wrapping_mul(31);
+        }
+        let whole = walk(&b, 64, b.len(), |_, _| {});
+        assert_eq!(whole.damaged, vec![Span { start: offs[2], end: offs[6] }]);
+        let (w, seen, steps) = stepped(&b, 16);
+        assert_eq!(w, whole);
+        assert_eq!(seen, [offs[0], offs[1], offs[6], offs[7]]);
+        assert!(steps.len() >= (offs[6] - offs[2]) / 16 - 1, "{steps:?}");
+        assert!(steps.windows(2).all(|s| s[0] < s[1]) && steps.iter().all(|&o| o > offs[2] && o < offs[6]));
+        let mut told = 0;
+        let stopped = walk_stepped(&b, 64, b.len(), b.len(), 16, |_, p| {
+            told += 1;
+            if p.is_none() {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        assert_eq!((stopped, told), (ControlFlow::Break(()), 3), "two records, then the first step");
     }
 
     #[test]
