@@ -232,3 +232,18 @@ def test_while_the_recorder_writes_the_live_segment_counts_as_listed(tmp_path):
     total = calls[0][1]
     assert calls[-1] == (total, total, calls[0][3], calls[0][3])
     assert all(a[0] <= b[0] for a, b in itertools.pairwise(calls))
+
+
+def test_verify_of_a_directory_without_a_log_is_an_error_not_an_intact_log(tmp_path, capsys):
+    """A mistyped --data-dir once reported "log is intact" and exited 0."""
+    from pumpwatch.cli import main
+    from pumpwatch.errors import InvalidInputError
+
+    for where, said in ((tmp_path / "typo", "does not exist"), (tmp_path, "holds no recording")):
+        with pytest.raises(InvalidInputError, match=said):
+            pumpwatch.verify(where)
+        assert main(["verify", "--data-dir", str(where)]) == 1
+        err = capsys.readouterr().err
+        assert said in err and "--data-dir" in err and "intact" not in err
+    pumpwatch.Store(tmp_path / "d").close()  # an empty recording is intact
+    assert pumpwatch.verify(tmp_path / "d")["ok"]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pyarrow as pa
 
 from . import _core
-from .errors import InvalidTradeError, StoreClosedError
+from .errors import InvalidInputError, InvalidTradeError, StoreClosedError
 from .schema import MARKER_SCHEMA, TRADE_SCHEMA
 
 _STRING_COLUMNS = ("venue", "symbol", "trade_id", "price", "qty", "side")
@@ -363,7 +363,14 @@ def verify(path: str | os.PathLike[str], progress: Callable[[int, int, int, int]
     `progress(bytes_done, bytes_total, segments_done, segments_total)` is called before the walk,
     at most every 50 ms while it goes (bytes are the segment files' sizes on disk, as
     `retention.log_bytes` counts them) and once at the end with `bytes_done == bytes_total`. An
-    exception it raises, and Ctrl-C, stops the walk and propagates; nothing is changed on disk."""
+    exception it raises, and Ctrl-C, stops the walk and propagates; nothing is changed on disk.
+
+    A directory without a log (a mistyped path) is an error, not an intact empty log."""
+    if not os.path.isdir(os.path.join(path, "log")):
+        what = "does not exist" if not os.path.exists(path) else "holds no recording (no log/ directory)"
+        raise InvalidInputError(
+            f"{os.fspath(path)} {what}: give the recorder's data directory (--data-dir, data_dir in pumpwatch.toml)"
+        )
     return _core.verify(os.fspath(path), progress)
 
 
