@@ -4,12 +4,15 @@ failures"): one unknown symbol among good ones, per venue, through the simulator
 What each venue does with it (the simulator does the same): Gate and KuCoin refuse the whole
 request without naming the symbol apart from the request (the recorder splits it); Bybit refuses
 the whole request and names the unknown topics (the recorder drops them and asks for the rest
-again); Phemex takes one symbol per request and refuses that one; Binance acknowledges any
-well-formed stream and never sends a trade on it (the silent-symbol alarm names it).
+again); OKX answers each unknown argument with a 60018 error naming its instId (the recorder drops
+it and asks for the rest again; whether OKX took the rest is not documented, so the simulator
+refuses the whole request unless told otherwise, and both are tested); Phemex takes one symbol per
+request and refuses that one; Binance acknowledges any well-formed stream and never sends a trade
+on it (the silent-symbol alarm names it).
 
-Every good symbol's trades are counted against what the simulator sent. Before this, a Bybit or
-KuCoin request with an unknown symbol lost all of its symbols, and Phemex never named the one it
-refused."""
+Every good symbol's trades are counted against what the simulator sent. Before this, a Bybit,
+KuCoin or OKX request with an unknown symbol lost all of its symbols, and Phemex never named the
+one it refused."""
 
 from __future__ import annotations
 
@@ -42,6 +45,8 @@ SYMBOLS = {
     "gate-futures": ("BTC_USDT", "ETH_USDT", "NOPE_USDT", "SOL_USDT", "DOGE_USDT"),
     "phemex-spot": ("sBTCUSDT", "sETHUSDT", "sNOPEUSDT", "sSOLUSDT", "sDOGEUSDT"),
     "phemex-perp": ("BTCUSDT", "ETHUSDT", "NOPEUSDT", "SOLUSDT", "DOGEUSDT"),
+    "okx-spot": ("BTC-USDT", "ETH-USDT", "NOPE-USDT", "SOL-USDT", "DOGE-USDT"),
+    "okx-swap": ("BTC-USDT-SWAP", "ETH-USDT-SWAP", "NOPE-USDT-SWAP", "SOL-USDT-SWAP", "DOGE-USDT-SWAP"),
 }
 #: Seconds after the connection is up from which every sent trade must be stored: the refusal and
 #: the requests asking again take a round trip or a few.
@@ -100,6 +105,23 @@ async def _record(data_dir, venue: str, seconds: float, symbols: tuple[str, ...]
 
 @pytest.mark.parametrize("venue", sorted(SYMBOLS))
 def test_one_unknown_symbol_costs_the_others_nothing(tmp_path, venue):
+    _one_unknown_symbol_costs_the_others_nothing(tmp_path, venue)
+
+
+@pytest.mark.parametrize("venue", ["okx-spot", "okx-swap"])
+def test_okx_taking_the_rest_of_a_refused_request_costs_nothing_either(tmp_path, monkeypatch, venue):
+    """The other reading of OKX's 60018: the request's good arguments are acknowledged and delivered
+    all along. Asking for them again (the recorder's answer to the strict reading) then meets
+    subscriptions already held: nothing is lost, nothing stored twice."""
+    from pumpwatch.sim.venues import Okx
+
+    monkeypatch.setattr(Okx, "takes_the_rest_of_a_refused_request", True)
+    stored = _one_unknown_symbol_costs_the_others_nothing(tmp_path, venue)
+    rows = [tuple(r[k] for k in KEY) for r in stored]
+    assert len(rows) == len(set(rows)), "a trade stored twice"
+
+
+def _one_unknown_symbol_costs_the_others_nothing(tmp_path, venue: str) -> list[dict]:
     symbols = SYMBOLS[venue]
     bad = symbols[2]
     good = [s for s in symbols if s != bad]
@@ -129,6 +151,7 @@ def test_one_unknown_symbol_costs_the_others_nothing(tmp_path, venue):
         refused = [m for m in markers if m["kind"] == "subscription_set" and m["symbol"] == bad]
         assert len(refused) == 1 and "refused" in refused[0]["detail"], refused
         assert status["silent_symbols"] == []
+    return stored
 
 
 # -- the venue specs read each venue's refusal --------------------------------------------------
@@ -186,6 +209,49 @@ def test_one_unknown_symbol_costs_the_others_nothing(tmp_path, venue):
             [],
         ),
         ("binance-spot", '{"code":2,"msg":"Invalid request: invalid stream","id":2}', None, []),
+        # OKX: 60018 names the unknown instId, with our request's id when the request had one, in
+        # each wording on record (cryptofeed PR #702 and okxapi/python-okx#21; the 2024-25 one; a
+        # live capture of 2026-10-02).
+        (
+            "okx-spot",
+            '{"id":"6","event":"error","code":"60018","msg":"Wrong URL or channel:trades-all,instId:NOPE-USDT '
+            'doesn\'t exist. Please use the correct URL, channel and parameters referring to API document.","connId":"a4d3ae55"}',
+            6,
+            ["NOPE-USDT"],
+        ),
+        (
+            "okx-swap",
+            '{"event":"error","msg":"Subscribe failed, wrong URL or channel:trades-all,instId:NOPE-USDT-SWAP doesn\'t '
+            'exist. Please use the correct URL, channel and parameters referring to API document.","code":"60018",'
+            '"connId":"b2b0944b"}',
+            None,
+            ["NOPE-USDT-SWAP"],
+        ),
+        (
+            "okx-spot",
+            '{"event":"error","msg":"channel:trades,instId:LTC-USD doesn\'t exist","code":"60018"}',
+            None,
+            ["LTC-USD"],
+        ),
+        # A 60018 whose wording names no instId of ours: the request is split to find it.
+        ("okx-spot", '{"id":"9","event":"error","code":"60018","msg":"Wrong URL or parameters","connId":"c"}', 9, []),
+        # Not a refusal of symbols: the channel refused to this client (the fallback's), a bad request,
+        # another channel's instrument.
+        ("okx-spot", '{"id":"2","event":"error","code":"60011","msg":"Please log in","connId":"c"}', None, []),
+        (
+            "okx-spot",
+            '{"event":"error","msg":"Only users who are in the whitelist are allowed to subscribe to this channel.",'
+            '"code":"60029","connId":"a4d3ae55"}',
+            None,
+            [],
+        ),
+        ("okx-spot", '{"id":"4","event":"error","code":"60012","msg":"Invalid request: {\\"id\\":\\"4\\"}"}', None, []),
+        (
+            "okx-swap",
+            '{"event":"error","msg":"channel:open-interest,instId:BCH-USDK doesn\'t exist","code":"60018"}',
+            None,
+            [],
+        ),
     ],
 )
 def test_each_venue_spec_reads_its_refusal(venue, frame, request_id, named):
