@@ -122,6 +122,36 @@ def test_the_simulator_refuses_trades_all_without_login_only_when_told():
     assert json.loads(socket.sent[0])["event"] == "subscribe"
 
 
+@pytest.mark.parametrize("takes_the_rest", [False, True])
+@pytest.mark.parametrize("req_id", ["7", None])
+def test_the_simulator_answers_each_unknown_instrument_with_a_60018_naming_it(req_id, takes_the_rest):
+    """One 60018 per unknown argument, naming its channel and instId, with the request's id when it
+    had one, in argument order. The other arguments: not subscribed (the strictest reading, the
+    default), or acknowledged and subscribed (what third parties saw). The spec reads each answer
+    as a refusal of that instrument alone, never as the channel refused."""
+    sim = SimVenue("okx-spot", seed=5, trades_per_s=0, symbols=["BTC", "ETH"])
+    sim.protocol.takes_the_rest_of_a_refused_request = takes_the_rest
+    insts = ["BTC-USDT", "NOPE-USDT", "ETH-USDT", "ZZZ-USDT"]
+    ask: dict[str, Any] = {"op": "subscribe", "args": [{"channel": "trades-all", "instId": i} for i in insts]}
+    socket = _Socket("business")
+    sim.protocol.on_text(socket, json.dumps(ask if req_id is None else {"id": req_id, **ask}))
+    answers = [json.loads(f) for f in socket.sent]
+    errors = [a for a in answers if a["event"] == "error"]
+    assert [(e["code"], e.get("id")) for e in errors] == [("60018", req_id)] * 2
+    assert "channel:trades-all,instId:NOPE-USDT doesn't exist" in errors[0]["msg"]
+    assert "channel:trades-all,instId:ZZZ-USDT doesn't exist" in errors[1]["msg"]
+    if takes_the_rest:
+        assert [a.get("arg", {}).get("instId") or a["msg"].split("instId:")[1].split()[0] for a in answers] == insts
+        assert socket.topics == {"trades-all:BTC-USDT", "trades-all:ETH-USDT"}
+    else:
+        assert answers == errors
+        assert socket.topics == set()
+    for frame, inst in zip([f for f in socket.sent if '"error"' in f], ("NOPE-USDT", "ZZZ-USDT"), strict=True):
+        assert okx.SPOT.refused_symbols(frame) == [inst]
+        assert okx.SPOT.rejected_request(frame) == (None if req_id is None else int(req_id))
+        assert okx.SPOT.fallback_channel(frame) is None
+
+
 def test_a_scenario_can_require_the_login_on_okx_only(tmp_path):
     from pumpwatch.sim.__main__ import load_scenario
 

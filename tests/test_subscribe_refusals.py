@@ -121,10 +121,24 @@ def test_okx_taking_the_rest_of_a_refused_request_costs_nothing_either(tmp_path,
     assert len(rows) == len(set(rows)), "a trade stored twice"
 
 
-def _one_unknown_symbol_costs_the_others_nothing(tmp_path, venue: str) -> list[dict]:
-    symbols = SYMBOLS[venue]
-    bad = symbols[2]
-    good = [s for s in symbols if s != bad]
+@pytest.mark.parametrize("takes_the_rest", [False, True])
+def test_two_unknown_okx_instruments_in_one_request_are_both_named(tmp_path, monkeypatch, takes_the_rest):
+    """Two 60018s answer one request (one per unknown argument, the same id): both are named and
+    dropped, the good ones recorded, whichever reading of the rest holds."""
+    from pumpwatch.sim.venues import Okx
+
+    monkeypatch.setattr(Okx, "takes_the_rest_of_a_refused_request", takes_the_rest)
+    symbols = ("BTC-USDT", "NOPE-USDT", "ETH-USDT", "ZZZ-USDT", "SOL-USDT")
+    _one_unknown_symbol_costs_the_others_nothing(tmp_path, "okx-spot", symbols, ("NOPE-USDT", "ZZZ-USDT"))
+
+
+def _one_unknown_symbol_costs_the_others_nothing(
+    tmp_path, venue: str, symbols: tuple[str, ...] = (), unknown: tuple[str, ...] = ()
+) -> list[dict]:
+    symbols = symbols or SYMBOLS[venue]
+    unknown = unknown or (symbols[2],)
+    bad = unknown[0]
+    good = [s for s in symbols if s not in unknown]
     status, sent, stored, markers, end_ns = asyncio.run(_record(tmp_path / "d", venue, 2.5, symbols))
 
     up = min(m["ts_ns"] for m in markers if m["kind"] == "connection_up")
@@ -138,7 +152,7 @@ def _one_unknown_symbol_costs_the_others_nothing(tmp_path, venue: str) -> list[d
         assert len(due) >= 5, f"{venue} {symbol}: the simulator sent only {len(due)} trades"
         missing = [t for t in due if t not in held]
         assert not missing, f"{venue} {symbol}: {len(missing)} of {len(due)} sent trades not stored"
-    assert bad not in {r["symbol"] for r in stored}
+    assert not set(unknown) & {r["symbol"] for r in stored}
 
     if venue.startswith("binance"):
         # Acked and silent: no refusal to name, the silent-symbol alarm names it (and only it).
@@ -147,9 +161,10 @@ def _one_unknown_symbol_costs_the_others_nothing(tmp_path, venue: str) -> list[d
         named = [m for m in markers if m["kind"] == "subscription_set" and m["symbol"] == bad]
         assert named and "never delivered" in named[0]["detail"]
     else:
-        assert status["refused_symbols"] == [bad], status
-        refused = [m for m in markers if m["kind"] == "subscription_set" and m["symbol"] == bad]
-        assert len(refused) == 1 and "refused" in refused[0]["detail"], refused
+        assert status["refused_symbols"] == sorted(unknown), status
+        for symbol in unknown:
+            refused = [m for m in markers if m["kind"] == "subscription_set" and m["symbol"] == symbol]
+            assert len(refused) == 1 and "refused" in refused[0]["detail"], refused
         assert status["silent_symbols"] == []
     return stored
 
@@ -328,25 +343,28 @@ def test_a_refused_symbol_is_asked_for_again_on_request():
 # -- asked for again once the venue's instrument list lists it ----------------------------------
 
 NEW = "NEWUSDT"
+NEW_OF = {"bybit-linear": NEW, "okx-spot": "NEW-USDT"}
 
 
-def _listed_ahead(tmp_path, monkeypatch, *, path: str, ahead_as: str, opens: bool):
-    """Bybit linear with a REST view that lists NEWUSDT (`ahead_as`) before the venue's socket knows
-    it; the simulator lists it 0.5 s after the first refusal when `opens`. Returns what happened."""
+def _listed_ahead(tmp_path, monkeypatch, *, path: str, ahead_as: str, opens: bool, venue: str = "bybit-linear"):
+    """Bybit linear (or `venue`) with a REST view that lists NEWUSDT (NEW_OF[venue], `ahead_as`)
+    before the venue's socket knows it; the simulator lists it 0.5 s after the first refusal when
+    `opens`. Returns what happened."""
     import dataclasses
 
     from pumpwatch import collector as collector_module
-    from pumpwatch.venues import bybit, make_instrument
+    from pumpwatch.venues import make_instrument
 
     monkeypatch.setattr(collector_module, "RETRY_CONFIRM_S", 0.5, raising=False)
-    venue = "bybit-linear"
+    new = NEW_OF[venue]
+    base = venues.get(venue)
 
     @dataclasses.dataclass(frozen=True, kw_only=True)
-    class ListedAhead(bybit.BybitSpec):
+    class ListedAhead(type(base)):  # type: ignore[misc]
         def parse_instruments(self, bodies):
             found = super().parse_instruments(bodies)
-            if NEW not in {i.symbol for i in found}:
-                found.append(make_instrument(self.id, NEW, "NEW", "USDT", "perp", status=ahead_as))
+            if new not in {i.symbol for i in found}:
+                found.append(make_instrument(self.id, new, "NEW", "USDT", self.kind, status=ahead_as))
             return found
 
     async def go():
@@ -354,7 +372,7 @@ def _listed_ahead(tmp_path, monkeypatch, *, path: str, ahead_as: str, opens: boo
         await sim.start()
         try:
             urls = sim.urls()[venue]
-            spec = dataclasses.replace(bybit.LINEAR, ws_url=urls["ws_origin"], rest_url=urls["rest_url"])
+            spec = dataclasses.replace(base, ws_url=urls["ws_origin"], rest_url=urls["rest_url"])
             spec = ListedAhead(**{f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)})
             listing = path == "listing relist"
             cfg = dataclasses.replace(
@@ -379,13 +397,13 @@ def _listed_ahead(tmp_path, monkeypatch, *, path: str, ahead_as: str, opens: boo
                 sim.venues[venue].schedule_listing("NEW", time.time_ns() + 500_000_000, pump=1.0)
             await asyncio.sleep(2.5)
             end_ns = time.time_ns()
-            subscribed_ns = recorder.subscribed_ns.get(NEW)
+            subscribed_ns = recorder.subscribed_ns.get(new)
             stop.set()
             await task
             status = collector.status()["venues"][venue]
-            sent = sim.venues[venue].sent_trades(NEW)
-            stored = store.query(symbols=[NEW]).to_pylist()
-            markers = [m for m in store.markers().to_pylist() if m["symbol"] == NEW]
+            sent = sim.venues[venue].sent_trades(new)
+            stored = store.query(symbols=[new]).to_pylist()
+            markers = [m for m in store.markers().to_pylist() if m["symbol"] == new]
             store.close()
             return refused_first, subscribed_ns, end_ns, status, sent, stored, markers
         finally:
@@ -420,6 +438,21 @@ def test_a_refused_listing_is_asked_for_again_when_the_instrument_list_opens_it(
     assert any("refused" in d for d in details) and any("asked for again" in d for d in details), details
     asked_again = min(m["ts_ns"] for m in markers if "asked for again" in m["detail"])
     # Its subscription time is when it was taken, not the refused request's (event.json).
+    assert subscribed_ns is not None and subscribed_ns >= asked_again - 100_000_000
+    _stored_from(asked_again, end_ns, sent, stored)
+
+
+def test_okx_asks_for_a_refused_listing_again_when_the_instrument_list_opens_it(tmp_path, monkeypatch):
+    """OKX's 60018 for an instrument its REST list shows before its socket knows it: named, and
+    asked for again at the list's next fetch after it opens; from then on its trades are stored."""
+    from pumpwatch.venues import PRE_TRADING
+
+    refused_first, subscribed_ns, end_ns, status, sent, stored, markers = _listed_ahead(
+        tmp_path, monkeypatch, path="routine refresh", ahead_as=PRE_TRADING, opens=True, venue="okx-spot"
+    )
+    assert list(refused_first) == ["NEW-USDT"] and "60018" in refused_first["NEW-USDT"], refused_first
+    assert status["refused_symbols"] == [], status
+    asked_again = min(m["ts_ns"] for m in markers if "asked for again" in m["detail"])
     assert subscribed_ns is not None and subscribed_ns >= asked_again - 100_000_000
     _stored_from(asked_again, end_ns, sent, stored)
 
