@@ -68,6 +68,20 @@ def test_other_errors_keep_the_channel(detail):
     assert okx.SPOT.fallback_channel(detail) is None
 
 
+def test_after_the_move_a_60018_for_the_old_channel_is_left_alone():
+    """A 60018 naming `trades-all` after the move to `trades` answers a request of the socket being
+    replaced: acting on it would ask again there, in `trades` on /ws/v5/business, and every symbol
+    would be refused. The `trades` answers of the new sockets are read as before."""
+    moved = okx.SPOT.fallback_channel(LOGIN_REQUIRED)
+    assert moved is not None
+    old = '{"id":"3","event":"error","code":"60018","msg":"Wrong URL or channel:trades-all,instId:NOPE-USDT doesn\'t exist."}'
+    new = old.replace("trades-all", "trades").replace('"3"', '"4"')
+    assert (okx.SPOT.rejected_request(old), okx.SPOT.refused_symbols(old)) == (3, ["NOPE-USDT"])
+    assert (moved.rejected_request(old), moved.refused_symbols(old)) == (None, [])
+    assert (moved.rejected_request(new), moved.refused_symbols(new)) == (4, ["NOPE-USDT"])
+    assert (okx.SPOT.rejected_request(new), okx.SPOT.refused_symbols(new)) == (None, [])
+
+
 def test_other_venues_have_one_channel():
     from pumpwatch.venues import SPECS
 
@@ -170,9 +184,17 @@ def test_a_scenario_can_require_the_login_on_okx_only(tmp_path):
 # -- the recorder against it
 
 
-async def _record(data_dir, *, login_required: bool, seconds: float, faults=(), redundancy: int = 1):
-    """Records okx-spot from the simulator for `seconds`; `faults`: (at s, what to do to the
-    simulated venue) in time order."""
+async def _record(
+    data_dir,
+    *,
+    login_required: bool,
+    seconds: float,
+    faults=(),
+    redundancy: int = 1,
+    symbols: tuple[str, ...] = ("BTC-USDT", "ETH-USDT"),
+):
+    """Records okx-spot's `symbols` from the simulator for `seconds`; `faults`: (at s, what to do
+    to the simulated venue) in time order."""
     venue = "okx-spot"
     sim = Simulator([venue], seed=11, trades_per_s=80.0, backlog=20)
     if login_required:
@@ -189,7 +211,7 @@ async def _record(data_dir, *, login_required: bool, seconds: float, faults=(), 
                     enabled=v == venue,
                     ws_url=urls[v]["ws_origin"] if v == venue else "",
                     rest_url=urls[v]["rest_url"] if v == venue else "",
-                    symbols=["BTC-USDT", "ETH-USDT"] if v == venue else [],
+                    symbols=list(symbols) if v == venue else [],
                 )
                 for v in pumpwatch.VENUES
             },
@@ -276,6 +298,20 @@ def test_refused_trades_all_falls_back_to_trades_and_stores_every_fill(tmp_path,
         assert in_span == {tuple(r[k] for k in KEY) for r in rows if r["symbol"] == symbol}
         counts = _check_every_fill_held_once(rows, fills, symbol)
         assert max(counts) > 1, f"{symbol}: no push aggregated several fills"
+
+
+def test_an_unknown_instrument_is_refused_on_the_fallback_channel_too(tmp_path):
+    """trades-all refused for want of a login, and one instId OKX does not know: the move to
+    `trades` goes on, the unknown one is refused there (60018 naming `trades`), named, and the
+    others' every fill is held."""
+    symbols = ("BTC-USDT", "NOPE-USDT", "ETH-USDT")
+    status, fills, _ = asyncio.run(_record(tmp_path / "d", login_required=True, seconds=3.0, symbols=symbols))
+    rows = _stored(tmp_path / "d")
+    assert status["channel"] == "trades on /ws/v5/public" and "60011" in status["channel_fallback"]
+    assert status["refused_symbols"] == ["NOPE-USDT"], status
+    assert "NOPE-USDT" not in {r["symbol"] for r in rows}
+    for symbol in ("BTC-USDT", "ETH-USDT"):
+        _check_every_fill_held_once(rows, fills, symbol)
 
 
 def test_without_a_login_requirement_trades_all_stays(tmp_path):

@@ -244,7 +244,7 @@ def _one_unknown_symbol_costs_the_others_nothing(
         ),
         (
             "okx-spot",
-            '{"event":"error","msg":"channel:trades,instId:LTC-USD doesn\'t exist","code":"60018"}',
+            '{"event":"error","msg":"channel:trades-all,instId:LTC-USD doesn\'t exist","code":"60018"}',
             None,
             ["LTC-USD"],
         ),

@@ -97,7 +97,8 @@ class OkxSpec(VenueSpec):
     def rejected_request(self, detail: str) -> int | None:
         # Where the refused argument cannot be read from the message (a new wording), the request
         # is split by halves until the unknown instrument stands alone (VenueConnection).
-        if not _UNKNOWN_INSTRUMENT_CODE.search(detail):
+        named = self._unknown_instruments(detail)
+        if named is None or (named and not [inst for channel, inst in named if channel == self.channel]):
             return None
         m = _REQUEST_ID.search(detail)
         return int(m.group(1)) if m else None
@@ -109,9 +110,15 @@ class OkxSpec(VenueSpec):
         # asking again for one it took is harmless: "resubscribing to an already-active channel
         # was harmless and did not cause errors" on one OKX connection (thrasher-corp/
         # gocryptotrader#2136, 2025).
+        return [inst for channel, inst in self._unknown_instruments(detail) or () if channel == self.channel]
+
+    def _unknown_instruments(self, detail: str) -> list[tuple[str, str]] | None:
+        """The (channel, instId) pairs a 60018 names; None for any other answer. A refusal naming
+        another channel than ours answers a request made before a move to the `trades` fallback,
+        on a socket being replaced: asking again there, on the old path, would only be refused."""
         if not _UNKNOWN_INSTRUMENT_CODE.search(detail):
-            return []
-        return [inst for channel, inst in _UNKNOWN_INSTRUMENT.findall(detail) if channel in CHANNEL_PATHS]
+            return None
+        return _UNKNOWN_INSTRUMENT.findall(detail)
 
     def trade_channel(self) -> str | None:
         return f"{self.channel} on {self.ws_path}"
