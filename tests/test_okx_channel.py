@@ -68,6 +68,20 @@ def test_other_errors_keep_the_channel(detail):
     assert okx.SPOT.fallback_channel(detail) is None
 
 
+def test_after_the_move_a_60018_for_the_old_channel_is_left_alone():
+    """A 60018 naming `trades-all` after the move to `trades` answers a request of the socket being
+    replaced: acting on it would ask again there, in `trades` on /ws/v5/business, and every symbol
+    would be refused. The `trades` answers of the new sockets are read as before."""
+    moved = okx.SPOT.fallback_channel(LOGIN_REQUIRED)
+    assert moved is not None
+    old = '{"id":"3","event":"error","code":"60018","msg":"Wrong URL or channel:trades-all,instId:NOPE-USDT doesn\'t exist."}'
+    new = old.replace("trades-all", "trades").replace('"3"', '"4"')
+    assert (okx.SPOT.rejected_request(old), okx.SPOT.refused_symbols(old)) == (3, ["NOPE-USDT"])
+    assert (moved.rejected_request(old), moved.refused_symbols(old)) == (None, [])
+    assert (moved.rejected_request(new), moved.refused_symbols(new)) == (4, ["NOPE-USDT"])
+    assert (okx.SPOT.rejected_request(new), okx.SPOT.refused_symbols(new)) == (None, [])
+
+
 def test_other_venues_have_one_channel():
     from pumpwatch.venues import SPECS
 
@@ -122,6 +136,36 @@ def test_the_simulator_refuses_trades_all_without_login_only_when_told():
     assert json.loads(socket.sent[0])["event"] == "subscribe"
 
 
+@pytest.mark.parametrize("takes_the_rest", [False, True])
+@pytest.mark.parametrize("req_id", ["7", None])
+def test_the_simulator_answers_each_unknown_instrument_with_a_60018_naming_it(req_id, takes_the_rest):
+    """One 60018 per unknown argument, naming its channel and instId, with the request's id when it
+    had one, in argument order. The other arguments: not subscribed (the strictest reading, the
+    default), or acknowledged and subscribed (what third parties saw). The spec reads each answer
+    as a refusal of that instrument alone, never as the channel refused."""
+    sim = SimVenue("okx-spot", seed=5, trades_per_s=0, symbols=["BTC", "ETH"])
+    sim.protocol.takes_the_rest_of_a_refused_request = takes_the_rest
+    insts = ["BTC-USDT", "NOPE-USDT", "ETH-USDT", "ZZZ-USDT"]
+    ask: dict[str, Any] = {"op": "subscribe", "args": [{"channel": "trades-all", "instId": i} for i in insts]}
+    socket = _Socket("business")
+    sim.protocol.on_text(socket, json.dumps(ask if req_id is None else {"id": req_id, **ask}))
+    answers = [json.loads(f) for f in socket.sent]
+    errors = [a for a in answers if a["event"] == "error"]
+    assert [(e["code"], e.get("id")) for e in errors] == [("60018", req_id)] * 2
+    assert "channel:trades-all,instId:NOPE-USDT doesn't exist" in errors[0]["msg"]
+    assert "channel:trades-all,instId:ZZZ-USDT doesn't exist" in errors[1]["msg"]
+    if takes_the_rest:
+        assert [a.get("arg", {}).get("instId") or a["msg"].split("instId:")[1].split()[0] for a in answers] == insts
+        assert socket.topics == {"trades-all:BTC-USDT", "trades-all:ETH-USDT"}
+    else:
+        assert answers == errors
+        assert socket.topics == set()
+    for frame, inst in zip([f for f in socket.sent if '"error"' in f], ("NOPE-USDT", "ZZZ-USDT"), strict=True):
+        assert okx.SPOT.refused_symbols(frame) == [inst]
+        assert okx.SPOT.rejected_request(frame) == (None if req_id is None else int(req_id))
+        assert okx.SPOT.fallback_channel(frame) is None
+
+
 def test_a_scenario_can_require_the_login_on_okx_only(tmp_path):
     from pumpwatch.sim.__main__ import load_scenario
 
@@ -140,9 +184,17 @@ def test_a_scenario_can_require_the_login_on_okx_only(tmp_path):
 # -- the recorder against it
 
 
-async def _record(data_dir, *, login_required: bool, seconds: float, faults=(), redundancy: int = 1):
-    """Records okx-spot from the simulator for `seconds`; `faults`: (at s, what to do to the
-    simulated venue) in time order."""
+async def _record(
+    data_dir,
+    *,
+    login_required: bool,
+    seconds: float,
+    faults=(),
+    redundancy: int = 1,
+    symbols: tuple[str, ...] = ("BTC-USDT", "ETH-USDT"),
+):
+    """Records okx-spot's `symbols` from the simulator for `seconds`; `faults`: (at s, what to do
+    to the simulated venue) in time order."""
     venue = "okx-spot"
     sim = Simulator([venue], seed=11, trades_per_s=80.0, backlog=20)
     if login_required:
@@ -159,7 +211,7 @@ async def _record(data_dir, *, login_required: bool, seconds: float, faults=(), 
                     enabled=v == venue,
                     ws_url=urls[v]["ws_origin"] if v == venue else "",
                     rest_url=urls[v]["rest_url"] if v == venue else "",
-                    symbols=["BTC-USDT", "ETH-USDT"] if v == venue else [],
+                    symbols=list(symbols) if v == venue else [],
                 )
                 for v in pumpwatch.VENUES
             },
@@ -246,6 +298,20 @@ def test_refused_trades_all_falls_back_to_trades_and_stores_every_fill(tmp_path,
         assert in_span == {tuple(r[k] for k in KEY) for r in rows if r["symbol"] == symbol}
         counts = _check_every_fill_held_once(rows, fills, symbol)
         assert max(counts) > 1, f"{symbol}: no push aggregated several fills"
+
+
+def test_an_unknown_instrument_is_refused_on_the_fallback_channel_too(tmp_path):
+    """trades-all refused for want of a login, and one instId OKX does not know: the move to
+    `trades` goes on, the unknown one is refused there (60018 naming `trades`), named, and the
+    others' every fill is held."""
+    symbols = ("BTC-USDT", "NOPE-USDT", "ETH-USDT")
+    status, fills, _ = asyncio.run(_record(tmp_path / "d", login_required=True, seconds=3.0, symbols=symbols))
+    rows = _stored(tmp_path / "d")
+    assert status["channel"] == "trades on /ws/v5/public" and "60011" in status["channel_fallback"]
+    assert status["refused_symbols"] == ["NOPE-USDT"], status
+    assert "NOPE-USDT" not in {r["symbol"] for r in rows}
+    for symbol in ("BTC-USDT", "ETH-USDT"):
+        _check_every_fill_held_once(rows, fills, symbol)
 
 
 def test_without_a_login_requirement_trades_all_stays(tmp_path):

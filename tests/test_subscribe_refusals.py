@@ -4,12 +4,15 @@ failures"): one unknown symbol among good ones, per venue, through the simulator
 What each venue does with it (the simulator does the same): Gate and KuCoin refuse the whole
 request without naming the symbol apart from the request (the recorder splits it); Bybit refuses
 the whole request and names the unknown topics (the recorder drops them and asks for the rest
-again); Phemex takes one symbol per request and refuses that one; Binance acknowledges any
-well-formed stream and never sends a trade on it (the silent-symbol alarm names it).
+again); OKX answers each unknown argument with a 60018 error naming its instId (the recorder drops
+it and asks for the rest again; whether OKX took the rest is not documented, so the simulator
+refuses the whole request unless told otherwise, and both are tested); Phemex takes one symbol per
+request and refuses that one; Binance acknowledges any well-formed stream and never sends a trade
+on it (the silent-symbol alarm names it).
 
-Every good symbol's trades are counted against what the simulator sent. Before this, a Bybit or
-KuCoin request with an unknown symbol lost all of its symbols, and Phemex never named the one it
-refused."""
+Every good symbol's trades are counted against what the simulator sent. Before this, a Bybit,
+KuCoin or OKX request with an unknown symbol lost all of its symbols, and Phemex never named the
+one it refused."""
 
 from __future__ import annotations
 
@@ -42,6 +45,8 @@ SYMBOLS = {
     "gate-futures": ("BTC_USDT", "ETH_USDT", "NOPE_USDT", "SOL_USDT", "DOGE_USDT"),
     "phemex-spot": ("sBTCUSDT", "sETHUSDT", "sNOPEUSDT", "sSOLUSDT", "sDOGEUSDT"),
     "phemex-perp": ("BTCUSDT", "ETHUSDT", "NOPEUSDT", "SOLUSDT", "DOGEUSDT"),
+    "okx-spot": ("BTC-USDT", "ETH-USDT", "NOPE-USDT", "SOL-USDT", "DOGE-USDT"),
+    "okx-swap": ("BTC-USDT-SWAP", "ETH-USDT-SWAP", "NOPE-USDT-SWAP", "SOL-USDT-SWAP", "DOGE-USDT-SWAP"),
 }
 #: Seconds after the connection is up from which every sent trade must be stored: the refusal and
 #: the requests asking again take a round trip or a few.
@@ -100,9 +105,40 @@ async def _record(data_dir, venue: str, seconds: float, symbols: tuple[str, ...]
 
 @pytest.mark.parametrize("venue", sorted(SYMBOLS))
 def test_one_unknown_symbol_costs_the_others_nothing(tmp_path, venue):
-    symbols = SYMBOLS[venue]
-    bad = symbols[2]
-    good = [s for s in symbols if s != bad]
+    _one_unknown_symbol_costs_the_others_nothing(tmp_path, venue)
+
+
+@pytest.mark.parametrize("venue", ["okx-spot", "okx-swap"])
+def test_okx_taking_the_rest_of_a_refused_request_costs_nothing_either(tmp_path, monkeypatch, venue):
+    """The other reading of OKX's 60018: the request's good arguments are acknowledged and delivered
+    all along. Asking for them again (the recorder's answer to the strict reading) then meets
+    subscriptions already held: nothing is lost, nothing stored twice."""
+    from pumpwatch.sim.venues import Okx
+
+    monkeypatch.setattr(Okx, "takes_the_rest_of_a_refused_request", True)
+    stored = _one_unknown_symbol_costs_the_others_nothing(tmp_path, venue)
+    rows = [tuple(r[k] for k in KEY) for r in stored]
+    assert len(rows) == len(set(rows)), "a trade stored twice"
+
+
+@pytest.mark.parametrize("takes_the_rest", [False, True])
+def test_two_unknown_okx_instruments_in_one_request_are_both_named(tmp_path, monkeypatch, takes_the_rest):
+    """Two 60018s answer one request (one per unknown argument, the same id): both are named and
+    dropped, the good ones recorded, whichever reading of the rest holds."""
+    from pumpwatch.sim.venues import Okx
+
+    monkeypatch.setattr(Okx, "takes_the_rest_of_a_refused_request", takes_the_rest)
+    symbols = ("BTC-USDT", "NOPE-USDT", "ETH-USDT", "ZZZ-USDT", "SOL-USDT")
+    _one_unknown_symbol_costs_the_others_nothing(tmp_path, "okx-spot", symbols, ("NOPE-USDT", "ZZZ-USDT"))
+
+
+def _one_unknown_symbol_costs_the_others_nothing(
+    tmp_path, venue: str, symbols: tuple[str, ...] = (), unknown: tuple[str, ...] = ()
+) -> list[dict]:
+    symbols = symbols or SYMBOLS[venue]
+    unknown = unknown or (symbols[2],)
+    bad = unknown[0]
+    good = [s for s in symbols if s not in unknown]
     status, sent, stored, markers, end_ns = asyncio.run(_record(tmp_path / "d", venue, 2.5, symbols))
 
     up = min(m["ts_ns"] for m in markers if m["kind"] == "connection_up")
@@ -116,7 +152,7 @@ def test_one_unknown_symbol_costs_the_others_nothing(tmp_path, venue):
         assert len(due) >= 5, f"{venue} {symbol}: the simulator sent only {len(due)} trades"
         missing = [t for t in due if t not in held]
         assert not missing, f"{venue} {symbol}: {len(missing)} of {len(due)} sent trades not stored"
-    assert bad not in {r["symbol"] for r in stored}
+    assert not set(unknown) & {r["symbol"] for r in stored}
 
     if venue.startswith("binance"):
         # Acked and silent: no refusal to name, the silent-symbol alarm names it (and only it).
@@ -125,10 +161,12 @@ def test_one_unknown_symbol_costs_the_others_nothing(tmp_path, venue):
         named = [m for m in markers if m["kind"] == "subscription_set" and m["symbol"] == bad]
         assert named and "never delivered" in named[0]["detail"]
     else:
-        assert status["refused_symbols"] == [bad], status
-        refused = [m for m in markers if m["kind"] == "subscription_set" and m["symbol"] == bad]
-        assert len(refused) == 1 and "refused" in refused[0]["detail"], refused
+        assert status["refused_symbols"] == sorted(unknown), status
+        for symbol in unknown:
+            refused = [m for m in markers if m["kind"] == "subscription_set" and m["symbol"] == symbol]
+            assert len(refused) == 1 and "refused" in refused[0]["detail"], refused
         assert status["silent_symbols"] == []
+    return stored
 
 
 # -- the venue specs read each venue's refusal --------------------------------------------------
@@ -186,6 +224,49 @@ def test_one_unknown_symbol_costs_the_others_nothing(tmp_path, venue):
             [],
         ),
         ("binance-spot", '{"code":2,"msg":"Invalid request: invalid stream","id":2}', None, []),
+        # OKX: 60018 names the unknown instId, with our request's id when the request had one, in
+        # each wording on record (cryptofeed PR #702 and okxapi/python-okx#21; the 2024-25 one; a
+        # live capture of 2026-10-02).
+        (
+            "okx-spot",
+            '{"id":"6","event":"error","code":"60018","msg":"Wrong URL or channel:trades-all,instId:NOPE-USDT '
+            'doesn\'t exist. Please use the correct URL, channel and parameters referring to API document.","connId":"a4d3ae55"}',
+            6,
+            ["NOPE-USDT"],
+        ),
+        (
+            "okx-swap",
+            '{"event":"error","msg":"Subscribe failed, wrong URL or channel:trades-all,instId:NOPE-USDT-SWAP doesn\'t '
+            'exist. Please use the correct URL, channel and parameters referring to API document.","code":"60018",'
+            '"connId":"b2b0944b"}',
+            None,
+            ["NOPE-USDT-SWAP"],
+        ),
+        (
+            "okx-spot",
+            '{"event":"error","msg":"channel:trades-all,instId:LTC-USD doesn\'t exist","code":"60018"}',
+            None,
+            ["LTC-USD"],
+        ),
+        # A 60018 whose wording names no instId of ours: the request is split to find it.
+        ("okx-spot", '{"id":"9","event":"error","code":"60018","msg":"Wrong URL or parameters","connId":"c"}', 9, []),
+        # Not a refusal of symbols: the channel refused to this client (the fallback's), a bad request,
+        # another channel's instrument.
+        ("okx-spot", '{"id":"2","event":"error","code":"60011","msg":"Please log in","connId":"c"}', None, []),
+        (
+            "okx-spot",
+            '{"event":"error","msg":"Only users who are in the whitelist are allowed to subscribe to this channel.",'
+            '"code":"60029","connId":"a4d3ae55"}',
+            None,
+            [],
+        ),
+        ("okx-spot", '{"id":"4","event":"error","code":"60012","msg":"Invalid request: {\\"id\\":\\"4\\"}"}', None, []),
+        (
+            "okx-swap",
+            '{"event":"error","msg":"channel:open-interest,instId:BCH-USDK doesn\'t exist","code":"60018"}',
+            None,
+            [],
+        ),
     ],
 )
 def test_each_venue_spec_reads_its_refusal(venue, frame, request_id, named):
@@ -262,25 +343,28 @@ def test_a_refused_symbol_is_asked_for_again_on_request():
 # -- asked for again once the venue's instrument list lists it ----------------------------------
 
 NEW = "NEWUSDT"
+NEW_OF = {"bybit-linear": NEW, "okx-spot": "NEW-USDT"}
 
 
-def _listed_ahead(tmp_path, monkeypatch, *, path: str, ahead_as: str, opens: bool):
-    """Bybit linear with a REST view that lists NEWUSDT (`ahead_as`) before the venue's socket knows
-    it; the simulator lists it 0.5 s after the first refusal when `opens`. Returns what happened."""
+def _listed_ahead(tmp_path, monkeypatch, *, path: str, ahead_as: str, opens: bool, venue: str = "bybit-linear"):
+    """Bybit linear (or `venue`) with a REST view that lists NEWUSDT (NEW_OF[venue], `ahead_as`)
+    before the venue's socket knows it; the simulator lists it 0.5 s after the first refusal when
+    `opens`. Returns what happened."""
     import dataclasses
 
     from pumpwatch import collector as collector_module
-    from pumpwatch.venues import bybit, make_instrument
+    from pumpwatch.venues import make_instrument
 
     monkeypatch.setattr(collector_module, "RETRY_CONFIRM_S", 0.5, raising=False)
-    venue = "bybit-linear"
+    new = NEW_OF[venue]
+    base = venues.get(venue)
 
     @dataclasses.dataclass(frozen=True, kw_only=True)
-    class ListedAhead(bybit.BybitSpec):
+    class ListedAhead(type(base)):  # type: ignore[misc]
         def parse_instruments(self, bodies):
             found = super().parse_instruments(bodies)
-            if NEW not in {i.symbol for i in found}:
-                found.append(make_instrument(self.id, NEW, "NEW", "USDT", "perp", status=ahead_as))
+            if new not in {i.symbol for i in found}:
+                found.append(make_instrument(self.id, new, "NEW", "USDT", self.kind, status=ahead_as))
             return found
 
     async def go():
@@ -288,7 +372,7 @@ def _listed_ahead(tmp_path, monkeypatch, *, path: str, ahead_as: str, opens: boo
         await sim.start()
         try:
             urls = sim.urls()[venue]
-            spec = dataclasses.replace(bybit.LINEAR, ws_url=urls["ws_origin"], rest_url=urls["rest_url"])
+            spec = dataclasses.replace(base, ws_url=urls["ws_origin"], rest_url=urls["rest_url"])
             spec = ListedAhead(**{f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)})
             listing = path == "listing relist"
             cfg = dataclasses.replace(
@@ -313,13 +397,13 @@ def _listed_ahead(tmp_path, monkeypatch, *, path: str, ahead_as: str, opens: boo
                 sim.venues[venue].schedule_listing("NEW", time.time_ns() + 500_000_000, pump=1.0)
             await asyncio.sleep(2.5)
             end_ns = time.time_ns()
-            subscribed_ns = recorder.subscribed_ns.get(NEW)
+            subscribed_ns = recorder.subscribed_ns.get(new)
             stop.set()
             await task
             status = collector.status()["venues"][venue]
-            sent = sim.venues[venue].sent_trades(NEW)
-            stored = store.query(symbols=[NEW]).to_pylist()
-            markers = [m for m in store.markers().to_pylist() if m["symbol"] == NEW]
+            sent = sim.venues[venue].sent_trades(new)
+            stored = store.query(symbols=[new]).to_pylist()
+            markers = [m for m in store.markers().to_pylist() if m["symbol"] == new]
             store.close()
             return refused_first, subscribed_ns, end_ns, status, sent, stored, markers
         finally:
@@ -354,6 +438,21 @@ def test_a_refused_listing_is_asked_for_again_when_the_instrument_list_opens_it(
     assert any("refused" in d for d in details) and any("asked for again" in d for d in details), details
     asked_again = min(m["ts_ns"] for m in markers if "asked for again" in m["detail"])
     # Its subscription time is when it was taken, not the refused request's (event.json).
+    assert subscribed_ns is not None and subscribed_ns >= asked_again - 100_000_000
+    _stored_from(asked_again, end_ns, sent, stored)
+
+
+def test_okx_asks_for_a_refused_listing_again_when_the_instrument_list_opens_it(tmp_path, monkeypatch):
+    """OKX's 60018 for an instrument its REST list shows before its socket knows it: named, and
+    asked for again at the list's next fetch after it opens; from then on its trades are stored."""
+    from pumpwatch.venues import PRE_TRADING
+
+    refused_first, subscribed_ns, end_ns, status, sent, stored, markers = _listed_ahead(
+        tmp_path, monkeypatch, path="routine refresh", ahead_as=PRE_TRADING, opens=True, venue="okx-spot"
+    )
+    assert list(refused_first) == ["NEW-USDT"] and "60018" in refused_first["NEW-USDT"], refused_first
+    assert status["refused_symbols"] == [], status
+    asked_again = min(m["ts_ns"] for m in markers if "asked for again" in m["detail"])
     assert subscribed_ns is not None and subscribed_ns >= asked_again - 100_000_000
     _stored_from(asked_again, end_ns, sent, stored)
 

@@ -882,6 +882,11 @@ class Okx(Venue):
     #: the `login required` template). Empty by default: OKX documents `trades-all` as public; a test or
     #: a scenario (`SimVenue.require_login`) adds it for the case ccxt codes for (it logs in first).
     login_required: frozenset[str] = frozenset()
+    #: Whether a request with an unknown instrument still subscribes its other arguments. Not
+    #: documented; third parties saw them deliver (cryptofeed PR #702: "doesn't break existing code";
+    #: burakoner/OKX.Api#34: the one good instId of a many-argument request delivered). Off by
+    #: default, the strictest reading: nothing of the request is subscribed. Tests turn it on.
+    takes_the_rest_of_a_refused_request: bool = False
 
     def __init__(self, venue_id, sim):
         super().__init__(venue_id, sim)
@@ -924,6 +929,7 @@ class Okx(Venue):
                 msg=f"Invalid request: {text[:200]}",
             )
         op, req_id = msg["op"], msg.get("id")
+        unknown = []
         for arg in msg["args"]:
             if not isinstance(arg, dict):
                 return self._send(client, req_id, "error", code="60012", msg=f"Invalid request: {text[:200]}")
@@ -935,18 +941,24 @@ class Okx(Venue):
             sockets: dict[Any, str] = {"trades": "public", "trades-all": "business"}
             wanted = sockets.get(channel)
             if wanted != client.role or self.instrument_or_none(inst_id) is None:
-                return self._send(
+                unknown.append(arg)
+        for arg in msg["args"]:
+            if arg in unknown:
+                # One 60018 per unknown argument, naming it (burakoner/OKX.Api#34: one per bad instId
+                # of a many-argument request), in the wording of the latest live capture (3P, of
+                # 2026-10-02; the earlier wordings are in venues/okx.py).
+                self._send(
                     client,
                     req_id,
                     "error",
                     code="60018",
-                    msg=f"Wrong URL or channel:{channel},instId:{inst_id} doesn't exist. Please use the correct URL, "
-                    "channel and parameters referring to API document.",
+                    msg=f"Subscribe failed, wrong URL or channel:{arg.get('channel')},instId:{arg.get('instId')} "
+                    "doesn't exist. Please use the correct URL, channel and parameters referring to API document.",
                 )
-        for arg in msg["args"]:
-            topic = f"{arg['channel']}:{arg['instId']}"
-            (self.sim.subscribe if op == "subscribe" else self.sim.unsubscribe)(client, topic)
-            self._send(client, req_id, "ack", event=op, channel=arg["channel"], instId=arg["instId"])
+            elif not unknown or self.takes_the_rest_of_a_refused_request:
+                topic = f"{arg['channel']}:{arg['instId']}"
+                (self.sim.subscribe if op == "subscribe" else self.sim.unsubscribe)(client, topic)
+                self._send(client, req_id, "ack", event=op, channel=arg["channel"], instId=arg["instId"])
 
     def shutdown_notice(self, client):
         # Sent 60 s before a service-upgrade disconnect (§4.1).

@@ -61,6 +61,17 @@ CHANNEL_PATHS = {"trades-all": "/ws/v5/business", "trades": "/ws/v5/public"}
 #: it, the recorder falls back to `trades` rather than go silent (docs/VENUES.md §4.1). Read by
 #: pattern: the error's detail may be cut at 1 KiB.
 _CHANNEL_REFUSED = re.compile(r'"code"\s*:\s*"600(11|29)"')
+#: OKX's refusal of one subscribe argument whose instrument it does not know: code 60018, its
+#: message naming the argument as sent (OKX's WebSocket error table: "Wrong URL or {0} doesn't exist.
+#: Please use the correct URL, channel and parameters referring to API document."). Forms on record:
+#: `channel:tickers,instId:LTC-USD doesn't exist` (2021-23: cryptofeed PR #702, okxapi/python-okx#21,
+#: burakoner/OKX.Api#34), `Wrong URL or channel:…,instId:… doesn't exist. Please use …` (2024-25) and
+#: `Subscribe failed, wrong URL or channel:…,instId:… doesn't exist. Please use …` (a live capture of
+#: 2026-10-02). It carries our request's `id` when the request had one (docs/VENUES.md §4.1, §12
+#: "OKX acks"); one error per unknown argument. Read by pattern: the detail may be cut at 1 KiB.
+_UNKNOWN_INSTRUMENT_CODE = re.compile(r'"code"\s*:\s*"60018"')
+_UNKNOWN_INSTRUMENT = re.compile(r"channel:([\w-]+),\s*instId:([^\s,\"\\]+) doesn't exist")
+_REQUEST_ID = re.compile(r'"id"\s*:\s*"(\d+)"')
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,6 +93,32 @@ class OkxSpec(VenueSpec):
         if self.channel != "trades-all" or not _CHANNEL_REFUSED.search(detail):
             return None
         return self.on_channel("trades")
+
+    def rejected_request(self, detail: str) -> int | None:
+        # Where the refused argument cannot be read from the message (a new wording), the request
+        # is split by halves until the unknown instrument stands alone (VenueConnection).
+        named = self._unknown_instruments(detail)
+        if named is None or (named and not [inst for channel, inst in named if channel == self.channel]):
+            return None
+        m = _REQUEST_ID.search(detail)
+        return int(m.group(1)) if m else None
+
+    def refused_symbols(self, detail: str) -> list[str]:
+        # The instrument OKX names: dropped, and the request's other arguments asked for again.
+        # Whether OKX took them is not documented (third parties saw the good ones deliver:
+        # cryptofeed PR #702, burakoner/OKX.Api#34); the strictest reading is that it did not, and
+        # asking again for one it took is harmless: "resubscribing to an already-active channel
+        # was harmless and did not cause errors" on one OKX connection (thrasher-corp/
+        # gocryptotrader#2136, 2025).
+        return [inst for channel, inst in self._unknown_instruments(detail) or () if channel == self.channel]
+
+    def _unknown_instruments(self, detail: str) -> list[tuple[str, str]] | None:
+        """The (channel, instId) pairs a 60018 names; None for any other answer. A refusal naming
+        another channel than ours answers a request made before a move to the `trades` fallback,
+        on a socket being replaced: asking again there, on the old path, would only be refused."""
+        if not _UNKNOWN_INSTRUMENT_CODE.search(detail):
+            return None
+        return _UNKNOWN_INSTRUMENT.findall(detail)
 
     def trade_channel(self) -> str | None:
         return f"{self.channel} on {self.ws_path}"
