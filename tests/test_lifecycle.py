@@ -759,3 +759,28 @@ def test_a_binance_spot_pair_back_from_a_break_is_subscribed_again_and_loses_not
             run.store.close()
 
     asyncio.run(go())
+
+
+def test_gate_delisted_rows_read_as_closed_and_rows_leaving_soon_as_they_trade():
+    """Gate keeps a delisted spot pair `untradable` with its past `delisting_time`, and a contract
+    without `status` but `in_delisting` and no positions left is delisted (Gate's Contract schema):
+    both closed. A pair still tradable with a delisting time ahead trades on; an untradable one
+    with none is halted; a contract in delisting with positions open is delisting."""
+    from pumpwatch.venues import CLOSED, DELISTING, HALTED, TRADING
+
+    now = int(time.time())
+    pairs = [
+        {"id": "OLD_USDT", "base": "OLD", "quote": "USDT", "trade_status": "untradable", "delisting_time": now - 60},
+        {"id": "SOON_USDT", "base": "SOON", "quote": "USDT", "trade_status": "tradable", "delisting_time": now + 600},
+        {"id": "HALT_USDT", "base": "HALT", "quote": "USDT", "trade_status": "untradable", "delisting_time": 0},
+    ]
+    got = {i.symbol: i.status for i in get("gate-spot").parse_instruments([json.dumps(pairs)])}
+    assert got == {"OLD_USDT": CLOSED, "SOON_USDT": TRADING, "HALT_USDT": HALTED}
+    contract = {"type": "direct", "quanto_multiplier": "1", "in_delisting": True}
+    contracts = [
+        {**contract, "name": "GONE_USDT", "position_size": 0},
+        {**contract, "name": "LEAVING_USDT", "position_size": 12},
+        {**contract, "name": "LISTED_USDT", "status": "delisted", "position_size": 0},
+    ]
+    got = {i.symbol: i.status for i in get("gate-futures").parse_instruments([json.dumps(contracts)])}
+    assert got == {"GONE_USDT": CLOSED, "LEAVING_USDT": DELISTING, "LISTED_USDT": CLOSED}

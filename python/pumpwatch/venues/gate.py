@@ -133,7 +133,8 @@ class GateSpec(VenueSpec):
                 if status == TRADING and s.get("in_delisting") is True:
                     # "in_delisting=true and position_size=0 indicates the contract is delisted"
                     # (Gate's Contract schema); with positions left it is in its transition period.
-                    status = CLOSED if "status" not in s and s.get("position_size") == 0 else DELISTING
+                    # (numbers arrive as their text: exact_json)
+                    status = CLOSED if "status" not in s and str(s.get("position_size")) == "0" else DELISTING
                 out.append(
                     make_instrument(
                         self.id,
