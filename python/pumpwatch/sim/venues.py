@@ -916,14 +916,14 @@ class Okx(Venue):
     ws_path = "/ws/v5/business"  # trades-all, one fill per push: what a tick recorder uses (§4.2)
     channels = ("trades-all", "trades")
     buckets: ClassVar = {"history": (20, 2.0), "trades": (100, 2.0), "instruments": (20, 2.0)}  # §4.3
-    #: Channels refused to a connection that has not logged in, with OKX's "Please log in" (60011,
-    #: the `login required` template). Empty by default: OKX documents `trades-all` as public; a test or
-    #: a scenario (`SimVenue.require_login`) adds it for the case ccxt codes for (it logs in first).
-    login_required: frozenset[str] = frozenset()
     # "When a product is going to be delisted ... the instrument will not be available"; a halted
     # one is `suspend` (OKX-DOCS public data, Get instruments: `state`; coincise
     # docs/okx/public_data.md). Delisted instruments leave the list.
     halted_states: ClassVar = {"okx-spot": "suspend", "okx-swap": "suspend"}
+    #: Channels refused to a connection that has not logged in, with OKX's "Please log in" (60011,
+    #: the `login required` template). Empty by default: OKX documents `trades-all` as public; a test or
+    #: a scenario (`SimVenue.require_login`) adds it for the case ccxt codes for (it logs in first).
+    login_required: frozenset[str] = frozenset()
 
     def __init__(self, venue_id, sim):
         super().__init__(venue_id, sim)
