@@ -596,3 +596,191 @@ def test_refusing_erroring_and_unreachable_venues_are_isolated(tmp_path):
         run.store.close()
 
     asyncio.run(go())
+
+
+# ---------------------------------------------------------------------------------------------
+# Delisted and halted instruments, in each venue's own form
+
+#: Venues whose instrument list keeps a delisted instrument, in their closed state (the simulator's
+#: `delisted_states`, each sourced in sim/venues.py); the others drop it from the list.
+KEEPS_DELISTED = {
+    "binance-spot": "BREAK",
+    "binance-usdm": "SETTLING",
+    "gate-spot": "untradable",
+    "gate-futures": "delisted",
+    "phemex-spot": "Delisted",
+    "phemex-perp": "Delisted",
+}
+#: Venues whose list shows a halted instrument in a state of its own (the others document none).
+HALT_STATE = {
+    "binance-spot": "HALT",
+    "okx-spot": "suspend",
+    "okx-swap": "suspend",
+    "gate-spot": "untradable",
+    "gate-futures": "circuit_breaker",
+    "kucoin-spot": "false",
+    "kucoin-futures": "Paused",
+}
+
+
+async def _list_bodies(sim: SimVenue, venue: str) -> list[str]:
+    """The venue's instrument-list answers as the recorder asks for them."""
+    from pumpwatch.net.http import http_fetch
+
+    spec, bodies = get(venue), []
+    for request in spec.instruments_request():
+        page = request
+        while page is not None:
+            body = await http_fetch(sim.rest_url, page)
+            bodies.append(body)
+            page = spec.next_instruments_request(page, body)
+    return bodies
+
+
+def _state_values(venue: str, bodies: list[str], symbol: str) -> list:
+    """The raw state fields of `symbol`'s rows in the venue's list answers."""
+    out = []
+    for body in bodies:
+        doc = json.loads(body)
+        rows = doc if isinstance(doc, list) else doc.get("data", doc.get("result", doc))
+        if isinstance(rows, dict):
+            rows = rows.get("symbols") or rows.get("list") or rows.get("products", []) + rows.get("perpProductsV2", [])
+        for r in rows:
+            if symbol in (r.get("symbol"), r.get("instId"), r.get("id"), r.get("name")):
+                out.append(
+                    next(r[k] for k in ("status", "state", "trade_status", "enableTrading") if k in r)
+                    if venue != "kucoin-spot"
+                    else str(r["enableTrading"]).lower()
+                )
+    return out
+
+
+@pytest.mark.parametrize("venue", pumpwatch.VENUES)
+def test_the_recorder_reads_each_venues_delisted_and_halted_forms(venue):
+    """The simulator's instrument list shows a delisted instrument as the venue does (kept in its
+    closed state, or dropped) and a halted one in the venue's halt state; the recorder reads the
+    delisted one as closed or gone and the halted one as listed (kept when subscribed). Binance
+    spot's `BREAK`, Binance USDⓈ-M's `SETTLING` and Gate spot's untradable pair past its
+    `delisting_time` were read as halted, so a delisted instrument stayed subscribed for good."""
+    from pumpwatch.venues import CLOSED, HALTED, TRADING
+
+    async def go():
+        async with SimVenue(venue, seed=3, trades_per_s=5.0) as sim:
+            kept, gone, halted = (list(sim.instruments)[i] for i in (0, 3, 2))
+            sim.delist(gone)
+            sim.halt(halted, 60.0)
+            bodies = await _list_bodies(sim, venue)
+        parsed = {i.symbol: i for i in get(venue).parse_instruments(bodies)}
+        assert _state_values(venue, bodies, gone) == ([KEEPS_DELISTED[venue]] if venue in KEEPS_DELISTED else [])
+        assert gone not in parsed or parsed[gone].status == CLOSED, parsed.get(gone)
+        assert _state_values(venue, bodies, halted) == [HALT_STATE.get(venue, _state_values(venue, bodies, kept)[0])]
+        assert parsed[halted].status == (HALTED if venue in HALT_STATE else TRADING), parsed[halted]
+        assert parsed[kept].status == TRADING
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("venue", pumpwatch.VENUES)
+def test_delisted_instruments_are_dropped_and_a_halted_one_kept_in_each_venues_form(venue, tmp_path):
+    """Against each venue's own form of its instrument list: an instrument delisted before the
+    start is never subscribed; one delisted while recorded is unsubscribed at the next fetch; one
+    halted stays subscribed through fetches during the halt and its trades, once resumed, are
+    recorded; and every trade of every symbol is stored once from its first to its last."""
+
+    async def go():
+        async with SimVenue(venue, seed=4, trades_per_s=60.0) as sim:
+            btc, eth, sol, doge = list(sim.instruments)
+            sim.delist(doge)  # before the start
+            async with Run(tmp_path / "d", {venue: sim}, discovery_refresh_s=0.2) as run:
+                rec = run.recorder(venue)
+                assert await wait_until(lambda: all(sim.subscribers(s) >= 1 for s in (btc, eth, sol)), 15)
+                assert await wait_until(lambda: {btc, eth, sol} <= {r["symbol"] for r in run.stored(venue)}, 10)
+                sim.delist(sol)
+                sim.halt(eth, 1.5)
+                # Unsubscribed (OKX's and Gate's stand-ins refuse the unsubscribe of an instrument
+                # they no longer know; nothing trades on it either way).
+                assert await wait_until(lambda: sol not in {s for sh in rec.shards for s in sh.symbols}, 5), (
+                    "the delisted symbol is still subscribed"
+                )
+                await asyncio.sleep(1.0)  # five fetches of the list during the halt
+                assert sim.subscribers(eth) >= 1, "the halted symbol was unsubscribed"
+                assert eth in {s for sh in rec.shards for s in sh.symbols}
+                resumed = sim.instruments[eth].resumes_at_ns or 0
+                assert await wait_until(
+                    lambda: any(r["symbol"] == eth and r["ts_ns"] > resumed for r in run.stored(venue)), 10
+                ), "no trade of the halted symbol recorded after it resumed"
+                status = run.status(venue)
+                shards = {s for sh in rec.shards for s in sh.symbols}
+                ever = set(rec.subscribed_ns)
+            rows = run.stored(venue)
+            assert doge not in ever and doge not in shards and sim.subscribers(doge) == 0
+            assert sol not in shards
+            assert not [r for r in rows if r["symbol"] == doge]
+            assert status["unsubscribed"] == 1, status
+            print(assert_every_trade_once(sim, rows, min_per_symbol=1))
+            run.store.close()
+
+    asyncio.run(go())
+
+
+def test_a_binance_spot_pair_back_from_a_break_is_subscribed_again_and_loses_nothing(tmp_path):
+    """`BREAK` also marks expected downtime ("market data is not generated", Binance's spot
+    glossary). Read as closed, the pair is unsubscribed for it; once it trades again the next list
+    fetch subscribes it anew, and the trades between its reopening and that fetch are fetched by
+    id: from its first trade stored to its last, every trade once."""
+    venue = "binance-spot"
+
+    async def go():
+        async with SimVenue(venue, seed=5, trades_per_s=80.0) as sim:
+            sim.protocol.halted_states = {venue: "BREAK"}  # downtime shows BREAK, not HALT
+            eth = list(sim.instruments)[1]
+            async with Run(tmp_path / "d", {venue: sim}, discovery_refresh_s=0.5) as run:
+                rec = run.recorder(venue)
+                assert await wait_until(lambda: eth in {r["symbol"] for r in run.stored(venue)}, 15)
+                sim.halt(eth, 1.0)
+                assert await wait_until(lambda: eth not in {s for sh in rec.shards for s in sh.symbols}, 5)
+                assert await wait_until(lambda: eth in {s for sh in rec.shards for s in sh.symbols}, 5)
+                resumed = sim.instruments[eth].resumes_at_ns or 0
+                # the pair's trades from before it was subscribed again, and after
+                back = [t for t in sim.sent_trades(eth) if t["ts_ns"] > resumed]
+                assert back, "no trade since the pair reopened"
+                assert await wait_until(lambda: sim.subscribers(eth) >= 1, 5)
+                await asyncio.sleep(1.0)
+                got = {r["trade_id"] for r in run.stored(venue) if r["symbol"] == eth}
+                assert await wait_until(
+                    lambda: {t["trade_id"] for t in back} <= {r["trade_id"] for r in run.stored(venue)}, 10
+                ), f"{len({t['trade_id'] for t in back} - got)} trades after the reopening missing"
+                markers = [m["detail"] for m in run.markers(venue, "subscription_set")]
+                backfilled = rec.counters.backfilled
+            rows = run.stored(venue)
+            assert any(d.startswith(f"unsubscribed 1 delisted: {eth}") for d in markers), markers
+            assert backfilled > 0, "nothing traded between the reopening and the new subscription"
+            print(assert_every_trade_once(sim, rows, min_per_symbol=1))
+            run.store.close()
+
+    asyncio.run(go())
+
+
+def test_gate_delisted_rows_read_as_closed_and_rows_leaving_soon_as_they_trade():
+    """Gate keeps a delisted spot pair `untradable` with its past `delisting_time`, and a contract
+    without `status` but `in_delisting` and no positions left is delisted (Gate's Contract schema):
+    both closed. A pair still tradable with a delisting time ahead trades on; an untradable one
+    with none is halted; a contract in delisting with positions open is delisting."""
+    from pumpwatch.venues import CLOSED, DELISTING, HALTED, TRADING
+
+    now = int(time.time())
+    pairs = [
+        {"id": "OLD_USDT", "base": "OLD", "quote": "USDT", "trade_status": "untradable", "delisting_time": now - 60},
+        {"id": "SOON_USDT", "base": "SOON", "quote": "USDT", "trade_status": "tradable", "delisting_time": now + 600},
+        {"id": "HALT_USDT", "base": "HALT", "quote": "USDT", "trade_status": "untradable", "delisting_time": 0},
+    ]
+    got = {i.symbol: i.status for i in get("gate-spot").parse_instruments([json.dumps(pairs)])}
+    assert got == {"OLD_USDT": CLOSED, "SOON_USDT": TRADING, "HALT_USDT": HALTED}
+    contract = {"type": "direct", "quanto_multiplier": "1", "in_delisting": True}
+    contracts = [
+        {**contract, "name": "GONE_USDT", "position_size": 0},
+        {**contract, "name": "LEAVING_USDT", "position_size": 12},
+        {**contract, "name": "LISTED_USDT", "status": "delisted", "position_size": 0},
+    ]
+    got = {i.symbol: i.status for i in get("gate-futures").parse_instruments([json.dumps(contracts)])}
+    assert got == {"GONE_USDT": CLOSED, "LEAVING_USDT": DELISTING, "LISTED_USDT": CLOSED}

@@ -72,6 +72,7 @@ from .schema import MARKER_SCHEMA, TRADE_SCHEMA
 from .upbit import Egress, WatcherSettings, parse_page
 from .upbit.watcher import settings_egresses
 from .venues import (
+    CLOSED,
     SPECS,
     BackfillRow,
     HistoryOutOfReach,
@@ -297,6 +298,8 @@ class VenueHistory:
     async def mapped(self, ticker: str) -> list[MappedInstrument]:
         out = []
         for i in await self.instruments():
+            if i.status == CLOSED:
+                continue  # kept on the list after its delisting (Binance spot BREAK, Gate): not listed today
             asset = (i.asset or split_multiplier(i.base)[0]).upper()
             if asset == ticker.upper() and i.quote == "USDT":
                 out.append(

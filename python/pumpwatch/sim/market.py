@@ -154,7 +154,11 @@ class Instrument:
     listed_at_ns: int | None = None  # None: listed before the simulator started
     pump: float | None = None  # a scheduled listing's (or pump's) price multiple
     pump_at_ns: int | None = None  # when the pump starts, if not at the listing (an Upbit announcement)
-    delisted_at_ns: int | None = None  # from then on: gone from the instrument list, no trades
+    delisted_at_ns: int | None = None  # from then on: no trades; the list drops it or shows it closed
+    # From `halted_at_ns` until `resumes_at_ns`: no trades, listed in the venue's halt state,
+    # subscribable (SimVenue.halt); then it trades again.
+    halted_at_ns: int | None = None
+    resumes_at_ns: int | None = None
     # From then on in the instrument list in the venue's pre-trading state (subscribable, no trades)
     # until `listed_at_ns` opens it (docs/VENUES.md §12); None: it appears when it opens.
     preopen_at_ns: int | None = None
@@ -180,6 +184,16 @@ class Instrument:
         if self.preopen_at_ns is not None and now_ns >= self.preopen_at_ns:
             return True
         return self.listed_at_ns is None or now_ns >= self.listed_at_ns
+
+    def delisted(self, now_ns: int) -> bool:
+        """Delisted: trades no more, not subscribable (the venue's list drops it or keeps it closed)."""
+        return self.delisted_at_ns is not None and now_ns >= self.delisted_at_ns
+
+    def halted(self, now_ns: int) -> bool:
+        """Listed and subscribable, trading stopped for now (it resumes)."""
+        if self.halted_at_ns is None or now_ns < self.halted_at_ns:
+            return False
+        return self.resumes_at_ns is None or now_ns < self.resumes_at_ns
 
     def pre_trading(self, now_ns: int) -> bool:
         """Listed, not open yet: the venue's list shows its pre-trading state."""

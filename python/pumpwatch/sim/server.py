@@ -488,8 +488,19 @@ class SimVenue:
                 self._subscribers[topic].discard(c)
 
     def delist(self, symbol: str) -> None:
-        """`symbol` leaves the instrument list now and trades no more; subscribing to it fails."""
+        """`symbol` is delisted now: it trades no more and subscribing to it fails. The venue's
+        instrument list drops it or keeps it in its closed state, as the real venue does
+        (`delisted_states` of its protocol class: Binance spot `BREAK`, USDⓈ-M `SETTLING`, ...)."""
         self.instruments[symbol].delisted_at_ns = self.now_ns()
+
+    def halt(self, symbol: str, seconds: float) -> None:
+        """`symbol`'s trading stops for `seconds` (real), then resumes. Meanwhile the venue's
+        instrument list shows it in its halt state (`halted_states` of its protocol class: Binance
+        spot `HALT`, OKX `suspend`, ...; unchanged where none is documented) and subscribing to it
+        works, as on the real venue."""
+        inst = self.instruments[symbol]
+        inst.halted_at_ns = self.now_ns()
+        inst.resumes_at_ns = inst.halted_at_ns + int(seconds * 1e9)
 
     def fail_rest(self, seconds: float, status: int = 503) -> None:
         """Every REST request is answered with `status` for `seconds` (an outage of the API)."""
@@ -675,7 +686,8 @@ class SimVenue:
         for tape in list(self._tapes.values()):
             inst = tape.inst
             start = t0 if inst.listed_at_ns is None else max(t0, self._mono(inst.listed_at_ns))
-            if start >= t1 or (inst.delisted_at_ns is not None and self._wall_ns(t1) >= inst.delisted_at_ns):
+            wall = self._wall_ns(t1)
+            if start >= t1 or inst.delisted(wall) or inst.halted(wall):
                 continue
             rate = self._order_rate(tape, t1)
             if rate <= 0:

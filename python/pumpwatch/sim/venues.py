@@ -194,6 +194,12 @@ class Venue:
     rate_limited_status = 429
     lifetime_close_reason = "connection lifetime reached"
     buckets: ClassVar[dict[str, tuple[int, float]]] = {}  # name -> (capacity, refill period in seconds)
+    #: Venue id -> the state value its instrument list keeps a delisted instrument with; a venue
+    #: not named drops it from the list. Each class cites its source.
+    delisted_states: ClassVar[dict[str, str]] = {}
+    #: Venue id -> the state value its list shows for a halted instrument (subscribable, trading
+    #: resumes); a venue not named documents none, and its list goes on showing it as trading.
+    halted_states: ClassVar[dict[str, str]] = {}
 
     def __init__(self, venue_id: str, sim: VenueHost):
         self.venue_id = venue_id
@@ -217,6 +223,25 @@ class Venue:
 
     def listed(self) -> list[Instrument]:
         return self.sim.listed_instruments()
+
+    def on_list(self) -> list[Instrument]:
+        """What the venue's instrument list shows now: the listed instruments (trading, halted or
+        pre-trading), and the delisted ones where the venue keeps them (`delisted_states`)."""
+        now = self.sim.now_ns()
+        keeps = self.venue_id in self.delisted_states
+        return [i for i in self.sim.instruments.values() if i.listed(now) or (keeps and i.delisted(now))]
+
+    def list_state(self, inst: Instrument, trading: str, pre_trading: str) -> str:
+        """`inst`'s state value in the venue's instrument list now, given its words for trading
+        and pre-trading; delisted and halted ones from `delisted_states` / `halted_states`."""
+        now = self.sim.now_ns()
+        if inst.delisted(now) and self.venue_id in self.delisted_states:
+            return self.delisted_states[self.venue_id]
+        if inst.pre_trading(now):
+            return pre_trading
+        if inst.halted(now):
+            return self.halted_states.get(self.venue_id, trading)
+        return trading
 
     def instrument_or_none(self, symbol: str | None) -> Instrument | None:
         inst = self.sim.instruments.get(symbol or "")
@@ -318,6 +343,12 @@ class Binance(Venue):
     buckets: ClassVar = {"weight": (6000, 60.0)}  # REQUEST_WEIGHT 6,000/min (§1.3)
     max_streams = 1024
     futures = False
+    # A delisted spot pair stays in exchangeInfo as `BREAK` (third-party observations:
+    # coingecko/cryptoexchange#1718, ccxt#7304; Binance's glossary: BREAK, "not available for
+    # trading ... market data is not generated"). An emergency halt is `HALT` ("market data is
+    # still generated"; binance-spot-api-docs faqs/spot_glossary.md, enums.md).
+    delisted_states: ClassVar = {"binance-spot": "BREAK"}
+    halted_states: ClassVar = {"binance-spot": "HALT"}
 
     def __init__(self, venue_id, sim):
         super().__init__(venue_id, sim)
@@ -556,10 +587,9 @@ class Binance(Venue):
 
     def rest_exchange_info(self, q):
         symbols = []
-        now = self.sim.now_ns()
-        for inst in self.listed():
+        for inst in self.on_list():
             # before it opens: spot PRE_TRADING, USDⓈ-M PENDING_TRADING (docs/VENUES.md §12)
-            status = "TRADING" if not inst.pre_trading(now) else "PENDING_TRADING" if self.futures else "PRE_TRADING"
+            status = self.list_state(inst, "TRADING", "PENDING_TRADING" if self.futures else "PRE_TRADING")
             tick, lot = inst.price_text(inst.tick_units), inst.qty_text(inst.lot_units)
             filters = [
                 {
@@ -627,6 +657,12 @@ class Binance(Venue):
 
 class BinanceUsdm(Binance):
     futures = True
+    # A delisted perpetual stays in exchangeInfo as `SETTLING` (contract status enum: BN-FUT-DOCS
+    # via coincise docs/binance/usdm/response_formats.md; third party: python-binance#1376, delisted
+    # HNT/TOMO still returned; polyoxide-binance's SymbolStatus: "Settling: a delisted perpetual",
+    # 134 of 924 symbols on 2026-10-07). No halt state is documented for a perpetual.
+    delisted_states: ClassVar = {"binance-usdm": "SETTLING"}
+    halted_states: ClassVar = {}
     heartbeat = Heartbeat(server_ping_every=180, pong_within=600, lifetime=DAY_S)  # §2.1
     incoming_limit = (10, 1.0)
     ws_path = "/public/stream"
@@ -669,6 +705,9 @@ class Bybit(Venue):
     buckets: ClassVar = {"ip": (600, 5.0)}  # 600 requests / 5 s per IP (§3.1)
     rate_limited_status = 403  # Bybit answers an IP over its limit with 403 "access too frequent" (§3.1)
     max_args_chars = 21_000  # characters of `args` per connection (§3.1)
+    # instruments-info answers only `Trading` symbols unless `status` asks another state, and spot
+    # has `Trading` only (BYBIT docs/v5/market/instrument.mdx L30): a delisted symbol (`Closed`)
+    # leaves the answer the recorder reads. No halt state is documented (enum.mdx `status`).
 
     def __init__(self, venue_id, sim):
         super().__init__(venue_id, sim)
@@ -818,12 +857,11 @@ class Bybit(Venue):
         if q.get("category") != self.category:
             return self._envelope({"category": q.get("category", ""), "list": [], "nextPageCursor": ""})
         out = []
-        now = self.sim.now_ns()
         # Only `Trading` instruments unless `status` names another state: PreLaunch ones must be
         # asked for (docs/VENUES.md §12, BYBIT market/instrument.mdx).
         wanted = q.get("status") or "Trading"
         for inst in self.listed():
-            status = "PreLaunch" if inst.pre_trading(now) else "Trading"
+            status = self.list_state(inst, "Trading", "PreLaunch")
             if status != wanted:
                 continue
             tick, lot = inst.price_text(inst.tick_units), inst.qty_text(inst.lot_units)
@@ -878,6 +916,10 @@ class Okx(Venue):
     ws_path = "/ws/v5/business"  # trades-all, one fill per push: what a tick recorder uses (§4.2)
     channels = ("trades-all", "trades")
     buckets: ClassVar = {"history": (20, 2.0), "trades": (100, 2.0), "instruments": (20, 2.0)}  # §4.3
+    # "When a product is going to be delisted ... the instrument will not be available"; a halted
+    # one is `suspend` (OKX-DOCS public data, Get instruments: `state`; coincise
+    # docs/okx/public_data.md). Delisted instruments leave the list.
+    halted_states: ClassVar = {"okx-spot": "suspend", "okx-swap": "suspend"}
     #: Channels refused to a connection that has not logged in, with OKX's "Please log in" (60011,
     #: the `login required` template). Empty by default: OKX documents `trades-all` as public; a test or
     #: a scenario (`SimVenue.require_login`) adds it for the case ccxt codes for (it logs in first).
@@ -1049,7 +1091,6 @@ class Okx(Venue):
         if q.get("instType") != self.inst_type:
             return self._ok([])
         out = []
-        now = self.sim.now_ns()
         for inst in self.listed():
             tick, lot = inst.price_text(inst.tick_units), inst.qty_text(inst.lot_units)
             row: dict[str, Any] = {
@@ -1067,7 +1108,7 @@ class Okx(Venue):
                 "tickSz": tick,
                 "lotSz": lot,
                 "minSz": lot,
-                "state": "preopen" if inst.pre_trading(now) else "live",
+                "state": self.list_state(inst, "live", "preopen"),
                 "listTime": str(_ms(inst.listed_at_ns or 1_548_000_000_000_000_000)),
             }
             if self.swap:
@@ -1114,6 +1155,11 @@ class Kucoin(Venue):
     buckets: ClassVar = {"public": (2000, 30.0)}  # public pool 2000 / 30 s per IP (§5.3)
     max_symbols_per_topic = 100
     max_topics = 400  # per connection, spot (§5.1); futures has none
+    # Both lists hold only what can be traded: spot /api/v2/symbols "a list of available currency
+    # pairs for trading", futures /api/v1/contracts/active "all contracts that can be traded"
+    # (KC-DOCS via coincise docs/kucoin/endpoints/public/): a delisted one leaves them. Halted:
+    # spot `enableTrading: false`, futures `status: Paused` ("Suspended", futures-market.md enum).
+    halted_states: ClassVar = {"kucoin-spot": "false", "kucoin-futures": "Paused"}
 
     def __init__(self, venue_id, sim):
         super().__init__(venue_id, sim)
@@ -1285,7 +1331,7 @@ class Kucoin(Venue):
                 "priceLimitRate": "0.1",
                 "minFunds": "0.1",
                 "isMarginEnabled": False,
-                "enableTrading": not i.pre_trading(self.sim.now_ns()),
+                "enableTrading": self.list_state(i, "true", "false") == "true",
                 "tradingStartTime": _ms(i.listed_at_ns) if i.listed_at_ns else None,
             }
             for i in self.listed()
@@ -1343,7 +1389,7 @@ class Kucoin(Venue):
                 "quoteCurrency": i.quote,
                 "settleCurrency": "USDT",
                 "isInverse": False,
-                "status": "Init" if i.pre_trading(self.sim.now_ns()) else "Open",
+                "status": self.list_state(i, "Open", "Init"),
                 "multiplier": float(cast(str, i.contract_value)),  # a contract's: always set
                 "lotSize": 1,
                 "tickSize": float(i.tick),
@@ -1372,6 +1418,13 @@ class Gate(Venue):
     #: /spot/trades), whatever the time range holds; a deeper page is refused with 400 (Gate's error
     #: shape; its exact words for this case are not documented). Tests scale it down.
     max_page_offset: ClassVar[int] = 100_000
+    # Spot keeps a delisted pair `untradable` with `delisting_time` ("expected time to remove the
+    # shelves") until it is purged; futures keep a delisted contract as `status: delisted`,
+    # `in_delisting: true` (GATE-DOCS `GET /spot/currency_pairs`, `GET /futures/{settle}/contracts`
+    # via coincise; third party: gocryptotrader#2018 reads "delisting status and when it will be
+    # purged"). Halted: spot `untradable` ("cannot be traded"), futures `circuit_breaker`.
+    delisted_states: ClassVar = {"gate-spot": "untradable", "gate-futures": "delisted"}
+    halted_states: ClassVar = {"gate-spot": "untradable", "gate-futures": "circuit_breaker"}
 
     def __init__(self, venue_id, sim):
         super().__init__(venue_id, sim)
@@ -1610,11 +1663,12 @@ class Gate(Venue):
                 "amount_precision": i.qty_places,
                 "precision": i.price_places,
                 # before it opens: untradable, with the opening time (docs/VENUES.md §12)
-                "trade_status": "untradable" if i.pre_trading(self.sim.now_ns()) else "tradable",
+                "trade_status": self.list_state(i, "tradable", "untradable"),
                 "sell_start": (i.listed_at_ns or 0) // 10**9,
                 "buy_start": (i.listed_at_ns or 0) // 10**9,
+                "delisting_time": (i.delisted_at_ns or 0) // 10**9,
             }
-            for i in self.listed()
+            for i in self.on_list()
         ]
 
     def rest_currencies(self, q):
@@ -1654,11 +1708,12 @@ class Gate(Venue):
                 "order_size_min": 1,
                 "order_size_max": 1000000,
                 "enable_decimal": i.qty_places > 0,
-                "in_delisting": False,
-                "status": "prelaunch" if i.pre_trading(self.sim.now_ns()) else "trading",
+                "in_delisting": i.delisted(self.sim.now_ns()),
+                "status": self.list_state(i, "trading", "prelaunch"),
                 "create_time": (i.listed_at_ns or 1_585_526_400_000_000_000) // 10**9,
+                "delisted_time": (i.delisted_at_ns or 0) // 10**9,
             }
-            for i in self.listed()
+            for i in self.on_list()
         ]
 
 
@@ -1678,6 +1733,11 @@ class Phemex(Venue):
     snapshot_size = 200
     max_subscriptions = 20  # per connection (§9.1)
     max_connections = 5  # per client, spot and contract together: one gateway (§9.1)
+    # "Contract which delisted has status with 'Delisted'" (PHX-DOCS _contract.md, `GET
+    # /public/products`). Spot products come in the same answer with the same `status` field and
+    # ccxt reads both as active only when `Listed`; that spot keeps its delisted ones too is
+    # inferred, not documented. No halt state is documented.
+    delisted_states: ClassVar = {"phemex-perp": "Delisted", "phemex-spot": "Delisted"}
 
     def __init__(self, venue_id, sim):
         super().__init__(venue_id, sim)
@@ -1827,7 +1887,8 @@ class Phemex(Venue):
 
     def rest_products(self, q):
         products, perps = [], []
-        for i in self.listed():
+        for i in self.on_list():
+            status = self.list_state(i, "Listed", "Listed")
             if self.perp:
                 perps.append(
                     {
@@ -1836,7 +1897,7 @@ class Phemex(Venue):
                         "baseCurrency": i.base,
                         "quoteCurrency": i.quote,
                         "settleCurrency": "USDT",
-                        "status": "Listed",
+                        "status": status,
                         "tickSize": i.tick,
                         "qtyStepSize": i.lot,
                         "pricePrecision": i.price_places,
@@ -1853,7 +1914,7 @@ class Phemex(Venue):
                         "quoteCurrency": i.quote,
                         "priceScale": PHEMEX_SCALE,
                         "ratioScale": PHEMEX_SCALE,
-                        "status": "Listed",
+                        "status": status,
                         "tickSize": i.tick,
                         "baseTickSize": i.lot,
                         "listTime": _ms(i.listed_at_ns or 1_585_526_400_000_000_000),

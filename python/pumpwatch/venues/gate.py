@@ -47,6 +47,16 @@ _REQUEST_ID = re.compile(r'"id":\s*(\d+)')
 _ERROR = re.compile(r'"error":\s*\{')
 
 
+def _delisted(pair: dict[str, Any]) -> bool:
+    """An untradable spot pair past its `delisting_time` (Unix seconds, "expected time to remove
+    the shelves", 0 when none): delisted, kept in `currency_pairs` until Gate purges it."""
+    try:
+        at = int(pair.get("delisting_time") or 0)
+    except (TypeError, ValueError):
+        return False
+    return 0 < at <= time.time()
+
+
 def _opens_later(pair: dict[str, Any]) -> bool:
     """An untradable spot pair whose buying or selling starts in the future (`buy_start` /
     `sell_start`, Unix seconds) is a listing not open yet, not a suspension."""
@@ -112,6 +122,8 @@ class GateSpec(VenueSpec):
                     status = _SPOT_STATUS.get(s.get("trade_status"), HALTED)
                     if status == HALTED and _opens_later(s):
                         status = PRE_TRADING  # a new pair before its opening time (docs/VENUES.md §12)
+                    elif status == HALTED and _delisted(s):
+                        status = CLOSED  # kept in the list after its delisting time, until purged
                     out.append(make_instrument(self.id, s["id"], s["base"], "USDT", "spot", status=status))
                     continue
                 base, _, quote = s["name"].partition("_")
@@ -119,7 +131,10 @@ class GateSpec(VenueSpec):
                     continue
                 status = _FUTURES_STATUS.get(s.get("status"), TRADING if "status" not in s else HALTED)
                 if status == TRADING and s.get("in_delisting") is True:
-                    status = DELISTING
+                    # "in_delisting=true and position_size=0 indicates the contract is delisted"
+                    # (Gate's Contract schema); with positions left it is in its transition period.
+                    # (numbers arrive as their text: exact_json)
+                    status = CLOSED if "status" not in s and str(s.get("position_size")) == "0" else DELISTING
                 out.append(
                     make_instrument(
                         self.id,
