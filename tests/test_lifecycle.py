@@ -507,6 +507,26 @@ def test_an_instrument_list_that_drops_most_symbols_or_comes_back_empty_unsubscr
     asyncio.run(go())
 
 
+def test_a_contract_in_its_delisting_period_is_recorded_from_the_start(tmp_path):
+    """A Gate futures contract `in_delisting` with positions left still trades (Gate's Contract
+    schema): a recorder started in that period once left it out, and its trades were never recorded."""
+    rows = [
+        {"name": "BTC_USDT", "quanto_multiplier": "0.0001", "status": "trading"},
+        {"name": "OLD_USDT", "quanto_multiplier": "1", "status": "delisting"},
+        {"name": "LEAVING_USDT", "quanto_multiplier": "1", "in_delisting": True, "position_size": 12},
+        {"name": "GONE_USDT", "quanto_multiplier": "1", "in_delisting": True, "position_size": 0},
+    ]
+
+    async def fetch(base_url, request):
+        return json.dumps(rows)
+
+    class Store(_MarkerSink):
+        path = str(tmp_path)
+
+    rec = VenueRecorder(get("gate-futures"), VenueSettings(), Store(), Config(), http=fetch)
+    assert asyncio.run(rec.discover()) == ["BTC_USDT", "LEAVING_USDT", "OLD_USDT"]
+
+
 def test_delisted_instrument_is_unsubscribed_and_new_ones_subscribed_within_message_limits(tmp_path):
     """Bybit spot takes at most 10 args per subscribe message and refuses more: twelve new
     listings at once must go out in two messages, on the connection that has room."""

@@ -96,8 +96,9 @@ class Instrument:
 
     @property
     def is_subscribed(self) -> bool:
-        """Recorded: trading, or listed and not open yet (its first trades are the pump)."""
-        return self.status in (TRADING, PRE_TRADING)
+        """Recorded: trading (in a delisting period too: it trades until it closes), or listed and
+        not open yet (its first trades are the pump)."""
+        return self.status in (TRADING, PRE_TRADING, DELISTING)
 
 
 @dataclass(frozen=True)
