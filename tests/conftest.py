@@ -67,6 +67,24 @@ def expected_rows(trades, start=None, end=None, venues=None, symbols=None) -> li
     return rows
 
 
+def read_pty(primary: int) -> bytes:
+    """Everything written to the terminal side of a pty until its other end closed, then closes
+    `primary` (tests that run the CLI on a terminal read its stderr this way)."""
+    import os
+
+    out = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # the other end closed
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(primary)
+    return out
+
+
 @pytest.fixture
 def data_dir(tmp_path):
     return tmp_path / "data"

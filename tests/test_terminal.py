@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import pumpwatch
+from conftest import read_pty
 from pumpwatch import VENUES
 from pumpwatch.dashboard import abbrev, compact_state, render
 
@@ -330,16 +331,7 @@ def test_verify_shows_progress_on_a_terminal_and_keeps_json_clean(event_dir):
     os.close(secondary)
     out = proc.stdout.read()
     assert proc.wait(timeout=60) == 0
-    err = b""
-    while True:
-        try:
-            chunk = os.read(primary, 65536)
-        except OSError:  # the other end closed
-            break
-        if not chunk:
-            break
-        err += chunk
-    os.close(primary)
+    err = read_pty(primary)
     assert b"verifying" in err and b"GB of log in" in err  # the spinner, on stderr
     assert json.loads(out)["ok"] is True  # stdout: the JSON alone
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import pumpwatch
-from conftest import make_trades, trades_table
+from conftest import make_trades, read_pty, trades_table
 from pumpwatch import cli
 from pumpwatch.retention import log_bytes
 
@@ -178,16 +178,7 @@ def test_verify_on_a_terminal_draws_a_bar_with_the_fraction(log_dir):
     os.close(secondary)
     out = proc.stdout.read()
     assert proc.wait(timeout=60) == 0
-    err = b""
-    while True:
-        try:
-            chunk = os.read(primary, 65536)
-        except OSError:  # the other end closed
-            break
-        if not chunk:
-            break
-        err += chunk
-    os.close(primary)
+    err = read_pty(primary)
     n = len(_segment_files(log_dir))
     text = err.decode(errors="replace")
     # The bar's last frame (drawn, then cleared: transient) names the whole fraction.
