@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -450,10 +450,3 @@ class RecorderStore(Protocol):
     def compression_stats(self) -> dict: ...
     def ring_reader(self, from_oldest: bool = False) -> LiveRingReader: ...
     def close(self, seal: bool = False) -> None: ...
-
-
-if TYPE_CHECKING:
-    from . import purepy
-
-    def _both_engines_are_recorder_stores(rust: Store, pure: purepy.Store) -> tuple[RecorderStore, RecorderStore]:
-        return rust, pure

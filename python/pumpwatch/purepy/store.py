@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -838,3 +838,13 @@ class Store:
     def __repr__(self) -> str:
         mode = "closed" if self._closed else ("writer" if self._writable else "read-only")
         return f"<pumpwatch.purepy.Store {self.path!r} {mode}>"
+
+
+if TYPE_CHECKING:
+    # mypy holds both engines to what the recorder calls on its store (checked here, beside the
+    # import this module already makes of the Rust facade, so the facade need not import purepy).
+    from ..store import RecorderStore
+    from ..store import Store as RustStore
+
+    def _both_engines_are_recorder_stores(rust: RustStore, pure: Store) -> tuple[RecorderStore, RecorderStore]:
+        return rust, pure
