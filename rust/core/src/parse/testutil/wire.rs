@@ -30,8 +30,9 @@ fn wire_file(venue: Venue) -> &'static str {
     }
 }
 
-/// What a placeholder may say a value is: a JSON string (`text`, `num`), an integer, a boolean.
-const KINDS: [&str; 4] = ["text", "num", "int", "bool"];
+/// What a placeholder may say a value is: a JSON string (`text`, `num`), an integer, a JSON number
+/// written as given (`dec`: Gate futures REST times in seconds), a boolean.
+const KINDS: [&str; 5] = ["text", "num", "int", "dec", "bool"];
 
 /// A piece of a compiled template: constant text, a value, or where the rows go.
 #[derive(Clone)]
@@ -242,6 +243,7 @@ fn every_template_renders_the_json_it_describes() {
         match kind {
             "num" => json!(format!("{}.5", name.len())),
             "int" => json!(name.len()),
+            "dec" => json!(name.len() as f64 + 0.5),
             "bool" => json!(true),
             _ => json!(format!("v_{name}")),
         }
