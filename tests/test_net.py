@@ -245,3 +245,28 @@ def test_write_atomic_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
         write_atomic(target, b"never seen")
     assert target.read_text(encoding="utf-8") == "new ü"
     assert sorted(p.name for p in target.parent.iterdir()) == ["state.json"]  # no temporary left behind
+
+
+def test_a_stop_that_arrives_as_a_request_fails_is_a_stop_not_a_failure():
+    """Python 3.11's wait_for hands back the inner error when the cancellation arrives just as the
+    request ends, and the cancellation is lost: a recorder being stopped retried its refused
+    instrument list for ever (CI timed out a TLS test on it). http_fetch raises CancelledError."""
+    released = asyncio.Event()
+
+    class RefusingClient:
+        async def request(self, method, url, headers, body):
+            await released.wait()
+            raise HttpError("connecting failed: TLS certificate not trusted", url=url)
+
+    async def go():
+        task = asyncio.create_task(
+            http_fetch("https://127.0.0.1:1", HttpRequest("GET", "/x"), client=RefusingClient())  # type: ignore[arg-type]
+        )
+        await asyncio.sleep(0.01)  # the request is under way
+        released.set()
+        await asyncio.sleep(0)  # the request ends with its error ...
+        task.cancel()  # ... as the stop arrives
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(go())

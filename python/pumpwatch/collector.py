@@ -31,7 +31,7 @@ from . import _core
 from .capture import save_instruments
 from .config import Config, VenueSettings
 from .connection import ReconnectPolicy, VenueConnection
-from .net import RATE_REFUSALS, Backoff, Budgets, http_fetch, venue_fetch
+from .net import RATE_REFUSALS, Backoff, Budgets, http_fetch, raise_if_cancelling, venue_fetch
 from .store import RecorderStore
 from .tls import context_for
 from .venues import CLOSED, BackfillRow, HttpFetch, HttpRequest, Instrument, VenueAnswerError, VenueSpec
@@ -608,6 +608,7 @@ class VenueRecorder:
             try:
                 return await self.http(self.spec.rest_url, request)
             except (OSError, TimeoutError) as e:  # HttpError included: it is a ConnectionError
+                raise_if_cancelling()
                 self.counters.rest_errors += 1
                 self.counters.last_error = str(e)[:200]
                 if isinstance(e.__cause__, ssl.SSLCertVerificationError):
@@ -919,6 +920,7 @@ class VenueRecorder:
             try:
                 return await self.discover()
             except Exception as e:
+                raise_if_cancelling()  # a stop that reached us as this failure: no retry
                 self.state = f"down: instrument list failed: {e}"
                 self.counters.last_error = str(e)[:200]
                 log.error("%s: %s", self.venue, self.state)

@@ -26,6 +26,7 @@ from .http import (
     check_proxy,
     default_client,
     http_fetch,
+    raise_if_cancelling,
     retry_after_s,
     venue_fetch,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "default_budgets",
     "default_client",
     "http_fetch",
+    "raise_if_cancelling",
     "retry_after_s",
     "venue_fetch",
     "write_atomic",

@@ -368,6 +368,16 @@ def default_client() -> HttpClient:
     return client
 
 
+def raise_if_cancelling() -> None:
+    """Raises CancelledError when the running task has been asked to stop. Python 3.11's
+    `wait_for` hands back the inner result (or its error) when the cancellation arrives just as
+    the inner call ends, and the cancellation is lost: a recorder being stopped took the refused
+    request for one more failure and retried it for ever. Retry loops call this too."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 async def http_fetch(
     base_url: str, request: Any, *, timeout_s: float = HTTP_TIMEOUT_S, client: HttpClient | None = None
 ) -> bytes:
@@ -382,6 +392,8 @@ async def http_fetch(
         response = await asyncio.wait_for(c.request(request.method, url, headers, body), timeout_s)
     except InvalidInputError as e:
         raise ValueError(str(e)) from None
+    finally:
+        raise_if_cancelling()
     if not 200 <= response.status < 300:
         if response.status in RATE_REFUSALS:
             c.drop_idle(url)
