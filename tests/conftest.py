@@ -126,6 +126,19 @@ SLOW_TESTS = {
     "test_events_report_export_and_verify_commands",
     "test_a_run_with_a_dsn_password_and_an_api_key_shows_neither",
     "test_a_listing_only_memory_holds_at_exit_makes_the_run_exit_74_with_the_commands_to_capture_it",
+    # Recorder runs against the simulator (refusals and OKX's channel): their unit tests stay quick.
+    "test_after_the_fallback_a_lost_push_is_a_gap_of_its_count_and_is_filled",
+    "test_a_login_requirement_met_on_reconnect_moves_the_running_recorder_without_loss",
+    "test_refused_trades_all_falls_back_to_trades_and_stores_every_fill",
+    "test_an_unknown_instrument_is_refused_on_the_fallback_channel_too",
+    "test_without_a_login_requirement_trades_all_stays",
+    "test_one_unknown_symbol_costs_the_others_nothing",
+    "test_a_refused_listing_is_asked_for_again_when_the_instrument_list_opens_it",
+    "test_a_symbol_the_venue_goes_on_refusing_is_named_once",
+    "test_two_unknown_okx_instruments_in_one_request_are_both_named",
+    "test_okx_taking_the_rest_of_a_refused_request_costs_nothing_either",
+    "test_a_symbol_the_list_already_shows_trading_is_asked_for_again_quietly",
+    "test_okx_asks_for_a_refused_listing_again_when_the_instrument_list_opens_it",
 }
 
 
